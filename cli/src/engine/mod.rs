@@ -1,0 +1,644 @@
+//! The local engine: runs one pipeline's plan as processes, records everything in the store and
+//! the log files, and prints it. Decisions (what starts, what is cancelled, how the run ends) are
+//! made by `sparkwing_core::Scheduler`; this module only does them.
+
+pub mod job_log;
+pub mod output;
+pub mod process;
+
+use crate::compile::Compiled;
+use crate::exit::ExitCode;
+use crate::home::Home;
+use crate::store::{NewJob, NewRun, Store, StoreError};
+use job_log::JobLog;
+use output::{human_duration, Terminal};
+use process::{AttemptSpec, Control, Line, ProcessEnd};
+use serde_json::{json, Map, Value};
+use sparkwing_core::mask::Masker;
+use sparkwing_core::protocol::{PlanDoc, PipelineInfo, CONTROL_PREFIX, PROTOCOL_VERSION};
+use sparkwing_core::scheduler::{Action, AttemptOutcome};
+use sparkwing_core::{dag, JobState, RunStatus, Scheduler};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+pub use output::Format;
+
+/// Everything a run needs, resolved by the `run` command.
+pub struct RunRequest {
+    pub home: Home,
+    pub repo_root: PathBuf,
+    pub pipeline: String,
+    pub info: PipelineInfo,
+    pub compiled: Compiled,
+    /// Resolved args, secrets in clear (given to the pipeline binary only).
+    pub args: Map<String, Value>,
+    pub workers: usize,
+    pub format: Format,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let what = what.into();
+    move |source| EngineError::Io { what, source }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `run-YYYYMMDD-HHMMSS-xxxxxx` in UTC: sorts by time, random enough for many runs a second.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let mut seed = now.subsec_nanos() as u64 ^ ((std::process::id() as u64) << 32);
+    // splitmix64 step: cheap, and good enough to spread ids of runs started in the same second.
+    seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!(
+        "run-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{:06x}",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60,
+        z & 0xff_ffff
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Records events to the store and prints them, masking secrets on the way.
+struct Recorder {
+    store: Store,
+    run_id: String,
+    masker: Masker,
+    term: Terminal,
+}
+
+impl Recorder {
+    fn event(&mut self, job: Option<&str>, kind: &str, payload: Value, human: Option<String>) -> Result<(), EngineError> {
+        let ts = now_ms();
+        let payload = self.masker.mask_json(&payload);
+        self.store.append_event(&self.run_id, job, kind, &payload, ts)?;
+        let human = human.map(|h| self.masker.mask(&h).into_owned());
+        self.term.event(ts, kind, job, &payload, human);
+        Ok(())
+    }
+}
+
+struct JobRuntime {
+    log: JobLog,
+    control: Option<watch::Sender<Control>>,
+    started_ms: i64,
+    outputs: BTreeMap<String, String>,
+}
+
+enum Msg {
+    Line { job: usize, attempt: u32, line: Line },
+    AttemptEnded { job: usize, attempt: u32, end: ProcessEnd },
+    RetryDue { job: usize, attempt: u32 },
+}
+
+fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The run's lock: held for the life of this process, so readers can tell a live run from one
+/// whose process died (they can take the lock only in the second case).
+fn take_run_lock(run_dir: &std::path::Path) -> Result<File, EngineError> {
+    let path = Home::run_lock(run_dir);
+    let f = File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+    f.lock().map_err(io_err(format!("lock {}", path.display())))?;
+    Ok(f)
+}
+
+/// Execute a run from start to end; returns the process exit code.
+pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
+    let run_id = new_run_id();
+    let run_dir = req.home.run_dir(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(io_err(format!("create {}", run_dir.display())))?;
+    let _run_lock = take_run_lock(&run_dir)?;
+
+    let mut secrets: Vec<String> = req
+        .info
+        .secrets
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .collect();
+    secrets.extend(sparkwing_core::args::secret_values(&req.info.args, &req.args));
+    let masker = Masker::new(secrets);
+    let redacted = sparkwing_core::args::redacted(&req.info.args, &req.args);
+    let git = crate::git::read(&req.repo_root);
+    let mut store = Store::open(&req.home.root)?;
+    let created = now_ms();
+    store.create_run(&NewRun {
+        id: run_id.clone(),
+        pipeline: req.pipeline.clone(),
+        entrypoint: req.info.entrypoint.clone(),
+        status: RunStatus::Running,
+        args_json: Value::Object(redacted.clone()).to_string(),
+        repo_root: req.repo_root.to_string_lossy().into_owned(),
+        git_branch: git.branch,
+        git_commit: git.commit,
+        host: host_name(),
+        user: user_name(),
+        pid: std::process::id() as i64,
+        runner: "process".into(),
+        created_at: created,
+        started_at: Some(created),
+        finished_at: None,
+        exit_code: None,
+        error: None,
+        log_dir: run_dir.to_string_lossy().into_owned(),
+    })?;
+    let mut rec = Recorder {
+        store,
+        run_id: run_id.clone(),
+        masker,
+        term: Terminal::new(req.format, &run_id),
+    };
+    let start_line = format!(
+        "{} {} {}",
+        rec.term.dim("run"),
+        run_id,
+        rec.term.dim(&format!("({}, binary {})", req.pipeline, req.compiled.source))
+    );
+    rec.event(
+        None,
+        "run_started",
+        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.compiled.source, "log_dir": run_dir}),
+        Some(start_line),
+    )?;
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+
+    let args_json = Value::Object(req.args.clone()).to_string();
+    // Plan, unless interrupted first.
+    let plan = tokio::select! {
+        p = plan(&req, &args_json) => p,
+        _ = sigint.recv() => Err("cancelled while planning".to_string()),
+        _ = sigterm.recv() => Err("cancelled while planning".to_string()),
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(msg) => {
+            let status = if msg.starts_with("cancelled") { RunStatus::Cancelled } else { RunStatus::Failed };
+            return finish(&mut rec, status, Some(format!("plan: {msg}")), created);
+        }
+    };
+    let validated = match dag::validate(&plan) {
+        Ok(v) => v,
+        Err(e) => {
+            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+            return finish(&mut rec, RunStatus::Failed, Some(format!("invalid plan: {e}")), created);
+        }
+    };
+    let new_jobs: Vec<NewJob> = validated
+        .jobs
+        .iter()
+        .map(|j| NewJob {
+            id: j.id.clone(),
+            needs: j.needs.clone(),
+            optional: j.optional,
+            finally: j.finally,
+        })
+        .collect();
+    rec.store.insert_jobs(&run_id, &new_jobs)?;
+    rec.term.set_job_names(validated.jobs.iter().map(|j| j.id.as_str()));
+    rec.event(
+        None,
+        "plan",
+        json!({"jobs": validated.jobs.iter().map(|j| json!({"id": j.id, "needs": j.needs})).collect::<Vec<_>>()}),
+        None,
+    )?;
+
+    let mut jobs: Vec<JobRuntime> = Vec::with_capacity(validated.jobs.len());
+    for j in &validated.jobs {
+        let path = Home::job_log(&run_dir, &j.id);
+        jobs.push(JobRuntime {
+            log: JobLog::open(&path).map_err(io_err(format!("open {}", path.display())))?,
+            control: None,
+            started_ms: 0,
+            outputs: BTreeMap::new(),
+        });
+    }
+    let mut sched = Scheduler::new(validated, req.workers);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let mut ctx = Ctx {
+        req: &req,
+        run_id: &run_id,
+        run_dir: &run_dir,
+        args_json: &args_json,
+        tx: tx.clone(),
+    };
+    let actions = sched.poll();
+    apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+    let mut interrupts = 0u32;
+    while !sched.is_done() {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    Msg::Line { job, attempt, line } => on_line(&mut rec, &sched, &mut jobs, job, attempt, line)?,
+                    Msg::AttemptEnded { job, attempt, end } => {
+                        let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, attempt, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::RetryDue { job, attempt } => {
+                        let actions = if sched.is_cancelling() {
+                            sched.attempt_finished(job, AttemptOutcome::Killed)
+                        } else {
+                            vec![Action::Start { job, attempt }]
+                        };
+                        if sched.job(job).state == JobState::Cancelled {
+                            record_terminal(&mut rec, &sched, &mut jobs, job, None)?;
+                        }
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                }
+            }
+            _ = sigint.recv() => {
+                interrupts += 1;
+                on_interrupt(&mut ctx, &mut rec, &mut sched, &mut jobs, interrupts, "SIGINT")?;
+            }
+            _ = sigterm.recv() => {
+                interrupts += 1;
+                on_interrupt(&mut ctx, &mut rec, &mut sched, &mut jobs, interrupts, "SIGTERM")?;
+            }
+        }
+        if interrupts >= 2 {
+            // Second interrupt: everything was killed; do not wait for anything else.
+            return finish(&mut rec, RunStatus::Cancelled, Some("cancelled (killed at once by a second interrupt)".into()), created);
+        }
+    }
+    drop(tx);
+    let (status, error) = sched.outcome();
+    finish(&mut rec, status, error, created)
+}
+
+struct Ctx<'a> {
+    req: &'a RunRequest,
+    run_id: &'a str,
+    run_dir: &'a std::path::Path,
+    args_json: &'a str,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+fn finish(rec: &mut Recorder, status: RunStatus, error: Option<String>, started: i64) -> Result<ExitCode, EngineError> {
+    let error = error.map(|e| rec.masker.mask(&e).into_owned());
+    let now = now_ms();
+    let code = status.exit_code();
+    rec.store.set_run_status(&rec.run_id, status, now, Some(code), error.as_deref())?;
+    let took = human_duration(now - started);
+    let human = match status {
+        RunStatus::Success => format!("{} run {} succeeded in {took}", rec.term.green("✓"), rec.run_id),
+        RunStatus::Cancelled => format!("{} run {} cancelled after {took}", rec.term.yellow("■"), rec.run_id),
+        _ => format!(
+            "{} run {} failed after {took}: {}",
+            rec.term.red("✗"),
+            rec.run_id,
+            error.clone().unwrap_or_default()
+        ),
+    };
+    rec.event(
+        None,
+        "run_finished",
+        json!({"status": status.as_str(), "error": error, "exit_code": code, "duration_ms": now - started}),
+        Some(human),
+    )?;
+    Ok(match status {
+        RunStatus::Success => ExitCode::Success,
+        RunStatus::Cancelled => ExitCode::Cancelled,
+        _ => ExitCode::RunFailed,
+    })
+}
+
+/// Ask the binary for the plan.
+async fn plan(req: &RunRequest, args_json: &str) -> Result<PlanDoc, String> {
+    let out = tokio::process::Command::new(&req.compiled.binary)
+        .arg("plan")
+        .arg(&req.info.entrypoint)
+        .env("SPARKWING_PROTOCOL", PROTOCOL_VERSION.to_string())
+        .env("SPARKWING_ARGS", args_json)
+        .env("SPARKWING_PIPELINE", &req.pipeline)
+        .current_dir(&req.repo_root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot start the pipeline binary: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let msg = stderr.trim();
+        return Err(if msg.is_empty() { format!("the plan function failed ({})", out.status) } else { msg.to_string() });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("the pipeline binary printed an invalid plan: {e}"))
+}
+
+fn apply(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    actions: Vec<Action>,
+) -> Result<(), EngineError> {
+    for action in actions {
+        match action {
+            Action::Start { job, attempt } => start(ctx, rec, sched, jobs, job, attempt)?,
+            Action::Retry { job, attempt, after_ms } => {
+                let id = sched.plan().jobs[job].id.clone();
+                let reason = sched.job(job).reason.clone().unwrap_or_default();
+                let human = format!(
+                    "{} {id} attempt {} failed ({reason}); retrying in {}",
+                    rec.term.yellow("↻"),
+                    attempt - 1,
+                    human_duration(after_ms as i64)
+                );
+                rec.event(Some(&id), "job_retry", json!({"attempt": attempt, "after_ms": after_ms, "reason": reason}), Some(human))?;
+                let tx = ctx.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    let _ = tx.send(Msg::RetryDue { job, attempt });
+                });
+            }
+            Action::Settled { job } => record_terminal(rec, sched, jobs, job, None)?,
+        }
+    }
+    Ok(())
+}
+
+fn start(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+) -> Result<(), EngineError> {
+    let spec = &sched.plan().jobs[job];
+    let now = now_ms();
+    rec.store.job_started(ctx.run_id, &spec.id, attempt, now)?;
+    if attempt == 1 {
+        jobs[job].started_ms = now;
+    }
+    let human = format!("{} {}{}", rec.term.dim("▶"), spec.id, if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() });
+    rec.event(Some(&spec.id), "job_started", json!({"attempt": attempt}), Some(human))?;
+
+    let mut needs_outputs = Map::new();
+    for &n in &sched.plan().needs[job] {
+        let outputs: Map<String, Value> = jobs[n].outputs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        needs_outputs.insert(sched.plan().jobs[n].id.clone(), Value::Object(outputs));
+    }
+    let outputs_file = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
+    let _ = std::fs::remove_file(&outputs_file);
+    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend([
+        ("SPARKWING_PROTOCOL".to_string(), PROTOCOL_VERSION.to_string()),
+        ("SPARKWING_ARGS".to_string(), ctx.args_json.to_string()),
+        ("SPARKWING_RUN_ID".to_string(), ctx.run_id.to_string()),
+        ("SPARKWING_PIPELINE".to_string(), ctx.req.pipeline.clone()),
+        ("SPARKWING_JOB".to_string(), spec.id.clone()),
+        ("SPARKWING_ATTEMPT".to_string(), attempt.to_string()),
+        ("SPARKWING_WORKSPACE".to_string(), ctx.req.repo_root.to_string_lossy().into_owned()),
+        ("SPARKWING_OUTPUTS_FILE".to_string(), outputs_file.to_string_lossy().into_owned()),
+        ("SPARKWING_NEEDS_OUTPUTS".to_string(), Value::Object(needs_outputs).to_string()),
+    ]);
+    let cwd = match &spec.workdir {
+        Some(w) => ctx.req.repo_root.join(w),
+        None => ctx.req.repo_root.clone(),
+    };
+    let attempt_spec = AttemptSpec {
+        program: ctx.req.compiled.binary.clone(),
+        args: vec!["job".into(), ctx.req.info.entrypoint.clone(), spec.id.clone()],
+        cwd,
+        env,
+        timeout: spec.timeout_ms.map(Duration::from_millis),
+    };
+    let initial = if sched.is_cancelling() && !spec.finally { Control::Stop } else { Control::Run };
+    let (control_tx, control_rx) = watch::channel(initial);
+    jobs[job].control = Some(control_tx);
+    let tx = ctx.tx.clone();
+    tokio::spawn(async move {
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
+        let forward_tx = tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(line) = line_rx.recv().await {
+                if forward_tx.send(Msg::Line { job, attempt, line }).is_err() {
+                    return;
+                }
+            }
+        });
+        let end = process::run_attempt(attempt_spec, line_tx, control_rx).await;
+        let _ = forward.await;
+        let _ = tx.send(Msg::AttemptEnded { job, attempt, end });
+    });
+    Ok(())
+}
+
+fn on_line(rec: &mut Recorder, sched: &Scheduler, jobs: &mut [JobRuntime], job: usize, attempt: u32, line: Line) -> Result<(), EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    if line.stream == process::Stream::Stdout {
+        if let Some(rest) = line.text.strip_prefix(CONTROL_PREFIX) {
+            if let Ok(v) = serde_json::from_str::<Value>(rest) {
+                let kind = v["event"].as_str().unwrap_or("control").to_string();
+                let human = match kind.as_str() {
+                    "step_start" => Some(format!("{} {id} › {}", rec.term.dim("·"), v["step"].as_str().unwrap_or("?"))),
+                    "step_end" if v["ok"] == Value::Bool(false) => Some(format!("{} {id} › {} failed", rec.term.red("·"), v["step"].as_str().unwrap_or("?"))),
+                    _ => None,
+                };
+                rec.event(Some(&id), &kind, v, human)?;
+                return Ok(());
+            }
+        }
+    }
+    let ts = now_ms();
+    let text = rec.masker.mask(&line.text).into_owned();
+    let seq = jobs[job]
+        .log
+        .append(ts, attempt, line.stream.as_str(), &text)
+        .map_err(io_err(format!("write log of job {id}")))?;
+    rec.term.log_line(&id, job, ts, seq, line.stream.as_str(), &text);
+    Ok(())
+}
+
+fn on_attempt_end(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    end: ProcessEnd,
+) -> Result<Vec<Action>, EngineError> {
+    jobs[job].control = None;
+    let spec = sched.plan().jobs[job].clone();
+    let (outcome, exit_code) = match &end {
+        ProcessEnd::Exited(0) => (AttemptOutcome::Success, Some(0)),
+        ProcessEnd::Exited(c) => (AttemptOutcome::Failed { reason: format!("exit code {c}") }, Some(*c)),
+        ProcessEnd::Signalled(s) => (AttemptOutcome::Failed { reason: format!("killed by signal {s}") }, None),
+        ProcessEnd::TimedOut => (
+            AttemptOutcome::Failed { reason: format!("timeout after {}", human_duration(spec.timeout_ms.unwrap_or(0) as i64)) },
+            None,
+        ),
+        ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
+        ProcessEnd::SpawnFailed(m) => (AttemptOutcome::Failed { reason: m.clone() }, None),
+    };
+    if outcome == AttemptOutcome::Success {
+        let path = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
+                jobs[job].outputs = map
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .collect();
+            }
+        }
+    }
+    let actions = sched.attempt_finished(job, outcome);
+    let _ = attempt;
+    if sched.job(job).state.is_terminal() {
+        record_terminal(rec, sched, jobs, job, exit_code)?;
+    }
+    Ok(actions)
+}
+
+/// Store and print a job's terminal state.
+fn record_terminal(rec: &mut Recorder, sched: &Scheduler, jobs: &mut [JobRuntime], job: usize, exit_code: Option<i32>) -> Result<(), EngineError> {
+    let spec = &sched.plan().jobs[job];
+    let progress = sched.job(job);
+    let now = now_ms();
+    let outputs = if jobs[job].outputs.is_empty() {
+        None
+    } else {
+        let v: Map<String, Value> = jobs[job].outputs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        Some(rec.masker.mask_json(&Value::Object(v)).to_string())
+    };
+    let reason = progress.reason.as_deref().map(|r| rec.masker.mask(r).into_owned());
+    rec.store.job_finished(&rec.run_id.clone(), &spec.id, progress.state, reason.as_deref(), exit_code, outputs.as_deref(), now)?;
+    let took = if jobs[job].started_ms > 0 { human_duration(now - jobs[job].started_ms) } else { String::new() };
+    let why = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+    let optional = if spec.optional && progress.state == JobState::Failed { " (optional)" } else { "" };
+    let human = match progress.state {
+        JobState::Success => format!("{} {} {}", rec.term.green("✓"), spec.id, rec.term.dim(&took)),
+        JobState::Failed => format!("{} {}{optional} {}{why}", rec.term.red("✗"), spec.id, rec.term.dim(&took)),
+        JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
+        _ => format!("{} {} {}{why}", rec.term.yellow("■"), spec.id, progress.state),
+    };
+    let kind = match progress.state {
+        JobState::Success => "job_succeeded",
+        JobState::Failed => "job_failed",
+        JobState::Skipped => "job_skipped",
+        _ => "job_cancelled",
+    };
+    rec.event(
+        Some(&spec.id),
+        kind,
+        json!({"state": progress.state.as_str(), "reason": reason, "attempt": progress.attempt, "exit_code": exit_code}),
+        Some(human),
+    )
+}
+
+fn on_interrupt(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    count: u32,
+    signal_name: &str,
+) -> Result<(), EngineError> {
+    if count == 1 {
+        let (stop, actions) = sched.cancel();
+        let human = format!(
+            "{} {signal_name}: cancelling the run (running jobs get SIGTERM; finally jobs still run). Press Ctrl-C again to kill at once.",
+            rec.term.yellow("■")
+        );
+        eprintln!("{human}");
+        rec.event(None, "run_cancelling", json!({"signal": signal_name}), None)?;
+        for j in stop {
+            if let Some(c) = &jobs[j].control {
+                let _ = c.send(Control::Stop);
+            }
+        }
+        apply(ctx, rec, sched, jobs, actions)?;
+    } else {
+        eprintln!("{} second interrupt: killing every job now", rec.term.red("■"));
+        let now = now_ms();
+        for (j, rt) in jobs.iter_mut().enumerate() {
+            if let Some(c) = &rt.control {
+                let _ = c.send(Control::Kill);
+            }
+            let state = sched.job(j).state;
+            if !state.is_terminal() {
+                let id = sched.plan().jobs[j].id.clone();
+                rec.store.job_finished(ctx.run_id, &id, JobState::Cancelled, Some("killed"), None, None, now)?;
+            }
+        }
+        rec.event(None, "run_killed", json!({"signal": signal_name}), None)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time_and_look_right() {
+        let id = new_run_id();
+        assert!(id.starts_with("run-20"), "{id}");
+        assert_eq!(id.len(), "run-20261127-120102-a1b2c3".len(), "{id}");
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_419), (2025, 11, 27));
+    }
+}

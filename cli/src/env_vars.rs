@@ -1,0 +1,15 @@
+//! Every environment variable the `sparkwing` command reads, in one place.
+
+/// Root of the local store (default `~/.sparkwing`).
+pub const SPARKWING_HOME: &str = "SPARKWING_HOME";
+/// Where compiled pipeline binaries, the embedded SDK and cargo target dirs live
+/// (default `$SPARKWING_HOME/cache`). Tests point several homes at one cache.
+pub const SPARKWING_CACHE_DIR: &str = "SPARKWING_CACHE_DIR";
+/// Most binaries kept in the cache (default 20).
+pub const SPARKWING_CACHE_MAX_ENTRIES: &str = "SPARKWING_CACHE_MAX_ENTRIES";
+/// Most bytes kept in the binary cache (default 2 GiB).
+pub const SPARKWING_CACHE_MAX_BYTES: &str = "SPARKWING_CACHE_MAX_BYTES";
+/// `pretty` or `json`: how `sparkwing run` prints logs (default: pretty on a TTY, else json).
+pub const SPARKWING_LOG_FORMAT: &str = "SPARKWING_LOG_FORMAT";
+/// The cargo to compile pipelines with (default `cargo` on PATH).
+pub const CARGO: &str = "CARGO";

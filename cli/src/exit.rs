@@ -1,0 +1,31 @@
+//! Exit codes of the `sparkwing` command. Documented in `docs/exit-codes.md`; keep both in sync.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// The run (or command) succeeded.
+    Success = 0,
+    /// The run failed: a job failed, the plan was invalid, or the pipeline did not compile.
+    RunFailed = 1,
+    /// Usage error: unknown pipeline, unknown or invalid arg or flag.
+    Usage = 2,
+    /// Project error: no `.sparkwing/`, invalid `sparkwing.yaml`, unregistered entrypoint.
+    Project = 3,
+    /// The run store cannot be used: corrupt, or written by a newer sparkwing.
+    Store = 4,
+    /// The run id given does not exist.
+    NotFound = 5,
+    /// `runs wait --timeout` elapsed before the run finished.
+    Timeout = 6,
+    /// Any other error (IO, cargo missing, ...).
+    Internal = 10,
+    /// All box slots taken and `--sw-no-wait` given.
+    BoxSlotsFull = 75,
+    /// The run was cancelled (Ctrl-C, SIGTERM or `sparkwing runs cancel`).
+    Cancelled = 130,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}

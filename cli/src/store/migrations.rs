@@ -1,0 +1,58 @@
+//! The schema, as append-only migrations. Migration N brings `user_version` from N-1 to N.
+//! Never edit a migration that has shipped; add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: runs, jobs, events.
+    r#"
+    CREATE TABLE runs (
+        id          TEXT PRIMARY KEY,
+        pipeline    TEXT NOT NULL,
+        entrypoint  TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        args_json   TEXT NOT NULL,
+        repo_root   TEXT NOT NULL,
+        git_branch  TEXT,
+        git_commit  TEXT,
+        host        TEXT NOT NULL,
+        user        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        runner      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        exit_code   INTEGER,
+        error       TEXT,
+        log_dir     TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_created ON runs (created_at DESC);
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, created_at DESC);
+    CREATE INDEX runs_by_status ON runs (status);
+
+    CREATE TABLE jobs (
+        run_id       TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        job_id       TEXT NOT NULL,
+        position     INTEGER NOT NULL,
+        needs_json   TEXT NOT NULL,
+        optional     INTEGER NOT NULL,
+        is_finally   INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        reason       TEXT,
+        attempt      INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        exit_code    INTEGER,
+        outputs_json TEXT,
+        PRIMARY KEY (run_id, job_id)
+    );
+
+    CREATE TABLE events (
+        run_id       TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq          INTEGER NOT NULL,
+        ts           INTEGER NOT NULL,
+        job_id       TEXT,
+        kind         TEXT NOT NULL,
+        payload_json TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    "#,
+];

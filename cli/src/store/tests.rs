@@ -1,0 +1,136 @@
+use super::*;
+use sparkwing_core::{JobState, RunStatus};
+
+fn new_run(id: &str, pipeline: &str, created_at: i64) -> NewRun {
+    NewRun {
+        id: id.into(),
+        pipeline: pipeline.into(),
+        entrypoint: "E".into(),
+        status: RunStatus::Running,
+        args_json: "{}".into(),
+        repo_root: "/repo".into(),
+        git_branch: Some("main".into()),
+        git_commit: None,
+        host: "h".into(),
+        user: "u".into(),
+        pid: 1,
+        runner: "process".into(),
+        created_at,
+        started_at: Some(created_at),
+        finished_at: None,
+        exit_code: None,
+        error: None,
+        log_dir: "/logs".into(),
+    }
+}
+
+#[test]
+fn round_trips_runs_jobs_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    s.create_run(&new_run("run-1", "hello", 10)).unwrap();
+    s.create_run(&new_run("run-2", "other", 20)).unwrap();
+    s.insert_jobs(
+        "run-1",
+        &[NewJob {
+            id: "a".into(),
+            needs: vec![],
+            optional: false,
+            finally: false,
+        }],
+    )
+    .unwrap();
+    s.job_started("run-1", "a", 1, 11).unwrap();
+    s.job_finished(
+        "run-1",
+        "a",
+        JobState::Success,
+        None,
+        Some(0),
+        Some(r#"{"v":"1"}"#),
+        12,
+    )
+    .unwrap();
+    assert_eq!(
+        s.append_event("run-1", Some("a"), "job_started", &serde_json::json!({}), 11)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.append_event("run-1", None, "run_finished", &serde_json::json!({}), 13)
+            .unwrap(),
+        2
+    );
+    s.set_run_status("run-1", RunStatus::Success, 13, Some(0), None)
+        .unwrap();
+
+    let runs = s.list_runs(&RunFilter::default()).unwrap();
+    assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["run-2", "run-1"]);
+    let filtered = s
+        .list_runs(&RunFilter {
+            pipelines: vec!["hello".into()],
+            statuses: vec![RunStatus::Success],
+            limit: Some(5),
+        })
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0].finished_at, Some(13));
+    let jobs = s.jobs("run-1").unwrap();
+    assert_eq!(jobs[0].state, JobState::Success);
+    assert_eq!(jobs[0].outputs, Some(serde_json::json!({"v": "1"})));
+    assert_eq!(s.events("run-1", 1).unwrap().len(), 1);
+    assert_eq!(s.find_run("1").unwrap().id, "run-1");
+    assert!(matches!(s.find_run("nope"), Err(StoreError::RunNotFound(_))));
+}
+
+#[test]
+fn abandoned_runs_fail_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    s.create_run(&new_run("run-1", "hello", 10)).unwrap();
+    assert!(s.fail_abandoned_run("run-1", "process died", 20).unwrap());
+    assert!(!s.fail_abandoned_run("run-1", "process died", 21).unwrap());
+    let r = s.get_run("run-1").unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_deref(), Some("process died"));
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let e = Store::open(dir.path()).err().expect("must refuse");
+    assert!(matches!(e, StoreError::TooNew { .. }), "{e}");
+    assert!(e.to_string().contains("upgrade sparkwing"), "{e}");
+}
+
+#[test]
+fn reports_a_corrupt_file_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let junk = vec![b'x'; 4096];
+    std::fs::write(&path, &junk).unwrap();
+    let e = Store::open(dir.path()).err().expect("must refuse");
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("move it aside"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
+
+#[test]
+fn migrations_set_user_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let v: i64 = s
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    drop(s);
+    // Re-opening an up-to-date store is a no-op.
+    Store::open(dir.path()).unwrap();
+}

@@ -1,0 +1,212 @@
+//! Checks a plan's job graph before anything runs: duplicate ids, unknown needs, cycles.
+
+use crate::protocol::{JobSpec, PlanDoc};
+use std::collections::HashMap;
+
+/// Why a plan cannot run. Each names the job at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("duplicate job id {0:?}: each job in a plan needs its own id")]
+    DuplicateJob(String),
+    #[error("job {job:?} needs {need:?}, which is not a job in this plan")]
+    UnknownNeed { job: String, need: String },
+    #[error("job {0:?} needs itself")]
+    SelfNeed(String),
+    #[error("cycle in job needs: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    #[error("job id {0:?} is invalid: use letters, digits, '-', '_' and '.' only")]
+    InvalidId(String),
+    #[error("the plan has no jobs")]
+    Empty,
+}
+
+/// A plan whose graph is known to be a DAG; jobs keep their declared order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedPlan {
+    pub jobs: Vec<JobSpec>,
+    /// For each job (by index), the indexes of the jobs it needs.
+    pub needs: Vec<Vec<usize>>,
+}
+
+impl ValidatedPlan {
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == id)
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id != "."
+        && id != ".."
+}
+
+/// Validate a plan's job graph.
+pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
+    if plan.jobs.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, job) in plan.jobs.iter().enumerate() {
+        if !valid_id(&job.id) {
+            return Err(PlanError::InvalidId(job.id.clone()));
+        }
+        if index.insert(job.id.as_str(), i).is_some() {
+            return Err(PlanError::DuplicateJob(job.id.clone()));
+        }
+    }
+    let mut needs = Vec::with_capacity(plan.jobs.len());
+    for job in &plan.jobs {
+        let mut mine: Vec<usize> = Vec::new();
+        for need in &job.needs {
+            if need == &job.id {
+                return Err(PlanError::SelfNeed(job.id.clone()));
+            }
+            let Some(&n) = index.get(need.as_str()) else {
+                return Err(PlanError::UnknownNeed {
+                    job: job.id.clone(),
+                    need: need.clone(),
+                });
+            };
+            if !mine.contains(&n) {
+                mine.push(n);
+            }
+        }
+        needs.push(mine);
+    }
+    if let Some(cycle) = find_cycle(&needs) {
+        return Err(PlanError::Cycle(
+            cycle.into_iter().map(|i| plan.jobs[i].id.clone()).collect(),
+        ));
+    }
+    Ok(ValidatedPlan {
+        jobs: plan.jobs.clone(),
+        needs,
+    })
+}
+
+/// Depth-first search; returns the cycle as a closed path (first == last).
+fn find_cycle(needs: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks = vec![Mark::New; needs.len()];
+    for root in 0..needs.len() {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (node, next child index) with the active path on the stack.
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        marks[root] = Mark::Active;
+        while let Some(&mut (node, ref mut child)) = stack.last_mut() {
+            if let Some(&next) = needs[node].get(*child) {
+                *child += 1;
+                match marks[next] {
+                    Mark::New => {
+                        marks[next] = Mark::Active;
+                        stack.push((next, 0));
+                    }
+                    Mark::Active => {
+                        let start = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                        let mut path: Vec<usize> = stack[start..].iter().map(|(n, _)| *n).collect();
+                        path.push(next);
+                        return Some(path);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(jobs: Vec<JobSpec>) -> PlanDoc {
+        PlanDoc {
+            protocol: 1,
+            entrypoint: "T".into(),
+            jobs,
+        }
+    }
+
+    #[test]
+    fn accepts_a_diamond() {
+        let p = validate(&plan(vec![
+            JobSpec::new("a"),
+            JobSpec::new("b").needs(&["a"]),
+            JobSpec::new("c").needs(&["a"]),
+            JobSpec::new("d").needs(&["b", "c"]),
+        ]))
+        .unwrap();
+        assert_eq!(p.needs[3], vec![1, 2]);
+    }
+
+    #[test]
+    fn names_duplicate() {
+        let e = validate(&plan(vec![JobSpec::new("a"), JobSpec::new("a")])).unwrap_err();
+        assert_eq!(e, PlanError::DuplicateJob("a".into()));
+        assert!(e.to_string().contains("\"a\""));
+    }
+
+    #[test]
+    fn names_unknown_need() {
+        let e = validate(&plan(vec![JobSpec::new("a").needs(&["zz"])])).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::UnknownNeed {
+                job: "a".into(),
+                need: "zz".into()
+            }
+        );
+    }
+
+    #[test]
+    fn names_the_cycle() {
+        let e = validate(&plan(vec![
+            JobSpec::new("setup"),
+            JobSpec::new("a").needs(&["setup", "c"]),
+            JobSpec::new("b").needs(&["a"]),
+            JobSpec::new("c").needs(&["b"]),
+        ]))
+        .unwrap_err();
+        match e {
+            PlanError::Cycle(path) => {
+                assert_eq!(path.first(), path.last());
+                for id in ["a", "b", "c"] {
+                    assert!(path.contains(&id.to_string()), "{path:?}");
+                }
+                assert!(!path.contains(&"setup".to_string()));
+            }
+            other => panic!("expected cycle, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn self_need_and_bad_ids_and_empty() {
+        assert_eq!(
+            validate(&plan(vec![JobSpec::new("a").needs(&["a"])])).unwrap_err(),
+            PlanError::SelfNeed("a".into())
+        );
+        assert!(matches!(
+            validate(&plan(vec![JobSpec::new("a b")])).unwrap_err(),
+            PlanError::InvalidId(_)
+        ));
+        assert!(matches!(
+            validate(&plan(vec![JobSpec::new("../x")])).unwrap_err(),
+            PlanError::InvalidId(_)
+        ));
+        assert_eq!(validate(&plan(vec![])).unwrap_err(), PlanError::Empty);
+    }
+}

@@ -1,0 +1,16 @@
+//! Sparkwing's decisions, free of IO.
+//!
+//! The CLI engine (and later the operator) observes the world, asks this crate what to do, and does
+//! it. Everything here is deterministic and tested from fixtures.
+
+pub mod args;
+pub mod dag;
+pub mod mask;
+pub mod protocol;
+pub mod scheduler;
+pub mod state;
+pub mod suggest;
+
+pub use dag::{PlanError, ValidatedPlan};
+pub use scheduler::{Action, AttemptOutcome, Scheduler};
+pub use state::{JobState, RunStatus};

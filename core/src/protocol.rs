@@ -1,0 +1,164 @@
+//! The JSON shapes of the pipeline binary protocol (see `docs/protocol.md`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The protocol version this engine speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Output of `<bin> describe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Describe {
+    pub protocol: u32,
+    pub sdk_version: String,
+    pub pipelines: Vec<PipelineInfo>,
+}
+
+impl Describe {
+    pub fn entrypoint(&self, name: &str) -> Option<&PipelineInfo> {
+        self.pipelines.iter().find(|p| p.entrypoint == name)
+    }
+}
+
+/// One registered pipeline entrypoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineInfo {
+    pub entrypoint: String,
+    #[serde(default)]
+    pub about: String,
+    #[serde(default)]
+    pub args: Vec<ArgSpec>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// A typed arg a pipeline accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArgSpec {
+    pub name: String,
+    pub kind: ArgKind,
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub help: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgKind {
+    String,
+    Int,
+    Float,
+    Bool,
+}
+
+impl ArgKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArgKind::String => "string",
+            ArgKind::Int => "int",
+            ArgKind::Float => "float",
+            ArgKind::Bool => "bool",
+        }
+    }
+}
+
+/// Output of `<bin> plan <ENTRYPOINT>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanDoc {
+    pub protocol: u32,
+    pub entrypoint: String,
+    pub jobs: Vec<JobSpec>,
+}
+
+/// One job as the pipeline declared it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub id: String,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(default)]
+    pub finally: bool,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub skip: Option<String>,
+}
+
+fn default_backoff_ms() -> u64 {
+    1000
+}
+
+impl JobSpec {
+    /// A job with defaults; used by tests and fixtures.
+    pub fn new(id: &str) -> Self {
+        JobSpec {
+            id: id.to_string(),
+            needs: Vec::new(),
+            retries: 0,
+            backoff_ms: default_backoff_ms(),
+            timeout_ms: None,
+            optional: false,
+            finally: false,
+            env: BTreeMap::new(),
+            workdir: None,
+            skip: None,
+        }
+    }
+
+    pub fn needs(mut self, ids: &[&str]) -> Self {
+        self.needs.extend(ids.iter().map(|s| s.to_string()));
+        self
+    }
+}
+
+/// Wait before attempt `next_attempt` (2 = first retry): `backoff * 2^(n-2)`, capped at 5 minutes.
+pub fn retry_delay_ms(backoff_ms: u64, next_attempt: u32) -> u64 {
+    const CAP_MS: u64 = 5 * 60 * 1000;
+    let exp = next_attempt.saturating_sub(2).min(32);
+    backoff_ms.saturating_mul(1u64 << exp).min(CAP_MS)
+}
+
+/// A control record a job prints on stdout (`\x1esparkwing {json}`).
+pub const CONTROL_PREFIX: &str = "\u{1e}sparkwing ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_doc_parses_protocol_example() {
+        let json = r#"{"protocol":1,"entrypoint":"Hello","jobs":[
+            {"id":"build","needs":[],"retries":2,"backoff_ms":500,"timeout_ms":600000,
+             "optional":false,"finally":false,"env":{"RUST_LOG":"info"},"workdir":null,"skip":null},
+            {"id":"test","needs":["build"],"retries":0,"backoff_ms":1000,"timeout_ms":null,
+             "optional":false,"finally":false,"env":{},"workdir":"crates/app","skip":"not on main"}]}"#;
+        let doc: PlanDoc = serde_json::from_str(json).unwrap();
+        assert_eq!(doc.jobs.len(), 2);
+        assert_eq!(doc.jobs[0].timeout_ms, Some(600_000));
+        assert_eq!(doc.jobs[1].skip.as_deref(), Some("not on main"));
+        assert_eq!(doc.jobs[1].workdir.as_deref(), Some("crates/app"));
+    }
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        assert_eq!(retry_delay_ms(500, 2), 500);
+        assert_eq!(retry_delay_ms(500, 3), 1000);
+        assert_eq!(retry_delay_ms(500, 4), 2000);
+        assert_eq!(retry_delay_ms(500, 40), 300_000);
+    }
+}

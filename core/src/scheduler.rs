@@ -1,0 +1,427 @@
+//! The run's job state machine: which jobs start, which are skipped or cancelled, when the run ends
+//! and with which status. The engine reports what happened; the scheduler answers with actions.
+//!
+//! Rules (also in `docs/running.md`):
+//! - a job starts once every job it needs has succeeded or been skipped, within the worker bound;
+//! - a job whose need failed or was cancelled is cancelled with reason `upstream-failed`;
+//! - a failed attempt is retried while attempts remain, unless the run is being cancelled;
+//! - `finally` jobs start once every other job is terminal and their own needs are terminal,
+//!   whatever the outcomes, also when the run was cancelled;
+//! - the run fails when a non-optional job failed, is cancelled when cancel was asked, else succeeds.
+
+use crate::dag::ValidatedPlan;
+use crate::protocol::retry_delay_ms;
+use crate::state::{JobState, RunStatus};
+
+/// Reason recorded for a job cancelled because a job it needs did not succeed.
+pub const UPSTREAM_FAILED: &str = "upstream-failed";
+/// Reason recorded for a job stopped or never started because the run was cancelled.
+pub const CANCELLED: &str = "cancelled";
+
+/// What the engine must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start attempt `attempt` of job `job` now.
+    Start { job: usize, attempt: u32 },
+    /// Start attempt `attempt` of job `job` after waiting `after_ms`.
+    Retry {
+        job: usize,
+        attempt: u32,
+        after_ms: u64,
+    },
+    /// A job reached a terminal state without running (skipped or cancelled); record it.
+    Settled { job: usize },
+}
+
+/// How one attempt of a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Success,
+    Failed { reason: String },
+    /// Stopped by the engine because the run is being cancelled.
+    Killed,
+}
+
+/// One job's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobProgress {
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    plan: ValidatedPlan,
+    jobs: Vec<JobProgress>,
+    max_workers: usize,
+    /// Jobs holding a worker: running an attempt or waiting to retry.
+    busy: usize,
+    cancelling: bool,
+}
+
+impl Scheduler {
+    pub fn new(plan: ValidatedPlan, max_workers: usize) -> Self {
+        let jobs = plan
+            .jobs
+            .iter()
+            .map(|_| JobProgress {
+                state: JobState::Pending,
+                reason: None,
+                attempt: 0,
+            })
+            .collect();
+        Scheduler {
+            plan,
+            jobs,
+            max_workers: max_workers.max(1),
+            busy: 0,
+            cancelling: false,
+        }
+    }
+
+    pub fn plan(&self) -> &ValidatedPlan {
+        &self.plan
+    }
+
+    pub fn job(&self, job: usize) -> &JobProgress {
+        &self.jobs[job]
+    }
+
+    pub fn jobs(&self) -> &[JobProgress] {
+        &self.jobs
+    }
+
+    pub fn is_cancelling(&self) -> bool {
+        self.cancelling
+    }
+
+    /// Decide what can move now. Call after creating the scheduler and after every report.
+    pub fn poll(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        loop {
+            let mut changed = false;
+            for i in 0..self.jobs.len() {
+                if self.jobs[i].state != JobState::Pending {
+                    continue;
+                }
+                match self.readiness(i) {
+                    Readiness::Wait => {}
+                    Readiness::Settle(state, reason) => {
+                        self.jobs[i].state = state;
+                        self.jobs[i].reason = Some(reason);
+                        actions.push(Action::Settled { job: i });
+                        changed = true;
+                    }
+                    Readiness::Ready => {
+                        if self.busy < self.max_workers {
+                            self.busy += 1;
+                            self.jobs[i].state = JobState::Running;
+                            self.jobs[i].attempt = 1;
+                            actions.push(Action::Start { job: i, attempt: 1 });
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if !changed {
+                return actions;
+            }
+        }
+    }
+
+    fn readiness(&self, i: usize) -> Readiness {
+        let spec = &self.plan.jobs[i];
+        if let Some(reason) = &spec.skip {
+            return Readiness::Settle(JobState::Skipped, reason.clone());
+        }
+        let needs = &self.plan.needs[i];
+        if spec.finally {
+            let others_done = self
+                .jobs
+                .iter()
+                .zip(&self.plan.jobs)
+                .all(|(p, s)| s.finally || p.state.is_terminal());
+            let needs_done = needs.iter().all(|&n| self.jobs[n].state.is_terminal());
+            return if others_done && needs_done {
+                Readiness::Ready
+            } else {
+                Readiness::Wait
+            };
+        }
+        if self.cancelling {
+            return Readiness::Settle(JobState::Cancelled, CANCELLED.to_string());
+        }
+        let mut all_done = true;
+        for &n in needs {
+            let st = self.jobs[n].state;
+            if st.is_terminal() && !st.satisfies_needs() {
+                return Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string());
+            }
+            all_done &= st.is_terminal();
+        }
+        if all_done {
+            Readiness::Ready
+        } else {
+            Readiness::Wait
+        }
+    }
+
+    /// Report how an attempt ended.
+    pub fn attempt_finished(&mut self, job: usize, outcome: AttemptOutcome) -> Vec<Action> {
+        assert_eq!(self.jobs[job].state, JobState::Running, "job not running");
+        let spec = &self.plan.jobs[job];
+        match outcome {
+            AttemptOutcome::Success => self.finish(job, JobState::Success, None),
+            AttemptOutcome::Failed { reason } => {
+                let attempt = self.jobs[job].attempt;
+                let stop_retrying = self.cancelling && !spec.finally;
+                if attempt <= spec.retries && !stop_retrying {
+                    let next = attempt + 1;
+                    self.jobs[job].attempt = next;
+                    self.jobs[job].reason = Some(reason);
+                    let mut actions = vec![Action::Retry {
+                        job,
+                        attempt: next,
+                        after_ms: retry_delay_ms(spec.backoff_ms, next),
+                    }];
+                    actions.extend(self.poll());
+                    return actions;
+                }
+                self.finish(job, JobState::Failed, Some(reason))
+            }
+            AttemptOutcome::Killed => self.finish(job, JobState::Cancelled, Some(CANCELLED.into())),
+        }
+    }
+
+    fn finish(&mut self, job: usize, state: JobState, reason: Option<String>) -> Vec<Action> {
+        self.busy -= 1;
+        self.jobs[job].state = state;
+        self.jobs[job].reason = reason;
+        self.poll()
+    }
+
+    /// Ask the run to stop. Returns the running jobs the engine must stop (finally jobs are left to
+    /// finish); pending jobs are settled as cancelled by the actions this also returns.
+    pub fn cancel(&mut self) -> (Vec<usize>, Vec<Action>) {
+        self.cancelling = true;
+        let to_stop = (0..self.jobs.len())
+            .filter(|&i| self.jobs[i].state == JobState::Running && !self.plan.jobs[i].finally)
+            .collect();
+        (to_stop, self.poll())
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.jobs.iter().all(|j| j.state.is_terminal())
+    }
+
+    /// The run's status and error once every job is terminal.
+    pub fn outcome(&self) -> (RunStatus, Option<String>) {
+        if self.cancelling {
+            return (RunStatus::Cancelled, Some("cancelled".to_string()));
+        }
+        let failed: Vec<&str> = self
+            .jobs
+            .iter()
+            .zip(&self.plan.jobs)
+            .filter(|(p, s)| p.state == JobState::Failed && !s.optional)
+            .map(|(_, s)| s.id.as_str())
+            .collect();
+        if failed.is_empty() {
+            (RunStatus::Success, None)
+        } else {
+            let noun = if failed.len() == 1 { "job" } else { "jobs" };
+            (
+                RunStatus::Failed,
+                Some(format!("{noun} failed: {}", failed.join(", "))),
+            )
+        }
+    }
+}
+
+enum Readiness {
+    Wait,
+    Ready,
+    Settle(JobState, String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::validate;
+    use crate::protocol::{JobSpec, PlanDoc};
+
+    fn sched(jobs: Vec<JobSpec>, workers: usize) -> Scheduler {
+        let plan = validate(&PlanDoc {
+            protocol: 1,
+            entrypoint: "T".into(),
+            jobs,
+        })
+        .unwrap();
+        Scheduler::new(plan, workers)
+    }
+
+    fn started(actions: &[Action]) -> Vec<usize> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start { job, .. } => Some(*job),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn fail(reason: &str) -> AttemptOutcome {
+        AttemptOutcome::Failed {
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn parallel_where_needs_allow_and_bounded() {
+        let mut s = sched(
+            vec![
+                JobSpec::new("a"),
+                JobSpec::new("b"),
+                JobSpec::new("c"),
+                JobSpec::new("d").needs(&["a", "b", "c"]),
+            ],
+            2,
+        );
+        assert_eq!(started(&s.poll()), vec![0, 1]);
+        assert_eq!(started(&s.attempt_finished(0, AttemptOutcome::Success)), vec![2]);
+        assert!(started(&s.attempt_finished(1, AttemptOutcome::Success)).is_empty());
+        assert_eq!(started(&s.attempt_finished(2, AttemptOutcome::Success)), vec![3]);
+        s.attempt_finished(3, AttemptOutcome::Success);
+        assert!(s.is_done());
+        assert_eq!(s.outcome(), (RunStatus::Success, None));
+    }
+
+    #[test]
+    fn failure_cancels_dependents_but_not_independent_branches() {
+        let mut s = sched(
+            vec![
+                JobSpec::new("a"),
+                JobSpec::new("b").needs(&["a"]),
+                JobSpec::new("c").needs(&["b"]),
+                JobSpec::new("x"),
+                JobSpec::new("y").needs(&["x"]),
+            ],
+            4,
+        );
+        assert_eq!(started(&s.poll()), vec![0, 3]);
+        let acts = s.attempt_finished(0, fail("exit code 1"));
+        assert!(acts.contains(&Action::Settled { job: 1 }));
+        assert!(acts.contains(&Action::Settled { job: 2 }));
+        assert_eq!(s.job(1).reason.as_deref(), Some(UPSTREAM_FAILED));
+        assert_eq!(s.job(2).state, JobState::Cancelled);
+        assert_eq!(started(&s.attempt_finished(3, AttemptOutcome::Success)), vec![4]);
+        s.attempt_finished(4, AttemptOutcome::Success);
+        assert!(s.is_done());
+        assert_eq!(
+            s.outcome(),
+            (RunStatus::Failed, Some("job failed: a".to_string()))
+        );
+    }
+
+    #[test]
+    fn retries_with_backoff_then_fails() {
+        let mut j = JobSpec::new("flaky");
+        j.retries = 2;
+        j.backoff_ms = 100;
+        let mut s = sched(vec![j], 1);
+        s.poll();
+        assert_eq!(
+            s.attempt_finished(0, fail("boom")),
+            vec![Action::Retry {
+                job: 0,
+                attempt: 2,
+                after_ms: 100
+            }]
+        );
+        assert_eq!(
+            s.attempt_finished(0, fail("boom")),
+            vec![Action::Retry {
+                job: 0,
+                attempt: 3,
+                after_ms: 200
+            }]
+        );
+        assert!(s.attempt_finished(0, fail("boom")).is_empty());
+        assert_eq!(s.job(0).state, JobState::Failed);
+        assert_eq!(s.job(0).attempt, 3);
+    }
+
+    #[test]
+    fn optional_failure_does_not_fail_the_run() {
+        let mut lint = JobSpec::new("lint");
+        lint.optional = true;
+        let mut s = sched(vec![lint, JobSpec::new("build")], 2);
+        s.poll();
+        s.attempt_finished(0, fail("exit code 1"));
+        s.attempt_finished(1, AttemptOutcome::Success);
+        assert_eq!(s.outcome(), (RunStatus::Success, None));
+        assert_eq!(s.job(0).state, JobState::Failed);
+    }
+
+    #[test]
+    fn finally_runs_after_everything_even_on_failure() {
+        let mut cleanup = JobSpec::new("cleanup");
+        cleanup.finally = true;
+        let mut s = sched(
+            vec![cleanup, JobSpec::new("a"), JobSpec::new("b").needs(&["a"])],
+            4,
+        );
+        assert_eq!(started(&s.poll()), vec![1]);
+        let acts = s.attempt_finished(1, fail("x"));
+        assert!(acts.contains(&Action::Settled { job: 2 }));
+        assert_eq!(started(&acts), vec![0]);
+        s.attempt_finished(0, AttemptOutcome::Success);
+        assert!(s.is_done());
+        assert_eq!(s.outcome().0, RunStatus::Failed);
+    }
+
+    #[test]
+    fn cancel_stops_running_settles_pending_and_runs_finally() {
+        let mut cleanup = JobSpec::new("cleanup");
+        cleanup.finally = true;
+        let mut s = sched(
+            vec![JobSpec::new("a"), JobSpec::new("b").needs(&["a"]), cleanup],
+            4,
+        );
+        assert_eq!(started(&s.poll()), vec![0]);
+        let (stop, acts) = s.cancel();
+        assert_eq!(stop, vec![0]);
+        assert_eq!(acts, vec![Action::Settled { job: 1 }]);
+        assert_eq!(s.job(1).reason.as_deref(), Some(CANCELLED));
+        let acts = s.attempt_finished(0, AttemptOutcome::Killed);
+        assert_eq!(started(&acts), vec![2]);
+        s.attempt_finished(2, AttemptOutcome::Success);
+        assert!(s.is_done());
+        assert_eq!(s.outcome().0, RunStatus::Cancelled);
+        assert_eq!(s.job(0).state, JobState::Cancelled);
+    }
+
+    #[test]
+    fn cancel_stops_retrying() {
+        let mut j = JobSpec::new("flaky");
+        j.retries = 5;
+        let mut s = sched(vec![j], 1);
+        s.poll();
+        s.cancel();
+        assert!(s.attempt_finished(0, fail("boom")).is_empty());
+        assert_eq!(s.job(0).state, JobState::Failed);
+        assert_eq!(s.outcome().0, RunStatus::Cancelled);
+    }
+
+    #[test]
+    fn skipped_jobs_satisfy_dependents() {
+        let mut deploy = JobSpec::new("deploy");
+        deploy.skip = Some("only on main".into());
+        let mut s = sched(vec![deploy, JobSpec::new("notify").needs(&["deploy"])], 2);
+        let acts = s.poll();
+        assert_eq!(acts[0], Action::Settled { job: 0 });
+        assert_eq!(started(&acts), vec![1]);
+        assert_eq!(s.job(0).state, JobState::Skipped);
+    }
+}

@@ -1,0 +1,433 @@
+//! Pipelines and their plans: which jobs run, in what order, with which policies.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::args::{Arg, Args};
+use crate::error::Result;
+use crate::job::Job;
+use crate::json::Value;
+
+pub(crate) type JobFn = Box<dyn Fn(&mut Job) -> Result<()> + Send + Sync>;
+type PlanFn = Box<dyn Fn(&mut Plan, &Args) -> Result<()> + Send + Sync>;
+
+/// Backoff before the second attempt when a job does not set one.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A named pipeline: its arguments, the secrets it reads, and the function that plans its jobs.
+pub struct Pipeline {
+    pub(crate) entrypoint: String,
+    pub(crate) about: String,
+    pub(crate) args: Vec<Arg>,
+    pub(crate) secrets: Vec<String>,
+    plan: PlanFn,
+}
+
+impl Pipeline {
+    /// Creates a pipeline; `plan` adds its jobs. `plan` must be deterministic: the binary calls it again
+    /// in every job process to find that job's body.
+    pub fn new(
+        entrypoint: impl Into<String>,
+        plan: impl Fn(&mut Plan, &Args) -> Result<()> + Send + Sync + 'static,
+    ) -> Pipeline {
+        Pipeline {
+            entrypoint: entrypoint.into(),
+            about: String::new(),
+            args: Vec::new(),
+            secrets: Vec::new(),
+            plan: Box::new(plan),
+        }
+    }
+
+    /// Sets the one-line description shown by `sparkwing` listings.
+    pub fn about(mut self, text: impl Into<String>) -> Pipeline {
+        self.about = text.into();
+        self
+    }
+
+    /// Declares an argument.
+    pub fn arg(mut self, arg: Arg) -> Pipeline {
+        self.args.push(arg);
+        self
+    }
+
+    /// Declares an environment variable the jobs read with [`Job::secret`]; the engine masks its value.
+    pub fn secret(mut self, name: impl Into<String>) -> Pipeline {
+        self.secrets.push(name.into());
+        self
+    }
+
+    /// The name `sparkwing run` uses for this pipeline.
+    pub fn entrypoint(&self) -> &str {
+        &self.entrypoint
+    }
+
+    /// The declared arguments.
+    pub fn args(&self) -> &[Arg] {
+        &self.args
+    }
+
+    /// Runs the plan function.
+    pub(crate) fn build(&self, args: &Args) -> Result<Plan> {
+        let mut plan = Plan {
+            entrypoint: self.entrypoint.clone(),
+            jobs: Vec::new(),
+        };
+        (self.plan)(&mut plan, args)?;
+        Ok(plan)
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        Value::object([
+            ("entrypoint", Value::from(self.entrypoint.as_str())),
+            ("about", Value::from(self.about.as_str())),
+            (
+                "args",
+                Value::Array(self.args.iter().map(Arg::to_json).collect()),
+            ),
+            (
+                "secrets",
+                Value::Array(
+                    self.secrets
+                        .iter()
+                        .map(|s| Value::from(s.as_str()))
+                        .collect(),
+                ),
+            ),
+        ])
+    }
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("entrypoint", &self.entrypoint)
+            .field("about", &self.about)
+            .field("args", &self.args)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The jobs of one run, filled in by a pipeline's plan function.
+pub struct Plan {
+    entrypoint: String,
+    pub(crate) jobs: Vec<JobBuilder>,
+}
+
+impl Plan {
+    /// Adds a job and returns its settings for chaining: `p.job("test", body).needs(["build"])`.
+    ///
+    /// Jobs run in parallel unless ordered with [`JobBuilder::needs`]. Ids should be unique; the engine
+    /// rejects a plan with duplicates.
+    pub fn job<F>(&mut self, id: impl Into<String>, body: F) -> &mut JobBuilder
+    where
+        F: Fn(&mut Job) -> Result<()> + Send + Sync + 'static,
+    {
+        self.jobs.push(JobBuilder {
+            id: id.into(),
+            needs: Vec::new(),
+            retries: 0,
+            backoff: DEFAULT_BACKOFF,
+            timeout: None,
+            optional: false,
+            finally: false,
+            env: Vec::new(),
+            workdir: None,
+            skip: None,
+            body: Box::new(body),
+        });
+        let last = self.jobs.len() - 1;
+        &mut self.jobs[last]
+    }
+
+    /// The entrypoint of the pipeline being planned.
+    pub fn entrypoint(&self) -> &str {
+        &self.entrypoint
+    }
+
+    /// The ids of the jobs added so far, in order.
+    pub fn job_ids(&self) -> impl Iterator<Item = &str> {
+        self.jobs.iter().map(|j| j.id.as_str())
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        Value::object([
+            ("protocol", Value::from(crate::PROTOCOL_VERSION)),
+            ("entrypoint", Value::from(self.entrypoint.as_str())),
+            (
+                "jobs",
+                Value::Array(self.jobs.iter().map(JobBuilder::to_json).collect()),
+            ),
+        ])
+    }
+
+    /// The body of the first job with this id (the engine rejects duplicates before running any).
+    pub(crate) fn take_body(self, id: &str) -> Option<JobFn> {
+        self.jobs.into_iter().find(|j| j.id == id).map(|j| j.body)
+    }
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("entrypoint", &self.entrypoint)
+            .field("jobs", &self.jobs)
+            .finish()
+    }
+}
+
+/// One job's settings, returned by [`Plan::job`]; every method chains.
+pub struct JobBuilder {
+    id: String,
+    needs: Vec<String>,
+    retries: u32,
+    backoff: Duration,
+    timeout: Option<Duration>,
+    optional: bool,
+    finally: bool,
+    env: Vec<(String, String)>,
+    workdir: Option<String>,
+    skip: Option<String>,
+    body: JobFn,
+}
+
+impl JobBuilder {
+    /// Adds jobs that must finish (succeed, or be skipped) before this one starts.
+    pub fn needs<I, S>(&mut self, ids: I) -> &mut JobBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.needs.extend(ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// Extra attempts after a failure (default 0).
+    pub fn retries(&mut self, n: u32) -> &mut JobBuilder {
+        self.retries = n;
+        self
+    }
+
+    /// Wait before the first retry; it doubles for each later one, capped at 5 minutes (default 1s).
+    pub fn backoff(&mut self, wait: Duration) -> &mut JobBuilder {
+        self.backoff = wait;
+        self
+    }
+
+    /// Time limit per attempt (default none).
+    pub fn timeout(&mut self, limit: Duration) -> &mut JobBuilder {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Lets the run succeed even if this job fails.
+    pub fn optional(&mut self) -> &mut JobBuilder {
+        self.optional = true;
+        self
+    }
+
+    /// Runs this job at the end even when other jobs failed (for cleanup).
+    pub fn finally(&mut self) -> &mut JobBuilder {
+        self.finally = true;
+        self
+    }
+
+    /// Sets an environment variable for the job's process; a repeated key replaces the earlier value.
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut JobBuilder {
+        let (key, value) = (key.into(), value.into());
+        match self.env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((key, value)),
+        }
+        self
+    }
+
+    /// Runs the job in this directory, relative to the repository root.
+    pub fn workdir(&mut self, dir: impl Into<String>) -> &mut JobBuilder {
+        self.workdir = Some(dir.into());
+        self
+    }
+
+    /// Skips the job with `reason` (dependents still run).
+    pub fn skip(&mut self, reason: impl Into<String>) -> &mut JobBuilder {
+        // The first reason given wins, so chained conditions report the earliest one that applied.
+        if self.skip.is_none() {
+            self.skip = Some(reason.into());
+        }
+        self
+    }
+
+    /// Skips the job with `reason` when `condition` holds.
+    pub fn skip_if(&mut self, condition: bool, reason: impl Into<String>) -> &mut JobBuilder {
+        if condition {
+            self.skip(reason);
+        }
+        self
+    }
+
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn to_json(&self) -> Value {
+        // Clamped to i64 so every JSON reader sees an integer; that is still 292 million years.
+        let millis = |d: Duration| Value::Int(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let strings = |items: &[String]| {
+            Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect())
+        };
+        Value::object([
+            ("id", Value::from(self.id.as_str())),
+            ("needs", strings(&self.needs)),
+            ("retries", Value::from(self.retries)),
+            ("backoff_ms", millis(self.backoff)),
+            ("timeout_ms", self.timeout.map_or(Value::Null, millis)),
+            ("optional", Value::Bool(self.optional)),
+            ("finally", Value::Bool(self.finally)),
+            (
+                "env",
+                Value::object(
+                    self.env
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Value::from(v.as_str()))),
+                ),
+            ),
+            ("workdir", Value::from(self.workdir.as_deref())),
+            ("skip", Value::from(self.skip.as_deref())),
+        ])
+    }
+}
+
+impl fmt::Debug for JobBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobBuilder")
+            .field("id", &self.id)
+            .field("needs", &self.needs)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("timeout", &self.timeout)
+            .field("optional", &self.optional)
+            .field("finally", &self.finally)
+            .field("env", &self.env)
+            .field("workdir", &self.workdir)
+            .field("skip", &self.skip)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::fail;
+
+    fn plan_json(p: &Pipeline, args: &str) -> String {
+        let args = match Args::from_json(&p.args, args) {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        };
+        match p.build(&args) {
+            Ok(plan) => plan.to_json().to_string(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn demo() -> Pipeline {
+        Pipeline::new("Demo", |p: &mut Plan, args: &Args| {
+            let fast = args.bool("fast")?;
+            p.job("build", |_| Ok(()))
+                .retries(2)
+                .backoff(Duration::from_millis(500))
+                .timeout(Duration::from_secs(600))
+                .env("RUST_LOG", "info")
+                .env("A", "1")
+                .env("RUST_LOG", "debug");
+            p.job("test", |_| Ok(()))
+                .needs(["build"])
+                .needs(vec![String::from("lint")])
+                .workdir("crates/app")
+                .skip_if(fast, "fast mode")
+                .skip_if(true, "second reason");
+            p.job("cleanup", |_| Ok(())).finally().optional();
+            Ok(())
+        })
+        .arg(Arg::bool("fast"))
+    }
+
+    #[test]
+    fn plan_json_shape() {
+        assert_eq!(
+            plan_json(&demo(), r#"{"fast":true}"#),
+            concat!(
+                r#"{"protocol":1,"entrypoint":"Demo","jobs":["#,
+                r#"{"id":"build","needs":[],"retries":2,"backoff_ms":500,"timeout_ms":600000,"#,
+                r#""optional":false,"finally":false,"env":{"RUST_LOG":"debug","A":"1"},"workdir":null,"skip":null},"#,
+                r#"{"id":"test","needs":["build","lint"],"retries":0,"backoff_ms":1000,"timeout_ms":null,"#,
+                r#""optional":false,"finally":false,"env":{},"workdir":"crates/app","skip":"fast mode"},"#,
+                r#"{"id":"cleanup","needs":[],"retries":0,"backoff_ms":1000,"timeout_ms":null,"#,
+                r#""optional":true,"finally":true,"env":{},"workdir":null,"skip":null}]}"#
+            )
+        );
+        assert!(plan_json(&demo(), "{}").contains(r#""skip":"second reason""#));
+    }
+
+    #[test]
+    fn durations_round_to_millis() {
+        let p = Pipeline::new("D", |p: &mut Plan, _: &Args| {
+            p.job("a", |_| Ok(()))
+                .backoff(Duration::from_micros(1500))
+                .timeout(Duration::from_secs(u64::MAX));
+            Ok(())
+        });
+        let json = plan_json(&p, "{}");
+        assert!(json.contains(r#""backoff_ms":1,"#), "{json}");
+        assert!(
+            json.contains(&format!(r#""timeout_ms":{},"#, i64::MAX)),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_kept_and_first_body_wins() {
+        let p = Pipeline::new("Dup", |p: &mut Plan, _: &Args| {
+            p.job("a", |_| Ok(()));
+            p.job("a", |_| Err(fail("second")));
+            Ok(())
+        });
+        let json = plan_json(&p, "{}");
+        assert_eq!(json.matches(r#""id":"a""#).count(), 2);
+        let plan = p.build(&Args::default()).ok();
+        assert_eq!(plan.as_ref().map(|p| p.job_ids().count()), Some(2));
+        assert!(plan.and_then(|p| p.take_body("a")).is_some());
+    }
+
+    #[test]
+    fn describe_json_shape() {
+        let p = Pipeline::new("Hello", |_: &mut Plan, _: &Args| Ok(()))
+            .about("Say hello")
+            .arg(Arg::string("name").default("world").help("who to greet"))
+            .secret("DEPLOY_TOKEN");
+        assert_eq!(
+            p.to_json().to_string(),
+            concat!(
+                r#"{"entrypoint":"Hello","about":"Say hello","args":[{"name":"name","kind":"string","#,
+                r#""default":"world","help":"who to greet","required":false,"secret":false}],"#,
+                r#""secrets":["DEPLOY_TOKEN"]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn plan_errors_propagate() {
+        let p = Pipeline::new("E", |_: &mut Plan, args: &Args| {
+            args.int("missing")?;
+            Ok(())
+        });
+        assert_eq!(
+            p.build(&Args::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err("unknown arg `missing`: the pipeline does not declare it".to_string())
+        );
+    }
+}
