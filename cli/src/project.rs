@@ -103,9 +103,9 @@ impl<'de> Deserialize<'de> for ScalarText {
             F(f64),
             B(bool),
         }
-        let text = match Scalar::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("arg values must be a string, number or bool")
-        })? {
+        let text = match Scalar::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("arg values must be a string, number or bool"))?
+        {
             Scalar::S(s) => s,
             Scalar::I(i) => i.to_string(),
             Scalar::F(f) => f.to_string(),
@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(p.entrypoint, "BuildTestDeploy");
         assert_eq!(p.arg_defaults()["times"], "3");
         assert_eq!(p.arg_defaults()["loud"], "true");
-        assert_eq!(p.on.as_ref().unwrap().push.as_ref().unwrap().branches, ["main"]);
+        assert_eq!(
+            p.on.as_ref().unwrap().push.as_ref().unwrap().branches,
+            ["main"]
+        );
     }
 
     #[test]

@@ -24,19 +24,19 @@ impl std::fmt::Display for Source {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgError {
-    #[error("unknown arg --{name} (from {source}){}; valid args: {}", suggestion_text(.suggestion), valid_list(.valid))]
+    #[error("unknown arg --{name} (from {origin}){}; valid args: {}", suggestion_text(.suggestion), valid_list(.valid))]
     Unknown {
         name: String,
-        source: Source,
+        origin: Source,
         suggestion: Option<String>,
         valid: Vec<String>,
     },
-    #[error("--{name} expects {} value, got {value:?} (from {source})", article(*.kind))]
+    #[error("--{name} expects {} value, got {value:?} (from {origin})", article(*.kind))]
     Invalid {
         name: String,
         kind: ArgKind,
         value: String,
-        source: Source,
+        origin: Source,
     },
     #[error("--{0} needs a value (e.g. --{0} VALUE)")]
     MissingValue(String),
@@ -98,7 +98,7 @@ pub fn parse_value(kind: ArgKind, text: &str) -> Option<Value> {
 fn unknown(name: &str, specs: &[ArgSpec], source: Source) -> ArgError {
     ArgError::Unknown {
         name: name.to_string(),
-        source,
+        origin: source,
         suggestion: closest(name, specs.iter().map(|s| s.name.as_str())).map(str::to_string),
         valid: specs.iter().map(|s| s.name.clone()).collect(),
     }
@@ -125,7 +125,7 @@ pub fn resolve(
             name: name.clone(),
             kind: spec.kind,
             value: text.clone(),
-            source: Source::ConfigFile,
+            origin: Source::ConfigFile,
         })?;
         values.insert(name.clone(), v);
     }
@@ -166,7 +166,7 @@ pub fn resolve(
             name: name.to_string(),
             kind: spec.kind,
             value: text.clone(),
-            source: Source::CommandLine,
+            origin: Source::CommandLine,
         })?;
         values.insert(name.to_string(), v);
     }

@@ -37,7 +37,9 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Success,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Stopped by the engine because the run is being cancelled.
     Killed,
 }
@@ -289,9 +291,15 @@ mod tests {
             2,
         );
         assert_eq!(started(&s.poll()), vec![0, 1]);
-        assert_eq!(started(&s.attempt_finished(0, AttemptOutcome::Success)), vec![2]);
+        assert_eq!(
+            started(&s.attempt_finished(0, AttemptOutcome::Success)),
+            vec![2]
+        );
         assert!(started(&s.attempt_finished(1, AttemptOutcome::Success)).is_empty());
-        assert_eq!(started(&s.attempt_finished(2, AttemptOutcome::Success)), vec![3]);
+        assert_eq!(
+            started(&s.attempt_finished(2, AttemptOutcome::Success)),
+            vec![3]
+        );
         s.attempt_finished(3, AttemptOutcome::Success);
         assert!(s.is_done());
         assert_eq!(s.outcome(), (RunStatus::Success, None));
@@ -315,7 +323,10 @@ mod tests {
         assert!(acts.contains(&Action::Settled { job: 2 }));
         assert_eq!(s.job(1).reason.as_deref(), Some(UPSTREAM_FAILED));
         assert_eq!(s.job(2).state, JobState::Cancelled);
-        assert_eq!(started(&s.attempt_finished(3, AttemptOutcome::Success)), vec![4]);
+        assert_eq!(
+            started(&s.attempt_finished(3, AttemptOutcome::Success)),
+            vec![4]
+        );
         s.attempt_finished(4, AttemptOutcome::Success);
         assert!(s.is_done());
         assert_eq!(

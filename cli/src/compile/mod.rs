@@ -29,7 +29,9 @@ pub enum CompileError {
     CargoMissing(std::io::Error),
     #[error("compiling .sparkwing/ failed (cargo exited with {status})")]
     BuildFailed { status: String },
-    #[error("cargo built no binary for {0}; .sparkwing/Cargo.toml needs a [[bin]] target (src/main.rs)")]
+    #[error(
+        "cargo built no binary for {0}; .sparkwing/Cargo.toml needs a [[bin]] target (src/main.rs)"
+    )]
     NoBinary(PathBuf),
     #[error("the pipeline binary's `describe` failed: {0}")]
     Describe(String),
@@ -75,11 +77,7 @@ pub fn cache_key(cache: &Path, project_dir: &Path) -> Result<String, CompileErro
     let mut h = Sha256::new();
     h.update(b"sparkwing-bincache-v1\n");
     h.update(toolchain.as_bytes());
-    h.update(
-        std::env::var("RUSTFLAGS")
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    h.update(std::env::var("RUSTFLAGS").unwrap_or_default().as_bytes());
     h.update(b"\nsdk ");
     h.update(sdk_source::SDK_VERSION.as_bytes());
     h.update(sdk_source::source_hash().as_bytes());
@@ -133,7 +131,11 @@ fn tree(project_dir: &Path) -> Result<Vec<(String, bool, [u8; 32])>, CompileErro
             }
             h.update(&buf[..n]);
         }
-        out.push((rel, meta.permissions().mode() & 0o111 != 0, h.finalize().into()));
+        out.push((
+            rel,
+            meta.permissions().mode() & 0o111 != 0,
+            h.finalize().into(),
+        ));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -160,7 +162,11 @@ fn lease(entry: &Path) -> Option<File> {
     entry.join("pipeline").is_file().then_some(f)
 }
 
-fn load_entry(key: &str, entry: &Path, source: &'static str) -> Result<Option<Compiled>, CompileError> {
+fn load_entry(
+    key: &str,
+    entry: &Path,
+    source: &'static str,
+) -> Result<Option<Compiled>, CompileError> {
     let Some(lease) = lease(entry) else {
         return Ok(None);
     };
@@ -178,7 +184,11 @@ fn load_entry(key: &str, entry: &Path, source: &'static str) -> Result<Option<Co
 }
 
 /// Find or build the pipeline binary for the project's current tree.
-pub fn ensure(cache: &Path, project: &Project, progress: Progress) -> Result<Compiled, CompileError> {
+pub fn ensure(
+    cache: &Path,
+    project: &Project,
+    progress: Progress,
+) -> Result<Compiled, CompileError> {
     let key = cache_key(cache, &project.dir)?;
     let root = bin_root(cache);
     if let Some(c) = load_entry(&key, &root.join(&key), "cached")? {
@@ -252,7 +262,9 @@ fn build(cache: &Path, project: &Project, progress: Progress) -> Result<PathBuf,
         .stdout(Stdio::piped());
     match progress {
         Progress::Terminal => {
-            eprintln!("==> compiling .sparkwing/ (its source changed, or first run on this machine)");
+            eprintln!(
+                "==> compiling .sparkwing/ (its source changed, or first run on this machine)"
+            );
             cmd.stderr(Stdio::inherit());
         }
         Progress::OnFailure => {
@@ -286,7 +298,9 @@ fn build(cache: &Path, project: &Project, progress: Progress) -> Result<PathBuf,
         }
     }
     let status = child.wait().map_err(CompileError::CargoMissing)?;
-    let captured = stderr_reader.and_then(|h| h.join().ok()).unwrap_or_default();
+    let captured = stderr_reader
+        .and_then(|h| h.join().ok())
+        .unwrap_or_default();
     if !status.success() {
         if !captured.is_empty() {
             eprint!("{captured}");

@@ -15,7 +15,9 @@ fn stat_line(p: &Path) -> String {
             "{}:{}:{:?}",
             p.display(),
             m.len(),
-            m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            m.modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         ),
         Err(_) => format!("{}:absent", p.display()),
     }

@@ -31,7 +31,13 @@ impl JobLog {
     }
 
     /// Append a record; returns its sequence number.
-    pub fn append(&mut self, ts: i64, attempt: u32, stream: &str, line: &str) -> std::io::Result<u64> {
+    pub fn append(
+        &mut self,
+        ts: i64,
+        attempt: u32,
+        stream: &str,
+        line: &str,
+    ) -> std::io::Result<u64> {
         let seq = self.next_seq;
         let rec = LogRecord {
             seq,
@@ -75,7 +81,11 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[1].line, "two \"quoted\"");
         assert_eq!(recs[1].attempt, 2);
-        std::fs::write(&p, format!("{}{{\"seq\":3,", std::fs::read_to_string(&p).unwrap())).unwrap();
+        std::fs::write(
+            &p,
+            format!("{}{{\"seq\":3,", std::fs::read_to_string(&p).unwrap()),
+        )
+        .unwrap();
         assert_eq!(read(&p).unwrap().len(), 2);
     }
 }

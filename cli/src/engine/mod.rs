@@ -15,10 +15,10 @@ use output::{human_duration, Terminal};
 use process::{AttemptSpec, Control, Line, ProcessEnd};
 use serde_json::{json, Map, Value};
 use sparkwing_core::mask::Masker;
-use sparkwing_core::protocol::{PlanDoc, PipelineInfo, CONTROL_PREFIX, PROTOCOL_VERSION};
+use sparkwing_core::protocol::{PipelineInfo, PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
 use sparkwing_core::{dag, JobState, RunStatus, Scheduler};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -110,10 +110,17 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn event(&mut self, job: Option<&str>, kind: &str, payload: Value, human: Option<String>) -> Result<(), EngineError> {
+    fn event(
+        &mut self,
+        job: Option<&str>,
+        kind: &str,
+        payload: Value,
+        human: Option<String>,
+    ) -> Result<(), EngineError> {
         let ts = now_ms();
         let payload = self.masker.mask_json(&payload);
-        self.store.append_event(&self.run_id, job, kind, &payload, ts)?;
+        self.store
+            .append_event(&self.run_id, job, kind, &payload, ts)?;
         let human = human.map(|h| self.masker.mask(&h).into_owned());
         self.term.event(ts, kind, job, &payload, human);
         Ok(())
@@ -128,9 +135,20 @@ struct JobRuntime {
 }
 
 enum Msg {
-    Line { job: usize, attempt: u32, line: Line },
-    AttemptEnded { job: usize, attempt: u32, end: ProcessEnd },
-    RetryDue { job: usize, attempt: u32 },
+    Line {
+        job: usize,
+        attempt: u32,
+        line: Line,
+    },
+    AttemptEnded {
+        job: usize,
+        attempt: u32,
+        end: ProcessEnd,
+    },
+    RetryDue {
+        job: usize,
+        attempt: u32,
+    },
 }
 
 fn user_name() -> String {
@@ -159,7 +177,8 @@ fn host_name() -> String {
 fn take_run_lock(run_dir: &std::path::Path) -> Result<File, EngineError> {
     let path = Home::run_lock(run_dir);
     let f = File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
-    f.lock().map_err(io_err(format!("lock {}", path.display())))?;
+    f.lock()
+        .map_err(io_err(format!("lock {}", path.display())))?;
     Ok(f)
 }
 
@@ -176,7 +195,10 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .collect();
-    secrets.extend(sparkwing_core::args::secret_values(&req.info.args, &req.args));
+    secrets.extend(sparkwing_core::args::secret_values(
+        &req.info.args,
+        &req.args,
+    ));
     let masker = Masker::new(secrets);
     let redacted = sparkwing_core::args::redacted(&req.info.args, &req.args);
     let git = crate::git::read(&req.repo_root);
@@ -212,7 +234,10 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         "{} {} {}",
         rec.term.dim("run"),
         run_id,
-        rec.term.dim(&format!("({}, binary {})", req.pipeline, req.compiled.source))
+        rec.term.dim(&format!(
+            "({}, binary {})",
+            req.pipeline, req.compiled.source
+        ))
     );
     rec.event(
         None,
@@ -234,7 +259,11 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
     let plan = match plan {
         Ok(p) => p,
         Err(msg) => {
-            let status = if msg.starts_with("cancelled") { RunStatus::Cancelled } else { RunStatus::Failed };
+            let status = if msg.starts_with("cancelled") {
+                RunStatus::Cancelled
+            } else {
+                RunStatus::Failed
+            };
             return finish(&mut rec, status, Some(format!("plan: {msg}")), created);
         }
     };
@@ -242,7 +271,12 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         Ok(v) => v,
         Err(e) => {
             rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
-            return finish(&mut rec, RunStatus::Failed, Some(format!("invalid plan: {e}")), created);
+            return finish(
+                &mut rec,
+                RunStatus::Failed,
+                Some(format!("invalid plan: {e}")),
+                created,
+            );
         }
     };
     let new_jobs: Vec<NewJob> = validated
@@ -256,7 +290,8 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         })
         .collect();
     rec.store.insert_jobs(&run_id, &new_jobs)?;
-    rec.term.set_job_names(validated.jobs.iter().map(|j| j.id.as_str()));
+    rec.term
+        .set_job_names(validated.jobs.iter().map(|j| j.id.as_str()));
     rec.event(
         None,
         "plan",
@@ -320,7 +355,12 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         }
         if interrupts >= 2 {
             // Second interrupt: everything was killed; do not wait for anything else.
-            return finish(&mut rec, RunStatus::Cancelled, Some("cancelled (killed at once by a second interrupt)".into()), created);
+            return finish(
+                &mut rec,
+                RunStatus::Cancelled,
+                Some("cancelled (killed at once by a second interrupt)".into()),
+                created,
+            );
         }
     }
     drop(tx);
@@ -336,15 +376,29 @@ struct Ctx<'a> {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-fn finish(rec: &mut Recorder, status: RunStatus, error: Option<String>, started: i64) -> Result<ExitCode, EngineError> {
+fn finish(
+    rec: &mut Recorder,
+    status: RunStatus,
+    error: Option<String>,
+    started: i64,
+) -> Result<ExitCode, EngineError> {
     let error = error.map(|e| rec.masker.mask(&e).into_owned());
     let now = now_ms();
     let code = status.exit_code();
-    rec.store.set_run_status(&rec.run_id, status, now, Some(code), error.as_deref())?;
+    rec.store
+        .set_run_status(&rec.run_id, status, now, Some(code), error.as_deref())?;
     let took = human_duration(now - started);
     let human = match status {
-        RunStatus::Success => format!("{} run {} succeeded in {took}", rec.term.green("✓"), rec.run_id),
-        RunStatus::Cancelled => format!("{} run {} cancelled after {took}", rec.term.yellow("■"), rec.run_id),
+        RunStatus::Success => format!(
+            "{} run {} succeeded in {took}",
+            rec.term.green("✓"),
+            rec.run_id
+        ),
+        RunStatus::Cancelled => format!(
+            "{} run {} cancelled after {took}",
+            rec.term.yellow("■"),
+            rec.run_id
+        ),
         _ => format!(
             "{} run {} failed after {took}: {}",
             rec.term.red("✗"),
@@ -381,9 +435,14 @@ async fn plan(req: &RunRequest, args_json: &str) -> Result<PlanDoc, String> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let msg = stderr.trim();
-        return Err(if msg.is_empty() { format!("the plan function failed ({})", out.status) } else { msg.to_string() });
+        return Err(if msg.is_empty() {
+            format!("the plan function failed ({})", out.status)
+        } else {
+            msg.to_string()
+        });
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("the pipeline binary printed an invalid plan: {e}"))
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the pipeline binary printed an invalid plan: {e}"))
 }
 
 fn apply(
@@ -396,7 +455,11 @@ fn apply(
     for action in actions {
         match action {
             Action::Start { job, attempt } => start(ctx, rec, sched, jobs, job, attempt)?,
-            Action::Retry { job, attempt, after_ms } => {
+            Action::Retry {
+                job,
+                attempt,
+                after_ms,
+            } => {
                 let id = sched.plan().jobs[job].id.clone();
                 let reason = sched.job(job).reason.clone().unwrap_or_default();
                 let human = format!(
@@ -405,7 +468,12 @@ fn apply(
                     attempt - 1,
                     human_duration(after_ms as i64)
                 );
-                rec.event(Some(&id), "job_retry", json!({"attempt": attempt, "after_ms": after_ms, "reason": reason}), Some(human))?;
+                rec.event(
+                    Some(&id),
+                    "job_retry",
+                    json!({"attempt": attempt, "after_ms": after_ms, "reason": reason}),
+                    Some(human),
+                )?;
                 let tx = ctx.tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
@@ -432,27 +500,61 @@ fn start(
     if attempt == 1 {
         jobs[job].started_ms = now;
     }
-    let human = format!("{} {}{}", rec.term.dim("▶"), spec.id, if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() });
-    rec.event(Some(&spec.id), "job_started", json!({"attempt": attempt}), Some(human))?;
+    let human = format!(
+        "{} {}{}",
+        rec.term.dim("▶"),
+        spec.id,
+        if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        }
+    );
+    rec.event(
+        Some(&spec.id),
+        "job_started",
+        json!({"attempt": attempt}),
+        Some(human),
+    )?;
 
     let mut needs_outputs = Map::new();
     for &n in &sched.plan().needs[job] {
-        let outputs: Map<String, Value> = jobs[n].outputs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let outputs: Map<String, Value> = jobs[n]
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         needs_outputs.insert(sched.plan().jobs[n].id.clone(), Value::Object(outputs));
     }
     let outputs_file = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
     let _ = std::fs::remove_file(&outputs_file);
-    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     env.extend([
-        ("SPARKWING_PROTOCOL".to_string(), PROTOCOL_VERSION.to_string()),
+        (
+            "SPARKWING_PROTOCOL".to_string(),
+            PROTOCOL_VERSION.to_string(),
+        ),
         ("SPARKWING_ARGS".to_string(), ctx.args_json.to_string()),
         ("SPARKWING_RUN_ID".to_string(), ctx.run_id.to_string()),
         ("SPARKWING_PIPELINE".to_string(), ctx.req.pipeline.clone()),
         ("SPARKWING_JOB".to_string(), spec.id.clone()),
         ("SPARKWING_ATTEMPT".to_string(), attempt.to_string()),
-        ("SPARKWING_WORKSPACE".to_string(), ctx.req.repo_root.to_string_lossy().into_owned()),
-        ("SPARKWING_OUTPUTS_FILE".to_string(), outputs_file.to_string_lossy().into_owned()),
-        ("SPARKWING_NEEDS_OUTPUTS".to_string(), Value::Object(needs_outputs).to_string()),
+        (
+            "SPARKWING_WORKSPACE".to_string(),
+            ctx.req.repo_root.to_string_lossy().into_owned(),
+        ),
+        (
+            "SPARKWING_OUTPUTS_FILE".to_string(),
+            outputs_file.to_string_lossy().into_owned(),
+        ),
+        (
+            "SPARKWING_NEEDS_OUTPUTS".to_string(),
+            Value::Object(needs_outputs).to_string(),
+        ),
     ]);
     let cwd = match &spec.workdir {
         Some(w) => ctx.req.repo_root.join(w),
@@ -460,12 +562,20 @@ fn start(
     };
     let attempt_spec = AttemptSpec {
         program: ctx.req.compiled.binary.clone(),
-        args: vec!["job".into(), ctx.req.info.entrypoint.clone(), spec.id.clone()],
+        args: vec![
+            "job".into(),
+            ctx.req.info.entrypoint.clone(),
+            spec.id.clone(),
+        ],
         cwd,
         env,
         timeout: spec.timeout_ms.map(Duration::from_millis),
     };
-    let initial = if sched.is_cancelling() && !spec.finally { Control::Stop } else { Control::Run };
+    let initial = if sched.is_cancelling() && !spec.finally {
+        Control::Stop
+    } else {
+        Control::Run
+    };
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
     let tx = ctx.tx.clone();
@@ -486,15 +596,30 @@ fn start(
     Ok(())
 }
 
-fn on_line(rec: &mut Recorder, sched: &Scheduler, jobs: &mut [JobRuntime], job: usize, attempt: u32, line: Line) -> Result<(), EngineError> {
+fn on_line(
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    line: Line,
+) -> Result<(), EngineError> {
     let id = sched.plan().jobs[job].id.clone();
     if line.stream == process::Stream::Stdout {
         if let Some(rest) = line.text.strip_prefix(CONTROL_PREFIX) {
             if let Ok(v) = serde_json::from_str::<Value>(rest) {
                 let kind = v["event"].as_str().unwrap_or("control").to_string();
                 let human = match kind.as_str() {
-                    "step_start" => Some(format!("{} {id} › {}", rec.term.dim("·"), v["step"].as_str().unwrap_or("?"))),
-                    "step_end" if v["ok"] == Value::Bool(false) => Some(format!("{} {id} › {} failed", rec.term.red("·"), v["step"].as_str().unwrap_or("?"))),
+                    "step_start" => Some(format!(
+                        "{} {id} › {}",
+                        rec.term.dim("·"),
+                        v["step"].as_str().unwrap_or("?")
+                    )),
+                    "step_end" if v["ok"] == Value::Bool(false) => Some(format!(
+                        "{} {id} › {} failed",
+                        rec.term.red("·"),
+                        v["step"].as_str().unwrap_or("?")
+                    )),
                     _ => None,
                 };
                 rec.event(Some(&id), &kind, v, human)?;
@@ -508,7 +633,8 @@ fn on_line(rec: &mut Recorder, sched: &Scheduler, jobs: &mut [JobRuntime], job: 
         .log
         .append(ts, attempt, line.stream.as_str(), &text)
         .map_err(io_err(format!("write log of job {id}")))?;
-    rec.term.log_line(&id, job, ts, seq, line.stream.as_str(), &text);
+    rec.term
+        .log_line(&id, job, ts, seq, line.stream.as_str(), &text);
     Ok(())
 }
 
@@ -525,10 +651,25 @@ fn on_attempt_end(
     let spec = sched.plan().jobs[job].clone();
     let (outcome, exit_code) = match &end {
         ProcessEnd::Exited(0) => (AttemptOutcome::Success, Some(0)),
-        ProcessEnd::Exited(c) => (AttemptOutcome::Failed { reason: format!("exit code {c}") }, Some(*c)),
-        ProcessEnd::Signalled(s) => (AttemptOutcome::Failed { reason: format!("killed by signal {s}") }, None),
+        ProcessEnd::Exited(c) => (
+            AttemptOutcome::Failed {
+                reason: format!("exit code {c}"),
+            },
+            Some(*c),
+        ),
+        ProcessEnd::Signalled(s) => (
+            AttemptOutcome::Failed {
+                reason: format!("killed by signal {s}"),
+            },
+            None,
+        ),
         ProcessEnd::TimedOut => (
-            AttemptOutcome::Failed { reason: format!("timeout after {}", human_duration(spec.timeout_ms.unwrap_or(0) as i64)) },
+            AttemptOutcome::Failed {
+                reason: format!(
+                    "timeout after {}",
+                    human_duration(spec.timeout_ms.unwrap_or(0) as i64)
+                ),
+            },
             None,
         ),
         ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
@@ -540,7 +681,14 @@ fn on_attempt_end(
             if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
                 jobs[job].outputs = map
                     .into_iter()
-                    .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
                     .collect();
             }
         }
@@ -554,26 +702,70 @@ fn on_attempt_end(
 }
 
 /// Store and print a job's terminal state.
-fn record_terminal(rec: &mut Recorder, sched: &Scheduler, jobs: &mut [JobRuntime], job: usize, exit_code: Option<i32>) -> Result<(), EngineError> {
+fn record_terminal(
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    exit_code: Option<i32>,
+) -> Result<(), EngineError> {
     let spec = &sched.plan().jobs[job];
     let progress = sched.job(job);
     let now = now_ms();
     let outputs = if jobs[job].outputs.is_empty() {
         None
     } else {
-        let v: Map<String, Value> = jobs[job].outputs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let v: Map<String, Value> = jobs[job]
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         Some(rec.masker.mask_json(&Value::Object(v)).to_string())
     };
-    let reason = progress.reason.as_deref().map(|r| rec.masker.mask(r).into_owned());
-    rec.store.job_finished(&rec.run_id.clone(), &spec.id, progress.state, reason.as_deref(), exit_code, outputs.as_deref(), now)?;
-    let took = if jobs[job].started_ms > 0 { human_duration(now - jobs[job].started_ms) } else { String::new() };
+    let reason = progress
+        .reason
+        .as_deref()
+        .map(|r| rec.masker.mask(r).into_owned());
+    rec.store.job_finished(
+        &rec.run_id.clone(),
+        &spec.id,
+        progress.state,
+        reason.as_deref(),
+        exit_code,
+        outputs.as_deref(),
+        now,
+    )?;
+    let took = if jobs[job].started_ms > 0 {
+        human_duration(now - jobs[job].started_ms)
+    } else {
+        String::new()
+    };
     let why = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
-    let optional = if spec.optional && progress.state == JobState::Failed { " (optional)" } else { "" };
+    let optional = if spec.optional && progress.state == JobState::Failed {
+        " (optional)"
+    } else {
+        ""
+    };
     let human = match progress.state {
-        JobState::Success => format!("{} {} {}", rec.term.green("✓"), spec.id, rec.term.dim(&took)),
-        JobState::Failed => format!("{} {}{optional} {}{why}", rec.term.red("✗"), spec.id, rec.term.dim(&took)),
+        JobState::Success => format!(
+            "{} {} {}",
+            rec.term.green("✓"),
+            spec.id,
+            rec.term.dim(&took)
+        ),
+        JobState::Failed => format!(
+            "{} {}{optional} {}{why}",
+            rec.term.red("✗"),
+            spec.id,
+            rec.term.dim(&took)
+        ),
         JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
-        _ => format!("{} {} {}{why}", rec.term.yellow("■"), spec.id, progress.state),
+        _ => format!(
+            "{} {} {}{why}",
+            rec.term.yellow("■"),
+            spec.id,
+            progress.state
+        ),
     };
     let kind = match progress.state {
         JobState::Success => "job_succeeded",
@@ -612,7 +804,10 @@ fn on_interrupt(
         }
         apply(ctx, rec, sched, jobs, actions)?;
     } else {
-        eprintln!("{} second interrupt: killing every job now", rec.term.red("■"));
+        eprintln!(
+            "{} second interrupt: killing every job now",
+            rec.term.red("■")
+        );
         let now = now_ms();
         for (j, rt) in jobs.iter_mut().enumerate() {
             if let Some(c) = &rt.control {
@@ -621,7 +816,15 @@ fn on_interrupt(
             let state = sched.job(j).state;
             if !state.is_terminal() {
                 let id = sched.plan().jobs[j].id.clone();
-                rec.store.job_finished(ctx.run_id, &id, JobState::Cancelled, Some("killed"), None, None, now)?;
+                rec.store.job_finished(
+                    ctx.run_id,
+                    &id,
+                    JobState::Cancelled,
+                    Some("killed"),
+                    None,
+                    None,
+                    now,
+                )?;
             }
         }
         rec.event(None, "run_killed", json!({"signal": signal_name}), None)?;

@@ -32,7 +32,12 @@ impl Terminal {
 
     /// Align job names to the longest one.
     pub fn set_job_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
-        self.width = names.into_iter().map(|n| n.chars().count()).max().unwrap_or(0).min(24);
+        self.width = names
+            .into_iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(24);
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -50,7 +55,15 @@ impl Terminal {
     }
 
     /// A log line of a job.
-    pub fn log_line(&self, job: &str, job_index: usize, ts: i64, seq: u64, stream: &str, line: &str) {
+    pub fn log_line(
+        &self,
+        job: &str,
+        job_index: usize,
+        ts: i64,
+        seq: u64,
+        stream: &str,
+        line: &str,
+    ) {
         match self.format {
             Format::Json => self.write_line(
                 &json!({"ts": ts, "run": self.run_id, "job": job, "seq": seq, "stream": stream, "line": line})
@@ -65,7 +78,14 @@ impl Terminal {
     }
 
     /// An event: in JSON mode the whole record, in pretty mode the given human line (if any).
-    pub fn event(&self, ts: i64, kind: &str, job: Option<&str>, payload: &Value, human: Option<String>) {
+    pub fn event(
+        &self,
+        ts: i64,
+        kind: &str,
+        job: Option<&str>,
+        payload: &Value,
+        human: Option<String>,
+    ) {
         match self.format {
             Format::Json => {
                 let mut obj = json!({"ts": ts, "run": self.run_id, "event": kind});

@@ -95,8 +95,14 @@ pub async fn run_attempt(
         Err(e) => return ProcessEnd::SpawnFailed(format!("{}: {e}", spec.program.display())),
     };
     let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
-    let out = child.stdout.take().map(|s| tokio::spawn(pump(s, Stream::Stdout, lines.clone())));
-    let err = child.stderr.take().map(|s| tokio::spawn(pump(s, Stream::Stderr, lines.clone())));
+    let out = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(pump(s, Stream::Stdout, lines.clone())));
+    let err = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(pump(s, Stream::Stderr, lines.clone())));
     drop(lines);
 
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);

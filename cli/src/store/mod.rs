@@ -238,7 +238,13 @@ impl Store {
         })
     }
 
-    pub fn job_started(&mut self, run_id: &str, job_id: &str, attempt: u32, now: i64) -> Result<()> {
+    pub fn job_started(
+        &mut self,
+        run_id: &str,
+        job_id: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<()> {
         self.immediate(|tx| {
             tx.execute(
                 "UPDATE jobs SET state = 'running', attempt = ?3, started_at = COALESCE(started_at, ?4),
@@ -430,7 +436,12 @@ impl Store {
                 tx.execute(
                     "INSERT INTO events (run_id, seq, ts, job_id, kind, payload_json)
                      VALUES (?1, ?2, ?3, NULL, 'run_abandoned', ?4)",
-                    params![id, seq, now, serde_json::json!({ "reason": reason }).to_string()],
+                    params![
+                        id,
+                        seq,
+                        now,
+                        serde_json::json!({ "reason": reason }).to_string()
+                    ],
                 )?;
             }
             Ok(changed > 0)

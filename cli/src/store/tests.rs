@@ -52,8 +52,14 @@ fn round_trips_runs_jobs_events() {
     )
     .unwrap();
     assert_eq!(
-        s.append_event("run-1", Some("a"), "job_started", &serde_json::json!({}), 11)
-            .unwrap(),
+        s.append_event(
+            "run-1",
+            Some("a"),
+            "job_started",
+            &serde_json::json!({}),
+            11
+        )
+        .unwrap(),
         1
     );
     assert_eq!(
@@ -65,7 +71,10 @@ fn round_trips_runs_jobs_events() {
         .unwrap();
 
     let runs = s.list_runs(&RunFilter::default()).unwrap();
-    assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["run-2", "run-1"]);
+    assert_eq!(
+        runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["run-2", "run-1"]
+    );
     let filtered = s
         .list_runs(&RunFilter {
             pipelines: vec!["hello".into()],
@@ -80,7 +89,10 @@ fn round_trips_runs_jobs_events() {
     assert_eq!(jobs[0].outputs, Some(serde_json::json!({"v": "1"})));
     assert_eq!(s.events("run-1", 1).unwrap().len(), 1);
     assert_eq!(s.find_run("1").unwrap().id, "run-1");
-    assert!(matches!(s.find_run("nope"), Err(StoreError::RunNotFound(_))));
+    assert!(matches!(
+        s.find_run("nope"),
+        Err(StoreError::RunNotFound(_))
+    ));
 }
 
 #[test]

@@ -1,0 +1,173 @@
+//! The command line, as clap structs only. Resolution and behaviour live in `commands/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sparkwing",
+    version,
+    about = "CI/CD whose pipelines are Rust programs: run them here, or on Kubernetes.",
+    after_help = "Exit codes: see docs/exit-codes.md (0 success, 1 run failed, 2 usage, 3 project, 4 store, 5 not found, 6 timeout, 75 box slots full, 130 cancelled)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline here: `sparkwing run NAME [--arg value ...]`.
+    Run(RunArgs),
+    /// Read and control recorded runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// List, describe and create pipelines.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the version of sparkwing, its SDK and protocol.
+    Version {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Look for .sparkwing/ from DIR instead of the current directory.
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The pipeline's name in sparkwing.yaml.
+    pub pipeline: String,
+    /// The pipeline's args (`--name value`, `--flag`, `--name=value`), `--help` for the pipeline's
+    /// own help, and Sparkwing's run flags: `--sw-workers N`, `--sw-box-slots N`, `--sw-no-wait`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(ListArgs),
+    /// Show one run and its jobs; exits 0 only when the run succeeded.
+    Status(StatusArgs),
+    /// Print a run's logs.
+    Logs(LogsArgs),
+    /// Cancel a live run (as Ctrl-C would: finally jobs still run).
+    Cancel(RunRef),
+    /// Wait until a run finishes; exits like `runs status`.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// The run id (the `run-` prefix may be left out).
+    #[arg(long = "run", value_name = "ID")]
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only runs of this pipeline (repeatable).
+    #[arg(long = "pipeline", value_name = "NAME")]
+    pub pipelines: Vec<String>,
+    /// Only runs in this status: queued, running, success, failed, cancelled (repeatable).
+    #[arg(long = "status", value_name = "STATUS")]
+    pub statuses: Vec<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// `json` prints one JSON object per line.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// Only this job's log.
+    #[arg(long = "job", value_name = "JOB")]
+    pub job: Option<String>,
+    /// Keep printing new lines until the run finishes.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines (of each job).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// `json` prints the stored records, one per line.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// Give up after this long (e.g. 30s, 10m); exit code 6.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// List the pipelines of this project (from sparkwing.yaml; no compile).
+    List(ProjectOutput),
+    /// Describe one pipeline: its args, secrets and triggers (compiles when needed).
+    Describe(DescribeArgs),
+    /// Scaffold a new pipeline that runs as it is.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectOutput {
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub project: ProjectOutput,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The pipeline's name (lowercase letters, digits, '-').
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: String,
+    /// Create or extend .sparkwing/ in DIR instead of the current directory's project.
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}

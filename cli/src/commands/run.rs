@@ -1,0 +1,351 @@
+//! `sparkwing run <pipeline> [args]`.
+
+use super::{start_dir, CliError, CmdResult};
+use crate::cli::RunArgs;
+use crate::compile::{self, CompileError, Progress};
+use crate::engine::{self, now_ms, Format, RunRequest};
+use crate::env_vars;
+use crate::exit::ExitCode;
+use crate::home::Home;
+use crate::project::{self, Project};
+use crate::store::{NewRun, Store};
+use sparkwing_core::protocol::PipelineInfo;
+use sparkwing_core::suggest::closest;
+use sparkwing_core::RunStatus;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Sparkwing's own flags among a run's args (`--sw-*`), the rest being the pipeline's.
+#[derive(Debug, Default, PartialEq)]
+pub struct RunFlags {
+    pub workers: Option<usize>,
+    pub box_slots: Option<u32>,
+    pub no_wait: bool,
+    pub dir: Option<PathBuf>,
+    pub help: bool,
+    pub pipeline_args: Vec<String>,
+}
+
+impl RunFlags {
+    pub fn parse(tokens: &[String]) -> Result<RunFlags, CliError> {
+        let mut flags = RunFlags::default();
+        let mut i = 0;
+        let usage = |m: String| CliError::new(ExitCode::Usage, m);
+        while i < tokens.len() {
+            let t = &tokens[i];
+            i += 1;
+            let (name, inline) = match t.split_once('=') {
+                Some((n, v)) if n.starts_with("--sw-") => (n, Some(v.to_string())),
+                _ => (t.as_str(), None),
+            };
+            let mut value = |what: &str| -> Result<String, CliError> {
+                if let Some(v) = inline.clone() {
+                    return Ok(v);
+                }
+                let v = tokens
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| usage(format!("{name} needs {what}")))?;
+                i += 1;
+                Ok(v)
+            };
+            match name {
+                "--help" | "-h" => flags.help = true,
+                "-C" => flags.dir = Some(PathBuf::from(value("a directory")?)),
+                "--sw-workers" => {
+                    let v = value("a number of workers")?;
+                    let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        usage(format!("--sw-workers expects a positive number, got {v:?}"))
+                    })?;
+                    flags.workers = Some(n);
+                }
+                "--sw-box-slots" => {
+                    let v = value("a number of slots")?;
+                    let n: u32 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        usage(format!(
+                            "--sw-box-slots expects a positive number, got {v:?}"
+                        ))
+                    })?;
+                    flags.box_slots = Some(n);
+                }
+                "--sw-no-wait" => flags.no_wait = true,
+                other if other.starts_with("--sw-") => {
+                    return Err(usage(format!(
+                        "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait (and -C DIR)"
+                    )))
+                }
+                _ => flags.pipeline_args.push(t.clone()),
+            }
+        }
+        Ok(flags)
+    }
+}
+
+fn unknown_pipeline(project: &Project, name: &str) -> CliError {
+    let names: Vec<&str> = project
+        .config
+        .pipelines
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let hint = match closest(name, names.iter().copied()) {
+        Some(s) => format!("; did you mean {s:?}?"),
+        None => String::new(),
+    };
+    let list = if names.is_empty() {
+        "none yet (add one with `sparkwing pipeline new --name NAME`)".to_string()
+    } else {
+        names.join(", ")
+    };
+    CliError::new(
+        ExitCode::Usage,
+        format!(
+            "unknown pipeline {name:?}{hint} (pipelines in {}: {list})",
+            project.config_path().display()
+        ),
+    )
+}
+
+fn unregistered_entrypoint(
+    project: &Project,
+    pipeline: &str,
+    entrypoint: &str,
+    registered: &[String],
+) -> CliError {
+    CliError::new(
+        ExitCode::Project,
+        format!(
+            "pipeline {pipeline:?} names entrypoint {entrypoint:?} in {}, but .sparkwing/ registers no such entrypoint (registered: {}); register it in sparkwing::main(...) in .sparkwing/src/main.rs, or fix the entrypoint",
+            project.config_path().display(),
+            if registered.is_empty() { "none".to_string() } else { registered.join(", ") }
+        ),
+    )
+}
+
+/// The log format: `SPARKWING_LOG_FORMAT`, else pretty on a terminal and JSON lines otherwise.
+fn log_format() -> Result<Format, CliError> {
+    let tty = std::io::stdout().is_terminal();
+    match std::env::var(env_vars::SPARKWING_LOG_FORMAT)
+        .ok()
+        .as_deref()
+    {
+        None | Some("") => Ok(if tty {
+            Format::Pretty { color: true }
+        } else {
+            Format::Json
+        }),
+        Some("pretty") => Ok(Format::Pretty { color: tty }),
+        Some("json") => Ok(Format::Json),
+        Some(other) => Err(CliError::new(
+            ExitCode::Usage,
+            format!(
+                "{}={other:?} is not a log format; use pretty or json",
+                env_vars::SPARKWING_LOG_FORMAT
+            ),
+        )),
+    }
+}
+
+fn print_pipeline_help(name: &str, description: &str, info: &PipelineInfo) {
+    println!(
+        "{name}: {}",
+        if description.is_empty() {
+            info.about.as_str()
+        } else {
+            description
+        }
+    );
+    println!();
+    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait]");
+    println!();
+    println!("ARGS:");
+    if info.args.is_empty() {
+        println!("    (none)");
+    }
+    for a in &info.args {
+        let mut extra = vec![a.kind.as_str().to_string()];
+        if let Some(d) = &a.default {
+            extra.push(format!("default: {d}"));
+        }
+        if a.required {
+            extra.push("required".into());
+        }
+        if a.secret {
+            extra.push("secret".into());
+        }
+        println!("    --{:<18} {} [{}]", a.name, a.help, extra.join(", "));
+    }
+    if !info.secrets.is_empty() {
+        println!();
+        println!("SECRETS (read from the environment, masked in logs):");
+        for s in &info.secrets {
+            println!("    {s}");
+        }
+    }
+}
+
+/// Record a run that failed before it could start (e.g. its pipeline does not compile).
+fn record_failed_start(
+    home: &Home,
+    project: &Project,
+    pipeline: &str,
+    entrypoint: &str,
+    error: &str,
+) -> Result<String, CliError> {
+    let mut store = Store::open(&home.root)?;
+    let id = engine::new_run_id();
+    let run_dir = home.run_dir(&id);
+    std::fs::create_dir_all(&run_dir)?;
+    let git = crate::git::read(&project.root);
+    let now = now_ms();
+    store.create_run(&NewRun {
+        id: id.clone(),
+        pipeline: pipeline.to_string(),
+        entrypoint: entrypoint.to_string(),
+        status: RunStatus::Failed,
+        args_json: "{}".into(),
+        repo_root: project.root.to_string_lossy().into_owned(),
+        git_branch: git.branch,
+        git_commit: git.commit,
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        user: std::env::var("USER").unwrap_or_default(),
+        pid: std::process::id() as i64,
+        runner: "process".into(),
+        created_at: now,
+        started_at: Some(now),
+        finished_at: Some(now),
+        exit_code: Some(ExitCode::RunFailed.code()),
+        error: Some(error.to_string()),
+        log_dir: run_dir.to_string_lossy().into_owned(),
+    })?;
+    Ok(id)
+}
+
+pub fn run(args: RunArgs) -> CmdResult {
+    let flags = RunFlags::parse(&args.args)?;
+    let home = Home::from_env();
+    let dir = flags.dir.clone().or(args.dir.clone());
+    let project = project::discover(&start_dir(dir.as_deref()))?;
+    let pipeline = project
+        .pipeline(&args.pipeline)
+        .ok_or_else(|| unknown_pipeline(&project, &args.pipeline))?
+        .clone();
+    let format = log_format()?;
+    // Refuse an unusable store before doing any work.
+    drop(Store::open(&home.root)?);
+
+    let progress = if std::io::stderr().is_terminal() {
+        Progress::Terminal
+    } else {
+        Progress::OnFailure
+    };
+    let compiled = match compile::ensure(&home.cache, &project, progress) {
+        Ok(c) => c,
+        Err(e @ CompileError::BuildFailed { .. }) => {
+            let msg = format!("compile error: {e}");
+            let id =
+                record_failed_start(&home, &project, &pipeline.name, &pipeline.entrypoint, &msg)?;
+            return Err(CliError::new(
+                ExitCode::RunFailed,
+                format!("{msg}; run {id} recorded as failed"),
+            ));
+        }
+        Err(e) => return Err(CliError::new(ExitCode::Internal, e.to_string())),
+    };
+    let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
+        let registered: Vec<String> = compiled
+            .describe
+            .pipelines
+            .iter()
+            .map(|p| p.entrypoint.clone())
+            .collect();
+        return Err(unregistered_entrypoint(
+            &project,
+            &pipeline.name,
+            &pipeline.entrypoint,
+            &registered,
+        ));
+    };
+    if flags.help {
+        print_pipeline_help(&pipeline.name, &pipeline.description, &info);
+        return Ok(ExitCode::Success);
+    }
+    let resolved =
+        sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), &flags.pipeline_args)
+            .map_err(|e| {
+            CliError::new(
+                ExitCode::Usage,
+                format!("{e} (see `sparkwing run {} --help`)", pipeline.name),
+            )
+        })?;
+    let workers = flags.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let req = RunRequest {
+        home,
+        repo_root: project.root.clone(),
+        pipeline: pipeline.name.clone(),
+        info,
+        compiled,
+        args: resolved,
+        workers,
+        format,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(engine::execute(req))
+        .map_err(|e| CliError::new(ExitCode::Internal, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &[&str]) -> Vec<String> {
+        s.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn separates_sparkwing_flags_from_pipeline_args() {
+        let f = RunFlags::parse(&toks(&[
+            "--name",
+            "x",
+            "--sw-workers",
+            "3",
+            "--sw-box-slots=2",
+            "--sw-no-wait",
+            "--loud",
+        ]))
+        .unwrap();
+        assert_eq!(f.workers, Some(3));
+        assert_eq!(f.box_slots, Some(2));
+        assert!(f.no_wait);
+        assert_eq!(f.pipeline_args, toks(&["--name", "x", "--loud"]));
+    }
+
+    #[test]
+    fn rejects_bad_sparkwing_flags() {
+        assert_eq!(
+            RunFlags::parse(&toks(&["--sw-workers", "0"]))
+                .unwrap_err()
+                .code,
+            ExitCode::Usage
+        );
+        assert_eq!(
+            RunFlags::parse(&toks(&["--sw-bogus"])).unwrap_err().code,
+            ExitCode::Usage
+        );
+        assert_eq!(
+            RunFlags::parse(&toks(&["--sw-workers"])).unwrap_err().code,
+            ExitCode::Usage
+        );
+    }
+}

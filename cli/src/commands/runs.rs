@@ -1,0 +1,290 @@
+//! `sparkwing runs list|status|logs|cancel|wait`: reading and controlling recorded runs.
+
+use super::{format_time, CliError, CmdResult};
+use crate::cli::{ListArgs, LogsArgs, OutputFormat, RunRef, StatusArgs, WaitArgs};
+use crate::engine::job_log::{self, LogRecord};
+use crate::engine::now_ms;
+use crate::engine::output::human_duration;
+use crate::exit::ExitCode;
+use crate::home::Home;
+use crate::reconcile;
+use crate::store::{RunFilter, RunRecord, Store};
+use serde_json::json;
+use sparkwing_core::RunStatus;
+use std::time::{Duration, Instant};
+
+/// How often follow and wait look again. Reads are cheap (WAL readers never block writers).
+const POLL: Duration = Duration::from_millis(200);
+
+fn open() -> Result<(Home, Store), CliError> {
+    let home = Home::from_env();
+    let store = reconcile::open_store(&home)?;
+    Ok((home, store))
+}
+
+fn status_exit(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Success => ExitCode::Success,
+        RunStatus::Cancelled => ExitCode::Cancelled,
+        _ => ExitCode::RunFailed,
+    }
+}
+
+pub fn list(args: ListArgs) -> CmdResult {
+    let statuses = args
+        .statuses
+        .iter()
+        .map(|s| {
+            s.parse::<RunStatus>().map_err(|_| {
+                CliError::new(
+                    ExitCode::Usage,
+                    format!("unknown status {s:?}; use one of queued, running, success, failed, cancelled"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (_, store) = open()?;
+    let runs = store.list_runs(&RunFilter {
+        pipelines: args.pipelines.clone(),
+        statuses,
+        limit: Some(args.limit),
+    })?;
+    let now = now_ms();
+    match args.output {
+        OutputFormat::Json => {
+            for r in &runs {
+                println!("{}", run_json(r, now));
+            }
+        }
+        OutputFormat::Pretty => {
+            if runs.is_empty() {
+                println!("no runs yet: start one with `sparkwing run <pipeline>`");
+                return Ok(ExitCode::Success);
+            }
+            println!(
+                "{:<27} {:<20} {:<10} {:<20} {:>9}  {}",
+                "RUN", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "WHO"
+            );
+            for r in &runs {
+                println!(
+                    "{:<27} {:<20} {:<10} {:<20} {:>9}  {}@{}",
+                    r.id,
+                    r.pipeline,
+                    r.status.as_str(),
+                    format_time(r.started_at.unwrap_or(r.created_at)),
+                    human_duration(r.duration_ms(now)),
+                    r.user,
+                    r.host
+                );
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+fn run_json(r: &RunRecord, now: i64) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["duration_ms"] = json!(r.duration_ms(now));
+    v
+}
+
+pub fn status(args: StatusArgs) -> CmdResult {
+    let (_, store) = open()?;
+    let run = store.find_run(&args.run.run)?;
+    let jobs = store.jobs(&run.id)?;
+    let now = now_ms();
+    match args.output {
+        OutputFormat::Json => {
+            let mut v = run_json(&run, now);
+            v["jobs"] = serde_json::to_value(&jobs).unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        OutputFormat::Pretty => {
+            println!("run:      {}", run.id);
+            println!("pipeline: {} ({})", run.pipeline, run.entrypoint);
+            println!("status:   {}", run.status);
+            if let Some(e) = &run.error {
+                println!("error:    {e}");
+            }
+            println!(
+                "started:  {} UTC",
+                format_time(run.started_at.unwrap_or(run.created_at))
+            );
+            println!("duration: {}", human_duration(run.duration_ms(now)));
+            if let (Some(b), Some(c)) = (&run.git_branch, &run.git_commit) {
+                println!("git:      {b} @ {}", &c[..c.len().min(12)]);
+            }
+            println!("by:       {}@{} (pid {})", run.user, run.host, run.pid);
+            println!("args:     {}", run.args);
+            println!("logs:     {}", run.log_dir);
+            if !jobs.is_empty() {
+                println!();
+                println!(
+                    "{:<24} {:<10} {:>7} {:>9}  {}",
+                    "JOB", "STATE", "ATTEMPT", "DURATION", "REASON"
+                );
+                for j in &jobs {
+                    let dur = match (j.started_at, j.finished_at) {
+                        (Some(s), Some(f)) => human_duration(f - s),
+                        (Some(s), None) => human_duration(now - s),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "{:<24} {:<10} {:>7} {:>9}  {}",
+                        j.job_id,
+                        j.state.as_str(),
+                        j.attempt,
+                        dur,
+                        j.reason.clone().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(status_exit(run.status))
+}
+
+fn print_record(job: &str, rec: &LogRecord, output: OutputFormat, many: bool) {
+    match output {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(rec).unwrap_or_default();
+            v["job"] = json!(job);
+            println!("{v}");
+        }
+        OutputFormat::Pretty if many => println!("{job} │ {}", rec.line),
+        OutputFormat::Pretty => println!("{}", rec.line),
+    }
+}
+
+pub fn logs(args: LogsArgs) -> CmdResult {
+    let (_, store) = open()?;
+    let run = store.find_run(&args.run.run)?;
+    let mut job_ids: Vec<String> = store.jobs(&run.id)?.into_iter().map(|j| j.job_id).collect();
+    if let Some(j) = &args.job {
+        if !job_ids.contains(j) {
+            return Err(CliError::new(
+                ExitCode::NotFound,
+                format!(
+                    "run {} has no job {j:?} (jobs: {})",
+                    run.id,
+                    job_ids.join(", ")
+                ),
+            ));
+        }
+        job_ids = vec![j.clone()];
+    }
+    let many = job_ids.len() > 1;
+    let dir = std::path::PathBuf::from(&run.log_dir);
+    // Print what is there (respecting --tail), remembering how far each job got.
+    let mut seen: Vec<u64> = Vec::with_capacity(job_ids.len());
+    for job in &job_ids {
+        let recs = job_log::read(&Home::job_log(&dir, job)).unwrap_or_default();
+        let skip = args.tail.map(|t| recs.len().saturating_sub(t)).unwrap_or(0);
+        for r in &recs[skip..] {
+            print_record(job, r, args.output, many);
+        }
+        seen.push(recs.last().map(|r| r.seq).unwrap_or(0));
+    }
+    if !args.follow {
+        return Ok(ExitCode::Success);
+    }
+    loop {
+        // Read the status before the logs: once a finished status is seen, one more pass over
+        // the logs is guaranteed to include every line written before it.
+        let finished = store.find_run(&run.id)?.status.is_terminal() || !reconcile::is_alive(&run);
+        for (i, job) in job_ids.iter().enumerate() {
+            let recs = job_log::read(&Home::job_log(&dir, job)).unwrap_or_default();
+            let last = seen[i];
+            for r in recs.iter().filter(|r| r.seq > last) {
+                print_record(job, r, args.output, many);
+                seen[i] = r.seq;
+            }
+        }
+        if finished {
+            let mut store = store;
+            reconcile::abandoned_runs(&mut store)?;
+            return Ok(ExitCode::Success);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+pub fn cancel(args: RunRef) -> CmdResult {
+    let (_, mut store) = open()?;
+    let run = store.find_run(&args.run)?;
+    if run.status.is_terminal() {
+        println!(
+            "run {} already finished ({}); nothing to cancel",
+            run.id, run.status
+        );
+        return Ok(ExitCode::Success);
+    }
+    if !reconcile::is_alive(&run) {
+        reconcile::abandoned_runs(&mut store)?;
+        println!("run {} had no live process; recorded as failed", run.id);
+        return Ok(ExitCode::Success);
+    }
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    if run.host != host {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!(
+                "run {} runs on host {}, not this one ({host}); cancel it there",
+                run.id, run.host
+            ),
+        ));
+    }
+    // The run's lock is held, so the pid is that run's sparkwing process: SIGTERM makes it cancel
+    // exactly as a first Ctrl-C does.
+    store.append_event(
+        &run.id,
+        None,
+        "cancel_requested",
+        &json!({"by": std::env::var("USER").unwrap_or_default(), "pid": std::process::id()}),
+        now_ms(),
+    )?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|e| {
+        CliError::new(
+            ExitCode::Internal,
+            format!("cannot signal pid {}: {e}", run.pid),
+        )
+    })?;
+    println!(
+        "cancelling run {} (pid {}); finally jobs still run",
+        run.id, run.pid
+    );
+    Ok(ExitCode::Success)
+}
+
+pub fn wait(args: WaitArgs) -> CmdResult {
+    let (_, mut store) = open()?;
+    let run = store.find_run(&args.run.run)?;
+    let started = Instant::now();
+    loop {
+        reconcile::abandoned_runs(&mut store)?;
+        let cur = store.find_run(&run.id)?;
+        if cur.status.is_terminal() {
+            println!("run {} {}", cur.id, cur.status);
+            return Ok(status_exit(cur.status));
+        }
+        if let Some(t) = args.timeout {
+            if started.elapsed() >= t {
+                eprintln!(
+                    "run {} still {} after {}",
+                    cur.id,
+                    cur.status,
+                    humantime::format_duration(t)
+                );
+                return Ok(ExitCode::Timeout);
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -1,0 +1,48 @@
+//! Runs whose process died are shown `failed`, never left `running`.
+//!
+//! A live run holds an exclusive lock on `runs/<id>/run.lock` for its whole life. A reader that
+//! can take that lock knows the process is gone (the kernel drops locks of dead processes, even
+//! after `kill -9`), and records the run as failed with the reason.
+
+use crate::engine::now_ms;
+use crate::home::Home;
+use crate::store::{RunRecord, Store, StoreError};
+use std::fs::File;
+use std::path::Path;
+
+/// Whether the process that owns this run still holds its lock.
+pub fn is_alive(run: &RunRecord) -> bool {
+    let lock = Home::run_lock(Path::new(&run.log_dir));
+    let Ok(f) = File::options().read(true).write(true).open(&lock) else {
+        return false;
+    };
+    match f.try_lock() {
+        Ok(()) => false,
+        Err(_) => true,
+    }
+}
+
+/// Fail every unfinished run whose process is gone. Returns the ids it fixed.
+pub fn abandoned_runs(store: &mut Store) -> Result<Vec<String>, StoreError> {
+    let mut fixed = Vec::new();
+    for run in store.unfinished_runs()? {
+        if is_alive(&run) {
+            continue;
+        }
+        let reason = format!(
+            "the sparkwing process running this run (pid {} on {}) exited before the run finished",
+            run.pid, run.host
+        );
+        if store.fail_abandoned_run(&run.id, &reason, now_ms())? {
+            fixed.push(run.id);
+        }
+    }
+    Ok(fixed)
+}
+
+/// Open the store for reading, with abandoned runs already reconciled.
+pub fn open_store(home: &Home) -> Result<Store, StoreError> {
+    let mut store = Store::open(&home.root)?;
+    abandoned_runs(&mut store)?;
+    Ok(store)
+}
