@@ -62,8 +62,8 @@ pub fn list(args: ListArgs) -> CmdResult {
                 return Ok(ExitCode::Success);
             }
             println!(
-                "{:<27} {:<20} {:<10} {:<20} {:>9}  {}",
-                "RUN", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION", "WHO"
+                "{:<27} {:<20} {:<10} {:<20} {:>9}  WHO",
+                "RUN", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION"
             );
             for r in &runs {
                 println!(
@@ -97,6 +97,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
         OutputFormat::Json => {
             let mut v = run_json(&run, now);
             v["jobs"] = serde_json::to_value(&jobs).unwrap_or_default();
+            v["events"] = serde_json::to_value(store.events(&run.id, 0)?).unwrap_or_default();
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
         OutputFormat::Pretty => {
@@ -120,8 +121,8 @@ pub fn status(args: StatusArgs) -> CmdResult {
             if !jobs.is_empty() {
                 println!();
                 println!(
-                    "{:<24} {:<10} {:>7} {:>9}  {}",
-                    "JOB", "STATE", "ATTEMPT", "DURATION", "REASON"
+                    "{:<24} {:<10} {:>7} {:>9}  REASON",
+                    "JOB", "STATE", "ATTEMPT", "DURATION"
                 );
                 for j in &jobs {
                     let dur = match (j.started_at, j.finished_at) {

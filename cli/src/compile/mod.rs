@@ -204,31 +204,18 @@ pub fn ensure(
     if let Some(c) = load_entry(&key, &root.join(&key), "cached")? {
         return Ok(c);
     }
+    let pre_key = key;
     let built = build(cache, project, progress)?;
+    let describe = describe(&built)?;
     // Hash again: the first build writes Cargo.lock, and the entry must match the tree the next
-    // run will see.
+    // run will see. The tree as it was before the build (a fresh checkout without Cargo.lock)
+    // gets the same binary too, so the next fresh checkout does not compile again.
     let key = cache_key(cache, &project.dir)?;
-    let entry = root.join(&key);
-    let staging = root.join(format!(
-        ".staging-{}-{}",
-        std::process::id(),
-        sdk_source::nanos()
-    ));
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let bin = staging.join("pipeline");
-    std::fs::copy(&built, &bin).map_err(io(&bin))?;
-    let describe = describe(&bin)?;
-    let describe_path = staging.join("describe.json");
-    std::fs::write(
-        &describe_path,
-        serde_json::to_vec_pretty(&describe).unwrap_or_default(),
-    )
-    .map_err(io(&describe_path))?;
-    File::create(staging.join("lease.lock")).map_err(io(&staging))?;
-    if std::fs::rename(&staging, &entry).is_err() {
-        // Someone else published this key first; theirs is equivalent.
-        let _ = std::fs::remove_dir_all(&staging);
+    publish(&root, &key, &built, &describe)?;
+    if pre_key != key {
+        publish(&root, &pre_key, &built, &describe)?;
     }
+    let entry = root.join(&key);
     let compiled = load_entry(&key, &entry, "compiled")?.ok_or_else(|| CompileError::Io {
         path: entry.clone(),
         source: std::io::Error::other("entry vanished right after it was published"),
@@ -236,6 +223,34 @@ pub fn ensure(
     drop(writer);
     prune(cache, &key, CacheLimits::from_env());
     Ok(compiled)
+}
+
+/// Publish a binary and its description as the entry `key` (atomically, by renaming a staged dir).
+fn publish(root: &Path, key: &str, built: &Path, describe: &Describe) -> Result<(), CompileError> {
+    let entry = root.join(key);
+    if entry.join("describe.json").is_file() {
+        return Ok(());
+    }
+    let staging = root.join(format!(
+        ".staging-{}-{}",
+        std::process::id(),
+        sdk_source::nanos()
+    ));
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    let bin = staging.join("pipeline");
+    std::fs::copy(built, &bin).map_err(io(&bin))?;
+    let describe_path = staging.join("describe.json");
+    std::fs::write(
+        &describe_path,
+        serde_json::to_vec_pretty(describe).unwrap_or_default(),
+    )
+    .map_err(io(&describe_path))?;
+    File::create(staging.join("lease.lock")).map_err(io(&staging))?;
+    if std::fs::rename(&staging, &entry).is_err() {
+        // Someone else published this key first; theirs is equivalent.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(())
 }
 
 /// Run cargo; returns the path of the built executable inside the target dir.
@@ -309,7 +324,7 @@ fn build(cache: &Path, project: &Project, progress: Progress) -> Result<PathBuf,
             status: status.to_string().replace("exit status: ", "status "),
         });
     }
-    executable.ok_or_else(|| CompileError::NoBinary(manifest))
+    executable.ok_or(CompileError::NoBinary(manifest))
 }
 
 fn toml_string(s: &str) -> String {

@@ -104,11 +104,3 @@ pub fn fingerprint(cache: &Path, project_dir: &Path) -> std::io::Result<String> 
     std::fs::rename(&tmp, &memo)?;
     Ok(text)
 }
-
-/// The host triple from `rustc -vV` output.
-pub fn host_triple(fingerprint: &str) -> Option<&str> {
-    fingerprint
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .map(str::trim)
-}

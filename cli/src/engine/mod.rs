@@ -242,7 +242,7 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
     rec.event(
         None,
         "run_started",
-        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.compiled.source, "log_dir": run_dir}),
+        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.compiled.source, "binary_key": req.compiled.key, "log_dir": run_dir}),
         Some(start_line),
     )?;
 
