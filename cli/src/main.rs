@@ -1,5 +1,6 @@
 //! `sparkwing`: parse the command line, run the command, exit with its code.
 
+mod box_slots;
 mod cli;
 mod commands;
 mod compile;

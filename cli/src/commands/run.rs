@@ -1,9 +1,10 @@
 //! `sparkwing run <pipeline> [args]`.
 
 use super::{start_dir, CliError, CmdResult};
+use crate::box_slots::BoxSlots;
 use crate::cli::RunArgs;
 use crate::compile::{self, CompileError, Progress};
-use crate::engine::{self, now_ms, Format, RunRequest};
+use crate::engine::{self, now_ms, BoxGate, Format, RunRequest};
 use crate::env_vars;
 use crate::exit::ExitCode;
 use crate::home::Home;
@@ -286,6 +287,12 @@ pub fn run(args: RunArgs) -> CmdResult {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let box_slots = crate::box_slots::resolve_cap(flags.box_slots)
+        .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?
+        .map(|max| BoxGate {
+            slots: BoxSlots::new(&home.root, max),
+            no_wait: flags.no_wait,
+        });
     let req = RunRequest {
         home,
         repo_root: project.root.clone(),
@@ -295,6 +302,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         args: resolved,
         workers,
         format,
+        box_slots,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

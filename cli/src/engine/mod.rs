@@ -6,6 +6,7 @@ pub mod job_log;
 pub mod output;
 pub mod process;
 
+use crate::box_slots::{BoxSlotError, BoxSlots, SlotGuard, Ticket};
 use crate::compile::Compiled;
 use crate::exit::ExitCode;
 use crate::home::Home;
@@ -38,12 +39,28 @@ pub struct RunRequest {
     pub args: Map<String, Value>,
     pub workers: usize,
     pub format: Format,
+    /// The host gate, when a cap is set.
+    pub box_slots: Option<BoxGate>,
 }
+
+/// Admission through box slots (`--sw-box-slots`).
+pub struct BoxGate {
+    pub slots: BoxSlots,
+    /// Fail at once instead of queueing when every slot is taken.
+    pub no_wait: bool,
+}
+
+/// How often the stderr line repeats while a run waits for a box slot.
+const WAITING_LINE_EVERY: Duration = Duration::from_secs(5);
+/// How often a queued run looks for a free slot; a freed slot is taken within about this long.
+const SLOT_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    BoxSlots(#[from] BoxSlotError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -184,6 +201,21 @@ fn take_run_lock(run_dir: &std::path::Path) -> Result<File, EngineError> {
 
 /// Execute a run from start to end; returns the process exit code.
 pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+    // Admission first: a run that may not start is not recorded at all with --sw-no-wait.
+    let mut _slot: Option<SlotGuard> = None;
+    let mut ticket: Option<Ticket> = None;
+    if let Some(gate) = &req.box_slots {
+        match gate.slots.try_acquire_now()? {
+            Some(g) => _slot = Some(g),
+            None if gate.no_wait => {
+                eprintln!("error: box slots full (max={})", gate.slots.max());
+                return Ok(ExitCode::BoxSlotsFull);
+            }
+            None => ticket = Some(gate.slots.enqueue()?),
+        }
+    }
     let run_id = new_run_id();
     let run_dir = req.home.run_dir(&run_id);
     std::fs::create_dir_all(&run_dir).map_err(io_err(format!("create {}", run_dir.display())))?;
@@ -208,7 +240,11 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         id: run_id.clone(),
         pipeline: req.pipeline.clone(),
         entrypoint: req.info.entrypoint.clone(),
-        status: RunStatus::Running,
+        status: if ticket.is_some() {
+            RunStatus::Queued
+        } else {
+            RunStatus::Running
+        },
         args_json: Value::Object(redacted.clone()).to_string(),
         repo_root: req.repo_root.to_string_lossy().into_owned(),
         git_branch: git.branch,
@@ -218,7 +254,11 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         pid: std::process::id() as i64,
         runner: "process".into(),
         created_at: created,
-        started_at: Some(created),
+        started_at: if ticket.is_some() {
+            None
+        } else {
+            Some(created)
+        },
         finished_at: None,
         exit_code: None,
         error: None,
@@ -246,8 +286,49 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         Some(start_line),
     )?;
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+    if let (Some(gate), true) = (&req.box_slots, ticket.is_some()) {
+        let waited_from = std::time::Instant::now();
+        rec.event(
+            None,
+            "queued",
+            json!({"max": gate.slots.max(), "active": gate.slots.active()}),
+            None,
+        )?;
+        let mut next_line = tokio::time::Instant::now();
+        loop {
+            if let Some(g) = gate.slots.try_acquire(&mut ticket)? {
+                _slot = Some(g);
+                break;
+            }
+            if tokio::time::Instant::now() >= next_line {
+                eprintln!(
+                    "waiting for box slot ({} active, max {})",
+                    gate.slots.active(),
+                    gate.slots.max()
+                );
+                next_line += WAITING_LINE_EVERY;
+            }
+            let interrupted = tokio::select! {
+                _ = tokio::time::sleep(SLOT_POLL) => false,
+                _ = sigint.recv() => true,
+                _ = sigterm.recv() => true,
+            };
+            if interrupted {
+                // Leave the queue before recording, so the next run is not held up.
+                ticket.take();
+                return finish(
+                    &mut rec,
+                    RunStatus::Cancelled,
+                    Some("cancelled while waiting for a box slot".into()),
+                    created,
+                );
+            }
+        }
+        let now = now_ms();
+        rec.store
+            .set_run_status(&run_id, RunStatus::Running, now, None, None)?;
+        rec.event(None, "admitted", json!({"waited_ms": waited_from.elapsed().as_millis() as u64, "slot": _slot.as_ref().map(|g| g.index)}), None)?;
+    }
 
     let args_json = Value::Object(req.args.clone()).to_string();
     // Plan, unless interrupted first.
