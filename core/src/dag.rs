@@ -18,6 +18,8 @@ pub enum PlanError {
     InvalidId(String),
     #[error("the plan has no jobs")]
     Empty,
+    #[error("job {job:?} needs {need:?}, a finally job; finally jobs run after every other job, so only another finally job can need one")]
+    NeedsFinally { job: String, need: String },
 }
 
 /// A plan whose graph is known to be a DAG; jobs keep their declared order.
@@ -71,6 +73,12 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
                     need: need.clone(),
                 });
             };
+            if plan.jobs[n].finally && !job.finally {
+                return Err(PlanError::NeedsFinally {
+                    job: job.id.clone(),
+                    need: need.clone(),
+                });
+            }
             if !mine.contains(&n) {
                 mine.push(n);
             }
@@ -191,6 +199,17 @@ mod tests {
             }
             other => panic!("expected cycle, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_finally_jobs_may_need_finally_jobs() {
+        let mut cleanup = JobSpec::new("cleanup");
+        cleanup.finally = true;
+        let mut report = JobSpec::new("report").needs(&["cleanup"]);
+        let e = validate(&plan(vec![cleanup.clone(), report.clone()])).unwrap_err();
+        assert!(matches!(e, PlanError::NeedsFinally { .. }), "{e}");
+        report.finally = true;
+        validate(&plan(vec![cleanup, report])).unwrap();
     }
 
     #[test]

@@ -1,0 +1,36 @@
+# The verbs of the Sparkwing repository. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help build demo test test-rust test-browser lint fmt bench setup-test
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+build: ## Build the sparkwing binary (release)
+	$(CARGO) build --release -p sparkwing-cli
+
+demo: build ## Run the example pipeline with a fresh store under target/demo-home
+	SPARKWING_HOME=$(CURDIR)/target/demo-home ./target/release/sparkwing run -C examples/hello hello --name demo
+	SPARKWING_HOME=$(CURDIR)/target/demo-home ./target/release/sparkwing runs list
+
+test: setup-test test-rust test-browser ## Every test: Rust unit and integration tests, then the browser tests
+
+test-rust: ## Rust tests of every crate (unit, integration, end-to-end with real runs)
+	$(CARGO) test --workspace
+
+test-browser: ## The dashboard in a real Chromium (playwright-core)
+	@if [ -f e2e/dashboard/run.sh ]; then bash e2e/dashboard/run.sh; else echo "no browser tests yet"; fi
+
+setup-test: ## Install what the tests need (idempotent; apt packages as root)
+	bash scripts/setup-test-deps.sh
+
+lint: ## Formatting and clippy, as CI runs them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+bench: build ## Benchmarks (print figures; not tests)
+	bash bench/run.sh
