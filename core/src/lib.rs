@@ -7,9 +7,11 @@ pub mod args;
 pub mod dag;
 pub mod mask;
 pub mod protocol;
+pub mod reconcile;
 pub mod scheduler;
 pub mod state;
 pub mod suggest;
+pub mod time;
 
 pub use dag::{PlanError, ValidatedPlan};
 pub use scheduler::{Action, AttemptOutcome, Scheduler};

@@ -1,0 +1,468 @@
+//! The `PipelineRun` reconcile: (intent, previous status, observed runner, now) -> actions + status.
+//!
+//! A run has one runner at a time (a Job, a claimed warm pod, a container, or the local engine).
+//! The runner executes the whole DAG and reports job states; this decision only manages the
+//! runner's life: start it, retry it when it is lost, stop it on cancel or timeout, map how it
+//! ended to a phase and a reason, and delete the finished run after its TTL.
+
+use super::status::{
+    reasons, set_condition, Condition, ConditionStatus, JobStatus, Phase, RunStatus, SUCCEEDED,
+};
+use super::Millis;
+use crate::time::Time;
+
+/// The cancel control of a run (`spec.cancel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CancelRequest {
+    #[default]
+    None,
+    /// Stop everything now; `finally` jobs do not run.
+    Cancelled,
+    /// Stop the running jobs, then let `finally` jobs run.
+    CancelledRunFinally,
+}
+
+/// What the run asks for, from its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunIntent {
+    pub generation: i64,
+    pub timeout_ms: Option<u64>,
+    pub cancel: CancelRequest,
+    /// Runner attempts allowed (a lost runner is retried until this many were started).
+    pub max_attempts: u32,
+    pub ttl_after_finished_ms: Option<u64>,
+    /// A validation error found in the spec; the run fails with `InvalidSpec` and never starts.
+    pub invalid: Option<String>,
+}
+
+impl Default for RunIntent {
+    fn default() -> Self {
+        RunIntent {
+            generation: 1,
+            timeout_ms: None,
+            cancel: CancelRequest::None,
+            max_attempts: 3,
+            ttl_after_finished_ms: None,
+            invalid: None,
+        }
+    }
+}
+
+/// How the runner of the current attempt looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerState {
+    /// Created, not running yet (pod pending, container created).
+    Starting,
+    Running,
+    Succeeded,
+    /// Exited with a non-zero code: the pipeline failed (or was cancelled: 130).
+    Failed {
+        exit_code: Option<i32>,
+    },
+    OomKilled,
+    ImagePullFailed {
+        message: String,
+    },
+    /// The runner's own deadline (`activeDeadlineSeconds`) stopped it.
+    DeadlineExceeded,
+    /// Deleted, evicted, node gone: not the pipeline's fault, so the attempt may be retried.
+    Lost {
+        reason: String,
+    },
+}
+
+impl RunnerState {
+    fn is_finished(&self) -> bool {
+        !matches!(self, RunnerState::Starting | RunnerState::Running)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRunner {
+    pub name: String,
+    pub attempt: u32,
+    pub state: RunnerState,
+    /// A stop was already requested (deletion timestamp set, container stopping).
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunObservation {
+    pub runner: Option<ObservedRunner>,
+    /// Job states the runner reported so far (empty: keep the previous ones).
+    pub jobs: Vec<JobStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAction {
+    /// Start (or claim) a runner for this attempt; adapters name it deterministically from the run
+    /// and the attempt, so a repeated start is idempotent.
+    StartRunner { attempt: u32 },
+    /// Stop a runner. `graceful`: SIGTERM so the runner cancels the run and its `finally` jobs run.
+    StopRunner { name: String, graceful: bool },
+    /// The TTL after finishing has passed.
+    DeleteRun,
+    /// Tell humans (a Kubernetes Event); emitted on transitions only.
+    Event {
+        reason: String,
+        message: String,
+        warning: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDecision {
+    pub actions: Vec<RunAction>,
+    pub status: RunStatus,
+    /// Look again after this long even if nothing changes (timeouts, TTL).
+    pub requeue_after_ms: Option<u64>,
+}
+
+struct Outcome {
+    phase: Phase,
+    status: ConditionStatus,
+    reason: &'static str,
+    message: String,
+}
+
+fn outcome(phase: Phase, reason: &'static str, message: impl Into<String>) -> Outcome {
+    let status = match phase {
+        Phase::Succeeded => ConditionStatus::True,
+        Phase::Failed | Phase::Cancelled => ConditionStatus::False,
+        _ => ConditionStatus::Unknown,
+    };
+    Outcome {
+        phase,
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Decide the next step for a run.
+pub fn reconcile_run(
+    intent: &RunIntent,
+    prev: &RunStatus,
+    observed: &RunObservation,
+    now: Millis,
+) -> RunDecision {
+    let mut status = prev.clone();
+    status.observed_generation = intent.generation;
+    if !observed.jobs.is_empty() && !prev.phase.is_terminal() {
+        status.jobs = observed.jobs.clone();
+    }
+    let mut actions = Vec::new();
+
+    if prev.phase.is_terminal() {
+        // A finished run only cleans up: a leftover runner, then itself after its TTL.
+        if let Some(r) = &observed.runner {
+            if !r.state.is_finished() && !r.stopping {
+                actions.push(RunAction::StopRunner {
+                    name: r.name.clone(),
+                    graceful: false,
+                });
+            }
+        }
+        let mut requeue = None;
+        if let (Some(ttl), Some(done)) = (intent.ttl_after_finished_ms, prev.completion_time) {
+            let due = done.0.saturating_add(ttl as i64);
+            if now >= due {
+                actions.push(RunAction::DeleteRun);
+            } else {
+                requeue = Some((due - now) as u64);
+            }
+        }
+        return RunDecision {
+            actions,
+            status,
+            requeue_after_ms: requeue,
+        };
+    }
+
+    let cancel = intent.cancel;
+    let mut requeue: Option<u64> = None;
+    let result: Outcome = if let Some(err) = &intent.invalid {
+        outcome(Phase::Failed, reasons::INVALID_SPEC, err.clone())
+    } else {
+        match &observed.runner {
+            None => {
+                if cancel != CancelRequest::None {
+                    outcome(Phase::Cancelled, reasons::CANCELLED, "cancelled")
+                } else if prev.attempts == 0 {
+                    actions.push(RunAction::StartRunner { attempt: 1 });
+                    status.attempts = 1;
+                    outcome(
+                        Phase::Pending,
+                        reasons::WAITING_FOR_RUNNER,
+                        "starting a runner (attempt 1)",
+                    )
+                } else if prev.runner.is_none() {
+                    // Started but not seen yet (a watch may lag behind a create): ask again. The
+                    // start is idempotent: the runner's name comes from the run and the attempt.
+                    actions.push(RunAction::StartRunner {
+                        attempt: prev.attempts,
+                    });
+                    requeue = Some(1000);
+                    outcome(
+                        Phase::Pending,
+                        static_reason(
+                            prev.condition(SUCCEEDED)
+                                .map_or(reasons::WAITING_FOR_RUNNER, |c| c.reason.as_str()),
+                        ),
+                        prev.condition(SUCCEEDED).map_or_else(
+                            || format!("starting a runner (attempt {})", prev.attempts),
+                            |c| c.message.clone(),
+                        ),
+                    )
+                } else if prev.attempts < intent.max_attempts {
+                    // The current attempt's runner was seen and has vanished (deleted).
+                    let next = prev.attempts + 1;
+                    status.runner = None;
+                    actions.push(RunAction::StartRunner { attempt: next });
+                    status.attempts = next;
+                    outcome(
+                        Phase::Pending,
+                        reasons::TO_BE_RETRIED,
+                        format!(
+                            "the runner of attempt {} disappeared; starting attempt {next} of {}",
+                            prev.attempts, intent.max_attempts
+                        ),
+                    )
+                } else {
+                    outcome(
+                        Phase::Failed,
+                        reasons::RUNNER_LOST,
+                        format!("the runner of attempt {} disappeared and no attempts are left ({} allowed)", prev.attempts, intent.max_attempts),
+                    )
+                }
+            }
+            Some(r) if r.attempt < prev.attempts => {
+                // A runner of an earlier attempt is still around: stop it, wait for the current one.
+                if !r.stopping {
+                    actions.push(RunAction::StopRunner {
+                        name: r.name.clone(),
+                        graceful: false,
+                    });
+                }
+                requeue = Some(1000);
+                match prev.condition(SUCCEEDED) {
+                    Some(c) => Outcome {
+                        phase: prev.phase,
+                        status: c.status,
+                        reason: static_reason(&c.reason),
+                        message: c.message.clone(),
+                    },
+                    None => outcome(
+                        Phase::Pending,
+                        reasons::WAITING_FOR_RUNNER,
+                        "waiting for a runner",
+                    ),
+                }
+            }
+            Some(r) => {
+                status.runner = Some(r.name.clone());
+                status.attempts = status.attempts.max(r.attempt);
+                decide_with_runner(
+                    intent,
+                    prev,
+                    &mut status,
+                    r,
+                    now,
+                    &mut actions,
+                    &mut requeue,
+                )
+            }
+        }
+    };
+
+    // Times change only on transitions.
+    if result.phase == Phase::Running && status.start_time.is_none() {
+        status.start_time = Some(Time(now));
+    }
+    if result.phase.is_terminal() {
+        status.completion_time = Some(Time(now));
+        if let Some(ttl) = intent.ttl_after_finished_ms {
+            requeue = Some(ttl);
+        }
+    }
+    let changed = prev
+        .condition(SUCCEEDED)
+        .is_none_or(|c| c.status != result.status || c.reason != result.reason);
+    if changed {
+        actions.push(RunAction::Event {
+            reason: result.reason.to_string(),
+            message: result.message.clone(),
+            warning: matches!(result.phase, Phase::Failed),
+        });
+    }
+    status.phase = result.phase;
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: SUCCEEDED.to_string(),
+            status: result.status,
+            reason: result.reason.to_string(),
+            message: result.message,
+            last_transition_time: Time(now),
+            observed_generation: intent.generation,
+        },
+    );
+    RunDecision {
+        actions,
+        status,
+        requeue_after_ms: requeue,
+    }
+}
+
+fn decide_with_runner(
+    intent: &RunIntent,
+    prev: &RunStatus,
+    status: &mut RunStatus,
+    r: &ObservedRunner,
+    now: Millis,
+    actions: &mut Vec<RunAction>,
+    requeue: &mut Option<u64>,
+) -> Outcome {
+    let cancel = intent.cancel;
+    if cancel != CancelRequest::None {
+        if r.state.is_finished() {
+            return outcome(Phase::Cancelled, reasons::CANCELLED, "cancelled");
+        }
+        let graceful = cancel == CancelRequest::CancelledRunFinally;
+        if !r.stopping {
+            actions.push(RunAction::StopRunner {
+                name: r.name.clone(),
+                graceful,
+            });
+        }
+        *requeue = Some(1000);
+        let (reason, msg) = if graceful {
+            (
+                reasons::CANCELLED_RUNNING_FINALLY,
+                "cancelling: running jobs stopped, finally jobs running",
+            )
+        } else {
+            (reasons::CANCELLED, "cancelling: stopping the runner")
+        };
+        let phase = if prev.phase == Phase::Pending {
+            Phase::Pending
+        } else {
+            Phase::Running
+        };
+        return outcome(phase, reason, msg);
+    }
+    match &r.state {
+        RunnerState::Starting => outcome(
+            Phase::Pending,
+            reasons::WAITING_FOR_RUNNER,
+            format!("runner {} is starting (attempt {})", r.name, r.attempt),
+        ),
+        RunnerState::Running => {
+            let started = status.start_time.map(|t| t.0).unwrap_or(now);
+            if let Some(t) = intent.timeout_ms {
+                let deadline = started.saturating_add(t as i64);
+                if now >= deadline {
+                    actions.push(RunAction::StopRunner {
+                        name: r.name.clone(),
+                        graceful: false,
+                    });
+                    return outcome(
+                        Phase::Failed,
+                        reasons::TIMEOUT,
+                        format!("the run exceeded its timeout of {}s", t / 1000),
+                    );
+                }
+                *requeue = Some((deadline - now) as u64);
+            }
+            outcome(
+                Phase::Running,
+                reasons::RUNNING,
+                format!("attempt {} running on {}", r.attempt, r.name),
+            )
+        }
+        RunnerState::Succeeded => outcome(
+            Phase::Succeeded,
+            reasons::SUCCEEDED,
+            "the pipeline succeeded",
+        ),
+        RunnerState::Failed { exit_code } => {
+            let code = exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            outcome(
+                Phase::Failed,
+                reasons::FAILED,
+                format!("the runner exited with code {code}"),
+            )
+        }
+        RunnerState::OomKilled => outcome(
+            Phase::Failed,
+            reasons::OOM_KILLED,
+            format!("runner {} was killed for using too much memory", r.name),
+        ),
+        RunnerState::ImagePullFailed { message } => {
+            outcome(Phase::Failed, reasons::IMAGE_PULL_FAILED, message.clone())
+        }
+        RunnerState::DeadlineExceeded => outcome(
+            Phase::Failed,
+            reasons::TIMEOUT,
+            "the runner hit its deadline",
+        ),
+        RunnerState::Lost { reason } => {
+            if r.attempt < intent.max_attempts {
+                let next = r.attempt + 1;
+                if !r.stopping {
+                    actions.push(RunAction::StopRunner {
+                        name: r.name.clone(),
+                        graceful: false,
+                    });
+                }
+                actions.push(RunAction::StartRunner { attempt: next });
+                status.attempts = next;
+                status.runner = None;
+                outcome(
+                    Phase::Pending,
+                    reasons::TO_BE_RETRIED,
+                    format!(
+                        "runner {} lost ({reason}); starting attempt {next} of {}",
+                        r.name, intent.max_attempts
+                    ),
+                )
+            } else {
+                outcome(
+                    Phase::Failed,
+                    reasons::RUNNER_LOST,
+                    format!(
+                        "runner {} lost ({reason}) and no attempts are left ({} allowed)",
+                        r.name, intent.max_attempts
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Map a stored reason back to its constant (reasons are a closed vocabulary).
+fn static_reason(r: &str) -> &'static str {
+    [
+        reasons::PENDING,
+        reasons::WAITING_FOR_RUNNER,
+        reasons::RUNNING,
+        reasons::SUCCEEDED,
+        reasons::FAILED,
+        reasons::CANCELLED,
+        reasons::CANCELLED_RUNNING_FINALLY,
+        reasons::TIMEOUT,
+        reasons::OOM_KILLED,
+        reasons::IMAGE_PULL_FAILED,
+        reasons::RUNNER_LOST,
+        reasons::TO_BE_RETRIED,
+        reasons::INVALID_SPEC,
+    ]
+    .into_iter()
+    .find(|c| *c == r)
+    .unwrap_or(reasons::PENDING)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+use super::*;
+
+fn runner(attempt: u32, state: RunnerState) -> RunObservation {
+    RunObservation {
+        runner: Some(ObservedRunner {
+            name: format!("r-{attempt}"),
+            attempt,
+            state,
+            stopping: false,
+        }),
+        jobs: vec![],
+    }
+}
+
+fn step(intent: &RunIntent, prev: &RunStatus, obs: &RunObservation, now: Millis) -> RunDecision {
+    reconcile_run(intent, prev, obs, now)
+}
+
+fn reason(s: &RunStatus) -> &str {
+    &s.condition(SUCCEEDED).unwrap().reason
+}
+
+#[test]
+fn a_new_run_starts_its_first_runner() {
+    let d = step(
+        &RunIntent::default(),
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    );
+    assert!(d.actions.contains(&RunAction::StartRunner { attempt: 1 }));
+    assert_eq!(d.status.phase, Phase::Pending);
+    assert_eq!(d.status.attempts, 1);
+    assert_eq!(reason(&d.status), reasons::WAITING_FOR_RUNNER);
+    // Seen again before the runner shows up (a lagging watch): the same attempt is asked for
+    // again (idempotent by name), never a second attempt, and the status does not move.
+    let again = step(
+        &RunIntent::default(),
+        &d.status,
+        &RunObservation::default(),
+        200,
+    );
+    assert_eq!(again.actions, vec![RunAction::StartRunner { attempt: 1 }]);
+    assert_eq!(again.status, d.status);
+}
+
+#[test]
+fn running_then_succeeded_with_times_set_once() {
+    let intent = RunIntent::default();
+    let pending = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    )
+    .status;
+    let running = step(&intent, &pending, &runner(1, RunnerState::Running), 200);
+    assert_eq!(running.status.phase, Phase::Running);
+    assert_eq!(running.status.start_time, Some(Time(200)));
+    assert_eq!(running.status.runner.as_deref(), Some("r-1"));
+    // Nothing changed: identical status, no event, no action.
+    let same = step(
+        &intent,
+        &running.status,
+        &runner(1, RunnerState::Running),
+        900,
+    );
+    assert_eq!(same.status, running.status);
+    assert!(same.actions.is_empty(), "{:?}", same.actions);
+    let done = step(
+        &intent,
+        &same.status,
+        &runner(1, RunnerState::Succeeded),
+        1000,
+    );
+    assert_eq!(done.status.phase, Phase::Succeeded);
+    assert_eq!(done.status.completion_time, Some(Time(1000)));
+    assert_eq!(
+        done.status.condition(SUCCEEDED).unwrap().status,
+        ConditionStatus::True
+    );
+    assert!(matches!(done.actions[..], [RunAction::Event { .. }]));
+    // A finished run causes no further actions (no TTL set).
+    let idle = step(
+        &intent,
+        &done.status,
+        &runner(1, RunnerState::Succeeded),
+        5000,
+    );
+    assert_eq!(idle.status, done.status);
+    assert!(idle.actions.is_empty());
+    assert_eq!(idle.requeue_after_ms, None);
+}
+
+#[test]
+fn failures_map_to_reasons() {
+    let intent = RunIntent::default();
+    let running = step(
+        &intent,
+        &RunStatus::default(),
+        &runner(1, RunnerState::Running),
+        1,
+    )
+    .status;
+    for (state, want) in [
+        (RunnerState::Failed { exit_code: Some(1) }, reasons::FAILED),
+        (RunnerState::OomKilled, reasons::OOM_KILLED),
+        (
+            RunnerState::ImagePullFailed {
+                message: "no such image".into(),
+            },
+            reasons::IMAGE_PULL_FAILED,
+        ),
+        (RunnerState::DeadlineExceeded, reasons::TIMEOUT),
+    ] {
+        let d = step(&intent, &running, &runner(1, state), 2);
+        assert_eq!(d.status.phase, Phase::Failed);
+        assert_eq!(reason(&d.status), want);
+    }
+}
+
+#[test]
+fn a_lost_runner_is_retried_until_attempts_run_out() {
+    let intent = RunIntent {
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let running = step(
+        &intent,
+        &RunStatus::default(),
+        &runner(1, RunnerState::Running),
+        1,
+    )
+    .status;
+    let lost = step(
+        &intent,
+        &running,
+        &runner(
+            1,
+            RunnerState::Lost {
+                reason: "evicted".into(),
+            },
+        ),
+        2,
+    );
+    assert!(lost
+        .actions
+        .contains(&RunAction::StartRunner { attempt: 2 }));
+    assert!(lost.actions.contains(&RunAction::StopRunner {
+        name: "r-1".into(),
+        graceful: false
+    }));
+    assert_eq!(reason(&lost.status), reasons::TO_BE_RETRIED);
+    assert_eq!(lost.status.attempts, 2);
+    let second = step(&intent, &lost.status, &runner(2, RunnerState::Running), 3);
+    assert_eq!(second.status.phase, Phase::Running);
+    let gone = step(&intent, &second.status, &RunObservation::default(), 4);
+    assert_eq!(gone.status.phase, Phase::Failed);
+    assert_eq!(reason(&gone.status), reasons::RUNNER_LOST);
+    assert!(!gone
+        .actions
+        .iter()
+        .any(|a| matches!(a, RunAction::StartRunner { .. })));
+}
+
+#[test]
+fn cancel_stops_the_runner_and_ends_cancelled() {
+    for (cancel, graceful) in [
+        (CancelRequest::Cancelled, false),
+        (CancelRequest::CancelledRunFinally, true),
+    ] {
+        let intent = RunIntent::default();
+        let running = step(
+            &intent,
+            &RunStatus::default(),
+            &runner(1, RunnerState::Running),
+            1,
+        )
+        .status;
+        let intent = RunIntent {
+            cancel,
+            ..Default::default()
+        };
+        let d = step(&intent, &running, &runner(1, RunnerState::Running), 2);
+        assert!(d.actions.contains(&RunAction::StopRunner {
+            name: "r-1".into(),
+            graceful
+        }));
+        assert!(!d.status.phase.is_terminal());
+        // Stop already requested: not asked twice.
+        let mut obs = runner(1, RunnerState::Running);
+        obs.runner.as_mut().unwrap().stopping = true;
+        let d2 = step(&intent, &d.status, &obs, 3);
+        assert!(!d2
+            .actions
+            .iter()
+            .any(|a| matches!(a, RunAction::StopRunner { .. })));
+        let end = step(
+            &intent,
+            &d2.status,
+            &runner(
+                1,
+                RunnerState::Failed {
+                    exit_code: Some(130),
+                },
+            ),
+            4,
+        );
+        assert_eq!(end.status.phase, Phase::Cancelled);
+        assert_eq!(reason(&end.status), reasons::CANCELLED);
+    }
+    // Cancelled before any runner: ends at once.
+    let intent = RunIntent {
+        cancel: CancelRequest::Cancelled,
+        ..Default::default()
+    };
+    let d = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    );
+    assert_eq!(d.status.phase, Phase::Cancelled);
+}
+
+#[test]
+fn timeout_fails_the_run_and_stops_the_runner() {
+    let intent = RunIntent {
+        timeout_ms: Some(5000),
+        ..Default::default()
+    };
+    let running = step(
+        &intent,
+        &RunStatus::default(),
+        &runner(1, RunnerState::Running),
+        1000,
+    );
+    assert_eq!(running.requeue_after_ms, Some(5000));
+    let later = step(
+        &intent,
+        &running.status,
+        &runner(1, RunnerState::Running),
+        3000,
+    );
+    assert_eq!(later.requeue_after_ms, Some(3000));
+    let over = step(
+        &intent,
+        &later.status,
+        &runner(1, RunnerState::Running),
+        6000,
+    );
+    assert_eq!(over.status.phase, Phase::Failed);
+    assert_eq!(reason(&over.status), reasons::TIMEOUT);
+    assert!(over.actions.contains(&RunAction::StopRunner {
+        name: "r-1".into(),
+        graceful: false
+    }));
+}
+
+#[test]
+fn ttl_deletes_the_finished_run() {
+    let intent = RunIntent {
+        ttl_after_finished_ms: Some(10_000),
+        ..Default::default()
+    };
+    let running = step(
+        &intent,
+        &RunStatus::default(),
+        &runner(1, RunnerState::Running),
+        0,
+    )
+    .status;
+    let done = step(&intent, &running, &runner(1, RunnerState::Succeeded), 1000);
+    assert_eq!(done.requeue_after_ms, Some(10_000));
+    let early = step(&intent, &done.status, &RunObservation::default(), 5000);
+    assert!(early.actions.is_empty());
+    assert_eq!(early.requeue_after_ms, Some(6000));
+    let due = step(&intent, &done.status, &RunObservation::default(), 11_000);
+    assert_eq!(due.actions, vec![RunAction::DeleteRun]);
+}
+
+#[test]
+fn invalid_specs_fail_without_a_runner() {
+    let intent = RunIntent {
+        invalid: Some("spec.pipeline is empty".into()),
+        ..Default::default()
+    };
+    let d = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    );
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reason(&d.status), reasons::INVALID_SPEC);
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, RunAction::StartRunner { .. })));
+}
