@@ -84,7 +84,7 @@ proptest! {
         let mut first_starts: BTreeSet<usize> = BTreeSet::new();
         let mut cancelled = false;
 
-        let mut handle = |s: &mut Scheduler, actions: Vec<Action>, running: &mut Vec<usize>, first_starts: &mut BTreeSet<usize>| {
+        let handle = |s: &mut Scheduler, actions: Vec<Action>, running: &mut Vec<usize>, first_starts: &mut BTreeSet<usize>| {
             for a in actions {
                 match a {
                     Action::Start { job, attempt } => {

@@ -145,10 +145,17 @@ pub fn reconcile_pool(
     let want = intent.min_idle.saturating_sub(warm);
     let room = intent.max_runners.saturating_sub(total_after_reap);
     let create = want.min(room);
-    for i in 0..create {
-        actions.push(PoolAction::Create {
-            name: format!("{name_prefix}-{now:x}-{i}"),
-        });
+    // Names are deterministic but never reuse a name still present.
+    let mut suffix = 0u32;
+    for _ in 0..create {
+        let name = loop {
+            let candidate = format!("{name_prefix}-{now:x}-{suffix}");
+            suffix += 1;
+            if !runners.iter().any(|r| r.name == candidate) {
+                break candidate;
+            }
+        };
+        actions.push(PoolAction::Create { name });
     }
 
     let idle_after = idle_left.len() as u32 - reaped;
