@@ -147,7 +147,12 @@ fn log_format() -> Result<Format, CliError> {
     }
 }
 
-fn print_pipeline_help(name: &str, description: &str, info: &PipelineInfo) {
+fn print_pipeline_help(
+    name: &str,
+    description: &str,
+    info: &PipelineInfo,
+    config_defaults: &std::collections::BTreeMap<String, String>,
+) {
     println!(
         "{name}: {}",
         if description.is_empty() {
@@ -165,7 +170,10 @@ fn print_pipeline_help(name: &str, description: &str, info: &PipelineInfo) {
     }
     for a in &info.args {
         let mut extra = vec![a.kind.as_str().to_string()];
-        if let Some(d) = &a.default {
+        // The effective default: sparkwing.yaml's `args:` wins over the one in code.
+        if let Some(d) = config_defaults.get(&a.name) {
+            extra.push(format!("default: {d} (from sparkwing.yaml)"));
+        } else if let Some(d) = &a.default {
             extra.push(format!("default: {d}"));
         }
         if a.required {
@@ -226,13 +234,28 @@ fn record_failed_start(
 }
 
 pub fn run(args: RunArgs) -> CmdResult {
-    let flags = RunFlags::parse(&args.args)?;
+    let mut flags = RunFlags::parse(&args.args)?;
+    flags.help |= args.help;
+    let Some(pipeline_name) = args.pipeline.clone() else {
+        use clap::CommandFactory;
+        let mut cmd = crate::cli::Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run is a subcommand");
+        if flags.help {
+            let _ = run.print_long_help();
+            return Ok(ExitCode::Success);
+        }
+        let _ = run.print_help();
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "a pipeline name is required: sparkwing run NAME [ARGS] (see `sparkwing pipeline list`)",
+        ));
+    };
     let home = Home::from_env();
     let dir = flags.dir.clone().or(args.dir.clone());
     let project = project::discover(&start_dir(dir.as_deref()))?;
     let pipeline = project
-        .pipeline(&args.pipeline)
-        .ok_or_else(|| unknown_pipeline(&project, &args.pipeline))?
+        .pipeline(&pipeline_name)
+        .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
         .clone();
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
@@ -271,7 +294,12 @@ pub fn run(args: RunArgs) -> CmdResult {
         ));
     };
     if flags.help {
-        print_pipeline_help(&pipeline.name, &pipeline.description, &info);
+        print_pipeline_help(
+            &pipeline.name,
+            &pipeline.description,
+            &info,
+            &pipeline.arg_defaults(),
+        );
         return Ok(ExitCode::Success);
     }
     let resolved =
@@ -298,19 +326,23 @@ pub fn run(args: RunArgs) -> CmdResult {
         repo_root: project.root.clone(),
         pipeline: pipeline.name.clone(),
         info,
-        compiled,
+        binary: (&compiled).into(),
         args: resolved,
         workers,
         format,
         box_slots,
+        runner: "process".to_string(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime
+    let code = runtime
         .block_on(engine::execute(req))
-        .map_err(|e| CliError::new(ExitCode::Internal, e.to_string()))
+        .map_err(|e| CliError::new(ExitCode::Internal, e.to_string()));
+    // The binary's cache entry stays leased until the run is over.
+    drop(compiled);
+    code
 }
 
 #[cfg(test)]

@@ -34,13 +34,53 @@ pub struct RunRequest {
     pub repo_root: PathBuf,
     pub pipeline: String,
     pub info: PipelineInfo,
-    pub compiled: Compiled,
+    pub binary: BinaryRef,
     /// Resolved args, secrets in clear (given to the pipeline binary only).
     pub args: Map<String, Value>,
     pub workers: usize,
     pub format: Format,
     /// The host gate, when a cap is set.
     pub box_slots: Option<BoxGate>,
+    /// What executes the run: `process` (this process) or `docker` (a runner container).
+    pub runner: String,
+}
+
+/// The compiled pipeline binary a run uses.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BinaryRef {
+    pub path: PathBuf,
+    /// `cached` or `compiled`.
+    pub source: String,
+    pub key: String,
+}
+
+impl From<&Compiled> for BinaryRef {
+    fn from(c: &Compiled) -> Self {
+        BinaryRef {
+            path: c.binary.clone(),
+            source: c.source.to_string(),
+            key: c.key.clone(),
+        }
+    }
+}
+
+/// A run that is recorded and admitted: what `drive` needs to execute it.
+pub struct Admitted {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    rec: Recorder,
+    created: i64,
+    _slot: Option<SlotGuard>,
+    /// Held by the process that owns the run (the host side); a runner container has none.
+    _run_lock: Option<File>,
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+}
+
+/// The outcome of admission: admitted, or already finished (declined or cancelled while queued).
+pub enum Admission {
+    Admitted(Box<Admitted>),
+    Done(ExitCode),
 }
 
 /// Admission through box slots (`--sw-box-slots`).
@@ -199,28 +239,15 @@ fn take_run_lock(run_dir: &std::path::Path) -> Result<File, EngineError> {
     Ok(f)
 }
 
-/// Execute a run from start to end; returns the process exit code.
+/// Execute a run from start to end in this process; returns the process exit code.
 pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
-    // Admission first: a run that may not start is not recorded at all with --sw-no-wait.
-    let mut _slot: Option<SlotGuard> = None;
-    let mut ticket: Option<Ticket> = None;
-    if let Some(gate) = &req.box_slots {
-        match gate.slots.try_acquire_now()? {
-            Some(g) => _slot = Some(g),
-            None if gate.no_wait => {
-                eprintln!("error: box slots full (max={})", gate.slots.max());
-                return Ok(ExitCode::BoxSlotsFull);
-            }
-            None => ticket = Some(gate.slots.enqueue()?),
-        }
+    match admit(&req).await? {
+        Admission::Admitted(a) => drive(&req, *a).await,
+        Admission::Done(code) => Ok(code),
     }
-    let run_id = new_run_id();
-    let run_dir = req.home.run_dir(&run_id);
-    std::fs::create_dir_all(&run_dir).map_err(io_err(format!("create {}", run_dir.display())))?;
-    let _run_lock = take_run_lock(&run_dir)?;
+}
 
+fn masker_for(req: &RunRequest) -> Masker {
     let mut secrets: Vec<String> = req
         .info
         .secrets
@@ -231,7 +258,56 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         &req.info.args,
         &req.args,
     ));
-    let masker = Masker::new(secrets);
+    Masker::new(secrets)
+}
+
+/// Continue a run the host already recorded and admitted (inside a runner container).
+pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineError> {
+    let sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
+    let sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+    let store = Store::open(&req.home.root)?;
+    let run = store.find_run(run_id)?;
+    let rec = Recorder {
+        store,
+        run_id: run.id.clone(),
+        masker: masker_for(req),
+        term: Terminal::new(req.format, &run.id),
+    };
+    let admitted = Admitted {
+        run_id: run.id.clone(),
+        run_dir: PathBuf::from(&run.log_dir),
+        rec,
+        created: run.started_at.unwrap_or(run.created_at),
+        _slot: None,
+        _run_lock: None,
+        sigint,
+        sigterm,
+    };
+    drive(req, admitted).await
+}
+
+/// Admission (box slots) and recording: everything before the plan.
+pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+    // Admission first: a run that may not start is not recorded at all with --sw-no-wait.
+    let mut _slot: Option<SlotGuard> = None;
+    let mut ticket: Option<Ticket> = None;
+    if let Some(gate) = &req.box_slots {
+        match gate.slots.try_acquire_now()? {
+            Some(g) => _slot = Some(g),
+            None if gate.no_wait => {
+                eprintln!("error: box slots full (max={})", gate.slots.max());
+                return Ok(Admission::Done(ExitCode::BoxSlotsFull));
+            }
+            None => ticket = Some(gate.slots.enqueue()?),
+        }
+    }
+    let run_id = new_run_id();
+    let run_dir = req.home.run_dir(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(io_err(format!("create {}", run_dir.display())))?;
+    let run_lock = take_run_lock(&run_dir)?;
+    let masker = masker_for(req);
     let redacted = sparkwing_core::args::redacted(&req.info.args, &req.args);
     let git = crate::git::read(&req.repo_root);
     let mut store = Store::open(&req.home.root)?;
@@ -252,7 +328,7 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         host: host_name(),
         user: user_name(),
         pid: std::process::id() as i64,
-        runner: "process".into(),
+        runner: req.runner.clone(),
         created_at: created,
         started_at: if ticket.is_some() {
             None
@@ -274,15 +350,13 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         "{} {} {}",
         rec.term.dim("run"),
         run_id,
-        rec.term.dim(&format!(
-            "({}, binary {})",
-            req.pipeline, req.compiled.source
-        ))
+        rec.term
+            .dim(&format!("({}, binary {})", req.pipeline, req.binary.source))
     );
     rec.event(
         None,
         "run_started",
-        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.compiled.source, "binary_key": req.compiled.key, "log_dir": run_dir}),
+        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.binary.source, "binary_key": req.binary.key, "runner": req.runner, "log_dir": run_dir}),
         Some(start_line),
     )?;
 
@@ -316,12 +390,13 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
             if interrupted {
                 // Leave the queue before recording, so the next run is not held up.
                 ticket.take();
-                return finish(
+                let code = finish(
                     &mut rec,
                     RunStatus::Cancelled,
                     Some("cancelled while waiting for a box slot".into()),
                     created,
-                );
+                )?;
+                return Ok(Admission::Done(code));
             }
         }
         let now = now_ms();
@@ -330,10 +405,34 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
         rec.event(None, "admitted", json!({"waited_ms": waited_from.elapsed().as_millis() as u64, "slot": _slot.as_ref().map(|g| g.index)}), None)?;
     }
 
+    Ok(Admission::Admitted(Box::new(Admitted {
+        run_id,
+        run_dir,
+        rec,
+        created,
+        _slot,
+        _run_lock: Some(run_lock),
+        sigint,
+        sigterm,
+    })))
+}
+
+/// Plan and run the DAG of an admitted run, then record how it ended.
+pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, EngineError> {
+    let Admitted {
+        run_id,
+        run_dir,
+        mut rec,
+        created,
+        _slot,
+        _run_lock,
+        mut sigint,
+        mut sigterm,
+    } = admitted;
     let args_json = Value::Object(req.args.clone()).to_string();
     // Plan, unless interrupted first.
     let plan = tokio::select! {
-        p = plan(&req, &args_json) => p,
+        p = plan(req, &args_json) => p,
         _ = sigint.recv() => Err("cancelled while planning".to_string()),
         _ = sigterm.recv() => Err("cancelled while planning".to_string()),
     };
@@ -393,7 +492,7 @@ pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
     let mut sched = Scheduler::new(validated, req.workers);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
-        req: &req,
+        req,
         run_id: &run_id,
         run_dir: &run_dir,
         args_json: &args_json,
@@ -502,7 +601,7 @@ fn finish(
 
 /// Ask the binary for the plan.
 async fn plan(req: &RunRequest, args_json: &str) -> Result<PlanDoc, String> {
-    let out = tokio::process::Command::new(&req.compiled.binary)
+    let out = tokio::process::Command::new(&req.binary.path)
         .arg("plan")
         .arg(&req.info.entrypoint)
         .env("SPARKWING_PROTOCOL", PROTOCOL_VERSION.to_string())
@@ -642,7 +741,7 @@ fn start(
         None => ctx.req.repo_root.clone(),
     };
     let attempt_spec = AttemptSpec {
-        program: ctx.req.compiled.binary.clone(),
+        program: ctx.req.binary.path.clone(),
         args: vec![
             "job".into(),
             ctx.req.info.entrypoint.clone(),
@@ -756,9 +855,13 @@ fn on_attempt_end(
         ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
         ProcessEnd::SpawnFailed(m) => (AttemptOutcome::Failed { reason: m.clone() }, None),
     };
+    // Outputs may hold secrets: read them into memory, then remove the file (only the masked
+    // copy is stored).
+    let path = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
+    let outputs_text = std::fs::read_to_string(&path).ok();
+    let _ = std::fs::remove_file(&path);
     if outcome == AttemptOutcome::Success {
-        let path = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
-        if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(text) = outputs_text {
             if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
                 jobs[job].outputs = map
                     .into_iter()

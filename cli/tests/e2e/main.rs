@@ -1,0 +1,16 @@
+//! End-to-end tests of the `sparkwing` command: real pipelines compiled from fixture projects,
+//! run as processes, and checked through the CLI's own outputs, the store and the log files.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod args;
+mod bad_input;
+mod cache;
+mod concurrency;
+mod dag;
+mod hello;
+mod pipeline_cmds;
+mod runs_cmds;
+mod secrets;
+mod signals;
