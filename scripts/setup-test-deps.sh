@@ -7,7 +7,7 @@ command -v git >/dev/null || need_apt+=(git)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v pgrep >/dev/null || need_apt+=(procps)
 if [ -d "$(dirname "$0")/../e2e/dashboard" ]; then
-  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
   command -v node >/dev/null || need_apt+=(nodejs npm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then

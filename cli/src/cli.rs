@@ -29,6 +29,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
+    /// Serve the local web dashboard: live runs, their job graphs and logs.
+    Dashboard {
+        #[command(subcommand)]
+        command: DashboardCommand,
+    },
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -48,12 +53,17 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Args)]
+// `--help` after the pipeline's name is the pipeline's help, so clap must not take it.
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// Look for .sparkwing/ from DIR instead of the current directory.
     #[arg(short = 'C', value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Help: `sparkwing run --help` for this command, `sparkwing run NAME --help` for a pipeline's.
+    #[arg(short = 'h', long = "help", action = clap::ArgAction::SetTrue)]
+    pub help: bool,
     /// The pipeline's name in sparkwing.yaml.
-    pub pipeline: String,
+    pub pipeline: Option<String>,
     /// The pipeline's args (`--name value`, `--flag`, `--name=value`), `--help` for the pipeline's
     /// own help, and Sparkwing's run flags: `--sw-workers N`, `--sw-box-slots N`, `--sw-no-wait`.
     #[arg(
@@ -170,4 +180,24 @@ pub struct NewArgs {
     /// Create or extend .sparkwing/ in DIR instead of the current directory's project.
     #[arg(short = 'C', value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DashboardCommand {
+    /// Start the dashboard in the background (replacing a running one); prints its URL.
+    Start(DashboardAddr),
+    /// Print the dashboard's URL; exits 1 when it is not running.
+    Status,
+    /// Stop the dashboard (SIGTERM, then SIGKILL after a grace period).
+    Kill,
+    /// Serve in the foreground (what `start` runs, detached).
+    #[command(hide = true)]
+    Serve(DashboardAddr),
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardAddr {
+    /// The address to listen on (loopback by default; the dashboard has no authentication).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4343")]
+    pub addr: std::net::SocketAddr,
 }

@@ -1,11 +1,12 @@
 //! Command functions: each takes resolved inputs and returns an exit code.
 
+mod dashboard;
 mod pipeline;
 mod run;
 mod runs;
 mod scaffold;
 
-use crate::cli::{Cli, Command, OutputFormat, PipelineCommand, RunsCommand};
+use crate::cli::{Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, RunsCommand};
 use crate::exit::ExitCode;
 use crate::project::ProjectError;
 use crate::store::StoreError;
@@ -64,6 +65,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             PipelineCommand::List(a) => pipeline::list(a),
             PipelineCommand::Describe(a) => pipeline::describe(a),
             PipelineCommand::New(a) => scaffold::new_pipeline(a),
+        },
+        Command::Dashboard { command } => match command {
+            DashboardCommand::Start(a) => dashboard::start(a),
+            DashboardCommand::Status => dashboard::status(),
+            DashboardCommand::Kill => dashboard::kill(),
+            DashboardCommand::Serve(a) => dashboard::serve(a),
         },
         Command::Completion { shell } => {
             use clap::CommandFactory;

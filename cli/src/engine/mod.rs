@@ -262,6 +262,8 @@ fn masker_for(req: &RunRequest) -> Masker {
 }
 
 /// Continue a run the host already recorded and admitted (inside a runner container).
+// Used by the Docker runner's entry point, which lands with the Docker executor.
+#[allow(dead_code)]
 pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineError> {
     let sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
     let sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;

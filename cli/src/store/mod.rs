@@ -3,6 +3,7 @@
 //! Every `sparkwing run` is its own process writing its own run, so the database is opened in WAL
 //! mode with a long busy timeout and every write is one short `BEGIN IMMEDIATE` transaction.
 
+pub mod dashboard_queries;
 mod migrations;
 mod records;
 
@@ -96,6 +97,15 @@ impl Store {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         let _ = mode;
+        // Short-lived processes open and close the store all the time: checkpointing (two
+        // fsyncs) and deleting the WAL on every close cost more than a whole warm run. SQLite still
+        // checkpoints automatically when the WAL grows past 1000 pages.
+        self.conn
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(|e| self.err(e))?;
         self.conn
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| self.err(e))

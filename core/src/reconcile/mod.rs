@@ -6,6 +6,7 @@
 //! write. Timestamps in the status change only on a transition, so reconciling an unchanged world
 //! returns an identical status (no hot loops, no needless writes).
 
+pub mod executor;
 pub mod pool;
 pub mod run;
 pub mod status;
