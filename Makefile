@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build demo test test-rust test-browser lint fmt bench setup-test
+.PHONY: help build demo test test-rust test-browser lint fmt bench setup-test crds crds-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -31,6 +31,12 @@ lint: ## Formatting and clippy, as CI runs them
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+crds: ## Regenerate the CRD YAML in crds/yaml from the Rust types in crds/src
+	$(CARGO) run -p sparkwing-crds --bin crdgen -- --out crds/yaml
+
+crds-check: ## Fail when crds/yaml is stale (what CI runs)
+	$(CARGO) run -p sparkwing-crds --bin crdgen -- --out crds/yaml --check
 
 bench: build ## Benchmarks (print figures; not tests)
 	bash bench/run.sh

@@ -33,9 +33,23 @@ fn fixture() -> Fixture {
     }
 }
 
-fn add_run(home: &Home, id: &str, pipeline: &str, status: RunStatus, created: i64) {
+/// Record a run. An unfinished run gets its run lock held, as a live `sparkwing run` holds it, so
+/// readers do not reconcile it as abandoned; keep the returned lock for as long as it must look alive.
+#[must_use = "an unfinished run looks abandoned once its lock is dropped"]
+fn add_run(
+    home: &Home,
+    id: &str,
+    pipeline: &str,
+    status: RunStatus,
+    created: i64,
+) -> Option<std::fs::File> {
     let run_dir = home.run_dir(id);
     std::fs::create_dir_all(&run_dir).unwrap();
+    let lock = (!status.is_terminal()).then(|| {
+        let f = std::fs::File::create(Home::run_lock(&run_dir)).unwrap();
+        f.lock().unwrap();
+        f
+    });
     let mut store = Store::open(&home.root).unwrap();
     let terminal = status.is_terminal();
     store
@@ -107,6 +121,7 @@ fn add_run(home: &Home, id: &str, pipeline: &str, status: RunStatus, created: i6
             .unwrap();
         log.append(created, 1, "stdout", "done").unwrap();
     }
+    lock
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
@@ -180,9 +195,9 @@ async fn dashboard_empty_store_says_how_to_start() {
 #[tokio::test]
 async fn dashboard_lists_runs_newest_first_with_filters() {
     let f = fixture();
-    add_run(&f.home, "run-a", "hello", RunStatus::Success, 1_000);
-    add_run(&f.home, "run-b", "deploy", RunStatus::Failed, 2_000);
-    add_run(&f.home, "run-c", "hello", RunStatus::Failed, 3_000);
+    let _ = add_run(&f.home, "run-a", "hello", RunStatus::Success, 1_000);
+    let _ = add_run(&f.home, "run-b", "deploy", RunStatus::Failed, 2_000);
+    let _ = add_run(&f.home, "run-c", "hello", RunStatus::Failed, 3_000);
     let (_, v) = get_json(&f.state, "/api/runs").await;
     let ids: Vec<&str> = v["runs"]
         .as_array()
@@ -215,7 +230,7 @@ async fn dashboard_lists_runs_newest_first_with_filters() {
 #[tokio::test]
 async fn dashboard_run_detail_jobs_and_unknown_runs() {
     let f = fixture();
-    add_run(&f.home, "run-x", "hello", RunStatus::Failed, 1_000);
+    let _ = add_run(&f.home, "run-x", "hello", RunStatus::Failed, 1_000);
     let (s, v) = get_json(&f.state, "/api/runs/run-x").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["status"], "failed");
@@ -247,7 +262,7 @@ async fn dashboard_run_detail_jobs_and_unknown_runs() {
 #[tokio::test]
 async fn dashboard_job_logs_json_and_resumable_stream() {
     let f = fixture();
-    add_run(&f.home, "run-l", "hello", RunStatus::Success, 1_000);
+    let _ = add_run(&f.home, "run-l", "hello", RunStatus::Success, 1_000);
     let (_, v) = get_json(&f.state, "/api/runs/run-l/jobs/build/logs?after=1").await;
     assert_eq!(v["records"].as_array().unwrap().len(), 2);
     assert_eq!(v["records"][0]["stream"], "stderr");
@@ -280,7 +295,7 @@ async fn dashboard_job_logs_json_and_resumable_stream() {
 #[tokio::test]
 async fn dashboard_streams_log_lines_and_state_live() {
     let f = fixture();
-    add_run(&f.home, "run-live", "hello", RunStatus::Running, 1_000);
+    let _live = add_run(&f.home, "run-live", "hello", RunStatus::Running, 1_000);
     let mut store = Store::open(&f.home.root).unwrap();
     store.job_started("run-live", "build", 1, 1_000).unwrap();
     let log_path = Home::job_log(&f.home.run_dir("run-live"), "build");
@@ -345,16 +360,16 @@ async fn dashboard_runs_list_stream_sends_new_runs() {
     let mut body = res.into_body();
     let mut seen = String::new();
     read_until(&mut body, &mut seen, "event: runs").await;
-    add_run(&f.home, "run-new", "hello", RunStatus::Running, 5_000);
+    let _live = add_run(&f.home, "run-new", "hello", RunStatus::Running, 5_000);
     read_until(&mut body, &mut seen, "run-new").await;
 }
 
 #[tokio::test]
 async fn dashboard_pipelines_summarise_last_runs() {
     let f = fixture();
-    add_run(&f.home, "run-1", "hello", RunStatus::Success, 1_000);
-    add_run(&f.home, "run-2", "hello", RunStatus::Failed, 2_000);
-    add_run(&f.home, "run-3", "deploy", RunStatus::Success, 1_500);
+    let _ = add_run(&f.home, "run-1", "hello", RunStatus::Success, 1_000);
+    let _ = add_run(&f.home, "run-2", "hello", RunStatus::Failed, 2_000);
+    let _ = add_run(&f.home, "run-3", "deploy", RunStatus::Success, 1_500);
     let (_, v) = get_json(&f.state, "/api/pipelines").await;
     let p = &v["pipelines"];
     assert_eq!(p[0]["pipeline"], "hello");

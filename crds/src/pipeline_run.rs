@@ -1,0 +1,429 @@
+//! `PipelineRun`: one run of a Sparkwing pipeline on the cluster.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::run::{CancelRequest, RunIntent};
+use sparkwing_core::reconcile::status::RunStatus;
+
+use crate::duration::{parse_duration, DURATION_PATTERN};
+
+/// The smallest and largest `maxAttempts`.
+pub const MAX_ATTEMPTS_RANGE: (i32, i32) = (1, 10);
+
+/// What to run: a pipeline of a Sparkwing project, its arguments and where its source comes from,
+/// plus how the run may use runners and time. The operator gives the run a runner (a Job, or a
+/// warm pod of a RunnerPool) that fetches the source, builds the project's pipelines and executes
+/// the named one; progress is in `status`: `phase` and the `Succeeded` condition, whose reason
+/// says why the run ended (Succeeded, Failed, Cancelled, Timeout, RunnerLost, InvalidSpec, ...).
+// Each `printcolumn(...)` repeats `name =`, `type_ =`, ...: not the duplicates clippy means.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sparkwing.dev",
+    version = "v1alpha1",
+    kind = "PipelineRun",
+    plural = "pipelineruns",
+    singular = "pipelinerun",
+    namespaced,
+    status = "RunStatus",
+    shortname = "swr",
+    shortname = "swrun",
+    category = "sparkwing",
+    derive = "PartialEq",
+    doc = "A run of a Sparkwing pipeline. Create one to start a run; set spec.cancel to stop it.",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Succeeded, Failed or Cancelled"
+    ),
+    printcolumn(
+        name = "Pipeline",
+        type_ = "string",
+        json_path = ".spec.pipeline",
+        description = "The pipeline this run executes"
+    ),
+    printcolumn(
+        name = "Runner",
+        type_ = "string",
+        json_path = ".status.runner",
+        description = "The runner executing the current attempt"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Succeeded")].reason"#,
+        description = "Reason of the Succeeded condition",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attempts",
+        description = "Runner attempts started so far",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Started",
+        type_ = "date",
+        json_path = ".status.startTime",
+        description = "When the run started running",
+        priority = 1
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunSpec {
+    /// Name of the pipeline to run, as `sparkwing pipelines` lists it for the project in `source`.
+    #[schemars(length(min = 1))]
+    pub pipeline: String,
+
+    /// Pipeline arguments by name (values are strings; the pipeline parses them like command-line
+    /// `--name value` arguments).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+
+    /// Where the project's source comes from: exactly one of `upload`, `git` or `local`.
+    /// Immutable: to run other source, create another PipelineRun.
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("source is immutable; create a new PipelineRun to run other source"))]
+    pub source: Source,
+
+    /// Name of the RunnerPool (in this namespace) to claim a warm runner from. When unset, or when
+    /// the pool has no idle runner, the operator starts a fresh runner Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_pool: Option<String>,
+
+    /// Wall-clock limit of the run, counted from when it started running (`status.startTime`),
+    /// like `90s`, `30m`, `1h` or `1h30m`. When exceeded the runner is stopped and the run fails
+    /// with reason `Timeout`. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub timeout: Option<String>,
+
+    /// Set to stop the run. `Cancelled` stops everything now and skips `finally` jobs;
+    /// `CancelledRunFinally` stops the running jobs, then lets `finally` jobs run. The run ends in
+    /// phase `Cancelled` either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<CancelMode>,
+
+    /// Delete the PipelineRun this many seconds after it finished (succeeded, failed or was
+    /// cancelled). Unset: keep it until it is deleted by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
+    /// How many runners may be started for this run. A runner that is lost (deleted, evicted,
+    /// node gone) is replaced until this many were started; a pipeline that fails is not retried.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: i32,
+
+    /// Who started the run, and how. Set by the `sparkwing` CLI and the webhook receiver; shown
+    /// in the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<TriggeredBy>,
+}
+
+fn default_max_attempts() -> i32 {
+    3
+}
+
+/// The source of a run's project. Exactly one field is set.
+///
+/// Its strings have a `maxLength` so the apiserver's cost estimate of the `self == oldSelf` rule
+/// on `spec.source` stays small.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    /// A source archive uploaded to the Sparkwing server (what `sparkwing run --remote` does).
+    Upload(UploadSource),
+    /// A git repository, checked out at a revision.
+    Git(GitSource),
+    /// A directory already present on the runner's node or image.
+    Local(LocalSource),
+}
+
+/// An uploaded source archive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadSource {
+    /// Id of the upload, as the server returned it.
+    #[schemars(length(min = 1, max = 256))]
+    pub id: String,
+}
+
+/// A git checkout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// Clone URL (https or ssh).
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Commit SHA, branch or tag to check out. Pin a commit SHA for a reproducible run.
+    #[schemars(length(min = 1, max = 256))]
+    pub revision: String,
+}
+
+/// A local directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSource {
+    /// Absolute path of the project directory on the runner.
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
+/// How to stop a run (`spec.cancel`), after Tekton's cancel modes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+// kube's `OptionalEnum` transform copies an `Option<enum>`'s type description over the field's
+// own; without one, `kubectl explain` shows the field's doc.
+#[schemars(transform = drop_description)]
+pub enum CancelMode {
+    /// Stop everything now; `finally` jobs do not run.
+    Cancelled,
+    /// Stop the running jobs, then let `finally` jobs run.
+    CancelledRunFinally,
+}
+
+fn drop_description(schema: &mut schemars::Schema) {
+    schema.remove("description");
+}
+
+impl From<CancelMode> for CancelRequest {
+    fn from(m: CancelMode) -> Self {
+        match m {
+            CancelMode::Cancelled => CancelRequest::Cancelled,
+            CancelMode::CancelledRunFinally => CancelRequest::CancelledRunFinally,
+        }
+    }
+}
+
+/// Who started a run, and through what.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggeredBy {
+    /// The user or service account that asked for the run (e.g. `alice@example.com`,
+    /// `system:serviceaccount:ci:sparkwing`).
+    pub principal: String,
+    /// The machine the request came from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The path the request took.
+    pub via: TriggerVia,
+}
+
+/// The path a run request took.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerVia {
+    /// The `sparkwing` CLI.
+    Cli,
+    /// A PipelineRun applied directly (kubectl, GitOps).
+    Kubectl,
+    /// A webhook (a push or pull request event).
+    Webhook,
+}
+
+impl PipelineRun {
+    /// What the reconcile needs from the spec. A spec the schema should have refused (an old
+    /// object, or one written without validation) does not fail here: `invalid` carries the
+    /// problem, so the run fails with reason `InvalidSpec` instead of the operator crash-looping.
+    pub fn intent(&self) -> RunIntent {
+        let spec = &self.spec;
+        let mut problems: Vec<String> = Vec::new();
+        if spec.pipeline.trim().is_empty() {
+            problems.push("spec.pipeline must not be empty".into());
+        }
+        let timeout_ms = match spec.timeout.as_deref().map(parse_duration) {
+            None => None,
+            Some(Ok(0)) => {
+                problems
+                    .push("spec.timeout must be greater than zero; omit it for no limit".into());
+                None
+            }
+            Some(Ok(ms)) => Some(ms),
+            Some(Err(e)) => {
+                problems.push(format!("spec.timeout: {e}"));
+                None
+            }
+        };
+        let (lo, hi) = MAX_ATTEMPTS_RANGE;
+        let max_attempts = if (lo..=hi).contains(&spec.max_attempts) {
+            spec.max_attempts as u32
+        } else {
+            problems.push(format!(
+                "spec.maxAttempts must be between {lo} and {hi}, got {}",
+                spec.max_attempts
+            ));
+            1
+        };
+        let ttl_after_finished_ms = match spec.ttl_seconds_after_finished {
+            None => None,
+            Some(s) if s >= 0 => Some(s as u64 * 1000),
+            Some(s) => {
+                problems.push(format!(
+                    "spec.ttlSecondsAfterFinished must not be negative, got {s}"
+                ));
+                None
+            }
+        };
+        if let Some(problem) = source_problem(&spec.source) {
+            problems.push(problem);
+        }
+        RunIntent {
+            generation: self.metadata.generation.unwrap_or(0),
+            timeout_ms,
+            cancel: spec.cancel.map(CancelRequest::from).unwrap_or_default(),
+            max_attempts,
+            ttl_after_finished_ms,
+            invalid: (!problems.is_empty()).then(|| problems.join("; ")),
+        }
+    }
+}
+
+fn source_problem(source: &Source) -> Option<String> {
+    match source {
+        Source::Upload(u) if u.id.is_empty() => Some("spec.source.upload.id must not be empty"),
+        Source::Git(g) if g.url.is_empty() => Some("spec.source.git.url must not be empty"),
+        Source::Git(g) if g.revision.is_empty() => {
+            Some("spec.source.git.revision must not be empty")
+        }
+        Source::Local(l) if l.path.is_empty() => Some("spec.source.local.path must not be empty"),
+        _ => None,
+    }
+    .map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intent_of_a_plain_run() {
+        let run = PipelineRun::test("r1");
+        let i = run.intent();
+        assert_eq!(
+            i,
+            RunIntent {
+                generation: 1,
+                timeout_ms: None,
+                cancel: CancelRequest::None,
+                max_attempts: 3,
+                ttl_after_finished_ms: None,
+                invalid: None,
+            }
+        );
+    }
+
+    #[test]
+    fn intent_maps_every_field() {
+        let run = PipelineRun::test("r1")
+            .with_generation(4)
+            .with_timeout("1h30m")
+            .cancelled(CancelMode::CancelledRunFinally)
+            .with_max_attempts(5)
+            .with_ttl_seconds(600);
+        let i = run.intent();
+        assert_eq!(i.generation, 4);
+        assert_eq!(i.timeout_ms, Some(5_400_000));
+        assert_eq!(i.cancel, CancelRequest::CancelledRunFinally);
+        assert_eq!(i.max_attempts, 5);
+        assert_eq!(i.ttl_after_finished_ms, Some(600_000));
+        assert_eq!(i.invalid, None);
+        let i = PipelineRun::test("r1")
+            .cancelled(CancelMode::Cancelled)
+            .intent();
+        assert_eq!(i.cancel, CancelRequest::Cancelled);
+        assert_eq!(
+            PipelineRun::test("r1")
+                .with_ttl_seconds(0)
+                .intent()
+                .ttl_after_finished_ms,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn invalid_specs_become_invalid_intent_not_errors() {
+        let cases: Vec<(PipelineRun, &str)> = vec![
+            (
+                PipelineRun::test("r").with_pipeline(""),
+                "spec.pipeline must not be empty",
+            ),
+            (
+                PipelineRun::test("r").with_timeout("30"),
+                "spec.timeout: invalid duration",
+            ),
+            (
+                PipelineRun::test("r").with_timeout("0s"),
+                "spec.timeout must be greater than zero",
+            ),
+            (
+                PipelineRun::test("r").with_max_attempts(0),
+                "spec.maxAttempts must be between 1 and 10, got 0",
+            ),
+            (
+                PipelineRun::test("r").with_max_attempts(11),
+                "spec.maxAttempts must be between 1 and 10, got 11",
+            ),
+            (
+                PipelineRun::test("r").with_ttl_seconds(-1),
+                "spec.ttlSecondsAfterFinished must not be negative",
+            ),
+            (
+                PipelineRun::test("r").with_source(Source::Git(GitSource {
+                    url: "https://example.com/repo.git".into(),
+                    revision: String::new(),
+                })),
+                "spec.source.git.revision must not be empty",
+            ),
+        ];
+        for (run, want) in cases {
+            let invalid = run.intent().invalid;
+            assert!(
+                invalid.as_deref().is_some_and(|m| m.contains(want)),
+                "want {want:?}, got {invalid:?}"
+            );
+        }
+        // Every problem is reported at once.
+        let i = PipelineRun::test("r")
+            .with_pipeline("")
+            .with_timeout("soon")
+            .intent();
+        let msg = i.invalid.unwrap();
+        assert!(msg.contains("pipeline") && msg.contains("timeout"), "{msg}");
+    }
+
+    #[test]
+    fn spec_serializes_in_camel_case_with_defaults() {
+        let spec: PipelineRunSpec = serde_json::from_value(serde_json::json!({
+            "pipeline": "build",
+            "source": {"git": {"url": "https://example.com/r.git", "revision": "main"}},
+            "cancel": "CancelledRunFinally",
+            "ttlSecondsAfterFinished": 60,
+            "triggeredBy": {"principal": "alice", "via": "kubectl"}
+        }))
+        .unwrap();
+        assert_eq!(spec.max_attempts, 3);
+        assert_eq!(spec.cancel, Some(CancelMode::CancelledRunFinally));
+        assert_eq!(spec.triggered_by.as_ref().unwrap().via, TriggerVia::Kubectl);
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["source"]["git"]["revision"], "main");
+        assert_eq!(back["maxAttempts"], 3);
+        assert!(back.get("args").is_none());
+        assert!(
+            serde_json::from_value::<PipelineRunSpec>(serde_json::json!({
+                "pipeline": "build",
+                "source": {"local": {"path": "/src"}},
+                "cancel": "Stop"
+            }))
+            .is_err()
+        );
+    }
+}
