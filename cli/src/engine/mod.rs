@@ -494,6 +494,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
     let mut sched = Scheduler::new(validated, req.workers);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
+        groups: process::ProcessGroups::default(),
         req,
         run_id: &run_id,
         run_dir: &run_dir,
@@ -551,6 +552,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
 }
 
 struct Ctx<'a> {
+    groups: process::ProcessGroups,
     req: &'a RunRequest,
     run_id: &'a str,
     run_dir: &'a std::path::Path,
@@ -761,6 +763,7 @@ fn start(
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
     let tx = ctx.tx.clone();
+    let groups = ctx.groups.clone();
     tokio::spawn(async move {
         let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
         let forward_tx = tx.clone();
@@ -771,7 +774,7 @@ fn start(
                 }
             }
         });
-        let end = process::run_attempt(attempt_spec, line_tx, control_rx).await;
+        let end = process::run_attempt(attempt_spec, line_tx, control_rx, groups).await;
         let _ = forward.await;
         let _ = tx.send(Msg::AttemptEnded { job, attempt, end });
     });
@@ -994,6 +997,9 @@ fn on_interrupt(
             "{} second interrupt: killing every job now",
             rec.term.red("■")
         );
+        // Kill here, synchronously: the run ends right after this, and the attempts' tasks may
+        // never get to act on their Kill message.
+        process::kill_all(&ctx.groups);
         let now = now_ms();
         for (j, rt) in jobs.iter_mut().enumerate() {
             if let Some(c) = &rt.control {

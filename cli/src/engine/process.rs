@@ -10,6 +10,19 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+/// Process groups of the attempts running now, so a second Ctrl-C can kill them all at once from
+/// the engine's loop, without waiting for each attempt's task to act.
+pub type ProcessGroups = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>;
+
+/// SIGKILL every live attempt's process group.
+pub fn kill_all(groups: &ProcessGroups) {
+    if let Ok(g) = groups.lock() {
+        for &pgid in g.iter() {
+            signal_group(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// How long a stopped job gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,6 +88,7 @@ pub async fn run_attempt(
     spec: AttemptSpec,
     lines: mpsc::UnboundedSender<Line>,
     mut control: watch::Receiver<Control>,
+    groups: ProcessGroups,
 ) -> ProcessEnd {
     if !spec.cwd.is_dir() {
         return ProcessEnd::SpawnFailed(format!(
@@ -95,6 +109,9 @@ pub async fn run_attempt(
         Err(e) => return ProcessEnd::SpawnFailed(format!("{}: {e}", spec.program.display())),
     };
     let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
+    if let Ok(mut g) = groups.lock() {
+        g.insert(pgid.as_raw());
+    }
     let out = child
         .stdout
         .take()
@@ -157,6 +174,9 @@ pub async fn run_attempt(
     };
     // Whatever the job left behind in its group goes with it, so its pipes close.
     signal_group(pgid, Signal::SIGKILL);
+    if let Ok(mut g) = groups.lock() {
+        g.remove(&pgid.as_raw());
+    }
     for h in [out, err].into_iter().flatten() {
         let _ = h.await;
     }
