@@ -56,12 +56,21 @@ impl Env {
         self.work.path().join(format!("release-{name}"))
     }
 
+    /// A holding run named `name`; `slots_env` sets SPARKWING_BOX_SLOTS.
+    fn hold(&self, name: &str, slots_env: Option<&str>, extra: &[&str]) -> Command {
+        let mut c = self.cmd();
+        if let Some(v) = slots_env {
+            c.env("SPARKWING_BOX_SLOTS", v);
+        }
+        c.args(["run", "hold", "--release"])
+            .arg(self.release_file(name))
+            .args(extra);
+        c
+    }
+
     /// Start a holding run in the background.
     fn spawn_hold(&self, name: &str, extra: &[&str]) -> Child {
-        self.cmd()
-            .args(["run", "hold", "--release"])
-            .arg(self.release_file(name))
-            .args(extra)
+        self.hold(name, None, extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -93,17 +102,8 @@ impl Env {
     /// Build the fixture once (outside any timing) so later runs start at once.
     fn warm(&self) {
         self.release("warm");
-        let out = self
-            .cmd()
-            .args(["run", "hold", "--release"])
-            .arg(self.release_file("warm"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.hold("warm", None, &[]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
     }
 }
 
@@ -245,19 +245,10 @@ fn ctrl_c_while_waiting_leaves_the_queue_cleanly() {
     // The slot is free and nobody is queued: a no-wait run goes straight through.
     env.release("c");
     let c = env
-        .cmd()
-        .args([
-            "run",
-            "hold",
-            "--sw-box-slots",
-            "1",
-            "--sw-no-wait",
-            "--release",
-        ])
-        .arg(env.release_file("c"))
+        .hold("c", None, &["--sw-box-slots", "1", "--sw-no-wait"])
         .output()
         .unwrap();
-    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(c.status.success(), "{}", stderr(&c));
 }
 
 #[test]
@@ -266,81 +257,50 @@ fn no_wait_fails_when_full_and_runs_when_free_and_the_flag_beats_the_env() {
     env.warm();
     env.release("free");
     let free = env
-        .cmd()
-        .args([
-            "run",
-            "hold",
-            "--sw-box-slots",
-            "1",
-            "--sw-no-wait",
-            "--release",
-        ])
-        .arg(env.release_file("free"))
+        .hold("free", None, &["--sw-box-slots", "1", "--sw-no-wait"])
         .output()
         .unwrap();
-    assert!(
-        free.status.success(),
-        "{}",
-        String::from_utf8_lossy(&free.stderr)
-    );
+    assert!(free.status.success(), "{}", stderr(&free));
 
     // The holder takes its slot through the environment variable.
-    let holder = {
-        let mut c = env.cmd();
-        c.env("SPARKWING_BOX_SLOTS", "1")
-            .args(["run", "hold", "--release"])
-            .arg(env.release_file("h"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c.spawn().unwrap()
-    };
+    let holder = env
+        .hold("h", Some("1"), &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_until("holder running", || env.count("running") == 1);
     let before = env.runs().len();
     let full = env
-        .cmd()
-        .env("SPARKWING_BOX_SLOTS", "1")
-        .args(["run", "hold", "--sw-no-wait", "--release"])
-        .arg(env.release_file("x"))
+        .hold("x", Some("1"), &["--sw-no-wait"])
         .output()
         .unwrap();
     assert_eq!(full.status.code(), Some(75));
     assert!(
-        String::from_utf8_lossy(&full.stderr).contains("box slots full (max=1)"),
+        stderr(&full).contains("box slots full (max=1)"),
         "{}",
-        String::from_utf8_lossy(&full.stderr)
+        stderr(&full)
     );
     assert_eq!(env.runs().len(), before, "a declined run is not recorded");
     // The flag wins over the environment: with two slots the run goes through.
     env.release("y");
     let flag = env
-        .cmd()
-        .env("SPARKWING_BOX_SLOTS", "1")
-        .args([
-            "run",
-            "hold",
-            "--sw-box-slots",
-            "2",
-            "--sw-no-wait",
-            "--release",
-        ])
-        .arg(env.release_file("y"))
+        .hold("y", Some("1"), &["--sw-box-slots", "2", "--sw-no-wait"])
         .output()
         .unwrap();
-    assert!(
-        flag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&flag.stderr)
-    );
+    assert!(flag.status.success(), "{}", stderr(&flag));
     // A bad environment value is a clear usage error.
-    let bad = env
-        .cmd()
-        .env("SPARKWING_BOX_SLOTS", "lots")
-        .args(["run", "hold", "--release"])
-        .arg(env.release_file("y"))
-        .output()
-        .unwrap();
+    let bad = env.hold("y", Some("lots"), &[]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("SPARKWING_BOX_SLOTS"));
+    assert!(
+        stderr(&bad).contains("SPARKWING_BOX_SLOTS"),
+        "{}",
+        stderr(&bad)
+    );
     env.release("h");
     assert!(finish(holder).status.success());
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
