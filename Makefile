@@ -1,8 +1,9 @@
 # The verbs of the Sparkwing repository. `make help` lists them.
 SHELL := /bin/bash
 CARGO ?= cargo
+CARGO_TARGET_DIR_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug
 
-.PHONY: help build demo test test-rust test-browser lint fmt bench setup-test crds crds-check
+.PHONY: help build demo test test-rust test-browser lint fmt bench setup-test crds crds-check runner-image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -21,6 +22,10 @@ test-rust: ## Rust tests of every crate (unit, integration, end-to-end with real
 
 test-browser: ## The dashboard in a real Chromium (playwright-core)
 	@if [ -f e2e/dashboard/run.sh ]; then bash e2e/dashboard/run.sh; else echo "no browser tests yet"; fi
+
+runner-image: ## Build the Docker executor's runner image from the debug sparkwing (no registry needed)
+	$(CARGO) build -p sparkwing-cli
+	$(CARGO_TARGET_DIR_BIN)/sparkwing runner-image build
 
 setup-test: ## Install what the tests need (idempotent; apt packages as root)
 	bash scripts/setup-test-deps.sh

@@ -6,6 +6,12 @@ need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v pgrep >/dev/null || need_apt+=(procps)
+# The Kubernetes test bed (e2e/testbed) makes its service account key with openssl. It builds its
+# binaries with Go >= 1.26, which apt does not provide: see docs/e2e.md.
+command -v openssl >/dev/null || need_apt+=(openssl)
+# The Docker executor's tests run against a real dockerd; its runner image is built from busybox.
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v busybox >/dev/null || need_apt+=(busybox-static)
 if [ -d "$(dirname "$0")/../e2e/dashboard" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
   command -v node >/dev/null || need_apt+=(nodejs npm)
@@ -18,4 +24,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# Start dockerd in the background when no daemon answers (CI machines have no init system).
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "dockerd is not running; start it (sudo systemctl start docker) and retry" >&2
+    exit 1
+  fi
+  echo "starting dockerd (log: /var/log/sparkwing-dockerd.log)"
+  nohup dockerd >/var/log/sparkwing-dockerd.log 2>&1 &
+  deadline=$((SECONDS + 60))
+  until docker info >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "dockerd did not answer within 60s; see /var/log/sparkwing-dockerd.log:" >&2
+      tail -n 30 /var/log/sparkwing-dockerd.log >&2 || true
+      exit 1
+    fi
+    sleep 0.5
+  done
 fi

@@ -8,7 +8,7 @@ use std::path::PathBuf;
     name = "sparkwing",
     version,
     about = "CI/CD whose pipelines are Rust programs: run them here, or on Kubernetes.",
-    after_help = "Exit codes: see docs/exit-codes.md (0 success, 1 run failed, 2 usage, 3 project, 4 store, 5 not found, 6 timeout, 75 box slots full, 130 cancelled)."
+    after_help = "Exit codes: see docs/exit-codes.md (0 success, 1 run failed, 2 usage, 3 project, 4 store, 5 not found, 6 timeout, 7 docker, 75 box slots full, 130 cancelled)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,6 +34,25 @@ pub enum Command {
         #[command(subcommand)]
         command: DashboardCommand,
     },
+    /// Runner containers of the Docker executor.
+    Runner {
+        #[command(subcommand)]
+        command: RunnerCommand,
+    },
+    /// The runner image of the Docker executor (built locally; no registry needed).
+    #[command(name = "runner-image")]
+    RunnerImage {
+        #[command(subcommand)]
+        command: RunnerImageCommand,
+    },
+    /// Local runner pools: warm runner containers that runs claim (`run --runner docker --pool`).
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Inside a runner container: continue a run the host recorded.
+    #[command(name = "__runner", hide = true)]
+    RunnerEntry(RunnerEntryArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -62,10 +81,19 @@ pub struct RunArgs {
     /// Help: `sparkwing run --help` for this command, `sparkwing run NAME --help` for a pipeline's.
     #[arg(short = 'h', long = "help", action = clap::ArgAction::SetTrue)]
     pub help: bool,
+    /// What executes the run: `process` (this process, the default) or `docker` (a runner
+    /// container). Also `--sw-runner` among the args.
+    #[arg(long = "runner", value_name = "RUNNER")]
+    pub runner: Option<String>,
+    /// With `--runner docker`: claim a warm container from this local pool (`sparkwing pool run`).
+    /// Also `--sw-pool` among the args.
+    #[arg(long = "pool", value_name = "NAME")]
+    pub pool: Option<String>,
     /// The pipeline's name in sparkwing.yaml.
     pub pipeline: Option<String>,
     /// The pipeline's args (`--name value`, `--flag`, `--name=value`), `--help` for the pipeline's
-    /// own help, and Sparkwing's run flags: `--sw-workers N`, `--sw-box-slots N`, `--sw-no-wait`.
+    /// own help, and Sparkwing's run flags: `--sw-workers N`, `--sw-box-slots N`, `--sw-no-wait`,
+    /// `--sw-runner process|docker`, `--sw-pool NAME`.
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -200,4 +228,63 @@ pub struct DashboardAddr {
     /// The address to listen on (loopback by default; the dashboard has no authentication).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4343")]
     pub addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunnerCommand {
+    /// Remove runner containers nothing owns any more (finished runs, dead hosts, stopped pools).
+    Gc,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunnerImageCommand {
+    /// Build the runner image from this sparkwing, bash and busybox; quick when up to date.
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The image's tag (default: sparkwing-runner:<version>, or SPARKWING_RUNNER_IMAGE).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Keep a pool of warm runner containers, in the foreground, until Ctrl-C.
+    Run(PoolRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoolRunArgs {
+    /// The pool's name; runs claim from it with `--pool NAME`.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub name: String,
+    /// Warm (idle) runners to keep.
+    #[arg(long = "min-idle", value_name = "N", default_value_t = 1)]
+    pub min_idle: u32,
+    /// Most runners at once, idle and busy.
+    #[arg(long = "max-runners", value_name = "N", default_value_t = 4)]
+    pub max_runners: u32,
+    /// Idle runners beyond --min-idle are removed after this long (e.g. 60s, 5m).
+    #[arg(long = "idle-timeout", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// The project the pool's runners mount (default: found from the current directory).
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunnerEntryArgs {
+    /// The runner request file (cold runner).
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    /// Wait for a claim from a pool instead (warm runner).
+    #[arg(long)]
+    pub warm: bool,
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// This container's name (a warm runner's claim is filed under it).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }

@@ -16,6 +16,9 @@ pub enum ExitCode {
     NotFound = 5,
     /// `runs wait --timeout` elapsed before the run finished.
     Timeout = 6,
+    /// Docker is needed and cannot be used: the daemon is unreachable (the message names the
+    /// socket tried) or the runner image is missing (the message says how to build it).
+    Docker = 7,
     /// Any other error (IO, cargo missing, ...).
     Internal = 10,
     /// All box slots taken and `--sw-no-wait` given.

@@ -3,7 +3,7 @@
 use crate::env_vars;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Home {
     pub root: PathBuf,
     pub cache: PathBuf,

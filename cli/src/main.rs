@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod compile;
 mod dashboard;
+mod docker;
 mod engine;
 mod env_vars;
 mod exit;

@@ -2,11 +2,16 @@
 
 mod dashboard;
 mod pipeline;
+mod pool;
 mod run;
+mod runner;
 mod runs;
 mod scaffold;
 
-use crate::cli::{Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, RunsCommand};
+use crate::cli::{
+    Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, PoolCommand, RunnerCommand,
+    RunnerImageCommand, RunsCommand,
+};
 use crate::exit::ExitCode;
 use crate::project::ProjectError;
 use crate::store::StoreError;
@@ -72,6 +77,16 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             DashboardCommand::Kill => dashboard::kill(),
             DashboardCommand::Serve(a) => dashboard::serve(a),
         },
+        Command::Runner { command } => match command {
+            RunnerCommand::Gc => runner::gc(),
+        },
+        Command::RunnerImage { command } => match command {
+            RunnerImageCommand::Build(a) => runner::build_image(a),
+        },
+        Command::Pool { command } => match command {
+            PoolCommand::Run(a) => pool::run(a),
+        },
+        Command::RunnerEntry(a) => runner::entry(a),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -4,7 +4,8 @@ use super::{start_dir, CliError, CmdResult};
 use crate::box_slots::BoxSlots;
 use crate::cli::RunArgs;
 use crate::compile::{self, CompileError, Progress};
-use crate::engine::{self, now_ms, BoxGate, Format, RunRequest};
+use crate::docker::{self, executor::Placement, pool::PoolPlacement, DockerError};
+use crate::engine::{self, now_ms, Admission, BoxGate, Format, RunRequest};
 use crate::env_vars;
 use crate::exit::ExitCode;
 use crate::home::Home;
@@ -24,6 +25,10 @@ pub struct RunFlags {
     pub no_wait: bool,
     pub dir: Option<PathBuf>,
     pub help: bool,
+    /// `--sw-runner`: `process` or `docker`.
+    pub runner: Option<String>,
+    /// `--sw-pool`: claim a warm runner container from this local pool.
+    pub pool: Option<String>,
     pub pipeline_args: Vec<String>,
 }
 
@@ -70,9 +75,11 @@ impl RunFlags {
                     flags.box_slots = Some(n);
                 }
                 "--sw-no-wait" => flags.no_wait = true,
+                "--sw-runner" => flags.runner = Some(value("a runner (process or docker)")?),
+                "--sw-pool" => flags.pool = Some(value("a pool name")?),
                 other if other.starts_with("--sw-") => {
                     return Err(usage(format!(
-                        "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait (and -C DIR)"
+                        "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME (and -C DIR)"
                     )))
                 }
                 _ => flags.pipeline_args.push(t.clone()),
@@ -162,7 +169,7 @@ fn print_pipeline_help(
         }
     );
     println!();
-    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait]");
+    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME]");
     println!();
     println!("ARGS:");
     if info.args.is_empty() {
@@ -250,6 +257,24 @@ pub fn run(args: RunArgs) -> CmdResult {
             "a pipeline name is required: sparkwing run NAME [ARGS] (see `sparkwing pipeline list`)",
         ));
     };
+    let runner = flags
+        .runner
+        .clone()
+        .or(args.runner.clone())
+        .unwrap_or_else(|| "process".to_string());
+    if runner != "process" && runner != "docker" {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!("unknown runner {runner:?}; use process (the default) or docker"),
+        ));
+    }
+    let pool = flags.pool.clone().or(args.pool.clone());
+    if pool.is_some() && runner != "docker" {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "--pool needs --runner docker (pools hold runner containers)",
+        ));
+    }
     let home = Home::from_env();
     let dir = flags.dir.clone().or(args.dir.clone());
     let project = project::discover(&start_dir(dir.as_deref()))?;
@@ -260,6 +285,22 @@ pub fn run(args: RunArgs) -> CmdResult {
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
     drop(Store::open(&home.root)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // Docker must be usable before anything is compiled or recorded.
+    let docker = if runner == "docker" && !flags.help {
+        let image = docker::runner_image();
+        let client = runtime.block_on(async {
+            let client = docker::client::connect().await?;
+            client.require_image(&image).await?;
+            Ok::<_, DockerError>(client)
+        })?;
+        Some((client, image))
+    } else {
+        None
+    };
 
     let progress = if std::io::stderr().is_terminal() {
         Progress::Terminal
@@ -331,18 +372,53 @@ pub fn run(args: RunArgs) -> CmdResult {
         workers,
         format,
         box_slots,
-        runner: "process".to_string(),
+        runner: runner.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let code = runtime
-        .block_on(engine::execute(req))
-        .map_err(|e| CliError::new(ExitCode::Internal, e.to_string()));
+    let code = match docker {
+        None => runtime
+            .block_on(engine::execute(req))
+            .map_err(|e| CliError::new(ExitCode::Internal, e.to_string())),
+        Some((client, image)) => runtime.block_on(run_in_docker(req, client, image, pool)),
+    };
     // The binary's cache entry stays leased until the run is over.
     drop(compiled);
     code
+}
+
+/// The Docker executor: orphans first, then admission and recording here, the DAG in a runner
+/// container (claimed from a pool when one serves this project).
+async fn run_in_docker(
+    req: RunRequest,
+    client: docker::client::Client,
+    image: String,
+    pool: Option<String>,
+) -> CmdResult {
+    match docker::gc::collect(&client, &req.home).await {
+        Ok(removed) => {
+            for r in removed {
+                eprintln!("removed orphaned runner container {} ({})", r.name, r.why);
+            }
+        }
+        Err(e) => eprintln!("warning: could not look for orphaned runner containers: {e}"),
+    }
+    let placement = match pool {
+        None => Placement::Cold,
+        Some(name) => match PoolPlacement::find(&req.home, &name, &req.repo_root, &image) {
+            Ok(p) => Placement::Pool(p),
+            Err(why) => {
+                eprintln!("{why}; starting a cold runner container instead");
+                Placement::Cold
+            }
+        },
+    };
+    let admitted = match engine::admit(&req)
+        .await
+        .map_err(|e| CliError::new(ExitCode::Internal, e.to_string()))?
+    {
+        Admission::Admitted(a) => *a,
+        Admission::Done(code) => return Ok(code),
+    };
+    Ok(docker::executor::drive(&req, admitted, client, image, placement).await?)
 }
 
 #[cfg(test)]
@@ -363,8 +439,13 @@ mod tests {
             "--sw-box-slots=2",
             "--sw-no-wait",
             "--loud",
+            "--sw-runner",
+            "docker",
+            "--sw-pool=p",
         ]))
         .unwrap();
+        assert_eq!(f.runner.as_deref(), Some("docker"));
+        assert_eq!(f.pool.as_deref(), Some("p"));
         assert_eq!(f.workers, Some(3));
         assert_eq!(f.box_slots, Some(2));
         assert!(f.no_wait);

@@ -77,6 +77,56 @@ pub struct Admitted {
     sigterm: tokio::signal::unix::Signal,
 }
 
+impl Admitted {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.run_dir
+    }
+
+    /// Wait for the next SIGINT or SIGTERM (the host side of a run driven by another executor).
+    /// Returns the signal's name.
+    pub async fn next_signal(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.sigint.recv() => "SIGINT",
+            _ = self.sigterm.recv() => "SIGTERM",
+        }
+    }
+
+    /// The run's store (the same SQLite file a runner writes through its bind mount).
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.rec.store
+    }
+
+    /// End the run from the outside (its runner could not finish it: OOM, killed, never
+    /// started): jobs not yet finished are recorded `cancelled`, then the run, printed like the
+    /// engine prints its own end.
+    pub fn finish_from_outside(
+        &mut self,
+        status: RunStatus,
+        reason: String,
+    ) -> Result<ExitCode, EngineError> {
+        let now = now_ms();
+        let run_id = self.run_id.clone();
+        for job in self.rec.store.jobs(&run_id)? {
+            if !job.state.is_terminal() {
+                self.rec.store.job_finished(
+                    &run_id,
+                    &job.job_id,
+                    JobState::Cancelled,
+                    Some(&reason),
+                    None,
+                    None,
+                    now,
+                )?;
+            }
+        }
+        finish(&mut self.rec, status, Some(reason), self.created)
+    }
+}
+
 /// The outcome of admission: admitted, or already finished (declined or cancelled while queued).
 pub enum Admission {
     Admitted(Box<Admitted>),
@@ -144,19 +194,7 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub use sparkwing_core::time::civil_from_days;
 
 /// Records events to the store and prints them, masking secrets on the way.
 struct Recorder {
@@ -262,8 +300,6 @@ fn masker_for(req: &RunRequest) -> Masker {
 }
 
 /// Continue a run the host already recorded and admitted (inside a runner container).
-// Used by the Docker runner's entry point, which lands with the Docker executor.
-#[allow(dead_code)]
 pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineError> {
     let sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
     let sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use std::io::Write;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     /// `job │ line`, colours when `color`.
     Pretty { color: bool },

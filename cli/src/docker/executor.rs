@@ -1,0 +1,461 @@
+//! `DockerExecutor`: the `Executor` whose runners are containers, and the host's drive loop.
+//!
+//! The host process admits and records the run (box slots, run row, `run.lock`), then loops over
+//! `reconcile_run_once` with this executor. The runner container runs `sparkwing __runner`, which
+//! continues the recorded run with the same engine as the process executor: it writes the same
+//! store rows (one SQLite file, bind-mounted) and log files, and prints the same lines, which the
+//! host copies to its own stdout and stderr unchanged.
+
+use super::client::Client;
+use super::pool::PoolPlacement;
+use super::request::{self, RunnerRequest};
+use super::{
+    container_name, io, DockerError, LABEL_HOME, LABEL_MANAGED_BY, LABEL_POOL, LABEL_RUN,
+    MANAGED_BY, RUNNER_EXE,
+};
+use crate::box_slots::ENV_SKIP_BOX_SLOTS;
+use crate::engine::{now_ms, Admitted, Format, RunRequest};
+use crate::env_vars;
+use crate::exit::ExitCode;
+use crate::home::Home;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::query_parameters::LogsOptionsBuilder;
+use futures_util::StreamExt;
+use serde_json::json;
+use sparkwing_core::reconcile::executor::{reconcile_run_once, Executor};
+use sparkwing_core::reconcile::run::{
+    CancelRequest, ObservedRunner, RunIntent, RunObservation, RunnerState,
+};
+use sparkwing_core::reconcile::status::{Phase, RunStatus as ReconcileStatus, SUCCEEDED};
+use sparkwing_core::RunStatus;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often the host looks at its runner between changes. Inspecting a local container is cheap.
+const POLL: Duration = Duration::from_millis(50);
+/// How long the host waits for the tail of the runner's logs after it ended.
+const LOG_DRAIN: Duration = Duration::from_secs(10);
+
+/// What a runner container mounts and runs as: the same paths as on the host, so every path in
+/// the store, the request and the pipeline's environment means the same file inside.
+#[derive(Debug, Clone)]
+pub struct Mounts {
+    pub repo_root: PathBuf,
+    pub home: Home,
+    /// This `sparkwing` executable, mounted over the image's copy so runner and host always match.
+    pub exe: PathBuf,
+}
+
+impl Mounts {
+    pub fn for_host(repo_root: &Path, home: &Home) -> Result<Mounts, DockerError> {
+        let exe = std::env::current_exe().map_err(io("find the sparkwing executable"))?;
+        Ok(Mounts {
+            repo_root: repo_root.to_path_buf(),
+            home: home.clone(),
+            exe,
+        })
+    }
+}
+
+/// The container spec shared by cold runners and warm pool runners.
+pub fn runner_container(
+    image: &str,
+    cmd: Vec<String>,
+    run: &str,
+    pool: &str,
+    mounts: &Mounts,
+    format: Option<Format>,
+) -> ContainerCreateBody {
+    let home = &mounts.home;
+    let labels = HashMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_RUN.to_string(), run.to_string()),
+        (LABEL_POOL.to_string(), pool.to_string()),
+        (LABEL_HOME.to_string(), home.root.display().to_string()),
+    ]);
+    let repo = mounts.repo_root.display();
+    let mut binds = vec![
+        format!("{repo}:{repo}"),
+        format!("{}:{}", home.root.display(), home.root.display()),
+        format!("{}:{RUNNER_EXE}:ro", mounts.exe.display()),
+    ];
+    // The cache holds the compiled pipeline binary; the runner only reads it (the host holds the
+    // entry's lease). Under the home it is already mounted.
+    if !home.cache.starts_with(&home.root) {
+        binds.push(format!(
+            "{}:{}:ro",
+            home.cache.display(),
+            home.cache.display()
+        ));
+    }
+    let mut env = vec![
+        format!("{}={}", env_vars::SPARKWING_HOME, home.root.display()),
+        format!("{}={}", env_vars::SPARKWING_CACHE_DIR, home.cache.display()),
+        // The host admitted the run through its box slots already.
+        format!("{ENV_SKIP_BOX_SLOTS}=1"),
+        "HOME=/tmp".to_string(),
+    ];
+    if let Some(f) = format {
+        env.push(format!(
+            "{}={}",
+            env_vars::SPARKWING_LOG_FORMAT,
+            match f {
+                Format::Json => "json",
+                Format::Pretty { .. } => "pretty",
+            }
+        ));
+    }
+    let uid = nix::unistd::getuid();
+    // Files the runner writes (store, logs, workspace) must belong to the host user.
+    let user = (!uid.is_root()).then(|| format!("{}:{}", uid, nix::unistd::getgid()));
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(cmd),
+        env: Some(env),
+        labels: Some(labels),
+        user,
+        working_dir: Some(repo.to_string()),
+        host_config: Some(HostConfig {
+            binds: Some(binds),
+            network_mode: Some("host".to_string()),
+            // docker-init reaps the zombies a pipeline's jobs leave behind and forwards signals.
+            init: docker_init_available().then_some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn docker_init_available() -> bool {
+    [
+        "/usr/bin/docker-init",
+        "/usr/libexec/docker/docker-init",
+        "/usr/local/bin/docker-init",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+}
+
+pub struct DockerExecutor {
+    client: Client,
+    image: String,
+    mounts: Mounts,
+    format: Format,
+    request_path: PathBuf,
+    /// Claiming from a pool: runners come from `sparkwing pool run` instead of being created.
+    pool: RefCell<Option<PoolPlacement>>,
+    /// The pool runner that claimed this run, once seen.
+    pool_runner: RefCell<Option<String>>,
+    attempt: Cell<u32>,
+    /// A stop was sent: `Some(graceful)`.
+    stop_sent: Cell<Option<bool>>,
+    /// The run asks for a hard stop (second interrupt): a graceful stop sent earlier no longer
+    /// counts as "stopping", so the decision asks for the kill.
+    want_hard: Cell<bool>,
+    /// The signal of a graceful stop: the one the host got, so the runner prints what the
+    /// process executor would.
+    graceful_signal: Cell<&'static str>,
+    start_error: RefCell<Option<String>>,
+    events: RefCell<Vec<(String, String, bool)>>,
+}
+
+impl DockerExecutor {
+    fn runner_name(&self, run: &str) -> Option<String> {
+        let attempt = self.attempt.get();
+        if attempt == 0 {
+            return None;
+        }
+        if let Some(name) = self.pool_runner.borrow().clone() {
+            return Some(name);
+        }
+        if let Some(p) = self.pool.borrow().as_ref() {
+            let name = p.claimed_runner(run)?;
+            *self.pool_runner.borrow_mut() = Some(name.clone());
+            return Some(name);
+        }
+        Some(container_name(run, attempt))
+    }
+}
+
+impl Executor for DockerExecutor {
+    type Error = DockerError;
+
+    async fn observe(&self, run: &str) -> Result<RunObservation, DockerError> {
+        let Some(name) = self.runner_name(run) else {
+            return Ok(RunObservation::default());
+        };
+        let Some(c) = self.client.inspect(&name).await? else {
+            return Ok(RunObservation::default());
+        };
+        let st = c.state.unwrap_or_default();
+        let state = match st.status {
+            Some(ContainerStateStatusEnum::RUNNING)
+            | Some(ContainerStateStatusEnum::PAUSED)
+            | Some(ContainerStateStatusEnum::RESTARTING) => RunnerState::Running,
+            Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
+                if st.oom_killed == Some(true) {
+                    RunnerState::OomKilled
+                } else {
+                    match st.exit_code {
+                        Some(0) => RunnerState::Succeeded,
+                        code => RunnerState::Failed {
+                            exit_code: code.map(|c| c as i32),
+                        },
+                    }
+                }
+            }
+            Some(ContainerStateStatusEnum::REMOVING) => RunnerState::Lost {
+                reason: "the container is being removed".into(),
+            },
+            _ => match self.start_error.borrow().clone() {
+                // Created but it could not start (bad image, missing binary): an image error.
+                Some(message) => RunnerState::ImagePullFailed { message },
+                None => RunnerState::Starting,
+            },
+        };
+        let stopping = match self.stop_sent.get() {
+            None => false,
+            Some(true) => !self.want_hard.get(),
+            Some(false) => true,
+        };
+        Ok(RunObservation {
+            runner: Some(ObservedRunner {
+                name,
+                attempt: self.attempt.get(),
+                state,
+                stopping,
+            }),
+            jobs: vec![],
+        })
+    }
+
+    async fn start_runner(&self, run: &str, attempt: u32) -> Result<(), DockerError> {
+        self.attempt.set(attempt);
+        if let Some(p) = self.pool.borrow().as_ref() {
+            if p.claimed_runner(run).is_none() {
+                p.enqueue(run, &self.request_path)?;
+            }
+            return Ok(());
+        }
+        let name = container_name(run, attempt);
+        let cmd = vec![
+            RUNNER_EXE.to_string(),
+            "__runner".to_string(),
+            "--request".to_string(),
+            self.request_path.display().to_string(),
+        ];
+        let body = runner_container(&self.image, cmd, run, "", &self.mounts, Some(self.format));
+        self.client.create(&name, body).await?;
+        if let Err(e) = self.client.start(&name).await {
+            // Leave the decision to observe: a created container that cannot start is an image
+            // error, and the run fails with it.
+            *self.start_error.borrow_mut() = Some(e.to_string());
+        }
+        Ok(())
+    }
+
+    async fn stop_runner(&self, name: &str, graceful: bool) -> Result<(), DockerError> {
+        let signal = if graceful {
+            self.graceful_signal.get()
+        } else {
+            "SIGKILL"
+        };
+        self.client.kill(name, signal).await?;
+        self.stop_sent
+            .set(Some(graceful && self.stop_sent.get().unwrap_or(true)));
+        Ok(())
+    }
+
+    async fn delete_run(&self, _run: &str) -> Result<(), DockerError> {
+        // Local runs have no TTL: the store keeps them until the user removes them.
+        Ok(())
+    }
+
+    async fn event(
+        &self,
+        _run: &str,
+        reason: &str,
+        message: &str,
+        warning: bool,
+    ) -> Result<(), DockerError> {
+        self.events
+            .borrow_mut()
+            .push((reason.to_string(), message.to_string(), warning));
+        Ok(())
+    }
+}
+
+/// Copy a container's output to ours, byte for byte, until it ends.
+async fn follow_logs(client: Client, name: String) {
+    let opts = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut stream = client.docker.logs(&name, Some(opts));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&message);
+                let _ = err.flush();
+            }
+            Ok(out) => {
+                let mut o = std::io::stdout().lock();
+                // A closed stdout must not stop the run (as with the process executor).
+                let _ = o.write_all(&out.into_bytes());
+                let _ = o.flush();
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// How the host reaches its runner.
+pub enum Placement {
+    Cold,
+    Pool(PoolPlacement),
+}
+
+/// Drive an admitted run on a runner container until it ends; returns the run's exit code.
+pub async fn drive(
+    req: &RunRequest,
+    mut admitted: Admitted,
+    client: Client,
+    image: String,
+    placement: Placement,
+) -> Result<ExitCode, DockerError> {
+    let run_id = admitted.run_id().to_string();
+    let request_path = request::write(admitted.run_dir(), &RunnerRequest::from_run(req, &run_id))?;
+    let exec = DockerExecutor {
+        client: client.clone(),
+        image,
+        mounts: Mounts::for_host(&req.repo_root, &req.home)?,
+        format: req.format,
+        request_path: request_path.clone(),
+        pool: RefCell::new(match placement {
+            Placement::Cold => None,
+            Placement::Pool(p) => Some(p),
+        }),
+        pool_runner: RefCell::new(None),
+        attempt: Cell::new(0),
+        stop_sent: Cell::new(None),
+        want_hard: Cell::new(false),
+        graceful_signal: Cell::new("SIGTERM"),
+        start_error: RefCell::new(None),
+        events: RefCell::new(Vec::new()),
+    };
+    // Locally a second attempt would collide with the jobs the first one recorded.
+    let mut intent = RunIntent {
+        max_attempts: 1,
+        ..RunIntent::default()
+    };
+    let mut status = ReconcileStatus::default();
+    let mut interrupts = 0u32;
+    let mut logs: Option<tokio::task::JoinHandle<()>> = None;
+    let result = loop {
+        exec.want_hard
+            .set(intent.cancel == CancelRequest::Cancelled);
+        let decision = reconcile_run_once(&exec, &run_id, &intent, &status, now_ms()).await;
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => break Err(e),
+        };
+        for (reason, message, warning) in exec.events.borrow_mut().drain(..) {
+            // Stored for `runs status`, not printed: the output stays the process executor's.
+            admitted.store().append_event(
+                &run_id,
+                None,
+                "runner",
+                &json!({"reason": reason, "message": message, "warning": warning, "runner": decision.status.runner}),
+                now_ms(),
+            )?;
+        }
+        status = decision.status;
+        let seen = status.runner.clone();
+        if let (None, Some(name)) = (&logs, &seen) {
+            if status.phase != Phase::Pending {
+                logs = Some(tokio::spawn(follow_logs(client.clone(), name.clone())));
+            }
+        }
+        if status.phase.is_terminal() {
+            break Ok(());
+        }
+        // A pool that went away while we waited in its queue: start a cold runner instead.
+        let pool_gone = exec.pool.borrow().as_ref().is_some_and(|p| !p.is_alive());
+        if pool_gone && seen.is_none() {
+            if let Some(p) = exec.pool.borrow_mut().take() {
+                p.dequeue(&run_id);
+                eprintln!(
+                    "pool {} stopped before it gave this run a runner; starting a cold container",
+                    p.name()
+                );
+            }
+        }
+        let wait = decision
+            .requeue_after_ms
+            .map(Duration::from_millis)
+            .unwrap_or(POLL)
+            .min(POLL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            sig = admitted.next_signal() => {
+                interrupts += 1;
+                if interrupts == 1 {
+                    exec.graceful_signal.set(sig);
+                    intent.cancel = CancelRequest::CancelledRunFinally;
+                } else {
+                    eprintln!("second interrupt: killing the runner container now");
+                    intent.cancel = CancelRequest::Cancelled;
+                }
+            }
+        }
+    };
+    if let Some(h) = logs {
+        let _ = tokio::time::timeout(LOG_DRAIN, h).await;
+    }
+    // Clean up whatever happens next: the request (secrets), the runner, the queue entry.
+    let _ = std::fs::remove_file(&request_path);
+    let runner = status.runner.clone().or_else(|| {
+        (exec.attempt.get() > 0 && exec.pool.borrow().is_none())
+            .then(|| container_name(&run_id, exec.attempt.get()))
+    });
+    if let Some(p) = exec.pool.borrow().as_ref() {
+        p.dequeue(&run_id);
+        if let Some(name) = &runner {
+            p.release(name);
+        }
+    }
+    if let Some(name) = &runner {
+        client.remove(name).await?;
+    }
+    result?;
+
+    // The engine inside recorded how the run ended, unless the container died first (OOM, a
+    // kill, a start failure): then record the decision's outcome here.
+    let run = admitted.store().find_run(&run_id)?;
+    if run.status.is_terminal() {
+        return Ok(exit_for(run.status));
+    }
+    let outcome = match status.phase {
+        Phase::Succeeded => RunStatus::Success,
+        Phase::Cancelled => RunStatus::Cancelled,
+        _ => RunStatus::Failed,
+    };
+    let reason = status
+        .condition(SUCCEEDED)
+        .map(|c| format!("{} ({})", c.message, c.reason))
+        .unwrap_or_else(|| "the runner ended without recording the run".to_string());
+    Ok(admitted.finish_from_outside(outcome, reason)?)
+}
+
+fn exit_for(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Success => ExitCode::Success,
+        RunStatus::Cancelled => ExitCode::Cancelled,
+        _ => ExitCode::RunFailed,
+    }
+}
