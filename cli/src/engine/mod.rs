@@ -237,7 +237,6 @@ enum Msg {
     },
     AttemptEnded {
         job: usize,
-        attempt: u32,
         end: ProcessEnd,
     },
     RetryDue {
@@ -546,8 +545,8 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
                 let Some(msg) = msg else { break };
                 match msg {
                     Msg::Line { job, attempt, line } => on_line(&mut rec, &sched, &mut jobs, job, attempt, line)?,
-                    Msg::AttemptEnded { job, attempt, end } => {
-                        let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, attempt, end)?;
+                    Msg::AttemptEnded { job, end } => {
+                        let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, end)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::RetryDue { job, attempt } => {
@@ -812,7 +811,7 @@ fn start(
         });
         let end = process::run_attempt(attempt_spec, line_tx, control_rx, groups).await;
         let _ = forward.await;
-        let _ = tx.send(Msg::AttemptEnded { job, attempt, end });
+        let _ = tx.send(Msg::AttemptEnded { job, end });
     });
     Ok(())
 }
@@ -865,7 +864,6 @@ fn on_attempt_end(
     sched: &mut Scheduler,
     jobs: &mut [JobRuntime],
     job: usize,
-    attempt: u32,
     end: ProcessEnd,
 ) -> Result<Vec<Action>, EngineError> {
     jobs[job].control = None;
@@ -919,7 +917,6 @@ fn on_attempt_end(
         }
     }
     let actions = sched.attempt_finished(job, outcome);
-    let _ = attempt;
     if sched.job(job).state.is_terminal() {
         record_terminal(rec, sched, jobs, job, exit_code)?;
     }
