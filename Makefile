@@ -3,10 +3,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_TARGET_DIR_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug
 
-.PHONY: help build demo test test-rust test-browser lint fmt bench setup-test crds crds-check runner-image
+.PHONY: help build demo test test-rust test-e2e test-browser e2e e2e-testbed lint fmt bench setup-test crds crds-check runner-image chart-crds chart-check
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 build: ## Build the sparkwing binary (release)
 	$(CARGO) build --release -p sparkwing-cli
@@ -15,10 +15,18 @@ demo: build ## Run the example pipeline with a fresh store under target/demo-hom
 	SPARKWING_HOME=$(CURDIR)/target/demo-home ./target/release/sparkwing run -C examples/hello hello --name demo
 	SPARKWING_HOME=$(CURDIR)/target/demo-home ./target/release/sparkwing runs list
 
-test: setup-test test-rust test-browser ## Every test: Rust unit and integration tests, then the browser tests
+test: setup-test test-rust test-e2e test-browser ## Every test: Rust, the Kubernetes test bed, then the browser tests
 
-test-rust: ## Rust tests of every crate (unit, integration, end-to-end with real runs)
-	$(CARGO) test --workspace
+test-rust: ## Rust tests of every crate but sparkwing-e2e (unit, integration, end-to-end with real runs)
+	$(CARGO) test --workspace --exclude sparkwing-e2e
+
+e2e-testbed: ## Build kube-apiserver, etcd, kubectl and helm from their Go modules, once (cache: /var/tmp/sparkwing-e2e)
+	bash e2e/testbed/build.sh
+
+test-e2e: e2e-testbed ## The Kubernetes end-to-end tests against a real kube-apiserver and etcd (crate sparkwing-e2e)
+	$(CARGO) test -p sparkwing-e2e
+
+e2e: test-e2e ## Build the test bed if needed and run the Kubernetes end-to-end tests
 
 test-browser: ## The dashboard in a real Chromium (playwright-core)
 	@if [ -f e2e/dashboard/run.sh ]; then bash e2e/dashboard/run.sh; else echo "no browser tests yet"; fi
@@ -45,3 +53,11 @@ crds-check: ## Fail when crds/yaml is stale (what CI runs)
 
 bench: build ## Benchmarks (print figures; not tests)
 	bash bench/run.sh
+
+chart-crds: ## Copy the generated CRD YAML into the operator chart (charts/sparkwing-operator/crds)
+	mkdir -p charts/sparkwing-operator/crds
+	rm -f charts/sparkwing-operator/crds/*.yaml
+	cp crds/yaml/*.yaml charts/sparkwing-operator/crds/
+
+chart-check: ## Fail when the chart's CRD copies drift from crds/yaml; helm lint + template when helm is on PATH
+	bash charts/check.sh

@@ -1,0 +1,28 @@
+//! Sparkwing's Kubernetes end-to-end test bed: a real kube-apiserver and etcd, built from their
+//! Go modules by `e2e/testbed/build.sh` (cached outside the repository), started on 127.0.0.1
+//! with token authentication and RBAC authorization, and torn down afterwards.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use sparkwing_e2e::TestBed;
+//!
+//! let bed = TestBed::shared().await?; // one bed per test binary
+//! bed.install_crds().await?; // crds/yaml, waited until Established
+//! let ns = bed.namespace("my-test").await?; // deleted when dropped
+//! let client = bed.client().await?; // admin; `client_as(User::Limited)` for the other user
+//! # let _ = (ns, client);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `docs/e2e.md`.
+
+mod bed;
+pub mod binaries;
+mod namespace;
+
+pub use bed::{
+    crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, FIELD_MANAGER, KEEP_ENV, START_TIMEOUT,
+};
+pub use binaries::Binaries;
+pub use namespace::TestNamespace;
