@@ -44,3 +44,8 @@ if ! docker info >/dev/null 2>&1; then
     sleep 0.5
   done
 fi
+
+# The chart check parses rendered YAML with PyYAML.
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  python3 -m pip install --quiet pyyaml
+fi

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The operator chart's checks (CI runs them):
+#  1. its CRDs under charts/sparkwing-operator/crds are exact copies of crds/yaml (`make chart-crds`);
+#  2. when helm is on PATH: `helm lint`, and `helm template` with several value sets renders YAML
+#     that parses and has the kinds expected.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+chart=charts/sparkwing-operator
+
+echo "== chart CRDs equal crds/yaml"
+if ! diff -r crds/yaml "$chart/crds"; then
+    echo "charts: $chart/crds differs from crds/yaml; run 'make chart-crds'" >&2
+    exit 1
+fi
+
+helm_bin="${HELM:-$(command -v helm || true)}"
+if [ -z "$helm_bin" ] || [ ! -x "$helm_bin" ]; then
+    echo "== helm not found (PATH or \$HELM): skipping lint and template"
+    exit 0
+fi
+
+echo "== helm lint"
+"$helm_bin" lint "$chart" --strict
+
+# check_render NAME EXPECTED-KINDS [helm template flags...]
+check_render() {
+    local name="$1" expected="$2"
+    shift 2
+    echo "== helm template ($name)"
+    local out
+    out="$("$helm_bin" template sparkwing "$chart" --namespace sparkwing-system --include-crds "$@")"
+    EXPECTED="$expected" python3 -c '
+import os, sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+kinds = sorted(d["kind"] for d in docs)
+for d in docs:
+    assert d.get("apiVersion") and d.get("metadata", {}).get("name"), d
+expected = sorted(os.environ["EXPECTED"].split())
+if kinds != expected:
+    sys.exit(f"kinds {kinds}\n  expected {expected}")
+dep = [d for d in docs if d["kind"] == "Deployment"][0]
+pod = dep["spec"]["template"]["spec"]
+c = pod["containers"][0]
+sc = c["securityContext"]
+assert pod["securityContext"]["runAsNonRoot"] is True
+assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+print("   %d objects: %s" % (len(docs), " ".join(kinds)))
+' <<<"$out"
+}
+
+crds="CustomResourceDefinition CustomResourceDefinition"
+check_render "defaults" \
+    "$crds ClusterRole ClusterRoleBinding Deployment Role RoleBinding RunnerPool Service ServiceAccount ServiceAccount"
+check_render "one namespace, two replicas (leader election)" \
+    "$crds Deployment Role Role Role RoleBinding RoleBinding RoleBinding RunnerPool Service ServiceAccount ServiceAccount" \
+    --set watchNamespace=ci --set replicaCount=2
+check_render "no pool, no runner account, no metrics service" \
+    "$crds ClusterRole ClusterRoleBinding Deployment ServiceAccount" \
+    --set defaultPool.enabled=false --set runner.serviceAccount.create=false --set metrics.service.enabled=false
+echo "chart ok"

@@ -1,0 +1,121 @@
+//! The PipelineRun controller: observe the run's runner, let core decide
+//! ([`reconcile_run_once`] with a [`KubeExecutor`]), then apply the status the decision computed.
+//!
+//! Watches: PipelineRuns filtered by `metadata.generation` (spec changes such as a cancel; the
+//! operator's own status writes do not wake it), runner Jobs it owns, and runner pods (Job pods
+//! and claimed warm pods), mapped to their run by the `sparkwing.dev/run` annotation.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use sparkwing_core::reconcile::executor::reconcile_run_once;
+use sparkwing_core::reconcile::run::RunAction;
+use sparkwing_crds::PipelineRun;
+
+use super::{api, error_policy, now_millis, requeue, Context};
+use crate::error::{Error, Result};
+use crate::executor::KubeExecutor;
+use crate::labels::{managed_selector, ANNOTATION_RUN};
+use crate::status::{apply_status, run_status_value};
+
+/// The controller's name in metrics and logs.
+pub const NAME: &str = "run";
+
+/// The run a runner pod belongs to (Job pods and claimed warm pods carry the annotation).
+pub fn run_of_pod(pod: Pod) -> Option<ObjectRef<PipelineRun>> {
+    let run = pod.annotations().get(ANNOTATION_RUN)?;
+    Some(ObjectRef::new(run).within(&pod.namespace()?))
+}
+
+/// Build the controller (not running yet) and the store of PipelineRuns it fills.
+pub fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Controller<PipelineRun>, Store<PipelineRun>) {
+    let (reader, writer) = reflector::store();
+    let runs = watcher(
+        api::<PipelineRun>(client, namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let owned = watcher::Config::default().labels(&managed_selector());
+    let controller = Controller::for_stream(runs, reader.clone())
+        .owns(api::<Job>(client, namespace), owned.clone())
+        .watches(api::<Pod>(client, namespace), owned, run_of_pod);
+    (controller, reader)
+}
+
+/// Run the controller until `shutdown`.
+pub fn run(
+    controller: Controller<PipelineRun>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl Stream<Item = ()> {
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            |run, err, ctx| error_policy(NAME, run.as_ref(), err, &ctx),
+            ctx,
+        )
+        .map(|res| {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "run controller");
+            }
+        })
+}
+
+/// One reconcile of a PipelineRun.
+pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(NAME);
+    let name = run.name_any();
+    let namespace = super::namespace_of(run.as_ref(), "PipelineRun")?;
+    let intent = run.intent();
+    // The cache may not have our last write yet: then that write is the previous status.
+    let stored = ctx.written_status(run.as_ref());
+    let stale = stored.is_some();
+    let prev = stored.or_else(|| run.status.clone()).unwrap_or_default();
+    let now = now_millis();
+    let executor = KubeExecutor::new(&ctx, &run, now)?;
+    let decision = reconcile_run_once(&executor, &name, &intent, &prev, now).await?;
+    if decision.actions.contains(&RunAction::DeleteRun) {
+        ctx.succeeded(run.as_ref());
+        return Ok(Action::await_change());
+    }
+    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current = if stale || run.status.is_some() {
+        Some(run_status_value(&prev)?)
+    } else {
+        None
+    };
+    let computed = run_status_value(&decision.status)?;
+    let wrote = apply_status(&runs, &name, current.as_ref(), computed, &ctx.metrics)
+        .await
+        .map_err(|e| match e {
+            // The run was deleted while we worked: nothing left to do.
+            Error::Kube(ref k) if crate::error::is_not_found(k) => None,
+            e => Some(e),
+        });
+    match wrote {
+        Ok(true) => {
+            ctx.remember_written(run.as_ref(), decision.status.clone());
+            tracing::debug!(run = %name, phase = decision.status.phase.as_str(), "status written");
+        }
+        Ok(false) | Err(None) => {}
+        Err(Some(e)) => return Err(e),
+    }
+    ctx.succeeded(run.as_ref());
+    Ok(requeue(
+        decision.requeue_after_ms,
+        decision.status.phase.is_terminal(),
+    ))
+}

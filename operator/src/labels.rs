@@ -1,0 +1,137 @@
+//! The names the operator gives and reads: labels, annotations, and the deterministic names of
+//! runner Jobs and warm pods. Everything the operator creates carries
+//! `app.kubernetes.io/managed-by=sparkwing`, and every watch is restricted to that label.
+//!
+//! Names and label values are limited to 63 characters; a longer run or pool name is shortened to
+//! a prefix plus a hash of the whole name ([`shorten`]), so two long names never collide by
+//! truncation. Where the exact name matters (mapping a pod back to its run) it is also kept in an
+//! annotation, which has no length limit.
+
+/// `app.kubernetes.io/managed-by`: who manages the object.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY`] on everything the operator creates.
+pub const MANAGED_BY_VALUE: &str = "sparkwing";
+/// `app.kubernetes.io/name`: what the object is.
+pub const APP_NAME: &str = "app.kubernetes.io/name";
+/// The value of [`APP_NAME`] on runner Jobs and pods.
+pub const APP_NAME_VALUE: &str = "sparkwing-runner";
+/// Label: the run (label-safe form, [`label_value`]) a Job or pod runs, or was claimed by.
+pub const RUN: &str = "sparkwing.dev/run";
+/// Label: the attempt (1, 2, ...) a Job or pod runs.
+pub const ATTEMPT: &str = "sparkwing.dev/attempt";
+/// Label: the RunnerPool (label-safe form) a warm pod belongs to, or whose settings a Job used.
+pub const POOL: &str = "sparkwing.dev/pool";
+/// Label: `true` on warm pods of a RunnerPool.
+pub const WARM: &str = "sparkwing.dev/warm";
+/// Label: set on a warm pod when a run claims it (label-safe run name).
+pub const CLAIMED_BY: &str = "sparkwing.dev/claimed-by";
+
+/// Annotation: the exact name of the run a Job or pod runs (labels may be shortened).
+pub const ANNOTATION_RUN: &str = "sparkwing.dev/run";
+/// Annotation: the uid of that run, so a run re-created under the same name never adopts the
+/// runners of its predecessor.
+pub const ANNOTATION_RUN_UID: &str = "sparkwing.dev/run-uid";
+/// Annotation: the attempt a claimed warm pod runs.
+pub const ANNOTATION_ATTEMPT: &str = "sparkwing.dev/attempt";
+/// Annotation: the exact name of the pool of a warm pod.
+pub const ANNOTATION_POOL: &str = "sparkwing.dev/pool";
+
+/// The standard labels of the Job controller on the pods of a Job.
+pub const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];
+
+/// The longest object name or label value the operator writes.
+pub const MAX_NAME: usize = 63;
+
+/// `app.kubernetes.io/managed-by=sparkwing`: the selector of every watch.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
+}
+
+/// FNV-1a, 64 bits: a stable hash that needs no dependency (not for security).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `name` if it fits in `max` characters, else a prefix of it, `-`, and 8 hex digits of its hash.
+/// The result starts and ends with an alphanumeric character when `name` does (a DNS label and a
+/// label value both require it).
+pub fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let hash = format!("{:08x}", fnv1a(name) & 0xffff_ffff);
+    let keep = max.saturating_sub(hash.len() + 1);
+    let prefix: String = name.chars().take(keep).collect();
+    let prefix = prefix.trim_end_matches(['-', '.', '_']);
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
+}
+
+/// The label-safe form of a run or pool name (at most 63 characters).
+pub fn label_value(name: &str) -> String {
+    shorten(name, MAX_NAME)
+}
+
+/// The name of the runner Job of `attempt` of `run`: `<run>-a<attempt>`, the run part shortened
+/// so the whole fits in 63 characters (the Job controller copies it into a pod label).
+pub fn job_name(run: &str, attempt: u32) -> String {
+    let suffix = format!("-a{attempt}");
+    format!("{}{suffix}", shorten(run, MAX_NAME - suffix.len()))
+}
+
+/// The prefix of warm pod names of `pool`; core's pool decision appends `-<now hex>-<i>` (at most
+/// 17 more characters), so the whole stays within 63.
+pub fn warm_pod_prefix(pool: &str) -> String {
+    shorten(pool, 40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_kept() {
+        assert_eq!(job_name("build-main", 1), "build-main-a1");
+        assert_eq!(label_value("build-main"), "build-main");
+        assert_eq!(warm_pod_prefix("default"), "default");
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically_and_distinctly() {
+        let a = "a".repeat(70);
+        let b = format!("{}b", "a".repeat(69));
+        let ja = job_name(&a, 10);
+        assert!(ja.len() <= 63, "{ja}");
+        assert!(ja.ends_with("-a10"), "{ja}");
+        assert_eq!(ja, job_name(&a, 10));
+        assert_ne!(ja, job_name(&b, 10));
+        assert_eq!(label_value(&a).len(), 63);
+        assert_ne!(label_value(&a), label_value(&b));
+    }
+
+    #[test]
+    fn shortened_names_do_not_end_in_punctuation() {
+        let name = format!("{}-.{}", "x".repeat(52), "y".repeat(20));
+        let s = shorten(&name, 63);
+        assert!(s.len() <= 63);
+        let prefix = &s[..s.len() - 9];
+        assert!(!prefix.ends_with(['-', '.']), "{s}");
+    }
+
+    #[test]
+    fn warm_pod_names_fit() {
+        // What core's pool decision makes of the prefix: `<prefix>-<now hex>-<i>`.
+        let name = format!(
+            "{}-{:x}-{}",
+            warm_pod_prefix(&"p".repeat(100)),
+            i64::MAX,
+            99
+        );
+        assert!(name.len() <= 63, "{name} is {}", name.len());
+    }
+}

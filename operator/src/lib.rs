@@ -1,0 +1,198 @@
+//! Sparkwing's Kubernetes operator: the adapter between the cluster and core's pure decisions.
+//!
+//! - A `PipelineRun` gets a runner: a warm pod claimed from its `RunnerPool` when one is idle,
+//!   otherwise a runner Job (`runner_job`). The run's phase and reason follow the runner's
+//!   outcome (`observe`), decided by `sparkwing_core::reconcile::run`.
+//! - A `RunnerPool` keeps `minIdle` warm pods, at most `maxRunners`, reaping idle ones after
+//!   `idleTimeout` (`sparkwing_core::reconcile::pool`).
+//!
+//! Everything is derived from the cluster (deterministic Job names, owner references, labels), so
+//! a restarted operator neither loses nor duplicates runs. Status is written by server-side apply
+//! and only when it changed; events only on transitions.
+//!
+//! Tests run the controllers in-process with [`run_controllers`]:
+//!
+//! ```no_run
+//! # async fn example(client: kube::Client) -> Result<(), sparkwing_operator::Error> {
+//! use sparkwing_operator::{run_controllers, Config};
+//!
+//! let config = Config::new("sparkwing-runner:test").namespace("my-test");
+//! let metrics = config.metrics.clone();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let operator = tokio::spawn(run_controllers(client, config, async move {
+//!     let _ = stopped.await;
+//! }));
+//! // ... create PipelineRuns, watch them ...
+//! assert_eq!(metrics.status_writes("PipelineRun"), 3);
+//! let _ = stop.send(());
+//! operator.await.unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod controller;
+pub mod crd_wait;
+pub mod error;
+pub mod events;
+pub mod executor;
+pub mod http;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod pool_claim;
+pub mod runner_job;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+
+pub use error::{Error, Result};
+pub use leader::LeaderConfig;
+pub use metrics::Metrics;
+
+use controller::Context;
+use events::Events;
+use leader::LeaderElector;
+use runner_job::RunnerDefaults;
+
+/// The default runner image (the same tag the Docker executor builds).
+pub const DEFAULT_RUNNER_IMAGE: &str = concat!("sparkwing-runner:", env!("CARGO_PKG_VERSION"));
+
+/// How the operator runs.
+#[derive(Clone)]
+pub struct Config {
+    /// Watch this namespace only; `None`: every namespace.
+    pub namespace: Option<String>,
+    /// Image of runner Jobs whose run names no RunnerPool (a pool's `spec.image` wins).
+    pub runner_image: String,
+    /// Service account of runners whose RunnerPool names none (`None`: the namespace default).
+    pub runner_service_account: Option<String>,
+    /// Run the controllers only while holding this Lease; `None`: always (one replica).
+    pub leader_election: Option<LeaderConfig>,
+    /// This replica's name in events (its pod name).
+    pub instance: Option<String>,
+    /// Metrics and readiness, shared with the HTTP server and with tests.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Config {
+    /// All namespaces, no leader election, fresh metrics.
+    pub fn new(runner_image: impl Into<String>) -> Self {
+        Config {
+            namespace: None,
+            runner_image: runner_image.into(),
+            runner_service_account: None,
+            leader_election: None,
+            instance: None,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// Watch only `namespace`.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Take part in leader election with this Lease.
+    #[must_use]
+    pub fn leader_election(mut self, lease: LeaderConfig) -> Self {
+        self.leader_election = Some(lease);
+        self
+    }
+
+    /// Name this replica (events' reporting instance).
+    #[must_use]
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+}
+
+/// Run the PipelineRun and RunnerPool controllers until `shutdown` completes.
+///
+/// Waits for the CRDs first (marking readiness in `config.metrics` when they are served), then,
+/// with leader election, for the Lease. Returns `Ok` after a clean shutdown (in-flight reconciles
+/// finish first; a held Lease is released), [`Error::LeadershipLost`] when another replica took
+/// the Lease over.
+pub async fn run_controllers(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let shutdown = shutdown.boxed().shared();
+    let metrics = config.metrics.clone();
+    let namespace = config.namespace.clone();
+
+    tokio::select! {
+        () = shutdown.clone() => return Ok(()),
+        () = crd_wait::wait_for_crds(&client, namespace.as_deref(), &metrics) => {}
+    }
+
+    let elector = config
+        .leader_election
+        .clone()
+        .map(|lease| LeaderElector::new(client.clone(), lease));
+    if let Some(elector) = &elector {
+        tokio::select! {
+            () = shutdown.clone() => return Ok(()),
+            acquired = elector.acquire() => acquired?,
+        }
+    }
+    metrics.set_leader(true);
+
+    let (run_controller, runs) = controller::run::controller(&client, namespace.as_deref());
+    let pool_controller = controller::pool::controller(&client, namespace.as_deref());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Events::new(client.clone(), config.instance.clone()),
+        metrics.clone(),
+        RunnerDefaults {
+            image: config.runner_image.clone(),
+            service_account: config.runner_service_account.clone(),
+        },
+        runs.clone(),
+    ));
+    let run_loop =
+        controller::run::run(run_controller, ctx.clone(), shutdown.clone()).for_each(|()| async {});
+    let pool_ctx = ctx.clone();
+    let pool_shutdown = shutdown.clone();
+    let pool_loop = async move {
+        // The pool controller reads run phases from the run controller's cache.
+        if runs.wait_until_ready().await.is_err() {
+            return;
+        }
+        controller::pool::run(pool_controller, pool_ctx, pool_shutdown)
+            .for_each(|()| async {})
+            .await;
+    };
+    tracing::info!(
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "controllers started"
+    );
+    let controllers = async {
+        futures::join!(run_loop, pool_loop);
+    };
+    let result = match &elector {
+        None => {
+            controllers.await;
+            Ok(())
+        }
+        Some(elector) => tokio::select! {
+            () = controllers => {
+                elector.release().await;
+                Ok(())
+            }
+            lost = elector.keep_leading() => {
+                tracing::error!(error = %lost, "stopping the controllers");
+                Err(lost)
+            }
+        },
+    };
+    metrics.set_leader(false);
+    result
+}

@@ -1,0 +1,580 @@
+//! Pure builders of the runner objects: the Job that runs one attempt of a PipelineRun, and the
+//! warm pod a RunnerPool keeps ready. No IO; tested from fixtures.
+//!
+//! The contract with the `sparkwing` binary inside (documented in `docs/operator.md`):
+//!
+//! - Job runner: `sparkwing runner --run <namespace>/<name> --attempt <n>`, with `SPARKWING_RUN`,
+//!   `SPARKWING_NAMESPACE`, `SPARKWING_ATTEMPT` and `SPARKWING_SKIP_BOX_SLOTS=1`.
+//! - Warm runner: `sparkwing runner --warm --pool <namespace>/<pool>`, with `SPARKWING_POOL`,
+//!   `SPARKWING_NAMESPACE` and `POD_NAME`; it waits until the operator claims its pod (label
+//!   [`CLAIMED_BY`](crate::labels::CLAIMED_BY), annotations [`ANNOTATION_RUN`] and
+//!   [`ANNOTATION_ATTEMPT`](crate::labels::ANNOTATION_ATTEMPT)), then runs that attempt.
+//!
+//! Both run under the restricted Pod Security Standard: non-root uid 65532, no privilege
+//! escalation, every capability dropped, the runtime's default seccomp profile and a read-only root
+//! filesystem with a writable `emptyDir` at `/tmp` (`HOME` and `SPARKWING_HOME` live there).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use sparkwing_crds::{PipelineRun, RunnerPool};
+
+use crate::error::{Error, Result};
+use crate::labels::{
+    job_name, label_value, ANNOTATION_POOL, ANNOTATION_RUN, ANNOTATION_RUN_UID, APP_NAME,
+    APP_NAME_VALUE, ATTEMPT, MANAGED_BY, MANAGED_BY_VALUE, POOL, RUN, WARM,
+};
+
+/// The name of the runner container in Job and warm pods.
+pub const CONTAINER: &str = "runner";
+/// The uid and gid runners run as (the distroless `nonroot` user).
+pub const RUNNER_UID: i64 = 65532;
+/// How long a runner may take to stop after SIGTERM: `finally` jobs of a run cancelled with
+/// `CancelledRunFinally` run in this window. A plain `Cancelled` stop deletes the pods with
+/// [`STOP_GRACE_SECONDS`] instead.
+pub const FINALLY_GRACE_SECONDS: i64 = 300;
+/// The grace period of a stop that skips `finally` jobs.
+pub const STOP_GRACE_SECONDS: u32 = 10;
+/// The writable scratch directory of runners (an `emptyDir`).
+pub const SCRATCH: &str = "/tmp";
+
+/// Environment variable names of the runner contract.
+pub mod env {
+    pub const RUN: &str = "SPARKWING_RUN";
+    pub const NAMESPACE: &str = "SPARKWING_NAMESPACE";
+    pub const ATTEMPT: &str = "SPARKWING_ATTEMPT";
+    pub const POOL: &str = "SPARKWING_POOL";
+    pub const SKIP_BOX_SLOTS: &str = "SPARKWING_SKIP_BOX_SLOTS";
+    pub const HOME: &str = "HOME";
+    pub const SPARKWING_HOME: &str = "SPARKWING_HOME";
+    pub const POD_NAME: &str = "POD_NAME";
+}
+
+/// What a runner needs that does not come from the run, used when no RunnerPool says otherwise:
+/// the image and the service account.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerDefaults {
+    pub image: String,
+    /// `None`: the namespace's `default` service account.
+    pub service_account: Option<String>,
+}
+
+fn meta_of<K: Resource>(obj: &K, kind: &'static str) -> Result<(String, String, String)> {
+    let m = obj.meta();
+    let missing = |field| Error::MissingObjectKey { kind, field };
+    Ok((
+        m.name.clone().ok_or_else(|| missing("metadata.name"))?,
+        m.namespace
+            .clone()
+            .ok_or_else(|| missing("metadata.namespace"))?,
+        m.uid.clone().ok_or_else(|| missing("metadata.uid"))?,
+    ))
+}
+
+/// The owner reference that makes `owner` the controller of what the operator creates for it:
+/// deleting the owner deletes the runner (and blocks until it is gone with foreground deletion).
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        block_owner_deletion: Some(true),
+        ..owner.controller_owner_ref(&())?
+    })
+}
+
+fn base_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
+        (APP_NAME.to_string(), APP_NAME_VALUE.to_string()),
+    ])
+}
+
+fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: path.to_string(),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The pool's extra environment first, then ours; a pool variable with one of our names is
+/// dropped, so the contract variables cannot be overridden by accident.
+fn merge_env(pool: Option<&RunnerPool>, ours: Vec<EnvVar>) -> Vec<EnvVar> {
+    let mut out: Vec<EnvVar> = pool
+        .map(|p| p.spec.env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !ours.iter().any(|o| o.name == e.name))
+        .collect();
+    out.extend(ours);
+    out
+}
+
+/// The restricted container security context.
+pub fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            add: None,
+        }),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNNER_UID),
+        run_as_group: Some(RUNNER_UID),
+        read_only_root_filesystem: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The restricted pod security context.
+pub fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNNER_UID),
+        run_as_group: Some(RUNNER_UID),
+        fs_group: Some(RUNNER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn image_of(pool: Option<&RunnerPool>, defaults: &RunnerDefaults) -> String {
+    pool.map(|p| p.spec.image.trim())
+        .filter(|i| !i.is_empty())
+        .unwrap_or(&defaults.image)
+        .to_string()
+}
+
+/// The pod spec shared by Job pods and warm pods; `pool` supplies resources, placement, service
+/// account and extra environment.
+fn pod_spec(
+    pool: Option<&RunnerPool>,
+    defaults: &RunnerDefaults,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+) -> PodSpec {
+    let ps = pool.map(|p| &p.spec);
+    let image = image_of(pool, defaults);
+    PodSpec {
+        restart_policy: Some("Never".to_string()),
+        security_context: Some(pod_security_context()),
+        termination_grace_period_seconds: Some(FINALLY_GRACE_SECONDS),
+        service_account_name: ps
+            .and_then(|s| s.service_account_name.clone())
+            .or_else(|| defaults.service_account.clone()),
+        node_selector: ps
+            .map(|s| s.node_selector.clone())
+            .filter(|m| !m.is_empty()),
+        tolerations: ps.map(|s| s.tolerations.clone()).filter(|t| !t.is_empty()),
+        containers: vec![Container {
+            name: CONTAINER.to_string(),
+            image: Some(image),
+            image_pull_policy: Some("IfNotPresent".to_string()),
+            command: Some(vec!["sparkwing".to_string()]),
+            args: Some(args),
+            env: Some(env),
+            resources: ps.and_then(|s| s.resources.clone()),
+            security_context: Some(container_security_context()),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "scratch".to_string(),
+                mount_path: SCRATCH.to_string(),
+                ..VolumeMount::default()
+            }]),
+            ..Container::default()
+        }],
+        volumes: Some(vec![Volume {
+            name: "scratch".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    }
+}
+
+/// `activeDeadlineSeconds` for a run's timeout: whole seconds, rounded up, at least 1.
+pub fn active_deadline_seconds(timeout_ms: Option<u64>) -> Option<i64> {
+    timeout_ms.map(|ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX).max(1))
+}
+
+/// The runner Job of `attempt` of `run`. `pool` is the run's RunnerPool when it exists (its
+/// image, resources and placement are used); otherwise the defaults apply.
+pub fn build_job(
+    run: &PipelineRun,
+    pool: Option<&RunnerPool>,
+    attempt: u32,
+    defaults: &RunnerDefaults,
+) -> Result<Job> {
+    let (name, namespace, uid) = meta_of(run, "PipelineRun")?;
+    let mut labels = base_labels();
+    labels.insert(RUN.to_string(), label_value(&name));
+    labels.insert(ATTEMPT.to_string(), attempt.to_string());
+    if let Some(p) = pool {
+        labels.insert(POOL.to_string(), label_value(&p.name_any()));
+    }
+    let annotations = BTreeMap::from([
+        (ANNOTATION_RUN.to_string(), name.clone()),
+        (ANNOTATION_RUN_UID.to_string(), uid),
+    ]);
+    let env = merge_env(
+        pool,
+        vec![
+            env_value(env::RUN, &name),
+            env_value(env::NAMESPACE, &namespace),
+            env_value(env::ATTEMPT, attempt.to_string()),
+            env_value(env::SKIP_BOX_SLOTS, "1"),
+            env_value(env::HOME, SCRATCH),
+            env_value(env::SPARKWING_HOME, format!("{SCRATCH}/sparkwing")),
+            env_field(env::POD_NAME, "metadata.name"),
+        ],
+    );
+    let args = vec![
+        "runner".to_string(),
+        "--run".to_string(),
+        format!("{namespace}/{name}"),
+        "--attempt".to_string(),
+        attempt.to_string(),
+    ];
+    let spec = pod_spec(pool, defaults, args, env);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&name, attempt)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            owner_references: controller_ref(run).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            // Retries are the operator's (a new Job per attempt), never the Job controller's.
+            backoff_limit: Some(0),
+            active_deadline_seconds: active_deadline_seconds(run.intent().timeout_ms),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(spec),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// A warm runner pod of `pool` named `name` (core's pool decision names it).
+pub fn build_warm_pod(pool: &RunnerPool, name: &str, defaults: &RunnerDefaults) -> Result<Pod> {
+    let (pool_name, namespace, _uid) = meta_of(pool, "RunnerPool")?;
+    let mut labels = base_labels();
+    labels.insert(POOL.to_string(), label_value(&pool_name));
+    labels.insert(WARM.to_string(), "true".to_string());
+    let env = merge_env(
+        Some(pool),
+        vec![
+            env_value(env::POOL, &pool_name),
+            env_value(env::NAMESPACE, &namespace),
+            env_value(env::SKIP_BOX_SLOTS, "1"),
+            env_value(env::HOME, SCRATCH),
+            env_value(env::SPARKWING_HOME, format!("{SCRATCH}/sparkwing")),
+            env_field(env::POD_NAME, "metadata.name"),
+        ],
+    );
+    let args = vec![
+        "runner".to_string(),
+        "--warm".to_string(),
+        "--pool".to_string(),
+        format!("{namespace}/{pool_name}"),
+    ];
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(ANNOTATION_POOL.to_string(), pool_name)])),
+            owner_references: controller_ref(pool).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(pod_spec(Some(pool), defaults, args, env)),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn defaults() -> RunnerDefaults {
+        RunnerDefaults {
+            image: "ghcr.io/sparkwing/runner:test".into(),
+            service_account: Some("sparkwing-runner".into()),
+        }
+    }
+
+    fn pod_of(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    fn env_of(c: &Container) -> BTreeMap<String, String> {
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let v = e.value.clone().unwrap_or_else(|| {
+                    format!(
+                        "<{}>",
+                        e.value_from
+                            .as_ref()
+                            .unwrap()
+                            .field_ref
+                            .as_ref()
+                            .unwrap()
+                            .field_path
+                    )
+                });
+                (e.name.clone(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn job_is_named_labelled_and_owned_by_the_run() {
+        let run = PipelineRun::test("build-main");
+        let job = build_job(&run, None, 2, &defaults()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("build-main-a2"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("default"));
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY], "sparkwing");
+        assert_eq!(labels[APP_NAME], "sparkwing-runner");
+        assert_eq!(labels[RUN], "build-main");
+        assert_eq!(labels[ATTEMPT], "2");
+        assert!(!labels.contains_key(POOL));
+        let annotations = job.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[ANNOTATION_RUN], "build-main");
+        assert_eq!(annotations[ANNOTATION_RUN_UID], "uid-build-main");
+        let owners = job.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "PipelineRun");
+        assert_eq!(owners[0].api_version, "sparkwing.dev/v1alpha1");
+        assert_eq!(owners[0].name, "build-main");
+        assert_eq!(owners[0].uid, "uid-build-main");
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
+        // The pods carry the same labels, so they are found by run and attempt.
+        let template = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
+        assert_eq!(template.labels.as_ref(), Some(labels));
+        assert_eq!(template.annotations.as_ref(), Some(annotations));
+    }
+
+    #[test]
+    fn job_names_are_deterministic_and_bounded() {
+        let run = PipelineRun::test(&"r".repeat(80));
+        let a = build_job(&run, None, 1, &defaults()).unwrap();
+        let b = build_job(&run, None, 1, &defaults()).unwrap();
+        let name = a.metadata.name.clone().unwrap();
+        assert_eq!(Some(name.clone()), b.metadata.name);
+        assert!(name.len() <= 63 && name.ends_with("-a1"), "{name}");
+        let label = &a.metadata.labels.as_ref().unwrap()[RUN];
+        assert!(label.len() <= 63);
+        // The exact name survives in the annotation.
+        assert_eq!(
+            a.metadata.annotations.as_ref().unwrap()[ANNOTATION_RUN],
+            "r".repeat(80)
+        );
+    }
+
+    #[test]
+    fn job_runs_the_runner_for_the_attempt() {
+        let run = PipelineRun::test("r1");
+        let job = build_job(&run, None, 3, &defaults()).unwrap();
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.ttl_seconds_after_finished, None);
+        let pod = pod_of(&job);
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(c.name, "runner");
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/sparkwing/runner:test"));
+        assert_eq!(c.command.as_deref(), Some(&["sparkwing".to_string()][..]));
+        assert_eq!(
+            c.args.clone().unwrap(),
+            ["runner", "--run", "default/r1", "--attempt", "3"]
+        );
+        let env = env_of(c);
+        assert_eq!(env["SPARKWING_RUN"], "r1");
+        assert_eq!(env["SPARKWING_NAMESPACE"], "default");
+        assert_eq!(env["SPARKWING_ATTEMPT"], "3");
+        assert_eq!(env["SPARKWING_SKIP_BOX_SLOTS"], "1");
+        assert_eq!(env["HOME"], "/tmp");
+        assert_eq!(env["POD_NAME"], "<metadata.name>");
+        assert_eq!(
+            pod_of(&job).service_account_name.as_deref(),
+            Some("sparkwing-runner")
+        );
+    }
+
+    #[test]
+    fn job_and_pod_are_restricted() {
+        let job = build_job(&PipelineRun::test("r1"), None, 1, &defaults()).unwrap();
+        let pod = pod_of(&job);
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let sc = pod.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(65532));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.privileged, None);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.capabilities.as_ref().unwrap().add, None);
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        // The read-only root is usable: /tmp is a writable emptyDir.
+        let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(mount.mount_path, "/tmp");
+        let vol = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(vol.name, mount.name);
+        assert!(vol.empty_dir.is_some());
+        assert_eq!(pod.host_network, None);
+        assert_eq!(pod.host_pid, None);
+    }
+
+    #[test]
+    fn deadline_comes_from_the_timeout() {
+        let run = PipelineRun::test("r1").with_timeout("1h30m");
+        let job = build_job(&run, None, 1, &defaults()).unwrap();
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(5400));
+        let job = build_job(&PipelineRun::test("r1"), None, 1, &defaults()).unwrap();
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, None);
+        assert_eq!(active_deadline_seconds(Some(1)), Some(1));
+        assert_eq!(active_deadline_seconds(Some(1500)), Some(2));
+    }
+
+    #[test]
+    fn pool_settings_flow_into_the_job() {
+        let mut pool = RunnerPool::test("fast");
+        pool.spec.image = "runner:pool".into();
+        pool.spec.service_account_name = Some("builder".into());
+        pool.spec.node_selector.insert("kind".into(), "ci".into());
+        pool.spec.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
+            ..ResourceRequirements::default()
+        });
+        pool.spec.env = vec![
+            env_value("EXTRA", "1"),
+            // May not override the contract.
+            env_value("SPARKWING_RUN", "hijack"),
+        ];
+        let run = PipelineRun::test("r1").in_pool("fast");
+        let job = build_job(&run, Some(&pool), 1, &defaults()).unwrap();
+        assert_eq!(job.metadata.labels.as_ref().unwrap()[POOL], "fast");
+        let pod = pod_of(&job);
+        assert_eq!(pod.service_account_name.as_deref(), Some("builder"));
+        assert_eq!(pod.node_selector.as_ref().unwrap()["kind"], "ci");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("runner:pool"));
+        assert!(c.resources.is_some());
+        let env = env_of(c);
+        assert_eq!(env["EXTRA"], "1");
+        assert_eq!(env["SPARKWING_RUN"], "r1");
+        assert_eq!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|e| e.name == "SPARKWING_RUN")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn warm_pod_waits_for_a_claim() {
+        let pool = RunnerPool::test("fast");
+        let pod = build_warm_pod(&pool, "fast-19a-0", &defaults()).unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("fast-19a-0"));
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_BY], "sparkwing");
+        assert_eq!(labels[POOL], "fast");
+        assert_eq!(labels[WARM], "true");
+        assert!(!labels.contains_key(RUN));
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("RunnerPool", Some(true))
+        );
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.active_deadline_seconds, None);
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("sparkwing-runner:test"));
+        assert_eq!(
+            c.args.clone().unwrap(),
+            ["runner", "--warm", "--pool", "default/fast"]
+        );
+        let env = env_of(c);
+        assert_eq!(env["SPARKWING_POOL"], "fast");
+        assert_eq!(env["SPARKWING_SKIP_BOX_SLOTS"], "1");
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn objects_without_identity_are_errors_not_panics() {
+        let mut run = PipelineRun::test("r1");
+        run.metadata.uid = None;
+        assert!(matches!(
+            build_job(&run, None, 1, &defaults()),
+            Err(Error::MissingObjectKey {
+                field: "metadata.uid",
+                ..
+            })
+        ));
+    }
+}
