@@ -15,14 +15,21 @@
 //! # }
 //! ```
 //!
+//! [`NodeEmulator`] is test infrastructure standing in for the kubelet, the Job controller and the
+//! garbage collector: it runs the pods of Sparkwing's Jobs on the local Docker engine.
+//!
 //! See `docs/e2e.md`.
 
 mod bed;
 pub mod binaries;
 mod namespace;
+pub mod node_emulator;
 
 pub use bed::{
     crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, FIELD_MANAGER, KEEP_ENV, START_TIMEOUT,
 };
 pub use binaries::Binaries;
 pub use namespace::TestNamespace;
+pub use node_emulator::{
+    busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, BUSYBOX_IMAGE,
+};

@@ -1,0 +1,2168 @@
+//! [`NodeEmulator`]: TEST INFRASTRUCTURE that stands in for the kubelet, the Job controller and
+//! the garbage collector the test bed does not run, so that the Sparkwing operator's Jobs and
+//! Pods actually run (on the host's Docker engine) and get the status a real cluster would give
+//! them.
+//!
+//! It is not a kubelet. It does what the operator's tests need and no more; what it does not do
+//! is listed in `docs/e2e.md` ("The node emulator").
+//!
+//! Per namespace, it acts as:
+//!
+//! - the **Job controller** for Jobs labelled `app.kubernetes.io/managed-by=sparkwing`
+//!   ([`NodeEmulatorOptions::label_selector`]): one Pod per Job from `spec.template` (named
+//!   `<job>-<5 random chars>` through `generateName`, controller ownerReference, the `job-name` and
+//!   `controller-uid` labels), `status.startTime`, `active`, `ready`, `terminating`, `succeeded`,
+//!   `failed`, the conditions `SuccessCriteriaMet` + `Complete` (with `completionTime`) or
+//!   `FailureTarget` + `Failed` (`BackoffLimitExceeded`, `DeadlineExceeded`), written through the
+//!   status subresource. `activeDeadlineSeconds` is enforced (the Job's pods are deleted at once).
+//!   A failed pod is replaced while `failed <= backoffLimit`, without back-off delay.
+//! - the **kubelet** for Pods with that label and for the Pods of those Jobs: binds the pod to
+//!   [`NodeEmulatorOptions::node_name`] (so deletions are graceful, as on a real node), runs its
+//!   first container on Docker (host network, `command`, `args`, plain `env` values, `workingDir`,
+//!   `securityContext.runAsUser/runAsGroup`, `resources.limits.memory`) and writes pod status:
+//!   `Pending`/`ContainerCreating`, `Running` and `Ready`, then `Succeeded` or `Failed` with the
+//!   exit code and reason (`Completed`, `Error`, `OOMKilled`). An image missing from the local
+//!   engine gives `ErrImagePull` then `ImagePullBackOff` (it never pulls). A deleted pod gets
+//!   SIGTERM, SIGKILL after `metadata.deletionGracePeriodSeconds`, its final status, and is then
+//!   removed (grace 0), as the kubelet does.
+//! - a minimal **garbage collector** for the Jobs and Pods of the namespace: every
+//!   [`NodeEmulatorOptions::gc_interval`] (and at once when a watched object is deleted), an
+//!   object whose owners are all gone is deleted; the dependents of an owner deleted with
+//!   `propagationPolicy: Foreground` are deleted and the owner's `foregroundDeletion` finalizer
+//!   removed once they are gone; with `Orphan` (the default for `batch/v1` Jobs when no policy is
+//!   given) the dependents lose their ownerReference and the `orphan` finalizer is removed.
+//!
+//! Test knobs: the annotation [`OOM_KILL_ANNOTATION`]`: "true"` on a pod or
+//! [`NodeEmulator::oom_kill`] kills the container and reports `OOMKilled` (exit code 137);
+//! [`NodeEmulator::lose`] makes a pod disappear the way a vanished node ([`LossKind::Deleted`])
+//! or a kubelet eviction ([`LossKind::Evicted`]) would.
+//!
+//! Containers are labelled [`EMULATED_POD_LABEL`]` = <namespace>/<pod>` and [`EMULATOR_LABEL`]
+//! ` = <emulator id>`; [`NodeEmulator::shutdown`] (or dropping the emulator) removes them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::pending;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, Preconditions, PropagationPolicy,
+};
+use kube::discovery::Scope;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The label the operator puts on what it creates; the emulator's default selector.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`] the emulator acts on by default.
+pub const MANAGED_BY: &str = "sparkwing";
+/// Annotate a pod with this set to `"true"` to have its container killed as the kernel's OOM
+/// killer would: the pod ends `Failed`, exit code 137, reason `OOMKilled`.
+pub const OOM_KILL_ANNOTATION: &str = "e2e.sparkwing.dev/oom-kill";
+/// Docker label of every container the emulator runs: `<namespace>/<pod>`.
+pub const EMULATED_POD_LABEL: &str = "sparkwing.dev/emulated-pod";
+/// Docker label of every container the emulator runs: the pod's uid.
+pub const EMULATED_POD_UID_LABEL: &str = "sparkwing.dev/emulated-pod-uid";
+/// Docker label of every container the emulator runs: the emulator's id ([`NodeEmulator::id`]).
+pub const EMULATOR_LABEL: &str = "sparkwing.dev/node-emulator";
+/// The node the emulator binds pods to by default (no Node object is created).
+pub const DEFAULT_NODE_NAME: &str = "sparkwing-e2e-node";
+/// The field manager of the emulator's writes.
+pub const NODE_EMULATOR_FIELD_MANAGER: &str = "sparkwing-e2e-node-emulator";
+/// The address pods get (`hostIP`, `podIP`): containers use the host's network.
+pub const POD_IP: &str = "127.0.0.1";
+
+/// How long [`NodeEmulator::shutdown`] waits for the pod workers to remove their containers.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the emulator chooses what to act on, and how often the garbage collector looks.
+#[derive(Debug, Clone)]
+pub struct NodeEmulatorOptions {
+    /// Jobs and Pods matching this selector are run. Equality terms only (`k=v,k2=v2`); the
+    /// Pods a managed Job gets are run whatever their labels.
+    pub label_selector: String,
+    /// The node pods are bound to (`spec.nodeName`). Binding makes the apiserver delete pods
+    /// gracefully, as on a real node; no Node object is created.
+    pub node_name: String,
+    /// How often the garbage collector lists the namespace's Jobs and Pods.
+    pub gc_interval: Duration,
+    /// Give containers the memory limit of `resources.limits.memory`, so a real OOM kill is
+    /// reported `OOMKilled` too.
+    pub memory_limits: bool,
+}
+
+impl Default for NodeEmulatorOptions {
+    fn default() -> Self {
+        NodeEmulatorOptions {
+            label_selector: format!("{MANAGED_BY_LABEL}={MANAGED_BY}"),
+            node_name: DEFAULT_NODE_NAME.to_string(),
+            gc_interval: Duration::from_millis(200),
+            memory_limits: true,
+        }
+    }
+}
+
+/// How [`NodeEmulator::lose`] makes a pod disappear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// The node vanished: the container is removed and the Pod object deleted (grace 0), with
+    /// no final status (the Job controller counts the pod as failed).
+    Deleted,
+    /// The kubelet evicted the pod: the container is removed and the pod set `Failed` with
+    /// `reason: Evicted`, a message and a `DisruptionTarget` condition; the object stays.
+    Evicted,
+}
+
+/// TEST INFRASTRUCTURE: the kubelet, Job controller and garbage collector of one namespace of the
+/// test bed, running pods on the local Docker engine. See the [module docs](self).
+pub struct NodeEmulator {
+    namespace: String,
+    node_name: String,
+    id: String,
+    docker: Docker,
+    control: mpsc::UnboundedSender<Control>,
+    main: Option<JoinHandle<()>>,
+    gc: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NodeEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeEmulator")
+            .field("namespace", &self.namespace)
+            .field("node_name", &self.node_name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Requests from the [`NodeEmulator`] handle to its main task.
+enum Control {
+    OomKill {
+        pod: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Lose {
+        pod: String,
+        kind: LossKind,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl NodeEmulator {
+    /// Starts emulating a node for `namespace`: connects to Docker (`DOCKER_HOST` or
+    /// `/var/run/docker.sock`), then watches Jobs and Pods on a task of the current runtime.
+    /// Stop it with [`shutdown`](Self::shutdown); dropping it also removes its containers.
+    pub async fn start(
+        client: Client,
+        namespace: &str,
+        options: NodeEmulatorOptions,
+    ) -> Result<NodeEmulator> {
+        let docker = Docker::connect_with_defaults()
+            .context("connecting to the Docker engine for the node emulator")?
+            .negotiate_version()
+            .await
+            .context("connecting to the Docker engine for the node emulator")?;
+        let id = emulator_id();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let gc_kick = Arc::new(Notify::new());
+        let selector = parse_selector(&options.label_selector)?;
+        let node_name = options.node_name.clone();
+        let ctx = Arc::new(Ctx {
+            pods: Api::namespaced(client.clone(), namespace),
+            jobs: Api::namespaced(client.clone(), namespace),
+            client,
+            docker: docker.clone(),
+            namespace: namespace.to_string(),
+            id: id.clone(),
+            options,
+            selector,
+            internal: internal_tx,
+        });
+        let emulator = Emulator {
+            ctx: ctx.clone(),
+            gc_kick: gc_kick.clone(),
+            jobs: BTreeMap::new(),
+            tracks: HashMap::new(),
+            pods: BTreeMap::new(),
+            workers: HashMap::new(),
+            started: HashSet::new(),
+            pods_synced: false,
+        };
+        let main = tokio::spawn(emulator.run(control_rx, internal_rx));
+        let gc = tokio::spawn(gc_loop(ctx, gc_kick));
+        Ok(NodeEmulator {
+            namespace: namespace.to_string(),
+            node_name,
+            id,
+            docker,
+            control: control_tx,
+            main: Some(main),
+            gc: Some(gc),
+        })
+    }
+
+    /// The namespace it acts in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The node name pods are bound to.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// This emulator's id, the value of [`EMULATOR_LABEL`] on its containers.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Kills the pod's container as the OOM killer would (SIGKILL); the pod then ends `Failed`
+    /// with exit code 137 and reason `OOMKilled`. A pod whose container has not started yet is
+    /// killed as soon as it starts. Returns once the kill is sent. Same as setting the
+    /// annotation [`OOM_KILL_ANNOTATION`]` = "true"`.
+    pub async fn oom_kill(&self, pod: &str) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::OomKill {
+            pod: pod.to_string(),
+            reply,
+        })?;
+        answer.await.context("the node emulator stopped")?
+    }
+
+    /// Makes the pod disappear as a lost node ([`LossKind::Deleted`]) or an eviction
+    /// ([`LossKind::Evicted`]) would. Returns once the container is removed and the Pod object
+    /// deleted, or its `Evicted` status written.
+    pub async fn lose(&self, pod: &str, kind: LossKind) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::Lose {
+            pod: pod.to_string(),
+            kind,
+            reply,
+        })?;
+        answer.await.context("the node emulator stopped")?
+    }
+
+    /// The output (stdout and stderr, interleaved as Docker kept them) of the pod's container;
+    /// empty when it has none (not started, or removed).
+    pub async fn logs(&self, pod: &str) -> Result<String> {
+        let Some(name) = self.containers(pod).await?.into_iter().next() else {
+            return Ok(String::new());
+        };
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = self.docker.logs(&name, Some(opts));
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(err) if is_docker_not_found(&err) => break,
+                Err(err) => return Err(err).context(format!("reading the logs of {name}")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the Docker containers (running or not) this emulator holds for the pod.
+    /// Empty once the pod is deleted and its container removed.
+    pub async fn containers(&self, pod: &str) -> Result<Vec<String>> {
+        list_containers(
+            &self.docker,
+            &[
+                (EMULATOR_LABEL, &self.id),
+                (EMULATED_POD_LABEL, &format!("{}/{pod}", self.namespace)),
+            ],
+        )
+        .await
+    }
+
+    /// The names of all Docker containers (running or not) this emulator holds.
+    pub async fn all_containers(&self) -> Result<Vec<String>> {
+        list_containers(&self.docker, &[(EMULATOR_LABEL, &self.id)]).await
+    }
+
+    /// Stops watching and removes every container the emulator ran. Pod and Job objects are
+    /// left as they are.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(gc) = self.gc.take() {
+            gc.abort();
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.control.send(Control::Shutdown { reply }).is_ok() {
+            let _ = answer.await;
+        }
+        if let Some(main) = self.main.take() {
+            let _ = main.await;
+        }
+        remove_containers(&self.docker, &self.id).await
+    }
+
+    fn send(&self, control: Control) -> Result<()> {
+        self.control
+            .send(control)
+            .map_err(|_| anyhow!("the node emulator stopped"))
+    }
+}
+
+impl Drop for NodeEmulator {
+    /// Without [`shutdown`](NodeEmulator::shutdown) (a test that panicked, say): stops the
+    /// tasks and removes the containers on a thread of its own (drop cannot await, and the
+    /// test's runtime may be shutting down).
+    fn drop(&mut self) {
+        let Some(main) = self.main.take() else {
+            return;
+        };
+        main.abort();
+        if let Some(gc) = self.gc.take() {
+            gc.abort();
+        }
+        let id = self.id.clone();
+        let removed = std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+                remove_containers(&docker, &id).await
+            })
+        })
+        .join();
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("sparkwing-e2e node emulator: removing containers: {err:#}"),
+            Err(_) => eprintln!("sparkwing-e2e node emulator: removing containers panicked"),
+        }
+    }
+}
+
+/// What the main task, the pod workers and the garbage collector share.
+struct Ctx {
+    client: Client,
+    docker: Docker,
+    namespace: String,
+    id: String,
+    options: NodeEmulatorOptions,
+    selector: Vec<(String, Option<String>)>,
+    pods: Api<Pod>,
+    jobs: Api<Job>,
+    internal: mpsc::UnboundedSender<Internal>,
+}
+
+/// Messages from pod workers to the main task.
+enum Internal {
+    /// The worker of the pod with this uid ended: its container is removed.
+    WorkerDone { uid: String },
+}
+
+/// Commands from the main task to a pod worker.
+enum WorkerCmd {
+    /// The Pod object got a deletionTimestamp: SIGTERM, SIGKILL after `grace`.
+    Terminate {
+        grace: Duration,
+    },
+    OomKill {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    Lose {
+        kind: LossKind,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// The Pod object is gone.
+    Gone,
+    Shutdown,
+}
+
+struct WorkerHandle {
+    tx: mpsc::UnboundedSender<WorkerCmd>,
+    job_uid: Option<String>,
+    terminate_sent: bool,
+    oom_sent: bool,
+    task: JoinHandle<()>,
+}
+
+/// What the Job controller remembers of a Job (the real one tracks pods with finalizers).
+#[derive(Default)]
+struct JobTrack {
+    /// Names of pods created and not yet seen through the watch.
+    expected: HashSet<String>,
+    succeeded: HashSet<String>,
+    failed: HashSet<String>,
+}
+
+/// The main task: watches, the Job controller, and the dispatch of pods to workers.
+struct Emulator {
+    ctx: Arc<Ctx>,
+    gc_kick: Arc<Notify>,
+    jobs: BTreeMap<String, Job>,
+    /// By Job uid.
+    tracks: HashMap<String, JobTrack>,
+    /// The pods the emulator runs, by name.
+    pods: BTreeMap<String, Pod>,
+    /// By pod uid; removed when the worker reports it is done.
+    workers: HashMap<String, WorkerHandle>,
+    /// Uids of pods a worker was started for (never twice).
+    started: HashSet<String>,
+    /// Jobs are reconciled only once the pods were listed (no duplicate pods).
+    pods_synced: bool,
+}
+
+/// Objects seen during a watch (re-)list, to find those deleted while the watch was down.
+struct Relist(Option<HashSet<String>>);
+
+impl Emulator {
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let selector = self.ctx.options.label_selector.clone();
+        let mut jobs = watcher(
+            self.ctx.jobs.clone(),
+            watcher::Config::default().labels(&selector),
+        )
+        .default_backoff()
+        .boxed();
+        // All pods: those of managed Jobs need not carry the label.
+        let mut pods = watcher(self.ctx.pods.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut job_relist = Relist(None);
+        let mut pod_relist = Relist(None);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                event = jobs.next() => match event {
+                    Some(Ok(event)) => self.on_job_event(event, &mut job_relist).await,
+                    Some(Err(err)) => warn(format_args!("watching Jobs: {err}")),
+                    None => break,
+                },
+                event = pods.next() => match event {
+                    Some(Ok(event)) => self.on_pod_event(event, &mut pod_relist).await,
+                    Some(Err(err)) => warn(format_args!("watching Pods: {err}")),
+                    None => break,
+                },
+                Some(message) = internal.recv() => match message {
+                    Internal::WorkerDone { uid } => {
+                        if let Some(worker) = self.workers.remove(&uid) {
+                            if let Some(job) = worker.job_uid {
+                                self.reconcile_job_uid(&job).await;
+                            }
+                        }
+                    }
+                },
+                control = control.recv() => match control {
+                    Some(Control::OomKill { pod, reply }) => self.forward_oom(&pod, reply),
+                    Some(Control::Lose { pod, kind, reply }) => {
+                        match self.worker_of(&pod) {
+                            Ok(worker) => {
+                                let _ = worker.tx.send(WorkerCmd::Lose { kind, reply });
+                            }
+                            Err(err) => {
+                                let _ = reply.send(Err(err));
+                            }
+                        }
+                    }
+                    Some(Control::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => break,
+                },
+                _ = sleep_until(deadline) => {
+                    let names: Vec<String> = self.jobs.keys().cloned().collect();
+                    for name in names {
+                        self.reconcile_job(&name).await;
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        let workers: Vec<WorkerHandle> = self.workers.drain().map(|(_, w)| w).collect();
+        for worker in &workers {
+            let _ = worker.tx.send(WorkerCmd::Shutdown);
+        }
+        let all = futures_util::future::join_all(workers.into_iter().map(|w| w.task));
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, all).await.is_err() {
+            warn(format_args!(
+                "pod workers did not stop within {SHUTDOWN_TIMEOUT:?}"
+            ));
+        }
+    }
+
+    fn worker_of(&self, pod: &str) -> Result<&WorkerHandle> {
+        let uid = self
+            .pods
+            .get(pod)
+            .and_then(|p| p.metadata.uid.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the node emulator runs no pod {pod} in namespace {}",
+                    self.ctx.namespace
+                )
+            })?;
+        self.workers
+            .get(&uid)
+            .ok_or_else(|| anyhow!("the node emulator's worker for pod {pod} has ended"))
+    }
+
+    fn forward_oom(&mut self, pod: &str, reply: oneshot::Sender<Result<()>>) {
+        let uid = match self.worker_of(pod) {
+            Ok(_) => self.pods[pod].metadata.uid.clone().unwrap_or_default(),
+            Err(err) => {
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        if let Some(worker) = self.workers.get_mut(&uid) {
+            worker.oom_sent = true;
+            let _ = worker.tx.send(WorkerCmd::OomKill { reply: Some(reply) });
+        }
+    }
+
+    async fn on_job_event(&mut self, event: Event<Job>, relist: &mut Relist) {
+        match event {
+            Event::Init => relist.0 = Some(HashSet::new()),
+            Event::InitApply(job) | Event::Apply(job) => {
+                let name = job.name_any();
+                if let Some(seen) = relist.0.as_mut() {
+                    seen.insert(name.clone());
+                }
+                if job.metadata.deletion_timestamp.is_some() {
+                    self.gc_kick.notify_one();
+                }
+                self.jobs.insert(name.clone(), job);
+                self.reconcile_job(&name).await;
+            }
+            Event::InitDone => {
+                if let Some(seen) = relist.0.take() {
+                    let gone: Vec<String> = self
+                        .jobs
+                        .keys()
+                        .filter(|name| !seen.contains(*name))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        self.job_deleted(&name);
+                    }
+                }
+            }
+            Event::Delete(job) => self.job_deleted(&job.name_any()),
+        }
+    }
+
+    fn job_deleted(&mut self, name: &str) {
+        if let Some(job) = self.jobs.remove(name) {
+            if let Some(uid) = job.metadata.uid {
+                self.tracks.remove(&uid);
+            }
+        }
+        // Its pods are the garbage collector's.
+        self.gc_kick.notify_one();
+    }
+
+    /// Whether the emulator runs this pod: it matches the selector or belongs to a managed Job.
+    fn is_ours(&self, pod: &Pod) -> bool {
+        matches_selector(&self.ctx.selector, pod.labels())
+            || controller_of(&pod.metadata).is_some_and(|owner| {
+                owner.kind == "Job"
+                    && self
+                        .jobs
+                        .values()
+                        .any(|job| job.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+            })
+    }
+
+    async fn on_pod_event(&mut self, event: Event<Pod>, relist: &mut Relist) {
+        match event {
+            Event::Init => relist.0 = Some(HashSet::new()),
+            Event::InitApply(pod) | Event::Apply(pod) => {
+                if let Some(seen) = relist.0.as_mut() {
+                    seen.insert(pod.name_any());
+                }
+                self.pod_applied(pod).await;
+            }
+            Event::InitDone => {
+                if let Some(seen) = relist.0.take() {
+                    let gone: Vec<Pod> = self
+                        .pods
+                        .values()
+                        .filter(|p| !seen.contains(&p.name_any()))
+                        .cloned()
+                        .collect();
+                    for pod in gone {
+                        self.pod_deleted(pod).await;
+                    }
+                }
+                if !self.pods_synced {
+                    self.pods_synced = true;
+                    let names: Vec<String> = self.jobs.keys().cloned().collect();
+                    for name in names {
+                        self.reconcile_job(&name).await;
+                    }
+                }
+            }
+            Event::Delete(pod) => self.pod_deleted(pod).await,
+        }
+    }
+
+    async fn pod_applied(&mut self, pod: Pod) {
+        if !self.is_ours(&pod) {
+            return;
+        }
+        let name = pod.name_any();
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let job = controller_of(&pod.metadata)
+            .filter(|o| o.kind == "Job")
+            .map(|o| o.uid.clone());
+        if let Some(job_uid) = &job {
+            let phase = phase(&pod);
+            let track = self.tracks.entry(job_uid.clone()).or_default();
+            track.expected.remove(&name);
+            match phase {
+                "Succeeded" => {
+                    track.succeeded.insert(uid.clone());
+                }
+                "Failed" => {
+                    track.failed.insert(uid.clone());
+                }
+                _ => {}
+            }
+        }
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        if deleting {
+            self.gc_kick.notify_one();
+        }
+        let oom = pod
+            .annotations()
+            .get(OOM_KILL_ANNOTATION)
+            .map(String::as_str)
+            == Some("true");
+        if let Some(worker) = self.workers.get_mut(&uid) {
+            if deleting && !worker.terminate_sent {
+                worker.terminate_sent = true;
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .unwrap_or(0)
+                    .max(0);
+                let _ = worker.tx.send(WorkerCmd::Terminate {
+                    grace: Duration::from_secs(grace.unsigned_abs()),
+                });
+            }
+            if oom && !worker.oom_sent {
+                worker.oom_sent = true;
+                let _ = worker.tx.send(WorkerCmd::OomKill { reply: None });
+            }
+        } else if !self.started.contains(&uid) {
+            if deleting {
+                // Nothing of it runs here: finish the deletion, as the kubelet would.
+                delete_now(&self.ctx.pods, &name, &uid).await;
+            } else if !is_terminal(&pod) {
+                self.started.insert(uid.clone());
+                let (tx, rx) = mpsc::unbounded_channel();
+                let worker = PodWorker::new(self.ctx.clone(), pod.clone(), rx);
+                let task = tokio::spawn(worker.run());
+                self.workers.insert(
+                    uid.clone(),
+                    WorkerHandle {
+                        tx,
+                        job_uid: job.clone(),
+                        terminate_sent: false,
+                        oom_sent: oom,
+                        task,
+                    },
+                );
+            }
+        }
+        self.pods.insert(name, pod);
+        if let Some(job_uid) = job {
+            self.reconcile_job_uid(&job_uid).await;
+        }
+    }
+
+    async fn pod_deleted(&mut self, pod: Pod) {
+        let name = pod.name_any();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let ours = self
+            .pods
+            .get(&name)
+            .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+        if !ours {
+            return;
+        }
+        self.pods.remove(&name);
+        if let Some(worker) = self.workers.get(&uid) {
+            let _ = worker.tx.send(WorkerCmd::Gone);
+        }
+        if let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") {
+            let job_uid = owner.uid.clone();
+            if let Some(track) = self.tracks.get_mut(&job_uid) {
+                track.expected.remove(&name);
+                // A pod deleted before it succeeded counts as failed, as in the real controller.
+                if !track.succeeded.contains(&uid) {
+                    track.failed.insert(uid);
+                }
+            }
+            self.reconcile_job_uid(&job_uid).await;
+        }
+    }
+
+    async fn reconcile_job_uid(&mut self, uid: &str) {
+        let name = self
+            .jobs
+            .iter()
+            .find(|(_, job)| job.metadata.uid.as_deref() == Some(uid))
+            .map(|(name, _)| name.clone());
+        if let Some(name) = name {
+            self.reconcile_job(&name).await;
+        }
+    }
+
+    async fn reconcile_job(&mut self, name: &str) {
+        if !self.pods_synced {
+            return;
+        }
+        let Some(job) = self.jobs.get(name).cloned() else {
+            return;
+        };
+        if let Err(err) = self.try_reconcile_job(job).await {
+            warn(format_args!("reconciling Job {name}: {err:#}"));
+        }
+    }
+
+    /// The earliest `activeDeadlineSeconds` of a running Job, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        let now = Timestamp::now();
+        self.jobs
+            .values()
+            .filter(|job| !job_finished(job) && find_condition(job, "FailureTarget").is_none())
+            .filter_map(job_deadline)
+            .min()
+            .map(|deadline| {
+                let wait = now.duration_until(deadline);
+                if wait.is_positive() {
+                    Instant::now() + wait.unsigned_abs().min(Duration::from_secs(3600))
+                } else {
+                    Instant::now()
+                }
+            })
+    }
+
+    async fn try_reconcile_job(&mut self, job: Job) -> Result<()> {
+        if job.metadata.deletion_timestamp.is_some() || job_finished(&job) {
+            return Ok(());
+        }
+        let name = job.name_any();
+        let uid = job.metadata.uid.clone().context("a Job without a uid")?;
+        let spec = job.spec.clone().unwrap_or_default();
+        if spec.suspend == Some(true) {
+            return Ok(());
+        }
+        let status = job.status.clone().unwrap_or_default();
+        let mut conditions: Vec<Value> = status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+            .collect();
+        let track = self.tracks.entry(uid.clone()).or_default();
+        let in_store: HashSet<&str> = self
+            .pods
+            .values()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        let owned: Vec<&Pod> = self
+            .pods
+            .values()
+            .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
+            .collect();
+        let mut active = track.expected.len() as i32;
+        let mut terminating = 0;
+        let mut ready = 0;
+        let mut to_kill: Vec<(String, String)> = Vec::new();
+        for pod in &owned {
+            if is_terminal(pod) {
+                continue;
+            }
+            if pod.metadata.deletion_timestamp.is_some() {
+                terminating += 1;
+            } else {
+                active += 1;
+                if pod_ready(pod) {
+                    ready += 1;
+                }
+                to_kill.push((pod.name_any(), pod.metadata.uid.clone().unwrap_or_default()));
+            }
+        }
+        // Deleted pods whose containers are still being removed.
+        terminating += self
+            .workers
+            .iter()
+            .filter(|(pod_uid, w)| {
+                w.job_uid.as_deref() == Some(uid.as_str()) && !in_store.contains(pod_uid.as_str())
+            })
+            .count() as i32;
+        let succeeded = track.succeeded.len() as i32;
+        let failed = track.failed.len() as i32;
+        let completions = spec.completions.unwrap_or(1);
+        let backoff_limit = spec.backoff_limit.unwrap_or(6);
+        let now = Timestamp::now();
+        let mut start_time = status.start_time.as_ref().map(|t| t.0);
+        let mut completion_time = None;
+
+        let has = |conditions: &[Value], kind: &str| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == kind && c["status"] == "True")
+        };
+        if !has(&conditions, "FailureTarget") && !has(&conditions, "SuccessCriteriaMet") {
+            if job_deadline(&job).is_some_and(|deadline| now >= deadline) {
+                conditions.push(job_condition(
+                    "FailureTarget",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                ));
+            } else if failed > backoff_limit {
+                conditions.push(job_condition(
+                    "FailureTarget",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ));
+            } else if succeeded >= completions {
+                conditions.push(job_condition(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ));
+            }
+        }
+        let finishing = has(&conditions, "FailureTarget") || has(&conditions, "SuccessCriteriaMet");
+        if finishing {
+            // The real controller deletes the remaining pods with their grace period; the
+            // emulator kills them at once.
+            for (pod, pod_uid) in to_kill {
+                delete_now(&self.ctx.pods, &pod, &pod_uid).await;
+            }
+            let expected = track.expected.len() as i32;
+            terminating += active - expected;
+            active = expected;
+            ready = 0;
+            if active == 0 && terminating == 0 {
+                if let Some(target) = conditions
+                    .iter()
+                    .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
+                    .cloned()
+                {
+                    conditions.push(job_condition(
+                        "Failed",
+                        target["reason"].as_str().unwrap_or_default(),
+                        target["message"].as_str().unwrap_or_default(),
+                    ));
+                } else {
+                    conditions.push(job_condition(
+                        "Complete",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ));
+                    completion_time = Some(now);
+                }
+            }
+        } else if active == 0
+            && terminating == 0
+            && succeeded < completions
+            && spec.parallelism.unwrap_or(1) > 0
+        {
+            let pod = pod_for_job(&job)?;
+            let created = self
+                .ctx
+                .pods
+                .create(&PostParams::default(), &pod)
+                .await
+                .with_context(|| format!("creating a pod for Job {name}"))?;
+            track.expected.insert(created.name_any());
+            active += 1;
+            start_time.get_or_insert(now);
+        }
+
+        let desired = json!({
+            "startTime": start_time.map(|t| second(t).to_string()),
+            "active": active,
+            "ready": ready,
+            "terminating": terminating,
+            "succeeded": succeeded,
+            "failed": failed,
+            "conditions": conditions,
+            "completionTime": completion_time.map(|t| second(t).to_string()),
+        });
+        let current = json!({
+            "startTime": status.start_time.as_ref().map(|t| second(t.0).to_string()),
+            "active": status.active.unwrap_or(0),
+            "ready": status.ready.unwrap_or(0),
+            "terminating": status.terminating.unwrap_or(0),
+            "succeeded": status.succeeded.unwrap_or(0),
+            "failed": status.failed.unwrap_or(0),
+            "conditions": status.conditions.as_ref().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).unwrap_or_else(|| json!([])),
+            "completionTime": status.completion_time.as_ref().map(|t| second(t.0).to_string()),
+        });
+        if desired != current {
+            let mut patch = desired;
+            if completion_time.is_none() {
+                patch.as_object_mut().map(|o| o.remove("completionTime"));
+            }
+            let result = self
+                .ctx
+                .jobs
+                .patch_status(
+                    &name,
+                    &patch_params(),
+                    &Patch::Merge(json!({ "status": patch })),
+                )
+                .await;
+            match result {
+                Ok(job) => {
+                    self.jobs.insert(name, job);
+                }
+                Err(err) if is_kube_not_found(&err) => {}
+                Err(err) => return Err(err).context("writing the Job status"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pod for the Job, from its template, as the Job controller makes it.
+fn pod_for_job(job: &Job) -> Result<Pod> {
+    let name = job.name_any();
+    let uid = job.metadata.uid.clone().context("a Job without a uid")?;
+    let spec = job.spec.clone().context("a Job without a spec")?;
+    let template = spec.template;
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut labels = template_meta.labels.unwrap_or_default();
+    for (key, value) in [
+        ("job-name", &name),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/controller-uid", &uid),
+    ] {
+        labels
+            .entry(key.to_string())
+            .or_insert_with(|| value.clone());
+    }
+    Ok(Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: job.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: template_meta.annotations,
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name,
+                uid,
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    })
+}
+
+fn job_condition(kind: &str, reason: &str, message: &str) -> Value {
+    let now = second(Timestamp::now()).to_string();
+    json!({
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+    })
+}
+
+fn find_condition<'a>(
+    job: &'a Job,
+    kind: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind && c.status == "True")
+}
+
+fn job_finished(job: &Job) -> bool {
+    find_condition(job, "Complete").is_some() || find_condition(job, "Failed").is_some()
+}
+
+/// When the Job's `activeDeadlineSeconds` runs out.
+fn job_deadline(job: &Job) -> Option<Timestamp> {
+    let seconds = job.spec.as_ref()?.active_deadline_seconds?;
+    let start = job.status.as_ref()?.start_time.as_ref()?.0;
+    start.checked_add(SignedDuration::from_secs(seconds)).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kubelet: one worker per pod.
+
+/// What a worker knows of its pod's container.
+struct PodWorker {
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    name: String,
+    uid: String,
+    container: String,
+    rx: mpsc::UnboundedReceiver<WorkerCmd>,
+    /// Condition type -> (status, lastTransitionTime).
+    conditions: BTreeMap<&'static str, (bool, String)>,
+    start_time: String,
+    container_id: Option<String>,
+    image_id: String,
+    started_at: Option<String>,
+    oom: bool,
+    deleting: bool,
+}
+
+/// How the supervision of a started container ended.
+enum Supervised {
+    Exited,
+    /// Nothing more to do: the pod is gone (or shutting down).
+    Stop,
+    /// The pod was evicted; its status is written.
+    Evicted,
+}
+
+impl PodWorker {
+    fn new(ctx: Arc<Ctx>, pod: Pod, rx: mpsc::UnboundedReceiver<WorkerCmd>) -> Self {
+        let name = pod.name_any();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let container = format!(
+            "sparkwing-e2e-{}-{}-{}",
+            ctx.namespace,
+            name,
+            uid.get(..8).unwrap_or(&uid)
+        );
+        let oom = pod
+            .annotations()
+            .get(OOM_KILL_ANNOTATION)
+            .map(String::as_str)
+            == Some("true");
+        PodWorker {
+            ctx,
+            pod,
+            name,
+            uid,
+            container,
+            rx,
+            conditions: BTreeMap::new(),
+            start_time: now_string(),
+            container_id: None,
+            image_id: String::new(),
+            started_at: None,
+            oom,
+            deleting: false,
+        }
+    }
+
+    async fn run(mut self) {
+        if let Err(err) = self.lifecycle().await {
+            warn(format_args!("pod {}: {err:#}", self.name));
+        }
+        if let Err(err) = remove_container(&self.ctx.docker, &self.container).await {
+            warn(format_args!("pod {}: {err:#}", self.name));
+        }
+        let _ = self.ctx.internal.send(Internal::WorkerDone {
+            uid: self.uid.clone(),
+        });
+    }
+
+    fn spec_container(&self) -> Result<Container> {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .cloned()
+            .context("a pod without containers")
+    }
+
+    async fn lifecycle(&mut self) -> Result<()> {
+        let container = self.spec_container()?;
+        self.bind().await?;
+        self.write_waiting(&container, "ContainerCreating", None)
+            .await?;
+        let image = container.image.clone().unwrap_or_default();
+        match self.ctx.docker.inspect_image(&image).await {
+            Ok(found) => self.image_id = found.id.unwrap_or_default(),
+            Err(err) if is_docker_not_found(&err) => {
+                let pull = format!(
+                    "Failed to pull image \"{image}\": the e2e node emulator never pulls, and the \
+                     image is not in the local Docker engine"
+                );
+                self.write_waiting(&container, "ErrImagePull", Some(&pull))
+                    .await?;
+                let backoff = format!("Back-off pulling image \"{image}\": ErrImagePull: {pull}");
+                self.write_waiting(&container, "ImagePullBackOff", Some(&backoff))
+                    .await?;
+                return self.idle(false).await;
+            }
+            Err(err) => return Err(err).context(format!("inspecting image {image}")),
+        }
+        remove_container(&self.ctx.docker, &self.container).await?;
+        let body = self.container_body(&container);
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&self.container)
+            .build();
+        match self.ctx.docker.create_container(Some(opts), body).await {
+            Ok(created) => self.container_id = Some(created.id),
+            Err(err) => {
+                let message = docker_message(&err);
+                self.write_waiting(&container, "CreateContainerError", Some(&message))
+                    .await?;
+                return self.idle(false).await;
+            }
+        }
+        if let Err(err) = self.ctx.docker.start_container(&self.container, None).await {
+            // As containerd reports an exec that fails: terminated, exit code 128, StartError.
+            let message = docker_message(&err);
+            let now = now_string();
+            let state = json!({"terminated": {
+                "exitCode": 128, "reason": "StartError", "message": message,
+                "startedAt": now, "finishedAt": now,
+                "containerID": self.container_id_uri(),
+            }});
+            self.write(&container, "Failed", state, false, None).await?;
+            return self.idle(true).await;
+        }
+        let inspected = self
+            .ctx
+            .docker
+            .inspect_container(&self.container, None)
+            .await
+            .context("inspecting the started container")?;
+        self.started_at = inspected
+            .state
+            .as_ref()
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(docker_time)
+            .or_else(|| Some(now_string()));
+        let state = json!({"running": {"startedAt": self.started_at}});
+        self.write(&container, "Running", state, true, None).await?;
+        if self.oom {
+            self.kill("SIGKILL").await?;
+        }
+        match self.supervise(&container).await? {
+            Supervised::Stop => return Ok(()),
+            Supervised::Evicted => return self.idle(true).await,
+            Supervised::Exited => {}
+        }
+        let inspected = self
+            .ctx
+            .docker
+            .inspect_container(&self.container, None)
+            .await
+            .context("inspecting the exited container")?;
+        let state = inspected.state.unwrap_or_default();
+        let exit_code = state.exit_code.unwrap_or(-1);
+        let oom = self.oom || state.oom_killed == Some(true);
+        let reason = if oom {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        let finished_at = state
+            .finished_at
+            .as_deref()
+            .and_then(docker_time)
+            .unwrap_or_else(now_string);
+        let terminated = json!({"terminated": {
+            "exitCode": if oom && exit_code == 0 { 137 } else { exit_code },
+            "reason": reason,
+            "startedAt": self.started_at,
+            "finishedAt": finished_at,
+            "containerID": self.container_id_uri(),
+        }});
+        let phase = if exit_code == 0 && !oom {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        self.write(&container, phase, terminated, false, None)
+            .await?;
+        if self.deleting {
+            // The kubelet removes a terminated pod that is being deleted.
+            delete_now(&self.ctx.pods, &self.name, &self.uid).await;
+            return Ok(());
+        }
+        self.idle(true).await
+    }
+
+    /// Waits for the running container to exit, acting on commands meanwhile.
+    async fn supervise(&mut self, container: &Container) -> Result<Supervised> {
+        let docker = self.ctx.docker.clone();
+        let mut wait = docker.wait_container(&self.container, None);
+        let mut kill_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                // An error too (bollard reports a non-zero exit as one): inspect says what.
+                _ = wait.next() => return Ok(Supervised::Exited),
+                _ = sleep_until(kill_at) => {
+                    kill_at = None;
+                    self.kill("SIGKILL").await?;
+                }
+                command = self.rx.recv() => match command {
+                    None | Some(WorkerCmd::Gone) | Some(WorkerCmd::Shutdown) => {
+                        return Ok(Supervised::Stop);
+                    }
+                    Some(WorkerCmd::Terminate { grace }) => {
+                        self.deleting = true;
+                        if grace.is_zero() {
+                            self.kill("SIGKILL").await?;
+                        } else {
+                            self.kill("SIGTERM").await?;
+                            kill_at = Some(Instant::now() + grace);
+                        }
+                    }
+                    Some(WorkerCmd::OomKill { reply }) => {
+                        self.oom = true;
+                        let killed = self.kill("SIGKILL").await;
+                        let failed = killed.as_ref().err().map(|e| anyhow!("{e:#}"));
+                        if let Some(reply) = reply {
+                            let _ = reply.send(killed);
+                        }
+                        if let Some(err) = failed {
+                            return Err(err);
+                        }
+                    }
+                    Some(WorkerCmd::Lose { kind, reply }) => {
+                        let lost = self.lose(container, kind, true).await;
+                        let _ = reply.send(lost);
+                        return Ok(match kind {
+                            LossKind::Deleted => Supervised::Stop,
+                            LossKind::Evicted => Supervised::Evicted,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// No container runs (finished, never started or pulled): waits for the pod to go.
+    async fn idle(&mut self, mut terminal: bool) -> Result<()> {
+        let container = self.spec_container()?;
+        loop {
+            match self.rx.recv().await {
+                None | Some(WorkerCmd::Gone) | Some(WorkerCmd::Shutdown) => return Ok(()),
+                Some(WorkerCmd::Terminate { .. }) => {
+                    delete_now(&self.ctx.pods, &self.name, &self.uid).await;
+                    return Ok(());
+                }
+                Some(WorkerCmd::OomKill { reply }) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(anyhow!(
+                            "pod {}: no container is running to OOM-kill",
+                            self.name
+                        )));
+                    }
+                }
+                Some(WorkerCmd::Lose { kind, reply }) => {
+                    if terminal && kind == LossKind::Evicted {
+                        let _ = reply.send(Err(anyhow!(
+                            "pod {} has finished: there is nothing to evict",
+                            self.name
+                        )));
+                        continue;
+                    }
+                    let lost = self.lose(&container, kind, false).await;
+                    let _ = reply.send(lost);
+                    if kind == LossKind::Deleted {
+                        return Ok(());
+                    }
+                    terminal = true;
+                }
+            }
+        }
+    }
+
+    async fn lose(&mut self, container: &Container, kind: LossKind, running: bool) -> Result<()> {
+        remove_container(&self.ctx.docker, &self.container).await?;
+        match kind {
+            LossKind::Deleted => {
+                self.ctx
+                    .pods
+                    .delete(&self.name, &delete_now_params(&self.uid))
+                    .await
+                    .with_context(|| format!("deleting pod {}", self.name))?;
+            }
+            LossKind::Evicted => {
+                let now = now_string();
+                let message = format!(
+                    "The node was low on resource: memory. Container {} was evicted by the e2e \
+                     node emulator.",
+                    container.name
+                );
+                let state = if running {
+                    json!({"terminated": {
+                        "exitCode": 137, "reason": "Error",
+                        "startedAt": self.started_at, "finishedAt": now,
+                        "containerID": self.container_id_uri(),
+                    }})
+                } else {
+                    json!({"terminated": {
+                        "exitCode": 137, "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was terminated",
+                        "startedAt": null, "finishedAt": now,
+                    }})
+                };
+                self.write(
+                    container,
+                    "Failed",
+                    state,
+                    false,
+                    Some(("Evicted", &message)),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn container_id_uri(&self) -> Option<String> {
+        self.container_id
+            .as_ref()
+            .map(|id| format!("docker://{id}"))
+    }
+
+    async fn kill(&self, signal: &str) -> Result<()> {
+        let opts = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self
+            .ctx
+            .docker
+            .kill_container(&self.container, Some(opts))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Gone, or not running any more.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(err) => Err(err).context(format!("kill -s {signal} {}", self.container)),
+        }
+    }
+
+    /// Binds the pod to the emulated node (what the scheduler does), unless it is bound.
+    async fn bind(&self) -> Result<()> {
+        if self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Ok(());
+        }
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": self.name, "uid": self.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.ctx.options.node_name},
+        });
+        match self
+            .ctx
+            .pods
+            .create_subresource::<Value, Value>(
+                "binding",
+                &self.name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already bound, or gone (its worker is told).
+            Err(err) if matches!(api_code(&err), Some(404 | 409)) => Ok(()),
+            Err(err) => Err(err).context(format!("binding pod {}", self.name)),
+        }
+    }
+
+    fn container_body(&self, container: &Container) -> ContainerCreateBody {
+        let spec = self.pod.spec.as_ref();
+        let env: Vec<String> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or_default()))
+            .collect();
+        let pod_security = spec.and_then(|s| s.security_context.as_ref());
+        let security = container.security_context.as_ref();
+        let run_as_user = security
+            .and_then(|s| s.run_as_user)
+            .or_else(|| pod_security.and_then(|s| s.run_as_user));
+        let run_as_group = security
+            .and_then(|s| s.run_as_group)
+            .or_else(|| pod_security.and_then(|s| s.run_as_group));
+        let user = run_as_user.map(|u| match run_as_group {
+            Some(g) => format!("{u}:{g}"),
+            None => u.to_string(),
+        });
+        let memory = self
+            .ctx
+            .options
+            .memory_limits
+            .then(|| {
+                container
+                    .resources
+                    .as_ref()?
+                    .limits
+                    .as_ref()?
+                    .get("memory")
+                    .and_then(|q| parse_memory(&q.0))
+            })
+            .flatten();
+        let labels = HashMap::from([
+            (
+                EMULATED_POD_LABEL.to_string(),
+                format!("{}/{}", self.ctx.namespace, self.name),
+            ),
+            (EMULATED_POD_UID_LABEL.to_string(), self.uid.clone()),
+            (EMULATOR_LABEL.to_string(), self.ctx.id.clone()),
+        ]);
+        ContainerCreateBody {
+            image: container.image.clone(),
+            // Kubernetes' command replaces the image's entrypoint (and then its cmd too), args
+            // its cmd: Docker does the same with Entrypoint and Cmd.
+            entrypoint: container.command.clone().filter(|c| !c.is_empty()),
+            cmd: container.args.clone().filter(|a| !a.is_empty()),
+            env: Some(env),
+            working_dir: container.working_dir.clone(),
+            user,
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".to_string()),
+                memory,
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        }
+    }
+
+    fn set_condition(&mut self, kind: &'static str, status: bool) {
+        let changed = self.conditions.get(kind).is_none_or(|(s, _)| *s != status);
+        if changed {
+            self.conditions.insert(kind, (status, now_string()));
+        }
+    }
+
+    async fn write_waiting(
+        &mut self,
+        container: &Container,
+        reason: &str,
+        message: Option<&str>,
+    ) -> Result<()> {
+        let state = json!({"waiting": {"reason": reason, "message": message}});
+        self.write(container, "Pending", state, false, None).await
+    }
+
+    /// Writes the pod status: `phase`, the one container's `state`, readiness, conditions, and
+    /// for an eviction the pod's reason and message.
+    async fn write(
+        &mut self,
+        container: &Container,
+        phase: &str,
+        state: Value,
+        ready: bool,
+        evicted: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        self.set_condition("PodReadyToStartContainers", !terminal);
+        self.set_condition("Initialized", true);
+        self.set_condition("Ready", ready);
+        self.set_condition("ContainersReady", ready);
+        self.set_condition("PodScheduled", true);
+        if evicted.is_some() {
+            self.set_condition("DisruptionTarget", true);
+        }
+        let mut conditions: Vec<Value> = Vec::new();
+        for (kind, (status, time)) in &self.conditions {
+            let mut condition = json!({
+                "type": kind,
+                "status": if *status { "True" } else { "False" },
+                "lastProbeTime": null,
+                "lastTransitionTime": time,
+            });
+            if !*status && (*kind == "Ready" || *kind == "ContainersReady") {
+                if terminal {
+                    condition["reason"] = json!("PodCompleted");
+                } else {
+                    condition["reason"] = json!("ContainersNotReady");
+                    condition["message"] = json!(format!(
+                        "containers with unready status: [{}]",
+                        container.name
+                    ));
+                }
+            }
+            if *kind == "DisruptionTarget" {
+                condition["reason"] = json!("TerminationByKubelet");
+                condition["message"] = json!(evicted.map(|(_, m)| m));
+            }
+            conditions.push(condition);
+        }
+        let running = state.get("running").is_some();
+        let mut container_status = json!({
+            "name": container.name,
+            "image": container.image,
+            "imageID": self.image_id,
+            "ready": ready,
+            "started": running,
+            "restartCount": 0,
+            "state": state,
+        });
+        if let Some(id) = self.container_id_uri() {
+            container_status["containerID"] = json!(id);
+        }
+        let status = json!({
+            "phase": phase,
+            "reason": evicted.map(|(r, _)| r),
+            "message": evicted.map(|(_, m)| m),
+            "conditions": conditions,
+            "hostIP": POD_IP,
+            "hostIPs": [{"ip": POD_IP}],
+            "podIP": POD_IP,
+            "podIPs": [{"ip": POD_IP}],
+            "startTime": self.start_time,
+            "containerStatuses": [container_status],
+        });
+        match self
+            .ctx
+            .pods
+            .patch_status(
+                &self.name,
+                &patch_params(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile: the worker is told.
+            Err(err) if is_kube_not_found(&err) => Ok(()),
+            Err(err) => Err(err).context(format!("writing the status of pod {}", self.name)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The garbage collector.
+
+/// What the garbage collector found of an owner.
+#[derive(Clone)]
+enum OwnerState {
+    /// Exists, not being deleted with dependents to handle (or of a kind not known).
+    Present,
+    Gone,
+    /// Being deleted with `propagationPolicy: Foreground`.
+    Foreground,
+    /// Being deleted with `propagationPolicy: Orphan`.
+    Orphan,
+}
+
+/// An owner being deleted, whose `foregroundDeletion` or `orphan` finalizer the collector removes
+/// once no dependent refers to it.
+#[derive(Clone)]
+struct Finalizing {
+    resource: ApiResource,
+    namespaced: bool,
+    name: String,
+}
+
+#[derive(Default)]
+struct Gc {
+    /// (apiVersion, kind) -> the resource and whether it is namespaced; `None`: unknown kind.
+    kinds: HashMap<(String, String), Option<(ApiResource, bool)>>,
+    /// By uid.
+    finalizing: HashMap<String, Finalizing>,
+    last_error: Option<String>,
+}
+
+const FOREGROUND: &str = "foregroundDeletion";
+const ORPHAN: &str = "orphan";
+
+async fn gc_loop(ctx: Arc<Ctx>, kick: Arc<Notify>) {
+    let mut gc = Gc::default();
+    let mut interval = tokio::time::interval(ctx.options.gc_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = kick.notified() => {}
+        }
+        match gc.pass(&ctx).await {
+            Ok(()) => gc.last_error = None,
+            Err(err) => {
+                let err = format!("{err:#}");
+                if gc.last_error.as_ref() != Some(&err) {
+                    warn(format_args!("garbage collection: {err}"));
+                }
+                gc.last_error = Some(err);
+            }
+        }
+    }
+}
+
+impl Gc {
+    async fn pass(&mut self, ctx: &Ctx) -> Result<()> {
+        let lp = ListParams::default();
+        let job_resource = ApiResource::erase::<Job>(&());
+        let pod_resource = ApiResource::erase::<Pod>(&());
+        let mut dependents: Vec<(ApiResource, ObjectMeta)> = Vec::new();
+        for job in ctx.jobs.list_metadata(&lp).await.context("listing Jobs")? {
+            dependents.push((job_resource.clone(), job.metadata));
+        }
+        for pod in ctx.pods.list_metadata(&lp).await.context("listing Pods")? {
+            dependents.push((pod_resource.clone(), pod.metadata));
+        }
+        let mut owners: HashMap<String, OwnerState> = HashMap::new();
+        let mut referenced: HashSet<String> = HashSet::new();
+        for (resource, meta) in &dependents {
+            let name = meta.name.clone().unwrap_or_default();
+            let uid = meta.uid.clone().unwrap_or_default();
+            let has_finalizer = meta
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == FOREGROUND || f == ORPHAN);
+            if meta.deletion_timestamp.is_some() && has_finalizer {
+                self.finalizing.insert(
+                    uid.clone(),
+                    Finalizing {
+                        resource: resource.clone(),
+                        namespaced: true,
+                        name: name.clone(),
+                    },
+                );
+            }
+            let refs = meta.owner_references.clone().unwrap_or_default();
+            if refs.is_empty() {
+                continue;
+            }
+            referenced.extend(refs.iter().map(|r| r.uid.clone()));
+            if meta.deletion_timestamp.is_some() {
+                continue;
+            }
+            let mut states = Vec::new();
+            for owner in &refs {
+                let state = match owners.get(&owner.uid) {
+                    Some(state) => state.clone(),
+                    None => {
+                        let state = self.owner_state(ctx, owner).await?;
+                        owners.insert(owner.uid.clone(), state.clone());
+                        state
+                    }
+                };
+                states.push(state);
+            }
+            let api =
+                Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ctx.namespace, resource);
+            let delete = |policy| DeleteParams {
+                propagation_policy: Some(policy),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            if states.iter().all(|s| matches!(s, OwnerState::Gone)) {
+                ignore_gone(
+                    api.delete(&name, &delete(PropagationPolicy::Background))
+                        .await,
+                )
+                .with_context(|| format!("deleting {} {name}", resource.kind))?;
+            } else if states.iter().any(|s| matches!(s, OwnerState::Foreground)) {
+                ignore_gone(
+                    api.delete(&name, &delete(PropagationPolicy::Foreground))
+                        .await,
+                )
+                .with_context(|| format!("deleting {} {name}", resource.kind))?;
+            } else if states
+                .iter()
+                .any(|s| matches!(s, OwnerState::Gone | OwnerState::Orphan))
+            {
+                let kept: Vec<&OwnerReference> = refs
+                    .iter()
+                    .zip(&states)
+                    .filter(|(_, s)| matches!(s, OwnerState::Present))
+                    .map(|(r, _)| r)
+                    .collect();
+                let patch = json!({"metadata": {
+                    "ownerReferences": kept,
+                    "resourceVersion": meta.resource_version,
+                }});
+                ignore_gone(
+                    api.patch(&name, &patch_params(), &Patch::Merge(patch))
+                        .await
+                        .map(|_| ()),
+                )
+                .with_context(|| format!("orphaning {} {name}", resource.kind))?;
+            }
+        }
+        // Owners being deleted that no dependent refers to any more lose their finalizer.
+        let done: Vec<(String, Finalizing)> = self
+            .finalizing
+            .iter()
+            .filter(|(uid, _)| !referenced.contains(*uid))
+            .map(|(uid, f)| (uid.clone(), f.clone()))
+            .collect();
+        for (uid, owner) in done {
+            let api = dynamic_api(ctx, &owner.resource, owner.namespaced);
+            let finished = match api.get_opt(&owner.name).await? {
+                Some(object) if object.metadata.uid.as_deref() == Some(uid.as_str()) => {
+                    let finalizers: Vec<String> = object
+                        .metadata
+                        .finalizers
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|f| f != FOREGROUND && f != ORPHAN)
+                        .collect();
+                    let patch = json!({"metadata": {
+                        "finalizers": finalizers,
+                        "resourceVersion": object.metadata.resource_version,
+                    }});
+                    match api
+                        .patch(&owner.name, &patch_params(), &Patch::Merge(patch))
+                        .await
+                    {
+                        Ok(_) => true,
+                        Err(err) if matches!(api_code(&err), Some(404 | 409)) => false,
+                        Err(err) => {
+                            return Err(err).with_context(|| {
+                                format!(
+                                    "removing the finalizer of {} {}",
+                                    owner.resource.kind, owner.name
+                                )
+                            })
+                        }
+                    }
+                }
+                _ => true,
+            };
+            if finished {
+                self.finalizing.remove(&uid);
+            }
+        }
+        Ok(())
+    }
+
+    async fn owner_state(&mut self, ctx: &Ctx, owner: &OwnerReference) -> Result<OwnerState> {
+        let key = (owner.api_version.clone(), owner.kind.clone());
+        if !self.kinds.contains_key(&key) {
+            let (group, version) = match owner.api_version.split_once('/') {
+                Some((group, version)) => (group, version),
+                None => ("", owner.api_version.as_str()),
+            };
+            let gvk = GroupVersionKind::gvk(group, version, &owner.kind);
+            let resolved = match kube::discovery::pinned_kind(&ctx.client, &gvk).await {
+                Ok((resource, caps)) => Some((resource, caps.scope == Scope::Namespaced)),
+                // An unknown kind: its owners are left alone.
+                Err(_) => None,
+            };
+            self.kinds.insert(key.clone(), resolved);
+        }
+        let Some((resource, namespaced)) = self.kinds[&key].clone() else {
+            return Ok(OwnerState::Present);
+        };
+        let api = dynamic_api(ctx, &resource, namespaced);
+        let object = api
+            .get_opt(&owner.name)
+            .await
+            .with_context(|| format!("getting {} {}", owner.kind, owner.name))?;
+        let Some(object) = object.filter(|o| o.metadata.uid.as_deref() == Some(&owner.uid)) else {
+            return Ok(OwnerState::Gone);
+        };
+        if object.metadata.deletion_timestamp.is_none() {
+            return Ok(OwnerState::Present);
+        }
+        let finalizers = object.metadata.finalizers.clone().unwrap_or_default();
+        let state = if finalizers.iter().any(|f| f == FOREGROUND) {
+            OwnerState::Foreground
+        } else if finalizers.iter().any(|f| f == ORPHAN) {
+            OwnerState::Orphan
+        } else {
+            return Ok(OwnerState::Present);
+        };
+        self.finalizing.insert(
+            owner.uid.clone(),
+            Finalizing {
+                resource,
+                namespaced,
+                name: owner.name.clone(),
+            },
+        );
+        Ok(state)
+    }
+}
+
+fn dynamic_api(ctx: &Ctx, resource: &ApiResource, namespaced: bool) -> Api<DynamicObject> {
+    if namespaced {
+        Api::namespaced_with(ctx.client.clone(), &ctx.namespace, resource)
+    } else {
+        Api::all_with(ctx.client.clone(), resource)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny image for tests.
+
+/// The tag of the image [`busybox_image`] imports.
+pub const BUSYBOX_IMAGE: &str = "sparkwing-e2e-busybox:1";
+
+/// Imports a tiny image into the local Docker engine as [`BUSYBOX_IMAGE`] (`/bin/busybox`, the
+/// host's static busybox, with a symlink per applet, `/tmp`, `PATH=/bin`), unless it is there
+/// already, and returns its tag. No registry is needed. Needs `busybox` (static, as Debian's
+/// `busybox-static` or `busybox` package installs it) and `tar` on the host.
+pub async fn busybox_image() -> Result<String> {
+    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    if docker.inspect_image(BUSYBOX_IMAGE).await.is_ok() {
+        return Ok(BUSYBOX_IMAGE.to_string());
+    }
+    let busybox = ["/usr/bin/busybox", "/bin/busybox", "/usr/local/bin/busybox"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file())
+        .context("busybox is needed for the e2e busybox image (apt-get install busybox-static)")?;
+    let root = tempfile::tempdir()?;
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::create_dir_all(root.path().join("tmp"))?;
+    std::fs::copy(busybox, bin.join("busybox"))?;
+    let applets = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .context("running busybox --list")?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let applet = applet.trim();
+        if !applet.is_empty() && !applet.contains('/') && applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+        }
+    }
+    let tar = tokio::process::Command::new("tar")
+        .args(["--owner=0", "--group=0", "-C"])
+        .arg(root.path())
+        .args(["-cf", "-", "."])
+        .output()
+        .await
+        .context("running tar")?;
+    if !tar.status.success() {
+        bail!("tar failed: {}", String::from_utf8_lossy(&tar.stderr));
+    }
+    let (repo, tag) = BUSYBOX_IMAGE
+        .split_once(':')
+        .unwrap_or((BUSYBOX_IMAGE, "latest"));
+    let opts = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(tag)
+        .changes(vec![
+            "ENV PATH=/bin".to_string(),
+            "CMD [\"sh\"]".to_string(),
+        ])
+        .build();
+    let mut import = docker.create_image(
+        Some(opts),
+        Some(bollard::body_full(tar.stdout.into())),
+        None,
+    );
+    while let Some(progress) = import.next().await {
+        progress.context("importing the e2e busybox image")?;
+    }
+    Ok(BUSYBOX_IMAGE.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn warn(message: std::fmt::Arguments<'_>) {
+    eprintln!("sparkwing-e2e node emulator: {message}");
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(NODE_EMULATOR_FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+fn delete_now_params(uid: &str) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Deletes a pod with grace 0 (what the kubelet does once its containers are gone). A pod that
+/// is gone already, or was replaced by another of the same name, is not an error.
+async fn delete_now(pods: &Api<Pod>, name: &str, uid: &str) {
+    match pods.delete(name, &delete_now_params(uid)).await {
+        Ok(_) => {}
+        Err(err) if matches!(api_code(&err), Some(404 | 409)) => {}
+        Err(err) => warn(format_args!("deleting pod {name}: {err}")),
+    }
+}
+
+fn ignore_gone<T>(result: kube::Result<T>) -> kube::Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if matches!(api_code(&err), Some(404 | 409)) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+fn api_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn is_kube_not_found(err: &kube::Error) -> bool {
+    api_code(err) == Some(404)
+}
+
+fn is_docker_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn docker_message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
+    let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+    match docker.remove_container(name, Some(opts)).await {
+        Ok(()) => Ok(()),
+        // 404: gone; 409: removal already in progress.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Ok(()),
+        Err(err) => Err(err).context(format!("removing container {name}")),
+    }
+}
+
+async fn list_containers(docker: &Docker, labels: &[(&str, &str)]) -> Result<Vec<String>> {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let filters = HashMap::from([("label".to_string(), labels)]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker
+        .list_containers(Some(opts))
+        .await
+        .context("listing containers")?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| c.names?.into_iter().next())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect())
+}
+
+async fn remove_containers(docker: &Docker, id: &str) -> Result<()> {
+    for name in list_containers(docker, &[(EMULATOR_LABEL, id)]).await? {
+        remove_container(docker, &name).await?;
+    }
+    Ok(())
+}
+
+/// Sleeps until `at`; never returns for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => pending().await,
+    }
+}
+
+fn emulator_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Timestamp::now().as_nanosecond().unsigned_abs());
+    hasher.write_u32(std::process::id());
+    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
+/// A time as Kubernetes writes it: whole seconds.
+fn second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn now_string() -> String {
+    second(Timestamp::now()).to_string()
+}
+
+/// A Docker time (RFC 3339 with nanoseconds) as Kubernetes writes it; `None` for Docker's zero.
+fn docker_time(text: &str) -> Option<String> {
+    let t: Timestamp = text.parse().ok()?;
+    (t.as_second() > 0).then(|| second(t).to_string())
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
+/// Equality terms of a label selector: `key=value` (or `key==value`), or `key` for presence.
+fn parse_selector(selector: &str) -> Result<Vec<(String, Option<String>)>> {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .map(|term| {
+            if term.contains("!=") || term.contains(" in ") || term.contains(" notin ") {
+                bail!("the node emulator's label selector takes equality terms only: {term}");
+            }
+            Ok(match term.split_once('=') {
+                Some((key, value)) => (
+                    key.trim().to_string(),
+                    Some(value.trim_start_matches('=').trim().to_string()),
+                ),
+                None => (term.to_string(), None),
+            })
+        })
+        .collect()
+}
+
+fn matches_selector(
+    selector: &[(String, Option<String>)],
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(key, value)| match value {
+        Some(value) => labels.get(key) == Some(value),
+        None => labels.contains_key(key),
+    })
+}
+
+/// A memory quantity in bytes (`64Mi`, `1G`, `1048576`); `None` for forms it does not know.
+fn parse_memory(quantity: &str) -> Option<i64> {
+    let quantity = quantity.trim();
+    let split = quantity
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number.parse::<f64>().ok()? * factor;
+    (bytes >= 1.0).then_some(bytes as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(parse_memory("64Mi"), Some(64 * 1024 * 1024));
+        assert_eq!(parse_memory("1G"), Some(1_000_000_000));
+        assert_eq!(parse_memory("1048576"), Some(1_048_576));
+        assert_eq!(parse_memory("0.5Gi"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_memory("1e3"), None);
+    }
+
+    #[test]
+    fn selectors() {
+        let selector = parse_selector("app.kubernetes.io/managed-by=sparkwing, tier").unwrap();
+        let mut labels = BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            "sparkwing".to_string(),
+        )]);
+        assert!(!matches_selector(&selector, &labels));
+        labels.insert("tier".into(), "x".into());
+        assert!(matches_selector(&selector, &labels));
+        assert!(parse_selector("a!=b").is_err());
+    }
+
+    #[test]
+    fn docker_times() {
+        assert_eq!(
+            docker_time("2024-05-01T10:20:30.123456789Z").as_deref(),
+            Some("2024-05-01T10:20:30Z")
+        );
+        assert_eq!(docker_time("0001-01-01T00:00:00Z"), None);
+    }
+}
