@@ -29,6 +29,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
+    /// Profiles: which cluster API to reach and how (never prints a token).
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Serve the local web dashboard: live runs, their job graphs and logs.
     Dashboard {
         #[command(subcommand)]
@@ -287,4 +292,55 @@ pub struct RunnerEntryArgs {
     /// This container's name (a warm runner's claim is filed under it).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List the profiles (the default is marked).
+    List {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+        output: OutputFormat,
+    },
+    /// Show the effective profile (the given one, else the default).
+    Show {
+        #[arg(long = "profile", value_name = "NAME")]
+        profile: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+        output: OutputFormat,
+    },
+    /// Create or change a profile (the file is written with mode 0600).
+    Set(ProfileSetArgs),
+    /// Remove a profile.
+    Remove {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileSetArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The cluster API URL (http:// or https://).
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// The environment variable that holds the bearer token.
+    #[arg(long = "token-env", value_name = "VAR", conflicts_with = "token_stdin")]
+    pub token_env: Option<String>,
+    /// Read the bearer token from standard input and store it in the file (0600).
+    #[arg(long = "token-stdin")]
+    pub token_stdin: bool,
+    /// Where to follow logs from (defaults to the controller).
+    #[arg(long)]
+    pub logs: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Also record runs in the local store (default true).
+    #[arg(long = "mirror-local", value_name = "BOOL")]
+    pub mirror_local: Option<bool>,
+    /// Make this the default profile.
+    #[arg(long)]
+    pub default: bool,
 }

@@ -11,6 +11,7 @@ mod env_vars;
 mod exit;
 mod git;
 mod home;
+mod profiles;
 mod project;
 mod reconcile;
 mod store;
@@ -24,6 +25,7 @@ fn main() {
         cli.command,
         cli::Command::Runs { .. }
             | cli::Command::Pipeline { .. }
+            | cli::Command::Profile { .. }
             | cli::Command::Completion { .. }
             | cli::Command::Version { .. }
     ) {

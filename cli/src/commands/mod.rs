@@ -3,14 +3,15 @@
 mod dashboard;
 mod pipeline;
 mod pool;
+mod profile;
 mod run;
 mod runner;
 mod runs;
 mod scaffold;
 
 use crate::cli::{
-    Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, PoolCommand, RunnerCommand,
-    RunnerImageCommand, RunsCommand,
+    Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, PoolCommand, ProfileCommand,
+    RunnerCommand, RunnerImageCommand, RunsCommand,
 };
 use crate::exit::ExitCode;
 use crate::project::ProjectError;
@@ -37,6 +38,22 @@ impl From<StoreError> for CliError {
         let code = match e {
             StoreError::RunNotFound(_) => ExitCode::NotFound,
             _ => ExitCode::Store,
+        };
+        CliError::new(code, e.to_string())
+    }
+}
+
+impl From<crate::profiles::ProfileError> for CliError {
+    fn from(e: crate::profiles::ProfileError) -> Self {
+        use crate::profiles::ProfileError as P;
+        let code = match e {
+            P::NotFound { .. }
+            | P::NoDefault { .. }
+            | P::TwoTokens(_)
+            | P::BadUrl { .. }
+            | P::BadName(_) => ExitCode::Usage,
+            P::Parse { .. } => ExitCode::Project,
+            P::Read { .. } | P::Write { .. } => ExitCode::Internal,
         };
         CliError::new(code, e.to_string())
     }
@@ -70,6 +87,15 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             PipelineCommand::List(a) => pipeline::list(a),
             PipelineCommand::Describe(a) => pipeline::describe(a),
             PipelineCommand::New(a) => scaffold::new_pipeline(a),
+        },
+        Command::Profile { command } => match command {
+            ProfileCommand::List { output } => profile::list(output),
+            ProfileCommand::Show {
+                profile: name,
+                output,
+            } => profile::show(name.as_deref(), output),
+            ProfileCommand::Set(a) => profile::set(a),
+            ProfileCommand::Remove { name } => profile::remove(&name),
         },
         Command::Dashboard { command } => match command {
             DashboardCommand::Start(a) => dashboard::start(a),
