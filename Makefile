@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_TARGET_DIR_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug
+RELEASE_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/sparkwing
 
 .PHONY: help build demo test test-rust test-e2e test-browser e2e e2e-testbed lint fmt bench setup-test crds crds-check runner-image chart-crds chart-check
 
@@ -12,8 +13,8 @@ build: ## Build the sparkwing binary (release)
 	$(CARGO) build --release -p sparkwing-cli
 
 demo: build ## Run the example pipeline with a fresh store under target/demo-home
-	SPARKWING_HOME=$(CURDIR)/target/demo-home ./target/release/sparkwing run -C examples/hello hello --name demo
-	SPARKWING_HOME=$(CURDIR)/target/demo-home ./target/release/sparkwing runs list
+	SPARKWING_HOME=$(CURDIR)/target/demo-home $(RELEASE_BIN) run -C examples/hello hello --name demo
+	SPARKWING_HOME=$(CURDIR)/target/demo-home $(RELEASE_BIN) runs list
 
 test: setup-test test-rust test-e2e test-browser ## Every test: Rust, the Kubernetes test bed, then the browser tests
 
