@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod api;
 pub mod controller;
 pub mod crd_wait;
 pub mod error;

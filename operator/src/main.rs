@@ -1,11 +1,14 @@
 //! `sparkwing-operator`: flags, logging, the HTTP endpoints, then the controllers until SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
-use sparkwing_operator::{http, run_controllers, Config, LeaderConfig, DEFAULT_RUNNER_IMAGE};
+use sparkwing_operator::api::{ApiConfig, ApiState, KubeRuns};
+use sparkwing_operator::{api, http, run_controllers, Config, LeaderConfig, DEFAULT_RUNNER_IMAGE};
 
 /// Sparkwing's Kubernetes operator: runs PipelineRuns on runner Jobs or warm RunnerPool pods.
 #[derive(Debug, Parser)]
@@ -42,6 +45,30 @@ struct Args {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
+
+    /// Serve the Sparkwing API (uploads, triggers, runs, logs, tokens) on this address; unset:
+    /// no API. See docs/api.md.
+    #[arg(long, env = "SPARKWING_API_ADDR")]
+    api_addr: Option<SocketAddr>,
+
+    /// The API's data directory (a volume): blobs, upload manifests, logs, the run archive and
+    /// the token table.
+    #[arg(long, env = "SPARKWING_DATA_DIR", default_value = "/var/lib/sparkwing")]
+    data_dir: PathBuf,
+
+    /// A file holding an admin token to register at startup (e.g. a mounted Secret); a token
+    /// already known (or revoked) is left as it is.
+    #[arg(long, env = "SPARKWING_BOOTSTRAP_ADMIN_TOKEN_FILE")]
+    bootstrap_admin_token_file: Option<PathBuf>,
+
+    /// Namespace of runs triggered through the API without one (default: --namespace, else the
+    /// pod's namespace, else default).
+    #[arg(long, env = "SPARKWING_API_NAMESPACE")]
+    api_namespace: Option<String>,
+
+    /// Uploads and blobs younger than this many seconds survive the API's garbage collection.
+    #[arg(long, default_value_t = 3600)]
+    gc_grace_seconds: u64,
 }
 
 async fn shutdown_signal() {
@@ -82,6 +109,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let pod_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let api_namespace = args
+        .api_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .or(pod_namespace)
+        .unwrap_or_else(|| "default".to_string());
     let identity = identity(args.instance.clone());
     let mut config = Config::new(args.runner_image).instance(identity.clone());
     config.namespace = args.namespace.clone();
@@ -104,7 +140,36 @@ async fn main() -> anyhow::Result<()> {
         config.metrics.clone(),
         shutdown.clone(),
     ));
+    let api_server = match args.api_addr {
+        None => None,
+        Some(addr) => {
+            let state = ApiState::open(
+                &args.data_dir,
+                Arc::new(KubeRuns::new(client.clone())),
+                ApiConfig {
+                    default_namespace: api_namespace,
+                    gc_grace: std::time::Duration::from_secs(args.gc_grace_seconds),
+                    ..ApiConfig::default()
+                },
+            )
+            .with_context(|| {
+                format!("opening the API data directory {}", args.data_dir.display())
+            })?;
+            if let Some(path) = &args.bootstrap_admin_token_file {
+                if state
+                    .bootstrap_admin_from_file(path)
+                    .context("registering the bootstrap admin token")?
+                {
+                    tracing::info!(file = %path.display(), "registered the bootstrap admin token");
+                }
+            }
+            Some(tokio::spawn(api::serve(addr, state, shutdown.clone())))
+        }
+    };
     let result = run_controllers(client, config, shutdown.clone()).await;
     server.abort();
+    if let Some(api_server) = api_server {
+        api_server.abort();
+    }
     result.context("the operator stopped")
 }

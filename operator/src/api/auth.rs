@@ -1,0 +1,372 @@
+//! Bearer tokens and scopes.
+//!
+//! A token is `swt_<64 hex>` (people and services) or `swr_<64 hex>` (a run's runner), 32 random
+//! bytes. Only its sha256 is stored (`tokens.json` in the data directory, rewritten atomically on
+//! every change), with an id (12 hex, for list and revoke), the principal, scopes, creation time
+//! and a revoked flag. Every request looks the hash up in memory, so a revocation applies to the
+//! next request.
+//!
+//! Scopes: `runs:read` (list and read runs and logs), `runs:trigger` (upload sources, trigger and
+//! cancel runs), `admin` (everything, plus tokens and GC), and `run:<ns>/<name>`, held only by the
+//! runner token minted for that run: read that run's upload, post its logs and job states.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::manifest::sha256_hex;
+use super::storage::{Storage, StorageError};
+use super::ApiState;
+
+/// A permission a token carries.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    RunsRead,
+    RunsTrigger,
+    Admin,
+    /// The runner of one run.
+    Run {
+        namespace: String,
+        name: String,
+    },
+}
+
+/// Scopes an admin may grant (`run:` scopes are minted by the server only).
+pub const GRANTABLE_SCOPES: &[&str] = &["runs:read", "runs:trigger", "admin"];
+
+impl Scope {
+    pub fn run(namespace: &str, name: &str) -> Scope {
+        Scope::Run {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "runs:read" => Some(Scope::RunsRead),
+            "runs:trigger" => Some(Scope::RunsTrigger),
+            "admin" => Some(Scope::Admin),
+            _ => {
+                let (ns, name) = s.strip_prefix("run:")?.split_once('/')?;
+                (!ns.is_empty() && !name.is_empty()).then(|| Scope::run(ns, name))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::RunsRead => f.write_str("runs:read"),
+            Scope::RunsTrigger => f.write_str("runs:trigger"),
+            Scope::Admin => f.write_str("admin"),
+            Scope::Run { namespace, name } => write!(f, "run:{namespace}/{name}"),
+        }
+    }
+}
+
+/// A stored token: never the token itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub id: String,
+    /// Lowercase hex sha256 of the whole token string.
+    pub hash: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
+    #[serde(default)]
+    pub revoked: bool,
+    /// Runner tokens: the upload their run's source is (immutable in the spec), so reading it
+    /// needs no lookup of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+}
+
+/// What the list endpoint shows of a token.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    pub created: String,
+    pub revoked: bool,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(r: &TokenRecord) -> Self {
+        TokenInfo {
+            id: r.id.clone(),
+            principal: r.principal.clone(),
+            scopes: r.scopes.clone(),
+            created: r.created.clone(),
+            revoked: r.revoked,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct TokenFile {
+    tokens: Vec<TokenRecord>,
+}
+
+/// What a runner token carries besides its `run:` scope.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerGrant {
+    /// The id of the run's uploaded source, if its source is an upload.
+    pub upload: Option<String>,
+}
+
+/// The token table: in memory, persisted to `<data-dir>/tokens.json`.
+pub struct TokenStore {
+    path: PathBuf,
+    inner: RwLock<TokenFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no randomness: {0}")]
+    Random(String),
+    #[error("token lock poisoned")]
+    Poisoned,
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Storage(s) => ApiError::Storage(s),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, TokenError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| TokenError::Random(e.to_string()))?;
+    Ok(hex::encode(buf))
+}
+
+/// The current time, RFC 3339.
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+impl TokenStore {
+    /// Load `tokens.json` from the data directory (none yet: empty).
+    pub fn open(storage: &Storage) -> Result<Self, TokenError> {
+        let path = storage.root().join("tokens.json");
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StorageError::Json {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenFile::default(),
+            Err(source) => {
+                return Err(StorageError::Io {
+                    op: "reading",
+                    path,
+                    source,
+                }
+                .into())
+            }
+        };
+        Ok(TokenStore {
+            path,
+            inner: RwLock::new(file),
+        })
+    }
+
+    fn save(&self, storage: &Storage, file: &TokenFile) -> Result<(), TokenError> {
+        let bytes = serde_json::to_vec_pretty(file).map_err(|source| StorageError::Json {
+            path: self.path.clone(),
+            source,
+        })?;
+        storage.write_atomic(&self.path, &bytes)?;
+        Ok(())
+    }
+
+    /// Make a token; returns it (shown once) and its record.
+    pub fn create(
+        &self,
+        storage: &Storage,
+        principal: &str,
+        scopes: Vec<String>,
+        runner: Option<RunnerGrant>,
+    ) -> Result<(String, TokenRecord), TokenError> {
+        let token = format!(
+            "{}_{}",
+            if runner.is_some() { "swr" } else { "swt" },
+            random_hex(32)?
+        );
+        let rec = TokenRecord {
+            id: random_hex(6)?,
+            hash: sha256_hex(token.as_bytes()),
+            principal: principal.to_string(),
+            scopes,
+            created: now_rfc3339(),
+            revoked: false,
+            upload: runner.and_then(|r| r.upload),
+        };
+        self.insert(storage, rec.clone())?;
+        Ok((token, rec))
+    }
+
+    fn insert(&self, storage: &Storage, rec: TokenRecord) -> Result<(), TokenError> {
+        let mut file = self.inner.write().map_err(|_| TokenError::Poisoned)?;
+        file.tokens.push(rec);
+        if let Err(e) = self.save(storage, &file) {
+            file.tokens.pop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Register the bootstrap admin token (from a file) unless its hash is already known; a
+    /// bootstrap token revoked through the API stays revoked.
+    pub fn ensure_bootstrap(&self, storage: &Storage, token: &str) -> Result<bool, TokenError> {
+        let hash = sha256_hex(token.as_bytes());
+        if self
+            .inner
+            .read()
+            .map_err(|_| TokenError::Poisoned)?
+            .tokens
+            .iter()
+            .any(|t| t.hash == hash)
+        {
+            return Ok(false);
+        }
+        self.insert(
+            storage,
+            TokenRecord {
+                id: random_hex(6)?,
+                hash,
+                principal: "bootstrap-admin".into(),
+                scopes: vec!["admin".into()],
+                created: now_rfc3339(),
+                revoked: false,
+                upload: None,
+            },
+        )?;
+        Ok(true)
+    }
+
+    /// The live record of `token`, if any.
+    pub fn lookup(&self, token: &str) -> Option<TokenRecord> {
+        let hash = sha256_hex(token.as_bytes());
+        let file = self.inner.read().ok()?;
+        file.tokens
+            .iter()
+            .find(|t| t.hash == hash && !t.revoked)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
+        let file = self.inner.read().map_err(|_| TokenError::Poisoned)?;
+        Ok(file.tokens.iter().map(TokenInfo::from).collect())
+    }
+
+    /// Revoke by id. `Ok(false)`: no such token.
+    pub fn revoke(&self, storage: &Storage, id: &str) -> Result<bool, TokenError> {
+        self.revoke_where(storage, |t| t.id == id).map(|n| n > 0)
+    }
+
+    /// Revoke every token holding exactly `scope` (a run's runner tokens).
+    pub fn revoke_scope(&self, storage: &Storage, scope: &str) -> Result<usize, TokenError> {
+        self.revoke_where(storage, |t| t.scopes.iter().any(|s| s == scope))
+    }
+
+    fn revoke_where(
+        &self,
+        storage: &Storage,
+        pred: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<usize, TokenError> {
+        let mut file = self.inner.write().map_err(|_| TokenError::Poisoned)?;
+        let before = file.tokens.clone();
+        let mut n = 0;
+        for t in file.tokens.iter_mut().filter(|t| !t.revoked && pred(t)) {
+            t.revoked = true;
+            n += 1;
+        }
+        if n > 0 {
+            if let Err(e) = self.save(storage, &file) {
+                file.tokens = before;
+                return Err(e);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub name: String,
+    pub token_id: String,
+    pub scopes: Vec<Scope>,
+    /// The upload a runner token may read.
+    pub upload: Option<String>,
+}
+
+impl Principal {
+    pub fn has(&self, scope: &Scope) -> bool {
+        self.scopes.iter().any(|s| s == scope || *s == Scope::Admin)
+    }
+
+    /// 403 naming `scope` unless the caller has it (or admin).
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has(&scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(scope))
+        }
+    }
+
+    /// Readers of runs, and the run's own runner.
+    pub fn require_read_run(&self, ns: &str, name: &str) -> Result<(), ApiError> {
+        if self.has(&Scope::run(ns, name)) {
+            return Ok(());
+        }
+        self.require(Scope::RunsRead)
+    }
+
+    /// The run a runner token belongs to.
+    pub fn runner_of(&self) -> Option<(&str, &str)> {
+        self.scopes.iter().find_map(|s| match s {
+            Scope::Run { namespace, name } => Some((namespace.as_str(), name.as_str())),
+            _ => None,
+        })
+    }
+}
+
+impl FromRequestParts<ApiState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let rec = state.tokens.lookup(token).ok_or(ApiError::Unauthorized)?;
+        Ok(Principal {
+            name: rec.principal,
+            token_id: rec.id,
+            scopes: rec.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            upload: rec.upload,
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! The API's one error type: every handler returns `Result<_, ApiError>`, answered as JSON
+//! `{"error": "<code>", "message": "<text>"}` (403 adds `"scope"`). Internal failures (storage,
+//! Kubernetes) are logged here and answered without their detail.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::manifest::ManifestError;
+use super::runs::BackendError;
+use super::storage::StorageError;
+
+/// What a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("missing scope {scope}")]
+    Forbidden { scope: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(#[from] ManifestError),
+    #[error("content does not match its address: expected sha256 {expected}, got {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("job {job}: expected seq {expected}, got {got}; send the missing lines first")]
+    LogGap {
+        job: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { what: &'static str, limit: u64 },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("run backend: {0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 403 naming the scope the caller lacks.
+    pub fn forbidden(scope: impl std::fmt::Display) -> Self {
+        ApiError::Forbidden {
+            scope: scope.to_string(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_)
+            | ApiError::InvalidManifest(_)
+            | ApiError::HashMismatch { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) | ApiError::LogGap { .. } => StatusCode::CONFLICT,
+            ApiError::Backend(BackendError::AlreadyExists(_)) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Backend(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidManifest(_) => "invalid_manifest",
+            ApiError::HashMismatch { .. } => "hash_mismatch",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Backend(BackendError::AlreadyExists(_)) => "conflict",
+            ApiError::LogGap { .. } => "log_gap",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Backend(_) => "backend",
+            ApiError::Storage(_) | ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Storage(_) | ApiError::Internal(_) => {
+                tracing::error!(error = %self, "API request failed");
+                "internal error; see the operator's log".to_string()
+            }
+            ApiError::Backend(BackendError::AlreadyExists(_)) => self.to_string(),
+            ApiError::Backend(_) => {
+                tracing::error!(error = %self, "API request failed");
+                "the Kubernetes API request failed; see the operator's log".to_string()
+            }
+            _ => self.to_string(),
+        };
+        let body = match &self {
+            ApiError::Forbidden { scope } => {
+                json!({"error": self.code(), "message": message, "scope": scope})
+            }
+            _ => json!({"error": self.code(), "message": message}),
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,189 @@
+//! Tokens, garbage collection, identity, readiness and metrics.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sparkwing_crds::pipeline_run::Source;
+
+use crate::api::auth::{Principal, Scope, TokenInfo, GRANTABLE_SCOPES};
+use crate::api::runs::is_terminal;
+use crate::api::storage::GcReport;
+use crate::api::{blocking, read_json, ApiError, ApiMetrics, ApiState};
+
+#[derive(Serialize, Debug)]
+pub struct WhoAmI {
+    pub principal: String,
+    pub token: String,
+    pub scopes: Vec<String>,
+}
+
+pub async fn whoami(p: Principal) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        principal: p.name,
+        token: p.token_id,
+        scopes: p.scopes.iter().map(ToString::to_string).collect(),
+    })
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub principal: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct CreatedToken {
+    /// Shown once; only its hash is stored.
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+pub async fn create_token(
+    State(st): State<ApiState>,
+    p: Principal,
+    body: Body,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    p.require(Scope::Admin)?;
+    let req: CreateToken = read_json(body, st.config.limits.json_body, "token request").await?;
+    let principal = req.principal.trim().to_string();
+    if principal.is_empty() || principal.len() > 256 {
+        return Err(ApiError::BadRequest(
+            "principal must be 1 to 256 characters".into(),
+        ));
+    }
+    if let Some(bad) = req
+        .scopes
+        .iter()
+        .find(|s| !GRANTABLE_SCOPES.contains(&s.as_str()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown scope {bad:?}; valid scopes: {}",
+            GRANTABLE_SCOPES.join(", ")
+        )));
+    }
+    let scopes: Vec<String> = req
+        .scopes
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let (token, rec) = blocking(move || tokens.create(&storage, &principal, scopes, None)).await?;
+    tracing::info!(id = %rec.id, principal = %rec.principal, by = %p.name, "token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token,
+            info: TokenInfo::from(&rec),
+        }),
+    ))
+}
+
+#[derive(Serialize, Debug)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+pub async fn list_tokens(
+    State(st): State<ApiState>,
+    p: Principal,
+) -> Result<Json<TokenList>, ApiError> {
+    p.require(Scope::Admin)?;
+    Ok(Json(TokenList {
+        tokens: st.tokens.list()?,
+    }))
+}
+
+pub async fn revoke_token(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require(Scope::Admin)?;
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let i = id.clone();
+    if blocking(move || tokens.revoke(&storage, &i)).await? {
+        tracing::info!(%id, by = %p.name, "token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("token {id} not found")))
+    }
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcRequest {
+    /// Overrides the configured grace period.
+    #[serde(default)]
+    pub grace_seconds: Option<u64>,
+}
+
+/// Delete blobs no kept manifest names. Kept manifests: those of runs that still exist and are
+/// not finished, and those younger than the grace period.
+pub async fn gc(
+    State(st): State<ApiState>,
+    p: Principal,
+    body: Body,
+) -> Result<Json<GcReport>, ApiError> {
+    p.require(Scope::Admin)?;
+    let bytes = crate::api::read_body(body, st.config.limits.json_body, "gc request").await?;
+    let req: GcRequest = if bytes.is_empty() {
+        GcRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("gc request: {e}")))?
+    };
+    let grace = req
+        .grace_seconds
+        .map_or(st.config.gc_grace, Duration::from_secs);
+    let keep: BTreeSet<String> = st
+        .runs
+        .list(None)
+        .await?
+        .into_iter()
+        .filter(|r| !is_terminal(r))
+        .filter_map(|r| match r.spec.source {
+            Source::Upload(u) => Some(u.id),
+            _ => None,
+        })
+        .collect();
+    let storage = st.storage.clone();
+    let report = blocking(move || storage.gc(&keep, grace, SystemTime::now())).await?;
+    ApiMetrics::add(&st.metrics.gc_blobs_deleted, report.blobs_deleted);
+    tracing::info!(?report, by = %p.name, "garbage collected");
+    Ok(Json(report))
+}
+
+pub async fn readyz(State(st): State<ApiState>) -> impl IntoResponse {
+    let storage = st.storage.clone();
+    match blocking(move || storage.check()).await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the data directory is not writable\n",
+            )
+        }
+    }
+}
+
+pub async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+}

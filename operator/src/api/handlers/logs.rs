@@ -1,0 +1,258 @@
+//! Log ingest from runners (sequence-numbered, idempotent) and reading/following logs.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::api::auth::{Principal, Scope};
+use crate::api::runs::is_terminal;
+use crate::api::storage::{IngestError, IngestReport, LogRecord, Stream as LogStream};
+use crate::api::{
+    blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
+};
+
+/// One line of a batch, as a runner sends it.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct IngestLine {
+    pub job: String,
+    /// 1 for a job's first line, then +1 per line.
+    pub seq: u64,
+    #[serde(default)]
+    pub ts: String,
+    #[serde(default)]
+    pub stream: LogStream,
+    pub line: String,
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Gap { job, expected, got } => ApiError::LogGap { job, expected, got },
+            IngestError::Storage(s) => ApiError::Storage(s),
+        }
+    }
+}
+
+fn check_run(ns: &str, name: &str) -> Result<(), ApiError> {
+    check_object_name("namespace", ns)?;
+    check_object_name("run name", name)
+}
+
+pub async fn ingest(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<IngestReport>, ApiError> {
+    check_run(&ns, &name)?;
+    p.require(Scope::run(&ns, &name))?;
+    let batch: Vec<IngestLine> = read_json(body, st.config.limits.log_body, "log batch").await?;
+    let mut records = Vec::with_capacity(batch.len());
+    for l in batch {
+        check_job_name(&l.job)?;
+        if l.seq == 0 {
+            return Err(ApiError::BadRequest(format!(
+                "job {}: seq starts at 1",
+                l.job
+            )));
+        }
+        records.push((
+            l.job,
+            LogRecord {
+                seq: l.seq,
+                ts: l.ts,
+                stream: l.stream,
+                line: l.line,
+            },
+        ));
+    }
+    let storage = st.storage.clone();
+    let report = blocking(move || storage.append_logs(&ns, &name, records)).await?;
+    if report.accepted > 0 {
+        ApiMetrics::add(&st.metrics.log_lines, report.accepted);
+        st.log_notify.notify_waiters();
+    }
+    Ok(Json(report))
+}
+
+#[derive(Deserialize, Debug)]
+pub struct LogQuery {
+    /// The job whose log to read; without it, `read` lists the jobs that have a log.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// Only lines with a greater seq.
+    #[serde(default)]
+    pub after: Option<u64>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(untagged)]
+pub enum LogRead {
+    Jobs { jobs: Vec<String> },
+    Lines { job: String, lines: Vec<LogRecord> },
+}
+
+pub async fn read(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<LogRead>, ApiError> {
+    check_run(&ns, &name)?;
+    p.require_read_run(&ns, &name)?;
+    let storage = st.storage.clone();
+    match q.job {
+        None => {
+            let jobs = blocking(move || storage.log_jobs(&ns, &name)).await?;
+            Ok(Json(LogRead::Jobs { jobs }))
+        }
+        Some(job) => {
+            check_job_name(&job)?;
+            let after = q.after.unwrap_or(0);
+            let j = job.clone();
+            let (lines, _) = blocking(move || storage.read_logs(&ns, &name, &j, 0)).await?;
+            let lines = lines.into_iter().filter(|l| l.seq > after).collect();
+            Ok(Json(LogRead::Lines { job, lines }))
+        }
+    }
+}
+
+/// Whether the run is over (or gone): a follower then drains and ends.
+async fn run_over(st: &ApiState, ns: &str, name: &str) -> bool {
+    match st.runs.get(ns, name).await {
+        Ok(Some(run)) => is_terminal(&run),
+        Ok(None) => true,
+        // Unknown: keep following.
+        Err(_) => false,
+    }
+}
+
+struct Follow {
+    st: ApiState,
+    ns: String,
+    name: String,
+    job: String,
+    after: u64,
+    offset: u64,
+    queue: VecDeque<Event>,
+    draining: bool,
+    done: bool,
+}
+
+impl Follow {
+    async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Some((Ok(ev), self));
+            }
+            if self.done {
+                return None;
+            }
+            let storage = self.st.storage.clone();
+            let (ns, name, job, offset) = (
+                self.ns.clone(),
+                self.name.clone(),
+                self.job.clone(),
+                self.offset,
+            );
+            match blocking(move || storage.read_logs(&ns, &name, &job, offset)).await {
+                Ok((lines, offset)) => {
+                    self.offset = offset;
+                    for l in lines {
+                        if l.seq <= self.after {
+                            continue;
+                        }
+                        self.after = l.seq;
+                        let data = serde_json::to_string(&l).unwrap_or_default();
+                        self.queue
+                            .push_back(Event::default().id(l.seq.to_string()).data(data));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "following a log");
+                    self.queue.push_back(
+                        Event::default()
+                            .event("error")
+                            .data("reading the log failed"),
+                    );
+                    self.done = true;
+                    continue;
+                }
+            }
+            if !self.queue.is_empty() {
+                continue;
+            }
+            if self.draining {
+                self.queue
+                    .push_back(Event::default().event("end").data("{}"));
+                self.done = true;
+                continue;
+            }
+            if run_over(&self.st, &self.ns, &self.name).await {
+                // One more read for lines written before the run ended.
+                self.draining = true;
+                continue;
+            }
+            let notify = self.st.log_notify.clone();
+            let _ = tokio::time::timeout(self.st.config.follow_poll, notify.notified()).await;
+        }
+    }
+}
+
+/// `GET .../logs/stream?job=J[&after=N]`: server-sent events, one per line (`id` = seq, data =
+/// the line's JSON), from the line after `Last-Event-ID` (or `after`), then live; an `end` event
+/// once the run is over and every line was sent.
+pub async fn follow(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    check_run(&ns, &name)?;
+    p.require_read_run(&ns, &name)?;
+    let job = q
+        .job
+        .ok_or_else(|| ApiError::BadRequest("the job query parameter is required".into()))?;
+    check_job_name(&job)?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a line's seq".into()))?,
+        ),
+    };
+    let after = last_event_id.or(q.after).unwrap_or(0);
+    let exists = st.runs.get(&ns, &name).await?.is_some() || {
+        let storage = st.storage.clone();
+        let (ns, name) = (ns.clone(), name.clone());
+        blocking(move || Ok::<_, ApiError>(storage.is_archived(&ns, &name))).await?
+    };
+    if !exists {
+        return Err(ApiError::NotFound(format!("run {ns}/{name} not found")));
+    }
+    let keep_alive = st.config.keep_alive;
+    let state = Follow {
+        st,
+        ns,
+        name,
+        job,
+        after,
+        offset: 0,
+        queue: VecDeque::new(),
+        draining: false,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, Follow::next_event);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
+}

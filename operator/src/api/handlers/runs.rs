@@ -1,0 +1,390 @@
+//! Trigger, list, read, cancel and finish runs; job states from runners.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::status::Phase;
+use sparkwing_crds::pipeline_run::{
+    CancelMode, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy,
+};
+
+use crate::api::auth::{now_rfc3339, Principal, RunnerGrant, Scope};
+use crate::api::runs::is_terminal;
+use crate::api::storage::ArchivedRun;
+use crate::api::{
+    blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
+    ClientAddr,
+};
+
+/// What a client may ask for. `triggeredBy` is not here: the server writes it.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRequest {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub pipeline: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    pub source: Source,
+    #[serde(default)]
+    pub runner_pool: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub ttl_seconds_after_finished: Option<i32>,
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Created {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A run name from the pipeline name: `<slug>-<8 hex>`.
+fn run_name(pipeline: &str) -> Result<String, ApiError> {
+    let mut slug: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug.truncate(40);
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "run" } else { slug };
+    let mut rnd = [0u8; 4];
+    getrandom::fill(&mut rnd).map_err(|e| ApiError::Internal(format!("randomness: {e}")))?;
+    Ok(format!("{slug}-{}", hex::encode(rnd)))
+}
+
+pub async fn trigger(
+    State(st): State<ApiState>,
+    p: Principal,
+    ClientAddr(host): ClientAddr,
+    body: Body,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    p.require(Scope::RunsTrigger)?;
+    let req: TriggerRequest =
+        read_json(body, st.config.limits.json_body, "trigger request").await?;
+    let namespace = req
+        .namespace
+        .clone()
+        .unwrap_or_else(|| st.config.default_namespace.clone());
+    check_object_name("namespace", &namespace)?;
+    if let Some(pool) = &req.runner_pool {
+        check_object_name("runnerPool", pool)?;
+    }
+    match &req.source {
+        Source::Upload(u) => {
+            let storage = st.storage.clone();
+            let id = u.id.clone();
+            let missing = blocking(move || {
+                storage
+                    .get_upload(&id)
+                    .map(|m| m.map(|m| storage.missing_blobs(&m).len()))
+            })
+            .await?;
+            match missing {
+                None => return Err(ApiError::NotFound(format!("upload {} not found", u.id))),
+                Some(0) => {}
+                Some(n) => {
+                    return Err(ApiError::Conflict(format!(
+                        "upload {} lacks {n} blobs; PUT them to /api/v1/blobs first",
+                        u.id
+                    )))
+                }
+            }
+        }
+        // A path on the runner's node: only admins may point a run at one.
+        Source::Local(_) => p.require(Scope::Admin)?,
+        Source::Git(_) => {}
+    }
+    let name = run_name(&req.pipeline)?;
+    let run = PipelineRun {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: PipelineRunSpec {
+            pipeline: req.pipeline,
+            args: req.args,
+            source: req.source,
+            runner_pool: req.runner_pool,
+            timeout: req.timeout,
+            cancel: None,
+            ttl_seconds_after_finished: req.ttl_seconds_after_finished,
+            max_attempts: req.max_attempts.unwrap_or(3),
+            triggered_by: Some(TriggeredBy {
+                principal: p.name.clone(),
+                host,
+                via: TriggerVia::Cli,
+            }),
+        },
+        status: None,
+    };
+    if let Some(problem) = run.intent().invalid {
+        return Err(ApiError::BadRequest(problem));
+    }
+    let upload = match &run.spec.source {
+        Source::Upload(u) => Some(u.id.clone()),
+        _ => None,
+    };
+    let created = st.runs.create(run).await?;
+    // The runner's credential: this run only.
+    let scope = Scope::run(&namespace, &name).to_string();
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let principal = format!("runner:{namespace}/{name}");
+    let (token, _) = blocking(move || {
+        tokens.create(
+            &storage,
+            &principal,
+            vec![scope],
+            Some(RunnerGrant { upload }),
+        )
+    })
+    .await?;
+    st.runs.store_runner_token(&created, &token).await?;
+    ApiMetrics::add(&st.metrics.runs_triggered, 1);
+    tracing::info!(%namespace, %name, principal = %p.name, "run triggered");
+    Ok((StatusCode::CREATED, Json(Created { namespace, name })))
+}
+
+/// A run as the API shows it.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    pub namespace: String,
+    pub name: String,
+    pub pipeline: String,
+    pub phase: Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<TriggeredBy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The PipelineRun still exists.
+    pub live: bool,
+    /// A copy is in the archive.
+    pub archived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<PipelineRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
+    RunView {
+        namespace: run.namespace().unwrap_or_default(),
+        name: run.name_any(),
+        pipeline: run.spec.pipeline.clone(),
+        phase: run.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+        triggered_by: run.spec.triggered_by.clone(),
+        created: run
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+        live,
+        archived,
+        run: None,
+        jobs: None,
+    }
+}
+
+/// Archive a finished live run unless its archived copy is finished too. Returns whether an
+/// archived copy exists afterwards.
+async fn archive_if_finished(st: &ApiState, run: &PipelineRun) -> Result<bool, ApiError> {
+    let storage = st.storage.clone();
+    let run = run.clone();
+    blocking(move || {
+        let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+        let stored = storage.read_archive(&ns, &name)?;
+        let fresh = stored.as_ref().is_some_and(|a| is_terminal(&a.run));
+        if is_terminal(&run) && !fresh {
+            storage.write_archive(
+                &ns,
+                &name,
+                &ArchivedRun {
+                    archived_at: now_rfc3339(),
+                    run,
+                },
+            )?;
+            return Ok::<_, ApiError>(true);
+        }
+        Ok(stored.is_some())
+    })
+    .await
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+}
+
+pub async fn list(
+    State(st): State<ApiState>,
+    p: Principal,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<RunList>, ApiError> {
+    p.require(Scope::RunsRead)?;
+    if let Some(ns) = &q.namespace {
+        check_object_name("namespace", ns)?;
+    }
+    let live = st.runs.list(q.namespace.as_deref()).await?;
+    let mut out: BTreeMap<(String, String), RunView> = BTreeMap::new();
+    for run in &live {
+        let archived = archive_if_finished(&st, run).await?;
+        let v = view(run, true, archived);
+        out.insert((v.namespace.clone(), v.name.clone()), v);
+    }
+    let storage = st.storage.clone();
+    let ns = q.namespace.clone();
+    let archive = blocking(move || storage.list_archive(ns.as_deref())).await?;
+    for a in archive {
+        let v = view(&a.run, false, true);
+        out.entry((v.namespace.clone(), v.name.clone()))
+            .or_insert(v);
+    }
+    let mut runs: Vec<RunView> = out.into_values().collect();
+    // Newest first; RFC 3339 UTC strings sort by time.
+    runs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+    Ok(Json(RunList { runs }))
+}
+
+pub async fn get_run(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<RunView>, ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require_read_run(&ns, &name)?;
+    let mut v = match st.runs.get(&ns, &name).await? {
+        Some(run) => {
+            let archived = archive_if_finished(&st, &run).await?;
+            let mut v = view(&run, true, archived);
+            v.run = Some(run);
+            v
+        }
+        None => {
+            let storage = st.storage.clone();
+            let (ns2, name2) = (ns.clone(), name.clone());
+            match blocking(move || storage.read_archive(&ns2, &name2)).await? {
+                Some(a) => {
+                    let mut v = view(&a.run, false, true);
+                    v.run = Some(a.run);
+                    v
+                }
+                None => return Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+            }
+        }
+    };
+    let storage = st.storage.clone();
+    v.jobs = Some(blocking(move || storage.job_states(&ns, &name)).await?);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[serde(default)]
+    pub mode: Option<CancelMode>,
+}
+
+pub async fn cancel(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require(Scope::RunsTrigger)?;
+    let bytes = crate::api::read_body(body, st.config.limits.json_body, "cancel request").await?;
+    let req: CancelRequest = if bytes.is_empty() {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("cancel request: {e}")))?
+    };
+    let mode = req.mode.unwrap_or(CancelMode::Cancelled);
+    match st.runs.cancel(&ns, &name, mode).await? {
+        Some(run) => {
+            tracing::info!(%ns, %name, principal = %p.name, ?mode, "run cancel requested");
+            Ok((StatusCode::ACCEPTED, Json(view(&run, true, false))))
+        }
+        None => Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+    }
+}
+
+/// The runner is done: archive the run as it is now and revoke the run's runner tokens.
+pub async fn finish(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<RunView>, ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require(Scope::run(&ns, &name))?;
+    let run = st
+        .runs
+        .get(&ns, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+    let storage = st.storage.clone();
+    let archived = run.clone();
+    let (ns2, name2) = (ns.clone(), name.clone());
+    blocking(move || {
+        storage.write_archive(
+            &ns2,
+            &name2,
+            &ArchivedRun {
+                archived_at: now_rfc3339(),
+                run: archived,
+            },
+        )
+    })
+    .await?;
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let scope = Scope::run(&ns, &name).to_string();
+    blocking(move || tokens.revoke_scope(&storage, &scope)).await?;
+    Ok(Json(view(&run, true, true)))
+}
+
+pub async fn put_job_state(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name, job)): Path<(String, String, String)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    check_job_name(&job)?;
+    p.require(Scope::run(&ns, &name))?;
+    let state: serde_json::Value = read_json(body, st.config.limits.json_body, "job state").await?;
+    if !state.is_object() {
+        return Err(ApiError::BadRequest("a job state is a JSON object".into()));
+    }
+    let storage = st.storage.clone();
+    blocking(move || storage.put_job_state(&ns, &name, &job, &state)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

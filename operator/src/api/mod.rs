@@ -1,0 +1,316 @@
+//! The Sparkwing API: source uploads, triggering, reading and cancelling runs, log ingest and
+//! live follow, the archive of finished runs, tokens, garbage collection, health and metrics.
+//! `docs/api.md` lists the endpoints.
+//!
+//! [`router`] builds the whole axum app from an [`ApiState`]: a [`Storage`] (files under the
+//! data directory), a [`TokenStore`], and a [`RunBackend`] ([`KubeRuns`] in the operator,
+//! [`MemoryRuns`] in tests). Handlers return `Result<_, ApiError>`; bodies are read through
+//! [`read_body`] with a per-endpoint limit so an oversized body is a JSON 413.
+
+pub mod auth;
+pub mod error;
+mod handlers;
+pub mod manifest;
+pub mod metrics;
+pub mod runs;
+pub mod storage;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use tokio::sync::Notify;
+
+pub use auth::{Principal, Scope, TokenStore};
+pub use error::ApiError;
+pub use manifest::{Manifest, ManifestLimits};
+pub use metrics::ApiMetrics;
+pub use runs::{BackendError, KubeRuns, MemoryRuns, RunBackend};
+pub use storage::Storage;
+
+/// Request and storage limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Small JSON bodies (trigger, cancel, tokens, job states).
+    pub json_body: usize,
+    /// An upload manifest.
+    pub manifest_body: usize,
+    /// One compressed blob.
+    pub blob_body: usize,
+    /// One log batch.
+    pub log_body: usize,
+    /// Entries, total size and file size of a manifest (a blob decompresses to at most
+    /// `max_file_size` bytes).
+    pub manifest: ManifestLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            json_body: 1 << 20,
+            manifest_body: 32 << 20,
+            blob_body: 64 << 20,
+            log_body: 4 << 20,
+            manifest: ManifestLimits {
+                max_files: 100_000,
+                max_total_size: 2 << 30,
+                max_file_size: 256 << 20,
+            },
+        }
+    }
+}
+
+/// How the API behaves.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub limits: Limits,
+    /// Namespace of triggered runs whose request names none.
+    pub default_namespace: String,
+    /// Uploads and blobs younger than this survive garbage collection.
+    pub gc_grace: Duration,
+    /// How often a log follower looks for new lines when not woken by an ingest.
+    pub follow_poll: Duration,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            limits: Limits::default(),
+            default_namespace: "default".into(),
+            gc_grace: Duration::from_secs(3600),
+            follow_poll: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiInitError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Tokens(#[from] auth::TokenError),
+    #[error(
+        "the bootstrap admin token in {path} is shorter than {MIN_BOOTSTRAP_TOKEN_LEN} characters"
+    )]
+    WeakBootstrapToken { path: PathBuf },
+    #[error("reading the bootstrap admin token {path}: {source}")]
+    BootstrapFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shortest bootstrap admin token accepted (`openssl rand -hex 32` gives 64 characters).
+pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 24;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub storage: Arc<Storage>,
+    pub tokens: Arc<TokenStore>,
+    pub runs: Arc<dyn RunBackend>,
+    pub metrics: Arc<ApiMetrics>,
+    pub config: Arc<ApiConfig>,
+    /// Woken on every log ingest, for followers.
+    pub log_notify: Arc<Notify>,
+}
+
+impl ApiState {
+    /// Open the data directory (creating its layout) and the token table.
+    pub fn open(
+        data_dir: impl Into<PathBuf>,
+        runs: Arc<dyn RunBackend>,
+        config: ApiConfig,
+    ) -> Result<Self, ApiInitError> {
+        let storage = Storage::open(data_dir)?;
+        let tokens = TokenStore::open(&storage)?;
+        Ok(ApiState {
+            storage: Arc::new(storage),
+            tokens: Arc::new(tokens),
+            runs,
+            metrics: Arc::new(ApiMetrics::default()),
+            config: Arc::new(config),
+            log_notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Register the admin token in `path` (its content, trimmed), unless it is already known.
+    /// A missing or empty file registers nothing.
+    pub fn bootstrap_admin_from_file(&self, path: &std::path::Path) -> Result<bool, ApiInitError> {
+        let token = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(ApiInitError::BootstrapFile {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let token = token.trim();
+        if token.is_empty() {
+            return Ok(false);
+        }
+        if token.len() < MIN_BOOTSTRAP_TOKEN_LEN {
+            return Err(ApiInitError::WeakBootstrapToken {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(self.tokens.ensure_bootstrap(&self.storage, token)?)
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    use handlers::{admin, logs, runs as r, uploads};
+    let api = Router::new()
+        .route("/api/v1/whoami", get(admin::whoami))
+        .route("/api/v1/uploads", post(uploads::create_upload))
+        .route("/api/v1/uploads/{id}", get(uploads::get_upload))
+        .route("/api/v1/uploads/{id}/blobs/{sha}", get(uploads::get_blob))
+        .route("/api/v1/blobs/{sha}", put(uploads::put_blob))
+        .route("/api/v1/runs", post(r::trigger).get(r::list))
+        .route("/api/v1/runs/{ns}/{name}", get(r::get_run))
+        .route("/api/v1/runs/{ns}/{name}/cancel", post(r::cancel))
+        .route("/api/v1/runs/{ns}/{name}/finish", post(r::finish))
+        .route("/api/v1/runs/{ns}/{name}/jobs/{job}", put(r::put_job_state))
+        .route(
+            "/api/v1/runs/{ns}/{name}/logs",
+            post(logs::ingest).get(logs::read),
+        )
+        .route("/api/v1/runs/{ns}/{name}/logs/stream", get(logs::follow))
+        .route(
+            "/api/v1/admin/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/api/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/api/v1/admin/gc", post(admin::gc))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics_text))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ));
+    api.fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+/// Serve the API on `addr` until `shutdown` (client addresses recorded for `triggeredBy.host`).
+pub async fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving the Sparkwing API");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Read a body of at most `limit` bytes; more is a 413 naming `what`.
+pub async fn read_body(body: Body, limit: usize, what: &'static str) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge {
+                what,
+                limit: limit as u64,
+            }
+        } else {
+            ApiError::BadRequest(format!("reading the request body: {inner}"))
+        }
+    })
+}
+
+/// Read and parse a JSON body of at most `limit` bytes.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    what: &'static str,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit, what).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+}
+
+/// Run blocking storage work off the async threads.
+pub async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("storage task: {e}")))?
+        .map_err(Into::into)
+}
+
+/// The client's IP address, from the connection (never from a header the client writes).
+#[derive(Clone, Debug)]
+pub struct ClientAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ci| ci.0.ip().to_string()),
+        ))
+    }
+}
+
+/// A namespace or run name as Kubernetes allows it (a DNS subdomain).
+pub fn check_object_name(what: &str, s: &str) -> Result<(), ApiError> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid {what} {s:?}: lowercase letters, digits, '-' and '.', starting and ending alphanumeric"
+        )))
+    }
+}
+
+/// A job name that is safe as a file name: letters, digits, `_`, `-`, `.`, not starting with `.`.
+pub fn check_job_name(s: &str) -> Result<(), ApiError> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid job name {s:?}: letters, digits, '-', '_' and '.', not starting with '.'"
+        )))
+    }
+}

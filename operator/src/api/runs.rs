@@ -1,0 +1,324 @@
+//! Where runs live: [`RunBackend`], with [`KubeRuns`] (PipelineRun objects through the
+//! Kubernetes API) and [`MemoryRuns`] (a map, for tests and local experiments).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use sparkwing_core::reconcile::status::{Phase, RunStatus};
+use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun};
+
+use crate::error::{is_already_exists, is_not_found};
+
+/// Key of the runner token in its Secret.
+pub const RUNNER_TOKEN_KEY: &str = "token";
+
+/// Name of the Secret holding a run's runner token.
+pub fn runner_secret_name(run: &str) -> String {
+    format!("{run}-runner-token")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("PipelineRun {0} already exists")]
+    AlreadyExists(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// PipelineRun create/get/list/cancel, and the home of runner tokens.
+pub trait RunBackend: Send + Sync + 'static {
+    /// Create `run` (name and namespace set) and return it as stored.
+    fn create(&self, run: PipelineRun) -> BoxFuture<'_, Result<PipelineRun, BackendError>>;
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
+    /// Runs of `ns` (`None`: every namespace).
+    fn list<'a>(
+        &'a self,
+        ns: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>>;
+    /// Set `spec.cancel`; `None` when there is no such run.
+    fn cancel<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        mode: CancelMode,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
+    /// Keep the runner token of `run` where its runner can read it.
+    fn store_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// The run is finished (its phase is terminal).
+pub fn is_terminal(run: &PipelineRun) -> bool {
+    run.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+}
+
+/// PipelineRuns through the Kubernetes API. Runner tokens go to a Secret `<run>-runner-token`
+/// (key `token`) in the run's namespace, owned by the run so it is deleted with it.
+#[derive(Clone)]
+pub struct KubeRuns {
+    client: kube::Client,
+}
+
+impl KubeRuns {
+    pub fn new(client: kube::Client) -> Self {
+        KubeRuns { client }
+    }
+}
+
+impl RunBackend for KubeRuns {
+    fn create(&self, run: PipelineRun) -> BoxFuture<'_, Result<PipelineRun, BackendError>> {
+        async move {
+            let ns = run.namespace().unwrap_or_default();
+            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), &ns);
+            api.create(&PostParams::default(), &run).await.map_err(|e| {
+                if is_already_exists(&e) {
+                    BackendError::AlreadyExists(run.name_any())
+                } else {
+                    e.into()
+                }
+            })
+        }
+        .boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        async move {
+            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
+            Ok(api.get_opt(name).await?)
+        }
+        .boxed()
+    }
+
+    fn list<'a>(
+        &'a self,
+        ns: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>> {
+        async move {
+            let api: Api<PipelineRun> = match ns {
+                Some(ns) => Api::namespaced(self.client.clone(), ns),
+                None => Api::all(self.client.clone()),
+            };
+            Ok(api.list(&ListParams::default()).await?.items)
+        }
+        .boxed()
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        mode: CancelMode,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        async move {
+            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
+            let patch = serde_json::json!({"spec": {"cancel": mode}});
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(run) => Ok(Some(run)),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn store_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let ns = run.namespace().unwrap_or_default();
+            let owner = run
+                .owner_ref(&())
+                .ok_or_else(|| BackendError::Other("the created PipelineRun has no uid".into()))?;
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(runner_secret_name(&run.name_any())),
+                    namespace: Some(ns.clone()),
+                    owner_references: Some(vec![owner]),
+                    labels: Some(BTreeMap::from([
+                        (
+                            "app.kubernetes.io/managed-by".to_string(),
+                            "sparkwing-operator".to_string(),
+                        ),
+                        ("sparkwing.dev/run".to_string(), run.name_any()),
+                    ])),
+                    ..ObjectMeta::default()
+                },
+                string_data: Some(BTreeMap::from([(
+                    RUNNER_TOKEN_KEY.to_string(),
+                    token.to_string(),
+                )])),
+                type_: Some("Opaque".into()),
+                ..Secret::default()
+            };
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+            api.create(&PostParams::default(), &secret).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Runs in a map. Tests reach in with [`MemoryRuns::set_phase`], [`MemoryRuns::delete`] and
+/// [`MemoryRuns::runner_token`].
+#[derive(Default)]
+pub struct MemoryRuns {
+    runs: Mutex<BTreeMap<(String, String), PipelineRun>>,
+    tokens: Mutex<BTreeMap<(String, String), String>>,
+}
+
+impl MemoryRuns {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(ns: &str, name: &str) -> (String, String) {
+        (ns.to_string(), name.to_string())
+    }
+
+    /// A run as stored.
+    pub fn run(&self, ns: &str, name: &str) -> Option<PipelineRun> {
+        self.runs.lock().ok()?.get(&Self::key(ns, name)).cloned()
+    }
+
+    /// Put a run in the map as is.
+    pub fn insert(&self, run: PipelineRun) {
+        let key = Self::key(&run.namespace().unwrap_or_default(), &run.name_any());
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(key, run);
+        }
+    }
+
+    /// Play the controller: set the run's phase.
+    pub fn set_phase(&self, ns: &str, name: &str, phase: Phase) {
+        if let Ok(mut runs) = self.runs.lock() {
+            if let Some(run) = runs.get_mut(&Self::key(ns, name)) {
+                run.status.get_or_insert_with(RunStatus::default).phase = phase;
+            }
+        }
+    }
+
+    /// Play `ttlSecondsAfterFinished`: the PipelineRun is gone.
+    pub fn delete(&self, ns: &str, name: &str) {
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.remove(&Self::key(ns, name));
+        }
+    }
+
+    /// The runner token stored for a run.
+    pub fn runner_token(&self, ns: &str, name: &str) -> Option<String> {
+        self.tokens.lock().ok()?.get(&Self::key(ns, name)).cloned()
+    }
+}
+
+fn poisoned() -> BackendError {
+    BackendError::Other("memory backend lock poisoned".into())
+}
+
+impl RunBackend for MemoryRuns {
+    fn create(&self, mut run: PipelineRun) -> BoxFuture<'_, Result<PipelineRun, BackendError>> {
+        let result = (|| {
+            let mut runs = self.runs.lock().map_err(|_| poisoned())?;
+            let key = Self::key(&run.namespace().unwrap_or_default(), &run.name_any());
+            if runs.contains_key(&key) {
+                return Err(BackendError::AlreadyExists(run.name_any()));
+            }
+            run.metadata.uid = Some(format!("uid-{}", key.1));
+            run.metadata.generation = Some(1);
+            run.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            runs.insert(key, run.clone());
+            Ok(run)
+        })();
+        async move { result }.boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        let result = self
+            .runs
+            .lock()
+            .map(|runs| runs.get(&Self::key(ns, name)).cloned())
+            .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn list<'a>(
+        &'a self,
+        ns: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>> {
+        let result = self
+            .runs
+            .lock()
+            .map(|runs| {
+                runs.iter()
+                    .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+            .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        mode: CancelMode,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        let result = self
+            .runs
+            .lock()
+            .map(|mut runs| {
+                runs.get_mut(&Self::key(ns, name)).map(|r| {
+                    r.spec.cancel = Some(mode);
+                    r.clone()
+                })
+            })
+            .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn store_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let result = self
+            .tokens
+            .lock()
+            .map(|mut t| {
+                t.insert(
+                    Self::key(&run.namespace().unwrap_or_default(), &run.name_any()),
+                    token.to_string(),
+                );
+            })
+            .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+}

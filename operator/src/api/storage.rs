@@ -1,0 +1,562 @@
+//! The API's storage: plain files under one directory (the data volume). Synchronous; the
+//! handlers call it from `spawn_blocking`.
+//!
+//! ```text
+//! <data-dir>/
+//!   blobs/<sha[0..2]>/<sha>           file contents, uncompressed, by sha256 (written once)
+//!   uploads/<id>.json                 canonical manifests, id = sha256 of the manifest
+//!   logs/<ns>/<run>/<job>.jsonl       {"seq","ts","stream","line"} per line, seq 1, 2, 3, ...
+//!   state/<ns>/<run>/<job>.json       the last job state a runner posted
+//!   archive/<ns>/<run>.json           {"archivedAt", "run"}: finished runs, kept after deletion
+//!   tokens.json                       token records (hashes only), see `auth`
+//!   tmp/                              temp files, renamed into place (same filesystem)
+//! ```
+//!
+//! Every whole-file write goes to `tmp/` first and is renamed into place, so a reader never sees
+//! a half-written blob, manifest, archive or token file. Logs are appended under a lock, a batch
+//! at a time, and readers only consume complete lines.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sparkwing_crds::pipeline_run::PipelineRun;
+
+use super::manifest::{is_sha256_hex, Manifest};
+
+/// A storage failure: the path and the IO or JSON error.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("log lock poisoned")]
+    Poisoned,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a stdout or stderr line came from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+/// One stored log line.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub seq: u64,
+    #[serde(default)]
+    pub ts: String,
+    #[serde(default)]
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// How a log batch was taken.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Lines appended.
+    pub accepted: u64,
+    /// Lines already stored (a retried or overlapping batch), ignored.
+    pub duplicates: u64,
+}
+
+/// A batch that leaves a hole: nothing of the batch is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("job {job}: expected seq {expected}, got {got}")]
+    Gap {
+        job: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A finished run kept after its PipelineRun is gone.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedRun {
+    pub archived_at: String,
+    pub run: PipelineRun,
+}
+
+/// What a garbage collection did.
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub blobs_kept: u64,
+    pub uploads_deleted: u64,
+    pub uploads_kept: u64,
+}
+
+/// `(namespace, run, job)`.
+type LogKey = (String, String, String);
+
+/// The data directory.
+pub struct Storage {
+    root: PathBuf,
+    /// Highest stored seq per `(ns, run, job)`; also serializes log appends.
+    log_seqs: Mutex<HashMap<LogKey, u64>>,
+}
+
+const DIRS: &[&str] = &["blobs", "uploads", "logs", "state", "archive", "tmp"];
+
+impl Storage {
+    /// Open (and create) the layout under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        for d in DIRS {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io("creating", &p))?;
+        }
+        Ok(Storage {
+            root,
+            log_seqs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The data directory is there and writable (readiness).
+    pub fn check(&self) -> Result<(), StorageError> {
+        let p = self.root.join("tmp").join(".ready");
+        fs::write(&p, b"ok").map_err(io("writing", &p))?;
+        fs::remove_file(&p).map_err(io("removing", &p))
+    }
+
+    /// Write `bytes` to `path` through a temp file and a rename.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        }
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).map_err(|e| StorageError::Io {
+            op: "randomizing a temp name for",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let tmp = self.root.join("tmp").join(hex::encode(rnd));
+        let result = (|| {
+            let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+            f.write_all(bytes).map_err(io("writing", &tmp))?;
+            f.sync_all().map_err(io("syncing", &tmp))?;
+            fs::rename(&tmp, path).map_err(io("renaming into", path))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StorageError> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StorageError::Json {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("reading", path)(e)),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|source| StorageError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.write_atomic(path, &bytes)
+    }
+
+    // ---- blobs ----
+
+    /// Path of a blob; `sha` must be checked hex (callers validate it).
+    fn blob_path(&self, sha: &str) -> PathBuf {
+        self.root.join("blobs").join(&sha[..2]).join(sha)
+    }
+
+    pub fn has_blob(&self, sha: &str) -> bool {
+        is_sha256_hex(sha) && self.blob_path(sha).is_file()
+    }
+
+    /// Store a blob whose hash the caller verified. `Ok(false)`: it was already there.
+    pub fn put_blob(&self, sha: &str, content: &[u8]) -> Result<bool, StorageError> {
+        if self.has_blob(sha) {
+            return Ok(false);
+        }
+        self.write_atomic(&self.blob_path(sha), content)?;
+        Ok(true)
+    }
+
+    pub fn read_blob(&self, sha: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        if !is_sha256_hex(sha) {
+            return Ok(None);
+        }
+        let p = self.blob_path(sha);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("reading", &p)(e)),
+        }
+    }
+
+    // ---- uploads ----
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(format!("{id}.json"))
+    }
+
+    /// Store a canonical manifest under its id. Rewritten each time, which also renews its age
+    /// for garbage collection.
+    pub fn put_upload(&self, id: &str, manifest: &Manifest) -> Result<(), StorageError> {
+        self.write_json(&self.upload_path(id), manifest)
+    }
+
+    pub fn get_upload(&self, id: &str) -> Result<Option<Manifest>, StorageError> {
+        if !is_sha256_hex(id) {
+            return Ok(None);
+        }
+        self.read_json(&self.upload_path(id))
+    }
+
+    /// Blobs of `manifest` not stored yet, sorted, once each.
+    pub fn missing_blobs(&self, manifest: &Manifest) -> Vec<String> {
+        manifest
+            .blobs()
+            .into_iter()
+            .filter(|sha| !self.has_blob(sha))
+            .map(String::from)
+            .collect()
+    }
+
+    // ---- logs ----
+
+    fn log_dir(&self, ns: &str, run: &str) -> PathBuf {
+        self.root.join("logs").join(ns).join(run)
+    }
+
+    fn log_path(&self, ns: &str, run: &str, job: &str) -> PathBuf {
+        self.log_dir(ns, run).join(format!("{job}.jsonl"))
+    }
+
+    /// The highest stored seq of a job's log (0: none), from its last complete line.
+    fn stored_seq(&self, path: &Path) -> Result<u64, StorageError> {
+        let (records, _) = self.read_log_from(path, 0)?;
+        Ok(records.last().map_or(0, |r| r.seq))
+    }
+
+    /// Append a batch: per job, lines at or below the stored seq are duplicates and ignored,
+    /// the next ones must follow without a gap. All or nothing: a gap in any job stores nothing.
+    pub fn append_logs(
+        &self,
+        ns: &str,
+        run: &str,
+        batch: Vec<(String, LogRecord)>,
+    ) -> Result<IngestReport, IngestError> {
+        let mut seqs = self.log_seqs.lock().map_err(|_| StorageError::Poisoned)?;
+        let mut by_job: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
+        for (job, rec) in batch {
+            by_job.entry(job).or_default().push(rec);
+        }
+        let mut report = IngestReport::default();
+        // Per job: file, cache key, last seq after the batch, lines to append.
+        let mut plan: Vec<(PathBuf, LogKey, u64, Vec<LogRecord>)> = Vec::new();
+        for (job, mut lines) in by_job {
+            lines.sort_by_key(|l| l.seq);
+            let key = (ns.to_string(), run.to_string(), job.clone());
+            let path = self.log_path(ns, run, &job);
+            let stored = match seqs.get(&key) {
+                Some(s) => *s,
+                None => self.stored_seq(&path)?,
+            };
+            let mut next = stored + 1;
+            let mut append = Vec::new();
+            for l in lines {
+                if l.seq < next {
+                    report.duplicates += 1;
+                } else if l.seq == next {
+                    next += 1;
+                    append.push(l);
+                } else {
+                    return Err(IngestError::Gap {
+                        job,
+                        expected: next,
+                        got: l.seq,
+                    });
+                }
+            }
+            plan.push((path, key, next - 1, append));
+        }
+        for (path, key, last, lines) in plan {
+            if !lines.is_empty() {
+                let mut buf = Vec::new();
+                for l in &lines {
+                    // A plain struct of strings and integers always serializes.
+                    serde_json::to_writer(&mut buf, l).map_err(|source| StorageError::Json {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    buf.push(b'\n');
+                }
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(io("creating", dir))?;
+                }
+                let mut f = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io("opening", &path))?;
+                f.write_all(&buf).map_err(io("appending to", &path))?;
+                report.accepted += lines.len() as u64;
+            }
+            seqs.insert(key, last);
+        }
+        Ok(report)
+    }
+
+    fn read_log_from(
+        &self,
+        path: &Path,
+        offset: u64,
+    ) -> Result<(Vec<LogRecord>, u64), StorageError> {
+        let mut f = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+            Err(e) => return Err(io("opening", path)(e)),
+        };
+        f.seek(SeekFrom::Start(offset))
+            .map_err(io("seeking", path))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(io("reading", path))?;
+        // Only complete lines: an append may be under way.
+        let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut out = Vec::new();
+        for line in buf[..complete].split(|b| *b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let rec: LogRecord =
+                serde_json::from_slice(line).map_err(|source| StorageError::Json {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            out.push(rec);
+        }
+        Ok((out, offset + complete as u64))
+    }
+
+    /// A job's lines after byte `offset` (0: from the start), and the offset to continue from.
+    pub fn read_logs(
+        &self,
+        ns: &str,
+        run: &str,
+        job: &str,
+        offset: u64,
+    ) -> Result<(Vec<LogRecord>, u64), StorageError> {
+        self.read_log_from(&self.log_path(ns, run, job), offset)
+    }
+
+    /// Jobs that have a log.
+    pub fn log_jobs(&self, ns: &str, run: &str) -> Result<Vec<String>, StorageError> {
+        list_stems(&self.log_dir(ns, run), ".jsonl")
+    }
+
+    // ---- job states ----
+
+    fn state_dir(&self, ns: &str, run: &str) -> PathBuf {
+        self.root.join("state").join(ns).join(run)
+    }
+
+    pub fn put_job_state(
+        &self,
+        ns: &str,
+        run: &str,
+        job: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), StorageError> {
+        self.write_json(&self.state_dir(ns, run).join(format!("{job}.json")), state)
+    }
+
+    pub fn job_states(
+        &self,
+        ns: &str,
+        run: &str,
+    ) -> Result<BTreeMap<String, serde_json::Value>, StorageError> {
+        let dir = self.state_dir(ns, run);
+        let mut out = BTreeMap::new();
+        for job in list_stems(&dir, ".json")? {
+            if let Some(v) = self.read_json(&dir.join(format!("{job}.json")))? {
+                out.insert(job, v);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- archive ----
+
+    fn archive_path(&self, ns: &str, run: &str) -> PathBuf {
+        self.root
+            .join("archive")
+            .join(ns)
+            .join(format!("{run}.json"))
+    }
+
+    pub fn write_archive(
+        &self,
+        ns: &str,
+        run: &str,
+        rec: &ArchivedRun,
+    ) -> Result<(), StorageError> {
+        self.write_json(&self.archive_path(ns, run), rec)
+    }
+
+    pub fn is_archived(&self, ns: &str, run: &str) -> bool {
+        self.archive_path(ns, run).is_file()
+    }
+
+    pub fn read_archive(&self, ns: &str, run: &str) -> Result<Option<ArchivedRun>, StorageError> {
+        self.read_json(&self.archive_path(ns, run))
+    }
+
+    /// Archived runs of `ns` (`None`: every namespace).
+    pub fn list_archive(&self, ns: Option<&str>) -> Result<Vec<ArchivedRun>, StorageError> {
+        let base = self.root.join("archive");
+        let namespaces = match ns {
+            Some(ns) => vec![ns.to_string()],
+            None => list_dirs(&base)?,
+        };
+        let mut out = Vec::new();
+        for ns in namespaces {
+            let dir = base.join(&ns);
+            for run in list_stems(&dir, ".json")? {
+                if let Some(rec) = self.read_json(&dir.join(format!("{run}.json")))? {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- garbage collection ----
+
+    /// Delete manifests that are neither in `keep` nor younger than `grace`, then blobs that no
+    /// remaining manifest names and that are older than `grace` (a blob sent just before its
+    /// manifest, or while a GC runs, is safe).
+    pub fn gc(
+        &self,
+        keep: &BTreeSet<String>,
+        grace: Duration,
+        now: SystemTime,
+    ) -> Result<GcReport, StorageError> {
+        let young = |p: &Path| -> Result<bool, StorageError> {
+            let modified = fs::metadata(p)
+                .and_then(|m| m.modified())
+                .map_err(io("reading the age of", p))?;
+            Ok(now.duration_since(modified).unwrap_or_default() < grace)
+        };
+        let mut report = GcReport::default();
+        let mut referenced: BTreeSet<String> = BTreeSet::new();
+        let uploads = self.root.join("uploads");
+        for id in list_stems(&uploads, ".json")? {
+            let path = uploads.join(format!("{id}.json"));
+            if keep.contains(&id) || young(&path)? {
+                if let Some(m) = self.read_json::<Manifest>(&path)? {
+                    referenced.extend(m.blobs().into_iter().map(String::from));
+                }
+                report.uploads_kept += 1;
+            } else {
+                fs::remove_file(&path).map_err(io("removing", &path))?;
+                report.uploads_deleted += 1;
+            }
+        }
+        let blobs = self.root.join("blobs");
+        for prefix in list_dirs(&blobs)? {
+            let dir = blobs.join(&prefix);
+            for entry in fs::read_dir(&dir).map_err(io("listing", &dir))? {
+                let entry = entry.map_err(io("listing", &dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                if referenced.contains(&name) || young(&path)? {
+                    report.blobs_kept += 1;
+                    continue;
+                }
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path).map_err(io("removing", &path))?;
+                report.blobs_deleted += 1;
+                report.bytes_freed += size;
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn list_dirs(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("listing", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(io("listing", dir))?;
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn list_stems(dir: &Path, suffix: &str) -> Result<Vec<String>, StorageError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("listing", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(io("listing", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(suffix) {
+            out.push(stem.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}

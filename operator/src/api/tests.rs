@@ -1,0 +1,981 @@
+//! Router tests: `oneshot` requests against [`router`] with [`MemoryRuns`] and a temp data dir.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use flate2::write::GzEncoder;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sparkwing_core::reconcile::status::Phase;
+use sparkwing_crds::pipeline_run::{Source, TriggerVia};
+use tower::ServiceExt;
+
+use super::manifest::sha256_hex;
+use super::*;
+
+struct Fx {
+    st: ApiState,
+    runs: Arc<MemoryRuns>,
+    _dir: tempfile::TempDir,
+    admin: String,
+    trigger: String,
+    reader: String,
+}
+
+fn fx_with(config: ApiConfig) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(MemoryRuns::new());
+    let st = ApiState::open(dir.path(), runs.clone(), config).unwrap();
+    let mk = |p: &str, s: &[&str]| {
+        st.tokens
+            .create(
+                &st.storage,
+                p,
+                s.iter().map(|s| s.to_string()).collect(),
+                None,
+            )
+            .unwrap()
+            .0
+    };
+    let admin = mk("root", &["admin"]);
+    let trigger = mk("alice@example.com", &["runs:trigger", "runs:read"]);
+    let reader = mk("bob", &["runs:read"]);
+    Fx {
+        st,
+        runs,
+        _dir: dir,
+        admin,
+        trigger,
+        reader,
+    }
+}
+
+fn fx() -> Fx {
+    fx_with(ApiConfig::default())
+}
+
+struct Res {
+    status: StatusCode,
+    body: String,
+}
+
+impl Res {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Fx {
+    fn app(&self) -> Router {
+        router(self.st.clone())
+    }
+
+    async fn send(&self, req: Request<Body>) -> Res {
+        let res = self.app().oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Res {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Body) -> Res {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn json(&self, method: Method, path: &str, token: &str, body: Value) -> Res {
+        self.call(method, path, Some(token), Body::from(body.to_string()))
+            .await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Res {
+        self.call(Method::GET, path, Some(token), Body::empty())
+            .await
+    }
+
+    async fn put_blob(&self, token: &str, sha: &str, content: &[u8]) -> Res {
+        self.call(
+            Method::PUT,
+            &format!("/api/v1/blobs/{sha}"),
+            Some(token),
+            Body::from(gzip(content)),
+        )
+        .await
+    }
+
+    /// Upload `files` fully; returns the upload id.
+    async fn upload(&self, files: &[(&str, &str)]) -> String {
+        let r = self
+            .json(
+                Method::POST,
+                "/api/v1/uploads",
+                &self.trigger,
+                manifest(files),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        for (_, content) in files {
+            let sha = sha256_hex(content.as_bytes());
+            let r = self.put_blob(&self.trigger, &sha, content.as_bytes()).await;
+            assert!(r.status.is_success(), "{}", r.body);
+        }
+        r.json()["id"].as_str().unwrap().to_string()
+    }
+
+    async fn trigger_run(&self, upload: &str) -> (String, String) {
+        let r = self
+            .json(
+                Method::POST,
+                "/api/v1/runs",
+                &self.trigger,
+                json!({"pipeline": "build", "source": {"upload": {"id": upload}}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let v = r.json();
+        (
+            v["namespace"].as_str().unwrap().to_string(),
+            v["name"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+fn gzip(content: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(content).unwrap();
+    e.finish().unwrap()
+}
+
+fn manifest(files: &[(&str, &str)]) -> Value {
+    json!({"files": files.iter().map(|(p, c)| json!({
+        "path": p, "mode": 0o644, "size": c.len(), "sha256": sha256_hex(c.as_bytes())
+    })).collect::<Vec<_>>()})
+}
+
+fn assert_error(r: &Res, status: StatusCode, code: &str, message_part: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"], code, "{}", r.body);
+    assert!(
+        v["message"].as_str().unwrap().contains(message_part),
+        "want {message_part:?} in {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn api_incremental_upload_sends_only_missing_blobs() {
+    let f = fx();
+    let files = [
+        ("src/main.rs", "fn main() {}"),
+        ("README.md", "hi"),
+        ("b", "hi"),
+    ];
+    let mut m = manifest(&files);
+    m["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"path": "src/link", "symlink": "../README.md"}));
+    let r = f
+        .json(Method::POST, "/api/v1/uploads", &f.trigger, m.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let first = r.json();
+    // Two distinct contents: "hi" is one blob.
+    assert_eq!(first["missing"].as_array().unwrap().len(), 2);
+    assert_eq!(first["files"], 4);
+    for (_, c) in &files[..2] {
+        let r = f
+            .put_blob(&f.trigger, &sha256_hex(c.as_bytes()), c.as_bytes())
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    // A blob sent twice is stored once.
+    let r = f.put_blob(&f.trigger, &sha256_hex(b"hi"), b"hi").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["created"], false);
+
+    // The unchanged tree, entries in another order: same id, nothing missing.
+    m["files"].as_array_mut().unwrap().reverse();
+    let r = f.json(Method::POST, "/api/v1/uploads", &f.trigger, m).await;
+    assert_eq!(r.json()["id"], first["id"]);
+    assert_eq!(r.json()["missing"], json!([]));
+
+    let id = first["id"].as_str().unwrap();
+    let r = f.get(&format!("/api/v1/uploads/{id}"), &f.trigger).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["manifest"]["files"][0]["path"], "README.md");
+    let sha = sha256_hex(b"fn main() {}");
+    let r = f
+        .get(&format!("/api/v1/uploads/{id}/blobs/{sha}"), &f.trigger)
+        .await;
+    assert_eq!(r.body, "fn main() {}");
+    let metrics = f.call(Method::GET, "/metrics", None, Body::empty()).await;
+    assert!(
+        metrics.body.contains("sparkwing_api_uploads_total 2"),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics.body.contains("sparkwing_api_blobs_written_total 2"));
+    assert!(metrics
+        .body
+        .contains("route=\"/api/v1/blobs/{sha}\",code=\"201\"} 2"));
+}
+
+#[tokio::test]
+async fn api_blob_with_wrong_hash_is_refused() {
+    let f = fx();
+    let r = f.put_blob(&f.trigger, &sha256_hex(b"one"), b"two").await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "hash_mismatch",
+        "expected sha256",
+    );
+    assert!(!f.st.storage.has_blob(&sha256_hex(b"one")));
+    assert!(!f.st.storage.has_blob(&sha256_hex(b"two")));
+    let r = f
+        .call(
+            Method::PUT,
+            &format!("/api/v1/blobs/{}", sha256_hex(b"x")),
+            Some(&f.trigger),
+            Body::from("not gzip"),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "gzip");
+    let r = f.put_blob(&f.trigger, "not-a-sha", b"x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn api_upload_paths_that_escape_the_root_are_refused() {
+    let f = fx();
+    let h = sha256_hex(b"x");
+    let cases = [
+        json!({"path": "../x", "mode": 420, "size": 1, "sha256": h}),
+        json!({"path": "/etc/passwd", "mode": 420, "size": 1, "sha256": h}),
+        json!({"path": "a/../../b", "mode": 420, "size": 1, "sha256": h}),
+        json!({"path": "a/link", "symlink": "../../outside"}),
+        json!({"path": "link", "symlink": "/etc"}),
+    ];
+    for entry in cases {
+        let r = f
+            .json(
+                Method::POST,
+                "/api/v1/uploads",
+                &f.trigger,
+                json!({"files": [entry]}),
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_manifest", "");
+    }
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            json!({"files": [
+                {"path": "a", "mode": 420, "size": 1, "sha256": h},
+                {"path": "a", "mode": 420, "size": 1, "sha256": h},
+            ]}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_manifest", "duplicate");
+}
+
+#[tokio::test]
+async fn api_oversized_bodies_are_413() {
+    let mut config = ApiConfig::default();
+    config.limits.blob_body = 256;
+    config.limits.json_body = 64;
+    config.limits.manifest_body = 128;
+    config.limits.manifest.max_file_size = 1000;
+    let f = fx_with(config);
+    // Compressed body over the limit (random-ish content does not compress).
+    let noise: Vec<u8> = (0..2000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let r = f.put_blob(&f.trigger, &sha256_hex(&noise), &noise).await;
+    assert_error(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "compressed blob exceeds the limit of 256 bytes",
+    );
+    // A small body that decompresses past the file size limit.
+    let zeros = vec![0u8; 5000];
+    let r = f.put_blob(&f.trigger, &sha256_hex(&zeros), &zeros).await;
+    assert_error(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "decompressed blob",
+    );
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "x".repeat(100), "source": {"git": {"url": "u", "revision": "r"}}}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "trigger request",
+    );
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            manifest(&[("a", "1"), ("b", "2"), ("c", "3")]),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "manifest",
+    );
+}
+
+#[tokio::test]
+async fn api_manifest_limits_are_enforced() {
+    let mut config = ApiConfig::default();
+    config.limits.manifest.max_files = 2;
+    let f = fx_with(config);
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            manifest(&[("a", "1"), ("b", "2"), ("c", "3")]),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_manifest",
+        "too many entries",
+    );
+}
+
+#[tokio::test]
+async fn api_trigger_fills_triggered_by_from_the_token() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let mut req = Request::post("/api/v1/runs")
+        .header("authorization", format!("Bearer {}", f.trigger))
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(Body::from(
+            json!({"pipeline": "Build App", "args": {"env": "prod"},
+                   "source": {"upload": {"id": id}}})
+            .to_string(),
+        ))
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([10, 1, 2, 3], 40000))));
+    let r = f.send(req).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    let (ns, name) = (
+        v["namespace"].as_str().unwrap(),
+        v["name"].as_str().unwrap(),
+    );
+    assert_eq!(ns, "default");
+    assert!(name.starts_with("build-app-"), "{name}");
+    let run = f.runs.run(ns, name).unwrap();
+    let by = run.spec.triggered_by.unwrap();
+    assert_eq!(by.principal, "alice@example.com");
+    assert_eq!(by.host.as_deref(), Some("10.1.2.3"));
+    assert_eq!(by.via, TriggerVia::Cli);
+    assert_eq!(run.spec.args["env"], "prod");
+    assert!(matches!(run.spec.source, Source::Upload(ref u) if u.id == id));
+
+    // The client cannot write triggeredBy.
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"upload": {"id": id}},
+                   "triggeredBy": {"principal": "mallory", "via": "webhook"}}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "triggeredBy");
+
+    // An upload that lacks blobs, or does not exist, cannot be run.
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            manifest(&[("z", "zz")]),
+        )
+        .await;
+    let partial = r.json()["id"].as_str().unwrap().to_string();
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"upload": {"id": partial}}}),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict", "lacks 1 blobs");
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"upload": {"id": "nope"}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A local path needs admin.
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"local": {"path": "/src"}}}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope admin",
+    );
+    // The spec's own checks apply.
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "timeout": "soon",
+                   "source": {"git": {"url": "https://x/y.git", "revision": "main"}}}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "spec.timeout");
+}
+
+#[tokio::test]
+async fn api_bad_tokens_are_401_and_missing_scopes_403() {
+    let f = fx();
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some("Basic abc"),
+        Some("Bearer "),
+    ] {
+        let mut req = Request::get("/api/v1/runs");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = f.send(req.body(Body::empty()).unwrap()).await;
+        assert_error(
+            &r,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid bearer token",
+        );
+    }
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.reader,
+            json!({"pipeline": "build", "source": {"git": {"url": "u", "revision": "r"}}}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope runs:trigger",
+    );
+    assert_eq!(r.json()["scope"], "runs:trigger");
+    let r = f.get("/api/v1/admin/tokens", &f.trigger).await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope admin",
+    );
+    let r = f
+        .json(Method::POST, "/api/v1/uploads", &f.reader, manifest(&[]))
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope runs:trigger",
+    );
+    // Health, readiness and metrics need no token.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = f.call(Method::GET, path, None, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+    }
+    let r = f.get("/api/v1/whoami", &f.reader).await;
+    assert_eq!(r.json()["principal"], "bob");
+    assert_eq!(r.json()["scopes"], json!(["runs:read"]));
+}
+
+#[tokio::test]
+async fn api_runner_credential_is_limited_to_its_run() {
+    let f = fx();
+    let mine = f.upload(&[("a", "mine")]).await;
+    let other = f.upload(&[("b", "other")]).await;
+    let (ns, name) = f.trigger_run(&mine).await;
+    let (_, other_run) = f.trigger_run(&other).await;
+    let runner = f
+        .runs
+        .runner_token(&ns, &name)
+        .expect("runner token stored");
+    assert!(runner.starts_with("swr_"));
+
+    // Allowed: its upload, its logs, its job states, its run.
+    let r = f.get(&format!("/api/v1/uploads/{mine}"), &runner).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let sha = sha256_hex(b"mine");
+    let r = f
+        .get(&format!("/api/v1/uploads/{mine}/blobs/{sha}"), &runner)
+        .await;
+    assert_eq!(r.body, "mine");
+    let batch = json!([{"job": "build", "seq": 1, "line": "hello"}]);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/logs"),
+            &runner,
+            batch.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/jobs/build"),
+            &runner,
+            json!({"state": "running"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &runner).await;
+    assert_eq!(r.json()["jobs"]["build"]["state"], "running");
+
+    // Refused: anything else, naming the scope.
+    let r = f.get(&format!("/api/v1/uploads/{other}"), &runner).await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope runs:trigger",
+    );
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{other_run}/logs"),
+            &runner,
+            batch.clone(),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        &format!("missing scope run:{ns}/{other_run}"),
+    );
+    let r = f.get("/api/v1/runs", &runner).await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope runs:read",
+    );
+    let r = f
+        .json(Method::POST, "/api/v1/uploads", &runner, manifest(&[]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/cancel"),
+            Some(&runner),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Users with runs:trigger cannot write a run's logs either.
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/logs"),
+            &f.trigger,
+            batch,
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        &format!("missing scope run:{ns}/{name}"),
+    );
+
+    // Finishing archives the run and retires the credential.
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            Some(&runner),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(f.st.storage.is_archived(&ns, &name));
+    let r = f.get(&format!("/api/v1/uploads/{mine}"), &runner).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn api_revocation_applies_to_the_next_request() {
+    let f = fx();
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/admin/tokens",
+            &f.admin,
+            json!({"principal": "ci", "scopes": ["runs:read"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    let (token, id) = (v["token"].as_str().unwrap(), v["id"].as_str().unwrap());
+    assert_eq!(f.get("/api/v1/runs", token).await.status, StatusCode::OK);
+
+    // Only hashes are stored.
+    let stored = std::fs::read_to_string(f.st.storage.root().join("tokens.json")).unwrap();
+    assert!(!stored.contains(token));
+    assert!(stored.contains(&sha256_hex(token.as_bytes())));
+
+    let r = f.get("/api/v1/admin/tokens", &f.admin).await;
+    let listed = r.json();
+    let row = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(row["principal"], "ci");
+    assert!(row.get("hash").is_none() && row.get("token").is_none());
+
+    let r = f
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/admin/tokens/{id}"),
+            Some(&f.admin),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = f.get("/api/v1/runs", token).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized", "bearer");
+
+    // Revocation survives a restart (the table is reloaded from disk).
+    let reopened = TokenStore::open(&f.st.storage).unwrap();
+    assert!(reopened.lookup(token).is_none());
+    assert!(reopened.lookup(&f.admin).is_some());
+
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/admin/tokens",
+            &f.admin,
+            json!({"principal": "ci", "scopes": ["run:default/x"]}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "valid scopes");
+}
+
+#[tokio::test]
+async fn api_bootstrap_admin_token_from_file() {
+    let f = fx();
+    let path = f.st.storage.root().join("bootstrap");
+    std::fs::write(&path, "swt_bootstrap-secret-0123456789\n").unwrap();
+    assert!(f.st.bootstrap_admin_from_file(&path).unwrap());
+    assert!(!f.st.bootstrap_admin_from_file(&path).unwrap());
+    let r = f
+        .get("/api/v1/whoami", "swt_bootstrap-secret-0123456789")
+        .await;
+    assert_eq!(r.json()["scopes"], json!(["admin"]));
+    assert!(!f
+        .st
+        .bootstrap_admin_from_file(&f.st.storage.root().join("absent"))
+        .unwrap());
+    std::fs::write(&path, "short").unwrap();
+    assert!(matches!(
+        f.st.bootstrap_admin_from_file(&path),
+        Err(ApiInitError::WeakBootstrapToken { .. })
+    ));
+}
+
+async fn post_logs(f: &Fx, token: &str, ns: &str, name: &str, seqs: &[u64]) -> Res {
+    let batch: Vec<Value> = seqs
+        .iter()
+        .map(|s| json!({"job": "build", "seq": s, "ts": "2026-01-01T00:00:00Z", "line": format!("line {s}")}))
+        .collect();
+    f.json(
+        Method::POST,
+        &format!("/api/v1/runs/{ns}/{name}/logs"),
+        token,
+        Value::Array(batch),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn api_log_ingest_is_idempotent_and_refuses_gaps() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+
+    let r = post_logs(&f, &runner, &ns, &name, &[1, 2, 3]).await;
+    assert_eq!(r.json(), json!({"accepted": 3, "duplicates": 0}));
+    // The same batch again: a retry.
+    let r = post_logs(&f, &runner, &ns, &name, &[1, 2, 3]).await;
+    assert_eq!(r.json(), json!({"accepted": 0, "duplicates": 3}));
+    // Overlapping, out of order.
+    let r = post_logs(&f, &runner, &ns, &name, &[5, 2, 3, 4]).await;
+    assert_eq!(r.json(), json!({"accepted": 2, "duplicates": 2}));
+    // A gap: nothing of the batch is stored.
+    let r = post_logs(&f, &runner, &ns, &name, &[6, 8]).await;
+    assert_error(&r, StatusCode::CONFLICT, "log_gap", "expected seq 7, got 8");
+    let r = post_logs(&f, &runner, &ns, &name, &[0]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let r = f
+        .get(
+            &format!("/api/v1/runs/{ns}/{name}/logs?job=build"),
+            &f.reader,
+        )
+        .await;
+    let seqs: Vec<u64> = r.json()["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let r = f
+        .get(&format!("/api/v1/runs/{ns}/{name}/logs"), &f.reader)
+        .await;
+    assert_eq!(r.json(), json!({"jobs": ["build"]}));
+    let r = f
+        .get(
+            &format!("/api/v1/runs/{ns}/{name}/logs?job=build&after=4"),
+            &f.reader,
+        )
+        .await;
+    assert_eq!(r.json()["lines"][0]["line"], "line 5");
+
+    // A fresh process (no seq cache) continues from the stored file.
+    let st2 = ApiState::open(f.st.storage.root(), f.runs.clone(), ApiConfig::default()).unwrap();
+    let f2 = Fx {
+        st: st2,
+        runs: f.runs.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+        admin: f.admin.clone(),
+        trigger: f.trigger.clone(),
+        reader: f.reader.clone(),
+    };
+    let r = post_logs(&f2, &runner, &ns, &name, &[5, 6]).await;
+    assert_eq!(r.json(), json!({"accepted": 1, "duplicates": 1}));
+}
+
+#[tokio::test]
+async fn api_follow_resumes_from_last_event_id_and_ends() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    post_logs(&f, &runner, &ns, &name, &[1, 2, 3]).await;
+    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+
+    let req = Request::get(format!("/api/v1/runs/{ns}/{name}/logs/stream?job=build"))
+        .header("authorization", format!("Bearer {}", f.reader))
+        .header("last-event-id", "1")
+        .body(Body::empty())
+        .unwrap();
+    let r = f.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(!r.body.contains("id: 1\n"), "{}", r.body);
+    let two = r.body.find("id: 2\n").expect("line 2");
+    let three = r.body.find("id: 3\n").expect("line 3");
+    let end = r.body.find("event: end").expect("end event");
+    assert!(two < three && three < end, "{}", r.body);
+    assert!(r.body.contains("\"line\":\"line 3\""), "{}", r.body);
+
+    let r = f
+        .get(
+            &format!("/api/v1/runs/{ns}/{name}/logs/stream?job=build&after=2"),
+            &f.reader,
+        )
+        .await;
+    assert!(
+        !r.body.contains("id: 2\n") && r.body.contains("id: 3\n"),
+        "{}",
+        r.body
+    );
+    let r = f
+        .get(
+            &format!("/api/v1/runs/{ns}/nope/logs/stream?job=build"),
+            &f.reader,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn api_follow_streams_lines_posted_while_following() {
+    let f = fx_with(ApiConfig {
+        follow_poll: std::time::Duration::from_millis(20),
+        ..ApiConfig::default()
+    });
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    post_logs(&f, &runner, &ns, &name, &[1]).await;
+    let req = Request::get(format!("/api/v1/runs/{ns}/{name}/logs/stream?job=build"))
+        .header("authorization", format!("Bearer {}", f.reader))
+        .body(Body::empty())
+        .unwrap();
+    let app = f.app();
+    let follower = tokio::spawn(async move {
+        let res = app.oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    post_logs(&f, &runner, &ns, &name, &[2]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    f.runs.set_phase(&ns, &name, Phase::Failed);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+        .await
+        .expect("the follow ends with the run")
+        .unwrap();
+    assert!(
+        body.contains("id: 1\n") && body.contains("id: 2\n"),
+        "{body}"
+    );
+    assert!(body.contains("event: end"), "{body}");
+}
+
+#[tokio::test]
+async fn api_archive_outlives_the_pipeline_run() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+    assert_eq!(r.json()["archived"], false);
+    assert_eq!(r.json()["phase"], "Pending");
+
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/cancel"),
+            Some(&f.trigger),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(f.runs.run(&ns, &name).unwrap().spec.cancel.is_some());
+
+    f.runs.set_phase(&ns, &name, Phase::Cancelled);
+    let r = f.get("/api/v1/runs", &f.reader).await;
+    assert_eq!(r.json()["runs"][0]["archived"], true);
+    // ttlSecondsAfterFinished deletes the PipelineRun.
+    f.runs.delete(&ns, &name);
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (v["live"].clone(), v["archived"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(v["phase"], "Cancelled");
+    assert_eq!(v["triggeredBy"]["principal"], "alice@example.com");
+    let r = f
+        .get(&format!("/api/v1/runs?namespace={ns}"), &f.reader)
+        .await;
+    assert_eq!(r.json()["runs"][0]["name"], name.as_str());
+    let r = f.get(&format!("/api/v1/runs/{ns}/never"), &f.reader).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found", "not found");
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/never/cancel"),
+            Some(&f.trigger),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn api_gc_removes_only_unreferenced_blobs() {
+    let f = fx();
+    let used = f.upload(&[("a", "shared"), ("b", "only-used")]).await;
+    let (ns, name) = f.trigger_run(&used).await;
+    let unused = f.upload(&[("a", "shared"), ("c", "only-unused")]).await;
+    let gc = |grace: u64| {
+        f.json(
+            Method::POST,
+            "/api/v1/admin/gc",
+            &f.admin,
+            json!({"graceSeconds": grace}),
+        )
+    };
+    // Within the grace period everything stays.
+    let r = gc(3600).await;
+    assert_eq!(r.json()["blobsDeleted"], 0, "{}", r.body);
+
+    let r = gc(0).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["blobsDeleted"], 1, "{v}");
+    assert_eq!(v["uploadsDeleted"], 1, "{v}");
+    let has = |c: &str| f.st.storage.has_blob(&sha256_hex(c.as_bytes()));
+    assert!(has("shared") && has("only-used") && !has("only-unused"));
+    assert!(f.st.storage.get_upload(&unused).unwrap().is_none());
+    assert!(f.st.storage.get_upload(&used).unwrap().is_some());
+
+    // Once the run is finished its upload may go too.
+    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+    let r = gc(0).await;
+    assert_eq!(r.json()["blobsDeleted"], 2);
+    assert!(!has("shared") && !has("only-used"));
+    let r = f
+        .json(Method::POST, "/api/v1/admin/gc", &f.trigger, json!({}))
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope admin",
+    );
+}
