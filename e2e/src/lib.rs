@@ -24,6 +24,7 @@ mod bed;
 pub mod binaries;
 mod namespace;
 pub mod node_emulator;
+pub mod test_runner_image;
 
 pub use bed::{
     crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, FIELD_MANAGER, KEEP_ENV, START_TIMEOUT,
@@ -33,3 +34,4 @@ pub use namespace::TestNamespace;
 pub use node_emulator::{
     busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, BUSYBOX_IMAGE,
 };
+pub use test_runner_image::{test_runner_image, ClaimRelay};

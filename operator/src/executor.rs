@@ -116,13 +116,18 @@ impl<'a> KubeExecutor<'a> {
         })
     }
 
+    /// Observe what was listed. The clock is read again here, after the list: a Job whose
+    /// `activeDeadlineSeconds` passed while this reconcile was running may already have lost its
+    /// pod (the Job controller deletes it before it writes `FailureTarget`), and with the
+    /// reconcile's start time that Job would look like a lost runner and be retried instead of
+    /// timing out.
     fn observation(&self, objects: &RunnerObjects) -> RunObservation {
         observe_run(
             &self.name,
             &self.uid,
             objects,
             self.cancel_requested,
-            self.now,
+            crate::controller::now_millis().max(self.now),
         )
     }
 
