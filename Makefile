@@ -55,10 +55,10 @@ crds-check: ## Fail when crds/yaml is stale (what CI runs)
 bench: build ## Benchmarks (print figures; not tests)
 	bash bench/run.sh
 
-chart-crds: ## Copy the generated CRD YAML into the operator chart (charts/sparkwing-operator/crds)
-	mkdir -p charts/sparkwing-operator/crds
-	rm -f charts/sparkwing-operator/crds/*.yaml
-	cp crds/yaml/*.yaml charts/sparkwing-operator/crds/
+chart-crds: ## Copy the generated CRD YAML into the operator chart (charts/sparkwing/crds)
+	mkdir -p charts/sparkwing/crds
+	rm -f charts/sparkwing/crds/*.yaml
+	cp crds/yaml/*.yaml charts/sparkwing/crds/
 
 chart-check: ## Fail when the chart's CRD copies drift from crds/yaml; helm lint + template when helm is on PATH
 	bash charts/check.sh

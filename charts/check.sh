@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The operator chart's checks (CI runs them):
-#  1. its CRDs under charts/sparkwing-operator/crds are exact copies of crds/yaml (`make chart-crds`);
+# The chart's checks (CI runs them):
+#  1. its CRDs under charts/sparkwing/crds are exact copies of crds/yaml (`make chart-crds`);
 #  2. when helm is on PATH: `helm lint`, and `helm template` with several value sets renders YAML
 #     that parses and has the kinds expected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-chart=charts/sparkwing-operator
+chart=charts/sparkwing
 
 echo "== chart CRDs equal crds/yaml"
 if ! diff -r crds/yaml "$chart/crds"; then
@@ -47,17 +47,25 @@ assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] ==
 assert sc["seccompProfile"]["type"] == "RuntimeDefault"
 assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
 assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+api = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-api")]
+ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+if api:
+    assert api[0]["spec"]["ports"][0]["targetPort"] == "api", api
+    assert "--api-addr=0.0.0.0:%d" % ports["api"] in c["args"], c["args"]
+    assert any(m["mountPath"] == "/var/lib/sparkwing" for m in c["volumeMounts"])
+else:
+    assert "api" not in ports and not any(a.startswith("--api-addr") for a in c["args"])
 print("   %d objects: %s" % (len(docs), " ".join(kinds)))
 ' <<<"$out"
 }
 
 crds="CustomResourceDefinition CustomResourceDefinition"
 check_render "defaults" \
-    "$crds ClusterRole ClusterRoleBinding Deployment Role RoleBinding RunnerPool Service ServiceAccount ServiceAccount"
+    "$crds ClusterRole ClusterRoleBinding Deployment Role RoleBinding RunnerPool Service Service ServiceAccount ServiceAccount"
 check_render "one namespace, two replicas (leader election)" \
-    "$crds Deployment Role Role Role RoleBinding RoleBinding RoleBinding RunnerPool Service ServiceAccount ServiceAccount" \
+    "$crds Deployment Role Role Role RoleBinding RoleBinding RoleBinding RunnerPool Service Service ServiceAccount ServiceAccount" \
     --set watchNamespace=ci --set replicaCount=2
-check_render "no pool, no runner account, no metrics service" \
+check_render "no pool, no runner account, no metrics service, no API" \
     "$crds ClusterRole ClusterRoleBinding Deployment ServiceAccount" \
-    --set defaultPool.enabled=false --set runner.serviceAccount.create=false --set metrics.service.enabled=false
+    --set defaultPool.enabled=false --set runner.serviceAccount.create=false --set metrics.service.enabled=false --set api.enabled=false
 echo "chart ok"

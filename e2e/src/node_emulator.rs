@@ -811,6 +811,20 @@ impl Emulator {
         let mut to_kill: Vec<(String, String)> = Vec::new();
         for pod in &owned {
             if is_terminal(pod) {
+                // Count what this reconcile sees, not only what the pod events recorded so far:
+                // otherwise a failed pod whose event is still queued looks like no pod at all,
+                // and a replacement pod would be created for a backoffLimit 0 Job.
+                if let Some(pod_uid) = pod.metadata.uid.clone() {
+                    match phase(pod) {
+                        "Failed" => {
+                            track.failed.insert(pod_uid);
+                        }
+                        "Succeeded" => {
+                            track.succeeded.insert(pod_uid);
+                        }
+                        _ => {}
+                    }
+                }
                 continue;
             }
             if pod.metadata.deletion_timestamp.is_some() {

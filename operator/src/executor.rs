@@ -189,7 +189,7 @@ impl Executor for KubeExecutor<'_> {
                 claim_idle(&self.pods(), pool, self.run, attempt, &self.ctx.metrics).await?;
             match claim {
                 Claim::Claimed { pod } => {
-                    self.ctx.metrics.runner_started("warm");
+                    self.ctx.metrics.runner_started_for(&self.uid, "warm");
                     self.publish(
                         "RunnerClaimed",
                         &format!(
@@ -210,7 +210,7 @@ impl Executor for KubeExecutor<'_> {
         let job_name = job.name_any();
         match self.jobs().create(&post_params(), &job).await {
             Ok(_) => {
-                self.ctx.metrics.runner_started("job");
+                self.ctx.metrics.runner_started_for(&self.uid, "job");
                 tracing::info!(run = %self.name, job = %job_name, attempt, "created runner Job");
                 Ok(())
             }

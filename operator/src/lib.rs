@@ -147,6 +147,15 @@ pub async fn run_controllers(
     metrics.set_leader(true);
 
     let (run_controller, runs) = controller::run::controller(&client, namespace.as_deref());
+    let phases = runs.clone();
+    metrics.set_run_phase_source(Box::new(move || {
+        let mut by_phase = std::collections::BTreeMap::new();
+        for run in phases.state() {
+            let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            *by_phase.entry(phase.as_str().to_string()).or_insert(0u64) += 1;
+        }
+        by_phase
+    }));
     let pool_controller = controller::pool::controller(&client, namespace.as_deref());
     let ctx = Arc::new(Context::new(
         client.clone(),

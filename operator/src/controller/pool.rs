@@ -109,9 +109,15 @@ pub fn invalid_status(prev: &PoolStatus, generation: i64, problem: &str, now: i6
     status
 }
 
-/// One reconcile of a RunnerPool.
+/// One reconcile of a RunnerPool, timed and counted by result.
 pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_started(NAME);
+    let timer = ctx.metrics.reconcile_started(NAME);
+    let result = reconcile_untimed(pool, ctx.clone()).await;
+    timer.finish(result.is_ok());
+    result
+}
+
+async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action> {
     let name = pool.name_any();
     let namespace = super::namespace_of(pool.as_ref(), "RunnerPool")?;
     let uid = pool.meta().uid.clone().unwrap_or_default();

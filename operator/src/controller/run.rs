@@ -16,6 +16,7 @@ use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use sparkwing_core::reconcile::executor::reconcile_run_once;
 use sparkwing_core::reconcile::run::RunAction;
+use sparkwing_core::reconcile::status::Phase;
 use sparkwing_crds::PipelineRun;
 
 use super::{api, error_policy, now_millis, requeue, Context};
@@ -74,9 +75,15 @@ pub fn run(
         })
 }
 
-/// One reconcile of a PipelineRun.
+/// One reconcile of a PipelineRun, timed and counted by result.
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_started(NAME);
+    let timer = ctx.metrics.reconcile_started(NAME);
+    let result = reconcile_untimed(run, ctx.clone()).await;
+    timer.finish(result.is_ok());
+    result
+}
+
+async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let name = run.name_any();
     let namespace = super::namespace_of(run.as_ref(), "PipelineRun")?;
     let intent = run.intent();
@@ -85,8 +92,16 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let stale = stored.is_some();
     let prev = stored.or_else(|| run.status.clone()).unwrap_or_default();
     let now = now_millis();
+    let uid = run.uid().unwrap_or_default();
+    // Claim latency: from the first reconcile that sees the run waiting for a runner.
+    if prev.phase == Phase::Pending && prev.runner.is_none() {
+        ctx.metrics.run_pending(&uid);
+    }
     let executor = KubeExecutor::new(&ctx, &run, now)?;
     let decision = reconcile_run_once(&executor, &name, &intent, &prev, now).await?;
+    if decision.status.phase != Phase::Pending || decision.status.runner.is_some() {
+        ctx.metrics.run_not_pending(&uid);
+    }
     if decision.actions.contains(&RunAction::DeleteRun) {
         ctx.succeeded(run.as_ref());
         return Ok(Action::await_change());
