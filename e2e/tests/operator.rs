@@ -1007,6 +1007,35 @@ async fn lost_runners_are_retried_until_max_attempts() -> Result<()> {
     Ok(())
 }
 
+/// Bad input: a runner Job deleted behind the operator's back is a lost runner (retried), never a
+/// wedged run.
+#[tokio::test]
+async fn a_job_deleted_behind_the_operators_back_is_a_lost_runner() -> Result<()> {
+    let env = Env::new("op-job-deleted").await?;
+    env.create_run("sleep-jobgone", json!({"maxAttempts": 2}))
+        .await?;
+    env.wait_run("sleep-jobgone", "Running", |r| phase_of(r) == "Running")
+        .await?;
+    // Background propagation: the Job goes at once, its pod through the garbage collector.
+    let dp = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        ..Default::default()
+    };
+    env.jobs().delete("sleep-jobgone-a1", &dp).await?;
+    let second = env
+        .wait_run("sleep-jobgone", "running attempt 2", |r| {
+            phase_of(r) == "Running" && attempts_of(r) == 2
+        })
+        .await?;
+    ensure!(
+        runner_of(&second) == "sleep-jobgone-a2",
+        "{}",
+        status_json(&second)
+    );
+    ensure!(env.metrics().runners_started("job") == 2);
+    Ok(())
+}
+
 /// Scenario 6: cancel running (plain and with finally), and cancel before a runner exists.
 #[tokio::test]
 async fn cancelling_runs() -> Result<()> {
