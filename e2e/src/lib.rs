@@ -22,6 +22,7 @@
 
 mod bed;
 pub mod binaries;
+mod images;
 mod namespace;
 pub mod node_emulator;
 pub mod test_runner_image;

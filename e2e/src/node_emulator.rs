@@ -48,8 +48,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -1873,56 +1873,12 @@ pub async fn busybox_image() -> Result<String> {
     if docker.inspect_image(BUSYBOX_IMAGE).await.is_ok() {
         return Ok(BUSYBOX_IMAGE.to_string());
     }
-    let busybox = ["/usr/bin/busybox", "/bin/busybox", "/usr/local/bin/busybox"]
-        .into_iter()
-        .map(std::path::Path::new)
-        .find(|p| p.is_file())
-        .context("busybox is needed for the e2e busybox image (apt-get install busybox-static)")?;
-    let root = tempfile::tempdir()?;
-    let bin = root.path().join("bin");
-    std::fs::create_dir_all(&bin)?;
-    std::fs::create_dir_all(root.path().join("tmp"))?;
-    std::fs::copy(busybox, bin.join("busybox"))?;
-    let applets = std::process::Command::new(busybox)
-        .arg("--list")
-        .output()
-        .context("running busybox --list")?;
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        let applet = applet.trim();
-        if !applet.is_empty() && !applet.contains('/') && applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
-        }
-    }
-    let tar = tokio::process::Command::new("tar")
-        .args(["--owner=0", "--group=0", "-C"])
-        .arg(root.path())
-        .args(["-cf", "-", "."])
-        .output()
-        .await
-        .context("running tar")?;
-    if !tar.status.success() {
-        bail!("tar failed: {}", String::from_utf8_lossy(&tar.stderr));
-    }
+    let root = crate::images::busybox_rootfs("the e2e busybox image")?;
     let (repo, tag) = BUSYBOX_IMAGE
         .split_once(':')
         .unwrap_or((BUSYBOX_IMAGE, "latest"));
-    let opts = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo(repo)
-        .tag(tag)
-        .changes(vec![
-            "ENV PATH=/bin".to_string(),
-            "CMD [\"sh\"]".to_string(),
-        ])
-        .build();
-    let mut import = docker.create_image(
-        Some(opts),
-        Some(bollard::body_full(tar.stdout.into())),
-        None,
-    );
-    while let Some(progress) = import.next().await {
-        progress.context("importing the e2e busybox image")?;
-    }
+    let changes = vec!["ENV PATH=/bin".to_string(), "CMD [\"sh\"]".to_string()];
+    crate::images::import_rootfs(&docker, &root, repo, tag, changes).await?;
     Ok(BUSYBOX_IMAGE.to_string())
 }
 

@@ -26,9 +26,9 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use bollard::models::ExecConfig;
-use bollard::query_parameters::{CreateImageOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -94,57 +94,14 @@ pub async fn test_runner_image() -> Result<String> {
     if docker.inspect_image(&reference).await.is_ok() {
         return Ok(reference);
     }
-    let busybox = ["/usr/bin/busybox", "/bin/busybox", "/usr/local/bin/busybox"]
-        .into_iter()
-        .map(std::path::Path::new)
-        .find(|p| p.is_file())
-        .context("busybox is needed for the test runner image (apt-get install busybox-static)")?;
-    let root = tempfile::tempdir()?;
-    let bin = root.path().join("bin");
+    let root = crate::images::busybox_rootfs("the test runner image")?;
     let local_bin = root.path().join("usr/local/bin");
-    let tmp = root.path().join("tmp");
-    for dir in [&bin, &local_bin, &tmp] {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
-    std::fs::copy(busybox, bin.join("busybox"))?;
-    let applets = std::process::Command::new(busybox)
-        .arg("--list")
-        .output()
-        .context("running busybox --list")?;
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        let applet = applet.trim();
-        if !applet.is_empty() && !applet.contains('/') && applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
-        }
-    }
+    std::fs::create_dir_all(&local_bin)?;
     let script = local_bin.join("sparkwing");
     std::fs::write(&script, RUNNER_SCRIPT)?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    let tar = tokio::process::Command::new("tar")
-        .args(["--owner=0", "--group=0", "-C"])
-        .arg(root.path())
-        .args(["-cf", "-", "."])
-        .output()
-        .await
-        .context("running tar")?;
-    if !tar.status.success() {
-        bail!("tar failed: {}", String::from_utf8_lossy(&tar.stderr));
-    }
-    let opts = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo(TEST_RUNNER_IMAGE)
-        .tag(&tag)
-        .changes(vec!["ENV PATH=/usr/local/bin:/bin".to_string()])
-        .build();
-    let mut import = docker.create_image(
-        Some(opts),
-        Some(bollard::body_full(tar.stdout.into())),
-        None,
-    );
-    while let Some(progress) = import.next().await {
-        progress.context("importing the test runner image")?;
-    }
+    let changes = vec!["ENV PATH=/usr/local/bin:/bin".to_string()];
+    crate::images::import_rootfs(&docker, &root, TEST_RUNNER_IMAGE, &tag, changes).await?;
     Ok(reference)
 }
 
