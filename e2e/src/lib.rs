@@ -25,6 +25,7 @@ pub mod binaries;
 mod images;
 mod namespace;
 pub mod node_emulator;
+mod operator_task;
 pub mod test_runner_image;
 
 pub use bed::{
@@ -36,3 +37,5 @@ pub use node_emulator::{
     busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, BUSYBOX_IMAGE,
 };
 pub use test_runner_image::{test_runner_image, ClaimRelay};
+
+pub use operator_task::OperatorTask;

@@ -24,9 +24,7 @@ use sparkwing_crds::{PipelineRun, RunnerPool};
 use sparkwing_e2e::{
     test_runner_image, ClaimRelay, NodeEmulator, NodeEmulatorOptions, TestBed, User,
 };
-use sparkwing_operator::{run_controllers, Config};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use sparkwing_operator::Config;
 
 /// How long anything here may take on a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(45);
@@ -36,44 +34,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// An operator task with its shutdown switch; aborted on drop.
-struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<sparkwing_operator::Result<()>>>,
-}
-
-impl Operator {
-    fn start(client: Client, config: Config) -> Operator {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_controllers(client, config, async move {
-            let _ = stopped.await;
-        }));
-        Operator {
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().context("stopped twice")?;
-        tokio::time::timeout(WAIT, task)
-            .await
-            .context("the operator did not shut down")??
-            .context("the operator failed")?;
-        Ok(())
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
+use sparkwing_e2e::OperatorTask as Operator;
 
 fn phase_of(run: &PipelineRun) -> String {
     serde_json::to_value(&run.status).unwrap_or(Value::Null)["phase"]

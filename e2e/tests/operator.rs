@@ -29,7 +29,7 @@ use sparkwing_e2e::{
     test_runner_image, ClaimRelay, LossKind, NodeEmulator, NodeEmulatorOptions, TestBed,
     TestNamespace,
 };
-use sparkwing_operator::{run_controllers, Config, LeaderConfig, Metrics};
+use sparkwing_operator::{Config, LeaderConfig, Metrics};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -40,52 +40,7 @@ const POLL: Duration = Duration::from_millis(100);
 // ---------------------------------------------------------------------------------------------
 // Harness.
 
-/// An operator task (`run_controllers`) with its shutdown switch.
-struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<sparkwing_operator::Result<()>>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Operator {
-    fn start(client: Client, config: Config) -> Operator {
-        let metrics = config.metrics.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_controllers(client, config, async move {
-            let _ = stopped.await;
-        }));
-        Operator {
-            stop: Some(stop),
-            task: Some(task),
-            metrics,
-        }
-    }
-
-    fn is_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// Clean shutdown; fails when the operator had stopped with an error.
-    async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().context("stopped twice")?;
-        tokio::time::timeout(WAIT, task)
-            .await
-            .context("the operator did not shut down")??
-            .context("the operator failed")?;
-        Ok(())
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
+use sparkwing_e2e::OperatorTask as Operator;
 
 /// One test's world: namespace, node emulator, claim relay, test runner image and an operator.
 struct Env {
