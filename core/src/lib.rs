@@ -12,6 +12,7 @@ pub mod scheduler;
 pub mod state;
 pub mod suggest;
 pub mod time;
+pub mod upload_manifest;
 
 pub use dag::{PlanError, ValidatedPlan};
 pub use scheduler::{Action, AttemptOutcome, Scheduler};
