@@ -21,6 +21,16 @@ pub struct ManifestLimits {
     pub max_file_size: u64,
 }
 
+impl ManifestLimits {
+    /// The API's default limits (`api::Limits` in the operator): 100 000 entries, 2 GiB in
+    /// total, 256 MiB per file. A runner checks a fetched manifest against these.
+    pub const API_DEFAULT: ManifestLimits = ManifestLimits {
+        max_files: 100_000,
+        max_total_size: 2 << 30,
+        max_file_size: 256 << 20,
+    };
+}
+
 /// Longest path or symlink target, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 
@@ -276,6 +286,77 @@ impl Manifest {
     }
 }
 
+/// One step of writing a validated manifest to disk, in the order [`Manifest::materialise_plan`]
+/// gives them: every directory (parents first), then every file, then every symlink, so no file
+/// is ever written through a link the manifest creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create this directory (its parent was created by an earlier op, or is the root).
+    Dir { path: String },
+    /// Write this file: content with this sha256 and size, these permission bits.
+    File {
+        path: String,
+        sha256: String,
+        size: u64,
+        mode: u32,
+    },
+    /// Create this symlink pointing to `target` (relative, checked to stay inside the root).
+    Symlink { path: String, target: String },
+}
+
+impl Op {
+    /// The path the op creates, relative to the root.
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Dir { path } | Op::File { path, .. } | Op::Symlink { path, .. } => path,
+        }
+    }
+}
+
+impl Manifest {
+    /// What to create, in order, to materialise this manifest under an empty root. Validates
+    /// first with `limits` (the API's), so a manifest the API would refuse yields its error and
+    /// no op. Pure and panic-free: the only input is the manifest.
+    pub fn materialise_plan(&self, limits: &ManifestLimits) -> Result<Vec<Op>, ManifestError> {
+        self.validate(limits)?;
+        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        for e in &self.files {
+            let mut end = 0;
+            while let Some(i) = e.path.get(end..).and_then(|rest| rest.find('/')) {
+                dirs.insert(&e.path[..end + i]);
+                end += i + 1;
+            }
+        }
+        // Validation refuses an entry below a file or symlink, so no directory is also an entry.
+        let mut ops: Vec<Op> = Vec::with_capacity(dirs.len() + self.files.len());
+        // Sorted by path, a parent ("a") always comes before its children ("a/b").
+        ops.extend(dirs.iter().map(|d| Op::Dir {
+            path: (*d).to_string(),
+        }));
+        let mut entries: Vec<&Entry> = self.files.iter().collect();
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        for e in &entries {
+            if let (Some(sha256), None) = (&e.sha256, &e.symlink) {
+                ops.push(Op::File {
+                    path: e.path.clone(),
+                    sha256: sha256.clone(),
+                    size: e.size,
+                    mode: e.mode,
+                });
+            }
+        }
+        for e in &entries {
+            if let (None, Some(target)) = (&e.sha256, &e.symlink) {
+                ops.push(Op::Symlink {
+                    path: e.path.clone(),
+                    target: target.clone(),
+                });
+            }
+        }
+        Ok(ops)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +464,96 @@ mod tests {
             files: vec![file("a", "1"), file("b", "3")],
         };
         assert_ne!(a.canonical().id(), c.canonical().id());
+    }
+
+    #[test]
+    fn materialise_plan_orders_dirs_files_then_symlinks() {
+        let m = Manifest {
+            files: vec![
+                link("z/latest", "../a/b/c.txt"),
+                file("a/b/c.txt", "c"),
+                file("top", "t"),
+                link("a/l", "b"),
+                file("a/d.txt", "d"),
+            ],
+        };
+        let ops = m.materialise_plan(&LIMITS).unwrap();
+        let paths: Vec<&str> = ops.iter().map(Op::path).collect();
+        assert_eq!(
+            paths,
+            [
+                "a",
+                "a/b",
+                "z",
+                "a/b/c.txt",
+                "a/d.txt",
+                "top",
+                "a/l",
+                "z/latest"
+            ]
+        );
+        assert!(matches!(&ops[0], Op::Dir { .. }));
+        assert!(matches!(
+            &ops[3],
+            Op::File {
+                size: 1,
+                mode: 0o644,
+                ..
+            }
+        ));
+        assert_eq!(
+            ops[7],
+            Op::Symlink {
+                path: "z/latest".into(),
+                target: "../a/b/c.txt".into()
+            }
+        );
+        // Every directory op comes before any op below it.
+        for (i, op) in ops.iter().enumerate() {
+            if let Some((parent, _)) = op.path().rsplit_once('/') {
+                let at = ops.iter().position(|o| o.path() == parent).unwrap();
+                assert!(at < i, "{parent} after {}", op.path());
+            }
+        }
+    }
+
+    #[test]
+    fn materialise_plan_refuses_traversal_and_escaping_symlinks() {
+        for p in ["../x", "a/../../b", "/abs", "a//b", "a/./b"] {
+            let m = Manifest {
+                files: vec![file(p, "x")],
+            };
+            assert!(
+                matches!(
+                    m.materialise_plan(&LIMITS),
+                    Err(ManifestError::BadPath { .. })
+                ),
+                "{p:?} planned"
+            );
+        }
+        for t in ["../../outside", "/etc/passwd", "../x/../../y"] {
+            let m = Manifest {
+                files: vec![file("ok", "1"), link("d/l", t)],
+            };
+            assert!(
+                matches!(
+                    m.materialise_plan(&LIMITS),
+                    Err(ManifestError::BadSymlink { .. })
+                ),
+                "{t:?} planned"
+            );
+        }
+        // Writing through a link the manifest makes: an entry below a symlink.
+        let m = Manifest {
+            files: vec![link("l", "d"), file("l/evil", "1")],
+        };
+        assert!(matches!(
+            m.materialise_plan(&LIMITS),
+            Err(ManifestError::UnderNonDirectory { .. })
+        ));
+        assert_eq!(
+            Manifest { files: vec![] }.materialise_plan(&LIMITS),
+            Ok(vec![])
+        );
     }
 }
