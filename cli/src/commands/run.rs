@@ -373,6 +373,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         format,
         box_slots,
         runner: runner.clone(),
+        sink: None,
     };
     let code = match docker {
         None => runtime

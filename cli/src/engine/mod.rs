@@ -5,6 +5,7 @@
 pub mod job_log;
 pub mod output;
 pub mod process;
+pub mod sink;
 
 use crate::box_slots::{BoxSlotError, BoxSlots, SlotGuard, Ticket};
 use crate::compile::Compiled;
@@ -22,11 +23,16 @@ use sparkwing_core::{dag, JobState, RunStatus, Scheduler};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 pub use output::Format;
+pub use sink::{FlushReport, RunPhase, RunSink, SinkLine};
+
+/// How long the engine waits for its sink to deliver what is queued when the run ends.
+pub const SINK_FLUSH_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Everything a run needs, resolved by the `run` command.
 pub struct RunRequest {
@@ -43,6 +49,8 @@ pub struct RunRequest {
     pub box_slots: Option<BoxGate>,
     /// What executes the run: `process` (this process) or `docker` (a runner container).
     pub runner: String,
+    /// A second destination for the run's lines, job states and end (the cluster API).
+    pub sink: Option<Arc<dyn RunSink>>,
 }
 
 /// The compiled pipeline binary a run uses.
@@ -202,6 +210,7 @@ struct Recorder {
     run_id: String,
     masker: Masker,
     term: Terminal,
+    sink: Option<Arc<dyn RunSink>>,
 }
 
 impl Recorder {
@@ -219,6 +228,13 @@ impl Recorder {
         let human = human.map(|h| self.masker.mask(&h).into_owned());
         self.term.event(ts, kind, job, &payload, human);
         Ok(())
+    }
+
+    /// Tell the sink a job's state (no-op without a sink).
+    fn sink_state(&self, job: &str, state: Value) {
+        if let Some(s) = &self.sink {
+            s.job_state(job, state);
+        }
     }
 }
 
@@ -309,6 +325,7 @@ pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineEr
         run_id: run.id.clone(),
         masker: masker_for(req),
         term: Terminal::new(req.format, &run.id),
+        sink: req.sink.clone(),
     };
     let admitted = Admitted {
         run_id: run.id.clone(),
@@ -382,6 +399,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         run_id: run_id.clone(),
         masker,
         term: Terminal::new(req.format, &run_id),
+        sink: req.sink.clone(),
     };
     let start_line = format!(
         "{} {} {}",
@@ -507,6 +525,12 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
         })
         .collect();
     rec.store.insert_jobs(&run_id, &new_jobs)?;
+    for j in &new_jobs {
+        rec.sink_state(
+            &j.id,
+            sink::job_state_json("pending", 0, None, None, None, None),
+        );
+    }
     rec.term
         .set_job_names(validated.jobs.iter().map(|j| j.id.as_str()));
     rec.event(
@@ -631,6 +655,14 @@ fn finish(
         json!({"status": status.as_str(), "error": error, "exit_code": code, "duration_ms": now - started}),
         Some(human),
     )?;
+    if let Some(s) = &rec.sink {
+        s.run_finished(RunPhase::from_status(status), error.clone());
+        // The end of the run: the only place the engine waits for its sink.
+        let report = s.flush(std::time::Instant::now() + SINK_FLUSH_DEADLINE);
+        if !report.is_complete() {
+            eprintln!("warning: run {}: {report}", rec.run_id);
+        }
+    }
     Ok(match status {
         RunStatus::Success => ExitCode::Success,
         RunStatus::Cancelled => ExitCode::Cancelled,
@@ -693,6 +725,18 @@ fn apply(
                     json!({"attempt": attempt, "after_ms": after_ms, "reason": reason}),
                     Some(human),
                 )?;
+                let reason = rec.masker.mask(&reason).into_owned();
+                rec.sink_state(
+                    &id,
+                    sink::job_state_json(
+                        "retrying",
+                        attempt - 1,
+                        Some(jobs[job].started_ms),
+                        None,
+                        None,
+                        Some(&reason),
+                    ),
+                );
                 let tx = ctx.tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
@@ -735,6 +779,17 @@ fn start(
         json!({"attempt": attempt}),
         Some(human),
     )?;
+    rec.sink_state(
+        &spec.id,
+        sink::job_state_json(
+            "running",
+            attempt,
+            Some(jobs[job].started_ms),
+            None,
+            None,
+            None,
+        ),
+    );
 
     let mut needs_outputs = Map::new();
     for &n in &sched.plan().needs[job] {
@@ -855,6 +910,15 @@ fn on_line(
         .map_err(io_err(format!("write log of job {id}")))?;
     rec.term
         .log_line(&id, job, ts, seq, line.stream.as_str(), &text);
+    if let Some(s) = &rec.sink {
+        s.log_line(SinkLine {
+            job: id,
+            seq,
+            ts_ms: ts,
+            stream: line.stream.as_str().to_string(),
+            line: text,
+        });
+    }
     Ok(())
 }
 
@@ -989,6 +1053,17 @@ fn record_terminal(
             progress.state
         ),
     };
+    rec.sink_state(
+        &spec.id,
+        sink::job_state_json(
+            progress.state.as_str(),
+            progress.attempt,
+            Some(jobs[job].started_ms),
+            Some(now),
+            exit_code,
+            reason.as_deref(),
+        ),
+    );
     let kind = match progress.state {
         JobState::Success => "job_succeeded",
         JobState::Failed => "job_failed",
@@ -1050,6 +1125,17 @@ fn on_interrupt(
                     None,
                     now,
                 )?;
+                rec.sink_state(
+                    &id,
+                    sink::job_state_json(
+                        JobState::Cancelled.as_str(),
+                        sched.job(j).attempt,
+                        Some(rt.started_ms),
+                        Some(now),
+                        None,
+                        Some("killed"),
+                    ),
+                );
             }
         }
         rec.event(None, "run_killed", json!({"signal": signal_name}), None)?;

@@ -1,0 +1,205 @@
+//! Where else a run goes: a [`RunSink`] receives what the engine records (masked log lines with
+//! their per-job sequence numbers, job state changes, the run's end) as it records it, e.g. to
+//! send it to the cluster API (`remote::sink::ApiSink`).
+//!
+//! Calls are non-blocking: the engine never waits on the network. A sink queues and delivers on
+//! its own thread; the engine calls [`RunSink::flush`] with a deadline before it returns.
+
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+/// One masked log line, as written to the job's local log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkLine {
+    pub job: String,
+    /// 1, 2, ... per job across attempts: the same seq as the local JSONL log.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+/// How a run ended, in the API's words (a PipelineRun's phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+            RunPhase::Cancelled => "Cancelled",
+        }
+    }
+
+    pub fn from_status(status: sparkwing_core::RunStatus) -> RunPhase {
+        match status {
+            sparkwing_core::RunStatus::Success => RunPhase::Succeeded,
+            sparkwing_core::RunStatus::Cancelled => RunPhase::Cancelled,
+            _ => RunPhase::Failed,
+        }
+    }
+}
+
+/// What a flush could not deliver by its deadline (all zero and no error: everything arrived).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlushReport {
+    pub undelivered_lines: usize,
+    pub undelivered_states: usize,
+    /// The run's end was queued but not delivered.
+    pub finish_pending: bool,
+    /// The last delivery error, if any (e.g. the API unreachable, a refused token).
+    pub error: Option<String>,
+}
+
+impl FlushReport {
+    pub fn is_complete(&self) -> bool {
+        self.undelivered_lines == 0 && self.undelivered_states == 0 && !self.finish_pending
+    }
+}
+
+impl std::fmt::Display for FlushReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_complete() {
+            return write!(f, "everything delivered");
+        }
+        write!(
+            f,
+            "{} log lines and {} job states not delivered{}",
+            self.undelivered_lines,
+            self.undelivered_states,
+            if self.finish_pending {
+                ", run end not delivered"
+            } else {
+                ""
+            }
+        )?;
+        if let Some(e) = &self.error {
+            write!(f, " (last error: {e})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A second destination for a run's records. Implementations must return at once.
+pub trait RunSink: Send + Sync {
+    /// A masked log line of a job.
+    fn log_line(&self, line: SinkLine);
+    /// A job's state changed: a JSON object as the API's job-state PUT takes it
+    /// (`state`, `attempt`, `startedAt`, `finishedAt`, `exitCode`, `reason`).
+    fn job_state(&self, job: &str, state: Value);
+    /// The run ended (sent after every line and state queued before it).
+    fn run_finished(&self, phase: RunPhase, message: Option<String>);
+    /// Deliver what is queued, waiting at most until `deadline`.
+    fn flush(&self, deadline: Instant) -> FlushReport;
+}
+
+/// The job-state object of a job.
+pub fn job_state_json(
+    state: &str,
+    attempt: u32,
+    started_ms: Option<i64>,
+    finished_ms: Option<i64>,
+    exit_code: Option<i32>,
+    reason: Option<&str>,
+) -> Value {
+    let mut m = Map::new();
+    m.insert("state".into(), json!(state));
+    m.insert("attempt".into(), json!(attempt));
+    if let Some(t) = started_ms.filter(|t| *t > 0) {
+        m.insert(
+            "startedAt".into(),
+            json!(sparkwing_core::time::format_rfc3339(t)),
+        );
+    }
+    if let Some(t) = finished_ms {
+        m.insert(
+            "finishedAt".into(),
+            json!(sparkwing_core::time::format_rfc3339(t)),
+        );
+    }
+    if let Some(c) = exit_code {
+        m.insert("exitCode".into(), json!(c));
+    }
+    if let Some(r) = reason {
+        m.insert("reason".into(), json!(r));
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! A sink that keeps everything in memory, for engine tests.
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct MemorySink {
+        pub lines: Mutex<Vec<SinkLine>>,
+        pub states: Mutex<Vec<(String, Value)>>,
+        pub finished: Mutex<Option<(RunPhase, Option<String>)>>,
+        pub flushes: Mutex<u32>,
+    }
+
+    impl RunSink for MemorySink {
+        fn log_line(&self, line: SinkLine) {
+            self.lines.lock().unwrap().push(line);
+        }
+        fn job_state(&self, job: &str, state: Value) {
+            self.states.lock().unwrap().push((job.to_string(), state));
+        }
+        fn run_finished(&self, phase: RunPhase, message: Option<String>) {
+            *self.finished.lock().unwrap() = Some((phase, message));
+        }
+        fn flush(&self, _deadline: Instant) -> FlushReport {
+            *self.flushes.lock().unwrap() += 1;
+            FlushReport::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_state_objects_carry_what_is_known() {
+        let v = job_state_json(
+            "failed",
+            2,
+            Some(1_000),
+            Some(2_000),
+            Some(3),
+            Some("exit code 3"),
+        );
+        assert_eq!(v["state"], "failed");
+        assert_eq!(v["attempt"], 2);
+        assert_eq!(v["startedAt"], "1970-01-01T00:00:01Z");
+        assert_eq!(v["exitCode"], 3);
+        assert_eq!(v["reason"], "exit code 3");
+        let v = job_state_json("pending", 0, None, None, None, None);
+        assert_eq!(v.as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn flush_reports_say_what_is_missing() {
+        assert!(FlushReport::default().is_complete());
+        let r = FlushReport {
+            undelivered_lines: 3,
+            undelivered_states: 1,
+            finish_pending: true,
+            error: Some("unreachable".into()),
+        };
+        assert!(!r.is_complete());
+        assert_eq!(
+            r.to_string(),
+            "3 log lines and 1 job states not delivered, run end not delivered (last error: unreachable)"
+        );
+    }
+}
