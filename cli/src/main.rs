@@ -14,6 +14,7 @@ mod home;
 mod profiles;
 mod project;
 mod reconcile;
+mod remote;
 mod store;
 
 use clap::Parser;
