@@ -277,7 +277,12 @@ impl ApiClient {
     /// `GET /api/v1/uploads/{id}`: the canonical manifest.
     pub fn get_upload(&self, id: &str) -> Result<Manifest, RemoteError> {
         let v: serde_json::Value = json_of(self.get(&format!("/api/v1/uploads/{id}"))?, "upload")?;
-        let files = v.get("files").cloned().unwrap_or(serde_json::Value::Null);
+        // The answer is `{"id", "missing", "files": <count>, "totalSize", "manifest": {"files": [...]}}`.
+        let files = v
+            .get("manifest")
+            .and_then(|m| m.get("files"))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
         serde_json::from_value(serde_json::json!({ "files": files })).map_err(|e| {
             RemoteError::Decode {
                 what: format!("upload {id}"),
