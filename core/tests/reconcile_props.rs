@@ -217,3 +217,80 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Clone)]
+enum ExtEv {
+    Reconcile,
+    Tick(u16),
+    Cancel,
+    /// The API records the executor's end (`POST .../finish`).
+    Finish(u8),
+}
+
+fn ext_ev() -> impl Strategy<Value = ExtEv> {
+    prop_oneof![
+        5 => Just(ExtEv::Reconcile),
+        3 => (1u16..20_000).prop_map(ExtEv::Tick),
+        1 => Just(ExtEv::Cancel),
+        1 => (0u8..3).prop_map(ExtEv::Finish),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// An external run: the reconcile never starts or stops a runner, never moves a finished run,
+    /// keeps the end its executor recorded, and ends when cancelled or past its timeout.
+    #[test]
+    fn external_runs_only_honour_their_recorded_end(
+        timeout in prop::option::of(1_000u64..60_000),
+        events in prop::collection::vec(ext_ev(), 1..120),
+    ) {
+        use sparkwing_core::reconcile::run::{record_external_end, ExternalEnd};
+        let mut intent = RunIntent { external: true, timeout_ms: timeout, ..Default::default() };
+        let mut status = RunStatus::default();
+        let mut now = 1_000i64;
+        let mut recorded: Option<RunStatus> = None;
+        for e in events.into_iter().chain(std::iter::once(ExtEv::Reconcile)) {
+            match e {
+                ExtEv::Tick(ms) => now += ms as i64,
+                ExtEv::Cancel => intent.cancel = CancelRequest::Cancelled,
+                ExtEv::Finish(i) => {
+                    let end = [ExternalEnd::Succeeded, ExternalEnd::Failed, ExternalEnd::Cancelled][i as usize];
+                    match record_external_end(&status, end, "", intent.generation, now) {
+                        Some(s) => {
+                            prop_assert!(!status.phase.is_terminal());
+                            prop_assert_eq!(s.phase, end.phase());
+                            recorded = Some(s.clone());
+                            status = s;
+                        }
+                        None => prop_assert!(status.phase.is_terminal()),
+                    }
+                }
+                ExtEv::Reconcile => {
+                    let d = reconcile_run(&intent, &status, &RunObservation::default(), now);
+                    // Deterministic: the same inputs give the same decision.
+                    prop_assert_eq!(&d, &reconcile_run(&intent, &status, &RunObservation::default(), now));
+                    prop_assert!(d.actions.iter().all(|a| matches!(a, RunAction::Event { .. })), "{:?}", d.actions);
+                    if status.phase.is_terminal() {
+                        prop_assert_eq!(&d.status, &status);
+                    }
+                    prop_assert_eq!(d.status.runner.as_deref(), None);
+                    prop_assert_eq!(d.status.attempts, 0);
+                    status = d.status;
+                    if let Some(t) = timeout {
+                        let started = status.start_time.map(|t| t.0).unwrap_or(now);
+                        if now >= started + t as i64 {
+                            prop_assert!(status.phase.is_terminal());
+                        }
+                    }
+                    if intent.cancel != CancelRequest::None {
+                        prop_assert!(status.phase.is_terminal());
+                    }
+                }
+            }
+            if let Some(r) = &recorded {
+                prop_assert_eq!(&status, r, "the recorded end was overwritten");
+            }
+        }
+    }
+}

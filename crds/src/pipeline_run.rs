@@ -89,7 +89,8 @@ pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub args: BTreeMap<String, String>,
 
-    /// Where the project's source comes from: exactly one of `upload`, `git` or `local`.
+    /// Where the project's source comes from: exactly one of `upload`, `git`, `local` or
+    /// `external` (executed outside the cluster: no runner is started).
     /// Immutable: to run other source, create another PipelineRun.
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("source is immutable; create a new PipelineRun to run other source"))]
     pub source: Source,
@@ -147,7 +148,16 @@ pub enum Source {
     Git(GitSource),
     /// A directory already present on the runner's node or image.
     Local(LocalSource),
+    /// Executed outside the cluster (`sparkwing run --profile` on a laptop) and only recorded
+    /// here: the operator starts no runner; the executor reports logs, job states and the end
+    /// through the Sparkwing API.
+    External(ExternalSource),
 }
+
+/// A run executed outside the cluster. No fields: `external: {}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSource {}
 
 /// An uploaded source archive.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -283,6 +293,7 @@ impl PipelineRun {
             max_attempts,
             ttl_after_finished_ms,
             invalid: (!problems.is_empty()).then(|| problems.join("; ")),
+            external: matches!(spec.source, Source::External(_)),
         }
     }
 }
@@ -317,8 +328,16 @@ mod tests {
                 max_attempts: 3,
                 ttl_after_finished_ms: None,
                 invalid: None,
+                external: false,
             }
         );
+        let external = PipelineRun::test("r1")
+            .with_source(Source::External(ExternalSource {}))
+            .intent();
+        assert!(external.external);
+        assert_eq!(external.invalid, None);
+        let v = serde_json::to_value(Source::External(ExternalSource {})).unwrap();
+        assert_eq!(v, serde_json::json!({"external": {}}));
     }
 
     #[test]

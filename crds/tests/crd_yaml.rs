@@ -188,7 +188,8 @@ fn pipelinerun_spec_schema() {
     // Exactly one source kind, and never changed after creation.
     let source = prop(spec, "source");
     let one_of: Vec<Vec<&str>> = source.one_of.iter().flatten().map(required).collect();
-    assert_eq!(one_of, [["upload"], ["git"], ["local"]]);
+    assert_eq!(one_of, [["upload"], ["git"], ["local"], ["external"]]);
+    assert_eq!(prop(source, "external").type_.as_deref(), Some("object"));
     assert_eq!(required(prop(source, "upload")), ["id"]);
     assert_eq!(required(prop(source, "git")), ["revision", "url"]);
     assert_eq!(required(prop(source, "local")), ["path"]);

@@ -61,11 +61,25 @@ pub fn needs_write(current: Option<&Value>, computed: &Value) -> bool {
 
 /// The server-side apply patch of a status: `apiVersion` and `kind` are required by the API.
 pub fn status_patch<K: Resource<DynamicType = ()>>(status: Value) -> Patch<Value> {
-    Patch::Apply(json!({
+    guarded_status_patch::<K>(status, None)
+}
+
+/// [`status_patch`], optionally guarded by a `resourceVersion`: the API server refuses the apply
+/// with 409 Conflict when the object changed since that version. External runs use it, since
+/// the Sparkwing API writes their end concurrently with the operator.
+pub fn guarded_status_patch<K: Resource<DynamicType = ()>>(
+    status: Value,
+    resource_version: Option<&str>,
+) -> Patch<Value> {
+    let mut body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
-    }))
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = json!({ "resourceVersion": rv });
+    }
+    Patch::Apply(body)
 }
 
 /// Apply parameters: our field manager, forcing ownership of the fields we set.
@@ -74,11 +88,13 @@ pub fn apply_params() -> PatchParams {
 }
 
 /// Write `computed` as the status of `name` unless it equals `current`. Returns whether it wrote.
+/// With `resource_version` the write is refused (409) when the object changed since then.
 pub async fn apply_status<K>(
     api: &Api<K>,
     name: &str,
     current: Option<&Value>,
     computed: Value,
+    resource_version: Option<&str>,
     metrics: &Metrics,
 ) -> Result<bool>
 where
@@ -87,8 +103,12 @@ where
     if !needs_write(current, &computed) {
         return Ok(false);
     }
-    api.patch_status(name, &apply_params(), &status_patch::<K>(computed))
-        .await?;
+    api.patch_status(
+        name,
+        &apply_params(),
+        &guarded_status_patch::<K>(computed, resource_version),
+    )
+    .await?;
     metrics.status_written(&K::kind(&()));
     Ok(true)
 }
@@ -109,9 +129,17 @@ mod tests {
         assert_eq!(body["apiVersion"], "sparkwing.dev/v1alpha1");
         assert_eq!(body["kind"], "PipelineRun");
         assert_eq!(body["status"]["phase"], "Pending");
+        assert!(body.get("metadata").is_none());
         let params = apply_params();
         assert_eq!(params.field_manager.as_deref(), Some("sparkwing-operator"));
         assert!(params.force);
+        let Patch::Apply(guarded) =
+            guarded_status_patch::<PipelineRun>(json!({"phase": "Running"}), Some("42"))
+        else {
+            panic!("not an apply patch")
+        };
+        assert_eq!(guarded["metadata"]["resourceVersion"], "42");
+        assert_eq!(guarded["kind"], "PipelineRun");
     }
 
     #[test]

@@ -61,7 +61,9 @@ impl ApiError {
             | ApiError::HashMismatch { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::LogGap { .. } => StatusCode::CONFLICT,
-            ApiError::Backend(BackendError::AlreadyExists(_)) => StatusCode::CONFLICT,
+            ApiError::Backend(BackendError::AlreadyExists(_) | BackendError::Conflict(_)) => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Backend(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,7 +80,9 @@ impl ApiError {
             ApiError::HashMismatch { .. } => "hash_mismatch",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::Backend(BackendError::AlreadyExists(_)) => "conflict",
+            ApiError::Backend(BackendError::AlreadyExists(_) | BackendError::Conflict(_)) => {
+                "conflict"
+            }
             ApiError::LogGap { .. } => "log_gap",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Backend(_) => "backend",
@@ -95,7 +99,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %self, "API request failed");
                 "internal error; see the operator's log".to_string()
             }
-            ApiError::Backend(BackendError::AlreadyExists(_)) => self.to_string(),
+            ApiError::Backend(BackendError::AlreadyExists(_) | BackendError::Conflict(_)) => {
+                self.to_string()
+            }
             ApiError::Backend(_) => {
                 tracing::error!(error = %self, "API request failed");
                 "the Kubernetes API request failed; see the operator's log".to_string()

@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use sparkwing_core::reconcile::status::{Phase, RunStatus};
 use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun};
 
-use crate::error::{is_already_exists, is_not_found};
+use crate::error::{is_already_exists, is_conflict, is_not_found};
 
 /// Key of the runner token in its Secret.
 pub const RUNNER_TOKEN_KEY: &str = "token";
@@ -27,6 +27,9 @@ pub fn runner_secret_name(run: &str) -> String {
 pub enum BackendError {
     #[error("PipelineRun {0} already exists")]
     AlreadyExists(String),
+    /// The run changed since the version a guarded write was based on.
+    #[error("PipelineRun {0} changed; read it again")]
+    Conflict(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]
@@ -54,12 +57,58 @@ pub trait RunBackend: Send + Sync + 'static {
         name: &'a str,
         mode: CancelMode,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
+    /// Record the end of an external run: apply `status`'s phase, conditions, times and observed
+    /// generation, refused with [`BackendError::Conflict`] when the run's resourceVersion is no
+    /// longer `resource_version`. `None` when there is no such run.
+    fn write_external_status<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        status: &'a RunStatus,
+        resource_version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
     /// Keep the runner token of `run` where its runner can read it.
     fn store_runner_token<'a>(
         &'a self,
         run: &'a PipelineRun,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// The field manager of the API's status writes (the end of external runs).
+pub const API_FIELD_MANAGER: &str = "sparkwing-api";
+
+/// The status fields the API writes for an external run's end (never the runner's `jobs` or the
+/// operator's `runner` and `attempts`).
+const EXTERNAL_END_FIELDS: [&str; 5] = [
+    "phase",
+    "conditions",
+    "startTime",
+    "completionTime",
+    "observedGeneration",
+];
+
+/// The server-side apply body recording an external run's end: `apiVersion`, `kind`, the
+/// resourceVersion guard and the end's status fields.
+pub fn external_status_patch(
+    status: &RunStatus,
+    resource_version: Option<&str>,
+) -> Result<serde_json::Value, BackendError> {
+    let full = serde_json::to_value(status)
+        .map_err(|e| BackendError::Other(format!("serializing a run status: {e}")))?;
+    let fields: serde_json::Map<String, serde_json::Value> = EXTERNAL_END_FIELDS
+        .iter()
+        .filter_map(|k| full.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let mut body = serde_json::json!({
+        "apiVersion": PipelineRun::api_version(&()),
+        "kind": PipelineRun::kind(&()),
+        "status": fields,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    Ok(body)
 }
 
 /// The run is finished (its phase is terminal).
@@ -143,6 +192,27 @@ impl RunBackend for KubeRuns {
         .boxed()
     }
 
+    fn write_external_status<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        status: &'a RunStatus,
+        resource_version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        async move {
+            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
+            let body = external_status_patch(status, resource_version)?;
+            let params = PatchParams::apply(API_FIELD_MANAGER).force();
+            match api.patch_status(name, &params, &Patch::Apply(&body)).await {
+                Ok(run) => Ok(Some(run)),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) if is_conflict(&e) => Err(BackendError::Conflict(name.to_string())),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .boxed()
+    }
+
     fn store_runner_token<'a>(
         &'a self,
         run: &'a PipelineRun,
@@ -199,6 +269,18 @@ impl MemoryRuns {
         (ns.to_string(), name.to_string())
     }
 
+    /// A new resourceVersion, as the API server gives every write.
+    fn bump(run: &mut PipelineRun) {
+        let next = run
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        run.metadata.resource_version = Some(next.to_string());
+    }
+
     /// A run as stored.
     pub fn run(&self, ns: &str, name: &str) -> Option<PipelineRun> {
         self.runs.lock().ok()?.get(&Self::key(ns, name)).cloned()
@@ -217,6 +299,7 @@ impl MemoryRuns {
         if let Ok(mut runs) = self.runs.lock() {
             if let Some(run) = runs.get_mut(&Self::key(ns, name)) {
                 run.status.get_or_insert_with(RunStatus::default).phase = phase;
+                Self::bump(run);
             }
         }
     }
@@ -248,6 +331,7 @@ impl RunBackend for MemoryRuns {
             }
             run.metadata.uid = Some(format!("uid-{}", key.1));
             run.metadata.generation = Some(1);
+            run.metadata.resource_version = Some("1".into());
             run.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
             runs.insert(key, run.clone());
             Ok(run)
@@ -297,10 +381,43 @@ impl RunBackend for MemoryRuns {
             .map(|mut runs| {
                 runs.get_mut(&Self::key(ns, name)).map(|r| {
                     r.spec.cancel = Some(mode);
+                    Self::bump(r);
                     r.clone()
                 })
             })
             .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn write_external_status<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        status: &'a RunStatus,
+        resource_version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        let result = self
+            .runs
+            .lock()
+            .map_err(|_| poisoned())
+            .and_then(|mut runs| {
+                let Some(r) = runs.get_mut(&Self::key(ns, name)) else {
+                    return Ok(None);
+                };
+                if resource_version
+                    .is_some_and(|rv| r.metadata.resource_version.as_deref() != Some(rv))
+                {
+                    return Err(BackendError::Conflict(name.to_string()));
+                }
+                let s = r.status.get_or_insert_with(RunStatus::default);
+                s.phase = status.phase;
+                s.conditions = status.conditions.clone();
+                s.start_time = status.start_time;
+                s.completion_time = status.completion_time;
+                s.observed_generation = status.observed_generation;
+                Self::bump(r);
+                Ok(Some(r.clone()))
+            });
         async move { result }.boxed()
     }
 

@@ -979,3 +979,197 @@ async fn api_gc_removes_only_unreferenced_blobs() {
         "missing scope admin",
     );
 }
+
+async fn trigger_external(f: &Fx) -> (String, String, String) {
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"external": {}}, "timeout": "1h"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    (
+        v["namespace"].as_str().unwrap().to_string(),
+        v["name"].as_str().unwrap().to_string(),
+        v["runnerToken"]
+            .as_str()
+            .expect("an external run's token in the answer")
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn api_external_run_gets_its_token_and_records_its_end() {
+    let f = fx();
+    let (ns, name, token) = trigger_external(&f).await;
+    assert!(token.starts_with("swr_"), "{token}");
+    let run = f.runs.run(&ns, &name).unwrap();
+    assert!(matches!(run.spec.source, Source::External(_)));
+    assert_eq!(
+        run.spec.triggered_by.as_ref().unwrap().principal,
+        "alice@example.com"
+    );
+    // No Secret: nothing on the cluster runs it.
+    assert_eq!(f.runs.runner_token(&ns, &name), None);
+    // A run on the cluster gets no token in its answer.
+    let id = f.upload(&[("a", "1")]).await;
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"upload": {"id": id}}}),
+        )
+        .await;
+    assert!(r.json().get("runnerToken").is_none(), "{}", r.body);
+
+    // The token posts the run's logs and job states.
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/logs"),
+            &token,
+            json!([{"job": "build", "seq": 1, "line": "hello"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/jobs/build"),
+            &token,
+            json!({"state": "succeeded"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+
+    // The operator made it Running.
+    f.runs.set_phase(&ns, &name, Phase::Running);
+    let finish = format!("/api/v1/runs/{ns}/{name}/finish");
+    // An external run's finish must say how it ended.
+    for bad in [
+        json!({}),
+        json!({"phase": "Running"}),
+        json!({"phase": "Done"}),
+    ] {
+        let r = f.json(Method::POST, &finish, &token, bad).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "");
+    }
+    let r = f
+        .call(Method::POST, &finish, Some(&token), Body::empty())
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "phase");
+    let r = f
+        .json(
+            Method::POST,
+            &finish,
+            &token,
+            json!({"phase": "Failed", "message": "job test failed"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["phase"], "Failed");
+    let status = f.runs.run(&ns, &name).unwrap().status.unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let cond = status.condition("Succeeded").unwrap();
+    assert_eq!(
+        (cond.reason.as_str(), cond.message.as_str()),
+        ("Failed", "job test failed")
+    );
+    assert!(status.completion_time.is_some() && status.start_time.is_some());
+    // Archived with its end; the token is retired.
+    assert!(f.st.storage.is_archived(&ns, &name));
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+    assert_eq!(r.json()["phase"], "Failed");
+    assert_eq!(r.json()["jobs"]["build"]["state"], "succeeded");
+    let r = f
+        .json(Method::POST, &finish, &token, json!({"phase": "Succeeded"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn api_external_finish_keeps_an_end_already_recorded() {
+    let f = fx();
+    let (ns, name, token) = trigger_external(&f).await;
+    // Cancelled (or timed out) by the operator before the executor finished.
+    f.runs.set_phase(&ns, &name, Phase::Cancelled);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            &token,
+            json!({"phase": "Succeeded"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["phase"], "Cancelled");
+    assert_eq!(
+        f.runs.run(&ns, &name).unwrap().status.unwrap().phase,
+        Phase::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn api_finish_body_is_ignored_for_runs_on_the_cluster() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    f.runs.set_phase(&ns, &name, Phase::Running);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            &runner,
+            json!({"phase": "Succeeded", "message": "done"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The operator decides from the Job: the phase is untouched.
+    assert_eq!(
+        f.runs.run(&ns, &name).unwrap().status.unwrap().phase,
+        Phase::Running
+    );
+}
+
+#[test]
+fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
+    use sparkwing_core::reconcile::run::{record_external_end, ExternalEnd};
+    use sparkwing_core::reconcile::status::{JobStatus, RunStatus};
+    let prev = RunStatus {
+        phase: Phase::Running,
+        runner: Some("x".into()),
+        attempts: 1,
+        jobs: vec![JobStatus {
+            name: "build".into(),
+            state: "running".into(),
+            ..JobStatus::default()
+        }],
+        ..RunStatus::default()
+    };
+    let end = record_external_end(&prev, ExternalEnd::Succeeded, "", 3, 1_000_000).unwrap();
+    let body = runs::external_status_patch(&end, Some("17")).unwrap();
+    assert_eq!(body["apiVersion"], "sparkwing.dev/v1alpha1");
+    assert_eq!(body["kind"], "PipelineRun");
+    assert_eq!(body["metadata"]["resourceVersion"], "17");
+    let status = body["status"].as_object().unwrap();
+    let mut keys: Vec<&str> = status.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "completionTime",
+            "conditions",
+            "observedGeneration",
+            "phase",
+            "startTime"
+        ]
+    );
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["conditions"][0]["reason"], "Succeeded");
+    assert_eq!(status["observedGeneration"], 3);
+}

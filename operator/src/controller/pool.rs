@@ -137,7 +137,15 @@ async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<A
             let generation = pool.meta().generation.unwrap_or(0);
             let status = invalid_status(&prev, generation, &problem, now);
             let computed = status_value(&status, "RunnerPool status")?;
-            apply_status(&pools, &name, current.as_ref(), computed, &ctx.metrics).await?;
+            apply_status(
+                &pools,
+                &name,
+                current.as_ref(),
+                computed,
+                None,
+                &ctx.metrics,
+            )
+            .await?;
             ctx.succeeded(pool.as_ref());
             // Retrying cannot fix the spec; a spec change triggers the next reconcile.
             return Ok(Action::await_change());
@@ -245,7 +253,15 @@ async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<A
     ctx.metrics
         .pool_runners(&namespace, &name, s.idle, s.busy, s.starting);
     let computed = status_value(s, "RunnerPool status")?;
-    apply_status(&pools, &name, current.as_ref(), computed, &ctx.metrics).await?;
+    apply_status(
+        &pools,
+        &name,
+        current.as_ref(),
+        computed,
+        None,
+        &ctx.metrics,
+    )
+    .await?;
     ctx.succeeded(pool.as_ref());
     let after = if raced {
         Some(

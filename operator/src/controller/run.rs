@@ -12,11 +12,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{predicates, watcher, WatchStreamExt};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Resource;
 use kube::{Api, Client, ResourceExt};
 use sparkwing_core::reconcile::executor::reconcile_run_once;
 use sparkwing_core::reconcile::run::RunAction;
 use sparkwing_core::reconcile::status::Phase;
+use sparkwing_crds::pipeline_run::Source;
 use sparkwing_crds::PipelineRun;
 
 use super::{api, error_policy, now_millis, requeue, Context};
@@ -34,6 +36,21 @@ pub fn run_of_pod(pod: Pod) -> Option<ObjectRef<PipelineRun>> {
     Some(ObjectRef::new(run).within(&pod.namespace()?))
 }
 
+/// What wakes the run controller: a new generation (spec changes; the operator's own status writes
+/// do not), and for an external run also a new phase, so the end the API records (a status
+/// write) is seen and its TTL counted.
+pub fn run_changed(run: &PipelineRun) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let generation = run.meta().generation?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    generation.hash(&mut h);
+    if matches!(run.spec.source, Source::External(_)) {
+        let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        phase.as_str().hash(&mut h);
+    }
+    Some(h.finish())
+}
+
 /// Build the controller (not running yet) and the store of PipelineRuns it fills.
 pub fn controller(
     client: &Client,
@@ -47,7 +64,7 @@ pub fn controller(
     .default_backoff()
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(run_changed, Default::default());
     let owned = watcher::Config::default().labels(&managed_selector());
     let controller = Controller::for_stream(runs, reader.clone())
         .owns(api::<Job>(client, namespace), owned.clone())
@@ -113,20 +130,36 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
         None
     };
     let computed = run_status_value(&decision.status)?;
-    let wrote = apply_status(&runs, &name, current.as_ref(), computed, &ctx.metrics)
-        .await
-        .map_err(|e| match e {
-            // The run was deleted while we worked: nothing left to do.
-            Error::Kube(ref k) if crate::error::is_not_found(k) => None,
-            e => Some(e),
-        });
+    // The API records an external run's end concurrently: write only over the version decided on.
+    let guard = if intent.external {
+        run.meta().resource_version.as_deref()
+    } else {
+        None
+    };
+    let wrote = apply_status(
+        &runs,
+        &name,
+        current.as_ref(),
+        computed,
+        guard,
+        &ctx.metrics,
+    )
+    .await;
     match wrote {
         Ok(true) => {
             ctx.remember_written(run.as_ref(), decision.status.clone());
             tracing::debug!(run = %name, phase = decision.status.phase.as_str(), "status written");
         }
-        Ok(false) | Err(None) => {}
-        Err(Some(e)) => return Err(e),
+        Ok(false) => {}
+        // The run was deleted while we worked: nothing left to do.
+        Err(Error::Kube(ref k)) if crate::error::is_not_found(k) => {}
+        // An external run changed under us (its end was recorded): decide again on what it is.
+        Err(Error::Kube(ref k)) if guard.is_some() && crate::error::is_conflict(k) => {
+            tracing::debug!(run = %name, "external run changed while reconciling; again");
+            ctx.succeeded(run.as_ref());
+            return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+        }
+        Err(e) => return Err(e),
     }
     ctx.succeeded(run.as_ref());
     Ok(requeue(

@@ -33,6 +33,11 @@ pub struct RunIntent {
     pub ttl_after_finished_ms: Option<u64>,
     /// A validation error found in the spec; the run fails with `InvalidSpec` and never starts.
     pub invalid: Option<String>,
+    /// The run executes outside the cluster (`spec.source.external`, e.g. `sparkwing run
+    /// --profile` on a laptop): no runner is ever started or stopped for it. It is `Running` from
+    /// its first reconcile until its executor records the end (a terminal status written by the
+    /// API), a cancel, or its timeout.
+    pub external: bool,
 }
 
 impl Default for RunIntent {
@@ -44,6 +49,7 @@ impl Default for RunIntent {
             max_attempts: 3,
             ttl_after_finished_ms: None,
             invalid: None,
+            external: false,
         }
     }
 }
@@ -183,6 +189,8 @@ pub fn reconcile_run(
     let mut requeue: Option<u64> = None;
     let result: Outcome = if let Some(err) = &intent.invalid {
         outcome(Phase::Failed, reasons::INVALID_SPEC, err.clone())
+    } else if intent.external {
+        decide_external(intent, &status, now, &mut requeue)
     } else {
         match &observed.runner {
             None => {
@@ -314,6 +322,40 @@ pub fn reconcile_run(
     }
 }
 
+/// An external run: its executor is elsewhere, so only a cancel or the timeout end it here (the
+/// executor's own end arrives as a terminal status, handled above like any finished run).
+fn decide_external(
+    intent: &RunIntent,
+    status: &RunStatus,
+    now: Millis,
+    requeue: &mut Option<u64>,
+) -> Outcome {
+    if intent.cancel != CancelRequest::None {
+        return outcome(
+            Phase::Cancelled,
+            reasons::CANCELLED,
+            "cancelled; the external executor stops when it sees the run cancelled",
+        );
+    }
+    if let Some(t) = intent.timeout_ms {
+        let started = status.start_time.map(|t| t.0).unwrap_or(now);
+        let deadline = started.saturating_add(t as i64);
+        if now >= deadline {
+            return outcome(
+                Phase::Failed,
+                reasons::TIMEOUT,
+                format!("the run exceeded its timeout of {}s", t / 1000),
+            );
+        }
+        *requeue = Some((deadline - now) as u64);
+    }
+    outcome(
+        Phase::Running,
+        reasons::RUNNING,
+        "executed outside the cluster; waiting for its executor to finish the run",
+    )
+}
+
 fn decide_with_runner(
     intent: &RunIntent,
     prev: &RunStatus,
@@ -440,6 +482,78 @@ fn decide_with_runner(
             }
         }
     }
+}
+
+/// How an external run ended, as its executor reports it (`POST .../finish` on the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalEnd {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl ExternalEnd {
+    pub fn phase(self) -> Phase {
+        match self {
+            ExternalEnd::Succeeded => Phase::Succeeded,
+            ExternalEnd::Failed => Phase::Failed,
+            ExternalEnd::Cancelled => Phase::Cancelled,
+        }
+    }
+
+    /// The terminal phase named `s` (`Succeeded`, `Failed`, `Cancelled`); `None` otherwise.
+    pub fn from_phase(phase: Phase) -> Option<Self> {
+        match phase {
+            Phase::Succeeded => Some(ExternalEnd::Succeeded),
+            Phase::Failed => Some(ExternalEnd::Failed),
+            Phase::Cancelled => Some(ExternalEnd::Cancelled),
+            Phase::Pending | Phase::Running => None,
+        }
+    }
+}
+
+/// The status recording the end of an external run: phase, the `Succeeded` condition (reason
+/// `Succeeded`, `Failed` or `Cancelled`, the executor's message or a default one) and the
+/// completion time (the start time too when the run never got one). `None` when `prev` is
+/// already terminal: a run that was cancelled or timed out keeps that end.
+pub fn record_external_end(
+    prev: &RunStatus,
+    end: ExternalEnd,
+    message: &str,
+    generation: i64,
+    now: Millis,
+) -> Option<RunStatus> {
+    if prev.phase.is_terminal() {
+        return None;
+    }
+    let (reason, default_message) = match end {
+        ExternalEnd::Succeeded => (reasons::SUCCEEDED, "the pipeline succeeded"),
+        ExternalEnd::Failed => (reasons::FAILED, "the pipeline failed"),
+        ExternalEnd::Cancelled => (reasons::CANCELLED, "cancelled by its executor"),
+    };
+    let message = if message.trim().is_empty() {
+        default_message.to_string()
+    } else {
+        message.to_string()
+    };
+    let result = outcome(end.phase(), reason, message);
+    let mut status = prev.clone();
+    status.phase = result.phase;
+    status.observed_generation = generation;
+    status.start_time = Some(prev.start_time.unwrap_or(Time(now)));
+    status.completion_time = Some(Time(now));
+    set_condition(
+        &mut status.conditions,
+        Condition {
+            type_: SUCCEEDED.to_string(),
+            status: result.status,
+            reason: result.reason.to_string(),
+            message: result.message,
+            last_transition_time: Time(now),
+            observed_generation: generation,
+        },
+    );
+    Some(status)
 }
 
 /// Map a stored reason back to its constant (reasons are a closed vocabulary).

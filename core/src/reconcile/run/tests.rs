@@ -298,3 +298,120 @@ fn invalid_specs_fail_without_a_runner() {
         .iter()
         .any(|a| matches!(a, RunAction::StartRunner { .. })));
 }
+
+fn external() -> RunIntent {
+    RunIntent {
+        external: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn an_external_run_is_running_at_once_and_never_gets_a_runner() {
+    let d = step(
+        &external(),
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1000,
+    );
+    assert_eq!(d.status.phase, Phase::Running);
+    assert_eq!(reason(&d.status), reasons::RUNNING);
+    assert_eq!(d.status.start_time, Some(Time(1000)));
+    assert_eq!(d.status.attempts, 0);
+    assert_eq!(d.status.runner, None);
+    assert!(d
+        .actions
+        .iter()
+        .all(|a| matches!(a, RunAction::Event { .. })));
+    // Reconciled again: identical status, nothing to do, no requeue without a timeout.
+    let again = step(&external(), &d.status, &RunObservation::default(), 50_000);
+    assert_eq!(again.status, d.status);
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+    assert_eq!(again.requeue_after_ms, None);
+}
+
+#[test]
+fn an_external_run_ends_as_its_executor_records_it() {
+    let running = step(
+        &external(),
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1000,
+    )
+    .status;
+    for (end, phase, why) in [
+        (ExternalEnd::Succeeded, Phase::Succeeded, reasons::SUCCEEDED),
+        (ExternalEnd::Failed, Phase::Failed, reasons::FAILED),
+        (ExternalEnd::Cancelled, Phase::Cancelled, reasons::CANCELLED),
+    ] {
+        let done = record_external_end(&running, end, "", 1, 5000).unwrap();
+        assert_eq!(done.phase, phase);
+        assert_eq!(reason(&done), why);
+        assert!(!done.condition(SUCCEEDED).unwrap().message.is_empty());
+        assert_eq!(done.start_time, Some(Time(1000)));
+        assert_eq!(done.completion_time, Some(Time(5000)));
+        // The operator honours it: no action, no change, TTL counted from the recorded end.
+        let intent = RunIntent {
+            ttl_after_finished_ms: Some(10_000),
+            ..external()
+        };
+        let d = step(&intent, &done, &RunObservation::default(), 6000);
+        assert_eq!(d.status, done);
+        assert!(d.actions.is_empty());
+        assert_eq!(d.requeue_after_ms, Some(9000));
+        let due = step(&intent, &done, &RunObservation::default(), 15_000);
+        assert_eq!(due.actions, vec![RunAction::DeleteRun]);
+    }
+    let msg =
+        record_external_end(&running, ExternalEnd::Failed, "job test failed", 1, 5000).unwrap();
+    assert_eq!(msg.condition(SUCCEEDED).unwrap().message, "job test failed");
+    // A run recorded before the operator saw it still gets a start time.
+    let early =
+        record_external_end(&RunStatus::default(), ExternalEnd::Succeeded, "", 1, 7000).unwrap();
+    assert_eq!(early.start_time, Some(Time(7000)));
+    // An end already recorded (cancel, timeout, an earlier finish) is kept.
+    assert_eq!(
+        record_external_end(&msg, ExternalEnd::Succeeded, "", 1, 9000),
+        None
+    );
+}
+
+#[test]
+fn an_external_run_times_out_and_is_cancelled_without_stopping_anything() {
+    let intent = RunIntent {
+        timeout_ms: Some(5000),
+        ..external()
+    };
+    let running = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1000,
+    );
+    assert_eq!(running.requeue_after_ms, Some(5000));
+    let over = step(&intent, &running.status, &RunObservation::default(), 6000);
+    assert_eq!(over.status.phase, Phase::Failed);
+    assert_eq!(reason(&over.status), reasons::TIMEOUT);
+    assert!(over
+        .actions
+        .iter()
+        .all(|a| matches!(a, RunAction::Event { .. })));
+    let cancel = RunIntent {
+        cancel: CancelRequest::CancelledRunFinally,
+        ..external()
+    };
+    let c = step(&cancel, &running.status, &RunObservation::default(), 2000);
+    assert_eq!(c.status.phase, Phase::Cancelled);
+    assert_eq!(reason(&c.status), reasons::CANCELLED);
+    assert!(c
+        .actions
+        .iter()
+        .all(|a| matches!(a, RunAction::Event { .. })));
+    // An invalid external run fails like any other.
+    let bad = RunIntent {
+        invalid: Some("spec.pipeline must not be empty".into()),
+        ..external()
+    };
+    let d = step(&bad, &RunStatus::default(), &RunObservation::default(), 1);
+    assert_eq!(reason(&d.status), reasons::INVALID_SPEC);
+}

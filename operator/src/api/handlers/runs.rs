@@ -9,13 +9,14 @@ use axum::Json;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::run::{self as core_run, ExternalEnd};
 use sparkwing_core::reconcile::status::Phase;
 use sparkwing_crds::pipeline_run::{
     CancelMode, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy,
 };
 
 use crate::api::auth::{now_rfc3339, Principal, RunnerGrant, Scope};
-use crate::api::runs::is_terminal;
+use crate::api::runs::{is_terminal, BackendError};
 use crate::api::storage::ArchivedRun;
 use crate::api::{
     blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
@@ -43,9 +44,14 @@ pub struct TriggerRequest {
 }
 
 #[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct Created {
     pub namespace: String,
     pub name: String,
+    /// An external run's credential (`run:<ns>/<name>`), for its executor to post logs, job
+    /// states and the end. Shown once; runs on the cluster get theirs through a Secret instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_token: Option<String>,
 }
 
 /// A run name from the pipeline name: `<slug>-<8 hex>`.
@@ -108,7 +114,7 @@ pub async fn trigger(
         }
         // A path on the runner's node: only admins may point a run at one.
         Source::Local(_) => p.require(Scope::Admin)?,
-        Source::Git(_) => {}
+        Source::Git(_) | Source::External(_) => {}
     }
     let name = run_name(&req.pipeline)?;
     let run = PipelineRun {
@@ -141,6 +147,7 @@ pub async fn trigger(
         Source::Upload(u) => Some(u.id.clone()),
         _ => None,
     };
+    let external = matches!(run.spec.source, Source::External(_));
     let created = st.runs.create(run).await?;
     // The runner's credential: this run only.
     let scope = Scope::run(&namespace, &name).to_string();
@@ -156,10 +163,24 @@ pub async fn trigger(
         )
     })
     .await?;
-    st.runs.store_runner_token(&created, &token).await?;
+    // An external run's executor gets its token in the answer; a runner on the cluster reads it
+    // from the Secret the runner Job mounts.
+    let runner_token = if external {
+        Some(token)
+    } else {
+        st.runs.store_runner_token(&created, &token).await?;
+        None
+    };
     ApiMetrics::add(&st.metrics.runs_triggered, 1);
-    tracing::info!(%namespace, %name, principal = %p.name, "run triggered");
-    Ok((StatusCode::CREATED, Json(Created { namespace, name })))
+    tracing::info!(%namespace, %name, principal = %p.name, external, "run triggered");
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            namespace,
+            name,
+            runner_token,
+        }),
+    ))
 }
 
 /// A run as the API shows it.
@@ -335,20 +356,100 @@ pub async fn cancel(
     }
 }
 
-/// The runner is done: archive the run as it is now and revoke the run's runner tokens.
+/// The end of a run as its executor reports it (`POST .../finish`); only external runs use it.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRequest {
+    #[serde(default)]
+    pub phase: Option<Phase>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// How many times a finish re-reads an external run that changed while its end was written.
+const FINISH_ATTEMPTS: usize = 5;
+
+/// Record the end of an external run (unless it already has one), by server-side apply guarded
+/// by the version read. Returns the run as it is afterwards.
+async fn record_external_end(
+    st: &ApiState,
+    mut run: PipelineRun,
+    end: ExternalEnd,
+    message: &str,
+) -> Result<PipelineRun, ApiError> {
+    let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+    for _ in 0..FINISH_ATTEMPTS {
+        let prev = run.status.clone().unwrap_or_default();
+        let generation = run.metadata.generation.unwrap_or(0);
+        let Some(status) =
+            core_run::record_external_end(&prev, end, message, generation, now_millis())
+        else {
+            return Ok(run);
+        };
+        let rv = run.metadata.resource_version.clone();
+        match st
+            .runs
+            .write_external_status(&ns, &name, &status, rv.as_deref())
+            .await
+        {
+            Ok(Some(updated)) => return Ok(updated),
+            Ok(None) => return Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+            Err(BackendError::Conflict(_)) => {
+                run = st
+                    .runs
+                    .get(&ns, &name)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "run {ns}/{name} kept changing while its end was recorded; retry"
+    )))
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 * 1000)
+        .unwrap_or(0)
+}
+
+/// The runner is done: for an external run, record the end its body names (`{"phase":
+/// "Succeeded"|"Failed"|"Cancelled", "message": "..."}`; a run on the cluster ignores the body,
+/// the operator decides from its Job); then archive the run as it is now and revoke the run's
+/// runner tokens.
 pub async fn finish(
     State(st): State<ApiState>,
     p: Principal,
     Path((ns, name)): Path<(String, String)>,
+    body: Body,
 ) -> Result<Json<RunView>, ApiError> {
     check_object_name("namespace", &ns)?;
     check_object_name("run name", &name)?;
     p.require(Scope::run(&ns, &name))?;
-    let run = st
+    let bytes = crate::api::read_body(body, st.config.limits.json_body, "finish request").await?;
+    let mut run = st
         .runs
         .get(&ns, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+    if matches!(run.spec.source, Source::External(_)) {
+        let req: FinishRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+            FinishRequest::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("finish request: {e}")))?
+        };
+        let end = req.phase.and_then(ExternalEnd::from_phase).ok_or_else(|| {
+            ApiError::BadRequest(
+                "an external run's finish needs \"phase\": Succeeded, Failed or Cancelled".into(),
+            )
+        })?;
+        run = record_external_end(&st, run, end, req.message.as_deref().unwrap_or("")).await?;
+        tracing::info!(%ns, %name, phase = ?end, "external run finished");
+    }
     let storage = st.storage.clone();
     let archived = run.clone();
     let (ns2, name2) = (ns.clone(), name.clone());
