@@ -33,6 +33,9 @@ impl ManifestLimits {
 
 /// Longest path or symlink target, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Longest path component, in bytes (`NAME_MAX` of Linux file systems): a longer name could be
+/// uploaded but never written out by a runner. Found by the manifest fuzz target.
+pub const MAX_NAME_LEN: usize = 255;
 
 /// A source tree, as the client describes it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -138,6 +141,9 @@ pub fn check_path(path: &str) -> Result<Vec<&str>, ManifestError> {
             "" => return bad("empty path component"),
             "." => return bad("`.` component"),
             ".." => return bad("`..` component escapes the root"),
+            p if p.len() > MAX_NAME_LEN => {
+                return bad("a path component is longer than 255 bytes")
+            }
             _ => {}
         }
     }
@@ -176,6 +182,39 @@ fn check_symlink(path: &str, link: &[&str], target: &str) -> Result<(), Manifest
                 }
             }
             p => stack.push(p),
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a symlink whose target goes *through* another symlink of the manifest (`l/..`, `l/x`):
+/// the lexical check above cannot see where that link really leads, and `..` after it climbs from
+/// the link's target, not from its name (`d/l -> ..` with `x -> d/l/../..` lands outside the root;
+/// found by the manifest fuzz target). Pointing *at* a symlink is fine: it is checked itself.
+fn check_through_links(
+    path: &str,
+    link: &[&str],
+    target: &str,
+    links: &HashSet<&str>,
+) -> Result<(), ManifestError> {
+    let parts: Vec<&str> = target
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let mut stack: Vec<&str> = link[..link.len() - 1].to_vec();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." {
+            stack.pop();
+            continue;
+        }
+        stack.push(part);
+        let here = stack.join("/");
+        if i + 1 < parts.len() && links.contains(here.as_str()) {
+            return Err(ManifestError::BadSymlink {
+                path: path.to_string(),
+                target: target.to_string(),
+                why: "passes through another symlink",
+            });
         }
     }
     Ok(())
@@ -248,6 +287,20 @@ impl Manifest {
                     });
                 }
                 end += i + 1;
+            }
+        }
+        let links: HashSet<&str> = self
+            .files
+            .iter()
+            .filter(|e| e.symlink.is_some())
+            .map(|e| e.path.as_str())
+            .collect();
+        if !links.is_empty() {
+            for e in &self.files {
+                if let Some(t) = &e.symlink {
+                    let parts: Vec<&str> = e.path.split('/').collect();
+                    check_through_links(&e.path, &parts, t, &links)?;
+                }
             }
         }
         Ok(())
@@ -403,6 +456,7 @@ mod tests {
             "a\\b",
             "a\0b",
             "a/",
+            &"n".repeat(256),
         ] {
             assert!(
                 matches!(
@@ -423,6 +477,18 @@ mod tests {
         }
         // Inside the root after normalisation.
         check(vec![link("d/l", "../x"), link("m", "d/./e/../f")]).unwrap();
+        check(vec![file(&format!("d/{}", "n".repeat(255)), "x")]).unwrap();
+        // Through another link: `d/l` is the root, so `d/l/../..` is its parent.
+        assert!(matches!(
+            check(vec![link("d/l", ".."), link("x", "d/l/../..")]),
+            Err(ManifestError::BadSymlink { .. })
+        ));
+        assert!(matches!(
+            check(vec![link("d/l", "../e"), link("x", "d/l/f")]),
+            Err(ManifestError::BadSymlink { .. })
+        ));
+        // At another link: fine.
+        check(vec![link("d/l", ".."), link("x", "d/l")]).unwrap();
     }
 
     #[test]
