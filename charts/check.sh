@@ -53,8 +53,16 @@ if api:
     assert api[0]["spec"]["ports"][0]["targetPort"] == "api", api
     assert "--api-addr=0.0.0.0:%d" % ports["api"] in c["args"], c["args"]
     assert any(m["mountPath"] == "/var/lib/sparkwing" for m in c["volumeMounts"])
+    # Runners reach the API through its Service.
+    url = "--runner-api-url=http://%s.sparkwing-system.svc:%d" % (
+        api[0]["metadata"]["name"], api[0]["spec"]["ports"][0]["port"])
+    assert url in c["args"], c["args"]
+    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+    assert any("secrets" in r["resources"] and "create" in r["verbs"] for r in rules), rules
+    assert any("pipelineruns/status" in r["resources"] and "patch" in r["verbs"] for r in rules)
 else:
     assert "api" not in ports and not any(a.startswith("--api-addr") for a in c["args"])
+    assert not any(a.startswith("--runner-api-url") for a in c["args"]), c["args"]
 print("   %d objects: %s" % (len(docs), " ".join(kinds)))
 ' <<<"$out"
 }

@@ -110,6 +110,8 @@ impl RunnerPool {
                 tolerations: Vec::new(),
                 service_account_name: None,
                 env: Vec::new(),
+                volumes: Vec::new(),
+                volume_mounts: Vec::new(),
             },
             status: None,
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration, Volume, VolumeMount};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use sparkwing_core::reconcile::pool::PoolIntent;
@@ -117,6 +117,49 @@ pub struct RunnerPoolSpec {
     /// Extra environment variables of the runner container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+
+    /// Extra volumes of the runner pods, such as a PersistentVolumeClaim holding a cargo registry
+    /// cache. The name `scratch` is the runner's own (its `/tmp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+
+    /// Where the runner container mounts `volumes` (each names one of them; not at `/tmp`, the
+    /// runner's scratch directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+/// The name of the runner's own scratch volume (its `/tmp`), which pool volumes may not use.
+pub const SCRATCH_VOLUME: &str = "scratch";
+/// Where the scratch volume is mounted.
+pub const SCRATCH_PATH: &str = "/tmp";
+
+fn volume_problems(spec: &RunnerPoolSpec, problems: &mut Vec<String>) {
+    let mut names: Vec<&str> = Vec::new();
+    for v in &spec.volumes {
+        if v.name == SCRATCH_VOLUME {
+            problems.push(format!(
+                "spec.volumes: the name {SCRATCH_VOLUME} is reserved for the runner's {SCRATCH_PATH}"
+            ));
+        } else if names.contains(&v.name.as_str()) {
+            problems.push(format!("spec.volumes: {} is declared twice", v.name));
+        }
+        names.push(&v.name);
+    }
+    for m in &spec.volume_mounts {
+        if !names.contains(&m.name.as_str()) || m.name == SCRATCH_VOLUME {
+            problems.push(format!(
+                "spec.volumeMounts: {} names no volume of spec.volumes",
+                m.name
+            ));
+        }
+        if m.mount_path.trim_end_matches('/') == SCRATCH_PATH {
+            problems.push(format!(
+                "spec.volumeMounts: {} cannot be mounted at {SCRATCH_PATH}, the runner's scratch",
+                m.name
+            ));
+        }
+    }
 }
 
 fn default_idle_timeout() -> String {
@@ -158,6 +201,7 @@ impl RunnerPool {
             problems.push(format!("spec.idleTimeout: {e}"));
             0
         });
+        volume_problems(spec, &mut problems);
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -231,5 +275,45 @@ mod tests {
         let mut pool = RunnerPool::test("p");
         pool.spec.image = String::new();
         assert!(pool.intent().unwrap_err().contains("spec.image"));
+    }
+
+    #[test]
+    fn volumes_and_mounts_are_checked() {
+        let spec: RunnerPoolSpec = serde_json::from_value(serde_json::json!({
+            "image": "runner:1",
+            "maxRunners": 2,
+            "volumes": [
+                {"name": "cargo", "persistentVolumeClaim": {"claimName": "cargo-cache"}},
+                {"name": "usr", "hostPath": {"path": "/usr"}}
+            ],
+            "volumeMounts": [
+                {"name": "cargo", "mountPath": "/cache/cargo"},
+                {"name": "usr", "mountPath": "/usr", "readOnly": true}
+            ]
+        }))
+        .unwrap();
+        let pool = RunnerPool::new("p", spec.clone());
+        assert!(pool.intent().is_ok(), "{:?}", pool.intent());
+        assert_eq!(spec.volume_mounts[1].read_only, Some(true));
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            back["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "cargo-cache"
+        );
+
+        let mut bad = spec;
+        bad.volumes.push(Volume {
+            name: "scratch".into(),
+            ..Volume::default()
+        });
+        bad.volume_mounts.push(VolumeMount {
+            name: "nope".into(),
+            mount_path: "/tmp/".into(),
+            ..VolumeMount::default()
+        });
+        let err = RunnerPool::new("p", bad).intent().unwrap_err();
+        assert!(err.contains("the name scratch is reserved"), "{err}");
+        assert!(err.contains("nope names no volume"), "{err}");
+        assert!(err.contains("cannot be mounted at /tmp"), "{err}");
     }
 }

@@ -184,7 +184,10 @@ impl Executor for KubeExecutor<'_> {
                 found
             }
         };
-        if let Some(pool) = pool.as_ref().filter(|p| p.intent().is_ok()) {
+        // A pool whose spec cannot be used (its Ready condition says why) gives nothing: a Job
+        // with its volumes could be refused by the API server.
+        let pool = pool.filter(|p| p.intent().is_ok());
+        if let Some(pool) = pool.as_ref() {
             let claim =
                 claim_idle(&self.pods(), pool, self.run, attempt, &self.ctx.metrics).await?;
             match claim {

@@ -71,6 +71,8 @@ pub struct Config {
     pub runner_image: String,
     /// Service account of runners whose RunnerPool names none (`None`: the namespace default).
     pub runner_service_account: Option<String>,
+    /// The Sparkwing API's URL as runners reach it, given to them as `SPARKWING_API_URL`.
+    pub runner_api_url: Option<String>,
     /// Run the controllers only while holding this Lease; `None`: always (one replica).
     pub leader_election: Option<LeaderConfig>,
     /// This replica's name in events (its pod name).
@@ -86,6 +88,7 @@ impl Config {
             namespace: None,
             runner_image: runner_image.into(),
             runner_service_account: None,
+            runner_api_url: None,
             leader_election: None,
             instance: None,
             metrics: Arc::new(Metrics::default()),
@@ -96,6 +99,13 @@ impl Config {
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Tell runners where the Sparkwing API is (`SPARKWING_API_URL`).
+    #[must_use]
+    pub fn runner_api_url(mut self, url: impl Into<String>) -> Self {
+        self.runner_api_url = Some(url.into());
         self
     }
 
@@ -164,6 +174,7 @@ pub async fn run_controllers(
         RunnerDefaults {
             image: config.runner_image.clone(),
             service_account: config.runner_service_account.clone(),
+            api_url: config.runner_api_url.clone(),
         },
         runs.clone(),
     ));

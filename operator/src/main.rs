@@ -26,6 +26,11 @@ struct Args {
     #[arg(long, env = "SPARKWING_RUNNER_SERVICE_ACCOUNT")]
     runner_service_account: Option<String>,
 
+    /// The Sparkwing API's URL as runner pods reach it (e.g. the API Service's in-cluster URL),
+    /// given to them as SPARKWING_API_URL.
+    #[arg(long, env = "SPARKWING_RUNNER_API_URL")]
+    runner_api_url: Option<String>,
+
     /// Run the controllers only while holding a coordination.k8s.io Lease (for replicas > 1).
     #[arg(long, env = "SPARKWING_LEADER_ELECTION")]
     leader_election: bool,
@@ -122,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::new(args.runner_image).instance(identity.clone());
     config.namespace = args.namespace.clone();
     config.runner_service_account = args.runner_service_account.filter(|s| !s.is_empty());
+    config.runner_api_url = args.runner_api_url.filter(|s| !s.is_empty());
     if args.leader_election {
         let ns = args
             .lease_namespace

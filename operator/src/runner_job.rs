@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -43,7 +43,9 @@ pub const FINALLY_GRACE_SECONDS: i64 = 300;
 /// The grace period of a stop that skips `finally` jobs.
 pub const STOP_GRACE_SECONDS: u32 = 10;
 /// The writable scratch directory of runners (an `emptyDir`).
-pub const SCRATCH: &str = "/tmp";
+pub const SCRATCH: &str = sparkwing_crds::runner_pool::SCRATCH_PATH;
+/// Its volume's name (pool volumes may not use it).
+pub const SCRATCH_VOLUME: &str = sparkwing_crds::runner_pool::SCRATCH_VOLUME;
 
 /// Environment variable names of the runner contract.
 pub mod env {
@@ -55,7 +57,19 @@ pub mod env {
     pub const HOME: &str = "HOME";
     pub const SPARKWING_HOME: &str = "SPARKWING_HOME";
     pub const POD_NAME: &str = "POD_NAME";
+    /// The Sparkwing API the runner talks to (`--runner-api-url`).
+    pub const API_URL: &str = "SPARKWING_API_URL";
+    /// The run-scoped token, from the Secret the API creates at trigger.
+    pub const API_TOKEN: &str = "SPARKWING_API_TOKEN";
 }
+
+/// The Secret holding a run's runner token (the API creates it when it triggers the run).
+pub fn runner_token_secret(run: &str) -> String {
+    format!("{run}-runner-token")
+}
+
+/// The key of the token in that Secret.
+pub const RUNNER_TOKEN_KEY: &str = "token";
 
 /// What a runner needs that does not come from the run, used when no RunnerPool says otherwise:
 /// the image and the service account.
@@ -64,6 +78,8 @@ pub struct RunnerDefaults {
     pub image: String,
     /// `None`: the namespace's `default` service account.
     pub service_account: Option<String>,
+    /// The Sparkwing API's URL as runners reach it (`SPARKWING_API_URL`); `None`: not set.
+    pub api_url: Option<String>,
 }
 
 fn meta_of<K: Resource>(obj: &K, kind: &'static str) -> Result<(String, String, String)> {
@@ -110,6 +126,23 @@ fn env_field(name: &str, path: &str) -> EnvVar {
             field_ref: Some(ObjectFieldSelector {
                 api_version: None,
                 field_path: path.to_string(),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// `SPARKWING_API_TOKEN` from the run's token Secret, optional: a run created with kubectl has
+/// no Secret and its runner still starts.
+fn env_secret(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.to_string(),
+                optional: Some(true),
             }),
             ..EnvVarSource::default()
         }),
@@ -172,7 +205,7 @@ fn image_of(pool: Option<&RunnerPool>, defaults: &RunnerDefaults) -> String {
 }
 
 /// The pod spec shared by Job pods and warm pods; `pool` supplies resources, placement, service
-/// account and extra environment.
+/// account, extra environment and extra volumes (after the runner's own `scratch`).
 fn pod_spec(
     pool: Option<&RunnerPool>,
     defaults: &RunnerDefaults,
@@ -201,20 +234,36 @@ fn pod_spec(
             env: Some(env),
             resources: ps.and_then(|s| s.resources.clone()),
             security_context: Some(container_security_context()),
-            volume_mounts: Some(vec![VolumeMount {
-                name: "scratch".to_string(),
-                mount_path: SCRATCH.to_string(),
-                ..VolumeMount::default()
-            }]),
+            volume_mounts: Some(
+                std::iter::once(VolumeMount {
+                    name: SCRATCH_VOLUME.to_string(),
+                    mount_path: SCRATCH.to_string(),
+                    ..VolumeMount::default()
+                })
+                .chain(ps.map(|s| s.volume_mounts.clone()).unwrap_or_default())
+                .collect(),
+            ),
             ..Container::default()
         }],
-        volumes: Some(vec![Volume {
-            name: "scratch".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(
+            std::iter::once(Volume {
+                name: SCRATCH_VOLUME.to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            })
+            .chain(ps.map(|s| s.volumes.clone()).unwrap_or_default())
+            .collect(),
+        ),
         ..PodSpec::default()
     }
+}
+
+fn api_url_env(defaults: &RunnerDefaults) -> Option<EnvVar> {
+    defaults
+        .api_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(|u| env_value(env::API_URL, u))
 }
 
 /// `activeDeadlineSeconds` for a run's timeout: whole seconds, rounded up, at least 1.
@@ -251,7 +300,15 @@ pub fn build_job(
             env_value(env::HOME, SCRATCH),
             env_value(env::SPARKWING_HOME, format!("{SCRATCH}/sparkwing")),
             env_field(env::POD_NAME, "metadata.name"),
-        ],
+        ]
+        .into_iter()
+        .chain(api_url_env(defaults))
+        .chain([env_secret(
+            env::API_TOKEN,
+            runner_token_secret(&name),
+            RUNNER_TOKEN_KEY,
+        )])
+        .collect(),
     );
     let args = vec![
         "runner".to_string(),
@@ -303,7 +360,10 @@ pub fn build_warm_pod(pool: &RunnerPool, name: &str, defaults: &RunnerDefaults) 
             env_value(env::HOME, SCRATCH),
             env_value(env::SPARKWING_HOME, format!("{SCRATCH}/sparkwing")),
             env_field(env::POD_NAME, "metadata.name"),
-        ],
+        ]
+        .into_iter()
+        .chain(api_url_env(defaults))
+        .collect(),
     );
     let args = vec![
         "runner".to_string(),
@@ -335,6 +395,7 @@ mod tests {
         RunnerDefaults {
             image: "ghcr.io/sparkwing/runner:test".into(),
             service_account: Some("sparkwing-runner".into()),
+            api_url: Some("http://sparkwing-api.sparkwing-system.svc:8443".into()),
         }
     }
 
@@ -348,16 +409,17 @@ mod tests {
             .flatten()
             .map(|e| {
                 let v = e.value.clone().unwrap_or_else(|| {
-                    format!(
-                        "<{}>",
-                        e.value_from
-                            .as_ref()
-                            .unwrap()
-                            .field_ref
-                            .as_ref()
-                            .unwrap()
-                            .field_path
-                    )
+                    let from = e.value_from.as_ref().unwrap();
+                    match (&from.field_ref, &from.secret_key_ref) {
+                        (Some(f), _) => format!("<{}>", f.field_path),
+                        (_, Some(s)) => format!(
+                            "<secret {}/{} optional={}>",
+                            s.name,
+                            s.key,
+                            s.optional.unwrap_or(false)
+                        ),
+                        _ => panic!("unexpected env source {from:?}"),
+                    }
                 });
                 (e.name.clone(), v)
             })
@@ -441,6 +503,15 @@ mod tests {
         assert_eq!(env["SPARKWING_SKIP_BOX_SLOTS"], "1");
         assert_eq!(env["HOME"], "/tmp");
         assert_eq!(env["POD_NAME"], "<metadata.name>");
+        assert_eq!(
+            env["SPARKWING_API_URL"],
+            "http://sparkwing-api.sparkwing-system.svc:8443"
+        );
+        // The run's token from the Secret the API created; optional so kubectl runs start too.
+        assert_eq!(
+            env["SPARKWING_API_TOKEN"],
+            "<secret r1-runner-token/token optional=true>"
+        );
         assert_eq!(
             pod_of(&job).service_account_name.as_deref(),
             Some("sparkwing-runner")
@@ -555,6 +626,12 @@ mod tests {
         );
         let env = env_of(c);
         assert_eq!(env["SPARKWING_POOL"], "fast");
+        assert_eq!(
+            env["SPARKWING_API_URL"],
+            "http://sparkwing-api.sparkwing-system.svc:8443"
+        );
+        // A warm pod does not know its run yet: no run token.
+        assert!(!env.contains_key("SPARKWING_API_TOKEN"));
         assert_eq!(env["SPARKWING_SKIP_BOX_SLOTS"], "1");
         assert_eq!(
             c.security_context
@@ -563,6 +640,74 @@ mod tests {
                 .read_only_root_filesystem,
             Some(true)
         );
+    }
+
+    #[test]
+    fn without_an_api_url_the_runner_gets_none() {
+        let d = RunnerDefaults {
+            api_url: None,
+            ..defaults()
+        };
+        let job = build_job(&PipelineRun::test("r1"), None, 1, &d).unwrap();
+        let env = env_of(&pod_of(&job).containers[0]);
+        assert!(!env.contains_key("SPARKWING_API_URL"));
+        assert!(env.contains_key("SPARKWING_API_TOKEN"));
+        // A pool cannot point the runner at another API or token.
+        let mut pool = RunnerPool::test("p");
+        pool.spec.env = vec![env_value("SPARKWING_API_TOKEN", "stolen")];
+        let job = build_job(&PipelineRun::test("r1"), Some(&pool), 1, &d).unwrap();
+        let env = env_of(&pod_of(&job).containers[0]);
+        assert_eq!(
+            env["SPARKWING_API_TOKEN"],
+            "<secret r1-runner-token/token optional=true>"
+        );
+    }
+
+    #[test]
+    fn pool_volumes_are_added_to_job_and_warm_pods() {
+        let mut pool = RunnerPool::test("cache");
+        pool.spec.volumes = vec![Volume {
+            name: "cargo".into(),
+            persistent_volume_claim: Some(
+                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: "cargo-cache".into(),
+                    read_only: None,
+                },
+            ),
+            ..Volume::default()
+        }];
+        pool.spec.volume_mounts = vec![VolumeMount {
+            name: "cargo".into(),
+            mount_path: "/cache/cargo".into(),
+            read_only: Some(false),
+            ..VolumeMount::default()
+        }];
+        let job = build_job(&PipelineRun::test("r1"), Some(&pool), 1, &defaults()).unwrap();
+        let warm = build_warm_pod(&pool, "cache-1", &defaults()).unwrap();
+        for spec in [pod_of(&job), warm.spec.as_ref().unwrap()] {
+            let names: Vec<&str> = spec
+                .volumes
+                .iter()
+                .flatten()
+                .map(|v| v.name.as_str())
+                .collect();
+            assert_eq!(names, ["scratch", "cargo"]);
+            let mounts: Vec<(&str, &str)> = spec.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+                .collect();
+            assert_eq!(mounts, [("scratch", "/tmp"), ("cargo", "/cache/cargo")]);
+            assert_eq!(
+                spec.volumes.as_ref().unwrap()[1]
+                    .persistent_volume_claim
+                    .as_ref()
+                    .unwrap()
+                    .claim_name,
+                "cargo-cache"
+            );
+        }
     }
 
     #[test]

@@ -38,3 +38,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sparkwing-operator.runnerNamespace" -}}
 {{- default .Release.Namespace .Values.watchNamespace -}}
 {{- end -}}
+
+{{/*
+The API's URL as runner pods reach it: runner.apiUrl, else the API Service's in-cluster URL when
+the API is enabled, else nothing.
+*/}}
+{{- define "sparkwing-operator.runnerApiUrl" -}}
+{{- if .Values.runner.apiUrl -}}
+{{- .Values.runner.apiUrl -}}
+{{- else if .Values.api.enabled -}}
+http://{{ include "sparkwing-operator.fullname" . }}-api.{{ .Release.Namespace }}.svc:{{ default .Values.api.port .Values.api.service.port }}
+{{- end -}}
+{{- end }}

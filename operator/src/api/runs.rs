@@ -15,12 +15,12 @@ use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun};
 
 use crate::error::{is_already_exists, is_conflict, is_not_found};
 
-/// Key of the runner token in its Secret.
-pub const RUNNER_TOKEN_KEY: &str = "token";
+/// Key of the runner token in its Secret (the runner Job reads it from there).
+pub use crate::runner_job::RUNNER_TOKEN_KEY;
 
 /// Name of the Secret holding a run's runner token.
 pub fn runner_secret_name(run: &str) -> String {
-    format!("{run}-runner-token")
+    crate::runner_job::runner_token_secret(run)
 }
 
 #[derive(Debug, thiserror::Error)]
