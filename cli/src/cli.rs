@@ -39,11 +39,9 @@ pub enum Command {
         #[command(subcommand)]
         command: DashboardCommand,
     },
-    /// Runner containers of the Docker executor.
-    Runner {
-        #[command(subcommand)]
-        command: RunnerCommand,
-    },
+    /// Run one attempt of a cluster run (`runner --run NS/NAME --attempt N`, what the operator's
+    /// runner Job executes), or manage runner containers of the Docker executor (`runner gc`).
+    Runner(RunnerArgs),
     /// The runner image of the Docker executor (built locally; no registry needed).
     #[command(name = "runner-image")]
     RunnerImage {
@@ -233,6 +231,26 @@ pub struct DashboardAddr {
     /// The address to listen on (loopback by default; the dashboard has no authentication).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4343")]
     pub addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunnerArgs {
+    #[command(subcommand)]
+    pub command: Option<RunnerCommand>,
+    /// The PipelineRun to execute, `<namespace>/<name>` (reads SPARKWING_API_URL and
+    /// SPARKWING_API_TOKEN; see docs/runner.md).
+    #[arg(long = "run", value_name = "NS/NAME")]
+    pub run: Option<String>,
+    /// The attempt of the run this runner executes (1, 2, ...).
+    #[arg(long = "attempt", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: Option<u32>,
+    /// Wait for a RunnerPool's claim (warm runner; not implemented yet).
+    #[arg(long)]
+    pub warm: bool,
+    /// The RunnerPool of a warm runner, `<namespace>/<pool>`.
+    #[arg(long = "pool", value_name = "NS/POOL")]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

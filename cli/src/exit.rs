@@ -19,6 +19,12 @@ pub enum ExitCode {
     /// Docker is needed and cannot be used: the daemon is unreachable (the message names the
     /// socket tried) or the runner image is missing (the message says how to build it).
     Docker = 7,
+    /// `sparkwing runner --run`: SPARKWING_API_URL or SPARKWING_API_TOKEN is missing or unusable
+    /// (the operator sets both on runner Jobs).
+    RunnerEnv = 8,
+    /// The Sparkwing API refused a request (bad or revoked token, no such run) or could not be
+    /// reached.
+    Api = 9,
     /// Any other error (IO, cargo missing, ...).
     Internal = 10,
     /// All box slots taken and `--sw-no-wait` given.

@@ -103,8 +103,9 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             DashboardCommand::Kill => dashboard::kill(),
             DashboardCommand::Serve(a) => dashboard::serve(a),
         },
-        Command::Runner { command } => match command {
-            RunnerCommand::Gc => runner::gc(),
+        Command::Runner(a) => match a.command {
+            Some(RunnerCommand::Gc) => runner::gc(),
+            None => runner::cluster(a),
         },
         Command::RunnerImage { command } => match command {
             RunnerImageCommand::Build(a) => runner::build_image(a),

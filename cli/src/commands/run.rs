@@ -131,7 +131,7 @@ fn unregistered_entrypoint(
 }
 
 /// The log format: `SPARKWING_LOG_FORMAT`, else pretty on a terminal and JSON lines otherwise.
-fn log_format() -> Result<Format, CliError> {
+pub(crate) fn log_format() -> Result<Format, CliError> {
     let tty = std::io::stdout().is_terminal();
     match std::env::var(env_vars::SPARKWING_LOG_FORMAT)
         .ok()

@@ -1,12 +1,22 @@
-//! `sparkwing runner gc`, `sparkwing runner-image build` and the hidden `sparkwing __runner`
-//! (the entry point of a runner container).
+//! `sparkwing runner --run NS/NAME --attempt N` (a cluster run's runner Job), `sparkwing runner
+//! gc`, `sparkwing runner-image build` and the hidden `sparkwing __runner` (the entry point of a
+//! runner container).
 
 use super::{CliError, CmdResult};
-use crate::cli::{ImageBuildArgs, RunnerEntryArgs};
+use crate::cli::{ImageBuildArgs, RunnerArgs, RunnerEntryArgs};
+use crate::compile::{self, CompileError};
 use crate::docker::{self, client, gc, image, pool, request};
-use crate::engine;
+use crate::engine::{self, sink, RunPhase, RunSink, SinkLine};
 use crate::exit::ExitCode;
 use crate::home::Home;
+use crate::project;
+use crate::remote::client::{ApiClient, RemoteError};
+use crate::remote::materialise;
+use crate::remote::sink::ApiSink;
+use futures_util::FutureExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -77,4 +87,274 @@ pub fn entry(args: RunnerEntryArgs) -> CmdResult {
     runtime()?
         .block_on(engine::resume(&req, &run_id))
         .map_err(|e| CliError::new(ExitCode::Internal, e.to_string()))
+}
+
+/// The API's URL and the run's token, from the runner Job's environment.
+pub const ENV_API_URL: &str = "SPARKWING_API_URL";
+pub const ENV_API_TOKEN: &str = "SPARKWING_API_TOKEN";
+
+/// The pseudo-job under which a runner reports fetching the source.
+pub const SOURCE_JOB: &str = "source";
+/// The pseudo-job under which a runner reports compiling `.sparkwing/` (and reading the
+/// project and the run's args), with the compiler's output as its log.
+pub const COMPILE_JOB: &str = "compile";
+
+fn required_env(name: &str) -> Result<String, CliError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(CliError::new(
+            ExitCode::RunnerEnv,
+            format!(
+                "{name} is not set: `sparkwing runner --run` reports to the Sparkwing API; the operator sets {ENV_API_URL} and {ENV_API_TOKEN} on runner Jobs (to run one by hand, export both: the API's URL and the run's runner token)"
+            ),
+        )),
+    }
+}
+
+fn api_error(what: &str, e: RemoteError) -> CliError {
+    let hint = match e.status() {
+        Some(401) => {
+            "; the token is missing, invalid or revoked (a run's token is revoked when it finishes)"
+        }
+        Some(403) => "; the token does not grant this run (a runner token is scoped to one run)",
+        Some(404) => "; no such run (deleted, or a typo in --run)",
+        _ => "",
+    };
+    CliError::new(ExitCode::Api, format!("{what}: {e}{hint}"))
+}
+
+/// Report a failure before the pipeline started as a pseudo-job with `lines` as its log, end
+/// the run `Failed` with `reason`, and exit 1.
+fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> CmdResult {
+    let now = engine::now_ms();
+    sink.job_state(
+        job,
+        sink::job_state_json("running", 1, Some(now), None, None, None),
+    );
+    for (i, line) in lines.iter().enumerate() {
+        sink.log_line(SinkLine {
+            job: job.to_string(),
+            seq: i as u64 + 1,
+            ts_ms: now,
+            stream: "stderr".into(),
+            line: line.clone(),
+        });
+    }
+    sink.job_state(
+        job,
+        sink::job_state_json(
+            "failed",
+            1,
+            Some(now),
+            Some(engine::now_ms()),
+            None,
+            Some(reason),
+        ),
+    );
+    sink.run_finished(RunPhase::Failed, Some(reason.to_string()));
+    let report = sink.flush(Instant::now() + engine::SINK_FLUSH_DEADLINE);
+    if !report.is_complete() {
+        eprintln!("warning: run {}: {report}", sink.run_ref());
+    }
+    Err(CliError::new(ExitCode::RunFailed, reason.to_string()))
+}
+
+/// `sparkwing runner --run NS/NAME --attempt N`: execute one attempt of a cluster run (the
+/// entry point of the operator's runner Job; docs/runner.md).
+pub fn cluster(args: RunnerArgs) -> CmdResult {
+    if args.warm || args.pool.is_some() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "sparkwing runner --warm --pool NS/POOL (a RunnerPool's warm runner) is not implemented yet; give the pool `minIdle: 0` so its runs get runner Jobs (`sparkwing runner --run NS/NAME --attempt N`); see docs/runner.md",
+        ));
+    }
+    let Some(run) = args.run.as_deref() else {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "sparkwing runner needs --run NS/NAME --attempt N (one attempt of a cluster run) or a subcommand (gc); see `sparkwing runner --help`",
+        ));
+    };
+    let (ns, name) = run
+        .split_once('/')
+        .filter(|(n, r)| !n.is_empty() && !r.is_empty() && !r.contains('/'))
+        .ok_or_else(|| {
+            CliError::new(
+                ExitCode::Usage,
+                format!("--run {run:?} is not <namespace>/<name>"),
+            )
+        })?;
+    let attempt = args.attempt.ok_or_else(|| {
+        CliError::new(
+            ExitCode::Usage,
+            "sparkwing runner --run needs --attempt N (the operator passes it)",
+        )
+    })?;
+    let url = required_env(ENV_API_URL)?;
+    let token = required_env(ENV_API_TOKEN)?;
+    let client = ApiClient::new(&url, &token)
+        .map_err(|e| CliError::new(ExitCode::RunnerEnv, format!("{ENV_API_URL}: {e}")))?;
+    let rt = runtime()?;
+    // SIGTERM before the engine takes over (fetching, compiling) cancels the run once that step
+    // is over; from then on the engine's own handler cancels it (finally jobs run).
+    let mut early_term = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    let view = client
+        .get_run(ns, name)
+        .map_err(|e| api_error(&format!("cannot read run {ns}/{name} from {url}"), e))?;
+    let spec = &view["run"]["spec"];
+    let Some(pipeline_name) = spec["pipeline"].as_str().map(str::to_string) else {
+        return Err(CliError::new(
+            ExitCode::Api,
+            format!("run {ns}/{name} from {url} has no spec.pipeline"),
+        ));
+    };
+    eprintln!("runner: run {ns}/{name}, attempt {attempt}, pipeline {pipeline_name}");
+    let sink = Arc::new(ApiSink::start(client.clone(), ns, name));
+    let home = Home::from_env();
+
+    // The source.
+    let source = &spec["source"];
+    let root = if let Some(id) = source["upload"]["id"].as_str() {
+        let dest = home.root.join("work").join(format!("{ns}-{name}"));
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            std::fs::remove_dir_all(&dest)?;
+        }
+        let started = Instant::now();
+        match materialise::materialise(&client, id, &dest) {
+            Ok(m) => {
+                eprintln!(
+                    "runner: upload {id}: {} files, {} symlinks, {} bytes ({} blobs fetched) in {:.1}s",
+                    m.files,
+                    m.symlinks,
+                    m.bytes,
+                    m.fetched,
+                    started.elapsed().as_secs_f64()
+                );
+                dest
+            }
+            Err(e) => {
+                let msg = format!("fetching the source (upload {id}) failed: {e}");
+                return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg);
+            }
+        }
+    } else if let Some(path) = source["local"]["path"].as_str() {
+        PathBuf::from(path)
+    } else {
+        let kind = source
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .unwrap_or_else(|| "none".into());
+        let msg = format!(
+            "a `{kind}` source is not supported by this runner yet (it runs `upload` and `local` sources); trigger the run with an upload (`sparkwing pipeline trigger`)"
+        );
+        return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg);
+    };
+
+    // The project and its pipeline binary.
+    let project = match project::discover(&root) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("the source has no usable .sparkwing/: {e}");
+            return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
+        }
+    };
+    let Some(pipeline) = project.pipeline(&pipeline_name).cloned() else {
+        let msg = format!(
+            "pipeline {pipeline_name:?} is not in {}",
+            project.config_path().display()
+        );
+        return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
+    };
+    let compiled = match compile::ensure(&home.cache, &project, compile::Progress::OnFailure) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut lines: Vec<String> = match &e {
+                CompileError::BuildFailed { output, .. } => {
+                    output.lines().map(str::to_string).collect()
+                }
+                _ => Vec::new(),
+            };
+            let msg = format!("compile error: {e}");
+            lines.push(msg.clone());
+            return fail_setup(&sink, COMPILE_JOB, &lines, &msg);
+        }
+    };
+    if rt
+        .block_on(async { early_term.recv().now_or_never() })
+        .is_some()
+    {
+        sink.run_finished(
+            RunPhase::Cancelled,
+            Some("cancelled (SIGTERM) before the pipeline started".into()),
+        );
+        sink.flush(Instant::now() + engine::SINK_FLUSH_DEADLINE);
+        return Ok(ExitCode::Cancelled);
+    }
+    let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
+        let msg = format!(
+            "pipeline {pipeline_name:?} names entrypoint {:?}, which .sparkwing/ does not register",
+            pipeline.entrypoint
+        );
+        return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
+    };
+    let tokens: Vec<String> = spec["args"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    format!(
+                        "--{k}={}",
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let resolved =
+        match sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), &tokens) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!("the run's args: {e}");
+                return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
+            }
+        };
+    let box_slots = crate::box_slots::resolve_cap(None)
+        .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?
+        .map(|max| engine::BoxGate {
+            slots: crate::box_slots::BoxSlots::new(&home.root, max),
+            no_wait: false,
+        });
+    let req = engine::RunRequest {
+        home,
+        repo_root: project.root.clone(),
+        pipeline: pipeline.name.clone(),
+        info,
+        binary: (&compiled).into(),
+        args: resolved,
+        workers: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        format: super::run::log_format()?,
+        box_slots,
+        runner: "kubernetes".into(),
+        sink: Some(sink.clone()),
+    };
+    let code = match rt.block_on(engine::execute(req)) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("the engine failed: {e}");
+            sink.run_finished(RunPhase::Failed, Some(msg.clone()));
+            sink.flush(Instant::now() + engine::SINK_FLUSH_DEADLINE);
+            return Err(CliError::new(ExitCode::Internal, msg));
+        }
+    };
+    drop(compiled);
+    eprintln!(
+        "runner: {} log lines delivered to {url}",
+        sink.delivered_lines()
+    );
+    Ok(code)
 }

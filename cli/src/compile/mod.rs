@@ -28,7 +28,11 @@ pub enum CompileError {
     #[error("cargo is not on PATH ({0}); sparkwing compiles .sparkwing/ with cargo: install Rust (https://rustup.rs)")]
     CargoMissing(std::io::Error),
     #[error("compiling .sparkwing/ failed (cargo exited with {status})")]
-    BuildFailed { status: String },
+    BuildFailed {
+        status: String,
+        /// cargo's messages (already printed to stderr), for callers that report them elsewhere.
+        output: String,
+    },
     #[error(
         "cargo built no binary for {0}; .sparkwing/Cargo.toml needs a [[bin]] target (src/main.rs)"
     )]
@@ -322,6 +326,7 @@ fn build(cache: &Path, project: &Project, progress: Progress) -> Result<PathBuf,
         }
         return Err(CompileError::BuildFailed {
             status: status.to_string().replace("exit status: ", "status "),
+            output: captured,
         });
     }
     executable.ok_or(CompileError::NoBinary(manifest))

@@ -29,7 +29,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 pub use output::Format;
-pub use sink::{FlushReport, RunPhase, RunSink, SinkLine};
+pub use sink::{RunPhase, RunSink, SinkLine};
 
 /// How long the engine waits for its sink to deliver what is queued when the run ends.
 pub const SINK_FLUSH_DEADLINE: Duration = Duration::from_secs(60);

@@ -134,37 +134,6 @@ pub fn job_state_json(
 }
 
 #[cfg(test)]
-pub mod testing {
-    //! A sink that keeps everything in memory, for engine tests.
-    use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    pub struct MemorySink {
-        pub lines: Mutex<Vec<SinkLine>>,
-        pub states: Mutex<Vec<(String, Value)>>,
-        pub finished: Mutex<Option<(RunPhase, Option<String>)>>,
-        pub flushes: Mutex<u32>,
-    }
-
-    impl RunSink for MemorySink {
-        fn log_line(&self, line: SinkLine) {
-            self.lines.lock().unwrap().push(line);
-        }
-        fn job_state(&self, job: &str, state: Value) {
-            self.states.lock().unwrap().push((job.to_string(), state));
-        }
-        fn run_finished(&self, phase: RunPhase, message: Option<String>) {
-            *self.finished.lock().unwrap() = Some((phase, message));
-        }
-        fn flush(&self, _deadline: Instant) -> FlushReport {
-            *self.flushes.lock().unwrap() += 1;
-            FlushReport::default()
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 

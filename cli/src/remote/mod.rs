@@ -4,3 +4,5 @@
 // The client is the API's whole surface; not every call has a command yet.
 #[allow(dead_code)]
 pub mod client;
+pub mod materialise;
+pub mod sink;

@@ -1,0 +1,427 @@
+//! [`ApiSink`]: a [`RunSink`] that delivers a run's log lines, job states and end to the API
+//! (`docs/api.md`: `POST .../logs`, `PUT .../jobs/{job}`, `POST .../finish`) from a background
+//! thread.
+//!
+//! The engine's calls only queue (a short lock, never the network). The thread sends lines in
+//! batches (up to [`BATCH_LINES`] lines, or what arrived within [`LINGER`]), then job states
+//! (the latest per job), then — once everything before it arrived — the run's end. Lines stay
+//! queued until the API acknowledged them: an unreachable API or a 5xx is retried with backoff,
+//! a `log_gap` answer resends from the seq the API expects. Other refusals (a bad or revoked
+//! token, a run that does not exist) stop delivery; [`RunSink::flush`] reports what is left.
+
+use crate::engine::sink::{FlushReport, RunPhase, RunSink, SinkLine};
+use crate::remote::client::{ApiClient, LogLine, RemoteError};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most lines in one `POST .../logs`.
+pub const BATCH_LINES: usize = 500;
+/// Most bytes of line text in one batch (the API takes 4 MiB bodies).
+const BATCH_BYTES: usize = 2 << 20;
+/// How long the thread waits for more lines before sending a partial batch.
+pub const LINGER: Duration = Duration::from_millis(200);
+/// Retry backoff: first and longest wait.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// While flushing, retries wait at most this long...
+const FLUSH_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// ...and a flush gives up early after this many unreachable answers in a row.
+const FLUSH_UNREACHABLE_GIVE_UP: u32 = 3;
+/// Most lines kept in memory while the API cannot be reached; older ones are dropped (and
+/// counted) beyond it.
+const MAX_QUEUED_LINES: usize = 2_000_000;
+
+#[derive(Default)]
+struct Queue {
+    /// Not yet acknowledged, in the order the engine wrote them, each with its place in the
+    /// order of everything queued.
+    lines: VecDeque<(u64, LogLine)>,
+    /// Latest state per job, oldest change first, with its place in the order.
+    states: Vec<(u64, String, Value)>,
+    /// The place of the next record queued.
+    next_order: u64,
+    /// The run's end, to send after everything else.
+    finish: Option<Value>,
+    finish_sent: bool,
+    flushing: bool,
+    /// Unreachable answers in a row since the flush began.
+    flush_unreachable: u32,
+    closed: bool,
+    /// Delivery stopped for good (the API refused with a 4xx).
+    failed: Option<String>,
+    last_error: Option<String>,
+    dropped_lines: usize,
+    delivered_lines: u64,
+}
+
+impl Queue {
+    fn idle(&self) -> bool {
+        self.lines.is_empty()
+            && self.states.is_empty()
+            && (self.finish.is_none() || self.finish_sent)
+    }
+
+    fn report(&self) -> FlushReport {
+        FlushReport {
+            undelivered_lines: self.lines.len() + self.dropped_lines,
+            undelivered_states: self.states.len(),
+            finish_pending: self.finish.is_some() && !self.finish_sent,
+            error: self.failed.clone().or_else(|| self.last_error.clone()),
+        }
+    }
+}
+
+struct Shared {
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.q.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Delivers one run to the API. Dropping it stops the thread (undelivered records are lost:
+/// flush first).
+pub struct ApiSink {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    namespace: String,
+    name: String,
+}
+
+impl ApiSink {
+    /// Start delivering to run `namespace/name` with `client` (holding the run's token).
+    pub fn start(client: ApiClient, namespace: &str, name: &str) -> ApiSink {
+        let shared = Arc::new(Shared {
+            q: Mutex::new(Queue::default()),
+            cv: Condvar::new(),
+        });
+        let worker = Worker {
+            client,
+            shared: shared.clone(),
+            ns: namespace.to_string(),
+            name: name.to_string(),
+            backoff: BACKOFF_MIN,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sparkwing-api-sink".into())
+            .spawn(move || worker.run())
+            .ok();
+        if thread.is_none() {
+            shared.lock().failed = Some("cannot start the delivery thread".into());
+        }
+        ApiSink {
+            shared,
+            thread,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// `namespace/name` of the run this sink delivers to.
+    pub fn run_ref(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Lines the API acknowledged so far.
+    pub fn delivered_lines(&self) -> u64 {
+        self.shared.lock().delivered_lines
+    }
+}
+
+impl Drop for ApiSink {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.cv.notify_all();
+        // The thread may be in the middle of a request; do not wait for it.
+        drop(self.thread.take());
+    }
+}
+
+/// `2026-11-27T12:01:02.345Z`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = sparkwing_core::time::format_rfc3339(ms);
+    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms.rem_euclid(1000))
+}
+
+impl RunSink for ApiSink {
+    fn log_line(&self, line: SinkLine) {
+        let mut q = self.shared.lock();
+        if q.failed.is_some() {
+            q.dropped_lines += 1;
+            return;
+        }
+        if q.lines.len() >= MAX_QUEUED_LINES {
+            q.lines.pop_front();
+            q.dropped_lines += 1;
+        }
+        let order = q.next_order;
+        q.next_order += 1;
+        q.lines.push_back((
+            order,
+            LogLine {
+                job: line.job,
+                seq: line.seq,
+                ts: rfc3339_ms(line.ts_ms),
+                stream: line.stream,
+                line: line.line,
+            },
+        ));
+        let full = q.lines.len() >= BATCH_LINES;
+        drop(q);
+        if full {
+            self.shared.cv.notify_all();
+        }
+    }
+
+    fn job_state(&self, job: &str, state: Value) {
+        let mut q = self.shared.lock();
+        q.states.retain(|(_, j, _)| j != job);
+        let order = q.next_order;
+        q.next_order += 1;
+        q.states.push((order, job.to_string(), state));
+        drop(q);
+        self.shared.cv.notify_all();
+    }
+
+    fn run_finished(&self, phase: RunPhase, message: Option<String>) {
+        let mut body = json!({ "phase": phase.as_str() });
+        if let Some(m) = message {
+            body["message"] = json!(m);
+        }
+        let mut q = self.shared.lock();
+        q.finish = Some(body);
+        q.finish_sent = false;
+        drop(q);
+        self.shared.cv.notify_all();
+    }
+
+    fn flush(&self, deadline: Instant) -> FlushReport {
+        let mut q = self.shared.lock();
+        q.flushing = true;
+        q.flush_unreachable = 0;
+        self.shared.cv.notify_all();
+        loop {
+            if q.idle()
+                || q.failed.is_some()
+                || q.flush_unreachable >= FLUSH_UNREACHABLE_GIVE_UP
+                || self.thread.is_none()
+            {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            q = self
+                .shared
+                .cv
+                .wait_timeout(q, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let report = q.report();
+        q.flushing = false;
+        report
+    }
+}
+
+/// What the thread sends next.
+enum Work {
+    Lines(Vec<LogLine>),
+    State(String, Value),
+    Finish(Value),
+}
+
+struct Worker {
+    client: ApiClient,
+    shared: Arc<Shared>,
+    ns: String,
+    name: String,
+    backoff: Duration,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let Some(work) = self.next() else { return };
+            let result = match &work {
+                Work::Lines(lines) => self.client.post_logs(&self.ns, &self.name, lines),
+                Work::State(job, state) => {
+                    self.client.put_job_state(&self.ns, &self.name, job, state)
+                }
+                Work::Finish(body) => self.client.finish(&self.ns, &self.name, Some(body)),
+            };
+            self.settle(work, result);
+            self.shared.cv.notify_all();
+        }
+    }
+
+    /// Wait for something to send; `None` once closed.
+    fn next(&self) -> Option<Work> {
+        let mut q = self.shared.lock();
+        loop {
+            if q.closed {
+                return None;
+            }
+            if q.failed.is_none() && !q.idle() {
+                break;
+            }
+            q = self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        // Give a partial batch a moment to fill, unless someone waits for it.
+        if !q.flushing && !q.lines.is_empty() && q.lines.len() < BATCH_LINES {
+            q = self
+                .shared
+                .cv
+                .wait_timeout(q, LINGER)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if q.closed {
+                return None;
+            }
+        }
+        // A state queued before the first pending line goes first: a job's end follows its lines.
+        let state_first = match (q.states.first(), q.lines.front()) {
+            (Some((s, _, _)), Some((l, _))) => s < l,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if state_first {
+            if let Some((_, job, state)) = q.states.first() {
+                return Some(Work::State(job.clone(), state.clone()));
+            }
+        }
+        if !q.lines.is_empty() {
+            let mut bytes = 0;
+            let batch: Vec<LogLine> = q
+                .lines
+                .iter()
+                .take(BATCH_LINES)
+                .take_while(|(_, l)| {
+                    bytes += l.line.len() + 64;
+                    bytes <= BATCH_BYTES
+                })
+                .map(|(_, l)| l.clone())
+                .collect();
+            // A single line over the byte budget still goes, alone.
+            let batch = if batch.is_empty() {
+                q.lines.iter().take(1).map(|(_, l)| l.clone()).collect()
+            } else {
+                batch
+            };
+            return Some(Work::Lines(batch));
+        }
+        q.finish.clone().map(Work::Finish)
+    }
+
+    fn settle(&mut self, work: Work, result: Result<(), RemoteError>) {
+        let mut q = self.shared.lock();
+        match result {
+            Ok(()) => {
+                self.backoff = BACKOFF_MIN;
+                q.flush_unreachable = 0;
+                q.last_error = None;
+                match work {
+                    Work::Lines(batch) => {
+                        // Only this thread removes lines, so the batch is still at the front.
+                        let n = batch.len().min(q.lines.len());
+                        q.lines.drain(..n);
+                        q.delivered_lines += n as u64;
+                    }
+                    Work::State(job, sent) => {
+                        // Unless it changed meanwhile.
+                        q.states.retain(|(_, j, s)| !(j == &job && s == &sent));
+                    }
+                    Work::Finish(_) => q.finish_sent = true,
+                }
+            }
+            Err(RemoteError::LogGap { job, expected }) => {
+                // The API has every line of `job` below `expected`: drop those, resend the rest.
+                let before = q.lines.len();
+                q.lines.retain(|(_, l)| !(l.job == job && l.seq < expected));
+                q.delivered_lines += (before - q.lines.len()) as u64;
+                let first = q
+                    .lines
+                    .iter()
+                    .find(|(_, l)| l.job == job)
+                    .map(|(_, l)| l.seq);
+                if first.is_some_and(|s| s > expected) {
+                    // Lines the API lacks are not here any more: nothing can fill the hole.
+                    q.failed = Some(format!(
+                        "the API expects line {expected} of job {job} next, which this sink no longer has"
+                    ));
+                }
+            }
+            Err(e) if retryable(&e) => {
+                q.last_error = Some(e.to_string());
+                if e.is_unreachable() && q.flushing {
+                    q.flush_unreachable += 1;
+                }
+                let cap = if q.flushing {
+                    FLUSH_BACKOFF_MAX
+                } else {
+                    BACKOFF_MAX
+                };
+                let wait = self.backoff.min(cap);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                drop(q);
+                self.shared.cv.notify_all();
+                std::thread::sleep(wait);
+            }
+            Err(e) => {
+                q.failed = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Worth another try: no answer, a server error, or "slow down".
+fn retryable(e: &RemoteError) -> bool {
+    match e {
+        RemoteError::Unreachable { .. } => true,
+        RemoteError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_milliseconds() {
+        assert_eq!(rfc3339_ms(1_234), "1970-01-01T00:00:01.234Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn an_unreachable_api_is_reported_by_flush_without_waiting_for_the_deadline() {
+        // Nothing listens on port 9 of localhost (discard) in the test environment.
+        let client = ApiClient::new("http://127.0.0.1:9", "swr_x").unwrap();
+        let sink = ApiSink::start(client, "ns", "run");
+        for seq in 1..=3 {
+            sink.log_line(SinkLine {
+                job: "a".into(),
+                seq,
+                ts_ms: 0,
+                stream: "stdout".into(),
+                line: format!("line {seq}"),
+            });
+        }
+        sink.run_finished(RunPhase::Succeeded, None);
+        let started = Instant::now();
+        let report = sink.flush(Instant::now() + Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(20), "{report:?}");
+        assert_eq!(report.undelivered_lines, 3);
+        assert!(report.finish_pending);
+        assert!(report.error.unwrap().contains("cannot reach"));
+    }
+}

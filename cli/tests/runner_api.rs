@@ -1,0 +1,212 @@
+//! `sparkwing runner --run NS/NAME --attempt N` against the real API: the source comes from an
+//! upload, the pipeline runs with the local engine, logs, job states and the end go back to the
+//! API. Each test runs the real binary as the operator's runner Job would.
+
+mod common;
+mod runner_support;
+
+use common::{Running, Sw, COMMAND_DEADLINE};
+use runner_support::Api;
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+
+/// The runner Job's command and environment, with this test's home and the shared cache.
+fn runner_cmd(sw: &Sw, api: &Api, ns: &str, name: &str, token: &str) -> Command {
+    let mut c = sw.cmd(["runner", "--run", &format!("{ns}/{name}"), "--attempt", "1"]);
+    c.env("SPARKWING_API_URL", &api.url)
+        .env("SPARKWING_API_TOKEN", token)
+        .env("SPARKWING_RUN", name)
+        .env("SPARKWING_NAMESPACE", ns)
+        .env("SPARKWING_ATTEMPT", "1")
+        .env("SPARKWING_SKIP_BOX_SLOTS", "1")
+        .env("HOME", sw.home());
+    c
+}
+
+#[test]
+fn runner_executes_an_uploaded_run_and_reports_every_line_and_state() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("lines", &upload, json!({"who": "cluster"}));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, &ns, &name, &token));
+    out.assert_code(0);
+
+    // Every line, in order, with seq 1..n (checked by `texts`).
+    let count = api.texts(&ns, &name, "count");
+    assert_eq!(count.len(), 1201, "{out}");
+    // stdout in its order (stderr is another pipe: its line may land anywhere among them).
+    let all = api.lines(&ns, &name, "count");
+    let stdout: Vec<&str> = all
+        .iter()
+        .filter(|l| l["stream"] == "stdout")
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (1..=1200).map(|i| format!("line {i}")).collect();
+    assert_eq!(stdout, want);
+    let stderr: Vec<&str> = all
+        .iter()
+        .filter(|l| l["stream"] == "stderr")
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(stderr, ["done counting"]);
+    // The run's args reached the pipeline.
+    assert_eq!(api.texts(&ns, &name, "greet"), ["hello cluster"]);
+
+    // The same lines as the runner's local log (same seq).
+    let local_id = out.run_id();
+    let local: Vec<(u64, String)> = std::fs::read_to_string(sw.log_path(&local_id, "count"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["seq"].as_u64().unwrap(),
+                v["line"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let remote: Vec<(u64, String)> = api
+        .lines(&ns, &name, "count")
+        .iter()
+        .map(|v| {
+            (
+                v["seq"].as_u64().unwrap(),
+                v["line"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(local, remote);
+
+    // Job states, and the run finished (archived, its runner token revoked).
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["count"]["state"], "success", "{run}");
+    assert_eq!(run["jobs"]["count"]["exitCode"], 0, "{run}");
+    assert_eq!(run["jobs"]["greet"]["state"], "success", "{run}");
+    assert!(run["jobs"]["greet"]["finishedAt"].is_string(), "{run}");
+    assert_eq!(run["archived"], true, "finish was not called: {run}");
+    let (status, v) = api.call("GET", &format!("/api/v1/runs/{ns}/{name}"), &token, None);
+    assert_eq!(
+        status, 401,
+        "the runner token still works after finish: {v}"
+    );
+}
+
+#[test]
+fn runner_of_a_failing_pipeline_exits_1_and_reports_the_failure() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("fail", &upload, json!({}));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, &ns, &name, &token));
+    out.assert_code(1);
+    let lines = api.texts(&ns, &name, "broken");
+    assert!(lines.contains(&"about to fail".to_string()), "{lines:?}");
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["broken"]["state"], "failed", "{run}");
+    assert_eq!(run["jobs"]["broken"]["exitCode"], 1, "{run}");
+    assert_eq!(run["jobs"]["broken"]["reason"], "exit code 1", "{run}");
+    assert_eq!(run["archived"], true, "{run}");
+}
+
+#[test]
+fn runner_refuses_a_tampered_blob_naming_the_path() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let upload = api.upload(sw.root());
+    // Change main.rs's stored blob behind the API's back.
+    let main_rs = std::fs::read(sw.root().join(".sparkwing/src/main.rs")).unwrap();
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&main_rs)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let blob = api.data.path().join("blobs").join(&sha[..2]).join(&sha);
+    assert!(blob.is_file(), "blob layout: {}", blob.display());
+    let mut tampered = main_rs.clone();
+    tampered.extend_from_slice(b"\n// evil\n");
+    std::fs::write(&blob, tampered).unwrap();
+
+    let (ns, name, token) = api.trigger("lines", &upload, json!({}));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, &ns, &name, &token));
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains(".sparkwing/src/main.rs: the fetched content does not match"),
+        "{out}"
+    );
+    // Reported as the `source` pseudo-job, and the run ended.
+    let lines = api.texts(&ns, &name, "source");
+    assert!(lines[0].contains(".sparkwing/src/main.rs"), "{lines:?}");
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["source"]["state"], "failed", "{run}");
+    assert_eq!(run["archived"], true, "{run}");
+}
+
+#[test]
+fn runner_with_a_bad_token_or_no_environment_fails_clearly() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let upload = api.upload(sw.root());
+    let (ns, name, _token) = api.trigger("lines", &upload, json!({}));
+    let bad = format!("swr_{}", "0".repeat(64));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, &ns, &name, &bad));
+    out.assert_code(9);
+    assert!(out.stderr.contains("HTTP 401"), "{out}");
+    assert!(
+        out.stderr
+            .contains("the token is missing, invalid or revoked"),
+        "{out}"
+    );
+
+    let mut cmd = runner_cmd(&sw, &api, &ns, &name, "x");
+    cmd.env_remove("SPARKWING_API_URL");
+    let out = sw.run_cmd(cmd);
+    out.assert_code(8);
+    assert!(out.stderr.contains("SPARKWING_API_URL is not set"), "{out}");
+    let mut cmd = runner_cmd(&sw, &api, &ns, &name, "x");
+    cmd.env_remove("SPARKWING_API_TOKEN");
+    let out = sw.run_cmd(cmd);
+    out.assert_code(8);
+    assert!(
+        out.stderr.contains("SPARKWING_API_TOKEN is not set"),
+        "{out}"
+    );
+
+    // `runner` still has its subcommand.
+    let out = sw.sw(["runner", "--help"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("gc"), "{out}");
+    let out = sw.sw(["runner", "--warm", "--pool", "ci/default"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("not implemented yet"), "{out}");
+}
+
+#[test]
+fn runner_sigterm_cancels_runs_finally_and_delivers_the_lines() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("slow", &upload, json!({}));
+    let running = Running::spawn(runner_cmd(&sw, &api, &ns, &name, &token));
+    // The job is running and its first lines arrived: now cancel.
+    api.wait_for(COMMAND_DEADLINE, "the slow job's lines on the API", |api| {
+        api.log_jobs(&ns, &name).contains(&"wait".to_string())
+            && api.lines(&ns, &name, "wait").len() == 3
+    });
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = running.finish_within(Duration::from_secs(120));
+    out.assert_code(130);
+    assert_eq!(
+        api.texts(&ns, &name, "wait"),
+        ["before 1", "before 2", "before 3"]
+    );
+    assert_eq!(api.texts(&ns, &name, "cleanup"), ["cleanup ran"]);
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["wait"]["state"], "cancelled", "{run}");
+    assert_eq!(run["jobs"]["cleanup"]["state"], "success", "{run}");
+    assert_eq!(run["archived"], true, "{run}");
+}
