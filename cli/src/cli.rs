@@ -34,6 +34,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// API tokens of a cluster (needs a token with the admin scope): create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Serve the local web dashboard: live runs, their job graphs and logs.
     Dashboard {
         #[command(subcommand)]
@@ -114,16 +119,33 @@ pub enum RunsCommand {
     /// Print a run's logs.
     Logs(LogsArgs),
     /// Cancel a live run (as Ctrl-C would: finally jobs still run).
-    Cancel(RunRef),
+    Cancel(CancelArgs),
     /// Wait until a run finishes; exits like `runs status`.
     Wait(WaitArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct RunRef {
-    /// The run id (the `run-` prefix may be left out).
-    #[arg(long = "run", value_name = "ID")]
-    pub run: String,
+    /// The run: a local run id (the `run-` prefix may be left out), or with --profile a remote
+    /// run's `NAMESPACE/NAME` (or NAME in the profile's namespace).
+    #[arg(value_name = "RUN", required_unless_present = "run_flag")]
+    pub run_pos: Option<String>,
+    /// The run, as a flag (same as RUN).
+    #[arg(long = "run", value_name = "ID", conflicts_with = "run_pos")]
+    pub run_flag: Option<String>,
+    /// Read the run from this profile's cluster API instead of the local store.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+impl RunRef {
+    /// The run given, positionally or with --run.
+    pub fn id(&self) -> &str {
+        self.run_pos
+            .as_deref()
+            .or(self.run_flag.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +162,21 @@ pub struct ListArgs {
     /// `json` prints one JSON object per line.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
+    /// List the runs of this profile's cluster API instead of the local store.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// With --profile: only runs in this namespace (default: every namespace the API shows).
+    #[arg(long = "namespace", value_name = "NS", requires = "profile")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// With --profile: stop at once, without running `finally` jobs.
+    #[arg(long, requires = "profile")]
+    pub now: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +222,82 @@ pub enum PipelineCommand {
     Describe(DescribeArgs),
     /// Scaffold a new pipeline that runs as it is.
     New(NewArgs),
+    /// Run a pipeline on a cluster: upload the source to the profile's API, trigger, follow.
+    Trigger(TriggerArgs),
+}
+
+#[derive(Debug, Args)]
+// `--help` after the pipeline's name is the pipeline's help, so clap must not take it.
+#[command(disable_help_flag = true)]
+pub struct TriggerArgs {
+    /// Look for .sparkwing/ from DIR instead of the current directory.
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[arg(short = 'h', long = "help", action = clap::ArgAction::SetTrue)]
+    pub help: bool,
+    /// The profile whose controller runs it (else $SPARKWING_PROFILE, else the default profile).
+    /// Also accepted after the pipeline's name.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// Return once the run exists (print `NAMESPACE/NAME`) instead of following it. Also
+    /// accepted after the pipeline's name.
+    #[arg(long)]
+    pub detach: bool,
+    /// `json`: the run (and upload) as JSON with --detach; JSON lines while following. Also
+    /// `-o json` after the pipeline's name.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+    /// The pipeline's name in sparkwing.yaml.
+    pub pipeline: Option<String>,
+    /// The pipeline's args (`--name value`, `--flag`, `--name=value`, `name=value`), and
+    /// `--sw-pool NAME` (the cluster's runner pool).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for PRINCIPAL; it is printed once (with its id), keep it safe.
+    Create(TokenCreateArgs),
+    /// List tokens (ids, principals, scopes; never the tokens).
+    List(TokenListArgs),
+    /// Revoke a token by id: its next request is refused.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Who the token is for (shown as triggeredBy of the runs it starts).
+    #[arg(value_name = "PRINCIPAL")]
+    pub principal: String,
+    /// A scope: runs:read, runs:trigger or admin (repeatable).
+    #[arg(long = "scope", value_name = "SCOPE", required = true)]
+    pub scopes: Vec<String>,
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (from `token list` or `token create`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ fn main() {
         cli::Command::Runs { .. }
             | cli::Command::Pipeline { .. }
             | cli::Command::Profile { .. }
+            | cli::Command::Token { .. }
             | cli::Command::Completion { .. }
             | cli::Command::Version { .. }
     ) {

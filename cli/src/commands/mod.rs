@@ -4,14 +4,17 @@ mod dashboard;
 mod pipeline;
 mod pool;
 mod profile;
+mod remote_runs;
 mod run;
 mod runner;
 mod runs;
 mod scaffold;
+mod token;
+mod trigger;
 
 use crate::cli::{
     Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, PoolCommand, ProfileCommand,
-    RunnerCommand, RunnerImageCommand, RunsCommand,
+    RunnerCommand, RunnerImageCommand, RunsCommand, TokenCommand,
 };
 use crate::exit::ExitCode;
 use crate::project::ProjectError;
@@ -71,6 +74,57 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+impl From<crate::remote::target::TargetError> for CliError {
+    fn from(e: crate::remote::target::TargetError) -> Self {
+        use crate::remote::target::TargetError as T;
+        match e {
+            T::Profile(p) => p.into(),
+            e @ (T::NoController { .. }
+            | T::TokenEnvUnset { .. }
+            | T::NoToken { .. }
+            | T::Client { .. }) => CliError::new(ExitCode::Usage, e.to_string()),
+        }
+    }
+}
+
+/// An API error of a command that used `target`, as the user should read it: which profile,
+/// which URL, what the API said and what to do.
+pub fn api_error(
+    target: &crate::remote::target::Target,
+    e: crate::remote::client::RemoteError,
+) -> CliError {
+    use crate::remote::client::RemoteError as R;
+    let (p, url) = (&target.name, target.client.base_url());
+    match &e {
+        R::Unreachable { .. } => CliError::new(ExitCode::Api, format!("profile {p:?}: {e}")),
+        R::Status { status: 401, .. } => CliError::new(
+            ExitCode::Api,
+            format!(
+                "the API at {url} refused the token of profile {p:?} ({e}); check where it comes from (`sparkwing profile show --profile {p}`) or ask an admin for a new one (`sparkwing token create`)"
+            ),
+        ),
+        R::Status { status: 403, .. } => {
+            let scope = e.missing_scope().unwrap_or("?").to_string();
+            CliError::new(
+                ExitCode::Api,
+                format!(
+                    "the token of profile {p:?} lacks the scope {scope} (the API at {url} said: {e}); ask an admin for a token with `--scope {scope}`"
+                ),
+            )
+        }
+        R::Status { status: 404, .. } => {
+            CliError::new(ExitCode::NotFound, format!("{e} (the API at {url})"))
+        }
+        R::Status {
+            status: 400 | 413, ..
+        } => CliError::new(
+            ExitCode::Usage,
+            format!("the API at {url} refused the request: {e}"),
+        ),
+        _ => CliError::new(ExitCode::Api, format!("the API at {url}: {e}")),
+    }
+}
+
 pub type CmdResult = Result<ExitCode, CliError>;
 
 pub fn dispatch(cli: Cli) -> ExitCode {
@@ -87,6 +141,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             PipelineCommand::List(a) => pipeline::list(a),
             PipelineCommand::Describe(a) => pipeline::describe(a),
             PipelineCommand::New(a) => scaffold::new_pipeline(a),
+            PipelineCommand::Trigger(a) => trigger::trigger(a),
+        },
+        Command::Token { command } => match command {
+            TokenCommand::Create(a) => token::create(a),
+            TokenCommand::List(a) => token::list(a),
+            TokenCommand::Revoke(a) => token::revoke(a),
         },
         Command::Profile { command } => match command {
             ProfileCommand::List { output } => profile::list(output),

@@ -1,7 +1,7 @@
 //! `sparkwing runs list|status|logs|cancel|wait`: reading and controlling recorded runs.
 
 use super::{format_time, CliError, CmdResult};
-use crate::cli::{ListArgs, LogsArgs, OutputFormat, RunRef, StatusArgs, WaitArgs};
+use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitArgs};
 use crate::engine::job_log::{self, LogRecord};
 use crate::engine::now_ms;
 use crate::engine::output::human_duration;
@@ -31,6 +31,9 @@ fn status_exit(status: RunStatus) -> ExitCode {
 }
 
 pub fn list(args: ListArgs) -> CmdResult {
+    if args.profile.is_some() {
+        return super::remote_runs::list(args);
+    }
     let statuses = args
         .statuses
         .iter()
@@ -89,8 +92,11 @@ fn run_json(r: &RunRecord, now: i64) -> serde_json::Value {
 }
 
 pub fn status(args: StatusArgs) -> CmdResult {
+    if args.run.profile.is_some() {
+        return super::remote_runs::status(args);
+    }
     let (_, store) = open()?;
-    let run = store.find_run(&args.run.run)?;
+    let run = store.find_run(args.run.id())?;
     let jobs = store.jobs(&run.id)?;
     let now = now_ms();
     match args.output {
@@ -158,8 +164,11 @@ fn print_record(job: &str, rec: &LogRecord, output: OutputFormat, many: bool) {
 }
 
 pub fn logs(args: LogsArgs) -> CmdResult {
+    if args.run.profile.is_some() {
+        return super::remote_runs::logs(args);
+    }
     let (_, store) = open()?;
-    let run = store.find_run(&args.run.run)?;
+    let run = store.find_run(args.run.id())?;
     let mut job_ids: Vec<String> = store.jobs(&run.id)?.into_iter().map(|j| j.job_id).collect();
     if let Some(j) = &args.job {
         if !job_ids.contains(j) {
@@ -210,9 +219,12 @@ pub fn logs(args: LogsArgs) -> CmdResult {
     }
 }
 
-pub fn cancel(args: RunRef) -> CmdResult {
+pub fn cancel(args: CancelArgs) -> CmdResult {
+    if args.run.profile.is_some() {
+        return super::remote_runs::cancel(args);
+    }
     let (_, mut store) = open()?;
-    let run = store.find_run(&args.run)?;
+    let run = store.find_run(args.run.id())?;
     if run.status.is_terminal() {
         println!(
             "run {} already finished ({}); nothing to cancel",
@@ -265,8 +277,11 @@ pub fn cancel(args: RunRef) -> CmdResult {
 }
 
 pub fn wait(args: WaitArgs) -> CmdResult {
+    if args.run.profile.is_some() {
+        return super::remote_runs::wait(args);
+    }
     let (_, mut store) = open()?;
-    let run = store.find_run(&args.run.run)?;
+    let run = store.find_run(args.run.id())?;
     let started = Instant::now();
     loop {
         reconcile::abandoned_runs(&mut store)?;

@@ -94,11 +94,11 @@ pub fn cache_key(cache: &Path, project_dir: &Path) -> Result<String, CompileErro
     Ok(sdk_source::hex(&h.finalize()[..16]))
 }
 
-/// Files of the project dir that git would not ignore, sorted, with content digests.
-fn tree(project_dir: &Path) -> Result<Vec<(String, bool, [u8; 32])>, CompileError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut out = Vec::new();
-    let walker = ignore::WalkBuilder::new(project_dir)
+/// A walk of `dir` as git sees it: hidden files included; `.gitignore`d paths, `.git/` and cargo
+/// `target/` dirs (top-level, or `.sparkwing/target/`) left out; symlinks not followed. Shared by
+/// the compile fingerprint and the source upload of `pipeline trigger`.
+pub fn source_walker(dir: &Path) -> ignore::Walk {
+    ignore::WalkBuilder::new(dir)
         .hidden(false)
         .git_ignore(true)
         .git_exclude(true)
@@ -106,10 +106,23 @@ fn tree(project_dir: &Path) -> Result<Vec<(String, bool, [u8; 32])>, CompileErro
         .require_git(false)
         .parents(true)
         .filter_entry(|e| {
-            // cargo's target dir and git metadata never define the pipeline.
-            !(e.depth() == 1 && e.file_name() == "target") && e.file_name() != ".git"
+            // cargo's target dirs (the project's, and `.sparkwing/`'s when walking a repository)
+            // and git metadata never define the pipeline.
+            let target = e.file_name() == "target"
+                && (e.depth() == 1
+                    || (e.depth() == 2
+                        && e.path().parent().and_then(Path::file_name)
+                            == Some(std::ffi::OsStr::new(".sparkwing"))));
+            !target && e.file_name() != ".git"
         })
-        .build();
+        .build()
+}
+
+/// Files of the project dir that git would not ignore, sorted, with content digests.
+fn tree(project_dir: &Path) -> Result<Vec<(String, bool, [u8; 32])>, CompileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let walker = source_walker(project_dir);
     for entry in walker {
         let entry = entry.map_err(|e| CompileError::Io {
             path: project_dir.to_path_buf(),

@@ -446,19 +446,21 @@ impl ApiClient {
         loop {
             let before = last;
             let attempt = self.stream_once(&url, job, &mut last, &mut on_line);
-            match attempt {
+            let broke = match attempt {
                 Ok(Some(end)) => return Ok((end, last)),
                 // The stream closed without `end`: reconnect.
-                Ok(None) => {}
-                Err(e) if e.is_unreachable() => {
-                    if last == before {
-                        failures += 1;
-                        if failures > reconnects {
-                            return Err(e);
-                        }
-                    }
-                }
+                Ok(None) => RemoteError::Unreachable {
+                    url: self.base.clone(),
+                    message: format!("the log stream of job {job} kept closing without its end"),
+                },
+                Err(e) if e.is_unreachable() => e,
                 Err(e) => return Err(e),
+            };
+            if last == before {
+                failures += 1;
+                if failures > reconnects {
+                    return Err(broke);
+                }
             }
             if last != before {
                 failures = 0;

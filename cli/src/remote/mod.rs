@@ -4,5 +4,8 @@
 // The client is the API's whole surface; not every call has a command yet.
 #[allow(dead_code)]
 pub mod client;
+pub mod follow;
 pub mod materialise;
 pub mod sink;
+pub mod target;
+pub mod upload;

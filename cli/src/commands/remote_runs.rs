@@ -1,0 +1,303 @@
+//! `sparkwing runs list|status|logs|cancel|wait --profile P`: the same commands against a
+//! cluster's API (`docs/remote.md`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{api_error, CliError, CmdResult};
+use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitArgs};
+use crate::exit::ExitCode;
+use crate::remote::follow::{self, Outcome, Printer, Select, Style};
+use crate::remote::target::{self, Target};
+
+const POLL: Duration = Duration::from_millis(500);
+
+/// The exit code of a run in `phase`, as `runs status` of a local run: 0 only when it succeeded.
+pub fn phase_exit(phase: &str) -> ExitCode {
+    match phase {
+        "Succeeded" => ExitCode::Success,
+        "Cancelled" => ExitCode::Cancelled,
+        _ => ExitCode::RunFailed,
+    }
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn who(v: &Value) -> String {
+    match v.get("triggeredBy") {
+        Some(t) => {
+            let p = str_of(t, "principal");
+            match str_of(t, "host") {
+                "" => p.to_string(),
+                h => format!("{p}@{h}"),
+            }
+        }
+        None => String::new(),
+    }
+}
+
+/// `NS/NAME`, or `NAME` in the profile's namespace, or the one run of that name the API shows.
+pub fn resolve_run(t: &Target, given: &str) -> Result<(String, String), CliError> {
+    if let Some((ns, name)) = given.split_once('/') {
+        if ns.is_empty() || name.is_empty() || name.contains('/') {
+            return Err(CliError::new(
+                ExitCode::Usage,
+                format!("{given:?} is not a run; give NAMESPACE/NAME or NAME"),
+            ));
+        }
+        return Ok((ns.to_string(), name.to_string()));
+    }
+    if let Some(ns) = &t.profile.namespace {
+        return Ok((ns.clone(), given.to_string()));
+    }
+    let runs = t.client.list_runs(None).map_err(|e| api_error(t, e))?;
+    let found: Vec<&Value> = runs.iter().filter(|r| str_of(r, "name") == given).collect();
+    match found.as_slice() {
+        [one] => Ok((str_of(one, "namespace").to_string(), given.to_string())),
+        [] => Err(CliError::new(
+            ExitCode::NotFound,
+            format!(
+                "no run {given:?} at the API at {} (list them with `sparkwing runs list --profile {}`)",
+                t.client.base_url(),
+                t.name
+            ),
+        )),
+        _ => Err(CliError::new(
+            ExitCode::Usage,
+            format!("run {given:?} exists in several namespaces; give NAMESPACE/{given}"),
+        )),
+    }
+}
+
+fn phase_matches(phase: &str, wanted: &str) -> bool {
+    let w = wanted.to_ascii_lowercase();
+    let p = phase.to_ascii_lowercase();
+    p == w
+        || matches!(
+            (w.as_str(), p.as_str()),
+            ("success", "succeeded") | ("queued", "pending") | ("failed", "failed")
+        )
+}
+
+pub fn list(args: ListArgs) -> CmdResult {
+    let t = target::resolve(args.profile.as_deref())?;
+    let ns = args.namespace.clone().or(t.profile.namespace.clone());
+    let runs = t
+        .client
+        .list_runs(ns.as_deref())
+        .map_err(|e| api_error(&t, e))?;
+    let runs: Vec<&Value> = runs
+        .iter()
+        .filter(|r| {
+            args.pipelines.is_empty() || args.pipelines.iter().any(|p| p == str_of(r, "pipeline"))
+        })
+        .filter(|r| {
+            args.statuses.is_empty()
+                || args
+                    .statuses
+                    .iter()
+                    .any(|s| phase_matches(str_of(r, "phase"), s))
+        })
+        .take(args.limit as usize)
+        .collect();
+    match args.output {
+        OutputFormat::Json => {
+            for r in &runs {
+                println!("{r}");
+            }
+        }
+        OutputFormat::Pretty => {
+            if runs.is_empty() {
+                println!(
+                    "no runs at {}: start one with `sparkwing pipeline trigger <pipeline> --profile {}`",
+                    t.client.base_url(),
+                    t.name
+                );
+                return Ok(ExitCode::Success);
+            }
+            println!(
+                "{:<40} {:<20} {:<10} {:<22} WHO",
+                "RUN", "PIPELINE", "PHASE", "CREATED (UTC)"
+            );
+            for r in &runs {
+                println!(
+                    "{:<40} {:<20} {:<10} {:<22} {}",
+                    format!("{}/{}", str_of(r, "namespace"), str_of(r, "name")),
+                    str_of(r, "pipeline"),
+                    str_of(r, "phase"),
+                    str_of(r, "created").replace('T', " ").trim_end_matches('Z'),
+                    who(r)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+pub fn status(args: StatusArgs) -> CmdResult {
+    let t = target::resolve(args.run.profile.as_deref())?;
+    let (ns, name) = resolve_run(&t, args.run.id())?;
+    let v = t.client.get_run(&ns, &name).map_err(|e| api_error(&t, e))?;
+    let phase = str_of(&v, "phase").to_string();
+    match args.output {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        OutputFormat::Pretty => {
+            println!("run:      {ns}/{name}");
+            println!("pipeline: {}", str_of(&v, "pipeline"));
+            println!("phase:    {phase}");
+            println!("created:  {}", str_of(&v, "created"));
+            println!("by:       {}", who(&v));
+            let spec = v.get("run").and_then(|r| r.get("spec"));
+            if let Some(src) = spec.and_then(|s| s.get("source")) {
+                println!("source:   {src}");
+            }
+            if let Some(args) = spec.and_then(|s| s.get("args")) {
+                println!("args:     {args}");
+            }
+            if let Some(m) = v
+                .get("run")
+                .and_then(|r| r.get("status"))
+                .and_then(|s| s.get("message"))
+                .and_then(Value::as_str)
+            {
+                println!("message:  {m}");
+            }
+            let kept = match (v.get("live"), v.get("archived")) {
+                (Some(Value::Bool(false)), _) => "archived (the PipelineRun is gone)",
+                (_, Some(Value::Bool(true))) => "live, archived",
+                _ => "live",
+            };
+            println!("kept:     {kept}");
+            if let Some(jobs) = v.get("jobs").and_then(Value::as_object) {
+                if !jobs.is_empty() {
+                    println!();
+                    println!("{:<24} {:<10} {:>7}  REASON", "JOB", "STATE", "ATTEMPT");
+                    for (job, s) in jobs {
+                        println!(
+                            "{:<24} {:<10} {:>7}  {}",
+                            job,
+                            str_of(s, "state"),
+                            s.get("attempt").map(Value::to_string).unwrap_or_default(),
+                            str_of(s, "reason")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(phase_exit(&phase))
+}
+
+pub fn logs(args: LogsArgs) -> CmdResult {
+    let t = target::resolve(args.run.profile.as_deref())?;
+    let (ns, name) = resolve_run(&t, args.run.id())?;
+    let mut jobs = t.logs.log_jobs(&ns, &name).map_err(|e| api_error(&t, e))?;
+    if let Some(j) = &args.job {
+        if !jobs.contains(j) && !args.follow {
+            return Err(CliError::new(
+                ExitCode::NotFound,
+                format!(
+                    "run {ns}/{name} has no log for job {j:?} (jobs with a log: {})",
+                    if jobs.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        jobs.join(", ")
+                    }
+                ),
+            ));
+        }
+        jobs.retain(|x| x == j);
+    }
+    let mut printer = Printer::new(
+        Style::detect(args.output == OutputFormat::Json),
+        &format!("{ns}/{name}"),
+    );
+    printer.prefix = args.job.is_none() && (jobs.len() > 1 || args.follow);
+    printer.events = false;
+    let mut after = BTreeMap::new();
+    for job in &jobs {
+        let lines = t
+            .logs
+            .read_logs(&ns, &name, job, 0)
+            .map_err(|e| api_error(&t, e))?;
+        let skip = args
+            .tail
+            .map(|n| lines.len().saturating_sub(n))
+            .unwrap_or(0);
+        for l in &lines[skip..] {
+            printer.line(l);
+        }
+        after.insert(job.clone(), lines.last().map(|l| l.seq).unwrap_or(0));
+    }
+    if !args.follow {
+        return Ok(ExitCode::Success);
+    }
+    let select = Select {
+        job: args.job.clone(),
+        after,
+    };
+    let never = AtomicBool::new(false);
+    match follow::follow_run(
+        &t.client,
+        &t.logs,
+        &ns,
+        &name,
+        &select,
+        &mut printer,
+        &never,
+    )
+    .map_err(|e| api_error(&t, e))?
+    {
+        Outcome::Finished(_) | Outcome::Interrupted => Ok(ExitCode::Success),
+    }
+}
+
+pub fn cancel(args: CancelArgs) -> CmdResult {
+    let t = target::resolve(args.run.profile.as_deref())?;
+    let (ns, name) = resolve_run(&t, args.run.id())?;
+    let mode = if args.now {
+        "Cancelled"
+    } else {
+        "CancelledRunFinally"
+    };
+    t.client
+        .cancel_run(&ns, &name, Some(mode))
+        .map_err(|e| api_error(&t, e))?;
+    if args.now {
+        println!("cancelling run {ns}/{name} now (finally jobs do not run)");
+    } else {
+        println!("cancelling run {ns}/{name}; finally jobs still run");
+    }
+    Ok(ExitCode::Success)
+}
+
+pub fn wait(args: WaitArgs) -> CmdResult {
+    let t = target::resolve(args.run.profile.as_deref())?;
+    let (ns, name) = resolve_run(&t, args.run.id())?;
+    let started = Instant::now();
+    loop {
+        let v = t.client.get_run(&ns, &name).map_err(|e| api_error(&t, e))?;
+        let phase = str_of(&v, "phase");
+        if follow::is_finished(phase) {
+            println!("run {ns}/{name} {phase}");
+            return Ok(phase_exit(phase));
+        }
+        if let Some(limit) = args.timeout {
+            if started.elapsed() >= limit {
+                eprintln!(
+                    "run {ns}/{name} still {phase} after {}",
+                    humantime::format_duration(limit)
+                );
+                return Ok(ExitCode::Timeout);
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}

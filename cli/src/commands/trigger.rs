@@ -1,0 +1,295 @@
+//! `sparkwing pipeline trigger NAME --profile P [ARGS] [--detach] [-o json]`: upload the project
+//! to the profile's API, trigger a PipelineRun, and follow it (`docs/remote.md`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::json;
+use sparkwing_core::suggest::closest;
+
+use super::remote_runs::phase_exit;
+use super::run::RunFlags;
+use super::{api_error, start_dir, CliError, CmdResult};
+use crate::cli::{OutputFormat, TriggerArgs};
+use crate::exit::ExitCode;
+use crate::project::{self, Project};
+use crate::remote::follow::{self, Outcome, Printer, Select, Style};
+use crate::remote::target;
+use crate::remote::upload::{self, UploadError};
+
+/// Trigger's own flags among the args after the pipeline's name.
+#[derive(Debug, Default, PartialEq)]
+struct TriggerFlags {
+    profile: Option<String>,
+    detach: bool,
+    json: bool,
+    rest: Vec<String>,
+}
+
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::new(ExitCode::Usage, m)
+}
+
+impl TriggerFlags {
+    /// Take `--profile P`, `--profile=P`, `--detach`, `-o json|pretty` out of `tokens` (a
+    /// pipeline's own `--output` arg stays the pipeline's).
+    fn parse(tokens: &[String]) -> Result<TriggerFlags, CliError> {
+        let mut f = TriggerFlags::default();
+        let mut i = 0;
+        while i < tokens.len() {
+            let t = tokens[i].as_str();
+            i += 1;
+            match t {
+                "--detach" => f.detach = true,
+                "--profile" | "-o" => {
+                    let Some(v) = tokens.get(i) else {
+                        return Err(usage(format!("{t} needs a value")));
+                    };
+                    i += 1;
+                    match t {
+                        "--profile" => f.profile = Some(v.clone()),
+                        _ => f.json = output_json(v)?,
+                    }
+                }
+                _ => {
+                    if let Some(v) = t.strip_prefix("--profile=") {
+                        f.profile = Some(v.to_string());
+                    } else if let Some(v) = t.strip_prefix("-o=") {
+                        f.json = output_json(v)?;
+                    } else {
+                        f.rest.push(t.to_string());
+                    }
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn output_json(v: &str) -> Result<bool, CliError> {
+    match v {
+        "json" => Ok(true),
+        "pretty" => Ok(false),
+        _ => Err(usage(format!("unknown output {v:?}; use pretty or json"))),
+    }
+}
+
+/// The pipeline's args as the PipelineRun's `args` map: `--name value`, `--name=value`,
+/// `name=value`, and `--flag` (followed by another `--` arg or nothing) as `"true"`.
+fn args_map(tokens: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        i += 1;
+        let (k, v) = if let Some(body) = t.strip_prefix("--") {
+            match body.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => match tokens.get(i) {
+                    Some(next) if !next.starts_with("--") => {
+                        i += 1;
+                        (body.to_string(), next.clone())
+                    }
+                    _ => (body.to_string(), "true".to_string()),
+                },
+            }
+        } else if let Some((k, v)) = t.split_once('=') {
+            (k.to_string(), v.to_string())
+        } else {
+            return Err(usage(format!(
+                "unexpected argument {t:?}; pipeline args are --name value, --name=value, name=value or --flag"
+            )));
+        };
+        if k.is_empty() {
+            return Err(usage(format!("argument {t:?} has no name")));
+        }
+        if out.insert(k.clone(), v).is_some() {
+            return Err(usage(format!("argument --{k} given twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn unknown_pipeline(project: &Project, name: &str) -> CliError {
+    let names: Vec<&str> = project
+        .config
+        .pipelines
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let hint = match closest(name, names.iter().copied()) {
+        Some(s) => format!("; did you mean {s:?}?"),
+        None => String::new(),
+    };
+    usage(format!(
+        "unknown pipeline {name:?}{hint} (pipelines in {}: {})",
+        project.config_path().display(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
+
+pub fn trigger(args: TriggerArgs) -> CmdResult {
+    let flags = TriggerFlags::parse(&args.args)?;
+    let run_flags = RunFlags::parse(&flags.rest)?;
+    let Some(pipeline_name) = args.pipeline.clone() else {
+        use clap::CommandFactory;
+        let mut cmd = crate::cli::Cli::command();
+        cmd.build();
+        let trig = cmd
+            .find_subcommand_mut("pipeline")
+            .and_then(|p| p.find_subcommand_mut("trigger"))
+            .expect("pipeline trigger is a subcommand");
+        if args.help || run_flags.help {
+            let _ = trig.print_long_help();
+            return Ok(ExitCode::Success);
+        }
+        let _ = trig.print_help();
+        return Err(usage(
+            "a pipeline name is required: sparkwing pipeline trigger NAME --profile PROFILE [ARGS] (see `sparkwing pipeline list`)",
+        ));
+    };
+    if args.help || run_flags.help {
+        println!("USAGE:\n    sparkwing pipeline trigger {pipeline_name} --profile PROFILE [ARGS] [--detach] [-o json] [--sw-pool POOL]");
+        println!("\nThe pipeline's args are those of `sparkwing run {pipeline_name} --help`.");
+        return Ok(ExitCode::Success);
+    }
+    if run_flags.workers.is_some()
+        || run_flags.box_slots.is_some()
+        || run_flags.no_wait
+        || run_flags.runner.is_some()
+    {
+        return Err(usage(
+            "--sw-workers, --sw-box-slots, --sw-no-wait and --sw-runner are for local runs; a triggered run takes --sw-pool POOL (the cluster's runner pool)",
+        ));
+    }
+    let profile = flags.profile.clone().or(args.profile.clone());
+    let detach = flags.detach || args.detach;
+    let json_out = flags.json || args.output == OutputFormat::Json;
+    let dir: Option<PathBuf> = run_flags.dir.clone().or(args.dir.clone());
+    // Local checks first: the profile, the project, the pipeline, its args.
+    let t = target::resolve(profile.as_deref())?;
+    let project = project::discover(&start_dir(dir.as_deref()))?;
+    let pipeline = project
+        .pipeline(&pipeline_name)
+        .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
+        .clone();
+    let pipeline_args = args_map(&run_flags.pipeline_args)?;
+
+    let report = match upload::upload(&t.client, &project.root) {
+        Ok(r) => r,
+        Err(UploadError::Remote(e)) => return Err(api_error(&t, e)),
+        Err(e @ UploadError::Manifest(_)) => return Err(usage(e.to_string())),
+        Err(e) => return Err(CliError::new(ExitCode::Internal, e.to_string())),
+    };
+    for s in &report.skipped {
+        eprintln!("warning: not uploaded: {s}");
+    }
+    eprintln!("{}", report.summary());
+
+    let mut body = json!({
+        "pipeline": pipeline.name,
+        "args": pipeline_args,
+        "source": {"upload": {"id": report.id}},
+    });
+    if let Some(ns) = &t.profile.namespace {
+        body["namespace"] = json!(ns);
+    }
+    if let Some(pool) = run_flags.pool.clone().or(t.profile.pool.clone()) {
+        body["runnerPool"] = json!(pool);
+    }
+    let run = t.client.trigger(&body).map_err(|e| api_error(&t, e))?;
+    let full = format!("{}/{}", run.namespace, run.name);
+
+    if detach {
+        if json_out {
+            println!(
+                "{}",
+                json!({"namespace": run.namespace, "name": run.name, "profile": t.name, "upload": report})
+            );
+        } else {
+            println!("{full}");
+        }
+        return Ok(ExitCode::Success);
+    }
+
+    follow::exit_on_ctrl_c(format!(
+        "stopped following; run {full} goes on. Cancel it with: sparkwing runs cancel {full} --profile {}",
+        t.name
+    ));
+    eprintln!(
+        "triggered {full} on profile {:?}; following it (Ctrl-C stops following, the run goes on)",
+        t.name
+    );
+    let mut printer = Printer::new(Style::detect(json_out), &full);
+    let never = AtomicBool::new(false);
+    let outcome = follow::follow_run(
+        &t.client,
+        &t.logs,
+        &run.namespace,
+        &run.name,
+        &Select::default(),
+        &mut printer,
+        &never,
+    )
+    .map_err(|e| api_error(&t, e))?;
+    let phase = match outcome {
+        Outcome::Finished(p) => p,
+        Outcome::Interrupted => return Ok(ExitCode::Cancelled),
+    };
+    if json_out {
+        println!(
+            "{}",
+            json!({"run": full, "event": "end", "phase": phase, "upload": report})
+        );
+    } else {
+        eprintln!(
+            "run {full} {phase}; sent {} bytes compressed ({} of {} files uploaded)",
+            report.compressed_bytes_sent, report.uploaded_files, report.files
+        );
+    }
+    Ok(phase_exit(&phase))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn own_flags_are_taken_out() {
+        let f = TriggerFlags::parse(&toks(&[
+            "--env",
+            "prod",
+            "--profile",
+            "p",
+            "--detach",
+            "-o",
+            "json",
+            "--fast",
+        ]))
+        .unwrap();
+        assert_eq!(f.profile.as_deref(), Some("p"));
+        assert!(f.detach && f.json);
+        assert_eq!(f.rest, toks(&["--env", "prod", "--fast"]));
+        assert!(TriggerFlags::parse(&toks(&["-o", "yaml"])).is_err());
+    }
+
+    #[test]
+    fn args_become_a_map() {
+        let m = args_map(&toks(&["--env", "prod", "--fast", "--n=3", "k=v"])).unwrap();
+        assert_eq!(m["env"], "prod");
+        assert_eq!(m["fast"], "true");
+        assert_eq!(m["n"], "3");
+        assert_eq!(m["k"], "v");
+        assert!(args_map(&toks(&["bare"])).is_err());
+        assert!(args_map(&toks(&["--a", "1", "--a", "2"])).is_err());
+    }
+}
