@@ -8,7 +8,7 @@ use std::path::PathBuf;
     name = "sparkwing",
     version,
     about = "CI/CD whose pipelines are Rust programs: run them here, or on Kubernetes.",
-    after_help = "Exit codes: see docs/exit-codes.md (0 success, 1 run failed, 2 usage, 3 project, 4 store, 5 not found, 6 timeout, 7 docker, 75 box slots full, 130 cancelled)."
+    after_help = "Exit codes: see docs/exit-codes.md (0 success, 1 run failed, 2 usage, 3 project, 4 store, 5 not found, 6 timeout, 7 docker, 8 runner environment, 9 API, 75 box slots full, 130 cancelled)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -380,6 +380,63 @@ fn follow_exits_1_when_the_run_failed() {
     assert!(out.stdout.contains("Failed"), "{out}");
 }
 
+/// The whole loop: trigger and follow while the real runner (`sparkwing runner --run`, as the
+/// operator's runner Job) fetches the upload, compiles, runs and reports; the test plays only the
+/// operator's last part, setting the phase once the runner exited.
+#[test]
+fn trigger_follows_a_real_runner_to_the_end() {
+    let api = Api::start();
+    let mut w = Sw::fixture("remote");
+    let profiles = w.home().join("profiles.yaml");
+    std::fs::write(
+        &profiles,
+        format!(
+            "profiles:\n  ci:\n    controller: {}\n    token_env: SW_ALICE\n    namespace: ci\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    w.env("SPARKWING_PROFILES", profiles.to_str().unwrap())
+        .env("SW_ALICE", &api.alice);
+    let mut c = w.cmd([
+        "pipeline",
+        "trigger",
+        "lines",
+        "--profile",
+        "ci",
+        "--who",
+        "cluster",
+    ]);
+    c.env_remove("SPARKWING_PROFILE");
+    let follow = Running::spawn(c);
+    let mut found = None;
+    wait_until(DEADLINE, "the triggered run in the backend", || {
+        found = api.runs().into_iter().next();
+        found.is_some()
+    });
+    let (ns, name, _) = found.unwrap();
+    let token = api
+        .runs
+        .runner_token(&ns, &name)
+        .expect("the run's runner token");
+    let mut r = w.cmd(["runner", "--run", &format!("{ns}/{name}"), "--attempt", "1"]);
+    r.env("SPARKWING_API_URL", &api.url)
+        .env("SPARKWING_API_TOKEN", &token)
+        .env("SPARKWING_SKIP_BOX_SLOTS", "1")
+        .env("HOME", w.home());
+    let runner = Running::spawn(r).finish();
+    runner.assert_code(0);
+    api.runs.set_phase(&ns, &name, Phase::Succeeded);
+    let out = follow.finish_within(DEADLINE);
+    out.assert_code(0);
+    assert!(out.stdout.contains("greet │ hello cluster"), "{out}");
+    for i in [1, 600, 1200] {
+        let want = format!("count │ line {i}\n");
+        assert_eq!(out.stdout.matches(&want).count(), 1, "{want:?} once: {out}");
+    }
+    assert!(out.stdout.contains("· count success"), "{out}");
+}
+
 #[test]
 fn ctrl_c_stops_following_without_cancelling() {
     let api = Api::start();
