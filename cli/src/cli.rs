@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Also `--sw-pool` among the args.
     #[arg(long = "pool", value_name = "NAME")]
     pub pool: Option<String>,
+    /// Also record the run on this profile's cluster API (an external run: logs, job states
+    /// and the end). Also `--profile NAME` after the pipeline's name.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
     /// The pipeline's name in sparkwing.yaml.
     pub pipeline: Option<String>,
     /// The pipeline's args (`--name value`, `--flag`, `--name=value`), `--help` for the pipeline's
@@ -122,6 +126,16 @@ pub enum RunsCommand {
     Cancel(CancelArgs),
     /// Wait until a run finishes; exits like `runs status`.
     Wait(WaitArgs),
+    /// Send a finished local run (jobs, logs, outcome) to a profile's cluster API, e.g. one
+    /// `run --profile` could not deliver.
+    Push {
+        /// The local run id (the `run-` prefix may be left out).
+        #[arg(value_name = "RUN_ID")]
+        run: String,
+        /// The profile whose API receives it (else $SPARKWING_PROFILE, else the default).
+        #[arg(long = "profile", value_name = "PROFILE")]
+        profile: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

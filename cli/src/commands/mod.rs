@@ -4,6 +4,7 @@ mod dashboard;
 mod pipeline;
 mod pool;
 mod profile;
+mod push;
 mod remote_runs;
 mod run;
 mod runner;
@@ -136,6 +137,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             RunsCommand::Logs(a) => runs::logs(a),
             RunsCommand::Cancel(a) => runs::cancel(a),
             RunsCommand::Wait(a) => runs::wait(a),
+            RunsCommand::Push { run, profile } => push::push(&run, profile.as_deref()),
         },
         Command::Pipeline { command } => match command {
             PipelineCommand::List(a) => pipeline::list(a),

@@ -16,6 +16,7 @@ use sparkwing_core::suggest::closest;
 use sparkwing_core::RunStatus;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Sparkwing's own flags among a run's args (`--sw-*`), the rest being the pipeline's.
 #[derive(Debug, Default, PartialEq)]
@@ -29,6 +30,8 @@ pub struct RunFlags {
     pub runner: Option<String>,
     /// `--sw-pool`: claim a warm runner container from this local pool.
     pub pool: Option<String>,
+    /// `--profile` / `--sw-profile`: also record the run on this profile's cluster API.
+    pub profile: Option<String>,
     pub pipeline_args: Vec<String>,
 }
 
@@ -77,9 +80,10 @@ impl RunFlags {
                 "--sw-no-wait" => flags.no_wait = true,
                 "--sw-runner" => flags.runner = Some(value("a runner (process or docker)")?),
                 "--sw-pool" => flags.pool = Some(value("a pool name")?),
+                "--profile" | "--sw-profile" => flags.profile = Some(value("a profile name")?),
                 other if other.starts_with("--sw-") => {
                     return Err(usage(format!(
-                        "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME (and -C DIR)"
+                        "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME (and -C DIR, --profile NAME)"
                     )))
                 }
                 _ => flags.pipeline_args.push(t.clone()),
@@ -269,6 +273,13 @@ pub fn run(args: RunArgs) -> CmdResult {
         ));
     }
     let pool = flags.pool.clone().or(args.pool.clone());
+    let profile = flags.profile.clone().or(args.profile.clone());
+    if profile.is_some() && runner == "docker" {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "--profile with --runner docker is not supported yet; use the process runner (the default) to mirror a run to a cluster API",
+        ));
+    }
     if pool.is_some() && runner != "docker" {
         return Err(CliError::new(
             ExitCode::Usage,
@@ -362,6 +373,34 @@ pub fn run(args: RunArgs) -> CmdResult {
             slots: BoxSlots::new(&home.root, max),
             no_wait: flags.no_wait,
         });
+    // `--profile`: the run is also an external run on the profile's API.
+    let mut unmirrored: Option<String> = None;
+    let mirror = match &profile {
+        None => None,
+        Some(p) => {
+            let redacted = sparkwing_core::args::redacted(&info.args, &resolved);
+            match super::push::trigger_external(
+                Some(p),
+                &pipeline.name,
+                super::push::api_args(&redacted),
+            )? {
+                Ok(remote) => {
+                    let sink = Arc::new(remote.sink()?);
+                    eprintln!(
+                        "recording the run on {} as {}/{} (profile {})",
+                        remote.url, remote.namespace, remote.name, remote.profile
+                    );
+                    Some((remote, sink))
+                }
+                Err(why) => {
+                    eprintln!("warning: {why}; running and recording locally only");
+                    unmirrored = Some(p.clone());
+                    None
+                }
+            }
+        }
+    };
+    let home_for_mirror = home.clone();
     let req = RunRequest {
         home,
         repo_root: project.root.clone(),
@@ -373,17 +412,60 @@ pub fn run(args: RunArgs) -> CmdResult {
         format,
         box_slots,
         runner: runner.clone(),
-        sink: None,
+        sink: mirror
+            .as_ref()
+            .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
     };
     let code = match docker {
         None => runtime
-            .block_on(engine::execute(req))
+            .block_on(engine::execute_with_id(req))
+            .map(|(id, code)| {
+                if let Some(id) = id {
+                    after_mirror(&home_for_mirror, &id, mirror, unmirrored);
+                }
+                code
+            })
             .map_err(|e| CliError::new(ExitCode::Internal, e.to_string())),
         Some((client, image)) => runtime.block_on(run_in_docker(req, client, image, pool)),
     };
     // The binary's cache entry stays leased until the run is over.
     drop(compiled);
     code
+}
+
+/// After a `--profile` run: keep where it went next to the local run (for `runs push`), and say
+/// how to push what did not arrive.
+fn after_mirror(
+    home: &Home,
+    id: &str,
+    mirror: Option<(super::push::RemoteRun, Arc<crate::remote::sink::ApiSink>)>,
+    unmirrored: Option<String>,
+) {
+    use engine::RunSink;
+    if let Some(p) = unmirrored {
+        eprintln!(
+            "warning: run {id} is recorded locally only: the API of profile {p:?} could not be reached; push it later with `{}`",
+            super::push::push_hint(id, &p)
+        );
+    }
+    let Some((remote, sink)) = mirror else { return };
+    if let Err(e) = remote.save(&home.run_dir(id)) {
+        eprintln!("warning: cannot keep where run {id} went: {e}");
+    }
+    // The engine already waited for the sink; this only reads what is left.
+    let report = sink.flush(std::time::Instant::now());
+    if report.is_complete() {
+        eprintln!(
+            "run {id} recorded on {} as {}/{}",
+            remote.url, remote.namespace, remote.name
+        );
+    } else {
+        eprintln!(
+            "warning: run {id} did not fully reach the API of profile {:?} ({report}); it is recorded locally: push the rest later with `{}`",
+            remote.profile,
+            super::push::push_hint(id, &remote.profile)
+        );
+    }
 }
 
 /// The Docker executor: orphans first, then admission and recording here, the DAG in a runner

@@ -294,9 +294,18 @@ fn take_run_lock(run_dir: &std::path::Path) -> Result<File, EngineError> {
 
 /// Execute a run from start to end in this process; returns the process exit code.
 pub async fn execute(req: RunRequest) -> Result<ExitCode, EngineError> {
+    execute_with_id(req).await.map(|(_, code)| code)
+}
+
+/// [`execute`], also returning the id of the run it recorded (`None` when admission ended it
+/// before it was planned).
+pub async fn execute_with_id(req: RunRequest) -> Result<(Option<String>, ExitCode), EngineError> {
     match admit(&req).await? {
-        Admission::Admitted(a) => drive(&req, *a).await,
-        Admission::Done(code) => Ok(code),
+        Admission::Admitted(a) => {
+            let id = a.run_id.clone();
+            drive(&req, *a).await.map(|code| (Some(id), code))
+        }
+        Admission::Done(code) => Ok((None, code)),
     }
 }
 

@@ -1,0 +1,141 @@
+//! `sparkwing run X --profile P`: the run executes here, is recorded locally, and is also an
+//! external run on the profile's API (the real API, served in-process); with the API down it
+//! still completes locally and `sparkwing runs push` delivers it later.
+
+mod common;
+mod runner_support;
+
+use common::Sw;
+use runner_support::{free_addr, Api};
+use serde_json::Value;
+
+/// A profile `ci` pointing at `url`, its token in $SW_TEST_TOKEN.
+fn profile(sw: &mut Sw, url: &str, token: &str) {
+    let path = sw.home().join("profiles.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "default: ci\nprofiles:\n  ci:\n    controller: {url}\n    token_env: SW_TEST_TOKEN\n    namespace: ci\n"
+        ),
+    )
+    .unwrap();
+    sw.env("SPARKWING_PROFILES", path.to_str().unwrap())
+        .env("SW_TEST_TOKEN", token);
+}
+
+fn trigger_token(api: &Api) -> String {
+    api.state
+        .tokens
+        .create(
+            &api.state.storage,
+            "dev@example.com",
+            vec!["runs:trigger".into(), "runs:read".into()],
+            None,
+        )
+        .unwrap()
+        .0
+}
+
+/// The only run the API has in namespace `ci`.
+fn only_run(api: &Api) -> (String, String) {
+    let list = api.get("/api/v1/runs?namespace=ci");
+    let runs = list["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{list}");
+    (
+        runs[0]["namespace"].as_str().unwrap().to_string(),
+        runs[0]["name"].as_str().unwrap().to_string(),
+    )
+}
+
+fn assert_lines_run_on_api(api: &Api, ns: &str, name: &str, who: &str) -> Value {
+    let count = api.texts(ns, name, "count");
+    assert_eq!(count.len(), 1201);
+    assert_eq!(api.texts(ns, name, "greet"), [format!("hello {who}")]);
+    let run = api.run(ns, name);
+    assert_eq!(
+        run["run"]["spec"]["source"],
+        serde_json::json!({"external": {}}),
+        "{run}"
+    );
+    assert_eq!(run["run"]["spec"]["args"]["who"], who, "{run}");
+    assert_eq!(run["phase"], "Succeeded", "{run}");
+    assert_eq!(run["jobs"]["count"]["state"], "success", "{run}");
+    assert_eq!(run["jobs"]["greet"]["state"], "success", "{run}");
+    run
+}
+
+#[test]
+fn run_profile_records_the_run_locally_and_on_the_api() {
+    let api = Api::start();
+    let mut sw = Sw::fixture("remote");
+    let token = trigger_token(&api);
+    profile(&mut sw, &api.url, &token);
+    let out = sw.sw(["run", "lines", "--profile", "ci", "--who", "laptop"]);
+    out.assert_code(0);
+    let id = out.run_id();
+    assert!(
+        out.stderr
+            .contains(&format!("run {id} recorded on {}", api.url)),
+        "{out}"
+    );
+    let (ns, name) = only_run(&api);
+    let run = assert_lines_run_on_api(&api, &ns, &name, "laptop");
+    assert_eq!(run["triggeredBy"]["principal"], "dev@example.com", "{run}");
+    // Recorded locally too, with the same lines.
+    assert_eq!(sw.listed_run(&id)["status"], "success");
+    let local = std::fs::read_to_string(sw.log_path(&id, "count")).unwrap();
+    assert_eq!(local.lines().count(), 1201);
+    // Everything arrived: a push has nothing left to do.
+    let out = sw.sw(["runs", "push", &id, "--profile", "ci"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("is already on"), "{out}");
+}
+
+#[test]
+fn run_profile_failing_pipeline_is_failed_on_the_api() {
+    let api = Api::start();
+    let mut sw = Sw::fixture("remote");
+    let token = trigger_token(&api);
+    profile(&mut sw, &api.url, &token);
+    let out = sw.sw(["run", "fail", "--profile", "ci"]);
+    out.assert_code(1);
+    let (ns, name) = only_run(&api);
+    let run = api.run(&ns, &name);
+    assert_eq!(run["phase"], "Failed", "{run}");
+    assert_eq!(run["jobs"]["broken"]["state"], "failed", "{run}");
+    assert!(api
+        .texts(&ns, &name, "broken")
+        .contains(&"about to fail".to_string()));
+}
+
+#[test]
+fn run_profile_with_the_api_down_completes_locally_and_push_delivers_it_later() {
+    let down = format!("http://{}", free_addr());
+    let mut sw = Sw::fixture("remote");
+    profile(&mut sw, &down, "swt_whatever");
+    let out = sw.sw(["run", "lines", "--profile", "ci", "--who", "offline"]);
+    out.assert_code(0);
+    let id = out.run_id();
+    let hint = format!("sparkwing runs push {id} --profile ci");
+    assert!(out.stderr.contains(&hint), "{out}");
+    assert!(out.stderr.contains("cannot reach the API"), "{out}");
+    assert_eq!(sw.listed_run(&id)["status"], "success");
+
+    // The API is back (elsewhere): push the run there.
+    let api = Api::start();
+    let token = trigger_token(&api);
+    profile(&mut sw, &api.url, &token);
+    let out = sw.sw(["runs", "push", &id, "--profile", "ci"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("1201") || out.stdout.contains("1202"),
+        "{out}"
+    );
+    let (ns, name) = only_run(&api);
+    assert_lines_run_on_api(&api, &ns, &name, "offline");
+    // Pushing again does not make a second run.
+    let out = sw.sw(["runs", "push", &id, "--profile", "ci"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("is already on"), "{out}");
+    only_run(&api);
+}
