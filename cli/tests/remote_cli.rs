@@ -223,6 +223,7 @@ fn no_secret(out: &Out, api: &Api) {
 fn trigger_detach_uploads_triggers_and_records_who() {
     let api = Api::start();
     let w = world(&api);
+    std::os::unix::fs::symlink("/etc/hostname", w.root().join("outside")).unwrap();
     let out = sw(
         &w,
         &[
@@ -244,6 +245,12 @@ fn trigger_detach_uploads_triggers_and_records_who() {
     // 6 files (.gitignore, .sparkwing/{Cargo.toml,sparkwing.yaml,src/main.rs}, README.md,
     // scripts/build.sh), noise.log ignored, one symlink.
     assert!(out.stderr.contains("uploaded 6 of 6 files"), "{out}");
+    assert!(
+        out.stderr.contains(
+            "warning: not uploaded: outside: symlink to /etc/hostname leaves the project"
+        ),
+        "{out}"
+    );
     let runs = api.runs();
     let (_, _, spec) = runs
         .iter()
@@ -294,7 +301,10 @@ fn retrigger_sends_only_the_manifest_and_a_change_sends_one_blob() {
     assert_eq!(v2["upload"]["compressedBytesSent"], 0, "{again}");
     assert_eq!(v2["upload"]["unchangedFiles"], 6, "{again}");
     assert_eq!(v2["upload"]["id"], v["upload"]["id"]);
-    assert!(again.stderr.contains("uploaded 0 of 6 files"), "{again}");
+    assert!(
+        again.stderr.contains("uploaded 0 of 6 files (0 B of "),
+        "{again}"
+    );
     assert!(again.stderr.contains("0 bytes sent compressed"), "{again}");
     assert_eq!(
         api.metric("sparkwing_api_blobs_written_total"),

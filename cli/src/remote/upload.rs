@@ -206,6 +206,8 @@ pub struct UploadReport {
     pub total_bytes: u64,
     /// Files whose content the API lacked (and that were sent).
     pub uploaded_files: usize,
+    /// Bytes of those files (files with the same content counted each).
+    pub uploaded_bytes: u64,
     /// Distinct blobs sent.
     pub blobs_sent: usize,
     /// Uncompressed bytes of the blobs sent.
@@ -225,7 +227,7 @@ impl UploadReport {
             "uploaded {} of {} files ({} of {}, {} bytes sent compressed; {} unchanged)",
             self.uploaded_files,
             self.files,
-            human_bytes(self.bytes_sent),
+            human_bytes(self.uploaded_bytes),
             human_bytes(self.total_bytes),
             self.compressed_bytes_sent,
             self.unchanged_files
@@ -268,10 +270,12 @@ pub fn upload(client: &ApiClient, root: &Path) -> Result<UploadReport, UploadErr
         .iter()
         .filter(|e| e.sha256.is_some())
         .collect();
-    let uploaded_files = files
+    let uploaded: Vec<&&Entry> = files
         .iter()
         .filter(|e| e.sha256.as_ref().is_some_and(|s| missing.contains(s)))
-        .count();
+        .collect();
+    let uploaded_files = uploaded.len();
+    let uploaded_bytes = uploaded.iter().map(|e| e.size).sum();
     let mut work: Vec<(String, PathBuf)> = Vec::new();
     for sha in &missing {
         match tree.blobs.get(sha) {
@@ -285,15 +289,13 @@ pub fn upload(client: &ApiClient, root: &Path) -> Result<UploadReport, UploadErr
             }
         }
     }
+    let sizes: BTreeMap<&str, u64> = files
+        .iter()
+        .filter_map(|e| e.sha256.as_deref().map(|s| (s, e.size)))
+        .collect();
     let total_missing: u64 = work
         .iter()
-        .map(|(sha, _)| {
-            files
-                .iter()
-                .find(|e| e.sha256.as_deref() == Some(sha))
-                .map(|e| e.size)
-                .unwrap_or(0)
-        })
+        .map(|(sha, _)| sizes.get(sha.as_str()).copied().unwrap_or(0))
         .sum();
     let bar = Bar::new(work.len(), total_missing);
     let done_bytes = AtomicU64::new(0);
@@ -337,6 +339,7 @@ pub fn upload(client: &ApiClient, root: &Path) -> Result<UploadReport, UploadErr
         symlinks: tree.manifest.files.len() - files.len(),
         total_bytes: tree.manifest.total_size(),
         uploaded_files,
+        uploaded_bytes,
         blobs_sent: done_blobs.into_inner(),
         bytes_sent: done_bytes.into_inner(),
         compressed_bytes_sent: wire_bytes.into_inner(),
