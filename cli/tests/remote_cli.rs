@@ -327,8 +327,12 @@ fn retrigger_sends_only_the_manifest_and_a_change_sends_one_blob() {
 }
 
 /// Trigger without --detach; once the run exists, act as its runner, then finish it in `phase`.
-fn follow_until(api: &Api, w: &Sw, phase: Phase) -> Out {
-    let mut c = w.cmd(["pipeline", "trigger", "build", "--profile", "ci"]);
+fn follow_until(api: &Api, w: &Sw, phase: Phase, json: bool) -> Out {
+    let mut args = vec!["pipeline", "trigger", "build", "--profile", "ci"];
+    if json {
+        args.extend(["-o", "json"]);
+    }
+    let mut c = w.cmd(args);
     c.env_remove("SPARKWING_PROFILE");
     let run = Running::spawn(c);
     let mut found = None;
@@ -353,7 +357,7 @@ fn follow_until(api: &Api, w: &Sw, phase: Phase) -> Out {
         "running",
     );
     wait_until(DEADLINE, "the follower printing the log", || {
-        run.stdout_so_far().contains("test │ test result: ok")
+        run.stdout_so_far().contains("test result: ok")
     });
     api.runs.set_phase(&ns, &name, phase);
     let out = run.finish_within(DEADLINE);
@@ -365,7 +369,7 @@ fn follow_until(api: &Api, w: &Sw, phase: Phase) -> Out {
 fn follow_prints_job_logs_and_states_and_exits_0_on_success() {
     let api = Api::start();
     let w = world(&api);
-    let out = follow_until(&api, &w, Phase::Succeeded);
+    let out = follow_until(&api, &w, Phase::Succeeded, false);
     out.assert_code(0);
     for want in [
         "compile │ compiling demo",
@@ -384,10 +388,25 @@ fn follow_prints_job_logs_and_states_and_exits_0_on_success() {
 fn follow_exits_1_when_the_run_failed() {
     let api = Api::start();
     let w = world(&api);
-    let out = follow_until(&api, &w, Phase::Failed);
+    let out = follow_until(&api, &w, Phase::Failed, true);
     out.assert_code(1);
-    assert!(out.stdout.contains("compile │ compiled"), "{out}");
-    assert!(out.stdout.contains("Failed"), "{out}");
+    let lines = out.json_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["job"] == "compile" && l["line"] == "compiled" && l["seq"] == 2),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l["event"] == "job_state"
+            && l["job"] == "test"
+            && l["state"]["state"] == "running"),
+        "{out}"
+    );
+    let end = lines.last().unwrap();
+    assert_eq!(end["event"], "end", "{out}");
+    assert_eq!(end["phase"], "Failed", "{out}");
+    assert_eq!(end["upload"]["files"], 6, "{out}");
 }
 
 /// The whole loop: trigger and follow while the real runner (`sparkwing runner --run`, as the
@@ -419,16 +438,16 @@ fn trigger_follows_a_real_runner_to_the_end() {
     ]);
     c.env_remove("SPARKWING_PROFILE");
     let follow = Running::spawn(c);
+    // The run is created first, its runner token stored just after.
     let mut found = None;
-    wait_until(DEADLINE, "the triggered run in the backend", || {
-        found = api.runs().into_iter().next();
+    wait_until(DEADLINE, "the triggered run and its runner token", || {
+        found = api.runs().into_iter().next().and_then(|(ns, name, _)| {
+            let token = api.runs.runner_token(&ns, &name)?;
+            Some((ns, name, token))
+        });
         found.is_some()
     });
-    let (ns, name, _) = found.unwrap();
-    let token = api
-        .runs
-        .runner_token(&ns, &name)
-        .expect("the run's runner token");
+    let (ns, name, token) = found.unwrap();
     let mut r = w.cmd(["runner", "--run", &format!("{ns}/{name}"), "--attempt", "1"]);
     r.env("SPARKWING_API_URL", &api.url)
         .env("SPARKWING_API_TOKEN", &token)
@@ -515,6 +534,13 @@ fn profile_and_token_problems_are_clear() {
         "{out}"
     );
     assert!(out.stderr.contains("profile \"down\""), "{out}");
+
+    // $SPARKWING_PROFILE picks the profile when --profile is not given.
+    let mut c = w.cmd(["pipeline", "trigger", "build", "--detach"]);
+    c.env("SPARKWING_PROFILE", "reader");
+    let out = Running::spawn(c).finish_within(DEADLINE);
+    out.assert_code(9);
+    assert!(out.stderr.contains("profile \"reader\""), "{out}");
 
     // Nothing was triggered by any of them.
     assert!(api.runs().is_empty());
