@@ -18,9 +18,11 @@
 //!   A failed pod is replaced while `failed <= backoffLimit`, without back-off delay.
 //! - the **kubelet** for Pods with that label and for the Pods of those Jobs: binds the pod to
 //!   [`NodeEmulatorOptions::node_name`] (so deletions are graceful, as on a real node), runs its
-//!   first container on Docker (host network, `command`, `args`, plain `env` values, `workingDir`,
+//!   first container on Docker (host network, `command`, `args`, `env` values, `secretKeyRef`s
+//!   and `fieldRef`s, `emptyDir` and `hostPath` volumes, `workingDir`,
 //!   `securityContext.runAsUser/runAsGroup`, `resources.limits.memory`) and writes pod status:
-//!   `Pending`/`ContainerCreating`, `Running` and `Ready`, then `Succeeded` or `Failed` with the
+//!   `Pending`/`ContainerCreating` (`CreateContainerConfigError` while a Secret it needs is
+//!   missing), `Running` and `Ready`, then `Succeeded` or `Failed` with the
 //!   exit code and reason (`Completed`, `Error`, `OOMKilled`). An image missing from the local
 //!   engine gives `ErrImagePull` then `ImagePullBackOff` (it never pulls). A deleted pod gets
 //!   SIGTERM, SIGKILL after `metadata.deletionGracePeriodSeconds`, its final status, and is then
@@ -54,7 +56,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{
@@ -192,6 +194,7 @@ impl NodeEmulator {
         let ctx = Arc::new(Ctx {
             pods: Api::namespaced(client.clone(), namespace),
             jobs: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client.clone(), namespace),
             client,
             docker: docker.clone(),
             namespace: namespace.to_string(),
@@ -317,7 +320,9 @@ impl NodeEmulator {
         if let Some(main) = self.main.take() {
             let _ = main.await;
         }
-        remove_containers(&self.docker, &self.id).await
+        let removed = remove_containers(&self.docker, &self.id).await;
+        let _ = std::fs::remove_dir_all(empty_dir_root(&self.id));
+        removed
     }
 
     fn send(&self, control: Control) -> Result<()> {
@@ -344,10 +349,12 @@ impl Drop for NodeEmulator {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
+            let removed = runtime.block_on(async {
                 let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
                 remove_containers(&docker, &id).await
-            })
+            });
+            let _ = std::fs::remove_dir_all(empty_dir_root(&id));
+            removed
         })
         .join();
         match removed {
@@ -368,7 +375,41 @@ struct Ctx {
     selector: Vec<(String, Option<String>)>,
     pods: Api<Pod>,
     jobs: Api<Job>,
+    secrets: Api<Secret>,
     internal: mpsc::UnboundedSender<Internal>,
+}
+
+/// What a container is created with besides its image, command and user.
+struct ContainerConfig {
+    /// `NAME=value`, in the pod's order.
+    env: Vec<String>,
+    /// Docker binds, `host:container:ro|rw`: hostPath and emptyDir volumes.
+    binds: Vec<String>,
+    /// `emptyDir` volumes with `medium: Memory`: container path -> tmpfs options.
+    tmpfs: HashMap<String, String>,
+}
+
+/// How often a pod whose container configuration cannot be built is looked at again.
+const CONFIG_RETRY: Duration = Duration::from_secs(1);
+
+/// Where an emulator keeps the emptyDir volumes of its pods (`<root>/<pod uid>/<volume>`).
+fn empty_dir_root(emulator: &str) -> std::path::PathBuf {
+    std::env::temp_dir()
+        .join("sparkwing-e2e-emptydir")
+        .join(emulator)
+}
+
+/// `metadata.labels['key']` (or annotations) of a fieldRef path, when `path` is one.
+fn field_of_map(
+    path: &str,
+    prefix: &str,
+    map: Option<&BTreeMap<String, String>>,
+) -> Option<String> {
+    let key = path
+        .strip_prefix(prefix)?
+        .strip_prefix("['")?
+        .strip_suffix("']")?;
+    Some(map.and_then(|m| m.get(key).cloned()).unwrap_or_default())
 }
 
 /// Messages from pod workers to the main task.
@@ -1116,6 +1157,8 @@ impl PodWorker {
         if let Err(err) = remove_container(&self.ctx.docker, &self.container).await {
             warn(format_args!("pod {}: {err:#}", self.name));
         }
+        // emptyDir volumes go with the pod.
+        let _ = std::fs::remove_dir_all(self.volumes_dir());
         let _ = self.ctx.internal.send(Internal::WorkerDone {
             uid: self.uid.clone(),
         });
@@ -1152,8 +1195,13 @@ impl PodWorker {
             }
             Err(err) => return Err(err).context(format!("inspecting image {image}")),
         }
+        // Environment from Secrets and fields, volumes: until they resolve the container is not
+        // created, as the kubelet's CreateContainerConfigError.
+        let Some(config) = self.wait_for_config(&container).await? else {
+            return Ok(());
+        };
         remove_container(&self.ctx.docker, &self.container).await?;
-        let body = self.container_body(&container);
+        let body = self.container_body(&container, config);
         let opts = CreateContainerOptionsBuilder::default()
             .name(&self.container)
             .build();
@@ -1434,14 +1482,238 @@ impl PodWorker {
         }
     }
 
-    fn container_body(&self, container: &Container) -> ContainerCreateBody {
+    /// Resolves the container's configuration, retrying every second while it cannot be built
+    /// (the pod stays `Pending`, waiting with `CreateContainerConfigError` and the reason, as on
+    /// a kubelet). `None`: the pod went away meanwhile.
+    async fn wait_for_config(&mut self, container: &Container) -> Result<Option<ContainerConfig>> {
+        let mut reported: Option<String> = None;
+        loop {
+            match self.container_config(container).await? {
+                Ok(config) => return Ok(Some(config)),
+                Err(message) => {
+                    if reported.as_deref() != Some(message.as_str()) {
+                        self.write_waiting(container, "CreateContainerConfigError", Some(&message))
+                            .await?;
+                        reported = Some(message);
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CONFIG_RETRY) => {}
+                command = self.rx.recv() => match command {
+                    None | Some(WorkerCmd::Gone) | Some(WorkerCmd::Shutdown) => return Ok(None),
+                    Some(WorkerCmd::Terminate { .. }) => {
+                        delete_now(&self.ctx.pods, &self.name, &self.uid).await;
+                        return Ok(None);
+                    }
+                    Some(WorkerCmd::OomKill { reply }) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(anyhow!(
+                                "pod {}: no container is running to OOM-kill",
+                                self.name
+                            )));
+                        }
+                    }
+                    Some(WorkerCmd::Lose { kind, reply }) => {
+                        let lost = self.lose(container, kind, false).await;
+                        let _ = reply.send(lost);
+                        if kind == LossKind::Evicted {
+                            self.idle(true).await?;
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The container's environment and mounts; `Err(message)` when they cannot be built yet (a
+    /// Secret or key that does not exist, an unsupported source).
+    async fn container_config(
+        &self,
+        container: &Container,
+    ) -> Result<std::result::Result<ContainerConfig, String>> {
+        let mut env = Vec::new();
+        for e in container.env.iter().flatten() {
+            let value = match (&e.value, &e.value_from) {
+                (_, Some(from)) => match self.env_from(&e.name, from).await? {
+                    Ok(Some(v)) => v,
+                    // An optional Secret or key that does not exist: the variable is unset.
+                    Ok(None) => continue,
+                    Err(message) => return Ok(Err(message)),
+                },
+                (value, None) => value.clone().unwrap_or_default(),
+            };
+            env.push(format!("{}={value}", e.name));
+        }
+        let mut config = ContainerConfig {
+            env,
+            binds: Vec::new(),
+            tmpfs: HashMap::new(),
+        };
+        let volumes = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for mount in container.volume_mounts.iter().flatten() {
+            let Some(volume) = volumes.iter().find(|v| v.name == mount.name) else {
+                return Ok(Err(format!(
+                    "volumeMount {:?} names no volume of the pod",
+                    mount.name
+                )));
+            };
+            let read_only = mount.read_only == Some(true);
+            let sub_path = mount.sub_path.as_deref().filter(|p| !p.is_empty());
+            let source = if let Some(dir) = &volume.empty_dir {
+                if dir.medium.as_deref() == Some("Memory") && sub_path.is_none() {
+                    let mode = if read_only {
+                        "ro,mode=1777"
+                    } else {
+                        "rw,mode=1777"
+                    };
+                    config
+                        .tmpfs
+                        .insert(mount.mount_path.clone(), mode.to_string());
+                    continue;
+                }
+                let dir = self.empty_dir(&volume.name)?;
+                dir.to_string_lossy().into_owned()
+            } else if let Some(host) = &volume.host_path {
+                if matches!(host.type_.as_deref(), Some("DirectoryOrCreate")) {
+                    std::fs::create_dir_all(&host.path)
+                        .with_context(|| format!("creating hostPath {}", host.path))?;
+                }
+                host.path.clone()
+            } else if volume.projected.is_some() {
+                // The service account token the admission plugin adds to every pod: not mounted
+                // (runners reach the API server with their own credentials in tests).
+                continue;
+            } else {
+                return Ok(Err(format!(
+                    "volume {:?}: the e2e node emulator mounts only emptyDir and hostPath volumes",
+                    volume.name
+                )));
+            };
+            let source = match sub_path {
+                Some(sub) => format!("{}/{sub}", source.trim_end_matches('/')),
+                None => source,
+            };
+            let mode = if read_only { "ro" } else { "rw" };
+            config
+                .binds
+                .push(format!("{source}:{}:{mode}", mount.mount_path));
+        }
+        Ok(Ok(config))
+    }
+
+    /// The value of an environment variable with `valueFrom`: `Ok(None)` for an optional Secret
+    /// or key that does not exist, `Err(message)` when the variable cannot be set (yet).
+    async fn env_from(
+        &self,
+        name: &str,
+        from: &EnvVarSource,
+    ) -> Result<std::result::Result<Option<String>, String>> {
+        if let Some(sel) = &from.secret_key_ref {
+            let optional = sel.optional == Some(true);
+            let secret = match self.ctx.secrets.get_opt(&sel.name).await {
+                Ok(s) => s,
+                Err(err) => {
+                    return Err(err).context(format!("reading Secret {}", sel.name));
+                }
+            };
+            let Some(secret) = secret else {
+                return Ok(if optional {
+                    Ok(None)
+                } else {
+                    Err(format!("secret \"{}\" not found", sel.name))
+                });
+            };
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&sel.key))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(&sel.key).cloned())
+                });
+            return Ok(match value {
+                Some(v) => Ok(Some(v)),
+                None if optional => Ok(None),
+                None => Err(format!(
+                    "couldn't find key {} in Secret {}/{}",
+                    sel.key, self.ctx.namespace, sel.name
+                )),
+            });
+        }
+        if let Some(field) = &from.field_ref {
+            let meta = &self.pod.metadata;
+            let value = match field.field_path.as_str() {
+                "metadata.name" => Some(self.name.clone()),
+                "metadata.namespace" => Some(self.ctx.namespace.clone()),
+                "metadata.uid" => Some(self.uid.clone()),
+                "spec.nodeName" => Some(
+                    self.pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| self.ctx.options.node_name.clone()),
+                ),
+                "spec.serviceAccountName" => Some(
+                    self.pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone())
+                        .unwrap_or_default(),
+                ),
+                "status.podIP" | "status.hostIP" => Some(POD_IP.to_string()),
+                path => field_of_map(path, "metadata.labels", meta.labels.as_ref()).or_else(|| {
+                    field_of_map(path, "metadata.annotations", meta.annotations.as_ref())
+                }),
+            };
+            return Ok(match value {
+                Some(v) => Ok(Some(v)),
+                None => Err(format!(
+                    "env {name}: fieldRef {:?} is not supported by the e2e node emulator",
+                    field.field_path
+                )),
+            });
+        }
+        Ok(Err(format!(
+            "env {name}: only secretKeyRef and fieldRef sources are supported by the e2e node \
+             emulator"
+        )))
+    }
+
+    /// The host directory of the pod's `emptyDir` volume `volume`: created empty on first use,
+    /// writable by every user (as the kubelet makes it), removed with the pod's worker.
+    fn empty_dir(&self, volume: &str) -> Result<std::path::PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.volumes_dir().join(volume);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating emptyDir {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .with_context(|| format!("chmod emptyDir {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Where this pod's emptyDir volumes live on the host.
+    fn volumes_dir(&self) -> std::path::PathBuf {
+        empty_dir_root(&self.ctx.id).join(&self.uid)
+    }
+
+    fn container_body(
+        &self,
+        container: &Container,
+        config: ContainerConfig,
+    ) -> ContainerCreateBody {
         let spec = self.pod.spec.as_ref();
-        let env: Vec<String> = container
-            .env
-            .iter()
-            .flatten()
-            .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or_default()))
-            .collect();
+        let ContainerConfig { env, binds, tmpfs } = config;
         let pod_security = spec.and_then(|s| s.security_context.as_ref());
         let security = container.security_context.as_ref();
         let run_as_user = security
@@ -1489,6 +1761,8 @@ impl PodWorker {
             host_config: Some(HostConfig {
                 network_mode: Some("host".to_string()),
                 memory,
+                binds: (!binds.is_empty()).then_some(binds),
+                tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()

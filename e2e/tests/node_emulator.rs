@@ -693,3 +693,168 @@ async fn dropping_the_emulator_removes_its_containers() -> Result<()> {
     assert!(left.is_empty(), "{left:#?}");
     Ok(())
 }
+
+/// Waits until the pod ran to `Succeeded` and returns its log.
+async fn succeeded_logs(s: &Setup, pod: &str) -> Result<String> {
+    let done = wait_for(&s.pods(), pod, "finished", |p: &Pod| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await?;
+    let logs = s.node.logs(pod).await?;
+    ensure!(
+        phase(&done) == "Succeeded",
+        "pod {pod} ended {} ({:?}): {logs}",
+        phase(&done),
+        terminated(&done)
+    );
+    Ok(logs)
+}
+
+#[tokio::test]
+async fn env_from_secrets_and_fields_is_resolved() -> Result<()> {
+    let s = Setup::new("emu-env").await?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.client.clone(), &s.ns);
+    let secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds"},
+        "stringData": {"token": "s3cret"},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    let script = "echo \"token=$TOKEN name=$NAME ns=$NS uid=$UID_ node=$NODE app=$APP \
+                  missing=${MISSING-unset} nokey=${NOKEY-unset}\"";
+    let extra = json!({
+        "metadata": {"labels": {"app": "emu"}},
+        "spec": {"containers": [{
+            "name": "runner", "image": s.image, "command": ["sh", "-c", script],
+            "env": [
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                {"name": "MISSING", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "token", "optional": true}}},
+                {"name": "NOKEY", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "other", "optional": true}}},
+                {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "UID_", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            ],
+        }]},
+    });
+    s.create_pod(&s.pod("env", "", extra)?).await?;
+    let logs = succeeded_logs(&s, "env").await?;
+    let uid = s.pods().get("env").await?.uid().unwrap_or_default();
+    assert_eq!(
+        logs,
+        format!(
+            "token=s3cret name=env ns={} uid={uid} node={} app=emu missing=unset nokey=unset\n",
+            s.ns.name(),
+            s.node.node_name()
+        )
+    );
+    s.node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_secret_keeps_the_pod_pending_until_it_exists() -> Result<()> {
+    let s = Setup::new("emu-nosecret").await?;
+    let extra = json!({"spec": {"containers": [{
+        "name": "runner", "image": s.image, "command": ["sh", "-c", "echo \"got $TOKEN\""],
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "token"}}}],
+    }]}});
+    s.create_pod(&s.pod("waits", "", extra)?).await?;
+    let pod = wait_for(
+        &s.pods(),
+        "waits",
+        "CreateContainerConfigError",
+        |p: &Pod| waiting_reason(p) == Some("CreateContainerConfigError"),
+    )
+    .await?;
+    assert_eq!(phase(&pod), "Pending");
+    let message = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default();
+    assert_eq!(message, "secret \"later\" not found");
+    assert!(s.node.containers("waits").await?.is_empty());
+    // The kubelet retries: once the Secret exists, the container starts.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.client.clone(), &s.ns);
+    let secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "later"}, "stringData": {"token": "now"},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    assert_eq!(succeeded_logs(&s, "waits").await?, "got now\n");
+    // Deleting a pod that waits for its configuration removes it at once.
+    let extra = json!({"spec": {"containers": [{
+        "name": "runner", "image": s.image, "command": ["true"],
+        "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "later", "key": "nokey"}}}],
+    }]}});
+    s.create_pod(&s.pod("stuck", "", extra)?).await?;
+    let pod = wait_for(
+        &s.pods(),
+        "stuck",
+        "CreateContainerConfigError",
+        |p: &Pod| waiting_reason(p) == Some("CreateContainerConfigError"),
+    )
+    .await?;
+    let uid = pod.uid().unwrap_or_default();
+    s.pods().delete("stuck", &DeleteParams::default()).await?;
+    wait_deleted(&s.pods(), "stuck", &uid).await?;
+    s.node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn empty_dir_and_host_path_volumes_are_mounted() -> Result<()> {
+    let s = Setup::new("emu-volumes").await?;
+    let host = tempfile::tempdir()?;
+    std::fs::write(host.path().join("hello.txt"), "from the host")?;
+    let script = "set -e; cat /host/hello.txt; echo; ls -A /scratch | wc -l; \
+                  echo written > /scratch/f; cat /scratch/f; \
+                  if (echo x > /host/nope) 2>/dev/null; then echo host-writable; else echo host-read-only; fi; \
+                  echo rw > /rw/out; id -u";
+    let extra = json!({"spec": {
+        "securityContext": {"runAsUser": 65532, "runAsGroup": 65532},
+        "containers": [{
+            "name": "runner", "image": s.image, "command": ["sh", "-c", script],
+            "volumeMounts": [
+                {"name": "scratch", "mountPath": "/scratch"},
+                {"name": "host", "mountPath": "/host", "readOnly": true},
+                {"name": "rw", "mountPath": "/rw"},
+            ],
+        }],
+        "volumes": [
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "host", "hostPath": {"path": host.path().to_string_lossy()}},
+            {"name": "rw", "emptyDir": {"medium": "Memory"}},
+        ],
+    }});
+    s.create_pod(&s.pod("vols", "", extra)?).await?;
+    let logs = succeeded_logs(&s, "vols").await?;
+    assert_eq!(
+        logs, "from the host\n0\nwritten\nhost-read-only\n65532\n",
+        "emptyDir fresh and writable by a non-root user, hostPath read-only"
+    );
+    assert!(!host.path().join("nope").exists());
+    // An unsupported volume kind keeps the pod pending, saying why.
+    let extra = json!({"spec": {
+        "containers": [{"name": "runner", "image": s.image, "command": ["true"],
+            "volumeMounts": [{"name": "pvc", "mountPath": "/cache"}]}],
+        "volumes": [{"name": "pvc", "persistentVolumeClaim": {"claimName": "cache"}}],
+    }});
+    s.create_pod(&s.pod("pvc", "", extra)?).await?;
+    let pod = wait_for(&s.pods(), "pvc", "CreateContainerConfigError", |p: &Pod| {
+        waiting_reason(p) == Some("CreateContainerConfigError")
+    })
+    .await?;
+    assert_eq!(phase(&pod), "Pending");
+    s.node.shutdown().await?;
+    Ok(())
+}
