@@ -27,6 +27,10 @@ pub enum Error {
     #[error("{kind} {name} already exists and belongs to another object")]
     NameTaken { kind: &'static str, name: String },
 
+    /// A finished run could not be archived before its TTL deletion (it is kept until it can).
+    #[error("archiving {run} before deleting it: {message}")]
+    Archive { run: String, message: String },
+
     /// Another replica took the leader Lease; this one must stop writing.
     #[error("lost the leader Lease {0}")]
     LeadershipLost(String),
@@ -44,6 +48,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::MissingObjectKey { .. } => "missing_object_key",
             Error::NameTaken { .. } => "name_taken",
+            Error::Archive { .. } => "archive",
             Error::LeadershipLost(_) => "leadership_lost",
         }
     }

@@ -79,6 +79,9 @@ pub struct Config {
     pub instance: Option<String>,
     /// Metrics and readiness, shared with the HTTP server and with tests.
     pub metrics: Arc<Metrics>,
+    /// The in-process API's storage (`--api-addr`): a finished run is archived there before its
+    /// `ttlSecondsAfterFinished` deletion, so the API still lists and reads it.
+    pub archive: Option<Arc<api::Storage>>,
 }
 
 impl Config {
@@ -92,6 +95,7 @@ impl Config {
             leader_election: None,
             instance: None,
             metrics: Arc::new(Metrics::default()),
+            archive: None,
         }
     }
 
@@ -106,6 +110,13 @@ impl Config {
     #[must_use]
     pub fn runner_api_url(mut self, url: impl Into<String>) -> Self {
         self.runner_api_url = Some(url.into());
+        self
+    }
+
+    /// Archive finished runs in this API storage before deleting them.
+    #[must_use]
+    pub fn archive(mut self, storage: Arc<api::Storage>) -> Self {
+        self.archive = Some(storage);
         self
     }
 
@@ -167,17 +178,20 @@ pub async fn run_controllers(
         by_phase
     }));
     let pool_controller = controller::pool::controller(&client, namespace.as_deref());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Events::new(client.clone(), config.instance.clone()),
-        metrics.clone(),
-        RunnerDefaults {
-            image: config.runner_image.clone(),
-            service_account: config.runner_service_account.clone(),
-            api_url: config.runner_api_url.clone(),
-        },
-        runs.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Events::new(client.clone(), config.instance.clone()),
+            metrics.clone(),
+            RunnerDefaults {
+                image: config.runner_image.clone(),
+                service_account: config.runner_service_account.clone(),
+                api_url: config.runner_api_url.clone(),
+            },
+            runs.clone(),
+        )
+        .with_archive(config.archive.clone()),
+    );
     let run_loop =
         controller::run::run(run_controller, ctx.clone(), shutdown.clone()).for_each(|()| async {});
     let pool_ctx = ctx.clone();

@@ -169,6 +169,8 @@ async fn main() -> anyhow::Result<()> {
                     tracing::info!(file = %path.display(), "registered the bootstrap admin token");
                 }
             }
+            // Finished runs are archived before their TTL deletion.
+            config.archive = Some(state.storage.clone());
             Some(tokio::spawn(api::serve(addr, state, shutdown.clone())))
         }
     };

@@ -49,6 +49,8 @@ pub struct Context {
     /// while the cache still shows that version, the write is the truth (see
     /// [`Context::written_status`]).
     written: Mutex<HashMap<String, (String, RunStatus)>>,
+    /// Where finished runs are archived before their TTL deletion (the in-process API's storage).
+    pub archive: Option<Arc<crate::api::Storage>>,
 }
 
 impl Context {
@@ -67,7 +69,15 @@ impl Context {
             runs,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            archive: None,
         }
+    }
+
+    /// Archive finished runs in `storage` before deleting them.
+    #[must_use]
+    pub fn with_archive(mut self, storage: Option<Arc<crate::api::Storage>>) -> Self {
+        self.archive = storage;
+        self
     }
 
     /// The status last written for `run` when the cached object predates that write; `None` when
