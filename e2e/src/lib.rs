@@ -20,12 +20,14 @@
 //!
 //! See `docs/e2e.md`.
 
+pub mod api_task;
 mod bed;
 pub mod binaries;
 mod images;
 mod namespace;
 pub mod node_emulator;
 mod operator_task;
+pub mod real_runner;
 pub mod test_runner_image;
 
 pub use bed::{
@@ -38,4 +40,6 @@ pub use node_emulator::{
 };
 pub use test_runner_image::{test_runner_image, ClaimRelay};
 
+pub use api_task::{Answer, ApiTask};
 pub use operator_task::OperatorTask;
+pub use real_runner::{real_runner, RealRunner};

@@ -1,5 +1,6 @@
 //! An in-process `sparkwing-operator` (its `run_controllers`) with a shutdown switch, for tests.
 
+use crate::api_task::ApiTask;
 use anyhow::{Context, Result};
 use kube::Client;
 use sparkwing_operator::{run_controllers, Config, Metrics};
@@ -17,6 +18,8 @@ pub struct OperatorTask {
     task: Option<JoinHandle<sparkwing_operator::Result<()>>>,
     /// The operator's metrics (status writes, transitions, runners started...).
     pub metrics: Arc<Metrics>,
+    /// The in-process API, when started with [`OperatorTask::start_with_api`].
+    pub api: Option<ApiTask>,
 }
 
 impl OperatorTask {
@@ -30,7 +33,30 @@ impl OperatorTask {
             stop: Some(stop),
             task: Some(task),
             metrics,
+            api: None,
         }
+    }
+
+    /// The operator with its API in the same process, as `sparkwing-operator --api-addr
+    /// 127.0.0.1:<free port> --data-dir <tempdir> --bootstrap-admin-token-file <file>
+    /// --runner-api-url http://127.0.0.1:<port>` runs them (runs triggered without a namespace
+    /// go to `namespace`).
+    pub async fn start_with_api(
+        client: Client,
+        config: Config,
+        namespace: &str,
+    ) -> Result<OperatorTask> {
+        let api = ApiTask::start(client.clone(), namespace).await?;
+        let mut op = OperatorTask::start(client, api.configure(config));
+        op.api = Some(api);
+        Ok(op)
+    }
+
+    /// The in-process API; panics when started without one.
+    pub fn api(&self) -> &ApiTask {
+        self.api
+            .as_ref()
+            .expect("the operator was started without its API (start_with_api)")
     }
 
     pub fn is_running(&self) -> bool {
@@ -43,6 +69,9 @@ impl OperatorTask {
             let _ = stop.send(());
         }
         let task = self.task.take().context("stopped twice")?;
+        if let Some(api) = self.api.take() {
+            api.stop().await?;
+        }
         tokio::time::timeout(STOP_WITHIN, task)
             .await
             .context("the operator did not shut down")??

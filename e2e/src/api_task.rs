@@ -1,0 +1,262 @@
+//! [`ApiTask`]: the Sparkwing API of `sparkwing-operator` (`--api-addr`) served in-process on
+//! `127.0.0.1:<free port>`, with its data directory in a temporary directory and a bootstrap admin
+//! token, plus a minimal HTTP/1.1 client for tests. Pods the node emulator runs use the host's
+//! network, so `SPARKWING_API_URL` ([`ApiTask::url`]) reaches it from runner containers too.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use kube::Client;
+use serde_json::Value;
+use sparkwing_operator::api::{self, ApiConfig, ApiState, KubeRuns};
+use sparkwing_operator::Config;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The API running as a task; stopped when dropped.
+pub struct ApiTask {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The bootstrap admin token (scope `admin`).
+    pub admin_token: String,
+    /// The API's state: storage (archive, logs), tokens.
+    pub state: ApiState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    dir: tempfile::TempDir,
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON (`Null` when empty).
+    pub fn json(&self) -> Result<Value> {
+        if self.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("an answer that is not JSON: {}", self.text()))
+    }
+
+    /// Fails unless the status is 2xx, showing the body.
+    pub fn ok(self) -> Result<Answer> {
+        if !(200..300).contains(&self.status) {
+            bail!("HTTP {}: {}", self.status, self.text());
+        }
+        Ok(self)
+    }
+}
+
+fn random_hex() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    (0..4)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(i);
+            h.write_u32(std::process::id());
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
+impl ApiTask {
+    /// Serve the API for runs in `namespace` (its default namespace), with `client` as its
+    /// Kubernetes backend.
+    pub async fn start(client: Client, namespace: &str) -> Result<ApiTask> {
+        let dir = tempfile::tempdir().context("the API's data directory")?;
+        let state = ApiState::open(
+            dir.path().join("data"),
+            Arc::new(KubeRuns::new(client)),
+            ApiConfig {
+                default_namespace: namespace.to_string(),
+                ..ApiConfig::default()
+            },
+        )
+        .context("opening the API state")?;
+        let admin_token = random_hex();
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, &admin_token)?;
+        state
+            .bootstrap_admin_from_file(&token_file)
+            .context("registering the bootstrap admin token")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the API's port")?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(api::serve_on(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(ApiTask {
+            url: format!("http://{addr}"),
+            admin_token,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+            dir,
+        })
+    }
+
+    /// `config` with this API: runners get `SPARKWING_API_URL` = [`ApiTask::url`], and finished
+    /// runs are archived here before their TTL deletion (as `sparkwing-operator --api-addr` does).
+    pub fn configure(&self, config: Config) -> Config {
+        config
+            .runner_api_url(self.url.clone())
+            .archive(self.state.storage.clone())
+    }
+
+    /// The API's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// One request with `token` (`None`: none). Plain HTTP/1.1, `Connection: close`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Answer> {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.request_untimed(method, path, token, body),
+        )
+        .await
+        .with_context(|| format!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    async fn request_untimed(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Answer> {
+        let host = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(host)
+            .await
+            .with_context(|| format!("connecting to {host}"))?;
+        let body = body.unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+             Content-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        parse_response(&raw).with_context(|| format!("{method} {path}"))
+    }
+
+    /// A JSON request as the admin.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        self.request(method, path, Some(&self.admin_token), bytes.as_deref())
+            .await
+    }
+
+    /// Stop serving.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    /// Whether `path` exists under the data directory (e.g. `archive/<ns>/<run>.json`).
+    pub fn has_file(&self, path: impl AsRef<Path>) -> bool {
+        self.data_dir().join(path).is_file()
+    }
+}
+
+impl Drop for ApiTask {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Status and body of a complete HTTP/1.1 response (`Content-Length`, chunked, or until close).
+fn parse_response(raw: &[u8]) -> Result<Answer> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("an HTTP response without a header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let rest = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("an HTTP response without a status")?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        let mut body = Vec::new();
+        let mut at = rest;
+        loop {
+            let end = at
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("a chunk without a size line")?;
+            let size_text = String::from_utf8_lossy(&at[..end]);
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .context("a chunk size")?;
+            at = &at[end + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(at.get(..size).context("a truncated chunk")?);
+            at = at.get(size + 2..).unwrap_or_default();
+        }
+        body
+    } else {
+        rest.to_vec()
+    };
+    Ok(Answer { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_answers() {
+        let a = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((a.status, a.text().as_str()), (201, "{}"));
+        let a = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(a.text(), "abcde");
+    }
+}

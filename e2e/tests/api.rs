@@ -1,0 +1,533 @@
+//! The operator with its API in the same process (`OperatorTask::start_with_api`) against the
+//! real kube-apiserver, with the node emulator running runner pods on Docker: runner credentials,
+//! external runs, the archive before TTL deletion, the real runner's pool, and the whole loop
+//! (upload, trigger, the real `sparkwing runner` in a runner Job, logs through the API).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use bollard::Docker;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use sparkwing_crds::PipelineRun;
+use sparkwing_e2e::node_emulator::EMULATED_POD_LABEL;
+use sparkwing_e2e::{
+    real_runner, test_runner_image, ApiTask, NodeEmulator, NodeEmulatorOptions, OperatorTask,
+    TestBed, TestNamespace,
+};
+use sparkwing_operator::Config;
+
+/// How long anything here may take on a loaded two-core machine.
+const WAIT: Duration = Duration::from_secs(60);
+/// A first compile of a pipeline with cargo, as uid 65532, on a loaded machine.
+const COMPILE_WAIT: Duration = Duration::from_secs(420);
+const POLL: Duration = Duration::from_millis(200);
+
+struct Env {
+    ns: TestNamespace,
+    client: Client,
+    node: NodeEmulator,
+    op: OperatorTask,
+}
+
+impl Env {
+    async fn new(hint: &str) -> Result<Env> {
+        let bed = TestBed::shared().await?;
+        bed.install_crds().await?;
+        let image = test_runner_image().await?;
+        let ns = bed.namespace(hint).await?;
+        let client = bed.client().await?;
+        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+        let config = Config::new(image).namespace(ns.name());
+        let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
+        Ok(Env {
+            ns,
+            client,
+            node,
+            op,
+        })
+    }
+
+    fn api(&self) -> &ApiTask {
+        self.op.api()
+    }
+
+    fn runs(&self) -> Api<PipelineRun> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn trigger(&self, body: Value) -> Result<Value> {
+        self.api()
+            .admin("POST", "/api/v1/runs", Some(&body))
+            .await?
+            .ok()?
+            .json()
+    }
+
+    /// Polls `name` until `cond` holds; fails after `wait` showing the run.
+    async fn wait_run(
+        &self,
+        name: &str,
+        wait: Duration,
+        what: &str,
+        cond: impl Fn(&PipelineRun) -> bool,
+    ) -> Result<PipelineRun> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(run) = self.runs().get_opt(name).await? {
+                if cond(&run) {
+                    return Ok(run);
+                }
+                if Instant::now() > deadline {
+                    bail!("run {name} not {what} within {wait:?}: {:#?}", run.status);
+                }
+            } else if Instant::now() > deadline {
+                bail!("run {name} not {what} within {wait:?}: it does not exist");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn shutdown(self) -> Result<()> {
+        self.op.stop().await?;
+        self.node.shutdown().await
+    }
+}
+
+fn phase(run: &PipelineRun) -> &str {
+    run.status.as_ref().map_or("", |s| s.phase.as_str())
+}
+
+fn reason(run: &PipelineRun) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.condition("Succeeded"))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The environment the container of `pod` was created with.
+async fn container_env(node: &NodeEmulator, pod: &str) -> Result<Vec<String>> {
+    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    let name = node
+        .containers(pod)
+        .await?
+        .into_iter()
+        .next()
+        .with_context(|| format!("no container for pod {pod}"))?;
+    let inspected = docker.inspect_container(&name, None).await?;
+    Ok(inspected.config.and_then(|c| c.env).unwrap_or_default())
+}
+
+async fn runner_pod(env: &Env, run: &str) -> Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(pod) = pods.list(&lp).await?.items.into_iter().next() {
+            if !env.node.containers(&pod.name_any()).await?.is_empty() {
+                return Ok(pod);
+            }
+        }
+        ensure!(Instant::now() < deadline, "no runner container for {run}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Upload every file under `root` (relative paths, `/`-separated); returns the upload id.
+async fn upload_tree(api: &ApiTask, root: &Path) -> Result<String> {
+    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                if entry.file_name() != "target" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)?
+                .to_string_lossy()
+                .replace('\\', "/");
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = entry.metadata()?.permissions().mode() & 0o777;
+            files.push((rel, std::fs::read(&path)?, mode));
+        }
+    }
+    let manifest = json!({"files": files.iter().map(|(p, c, m)| json!({
+        "path": p, "mode": m, "size": c.len(), "sha256": hex::encode(sha2::Sha256::digest(c)),
+    })).collect::<Vec<_>>()});
+    let answer = api
+        .admin("POST", "/api/v1/uploads", Some(&manifest))
+        .await?
+        .ok()?
+        .json()?;
+    let missing: Vec<String> = serde_json::from_value(answer["missing"].clone())?;
+    for (_, content, _) in &files {
+        let sha = hex::encode(sha2::Sha256::digest(content));
+        if !missing.contains(&sha) {
+            continue;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, content)?;
+        let body = gz.finish()?;
+        api.request(
+            "PUT",
+            &format!("/api/v1/blobs/{sha}"),
+            Some(&api.admin_token),
+            Some(&body),
+        )
+        .await?
+        .ok()?;
+    }
+    answer["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("an upload answer without an id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_run_is_running_until_the_api_records_its_end() -> Result<()> {
+    let env = Env::new("api-external").await?;
+    let created = env
+        .trigger(json!({"pipeline": "build", "source": {"external": {}},
+                        "ttlSecondsAfterFinished": 2}))
+        .await?;
+    let name = created["name"].as_str().context("a name")?.to_string();
+    let token = created["runnerToken"]
+        .as_str()
+        .context("an external run's token")?
+        .to_string();
+    // The operator starts no runner: Running at once.
+    let run = env
+        .wait_run(&name, WAIT, "Running", |r| phase(r) == "Running")
+        .await?;
+    assert_eq!(reason(&run), "Running");
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns);
+    assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
+    // No Secret either: the token was in the answer.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    assert!(secrets
+        .get_opt(&format!("{name}-runner-token"))
+        .await?
+        .is_none());
+    let logs = json!([{"job": "build", "seq": 1, "line": "built on a laptop"}]);
+    env.api()
+        .request(
+            "POST",
+            &format!("/api/v1/runs/{}/{name}/logs", env.ns.name()),
+            Some(&token),
+            Some(logs.to_string().as_bytes()),
+        )
+        .await?
+        .ok()?;
+    let end = json!({"phase": "Failed", "message": "job test failed"});
+    let answer = env
+        .api()
+        .request(
+            "POST",
+            &format!("/api/v1/runs/{}/{name}/finish", env.ns.name()),
+            Some(&token),
+            Some(end.to_string().as_bytes()),
+        )
+        .await?
+        .ok()?
+        .json()?;
+    assert_eq!(answer["phase"], "Failed");
+    let run = env.runs().get(&name).await?;
+    assert_eq!((phase(&run), reason(&run).as_str()), ("Failed", "Failed"));
+    let status = run.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.condition("Succeeded").unwrap().message,
+        "job test failed"
+    );
+    assert!(status.completion_time.is_some());
+    let managers: Vec<String> = run
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == "sparkwing-api"),
+        "{managers:?}"
+    );
+    // The operator honours it, and deletes the run after its TTL; the API still has it.
+    let deadline = Instant::now() + WAIT;
+    while env.runs().get_opt(&name).await?.is_some() {
+        ensure!(
+            Instant::now() < deadline,
+            "run {name} not deleted after its TTL"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let read = env
+        .api()
+        .admin(
+            "GET",
+            &format!("/api/v1/runs/{}/{name}", env.ns.name()),
+            None,
+        )
+        .await?
+        .ok()?
+        .json()?;
+    assert_eq!(
+        (&read["phase"], &read["live"], &read["archived"]),
+        (&json!("Failed"), &json!(false), &json!(true))
+    );
+    env.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
+    let env = Env::new("api-creds").await?;
+    let id = upload_tree(env.api(), Path::new("tests/fixtures/loop")).await?;
+    // The test runner behaves by run name: `slow-*` runs for 3 s.
+    let created = env
+        .trigger(json!({"pipeline": "slow", "source": {"upload": {"id": id}}}))
+        .await?;
+    let name = created["name"].as_str().context("a name")?.to_string();
+    assert!(created.get("runnerToken").is_none(), "{created}");
+    let pod = runner_pod(&env, &name).await?;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let secret = secrets.get(&format!("{name}-runner-token")).await?;
+    let token = String::from_utf8(secret.data.unwrap_or_default()["token"].0.clone())?;
+    assert!(token.starts_with("swr_"));
+    let vars = container_env(&env.node, &pod.name_any()).await?;
+    assert!(
+        vars.contains(&format!("SPARKWING_API_URL={}", env.api().url)),
+        "{vars:?}"
+    );
+    assert!(
+        vars.contains(&format!("SPARKWING_API_TOKEN={token}")),
+        "{vars:?}"
+    );
+    env.wait_run(&name, WAIT, "Succeeded", |r| phase(r) == "Succeeded")
+        .await?;
+    // A run created with kubectl has no token Secret: its runner still starts, without one.
+    let run: PipelineRun = serde_json::from_value(json!({
+        "apiVersion": "sparkwing.dev/v1alpha1", "kind": "PipelineRun",
+        "metadata": {"name": "ok-kubectl"},
+        "spec": {"pipeline": "build", "source": {"local": {"path": "/src"}},
+                 "ttlSecondsAfterFinished": 1},
+    }))?;
+    env.runs().create(&PostParams::default(), &run).await?;
+    let pod = runner_pod(&env, "ok-kubectl").await?;
+    let vars = container_env(&env.node, &pod.name_any()).await?;
+    assert!(
+        !vars.iter().any(|v| v.starts_with("SPARKWING_API_TOKEN=")),
+        "{vars:?}"
+    );
+    // Archived before its TTL deletion: the API still lists and reads it.
+    let deadline = Instant::now() + WAIT;
+    while env.runs().get_opt("ok-kubectl").await?.is_some() {
+        ensure!(
+            Instant::now() < deadline,
+            "ok-kubectl not deleted after its TTL"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let read = env
+        .api()
+        .admin(
+            "GET",
+            &format!("/api/v1/runs/{}/ok-kubectl", env.ns.name()),
+            None,
+        )
+        .await?
+        .ok()?
+        .json()?;
+    assert_eq!(
+        (&read["phase"], &read["live"], &read["archived"]),
+        (&json!("Succeeded"), &json!(false), &json!(true))
+    );
+    let list = env
+        .api()
+        .admin(
+            "GET",
+            &format!("/api/v1/runs?namespace={}", env.ns.name()),
+            None,
+        )
+        .await?
+        .ok()?
+        .json()?;
+    assert!(
+        list["runs"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "ok-kubectl")),
+        "{list}"
+    );
+    env.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_runner_pod_can_compile_as_the_runner_user() -> Result<()> {
+    let bed = TestBed::shared().await?;
+    let real = real_runner().await?;
+    let ns = bed.namespace("api-toolchain").await?;
+    let client = bed.client().await?;
+    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    let spec = real.pool_spec(1);
+    // A pod of the pool's making: its image, env, volumes and mounts, the runner's restricted
+    // security context and /tmp emptyDir.
+    let script = "set -e; id -u; id -g; cargo --version; cc --version | head -n 1; \
+                  sparkwing --version; cd /tmp && cargo new --vcs none -q hello && cd hello && \
+                  cargo build -q --offline && ./target/debug/hello";
+    let mut env = spec.env.clone();
+    env.push(serde_json::from_value(
+        json!({"name": "HOME", "value": "/tmp"}),
+    )?);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "toolchain", "labels": {"app.kubernetes.io/managed-by": "sparkwing"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": serde_json::to_value(sparkwing_operator::runner_job::pod_security_context())?,
+            "containers": [{
+                "name": "runner", "image": spec.image,
+                "command": ["sh", "-c", script],
+                "env": env,
+                "securityContext": serde_json::to_value(sparkwing_operator::runner_job::container_security_context())?,
+                "volumeMounts": std::iter::once(json!({"name": "scratch", "mountPath": "/tmp"}))
+                    .chain(spec.volume_mounts.iter().map(|m| serde_json::to_value(m).unwrap_or_default()))
+                    .collect::<Vec<_>>(),
+            }],
+            "volumes": std::iter::once(json!({"name": "scratch", "emptyDir": {}}))
+                .chain(spec.volumes.iter().map(|v| serde_json::to_value(v).unwrap_or_default()))
+                .collect::<Vec<_>>(),
+        },
+    }))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod).await?;
+    let deadline = Instant::now() + COMPILE_WAIT;
+    let done = loop {
+        let pod = pods.get("toolchain").await?;
+        let p = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if p == "Succeeded" || p == "Failed" {
+            break pod;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "toolchain pod not finished: {:#?}",
+            pod.status
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let logs = node.logs("toolchain").await?;
+    let phase = done.status.and_then(|s| s.phase).unwrap_or_default();
+    ensure!(phase == "Succeeded", "the toolchain pod {phase}: {logs}");
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.first().copied(), Some("65532"), "{logs}");
+    assert_eq!(lines.get(1).copied(), Some("65532"), "{logs}");
+    assert!(lines.iter().any(|l| l.starts_with("cargo ")), "{logs}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("gcc") || l.starts_with("cc ")),
+        "{logs}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("sparkwing ")), "{logs}");
+    assert_eq!(lines.last().copied(), Some("Hello, world!"), "{logs}");
+    // The emulator ran it with the pool's mounts.
+    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{EMULATED_POD_LABEL}={}/toolchain", ns.name())],
+    )]);
+    let found = docker
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    assert_eq!(found.len(), 1);
+    node.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_loop_upload_trigger_real_runner_logs() -> Result<()> {
+    let real = real_runner().await?;
+    let env = Env::new("api-loop").await?;
+    real.create_pool(&env.client, env.ns.name(), "real").await?;
+    let id = upload_tree(env.api(), Path::new("tests/fixtures/loop")).await?;
+    let created = env
+        .trigger(json!({"pipeline": "hello", "args": {"who": "cluster"},
+                        "source": {"upload": {"id": id}}, "runnerPool": "real"}))
+        .await?;
+    let name = created["name"].as_str().context("a name")?.to_string();
+    let run = env
+        .wait_run(&name, COMPILE_WAIT, "finished", |r| {
+            matches!(phase(r), "Succeeded" | "Failed")
+        })
+        .await;
+    let pod_logs = match runner_pod(&env, &name).await {
+        Ok(pod) => env.node.logs(&pod.name_any()).await.unwrap_or_default(),
+        Err(e) => format!("{e:#}"),
+    };
+    let run = run.with_context(|| format!("runner log:\n{pod_logs}"))?;
+    ensure!(
+        phase(&run) == "Succeeded",
+        "run {name} ended {} ({}); runner log:\n{pod_logs}",
+        phase(&run),
+        reason(&run)
+    );
+    let ns = env.ns.name().to_string();
+    let jobs = env
+        .api()
+        .admin("GET", &format!("/api/v1/runs/{ns}/{name}/logs"), None)
+        .await?
+        .ok()?
+        .json()?;
+    let names: Vec<String> = serde_json::from_value(jobs["jobs"].clone())?;
+    assert!(names.contains(&"count".to_string()), "{jobs}");
+    assert!(names.contains(&"greet".to_string()), "{jobs}");
+    let count = env
+        .api()
+        .admin(
+            "GET",
+            &format!("/api/v1/runs/{ns}/{name}/logs?job=count"),
+            None,
+        )
+        .await?
+        .ok()?
+        .json()?;
+    let lines: Vec<String> = count["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["line"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("line 3 as 65532")),
+        "{count}"
+    );
+    let greet = env
+        .api()
+        .admin(
+            "GET",
+            &format!("/api/v1/runs/{ns}/{name}/logs?job=greet"),
+            None,
+        )
+        .await?
+        .ok()?
+        .text();
+    assert!(greet.contains("hello cluster"), "{greet}");
+    // finish archived it and retired the runner's token.
+    assert!(env.api().has_file(format!("archive/{ns}/{name}.json")));
+    env.shutdown().await
+}
