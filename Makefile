@@ -25,6 +25,8 @@ e2e-testbed: ## Build kube-apiserver, etcd, kubectl and helm from their Go modul
 	bash e2e/testbed/build.sh
 
 test-e2e: e2e-testbed ## The Kubernetes end-to-end tests against a real kube-apiserver and etcd (crate sparkwing-e2e)
+	# The real runner's pods mount this binary (e2e/src/real_runner.rs).
+	$(CARGO) build -p sparkwing-cli --bin sparkwing
 	$(CARGO) test -p sparkwing-e2e
 
 e2e: test-e2e ## Build the test bed if needed and run the Kubernetes end-to-end tests
