@@ -219,6 +219,20 @@ async fn an_external_run_is_running_until_the_api_records_its_end() -> Result<()
         .get_opt(&format!("{name}-runner-token"))
         .await?
         .is_none());
+    // What keeps the operator from overwriting a recorded end: an apply of the status guarded by
+    // a resourceVersion that is no longer current is refused.
+    let stale = sparkwing_operator::status::guarded_status_patch::<PipelineRun>(
+        json!({"phase": "Running"}),
+        Some("1"),
+    );
+    let refused = env
+        .runs()
+        .patch_status(&name, &sparkwing_operator::status::apply_params(), &stale)
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 409),
+        "{refused:?}"
+    );
     let logs = json!([{"job": "build", "seq": 1, "line": "built on a laptop"}]);
     env.api()
         .request(
@@ -284,6 +298,51 @@ async fn an_external_run_is_running_until_the_api_records_its_end() -> Result<()
         (&read["phase"], &read["live"], &read["archived"]),
         (&json!("Failed"), &json!(false), &json!(true))
     );
+
+    // Finished at once, racing the operator's first reconcile: the recorded end wins (the
+    // operator's writes are guarded by the resourceVersion it decided on), and the run is
+    // deleted after its TTL as a finished run, archived as Succeeded.
+    let created = env
+        .trigger(json!({"pipeline": "quick", "source": {"external": {}},
+                        "ttlSecondsAfterFinished": 1}))
+        .await?;
+    let name = created["name"].as_str().context("a name")?.to_string();
+    let token = created["runnerToken"].as_str().context("a token")?;
+    let end = json!({"phase": "Succeeded"});
+    env.api()
+        .request(
+            "POST",
+            &format!("/api/v1/runs/{}/{name}/finish", env.ns.name()),
+            Some(token),
+            Some(end.to_string().as_bytes()),
+        )
+        .await?
+        .ok()?;
+    let deadline = Instant::now() + WAIT;
+    while let Some(run) = env.runs().get_opt(&name).await? {
+        ensure!(
+            Instant::now() < deadline,
+            "run {name} not deleted after its TTL: {:#?}",
+            run.status
+        );
+        ensure!(
+            matches!(phase(&run), "Succeeded" | ""),
+            "the recorded end was overwritten: {:#?}",
+            run.status
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let archived = env
+        .api()
+        .admin(
+            "GET",
+            &format!("/api/v1/runs/{}/{name}", env.ns.name()),
+            None,
+        )
+        .await?
+        .ok()?
+        .json()?;
+    assert_eq!(archived["phase"], "Succeeded", "{archived}");
     env.shutdown().await
 }
 
