@@ -28,9 +28,10 @@ fn main() -> anyhow::Result<()> {
         Arc::new(MemoryRuns::new()),
         ApiConfig::default(),
     )?;
-    let (token, _) = state
-        .tokens
-        .create(&state.storage, "bench", vec!["admin".to_string()], None)?;
+    let (token, _) =
+        state
+            .tokens
+            .create(&state.storage, "bench", vec!["admin".to_string()], None)?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     rt.spawn(async move {
