@@ -372,15 +372,16 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     );
     env.wait_run(&name, WAIT, "Succeeded", |r| phase(r) == "Succeeded")
         .await?;
-    // A run created with kubectl has no token Secret: its runner still starts, without one.
+    // A run created with kubectl has no token Secret: its runner still starts, without one
+    // (`slow-*` runs 3 s, time enough to look at its container before the TTL removes it).
     let run: PipelineRun = serde_json::from_value(json!({
         "apiVersion": "sparkwing.dev/v1alpha1", "kind": "PipelineRun",
-        "metadata": {"name": "ok-kubectl"},
+        "metadata": {"name": "slow-kubectl"},
         "spec": {"pipeline": "build", "source": {"local": {"path": "/src"}},
-                 "ttlSecondsAfterFinished": 1},
+                 "ttlSecondsAfterFinished": 2},
     }))?;
     env.runs().create(&PostParams::default(), &run).await?;
-    let pod = runner_pod(&env, "ok-kubectl").await?;
+    let pod = runner_pod(&env, "slow-kubectl").await?;
     let vars = container_env(&env.node, &pod.name_any()).await?;
     assert!(
         !vars.iter().any(|v| v.starts_with("SPARKWING_API_TOKEN=")),
@@ -388,10 +389,10 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     );
     // Archived before its TTL deletion: the API still lists and reads it.
     let deadline = Instant::now() + WAIT;
-    while env.runs().get_opt("ok-kubectl").await?.is_some() {
+    while env.runs().get_opt("slow-kubectl").await?.is_some() {
         ensure!(
             Instant::now() < deadline,
-            "ok-kubectl not deleted after its TTL"
+            "slow-kubectl not deleted after its TTL"
         );
         tokio::time::sleep(POLL).await;
     }
@@ -399,7 +400,7 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
         .api()
         .admin(
             "GET",
-            &format!("/api/v1/runs/{}/ok-kubectl", env.ns.name()),
+            &format!("/api/v1/runs/{}/slow-kubectl", env.ns.name()),
             None,
         )
         .await?
@@ -422,7 +423,7 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     assert!(
         list["runs"]
             .as_array()
-            .is_some_and(|r| r.iter().any(|r| r["name"] == "ok-kubectl")),
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "slow-kubectl")),
         "{list}"
     );
     env.shutdown().await
