@@ -167,3 +167,42 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
         decision.status.phase.is_terminal(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparkwing_core::reconcile::status::RunStatus;
+    use sparkwing_crds::pipeline_run::ExternalSource;
+
+    fn with_phase(run: PipelineRun, phase: Phase) -> PipelineRun {
+        run.with_status(RunStatus {
+            phase,
+            ..RunStatus::default()
+        })
+    }
+
+    #[test]
+    fn status_writes_wake_only_external_runs() {
+        // A run on the cluster: only its generation counts (the operator's own writes do not
+        // wake it).
+        let run = PipelineRun::test("r");
+        assert_eq!(
+            run_changed(&with_phase(run.clone(), Phase::Pending)),
+            run_changed(&with_phase(run.clone(), Phase::Succeeded))
+        );
+        assert_ne!(
+            run_changed(&run),
+            run_changed(&run.clone().with_generation(2))
+        );
+        // An external run: the end the API records wakes it.
+        let ext = PipelineRun::test("e").with_source(Source::External(ExternalSource {}));
+        assert_ne!(
+            run_changed(&with_phase(ext.clone(), Phase::Running)),
+            run_changed(&with_phase(ext.clone(), Phase::Succeeded))
+        );
+        assert_eq!(
+            run_changed(&with_phase(ext.clone(), Phase::Running)),
+            run_changed(&with_phase(ext, Phase::Running))
+        );
+    }
+}
