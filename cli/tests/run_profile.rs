@@ -8,6 +8,7 @@ mod runner_support;
 use common::Sw;
 use runner_support::{free_addr, Api};
 use serde_json::Value;
+use std::time::Duration;
 
 /// A profile `ci` pointing at `url`, its token in $SW_TEST_TOKEN.
 fn profile(sw: &mut Sw, url: &str, token: &str) {
@@ -138,4 +139,58 @@ fn run_profile_with_the_api_down_completes_locally_and_push_delivers_it_later() 
     out.assert_code(0);
     assert!(out.stdout.contains("is already on"), "{out}");
     only_run(&api);
+}
+
+#[test]
+fn run_profile_api_lost_mid_run_is_pushed_into_the_same_external_run() {
+    let mut api = Api::start();
+    let mut sw = Sw::fixture("remote");
+    let token = trigger_token(&api);
+    profile(&mut sw, &api.url, &token);
+    let mut running = sw.spawn(["run", "slow", "--profile", "ci"]);
+    let id = running.wait_run_id();
+    // Delivered while the job runs (it waits 120 s for a signal).
+    api.wait_for(
+        Duration::from_secs(30),
+        "the slow job's lines on the API",
+        |api| {
+            let list = api.get("/api/v1/runs?namespace=ci");
+            let Some(run) = list["runs"].as_array().and_then(|r| r.first()) else {
+                return false;
+            };
+            let name = run["name"].as_str().unwrap();
+            api.log_jobs("ci", name).contains(&"wait".to_string())
+                && api.lines("ci", name, "wait").len() == 3
+        },
+    );
+    let (ns, name) = only_run(&api);
+    // The API goes away; then the run is cancelled: its end and the finally job's lines stay
+    // local.
+    api.down();
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = running.finish_within(Duration::from_secs(120));
+    out.assert_code(130);
+    assert!(
+        out.stderr
+            .contains(&format!("sparkwing runs push {id} --profile ci")),
+        "{out}"
+    );
+    assert_eq!(sw.listed_run(&id)["status"], "cancelled");
+
+    api.up();
+    assert!(api.lines(&ns, &name, "cleanup").is_empty());
+    let out = sw.sw(["runs", "push", &id, "--profile", "ci"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains(&format!("{ns}/{name}")), "{out}");
+    // Into the same external run: no second one, each line once.
+    assert_eq!(only_run(&api), (ns.clone(), name.clone()));
+    assert_eq!(
+        api.texts(&ns, &name, "wait"),
+        ["before 1", "before 2", "before 3"]
+    );
+    assert_eq!(api.texts(&ns, &name, "cleanup"), ["cleanup ran"]);
+    let run = api.run(&ns, &name);
+    assert_eq!(run["phase"], "Cancelled", "{run}");
+    assert_eq!(run["jobs"]["wait"]["state"], "cancelled", "{run}");
+    assert_eq!(run["jobs"]["cleanup"]["state"], "success", "{run}");
 }

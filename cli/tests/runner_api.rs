@@ -5,7 +5,7 @@
 mod common;
 mod runner_support;
 
-use common::{Running, Sw, COMMAND_DEADLINE};
+use common::{Running, Sw};
 use runner_support::Api;
 use serde_json::json;
 use std::process::Command;
@@ -191,12 +191,17 @@ fn runner_sigterm_cancels_runs_finally_and_delivers_the_lines() {
     let sw = Sw::fixture("remote");
     let upload = api.upload(sw.root());
     let (ns, name, token) = api.trigger("slow", &upload, json!({}));
-    let running = Running::spawn(runner_cmd(&sw, &api, &ns, &name, &token));
-    // The job is running and its first lines arrived: now cancel.
-    api.wait_for(COMMAND_DEADLINE, "the slow job's lines on the API", |api| {
-        api.log_jobs(&ns, &name).contains(&"wait".to_string())
-            && api.lines(&ns, &name, "wait").len() == 3
-    });
+    let mut running = Running::spawn(runner_cmd(&sw, &api, &ns, &name, &token));
+    running.wait_run_id();
+    // The job is running and its first lines arrived (well before it ends): now cancel.
+    api.wait_for(
+        Duration::from_secs(30),
+        "the slow job's lines on the API",
+        |api| {
+            api.log_jobs(&ns, &name).contains(&"wait".to_string())
+                && api.lines(&ns, &name, "wait").len() == 3
+        },
+    );
     running.signal(nix::sys::signal::Signal::SIGTERM);
     let out = running.finish_within(Duration::from_secs(120));
     out.assert_code(130);

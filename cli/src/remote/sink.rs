@@ -173,9 +173,11 @@ impl RunSink for ApiSink {
                 line: line.line,
             },
         ));
-        let full = q.lines.len() >= BATCH_LINES;
+        // Wake the thread when there is something new to send (it lingers for the rest of a
+        // batch on its own) and when a batch is full.
+        let wake = q.lines.len() == 1 || q.lines.len() >= BATCH_LINES;
         drop(q);
-        if full {
+        if wake {
             self.shared.cv.notify_all();
         }
     }
@@ -277,11 +279,16 @@ impl Worker {
             q = self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
         }
         // Give a partial batch a moment to fill, unless someone waits for it.
-        if !q.flushing && !q.lines.is_empty() && q.lines.len() < BATCH_LINES {
+        let linger_until = Instant::now() + LINGER;
+        while !q.flushing && !q.lines.is_empty() && q.lines.len() < BATCH_LINES {
+            let now = Instant::now();
+            if now >= linger_until {
+                break;
+            }
             q = self
                 .shared
                 .cv
-                .wait_timeout(q, LINGER)
+                .wait_timeout(q, linger_until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             if q.closed {

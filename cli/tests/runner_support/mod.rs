@@ -21,7 +21,8 @@ pub struct Api {
     pub runs: Arc<MemoryRuns>,
     /// An admin token (uploads, triggers, reads).
     pub admin: String,
-    rt: tokio::runtime::Runtime,
+    /// None while [`Api::down`].
+    rt: Option<tokio::runtime::Runtime>,
     pub data: TempDir,
 }
 
@@ -39,11 +40,6 @@ impl Api {
 
     /// Serve on `addr` (e.g. an address a test reserved earlier).
     pub fn start_on(addr: &str) -> Api {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let data = tempfile::Builder::new()
             .prefix("sw-api-")
             .tempdir()
@@ -54,21 +50,40 @@ impl Api {
             .tokens
             .create(&state.storage, "root", vec!["admin".into()], None)
             .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        let local = listener.local_addr().unwrap();
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (rt, local) = serve(&state, addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         Api {
             url: format!("http://{local}"),
             state,
             runs,
             admin,
-            rt,
+            rt: Some(rt),
             data,
+        }
+    }
+
+    /// Stop answering: the server, its listener and every open connection go away (the state
+    /// stays for [`Api::up`]).
+    pub fn down(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Serve the same state on the same address again.
+    pub fn up(&mut self) {
+        assert!(self.rt.is_none(), "the API is up");
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The old listener's port may take a moment to be free again.
+            match serve(&self.state, &addr) {
+                Ok((rt, _)) => {
+                    self.rt = Some(rt);
+                    return;
+                }
+                Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("bind {addr} again: {e}"),
+            }
         }
     }
 
@@ -206,9 +221,25 @@ impl Api {
     }
 
     /// Stop serving (the runtime and its listener go away).
-    pub fn stop(self) {
-        self.rt.shutdown_background();
+    pub fn stop(mut self) {
+        self.down();
     }
+}
+
+/// Serve `state` on `addr` in a runtime of its own.
+fn serve(state: &ApiState, addr: &str) -> std::io::Result<(tokio::runtime::Runtime, SocketAddr)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
+    let local = listener.local_addr()?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((rt, local))
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, u32, Vec<u8>)>) {
