@@ -141,9 +141,7 @@ pub fn check_path(path: &str) -> Result<Vec<&str>, ManifestError> {
             "" => return bad("empty path component"),
             "." => return bad("`.` component"),
             ".." => return bad("`..` component escapes the root"),
-            p if p.len() > MAX_NAME_LEN => {
-                return bad("a path component is longer than 255 bytes")
-            }
+            p if p.len() > MAX_NAME_LEN => return bad("a path component is longer than 255 bytes"),
             _ => {}
         }
     }
