@@ -431,4 +431,114 @@ mod tests {
         assert!(report.finish_pending);
         assert!(report.error.unwrap().contains("cannot reach"));
     }
+
+    /// The real API on 127.0.0.1:0 and an external run on it: (runtime, url, admin client, sink
+    /// client for the run, namespace, name).
+    struct Served {
+        _rt: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+        admin: ApiClient,
+        runner: ApiClient,
+        ns: String,
+        name: String,
+    }
+
+    fn served() -> Served {
+        use sparkwing_operator::api::{router, ApiConfig, ApiState, MemoryRuns};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = ApiState::open(
+            dir.path(),
+            std::sync::Arc::new(MemoryRuns::new()),
+            ApiConfig::default(),
+        )
+        .unwrap();
+        let (admin, _) = state
+            .tokens
+            .create(&state.storage, "root", vec!["admin".into()], None)
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let admin = ApiClient::new(&url, &admin).unwrap();
+        let r = admin
+            .trigger(&json!({"pipeline": "p", "namespace": "ci", "source": {"external": {}}}))
+            .unwrap();
+        let runner = ApiClient::new(&url, r.runner_token.as_deref().unwrap()).unwrap();
+        Served {
+            _rt: rt,
+            _dir: dir,
+            admin,
+            runner,
+            ns: r.namespace,
+            name: r.name,
+        }
+    }
+
+    fn line(job: &str, seq: u64) -> SinkLine {
+        SinkLine {
+            job: job.into(),
+            seq,
+            ts_ms: 1_000 + seq as i64,
+            stream: "stdout".into(),
+            line: format!("{job} {seq}"),
+        }
+    }
+
+    #[test]
+    fn a_line_is_delivered_while_the_run_goes_on_and_resending_is_harmless() {
+        let s = served();
+        let sink = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
+        sink.job_state("a", json!({"state": "running"}));
+        sink.log_line(line("a", 1));
+        // No flush: the thread sends it on its own (within the linger time).
+        let end = Instant::now() + Duration::from_secs(20);
+        while s
+            .admin
+            .read_logs(&s.ns, &s.name, "a", 0)
+            .unwrap()
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < end,
+                "the line was not sent without a flush"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Another sink resends from 1 (as runs push does): duplicates are ignored.
+        let again = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
+        for seq in 1..=3 {
+            again.log_line(line("a", seq));
+        }
+        let report = again.flush(Instant::now() + Duration::from_secs(20));
+        assert!(report.is_complete(), "{report:?}");
+        let lines = s.admin.read_logs(&s.ns, &s.name, "a", 0).unwrap();
+        let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(lines[2].ts, "1970-01-01T00:00:01.003Z");
+    }
+
+    #[test]
+    fn a_hole_the_sink_cannot_fill_is_reported() {
+        let s = served();
+        let sink = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
+        // Lines 1 and 2 of job a never reach the sink: the API expects 1.
+        sink.log_line(line("a", 3));
+        sink.log_line(line("a", 4));
+        sink.run_finished(RunPhase::Failed, Some("x".into()));
+        let report = sink.flush(Instant::now() + Duration::from_secs(20));
+        assert_eq!(report.undelivered_lines, 2, "{report:?}");
+        assert!(report.finish_pending, "{report:?}");
+        let error = report.error.unwrap_or_default();
+        assert!(error.contains("expects line 1 of job a"), "{error}");
+    }
 }
