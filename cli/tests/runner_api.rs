@@ -215,3 +215,64 @@ fn runner_sigterm_cancels_runs_finally_and_delivers_the_lines() {
     assert_eq!(run["jobs"]["cleanup"]["state"], "success", "{run}");
     assert_eq!(run["archived"], true, "{run}");
 }
+
+#[test]
+fn runner_reports_a_compile_failure_as_the_compile_pseudo_job() {
+    let api = Api::start();
+    let sw = Sw::fixture("compile-error");
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("broken", &upload, json!({}));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, &ns, &name, &token));
+    out.assert_code(1);
+    // cargo's messages are the pseudo-job's log, the error last.
+    let lines = api.texts(&ns, &name, "compile");
+    assert!(
+        lines.iter().any(|l| l.contains("undefined_thing_xyz")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("compile error: compiling .sparkwing/ failed"),
+        "{lines:?}"
+    );
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["compile"]["state"], "failed", "{run}");
+    assert_eq!(run["archived"], true, "{run}");
+}
+
+#[test]
+fn runner_runs_a_local_source_in_place_and_refuses_git() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let trigger = |source: serde_json::Value| {
+        let body =
+            json!({"pipeline": "lines", "namespace": "ci", "args": {"n": "3"}, "source": source});
+        let (status, v) = api.call(
+            "POST",
+            "/api/v1/runs",
+            &api.admin,
+            Some(body.to_string().into_bytes()),
+        );
+        assert_eq!(status, 201, "{v}");
+        let name = v["name"].as_str().unwrap().to_string();
+        let token = api.runs.runner_token("ci", &name).unwrap();
+        (name, token)
+    };
+    let (name, token) = trigger(json!({"local": {"path": sw.root()}}));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, "ci", &name, &token));
+    out.assert_code(0);
+    assert_eq!(api.texts("ci", &name, "count").len(), 4);
+
+    let (name, token) =
+        trigger(json!({"git": {"url": "https://example.invalid/x.git", "revision": "main"}}));
+    let out = sw.run_cmd(runner_cmd(&sw, &api, "ci", &name, &token));
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("a `git` source is not supported by this runner yet"),
+        "{out}"
+    );
+    assert_eq!(api.run("ci", &name)["jobs"]["source"]["state"], "failed");
+}
