@@ -194,3 +194,44 @@ fn run_profile_api_lost_mid_run_is_pushed_into_the_same_external_run() {
     assert_eq!(run["jobs"]["wait"]["state"], "cancelled", "{run}");
     assert_eq!(run["jobs"]["cleanup"]["state"], "success", "{run}");
 }
+
+#[test]
+fn run_profile_never_sends_a_secret_arg_to_the_api() {
+    let api = Api::start();
+    let mut sw = Sw::fixture("remote");
+    let token = trigger_token(&api);
+    profile(&mut sw, &api.url, &token);
+    let secret = "hunter2-secret-value";
+    let out = sw.sw([
+        "run",
+        "lines",
+        "--profile",
+        "ci",
+        "--n",
+        "2",
+        "--token",
+        secret,
+    ]);
+    out.assert_code(0);
+    let (ns, name) = only_run(&api);
+    assert_eq!(
+        api.texts(&ns, &name, "greet"),
+        ["hello world", "token is ***"]
+    );
+    let run = api.run(&ns, &name);
+    assert_eq!(run["run"]["spec"]["args"]["token"], "***", "{run}");
+    // Nowhere in the API's data: logs, job states, runs, archive.
+    fn walk(dir: &std::path::Path, secret: &str) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, secret);
+            } else {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                assert!(!text.contains(secret), "{} holds the secret", p.display());
+            }
+        }
+    }
+    walk(api.data.path(), secret);
+    assert!(!run.to_string().contains(secret));
+}
