@@ -105,6 +105,12 @@ pub fn trigger_external(
     args: Value,
 ) -> Result<Result<RemoteRun, String>, CliError> {
     let t = target::resolve(profile).map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?;
+    if !t.profile.mirror_local() {
+        eprintln!(
+            "note: profile {:?} has mirror_local: false, which run --profile does not honour yet: the run is recorded locally too (docs/runner.md)",
+            t.name
+        );
+    }
     let mut body = json!({
         "pipeline": pipeline,
         "args": args,
