@@ -161,13 +161,19 @@ pub fn status(args: StatusArgs) -> CmdResult {
             if let Some(args) = spec.and_then(|s| s.get("args")) {
                 println!("args:     {args}");
             }
-            if let Some(m) = v
+            // Why it is in its phase: the `Succeeded` condition (`RunnerLost: …`), once the
+            // run is no longer plainly running.
+            if let Some(c) = v
                 .get("run")
-                .and_then(|r| r.get("status"))
-                .and_then(|s| s.get("message"))
-                .and_then(Value::as_str)
+                .and_then(|r| r.pointer("/status/conditions"))
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Succeeded"))
             {
-                println!("message:  {m}");
+                match (str_of(c, "reason"), str_of(c, "message")) {
+                    ("" | "Pending" | "Running" | "Succeeded", "") => {}
+                    (reason, "") => println!("reason:   {reason}"),
+                    (reason, message) => println!("reason:   {reason}: {message}"),
+                }
             }
             let kept = match (v.get("live"), v.get("archived")) {
                 (Some(Value::Bool(false)), _) => "archived (the PipelineRun is gone)",
