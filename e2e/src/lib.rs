@@ -23,6 +23,7 @@
 pub mod api_task;
 mod bed;
 pub mod binaries;
+pub mod cli;
 mod images;
 mod namespace;
 pub mod node_emulator;
