@@ -1173,3 +1173,57 @@ fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
     assert_eq!(status["conditions"][0]["reason"], "Succeeded");
     assert_eq!(status["observedGeneration"], 3);
 }
+
+#[tokio::test]
+async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
+    let f = fx();
+    let up = f.upload(&[("a", "x")]).await;
+    let (ns, name) = f.trigger_run(&up).await;
+    for (job, state) in [
+        ("build", "running"),
+        ("test", "pending"),
+        ("lint", "success"),
+    ] {
+        let r = f
+            .json(
+                Method::PUT,
+                &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+                &f.admin,
+                json!({"state": state}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+    // While the run goes on, the runner's word stands.
+    f.runs.set_phase(&ns, &name, Phase::Running);
+    let jobs = f
+        .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
+        .await
+        .json()["jobs"]
+        .clone();
+    assert_eq!(jobs["build"]["state"], "running");
+    assert!(jobs["build"].get("settled").is_none());
+
+    // The runner died: open jobs end with the run, finished ones keep their state.
+    f.runs.set_phase(&ns, &name, Phase::Failed);
+    let jobs = f
+        .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
+        .await
+        .json()["jobs"]
+        .clone();
+    assert_eq!(jobs["build"]["state"], "failed");
+    assert_eq!(jobs["build"]["settled"], true);
+    assert_eq!(jobs["test"]["state"], "failed");
+    let why = jobs["build"]["reason"].as_str().unwrap();
+    assert!(why.contains("the run ended Failed"), "{why}");
+    assert_eq!(jobs["lint"]["state"], "success");
+    assert!(jobs["lint"].get("settled").is_none());
+
+    f.runs.set_phase(&ns, &name, Phase::Cancelled);
+    let jobs = f
+        .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
+        .await
+        .json()["jobs"]
+        .clone();
+    assert_eq!(jobs["build"]["state"], "cancelled");
+}

@@ -319,8 +319,66 @@ pub async fn get_run(
         }
     };
     let storage = st.storage.clone();
-    v.jobs = Some(blocking(move || storage.job_states(&ns, &name)).await?);
+    let mut jobs = blocking(move || storage.job_states(&ns, &name)).await?;
+    if v.phase.is_terminal() {
+        let why = v.run.as_ref().map(end_reason).unwrap_or_default();
+        settle_jobs(v.phase, &why, &mut jobs);
+    }
+    v.jobs = Some(jobs);
     Ok(Json(v))
+}
+
+/// `Reason: message` of a finished run's `Succeeded` condition.
+fn end_reason(run: &PipelineRun) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"))
+        .map(|c| {
+            if c.message.is_empty() {
+                c.reason.clone()
+            } else {
+                format!("{}: {}", c.reason, c.message)
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// A finished run whose runner died never reports the end of the jobs it was running: show them
+/// as ended with the run (`cancelled` when the run was cancelled, else `failed`), with the run's
+/// reason and `"settled": true`, instead of `running` forever. What the runner reported stays
+/// stored as it was.
+pub fn settle_jobs(phase: Phase, why: &str, jobs: &mut BTreeMap<String, serde_json::Value>) {
+    for state in jobs.values_mut() {
+        let open = matches!(
+            state.get("state").and_then(|s| s.as_str()),
+            Some("pending" | "running")
+        );
+        if !open {
+            continue;
+        }
+        if let Some(obj) = state.as_object_mut() {
+            let ended = if phase == Phase::Cancelled {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            obj.insert("state".into(), ended.into());
+            obj.insert(
+                "reason".into(),
+                format!(
+                    "the run ended {} before its runner reported this job's end{}",
+                    phase.as_str(),
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
+                )
+                .into(),
+            );
+            obj.insert("settled".into(), true.into());
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
