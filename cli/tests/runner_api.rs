@@ -13,12 +13,23 @@ use std::time::Duration;
 
 /// The runner Job's command and environment, with this test's home and the shared cache.
 fn runner_cmd(sw: &Sw, api: &Api, ns: &str, name: &str, token: &str) -> Command {
-    let mut c = sw.cmd(["runner", "--run", &format!("{ns}/{name}"), "--attempt", "1"]);
+    attempt_cmd(sw, api, ns, name, token, 1)
+}
+
+fn attempt_cmd(sw: &Sw, api: &Api, ns: &str, name: &str, token: &str, attempt: u32) -> Command {
+    let attempt_text = attempt.to_string();
+    let mut c = sw.cmd([
+        "runner",
+        "--run",
+        &format!("{ns}/{name}"),
+        "--attempt",
+        &attempt_text,
+    ]);
     c.env("SPARKWING_API_URL", &api.url)
         .env("SPARKWING_API_TOKEN", token)
         .env("SPARKWING_RUN", name)
         .env("SPARKWING_NAMESPACE", ns)
-        .env("SPARKWING_ATTEMPT", "1")
+        .env("SPARKWING_ATTEMPT", &attempt_text)
         .env("SPARKWING_SKIP_BOX_SLOTS", "1")
         .env("HOME", sw.home());
     c
@@ -275,4 +286,60 @@ fn runner_runs_a_local_source_in_place_and_refuses_git() {
         "{out}"
     );
     assert_eq!(api.run("ci", &name)["jobs"]["source"]["state"], "failed");
+}
+
+/// SIGKILL every process whose environment names the local run `run_id` (the jobs a killed
+/// runner left behind).
+fn kill_jobs_of(run_id: &str) {
+    let needle = format!("SPARKWING_RUN_ID={run_id}\0");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&env).contains(&needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn runner_of_a_later_attempt_continues_the_earlier_attempts_lines() {
+    let api = Api::start();
+    let sw = Sw::fixture("remote");
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("slow", &upload, json!({}));
+    // Attempt 1 is lost after its first lines: SIGKILL, no finish, the token stays valid.
+    let mut first = Running::spawn(attempt_cmd(&sw, &api, &ns, &name, &token, 1));
+    let first_id = first.wait_run_id();
+    api.wait_for(Duration::from_secs(30), "attempt 1's lines", |api| {
+        api.log_jobs(&ns, &name).contains(&"wait".to_string())
+            && api.lines(&ns, &name, "wait").len() == 3
+    });
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.finish_within(Duration::from_secs(30));
+    kill_jobs_of(&first_id);
+
+    // Attempt 2 (a new pod) runs again; its lines follow attempt 1's.
+    let mut second = Running::spawn(attempt_cmd(&sw, &api, &ns, &name, &token, 2));
+    second.wait_run_id();
+    api.wait_for(Duration::from_secs(30), "attempt 2's lines", |api| {
+        api.lines(&ns, &name, "wait").len() == 6
+    });
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    second
+        .finish_within(Duration::from_secs(120))
+        .assert_code(130);
+    assert_eq!(
+        api.texts(&ns, &name, "wait"),
+        ["before 1", "before 2", "before 3", "before 1", "before 2", "before 3"]
+    );
+    assert_eq!(api.texts(&ns, &name, "cleanup"), ["cleanup ran"]);
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["wait"]["state"], "cancelled", "{run}");
 }

@@ -14,6 +14,7 @@ use crate::remote::client::{ApiClient, RemoteError};
 use crate::remote::materialise;
 use crate::remote::sink::ApiSink;
 use futures_util::FutureExt;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,6 +160,30 @@ fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> CmdR
     Err(CliError::new(ExitCode::RunFailed, reason.to_string()))
 }
 
+/// Per job, the last seq an earlier attempt of the run posted (a later attempt's lines follow
+/// them). The API cannot be asked for it directly: read each job's lines once.
+fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let jobs = match client.log_jobs(ns, name) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("warning: cannot read the earlier attempts' logs of {ns}/{name}: {e}; this attempt's first lines may be taken for theirs");
+            return out;
+        }
+    };
+    for job in jobs {
+        match client.read_logs(ns, name, &job, 0) {
+            Ok(lines) => {
+                if let Some(last) = lines.last() {
+                    out.insert(job, last.seq);
+                }
+            }
+            Err(e) => eprintln!("warning: cannot read the earlier log of job {job}: {e}"),
+        }
+    }
+    out
+}
+
 /// `sparkwing runner --run NS/NAME --attempt N`: execute one attempt of a cluster run (the
 /// entry point of the operator's runner Job; docs/runner.md).
 pub fn cluster(args: RunnerArgs) -> CmdResult {
@@ -210,7 +235,12 @@ pub fn cluster(args: RunnerArgs) -> CmdResult {
         ));
     };
     eprintln!("runner: run {ns}/{name}, attempt {attempt}, pipeline {pipeline_name}");
-    let sink = Arc::new(ApiSink::start(client.clone(), ns, name));
+    let offsets = if attempt > 1 {
+        earlier_lines(&client, ns, name)
+    } else {
+        HashMap::new()
+    };
+    let sink = Arc::new(ApiSink::start_after(client.clone(), ns, name, offsets));
     let home = Home::from_env();
 
     // The source.

@@ -12,7 +12,7 @@
 use crate::engine::sink::{FlushReport, RunPhase, RunSink, SinkLine};
 use crate::remote::client::{ApiClient, LogLine, RemoteError};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -90,6 +90,8 @@ impl Shared {
 /// flush first).
 pub struct ApiSink {
     shared: Arc<Shared>,
+    /// Added to a job's seqs: the lines an earlier attempt of the run already posted.
+    offsets: HashMap<String, u64>,
     thread: Option<JoinHandle<()>>,
     namespace: String,
     name: String,
@@ -98,6 +100,18 @@ pub struct ApiSink {
 impl ApiSink {
     /// Start delivering to run `namespace/name` with `client` (holding the run's token).
     pub fn start(client: ApiClient, namespace: &str, name: &str) -> ApiSink {
+        ApiSink::start_after(client, namespace, name, HashMap::new())
+    }
+
+    /// [`ApiSink::start`] for a later attempt of a run: `offsets` holds, per job, the last seq
+    /// the API already has, and the lines of this attempt continue after it (the API ignores
+    /// seqs it has, so restarting at 1 would drop this attempt's first lines).
+    pub fn start_after(
+        client: ApiClient,
+        namespace: &str,
+        name: &str,
+        offsets: HashMap<String, u64>,
+    ) -> ApiSink {
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue::default()),
             cv: Condvar::new(),
@@ -118,6 +132,7 @@ impl ApiSink {
         }
         ApiSink {
             shared,
+            offsets,
             thread,
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -163,11 +178,12 @@ impl RunSink for ApiSink {
         }
         let order = q.next_order;
         q.next_order += 1;
+        let offset = self.offsets.get(&line.job).copied().unwrap_or(0);
         q.lines.push_back((
             order,
             LogLine {
                 job: line.job,
-                seq: line.seq,
+                seq: line.seq + offset,
                 ts: rfc3339_ms(line.ts_ms),
                 stream: line.stream,
                 line: line.line,
