@@ -235,3 +235,49 @@ fn run_profile_never_sends_a_secret_arg_to_the_api() {
     walk(api.data.path(), secret);
     assert!(!run.to_string().contains(secret));
 }
+
+/// With `mirror_local: false` a run the API took whole is not kept locally; one it missed is.
+#[test]
+fn run_profile_without_mirror_local_keeps_only_what_the_api_missed() {
+    let api = Api::start();
+    let mut sw = Sw::fixture("remote");
+    let token = trigger_token(&api);
+    let write = |sw: &mut Sw, url: &str, token: &str| {
+        let path = sw.home().join("profiles.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "default: ci\nprofiles:\n  ci:\n    controller: {url}\n    token_env: SW_TEST_TOKEN\n    namespace: ci\n    mirror_local: false\n"
+            ),
+        )
+        .unwrap();
+        sw.env("SPARKWING_PROFILES", path.to_str().unwrap())
+            .env("SW_TEST_TOKEN", token);
+    };
+    write(&mut sw, &api.url, &token);
+    let out = sw.sw(["run", "lines", "--profile", "ci", "--who", "remote-only"]);
+    out.assert_code(0);
+    let id = out.run_id();
+    assert!(out.stderr.contains("not kept locally"), "{out}");
+    let (ns, name) = only_run(&api);
+    assert_lines_run_on_api(&api, &ns, &name, "remote-only");
+    assert!(
+        !sw.runs_list().iter().any(|r| r["id"] == id.as_str()),
+        "run {id} is still in the local store"
+    );
+    assert!(!sw.run_dir(&id).exists(), "run {id}'s directory remains");
+
+    // The API is down: nothing is lost, the run stays local with the push hint.
+    let down = format!("http://{}", free_addr());
+    write(&mut sw, &down, "swt_whatever");
+    let out = sw.sw(["run", "lines", "--profile", "ci", "--who", "offline"]);
+    out.assert_code(0);
+    let id = out.run_id();
+    assert!(
+        out.stderr
+            .contains(&format!("sparkwing runs push {id} --profile ci")),
+        "{out}"
+    );
+    assert_eq!(sw.listed_run(&id)["status"], "success");
+    assert_eq!(sw.log_records(&id, "count").len(), 1201);
+}

@@ -33,6 +33,14 @@ pub struct RemoteRun {
     pub name: String,
     /// The run's token (`run:<ns>/<name>`); revoked by the API once the run finished.
     pub token: String,
+    /// The profile's `mirror_local`: when false, a run that fully reached the API is removed
+    /// from the local store afterwards (one that did not is kept, for `runs push`).
+    #[serde(default = "mirror_local_default")]
+    pub mirror_local: bool,
+}
+
+fn mirror_local_default() -> bool {
+    true
 }
 
 /// The file, in the local run's directory, naming the external run.
@@ -105,12 +113,6 @@ pub fn trigger_external(
     args: Value,
 ) -> Result<Result<RemoteRun, String>, CliError> {
     let t = target::resolve(profile).map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?;
-    if !t.profile.mirror_local() {
-        eprintln!(
-            "note: profile {:?} has mirror_local: false, which run --profile does not honour yet: the run is recorded locally too (docs/runner.md)",
-            t.name
-        );
-    }
     let mut body = json!({
         "pipeline": pipeline,
         "args": args,
@@ -128,6 +130,7 @@ pub fn trigger_external(
                 namespace: r.namespace,
                 name: r.name,
                 token,
+                mirror_local: t.profile.mirror_local(),
             })),
             None => Err(CliError::new(
                 ExitCode::Api,

@@ -459,6 +459,21 @@ fn after_mirror(
             "run {id} recorded on {} as {}/{}",
             remote.url, remote.namespace, remote.name
         );
+        if !remote.mirror_local {
+            // mirror_local: false — the API has all of it; keep no local copy.
+            match crate::store::Store::open(&home.root)
+                .and_then(|mut s| s.delete_run(id))
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    std::fs::remove_dir_all(home.run_dir(id)).map_err(|e| e.to_string())
+                }) {
+                Ok(()) => eprintln!(
+                    "not kept locally (profile {:?} has mirror_local: false)",
+                    remote.profile
+                ),
+                Err(e) => eprintln!("warning: cannot remove the local copy of run {id}: {e}"),
+            }
+        }
     } else {
         eprintln!(
             "warning: run {id} did not fully reach the API of profile {:?} ({report}); it is recorded locally: push the rest later with `{}`",

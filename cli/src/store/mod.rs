@@ -416,6 +416,16 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Delete a run with its jobs and events (the run's directory is the caller's). Used when a
+    /// run lives elsewhere (`mirror_local: false` after the API took all of it).
+    pub fn delete_run(&mut self, id: &str) -> Result<bool> {
+        self.immediate(|tx| {
+            tx.execute("DELETE FROM events WHERE run_id = ?1", params![id])?;
+            tx.execute("DELETE FROM jobs WHERE run_id = ?1", params![id])?;
+            Ok(tx.execute("DELETE FROM runs WHERE id = ?1", params![id])? > 0)
+        })
+    }
+
     /// Mark a run whose process is gone as failed, and its unfinished jobs as cancelled.
     /// Only touches the run if it is still unfinished (another reader may have got there first).
     pub fn fail_abandoned_run(&mut self, id: &str, reason: &str, now: i64) -> Result<bool> {
