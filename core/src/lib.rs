@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod reconcile;
 pub mod scheduler;
 pub mod state;
+pub mod subpipeline;
 pub mod suggest;
 pub mod time;
 pub mod upload_manifest;

@@ -97,6 +97,33 @@ pub struct JobSpec {
     pub workdir: Option<String>,
     #[serde(default)]
     pub skip: Option<String>,
+    /// Set on a job that starts another pipeline and awaits its result (`docs/subpipelines.md`);
+    /// absent on ordinary jobs (and in every plan of an older SDK).
+    #[serde(default, rename = "await", skip_serializing_if = "Option::is_none")]
+    pub awaits: Option<AwaitSpec>,
+}
+
+/// The sub-pipeline an await job starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitSpec {
+    /// A pipeline name from `sparkwing.yaml`.
+    pub pipeline: String,
+    /// Its args, as text (parsed by the child's declared kinds).
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// Run it on this profile's cluster instead of locally.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+impl AwaitSpec {
+    /// The args as command-line tokens (`--name value`), in name order.
+    pub fn arg_tokens(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .flat_map(|(k, v)| [format!("--{k}"), v.clone()])
+            .collect()
+    }
 }
 
 fn default_backoff_ms() -> u64 {
@@ -117,6 +144,7 @@ impl JobSpec {
             env: BTreeMap::new(),
             workdir: None,
             skip: None,
+            awaits: None,
         }
     }
 
@@ -152,6 +180,25 @@ mod tests {
         assert_eq!(doc.jobs[0].timeout_ms, Some(600_000));
         assert_eq!(doc.jobs[1].skip.as_deref(), Some("not on main"));
         assert_eq!(doc.jobs[1].workdir.as_deref(), Some("crates/app"));
+    }
+
+    #[test]
+    fn await_jobs_parse_and_older_plans_still_do() {
+        let json = r#"{"protocol":1,"entrypoint":"Ship","jobs":[
+            {"id":"deploy","needs":[],"await":{"pipeline":"deploy","args":{"env":"prod"},"profile":"p"}},
+            {"id":"old"}]}"#;
+        let doc: PlanDoc = serde_json::from_str(json).unwrap();
+        let a = doc.jobs[0].awaits.clone().unwrap();
+        assert_eq!(a.pipeline, "deploy");
+        assert_eq!(a.profile.as_deref(), Some("p"));
+        assert_eq!(
+            a.arg_tokens(),
+            vec!["--env".to_string(), "prod".to_string()]
+        );
+        assert_eq!(doc.jobs[1].awaits, None);
+        assert!(!serde_json::to_string(&doc.jobs[1])
+            .unwrap()
+            .contains("await"));
     }
 
     #[test]

@@ -135,10 +135,52 @@ impl Plan {
             env: Vec::new(),
             workdir: None,
             skip: None,
+            awaits: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
         &mut self.jobs[last]
+    }
+
+    /// Adds a job that starts pipeline `pipeline` (a name from `sparkwing.yaml`) as a sub-pipeline
+    /// and awaits its result: the job succeeds when the child run succeeds and fails with the
+    /// child's reason otherwise. Give the child args with [`JobBuilder::pipeline_arg`], and run it
+    /// on a profile's cluster with [`JobBuilder::on_profile`] (for steps that need the cluster's
+    /// credentials); by default it runs locally, like `sparkwing run`.
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.job("build", |job| job.bash("cargo build --release"));
+    ///     p.await_pipeline("deploy", "deploy-prod")
+    ///         .pipeline_arg("env", "prod")
+    ///         .on_profile("prod")
+    ///         .needs(["build"]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// The engine runs such a job itself (see `docs/subpipelines.md`); its body in the pipeline
+    /// binary only reports that the engine is too old to await pipelines.
+    pub fn await_pipeline(
+        &mut self,
+        id: impl Into<String>,
+        pipeline: impl Into<String>,
+    ) -> &mut JobBuilder {
+        let pipeline = pipeline.into();
+        let name = pipeline.clone();
+        let job = self.job(id, move |_| {
+            Err(crate::error::fail(format!(
+                "this job awaits pipeline `{name}`, which the engine runs itself; this sparkwing \
+                 engine is too old to await pipelines (upgrade sparkwing)"
+            )))
+        });
+        job.awaits = Some(AwaitSpec {
+            pipeline,
+            args: Vec::new(),
+            profile: None,
+        });
+        job
     }
 
     /// The entrypoint of the pipeline being planned.
@@ -189,7 +231,16 @@ pub struct JobBuilder {
     env: Vec<(String, String)>,
     workdir: Option<String>,
     skip: Option<String>,
+    awaits: Option<AwaitSpec>,
     body: JobFn,
+}
+
+/// The sub-pipeline an await job starts (see [`Plan::await_pipeline`]).
+#[derive(Debug, Clone, PartialEq)]
+struct AwaitSpec {
+    pipeline: String,
+    args: Vec<(String, String)>,
+    profile: Option<String>,
 }
 
 impl JobBuilder {
@@ -271,13 +322,46 @@ impl JobBuilder {
         &self.id
     }
 
+    /// For a job added with [`Plan::await_pipeline`]: an arg of the sub-pipeline, as it would be
+    /// given on the command line (`--name value`); a repeated name replaces the earlier value. On
+    /// other jobs it does nothing.
+    pub fn pipeline_arg(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> &mut JobBuilder {
+        if let Some(a) = &mut self.awaits {
+            let (name, value) = (name.into(), value.into());
+            match a.args.iter_mut().find(|(k, _)| *k == name) {
+                Some(slot) => slot.1 = value,
+                None => a.args.push((name, value)),
+            }
+        }
+        self
+    }
+
+    /// For a job added with [`Plan::await_pipeline`]: run the sub-pipeline on this profile's
+    /// cluster (`sparkwing pipeline trigger --profile NAME`) instead of locally. On other jobs it
+    /// does nothing.
+    pub fn on_profile(&mut self, profile: impl Into<String>) -> &mut JobBuilder {
+        if let Some(a) = &mut self.awaits {
+            a.profile = Some(profile.into());
+        }
+        self
+    }
+
+    /// The pipeline this job awaits, if it was added with [`Plan::await_pipeline`].
+    pub fn awaited_pipeline(&self) -> Option<&str> {
+        self.awaits.as_ref().map(|a| a.pipeline.as_str())
+    }
+
     fn to_json(&self) -> Value {
         // Clamped to i64 so every JSON reader sees an integer; that is still 292 million years.
         let millis = |d: Duration| Value::Int(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let strings = |items: &[String]| {
             Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect())
         };
-        Value::object([
+        let mut fields = vec![
             ("id", Value::from(self.id.as_str())),
             ("needs", strings(&self.needs)),
             ("retries", Value::from(self.retries)),
@@ -295,7 +379,26 @@ impl JobBuilder {
             ),
             ("workdir", Value::from(self.workdir.as_deref())),
             ("skip", Value::from(self.skip.as_deref())),
-        ])
+        ];
+        // Only await jobs carry the field, so other plans read exactly as before.
+        if let Some(a) = &self.awaits {
+            fields.push((
+                "await",
+                Value::object([
+                    ("pipeline", Value::from(a.pipeline.as_str())),
+                    (
+                        "args",
+                        Value::object(
+                            a.args
+                                .iter()
+                                .map(|(k, v)| (k.as_str(), Value::from(v.as_str()))),
+                        ),
+                    ),
+                    ("profile", Value::from(a.profile.as_deref())),
+                ]),
+            ));
+        }
+        Value::object(fields)
     }
 }
 
@@ -312,6 +415,7 @@ impl fmt::Debug for JobBuilder {
             .field("env", &self.env)
             .field("workdir", &self.workdir)
             .field("skip", &self.skip)
+            .field("awaits", &self.awaits)
             .finish_non_exhaustive()
     }
 }
@@ -369,6 +473,53 @@ mod tests {
             )
         );
         assert!(plan_json(&demo(), "{}").contains(r#""skip":"second reason""#));
+    }
+
+    #[test]
+    fn await_jobs_carry_the_child_pipeline() {
+        let p = Pipeline::new("Ship", |p: &mut Plan, _: &Args| {
+            p.job("build", |_| Ok(()));
+            p.await_pipeline("deploy", "deploy-prod")
+                .pipeline_arg("env", "staging")
+                .pipeline_arg("env", "prod")
+                .on_profile("prod")
+                .needs(["build"]);
+            p.await_pipeline("smoke", "smoke");
+            // On an ordinary job the await settings do nothing.
+            p.job("plain", |_| Ok(()))
+                .pipeline_arg("x", "y")
+                .on_profile("p");
+            assert_eq!(p.jobs[1].awaited_pipeline(), Some("deploy-prod"));
+            assert_eq!(p.jobs[3].awaited_pipeline(), None);
+            Ok(())
+        });
+        let json = plan_json(&p, "{}");
+        assert!(
+            json.contains(concat!(
+                r#""skip":null,"await":{"pipeline":"deploy-prod","args":{"env":"prod"},"#,
+                r#""profile":"prod"}}"#
+            )),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""await":{"pipeline":"smoke","args":{},"profile":null}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#"{"id":"plain","needs":[],"retries":0,"backoff_ms":1000,"timeout_ms":null,"optional":false,"finally":false,"env":{},"workdir":null,"skip":null}"#), "{json}");
+        // The body in the binary only says the engine is too old.
+        let plan = match p.build(&Args::default()) {
+            Ok(plan) => plan,
+            Err(e) => panic!("{e}"),
+        };
+        let body = plan.take_body("deploy").map(|b| {
+            let env = |_: &str| None;
+            let mut job = match crate::job::Job::from_env("deploy", Args::default(), &env) {
+                Ok(j) => j,
+                Err(e) => panic!("{e}"),
+            };
+            b(&mut job).map_err(|e| e.to_string())
+        });
+        assert!(matches!(body, Some(Err(e)) if e.contains("too old to await pipelines")));
     }
 
     #[test]
