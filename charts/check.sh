@@ -67,7 +67,7 @@ print("   %d objects: %s" % (len(docs), " ".join(kinds)))
 ' <<<"$out"
 }
 
-crds="CustomResourceDefinition CustomResourceDefinition"
+crds="CustomResourceDefinition CustomResourceDefinition CustomResourceDefinition"
 check_render "defaults" \
     "$crds ClusterRole ClusterRoleBinding Deployment Role RoleBinding RunnerPool Service Service ServiceAccount ServiceAccount"
 check_render "one namespace, two replicas (leader election)" \

@@ -226,6 +226,9 @@ pub struct TriggeredBy {
     pub host: Option<String>,
     /// The path the request took.
     pub via: TriggerVia,
+    /// The webhook delivery that created the run (`X-GitHub-Delivery`), for `via: webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
 }
 
 /// The path a run request took.

@@ -7,7 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
 };
 use kube::CustomResourceExt;
-use sparkwing_crds::{PipelineRun, RunnerPool};
+use sparkwing_crds::{Pipeline, PipelineRun, RunnerPool};
 
 fn yaml_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("yaml")
@@ -21,7 +21,8 @@ fn committed_yaml_is_up_to_date() {
         names,
         [
             "pipelineruns.sparkwing.dev.yaml",
-            "runnerpools.sparkwing.dev.yaml"
+            "runnerpools.sparkwing.dev.yaml",
+            "pipelines.sparkwing.dev.yaml"
         ]
     );
     let mut stale = Vec::new();
@@ -43,7 +44,9 @@ fn committed_yaml_is_up_to_date() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    assert_eq!(on_disk, names, "unexpected files in crds/yaml");
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(on_disk, expected, "unexpected files in crds/yaml");
 }
 
 #[test]
@@ -321,7 +324,7 @@ fn runnerpool_names_columns_and_rules() {
 #[test]
 fn every_spec_field_is_described() {
     // Field docs are what `kubectl explain` shows.
-    for crd in [PipelineRun::crd(), RunnerPool::crd()] {
+    for crd in [PipelineRun::crd(), RunnerPool::crd(), Pipeline::crd()] {
         let spec = prop(root(&crd), "spec");
         for (name, field) in spec.properties.as_ref().unwrap() {
             let d = field.description.as_deref().unwrap_or("");
@@ -371,10 +374,39 @@ fn crdgen_writes_then_check_catches_drift() {
         "{stderr}"
     );
     assert!(!stderr.contains("pipelineruns"), "{stderr}");
-    // Without --out it prints both documents.
+    // Without --out it prints every document.
     let r = crdgen(&[]);
     let stdout = String::from_utf8_lossy(&r.stdout);
-    assert_eq!(stdout.matches("kind: CustomResourceDefinition").count(), 2);
+    assert_eq!(stdout.matches("kind: CustomResourceDefinition").count(), 3);
     assert_eq!(crdgen(&["--bogus"]).status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pipeline_shows_repository_pipeline_last_run_and_phase() {
+    let crd = Pipeline::crd();
+    assert_eq!(crd.spec.group, "sparkwing.dev");
+    assert_eq!(crd.spec.names.plural, "pipelines");
+    let v = &crd.spec.versions[0];
+    assert_eq!(v.name, "v1alpha1");
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let cols: Vec<(String, String)> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|c| c.priority.unwrap_or(0) == 0)
+        .map(|c| (c.name.clone(), c.json_path.clone()))
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            ("Repository", ".spec.repository"),
+            ("Pipeline", ".spec.pipeline"),
+            ("Last Run", ".status.lastRun.name"),
+            ("Phase", ".status.lastRun.phase"),
+            ("Age", ".metadata.creationTimestamp"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
 }

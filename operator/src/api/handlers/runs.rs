@@ -136,6 +136,7 @@ pub async fn trigger(
                 principal: p.name.clone(),
                 host,
                 via: TriggerVia::Cli,
+                delivery_id: None,
             }),
         },
         status: None,

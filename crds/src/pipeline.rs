@@ -1,0 +1,214 @@
+//! `Pipeline`: a pipeline of a git repository that the cluster runs on its own — today when a
+//! push webhook names the repository and a branch the triggers match.
+//!
+//! The CR decides WHEN a run starts (triggers) and WHERE (runner pool, secrets); the
+//! repository's `.sparkwing/sparkwing.yaml` at the pushed commit decides WHAT runs (the pipeline
+//! definition, its jobs and argument defaults).
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::status::{Condition, Phase};
+use sparkwing_core::time::Time;
+
+/// The label the webhook receiver puts on every PipelineRun it creates for a Pipeline: the
+/// Pipeline's name (in the run's namespace). The operator keeps `status.lastRun` from it.
+pub const PIPELINE_LABEL: &str = "sparkwing.dev/pipeline";
+
+/// Annotation on a webhook-created PipelineRun: the Pipeline's push branch globs, comma-separated,
+/// so the runner can warn when the committed `sparkwing.yaml` says otherwise.
+pub const PUSH_BRANCHES_ANNOTATION: &str = "sparkwing.dev/push-branches";
+
+/// A pipeline of a git repository, run by the cluster when a push to a matching branch arrives
+/// at the webhook endpoint (`POST /webhooks/github`). Each run is a PipelineRun labelled
+/// `sparkwing.dev/pipeline=<this name>` whose source is the pushed commit.
+// Each `printcolumn(...)` repeats `name =`, `type_ =`, ...: not the duplicates clippy means.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sparkwing.dev",
+    version = "v1alpha1",
+    kind = "Pipeline",
+    plural = "pipelines",
+    singular = "pipeline",
+    namespaced,
+    status = "PipelineStatus",
+    shortname = "swpl",
+    category = "sparkwing",
+    derive = "PartialEq",
+    doc = "A pipeline of a git repository that push webhooks start on the cluster.",
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".spec.repository",
+        description = "The git repository"
+    ),
+    printcolumn(
+        name = "Pipeline",
+        type_ = "string",
+        json_path = ".spec.pipeline",
+        description = "The pipeline's name in the repository's sparkwing.yaml"
+    ),
+    printcolumn(
+        name = "Last Run",
+        type_ = "string",
+        json_path = ".status.lastRun.name",
+        description = "The newest PipelineRun of this Pipeline"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.lastRun.phase",
+        description = "The phase of the newest run"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Pool",
+        type_ = "string",
+        json_path = ".spec.runnerPool",
+        description = "The RunnerPool of its runs",
+        priority = 1
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSpec {
+    /// The git repository, as a clone URL (`https://github.com/acme/app.git`, `git@host:acme/app`,
+    /// `git://...`). A push event matches when any of its repository URLs names the same host and
+    /// path (scheme, user, a `.git` suffix and a trailing slash do not matter).
+    #[schemars(length(min = 1, max = 2048))]
+    pub repository: String,
+
+    /// The pipeline to run: its `name` in the repository's `.sparkwing/sparkwing.yaml`.
+    #[schemars(length(min = 1, max = 253))]
+    pub pipeline: String,
+
+    /// The directory holding `.sparkwing/`, relative to the repository root. Unset: the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub path: Option<String>,
+
+    /// When runs start.
+    #[serde(default)]
+    pub triggers: PipelineTriggers,
+
+    /// The RunnerPool (in this namespace) of its runs. Unset: a fresh runner Job per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_pool: Option<String>,
+
+    /// Names of the Secrets (in this namespace) its runs may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+/// What starts a run of the pipeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineTriggers {
+    /// A push to a branch. Unset: pushes start nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushTrigger>,
+}
+
+/// Runs on pushes to matching branches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushTrigger {
+    /// Branch globs (`main`, `release/*`, `feature/**`): `*` matches within one `/`-separated
+    /// segment, `**` across segments, `?` one character. Empty: every branch.
+    #[serde(default)]
+    pub branches: Vec<String>,
+}
+
+/// What the operator observed of the pipeline's runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStatus {
+    /// The newest PipelineRun labelled with this Pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+    /// The generation of the spec this status was written for.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// `Ready`: whether the spec is usable.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// A run of the pipeline, as `status.lastRun` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    /// The PipelineRun's name (in the Pipeline's namespace).
+    pub name: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// When it started running; unset while it waits for a runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub start_time: Option<Time>,
+}
+
+impl PipelineSpec {
+    /// The push branch globs (`None`: no push trigger).
+    pub fn push_branches(&self) -> Option<&[String]> {
+        self.triggers.push.as_ref().map(|p| p.branches.as_slice())
+    }
+
+    /// Problems a schema cannot catch, for the `Ready` condition (empty: usable).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.repository.trim().is_empty() {
+            out.push("spec.repository must not be empty".to_string());
+        }
+        if self.pipeline.trim().is_empty() {
+            out.push("spec.pipeline must not be empty".to_string());
+        }
+        if let Some(p) = &self.path {
+            if p.starts_with('/') || p.split('/').any(|c| c == "..") {
+                out.push(format!(
+                    "spec.path {p:?} must be relative to the repository root, without '..'"
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_in_camel_case() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "https://example.com/acme/app.git",
+            "pipeline": "build",
+            "triggers": {"push": {"branches": ["main", "release/*"]}},
+            "runnerPool": "warm",
+            "secrets": ["deploy-key"]
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.push_branches().unwrap(),
+            &["main".to_string(), "release/*".to_string()]
+        );
+        assert_eq!(spec.runner_pool.as_deref(), Some("warm"));
+        assert!(spec.problems().is_empty());
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["runnerPool"], "warm");
+        assert!(back.get("path").is_none());
+        let bare: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p"
+        }))
+        .unwrap();
+        assert_eq!(bare.push_branches(), None);
+        let bad = PipelineSpec {
+            path: Some("../x".into()),
+            ..bare
+        };
+        assert_eq!(bad.problems().len(), 1);
+    }
+}
