@@ -133,6 +133,11 @@ pub struct RunnerPoolSpec {
 pub const SCRATCH_VOLUME: &str = "scratch";
 /// Where the scratch volume is mounted.
 pub const SCRATCH_PATH: &str = "/tmp";
+/// The warm runner's `downwardAPI` volume (its pod's annotations and labels), which pool volumes
+/// may not use either.
+pub const PODINFO_VOLUME: &str = "sparkwing-podinfo";
+/// Where warm runners mount it.
+pub const PODINFO_PATH: &str = "/etc/sparkwing/podinfo";
 
 fn volume_problems(spec: &RunnerPoolSpec, problems: &mut Vec<String>) {
     let mut names: Vec<&str> = Vec::new();
@@ -141,13 +146,18 @@ fn volume_problems(spec: &RunnerPoolSpec, problems: &mut Vec<String>) {
             problems.push(format!(
                 "spec.volumes: the name {SCRATCH_VOLUME} is reserved for the runner's {SCRATCH_PATH}"
             ));
+        } else if v.name == PODINFO_VOLUME {
+            problems.push(format!(
+                "spec.volumes: the name {PODINFO_VOLUME} is reserved for the warm runner's {PODINFO_PATH}"
+            ));
         } else if names.contains(&v.name.as_str()) {
             problems.push(format!("spec.volumes: {} is declared twice", v.name));
         }
         names.push(&v.name);
     }
     for m in &spec.volume_mounts {
-        if !names.contains(&m.name.as_str()) || m.name == SCRATCH_VOLUME {
+        if !names.contains(&m.name.as_str()) || m.name == SCRATCH_VOLUME || m.name == PODINFO_VOLUME
+        {
             problems.push(format!(
                 "spec.volumeMounts: {} names no volume of spec.volumes",
                 m.name
@@ -306,6 +316,10 @@ mod tests {
             name: "scratch".into(),
             ..Volume::default()
         });
+        bad.volumes.push(Volume {
+            name: "sparkwing-podinfo".into(),
+            ..Volume::default()
+        });
         bad.volume_mounts.push(VolumeMount {
             name: "nope".into(),
             mount_path: "/tmp/".into(),
@@ -313,6 +327,10 @@ mod tests {
         });
         let err = RunnerPool::new("p", bad).intent().unwrap_err();
         assert!(err.contains("the name scratch is reserved"), "{err}");
+        assert!(
+            err.contains("the name sparkwing-podinfo is reserved for the warm runner's"),
+            "{err}"
+        );
         assert!(err.contains("nope names no volume"), "{err}");
         assert!(err.contains("cannot be mounted at /tmp"), "{err}");
     }

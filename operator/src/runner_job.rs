@@ -6,9 +6,14 @@
 //! - Job runner: `sparkwing runner --run <namespace>/<name> --attempt <n>`, with `SPARKWING_RUN`,
 //!   `SPARKWING_NAMESPACE`, `SPARKWING_ATTEMPT` and `SPARKWING_SKIP_BOX_SLOTS=1`.
 //! - Warm runner: `sparkwing runner --warm --pool <namespace>/<pool>`, with `SPARKWING_POOL`,
-//!   `SPARKWING_NAMESPACE` and `POD_NAME`; it waits until the operator claims its pod (label
+//!   `SPARKWING_NAMESPACE`, `POD_NAME`, `SPARKWING_POOL_TOKEN` (the pool credential, from the
+//!   Secret [`pool_token_secret`]) and `SPARKWING_PODINFO_DIR`: a `downwardAPI` volume at
+//!   [`PODINFO_DIR`] whose files `annotations` and `labels` the kubelet rewrites when the pod
+//!   changes. It waits until the operator claims its pod (label
 //!   [`CLAIMED_BY`](crate::labels::CLAIMED_BY), annotations [`ANNOTATION_RUN`] and
-//!   [`ANNOTATION_ATTEMPT`](crate::labels::ANNOTATION_ATTEMPT)), then runs that attempt.
+//!   [`ANNOTATION_ATTEMPT`](crate::labels::ANNOTATION_ATTEMPT)), reading that file (no
+//!   Kubernetes RBAC needed), exchanges the pool token for the run's token at the API, then runs
+//!   that attempt.
 //!
 //! Both run under the restricted Pod Security Standard: non-root uid 65532, no privilege
 //! escalation, every capability dropped, the runtime's default seccomp profile and a read-only root
@@ -18,9 +23,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -61,6 +66,48 @@ pub mod env {
     pub const API_URL: &str = "SPARKWING_API_URL";
     /// The run-scoped token, from the Secret the API creates at trigger.
     pub const API_TOKEN: &str = "SPARKWING_API_TOKEN";
+    /// A warm runner's pool credential (`pool:<ns>/<pool>`), exchanged for a run's token once
+    /// the pod is claimed.
+    pub const POOL_TOKEN: &str = "SPARKWING_POOL_TOKEN";
+    /// Where a warm runner reads its own pod's `annotations` and `labels` (downward API).
+    pub const PODINFO_DIR: &str = "SPARKWING_PODINFO_DIR";
+}
+
+/// The Secret holding a RunnerPool's pool token (the operator keeps it when its API runs in the
+/// same process).
+pub fn pool_token_secret(pool: &str) -> String {
+    format!("{pool}-pool-token")
+}
+
+/// The `downwardAPI` volume of warm pods (pool volumes may not use the name).
+pub const PODINFO_VOLUME: &str = sparkwing_crds::runner_pool::PODINFO_VOLUME;
+/// Where warm pods mount it, read-only.
+pub const PODINFO_DIR: &str = sparkwing_crds::runner_pool::PODINFO_PATH;
+/// Its files: the pod's annotations and labels in the kubelet's format (`key="value"` lines,
+/// the value quoted as a Go string), rewritten atomically when they change.
+pub const PODINFO_ANNOTATIONS: &str = "annotations";
+pub const PODINFO_LABELS: &str = "labels";
+
+fn podinfo_volume() -> Volume {
+    let item = |path: &str, field: &str| DownwardAPIVolumeFile {
+        path: path.to_string(),
+        field_ref: Some(ObjectFieldSelector {
+            api_version: None,
+            field_path: field.to_string(),
+        }),
+        ..DownwardAPIVolumeFile::default()
+    };
+    Volume {
+        name: PODINFO_VOLUME.to_string(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![
+                item(PODINFO_ANNOTATIONS, "metadata.annotations"),
+                item(PODINFO_LABELS, "metadata.labels"),
+            ]),
+            ..DownwardAPIVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 /// The Secret holding a run's runner token (the API creates it when it triggers the run).
@@ -149,14 +196,19 @@ fn env_secret(name: &str, secret: String, key: &str) -> EnvVar {
     }
 }
 
-/// The pool's extra environment first, then ours; a pool variable with one of our names is
-/// dropped, so the contract variables cannot be overridden by accident.
+/// Contract variables a pool's `env` may never set, even where the runner does not set them
+/// (a Job pod has no pool token or podinfo directory).
+const RESERVED_ENV: [&str; 3] = [env::API_TOKEN, env::POOL_TOKEN, env::PODINFO_DIR];
+
+/// The pool's extra environment first, then ours; a pool variable with one of our names (or a
+/// reserved one) is dropped, so the contract variables cannot be overridden by accident.
 fn merge_env(pool: Option<&RunnerPool>, ours: Vec<EnvVar>) -> Vec<EnvVar> {
     let mut out: Vec<EnvVar> = pool
         .map(|p| p.spec.env.clone())
         .unwrap_or_default()
         .into_iter()
         .filter(|e| !ours.iter().any(|o| o.name == e.name))
+        .filter(|e| !RESERVED_ENV.contains(&e.name.as_str()))
         .collect();
     out.extend(ours);
     out
@@ -363,6 +415,14 @@ pub fn build_warm_pod(pool: &RunnerPool, name: &str, defaults: &RunnerDefaults) 
         ]
         .into_iter()
         .chain(api_url_env(defaults))
+        .chain([
+            env_value(env::PODINFO_DIR, PODINFO_DIR),
+            env_secret(
+                env::POOL_TOKEN,
+                pool_token_secret(&pool_name),
+                RUNNER_TOKEN_KEY,
+            ),
+        ])
         .collect(),
     );
     let args = vec![
@@ -371,6 +431,20 @@ pub fn build_warm_pod(pool: &RunnerPool, name: &str, defaults: &RunnerDefaults) 
         "--pool".to_string(),
         format!("{namespace}/{pool_name}"),
     ];
+    let mut spec = pod_spec(Some(pool), defaults, args, env);
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .push(podinfo_volume());
+    if let Some(c) = spec.containers.first_mut() {
+        c.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: PODINFO_VOLUME.to_string(),
+                mount_path: PODINFO_DIR.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+    }
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -380,7 +454,7 @@ pub fn build_warm_pod(pool: &RunnerPool, name: &str, defaults: &RunnerDefaults) 
             owner_references: controller_ref(pool).map(|r| vec![r]),
             ..ObjectMeta::default()
         },
-        spec: Some(pod_spec(Some(pool), defaults, args, env)),
+        spec: Some(spec),
         status: None,
     })
 }
@@ -630,8 +704,13 @@ mod tests {
             env["SPARKWING_API_URL"],
             "http://sparkwing-api.sparkwing-system.svc:8443"
         );
-        // A warm pod does not know its run yet: no run token.
+        // A warm pod does not know its run yet: no run token, but the pool's credential.
         assert!(!env.contains_key("SPARKWING_API_TOKEN"));
+        assert_eq!(
+            env["SPARKWING_POOL_TOKEN"],
+            "<secret fast-pool-token/token optional=true>"
+        );
+        assert_eq!(env["SPARKWING_PODINFO_DIR"], "/etc/sparkwing/podinfo");
         assert_eq!(env["SPARKWING_SKIP_BOX_SLOTS"], "1");
         assert_eq!(
             c.security_context
@@ -640,6 +719,69 @@ mod tests {
                 .read_only_root_filesystem,
             Some(true)
         );
+    }
+
+    #[test]
+    fn warm_pod_reads_its_claim_from_a_downward_api_volume() {
+        let mut pool = RunnerPool::test("fast");
+        // A pool cannot swap the credential or the podinfo directory either.
+        pool.spec.env = vec![
+            env_value("SPARKWING_POOL_TOKEN", "stolen"),
+            env_value("SPARKWING_PODINFO_DIR", "/tmp/fake"),
+        ];
+        let pod = build_warm_pod(&pool, "fast-19a-0", &defaults()).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        let vol = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "sparkwing-podinfo")
+            .expect("the podinfo volume");
+        let items: Vec<(&str, &str)> = vol
+            .downward_api
+            .as_ref()
+            .unwrap()
+            .items
+            .iter()
+            .flatten()
+            .map(|i| {
+                (
+                    i.path.as_str(),
+                    i.field_ref.as_ref().unwrap().field_path.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("annotations", "metadata.annotations"),
+                ("labels", "metadata.labels")
+            ]
+        );
+        let c = &spec.containers[0];
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "sparkwing-podinfo")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/sparkwing/podinfo");
+        assert_eq!(mount.read_only, Some(true));
+        let env = env_of(c);
+        assert_eq!(env["SPARKWING_PODINFO_DIR"], "/etc/sparkwing/podinfo");
+        assert_eq!(
+            env["SPARKWING_POOL_TOKEN"],
+            "<secret fast-pool-token/token optional=true>"
+        );
+        // Job pods know their run from the start: no podinfo volume, no pool credential.
+        let job = build_job(&PipelineRun::test("r1"), Some(&pool), 1, &defaults()).unwrap();
+        let job_pod = pod_of(&job);
+        assert!(!job_pod
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "sparkwing-podinfo"));
+        assert!(!env_of(&job_pod.containers[0]).contains_key("SPARKWING_PODINFO_DIR"));
     }
 
     #[test]
@@ -690,12 +832,14 @@ mod tests {
                 .iter()
                 .flatten()
                 .map(|v| v.name.as_str())
+                .filter(|n| *n != PODINFO_VOLUME)
                 .collect();
             assert_eq!(names, ["scratch", "cargo"]);
             let mounts: Vec<(&str, &str)> = spec.containers[0]
                 .volume_mounts
                 .iter()
                 .flatten()
+                .filter(|m| m.name != PODINFO_VOLUME)
                 .map(|m| (m.name.as_str(), m.mount_path.as_str()))
                 .collect();
             assert_eq!(mounts, [("scratch", "/tmp"), ("cargo", "/cache/cargo")]);
