@@ -112,12 +112,14 @@ impl ApiTask {
         })
     }
 
-    /// `config` with this API: runners get `SPARKWING_API_URL` = [`ApiTask::url`], and finished
-    /// runs are archived here before their TTL deletion (as `sparkwing-operator --api-addr` does).
+    /// `config` with this API: runners get `SPARKWING_API_URL` = [`ApiTask::url`], finished
+    /// runs are archived here before their TTL deletion, and RunnerPools get their pool token
+    /// Secret minted here (as `sparkwing-operator --api-addr` does).
     pub fn configure(&self, config: Config) -> Config {
         config
             .runner_api_url(self.url.clone())
             .archive(self.state.storage.clone())
+            .pool_tokens(&self.state)
     }
 
     /// The API's data directory.

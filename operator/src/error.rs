@@ -31,6 +31,10 @@ pub enum Error {
     #[error("archiving {run} before deleting it: {message}")]
     Archive { run: String, message: String },
 
+    /// The in-process API could not mint a pool's token (its data directory).
+    #[error("minting the pool token of {pool}: {message}")]
+    PoolToken { pool: String, message: String },
+
     /// Another replica took the leader Lease; this one must stop writing.
     #[error("lost the leader Lease {0}")]
     LeadershipLost(String),
@@ -49,6 +53,7 @@ impl Error {
             Error::MissingObjectKey { .. } => "missing_object_key",
             Error::NameTaken { .. } => "name_taken",
             Error::Archive { .. } => "archive",
+            Error::PoolToken { .. } => "pool_token",
             Error::LeadershipLost(_) => "leadership_lost",
         }
     }

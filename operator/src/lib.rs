@@ -42,6 +42,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod pool_claim;
+pub mod pool_token;
 pub mod runner_job;
 pub mod status;
 
@@ -82,6 +83,10 @@ pub struct Config {
     /// The in-process API's storage (`--api-addr`): a finished run is archived there before its
     /// `ttlSecondsAfterFinished` deletion, so the API still lists and reads it.
     pub archive: Option<Arc<api::Storage>>,
+    /// The in-process API's token table (`--api-addr`): the operator keeps each RunnerPool's pool
+    /// token Secret (`<pool>-pool-token`) with it. Without it warm runners cannot get their run's
+    /// token (see docs/operator.md).
+    pub pool_tokens: Option<pool_token::PoolTokens>,
 }
 
 impl Config {
@@ -96,6 +101,7 @@ impl Config {
             instance: None,
             metrics: Arc::new(Metrics::default()),
             archive: None,
+            pool_tokens: None,
         }
     }
 
@@ -117,6 +123,16 @@ impl Config {
     #[must_use]
     pub fn archive(mut self, storage: Arc<api::Storage>) -> Self {
         self.archive = Some(storage);
+        self
+    }
+
+    /// Mint and keep pool tokens for warm runners with this API state's token table.
+    #[must_use]
+    pub fn pool_tokens(mut self, state: &api::ApiState) -> Self {
+        self.pool_tokens = Some(pool_token::PoolTokens {
+            storage: state.storage.clone(),
+            tokens: state.tokens.clone(),
+        });
         self
     }
 
@@ -190,7 +206,8 @@ pub async fn run_controllers(
             },
             runs.clone(),
         )
-        .with_archive(config.archive.clone()),
+        .with_archive(config.archive.clone())
+        .with_pool_tokens(config.pool_tokens.clone()),
     );
     let run_loop =
         controller::run::run(run_controller, ctx.clone(), shutdown.clone()).for_each(|()| async {});

@@ -171,6 +171,8 @@ async fn main() -> anyhow::Result<()> {
             }
             // Finished runs are archived before their TTL deletion.
             config.archive = Some(state.storage.clone());
+            // Warm runners' pool tokens are minted by this API.
+            config = config.pool_tokens(&state);
             Some(tokio::spawn(api::serve(addr, state, shutdown.clone())))
         }
     };

@@ -7,8 +7,10 @@
 //! next request.
 //!
 //! Scopes: `runs:read` (list and read runs and logs), `runs:trigger` (upload sources, trigger and
-//! cancel runs), `admin` (everything, plus tokens and GC), and `run:<ns>/<name>`, held only by the
-//! runner token minted for that run: read that run's upload, post its logs and job states.
+//! cancel runs), `admin` (everything, plus tokens and GC), `run:<ns>/<name>`, held only by the
+//! runner token minted for that run: read that run's upload, post its logs and job states, and
+//! `pool:<ns>/<pool>`, held only by a RunnerPool's pool token: exchange it, for a warm pod of that
+//! pool claimed by a run, for that run's runner token (`POST /api/v1/pools/{ns}/{pool}/claims`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -35,14 +37,26 @@ pub enum Scope {
         namespace: String,
         name: String,
     },
+    /// The warm runners of one RunnerPool.
+    Pool {
+        namespace: String,
+        name: String,
+    },
 }
 
-/// Scopes an admin may grant (`run:` scopes are minted by the server only).
+/// Scopes an admin may grant (`run:` and `pool:` scopes are minted by the server only).
 pub const GRANTABLE_SCOPES: &[&str] = &["runs:read", "runs:trigger", "admin"];
 
 impl Scope {
     pub fn run(namespace: &str, name: &str) -> Scope {
         Scope::Run {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pool(namespace: &str, name: &str) -> Scope {
+        Scope::Pool {
             namespace: namespace.to_string(),
             name: name.to_string(),
         }
@@ -54,8 +68,14 @@ impl Scope {
             "runs:trigger" => Some(Scope::RunsTrigger),
             "admin" => Some(Scope::Admin),
             _ => {
-                let (ns, name) = s.strip_prefix("run:")?.split_once('/')?;
-                (!ns.is_empty() && !name.is_empty()).then(|| Scope::run(ns, name))
+                let (make, rest): (fn(&str, &str) -> Scope, &str) =
+                    if let Some(rest) = s.strip_prefix("run:") {
+                        (Scope::run, rest)
+                    } else {
+                        (Scope::pool, s.strip_prefix("pool:")?)
+                    };
+                let (ns, name) = rest.split_once('/')?;
+                (!ns.is_empty() && !name.is_empty()).then(|| make(ns, name))
             }
         }
     }
@@ -68,6 +88,7 @@ impl fmt::Display for Scope {
             Scope::RunsTrigger => f.write_str("runs:trigger"),
             Scope::Admin => f.write_str("admin"),
             Scope::Run { namespace, name } => write!(f, "run:{namespace}/{name}"),
+            Scope::Pool { namespace, name } => write!(f, "pool:{namespace}/{name}"),
         }
     }
 }
@@ -279,6 +300,12 @@ impl TokenStore {
     /// Revoke by id. `Ok(false)`: no such token.
     pub fn revoke(&self, storage: &Storage, id: &str) -> Result<bool, TokenError> {
         self.revoke_where(storage, |t| t.id == id).map(|n| n > 0)
+    }
+
+    /// The live record of `token` when it holds `scope`.
+    pub fn lookup_scoped(&self, token: &str, scope: &str) -> Option<TokenRecord> {
+        self.lookup(token)
+            .filter(|r| r.scopes.iter().any(|s| s == scope))
     }
 
     /// Revoke every token holding exactly `scope` (a run's runner tokens).

@@ -34,7 +34,7 @@ pub use auth::{Principal, Scope, TokenStore};
 pub use error::ApiError;
 pub use manifest::{Manifest, ManifestLimits};
 pub use metrics::ApiMetrics;
-pub use runs::{BackendError, KubeRuns, MemoryRuns, RunBackend};
+pub use runs::{BackendError, KubeRuns, MemoryRuns, PodClaim, RunBackend};
 pub use storage::Storage;
 
 /// Request and storage limits.
@@ -176,7 +176,7 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    use handlers::{admin, logs, runs as r, uploads};
+    use handlers::{admin, logs, pools, runs as r, uploads};
     let api = Router::new()
         .route("/api/v1/whoami", get(admin::whoami))
         .route("/api/v1/uploads", post(uploads::create_upload))
@@ -193,6 +193,7 @@ pub fn router(state: ApiState) -> Router {
             post(logs::ingest).get(logs::read),
         )
         .route("/api/v1/runs/{ns}/{name}/logs/stream", get(logs::follow))
+        .route("/api/v1/pools/{ns}/{pool}/claims", post(pools::claim))
         .route(
             "/api/v1/admin/tokens",
             post(admin::create_token).get(admin::list_tokens),

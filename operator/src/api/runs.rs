@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -34,6 +34,38 @@ pub enum BackendError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Other(String),
+}
+
+/// What the API may know of a warm runner pod: the RunnerPool that controls it and, once the
+/// operator claimed it, the run and attempt its claim names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodClaim {
+    /// The pod's controller, a RunnerPool of the pod's namespace.
+    pub pool: String,
+    /// `(run, attempt)` from the claim's annotations; `None` while the pod is idle.
+    pub claim: Option<(String, u32)>,
+}
+
+/// The claim of `pod` as the operator wrote it (pure): `None` unless a RunnerPool controls it.
+pub fn pod_claim_of(pod: &Pod) -> Option<PodClaim> {
+    let pool = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "RunnerPool")?
+        .name
+        .clone();
+    let claimed = pod.labels().contains_key(crate::labels::CLAIMED_BY);
+    let a = pod.annotations();
+    let claim = match (
+        claimed,
+        a.get(crate::labels::ANNOTATION_RUN),
+        a.get(crate::labels::ANNOTATION_ATTEMPT)
+            .and_then(|n| n.parse::<u32>().ok()),
+    ) {
+        (true, Some(run), Some(attempt)) => Some((run.clone(), attempt)),
+        _ => None,
+    };
+    Some(PodClaim { pool, claim })
 }
 
 /// PipelineRun create/get/list/cancel, and the home of runner tokens.
@@ -73,6 +105,13 @@ pub trait RunBackend: Send + Sync + 'static {
         run: &'a PipelineRun,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// The pool and claim of the pod `pod` in `ns` ([`pod_claim_of`]); `None` when there is no
+    /// such pod or no RunnerPool controls it.
+    fn pod_claim<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PodClaim>, BackendError>>;
 }
 
 /// The field manager of the API's status writes (the end of external runs).
@@ -250,14 +289,27 @@ impl RunBackend for KubeRuns {
         }
         .boxed()
     }
+
+    fn pod_claim<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PodClaim>, BackendError>> {
+        async move {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            Ok(api.get_opt(pod).await?.as_ref().and_then(pod_claim_of))
+        }
+        .boxed()
+    }
 }
 
-/// Runs in a map. Tests reach in with [`MemoryRuns::set_phase`], [`MemoryRuns::delete`] and
-/// [`MemoryRuns::runner_token`].
+/// Runs in a map. Tests reach in with [`MemoryRuns::set_phase`], [`MemoryRuns::delete`],
+/// [`MemoryRuns::runner_token`] and [`MemoryRuns::set_pod_claim`].
 #[derive(Default)]
 pub struct MemoryRuns {
     runs: Mutex<BTreeMap<(String, String), PipelineRun>>,
     tokens: Mutex<BTreeMap<(String, String), String>>,
+    pods: Mutex<BTreeMap<(String, String), PodClaim>>,
 }
 
 impl MemoryRuns {
@@ -314,6 +366,14 @@ impl MemoryRuns {
     /// The runner token stored for a run.
     pub fn runner_token(&self, ns: &str, name: &str) -> Option<String> {
         self.tokens.lock().ok()?.get(&Self::key(ns, name)).cloned()
+    }
+
+    /// Play the operator: the warm pod `pod` of `ns` belongs to `claim.pool` (and is claimed when
+    /// `claim.claim` says so).
+    pub fn set_pod_claim(&self, ns: &str, pod: &str, claim: PodClaim) {
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.insert(Self::key(ns, pod), claim);
+        }
     }
 }
 
@@ -435,6 +495,19 @@ impl RunBackend for MemoryRuns {
                     token.to_string(),
                 );
             })
+            .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn pod_claim<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PodClaim>, BackendError>> {
+        let result = self
+            .pods
+            .lock()
+            .map(|pods| pods.get(&Self::key(ns, pod)).cloned())
             .map_err(|_| poisoned());
         async move { result }.boxed()
     }

@@ -51,6 +51,8 @@ pub struct Context {
     written: Mutex<HashMap<String, (String, RunStatus)>>,
     /// Where finished runs are archived before their TTL deletion (the in-process API's storage).
     pub archive: Option<Arc<crate::api::Storage>>,
+    /// Where pool tokens are minted (the in-process API), `None` without an API.
+    pub pool_tokens: Option<crate::pool_token::PoolTokens>,
 }
 
 impl Context {
@@ -70,6 +72,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             archive: None,
+            pool_tokens: None,
         }
     }
 
@@ -77,6 +80,13 @@ impl Context {
     #[must_use]
     pub fn with_archive(mut self, storage: Option<Arc<crate::api::Storage>>) -> Self {
         self.archive = storage;
+        self
+    }
+
+    /// Keep pool token Secrets with this token table.
+    #[must_use]
+    pub fn with_pool_tokens(mut self, minter: Option<crate::pool_token::PoolTokens>) -> Self {
+        self.pool_tokens = minter;
         self
     }
 

@@ -199,6 +199,18 @@ async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<A
         }
     }
 
+    // The pool credential first: warm pods read it when their container is created.
+    match &ctx.pool_tokens {
+        Some(minter) => {
+            crate::pool_token::ensure(&ctx.client, &pool, minter).await?;
+        }
+        None if intent.min_idle > 0 => tracing::debug!(
+            pool = %name,
+            "no in-process API: warm runners get no pool token (see docs/operator.md)"
+        ),
+        None => {}
+    }
+
     let runners: Vec<PoolRunner> = views.iter().map(|(_, v)| v.runner.clone()).collect();
     let decision = reconcile_pool(&warm_pod_prefix(&name), &intent, &prev, &runners, &[], now);
     let mut raced = false;

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod logs;
+pub mod pools;
 pub mod runs;
 pub mod uploads;

@@ -151,19 +151,7 @@ pub async fn trigger(
     let external = matches!(run.spec.source, Source::External(_));
     let created = st.runs.create(run).await?;
     // The runner's credential: this run only.
-    let scope = Scope::run(&namespace, &name).to_string();
-    let storage = st.storage.clone();
-    let tokens = st.tokens.clone();
-    let principal = format!("runner:{namespace}/{name}");
-    let (token, _) = blocking(move || {
-        tokens.create(
-            &storage,
-            &principal,
-            vec![scope],
-            Some(RunnerGrant { upload }),
-        )
-    })
-    .await?;
+    let token = mint_runner_token(&st, &namespace, &name, upload).await?;
     // An external run's executor gets its token in the answer; a runner on the cluster reads it
     // from the Secret the runner Job mounts.
     let runner_token = if external {
@@ -182,6 +170,30 @@ pub async fn trigger(
             runner_token,
         }),
     ))
+}
+
+/// Mint a runner token of the run `ns/name`: the single scope `run:<ns>/<name>`, and the run's
+/// upload (if its source is one) as the only upload it may read.
+pub async fn mint_runner_token(
+    st: &ApiState,
+    ns: &str,
+    name: &str,
+    upload: Option<String>,
+) -> Result<String, ApiError> {
+    let scope = Scope::run(ns, name).to_string();
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let principal = format!("runner:{ns}/{name}");
+    let (token, _) = blocking(move || {
+        tokens.create(
+            &storage,
+            &principal,
+            vec![scope],
+            Some(RunnerGrant { upload }),
+        )
+    })
+    .await?;
+    Ok(token)
 }
 
 /// A run as the API shows it.
