@@ -282,6 +282,7 @@ mod tests {
             namespace: "ci".into(),
             name: "x-1".into(),
             token: "swr_secret".into(),
+            mirror_local: true,
         };
         r.save(dir.path()).unwrap();
         let mode = std::fs::metadata(RemoteRun::path(dir.path()))

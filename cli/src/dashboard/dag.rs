@@ -183,6 +183,7 @@ mod tests {
             finished_at: None,
             exit_code: None,
             outputs: None,
+            child_run: None,
         }
     }
 

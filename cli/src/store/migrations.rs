@@ -55,4 +55,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, seq)
     );
     "#,
+    // 2: sub-pipelines: a run started by another run's job records that parent; the awaiting
+    // job records the child run it started (a local run id, or `namespace/name` on a cluster).
+    r#"
+    ALTER TABLE runs ADD COLUMN parent_run_id TEXT;
+    ALTER TABLE runs ADD COLUMN parent_job TEXT;
+    ALTER TABLE jobs ADD COLUMN child_run TEXT;
+    "#,
 ];

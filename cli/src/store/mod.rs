@@ -290,6 +290,33 @@ impl Store {
         })
     }
 
+    /// Record that run `id` was started by job `parent_job` of run `parent_run_id`.
+    pub fn set_run_parent(
+        &mut self,
+        id: &str,
+        parent_run_id: &str,
+        parent_job: &str,
+    ) -> Result<()> {
+        self.immediate(|tx| {
+            tx.execute(
+                "UPDATE runs SET parent_run_id = ?2, parent_job = ?3 WHERE id = ?1",
+                params![id, parent_run_id, parent_job],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Record the sub-pipeline run an await job started.
+    pub fn set_job_child(&mut self, run_id: &str, job_id: &str, child_run: &str) -> Result<()> {
+        self.immediate(|tx| {
+            tx.execute(
+                "UPDATE jobs SET child_run = ?3 WHERE run_id = ?1 AND job_id = ?2",
+                params![run_id, job_id, child_run],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Append an event; returns its sequence number within the run (1, 2, ...).
     pub fn append_event(
         &mut self,

@@ -64,6 +64,10 @@ pub struct RunRecord {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub log_dir: String,
+    /// The run whose job started this one as a sub-pipeline.
+    pub parent_run_id: Option<String>,
+    /// That job's id.
+    pub parent_job: Option<String>,
 }
 
 impl RunRecord {
@@ -90,6 +94,8 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
     pub exit_code: Option<i32>,
     pub outputs: Option<serde_json::Value>,
+    /// The sub-pipeline run this job started (await jobs only).
+    pub child_run: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -104,10 +110,10 @@ pub struct EventRecord {
 
 pub(super) const RUN_COLUMNS: &str = "id, pipeline, entrypoint, status, args_json, repo_root, \
     git_branch, git_commit, host, user, pid, runner, created_at, started_at, finished_at, \
-    exit_code, error, log_dir";
+    exit_code, error, log_dir, parent_run_id, parent_job";
 
 pub(super) const JOB_COLUMNS: &str = "run_id, job_id, position, needs_json, optional, is_finally, \
-    state, reason, attempt, started_at, finished_at, exit_code, outputs_json";
+    state, reason, attempt, started_at, finished_at, exit_code, outputs_json, child_run";
 
 fn text_column<T: std::str::FromStr>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
 where
@@ -146,6 +152,8 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         exit_code: row.get(15)?,
         error: row.get(16)?,
         log_dir: row.get(17)?,
+        parent_run_id: row.get(18)?,
+        parent_job: row.get(19)?,
     })
 }
 
@@ -174,6 +182,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         finished_at: row.get(10)?,
         exit_code: row.get(11)?,
         outputs: outputs.and_then(|s| serde_json::from_str(&s).ok()),
+        child_run: row.get(13)?,
     })
 }
 

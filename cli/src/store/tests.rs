@@ -146,3 +146,48 @@ fn migrations_set_user_version() {
     // Re-opening an up-to-date store is a no-op.
     Store::open(dir.path()).unwrap();
 }
+
+#[test]
+fn sub_pipeline_links_and_a_version_1_store_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store written by a binary with schema version 1 (before sub-pipelines).
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        conn.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, pipeline, entrypoint, status, args_json, repo_root, host, user,
+                pid, runner, created_at, log_dir)
+             VALUES ('run-old', 'p', 'E', 'success', '{}', '/r', 'h', 'u', 1, 'process', 5, '/l')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(dir.path()).unwrap();
+    let old = s.find_run("run-old").unwrap();
+    assert_eq!((old.parent_run_id, old.parent_job), (None, None));
+    s.create_run(&new_run("run-parent", "ship", 10)).unwrap();
+    s.create_run(&new_run("run-child", "deploy", 11)).unwrap();
+    s.insert_jobs(
+        "run-parent",
+        &[NewJob {
+            id: "deploy".into(),
+            needs: vec![],
+            optional: false,
+            finally: false,
+        }],
+    )
+    .unwrap();
+    s.set_run_parent("run-child", "run-parent", "deploy")
+        .unwrap();
+    s.set_job_child("run-parent", "deploy", "run-child")
+        .unwrap();
+    let child = s.find_run("run-child").unwrap();
+    assert_eq!(child.parent_run_id.as_deref(), Some("run-parent"));
+    assert_eq!(child.parent_job.as_deref(), Some("deploy"));
+    assert_eq!(
+        s.jobs("run-parent").unwrap()[0].child_run.as_deref(),
+        Some("run-child")
+    );
+    assert_eq!(s.find_run("run-parent").unwrap().parent_run_id, None);
+}
