@@ -74,6 +74,12 @@ struct Args {
     /// Uploads and blobs younger than this many seconds survive the API's garbage collection.
     #[arg(long, default_value_t = 3600)]
     gc_grace_seconds: u64,
+
+    /// A file holding the push webhooks' shared secret (`POST /webhooks/github`, see
+    /// docs/webhooks.md); SPARKWING_WEBHOOK_SECRET gives the secret itself. Without either,
+    /// webhook deliveries are answered 500.
+    #[arg(long, env = "SPARKWING_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -169,6 +175,26 @@ async fn main() -> anyhow::Result<()> {
                     tracing::info!(file = %path.display(), "registered the bootstrap admin token");
                 }
             }
+            let webhook_secret = match &args.webhook_secret_file {
+                Some(path) => Some(
+                    api::pipelines::read_webhook_secret(path)
+                        .context("reading the webhook secret")?,
+                ),
+                None => std::env::var("SPARKWING_WEBHOOK_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .map(String::into_bytes),
+            };
+            if webhook_secret.is_none() {
+                tracing::warn!("no webhook secret (--webhook-secret-file, SPARKWING_WEBHOOK_SECRET): POST /webhooks/github answers 500");
+            }
+            let state = state.with_webhooks(api::Webhooks::new(
+                webhook_secret,
+                Arc::new(api::KubePipelines::new(
+                    client.clone(),
+                    config.namespace.clone(),
+                )),
+            ));
             // Finished runs are archived before their TTL deletion.
             config.archive = Some(state.storage.clone());
             // Warm runners' pool tokens are minted by this API.

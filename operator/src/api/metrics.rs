@@ -9,6 +9,11 @@
 //! | `sparkwing_api_log_lines_total` | counter | |
 //! | `sparkwing_api_runs_triggered_total` | counter | |
 //! | `sparkwing_api_gc_blobs_deleted_total` | counter | |
+//! | `sparkwing_api_webhook_deliveries_total` | counter | |
+//! | `sparkwing_api_webhook_runs_created_total` | counter | |
+//! | `sparkwing_api_webhook_ignored_total` | counter | |
+//! | `sparkwing_api_webhook_redeliveries_total` | counter | |
+//! | `sparkwing_api_webhook_rejected_total` | counter | |
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +33,11 @@ pub struct ApiMetrics {
     pub log_lines: AtomicU64,
     pub runs_triggered: AtomicU64,
     pub gc_blobs_deleted: AtomicU64,
+    pub webhook_deliveries: AtomicU64,
+    pub webhook_runs_created: AtomicU64,
+    pub webhook_ignored: AtomicU64,
+    pub webhook_redeliveries: AtomicU64,
+    pub webhook_rejected: AtomicU64,
 }
 
 impl ApiMetrics {
@@ -97,6 +107,31 @@ impl ApiMetrics {
                 "sparkwing_api_gc_blobs_deleted_total",
                 "Blobs deleted by garbage collection.",
                 &self.gc_blobs_deleted,
+            ),
+            (
+                "sparkwing_api_webhook_deliveries_total",
+                "Webhook deliveries with a valid signature.",
+                &self.webhook_deliveries,
+            ),
+            (
+                "sparkwing_api_webhook_runs_created_total",
+                "PipelineRuns created by webhook deliveries.",
+                &self.webhook_runs_created,
+            ),
+            (
+                "sparkwing_api_webhook_ignored_total",
+                "Webhook deliveries that started nothing (tags, deletions, other events, no matching Pipeline).",
+                &self.webhook_ignored,
+            ),
+            (
+                "sparkwing_api_webhook_redeliveries_total",
+                "Webhook deliveries seen before (answered with the runs they created).",
+                &self.webhook_redeliveries,
+            ),
+            (
+                "sparkwing_api_webhook_rejected_total",
+                "Webhook deliveries refused (no secret configured, bad signature, malformed payload, errors).",
+                &self.webhook_rejected,
             ),
         ] {
             let _ = writeln!(

@@ -12,11 +12,15 @@ pub mod error;
 mod handlers;
 pub mod manifest;
 pub mod metrics;
+pub mod pipelines;
 pub mod runs;
 pub mod storage;
+pub mod webhook;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod webhook_tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +38,7 @@ pub use auth::{Principal, Scope, TokenStore};
 pub use error::ApiError;
 pub use manifest::{Manifest, ManifestLimits};
 pub use metrics::ApiMetrics;
+pub use pipelines::{KubePipelines, MemoryPipelines, PipelineBackend, Webhooks};
 pub use runs::{BackendError, KubeRuns, MemoryRuns, PodClaim, RunBackend};
 pub use storage::Storage;
 
@@ -127,6 +132,8 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// Woken on every log ingest, for followers.
     pub log_notify: Arc<Notify>,
+    /// The push webhook's secret and Pipelines ([`ApiState::with_webhooks`]).
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl ApiState {
@@ -145,7 +152,16 @@ impl ApiState {
             metrics: Arc::new(ApiMetrics::default()),
             config: Arc::new(config),
             log_notify: Arc::new(Notify::new()),
+            webhooks: Arc::new(Webhooks::default()),
         })
+    }
+
+    /// Receive push webhooks with this secret and these Pipelines (without: every delivery is
+    /// answered 500, saying how to configure a secret).
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = Arc::new(webhooks);
+        self
     }
 
     /// Register the admin token in `path` (its content, trimmed), unless it is already known.
@@ -176,7 +192,7 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    use handlers::{admin, logs, pools, runs as r, uploads};
+    use handlers::{admin, logs, pools, runs as r, uploads, webhooks};
     let api = Router::new()
         .route("/api/v1/whoami", get(admin::whoami))
         .route("/api/v1/uploads", post(uploads::create_upload))
@@ -200,6 +216,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route("/api/v1/admin/gc", post(admin::gc))
+        .route("/webhooks/github", post(webhooks::github))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics_text))

@@ -5,3 +5,4 @@ pub mod logs;
 pub mod pools;
 pub mod runs;
 pub mod uploads;
+pub mod webhooks;

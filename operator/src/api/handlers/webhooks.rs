@@ -1,0 +1,257 @@
+//! `POST /webhooks/github`: GitHub-compatible push deliveries (no bearer token: the body's
+//! HMAC-SHA256 signature is the authentication). The decision is `api::webhook::decide`; this
+//! module reads the request, lists the Pipelines, creates the runs and remembers the delivery.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sparkwing_crds::pipeline_run::{PipelineRun, Source};
+
+use crate::api::auth::now_rfc3339;
+use crate::api::handlers::runs::mint_runner_token;
+use crate::api::runs::BackendError;
+use crate::api::webhook::{
+    self, Decision, PayloadError, SignatureError, DELIVERY_HEADER, EVENT_HEADER,
+    PIPELINE_ANNOTATION, SIGNATURE_HEADER,
+};
+use crate::api::{blocking, read_body, ApiError, ApiMetrics, ApiState};
+
+/// The largest delivery accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
+pub const WEBHOOK_BODY_LIMIT: usize = 1 << 20;
+
+/// What a delivery can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no webhook secret is configured: start sparkwing-operator with --webhook-secret-file <file> (or set SPARKWING_WEBHOOK_SECRET) holding the secret configured on the webhook")]
+    NotConfigured,
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<BackendError> for WebhookError {
+    fn from(e: BackendError) -> Self {
+        WebhookError::Api(e.into())
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            WebhookError::NotConfigured => {
+                tracing::error!("webhook delivery refused: {self}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "webhook_not_configured")
+            }
+            WebhookError::Signature(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            WebhookError::Payload(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            WebhookError::Api(e) => return e_response(e),
+        };
+        (
+            status,
+            Json(json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+fn e_response(e: &ApiError) -> Response {
+    // ApiError is not Clone; rebuild the answer from its parts (and its logging).
+    let status = e.status();
+    let message = match status {
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY => {
+            tracing::error!(error = %e, "webhook delivery failed");
+            "internal error; see the operator's log".to_string()
+        }
+        _ => e.to_string(),
+    };
+    (status, Json(json!({"error": e.code(), "message": message}))).into_response()
+}
+
+/// One run a delivery created.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedRun {
+    pub namespace: String,
+    pub name: String,
+    /// The Pipeline it was created for.
+    pub pipeline: String,
+}
+
+/// The answer to a push that created runs, stored per delivery id and answered again (with
+/// `redelivery: true`) when the delivery comes again.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub received_at: String,
+    pub branch: String,
+    pub commit: String,
+    pub runs: Vec<CreatedRun>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivery: bool,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `<data dir>/webhooks/deliveries/<sha256 of the id>.json`.
+fn record_path(st: &ApiState, delivery: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(delivery.as_bytes()));
+    st.storage
+        .root()
+        .join("webhooks")
+        .join("deliveries")
+        .join(format!("{h}.json"))
+}
+
+fn read_record(path: &std::path::Path) -> Result<Option<DeliveryRecord>, ApiError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            ApiError::Internal(format!("reading delivery record {}: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ApiError::Internal(format!(
+            "reading delivery record {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+pub async fn github(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, WebhookError> {
+    let m = &st.metrics;
+    let result = handle(&st, &headers, body).await;
+    match &result {
+        Ok(_) => {}
+        Err(WebhookError::Signature(e)) => {
+            ApiMetrics::add(&m.webhook_rejected, 1);
+            tracing::warn!(
+                delivery = header(&headers, DELIVERY_HEADER),
+                "webhook delivery refused: {e}"
+            );
+        }
+        Err(e) => {
+            ApiMetrics::add(&m.webhook_rejected, 1);
+            tracing::warn!(
+                delivery = header(&headers, DELIVERY_HEADER),
+                "webhook delivery failed: {e}"
+            );
+        }
+    }
+    result
+}
+
+async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Response, WebhookError> {
+    let secret = st
+        .webhooks
+        .secret
+        .clone()
+        .ok_or(WebhookError::NotConfigured)?;
+    let bytes = read_body(body, WEBHOOK_BODY_LIMIT, "webhook body").await?;
+    // Nothing of the body is looked at before its signature is checked.
+    webhook::verify_signature(&secret, header(headers, SIGNATURE_HEADER), &bytes)?;
+    ApiMetrics::add(&st.metrics.webhook_deliveries, 1);
+    let event = header(headers, EVENT_HEADER);
+    let delivery = header(headers, DELIVERY_HEADER);
+    let pipelines = if event.map(str::trim) == Some("push") {
+        st.webhooks.pipelines.list().await?
+    } else {
+        Vec::new()
+    };
+    match webhook::decide(event, delivery, &bytes, &pipelines)? {
+        Decision::Pong => {
+            tracing::info!(delivery, "webhook ping");
+            Ok((StatusCode::OK, Json(json!({"pong": true}))).into_response())
+        }
+        Decision::Ignore(reason) => {
+            ApiMetrics::add(&st.metrics.webhook_ignored, 1);
+            tracing::info!(delivery, event, %reason, "webhook delivery ignored");
+            Ok((StatusCode::ACCEPTED, Json(json!({"ignored": reason}))).into_response())
+        }
+        Decision::Create { branch, sha, runs } => {
+            // decide() checked it for a push.
+            let delivery = webhook::check_delivery_id(delivery)?.to_string();
+            create(st, delivery, branch, sha, runs).await
+        }
+    }
+}
+
+async fn create(
+    st: &ApiState,
+    delivery: String,
+    branch: String,
+    sha: String,
+    runs: Vec<PipelineRun>,
+) -> Result<Response, WebhookError> {
+    let _guard = st.webhooks.apply.lock().await;
+    let path = record_path(st, &delivery);
+    let p = path.clone();
+    if let Some(mut record) = blocking(move || read_record(&p)).await? {
+        ApiMetrics::add(&st.metrics.webhook_redeliveries, 1);
+        tracing::info!(%delivery, runs = record.runs.len(), "webhook redelivery: its runs exist already");
+        record.redelivery = true;
+        return Ok((StatusCode::OK, Json(record)).into_response());
+    }
+    let mut created = Vec::new();
+    for run in runs {
+        let ns = run.namespace().unwrap_or_default();
+        let name = run.name_any();
+        let pipeline = run
+            .annotations()
+            .get(PIPELINE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
+        let upload = match &run.spec.source {
+            Source::Upload(u) => Some(u.id.clone()),
+            _ => None,
+        };
+        match st.runs.create(run).await {
+            Ok(stored) => {
+                let token = mint_runner_token(st, &ns, &name, upload).await?;
+                st.runs.store_runner_token(&stored, &token).await?;
+                ApiMetrics::add(&st.metrics.runs_triggered, 1);
+                ApiMetrics::add(&st.metrics.webhook_runs_created, 1);
+                tracing::info!(%delivery, namespace = %ns, %name, %pipeline, %branch, commit = %sha, "webhook created a run");
+            }
+            // A delivery applied before without its record (the process stopped in between):
+            // the run's name is a function of the delivery, so it is that run.
+            Err(BackendError::AlreadyExists(_)) => {
+                tracing::info!(%delivery, namespace = %ns, %name, "webhook run exists already");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        created.push(CreatedRun {
+            namespace: ns,
+            name,
+            pipeline,
+        });
+    }
+    let record = DeliveryRecord {
+        delivery_id: delivery,
+        received_at: now_rfc3339(),
+        branch,
+        commit: sha,
+        runs: created,
+        redelivery: false,
+    };
+    let bytes = serde_json::to_vec_pretty(&record)
+        .map_err(|e| ApiError::Internal(format!("serializing a delivery record: {e}")))?;
+    let storage = st.storage.clone();
+    blocking(move || storage.write_atomic(&path, &bytes)).await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}

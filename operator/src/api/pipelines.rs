@@ -1,0 +1,133 @@
+//! Where the webhook finds `Pipeline`s: [`PipelineBackend`], with [`KubePipelines`] (the
+//! Kubernetes API) and [`MemoryPipelines`] (a list, for tests).
+
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use kube::api::{Api, ListParams};
+use sparkwing_crds::pipeline::Pipeline;
+
+use super::runs::BackendError;
+
+/// Lists the Pipelines a webhook delivery may start.
+pub trait PipelineBackend: Send + Sync + 'static {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Pipeline>, BackendError>>;
+}
+
+/// Pipelines through the Kubernetes API: those of one namespace, or of every namespace.
+#[derive(Clone)]
+pub struct KubePipelines {
+    client: kube::Client,
+    namespace: Option<String>,
+}
+
+impl KubePipelines {
+    /// `namespace`: only that namespace's Pipelines (`None`: every namespace).
+    pub fn new(client: kube::Client, namespace: Option<String>) -> Self {
+        KubePipelines { client, namespace }
+    }
+}
+
+impl PipelineBackend for KubePipelines {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Pipeline>, BackendError>> {
+        async move {
+            let api: Api<Pipeline> = match &self.namespace {
+                Some(ns) => Api::namespaced(self.client.clone(), ns),
+                None => Api::all(self.client.clone()),
+            };
+            Ok(api.list(&ListParams::default()).await?.items)
+        }
+        .boxed()
+    }
+}
+
+/// Pipelines in a list.
+#[derive(Default)]
+pub struct MemoryPipelines {
+    pipelines: Mutex<Vec<Pipeline>>,
+}
+
+impl MemoryPipelines {
+    pub fn new(pipelines: Vec<Pipeline>) -> Self {
+        MemoryPipelines {
+            pipelines: Mutex::new(pipelines),
+        }
+    }
+
+    /// Replace the list.
+    pub fn set(&self, pipelines: Vec<Pipeline>) {
+        if let Ok(mut p) = self.pipelines.lock() {
+            *p = pipelines;
+        }
+    }
+}
+
+impl PipelineBackend for MemoryPipelines {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Pipeline>, BackendError>> {
+        let result = self
+            .pipelines
+            .lock()
+            .map(|p| p.clone())
+            .map_err(|_| BackendError::Other("memory pipelines lock poisoned".into()));
+        async move { result }.boxed()
+    }
+}
+
+/// The webhook receiver's configuration and state (part of [`ApiState`](super::ApiState)).
+pub struct Webhooks {
+    /// The shared secret of `X-Hub-Signature-256`. `None`: every delivery is answered 500 with
+    /// how to configure one; nothing unsigned is ever accepted.
+    pub secret: Option<Vec<u8>>,
+    /// Where the Pipelines are.
+    pub pipelines: std::sync::Arc<dyn PipelineBackend>,
+    /// Held while a push is applied, so two copies of one delivery arriving together create its
+    /// runs once.
+    pub apply: tokio::sync::Mutex<()>,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks::new(None, std::sync::Arc::new(MemoryPipelines::default()))
+    }
+}
+
+impl Webhooks {
+    pub fn new(secret: Option<Vec<u8>>, pipelines: std::sync::Arc<dyn PipelineBackend>) -> Self {
+        Webhooks {
+            secret,
+            pipelines,
+            apply: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Why the webhook secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookSecretError {
+    #[error("reading the webhook secret file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook secret file {path} is empty")]
+    Empty { path: std::path::PathBuf },
+}
+
+/// The webhook secret in `path`: its content without trailing line breaks.
+pub fn read_webhook_secret(path: &std::path::Path) -> Result<Vec<u8>, WebhookSecretError> {
+    let mut bytes = std::fs::read(path).map_err(|source| WebhookSecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(WebhookSecretError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,346 @@
+//! Router tests of `POST /webhooks/github`: `oneshot` requests with [`MemoryRuns`],
+//! [`MemoryPipelines`] and a temp data dir.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use sparkwing_crds::pipeline::{
+    Pipeline, PipelineSpec, PipelineTriggers, PushTrigger, PIPELINE_LABEL,
+};
+use sparkwing_crds::pipeline_run::{GitSource, Source, TriggerVia};
+use tower::ServiceExt;
+
+use super::webhook::signature_header;
+use super::*;
+
+const SECRET: &[u8] = b"It's a Secret to Everybody";
+const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+
+struct Fx {
+    st: ApiState,
+    runs: Arc<MemoryRuns>,
+    _dir: tempfile::TempDir,
+}
+
+fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
+    let mut p = Pipeline::new(
+        name,
+        PipelineSpec {
+            repository: "git@github.com:acme/app.git".into(),
+            pipeline: "build".into(),
+            path: None,
+            triggers: PipelineTriggers {
+                push: Some(PushTrigger {
+                    branches: branches.iter().map(|s| s.to_string()).collect(),
+                }),
+            },
+            runner_pool: Some("warm".into()),
+            secrets: vec![],
+        },
+    );
+    p.metadata.namespace = Some("ci".into());
+    p
+}
+
+fn fx(secret: Option<&[u8]>) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(MemoryRuns::new());
+    let pipelines = Arc::new(MemoryPipelines::new(vec![
+        pipeline("app", &["main", "release/*"]),
+        pipeline("app-nightly", &["nightly"]),
+    ]));
+    let st = ApiState::open(dir.path(), runs.clone(), ApiConfig::default())
+        .unwrap()
+        .with_webhooks(Webhooks::new(secret.map(<[u8]>::to_vec), pipelines));
+    Fx {
+        st,
+        runs,
+        _dir: dir,
+    }
+}
+
+fn push_body(git_ref: &str, deleted: bool) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": git_ref,
+        "before": "a10867b14bb761a232cd80139fbd4c0d33264240",
+        "after": if deleted { "0".repeat(40) } else { SHA.to_string() },
+        "created": false,
+        "deleted": deleted,
+        "repository": {
+            "id": 1296269,
+            "full_name": "acme/app",
+            "html_url": "https://github.com/acme/app",
+            "clone_url": "https://github.com/acme/app.git",
+            "ssh_url": "git@github.com:acme/app.git"
+        },
+        "pusher": {"name": "octocat"},
+        "sender": {"login": "octocat"}
+    }))
+    .unwrap()
+}
+
+struct Res {
+    status: StatusCode,
+    json: Value,
+}
+
+impl Fx {
+    async fn deliver(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> Res {
+        let mut req = Request::post("/webhooks/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery);
+        if let Some(sig) = signature {
+            req = req.header("x-hub-signature-256", sig);
+        }
+        let res = router(self.st.clone())
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        Res {
+            status,
+            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn signed(&self, event: &str, delivery: &str, body: Vec<u8>) -> Res {
+        let sig = signature_header(SECRET, &body);
+        self.deliver(event, delivery, body, Some(sig)).await
+    }
+
+    async fn run_count(&self) -> usize {
+        self.runs.list(None).await.unwrap().len()
+    }
+
+    async fn metrics(&self) -> String {
+        let res = router(self.st.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_signed_push_creates_a_run_and_a_redelivery_creates_nothing() {
+    let f = fx(Some(SECRET));
+    let r = f
+        .signed("push", "d-1", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["deliveryId"], "d-1");
+    assert_eq!(r.json["branch"], "main");
+    assert_eq!(r.json["commit"], SHA);
+    let runs = r.json["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 1, "{}", r.json);
+    assert_eq!(runs[0]["namespace"], "ci");
+    assert_eq!(runs[0]["pipeline"], "app");
+    let name = runs[0]["name"].as_str().unwrap().to_string();
+
+    let run = f.runs.run("ci", &name).unwrap();
+    assert_eq!(run.labels()[PIPELINE_LABEL], "app");
+    assert_eq!(run.spec.pipeline, "build");
+    assert_eq!(run.spec.runner_pool.as_deref(), Some("warm"));
+    assert_eq!(
+        run.spec.source,
+        Source::Git(GitSource {
+            url: "https://github.com/acme/app.git".into(),
+            revision: SHA.into()
+        })
+    );
+    let by = run.spec.triggered_by.unwrap();
+    assert_eq!(
+        (by.principal.as_str(), by.via, by.delivery_id.as_deref()),
+        ("webhook:octocat", TriggerVia::Webhook, Some("d-1"))
+    );
+    // Its runner has a credential, like a triggered run's.
+    assert!(f.runs.runner_token("ci", &name).is_some());
+
+    // GitHub's "Redeliver": same id, same answer, no second run.
+    let again = f
+        .signed("push", "d-1", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.json);
+    assert_eq!(again.json["runs"], json!(runs));
+    assert_eq!(again.json["redelivery"], true);
+    assert_eq!(f.run_count().await, 1);
+
+    // A new delivery of the same push is a new run.
+    let other = f
+        .signed("push", "d-2", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert_ne!(other.json["runs"][0]["name"], runs[0]["name"]);
+    assert_eq!(f.run_count().await, 2);
+
+    let m = f.metrics().await;
+    assert!(
+        m.contains("sparkwing_api_webhook_runs_created_total 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sparkwing_api_webhook_redeliveries_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sparkwing_api_webhook_deliveries_total 3"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn the_delivery_record_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(MemoryRuns::new());
+    let open = || {
+        ApiState::open(dir.path(), runs.clone(), ApiConfig::default())
+            .unwrap()
+            .with_webhooks(Webhooks::new(
+                Some(SECRET.to_vec()),
+                Arc::new(MemoryPipelines::new(vec![pipeline("app", &["main"])])),
+            ))
+    };
+    let f = Fx {
+        st: open(),
+        runs: runs.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let r = f
+        .signed("push", "d-9", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let g = Fx {
+        st: open(),
+        runs: runs.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let again = g
+        .signed("push", "d-9", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json["runs"], r.json["runs"]);
+    assert_eq!(g.run_count().await, 1);
+}
+
+#[tokio::test]
+async fn signatures_are_checked_before_anything_else() {
+    let f = fx(Some(SECRET));
+    let body = push_body("refs/heads/main", false);
+    // Missing, wrong secret, other body, malformed: 401, nothing created.
+    for sig in [
+        None,
+        Some(signature_header(b"wrong", &body)),
+        Some(signature_header(SECRET, b"{}")),
+        Some("sha256=nothex".to_string()),
+    ] {
+        let r = f.deliver("push", "d-1", body.clone(), sig.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{sig:?}: {}", r.json);
+        assert_eq!(r.json["error"], "unauthorized");
+    }
+    // Even an unparseable body is a 401 when unsigned: it is never parsed.
+    let r = f.deliver("push", "d-1", b"not json".to_vec(), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.run_count().await, 0);
+    assert!(f
+        .metrics()
+        .await
+        .contains("sparkwing_api_webhook_rejected_total 5"));
+}
+
+#[tokio::test]
+async fn without_a_secret_every_delivery_is_a_500_saying_how_to_configure_it() {
+    let f = fx(None);
+    let body = push_body("refs/heads/main", false);
+    for sig in [None, Some(signature_header(SECRET, &body))] {
+        let r = f.deliver("push", "d-1", body.clone(), sig).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.json["error"], "webhook_not_configured");
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.contains("--webhook-secret-file"), "{msg}");
+    }
+    assert_eq!(f.run_count().await, 0);
+}
+
+#[tokio::test]
+async fn ping_ignored_pushes_malformed_payloads_and_big_bodies() {
+    let f = fx(Some(SECRET));
+    let r = f
+        .signed(
+            "ping",
+            "p-1",
+            br#"{"zen":"Design for failure.","hook_id":1}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json.clone()),
+        (StatusCode::OK, json!({"pong": true}))
+    );
+
+    for (event, body, want) in [
+        ("push", push_body("refs/tags/v1.0", false), "tag push"),
+        ("push", push_body("refs/heads/main", true), "deleted"),
+        (
+            "push",
+            push_body("refs/heads/feature/x", false),
+            "matching branch",
+        ),
+        ("issues", b"{}".to_vec(), "not handled"),
+    ] {
+        let r = f.signed(event, "i-1", body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{want}: {}", r.json);
+        assert!(
+            r.json["ignored"].as_str().unwrap().contains(want),
+            "{want}: {}",
+            r.json
+        );
+    }
+    let mut other_repo: Value =
+        serde_json::from_slice(&push_body("refs/heads/main", false)).unwrap();
+    other_repo["repository"] = json!({"clone_url": "https://github.com/acme/elsewhere.git"});
+    let r = f
+        .signed("push", "i-2", serde_json::to_vec(&other_repo).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert!(r.json["ignored"]
+        .as_str()
+        .unwrap()
+        .contains("no Pipeline for repository"));
+
+    // Signed but malformed: 400.
+    for body in [
+        b"not json".to_vec(),
+        b"{\"ref\":\"refs/heads/main\"}".to_vec(),
+    ] {
+        let r = f.signed("push", "m-1", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+        assert!(r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed push payload"));
+    }
+    // A release branch matches `release/*`.
+    let r = f
+        .signed("push", "r-1", push_body("refs/heads/release/1.0", false))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(f.run_count().await, 1);
+
+    // Over 1 MiB: 413 before anything else.
+    let big = vec![b' '; (1 << 20) + 1];
+    let r = f.signed("push", "b-1", big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json["error"], "payload_too_large");
+}
