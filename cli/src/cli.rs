@@ -372,7 +372,8 @@ pub struct RunnerArgs {
     /// The attempt of the run this runner executes (1, 2, ...).
     #[arg(long = "attempt", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub attempt: Option<u32>,
-    /// Wait for a RunnerPool's claim (warm runner; not implemented yet).
+    /// Wait for a RunnerPool's claim, then run that attempt (a warm runner: reads
+    /// SPARKWING_PODINFO_DIR, SPARKWING_POOL_TOKEN, POD_NAME; see docs/runner.md).
     #[arg(long)]
     pub warm: bool,
     /// The RunnerPool of a warm runner, `<namespace>/<pool>`.

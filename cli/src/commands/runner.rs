@@ -1,6 +1,7 @@
 //! `sparkwing runner --run NS/NAME --attempt N` (a cluster run's runner Job), `sparkwing runner
-//! gc`, `sparkwing runner-image build` and the hidden `sparkwing __runner` (the entry point of a
-//! runner container).
+//! --warm --pool NS/POOL` (a RunnerPool's warm pod), `sparkwing runner gc`, `sparkwing
+//! runner-image build` and the hidden `sparkwing __runner` (the entry point of a runner
+//! container).
 
 use super::{CliError, CmdResult};
 use crate::cli::{ImageBuildArgs, RunnerArgs, RunnerEntryArgs};
@@ -12,6 +13,7 @@ use crate::home::Home;
 use crate::project;
 use crate::remote::client::{ApiClient, RemoteError};
 use crate::remote::materialise;
+use crate::remote::podinfo;
 use crate::remote::sink::ApiSink;
 use futures_util::FutureExt;
 use std::collections::HashMap;
@@ -184,14 +186,160 @@ fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u6
     out
 }
 
+/// A warm runner's pool credential and where it reads its own pod (set by the operator on warm
+/// pods; docs/runner.md).
+pub const ENV_POOL_TOKEN: &str = "SPARKWING_POOL_TOKEN";
+pub const ENV_PODINFO_DIR: &str = "SPARKWING_PODINFO_DIR";
+pub const ENV_POD_NAME: &str = "POD_NAME";
+
+/// How often an idle warm runner reads its annotations file (a cheap file read).
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a claimed warm runner keeps asking the API for its run's token (409 while the API
+/// does not see the claim yet, unreachable, 5xx).
+const EXCHANGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn warm_env(name: &str, why: &str) -> Result<String, CliError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(CliError::new(
+            ExitCode::RunnerEnv,
+            format!(
+                "{name} is not set: {why} (the operator sets it on warm pods; see docs/runner.md)"
+            ),
+        )),
+    }
+}
+
+/// `sparkwing runner --warm --pool NS/POOL`: a RunnerPool's warm runner. Idles reading its own
+/// pod's annotations (a downwardAPI volume) until the operator claims it, trades the pool token
+/// for the run's token at the API, then runs that attempt exactly as `--run` does. SIGTERM while
+/// idle (a reap) exits 0 at once.
+fn warm(args: RunnerArgs) -> CmdResult {
+    if !args.warm {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "--pool is for a warm runner: sparkwing runner --warm --pool NS/POOL",
+        ));
+    }
+    if args.run.is_some() || args.attempt.is_some() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "sparkwing runner --warm learns its run from its claim: drop --run and --attempt",
+        ));
+    }
+    let Some(pool_ref) = args.pool.as_deref() else {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "sparkwing runner --warm needs --pool NS/POOL (the operator passes it)",
+        ));
+    };
+    let (ns, pool) = pool_ref
+        .split_once('/')
+        .filter(|(n, p)| !n.is_empty() && !p.is_empty() && !p.contains('/'))
+        .ok_or_else(|| {
+            CliError::new(
+                ExitCode::Usage,
+                format!("--pool {pool_ref:?} is not <namespace>/<pool>"),
+            )
+        })?;
+    let url = required_env(ENV_API_URL)?;
+    let pool_token = warm_env(
+        ENV_POOL_TOKEN,
+        &format!(
+            "a warm runner trades the pool's token (the Secret {pool}-pool-token, which the operator keeps only when it serves the API in the same process, `--api-addr`) for its run's token; without an API give the pool `minIdle: 0` so its runs get runner Jobs"
+        ),
+    )?;
+    let podinfo = PathBuf::from(warm_env(
+        ENV_PODINFO_DIR,
+        "the directory of the pod's downwardAPI volume, where the claim appears",
+    )?);
+    let pod = warm_env(
+        ENV_POD_NAME,
+        "the warm pod's own name, which the API checks the claim of",
+    )?;
+    let pool_client = ApiClient::new(&url, &pool_token)
+        .map_err(|e| CliError::new(ExitCode::RunnerEnv, format!("{ENV_API_URL}: {e}")))?;
+    let rt = runtime()?;
+    let mut term = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    eprintln!(
+        "runner: warm runner {pod} of pool {ns}/{pool}, waiting for a claim in {}",
+        podinfo.join(podinfo::ANNOTATIONS_FILE).display()
+    );
+    let idle_since = Instant::now();
+    let mut warned: Option<String> = None;
+    let (run, claimed_attempt) = loop {
+        match podinfo::read_claim(&podinfo) {
+            Ok(Some(claim)) => break claim,
+            Ok(None) => {}
+            Err(e) => {
+                if warned.as_deref() != Some(e.as_str()) {
+                    eprintln!("warning: {e}; still waiting for a claim");
+                    warned = Some(e);
+                }
+            }
+        }
+        let terminated = rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => true,
+                () = tokio::time::sleep(CLAIM_POLL) => false,
+            }
+        });
+        if terminated {
+            eprintln!("runner: SIGTERM while idle (reaped); exiting");
+            return Ok(ExitCode::Success);
+        }
+    };
+    eprintln!(
+        "runner: claimed by run {ns}/{run} attempt {claimed_attempt} after {:.1}s idle",
+        idle_since.elapsed().as_secs_f64()
+    );
+    let deadline = Instant::now() + EXCHANGE_DEADLINE;
+    let mut backoff = std::time::Duration::from_millis(100);
+    let (token, attempt) = loop {
+        match pool_client.claim_token(ns, pool, &pod, &run) {
+            Ok(got) => break got,
+            Err(e) => {
+                let retry =
+                    e.is_unreachable() || matches!(e.status(), Some(409 | 408 | 429 | 500..=599));
+                if !retry || Instant::now() >= deadline {
+                    return Err(api_error(
+                        &format!(
+                            "cannot trade the pool token of {ns}/{pool} for run {ns}/{run}'s token at {url}"
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
+        let terminated = rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => true,
+                () = tokio::time::sleep(backoff) => false,
+            }
+        });
+        if terminated {
+            eprintln!("runner: SIGTERM before run {ns}/{run} started; exiting");
+            return Ok(ExitCode::Cancelled);
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+    };
+    if attempt != claimed_attempt {
+        eprintln!(
+            "warning: the pod's annotations say attempt {claimed_attempt}, the API {attempt}; running attempt {attempt}"
+        );
+    }
+    let client = ApiClient::new(&url, &token)
+        .map_err(|e| CliError::new(ExitCode::RunnerEnv, format!("{ENV_API_URL}: {e}")))?;
+    execute_attempt(&rt, term, &client, &url, ns, &run, attempt)
+}
+
 /// `sparkwing runner --run NS/NAME --attempt N`: execute one attempt of a cluster run (the
 /// entry point of the operator's runner Job; docs/runner.md).
 pub fn cluster(args: RunnerArgs) -> CmdResult {
     if args.warm || args.pool.is_some() {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            "sparkwing runner --warm --pool NS/POOL (a RunnerPool's warm runner) is not implemented yet; give the pool `minIdle: 0` so its runs get runner Jobs (`sparkwing runner --run NS/NAME --attempt N`); see docs/runner.md",
-        ));
+        return warm(args);
     }
     let Some(run) = args.run.as_deref() else {
         return Err(CliError::new(
@@ -221,9 +369,23 @@ pub fn cluster(args: RunnerArgs) -> CmdResult {
     let rt = runtime()?;
     // SIGTERM before the engine takes over (fetching, compiling) cancels the run once that step
     // is over; from then on the engine's own handler cancels it (finally jobs run).
-    let mut early_term = rt.block_on(async {
+    let early_term = rt.block_on(async {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     })?;
+    execute_attempt(&rt, early_term, &client, &url, ns, name, attempt)
+}
+
+/// One attempt of a cluster run with a client holding the run's token: what `--run` does, and
+/// what a warm runner does once claimed. `early_term` is the SIGTERM stream installed before.
+fn execute_attempt(
+    rt: &tokio::runtime::Runtime,
+    mut early_term: tokio::signal::unix::Signal,
+    client: &ApiClient,
+    url: &str,
+    ns: &str,
+    name: &str,
+    attempt: u32,
+) -> CmdResult {
     let view = client
         .get_run(ns, name)
         .map_err(|e| api_error(&format!("cannot read run {ns}/{name} from {url}"), e))?;
@@ -236,7 +398,7 @@ pub fn cluster(args: RunnerArgs) -> CmdResult {
     };
     eprintln!("runner: run {ns}/{name}, attempt {attempt}, pipeline {pipeline_name}");
     let offsets = if attempt > 1 {
-        earlier_lines(&client, ns, name)
+        earlier_lines(client, ns, name)
     } else {
         HashMap::new()
     };
@@ -251,7 +413,7 @@ pub fn cluster(args: RunnerArgs) -> CmdResult {
             std::fs::remove_dir_all(&dest)?;
         }
         let started = Instant::now();
-        match materialise::materialise(&client, id, &dest) {
+        match materialise::materialise(client, id, &dest) {
             Ok(m) => {
                 eprintln!(
                     "runner: upload {id}: {} files, {} symlinks, {} bytes ({} blobs fetched) in {:.1}s",

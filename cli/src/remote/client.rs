@@ -383,6 +383,31 @@ impl ApiClient {
         .map(drop)
     }
 
+    /// `POST /api/v1/pools/{ns}/{pool}/claims` with a pool token: the runner token of `run`,
+    /// which claimed the warm pod `pod`, and the attempt the claim names.
+    pub fn claim_token(
+        &self,
+        ns: &str,
+        pool: &str,
+        pod: &str,
+        run: &str,
+    ) -> Result<(String, u32), RemoteError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            token: String,
+            attempt: u32,
+        }
+        let a: Answer = json_of(
+            self.send_json(
+                "POST",
+                &format!("/api/v1/pools/{ns}/{pool}/claims"),
+                &serde_json::json!({"pod": pod, "run": run}),
+            )?,
+            "the claim answer",
+        )?;
+        Ok((a.token, a.attempt))
+    }
+
     /// `GET .../logs`: the jobs that have a log.
     pub fn log_jobs(&self, ns: &str, name: &str) -> Result<Vec<String>, RemoteError> {
         #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod follow;
 pub mod materialise;
+pub mod podinfo;
 pub mod sink;
 pub mod target;
 pub mod upload;
