@@ -32,6 +32,8 @@ pub struct RunFlags {
     pub pool: Option<String>,
     /// `--profile` / `--sw-profile`: also record the run on this profile's cluster API.
     pub profile: Option<String>,
+    /// `--sw-parent RUN/JOB`: this run is a sub-pipeline awaited by that job (set by the engine).
+    pub parent: Option<(String, String)>,
     pub pipeline_args: Vec<String>,
 }
 
@@ -81,6 +83,16 @@ impl RunFlags {
                 "--sw-runner" => flags.runner = Some(value("a runner (process or docker)")?),
                 "--sw-pool" => flags.pool = Some(value("a pool name")?),
                 "--profile" | "--sw-profile" => flags.profile = Some(value("a profile name")?),
+                "--sw-parent" => {
+                    let v = value("RUN/JOB")?;
+                    let (run, job) = v
+                        .split_once('/')
+                        .filter(|(r, j)| !r.is_empty() && !j.is_empty())
+                        .ok_or_else(|| {
+                            usage(format!("--sw-parent expects RUN/JOB, got {v:?}"))
+                        })?;
+                    flags.parent = Some((run.to_string(), job.to_string()));
+                }
                 other if other.starts_with("--sw-") => {
                     return Err(usage(format!(
                         "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME (and -C DIR, --profile NAME)"
@@ -293,6 +305,19 @@ pub fn run(args: RunArgs) -> CmdResult {
         .pipeline(&pipeline_name)
         .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
         .clone();
+    // A run started (directly or not) by a run of this same pipeline would never end.
+    let chain = engine::subpipeline::own_chain();
+    sparkwing_core::subpipeline::check_chain(&chain, &pipeline.name).map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!(
+                "refusing to run pipeline {:?}: {e} ({} is {:?})",
+                pipeline.name,
+                sparkwing_core::subpipeline::CHAIN_ENV,
+                chain.join(",")
+            ),
+        )
+    })?;
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
     drop(Store::open(&home.root)?);
@@ -367,12 +392,30 @@ pub fn run(args: RunArgs) -> CmdResult {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    // The pipelines this one awaits must exist and must not await it back.
+    engine::subpipeline::preflight(
+        &project,
+        &compiled.describe,
+        &compiled.binary,
+        &pipeline.name,
+        &pipeline.entrypoint,
+        &resolved,
+        &chain,
+    )
+    .map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!("refusing to run pipeline {:?}: {e}", pipeline.name),
+        )
+    })?;
     let box_slots = crate::box_slots::resolve_cap(flags.box_slots)
         .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?
         .map(|max| BoxGate {
             slots: BoxSlots::new(&home.root, max),
             no_wait: flags.no_wait,
-        });
+        })
+        // A sub-pipeline runs inside its parent's slot: waiting for another could deadlock.
+        .filter(|_| flags.parent.is_none());
     // `--profile`: the run is also an external run on the profile's API.
     let mut unmirrored: Option<String> = None;
     let mirror = match &profile {
@@ -416,9 +459,10 @@ pub fn run(args: RunArgs) -> CmdResult {
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
     };
+    let parent = flags.parent.clone();
     let code = match docker {
         None => runtime
-            .block_on(engine::execute_with_id(req))
+            .block_on(execute_with_parent(req, parent))
             .map(|(id, code)| {
                 if let Some(id) = id {
                     after_mirror(&home_for_mirror, &id, mirror, unmirrored);
@@ -431,6 +475,30 @@ pub fn run(args: RunArgs) -> CmdResult {
     // The binary's cache entry stays leased until the run is over.
     drop(compiled);
     code
+}
+
+/// [`engine::execute_with_id`], recording the parent of a sub-pipeline run once it is admitted.
+async fn execute_with_parent(
+    req: RunRequest,
+    parent: Option<(String, String)>,
+) -> Result<(Option<String>, ExitCode), engine::EngineError> {
+    match engine::admit(&req).await? {
+        Admission::Admitted(mut a) => {
+            let id = a.run_id().to_string();
+            if let Some((run, job)) = &parent {
+                a.store().set_run_parent(&id, run, job)?;
+                a.store().append_event(
+                    &id,
+                    None,
+                    "parent",
+                    &serde_json::json!({"parent_run_id": run, "parent_job": job}),
+                    now_ms(),
+                )?;
+            }
+            engine::drive(&req, *a).await.map(|code| (Some(id), code))
+        }
+        Admission::Done(code) => Ok((None, code)),
+    }
 }
 
 /// After a `--profile` run: keep where it went next to the local run (for `runs push`), and say
@@ -464,9 +532,8 @@ fn after_mirror(
             match crate::store::Store::open(&home.root)
                 .and_then(|mut s| s.delete_run(id))
                 .map_err(|e| e.to_string())
-                .and_then(|_| {
-                    std::fs::remove_dir_all(home.run_dir(id)).map_err(|e| e.to_string())
-                }) {
+                .and_then(|_| std::fs::remove_dir_all(home.run_dir(id)).map_err(|e| e.to_string()))
+            {
                 Ok(()) => eprintln!(
                     "not kept locally (profile {:?} has mirror_local: false)",
                     remote.profile

@@ -124,6 +124,9 @@ pub fn status(args: StatusArgs) -> CmdResult {
             println!("by:       {}@{} (pid {})", run.user, run.host, run.pid);
             println!("args:     {}", run.args);
             println!("logs:     {}", run.log_dir);
+            if let (Some(p), Some(j)) = (&run.parent_run_id, &run.parent_job) {
+                println!("parent:   {p} job {j}");
+            }
             if !jobs.is_empty() {
                 println!();
                 println!(
@@ -144,6 +147,9 @@ pub fn status(args: StatusArgs) -> CmdResult {
                         dur,
                         j.reason.clone().unwrap_or_default()
                     );
+                    if let Some(c) = &j.child_run {
+                        println!("{:<24} child: {c}", "");
+                    }
                 }
             }
         }

@@ -24,6 +24,9 @@ struct TriggerFlags {
     profile: Option<String>,
     detach: bool,
     json: bool,
+    /// `--sw-cancel-on-interrupt`: SIGINT/SIGTERM cancel the remote run (an await job's child)
+    /// instead of only stopping the follow.
+    cancel_on_interrupt: bool,
     rest: Vec<String>,
 }
 
@@ -42,6 +45,7 @@ impl TriggerFlags {
             i += 1;
             match t {
                 "--detach" => f.detach = true,
+                "--sw-cancel-on-interrupt" => f.cancel_on_interrupt = true,
                 "--profile" | "-o" => {
                     let Some(v) = tokens.get(i) else {
                         return Err(usage(format!("{t} needs a value")));
@@ -179,6 +183,10 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
         .clone();
     let pipeline_args = args_map(&run_flags.pipeline_args)?;
+    // From here on an interrupt must not leave a remote run behind that nobody awaits.
+    let canceller = flags
+        .cancel_on_interrupt
+        .then(|| Canceller::install(t.client.clone(), t.name.clone()));
 
     let report = match upload::upload(&t.client, &project.root) {
         Ok(r) => r,
@@ -217,14 +225,25 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         return Ok(ExitCode::Success);
     }
 
-    follow::exit_on_ctrl_c(format!(
-        "stopped following; run {full} goes on. Cancel it with: sparkwing runs cancel {full} --profile {}",
-        t.name
-    ));
-    eprintln!(
-        "triggered {full} on profile {:?}; following it (Ctrl-C stops following, the run goes on)",
-        t.name
-    );
+    match &canceller {
+        Some(c) => {
+            c.set_run(&run.namespace, &run.name);
+            eprintln!(
+                "triggered {full} on profile {:?}; following it (an interrupt cancels the run)",
+                t.name
+            );
+        }
+        None => {
+            follow::exit_on_ctrl_c(format!(
+                "stopped following; run {full} goes on. Cancel it with: sparkwing runs cancel {full} --profile {}",
+                t.name
+            ));
+            eprintln!(
+                "triggered {full} on profile {:?}; following it (Ctrl-C stops following, the run goes on)",
+                t.name
+            );
+        }
+    }
     let mut printer = Printer::new(Style::detect(json_out), &full);
     let never = AtomicBool::new(false);
     let outcome = follow::follow_run(
@@ -253,6 +272,88 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         );
     }
     Ok(phase_exit(&phase))
+}
+
+/// `--sw-cancel-on-interrupt`: on SIGINT or SIGTERM, cancel the triggered run through the API
+/// (finally jobs still run), then exit 130. An interrupt that comes before the run exists cancels
+/// it as soon as it does.
+struct Canceller {
+    state: std::sync::Arc<std::sync::Mutex<CancelState>>,
+    client: crate::remote::client::ApiClient,
+    profile: String,
+}
+
+#[derive(Default)]
+struct CancelState {
+    run: Option<(String, String)>,
+    interrupted: bool,
+}
+
+fn cancel_and_exit(
+    client: &crate::remote::client::ApiClient,
+    profile: &str,
+    ns: &str,
+    name: &str,
+) -> ! {
+    eprintln!("interrupted: cancelling run {ns}/{name} on profile {profile:?}");
+    if let Err(e) = client.cancel_run(ns, name, Some("CancelledRunFinally")) {
+        eprintln!("error: cannot cancel run {ns}/{name}: {e}");
+    }
+    std::process::exit(ExitCode::Cancelled.code())
+}
+
+impl Canceller {
+    fn install(client: crate::remote::client::ApiClient, profile: String) -> Canceller {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(CancelState::default()));
+        let shared = state.clone();
+        let (client_here, profile_here) = (client.clone(), profile.clone());
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                let _ = ready.send(());
+                return;
+            };
+            rt.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    let _ = ready.send(());
+                    return;
+                };
+                let _ = ready.send(());
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match st.run.clone() {
+                    Some((ns, name)) => cancel_and_exit(&client, &profile, &ns, &name),
+                    // Not triggered yet: `set_run` cancels it once it is.
+                    None => st.interrupted = true,
+                }
+            });
+        });
+        let _ = is_ready.recv_timeout(std::time::Duration::from_secs(5));
+        Canceller {
+            state,
+            client: client_here,
+            profile: profile_here,
+        }
+    }
+
+    /// The run now exists: an interrupt cancels it (at once, if one came already).
+    fn set_run(&self, ns: &str, name: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.interrupted {
+            cancel_and_exit(&self.client, &self.profile, ns, name);
+        }
+        st.run = Some((ns.to_string(), name.to_string()));
+    }
 }
 
 #[cfg(test)]

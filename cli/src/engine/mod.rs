@@ -6,6 +6,7 @@ pub mod job_log;
 pub mod output;
 pub mod process;
 pub mod sink;
+pub mod subpipeline;
 
 use crate::box_slots::{BoxSlotError, BoxSlots, SlotGuard, Ticket};
 use crate::compile::Compiled;
@@ -243,6 +244,8 @@ struct JobRuntime {
     control: Option<watch::Sender<Control>>,
     started_ms: i64,
     outputs: BTreeMap<String, String>,
+    /// For an await job's attempt: what its child run printed so far.
+    child: Option<subpipeline::ChildTracker>,
 }
 
 enum Msg {
@@ -557,6 +560,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
             control: None,
             started_ms: 0,
             outputs: BTreeMap::new(),
+            child: None,
         });
     }
     let mut sched = Scheduler::new(validated, req.workers);
@@ -843,16 +847,44 @@ fn start(
         Some(w) => ctx.req.repo_root.join(w),
         None => ctx.req.repo_root.clone(),
     };
-    let attempt_spec = AttemptSpec {
-        program: ctx.req.binary.path.clone(),
-        args: vec![
-            "job".into(),
-            ctx.req.info.entrypoint.clone(),
-            spec.id.clone(),
-        ],
-        cwd,
-        env,
-        timeout: spec.timeout_ms.map(Duration::from_millis),
+    let attempt_spec = match &spec.awaits {
+        // An await job: the child pipeline runs as `sparkwing run` (or `pipeline trigger`).
+        Some(a) => {
+            jobs[job].child = Some(subpipeline::ChildTracker::new(a));
+            subpipeline::attempt_spec(
+                a,
+                &ctx.req.pipeline,
+                ctx.run_id,
+                &spec.id,
+                &ctx.req.repo_root,
+                spec.env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                spec.timeout_ms.map(Duration::from_millis),
+            )
+        }
+        None => {
+            // A job body that starts `sparkwing run` itself passes the ancestry on too.
+            env.push((
+                sparkwing_core::subpipeline::CHAIN_ENV.to_string(),
+                sparkwing_core::subpipeline::extend_chain(
+                    &subpipeline::own_chain(),
+                    &ctx.req.pipeline,
+                ),
+            ));
+            AttemptSpec {
+                program: ctx.req.binary.path.clone(),
+                args: vec![
+                    "job".into(),
+                    ctx.req.info.entrypoint.clone(),
+                    spec.id.clone(),
+                ],
+                cwd,
+                env,
+                timeout: spec.timeout_ms.map(Duration::from_millis),
+            }
+        }
     };
     let initial = if sched.is_cancelling() && !spec.finally {
         Control::Stop
@@ -889,6 +921,30 @@ fn on_line(
     line: Line,
 ) -> Result<(), EngineError> {
     let id = sched.plan().jobs[job].id.clone();
+    let mut line = line;
+    if let Some(child) = &mut jobs[job].child {
+        match child.see(&line) {
+            subpipeline::Seen::Log(stream, text) => line = Line { stream, text },
+            subpipeline::Seen::Nothing => return Ok(()),
+            subpipeline::Seen::Child(run) => {
+                let (pipeline, profile) = (child.pipeline.clone(), child.profile.clone());
+                rec.store.set_job_child(&rec.run_id.clone(), &id, &run)?;
+                let human = format!(
+                    "{} {id} awaits pipeline {pipeline} as run {run}",
+                    rec.term.dim("↳")
+                );
+                return rec.event(
+                    Some(&id),
+                    "child_run",
+                    json!({"child_run": run, "pipeline": pipeline, "profile": profile}),
+                    Some(human),
+                );
+            }
+        }
+        // The child's lines are log lines, never control records of this job.
+        let text = rec.masker.mask(&line.text).into_owned();
+        return log_line(rec, jobs, job, &id, attempt, line.stream, text);
+    }
     if line.stream == process::Stream::Stdout {
         if let Some(rest) = line.text.strip_prefix(CONTROL_PREFIX) {
             if let Ok(v) = serde_json::from_str::<Value>(rest) {
@@ -911,20 +967,32 @@ fn on_line(
             }
         }
     }
-    let ts = now_ms();
     let text = rec.masker.mask(&line.text).into_owned();
+    log_line(rec, jobs, job, &id, attempt, line.stream, text)
+}
+
+/// Append one (masked) log line to a job's log, the terminal and the sink.
+fn log_line(
+    rec: &mut Recorder,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    id: &str,
+    attempt: u32,
+    stream: process::Stream,
+    text: String,
+) -> Result<(), EngineError> {
+    let ts = now_ms();
     let seq = jobs[job]
         .log
-        .append(ts, attempt, line.stream.as_str(), &text)
+        .append(ts, attempt, stream.as_str(), &text)
         .map_err(io_err(format!("write log of job {id}")))?;
-    rec.term
-        .log_line(&id, job, ts, seq, line.stream.as_str(), &text);
+    rec.term.log_line(id, job, ts, seq, stream.as_str(), &text);
     if let Some(s) = &rec.sink {
         s.log_line(SinkLine {
-            job: id,
+            job: id.to_string(),
             seq,
             ts_ms: ts,
-            stream: line.stream.as_str().to_string(),
+            stream: stream.as_str().to_string(),
             line: text,
         });
     }
@@ -941,7 +1009,7 @@ fn on_attempt_end(
 ) -> Result<Vec<Action>, EngineError> {
     jobs[job].control = None;
     let spec = sched.plan().jobs[job].clone();
-    let (outcome, exit_code) = match &end {
+    let (mut outcome, exit_code) = match &end {
         ProcessEnd::Exited(0) => (AttemptOutcome::Success, Some(0)),
         ProcessEnd::Exited(c) => (
             AttemptOutcome::Failed {
@@ -967,6 +1035,13 @@ fn on_attempt_end(
         ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
         ProcessEnd::SpawnFailed(m) => (AttemptOutcome::Failed { reason: m.clone() }, None),
     };
+    // An await job fails with its child's reason.
+    if let (AttemptOutcome::Failed { reason }, Some(child)) = (&mut outcome, jobs[job].child.take())
+    {
+        if let Some(r) = child.reason(&end) {
+            *reason = r;
+        }
+    }
     // Outputs may hold secrets: read them into memory, then remove the file (only the masked
     // copy is stored).
     let path = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
