@@ -254,7 +254,7 @@ fn runner_reports_a_compile_failure_as_the_compile_pseudo_job() {
 }
 
 #[test]
-fn runner_runs_a_local_source_in_place_and_refuses_git() {
+fn runner_runs_a_local_source_in_place_and_fails_an_unreachable_git_source() {
     let api = Api::start();
     let sw = Sw::fixture("remote");
     let trigger = |source: serde_json::Value| {
@@ -280,9 +280,10 @@ fn runner_runs_a_local_source_in_place_and_refuses_git() {
         trigger(json!({"git": {"url": "https://example.invalid/x.git", "revision": "main"}}));
     let out = sw.run_cmd(runner_cmd(&sw, &api, "ci", &name, &token));
     out.assert_code(1);
+    // A git source is fetched (cli/tests/git_source.rs); an unreachable one fails the source job.
     assert!(
         out.stderr
-            .contains("a `git` source is not supported by this runner yet"),
+            .contains("fetching the source (git https://example.invalid/x.git at main) failed"),
         "{out}"
     );
     assert_eq!(api.run("ci", &name)["jobs"]["source"]["state"], "failed");

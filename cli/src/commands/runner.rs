@@ -12,6 +12,7 @@ use crate::exit::ExitCode;
 use crate::home::Home;
 use crate::project;
 use crate::remote::client::{ApiClient, RemoteError};
+use crate::remote::git_source;
 use crate::remote::materialise;
 use crate::remote::podinfo;
 use crate::remote::sink::ApiSink;
@@ -432,13 +433,22 @@ fn execute_attempt(
         }
     } else if let Some(path) = source["local"]["path"].as_str() {
         PathBuf::from(path)
+    } else if let (Some(url), Some(rev)) = (
+        source["git"]["url"].as_str(),
+        source["git"]["revision"].as_str(),
+    ) {
+        let dest = home.root.join("work").join(format!("{ns}-{name}"));
+        match git_source::fetch_for_run(url, rev, &dest, &view["run"]["metadata"]) {
+            Ok(root) => root,
+            Err(msg) => return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg),
+        }
     } else {
         let kind = source
             .as_object()
             .and_then(|o| o.keys().next().cloned())
             .unwrap_or_else(|| "none".into());
         let msg = format!(
-            "a `{kind}` source is not supported by this runner yet (it runs `upload` and `local` sources); trigger the run with an upload (`sparkwing pipeline trigger`)"
+            "a `{kind}` source is not supported by this runner (it runs `upload`, `git` and `local` sources)"
         );
         return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg);
     };
@@ -458,6 +468,7 @@ fn execute_attempt(
         );
         return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
     };
+    git_source::warn_branch_drift(&view["run"]["metadata"], &pipeline);
     let compiled = match compile::ensure(&home.cache, &project, compile::Progress::OnFailure) {
         Ok(c) => c,
         Err(e) => {

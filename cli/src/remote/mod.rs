@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 pub mod client;
 pub mod follow;
+pub mod git_source;
 pub mod materialise;
 pub mod podinfo;
 pub mod sink;
