@@ -412,6 +412,104 @@ fn field_of_map(
     Some(map.and_then(|m| m.get(key).cloned()).unwrap_or_default())
 }
 
+/// A Go `%q` string literal, as the kubelet quotes downwardAPI values (`fieldpath.FormatMap`).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if (0x80..0xa0).contains(&(c as u32)) => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A map in the kubelet's downwardAPI format: `key="value"` lines sorted by key, no final
+/// newline.
+pub fn format_downward_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Write the items of a downwardAPI volume into `dir`, each atomically (a temporary file renamed
+/// into place inside `dir`, which a container bind-mounting `dir` sees) and only when its content
+/// changed. `Err`: an item the emulator does not support.
+fn write_downward_files(
+    dir: &std::path::Path,
+    pod: &Pod,
+    namespace: &str,
+    volume: &k8s_openapi::api::core::v1::DownwardAPIVolumeSource,
+) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = &pod.metadata;
+    for item in volume.items.iter().flatten() {
+        let Some(field) = &item.field_ref else {
+            return Err(format!(
+                "item {:?}: only fieldRef items are supported by the e2e node emulator",
+                item.path
+            ));
+        };
+        let content = match field.field_path.as_str() {
+            "metadata.annotations" => format_downward_map(meta.annotations.as_ref()),
+            "metadata.labels" => format_downward_map(meta.labels.as_ref()),
+            "metadata.name" => meta.name.clone().unwrap_or_default(),
+            "metadata.namespace" => namespace.to_string(),
+            other => {
+                return Err(format!(
+                    "item {:?}: fieldRef {other:?} is not supported by the e2e node emulator",
+                    item.path
+                ))
+            }
+        };
+        let rel = std::path::Path::new(&item.path);
+        if item.path.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!("item path {:?} is not a relative path", item.path));
+        }
+        let path = dir.join(rel);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(content.as_str()) {
+            continue;
+        }
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        let tmp = parent.join(format!(
+            "..{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("item")
+        ));
+        let mode = item.mode.or(volume.default_mode).unwrap_or(0o644) as u32;
+        std::fs::write(&tmp, &content).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o777))
+            .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| format!("renaming into {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Messages from pod workers to the main task.
 enum Internal {
     /// The worker of the pod with this uid ended: its container is removed.
@@ -431,6 +529,8 @@ enum WorkerCmd {
         kind: LossKind,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// The Pod object changed (labels, annotations): rewrite its downwardAPI files.
+    Updated(Box<Pod>),
     /// The Pod object is gone.
     Gone,
     Shutdown,
@@ -708,6 +808,7 @@ impl Emulator {
             .map(String::as_str)
             == Some("true");
         if let Some(worker) = self.workers.get_mut(&uid) {
+            let _ = worker.tx.send(WorkerCmd::Updated(Box::new(pod.clone())));
             if deleting && !worker.terminate_sent {
                 worker.terminate_sent = true;
                 let grace = pod
@@ -1308,6 +1409,7 @@ impl PodWorker {
                     None | Some(WorkerCmd::Gone) | Some(WorkerCmd::Shutdown) => {
                         return Ok(Supervised::Stop);
                     }
+                    Some(WorkerCmd::Updated(pod)) => self.updated(*pod),
                     Some(WorkerCmd::Terminate { grace }) => {
                         self.deleting = true;
                         if grace.is_zero() {
@@ -1347,6 +1449,7 @@ impl PodWorker {
         loop {
             match self.rx.recv().await {
                 None | Some(WorkerCmd::Gone) | Some(WorkerCmd::Shutdown) => return Ok(()),
+                Some(WorkerCmd::Updated(pod)) => self.updated(*pod),
                 Some(WorkerCmd::Terminate { .. }) => {
                     delete_now(&self.ctx.pods, &self.name, &self.uid).await;
                     return Ok(());
@@ -1502,6 +1605,7 @@ impl PodWorker {
                 () = tokio::time::sleep(CONFIG_RETRY) => {}
                 command = self.rx.recv() => match command {
                     None | Some(WorkerCmd::Gone) | Some(WorkerCmd::Shutdown) => return Ok(None),
+                    Some(WorkerCmd::Updated(pod)) => self.pod = *pod,
                     Some(WorkerCmd::Terminate { .. }) => {
                         delete_now(&self.ctx.pods, &self.name, &self.uid).await;
                         return Ok(None);
@@ -1586,13 +1690,25 @@ impl PodWorker {
                         .with_context(|| format!("creating hostPath {}", host.path))?;
                 }
                 host.path.clone()
+            } else if let Some(downward) = &volume.downward_api {
+                // Read-only, as the kubelet mounts it; rewritten when the pod changes.
+                let dir = self.empty_dir(&volume.name)?;
+                if let Err(message) =
+                    write_downward_files(&dir, &self.pod, &self.ctx.namespace, downward)
+                {
+                    return Ok(Err(format!("volume {:?}: {message}", volume.name)));
+                }
+                config
+                    .binds
+                    .push(format!("{}:{}:ro", dir.to_string_lossy(), mount.mount_path));
+                continue;
             } else if volume.projected.is_some() {
                 // The service account token the admission plugin adds to every pod: not mounted
                 // (runners reach the API server with their own credentials in tests).
                 continue;
             } else {
                 return Ok(Err(format!(
-                    "volume {:?}: the e2e node emulator mounts only emptyDir and hostPath volumes",
+                    "volume {:?}: the e2e node emulator mounts only emptyDir, hostPath and downwardAPI volumes",
                     volume.name
                 )));
             };
@@ -1688,6 +1804,36 @@ impl PodWorker {
             "env {name}: only secretKeyRef and fieldRef sources are supported by the e2e node \
              emulator"
         )))
+    }
+
+    /// The pod object changed: keep it, and rewrite the files of its downwardAPI volumes (as the
+    /// kubelet does on its next sync).
+    fn updated(&mut self, pod: Pod) {
+        self.pod = pod;
+        let volumes = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for volume in &volumes {
+            let Some(downward) = &volume.downward_api else {
+                continue;
+            };
+            let dir = self.volumes_dir().join(&volume.name);
+            if !dir.is_dir() {
+                // Not mounted (yet): the container's creation writes it.
+                continue;
+            }
+            if let Err(message) =
+                write_downward_files(&dir, &self.pod, &self.ctx.namespace, downward)
+            {
+                warn(format_args!(
+                    "pod {}: volume {}: {message}",
+                    self.name, volume.name
+                ));
+            }
+        }
     }
 
     /// The host directory of the pod's `emptyDir` volume `volume`: created empty on first use,
@@ -2399,6 +2545,23 @@ mod tests {
         labels.insert("tier".into(), "x".into());
         assert!(matches_selector(&selector, &labels));
         assert!(parse_selector("a!=b").is_err());
+    }
+
+    #[test]
+    fn downward_maps_are_quoted_as_the_kubelet_does() {
+        let m = BTreeMap::from([
+            (
+                "b".to_string(),
+                "say \"hi\"\n\tback\\slash \u{1} caf\u{e9}".to_string(),
+            ),
+            ("a".to_string(), String::new()),
+        ]);
+        // Go: fmt.Sprintf("%v=%q\n", k, v) per sorted key, the last newline trimmed.
+        assert_eq!(
+            format_downward_map(Some(&m)),
+            "a=\"\"\nb=\"say \\\"hi\\\"\\n\\tback\\\\slash \\x01 caf\u{e9}\""
+        );
+        assert_eq!(format_downward_map(None), "");
     }
 
     #[test]

@@ -858,3 +858,77 @@ async fn empty_dir_and_host_path_volumes_are_mounted() -> Result<()> {
     s.node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn downward_api_files_follow_the_pods_annotations() -> Result<()> {
+    let s = Setup::new("emu-downward").await?;
+    // Prints the annotations file each time it changes (a warm runner polls it the same way).
+    let script = "last=''; while true; do cur=$(cat /podinfo/annotations); \
+                  if [ \"$cur\" != \"$last\" ]; then echo \"== $(cat /podinfo/name) \
+                  $(cat /podinfo/namespace)\"; echo \"$cur\"; echo \"$(cat /podinfo/labels)\"; \
+                  last=$cur; fi; sleep 0.05; done";
+    let extra = json!({
+        "metadata": {"annotations": {"sparkwing.dev/pool": "warm"}},
+        "spec": {
+            "securityContext": {"runAsUser": 65532, "runAsGroup": 65532},
+            "containers": [{
+                "name": "runner", "image": s.image, "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "podinfo", "mountPath": "/podinfo", "readOnly": true}],
+            }],
+            "volumes": [{"name": "podinfo", "downwardAPI": {"items": [
+                {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
+            ]}}],
+        },
+    });
+    s.create_pod(&s.pod("downward", "", extra)?).await?;
+    let ns = s.ns.to_string();
+    let first = format!(
+        "== downward {ns}\nsparkwing.dev/pool=\"warm\"\napp.kubernetes.io/managed-by=\"sparkwing\"\n"
+    );
+    let logs_with = |want: String| {
+        let node = &s.node;
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let logs = node.logs("downward").await?;
+                if logs.contains(&want) {
+                    return Ok::<_, anyhow::Error>(logs);
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "no {want:?} in the logs: {logs:?}"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    logs_with(first.clone()).await?;
+    // Claim it as the operator does: the container sees the new annotations (quoted as Go does).
+    let patch = json!({"metadata": {
+        "annotations": {"sparkwing.dev/run": "r1", "sparkwing.dev/attempt": "2",
+                        "note": "say \"hi\"\nbye"},
+        "labels": {"sparkwing.dev/claimed-by": "r1"},
+    }});
+    s.pods()
+        .patch(
+            "downward",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    let claimed = format!(
+        "== downward {ns}\nnote=\"say \\\"hi\\\"\\nbye\"\nsparkwing.dev/attempt=\"2\"\n\
+         sparkwing.dev/pool=\"warm\"\nsparkwing.dev/run=\"r1\"\n\
+         app.kubernetes.io/managed-by=\"sparkwing\"\nsparkwing.dev/claimed-by=\"r1\"\n"
+    );
+    let logs = logs_with(claimed).await?;
+    assert!(logs.starts_with(&first), "{logs}");
+    // The container kept running throughout.
+    let pod = s.pods().get("downward").await?;
+    assert_eq!(phase(&pod), "Running");
+    s.node.shutdown().await?;
+    Ok(())
+}
