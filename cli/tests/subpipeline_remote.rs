@@ -1,0 +1,145 @@
+//! Sub-pipelines on a profile's cluster: the awaiting job triggers the child on the real API
+//! (served in-process on MemoryRuns), follows it and maps its result; a real `sparkwing runner
+//! --run` plays the cluster's runner, and the test plays the operator's part (setting the phase
+//! once the runner is done, stopping the runner once the run is cancelled).
+
+mod common;
+mod runner_support;
+
+use common::*;
+use nix::sys::signal::Signal;
+use runner_support::Api;
+use serde_json::Value;
+use sparkwing_core::reconcile::status::Phase;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+/// The subpipeline fixture with a profile `ci` on `api`.
+fn world(api: &Api) -> Sw {
+    let mut sw = Sw::fixture("subpipeline");
+    let path = sw.home().join("profiles.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "profiles:\n  ci:\n    controller: {}\n    token_env: SW_TEST_TOKEN\n    namespace: ci\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    sw.env("SPARKWING_PROFILES", path.to_str().unwrap())
+        .env("SW_TEST_TOKEN", &api.admin);
+    sw
+}
+
+/// Wait for the child run the awaiting job triggered: (namespace, name, runner token).
+fn triggered(api: &Api) -> (String, String, String) {
+    let mut found = None;
+    api.wait_for(
+        DEADLINE,
+        "the triggered child run and its runner token",
+        |api| {
+            let list = api.get("/api/v1/runs?namespace=ci");
+            found = list["runs"]
+                .as_array()
+                .and_then(|r| r.first())
+                .and_then(|r| {
+                    let ns = r["namespace"].as_str()?.to_string();
+                    let name = r["name"].as_str()?.to_string();
+                    let token = api.runs.runner_token(&ns, &name)?;
+                    Some((ns, name, token))
+                });
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
+/// `sparkwing runner --run NS/NAME` as the operator's runner Job would start it.
+fn runner(sw: &Sw, api: &Api, ns: &str, name: &str, token: &str) -> Running {
+    let mut r = sw.cmd(["runner", "--run", &format!("{ns}/{name}"), "--attempt", "1"]);
+    r.env("SPARKWING_API_URL", &api.url)
+        .env("SPARKWING_API_TOKEN", token)
+        .env("SPARKWING_SKIP_BOX_SLOTS", "1")
+        .env("HOME", sw.home())
+        .env_remove("SPARKWING_PIPELINE_CHAIN");
+    Running::spawn(r)
+}
+
+#[test]
+fn an_await_job_on_a_profile_triggers_follows_and_maps_the_result() {
+    let api = Api::start();
+    let sw = world(&api);
+    let parent = sw.spawn(["run", "parent", "--on", "ci"]);
+    let (ns, name, token) = triggered(&api);
+    // The child got the await job's args.
+    let run = api.run(&ns, &name);
+    assert_eq!(run["run"]["spec"]["pipeline"], "child", "{run}");
+    assert_eq!(run["run"]["spec"]["args"]["msg"], "from-parent", "{run}");
+    let r = runner(&sw, &api, &ns, &name, &token).finish_within(DEADLINE);
+    r.assert_code(0);
+    api.runs.set_phase(&ns, &name, Phase::Succeeded);
+    let out = parent.finish_within(DEADLINE);
+    out.assert_code(0);
+    let id = out.run_id();
+    let deploy = sw.job(&id, "deploy");
+    assert_eq!(deploy["state"], "success", "{deploy}");
+    assert_eq!(deploy["child_run"], format!("{ns}/{name}"), "{deploy}");
+    let lines = sw.log_lines(&id, "deploy");
+    assert!(
+        lines.iter().any(|l| l == "work │ child says from-parent"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_failed_remote_child_fails_the_awaiting_job_with_its_reason() {
+    let api = Api::start();
+    let sw = world(&api);
+    let parent = sw.spawn(["run", "parent", "--on", "ci", "--mode", "fail"]);
+    let (ns, name, token) = triggered(&api);
+    runner(&sw, &api, &ns, &name, &token)
+        .finish_within(DEADLINE)
+        .assert_code(1);
+    api.runs.set_phase(&ns, &name, Phase::Failed);
+    let out = parent.finish_within(DEADLINE);
+    out.assert_code(1);
+    let deploy = sw.job(&out.run_id(), "deploy");
+    assert_eq!(deploy["state"], "failed", "{deploy}");
+    assert_eq!(
+        deploy["reason"],
+        format!(
+            "pipeline \"child\" on profile \"ci\" (run {ns}/{name}) failed: job work failed: exit code 1 (the deploy was refused)"
+        ),
+        "{deploy}"
+    );
+}
+
+#[test]
+fn cancelling_the_parent_cancels_the_remote_child() {
+    let api = Api::start();
+    let sw = world(&api);
+    let mut parent = sw.spawn(["run", "parent", "--on", "ci", "--mode", "slow"]);
+    let id = parent.wait_run_id();
+    let (ns, name, token) = triggered(&api);
+    let runner = runner(&sw, &api, &ns, &name, &token);
+    // The child's job sleeps on the "cluster"; its line reached the parent through the follow.
+    sw.wait_for_log_line(&id, "deploy", "work │ child-sleeping");
+    parent.signal(Signal::SIGINT);
+    let out = parent.finish_within(DEADLINE);
+    out.assert_code(130);
+    // The remote run was cancelled through the API (finally jobs still run).
+    let run = api.run(&ns, &name);
+    assert_eq!(
+        run["run"]["spec"]["cancel"],
+        Value::from("CancelledRunFinally"),
+        "{run}"
+    );
+    let deploy = sw.job(&id, "deploy");
+    assert_eq!(deploy["state"], "cancelled", "{deploy}");
+    // Nothing of the parent is left: the follower exited with the awaiting job.
+    assert_run_processes_gone(&id);
+    // The operator's part: stop the runner of a cancelled run.
+    runner.signal(Signal::SIGTERM);
+    runner.finish_within(DEADLINE).assert_code(130);
+}
