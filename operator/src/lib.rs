@@ -222,12 +222,24 @@ pub async fn run_controllers(
             .for_each(|()| async {})
             .await;
     };
+    let pipeline_loop = {
+        let (client, ctx, shutdown) = (client.clone(), ctx.clone(), shutdown.clone());
+        let namespace = namespace.clone();
+        async move {
+            if controller::pipeline::served(&client, namespace.as_deref()).await {
+                let c = controller::pipeline::controller(&client, namespace.as_deref());
+                controller::pipeline::run(c, ctx, shutdown)
+                    .for_each(|()| async {})
+                    .await;
+            }
+        }
+    };
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
     let controllers = async {
-        futures::join!(run_loop, pool_loop);
+        futures::join!(run_loop, pool_loop, pipeline_loop);
     };
     let result = match &elector {
         None => {

@@ -9,6 +9,7 @@
 //! a finished run waits for a change. Errors go to [`error_policy`], which backs off per object
 //! from 500 ms to 60 s.
 
+pub mod pipeline;
 pub mod pool;
 pub mod run;
 
