@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The push webhook secret of every [`ApiTask`] (`POST /webhooks/github`).
+pub const WEBHOOK_SECRET: &[u8] = b"sparkwing-e2e-webhook-secret";
+
 /// The API running as a task; stopped when dropped.
 pub struct ApiTask {
     /// `http://127.0.0.1:<port>`.
@@ -81,13 +84,18 @@ impl ApiTask {
         let dir = tempfile::tempdir().context("the API's data directory")?;
         let state = ApiState::open(
             dir.path().join("data"),
-            Arc::new(KubeRuns::new(client)),
+            Arc::new(KubeRuns::new(client.clone())),
             ApiConfig {
                 default_namespace: namespace.to_string(),
                 ..ApiConfig::default()
             },
         )
-        .context("opening the API state")?;
+        .context("opening the API state")?
+        // Push webhooks signed with WEBHOOK_SECRET start the namespace's Pipelines.
+        .with_webhooks(api::Webhooks::new(
+            Some(WEBHOOK_SECRET.to_vec()),
+            Arc::new(api::KubePipelines::new(client, Some(namespace.to_string()))),
+        ));
         let admin_token = random_hex();
         let token_file = dir.path().join("admin-token");
         std::fs::write(&token_file, &admin_token)?;
@@ -176,6 +184,60 @@ impl ApiTask {
         let bytes = body.map(|b| b.to_string().into_bytes());
         self.request(method, path, Some(&self.admin_token), bytes.as_deref())
             .await
+    }
+
+    /// Upload every file under `root` as the admin (relative `/`-separated paths, `target/`
+    /// skipped, blobs the API lacks sent gzipped); returns the upload id.
+    pub async fn upload_dir(&self, root: &Path) -> Result<String> {
+        use sha2::Digest as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    if entry.file_name() != "target" {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+                let mode = entry.metadata()?.permissions().mode() & 0o777;
+                files.push((rel, std::fs::read(&path)?, mode));
+            }
+        }
+        let manifest = serde_json::json!({"files": files.iter().map(|(p, c, m)| serde_json::json!({
+            "path": p, "mode": m, "size": c.len(), "sha256": hex::encode(sha2::Sha256::digest(c)),
+        })).collect::<Vec<_>>()});
+        let answer = self
+            .admin("POST", "/api/v1/uploads", Some(&manifest))
+            .await?
+            .ok()?
+            .json()?;
+        let missing: Vec<String> = serde_json::from_value(answer["missing"].clone())?;
+        for (_, content, _) in &files {
+            let sha = hex::encode(sha2::Sha256::digest(content));
+            if !missing.contains(&sha) {
+                continue;
+            }
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, content)?;
+            let body = gz.finish()?;
+            self.request(
+                "PUT",
+                &format!("/api/v1/blobs/{sha}"),
+                Some(&self.admin_token),
+                Some(&body),
+            )
+            .await?
+            .ok()?;
+        }
+        answer["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("the upload answer has no id")
     }
 
     /// Stop serving.
