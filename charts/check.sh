@@ -59,6 +59,9 @@ if api:
     assert url in c["args"], c["args"]
     rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
     assert any("secrets" in r["resources"] and "create" in r["verbs"] for r in rules), rules
+    # Pool tokens: the operator reads and rewrites <pool>-pool-token; the API reads pod claims.
+    assert any("secrets" in r["resources"] and {"get", "update"} <= set(r["verbs"]) for r in rules), rules
+    assert any("pods" in r["resources"] and "get" in r["verbs"] for r in rules), rules
     assert any("pipelineruns/status" in r["resources"] and "patch" in r["verbs"] for r in rules)
 else:
     assert "api" not in ports and not any(a.startswith("--api-addr") for a in c["args"])

@@ -201,8 +201,9 @@ fn env(name: &str, value: &str) -> EnvVar {
 }
 
 impl RealRunner {
-    /// A RunnerPool spec of the real runner: `minIdle: 0` (the real runner has no warm mode yet,
-    /// so its runs get runner Jobs), `maxRunners`, the image, the host mounts and the env.
+    /// A RunnerPool spec of the real runner: `minIdle: 0` (its runs get runner Jobs; set
+    /// `min_idle` for warm pods running `sparkwing runner --warm`, as `tests/warm_runner.rs`
+    /// does), `maxRunners`, the image, the host mounts and the env.
     pub fn pool_spec(&self, max_runners: i32) -> RunnerPoolSpec {
         RunnerPoolSpec {
             image: self.image.clone(),

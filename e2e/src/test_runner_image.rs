@@ -17,10 +17,11 @@
 //!
 //! Warm mode (`sparkwing runner --warm --pool ns/pool`) idles until the file `/tmp/sparkwing-claim`
 //! holds `<ns>/<run> <attempt>`, then behaves as `--run <ns>/<run> --attempt <attempt>` would; on
-//! SIGTERM while idle (a reap) it exits 0 at once. The real runner learns of its claim by watching
-//! its own pod; the node emulator mounts no service account token, so [`ClaimRelay`] does that
-//! part: it watches claimed pods (label `sparkwing.dev/claimed-by`) and writes the claim file into
-//! the pod's container with `docker exec`.
+//! SIGTERM while idle (a reap) it exits 0 at once. The real runner learns of its claim from its
+//! pod's downwardAPI volume (`$SPARKWING_PODINFO_DIR/annotations`, which the node emulator writes
+//! too); this stand-in keeps its own simpler contract, and [`ClaimRelay`] does that part: it
+//! watches claimed pods (label `sparkwing.dev/claimed-by`) and writes the claim file into the
+//! pod's container with `docker exec`.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
