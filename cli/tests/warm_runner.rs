@@ -86,6 +86,7 @@ fn warm_runner_waits_for_its_claim_then_runs_that_attempt() {
         "warm-1",
         PodClaim {
             pool: "warm".into(),
+            pool_uid: "uid-warm".into(),
             claim: Some((name.clone(), 1)),
         },
     );
@@ -155,6 +156,7 @@ fn warm_runner_without_a_pool_token_or_with_another_pools_fails_clearly() {
         "warm-1",
         PodClaim {
             pool: "warm".into(),
+            pool_uid: "uid-warm".into(),
             claim: Some((name.clone(), 1)),
         },
     );

@@ -110,25 +110,31 @@ pub async fn ensure(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let secret_name = pool_token_secret(&name);
     let existing = secrets.get_opt(&secret_name).await?;
-    let live = existing
-        .as_ref()
-        .and_then(secret_token)
-        .is_some_and(|t| minter.tokens.lookup_scoped(&t, &scope).is_some());
+    let uid = pool.uid().ok_or(Error::MissingObjectKey {
+        kind: "RunnerPool",
+        field: "metadata.uid",
+    })?;
+    // Live, of this pool's scope, and minted for this pool (not a deleted one of the same name).
+    let live = existing.as_ref().and_then(secret_token).is_some_and(|t| {
+        minter
+            .tokens
+            .lookup_scoped(&t, &scope)
+            .is_some_and(|r| r.pool_uid.as_deref() == Some(uid.as_str()))
+    });
     let action = decide(existing.is_some(), live);
     if action == PoolTokenAction::Keep {
         return Ok(action);
     }
     let (storage, tokens, scope2) = (minter.storage.clone(), minter.tokens.clone(), scope.clone());
+    let grant = RunnerGrant {
+        upload: None,
+        pool_uid: Some(uid),
+    };
     let token = tokio::task::spawn_blocking(move || {
         // One live token per pool: older ones (in a Secret that lost them) are revoked.
         tokens.revoke_scope(&storage, &scope2)?;
         tokens
-            .create(
-                &storage,
-                &scope2,
-                vec![scope2.clone()],
-                Some(RunnerGrant::default()),
-            )
+            .create(&storage, &scope2, vec![scope2.clone()], Some(grant))
             .map(|(t, _)| t)
     })
     .await

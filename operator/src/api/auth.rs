@@ -110,6 +110,10 @@ pub struct TokenRecord {
     /// needs no lookup of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
+    /// Pool tokens: the uid of the RunnerPool they were minted for, so a token of a deleted pool
+    /// cannot speak for a later pool of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_uid: Option<String>,
 }
 
 /// What the list endpoint shows of a token.
@@ -145,6 +149,8 @@ struct TokenFile {
 pub struct RunnerGrant {
     /// The id of the run's uploaded source, if its source is an upload.
     pub upload: Option<String>,
+    /// A pool token's RunnerPool uid.
+    pub pool_uid: Option<String>,
 }
 
 /// The token table: in memory, persisted to `<data-dir>/tokens.json`.
@@ -237,7 +243,8 @@ impl TokenStore {
             scopes,
             created: now_rfc3339(),
             revoked: false,
-            upload: runner.and_then(|r| r.upload),
+            upload: runner.as_ref().and_then(|r| r.upload.clone()),
+            pool_uid: runner.and_then(|r| r.pool_uid),
         };
         self.insert(storage, rec.clone())?;
         Ok((token, rec))
@@ -277,6 +284,7 @@ impl TokenStore {
                 created: now_rfc3339(),
                 revoked: false,
                 upload: None,
+                pool_uid: None,
             },
         )?;
         Ok(true)
@@ -343,6 +351,8 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// The upload a runner token may read.
     pub upload: Option<String>,
+    /// The RunnerPool uid a pool token was minted for.
+    pub pool_uid: Option<String>,
 }
 
 impl Principal {
@@ -394,6 +404,7 @@ impl FromRequestParts<ApiState> for Principal {
             token_id: rec.id,
             scopes: rec.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             upload: rec.upload,
+            pool_uid: rec.pool_uid,
         })
     }
 }

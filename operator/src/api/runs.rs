@@ -42,18 +42,19 @@ pub enum BackendError {
 pub struct PodClaim {
     /// The pod's controller, a RunnerPool of the pod's namespace.
     pub pool: String,
+    /// That RunnerPool's uid.
+    pub pool_uid: String,
     /// `(run, attempt)` from the claim's annotations; `None` while the pod is idle.
     pub claim: Option<(String, u32)>,
 }
 
 /// The claim of `pod` as the operator wrote it (pure): `None` unless a RunnerPool controls it.
 pub fn pod_claim_of(pod: &Pod) -> Option<PodClaim> {
-    let pool = pod
+    let owner = pod
         .owner_references()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "RunnerPool")?
-        .name
-        .clone();
+        .find(|o| o.controller == Some(true) && o.kind == "RunnerPool")?;
+    let (pool, pool_uid) = (owner.name.clone(), owner.uid.clone());
     let claimed = pod.labels().contains_key(crate::labels::CLAIMED_BY);
     let a = pod.annotations();
     let claim = match (
@@ -65,7 +66,11 @@ pub fn pod_claim_of(pod: &Pod) -> Option<PodClaim> {
         (true, Some(run), Some(attempt)) => Some((run.clone(), attempt)),
         _ => None,
     };
-    Some(PodClaim { pool, claim })
+    Some(PodClaim {
+        pool,
+        pool_uid,
+        claim,
+    })
 }
 
 /// PipelineRun create/get/list/cancel, and the home of runner tokens.

@@ -1256,6 +1256,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
         "warm-1",
         PodClaim {
             pool: "warm".into(),
+            pool_uid: "uid-warm".into(),
             claim: None,
         },
     );
@@ -1271,6 +1272,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
         "warm-1",
         PodClaim {
             pool: "warm".into(),
+            pool_uid: "uid-warm".into(),
             claim: Some((name.clone(), 2)),
         },
     );
@@ -1317,6 +1319,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
         "fast-1",
         PodClaim {
             pool: "fast".into(),
+            pool_uid: "uid-fast".into(),
             claim: Some((name.clone(), 1)),
         },
     );
@@ -1335,6 +1338,24 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
         assert_error(&r, StatusCode::FORBIDDEN, "forbidden", "pool:");
         assert_eq!(r.json()["scope"], format!("pool:{ns}/warm"));
     }
+    // The token of an earlier pool of the same name (another uid): refused.
+    let (stale, _) = f
+        .st
+        .tokens
+        .create(
+            &f.st.storage,
+            "pool",
+            vec![format!("pool:{ns}/warm")],
+            Some(auth::RunnerGrant {
+                upload: None,
+                pool_uid: Some("uid-deleted-warm".into()),
+            }),
+        )
+        .unwrap();
+    let r = f
+        .json(Method::POST, &claims, &stale, ask("warm-1", &name))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden", "pool:");
     // The pool token gives nothing else: no run, no logs, no trigger.
     let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &pool).await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden", "runs:read");
@@ -1379,6 +1400,7 @@ fn pod_claims_are_read_from_the_pods_owner_labels_and_annotations() {
         runs::pod_claim_of(&pod),
         Some(PodClaim {
             pool: "warm".into(),
+            pool_uid: "u1".into(),
             claim: Some(("r1".into(), 3))
         })
     );

@@ -53,6 +53,13 @@ pub async fn claim(
         // The pod is another pool's: only that pool's token may speak for it.
         return Err(ApiError::forbidden(Scope::pool(&ns, &found.pool)));
     }
+    if p.pool_uid
+        .as_ref()
+        .is_some_and(|uid| *uid != found.pool_uid)
+    {
+        // A token of an earlier pool of the same name (deleted, its Secret gone with it).
+        return Err(ApiError::forbidden(Scope::pool(&ns, &pool)));
+    }
     let attempt = match &found.claim {
         Some((run, attempt)) if *run == req.run => *attempt,
         Some((run, _)) => {
@@ -61,10 +68,12 @@ pub async fn claim(
                 req.pod, req.run
             )))
         }
-        None => return Err(ApiError::Conflict(format!(
+        None => {
+            return Err(ApiError::Conflict(format!(
             "pod {ns}/{} is not claimed (yet): ask again once its claim annotations name run {}",
             req.pod, req.run
-        ))),
+        )))
+        }
     };
     let run = st
         .runs

@@ -189,7 +189,10 @@ pub async fn mint_runner_token(
             &storage,
             &principal,
             vec![scope],
-            Some(RunnerGrant { upload }),
+            Some(RunnerGrant {
+                upload,
+                ..RunnerGrant::default()
+            }),
         )
     })
     .await?;
