@@ -114,6 +114,20 @@ fn assert_both_cancelled(sw: &Sw, parent: &str, child: &str) {
     // No orphan: the child's engine (it carries the parent's run id) and its jobs are gone.
     assert_run_processes_gone(child);
     assert_run_processes_gone(parent);
+    let pid = cst["pid"].as_i64().expect("the child run's pid");
+    wait_until(
+        Duration::from_secs(15),
+        &format!("the child's sparkwing process {pid} to exit"),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.split_whitespace().next())
+                        == Some("Z")
+                })
+                .unwrap_or(true)
+        },
+    );
 }
 
 #[test]
