@@ -203,7 +203,10 @@ impl ApiTask {
                     }
                     continue;
                 }
-                let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+                let rel = path
+                    .strip_prefix(root)?
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 let mode = entry.metadata()?.permissions().mode() & 0o777;
                 files.push((rel, std::fs::read(&path)?, mode));
             }

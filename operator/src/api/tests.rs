@@ -1339,19 +1339,18 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
         assert_eq!(r.json()["scope"], format!("pool:{ns}/warm"));
     }
     // The token of an earlier pool of the same name (another uid): refused.
-    let (stale, _) = f
-        .st
-        .tokens
-        .create(
-            &f.st.storage,
-            "pool",
-            vec![format!("pool:{ns}/warm")],
-            Some(auth::RunnerGrant {
-                upload: None,
-                pool_uid: Some("uid-deleted-warm".into()),
-            }),
-        )
-        .unwrap();
+    let (stale, _) =
+        f.st.tokens
+            .create(
+                &f.st.storage,
+                "pool",
+                vec![format!("pool:{ns}/warm")],
+                Some(auth::RunnerGrant {
+                    upload: None,
+                    pool_uid: Some("uid-deleted-warm".into()),
+                }),
+            )
+            .unwrap();
     let r = f
         .json(Method::POST, &claims, &stale, ask("warm-1", &name))
         .await;
