@@ -89,15 +89,15 @@ fn a_failing_child_fails_the_awaiting_job_with_its_reason() {
     assert_eq!(cst["parent_run_id"], parent.as_str());
 }
 
-/// Start `parent --mode slow` and wait until the child's job sleeps; returns the child's id.
-fn start_slow(sw: &Sw) -> (Running, String, String) {
-    let mut run = sw.spawn(["run", "parent", "--mode", "slow"]);
+/// Start `parent --mode MODE` and wait until the child's job sleeps: (parent, its id, the child's).
+fn start_sleeping(sw: &Sw, mode: &str) -> (Running, String, String) {
+    let mut run = sw.spawn(["run", "parent", "--mode", mode]);
     let parent = run.wait_run_id();
     sw.wait_for_log_line(&parent, "deploy", "work │ child-sleeping");
     let child = child_of(sw, &parent);
-    // The child's job process and its sleep (bash may exec it).
+    // The child's job process (bash may have exec'd the sleep in it).
     wait_until(Duration::from_secs(30), "the child's job processes", || {
-        run_processes(&child).len() >= 2
+        !run_processes(&child).is_empty()
     });
     (run, parent, child)
 }
@@ -133,7 +133,7 @@ fn assert_both_cancelled(sw: &Sw, parent: &str, child: &str) {
 #[test]
 fn ctrl_c_on_the_parent_cancels_the_child() {
     let sw = Sw::fixture("subpipeline");
-    let (run, parent, child) = start_slow(&sw);
+    let (run, parent, child) = start_sleeping(&sw, "slow");
     run.signal(Signal::SIGINT);
     let out = run.finish_within(Duration::from_secs(60));
     out.assert_code(130);
@@ -143,11 +143,58 @@ fn ctrl_c_on_the_parent_cancels_the_child() {
 #[test]
 fn runs_cancel_of_the_parent_cancels_the_child() {
     let sw = Sw::fixture("subpipeline");
-    let (run, parent, child) = start_slow(&sw);
+    let (run, parent, child) = start_sleeping(&sw, "slow");
     sw.sw(["runs", "cancel", "--run", &parent]).assert_code(0);
     let out = run.finish_within(Duration::from_secs(60));
     out.assert_code(130);
     assert_both_cancelled(&sw, &parent, &child);
+}
+
+#[test]
+fn a_child_job_that_ignores_sigterm_is_killed_by_the_child_not_orphaned() {
+    let sw = Sw::fixture("subpipeline");
+    let (run, parent, child) = start_sleeping(&sw, "stubborn");
+    run.signal(Signal::SIGINT);
+    // The child kills its job after its own grace; the parent waits longer than that for it.
+    let out = run.finish_within(Duration::from_secs(60));
+    out.assert_code(130);
+    assert!(!out.stderr.contains("second interrupt"), "{out}");
+    assert_both_cancelled(&sw, &parent, &child);
+}
+
+#[test]
+fn a_second_ctrl_c_kills_the_child_and_its_jobs_too() {
+    let sw = Sw::fixture("subpipeline");
+    // The child's job ignores SIGTERM: the first interrupt cannot stop it.
+    let (run, parent, child) = start_sleeping(&sw, "stubborn");
+    run.signal(Signal::SIGINT);
+    wait_until(
+        Duration::from_secs(30),
+        "the child to start cancelling",
+        || {
+            sw.sw(["runs", "status", "--run", &child, "-o", "json"])
+                .stdout
+                .contains("run_cancelling")
+        },
+    );
+    run.signal(Signal::SIGINT);
+    let out = run.finish_within(Duration::from_secs(30));
+    out.assert_code(130);
+    assert!(out.stderr.contains("second interrupt"), "{out}");
+    let (_, st) = sw.status(&parent);
+    assert_eq!(st["status"], "cancelled", "{st:#}");
+    let (_, cst) = sw.status(&child);
+    assert_eq!(cst["status"], "cancelled", "{cst:#}");
+    assert!(
+        cst["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("second interrupt"),
+        "{cst:#}"
+    );
+    // The child's stubborn job went with it.
+    assert_run_processes_gone(&child);
+    assert_run_processes_gone(&parent);
 }
 
 #[test]

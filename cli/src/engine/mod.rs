@@ -883,6 +883,7 @@ fn start(
                 cwd,
                 env,
                 timeout: spec.timeout_ms.map(Duration::from_millis),
+                stop_grace: process::STOP_GRACE,
             }
         }
     };
@@ -1188,6 +1189,12 @@ fn on_interrupt(
         eprintln!(
             "{} second interrupt: killing every job now",
             rec.term.red("■")
+        );
+        // A local sub-pipeline's jobs are in process groups of their own: its `sparkwing run`
+        // kills them (its own second interrupt) before this one kills it.
+        subpipeline::kill_local_children(
+            &rec.store,
+            jobs.iter().filter_map(|rt| rt.child.as_ref()),
         );
         // Kill here, synchronously: the run ends right after this, and the attempts' tasks may
         // never get to act on their Kill message.

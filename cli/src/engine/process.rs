@@ -54,6 +54,9 @@ pub struct AttemptSpec {
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when stopped ([`STOP_GRACE`] for a job's process; longer for
+    /// a sub-pipeline's `sparkwing`, so it can stop its own jobs first).
+    pub stop_grace: Duration,
 }
 
 /// How an attempt's process ended.
@@ -162,7 +165,7 @@ pub async fn run_attempt(
                             reason = Some(ProcessEnd::Stopped);
                         }
                         signal_group(pgid, Signal::SIGTERM);
-                        kill_at = Some(tokio::time::Instant::now() + STOP_GRACE);
+                        kill_at = Some(tokio::time::Instant::now() + spec.stop_grace);
                     }
                     Control::Kill => {
                         reason = Some(ProcessEnd::Stopped);

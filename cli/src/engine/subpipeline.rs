@@ -72,8 +72,13 @@ pub fn attempt_spec(
         cwd: repo_root.to_path_buf(),
         env,
         timeout,
+        stop_grace: CHILD_STOP_GRACE,
     }
 }
+
+/// A stopped sub-pipeline's grace: its `sparkwing` gives its own jobs [`super::process::STOP_GRACE`]
+/// before killing them, and must not be killed first (its jobs would be left running).
+pub const CHILD_STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// What one line of the child's output means for the awaiting job.
 #[derive(Debug, PartialEq)]
@@ -248,6 +253,48 @@ impl ChildTracker {
             return Some(format!("{} failed: {e}", self.what()));
         }
         Some(format!("{} failed (exit code {code})", self.what()))
+    }
+}
+
+/// How long a second interrupt waits for local children to kill their own jobs.
+const CHILD_KILL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// On a second interrupt: SIGINT every live local child run's `sparkwing` (its second interrupt:
+/// the first came with the cancel) so it kills its jobs' process groups and records itself
+/// cancelled, and wait for that (up to [`CHILD_KILL_DEADLINE`]). Killing it outright would leave
+/// its jobs running.
+pub fn kill_local_children<'a>(
+    store: &crate::store::Store,
+    children: impl Iterator<Item = &'a ChildTracker>,
+) {
+    let live: Vec<String> = children
+        .filter(|c| c.profile.is_none())
+        .filter_map(|c| c.run.clone())
+        .filter(|id| {
+            let Ok(Some(run)) = store.get_run(id) else {
+                return false;
+            };
+            if run.status.is_terminal() {
+                return false;
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(run.pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .is_ok()
+        })
+        .collect();
+    let end = std::time::Instant::now() + CHILD_KILL_DEADLINE;
+    while std::time::Instant::now() < end
+        && live.iter().any(|id| {
+            store
+                .get_run(id)
+                .ok()
+                .flatten()
+                .is_some_and(|r| !r.status.is_terminal())
+        })
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
