@@ -274,6 +274,22 @@ impl ApiClient {
         check(resp).map(drop)
     }
 
+    /// `POST /api/v1/blobs`: many blobs in one gzip stream of `<sha256> <size>\n<content>`
+    /// frames. Answers `(blobs, created)`; a 404 or 405 means an API from before batches.
+    pub fn put_blobs(&self, gzipped: Vec<u8>) -> Result<(u64, u64), RemoteError> {
+        let url = self.url("/api/v1/blobs");
+        let resp = self
+            .agent
+            .post(&url)
+            .header("Authorization", &self.auth())
+            .content_type("application/gzip")
+            .send(&gzipped[..])
+            .map_err(|e| self.transport(&url, e))?;
+        let v: serde_json::Value = json_of(check(resp)?, "blob batch answer")?;
+        let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        Ok((n("blobs"), n("created")))
+    }
+
     /// `GET /api/v1/uploads/{id}`: the canonical manifest.
     pub fn get_upload(&self, id: &str) -> Result<Manifest, RemoteError> {
         let v: serde_json::Value = json_of(self.get(&format!("/api/v1/uploads/{id}"))?, "upload")?;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
@@ -301,7 +301,29 @@ pub fn upload(client: &ApiClient, root: &Path) -> Result<UploadReport, UploadErr
     let done_bytes = AtomicU64::new(0);
     let wire_bytes = AtomicU64::new(0);
     let done_blobs = AtomicUsize::new(0);
-    let queue = Mutex::new(work);
+    // Small blobs travel in batches (one request per small file costs more than the file); a
+    // blob of BATCH_BYTES or more goes alone.
+    let mut batches: Vec<Vec<(String, PathBuf)>> = Vec::new();
+    let mut current: Vec<(String, PathBuf)> = Vec::new();
+    let mut current_bytes = 0u64;
+    for (sha, path) in work {
+        let size = sizes.get(sha.as_str()).copied().unwrap_or(0);
+        if size >= BATCH_BYTES {
+            batches.push(vec![(sha, path)]);
+            continue;
+        }
+        if current_bytes + size > BATCH_BYTES || current.len() >= BATCH_FILES {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current_bytes += size;
+        current.push((sha, path));
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let batched = AtomicBool::new(true);
+    let queue = Mutex::new(batches);
     let first_error: Mutex<Option<UploadError>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..PARALLEL {
@@ -309,14 +331,25 @@ pub fn upload(client: &ApiClient, root: &Path) -> Result<UploadReport, UploadErr
                 if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                     return;
                 }
-                let Some((sha, path)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                let Some(batch) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                     return;
                 };
-                match send_blob(client, &sha, &path) {
+                let sent = if batch.len() > 1 && batched.load(Ordering::Relaxed) {
+                    match send_batch(client, &batch) {
+                        Err(UploadError::Remote(e)) if is_before_batches(&e) => {
+                            batched.store(false, Ordering::Relaxed);
+                            send_each(client, &batch)
+                        }
+                        other => other,
+                    }
+                } else {
+                    send_each(client, &batch)
+                };
+                match sent {
                     Ok((raw, wire)) => {
                         done_bytes.fetch_add(raw, Ordering::Relaxed);
                         wire_bytes.fetch_add(wire, Ordering::Relaxed);
-                        let n = done_blobs.fetch_add(1, Ordering::Relaxed) + 1;
+                        let n = done_blobs.fetch_add(batch.len(), Ordering::Relaxed) + batch.len();
                         bar.show(n, done_bytes.load(Ordering::Relaxed));
                     }
                     Err(e) => {
@@ -348,8 +381,17 @@ pub fn upload(client: &ApiClient, root: &Path) -> Result<UploadReport, UploadErr
     })
 }
 
-/// Read, check, compress and PUT one blob; returns (raw, compressed) bytes.
-fn send_blob(client: &ApiClient, sha: &str, path: &Path) -> Result<(u64, u64), UploadError> {
+/// A blob batch's most uncompressed bytes, and most files.
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_FILES: usize = 1000;
+
+/// An API from before `POST /api/v1/blobs` answers 404 or 405: send one blob at a time.
+fn is_before_batches(e: &RemoteError) -> bool {
+    matches!(e.status(), Some(404 | 405))
+}
+
+/// Read a blob's file and check it still has the content the manifest names.
+fn read_checked(sha: &str, path: &Path) -> Result<Vec<u8>, UploadError> {
     let data = std::fs::read(path).map_err(|source| UploadError::Io {
         path: path.to_path_buf(),
         source,
@@ -359,6 +401,50 @@ fn send_blob(client: &ApiClient, sha: &str, path: &Path) -> Result<(u64, u64), U
             path: path.to_path_buf(),
         });
     }
+    Ok(data)
+}
+
+/// Send blobs in one `POST /api/v1/blobs`: one gzip stream of `<sha256> <size>\n<content>`
+/// frames (compressing across files). Returns (raw, compressed) bytes.
+fn send_batch(client: &ApiClient, batch: &[(String, PathBuf)]) -> Result<(u64, u64), UploadError> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut raw = 0u64;
+    for (sha, path) in batch {
+        let data = read_checked(sha, path)?;
+        raw += data.len() as u64;
+        // Writing to a Vec cannot fail.
+        let _ = writeln!(enc, "{sha} {}", data.len());
+        let _ = enc.write_all(&data);
+    }
+    let gz = enc.finish().unwrap_or_default();
+    let wire = gz.len() as u64;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.put_blobs(gz.clone()) {
+            Ok(_) => return Ok((raw, wire)),
+            Err(e) if e.is_unreachable() && tries < TRIES => {
+                std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(tries)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Send blobs one `PUT` each; returns (raw, compressed) bytes.
+fn send_each(client: &ApiClient, batch: &[(String, PathBuf)]) -> Result<(u64, u64), UploadError> {
+    let (mut raw, mut wire) = (0, 0);
+    for (sha, path) in batch {
+        let (r, w) = send_blob(client, sha, path)?;
+        raw += r;
+        wire += w;
+    }
+    Ok((raw, wire))
+}
+
+/// Read, check, compress and PUT one blob; returns (raw, compressed) bytes.
+fn send_blob(client: &ApiClient, sha: &str, path: &Path) -> Result<(u64, u64), UploadError> {
+    let data = read_checked(sha, path)?;
     let gz = gzip(&data);
     let wire = gz.len() as u64;
     let mut tries = 0;

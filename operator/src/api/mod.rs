@@ -199,6 +199,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/uploads/{id}", get(uploads::get_upload))
         .route("/api/v1/uploads/{id}/blobs/{sha}", get(uploads::get_blob))
         .route("/api/v1/blobs/{sha}", put(uploads::put_blob))
+        .route("/api/v1/blobs", post(uploads::put_blobs))
         .route("/api/v1/runs", post(r::trigger).get(r::list))
         .route("/api/v1/runs/{ns}/{name}", get(r::get_run))
         .route("/api/v1/runs/{ns}/{name}/cancel", post(r::cancel))

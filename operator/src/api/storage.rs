@@ -159,13 +159,7 @@ impl Storage {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io("creating", dir))?;
         }
-        let mut rnd = [0u8; 8];
-        getrandom::fill(&mut rnd).map_err(|e| StorageError::Io {
-            op: "randomizing a temp name for",
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let tmp = self.root.join("tmp").join(hex::encode(rnd));
+        let tmp = self.temp_path(path)?;
         let result = (|| {
             let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
             f.write_all(bytes).map_err(io("writing", &tmp))?;
@@ -213,6 +207,63 @@ impl Storage {
 
     pub fn has_blob(&self, sha: &str) -> bool {
         is_sha256_hex(sha) && self.blob_path(sha).is_file()
+    }
+
+    /// Store many blobs whose hashes the caller verified, with one file-system sync for all of
+    /// them instead of one per file (a per-file fsync made a 5,000-file upload take seconds):
+    /// every temp file is written, the file system holding them is synced once, then each is
+    /// renamed into place. A blob is never visible before its content is on disk. Answers, per
+    /// blob, whether it was new.
+    pub fn put_blobs(&self, blobs: &[(String, &[u8])]) -> Result<Vec<bool>, StorageError> {
+        let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut created = Vec::with_capacity(blobs.len());
+        let result = (|| {
+            for (sha, content) in blobs {
+                let dest = self.blob_path(sha);
+                if !seen.insert(sha.as_str()) || self.has_blob(sha) {
+                    created.push(false);
+                    continue;
+                }
+                let tmp = self.temp_path(&dest)?;
+                written.push((tmp.clone(), dest));
+                let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+                f.write_all(content).map_err(io("writing", &tmp))?;
+                created.push(true);
+            }
+            if let Some((tmp, _)) = written.first() {
+                let f = fs::File::open(tmp).map_err(io("opening", tmp))?;
+                nix::unistd::syncfs(&f).map_err(|e| StorageError::Io {
+                    op: "syncing the file system of",
+                    path: tmp.clone(),
+                    source: std::io::Error::from(e),
+                })?;
+            }
+            for (tmp, dest) in &written {
+                if let Some(dir) = dest.parent() {
+                    fs::create_dir_all(dir).map_err(io("creating", dir))?;
+                }
+                fs::rename(tmp, dest).map_err(io("renaming into", dest))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for (tmp, _) in &written {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        result.map(|()| created)
+    }
+
+    /// A fresh temp file name for something that will be renamed to `path`.
+    fn temp_path(&self, path: &Path) -> Result<PathBuf, StorageError> {
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).map_err(|e| StorageError::Io {
+            op: "randomizing a temp name for",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(self.root.join("tmp").join(hex::encode(rnd)))
     }
 
     /// Store a blob whose hash the caller verified. `Ok(false)`: it was already there.

@@ -1412,3 +1412,120 @@ fn pod_claims_are_read_from_the_pods_owner_labels_and_annotations() {
     stray.metadata.owner_references.as_mut().unwrap()[0].controller = None;
     assert_eq!(runs::pod_claim_of(&stray), None);
 }
+
+fn blob_batch(blobs: &[&[u8]]) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for b in blobs {
+        stream.extend_from_slice(format!("{} {}\n", sha256_hex(b), b.len()).as_bytes());
+        stream.extend_from_slice(b);
+    }
+    stream
+}
+
+#[tokio::test]
+async fn a_blob_batch_stores_every_checked_blob_once_and_refuses_bad_frames() {
+    let f = fx();
+    let files = [("a", "alpha"), ("b", "beta\n"), ("c", "")];
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            manifest(&files),
+        )
+        .await;
+    assert_eq!(
+        r.json()["missing"].as_array().unwrap().len(),
+        3,
+        "{}",
+        r.body
+    );
+    let post = |body: Vec<u8>| {
+        f.call(
+            Method::POST,
+            "/api/v1/blobs",
+            Some(&f.trigger),
+            Body::from(body),
+        )
+    };
+
+    // A frame whose content does not match its hash: nothing of the batch is stored.
+    let mut bad = blob_batch(&[b"alpha"]);
+    bad.extend_from_slice(format!("{} 4\nbeta", sha256_hex(b"other")).as_bytes());
+    let r = post(gzip(&bad)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "hash_mismatch", "");
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            manifest(&files),
+        )
+        .await;
+    assert_eq!(
+        r.json()["missing"].as_array().unwrap().len(),
+        3,
+        "{}",
+        r.body
+    );
+
+    // Malformed frames name what is wrong.
+    for (stream, why) in [
+        (b"nonsense without a newline".to_vec(), "header line"),
+        (
+            format!("{} 99\nshort", sha256_hex(b"short")).into_bytes(),
+            "ends inside",
+        ),
+        (b"ABC 1\nx".to_vec(), "64 lowercase hex"),
+        (format!("{} -1\n", sha256_hex(b"")).into_bytes(), "decimal"),
+    ] {
+        let r = post(gzip(&stream)).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", why);
+    }
+    let r = post(b"not gzip".to_vec()).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "gzip");
+
+    // The good batch: all three stored, then a resend creates none.
+    let batch = gzip(&blob_batch(&[b"alpha", b"beta\n", b""]));
+    let r = post(batch.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json(), json!({"blobs": 3, "created": 3, "bytes": 10}));
+    let r = post(batch).await;
+    assert_eq!(r.json(), json!({"blobs": 3, "created": 0, "bytes": 0}));
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/uploads",
+            &f.trigger,
+            manifest(&files),
+        )
+        .await;
+    assert_eq!(r.json()["missing"], json!([]), "{}", r.body);
+
+    // Scope and size limits as for single blobs.
+    let r = f
+        .call(
+            Method::POST,
+            "/api/v1/blobs",
+            Some(&f.reader),
+            Body::from(gzip(b"")),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden", "runs:trigger");
+    let small = fx_with(ApiConfig {
+        limits: Limits {
+            blob_body: 64,
+            ..Limits::default()
+        },
+        ..ApiConfig::default()
+    });
+    let r = small
+        .call(
+            Method::POST,
+            "/api/v1/blobs",
+            Some(&small.trigger),
+            Body::from(vec![0u8; 65]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+}

@@ -4,6 +4,8 @@
 //!    answers the blobs it lacks (`missing`). An unchanged tree answers `missing: []`.
 //! 2. `PUT /api/v1/blobs/{sha256}` with each missing file's content, gzip-compressed: the server
 //!    decompresses (bounded), checks the sha256 and stores the blob once.
+//!    Or `POST /api/v1/blobs` with many of them in one gzip stream ([`put_blobs`]): what the CLI
+//!    does, since one request per small file costs more than the file.
 //! 3. Trigger a run with `source.upload.id`; the trigger refuses an upload that still lacks blobs.
 
 use std::io::Read;
@@ -184,4 +186,88 @@ pub async fn put_blob(
         StatusCode::OK
     };
     Ok((status, Json(view)))
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobBatchView {
+    /// Blobs in the batch.
+    pub blobs: usize,
+    /// Of those, how many the server did not have.
+    pub created: usize,
+    /// Uncompressed bytes of the created blobs.
+    pub bytes: u64,
+}
+
+/// Split a decompressed batch into `(sha256, content)` frames: each frame is a header line
+/// `<sha256> <size>\n` followed by exactly `size` bytes. Every hash is checked.
+pub fn parse_blob_batch(mut rest: &[u8]) -> Result<Vec<(String, &[u8])>, ApiError> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let frame = out.len() + 1;
+        let bad = |why: &str| ApiError::BadRequest(format!("blob batch, frame {frame}: {why}"));
+        let nl = rest
+            .iter()
+            .take(64 + 1 + 20 + 1)
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| bad("expected a `<sha256> <size>` header line"))?;
+        let header = std::str::from_utf8(&rest[..nl]).map_err(|_| bad("header is not UTF-8"))?;
+        let (sha, size) = header
+            .split_once(' ')
+            .ok_or_else(|| bad("expected a `<sha256> <size>` header line"))?;
+        if !is_sha256_hex(sha) {
+            return Err(bad("the sha256 must be 64 lowercase hex digits"));
+        }
+        let size: usize = size
+            .parse()
+            .map_err(|_| bad("the size must be a decimal number of bytes"))?;
+        let body = &rest[nl + 1..];
+        if body.len() < size {
+            return Err(bad("the stream ends inside the blob"));
+        }
+        let content = &body[..size];
+        let actual = sha256_hex(content);
+        if actual != sha {
+            return Err(ApiError::HashMismatch {
+                expected: sha.to_string(),
+                actual,
+            });
+        }
+        out.push((sha.to_string(), content));
+        rest = &body[size..];
+    }
+    Ok(out)
+}
+
+pub async fn put_blobs(
+    State(st): State<ApiState>,
+    p: Principal,
+    body: Body,
+) -> Result<Json<BlobBatchView>, ApiError> {
+    p.require(Scope::RunsTrigger)?;
+    let compressed = read_body(body, st.config.limits.blob_body, "compressed blob batch").await?;
+    let limit = st.config.limits.manifest.max_file_size;
+    let storage = st.storage.clone();
+    let view = blocking(move || {
+        let stream = gunzip(&compressed, limit)?;
+        let frames = parse_blob_batch(&stream)?;
+        let mut view = BlobBatchView {
+            blobs: frames.len(),
+            created: 0,
+            bytes: 0,
+        };
+        // Every frame is checked before anything is stored.
+        let created = storage.put_blobs(&frames)?;
+        for ((_, content), new) in frames.iter().zip(created) {
+            if new {
+                view.created += 1;
+                view.bytes += content.len() as u64;
+            }
+        }
+        Ok::<_, ApiError>(view)
+    })
+    .await?;
+    ApiMetrics::add(&st.metrics.blobs_written, view.created as u64);
+    ApiMetrics::add(&st.metrics.blob_bytes, view.bytes);
+    Ok(Json(view))
 }
