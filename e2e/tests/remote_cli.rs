@@ -634,10 +634,11 @@ async fn a_killed_runner_is_retried_or_fails_the_run_and_loses_no_line() -> Resu
     let runner = env.runner_logs(&retried).await;
     assert_eq!(phase(&run), "Succeeded", "{:#?}\n{runner}", run.status);
     assert_eq!(run.status.as_ref().map(|s| s.attempts), Some(2));
-    // The first attempt's lines, then the second attempt's last line: the API dropped the
-    // second attempt's repeats of seqs 1..=20 (its ingest is idempotent by seq).
+    // The first attempt's lines, then the whole second attempt after them: a retried runner
+    // numbers its lines on from the seq the API already has, so nothing of either is dropped.
     let mut want = numbered(20);
-    want.push((21, "numbers done".to_string()));
+    want.extend((1..=20).map(|i| (20 + i, format!("number {i}"))));
+    want.push((41, "numbers done".to_string()));
     assert_eq!(env.api_lines(&retried, "numbers").await?, want, "{runner}");
     let logs = env
         .sw(&[
@@ -652,6 +653,7 @@ async fn a_killed_runner_is_retried_or_fails_the_run_and_loses_no_line() -> Resu
         .await?;
     assert_eq!(logs.code, 0, "{logs}");
     let mut expected: Vec<String> = (1..=20).map(|i| format!("number {i}")).collect();
+    expected.extend((1..=20).map(|i| format!("number {i}")));
     expected.push("numbers done".to_string());
     assert_eq!(
         logs.stdout.lines().map(str::to_string).collect::<Vec<_>>(),
