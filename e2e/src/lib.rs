@@ -24,6 +24,7 @@ pub mod api_task;
 mod bed;
 pub mod binaries;
 pub mod cli;
+pub mod git_server;
 mod images;
 mod namespace;
 pub mod node_emulator;
