@@ -361,21 +361,12 @@ pub fn decide(
 /// The name of the run a delivery creates for a Pipeline: `<pipeline>-<8 hex>`, the hex a hash of
 /// the delivery id and the Pipeline, so creating it twice is refused as already existing.
 pub fn run_name(pipeline_ns: &str, pipeline_name: &str, delivery: &str) -> String {
-    let mut slug: String = pipeline_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    slug.truncate(40);
-    let slug = slug.trim_matches('-');
-    let slug = if slug.is_empty() { "run" } else { slug };
     let h = Sha256::digest(format!("{delivery}\n{pipeline_ns}\n{pipeline_name}"));
-    format!("{slug}-{}", hex::encode(&h[..4]))
+    format!(
+        "{}-{}",
+        crate::api::handlers::runs::run_name_slug(pipeline_name),
+        hex::encode(&h[..4])
+    )
 }
 
 fn run_for(p: &Pipeline, push: &PushEvent, branch: &str, delivery: &str) -> PipelineRun {

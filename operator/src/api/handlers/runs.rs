@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sparkwing_core::reconcile::run::{self as core_run, ExternalEnd};
 use sparkwing_core::reconcile::status::Phase;
 use sparkwing_crds::pipeline_run::{
-    CancelMode, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy,
+    CancelMode, ParentRef, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy,
 };
 
 use crate::api::auth::{now_rfc3339, Principal, RunnerGrant, Scope};
@@ -41,6 +41,59 @@ pub struct TriggerRequest {
     pub ttl_seconds_after_finished: Option<i32>,
     #[serde(default)]
     pub max_attempts: Option<i32>,
+    /// The run and job awaiting this run as a sub-pipeline; recorded as the PipelineRun's
+    /// `sparkwing.dev/parent-*` annotations.
+    #[serde(default)]
+    pub parent: Option<ParentRequest>,
+}
+
+/// A trigger's `parent`: `{"run": "<local run id or ns/name>", "job": "<job>", "host"?: "<machine>"}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRequest {
+    pub run: String,
+    pub job: String,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+impl ParentRequest {
+    /// Check it: a run id (letters, digits, `-`, `_`, `.`, at most one inner `/`; ≤ 253), a job
+    /// name as for job states, a host name (letters, digits, `-`, `_`, `.`, `:`; ≤ 253).
+    fn check(self) -> Result<ParentRef, ApiError> {
+        let run_ok = !self.run.is_empty()
+            && self.run.len() <= 253
+            && self
+                .run
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+            && self.run.matches('/').count() <= 1
+            && !self.run.starts_with(['/', '.'])
+            && !self.run.ends_with('/');
+        if !run_ok {
+            return Err(ApiError::BadRequest(format!(
+                "invalid parent.run {:?}: a run id or namespace/name (letters, digits, '-', '_', '.', at most 253)",
+                self.run
+            )));
+        }
+        check_job_name(&self.job).map_err(|e| ApiError::BadRequest(format!("parent.job: {e}")))?;
+        if let Some(h) = &self.host {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            if !ok {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid parent.host {h:?}: letters, digits, '-', '_', '.' and ':', at most 253"
+                )));
+            }
+        }
+        Ok(ParentRef {
+            run: self.run,
+            job: self.job,
+            host: self.host,
+        })
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -54,8 +107,9 @@ pub struct Created {
     pub runner_token: Option<String>,
 }
 
-/// A run name from the pipeline name: `<slug>-<8 hex>`.
-fn run_name(pipeline: &str) -> Result<String, ApiError> {
+/// The start of run names made from a pipeline name: lowercase letters and digits, other
+/// characters as `-`, at most 40 characters, never empty (`run`).
+pub fn run_name_slug(pipeline: &str) -> String {
     let mut slug: String = pipeline
         .chars()
         .map(|c| {
@@ -68,10 +122,18 @@ fn run_name(pipeline: &str) -> Result<String, ApiError> {
         .collect();
     slug.truncate(40);
     let slug = slug.trim_matches('-');
-    let slug = if slug.is_empty() { "run" } else { slug };
+    if slug.is_empty() {
+        "run".to_string()
+    } else {
+        slug.to_string()
+    }
+}
+
+/// A run name from the pipeline name: `<slug>-<8 random hex>`.
+fn run_name(pipeline: &str) -> Result<String, ApiError> {
     let mut rnd = [0u8; 4];
     getrandom::fill(&mut rnd).map_err(|e| ApiError::Internal(format!("randomness: {e}")))?;
-    Ok(format!("{slug}-{}", hex::encode(rnd)))
+    Ok(format!("{}-{}", run_name_slug(pipeline), hex::encode(rnd)))
 }
 
 pub async fn trigger(
@@ -116,8 +178,9 @@ pub async fn trigger(
         Source::Local(_) => p.require(Scope::Admin)?,
         Source::Git(_) | Source::External(_) => {}
     }
+    let parent = req.parent.map(ParentRequest::check).transpose()?;
     let name = run_name(&req.pipeline)?;
-    let run = PipelineRun {
+    let mut run = PipelineRun {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(namespace.clone()),
@@ -141,6 +204,9 @@ pub async fn trigger(
         },
         status: None,
     };
+    if let Some(parent) = &parent {
+        run.set_parent(parent);
+    }
     if let Some(problem) = run.intent().invalid {
         return Err(ApiError::BadRequest(problem));
     }
@@ -209,6 +275,9 @@ pub struct RunView {
     pub phase: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<TriggeredBy>,
+    /// The run and job that awaited this run as a sub-pipeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     /// The PipelineRun still exists.
@@ -228,6 +297,7 @@ fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
         pipeline: run.spec.pipeline.clone(),
         phase: run.status.as_ref().map(|s| s.phase).unwrap_or_default(),
         triggered_by: run.spec.triggered_by.clone(),
+        parent: run.parent(),
         created: run
             .metadata
             .creation_timestamp
