@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use sparkwing_crds::PipelineRun;
 use sparkwing_e2e::node_emulator::EMULATED_POD_LABEL;
 use sparkwing_e2e::{
@@ -137,61 +136,6 @@ async fn runner_pod(env: &Env, run: &str) -> Result<Pod> {
         ensure!(Instant::now() < deadline, "no runner container for {run}");
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// Upload every file under `root` (relative paths, `/`-separated); returns the upload id.
-async fn upload_tree(api: &ApiTask, root: &Path) -> Result<String> {
-    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                if entry.file_name() != "target" {
-                    stack.push(path);
-                }
-                continue;
-            }
-            let rel = path
-                .strip_prefix(root)?
-                .to_string_lossy()
-                .replace('\\', "/");
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = entry.metadata()?.permissions().mode() & 0o777;
-            files.push((rel, std::fs::read(&path)?, mode));
-        }
-    }
-    let manifest = json!({"files": files.iter().map(|(p, c, m)| json!({
-        "path": p, "mode": m, "size": c.len(), "sha256": hex::encode(sha2::Sha256::digest(c)),
-    })).collect::<Vec<_>>()});
-    let answer = api
-        .admin("POST", "/api/v1/uploads", Some(&manifest))
-        .await?
-        .ok()?
-        .json()?;
-    let missing: Vec<String> = serde_json::from_value(answer["missing"].clone())?;
-    for (_, content, _) in &files {
-        let sha = hex::encode(sha2::Sha256::digest(content));
-        if !missing.contains(&sha) {
-            continue;
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, content)?;
-        let body = gz.finish()?;
-        api.request(
-            "PUT",
-            &format!("/api/v1/blobs/{sha}"),
-            Some(&api.admin_token),
-            Some(&body),
-        )
-        .await?
-        .ok()?;
-    }
-    answer["id"]
-        .as_str()
-        .map(str::to_string)
-        .context("an upload answer without an id")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +293,10 @@ async fn an_external_run_is_running_until_the_api_records_its_end() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     let env = Env::new("api-creds").await?;
-    let id = upload_tree(env.api(), Path::new("tests/fixtures/loop")).await?;
+    let id = env
+        .api()
+        .upload_dir(Path::new("tests/fixtures/loop"))
+        .await?;
     // The test runner behaves by run name: `slow-*` runs for 3 s.
     let created = env
         .trigger(json!({"pipeline": "slow", "source": {"upload": {"id": id}}}))
@@ -524,7 +471,10 @@ async fn the_whole_loop_upload_trigger_real_runner_logs() -> Result<()> {
     let real = real_runner().await?;
     let env = Env::new("api-loop").await?;
     real.create_pool(&env.client, env.ns.name(), "real").await?;
-    let id = upload_tree(env.api(), Path::new("tests/fixtures/loop")).await?;
+    let id = env
+        .api()
+        .upload_dir(Path::new("tests/fixtures/loop"))
+        .await?;
     let created = env
         .trigger(json!({"pipeline": "hello", "args": {"who": "cluster"},
                         "source": {"upload": {"id": id}}, "runnerPool": "real"}))
