@@ -85,6 +85,25 @@ fn an_await_job_on_a_profile_triggers_follows_and_maps_the_result() {
     let deploy = sw.job(&id, "deploy");
     assert_eq!(deploy["state"], "success", "{deploy}");
     assert_eq!(deploy["child_run"], format!("{ns}/{name}"), "{deploy}");
+    // The remote child records its parent: this run and its awaiting job.
+    let child = api.run(&ns, &name);
+    assert_eq!(child["parent"]["run"], id.as_str(), "{child}");
+    assert_eq!(child["parent"]["job"], "deploy", "{child}");
+    let annotations = &child["run"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["sparkwing.dev/parent-run"],
+        id.as_str(),
+        "{child}"
+    );
+    assert_eq!(annotations["sparkwing.dev/parent-job"], "deploy", "{child}");
+    let status = sw.sw(["runs", "status", &format!("{ns}/{name}"), "--profile", "ci"]);
+    status.assert_code(0);
+    let text = &status.stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("parent:   {id} job deploy"))),
+        "{text}"
+    );
     let lines = sw.log_lines(&id, "deploy");
     assert!(
         lines.iter().any(|l| l == "work │ child says from-parent"),

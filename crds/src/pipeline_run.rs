@@ -243,7 +243,46 @@ pub enum TriggerVia {
     Webhook,
 }
 
+/// Annotation naming the run that started this one as a sub-pipeline: a local run id
+/// (`run-20261127-163356-1a2b3c`) or `namespace/name` on a cluster (`docs/subpipelines.md`).
+pub const PARENT_RUN_ANNOTATION: &str = "sparkwing.dev/parent-run";
+/// Annotation naming the parent run's job that awaits this run.
+pub const PARENT_JOB_ANNOTATION: &str = "sparkwing.dev/parent-job";
+/// Annotation naming the machine the parent run ran on, when the trigger said.
+pub const PARENT_HOST_ANNOTATION: &str = "sparkwing.dev/parent-host";
+
+/// The run and job that awaited a run as a sub-pipeline (from the `sparkwing.dev/parent-*`
+/// annotations, which the API writes from a trigger's `parent`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    pub run: String,
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
 impl PipelineRun {
+    /// The parent this run records, if both its run and job annotations are set.
+    pub fn parent(&self) -> Option<ParentRef> {
+        let a = self.metadata.annotations.as_ref()?;
+        Some(ParentRef {
+            run: a.get(PARENT_RUN_ANNOTATION)?.clone(),
+            job: a.get(PARENT_JOB_ANNOTATION)?.clone(),
+            host: a.get(PARENT_HOST_ANNOTATION).cloned(),
+        })
+    }
+
+    /// Record `parent` as the `sparkwing.dev/parent-*` annotations.
+    pub fn set_parent(&mut self, parent: &ParentRef) {
+        let a = self.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        a.insert(PARENT_RUN_ANNOTATION.into(), parent.run.clone());
+        a.insert(PARENT_JOB_ANNOTATION.into(), parent.job.clone());
+        match &parent.host {
+            Some(h) => a.insert(PARENT_HOST_ANNOTATION.into(), h.clone()),
+            None => a.remove(PARENT_HOST_ANNOTATION),
+        };
+    }
+
     /// What the reconcile needs from the spec. A spec the schema should have refused (an old
     /// object, or one written without validation) does not fail here: `invalid` carries the
     /// problem, so the run fails with reason `InvalidSpec` instead of the operator crash-looping.
@@ -420,6 +459,28 @@ mod tests {
             .intent();
         let msg = i.invalid.unwrap();
         assert!(msg.contains("pipeline") && msg.contains("timeout"), "{msg}");
+    }
+
+    #[test]
+    fn parent_round_trips_through_annotations() {
+        let mut run = PipelineRun::test("r");
+        assert_eq!(run.parent(), None);
+        let p = ParentRef {
+            run: "run-20261127-163356-1a2b3c".into(),
+            job: "deploy".into(),
+            host: Some("laptop".into()),
+        };
+        run.set_parent(&p);
+        assert_eq!(run.parent(), Some(p));
+        let a = run.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[PARENT_JOB_ANNOTATION], "deploy");
+        // A job without a run is no parent.
+        let mut half = PipelineRun::test("r");
+        half.metadata.annotations = Some(BTreeMap::from([(
+            PARENT_JOB_ANNOTATION.to_string(),
+            "deploy".to_string(),
+        )]));
+        assert_eq!(half.parent(), None);
     }
 
     #[test]

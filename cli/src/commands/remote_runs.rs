@@ -154,6 +154,17 @@ pub fn status(args: StatusArgs) -> CmdResult {
             println!("phase:    {phase}");
             println!("created:  {}", str_of(&v, "created"));
             println!("by:       {}", who(&v));
+            // A sub-pipeline: the run and job that awaited it (as `runs status` of a local child).
+            if let Some(p) = v.get("parent") {
+                match str_of(p, "host") {
+                    "" => println!("parent:   {} job {}", str_of(p, "run"), str_of(p, "job")),
+                    h => println!(
+                        "parent:   {} job {} (on {h})",
+                        str_of(p, "run"),
+                        str_of(p, "job")
+                    ),
+                }
+            }
             let spec = v.get("run").and_then(|r| r.get("spec"));
             if let Some(src) = spec.and_then(|s| s.get("source")) {
                 println!("source:   {src}");

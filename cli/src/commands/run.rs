@@ -85,8 +85,9 @@ impl RunFlags {
                 "--profile" | "--sw-profile" => flags.profile = Some(value("a profile name")?),
                 "--sw-parent" => {
                     let v = value("RUN/JOB")?;
+                    // A job name has no `/`; a run may (`namespace/name` on a cluster).
                     let (run, job) = v
-                        .split_once('/')
+                        .rsplit_once('/')
                         .filter(|(r, j)| !r.is_empty() && !j.is_empty())
                         .ok_or_else(|| {
                             usage(format!("--sw-parent expects RUN/JOB, got {v:?}"))

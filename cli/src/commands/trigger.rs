@@ -14,6 +14,7 @@ use super::{api_error, start_dir, CliError, CmdResult};
 use crate::cli::{OutputFormat, TriggerArgs};
 use crate::exit::ExitCode;
 use crate::project::{self, Project};
+use crate::remote::client::RemoteError;
 use crate::remote::follow::{self, Outcome, Printer, Select, Style};
 use crate::remote::target;
 use crate::remote::upload::{self, UploadError};
@@ -210,7 +211,36 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     if let Some(pool) = run_flags.pool.clone().or(t.profile.pool.clone()) {
         body["runnerPool"] = json!(pool);
     }
-    let run = t.client.trigger(&body).map_err(|e| api_error(&t, e))?;
+    // `--sw-parent RUN/JOB`: an await job's child records its parent (`docs/subpipelines.md`).
+    if let Some((run, job)) = &run_flags.parent {
+        let mut parent = json!({"run": run, "job": job});
+        if let Some(host) = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+        {
+            parent["host"] = json!(host);
+        }
+        body["parent"] = parent;
+    }
+    let run = match t.client.trigger(&body) {
+        // An API older than `parent` refuses it as an unknown field: the run matters more than
+        // its parent's record.
+        Err(e @ RemoteError::Status { status: 400, .. })
+            if body.get("parent").is_some() && e.to_string().contains("unknown field `parent`") =>
+        {
+            eprintln!(
+                "warning: the API at {} does not record a run's parent; triggering without it",
+                t.client.base_url()
+            );
+            if let Some(o) = body.as_object_mut() {
+                o.remove("parent");
+            }
+            t.client.trigger(&body)
+        }
+        r => r,
+    }
+    .map_err(|e| api_error(&t, e))?;
     let full = format!("{}/{}", run.namespace, run.name);
 
     if detach {

@@ -5,7 +5,8 @@
 //! - locally: `sparkwing run CHILD [ARGS] --sw-parent RUN/JOB` (JSON log format), which records
 //!   the child run with its parent and cancels itself on SIGTERM;
 //! - on a profile: `sparkwing pipeline trigger CHILD --profile P -o json --sw-cancel-on-interrupt
-//!   [ARGS]`, which follows the remote run to its end and cancels it on SIGTERM.
+//!   [ARGS] --sw-parent RUN/JOB`, which records the parent on the PipelineRun, follows the remote
+//!   run to its end and cancels it on SIGTERM.
 //!
 //! The child's output becomes the awaiting job's log lines (`child-job │ line`), the child's run id
 //! is recorded on the job, and a failed child's failed jobs and their errors are the job's reason.
@@ -54,9 +55,8 @@ pub fn attempt_spec(
     };
     args.extend(["-C".to_string(), repo_root.to_string_lossy().into_owned()]);
     args.extend(a.arg_tokens());
-    if a.profile.is_none() {
-        args.extend(["--sw-parent".to_string(), format!("{run_id}/{job}")]);
-    }
+    // The child records its parent: locally in the runs database, on a cluster on its PipelineRun.
+    args.extend(["--sw-parent".to_string(), format!("{run_id}/{job}")]);
     env.extend([
         ("SPARKWING_LOG_FORMAT".to_string(), "json".to_string()),
         (

@@ -473,6 +473,121 @@ async fn api_trigger_fills_triggered_by_from_the_token() {
 }
 
 #[tokio::test]
+async fn api_trigger_records_the_parent_of_a_sub_pipeline() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "child", "source": {"upload": {"id": id}},
+                   "parent": {"run": "run-20261127-163356-1a2b3c", "job": "deploy", "host": "laptop.local"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    let (ns, name) = (
+        v["namespace"].as_str().unwrap().to_string(),
+        v["name"].as_str().unwrap().to_string(),
+    );
+    let run = f.runs.run(&ns, &name).unwrap();
+    let a = run.metadata.annotations.as_ref().unwrap();
+    assert_eq!(a["sparkwing.dev/parent-run"], "run-20261127-163356-1a2b3c");
+    assert_eq!(a["sparkwing.dev/parent-job"], "deploy");
+    assert_eq!(a["sparkwing.dev/parent-host"], "laptop.local");
+    let got = f
+        .get(&format!("/api/v1/runs/{ns}/{name}"), &f.trigger)
+        .await
+        .json();
+    assert_eq!(
+        got["parent"],
+        json!({"run": "run-20261127-163356-1a2b3c", "job": "deploy", "host": "laptop.local"}),
+        "{got}"
+    );
+    let list = f.get("/api/v1/runs", &f.trigger).await.json();
+    assert_eq!(list["runs"][0]["parent"]["job"], "deploy", "{list}");
+
+    // A parent on a cluster (`ns/name`), without a host.
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "child", "source": {"upload": {"id": id}},
+                   "parent": {"run": "ci/parent-1a2b3c4d", "job": "deploy"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let name2 = r.json()["name"].as_str().unwrap().to_string();
+    let got = f
+        .get(&format!("/api/v1/runs/{ns}/{name2}"), &f.trigger)
+        .await
+        .json();
+    assert_eq!(
+        got["parent"],
+        json!({"run": "ci/parent-1a2b3c4d", "job": "deploy"}),
+        "{got}"
+    );
+    // A run without a parent shows none.
+    let (ns3, name3) = f.trigger_run(&id).await;
+    let got = f
+        .get(&format!("/api/v1/runs/{ns3}/{name3}"), &f.trigger)
+        .await
+        .json();
+    assert!(got.get("parent").is_none(), "{got}");
+
+    // Bad parents are refused before anything is created.
+    let count = || async {
+        f.get("/api/v1/runs", &f.trigger).await.json()["runs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count().await;
+    let long = "r".repeat(254);
+    for (parent, want) in [
+        (json!({"run": "", "job": "deploy"}), "invalid parent.run"),
+        (json!({"run": long, "job": "deploy"}), "invalid parent.run"),
+        (
+            json!({"run": "a/b/c", "job": "deploy"}),
+            "invalid parent.run",
+        ),
+        (
+            json!({"run": "../x", "job": "deploy"}),
+            "invalid parent.run",
+        ),
+        (
+            json!({"run": "run 1", "job": "deploy"}),
+            "invalid parent.run",
+        ),
+        (json!({"run": "run-1", "job": "de/ploy"}), "parent.job"),
+        (json!({"run": "run-1", "job": ""}), "parent.job"),
+        (
+            json!({"run": "run-1", "job": "deploy", "host": "a b"}),
+            "invalid parent.host",
+        ),
+        (
+            json!({"run": "run-1", "job": "deploy", "host": ""}),
+            "invalid parent.host",
+        ),
+        (json!({"run": "run-1", "job": "deploy", "pid": 7}), "pid"),
+        (json!({"run": "run-1"}), "job"),
+    ] {
+        let r = f
+            .json(
+                Method::POST,
+                "/api/v1/runs",
+                &f.trigger,
+                json!({"pipeline": "child", "source": {"upload": {"id": id}}, "parent": parent}),
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", want);
+    }
+    assert_eq!(count().await, before);
+}
+
+#[tokio::test]
 async fn api_bad_tokens_are_401_and_missing_scopes_403() {
     let f = fx();
     for auth in [
