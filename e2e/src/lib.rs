@@ -31,6 +31,7 @@ pub mod node_emulator;
 mod operator_task;
 pub mod real_runner;
 pub mod test_runner_image;
+pub mod wait;
 
 pub use bed::{
     crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, FIELD_MANAGER, KEEP_ENV, START_TIMEOUT,
@@ -45,3 +46,4 @@ pub use test_runner_image::{test_runner_image, ClaimRelay};
 pub use api_task::{Answer, ApiTask};
 pub use operator_task::OperatorTask;
 pub use real_runner::{real_runner, RealRunner};
+pub use wait::wait_for_run;

@@ -3,10 +3,11 @@
 //! external runs, the archive before TTL deletion, the real runner's pool, and the whole loop
 //! (upload, trigger, the real `sparkwing runner` in a runner Job, logs through the API).
 
+use sparkwing_e2e::wait_for_run;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use bollard::Docker;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -68,28 +69,15 @@ impl Env {
             .json()
     }
 
-    /// Polls `name` until `cond` holds; fails after `wait` showing the run.
+    /// Waits (a watch) until `cond` holds for `name`; fails after `wait` showing the run.
     async fn wait_run(
         &self,
         name: &str,
         wait: Duration,
         what: &str,
-        cond: impl Fn(&PipelineRun) -> bool,
+        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
     ) -> Result<PipelineRun> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(run) = self.runs().get_opt(name).await? {
-                if cond(&run) {
-                    return Ok(run);
-                }
-                if Instant::now() > deadline {
-                    bail!("run {name} not {what} within {wait:?}: {:#?}", run.status);
-                }
-            } else if Instant::now() > deadline {
-                bail!("run {name} not {what} within {wait:?}: it does not exist");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_for_run(&self.runs(), name, what, cond, wait).await
     }
 
     async fn shutdown(self) -> Result<()> {

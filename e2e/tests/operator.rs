@@ -9,18 +9,18 @@
 //!
 //! Scenarios: see `operator/tests/README.md`.
 
+use sparkwing_e2e::wait_for_run;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
@@ -297,30 +297,6 @@ fn attempts_of(run: &PipelineRun) -> u64 {
 
 fn is_terminal(run: &PipelineRun) -> bool {
     matches!(phase_of(run).as_str(), "Succeeded" | "Failed" | "Cancelled")
-}
-
-/// Wait (a watch on the one object) until `pred` holds for run `name`, at most `deadline`.
-async fn wait_for_run(
-    api: &Api<PipelineRun>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&PipelineRun) -> bool + Send + 'static,
-    deadline: Duration,
-) -> Result<PipelineRun> {
-    let cond = move |o: Option<&PipelineRun>| o.is_some_and(&pred);
-    match tokio::time::timeout(deadline, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(Some(run))) => Ok(run),
-        Ok(Ok(None)) => bail!("run {name} is gone"),
-        Ok(Err(e)) => Err(e).context(format!("watching run {name}")),
-        Err(_) => {
-            let now = api.get_opt(name).await?;
-            bail!(
-                "run {name} not {what} within {deadline:?}; status: {}",
-                now.map(|r| status_json(&r).to_string())
-                    .unwrap_or_else(|| "<gone>".into())
-            )
-        }
-    }
 }
 
 /// Poll `f` every [`POLL`] until it yields `Some`, at most `deadline`.

@@ -8,6 +8,7 @@
 //! Runner pods share one binary cache (`sparkwing_e2e::cli::with_binary_cache`, a host directory
 //! under the cargo target's tmp dir), so the fixture is compiled once, not once per run.
 
+use sparkwing_e2e::wait_for_run;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -120,28 +121,15 @@ impl Env {
         args
     }
 
-    /// Polls `name` until `cond` holds; fails after `wait` showing the run.
+    /// Waits (a watch) until `cond` holds for `name`; fails after `wait` showing the run.
     async fn wait_run(
         &self,
         name: &str,
         wait: Duration,
         what: &str,
-        cond: impl Fn(&PipelineRun) -> bool,
+        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
     ) -> Result<PipelineRun> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(run) = self.runs().get_opt(name).await? {
-                if cond(&run) {
-                    return Ok(run);
-                }
-                if Instant::now() > deadline {
-                    bail!("run {name} not {what} within {wait:?}: {:#?}", run.status);
-                }
-            } else if Instant::now() > deadline {
-                bail!("run {name} not {what} within {wait:?}: it does not exist");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_for_run(&self.runs(), name, what, cond, wait).await
     }
 
     /// The job's log lines the API holds, as (seq, line).

@@ -5,6 +5,7 @@
 //! the child records its parent on the cluster; a failing child fails the parent with the child's
 //! reason; an interrupt of the local parent cancels the cluster child.
 
+use sparkwing_e2e::wait_for_run;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -186,25 +187,15 @@ impl Env {
             .collect())
     }
 
-    /// Polls `name` until `cond` holds; fails after `wait` showing the run.
+    /// Waits (a watch) until `cond` holds for `name`; fails after `wait` showing the run.
     async fn wait_run(
         &self,
         name: &str,
         wait: Duration,
         what: &str,
-        cond: impl Fn(&PipelineRun) -> bool,
+        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
     ) -> Result<PipelineRun> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let run = self.runs().get(name).await?;
-            if cond(&run) {
-                return Ok(run);
-            }
-            if Instant::now() > deadline {
-                bail!("run {name} not {what} within {wait:?}: {:#?}", run.status);
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_for_run(&self.runs(), name, what, cond, wait).await
     }
 
     /// The output of the runner pods of `run`, for failure messages.
