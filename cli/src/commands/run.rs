@@ -106,7 +106,8 @@ impl RunFlags {
     }
 }
 
-fn unknown_pipeline(project: &Project, name: &str) -> CliError {
+/// Exit 2 naming the pipelines `sparkwing.yaml` has and the closest to `name` (run and trigger).
+pub(super) fn unknown_pipeline(project: &Project, name: &str) -> CliError {
     let names: Vec<&str> = project
         .config
         .pipelines

@@ -6,14 +6,13 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
-use sparkwing_core::suggest::closest;
 
 use super::remote_runs::phase_exit;
 use super::run::RunFlags;
 use super::{api_error, start_dir, CliError, CmdResult};
 use crate::cli::{OutputFormat, TriggerArgs};
 use crate::exit::ExitCode;
-use crate::project::{self, Project};
+use crate::project;
 use crate::remote::client::RemoteError;
 use crate::remote::follow::{self, Outcome, Printer, Select, Style};
 use crate::remote::target;
@@ -116,28 +115,6 @@ fn args_map(tokens: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     Ok(out)
 }
 
-fn unknown_pipeline(project: &Project, name: &str) -> CliError {
-    let names: Vec<&str> = project
-        .config
-        .pipelines
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    let hint = match closest(name, names.iter().copied()) {
-        Some(s) => format!("; did you mean {s:?}?"),
-        None => String::new(),
-    };
-    usage(format!(
-        "unknown pipeline {name:?}{hint} (pipelines in {}: {})",
-        project.config_path().display(),
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    ))
-}
-
 pub fn trigger(args: TriggerArgs) -> CmdResult {
     let flags = TriggerFlags::parse(&args.args)?;
     let run_flags = RunFlags::parse(&flags.rest)?;
@@ -181,7 +158,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     let project = project::discover(&start_dir(dir.as_deref()))?;
     let pipeline = project
         .pipeline(&pipeline_name)
-        .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
+        .ok_or_else(|| super::run::unknown_pipeline(&project, &pipeline_name))?
         .clone();
     let pipeline_args = args_map(&run_flags.pipeline_args)?;
     // From here on an interrupt must not leave a remote run behind that nobody awaits.
