@@ -108,8 +108,12 @@ impl<'a> KubeExecutor<'a> {
     async fn list(&self) -> Result<RunnerObjects> {
         let selector = format!("{},{RUN}={}", managed_selector(), label_value(&self.name));
         let params = ListParams::default().labels(&selector);
-        let (jobs_api, pods_api) = (self.jobs(), self.pods());
-        let (jobs, pods) = futures::try_join!(jobs_api.list(&params), pods_api.list(&params))?;
+        // Jobs first, then pods, never both at once: the Job controller counts a pod as active
+        // only after creating it, so pods listed after a Job that counts one include it. Listed
+        // concurrently, the pods could be read first and such a Job would look like a runner
+        // whose pod vanished, and be retried for nothing.
+        let jobs = self.jobs().list(&params).await?;
+        let pods = self.pods().list(&params).await?;
         Ok(RunnerObjects {
             jobs: jobs.items,
             pods: pods.items,
