@@ -38,6 +38,7 @@ impl PipelineRun {
                 ttl_seconds_after_finished: None,
                 max_attempts: 3,
                 triggered_by: None,
+                secrets: Vec::new(),
             },
             status: None,
         }
@@ -85,6 +86,11 @@ impl PipelineRun {
 
     pub fn with_generation(mut self, generation: i64) -> Self {
         self.metadata.generation = Some(generation);
+        self
+    }
+
+    pub fn with_secrets(mut self, secrets: &[&str]) -> Self {
+        self.spec.secrets = secrets.iter().map(|s| s.to_string()).collect();
         self
     }
 

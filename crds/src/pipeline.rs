@@ -5,10 +5,16 @@
 //! repository's `.sparkwing/sparkwing.yaml` at the pushed commit decides WHAT runs (the pipeline
 //! definition, its jobs and argument defaults).
 
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::run::secret_name_problems;
 use sparkwing_core::reconcile::status::{Condition, Phase};
 use sparkwing_core::time::Time;
+
+use crate::duration::DURATION_PATTERN;
+use crate::pipeline_run::{max_attempts, timeout_ms, ttl_after_finished_ms};
 
 /// The label the webhook receiver puts on every PipelineRun it creates for a Pipeline: the
 /// Pipeline's name (in the run's namespace). The operator keeps `status.lastRun` from it.
@@ -23,7 +29,7 @@ pub const PUSH_BRANCHES_ANNOTATION: &str = "sparkwing.dev/push-branches";
 /// `sparkwing.dev/pipeline=<this name>` whose source is the pushed commit.
 // Each `printcolumn(...)` repeats `name =`, `type_ =`, ...: not the duplicates clippy means.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "sparkwing.dev",
     version = "v1alpha1",
@@ -98,9 +104,34 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_pool: Option<String>,
 
-    /// Names of the Secrets (in this namespace) its runs may use.
+    /// Names of the Secrets (in this namespace) its runs get: each run's `spec.secrets`, so its
+    /// runner has their keys as environment variables. A run asking for a Secret its Pipeline
+    /// does not list here fails with `SecretNotAllowed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+
+    /// Arguments of its runs by name (each run's `spec.args`), over the defaults of the committed
+    /// `sparkwing.yaml`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+
+    /// Wall-clock limit of each run (its `spec.timeout`), like `90s`, `30m`, `1h` or `1h30m`.
+    /// Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub timeout: Option<String>,
+
+    /// Delete each run this many seconds after it finished (its `spec.ttlSecondsAfterFinished`).
+    /// Unset: runs are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
+    /// Runners that may be started for each run (its `spec.maxAttempts`, 1 to 10). Unset: the
+    /// PipelineRun's default, 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: Option<i32>,
 }
 
 /// What starts a run of the pipeline.
@@ -173,6 +204,17 @@ impl PipelineSpec {
                 ));
             }
         }
+        // The run settings mean what they mean on a PipelineRun, and are checked the same way.
+        let settings = [
+            timeout_ms(self.timeout.as_deref()).err(),
+            max_attempts(self.max_attempts).err(),
+            ttl_after_finished_ms(self.ttl_seconds_after_finished).err(),
+        ];
+        out.extend(settings.into_iter().flatten());
+        out.extend(secret_name_problems("spec.secrets", &self.secrets));
+        if self.args.keys().any(|k| k.trim().is_empty()) {
+            out.push("spec.args: an argument name must not be empty".to_string());
+        }
         out
     }
 }
@@ -210,5 +252,42 @@ mod tests {
             ..bare
         };
         assert_eq!(bad.problems().len(), 1);
+    }
+
+    #[test]
+    fn run_settings_are_checked_like_a_pipeline_runs() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p",
+            "timeout": "1h30m", "ttlSecondsAfterFinished": 600, "maxAttempts": 2,
+            "args": {"target": "release"}, "secrets": ["deploy-key"]
+        }))
+        .unwrap();
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+        assert_eq!(spec.max_attempts, Some(2));
+        assert_eq!(spec.args["target"], "release");
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["ttlSecondsAfterFinished"], 600);
+        assert_eq!(back["timeout"], "1h30m");
+        let bad = PipelineSpec {
+            timeout: Some("30".into()),
+            max_attempts: Some(11),
+            ttl_seconds_after_finished: Some(-1),
+            secrets: vec!["Deploy_Key".into()],
+            ..spec
+        };
+        let problems = bad.problems().join("; ");
+        for want in [
+            "spec.timeout: invalid duration",
+            "spec.maxAttempts must be between 1 and 10, got 11",
+            "spec.ttlSecondsAfterFinished must not be negative, got -1",
+            "spec.secrets: \"Deploy_Key\" is not a Secret name",
+        ] {
+            assert!(problems.contains(want), "want {want:?} in {problems}");
+        }
+        let zero: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p", "timeout": "0s"
+        }))
+        .unwrap();
+        assert_eq!(zero.problems().len(), 1);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
-use sparkwing_core::reconcile::run::{CancelRequest, RunIntent};
+use sparkwing_core::reconcile::run::{secret_name_problems, CancelRequest, RunIntent};
 use sparkwing_core::reconcile::status::RunStatus;
 
 use crate::duration::{parse_duration, DURATION_PATTERN};
@@ -129,10 +129,21 @@ pub struct PipelineRunSpec {
     /// in the dashboard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<TriggeredBy>,
+
+    /// Names of Secrets (in this namespace) whose keys the runner gets as environment variables
+    /// (`envFrom`); a pipeline reads them with `Job::secret(NAME)`. Only the Pipeline the run was
+    /// created for grants Secrets (its `spec.secrets`): a run asking for another one, or for one
+    /// that does not exist, fails before its runner starts (`SecretNotAllowed`,
+    /// `SecretNotFound`). A run with secrets never claims a warm runner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
+/// `maxAttempts` when unset.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+
 fn default_max_attempts() -> i32 {
-    3
+    DEFAULT_MAX_ATTEMPTS
 }
 
 /// The source of a run's project. Exactly one field is set.
@@ -292,39 +303,13 @@ impl PipelineRun {
         if spec.pipeline.trim().is_empty() {
             problems.push("spec.pipeline must not be empty".into());
         }
-        let timeout_ms = match spec.timeout.as_deref().map(parse_duration) {
-            None => None,
-            Some(Ok(0)) => {
-                problems
-                    .push("spec.timeout must be greater than zero; omit it for no limit".into());
-                None
-            }
-            Some(Ok(ms)) => Some(ms),
-            Some(Err(e)) => {
-                problems.push(format!("spec.timeout: {e}"));
-                None
-            }
-        };
-        let (lo, hi) = MAX_ATTEMPTS_RANGE;
-        let max_attempts = if (lo..=hi).contains(&spec.max_attempts) {
-            spec.max_attempts as u32
-        } else {
-            problems.push(format!(
-                "spec.maxAttempts must be between {lo} and {hi}, got {}",
-                spec.max_attempts
-            ));
-            1
-        };
-        let ttl_after_finished_ms = match spec.ttl_seconds_after_finished {
-            None => None,
-            Some(s) if s >= 0 => Some(s as u64 * 1000),
-            Some(s) => {
-                problems.push(format!(
-                    "spec.ttlSecondsAfterFinished must not be negative, got {s}"
-                ));
-                None
-            }
-        };
+        let timeout_ms = take(&mut problems, timeout_ms(spec.timeout.as_deref()));
+        let max_attempts = take(&mut problems, max_attempts(Some(spec.max_attempts))).unwrap_or(1);
+        let ttl_after_finished_ms = take(
+            &mut problems,
+            ttl_after_finished_ms(spec.ttl_seconds_after_finished),
+        );
+        problems.extend(secret_name_problems("spec.secrets", &spec.secrets));
         if let Some(problem) = source_problem(&spec.source) {
             problems.push(problem);
         }
@@ -336,7 +321,49 @@ impl PipelineRun {
             ttl_after_finished_ms,
             invalid: (!problems.is_empty()).then(|| problems.join("; ")),
             external: matches!(spec.source, Source::External(_)),
+            secrets: spec.secrets.clone(),
+            secret_access: None,
         }
+    }
+}
+
+fn take<T: Default>(problems: &mut Vec<String>, r: Result<T, String>) -> T {
+    r.unwrap_or_else(|p| {
+        problems.push(p);
+        T::default()
+    })
+}
+
+/// `spec.timeout` in milliseconds (`None`: no limit), or the problem with it.
+pub fn timeout_ms(timeout: Option<&str>) -> Result<Option<u64>, String> {
+    match timeout.map(parse_duration) {
+        None => Ok(None),
+        Some(Ok(0)) => Err("spec.timeout must be greater than zero; omit it for no limit".into()),
+        Some(Ok(ms)) => Ok(Some(ms)),
+        Some(Err(e)) => Err(format!("spec.timeout: {e}")),
+    }
+}
+
+/// `spec.maxAttempts` (`None`: unset), or the problem with it.
+pub fn max_attempts(n: Option<i32>) -> Result<Option<u32>, String> {
+    let (lo, hi) = MAX_ATTEMPTS_RANGE;
+    match n {
+        None => Ok(None),
+        Some(n) if (lo..=hi).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(format!(
+            "spec.maxAttempts must be between {lo} and {hi}, got {n}"
+        )),
+    }
+}
+
+/// `spec.ttlSecondsAfterFinished` in milliseconds, or the problem with it.
+pub fn ttl_after_finished_ms(secs: Option<i32>) -> Result<Option<u64>, String> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s >= 0 => Ok(Some(s as u64 * 1000)),
+        Some(s) => Err(format!(
+            "spec.ttlSecondsAfterFinished must not be negative, got {s}"
+        )),
     }
 }
 
@@ -371,6 +398,8 @@ mod tests {
                 ttl_after_finished_ms: None,
                 invalid: None,
                 external: false,
+                secrets: vec![],
+                secret_access: None,
             }
         );
         let external = PipelineRun::test("r1")
@@ -452,6 +481,17 @@ mod tests {
                 "want {want:?}, got {invalid:?}"
             );
         }
+        // Secret names are checked too.
+        let i = PipelineRun::test("r")
+            .with_secrets(&["db", "Not_A_Name"])
+            .intent();
+        assert!(
+            i.invalid
+                .as_deref()
+                .is_some_and(|m| m.contains("spec.secrets: \"Not_A_Name\" is not a Secret name")),
+            "{:?}",
+            i.invalid
+        );
         // Every problem is reported at once.
         let i = PipelineRun::test("r")
             .with_pipeline("")
@@ -500,6 +540,22 @@ mod tests {
         assert_eq!(back["source"]["git"]["revision"], "main");
         assert_eq!(back["maxAttempts"], 3);
         assert!(back.get("args").is_none());
+        // No secrets: the field is left out, so existing objects read back unchanged.
+        assert!(back.get("secrets").is_none());
+        let with: PipelineRunSpec = serde_json::from_value(serde_json::json!({
+            "pipeline": "build",
+            "source": {"local": {"path": "/src"}},
+            "secrets": ["db", "deploy-key"]
+        }))
+        .unwrap();
+        assert_eq!(with.secrets, ["db", "deploy-key"]);
+        assert_eq!(
+            serde_json::to_value(&with).unwrap()["secrets"][1],
+            "deploy-key"
+        );
+        let run = PipelineRun::test("r").with_secrets(&["db"]);
+        assert_eq!(run.intent().secrets, ["db"]);
+        assert_eq!(run.intent().secret_access, None);
         assert!(
             serde_json::from_value::<PipelineRunSpec>(serde_json::json!({
                 "pipeline": "build",

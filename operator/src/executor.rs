@@ -10,14 +10,16 @@
 use std::sync::Mutex;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions, PropagationPolicy};
 use kube::{Api, Resource, ResourceExt};
 use sparkwing_core::reconcile::executor::Executor;
-use sparkwing_core::reconcile::run::{CancelRequest, RunObservation};
+use sparkwing_core::reconcile::run::{CancelRequest, RunObservation, SecretAccess};
 use sparkwing_core::reconcile::Millis;
+use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
+use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::controller::Context;
 use crate::error::{is_already_exists, is_conflict, is_not_found, Error, Result};
 use crate::labels::{label_value, managed_selector, JOB_NAME_LABELS, RUN};
@@ -25,6 +27,39 @@ use crate::observe::{observe_run, RunnerObjects};
 use crate::pool_claim::{claim_idle, Claim};
 use crate::runner_job::{build_job, STOP_GRACE_SECONDS};
 use crate::status::FIELD_MANAGER;
+
+/// Read what core's secret check needs for `run` (in `namespace`): the Pipeline its
+/// `sparkwing.dev/pipeline` annotation names and that Pipeline's `spec.secrets`, then which of
+/// the run's `spec.secrets` that it grants exist (Secrets it does not grant are not looked up).
+pub async fn observe_secret_access(
+    client: &kube::Client,
+    namespace: &str,
+    run: &PipelineRun,
+) -> Result<SecretAccess> {
+    let pipeline = run.annotations().get(PIPELINE_ANNOTATION).cloned();
+    let granted = match &pipeline {
+        None => None,
+        Some(name) => Api::<Pipeline>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(|p| p.spec.secrets),
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut existing = Vec::new();
+    for name in &run.spec.secrets {
+        let is_granted = granted.as_ref().is_some_and(|g| g.contains(name));
+        if is_granted && !existing.contains(name) && secrets.get_metadata_opt(name).await?.is_some()
+        {
+            existing.push(name.clone());
+        }
+    }
+    Ok(SecretAccess {
+        namespace: namespace.to_string(),
+        pipeline,
+        granted,
+        existing,
+    })
+}
 
 /// The executor of one reconcile of one run.
 pub struct KubeExecutor<'a> {
@@ -191,7 +226,13 @@ impl Executor for KubeExecutor<'_> {
         // A pool whose spec cannot be used (its Ready condition says why) gives nothing: a Job
         // with its volumes could be refused by the API server.
         let pool = pool.filter(|p| p.intent().is_ok());
-        if let Some(pool) = pool.as_ref() {
+        // A warm runner's pod already exists and cannot get the run's Secrets as environment:
+        // a run with secrets gets a Job (with the pool's image, resources and placement).
+        let warm = pool.as_ref().filter(|_| self.run.spec.secrets.is_empty());
+        if let (Some(pool), false) = (pool.as_ref(), self.run.spec.secrets.is_empty()) {
+            tracing::debug!(run = %self.name, pool = %pool.name_any(), "run has secrets; starting a Job instead of claiming a warm runner");
+        }
+        if let Some(pool) = warm {
             let claim =
                 claim_idle(&self.pods(), pool, self.run, attempt, &self.ctx.metrics).await?;
             match claim {

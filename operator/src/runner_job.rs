@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -318,6 +319,31 @@ fn api_url_env(defaults: &RunnerDefaults) -> Option<EnvVar> {
         .map(|u| env_value(env::API_URL, u))
 }
 
+/// The run's Secrets (`spec.secrets`) as `envFrom` sources, in order (a key of a later Secret
+/// wins; the container's own `env`, the runner contract, wins over all of them). Required, not
+/// optional: the operator checked that each exists before the runner started. `None` without
+/// secrets, so a run without them gets the same Job as before.
+fn secrets_env_from(run: &PipelineRun) -> Option<Vec<EnvFromSource>> {
+    let mut names: Vec<&String> = Vec::new();
+    for s in &run.spec.secrets {
+        if !names.contains(&s) {
+            names.push(s);
+        }
+    }
+    (!names.is_empty()).then(|| {
+        names
+            .into_iter()
+            .map(|name| EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: name.clone(),
+                    optional: None,
+                }),
+                ..EnvFromSource::default()
+            })
+            .collect()
+    })
+}
+
 /// `activeDeadlineSeconds` for a run's timeout: whole seconds, rounded up, at least 1.
 pub fn active_deadline_seconds(timeout_ms: Option<u64>) -> Option<i64> {
     timeout_ms.map(|ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX).max(1))
@@ -369,7 +395,10 @@ pub fn build_job(
         "--attempt".to_string(),
         attempt.to_string(),
     ];
-    let spec = pod_spec(pool, defaults, args, env);
+    let mut spec = pod_spec(pool, defaults, args, env);
+    if let (Some(c), Some(from)) = (spec.containers.first_mut(), secrets_env_from(run)) {
+        c.env_from = Some(from);
+    }
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job_name(&name, attempt)),
@@ -534,6 +563,34 @@ mod tests {
             .unwrap();
         assert_eq!(template.labels.as_ref(), Some(labels));
         assert_eq!(template.annotations.as_ref(), Some(annotations));
+    }
+
+    #[test]
+    fn job_gets_the_runs_secrets_as_env_from() {
+        let run = PipelineRun::test("r1").with_secrets(&["deploy-key", "db", "deploy-key"]);
+        let job = build_job(&run, None, 1, &defaults()).unwrap();
+        let c = &pod_of(&job).containers[0];
+        let from: Vec<(Option<&str>, Option<bool>, bool)> = c
+            .env_from
+            .iter()
+            .flatten()
+            .map(|f| {
+                (
+                    f.secret_ref.as_ref().map(|s| s.name.as_str()),
+                    f.secret_ref.as_ref().and_then(|s| s.optional),
+                    f.config_map_ref.is_some() || f.prefix.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            from,
+            [(Some("deploy-key"), None, false), (Some("db"), None, false)]
+        );
+        // The runner contract is still set explicitly (env wins over envFrom in Kubernetes).
+        assert_eq!(env_of(c)[env::RUN], "r1");
+        // Without secrets the container has no envFrom at all.
+        let plain = build_job(&PipelineRun::test("r1"), None, 1, &defaults()).unwrap();
+        assert_eq!(pod_of(&plain).containers[0].env_from, None);
     }
 
     #[test]

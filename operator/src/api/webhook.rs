@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sparkwing_crds::pipeline::{Pipeline, PIPELINE_LABEL, PUSH_BRANCHES_ANNOTATION};
 use sparkwing_crds::pipeline_run::{
-    GitSource, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy,
+    GitSource, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy, DEFAULT_MAX_ATTEMPTS,
 };
 
 /// The signature header (`sha256=<64 hex>`).
@@ -396,16 +396,17 @@ fn run_for(p: &Pipeline, push: &PushEvent, branch: &str, delivery: &str) -> Pipe
         },
         spec: PipelineRunSpec {
             pipeline: p.spec.pipeline.clone(),
-            args: BTreeMap::new(),
+            args: p.spec.args.clone(),
             source: Source::Git(GitSource {
                 url: push.repository.clone_url.clone(),
                 revision: push.after.clone(),
             }),
             runner_pool: p.spec.runner_pool.clone(),
-            timeout: None,
+            timeout: p.spec.timeout.clone(),
             cancel: None,
-            ttl_seconds_after_finished: None,
-            max_attempts: 3,
+            ttl_seconds_after_finished: p.spec.ttl_seconds_after_finished,
+            max_attempts: p.spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            secrets: p.spec.secrets.clone(),
             triggered_by: Some(TriggeredBy {
                 principal: format!("webhook:{}", push.sender_login()),
                 host: None,
@@ -437,7 +438,7 @@ mod tests {
                     }),
                 },
                 runner_pool: Some("warm".into()),
-                secrets: vec![],
+                ..PipelineSpec::default()
             },
         );
         p.metadata.namespace = Some(ns.into());
@@ -673,6 +674,69 @@ mod tests {
             panic!("{d:?}")
         };
         assert_eq!(runs.len(), 2); // app-release and app-any
+    }
+
+    #[test]
+    fn runs_carry_the_pipelines_run_settings_and_secrets() {
+        let mut p = pipeline(
+            "ci",
+            "app",
+            "https://github.com/acme/app.git",
+            Some(&["main"]),
+        );
+        p.spec.secrets = vec!["deploy-key".into(), "db".into()];
+        p.spec.timeout = Some("45m".into());
+        p.spec.ttl_seconds_after_finished = Some(3600);
+        p.spec.max_attempts = Some(1);
+        p.spec.args = BTreeMap::from([("target".to_string(), "release".to_string())]);
+        let plain = pipeline(
+            "ci",
+            "plain",
+            "https://github.com/acme/app.git",
+            Some(&["main"]),
+        );
+        // A Pipeline with an invalid setting starts nothing (its Ready condition says why).
+        let mut bad = pipeline(
+            "ci",
+            "bad",
+            "https://github.com/acme/app.git",
+            Some(&["main"]),
+        );
+        bad.spec.timeout = Some("30".into());
+        let d = decide(
+            Some("push"),
+            Some("d-7"),
+            &push("refs/heads/main", SHA, false),
+            &[p, plain, bad],
+        )
+        .unwrap();
+        let Decision::Create { runs, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(runs.len(), 2);
+        let spec = &runs[0].spec;
+        assert_eq!(spec.secrets, ["deploy-key", "db"]);
+        assert_eq!(spec.timeout.as_deref(), Some("45m"));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+        assert_eq!(spec.max_attempts, 1);
+        assert_eq!(spec.args["target"], "release");
+        assert_eq!(runs[0].intent().invalid, None);
+        // Unset settings leave the PipelineRun's defaults, and no secrets field at all.
+        let plain = &runs[1];
+        assert_eq!(plain.annotations()[PIPELINE_ANNOTATION], "plain");
+        assert_eq!(
+            (
+                plain.spec.timeout.as_deref(),
+                plain.spec.ttl_seconds_after_finished,
+                plain.spec.max_attempts,
+                plain.spec.args.len()
+            ),
+            (None, None, DEFAULT_MAX_ATTEMPTS, 0)
+        );
+        assert!(serde_json::to_value(&plain.spec)
+            .unwrap()
+            .get("secrets")
+            .is_none());
     }
 
     #[test]

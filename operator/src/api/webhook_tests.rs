@@ -39,7 +39,7 @@ fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
                 }),
             },
             runner_pool: Some("warm".into()),
-            secrets: vec![],
+            ..PipelineSpec::default()
         },
     );
     p.metadata.namespace = Some("ci".into());

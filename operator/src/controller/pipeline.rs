@@ -197,7 +197,7 @@ mod tests {
                     }),
                 },
                 runner_pool: None,
-                secrets: vec![],
+                ..PipelineSpec::default()
             },
         );
         p.metadata.namespace = Some("ci".into());
@@ -278,5 +278,19 @@ mod tests {
         assert_eq!(s.conditions[0].status, ConditionStatus::False);
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
         assert!(s.conditions[0].message.contains("spec.path"));
+        // Run settings and secrets are checked as on a PipelineRun.
+        let mut p = pipeline("app");
+        p.spec.timeout = Some("0s".into());
+        p.spec.max_attempts = Some(0);
+        p.spec.secrets = vec!["Not A Secret".into()];
+        let s = desired_status(&p, &[], 0);
+        let ready = &s.conditions[0];
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "InvalidSpec")
+        );
+        for want in ["spec.timeout", "spec.maxAttempts", "spec.secrets"] {
+            assert!(ready.message.contains(want), "{want}: {}", ready.message);
+        }
     }
 }

@@ -16,14 +16,15 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use kube::{Api, Client, ResourceExt};
 use sparkwing_core::reconcile::executor::reconcile_run_once;
-use sparkwing_core::reconcile::run::RunAction;
+use sparkwing_core::reconcile::run::{CancelRequest, RunAction, RunIntent};
 use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::status::RunStatus;
 use sparkwing_crds::pipeline_run::Source;
 use sparkwing_crds::PipelineRun;
 
 use super::{api, error_policy, now_millis, requeue, Context};
 use crate::error::{Error, Result};
-use crate::executor::KubeExecutor;
+use crate::executor::{observe_secret_access, KubeExecutor};
 use crate::labels::{managed_selector, ANNOTATION_RUN};
 use crate::status::{apply_status, run_status_value};
 
@@ -92,6 +93,17 @@ pub fn run(
         })
 }
 
+/// Whether this reconcile must read the run's Pipeline and Secrets: the run asks for Secrets and
+/// may be about to start its first runner (core checks them then, and only then).
+pub fn checks_secrets(intent: &RunIntent, prev: &RunStatus) -> bool {
+    !intent.secrets.is_empty()
+        && prev.attempts == 0
+        && !prev.phase.is_terminal()
+        && intent.invalid.is_none()
+        && !intent.external
+        && intent.cancel == CancelRequest::None
+}
+
 /// One reconcile of a PipelineRun, timed and counted by result.
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_started(NAME);
@@ -103,11 +115,15 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
 async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let name = run.name_any();
     let namespace = super::namespace_of(run.as_ref(), "PipelineRun")?;
-    let intent = run.intent();
+    let mut intent = run.intent();
     // The cache may not have our last write yet: then that write is the previous status.
     let stored = ctx.written_status(run.as_ref());
     let stale = stored.is_some();
     let prev = stored.or_else(|| run.status.clone()).unwrap_or_default();
+    if checks_secrets(&intent, &prev) {
+        intent.secret_access =
+            Some(observe_secret_access(&ctx.client, &namespace, run.as_ref()).await?);
+    }
     let now = now_millis();
     let uid = run.uid().unwrap_or_default();
     // Claim latency: from the first reconcile that sees the run waiting for a runner.
@@ -171,8 +187,32 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sparkwing_core::reconcile::status::RunStatus;
-    use sparkwing_crds::pipeline_run::ExternalSource;
+    use sparkwing_crds::pipeline_run::{CancelMode, ExternalSource};
+
+    #[test]
+    fn secrets_are_read_only_before_the_first_runner() {
+        let asking = PipelineRun::test("r").with_secrets(&["db"]);
+        assert!(checks_secrets(&asking.intent(), &RunStatus::default()));
+        // Nothing asked for, already started, finished, cancelled, invalid: nothing read.
+        assert!(!checks_secrets(
+            &PipelineRun::test("r").intent(),
+            &RunStatus::default()
+        ));
+        let started = RunStatus {
+            attempts: 1,
+            ..RunStatus::default()
+        };
+        assert!(!checks_secrets(&asking.intent(), &started));
+        let failed = RunStatus {
+            phase: Phase::Failed,
+            ..RunStatus::default()
+        };
+        assert!(!checks_secrets(&asking.intent(), &failed));
+        let cancelled = asking.clone().cancelled(CancelMode::Cancelled);
+        assert!(!checks_secrets(&cancelled.intent(), &RunStatus::default()));
+        let invalid = asking.with_pipeline("");
+        assert!(!checks_secrets(&invalid.intent(), &RunStatus::default()));
+    }
 
     fn with_phase(run: PipelineRun, phase: Phase) -> PipelineRun {
         run.with_status(RunStatus {

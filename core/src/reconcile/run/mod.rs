@@ -11,6 +11,12 @@ use super::status::{
 use super::Millis;
 use crate::time::Time;
 
+mod secrets;
+pub use secrets::{
+    check_secrets, secret_name_problems, SecretAccess, SecretRefusal, SECRET_NOT_ALLOWED,
+    SECRET_NOT_FOUND,
+};
+
 /// The cancel control of a run (`spec.cancel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CancelRequest {
@@ -38,6 +44,13 @@ pub struct RunIntent {
     /// its first reconcile until its executor records the end (a terminal status written by the
     /// API), a cancel, or its timeout.
     pub external: bool,
+    /// Names of the Secrets the runner gets as environment (`spec.secrets`).
+    pub secrets: Vec<String>,
+    /// What the operator observed of those Secrets before the first runner (the run's Pipeline,
+    /// what it grants, which exist); `None`: not observed. A run asking for Secrets starts its
+    /// first runner only when [`check_secrets`] finds nothing wrong here; otherwise it fails with
+    /// `SecretNotAllowed` or `SecretNotFound`. Later attempts are not checked again.
+    pub secret_access: Option<SecretAccess>,
 }
 
 impl Default for RunIntent {
@@ -50,6 +63,8 @@ impl Default for RunIntent {
             ttl_after_finished_ms: None,
             invalid: None,
             external: false,
+            secrets: Vec::new(),
+            secret_access: None,
         }
     }
 }
@@ -196,6 +211,11 @@ pub fn reconcile_run(
             None => {
                 if cancel != CancelRequest::None {
                     outcome(Phase::Cancelled, reasons::CANCELLED, "cancelled")
+                } else if let Some(refused) = (prev.attempts == 0)
+                    .then(|| check_secrets(&intent.secrets, intent.secret_access.as_ref()))
+                    .flatten()
+                {
+                    outcome(Phase::Failed, refused.reason, refused.message)
                 } else if prev.attempts == 0 {
                     actions.push(RunAction::StartRunner { attempt: 1 });
                     status.attempts = 1;
@@ -572,6 +592,8 @@ fn static_reason(r: &str) -> &'static str {
         reasons::RUNNER_LOST,
         reasons::TO_BE_RETRIED,
         reasons::INVALID_SPEC,
+        SECRET_NOT_ALLOWED,
+        SECRET_NOT_FOUND,
     ]
     .into_iter()
     .find(|c| *c == r)

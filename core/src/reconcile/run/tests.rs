@@ -415,3 +415,191 @@ fn an_external_run_times_out_and_is_cancelled_without_stopping_anything() {
     let d = step(&bad, &RunStatus::default(), &RunObservation::default(), 1);
     assert_eq!(reason(&d.status), reasons::INVALID_SPEC);
 }
+
+fn asking_for(secrets: &[&str], access: Option<SecretAccess>) -> RunIntent {
+    RunIntent {
+        secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        secret_access: access,
+        ..Default::default()
+    }
+}
+
+fn access(pipeline: Option<&str>, granted: Option<&[&str]>, existing: &[&str]) -> SecretAccess {
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    SecretAccess {
+        namespace: "ci".into(),
+        pipeline: pipeline.map(String::from),
+        granted: granted.map(owned),
+        existing: owned(existing),
+    }
+}
+
+#[test]
+fn granted_existing_secrets_start_the_runner() {
+    let intent = asking_for(
+        &["deploy-key", "db"],
+        Some(access(
+            Some("app"),
+            Some(&["db", "deploy-key", "other"]),
+            &["db", "deploy-key"],
+        )),
+    );
+    let d = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    );
+    assert_eq!(d.status.phase, Phase::Pending);
+    assert!(d.actions.contains(&RunAction::StartRunner { attempt: 1 }));
+    // No secrets asked for: nothing to observe, nothing checked.
+    let d = step(
+        &RunIntent::default(),
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    );
+    assert!(d.actions.contains(&RunAction::StartRunner { attempt: 1 }));
+}
+
+#[test]
+fn a_secret_no_pipeline_grants_fails_the_run_at_once() {
+    let cases = [
+        (access(None, None, &[]), "the run was not created for a Pipeline"),
+        (
+            access(Some("app"), Some(&["other"]), &[]),
+            "Pipeline app does not grant it; add it to Pipeline app's spec.secrets",
+        ),
+        (
+            access(Some("gone"), None, &[]),
+            "Pipeline gone (the run's sparkwing.dev/pipeline annotation) does not exist in namespace ci",
+        ),
+    ];
+    for (observed, want) in cases {
+        let intent = asking_for(&["deploy-key"], Some(observed));
+        let d = step(
+            &intent,
+            &RunStatus::default(),
+            &RunObservation::default(),
+            100,
+        );
+        assert_eq!(d.status.phase, Phase::Failed);
+        assert_eq!(reason(&d.status), SECRET_NOT_ALLOWED);
+        let msg = &d.status.condition(SUCCEEDED).unwrap().message;
+        assert!(
+            msg.contains("\"deploy-key\"") && msg.contains(want),
+            "{msg}"
+        );
+        assert!(msg.contains("spec.secrets"), "{msg}");
+        assert!(
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, RunAction::StartRunner { .. })),
+            "{:?}",
+            d.actions
+        );
+        assert_eq!(d.status.attempts, 0);
+        assert_eq!(d.status.completion_time, Some(Time(100)));
+        assert!(d.actions.contains(&RunAction::Event {
+            reason: SECRET_NOT_ALLOWED.into(),
+            message: msg.clone(),
+            warning: true,
+        }));
+        // Deterministic: reconciled again later, the finished run keeps its status and times.
+        let again = step(&intent, &d.status, &RunObservation::default(), 5_000);
+        assert_eq!(again.status, d.status);
+        assert!(again.actions.is_empty(), "{:?}", again.actions);
+    }
+    // Not granted wins over missing, and only the ungranted one is named.
+    let intent = asking_for(
+        &["db", "deploy-key"],
+        Some(access(Some("app"), Some(&["db"]), &[])),
+    );
+    let d = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    );
+    assert_eq!(reason(&d.status), SECRET_NOT_ALLOWED);
+    let msg = &d.status.condition(SUCCEEDED).unwrap().message;
+    assert!(
+        msg.contains("\"deploy-key\"") && !msg.contains("\"db\""),
+        "{msg}"
+    );
+    // Asking for secrets without an observation never starts a runner unchecked.
+    let d = step(
+        &asking_for(&["db"], None),
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    );
+    assert_eq!(reason(&d.status), SECRET_NOT_ALLOWED);
+}
+
+#[test]
+fn a_granted_secret_that_does_not_exist_fails_with_how_to_create_it() {
+    let intent = asking_for(
+        &["db", "deploy-key"],
+        Some(access(Some("app"), Some(&["db", "deploy-key"]), &["db"])),
+    );
+    let d = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    );
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reason(&d.status), SECRET_NOT_FOUND);
+    let msg = &d.status.condition(SUCCEEDED).unwrap().message;
+    assert!(
+        msg.contains("\"deploy-key\" not found in namespace ci")
+            && msg.contains("kubectl -n ci create secret generic deploy-key"),
+        "{msg}"
+    );
+    assert!(!msg.contains("generic db "), "{msg}");
+}
+
+#[test]
+fn secrets_are_checked_before_the_first_runner_only() {
+    // A run past its first start (the Pipeline changed since) keeps running.
+    let intent = asking_for(&["db"], Some(access(Some("app"), Some(&[]), &[])));
+    let prev = RunStatus {
+        attempts: 1,
+        runner: Some("r-1".into()),
+        ..RunStatus::default()
+    };
+    let d = step(&intent, &prev, &runner(1, RunnerState::Running), 100);
+    assert_eq!(d.status.phase, Phase::Running);
+    // A cancelled run that never started is cancelled, not refused.
+    let mut cancelled = intent.clone();
+    cancelled.cancel = CancelRequest::Cancelled;
+    let d = step(
+        &cancelled,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    );
+    assert_eq!(reason(&d.status), reasons::CANCELLED);
+    // An invalid spec is reported as such first.
+    let mut invalid = intent;
+    invalid.invalid = Some("spec.pipeline must not be empty".into());
+    let d = step(
+        &invalid,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    );
+    assert_eq!(reason(&d.status), reasons::INVALID_SPEC);
+}
+
+#[test]
+fn secret_names_must_be_secret_names() {
+    let names: Vec<String> = ["db", "deploy.key-2", "Bad", "", "-x", "a_b"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let problems = secret_name_problems("spec.secrets", &names);
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(problems[0].starts_with("spec.secrets: \"Bad\" is not a Secret name"));
+}

@@ -201,6 +201,8 @@ pub async fn trigger(
                 via: TriggerVia::Cli,
                 delivery_id: None,
             }),
+            // Only a Pipeline grants Secrets: a triggered run gets none.
+            secrets: Vec::new(),
         },
         status: None,
     };
