@@ -162,3 +162,127 @@ fn cancelling_the_parent_cancels_the_remote_child() {
     runner.signal(Signal::SIGTERM);
     runner.finish_within(DEADLINE).assert_code(130);
 }
+
+/// The annotations of the run `ns/name`, as the API shows them.
+fn annotations(api: &Api, ns: &str, name: &str) -> Value {
+    api.run(ns, name)["run"]["metadata"]["annotations"].clone()
+}
+
+#[test]
+fn a_cluster_child_awaiting_its_local_parent_fails_with_the_cycle() {
+    // `parent` runs here; its `deploy` awaits `child` on the "cluster", whose runner plans an await
+    // of `parent` (the host's plan check cannot see it). The chain crosses: the trigger sends
+    // `parent`, the API records it, the runner passes `parent,child` on to its jobs, and the
+    // runner's `sparkwing run parent` refuses to start.
+    let api = Api::start();
+    let sw = world(&api);
+    let parent = sw.spawn(["run", "parent", "--on", "ci", "--mode", "cycle"]);
+    let (ns, name, token) = triggered(&api);
+    assert_eq!(
+        annotations(&api, &ns, &name)["sparkwing.dev/pipeline-chain"],
+        "parent",
+        "{}",
+        api.run(&ns, &name)
+    );
+    runner(&sw, &api, &ns, &name, &token)
+        .finish_within(DEADLINE)
+        .assert_code(1);
+    let cycle = "cycle of pipelines awaiting each other: parent -> child -> parent";
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["back"]["state"], "failed", "{run}");
+    assert_eq!(
+        run["jobs"]["back"]["reason"],
+        format!(
+            "pipeline \"parent\" failed: refusing to run pipeline \"parent\": {cycle} (SPARKWING_PIPELINE_CHAIN is \"parent,child\")"
+        ),
+        "{run}"
+    );
+    api.runs.set_phase(&ns, &name, Phase::Failed);
+    let out = parent.finish_within(DEADLINE);
+    out.assert_code(1);
+    let deploy = sw.job(&out.run_id(), "deploy");
+    assert_eq!(deploy["state"], "failed", "{deploy}");
+    let reason = deploy["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!(
+            "pipeline \"child\" on profile \"ci\" (run {ns}/{name}) failed: job back failed: pipeline \"parent\" failed: refusing to run pipeline \"parent\": {cycle}"
+        )),
+        "{deploy}"
+    );
+}
+
+#[test]
+fn pipeline_trigger_sends_the_chain_and_the_api_refuses_a_cycle() {
+    let api = Api::start();
+    let mut sw = world(&api);
+    // A trigger from a job of `parent` (the engine's chain ends with the job's pipeline) records it.
+    sw.env("SPARKWING_PIPELINE_CHAIN", "ship,parent");
+    let out = sw.sw([
+        "pipeline",
+        "trigger",
+        "child",
+        "--profile",
+        "ci",
+        "--detach",
+        "--sw-parent",
+        "run-1/deploy",
+    ]);
+    out.assert_code(0);
+    let (ns, name) = out.stdout.trim().split_once('/').expect("NS/NAME");
+    let a = annotations(&api, ns, name);
+    assert_eq!(a["sparkwing.dev/pipeline-chain"], "ship,parent", "{a}");
+    assert_eq!(a["sparkwing.dev/parent-job"], "deploy", "{a}");
+
+    // `child` already in the chain: the API refuses it, nothing is created, exit 2 naming the
+    // cycle (an awaiting job fails with this `error:` line).
+    sw.env("SPARKWING_PIPELINE_CHAIN", "child,parent");
+    let out = sw.sw([
+        "pipeline",
+        "trigger",
+        "child",
+        "--profile",
+        "ci",
+        "-o",
+        "json",
+        "--sw-cancel-on-interrupt",
+        "--sw-parent",
+        "run-2/deploy",
+    ]);
+    out.assert_code(2);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "error: refusing to run pipeline \"child\" on profile \"ci\": cycle of pipelines awaiting each other: child -> parent -> child (SPARKWING_PIPELINE_CHAIN is \"child,parent\"; the API at {} refused it)",
+            api.url
+        ),
+        "{}",
+        out.stderr
+    );
+    let runs = api.get("/api/v1/runs");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+}
+
+#[test]
+fn a_runner_refuses_a_run_whose_chain_holds_its_pipeline() {
+    // The API refuses such a trigger; a PipelineRun written another way (kubectl) is refused by
+    // its runner, which reports why on the run.
+    let api = Api::start();
+    let sw = world(&api);
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("child", &upload, serde_json::json!({}));
+    let mut run = api.runs.run(&ns, &name).unwrap();
+    run.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("sparkwing.dev/pipeline-chain".into(), "child,x".into());
+    api.runs.insert(run);
+    let out = runner(&sw, &api, &ns, &name, &token).finish_within(DEADLINE);
+    out.assert_code(2);
+    let why = "refusing to run pipeline \"child\": cycle of pipelines awaiting each other: child -> x -> child (the run's sparkwing.dev/pipeline-chain is \"child,x\")";
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["compile"]["state"], "failed", "{run}");
+    assert_eq!(run["jobs"]["compile"]["reason"], why, "{run}");
+    assert!(run["jobs"].get("work").is_none(), "the pipeline ran: {run}");
+    assert!(out.stderr.contains(why), "{}", out.stderr);
+}

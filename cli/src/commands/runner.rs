@@ -163,6 +163,26 @@ fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> CmdR
     Err(CliError::new(ExitCode::RunFailed, reason.to_string()))
 }
 
+/// The run's ancestry, from its `sparkwing.dev/pipeline-chain` annotation (the API writes it from
+/// the trigger's `pipelineChain`): the engine passes it on to the run's jobs and children, with
+/// this pipeline after it, as a local run passes `SPARKWING_PIPELINE_CHAIN` on. A run of a
+/// pipeline already in it is refused as `sparkwing run` refuses one (docs/subpipelines.md).
+fn inherit_pipeline_chain(metadata: &serde_json::Value, pipeline: &str) -> Result<(), String> {
+    let chain = metadata["annotations"][engine::subpipeline::CHAIN_ANNOTATION]
+        .as_str()
+        .map(sparkwing_core::subpipeline::parse_chain)
+        .unwrap_or_default();
+    sparkwing_core::subpipeline::check_chain(&chain, pipeline).map_err(|e| {
+        format!(
+            "refusing to run pipeline {pipeline:?}: {e} (the run's {} is {:?})",
+            engine::subpipeline::CHAIN_ANNOTATION,
+            chain.join(",")
+        )
+    })?;
+    engine::subpipeline::inherit_chain(chain);
+    Ok(())
+}
+
 /// Per job, the last seq an earlier attempt of the run posted (a later attempt's lines follow
 /// them). The API cannot be asked for it directly: read each job's lines once.
 fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u64> {
@@ -405,6 +425,10 @@ fn execute_attempt(
     };
     let sink = Arc::new(ApiSink::start_after(client.clone(), ns, name, offsets));
     let home = Home::from_env();
+    if let Err(msg) = inherit_pipeline_chain(&view["run"]["metadata"], &pipeline_name) {
+        return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg)
+            .map_err(|e| CliError::new(ExitCode::Usage, e.message));
+    }
 
     // The source.
     let source = &spec["source"];

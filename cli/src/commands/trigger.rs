@@ -200,24 +200,14 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         }
         body["parent"] = parent;
     }
-    let run = match t.client.trigger(&body) {
-        // An API older than `parent` refuses it as an unknown field: the run matters more than
-        // its parent's record.
-        Err(e @ RemoteError::Status { status: 400, .. })
-            if body.get("parent").is_some() && e.to_string().contains("unknown field `parent`") =>
-        {
-            eprintln!(
-                "warning: the API at {} does not record a run's parent; triggering without it",
-                t.client.base_url()
-            );
-            if let Some(o) = body.as_object_mut() {
-                o.remove("parent");
-            }
-            t.client.trigger(&body)
-        }
-        r => r,
+    // The pipelines this run descends from (`SPARKWING_PIPELINE_CHAIN`, which the engine sets on
+    // every job and await job it starts, ending with its own pipeline): the API refuses a cycle and
+    // records the chain, and the run's runner passes it on to the run's jobs.
+    let chain = crate::engine::subpipeline::own_chain();
+    if !chain.is_empty() {
+        body["pipelineChain"] = json!(chain);
     }
-    .map_err(|e| api_error(&t, e))?;
+    let run = trigger_run(&t, &mut body, &pipeline.name, &chain)?;
     let full = format!("{}/{}", run.namespace, run.name);
 
     if detach {
@@ -279,6 +269,85 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         );
     }
     Ok(phase_exit(&phase))
+}
+
+/// Optional trigger fields an older API refuses as unknown, and what it then does not do: the run
+/// matters more than them, so the trigger warns and goes on without.
+const OPTIONAL_FIELDS: [(&str, &str); 2] = [
+    ("parent", "record a run's parent"),
+    ("pipelineChain", "check the pipeline chain"),
+];
+
+/// What the API says when a pipeline is already in the chain (`docs/api.md`).
+const CYCLE: &str = "cycle of pipelines awaiting each other";
+
+/// `refusing to run pipeline "a" on profile "p": cycle of pipelines awaiting each other: a -> b
+/// -> a (SPARKWING_PIPELINE_CHAIN is "a,b"; WHO)`: exit 2, as `sparkwing run` refuses a cycle.
+fn cycle_error(
+    t: &target::Target,
+    pipeline: &str,
+    chain: &[String],
+    cycle: &str,
+    who: &str,
+) -> CliError {
+    usage(format!(
+        "refusing to run pipeline {pipeline:?} on profile {:?}: {cycle} ({} is {:?}; {who})",
+        t.name,
+        sparkwing_core::subpipeline::CHAIN_ENV,
+        chain.join(",")
+    ))
+}
+
+/// `POST /api/v1/runs` with `body`. An optional field the API does not know is dropped (with a
+/// warning) and the trigger sent again; without `pipelineChain` the chain is checked here
+/// instead. A cycle the API refuses is exit 2 naming it.
+fn trigger_run(
+    t: &target::Target,
+    body: &mut serde_json::Value,
+    pipeline: &str,
+    chain: &[String],
+) -> Result<crate::remote::client::RunRef, CliError> {
+    loop {
+        let e = match t.client.trigger(body) {
+            Ok(run) => return Ok(run),
+            Err(e) => e,
+        };
+        if let RemoteError::Status {
+            status: 400,
+            message,
+            ..
+        } = &e
+        {
+            if message.starts_with(CYCLE) {
+                return Err(cycle_error(
+                    t,
+                    pipeline,
+                    chain,
+                    message,
+                    &format!("the API at {} refused it", t.client.base_url()),
+                ));
+            }
+            let unknown = OPTIONAL_FIELDS.iter().find(|(field, _)| {
+                body.get(field).is_some() && message.contains(&format!("unknown field `{field}`"))
+            });
+            if let Some((field, what)) = unknown {
+                eprintln!(
+                    "warning: the API at {} does not {what}; triggering without it",
+                    t.client.base_url()
+                );
+                if let Some(o) = body.as_object_mut() {
+                    o.remove(*field);
+                }
+                if *field == "pipelineChain" {
+                    sparkwing_core::subpipeline::check_chain(chain, pipeline).map_err(|c| {
+                        cycle_error(t, pipeline, chain, &c.to_string(), "checked here")
+                    })?;
+                }
+                continue;
+            }
+        }
+        return Err(api_error(t, e));
+    }
 }
 
 /// `--sw-cancel-on-interrupt`: on SIGINT or SIGTERM, cancel the triggered run through the API

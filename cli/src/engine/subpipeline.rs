@@ -22,12 +22,33 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// The ancestry chain of this process's run (`SPARKWING_PIPELINE_CHAIN`).
+/// The chain a cluster run's runner learnt from its PipelineRun; it replaces the environment's.
+static INHERITED_CHAIN: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+/// The ancestry chain of this process's run: what [`inherit_chain`] set (a cluster run's runner),
+/// else `SPARKWING_PIPELINE_CHAIN`.
 pub fn own_chain() -> Vec<String> {
-    std::env::var(CHAIN_ENV)
-        .map(|c| subpipeline::parse_chain(&c))
-        .unwrap_or_default()
+    let inherited = INHERITED_CHAIN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    inherited.unwrap_or_else(|| {
+        std::env::var(CHAIN_ENV)
+            .map(|c| subpipeline::parse_chain(&c))
+            .unwrap_or_default()
+    })
 }
+
+/// A cluster run's ancestry, from its `sparkwing.dev/pipeline-chain` annotation: the run's jobs
+/// and children carry it on as this process's own chain (rather than by `setenv` in a process
+/// whose threads already read the environment).
+pub fn inherit_chain(chain: Vec<String>) {
+    *INHERITED_CHAIN.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain);
+}
+
+/// The annotation of a PipelineRun that holds its pipeline chain (`a,b`), written by the API from
+/// a trigger's `pipelineChain` (`docs/api.md`).
+pub const CHAIN_ANNOTATION: &str = "sparkwing.dev/pipeline-chain";
 
 /// The process an await job's attempt runs.
 pub fn attempt_spec(
@@ -432,6 +453,20 @@ mod tests {
         assert_eq!(
             t.reason(&ProcessEnd::Exited(130)).as_deref(),
             Some("pipeline \"deploy\" (run run-c) was cancelled")
+        );
+    }
+
+    #[test]
+    fn a_triggered_child_refused_for_a_cycle() {
+        // `pipeline trigger` exits 2 before any run exists: the awaiting job fails with its error.
+        let mut t = tracker(Some("prod"));
+        t.see(&err(
+            "uploaded 0 of 3 files (0 B of 1 KiB, 0 bytes sent compressed; 3 unchanged)",
+        ));
+        t.see(&err("error: refusing to run pipeline \"deploy\" on profile \"prod\": cycle of pipelines awaiting each other: deploy -> ship -> deploy (SPARKWING_PIPELINE_CHAIN is \"deploy,ship\"; the API at http://api refused it)"));
+        assert_eq!(
+            t.reason(&ProcessEnd::Exited(2)).as_deref(),
+            Some("pipeline \"deploy\" on profile \"prod\" failed: refusing to run pipeline \"deploy\" on profile \"prod\": cycle of pipelines awaiting each other: deploy -> ship -> deploy (SPARKWING_PIPELINE_CHAIN is \"deploy,ship\"; the API at http://api refused it)")
         );
     }
 

@@ -588,6 +588,124 @@ async fn api_trigger_records_the_parent_of_a_sub_pipeline() {
 }
 
 #[tokio::test]
+async fn api_trigger_records_the_pipeline_chain_and_refuses_cycles() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let trigger = |body: Value| f.json(Method::POST, "/api/v1/runs", &f.trigger, body);
+    let r = trigger(
+        json!({"pipeline": "deploy", "source": {"upload": {"id": id}},
+                           "pipelineChain": ["ship", "build-2"]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    let run = f
+        .runs
+        .run(
+            v["namespace"].as_str().unwrap(),
+            v["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    let a = run.metadata.annotations.as_ref().unwrap();
+    assert_eq!(a["sparkwing.dev/pipeline-chain"], "ship,build-2");
+    // The runner reads it from the run view's PipelineRun.
+    let got = f
+        .get(
+            &format!(
+                "/api/v1/runs/{}/{}",
+                v["namespace"].as_str().unwrap(),
+                v["name"].as_str().unwrap()
+            ),
+            &f.trigger,
+        )
+        .await
+        .json();
+    assert_eq!(
+        got["run"]["metadata"]["annotations"]["sparkwing.dev/pipeline-chain"], "ship,build-2",
+        "{got}"
+    );
+    // An empty chain, or none, records nothing.
+    for extra in [json!({"pipelineChain": []}), json!({})] {
+        let mut body = json!({"pipeline": "deploy", "source": {"upload": {"id": id}}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = trigger(body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let v = r.json();
+        let run = f
+            .runs
+            .run(
+                v["namespace"].as_str().unwrap(),
+                v["name"].as_str().unwrap(),
+            )
+            .unwrap();
+        assert!(
+            run.metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key("sparkwing.dev/pipeline-chain")),
+            "{:?}",
+            run.metadata
+        );
+    }
+
+    // A pipeline already in the chain, and bad chains, are refused before anything is created.
+    let count = || async {
+        f.get("/api/v1/runs", &f.trigger).await.json()["runs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count().await;
+    let r = trigger(json!({"pipeline": "a", "source": {"upload": {"id": id}},
+                           "pipelineChain": ["x", "a", "b"]}))
+    .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "cycle of pipelines awaiting each other: a -> b -> a",
+    );
+    assert_eq!(
+        r.json()["message"],
+        "cycle of pipelines awaiting each other: a -> b -> a"
+    );
+    let deep: Vec<String> = (0..33).map(|i| format!("p{i}")).collect();
+    let at_cap: Vec<String> = (0..32).map(|i| format!("p{i}")).collect();
+    for (chain, want) in [
+        (json!(deep), "at most 32"),
+        (json!(["ok", "Upper"]), "invalid pipelineChain[1] \"Upper\""),
+        (json!([""]), "invalid pipelineChain[0]"),
+        (json!(["-x"]), "invalid pipelineChain[0]"),
+        (json!(["a,b"]), "invalid pipelineChain[0]"),
+        (json!(["a b"]), "invalid pipelineChain[0]"),
+        (json!(["p".repeat(65)]), "invalid pipelineChain[0]"),
+        (
+            json!(["b", "c", "b"]),
+            "pipelineChain: cycle of pipelines awaiting each other: b -> c -> b",
+        ),
+        (json!("a,b"), "expected a sequence"),
+        (json!([1]), "expected a string"),
+    ] {
+        let r = trigger(
+            json!({"pipeline": "deploy", "source": {"upload": {"id": id}},
+                               "pipelineChain": chain}),
+        )
+        .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", want);
+    }
+    assert_eq!(count().await, before);
+    // 32 deep is allowed.
+    let r = trigger(
+        json!({"pipeline": "deploy", "source": {"upload": {"id": id}},
+                           "pipelineChain": at_cap}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+#[tokio::test]
 async fn api_bad_tokens_are_401_and_missing_scopes_403() {
     let f = fx();
     for auth in [

@@ -45,6 +45,48 @@ pub struct TriggerRequest {
     /// `sparkwing.dev/parent-*` annotations.
     #[serde(default)]
     pub parent: Option<ParentRequest>,
+    /// The pipelines this run descends from, outermost first (the triggering process's
+    /// `SPARKWING_PIPELINE_CHAIN`); recorded as the `sparkwing.dev/pipeline-chain` annotation,
+    /// which the runner passes on to the run's jobs.
+    #[serde(default)]
+    pub pipeline_chain: Option<Vec<String>>,
+}
+
+/// Annotation holding a run's pipeline chain, comma-separated, outermost first (`a,b`). The runner
+/// (`cli/src/commands/runner.rs`) reads the same name.
+pub const PIPELINE_CHAIN_ANNOTATION: &str = "sparkwing.dev/pipeline-chain";
+/// At most this many pipelines in a chain: deeper nesting is refused.
+pub const MAX_PIPELINE_CHAIN: usize = 32;
+
+/// Check a trigger's `pipelineChain` for a run of `pipeline`: at most [`MAX_PIPELINE_CHAIN`]
+/// pipeline names (as in `sparkwing.yaml`: lowercase letters, digits, `-`, not starting with
+/// `-`, at most 64), none twice, and not `pipeline` itself (a cycle: refused with the message
+/// `sparkwing run` gives). Returns the annotation's value; `None` for an empty chain.
+fn check_pipeline_chain(chain: &[String], pipeline: &str) -> Result<Option<String>, ApiError> {
+    if chain.len() > MAX_PIPELINE_CHAIN {
+        return Err(ApiError::BadRequest(format!(
+            "pipelineChain has {} pipelines; at most {MAX_PIPELINE_CHAIN} may await each other",
+            chain.len()
+        )));
+    }
+    for (i, p) in chain.iter().enumerate() {
+        let ok = !p.is_empty()
+            && p.len() <= 64
+            && !p.starts_with('-')
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "invalid pipelineChain[{i}] {p:?}: a pipeline name (lowercase letters, digits and '-', not starting with '-', at most 64)"
+            )));
+        }
+        // A chain that holds a pipeline twice already went round a cycle.
+        sparkwing_core::subpipeline::check_chain(&chain[..i], p)
+            .map_err(|e| ApiError::BadRequest(format!("pipelineChain: {e}")))?;
+    }
+    sparkwing_core::subpipeline::check_chain(chain, pipeline)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((!chain.is_empty()).then(|| chain.join(",")))
 }
 
 /// A trigger's `parent`: `{"run": "<local run id or ns/name>", "job": "<job>", "host"?: "<machine>"}`.
@@ -179,6 +221,10 @@ pub async fn trigger(
         Source::Git(_) | Source::External(_) => {}
     }
     let parent = req.parent.map(ParentRequest::check).transpose()?;
+    let chain = match &req.pipeline_chain {
+        Some(c) => check_pipeline_chain(c, &req.pipeline)?,
+        None => None,
+    };
     let name = run_name(&req.pipeline)?;
     let mut run = PipelineRun {
         metadata: ObjectMeta {
@@ -208,6 +254,12 @@ pub async fn trigger(
     };
     if let Some(parent) = &parent {
         run.set_parent(parent);
+    }
+    if let Some(chain) = chain {
+        run.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(PIPELINE_CHAIN_ANNOTATION.to_string(), chain);
     }
     if let Some(problem) = run.intent().invalid {
         return Err(ApiError::BadRequest(problem));
