@@ -206,6 +206,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/runs/{ns}/{name}/finish", post(r::finish))
         .route("/api/v1/runs/{ns}/{name}/jobs/{job}", put(r::put_job_state))
         .route(
+            "/api/v1/runs/{ns}/{name}/branch-check",
+            put(r::put_branch_check),
+        )
+        .route(
             "/api/v1/runs/{ns}/{name}/logs",
             post(logs::ingest).get(logs::read),
         )

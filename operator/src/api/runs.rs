@@ -18,6 +18,13 @@ use crate::error::{is_already_exists, is_conflict, is_not_found};
 /// Key of the runner token in its Secret (the runner Job reads it from there).
 pub use crate::runner_job::RUNNER_TOKEN_KEY;
 
+/// A webhook run's comparison of its Pipeline's push branches with `on.push.branches` in the
+/// committed `sparkwing.yaml`, as its runner reported it (`PUT .../branch-check`): `"true"` or
+/// `"false"`. The Pipeline controller turns the newest run's into the `BranchesInSync` condition.
+pub const BRANCHES_IN_SYNC_ANNOTATION: &str = "sparkwing.dev/branches-in-sync";
+/// When they differ: the runner's message naming both lists (absent when in sync).
+pub const BRANCH_DRIFT_ANNOTATION: &str = "sparkwing.dev/branch-drift";
+
 /// Name of the Secret holding a run's runner token.
 pub fn runner_secret_name(run: &str) -> String {
     crate::runner_job::runner_token_secret(run)
@@ -104,6 +111,14 @@ pub trait RunBackend: Send + Sync + 'static {
         status: &'a RunStatus,
         resource_version: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
+    /// Set (`Some`) or remove (`None`) annotations of the run `ns/name` by a merge patch of
+    /// `metadata.annotations` alone. `None` when there is no such run.
+    fn annotate<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        annotations: &'a BTreeMap<String, Option<String>>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
     /// Keep the runner token of `run` where its runner can read it.
     fn store_runner_token<'a>(
         &'a self,
@@ -153,6 +168,11 @@ pub fn external_status_patch(
         body["metadata"] = serde_json::json!({ "resourceVersion": rv });
     }
     Ok(body)
+}
+
+/// The merge patch of [`RunBackend::annotate`]: `metadata.annotations` only, `null` removing one.
+pub fn annotations_patch(annotations: &BTreeMap<String, Option<String>>) -> serde_json::Value {
+    serde_json::json!({"metadata": {"annotations": annotations}})
 }
 
 /// The run is finished (its phase is terminal).
@@ -251,6 +271,27 @@ impl RunBackend for KubeRuns {
                 Ok(run) => Ok(Some(run)),
                 Err(e) if is_not_found(&e) => Ok(None),
                 Err(e) if is_conflict(&e) => Err(BackendError::Conflict(name.to_string())),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn annotate<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        annotations: &'a BTreeMap<String, Option<String>>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        async move {
+            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
+            let patch = annotations_patch(annotations);
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(run) => Ok(Some(run)),
+                Err(e) if is_not_found(&e) => Ok(None),
                 Err(e) => Err(e.into()),
             }
         }
@@ -483,6 +524,32 @@ impl RunBackend for MemoryRuns {
                 Self::bump(r);
                 Ok(Some(r.clone()))
             });
+        async move { result }.boxed()
+    }
+
+    fn annotate<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        annotations: &'a BTreeMap<String, Option<String>>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        let result = self
+            .runs
+            .lock()
+            .map(|mut runs| {
+                runs.get_mut(&Self::key(ns, name)).map(|r| {
+                    let a = r.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                    for (k, v) in annotations {
+                        match v {
+                            Some(v) => a.insert(k.clone(), v.clone()),
+                            None => a.remove(k),
+                        };
+                    }
+                    Self::bump(r);
+                    r.clone()
+                })
+            })
+            .map_err(|_| poisoned());
         async move { result }.boxed()
     }
 

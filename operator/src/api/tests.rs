@@ -1762,3 +1762,155 @@ async fn a_blob_batch_stores_every_checked_blob_once_and_refuses_bad_frames() {
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
 }
+
+#[tokio::test]
+async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
+    use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
+    use sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION;
+    let f = fx();
+    let upload = f.upload(&[("a", "drift")]).await;
+    let (ns, name) = f.trigger_run(&upload).await;
+    let (_, other) = f.trigger_run(&upload).await;
+    // Both play webhook runs: their Pipeline's push branches.
+    for n in [&name, &other] {
+        let mut run = f.runs.run(&ns, n).unwrap();
+        run.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(PUSH_BRANCHES_ANNOTATION.to_string(), "main".to_string());
+        f.runs.insert(run);
+    }
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    let path = format!("/api/v1/runs/{ns}/{name}/branch-check");
+    let before = f.runs.run(&ns, &name).unwrap();
+    let drift = "the Pipeline's push branches [main] differ from on.push.branches [main, release/*] in the committed sparkwing.yaml";
+
+    // Drifted: both annotations, nothing else touched.
+    let r = f
+        .json(
+            Method::PUT,
+            &path,
+            &runner,
+            json!({"inSync": false, "message": drift}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let after = f.runs.run(&ns, &name).unwrap();
+    let a = after.metadata.annotations.clone().unwrap();
+    assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "false");
+    assert_eq!(a[BRANCH_DRIFT_ANNOTATION], drift);
+    assert_eq!(a[PUSH_BRANCHES_ANNOTATION], "main");
+    assert_eq!(
+        a.len(),
+        before.metadata.annotations.as_ref().unwrap().len() + 2
+    );
+    assert_eq!(
+        serde_json::to_value(&after.spec).unwrap(),
+        serde_json::to_value(&before.spec).unwrap()
+    );
+    assert_eq!(after.status, before.status);
+    assert_eq!(after.metadata.labels, before.metadata.labels);
+
+    // In sync (a later attempt, say): the drift message goes.
+    let r = f
+        .json(Method::PUT, &path, &runner, json!({"inSync": true}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let a = f
+        .runs
+        .run(&ns, &name)
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "true");
+    assert!(!a.contains_key(BRANCH_DRIFT_ANNOTATION), "{a:?}");
+
+    // Bad bodies: 400, nothing recorded.
+    for bad in [
+        json!({"inSync": "maybe"}),
+        json!({"inSync": false}),
+        json!({"inSync": false, "message": "  "}),
+        json!({"inSync": false, "message": "two\nlines"}),
+        json!({"inSync": false, "message": "x".repeat(5000)}),
+        json!({"inSync": true, "message": "why"}),
+        json!({"inSync": true, "extra": 1}),
+        json!({}),
+    ] {
+        let r = f.json(Method::PUT, &path, &runner, bad.clone()).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "branch check");
+    }
+    let r = f
+        .call(Method::PUT, &path, Some(&runner), Body::from("not json"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let a = f
+        .runs
+        .run(&ns, &name)
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "true");
+
+    // Another run's runner, and people without the run's scope: 403, nothing recorded.
+    let other_runner = f.runs.runner_token(&ns, &other).unwrap();
+    let r = f
+        .json(
+            Method::PUT,
+            &path,
+            &other_runner,
+            json!({"inSync": false, "message": drift}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        &format!("missing scope run:{ns}/{name}"),
+    );
+    for token in [&f.trigger, &f.reader] {
+        let r = f
+            .json(Method::PUT, &path, token, json!({"inSync": true}))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    }
+    let a = f
+        .runs
+        .run(&ns, &name)
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "true");
+    let o = f
+        .runs
+        .run(&ns, &other)
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert!(!o.contains_key(BRANCHES_IN_SYNC_ANNOTATION), "{o:?}");
+
+    // A run not started by a push has nothing to compare: 409. No run: 404.
+    let (_, triggered) = f.trigger_run(&upload).await;
+    let token = f.runs.runner_token(&ns, &triggered).unwrap();
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{triggered}/branch-check"),
+            &token,
+            json!({"inSync": true}),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict", "push-branches");
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/no-such-run/branch-check"),
+            &f.admin,
+            json!({"inSync": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+}

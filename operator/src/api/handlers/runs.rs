@@ -16,7 +16,9 @@ use sparkwing_crds::pipeline_run::{
 };
 
 use crate::api::auth::{now_rfc3339, Principal, RunnerGrant, Scope};
-use crate::api::runs::{is_terminal, BackendError};
+use crate::api::runs::{
+    is_terminal, BackendError, BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION,
+};
 use crate::api::storage::ArchivedRun;
 use crate::api::{
     blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
@@ -686,4 +688,94 @@ pub async fn put_job_state(
     let storage = st.storage.clone();
     blocking(move || storage.put_job_state(&ns, &name, &job, &state)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A runner's comparison of its run's Pipeline push branches (the run's
+/// `sparkwing.dev/push-branches`) with `on.push.branches` in the committed `sparkwing.yaml`:
+/// `{"inSync": true}` or `{"inSync": false, "message": "<both lists and how to fix>"}`.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BranchCheck {
+    pub in_sync: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Longest drift message kept (bytes).
+pub const MAX_BRANCH_DRIFT_MESSAGE: usize = 2048;
+
+impl BranchCheck {
+    /// The annotations recording it (`None`: removed), or why the body is refused.
+    pub fn annotations(self) -> Result<BTreeMap<String, Option<String>>, ApiError> {
+        let message = match (self.in_sync, self.message) {
+            (true, None) => None,
+            (true, Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "branch check: \"message\" is for a drift (\"inSync\": false) only".into(),
+                ))
+            }
+            (false, None) => return Err(ApiError::BadRequest(
+                "branch check: a drift (\"inSync\": false) needs a \"message\" naming both lists"
+                    .into(),
+            )),
+            (false, Some(m)) => {
+                let m = m.trim().to_string();
+                if m.is_empty()
+                    || m.len() > MAX_BRANCH_DRIFT_MESSAGE
+                    || m.chars().any(char::is_control)
+                {
+                    return Err(ApiError::BadRequest(format!(
+                        "branch check: the message must be 1 to {MAX_BRANCH_DRIFT_MESSAGE} bytes on one line, without control characters"
+                    )));
+                }
+                Some(m)
+            }
+        };
+        Ok(BTreeMap::from([
+            (
+                BRANCHES_IN_SYNC_ANNOTATION.to_string(),
+                Some(self.in_sync.to_string()),
+            ),
+            (BRANCH_DRIFT_ANNOTATION.to_string(), message),
+        ]))
+    }
+}
+
+/// `PUT .../branch-check` (the run's runner, or admin): record the runner's branch comparison as
+/// the run's `sparkwing.dev/branches-in-sync` and `sparkwing.dev/branch-drift` annotations, by a
+/// merge patch of those two annotations alone. Only runs started by a Pipeline's push (they carry
+/// `sparkwing.dev/push-branches`) have something to compare: others are a 409.
+pub async fn put_branch_check(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require(Scope::run(&ns, &name))?;
+    let check: BranchCheck = read_json(body, st.config.limits.json_body, "branch check").await?;
+    let in_sync = check.in_sync;
+    let annotations = check.annotations()?;
+    let run = st
+        .runs
+        .get(&ns, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+    if !run
+        .annotations()
+        .contains_key(sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION)
+    {
+        return Err(ApiError::Conflict(format!(
+            "run {ns}/{name} was not started by a Pipeline's push (it has no {} annotation): there are no Pipeline branches to compare",
+            sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION
+        )));
+    }
+    match st.runs.annotate(&ns, &name, &annotations).await? {
+        Some(_) => {
+            tracing::info!(%ns, %name, in_sync, "branch check recorded");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+    }
 }
