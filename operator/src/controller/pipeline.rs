@@ -1,6 +1,6 @@
 //! The Pipeline controller: keeps `status.lastRun` (the newest PipelineRun labelled
-//! `sparkwing.dev/pipeline=<name>`, its phase and start), `observedGeneration` and the `Ready`
-//! condition. Woken by the Pipeline and by changes of its runs; the status is computed by the
+//! `sparkwing.dev/pipeline=<name>`, its phase and start), `observedGeneration`, the `Ready`
+//! condition and `BranchesInSync` (from the newest run whose runner reported its branch check). Woken by the Pipeline and by changes of its runs; the status is computed by the
 //! pure [`desired_status`] and applied (server-side, with apiVersion and kind) only when it
 //! differs, so its own writes settle at once.
 
@@ -18,6 +18,7 @@ use sparkwing_crds::pipeline::{LastRun, Pipeline, PipelineStatus, PIPELINE_LABEL
 use sparkwing_crds::PipelineRun;
 
 use super::{api, error_policy, namespace_of, now_millis, Context};
+use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::error::{is_not_found, Result};
 use crate::labels::label_value;
@@ -27,6 +28,9 @@ use crate::status::{apply_status, status_value};
 pub const NAME: &str = "pipeline";
 /// The condition a Pipeline reports.
 pub const READY: &str = "Ready";
+/// The condition saying whether the Pipeline's push branches match `on.push.branches` in the
+/// committed `sparkwing.yaml`, as the newest run that checked them reported.
+pub const BRANCHES_IN_SYNC: &str = "BranchesInSync";
 
 /// The Pipeline a run belongs to: the exact name in its `sparkwing.dev/pipeline` annotation,
 /// else its label.
@@ -96,7 +100,111 @@ pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> Pi
             observed_generation: generation,
         },
     );
+    if let Some(c) = branches_condition(pipeline, runs, now) {
+        set_condition(&mut status.conditions, c);
+    }
     status
+}
+
+/// Sorted, deduplicated globs of a `sparkwing.dev/push-branches` annotation (comma-separated).
+fn glob_set<'a>(globs: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = globs
+        .into_iter()
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The `BranchesInSync` condition from the newest of `pipeline`'s runs (by creation time, then
+/// name) whose runner reported its branch check (pure). `None` while no run reported: the
+/// condition is then left as it is (absent before the first report; the last one once the runs
+/// that reported are gone).
+///
+/// - in sync: `True`, reason `InSync`;
+/// - drifted: `False`, reason `Drifted`, the runner's message naming both lists and the fix;
+/// - the Pipeline's push branches changed since that run compared them: `Unknown`, reason
+///   `SpecChanged` (the next push compares again).
+pub fn branches_condition(
+    pipeline: &Pipeline,
+    runs: &[PipelineRun],
+    now: i64,
+) -> Option<Condition> {
+    let (run, in_sync) = runs
+        .iter()
+        .filter(|r| belongs_to(r, pipeline))
+        .filter_map(|r| {
+            let in_sync = match r.annotations().get(BRANCHES_IN_SYNC_ANNOTATION)?.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return None,
+            };
+            Some((r, in_sync))
+        })
+        .max_by_key(|(r, _)| {
+            (
+                r.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_millisecond()),
+                r.name_any(),
+            )
+        })?;
+    let name = run.name_any();
+    let checked = glob_set(
+        run.annotations()
+            .get(sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION)
+            .map_or("", String::as_str)
+            .split(','),
+    );
+    let (status, reason, message) = match pipeline.spec.push_branches() {
+        Some(now_globs) if glob_set(now_globs.iter().map(String::as_str)) != checked => (
+            ConditionStatus::Unknown,
+            "SpecChanged",
+            format!(
+                "the Pipeline's push branches are now [{}]; run {name} compared the earlier [{}] with the committed sparkwing.yaml: the next push compares again",
+                glob_set(now_globs.iter().map(String::as_str)).join(", "),
+                checked.join(", ")
+            ),
+        ),
+        None => (
+            ConditionStatus::Unknown,
+            "SpecChanged",
+            format!(
+                "the Pipeline has no push trigger now; run {name} compared the earlier [{}] with the committed sparkwing.yaml",
+                checked.join(", ")
+            ),
+        ),
+        Some(_) if in_sync => (
+            ConditionStatus::True,
+            "InSync",
+            format!(
+                "run {name}: the Pipeline's push branches [{}] match on.push.branches in the committed sparkwing.yaml",
+                checked.join(", ")
+            ),
+        ),
+        Some(_) => (
+            ConditionStatus::False,
+            "Drifted",
+            format!(
+                "run {name}: {}",
+                run.annotations()
+                    .get(BRANCH_DRIFT_ANNOTATION)
+                    .map(String::as_str)
+                    .unwrap_or("the Pipeline's push branches differ from on.push.branches in the committed sparkwing.yaml; change one to match the other")
+            ),
+        ),
+    };
+    Some(Condition {
+        type_: BRANCHES_IN_SYNC.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        last_transition_time: Time(now),
+        observed_generation: pipeline.metadata.generation.unwrap_or(0),
+    })
 }
 
 /// Build the controller (not running yet).
@@ -292,5 +400,148 @@ mod tests {
         for want in ["spec.timeout", "spec.maxAttempts", "spec.secrets"] {
             assert!(ready.message.contains(want), "{want}: {}", ready.message);
         }
+    }
+
+    /// `run(...)` whose runner reported its branch check: the Pipeline's globs it was created
+    /// with (`sparkwing.dev/push-branches`) and the result.
+    fn checked(name: &str, created_s: i64, globs: &str, drift: Option<&str>) -> PipelineRun {
+        let mut r = run(name, "app", created_s, Phase::Running);
+        let mut a = BTreeMap::from([
+            (
+                sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION.to_string(),
+                globs.to_string(),
+            ),
+            (
+                BRANCHES_IN_SYNC_ANNOTATION.to_string(),
+                drift.is_none().to_string(),
+            ),
+        ]);
+        if let Some(m) = drift {
+            a.insert(BRANCH_DRIFT_ANNOTATION.to_string(), m.to_string());
+        }
+        r.metadata.annotations = Some(a);
+        r
+    }
+
+    const DRIFT: &str = "the Pipeline's push branches [main] differ from on.push.branches [main, release/*] in the committed sparkwing.yaml; change spec.triggers.push.branches or on.push.branches so they match";
+
+    fn branches(s: &PipelineStatus) -> Option<&Condition> {
+        s.conditions.iter().find(|c| c.type_ == BRANCHES_IN_SYNC)
+    }
+
+    /// `desired_status` of `p` with its own previous result as status.
+    fn again(
+        p: &Pipeline,
+        prev: &PipelineStatus,
+        runs: &[PipelineRun],
+        now: i64,
+    ) -> PipelineStatus {
+        let mut p = p.clone();
+        p.status = Some(prev.clone());
+        desired_status(&p, runs, now)
+    }
+
+    #[test]
+    fn branches_in_sync_is_absent_until_a_run_reports() {
+        let p = pipeline("app");
+        let plain = run("app-1", "app", 100, Phase::Running);
+        let s = desired_status(&p, std::slice::from_ref(&plain), 1_000);
+        assert_eq!(branches(&s), None, "{s:?}");
+        // A run that has not reported yet does not hide an older one that did.
+        let runs = [
+            checked("app-1", 100, "main", Some(DRIFT)),
+            run("app-2", "app", 200, Phase::Pending),
+        ];
+        let c = branches_condition(&p, &runs, 1_000).unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::False, "Drifted")
+        );
+        // Another Pipeline's runs do not count.
+        let mut other = checked("x-1", 900, "main", None);
+        other.metadata.labels = Some(BTreeMap::from([(
+            PIPELINE_LABEL.to_string(),
+            "other".to_string(),
+        )]));
+        assert_eq!(branches_condition(&p, &[other], 1_000), None);
+        // Neither does a value that is not true or false.
+        let mut odd = checked("app-3", 300, "main", None);
+        odd.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(BRANCHES_IN_SYNC_ANNOTATION.to_string(), "yes".to_string());
+        assert_eq!(branches_condition(&p, &[odd], 1_000), None);
+    }
+
+    #[test]
+    fn drift_then_in_sync_moves_the_transition_time_only_on_a_change() {
+        let p = pipeline("app");
+        // A drifted push: False/Drifted with the runner's message (both lists and the fix).
+        let mut runs = vec![checked("app-1", 100, "main", Some(DRIFT))];
+        let s1 = desired_status(&p, &runs, 1_000);
+        let c = branches(&s1).unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str(), c.last_transition_time),
+            (ConditionStatus::False, "Drifted", Time(1_000))
+        );
+        assert_eq!(c.message, format!("run app-1: {DRIFT}"));
+        assert_eq!(c.observed_generation, 2);
+        // Nothing changed: the same status (no write), the transition time kept.
+        assert_eq!(again(&p, &s1, &runs, 5_000), s1);
+        // A second drifted push: a new message, the same transition time.
+        runs.push(checked("app-2", 200, "main", Some(DRIFT)));
+        let s2 = again(&p, &s1, &runs, 6_000);
+        let c = branches(&s2).unwrap();
+        assert_eq!(c.message, format!("run app-2: {DRIFT}"));
+        assert_eq!(c.last_transition_time, Time(1_000));
+        // The committed sparkwing.yaml fixed: True/InSync, a new transition time.
+        runs.push(checked("app-3", 300, "main", None));
+        let s3 = again(&p, &s2, &runs, 7_000);
+        let c = branches(&s3).unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str(), c.last_transition_time),
+            (ConditionStatus::True, "InSync", Time(7_000))
+        );
+        assert!(
+            c.message.contains("app-3") && c.message.contains("[main]"),
+            "{}",
+            c.message
+        );
+        assert_eq!(again(&p, &s3, &runs, 9_000), s3);
+        // Ready is untouched by all this.
+        assert_eq!(s3.conditions[0].type_, READY);
+        assert_eq!(s3.conditions[0].last_transition_time, Time(1_000));
+    }
+
+    #[test]
+    fn a_report_about_other_push_branches_is_unknown() {
+        // The Pipeline's branches were changed after the run compared them.
+        let mut p = pipeline("app");
+        let runs = [checked("app-1", 100, "main", Some(DRIFT))];
+        p.spec.triggers.push = Some(PushTrigger {
+            branches: vec!["release/*".into(), "main".into()],
+        });
+        let c = branches_condition(&p, &runs, 1_000).unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::Unknown, "SpecChanged")
+        );
+        assert!(
+            c.message.contains("[main, release/*]") && c.message.contains("earlier [main]"),
+            "{}",
+            c.message
+        );
+        // Order and duplicates do not matter.
+        let runs = [checked("app-1", 100, "release/*, main,main", None)];
+        let c = branches_condition(&p, &runs, 1_000).unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::True, "InSync")
+        );
+        // No push trigger any more.
+        p.spec.triggers.push = None;
+        let c = branches_condition(&p, &runs, 1_000).unwrap();
+        assert_eq!(c.status, ConditionStatus::Unknown);
     }
 }
