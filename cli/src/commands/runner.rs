@@ -492,7 +492,15 @@ fn execute_attempt(
         );
         return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
     };
-    git_source::warn_branch_drift(&view["run"]["metadata"], &pipeline);
+    // A webhook run: warn about a drift and report the comparison, which becomes the Pipeline's
+    // BranchesInSync condition. Not reporting it only leaves that condition as it was.
+    if let Some(check) = git_source::warn_branch_drift(&view["run"]["metadata"], &pipeline) {
+        if let Err(e) = client.put_branch_check(ns, name, &check.body()) {
+            eprintln!(
+                "warning: cannot report the branch check of run {ns}/{name} to {url}: {e}; the Pipeline's BranchesInSync condition stays as it was"
+            );
+        }
+    }
     let compiled = match compile::ensure(&home.cache, &project, compile::Progress::OnFailure) {
         Ok(c) => c,
         Err(e) => {

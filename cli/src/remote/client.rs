@@ -378,6 +378,22 @@ impl ApiClient {
         .map(drop)
     }
 
+    /// `PUT .../branch-check`: the runner's comparison of its run's Pipeline push branches with
+    /// the committed `sparkwing.yaml` (`{"inSync": bool, "message"?: ...}`).
+    pub fn put_branch_check(
+        &self,
+        ns: &str,
+        name: &str,
+        check: &serde_json::Value,
+    ) -> Result<(), RemoteError> {
+        self.send_json(
+            "PUT",
+            &format!("/api/v1/runs/{ns}/{name}/branch-check"),
+            check,
+        )
+        .map(drop)
+    }
+
     /// `POST .../logs`: a batch of lines. A hole is [`RemoteError::LogGap`].
     pub fn post_logs(&self, ns: &str, name: &str, lines: &[LogLine]) -> Result<(), RemoteError> {
         self.send_json("POST", &format!("/api/v1/runs/{ns}/{name}/logs"), lines)

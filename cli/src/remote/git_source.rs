@@ -227,7 +227,7 @@ pub fn branch_drift(pipeline_globs: &str, committed: Option<&[String]>) -> Optio
     yaml.dedup();
     (cr != yaml).then(|| {
         format!(
-            "the Pipeline's push branches [{}] differ from on.push.branches [{}] in the committed sparkwing.yaml; the Pipeline decides when runs start: update one to match the other",
+            "the Pipeline's push branches [{}] differ from on.push.branches [{}] in the committed sparkwing.yaml; the Pipeline decides when runs start: change the Pipeline's spec.triggers.push.branches or on.push.branches in .sparkwing/sparkwing.yaml so they match",
             cr.join(", "),
             yaml.join(", ")
         )
@@ -270,21 +270,46 @@ pub fn fetch_for_run(
     project_root(dest, metadata["annotations"][PATH_ANNOTATION].as_str()).map_err(|e| fail(&e))
 }
 
-/// Print a warning when the run's Pipeline (its `sparkwing.dev/push-branches` annotation) and
-/// the committed `sparkwing.yaml` disagree about the push branches. Runs without the annotation
-/// (not started by a webhook) are not checked.
-pub fn warn_branch_drift(metadata: &serde_json::Value, pipeline: &crate::project::PipelineConfig) {
-    let Some(globs) = metadata["annotations"][PUSH_BRANCHES_ANNOTATION].as_str() else {
-        return;
-    };
+/// A webhook run's comparison of its Pipeline's push branches with the committed
+/// `sparkwing.yaml`'s `on.push.branches`, as the runner reports it to the API
+/// (`PUT /api/v1/runs/{ns}/{name}/branch-check`; the Pipeline's `BranchesInSync` condition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BranchCheck {
+    InSync,
+    /// The message naming both lists and how to fix it.
+    Drifted(String),
+}
+
+impl BranchCheck {
+    /// The API's body: `{"inSync": true}` or `{"inSync": false, "message": ...}`.
+    pub fn body(&self) -> serde_json::Value {
+        match self {
+            BranchCheck::InSync => serde_json::json!({"inSync": true}),
+            BranchCheck::Drifted(m) => serde_json::json!({"inSync": false, "message": m}),
+        }
+    }
+}
+
+/// Compare the run's Pipeline push branches (its `sparkwing.dev/push-branches` annotation) with
+/// the committed `sparkwing.yaml`'s, printing a warning when they differ. `None` for runs without
+/// the annotation (not started by a webhook): nothing to compare.
+pub fn warn_branch_drift(
+    metadata: &serde_json::Value,
+    pipeline: &crate::project::PipelineConfig,
+) -> Option<BranchCheck> {
+    let globs = metadata["annotations"][PUSH_BRANCHES_ANNOTATION].as_str()?;
     let committed = pipeline
         .on
         .as_ref()
         .and_then(|on| on.push.as_ref())
         .map(|p| p.branches.as_slice());
-    if let Some(w) = branch_drift(globs, committed) {
-        eprintln!("warning: pipeline {}: {w}", pipeline.name);
-    }
+    Some(match branch_drift(globs, committed) {
+        Some(w) => {
+            eprintln!("warning: pipeline {}: {w}", pipeline.name);
+            BranchCheck::Drifted(w)
+        }
+        None => BranchCheck::InSync,
+    })
 }
 
 #[cfg(test)]
@@ -332,5 +357,22 @@ mod tests {
         );
         assert!(branch_drift("main", None).is_some());
         assert_eq!(branch_drift("", None), None);
+    }
+
+    #[test]
+    fn branch_check_bodies() {
+        assert_eq!(
+            BranchCheck::InSync.body(),
+            serde_json::json!({"inSync": true})
+        );
+        let w = branch_drift("main", Some(&["dev".to_string()])).unwrap();
+        assert!(
+            w.contains("spec.triggers.push.branches") && w.contains("so they match"),
+            "{w}"
+        );
+        assert_eq!(
+            BranchCheck::Drifted(w.clone()).body(),
+            serde_json::json!({"inSync": false, "message": w})
+        );
     }
 }
