@@ -2,7 +2,8 @@
 # The chart's checks (CI runs them):
 #  1. its CRDs under charts/sparkwing/crds are exact copies of crds/yaml (`make chart-crds`);
 #  2. when helm is on PATH: `helm lint`, and `helm template` with several value sets renders YAML
-#     that parses and has the kinds expected.
+#     that parses and has the kinds expected (and, with WEBHOOK=<secret>:<key>, the webhook
+#     secret's read-only mount and --webhook-secret-file; without, neither).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chart=charts/sparkwing
@@ -29,7 +30,7 @@ check_render() {
     echo "== helm template ($name)"
     local out
     out="$("$helm_bin" template sparkwing "$chart" --namespace sparkwing-system --include-crds "$@")"
-    EXPECTED="$expected" python3 -c '
+    EXPECTED="$expected" WEBHOOK="${WEBHOOK:-}" python3 -c '
 import os, sys, yaml
 docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
 kinds = sorted(d["kind"] for d in docs)
@@ -66,6 +67,19 @@ if api:
 else:
     assert "api" not in ports and not any(a.startswith("--api-addr") for a in c["args"])
     assert not any(a.startswith("--runner-api-url") for a in c["args"]), c["args"]
+webhook = os.environ["WEBHOOK"]
+hook_args = [a for a in c["args"] if a.startswith("--webhook-secret-file")]
+hook_mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "webhook-secret"]
+hook_vols = [v for v in pod.get("volumes", []) if v["name"] == "webhook-secret"]
+if webhook and api:
+    secret, key = webhook.split(":")
+    assert hook_args == ["--webhook-secret-file=/etc/sparkwing/webhook/secret"], c["args"]
+    assert hook_mounts == [{"name": "webhook-secret", "mountPath": "/etc/sparkwing/webhook",
+                            "readOnly": True}], hook_mounts
+    assert hook_vols == [{"name": "webhook-secret", "secret": {"secretName": secret,
+                          "items": [{"key": key, "path": "secret"}]}}], hook_vols
+else:
+    assert not hook_args and not hook_mounts and not hook_vols, (hook_args, hook_mounts, hook_vols)
 print("   %d objects: %s" % (len(docs), " ".join(kinds)))
 ' <<<"$out"
 }
@@ -79,4 +93,14 @@ check_render "one namespace, two replicas (leader election)" \
 check_render "no pool, no runner account, no metrics service, no API" \
     "$crds ClusterRole ClusterRoleBinding Deployment ServiceAccount" \
     --set defaultPool.enabled=false --set runner.serviceAccount.create=false --set metrics.service.enabled=false --set api.enabled=false
+WEBHOOK=sparkwing-webhook:secret check_render "webhook secret from an existing Secret (default key)" \
+    "$crds ClusterRole ClusterRoleBinding Deployment Role RoleBinding RunnerPool Service Service ServiceAccount ServiceAccount" \
+    --set api.webhook.existingSecret=sparkwing-webhook
+WEBHOOK=forge-hmac:hmac check_render "webhook secret under another key" \
+    "$crds ClusterRole ClusterRoleBinding Deployment Role RoleBinding RunnerPool Service Service ServiceAccount ServiceAccount" \
+    --set api.webhook.existingSecret=forge-hmac --set api.webhook.secretKey=hmac
+WEBHOOK=forge-hmac:hmac check_render "webhook secret set, API off: nothing rendered" \
+    "$crds ClusterRole ClusterRoleBinding Deployment ServiceAccount" \
+    --set defaultPool.enabled=false --set runner.serviceAccount.create=false --set metrics.service.enabled=false --set api.enabled=false \
+    --set api.webhook.existingSecret=forge-hmac --set api.webhook.secretKey=hmac
 echo "chart ok"
