@@ -268,3 +268,218 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
     op.stop().await?;
     node.shutdown().await
 }
+
+/// `.sparkwing/sparkwing.yaml` with the `hello` pipeline started by pushes to `branches` (a YAML
+/// flow sequence's items).
+fn sparkwing_yaml_on(who: &str, branches: &str) -> String {
+    sparkwing_yaml(who).replace("branches: [main]", &format!("branches: [{branches}]"))
+}
+
+/// Wait until `pred` holds for Pipeline `name`, at most `deadline` (a watch on the one object);
+/// the error names `what` and shows the Pipeline's status then.
+async fn wait_for_pipeline(
+    api: &Api<Pipeline>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Pipeline) -> bool + Send + 'static,
+    deadline: Duration,
+) -> Result<Pipeline> {
+    let cond = move |o: Option<&Pipeline>| o.is_some_and(&pred);
+    match tokio::time::timeout(
+        deadline,
+        kube::runtime::wait::await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(p))) => Ok(p),
+        Ok(Ok(None)) => bail!("Pipeline {name} is gone"),
+        Ok(Err(e)) => Err(e).context(format!("watching Pipeline {name}")),
+        Err(_) => bail!(
+            "Pipeline {name} not {what} within {deadline:?}; status: {}",
+            serde_json::to_string(&api.get(name).await?.status)?
+        ),
+    }
+}
+
+/// The Pipeline's `BranchesInSync` condition: (status, reason, message).
+fn branches_in_sync(p: &Pipeline) -> Option<(String, String, String)> {
+    let status = serde_json::to_value(&p.status).ok()?;
+    let c = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "BranchesInSync")?;
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+        c["message"].as_str()?.to_string(),
+    ))
+}
+
+/// Until a run reports: the report comes after the checkout, before the compile.
+const REPORT_WAIT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> Result<()> {
+    let real = real_runner().await?;
+    let bed = TestBed::shared().await?;
+    bed.install_crds().await?;
+    let image = test_runner_image().await?;
+    let ns = bed.namespace("webhook-drift").await?;
+    let client = bed.client().await?;
+    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    let op = OperatorTask::start_with_api(
+        client.clone(),
+        Config::new(image).namespace(ns.name()),
+        ns.name(),
+    )
+    .await?;
+    let api = op.api();
+    real.create_pool(&client, ns.name(), "real").await?;
+
+    // Two commits: the first's sparkwing.yaml runs on pushes to main and release/*, the
+    // Pipeline's only main (drifted); the second's only main (in sync).
+    let server = GitServer::start()?;
+    let bare = server.create_repo("app")?;
+    let tree = WorkTree::new(&bare)?;
+    copy_tree(Path::new("tests/fixtures/loop"), tree.path())?;
+    let yaml = tree.path().join(".sparkwing/sparkwing.yaml");
+    std::fs::write(&yaml, sparkwing_yaml_on("drifted", "main, \"release/*\""))?;
+    let drifted = tree.commit_all("drifted")?;
+    std::fs::write(&yaml, sparkwing_yaml_on("in-sync", "main"))?;
+    let in_sync = tree.commit_all("in sync")?;
+    tree.push("main")?;
+    let url = server.url("app");
+
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let pipeline: Pipeline = serde_json::from_value(json!({
+        "apiVersion": "sparkwing.dev/v1alpha1", "kind": "Pipeline",
+        "metadata": {"name": "app"},
+        "spec": {"repository": url, "pipeline": "hello",
+                 "triggers": {"push": {"branches": ["main"]}}, "runnerPool": "real"},
+    }))?;
+    pipelines.create(&PostParams::default(), &pipeline).await?;
+    // Before any run reported: Ready, and no BranchesInSync.
+    let p = wait_for_pipeline(
+        &pipelines,
+        "app",
+        "Ready",
+        |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready"))
+        },
+        WAIT,
+    )
+    .await?;
+    assert_eq!(branches_in_sync(&p), None, "{:?}", p.status);
+
+    let push = |delivery: &'static str, commit: String| {
+        let url = url.clone();
+        async move {
+            let body = push_payload(&url, &commit);
+            let signature = signature_header(WEBHOOK_SECRET, &body);
+            let (status, answer) = deliver(api, "push", delivery, &body, &signature).await?;
+            ensure!(status == 201, "{delivery}: {status} {answer}");
+            answer["runs"][0]["name"]
+                .as_str()
+                .map(str::to_string)
+                .context("the created run")
+        }
+    };
+
+    // The drifted commit: False/Drifted, naming both lists and the fix.
+    let first = push("e2e-drift-1", drifted).await?;
+    let want = first.clone();
+    let p = wait_for_pipeline(
+        &pipelines,
+        "app",
+        "BranchesInSync=False/Drifted",
+        move |p| {
+            branches_in_sync(p).is_some_and(|(s, r, m)| {
+                s == "False" && r == "Drifted" && m.starts_with(&format!("run {want}:"))
+            })
+        },
+        REPORT_WAIT,
+    )
+    .await;
+    let p = match p {
+        Ok(p) => p,
+        Err(e) => bail!(
+            "{e:#}\nrunner log:\n{}",
+            runner_log(&client, &node, &ns, &first).await
+        ),
+    };
+    let (_, _, message) = branches_in_sync(&p).context("BranchesInSync")?;
+    for part in [
+        "[main]",
+        "[main, release/*]",
+        "spec.triggers.push.branches",
+        "so they match",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    let drift_since = serde_json::to_value(&p.status)?["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "BranchesInSync"))
+        .map(|c| c["lastTransitionTime"].clone());
+    // Recorded on the run as annotations.
+    let runs: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    let run = runs.get(&first).await?;
+    let a = run.annotations();
+    assert_eq!(
+        a.get("sparkwing.dev/branches-in-sync").map(String::as_str),
+        Some("false")
+    );
+    assert!(
+        a.get("sparkwing.dev/branch-drift")
+            .is_some_and(|m| message.ends_with(m.as_str())),
+        "{a:?}"
+    );
+
+    // The commit that agrees with the Pipeline: True/InSync, from the newer run.
+    let second = push("e2e-drift-2", in_sync).await?;
+    let want = second.clone();
+    let p = wait_for_pipeline(
+        &pipelines,
+        "app",
+        "BranchesInSync=True/InSync",
+        move |p| {
+            branches_in_sync(p).is_some_and(|(s, r, m)| {
+                s == "True" && r == "InSync" && m.starts_with(&format!("run {want}:"))
+            })
+        },
+        REPORT_WAIT,
+    )
+    .await;
+    let p = match p {
+        Ok(p) => p,
+        Err(e) => bail!(
+            "{e:#}\nrunner log:\n{}",
+            runner_log(&client, &node, &ns, &second).await
+        ),
+    };
+    let since = serde_json::to_value(&p.status)?["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "BranchesInSync"))
+        .map(|c| c["lastTransitionTime"].clone());
+    // RFC 3339 UTC times of one format sort as strings.
+    let (since, drift_since) = (
+        since.and_then(|t| t.as_str().map(str::to_string)),
+        drift_since.and_then(|t| t.as_str().map(str::to_string)),
+    );
+    assert!(
+        since.is_some() && since >= drift_since,
+        "{since:?} {drift_since:?}"
+    );
+    let run = runs.get(&second).await?;
+    assert_eq!(
+        run.annotations()
+            .get("sparkwing.dev/branches-in-sync")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(!run.annotations().contains_key("sparkwing.dev/branch-drift"));
+
+    op.stop().await?;
+    node.shutdown().await
+}
