@@ -3,7 +3,8 @@
 //! child is a PipelineRun that the REAL `sparkwing runner` of the profile's pool compiles and runs
 //! on the node emulator. Checked: the parent succeeds with the child's line in its local log and
 //! the child records its parent on the cluster; a failing child fails the parent with the child's
-//! reason; an interrupt of the local parent cancels the cluster child.
+//! reason; an interrupt of the local parent cancels the cluster child; a cluster child awaiting the
+//! local parent (a cycle across the boundary) fails the parent with the cycle.
 
 use sparkwing_e2e::wait_for_run;
 use std::collections::BTreeSet;
@@ -349,5 +350,39 @@ async fn a_local_parent_awaits_its_child_on_the_cluster() -> Result<()> {
     assert_eq!(child.parent().map(|p| p.run), Some(id.clone()));
     let deploy = local_job(&env.cli, &id, "deploy").await?;
     assert_eq!(deploy["state"], "cancelled", "{deploy}");
+
+    // A cycle across the boundary: the cluster child awaits the local parent (a plan only the
+    // runner's pod makes). The chain crossed: the child records `parent`, its runner's `sparkwing
+    // run parent` is refused, and the local parent fails with the cycle.
+    let known = env.run_names().await?;
+    let (out, id) = run_parent(&env, "cycle").await?;
+    assert_eq!(out.code, 1, "{out}");
+    let child = env.wait_new_child(&known).await?;
+    let name = child.name_any();
+    let child = env
+        .wait_run(&name, WAIT, "Failed", |r| phase(r) == "Failed")
+        .await?;
+    assert_eq!(
+        child
+            .annotations()
+            .get("sparkwing.dev/pipeline-chain")
+            .map(String::as_str),
+        Some("parent"),
+        "{:#?}",
+        child.metadata
+    );
+    let deploy = local_job(&env.cli, &id, "deploy").await?;
+    assert_eq!(deploy["state"], "failed", "{deploy}");
+    let want = format!(
+        "pipeline \"child\" on profile \"ci\" (run {}/{name}) failed: job back failed: pipeline \"parent\" failed: refusing to run pipeline \"parent\": cycle of pipelines awaiting each other: parent -> child -> parent (SPARKWING_PIPELINE_CHAIN is \"parent,child\")",
+        env.ns
+    );
+    assert!(
+        deploy["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(&want)),
+        "want {want:?}\n{deploy}\nrunner:\n{}",
+        env.runner_logs(&name).await
+    );
     env.shutdown().await
 }
