@@ -19,10 +19,12 @@
 //! - the **kubelet** for Pods with that label and for the Pods of those Jobs: binds the pod to
 //!   [`NodeEmulatorOptions::node_name`] (so deletions are graceful, as on a real node), runs its
 //!   first container on Docker (host network, `command`, `args`, `env` values, `secretKeyRef`s
-//!   and `fieldRef`s, `emptyDir` and `hostPath` volumes, `workingDir`,
+//!   and `fieldRef`s, `envFrom` `secretRef`s and `configMapRef`s (with `prefix`; `env` wins,
+//!   a later source wins over an earlier one, keys that are not variable names are skipped),
+//!   `emptyDir` and `hostPath` volumes, `workingDir`,
 //!   `securityContext.runAsUser/runAsGroup`, `resources.limits.memory`) and writes pod status:
-//!   `Pending`/`ContainerCreating` (`CreateContainerConfigError` while a Secret it needs is
-//!   missing), `Running` and `Ready`, then `Succeeded` or `Failed` with the
+//!   `Pending`/`ContainerCreating` (`CreateContainerConfigError` while a Secret or ConfigMap it
+//!   needs is missing), `Running` and `Ready`, then `Succeeded` or `Failed` with the
 //!   exit code and reason (`Completed`, `Error`, `OOMKilled`). An image missing from the local
 //!   engine gives `ErrImagePull` then `ImagePullBackOff` (it never pulls). A deleted pod gets
 //!   SIGTERM, SIGKILL after `metadata.deletionGracePeriodSeconds`, its final status, and is then
@@ -56,7 +58,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, EnvVarSource, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvFromSource, EnvVarSource, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{
@@ -195,6 +197,7 @@ impl NodeEmulator {
             pods: Api::namespaced(client.clone(), namespace),
             jobs: Api::namespaced(client.clone(), namespace),
             secrets: Api::namespaced(client.clone(), namespace),
+            config_maps: Api::namespaced(client.clone(), namespace),
             client,
             docker: docker.clone(),
             namespace: namespace.to_string(),
@@ -376,7 +379,18 @@ struct Ctx {
     pods: Api<Pod>,
     jobs: Api<Job>,
     secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
     internal: mpsc::UnboundedSender<Internal>,
+}
+
+/// Whether `name` can be an environment variable set from `envFrom` (the kubelet's check: no
+/// `=`, not empty, printable ASCII, not starting with a digit).
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && b != b'=')
 }
 
 /// What a container is created with besides its image, command and user.
@@ -1637,7 +1651,25 @@ impl PodWorker {
         &self,
         container: &Container,
     ) -> Result<std::result::Result<ContainerConfig, String>> {
-        let mut env = Vec::new();
+        // `envFrom` first, each source over the ones before it; then `env`, over all of them.
+        let mut vars: Vec<(String, String)> = Vec::new();
+        let set = |vars: &mut Vec<(String, String)>, name: String, value: String| match vars
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+        {
+            Some(v) => v.1 = value,
+            None => vars.push((name, value)),
+        };
+        for source in container.env_from.iter().flatten() {
+            match self.env_from_source(source).await? {
+                Ok(pairs) => {
+                    for (name, value) in pairs {
+                        set(&mut vars, name, value);
+                    }
+                }
+                Err(message) => return Ok(Err(message)),
+            }
+        }
         for e in container.env.iter().flatten() {
             let value = match (&e.value, &e.value_from) {
                 (_, Some(from)) => match self.env_from(&e.name, from).await? {
@@ -1648,8 +1680,12 @@ impl PodWorker {
                 },
                 (value, None) => value.clone().unwrap_or_default(),
             };
-            env.push(format!("{}={value}", e.name));
+            set(&mut vars, e.name.clone(), value);
         }
+        let env = vars
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
         let mut config = ContainerConfig {
             env,
             binds: Vec::new(),
@@ -1722,6 +1758,59 @@ impl PodWorker {
                 .push(format!("{source}:{}:{mode}", mount.mount_path));
         }
         Ok(Ok(config))
+    }
+
+    /// The variables of one `envFrom` source (a Secret's or ConfigMap's keys, with its prefix):
+    /// empty for an optional one that does not exist, `Err(message)` for a required one that
+    /// does not (the kubelet's `CreateContainerConfigError`). Keys that are not variable names
+    /// are skipped, as the kubelet does.
+    async fn env_from_source(
+        &self,
+        source: &EnvFromSource,
+    ) -> Result<std::result::Result<Vec<(String, String)>, String>> {
+        let prefix = source.prefix.clone().unwrap_or_default();
+        let (kind, name, optional, data): (&str, &str, bool, Option<BTreeMap<String, String>>) =
+            if let Some(r) = &source.secret_ref {
+                let secret = self
+                    .ctx
+                    .secrets
+                    .get_opt(&r.name)
+                    .await
+                    .with_context(|| format!("reading Secret {}", r.name))?;
+                let data = secret.map(|s| {
+                    let mut d: BTreeMap<String, String> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    d.extend(s.string_data.unwrap_or_default());
+                    d
+                });
+                ("secret", &r.name, r.optional == Some(true), data)
+            } else if let Some(r) = &source.config_map_ref {
+                let map = self
+                    .ctx
+                    .config_maps
+                    .get_opt(&r.name)
+                    .await
+                    .with_context(|| format!("reading ConfigMap {}", r.name))?;
+                let data = map.map(|m| m.data.unwrap_or_default());
+                ("configmap", &r.name, r.optional == Some(true), data)
+            } else {
+                return Ok(Err(
+                    "envFrom: a source needs secretRef or configMapRef".to_string()
+                ));
+            };
+        Ok(match data {
+            None if optional => Ok(Vec::new()),
+            None => Err(format!("{kind} \"{name}\" not found")),
+            Some(data) => Ok(data
+                .into_iter()
+                .map(|(k, v)| (format!("{prefix}{k}"), v))
+                .filter(|(k, _)| is_env_name(k))
+                .collect()),
+        })
     }
 
     /// The value of an environment variable with `valueFrom`: `Ok(None)` for an optional Secret
