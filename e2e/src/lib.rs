@@ -24,6 +24,7 @@ pub mod api_task;
 mod bed;
 pub mod binaries;
 pub mod cli;
+pub mod cluster;
 pub mod git_server;
 mod images;
 mod namespace;
@@ -44,6 +45,7 @@ pub use node_emulator::{
 pub use test_runner_image::{test_runner_image, ClaimRelay};
 
 pub use api_task::{Answer, ApiTask};
+pub use cluster::Cluster;
 pub use operator_task::OperatorTask;
 pub use real_runner::{real_runner, RealRunner};
 pub use wait::wait_for_run;

@@ -3,7 +3,6 @@
 //! external runs, the archive before TTL deletion, the real runner's pool, and the whole loop
 //! (upload, trigger, the real `sparkwing runner` in a runner Job, logs through the API).
 
-use sparkwing_e2e::wait_for_run;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,15 +11,13 @@ use bollard::Docker;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use sparkwing_crds::PipelineRun;
 use sparkwing_e2e::node_emulator::EMULATED_POD_LABEL;
 use sparkwing_e2e::{
-    real_runner, test_runner_image, ApiTask, NodeEmulator, NodeEmulatorOptions, OperatorTask,
-    TestBed, TestNamespace,
+    real_runner, test_runner_image, Cluster, NodeEmulator, NodeEmulatorOptions, TestBed,
 };
-use sparkwing_operator::Config;
 
 /// How long anything here may take on a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,37 +25,19 @@ const WAIT: Duration = Duration::from_secs(60);
 const COMPILE_WAIT: Duration = Duration::from_secs(420);
 const POLL: Duration = Duration::from_millis(200);
 
-struct Env {
-    ns: TestNamespace,
-    client: Client,
-    node: NodeEmulator,
-    op: OperatorTask,
+/// The cluster, with runner Jobs of the test runner image.
+struct Env(Cluster);
+
+impl std::ops::Deref for Env {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
 }
 
 impl Env {
     async fn new(hint: &str) -> Result<Env> {
-        let bed = TestBed::shared().await?;
-        bed.install_crds().await?;
-        let image = test_runner_image().await?;
-        let ns = bed.namespace(hint).await?;
-        let client = bed.client().await?;
-        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
-        let config = Config::new(image).namespace(ns.name());
-        let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
-        Ok(Env {
-            ns,
-            client,
-            node,
-            op,
-        })
-    }
-
-    fn api(&self) -> &ApiTask {
-        self.op.api()
-    }
-
-    fn runs(&self) -> Api<PipelineRun> {
-        Api::namespaced(self.client.clone(), &self.ns)
+        Ok(Env(Cluster::start(hint, test_runner_image().await?).await?))
     }
 
     async fn trigger(&self, body: Value) -> Result<Value> {
@@ -69,20 +48,8 @@ impl Env {
             .json()
     }
 
-    /// Waits (a watch) until `cond` holds for `name`; fails after `wait` showing the run.
-    async fn wait_run(
-        &self,
-        name: &str,
-        wait: Duration,
-        what: &str,
-        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
-    ) -> Result<PipelineRun> {
-        wait_for_run(&self.runs(), name, what, cond, wait).await
-    }
-
     async fn shutdown(self) -> Result<()> {
-        self.op.stop().await?;
-        self.node.shutdown().await
+        self.0.shutdown().await
     }
 }
 

@@ -8,22 +8,17 @@
 //! Runner pods share one binary cache (`sparkwing_e2e::cli::with_binary_cache`, a host directory
 //! under the cargo target's tmp dir), so the fixture is compiled once, not once per run.
 
-use sparkwing_e2e::wait_for_run;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
-use sparkwing_crds::{PipelineRun, RunnerPool};
-use sparkwing_e2e::cli::{with_binary_cache, Cli, CliOut, Profile};
-use sparkwing_e2e::{
-    real_runner, ApiTask, LossKind, NodeEmulator, NodeEmulatorOptions, OperatorTask, TestBed,
-    TestNamespace,
-};
-use sparkwing_operator::Config;
+use sparkwing_crds::PipelineRun;
+use sparkwing_e2e::cli::{Cli, CliOut, Profile};
+use sparkwing_e2e::{real_runner, Cluster, LossKind};
 
 /// The fixture project.
 const FIXTURE: &str = "tests/fixtures/remote";
@@ -41,14 +36,19 @@ const WAIT: Duration = Duration::from_secs(60);
 const RUN_WAIT: Duration = Duration::from_secs(420);
 const POLL: Duration = Duration::from_millis(200);
 
+/// The cluster with the real runner's pool and a user of its API.
 struct Env {
-    ns: TestNamespace,
-    client: Client,
-    node: NodeEmulator,
-    op: OperatorTask,
+    cluster: Cluster,
     cli: Cli,
     hint: String,
     started: Instant,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
 }
 
 impl Env {
@@ -59,52 +59,18 @@ impl Env {
     async fn new(hint: &str) -> Result<Env> {
         let started = Instant::now();
         let real = real_runner().await?;
-        let bed = TestBed::shared().await?;
-        bed.install_crds().await?;
-        let ns = bed.namespace(hint).await?;
-        let client = bed.client().await?;
-        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
-        let config = Config::new(real.image.clone()).namespace(ns.name());
-        let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
-        let spec = with_binary_cache(real.pool_spec(2), Path::new(RUNNER_CACHE))?;
-        let pools: Api<RunnerPool> = Api::namespaced(client.clone(), &ns);
-        pools
-            .create(&PostParams::default(), &RunnerPool::new("real", spec))
-            .await
-            .context("creating the pool")?;
-        let api = op.api();
-        let (token, _) = api
-            .state
-            .tokens
-            .create(
-                &api.state.storage,
-                PRINCIPAL,
-                vec!["runs:read".to_string(), "runs:trigger".to_string()],
-                None,
-            )
-            .context("creating the user's token")?;
-        let cli = Cli::new(Path::new(FIXTURE), &token)?;
-        cli.set_profiles(&[Profile::new(PROFILE, &api.url)
-            .namespace(ns.name())
-            .pool("real")])?;
+        let cluster = Cluster::start(hint, real.image.clone()).await?;
+        cluster
+            .add_real_pool(&real, "real", Path::new(RUNNER_CACHE))
+            .await?;
+        let cli = cluster.user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")?;
         eprintln!("[{hint}] set up in {:?}", started.elapsed());
         Ok(Env {
-            ns,
-            client,
-            node,
-            op,
+            cluster,
             cli,
             hint: hint.to_string(),
             started,
         })
-    }
-
-    fn api(&self) -> &ApiTask {
-        self.op.api()
-    }
-
-    fn runs(&self) -> Api<PipelineRun> {
-        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     /// `sparkwing ARGS` to its end (within [`RUN_WAIT`]).
@@ -119,17 +85,6 @@ impl Env {
         args.extend_from_slice(rest);
         args.extend_from_slice(&["--profile", PROFILE]);
         args
-    }
-
-    /// Waits (a watch) until `cond` holds for `name`; fails after `wait` showing the run.
-    async fn wait_run(
-        &self,
-        name: &str,
-        wait: Duration,
-        what: &str,
-        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
-    ) -> Result<PipelineRun> {
-        wait_for_run(&self.runs(), name, what, cond, wait).await
     }
 
     /// The job's log lines the API holds, as (seq, line).
@@ -203,20 +158,6 @@ impl Env {
         }
     }
 
-    /// The output of the run's runner pods, for failure messages.
-    async fn runner_logs(&self, run: &str) -> String {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
-        let mut out = String::new();
-        if let Ok(list) = pods.list(&lp).await {
-            for pod in list.items {
-                let logs = self.node.logs(&pod.name_any()).await.unwrap_or_default();
-                out.push_str(&format!("--- {} ---\n{logs}\n", pod.name_any()));
-            }
-        }
-        out
-    }
-
     /// The API's metric `name`.
     async fn metric(&self, name: &str) -> Result<u64> {
         let text = self
@@ -236,8 +177,7 @@ impl Env {
 
     async fn shutdown(self) -> Result<()> {
         eprintln!("[{}] done in {:?}", self.hint, self.started.elapsed());
-        self.op.stop().await?;
-        self.node.shutdown().await
+        self.cluster.shutdown().await
     }
 }
 

@@ -6,20 +6,17 @@
 //! reason; an interrupt of the local parent cancels the cluster child; a cluster child awaiting the
 //! local parent (a cycle across the boundary) fails the parent with the cycle.
 
-use sparkwing_e2e::wait_for_run;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::ListParams;
+use kube::ResourceExt;
 use serde_json::Value;
-use sparkwing_crds::{PipelineRun, RunnerPool};
-use sparkwing_e2e::cli::{with_binary_cache, Cli, CliOut, Profile};
-use sparkwing_e2e::{real_runner, NodeEmulator, NodeEmulatorOptions, OperatorTask, TestBed};
-use sparkwing_operator::Config;
+use sparkwing_crds::PipelineRun;
+use sparkwing_e2e::cli::{Cli, CliOut};
+use sparkwing_e2e::{real_runner, Cluster};
 
 /// The fixture project.
 const FIXTURE: &str = "tests/fixtures/subpipelines";
@@ -83,13 +80,17 @@ fn phase(run: &PipelineRun) -> &str {
     run.status.as_ref().map_or("", |s| s.phase.as_str())
 }
 
+/// The cluster with the real runner's pool and a user of its API.
 struct Env {
-    client: Client,
-    ns: String,
-    node: NodeEmulator,
-    op: OperatorTask,
+    cluster: Cluster,
     cli: Cli,
-    _ns: sparkwing_e2e::TestNamespace,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
 }
 
 impl Env {
@@ -98,47 +99,13 @@ impl Env {
     /// `ci` (the namespace, pool `real`).
     async fn new(hint: &str) -> Result<Env> {
         let real = real_runner().await?;
-        let bed = TestBed::shared().await?;
-        bed.install_crds().await?;
-        let ns = bed.namespace(hint).await?;
-        let client = bed.client().await?;
-        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
-        let config = Config::new(real.image.clone()).namespace(ns.name());
-        let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
-        let spec = with_binary_cache(real.pool_spec(2), Path::new(RUNNER_CACHE))?;
-        let pools: Api<RunnerPool> = Api::namespaced(client.clone(), &ns);
-        pools
-            .create(&PostParams::default(), &RunnerPool::new("real", spec))
-            .await
-            .context("creating the pool")?;
-        let api = op.api();
-        let (token, _) = api
-            .state
-            .tokens
-            .create(
-                &api.state.storage,
-                "alice@example.com",
-                vec!["runs:read".to_string(), "runs:trigger".to_string()],
-                None,
-            )
-            .context("creating the user's token")?;
-        let mut cli = Cli::new(Path::new(FIXTURE), &token)?;
+        let cluster = Cluster::start(hint, real.image.clone()).await?;
+        cluster
+            .add_real_pool(&real, "real", Path::new(RUNNER_CACHE))
+            .await?;
+        let mut cli = cluster.user("alice@example.com", Path::new(FIXTURE), PROFILE, "real")?;
         cli.cache = Some(HOST_CACHE.into());
-        cli.set_profiles(&[Profile::new(PROFILE, &api.url)
-            .namespace(ns.name())
-            .pool("real")])?;
-        Ok(Env {
-            client,
-            ns: ns.name().to_string(),
-            node,
-            op,
-            cli,
-            _ns: ns,
-        })
-    }
-
-    fn runs(&self) -> Api<PipelineRun> {
-        Api::namespaced(self.client.clone(), &self.ns)
+        Ok(Env { cluster, cli })
     }
 
     /// `sparkwing run parent -C <project> --mode MODE` in the background.
@@ -188,34 +155,8 @@ impl Env {
             .collect())
     }
 
-    /// Waits (a watch) until `cond` holds for `name`; fails after `wait` showing the run.
-    async fn wait_run(
-        &self,
-        name: &str,
-        wait: Duration,
-        what: &str,
-        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
-    ) -> Result<PipelineRun> {
-        wait_for_run(&self.runs(), name, what, cond, wait).await
-    }
-
-    /// The output of the runner pods of `run`, for failure messages.
-    async fn runner_logs(&self, run: &str) -> String {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
-        let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
-        let mut out = String::new();
-        if let Ok(list) = pods.list(&lp).await {
-            for pod in list.items {
-                let logs = self.node.logs(&pod.name_any()).await.unwrap_or_default();
-                out.push_str(&format!("--- {} ---\n{logs}\n", pod.name_any()));
-            }
-        }
-        out
-    }
-
     async fn shutdown(self) -> Result<()> {
-        self.op.stop().await?;
-        self.node.shutdown().await
+        self.cluster.shutdown().await
     }
 }
 

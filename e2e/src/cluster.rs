@@ -1,0 +1,139 @@
+//! TEST INFRASTRUCTURE: one test's cluster — a namespace of the shared bed (CRDs installed), the
+//! node emulator running that namespace's pods on Docker, and the operator with its API in the
+//! test's process — and what the API tests add to it: the real runner's pool and a CLI user.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use sparkwing_e2e::{real_runner, Cluster};
+//! use std::path::Path;
+//!
+//! let real = real_runner().await?;
+//! let cluster = Cluster::start("my-test", real.image.clone()).await?;
+//! cluster.add_real_pool(&real, "real", Path::new("/tmp/runner-cache")).await?;
+//! let cli = cluster.user("alice@example.com", Path::new("tests/fixtures/remote"), "ci", "real")?;
+//! # let _ = cli;
+//! cluster.shutdown().await
+//! # }
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use sparkwing_crds::{PipelineRun, RunnerPool};
+use sparkwing_operator::Config;
+
+use crate::cli::{with_binary_cache, Cli, Profile};
+use crate::{
+    wait_for_run, ApiTask, NodeEmulator, NodeEmulatorOptions, OperatorTask, RealRunner, TestBed,
+    TestNamespace,
+};
+
+/// A namespace with the node emulator and the operator (with its API) working in it. Dropping it
+/// deletes the namespace; [`Cluster::shutdown`] also stops the operator and the emulator.
+pub struct Cluster {
+    pub ns: TestNamespace,
+    /// The bed's admin client.
+    pub client: Client,
+    pub node: NodeEmulator,
+    pub op: OperatorTask,
+}
+
+impl Cluster {
+    /// The shared bed with its CRDs, a namespace named after `hint`, the node emulator in it, and
+    /// the operator with its API, whose runner Jobs use `runner_image`.
+    pub async fn start(hint: &str, runner_image: String) -> Result<Cluster> {
+        let bed = TestBed::shared().await?;
+        bed.install_crds().await?;
+        let ns = bed.namespace(hint).await?;
+        let client = bed.client().await?;
+        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+        let config = Config::new(runner_image).namespace(ns.name());
+        let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
+        Ok(Cluster {
+            ns,
+            client,
+            node,
+            op,
+        })
+    }
+
+    /// The operator's API.
+    pub fn api(&self) -> &ApiTask {
+        self.op.api()
+    }
+
+    /// The namespace's PipelineRuns.
+    pub fn runs(&self) -> Api<PipelineRun> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Waits (a watch) until `cond` holds for run `name`; fails after `wait` showing the run.
+    pub async fn wait_run(
+        &self,
+        name: &str,
+        wait: Duration,
+        what: &str,
+        cond: impl Fn(&PipelineRun) -> bool + Send + 'static,
+    ) -> Result<PipelineRun> {
+        wait_for_run(&self.runs(), name, what, cond, wait).await
+    }
+
+    /// Creates the RunnerPool `pool` of the real runner (at most 2 runners), its pods sharing the
+    /// host's binary cache `cache` (kept between test runs: it is keyed by content).
+    pub async fn add_real_pool(&self, real: &RealRunner, pool: &str, cache: &Path) -> Result<()> {
+        let spec = with_binary_cache(real.pool_spec(2), cache)?;
+        let pools: Api<RunnerPool> = Api::namespaced(self.client.clone(), &self.ns);
+        pools
+            .create(&PostParams::default(), &RunnerPool::new(pool, spec))
+            .await
+            .with_context(|| format!("creating the pool {pool}"))?;
+        Ok(())
+    }
+
+    /// A user of the API: a token of `principal` with `runs:read` and `runs:trigger` (no admin),
+    /// and the CLI with a copy of `fixture` and the profile `profile` on the API (this namespace,
+    /// pool `pool`).
+    pub fn user(&self, principal: &str, fixture: &Path, profile: &str, pool: &str) -> Result<Cli> {
+        let api = self.api();
+        let (token, _) = api
+            .state
+            .tokens
+            .create(
+                &api.state.storage,
+                principal,
+                vec!["runs:read".to_string(), "runs:trigger".to_string()],
+                None,
+            )
+            .context("creating the user's token")?;
+        let cli = Cli::new(fixture, &token)?;
+        cli.set_profiles(&[Profile::new(profile, &api.url)
+            .namespace(self.ns.name())
+            .pool(pool)])?;
+        Ok(cli)
+    }
+
+    /// The output of the runner pods of `run`, for failure messages.
+    pub async fn runner_logs(&self, run: &str) -> String {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
+        let mut out = String::new();
+        if let Ok(list) = pods.list(&lp).await {
+            for pod in list.items {
+                let logs = self.node.logs(&pod.name_any()).await.unwrap_or_default();
+                out.push_str(&format!("--- {} ---\n{logs}\n", pod.name_any()));
+            }
+        }
+        out
+    }
+
+    /// Stops the operator (and its API), then the node emulator (removing its containers); the
+    /// namespace goes with it.
+    pub async fn shutdown(self) -> Result<()> {
+        self.op.stop().await?;
+        self.node.shutdown().await
+    }
+}
