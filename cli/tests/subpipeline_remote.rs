@@ -286,3 +286,94 @@ fn a_runner_refuses_a_run_whose_chain_holds_its_pipeline() {
     assert!(run["jobs"].get("work").is_none(), "the pipeline ran: {run}");
     assert!(out.stderr.contains(why), "{}", out.stderr);
 }
+
+/// Refuses a trigger with `pipelineChain` as an API older than the field does (serde's unknown
+/// field), and passes every other request on.
+async fn refuse_pipeline_chain(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if parts.uri.path() == "/api/v1/runs" && bytes.windows(15).any(|w| w == b"\"pipelineChain\"") {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "bad_request",
+                "message": "trigger request: unknown field `pipelineChain`, expected one of `namespace`, `pipeline`, `args`, `source`, `parent` at line 1 column 80"})),
+        )
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+#[test]
+fn an_older_api_without_the_chain_gets_the_trigger_checked_here() {
+    let api = Api::start();
+    // The same API's state behind the older API's answer to `pipelineChain`.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let older = format!("http://{}", listener.local_addr().unwrap());
+    let app = sparkwing_operator::api::router(api.state.clone())
+        .layer(axum::middleware::from_fn(refuse_pipeline_chain))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut sw = world(&api);
+    let path = sw.home().join("older.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "profiles:\n  ci:\n    controller: {older}\n    token_env: SW_TEST_TOKEN\n    namespace: ci\n"
+        ),
+    )
+    .unwrap();
+    sw.env("SPARKWING_PROFILES", path.to_str().unwrap());
+    let trigger = [
+        "pipeline",
+        "trigger",
+        "child",
+        "--profile",
+        "ci",
+        "--detach",
+    ];
+    let warning = format!(
+        "warning: the API at {older} does not check the pipeline chain; triggering without it"
+    );
+
+    // No cycle: triggered without the chain, after a warning.
+    sw.env("SPARKWING_PIPELINE_CHAIN", "ship");
+    let out = sw.sw(trigger);
+    out.assert_code(0);
+    assert!(out.stderr.lines().any(|l| l == warning), "{}", out.stderr);
+    let (ns, name) = out.stdout.trim().split_once('/').expect("NS/NAME");
+    let a = annotations(&api, ns, name);
+    assert!(a.get("sparkwing.dev/pipeline-chain").is_none(), "{a}");
+
+    // A cycle: checked here, refused, nothing created.
+    sw.env("SPARKWING_PIPELINE_CHAIN", "child,ship");
+    let out = sw.sw(trigger);
+    out.assert_code(2);
+    assert!(out.stderr.lines().any(|l| l == warning), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.lines().last().unwrap_or_default(),
+        "error: refusing to run pipeline \"child\" on profile \"ci\": cycle of pipelines awaiting each other: child -> ship -> child (SPARKWING_PIPELINE_CHAIN is \"child,ship\"; checked here)",
+        "{}",
+        out.stderr
+    );
+    let runs = api.get("/api/v1/runs");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+}
