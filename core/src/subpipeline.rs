@@ -13,6 +13,10 @@ use crate::suggest::closest;
 /// on every job and sub-pipeline it starts.
 pub const CHAIN_ENV: &str = "SPARKWING_PIPELINE_CHAIN";
 
+/// The PipelineRun annotation holding a cluster run's chain in [`CHAIN_ENV`]'s format: written by
+/// the API from a trigger's `pipelineChain`, read by the runner (`docs/api.md`).
+pub const CHAIN_ANNOTATION: &str = "sparkwing.dev/pipeline-chain";
+
 /// Parses [`CHAIN_ENV`]'s value.
 pub fn parse_chain(text: &str) -> Vec<String> {
     text.split(',')

@@ -46,9 +46,7 @@ pub fn inherit_chain(chain: Vec<String>) {
     *INHERITED_CHAIN.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain);
 }
 
-/// The annotation of a PipelineRun that holds its pipeline chain (`a,b`), written by the API from
-/// a trigger's `pipelineChain` (`docs/api.md`).
-pub const CHAIN_ANNOTATION: &str = "sparkwing.dev/pipeline-chain";
+pub use sparkwing_core::subpipeline::CHAIN_ANNOTATION;
 
 /// The process an await job's attempt runs.
 pub fn attempt_spec(

@@ -54,9 +54,6 @@ pub struct TriggerRequest {
     pub pipeline_chain: Option<Vec<String>>,
 }
 
-/// Annotation holding a run's pipeline chain, comma-separated, outermost first (`a,b`). The runner
-/// (`cli/src/commands/runner.rs`) reads the same name.
-pub const PIPELINE_CHAIN_ANNOTATION: &str = "sparkwing.dev/pipeline-chain";
 /// At most this many pipelines in a chain: deeper nesting is refused.
 pub const MAX_PIPELINE_CHAIN: usize = 32;
 
@@ -261,7 +258,10 @@ pub async fn trigger(
         run.metadata
             .annotations
             .get_or_insert_with(BTreeMap::new)
-            .insert(PIPELINE_CHAIN_ANNOTATION.to_string(), chain);
+            .insert(
+                sparkwing_core::subpipeline::CHAIN_ANNOTATION.to_string(),
+                chain,
+            );
     }
     if let Some(problem) = run.intent().invalid {
         return Err(ApiError::BadRequest(problem));
