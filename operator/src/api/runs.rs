@@ -191,6 +191,24 @@ impl KubeRuns {
     pub fn new(client: kube::Client) -> Self {
         KubeRuns { client }
     }
+
+    /// A JSON merge patch of run `ns/name`; `None` when the run does not exist.
+    async fn merge_patch(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<Option<PipelineRun>, BackendError> {
+        let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(run) => Ok(Some(run)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl RunBackend for KubeRuns {
@@ -242,16 +260,8 @@ impl RunBackend for KubeRuns {
         mode: CancelMode,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
         async move {
-            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
             let patch = serde_json::json!({"spec": {"cancel": mode}});
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(run) => Ok(Some(run)),
-                Err(e) if is_not_found(&e) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+            self.merge_patch(ns, name, &patch).await
         }
         .boxed()
     }
@@ -284,16 +294,8 @@ impl RunBackend for KubeRuns {
         annotations: &'a BTreeMap<String, Option<String>>,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
         async move {
-            let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), ns);
-            let patch = annotations_patch(annotations);
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            self.merge_patch(ns, name, &annotations_patch(annotations))
                 .await
-            {
-                Ok(run) => Ok(Some(run)),
-                Err(e) if is_not_found(&e) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
         }
         .boxed()
     }
