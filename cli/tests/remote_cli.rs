@@ -283,6 +283,68 @@ fn trigger_detach_uploads_triggers_and_records_who() {
 }
 
 #[test]
+fn trigger_passes_timeout_and_max_attempts_and_bad_ones_are_refused() {
+    let api = Api::start();
+    let w = world(&api);
+    let out = sw(
+        &w,
+        &[
+            "pipeline",
+            "trigger",
+            "build",
+            "--detach",
+            "--sw-timeout",
+            "45m",
+            "--sw-max-attempts=1",
+            "--env",
+            "prod",
+        ],
+    );
+    out.assert_code(0);
+    let name = out.stdout.trim().to_string();
+    let runs = api.runs();
+    let (_, _, spec) = runs
+        .iter()
+        .find(|(ns, n, _)| format!("{ns}/{n}") == name)
+        .unwrap_or_else(|| panic!("run {name} not in the backend: {runs:?}"));
+    assert_eq!(spec["timeout"], "45m", "{spec}");
+    assert_eq!(spec["maxAttempts"], 1, "{spec}");
+    assert_eq!(spec["args"], json!({"env": "prod"}), "{spec}");
+
+    // Refused by the API (the PipelineRun's own checks), exit 2 naming the field; nothing created.
+    let before = api.runs().len();
+    for (flags, want) in [
+        (["--sw-timeout", "soon"], "spec.timeout"),
+        (
+            ["--sw-max-attempts", "11"],
+            "spec.maxAttempts must be between 1 and 10",
+        ),
+    ] {
+        let mut args = vec!["pipeline", "trigger", "build", "--detach"];
+        args.extend(flags);
+        let out = sw(&w, &args);
+        out.assert_code(2);
+        assert!(out.stderr.contains(want), "{out}");
+    }
+    // Not a number: refused before anything is uploaded.
+    let out = sw(
+        &w,
+        &[
+            "pipeline",
+            "trigger",
+            "build",
+            "--detach",
+            "--sw-max-attempts",
+            "x",
+        ],
+    );
+    out.assert_code(2);
+    assert!(out.stderr.contains("whole number"), "{out}");
+    assert!(!out.stderr.contains("uploaded"), "{out}");
+    assert_eq!(api.runs().len(), before);
+}
+
+#[test]
 fn retrigger_sends_only_the_manifest_and_a_change_sends_one_blob() {
     let api = Api::start();
     let w = world(&api);

@@ -27,6 +27,10 @@ struct TriggerFlags {
     /// `--sw-cancel-on-interrupt`: SIGINT/SIGTERM cancel the remote run (an await job's child)
     /// instead of only stopping the follow.
     cancel_on_interrupt: bool,
+    /// `--sw-timeout DURATION`: the run's `spec.timeout` (the API checks its form).
+    timeout: Option<String>,
+    /// `--sw-max-attempts N`: runner attempts allowed when runners are lost.
+    max_attempts: Option<i32>,
     rest: Vec<String>,
 }
 
@@ -35,40 +39,54 @@ fn usage(m: impl Into<String>) -> CliError {
 }
 
 impl TriggerFlags {
-    /// Take `--profile P`, `--profile=P`, `--detach`, `-o json|pretty` out of `tokens` (a
-    /// pipeline's own `--output` arg stays the pipeline's).
+    /// Take `--profile P`, `--detach`, `-o json|pretty`, `--sw-timeout D`, `--sw-max-attempts N`
+    /// (each valued one also as `--name=value`) out of `tokens` (a pipeline's own `--output` arg
+    /// stays the pipeline's).
     fn parse(tokens: &[String]) -> Result<TriggerFlags, CliError> {
+        const VALUED: [&str; 4] = ["--profile", "-o", "--sw-timeout", "--sw-max-attempts"];
         let mut f = TriggerFlags::default();
         let mut i = 0;
         while i < tokens.len() {
             let t = tokens[i].as_str();
             i += 1;
-            match t {
+            let (name, inline) = match t.split_once('=') {
+                Some((n, v)) if VALUED.contains(&n) => (n, Some(v.to_string())),
+                _ => (t, None),
+            };
+            match name {
                 "--detach" => f.detach = true,
                 "--sw-cancel-on-interrupt" => f.cancel_on_interrupt = true,
-                "--profile" | "-o" => {
-                    let Some(v) = tokens.get(i) else {
-                        return Err(usage(format!("{t} needs a value")));
+                _ if VALUED.contains(&name) => {
+                    let v = match inline {
+                        Some(v) => v,
+                        None => {
+                            let Some(v) = tokens.get(i) else {
+                                return Err(usage(format!("{name} needs a value")));
+                            };
+                            i += 1;
+                            v.clone()
+                        }
                     };
-                    i += 1;
-                    match t {
-                        "--profile" => f.profile = Some(v.clone()),
-                        _ => f.json = output_json(v)?,
+                    match name {
+                        "--profile" => f.profile = Some(v),
+                        "-o" => f.json = output_json(&v)?,
+                        "--sw-timeout" => f.timeout = Some(v),
+                        _ => f.max_attempts = Some(max_attempts(&v)?),
                     }
                 }
-                _ => {
-                    if let Some(v) = t.strip_prefix("--profile=") {
-                        f.profile = Some(v.to_string());
-                    } else if let Some(v) = t.strip_prefix("-o=") {
-                        f.json = output_json(v)?;
-                    } else {
-                        f.rest.push(t.to_string());
-                    }
-                }
+                _ => f.rest.push(t.to_string()),
             }
         }
         Ok(f)
     }
+}
+
+fn max_attempts(v: &str) -> Result<i32, CliError> {
+    v.parse().map_err(|_| {
+        usage(format!(
+            "--sw-max-attempts expects a whole number of runner attempts (1 to 10), got {v:?}"
+        ))
+    })
 }
 
 fn output_json(v: &str) -> Result<bool, CliError> {
@@ -136,7 +154,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         ));
     };
     if args.help || run_flags.help {
-        println!("USAGE:\n    sparkwing pipeline trigger {pipeline_name} --profile PROFILE [ARGS] [--detach] [-o json] [--sw-pool POOL]");
+        println!("USAGE:\n    sparkwing pipeline trigger {pipeline_name} --profile PROFILE [ARGS] [--detach] [-o json] [--sw-pool POOL] [--sw-timeout DURATION] [--sw-max-attempts N]");
         println!("\nThe pipeline's args are those of `sparkwing run {pipeline_name} --help`.");
         return Ok(ExitCode::Success);
     }
@@ -146,7 +164,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         || run_flags.runner.is_some()
     {
         return Err(usage(
-            "--sw-workers, --sw-box-slots, --sw-no-wait and --sw-runner are for local runs; a triggered run takes --sw-pool POOL (the cluster's runner pool)",
+            "--sw-workers, --sw-box-slots, --sw-no-wait and --sw-runner are for local runs; a triggered run takes --sw-pool POOL (the cluster's runner pool), --sw-timeout DURATION and --sw-max-attempts N",
         ));
     }
     let profile = flags.profile.clone().or(args.profile.clone());
@@ -187,6 +205,12 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     }
     if let Some(pool) = run_flags.pool.clone().or(t.profile.pool.clone()) {
         body["runnerPool"] = json!(pool);
+    }
+    if let Some(timeout) = &flags.timeout {
+        body["timeout"] = json!(timeout);
+    }
+    if let Some(n) = flags.max_attempts {
+        body["maxAttempts"] = json!(n);
     }
     // `--sw-parent RUN/JOB`: an await job's child records its parent (`docs/subpipelines.md`).
     if let Some((run, job)) = &run_flags.parent {
@@ -457,6 +481,29 @@ mod tests {
         assert!(f.detach && f.json);
         assert_eq!(f.rest, toks(&["--env", "prod", "--fast"]));
         assert!(TriggerFlags::parse(&toks(&["-o", "yaml"])).is_err());
+    }
+
+    #[test]
+    fn run_settings_are_taken_out() {
+        let f = TriggerFlags::parse(&toks(&[
+            "--sw-timeout",
+            "30m",
+            "--x=1",
+            "--sw-max-attempts=1",
+            "--profile=ci",
+            "-o=json",
+        ]))
+        .unwrap();
+        assert_eq!(f.timeout.as_deref(), Some("30m"));
+        assert_eq!(f.max_attempts, Some(1));
+        assert_eq!(f.profile.as_deref(), Some("ci"));
+        assert!(f.json);
+        assert_eq!(f.rest, toks(&["--x=1"]));
+        let e = TriggerFlags::parse(&toks(&["--sw-max-attempts", "many"])).unwrap_err();
+        assert!(e.message.contains("whole number"), "{e:?}");
+        assert_eq!(e.code, ExitCode::Usage);
+        let e = TriggerFlags::parse(&toks(&["--sw-timeout"])).unwrap_err();
+        assert!(e.message.contains("--sw-timeout needs a value"), "{e:?}");
     }
 
     #[test]

@@ -588,6 +588,64 @@ async fn api_trigger_records_the_parent_of_a_sub_pipeline() {
 }
 
 #[tokio::test]
+async fn api_trigger_checks_run_settings_before_creating() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let trigger = |extra: Value| {
+        let mut body = json!({"pipeline": "deploy", "source": {"upload": {"id": id}}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        f.json(Method::POST, "/api/v1/runs", &f.trigger, body)
+    };
+    let count = || async {
+        f.get("/api/v1/runs", &f.trigger).await.json()["runs"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count().await;
+    for (extra, want) in [
+        (json!({"timeout": "soon"}), "spec.timeout: "),
+        (
+            json!({"timeout": "0s"}),
+            "timeout must be greater than zero",
+        ),
+        (
+            json!({"maxAttempts": 0}),
+            "maxAttempts must be between 1 and",
+        ),
+        (
+            json!({"maxAttempts": 1000}),
+            "maxAttempts must be between 1 and",
+        ),
+        (
+            json!({"ttlSecondsAfterFinished": -1}),
+            "ttlSecondsAfterFinished must not be negative",
+        ),
+    ] {
+        let r = trigger(extra.clone()).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", want);
+    }
+    assert_eq!(count().await, before, "nothing created for bad settings");
+    // Good ones reach the PipelineRun.
+    let r =
+        trigger(json!({"timeout": "30m", "maxAttempts": 1, "ttlSecondsAfterFinished": 60})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    let run = f
+        .runs
+        .run(
+            v["namespace"].as_str().unwrap(),
+            v["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(run.spec.timeout.as_deref(), Some("30m"));
+    assert_eq!(run.spec.max_attempts, 1);
+    assert_eq!(run.spec.ttl_seconds_after_finished, Some(60));
+}
+
+#[tokio::test]
 async fn api_trigger_records_the_pipeline_chain_and_refuses_cycles() {
     let f = fx();
     let id = f.upload(&[("a", "1")]).await;
