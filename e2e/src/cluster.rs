@@ -1,6 +1,6 @@
 //! TEST INFRASTRUCTURE: one test's cluster — a namespace of the shared bed (CRDs installed), the
 //! node emulator running that namespace's pods on Docker, and the operator with its API in the
-//! test's process — and what the API tests add to it: the real runner's pool and a CLI user.
+//! test's process — and what the tests add to it: the real runner's pool, a CLI user, Pipelines.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -23,6 +23,8 @@ use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 use sparkwing_operator::Config;
 
@@ -69,6 +71,22 @@ impl Cluster {
     /// The namespace's PipelineRuns.
     pub fn runs(&self) -> Api<PipelineRun> {
         Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The namespace's Pipelines.
+    pub fn pipelines(&self) -> Api<Pipeline> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates the Pipeline `body` (its `metadata` and `spec`; `apiVersion` and `kind` are added).
+    pub async fn create_pipeline(&self, mut body: Value) -> Result<Pipeline> {
+        body["apiVersion"] = json!("sparkwing.dev/v1alpha1");
+        body["kind"] = json!("Pipeline");
+        let pipeline: Pipeline = serde_json::from_value(body).context("a Pipeline")?;
+        self.pipelines()
+            .create(&PostParams::default(), &pipeline)
+            .await
+            .with_context(|| format!("creating the Pipeline {}", pipeline.name_any()))
     }
 
     /// Waits (a watch) until `cond` holds for run `name`; fails after `wait` showing the run.

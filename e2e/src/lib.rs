@@ -31,8 +31,10 @@ mod namespace;
 pub mod node_emulator;
 mod operator_task;
 pub mod real_runner;
+pub mod run_status;
 pub mod test_runner_image;
 pub mod wait;
+pub mod webhook;
 
 pub use bed::{
     crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, FIELD_MANAGER, KEEP_ENV, START_TIMEOUT,

@@ -15,6 +15,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use sparkwing_crds::PipelineRun;
 use sparkwing_e2e::node_emulator::EMULATED_POD_LABEL;
+use sparkwing_e2e::run_status::{phase, reason};
 use sparkwing_e2e::{
     real_runner, test_runner_image, Cluster, NodeEmulator, NodeEmulatorOptions, TestBed,
 };
@@ -51,18 +52,6 @@ impl Env {
     async fn shutdown(self) -> Result<()> {
         self.0.shutdown().await
     }
-}
-
-fn phase(run: &PipelineRun) -> &str {
-    run.status.as_ref().map_or("", |s| s.phase.as_str())
-}
-
-fn reason(run: &PipelineRun) -> String {
-    run.status
-        .as_ref()
-        .and_then(|s| s.condition("Succeeded"))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
 }
 
 /// The environment the container of `pod` was created with.

@@ -4,25 +4,16 @@
 //! and succeeds; a redelivery creates nothing; a bad signature is 401 and creates nothing; the
 //! Pipeline's `status.lastRun` names the run and its phase.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use serde_json::{json, Value};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use serde_json::json;
 use sparkwing_crds::pipeline::{Pipeline, PIPELINE_LABEL};
-use sparkwing_crds::PipelineRun;
-use sparkwing_e2e::api_task::WEBHOOK_SECRET;
-use sparkwing_e2e::git_server::{GitServer, WorkTree};
-use sparkwing_e2e::{
-    real_runner, test_runner_image, ApiTask, NodeEmulator, NodeEmulatorOptions, OperatorTask,
-    TestBed,
-};
+use sparkwing_e2e::run_status::phase;
+use sparkwing_e2e::webhook::{deliver, push_payload, sign, PushCluster};
 use sparkwing_operator::api::webhook::signature_header;
-use sparkwing_operator::Config;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Anything but a compile.
 const WAIT: Duration = Duration::from_secs(60);
@@ -38,113 +29,13 @@ fn sparkwing_yaml(who: &str) -> String {
     )
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let dst = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(&entry.path(), &dst)?;
-            }
-        } else {
-            std::fs::copy(entry.path(), &dst)?;
-        }
-    }
-    Ok(())
-}
-
-/// A push event as GitHub sends it (the fields Sparkwing reads, and a few more).
-fn push_payload(clone_url: &str, after: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "ref": "refs/heads/main",
-        "before": "0000000000000000000000000000000000000000",
-        "after": after,
-        "created": true,
-        "deleted": false,
-        "forced": false,
-        "repository": {"name": "app", "full_name": "e2e/app", "clone_url": clone_url},
-        "pusher": {"name": "octocat"},
-        "sender": {"login": "octocat"},
-    }))
-    .expect("a payload")
-}
-
-/// `POST /webhooks/github` with GitHub's headers; (status, JSON body).
-async fn deliver(
-    api: &ApiTask,
-    event: &str,
-    delivery: &str,
-    body: &[u8],
-    signature: &str,
-) -> Result<(u16, Value)> {
-    let host = api.url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(host).await?;
-    let head = format!(
-        "POST /webhooks/github HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nUser-Agent: GitHub-Hookshot/e2e\r\n\
-         X-GitHub-Event: {event}\r\nX-GitHub-Delivery: {delivery}\r\n\
-         X-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .context("no answer from the webhook endpoint")??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("an HTTP answer without a header end")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    let json = serde_json::from_str(body).unwrap_or(Value::Null);
-    Ok((status, json))
-}
-
-fn phase(run: &PipelineRun) -> &str {
-    run.status.as_ref().map_or("", |s| s.phase.as_str())
-}
-
-async fn runner_log(client: &Client, node: &NodeEmulator, ns: &str, run: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
-    match pods.list(&lp).await {
-        Ok(list) => match list.items.first() {
-            Some(pod) => node.logs(&pod.name_any()).await.unwrap_or_default(),
-            None => "(no runner pod)".to_string(),
-        },
-        Err(e) => format!("{e:#}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
-    let real = real_runner().await?;
-    let bed = TestBed::shared().await?;
-    bed.install_crds().await?;
-    let image = test_runner_image().await?;
-    let ns = bed.namespace("webhooks").await?;
-    let client = bed.client().await?;
-    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
-    let op = OperatorTask::start_with_api(
-        client.clone(),
-        Config::new(image).namespace(ns.name()),
-        ns.name(),
-    )
-    .await?;
-    let api = op.api();
-    real.create_pool(&client, ns.name(), "real").await?;
+    let bed = PushCluster::start("webhooks").await?;
+    let api = bed.api();
 
     // The repository: two commits on main, the older one is pushed in the event.
-    let server = GitServer::start()?;
-    let bare = server.create_repo("app")?;
-    let tree = WorkTree::new(&bare)?;
-    copy_tree(Path::new("tests/fixtures/loop"), tree.path())?;
+    let tree = &bed.tree;
     let yaml = tree.path().join(".sparkwing/sparkwing.yaml");
     std::fs::write(&yaml, sparkwing_yaml("first-commit"))?;
     let first = tree.commit_all("first")?;
@@ -152,17 +43,11 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
     let second = tree.commit_all("second")?;
     tree.push("main")?;
     ensure!(first != second);
-    let url = server.url("app");
+    let url = &bed.url;
 
-    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    let pipeline: Pipeline = serde_json::from_value(json!({
-        "apiVersion": "sparkwing.dev/v1alpha1", "kind": "Pipeline",
-        "metadata": {"name": "app"},
-        "spec": {"repository": url, "pipeline": "hello",
-                 "triggers": {"push": {"branches": ["main"]}}, "runnerPool": "real"},
-    }))?;
-    pipelines.create(&PostParams::default(), &pipeline).await?;
-    let runs: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    let pipelines = bed.pipelines();
+    bed.create_pipeline(json!({})).await?;
+    let runs = bed.runs();
     let count_runs = || async {
         Ok::<_, anyhow::Error>(
             runs.list(&ListParams::default().labels(PIPELINE_LABEL))
@@ -172,7 +57,7 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
         )
     };
 
-    let body = push_payload(&url, &first);
+    let body = push_payload(url, &first);
     // A bad signature: 401, nothing created.
     let (status, answer) = deliver(
         api,
@@ -186,7 +71,7 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
     assert_eq!(count_runs().await?, 0);
 
     // Signed: one run, of the pushed commit.
-    let signature = signature_header(WEBHOOK_SECRET, &body);
+    let signature = sign(&body);
     let (status, answer) = deliver(api, "push", "e2e-delivery-1", &body, &signature).await?;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["commit"], first.as_str(), "{answer}");
@@ -221,12 +106,12 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
             bail!(
                 "run {name} not finished within {COMPILE_WAIT:?}: {:#?}\nrunner log:\n{}",
                 run.status,
-                runner_log(&client, &node, &ns, &name).await
+                bed.runner_logs(&name).await
             );
         }
         tokio::time::sleep(POLL).await;
     };
-    let log = runner_log(&client, &node, &ns, &name).await;
+    let log = bed.runner_logs(&name).await;
     ensure!(
         phase(&run) == "Succeeded",
         "run {name} ended {}: {:#?}\nrunner log:\n{log}",
@@ -236,7 +121,7 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
     let greet = api
         .admin(
             "GET",
-            &format!("/api/v1/runs/{}/{name}/logs?job=greet", ns.name()),
+            &format!("/api/v1/runs/{}/{name}/logs?job=greet", bed.ns.name()),
             None,
         )
         .await?
@@ -265,8 +150,7 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
         tokio::time::sleep(POLL).await;
     }
     assert_eq!(count_runs().await?, 1);
-    op.stop().await?;
-    node.shutdown().await
+    bed.shutdown().await
 }
 
 /// `.sparkwing/sparkwing.yaml` with the `hello` pipeline started by pushes to `branches` (a YAML
@@ -320,44 +204,20 @@ const REPORT_WAIT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> Result<()> {
-    let real = real_runner().await?;
-    let bed = TestBed::shared().await?;
-    bed.install_crds().await?;
-    let image = test_runner_image().await?;
-    let ns = bed.namespace("webhook-drift").await?;
-    let client = bed.client().await?;
-    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
-    let op = OperatorTask::start_with_api(
-        client.clone(),
-        Config::new(image).namespace(ns.name()),
-        ns.name(),
-    )
-    .await?;
-    let api = op.api();
-    real.create_pool(&client, ns.name(), "real").await?;
+    let bed = PushCluster::start("webhook-drift").await?;
 
     // Two commits: the first's sparkwing.yaml runs on pushes to main and release/*, the
     // Pipeline's only main (drifted); the second's only main (in sync).
-    let server = GitServer::start()?;
-    let bare = server.create_repo("app")?;
-    let tree = WorkTree::new(&bare)?;
-    copy_tree(Path::new("tests/fixtures/loop"), tree.path())?;
+    let tree = &bed.tree;
     let yaml = tree.path().join(".sparkwing/sparkwing.yaml");
     std::fs::write(&yaml, sparkwing_yaml_on("drifted", "main, \"release/*\""))?;
     let drifted = tree.commit_all("drifted")?;
     std::fs::write(&yaml, sparkwing_yaml_on("in-sync", "main"))?;
     let in_sync = tree.commit_all("in sync")?;
     tree.push("main")?;
-    let url = server.url("app");
 
-    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    let pipeline: Pipeline = serde_json::from_value(json!({
-        "apiVersion": "sparkwing.dev/v1alpha1", "kind": "Pipeline",
-        "metadata": {"name": "app"},
-        "spec": {"repository": url, "pipeline": "hello",
-                 "triggers": {"push": {"branches": ["main"]}}, "runnerPool": "real"},
-    }))?;
-    pipelines.create(&PostParams::default(), &pipeline).await?;
+    let pipelines = bed.pipelines();
+    bed.create_pipeline(json!({})).await?;
     // Before any run reported: Ready, and no BranchesInSync.
     let p = wait_for_pipeline(
         &pipelines,
@@ -373,42 +233,40 @@ async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> 
     .await?;
     assert_eq!(branches_in_sync(&p), None, "{:?}", p.status);
 
-    let push = |delivery: &'static str, commit: String| {
-        let url = url.clone();
-        async move {
-            let body = push_payload(&url, &commit);
-            let signature = signature_header(WEBHOOK_SECRET, &body);
-            let (status, answer) = deliver(api, "push", delivery, &body, &signature).await?;
-            ensure!(status == 201, "{delivery}: {status} {answer}");
-            answer["runs"][0]["name"]
-                .as_str()
-                .map(str::to_string)
-                .context("the created run")
-        }
-    };
+    // Push `commit`; wait until the Pipeline's BranchesInSync is `want` (status, reason) as that
+    // push's run reported it; (the run, the Pipeline), or the runner's log.
+    let push_until =
+        |delivery: &'static str, commit: String, want: (&'static str, &'static str)| {
+            let (bed, pipelines) = (&bed, &pipelines);
+            async move {
+                let (status, answer) = bed.push(delivery, &commit).await?;
+                ensure!(status == 201, "{delivery}: {status} {answer}");
+                let run = answer["runs"][0]["name"]
+                    .as_str()
+                    .map(str::to_string)
+                    .context("the created run")?;
+                let prefix = format!("run {run}:");
+                let p = wait_for_pipeline(
+                    pipelines,
+                    "app",
+                    &format!("BranchesInSync={}/{}", want.0, want.1),
+                    move |p| {
+                        branches_in_sync(p).is_some_and(|(s, r, m)| {
+                            s == want.0 && r == want.1 && m.starts_with(&prefix)
+                        })
+                    },
+                    REPORT_WAIT,
+                )
+                .await;
+                match p {
+                    Ok(p) => Ok((run, p)),
+                    Err(e) => bail!("{e:#}\nrunner log:\n{}", bed.runner_logs(&run).await),
+                }
+            }
+        };
 
     // The drifted commit: False/Drifted, naming both lists and the fix.
-    let first = push("e2e-drift-1", drifted).await?;
-    let want = first.clone();
-    let p = wait_for_pipeline(
-        &pipelines,
-        "app",
-        "BranchesInSync=False/Drifted",
-        move |p| {
-            branches_in_sync(p).is_some_and(|(s, r, m)| {
-                s == "False" && r == "Drifted" && m.starts_with(&format!("run {want}:"))
-            })
-        },
-        REPORT_WAIT,
-    )
-    .await;
-    let p = match p {
-        Ok(p) => p,
-        Err(e) => bail!(
-            "{e:#}\nrunner log:\n{}",
-            runner_log(&client, &node, &ns, &first).await
-        ),
-    };
+    let (first, p) = push_until("e2e-drift-1", drifted, ("False", "Drifted")).await?;
     let (_, _, message) = branches_in_sync(&p).context("BranchesInSync")?;
     for part in [
         "[main]",
@@ -423,7 +281,7 @@ async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> 
         .and_then(|cs| cs.iter().find(|c| c["type"] == "BranchesInSync"))
         .map(|c| c["lastTransitionTime"].clone());
     // Recorded on the run as annotations.
-    let runs: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    let runs = bed.runs();
     let run = runs.get(&first).await?;
     let a = run.annotations();
     assert_eq!(
@@ -437,27 +295,7 @@ async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> 
     );
 
     // The commit that agrees with the Pipeline: True/InSync, from the newer run.
-    let second = push("e2e-drift-2", in_sync).await?;
-    let want = second.clone();
-    let p = wait_for_pipeline(
-        &pipelines,
-        "app",
-        "BranchesInSync=True/InSync",
-        move |p| {
-            branches_in_sync(p).is_some_and(|(s, r, m)| {
-                s == "True" && r == "InSync" && m.starts_with(&format!("run {want}:"))
-            })
-        },
-        REPORT_WAIT,
-    )
-    .await;
-    let p = match p {
-        Ok(p) => p,
-        Err(e) => bail!(
-            "{e:#}\nrunner log:\n{}",
-            runner_log(&client, &node, &ns, &second).await
-        ),
-    };
+    let (second, p) = push_until("e2e-drift-2", in_sync, ("True", "InSync")).await?;
     let since = serde_json::to_value(&p.status)?["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "BranchesInSync"))
@@ -480,6 +318,5 @@ async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> 
     );
     assert!(!run.annotations().contains_key("sparkwing.dev/branch-drift"));
 
-    op.stop().await?;
-    node.shutdown().await
+    bed.shutdown().await
 }

@@ -1,0 +1,177 @@
+//! TEST INFRASTRUCTURE: GitHub push webhooks against the API in the test's process — push events
+//! as GitHub sends them, POSTed to `/webhooks/github` with GitHub's headers and a real
+//! HMAC-SHA256 signature (`X-Hub-Signature-256`) with [`WEBHOOK_SECRET`] — and [`PushCluster`]:
+//! a [`Cluster`] with the real runner's pool and a git server hosting the repository pushed to.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use sparkwing_e2e::webhook::PushCluster;
+//!
+//! let bed = PushCluster::start("my-test").await?;
+//! let sha = bed.tree.commit_all("first")?;
+//! bed.tree.push("main")?;
+//! bed.create_pipeline(serde_json::json!({})).await?;
+//! let (status, answer) = bed.push("delivery-1", &sha).await?;
+//! assert_eq!(status, 201, "{answer}");
+//! bed.shutdown().await
+//! # }
+//! ```
+
+use std::ops::Deref;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::{json, Value};
+use sparkwing_crds::pipeline::Pipeline;
+use sparkwing_operator::api::webhook::signature_header;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::api_task::WEBHOOK_SECRET;
+use crate::cli::copy_tree;
+use crate::git_server::{GitServer, WorkTree};
+use crate::{real_runner, test_runner_image, ApiTask, Cluster};
+
+/// How long the endpoint may take to answer a delivery.
+const ANSWER_WAIT: Duration = Duration::from_secs(60);
+
+/// A push event to `main` of the repository `e2e/app` as GitHub sends it (the fields Sparkwing
+/// reads, and a few more), pushed by `octocat`.
+pub fn push_payload(clone_url: &str, after: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "created": true,
+        "deleted": false,
+        "forced": false,
+        "repository": {"name": "app", "full_name": "e2e/app", "clone_url": clone_url},
+        "pusher": {"name": "octocat"},
+        "sender": {"login": "octocat"},
+    }))
+    .expect("a payload")
+}
+
+/// The `X-Hub-Signature-256` value GitHub sends for `body`: `sha256=<HMAC-SHA256 of body with
+/// WEBHOOK_SECRET>`.
+pub fn sign(body: &[u8]) -> String {
+    signature_header(WEBHOOK_SECRET, body)
+}
+
+/// `POST /webhooks/github` of `body` with GitHub's headers (`X-GitHub-Event: event`,
+/// `X-GitHub-Delivery: delivery`, `X-Hub-Signature-256: signature`); (status, JSON body, `null`
+/// when the body is not JSON).
+pub async fn deliver(
+    api: &ApiTask,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<(u16, Value)> {
+    let host = api.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nUser-Agent: GitHub-Hookshot/e2e\r\n\
+         X-GitHub-Event: {event}\r\nX-GitHub-Delivery: {delivery}\r\n\
+         X-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(ANSWER_WAIT, stream.read_to_end(&mut raw))
+        .await
+        .context("no answer from the webhook endpoint")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("an HTTP answer without a header end")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// Delivers the signed push event of commit `after` to `main` of `clone_url`; (status, JSON body).
+pub async fn push(
+    api: &ApiTask,
+    delivery: &str,
+    clone_url: &str,
+    after: &str,
+) -> Result<(u16, Value)> {
+    let body = push_payload(clone_url, after);
+    deliver(api, "push", delivery, &body, &sign(&body)).await
+}
+
+/// A [`Cluster`] (runner Jobs of the test runner image) with the real runner's pool
+/// [`PushCluster::POOL`] (no binary cache: each run compiles its commit) and a git server hosting
+/// the repository [`PushCluster::REPO`], with a work tree of it holding the loop fixture
+/// (`tests/fixtures/loop`), nothing committed yet. Derefs to the [`Cluster`].
+pub struct PushCluster {
+    pub cluster: Cluster,
+    pub server: GitServer,
+    /// Commit here and push to `main`.
+    pub tree: WorkTree,
+    /// The repository's `git://` URL, as runner pods fetch it.
+    pub url: String,
+}
+
+impl Deref for PushCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl PushCluster {
+    /// The real runner's pool.
+    pub const POOL: &'static str = "real";
+    /// The repository on the git server.
+    pub const REPO: &'static str = "app";
+
+    /// The cluster in a namespace named after `hint`, the pool, the git server and the work tree.
+    pub async fn start(hint: &str) -> Result<PushCluster> {
+        let real = real_runner().await?;
+        let cluster = Cluster::start(hint, test_runner_image().await?).await?;
+        real.create_pool(&cluster.client, cluster.ns.name(), Self::POOL)
+            .await?;
+        let server = GitServer::start()?;
+        let tree = WorkTree::new(&server.create_repo(Self::REPO)?)?;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loop");
+        copy_tree(&fixture, tree.path())?;
+        let url = server.url(Self::REPO);
+        Ok(PushCluster {
+            cluster,
+            server,
+            tree,
+            url,
+        })
+    }
+
+    /// Creates the Pipeline `app`: the repository's `hello` pipeline, started by pushes to `main`,
+    /// on the pool, with the fields of `spec` (an object) added to its spec.
+    pub async fn create_pipeline(&self, spec: Value) -> Result<Pipeline> {
+        let mut body = json!({
+            "metadata": {"name": "app"},
+            "spec": {"repository": self.url, "pipeline": "hello",
+                     "triggers": {"push": {"branches": ["main"]}}, "runnerPool": Self::POOL},
+        });
+        for (key, value) in spec.as_object().context("a spec object")? {
+            body["spec"][key] = value.clone();
+        }
+        self.cluster.create_pipeline(body).await
+    }
+
+    /// Delivers the signed push event of `commit` to `main` of the repository; (status, JSON body).
+    pub async fn push(&self, delivery: &str, commit: &str) -> Result<(u16, Value)> {
+        push(self.api(), delivery, &self.url, commit).await
+    }
+
+    /// Stops the cluster ([`Cluster::shutdown`]); the git server and the work tree go with it.
+    pub async fn shutdown(self) -> Result<()> {
+        self.cluster.shutdown().await
+    }
+}
