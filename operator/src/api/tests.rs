@@ -1838,6 +1838,7 @@ async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
             .insert(PUSH_BRANCHES_ANNOTATION.to_string(), "main".to_string());
         f.runs.insert(run);
     }
+    let annotations = |run: &str| f.runs.run(&ns, run).unwrap().metadata.annotations.unwrap();
     let runner = f.runs.runner_token(&ns, &name).unwrap();
     let path = format!("/api/v1/runs/{ns}/{name}/branch-check");
     let before = f.runs.run(&ns, &name).unwrap();
@@ -1874,13 +1875,7 @@ async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
         .json(Method::PUT, &path, &runner, json!({"inSync": true}))
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    let a = f
-        .runs
-        .run(&ns, &name)
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap();
+    let a = annotations(&name);
     assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "true");
     assert!(!a.contains_key(BRANCH_DRIFT_ANNOTATION), "{a:?}");
 
@@ -1902,13 +1897,7 @@ async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
         .call(Method::PUT, &path, Some(&runner), Body::from("not json"))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
-    let a = f
-        .runs
-        .run(&ns, &name)
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap();
+    let a = annotations(&name);
     assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "true");
 
     // Another run's runner, and people without the run's scope: 403, nothing recorded.
@@ -1933,21 +1922,9 @@ async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
             .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     }
-    let a = f
-        .runs
-        .run(&ns, &name)
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap();
+    let a = annotations(&name);
     assert_eq!(a[BRANCHES_IN_SYNC_ANNOTATION], "true");
-    let o = f
-        .runs
-        .run(&ns, &other)
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap();
+    let o = annotations(&other);
     assert!(!o.contains_key(BRANCHES_IN_SYNC_ANNOTATION), "{o:?}");
 
     // A run not started by a push has nothing to compare: 409. No run: 404.
