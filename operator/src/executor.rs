@@ -23,7 +23,7 @@ use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::controller::Context;
 use crate::error::{is_already_exists, is_conflict, is_not_found, Error, Result};
 use crate::labels::{label_value, managed_selector, JOB_NAME_LABELS, RUN};
-use crate::observe::{observe_run, RunnerObjects};
+use crate::observe::{observe_run, pods_may_be_behind, RunnerObjects};
 use crate::pool_claim::{claim_idle, Claim};
 use crate::runner_job::{build_job, STOP_GRACE_SECONDS};
 use crate::status::FIELD_MANAGER;
@@ -143,16 +143,19 @@ impl<'a> KubeExecutor<'a> {
     async fn list(&self) -> Result<RunnerObjects> {
         let selector = format!("{},{RUN}={}", managed_selector(), label_value(&self.name));
         let params = ListParams::default().labels(&selector);
-        // Jobs first, then pods, never both at once: the Job controller counts a pod as active
-        // only after creating it, so pods listed after a Job that counts one include it. Listed
-        // concurrently, the pods could be read first and such a Job would look like a runner
-        // whose pod vanished, and be retried for nothing.
-        let jobs = self.jobs().list(&params).await?;
-        let pods = self.pods().list(&params).await?;
-        Ok(RunnerObjects {
+        let (jobs_api, pods_api) = (self.jobs(), self.pods());
+        let (jobs, pods) = futures::try_join!(jobs_api.list(&params), pods_api.list(&params))?;
+        let mut objects = RunnerObjects {
             jobs: jobs.items,
             pods: pods.items,
-        })
+        };
+        // Listed at once, the pods may have been read before a pod the Jobs count was created.
+        // The Job controller counts a pod only after creating it, so pods listed now, after the
+        // Jobs, include it: a healthy runner is not taken for a lost one.
+        if pods_may_be_behind(&self.uid, &objects) {
+            objects.pods = pods_api.list(&params).await?.items;
+        }
+        Ok(objects)
     }
 
     /// Observe what was listed. The clock is read again here, after the list: a Job whose

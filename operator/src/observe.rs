@@ -310,6 +310,33 @@ pub fn job_state(job: &Job, pods: &[&Pod], cancel_requested: bool, now: Millis) 
     }
 }
 
+/// Whether the pod list may be behind the Job list: the newest attempt's Job counts active or
+/// failed pods, yet no pod of that attempt was listed. Jobs and pods are listed at once, so the
+/// pods may have been read before the Job controller created the pod it then counted; pods listed
+/// again after the Jobs include it. Without this, such a Job reads as a runner whose pod vanished
+/// (`Lost`) and is retried for nothing.
+pub fn pods_may_be_behind(run_uid: &str, objects: &RunnerObjects) -> bool {
+    let newest = objects
+        .jobs
+        .iter()
+        .filter(|j| owned_by(j, run_uid))
+        .filter_map(|j| attempt_of(j).map(|a| (a, j)))
+        .max_by_key(|(a, _)| *a);
+    let Some((attempt, job)) = newest else {
+        return false;
+    };
+    let counts_pods = job
+        .status
+        .as_ref()
+        .is_some_and(|s| s.active.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0);
+    counts_pods
+        && !objects.pods.iter().any(|p| {
+            annotation(p, ANNOTATION_RUN_UID) == Some(run_uid)
+                && attempt_of(p) == Some(attempt)
+                && !is_warm(p)
+        })
+}
+
 /// The runner of a run: the one of the highest attempt among its Jobs, the pods of those Jobs,
 /// and the warm pods it claimed. Job states reported by the runner go to `status.jobs` directly
 /// (the runner owns that field), so `jobs` stays empty here.
@@ -757,6 +784,30 @@ mod tests {
             state(vec![j], vec![]),
             RunnerState::Lost { reason } if reason.contains("BackoffLimitExceeded")
         ));
+    }
+
+    #[test]
+    fn a_job_counting_a_pod_that_was_not_listed_asks_for_the_pods_again() {
+        let objects = |jobs, pods| RunnerObjects { jobs, pods };
+        let behind = |jobs, pods| pods_may_be_behind(UID, &objects(jobs, pods));
+        // The Job counts a pod, none listed: list the pods again before calling it lost.
+        assert!(behind(vec![job(1, json!({"active": 1}))], vec![]));
+        assert!(behind(vec![job(1, json!({"failed": 1}))], vec![]));
+        // Only the newest attempt's pods count.
+        assert!(behind(
+            vec![job(1, json!({"failed": 1})), job(2, json!({"active": 1}))],
+            vec![pod("p1", 1, terminated("Failed", 1, "Error"))]
+        ));
+        // Nothing to doubt: its pod is listed, it counts none yet, no Job, another run's Job.
+        assert!(!behind(
+            vec![job(1, json!({"active": 1}))],
+            vec![pod("p", 1, running())]
+        ));
+        assert!(!behind(vec![job(1, json!({}))], vec![]));
+        assert!(!behind(vec![], vec![]));
+        let mut foreign = job(1, json!({"active": 1}));
+        foreign.metadata.owner_references = None;
+        assert!(!behind(vec![foreign], vec![]));
     }
 
     #[test]
