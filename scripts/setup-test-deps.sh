@@ -6,6 +6,8 @@ need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v pgrep >/dev/null || need_apt+=(procps)
+# The upload progress bar is tested on a pseudo-terminal made by util-linux `script`.
+command -v script >/dev/null || need_apt+=(bsdutils)
 # The Kubernetes test bed (e2e/testbed) makes its service account key with openssl. It builds its
 # binaries with Go >= 1.26, which apt does not provide: see docs/e2e.md.
 command -v openssl >/dev/null || need_apt+=(openssl)

@@ -344,6 +344,59 @@ fn trigger_passes_timeout_and_max_attempts_and_bad_ones_are_refused() {
     assert_eq!(api.runs().len(), before);
 }
 
+/// `sparkwing ARGS` with stdout and stderr on a pseudo-terminal (util-linux `script`), as a user
+/// at a terminal runs it; what the terminal got, as `stdout`.
+fn sw_on_a_tty(w: &Sw, args: &[&str]) -> Out {
+    let plain = w.cmd(args);
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(common::BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect();
+    let mut c = std::process::Command::new("script");
+    c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+    if let Some(dir) = plain.get_current_dir() {
+        c.current_dir(dir);
+    }
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env_remove("SPARKWING_PROFILE");
+    Running::spawn(c).finish_within(DEADLINE)
+}
+
+#[test]
+fn the_upload_shows_a_progress_bar_on_a_terminal_only() {
+    let api = Api::start();
+    let w = world(&api);
+    let args = ["pipeline", "trigger", "build", "--detach"];
+    let tty = sw_on_a_tty(&w, &args);
+    tty.assert_code(0);
+    // The last frame is always drawn: every file sent, the bar full; then the line is cleared
+    // before the summary.
+    let full = format!("uploading [{}] 6/6 files", "#".repeat(30));
+    assert!(tty.stdout.contains(&full), "{tty}");
+    let after_bar = &tty.stdout[tty.stdout.rfind(&full).unwrap()..];
+    assert!(after_bar.contains("\r\x1b[2K"), "{tty}");
+    assert!(after_bar.contains("uploaded 6 of 6 files"), "{tty}");
+    // Not a terminal: no bar, no escape codes. Unchanged tree: nothing to send, no bar either.
+    write(w.root(), "README.md", "# changed for a second upload\n");
+    let piped = sw(&w, &args);
+    piped.assert_code(0);
+    assert!(!piped.stderr.contains("uploading ["), "{piped}");
+    assert!(!piped.stderr.contains('\x1b'), "{piped}");
+    let unchanged = sw_on_a_tty(&w, &args);
+    unchanged.assert_code(0);
+    assert!(!unchanged.stdout.contains("uploading ["), "{unchanged}");
+    assert!(
+        unchanged.stdout.contains("uploaded 0 of 6 files"),
+        "{unchanged}"
+    );
+}
+
 #[test]
 fn retrigger_sends_only_the_manifest_and_a_change_sends_one_blob() {
     let api = Api::start();
