@@ -381,6 +381,22 @@ impl MemoryRuns {
         run.metadata.resource_version = Some(next.to_string());
     }
 
+    /// Change run `ns/name` in place as a write (a new resourceVersion); `None` when it does not
+    /// exist.
+    fn write(
+        &self,
+        ns: &str,
+        name: &str,
+        change: impl FnOnce(&mut PipelineRun),
+    ) -> Result<Option<PipelineRun>, BackendError> {
+        let mut runs = self.runs.lock().map_err(|_| poisoned())?;
+        Ok(runs.get_mut(&Self::key(ns, name)).map(|r| {
+            change(r);
+            Self::bump(r);
+            r.clone()
+        }))
+    }
+
     /// A run as stored.
     pub fn run(&self, ns: &str, name: &str) -> Option<PipelineRun> {
         self.runs.lock().ok()?.get(&Self::key(ns, name)).cloned()
@@ -396,12 +412,9 @@ impl MemoryRuns {
 
     /// Play the controller: set the run's phase.
     pub fn set_phase(&self, ns: &str, name: &str, phase: Phase) {
-        if let Ok(mut runs) = self.runs.lock() {
-            if let Some(run) = runs.get_mut(&Self::key(ns, name)) {
-                run.status.get_or_insert_with(RunStatus::default).phase = phase;
-                Self::bump(run);
-            }
-        }
+        let _ = self.write(ns, name, |r| {
+            r.status.get_or_insert_with(RunStatus::default).phase = phase
+        });
     }
 
     /// Play `ttlSecondsAfterFinished`: the PipelineRun is gone.
@@ -483,17 +496,7 @@ impl RunBackend for MemoryRuns {
         name: &'a str,
         mode: CancelMode,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
-        let result = self
-            .runs
-            .lock()
-            .map(|mut runs| {
-                runs.get_mut(&Self::key(ns, name)).map(|r| {
-                    r.spec.cancel = Some(mode);
-                    Self::bump(r);
-                    r.clone()
-                })
-            })
-            .map_err(|_| poisoned());
+        let result = self.write(ns, name, |r| r.spec.cancel = Some(mode));
         async move { result }.boxed()
     }
 
@@ -535,23 +538,15 @@ impl RunBackend for MemoryRuns {
         name: &'a str,
         annotations: &'a BTreeMap<String, Option<String>>,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
-        let result = self
-            .runs
-            .lock()
-            .map(|mut runs| {
-                runs.get_mut(&Self::key(ns, name)).map(|r| {
-                    let a = r.metadata.annotations.get_or_insert_with(BTreeMap::new);
-                    for (k, v) in annotations {
-                        match v {
-                            Some(v) => a.insert(k.clone(), v.clone()),
-                            None => a.remove(k),
-                        };
-                    }
-                    Self::bump(r);
-                    r.clone()
-                })
-            })
-            .map_err(|_| poisoned());
+        let result = self.write(ns, name, |r| {
+            let a = r.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            for (k, v) in annotations {
+                match v {
+                    Some(v) => a.insert(k.clone(), v.clone()),
+                    None => a.remove(k),
+                };
+            }
+        });
         async move { result }.boxed()
     }
 
