@@ -8,8 +8,7 @@ mod common;
 use common::{wait_until, Out, Running, Sw};
 use serde_json::{json, Value};
 use sparkwing_core::reconcile::status::Phase;
-use sparkwing_operator::api::{router, ApiConfig, ApiState, MemoryRuns, RunBackend};
-use std::net::SocketAddr;
+use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns, RunBackend};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,14 +52,7 @@ impl Api {
         let admin = mk("root", &["admin"]);
         let alice = mk("alice@example.com", &["runs:trigger", "runs:read"]);
         let reader = mk("bob", &["runs:read"]);
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = spawn_serving(&rt, state.clone(), "127.0.0.1:0").unwrap();
         Api {
             url: format!("http://{addr}"),
             state,

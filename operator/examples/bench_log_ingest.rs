@@ -104,15 +104,7 @@ fn main() -> anyhow::Result<()> {
         state
             .tokens
             .create(&state.storage, "bench", vec!["admin".to_string()], None)?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    rt.spawn(async move {
-        axum::serve(
-            listener,
-            api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let addr = api::spawn_serving(&rt, state, "127.0.0.1:0")?;
 
     println!("log ingest: {total} lines of ~90 bytes per case");
     println!(

@@ -460,7 +460,7 @@ mod tests {
     }
 
     fn served() -> Served {
-        use sparkwing_operator::api::{router, ApiConfig, ApiState, MemoryRuns};
+        use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -477,14 +477,8 @@ mod tests {
             .tokens
             .create(&state.storage, "root", vec!["admin".into()], None)
             .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        rt.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = spawn_serving(&rt, state, "127.0.0.1:0").unwrap();
+        let url = format!("http://{addr}");
         let admin = ApiClient::new(&url, &admin).unwrap();
         let r = admin
             .trigger(&json!({"pipeline": "p", "namespace": "ci", "source": {"external": {}}}))

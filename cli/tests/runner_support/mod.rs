@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use sparkwing_operator::api::{router, ApiConfig, ApiState, MemoryRuns};
+use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -233,12 +233,7 @@ fn serve(state: &ApiState, addr: &str) -> std::io::Result<(tokio::runtime::Runti
         .enable_all()
         .build()
         .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
-    let local = listener.local_addr()?;
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    rt.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let local = spawn_serving(&rt, state.clone(), addr)?;
     Ok((rt, local))
 }
 

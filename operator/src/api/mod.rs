@@ -260,6 +260,20 @@ pub async fn serve_on(
     .await
 }
 
+/// Serve the API in the background of `rt` on `addr` (`127.0.0.1:0`: a free loopback port) until
+/// the runtime is dropped, and return the address it listens on: what tests, examples and benches
+/// that need a real API over HTTP start.
+pub fn spawn_serving(
+    rt: &tokio::runtime::Runtime,
+    state: ApiState,
+    addr: &str,
+) -> std::io::Result<SocketAddr> {
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
+    let local = listener.local_addr()?;
+    rt.spawn(serve_on(listener, state, std::future::pending()));
+    Ok(local)
+}
+
 /// Read a body of at most `limit` bytes; more is a 413 naming `what`.
 pub async fn read_body(body: Body, limit: usize, what: &'static str) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
