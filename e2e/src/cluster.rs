@@ -100,6 +100,32 @@ impl Cluster {
         wait_for_run(&self.runs(), name, what, cond, wait).await
     }
 
+    /// Waits (a watch) until run `name` is gone, as after its `ttlSecondsAfterFinished`.
+    pub async fn wait_run_deleted(&self, name: &str, wait: Duration) -> Result<()> {
+        let gone =
+            kube::runtime::wait::await_condition(self.runs(), name, |run: Option<&PipelineRun>| {
+                run.is_none()
+            });
+        tokio::time::timeout(wait, gone)
+            .await
+            .with_context(|| format!("run {name} still exists after {wait:?}"))?
+            .with_context(|| format!("watching run {name}"))?;
+        Ok(())
+    }
+
+    /// The API's view of run `name` (`GET /api/v1/runs/{ns}/{name}` as admin): live or archived.
+    pub async fn api_run(&self, name: &str) -> Result<Value> {
+        self.api()
+            .admin(
+                "GET",
+                &format!("/api/v1/runs/{}/{name}", self.ns.name()),
+                None,
+            )
+            .await?
+            .ok()?
+            .json()
+    }
+
     /// Creates the RunnerPool `pool` of the real runner (at most 2 runners), its pods sharing the
     /// host's binary cache `cache` (kept between test runs: it is keyed by content).
     pub async fn add_real_pool(&self, real: &RealRunner, pool: &str, cache: &Path) -> Result<()> {

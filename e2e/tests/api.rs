@@ -164,24 +164,8 @@ async fn an_external_run_is_running_until_the_api_records_its_end() -> Result<()
         "{managers:?}"
     );
     // The operator honours it, and deletes the run after its TTL; the API still has it.
-    let deadline = Instant::now() + WAIT;
-    while env.runs().get_opt(&name).await?.is_some() {
-        ensure!(
-            Instant::now() < deadline,
-            "run {name} not deleted after its TTL"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-    let read = env
-        .api()
-        .admin(
-            "GET",
-            &format!("/api/v1/runs/{}/{name}", env.ns.name()),
-            None,
-        )
-        .await?
-        .ok()?
-        .json()?;
+    env.wait_run_deleted(&name, WAIT).await?;
+    let read = env.api_run(&name).await?;
     assert_eq!(
         (&read["phase"], &read["live"], &read["archived"]),
         (&json!("Failed"), &json!(false), &json!(true))
@@ -220,16 +204,7 @@ async fn an_external_run_is_running_until_the_api_records_its_end() -> Result<()
         );
         tokio::time::sleep(POLL).await;
     }
-    let archived = env
-        .api()
-        .admin(
-            "GET",
-            &format!("/api/v1/runs/{}/{name}", env.ns.name()),
-            None,
-        )
-        .await?
-        .ok()?
-        .json()?;
+    let archived = env.api_run(&name).await?;
     assert_eq!(archived["phase"], "Succeeded", "{archived}");
     env.shutdown().await
 }
@@ -279,24 +254,8 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
         "{vars:?}"
     );
     // Archived before its TTL deletion: the API still lists and reads it.
-    let deadline = Instant::now() + WAIT;
-    while env.runs().get_opt("slow-kubectl").await?.is_some() {
-        ensure!(
-            Instant::now() < deadline,
-            "slow-kubectl not deleted after its TTL"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-    let read = env
-        .api()
-        .admin(
-            "GET",
-            &format!("/api/v1/runs/{}/slow-kubectl", env.ns.name()),
-            None,
-        )
-        .await?
-        .ok()?
-        .json()?;
+    env.wait_run_deleted("slow-kubectl", WAIT).await?;
+    let read = env.api_run("slow-kubectl").await?;
     assert_eq!(
         (&read["phase"], &read["live"], &read["archived"]),
         (&json!("Succeeded"), &json!(false), &json!(true))

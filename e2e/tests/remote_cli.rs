@@ -633,16 +633,7 @@ async fn assert_mirrored(env: &Env, name: &str) -> Result<()> {
     );
     let greet = env.api_lines(name, "greet").await?;
     assert_eq!(greet.first().map(|(_, l)| l.as_str()), Some("hello world"));
-    let read = env
-        .api()
-        .admin(
-            "GET",
-            &format!("/api/v1/runs/{}/{name}", env.ns.name()),
-            None,
-        )
-        .await?
-        .ok()?
-        .json()?;
+    let read = env.api_run(name).await?;
     assert_eq!(read["phase"], "Succeeded", "{read}");
     assert_eq!(read["triggeredBy"]["principal"], PRINCIPAL, "{read}");
     Ok(())
