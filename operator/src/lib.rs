@@ -49,7 +49,7 @@ pub mod status;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 
 pub use error::{Error, Result};
 pub use leader::LeaderConfig;
@@ -209,8 +209,7 @@ pub async fn run_controllers(
         .with_archive(config.archive.clone())
         .with_pool_tokens(config.pool_tokens.clone()),
     );
-    let run_loop =
-        controller::run::run(run_controller, ctx.clone(), shutdown.clone()).for_each(|()| async {});
+    let run_loop = controller::run::run(run_controller, ctx.clone(), shutdown.clone());
     let pool_ctx = ctx.clone();
     let pool_shutdown = shutdown.clone();
     let pool_loop = async move {
@@ -218,9 +217,7 @@ pub async fn run_controllers(
         if runs.wait_until_ready().await.is_err() {
             return;
         }
-        controller::pool::run(pool_controller, pool_ctx, pool_shutdown)
-            .for_each(|()| async {})
-            .await;
+        controller::pool::run(pool_controller, pool_ctx, pool_shutdown).await;
     };
     let pipeline_loop = {
         let (client, ctx, shutdown) = (client.clone(), ctx.clone(), shutdown.clone());
@@ -228,9 +225,7 @@ pub async fn run_controllers(
         async move {
             if controller::pipeline::served(&client, namespace.as_deref()).await {
                 let c = controller::pipeline::controller(&client, namespace.as_deref());
-                controller::pipeline::run(c, ctx, shutdown)
-                    .for_each(|()| async {})
-                    .await;
+                controller::pipeline::run(c, ctx, shutdown).await;
             }
         }
     };

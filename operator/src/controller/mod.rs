@@ -158,6 +158,35 @@ pub fn requeue(after_ms: Option<u64>, finished: bool) -> Action {
 }
 
 /// Log a failed reconcile, count it, and retry with backoff.
+/// Drive `controller` with `reconcile` until `shutdown`; failures go through [`error_policy`]
+/// (counted, logged, requeued with a backoff). Returns once the controller has shut down.
+pub async fn drive<K, ReconcileFut>(
+    name: &'static str,
+    controller: kube::runtime::Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFut,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: std::fmt::Debug + Eq + std::hash::Hash + Clone + Unpin,
+    ReconcileFut: futures::TryFuture<Ok = Action, Error = Error> + Send + 'static,
+{
+    use futures::StreamExt as _;
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            move |obj, err, ctx| error_policy(name, obj.as_ref(), err, &ctx),
+            ctx,
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(controller = name, error = %e, "controller");
+            }
+        })
+        .await
+}
+
 pub fn error_policy<K: Resource>(
     controller: &'static str,
     obj: &K,

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +16,7 @@ use sparkwing_core::time::Time;
 use sparkwing_crds::pipeline::{LastRun, Pipeline, PipelineStatus, PIPELINE_LABEL};
 use sparkwing_crds::PipelineRun;
 
-use super::{api, error_policy, namespace_of, now_millis, Context};
+use super::{api, namespace_of, now_millis, Context};
 use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::error::{is_not_found, Result};
@@ -238,23 +237,12 @@ pub async fn served(client: &Client, namespace: Option<&str>) -> bool {
 }
 
 /// Run the controller until `shutdown`.
-pub fn run(
+pub async fn run(
     controller: Controller<Pipeline>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |p, err, ctx| error_policy(NAME, p.as_ref(), err, &ctx),
-            ctx,
-        )
-        .map(|res| {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "pipeline controller");
-            }
-        })
+) {
+    super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }
 
 async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {

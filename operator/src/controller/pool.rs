@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
@@ -25,7 +24,7 @@ use sparkwing_core::reconcile::status::{set_condition, Condition, ConditionStatu
 use sparkwing_core::time::Time;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
-use super::{api, error_policy, now_millis, requeue, Context};
+use super::{api, now_millis, requeue, Context};
 use crate::error::{is_already_exists, is_conflict, is_not_found, Result};
 use crate::labels::{label_value, managed_selector, warm_pod_prefix, POOL, WARM};
 use crate::observe::{claimed_run, observe_pool_pod, PoolPodView, RunView};
@@ -63,23 +62,12 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<Runner
 }
 
 /// Run the controller until `shutdown`.
-pub fn run(
+pub async fn run(
     controller: Controller<RunnerPool>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |pool, err, ctx| error_policy(NAME, pool.as_ref(), err, &ctx),
-            ctx,
-        )
-        .map(|res| {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "pool controller");
-            }
-        })
+) {
+    super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }
 
 fn run_view(run: &PipelineRun) -> RunView {

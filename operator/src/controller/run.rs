@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
@@ -22,7 +21,7 @@ use sparkwing_core::reconcile::status::RunStatus;
 use sparkwing_crds::pipeline_run::Source;
 use sparkwing_crds::PipelineRun;
 
-use super::{api, error_policy, now_millis, requeue, Context};
+use super::{api, now_millis, requeue, Context};
 use crate::error::{Error, Result};
 use crate::executor::{observe_secret_access, KubeExecutor};
 use crate::labels::{managed_selector, ANNOTATION_RUN};
@@ -74,23 +73,12 @@ pub fn controller(
 }
 
 /// Run the controller until `shutdown`.
-pub fn run(
+pub async fn run(
     controller: Controller<PipelineRun>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |run, err, ctx| error_policy(NAME, run.as_ref(), err, &ctx),
-            ctx,
-        )
-        .map(|res| {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "run controller");
-            }
-        })
+) {
+    super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }
 
 /// Whether this reconcile must read the run's Pipeline and Secrets: the run asks for Secrets and
