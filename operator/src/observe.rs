@@ -557,7 +557,7 @@ mod tests {
 
     fn waiting(reason: &str, message: &str) -> Value {
         json!({"phase": "Pending", "containerStatuses": [{
-            "name": "runner", "image": "ghcr.io/x/runner:nope", "imageID": "", "ready": false,
+            "name": "runner", "image": "runner:nope", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"waiting": {"reason": reason, "message": message}}
         }]})
     }
@@ -676,7 +676,7 @@ mod tests {
             match state(vec![job(1, json!({}))], vec![p]) {
                 RunnerState::ImagePullFailed { message } => {
                     assert!(message.starts_with(reason), "{message}");
-                    assert!(message.contains("ghcr.io/x/runner:nope"), "{message}");
+                    assert!(message.contains("runner:nope"), "{message}");
                     assert!(message.contains("Back-off pulling image"), "{message}");
                 }
                 other => panic!("{reason}: {other:?}"),

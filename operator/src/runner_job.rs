@@ -496,7 +496,7 @@ mod tests {
 
     fn defaults() -> RunnerDefaults {
         RunnerDefaults {
-            image: "ghcr.io/sparkwing/runner:test".into(),
+            image: "sparkwing-runner:test".into(),
             service_account: Some("sparkwing-runner".into()),
             api_url: Some("http://sparkwing-api.sparkwing-system.svc:8443".into()),
         }
@@ -621,7 +621,7 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
         assert_eq!(c.name, "runner");
-        assert_eq!(c.image.as_deref(), Some("ghcr.io/sparkwing/runner:test"));
+        assert_eq!(c.image.as_deref(), Some("sparkwing-runner:test"));
         assert_eq!(c.command.as_deref(), Some(&["sparkwing".to_string()][..]));
         assert_eq!(
             c.args.clone().unwrap(),
