@@ -60,21 +60,6 @@ fn two_commit_repo(sw: &Sw, bare: &Path) -> (String, String, String) {
     (format!("file://{}", bare.display()), first, second)
 }
 
-fn trigger(api: &Api, source: serde_json::Value) -> (String, String) {
-    let body =
-        json!({"pipeline": "lines", "namespace": "ci", "args": {"n": "3"}, "source": source});
-    let (status, v) = api.call(
-        "POST",
-        "/api/v1/runs",
-        &api.admin,
-        Some(body.to_string().into_bytes()),
-    );
-    assert_eq!(status, 201, "{v}");
-    let name = v["name"].as_str().unwrap().to_string();
-    let token = api.runs.runner_token("ci", &name).unwrap();
-    (name, token)
-}
-
 fn runner(sw: &Sw, api: &Api, name: &str, token: &str) -> Command {
     let mut c = sw.cmd(["runner", "--run", &format!("ci/{name}"), "--attempt", "1"]);
     c.env("SPARKWING_API_URL", &api.url)
@@ -95,7 +80,7 @@ fn runner_checks_out_the_exact_commit_of_a_git_source() {
     let (url, first, second) = two_commit_repo(&sw, &repos.path().join("app.git"));
 
     // The older commit (not a branch tip): exactly it, without the second commit's file.
-    let (name, token) = trigger(&api, json!({"git": {"url": url, "revision": first}}));
+    let (name, token) = api.trigger_lines(json!({"git": {"url": url, "revision": first}}));
     let out = sw.run_cmd(runner(&sw, &api, &name, &token));
     out.assert_code(0);
     assert!(
@@ -110,7 +95,7 @@ fn runner_checks_out_the_exact_commit_of_a_git_source() {
 
     // The tip, by commit id; then by branch name.
     for rev in [second.as_str(), "main"] {
-        let (name, token) = trigger(&api, json!({"git": {"url": url, "revision": rev}}));
+        let (name, token) = api.trigger_lines(json!({"git": {"url": url, "revision": rev}}));
         let out = sw.run_cmd(runner(&sw, &api, &name, &token));
         out.assert_code(0);
         assert!(
@@ -130,7 +115,7 @@ fn a_missing_commit_or_repository_fails_the_source_job_clearly() {
     let (url, _, _) = two_commit_repo(&sw, &repos.path().join("app.git"));
 
     let absent = "0123456789abcdef0123456789abcdef01234567";
-    let (name, token) = trigger(&api, json!({"git": {"url": url, "revision": absent}}));
+    let (name, token) = api.trigger_lines(json!({"git": {"url": url, "revision": absent}}));
     let out = sw.run_cmd(runner(&sw, &api, &name, &token));
     out.assert_code(1);
     assert!(
@@ -141,7 +126,7 @@ fn a_missing_commit_or_repository_fails_the_source_job_clearly() {
     assert_eq!(api.run("ci", &name)["jobs"]["source"]["state"], "failed");
 
     let nowhere = format!("file://{}/nowhere.git", repos.path().display());
-    let (name, token) = trigger(&api, json!({"git": {"url": nowhere, "revision": "main"}}));
+    let (name, token) = api.trigger_lines(json!({"git": {"url": nowhere, "revision": "main"}}));
     let out = sw.run_cmd(runner(&sw, &api, &name, &token));
     out.assert_code(1);
     assert!(

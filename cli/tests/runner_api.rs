@@ -258,20 +258,7 @@ fn runner_reports_a_compile_failure_as_the_compile_pseudo_job() {
 fn runner_runs_a_local_source_in_place_and_fails_an_unreachable_git_source() {
     let api = Api::start();
     let sw = Sw::fixture("remote");
-    let trigger = |source: serde_json::Value| {
-        let body =
-            json!({"pipeline": "lines", "namespace": "ci", "args": {"n": "3"}, "source": source});
-        let (status, v) = api.call(
-            "POST",
-            "/api/v1/runs",
-            &api.admin,
-            Some(body.to_string().into_bytes()),
-        );
-        assert_eq!(status, 201, "{v}");
-        let name = v["name"].as_str().unwrap().to_string();
-        let token = api.runs.runner_token("ci", &name).unwrap();
-        (name, token)
-    };
+    let trigger = |source| api.trigger_lines(source);
     let (name, token) = trigger(json!({"local": {"path": sw.root()}}));
     let out = sw.run_cmd(runner_cmd(&sw, &api, "ci", &name, &token));
     out.assert_code(0);

@@ -158,6 +158,27 @@ impl Env {
         }
     }
 
+    /// `runs wait NS/NAME --profile` exits 0 (the run succeeded); else fails with its output and
+    /// the runner's log.
+    async fn runs_wait_succeeds(&self, full: &str) -> Result<()> {
+        let args = [
+            "runs",
+            "wait",
+            full,
+            "--profile",
+            PROFILE,
+            "--timeout",
+            "7m",
+        ];
+        let wait = self.sw(&args).await?;
+        ensure!(
+            wait.code == 0,
+            "{wait}\nrunner:\n{}",
+            self.runner_logs(name_of(full)).await
+        );
+        Ok(())
+    }
+
     /// The API's metric `name`.
     async fn metric(&self, name: &str) -> Result<u64> {
         let text = self
@@ -311,22 +332,7 @@ async fn detach_returns_before_the_run_ends_and_runs_wait_sees_it_finish() -> Re
         "{:#?}",
         run.status
     );
-    let wait = env
-        .sw(&[
-            "runs",
-            "wait",
-            &full,
-            "--profile",
-            PROFILE,
-            "--timeout",
-            "7m",
-        ])
-        .await?;
-    ensure!(
-        wait.code == 0,
-        "{wait}\nrunner:\n{}",
-        env.runner_logs(&name).await
-    );
+    env.runs_wait_succeeds(&full).await?;
     let run = env.runs().get(&name).await?;
     assert_eq!(phase(&run), "Succeeded");
     let status = env
@@ -471,22 +477,7 @@ async fn retrigger_of_an_unchanged_tree_sends_only_the_manifest() -> Result<()> 
     );
     // The run of the changed tree runs it.
     let full = format!("{}/{}", env.ns.name(), v3["name"].as_str().unwrap_or(""));
-    let wait = env
-        .sw(&[
-            "runs",
-            "wait",
-            &full,
-            "--profile",
-            PROFILE,
-            "--timeout",
-            "7m",
-        ])
-        .await?;
-    ensure!(
-        wait.code == 0,
-        "{wait}\nrunner:\n{}",
-        env.runner_logs(name_of(&full)).await
-    );
+    env.runs_wait_succeeds(&full).await?;
     env.shutdown().await
 }
 

@@ -95,6 +95,23 @@ impl Api {
             .into()
     }
 
+    /// Trigger the fixture's `lines` pipeline (`n` = 3) in namespace `ci` from `source` as admin:
+    /// (run name, its runner token).
+    pub fn trigger_lines(&self, source: Value) -> (String, String) {
+        let body =
+            json!({"pipeline": "lines", "namespace": "ci", "args": {"n": "3"}, "source": source});
+        let (status, v) = self.call(
+            "POST",
+            "/api/v1/runs",
+            &self.admin,
+            Some(body.to_string().into_bytes()),
+        );
+        assert_eq!(status, 201, "{v}");
+        let name = v["name"].as_str().unwrap().to_string();
+        let token = self.runs.runner_token("ci", &name).unwrap();
+        (name, token)
+    }
+
     /// `method path` with `token` and an optional body: (status, body as JSON or a string).
     pub fn call(
         &self,
