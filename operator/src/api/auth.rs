@@ -343,6 +343,14 @@ impl TokenStore {
     }
 }
 
+/// The token of an `Authorization` value `Bearer <token>`: the scheme is case-insensitive (RFC
+/// 9110 §11.1), so `bearer` and `BEARER` are accepted too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The authenticated caller of a request.
 #[derive(Clone, Debug)]
 pub struct Principal {
@@ -394,9 +402,7 @@ impl FromRequestParts<ApiState> for Principal {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized)?;
         let rec = state.tokens.lookup(token).ok_or(ApiError::Unauthorized)?;
         Ok(Principal {

@@ -26,7 +26,7 @@ use axum::response::Response;
 
 #[derive(Default)]
 pub struct ApiMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
     pub uploads: AtomicU64,
     pub blobs_written: AtomicU64,
     pub blob_bytes: AtomicU64,
@@ -45,10 +45,9 @@ impl ApiMetrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn request(&self, method: &str, route: &str, code: u16) {
+    fn request(&self, method: &'static str, route: &str, code: u16) {
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method.to_string(), route.to_string(), code))
-                .or_default() += 1;
+            *r.entry((method, route.to_string(), code)).or_default() += 1;
         }
     }
 
@@ -60,6 +59,11 @@ impl ApiMetrics {
                 .map(|(_, n)| n)
                 .sum()
         })
+    }
+
+    /// Distinct `sparkwing_api_requests_total` series (tests).
+    pub fn request_series(&self) -> usize {
+        self.requests.lock().map_or(0, |r| r.len())
     }
 
     /// The Prometheus text exposition.
@@ -144,14 +148,34 @@ impl ApiMetrics {
     }
 }
 
-/// Middleware counting requests by route template and status code.
+/// The `method` label: one of the standard methods, else `other`. A client may send any token as
+/// a method (a 405 answers it), and each distinct one would otherwise be a new series kept forever.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Middleware counting requests by method (standard ones; `other`), route template (`unmatched`
+/// when no route matched) and status code: label values come from fixed sets, never from the
+/// request's text.
 pub async fn track(State(m): State<Arc<ApiMetrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.run(req).await;
-    m.request(&method, &route, res.status().as_u16());
+    m.request(method, &route, res.status().as_u16());
     res
 }

@@ -119,11 +119,26 @@ pub trait RunBackend: Send + Sync + 'static {
         name: &'a str,
         annotations: &'a BTreeMap<String, Option<String>>,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
-    /// Keep the runner token of `run` where its runner can read it.
+    /// Keep the runner token of the run `ns/name` where its runner will read it (the Secret
+    /// `<name>-runner-token`), *before* the run exists: the operator may start the run's runner as
+    /// soon as the run is created, so the credential must already be there (replaced if a Secret
+    /// of that name exists).
     fn store_runner_token<'a>(
         &'a self,
-        run: &'a PipelineRun,
+        ns: &'a str,
+        name: &'a str,
         token: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Make the stored runner token of `run` (just created) owned by it, so it goes with the run.
+    fn adopt_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Remove the stored runner token of `ns/name` (its run could not be created); absent is fine.
+    fn delete_runner_token<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
     /// The pool and claim of the pod `pod` in `ns` ([`pod_claim_of`]); `None` when there is no
     /// such pod or no RunnerPool controls it.
@@ -302,25 +317,21 @@ impl RunBackend for KubeRuns {
 
     fn store_runner_token<'a>(
         &'a self,
-        run: &'a PipelineRun,
+        ns: &'a str,
+        name: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         async move {
-            let ns = run.namespace().unwrap_or_default();
-            let owner = run
-                .owner_ref(&())
-                .ok_or_else(|| BackendError::Other("the created PipelineRun has no uid".into()))?;
             let secret = Secret {
                 metadata: ObjectMeta {
-                    name: Some(runner_secret_name(&run.name_any())),
-                    namespace: Some(ns.clone()),
-                    owner_references: Some(vec![owner]),
+                    name: Some(runner_secret_name(name)),
+                    namespace: Some(ns.to_string()),
                     labels: Some(BTreeMap::from([
                         (
                             "app.kubernetes.io/managed-by".to_string(),
                             "sparkwing-operator".to_string(),
                         ),
-                        ("sparkwing.dev/run".to_string(), run.name_any()),
+                        ("sparkwing.dev/run".to_string(), name.to_string()),
                     ])),
                     ..ObjectMeta::default()
                 },
@@ -331,9 +342,64 @@ impl RunBackend for KubeRuns {
                 type_: Some("Opaque".into()),
                 ..Secret::default()
             };
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => Ok(()),
+                // A webhook delivery applied again (its run names are a function of the
+                // delivery): the Secret gets the new token, which is as valid as the old one.
+                Err(e) if is_already_exists(&e) => {
+                    let patch = serde_json::json!({"stringData": {RUNNER_TOKEN_KEY: token}});
+                    api.patch(
+                        &runner_secret_name(name),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn adopt_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let ns = run.namespace().unwrap_or_default();
+            let owner = run
+                .owner_ref(&())
+                .ok_or_else(|| BackendError::Other("the created PipelineRun has no uid".into()))?;
+            let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-            api.create(&PostParams::default(), &secret).await?;
+            api.patch(
+                &runner_secret_name(&run.name_any()),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete_runner_token<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        async move {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+            match api
+                .delete(&runner_secret_name(name), &Default::default())
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         }
         .boxed()
     }
@@ -357,6 +423,10 @@ impl RunBackend for KubeRuns {
 pub struct MemoryRuns {
     runs: Mutex<BTreeMap<(String, String), PipelineRun>>,
     tokens: Mutex<BTreeMap<(String, String), String>>,
+    /// Per run: whether its runner token was stored when the run was created.
+    token_at_create: Mutex<BTreeMap<(String, String), bool>>,
+    /// Runs whose stored runner token they own.
+    adopted: Mutex<std::collections::BTreeSet<(String, String)>>,
     pods: Mutex<BTreeMap<(String, String), PodClaim>>,
 }
 
@@ -429,6 +499,23 @@ impl MemoryRuns {
         self.tokens.lock().ok()?.get(&Self::key(ns, name)).cloned()
     }
 
+    /// Whether the run's runner token was already stored when the run was created (`None`: no
+    /// such run was created): a runner started at once must find its credential.
+    pub fn token_stored_at_create(&self, ns: &str, name: &str) -> Option<bool> {
+        self.token_at_create
+            .lock()
+            .ok()?
+            .get(&Self::key(ns, name))
+            .copied()
+    }
+
+    /// Whether the run owns its stored runner token (deleted with it).
+    pub fn token_adopted(&self, ns: &str, name: &str) -> bool {
+        self.adopted
+            .lock()
+            .is_ok_and(|a| a.contains(&Self::key(ns, name)))
+    }
+
     /// Play the operator: the warm pod `pod` of `ns` belongs to `claim.pool` (and is claimed when
     /// `claim.claim` says so).
     pub fn set_pod_claim(&self, ns: &str, pod: &str, claim: PodClaim) {
@@ -454,6 +541,15 @@ impl RunBackend for MemoryRuns {
             run.metadata.generation = Some(1);
             run.metadata.resource_version = Some("1".into());
             run.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            let stored = self
+                .tokens
+                .lock()
+                .map_err(|_| poisoned())?
+                .contains_key(&key);
+            self.token_at_create
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(key.clone(), stored);
             runs.insert(key, run.clone());
             Ok(run)
         })();
@@ -552,17 +648,53 @@ impl RunBackend for MemoryRuns {
 
     fn store_runner_token<'a>(
         &'a self,
-        run: &'a PipelineRun,
+        ns: &'a str,
+        name: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         let result = self
             .tokens
             .lock()
             .map(|mut t| {
-                t.insert(
-                    Self::key(&run.namespace().unwrap_or_default(), &run.name_any()),
-                    token.to_string(),
-                );
+                t.insert(Self::key(ns, name), token.to_string());
+            })
+            .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn adopt_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let key = Self::key(&run.namespace().unwrap_or_default(), &run.name_any());
+        let result = (|| {
+            if !self
+                .tokens
+                .lock()
+                .map_err(|_| poisoned())?
+                .contains_key(&key)
+            {
+                return Err(BackendError::Other(format!(
+                    "no runner token stored for {}/{}",
+                    key.0, key.1
+                )));
+            }
+            self.adopted.lock().map_err(|_| poisoned())?.insert(key);
+            Ok(())
+        })();
+        async move { result }.boxed()
+    }
+
+    fn delete_runner_token<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let result = self
+            .tokens
+            .lock()
+            .map(|mut t| {
+                t.remove(&Self::key(ns, name));
             })
             .map_err(|_| poisoned());
         async move { result }.boxed()

@@ -115,6 +115,8 @@ pub struct GcReport {
     pub blobs_kept: u64,
     pub uploads_deleted: u64,
     pub uploads_kept: u64,
+    /// Files in `tmp/` older than the grace period (left by interrupted writes).
+    pub tmp_deleted: u64,
 }
 
 /// `(namespace, run, job)`.
@@ -136,6 +138,15 @@ impl Storage {
         for d in DIRS {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io("creating", &p))?;
+        }
+        // Temp files left by writes a crash interrupted: nothing of this process writes yet, and
+        // the data directory has one process (one replica), so every one of them is garbage.
+        let tmp = root.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io("listing", &tmp))? {
+            let path = entry.map_err(io("listing", &tmp))?.path();
+            if path.is_file() {
+                fs::remove_file(&path).map_err(io("removing", &path))?;
+            }
         }
         Ok(Storage {
             root,
@@ -161,7 +172,7 @@ impl Storage {
         }
         let tmp = self.temp_path(path)?;
         let result = (|| {
-            let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+            let mut f = create_private(&tmp).map_err(io("creating", &tmp))?;
             f.write_all(bytes).map_err(io("writing", &tmp))?;
             f.sync_all().map_err(io("syncing", &tmp))?;
             fs::rename(&tmp, path).map_err(io("renaming into", path))
@@ -227,7 +238,7 @@ impl Storage {
                 }
                 let tmp = self.temp_path(&dest)?;
                 written.push((tmp.clone(), dest));
-                let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+                let mut f = create_private(&tmp).map_err(io("creating", &tmp))?;
                 f.write_all(content).map_err(io("writing", &tmp))?;
                 created.push(true);
             }
@@ -573,8 +584,41 @@ impl Storage {
                 report.bytes_freed += size;
             }
         }
+        // Temp files outlive their write only when it was interrupted; the grace period keeps
+        // the ones of writes under way.
+        let tmp = self.root.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io("listing", &tmp))? {
+            let path = entry.map_err(io("listing", &tmp))?.path();
+            // A write under way may rename its temp file away meanwhile: not an error.
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let old = meta
+                .modified()
+                .map(|m| now.duration_since(m).unwrap_or_default() >= grace)
+                .unwrap_or(false);
+            if meta.is_file() && old {
+                match fs::remove_file(&path) {
+                    Ok(()) => report.tmp_deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("removing", &path)(e)),
+                }
+            }
+        }
         Ok(report)
     }
+}
+
+/// Create (truncate) a file readable by the operator's user only: tokens, sources and logs are
+/// nobody else's business on the node.
+fn create_private(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn list_dirs(dir: &Path) -> Result<Vec<String>, StorageError> {

@@ -1949,3 +1949,6 @@ async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }
+
+/// Tests of issue 13 (the API under attack and under load), one or more per item.
+mod hardening;

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sparkwing_crds::pipeline_run::{PipelineRun, Source};
 
 use crate::api::auth::now_rfc3339;
-use crate::api::handlers::runs::mint_runner_token;
+use crate::api::handlers::runs::create_with_runner_token;
 use crate::api::runs::BackendError;
 use crate::api::webhook::{
     self, Decision, PayloadError, SignatureError, DELIVERY_HEADER, EVENT_HEADER,
@@ -220,17 +220,15 @@ async fn create(
             Source::Upload(u) => Some(u.id.clone()),
             _ => None,
         };
-        match st.runs.create(run).await {
-            Ok(stored) => {
-                let token = mint_runner_token(st, &ns, &name, upload).await?;
-                st.runs.store_runner_token(&stored, &token).await?;
+        match create_with_runner_token(st, run, upload, true).await {
+            Ok(_) => {
                 ApiMetrics::add(&st.metrics.runs_triggered, 1);
                 ApiMetrics::add(&st.metrics.webhook_runs_created, 1);
                 tracing::info!(%delivery, namespace = %ns, %name, %pipeline, %branch, commit = %sha, "webhook created a run");
             }
             // A delivery applied before without its record (the process stopped in between):
             // the run's name is a function of the delivery, so it is that run.
-            Err(BackendError::AlreadyExists(_)) => {
+            Err(ApiError::Backend(BackendError::AlreadyExists(_))) => {
                 tracing::info!(%delivery, namespace = %ns, %name, "webhook run exists already");
             }
             Err(e) => return Err(e.into()),
