@@ -453,7 +453,8 @@ impl ApiClient {
         Ok(j.jobs)
     }
 
-    /// `GET .../logs?job=J&after=N`: a job's lines after `after`.
+    /// `GET .../logs?job=J&after=N`: a job's lines after `after`, page after page (the server
+    /// answers at most a page, with `"more": true` when lines follow).
     pub fn read_logs(
         &self,
         ns: &str,
@@ -464,21 +465,31 @@ impl ApiClient {
         #[derive(Deserialize)]
         struct Lines {
             lines: Vec<LogLine>,
+            #[serde(default)]
+            more: bool,
         }
-        let l: Lines = json_of(
-            self.get(&format!(
-                "/api/v1/runs/{ns}/{name}/logs?job={}&after={after}",
-                query_escape(job)
-            ))?,
-            "log lines",
-        )?;
-        Ok(l.lines
-            .into_iter()
-            .map(|mut line| {
+        let mut out = Vec::new();
+        let mut after = after;
+        loop {
+            let l: Lines = json_of(
+                self.get(&format!(
+                    "/api/v1/runs/{ns}/{name}/logs?job={}&after={after}",
+                    query_escape(job)
+                ))?,
+                "log lines",
+            )?;
+            let last = l.lines.last().map(|line| line.seq);
+            out.extend(l.lines.into_iter().map(|mut line| {
                 line.job = job.to_string();
                 line
-            })
-            .collect())
+            }));
+            match last {
+                // A page that ends on a line must move on; one that does not would loop.
+                Some(seq) if l.more && seq > after => after = seq,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Follow a job's log over server-sent events (`.../logs/stream`), from the line after

@@ -53,6 +53,8 @@ pub struct Limits {
     pub blob_body: usize,
     /// One log batch.
     pub log_body: usize,
+    /// One job's stored log: past it a marker line ends the log and later lines are dropped.
+    pub log_job_bytes: u64,
     /// Entries, total size and file size of a manifest (a blob decompresses to at most
     /// `max_file_size` bytes).
     pub manifest: ManifestLimits,
@@ -65,6 +67,7 @@ impl Default for Limits {
             manifest_body: 32 << 20,
             blob_body: 64 << 20,
             log_body: 4 << 20,
+            log_job_bytes: storage::DEFAULT_LOG_CAP,
             manifest: ManifestLimits {
                 max_files: 100_000,
                 max_total_size: 2 << 30,
@@ -143,7 +146,7 @@ impl ApiState {
         runs: Arc<dyn RunBackend>,
         config: ApiConfig,
     ) -> Result<Self, ApiInitError> {
-        let storage = Storage::open(data_dir)?;
+        let storage = Storage::open(data_dir)?.with_log_cap(config.limits.log_job_bytes);
         let tokens = TokenStore::open(&storage)?;
         Ok(ApiState {
             storage: Arc::new(storage),

@@ -16,17 +16,19 @@
 //! a half-written blob, manifest, archive or token file. Logs are appended under a lock, a batch
 //! at a time, and readers only consume complete lines.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sparkwing_crds::pipeline_run::PipelineRun;
 
 use super::manifest::{is_sha256_hex, Manifest};
+
+mod logs;
+pub use logs::{LogPage, LogRange, INDEX_STRIDE};
 
 /// A storage failure: the path and the IO or JSON error.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,10 @@ pub enum StorageError {
     Poisoned,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+pub(super) fn io<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
     move |source| StorageError::Io {
         op,
         path: path.to_path_buf(),
@@ -83,6 +88,14 @@ pub struct IngestReport {
     pub accepted: u64,
     /// Lines already stored (a retried or overlapping batch), ignored.
     pub duplicates: u64,
+    /// Lines past the job's log cap: acknowledged, not stored (the log ends with a marker).
+    /// Shown only when there are some.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A batch that leaves a hole: nothing of the batch is stored.
@@ -119,15 +132,17 @@ pub struct GcReport {
     pub tmp_deleted: u64,
 }
 
-/// `(namespace, run, job)`.
-type LogKey = (String, String, String);
-
 /// The data directory.
 pub struct Storage {
     root: PathBuf,
-    /// Highest stored seq per `(ns, run, job)`; also serializes log appends.
-    log_seqs: Mutex<HashMap<LogKey, u64>>,
+    /// What the process knows of each job's log it used (see [`logs`]); serializes appends.
+    logs: logs::Logs,
+    /// Most bytes of one job's log.
+    log_cap: u64,
 }
+
+/// Default cap of one job's log: 256 MiB.
+pub const DEFAULT_LOG_CAP: u64 = 256 << 20;
 
 const DIRS: &[&str] = &["blobs", "uploads", "logs", "state", "archive", "tmp"];
 
@@ -150,8 +165,16 @@ impl Storage {
         }
         Ok(Storage {
             root,
-            log_seqs: Mutex::new(HashMap::new()),
+            logs: logs::Logs::default(),
+            log_cap: DEFAULT_LOG_CAP,
         })
+    }
+
+    /// Cap each job's log at `bytes` (see [`logs`]).
+    #[must_use]
+    pub fn with_log_cap(mut self, bytes: u64) -> Self {
+        self.log_cap = bytes;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -325,138 +348,6 @@ impl Storage {
             .filter(|sha| !self.has_blob(sha))
             .map(String::from)
             .collect()
-    }
-
-    // ---- logs ----
-
-    fn log_dir(&self, ns: &str, run: &str) -> PathBuf {
-        self.root.join("logs").join(ns).join(run)
-    }
-
-    fn log_path(&self, ns: &str, run: &str, job: &str) -> PathBuf {
-        self.log_dir(ns, run).join(format!("{job}.jsonl"))
-    }
-
-    /// The highest stored seq of a job's log (0: none), from its last complete line.
-    fn stored_seq(&self, path: &Path) -> Result<u64, StorageError> {
-        let (records, _) = self.read_log_from(path, 0)?;
-        Ok(records.last().map_or(0, |r| r.seq))
-    }
-
-    /// Append a batch: per job, lines at or below the stored seq are duplicates and ignored,
-    /// the next ones must follow without a gap. All or nothing: a gap in any job stores nothing.
-    pub fn append_logs(
-        &self,
-        ns: &str,
-        run: &str,
-        batch: Vec<(String, LogRecord)>,
-    ) -> Result<IngestReport, IngestError> {
-        let mut seqs = self.log_seqs.lock().map_err(|_| StorageError::Poisoned)?;
-        let mut by_job: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
-        for (job, rec) in batch {
-            by_job.entry(job).or_default().push(rec);
-        }
-        let mut report = IngestReport::default();
-        // Per job: file, cache key, last seq after the batch, lines to append.
-        let mut plan: Vec<(PathBuf, LogKey, u64, Vec<LogRecord>)> = Vec::new();
-        for (job, mut lines) in by_job {
-            lines.sort_by_key(|l| l.seq);
-            let key = (ns.to_string(), run.to_string(), job.clone());
-            let path = self.log_path(ns, run, &job);
-            let stored = match seqs.get(&key) {
-                Some(s) => *s,
-                None => self.stored_seq(&path)?,
-            };
-            let mut next = stored + 1;
-            let mut append = Vec::new();
-            for l in lines {
-                if l.seq < next {
-                    report.duplicates += 1;
-                } else if l.seq == next {
-                    next += 1;
-                    append.push(l);
-                } else {
-                    return Err(IngestError::Gap {
-                        job,
-                        expected: next,
-                        got: l.seq,
-                    });
-                }
-            }
-            plan.push((path, key, next - 1, append));
-        }
-        for (path, key, last, lines) in plan {
-            if !lines.is_empty() {
-                let mut buf = Vec::new();
-                for l in &lines {
-                    // A plain struct of strings and integers always serializes.
-                    serde_json::to_writer(&mut buf, l).map_err(|source| StorageError::Json {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    buf.push(b'\n');
-                }
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(io("creating", dir))?;
-                }
-                let mut f = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io("opening", &path))?;
-                f.write_all(&buf).map_err(io("appending to", &path))?;
-                report.accepted += lines.len() as u64;
-            }
-            seqs.insert(key, last);
-        }
-        Ok(report)
-    }
-
-    fn read_log_from(
-        &self,
-        path: &Path,
-        offset: u64,
-    ) -> Result<(Vec<LogRecord>, u64), StorageError> {
-        let mut f = match fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-            Err(e) => return Err(io("opening", path)(e)),
-        };
-        f.seek(SeekFrom::Start(offset))
-            .map_err(io("seeking", path))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(io("reading", path))?;
-        // Only complete lines: an append may be under way.
-        let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let mut out = Vec::new();
-        for line in buf[..complete].split(|b| *b == b'\n') {
-            if line.is_empty() {
-                continue;
-            }
-            let rec: LogRecord =
-                serde_json::from_slice(line).map_err(|source| StorageError::Json {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            out.push(rec);
-        }
-        Ok((out, offset + complete as u64))
-    }
-
-    /// A job's lines after byte `offset` (0: from the start), and the offset to continue from.
-    pub fn read_logs(
-        &self,
-        ns: &str,
-        run: &str,
-        job: &str,
-        offset: u64,
-    ) -> Result<(Vec<LogRecord>, u64), StorageError> {
-        self.read_log_from(&self.log_path(ns, run, job), offset)
-    }
-
-    /// Jobs that have a log.
-    pub fn log_jobs(&self, ns: &str, run: &str) -> Result<Vec<String>, StorageError> {
-        list_stems(&self.log_dir(ns, run), ".jsonl")
     }
 
     // ---- job states ----
@@ -638,7 +529,7 @@ fn list_dirs(dir: &Path) -> Result<Vec<String>, StorageError> {
     Ok(out)
 }
 
-fn list_stems(dir: &Path, suffix: &str) -> Result<Vec<String>, StorageError> {
+pub(super) fn list_stems(dir: &Path, suffix: &str) -> Result<Vec<String>, StorageError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::runs::is_terminal;
-use crate::api::storage::{IngestError, IngestReport, LogRecord, Stream as LogStream};
+use crate::api::storage::{IngestError, IngestReport, LogRange, LogRecord, Stream as LogStream};
 use crate::api::{
     blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
 };
@@ -91,13 +91,30 @@ pub struct LogQuery {
     /// Only lines with a greater seq.
     #[serde(default)]
     pub after: Option<u64>,
+    /// Most lines in the answer (1 to [`MAX_LOG_PAGE_LINES`], the default).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
+
+/// Most lines of one log read (and the default): a client reads on with `after` while `more`.
+pub const MAX_LOG_PAGE_LINES: usize = 10_000;
+/// About the most bytes of log lines in one read (a page stops at the line that passes it).
+pub const MAX_LOG_PAGE_BYTES: usize = 4 << 20;
+/// Lines a follower reads at a time.
+const FOLLOW_PAGE_LINES: usize = 1_000;
 
 #[derive(Serialize, Debug)]
 #[serde(untagged)]
 pub enum LogRead {
-    Jobs { jobs: Vec<String> },
-    Lines { job: String, lines: Vec<LogRecord> },
+    Jobs {
+        jobs: Vec<String>,
+    },
+    Lines {
+        job: String,
+        lines: Vec<LogRecord>,
+        /// The page stopped at its limit: read on with `after` = the last line's seq.
+        more: bool,
+    },
 }
 
 pub async fn read(
@@ -117,10 +134,31 @@ pub async fn read(
         Some(job) => {
             check_job_name(&job)?;
             let after = q.after.unwrap_or(0);
+            let limit = match q.limit {
+                None => MAX_LOG_PAGE_LINES,
+                Some(n @ 1..=MAX_LOG_PAGE_LINES) => n,
+                Some(n) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "limit {n}: between 1 and {MAX_LOG_PAGE_LINES} lines"
+                    )))
+                }
+            };
             let j = job.clone();
-            let (lines, _) = blocking(move || storage.read_logs(&ns, &name, &j, 0)).await?;
-            let lines = lines.into_iter().filter(|l| l.seq > after).collect();
-            Ok(Json(LogRead::Lines { job, lines }))
+            let page = blocking(move || {
+                let range = LogRange {
+                    after,
+                    offset: None,
+                    max_lines: limit,
+                    max_bytes: MAX_LOG_PAGE_BYTES,
+                };
+                storage.read_log_page(&ns, &name, &j, range)
+            })
+            .await?;
+            Ok(Json(LogRead::Lines {
+                job,
+                lines: page.lines,
+                more: page.more,
+            }))
         }
     }
 }
@@ -141,7 +179,8 @@ struct Follow {
     name: String,
     job: String,
     after: u64,
-    offset: u64,
+    /// Where the next read starts (`None`: the first, found through the log's index).
+    offset: Option<u64>,
     queue: VecDeque<Event>,
     draining: bool,
     done: bool,
@@ -163,10 +202,21 @@ impl Follow {
                 self.job.clone(),
                 self.offset,
             );
-            match blocking(move || storage.read_logs(&ns, &name, &job, offset)).await {
-                Ok((lines, offset)) => {
-                    self.offset = offset;
-                    for l in lines {
+            let after = self.after;
+            match blocking(move || {
+                let range = LogRange {
+                    after,
+                    offset,
+                    max_lines: FOLLOW_PAGE_LINES,
+                    max_bytes: MAX_LOG_PAGE_BYTES,
+                };
+                storage.read_log_page(&ns, &name, &job, range)
+            })
+            .await
+            {
+                Ok(page) => {
+                    self.offset = Some(page.offset);
+                    for l in page.lines {
                         if l.seq <= self.after {
                             continue;
                         }
@@ -248,7 +298,7 @@ pub async fn follow(
         name,
         job,
         after,
-        offset: 0,
+        offset: None,
         queue: VecDeque::new(),
         draining: false,
         done: false,

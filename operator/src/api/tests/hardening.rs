@@ -262,3 +262,393 @@ async fn a_run_that_cannot_be_created_leaves_no_credential() {
     assert!(runner_tokens.is_empty(), "{runner_tokens:?}");
     assert!(f.runs.list(None).await.unwrap().is_empty());
 }
+
+// ---- a real API process (items 2, 6 and 7): this test binary, run as a child ----
+
+/// The environment variable that makes [`child_api_server`] serve (its data and address dir).
+const CHILD_DIR_ENV: &str = "SPARKWING_TEST_API_CHILD_DIR";
+
+/// Not a test of its own: the API server the process tests start as their child (this test
+/// binary run with `--ignored --exact` and [`CHILD_DIR_ENV`] set). It serves `<dir>/data` with
+/// the admin token in `<dir>/admin-token`, writes its address to `<dir>/addr`, and serves until
+/// it is killed.
+#[test]
+#[ignore = "the child server of the process tests"]
+fn child_api_server() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV).map(std::path::PathBuf::from) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let st = ApiState::open(
+        dir.join("data"),
+        Arc::new(MemoryRuns::new()),
+        ApiConfig::default(),
+    )
+    .unwrap();
+    st.bootstrap_admin_from_file(&dir.join("admin-token"))
+        .unwrap();
+    let addr = spawn_serving(&rt, st, "127.0.0.1:0").unwrap();
+    std::fs::write(dir.join("addr.tmp"), addr.to_string()).unwrap();
+    std::fs::rename(dir.join("addr.tmp"), dir.join("addr")).unwrap();
+    rt.block_on(std::future::pending::<()>());
+}
+
+/// An API process started from this test binary; killed (SIGKILL) when dropped.
+struct ApiProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+const ADMIN_TOKEN: &str = "swt_process-test-admin-token-0123456789abcdef";
+
+impl ApiProcess {
+    fn start(dir: &std::path::Path) -> ApiProcess {
+        std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
+        let _ = std::fs::remove_file(dir.join("addr"));
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "api::tests::hardening::child_api_server",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR_ENV, dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut p = ApiProcess {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(dir.join("addr")) {
+                p.addr = a.parse().unwrap();
+                return p;
+            }
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("the API process exited: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the API process did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`, and wait for it.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One HTTP/1.1 request with the admin token; `(status, body)`.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        http_request(self.addr, method, path, ADMIN_TOKEN, body)
+    }
+
+    /// A line of `/proc/<pid>/<file>` (`VmHWM:`, `rchar:`) as a number.
+    fn proc_value(&self, file: &str, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.pid())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/<pid>/{file}"))
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let head_end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&out)));
+    let head = String::from_utf8_lossy(&out[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out[head_end + 4..].to_vec())
+}
+
+fn log_batch(job: &str, seqs: std::ops::RangeInclusive<u64>, line: &str) -> Vec<u8> {
+    let batch: Vec<Value> = seqs
+        .map(|s| json!({"job": job, "seq": s, "ts": "", "line": format!("{line} {s}")}))
+        .collect();
+    serde_json::to_vec(&batch).unwrap()
+}
+
+// ---- item 2: a torn log line ----
+
+#[test]
+fn a_torn_log_line_after_kill_9_does_not_break_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = "/api/v1/runs/ci/build-1/logs";
+    let api = ApiProcess::start(dir.path());
+    let (status, body) = api.request("POST", logs, &log_batch("build", 1..=3, "line"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    api.kill();
+    // What a kill -9 in the middle of an append leaves: part of line 4, no newline.
+    let file = dir.path().join("data/logs/ci/build-1/build.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        br#"{"seq":4,"ts":"","stream":"stdout","line":"torn"#,
+    )
+    .unwrap();
+    drop(f);
+
+    let api = ApiProcess::start(dir.path());
+    // The runner retries the batch it got no answer for.
+    let (status, body) = api.request("POST", logs, &log_batch("build", 4..=5, "line"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["accepted"], 2, "{v}");
+    let (status, body) = api.request("GET", &format!("{logs}?job=build"), b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let lines: Vec<_> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["seq"].as_u64().unwrap(),
+                l["line"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        (1..=5)
+            .map(|s| (s, format!("line {s}")))
+            .collect::<Vec<_>>()
+    );
+    let (status, _) = api.request("POST", logs, &log_batch("build", 6..=6, "line"));
+    assert_eq!(status, 200);
+    // Acknowledged lines survive the next kill -9 (they were synced before the answer).
+    api.kill();
+    let api = ApiProcess::start(dir.path());
+    let (_, body) = api.request("GET", &format!("{logs}?job=build&after=5"), b"");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["lines"][0]["line"], "line 6", "{v}");
+}
+
+#[tokio::test]
+async fn one_bad_log_line_never_fails_a_read() {
+    let f = fx();
+    let r = post_logs(&f, &f.admin, "ci", "run-1", &[1, 2]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // A damaged file (written before this process): a line that is not JSON in the middle.
+    let file = f.st.storage.root().join("logs/ci/run-2/build.jsonl");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"seq":1,"ts":"","stream":"stdout","line":"one"}"#,
+            "\n",
+            r#"{"seq":2,"ts":"","stream":"stdout","line":"tw{"seq":2,"ts":"","stream":"stdout","line":"two"}"#,
+            "\n",
+            r#"{"seq":3,"ts":"","stream":"stdout","line":"three"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let r = f
+        .get("/api/v1/runs/ci/run-2/logs?job=build", &f.admin)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seqs: Vec<u64> = r.json()["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 3]);
+    let r = post_logs(&f, &f.admin, "ci", "run-2", &[4]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+// ---- item 6: log reads by range, the cap ----
+
+#[tokio::test]
+async fn log_reads_are_pages_from_the_index() {
+    let f = fx();
+    let n = storage::INDEX_STRIDE * 10 + 7;
+    for chunk in (1..=n).collect::<Vec<_>>().chunks(1000) {
+        let r = post_logs(&f, &f.admin, "ci", "big", chunk).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let seqs = |r: &Res| -> Vec<u64> {
+        r.json()["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let r = f
+        .get(
+            &format!("/api/v1/runs/ci/big/logs?job=build&after={}", n - 3),
+            &f.admin,
+        )
+        .await;
+    assert_eq!(seqs(&r), [n - 2, n - 1, n]);
+    assert_eq!(r.json()["more"], false);
+    let r = f
+        .get(
+            "/api/v1/runs/ci/big/logs?job=build&after=300&limit=50",
+            &f.admin,
+        )
+        .await;
+    assert_eq!(seqs(&r), (301..=350).collect::<Vec<_>>());
+    assert_eq!(r.json()["more"], true);
+    let r = f
+        .get("/api/v1/runs/ci/big/logs?job=build&limit=0", &f.admin)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "limit 0");
+    // A fresh process (no index yet) answers the same from the file.
+    let st = ApiState::open(f.st.storage.root(), f.runs.clone(), ApiConfig::default()).unwrap();
+    let page = st
+        .storage
+        .read_log_page(
+            "ci",
+            "big",
+            "build",
+            storage::LogRange {
+                after: n - 1,
+                offset: None,
+                max_lines: 10,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+    assert_eq!(page.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [n]);
+}
+
+#[tokio::test]
+async fn a_jobs_log_is_capped_with_a_marker() {
+    let mut config = ApiConfig::default();
+    config.limits.log_job_bytes = 2000;
+    let f = fx_with(config);
+    let r = post_logs(&f, &f.admin, "ci", "chatty", &(1..=100).collect::<Vec<_>>()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    let accepted = v["accepted"].as_u64().unwrap();
+    assert!(accepted > 0 && accepted < 100, "{v}");
+    assert_eq!(accepted + v["dropped"].as_u64().unwrap(), 100, "{v}");
+    let size = std::fs::metadata(f.st.storage.root().join("logs/ci/chatty/build.jsonl"))
+        .unwrap()
+        .len();
+    // The cap, plus the marker line.
+    assert!(size <= 2000 + 200, "{size} bytes");
+    // Later lines are acknowledged (no gap, no retry loop) and dropped.
+    let r = post_logs(&f, &f.admin, "ci", "chatty", &[101, 102]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["dropped"], 2, "{}", r.body);
+    let r = f
+        .get("/api/v1/runs/ci/chatty/logs?job=build", &f.admin)
+        .await;
+    let lines = r.json()["lines"].as_array().unwrap().clone();
+    let last = lines.last().unwrap();
+    assert_eq!(last["seq"].as_u64().unwrap(), accepted + 1, "{last}");
+    assert_eq!(last["stream"], "stderr");
+    assert!(
+        last["line"]
+            .as_str()
+            .unwrap()
+            .contains("reached its limit of 2000 bytes"),
+        "{last}"
+    );
+    // The cap is known again after a restart.
+    let st = ApiState::open(f.st.storage.root(), f.runs.clone(), ApiConfig::default()).unwrap();
+    let r = st
+        .storage
+        .append_logs(
+            "ci",
+            "chatty",
+            vec![(
+                "build".into(),
+                storage::LogRecord {
+                    seq: 103,
+                    ts: String::new(),
+                    stream: storage::Stream::Stdout,
+                    line: "x".into(),
+                },
+            )],
+        )
+        .unwrap();
+    assert_eq!((r.accepted, r.dropped), (0, 1));
+}
+
+#[test]
+fn a_tail_read_of_a_big_log_reads_in_proportion_to_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiProcess::start(dir.path());
+    let logs = "/api/v1/runs/ci/big/logs";
+    let filler = "x".repeat(200);
+    let per_batch = 15_000u64;
+    let batches = 8;
+    for b in 0..batches {
+        let (status, body) = api.request(
+            "POST",
+            logs,
+            &log_batch("build", b * per_batch + 1..=(b + 1) * per_batch, &filler),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let n = batches * per_batch;
+    let size = std::fs::metadata(dir.path().join("data/logs/ci/big/build.jsonl"))
+        .unwrap()
+        .len();
+    assert!(size > 20 << 20, "{size}");
+    // A restarted process indexes the log once...
+    api.kill();
+    let api = ApiProcess::start(dir.path());
+    let (status, _) = api.request("GET", &format!("{logs}?job=build&after={}", n - 1), b"");
+    assert_eq!(status, 200);
+    // ...then a tail read reads about its answer, not the file.
+    let before = api.proc_value("io", "rchar:");
+    let (status, body) = api.request("GET", &format!("{logs}?job=build&after={}", n - 10), b"");
+    assert_eq!(status, 200);
+    let read = api.proc_value("io", "rchar:") - before;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["lines"].as_array().unwrap().len(), 10);
+    assert!(read < 1 << 20, "a tail read of 10 lines read {read} bytes");
+}
