@@ -12,9 +12,9 @@
 //! `pool:<ns>/<pool>`, held only by a RunnerPool's pool token: exchange it, for a warm pod of that
 //! pool claimed by a run, for that run's runner token (`POST /api/v1/pools/{ns}/{pool}/claims`).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::manifest::sha256_hex;
-use super::storage::{Storage, StorageError};
+use super::storage::{Storage, StorageError, TokenJournal, TokenOp};
 use super::ApiState;
 
 /// A permission a token carries.
@@ -139,11 +139,6 @@ impl From<&TokenRecord> for TokenInfo {
     }
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct TokenFile {
-    tokens: Vec<TokenRecord>,
-}
-
 /// What a runner token carries besides its `run:` scope.
 #[derive(Clone, Debug, Default)]
 pub struct RunnerGrant {
@@ -153,11 +148,58 @@ pub struct RunnerGrant {
     pub pool_uid: Option<String>,
 }
 
-/// The token table: in memory, persisted to `<data-dir>/tokens.json`.
+/// The token table: in memory (looked up by hash, never locked during disk IO), persisted as
+/// a snapshot and a journal of changes ([`TokenJournal`]). Writers are serialized by the
+/// journal's lock and do disk IO: call them from blocking threads.
 pub struct TokenStore {
-    path: PathBuf,
-    inner: RwLock<TokenFile>,
+    table: RwLock<Table>,
+    journal: Mutex<TokenJournal>,
 }
+
+/// The records, by id in creation order, and an index by hash.
+#[derive(Default)]
+struct Table {
+    records: Vec<TokenRecord>,
+    by_hash: HashMap<String, usize>,
+}
+
+impl Table {
+    fn new(records: Vec<TokenRecord>) -> Table {
+        let mut t = Table {
+            records,
+            by_hash: HashMap::new(),
+        };
+        t.reindex();
+        t
+    }
+
+    fn reindex(&mut self) {
+        self.by_hash = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.hash.clone(), i))
+            .collect();
+    }
+
+    fn apply(&mut self, ops: Vec<TokenOp>) {
+        let removes = ops.iter().any(|o| matches!(o, TokenOp::Remove(_)));
+        for op in ops {
+            match op {
+                TokenOp::Add(rec) if !self.by_hash.contains_key(&rec.hash) => {
+                    self.by_hash.insert(rec.hash.clone(), self.records.len());
+                    self.records.push(rec);
+                }
+                op => storage_tokens_apply(&mut self.records, op),
+            }
+        }
+        if removes {
+            self.reindex();
+        }
+    }
+}
+
+use super::storage::tokens_apply as storage_tokens_apply;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -190,37 +232,52 @@ pub fn now_rfc3339() -> String {
 }
 
 impl TokenStore {
-    /// Load `tokens.json` from the data directory (none yet: empty).
+    /// Load the table from the data directory (none yet: empty).
     pub fn open(storage: &Storage) -> Result<Self, TokenError> {
-        let path = storage.root().join("tokens.json");
-        let file = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StorageError::Json {
-                path: path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenFile::default(),
-            Err(source) => {
-                return Err(StorageError::Io {
-                    op: "reading",
-                    path,
-                    source,
-                }
-                .into())
-            }
-        };
+        let (records, journal) = storage.open_tokens()?;
         Ok(TokenStore {
-            path,
-            inner: RwLock::new(file),
+            table: RwLock::new(Table::new(records)),
+            journal: Mutex::new(journal),
         })
     }
 
-    fn save(&self, storage: &Storage, file: &TokenFile) -> Result<(), TokenError> {
-        let bytes = serde_json::to_vec_pretty(file).map_err(|source| StorageError::Json {
-            path: self.path.clone(),
-            source,
-        })?;
-        storage.write_atomic(&self.path, &bytes)?;
-        Ok(())
+    /// Write `ops` (computed from the table under the journal's lock, so no other writer
+    /// interleaves), then apply them in memory; compact when the journal grew.
+    fn write(
+        &self,
+        storage: &Storage,
+        ops: impl FnOnce(&Table) -> Vec<TokenOp>,
+    ) -> Result<usize, TokenError> {
+        let mut journal = self.journal.lock().map_err(|_| TokenError::Poisoned)?;
+        let ops = ops(&*self.table.read().map_err(|_| TokenError::Poisoned)?);
+        let n = ops.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // People's and services' tokens change rarely (an admin's request): those changes go to
+        // the snapshot at once, so `tokens.json` always names every one of them. Runner and
+        // pool tokens (one per run) only append to the journal.
+        let people = ops.iter().any(|op| match op {
+            TokenOp::Add(r) => !server_minted(r),
+            TokenOp::Revoke(_) => true,
+            TokenOp::Remove(_) => false,
+        });
+        journal.append(&ops)?;
+        let live = {
+            let mut table = self.table.write().map_err(|_| TokenError::Poisoned)?;
+            table.apply(ops);
+            table.records.len()
+        };
+        if people || journal.wants_compaction(live) {
+            let records = self
+                .table
+                .read()
+                .map_err(|_| TokenError::Poisoned)?
+                .records
+                .clone();
+            journal.compact(storage, &records)?;
+        }
+        Ok(n)
     }
 
     /// Make a token; returns it (shown once) and its record.
@@ -246,68 +303,88 @@ impl TokenStore {
             upload: runner.as_ref().and_then(|r| r.upload.clone()),
             pool_uid: runner.and_then(|r| r.pool_uid),
         };
-        self.insert(storage, rec.clone())?;
+        let add = rec.clone();
+        self.write(storage, |_| vec![TokenOp::Add(add)])?;
         Ok((token, rec))
-    }
-
-    fn insert(&self, storage: &Storage, rec: TokenRecord) -> Result<(), TokenError> {
-        let mut file = self.inner.write().map_err(|_| TokenError::Poisoned)?;
-        file.tokens.push(rec);
-        if let Err(e) = self.save(storage, &file) {
-            file.tokens.pop();
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// Register the bootstrap admin token (from a file) unless its hash is already known; a
     /// bootstrap token revoked through the API stays revoked.
     pub fn ensure_bootstrap(&self, storage: &Storage, token: &str) -> Result<bool, TokenError> {
         let hash = sha256_hex(token.as_bytes());
-        if self
-            .inner
-            .read()
-            .map_err(|_| TokenError::Poisoned)?
-            .tokens
-            .iter()
-            .any(|t| t.hash == hash)
-        {
-            return Ok(false);
-        }
-        self.insert(
-            storage,
-            TokenRecord {
-                id: random_hex(6)?,
-                hash,
-                principal: "bootstrap-admin".into(),
-                scopes: vec!["admin".into()],
-                created: now_rfc3339(),
-                revoked: false,
-                upload: None,
-                pool_uid: None,
-            },
-        )?;
-        Ok(true)
+        let rec = TokenRecord {
+            id: random_hex(6)?,
+            hash: hash.clone(),
+            principal: "bootstrap-admin".into(),
+            scopes: vec!["admin".into()],
+            created: now_rfc3339(),
+            revoked: false,
+            upload: None,
+            pool_uid: None,
+        };
+        let n = self.write(storage, |t| {
+            if t.by_hash.contains_key(&hash) {
+                Vec::new()
+            } else {
+                vec![TokenOp::Add(rec)]
+            }
+        })?;
+        Ok(n > 0)
     }
 
-    /// The live record of `token`, if any.
+    /// The live record of `token`, if any: a hash lookup in memory.
     pub fn lookup(&self, token: &str) -> Option<TokenRecord> {
         let hash = sha256_hex(token.as_bytes());
-        let file = self.inner.read().ok()?;
-        file.tokens
-            .iter()
-            .find(|t| t.hash == hash && !t.revoked)
+        let table = self.table.read().ok()?;
+        table
+            .by_hash
+            .get(&hash)
+            .map(|i| &table.records[*i])
+            .filter(|t| !t.revoked)
             .cloned()
     }
 
     pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
-        let file = self.inner.read().map_err(|_| TokenError::Poisoned)?;
-        Ok(file.tokens.iter().map(TokenInfo::from).collect())
+        let table = self.table.read().map_err(|_| TokenError::Poisoned)?;
+        Ok(table.records.iter().map(TokenInfo::from).collect())
+    }
+
+    /// Hold the writers' lock, as a slow disk write would (tests: lookups must not wait on it).
+    #[cfg(test)]
+    pub(crate) fn hold_writes(&self) -> std::sync::MutexGuard<'_, TokenJournal> {
+        self.journal.lock().unwrap()
+    }
+
+    /// Every record (tests, the runner token sweep).
+    pub fn records(&self) -> Result<Vec<TokenRecord>, TokenError> {
+        Ok(self
+            .table
+            .read()
+            .map_err(|_| TokenError::Poisoned)?
+            .records
+            .clone())
     }
 
     /// Revoke by id. `Ok(false)`: no such token.
     pub fn revoke(&self, storage: &Storage, id: &str) -> Result<bool, TokenError> {
-        self.revoke_where(storage, |t| t.id == id).map(|n| n > 0)
+        let mut found = false;
+        self.write(storage, |t| {
+            match t.records.iter().find(|r| r.id == id) {
+                Some(r) => {
+                    found = true;
+                    if r.revoked || server_minted(r) {
+                        // Runner and pool tokens are forgotten rather than kept revoked.
+                        if server_minted(r) {
+                            return vec![TokenOp::Remove(id.to_string())];
+                        }
+                        return Vec::new();
+                    }
+                    vec![TokenOp::Revoke(id.to_string())]
+                }
+                None => Vec::new(),
+            }
+        })?;
+        Ok(found)
     }
 
     /// The live record of `token` when it holds `scope`.
@@ -316,31 +393,42 @@ impl TokenStore {
             .filter(|r| r.scopes.iter().any(|s| s == scope))
     }
 
-    /// Revoke every token holding exactly `scope` (a run's runner tokens).
+    /// Expire every token holding exactly `scope` (a run's runner tokens, a pool's): their
+    /// records are removed, so the table does not grow with every run.
     pub fn revoke_scope(&self, storage: &Storage, scope: &str) -> Result<usize, TokenError> {
-        self.revoke_where(storage, |t| t.scopes.iter().any(|s| s == scope))
+        self.remove_where(storage, |t| t.scopes.iter().any(|s| s == scope))
     }
 
-    fn revoke_where(
+    /// Remove the records of server-minted tokens (runner, pool) that `pred` picks.
+    pub fn remove_where(
         &self,
         storage: &Storage,
         pred: impl Fn(&TokenRecord) -> bool,
     ) -> Result<usize, TokenError> {
-        let mut file = self.inner.write().map_err(|_| TokenError::Poisoned)?;
-        let before = file.tokens.clone();
-        let mut n = 0;
-        for t in file.tokens.iter_mut().filter(|t| !t.revoked && pred(t)) {
-            t.revoked = true;
-            n += 1;
-        }
-        if n > 0 {
-            if let Err(e) = self.save(storage, &file) {
-                file.tokens = before;
-                return Err(e);
-            }
-        }
-        Ok(n)
+        self.write(storage, |t| {
+            t.records
+                .iter()
+                .filter(|r| server_minted(r) && pred(r))
+                .map(|r| TokenOp::Remove(r.id.clone()))
+                .collect()
+        })
     }
+}
+
+/// A runner or pool token: minted by the server for a run or a pool, never by an admin.
+pub fn server_minted(r: &TokenRecord) -> bool {
+    !r.scopes.is_empty()
+        && r.scopes
+            .iter()
+            .all(|s| s.starts_with("run:") || s.starts_with("pool:"))
+}
+
+/// The run a runner token is for: its `run:<ns>/<name>` scope.
+pub fn token_run(r: &TokenRecord) -> Option<(String, String)> {
+    r.scopes.iter().find_map(|s| match Scope::parse(s)? {
+        Scope::Run { namespace, name } => Some((namespace, name)),
+        _ => None,
+    })
 }
 
 /// The token of an `Authorization` value `Bearer <token>`: the scheme is case-insensitive (RFC

@@ -34,6 +34,8 @@ pub enum ApiError {
         expected: u64,
         got: u64,
     },
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{what} exceeds the limit of {limit} bytes")]
     PayloadTooLarge { what: &'static str, limit: u64 },
     #[error("storage: {0}")]
@@ -65,6 +67,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Backend(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,6 +88,7 @@ impl ApiError {
             }
             ApiError::LogGap { .. } => "log_gap",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Backend(_) => "backend",
             ApiError::Storage(_) | ApiError::Internal(_) => "internal",
         }

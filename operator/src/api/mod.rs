@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod pipelines;
 pub mod runs;
+pub mod server;
 pub mod storage;
 pub mod webhook;
 
@@ -89,6 +90,18 @@ pub struct ApiConfig {
     pub follow_poll: Duration,
     /// Interval of SSE keep-alive comments.
     pub keep_alive: Duration,
+    /// How often runner tokens of runs that ended (or are gone) are expired
+    /// ([`expire_runner_tokens`]).
+    pub token_sweep: Duration,
+    /// A runner token whose run does not exist is expired once older than this (younger: its
+    /// run may be being created).
+    pub orphan_token_grace: Duration,
+    /// A connection must send a request's complete head within this ([`server`]).
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long ends the request with 408.
+    pub body_timeout: Duration,
+    /// Most open connections; past it new ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +112,11 @@ impl Default for ApiConfig {
             gc_grace: Duration::from_secs(3600),
             follow_poll: Duration::from_secs(1),
             keep_alive: Duration::from_secs(15),
+            token_sweep: Duration::from_secs(30),
+            orphan_token_grace: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(15),
+            max_connections: 1024,
         }
     }
 }
@@ -232,8 +250,13 @@ pub fn router(state: ApiState) -> Router {
             state.metrics.clone(),
             metrics::track,
         ));
+    let config = state.config.clone();
     api.fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            config,
+            server::body_deadline,
+        ))
 }
 
 /// Serve the API on `addr` until `shutdown` (client addresses recorded for `triggeredBy.host`).
@@ -255,12 +278,10 @@ pub async fn serve_on(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving the Sparkwing API");
     }
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let sweeper = tokio::spawn(sweep_tokens(state.clone()));
+    let served = server::serve(listener, state, shutdown).await;
+    sweeper.abort();
+    served
 }
 
 /// Serve the API in the background of `rt` on `addr` (`127.0.0.1:0`: a free loopback port) until
@@ -277,6 +298,68 @@ pub fn spawn_serving(
     Ok(local)
 }
 
+/// Expire the runner tokens of runs that ended — finished, cancelled, timed out (any terminal
+/// phase) — or no longer exist (deleted; a token younger than `orphan_token_grace` is kept, as
+/// its run may be being created): their records are removed. One list of the runs, then one
+/// journal write. Returns how many were expired.
+pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
+    let records = st.tokens.records()?;
+    let runner: Vec<_> = records
+        .iter()
+        .filter(|r| auth::server_minted(r))
+        .filter_map(|r| auth::token_run(r).map(|run| (r, run)))
+        .collect();
+    if runner.is_empty() {
+        return Ok(0);
+    }
+    let runs = st.runs.list(None).await?;
+    let live: std::collections::HashMap<(String, String), bool> = runs
+        .iter()
+        .map(|r| {
+            use kube::ResourceExt;
+            (
+                (r.namespace().unwrap_or_default(), r.name_any()),
+                runs::is_terminal(r),
+            )
+        })
+        .collect();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let grace = st.config.orphan_token_grace;
+    let expired: std::collections::HashSet<String> = runner
+        .into_iter()
+        .filter(|(rec, run)| match live.get(run) {
+            Some(terminal) => *terminal,
+            None => rec
+                .created
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .map(|c| now.duration_since(c).unsigned_abs() >= grace)
+                .unwrap_or(true),
+        })
+        .map(|(rec, _)| rec.id.clone())
+        .collect();
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let (storage, tokens) = (st.storage.clone(), st.tokens.clone());
+    let n = blocking(move || tokens.remove_where(&storage, |r| expired.contains(&r.id))).await?;
+    if n > 0 {
+        tracing::info!(tokens = n, "expired the runner tokens of runs that ended");
+    }
+    Ok(n)
+}
+
+/// Run [`expire_runner_tokens`] every `token_sweep` until dropped (aborted).
+async fn sweep_tokens(st: ApiState) {
+    let mut every = tokio::time::interval(st.config.token_sweep);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = expire_runner_tokens(&st).await {
+            tracing::warn!("expiring runner tokens: {e}");
+        }
+    }
+}
+
 /// Read a body of at most `limit` bytes; more is a 413 naming `what`.
 pub async fn read_body(body: Body, limit: usize, what: &'static str) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
@@ -286,6 +369,8 @@ pub async fn read_body(body: Body, limit: usize, what: &'static str) -> Result<B
                 what,
                 limit: limit as u64,
             }
+        } else if server::is_body_timeout(&*inner) {
+            ApiError::RequestTimeout(inner.to_string())
         } else {
             ApiError::BadRequest(format!("reading the request body: {inner}"))
         }

@@ -28,7 +28,9 @@ use sparkwing_crds::pipeline_run::PipelineRun;
 use super::manifest::{is_sha256_hex, Manifest};
 
 mod logs;
+mod tokens;
 pub use logs::{LogPage, LogRange, INDEX_STRIDE};
+pub use tokens::{tokens_apply, TokenJournal, TokenOp};
 
 /// A storage failure: the path and the IO or JSON error.
 #[derive(Debug, thiserror::Error)]
@@ -502,7 +504,7 @@ impl Storage {
 
 /// Create (truncate) a file readable by the operator's user only: tokens, sources and logs are
 /// nobody else's business on the node.
-fn create_private(path: &Path) -> std::io::Result<fs::File> {
+pub(super) fn create_private(path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .write(true)

@@ -652,3 +652,239 @@ fn a_tail_read_of_a_big_log_reads_in_proportion_to_the_answer() {
     assert_eq!(v["lines"].as_array().unwrap().len(), 10);
     assert!(read < 1 << 20, "a tail read of 10 lines read {read} bytes");
 }
+
+// ---- item 4: the token table ----
+
+#[tokio::test]
+async fn runner_tokens_expire_when_their_run_ends_in_any_way() {
+    let f = fx_with(ApiConfig {
+        orphan_token_grace: std::time::Duration::ZERO,
+        ..ApiConfig::default()
+    });
+    let id = f.upload(&[("a", "1")]).await;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let (ns, name) = f.trigger_run(&id).await;
+        let token = f.runs.runner_token(&ns, &name).unwrap();
+        runs.push((ns, name, token));
+    }
+    let whoami = |t: String| {
+        let f = &f;
+        async move { f.get("/api/v1/whoami", &t).await.status }
+    };
+    f.runs.set_phase(&runs[0].0, &runs[0].1, Phase::Cancelled);
+    // A timeout ends a run Failed.
+    f.runs.set_phase(&runs[1].0, &runs[1].1, Phase::Failed);
+    // ttlSecondsAfterFinished, or kubectl delete.
+    f.runs.delete(&runs[2].0, &runs[2].1);
+    assert_eq!(expire_runner_tokens(&f.st).await.unwrap(), 3);
+    for (_, _, t) in &runs[..3] {
+        assert_eq!(whoami(t.clone()).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(whoami(runs[3].2.clone()).await, StatusCode::OK);
+    // The expired records are gone, not kept revoked forever.
+    let runner_records =
+        f.st.tokens
+            .records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.principal.starts_with("runner:"))
+            .count();
+    assert_eq!(runner_records, 1);
+    // ...and stay gone after a restart.
+    let reopened = auth::TokenStore::open(&f.st.storage).unwrap();
+    assert!(reopened.lookup(&runs[0].2).is_none());
+    assert!(reopened.lookup(&runs[3].2).is_some());
+    // A run's finish expires its token at once.
+    let (ns, name, token) = &runs[3];
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            Some(token),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(whoami(token.clone()).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_whose_run_is_not_created_yet_is_kept() {
+    let f = fx();
+    // Minted for a run being created (the Secret is written before the run exists).
+    let (token, _) =
+        f.st.tokens
+            .create(
+                &f.st.storage,
+                "runner:default/soon",
+                vec!["run:default/soon".into()],
+                Some(auth::RunnerGrant::default()),
+            )
+            .unwrap();
+    assert_eq!(expire_runner_tokens(&f.st).await.unwrap(), 0);
+    assert!(f.st.tokens.lookup(&token).is_some());
+}
+
+#[test]
+fn token_lookups_never_wait_for_a_write() {
+    let f = fx();
+    let st = f.st.clone();
+    let held = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let release = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let (h, r) = (held.clone(), release.clone());
+    let tokens = st.tokens.clone();
+    let writer = std::thread::spawn(move || {
+        let _guard = tokens.hold_writes();
+        h.wait();
+        r.wait();
+    });
+    held.wait();
+    // A writer is in the middle of its disk write: a lookup still answers.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (tokens, reader) = (st.tokens.clone(), f.reader.clone());
+    std::thread::spawn(move || tx.send(tokens.lookup(&reader).is_some()).unwrap());
+    let answered = rx.recv_timeout(std::time::Duration::from_secs(10));
+    release.wait();
+    writer.join().unwrap();
+    assert_eq!(answered, Ok(true), "a lookup waited for a token write");
+}
+
+#[tokio::test]
+async fn a_token_change_appends_to_the_journal_instead_of_rewriting_the_table() {
+    let f = fx();
+    let root = f.st.storage.root().to_path_buf();
+    let snapshot = std::fs::read(root.join("tokens.json")).unwrap();
+    let journal_lines = || {
+        std::fs::read_to_string(root.join("tokens.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let before = journal_lines();
+    let id = f.upload(&[("a", "1")]).await;
+    f.trigger_run(&id).await;
+    assert_eq!(journal_lines(), before + 1);
+    assert_eq!(std::fs::read(root.join("tokens.json")).unwrap(), snapshot);
+    assert_eq!(mode_of(&root.join("tokens.jsonl")), 0o600);
+    // A partial last entry (a crash during the append) is ignored on open.
+    let mut j = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("tokens.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut j, br#"{"add":{"id":"ab"#).unwrap();
+    let reopened = auth::TokenStore::open(&f.st.storage).unwrap();
+    assert!(reopened.lookup(&f.admin).is_some());
+    assert_eq!(
+        reopened.records().unwrap().len(),
+        f.st.tokens.records().unwrap().len()
+    );
+}
+
+// ---- item 8: header and body timeouts, connection cap ----
+
+async fn serve_for_test(config: ApiConfig) -> (Fx, SocketAddr) {
+    let f = fx_with(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_on(listener, f.st.clone(), std::future::pending()));
+    (f, addr)
+}
+
+/// Read until the peer closes or `deadline` passes; `None` on the deadline.
+async fn read_until_closed(
+    s: &mut tokio::net::TcpStream,
+    deadline: std::time::Duration,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_headers_are_cut_off_by_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let (_f, addr) = serve_for_test(ApiConfig {
+        header_timeout: std::time::Duration::from_millis(300),
+        ..ApiConfig::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let closed = read_until_closed(&mut s, std::time::Duration::from_secs(10)).await;
+    assert!(
+        closed.is_some(),
+        "a connection with partial headers was kept open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408() {
+    use tokio::io::AsyncWriteExt as _;
+    let (f, addr) = serve_for_test(ApiConfig {
+        body_timeout: std::time::Duration::from_millis(300),
+        ..ApiConfig::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        f.trigger,
+        100 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b' '; 1024]).await.unwrap();
+    let answer = read_until_closed(&mut s, std::time::Duration::from_secs(10))
+        .await
+        .expect("no answer to a stalled body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_for_a_free_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let (_f, addr) = serve_for_test(ApiConfig {
+        max_connections: 2,
+        ..ApiConfig::default()
+    })
+    .await;
+    let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Both slots are held: the third connection is not served...
+    assert!(
+        read_until_closed(&mut third, std::time::Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a connection past the cap was served"
+    );
+    // ...until one closes.
+    drop(idle1);
+    let answer = read_until_closed(&mut third, std::time::Duration::from_secs(10))
+        .await
+        .expect("the waiting connection was not served");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
