@@ -36,6 +36,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     RequestTimeout(String),
+    /// A shared resource (the upload memory budget) stayed in use: retry later.
+    #[error("{0}")]
+    Busy(String),
     #[error("{what} exceeds the limit of {limit} bytes")]
     PayloadTooLarge { what: &'static str, limit: u64 },
     #[error("storage: {0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Backend(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::LogGap { .. } => "log_gap",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::Busy(_) => "busy",
             ApiError::Backend(_) => "backend",
             ApiError::Storage(_) | ApiError::Internal(_) => "internal",
         }

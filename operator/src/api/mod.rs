@@ -56,6 +56,9 @@ pub struct Limits {
     pub log_body: usize,
     /// One job's stored log: past it a marker line ends the log and later lines are dropped.
     pub log_job_bytes: u64,
+    /// Memory all blob uploads together may hold (their compressed bodies; content streams to
+    /// disk): a request reserves its body's size and waits while others hold the budget.
+    pub blob_memory_budget: usize,
     /// Entries, total size and file size of a manifest (a blob decompresses to at most
     /// `max_file_size` bytes).
     pub manifest: ManifestLimits,
@@ -69,6 +72,7 @@ impl Default for Limits {
             blob_body: 64 << 20,
             log_body: 4 << 20,
             log_job_bytes: storage::DEFAULT_LOG_CAP,
+            blob_memory_budget: 256 << 20,
             manifest: ManifestLimits {
                 max_files: 100_000,
                 max_total_size: 2 << 30,
@@ -140,6 +144,14 @@ pub enum ApiInitError {
     },
 }
 
+/// The blob memory budget in KiB permits (at least one; at most what a semaphore holds).
+fn config_budget_kib(limits: &Limits) -> usize {
+    limits
+        .blob_memory_budget
+        .div_ceil(1024)
+        .clamp(1, u32::MAX as usize)
+}
+
 /// Shortest bootstrap admin token accepted (`openssl rand -hex 32` gives 64 characters).
 pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 24;
 
@@ -155,6 +167,8 @@ pub struct ApiState {
     pub log_notify: Arc<Notify>,
     /// The push webhook's secret and Pipelines ([`ApiState::with_webhooks`]).
     pub webhooks: Arc<Webhooks>,
+    /// The blob upload memory budget, in KiB permits (`Limits::blob_memory_budget`).
+    pub blob_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -165,6 +179,7 @@ impl ApiState {
         config: ApiConfig,
     ) -> Result<Self, ApiInitError> {
         let storage = Storage::open(data_dir)?.with_log_cap(config.limits.log_job_bytes);
+        let config_limits = config.limits.clone();
         let tokens = TokenStore::open(&storage)?;
         Ok(ApiState {
             storage: Arc::new(storage),
@@ -174,7 +189,15 @@ impl ApiState {
             config: Arc::new(config),
             log_notify: Arc::new(Notify::new()),
             webhooks: Arc::new(Webhooks::default()),
+            blob_budget: Arc::new(tokio::sync::Semaphore::new(config_budget_kib(
+                &config_limits,
+            ))),
         })
+    }
+
+    /// The blob memory budget in KiB.
+    pub fn blob_budget_kib(&self) -> usize {
+        config_budget_kib(&self.config.limits)
     }
 
     /// Receive push webhooks with this secret and these Pipelines (without: every delivery is

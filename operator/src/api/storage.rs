@@ -96,6 +96,43 @@ pub struct IngestReport {
     pub dropped: u64,
 }
 
+/// A blob being received into `tmp/` ([`Storage::blob_temp`]).
+pub struct BlobTemp {
+    path: Option<PathBuf>,
+    file: std::io::BufWriter<fs::File>,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl BlobTemp {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        use sha2::Digest;
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        let path = self.path.clone().unwrap_or_default();
+        self.file.write_all(data).map_err(io("writing", &path))
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The sha256 of what was written, lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        use sha2::Digest;
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl Drop for BlobTemp {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -245,50 +282,75 @@ impl Storage {
         is_sha256_hex(sha) && self.blob_path(sha).is_file()
     }
 
-    /// Store many blobs whose hashes the caller verified, with one file-system sync for all of
-    /// them instead of one per file (a per-file fsync made a 5,000-file upload take seconds):
-    /// every temp file is written, the file system holding them is synced once, then each is
-    /// renamed into place. A blob is never visible before its content is on disk. Answers, per
-    /// blob, whether it was new.
-    pub fn put_blobs(&self, blobs: &[(String, &[u8])]) -> Result<Vec<bool>, StorageError> {
-        let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
-        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    /// A temp file for a blob being received: written and hashed as it streams in, so no blob
+    /// is ever held in memory whole. Removed when dropped uncommitted.
+    pub fn blob_temp(&self) -> Result<BlobTemp, StorageError> {
+        let path = self.temp_path(&self.root.join("blobs"))?;
+        let file = create_private(&path).map_err(io("creating", &path))?;
+        Ok(BlobTemp {
+            path: Some(path),
+            file: std::io::BufWriter::with_capacity(1 << 16, file),
+            hasher: sha2::Sha256::default(),
+            size: 0,
+        })
+    }
+
+    /// Store received blobs (their hashes checked by the caller against [`BlobTemp::sha256_hex`]):
+    /// synced — the file for one, the file system once for many (a per-file fsync made a
+    /// 5,000-file upload take seconds) — then renamed into place. A blob is never visible before
+    /// its content is on disk. Answers, per blob, whether it was new.
+    pub fn commit_blobs(&self, blobs: Vec<(String, BlobTemp)>) -> Result<Vec<bool>, StorageError> {
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut created = Vec::with_capacity(blobs.len());
-        let result = (|| {
-            for (sha, content) in blobs {
-                let dest = self.blob_path(sha);
-                if !seen.insert(sha.as_str()) || self.has_blob(sha) {
-                    created.push(false);
-                    continue;
-                }
-                let tmp = self.temp_path(&dest)?;
-                written.push((tmp.clone(), dest));
-                let mut f = create_private(&tmp).map_err(io("creating", &tmp))?;
-                f.write_all(content).map_err(io("writing", &tmp))?;
-                created.push(true);
+        let mut keep = Vec::new();
+        for (sha, mut tmp) in blobs {
+            if !is_sha256_hex(&sha) || !seen.insert(sha.clone()) || self.has_blob(&sha) {
+                created.push(false);
+                continue;
             }
-            if let Some((tmp, _)) = written.first() {
-                let f = fs::File::open(tmp).map_err(io("opening", tmp))?;
-                nix::unistd::syncfs(&f).map_err(|e| StorageError::Io {
+            let path = tmp.path.clone().unwrap_or_default();
+            tmp.file.flush().map_err(io("writing", &path))?;
+            created.push(true);
+            keep.push((sha, tmp));
+        }
+        match keep.as_slice() {
+            [] => {}
+            [(_, one)] => {
+                let path = one.path.clone().unwrap_or_default();
+                one.file
+                    .get_ref()
+                    .sync_all()
+                    .map_err(io("syncing", &path))?;
+            }
+            [(_, first), ..] => {
+                let path = first.path.clone().unwrap_or_default();
+                nix::unistd::syncfs(first.file.get_ref()).map_err(|e| StorageError::Io {
                     op: "syncing the file system of",
-                    path: tmp.clone(),
+                    path,
                     source: std::io::Error::from(e),
                 })?;
             }
-            for (tmp, dest) in &written {
-                if let Some(dir) = dest.parent() {
-                    fs::create_dir_all(dir).map_err(io("creating", dir))?;
-                }
-                fs::rename(tmp, dest).map_err(io("renaming into", dest))?;
+        }
+        for (sha, mut tmp) in keep {
+            let dest = self.blob_path(&sha);
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).map_err(io("creating", dir))?;
             }
-            Ok(())
-        })();
-        if result.is_err() {
-            for (tmp, _) in &written {
-                let _ = fs::remove_file(tmp);
+            let from = tmp.path.take().unwrap_or_default();
+            if let Err(e) = fs::rename(&from, &dest) {
+                let _ = fs::remove_file(&from);
+                return Err(io("renaming into", &dest)(e));
             }
         }
-        result.map(|()| created)
+        Ok(created)
+    }
+
+    /// Size in bytes of a stored blob (`None`: not stored).
+    pub fn blob_size(&self, sha: &str) -> Option<u64> {
+        if !is_sha256_hex(sha) {
+            return None;
+        }
+        fs::metadata(self.blob_path(sha)).ok().map(|m| m.len())
     }
 
     /// A fresh temp file name for something that will be renamed to `path`.
@@ -300,15 +362,6 @@ impl Storage {
             source: std::io::Error::other(e.to_string()),
         })?;
         Ok(self.root.join("tmp").join(hex::encode(rnd)))
-    }
-
-    /// Store a blob whose hash the caller verified. `Ok(false)`: it was already there.
-    pub fn put_blob(&self, sha: &str, content: &[u8]) -> Result<bool, StorageError> {
-        if self.has_blob(sha) {
-            return Ok(false);
-        }
-        self.write_atomic(&self.blob_path(sha), content)?;
-        Ok(true)
     }
 
     pub fn read_blob(&self, sha: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -8,18 +8,19 @@
 //!    does, since one request per small file costs more than the file.
 //! 3. Trigger a run with `source.upload.id`; the trigger refuses an upload that still lacks blobs.
 
-use std::io::Read;
+use std::io::{BufRead as _, Read};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use flate2::read::GzDecoder;
 use serde::Serialize;
 
 use crate::api::auth::{Principal, Scope};
-use crate::api::manifest::{is_sha256_hex, sha256_hex, Manifest};
+use crate::api::manifest::{is_sha256_hex, Manifest};
+use crate::api::storage::{BlobTemp, Storage};
 use crate::api::{blocking, read_body, read_json, ApiError, ApiMetrics, ApiState};
 
 #[derive(Serialize)]
@@ -128,26 +129,68 @@ pub struct BlobView {
     pub created: bool,
 }
 
-/// Decompress a gzip body, refusing more than `limit` bytes of output.
-fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    GzDecoder::new(bytes)
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::BadRequest(format!("blob body is not valid gzip: {e}")))?;
-    if out.len() as u64 > limit {
-        return Err(ApiError::PayloadTooLarge {
-            what: "decompressed blob",
-            limit,
-        });
-    }
-    Ok(out)
+/// How much of a body is read from the decompressor at a time.
+const CHUNK: usize = 64 << 10;
+
+fn not_gzip(e: std::io::Error) -> ApiError {
+    ApiError::BadRequest(format!("blob body is not valid gzip: {e}"))
 }
+
+/// Decompress a gzip stream into a temp blob, hashing as it goes: at most `limit` bytes of
+/// output, never more than a chunk of it in memory.
+fn gunzip_to_blob(storage: &Storage, compressed: &[u8], limit: u64) -> Result<BlobTemp, ApiError> {
+    let mut decoder = GzDecoder::new(compressed);
+    let mut tmp = storage.blob_temp()?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = decoder.read(&mut buf).map_err(not_gzip)?;
+        if n == 0 {
+            return Ok(tmp);
+        }
+        if tmp.size() + n as u64 > limit {
+            return Err(ApiError::PayloadTooLarge {
+                what: "decompressed blob",
+                limit,
+            });
+        }
+        tmp.write(&buf[..n])?;
+    }
+}
+
+/// The memory a blob request may hold (its compressed body), from the global budget
+/// (`Limits::blob_memory_budget`): waits while other uploads hold it, up to
+/// [`BUDGET_WAIT`], then 503.
+async fn reserve_memory(
+    st: &ApiState,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(limit)
+        .min(limit);
+    // In KiB (the semaphore counts u32 permits), at least 1, at most the whole budget.
+    let kib = declared.div_ceil(1024).clamp(1, st.blob_budget_kib()) as u32;
+    match tokio::time::timeout(BUDGET_WAIT, st.blob_budget.clone().acquire_many_owned(kib)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(e)) => Err(ApiError::Internal(format!("blob memory budget: {e}"))),
+        Err(_) => Err(ApiError::Busy(format!(
+            "the server's memory for uploads is in use (budget {} bytes); retry",
+            st.config.limits.blob_memory_budget
+        ))),
+    }
+}
+
+/// Longest wait for the blob memory budget.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn put_blob(
     State(st): State<ApiState>,
     p: Principal,
     Path(sha): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     p.require(Scope::RunsTrigger)?;
@@ -156,22 +199,25 @@ pub async fn put_blob(
             "the blob address must be 64 lowercase hex digits (sha256)".into(),
         ));
     }
+    let _memory = reserve_memory(&st, &headers, st.config.limits.blob_body).await?;
     let compressed = read_body(body, st.config.limits.blob_body, "compressed blob").await?;
     let limit = st.config.limits.manifest.max_file_size;
     let storage = st.storage.clone();
     let view = blocking(move || {
-        let content = gunzip(&compressed, limit)?;
-        let actual = sha256_hex(&content);
+        let tmp = gunzip_to_blob(&storage, &compressed, limit)?;
+        drop(compressed);
+        let actual = tmp.sha256_hex();
         if actual != sha {
             return Err(ApiError::HashMismatch {
                 expected: sha,
                 actual,
             });
         }
-        let created = storage.put_blob(&sha, &content)?;
+        let size = tmp.size();
+        let created = storage.commit_blobs(vec![(sha.clone(), tmp)])?[0];
         Ok(BlobView {
             sha256: sha,
-            size: content.len() as u64,
+            size,
             created,
         })
     })
@@ -199,69 +245,97 @@ pub struct BlobBatchView {
     pub bytes: u64,
 }
 
-/// Split a decompressed batch into `(sha256, content)` frames: each frame is a header line
-/// `<sha256> <size>\n` followed by exactly `size` bytes. Every hash is checked.
-pub fn parse_blob_batch(mut rest: &[u8]) -> Result<Vec<(String, &[u8])>, ApiError> {
+/// Read a batch stream frame by frame into temp blobs, each hashed as it streams and checked
+/// against its header; at most `limit` bytes of content in all. Nothing is stored here (the
+/// caller commits the temp blobs once every frame is checked).
+fn receive_batch(
+    storage: &Storage,
+    compressed: &[u8],
+    limit: u64,
+) -> Result<Vec<(String, BlobTemp)>, ApiError> {
+    let mut reader = std::io::BufReader::with_capacity(CHUNK, GzDecoder::new(compressed));
     let mut out = Vec::new();
-    while !rest.is_empty() {
+    let mut total = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
         let frame = out.len() + 1;
         let bad = |why: &str| ApiError::BadRequest(format!("blob batch, frame {frame}: {why}"));
-        let nl = rest
-            .iter()
+        let mut header = Vec::with_capacity(64 + 1 + 20 + 1);
+        (&mut reader)
             .take(64 + 1 + 20 + 1)
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| bad("expected a `<sha256> <size>` header line"))?;
-        let header = std::str::from_utf8(&rest[..nl]).map_err(|_| bad("header is not UTF-8"))?;
+            .read_until(b'\n', &mut header)
+            .map_err(not_gzip)?;
+        if header.is_empty() {
+            return Ok(out);
+        }
+        if header.pop() != Some(b'\n') {
+            return Err(bad("expected a `<sha256> <size>` header line"));
+        }
+        let header = std::str::from_utf8(&header).map_err(|_| bad("header is not UTF-8"))?;
         let (sha, size) = header
             .split_once(' ')
             .ok_or_else(|| bad("expected a `<sha256> <size>` header line"))?;
         if !is_sha256_hex(sha) {
             return Err(bad("the sha256 must be 64 lowercase hex digits"));
         }
-        let size: usize = size
+        let size: u64 = size
             .parse()
             .map_err(|_| bad("the size must be a decimal number of bytes"))?;
-        let body = &rest[nl + 1..];
-        if body.len() < size {
-            return Err(bad("the stream ends inside the blob"));
+        if total + size > limit {
+            return Err(ApiError::PayloadTooLarge {
+                what: "decompressed blob batch",
+                limit,
+            });
         }
-        let content = &body[..size];
-        let actual = sha256_hex(content);
+        total += size;
+        let mut tmp = storage.blob_temp()?;
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = reader.read(&mut buf[..want]).map_err(not_gzip)?;
+            if n == 0 {
+                return Err(bad("the stream ends inside the blob"));
+            }
+            tmp.write(&buf[..n])?;
+            left -= n as u64;
+        }
+        let actual = tmp.sha256_hex();
         if actual != sha {
             return Err(ApiError::HashMismatch {
                 expected: sha.to_string(),
                 actual,
             });
         }
-        out.push((sha.to_string(), content));
-        rest = &body[size..];
+        out.push((sha.to_string(), tmp));
     }
-    Ok(out)
 }
 
 pub async fn put_blobs(
     State(st): State<ApiState>,
     p: Principal,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BlobBatchView>, ApiError> {
     p.require(Scope::RunsTrigger)?;
+    let _memory = reserve_memory(&st, &headers, st.config.limits.blob_body).await?;
     let compressed = read_body(body, st.config.limits.blob_body, "compressed blob batch").await?;
     let limit = st.config.limits.manifest.max_file_size;
     let storage = st.storage.clone();
     let view = blocking(move || {
-        let stream = gunzip(&compressed, limit)?;
-        let frames = parse_blob_batch(&stream)?;
+        // Every frame is checked before anything is stored.
+        let frames = receive_batch(&storage, &compressed, limit)?;
+        drop(compressed);
+        let sizes: Vec<u64> = frames.iter().map(|(_, t)| t.size()).collect();
         let mut view = BlobBatchView {
             blobs: frames.len(),
             created: 0,
             bytes: 0,
         };
-        // Every frame is checked before anything is stored.
-        let created = storage.put_blobs(&frames)?;
-        for ((_, content), new) in frames.iter().zip(created) {
+        let created = storage.commit_blobs(frames)?;
+        for (size, new) in sizes.into_iter().zip(created) {
             if new {
                 view.created += 1;
-                view.bytes += content.len() as u64;
+                view.bytes += size;
             }
         }
         Ok::<_, ApiError>(view)

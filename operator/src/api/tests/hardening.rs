@@ -888,3 +888,101 @@ async fn connections_past_the_cap_wait_for_a_free_slot() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+// ---- item 7: decompression memory ----
+
+#[test]
+fn concurrent_gzip_bombs_do_not_grow_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiProcess::start(dir.path());
+    // 128 MiB of zeros, about 128 KiB compressed, under a wrong address.
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..128 {
+        e.write_all(&zeros).unwrap();
+    }
+    let bomb = std::sync::Arc::new(e.finish().unwrap());
+    let baseline = api.proc_value("status", "VmHWM:");
+    let addr = api.addr;
+    let sha = "0".repeat(64);
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let (bomb, sha) = (bomb.clone(), sha.clone());
+            std::thread::spawn(move || {
+                http_request(
+                    addr,
+                    "PUT",
+                    &format!("/api/v1/blobs/{sha}"),
+                    ADMIN_TOKEN,
+                    &bomb,
+                )
+            })
+        })
+        .collect();
+    for r in requests {
+        let (status, body) = r.join().unwrap();
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("hash_mismatch"));
+    }
+    let peak = api.proc_value("status", "VmHWM:");
+    // kB: what the bombs added is a few buffers, not their 512 MiB of content.
+    assert!(
+        peak - baseline < 64 << 10,
+        "peak RSS grew by {} KiB",
+        peak - baseline
+    );
+    // Nothing of them is left in tmp/.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_uploads_wait_for_the_memory_budget() {
+    let mut config = ApiConfig::default();
+    config.limits.blob_memory_budget = 1 << 20;
+    let f = fx_with(config);
+    // Someone holds the whole budget.
+    let held =
+        f.st.blob_budget
+            .clone()
+            .acquire_many_owned(f.st.blob_budget_kib() as u32)
+            .await
+            .unwrap();
+    let content = b"waits for memory".to_vec();
+    let sha = sha256_hex(&content);
+    let app = f.app();
+    let token = f.trigger.clone();
+    let put = tokio::spawn(async move {
+        app.oneshot(
+            Request::put(format!("/api/v1/blobs/{sha}"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(gzip(&content)))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status()
+    });
+    tokio::task::yield_now().await;
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            while !put.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .is_err(),
+        "an upload went past the memory budget"
+    );
+    drop(held);
+    assert_eq!(put.await.unwrap(), StatusCode::CREATED);
+    assert_eq!(
+        f.st.blob_budget.available_permits(),
+        f.st.blob_budget_kib(),
+        "the budget is given back"
+    );
+}
