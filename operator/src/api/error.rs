@@ -22,6 +22,13 @@ pub enum ApiError {
     BadRequest(String),
     #[error("invalid manifest: {0}")]
     InvalidManifest(#[from] ManifestError),
+    #[error("invalid manifest: {path}: declared size {declared} bytes, but its blob {sha256} holds {stored} bytes")]
+    SizeMismatch {
+        path: String,
+        sha256: String,
+        declared: u64,
+        stored: u64,
+    },
     #[error("content does not match its address: expected sha256 {expected}, got {actual}")]
     HashMismatch { expected: String, actual: String },
     #[error("{0}")]
@@ -50,6 +57,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A manifest's declared size that its stored blob contradicts.
+    pub fn size_mismatch((path, sha256, declared, stored): (String, String, u64, u64)) -> Self {
+        ApiError::SizeMismatch {
+            path,
+            sha256,
+            declared,
+            stored,
+        }
+    }
+
     /// A 403 naming the scope the caller lacks.
     pub fn forbidden(scope: impl std::fmt::Display) -> Self {
         ApiError::Forbidden {
@@ -63,6 +80,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_)
             | ApiError::InvalidManifest(_)
+            | ApiError::SizeMismatch { .. }
             | ApiError::HashMismatch { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::LogGap { .. } => StatusCode::CONFLICT,
@@ -83,7 +101,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::InvalidManifest(_) => "invalid_manifest",
+            ApiError::InvalidManifest(_) | ApiError::SizeMismatch { .. } => "invalid_manifest",
             ApiError::HashMismatch { .. } => "hash_mismatch",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",

@@ -395,6 +395,16 @@ impl Storage {
         self.read_json(&self.upload_path(id))
     }
 
+    /// The first file of `manifest` whose stored blob's size is not the size it declares:
+    /// `(path, sha256, declared, stored)`. Blobs not stored yet are not checked.
+    pub fn size_mismatch(&self, manifest: &Manifest) -> Option<(String, String, u64, u64)> {
+        manifest.files.iter().find_map(|e| {
+            let sha = e.sha256.as_deref()?;
+            let stored = self.blob_size(sha)?;
+            (stored != e.size).then(|| (e.path.clone(), sha.to_string(), e.size, stored))
+        })
+    }
+
     /// Blobs of `manifest` not stored yet, sorted, once each.
     pub fn missing_blobs(&self, manifest: &Manifest) -> Vec<String> {
         manifest

@@ -199,9 +199,15 @@ pub async fn trigger(
             let storage = st.storage.clone();
             let id = u.id.clone();
             let missing = blocking(move || {
-                storage
-                    .get_upload(&id)
-                    .map(|m| m.map(|m| storage.missing_blobs(&m).len()))
+                let Some(m) = storage.get_upload(&id)? else {
+                    return Ok(None);
+                };
+                // Blobs sent after the manifest are checked here: their sizes must be the
+                // declared ones, or the runner would fail materialising the tree.
+                if let Some(m) = storage.size_mismatch(&m) {
+                    return Err(ApiError::size_mismatch(m));
+                }
+                Ok::<_, ApiError>(Some(storage.missing_blobs(&m).len()))
             })
             .await?;
             match missing {

@@ -47,6 +47,10 @@ pub async fn create_upload(
     let id = manifest.id();
     let storage = st.storage.clone();
     let view = blocking(move || {
+        // A size the stored blob contradicts would only fail later, on the runner.
+        if let Some(m) = storage.size_mismatch(&manifest) {
+            return Err(ApiError::size_mismatch(m));
+        }
         storage.put_upload(&id, &manifest)?;
         Ok::<_, ApiError>(UploadView {
             missing: storage.missing_blobs(&manifest),

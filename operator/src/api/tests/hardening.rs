@@ -986,3 +986,46 @@ async fn blob_uploads_wait_for_the_memory_budget() {
         "the budget is given back"
     );
 }
+
+// ---- item 9: manifest sizes ----
+
+#[tokio::test]
+async fn declared_sizes_must_match_the_stored_blobs() {
+    let f = fx();
+    let content = "x".repeat(1000);
+    let sha = sha256_hex(content.as_bytes());
+    let lying = json!({"files": [{"path": "big", "mode": 0o644, "size": 1, "sha256": sha}]});
+    // The blob comes after the manifest: the trigger checks it.
+    let r = f
+        .json(Method::POST, "/api/v1/uploads", &f.trigger, lying.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = f.put_blob(&f.trigger, &sha, content.as_bytes()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"upload": {"id": id}}}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_manifest",
+        "big: declared size 1 bytes, but its blob",
+    );
+    assert!(f.runs.list(None).await.unwrap().is_empty());
+    // The blob is there already: the upload itself is refused.
+    let r = f
+        .json(Method::POST, "/api/v1/uploads", &f.trigger, lying)
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_manifest",
+        "holds 1000 bytes",
+    );
+}
