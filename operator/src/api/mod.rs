@@ -106,6 +106,9 @@ pub struct ApiConfig {
     pub body_timeout: Duration,
     /// Most open connections; past it new ones wait to be accepted.
     pub max_connections: usize,
+    /// A push (repository, ref, commit) delivered again under a new delivery id within this is
+    /// answered with its first delivery's runs instead of starting new ones.
+    pub push_replay_window: Duration,
 }
 
 impl Default for ApiConfig {
@@ -121,6 +124,7 @@ impl Default for ApiConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(15),
             max_connections: 1024,
+            push_replay_window: Duration::from_secs(3600),
         }
     }
 }

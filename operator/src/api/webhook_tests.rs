@@ -178,21 +178,24 @@ async fn a_signed_push_creates_a_run_and_a_redelivery_creates_nothing() {
     assert_eq!(again.json["redelivery"], true);
     assert_eq!(f.run_count().await, 1);
 
-    // A new delivery of the same push is a new run.
-    let other = f
+    // The same signed push re-posted under a new delivery id (the id is not signed): the same
+    // answer, no new run (it would get the Pipeline's secrets).
+    let replay = f
         .signed("push", "d-2", push_body("refs/heads/main", false))
         .await;
-    assert_eq!(other.status, StatusCode::CREATED);
-    assert_ne!(other.json["runs"][0]["name"], runs[0]["name"]);
-    assert_eq!(f.run_count().await, 2);
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.json);
+    assert_eq!(replay.json["runs"], json!(runs));
+    assert_eq!(replay.json["deliveryId"], "d-1");
+    assert_eq!(replay.json["redelivery"], true);
+    assert_eq!(f.run_count().await, 1);
 
     let m = f.metrics().await;
     assert!(
-        m.contains("sparkwing_api_webhook_runs_created_total 2"),
+        m.contains("sparkwing_api_webhook_runs_created_total 1"),
         "{m}"
     );
     assert!(
-        m.contains("sparkwing_api_webhook_redeliveries_total 1"),
+        m.contains("sparkwing_api_webhook_redeliveries_total 2"),
         "{m}"
     );
     assert!(
@@ -343,4 +346,33 @@ async fn ping_ignored_pushes_malformed_payloads_and_big_bodies() {
     let r = f.signed("push", "b-1", big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json["error"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn a_push_delivered_again_after_the_window_is_a_new_run() {
+    let mut f = fx(Some(SECRET));
+    let mut config = (*f.st.config).clone();
+    config.push_replay_window = std::time::Duration::ZERO;
+    f.st.config = Arc::new(config);
+    let first = f
+        .signed("push", "w-1", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
+    let second = f
+        .signed("push", "w-2", push_body("refs/heads/main", false))
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.json);
+    assert_ne!(
+        second.json["runs"][0]["name"],
+        first.json["runs"][0]["name"]
+    );
+    assert_eq!(f.run_count().await, 2);
+    // Another branch at the same commit is another push.
+    let f = fx(Some(SECRET));
+    f.signed("push", "b-1", push_body("refs/heads/main", false))
+        .await;
+    let other = f
+        .signed("push", "b-2", push_body("refs/heads/release/1.0", false))
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.json);
 }

@@ -186,14 +186,57 @@ async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
         Decision::Create { branch, sha, runs } => {
             // decide() checked it for a push.
             let delivery = webhook::check_delivery_id(delivery)?.to_string();
-            create(st, delivery, branch, sha, runs).await
+            let push = webhook::PushEvent::parse(&bytes)?;
+            let key = push_key(&push);
+            create(st, delivery, key, branch, sha, runs).await
         }
     }
+}
+
+/// What a push is, whatever delivery carries it: the repository (normalised), the ref and the
+/// commit, all from the signed body. A copy of a signed body re-posted under a new delivery id
+/// has the same key.
+fn push_key(push: &webhook::PushEvent) -> String {
+    let repo = webhook::normalize_repo_url(&push.repository.clone_url)
+        .unwrap_or_else(|| push.repository.clone_url.clone());
+    format!("{repo}\n{}\n{}", push.git_ref, push.after)
+}
+
+/// `<data dir>/webhooks/pushes/<sha256 of the push key>.json`: the answer to the first delivery
+/// of a push.
+fn push_record_path(st: &ApiState, key: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(key.as_bytes()));
+    st.storage
+        .root()
+        .join("webhooks")
+        .join("pushes")
+        .join(format!("{h}.json"))
+}
+
+/// The record of a push first delivered within `window` (`None`: none, or older).
+fn recent_push(
+    path: &std::path::Path,
+    window: std::time::Duration,
+) -> Result<Option<DeliveryRecord>, ApiError> {
+    let Some(record) = read_record(path)? else {
+        return Ok(None);
+    };
+    let age = record
+        .received_at
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .map(|t| {
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(t)
+                .unsigned_abs()
+        })
+        .unwrap_or(std::time::Duration::MAX);
+    Ok((age < window).then_some(record))
 }
 
 async fn create(
     st: &ApiState,
     delivery: String,
+    key: String,
     branch: String,
     sha: String,
     runs: Vec<PipelineRun>,
@@ -204,6 +247,16 @@ async fn create(
     if let Some(mut record) = blocking(move || read_record(&p)).await? {
         ApiMetrics::add(&st.metrics.webhook_redeliveries, 1);
         tracing::info!(%delivery, runs = record.runs.len(), "webhook redelivery: its runs exist already");
+        record.redelivery = true;
+        return Ok((StatusCode::OK, Json(record)).into_response());
+    }
+    // The same signed push under another delivery id (a replayed body: the id is not signed):
+    // its runs exist already, and a new run would get the Pipeline's secrets again.
+    let push_path = push_record_path(st, &key);
+    let (pp, window) = (push_path.clone(), st.config.push_replay_window);
+    if let Some(mut record) = blocking(move || recent_push(&pp, window)).await? {
+        ApiMetrics::add(&st.metrics.webhook_redeliveries, 1);
+        tracing::warn!(%delivery, first = %record.delivery_id, runs = record.runs.len(), "webhook push delivered again under a new delivery id: its runs exist already");
         record.redelivery = true;
         return Ok((StatusCode::OK, Json(record)).into_response());
     }
@@ -250,6 +303,11 @@ async fn create(
     let bytes = serde_json::to_vec_pretty(&record)
         .map_err(|e| ApiError::Internal(format!("serializing a delivery record: {e}")))?;
     let storage = st.storage.clone();
-    blocking(move || storage.write_atomic(&path, &bytes)).await?;
+    let push_bytes = bytes.clone();
+    blocking(move || {
+        storage.write_atomic(&path, &bytes)?;
+        storage.write_atomic(&push_path, &push_bytes)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
