@@ -325,22 +325,33 @@ impl ApiClient {
         json_of(self.send_json("POST", "/api/v1/runs", body)?, "the new run")
     }
 
-    /// `GET /api/v1/runs[?namespace=]`: runs, newest first.
+    /// `GET /api/v1/runs[?namespace=]`: every run, newest first, page after page.
     pub fn list_runs(
         &self,
         namespace: Option<&str>,
     ) -> Result<Vec<serde_json::Value>, RemoteError> {
-        let path = match namespace {
-            Some(ns) => format!("/api/v1/runs?namespace={}", query_escape(ns)),
-            None => "/api/v1/runs".to_string(),
+        let base = match namespace {
+            Some(ns) => format!("/api/v1/runs?namespace={}&limit=500", query_escape(ns)),
+            None => "/api/v1/runs?limit=500".to_string(),
         };
-        let v: serde_json::Value = json_of(self.get(&path)?, "the run list")?;
-        match v.get("runs") {
-            Some(serde_json::Value::Array(a)) => Ok(a.clone()),
-            _ => Err(RemoteError::Decode {
-                what: "the run list".into(),
-                message: "no `runs` array".into(),
-            }),
+        // The server answers a page at a time (newest first); follow `next` to the end.
+        let mut out = Vec::new();
+        let mut path = base.clone();
+        loop {
+            let v: serde_json::Value = json_of(self.get(&path)?, "the run list")?;
+            match v.get("runs") {
+                Some(serde_json::Value::Array(a)) => out.extend(a.iter().cloned()),
+                _ => {
+                    return Err(RemoteError::Decode {
+                        what: "the run list".into(),
+                        message: "no `runs` array".into(),
+                    })
+                }
+            }
+            match v.get("next").and_then(|n| n.as_str()) {
+                Some(cursor) => path = format!("{base}&cursor={}", query_escape(cursor)),
+                None => return Ok(out),
+            }
         }
     }
 

@@ -96,6 +96,24 @@ pub struct IngestReport {
     pub dropped: u64,
 }
 
+/// What the archive index keeps of an archived run: enough for a list's view (names, creation
+/// time, annotations, pipeline, trigger, phase), not its args, secrets or job states.
+fn archive_summary(run: &PipelineRun) -> PipelineRun {
+    let mut s = run.clone();
+    s.metadata.managed_fields = None;
+    s.metadata.labels = None;
+    s.spec.args.clear();
+    s.spec.secrets.clear();
+    s.status = run
+        .status
+        .as_ref()
+        .map(|st| sparkwing_core::reconcile::status::RunStatus {
+            phase: st.phase,
+            ..Default::default()
+        });
+    s
+}
+
 /// A blob being received into `tmp/` ([`Storage::blob_temp`]).
 pub struct BlobTemp {
     path: Option<PathBuf>,
@@ -178,6 +196,8 @@ pub struct Storage {
     logs: logs::Logs,
     /// Most bytes of one job's log.
     log_cap: u64,
+    /// Summaries of archived runs, by `(namespace, name)`; `None` until first used.
+    archive_index: std::sync::Mutex<Option<BTreeMap<(String, String), PipelineRun>>>,
 }
 
 /// Default cap of one job's log: 256 MiB.
@@ -206,6 +226,7 @@ impl Storage {
             root,
             logs: logs::Logs::default(),
             log_cap: DEFAULT_LOG_CAP,
+            archive_index: std::sync::Mutex::new(None),
         })
     }
 
@@ -461,7 +482,67 @@ impl Storage {
         run: &str,
         rec: &ArchivedRun,
     ) -> Result<(), StorageError> {
-        self.write_json(&self.archive_path(ns, run), rec)
+        self.write_json(&self.archive_path(ns, run), rec)?;
+        let mut index = self
+            .archive_index
+            .lock()
+            .map_err(|_| StorageError::Poisoned)?;
+        if let Some(index) = index.as_mut() {
+            index.insert((ns.to_string(), run.to_string()), archive_summary(&rec.run));
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the archive index (loaded by one pass over the archive on first use, then kept
+    /// up to date by [`Storage::write_archive`]): what lists need of each archived run, without
+    /// reading its file.
+    fn with_archive_index<T>(
+        &self,
+        f: impl FnOnce(&BTreeMap<(String, String), PipelineRun>) -> T,
+    ) -> Result<T, StorageError> {
+        let mut index = self
+            .archive_index
+            .lock()
+            .map_err(|_| StorageError::Poisoned)?;
+        if index.is_none() {
+            let all = self
+                .list_archive(None)?
+                .into_iter()
+                .map(|a| {
+                    let s = archive_summary(&a.run);
+                    (
+                        (
+                            s.metadata.namespace.clone().unwrap_or_default(),
+                            s.metadata.name.clone().unwrap_or_default(),
+                        ),
+                        s,
+                    )
+                })
+                .collect();
+            *index = Some(all);
+        }
+        Ok(f(index.as_ref().ok_or(StorageError::Poisoned)?))
+    }
+
+    /// Summaries of the archived runs of `ns` (`None`: every namespace): metadata (name,
+    /// namespace, creation time, annotations), the spec without args and secrets, the phase.
+    pub fn archived_summaries(&self, ns: Option<&str>) -> Result<Vec<PipelineRun>, StorageError> {
+        self.with_archive_index(|index| {
+            index
+                .iter()
+                .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+                .map(|(_, r)| r.clone())
+                .collect()
+        })
+    }
+
+    /// Whether `ns/run` is archived (`None`: no) and finished in its archived copy.
+    pub fn archived_finished(&self, ns: &str, run: &str) -> Result<Option<bool>, StorageError> {
+        self.with_archive_index(|index| {
+            index
+                .get(&(ns.to_string(), run.to_string()))
+                .map(|r| r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+        })
     }
 
     pub fn is_archived(&self, ns: &str, run: &str) -> bool {

@@ -423,16 +423,15 @@ fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
     }
 }
 
-/// Archive a finished live run unless its archived copy is finished too. Returns whether an
-/// archived copy exists afterwards.
+/// Archive a finished live run unless its archived copy is finished too (known from the archive
+/// index, no file read). Returns whether an archived copy exists afterwards.
 async fn archive_if_finished(st: &ApiState, run: &PipelineRun) -> Result<bool, ApiError> {
     let storage = st.storage.clone();
     let run = run.clone();
     blocking(move || {
         let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
-        let stored = storage.read_archive(&ns, &name)?;
-        let fresh = stored.as_ref().is_some_and(|a| is_terminal(&a.run));
-        if is_terminal(&run) && !fresh {
+        let stored = storage.archived_finished(&ns, &name)?;
+        if is_terminal(&run) && stored != Some(true) {
             storage.write_archive(
                 &ns,
                 &name,
@@ -448,17 +447,80 @@ async fn archive_if_finished(st: &ApiState, run: &PipelineRun) -> Result<bool, A
     .await
 }
 
+/// Most runs in one page of the list (`limit`), and the default.
+pub const MAX_RUN_PAGE: usize = 500;
+pub const DEFAULT_RUN_PAGE: usize = 100;
+
 #[derive(Deserialize, Debug)]
 pub struct ListQuery {
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Only runs of this pipeline (`spec.pipeline`).
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Only runs in this phase (`Pending`, `Running`, `Succeeded`, `Failed`, `Cancelled`).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Most runs in the answer (1 to [`MAX_RUN_PAGE`]; [`DEFAULT_RUN_PAGE`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Where the previous page ended (its `next`).
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
 pub struct RunList {
     pub runs: Vec<RunView>,
+    /// The cursor of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
+/// A run's place in the list: newest first (RFC 3339 UTC strings sort by time), then namespace
+/// and name.
+type ListKey = (std::cmp::Reverse<String>, String, String);
+
+fn list_key(v: &RunView) -> ListKey {
+    (
+        std::cmp::Reverse(v.created.clone().unwrap_or_default()),
+        v.namespace.clone(),
+        v.name.clone(),
+    )
+}
+
+/// A cursor is the list key of the last run of a page, hex-encoded (opaque to clients).
+fn encode_cursor(k: &ListKey) -> String {
+    hex::encode(format!("{}\n{}\n{}", k.0 .0, k.1, k.2))
+}
+
+fn decode_cursor(c: &str) -> Result<ListKey, ApiError> {
+    let bad = || ApiError::BadRequest(format!("invalid cursor {c:?}: pass a list's `next`"));
+    let bytes = hex::decode(c).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(created), Some(ns), Some(name)) => Ok((
+            std::cmp::Reverse(created.to_string()),
+            ns.to_string(),
+            name.to_string(),
+        )),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_phase(s: &str) -> Result<Phase, ApiError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid phase {s:?}: Pending, Running, Succeeded, Failed or Cancelled"
+        ))
+    })
+}
+
+/// `GET /api/v1/runs`: a page of runs, newest first, live and archived, filtered by namespace,
+/// pipeline and phase on the server. The live runs come from one list of the backend, the
+/// archived ones from the archive index (no file read per run); only the page's finished live
+/// runs are archived on the way.
 pub async fn list(
     State(st): State<ApiState>,
     p: Principal,
@@ -468,25 +530,64 @@ pub async fn list(
     if let Some(ns) = &q.namespace {
         check_object_name("namespace", ns)?;
     }
+    let phase = q.phase.as_deref().map(parse_phase).transpose()?;
+    let limit = match q.limit {
+        None => DEFAULT_RUN_PAGE,
+        Some(n @ 1..=MAX_RUN_PAGE) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit {n}: between 1 and {MAX_RUN_PAGE} runs"
+            )))
+        }
+    };
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let wanted = |run: &PipelineRun| {
+        q.pipeline.as_ref().is_none_or(|p| *p == run.spec.pipeline)
+            && phase.is_none_or(|ph| run.status.as_ref().map(|s| s.phase).unwrap_or_default() == ph)
+    };
     let live = st.runs.list(q.namespace.as_deref()).await?;
-    let mut out: BTreeMap<(String, String), RunView> = BTreeMap::new();
-    for run in &live {
-        let archived = archive_if_finished(&st, run).await?;
-        let v = view(run, true, archived);
-        out.insert((v.namespace.clone(), v.name.clone()), v);
-    }
     let storage = st.storage.clone();
     let ns = q.namespace.clone();
-    let archive = blocking(move || storage.list_archive(ns.as_deref())).await?;
-    for a in archive {
-        let v = view(&a.run, false, true);
-        out.entry((v.namespace.clone(), v.name.clone()))
-            .or_insert(v);
+    let archive = blocking(move || storage.archived_summaries(ns.as_deref())).await?;
+    let mut out: BTreeMap<ListKey, (PipelineRun, bool)> = BTreeMap::new();
+    let live_keys: std::collections::HashSet<(String, String)> = live
+        .iter()
+        .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+        .collect();
+    for run in live.into_iter().filter(|r| wanted(r)) {
+        out.insert(list_key(&view(&run, true, false)), (run, true));
     }
-    let mut runs: Vec<RunView> = out.into_values().collect();
-    // Newest first; RFC 3339 UTC strings sort by time.
-    runs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
-    Ok(Json(RunList { runs }))
+    for run in archive.into_iter().filter(|r| wanted(r)) {
+        if !live_keys.contains(&(run.namespace().unwrap_or_default(), run.name_any())) {
+            out.insert(list_key(&view(&run, false, true)), (run, false));
+        }
+    }
+    let mut page = Vec::with_capacity(limit);
+    let mut next = None;
+    let rest = match &after {
+        Some(k) => out.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+        None => out.range(..),
+    };
+    for (key, (run, is_live)) in rest {
+        if page.len() == limit {
+            // A run after a full page: there is a next one.
+            next = page
+                .last()
+                .map(|(k, _): &(ListKey, RunView)| encode_cursor(k));
+            break;
+        }
+        let v = if *is_live {
+            let archived = archive_if_finished(&st, run).await?;
+            view(run, true, archived)
+        } else {
+            view(run, false, true)
+        };
+        page.push((key.clone(), v));
+    }
+    Ok(Json(RunList {
+        runs: page.into_iter().map(|(_, v)| v).collect(),
+        next,
+    }))
 }
 
 pub async fn get_run(

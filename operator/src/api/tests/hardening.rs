@@ -1029,3 +1029,117 @@ async fn declared_sizes_must_match_the_stored_blobs() {
         "holds 1000 bytes",
     );
 }
+
+// ---- item 5: the runs list is paged, filtered on the server ----
+
+#[tokio::test]
+async fn the_runs_list_is_paged_by_cursor_with_filters() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let mut names = Vec::new();
+    for i in 0..7i64 {
+        let pipeline = if i % 2 == 0 { "build" } else { "test" };
+        let r = f
+            .json(
+                Method::POST,
+                "/api/v1/runs",
+                &f.trigger,
+                json!({"pipeline": pipeline, "source": {"upload": {"id": id}}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let name = r.json()["name"].as_str().unwrap().to_string();
+        // One second apart, oldest first (as the API server stamps them).
+        let mut run = f.runs.run("default", &name).unwrap();
+        run.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z"
+                    .parse::<k8s_openapi::jiff::Timestamp>()
+                    .unwrap()
+                    .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i))
+                    .unwrap(),
+            ));
+        f.runs.insert(run);
+        names.push(name);
+    }
+    // The oldest run finished and was deleted: it is in the archive only.
+    f.runs.set_phase("default", &names[0], Phase::Succeeded);
+    f.runs.set_phase("default", &names[2], Phase::Succeeded);
+    let r = f
+        .get(&format!("/api/v1/runs/default/{}", names[0]), &f.reader)
+        .await;
+    assert_eq!(r.json()["archived"], true, "{}", r.body);
+    f.runs.delete("default", &names[0]);
+
+    let page = |q: String| {
+        let f = &f;
+        async move {
+            let r = f.get(&format!("/api/v1/runs?{q}"), &f.reader).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            let v = r.json();
+            let got: Vec<String> = v["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string())
+                .collect();
+            (got, v["next"].as_str().map(str::to_string), v)
+        }
+    };
+    let newest_first: Vec<String> = names.iter().rev().cloned().collect();
+    let (p1, next, _) = page("limit=3".into()).await;
+    assert_eq!(p1, newest_first[..3]);
+    let (p2, next, _) = page(format!("limit=3&cursor={}", next.unwrap())).await;
+    assert_eq!(p2, newest_first[3..6]);
+    let (p3, next, v) = page(format!("limit=3&cursor={}", next.unwrap())).await;
+    assert_eq!(p3, newest_first[6..]);
+    assert_eq!(next, None);
+    assert_eq!(
+        (&v["runs"][0]["live"], &v["runs"][0]["archived"]),
+        (&json!(false), &json!(true))
+    );
+    // A page that ends exactly at the last run has no next.
+    let (all, next, _) = page("limit=7".into()).await;
+    assert_eq!((all.len(), next), (7, None));
+
+    let (tests, _, _) = page("pipeline=test".into()).await;
+    assert_eq!(
+        tests,
+        [names[5].clone(), names[3].clone(), names[1].clone()]
+    );
+    let (done, _, _) = page("phase=Succeeded&pipeline=build".into()).await;
+    assert_eq!(done, [names[2].clone(), names[0].clone()]);
+
+    for (q, part) in [
+        ("limit=0", "limit 0"),
+        ("limit=501", "limit 501"),
+        ("cursor=zz", "invalid cursor"),
+        ("phase=Done", "invalid phase"),
+    ] {
+        let r = f.get(&format!("/api/v1/runs?{q}"), &f.reader).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", part);
+    }
+}
+
+#[tokio::test]
+async fn the_runs_list_reads_no_archive_file_per_run() {
+    let f = fx();
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+    let r = f.get("/api/v1/runs", &f.reader).await;
+    assert_eq!(r.json()["runs"][0]["archived"], true);
+    // The archive index answers: the files are not read again (here: gone).
+    let file =
+        f.st.storage
+            .root()
+            .join(format!("archive/{ns}/{name}.json"));
+    std::fs::remove_file(&file).unwrap();
+    let r = f.get("/api/v1/runs", &f.reader).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["runs"][0]["archived"], true);
+    assert!(
+        !file.exists(),
+        "a listed run that was archived is not written again"
+    );
+}
