@@ -81,10 +81,20 @@ impl ApiTask {
     /// Serve the API for runs in `namespace` (its default namespace), with `client` as its
     /// Kubernetes backend.
     pub async fn start(client: Client, namespace: &str) -> Result<ApiTask> {
+        Self::start_with_runs(client.clone(), namespace, Arc::new(KubeRuns::new(client))).await
+    }
+
+    /// [`ApiTask::start`] with `runs` as the API's run backend (a wrapper of [`KubeRuns`] that
+    /// changes the timing of its calls, say).
+    pub async fn start_with_runs(
+        client: Client,
+        namespace: &str,
+        runs: Arc<dyn api::RunBackend>,
+    ) -> Result<ApiTask> {
         let dir = tempfile::tempdir().context("the API's data directory")?;
         let state = ApiState::open(
             dir.path().join("data"),
-            Arc::new(KubeRuns::new(client.clone())),
+            runs,
             ApiConfig {
                 default_namespace: namespace.to_string(),
                 ..ApiConfig::default()

@@ -63,6 +63,30 @@ impl Cluster {
         })
     }
 
+    /// [`Cluster::start`] with the API's run backend made by `runs` from the bed's client and
+    /// the namespace (to wrap [`sparkwing_operator::api::KubeRuns`]).
+    pub async fn start_with_api_runs(
+        hint: &str,
+        runner_image: String,
+        runs: impl FnOnce(Client, &str) -> std::sync::Arc<dyn sparkwing_operator::api::RunBackend>,
+    ) -> Result<Cluster> {
+        let bed = TestBed::shared().await?;
+        bed.install_crds().await?;
+        let ns = bed.namespace(hint).await?;
+        let client = bed.client().await?;
+        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+        let config = Config::new(runner_image).namespace(ns.name());
+        let backend = runs(client.clone(), ns.name());
+        let op =
+            OperatorTask::start_with_api_runs(client.clone(), config, ns.name(), backend).await?;
+        Ok(Cluster {
+            ns,
+            client,
+            node,
+            op,
+        })
+    }
+
     /// The operator's API.
     pub fn api(&self) -> &ApiTask {
         self.op.api()

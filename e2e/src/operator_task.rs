@@ -52,6 +52,19 @@ impl OperatorTask {
         Ok(op)
     }
 
+    /// [`OperatorTask::start_with_api`] with `runs` as the API's run backend.
+    pub async fn start_with_api_runs(
+        client: Client,
+        config: Config,
+        namespace: &str,
+        runs: std::sync::Arc<dyn sparkwing_operator::api::RunBackend>,
+    ) -> Result<OperatorTask> {
+        let api = ApiTask::start_with_runs(client.clone(), namespace, runs).await?;
+        let mut op = OperatorTask::start(client, api.configure(config));
+        op.api = Some(api);
+        Ok(op)
+    }
+
     /// The in-process API; panics when started without one.
     pub fn api(&self) -> &ApiTask {
         self.api

@@ -3,22 +3,29 @@
 //! external runs, the archive before TTL deletion, the real runner's pool, and the whole loop
 //! (upload, trigger, the real `sparkwing runner` in a runner Job, logs through the API).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use bollard::Docker;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
+use sparkwing_core::reconcile::status::RunStatus;
+use sparkwing_crds::pipeline_run::CancelMode;
 use sparkwing_crds::PipelineRun;
 use sparkwing_e2e::node_emulator::EMULATED_POD_LABEL;
 use sparkwing_e2e::run_status::{phase, reason};
 use sparkwing_e2e::{
     real_runner, test_runner_image, Cluster, NodeEmulator, NodeEmulatorOptions, TestBed,
 };
+use sparkwing_operator::api::{BackendError, KubeRuns, PodClaim, RunBackend};
 
 /// How long anything here may take on a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -276,6 +283,164 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
             .is_some_and(|r| r.iter().any(|r| r["name"] == "slow-kubectl")),
         "{list}"
     );
+    env.shutdown().await
+}
+
+/// The API's run backend with the operator always faster than the trigger: its `create` returns
+/// only once the new run's runner pod is running (its container created, its environment fixed),
+/// as on a loaded machine where the rest of the trigger (minting and storing the token) is slow.
+struct OperatorFirst {
+    inner: KubeRuns,
+    client: kube::Client,
+}
+
+impl OperatorFirst {
+    async fn wait_runner_running(&self, ns: &str, run: &str) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let started = pods.list(&lp).await?.items.iter().any(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                matches!(phase, Some("Running" | "Succeeded" | "Failed"))
+            });
+            if started {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the runner pod of {run} never started"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl RunBackend for OperatorFirst {
+    fn create(&self, run: PipelineRun) -> BoxFuture<'_, Result<PipelineRun, BackendError>> {
+        async move {
+            let created = self.inner.create(run).await?;
+            let (ns, name) = (created.namespace().unwrap_or_default(), created.name_any());
+            self.wait_runner_running(&ns, &name)
+                .await
+                .map_err(|e| BackendError::Other(e.to_string()))?;
+            Ok(created)
+        }
+        .boxed()
+    }
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        self.inner.get(ns, name)
+    }
+    fn list<'a>(
+        &'a self,
+        ns: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>> {
+        self.inner.list(ns)
+    }
+    fn cancel<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        mode: CancelMode,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        self.inner.cancel(ns, name, mode)
+    }
+    fn write_external_status<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        status: &'a RunStatus,
+        resource_version: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        self.inner
+            .write_external_status(ns, name, status, resource_version)
+    }
+    fn annotate<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        annotations: &'a BTreeMap<String, Option<String>>,
+    ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>> {
+        self.inner.annotate(ns, name, annotations)
+    }
+    fn store_runner_token<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        self.inner.store_runner_token(ns, name, token)
+    }
+    fn adopt_runner_token<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        self.inner.adopt_runner_token(run)
+    }
+    fn delete_runner_token<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        self.inner.delete_runner_token(ns, name)
+    }
+    fn pod_claim<'a>(
+        &'a self,
+        ns: &'a str,
+        pod: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PodClaim>, BackendError>> {
+        self.inner.pod_claim(ns, pod)
+    }
+}
+
+/// Issue 13, item 1: on a loaded machine the operator started a runner before the trigger had
+/// written its token Secret (mounted optional), and the runner started without a credential.
+/// Here the operator always wins that race: the runner must still have its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_started_at_once_has_its_token() -> Result<()> {
+    let env = Env(Cluster::start_with_api_runs(
+        "api-creds-race",
+        test_runner_image().await?,
+        |client, _| {
+            Arc::new(OperatorFirst {
+                inner: KubeRuns::new(client.clone()),
+                client,
+            })
+        },
+    )
+    .await?);
+    let id = env
+        .api()
+        .upload_dir(Path::new("tests/fixtures/loop"))
+        .await?;
+    // The trigger answers only once the runner pod runs (OperatorFirst).
+    let created = env
+        .trigger(json!({"pipeline": "slow", "source": {"upload": {"id": id}}}))
+        .await?;
+    let name = created["name"].as_str().context("a name")?.to_string();
+    let pod = runner_pod(&env, &name).await?;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let secret = secrets.get(&format!("{name}-runner-token")).await?;
+    let token = String::from_utf8(secret.data.clone().unwrap_or_default()["token"].0.clone())?;
+    let vars = container_env(&env.node, &pod.name_any()).await?;
+    assert!(
+        vars.contains(&format!("SPARKWING_API_TOKEN={token}")),
+        "the runner started without its token: {vars:?}"
+    );
+    // The Secret was made the run's once it existed (deleted with it).
+    let owners = secret.metadata.owner_references.unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o.kind == "PipelineRun" && o.name == name),
+        "{owners:?}"
+    );
+    env.wait_run(&name, WAIT, "Succeeded", |r| phase(r) == "Succeeded")
+        .await?;
     env.shutdown().await
 }
 
