@@ -327,8 +327,8 @@ pub fn spawn_serving(
 
 /// Expire the runner tokens of runs that ended — finished, cancelled, timed out (any terminal
 /// phase) — or no longer exist (deleted; a token younger than `orphan_token_grace` is kept, as
-/// its run may be being created): their records are removed. One list of the runs, then one
-/// journal write. Returns how many were expired.
+/// its run may be being created): their records are removed. One list of the runs per namespace,
+/// then one journal write. Returns how many were expired.
 pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
     let records = st.tokens.records()?;
     let runner: Vec<_> = records
@@ -339,17 +339,20 @@ pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
     if runner.is_empty() {
         return Ok(0);
     }
-    let runs = st.runs.list(None).await?;
-    let live: std::collections::HashMap<(String, String), bool> = runs
-        .iter()
-        .map(|r| {
+    // One list per namespace that has runner tokens (an operator scoped to namespaces may not
+    // list runs cluster-wide).
+    let namespaces: std::collections::BTreeSet<&str> =
+        runner.iter().map(|(_, (ns, _))| ns.as_str()).collect();
+    let mut live: std::collections::HashMap<(String, String), bool> = Default::default();
+    for ns in namespaces {
+        for r in st.runs.list(Some(ns)).await? {
             use kube::ResourceExt;
-            (
+            live.insert(
                 (r.namespace().unwrap_or_default(), r.name_any()),
-                runs::is_terminal(r),
-            )
-        })
-        .collect();
+                runs::is_terminal(&r),
+            );
+        }
+    }
     let now = k8s_openapi::jiff::Timestamp::now();
     let grace = st.config.orphan_token_grace;
     let expired: std::collections::HashSet<String> = runner
