@@ -2,7 +2,8 @@
 //!
 //! A live run holds an exclusive lock on `runs/<id>/run.lock` for its whole life. A reader that
 //! can take that lock knows the process is gone (the kernel drops locks of dead processes, even
-//! after `kill -9`), and records the run as failed with the reason.
+//! after `kill -9`), and records the run as failed with the reason. Job processes of such a run
+//! that are still alive on this host (their supervisors were killed too) are stopped then.
 
 use crate::engine::now_ms;
 use crate::home::Home;
@@ -34,6 +35,9 @@ pub fn abandoned_runs(store: &mut Store) -> Result<Vec<String>, StoreError> {
             run.pid, run.host
         );
         if store.fail_abandoned_run(&run.id, &reason, now_ms())? {
+            if run.host == crate::engine::host_name() {
+                stop_leftover_processes(&run.id);
+            }
             fixed.push(run.id);
         }
     }
@@ -45,4 +49,37 @@ pub fn open_store(home: &Home) -> Result<Store, StoreError> {
     let mut store = Store::open(&home.root)?;
     abandoned_runs(&mut store)?;
     Ok(store)
+}
+
+/// SIGKILL every process of ours that still carries the run's `SPARKWING_RUN_ID` (every job
+/// process and what it started inherit it). Normally none is left: each job's supervisor kills
+/// its job when the run's process dies; this covers supervisors that were killed as well.
+fn stop_leftover_processes(run_id: &str) {
+    let needle = format!("SPARKWING_RUN_ID={run_id}");
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Unreadable for another user's processes, which are not ours to stop.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod output;
 pub mod process;
 pub mod sink;
 pub mod subpipeline;
+pub mod supervisor;
 
 use crate::box_slots::{BoxSlotError, BoxSlots, SlotGuard, Ticket};
 use crate::compile::Compiled;
@@ -246,6 +247,35 @@ struct JobRuntime {
     outputs: BTreeMap<String, String>,
     /// For an await job's attempt: what its child run printed so far.
     child: Option<subpipeline::ChildTracker>,
+    /// The attempt's `command_failed` control record: the job failed because a command did, and
+    /// is recorded with that command's exit code or signal.
+    failed_command: Option<FailedCommand>,
+}
+
+/// How the command that failed a job ended (from the SDK's `command_failed` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailedCommand {
+    Exited(i32),
+    Signalled(i32),
+}
+
+impl FailedCommand {
+    fn from_record(v: &Value) -> Option<FailedCommand> {
+        let int = |k: &str| v[k].as_i64().and_then(|n| i32::try_from(n).ok());
+        match (int("exit_code"), int("signal")) {
+            (Some(c), _) if c != 0 => Some(FailedCommand::Exited(c)),
+            (_, Some(s)) if s > 0 => Some(FailedCommand::Signalled(s)),
+            _ => None,
+        }
+    }
+
+    /// The job's reason and exit code.
+    fn reason(self) -> (String, Option<i32>) {
+        match self {
+            FailedCommand::Exited(c) => (format!("exit code {c}"), Some(c)),
+            FailedCommand::Signalled(s) => (format!("killed by signal {s}"), None),
+        }
+    }
 }
 
 enum Msg {
@@ -278,7 +308,7 @@ fn user_name() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -561,12 +591,13 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
             started_ms: 0,
             outputs: BTreeMap::new(),
             child: None,
+            failed_command: None,
         });
     }
     let mut sched = Scheduler::new(validated, req.workers);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
-        groups: process::ProcessGroups::default(),
+        supervisors: process::Supervisors::default(),
         req,
         run_id: &run_id,
         run_dir: &run_dir,
@@ -624,7 +655,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
 }
 
 struct Ctx<'a> {
-    groups: process::ProcessGroups,
+    supervisors: process::Supervisors,
     req: &'a RunRequest,
     run_id: &'a str,
     run_dir: &'a std::path::Path,
@@ -884,6 +915,7 @@ fn start(
                 env,
                 timeout: spec.timeout_ms.map(Duration::from_millis),
                 stop_grace: process::STOP_GRACE,
+                merge_output: true,
             }
         }
     };
@@ -895,7 +927,7 @@ fn start(
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
     let tx = ctx.tx.clone();
-    let groups = ctx.groups.clone();
+    let supervisors = ctx.supervisors.clone();
     tokio::spawn(async move {
         let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
         let forward_tx = tx.clone();
@@ -906,7 +938,7 @@ fn start(
                 }
             }
         });
-        let end = process::run_attempt(attempt_spec, line_tx, control_rx, groups).await;
+        let end = process::run_attempt(attempt_spec, line_tx, control_rx, supervisors).await;
         let _ = forward.await;
         let _ = tx.send(Msg::AttemptEnded { job, end });
     });
@@ -963,6 +995,9 @@ fn on_line(
                     )),
                     _ => None,
                 };
+                if kind == "command_failed" {
+                    jobs[job].failed_command = FailedCommand::from_record(&v);
+                }
                 rec.event(Some(&id), &kind, v, human)?;
                 return Ok(());
             }
@@ -1010,8 +1045,16 @@ fn on_attempt_end(
 ) -> Result<Vec<Action>, EngineError> {
     jobs[job].control = None;
     let spec = sched.plan().jobs[job].clone();
+    let failed_command = jobs[job].failed_command.take();
     let (mut outcome, exit_code) = match &end {
         ProcessEnd::Exited(0) => (AttemptOutcome::Success, Some(0)),
+        // The job failed because a command did: record the command's own status.
+        ProcessEnd::Exited(_) if failed_command.is_some() => {
+            let (reason, code) = failed_command
+                .map(FailedCommand::reason)
+                .unwrap_or_default();
+            (AttemptOutcome::Failed { reason }, code)
+        }
         ProcessEnd::Exited(c) => (
             AttemptOutcome::Failed {
                 reason: format!("exit code {c}"),
@@ -1198,7 +1241,7 @@ fn on_interrupt(
         );
         // Kill here, synchronously: the run ends right after this, and the attempts' tasks may
         // never get to act on their Kill message.
-        process::kill_all(&ctx.groups);
+        process::kill_all(&ctx.supervisors);
         let now = now_ms();
         for (j, rt) in jobs.iter_mut().enumerate() {
             if let Some(c) = &rt.control {

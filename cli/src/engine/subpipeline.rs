@@ -92,6 +92,7 @@ pub fn attempt_spec(
         env,
         timeout,
         stop_grace: CHILD_STOP_GRACE,
+        merge_output: false,
     }
 }
 

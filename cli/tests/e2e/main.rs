@@ -11,6 +11,7 @@ mod concurrency;
 mod dag;
 mod hello;
 mod pipeline_cmds;
+mod processes;
 mod runs_cmds;
 mod secrets;
 mod signals;
