@@ -109,8 +109,9 @@ fn runner_of_a_failing_pipeline_exits_1_and_reports_the_failure() {
     assert!(lines.contains(&"about to fail".to_string()), "{lines:?}");
     let run = api.run(&ns, &name);
     assert_eq!(run["jobs"]["broken"]["state"], "failed", "{run}");
-    assert_eq!(run["jobs"]["broken"]["exitCode"], 1, "{run}");
-    assert_eq!(run["jobs"]["broken"]["reason"], "exit code 1", "{run}");
+    // The job's bash step exits 3: the job is recorded with that status.
+    assert_eq!(run["jobs"]["broken"]["exitCode"], 3, "{run}");
+    assert_eq!(run["jobs"]["broken"]["reason"], "exit code 3", "{run}");
     assert_eq!(run["archived"], true, "{run}");
 }
 

@@ -110,10 +110,10 @@ fn supervise(args: &[std::ffi::OsString]) -> Result<End, String> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(sys("signalfd"))?;
 
-    // The standard library gives the child an empty signal mask and default dispositions.
-    let leader = Command::new(program)
-        .args(rest)
-        .process_group(0)
+    let mut leader = Command::new(program);
+    leader.args(rest).process_group(0);
+    unblock_in_child(&mut leader, mask);
+    let leader = leader
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.to_string_lossy()))?;
     let leader = Pid::from_raw(leader.id() as i32);
@@ -169,6 +169,17 @@ fn supervise(args: &[std::ffi::OsString]) -> Result<End, String> {
                 Some(_) => {}
             }
         }
+    }
+}
+
+/// The signal mask is inherited through exec: the job must start with nothing blocked, or it
+/// could never be stopped with SIGTERM.
+#[allow(unsafe_code)]
+fn unblock_in_child(cmd: &mut Command, mask: SigSet) {
+    // SAFETY: the closure runs in the forked child before exec; it only calls pthread_sigmask,
+    // which is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || mask.thread_unblock().map_err(std::io::Error::from));
     }
 }
 

@@ -67,6 +67,20 @@ fn ctrl_c_with_a_daemon_still_runs_finally_and_exits_130() {
 }
 
 #[test]
+fn a_cancelled_job_gets_sigterm_it_can_handle() {
+    let sw = Sw::fixture("procs");
+    let mut run = sw.spawn(["run", "graceful"]);
+    let id = run.wait_run_id();
+    sw.wait_for_log_line(&id, "long", "started");
+    run.signal(Signal::SIGINT);
+    let out = run.finish_within(Duration::from_secs(60));
+    out.assert_code(130);
+    // The job's trap ran: SIGTERM reached it (not blocked), before any SIGKILL.
+    assert_eq!(sw.log_lines(&id, "long"), ["started", "got SIGTERM"]);
+    assert_run_processes_gone(&id);
+}
+
+#[test]
 fn a_timed_out_job_ignoring_sigterm_keeps_its_worker_until_it_is_gone() {
     let sw = Sw::fixture("procs");
     let out = sw.sw(["run", "stubborn-timeout", "--sw-workers", "1"]);
