@@ -258,15 +258,15 @@ pub fn redacted(specs: &[ArgSpec], values: &Map<String, Value>) -> Map<String, V
         .collect()
 }
 
-/// The textual values of secret args, for the masker.
-pub fn secret_values(specs: &[ArgSpec], values: &Map<String, Value>) -> Vec<String> {
+/// The secret args' names and textual values, for the masker.
+pub fn secret_values(specs: &[ArgSpec], values: &Map<String, Value>) -> Vec<(String, String)> {
     specs
         .iter()
         .filter(|s| s.secret)
-        .filter_map(|s| values.get(&s.name))
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        .filter_map(|s| values.get(&s.name).map(|v| (s.name.clone(), v)))
+        .map(|(name, v)| match v {
+            Value::String(s) => (name, s.clone()),
+            other => (name, other.to_string()),
         })
         .collect()
 }
@@ -437,6 +437,9 @@ mod tests {
         s[0].secret = true;
         let v = resolve(&s, &BTreeMap::new(), &cli(&["--name", "hunter2"])).unwrap();
         assert_eq!(redacted(&s, &v)["name"], json!(MASK));
-        assert_eq!(secret_values(&s, &v), vec!["hunter2".to_string()]);
+        assert_eq!(
+            secret_values(&s, &v),
+            vec![("name".to_string(), "hunter2".to_string())]
+        );
     }
 }

@@ -211,7 +211,10 @@ fn print_pipeline_help(
     }
     if !info.secrets.is_empty() {
         println!();
-        println!("SECRETS (read from the environment, masked in logs):");
+        println!(
+            "SECRETS (read from the environment, masked in logs when at least {} characters long):",
+            sparkwing_core::mask::MIN_SECRET_LEN
+        );
         for s in &info.secrets {
             println!("    {s}");
         }
