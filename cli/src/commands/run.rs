@@ -350,7 +350,7 @@ pub fn run(args: RunArgs) -> CmdResult {
     };
     let compiled = match compile::ensure(&home.cache, &project, progress) {
         Ok(c) => c,
-        Err(e @ CompileError::BuildFailed { .. }) => {
+        Err(e @ (CompileError::BuildFailed { .. } | CompileError::FetchFailed { .. })) => {
             let msg = format!("compile error: {e}");
             let id =
                 record_failed_start(&home, &project, &pipeline.name, &pipeline.entrypoint, &msg)?;

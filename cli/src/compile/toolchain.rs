@@ -67,6 +67,14 @@ fn stamp(project_dir: &Path) -> String {
     parts.join("\n")
 }
 
+/// The host triple of a `rustc -vV` output (its `host:` line).
+pub fn host(fingerprint: &str) -> Option<&str> {
+    fingerprint
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::trim)
+}
+
 /// `rustc -vV` as cargo would see it from `project_dir`; cached under `cache/toolchain/`.
 pub fn fingerprint(cache: &Path, project_dir: &Path) -> std::io::Result<String> {
     let stamp = stamp(project_dir);
