@@ -56,7 +56,8 @@ fn pieces(value: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Which of the named secret values are (partly) too short to be masked: the value as a whole,
-/// or a non-blank line of a multi-line value. Blank lines are never masked and not reported.
+/// or a non-blank line of a multi-line value. Blank values and lines hide nothing and are not
+/// reported.
 pub fn unmasked<'a>(secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Unmasked> {
     let mut out = Vec::new();
     for (name, value) in secrets {
@@ -73,7 +74,7 @@ pub fn unmasked<'a>(secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Ve
                     });
                 }
             }
-        } else if chars < MIN_SECRET_LEN {
+        } else if chars > 0 && chars < MIN_SECRET_LEN {
             out.push(Unmasked {
                 name: name.to_string(),
                 line: None,
@@ -217,7 +218,12 @@ mod tests {
         let m = Masker::new(["e".to_string(), "the".to_string(), " ".to_string()]);
         assert!(m.is_empty());
         assert_eq!(m.mask("the other weather"), "the other weather");
-        let short = unmasked([("TOKEN", "the"), ("--pw", "long-enough"), ("E", " e\n")]);
+        let short = unmasked([
+            ("TOKEN", "the"),
+            ("--pw", "long-enough"),
+            ("E", " e\n"),
+            ("EMPTY", ""),
+        ]);
         assert_eq!(
             short,
             [
