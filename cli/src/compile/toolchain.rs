@@ -112,3 +112,13 @@ pub fn fingerprint(cache: &Path, project_dir: &Path) -> std::io::Result<String> 
     std::fs::rename(&tmp, &memo)?;
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_is_the_host_line() {
+        let vv = "rustc 1.95.0 (59807616e 2026-03-21)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        assert_eq!(super::host(vv), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(super::host("rustc 1.95.0\n"), None);
+    }
+}
