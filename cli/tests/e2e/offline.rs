@@ -144,3 +144,39 @@ fn missing_dependencies_send_cargo_online_and_sparkwing_says_so() {
     );
     assert!(entries(cache.path()).is_empty());
 }
+
+// A lock file cargo has to update (the manifest changed) is updated before the key is computed:
+// still one entry per build, under the key of the tree the build left.
+#[test]
+fn a_stale_lock_file_is_updated_before_the_build_and_cached_once() {
+    let mut sw = Sw::empty();
+    let cache = own_cache(&mut sw);
+    without_network(&mut sw);
+    let lock = scaffold(&sw);
+    let first = sw.sw(["run", "build"]);
+    first.assert_code(0);
+    let (_, first_key) = binary_of(&first);
+
+    let manifest = sw.root().join(".sparkwing/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1),
+    )
+    .unwrap();
+    let second = sw.sw(["run", "build"]);
+    second.assert_code(0);
+    let (source, key) = binary_of(&second);
+    assert_eq!(source, "compiled", "{second}");
+    assert!(
+        std::fs::read_to_string(&lock)
+            .unwrap()
+            .contains("name = \"sparkwing-pipelines\"\nversion = \"0.2.0\""),
+        "cargo updated the lock file"
+    );
+    let mut expected = vec![first_key, key.clone()];
+    expected.sort();
+    assert_eq!(entries(cache.path()), expected);
+    let third = sw.sw(["run", "build"]);
+    assert_eq!(binary_of(&third), ("cached".to_string(), key));
+}
