@@ -18,7 +18,7 @@ use job_log::JobLog;
 use output::{human_duration, Terminal};
 use process::{AttemptSpec, Control, Line, ProcessEnd};
 use serde_json::{json, Map, Value};
-use sparkwing_core::mask::Masker;
+use sparkwing_core::mask::{self, Masker};
 use sparkwing_core::protocol::{PipelineInfo, PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
 use sparkwing_core::{dag, JobState, RunStatus, Scheduler};
@@ -342,18 +342,46 @@ pub async fn execute_with_id(req: RunRequest) -> Result<(Option<String>, ExitCod
     }
 }
 
-fn masker_for(req: &RunRequest) -> Masker {
-    let mut secrets: Vec<String> = req
+/// The run's secret values, each with what it is called: `.secret(NAME)` environment variables
+/// (`NAME`), then secret args (`--name`).
+fn secrets_of(req: &RunRequest) -> Vec<(String, String)> {
+    let mut secrets: Vec<(String, String)> = req
         .info
         .secrets
         .iter()
-        .filter_map(|name| std::env::var(name).ok())
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
-    secrets.extend(sparkwing_core::args::secret_values(
-        &req.info.args,
-        &req.args,
-    ));
-    Masker::new(secrets)
+    secrets.extend(
+        sparkwing_core::args::secret_values(&req.info.args, &req.args)
+            .into_iter()
+            .map(|(name, v)| (format!("--{name}"), v)),
+    );
+    secrets
+}
+
+fn masker_for(req: &RunRequest) -> Masker {
+    Masker::new(secrets_of(req).into_iter().map(|(_, v)| v))
+}
+
+/// Record (and show) a warning for each secret too short to be masked.
+fn warn_unmasked(rec: &mut Recorder, req: &RunRequest) -> Result<(), EngineError> {
+    let secrets = secrets_of(req);
+    let named = secrets.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    for u in mask::unmasked(named) {
+        let message = u.to_string();
+        if rec.term.format == Format::Json {
+            // stdout is for machines then; a person reads stderr.
+            eprintln!("warning: {message}");
+        }
+        let human = format!("{} {message}", rec.term.yellow("warning:"));
+        rec.event(
+            None,
+            "secret_not_masked",
+            json!({"secret": u.name, "line": u.line, "chars": u.chars, "min_chars": mask::MIN_SECRET_LEN, "message": message}),
+            Some(human),
+        )?;
+    }
+    Ok(())
 }
 
 /// Continue a run the host already recorded and admitted (inside a runner container).
@@ -456,6 +484,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         json!({"pipeline": req.pipeline, "args": redacted, "binary": req.binary.source, "binary_key": req.binary.key, "runner": req.runner, "log_dir": run_dir}),
         Some(start_line),
     )?;
+    warn_unmasked(&mut rec, req)?;
 
     if let (Some(gate), true) = (&req.box_slots, ticket.is_some()) {
         let waited_from = std::time::Instant::now();

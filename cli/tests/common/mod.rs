@@ -334,6 +334,7 @@ impl Sw {
             .env("SPARKWING_LOG_FORMAT", "json")
             .env_remove("SPARKWING_BOX_SLOTS")
             .env_remove("MY_TOKEN")
+            .env_remove("MY_KEY")
             .env_remove("HELLO_TOKEN");
         for (k, v) in &self.envs {
             c.env(k, v);

@@ -10,6 +10,7 @@ mod cache;
 mod concurrency;
 mod dag;
 mod hello;
+mod offline;
 mod pipeline_cmds;
 mod processes;
 mod runs_cmds;
