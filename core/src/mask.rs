@@ -12,7 +12,7 @@ pub const MASK: &str = "***";
 /// whitespace is trimmed, are not masked: short values occur in ordinary text (`the` would turn
 /// `the other weather` into `*** o***r wea***r`) while masking them hides next to nothing. A run
 /// warns about each one (`secret_not_masked`). Documented in `docs/authoring.md`.
-pub const MIN_SECRET_LEN: usize = 8;
+pub const MIN_SECRET_LEN: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
@@ -241,12 +241,12 @@ mod tests {
         );
         assert_eq!(
             short[0].to_string(),
-            "secret TOKEN has 3 characters, fewer than the 8 sparkwing masks, so it is not masked in logs and records; use a longer value"
+            "secret TOKEN has 3 characters, fewer than the 4 sparkwing masks, so it is not masked in logs and records; use a longer value"
         );
         // Exactly the minimum is masked.
-        let m = Masker::new(["12345678".to_string()]);
-        assert_eq!(m.mask("a12345678b"), "a***b");
-        assert!(unmasked([("X", "12345678")]).is_empty());
+        let m = Masker::new(["1234".to_string()]);
+        assert_eq!(m.mask("a1234b"), "a***b");
+        assert!(unmasked([("X", "1234")]).is_empty());
     }
 
     #[test]
@@ -266,7 +266,7 @@ mod tests {
         );
         assert_eq!(
             unmasked([("KEY", value)])[0].to_string(),
-            "line 2 of secret KEY has 2 characters, fewer than the 8 sparkwing masks, so it is not masked in logs and records; use a longer value"
+            "line 2 of secret KEY has 2 characters, fewer than the 4 sparkwing masks, so it is not masked in logs and records; use a longer value"
         );
     }
 

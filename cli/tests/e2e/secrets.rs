@@ -181,33 +181,33 @@ fn every_line_of_a_multi_line_secret_is_masked() {
     assert_no_key_line("runs logs", &logs.stdout);
 }
 
-// Secrets shorter than 8 characters are not masked (they would shred ordinary text); the run says
+// Secrets shorter than 4 characters are not masked (they would shred ordinary text); the run says
 // so for each, in a recorded event and on stderr.
 #[test]
 fn short_secrets_are_not_masked_and_the_run_warns() {
     let mut sw = Sw::fixture("rich");
     sw.env("MY_KEY", "the");
-    let out = sw.sw(["run", "multiline-secrets", "--pin", "1234"]);
+    let out = sw.sw(["run", "multiline-secrets", "--pin", "123"]);
     out.assert_code(0);
     let id = out.run_id();
     let show = sw.log_lines(&id, "show");
     assert!(show.iter().any(|l| l == "the other weather"), "{show:?}");
-    assert!(show.iter().any(|l| l == "pin is 1234"), "{show:?}");
+    assert!(show.iter().any(|l| l == "pin is 123"), "{show:?}");
 
     let warnings = out.events("secret_not_masked");
     let named: Vec<(&str, u64)> = warnings
         .iter()
         .map(|w| (w["secret"].as_str().unwrap(), w["chars"].as_u64().unwrap()))
         .collect();
-    assert_eq!(named, [("MY_KEY", 3), ("--pin", 4)], "{out}");
-    assert!(warnings.iter().all(|w| w["min_chars"] == 8), "{out}");
+    assert_eq!(named, [("MY_KEY", 3), ("--pin", 3)], "{out}");
+    assert!(warnings.iter().all(|w| w["min_chars"] == 4), "{out}");
     assert!(
         out.stderr.contains(
-            "warning: secret MY_KEY has 3 characters, fewer than the 8 sparkwing masks, so it is not masked in logs and records; use a longer value"
+            "warning: secret MY_KEY has 3 characters, fewer than the 4 sparkwing masks, so it is not masked in logs and records; use a longer value"
         ),
         "{out}"
     );
-    assert!(out.stderr.contains("warning: secret --pin has 4"), "{out}");
+    assert!(out.stderr.contains("warning: secret --pin has 3"), "{out}");
     // Recorded with the run.
     let (_, st) = sw.status(&id);
     let recorded = st["events"]
