@@ -56,28 +56,15 @@ pub fn open_store(home: &Home) -> Result<Store, StoreError> {
 /// its job when the run's process dies; this covers supervisors that were killed as well.
 fn stop_leftover_processes(run_id: &str) {
     let needle = format!("SPARKWING_RUN_ID={run_id}");
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
+    let me = std::process::id() as i32;
+    for pid in crate::engine::supervisor::process_ids().filter(|&p| p != me) {
         // Unreadable for another user's processes, which are not ours to stop.
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
         if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
+                nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }

@@ -210,21 +210,9 @@ fn kill_all(sig: Signal) {
 
 /// The pids below `root`, read from /proc (parents before their children).
 fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of: Vec<(i32, i32)> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if let Some(ppid) = read_ppid(pid) {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
+    let parent_of: Vec<(i32, i32)> = process_ids()
+        .filter_map(|pid| Some((pid, read_ppid(pid)?)))
+        .collect();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
@@ -239,6 +227,15 @@ fn descendants(root: i32) -> Vec<i32> {
     }
     found.remove(0);
     found
+}
+
+/// Every process id in /proc.
+pub fn process_ids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
 }
 
 /// The parent pid from /proc/PID/stat (the command name may hold spaces and parentheses, so

@@ -30,6 +30,25 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Start `pipeline` and wait until its `long` job has printed `started`.
+fn start_long(sw: &Sw, pipeline: &str) -> (Running, String) {
+    let mut run = sw.spawn(["run", pipeline]);
+    let id = run.wait_run_id();
+    sw.wait_for_log_line(&id, "long", "started");
+    (run, id)
+}
+
+/// [`start_long`], then wait until the supervisor, the job, its bash, its sleep and the daemon
+/// all run; returns the engine's pid too.
+fn start_with_daemon(sw: &Sw) -> (Running, String, i32) {
+    let (run, id) = start_long(sw, "daemon-cancel");
+    let engine = run.pid();
+    wait_until(Duration::from_secs(30), "the job's processes", || {
+        job_processes(&id, engine).len() >= 5
+    });
+    (run, id, engine)
+}
+
 #[test]
 fn a_daemon_left_holding_the_output_does_not_hold_the_job() {
     let sw = Sw::fixture("procs");
@@ -50,9 +69,7 @@ fn a_daemon_left_holding_the_output_does_not_hold_the_job() {
 #[test]
 fn ctrl_c_with_a_daemon_still_runs_finally_and_exits_130() {
     let sw = Sw::fixture("procs");
-    let mut run = sw.spawn(["run", "daemon-cancel"]);
-    let id = run.wait_run_id();
-    sw.wait_for_log_line(&id, "long", "started");
+    let (run, id) = start_long(&sw, "daemon-cancel");
     run.signal(Signal::SIGINT);
     // The grace is 5 s; the daemon and the job's sleep run for 300 s.
     let out = run.finish_within(Duration::from_secs(60));
@@ -69,9 +86,7 @@ fn ctrl_c_with_a_daemon_still_runs_finally_and_exits_130() {
 #[test]
 fn a_cancelled_job_gets_sigterm_it_can_handle() {
     let sw = Sw::fixture("procs");
-    let mut run = sw.spawn(["run", "graceful"]);
-    let id = run.wait_run_id();
-    sw.wait_for_log_line(&id, "long", "started");
+    let (run, id) = start_long(&sw, "graceful");
     run.signal(Signal::SIGINT);
     let out = run.finish_within(Duration::from_secs(60));
     out.assert_code(130);
@@ -104,14 +119,7 @@ fn a_timed_out_job_ignoring_sigterm_keeps_its_worker_until_it_is_gone() {
 #[test]
 fn kill_9_of_the_run_takes_its_jobs_and_their_daemons_with_it() {
     let sw = Sw::fixture("procs");
-    let mut run = sw.spawn(["run", "daemon-cancel"]);
-    let id = run.wait_run_id();
-    sw.wait_for_log_line(&id, "long", "started");
-    let engine = run.pid();
-    // The supervisor, the job, its bash, its sleep and the daemon.
-    wait_until(Duration::from_secs(30), "the job's processes", || {
-        job_processes(&id, engine).len() >= 5
-    });
+    let (run, id, _) = start_with_daemon(&sw);
     run.signal(Signal::SIGKILL);
     let out = run.finish_within(Duration::from_secs(30));
     assert_eq!(out.code, -1, "killed by a signal: {out}");
@@ -171,13 +179,7 @@ fn stdout_and_stderr_keep_the_order_they_were_written_in() {
 #[test]
 fn jobs_left_by_a_run_killed_with_its_supervisors_are_stopped_by_the_next_read() {
     let sw = Sw::fixture("procs");
-    let mut run = sw.spawn(["run", "daemon-cancel"]);
-    let id = run.wait_run_id();
-    sw.wait_for_log_line(&id, "long", "started");
-    let engine = run.pid();
-    wait_until(Duration::from_secs(30), "the job's processes", || {
-        job_processes(&id, engine).len() >= 5
-    });
+    let (run, id, engine) = start_with_daemon(&sw);
     // Kill the run and every supervisor under it at once, as a crash of the whole tree would.
     let supervisors: Vec<i32> = job_processes(&id, engine)
         .into_iter()
