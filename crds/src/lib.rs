@@ -104,7 +104,7 @@ pub enum GenerateError {
     Yaml {
         name: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_yaml_ng::Error,
     },
 }
 
@@ -120,7 +120,7 @@ pub fn generate() -> Result<Vec<GeneratedFile>, GenerateError> {
                 .ok_or_else(|| GenerateError::Unnamed {
                     name: crd.spec.names.kind.clone(),
                 })?;
-            let yaml = serde_yaml::to_string(&crd).map_err(|source| GenerateError::Yaml {
+            let yaml = serde_yaml_ng::to_string(&crd).map_err(|source| GenerateError::Yaml {
                 name: name.clone(),
                 source,
             })?;
