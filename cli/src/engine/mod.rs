@@ -726,11 +726,7 @@ fn finish(
             eprintln!("warning: run {}: {report}", rec.run_id);
         }
     }
-    Ok(match status {
-        RunStatus::Success => ExitCode::Success,
-        RunStatus::Cancelled => ExitCode::Cancelled,
-        _ => ExitCode::RunFailed,
-    })
+    Ok(ExitCode::of_run(status))
 }
 
 /// Ask the binary for the plan.
