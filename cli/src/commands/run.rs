@@ -156,11 +156,15 @@ pub(crate) fn log_format() -> Result<Format, CliError> {
         .as_deref()
     {
         None | Some("") => Ok(if tty {
-            Format::Pretty { color: true }
+            Format::Pretty {
+                color: env_vars::colors(tty),
+            }
         } else {
             Format::Json
         }),
-        Some("pretty") => Ok(Format::Pretty { color: tty }),
+        Some("pretty") => Ok(Format::Pretty {
+            color: env_vars::colors(tty),
+        }),
         Some("json") => Ok(Format::Json),
         Some(other) => Err(CliError::new(
             ExitCode::Usage,
