@@ -13,7 +13,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   CARGO_TARGET_DIR=/var/tmp/sparkwing-cargo-fuzz-build cargo install cargo-fuzz --locked --quiet
 fi
-for target in manifest; do
+for target in manifest sdk_json; do
   corpus="$(mktemp -d)"
   cp seeds/"$target"/* "$corpus"/
   echo "fuzzing $target for ${secs}s"

@@ -11,5 +11,13 @@ pub const SPARKWING_CACHE_MAX_ENTRIES: &str = "SPARKWING_CACHE_MAX_ENTRIES";
 pub const SPARKWING_CACHE_MAX_BYTES: &str = "SPARKWING_CACHE_MAX_BYTES";
 /// `pretty` or `json`: how `sparkwing run` prints logs (default: pretty on a TTY, else json).
 pub const SPARKWING_LOG_FORMAT: &str = "SPARKWING_LOG_FORMAT";
+/// Set and not empty: no colours anywhere (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
+
+/// Whether output to a terminal (`tty`) may be coloured: only on a terminal, and never when
+/// `NO_COLOR` is set to something.
+pub fn colors(tty: bool) -> bool {
+    tty && std::env::var_os(NO_COLOR).is_none_or(|v| v.is_empty())
+}
 /// The cargo to compile pipelines with (default `cargo` on PATH).
 pub const CARGO: &str = "CARGO";

@@ -1,5 +1,7 @@
 //! Exit codes of the `sparkwing` command. Documented in `docs/exit-codes.md`; keep both in sync.
 
+use sparkwing_core::RunStatus;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     /// The run (or command) succeeded.
@@ -36,5 +38,40 @@ pub enum ExitCode {
 impl ExitCode {
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// How `run`, `runs status` and `runs wait` exit for a run in `status`: 0 only when it
+    /// succeeded, 130 when it was cancelled, 1 otherwise. The one mapping of run states to exit
+    /// codes; a cluster run's phase goes through [`ExitCode::of_phase`].
+    pub fn of_run(status: RunStatus) -> ExitCode {
+        match status {
+            RunStatus::Success => ExitCode::Success,
+            RunStatus::Cancelled => ExitCode::Cancelled,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Failed => ExitCode::RunFailed,
+        }
+    }
+
+    /// [`ExitCode::of_run`] for a `PipelineRun` phase as the API reports it (`Succeeded`, ...).
+    pub fn of_phase(phase: &str) -> ExitCode {
+        ExitCode::of_run(match phase {
+            "Succeeded" => RunStatus::Success,
+            "Cancelled" => RunStatus::Cancelled,
+            _ => RunStatus::Failed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_phases_map_to_the_documented_codes() {
+        assert_eq!(ExitCode::of_run(RunStatus::Success).code(), 0);
+        assert_eq!(ExitCode::of_run(RunStatus::Failed).code(), 1);
+        assert_eq!(ExitCode::of_run(RunStatus::Cancelled).code(), 130);
+        assert_eq!(ExitCode::of_phase("Succeeded").code(), 0);
+        assert_eq!(ExitCode::of_phase("Failed").code(), 1);
+        assert_eq!(ExitCode::of_phase("Cancelled").code(), 130);
     }
 }

@@ -20,6 +20,14 @@ mod store;
 use clap::Parser;
 
 fn main() {
+    // A job attempt's supervisor: checked before any parsing, it is started for every job.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == engine::supervisor::SUBCOMMAND)
+    {
+        engine::supervisor::main(&args[2..]);
+    }
     let cli = cli::Cli::parse();
     // Only for commands that print and exit; `run` and the dashboard server keep running.
     if matches!(
@@ -31,7 +39,7 @@ fn main() {
             | cli::Command::Completion { .. }
             | cli::Command::Version { .. }
     ) {
-        restore_default_sigpipe();
+        restore_default_signal(nix::sys::signal::Signal::SIGPIPE);
     }
     let code = commands::dispatch(cli);
     std::process::exit(code.code());
@@ -40,11 +48,13 @@ fn main() {
 /// Read commands die quietly when their reader goes away (`sparkwing runs list | head`), like
 /// other Unix tools, instead of panicking on a closed stdout. `run` keeps Rust's default (SIGPIPE
 /// ignored): a closed stdout must not kill a run, whose record and logs are still kept.
+/// Also used by a job's supervisor to die of the signal that killed the job.
 #[allow(unsafe_code)]
-fn restore_default_sigpipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is always a valid handler.
+fn restore_default_signal(sig: nix::sys::signal::Signal) {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: called from the main thread of a process that installs no signal handlers (at
+    // start-up, or in a supervisor, which has no other threads); SIG_DFL is always valid.
     unsafe {
-        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+        let _ = signal(sig, SigHandler::SigDfl);
     }
 }

@@ -155,7 +155,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ProfilesFile, ProfileError> {
     if text.trim().is_empty() {
         return Ok(ProfilesFile::default());
     }
-    let file: ProfilesFile = serde_yaml::from_str(text).map_err(|e| {
+    let file: ProfilesFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
@@ -200,7 +200,7 @@ pub fn save(path: &Path, file: &ProfilesFile) -> Result<(), ProfileError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(werr)?;
     }
-    let text = serde_yaml::to_string(file).map_err(|e| werr(std::io::Error::other(e)))?;
+    let text = serde_yaml_ng::to_string(file).map_err(|e| werr(std::io::Error::other(e)))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

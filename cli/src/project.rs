@@ -171,7 +171,7 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config, ProjectError> {
     let config: Config = if text.trim().is_empty() {
         Config::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| {
+        serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -220,7 +220,7 @@ pub fn valid_pipeline_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-/// serde_yaml appends " at line L column C" to messages; we print the location up front instead.
+/// serde_yaml_ng appends " at line L column C" to messages; we print the location up front instead.
 fn clean_yaml_message(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),

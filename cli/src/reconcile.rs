@@ -2,7 +2,8 @@
 //!
 //! A live run holds an exclusive lock on `runs/<id>/run.lock` for its whole life. A reader that
 //! can take that lock knows the process is gone (the kernel drops locks of dead processes, even
-//! after `kill -9`), and records the run as failed with the reason.
+//! after `kill -9`), and records the run as failed with the reason. Job processes of such a run
+//! that are still alive on this host (their supervisors were killed too) are stopped then.
 
 use crate::engine::now_ms;
 use crate::home::Home;
@@ -34,6 +35,9 @@ pub fn abandoned_runs(store: &mut Store) -> Result<Vec<String>, StoreError> {
             run.pid, run.host
         );
         if store.fail_abandoned_run(&run.id, &reason, now_ms())? {
+            if run.host == crate::engine::host_name() {
+                stop_leftover_processes(&run.id);
+            }
             fixed.push(run.id);
         }
     }
@@ -45,4 +49,24 @@ pub fn open_store(home: &Home) -> Result<Store, StoreError> {
     let mut store = Store::open(&home.root)?;
     abandoned_runs(&mut store)?;
     Ok(store)
+}
+
+/// SIGKILL every process of ours that still carries the run's `SPARKWING_RUN_ID` (every job
+/// process and what it started inherit it). Normally none is left: each job's supervisor kills
+/// its job when the run's process dies; this covers supervisors that were killed as well.
+fn stop_leftover_processes(run_id: &str) {
+    let needle = format!("SPARKWING_RUN_ID={run_id}");
+    let me = std::process::id() as i32;
+    for pid in crate::engine::supervisor::process_ids().filter(|&p| p != me) {
+        // Unreadable for another user's processes, which are not ours to stop.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

@@ -336,28 +336,9 @@ fn trigger_passes_timeout_and_max_attempts_and_bad_ones_are_refused() {
     assert_eq!(api.runs().len(), before);
 }
 
-/// `sparkwing ARGS` with stdout and stderr on a pseudo-terminal (util-linux `script`), as a user
-/// at a terminal runs it; what the terminal got, as `stdout`.
+/// [`Sw::on_a_tty`] without the profile the world sets.
 fn sw_on_a_tty(w: &Sw, args: &[&str]) -> Out {
-    let plain = w.cmd(args);
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let line: Vec<String> = std::iter::once(common::BIN)
-        .chain(args.iter().copied())
-        .map(quote)
-        .collect();
-    let mut c = std::process::Command::new("script");
-    c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
-    if let Some(dir) = plain.get_current_dir() {
-        c.current_dir(dir);
-    }
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.env_remove("SPARKWING_PROFILE");
-    Running::spawn(c).finish_within(DEADLINE)
+    w.on_a_tty(args, &["SPARKWING_PROFILE"])
 }
 
 #[test]

@@ -22,14 +22,24 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// An arg the run cannot take. Every one lists the args the pipeline declares, so whoever typed
+/// it sees what would have worked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArgError {
-    #[error("unknown arg --{name} (from {origin}){}; valid args: {}", suggestion_text(.suggestion), valid_list(.valid))]
+#[error("{problem}; valid args: {}", valid_list(.valid))]
+pub struct ArgError {
+    pub problem: ArgProblem,
+    /// The declared args' names, in declaration order.
+    pub valid: Vec<String>,
+}
+
+/// What is wrong with the args, without the list of valid ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgProblem {
+    #[error("unknown arg --{name} (from {origin}){}", suggestion_text(.suggestion))]
     Unknown {
         name: String,
         origin: Source,
         suggestion: Option<String>,
-        valid: Vec<String>,
     },
     #[error("--{name} expects {} value, got {value:?} (from {origin})", article(*.kind))]
     Invalid {
@@ -38,11 +48,18 @@ pub enum ArgError {
         value: String,
         origin: Source,
     },
-    #[error("--{0} needs a value (e.g. --{0} VALUE)")]
+    #[error("--{name} is out of range for {}: {value:?} (from {origin}); {}", article(*.kind), range(*.kind))]
+    OutOfRange {
+        name: String,
+        kind: ArgKind,
+        value: String,
+        origin: Source,
+    },
+    #[error("--{0} needs a value (e.g. --{0} VALUE or --{0}=VALUE)")]
     MissingValue(String),
     #[error("--{0} is required; pass --{0} VALUE")]
     Required(String),
-    #[error("--{0} is given twice")]
+    #[error("--{0} is given twice; give it once")]
     Duplicate(String),
     #[error("unexpected argument {0:?}: pipeline args are named, as --NAME VALUE")]
     Positional(String),
@@ -76,31 +93,76 @@ fn article(kind: ArgKind) -> &'static str {
     }
 }
 
-/// Parse one textual value as the arg's kind.
-pub fn parse_value(kind: ArgKind, text: &str) -> Option<Value> {
+fn range(kind: ArgKind) -> String {
     match kind {
-        ArgKind::String => Some(Value::String(text.to_string())),
-        ArgKind::Int => text.trim().parse::<i64>().ok().map(Value::from),
-        ArgKind::Float => text
+        ArgKind::Int => format!("ints go from {} to {}", i64::MIN, i64::MAX),
+        ArgKind::Float => format!("floats must be finite (at most {:e} in size)", f64::MAX),
+        ArgKind::String | ArgKind::Bool => String::new(),
+    }
+}
+
+/// Why a text is not a value of a kind.
+enum BadValue {
+    Invalid,
+    OutOfRange,
+}
+
+fn parse(kind: ArgKind, text: &str) -> Result<Value, BadValue> {
+    use std::num::IntErrorKind;
+    match kind {
+        ArgKind::String => Ok(Value::String(text.to_string())),
+        ArgKind::Int => text
             .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(Value::from),
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|e| match e.kind() {
+                IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => BadValue::OutOfRange,
+                _ => BadValue::Invalid,
+            }),
+        ArgKind::Float => match text.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::from(f)),
+            // `1e999` parses as infinity; "inf" and "NaN" are spelled out and simply invalid.
+            Ok(_) if text.trim().chars().any(|c| c.is_ascii_digit()) => Err(BadValue::OutOfRange),
+            _ => Err(BadValue::Invalid),
+        },
         ArgKind::Bool => match text.trim() {
-            "true" | "yes" | "1" => Some(Value::Bool(true)),
-            "false" | "no" | "0" => Some(Value::Bool(false)),
-            _ => None,
+            "true" | "yes" | "1" => Ok(Value::Bool(true)),
+            "false" | "no" | "0" => Ok(Value::Bool(false)),
+            _ => Err(BadValue::Invalid),
         },
     }
 }
 
-fn unknown(name: &str, specs: &[ArgSpec], source: Source) -> ArgError {
-    ArgError::Unknown {
+/// Parse one textual value as the arg's kind.
+pub fn parse_value(kind: ArgKind, text: &str) -> Option<Value> {
+    parse(kind, text).ok()
+}
+
+fn parse_arg(spec: &ArgSpec, text: &str, origin: Source) -> Result<Value, ArgProblem> {
+    parse(spec.kind, text).map_err(|bad| {
+        let (name, kind, value) = (spec.name.clone(), spec.kind, text.to_string());
+        match bad {
+            BadValue::Invalid => ArgProblem::Invalid {
+                name,
+                kind,
+                value,
+                origin,
+            },
+            BadValue::OutOfRange => ArgProblem::OutOfRange {
+                name,
+                kind,
+                value,
+                origin,
+            },
+        }
+    })
+}
+
+fn unknown(name: &str, specs: &[ArgSpec], origin: Source) -> ArgProblem {
+    ArgProblem::Unknown {
         name: name.to_string(),
-        origin: source,
+        origin,
         suggestion: closest(name, specs.iter().map(|s| s.name.as_str())).map(str::to_string),
-        valid: specs.iter().map(|s| s.name.clone()).collect(),
     }
 }
 
@@ -110,6 +172,17 @@ pub fn resolve(
     config: &BTreeMap<String, String>,
     cli: &[String],
 ) -> Result<Map<String, Value>, ArgError> {
+    resolve_values(specs, config, cli).map_err(|problem| ArgError {
+        problem,
+        valid: specs.iter().map(|s| s.name.clone()).collect(),
+    })
+}
+
+fn resolve_values(
+    specs: &[ArgSpec],
+    config: &BTreeMap<String, String>,
+    cli: &[String],
+) -> Result<Map<String, Value>, ArgProblem> {
     let mut values = Map::new();
     for spec in specs {
         if let Some(d) = &spec.default {
@@ -121,13 +194,7 @@ pub fn resolve(
             .iter()
             .find(|s| &s.name == name)
             .ok_or_else(|| unknown(name, specs, Source::ConfigFile))?;
-        let v = parse_value(spec.kind, text).ok_or_else(|| ArgError::Invalid {
-            name: name.clone(),
-            kind: spec.kind,
-            value: text.clone(),
-            origin: Source::ConfigFile,
-        })?;
-        values.insert(name.clone(), v);
+        values.insert(name.clone(), parse_arg(spec, text, Source::ConfigFile)?);
     }
     let mut seen: Vec<String> = Vec::new();
     let mut i = 0;
@@ -135,7 +202,7 @@ pub fn resolve(
         let token = &cli[i];
         i += 1;
         let Some(flag) = token.strip_prefix("--").filter(|f| !f.is_empty()) else {
-            return Err(ArgError::Positional(token.clone()));
+            return Err(ArgProblem::Positional(token.clone()));
         };
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
@@ -146,33 +213,30 @@ pub fn resolve(
             .find(|s| s.name == name)
             .ok_or_else(|| unknown(name, specs, Source::CommandLine))?;
         if seen.iter().any(|s| s == name) {
-            return Err(ArgError::Duplicate(name.to_string()));
+            return Err(ArgProblem::Duplicate(name.to_string()));
         }
         seen.push(name.to_string());
-        let text = match inline {
-            Some(v) => v,
-            // A bare bool flag means true; it never swallows the next token.
-            None if spec.kind == ArgKind::Bool => "true".to_string(),
-            None => {
-                let next = cli
-                    .get(i)
-                    .filter(|n| !n.starts_with("--"))
-                    .ok_or_else(|| ArgError::MissingValue(name.to_string()))?;
+        // The next token is this flag's value unless it is another flag. Pipeline args have no
+        // positionals, so a bool flag may take one too (`--loud false`) without ambiguity.
+        let next = cli.get(i).filter(|n| !n.starts_with("--"));
+        let text = match (inline, next) {
+            (Some(v), _) => v,
+            (None, Some(next)) => {
                 i += 1;
                 next.clone()
             }
+            // A bare bool flag means true.
+            (None, None) if spec.kind == ArgKind::Bool => "true".to_string(),
+            (None, None) => return Err(ArgProblem::MissingValue(name.to_string())),
         };
-        let v = parse_value(spec.kind, &text).ok_or_else(|| ArgError::Invalid {
-            name: name.to_string(),
-            kind: spec.kind,
-            value: text.clone(),
-            origin: Source::CommandLine,
-        })?;
-        values.insert(name.to_string(), v);
+        values.insert(
+            name.to_string(),
+            parse_arg(spec, &text, Source::CommandLine)?,
+        );
     }
     for spec in specs {
         if spec.required && !values.contains_key(&spec.name) {
-            return Err(ArgError::Required(spec.name.clone()));
+            return Err(ArgProblem::Required(spec.name.clone()));
         }
     }
     Ok(values)
@@ -194,15 +258,15 @@ pub fn redacted(specs: &[ArgSpec], values: &Map<String, Value>) -> Map<String, V
         .collect()
 }
 
-/// The textual values of secret args, for the masker.
-pub fn secret_values(specs: &[ArgSpec], values: &Map<String, Value>) -> Vec<String> {
+/// The secret args' names and textual values, for the masker.
+pub fn secret_values(specs: &[ArgSpec], values: &Map<String, Value>) -> Vec<(String, String)> {
     specs
         .iter()
         .filter(|s| s.secret)
-        .filter_map(|s| values.get(&s.name))
-        .map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        .filter_map(|s| values.get(&s.name).map(|v| (s.name.clone(), v)))
+        .map(|(name, v)| match v {
+            Value::String(s) => (name, s.clone()),
+            other => (name, other.to_string()),
         })
         .collect()
 }
@@ -275,15 +339,88 @@ mod tests {
         let e = resolve(&specs(), &BTreeMap::new(), &cli(&["--times", "many"])).unwrap_err();
         assert!(e.to_string().contains("expects an int"), "{e}");
         let e = resolve(&specs(), &BTreeMap::new(), &cli(&["--name"])).unwrap_err();
-        assert_eq!(e, ArgError::MissingValue("name".into()));
+        assert_eq!(e.problem, ArgProblem::MissingValue("name".into()));
         let e = resolve(&specs(), &BTreeMap::new(), &cli(&["stray"])).unwrap_err();
-        assert_eq!(e, ArgError::Positional("stray".into()));
+        assert_eq!(e.problem, ArgProblem::Positional("stray".into()));
         let e = resolve(&specs(), &BTreeMap::new(), &cli(&["--loud", "--loud"])).unwrap_err();
-        assert_eq!(e, ArgError::Duplicate("loud".into()));
+        assert_eq!(e.problem, ArgProblem::Duplicate("loud".into()));
         let mut req = specs();
         req[3].required = true;
         let e = resolve(&req, &BTreeMap::new(), &[]).unwrap_err();
-        assert_eq!(e, ArgError::Required("ratio".into()));
+        assert_eq!(e.problem, ArgProblem::Required("ratio".into()));
+    }
+
+    // Every kind of arg error names the valid args, not only an unknown arg.
+    #[test]
+    fn every_error_lists_the_valid_args() {
+        let cases: &[&[&str]] = &[
+            &["--times", "many"],
+            &["--ratio=fast"],
+            &["--times", "1", "--times", "2"],
+            &["--name"],
+            &["--times", "99999999999999999999"],
+            &["--loud=maybe"],
+            &["--loud", "maybe"],
+            &["stray"],
+            &["--nme", "x"],
+        ];
+        for tokens in cases {
+            let e = resolve(&specs(), &BTreeMap::new(), &cli(tokens)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .ends_with("; valid args: --name, --times, --loud, --ratio"),
+                "{tokens:?}: {e}"
+            );
+        }
+        let mut req = specs();
+        req[3].required = true;
+        let e = resolve(&req, &BTreeMap::new(), &[]).unwrap_err();
+        assert!(e.to_string().contains("valid args: --name"), "{e}");
+        let e = resolve(&[], &BTreeMap::new(), &cli(&["--x"])).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("valid args: none (this pipeline takes no args)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers_say_so() {
+        let e = resolve(
+            &specs(),
+            &BTreeMap::new(),
+            &cli(&["--times", "99999999999999999999"]),
+        )
+        .unwrap_err();
+        assert!(matches!(e.problem, ArgProblem::OutOfRange { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("--times is out of range for an int: \"99999999999999999999\""),
+            "{e}"
+        );
+        assert!(e.to_string().contains("9223372036854775807"), "{e}");
+        let e = resolve(&specs(), &BTreeMap::new(), &cli(&["--ratio", "1e999"])).unwrap_err();
+        assert!(matches!(e.problem, ArgProblem::OutOfRange { .. }), "{e}");
+        let e = resolve(&specs(), &BTreeMap::new(), &cli(&["--ratio", "NaN"])).unwrap_err();
+        assert!(matches!(e.problem, ArgProblem::Invalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn bool_flags_take_a_separate_value_too() {
+        let r = |t: &[&str]| resolve(&specs(), &BTreeMap::new(), &cli(t));
+        assert_eq!(r(&["--loud", "false"]).unwrap()["loud"], json!(false));
+        assert_eq!(r(&["--loud", "true"]).unwrap()["loud"], json!(true));
+        assert_eq!(r(&["--loud=false"]).unwrap()["loud"], json!(false));
+        // A bare flag is true and leaves the next flag alone.
+        let v = r(&["--loud", "--times", "2"]).unwrap();
+        assert_eq!((&v["loud"], &v["times"]), (&json!(true), &json!(2)));
+        assert_eq!(r(&["--loud"]).unwrap()["loud"], json!(true));
+        let e = r(&["--loud", "maybe"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--loud expects a bool (true or false) value, got \"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -300,6 +437,9 @@ mod tests {
         s[0].secret = true;
         let v = resolve(&s, &BTreeMap::new(), &cli(&["--name", "hunter2"])).unwrap();
         assert_eq!(redacted(&s, &v)["name"], json!(MASK));
-        assert_eq!(secret_values(&s, &v), vec!["hunter2".to_string()]);
+        assert_eq!(
+            secret_values(&s, &v),
+            vec![("name".to_string(), "hunter2".to_string())]
+        );
     }
 }

@@ -410,3 +410,29 @@ fn pipeline_shows_repository_pipeline_last_run_and_phase() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+/// `kubectl apply` warns about formats Kubernetes does not know (schemars writes `uint32` for
+/// unsigned fields): every format in the committed YAML is one it knows.
+#[test]
+fn every_format_in_the_yaml_is_one_kubernetes_knows() {
+    const KNOWN: &[&str] = &[
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "date",
+        "date-time",
+    ];
+    for f in sparkwing_crds::generate().unwrap() {
+        for line in f.content.lines() {
+            if let Some(format) = line.trim().strip_prefix("format: ") {
+                assert!(
+                    KNOWN.contains(&format),
+                    "{}: format {format} is not one Kubernetes knows",
+                    f.name
+                );
+            }
+        }
+    }
+}

@@ -55,7 +55,7 @@ fn assert_rejected<K: CustomResourceExt>(obj: &Value, at: &str) {
 fn sample(name: &str) -> Value {
     let path = format!("{}/samples/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_yaml_ng::from_str(&text).unwrap()
 }
 
 fn run_json(run: &PipelineRun) -> Value {

@@ -499,8 +499,8 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<()> {
     let mut names = Vec::new();
     for path in &paths {
         let text = std::fs::read_to_string(path)?;
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
         let name = crd
             .metadata
             .name

@@ -192,15 +192,15 @@ async fn example_pipelinerun_applied_with_kubectl_succeeds_and_deletes_its_job()
 /// A client of the bed (same server and CA as the admin kubeconfig) authenticating with `token`.
 async fn client_with_token(bed: &TestBed, token: &str) -> Result<Client> {
     let text = std::fs::read_to_string(bed.kubeconfig_path())?;
-    let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
     let users = yaml
         .get_mut("users")
         .and_then(|u| u.as_sequence_mut())
         .context("kubeconfig users")?;
     for user in users {
-        user["user"] = serde_yaml::to_value(json!({ "token": token }))?;
+        user["user"] = serde_yaml_ng::to_value(json!({ "token": token }))?;
     }
-    let kubeconfig = Kubeconfig::from_yaml(&serde_yaml::to_string(&yaml)?)?;
+    let kubeconfig = Kubeconfig::from_yaml(&serde_yaml_ng::to_string(&yaml)?)?;
     let config =
         KubeConfig::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
@@ -234,8 +234,8 @@ async fn chart_rbac_is_enough_for_the_operator() -> Result<()> {
     ];
     let mut docs = Vec::new();
     let mut operator_sa = None;
-    for doc in serde_yaml::Deserializer::from_str(&rendered) {
-        let value = serde_yaml::Value::deserialize(doc)?;
+    for doc in serde_yaml_ng::Deserializer::from_str(&rendered) {
+        let value = serde_yaml_ng::Value::deserialize(doc)?;
         let Some(kind) = value.get("kind").and_then(|k| k.as_str()) else {
             continue;
         };
@@ -245,7 +245,7 @@ async fn chart_rbac_is_enough_for_the_operator() -> Result<()> {
                 .map(String::from);
         }
         if keep.contains(&kind) {
-            docs.push(serde_yaml::to_string(&value)?);
+            docs.push(serde_yaml_ng::to_string(&value)?);
         }
     }
     let operator_sa = operator_sa.context("the Deployment's serviceAccountName")?;

@@ -20,9 +20,9 @@ fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
         .join("../crds/samples")
         .join(file);
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    // Through JSON: serde_yaml reads externally tagged enums (`source: {git: ...}`) as YAML tags.
+    // Through JSON: serde_yaml_ng reads externally tagged enums (`source: {git: ...}`) as YAML tags.
     let value: serde_json::Value =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     serde_json::from_value(value).with_context(|| format!("decoding {}", path.display()))
 }
 

@@ -104,7 +104,9 @@ fuzz_target!(|data: &[u8]| {
         "the id depends on entry order"
     );
     assert_eq!(
-        plan.iter().filter(|op| !matches!(op, Op::Dir { .. })).count(),
+        plan.iter()
+            .filter(|op| !matches!(op, Op::Dir { .. }))
+            .count(),
         manifest.files.len(),
         "every entry is created once"
     );
@@ -114,8 +116,9 @@ fuzz_target!(|data: &[u8]| {
     let root = dir.join("root").canonicalize().expect("root");
     for op in &plan {
         match op {
-            Op::Dir { path } => std::fs::create_dir(root.join(path))
-                .unwrap_or_else(|e| panic!("mkdir {path}: {e}")),
+            Op::Dir { path } => {
+                std::fs::create_dir(root.join(path)).unwrap_or_else(|e| panic!("mkdir {path}: {e}"))
+            }
             Op::File { path, .. } => {
                 std::fs::OpenOptions::new()
                     .write(true)
@@ -141,7 +144,11 @@ fuzz_target!(|data: &[u8]| {
         };
         // Following every link: whatever exists must be inside the root.
         if let Ok(real) = root.join(path).canonicalize() {
-            assert!(real.starts_with(&root), "{path} resolves to {}", real.display());
+            assert!(
+                real.starts_with(&root),
+                "{path} resolves to {}",
+                real.display()
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

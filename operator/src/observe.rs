@@ -325,16 +325,31 @@ pub fn pods_may_be_behind(run_uid: &str, objects: &RunnerObjects) -> bool {
     let Some((attempt, job)) = newest else {
         return false;
     };
-    let counts_pods = job
-        .status
-        .as_ref()
-        .is_some_and(|s| s.active.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0);
-    counts_pods
-        && !objects.pods.iter().any(|p| {
-            annotation(p, ANNOTATION_RUN_UID) == Some(run_uid)
-                && attempt_of(p) == Some(attempt)
+    let status = job.status.as_ref();
+    let counts_pods =
+        status.is_some_and(|s| s.active.unwrap_or(0) > 0 || s.failed.unwrap_or(0) > 0);
+    // The Job controller marks a Job failed only after it saw its pod fail, so a failed Job whose
+    // listed pods all look unfinished was read after pods that are already out of date (without
+    // this, the run fails with "exit code unknown" instead of the pod's reason, e.g. OOMKilled).
+    let failed = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+    let attempt_pods: Vec<&Pod> = objects
+        .pods
+        .iter()
+        .filter(|p| {
+            annotation(*p, ANNOTATION_RUN_UID) == Some(run_uid)
+                && attempt_of(*p) == Some(attempt)
                 && !is_warm(p)
         })
+        .collect();
+    if failed {
+        return counts_pods
+            && !attempt_pods
+                .iter()
+                .any(|p| pod_finished(p) || is_deleting(*p));
+    }
+    counts_pods && attempt_pods.is_empty()
 }
 
 /// The runner of a run: the one of the highest attempt among its Jobs, the pods of those Jobs,
@@ -805,6 +820,20 @@ mod tests {
         ));
         assert!(!behind(vec![job(1, json!({}))], vec![]));
         assert!(!behind(vec![], vec![]));
+        // A failed Job whose pod still looks running: the pods were read before its end.
+        let failed = || {
+            job(
+                1,
+                json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
+            )
+        };
+        assert!(behind(vec![failed()], vec![pod("p", 1, running())]));
+        assert!(behind(vec![failed()], vec![]));
+        // Its pod's end is listed: nothing to doubt.
+        assert!(!behind(
+            vec![failed()],
+            vec![pod("p", 1, terminated("Failed", 137, "OOMKilled"))]
+        ));
         let mut foreign = job(1, json!({"active": 1}));
         foreign.metadata.owner_references = None;
         assert!(!behind(vec![foreign], vec![]));

@@ -12,6 +12,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// itself, because that would conflict with the blanket conversion.
 pub struct Error {
     message: String,
+    command_end: Option<CommandEnd>,
+}
+
+/// How a command that failed ended. An error from a failed command carries it (through
+/// [`Error::context`] too), so a job that fails with it fails with the command's own exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandEnd {
+    /// Exited with this non-zero code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signalled(i32),
 }
 
 impl Error {
@@ -19,6 +30,7 @@ impl Error {
     pub fn msg(message: impl Into<String>) -> Error {
         Error {
             message: message.into(),
+            command_end: None,
         }
     }
 
@@ -26,12 +38,23 @@ impl Error {
     pub fn context(self, context: impl fmt::Display) -> Error {
         Error {
             message: format!("{context}: {}", self.message),
+            command_end: self.command_end,
         }
     }
 
     /// The full message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// How the failed command behind this error ended, if a command's failure caused it.
+    pub fn command_end(&self) -> Option<CommandEnd> {
+        self.command_end
+    }
+
+    pub(crate) fn with_command_end(mut self, end: CommandEnd) -> Error {
+        self.command_end = Some(end);
+        self
     }
 }
 
@@ -53,7 +76,10 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             }
             source = s.source();
         }
-        Error { message }
+        Error {
+            message,
+            command_end: None,
+        }
     }
 }
 

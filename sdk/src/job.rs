@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 use crate::args::Args;
-use crate::error::{Error, Result};
+use crate::error::{CommandEnd, Error, Result};
 use crate::json::Value;
 
 /// Prefix of a control record line on stdout: the record separator byte, then `sparkwing `.
@@ -298,14 +298,17 @@ impl Cmd {
 
     fn check(&self, status: ExitStatus) -> Result<()> {
         if status.success() {
-            Ok(())
-        } else {
-            Err(Error::msg(format!(
-                "command `{}` failed: {}",
-                self.name(),
-                describe_status(status)
-            )))
+            return Ok(());
         }
+        let err = Error::msg(format!(
+            "command `{}` failed: {}",
+            self.name(),
+            describe_status(status)
+        ));
+        Err(match command_end(status) {
+            Some(end) => err.with_command_end(end),
+            None => err,
+        })
     }
 
     fn start_error(&self, e: std::io::Error) -> Error {
@@ -331,6 +334,20 @@ impl Cmd {
         self.check(out.status)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
+}
+
+fn command_end(status: ExitStatus) -> Option<CommandEnd> {
+    if let Some(code) = status.code() {
+        return Some(CommandEnd::Exited(code));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return Some(CommandEnd::Signalled(signal));
+        }
+    }
+    None
 }
 
 fn describe_status(status: ExitStatus) -> String {

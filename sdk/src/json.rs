@@ -548,9 +548,12 @@ impl Parser<'_> {
                 return Ok(Value::Int(i));
             }
         }
-        text.parse::<f64>()
-            .map(Value::Float)
-            .map_err(|_| self.err("invalid number"))
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::Float(f)),
+            // `1e400`: no f64 holds it (it would print back as `null`).
+            Ok(_) => Err(self.err("number out of range")),
+            Err(_) => Err(self.err("invalid number")),
+        }
     }
 }
 
@@ -607,6 +610,13 @@ mod tests {
         ] {
             assert!(Value::parse(bad).is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn numbers_no_f64_holds_are_refused() {
+        assert!(Value::parse("1e400").is_err());
+        assert!(Value::parse("-1e400").is_err());
+        assert_eq!(Value::parse("1e308").unwrap(), Value::Float(1e308));
     }
 
     #[test]

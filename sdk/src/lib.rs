@@ -31,7 +31,7 @@ mod plan;
 mod protocol;
 
 pub use args::{Arg, ArgKind, ArgValue, Args};
-pub use error::{fail, Context, Error, Result};
+pub use error::{fail, CommandEnd, Context, Error, Result};
 pub use job::{Cmd, Job};
 pub use plan::{JobBuilder, Pipeline, Plan};
 pub use protocol::main;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::args::Args;
-use crate::error::{Error, Result};
+use crate::error::{CommandEnd, Error, Result};
 use crate::job::Job;
 use crate::json::Value;
 use crate::plan::{Pipeline, Plan};
@@ -139,9 +139,15 @@ fn job(
     let outcome = catch_unwind(AssertUnwindSafe(|| body(&mut job)));
     // Outputs set before a failure are still written: they can help explain it.
     let written = job.write_outputs();
+    let mut code = EXIT_FAILED;
     let failure = match outcome {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
+        Ok(Err(e)) => {
+            if let Some(end) = e.command_end() {
+                code = report_command_end(end);
+            }
+            Some(e.to_string())
+        }
         Err(panic) => Some(format!(
             "job `{job_id}` panicked: {}",
             panic_message(panic.as_ref())
@@ -150,9 +156,25 @@ fn job(
     match (failure, written) {
         (None, Ok(())) => Ok(()),
         (None, Err(e)) => Err((EXIT_FAILED, e.to_string())),
-        (Some(f), Ok(())) => Err((EXIT_FAILED, f)),
-        (Some(f), Err(e)) => Err((EXIT_FAILED, format!("{f} (and {e})"))),
+        (Some(f), Ok(())) => Err((code, f)),
+        (Some(f), Err(e)) => Err((code, format!("{f} (and {e})"))),
     }
+}
+
+/// A job that failed because a command failed ends as that command did: the `command_failed`
+/// control record tells the engine its exit code or signal, and the job exits with the same code
+/// (128 + the signal for a killed command, as a shell reports it). Returns that exit code.
+fn report_command_end(end: CommandEnd) -> i32 {
+    let (field, value, code) = match end {
+        CommandEnd::Exited(c) if (1..=255).contains(&c) => ("exit_code", c, c),
+        CommandEnd::Exited(c) => ("exit_code", c, EXIT_FAILED),
+        CommandEnd::Signalled(s) => ("signal", s, 128 + s),
+    };
+    crate::job::print_control(&Value::object([
+        ("event", Value::from("command_failed")),
+        (field, Value::from(value as i64)),
+    ]));
+    code
 }
 
 /// Finds the pipeline, reads its args and runs its plan function: the shared part of `plan` and `job`.

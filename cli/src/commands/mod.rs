@@ -217,13 +217,5 @@ pub fn start_dir(dir: Option<&std::path::Path>) -> std::path::PathBuf {
 
 /// A short local time for tables (UTC, `YYYY-MM-DD HH:MM:SS`).
 pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, mo, d) = crate::engine::civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    sparkwing_core::time::format_utc(ms, "%Y-%m-%d %H:%M:%S")
 }

@@ -15,15 +15,6 @@ use crate::remote::target::{self, Target};
 
 const POLL: Duration = Duration::from_millis(500);
 
-/// The exit code of a run in `phase`, as `runs status` of a local run: 0 only when it succeeded.
-pub fn phase_exit(phase: &str) -> ExitCode {
-    match phase {
-        "Succeeded" => ExitCode::Success,
-        "Cancelled" => ExitCode::Cancelled,
-        _ => ExitCode::RunFailed,
-    }
-}
-
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -209,7 +200,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
             }
         }
     }
-    Ok(phase_exit(&phase))
+    Ok(ExitCode::of_phase(&phase))
 }
 
 pub fn logs(args: LogsArgs) -> CmdResult {
@@ -304,7 +295,7 @@ pub fn wait(args: WaitArgs) -> CmdResult {
         let phase = str_of(&v, "phase");
         if follow::is_finished(phase) {
             println!("run {ns}/{name} {phase}");
-            return Ok(phase_exit(phase));
+            return Ok(ExitCode::of_phase(phase));
         }
         if let Some(limit) = args.timeout {
             if started.elapsed() >= limit {

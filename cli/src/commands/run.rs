@@ -156,11 +156,15 @@ pub(crate) fn log_format() -> Result<Format, CliError> {
         .as_deref()
     {
         None | Some("") => Ok(if tty {
-            Format::Pretty { color: true }
+            Format::Pretty {
+                color: env_vars::colors(tty),
+            }
         } else {
             Format::Json
         }),
-        Some("pretty") => Ok(Format::Pretty { color: tty }),
+        Some("pretty") => Ok(Format::Pretty {
+            color: env_vars::colors(tty),
+        }),
         Some("json") => Ok(Format::Json),
         Some(other) => Err(CliError::new(
             ExitCode::Usage,
@@ -211,7 +215,10 @@ fn print_pipeline_help(
     }
     if !info.secrets.is_empty() {
         println!();
-        println!("SECRETS (read from the environment, masked in logs):");
+        println!(
+            "SECRETS (read from the environment, masked in logs when at least {} characters long):",
+            sparkwing_core::mask::MIN_SECRET_LEN
+        );
         for s in &info.secrets {
             println!("    {s}");
         }
@@ -347,7 +354,7 @@ pub fn run(args: RunArgs) -> CmdResult {
     };
     let compiled = match compile::ensure(&home.cache, &project, progress) {
         Ok(c) => c,
-        Err(e @ CompileError::BuildFailed { .. }) => {
+        Err(e @ (CompileError::BuildFailed { .. } | CompileError::FetchFailed { .. })) => {
             let msg = format!("compile error: {e}");
             let id =
                 record_failed_start(&home, &project, &pipeline.name, &pipeline.entrypoint, &msg)?;

@@ -505,7 +505,8 @@ fn execute_attempt(
         Ok(c) => c,
         Err(e) => {
             let mut lines: Vec<String> = match &e {
-                CompileError::BuildFailed { output, .. } => {
+                CompileError::BuildFailed { output, .. }
+                | CompileError::FetchFailed { output, .. } => {
                     output.lines().map(str::to_string).collect()
                 }
                 _ => Vec::new(),

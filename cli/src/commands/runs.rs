@@ -22,14 +22,6 @@ fn open() -> Result<(Home, Store), CliError> {
     Ok((home, store))
 }
 
-fn status_exit(status: RunStatus) -> ExitCode {
-    match status {
-        RunStatus::Success => ExitCode::Success,
-        RunStatus::Cancelled => ExitCode::Cancelled,
-        _ => ExitCode::RunFailed,
-    }
-}
-
 pub fn list(args: ListArgs) -> CmdResult {
     if args.profile.is_some() {
         return super::remote_runs::list(args);
@@ -154,7 +146,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
             }
         }
     }
-    Ok(status_exit(run.status))
+    Ok(ExitCode::of_run(run.status))
 }
 
 fn print_record(job: &str, rec: &LogRecord, output: OutputFormat, many: bool) {
@@ -294,7 +286,7 @@ pub fn wait(args: WaitArgs) -> CmdResult {
         let cur = store.find_run(&run.id)?;
         if cur.status.is_terminal() {
             println!("run {} {}", cur.id, cur.status);
-            return Ok(status_exit(cur.status));
+            return Ok(ExitCode::of_run(cur.status));
         }
         if let Some(t) = args.timeout {
             if started.elapsed() >= t {

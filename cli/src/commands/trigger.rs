@@ -7,7 +7,6 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 
-use super::remote_runs::phase_exit;
 use super::run::RunFlags;
 use super::{api_error, start_dir, CliError, CmdResult};
 use crate::cli::{OutputFormat, TriggerArgs};
@@ -292,7 +291,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
             report.compressed_bytes_sent, report.uploaded_files, report.files
         );
     }
-    Ok(phase_exit(&phase))
+    Ok(ExitCode::of_phase(&phase))
 }
 
 /// Optional trigger fields an older API refuses as unknown, and what it then does not do: the run

@@ -2,7 +2,9 @@
 //!
 //! Key = sha256 of: the toolchain (`rustc -vV`), `RUSTFLAGS`, the SDK version and source hash, and
 //! every file of `.sparkwing/` that git would not ignore (path, executable bit, content). An
-//! unchanged tree finds its binary without invoking cargo. Entries live in
+//! unchanged tree finds its binary without invoking cargo. A miss resolves first (`cargo fetch`,
+//! offline unless the lock file and the local cargo cache do not suffice), hashes the tree again
+//! with its lock file, and builds offline into one entry. Entries live in
 //! `<cache>/bin/<key>/{pipeline,describe.json,lease.lock}`; a run holds a shared lock on
 //! `lease.lock` while it uses the binary and pruning only removes entries whose lease it can take
 //! exclusively, so a binary in use is never pruned.
@@ -31,6 +33,12 @@ pub enum CompileError {
     BuildFailed {
         status: String,
         /// cargo's messages (already printed to stderr), for callers that report them elsewhere.
+        output: String,
+    },
+    #[error("fetching the dependencies of .sparkwing/ failed (cargo exited with {status}); they are neither in Cargo.lock and the local cargo cache nor reachable on the crates registry: check the network, or the dependencies in .sparkwing/Cargo.toml")]
+    FetchFailed {
+        status: String,
+        /// cargo's messages (already printed to stderr).
         output: String,
     },
     #[error(
@@ -221,17 +229,22 @@ pub fn ensure(
     if let Some(c) = load_entry(&key, &root.join(&key), "cached")? {
         return Ok(c);
     }
-    let pre_key = key;
-    let built = build(cache, project, progress)?;
+    // Resolve first: this writes or updates Cargo.lock, so the key below is that of the tree the
+    // build sees and leaves, and the build publishes one entry. A fresh checkout without
+    // Cargo.lock gets its lock file here and may then find its binary already built.
+    let sdk = sdk_source::materialize(cache).map_err(io(cache))?;
+    let toolchain = toolchain::fingerprint(cache, &project.dir).map_err(io(&project.dir))?;
+    fetch(&sdk, project, toolchain::host(&toolchain), progress)?;
+    let key = cache_key(cache, &project.dir)?;
+    if let Some(c) = load_entry(&key, &root.join(&key), "cached")? {
+        return Ok(c);
+    }
+    let built = build(cache, &sdk, project, progress)?;
     let describe = describe(&built)?;
-    // Hash again: the first build writes Cargo.lock, and the entry must match the tree the next
-    // run will see. The tree as it was before the build (a fresh checkout without Cargo.lock)
-    // gets the same binary too, so the next fresh checkout does not compile again.
+    // The build ran offline with everything resolved, so the tree is as hashed; hash again anyway
+    // so the entry always describes the tree the next run will see.
     let key = cache_key(cache, &project.dir)?;
     publish(&root, &key, &built, &describe)?;
-    if pre_key != key {
-        publish(&root, &pre_key, &built, &describe)?;
-    }
     let entry = root.join(&key);
     let compiled = load_entry(&key, &entry, "compiled")?.ok_or_else(|| CompileError::Io {
         path: entry.clone(),
@@ -240,6 +253,99 @@ pub fn ensure(
     drop(writer);
     prune(cache, &key, CacheLimits::from_env());
     Ok(compiled)
+}
+
+/// `cargo` with the SDK patched in, for `.sparkwing/`.
+fn cargo(sdk: &Path, project: &Project, subcommand: &str) -> Command {
+    let cargo = std::env::var_os(env_vars::CARGO).unwrap_or_else(|| "cargo".into());
+    let patch = format!(
+        "patch.crates-io.sparkwing.path={}",
+        toml_string(&sdk.to_string_lossy())
+    );
+    let mut cmd = Command::new(&cargo);
+    cmd.arg(subcommand)
+        .arg("--manifest-path")
+        .arg(project.dir.join("Cargo.toml"))
+        .arg("--config")
+        .arg(&patch)
+        .current_dir(&project.dir)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Make every dependency available locally and Cargo.lock complete: offline when the lock file
+/// and the local cargo cache suffice (always so for a pipeline that only uses the SDK, which is
+/// patched in from disk), from the crates registry otherwise, saying so.
+fn fetch(
+    sdk: &Path,
+    project: &Project,
+    host: Option<&str>,
+    progress: Progress,
+) -> Result<(), CompileError> {
+    // Only what this machine builds: a lock file may list crates for other platforms that were
+    // never downloaded here, and the build does not need them.
+    let mut targets: Vec<String> = host.map(str::to_string).into_iter().collect();
+    if let Some(t) = std::env::var("CARGO_BUILD_TARGET")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        targets.push(t);
+    }
+    targets.dedup();
+    let fetch = |offline: bool| {
+        let mut cmd = cargo(sdk, project, "fetch");
+        for t in &targets {
+            cmd.arg("--target").arg(t);
+        }
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.stdout(Stdio::null());
+        cmd
+    };
+    let offline = fetch(true)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(CompileError::CargoMissing)?;
+    if offline.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&offline.stderr);
+    let why = why
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or("cargo could not resolve them offline");
+    eprintln!(
+        "==> Cargo.lock and the local cargo cache do not hold every dependency of .sparkwing/ ({why}); fetching them from the crates registry"
+    );
+    let mut online = fetch(false);
+    let (status, output) = match progress {
+        Progress::Terminal => {
+            let status = online
+                .stderr(Stdio::inherit())
+                .status()
+                .map_err(CompileError::CargoMissing)?;
+            (status, String::new())
+        }
+        Progress::OnFailure => {
+            let out = online
+                .stderr(Stdio::piped())
+                .output()
+                .map_err(CompileError::CargoMissing)?;
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success() {
+                eprint!("{text}");
+            }
+            (out.status, text)
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    Err(CompileError::FetchFailed {
+        status: status.to_string().replace("exit status: ", "status "),
+        output,
+    })
 }
 
 /// Publish a binary and its description as the entry `key` (atomically, by renaming a staged dir).
@@ -270,27 +376,21 @@ fn publish(root: &Path, key: &str, built: &Path, describe: &Describe) -> Result<
     Ok(())
 }
 
-/// Run cargo; returns the path of the built executable inside the target dir.
-fn build(cache: &Path, project: &Project, progress: Progress) -> Result<PathBuf, CompileError> {
-    let sdk = sdk_source::materialize(cache).map_err(io(cache))?;
+/// Run `cargo build` offline (after [`fetch`]); returns the path of the built executable inside
+/// the target dir.
+fn build(
+    cache: &Path,
+    sdk: &Path,
+    project: &Project,
+    progress: Progress,
+) -> Result<PathBuf, CompileError> {
     let dir_hash = sdk_source::hex(&Sha256::digest(project.dir.to_string_lossy().as_bytes())[..8]);
     let target_dir = cache.join("target").join(dir_hash);
     let manifest = project.dir.join("Cargo.toml");
-    let cargo = std::env::var_os(env_vars::CARGO).unwrap_or_else(|| "cargo".into());
-    let patch = format!(
-        "patch.crates-io.sparkwing.path={}",
-        toml_string(&sdk.to_string_lossy())
-    );
-    let mut cmd = Command::new(&cargo);
-    cmd.arg("build")
-        .arg("--manifest-path")
-        .arg(&manifest)
+    let mut cmd = cargo(sdk, project, "build");
+    cmd.arg("--offline")
         .arg("--message-format=json-render-diagnostics")
-        .arg("--config")
-        .arg(&patch)
         .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(&project.dir)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped());
     match progress {
         Progress::Terminal => {

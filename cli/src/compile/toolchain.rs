@@ -67,6 +67,14 @@ fn stamp(project_dir: &Path) -> String {
     parts.join("\n")
 }
 
+/// The host triple of a `rustc -vV` output (its `host:` line).
+pub fn host(fingerprint: &str) -> Option<&str> {
+    fingerprint
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::trim)
+}
+
 /// `rustc -vV` as cargo would see it from `project_dir`; cached under `cache/toolchain/`.
 pub fn fingerprint(cache: &Path, project_dir: &Path) -> std::io::Result<String> {
     let stamp = stamp(project_dir);
@@ -103,4 +111,14 @@ pub fn fingerprint(cache: &Path, project_dir: &Path) -> std::io::Result<String> 
     std::fs::write(&tmp, &text)?;
     std::fs::rename(&tmp, &memo)?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_is_the_host_line() {
+        let vv = "rustc 1.95.0 (59807616e 2026-03-21)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        assert_eq!(super::host(vv), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(super::host("rustc 1.95.0\n"), None);
+    }
 }

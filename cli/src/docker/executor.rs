@@ -438,7 +438,7 @@ pub async fn drive(
     // kill, a start failure): then record the decision's outcome here.
     let run = admitted.store().find_run(&run_id)?;
     if run.status.is_terminal() {
-        return Ok(exit_for(run.status));
+        return Ok(ExitCode::of_run(run.status));
     }
     let outcome = match status.phase {
         Phase::Succeeded => RunStatus::Success,
@@ -450,12 +450,4 @@ pub async fn drive(
         .map(|c| format!("{} ({})", c.message, c.reason))
         .unwrap_or_else(|| "the runner ended without recording the run".to_string());
     Ok(admitted.finish_from_outside(outcome, reason)?)
-}
-
-fn exit_for(status: RunStatus) -> ExitCode {
-    match status {
-        RunStatus::Success => ExitCode::Success,
-        RunStatus::Cancelled => ExitCode::Cancelled,
-        _ => ExitCode::RunFailed,
-    }
 }

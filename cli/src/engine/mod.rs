@@ -7,6 +7,7 @@ pub mod output;
 pub mod process;
 pub mod sink;
 pub mod subpipeline;
+pub mod supervisor;
 
 use crate::box_slots::{BoxSlotError, BoxSlots, SlotGuard, Ticket};
 use crate::compile::Compiled;
@@ -17,7 +18,7 @@ use job_log::JobLog;
 use output::{human_duration, Terminal};
 use process::{AttemptSpec, Control, Line, ProcessEnd};
 use serde_json::{json, Map, Value};
-use sparkwing_core::mask::Masker;
+use sparkwing_core::mask::{self, Masker};
 use sparkwing_core::protocol::{PipelineInfo, PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
 use sparkwing_core::{dag, JobState, RunStatus, Scheduler};
@@ -184,9 +185,7 @@ pub fn new_run_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
+    let when = sparkwing_core::time::format_utc(now.as_millis() as i64, "%Y%m%d-%H%M%S");
     let mut seed = now.subsec_nanos() as u64 ^ ((std::process::id() as u64) << 32);
     // splitmix64 step: cheap, and good enough to spread ids of runs started in the same second.
     seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -194,16 +193,8 @@ pub fn new_run_id() -> String {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    format!(
-        "run-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{:06x}",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60,
-        z & 0xff_ffff
-    )
+    format!("run-{when}-{:06x}", z & 0xff_ffff)
 }
-
-pub use sparkwing_core::time::civil_from_days;
 
 /// Records events to the store and prints them, masking secrets on the way.
 struct Recorder {
@@ -246,6 +237,35 @@ struct JobRuntime {
     outputs: BTreeMap<String, String>,
     /// For an await job's attempt: what its child run printed so far.
     child: Option<subpipeline::ChildTracker>,
+    /// The attempt's `command_failed` control record: the job failed because a command did, and
+    /// is recorded with that command's exit code or signal.
+    failed_command: Option<FailedCommand>,
+}
+
+/// How the command that failed a job ended (from the SDK's `command_failed` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailedCommand {
+    Exited(i32),
+    Signalled(i32),
+}
+
+impl FailedCommand {
+    fn from_record(v: &Value) -> Option<FailedCommand> {
+        let int = |k: &str| v[k].as_i64().and_then(|n| i32::try_from(n).ok());
+        match (int("exit_code"), int("signal")) {
+            (Some(c), _) if c != 0 => Some(FailedCommand::Exited(c)),
+            (_, Some(s)) if s > 0 => Some(FailedCommand::Signalled(s)),
+            _ => None,
+        }
+    }
+
+    /// The job's reason and exit code.
+    fn reason(self) -> (String, Option<i32>) {
+        match self {
+            FailedCommand::Exited(c) => (format!("exit code {c}"), Some(c)),
+            FailedCommand::Signalled(s) => (format!("killed by signal {s}"), None),
+        }
+    }
 }
 
 enum Msg {
@@ -278,7 +298,7 @@ fn user_name() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -312,18 +332,46 @@ pub async fn execute_with_id(req: RunRequest) -> Result<(Option<String>, ExitCod
     }
 }
 
-fn masker_for(req: &RunRequest) -> Masker {
-    let mut secrets: Vec<String> = req
+/// The run's secret values, each with what it is called: `.secret(NAME)` environment variables
+/// (`NAME`), then secret args (`--name`).
+fn secrets_of(req: &RunRequest) -> Vec<(String, String)> {
+    let mut secrets: Vec<(String, String)> = req
         .info
         .secrets
         .iter()
-        .filter_map(|name| std::env::var(name).ok())
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
-    secrets.extend(sparkwing_core::args::secret_values(
-        &req.info.args,
-        &req.args,
-    ));
-    Masker::new(secrets)
+    secrets.extend(
+        sparkwing_core::args::secret_values(&req.info.args, &req.args)
+            .into_iter()
+            .map(|(name, v)| (format!("--{name}"), v)),
+    );
+    secrets
+}
+
+fn masker_for(req: &RunRequest) -> Masker {
+    Masker::new(secrets_of(req).into_iter().map(|(_, v)| v))
+}
+
+/// Record (and show) a warning for each secret too short to be masked.
+fn warn_unmasked(rec: &mut Recorder, req: &RunRequest) -> Result<(), EngineError> {
+    let secrets = secrets_of(req);
+    let named = secrets.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    for u in mask::unmasked(named) {
+        let message = u.to_string();
+        if rec.term.format == Format::Json {
+            // stdout is for machines then; a person reads stderr.
+            eprintln!("warning: {message}");
+        }
+        let human = format!("{} {message}", rec.term.yellow("warning:"));
+        rec.event(
+            None,
+            "secret_not_masked",
+            json!({"secret": u.name, "line": u.line, "chars": u.chars, "min_chars": mask::MIN_SECRET_LEN, "message": message}),
+            Some(human),
+        )?;
+    }
+    Ok(())
 }
 
 /// Continue a run the host already recorded and admitted (inside a runner container).
@@ -426,6 +474,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         json!({"pipeline": req.pipeline, "args": redacted, "binary": req.binary.source, "binary_key": req.binary.key, "runner": req.runner, "log_dir": run_dir}),
         Some(start_line),
     )?;
+    warn_unmasked(&mut rec, req)?;
 
     if let (Some(gate), true) = (&req.box_slots, ticket.is_some()) {
         let waited_from = std::time::Instant::now();
@@ -561,12 +610,13 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
             started_ms: 0,
             outputs: BTreeMap::new(),
             child: None,
+            failed_command: None,
         });
     }
     let mut sched = Scheduler::new(validated, req.workers);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
-        groups: process::ProcessGroups::default(),
+        supervisors: process::Supervisors::default(),
         req,
         run_id: &run_id,
         run_dir: &run_dir,
@@ -624,7 +674,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
 }
 
 struct Ctx<'a> {
-    groups: process::ProcessGroups,
+    supervisors: process::Supervisors,
     req: &'a RunRequest,
     run_id: &'a str,
     run_dir: &'a std::path::Path,
@@ -676,11 +726,7 @@ fn finish(
             eprintln!("warning: run {}: {report}", rec.run_id);
         }
     }
-    Ok(match status {
-        RunStatus::Success => ExitCode::Success,
-        RunStatus::Cancelled => ExitCode::Cancelled,
-        _ => ExitCode::RunFailed,
-    })
+    Ok(ExitCode::of_run(status))
 }
 
 /// Ask the binary for the plan.
@@ -884,6 +930,7 @@ fn start(
                 env,
                 timeout: spec.timeout_ms.map(Duration::from_millis),
                 stop_grace: process::STOP_GRACE,
+                merge_output: true,
             }
         }
     };
@@ -895,7 +942,7 @@ fn start(
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
     let tx = ctx.tx.clone();
-    let groups = ctx.groups.clone();
+    let supervisors = ctx.supervisors.clone();
     tokio::spawn(async move {
         let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
         let forward_tx = tx.clone();
@@ -906,7 +953,7 @@ fn start(
                 }
             }
         });
-        let end = process::run_attempt(attempt_spec, line_tx, control_rx, groups).await;
+        let end = process::run_attempt(attempt_spec, line_tx, control_rx, supervisors).await;
         let _ = forward.await;
         let _ = tx.send(Msg::AttemptEnded { job, end });
     });
@@ -963,6 +1010,9 @@ fn on_line(
                     )),
                     _ => None,
                 };
+                if kind == "command_failed" {
+                    jobs[job].failed_command = FailedCommand::from_record(&v);
+                }
                 rec.event(Some(&id), &kind, v, human)?;
                 return Ok(());
             }
@@ -1010,8 +1060,16 @@ fn on_attempt_end(
 ) -> Result<Vec<Action>, EngineError> {
     jobs[job].control = None;
     let spec = sched.plan().jobs[job].clone();
+    let failed_command = jobs[job].failed_command.take();
     let (mut outcome, exit_code) = match &end {
         ProcessEnd::Exited(0) => (AttemptOutcome::Success, Some(0)),
+        // The job failed because a command did: record the command's own status.
+        ProcessEnd::Exited(_) if failed_command.is_some() => {
+            let (reason, code) = failed_command
+                .map(FailedCommand::reason)
+                .unwrap_or_default();
+            (AttemptOutcome::Failed { reason }, code)
+        }
         ProcessEnd::Exited(c) => (
             AttemptOutcome::Failed {
                 reason: format!("exit code {c}"),
@@ -1198,7 +1256,7 @@ fn on_interrupt(
         );
         // Kill here, synchronously: the run ends right after this, and the attempts' tasks may
         // never get to act on their Kill message.
-        process::kill_all(&ctx.groups);
+        process::kill_all(&ctx.supervisors);
         let now = now_ms();
         for (j, rt) in jobs.iter_mut().enumerate() {
             if let Some(c) = &rt.control {
@@ -1243,7 +1301,5 @@ mod tests {
         let id = new_run_id();
         assert!(id.starts_with("run-20"), "{id}");
         assert_eq!(id.len(), "run-20261127-120102-a1b2c3".len(), "{id}");
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_419), (2025, 11, 27));
     }
 }

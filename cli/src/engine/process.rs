@@ -1,7 +1,9 @@
-//! One attempt of one job: the pipeline binary in its own process group, its output streamed
-//! line by line, stopped on timeout or cancel by signalling the whole group.
+//! One attempt of one job: the pipeline binary under a supervisor (`supervisor.rs`) that keeps
+//! everything the job starts below it, its output streamed line by line, stopped on timeout or
+//! cancel through the supervisor.
 
-use nix::sys::signal::{killpg, Signal};
+use super::supervisor;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,21 +12,25 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-/// Process groups of the attempts running now, so a second Ctrl-C can kill them all at once from
+/// Supervisors of the attempts running now, so a second Ctrl-C can kill them all at once from
 /// the engine's loop, without waiting for each attempt's task to act.
-pub type ProcessGroups = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>;
+pub type Supervisors = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>;
 
-/// SIGKILL every live attempt's process group.
-pub fn kill_all(groups: &ProcessGroups) {
-    if let Ok(g) = groups.lock() {
-        for &pgid in g.iter() {
-            signal_group(Pid::from_raw(pgid), Signal::SIGKILL);
+/// Kill every live attempt and everything it started.
+pub fn kill_all(supervisors: &Supervisors) {
+    if let Ok(g) = supervisors.lock() {
+        for &pid in g.iter() {
+            signal(Pid::from_raw(pid), supervisor::KILL_SIGNAL);
         }
     }
 }
 
 /// How long a stopped job gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a job's output is still read once its processes are gone. Only a process outside the
+/// job's tree that holds a copy of its output pipe (passed over a socket) could keep it open.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -57,6 +63,10 @@ pub struct AttemptSpec {
     /// Between SIGTERM and SIGKILL when stopped ([`STOP_GRACE`] for a job's process; longer for
     /// a sub-pipeline's `sparkwing`, so it can stop its own jobs first).
     pub stop_grace: Duration,
+    /// stdout and stderr as one pipe, as on a terminal, so the log keeps the order in which lines
+    /// were written (two pipes cannot tell which of two lines came first). Every line is then
+    /// recorded as `stdout`. Off for a sub-pipeline's `sparkwing`, whose stdout carries records.
+    pub merge_output: bool,
 }
 
 /// How an attempt's process ended.
@@ -80,9 +90,9 @@ pub enum Control {
     Kill,
 }
 
-fn signal_group(pgid: Pid, sig: Signal) {
-    // ESRCH (group already gone) is fine: that is what we wanted.
-    let _ = killpg(pgid, sig);
+fn signal(pid: Pid, sig: Signal) {
+    // ESRCH (already gone) is fine: that is what we wanted.
+    let _ = kill(pid, sig);
 }
 
 /// Run one attempt; every line goes to `lines`. Returns once the process has exited and its
@@ -91,7 +101,7 @@ pub async fn run_attempt(
     spec: AttemptSpec,
     lines: mpsc::UnboundedSender<Line>,
     mut control: watch::Receiver<Control>,
-    groups: ProcessGroups,
+    supervisors: Supervisors,
 ) -> ProcessEnd {
     if !spec.cwd.is_dir() {
         return ProcessEnd::SpawnFailed(format!(
@@ -99,30 +109,51 @@ pub async fn run_attempt(
             spec.cwd.display()
         ));
     }
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
+    let mut cmd = Command::from(supervisor::command(&spec.program, &spec.args));
+    cmd.current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C on the terminal reaches the engine, which decides.
         .process_group(0);
+    let merged = if spec.merge_output {
+        match std::io::pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w))) {
+            Ok((r, w1, w2)) => {
+                cmd.stdout(Stdio::from(w1)).stderr(Stdio::from(w2));
+                Some(r)
+            }
+            Err(e) => return ProcessEnd::SpawnFailed(format!("create the output pipe: {e}")),
+        }
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        None
+    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return ProcessEnd::SpawnFailed(format!("{}: {e}", spec.program.display())),
     };
-    let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
-    if let Ok(mut g) = groups.lock() {
-        g.insert(pgid.as_raw());
+    // The write ends now live only in the supervisor and below it.
+    drop(cmd);
+    let sup = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
+    if let Ok(mut g) = supervisors.lock() {
+        g.insert(sup.as_raw());
     }
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(pump(s, Stream::Stdout, lines.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(pump(s, Stream::Stderr, lines.clone())));
+    let mut pumps = Vec::new();
+    if let Some(r) = merged {
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(r)) {
+            Ok(r) => pumps.push(tokio::spawn(pump(r, Stream::Stdout, lines.clone()))),
+            Err(e) => {
+                signal(sup, supervisor::KILL_SIGNAL);
+                let _ = child.wait().await;
+                return ProcessEnd::SpawnFailed(format!("read the output pipe: {e}"));
+            }
+        }
+    }
+    if let Some(s) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(s, Stream::Stdout, lines.clone())));
+    }
+    if let Some(s) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(s, Stream::Stderr, lines.clone())));
+    }
     drop(lines);
 
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -145,11 +176,11 @@ pub async fn run_attempt(
             status = child.wait() => break status,
             _ = timeout_sleep => {
                 reason = Some(ProcessEnd::TimedOut);
-                signal_group(pgid, Signal::SIGTERM);
+                signal(sup, supervisor::STOP_SIGNAL);
                 kill_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
             _ = kill_sleep => {
-                signal_group(pgid, Signal::SIGKILL);
+                signal(sup, supervisor::KILL_SIGNAL);
                 kill_at = None;
             }
             changed = control.changed() => {
@@ -164,24 +195,27 @@ pub async fn run_attempt(
                         if reason.is_none() || reason == Some(ProcessEnd::TimedOut) {
                             reason = Some(ProcessEnd::Stopped);
                         }
-                        signal_group(pgid, Signal::SIGTERM);
+                        signal(sup, supervisor::STOP_SIGNAL);
                         kill_at = Some(tokio::time::Instant::now() + spec.stop_grace);
                     }
                     Control::Kill => {
                         reason = Some(ProcessEnd::Stopped);
-                        signal_group(pgid, Signal::SIGKILL);
+                        signal(sup, supervisor::KILL_SIGNAL);
                     }
                 }
             }
         }
     };
-    // Whatever the job left behind in its group goes with it, so its pipes close.
-    signal_group(pgid, Signal::SIGKILL);
-    if let Ok(mut g) = groups.lock() {
-        g.remove(&pgid.as_raw());
+    // The supervisor exits only once the job and all it started are gone, so the output pipe is
+    // closed by now; the drain is bounded all the same.
+    if let Ok(mut g) = supervisors.lock() {
+        g.remove(&sup.as_raw());
     }
-    for h in [out, err].into_iter().flatten() {
-        let _ = h.await;
+    let drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+    for mut h in pumps {
+        if tokio::time::timeout_at(drain_until, &mut h).await.is_err() {
+            h.abort();
+        }
     }
     if let Some(r) = reason {
         return r;

@@ -92,6 +92,7 @@ pub fn attempt_spec(
         env,
         timeout,
         stop_grace: CHILD_STOP_GRACE,
+        merge_output: false,
     }
 }
 
@@ -118,7 +119,7 @@ pub struct ChildTracker {
     pub run: Option<String>,
     /// Failed child jobs in order, with their reasons.
     failed: Vec<(String, String)>,
-    /// The last `error: ...` line each child job printed on stderr.
+    /// The last `error: ...` line each child job printed.
     job_errors: BTreeMap<String, String>,
     /// The child run's own error (`run_finished`), or its phase on a cluster.
     run_error: Option<String>,
@@ -163,10 +164,9 @@ impl ChildTracker {
             } else {
                 Stream::Stdout
             };
-            if stream == Stream::Stderr {
-                if let Some(e) = l.strip_prefix("error: ") {
-                    self.job_errors.insert(job.clone(), e.to_string());
-                }
+            // A job's stdout and stderr are one stream: the SDK's `error:` line is its last.
+            if let Some(e) = l.strip_prefix("error: ") {
+                self.job_errors.insert(job.clone(), e.to_string());
             }
             return Seen::Log(stream, format!("{job} │ {l}"));
         }

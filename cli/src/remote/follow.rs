@@ -39,9 +39,7 @@ impl Style {
     pub fn detect(json: bool) -> Style {
         Style {
             json,
-            color: !json
-                && std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none(),
+            color: !json && crate::env_vars::colors(std::io::stdout().is_terminal()),
         }
     }
 }

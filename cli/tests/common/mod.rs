@@ -334,6 +334,7 @@ impl Sw {
             .env("SPARKWING_LOG_FORMAT", "json")
             .env_remove("SPARKWING_BOX_SLOTS")
             .env_remove("MY_TOKEN")
+            .env_remove("MY_KEY")
             .env_remove("HELLO_TOKEN");
         for (k, v) in &self.envs {
             c.env(k, v);
@@ -365,6 +366,33 @@ impl Sw {
     }
 
     /// `runs list -o json`, one object per run.
+    /// `sparkwing ARGS` with stdout and stderr on a pseudo-terminal (util-linux `script`), as a
+    /// user at a terminal runs it, without the variables `unset`; what the terminal got is
+    /// `stdout`.
+    pub fn on_a_tty(&self, args: &[&str], unset: &[&str]) -> Out {
+        let plain = self.cmd(args);
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let line: Vec<String> = std::iter::once(BIN)
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect();
+        let mut c = Command::new("script");
+        c.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+        if let Some(dir) = plain.get_current_dir() {
+            c.current_dir(dir);
+        }
+        for (k, v) in plain.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        for k in unset {
+            c.env_remove(k);
+        }
+        Running::spawn(c).finish_within(COMMAND_DEADLINE)
+    }
+
     pub fn runs_list(&self) -> Vec<Value> {
         let out = self.sw(["runs", "list", "-o", "json", "--limit", "1000"]);
         out.assert_code(0);

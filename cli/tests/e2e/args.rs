@@ -121,3 +121,75 @@ fn yaml_arg_defaults_are_overridden_by_the_command_line() {
         json!({"name": "cli", "count": 9, "loud": true, "ratio": 0.5})
     );
 }
+
+const VALID: &str = "valid args: --name, --count, --loud, --ratio";
+
+// Every arg error exits 2, records nothing and lists the valid args, whatever went wrong.
+#[test]
+fn every_arg_error_lists_the_valid_args() {
+    let sw = Sw::fixture("rich");
+    for (args, problem) in [
+        (
+            &["--count", "many"][..],
+            "--count expects an int value, got \"many\"",
+        ),
+        (&["--ratio=fast"][..], "--ratio expects a float value"),
+        (
+            &["--count", "1", "--count", "2"][..],
+            "--count is given twice",
+        ),
+        (&["--count"][..], "--count needs a value"),
+        (
+            &["--count", "99999999999999999999"][..],
+            "--count is out of range for an int: \"99999999999999999999\"",
+        ),
+        (
+            &["--loud=maybe"][..],
+            "--loud expects a bool (true or false) value, got \"maybe\"",
+        ),
+        (&["--nmae", "x"][..], "unknown arg --nmae"),
+        (&["stray"][..], "unexpected argument \"stray\""),
+    ] {
+        let mut cmd = vec!["run", "args"];
+        cmd.extend_from_slice(args);
+        let out = sw.sw(&cmd);
+        out.assert_code(2);
+        assert!(out.stderr.contains(problem), "{args:?}: {out}");
+        assert!(out.stderr.contains(VALID), "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("sparkwing run args --help"),
+            "{args:?}: {out}"
+        );
+    }
+    // A missing required arg too (this pipeline's only arg).
+    let out = sw.sw(["run", "secrets"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("--password is required; pass --password VALUE; valid args: --password"),
+        "{out}"
+    );
+    assert!(sw.runs_list().is_empty(), "usage errors record no run");
+}
+
+// `--flag true|false` as a separate token, like `--flag=false` and a bare `--flag`.
+#[test]
+fn bool_flags_take_true_or_false_as_the_next_token() {
+    let sw = Sw::fixture("rich");
+    for (args, loud) in [
+        (&["--loud", "false"][..], "false"),
+        (&["--loud", "true"][..], "true"),
+        (&["--loud=false"][..], "false"),
+        (&["--loud", "--count", "1"][..], "true"),
+        (&["--count", "1", "--loud"][..], "true"),
+    ] {
+        let mut cmd = vec!["run", "args"];
+        cmd.extend_from_slice(args);
+        let out = sw.sw(&cmd);
+        out.assert_code(0);
+        let id = out.run_id();
+        assert_eq!(sw.listed_run(&id)["args"]["loud"], json!(loud == "true"));
+        let line = &sw.log_lines(&id, "show")[0];
+        assert!(line.contains(&format!("loud={loud}")), "{args:?}: {line}");
+    }
+}

@@ -33,7 +33,8 @@ fn twenty_concurrent_runs_lose_no_line() {
     );
 
     for (out, id) in outs.iter().zip(outs.iter().map(Out::run_id)) {
-        for (job, stream) in [("a", "stdout"), ("b", "stdout"), ("c", "stderr")] {
+        // `c` writes on stderr: a job's two streams are one pipe, its lines recorded as stdout.
+        for (job, stream) in [("a", "stdout"), ("b", "stdout"), ("c", "stdout")] {
             let recs = sw.log_records(&id, job);
             assert_eq!(recs.len(), LINES, "run {id} job {job}");
             for (i, r) in recs.iter().enumerate() {

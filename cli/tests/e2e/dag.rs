@@ -27,9 +27,9 @@ fn failing_job_cancels_dependents_but_not_independent_or_finally_jobs() {
     assert_eq!(code, 1, "runs status exits 1 for a failed run");
     let job = |j: &str| find_job(&st, j);
     assert_eq!(job("compile")["state"], "failed");
-    // The job process exits 1 (protocol: a failed body); bash's own status is in its log.
-    assert_eq!(job("compile")["reason"], "exit code 1");
-    assert_eq!(job("compile")["exit_code"], 1);
+    // The job failed because its command did: recorded with the command's own status.
+    assert_eq!(job("compile")["reason"], "exit code 3");
+    assert_eq!(job("compile")["exit_code"], 3);
     for dependent in ["package", "publish"] {
         assert_eq!(job(dependent)["state"], "cancelled", "{dependent}: {st:#}");
         assert_eq!(job(dependent)["reason"], "upstream-failed", "{dependent}");
@@ -45,24 +45,20 @@ fn failing_job_cancels_dependents_but_not_independent_or_finally_jobs() {
     assert_eq!(job("report")["state"], "success");
     assert_eq!(sw.log_lines(&id, "report"), ["report ran"]);
 
-    // Both streams are logged; the SDK explains the failure on stderr.
+    // Both streams are logged, in the order written (one pipe, recorded as stdout); the SDK
+    // explains the failure last.
     let compile = sw.log_records(&id, "compile");
+    let lines: Vec<&str> = compile
+        .iter()
+        .map(|r| r["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines[..2], ["compiling", "compile broke"], "{compile:?}");
     assert!(
-        compile
-            .iter()
-            .any(|r| r["stream"] == "stdout" && r["line"] == "compiling"),
+        lines[2].starts_with("error: ") && lines[2].contains("exit status 3"),
         "{compile:?}"
     );
     assert!(
-        compile
-            .iter()
-            .any(|r| r["stream"] == "stderr" && r["line"] == "compile broke"),
-        "{compile:?}"
-    );
-    assert!(
-        compile.iter().any(|r| r["stream"] == "stderr"
-            && r["line"].as_str().unwrap().starts_with("error: ")
-            && r["line"].as_str().unwrap().contains("exit status 3")),
+        compile.iter().all(|r| r["stream"] == "stdout"),
         "{compile:?}"
     );
     // The cancellation of dependents is an event too.
@@ -140,7 +136,7 @@ fn retries_outputs_skips_workdir_env_and_optional_failures() {
     );
 
     assert_eq!(job("opt-fail")["state"], "failed");
-    assert_eq!(job("opt-fail")["reason"], "exit code 1");
+    assert_eq!(job("opt-fail")["reason"], "exit code 7");
     // Jobs that need a failed optional job are still cancelled.
     assert_eq!(job("after-opt")["state"], "cancelled");
     assert_eq!(job("after-opt")["reason"], "upstream-failed");

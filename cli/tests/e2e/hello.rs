@@ -206,3 +206,22 @@ fn pretty_output_on_request_and_bad_log_format() {
         "{out}"
     );
 }
+
+/// On a terminal `run` colours job names and states; `NO_COLOR` turns every colour off, and the
+/// lines stay the same.
+#[test]
+fn run_on_a_terminal_is_coloured_unless_no_color_is_set() {
+    let sw = Sw::hello();
+    let args = ["run", "hello", "--name", "tty"];
+    let coloured = sw.on_a_tty(&args, &["SPARKWING_LOG_FORMAT", "NO_COLOR"]);
+    coloured.assert_code(0);
+    assert!(coloured.stdout.contains("\x1b["), "{coloured}");
+    assert!(coloured.stdout.contains("hello, tty!"), "{coloured}");
+
+    let mut plain_sw = Sw::hello();
+    plain_sw.env("NO_COLOR", "1");
+    let plain = plain_sw.on_a_tty(&args, &["SPARKWING_LOG_FORMAT"]);
+    plain.assert_code(0);
+    assert!(!plain.stdout.contains("\x1b["), "{plain}");
+    assert!(plain.stdout.contains("hello, tty!"), "{plain}");
+}

@@ -120,3 +120,134 @@ fn outputs_files_do_not_keep_secrets() {
         assert_clean(&f.display().to_string(), &text);
     }
 }
+
+/// A key as a PEM file holds it: several lines, the last one ending in a newline.
+const KEY: &str =
+    "-----BEGIN TEST KEY-----\nline1-AAAAAAAAAAAA\nline2-BBBBBBBBBBBB\n-----END TEST KEY-----\n";
+const KEY_LINES: [&str; 4] = [
+    "-----BEGIN TEST KEY-----",
+    "line1-AAAAAAAAAAAA",
+    "line2-BBBBBBBBBBBB",
+    "-----END TEST KEY-----",
+];
+
+fn assert_no_key_line(what: &str, text: &str) {
+    for line in KEY_LINES {
+        assert!(!text.contains(line), "{what} leaks {line:?}:\n{text}");
+    }
+}
+
+// Each line of a multi-line secret is masked wherever it appears: the job's output (one log line per
+// line of the key), a log message, an output and an error that hold it across line boundaries.
+#[test]
+fn every_line_of_a_multi_line_secret_is_masked() {
+    let mut sw = Sw::fixture("rich");
+    sw.env("MY_KEY", KEY);
+    let out = sw.sw(["run", "multiline-secrets"]);
+    out.assert_code(0);
+    assert_no_key_line("stdout", &out.stdout);
+    assert_no_key_line("stderr", &out.stderr);
+    let id = out.run_id();
+    // A key long enough on every line: no warning.
+    assert!(out.events("secret_not_masked").is_empty(), "{out}");
+
+    let show = sw.log_lines(&id, "show");
+    // `echo "$MY_KEY"`: four lines, each masked (and the empty one the key ends with); then the
+    // log message, over as many lines.
+    assert_eq!(show[..5], ["***", "***", "***", "***", ""], "{show:?}");
+    assert_eq!(
+        show[5..9],
+        ["key follows: ***", "***", "***", "***"],
+        "{show:?}"
+    );
+    let fail = sw.log_lines(&id, "fail-with-key");
+    assert!(fail.iter().any(|l| l == "error: bad key ***"), "{fail:?}");
+    assert!(fail.iter().filter(|l| *l == "***").count() >= 3, "{fail:?}");
+
+    for f in std::fs::read_dir(sw.run_dir(&id)).unwrap() {
+        let p = f.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+        assert_no_key_line(&p.display().to_string(), &text);
+    }
+    let status = sw.sw(["runs", "status", "--run", &id, "-o", "json"]);
+    status.assert_code(0);
+    assert_no_key_line("runs status -o json", &status.stdout);
+    // The output held the key whole, across its lines: masked as one (its final newline is kept).
+    assert_eq!(
+        find_job(&status.stdout_json(), "show")["outputs"],
+        json!({"key": "***\n"})
+    );
+    let logs = sw.sw(["runs", "logs", "--run", &id]);
+    assert_no_key_line("runs logs", &logs.stdout);
+}
+
+// Secrets shorter than 4 characters are not masked (they would shred ordinary text); the run says
+// so for each, in a recorded event and on stderr.
+#[test]
+fn short_secrets_are_not_masked_and_the_run_warns() {
+    let mut sw = Sw::fixture("rich");
+    sw.env("MY_KEY", "the");
+    let out = sw.sw(["run", "multiline-secrets", "--pin", "123"]);
+    out.assert_code(0);
+    let id = out.run_id();
+    let show = sw.log_lines(&id, "show");
+    assert!(show.iter().any(|l| l == "the other weather"), "{show:?}");
+    assert!(show.iter().any(|l| l == "pin is 123"), "{show:?}");
+
+    let warnings = out.events("secret_not_masked");
+    let named: Vec<(&str, u64)> = warnings
+        .iter()
+        .map(|w| (w["secret"].as_str().unwrap(), w["chars"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(named, [("MY_KEY", 3), ("--pin", 3)], "{out}");
+    assert!(warnings.iter().all(|w| w["min_chars"] == 4), "{out}");
+    assert!(
+        out.stderr.contains(
+            "warning: secret MY_KEY has 3 characters, fewer than the 4 sparkwing masks, so it is not masked in logs and records; use a longer value"
+        ),
+        "{out}"
+    );
+    assert!(out.stderr.contains("warning: secret --pin has 3"), "{out}");
+    // Recorded with the run.
+    let (_, st) = sw.status(&id);
+    let recorded = st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "secret_not_masked")
+        .count();
+    assert_eq!(recorded, 2, "{st:#}");
+    // A secret arg is never stored in clear, whatever its length.
+    assert_eq!(st["args"], json!({"pin": "***"}));
+}
+
+// A short line inside a long multi-line secret is reported by its number; the other lines are
+// still masked.
+#[test]
+fn a_short_line_of_a_multi_line_secret_is_reported() {
+    let mut sw = Sw::fixture("rich");
+    sw.env("MY_KEY", "first-line-of-it\nxy\nthird-line-of-it");
+    let out = sw.sw(["run", "multiline-secrets"]);
+    out.assert_code(0);
+    let id = out.run_id();
+    assert_eq!(
+        sw.log_lines(&id, "show")[..3],
+        ["***", "xy", "***"],
+        "{out}"
+    );
+    let warnings = out.events("secret_not_masked");
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert_eq!(
+        (
+            &warnings[0]["secret"],
+            &warnings[0]["line"],
+            &warnings[0]["chars"]
+        ),
+        (&json!("MY_KEY"), &json!(2), &json!(2))
+    );
+    assert!(
+        out.stderr
+            .contains("warning: line 2 of secret MY_KEY has 2 characters"),
+        "{out}"
+    );
+}

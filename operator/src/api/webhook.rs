@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use hmac::{Hmac, Mac};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde::Deserialize;
@@ -31,32 +32,23 @@ pub const BRANCH_ANNOTATION: &str = "sparkwing.dev/branch";
 /// Annotation on a webhook-created run: the Pipeline's `spec.path` (where `.sparkwing/` is).
 pub const PATH_ANNOTATION: &str = "sparkwing.dev/path";
 
+type HmacSha256 = Hmac<Sha256>;
+
 /// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    mac(key, msg).finalize().into_bytes().into()
+}
+
+fn mac(key: &[u8], msg: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; this never fails.
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    m.update(msg);
+    m
 }
 
 /// `sha256=<hex>`: the header value a sender computes for `body`.
 pub fn signature_header(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
-}
-
-/// Equal, in time independent of where the inputs differ (their lengths are not secret).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Why a delivery's signature is refused (401).
@@ -84,11 +76,10 @@ pub fn verify_signature(
     if given.len() != 32 {
         return Err(SignatureError::Malformed);
     }
-    if constant_time_eq(&given, &hmac_sha256(secret, body)) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    // verify_slice compares in constant time.
+    mac(secret, body)
+        .verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// Why a (correctly signed) payload is refused (400).
@@ -223,40 +214,30 @@ pub fn normalize_repo_url(url: &str) -> Option<String> {
     Some(format!("{host}/{path}").to_ascii_lowercase())
 }
 
-/// Whether `branch` matches the glob `pattern`: `*` matches any characters but `/`, `**` any
-/// characters including `/`, `?` one character but `/`; everything else matches itself.
+/// Whether `branch` matches the glob `pattern`: `*` matches any characters but `/`, `**` as a whole
+/// path component any characters including `/` (`a/**/b` also matches `a/b`), `?` one character
+/// but `/`; every other character matches itself. A pattern that cannot be a glob matches nothing.
 pub fn glob_match(pattern: &str, branch: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') if p.get(1) == Some(&b'*') => {
-                // `**` (and `**/` matching zero directories).
-                let rest = &p[2..];
-                if let Some(after_slash) = rest.strip_prefix(b"/") {
-                    if go(after_slash, s) {
-                        return true;
-                    }
-                }
-                (0..=s.len()).any(|i| go(rest, &s[i..]))
-            }
-            Some(b'*') => {
-                let rest = &p[1..];
-                let mut i = 0;
-                loop {
-                    if go(rest, &s[i..]) {
-                        return true;
-                    }
-                    if i == s.len() || s[i] == b'/' {
-                        return false;
-                    }
-                    i += 1;
-                }
-            }
-            Some(b'?') => s.first().is_some_and(|&c| c != b'/') && go(&p[1..], &s[1..]),
-            Some(&c) => s.first() == Some(&c) && go(&p[1..], &s[1..]),
+    branch_glob(pattern).is_some_and(|g| g.is_match(branch))
+}
+
+/// The matcher of a branch glob: only `*` and `?` are special (globset's `[...]`, `{a,b}` and `\`
+/// are escaped, so a branch name with them matches itself).
+fn branch_glob(pattern: &str) -> Option<globset::GlobMatcher> {
+    let mut glob = String::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        match c {
+            '*' | '?' => glob.push(c),
+            c => glob.push_str(&globset::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }
-    go(pattern.as_bytes(), branch.as_bytes())
+    globset::GlobBuilder::new(&glob)
+        .literal_separator(true)
+        // A backslash is a plain character of a branch name, not an escape.
+        .backslash_escape(false)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
 }
 
 /// Whether a push to `branch` starts `pipeline`: it has a push trigger and one of its globs
@@ -505,9 +486,6 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
     #[test]
@@ -559,6 +537,14 @@ mod tests {
             ("v?", "v10", false),
             ("v?", "v/", false),
             ("*-stable", "1.0-stable", true),
+            // Only * and ? are special: brackets, braces and backslashes match themselves.
+            ("fix[1]", "fix[1]", true),
+            ("fix[1]", "fix1", false),
+            ("{a,b}", "a", false),
+            ("{a,b}", "{a,b}", true),
+            ("a\\b", "a\\b", true),
+            ("v**", "v1", true),
+            ("v**", "v1/2", false),
         ];
         for (glob, branch, want) in cases {
             assert_eq!(glob_match(glob, branch), want, "{glob} ~ {branch}");
