@@ -108,6 +108,48 @@ impl Setup {
         Ok(())
     }
 
+    /// Every pod the Job controller makes for `job` from now on, seen through a watch (a pod that
+    /// lives for less than a list's round trip, as a Job failed by its deadline, is still seen):
+    /// the names in the order they appeared.
+    /// Returns once the watch is established.
+    async fn watch_job_pods(
+        &self,
+        job: &str,
+    ) -> Result<std::sync::Arc<std::sync::Mutex<Vec<String>>>> {
+        use futures_util::StreamExt as _;
+        use kube::runtime::watcher;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let config =
+            watcher::Config::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+        let mut events = watcher(self.pods(), config).boxed();
+        let names = seen.clone();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        let mut names = names.lock().unwrap();
+                        if !names.contains(&p.name_any()) {
+                            names.push(p.name_any());
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, ready)
+            .await
+            .context("the pod watch did not start")?
+            .context("the pod watch ended")?;
+        Ok(seen)
+    }
+
     /// The (first) pod the Job controller made for `job`.
     async fn job_pod(&self, job: &str) -> Result<Pod> {
         let lp = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
@@ -416,10 +458,17 @@ async fn a_missing_image_backs_off_and_never_runs() -> Result<()> {
 async fn active_deadline_seconds_fails_the_job_and_kills_the_pod() -> Result<()> {
     let s = Setup::new("emu-deadline").await?;
     let extra = json!({"spec": {"activeDeadlineSeconds": 1}});
-    s.create_job(&s.job("slow", "sleep 30", extra)?).await?;
-    let pod = s.job_pod("slow").await?;
+    // Its pod lives about the 1 s deadline: a list polled for it can miss it on a busy machine.
+    let pods = s.watch_job_pods("slow").await?;
     let started = Instant::now();
+    s.create_job(&s.job("slow", "sleep 30", extra)?).await?;
     let job = wait_for(&s.jobs(), "slow", "Failed", job_failed).await?;
+    let pod = pods
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .context("the Job controller made no pod for Job slow")?;
     assert!(started.elapsed() < Duration::from_secs(20), "{started:?}");
     assert_eq!(
         job_condition(&job, "Failed"),
@@ -436,8 +485,8 @@ async fn active_deadline_seconds_fails_the_job_and_kills_the_pod() -> Result<()>
         "{status:#?}"
     );
     // Failed is written once the pod's container is gone.
-    assert!(s.node.containers(&pod.name_any()).await?.is_empty());
-    assert!(s.pods().get_opt(&pod.name_any()).await?.is_none());
+    assert!(s.node.containers(&pod).await?.is_empty());
+    assert!(s.pods().get_opt(&pod).await?.is_none());
     s.node.shutdown().await?;
     Ok(())
 }

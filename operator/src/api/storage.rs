@@ -658,6 +658,17 @@ pub(super) fn create_private(path: &Path) -> std::io::Result<fs::File> {
         .open(path)
 }
 
+/// Open a file for appending, created readable by the operator's user only (logs, the token
+/// journal).
+pub(super) fn append_private(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 fn list_dirs(dir: &Path) -> Result<Vec<String>, StorageError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,

@@ -292,15 +292,7 @@ impl Storage {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir).map_err(io("creating", dir))?;
             }
-            let mut f = {
-                use std::os::unix::fs::OpenOptionsExt;
-                fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io("opening", &path))?
-            };
+            let mut f = super::append_private(&path).map_err(io("opening", &path))?;
             let written = f
                 .write_all(&buf)
                 .and_then(|()| f.sync_data())

@@ -111,15 +111,7 @@ impl Storage {
             Err(e) => return Err(io("opening", &path)(e)),
         }
         // Not truncated here: the snapshot with these entries is written first (compact).
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io("opening", &path))?
-        };
+        let file = super::append_private(&path).map_err(io("opening", &path))?;
         let mut journal = TokenJournal {
             snapshot,
             path,
