@@ -190,7 +190,8 @@ try {
     assert((await page.textContent('.error-box')).includes('compile'), 'no error');
     assert((await run.done) === 1, 'sparkwing run slow-fail did not exit 1');
     await page.click('svg.dag .node[data-job="compile"]');
-    await page.waitForSelector('#log .line.err');
+    // The SDK's explanation of the failure (a job's stdout and stderr are one stream).
+    await page.waitForSelector('#log .line:has-text("error: ")');
     await shot('06-run-failed');
   });
 
