@@ -14,18 +14,18 @@ use super::{
     MANAGED_BY, RUNNER_EXE,
 };
 use crate::box_slots::ENV_SKIP_BOX_SLOTS;
+use crate::engine::host::{host_loop, local_intent, HostExecutor, StopState};
 use crate::engine::{now_ms, Admitted, Format, RunRequest};
 use crate::env_vars;
 use crate::exit::ExitCode;
 use crate::home::Home;
+use crate::store::Store;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
 use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::StreamExt;
 use serde_json::json;
-use sparkwing_core::reconcile::executor::{reconcile_run_once, Executor};
-use sparkwing_core::reconcile::run::{
-    CancelRequest, ObservedRunner, RunIntent, RunObservation, RunnerState,
-};
+use sparkwing_core::reconcile::executor::Executor;
+use sparkwing_core::reconcile::run::{ObservedRunner, RunObservation, RunnerState};
 use sparkwing_core::reconcile::status::{Phase, RunStatus as ReconcileStatus, SUCCEEDED};
 use sparkwing_core::RunStatus;
 use std::cell::{Cell, RefCell};
@@ -150,16 +150,14 @@ pub struct DockerExecutor {
     /// The pool runner that claimed this run, once seen.
     pool_runner: RefCell<Option<String>>,
     attempt: Cell<u32>,
-    /// A stop was sent: `Some(graceful)`.
-    stop_sent: Cell<Option<bool>>,
-    /// The run asks for a hard stop (second interrupt): a graceful stop sent earlier no longer
-    /// counts as "stopping", so the decision asks for the kill.
-    want_hard: Cell<bool>,
-    /// The signal of a graceful stop: the one the host got, so the runner prints what the
-    /// process executor would.
-    graceful_signal: Cell<&'static str>,
+    stops: StopState,
     start_error: RefCell<Option<String>>,
     events: RefCell<Vec<(String, String, bool)>>,
+    /// The run's store (the same SQLite file the runner writes through its bind mount): the
+    /// runner's transitions are recorded there as `runner` events.
+    store: RefCell<Store>,
+    /// Copies the runner's output to ours once it runs.
+    logs: RefCell<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl DockerExecutor {
@@ -216,11 +214,7 @@ impl Executor for DockerExecutor {
                 None => RunnerState::Starting,
             },
         };
-        let stopping = match self.stop_sent.get() {
-            None => false,
-            Some(true) => !self.want_hard.get(),
-            Some(false) => true,
-        };
+        let stopping = self.stops.stopping();
         Ok(RunObservation {
             runner: Some(ObservedRunner {
                 name,
@@ -259,13 +253,13 @@ impl Executor for DockerExecutor {
 
     async fn stop_runner(&self, name: &str, graceful: bool) -> Result<(), DockerError> {
         let signal = if graceful {
-            self.graceful_signal.get()
+            self.stops.signal()
         } else {
+            eprintln!("second interrupt: killing the runner container now");
             "SIGKILL"
         };
         self.client.kill(name, signal).await?;
-        self.stop_sent
-            .set(Some(graceful && self.stop_sent.get().unwrap_or(true)));
+        self.stops.sent(graceful);
         Ok(())
     }
 
@@ -284,6 +278,48 @@ impl Executor for DockerExecutor {
         self.events
             .borrow_mut()
             .push((reason.to_string(), message.to_string(), warning));
+        Ok(())
+    }
+}
+
+impl HostExecutor for DockerExecutor {
+    fn stops(&self) -> &StopState {
+        &self.stops
+    }
+
+    async fn changed(&self, max: Duration) {
+        // Inspecting a local container is cheap: look again soon.
+        tokio::time::sleep(max.min(POLL)).await;
+    }
+
+    async fn reconciled(&self, run: &str, status: &ReconcileStatus) -> Result<(), DockerError> {
+        for (reason, message, warning) in self.events.borrow_mut().drain(..) {
+            // Stored for `runs status`, not printed: the output stays the process executor's.
+            self.store.borrow_mut().append_event(
+                run,
+                None,
+                "runner",
+                &json!({"reason": reason, "message": message, "warning": warning, "runner": status.runner}),
+                now_ms(),
+            )?;
+        }
+        let mut logs = self.logs.borrow_mut();
+        if let (None, Some(name)) = (&*logs, &status.runner) {
+            if status.phase != Phase::Pending {
+                *logs = Some(tokio::spawn(follow_logs(self.client.clone(), name.clone())));
+            }
+        }
+        // A pool that went away while we waited in its queue: start a cold runner instead.
+        let pool_gone = self.pool.borrow().as_ref().is_some_and(|p| !p.is_alive());
+        if pool_gone && status.runner.is_none() {
+            if let Some(p) = self.pool.borrow_mut().take() {
+                p.dequeue(run);
+                eprintln!(
+                    "pool {} stopped before it gave this run a runner; starting a cold container",
+                    p.name()
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -342,84 +378,22 @@ pub async fn drive(
         }),
         pool_runner: RefCell::new(None),
         attempt: Cell::new(0),
-        stop_sent: Cell::new(None),
-        want_hard: Cell::new(false),
-        graceful_signal: Cell::new("SIGTERM"),
+        stops: StopState::default(),
         start_error: RefCell::new(None),
         events: RefCell::new(Vec::new()),
+        store: RefCell::new(Store::open(&req.home.root)?),
+        logs: RefCell::new(None),
     };
-    // Locally a second attempt would collide with the jobs the first one recorded.
-    let mut intent = RunIntent {
-        max_attempts: 1,
-        ..RunIntent::default()
-    };
-    let mut status = ReconcileStatus::default();
-    let mut interrupts = 0u32;
-    let mut logs: Option<tokio::task::JoinHandle<()>> = None;
-    let result = loop {
-        exec.want_hard
-            .set(intent.cancel == CancelRequest::Cancelled);
-        let decision = reconcile_run_once(&exec, &run_id, &intent, &status, now_ms()).await;
-        let decision = match decision {
-            Ok(d) => d,
-            Err(e) => break Err(e),
-        };
-        for (reason, message, warning) in exec.events.borrow_mut().drain(..) {
-            // Stored for `runs status`, not printed: the output stays the process executor's.
-            admitted.store().append_event(
-                &run_id,
-                None,
-                "runner",
-                &json!({"reason": reason, "message": message, "warning": warning, "runner": decision.status.runner}),
-                now_ms(),
-            )?;
-        }
-        status = decision.status;
-        let seen = status.runner.clone();
-        if let (None, Some(name)) = (&logs, &seen) {
-            if status.phase != Phase::Pending {
-                logs = Some(tokio::spawn(follow_logs(client.clone(), name.clone())));
-            }
-        }
-        if status.phase.is_terminal() {
-            break Ok(());
-        }
-        // A pool that went away while we waited in its queue: start a cold runner instead.
-        let pool_gone = exec.pool.borrow().as_ref().is_some_and(|p| !p.is_alive());
-        if pool_gone && seen.is_none() {
-            if let Some(p) = exec.pool.borrow_mut().take() {
-                p.dequeue(&run_id);
-                eprintln!(
-                    "pool {} stopped before it gave this run a runner; starting a cold container",
-                    p.name()
-                );
-            }
-        }
-        let wait = decision
-            .requeue_after_ms
-            .map(Duration::from_millis)
-            .unwrap_or(POLL)
-            .min(POLL);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            sig = admitted.next_signal() => {
-                interrupts += 1;
-                if interrupts == 1 {
-                    exec.graceful_signal.set(sig);
-                    intent.cancel = CancelRequest::CancelledRunFinally;
-                } else {
-                    eprintln!("second interrupt: killing the runner container now");
-                    intent.cancel = CancelRequest::Cancelled;
-                }
-            }
-        }
-    };
+    let result = host_loop(&exec, &run_id, local_intent(), admitted.interrupts()).await;
+    let status = result.as_ref().ok().cloned().unwrap_or_default();
+    let logs = exec.logs.borrow_mut().take();
     if let Some(h) = logs {
         let _ = tokio::time::timeout(LOG_DRAIN, h).await;
     }
     // Clean up whatever happens next: the request (secrets), the runner, the queue entry.
     let _ = std::fs::remove_file(&request_path);
-    let runner = status.runner.clone().or_else(|| {
+    let pool_runner = exec.pool_runner.borrow().clone();
+    let runner = status.runner.clone().or(pool_runner).or_else(|| {
         (exec.attempt.get() > 0 && exec.pool.borrow().is_none())
             .then(|| container_name(&run_id, exec.attempt.get()))
     });
@@ -432,7 +406,7 @@ pub async fn drive(
     if let Some(name) = &runner {
         client.remove(name).await?;
     }
-    result?;
+    let status = result?;
 
     // The engine inside recorded how the run ended, unless the container died first (OOM, a
     // kill, a start failure): then record the decision's outcome here.

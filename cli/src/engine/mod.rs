@@ -2,9 +2,12 @@
 //! the log files, and prints it. Decisions (what starts, what is cancelled, how the run ends) are
 //! made by `sparkwing_core::Scheduler`; this module only does them.
 
+pub mod host;
+pub mod interrupts;
 pub mod job_log;
 pub mod output;
 pub mod process;
+pub mod process_executor;
 pub mod sink;
 pub mod subpipeline;
 pub mod supervisor;
@@ -27,8 +30,10 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
+
+use interrupts::{Interrupt, Interrupts};
+use process_executor::{ProcessExecutor, RunnerEnd, RunnerSide};
 
 pub use output::Format;
 pub use sink::{RunPhase, RunSink, SinkLine};
@@ -83,8 +88,7 @@ pub struct Admitted {
     _slot: Option<SlotGuard>,
     /// Held by the process that owns the run (the host side); a runner container has none.
     _run_lock: Option<File>,
-    sigint: tokio::signal::unix::Signal,
-    sigterm: tokio::signal::unix::Signal,
+    interrupts: Interrupts,
 }
 
 impl Admitted {
@@ -96,13 +100,9 @@ impl Admitted {
         &self.run_dir
     }
 
-    /// Wait for the next SIGINT or SIGTERM (the host side of a run driven by another executor).
-    /// Returns the signal's name.
-    pub async fn next_signal(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.sigint.recv() => "SIGINT",
-            _ = self.sigterm.recv() => "SIGTERM",
-        }
+    /// The run's interrupts (the host side of a run driven by another executor reads them).
+    pub fn interrupts(&mut self) -> &mut Interrupts {
+        &mut self.interrupts
     }
 
     /// The run's store (the same SQLite file a runner writes through its bind mount).
@@ -376,8 +376,7 @@ fn warn_unmasked(rec: &mut Recorder, req: &RunRequest) -> Result<(), EngineError
 
 /// Continue a run the host already recorded and admitted (inside a runner container).
 pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineError> {
-    let sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
-    let sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+    let interrupts = Interrupts::install().map_err(io_err("install signal handlers"))?;
     let store = Store::open(&req.home.root)?;
     let run = store.find_run(run_id)?;
     let rec = Recorder {
@@ -394,16 +393,14 @@ pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineEr
         created: run.started_at.unwrap_or(run.created_at),
         _slot: None,
         _run_lock: None,
-        sigint,
-        sigterm,
+        interrupts,
     };
     drive(req, admitted).await
 }
 
 /// Admission (box slots) and recording: everything before the plan.
 pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("install SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("install SIGTERM handler"))?;
+    let mut interrupts = Interrupts::install().map_err(io_err("install signal handlers"))?;
     // Admission first: a run that may not start is not recorded at all with --sw-no-wait.
     let mut _slot: Option<SlotGuard> = None;
     let mut ticket: Option<Ticket> = None;
@@ -500,8 +497,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
             }
             let interrupted = tokio::select! {
                 _ = tokio::time::sleep(SLOT_POLL) => false,
-                _ = sigint.recv() => true,
-                _ = sigterm.recv() => true,
+                _ = interrupts.next() => true,
             };
             if interrupted {
                 // Leave the queue before recording, so the next run is not held up.
@@ -528,29 +524,89 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         created,
         _slot,
         _run_lock: Some(run_lock),
-        sigint,
-        sigterm,
+        interrupts,
     })))
 }
 
-/// Plan and run the DAG of an admitted run, then record how it ended.
+/// Execute an admitted run with the process executor: the host loop of every local executor
+/// (`host::host_loop`, core's reconcile) with this process's engine as the runner. Returns when
+/// the run is recorded as ended.
 pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, EngineError> {
     let Admitted {
         run_id,
         run_dir,
-        mut rec,
+        rec,
         created,
         _slot,
         _run_lock,
-        mut sigint,
-        mut sigterm,
+        mut interrupts,
     } = admitted;
+    let (exec, runner) = ProcessExecutor::new();
+    let engine = async {
+        let RunnerSide {
+            start,
+            stops,
+            ended,
+        } = runner;
+        let mut dag = DagRun {
+            run_id: run_id.clone(),
+            run_dir,
+            rec,
+            created,
+        };
+        if start.await.is_err() {
+            // Cancelled before core started the runner.
+            return finish(
+                &mut dag.rec,
+                RunStatus::Cancelled,
+                Some("cancelled before it started".into()),
+                created,
+            );
+        }
+        let result = run_dag(req, dag, stops).await;
+        let _ = ended.send(Some(match &result {
+            Ok(code) => RunnerEnd::Exit(code.code()),
+            Err(_) => RunnerEnd::Error,
+        }));
+        result
+    };
+    let host = async {
+        let status = host::host_loop(&exec, &run_id, host::local_intent(), &mut interrupts).await;
+        exec.close();
+        status
+    };
+    let (result, host) = tokio::join!(engine, host);
+    // The process executor cannot fail (its errors are the engine's, returned below).
+    let Ok(_) = host;
+    result
+}
+
+/// What the runner of a local run owns: the run's records and where its logs go.
+struct DagRun {
+    run_id: String,
+    run_dir: PathBuf,
+    rec: Recorder,
+    created: i64,
+}
+
+/// Plan and run the DAG of an admitted run, then record how it ended. `stops` are the stops its
+/// executor sends (a graceful one cancels with `finally` jobs, a hard one kills every job).
+async fn run_dag(
+    req: &RunRequest,
+    dag: DagRun,
+    mut stops: mpsc::UnboundedReceiver<Interrupt>,
+) -> Result<ExitCode, EngineError> {
+    let DagRun {
+        run_id,
+        run_dir,
+        mut rec,
+        created,
+    } = dag;
     let args_json = Value::Object(req.args.clone()).to_string();
-    // Plan, unless interrupted first.
+    // Plan, unless stopped first.
     let plan = tokio::select! {
         p = plan(req, &args_json) => p,
-        _ = sigint.recv() => Err("cancelled while planning".to_string()),
-        _ = sigterm.recv() => Err("cancelled while planning".to_string()),
+        Some(_) = stops.recv() => Err("cancelled while planning".to_string()),
     };
     let plan = match plan {
         Ok(p) => p,
@@ -625,7 +681,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
-    let mut interrupts = 0u32;
+    let mut killed = false;
     while !sched.is_done() {
         tokio::select! {
             msg = rx.recv() => {
@@ -649,17 +705,13 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
                     }
                 }
             }
-            _ = sigint.recv() => {
-                interrupts += 1;
-                on_interrupt(&mut ctx, &mut rec, &mut sched, &mut jobs, interrupts, "SIGINT")?;
-            }
-            _ = sigterm.recv() => {
-                interrupts += 1;
-                on_interrupt(&mut ctx, &mut rec, &mut sched, &mut jobs, interrupts, "SIGTERM")?;
+            Some(stop) = stops.recv() => {
+                killed = stop.hard;
+                on_interrupt(&mut ctx, &mut rec, &mut sched, &mut jobs, stop)?;
             }
         }
-        if interrupts >= 2 {
-            // Second interrupt: everything was killed; do not wait for anything else.
+        if killed {
+            // A hard stop: everything was killed; do not wait for anything else.
             return finish(
                 &mut rec,
                 RunStatus::Cancelled,
@@ -1226,10 +1278,10 @@ fn on_interrupt(
     rec: &mut Recorder,
     sched: &mut Scheduler,
     jobs: &mut [JobRuntime],
-    count: u32,
-    signal_name: &str,
+    stop: Interrupt,
 ) -> Result<(), EngineError> {
-    if count == 1 {
+    let signal_name = stop.signal;
+    if !stop.hard {
         let (stop, actions) = sched.cancel();
         let human = format!(
             "{} {signal_name}: cancelling the run (running jobs get SIGTERM; finally jobs still run). Press Ctrl-C again to kill at once.",
