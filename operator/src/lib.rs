@@ -42,6 +42,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod pool_claim;
+pub mod pool_executor;
 pub mod pool_token;
 pub mod runner_job;
 pub mod status;

@@ -13,19 +13,21 @@
 use super::client::{summary_name, Client};
 use super::executor::{runner_container, Mounts};
 use super::{io, DockerError, LABEL_POOL, RUNNER_EXE};
+use crate::engine::interrupts::Interrupts;
 use crate::engine::now_ms;
 use crate::exit::ExitCode;
 use crate::home::Home;
 use bollard::models::ContainerSummaryStateEnum;
 use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::executor::{reconcile_pool_once, PoolExecutor, PoolObservation};
 use sparkwing_core::reconcile::pool::{
-    reconcile_pool, ClaimRequest, PoolAction, PoolIntent, PoolRunner, PoolRunnerState, READY,
+    ClaimRequest, PoolIntent, PoolRunner, PoolRunnerState, READY,
 };
 use sparkwing_core::reconcile::status::PoolStatus;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
 
 /// How often the pool reads its queue and the runners' files.
 const POOL_POLL: Duration = Duration::from_millis(20);
@@ -258,63 +260,42 @@ fn mtime_ms(path: &Path) -> Option<i64> {
     )
 }
 
-/// Host the pool in the foreground until SIGINT or SIGTERM.
-pub async fn run_pool(client: Client, opts: PoolOptions) -> Result<ExitCode, DockerError> {
-    let dir = PoolDir::new(&opts.home, &opts.name);
-    dir.create_dirs()?;
-    let lock_path = dir.lock();
-    let lock = File::create(&lock_path).map_err(io(format!("create {}", lock_path.display())))?;
-    if lock.try_lock().is_err() {
-        return Err(DockerError::Other(format!(
-            "pool {} is already running for this SPARKWING_HOME ({} is locked)",
-            opts.name,
-            lock_path.display()
-        )));
-    }
-    let mounts = Mounts::for_host(&opts.workspace, &opts.home)?;
-    let info = PoolInfo {
-        workspace: opts.workspace.clone(),
-        exe: mounts.exe.clone(),
-        image: opts.image.clone(),
-        pid: std::process::id(),
-    };
-    let bytes = serde_json::to_vec_pretty(&info)
-        .map_err(|e| DockerError::Other(format!("encode pool info: {e}")))?;
-    write_atomic(&dir.info(), &bytes)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io("install SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
-    let intent = PoolIntent {
-        generation: 1,
-        min_idle: opts.min_idle,
-        max_runners: opts.max_runners,
-        idle_timeout_ms: opts.idle_timeout.as_millis() as u64,
-    };
-    println!(
-        "pool {}: min-idle {}, max-runners {}, idle-timeout {}; image {}; workspace {} (Ctrl-C stops it)",
-        opts.name,
-        opts.min_idle,
-        opts.max_runners,
-        humantime::format_duration(opts.idle_timeout),
-        opts.image,
-        opts.workspace.display()
-    );
-    let prefix = format!("sparkwing-pool-{}", opts.name);
-    let mut status = PoolStatus::default();
-    let mut printed: Option<(u32, u32, u32, u32)> = None;
-    let mut listed: Vec<(String, Option<ContainerSummaryStateEnum>)> = Vec::new();
-    let mut last_list: Option<Instant> = None;
-    loop {
-        let fresh = last_list.is_none_or(|t| t.elapsed() >= LIST_EVERY);
+/// core's `PoolExecutor` for a local pool: its runners are containers labelled with the pool,
+/// claims and readiness are files under the pool's directory, queued runs are files its hosts
+/// write.
+struct ContainerPool<'a> {
+    client: &'a Client,
+    opts: &'a PoolOptions,
+    dir: &'a PoolDir,
+    mounts: &'a Mounts,
+    /// The pool's containers as last listed; listed again every `LIST_EVERY` or after a change.
+    listed: RefCell<Vec<(String, Option<ContainerSummaryStateEnum>)>>,
+    last_list: Cell<Option<Instant>>,
+    /// The runs waiting for a runner, with their request files, as last observed.
+    queue: RefCell<Vec<(ClaimRequest, PathBuf)>>,
+}
+
+impl PoolExecutor for ContainerPool<'_> {
+    type Error = DockerError;
+
+    async fn observe(&self) -> Result<PoolObservation, DockerError> {
+        let (opts, dir) = (self.opts, self.dir);
+        let fresh = self
+            .last_list
+            .get()
+            .is_none_or(|t| t.elapsed() >= LIST_EVERY);
         if fresh {
-            listed = client
+            *self.listed.borrow_mut() = self
+                .client
                 .list_managed(&opts.home.root, &[(LABEL_POOL, &opts.name)])
                 .await?
                 .iter()
                 .map(|c| (summary_name(c), c.state))
                 .collect();
-            last_list = Some(Instant::now());
+            self.last_list.set(Some(Instant::now()));
         }
-        let mut runners = Vec::new();
+        let listed = self.listed.borrow().clone();
+        let mut observed = PoolObservation::default();
         for (name, state) in &listed {
             let claim = dir.read_claim(name);
             let ready = dir.ready(name);
@@ -326,10 +307,7 @@ pub async fn run_pool(client: Client, opts: PoolOptions) -> Result<ExitCode, Doc
                             PoolRunnerState::Busy { run: c.run }
                         }
                         _ => {
-                            client.remove(name).await?;
-                            let _ = std::fs::remove_file(dir.claim(name));
-                            let _ = std::fs::remove_file(&ready);
-                            last_list = None;
+                            observed.spent.push(name.clone());
                             continue;
                         }
                     }
@@ -342,7 +320,7 @@ pub async fn run_pool(client: Client, opts: PoolOptions) -> Result<ExitCode, Doc
                     (None, None) => PoolRunnerState::Starting,
                 },
             };
-            runners.push(PoolRunner {
+            observed.runners.push(PoolRunner {
                 name: name.clone(),
                 state: st,
             });
@@ -389,48 +367,121 @@ pub async fn run_pool(client: Client, opts: PoolOptions) -> Result<ExitCode, Doc
                 ));
             }
         }
-        let claims: Vec<ClaimRequest> = queue.iter().map(|(c, _)| c.clone()).collect();
-        let decision = reconcile_pool(&prefix, &intent, &status, &runners, &claims, now_ms());
-        for action in &decision.actions {
-            match action {
-                PoolAction::Create { name } => {
-                    let cmd = vec![
-                        RUNNER_EXE.to_string(),
-                        "__runner".to_string(),
-                        "--warm".to_string(),
-                        "--pool".to_string(),
-                        opts.name.clone(),
-                        "--name".to_string(),
-                        name.clone(),
-                    ];
-                    let body = runner_container(&opts.image, cmd, "", &opts.name, &mounts, None);
-                    client.create(name, body).await?;
-                    if let Err(e) = client.start(name).await {
-                        eprintln!("pool {}: runner {name} did not start: {e}", opts.name);
-                        client.remove(name).await?;
-                    }
-                    last_list = None;
-                }
-                PoolAction::Claim { runner, run } => {
-                    let Some((_, request)) = queue.iter().find(|(c, _)| &c.run == run) else {
-                        continue;
-                    };
-                    let claim = Claim {
-                        run: run.clone(),
-                        request: request.clone(),
-                    };
-                    let bytes = serde_json::to_vec(&claim)
-                        .map_err(|e| DockerError::Other(format!("encode claim: {e}")))?;
-                    write_atomic(&dir.claim(runner), &bytes)?;
-                    let _ = std::fs::remove_file(dir.queued(run));
-                }
-                PoolAction::Reap { runner } => {
-                    client.remove(runner).await?;
-                    let _ = std::fs::remove_file(dir.ready(runner));
-                    last_list = None;
-                }
-            }
+        observed.claims = queue.iter().map(|(c, _)| c.clone()).collect();
+        *self.queue.borrow_mut() = queue;
+        Ok(observed)
+    }
+
+    async fn remove_spent(&self, runner: &str) -> Result<(), DockerError> {
+        self.client.remove(runner).await?;
+        let _ = std::fs::remove_file(self.dir.claim(runner));
+        let _ = std::fs::remove_file(self.dir.ready(runner));
+        self.last_list.set(None);
+        Ok(())
+    }
+
+    async fn create(&self, name: &str) -> Result<bool, DockerError> {
+        let opts = self.opts;
+        let cmd = vec![
+            RUNNER_EXE.to_string(),
+            "__runner".to_string(),
+            "--warm".to_string(),
+            "--pool".to_string(),
+            opts.name.clone(),
+            "--name".to_string(),
+            name.to_string(),
+        ];
+        let body = runner_container(&opts.image, cmd, "", &opts.name, self.mounts, None);
+        self.client.create(name, body).await?;
+        if let Err(e) = self.client.start(name).await {
+            eprintln!("pool {}: runner {name} did not start: {e}", opts.name);
+            self.client.remove(name).await?;
         }
+        self.last_list.set(None);
+        Ok(true)
+    }
+
+    async fn claim(&self, runner: &str, run: &str) -> Result<bool, DockerError> {
+        let request = {
+            let queue = self.queue.borrow();
+            let Some((_, request)) = queue.iter().find(|(c, _)| c.run == run) else {
+                return Ok(true);
+            };
+            request.clone()
+        };
+        let claim = Claim {
+            run: run.to_string(),
+            request,
+        };
+        let bytes = serde_json::to_vec(&claim)
+            .map_err(|e| DockerError::Other(format!("encode claim: {e}")))?;
+        write_atomic(&self.dir.claim(runner), &bytes)?;
+        let _ = std::fs::remove_file(self.dir.queued(run));
+        Ok(true)
+    }
+
+    async fn reap(&self, runner: &str) -> Result<bool, DockerError> {
+        self.client.remove(runner).await?;
+        let _ = std::fs::remove_file(self.dir.ready(runner));
+        self.last_list.set(None);
+        Ok(true)
+    }
+}
+
+/// Host the pool in the foreground until SIGINT or SIGTERM.
+pub async fn run_pool(client: Client, opts: PoolOptions) -> Result<ExitCode, DockerError> {
+    let dir = PoolDir::new(&opts.home, &opts.name);
+    dir.create_dirs()?;
+    let lock_path = dir.lock();
+    let lock = File::create(&lock_path).map_err(io(format!("create {}", lock_path.display())))?;
+    if lock.try_lock().is_err() {
+        return Err(DockerError::Other(format!(
+            "pool {} is already running for this SPARKWING_HOME ({} is locked)",
+            opts.name,
+            lock_path.display()
+        )));
+    }
+    let mounts = Mounts::for_host(&opts.workspace, &opts.home)?;
+    let info = PoolInfo {
+        workspace: opts.workspace.clone(),
+        exe: mounts.exe.clone(),
+        image: opts.image.clone(),
+        pid: std::process::id(),
+    };
+    let bytes = serde_json::to_vec_pretty(&info)
+        .map_err(|e| DockerError::Other(format!("encode pool info: {e}")))?;
+    write_atomic(&dir.info(), &bytes)?;
+    let mut interrupts = Interrupts::install().map_err(io("install signal handlers"))?;
+    let intent = PoolIntent {
+        generation: 1,
+        min_idle: opts.min_idle,
+        max_runners: opts.max_runners,
+        idle_timeout_ms: opts.idle_timeout.as_millis() as u64,
+    };
+    println!(
+        "pool {}: min-idle {}, max-runners {}, idle-timeout {}; image {}; workspace {} (Ctrl-C stops it)",
+        opts.name,
+        opts.min_idle,
+        opts.max_runners,
+        humantime::format_duration(opts.idle_timeout),
+        opts.image,
+        opts.workspace.display()
+    );
+    let prefix = format!("sparkwing-pool-{}", opts.name);
+    let pool = ContainerPool {
+        client: &client,
+        opts: &opts,
+        dir: &dir,
+        mounts: &mounts,
+        listed: RefCell::new(Vec::new()),
+        last_list: Cell::new(None),
+        queue: RefCell::new(Vec::new()),
+    };
+    let mut status = PoolStatus::default();
+    let mut printed: Option<(u32, u32, u32, u32)> = None;
+    loop {
+        let step = reconcile_pool_once(&pool, &prefix, &intent, &status, now_ms()).await?;
+        let decision = step.decision;
         status = decision.status;
         let counts = (status.idle, status.busy, status.starting, status.total);
         if printed != Some(counts) {
@@ -448,8 +499,7 @@ pub async fn run_pool(client: Client, opts: PoolOptions) -> Result<ExitCode, Doc
         }
         let stop = tokio::select! {
             _ = tokio::time::sleep(POOL_POLL) => false,
-            _ = sigint.recv() => true,
-            _ = sigterm.recv() => true,
+            _ = interrupts.next() => true,
         };
         if stop {
             break;

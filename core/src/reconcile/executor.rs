@@ -1,9 +1,11 @@
-//! The seam between the reconcile decisions and the world: an `Executor` observes and changes
+//! The seams between the reconcile decisions and the world: an `Executor` observes and changes
 //! runners; `reconcile_run_once` is one observe -> decide -> apply step, the same for every
-//! executor (Kubernetes Jobs, Docker containers, the local process).
+//! executor (Kubernetes Jobs, Docker containers, the local process). A `PoolExecutor` does the
+//! same for the warm runners of a pool (`reconcile_pool_once`: pods or containers).
 
+use super::pool::{reconcile_pool, ClaimRequest, PoolAction, PoolDecision, PoolIntent, PoolRunner};
 use super::run::{reconcile_run, RunAction, RunDecision, RunIntent, RunObservation};
-use super::status::RunStatus;
+use super::status::{PoolStatus, RunStatus};
 use super::Millis;
 use std::future::Future;
 
@@ -76,6 +78,76 @@ pub async fn reconcile_run_once<E: Executor>(
         }
     }
     Ok(decision)
+}
+
+/// What a pool's executor sees: its runners, the runs waiting for one, and runners that are spent
+/// (finished, their outcome recorded elsewhere) and only wait to be removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolObservation {
+    pub runners: Vec<PoolRunner>,
+    pub claims: Vec<ClaimRequest>,
+    pub spent: Vec<String>,
+}
+
+/// What an executor can do to a pool's warm runners. Implementations do IO; they decide nothing.
+/// Each change returns `false` when it lost a race (the runner changed since observed: a guarded
+/// delete or claim was refused); the pool is then looked at again soon.
+pub trait PoolExecutor {
+    type Error: std::error::Error;
+
+    fn observe(&self) -> impl Future<Output = Result<PoolObservation, Self::Error>>;
+
+    /// Remove a spent runner (one already gone is not an error).
+    fn remove_spent(&self, runner: &str) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Create a warm runner named `name` (idempotent: an existing one is not an error).
+    fn create(&self, name: &str) -> impl Future<Output = Result<bool, Self::Error>>;
+
+    /// Hand idle runner `runner` to `run`.
+    fn claim(&self, runner: &str, run: &str) -> impl Future<Output = Result<bool, Self::Error>>;
+
+    /// Delete an idle runner, only if it is still idle.
+    fn reap(&self, runner: &str) -> impl Future<Output = Result<bool, Self::Error>>;
+}
+
+/// The decision of one pool reconcile, and whether any change lost a race.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStep {
+    pub decision: PoolDecision,
+    pub raced: bool,
+}
+
+/// One pool reconcile: observe, remove what is spent, decide, apply. The caller writes the
+/// decision's status back (a `RunnerPool`'s status, a line on the terminal).
+pub async fn reconcile_pool_once<E: PoolExecutor>(
+    executor: &E,
+    name_prefix: &str,
+    intent: &PoolIntent,
+    prev: &PoolStatus,
+    now: Millis,
+) -> Result<PoolStep, E::Error> {
+    let observed = executor.observe().await?;
+    for runner in &observed.spent {
+        executor.remove_spent(runner).await?;
+    }
+    let mut raced = false;
+    let decision = reconcile_pool(
+        name_prefix,
+        intent,
+        prev,
+        &observed.runners,
+        &observed.claims,
+        now,
+    );
+    for action in &decision.actions {
+        let applied = match action {
+            PoolAction::Create { name } => executor.create(name).await?,
+            PoolAction::Claim { runner, run } => executor.claim(runner, run).await?,
+            PoolAction::Reap { runner } => executor.reap(runner).await?,
+        };
+        raced |= !applied;
+    }
+    Ok(PoolStep { decision, raced })
 }
 
 #[cfg(test)]
@@ -175,5 +247,76 @@ mod tests {
                 "event Succeeded"
             ]
         );
+    }
+
+    /// A pool of in-memory runners; `lose_reaps` makes every guarded delete lose its race.
+    #[derive(Default)]
+    struct FakePool {
+        observed: RefCell<PoolObservation>,
+        lose_reaps: bool,
+        log: RefCell<Vec<String>>,
+    }
+
+    impl PoolExecutor for FakePool {
+        type Error = FakeError;
+        async fn observe(&self) -> Result<PoolObservation, FakeError> {
+            Ok(self.observed.borrow().clone())
+        }
+        async fn remove_spent(&self, runner: &str) -> Result<(), FakeError> {
+            self.log.borrow_mut().push(format!("remove {runner}"));
+            Ok(())
+        }
+        async fn create(&self, name: &str) -> Result<bool, FakeError> {
+            self.log.borrow_mut().push(format!("create {name}"));
+            Ok(true)
+        }
+        async fn claim(&self, runner: &str, run: &str) -> Result<bool, FakeError> {
+            self.log.borrow_mut().push(format!("claim {runner} {run}"));
+            Ok(true)
+        }
+        async fn reap(&self, runner: &str) -> Result<bool, FakeError> {
+            self.log.borrow_mut().push(format!("reap {runner}"));
+            Ok(!self.lose_reaps)
+        }
+    }
+
+    #[test]
+    fn drives_a_pool_through_an_executor() {
+        use crate::reconcile::pool::PoolRunnerState;
+        let intent = PoolIntent {
+            generation: 1,
+            min_idle: 1,
+            max_runners: 3,
+            idle_timeout_ms: 1_000,
+        };
+        let idle = |name: &str, since| PoolRunner {
+            name: name.into(),
+            state: PoolRunnerState::Idle { since },
+        };
+        // Spent runners go first; a queued run claims the longest idle runner; one idle runner
+        // past its timeout beyond minIdle is reaped.
+        let pool = FakePool {
+            lose_reaps: true,
+            ..FakePool::default()
+        };
+        *pool.observed.borrow_mut() = PoolObservation {
+            runners: vec![idle("a", 0), idle("b", 10), idle("c", 20)],
+            claims: vec![ClaimRequest {
+                run: "r1".into(),
+                queued_at: 5,
+            }],
+            spent: vec!["old".into()],
+        };
+        let step = block_on(reconcile_pool_once(
+            &pool,
+            "p",
+            &intent,
+            &PoolStatus::default(),
+            5_000,
+        ))
+        .unwrap();
+        assert_eq!(*pool.log.borrow(), ["remove old", "claim a r1", "reap b"]);
+        assert!(step.raced, "a reap that lost its race must be reported");
+        assert_eq!(step.decision.status.busy, 1);
     }
 }

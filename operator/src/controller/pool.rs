@@ -1,36 +1,24 @@
-//! The RunnerPool controller: list the pool's warm pods, map them to core's pool states, let
-//! core decide ([`reconcile_pool`]), then create, reap and account, and apply the status.
-//!
-//! Safety of reaping: only idle pods are ever reaped, and the delete carries the pod's uid and
-//! `resourceVersion` as preconditions, so a pod claimed after it was listed (the claim changes its
-//! resourceVersion) is refused with 409 Conflict and survives. Busy and claimed pods are never
-//! deleted; a claimed pod is deleted only when it has finished and its run has recorded the
-//! outcome (or is gone).
-//!
-//! Claims are made by the run controller when it starts a runner (it alone knows whether the run
-//! already has one), so the pool decision gets no queued claims: a second claimer would race with
-//! the run controller's fallback to a Job and could give one run two runners.
+//! The RunnerPool controller: the pool token, then one `core::reconcile_pool_once` with the pod
+//! executor (`crate::pool_executor`: list the warm pods, map them to core's pool states, create,
+//! reap), then the status.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use sparkwing_core::reconcile::pool::{reconcile_pool, PoolAction, PoolRunner};
+use sparkwing_core::reconcile::executor::{reconcile_pool_once, PoolStep};
 use sparkwing_core::reconcile::status::{set_condition, Condition, ConditionStatus, PoolStatus};
 use sparkwing_core::time::Time;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
 use super::{api, now_millis, requeue, Context};
-use crate::error::{is_already_exists, is_conflict, is_not_found, Result};
-use crate::labels::{label_value, managed_selector, warm_pod_prefix, POOL, WARM};
-use crate::observe::{claimed_run, observe_pool_pod, PoolPodView, RunView};
-use crate::pool_claim::try_claim;
-use crate::runner_job::build_warm_pod;
-use crate::status::{apply_status, status_value, FIELD_MANAGER};
+use crate::error::Result;
+use crate::labels::{managed_selector, warm_pod_prefix, WARM};
+use crate::pool_executor::PodPool;
+use crate::status::{apply_status, status_value};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "pool";
@@ -70,15 +58,6 @@ pub async fn run(
     super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }
 
-fn run_view(run: &PipelineRun) -> RunView {
-    let status = run.status.clone().unwrap_or_default();
-    RunView {
-        uid: run.meta().uid.clone(),
-        phase: status.phase,
-        runner: status.runner,
-    }
-}
-
 /// The status of a pool whose spec cannot be used: counts kept, `Ready` false with the problem.
 pub fn invalid_status(prev: &PoolStatus, generation: i64, problem: &str, now: i64) -> PoolStatus {
     let mut status = prev.clone();
@@ -108,9 +87,7 @@ pub async fn reconcile(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Actio
 async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<Action> {
     let name = pool.name_any();
     let namespace = super::namespace_of(pool.as_ref(), "RunnerPool")?;
-    let uid = pool.meta().uid.clone().unwrap_or_default();
     let pools: Api<RunnerPool> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let prev = pool.status.clone().unwrap_or_default();
     let current = pool
         .status
@@ -140,53 +117,6 @@ async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<A
         }
     };
 
-    let selector = format!(
-        "{},{POOL}={},{WARM}=true",
-        managed_selector(),
-        label_value(&name)
-    );
-    let listed: Vec<Pod> = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.uid == uid && o.controller == Some(true))
-        })
-        .collect();
-    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut views: Vec<(&Pod, PoolPodView)> = Vec::with_capacity(listed.len());
-    for p in &listed {
-        let run = match claimed_run(p) {
-            None => None,
-            Some(r) => match ctx.runs.get(&ObjectRef::new(&r).within(&namespace)) {
-                Some(cached) => Some(run_view(&cached)),
-                // Not in the cache: deleted, or too new to be there yet. Ask the API, so a
-                // runner whose run is gone is cleaned up without relying on garbage collection.
-                None => runs.get_opt(&r).await?.map(|fresh| run_view(&fresh)),
-            },
-        };
-        views.push((p, observe_pool_pod(p, run.as_ref())));
-    }
-
-    // Spent pods (finished, outcome recorded): delete, guarded by uid.
-    for (pod, _) in views.iter().filter(|(_, v)| v.spent) {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.meta().uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match pods.delete(&pod.name_any(), &params).await {
-            Ok(_) => ctx.metrics.pool_runner_deleted("spent"),
-            Err(e) if is_not_found(&e) || is_conflict(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-
     // The pool credential first: warm pods read it when their container is created.
     match &ctx.pool_tokens {
         Some(minter) => {
@@ -199,56 +129,9 @@ async fn reconcile_untimed(pool: Arc<RunnerPool>, ctx: Arc<Context>) -> Result<A
         None => {}
     }
 
-    let runners: Vec<PoolRunner> = views.iter().map(|(_, v)| v.runner.clone()).collect();
-    let decision = reconcile_pool(&warm_pod_prefix(&name), &intent, &prev, &runners, &[], now);
-    let mut raced = false;
-    let post = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
-    for action in &decision.actions {
-        match action {
-            PoolAction::Create { name: pod_name } => {
-                let pod = build_warm_pod(&pool, pod_name, &ctx.defaults)?;
-                match pods.create(&post, &pod).await {
-                    Ok(_) => ctx.metrics.pool_runner_created(),
-                    Err(e) if is_already_exists(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            PoolAction::Reap { runner } => {
-                let Some(pod) = listed.iter().find(|p| p.name_any() == *runner) else {
-                    continue;
-                };
-                // Only if unchanged since listed: a claim in between makes this a 409.
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: pod.meta().uid.clone(),
-                        resource_version: pod.meta().resource_version.clone(),
-                    }),
-                    ..DeleteParams::default()
-                };
-                match pods.delete(runner, &params).await {
-                    Ok(_) => ctx.metrics.pool_runner_deleted("reaped"),
-                    Err(e) if is_conflict(&e) || is_not_found(&e) => raced = true,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            PoolAction::Claim { runner, run } => {
-                // Not produced today (no queued claims are passed); kept exhaustive and guarded.
-                let pod = listed.iter().find(|p| p.name_any() == *runner);
-                let claimer = ctx.runs.get(&ObjectRef::new(run).within(&namespace));
-                if let (Some(pod), Some(claimer)) = (pod, claimer) {
-                    let attempt = claimer.status.as_ref().map_or(1, |s| s.attempts.max(1));
-                    if !try_claim(&pods, pod, &claimer, attempt).await? {
-                        ctx.metrics.claim_conflict();
-                        raced = true;
-                    }
-                }
-            }
-        }
-    }
-
+    let executor = PodPool::new(pool.clone(), ctx.clone(), &namespace);
+    let PoolStep { decision, raced } =
+        reconcile_pool_once(&executor, &warm_pod_prefix(&name), &intent, &prev, now).await?;
     let s = &decision.status;
     ctx.metrics
         .pool_runners(&namespace, &name, s.idle, s.busy, s.starting);
