@@ -1,6 +1,6 @@
 //! Exit codes of the `sparkwing` command. Documented in `docs/exit-codes.md`; keep both in sync.
 
-use sparkwing_core::RunStatus;
+use sparkwing_core::RunPhase;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -43,21 +43,18 @@ impl ExitCode {
     /// How `run`, `runs status` and `runs wait` exit for a run in `status`: 0 only when it
     /// succeeded, 130 when it was cancelled, 1 otherwise. The one mapping of run states to exit
     /// codes; a cluster run's phase goes through [`ExitCode::of_phase`].
-    pub fn of_run(status: RunStatus) -> ExitCode {
+    pub fn of_run(status: RunPhase) -> ExitCode {
         match status {
-            RunStatus::Success => ExitCode::Success,
-            RunStatus::Cancelled => ExitCode::Cancelled,
-            RunStatus::Queued | RunStatus::Running | RunStatus::Failed => ExitCode::RunFailed,
+            RunPhase::Succeeded => ExitCode::Success,
+            RunPhase::Cancelled => ExitCode::Cancelled,
+            RunPhase::Pending | RunPhase::Running | RunPhase::Failed => ExitCode::RunFailed,
         }
     }
 
     /// [`ExitCode::of_run`] for a `PipelineRun` phase as the API reports it (`Succeeded`, ...).
+    /// Anything not a phase counts as failed.
     pub fn of_phase(phase: &str) -> ExitCode {
-        ExitCode::of_run(match phase {
-            "Succeeded" => RunStatus::Success,
-            "Cancelled" => RunStatus::Cancelled,
-            _ => RunStatus::Failed,
-        })
+        ExitCode::of_run(RunPhase::from_phase_str(phase).unwrap_or(RunPhase::Failed))
     }
 }
 
@@ -67,9 +64,9 @@ mod tests {
 
     #[test]
     fn runs_and_phases_map_to_the_documented_codes() {
-        assert_eq!(ExitCode::of_run(RunStatus::Success).code(), 0);
-        assert_eq!(ExitCode::of_run(RunStatus::Failed).code(), 1);
-        assert_eq!(ExitCode::of_run(RunStatus::Cancelled).code(), 130);
+        assert_eq!(ExitCode::of_run(RunPhase::Succeeded).code(), 0);
+        assert_eq!(ExitCode::of_run(RunPhase::Failed).code(), 1);
+        assert_eq!(ExitCode::of_run(RunPhase::Cancelled).code(), 130);
         assert_eq!(ExitCode::of_phase("Succeeded").code(), 0);
         assert_eq!(ExitCode::of_phase("Failed").code(), 1);
         assert_eq!(ExitCode::of_phase("Cancelled").code(), 130);

@@ -7,7 +7,7 @@ mod common;
 
 use common::{wait_until, Out, Running, Sw};
 use serde_json::{json, Value};
-use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns, RunBackend};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -415,7 +415,7 @@ fn retrigger_sends_only_the_manifest_and_a_change_sends_one_blob() {
 }
 
 /// Trigger without --detach; once the run exists, act as its runner, then finish it in `phase`.
-fn follow_until(api: &Api, w: &Sw, phase: Phase, json: bool) -> Out {
+fn follow_until(api: &Api, w: &Sw, phase: RunPhase, json: bool) -> Out {
     let mut args = vec!["pipeline", "trigger", "build", "--profile", "ci"];
     if json {
         args.extend(["-o", "json"]);
@@ -429,7 +429,7 @@ fn follow_until(api: &Api, w: &Sw, phase: Phase, json: bool) -> Out {
         found.is_some()
     });
     let (ns, name, _) = found.unwrap();
-    api.runs.set_phase(&ns, &name, Phase::Running);
+    api.runs.set_phase(&ns, &name, RunPhase::Running);
     api.runner_posts(
         &ns,
         &name,
@@ -457,7 +457,7 @@ fn follow_until(api: &Api, w: &Sw, phase: Phase, json: bool) -> Out {
 fn follow_prints_job_logs_and_states_and_exits_0_on_success() {
     let api = Api::start();
     let w = world(&api);
-    let out = follow_until(&api, &w, Phase::Succeeded, false);
+    let out = follow_until(&api, &w, RunPhase::Succeeded, false);
     out.assert_code(0);
     for want in [
         "compile │ compiling demo",
@@ -476,7 +476,7 @@ fn follow_prints_job_logs_and_states_and_exits_0_on_success() {
 fn follow_exits_1_when_the_run_failed() {
     let api = Api::start();
     let w = world(&api);
-    let out = follow_until(&api, &w, Phase::Failed, true);
+    let out = follow_until(&api, &w, RunPhase::Failed, true);
     out.assert_code(1);
     let lines = out.json_lines();
     assert!(
@@ -543,7 +543,7 @@ fn trigger_follows_a_real_runner_to_the_end() {
         .env("HOME", w.home());
     let runner = Running::spawn(r).finish();
     runner.assert_code(0);
-    api.runs.set_phase(&ns, &name, Phase::Succeeded);
+    api.runs.set_phase(&ns, &name, RunPhase::Succeeded);
     let out = follow.finish_within(DEADLINE);
     out.assert_code(0);
     assert!(out.stdout.contains("greet │ hello cluster"), "{out}");
@@ -707,7 +707,7 @@ fn runs_list_status_logs_cancel_against_the_api() {
         &["line one", "line two", "line three", "line four"],
         "success",
     );
-    api.runs.set_phase(ns, name, Phase::Succeeded);
+    api.runs.set_phase(ns, name, RunPhase::Succeeded);
     let f = follow.finish_within(DEADLINE);
     f.assert_code(0);
     assert!(f.stdout.contains("compile │ line four"), "{f}");

@@ -10,7 +10,7 @@ use common::*;
 use nix::sys::signal::Signal;
 use runner_support::Api;
 use serde_json::Value;
-use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::status::RunPhase;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -78,7 +78,7 @@ fn an_await_job_on_a_profile_triggers_follows_and_maps_the_result() {
     assert_eq!(run["run"]["spec"]["args"]["msg"], "from-parent", "{run}");
     let r = runner(&sw, &api, &ns, &name, &token).finish_within(DEADLINE);
     r.assert_code(0);
-    api.runs.set_phase(&ns, &name, Phase::Succeeded);
+    api.runs.set_phase(&ns, &name, RunPhase::Succeeded);
     let out = parent.finish_within(DEADLINE);
     out.assert_code(0);
     let id = out.run_id();
@@ -120,7 +120,7 @@ fn a_failed_remote_child_fails_the_awaiting_job_with_its_reason() {
     runner(&sw, &api, &ns, &name, &token)
         .finish_within(DEADLINE)
         .assert_code(1);
-    api.runs.set_phase(&ns, &name, Phase::Failed);
+    api.runs.set_phase(&ns, &name, RunPhase::Failed);
     let out = parent.finish_within(DEADLINE);
     out.assert_code(1);
     let deploy = sw.job(&out.run_id(), "deploy");
@@ -197,7 +197,7 @@ fn a_cluster_child_awaiting_its_local_parent_fails_with_the_cycle() {
         ),
         "{run}"
     );
-    api.runs.set_phase(&ns, &name, Phase::Failed);
+    api.runs.set_phase(&ns, &name, RunPhase::Failed);
     let out = parent.finish_within(DEADLINE);
     out.assert_code(1);
     let deploy = sw.job(&out.run_id(), "deploy");

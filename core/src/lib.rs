@@ -17,4 +17,4 @@ pub mod upload_manifest;
 
 pub use dag::{PlanError, ValidatedPlan};
 pub use scheduler::{Action, AttemptOutcome, Scheduler};
-pub use state::{JobState, RunStatus};
+pub use state::{JobState, RunPhase};

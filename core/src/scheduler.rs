@@ -11,7 +11,7 @@
 
 use crate::dag::ValidatedPlan;
 use crate::protocol::retry_delay_ms;
-use crate::state::{JobState, RunStatus};
+use crate::state::{JobState, RunPhase};
 
 /// Reason recorded for a job cancelled because a job it needs did not succeed.
 pub const UPSTREAM_FAILED: &str = "upstream-failed";
@@ -218,9 +218,9 @@ impl Scheduler {
     }
 
     /// The run's status and error once every job is terminal.
-    pub fn outcome(&self) -> (RunStatus, Option<String>) {
+    pub fn outcome(&self) -> (RunPhase, Option<String>) {
         if self.cancelling {
-            return (RunStatus::Cancelled, Some("cancelled".to_string()));
+            return (RunPhase::Cancelled, Some("cancelled".to_string()));
         }
         let failed: Vec<&str> = self
             .jobs
@@ -230,11 +230,11 @@ impl Scheduler {
             .map(|(_, s)| s.id.as_str())
             .collect();
         if failed.is_empty() {
-            (RunStatus::Success, None)
+            (RunPhase::Succeeded, None)
         } else {
             let noun = if failed.len() == 1 { "job" } else { "jobs" };
             (
-                RunStatus::Failed,
+                RunPhase::Failed,
                 Some(format!("{noun} failed: {}", failed.join(", "))),
             )
         }
@@ -302,7 +302,7 @@ mod tests {
         );
         s.attempt_finished(3, AttemptOutcome::Success);
         assert!(s.is_done());
-        assert_eq!(s.outcome(), (RunStatus::Success, None));
+        assert_eq!(s.outcome(), (RunPhase::Succeeded, None));
     }
 
     #[test]
@@ -331,7 +331,7 @@ mod tests {
         assert!(s.is_done());
         assert_eq!(
             s.outcome(),
-            (RunStatus::Failed, Some("job failed: a".to_string()))
+            (RunPhase::Failed, Some("job failed: a".to_string()))
         );
     }
 
@@ -371,7 +371,7 @@ mod tests {
         s.poll();
         s.attempt_finished(0, fail("exit code 1"));
         s.attempt_finished(1, AttemptOutcome::Success);
-        assert_eq!(s.outcome(), (RunStatus::Success, None));
+        assert_eq!(s.outcome(), (RunPhase::Succeeded, None));
         assert_eq!(s.job(0).state, JobState::Failed);
     }
 
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(started(&acts), vec![0]);
         s.attempt_finished(0, AttemptOutcome::Success);
         assert!(s.is_done());
-        assert_eq!(s.outcome().0, RunStatus::Failed);
+        assert_eq!(s.outcome().0, RunPhase::Failed);
     }
 
     #[test]
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(started(&acts), vec![2]);
         s.attempt_finished(2, AttemptOutcome::Success);
         assert!(s.is_done());
-        assert_eq!(s.outcome().0, RunStatus::Cancelled);
+        assert_eq!(s.outcome().0, RunPhase::Cancelled);
         assert_eq!(s.job(0).state, JobState::Cancelled);
     }
 
@@ -422,7 +422,7 @@ mod tests {
         s.cancel();
         assert!(s.attempt_finished(0, fail("boom")).is_empty());
         assert_eq!(s.job(0).state, JobState::Failed);
-        assert_eq!(s.outcome().0, RunStatus::Cancelled);
+        assert_eq!(s.outcome().0, RunPhase::Cancelled);
     }
 
     #[test]

@@ -4,51 +4,79 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The state of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Recorded, waiting for admission (a box slot) before any job starts.
-    Queued,
+// The one vocabulary of a run's state, locally and on a cluster, with two spellings. A
+// `PipelineRun`'s `status.phase`, the API and its JSON use the Kubernetes one (`phase_str`, serde):
+// `Pending`, `Running`, `Succeeded`, `Failed`, `Cancelled`. The local store, `sparkwing runs` and
+// the dashboard use the local one (`local_str`, `Display`, `FromStr`): `queued`, `running`,
+// `success`, `failed`, `cancelled` (`queued`: recorded, waiting for admission before any job).
+/// The phase of a `PipelineRun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum RunPhase {
+    #[default]
+    Pending,
     Running,
-    Success,
+    Succeeded,
     Failed,
     Cancelled,
 }
 
-impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
-        RunStatus::Queued,
-        RunStatus::Running,
-        RunStatus::Success,
-        RunStatus::Failed,
-        RunStatus::Cancelled,
+impl RunPhase {
+    pub const ALL: [RunPhase; 5] = [
+        RunPhase::Pending,
+        RunPhase::Running,
+        RunPhase::Succeeded,
+        RunPhase::Failed,
+        RunPhase::Cancelled,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The Kubernetes spelling (`status.phase`, the API).
+    pub fn phase_str(self) -> &'static str {
         match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Success => "success",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
+            RunPhase::Pending => "Pending",
+            RunPhase::Running => "Running",
+            RunPhase::Succeeded => "Succeeded",
+            RunPhase::Failed => "Failed",
+            RunPhase::Cancelled => "Cancelled",
         }
+    }
+
+    /// The local spelling (the store, `sparkwing runs`, the dashboard).
+    pub fn local_str(self) -> &'static str {
+        match self {
+            RunPhase::Pending => "queued",
+            RunPhase::Running => "running",
+            RunPhase::Succeeded => "success",
+            RunPhase::Failed => "failed",
+            RunPhase::Cancelled => "cancelled",
+        }
+    }
+
+    /// The phase spelled the Kubernetes way; `None` for anything else.
+    pub fn from_phase_str(s: &str) -> Option<RunPhase> {
+        RunPhase::ALL.into_iter().find(|p| p.phase_str() == s)
     }
 
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Success | RunStatus::Failed | RunStatus::Cancelled
+            RunPhase::Succeeded | RunPhase::Failed | RunPhase::Cancelled
         )
     }
+}
 
-    /// The process exit code a finished run maps to (`docs/exit-codes.md`).
-    pub fn exit_code(self) -> i32 {
-        match self {
-            RunStatus::Success => 0,
-            RunStatus::Cancelled => 130,
-            _ => 1,
-        }
+/// Serde in the local spelling, for records the local store and `sparkwing runs -o json` show.
+pub mod local_spelling {
+    use super::RunPhase;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(phase: &RunPhase, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(phase.local_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RunPhase, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -109,16 +137,22 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(
-    RunStatus,
-    [
-        RunStatus::Queued,
-        RunStatus::Running,
-        RunStatus::Success,
-        RunStatus::Failed,
-        RunStatus::Cancelled
-    ]
-);
+impl fmt::Display for RunPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.local_str())
+    }
+}
+
+impl FromStr for RunPhase {
+    type Err = UnknownState;
+    /// The local spelling (`queued`, `success`, ...).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunPhase::ALL
+            .into_iter()
+            .find(|v| v.local_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
 text_enum!(
     JobState,
     [
@@ -137,17 +171,30 @@ mod tests {
 
     #[test]
     fn text_round_trips() {
-        for s in RunStatus::ALL {
-            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
+        for p in RunPhase::ALL {
+            assert_eq!(p.local_str().parse::<RunPhase>().unwrap(), p);
+            assert_eq!(RunPhase::from_phase_str(p.phase_str()), Some(p));
+            let json = serde_json::to_value(p).unwrap();
+            assert_eq!(json, p.phase_str());
         }
-        assert!("passed".parse::<RunStatus>().is_err());
+        assert!("passed".parse::<RunPhase>().is_err());
+        assert!("Succeeded".parse::<RunPhase>().is_err());
+        assert_eq!(RunPhase::from_phase_str("success"), None);
         assert_eq!("skipped".parse::<JobState>().unwrap(), JobState::Skipped);
     }
 
     #[test]
-    fn exit_codes() {
-        assert_eq!(RunStatus::Success.exit_code(), 0);
-        assert_eq!(RunStatus::Failed.exit_code(), 1);
-        assert_eq!(RunStatus::Cancelled.exit_code(), 130);
+    fn local_spelling_in_records() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Row {
+            #[serde(with = "local_spelling")]
+            status: RunPhase,
+        }
+        let row = Row {
+            status: RunPhase::Pending,
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        assert_eq!(json, r#"{"status":"queued"}"#);
+        assert_eq!(serde_json::from_str::<Row>(&json).unwrap(), row);
     }
 }

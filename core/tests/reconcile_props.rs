@@ -12,6 +12,7 @@ use sparkwing_core::reconcile::run::{
     reconcile_run, CancelRequest, ObservedRunner, RunAction, RunIntent, RunObservation, RunnerState,
 };
 use sparkwing_core::reconcile::status::{PoolStatus, RunStatus};
+use sparkwing_core::RunPhase;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
@@ -245,7 +246,7 @@ proptest! {
         timeout in prop::option::of(1_000u64..60_000),
         events in prop::collection::vec(ext_ev(), 1..120),
     ) {
-        use sparkwing_core::reconcile::run::{record_external_end, ExternalEnd};
+        use sparkwing_core::reconcile::run::record_external_end;
         let mut intent = RunIntent { external: true, timeout_ms: timeout, ..Default::default() };
         let mut status = RunStatus::default();
         let mut now = 1_000i64;
@@ -255,11 +256,11 @@ proptest! {
                 ExtEv::Tick(ms) => now += ms as i64,
                 ExtEv::Cancel => intent.cancel = CancelRequest::Cancelled,
                 ExtEv::Finish(i) => {
-                    let end = [ExternalEnd::Succeeded, ExternalEnd::Failed, ExternalEnd::Cancelled][i as usize];
+                    let end = [RunPhase::Succeeded, RunPhase::Failed, RunPhase::Cancelled][i as usize];
                     match record_external_end(&status, end, "", intent.generation, now) {
                         Some(s) => {
                             prop_assert!(!status.phase.is_terminal());
-                            prop_assert_eq!(s.phase, end.phase());
+                            prop_assert_eq!(s.phase, end);
                             recorded = Some(s.clone());
                             status = s;
                         }

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use sparkwing_core::dag::validate;
 use sparkwing_core::protocol::{JobSpec, PlanDoc};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
-use sparkwing_core::{JobState, RunStatus, Scheduler};
+use sparkwing_core::{JobState, RunPhase, Scheduler};
 use std::collections::BTreeSet;
 
 #[derive(Debug, Clone)]
@@ -169,7 +169,7 @@ proptest! {
         }
         let (status, _) = s.outcome();
         let failed = jobs.iter().enumerate().any(|(i, j)| !j.optional && s.job(i).state == JobState::Failed);
-        let expected = if cancelled { RunStatus::Cancelled } else if failed { RunStatus::Failed } else { RunStatus::Success };
+        let expected = if cancelled { RunPhase::Cancelled } else if failed { RunPhase::Failed } else { RunPhase::Succeeded };
         prop_assert_eq!(status, expected);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use sparkwing_core::reconcile::run::secret_name_problems;
-use sparkwing_core::reconcile::status::{Condition, Phase};
+use sparkwing_core::reconcile::status::{Condition, RunPhase};
 use sparkwing_core::time::Time;
 
 use crate::duration::DURATION_PATTERN;
@@ -175,7 +175,7 @@ pub struct LastRun {
     /// The PipelineRun's name (in the Pipeline's namespace).
     pub name: String,
     /// Its phase.
-    pub phase: Phase,
+    pub phase: RunPhase,
     /// When it started running; unset while it waits for a runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]

@@ -7,7 +7,7 @@ use kube::CustomResourceExt;
 use serde_json::{json, Value};
 use sparkwing_core::reconcile::run::CancelRequest;
 use sparkwing_core::reconcile::status::{
-    Condition, ConditionStatus, JobStatus, Phase, PoolStatus, RunStatus, SUCCEEDED,
+    Condition, ConditionStatus, JobStatus, PoolStatus, RunPhase, RunStatus, SUCCEEDED,
 };
 use sparkwing_core::time::Time;
 use sparkwing_crds::{
@@ -165,7 +165,7 @@ fn valid_runs_are_accepted() {
 #[test]
 fn a_status_written_by_the_reconcile_is_accepted() {
     let status = RunStatus {
-        phase: Phase::Failed,
+        phase: RunPhase::Failed,
         conditions: vec![Condition {
             type_: SUCCEEDED.into(),
             status: ConditionStatus::False,

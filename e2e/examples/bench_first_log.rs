@@ -113,7 +113,7 @@ impl Bench {
         };
         loop {
             let run = self.runs.get(&name).await?;
-            match run.status.as_ref().map(|s| s.phase.as_str()) {
+            match run.status.as_ref().map(|s| s.phase.phase_str()) {
                 Some("Succeeded") => break,
                 Some("Failed" | "Cancelled") => bail!("run {name} on {pool}: {:?}", run.status),
                 _ => {}

@@ -4,7 +4,7 @@ use sparkwing_crds::PipelineRun;
 
 /// The run's phase (`""` before the operator wrote a status).
 pub fn phase(run: &PipelineRun) -> &str {
-    run.status.as_ref().map_or("", |s| s.phase.as_str())
+    run.status.as_ref().map_or("", |s| s.phase.phase_str())
 }
 
 /// Whether the run's phase is terminal (Succeeded, Failed or Cancelled).

@@ -219,7 +219,7 @@ async fn a_pipelines_secrets_and_settings_reach_its_runs_and_are_enforced() -> R
     for (run_name, pipeline, secrets, want_reason, want_message) in cases {
         direct_run(&runs, run_name, pipeline, secrets).await?;
         let run = wait_for_run(&runs, run_name, "finished", is_finished, WAIT).await?;
-        assert_eq!(run.status.as_ref().unwrap().phase.as_str(), "Failed");
+        assert_eq!(run.status.as_ref().unwrap().phase.phase_str(), "Failed");
         assert_eq!(reason(&run), want_reason, "{}", message(&run));
         let want_message = want_message.replace("NS", ns.name());
         assert!(

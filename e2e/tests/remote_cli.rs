@@ -203,7 +203,7 @@ impl Env {
 }
 
 fn phase(run: &PipelineRun) -> &str {
-    run.status.as_ref().map_or("", |s| s.phase.as_str())
+    run.status.as_ref().map_or("", |s| s.phase.phase_str())
 }
 
 fn finished(run: &PipelineRun) -> bool {

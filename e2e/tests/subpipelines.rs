@@ -77,7 +77,7 @@ async fn local_job(cli: &Cli, id: &str, job: &str) -> Result<Value> {
 }
 
 fn phase(run: &PipelineRun) -> &str {
-    run.status.as_ref().map_or("", |s| s.phase.as_str())
+    run.status.as_ref().map_or("", |s| s.phase.phase_str())
 }
 
 /// The cluster with the real runner's pool and a user of its API.

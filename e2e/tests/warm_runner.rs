@@ -130,7 +130,7 @@ async fn a_warm_real_runner_serves_a_run_and_exits_0_when_reaped() -> Result<()>
     );
     let run = poll("the run finished", COMPILE_WAIT, async || {
         let r = runs.get(&name).await?;
-        let phase = r.status.as_ref().map(|s| s.phase.as_str().to_string());
+        let phase = r.status.as_ref().map(|s| s.phase.phase_str().to_string());
         Ok(matches!(phase.as_deref(), Some("Succeeded" | "Failed")).then_some(r))
     })
     .await;
@@ -138,7 +138,7 @@ async fn a_warm_real_runner_serves_a_run_and_exits_0_when_reaped() -> Result<()>
     let run = run.with_context(|| format!("warm runner log:\n{logs}"))?;
     let status = run.status.clone().unwrap_or_default();
     ensure!(
-        status.phase.as_str() == "Succeeded",
+        status.phase.phase_str() == "Succeeded",
         "run ended {:?}: {:#?}\nwarm runner log:\n{logs}",
         status.phase,
         status.conditions

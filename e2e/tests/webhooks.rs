@@ -137,7 +137,7 @@ async fn a_signed_push_runs_exactly_the_pushed_commit_once() -> Result<()> {
         let last = p.status.as_ref().and_then(|s| s.last_run.clone());
         if last
             .as_ref()
-            .is_some_and(|l| l.name == name && l.phase.as_str() == "Succeeded")
+            .is_some_and(|l| l.name == name && l.phase.phase_str() == "Succeeded")
         {
             break;
         }

@@ -143,7 +143,7 @@ fn main() {
         .unwrap();
         if i % 2 == 0 {
             run.status = Some(sparkwing_core::reconcile::status::RunStatus {
-                phase: sparkwing_core::reconcile::status::Phase::Succeeded,
+                phase: sparkwing_core::reconcile::status::RunPhase::Succeeded,
                 ..Default::default()
             });
             st.storage

@@ -190,7 +190,9 @@ pub async fn run_controllers(
         let mut by_phase = std::collections::BTreeMap::new();
         for run in phases.state() {
             let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
-            *by_phase.entry(phase.as_str().to_string()).or_insert(0u64) += 1;
+            *by_phase
+                .entry(phase.phase_str().to_string())
+                .or_insert(0u64) += 1;
         }
         by_phase
     }));

@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use sparkwing_core::reconcile::pool::{PoolRunner, PoolRunnerState};
 use sparkwing_core::reconcile::run::{ObservedRunner, RunObservation, RunnerState};
-use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::reconcile::Millis;
 
 use crate::labels::{
@@ -434,7 +434,7 @@ pub fn observe_run(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunView {
     pub uid: Option<String>,
-    pub phase: Phase,
+    pub phase: RunPhase,
     /// `status.runner`: the runner of its current attempt.
     pub runner: Option<String>,
 }
@@ -490,7 +490,7 @@ pub fn observe_pool_pod(pod: &Pod, run: Option<&RunView>) -> PoolPodView {
             Some(r)
                 if r.phase.is_terminal()
                     || finished
-                    || (r.phase == Phase::Running && r.runner.as_deref() == Some(&name)) =>
+                    || (r.phase == RunPhase::Running && r.runner.as_deref() == Some(&name)) =>
             {
                 view(PoolRunnerState::Busy { run: claimer }, false)
             }
@@ -947,18 +947,20 @@ mod tests {
         let claimed = warm("a", Some(("r1", 1)), ready_since("1970-01-01T00:00:10Z"));
         assert_eq!(idle_since(&claimed), None);
         assert_eq!(
-            st(&claimed, Some(&run(Phase::Pending, None))).runner.state,
+            st(&claimed, Some(&run(RunPhase::Pending, None)))
+                .runner
+                .state,
             PoolRunnerState::Claimed { run: "r1".into() }
         );
         assert_eq!(
-            st(&claimed, Some(&run(Phase::Running, Some("a"))))
+            st(&claimed, Some(&run(RunPhase::Running, Some("a"))))
                 .runner
                 .state,
             PoolRunnerState::Busy { run: "r1".into() }
         );
         // Running on another runner (an older attempt): still only claimed.
         assert_eq!(
-            st(&claimed, Some(&run(Phase::Running, Some("b"))))
+            st(&claimed, Some(&run(RunPhase::Running, Some("b"))))
                 .runner
                 .state,
             PoolRunnerState::Claimed { run: "r1".into() }
@@ -974,17 +976,17 @@ mod tests {
             Some(("r1", 1)),
             terminated("Succeeded", 0, "Completed"),
         );
-        let v = st(&done, Some(&run(Phase::Running, Some("a"))));
+        let v = st(&done, Some(&run(RunPhase::Running, Some("a"))));
         assert_eq!(v.runner.state, PoolRunnerState::Busy { run: "r1".into() });
         assert!(!v.spent);
-        let v = st(&done, Some(&run(Phase::Succeeded, Some("a"))));
+        let v = st(&done, Some(&run(RunPhase::Succeeded, Some("a"))));
         assert_eq!(v.runner.state, PoolRunnerState::Terminating);
         assert!(v.spent);
         assert!(st(&done, None).spent);
         // A run of the same name but another uid is not the claimer.
         let other = RunView {
             uid: Some("uid-new".into()),
-            ..run(Phase::Running, Some("a"))
+            ..run(RunPhase::Running, Some("a"))
         };
         assert!(st(&done, Some(&other)).spent);
 

@@ -117,7 +117,7 @@ where
 mod tests {
     use super::*;
     use sparkwing_core::reconcile::run::{reconcile_run, RunIntent, RunObservation};
-    use sparkwing_core::reconcile::status::{JobStatus, Phase};
+    use sparkwing_core::reconcile::status::{JobStatus, RunPhase};
     use sparkwing_crds::PipelineRun;
 
     #[test]
@@ -182,7 +182,7 @@ mod tests {
     fn finished_run_recomputes_an_identical_status() {
         // A finished run, reconciled again and again later: nothing to write.
         let mut status = RunStatus {
-            phase: Phase::Succeeded,
+            phase: RunPhase::Succeeded,
             attempts: 1,
             runner: Some("r1-a1".into()),
             observed_generation: 1,

@@ -9,7 +9,7 @@
 
 use super::{CliError, CmdResult};
 use crate::engine::job_log;
-use crate::engine::sink::{job_state_json, FlushReport, RunPhase, RunSink, SinkLine};
+use crate::engine::sink::{job_state_json, FlushReport, RunSink, SinkLine};
 use crate::exit::ExitCode;
 use crate::home::Home;
 use crate::remote::client::{ApiClient, RemoteError};
@@ -165,7 +165,7 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
             format!(
                 "run {} is {}: push it once it finished (`sparkwing runs wait --run {}`)",
                 rec.id,
-                rec.status.as_str(),
+                rec.status.local_str(),
                 rec.id
             ),
         ));
@@ -245,7 +245,7 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
             ),
         );
     }
-    sink.run_finished(RunPhase::from_status(rec.status), rec.error.clone());
+    sink.run_finished(rec.status, rec.error.clone());
     let report: FlushReport = sink.flush(Instant::now() + PUSH_DEADLINE);
     if !report.is_complete() {
         return Err(CliError::new(

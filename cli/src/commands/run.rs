@@ -13,7 +13,7 @@ use crate::project::{self, Project};
 use crate::store::{NewRun, Store};
 use sparkwing_core::protocol::PipelineInfo;
 use sparkwing_core::suggest::closest;
-use sparkwing_core::RunStatus;
+use sparkwing_core::RunPhase;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,7 +243,7 @@ fn record_failed_start(
         id: id.clone(),
         pipeline: pipeline.to_string(),
         entrypoint: entrypoint.to_string(),
-        status: RunStatus::Failed,
+        status: RunPhase::Failed,
         args_json: "{}".into(),
         repo_root: project.root.to_string_lossy().into_owned(),
         git_branch: git.branch,

@@ -10,7 +10,7 @@ use crate::home::Home;
 use crate::reconcile;
 use crate::store::{RunFilter, RunRecord, Store};
 use serde_json::json;
-use sparkwing_core::RunStatus;
+use sparkwing_core::RunPhase;
 use std::time::{Duration, Instant};
 
 /// How often follow and wait look again. Reads are cheap (WAL readers never block writers).
@@ -30,7 +30,7 @@ pub fn list(args: ListArgs) -> CmdResult {
         .statuses
         .iter()
         .map(|s| {
-            s.parse::<RunStatus>().map_err(|_| {
+            s.parse::<RunPhase>().map_err(|_| {
                 CliError::new(
                     ExitCode::Usage,
                     format!("unknown status {s:?}; use one of queued, running, success, failed, cancelled"),
@@ -65,7 +65,7 @@ pub fn list(args: ListArgs) -> CmdResult {
                     "{:<27} {:<20} {:<10} {:<20} {:>9}  {}@{}",
                     r.id,
                     r.pipeline,
-                    r.status.as_str(),
+                    r.status.local_str(),
                     format_time(r.started_at.unwrap_or(r.created_at)),
                     human_duration(r.duration_ms(now)),
                     r.user,

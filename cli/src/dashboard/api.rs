@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use sparkwing_core::RunStatus;
+use sparkwing_core::RunPhase;
 use std::collections::HashMap;
 
 /// Runs per list page unless `limit` says otherwise.
@@ -68,7 +68,7 @@ fn list_param(params: &HashMap<String, String>, name: &str) -> Vec<String> {
 pub fn run_query(params: &HashMap<String, String>) -> Result<RunQuery, ApiError> {
     let statuses = list_param(params, "status");
     for s in &statuses {
-        if s.parse::<RunStatus>().is_err() {
+        if s.parse::<RunPhase>().is_err() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("unknown status {s:?}; use queued, running, success, failed or cancelled"),

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{json, Value};
-use sparkwing_core::{JobState, RunStatus};
+use sparkwing_core::{JobState, RunPhase};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -205,8 +205,8 @@ fn run_row(r: &RunRecord, now: i64) -> String {
          <td><span title=\"{repo}\">{repo_base}</span> {git}</td></tr>",
         id = esc(&r.id),
         idu = url_enc(&r.id),
-        st = r.status.as_str(),
-        badge = badge(r.status.as_str()),
+        st = r.status.local_str(),
+        badge = badge(r.status.local_str()),
         pu = url_enc(&r.pipeline),
         pipeline = esc(&r.pipeline),
         started = time_html(start),
@@ -320,13 +320,13 @@ pub async fn runs_page(
         );
     }
     body.push_str("</select></label><label>Status <select name=\"status\"><option value=\"\">Any status</option>");
-    for s in RunStatus::ALL {
+    for s in RunPhase::ALL {
         let _ = write!(
             body,
             "<option value=\"{v}\"{s}>{w}</option>",
-            v = s.as_str(),
-            s = sel(&q.statuses, s.as_str()),
-            w = state_word(s.as_str())
+            v = s.local_str(),
+            s = sel(&q.statuses, s.local_str()),
+            w = state_word(s.local_str())
         );
     }
     body.push_str("</select></label>");
@@ -396,8 +396,8 @@ fn summary_html(run: &RunRecord, now: i64) -> String {
     let mut out = format!(
         "<div class=\"run-head\"><h1><span class=\"run-status\" id=\"run-status\" data-state=\"{st}\">{badge}</span> \
          {pipeline} <span class=\"muted run-id\">{id}</span></h1></div>",
-        st = run.status.as_str(),
-        badge = badge(run.status.as_str()),
+        st = run.status.local_str(),
+        badge = badge(run.status.local_str()),
         pipeline = esc(&run.pipeline),
         id = esc(&run.id),
     );
@@ -568,9 +568,9 @@ pub fn run_sections(
         .as_deref()
         .and_then(|s| jobs.iter().find(|j| j.job_id == s));
     json!({
-        "status": run.status.as_str(),
+        "status": run.status.local_str(),
         "terminal": run.status.is_terminal(),
-        "title": format!("{} {} · {}", state_icon(run.status.as_str()), run.pipeline, state_word(run.status.as_str())),
+        "title": format!("{} {} · {}", state_icon(run.status.local_str()), run.pipeline, state_word(run.status.local_str())),
         "sections": {
             "summary": summary_html(run, now),
             "dag": dag::svg(jobs, sel.as_deref()),
@@ -706,10 +706,10 @@ pub async fn pipelines_page(State(state): State<AppState>) -> Response {
                     recent,
                     "<a href=\"/runs/{idu}\" class=\"mini st-{st}\" title=\"{id}: {w}\" aria-label=\"{id}: {w}\">{icon}</a>",
                     idu = url_enc(&r.id),
-                    st = r.status.as_str(),
+                    st = r.status.local_str(),
                     id = esc(&r.id),
-                    w = state_word(r.status.as_str()),
-                    icon = state_icon(r.status.as_str()),
+                    w = state_word(r.status.local_str()),
+                    icon = state_icon(r.status.local_str()),
                 );
             }
             recent.push_str("</span>");
@@ -721,7 +721,7 @@ pub async fn pipelines_page(State(state): State<AppState>) -> Response {
                 pu = url_enc(&s.pipeline),
                 ru = url_enc(&s.repo_root),
                 n = s.runs,
-                badge = badge(last.status.as_str()),
+                badge = badge(last.status.local_str()),
                 idu = url_enc(&last.id),
                 id = esc(&last.id),
                 t = time_html(start),

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use sparkwing_core::{JobState, RunStatus};
+use sparkwing_core::{JobState, RunPhase};
 use std::path::Path;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -40,7 +40,7 @@ fn add_run(
     home: &Home,
     id: &str,
     pipeline: &str,
-    status: RunStatus,
+    status: RunPhase,
     created: i64,
 ) -> Option<std::fs::File> {
     let run_dir = home.run_dir(id);
@@ -69,8 +69,8 @@ fn add_run(
             created_at: created,
             started_at: Some(created),
             finished_at: terminal.then_some(created + 1500),
-            exit_code: terminal.then(|| status.exit_code()),
-            error: (status == RunStatus::Failed).then(|| "job failed: build".to_string()),
+            exit_code: terminal.then(|| crate::exit::ExitCode::of_run(status).code()),
+            error: (status == RunPhase::Failed).then(|| "job failed: build".to_string()),
             log_dir: run_dir.to_string_lossy().into_owned(),
         })
         .unwrap();
@@ -95,7 +95,7 @@ fn add_run(
         .unwrap();
     if terminal {
         store.job_started(id, "build", 1, created).unwrap();
-        let state = if status == RunStatus::Success {
+        let state = if status == RunPhase::Succeeded {
             JobState::Success
         } else {
             JobState::Failed
@@ -195,9 +195,9 @@ async fn dashboard_empty_store_says_how_to_start() {
 #[tokio::test]
 async fn dashboard_lists_runs_newest_first_with_filters() {
     let f = fixture();
-    let _ = add_run(&f.home, "run-a", "hello", RunStatus::Success, 1_000);
-    let _ = add_run(&f.home, "run-b", "deploy", RunStatus::Failed, 2_000);
-    let _ = add_run(&f.home, "run-c", "hello", RunStatus::Failed, 3_000);
+    let _ = add_run(&f.home, "run-a", "hello", RunPhase::Succeeded, 1_000);
+    let _ = add_run(&f.home, "run-b", "deploy", RunPhase::Failed, 2_000);
+    let _ = add_run(&f.home, "run-c", "hello", RunPhase::Failed, 3_000);
     let (_, v) = get_json(&f.state, "/api/runs").await;
     let ids: Vec<&str> = v["runs"]
         .as_array()
@@ -230,7 +230,7 @@ async fn dashboard_lists_runs_newest_first_with_filters() {
 #[tokio::test]
 async fn dashboard_run_detail_jobs_and_unknown_runs() {
     let f = fixture();
-    let _ = add_run(&f.home, "run-x", "hello", RunStatus::Failed, 1_000);
+    let _ = add_run(&f.home, "run-x", "hello", RunPhase::Failed, 1_000);
     let (s, v) = get_json(&f.state, "/api/runs/run-x").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["status"], "failed");
@@ -262,7 +262,7 @@ async fn dashboard_run_detail_jobs_and_unknown_runs() {
 #[tokio::test]
 async fn dashboard_job_logs_json_and_resumable_stream() {
     let f = fixture();
-    let _ = add_run(&f.home, "run-l", "hello", RunStatus::Success, 1_000);
+    let _ = add_run(&f.home, "run-l", "hello", RunPhase::Succeeded, 1_000);
     let (_, v) = get_json(&f.state, "/api/runs/run-l/jobs/build/logs?after=1").await;
     assert_eq!(v["records"].as_array().unwrap().len(), 2);
     assert_eq!(v["records"][0]["stream"], "stderr");
@@ -295,7 +295,7 @@ async fn dashboard_job_logs_json_and_resumable_stream() {
 #[tokio::test]
 async fn dashboard_streams_log_lines_and_state_live() {
     let f = fixture();
-    let _live = add_run(&f.home, "run-live", "hello", RunStatus::Running, 1_000);
+    let _live = add_run(&f.home, "run-live", "hello", RunPhase::Running, 1_000);
     let mut store = Store::open(&f.home.root).unwrap();
     store.job_started("run-live", "build", 1, 1_000).unwrap();
     let log_path = Home::job_log(&f.home.run_dir("run-live"), "build");
@@ -339,7 +339,7 @@ async fn dashboard_streams_log_lines_and_state_live() {
         .unwrap();
     read_until(&mut body, &mut seen, "event: log-end").await;
     store
-        .set_run_status("run-live", RunStatus::Success, 2_500, Some(0), None)
+        .set_run_status("run-live", RunPhase::Succeeded, 2_500, Some(0), None)
         .unwrap();
     read_until(&mut body, &mut seen, "event: done").await;
     assert!(seen.contains("✓</span> passed"));
@@ -360,16 +360,16 @@ async fn dashboard_runs_list_stream_sends_new_runs() {
     let mut body = res.into_body();
     let mut seen = String::new();
     read_until(&mut body, &mut seen, "event: runs").await;
-    let _live = add_run(&f.home, "run-new", "hello", RunStatus::Running, 5_000);
+    let _live = add_run(&f.home, "run-new", "hello", RunPhase::Running, 5_000);
     read_until(&mut body, &mut seen, "run-new").await;
 }
 
 #[tokio::test]
 async fn dashboard_pipelines_summarise_last_runs() {
     let f = fixture();
-    let _ = add_run(&f.home, "run-1", "hello", RunStatus::Success, 1_000);
-    let _ = add_run(&f.home, "run-2", "hello", RunStatus::Failed, 2_000);
-    let _ = add_run(&f.home, "run-3", "deploy", RunStatus::Success, 1_500);
+    let _ = add_run(&f.home, "run-1", "hello", RunPhase::Succeeded, 1_000);
+    let _ = add_run(&f.home, "run-2", "hello", RunPhase::Failed, 2_000);
+    let _ = add_run(&f.home, "run-3", "deploy", RunPhase::Succeeded, 1_500);
     let (_, v) = get_json(&f.state, "/api/pipelines").await;
     let p = &v["pipelines"];
     assert_eq!(p[0]["pipeline"], "hello");

@@ -26,8 +26,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use sparkwing_core::reconcile::executor::Executor;
 use sparkwing_core::reconcile::run::{ObservedRunner, RunObservation, RunnerState};
-use sparkwing_core::reconcile::status::{Phase, RunStatus as ReconcileStatus, SUCCEEDED};
-use sparkwing_core::RunStatus;
+use sparkwing_core::reconcile::status::{RunStatus as ReconcileStatus, SUCCEEDED};
+use sparkwing_core::RunPhase;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::Write;
@@ -305,7 +305,7 @@ impl HostExecutor for DockerExecutor {
         }
         let mut logs = self.logs.borrow_mut();
         if let (None, Some(name)) = (&*logs, &status.runner) {
-            if status.phase != Phase::Pending {
+            if status.phase != RunPhase::Pending {
                 *logs = Some(tokio::spawn(follow_logs(self.client.clone(), name.clone())));
             }
         }
@@ -415,9 +415,9 @@ pub async fn drive(
         return Ok(ExitCode::of_run(run.status));
     }
     let outcome = match status.phase {
-        Phase::Succeeded => RunStatus::Success,
-        Phase::Cancelled => RunStatus::Cancelled,
-        _ => RunStatus::Failed,
+        RunPhase::Succeeded => RunPhase::Succeeded,
+        RunPhase::Cancelled => RunPhase::Cancelled,
+        _ => RunPhase::Failed,
     };
     let reason = status
         .condition(SUCCEEDED)

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use sparkwing_core::mask::{self, Masker};
 use sparkwing_core::protocol::{PipelineInfo, PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
-use sparkwing_core::{dag, JobState, RunStatus, Scheduler};
+use sparkwing_core::{dag, JobState, RunPhase, Scheduler};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ use interrupts::{Interrupt, Interrupts};
 use process_executor::{ProcessExecutor, RunnerEnd, RunnerSide};
 
 pub use output::Format;
-pub use sink::{RunPhase, RunSink, SinkLine};
+pub use sink::{RunSink, SinkLine};
 
 /// How long the engine waits for its sink to deliver what is queued when the run ends.
 pub const SINK_FLUSH_DEADLINE: Duration = Duration::from_secs(60);
@@ -115,7 +115,7 @@ impl Admitted {
     /// engine prints its own end.
     pub fn finish_from_outside(
         &mut self,
-        status: RunStatus,
+        status: RunPhase,
         reason: String,
     ) -> Result<ExitCode, EngineError> {
         let now = now_ms();
@@ -428,9 +428,9 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         pipeline: req.pipeline.clone(),
         entrypoint: req.info.entrypoint.clone(),
         status: if ticket.is_some() {
-            RunStatus::Queued
+            RunPhase::Pending
         } else {
-            RunStatus::Running
+            RunPhase::Running
         },
         args_json: Value::Object(redacted.clone()).to_string(),
         repo_root: req.repo_root.to_string_lossy().into_owned(),
@@ -504,7 +504,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
                 ticket.take();
                 let code = finish(
                     &mut rec,
-                    RunStatus::Cancelled,
+                    RunPhase::Cancelled,
                     Some("cancelled while waiting for a box slot".into()),
                     created,
                 )?;
@@ -513,7 +513,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         }
         let now = now_ms();
         rec.store
-            .set_run_status(&run_id, RunStatus::Running, now, None, None)?;
+            .set_run_status(&run_id, RunPhase::Running, now, None, None)?;
         rec.event(None, "admitted", json!({"waited_ms": waited_from.elapsed().as_millis() as u64, "slot": _slot.as_ref().map(|g| g.index)}), None)?;
     }
 
@@ -558,7 +558,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
             // Cancelled before core started the runner.
             return finish(
                 &mut dag.rec,
-                RunStatus::Cancelled,
+                RunPhase::Cancelled,
                 Some("cancelled before it started".into()),
                 created,
             );
@@ -612,9 +612,9 @@ async fn run_dag(
         Ok(p) => p,
         Err(msg) => {
             let status = if msg.starts_with("cancelled") {
-                RunStatus::Cancelled
+                RunPhase::Cancelled
             } else {
-                RunStatus::Failed
+                RunPhase::Failed
             };
             return finish(&mut rec, status, Some(format!("plan: {msg}")), created);
         }
@@ -625,7 +625,7 @@ async fn run_dag(
             rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
             return finish(
                 &mut rec,
-                RunStatus::Failed,
+                RunPhase::Failed,
                 Some(format!("invalid plan: {e}")),
                 created,
             );
@@ -714,7 +714,7 @@ async fn run_dag(
             // A hard stop: everything was killed; do not wait for anything else.
             return finish(
                 &mut rec,
-                RunStatus::Cancelled,
+                RunPhase::Cancelled,
                 Some("cancelled (killed at once by a second interrupt)".into()),
                 created,
             );
@@ -736,23 +736,23 @@ struct Ctx<'a> {
 
 fn finish(
     rec: &mut Recorder,
-    status: RunStatus,
+    status: RunPhase,
     error: Option<String>,
     started: i64,
 ) -> Result<ExitCode, EngineError> {
     let error = error.map(|e| rec.masker.mask(&e).into_owned());
     let now = now_ms();
-    let code = status.exit_code();
+    let code = ExitCode::of_run(status).code();
     rec.store
         .set_run_status(&rec.run_id, status, now, Some(code), error.as_deref())?;
     let took = human_duration(now - started);
     let human = match status {
-        RunStatus::Success => format!(
+        RunPhase::Succeeded => format!(
             "{} run {} succeeded in {took}",
             rec.term.green("✓"),
             rec.run_id
         ),
-        RunStatus::Cancelled => format!(
+        RunPhase::Cancelled => format!(
             "{} run {} cancelled after {took}",
             rec.term.yellow("■"),
             rec.run_id
@@ -767,11 +767,11 @@ fn finish(
     rec.event(
         None,
         "run_finished",
-        json!({"status": status.as_str(), "error": error, "exit_code": code, "duration_ms": now - started}),
+        json!({"status": status.local_str(), "error": error, "exit_code": code, "duration_ms": now - started}),
         Some(human),
     )?;
     if let Some(s) = &rec.sink {
-        s.run_finished(RunPhase::from_status(status), error.clone());
+        s.run_finished(status, error.clone());
         // The end of the run: the only place the engine waits for its sink.
         let report = s.flush(std::time::Instant::now() + SINK_FLUSH_DEADLINE);
         if !report.is_complete() {

@@ -6,6 +6,7 @@
 //! its own thread; the engine calls [`RunSink::flush`] with a deadline before it returns.
 
 use serde_json::{json, Map, Value};
+use sparkwing_core::RunPhase;
 use std::time::Instant;
 
 /// One masked log line, as written to the job's local log.
@@ -19,32 +20,6 @@ pub struct SinkLine {
     /// `stdout` or `stderr`.
     pub stream: String,
     pub line: String,
-}
-
-/// How a run ended, in the API's words (a PipelineRun's phase).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunPhase {
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunPhase::Succeeded => "Succeeded",
-            RunPhase::Failed => "Failed",
-            RunPhase::Cancelled => "Cancelled",
-        }
-    }
-
-    pub fn from_status(status: sparkwing_core::RunStatus) -> RunPhase {
-        match status {
-            sparkwing_core::RunStatus::Success => RunPhase::Succeeded,
-            sparkwing_core::RunStatus::Cancelled => RunPhase::Cancelled,
-            _ => RunPhase::Failed,
-        }
-    }
 }
 
 /// What a flush could not deliver by its deadline (all zero and no error: everything arrived).

@@ -23,7 +23,7 @@ const OUTAGE: Duration = Duration::from_secs(60);
 
 /// A terminal phase (`Succeeded`, `Failed`, `Cancelled`).
 pub fn is_finished(phase: &str) -> bool {
-    matches!(phase, "Succeeded" | "Failed" | "Cancelled")
+    sparkwing_core::RunPhase::from_phase_str(phase).is_some_and(|p| p.is_terminal())
 }
 
 /// How lines and states are printed.

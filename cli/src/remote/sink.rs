@@ -9,9 +9,10 @@
 //! a `log_gap` answer resends from the seq the API expects. Other refusals (a bad or revoked
 //! token, a run that does not exist) stop delivery; [`RunSink::flush`] reports what is left.
 
-use crate::engine::sink::{FlushReport, RunPhase, RunSink, SinkLine};
+use crate::engine::sink::{FlushReport, RunSink, SinkLine};
 use crate::remote::client::{ApiClient, LogLine, RemoteError};
 use serde_json::{json, Value};
+use sparkwing_core::RunPhase;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -209,7 +210,7 @@ impl RunSink for ApiSink {
     }
 
     fn run_finished(&self, phase: RunPhase, message: Option<String>) {
-        let mut body = json!({ "phase": phase.as_str() });
+        let mut body = json!({ "phase": phase.phase_str() });
         if let Some(m) = message {
             body["message"] = json!(m);
         }

@@ -10,7 +10,7 @@ mod records;
 pub use records::{EventRecord, JobRecord, NewJob, NewRun, RunFilter, RunRecord};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use sparkwing_core::{JobState, RunStatus};
+use sparkwing_core::{JobState, RunPhase};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,7 +170,7 @@ impl Store {
                     run.id,
                     run.pipeline,
                     run.entrypoint,
-                    run.status.as_str(),
+                    run.status.local_str(),
                     run.args_json,
                     run.repo_root,
                     run.git_branch,
@@ -195,26 +195,26 @@ impl Store {
     pub fn set_run_status(
         &mut self,
         id: &str,
-        status: RunStatus,
+        status: RunPhase,
         now: i64,
         exit_code: Option<i32>,
         error: Option<&str>,
     ) -> Result<()> {
         self.immediate(|tx| {
-            if status == RunStatus::Running {
+            if status == RunPhase::Running {
                 tx.execute(
                     "UPDATE runs SET status = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1",
-                    params![id, status.as_str(), now],
+                    params![id, status.local_str(), now],
                 )?;
             } else if status.is_terminal() {
                 tx.execute(
                     "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, error = ?5 WHERE id = ?1",
-                    params![id, status.as_str(), now, exit_code, error],
+                    params![id, status.local_str(), now, exit_code, error],
                 )?;
             } else {
                 tx.execute(
                     "UPDATE runs SET status = ?2 WHERE id = ?1",
-                    params![id, status.as_str()],
+                    params![id, status.local_str()],
                 )?;
             }
             Ok(())
@@ -380,7 +380,7 @@ impl Store {
                 " AND status IN ({})",
                 vec!["?"; filter.statuses.len()].join(", ")
             ));
-            values.extend(filter.statuses.iter().map(|s| s.as_str().to_string()));
+            values.extend(filter.statuses.iter().map(|s| s.local_str().to_string()));
         }
         sql.push_str(" ORDER BY created_at DESC, id DESC");
         if let Some(limit) = filter.limit {

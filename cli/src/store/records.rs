@@ -2,7 +2,7 @@
 
 use rusqlite::Row;
 use serde::Serialize;
-use sparkwing_core::{JobState, RunStatus};
+use sparkwing_core::{JobState, RunPhase};
 
 /// A run to insert.
 #[derive(Debug, Clone)]
@@ -10,7 +10,7 @@ pub struct NewRun {
     pub id: String,
     pub pipeline: String,
     pub entrypoint: String,
-    pub status: RunStatus,
+    pub status: RunPhase,
     /// Args with secrets already masked.
     pub args_json: String,
     pub repo_root: String,
@@ -39,7 +39,7 @@ pub struct NewJob {
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub pipelines: Vec<String>,
-    pub statuses: Vec<RunStatus>,
+    pub statuses: Vec<RunPhase>,
     pub limit: Option<u32>,
 }
 
@@ -49,7 +49,8 @@ pub struct RunRecord {
     pub id: String,
     pub pipeline: String,
     pub entrypoint: String,
-    pub status: RunStatus,
+    #[serde(with = "sparkwing_core::state::local_spelling")]
+    pub status: RunPhase,
     pub args: serde_json::Value,
     pub repo_root: String,
     pub git_branch: Option<String>,

@@ -1,12 +1,12 @@
 use super::*;
-use sparkwing_core::{JobState, RunStatus};
+use sparkwing_core::{JobState, RunPhase};
 
 fn new_run(id: &str, pipeline: &str, created_at: i64) -> NewRun {
     NewRun {
         id: id.into(),
         pipeline: pipeline.into(),
         entrypoint: "E".into(),
-        status: RunStatus::Running,
+        status: RunPhase::Running,
         args_json: "{}".into(),
         repo_root: "/repo".into(),
         git_branch: Some("main".into()),
@@ -67,7 +67,7 @@ fn round_trips_runs_jobs_events() {
             .unwrap(),
         2
     );
-    s.set_run_status("run-1", RunStatus::Success, 13, Some(0), None)
+    s.set_run_status("run-1", RunPhase::Succeeded, 13, Some(0), None)
         .unwrap();
 
     let runs = s.list_runs(&RunFilter::default()).unwrap();
@@ -78,7 +78,7 @@ fn round_trips_runs_jobs_events() {
     let filtered = s
         .list_runs(&RunFilter {
             pipelines: vec!["hello".into()],
-            statuses: vec![RunStatus::Success],
+            statuses: vec![RunPhase::Succeeded],
             limit: Some(5),
         })
         .unwrap();
@@ -103,7 +103,7 @@ fn abandoned_runs_fail_once() {
     assert!(s.fail_abandoned_run("run-1", "process died", 20).unwrap());
     assert!(!s.fail_abandoned_run("run-1", "process died", 21).unwrap());
     let r = s.get_run("run-1").unwrap().unwrap();
-    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.status, RunPhase::Failed);
     assert_eq!(r.error.as_deref(), Some("process died"));
 }
 

@@ -154,7 +154,7 @@ pub async fn reconcile_pool_once<E: PoolExecutor>(
 mod tests {
     use super::*;
     use crate::reconcile::run::{ObservedRunner, RunnerState};
-    use crate::reconcile::status::Phase;
+    use crate::reconcile::status::RunPhase;
     use std::cell::RefCell;
 
     /// An in-memory executor: runners are entries in a map; tests drive their states.
@@ -231,13 +231,13 @@ mod tests {
             1,
         ))
         .unwrap();
-        assert_eq!(d.status.phase, Phase::Pending);
+        assert_eq!(d.status.phase, RunPhase::Pending);
         fake.runner.borrow_mut().as_mut().unwrap().state = RunnerState::Running;
         let d = block_on(reconcile_run_once(&fake, "r", &intent, &d.status, 2)).unwrap();
-        assert_eq!(d.status.phase, Phase::Running);
+        assert_eq!(d.status.phase, RunPhase::Running);
         fake.runner.borrow_mut().as_mut().unwrap().state = RunnerState::Succeeded;
         let d = block_on(reconcile_run_once(&fake, "r", &intent, &d.status, 3)).unwrap();
-        assert_eq!(d.status.phase, Phase::Succeeded);
+        assert_eq!(d.status.phase, RunPhase::Succeeded);
         assert_eq!(
             *fake.log.borrow(),
             [

@@ -1,35 +1,9 @@
 //! Status shapes written to `PipelineRun` and `RunnerPool` objects (and mirrored locally).
 
+/// A `PipelineRun`'s `status.phase` is core's one run phase (`crate::state`).
+pub use crate::state::RunPhase;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
-
-/// The phase of a `PipelineRun`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub enum Phase {
-    #[default]
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl Phase {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Running => "Running",
-            Phase::Succeeded => "Succeeded",
-            Phase::Failed => "Failed",
-            Phase::Cancelled => "Cancelled",
-        }
-    }
-}
 
 /// `True`, `False` or `Unknown`, as Kubernetes conditions spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -118,7 +92,7 @@ pub struct JobStatus {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunStatus {
-    pub phase: Phase,
+    pub phase: RunPhase,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

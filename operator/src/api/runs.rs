@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
-use sparkwing_core::reconcile::status::{Phase, RunStatus};
+use sparkwing_core::reconcile::status::{RunPhase, RunStatus};
 use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun};
 
 use crate::error::{is_already_exists, is_conflict, is_not_found};
@@ -481,7 +481,7 @@ impl MemoryRuns {
     }
 
     /// Play the controller: set the run's phase.
-    pub fn set_phase(&self, ns: &str, name: &str, phase: Phase) {
+    pub fn set_phase(&self, ns: &str, name: &str, phase: RunPhase) {
         let _ = self.write(ns, name, |r| {
             r.status.get_or_insert_with(RunStatus::default).phase = phase
         });

@@ -11,7 +11,7 @@ use axum::Router;
 use flate2::write::GzEncoder;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_crds::pipeline_run::{Source, TriggerVia};
 use tower::ServiceExt;
 
@@ -1105,7 +1105,7 @@ async fn api_follow_resumes_from_last_event_id_and_ends() {
     let (ns, name) = f.trigger_run(&id).await;
     let runner = f.runs.runner_token(&ns, &name).unwrap();
     post_logs(&f, &runner, &ns, &name, &[1, 2, 3]).await;
-    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+    f.runs.set_phase(&ns, &name, RunPhase::Succeeded);
 
     let req = Request::get(format!("/api/v1/runs/{ns}/{name}/logs/stream?job=build"))
         .header("authorization", format!("Bearer {}", f.reader))
@@ -1164,7 +1164,7 @@ async fn api_follow_streams_lines_posted_while_following() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     post_logs(&f, &runner, &ns, &name, &[2]).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    f.runs.set_phase(&ns, &name, Phase::Failed);
+    f.runs.set_phase(&ns, &name, RunPhase::Failed);
     let body = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
         .await
         .expect("the follow ends with the run")
@@ -1196,7 +1196,7 @@ async fn api_archive_outlives_the_pipeline_run() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert!(f.runs.run(&ns, &name).unwrap().spec.cancel.is_some());
 
-    f.runs.set_phase(&ns, &name, Phase::Cancelled);
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
     let r = f.get("/api/v1/runs", &f.reader).await;
     assert_eq!(r.json()["runs"][0]["archived"], true);
     // ttlSecondsAfterFinished deletes the PipelineRun.
@@ -1256,7 +1256,7 @@ async fn api_gc_removes_only_unreferenced_blobs() {
     assert!(f.st.storage.get_upload(&used).unwrap().is_some());
 
     // Once the run is finished its upload may go too.
-    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+    f.runs.set_phase(&ns, &name, RunPhase::Succeeded);
     let r = gc(0).await;
     assert_eq!(r.json()["blobsDeleted"], 2);
     assert!(!has("shared") && !has("only-used"));
@@ -1338,7 +1338,7 @@ async fn api_external_run_gets_its_token_and_records_its_end() {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
 
     // The operator made it Running.
-    f.runs.set_phase(&ns, &name, Phase::Running);
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
     let finish = format!("/api/v1/runs/{ns}/{name}/finish");
     // An external run's finish must say how it ended.
     for bad in [
@@ -1364,7 +1364,7 @@ async fn api_external_run_gets_its_token_and_records_its_end() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["phase"], "Failed");
     let status = f.runs.run(&ns, &name).unwrap().status.unwrap();
-    assert_eq!(status.phase, Phase::Failed);
+    assert_eq!(status.phase, RunPhase::Failed);
     let cond = status.condition("Succeeded").unwrap();
     assert_eq!(
         (cond.reason.as_str(), cond.message.as_str()),
@@ -1387,7 +1387,7 @@ async fn api_external_finish_keeps_an_end_already_recorded() {
     let f = fx();
     let (ns, name, token) = trigger_external(&f).await;
     // Cancelled (or timed out) by the operator before the executor finished.
-    f.runs.set_phase(&ns, &name, Phase::Cancelled);
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
     let r = f
         .json(
             Method::POST,
@@ -1400,7 +1400,7 @@ async fn api_external_finish_keeps_an_end_already_recorded() {
     assert_eq!(r.json()["phase"], "Cancelled");
     assert_eq!(
         f.runs.run(&ns, &name).unwrap().status.unwrap().phase,
-        Phase::Cancelled
+        RunPhase::Cancelled
     );
 }
 
@@ -1410,7 +1410,7 @@ async fn api_finish_body_is_ignored_for_runs_on_the_cluster() {
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
     let runner = f.runs.runner_token(&ns, &name).unwrap();
-    f.runs.set_phase(&ns, &name, Phase::Running);
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
     let r = f
         .json(
             Method::POST,
@@ -1423,16 +1423,16 @@ async fn api_finish_body_is_ignored_for_runs_on_the_cluster() {
     // The operator decides from the Job: the phase is untouched.
     assert_eq!(
         f.runs.run(&ns, &name).unwrap().status.unwrap().phase,
-        Phase::Running
+        RunPhase::Running
     );
 }
 
 #[test]
 fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
-    use sparkwing_core::reconcile::run::{record_external_end, ExternalEnd};
+    use sparkwing_core::reconcile::run::record_external_end;
     use sparkwing_core::reconcile::status::{JobStatus, RunStatus};
     let prev = RunStatus {
-        phase: Phase::Running,
+        phase: RunPhase::Running,
         runner: Some("x".into()),
         attempts: 1,
         jobs: vec![JobStatus {
@@ -1442,7 +1442,7 @@ fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
         }],
         ..RunStatus::default()
     };
-    let end = record_external_end(&prev, ExternalEnd::Succeeded, "", 3, 1_000_000).unwrap();
+    let end = record_external_end(&prev, RunPhase::Succeeded, "", 3, 1_000_000).unwrap();
     let body = runs::external_status_patch(&end, Some("17")).unwrap();
     assert_eq!(body["apiVersion"], "sparkwing.dev/v1alpha1");
     assert_eq!(body["kind"], "PipelineRun");
@@ -1486,7 +1486,7 @@ async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     }
     // While the run goes on, the runner's word stands.
-    f.runs.set_phase(&ns, &name, Phase::Running);
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
     let jobs = f
         .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
         .await
@@ -1496,7 +1496,7 @@ async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
     assert!(jobs["build"].get("settled").is_none());
 
     // The runner died: open jobs end with the run, finished ones keep their state.
-    f.runs.set_phase(&ns, &name, Phase::Failed);
+    f.runs.set_phase(&ns, &name, RunPhase::Failed);
     let jobs = f
         .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
         .await
@@ -1510,7 +1510,7 @@ async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
     assert_eq!(jobs["lint"]["state"], "success");
     assert!(jobs["lint"].get("settled").is_none());
 
-    f.runs.set_phase(&ns, &name, Phase::Cancelled);
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
     let jobs = f
         .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
         .await
@@ -1663,7 +1663,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 
     // A finished run gets no new token.
-    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+    f.runs.set_phase(&ns, &name, RunPhase::Succeeded);
     let r = f
         .json(Method::POST, &claims, &pool, ask("warm-1", &name))
         .await;

@@ -276,7 +276,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KubeTime;
-    use sparkwing_core::reconcile::status::{Phase, RunStatus};
+    use sparkwing_core::reconcile::status::{RunPhase, RunStatus};
     use sparkwing_crds::pipeline::{PipelineSpec, PipelineTriggers, PushTrigger};
     use std::collections::BTreeMap;
 
@@ -301,7 +301,7 @@ mod tests {
         p
     }
 
-    fn run(name: &str, pipeline: &str, created_s: i64, phase: Phase) -> PipelineRun {
+    fn run(name: &str, pipeline: &str, created_s: i64, phase: RunPhase) -> PipelineRun {
         let mut r = PipelineRun::test(name);
         r.metadata.namespace = Some("ci".into());
         r.metadata.labels = Some(BTreeMap::from([(
@@ -313,7 +313,7 @@ mod tests {
         ));
         r.status = Some(RunStatus {
             phase,
-            start_time: (phase != Phase::Pending).then_some(Time(created_s * 1000 + 500)),
+            start_time: (phase != RunPhase::Pending).then_some(Time(created_s * 1000 + 500)),
             ..RunStatus::default()
         });
         r
@@ -323,16 +323,16 @@ mod tests {
     fn last_run_is_the_newest_of_its_runs() {
         let p = pipeline("app");
         let runs = [
-            run("app-1", "app", 100, Phase::Succeeded),
-            run("app-3", "app", 300, Phase::Running),
-            run("other-9", "other", 900, Phase::Failed),
-            run("app-2", "app", 200, Phase::Failed),
+            run("app-1", "app", 100, RunPhase::Succeeded),
+            run("app-3", "app", 300, RunPhase::Running),
+            run("other-9", "other", 900, RunPhase::Failed),
+            run("app-2", "app", 200, RunPhase::Failed),
         ];
         let s = desired_status(&p, &runs, 1_000_000);
         let last = s.last_run.clone().unwrap();
         assert_eq!(
             (last.name.as_str(), last.phase, last.start_time),
-            ("app-3", Phase::Running, Some(Time(300_500)))
+            ("app-3", RunPhase::Running, Some(Time(300_500)))
         );
         assert_eq!(s.observed_generation, 2);
         let ready = &s.conditions[0];
@@ -348,14 +348,14 @@ mod tests {
         // No runs: no lastRun.
         assert_eq!(desired_status(&p, &[], 0).last_run, None);
         // A run of another namespace is not its run.
-        let mut elsewhere = run("app-9", "app", 999, Phase::Failed);
+        let mut elsewhere = run("app-9", "app", 999, RunPhase::Failed);
         elsewhere.metadata.namespace = Some("team".into());
         assert_eq!(desired_status(&p, &[elsewhere], 0).last_run, None);
     }
 
     #[test]
     fn the_annotation_names_the_pipeline_when_the_label_is_shortened() {
-        let mut r = run("x-1", "shortened-label", 1, Phase::Pending);
+        let mut r = run("x-1", "shortened-label", 1, RunPhase::Pending);
         r.metadata.annotations = Some(BTreeMap::from([(
             PIPELINE_ANNOTATION.to_string(),
             "the-exact-name".to_string(),
@@ -393,7 +393,7 @@ mod tests {
     /// `run(...)` whose runner reported its branch check: the Pipeline's globs it was created
     /// with (`sparkwing.dev/push-branches`) and the result.
     fn checked(name: &str, created_s: i64, globs: &str, drift: Option<&str>) -> PipelineRun {
-        let mut r = run(name, "app", created_s, Phase::Running);
+        let mut r = run(name, "app", created_s, RunPhase::Running);
         let mut a = BTreeMap::from([
             (
                 sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION.to_string(),
@@ -432,13 +432,13 @@ mod tests {
     #[test]
     fn branches_in_sync_is_absent_until_a_run_reports() {
         let p = pipeline("app");
-        let plain = run("app-1", "app", 100, Phase::Running);
+        let plain = run("app-1", "app", 100, RunPhase::Running);
         let s = desired_status(&p, std::slice::from_ref(&plain), 1_000);
         assert_eq!(branches(&s), None, "{s:?}");
         // A run that has not reported yet does not hide an older one that did.
         let runs = [
             checked("app-1", 100, "main", Some(DRIFT)),
-            run("app-2", "app", 200, Phase::Pending),
+            run("app-2", "app", 200, RunPhase::Pending),
         ];
         let c = branches_condition(&p, &runs, 1_000).unwrap();
         assert_eq!(

@@ -16,7 +16,7 @@ use kube::Resource;
 use kube::{Api, Client, ResourceExt};
 use sparkwing_core::reconcile::executor::reconcile_run_once;
 use sparkwing_core::reconcile::run::{CancelRequest, RunAction, RunIntent};
-use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::reconcile::status::RunStatus;
 use sparkwing_crds::pipeline_run::Source;
 use sparkwing_crds::PipelineRun;
@@ -46,7 +46,7 @@ pub fn run_changed(run: &PipelineRun) -> Option<u64> {
     generation.hash(&mut h);
     if matches!(run.spec.source, Source::External(_)) {
         let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        phase.as_str().hash(&mut h);
+        phase.phase_str().hash(&mut h);
     }
     Some(h.finish())
 }
@@ -115,12 +115,12 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
     let now = now_millis();
     let uid = run.uid().unwrap_or_default();
     // Claim latency: from the first reconcile that sees the run waiting for a runner.
-    if prev.phase == Phase::Pending && prev.runner.is_none() {
+    if prev.phase == RunPhase::Pending && prev.runner.is_none() {
         ctx.metrics.run_pending(&uid);
     }
     let executor = KubeExecutor::new(&ctx, &run, now)?;
     let decision = reconcile_run_once(&executor, &name, &intent, &prev, now).await?;
-    if decision.status.phase != Phase::Pending || decision.status.runner.is_some() {
+    if decision.status.phase != RunPhase::Pending || decision.status.runner.is_some() {
         ctx.metrics.run_not_pending(&uid);
     }
     if decision.actions.contains(&RunAction::DeleteRun) {
@@ -152,7 +152,7 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
     match wrote {
         Ok(true) => {
             ctx.remember_written(run.as_ref(), decision.status.clone());
-            tracing::debug!(run = %name, phase = decision.status.phase.as_str(), "status written");
+            tracing::debug!(run = %name, phase = decision.status.phase.phase_str(), "status written");
         }
         Ok(false) => {}
         // The run was deleted while we worked: nothing left to do.
@@ -192,7 +192,7 @@ mod tests {
         };
         assert!(!checks_secrets(&asking.intent(), &started));
         let failed = RunStatus {
-            phase: Phase::Failed,
+            phase: RunPhase::Failed,
             ..RunStatus::default()
         };
         assert!(!checks_secrets(&asking.intent(), &failed));
@@ -202,7 +202,7 @@ mod tests {
         assert!(!checks_secrets(&invalid.intent(), &RunStatus::default()));
     }
 
-    fn with_phase(run: PipelineRun, phase: Phase) -> PipelineRun {
+    fn with_phase(run: PipelineRun, phase: RunPhase) -> PipelineRun {
         run.with_status(RunStatus {
             phase,
             ..RunStatus::default()
@@ -215,8 +215,8 @@ mod tests {
         // wake it).
         let run = PipelineRun::test("r");
         assert_eq!(
-            run_changed(&with_phase(run.clone(), Phase::Pending)),
-            run_changed(&with_phase(run.clone(), Phase::Succeeded))
+            run_changed(&with_phase(run.clone(), RunPhase::Pending)),
+            run_changed(&with_phase(run.clone(), RunPhase::Succeeded))
         );
         assert_ne!(
             run_changed(&run),
@@ -225,12 +225,12 @@ mod tests {
         // An external run: the end the API records wakes it.
         let ext = PipelineRun::test("e").with_source(Source::External(ExternalSource {}));
         assert_ne!(
-            run_changed(&with_phase(ext.clone(), Phase::Running)),
-            run_changed(&with_phase(ext.clone(), Phase::Succeeded))
+            run_changed(&with_phase(ext.clone(), RunPhase::Running)),
+            run_changed(&with_phase(ext.clone(), RunPhase::Succeeded))
         );
         assert_eq!(
-            run_changed(&with_phase(ext.clone(), Phase::Running)),
-            run_changed(&with_phase(ext, Phase::Running))
+            run_changed(&with_phase(ext.clone(), RunPhase::Running)),
+            run_changed(&with_phase(ext, RunPhase::Running))
         );
     }
 }

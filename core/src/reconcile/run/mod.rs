@@ -6,7 +6,7 @@
 //! ended to a phase and a reason, and delete the finished run after its TTL.
 
 use super::status::{
-    reasons, set_condition, Condition, ConditionStatus, JobStatus, Phase, RunStatus, SUCCEEDED,
+    reasons, set_condition, Condition, ConditionStatus, JobStatus, RunPhase, RunStatus, SUCCEEDED,
 };
 use super::Millis;
 use crate::time::Time;
@@ -140,16 +140,16 @@ pub struct RunDecision {
 }
 
 struct Outcome {
-    phase: Phase,
+    phase: RunPhase,
     status: ConditionStatus,
     reason: &'static str,
     message: String,
 }
 
-fn outcome(phase: Phase, reason: &'static str, message: impl Into<String>) -> Outcome {
+fn outcome(phase: RunPhase, reason: &'static str, message: impl Into<String>) -> Outcome {
     let status = match phase {
-        Phase::Succeeded => ConditionStatus::True,
-        Phase::Failed | Phase::Cancelled => ConditionStatus::False,
+        RunPhase::Succeeded => ConditionStatus::True,
+        RunPhase::Failed | RunPhase::Cancelled => ConditionStatus::False,
         _ => ConditionStatus::Unknown,
     };
     Outcome {
@@ -203,24 +203,24 @@ pub fn reconcile_run(
     let cancel = intent.cancel;
     let mut requeue: Option<u64> = None;
     let result: Outcome = if let Some(err) = &intent.invalid {
-        outcome(Phase::Failed, reasons::INVALID_SPEC, err.clone())
+        outcome(RunPhase::Failed, reasons::INVALID_SPEC, err.clone())
     } else if intent.external {
         decide_external(intent, &status, now, &mut requeue)
     } else {
         match &observed.runner {
             None => {
                 if cancel != CancelRequest::None {
-                    outcome(Phase::Cancelled, reasons::CANCELLED, "cancelled")
+                    outcome(RunPhase::Cancelled, reasons::CANCELLED, "cancelled")
                 } else if let Some(refused) = (prev.attempts == 0)
                     .then(|| check_secrets(&intent.secrets, intent.secret_access.as_ref()))
                     .flatten()
                 {
-                    outcome(Phase::Failed, refused.reason, refused.message)
+                    outcome(RunPhase::Failed, refused.reason, refused.message)
                 } else if prev.attempts == 0 {
                     actions.push(RunAction::StartRunner { attempt: 1 });
                     status.attempts = 1;
                     outcome(
-                        Phase::Pending,
+                        RunPhase::Pending,
                         reasons::WAITING_FOR_RUNNER,
                         "starting a runner (attempt 1)",
                     )
@@ -232,7 +232,7 @@ pub fn reconcile_run(
                     });
                     requeue = Some(1000);
                     outcome(
-                        Phase::Pending,
+                        RunPhase::Pending,
                         static_reason(
                             prev.condition(SUCCEEDED)
                                 .map_or(reasons::WAITING_FOR_RUNNER, |c| c.reason.as_str()),
@@ -249,7 +249,7 @@ pub fn reconcile_run(
                     actions.push(RunAction::StartRunner { attempt: next });
                     status.attempts = next;
                     outcome(
-                        Phase::Pending,
+                        RunPhase::Pending,
                         reasons::TO_BE_RETRIED,
                         format!(
                             "the runner of attempt {} disappeared; starting attempt {next} of {}",
@@ -258,7 +258,7 @@ pub fn reconcile_run(
                     )
                 } else {
                     outcome(
-                        Phase::Failed,
+                        RunPhase::Failed,
                         reasons::RUNNER_LOST,
                         format!("the runner of attempt {} disappeared and no attempts are left ({} allowed)", prev.attempts, intent.max_attempts),
                     )
@@ -281,7 +281,7 @@ pub fn reconcile_run(
                         message: c.message.clone(),
                     },
                     None => outcome(
-                        Phase::Pending,
+                        RunPhase::Pending,
                         reasons::WAITING_FOR_RUNNER,
                         "waiting for a runner",
                     ),
@@ -304,7 +304,7 @@ pub fn reconcile_run(
     };
 
     // Times change only on transitions.
-    if result.phase == Phase::Running && status.start_time.is_none() {
+    if result.phase == RunPhase::Running && status.start_time.is_none() {
         status.start_time = Some(Time(now));
     }
     if result.phase.is_terminal() {
@@ -320,7 +320,7 @@ pub fn reconcile_run(
         actions.push(RunAction::Event {
             reason: result.reason.to_string(),
             message: result.message.clone(),
-            warning: matches!(result.phase, Phase::Failed),
+            warning: matches!(result.phase, RunPhase::Failed),
         });
     }
     status.phase = result.phase;
@@ -352,7 +352,7 @@ fn decide_external(
 ) -> Outcome {
     if intent.cancel != CancelRequest::None {
         return outcome(
-            Phase::Cancelled,
+            RunPhase::Cancelled,
             reasons::CANCELLED,
             "cancelled; the external executor stops when it sees the run cancelled",
         );
@@ -362,7 +362,7 @@ fn decide_external(
         let deadline = started.saturating_add(t as i64);
         if now >= deadline {
             return outcome(
-                Phase::Failed,
+                RunPhase::Failed,
                 reasons::TIMEOUT,
                 format!("the run exceeded its timeout of {}s", t / 1000),
             );
@@ -370,7 +370,7 @@ fn decide_external(
         *requeue = Some((deadline - now) as u64);
     }
     outcome(
-        Phase::Running,
+        RunPhase::Running,
         reasons::RUNNING,
         "executed outside the cluster; waiting for its executor to finish the run",
     )
@@ -388,7 +388,7 @@ fn decide_with_runner(
     let cancel = intent.cancel;
     if cancel != CancelRequest::None {
         if r.state.is_finished() {
-            return outcome(Phase::Cancelled, reasons::CANCELLED, "cancelled");
+            return outcome(RunPhase::Cancelled, reasons::CANCELLED, "cancelled");
         }
         let graceful = cancel == CancelRequest::CancelledRunFinally;
         if !r.stopping {
@@ -406,16 +406,16 @@ fn decide_with_runner(
         } else {
             (reasons::CANCELLED, "cancelling: stopping the runner")
         };
-        let phase = if prev.phase == Phase::Pending {
-            Phase::Pending
+        let phase = if prev.phase == RunPhase::Pending {
+            RunPhase::Pending
         } else {
-            Phase::Running
+            RunPhase::Running
         };
         return outcome(phase, reason, msg);
     }
     match &r.state {
         RunnerState::Starting => outcome(
-            Phase::Pending,
+            RunPhase::Pending,
             reasons::WAITING_FOR_RUNNER,
             format!("runner {} is starting (attempt {})", r.name, r.attempt),
         ),
@@ -429,7 +429,7 @@ fn decide_with_runner(
                         graceful: false,
                     });
                     return outcome(
-                        Phase::Failed,
+                        RunPhase::Failed,
                         reasons::TIMEOUT,
                         format!("the run exceeded its timeout of {}s", t / 1000),
                     );
@@ -437,13 +437,13 @@ fn decide_with_runner(
                 *requeue = Some((deadline - now) as u64);
             }
             outcome(
-                Phase::Running,
+                RunPhase::Running,
                 reasons::RUNNING,
                 format!("attempt {} running on {}", r.attempt, r.name),
             )
         }
         RunnerState::Succeeded => outcome(
-            Phase::Succeeded,
+            RunPhase::Succeeded,
             reasons::SUCCEEDED,
             "the pipeline succeeded",
         ),
@@ -452,21 +452,23 @@ fn decide_with_runner(
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "unknown".into());
             outcome(
-                Phase::Failed,
+                RunPhase::Failed,
                 reasons::FAILED,
                 format!("the runner exited with code {code}"),
             )
         }
         RunnerState::OomKilled => outcome(
-            Phase::Failed,
+            RunPhase::Failed,
             reasons::OOM_KILLED,
             format!("runner {} was killed for using too much memory", r.name),
         ),
-        RunnerState::ImagePullFailed { message } => {
-            outcome(Phase::Failed, reasons::IMAGE_PULL_FAILED, message.clone())
-        }
+        RunnerState::ImagePullFailed { message } => outcome(
+            RunPhase::Failed,
+            reasons::IMAGE_PULL_FAILED,
+            message.clone(),
+        ),
         RunnerState::DeadlineExceeded => outcome(
-            Phase::Failed,
+            RunPhase::Failed,
             reasons::TIMEOUT,
             "the runner hit its deadline",
         ),
@@ -483,7 +485,7 @@ fn decide_with_runner(
                 status.attempts = next;
                 status.runner = None;
                 outcome(
-                    Phase::Pending,
+                    RunPhase::Pending,
                     reasons::TO_BE_RETRIED,
                     format!(
                         "runner {} lost ({reason}); starting attempt {next} of {}",
@@ -492,7 +494,7 @@ fn decide_with_runner(
                 )
             } else {
                 outcome(
-                    Phase::Failed,
+                    RunPhase::Failed,
                     reasons::RUNNER_LOST,
                     format!(
                         "runner {} lost ({reason}) and no attempts are left ({} allowed)",
@@ -504,41 +506,14 @@ fn decide_with_runner(
     }
 }
 
-/// How an external run ended, as its executor reports it (`POST .../finish` on the API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExternalEnd {
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl ExternalEnd {
-    pub fn phase(self) -> Phase {
-        match self {
-            ExternalEnd::Succeeded => Phase::Succeeded,
-            ExternalEnd::Failed => Phase::Failed,
-            ExternalEnd::Cancelled => Phase::Cancelled,
-        }
-    }
-
-    /// The terminal phase named `s` (`Succeeded`, `Failed`, `Cancelled`); `None` otherwise.
-    pub fn from_phase(phase: Phase) -> Option<Self> {
-        match phase {
-            Phase::Succeeded => Some(ExternalEnd::Succeeded),
-            Phase::Failed => Some(ExternalEnd::Failed),
-            Phase::Cancelled => Some(ExternalEnd::Cancelled),
-            Phase::Pending | Phase::Running => None,
-        }
-    }
-}
-
 /// The status recording the end of an external run: phase, the `Succeeded` condition (reason
 /// `Succeeded`, `Failed` or `Cancelled`, the executor's message or a default one) and the
 /// completion time (the start time too when the run never got one). `None` when `prev` is
-/// already terminal: a run that was cancelled or timed out keeps that end.
+/// already terminal (a run that was cancelled or timed out keeps that end), or when `end` is not
+/// an end (`Pending`, `Running`: nothing to record).
 pub fn record_external_end(
     prev: &RunStatus,
-    end: ExternalEnd,
+    end: RunPhase,
     message: &str,
     generation: i64,
     now: Millis,
@@ -547,16 +522,17 @@ pub fn record_external_end(
         return None;
     }
     let (reason, default_message) = match end {
-        ExternalEnd::Succeeded => (reasons::SUCCEEDED, "the pipeline succeeded"),
-        ExternalEnd::Failed => (reasons::FAILED, "the pipeline failed"),
-        ExternalEnd::Cancelled => (reasons::CANCELLED, "cancelled by its executor"),
+        RunPhase::Succeeded => (reasons::SUCCEEDED, "the pipeline succeeded"),
+        RunPhase::Failed => (reasons::FAILED, "the pipeline failed"),
+        RunPhase::Cancelled => (reasons::CANCELLED, "cancelled by its executor"),
+        RunPhase::Pending | RunPhase::Running => return None,
     };
     let message = if message.trim().is_empty() {
         default_message.to_string()
     } else {
         message.to_string()
     };
-    let result = outcome(end.phase(), reason, message);
+    let result = outcome(end, reason, message);
     let mut status = prev.clone();
     status.phase = result.phase;
     status.observed_generation = generation;

@@ -29,7 +29,7 @@ fn a_new_run_starts_its_first_runner() {
         100,
     );
     assert!(d.actions.contains(&RunAction::StartRunner { attempt: 1 }));
-    assert_eq!(d.status.phase, Phase::Pending);
+    assert_eq!(d.status.phase, RunPhase::Pending);
     assert_eq!(d.status.attempts, 1);
     assert_eq!(reason(&d.status), reasons::WAITING_FOR_RUNNER);
     // Seen again before the runner shows up (a lagging watch): the same attempt is asked for
@@ -55,7 +55,7 @@ fn running_then_succeeded_with_times_set_once() {
     )
     .status;
     let running = step(&intent, &pending, &runner(1, RunnerState::Running), 200);
-    assert_eq!(running.status.phase, Phase::Running);
+    assert_eq!(running.status.phase, RunPhase::Running);
     assert_eq!(running.status.start_time, Some(Time(200)));
     assert_eq!(running.status.runner.as_deref(), Some("r-1"));
     // Nothing changed: identical status, no event, no action.
@@ -73,7 +73,7 @@ fn running_then_succeeded_with_times_set_once() {
         &runner(1, RunnerState::Succeeded),
         1000,
     );
-    assert_eq!(done.status.phase, Phase::Succeeded);
+    assert_eq!(done.status.phase, RunPhase::Succeeded);
     assert_eq!(done.status.completion_time, Some(Time(1000)));
     assert_eq!(
         done.status.condition(SUCCEEDED).unwrap().status,
@@ -114,7 +114,7 @@ fn failures_map_to_reasons() {
         (RunnerState::DeadlineExceeded, reasons::TIMEOUT),
     ] {
         let d = step(&intent, &running, &runner(1, state), 2);
-        assert_eq!(d.status.phase, Phase::Failed);
+        assert_eq!(d.status.phase, RunPhase::Failed);
         assert_eq!(reason(&d.status), want);
     }
 }
@@ -153,9 +153,9 @@ fn a_lost_runner_is_retried_until_attempts_run_out() {
     assert_eq!(reason(&lost.status), reasons::TO_BE_RETRIED);
     assert_eq!(lost.status.attempts, 2);
     let second = step(&intent, &lost.status, &runner(2, RunnerState::Running), 3);
-    assert_eq!(second.status.phase, Phase::Running);
+    assert_eq!(second.status.phase, RunPhase::Running);
     let gone = step(&intent, &second.status, &RunObservation::default(), 4);
-    assert_eq!(gone.status.phase, Phase::Failed);
+    assert_eq!(gone.status.phase, RunPhase::Failed);
     assert_eq!(reason(&gone.status), reasons::RUNNER_LOST);
     assert!(!gone
         .actions
@@ -206,7 +206,7 @@ fn cancel_stops_the_runner_and_ends_cancelled() {
             ),
             4,
         );
-        assert_eq!(end.status.phase, Phase::Cancelled);
+        assert_eq!(end.status.phase, RunPhase::Cancelled);
         assert_eq!(reason(&end.status), reasons::CANCELLED);
     }
     // Cancelled before any runner: ends at once.
@@ -220,7 +220,7 @@ fn cancel_stops_the_runner_and_ends_cancelled() {
         &RunObservation::default(),
         1,
     );
-    assert_eq!(d.status.phase, Phase::Cancelled);
+    assert_eq!(d.status.phase, RunPhase::Cancelled);
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn timeout_fails_the_run_and_stops_the_runner() {
         &runner(1, RunnerState::Running),
         6000,
     );
-    assert_eq!(over.status.phase, Phase::Failed);
+    assert_eq!(over.status.phase, RunPhase::Failed);
     assert_eq!(reason(&over.status), reasons::TIMEOUT);
     assert!(over.actions.contains(&RunAction::StopRunner {
         name: "r-1".into(),
@@ -291,7 +291,7 @@ fn invalid_specs_fail_without_a_runner() {
         &RunObservation::default(),
         1,
     );
-    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.status.phase, RunPhase::Failed);
     assert_eq!(reason(&d.status), reasons::INVALID_SPEC);
     assert!(!d
         .actions
@@ -314,7 +314,7 @@ fn an_external_run_is_running_at_once_and_never_gets_a_runner() {
         &RunObservation::default(),
         1000,
     );
-    assert_eq!(d.status.phase, Phase::Running);
+    assert_eq!(d.status.phase, RunPhase::Running);
     assert_eq!(reason(&d.status), reasons::RUNNING);
     assert_eq!(d.status.start_time, Some(Time(1000)));
     assert_eq!(d.status.attempts, 0);
@@ -339,13 +339,13 @@ fn an_external_run_ends_as_its_executor_records_it() {
         1000,
     )
     .status;
-    for (end, phase, why) in [
-        (ExternalEnd::Succeeded, Phase::Succeeded, reasons::SUCCEEDED),
-        (ExternalEnd::Failed, Phase::Failed, reasons::FAILED),
-        (ExternalEnd::Cancelled, Phase::Cancelled, reasons::CANCELLED),
+    for (end, why) in [
+        (RunPhase::Succeeded, reasons::SUCCEEDED),
+        (RunPhase::Failed, reasons::FAILED),
+        (RunPhase::Cancelled, reasons::CANCELLED),
     ] {
         let done = record_external_end(&running, end, "", 1, 5000).unwrap();
-        assert_eq!(done.phase, phase);
+        assert_eq!(done.phase, end);
         assert_eq!(reason(&done), why);
         assert!(!done.condition(SUCCEEDED).unwrap().message.is_empty());
         assert_eq!(done.start_time, Some(Time(1000)));
@@ -362,16 +362,19 @@ fn an_external_run_ends_as_its_executor_records_it() {
         let due = step(&intent, &done, &RunObservation::default(), 15_000);
         assert_eq!(due.actions, vec![RunAction::DeleteRun]);
     }
-    let msg =
-        record_external_end(&running, ExternalEnd::Failed, "job test failed", 1, 5000).unwrap();
+    let msg = record_external_end(&running, RunPhase::Failed, "job test failed", 1, 5000).unwrap();
     assert_eq!(msg.condition(SUCCEEDED).unwrap().message, "job test failed");
     // A run recorded before the operator saw it still gets a start time.
     let early =
-        record_external_end(&RunStatus::default(), ExternalEnd::Succeeded, "", 1, 7000).unwrap();
+        record_external_end(&RunStatus::default(), RunPhase::Succeeded, "", 1, 7000).unwrap();
     assert_eq!(early.start_time, Some(Time(7000)));
+    // Not an end: nothing to record.
+    for not_an_end in [RunPhase::Pending, RunPhase::Running] {
+        assert_eq!(record_external_end(&running, not_an_end, "", 1, 5000), None);
+    }
     // An end already recorded (cancel, timeout, an earlier finish) is kept.
     assert_eq!(
-        record_external_end(&msg, ExternalEnd::Succeeded, "", 1, 9000),
+        record_external_end(&msg, RunPhase::Succeeded, "", 1, 9000),
         None
     );
 }
@@ -390,7 +393,7 @@ fn an_external_run_times_out_and_is_cancelled_without_stopping_anything() {
     );
     assert_eq!(running.requeue_after_ms, Some(5000));
     let over = step(&intent, &running.status, &RunObservation::default(), 6000);
-    assert_eq!(over.status.phase, Phase::Failed);
+    assert_eq!(over.status.phase, RunPhase::Failed);
     assert_eq!(reason(&over.status), reasons::TIMEOUT);
     assert!(over
         .actions
@@ -401,7 +404,7 @@ fn an_external_run_times_out_and_is_cancelled_without_stopping_anything() {
         ..external()
     };
     let c = step(&cancel, &running.status, &RunObservation::default(), 2000);
-    assert_eq!(c.status.phase, Phase::Cancelled);
+    assert_eq!(c.status.phase, RunPhase::Cancelled);
     assert_eq!(reason(&c.status), reasons::CANCELLED);
     assert!(c
         .actions
@@ -450,7 +453,7 @@ fn granted_existing_secrets_start_the_runner() {
         &RunObservation::default(),
         100,
     );
-    assert_eq!(d.status.phase, Phase::Pending);
+    assert_eq!(d.status.phase, RunPhase::Pending);
     assert!(d.actions.contains(&RunAction::StartRunner { attempt: 1 }));
     // No secrets asked for: nothing to observe, nothing checked.
     let d = step(
@@ -483,7 +486,7 @@ fn a_secret_no_pipeline_grants_fails_the_run_at_once() {
             &RunObservation::default(),
             100,
         );
-        assert_eq!(d.status.phase, Phase::Failed);
+        assert_eq!(d.status.phase, RunPhase::Failed);
         assert_eq!(reason(&d.status), SECRET_NOT_ALLOWED);
         let msg = &d.status.condition(SUCCEEDED).unwrap().message;
         assert!(
@@ -549,7 +552,7 @@ fn a_granted_secret_that_does_not_exist_fails_with_how_to_create_it() {
         &RunObservation::default(),
         100,
     );
-    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.status.phase, RunPhase::Failed);
     assert_eq!(reason(&d.status), SECRET_NOT_FOUND);
     let msg = &d.status.condition(SUCCEEDED).unwrap().message;
     assert!(
@@ -570,7 +573,7 @@ fn secrets_are_checked_before_the_first_runner_only() {
         ..RunStatus::default()
     };
     let d = step(&intent, &prev, &runner(1, RunnerState::Running), 100);
-    assert_eq!(d.status.phase, Phase::Running);
+    assert_eq!(d.status.phase, RunPhase::Running);
     // A cancelled run that never started is cancelled, not refused.
     let mut cancelled = intent.clone();
     cancelled.cancel = CancelRequest::Cancelled;

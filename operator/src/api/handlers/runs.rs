@@ -9,8 +9,8 @@ use axum::Json;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
-use sparkwing_core::reconcile::run::{self as core_run, ExternalEnd};
-use sparkwing_core::reconcile::status::Phase;
+use sparkwing_core::reconcile::run as core_run;
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_crds::pipeline_run::{
     CancelMode, ParentRef, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy,
 };
@@ -385,7 +385,7 @@ pub struct RunView {
     pub namespace: String,
     pub name: String,
     pub pipeline: String,
-    pub phase: Phase,
+    pub phase: RunPhase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<TriggeredBy>,
     /// The run and job that awaited this run as a sub-pipeline.
@@ -509,8 +509,8 @@ fn decode_cursor(c: &str) -> Result<ListKey, ApiError> {
     }
 }
 
-fn parse_phase(s: &str) -> Result<Phase, ApiError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+fn parse_phase(s: &str) -> Result<RunPhase, ApiError> {
+    RunPhase::from_phase_str(s).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "invalid phase {s:?}: Pending, Running, Succeeded, Failed or Cancelled"
         ))
@@ -647,7 +647,7 @@ fn end_reason(run: &PipelineRun) -> String {
 /// as ended with the run (`cancelled` when the run was cancelled, else `failed`), with the run's
 /// reason and `"settled": true`, instead of `running` forever. What the runner reported stays
 /// stored as it was.
-pub fn settle_jobs(phase: Phase, why: &str, jobs: &mut BTreeMap<String, serde_json::Value>) {
+pub fn settle_jobs(phase: RunPhase, why: &str, jobs: &mut BTreeMap<String, serde_json::Value>) {
     for state in jobs.values_mut() {
         let open = matches!(
             state.get("state").and_then(|s| s.as_str()),
@@ -657,7 +657,7 @@ pub fn settle_jobs(phase: Phase, why: &str, jobs: &mut BTreeMap<String, serde_js
             continue;
         }
         if let Some(obj) = state.as_object_mut() {
-            let ended = if phase == Phase::Cancelled {
+            let ended = if phase == RunPhase::Cancelled {
                 "cancelled"
             } else {
                 "failed"
@@ -667,7 +667,7 @@ pub fn settle_jobs(phase: Phase, why: &str, jobs: &mut BTreeMap<String, serde_js
                 "reason".into(),
                 format!(
                     "the run ended {} before its runner reported this job's end{}",
-                    phase.as_str(),
+                    phase.phase_str(),
                     if why.is_empty() {
                         String::new()
                     } else {
@@ -719,7 +719,7 @@ pub async fn cancel(
 #[serde(deny_unknown_fields)]
 pub struct FinishRequest {
     #[serde(default)]
-    pub phase: Option<Phase>,
+    pub phase: Option<RunPhase>,
     #[serde(default)]
     pub message: Option<String>,
 }
@@ -732,7 +732,7 @@ const FINISH_ATTEMPTS: usize = 5;
 async fn record_external_end(
     st: &ApiState,
     mut run: PipelineRun,
-    end: ExternalEnd,
+    end: RunPhase,
     message: &str,
 ) -> Result<PipelineRun, ApiError> {
     let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
@@ -800,7 +800,7 @@ pub async fn finish(
             serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::BadRequest(format!("finish request: {e}")))?
         };
-        let end = req.phase.and_then(ExternalEnd::from_phase).ok_or_else(|| {
+        let end = req.phase.filter(|p| p.is_terminal()).ok_or_else(|| {
             ApiError::BadRequest(
                 "an external run's finish needs \"phase\": Succeeded, Failed or Cancelled".into(),
             )

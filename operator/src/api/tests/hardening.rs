@@ -672,9 +672,10 @@ async fn runner_tokens_expire_when_their_run_ends_in_any_way() {
         let f = &f;
         async move { f.get("/api/v1/whoami", &t).await.status }
     };
-    f.runs.set_phase(&runs[0].0, &runs[0].1, Phase::Cancelled);
+    f.runs
+        .set_phase(&runs[0].0, &runs[0].1, RunPhase::Cancelled);
     // A timeout ends a run Failed.
-    f.runs.set_phase(&runs[1].0, &runs[1].1, Phase::Failed);
+    f.runs.set_phase(&runs[1].0, &runs[1].1, RunPhase::Failed);
     // ttlSecondsAfterFinished, or kubectl delete.
     f.runs.delete(&runs[2].0, &runs[2].1);
     assert_eq!(expire_runner_tokens(&f.st).await.unwrap(), 3);
@@ -1063,8 +1064,8 @@ async fn the_runs_list_is_paged_by_cursor_with_filters() {
         names.push(name);
     }
     // The oldest run finished and was deleted: it is in the archive only.
-    f.runs.set_phase("default", &names[0], Phase::Succeeded);
-    f.runs.set_phase("default", &names[2], Phase::Succeeded);
+    f.runs.set_phase("default", &names[0], RunPhase::Succeeded);
+    f.runs.set_phase("default", &names[2], RunPhase::Succeeded);
     let r = f
         .get(&format!("/api/v1/runs/default/{}", names[0]), &f.reader)
         .await;
@@ -1126,7 +1127,7 @@ async fn the_runs_list_reads_no_archive_file_per_run() {
     let f = fx();
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
-    f.runs.set_phase(&ns, &name, Phase::Succeeded);
+    f.runs.set_phase(&ns, &name, RunPhase::Succeeded);
     let r = f.get("/api/v1/runs", &f.reader).await;
     assert_eq!(r.json()["runs"][0]["archived"], true);
     // The archive index answers: the files are not read again (here: gone).
