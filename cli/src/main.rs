@@ -16,6 +16,7 @@ mod project;
 mod reconcile;
 mod remote;
 mod store;
+mod text;
 
 use clap::Parser;
 

@@ -215,7 +215,10 @@ pub fn start_dir(dir: Option<&std::path::Path>) -> std::path::PathBuf {
     }
 }
 
-/// A short local time for tables (UTC, `YYYY-MM-DD HH:MM:SS`).
-pub fn format_time(ms: i64) -> String {
-    sparkwing_core::time::format_utc(ms, "%Y-%m-%d %H:%M:%S")
+pub use crate::text::format_time;
+
+impl From<crate::docker::DockerError> for CliError {
+    fn from(e: crate::docker::DockerError) -> Self {
+        CliError::new(e.exit_code(), e.to_string())
+    }
 }

@@ -1,7 +1,7 @@
 //! The run page's job graph: a layered layout (a job's column is the longest path to it from a
 //! job without needs; `finally` jobs come last) drawn as inline SVG.
 
-use super::pages::{esc, job_state_label, state_icon};
+use super::html::{esc, job_state_label, state_icon};
 use crate::store::JobRecord;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -143,7 +143,7 @@ pub fn svg(jobs: &[JobRecord], selected: Option<&str>) -> String {
              <text x=\"{tx}\" y=\"{ty1}\" class=\"node-name\">{icon} {name}</text>\
              <text x=\"{rx}\" y=\"{ty1}\" class=\"node-tag\" text-anchor=\"end\">{tag_short}</text>\
              <text x=\"{tx}\" y=\"{ty2}\" class=\"node-state\">{short_label}</text></a>",
-            id_url = super::pages::url_enc(&j.job_id),
+            id_url = super::html::url_enc(&j.job_id),
             state = j.state.as_str(),
             sel = if sel { " selected" } else { "" },
             fin = if j.is_finally { " finally" } else { "" },

@@ -9,6 +9,7 @@
 mod api;
 mod dag;
 mod db;
+mod html;
 mod pages;
 mod sse;
 

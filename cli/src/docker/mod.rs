@@ -9,6 +9,7 @@
 //! - `gc`: orphaned containers found and removed by label.
 
 pub mod client;
+pub mod container;
 pub mod executor;
 pub mod gc;
 pub mod image;
@@ -110,10 +111,4 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
-}
-
-impl From<DockerError> for crate::commands::CliError {
-    fn from(e: DockerError) -> Self {
-        crate::commands::CliError::new(e.exit_code(), e.to_string())
-    }
 }

@@ -11,7 +11,7 @@
 //!   runner continues that run and exits: one run per container, like a Kubernetes Job.
 
 use super::client::{summary_name, Client};
-use super::executor::{runner_container, Mounts};
+use super::container::{runner_container, Mounts};
 use super::{io, DockerError, LABEL_POOL, RUNNER_EXE};
 use crate::engine::interrupts::Interrupts;
 use crate::engine::now_ms;

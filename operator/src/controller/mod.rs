@@ -11,7 +11,9 @@
 
 pub mod pipeline;
 pub mod pool;
+pub mod pool_executor;
 pub mod run;
+pub mod run_executor;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! The RunnerPool controller: the pool token, then one `core::reconcile_pool_once` with the pod
-//! executor (`crate::pool_executor`: list the warm pods, map them to core's pool states, create,
+//! executor (`pool_executor`: list the warm pods, map them to core's pool states, create,
 //! reap), then the status.
 
 use std::sync::Arc;
@@ -14,10 +14,10 @@ use sparkwing_core::reconcile::status::{set_condition, Condition, ConditionStatu
 use sparkwing_core::time::Time;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
+use super::pool_executor::PodPool;
 use super::{api, now_millis, requeue, Context};
 use crate::error::Result;
 use crate::labels::{managed_selector, warm_pod_prefix, WARM};
-use crate::pool_executor::PodPool;
 use crate::status::{apply_status, status_value};
 
 /// The controller's name in metrics and logs.

@@ -21,9 +21,9 @@ use sparkwing_core::reconcile::status::RunStatus;
 use sparkwing_crds::pipeline_run::Source;
 use sparkwing_crds::PipelineRun;
 
+use super::run_executor::{observe_secret_access, KubeExecutor};
 use super::{api, now_millis, requeue, Context};
 use crate::error::{Error, Result};
-use crate::executor::{observe_secret_access, KubeExecutor};
 use crate::labels::{managed_selector, ANNOTATION_RUN};
 use crate::status::{apply_status, run_status_value};
 

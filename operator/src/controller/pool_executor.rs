@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use sparkwing_core::reconcile::executor::{PoolExecutor, PoolObservation};
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
-use crate::controller::Context;
+use super::Context;
 use crate::error::{is_already_exists, is_conflict, is_not_found, Error};
 use crate::labels::{label_value, managed_selector, POOL, WARM};
 use crate::observe::{claimed_run, observe_pool_pod, RunView};

@@ -19,8 +19,8 @@ use sparkwing_core::reconcile::Millis;
 use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
+use super::Context;
 use crate::api::webhook::PIPELINE_ANNOTATION;
-use crate::controller::Context;
 use crate::error::{is_already_exists, is_conflict, is_not_found, Error, Result};
 use crate::labels::{label_value, managed_selector, JOB_NAME_LABELS, RUN};
 use crate::observe::{observe_run, pods_may_be_behind, RunnerObjects};
@@ -169,7 +169,7 @@ impl<'a> KubeExecutor<'a> {
             &self.uid,
             objects,
             self.cancel_requested,
-            crate::controller::now_millis().max(self.now),
+            super::now_millis().max(self.now),
         )
     }
 
