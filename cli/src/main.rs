@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod compile;
 mod dashboard;
+mod diagnostics;
 mod docker;
 mod engine;
 mod env_vars;
@@ -15,6 +16,7 @@ mod profiles;
 mod project;
 mod reconcile;
 mod remote;
+mod settings;
 mod store;
 
 use clap::Parser;
@@ -29,6 +31,7 @@ fn main() {
         engine::supervisor::main(&args[2..]);
     }
     let cli = cli::Cli::parse();
+    diagnostics::init();
     // Only for commands that print and exit; `run` and the dashboard server keep running.
     if matches!(
         cli.command,

@@ -237,7 +237,7 @@ pub fn follow_run(
                 Ok(j) => j,
                 Err(RemoteError::Status { status: 404, .. }) => {
                     logs_served = false;
-                    eprintln!(
+                    tracing::info!(
                         "note: {} serves no logs; following job states only",
                         logs.base_url()
                     );
