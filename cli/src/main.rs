@@ -12,6 +12,7 @@ mod env_vars;
 mod exit;
 mod git;
 mod home;
+mod printer;
 mod profiles;
 mod project;
 mod reconcile;

@@ -107,11 +107,7 @@ type Scanned = (Vec<(Key, Option<String>)>, Vec<String>);
 
 /// The flags of `flags` found in `tokens`, in order, and the tokens that are none of them.
 /// With `unknown` set, any other `--sw-*` token is an error saying `unknown`.
-fn scan(
-    tokens: &[String],
-    flags: &[Flag],
-    unknown: Option<&str>,
-) -> Result<Scanned, CliError> {
+fn scan(tokens: &[String], flags: &[Flag], unknown: Option<&str>) -> Result<Scanned, CliError> {
     let find = |name: &str| flags.iter().find(|f| f.names.contains(&name));
     let mut found = Vec::new();
     let mut rest = Vec::new();

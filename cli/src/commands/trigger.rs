@@ -12,7 +12,7 @@ use crate::cli::TriggerArgs;
 use crate::exit::ExitCode;
 use crate::project;
 use crate::remote::client::RemoteError;
-use crate::remote::follow::{self, Outcome, Printer, Select, Style};
+use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
 use crate::remote::target;
 use crate::remote::upload::{self, UploadError};
 use crate::settings::TriggerSettings;
@@ -179,7 +179,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
             );
         }
     }
-    let mut printer = Printer::new(Style::detect(json_out), &full);
+    let mut printer = FollowPrinter::new(Style::detect(json_out), &full);
     let never = AtomicBool::new(false);
     let outcome = follow::follow_run(
         &t.client,

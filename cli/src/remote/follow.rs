@@ -3,7 +3,7 @@
 //! is finished and every log is drained.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -37,17 +37,18 @@ pub struct Style {
 
 impl Style {
     pub fn detect(json: bool) -> Style {
+        let out = crate::printer::Printer::json_if(json);
         Style {
-            json,
-            color: !json && crate::env_vars::colors(std::io::stdout().is_terminal()),
+            json: out.json(),
+            color: out.color(),
         }
     }
 }
 
 const COLORS: [&str; 6] = ["36", "35", "33", "32", "34", "31"];
 
-/// Prints what a follow sees, one lock per line.
-pub struct Printer {
+/// Prints what a follow sees, one lock per line (its colours and JSON as `printer::Printer` decides).
+pub struct FollowPrinter {
     style: Style,
     run: String,
     jobs: Vec<String>,
@@ -57,9 +58,9 @@ pub struct Printer {
     pub events: bool,
 }
 
-impl Printer {
-    pub fn new(style: Style, run: &str) -> Printer {
-        Printer {
+impl FollowPrinter {
+    pub fn new(style: Style, run: &str) -> FollowPrinter {
+        FollowPrinter {
             style,
             run: run.to_string(),
             jobs: Vec::new(),
@@ -178,7 +179,7 @@ pub fn follow_run(
     ns: &str,
     name: &str,
     select: &Select,
-    printer: &mut Printer,
+    printer: &mut FollowPrinter,
     interrupted: &AtomicBool,
 ) -> Result<Outcome, RemoteError> {
     let (tx, rx) = mpsc::channel::<Msg>();
