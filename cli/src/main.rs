@@ -17,6 +17,7 @@ mod profiles;
 mod project;
 mod reconcile;
 mod remote;
+mod runtime;
 mod settings;
 mod store;
 

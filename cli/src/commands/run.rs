@@ -218,10 +218,7 @@ pub fn run(args: RunArgs) -> CmdResult {
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
     drop(Store::open(&home.root)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime::build()?;
     // Docker must be usable before anything is compiled or recorded.
     let docker = if flags.runner == Runner::Docker && !flags.help {
         let image = docker::runner_image();

@@ -23,10 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
+    Ok(crate::runtime::build()?)
 }
 
 pub fn gc() -> CmdResult {

@@ -321,38 +321,18 @@ impl Canceller {
         let state = std::sync::Arc::new(std::sync::Mutex::new(CancelState::default()));
         let shared = state.clone();
         let (client_here, profile_here) = (client.clone(), profile.clone());
-        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                let _ = ready.send(());
-                return;
-            };
-            rt.block_on(async {
-                use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    let _ = ready.send(());
-                    return;
-                };
-                let _ = ready.send(());
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
+        use tokio::signal::unix::SignalKind;
+        crate::runtime::on_signal(
+            &[SignalKind::interrupt(), SignalKind::terminate()],
+            move || {
                 let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
                 match st.run.clone() {
                     Some((ns, name)) => cancel_and_exit(&client, &profile, &ns, &name),
                     // Not triggered yet: `set_run` cancels it once it is.
                     None => st.interrupted = true,
                 }
-            });
-        });
-        let _ = is_ready.recv_timeout(std::time::Duration::from_secs(5));
+            },
+        );
         Canceller {
             state,
             client: client_here,

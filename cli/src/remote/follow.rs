@@ -324,27 +324,10 @@ pub fn follow_run(
 /// On Ctrl-C (SIGINT) print `message` to stderr and exit 130, from a small thread: following
 /// stops at once, and nothing is cancelled. Returns once the handler is in place.
 pub fn exit_on_ctrl_c(message: String) {
-    let (ready, is_ready) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            let _ = ready.send(());
-            return;
-        };
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let sig = signal(SignalKind::interrupt());
-            let _ = ready.send(());
-            if let Ok(mut sig) = sig {
-                if sig.recv().await.is_some() {
-                    eprintln!();
-                    eprintln!("{message}");
-                    std::process::exit(crate::exit::ExitCode::Cancelled.code());
-                }
-            }
-        });
+    use tokio::signal::unix::SignalKind;
+    crate::runtime::on_signal(&[SignalKind::interrupt()], move || {
+        eprintln!();
+        eprintln!("{message}");
+        std::process::exit(crate::exit::ExitCode::Cancelled.code());
     });
-    let _ = is_ready.recv_timeout(Duration::from_secs(5));
 }
