@@ -190,15 +190,23 @@ pub fn status(args: StatusArgs) -> CmdResult {
             println!("kept:     {kept}");
             if let Some(jobs) = v.get("jobs").and_then(Value::as_object) {
                 if !jobs.is_empty() {
-                    println!();
-                    println!("{:<24} {:<10} {:>7}  REASON", "JOB", "STATE", "ATTEMPT");
+                    let out = Printer::new(args.output);
+                    const TABLE: [Column; 3] = [
+                        Column::left(24),
+                        Column::left(10),
+                        Column::right(7).wide_gap(),
+                    ];
+                    out.line("");
+                    out.row(&TABLE, &[&"JOB", &"STATE", &"ATTEMPT", &"REASON"]);
                     for (job, s) in jobs {
-                        println!(
-                            "{:<24} {:<10} {:>7}  {}",
-                            job,
-                            str_of(s, "state"),
-                            s.get("attempt").map(Value::to_string).unwrap_or_default(),
-                            str_of(s, "reason")
+                        out.row(
+                            &TABLE,
+                            &[
+                                job,
+                                &str_of(s, "state"),
+                                &s.get("attempt").map(Value::to_string).unwrap_or_default(),
+                                &str_of(s, "reason"),
+                            ],
                         );
                     }
                 }

@@ -134,10 +134,17 @@ pub fn status(args: StatusArgs) -> CmdResult {
                 println!("parent:   {p} job {j}");
             }
             if !jobs.is_empty() {
-                println!();
-                println!(
-                    "{:<24} {:<10} {:>7} {:>9}  REASON",
-                    "JOB", "STATE", "ATTEMPT", "DURATION"
+                let out = Printer::new(args.output);
+                const TABLE: [Column; 4] = [
+                    Column::left(24),
+                    Column::left(10),
+                    Column::right(7),
+                    Column::right(9).wide_gap(),
+                ];
+                out.line("");
+                out.row(
+                    &TABLE,
+                    &[&"JOB", &"STATE", &"ATTEMPT", &"DURATION", &"REASON"],
                 );
                 for j in &jobs {
                     let dur = match (j.started_at, j.finished_at) {
@@ -145,16 +152,18 @@ pub fn status(args: StatusArgs) -> CmdResult {
                         (Some(s), None) => human_duration(now - s),
                         _ => "-".into(),
                     };
-                    println!(
-                        "{:<24} {:<10} {:>7} {:>9}  {}",
-                        j.job_id,
-                        j.state.as_str(),
-                        j.attempt,
-                        dur,
-                        j.reason.clone().unwrap_or_default()
+                    out.row(
+                        &TABLE,
+                        &[
+                            &j.job_id,
+                            &j.state.as_str(),
+                            &j.attempt,
+                            &dur,
+                            &j.reason.as_deref().unwrap_or_default(),
+                        ],
                     );
                     if let Some(c) = &j.child_run {
-                        println!("{:<24} child: {c}", "");
+                        out.row(&TABLE[..1], &[&"", &format_args!("child: {c}")]);
                     }
                 }
             }
