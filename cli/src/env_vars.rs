@@ -11,6 +11,9 @@ pub const SPARKWING_CACHE_MAX_ENTRIES: &str = "SPARKWING_CACHE_MAX_ENTRIES";
 pub const SPARKWING_CACHE_MAX_BYTES: &str = "SPARKWING_CACHE_MAX_BYTES";
 /// `pretty` or `json`: how `sparkwing run` prints logs (default: pretty on a TTY, else json).
 pub const SPARKWING_LOG_FORMAT: &str = "SPARKWING_LOG_FORMAT";
+/// Which diagnostics reach stderr, as `tracing` filter directives (`warn`, `debug`,
+/// `sparkwing::commands::runner=debug`; default `info`: warnings and progress notes).
+pub const SPARKWING_LOG: &str = "SPARKWING_LOG";
 /// Set and not empty: no colours anywhere (<https://no-color.org>).
 pub const NO_COLOR: &str = "NO_COLOR";
 

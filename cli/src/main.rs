@@ -5,16 +5,20 @@ mod cli;
 mod commands;
 mod compile;
 mod dashboard;
+mod diagnostics;
 mod docker;
 mod engine;
 mod env_vars;
 mod exit;
 mod git;
 mod home;
+mod printer;
 mod profiles;
 mod project;
 mod reconcile;
 mod remote;
+mod runtime;
+mod settings;
 mod store;
 mod text;
 
@@ -30,6 +34,7 @@ fn main() {
         engine::supervisor::main(&args[2..]);
     }
     let cli = cli::Cli::parse();
+    diagnostics::init();
     // Only for commands that print and exit; `run` and the dashboard server keep running.
     if matches!(
         cli.command,

@@ -1,5 +1,5 @@
-//! Prometheus metrics, kept in memory and written in the text exposition format by hand (a few
-//! counters and gauges do not need a registry crate).
+//! The operator's Prometheus metrics: a `prometheus-client` registry, written in the Prometheus
+//! text format (0.0.4, what `/metrics` has always served).
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
@@ -31,12 +31,16 @@
 //! status yet: `Pending`), computed when rendered.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-type Labels = Vec<(&'static str, String)>;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of `sparkwing_reconcile_duration_seconds` buckets.
 pub const RECONCILE_BUCKETS: &[f64] = &[
@@ -50,228 +54,211 @@ pub const CLAIM_BUCKETS: &[f64] = &[
 /// The phases `sparkwing_runs` always reports (0 included).
 pub const RUN_PHASES: &[&str] = &["Pending", "Running", "Succeeded", "Failed", "Cancelled"];
 
-/// One histogram series: cumulative-free bucket counts (one per bound, plus +Inf), sum, count.
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    buckets: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, bounds: &[f64], v: f64) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![0; bounds.len() + 1];
-        }
-        let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
-        self.buckets[i] += 1;
-        self.sum += v;
-        self.count += 1;
-    }
-
-    /// The `q` quantile, interpolated linearly inside its bucket as PromQL's
-    /// `histogram_quantile` does (a value in the +Inf bucket reports the highest bound).
-    fn quantile(&self, bounds: &[f64], q: f64) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * self.count as f64;
-        let mut below = 0u64;
-        for (i, n) in self.buckets.iter().enumerate() {
-            let upto = below + n;
-            if (upto as f64) >= rank && *n > 0 {
-                let Some(hi) = bounds.get(i).copied() else {
-                    return bounds.last().copied();
-                };
-                let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
-                let within = (rank - below as f64) / *n as f64;
-                return Some(lo + (hi - lo) * within.clamp(0.0, 1.0));
-            }
-            below = upto;
-        }
-        bounds.last().copied()
-    }
-}
-
 /// Counts runs by phase, from the run controller's cache.
 pub type RunPhaseSource = Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>;
 
-#[derive(Default)]
-struct Family {
-    values: BTreeMap<Labels, f64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    controller: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HowLabels {
+    how: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhyLabels {
+    why: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    namespace: String,
+    pool: String,
+    state: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(RECONCILE_BUCKETS.iter().copied())
+}
+
+fn claim_histogram() -> Histogram {
+    Histogram::new(CLAIM_BUCKETS.iter().copied())
 }
 
 /// The operator's metrics. Cheap to update from any task; [`Metrics::render`] writes them.
-#[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<&'static str, Family>>,
-    gauges: Mutex<BTreeMap<&'static str, Family>>,
-    histograms: Mutex<BTreeMap<&'static str, BTreeMap<Labels, Histogram>>>,
+    registry: Registry,
+    reconciles_started: Family<ControllerLabels, Counter>,
+    reconciles_finished: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: HistogramFamily<ResultLabels>,
+    status_writes: Family<KindLabels, Counter>,
+    run_transitions: Family<ReasonLabels, Counter>,
+    runners_started: Family<HowLabels, Counter>,
+    claim_latency: HistogramFamily<HowLabels>,
+    /// Filled from `runs_by_phase` when rendered.
+    runs: Family<PhaseLabels, Gauge>,
+    claim_conflicts: Counter,
+    pool_runners_created: Counter,
+    pool_runners_deleted: Family<WhyLabels, Counter>,
+    pool_runners: Family<PoolLabels, Gauge>,
+    crds_ready: Gauge,
+    leader: Gauge,
+    /// Status writes of every kind (the family has no sum over its series).
+    status_writes_all: AtomicU64,
     /// When the run controller first saw a run (by uid) Pending without a runner.
     pending_since: Mutex<BTreeMap<String, Instant>>,
+    /// Held while rendering, so `sparkwing_runs` is refilled by one render at a time.
     runs_by_phase: Mutex<Option<RunPhaseSource>>,
-    status_writes: AtomicU64,
-    crds_ready: AtomicBool,
-    leader: AtomicBool,
 }
 
-const HELP: &[(&str, &str, &str)] = &[
-    (
-        "sparkwing_reconciles_total",
-        "counter",
-        "Reconciles started, by controller.",
-    ),
-    (
-        "sparkwing_reconcile_total",
-        "counter",
-        "Reconciles finished, by controller and result.",
-    ),
-    (
-        "sparkwing_reconcile_errors_total",
-        "counter",
-        "Reconciles that failed, by controller and error.",
-    ),
-    (
-        "sparkwing_reconcile_duration_seconds",
-        "histogram",
-        "Time spent reconciling, by controller and result.",
-    ),
-    (
-        "sparkwing_status_writes_total",
-        "counter",
-        "Status writes (server-side apply), by kind.",
-    ),
-    (
-        "sparkwing_run_transitions_total",
-        "counter",
-        "PipelineRun condition transitions, by reason.",
-    ),
-    (
-        "sparkwing_runners_started_total",
-        "counter",
-        "Runners started for runs: a new Job or a claimed warm pod.",
-    ),
-    (
-        "sparkwing_claim_latency_seconds",
-        "histogram",
-        "Time from a run seen Pending to its runner started (Job created or warm pod claimed).",
-    ),
-    (
-        "sparkwing_runs",
-        "gauge",
-        "PipelineRuns in the run controller's cache, by phase.",
-    ),
-    (
-        "sparkwing_pool_claim_conflicts_total",
-        "counter",
-        "Claims of a warm runner lost to a concurrent change.",
-    ),
-    (
-        "sparkwing_pool_runners_created_total",
-        "counter",
-        "Warm runner pods created.",
-    ),
-    (
-        "sparkwing_pool_runners_deleted_total",
-        "counter",
-        "Warm runner pods deleted, by why.",
-    ),
-    (
-        "sparkwing_pool_runners",
-        "gauge",
-        "Warm runners of a pool, by state.",
-    ),
-    (
-        "sparkwing_crds_ready",
-        "gauge",
-        "1 when the PipelineRun and RunnerPool CRDs are served.",
-    ),
-    (
-        "sparkwing_leader",
-        "gauge",
-        "1 while this replica runs the controllers.",
-    ),
-];
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn labels(pairs: &[(&'static str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            reconciles_started: Family::default(),
+            reconciles_finished: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+            status_writes: Family::default(),
+            run_transitions: Family::default(),
+            runners_started: Family::default(),
+            claim_latency: Family::new_with_constructor(claim_histogram),
+            runs: Family::default(),
+            claim_conflicts: Counter::default(),
+            pool_runners_created: Counter::default(),
+            pool_runners_deleted: Family::default(),
+            pool_runners: Family::default(),
+            crds_ready: Gauge::default(),
+            leader: Gauge::default(),
+            status_writes_all: AtomicU64::new(0),
+            pending_since: Mutex::default(),
+            runs_by_phase: Mutex::default(),
+        };
+        m.registered()
+    }
 }
 
 impl Metrics {
-    fn add(&self, name: &'static str, pairs: &[(&'static str, &str)], by: f64) {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        *counters
-            .entry(name)
-            .or_default()
-            .values
-            .entry(labels(pairs))
-            .or_default() += by;
-    }
-
-    fn set(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
-        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        gauges
-            .entry(name)
-            .or_default()
-            .values
-            .insert(labels(pairs), value);
-    }
-
-    fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> f64 {
-        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        counters
-            .get(name)
-            .and_then(|f| f.values.get(&labels(pairs)))
-            .copied()
-            .unwrap_or(0.0)
-    }
-
-    fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], bounds: &[f64], v: f64) {
-        let mut h = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
-        h.entry(name)
-            .or_default()
-            .entry(labels(pairs))
-            .or_default()
-            .observe(bounds, v);
-    }
-
-    /// The histogram series of `name` whose labels include every pair of `pairs`, merged.
-    fn histogram(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Histogram {
-        let h = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
-        let mut merged = Histogram::default();
-        for (l, series) in h.get(name).into_iter().flatten() {
-            let matches = pairs
-                .iter()
-                .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v));
-            if !matches {
-                continue;
-            }
-            if merged.buckets.is_empty() {
-                merged.buckets = vec![0; series.buckets.len()];
-            }
-            for (m, n) in merged.buckets.iter_mut().zip(&series.buckets) {
-                *m += n;
-            }
-            merged.sum += series.sum;
-            merged.count += series.count;
-        }
-        merged
+    /// Registers every metric, in the order `/metrics` lists them. Counters are named without
+    /// `_total` and help texts without their final period: the encoder adds both.
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "sparkwing_reconciles",
+            "Reconciles started, by controller",
+            self.reconciles_started.clone(),
+        );
+        r.register(
+            "sparkwing_reconcile",
+            "Reconciles finished, by controller and result",
+            self.reconciles_finished.clone(),
+        );
+        r.register(
+            "sparkwing_reconcile_errors",
+            "Reconciles that failed, by controller and error",
+            self.reconcile_errors.clone(),
+        );
+        r.register(
+            "sparkwing_reconcile_duration_seconds",
+            "Time spent reconciling, by controller and result",
+            self.reconcile_duration.clone(),
+        );
+        r.register(
+            "sparkwing_status_writes",
+            "Status writes (server-side apply), by kind",
+            self.status_writes.clone(),
+        );
+        r.register(
+            "sparkwing_run_transitions",
+            "PipelineRun condition transitions, by reason",
+            self.run_transitions.clone(),
+        );
+        r.register(
+            "sparkwing_runners_started",
+            "Runners started for runs: a new Job or a claimed warm pod",
+            self.runners_started.clone(),
+        );
+        r.register(
+            "sparkwing_claim_latency_seconds",
+            "Time from a run seen Pending to its runner started (Job created or warm pod claimed)",
+            self.claim_latency.clone(),
+        );
+        r.register(
+            "sparkwing_runs",
+            "PipelineRuns in the run controller's cache, by phase",
+            self.runs.clone(),
+        );
+        r.register(
+            "sparkwing_pool_claim_conflicts",
+            "Claims of a warm runner lost to a concurrent change",
+            self.claim_conflicts.clone(),
+        );
+        r.register(
+            "sparkwing_pool_runners_created",
+            "Warm runner pods created",
+            self.pool_runners_created.clone(),
+        );
+        r.register(
+            "sparkwing_pool_runners_deleted",
+            "Warm runner pods deleted, by why",
+            self.pool_runners_deleted.clone(),
+        );
+        r.register(
+            "sparkwing_pool_runners",
+            "Warm runners of a pool, by state",
+            self.pool_runners.clone(),
+        );
+        r.register(
+            "sparkwing_crds_ready",
+            "1 when the PipelineRun and RunnerPool CRDs are served",
+            self.crds_ready.clone(),
+        );
+        r.register(
+            "sparkwing_leader",
+            "1 while this replica runs the controllers",
+            self.leader.clone(),
+        );
+        self
     }
 
     /// A reconcile of `controller` starts; the returned timer records its result and duration
     /// ([`ReconcileTimer::finish`]; dropped unfinished, e.g. cancelled: result `cancelled`).
     pub fn reconcile_started(&self, controller: &'static str) -> ReconcileTimer<'_> {
-        self.add(
-            "sparkwing_reconciles_total",
-            &[("controller", controller)],
-            1.0,
-        );
+        self.reconciles_started
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
         ReconcileTimer {
             metrics: self,
             controller,
@@ -281,30 +268,24 @@ impl Metrics {
     }
 
     pub fn reconcile_failed(&self, controller: &'static str, error: &'static str) {
-        self.add(
-            "sparkwing_reconcile_errors_total",
-            &[("controller", controller), ("error", error)],
-            1.0,
-        );
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { controller, error })
+            .inc();
     }
 
     fn reconcile_took(&self, controller: &'static str, result: &'static str, took: Duration) {
-        let l = [("controller", controller), ("result", result)];
-        self.add("sparkwing_reconcile_total", &l, 1.0);
-        self.observe(
-            "sparkwing_reconcile_duration_seconds",
-            &l,
-            RECONCILE_BUCKETS,
-            took.as_secs_f64(),
-        );
+        let labels = ResultLabels { controller, result };
+        self.reconciles_finished.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// Reconciles of `controller` finished with `result` (`success`, `error`, `cancelled`).
     pub fn reconciles(&self, controller: &'static str, result: &'static str) -> u64 {
-        self.counter(
-            "sparkwing_reconcile_total",
-            &[("controller", controller), ("result", result)],
-        ) as u64
+        self.reconciles_finished
+            .get(&ResultLabels { controller, result })
+            .map_or(0, |c| c.get())
     }
 
     /// The `q` quantile (0..=1) of reconcile durations of `controller`, every result, estimated
@@ -314,20 +295,24 @@ impl Metrics {
         controller: &'static str,
         q: f64,
     ) -> Option<Duration> {
-        self.histogram(
+        let label = format!("controller=\"{controller}\"");
+        Buckets::scraped(
+            &self.render(),
             "sparkwing_reconcile_duration_seconds",
-            &[("controller", controller)],
+            &label,
         )
-        .quantile(RECONCILE_BUCKETS, q)
+        .quantile(q)
         .map(Duration::from_secs_f64)
     }
 
     /// Total time spent in reconciles of `controller` (the histogram's `_sum`).
     pub fn reconcile_duration_sum(&self, controller: &'static str) -> Duration {
+        let label = format!("controller=\"{controller}\"");
         Duration::from_secs_f64(
-            self.histogram(
+            Buckets::scraped(
+                &self.render(),
                 "sparkwing_reconcile_duration_seconds",
-                &[("controller", controller)],
+                &label,
             )
             .sum,
         )
@@ -362,23 +347,20 @@ impl Metrics {
 
     /// Record one claim latency.
     pub fn claim_latency(&self, how: &'static str, took: Duration) {
-        self.observe(
-            "sparkwing_claim_latency_seconds",
-            &[("how", how)],
-            CLAIM_BUCKETS,
-            took.as_secs_f64(),
-        );
+        self.claim_latency
+            .get_or_create(&HowLabels { how })
+            .observe(took.as_secs_f64());
     }
 
     /// Claim latencies recorded so far (every `how`).
     pub fn claim_latencies(&self) -> u64 {
-        self.histogram("sparkwing_claim_latency_seconds", &[]).count
+        Buckets::scraped(&self.render(), "sparkwing_claim_latency_seconds", "").count
     }
 
     /// The `q` quantile of claim latencies (every `how`), estimated from the buckets.
     pub fn claim_latency_quantile(&self, q: f64) -> Option<Duration> {
-        self.histogram("sparkwing_claim_latency_seconds", &[])
-            .quantile(CLAIM_BUCKETS, q)
+        Buckets::scraped(&self.render(), "sparkwing_claim_latency_seconds", "")
+            .quantile(q)
             .map(Duration::from_secs_f64)
     }
 
@@ -390,15 +372,8 @@ impl Metrics {
 
     /// Runs by phase (every phase of [`RUN_PHASES`], 0 when none or no source yet).
     pub fn runs_by_phase(&self) -> BTreeMap<String, u64> {
-        let mut out: BTreeMap<String, u64> =
-            RUN_PHASES.iter().map(|p| (p.to_string(), 0)).collect();
         let source = self.runs_by_phase.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(source) = source.as_ref() {
-            for (phase, n) in source() {
-                *out.entry(phase).or_default() += n;
-            }
-        }
-        out
+        count_by_phase(source.as_ref())
     }
 
     /// Runs in `phase` now.
@@ -409,167 +384,247 @@ impl Metrics {
     /// Warm runners of `pool` in `namespace` in `state` (`idle`, `busy`, `starting`), as last
     /// reconciled.
     pub fn pool_runners_in(&self, namespace: &str, pool: &str, state: &str) -> u64 {
-        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        gauges
-            .get("sparkwing_pool_runners")
-            .and_then(|f| {
-                f.values.get(&labels(&[
-                    ("namespace", namespace),
-                    ("pool", pool),
-                    ("state", state),
-                ]))
+        let Some(state) = ["idle", "busy", "starting"]
+            .into_iter()
+            .find(|s| *s == state)
+        else {
+            return 0;
+        };
+        self.pool_runners
+            .get(&PoolLabels {
+                namespace: namespace.to_string(),
+                pool: pool.to_string(),
+                state,
             })
-            .copied()
-            .unwrap_or(0.0) as u64
+            .map_or(0, |g| u64::try_from(g.get()).unwrap_or(0))
     }
 
     /// A status was written for an object of `kind`.
     pub fn status_written(&self, kind: &str) {
-        self.status_writes.fetch_add(1, Ordering::Relaxed);
-        self.add("sparkwing_status_writes_total", &[("kind", kind)], 1.0);
+        self.status_writes_all.fetch_add(1, Ordering::Relaxed);
+        self.status_writes
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     /// Status writes for objects of `kind` so far (tests assert "no further writes" with it).
     pub fn status_writes(&self, kind: &str) -> u64 {
-        self.counter("sparkwing_status_writes_total", &[("kind", kind)]) as u64
+        self.status_writes
+            .get(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .map_or(0, |c| c.get())
     }
 
     /// Status writes of every kind so far.
     pub fn status_writes_total(&self) -> u64 {
-        self.status_writes.load(Ordering::Relaxed)
+        self.status_writes_all.load(Ordering::Relaxed)
     }
 
     pub fn run_transition(&self, reason: &str) {
-        self.add(
-            "sparkwing_run_transitions_total",
-            &[("reason", reason)],
-            1.0,
-        );
+        self.run_transitions
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Transitions to `reason` so far.
     pub fn run_transitions(&self, reason: &str) -> u64 {
-        self.counter("sparkwing_run_transitions_total", &[("reason", reason)]) as u64
+        self.run_transitions
+            .get(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .map_or(0, |c| c.get())
     }
 
     pub fn runner_started(&self, how: &'static str) {
-        self.add("sparkwing_runners_started_total", &[("how", how)], 1.0);
+        self.runners_started.get_or_create(&HowLabels { how }).inc();
     }
 
     /// Runners started so far by `how` (`job` or `warm`).
     pub fn runners_started(&self, how: &'static str) -> u64 {
-        self.counter("sparkwing_runners_started_total", &[("how", how)]) as u64
+        self.runners_started
+            .get(&HowLabels { how })
+            .map_or(0, |c| c.get())
     }
 
     pub fn claim_conflict(&self) {
-        self.add("sparkwing_pool_claim_conflicts_total", &[], 1.0);
+        self.claim_conflicts.inc();
     }
 
     pub fn claim_conflicts(&self) -> u64 {
-        self.counter("sparkwing_pool_claim_conflicts_total", &[]) as u64
+        self.claim_conflicts.get()
     }
 
     pub fn pool_runner_created(&self) {
-        self.add("sparkwing_pool_runners_created_total", &[], 1.0);
+        self.pool_runners_created.inc();
     }
 
     pub fn pool_runner_deleted(&self, why: &'static str) {
-        self.add("sparkwing_pool_runners_deleted_total", &[("why", why)], 1.0);
+        self.pool_runners_deleted
+            .get_or_create(&WhyLabels { why })
+            .inc();
     }
 
     /// Warm pods deleted so far because `why` (`reaped` or `spent`).
     pub fn pool_runners_deleted(&self, why: &'static str) -> u64 {
-        self.counter("sparkwing_pool_runners_deleted_total", &[("why", why)]) as u64
+        self.pool_runners_deleted
+            .get(&WhyLabels { why })
+            .map_or(0, |c| c.get())
     }
 
     pub fn pool_runners(&self, namespace: &str, pool: &str, idle: u32, busy: u32, starting: u32) {
         for (state, n) in [("idle", idle), ("busy", busy), ("starting", starting)] {
-            self.set(
-                "sparkwing_pool_runners",
-                &[("namespace", namespace), ("pool", pool), ("state", state)],
-                f64::from(n),
-            );
+            self.pool_runners
+                .get_or_create(&PoolLabels {
+                    namespace: namespace.to_string(),
+                    pool: pool.to_string(),
+                    state,
+                })
+                .set(i64::from(n));
         }
     }
 
     pub fn set_crds_ready(&self, ready: bool) {
-        self.crds_ready.store(ready, Ordering::Relaxed);
+        self.crds_ready.set(i64::from(ready));
     }
 
     pub fn crds_ready(&self) -> bool {
-        self.crds_ready.load(Ordering::Relaxed)
+        self.crds_ready.get() == 1
     }
 
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
+        self.leader.set(i64::from(leader));
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
+        self.leader.get() == 1
     }
 
     /// Every metric in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let runs = self.runs_by_phase();
+        let source = self.runs_by_phase.lock().unwrap_or_else(|e| e.into_inner());
+        // The cache may have lost a phase since the last render: refill rather than update.
+        self.runs.clear();
+        for (phase, n) in count_by_phase(source.as_ref()) {
+            self.runs
+                .get_or_create(&PhaseLabels { phase })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
-        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        let histograms = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
-        let flags = [
-            ("sparkwing_crds_ready", self.crds_ready()),
-            ("sparkwing_leader", self.is_leader()),
-        ];
-        for (name, kind, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let mut series: Vec<(String, Labels, f64)> = Vec::new();
-            if *kind == "histogram" {
-                let bounds = if *name == "sparkwing_claim_latency_seconds" {
-                    CLAIM_BUCKETS
-                } else {
-                    RECONCILE_BUCKETS
-                };
-                for (l, h) in histograms.get(name).into_iter().flatten() {
-                    let mut cumulative = 0u64;
-                    for (i, n) in h.buckets.iter().enumerate() {
-                        cumulative += n;
-                        let le = bounds
-                            .get(i)
-                            .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-                        let mut with_le = l.clone();
-                        with_le.push(("le", le));
-                        series.push((format!("{name}_bucket"), with_le, cumulative as f64));
-                    }
-                    series.push((format!("{name}_sum"), l.clone(), h.sum));
-                    series.push((format!("{name}_count"), l.clone(), h.count as f64));
-                }
-            } else if *name == "sparkwing_runs" {
-                for (phase, n) in &runs {
-                    series.push((name.to_string(), vec![("phase", phase.clone())], *n as f64));
-                }
-            } else if let Some(f) = counters.get(name).or_else(|| gauges.get(name)) {
-                series.extend(
-                    f.values
-                        .iter()
-                        .map(|(l, v)| (name.to_string(), l.clone(), *v)),
-                );
+        // Writing to a String cannot fail; the encoder only passes the writer's errors on.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn count_by_phase(source: Option<&RunPhaseSource>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = RUN_PHASES.iter().map(|p| (p.to_string(), 0)).collect();
+    if let Some(source) = source {
+        for (phase, n) in source() {
+            *out.entry(phase).or_default() += n;
+        }
+    }
+    out
+}
+
+/// A histogram as a scraper sees it: the series of one histogram whose labels contain `label`
+/// (`k="v"`, or empty for all), summed. Read from the exposition because `prometheus-client`
+/// does not expose a histogram's buckets, sum or count outside its tests.
+#[derive(Debug, Default, PartialEq)]
+struct Buckets {
+    /// Finite upper bounds, ascending.
+    bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative): one per bound, then the +Inf bucket.
+    counts: Vec<u64>,
+    /// `_sum`: the observations' total.
+    sum: f64,
+    /// `_count`: how many observations.
+    count: u64,
+}
+
+impl Buckets {
+    fn scraped(text: &str, name: &str, label: &str) -> Buckets {
+        let mut out = Buckets::default();
+        let mut cumulative: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            // `name_bucket{labels} value`, or `name_sum value` for a series without labels.
+            let (series, labels, value) = match rest.split_once('{') {
+                Some((series, rest)) => match rest.rsplit_once("} ") {
+                    Some((labels, value)) => (series, labels, value),
+                    None => continue,
+                },
+                None => match rest.split_once(' ') {
+                    Some((series, value)) => (series, "", value),
+                    None => continue,
+                },
+            };
+            if !labels.contains(label) {
+                continue;
             }
-            if let Some((_, on)) = flags.iter().find(|(n, _)| n == name) {
-                let _ = writeln!(out, "{name} {}", u8::from(*on));
+            match series {
+                "_sum" => out.sum += value.parse::<f64>().unwrap_or(0.0),
+                "_count" => out.count += value.parse::<u64>().unwrap_or(0),
+                _ => {}
             }
-            for (n, l, v) in series {
-                if l.is_empty() {
-                    let _ = writeln!(out, "{n} {v}");
-                } else {
-                    let body: Vec<String> = l
-                        .iter()
-                        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                        .collect();
-                    let _ = writeln!(out, "{n}{{{}}} {v}", body.join(","));
-                }
+            if series != "_bucket" {
+                continue;
             }
+            let Some(le) = labels
+                .rsplit_once("le=\"")
+                .and_then(|(_, le)| le.strip_suffix('"'))
+            else {
+                continue;
+            };
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            let n = value.parse::<u64>().unwrap_or(0);
+            // Keyed by the bound's bits: positive floats order as their bits do.
+            cumulative.entry(bound.to_bits()).or_insert((bound, 0)).1 += n;
+        }
+        let mut below = 0;
+        for (bound, upto) in cumulative.into_values() {
+            if bound.is_finite() {
+                out.bounds.push(bound);
+            }
+            out.counts.push(upto.saturating_sub(below));
+            below = upto;
         }
         out
+    }
+
+    /// The `q` quantile, interpolated linearly inside its bucket as PromQL's
+    /// `histogram_quantile` does (a value in the +Inf bucket reports the highest bound).
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let count: u64 = self.counts.iter().sum();
+        if count == 0 {
+            return None;
+        }
+        let bounds = &self.bounds;
+        let rank = q.clamp(0.0, 1.0) * count as f64;
+        let mut below = 0u64;
+        for (i, n) in self.counts.iter().enumerate() {
+            let upto = below + n;
+            if (upto as f64) >= rank && *n > 0 {
+                let Some(hi) = bounds.get(i).copied() else {
+                    return bounds.last().copied();
+                };
+                let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
+                let within = (rank - below as f64) / *n as f64;
+                return Some(lo + (hi - lo) * within.clamp(0.0, 1.0));
+            }
+            below = upto;
+        }
+        bounds.last().copied()
     }
 }
 
@@ -672,18 +727,28 @@ mod tests {
 
     #[test]
     fn histogram_quantiles_interpolate() {
-        let bounds = &[1.0, 2.0, 4.0];
-        let mut h = Histogram::default();
+        // A histogram with bounds 1, 2, 4 as `prometheus-client` writes it, read back.
+        let h = Histogram::new([1.0, 2.0, 4.0]);
+        let mut registry = Registry::default();
+        registry.register("h", "A histogram", h.clone());
+        let scrape = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_text::encode(&mut text, registry).unwrap();
+            Buckets::scraped(&text, "h", "")
+        };
         for v in [0.5, 1.5, 1.5, 3.0] {
-            h.observe(bounds, v);
+            h.observe(v);
         }
-        assert_eq!(h.buckets, vec![1, 2, 1, 0]);
-        assert_eq!(h.quantile(bounds, 0.25), Some(1.0));
-        assert_eq!(h.quantile(bounds, 0.5), Some(1.5));
-        assert_eq!(h.quantile(bounds, 1.0), Some(4.0));
-        h.observe(bounds, 100.0);
-        assert_eq!(h.quantile(bounds, 1.0), Some(4.0));
-        assert_eq!(Histogram::default().quantile(bounds, 0.5), None);
+        let b = scrape(&registry);
+        assert_eq!((b.count, b.sum), (4, 6.5));
+        assert_eq!(b.bounds, vec![1.0, 2.0, 4.0]);
+        assert_eq!(b.counts, vec![1, 2, 1, 0]);
+        assert_eq!(b.quantile(0.25), Some(1.0));
+        assert_eq!(b.quantile(0.5), Some(1.5));
+        assert_eq!(b.quantile(1.0), Some(4.0));
+        h.observe(100.0);
+        assert_eq!(scrape(&registry).quantile(1.0), Some(4.0));
+        assert_eq!(Buckets::default().quantile(0.5), None);
     }
 
     #[test]
@@ -740,6 +805,39 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::default();
+        m.status_written("a\"b\\c\nd");
+        let text = m.render();
+        assert!(
+            text.contains("sparkwing_status_writes_total{kind=\"a\\\"b\\\\c\\nd\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_scraped_counter_moves() {
+        let m = Metrics::default();
+        let scraped = |m: &Metrics| -> f64 {
+            let text = m.render();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("sparkwing_runners_started_total{how=\"warm\"} "))
+                .unwrap_or("sparkwing_runners_started_total{how=\"warm\"} 0")
+                .to_string();
+            line.rsplit_once(' ').unwrap().1.parse().unwrap()
+        };
+        assert_eq!(scraped(&m), 0.0);
+        m.runner_started("warm");
+        m.runner_started("warm");
+        assert_eq!(scraped(&m), 2.0);
+        m.runner_started("job");
+        assert_eq!(scraped(&m), 2.0);
+        // Help and type name the series as before: `_total` once, the help's period once.
+        let text = m.render();
+        assert!(text.contains(
+            "# HELP sparkwing_runners_started_total Runners started for runs: a new Job or a claimed warm pod.\n# TYPE sparkwing_runners_started_total counter\n"
+        ), "{text}");
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

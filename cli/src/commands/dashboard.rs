@@ -276,10 +276,7 @@ pub fn kill() -> CmdResult {
 pub fn serve(args: DashboardAddr) -> CmdResult {
     let home = Home::from_env();
     let state = AppState::start(home.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime::build()?;
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.addr).await {
             Ok(l) => l,

@@ -186,9 +186,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             let version = env!("CARGO_PKG_VERSION");
             let protocol = sparkwing_core::protocol::PROTOCOL_VERSION;
             match output {
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::json!({"version": version, "sdk_version": version, "protocol": protocol, "schema": crate::store::SCHEMA_VERSION})
+                OutputFormat::Json => crate::printer::Printer::new(output).json_line(
+                    &serde_json::json!({"version": version, "sdk_version": version, "protocol": protocol, "schema": crate::store::SCHEMA_VERSION}),
                 ),
                 OutputFormat::Pretty => println!(
                     "sparkwing {version} (sdk {version}, protocol {protocol}, store schema {})",

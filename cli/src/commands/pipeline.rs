@@ -5,6 +5,7 @@ use crate::cli::{DescribeArgs, OutputFormat, ProjectOutput};
 use crate::compile::{self, Progress};
 use crate::exit::ExitCode;
 use crate::home::Home;
+use crate::printer::{Column, Printer};
 use crate::project;
 use serde_json::json;
 use sparkwing_core::suggest::closest;
@@ -13,26 +14,24 @@ use std::io::IsTerminal;
 pub fn list(args: ProjectOutput) -> CmdResult {
     let project = project::discover(&start_dir(args.dir.as_deref()))?;
     let pipelines = &project.config.pipelines;
-    match args.output {
-        OutputFormat::Json => {
-            for p in pipelines {
-                println!(
-                    "{}",
-                    json!({"name": p.name, "entrypoint": p.entrypoint, "description": p.description, "on": p.on, "runner": p.runner})
-                );
-            }
+    let out = Printer::new(args.output);
+    if out.json() {
+        for p in pipelines {
+            out.json_line(
+                &json!({"name": p.name, "entrypoint": p.entrypoint, "description": p.description, "on": p.on, "runner": p.runner}),
+            );
         }
-        OutputFormat::Pretty => {
-            if pipelines.is_empty() {
-                println!(
-                    "no pipelines in {}; add one with `sparkwing pipeline new --name NAME`",
-                    project.config_path().display()
-                );
-            }
-            for p in pipelines {
-                println!("{:<24} {:<20} {}", p.name, p.entrypoint, p.description);
-            }
-        }
+        return Ok(ExitCode::Success);
+    }
+    if pipelines.is_empty() {
+        out.line(format_args!(
+            "no pipelines in {}; add one with `sparkwing pipeline new --name NAME`",
+            project.config_path().display()
+        ));
+    }
+    const TABLE: [Column; 2] = [Column::left(24), Column::left(20)];
+    for p in pipelines {
+        out.row(&TABLE, &[&p.name, &p.entrypoint, &p.description]);
     }
     Ok(ExitCode::Success)
 }
@@ -61,18 +60,14 @@ pub fn describe(args: DescribeArgs) -> CmdResult {
         .map_err(|e| CliError::new(ExitCode::RunFailed, e.to_string()))?;
     let info = compiled.describe.entrypoint(&p.entrypoint).cloned();
     match args.project.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "name": p.name, "entrypoint": p.entrypoint, "description": p.description,
-                "on": p.on, "runner": p.runner, "config_args": p.args,
-                "registered": info.is_some(),
-                "about": info.as_ref().map(|i| i.about.clone()),
-                "args": info.as_ref().map(|i| i.args.clone()).unwrap_or_default(),
-                "secrets": info.as_ref().map(|i| i.secrets.clone()).unwrap_or_default(),
-            }))
-            .unwrap_or_default()
-        ),
+        OutputFormat::Json => Printer::new(args.project.output).json_document(&json!({
+            "name": p.name, "entrypoint": p.entrypoint, "description": p.description,
+            "on": p.on, "runner": p.runner, "config_args": p.args,
+            "registered": info.is_some(),
+            "about": info.as_ref().map(|i| i.about.clone()),
+            "args": info.as_ref().map(|i| i.args.clone()).unwrap_or_default(),
+            "secrets": info.as_ref().map(|i| i.secrets.clone()).unwrap_or_default(),
+        })),
         OutputFormat::Pretty => {
             println!("name:        {}", p.name);
             println!(

@@ -38,10 +38,7 @@ pub fn run(args: PoolRunArgs) -> CmdResult {
     let home = Home::from_env();
     let project = project::discover(&start_dir(args.dir.as_deref()))?;
     let image = docker::runner_image();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime::build()?;
     let code = runtime.block_on(async {
         let client = client::connect().await?;
         client.require_image(&image).await?;

@@ -3,6 +3,7 @@
 use super::{CliError, CmdResult};
 use crate::cli::{OutputFormat, ProfileSetArgs};
 use crate::exit::ExitCode;
+use crate::printer::Printer;
 use crate::profiles::{self, token_source, Profile};
 use serde_json::json;
 
@@ -24,11 +25,9 @@ pub fn list(output: OutputFormat) -> CmdResult {
     let file = profiles::load(&path)?;
     match output {
         OutputFormat::Json => {
+            let out = Printer::new(output);
             for (name, p) in &file.profiles {
-                println!(
-                    "{}",
-                    describe(name, p, file.default.as_deref() == Some(name))
-                );
+                out.json_line(&describe(name, p, file.default.as_deref() == Some(name)));
             }
         }
         OutputFormat::Pretty => {
@@ -62,7 +61,7 @@ pub fn show(name: Option<&str>, output: OutputFormat) -> CmdResult {
     let (name, p) = profiles::select(&path, &file, name)?;
     let v = describe(&name, p, file.default.as_deref() == Some(name.as_str()));
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        OutputFormat::Json => Printer::new(output).json_document(&v),
         OutputFormat::Pretty => {
             println!(
                 "profile:      {name}{}",

@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::{api_error, CliError, CmdResult};
 use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitArgs};
 use crate::exit::ExitCode;
-use crate::remote::follow::{self, Outcome, Printer, Select, Style};
+use crate::printer::{Column, Printer};
+use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
 use crate::remote::target::{self, Target};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -96,36 +97,42 @@ pub fn list(args: ListArgs) -> CmdResult {
         })
         .take(args.limit as usize)
         .collect();
-    match args.output {
-        OutputFormat::Json => {
-            for r in &runs {
-                println!("{r}");
-            }
+    let out = Printer::new(args.output);
+    if out.json() {
+        for r in &runs {
+            out.json_line(r);
         }
-        OutputFormat::Pretty => {
-            if runs.is_empty() {
-                println!(
-                    "no runs at {}: start one with `sparkwing pipeline trigger <pipeline> --profile {}`",
-                    t.client.base_url(),
-                    t.name
-                );
-                return Ok(ExitCode::Success);
-            }
-            println!(
-                "{:<40} {:<20} {:<10} {:<22} WHO",
-                "RUN", "PIPELINE", "PHASE", "CREATED (UTC)"
-            );
-            for r in &runs {
-                println!(
-                    "{:<40} {:<20} {:<10} {:<22} {}",
-                    format!("{}/{}", str_of(r, "namespace"), str_of(r, "name")),
-                    str_of(r, "pipeline"),
-                    str_of(r, "phase"),
-                    str_of(r, "created").replace('T', " ").trim_end_matches('Z'),
-                    who(r)
-                );
-            }
-        }
+        return Ok(ExitCode::Success);
+    }
+    if runs.is_empty() {
+        out.line(format_args!(
+            "no runs at {}: start one with `sparkwing pipeline trigger <pipeline> --profile {}`",
+            t.client.base_url(),
+            t.name
+        ));
+        return Ok(ExitCode::Success);
+    }
+    const TABLE: [Column; 4] = [
+        Column::left(40),
+        Column::left(20),
+        Column::left(10),
+        Column::left(22),
+    ];
+    out.row(
+        &TABLE,
+        &[&"RUN", &"PIPELINE", &"PHASE", &"CREATED (UTC)", &"WHO"],
+    );
+    for r in &runs {
+        out.row(
+            &TABLE,
+            &[
+                &format_args!("{}/{}", str_of(r, "namespace"), str_of(r, "name")),
+                &str_of(r, "pipeline"),
+                &str_of(r, "phase"),
+                &str_of(r, "created").replace('T', " ").trim_end_matches('Z'),
+                &who(r),
+            ],
+        );
     }
     Ok(ExitCode::Success)
 }
@@ -136,9 +143,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
     let v = t.client.get_run(&ns, &name).map_err(|e| api_error(&t, e))?;
     let phase = str_of(&v, "phase").to_string();
     match args.output {
-        OutputFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        }
+        OutputFormat::Json => Printer::new(args.output).json_document(&v),
         OutputFormat::Pretty => {
             println!("run:      {ns}/{name}");
             println!("pipeline: {}", str_of(&v, "pipeline"));
@@ -185,15 +190,23 @@ pub fn status(args: StatusArgs) -> CmdResult {
             println!("kept:     {kept}");
             if let Some(jobs) = v.get("jobs").and_then(Value::as_object) {
                 if !jobs.is_empty() {
-                    println!();
-                    println!("{:<24} {:<10} {:>7}  REASON", "JOB", "STATE", "ATTEMPT");
+                    let out = Printer::new(args.output);
+                    const TABLE: [Column; 3] = [
+                        Column::left(24),
+                        Column::left(10),
+                        Column::right(7).wide_gap(),
+                    ];
+                    out.line("");
+                    out.row(&TABLE, &[&"JOB", &"STATE", &"ATTEMPT", &"REASON"]);
                     for (job, s) in jobs {
-                        println!(
-                            "{:<24} {:<10} {:>7}  {}",
-                            job,
-                            str_of(s, "state"),
-                            s.get("attempt").map(Value::to_string).unwrap_or_default(),
-                            str_of(s, "reason")
+                        out.row(
+                            &TABLE,
+                            &[
+                                job,
+                                &str_of(s, "state"),
+                                &s.get("attempt").map(Value::to_string).unwrap_or_default(),
+                                &str_of(s, "reason"),
+                            ],
                         );
                     }
                 }
@@ -223,7 +236,7 @@ pub fn logs(args: LogsArgs) -> CmdResult {
         }
         jobs.retain(|x| x == j);
     }
-    let mut printer = Printer::new(
+    let mut printer = FollowPrinter::new(
         Style::detect(args.output == OutputFormat::Json),
         &format!("{ns}/{name}"),
     );

@@ -10,101 +10,13 @@ use crate::env_vars;
 use crate::exit::ExitCode;
 use crate::home::Home;
 use crate::project::{self, Project};
+use crate::settings::{RunSettings, Runner};
 use crate::store::{NewRun, Store};
 use sparkwing_core::protocol::PipelineInfo;
 use sparkwing_core::suggest::closest;
 use sparkwing_core::RunPhase;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Sparkwing's own flags among a run's args (`--sw-*`), the rest being the pipeline's.
-#[derive(Debug, Default, PartialEq)]
-pub struct RunFlags {
-    pub workers: Option<usize>,
-    pub box_slots: Option<u32>,
-    pub no_wait: bool,
-    pub dir: Option<PathBuf>,
-    pub help: bool,
-    /// `--sw-runner`: `process` or `docker`.
-    pub runner: Option<String>,
-    /// `--sw-pool`: claim a warm runner container from this local pool.
-    pub pool: Option<String>,
-    /// `--profile` / `--sw-profile`: also record the run on this profile's cluster API.
-    pub profile: Option<String>,
-    /// `--sw-parent RUN/JOB`: this run is a sub-pipeline awaited by that job (set by the engine).
-    pub parent: Option<(String, String)>,
-    pub pipeline_args: Vec<String>,
-}
-
-impl RunFlags {
-    pub fn parse(tokens: &[String]) -> Result<RunFlags, CliError> {
-        let mut flags = RunFlags::default();
-        let mut i = 0;
-        let usage = |m: String| CliError::new(ExitCode::Usage, m);
-        while i < tokens.len() {
-            let t = &tokens[i];
-            i += 1;
-            let (name, inline) = match t.split_once('=') {
-                Some((n, v)) if n.starts_with("--sw-") => (n, Some(v.to_string())),
-                _ => (t.as_str(), None),
-            };
-            let mut value = |what: &str| -> Result<String, CliError> {
-                if let Some(v) = inline.clone() {
-                    return Ok(v);
-                }
-                let v = tokens
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| usage(format!("{name} needs {what}")))?;
-                i += 1;
-                Ok(v)
-            };
-            match name {
-                "--help" | "-h" => flags.help = true,
-                "-C" => flags.dir = Some(PathBuf::from(value("a directory")?)),
-                "--sw-workers" => {
-                    let v = value("a number of workers")?;
-                    let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        usage(format!("--sw-workers expects a positive number, got {v:?}"))
-                    })?;
-                    flags.workers = Some(n);
-                }
-                "--sw-box-slots" => {
-                    let v = value("a number of slots")?;
-                    let n: u32 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        usage(format!(
-                            "--sw-box-slots expects a positive number, got {v:?}"
-                        ))
-                    })?;
-                    flags.box_slots = Some(n);
-                }
-                "--sw-no-wait" => flags.no_wait = true,
-                "--sw-runner" => flags.runner = Some(value("a runner (process or docker)")?),
-                "--sw-pool" => flags.pool = Some(value("a pool name")?),
-                "--profile" | "--sw-profile" => flags.profile = Some(value("a profile name")?),
-                "--sw-parent" => {
-                    let v = value("RUN/JOB")?;
-                    // A job name has no `/`; a run may (`namespace/name` on a cluster).
-                    let (run, job) = v
-                        .rsplit_once('/')
-                        .filter(|(r, j)| !r.is_empty() && !j.is_empty())
-                        .ok_or_else(|| {
-                            usage(format!("--sw-parent expects RUN/JOB, got {v:?}"))
-                        })?;
-                    flags.parent = Some((run.to_string(), job.to_string()));
-                }
-                other if other.starts_with("--sw-") => {
-                    return Err(usage(format!(
-                        "unknown sparkwing flag {other}; run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME (and -C DIR, --profile NAME)"
-                    )))
-                }
-                _ => flags.pipeline_args.push(t.clone()),
-            }
-        }
-        Ok(flags)
-    }
-}
 
 /// Exit 2 naming the pipelines `sparkwing.yaml` has and the closest to `name` (run and trigger).
 pub(super) fn unknown_pipeline(project: &Project, name: &str) -> CliError {
@@ -266,9 +178,8 @@ fn record_failed_start(
 }
 
 pub fn run(args: RunArgs) -> CmdResult {
-    let mut flags = RunFlags::parse(&args.args)?;
-    flags.help |= args.help;
-    let Some(pipeline_name) = args.pipeline.clone() else {
+    let flags = RunSettings::resolve(&args)?;
+    let Some(pipeline_name) = flags.pipeline.clone() else {
         use clap::CommandFactory;
         let mut cmd = crate::cli::Cli::command();
         let run = cmd.find_subcommand_mut("run").expect("run is a subcommand");
@@ -282,33 +193,10 @@ pub fn run(args: RunArgs) -> CmdResult {
             "a pipeline name is required: sparkwing run NAME [ARGS] (see `sparkwing pipeline list`)",
         ));
     };
-    let runner = flags
-        .runner
-        .clone()
-        .or(args.runner.clone())
-        .unwrap_or_else(|| "process".to_string());
-    if runner != "process" && runner != "docker" {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            format!("unknown runner {runner:?}; use process (the default) or docker"),
-        ));
-    }
-    let pool = flags.pool.clone().or(args.pool.clone());
-    let profile = flags.profile.clone().or(args.profile.clone());
-    if profile.is_some() && runner == "docker" {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            "--profile with --runner docker is not supported yet; use the process runner (the default) to mirror a run to a cluster API",
-        ));
-    }
-    if pool.is_some() && runner != "docker" {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            "--pool needs --runner docker (pools hold runner containers)",
-        ));
-    }
+    let pool = flags.pool.clone();
+    let profile = flags.profile.clone();
     let home = Home::from_env();
-    let dir = flags.dir.clone().or(args.dir.clone());
+    let dir = flags.dir.clone();
     let project = project::discover(&start_dir(dir.as_deref()))?;
     let pipeline = project
         .pipeline(&pipeline_name)
@@ -330,12 +218,9 @@ pub fn run(args: RunArgs) -> CmdResult {
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
     drop(Store::open(&home.root)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime::build()?;
     // Docker must be usable before anything is compiled or recorded.
-    let docker = if runner == "docker" && !flags.help {
+    let docker = if flags.runner == Runner::Docker && !flags.help {
         let image = docker::runner_image();
         let client = runtime.block_on(async {
             let client = docker::client::connect().await?;
@@ -445,7 +330,7 @@ pub fn run(args: RunArgs) -> CmdResult {
                     Some((remote, sink))
                 }
                 Err(why) => {
-                    eprintln!("warning: {why}; running and recording locally only");
+                    tracing::warn!("{why}; running and recording locally only");
                     unmirrored = Some(p.clone());
                     None
                 }
@@ -463,7 +348,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         workers,
         format,
         box_slots,
-        runner: runner.clone(),
+        runner: flags.runner.as_str().to_string(),
         sink: mirror
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
@@ -520,14 +405,14 @@ fn after_mirror(
 ) {
     use engine::RunSink;
     if let Some(p) = unmirrored {
-        eprintln!(
-            "warning: run {id} is recorded locally only: the API of profile {p:?} could not be reached; push it later with `{}`",
+        tracing::warn!(
+            "run {id} is recorded locally only: the API of profile {p:?} could not be reached; push it later with `{}`",
             super::push::push_hint(id, &p)
         );
     }
     let Some((remote, sink)) = mirror else { return };
     if let Err(e) = remote.save(&home.run_dir(id)) {
-        eprintln!("warning: cannot keep where run {id} went: {e}");
+        tracing::warn!("cannot keep where run {id} went: {e}");
     }
     // The engine already waited for the sink; this only reads what is left.
     let report = sink.flush(std::time::Instant::now());
@@ -547,12 +432,12 @@ fn after_mirror(
                     "not kept locally (profile {:?} has mirror_local: false)",
                     remote.profile
                 ),
-                Err(e) => eprintln!("warning: cannot remove the local copy of run {id}: {e}"),
+                Err(e) => tracing::warn!("cannot remove the local copy of run {id}: {e}"),
             }
         }
     } else {
-        eprintln!(
-            "warning: run {id} did not fully reach the API of profile {:?} ({report}); it is recorded locally: push the rest later with `{}`",
+        tracing::warn!(
+            "run {id} did not fully reach the API of profile {:?} ({report}); it is recorded locally: push the rest later with `{}`",
             remote.profile,
             super::push::push_hint(id, &remote.profile)
         );
@@ -573,7 +458,7 @@ async fn run_in_docker(
                 eprintln!("removed orphaned runner container {} ({})", r.name, r.why);
             }
         }
-        Err(e) => eprintln!("warning: could not look for orphaned runner containers: {e}"),
+        Err(e) => tracing::warn!("could not look for orphaned runner containers: {e}"),
     }
     let placement = match pool {
         None => Placement::Cold,
@@ -593,54 +478,4 @@ async fn run_in_docker(
         Admission::Done(code) => return Ok(code),
     };
     Ok(docker::executor::drive(&req, admitted, client, image, placement).await?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn toks(s: &[&str]) -> Vec<String> {
-        s.iter().map(|t| t.to_string()).collect()
-    }
-
-    #[test]
-    fn separates_sparkwing_flags_from_pipeline_args() {
-        let f = RunFlags::parse(&toks(&[
-            "--name",
-            "x",
-            "--sw-workers",
-            "3",
-            "--sw-box-slots=2",
-            "--sw-no-wait",
-            "--loud",
-            "--sw-runner",
-            "docker",
-            "--sw-pool=p",
-        ]))
-        .unwrap();
-        assert_eq!(f.runner.as_deref(), Some("docker"));
-        assert_eq!(f.pool.as_deref(), Some("p"));
-        assert_eq!(f.workers, Some(3));
-        assert_eq!(f.box_slots, Some(2));
-        assert!(f.no_wait);
-        assert_eq!(f.pipeline_args, toks(&["--name", "x", "--loud"]));
-    }
-
-    #[test]
-    fn rejects_bad_sparkwing_flags() {
-        assert_eq!(
-            RunFlags::parse(&toks(&["--sw-workers", "0"]))
-                .unwrap_err()
-                .code,
-            ExitCode::Usage
-        );
-        assert_eq!(
-            RunFlags::parse(&toks(&["--sw-bogus"])).unwrap_err().code,
-            ExitCode::Usage
-        );
-        assert_eq!(
-            RunFlags::parse(&toks(&["--sw-workers"])).unwrap_err().code,
-            ExitCode::Usage
-        );
-    }
 }

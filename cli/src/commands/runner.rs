@@ -24,10 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
+    Ok(crate::runtime::build()?)
 }
 
 pub fn gc() -> CmdResult {
@@ -159,7 +156,7 @@ fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> CmdR
     sink.run_finished(RunPhase::Failed, Some(reason.to_string()));
     let report = sink.flush(Instant::now() + engine::SINK_FLUSH_DEADLINE);
     if !report.is_complete() {
-        eprintln!("warning: run {}: {report}", sink.run_ref());
+        tracing::warn!("run {}: {report}", sink.run_ref());
     }
     Err(CliError::new(ExitCode::RunFailed, reason.to_string()))
 }
@@ -191,7 +188,7 @@ fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u6
     let jobs = match client.log_jobs(ns, name) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("warning: cannot read the earlier attempts' logs of {ns}/{name}: {e}; this attempt's first lines may be taken for theirs");
+            tracing::warn!("cannot read the earlier attempts' logs of {ns}/{name}: {e}; this attempt's first lines may be taken for theirs");
             return out;
         }
     };
@@ -202,7 +199,7 @@ fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u6
                     out.insert(job, last.seq);
                 }
             }
-            Err(e) => eprintln!("warning: cannot read the earlier log of job {job}: {e}"),
+            Err(e) => tracing::warn!("cannot read the earlier log of job {job}: {e}"),
         }
     }
     out
@@ -285,7 +282,7 @@ fn warm(args: RunnerArgs) -> CmdResult {
     let mut term = rt.block_on(async {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     })?;
-    eprintln!(
+    tracing::info!(
         "runner: warm runner {pod} of pool {ns}/{pool}, waiting for a claim in {}",
         podinfo.join(podinfo::ANNOTATIONS_FILE).display()
     );
@@ -297,7 +294,7 @@ fn warm(args: RunnerArgs) -> CmdResult {
             Ok(None) => {}
             Err(e) => {
                 if warned.as_deref() != Some(e.as_str()) {
-                    eprintln!("warning: {e}; still waiting for a claim");
+                    tracing::warn!("{e}; still waiting for a claim");
                     warned = Some(e);
                 }
             }
@@ -309,11 +306,11 @@ fn warm(args: RunnerArgs) -> CmdResult {
             }
         });
         if terminated {
-            eprintln!("runner: SIGTERM while idle (reaped); exiting");
+            tracing::info!("runner: SIGTERM while idle (reaped); exiting");
             return Ok(ExitCode::Success);
         }
     };
-    eprintln!(
+    tracing::info!(
         "runner: claimed by run {ns}/{run} attempt {claimed_attempt} after {:.1}s idle",
         idle_since.elapsed().as_secs_f64()
     );
@@ -342,14 +339,14 @@ fn warm(args: RunnerArgs) -> CmdResult {
             }
         });
         if terminated {
-            eprintln!("runner: SIGTERM before run {ns}/{run} started; exiting");
+            tracing::info!("runner: SIGTERM before run {ns}/{run} started; exiting");
             return Ok(ExitCode::Cancelled);
         }
         backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
     };
     if attempt != claimed_attempt {
-        eprintln!(
-            "warning: the pod's annotations say attempt {claimed_attempt}, the API {attempt}; running attempt {attempt}"
+        tracing::warn!(
+            "the pod's annotations say attempt {claimed_attempt}, the API {attempt}; running attempt {attempt}"
         );
     }
     let client = ApiClient::new(&url, &token)
@@ -418,7 +415,7 @@ fn execute_attempt(
             format!("run {ns}/{name} from {url} has no spec.pipeline"),
         ));
     };
-    eprintln!("runner: run {ns}/{name}, attempt {attempt}, pipeline {pipeline_name}");
+    tracing::info!("runner: run {ns}/{name}, attempt {attempt}, pipeline {pipeline_name}");
     let offsets = if attempt > 1 {
         earlier_lines(client, ns, name)
     } else {
@@ -441,7 +438,7 @@ fn execute_attempt(
         let started = Instant::now();
         match materialise::materialise(client, id, &dest) {
             Ok(m) => {
-                eprintln!(
+                tracing::info!(
                     "runner: upload {id}: {} files, {} symlinks, {} bytes ({} blobs fetched) in {:.1}s",
                     m.files,
                     m.symlinks,
@@ -497,8 +494,8 @@ fn execute_attempt(
     // BranchesInSync condition. Not reporting it only leaves that condition as it was.
     if let Some(check) = git_source::warn_branch_drift(&view["run"]["metadata"], &pipeline) {
         if let Err(e) = client.put_branch_check(ns, name, &check.body()) {
-            eprintln!(
-                "warning: cannot report the branch check of run {ns}/{name} to {url}: {e}; the Pipeline's BranchesInSync condition stays as it was"
+            tracing::warn!(
+                "cannot report the branch check of run {ns}/{name} to {url}: {e}; the Pipeline's BranchesInSync condition stays as it was"
             );
         }
     }
@@ -589,7 +586,7 @@ fn execute_attempt(
         }
     };
     drop(compiled);
-    eprintln!(
+    tracing::info!(
         "runner: {} log lines delivered to {url}",
         sink.delivered_lines()
     );

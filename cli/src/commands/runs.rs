@@ -7,6 +7,7 @@ use crate::engine::now_ms;
 use crate::engine::output::human_duration;
 use crate::exit::ExitCode;
 use crate::home::Home;
+use crate::printer::{Column, Printer};
 use crate::reconcile;
 use crate::store::{RunFilter, RunRecord, Store};
 use serde_json::json;
@@ -45,34 +46,47 @@ pub fn list(args: ListArgs) -> CmdResult {
         limit: Some(args.limit),
     })?;
     let now = now_ms();
-    match args.output {
-        OutputFormat::Json => {
-            for r in &runs {
-                println!("{}", run_json(r, now));
-            }
+    let out = Printer::new(args.output);
+    if out.json() {
+        for r in &runs {
+            out.json_line(&run_json(r, now));
         }
-        OutputFormat::Pretty => {
-            if runs.is_empty() {
-                println!("no runs yet: start one with `sparkwing run <pipeline>`");
-                return Ok(ExitCode::Success);
-            }
-            println!(
-                "{:<27} {:<20} {:<10} {:<20} {:>9}  WHO",
-                "RUN", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION"
-            );
-            for r in &runs {
-                println!(
-                    "{:<27} {:<20} {:<10} {:<20} {:>9}  {}@{}",
-                    r.id,
-                    r.pipeline,
-                    r.status.local_str(),
-                    format_time(r.started_at.unwrap_or(r.created_at)),
-                    human_duration(r.duration_ms(now)),
-                    r.user,
-                    r.host
-                );
-            }
-        }
+        return Ok(ExitCode::Success);
+    }
+    if runs.is_empty() {
+        out.line("no runs yet: start one with `sparkwing run <pipeline>`");
+        return Ok(ExitCode::Success);
+    }
+    const TABLE: [Column; 5] = [
+        Column::left(27),
+        Column::left(20),
+        Column::left(10),
+        Column::left(20),
+        Column::right(9).wide_gap(),
+    ];
+    out.row(
+        &TABLE,
+        &[
+            &"RUN",
+            &"PIPELINE",
+            &"STATUS",
+            &"STARTED (UTC)",
+            &"DURATION",
+            &"WHO",
+        ],
+    );
+    for r in &runs {
+        out.row(
+            &TABLE,
+            &[
+                &r.id,
+                &r.pipeline,
+                &r.status.local_str(),
+                &format_time(r.started_at.unwrap_or(r.created_at)),
+                &human_duration(r.duration_ms(now)),
+                &format_args!("{}@{}", r.user, r.host),
+            ],
+        );
     }
     Ok(ExitCode::Success)
 }
@@ -96,7 +110,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
             let mut v = run_json(&run, now);
             v["jobs"] = serde_json::to_value(&jobs).unwrap_or_default();
             v["events"] = serde_json::to_value(store.events(&run.id, 0)?).unwrap_or_default();
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Printer::new(args.output).json_document(&v);
         }
         OutputFormat::Pretty => {
             println!("run:      {}", run.id);
@@ -120,10 +134,17 @@ pub fn status(args: StatusArgs) -> CmdResult {
                 println!("parent:   {p} job {j}");
             }
             if !jobs.is_empty() {
-                println!();
-                println!(
-                    "{:<24} {:<10} {:>7} {:>9}  REASON",
-                    "JOB", "STATE", "ATTEMPT", "DURATION"
+                let out = Printer::new(args.output);
+                const TABLE: [Column; 4] = [
+                    Column::left(24),
+                    Column::left(10),
+                    Column::right(7),
+                    Column::right(9).wide_gap(),
+                ];
+                out.line("");
+                out.row(
+                    &TABLE,
+                    &[&"JOB", &"STATE", &"ATTEMPT", &"DURATION", &"REASON"],
                 );
                 for j in &jobs {
                     let dur = match (j.started_at, j.finished_at) {
@@ -131,16 +152,18 @@ pub fn status(args: StatusArgs) -> CmdResult {
                         (Some(s), None) => human_duration(now - s),
                         _ => "-".into(),
                     };
-                    println!(
-                        "{:<24} {:<10} {:>7} {:>9}  {}",
-                        j.job_id,
-                        j.state.as_str(),
-                        j.attempt,
-                        dur,
-                        j.reason.clone().unwrap_or_default()
+                    out.row(
+                        &TABLE,
+                        &[
+                            &j.job_id,
+                            &j.state.as_str(),
+                            &j.attempt,
+                            &dur,
+                            &j.reason.as_deref().unwrap_or_default(),
+                        ],
                     );
                     if let Some(c) = &j.child_run {
-                        println!("{:<24} child: {c}", "");
+                        out.row(&TABLE[..1], &[&"", &format_args!("child: {c}")]);
                     }
                 }
             }

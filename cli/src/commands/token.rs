@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{api_error, CliError, CmdResult};
 use crate::cli::{OutputFormat, TokenCreateArgs, TokenListArgs, TokenRevokeArgs};
 use crate::exit::ExitCode;
+use crate::printer::{Column, Printer};
 use crate::remote::target;
 
 const SCOPES: &str = "runs:read, runs:trigger, admin";
@@ -60,32 +61,39 @@ pub fn create(args: TokenCreateArgs) -> CmdResult {
 pub fn list(args: TokenListArgs) -> CmdResult {
     let t = target::resolve(args.profile.as_deref())?;
     let tokens = t.client.list_tokens().map_err(|e| api_error(&t, e))?;
-    match args.output {
-        OutputFormat::Json => {
-            for v in &tokens {
-                println!("{v}");
-            }
+    let out = Printer::new(args.output);
+    if out.json() {
+        for v in &tokens {
+            out.json_line(v);
         }
-        OutputFormat::Pretty => {
-            println!(
-                "{:<14} {:<28} {:<30} {:<22} REVOKED",
-                "ID", "PRINCIPAL", "SCOPES", "CREATED"
-            );
-            for v in &tokens {
-                println!(
-                    "{:<14} {:<28} {:<30} {:<22} {}",
-                    s(v, "id"),
-                    s(v, "principal"),
-                    scopes(v),
-                    s(v, "created"),
-                    if v.get("revoked") == Some(&Value::Bool(true)) {
-                        "yes"
-                    } else {
-                        "no"
-                    }
-                );
-            }
-        }
+        return Ok(ExitCode::Success);
+    }
+    const TABLE: [Column; 4] = [
+        Column::left(14),
+        Column::left(28),
+        Column::left(30),
+        Column::left(22),
+    ];
+    out.row(
+        &TABLE,
+        &[&"ID", &"PRINCIPAL", &"SCOPES", &"CREATED", &"REVOKED"],
+    );
+    for v in &tokens {
+        let revoked = if v.get("revoked") == Some(&Value::Bool(true)) {
+            "yes"
+        } else {
+            "no"
+        };
+        out.row(
+            &TABLE,
+            &[
+                &s(v, "id"),
+                &s(v, "principal"),
+                &scopes(v),
+                &s(v, "created"),
+                &revoked,
+            ],
+        );
     }
     Ok(ExitCode::Success)
 }

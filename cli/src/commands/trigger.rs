@@ -7,93 +7,18 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 
-use super::run::RunFlags;
 use super::{api_error, start_dir, CliError, CmdResult};
-use crate::cli::{OutputFormat, TriggerArgs};
+use crate::cli::TriggerArgs;
 use crate::exit::ExitCode;
 use crate::project;
 use crate::remote::client::RemoteError;
-use crate::remote::follow::{self, Outcome, Printer, Select, Style};
+use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
 use crate::remote::target;
 use crate::remote::upload::{self, UploadError};
-
-/// Trigger's own flags among the args after the pipeline's name.
-#[derive(Debug, Default, PartialEq)]
-struct TriggerFlags {
-    profile: Option<String>,
-    detach: bool,
-    json: bool,
-    /// `--sw-cancel-on-interrupt`: SIGINT/SIGTERM cancel the remote run (an await job's child)
-    /// instead of only stopping the follow.
-    cancel_on_interrupt: bool,
-    /// `--sw-timeout DURATION`: the run's `spec.timeout` (the API checks its form).
-    timeout: Option<String>,
-    /// `--sw-max-attempts N`: runner attempts allowed when runners are lost.
-    max_attempts: Option<i32>,
-    rest: Vec<String>,
-}
+use crate::settings::TriggerSettings;
 
 fn usage(m: impl Into<String>) -> CliError {
     CliError::new(ExitCode::Usage, m)
-}
-
-impl TriggerFlags {
-    /// Take `--profile P`, `--detach`, `-o json|pretty`, `--sw-timeout D`, `--sw-max-attempts N`
-    /// (each valued one also as `--name=value`) out of `tokens` (a pipeline's own `--output` arg
-    /// stays the pipeline's).
-    fn parse(tokens: &[String]) -> Result<TriggerFlags, CliError> {
-        const VALUED: [&str; 4] = ["--profile", "-o", "--sw-timeout", "--sw-max-attempts"];
-        let mut f = TriggerFlags::default();
-        let mut i = 0;
-        while i < tokens.len() {
-            let t = tokens[i].as_str();
-            i += 1;
-            let (name, inline) = match t.split_once('=') {
-                Some((n, v)) if VALUED.contains(&n) => (n, Some(v.to_string())),
-                _ => (t, None),
-            };
-            match name {
-                "--detach" => f.detach = true,
-                "--sw-cancel-on-interrupt" => f.cancel_on_interrupt = true,
-                _ if VALUED.contains(&name) => {
-                    let v = match inline {
-                        Some(v) => v,
-                        None => {
-                            let Some(v) = tokens.get(i) else {
-                                return Err(usage(format!("{name} needs a value")));
-                            };
-                            i += 1;
-                            v.clone()
-                        }
-                    };
-                    match name {
-                        "--profile" => f.profile = Some(v),
-                        "-o" => f.json = output_json(&v)?,
-                        "--sw-timeout" => f.timeout = Some(v),
-                        _ => f.max_attempts = Some(max_attempts(&v)?),
-                    }
-                }
-                _ => f.rest.push(t.to_string()),
-            }
-        }
-        Ok(f)
-    }
-}
-
-fn max_attempts(v: &str) -> Result<i32, CliError> {
-    v.parse().map_err(|_| {
-        usage(format!(
-            "--sw-max-attempts expects a whole number of runner attempts (1 to 10), got {v:?}"
-        ))
-    })
-}
-
-fn output_json(v: &str) -> Result<bool, CliError> {
-    match v {
-        "json" => Ok(true),
-        "pretty" => Ok(false),
-        _ => Err(usage(format!("unknown output {v:?}; use pretty or json"))),
-    }
 }
 
 /// The pipeline's args as the PipelineRun's `args` map: `--name value`, `--name=value`,
@@ -133,9 +58,8 @@ fn args_map(tokens: &[String]) -> Result<BTreeMap<String, String>, CliError> {
 }
 
 pub fn trigger(args: TriggerArgs) -> CmdResult {
-    let flags = TriggerFlags::parse(&args.args)?;
-    let run_flags = RunFlags::parse(&flags.rest)?;
-    let Some(pipeline_name) = args.pipeline.clone() else {
+    let flags = TriggerSettings::resolve(&args)?;
+    let Some(pipeline_name) = flags.pipeline.clone() else {
         use clap::CommandFactory;
         let mut cmd = crate::cli::Cli::command();
         cmd.build();
@@ -143,7 +67,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
             .find_subcommand_mut("pipeline")
             .and_then(|p| p.find_subcommand_mut("trigger"))
             .expect("pipeline trigger is a subcommand");
-        if args.help || run_flags.help {
+        if flags.help {
             let _ = trig.print_long_help();
             return Ok(ExitCode::Success);
         }
@@ -152,24 +76,15 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
             "a pipeline name is required: sparkwing pipeline trigger NAME --profile PROFILE [ARGS] (see `sparkwing pipeline list`)",
         ));
     };
-    if args.help || run_flags.help {
+    if flags.help {
         println!("USAGE:\n    sparkwing pipeline trigger {pipeline_name} --profile PROFILE [ARGS] [--detach] [-o json] [--sw-pool POOL] [--sw-timeout DURATION] [--sw-max-attempts N]");
         println!("\nThe pipeline's args are those of `sparkwing run {pipeline_name} --help`.");
         return Ok(ExitCode::Success);
     }
-    if run_flags.workers.is_some()
-        || run_flags.box_slots.is_some()
-        || run_flags.no_wait
-        || run_flags.runner.is_some()
-    {
-        return Err(usage(
-            "--sw-workers, --sw-box-slots, --sw-no-wait and --sw-runner are for local runs; a triggered run takes --sw-pool POOL (the cluster's runner pool), --sw-timeout DURATION and --sw-max-attempts N",
-        ));
-    }
-    let profile = flags.profile.clone().or(args.profile.clone());
-    let detach = flags.detach || args.detach;
-    let json_out = flags.json || args.output == OutputFormat::Json;
-    let dir: Option<PathBuf> = run_flags.dir.clone().or(args.dir.clone());
+    let profile = flags.profile.clone();
+    let detach = flags.detach;
+    let json_out = flags.json;
+    let dir: Option<PathBuf> = flags.dir.clone();
     // Local checks first: the profile, the project, the pipeline, its args.
     let t = target::resolve(profile.as_deref())?;
     let project = project::discover(&start_dir(dir.as_deref()))?;
@@ -177,7 +92,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         .pipeline(&pipeline_name)
         .ok_or_else(|| super::run::unknown_pipeline(&project, &pipeline_name))?
         .clone();
-    let pipeline_args = args_map(&run_flags.pipeline_args)?;
+    let pipeline_args = args_map(&flags.pipeline_args)?;
     // From here on an interrupt must not leave a remote run behind that nobody awaits.
     let canceller = flags
         .cancel_on_interrupt
@@ -190,7 +105,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         Err(e) => return Err(CliError::new(ExitCode::Internal, e.to_string())),
     };
     for s in &report.skipped {
-        eprintln!("warning: not uploaded: {s}");
+        tracing::warn!("not uploaded: {s}");
     }
     eprintln!("{}", report.summary());
 
@@ -202,7 +117,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     if let Some(ns) = &t.profile.namespace {
         body["namespace"] = json!(ns);
     }
-    if let Some(pool) = run_flags.pool.clone().or(t.profile.pool.clone()) {
+    if let Some(pool) = flags.pool.clone().or(t.profile.pool.clone()) {
         body["runnerPool"] = json!(pool);
     }
     if let Some(timeout) = &flags.timeout {
@@ -212,7 +127,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         body["maxAttempts"] = json!(n);
     }
     // `--sw-parent RUN/JOB`: an await job's child records its parent (`docs/subpipelines.md`).
-    if let Some((run, job)) = &run_flags.parent {
+    if let Some((run, job)) = &flags.parent {
         let mut parent = json!({"run": run, "job": job});
         if let Some(host) = nix::unistd::gethostname()
             .ok()
@@ -264,7 +179,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
             );
         }
     }
-    let mut printer = Printer::new(Style::detect(json_out), &full);
+    let mut printer = FollowPrinter::new(Style::detect(json_out), &full);
     let never = AtomicBool::new(false);
     let outcome = follow::follow_run(
         &t.client,
@@ -354,8 +269,8 @@ fn trigger_run(
                 body.get(field).is_some() && message.contains(&format!("unknown field `{field}`"))
             });
             if let Some((field, what)) = unknown {
-                eprintln!(
-                    "warning: the API at {} does not {what}; triggering without it",
+                tracing::warn!(
+                    "the API at {} does not {what}; triggering without it",
                     t.client.base_url()
                 );
                 if let Some(o) = body.as_object_mut() {
@@ -396,7 +311,7 @@ fn cancel_and_exit(
 ) -> ! {
     eprintln!("interrupted: cancelling run {ns}/{name} on profile {profile:?}");
     if let Err(e) = client.cancel_run(ns, name, Some("CancelledRunFinally")) {
-        eprintln!("error: cannot cancel run {ns}/{name}: {e}");
+        tracing::error!("cannot cancel run {ns}/{name}: {e}");
     }
     std::process::exit(ExitCode::Cancelled.code())
 }
@@ -406,38 +321,18 @@ impl Canceller {
         let state = std::sync::Arc::new(std::sync::Mutex::new(CancelState::default()));
         let shared = state.clone();
         let (client_here, profile_here) = (client.clone(), profile.clone());
-        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                let _ = ready.send(());
-                return;
-            };
-            rt.block_on(async {
-                use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    let _ = ready.send(());
-                    return;
-                };
-                let _ = ready.send(());
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
+        use tokio::signal::unix::SignalKind;
+        crate::runtime::on_signal(
+            &[SignalKind::interrupt(), SignalKind::terminate()],
+            move || {
                 let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
                 match st.run.clone() {
                     Some((ns, name)) => cancel_and_exit(&client, &profile, &ns, &name),
                     // Not triggered yet: `set_run` cancels it once it is.
                     None => st.interrupted = true,
                 }
-            });
-        });
-        let _ = is_ready.recv_timeout(std::time::Duration::from_secs(5));
+            },
+        );
         Canceller {
             state,
             client: client_here,
@@ -461,48 +356,6 @@ mod tests {
 
     fn toks(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn own_flags_are_taken_out() {
-        let f = TriggerFlags::parse(&toks(&[
-            "--env",
-            "prod",
-            "--profile",
-            "p",
-            "--detach",
-            "-o",
-            "json",
-            "--fast",
-        ]))
-        .unwrap();
-        assert_eq!(f.profile.as_deref(), Some("p"));
-        assert!(f.detach && f.json);
-        assert_eq!(f.rest, toks(&["--env", "prod", "--fast"]));
-        assert!(TriggerFlags::parse(&toks(&["-o", "yaml"])).is_err());
-    }
-
-    #[test]
-    fn run_settings_are_taken_out() {
-        let f = TriggerFlags::parse(&toks(&[
-            "--sw-timeout",
-            "30m",
-            "--x=1",
-            "--sw-max-attempts=1",
-            "--profile=ci",
-            "-o=json",
-        ]))
-        .unwrap();
-        assert_eq!(f.timeout.as_deref(), Some("30m"));
-        assert_eq!(f.max_attempts, Some(1));
-        assert_eq!(f.profile.as_deref(), Some("ci"));
-        assert!(f.json);
-        assert_eq!(f.rest, toks(&["--x=1"]));
-        let e = TriggerFlags::parse(&toks(&["--sw-max-attempts", "many"])).unwrap_err();
-        assert!(e.message.contains("whole number"), "{e:?}");
-        assert_eq!(e.code, ExitCode::Usage);
-        let e = TriggerFlags::parse(&toks(&["--sw-timeout"])).unwrap_err();
-        assert!(e.message.contains("--sw-timeout needs a value"), "{e:?}");
     }
 
     #[test]

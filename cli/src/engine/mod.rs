@@ -361,7 +361,7 @@ fn warn_unmasked(rec: &mut Recorder, req: &RunRequest) -> Result<(), EngineError
         let message = u.to_string();
         if rec.term.format == Format::Json {
             // stdout is for machines then; a person reads stderr.
-            eprintln!("warning: {message}");
+            tracing::warn!("{message}");
         }
         let human = format!("{} {message}", rec.term.yellow("warning:"));
         rec.event(
@@ -775,7 +775,7 @@ fn finish(
         // The end of the run: the only place the engine waits for its sink.
         let report = s.flush(std::time::Instant::now() + SINK_FLUSH_DEADLINE);
         if !report.is_complete() {
-            eprintln!("warning: run {}: {report}", rec.run_id);
+            tracing::warn!("run {}: {report}", rec.run_id);
         }
     }
     Ok(ExitCode::of_run(status))

@@ -3,7 +3,7 @@
 //! is finished and every log is drained.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -37,17 +37,18 @@ pub struct Style {
 
 impl Style {
     pub fn detect(json: bool) -> Style {
+        let out = crate::printer::Printer::json_if(json);
         Style {
-            json,
-            color: !json && crate::env_vars::colors(std::io::stdout().is_terminal()),
+            json: out.json(),
+            color: out.color(),
         }
     }
 }
 
 const COLORS: [&str; 6] = ["36", "35", "33", "32", "34", "31"];
 
-/// Prints what a follow sees, one lock per line.
-pub struct Printer {
+/// Prints what a follow sees, one lock per line (its colours and JSON as `printer::Printer` decides).
+pub struct FollowPrinter {
     style: Style,
     run: String,
     jobs: Vec<String>,
@@ -57,9 +58,9 @@ pub struct Printer {
     pub events: bool,
 }
 
-impl Printer {
-    pub fn new(style: Style, run: &str) -> Printer {
-        Printer {
+impl FollowPrinter {
+    pub fn new(style: Style, run: &str) -> FollowPrinter {
+        FollowPrinter {
             style,
             run: run.to_string(),
             jobs: Vec::new(),
@@ -178,7 +179,7 @@ pub fn follow_run(
     ns: &str,
     name: &str,
     select: &Select,
-    printer: &mut Printer,
+    printer: &mut FollowPrinter,
     interrupted: &AtomicBool,
 ) -> Result<Outcome, RemoteError> {
     let (tx, rx) = mpsc::channel::<Msg>();
@@ -237,7 +238,7 @@ pub fn follow_run(
                 Ok(j) => j,
                 Err(RemoteError::Status { status: 404, .. }) => {
                     logs_served = false;
-                    eprintln!(
+                    tracing::info!(
                         "note: {} serves no logs; following job states only",
                         logs.base_url()
                     );
@@ -323,27 +324,10 @@ pub fn follow_run(
 /// On Ctrl-C (SIGINT) print `message` to stderr and exit 130, from a small thread: following
 /// stops at once, and nothing is cancelled. Returns once the handler is in place.
 pub fn exit_on_ctrl_c(message: String) {
-    let (ready, is_ready) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            let _ = ready.send(());
-            return;
-        };
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let sig = signal(SignalKind::interrupt());
-            let _ = ready.send(());
-            if let Ok(mut sig) = sig {
-                if sig.recv().await.is_some() {
-                    eprintln!();
-                    eprintln!("{message}");
-                    std::process::exit(crate::exit::ExitCode::Cancelled.code());
-                }
-            }
-        });
+    use tokio::signal::unix::SignalKind;
+    crate::runtime::on_signal(&[SignalKind::interrupt()], move || {
+        eprintln!();
+        eprintln!("{message}");
+        std::process::exit(crate::exit::ExitCode::Cancelled.code());
     });
-    let _ = is_ready.recv_timeout(Duration::from_secs(5));
 }

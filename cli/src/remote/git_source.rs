@@ -257,7 +257,7 @@ pub fn fetch_for_run(
     }
     let started = std::time::Instant::now();
     let c = checkout(url, revision, dest).map_err(|e| fail(&e))?;
-    eprintln!(
+    tracing::info!(
         "runner: git {shown} at {revision}: checked out commit {} ({}) in {:.1}s",
         c.commit,
         if c.full_fetch {
@@ -305,7 +305,7 @@ pub fn warn_branch_drift(
         .map(|p| p.branches.as_slice());
     Some(match branch_drift(globs, committed) {
         Some(w) => {
-            eprintln!("warning: pipeline {}: {w}", pipeline.name);
+            tracing::warn!("pipeline {}: {w}", pipeline.name);
             BranchCheck::Drifted(w)
         }
         None => BranchCheck::InSync,

@@ -15,135 +15,172 @@
 //! | `sparkwing_api_webhook_redeliveries_total` | counter | |
 //! | `sparkwing_api_webhook_rejected_total` | counter | |
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    code: u16,
+}
+
+/// Every value of the `method` label ([`method_label`]).
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
 pub struct ApiMetrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
-    pub uploads: AtomicU64,
-    pub blobs_written: AtomicU64,
-    pub blob_bytes: AtomicU64,
-    pub log_lines: AtomicU64,
-    pub runs_triggered: AtomicU64,
-    pub gc_blobs_deleted: AtomicU64,
-    pub webhook_deliveries: AtomicU64,
-    pub webhook_runs_created: AtomicU64,
-    pub webhook_ignored: AtomicU64,
-    pub webhook_redeliveries: AtomicU64,
-    pub webhook_rejected: AtomicU64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    pub uploads: Counter,
+    pub blobs_written: Counter,
+    pub blob_bytes: Counter,
+    pub log_lines: Counter,
+    pub runs_triggered: Counter,
+    pub gc_blobs_deleted: Counter,
+    pub webhook_deliveries: Counter,
+    pub webhook_runs_created: Counter,
+    pub webhook_ignored: Counter,
+    pub webhook_redeliveries: Counter,
+    pub webhook_rejected: Counter,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        let mut m = ApiMetrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            uploads: Counter::default(),
+            blobs_written: Counter::default(),
+            blob_bytes: Counter::default(),
+            log_lines: Counter::default(),
+            runs_triggered: Counter::default(),
+            gc_blobs_deleted: Counter::default(),
+            webhook_deliveries: Counter::default(),
+            webhook_runs_created: Counter::default(),
+            webhook_ignored: Counter::default(),
+            webhook_redeliveries: Counter::default(),
+            webhook_rejected: Counter::default(),
+        };
+        // Named without `_total` and helped without the final period: the encoder adds both.
+        let r = &mut m.registry;
+        r.register(
+            "sparkwing_api_requests",
+            "API requests, by method, route and status code",
+            m.requests.clone(),
+        );
+        for (name, help, counter) in [
+            ("sparkwing_api_uploads", "Upload manifests accepted", &m.uploads),
+            (
+                "sparkwing_api_blobs_written",
+                "Blobs stored (not counting ones already present)",
+                &m.blobs_written,
+            ),
+            (
+                "sparkwing_api_blob_bytes",
+                "Bytes of blobs stored, uncompressed",
+                &m.blob_bytes,
+            ),
+            (
+                "sparkwing_api_log_lines",
+                "Log lines stored (not counting duplicates)",
+                &m.log_lines,
+            ),
+            (
+                "sparkwing_api_runs_triggered",
+                "PipelineRuns created through the API",
+                &m.runs_triggered,
+            ),
+            (
+                "sparkwing_api_gc_blobs_deleted",
+                "Blobs deleted by garbage collection",
+                &m.gc_blobs_deleted,
+            ),
+            (
+                "sparkwing_api_webhook_deliveries",
+                "Webhook deliveries with a valid signature",
+                &m.webhook_deliveries,
+            ),
+            (
+                "sparkwing_api_webhook_runs_created",
+                "PipelineRuns created by webhook deliveries",
+                &m.webhook_runs_created,
+            ),
+            (
+                "sparkwing_api_webhook_ignored",
+                "Webhook deliveries that started nothing (tags, deletions, other events, no matching Pipeline)",
+                &m.webhook_ignored,
+            ),
+            (
+                "sparkwing_api_webhook_redeliveries",
+                "Webhook deliveries seen before (answered with the runs they created)",
+                &m.webhook_redeliveries,
+            ),
+            (
+                "sparkwing_api_webhook_rejected",
+                "Webhook deliveries refused (no secret configured, bad signature, malformed payload, errors)",
+                &m.webhook_rejected,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
+        m
+    }
 }
 
 impl ApiMetrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
     fn request(&self, method: &'static str, route: &str, code: u16) {
-        if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method, route.to_string(), code)).or_default() += 1;
-        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route: route.to_string(),
+                code,
+            })
+            .inc();
     }
 
     /// Requests counted for `route` answered with `code` (tests).
     pub fn requests(&self, route: &str, code: u16) -> u64 {
-        self.requests.lock().map_or(0, |r| {
-            r.iter()
-                .filter(|((_, rt, c), _)| rt == route && *c == code)
-                .map(|(_, n)| n)
-                .sum()
-        })
+        METHODS
+            .iter()
+            .filter_map(|method| {
+                self.requests
+                    .get(&RequestLabels {
+                        method,
+                        route: route.to_string(),
+                        code,
+                    })
+                    .map(|c| c.get())
+            })
+            .sum()
     }
 
-    /// Distinct `sparkwing_api_requests_total` series (tests).
+    /// Distinct `sparkwing_api_requests_total` series (tests; read from the exposition, as
+    /// `prometheus-client` counts a family's series only in its own tests).
     pub fn request_series(&self) -> usize {
-        self.requests.lock().map_or(0, |r| r.len())
+        self.render()
+            .lines()
+            .filter(|l| l.starts_with("sparkwing_api_requests_total{"))
+            .count()
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP sparkwing_api_requests_total API requests, by method, route and status code.\n# TYPE sparkwing_api_requests_total counter"
-        );
-        if let Ok(r) = self.requests.lock() {
-            for ((method, route, code), n) in r.iter() {
-                let _ = writeln!(
-                    out,
-                    "sparkwing_api_requests_total{{method=\"{method}\",route=\"{route}\",code=\"{code}\"}} {n}"
-                );
-            }
-        }
-        for (name, help, v) in [
-            (
-                "sparkwing_api_uploads_total",
-                "Upload manifests accepted.",
-                &self.uploads,
-            ),
-            (
-                "sparkwing_api_blobs_written_total",
-                "Blobs stored (not counting ones already present).",
-                &self.blobs_written,
-            ),
-            (
-                "sparkwing_api_blob_bytes_total",
-                "Bytes of blobs stored, uncompressed.",
-                &self.blob_bytes,
-            ),
-            (
-                "sparkwing_api_log_lines_total",
-                "Log lines stored (not counting duplicates).",
-                &self.log_lines,
-            ),
-            (
-                "sparkwing_api_runs_triggered_total",
-                "PipelineRuns created through the API.",
-                &self.runs_triggered,
-            ),
-            (
-                "sparkwing_api_gc_blobs_deleted_total",
-                "Blobs deleted by garbage collection.",
-                &self.gc_blobs_deleted,
-            ),
-            (
-                "sparkwing_api_webhook_deliveries_total",
-                "Webhook deliveries with a valid signature.",
-                &self.webhook_deliveries,
-            ),
-            (
-                "sparkwing_api_webhook_runs_created_total",
-                "PipelineRuns created by webhook deliveries.",
-                &self.webhook_runs_created,
-            ),
-            (
-                "sparkwing_api_webhook_ignored_total",
-                "Webhook deliveries that started nothing (tags, deletions, other events, no matching Pipeline).",
-                &self.webhook_ignored,
-            ),
-            (
-                "sparkwing_api_webhook_redeliveries_total",
-                "Webhook deliveries seen before (answered with the runs they created).",
-                &self.webhook_redeliveries,
-            ),
-            (
-                "sparkwing_api_webhook_rejected_total",
-                "Webhook deliveries refused (no secret configured, bad signature, malformed payload, errors).",
-                &self.webhook_rejected,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        // Writing to a String cannot fail; the encoder only passes the writer's errors on.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
