@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::cli::{OutputFormat, RunArgs, TriggerArgs};
-use crate::commands::CliError;
+use crate::exit::CliError;
 use crate::exit::ExitCode;
 
 fn usage(m: impl Into<String>) -> CliError {

@@ -21,21 +21,7 @@ use crate::exit::ExitCode;
 use crate::project::ProjectError;
 use crate::store::StoreError;
 
-/// An error that ends a command: printed as `error: <message>` with its exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub code: ExitCode,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
-        CliError {
-            code,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::exit::CliError;
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
