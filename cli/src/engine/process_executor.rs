@@ -1,12 +1,18 @@
 //! `ProcessExecutor`: the `Executor` whose runner is the engine in this process. `sparkwing run`
 //! drives it with the same host loop (and so the same `core::reconcile_run_once`) as the Docker
-//! executor; the runner it starts is [`super::run_dag`], and a stop core decides reaches the
+//! executor; the runner it starts is the engine's `dag_run::run_dag`, and a stop core decides reaches the
 //! engine as an [`Interrupt`] (graceful: cancel with `finally`; hard: kill every job).
 
-use super::host::{HostExecutor, StopState};
+use super::admission::Admitted;
+use super::dag_run::{run_dag, DagRun};
+use super::host::{self, HostExecutor, StopState};
 use super::interrupts::Interrupt;
+use super::recorder::finish;
+use super::{EngineError, RunRequest};
+use crate::exit::ExitCode;
 use sparkwing_core::reconcile::executor::Executor;
 use sparkwing_core::reconcile::run::{ObservedRunner, RunObservation, RunnerState};
+use sparkwing_core::RunPhase;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -136,4 +142,57 @@ impl HostExecutor for ProcessExecutor {
             _ = tokio::time::sleep(max) => {}
         }
     }
+}
+
+/// Execute an admitted run with the process executor: the host loop of every local executor
+/// (`host::host_loop`, core's reconcile) with this process's engine as the runner. Returns when
+/// the run is recorded as ended.
+pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, EngineError> {
+    let Admitted {
+        run_id,
+        run_dir,
+        rec,
+        created,
+        _slot,
+        _run_lock,
+        mut interrupts,
+    } = admitted;
+    let (exec, runner) = ProcessExecutor::new();
+    let engine = async {
+        let RunnerSide {
+            start,
+            stops,
+            ended,
+        } = runner;
+        let mut dag = DagRun {
+            run_id: run_id.clone(),
+            run_dir,
+            rec,
+            created,
+        };
+        if start.await.is_err() {
+            // Cancelled before core started the runner.
+            return finish(
+                &mut dag.rec,
+                RunPhase::Cancelled,
+                Some("cancelled before it started".into()),
+                created,
+            );
+        }
+        let result = run_dag(req, dag, stops).await;
+        let _ = ended.send(Some(match &result {
+            Ok(code) => RunnerEnd::Exit(code.code()),
+            Err(_) => RunnerEnd::Error,
+        }));
+        result
+    };
+    let host = async {
+        let status = host::host_loop(&exec, &run_id, host::local_intent(), &mut interrupts).await;
+        exec.close();
+        status
+    };
+    let (result, host) = tokio::join!(engine, host);
+    // The process executor cannot fail (its errors are the engine's, returned below).
+    let Ok(_) = host;
+    result
 }

@@ -1,0 +1,822 @@
+//! The runner's work: plan the DAG, start job attempts as core's scheduler decides, record every
+//! line and state, and stop as the executor asks.
+
+use super::interrupts::Interrupt;
+use super::job_log::JobLog;
+use super::output::human_duration;
+use super::process::{self, AttemptSpec, Control, Line, ProcessEnd};
+use super::recorder::{finish, Recorder};
+use super::sink::SinkLine;
+use super::{io_err, now_ms, sink, subpipeline, EngineError, RunRequest};
+use crate::exit::ExitCode;
+use crate::home::Home;
+use crate::store::NewJob;
+use serde_json::{json, Map, Value};
+use sparkwing_core::protocol::{PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
+use sparkwing_core::scheduler::{Action, AttemptOutcome};
+use sparkwing_core::{dag, JobState, RunPhase, Scheduler};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+struct JobRuntime {
+    log: JobLog,
+    control: Option<watch::Sender<Control>>,
+    started_ms: i64,
+    outputs: BTreeMap<String, String>,
+    /// For an await job's attempt: what its child run printed so far.
+    child: Option<subpipeline::ChildTracker>,
+    /// The attempt's `command_failed` control record: the job failed because a command did, and
+    /// is recorded with that command's exit code or signal.
+    failed_command: Option<FailedCommand>,
+}
+
+/// How the command that failed a job ended (from the SDK's `command_failed` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailedCommand {
+    Exited(i32),
+    Signalled(i32),
+}
+
+impl FailedCommand {
+    fn from_record(v: &Value) -> Option<FailedCommand> {
+        let int = |k: &str| v[k].as_i64().and_then(|n| i32::try_from(n).ok());
+        match (int("exit_code"), int("signal")) {
+            (Some(c), _) if c != 0 => Some(FailedCommand::Exited(c)),
+            (_, Some(s)) if s > 0 => Some(FailedCommand::Signalled(s)),
+            _ => None,
+        }
+    }
+
+    /// The job's reason and exit code.
+    fn reason(self) -> (String, Option<i32>) {
+        match self {
+            FailedCommand::Exited(c) => (format!("exit code {c}"), Some(c)),
+            FailedCommand::Signalled(s) => (format!("killed by signal {s}"), None),
+        }
+    }
+}
+
+enum Msg {
+    Line {
+        job: usize,
+        attempt: u32,
+        line: Line,
+    },
+    AttemptEnded {
+        job: usize,
+        end: ProcessEnd,
+    },
+    RetryDue {
+        job: usize,
+        attempt: u32,
+    },
+}
+
+/// What the runner of a local run owns: the run's records and where its logs go.
+pub(super) struct DagRun {
+    pub(super) run_id: String,
+    pub(super) run_dir: PathBuf,
+    pub(super) rec: Recorder,
+    pub(super) created: i64,
+}
+
+/// Plan and run the DAG of an admitted run, then record how it ended. `stops` are the stops its
+/// executor sends (a graceful one cancels with `finally` jobs, a hard one kills every job).
+pub(super) async fn run_dag(
+    req: &RunRequest,
+    dag: DagRun,
+    mut stops: mpsc::UnboundedReceiver<Interrupt>,
+) -> Result<ExitCode, EngineError> {
+    let DagRun {
+        run_id,
+        run_dir,
+        mut rec,
+        created,
+    } = dag;
+    let args_json = Value::Object(req.args.clone()).to_string();
+    // Plan, unless stopped first.
+    let plan = tokio::select! {
+        p = plan(req, &args_json) => p,
+        Some(_) = stops.recv() => Err("cancelled while planning".to_string()),
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(msg) => {
+            let status = if msg.starts_with("cancelled") {
+                RunPhase::Cancelled
+            } else {
+                RunPhase::Failed
+            };
+            return finish(&mut rec, status, Some(format!("plan: {msg}")), created);
+        }
+    };
+    let validated = match dag::validate(&plan) {
+        Ok(v) => v,
+        Err(e) => {
+            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+            return finish(
+                &mut rec,
+                RunPhase::Failed,
+                Some(format!("invalid plan: {e}")),
+                created,
+            );
+        }
+    };
+    let new_jobs: Vec<NewJob> = validated
+        .jobs
+        .iter()
+        .map(|j| NewJob {
+            id: j.id.clone(),
+            needs: j.needs.clone(),
+            optional: j.optional,
+            finally: j.finally,
+        })
+        .collect();
+    rec.store.insert_jobs(&run_id, &new_jobs)?;
+    for j in &new_jobs {
+        rec.sink_state(
+            &j.id,
+            sink::job_state_json("pending", 0, None, None, None, None),
+        );
+    }
+    rec.term
+        .set_job_names(validated.jobs.iter().map(|j| j.id.as_str()));
+    rec.event(
+        None,
+        "plan",
+        json!({"jobs": validated.jobs.iter().map(|j| json!({"id": j.id, "needs": j.needs})).collect::<Vec<_>>()}),
+        None,
+    )?;
+
+    let mut jobs: Vec<JobRuntime> = Vec::with_capacity(validated.jobs.len());
+    for j in &validated.jobs {
+        let path = Home::job_log(&run_dir, &j.id);
+        jobs.push(JobRuntime {
+            log: JobLog::open(&path).map_err(io_err(format!("open {}", path.display())))?,
+            control: None,
+            started_ms: 0,
+            outputs: BTreeMap::new(),
+            child: None,
+            failed_command: None,
+        });
+    }
+    let mut sched = Scheduler::new(validated, req.workers);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let mut ctx = Ctx {
+        supervisors: process::Supervisors::default(),
+        req,
+        run_id: &run_id,
+        run_dir: &run_dir,
+        args_json: &args_json,
+        tx: tx.clone(),
+    };
+    let actions = sched.poll();
+    apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+    let mut killed = false;
+    while !sched.is_done() {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    Msg::Line { job, attempt, line } => on_line(&mut rec, &sched, &mut jobs, job, attempt, line)?,
+                    Msg::AttemptEnded { job, end } => {
+                        let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::RetryDue { job, attempt } => {
+                        let actions = if sched.is_cancelling() {
+                            sched.attempt_finished(job, AttemptOutcome::Killed)
+                        } else {
+                            vec![Action::Start { job, attempt }]
+                        };
+                        if sched.job(job).state == JobState::Cancelled {
+                            record_terminal(&mut rec, &sched, &mut jobs, job, None)?;
+                        }
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                }
+            }
+            Some(stop) = stops.recv() => {
+                killed = stop.hard;
+                on_interrupt(&mut ctx, &mut rec, &mut sched, &mut jobs, stop)?;
+            }
+        }
+        if killed {
+            // A hard stop: everything was killed; do not wait for anything else.
+            return finish(
+                &mut rec,
+                RunPhase::Cancelled,
+                Some("cancelled (killed at once by a second interrupt)".into()),
+                created,
+            );
+        }
+    }
+    drop(tx);
+    let (status, error) = sched.outcome();
+    finish(&mut rec, status, error, created)
+}
+
+struct Ctx<'a> {
+    supervisors: process::Supervisors,
+    req: &'a RunRequest,
+    run_id: &'a str,
+    run_dir: &'a std::path::Path,
+    args_json: &'a str,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// Ask the binary for the plan.
+async fn plan(req: &RunRequest, args_json: &str) -> Result<PlanDoc, String> {
+    let out = tokio::process::Command::new(&req.binary.path)
+        .arg("plan")
+        .arg(&req.info.entrypoint)
+        .env("SPARKWING_PROTOCOL", PROTOCOL_VERSION.to_string())
+        .env("SPARKWING_ARGS", args_json)
+        .env("SPARKWING_PIPELINE", &req.pipeline)
+        .current_dir(&req.repo_root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot start the pipeline binary: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let msg = stderr.trim();
+        return Err(if msg.is_empty() {
+            format!("the plan function failed ({})", out.status)
+        } else {
+            msg.to_string()
+        });
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the pipeline binary printed an invalid plan: {e}"))
+}
+
+fn apply(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    actions: Vec<Action>,
+) -> Result<(), EngineError> {
+    for action in actions {
+        match action {
+            Action::Start { job, attempt } => start(ctx, rec, sched, jobs, job, attempt)?,
+            Action::Retry {
+                job,
+                attempt,
+                after_ms,
+            } => {
+                let id = sched.plan().jobs[job].id.clone();
+                let reason = sched.job(job).reason.clone().unwrap_or_default();
+                let human = format!(
+                    "{} {id} attempt {} failed ({reason}); retrying in {}",
+                    rec.term.yellow("↻"),
+                    attempt - 1,
+                    human_duration(after_ms as i64)
+                );
+                rec.event(
+                    Some(&id),
+                    "job_retry",
+                    json!({"attempt": attempt, "after_ms": after_ms, "reason": reason}),
+                    Some(human),
+                )?;
+                let reason = rec.masker.mask(&reason).into_owned();
+                rec.sink_state(
+                    &id,
+                    sink::job_state_json(
+                        "retrying",
+                        attempt - 1,
+                        Some(jobs[job].started_ms),
+                        None,
+                        None,
+                        Some(&reason),
+                    ),
+                );
+                let tx = ctx.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    let _ = tx.send(Msg::RetryDue { job, attempt });
+                });
+            }
+            Action::Settled { job } => record_terminal(rec, sched, jobs, job, None)?,
+        }
+    }
+    Ok(())
+}
+
+fn start(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+) -> Result<(), EngineError> {
+    record_start(ctx, rec, sched, jobs, job, attempt)?;
+    let spec = &sched.plan().jobs[job];
+    let attempt_spec = match &spec.awaits {
+        // An await job: the child pipeline runs as `sparkwing run` (or `pipeline trigger`).
+        Some(a) => {
+            jobs[job].child = Some(subpipeline::ChildTracker::new(a));
+            subpipeline::attempt_spec(
+                a,
+                &ctx.req.pipeline,
+                ctx.run_id,
+                &spec.id,
+                &ctx.req.repo_root,
+                spec.env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                spec.timeout_ms.map(Duration::from_millis),
+            )
+        }
+        None => job_attempt_spec(ctx, sched, jobs, job, attempt),
+    };
+    let initial = if sched.is_cancelling() && !spec.finally {
+        Control::Stop
+    } else {
+        Control::Run
+    };
+    let (control_tx, control_rx) = watch::channel(initial);
+    jobs[job].control = Some(control_tx);
+    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
+    Ok(())
+}
+
+/// Record (and show) that an attempt starts.
+fn record_start(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+) -> Result<(), EngineError> {
+    let spec = &sched.plan().jobs[job];
+    let now = now_ms();
+    rec.store.job_started(ctx.run_id, &spec.id, attempt, now)?;
+    if attempt == 1 {
+        jobs[job].started_ms = now;
+    }
+    let human = format!(
+        "{} {}{}",
+        rec.term.dim("▶"),
+        spec.id,
+        if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        }
+    );
+    rec.event(
+        Some(&spec.id),
+        "job_started",
+        json!({"attempt": attempt}),
+        Some(human),
+    )?;
+    rec.sink_state(
+        &spec.id,
+        sink::job_state_json(
+            "running",
+            attempt,
+            Some(jobs[job].started_ms),
+            None,
+            None,
+            None,
+        ),
+    );
+    Ok(())
+}
+
+/// How an attempt of a job of the pipeline runs: the pipeline binary's `job` command with the
+/// protocol's environment (`docs/protocol.md`).
+fn job_attempt_spec(
+    ctx: &Ctx<'_>,
+    sched: &Scheduler,
+    jobs: &[JobRuntime],
+    job: usize,
+    attempt: u32,
+) -> AttemptSpec {
+    let spec = &sched.plan().jobs[job];
+    let mut needs_outputs = Map::new();
+    for &n in &sched.plan().needs[job] {
+        let outputs: Map<String, Value> = jobs[n]
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        needs_outputs.insert(sched.plan().jobs[n].id.clone(), Value::Object(outputs));
+    }
+    let outputs_file = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
+    let _ = std::fs::remove_file(&outputs_file);
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend([
+        (
+            "SPARKWING_PROTOCOL".to_string(),
+            PROTOCOL_VERSION.to_string(),
+        ),
+        ("SPARKWING_ARGS".to_string(), ctx.args_json.to_string()),
+        ("SPARKWING_RUN_ID".to_string(), ctx.run_id.to_string()),
+        ("SPARKWING_PIPELINE".to_string(), ctx.req.pipeline.clone()),
+        ("SPARKWING_JOB".to_string(), spec.id.clone()),
+        ("SPARKWING_ATTEMPT".to_string(), attempt.to_string()),
+        (
+            "SPARKWING_WORKSPACE".to_string(),
+            ctx.req.repo_root.to_string_lossy().into_owned(),
+        ),
+        (
+            "SPARKWING_OUTPUTS_FILE".to_string(),
+            outputs_file.to_string_lossy().into_owned(),
+        ),
+        (
+            "SPARKWING_NEEDS_OUTPUTS".to_string(),
+            Value::Object(needs_outputs).to_string(),
+        ),
+        // A job body that starts `sparkwing run` itself passes the ancestry on too.
+        (
+            sparkwing_core::subpipeline::CHAIN_ENV.to_string(),
+            sparkwing_core::subpipeline::extend_chain(&subpipeline::own_chain(), &ctx.req.pipeline),
+        ),
+    ]);
+    AttemptSpec {
+        program: ctx.req.binary.path.clone(),
+        args: vec![
+            "job".into(),
+            ctx.req.info.entrypoint.clone(),
+            spec.id.clone(),
+        ],
+        cwd: match &spec.workdir {
+            Some(w) => ctx.req.repo_root.join(w),
+            None => ctx.req.repo_root.clone(),
+        },
+        env,
+        timeout: spec.timeout_ms.map(Duration::from_millis),
+        stop_grace: process::STOP_GRACE,
+        merge_output: true,
+    }
+}
+
+/// Run the attempt on its own task; its lines and its end come back as messages.
+fn spawn_attempt(
+    ctx: &Ctx<'_>,
+    job: usize,
+    attempt: u32,
+    spec: AttemptSpec,
+    control: watch::Receiver<Control>,
+) {
+    let tx = ctx.tx.clone();
+    let supervisors = ctx.supervisors.clone();
+    tokio::spawn(async move {
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
+        let forward_tx = tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(line) = line_rx.recv().await {
+                if forward_tx.send(Msg::Line { job, attempt, line }).is_err() {
+                    return;
+                }
+            }
+        });
+        let end = process::run_attempt(spec, line_tx, control, supervisors).await;
+        let _ = forward.await;
+        let _ = tx.send(Msg::AttemptEnded { job, end });
+    });
+}
+
+fn on_line(
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    line: Line,
+) -> Result<(), EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    let mut line = line;
+    if let Some(child) = &mut jobs[job].child {
+        match child.see(&line) {
+            subpipeline::Seen::Log(stream, text) => line = Line { stream, text },
+            subpipeline::Seen::Nothing => return Ok(()),
+            subpipeline::Seen::Child(run) => {
+                let (pipeline, profile) = (child.pipeline.clone(), child.profile.clone());
+                rec.store.set_job_child(&rec.run_id.clone(), &id, &run)?;
+                let human = format!(
+                    "{} {id} awaits pipeline {pipeline} as run {run}",
+                    rec.term.dim("↳")
+                );
+                return rec.event(
+                    Some(&id),
+                    "child_run",
+                    json!({"child_run": run, "pipeline": pipeline, "profile": profile}),
+                    Some(human),
+                );
+            }
+        }
+        // The child's lines are log lines, never control records of this job.
+        let text = rec.masker.mask(&line.text).into_owned();
+        return log_line(rec, jobs, job, &id, attempt, line.stream, text);
+    }
+    if line.stream == process::Stream::Stdout {
+        if let Some(rest) = line.text.strip_prefix(CONTROL_PREFIX) {
+            if let Ok(v) = serde_json::from_str::<Value>(rest) {
+                let kind = v["event"].as_str().unwrap_or("control").to_string();
+                let human = match kind.as_str() {
+                    "step_start" => Some(format!(
+                        "{} {id} › {}",
+                        rec.term.dim("·"),
+                        v["step"].as_str().unwrap_or("?")
+                    )),
+                    "step_end" if v["ok"] == Value::Bool(false) => Some(format!(
+                        "{} {id} › {} failed",
+                        rec.term.red("·"),
+                        v["step"].as_str().unwrap_or("?")
+                    )),
+                    _ => None,
+                };
+                if kind == "command_failed" {
+                    jobs[job].failed_command = FailedCommand::from_record(&v);
+                }
+                rec.event(Some(&id), &kind, v, human)?;
+                return Ok(());
+            }
+        }
+    }
+    let text = rec.masker.mask(&line.text).into_owned();
+    log_line(rec, jobs, job, &id, attempt, line.stream, text)
+}
+
+/// Append one (masked) log line to a job's log, the terminal and the sink.
+fn log_line(
+    rec: &mut Recorder,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    id: &str,
+    attempt: u32,
+    stream: process::Stream,
+    text: String,
+) -> Result<(), EngineError> {
+    let ts = now_ms();
+    let seq = jobs[job]
+        .log
+        .append(ts, attempt, stream.as_str(), &text)
+        .map_err(io_err(format!("write log of job {id}")))?;
+    rec.term.log_line(id, job, ts, seq, stream.as_str(), &text);
+    if let Some(s) = &rec.sink {
+        s.log_line(SinkLine {
+            job: id.to_string(),
+            seq,
+            ts_ms: ts,
+            stream: stream.as_str().to_string(),
+            line: text,
+        });
+    }
+    Ok(())
+}
+
+fn on_attempt_end(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    end: ProcessEnd,
+) -> Result<Vec<Action>, EngineError> {
+    jobs[job].control = None;
+    let spec = sched.plan().jobs[job].clone();
+    let failed_command = jobs[job].failed_command.take();
+    let (mut outcome, exit_code) = match &end {
+        ProcessEnd::Exited(0) => (AttemptOutcome::Success, Some(0)),
+        // The job failed because a command did: record the command's own status.
+        ProcessEnd::Exited(_) if failed_command.is_some() => {
+            let (reason, code) = failed_command
+                .map(FailedCommand::reason)
+                .unwrap_or_default();
+            (AttemptOutcome::Failed { reason }, code)
+        }
+        ProcessEnd::Exited(c) => (
+            AttemptOutcome::Failed {
+                reason: format!("exit code {c}"),
+            },
+            Some(*c),
+        ),
+        ProcessEnd::Signalled(s) => (
+            AttemptOutcome::Failed {
+                reason: format!("killed by signal {s}"),
+            },
+            None,
+        ),
+        ProcessEnd::TimedOut => (
+            AttemptOutcome::Failed {
+                reason: format!(
+                    "timeout after {}",
+                    human_duration(spec.timeout_ms.unwrap_or(0) as i64)
+                ),
+            },
+            None,
+        ),
+        ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
+        ProcessEnd::SpawnFailed(m) => (AttemptOutcome::Failed { reason: m.clone() }, None),
+    };
+    // An await job fails with its child's reason.
+    if let (AttemptOutcome::Failed { reason }, Some(child)) = (&mut outcome, jobs[job].child.take())
+    {
+        if let Some(r) = child.reason(&end) {
+            *reason = r;
+        }
+    }
+    // Outputs may hold secrets: read them into memory, then remove the file (only the masked
+    // copy is stored).
+    let path = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
+    let outputs_text = std::fs::read_to_string(&path).ok();
+    let _ = std::fs::remove_file(&path);
+    if outcome == AttemptOutcome::Success {
+        if let Some(text) = outputs_text {
+            if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
+                jobs[job].outputs = map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect();
+            }
+        }
+    }
+    let actions = sched.attempt_finished(job, outcome);
+    if sched.job(job).state.is_terminal() {
+        record_terminal(rec, sched, jobs, job, exit_code)?;
+    }
+    Ok(actions)
+}
+
+/// Store and print a job's terminal state.
+fn record_terminal(
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    exit_code: Option<i32>,
+) -> Result<(), EngineError> {
+    let spec = &sched.plan().jobs[job];
+    let progress = sched.job(job);
+    let now = now_ms();
+    let outputs = if jobs[job].outputs.is_empty() {
+        None
+    } else {
+        let v: Map<String, Value> = jobs[job]
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Some(rec.masker.mask_json(&Value::Object(v)).to_string())
+    };
+    let reason = progress
+        .reason
+        .as_deref()
+        .map(|r| rec.masker.mask(r).into_owned());
+    rec.store.job_finished(
+        &rec.run_id.clone(),
+        &spec.id,
+        progress.state,
+        reason.as_deref(),
+        exit_code,
+        outputs.as_deref(),
+        now,
+    )?;
+    let took = if jobs[job].started_ms > 0 {
+        human_duration(now - jobs[job].started_ms)
+    } else {
+        String::new()
+    };
+    let why = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+    let optional = if spec.optional && progress.state == JobState::Failed {
+        " (optional)"
+    } else {
+        ""
+    };
+    let human = match progress.state {
+        JobState::Success => format!(
+            "{} {} {}",
+            rec.term.green("✓"),
+            spec.id,
+            rec.term.dim(&took)
+        ),
+        JobState::Failed => format!(
+            "{} {}{optional} {}{why}",
+            rec.term.red("✗"),
+            spec.id,
+            rec.term.dim(&took)
+        ),
+        JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
+        _ => format!(
+            "{} {} {}{why}",
+            rec.term.yellow("■"),
+            spec.id,
+            progress.state
+        ),
+    };
+    rec.sink_state(
+        &spec.id,
+        sink::job_state_json(
+            progress.state.as_str(),
+            progress.attempt,
+            Some(jobs[job].started_ms),
+            Some(now),
+            exit_code,
+            reason.as_deref(),
+        ),
+    );
+    let kind = match progress.state {
+        JobState::Success => "job_succeeded",
+        JobState::Failed => "job_failed",
+        JobState::Skipped => "job_skipped",
+        _ => "job_cancelled",
+    };
+    rec.event(
+        Some(&spec.id),
+        kind,
+        json!({"state": progress.state.as_str(), "reason": reason, "attempt": progress.attempt, "exit_code": exit_code}),
+        Some(human),
+    )
+}
+
+fn on_interrupt(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    stop: Interrupt,
+) -> Result<(), EngineError> {
+    let signal_name = stop.signal;
+    if !stop.hard {
+        let (stop, actions) = sched.cancel();
+        let human = format!(
+            "{} {signal_name}: cancelling the run (running jobs get SIGTERM; finally jobs still run). Press Ctrl-C again to kill at once.",
+            rec.term.yellow("■")
+        );
+        eprintln!("{human}");
+        rec.event(None, "run_cancelling", json!({"signal": signal_name}), None)?;
+        for j in stop {
+            if let Some(c) = &jobs[j].control {
+                let _ = c.send(Control::Stop);
+            }
+        }
+        apply(ctx, rec, sched, jobs, actions)?;
+    } else {
+        eprintln!(
+            "{} second interrupt: killing every job now",
+            rec.term.red("■")
+        );
+        // A local sub-pipeline's jobs are in process groups of their own: its `sparkwing run`
+        // kills them (its own second interrupt) before this one kills it.
+        subpipeline::kill_local_children(
+            &rec.store,
+            jobs.iter().filter_map(|rt| rt.child.as_ref()),
+        );
+        // Kill here, synchronously: the run ends right after this, and the attempts' tasks may
+        // never get to act on their Kill message.
+        process::kill_all(&ctx.supervisors);
+        let now = now_ms();
+        for (j, rt) in jobs.iter_mut().enumerate() {
+            if let Some(c) = &rt.control {
+                let _ = c.send(Control::Kill);
+            }
+            let state = sched.job(j).state;
+            if !state.is_terminal() {
+                let id = sched.plan().jobs[j].id.clone();
+                rec.store.job_finished(
+                    ctx.run_id,
+                    &id,
+                    JobState::Cancelled,
+                    Some("killed"),
+                    None,
+                    None,
+                    now,
+                )?;
+                rec.sink_state(
+                    &id,
+                    sink::job_state_json(
+                        JobState::Cancelled.as_str(),
+                        sched.job(j).attempt,
+                        Some(rt.started_ms),
+                        Some(now),
+                        None,
+                        Some("killed"),
+                    ),
+                );
+            }
+        }
+        rec.event(None, "run_killed", json!({"signal": signal_name}), None)?;
+    }
+    Ok(())
+}
