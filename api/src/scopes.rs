@@ -11,9 +11,15 @@ pub enum Scope {
     RunsTrigger,
     Admin,
     /// The runner of one run.
-    Run { namespace: String, name: String },
+    Run {
+        namespace: String,
+        name: String,
+    },
     /// The warm runners of one RunnerPool.
-    Pool { namespace: String, name: String },
+    Pool {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// Scopes an admin may grant (`run:` and `pool:` scopes are minted by the server only).
@@ -71,7 +77,13 @@ mod tests {
 
     #[test]
     fn scopes_round_trip_through_their_text() {
-        for s in ["runs:read", "runs:trigger", "admin", "run:ci/b-1", "pool:ci/warm"] {
+        for s in [
+            "runs:read",
+            "runs:trigger",
+            "admin",
+            "run:ci/b-1",
+            "pool:ci/warm",
+        ] {
             assert_eq!(Scope::parse(s).map(|x| x.to_string()).as_deref(), Some(s));
         }
         for bad in ["", "run:", "run:ci", "run:/x", "pool:ci/", "runs:write"] {

@@ -1,5 +1,6 @@
 //! Exit codes of the `sparkwing` command. Documented in `docs/exit-codes.md`; keep both in sync.
 
+use sparkwing_core::reconcile::status::Phase;
 use sparkwing_core::RunStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +53,10 @@ impl ExitCode {
     }
 
     /// [`ExitCode::of_run`] for a `PipelineRun` phase as the API reports it (`Succeeded`, ...).
-    pub fn of_phase(phase: &str) -> ExitCode {
+    pub fn of_phase(phase: Phase) -> ExitCode {
         ExitCode::of_run(match phase {
-            "Succeeded" => RunStatus::Success,
-            "Cancelled" => RunStatus::Cancelled,
+            Phase::Succeeded => RunStatus::Success,
+            Phase::Cancelled => RunStatus::Cancelled,
             _ => RunStatus::Failed,
         })
     }
@@ -70,8 +71,8 @@ mod tests {
         assert_eq!(ExitCode::of_run(RunStatus::Success).code(), 0);
         assert_eq!(ExitCode::of_run(RunStatus::Failed).code(), 1);
         assert_eq!(ExitCode::of_run(RunStatus::Cancelled).code(), 130);
-        assert_eq!(ExitCode::of_phase("Succeeded").code(), 0);
-        assert_eq!(ExitCode::of_phase("Failed").code(), 1);
-        assert_eq!(ExitCode::of_phase("Cancelled").code(), 130);
+        assert_eq!(ExitCode::of_phase(Phase::Succeeded).code(), 0);
+        assert_eq!(ExitCode::of_phase(Phase::Failed).code(), 1);
+        assert_eq!(ExitCode::of_phase(Phase::Cancelled).code(), 130);
     }
 }

@@ -14,10 +14,9 @@ use serde::Serialize;
 use sparkwing_core::upload_manifest::Manifest;
 
 use crate::wire::{
-    BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer,
-    ClaimRequest, CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, IngestReport,
-    JobStateReport, LogLine, LogPage, RunList, RunView, TokenInfo, TokenList, TriggerRequest,
-    UploadAnswer, WhoAmI,
+    BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer, ClaimRequest,
+    CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, IngestReport, JobStateReport,
+    LogLine, LogPage, RunList, RunView, TokenInfo, TokenList, TriggerRequest, UploadAnswer, WhoAmI,
 };
 pub use error::RemoteError;
 use error::{check, Resp};
@@ -125,41 +124,47 @@ impl ApiClient {
         }
     }
 
-    /// One request, its answer whatever its status: for callers that look at statuses
-    /// themselves (tests of the API's refusals). `body` is sent with `content_type`.
+    /// One request with extra `headers` (a body's `Content-Type` among them), its answer
+    /// whatever its status: for callers that look at statuses themselves (tests of the API's
+    /// refusals, webhook deliveries).
     pub fn call(
         &self,
         method: &str,
         path: &str,
-        content_type: &str,
+        headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Answer, RemoteError> {
         let url = self.url(path);
         let resp = match method {
             "GET" | "DELETE" | "HEAD" => {
-                let req = match method {
+                let mut req = self.authorized(match method {
                     "GET" => self.agent.get(&url),
                     "HEAD" => self.agent.head(&url),
                     _ => self.agent.delete(&url),
-                };
-                self.authorized(req).call()
+                });
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.call()
             }
             _ => {
-                let req = match method {
+                let mut req = self.authorized(match method {
                     "PUT" => self.agent.put(&url),
                     "PATCH" => self.agent.patch(&url),
                     _ => self.agent.post(&url),
-                };
-                let req = self.authorized(req);
+                });
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
                 match body {
-                    Some(b) => req.content_type(content_type).send(b),
+                    Some(b) => req.send(b),
                     None => req.send_empty(),
                 }
             }
         }
         .map_err(|e| self.transport(e))?;
         let status = resp.status().as_u16();
-        let body = read_limited(resp, JSON_LIMIT.max(BLOB_LIMIT), "the answer")?;
+        let body = read_limited(resp, BLOB_LIMIT, "the answer")?;
         Ok(Answer { status, body })
     }
 

@@ -180,9 +180,8 @@ fn job_states_use_the_schedulers_names() {
 
 #[test]
 fn upload_bodies() {
-    let a: UploadAnswer = documented(
-        json!({"id": "5d1e", "missing": ["77ab"], "files": 3, "totalSize": 152}),
-    );
+    let a: UploadAnswer =
+        documented(json!({"id": "5d1e", "missing": ["77ab"], "files": 3, "totalSize": 152}));
     assert_eq!(a.missing, ["77ab"]);
     let manifest: Manifest = serde_json::from_value(json!({"files": [
         {"path": ".sparkwing/Cargo.toml", "mode": 420, "size": 112, "sha256": "9f2c"},
@@ -205,8 +204,7 @@ fn log_bodies() {
     ]));
     assert_eq!(batch[1].stream, LogStream::Stderr);
     // `stream` defaults to stdout.
-    let l: LogLine =
-        serde_json::from_value(json!({"job": "a", "seq": 1, "line": "x"})).unwrap();
+    let l: LogLine = serde_json::from_value(json!({"job": "a", "seq": 1, "line": "x"})).unwrap();
     assert_eq!(l.stream, LogStream::Stdout);
     assert!(serde_json::from_value::<LogLine>(
         json!({"job": "a", "seq": 1, "line": "x", "extra": 1})
@@ -260,9 +258,13 @@ fn pool_admin_and_error_bodies() {
     assert!(!format!("{a:?}").contains("swr_secret"));
     documented::<GcRequest>(json!({"graceSeconds": 3600}));
     documented::<GcRequest>(json!({}));
-    documented::<GcReport>(json!({"blobsDeleted": 12, "bytesFreed": 40960, "blobsKept": 300,
-        "uploadsDeleted": 3, "uploadsKept": 8, "tmpDeleted": 0}));
+    documented::<GcReport>(
+        json!({"blobsDeleted": 12, "bytesFreed": 40960, "blobsKept": 300,
+        "uploadsDeleted": 3, "uploadsKept": 8, "tmpDeleted": 0}),
+    );
     documented::<ErrorBody>(json!({"error": "not_found", "message": "run ci/x not found"}));
-    documented::<ErrorBody>(json!({"error": "forbidden", "message": "missing scope runs:trigger",
-        "scope": "runs:trigger"}));
+    documented::<ErrorBody>(
+        json!({"error": "forbidden", "message": "missing scope runs:trigger",
+        "scope": "runs:trigger"}),
+    );
 }

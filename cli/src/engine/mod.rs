@@ -18,6 +18,7 @@ use job_log::JobLog;
 use output::{human_duration, Terminal};
 use process::{AttemptSpec, Control, Line, ProcessEnd};
 use serde_json::{json, Map, Value};
+use sparkwing_api::wire::{JobStateReport, ReportedJobState};
 use sparkwing_core::mask::{self, Masker};
 use sparkwing_core::protocol::{PipelineInfo, PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
@@ -223,7 +224,7 @@ impl Recorder {
     }
 
     /// Tell the sink a job's state (no-op without a sink).
-    fn sink_state(&self, job: &str, state: Value) {
+    fn sink_state(&self, job: &str, state: JobStateReport) {
         if let Some(s) = &self.sink {
             s.job_state(job, state);
         }
@@ -589,7 +590,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
     for j in &new_jobs {
         rec.sink_state(
             &j.id,
-            sink::job_state_json("pending", 0, None, None, None, None),
+            sink::job_state_report(JobState::Pending, 0, None, None, None, None),
         );
     }
     rec.term
@@ -787,8 +788,8 @@ fn apply(
                 let reason = rec.masker.mask(&reason).into_owned();
                 rec.sink_state(
                     &id,
-                    sink::job_state_json(
-                        "retrying",
+                    sink::job_state_report(
+                        ReportedJobState::Retrying,
                         attempt - 1,
                         Some(jobs[job].started_ms),
                         None,
@@ -840,8 +841,8 @@ fn start(
     )?;
     rec.sink_state(
         &spec.id,
-        sink::job_state_json(
-            "running",
+        sink::job_state_report(
+            JobState::Running,
             attempt,
             Some(jobs[job].started_ms),
             None,
@@ -1198,8 +1199,8 @@ fn record_terminal(
     };
     rec.sink_state(
         &spec.id,
-        sink::job_state_json(
-            progress.state.as_str(),
+        sink::job_state_report(
+            progress.state,
             progress.attempt,
             Some(jobs[job].started_ms),
             Some(now),
@@ -1276,8 +1277,8 @@ fn on_interrupt(
                 )?;
                 rec.sink_state(
                     &id,
-                    sink::job_state_json(
-                        JobState::Cancelled.as_str(),
+                    sink::job_state_report(
+                        JobState::Cancelled,
                         sched.job(j).attempt,
                         Some(rt.started_ms),
                         Some(now),

@@ -10,8 +10,8 @@
 //! token, a run that does not exist) stop delivery; [`RunSink::flush`] reports what is left.
 
 use crate::engine::sink::{FlushReport, RunPhase, RunSink, SinkLine};
-use crate::remote::client::{ApiClient, LogLine, RemoteError};
-use serde_json::{json, Value};
+use sparkwing_api::wire::{FinishRequest, JobStateReport, LogLine, LogStream};
+use sparkwing_api::{ApiClient, RemoteError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -40,11 +40,11 @@ struct Queue {
     /// order of everything queued.
     lines: VecDeque<(u64, LogLine)>,
     /// Latest state per job, oldest change first, with its place in the order.
-    states: Vec<(u64, String, Value)>,
+    states: Vec<(u64, String, JobStateReport)>,
     /// The place of the next record queued.
     next_order: u64,
     /// The run's end, to send after everything else.
-    finish: Option<Value>,
+    finish: Option<FinishRequest>,
     finish_sent: bool,
     flushing: bool,
     /// Unreachable answers in a row since the flush began.
@@ -185,7 +185,12 @@ impl RunSink for ApiSink {
                 job: line.job,
                 seq: line.seq + offset,
                 ts: rfc3339_ms(line.ts_ms),
-                stream: line.stream,
+                // The engine writes `stdout` or `stderr`.
+                stream: if line.stream == "stderr" {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                },
                 line: line.line,
             },
         ));
@@ -198,7 +203,7 @@ impl RunSink for ApiSink {
         }
     }
 
-    fn job_state(&self, job: &str, state: Value) {
+    fn job_state(&self, job: &str, state: JobStateReport) {
         let mut q = self.shared.lock();
         q.states.retain(|(_, j, _)| j != job);
         let order = q.next_order;
@@ -209,10 +214,10 @@ impl RunSink for ApiSink {
     }
 
     fn run_finished(&self, phase: RunPhase, message: Option<String>) {
-        let mut body = json!({ "phase": phase.as_str() });
-        if let Some(m) = message {
-            body["message"] = json!(m);
-        }
+        let body = FinishRequest {
+            phase: Some(phase.phase()),
+            message,
+        };
         let mut q = self.shared.lock();
         q.finish = Some(body);
         q.finish_sent = false;
@@ -254,8 +259,8 @@ impl RunSink for ApiSink {
 /// What the thread sends next.
 enum Work {
     Lines(Vec<LogLine>),
-    State(String, Value),
-    Finish(Value),
+    State(String, JobStateReport),
+    Finish(FinishRequest),
 }
 
 struct Worker {
@@ -271,7 +276,7 @@ impl Worker {
         loop {
             let Some(work) = self.next() else { return };
             let result = match &work {
-                Work::Lines(lines) => self.client.post_logs(&self.ns, &self.name, lines),
+                Work::Lines(lines) => self.client.post_logs(&self.ns, &self.name, lines).map(drop),
                 Work::State(job, state) => {
                     self.client.put_job_state(&self.ns, &self.name, job, state)
                 }
@@ -460,6 +465,7 @@ mod tests {
     }
 
     fn served() -> Served {
+        use sparkwing_api::wire::{RunSource, TriggerRequest};
         use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -481,7 +487,10 @@ mod tests {
         let url = format!("http://{addr}");
         let admin = ApiClient::new(&url, &admin).unwrap();
         let r = admin
-            .trigger(&json!({"pipeline": "p", "namespace": "ci", "source": {"external": {}}}))
+            .trigger(&TriggerRequest {
+                namespace: Some("ci".into()),
+                ..TriggerRequest::new("p", RunSource::External {})
+            })
             .unwrap();
         let runner = ApiClient::new(&url, r.runner_token.as_deref().unwrap()).unwrap();
         Served {
@@ -506,9 +515,13 @@ mod tests {
 
     #[test]
     fn a_line_is_delivered_while_the_run_goes_on_and_resending_is_harmless() {
+        use sparkwing_core::JobState;
         let s = served();
         let sink = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
-        sink.job_state("a", json!({"state": "running"}));
+        sink.job_state(
+            "a",
+            crate::engine::sink::job_state_report(JobState::Running, 1, None, None, None, None),
+        );
         sink.log_line(line("a", 1));
         // No flush: the thread sends it on its own (within the linger time).
         let end = Instant::now() + Duration::from_secs(20);
