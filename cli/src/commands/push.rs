@@ -16,7 +16,7 @@ use crate::remote::sink::ApiSink;
 use crate::remote::target;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sparkwing_api::wire::{RunSource, TriggerRequest};
 use sparkwing_api::{ApiClient, RemoteError};
 use std::collections::BTreeMap;
@@ -261,6 +261,7 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn remote_run_files_are_private_and_round_trip() {

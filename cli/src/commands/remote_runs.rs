@@ -87,7 +87,7 @@ pub fn list(args: ListArgs) -> CmdResult {
         .map_err(|e| api_error(&t, e))?;
     let runs: Vec<&RunView> = runs
         .iter()
-        .filter(|r| args.pipelines.is_empty() || args.pipelines.iter().any(|p| *p == r.pipeline))
+        .filter(|r| args.pipelines.is_empty() || args.pipelines.contains(&r.pipeline))
         .filter(|r| {
             args.statuses.is_empty()
                 || args
