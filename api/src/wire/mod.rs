@@ -1,4 +1,4 @@
-//! Every body of `docs/api.md`, by route group. Each type is `Serialize + Deserialize` and
+//! Every body of `docs/api.md` (and the webhook answers of `docs/webhooks.md`), by route group. Each type is `Serialize + Deserialize` and
 //! writes exactly the JSON the docs show: camelCase names, optional fields left out when absent.
 //! Requests refuse unknown fields where the server always did (a client cannot write what the
 //! server sets, such as `triggeredBy`).
@@ -10,6 +10,7 @@ pub mod pools;
 pub mod runs;
 pub mod tokens;
 pub mod uploads;
+pub mod webhooks;
 
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ pub use runs::{
 };
 pub use tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 pub use uploads::{BlobAnswer, BlobBatchAnswer, UploadAnswer};
+pub use webhooks::{DeliveryRecord, Ignored, Pong, WebhookRun};
 
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b

@@ -268,3 +268,20 @@ fn pool_admin_and_error_bodies() {
         "scope": "runs:trigger"}),
     );
 }
+
+#[test]
+fn webhook_answers() {
+    let record: DeliveryRecord = documented(json!({
+        "deliveryId": "72d3162e-cc78-11e3-81ab-4c9367dc0958", "receivedAt": "2026-11-27T16:00:00Z",
+        "branch": "main", "commit": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        "runs": [{"namespace": "ci", "name": "app-build-3f9a2c1b", "pipeline": "app-build"}]
+    }));
+    assert!(!record.redelivery);
+    let again = DeliveryRecord {
+        redelivery: true,
+        ..record
+    };
+    assert_eq!(round_trip(&again)["redelivery"], true);
+    documented::<Pong>(json!({"pong": true}));
+    documented::<Ignored>(json!({"ignored": "event \"issues\" is not handled"}));
+}
