@@ -69,9 +69,9 @@ fn check_parent(parent: Parent) -> Result<ParentRef, ApiError> {
         && !parent.run.ends_with('/');
     if !run_ok {
         return Err(ApiError::BadRequest(format!(
-                "invalid parent.run {:?}: a run id or namespace/name (letters, digits, '-', '_', '.', at most 253)",
-                parent.run
-            )));
+            "invalid parent.run {:?}: a run id or namespace/name (letters, digits, '-', '_', '.', at most 253)",
+            parent.run
+        )));
     }
     check_job_name(&parent.job).map_err(|e| ApiError::BadRequest(format!("parent.job: {e}")))?;
     if let Some(h) = &parent.host {
@@ -92,8 +92,8 @@ fn check_parent(parent: Parent) -> Result<ParentRef, ApiError> {
     })
 }
 
-/// The PipelineRun's source for a trigger's (the same shape: the trigger body takes the spec's
-/// field as it is).
+/// The PipelineRun's `spec.source` for a trigger's `source` (the same JSON: the body takes the
+/// spec's field as it is).
 fn source_spec(source: RunSource) -> Source {
     match source {
         RunSource::Upload { id } => Source::Upload(UploadSource { id }),
