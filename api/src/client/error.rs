@@ -18,6 +18,9 @@ pub enum RemoteError {
     /// A log batch left a hole: resend from `expected`.
     #[error("log gap in job {job}: the API expects seq {expected} next")]
     LogGap { job: String, expected: u64 },
+    /// The request cannot be sent as asked (an HTTP method this client does not send).
+    #[error("cannot send the request: {0}")]
+    InvalidRequest(String),
     /// The answer was not what the API promises.
     #[error("cannot decode {what} from the API: {message}")]
     Decode { what: String, message: String },

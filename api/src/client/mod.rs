@@ -147,7 +147,7 @@ impl ApiClient {
                 }
                 req.call()
             }
-            _ => {
+            "POST" | "PUT" | "PATCH" => {
                 let mut req = self.authorized(match method {
                     "PUT" => self.agent.put(&url),
                     "PATCH" => self.agent.patch(&url),
@@ -160,6 +160,11 @@ impl ApiClient {
                     Some(b) => req.send(b),
                     None => req.send_empty(),
                 }
+            }
+            other => {
+                return Err(RemoteError::InvalidRequest(format!(
+                    "method {other:?}: GET, HEAD, DELETE, POST, PUT or PATCH"
+                )))
             }
         }
         .map_err(|e| self.transport(e))?;
@@ -532,6 +537,13 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("http://127.0.0.1:1"), "{msg}");
         assert!(!msg.contains("swt_secret"), "{msg}");
+    }
+
+    #[test]
+    fn other_methods_are_refused_before_sending() {
+        let c = ApiClient::new("http://127.0.0.1:1", "t").unwrap();
+        let e = c.call("BREW", "/", &[], None).unwrap_err();
+        assert!(matches!(e, RemoteError::InvalidRequest(_)), "{e:?}");
     }
 
     #[test]
