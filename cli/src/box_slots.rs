@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// Cap from `--sw-box-slots` or this variable (the flag wins). Unset: no cap.
 pub const ENV_BOX_SLOTS: &str = "SPARKWING_BOX_SLOTS";
 /// Set to `1` by cluster runners: Kubernetes already caps their CPU, so they skip the gate.
-pub const ENV_SKIP_BOX_SLOTS: &str = "SPARKWING_SKIP_BOX_SLOTS";
+pub const ENV_SKIP_BOX_SLOTS: &str = sparkwing_api::names::env::SKIP_BOX_SLOTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxSlotError {

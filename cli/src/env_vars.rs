@@ -1,7 +1,7 @@
 //! Every environment variable the `sparkwing` command reads, in one place.
 
 /// Root of the local store (default `~/.sparkwing`).
-pub const SPARKWING_HOME: &str = "SPARKWING_HOME";
+pub const SPARKWING_HOME: &str = sparkwing_api::names::env::SPARKWING_HOME;
 /// Where compiled pipeline binaries, the embedded SDK and cargo target dirs live
 /// (default `$SPARKWING_HOME/cache`). Tests point several homes at one cache.
 pub const SPARKWING_CACHE_DIR: &str = "SPARKWING_CACHE_DIR";

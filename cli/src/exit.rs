@@ -40,21 +40,15 @@ impl ExitCode {
         self as i32
     }
 
-    /// How `run`, `runs status` and `runs wait` exit for a run in `status`: 0 only when it
-    /// succeeded, 130 when it was cancelled, 1 otherwise. The one mapping of run states to exit
-    /// codes; a cluster run's phase goes through [`ExitCode::of_phase`].
+    /// How `run`, `runs status` and `runs wait` exit for a run in `phase` (local or on a
+    /// cluster): 0 only when it succeeded, 130 when it was cancelled, 1 otherwise. The one mapping
+    /// of run phases to exit codes.
     pub fn of_run(status: RunPhase) -> ExitCode {
         match status {
             RunPhase::Succeeded => ExitCode::Success,
             RunPhase::Cancelled => ExitCode::Cancelled,
             RunPhase::Pending | RunPhase::Running | RunPhase::Failed => ExitCode::RunFailed,
         }
-    }
-
-    /// [`ExitCode::of_run`] for a `PipelineRun` phase as the API reports it (`Succeeded`, ...).
-    /// Anything not a phase counts as failed.
-    pub fn of_phase(phase: &str) -> ExitCode {
-        ExitCode::of_run(RunPhase::from_phase_str(phase).unwrap_or(RunPhase::Failed))
     }
 }
 
@@ -79,12 +73,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runs_and_phases_map_to_the_documented_codes() {
+    fn run_phases_map_to_the_documented_codes() {
         assert_eq!(ExitCode::of_run(RunPhase::Succeeded).code(), 0);
         assert_eq!(ExitCode::of_run(RunPhase::Failed).code(), 1);
         assert_eq!(ExitCode::of_run(RunPhase::Cancelled).code(), 130);
-        assert_eq!(ExitCode::of_phase("Succeeded").code(), 0);
-        assert_eq!(ExitCode::of_phase("Failed").code(), 1);
-        assert_eq!(ExitCode::of_phase("Cancelled").code(), 130);
+        assert_eq!(ExitCode::of_run(RunPhase::Pending).code(), 1);
     }
 }

@@ -117,36 +117,27 @@ impl Api {
 }
 
 fn http(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut resp = match method {
-        "GET" => {
-            let mut r = agent.get(url);
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        }
-        _ => {
-            let mut r = if method == "PUT" {
-                agent.put(url)
-            } else {
-                agent.post(url)
-            };
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.content_type("application/json")
-                .send(body.unwrap_or(json!({})).to_string().as_bytes())
-        }
-    }
-    .unwrap();
-    let code = resp.status().as_u16();
-    (code, resp.body_mut().read_to_string().unwrap_or_default())
+    // `http://host:port` and the path after it.
+    let at = url
+        .match_indices('/')
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap_or(url.len());
+    let (base, path) = url.split_at(at);
+    let client = sparkwing_api::ApiClient::new(base, token.unwrap_or("")).unwrap();
+    let body = (method != "GET").then(|| body.unwrap_or(json!({})).to_string());
+    let answer = client
+        .call(
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_deref().map(str::as_bytes),
+        )
+        .unwrap();
+    (
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    )
 }
 
 /// A project and a profiles file pointing at `api`.

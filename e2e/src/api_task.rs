@@ -1,7 +1,8 @@
 //! [`ApiTask`]: the Sparkwing API of `sparkwing-operator` (`--api-addr`) served in-process on
 //! `127.0.0.1:<free port>`, with its data directory in a temporary directory and a bootstrap admin
-//! token, plus a minimal HTTP/1.1 client for tests. Pods the node emulator runs use the host's
-//! network, so `SPARKWING_API_URL` ([`ApiTask::url`]) reaches it from runner containers too.
+//! token; tests talk to it through `sparkwing-api`'s client, as the CLI does. Pods the node
+//! emulator runs use the host's network, so `SPARKWING_API_URL` ([`ApiTask::url`]) reaches it
+//! from runner containers too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use kube::Client;
 use serde_json::Value;
+use sparkwing_api::ApiClient;
+use sparkwing_core::upload_manifest::{Entry, Manifest};
 use sparkwing_operator::api::{self, ApiConfig, ApiState, KubeRuns};
 use sparkwing_operator::Config;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -145,7 +147,13 @@ impl ApiTask {
         self.dir.path().join("data")
     }
 
-    /// One request with `token` (`None`: none). Plain HTTP/1.1, `Connection: close`.
+    /// A client of this API with `token` (`None`: none).
+    pub fn client(&self, token: Option<&str>) -> Result<ApiClient> {
+        ApiClient::new(&self.url, token.unwrap_or("")).context("a client of the API")
+    }
+
+    /// One request with `token` (`None`: none), through `sparkwing-api`'s client on a blocking
+    /// thread; any status is an answer. A body is sent as JSON, or gzip to `/api/v1/blobs`.
     pub async fn request(
         &self,
         method: &str,
@@ -153,40 +161,29 @@ impl ApiTask {
         token: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<Answer> {
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.request_untimed(method, path, token, body),
-        )
-        .await
-        .with_context(|| format!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))?
-    }
-
-    async fn request_untimed(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&[u8]>,
-    ) -> Result<Answer> {
-        let host = self.url.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(host)
-            .await
-            .with_context(|| format!("connecting to {host}"))?;
-        let body = body.unwrap_or_default();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-             Content-Length: {}\r\n",
-            body.len()
+        let client = self.client(token)?;
+        let content_type = if path.starts_with("/api/v1/blobs") {
+            "application/gzip"
+        } else {
+            "application/json"
+        };
+        let (m, p, body) = (
+            method.to_string(),
+            path.to_string(),
+            body.map(<[u8]>::to_vec),
         );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        parse_response(&raw).with_context(|| format!("{method} {path}"))
+        let call = tokio::task::spawn_blocking(move || {
+            client.call(&m, &p, &[("Content-Type", content_type)], body.as_deref())
+        });
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, call)
+            .await
+            .with_context(|| format!("{method} {path}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .context("the request's thread")?
+            .with_context(|| format!("{method} {path}"))?;
+        Ok(Answer {
+            status: answer.status,
+            body: answer.body,
+        })
     }
 
     /// A JSON request as the admin.
@@ -221,36 +218,34 @@ impl ApiTask {
                 files.push((rel, std::fs::read(&path)?, mode));
             }
         }
-        let manifest = serde_json::json!({"files": files.iter().map(|(p, c, m)| serde_json::json!({
-            "path": p, "mode": m, "size": c.len(), "sha256": hex::encode(sha2::Sha256::digest(c)),
-        })).collect::<Vec<_>>()});
-        let answer = self
-            .admin("POST", "/api/v1/uploads", Some(&manifest))
-            .await?
-            .ok()?
-            .json()?;
-        let missing: Vec<String> = serde_json::from_value(answer["missing"].clone())?;
-        for (_, content, _) in &files {
-            let sha = hex::encode(sha2::Sha256::digest(content));
-            if !missing.contains(&sha) {
-                continue;
+        let manifest = Manifest {
+            files: files
+                .iter()
+                .map(|(path, content, mode)| Entry {
+                    path: path.clone(),
+                    mode: *mode,
+                    size: content.len() as u64,
+                    sha256: Some(hex::encode(sha2::Sha256::digest(content))),
+                    symlink: None,
+                })
+                .collect(),
+        };
+        let client = self.client(Some(&self.admin_token))?;
+        tokio::task::spawn_blocking(move || -> Result<String> {
+            let answer = client.create_upload(&manifest)?;
+            for (_, content, _) in &files {
+                let sha = hex::encode(sha2::Sha256::digest(content));
+                if !answer.missing.contains(&sha) {
+                    continue;
+                }
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                std::io::Write::write_all(&mut gz, content)?;
+                client.put_blob(&sha, &gz.finish()?)?;
             }
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            std::io::Write::write_all(&mut gz, content)?;
-            let body = gz.finish()?;
-            self.request(
-                "PUT",
-                &format!("/api/v1/blobs/{sha}"),
-                Some(&self.admin_token),
-                Some(&body),
-            )
-            .await?
-            .ok()?;
-        }
-        answer["id"]
-            .as_str()
-            .map(str::to_string)
-            .context("the upload answer has no id")
+            Ok(answer.id)
+        })
+        .await
+        .context("the upload's thread")?
     }
 
     /// Stop serving.
@@ -276,64 +271,5 @@ impl Drop for ApiTask {
         if let Some(task) = &self.task {
             task.abort();
         }
-    }
-}
-
-/// Status and body of a complete HTTP/1.1 response (`Content-Length`, chunked, or until close).
-fn parse_response(raw: &[u8]) -> Result<Answer> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("an HTTP response without a header end")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let rest = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .context("an HTTP response without a status")?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        let mut body = Vec::new();
-        let mut at = rest;
-        loop {
-            let end = at
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .context("a chunk without a size line")?;
-            let size_text = String::from_utf8_lossy(&at[..end]);
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .context("a chunk size")?;
-            at = &at[end + 2..];
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(at.get(..size).context("a truncated chunk")?);
-            at = at.get(size + 2..).unwrap_or_default();
-        }
-        body
-    } else {
-        rest.to_vec()
-    };
-    Ok(Answer { status, body })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() {
-        let a = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((a.status, a.text().as_str()), (201, "{}"));
-        let a = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(a.text(), "abcde");
     }
 }

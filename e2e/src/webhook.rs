@@ -25,7 +25,6 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_operator::api::webhook::signature_header;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::api_task::WEBHOOK_SECRET;
 use crate::cli::copy_tree;
@@ -68,31 +67,36 @@ pub async fn deliver(
     body: &[u8],
     signature: &str,
 ) -> Result<(u16, Value)> {
-    let host = api.url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(host).await?;
-    let head = format!(
-        "POST /webhooks/github HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nUser-Agent: GitHub-Hookshot/e2e\r\n\
-         X-GitHub-Event: {event}\r\nX-GitHub-Delivery: {delivery}\r\n\
-         X-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+    // No token: a delivery is authenticated by its signature alone.
+    let client = api.client(None)?;
+    let (event, delivery, signature, body) = (
+        event.to_string(),
+        delivery.to_string(),
+        signature.to_string(),
+        body.to_vec(),
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(ANSWER_WAIT, stream.read_to_end(&mut raw))
+    let call = tokio::task::spawn_blocking(move || {
+        client.call(
+            "POST",
+            "/webhooks/github",
+            &[
+                ("Content-Type", "application/json"),
+                ("User-Agent", "GitHub-Hookshot/e2e"),
+                ("X-GitHub-Event", &event),
+                ("X-GitHub-Delivery", &delivery),
+                ("X-Hub-Signature-256", &signature),
+            ],
+            Some(&body),
+        )
+    });
+    let answer = tokio::time::timeout(ANSWER_WAIT, call)
         .await
-        .context("no answer from the webhook endpoint")??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("an HTTP answer without a header end")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+        .context("no answer from the webhook endpoint")?
+        .context("the delivery's thread")??;
+    Ok((
+        answer.status,
+        serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
+    ))
 }
 
 /// Delivers the signed push event of commit `after` to `main` of `clone_url`; (status, JSON body).

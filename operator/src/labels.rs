@@ -26,13 +26,12 @@ pub const WARM: &str = "sparkwing.dev/warm";
 /// Label: set on a warm pod when a run claims it (label-safe run name).
 pub const CLAIMED_BY: &str = "sparkwing.dev/claimed-by";
 
-/// Annotation: the exact name of the run a Job or pod runs (labels may be shortened).
-pub const ANNOTATION_RUN: &str = "sparkwing.dev/run";
+/// Annotation: the exact name of the run a Job or pod runs (labels may be shortened); and the
+/// attempt a claimed warm pod runs. The runner reads both: they are `sparkwing-api`'s.
+pub use sparkwing_api::names::{ANNOTATION_ATTEMPT, ANNOTATION_RUN};
 /// Annotation: the uid of that run, so a run re-created under the same name never adopts the
 /// runners of its predecessor.
 pub const ANNOTATION_RUN_UID: &str = "sparkwing.dev/run-uid";
-/// Annotation: the attempt a claimed warm pod runs.
-pub const ANNOTATION_ATTEMPT: &str = "sparkwing.dev/attempt";
 /// Annotation: the exact name of the pool of a warm pod.
 pub const ANNOTATION_POOL: &str = "sparkwing.dev/pool";
 

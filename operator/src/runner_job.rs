@@ -53,26 +53,8 @@ pub const SCRATCH: &str = sparkwing_crds::runner_pool::SCRATCH_PATH;
 /// Its volume's name (pool volumes may not use it).
 pub const SCRATCH_VOLUME: &str = sparkwing_crds::runner_pool::SCRATCH_VOLUME;
 
-/// Environment variable names of the runner contract.
-pub mod env {
-    pub const RUN: &str = "SPARKWING_RUN";
-    pub const NAMESPACE: &str = "SPARKWING_NAMESPACE";
-    pub const ATTEMPT: &str = "SPARKWING_ATTEMPT";
-    pub const POOL: &str = "SPARKWING_POOL";
-    pub const SKIP_BOX_SLOTS: &str = "SPARKWING_SKIP_BOX_SLOTS";
-    pub const HOME: &str = "HOME";
-    pub const SPARKWING_HOME: &str = "SPARKWING_HOME";
-    pub const POD_NAME: &str = "POD_NAME";
-    /// The Sparkwing API the runner talks to (`--runner-api-url`).
-    pub const API_URL: &str = "SPARKWING_API_URL";
-    /// The run-scoped token, from the Secret the API creates at trigger.
-    pub const API_TOKEN: &str = "SPARKWING_API_TOKEN";
-    /// A warm runner's pool credential (`pool:<ns>/<pool>`), exchanged for a run's token once
-    /// the pod is claimed.
-    pub const POOL_TOKEN: &str = "SPARKWING_POOL_TOKEN";
-    /// Where a warm runner reads its own pod's `annotations` and `labels` (downward API).
-    pub const PODINFO_DIR: &str = "SPARKWING_PODINFO_DIR";
-}
+/// Environment variable names of the runner contract (the runner reads them: `sparkwing-api`'s).
+pub use sparkwing_api::names::env;
 
 /// The Secret holding a RunnerPool's pool token (the operator keeps it when its API runs in the
 /// same process).
@@ -86,8 +68,7 @@ pub const PODINFO_VOLUME: &str = sparkwing_crds::runner_pool::PODINFO_VOLUME;
 pub const PODINFO_DIR: &str = sparkwing_crds::runner_pool::PODINFO_PATH;
 /// Its files: the pod's annotations and labels in the kubelet's format (`key="value"` lines,
 /// the value quoted as a Go string), rewritten atomically when they change.
-pub const PODINFO_ANNOTATIONS: &str = "annotations";
-pub const PODINFO_LABELS: &str = "labels";
+pub use sparkwing_api::names::{PODINFO_ANNOTATIONS, PODINFO_LABELS};
 
 fn podinfo_volume() -> Volume {
     let item = |path: &str, field: &str| DownwardAPIVolumeFile {
@@ -117,7 +98,7 @@ pub fn runner_token_secret(run: &str) -> String {
 }
 
 /// The key of the token in that Secret.
-pub const RUNNER_TOKEN_KEY: &str = "token";
+pub use sparkwing_api::names::RUNNER_TOKEN_KEY;
 
 /// What a runner needs that does not come from the run, used when no RunnerPool says otherwise:
 /// the image and the service account.

@@ -78,9 +78,9 @@ impl From<crate::remote::target::TargetError> for CliError {
 /// which URL, what the API said and what to do.
 pub fn api_error(
     target: &crate::remote::target::Target,
-    e: crate::remote::client::RemoteError,
+    e: sparkwing_api::RemoteError,
 ) -> CliError {
-    use crate::remote::client::RemoteError as R;
+    use sparkwing_api::RemoteError as R;
     let (p, url) = (&target.name, target.client.base_url());
     match &e {
         R::Unreachable { .. } => CliError::new(ExitCode::Api, format!("profile {p:?}: {e}")),

@@ -9,15 +9,17 @@
 
 use super::{CliError, CmdResult};
 use crate::engine::job_log;
-use crate::engine::sink::{job_state_json, FlushReport, RunSink, SinkLine};
+use crate::engine::sink::{job_state_report, FlushReport, RunSink, SinkLine};
 use crate::exit::ExitCode;
 use crate::home::Home;
-use crate::remote::client::{ApiClient, RemoteError};
 use crate::remote::sink::ApiSink;
 use crate::remote::target;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use sparkwing_api::wire::{RunSource, TriggerRequest};
+use sparkwing_api::{ApiClient, RemoteError};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -89,19 +91,17 @@ impl RemoteRun {
 }
 
 /// A run's args as the API takes them (strings; secret args already masked).
-pub fn api_args(redacted: &Map<String, Value>) -> Value {
-    Value::Object(
-        redacted
-            .iter()
-            .map(|(k, v)| {
-                let s = v
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string());
-                (k.clone(), Value::String(s))
-            })
-            .collect(),
-    )
+pub fn api_args(redacted: &Map<String, Value>) -> BTreeMap<String, String> {
+    redacted
+        .iter()
+        .map(|(k, v)| {
+            let s = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            (k.clone(), s)
+        })
+        .collect()
 }
 
 /// Create an external run for `pipeline` on the profile's API. `Ok(Err(why))` when the API
@@ -110,17 +110,12 @@ pub fn api_args(redacted: &Map<String, Value>) -> Value {
 pub fn trigger_external(
     profile: Option<&str>,
     pipeline: &str,
-    args: Value,
+    args: BTreeMap<String, String>,
 ) -> Result<Result<RemoteRun, String>, CliError> {
     let t = target::resolve(profile).map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?;
-    let mut body = json!({
-        "pipeline": pipeline,
-        "args": args,
-        "source": {"external": {}},
-    });
-    if let Some(ns) = &t.profile.namespace {
-        body["namespace"] = json!(ns);
-    }
+    let mut body = TriggerRequest::new(pipeline, RunSource::External {});
+    body.args = args;
+    body.namespace = t.profile.namespace.clone();
     let url = t.client.base_url().to_string();
     match t.client.trigger(&body) {
         Ok(r) => match r.runner_token {
@@ -196,11 +191,7 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
             }
         }
         None => {
-            let args = rec
-                .args
-                .as_object()
-                .map(api_args)
-                .unwrap_or_else(|| json!({}));
+            let args = rec.args.as_object().map(api_args).unwrap_or_default();
             let r = trigger_external(profile, &rec.pipeline, args)?.map_err(|why| {
                 CliError::new(ExitCode::Api, format!("cannot push run {}: {why}", rec.id))
             })?;
@@ -235,8 +226,8 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
         }
         sink.job_state(
             &job.job_id,
-            job_state_json(
-                job.state.as_str(),
+            job_state_report(
+                job.state,
                 job.attempt,
                 job.started_at,
                 job.finished_at,
@@ -270,6 +261,7 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn remote_run_files_are_private_and_round_trip() {
@@ -297,6 +289,9 @@ mod tests {
     fn api_args_are_strings() {
         let m: Map<String, Value> =
             serde_json::from_value(json!({"n": 3, "b": true, "s": "x"})).unwrap();
-        assert_eq!(api_args(&m), json!({"n": "3", "b": "true", "s": "x"}));
+        assert_eq!(
+            serde_json::to_value(api_args(&m)).unwrap(),
+            json!({"n": "3", "b": "true", "s": "x"})
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sparkwing_api::wire::{CancelMode, RunView};
 
 use super::{api_error, CliError, CmdResult};
 use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitArgs};
@@ -20,17 +21,19 @@ fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-fn who(v: &Value) -> String {
-    match v.get("triggeredBy") {
-        Some(t) => {
-            let p = str_of(t, "principal");
-            match str_of(t, "host") {
-                "" => p.to_string(),
-                h => format!("{p}@{h}"),
-            }
-        }
+fn who(v: &RunView) -> String {
+    match &v.triggered_by {
+        Some(t) => match t.host.as_deref() {
+            None | Some("") => t.principal.clone(),
+            Some(h) => format!("{}@{h}", t.principal),
+        },
         None => String::new(),
     }
+}
+
+/// A run's view as printed by `--output json`: its JSON object (keys sorted).
+fn json_of(v: &RunView) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// `NS/NAME`, or `NAME` in the profile's namespace, or the one run of that name the API shows.
@@ -48,9 +51,9 @@ pub fn resolve_run(t: &Target, given: &str) -> Result<(String, String), CliError
         return Ok((ns.clone(), given.to_string()));
     }
     let runs = t.client.list_runs(None).map_err(|e| api_error(t, e))?;
-    let found: Vec<&Value> = runs.iter().filter(|r| str_of(r, "name") == given).collect();
+    let found: Vec<&RunView> = runs.iter().filter(|r| r.name == given).collect();
     match found.as_slice() {
-        [one] => Ok((str_of(one, "namespace").to_string(), given.to_string())),
+        [one] => Ok((one.namespace.clone(), given.to_string())),
         [] => Err(CliError::new(
             ExitCode::NotFound,
             format!(
@@ -83,24 +86,22 @@ pub fn list(args: ListArgs) -> CmdResult {
         .client
         .list_runs(ns.as_deref())
         .map_err(|e| api_error(&t, e))?;
-    let runs: Vec<&Value> = runs
+    let runs: Vec<&RunView> = runs
         .iter()
-        .filter(|r| {
-            args.pipelines.is_empty() || args.pipelines.iter().any(|p| p == str_of(r, "pipeline"))
-        })
+        .filter(|r| args.pipelines.is_empty() || args.pipelines.contains(&r.pipeline))
         .filter(|r| {
             args.statuses.is_empty()
                 || args
                     .statuses
                     .iter()
-                    .any(|s| phase_matches(str_of(r, "phase"), s))
+                    .any(|s| phase_matches(r.phase.phase_str(), s))
         })
         .take(args.limit as usize)
         .collect();
     let out = Printer::new(args.output);
     if out.json() {
         for r in &runs {
-            out.json_line(r);
+            out.json_line(&json_of(r));
         }
         return Ok(ExitCode::Success);
     }
@@ -126,10 +127,14 @@ pub fn list(args: ListArgs) -> CmdResult {
         out.row(
             &TABLE,
             &[
-                &format_args!("{}/{}", str_of(r, "namespace"), str_of(r, "name")),
-                &str_of(r, "pipeline"),
-                &str_of(r, "phase"),
-                &str_of(r, "created").replace('T', " ").trim_end_matches('Z'),
+                &format_args!("{}/{}", r.namespace, r.name),
+                &r.pipeline,
+                &r.phase.phase_str(),
+                &r.created
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace('T', " ")
+                    .trim_end_matches('Z'),
                 &who(r),
             ],
         );
@@ -141,27 +146,23 @@ pub fn status(args: StatusArgs) -> CmdResult {
     let t = target::resolve(args.run.profile.as_deref())?;
     let (ns, name) = resolve_run(&t, args.run.id())?;
     let v = t.client.get_run(&ns, &name).map_err(|e| api_error(&t, e))?;
-    let phase = str_of(&v, "phase").to_string();
+    let phase = v.phase;
     match args.output {
-        OutputFormat::Json => Printer::new(args.output).json_document(&v),
+        OutputFormat::Json => Printer::new(args.output).json_document(&json_of(&v)),
         OutputFormat::Pretty => {
             println!("run:      {ns}/{name}");
-            println!("pipeline: {}", str_of(&v, "pipeline"));
-            println!("phase:    {phase}");
-            println!("created:  {}", str_of(&v, "created"));
+            println!("pipeline: {}", v.pipeline);
+            println!("phase:    {}", phase.phase_str());
+            println!("created:  {}", v.created.as_deref().unwrap_or(""));
             println!("by:       {}", who(&v));
             // A sub-pipeline: the run and job that awaited it (as `runs status` of a local child).
-            if let Some(p) = v.get("parent") {
-                match str_of(p, "host") {
-                    "" => println!("parent:   {} job {}", str_of(p, "run"), str_of(p, "job")),
-                    h => println!(
-                        "parent:   {} job {} (on {h})",
-                        str_of(p, "run"),
-                        str_of(p, "job")
-                    ),
+            if let Some(p) = &v.parent {
+                match p.host.as_deref() {
+                    None | Some("") => println!("parent:   {} job {}", p.run, p.job),
+                    Some(h) => println!("parent:   {} job {} (on {h})", p.run, p.job),
                 }
             }
-            let spec = v.get("run").and_then(|r| r.get("spec"));
+            let spec = v.run.as_ref().and_then(|r| r.get("spec"));
             if let Some(src) = spec.and_then(|s| s.get("source")) {
                 println!("source:   {src}");
             }
@@ -171,7 +172,8 @@ pub fn status(args: StatusArgs) -> CmdResult {
             // Why it is in its phase: the `Succeeded` condition (`RunnerLost: …`), once the
             // run is no longer plainly running.
             if let Some(c) = v
-                .get("run")
+                .run
+                .as_ref()
                 .and_then(|r| r.pointer("/status/conditions"))
                 .and_then(Value::as_array)
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Succeeded"))
@@ -182,13 +184,13 @@ pub fn status(args: StatusArgs) -> CmdResult {
                     (reason, message) => println!("reason:   {reason}: {message}"),
                 }
             }
-            let kept = match (v.get("live"), v.get("archived")) {
-                (Some(Value::Bool(false)), _) => "archived (the PipelineRun is gone)",
-                (_, Some(Value::Bool(true))) => "live, archived",
+            let kept = match (v.live, v.archived) {
+                (false, _) => "archived (the PipelineRun is gone)",
+                (_, true) => "live, archived",
                 _ => "live",
             };
             println!("kept:     {kept}");
-            if let Some(jobs) = v.get("jobs").and_then(Value::as_object) {
+            if let Some(jobs) = &v.jobs {
                 if !jobs.is_empty() {
                     let out = Printer::new(args.output);
                     const TABLE: [Column; 3] = [
@@ -213,7 +215,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
             }
         }
     }
-    Ok(ExitCode::of_phase(&phase))
+    Ok(ExitCode::of_run(phase))
 }
 
 pub fn logs(args: LogsArgs) -> CmdResult {
@@ -284,9 +286,9 @@ pub fn cancel(args: CancelArgs) -> CmdResult {
     let t = target::resolve(args.run.profile.as_deref())?;
     let (ns, name) = resolve_run(&t, args.run.id())?;
     let mode = if args.now {
-        "Cancelled"
+        CancelMode::Cancelled
     } else {
-        "CancelledRunFinally"
+        CancelMode::CancelledRunFinally
     };
     t.client
         .cancel_run(&ns, &name, Some(mode))
@@ -305,15 +307,16 @@ pub fn wait(args: WaitArgs) -> CmdResult {
     let started = Instant::now();
     loop {
         let v = t.client.get_run(&ns, &name).map_err(|e| api_error(&t, e))?;
-        let phase = str_of(&v, "phase");
-        if follow::is_finished(phase) {
-            println!("run {ns}/{name} {phase}");
-            return Ok(ExitCode::of_phase(phase));
+        let phase = v.phase;
+        if phase.is_terminal() {
+            println!("run {ns}/{name} {}", phase.phase_str());
+            return Ok(ExitCode::of_run(phase));
         }
         if let Some(limit) = args.timeout {
             if started.elapsed() >= limit {
                 eprintln!(
-                    "run {ns}/{name} still {phase} after {}",
+                    "run {ns}/{name} still {} after {}",
+                    phase.phase_str(),
                     humantime::format_duration(limit)
                 );
                 return Ok(ExitCode::Timeout);

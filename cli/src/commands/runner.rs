@@ -11,13 +11,13 @@ use crate::engine::{self, sink, RunSink, SinkLine};
 use crate::exit::ExitCode;
 use crate::home::Home;
 use crate::project;
-use crate::remote::client::{ApiClient, RemoteError};
 use crate::remote::git_source;
 use crate::remote::materialise;
 use crate::remote::podinfo;
 use crate::remote::sink::ApiSink;
 use futures_util::FutureExt;
-use sparkwing_core::RunPhase;
+use sparkwing_api::{ApiClient, RemoteError};
+use sparkwing_core::{JobState, RunPhase};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,8 +92,7 @@ pub fn entry(args: RunnerEntryArgs) -> CmdResult {
 }
 
 /// The API's URL and the run's token, from the runner Job's environment.
-pub const ENV_API_URL: &str = "SPARKWING_API_URL";
-pub const ENV_API_TOKEN: &str = "SPARKWING_API_TOKEN";
+pub use sparkwing_api::names::env::{API_TOKEN as ENV_API_TOKEN, API_URL as ENV_API_URL};
 
 /// The pseudo-job under which a runner reports fetching the source.
 pub const SOURCE_JOB: &str = "source";
@@ -131,7 +130,7 @@ fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> CmdR
     let now = engine::now_ms();
     sink.job_state(
         job,
-        sink::job_state_json("running", 1, Some(now), None, None, None),
+        sink::job_state_report(JobState::Running, 1, Some(now), None, None, None),
     );
     for (i, line) in lines.iter().enumerate() {
         sink.log_line(SinkLine {
@@ -144,8 +143,8 @@ fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> CmdR
     }
     sink.job_state(
         job,
-        sink::job_state_json(
-            "failed",
+        sink::job_state_report(
+            JobState::Failed,
             1,
             Some(now),
             Some(engine::now_ms()),
@@ -207,9 +206,9 @@ fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u6
 
 /// A warm runner's pool credential and where it reads its own pod (set by the operator on warm
 /// pods; docs/runner.md).
-pub const ENV_POOL_TOKEN: &str = "SPARKWING_POOL_TOKEN";
-pub const ENV_PODINFO_DIR: &str = "SPARKWING_PODINFO_DIR";
-pub const ENV_POD_NAME: &str = "POD_NAME";
+pub use sparkwing_api::names::env::{
+    PODINFO_DIR as ENV_PODINFO_DIR, POD_NAME as ENV_POD_NAME, POOL_TOKEN as ENV_POOL_TOKEN,
+};
 
 /// How often an idle warm runner reads its annotations file (a cheap file read).
 const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -318,7 +317,7 @@ fn warm(args: RunnerArgs) -> CmdResult {
     let mut backoff = std::time::Duration::from_millis(100);
     let (token, attempt) = loop {
         match pool_client.claim_token(ns, pool, &pod, &run) {
-            Ok(got) => break got,
+            Ok(got) => break (got.token, got.attempt),
             Err(e) => {
                 let retry =
                     e.is_unreachable() || matches!(e.status(), Some(409 | 408 | 429 | 500..=599));
@@ -408,7 +407,10 @@ fn execute_attempt(
     let view = client
         .get_run(ns, name)
         .map_err(|e| api_error(&format!("cannot read run {ns}/{name} from {url}"), e))?;
-    let spec = &view["run"]["spec"];
+    // The PipelineRun as the API shows it (`Null` if absent: every lookup below then fails
+    // with its own message).
+    let run = view.run.unwrap_or_default();
+    let spec = &run["spec"];
     let Some(pipeline_name) = spec["pipeline"].as_str().map(str::to_string) else {
         return Err(CliError::new(
             ExitCode::Api,
@@ -423,7 +425,7 @@ fn execute_attempt(
     };
     let sink = Arc::new(ApiSink::start_after(client.clone(), ns, name, offsets));
     let home = Home::from_env();
-    if let Err(msg) = inherit_pipeline_chain(&view["run"]["metadata"], &pipeline_name) {
+    if let Err(msg) = inherit_pipeline_chain(&run["metadata"], &pipeline_name) {
         return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg)
             .map_err(|e| CliError::new(ExitCode::Usage, e.message));
     }
@@ -460,7 +462,7 @@ fn execute_attempt(
         source["git"]["revision"].as_str(),
     ) {
         let dest = home.root.join("work").join(format!("{ns}-{name}"));
-        match git_source::fetch_for_run(url, rev, &dest, &view["run"]["metadata"]) {
+        match git_source::fetch_for_run(url, rev, &dest, &run["metadata"]) {
             Ok(root) => root,
             Err(msg) => return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg),
         }
@@ -492,7 +494,7 @@ fn execute_attempt(
     };
     // A webhook run: warn about a drift and report the comparison, which becomes the Pipeline's
     // BranchesInSync condition. Not reporting it only leaves that condition as it was.
-    if let Some(check) = git_source::warn_branch_drift(&view["run"]["metadata"], &pipeline) {
+    if let Some(check) = git_source::warn_branch_drift(&run["metadata"], &pipeline) {
         if let Err(e) = client.put_branch_check(ns, name, &check.body()) {
             tracing::warn!(
                 "cannot report the branch check of run {ns}/{name} to {url}: {e}; the Pipeline's BranchesInSync condition stays as it was"

@@ -2,6 +2,7 @@
 //! `admin` scope).
 
 use serde_json::Value;
+use sparkwing_api::scopes::GRANTABLE_SCOPES;
 
 use super::{api_error, CliError, CmdResult};
 use crate::cli::{OutputFormat, TokenCreateArgs, TokenListArgs, TokenRevokeArgs};
@@ -9,30 +10,17 @@ use crate::exit::ExitCode;
 use crate::printer::{Column, Printer};
 use crate::remote::target;
 
-const SCOPES: &str = "runs:read, runs:trigger, admin";
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn scopes(v: &Value) -> String {
-    v.get("scopes")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+/// A body as `--output json` prints it: its JSON object (keys sorted).
+fn json_of(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 pub fn create(args: TokenCreateArgs) -> CmdResult {
     for sc in &args.scopes {
-        if !matches!(sc.as_str(), "runs:read" | "runs:trigger" | "admin") {
+        if !GRANTABLE_SCOPES.contains(&sc.as_str()) {
             return Err(CliError::new(
                 ExitCode::Usage,
-                format!("unknown scope {sc:?}; use {SCOPES}"),
+                format!("unknown scope {sc:?}; use {}", GRANTABLE_SCOPES.join(", ")),
             ));
         }
     }
@@ -42,15 +30,15 @@ pub fn create(args: TokenCreateArgs) -> CmdResult {
         .create_token(&args.principal, &args.scopes)
         .map_err(|e| api_error(&t, e))?;
     match args.output {
-        OutputFormat::Json => println!("{v}"),
+        OutputFormat::Json => println!("{}", json_of(&v)),
         OutputFormat::Pretty => {
-            println!("{}", s(&v, "token"));
+            println!("{}", v.token);
             eprintln!(
                 "token {} for {} with scopes {} (shown once: keep it now; revoke with `sparkwing token revoke {} --profile {}`)",
-                s(&v, "id"),
-                s(&v, "principal"),
-                scopes(&v),
-                s(&v, "id"),
+                v.info.id,
+                v.info.principal,
+                v.info.scopes.join(","),
+                v.info.id,
                 t.name
             );
         }
@@ -64,7 +52,7 @@ pub fn list(args: TokenListArgs) -> CmdResult {
     let out = Printer::new(args.output);
     if out.json() {
         for v in &tokens {
-            out.json_line(v);
+            out.json_line(&json_of(v));
         }
         return Ok(ExitCode::Success);
     }
@@ -79,19 +67,14 @@ pub fn list(args: TokenListArgs) -> CmdResult {
         &[&"ID", &"PRINCIPAL", &"SCOPES", &"CREATED", &"REVOKED"],
     );
     for v in &tokens {
-        let revoked = if v.get("revoked") == Some(&Value::Bool(true)) {
-            "yes"
-        } else {
-            "no"
-        };
         out.row(
             &TABLE,
             &[
-                &s(v, "id"),
-                &s(v, "principal"),
-                &scopes(v),
-                &s(v, "created"),
-                &revoked,
+                &v.id,
+                &v.principal,
+                &v.scopes.join(","),
+                &v.created,
+                &if v.revoked { "yes" } else { "no" },
             ],
         );
     }

@@ -11,11 +11,12 @@ use super::{api_error, start_dir, CliError, CmdResult};
 use crate::cli::TriggerArgs;
 use crate::exit::ExitCode;
 use crate::project;
-use crate::remote::client::RemoteError;
 use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
 use crate::remote::target;
 use crate::remote::upload::{self, UploadError};
 use crate::settings::TriggerSettings;
+use sparkwing_api::wire::{CancelMode, Parent, RunSource, TriggerRequest};
+use sparkwing_api::RemoteError;
 
 fn usage(m: impl Into<String>) -> CliError {
     CliError::new(ExitCode::Usage, m)
@@ -109,41 +110,34 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     }
     eprintln!("{}", report.summary());
 
-    let mut body = json!({
-        "pipeline": pipeline.name,
-        "args": pipeline_args,
-        "source": {"upload": {"id": report.id}},
-    });
-    if let Some(ns) = &t.profile.namespace {
-        body["namespace"] = json!(ns);
-    }
-    if let Some(pool) = flags.pool.clone().or(t.profile.pool.clone()) {
-        body["runnerPool"] = json!(pool);
-    }
-    if let Some(timeout) = &flags.timeout {
-        body["timeout"] = json!(timeout);
-    }
-    if let Some(n) = flags.max_attempts {
-        body["maxAttempts"] = json!(n);
-    }
+    let mut body = TriggerRequest::new(
+        &pipeline.name,
+        RunSource::Upload {
+            id: report.id.clone(),
+        },
+    );
+    body.args = pipeline_args;
+    body.namespace = t.profile.namespace.clone();
+    body.runner_pool = flags.pool.clone().or(t.profile.pool.clone());
+    body.timeout = flags.timeout.clone();
+    body.max_attempts = flags.max_attempts;
     // `--sw-parent RUN/JOB`: an await job's child records its parent (`docs/subpipelines.md`).
     if let Some((run, job)) = &flags.parent {
-        let mut parent = json!({"run": run, "job": job});
-        if let Some(host) = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty())
-        {
-            parent["host"] = json!(host);
-        }
-        body["parent"] = parent;
+        body.parent = Some(Parent {
+            run: run.clone(),
+            job: job.clone(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty()),
+        });
     }
     // The pipelines this run descends from (`SPARKWING_PIPELINE_CHAIN`, which the engine sets on
     // every job and await job it starts, ending with its own pipeline): the API refuses a cycle and
     // records the chain, and the run's runner passes it on to the run's jobs.
     let chain = crate::engine::subpipeline::own_chain();
     if !chain.is_empty() {
-        body["pipelineChain"] = json!(chain);
+        body.pipeline_chain = Some(chain.clone());
     }
     let run = trigger_run(&t, &mut body, &pipeline.name, &chain)?;
     let full = format!("{}/{}", run.namespace, run.name);
@@ -202,11 +196,14 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
         );
     } else {
         eprintln!(
-            "run {full} {phase}; sent {} bytes compressed ({} of {} files uploaded)",
-            report.compressed_bytes_sent, report.uploaded_files, report.files
+            "run {full} {}; sent {} bytes compressed ({} of {} files uploaded)",
+            phase.phase_str(),
+            report.compressed_bytes_sent,
+            report.uploaded_files,
+            report.files
         );
     }
-    Ok(ExitCode::of_phase(&phase))
+    Ok(ExitCode::of_run(phase))
 }
 
 /// Optional trigger fields an older API refuses as unknown, and what it then does not do: the run
@@ -215,6 +212,17 @@ const OPTIONAL_FIELDS: [(&str, &str); 2] = [
     ("parent", "record a run's parent"),
     ("pipelineChain", "check the pipeline chain"),
 ];
+
+/// Whether `body` sets the optional field `field` (one of [`OPTIONAL_FIELDS`]); `clear` unsets it.
+fn optional_field(body: &mut TriggerRequest, field: &str, clear: bool) -> bool {
+    match field {
+        "parent" if clear => body.parent.take().is_some(),
+        "parent" => body.parent.is_some(),
+        "pipelineChain" if clear => body.pipeline_chain.take().is_some(),
+        "pipelineChain" => body.pipeline_chain.is_some(),
+        _ => false,
+    }
+}
 
 /// What the API says when a pipeline is already in the chain (`docs/api.md`).
 const CYCLE: &str = "cycle of pipelines awaiting each other";
@@ -241,10 +249,10 @@ fn cycle_error(
 /// instead. A cycle the API refuses is exit 2 naming it.
 fn trigger_run(
     t: &target::Target,
-    body: &mut serde_json::Value,
+    body: &mut TriggerRequest,
     pipeline: &str,
     chain: &[String],
-) -> Result<crate::remote::client::RunRef, CliError> {
+) -> Result<sparkwing_api::wire::CreatedRun, CliError> {
     loop {
         let e = match t.client.trigger(body) {
             Ok(run) => return Ok(run),
@@ -266,16 +274,15 @@ fn trigger_run(
                 ));
             }
             let unknown = OPTIONAL_FIELDS.iter().find(|(field, _)| {
-                body.get(field).is_some() && message.contains(&format!("unknown field `{field}`"))
+                optional_field(body, field, false)
+                    && message.contains(&format!("unknown field `{field}`"))
             });
             if let Some((field, what)) = unknown {
                 tracing::warn!(
                     "the API at {} does not {what}; triggering without it",
                     t.client.base_url()
                 );
-                if let Some(o) = body.as_object_mut() {
-                    o.remove(*field);
-                }
+                optional_field(body, field, true);
                 if *field == "pipelineChain" {
                     sparkwing_core::subpipeline::check_chain(chain, pipeline).map_err(|c| {
                         cycle_error(t, pipeline, chain, &c.to_string(), "checked here")
@@ -293,7 +300,7 @@ fn trigger_run(
 /// it as soon as it does.
 struct Canceller {
     state: std::sync::Arc<std::sync::Mutex<CancelState>>,
-    client: crate::remote::client::ApiClient,
+    client: sparkwing_api::ApiClient,
     profile: String,
 }
 
@@ -303,21 +310,16 @@ struct CancelState {
     interrupted: bool,
 }
 
-fn cancel_and_exit(
-    client: &crate::remote::client::ApiClient,
-    profile: &str,
-    ns: &str,
-    name: &str,
-) -> ! {
+fn cancel_and_exit(client: &sparkwing_api::ApiClient, profile: &str, ns: &str, name: &str) -> ! {
     eprintln!("interrupted: cancelling run {ns}/{name} on profile {profile:?}");
-    if let Err(e) = client.cancel_run(ns, name, Some("CancelledRunFinally")) {
+    if let Err(e) = client.cancel_run(ns, name, Some(CancelMode::CancelledRunFinally)) {
         tracing::error!("cannot cancel run {ns}/{name}: {e}");
     }
     std::process::exit(ExitCode::Cancelled.code())
 }
 
 impl Canceller {
-    fn install(client: crate::remote::client::ApiClient, profile: String) -> Canceller {
+    fn install(client: sparkwing_api::ApiClient, profile: String) -> Canceller {
         let state = std::sync::Arc::new(std::sync::Mutex::new(CancelState::default()));
         let shared = state.clone();
         let (client_here, profile_here) = (client.clone(), profile.clone());

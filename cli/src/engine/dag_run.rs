@@ -12,6 +12,7 @@ use crate::exit::ExitCode;
 use crate::home::Home;
 use crate::store::NewJob;
 use serde_json::{json, Map, Value};
+use sparkwing_api::wire::ReportedJobState;
 use sparkwing_core::protocol::{PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
 use sparkwing_core::{dag, JobState, RunPhase, Scheduler};
@@ -138,7 +139,7 @@ pub(super) async fn run_dag(
     for j in &new_jobs {
         rec.sink_state(
             &j.id,
-            sink::job_state_json("pending", 0, None, None, None, None),
+            sink::job_state_report(JobState::Pending, 0, None, None, None, None),
         );
     }
     rec.term
@@ -285,8 +286,8 @@ fn apply(
                 let reason = rec.masker.mask(&reason).into_owned();
                 rec.sink_state(
                     &id,
-                    sink::job_state_json(
-                        "retrying",
+                    sink::job_state_report(
+                        ReportedJobState::Retrying,
                         attempt - 1,
                         Some(jobs[job].started_ms),
                         None,
@@ -379,8 +380,8 @@ fn record_start(
     )?;
     rec.sink_state(
         &spec.id,
-        sink::job_state_json(
-            "running",
+        sink::job_state_report(
+            JobState::Running,
             attempt,
             Some(jobs[job].started_ms),
             None,
@@ -727,8 +728,8 @@ fn record_terminal(
     };
     rec.sink_state(
         &spec.id,
-        sink::job_state_json(
-            progress.state.as_str(),
+        sink::job_state_report(
+            progress.state,
             progress.attempt,
             Some(jobs[job].started_ms),
             Some(now),
@@ -805,8 +806,8 @@ fn on_interrupt(
                 )?;
                 rec.sink_state(
                     &id,
-                    sink::job_state_json(
-                        JobState::Cancelled.as_str(),
+                    sink::job_state_report(
+                        JobState::Cancelled,
                         sched.job(j).attempt,
                         Some(rt.started_ms),
                         Some(now),

@@ -7,6 +7,7 @@ use super::{now_ms, EngineError, Format, RunRequest, SINK_FLUSH_DEADLINE};
 use crate::exit::ExitCode;
 use crate::store::Store;
 use serde_json::{json, Value};
+use sparkwing_api::wire::JobStateReport;
 use sparkwing_core::mask::{self, Masker};
 use sparkwing_core::RunPhase;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ impl Recorder {
     }
 
     /// Tell the sink a job's state (no-op without a sink).
-    pub(super) fn sink_state(&self, job: &str, state: Value) {
+    pub(super) fn sink_state(&self, job: &str, state: JobStateReport) {
         if let Some(s) = &self.sink {
             s.job_state(job, state);
         }

@@ -5,7 +5,7 @@
 //! Calls are non-blocking: the engine never waits on the network. A sink queues and delivers on
 //! its own thread; the engine calls [`RunSink::flush`] with a deadline before it returns.
 
-use serde_json::{json, Map, Value};
+use sparkwing_api::wire::{JobStateReport, ReportedJobState};
 use sparkwing_core::RunPhase;
 use std::time::Instant;
 
@@ -66,68 +66,67 @@ impl std::fmt::Display for FlushReport {
 pub trait RunSink: Send + Sync {
     /// A masked log line of a job.
     fn log_line(&self, line: SinkLine);
-    /// A job's state changed: a JSON object as the API's job-state PUT takes it
-    /// (`state`, `attempt`, `startedAt`, `finishedAt`, `exitCode`, `reason`).
-    fn job_state(&self, job: &str, state: Value);
+    /// A job's state changed, as the API's job-state PUT takes it.
+    fn job_state(&self, job: &str, state: JobStateReport);
     /// The run ended (sent after every line and state queued before it).
     fn run_finished(&self, phase: RunPhase, message: Option<String>);
     /// Deliver what is queued, waiting at most until `deadline`.
     fn flush(&self, deadline: Instant) -> FlushReport;
 }
 
-/// The job-state object of a job.
-pub fn job_state_json(
-    state: &str,
+/// A job's state as the API's job-state PUT takes it; times are Unix milliseconds (a start time
+/// of 0 is unknown).
+pub fn job_state_report(
+    state: impl Into<ReportedJobState>,
     attempt: u32,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
     exit_code: Option<i32>,
     reason: Option<&str>,
-) -> Value {
-    let mut m = Map::new();
-    m.insert("state".into(), json!(state));
-    m.insert("attempt".into(), json!(attempt));
-    if let Some(t) = started_ms.filter(|t| *t > 0) {
-        m.insert(
-            "startedAt".into(),
-            json!(sparkwing_core::time::format_rfc3339(t)),
-        );
+) -> JobStateReport {
+    JobStateReport {
+        state: state.into(),
+        attempt,
+        started_at: started_ms
+            .filter(|t| *t > 0)
+            .map(sparkwing_core::time::format_rfc3339),
+        finished_at: finished_ms.map(sparkwing_core::time::format_rfc3339),
+        exit_code,
+        reason: reason.map(str::to_string),
+        settled: false,
     }
-    if let Some(t) = finished_ms {
-        m.insert(
-            "finishedAt".into(),
-            json!(sparkwing_core::time::format_rfc3339(t)),
-        );
-    }
-    if let Some(c) = exit_code {
-        m.insert("exitCode".into(), json!(c));
-    }
-    if let Some(r) = reason {
-        m.insert("reason".into(), json!(r));
-    }
-    Value::Object(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sparkwing_core::state::JobState;
 
     #[test]
     fn job_state_objects_carry_what_is_known() {
-        let v = job_state_json(
-            "failed",
+        let v = serde_json::to_value(job_state_report(
+            JobState::Failed,
             2,
             Some(1_000),
             Some(2_000),
             Some(3),
             Some("exit code 3"),
-        );
+        ))
+        .unwrap();
         assert_eq!(v["state"], "failed");
         assert_eq!(v["attempt"], 2);
         assert_eq!(v["startedAt"], "1970-01-01T00:00:01Z");
         assert_eq!(v["exitCode"], 3);
         assert_eq!(v["reason"], "exit code 3");
-        let v = job_state_json("pending", 0, None, None, None, None);
+        let v = serde_json::to_value(job_state_report(
+            JobState::Pending,
+            0,
+            None,
+            None,
+            None,
+            None,
+        ))
+        .unwrap();
         assert_eq!(v.as_object().unwrap().len(), 2);
     }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::client::{ApiClient, Flow, LogLine, RemoteError, StreamEnd};
+use sparkwing_api::wire::LogLine;
+use sparkwing_api::{ApiClient, Flow, RemoteError, StreamEnd};
+use sparkwing_core::reconcile::status::RunPhase;
 
 /// How often the run is polled.
 const POLL: Duration = Duration::from_millis(500);
@@ -20,11 +22,6 @@ const RECONNECTS: u32 = 5;
 const DRAIN: Duration = Duration::from_secs(60);
 /// How long the API may be unreachable while following before giving up.
 const OUTAGE: Duration = Duration::from_secs(60);
-
-/// A terminal phase (`Succeeded`, `Failed`, `Cancelled`).
-pub fn is_finished(phase: &str) -> bool {
-    sparkwing_core::RunPhase::from_phase_str(phase).is_some_and(|p| p.is_terminal())
-}
 
 /// How lines and states are printed.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +86,7 @@ impl FollowPrinter {
     pub fn line(&mut self, l: &LogLine) {
         if self.style.json {
             self.write(
-                &json!({"run": self.run, "job": l.job, "seq": l.seq, "ts": l.ts, "stream": l.stream, "line": l.line})
+                &json!({"run": self.run, "job": l.job, "seq": l.seq, "ts": l.ts, "stream": l.stream.as_str(), "line": l.line})
                     .to_string(),
             );
             return;
@@ -132,14 +129,14 @@ impl FollowPrinter {
     }
 
     /// The run's new phase: `run ci/build-1a2b3c4d: Running`.
-    pub fn phase(&mut self, phase: &str) {
+    pub fn phase(&mut self, phase: RunPhase) {
         if !self.events {
             return;
         }
         if self.style.json {
             self.write(&json!({"run": self.run, "event": "phase", "phase": phase}).to_string());
         } else {
-            self.write(&format!("run {}: {phase}", self.run));
+            self.write(&format!("run {}: {}", self.run, phase.phase_str()));
         }
     }
 }
@@ -148,7 +145,7 @@ impl FollowPrinter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The run finished with this phase and every log line was printed.
-    Finished(String),
+    Finished(RunPhase),
     /// `interrupted` was set (Ctrl-C) before the run finished.
     Interrupted,
 }
@@ -187,7 +184,8 @@ pub fn follow_run(
     let mut followed: BTreeSet<String> = BTreeSet::new();
     let mut running = 0usize;
     let mut states: BTreeMap<String, Value> = BTreeMap::new();
-    let mut phase = String::new();
+    // None until the first poll: its phase is always printed.
+    let mut phase: Option<RunPhase> = None;
     // Lines seen per job, for a fallback read when a stream gave up.
     let mut seen: BTreeMap<String, u64> = select.after.clone();
     let mut failed_streams: Vec<(String, u64, RemoteError)> = Vec::new();
@@ -214,12 +212,8 @@ pub fn follow_run(
             }
             Err(e) => return Err(e),
         };
-        let now_phase = run
-            .get("phase")
-            .and_then(Value::as_str)
-            .unwrap_or("Pending")
-            .to_string();
-        if let Some(jobs) = run.get("jobs").and_then(Value::as_object) {
+        let now_phase = run.phase;
+        if let Some(jobs) = &run.jobs {
             for (job, state) in jobs {
                 if states.get(job) != Some(state) {
                     printer.job_state(job, state);
@@ -227,11 +221,11 @@ pub fn follow_run(
                 }
             }
         }
-        if now_phase != phase {
-            printer.phase(&now_phase);
-            phase = now_phase;
+        if phase != Some(now_phase) {
+            printer.phase(now_phase);
+            phase = Some(now_phase);
         }
-        let over = is_finished(&phase);
+        let over = now_phase.is_terminal();
         // Logs: a stream per job that has one (an API without logs: job states only).
         let jobs_with_logs = if logs_served {
             match logs.log_jobs(ns, name) {
@@ -301,10 +295,10 @@ pub fn follow_run(
             }
         }
         if over && running == 0 {
-            break Outcome::Finished(phase.clone());
+            break Outcome::Finished(now_phase);
         }
         if finished_at.is_some_and(|t| t.elapsed() > DRAIN) {
-            break Outcome::Finished(phase.clone());
+            break Outcome::Finished(now_phase);
         }
     };
     stop.store(true, Ordering::SeqCst);

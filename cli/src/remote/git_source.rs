@@ -282,10 +282,16 @@ pub enum BranchCheck {
 
 impl BranchCheck {
     /// The API's body: `{"inSync": true}` or `{"inSync": false, "message": ...}`.
-    pub fn body(&self) -> serde_json::Value {
+    pub fn body(&self) -> sparkwing_api::wire::BranchCheck {
         match self {
-            BranchCheck::InSync => serde_json::json!({"inSync": true}),
-            BranchCheck::Drifted(m) => serde_json::json!({"inSync": false, "message": m}),
+            BranchCheck::InSync => sparkwing_api::wire::BranchCheck {
+                in_sync: true,
+                message: None,
+            },
+            BranchCheck::Drifted(m) => sparkwing_api::wire::BranchCheck {
+                in_sync: false,
+                message: Some(m.clone()),
+            },
         }
     }
 }
@@ -362,7 +368,7 @@ mod tests {
     #[test]
     fn branch_check_bodies() {
         assert_eq!(
-            BranchCheck::InSync.body(),
+            serde_json::to_value(BranchCheck::InSync.body()).unwrap(),
             serde_json::json!({"inSync": true})
         );
         let w = branch_drift("main", Some(&["dev".to_string()])).unwrap();
@@ -371,7 +377,7 @@ mod tests {
             "{w}"
         );
         assert_eq!(
-            BranchCheck::Drifted(w.clone()).body(),
+            serde_json::to_value(BranchCheck::Drifted(w.clone()).body()).unwrap(),
             serde_json::json!({"inSync": false, "message": w})
         );
     }

@@ -6,7 +6,7 @@
 //! one), files with `O_CREAT|O_EXCL|O_NOFOLLOW` in directories this code just made and checked,
 //! and the manifest's symlinks last, when every file is in place.
 
-use crate::remote::client::{ApiClient, RemoteError};
+use sparkwing_api::{ApiClient, RemoteError};
 use sparkwing_core::upload_manifest::{sha256_hex, Manifest, ManifestError, ManifestLimits, Op};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;

@@ -1,9 +1,6 @@
-//! Talking to a Sparkwing API (`docs/api.md`, `docs/remote.md`): the HTTP client, source
-//! uploads, and following remote runs.
+//! Talking to a Sparkwing API (`docs/api.md`, `docs/remote.md`) through `sparkwing-api`'s
+//! client: source uploads, following remote runs, the runner's sink and source.
 
-// The client is the API's whole surface; not every call has a command yet.
-#[allow(dead_code)]
-pub mod client;
 pub mod follow;
 pub mod git_source;
 pub mod materialise;

@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The claim annotations the operator writes (`docs/operator.md`, "The claim contract").
-pub const ANNOTATION_RUN: &str = "sparkwing.dev/run";
-pub const ANNOTATION_ATTEMPT: &str = "sparkwing.dev/attempt";
+pub use sparkwing_api::names::{ANNOTATION_ATTEMPT, ANNOTATION_RUN};
 
 /// The file of the pod's annotations in the podinfo directory.
-pub const ANNOTATIONS_FILE: &str = "annotations";
+pub use sparkwing_api::names::PODINFO_ANNOTATIONS as ANNOTATIONS_FILE;
 
 /// Parse the kubelet's `key="value"` lines. `Err` names the first line that is not one.
 pub fn parse_map(text: &str) -> Result<BTreeMap<String, String>, String> {

@@ -10,8 +10,8 @@
 //! token, a run that does not exist) stop delivery; [`RunSink::flush`] reports what is left.
 
 use crate::engine::sink::{FlushReport, RunSink, SinkLine};
-use crate::remote::client::{ApiClient, LogLine, RemoteError};
-use serde_json::{json, Value};
+use sparkwing_api::wire::{FinishRequest, JobStateReport, LogLine, LogStream};
+use sparkwing_api::{ApiClient, RemoteError};
 use sparkwing_core::RunPhase;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -41,11 +41,11 @@ struct Queue {
     /// order of everything queued.
     lines: VecDeque<(u64, LogLine)>,
     /// Latest state per job, oldest change first, with its place in the order.
-    states: Vec<(u64, String, Value)>,
+    states: Vec<(u64, String, JobStateReport)>,
     /// The place of the next record queued.
     next_order: u64,
     /// The run's end, to send after everything else.
-    finish: Option<Value>,
+    finish: Option<FinishRequest>,
     finish_sent: bool,
     flushing: bool,
     /// Unreachable answers in a row since the flush began.
@@ -186,7 +186,12 @@ impl RunSink for ApiSink {
                 job: line.job,
                 seq: line.seq + offset,
                 ts: rfc3339_ms(line.ts_ms),
-                stream: line.stream,
+                // The engine writes `stdout` or `stderr`.
+                stream: if line.stream == "stderr" {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                },
                 line: line.line,
             },
         ));
@@ -199,7 +204,7 @@ impl RunSink for ApiSink {
         }
     }
 
-    fn job_state(&self, job: &str, state: Value) {
+    fn job_state(&self, job: &str, state: JobStateReport) {
         let mut q = self.shared.lock();
         q.states.retain(|(_, j, _)| j != job);
         let order = q.next_order;
@@ -210,10 +215,10 @@ impl RunSink for ApiSink {
     }
 
     fn run_finished(&self, phase: RunPhase, message: Option<String>) {
-        let mut body = json!({ "phase": phase.phase_str() });
-        if let Some(m) = message {
-            body["message"] = json!(m);
-        }
+        let body = FinishRequest {
+            phase: Some(phase),
+            message,
+        };
         let mut q = self.shared.lock();
         q.finish = Some(body);
         q.finish_sent = false;
@@ -255,8 +260,8 @@ impl RunSink for ApiSink {
 /// What the thread sends next.
 enum Work {
     Lines(Vec<LogLine>),
-    State(String, Value),
-    Finish(Value),
+    State(String, JobStateReport),
+    Finish(FinishRequest),
 }
 
 struct Worker {
@@ -272,7 +277,7 @@ impl Worker {
         loop {
             let Some(work) = self.next() else { return };
             let result = match &work {
-                Work::Lines(lines) => self.client.post_logs(&self.ns, &self.name, lines),
+                Work::Lines(lines) => self.client.post_logs(&self.ns, &self.name, lines).map(drop),
                 Work::State(job, state) => {
                     self.client.put_job_state(&self.ns, &self.name, job, state)
                 }
@@ -461,6 +466,7 @@ mod tests {
     }
 
     fn served() -> Served {
+        use sparkwing_api::wire::{RunSource, TriggerRequest};
         use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -482,7 +488,10 @@ mod tests {
         let url = format!("http://{addr}");
         let admin = ApiClient::new(&url, &admin).unwrap();
         let r = admin
-            .trigger(&json!({"pipeline": "p", "namespace": "ci", "source": {"external": {}}}))
+            .trigger(&TriggerRequest {
+                namespace: Some("ci".into()),
+                ..TriggerRequest::new("p", RunSource::External {})
+            })
             .unwrap();
         let runner = ApiClient::new(&url, r.runner_token.as_deref().unwrap()).unwrap();
         Served {
@@ -507,9 +516,13 @@ mod tests {
 
     #[test]
     fn a_line_is_delivered_while_the_run_goes_on_and_resending_is_harmless() {
+        use sparkwing_core::JobState;
         let s = served();
         let sink = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
-        sink.job_state("a", json!({"state": "running"}));
+        sink.job_state(
+            "a",
+            crate::engine::sink::job_state_report(JobState::Running, 1, None, None, None, None),
+        );
         sink.log_line(line("a", 1));
         // No flush: the thread sends it on its own (within the linger time).
         let end = Instant::now() + Duration::from_secs(20);

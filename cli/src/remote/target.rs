@@ -1,8 +1,8 @@
 //! A profile resolved to API clients: `--profile P`, else `$SPARKWING_PROFILE`, else the profiles
 //! file's `default:`; the token from the profile's `token_env` variable or its stored `token`.
 
-use super::client::{ApiClient, RemoteError};
 use crate::profiles::{self, Profile, ProfileError};
+use sparkwing_api::{ApiClient, RemoteError};
 
 /// The environment variable naming the profile when `--profile` is not given.
 pub const ENV_PROFILE: &str = "SPARKWING_PROFILE";

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use sha2::{Digest, Sha256};
 use sparkwing_core::upload_manifest::{Entry, Manifest, ManifestError, ManifestLimits};
 
-use super::client::{ApiClient, RemoteError};
+use sparkwing_api::{ApiClient, RemoteError};
 
 /// The API's default manifest limits (`docs/api.md`), checked before anything is sent.
 pub const LIMITS: ManifestLimits = ManifestLimits {
@@ -421,7 +421,7 @@ fn send_batch(client: &ApiClient, batch: &[(String, PathBuf)]) -> Result<(u64, u
     let mut tries = 0;
     loop {
         tries += 1;
-        match client.put_blobs(gz.clone()) {
+        match client.put_blobs(&gz) {
             Ok(_) => return Ok((raw, wire)),
             Err(e) if e.is_unreachable() && tries < TRIES => {
                 std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(tries)));
@@ -450,8 +450,8 @@ fn send_blob(client: &ApiClient, sha: &str, path: &Path) -> Result<(u64, u64), U
     let mut tries = 0;
     loop {
         tries += 1;
-        match client.put_blob(sha, gz.clone()) {
-            Ok(()) => return Ok((data.len() as u64, wire)),
+        match client.put_blob(sha, &gz) {
+            Ok(_) => return Ok((data.len() as u64, wire)),
             Err(e) if e.is_unreachable() && tries < TRIES => {
                 std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(tries)));
             }

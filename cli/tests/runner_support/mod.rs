@@ -87,14 +87,6 @@ impl Api {
         }
     }
 
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into()
-    }
-
     /// Trigger the fixture's `lines` pipeline (`n` = 3) in namespace `ci` from `source` as admin:
     /// (run name, its runner token).
     pub fn trigger_lines(&self, source: Value) -> (String, String) {
@@ -120,22 +112,23 @@ impl Api {
         token: &str,
         body: Option<Vec<u8>>,
     ) -> (u16, Value) {
-        let url = format!("{}{path}", self.url);
-        let agent = Api::agent();
-        let auth = format!("Bearer {token}");
-        let resp = match (method, body) {
-            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
-            ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send(&b[..]),
-            (_, Some(b)) => agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .content_type("application/json")
-                .send(&b[..]),
-            (_, None) => agent.post(&url).header("Authorization", &auth).send_empty(),
-        }
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.into_body().read_to_string().unwrap_or_default();
+        let client = sparkwing_api::ApiClient::new(&self.url, token).unwrap();
+        // Blobs go gzip-compressed; every other body is JSON.
+        let content_type = if path.starts_with("/api/v1/blobs") {
+            "application/gzip"
+        } else {
+            "application/json"
+        };
+        let answer = client
+            .call(
+                method,
+                path,
+                &[("Content-Type", content_type)],
+                body.as_deref(),
+            )
+            .unwrap_or_else(|e| panic!("{method} {}{path}: {e}", self.url));
+        let status = answer.status;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, v)
     }

@@ -13,119 +13,25 @@
 //! pool claimed by a run, for that run's runner token (`POST /api/v1/pools/{ns}/{pool}/claims`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Mutex, RwLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::manifest::sha256_hex;
 use super::storage::{Storage, StorageError, TokenJournal, TokenOp};
 use super::ApiState;
 
-/// A permission a token carries.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    RunsRead,
-    RunsTrigger,
-    Admin,
-    /// The runner of one run.
-    Run {
-        namespace: String,
-        name: String,
-    },
-    /// The warm runners of one RunnerPool.
-    Pool {
-        namespace: String,
-        name: String,
-    },
-}
+// Scopes are part of the API's contract: one definition, in `sparkwing-api`.
+pub use sparkwing_api::scopes::{Scope, GRANTABLE_SCOPES};
 
-/// Scopes an admin may grant (`run:` and `pool:` scopes are minted by the server only).
-pub const GRANTABLE_SCOPES: &[&str] = &["runs:read", "runs:trigger", "admin"];
-
-impl Scope {
-    pub fn run(namespace: &str, name: &str) -> Scope {
-        Scope::Run {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-
-    pub fn pool(namespace: &str, name: &str) -> Scope {
-        Scope::Pool {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Scope> {
-        match s {
-            "runs:read" => Some(Scope::RunsRead),
-            "runs:trigger" => Some(Scope::RunsTrigger),
-            "admin" => Some(Scope::Admin),
-            _ => {
-                let (make, rest): (fn(&str, &str) -> Scope, &str) =
-                    if let Some(rest) = s.strip_prefix("run:") {
-                        (Scope::run, rest)
-                    } else {
-                        (Scope::pool, s.strip_prefix("pool:")?)
-                    };
-                let (ns, name) = rest.split_once('/')?;
-                (!ns.is_empty() && !name.is_empty()).then(|| make(ns, name))
-            }
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scope::RunsRead => f.write_str("runs:read"),
-            Scope::RunsTrigger => f.write_str("runs:trigger"),
-            Scope::Admin => f.write_str("admin"),
-            Scope::Run { namespace, name } => write!(f, "run:{namespace}/{name}"),
-            Scope::Pool { namespace, name } => write!(f, "pool:{namespace}/{name}"),
-        }
-    }
-}
-
-/// A stored token: never the token itself.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenRecord {
-    pub id: String,
-    /// Lowercase hex sha256 of the whole token string.
-    pub hash: String,
-    pub principal: String,
-    pub scopes: Vec<String>,
-    /// RFC 3339.
-    pub created: String,
-    #[serde(default)]
-    pub revoked: bool,
-    /// Runner tokens: the upload their run's source is (immutable in the spec), so reading it
-    /// needs no lookup of the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upload: Option<String>,
-    /// Pool tokens: the uid of the RunnerPool they were minted for, so a token of a deleted pool
-    /// cannot speak for a later pool of the same name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool_uid: Option<String>,
-}
+/// A stored token (kept by the storage layer, which owns its records).
+pub use super::storage::TokenRecord;
 
 /// What the list endpoint shows of a token.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenInfo {
-    pub id: String,
-    pub principal: String,
-    pub scopes: Vec<String>,
-    pub created: String,
-    pub revoked: bool,
-}
+pub use sparkwing_api::wire::TokenInfo;
 
 impl From<&TokenRecord> for TokenInfo {
     fn from(r: &TokenRecord) -> Self {

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use sparkwing_api::wire::ErrorBody;
 
 use super::manifest::ManifestError;
 use super::runs::BackendError;
@@ -135,11 +135,13 @@ impl IntoResponse for ApiError {
             }
             _ => self.to_string(),
         };
-        let body = match &self {
-            ApiError::Forbidden { scope } => {
-                json!({"error": self.code(), "message": message, "scope": scope})
-            }
-            _ => json!({"error": self.code(), "message": message}),
+        let body = ErrorBody {
+            error: self.code().to_string(),
+            message,
+            scope: match &self {
+                ApiError::Forbidden { scope } => Some(scope.clone()),
+                _ => None,
+            },
         };
         (status, Json(body)).into_response()
     }

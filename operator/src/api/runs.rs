@@ -18,12 +18,8 @@ use crate::error::{is_already_exists, is_conflict, is_not_found};
 /// Key of the runner token in its Secret (the runner Job reads it from there).
 pub use crate::runner_job::RUNNER_TOKEN_KEY;
 
-/// A webhook run's comparison of its Pipeline's push branches with `on.push.branches` in the
-/// committed `sparkwing.yaml`, as its runner reported it (`PUT .../branch-check`): `"true"` or
-/// `"false"`. The Pipeline controller turns the newest run's into the `BranchesInSync` condition.
-pub const BRANCHES_IN_SYNC_ANNOTATION: &str = "sparkwing.dev/branches-in-sync";
-/// When they differ: the runner's message naming both lists (absent when in sync).
-pub const BRANCH_DRIFT_ANNOTATION: &str = "sparkwing.dev/branch-drift";
+/// A webhook run's branch check, as its runner reported it (`PUT .../branch-check`).
+pub use sparkwing_api::names::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 
 /// Name of the Secret holding a run's runner token.
 pub fn runner_secret_name(run: &str) -> String {
@@ -711,5 +707,26 @@ impl RunBackend for MemoryRuns {
             .map(|pods| pods.get(&Self::key(ns, pod)).cloned())
             .map_err(|_| poisoned());
         async move { result }.boxed()
+    }
+}
+/// The start of run names made from a pipeline name: lowercase letters and digits, other
+/// characters as `-`, at most 40 characters, never empty (`run`).
+pub fn run_name_slug(pipeline: &str) -> String {
+    let mut slug: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    slug.truncate(40);
+    let slug = slug.trim_matches('-');
+    if slug.is_empty() {
+        "run".to_string()
+    } else {
+        slug.to_string()
     }
 }

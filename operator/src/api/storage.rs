@@ -30,7 +30,7 @@ use super::manifest::{is_sha256_hex, Manifest};
 mod logs;
 mod tokens;
 pub use logs::{LogPage, LogRange, INDEX_STRIDE};
-pub use tokens::{tokens_apply, TokenJournal, TokenOp};
+pub use tokens::{tokens_apply, TokenJournal, TokenOp, TokenRecord};
 
 /// A storage failure: the path and the IO or JSON error.
 #[derive(Debug, thiserror::Error)]
@@ -63,38 +63,8 @@ pub(super) fn io<'a>(
     }
 }
 
-/// Where a stdout or stderr line came from.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    #[default]
-    Stdout,
-    Stderr,
-}
-
-/// One stored log line.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct LogRecord {
-    pub seq: u64,
-    #[serde(default)]
-    pub ts: String,
-    #[serde(default)]
-    pub stream: Stream,
-    pub line: String,
-}
-
-/// How a log batch was taken.
-#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IngestReport {
-    /// Lines appended.
-    pub accepted: u64,
-    /// Lines already stored (a retried or overlapping batch), ignored.
-    pub duplicates: u64,
-    /// Lines past the job's log cap: acknowledged, not stored (the log ends with a marker).
-    /// Shown only when there are some.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub dropped: u64,
-}
+// A stored log line is the line the API reads back, so its type is the wire's (`sparkwing-api`).
+pub use sparkwing_api::wire::{IngestReport, LogRecord, LogStream as Stream};
 
 /// What the archive index keeps of an archived run: enough for a list's view (names, creation
 /// time, annotations, pipeline, trigger, phase), not its args, secrets or job states.
@@ -151,10 +121,6 @@ impl Drop for BlobTemp {
     }
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
 /// A batch that leaves a hole: nothing of the batch is stored.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -176,18 +142,7 @@ pub struct ArchivedRun {
     pub run: PipelineRun,
 }
 
-/// What a garbage collection did.
-#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct GcReport {
-    pub blobs_deleted: u64,
-    pub bytes_freed: u64,
-    pub blobs_kept: u64,
-    pub uploads_deleted: u64,
-    pub uploads_kept: u64,
-    /// Files in `tmp/` older than the grace period (left by interrupted writes).
-    pub tmp_deleted: u64,
-}
+pub use sparkwing_api::wire::GcReport;
 
 /// The data directory.
 pub struct Storage {

@@ -345,7 +345,7 @@ pub fn run_name(pipeline_ns: &str, pipeline_name: &str, delivery: &str) -> Strin
     let h = Sha256::digest(format!("{delivery}\n{pipeline_ns}\n{pipeline_name}"));
     format!(
         "{}-{}",
-        crate::api::handlers::runs::run_name_slug(pipeline_name),
+        crate::api::runs::run_name_slug(pipeline_name),
         hex::encode(&h[..4])
     )
 }

@@ -8,20 +8,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use sparkwing_api::wire::{
+    CreateTokenRequest, CreatedToken, GcReport, GcRequest, TokenInfo, TokenList, WhoAmI,
+};
 use sparkwing_crds::pipeline_run::Source;
 
-use crate::api::auth::{Principal, Scope, TokenInfo, GRANTABLE_SCOPES};
+use crate::api::auth::{Principal, Scope, GRANTABLE_SCOPES};
 use crate::api::runs::is_terminal;
-use crate::api::storage::GcReport;
 use crate::api::{blocking, read_json, ApiError, ApiMetrics, ApiState};
-
-#[derive(Serialize, Debug)]
-pub struct WhoAmI {
-    pub principal: String,
-    pub token: String,
-    pub scopes: Vec<String>,
-}
 
 pub async fn whoami(p: Principal) -> Json<WhoAmI> {
     Json(WhoAmI {
@@ -31,28 +25,14 @@ pub async fn whoami(p: Principal) -> Json<WhoAmI> {
     })
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    pub principal: String,
-    pub scopes: Vec<String>,
-}
-
-#[derive(Serialize, Debug)]
-pub struct CreatedToken {
-    /// Shown once; only its hash is stored.
-    pub token: String,
-    #[serde(flatten)]
-    pub info: TokenInfo,
-}
-
 pub async fn create_token(
     State(st): State<ApiState>,
     p: Principal,
     body: Body,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     p.require(Scope::Admin)?;
-    let req: CreateToken = read_json(body, st.config.limits.json_body, "token request").await?;
+    let req: CreateTokenRequest =
+        read_json(body, st.config.limits.json_body, "token request").await?;
     let principal = req.principal.trim().to_string();
     if principal.is_empty() || principal.len() > 256 {
         return Err(ApiError::BadRequest(
@@ -88,11 +68,6 @@ pub async fn create_token(
     ))
 }
 
-#[derive(Serialize, Debug)]
-pub struct TokenList {
-    pub tokens: Vec<TokenInfo>,
-}
-
 pub async fn list_tokens(
     State(st): State<ApiState>,
     p: Principal,
@@ -118,14 +93,6 @@ pub async fn revoke_token(
     } else {
         Err(ApiError::NotFound(format!("token {id} not found")))
     }
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GcRequest {
-    /// Overrides the configured grace period.
-    #[serde(default)]
-    pub grace_seconds: Option<u64>,
 }
 
 /// Delete blobs no kept manifest names. Kept manifests: those of runs that still exist and are

@@ -9,28 +9,15 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use sparkwing_api::wire::{LogLine, LogPage};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::runs::is_terminal;
-use crate::api::storage::{IngestError, IngestReport, LogRange, LogRecord, Stream as LogStream};
+use crate::api::storage::{IngestError, IngestReport, LogRange, LogRecord};
 use crate::api::{
     blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
 };
-
-/// One line of a batch, as a runner sends it.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct IngestLine {
-    pub job: String,
-    /// 1 for a job's first line, then +1 per line.
-    pub seq: u64,
-    #[serde(default)]
-    pub ts: String,
-    #[serde(default)]
-    pub stream: LogStream,
-    pub line: String,
-}
 
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
@@ -54,7 +41,7 @@ pub async fn ingest(
 ) -> Result<Json<IngestReport>, ApiError> {
     check_run(&ns, &name)?;
     p.require(Scope::run(&ns, &name))?;
-    let batch: Vec<IngestLine> = read_json(body, st.config.limits.log_body, "log batch").await?;
+    let batch: Vec<LogLine> = read_json(body, st.config.limits.log_body, "log batch").await?;
     let mut records = Vec::with_capacity(batch.len());
     for l in batch {
         check_job_name(&l.job)?;
@@ -103,33 +90,19 @@ pub const MAX_LOG_PAGE_BYTES: usize = 4 << 20;
 /// Lines a follower reads at a time.
 const FOLLOW_PAGE_LINES: usize = 1_000;
 
-#[derive(Serialize, Debug)]
-#[serde(untagged)]
-pub enum LogRead {
-    Jobs {
-        jobs: Vec<String>,
-    },
-    Lines {
-        job: String,
-        lines: Vec<LogRecord>,
-        /// The page stopped at its limit: read on with `after` = the last line's seq.
-        more: bool,
-    },
-}
-
 pub async fn read(
     State(st): State<ApiState>,
     p: Principal,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
-) -> Result<Json<LogRead>, ApiError> {
+) -> Result<Json<LogPage>, ApiError> {
     check_run(&ns, &name)?;
     p.require_read_run(&ns, &name)?;
     let storage = st.storage.clone();
     match q.job {
         None => {
             let jobs = blocking(move || storage.log_jobs(&ns, &name)).await?;
-            Ok(Json(LogRead::Jobs { jobs }))
+            Ok(Json(LogPage::Jobs { jobs }))
         }
         Some(job) => {
             check_job_name(&job)?;
@@ -154,7 +127,7 @@ pub async fn read(
                 storage.read_log_page(&ns, &name, &j, range)
             })
             .await?;
-            Ok(Json(LogRead::Lines {
+            Ok(Json(LogPage::Lines {
                 job,
                 lines: page.lines,
                 more: page.more,

@@ -3,29 +3,13 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use sparkwing_api::wire::{ClaimAnswer, ClaimRequest};
 use sparkwing_crds::pipeline_run::Source;
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::handlers::runs::mint_runner_token;
 use crate::api::runs::is_terminal;
 use crate::api::{check_object_name, read_json, ApiError, ApiState};
-
-/// `POST /api/v1/pools/{ns}/{pool}/claims`: which pod asks, for which run.
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimRequest {
-    pub pod: String,
-    pub run: String,
-}
-
-#[derive(Serialize, Debug)]
-pub struct ClaimToken {
-    /// The run's runner token (`run:<ns>/<run>`), as a runner Job gets from its Secret.
-    pub token: String,
-    /// The attempt the claim names.
-    pub attempt: u32,
-}
 
 /// A warm runner of `pool`, claimed by the operator for `run`, trades the pool token for the
 /// run's runner token. The pod's claim is read from the pod itself (its controller must be the
@@ -36,7 +20,7 @@ pub async fn claim(
     p: Principal,
     Path((ns, pool)): Path<(String, String)>,
     body: Body,
-) -> Result<Json<ClaimToken>, ApiError> {
+) -> Result<Json<ClaimAnswer>, ApiError> {
     check_object_name("namespace", &ns)?;
     check_object_name("pool name", &pool)?;
     p.require(Scope::pool(&ns, &pool))?;
@@ -92,5 +76,5 @@ pub async fn claim(
     };
     let token = mint_runner_token(&st, &ns, &req.run, upload).await?;
     tracing::info!(%ns, %pool, pod = %req.pod, run = %req.run, attempt, "warm runner got its run token");
-    Ok(Json(ClaimToken { token, attempt }))
+    Ok(Json(ClaimAnswer { token, attempt }))
 }

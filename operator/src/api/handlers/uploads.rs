@@ -16,30 +16,18 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use flate2::read::GzDecoder;
-use serde::Serialize;
+use sparkwing_api::wire::{BlobAnswer, BlobBatchAnswer, UploadAnswer};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::manifest::{is_sha256_hex, Manifest};
 use crate::api::storage::{BlobTemp, Storage};
 use crate::api::{blocking, read_body, read_json, ApiError, ApiMetrics, ApiState};
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadView {
-    pub id: String,
-    /// Blobs the server lacks, by sha256.
-    pub missing: Vec<String>,
-    pub files: usize,
-    pub total_size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub manifest: Option<Manifest>,
-}
-
 pub async fn create_upload(
     State(st): State<ApiState>,
     p: Principal,
     body: Body,
-) -> Result<Json<UploadView>, ApiError> {
+) -> Result<Json<UploadAnswer>, ApiError> {
     p.require(Scope::RunsTrigger)?;
     let manifest: Manifest = read_json(body, st.config.limits.manifest_body, "manifest").await?;
     manifest.validate(&st.config.limits.manifest)?;
@@ -52,7 +40,7 @@ pub async fn create_upload(
             return Err(ApiError::size_mismatch(m));
         }
         storage.put_upload(&id, &manifest)?;
-        Ok::<_, ApiError>(UploadView {
+        Ok::<_, ApiError>(UploadAnswer {
             missing: storage.missing_blobs(&manifest),
             files: manifest.files.len(),
             total_size: manifest.total_size(),
@@ -87,12 +75,12 @@ pub async fn get_upload(
     State(st): State<ApiState>,
     p: Principal,
     Path(id): Path<String>,
-) -> Result<Json<UploadView>, ApiError> {
+) -> Result<Json<UploadAnswer>, ApiError> {
     authorize_upload(&p, &id)?;
     let manifest = load_upload(&st, id.clone()).await?;
     let storage = st.storage.clone();
     let view = blocking(move || {
-        Ok::<_, ApiError>(UploadView {
+        Ok::<_, ApiError>(UploadAnswer {
             missing: storage.missing_blobs(&manifest),
             files: manifest.files.len(),
             total_size: manifest.total_size(),
@@ -122,15 +110,6 @@ pub async fn get_blob(
             "blob {sha} is not stored (garbage-collected, or never sent)"
         ))),
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BlobView {
-    pub sha256: String,
-    pub size: u64,
-    /// `false`: the server already had it.
-    pub created: bool,
 }
 
 /// How much of a body is read from the decompressor at a time.
@@ -219,7 +198,7 @@ pub async fn put_blob(
         }
         let size = tmp.size();
         let created = storage.commit_blobs(vec![(sha.clone(), tmp)])?[0];
-        Ok(BlobView {
+        Ok(BlobAnswer {
             sha256: sha,
             size,
             created,
@@ -236,17 +215,6 @@ pub async fn put_blob(
         StatusCode::OK
     };
     Ok((status, Json(view)))
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BlobBatchView {
-    /// Blobs in the batch.
-    pub blobs: usize,
-    /// Of those, how many the server did not have.
-    pub created: usize,
-    /// Uncompressed bytes of the created blobs.
-    pub bytes: u64,
 }
 
 /// Read a batch stream frame by frame into temp blobs, each hashed as it streams and checked
@@ -319,7 +287,7 @@ pub async fn put_blobs(
     p: Principal,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<BlobBatchView>, ApiError> {
+) -> Result<Json<BlobBatchAnswer>, ApiError> {
     p.require(Scope::RunsTrigger)?;
     let _memory = reserve_memory(&st, &headers, st.config.limits.blob_body).await?;
     let compressed = read_body(body, st.config.limits.blob_body, "compressed blob batch").await?;
@@ -330,7 +298,7 @@ pub async fn put_blobs(
         let frames = receive_batch(&storage, &compressed, limit)?;
         drop(compressed);
         let sizes: Vec<u64> = frames.iter().map(|(_, t)| t.size()).collect();
-        let mut view = BlobBatchView {
+        let mut view = BlobBatchAnswer {
             blobs: frames.len(),
             created: 0,
             bytes: 0,

@@ -10,9 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kube::ResourceExt;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
+use sparkwing_api::wire::{DeliveryRecord, ErrorBody, Ignored, Pong, WebhookRun};
 use sparkwing_crds::pipeline_run::{PipelineRun, Source};
 
 use crate::api::auth::now_rfc3339;
@@ -59,7 +58,11 @@ impl IntoResponse for WebhookError {
         };
         (
             status,
-            Json(json!({"error": code, "message": self.to_string()})),
+            Json(ErrorBody {
+                error: code.to_string(),
+                message: self.to_string(),
+                scope: None,
+            }),
         )
             .into_response()
     }
@@ -75,31 +78,12 @@ fn e_response(e: &ApiError) -> Response {
         }
         _ => e.to_string(),
     };
-    (status, Json(json!({"error": e.code(), "message": message}))).into_response()
-}
-
-/// One run a delivery created.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct CreatedRun {
-    pub namespace: String,
-    pub name: String,
-    /// The Pipeline it was created for.
-    pub pipeline: String,
-}
-
-/// The answer to a push that created runs, stored per delivery id and answered again (with
-/// `redelivery: true`) when the delivery comes again.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliveryRecord {
-    pub delivery_id: String,
-    pub received_at: String,
-    pub branch: String,
-    pub commit: String,
-    pub runs: Vec<CreatedRun>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub redelivery: bool,
+    let body = ErrorBody {
+        error: e.code().to_string(),
+        message,
+        scope: None,
+    };
+    (status, Json(body)).into_response()
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -176,12 +160,12 @@ async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
     match webhook::decide(event, delivery, &bytes, &pipelines)? {
         Decision::Pong => {
             tracing::info!(delivery, "webhook ping");
-            Ok((StatusCode::OK, Json(json!({"pong": true}))).into_response())
+            Ok((StatusCode::OK, Json(Pong { pong: true })).into_response())
         }
         Decision::Ignore(reason) => {
             ApiMetrics::add(&st.metrics.webhook_ignored, 1);
             tracing::info!(delivery, event, %reason, "webhook delivery ignored");
-            Ok((StatusCode::ACCEPTED, Json(json!({"ignored": reason}))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Ignored { ignored: reason })).into_response())
         }
         Decision::Create { branch, sha, runs } => {
             // decide() checked it for a push.
@@ -286,7 +270,7 @@ async fn create(
             }
             Err(e) => return Err(e.into()),
         }
-        created.push(CreatedRun {
+        created.push(WebhookRun {
             namespace: ns,
             name,
             pipeline,

@@ -21,7 +21,29 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{io, Storage, StorageError};
-use crate::api::auth::TokenRecord;
+
+/// A stored token: never the token itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub id: String,
+    /// Lowercase hex sha256 of the whole token string.
+    pub hash: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
+    #[serde(default)]
+    pub revoked: bool,
+    /// Runner tokens: the upload their run's source is (immutable in the spec), so reading it
+    /// needs no lookup of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+    /// Pool tokens: the uid of the RunnerPool they were minted for, so a token of a deleted pool
+    /// cannot speak for a later pool of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_uid: Option<String>,
+}
 
 /// One change of the token table.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

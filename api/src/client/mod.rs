@@ -1,0 +1,553 @@
+//! The one blocking client of the Sparkwing API (`docs/api.md`), over `ureq` with rustls:
+//! uploads, runs, logs (read and follow), job states, tokens; the CLI, the runner and the
+//! end-to-end tests all use it.
+//!
+//! The bearer token is kept in the client and sent in a header; it is never part of an error
+//! message, a `Debug` output or a log line.
+
+mod error;
+mod sse;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sparkwing_core::upload_manifest::Manifest;
+
+use crate::wire::{
+    BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer, ClaimRequest,
+    CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, IngestReport, JobStateReport,
+    LogLine, LogPage, RunList, RunView, TokenInfo, TokenList, TriggerRequest, UploadAnswer, WhoAmI,
+};
+pub use error::RemoteError;
+use error::{check, Resp};
+pub use sse::{Flow, StreamEnd};
+
+/// How long to wait for a TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take, body included (blobs up to 64 MiB compressed).
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest silence on a log stream: the server sends a keep-alive comment every 15 s.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
+/// Most bytes read from a JSON answer.
+const JSON_LIMIT: u64 = 64 * 1024 * 1024;
+/// Most bytes read from an upload blob (the API's per-file limit).
+const BLOB_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// Any answer, error statuses included ([`ApiClient::call`]).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A client for one API base URL and token.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    /// Empty: no `Authorization` header (health, metrics, webhooks).
+    token: String,
+    agent: ureq::Agent,
+    stream_agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// A client for `base_url` (`http://` or `https://`, a trailing `/` is ignored) with
+    /// `token` (an empty one sends no `Authorization` header).
+    pub fn new(base_url: &str, token: &str) -> Result<ApiClient, RemoteError> {
+        let base = base_url.trim().trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 9 {
+            return Err(RemoteError::Unreachable {
+                url: base_url.to_string(),
+                message: "not an http:// or https:// URL; set one with `sparkwing profile set NAME --controller URL`".into(),
+            });
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .user_agent(concat!("sparkwing/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let stream_agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(STREAM_READ_TIMEOUT))
+            .user_agent(concat!("sparkwing/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(ApiClient {
+            base,
+            token: token.trim().to_string(),
+            agent,
+            stream_agent,
+        })
+    }
+
+    /// The same API with another token.
+    pub fn with_token(&self, token: &str) -> ApiClient {
+        ApiClient {
+            token: token.trim().to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The API's base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if self.token.is_empty() {
+            req
+        } else {
+            req.header("Authorization", &format!("Bearer {}", self.token))
+        }
+    }
+
+    fn transport(&self, e: ureq::Error) -> RemoteError {
+        RemoteError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// One request with extra `headers` (a body's `Content-Type` among them), its answer
+    /// whatever its status: for callers that look at statuses themselves (tests of the API's
+    /// refusals, webhook deliveries).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Answer, RemoteError> {
+        let url = self.url(path);
+        let resp = match method {
+            "GET" | "DELETE" | "HEAD" => {
+                let mut req = self.authorized(match method {
+                    "GET" => self.agent.get(&url),
+                    "HEAD" => self.agent.head(&url),
+                    _ => self.agent.delete(&url),
+                });
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.call()
+            }
+            "POST" | "PUT" | "PATCH" => {
+                let mut req = self.authorized(match method {
+                    "PUT" => self.agent.put(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    _ => self.agent.post(&url),
+                });
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                match body {
+                    Some(b) => req.send(b),
+                    None => req.send_empty(),
+                }
+            }
+            other => {
+                return Err(RemoteError::InvalidRequest(format!(
+                    "method {other:?}: GET, HEAD, DELETE, POST, PUT or PATCH"
+                )))
+            }
+        }
+        .map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        let body = read_limited(resp, BLOB_LIMIT, "the answer")?;
+        Ok(Answer { status, body })
+    }
+
+    fn get(&self, path: &str) -> Result<Resp, RemoteError> {
+        let resp = self
+            .authorized(self.agent.get(&self.url(path)))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        check(resp)
+    }
+
+    fn delete(&self, path: &str) -> Result<Resp, RemoteError> {
+        let resp = self
+            .authorized(self.agent.delete(&self.url(path)))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        check(resp)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Resp, RemoteError> {
+        let url = self.url(path);
+        let req = self.authorized(match method {
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        });
+        let resp = match body {
+            Some(b) => req.content_type(content_type).send(b),
+            None => req.send_empty(),
+        }
+        .map_err(|e| self.transport(e))?;
+        check(resp)
+    }
+
+    fn send_json<T: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &T,
+    ) -> Result<Resp, RemoteError> {
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| RemoteError::decode("the request body", e))?;
+        self.send(method, path, "application/json", Some(&bytes))
+    }
+
+    /// `GET /api/v1/whoami`.
+    pub fn whoami(&self) -> Result<WhoAmI, RemoteError> {
+        json_of(self.get("/api/v1/whoami")?, "whoami")
+    }
+
+    /// `POST /api/v1/uploads`: store the manifest, learn which blobs are missing.
+    pub fn create_upload(&self, m: &Manifest) -> Result<UploadAnswer, RemoteError> {
+        json_of(
+            self.send_json("POST", "/api/v1/uploads", m)?,
+            "the upload answer",
+        )
+    }
+
+    /// `PUT /api/v1/blobs/{sha256}` with the gzip-compressed content.
+    pub fn put_blob(&self, sha256: &str, gzipped: &[u8]) -> Result<BlobAnswer, RemoteError> {
+        json_of(
+            self.send(
+                "PUT",
+                &format!("/api/v1/blobs/{sha256}"),
+                "application/gzip",
+                Some(gzipped),
+            )?,
+            "the blob answer",
+        )
+    }
+
+    /// `POST /api/v1/blobs`: many blobs in one gzip stream of `<sha256> <size>\n<content>`
+    /// frames. A 404 or 405 means an API from before batches.
+    pub fn put_blobs(&self, gzipped: &[u8]) -> Result<BlobBatchAnswer, RemoteError> {
+        json_of(
+            self.send("POST", "/api/v1/blobs", "application/gzip", Some(gzipped))?,
+            "blob batch answer",
+        )
+    }
+
+    /// `GET /api/v1/uploads/{id}`: the canonical manifest.
+    pub fn get_upload(&self, id: &str) -> Result<Manifest, RemoteError> {
+        let a: UploadAnswer = json_of(self.get(&format!("/api/v1/uploads/{id}"))?, "upload")?;
+        a.manifest
+            .ok_or_else(|| RemoteError::decode(format!("upload {id}"), "no `manifest`"))
+    }
+
+    /// `GET /api/v1/uploads/{id}/blobs/{sha256}`: the raw (uncompressed) content.
+    pub fn get_upload_blob(&self, id: &str, sha256: &str) -> Result<Vec<u8>, RemoteError> {
+        let resp = self.get(&format!("/api/v1/uploads/{id}/blobs/{sha256}"))?;
+        read_limited(resp, BLOB_LIMIT, &format!("blob {sha256}"))
+    }
+
+    /// `POST /api/v1/runs`: create a PipelineRun.
+    pub fn trigger(&self, req: &TriggerRequest) -> Result<CreatedRun, RemoteError> {
+        json_of(self.send_json("POST", "/api/v1/runs", req)?, "the new run")
+    }
+
+    /// `GET /api/v1/runs[?namespace=]`: every run, newest first, page after page.
+    pub fn list_runs(&self, namespace: Option<&str>) -> Result<Vec<RunView>, RemoteError> {
+        let base = match namespace {
+            Some(ns) => format!("/api/v1/runs?namespace={}&limit=500", query_escape(ns)),
+            None => "/api/v1/runs?limit=500".to_string(),
+        };
+        // The server answers a page at a time (newest first); follow `next` to the end.
+        let mut out = Vec::new();
+        let mut path = base.clone();
+        loop {
+            let page: RunList = json_of(self.get(&path)?, "the run list")?;
+            out.extend(page.runs);
+            match page.next {
+                Some(cursor) => path = format!("{base}&cursor={}", query_escape(&cursor)),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// `GET /api/v1/runs/{ns}/{name}`: the run, its PipelineRun and job states.
+    pub fn get_run(&self, ns: &str, name: &str) -> Result<RunView, RemoteError> {
+        json_of(
+            self.get(&format!("/api/v1/runs/{ns}/{name}"))?,
+            &format!("run {ns}/{name}"),
+        )
+    }
+
+    /// `POST .../cancel` (`mode`: `Cancelled` when `None`; then no body is sent).
+    pub fn cancel_run(
+        &self,
+        ns: &str,
+        name: &str,
+        mode: Option<CancelMode>,
+    ) -> Result<RunView, RemoteError> {
+        let path = format!("/api/v1/runs/{ns}/{name}/cancel");
+        let resp = match mode {
+            Some(m) => self.send_json("POST", &path, &CancelRequest { mode: Some(m) }),
+            None => self.send("POST", &path, "application/json", None),
+        }?;
+        json_of(resp, &format!("run {ns}/{name}"))
+    }
+
+    /// `PUT .../jobs/{job}`: a job's state.
+    pub fn put_job_state(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        state: &JobStateReport,
+    ) -> Result<(), RemoteError> {
+        self.send_json(
+            "PUT",
+            &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+            state,
+        )
+        .map(drop)
+    }
+
+    /// `PUT .../branch-check`: the runner's comparison of its run's Pipeline push branches with
+    /// the committed `sparkwing.yaml`.
+    pub fn put_branch_check(
+        &self,
+        ns: &str,
+        name: &str,
+        check: &BranchCheck,
+    ) -> Result<(), RemoteError> {
+        self.send_json(
+            "PUT",
+            &format!("/api/v1/runs/{ns}/{name}/branch-check"),
+            check,
+        )
+        .map(drop)
+    }
+
+    /// `POST .../logs`: a batch of lines. A hole is [`RemoteError::LogGap`].
+    pub fn post_logs(
+        &self,
+        ns: &str,
+        name: &str,
+        lines: &[LogLine],
+    ) -> Result<IngestReport, RemoteError> {
+        json_of(
+            self.send_json("POST", &format!("/api/v1/runs/{ns}/{name}/logs"), lines)?,
+            "the log batch answer",
+        )
+    }
+
+    /// `POST .../finish`: archive the run and revoke its runner token (an external run's
+    /// executor says how it ended in `body`).
+    pub fn finish(
+        &self,
+        ns: &str,
+        name: &str,
+        body: Option<&FinishRequest>,
+    ) -> Result<(), RemoteError> {
+        let path = format!("/api/v1/runs/{ns}/{name}/finish");
+        match body {
+            Some(b) => self.send_json("POST", &path, b),
+            None => self.send("POST", &path, "application/json", None),
+        }
+        .map(drop)
+    }
+
+    /// `POST /api/v1/pools/{ns}/{pool}/claims` with a pool token: the runner token of `run`,
+    /// which claimed the warm pod `pod`, and the attempt the claim names.
+    pub fn claim_token(
+        &self,
+        ns: &str,
+        pool: &str,
+        pod: &str,
+        run: &str,
+    ) -> Result<ClaimAnswer, RemoteError> {
+        json_of(
+            self.send_json(
+                "POST",
+                &format!("/api/v1/pools/{ns}/{pool}/claims"),
+                &ClaimRequest {
+                    pod: pod.to_string(),
+                    run: run.to_string(),
+                },
+            )?,
+            "the claim answer",
+        )
+    }
+
+    /// `GET .../logs`: the jobs that have a log.
+    pub fn log_jobs(&self, ns: &str, name: &str) -> Result<Vec<String>, RemoteError> {
+        match json_of(
+            self.get(&format!("/api/v1/runs/{ns}/{name}/logs"))?,
+            "the log's jobs",
+        )? {
+            LogPage::Jobs { jobs } => Ok(jobs),
+            LogPage::Lines { .. } => Err(RemoteError::decode("the log's jobs", "no `jobs`")),
+        }
+    }
+
+    /// `GET .../logs?job=J&after=N`: a job's lines after `after`, page after page (the server
+    /// answers at most a page, with `"more": true` when lines follow).
+    pub fn read_logs(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        after: u64,
+    ) -> Result<Vec<LogLine>, RemoteError> {
+        let mut out = Vec::new();
+        let mut after = after;
+        loop {
+            let page = json_of(
+                self.get(&format!(
+                    "/api/v1/runs/{ns}/{name}/logs?job={}&after={after}",
+                    query_escape(job)
+                ))?,
+                "log lines",
+            )?;
+            let LogPage::Lines { lines, more, .. } = page else {
+                return Err(RemoteError::decode("log lines", "no `lines`"));
+            };
+            let last = lines.last().map(|line| line.seq);
+            out.extend(lines.into_iter().map(|l| l.of_job(job)));
+            match last {
+                // A page that ends on a line must move on; one that does not would loop.
+                Some(seq) if more && seq > after => after = seq,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /api/v1/admin/tokens`: a new token (its secret is in `token`, shown once).
+    pub fn create_token(
+        &self,
+        principal: &str,
+        scopes: &[String],
+    ) -> Result<CreatedToken, RemoteError> {
+        json_of(
+            self.send_json(
+                "POST",
+                "/api/v1/admin/tokens",
+                &CreateTokenRequest {
+                    principal: principal.to_string(),
+                    scopes: scopes.to_vec(),
+                },
+            )?,
+            "the new token",
+        )
+    }
+
+    /// `GET /api/v1/admin/tokens`: every token's record (no secrets).
+    pub fn list_tokens(&self) -> Result<Vec<TokenInfo>, RemoteError> {
+        let list: TokenList = json_of(self.get("/api/v1/admin/tokens")?, "the token list")?;
+        Ok(list.tokens)
+    }
+
+    /// `DELETE /api/v1/admin/tokens/{id}`.
+    pub fn revoke_token(&self, id: &str) -> Result<(), RemoteError> {
+        self.delete(&format!("/api/v1/admin/tokens/{}", query_escape(id)))
+            .map(drop)
+    }
+
+    /// `GET /metrics` (no token): the Prometheus text.
+    pub fn metrics(&self) -> Result<String, RemoteError> {
+        let resp = self
+            .agent
+            .get(&self.url("/metrics"))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        let bytes = read_limited(check(resp)?, JSON_LIMIT, "metrics")?;
+        String::from_utf8(bytes).map_err(|e| RemoteError::decode("metrics", e))
+    }
+}
+
+fn read_limited(mut resp: Resp, limit: u64, what: &str) -> Result<Vec<u8>, RemoteError> {
+    resp.body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| RemoteError::decode(what, e))
+}
+
+fn json_of<T: serde::de::DeserializeOwned>(resp: Resp, what: &str) -> Result<T, RemoteError> {
+    let bytes = read_limited(resp, JSON_LIMIT, what)?;
+    serde_json::from_slice(&bytes).map_err(|e| RemoteError::decode(what, e))
+}
+
+/// Percent-encode a query or path value (unreserved characters pass).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_refused() {
+        assert!(ApiClient::new("ftp://x", "t").is_err());
+        assert!(ApiClient::new("localhost:8080", "t").is_err());
+        let c = ApiClient::new("http://127.0.0.1:1/", "t").unwrap();
+        assert_eq!(c.base_url(), "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let c = ApiClient::new("http://127.0.0.1:1", "swt_secret").unwrap();
+        assert!(!format!("{c:?}").contains("swt_secret"));
+    }
+
+    #[test]
+    fn unreachable_names_the_url() {
+        let c = ApiClient::new("http://127.0.0.1:1", "swt_secret").unwrap();
+        let e = c.whoami().unwrap_err();
+        assert!(e.is_unreachable(), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("http://127.0.0.1:1"), "{msg}");
+        assert!(!msg.contains("swt_secret"), "{msg}");
+    }
+
+    #[test]
+    fn other_methods_are_refused_before_sending() {
+        let c = ApiClient::new("http://127.0.0.1:1", "t").unwrap();
+        let e = c.call("BREW", "/", &[], None).unwrap_err();
+        assert!(matches!(e, RemoteError::InvalidRequest(_)), "{e:?}");
+    }
+
+    #[test]
+    fn escape() {
+        assert_eq!(query_escape("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,36 @@
+//! Every body of `docs/api.md` (and the webhook answers of `docs/webhooks.md`), by route group. Each type is `Serialize + Deserialize` and
+//! writes exactly the JSON the docs show: camelCase names, optional fields left out when absent.
+//! Requests refuse unknown fields where the server always did (a client cannot write what the
+//! server sets, such as `triggeredBy`).
+
+pub mod admin;
+pub mod error;
+pub mod logs;
+pub mod pools;
+pub mod runs;
+pub mod tokens;
+pub mod uploads;
+pub mod webhooks;
+
+#[cfg(test)]
+mod tests;
+
+pub use admin::{GcReport, GcRequest};
+pub use error::ErrorBody;
+pub use logs::{IngestReport, LogLine, LogPage, LogRecord, LogStream};
+pub use pools::{ClaimAnswer, ClaimRequest};
+pub use runs::{
+    BranchCheck, CancelMode, CancelRequest, CreatedRun, FinishRequest, JobStateReport, Parent,
+    ReportedJobState, RunList, RunSource, RunView, TriggerRequest, TriggerVia, TriggeredBy,
+};
+pub use tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
+pub use uploads::{BlobAnswer, BlobBatchAnswer, UploadAnswer};
+pub use webhooks::{DeliveryRecord, Ignored, Pong, WebhookRun};
+
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

@@ -1,0 +1,265 @@
+//! `/api/v1/runs`: trigger, list, read, cancel and finish runs; job states and branch checks
+//! from runners.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sparkwing_core::reconcile::status::RunPhase;
+use sparkwing_core::state::JobState;
+
+/// `POST /api/v1/runs`: the PipelineRun spec's fields a client may set, plus `namespace`.
+/// `triggeredBy` is not here: the server writes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub pipeline: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    pub source: RunSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i32>,
+    /// The run and job awaiting this run as a sub-pipeline; recorded as the PipelineRun's
+    /// `sparkwing.dev/parent-*` annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+    /// The pipelines this run descends from, outermost first (the triggering process's
+    /// `SPARKWING_PIPELINE_CHAIN`); recorded as the `sparkwing.dev/pipeline-chain` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_chain: Option<Vec<String>>,
+}
+
+impl TriggerRequest {
+    /// A trigger of `pipeline` from `source`, every optional field unset.
+    pub fn new(pipeline: &str, source: RunSource) -> TriggerRequest {
+        TriggerRequest {
+            namespace: None,
+            pipeline: pipeline.to_string(),
+            args: BTreeMap::new(),
+            source,
+            runner_pool: None,
+            timeout: None,
+            ttl_seconds_after_finished: None,
+            max_attempts: None,
+            parent: None,
+            pipeline_chain: None,
+        }
+    }
+}
+
+/// Where a run's project comes from (the PipelineRun's `spec.source`): exactly one of them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum RunSource {
+    /// An upload (`POST /api/v1/uploads`), by its id.
+    Upload { id: String },
+    /// A git repository at a revision.
+    Git { url: String, revision: String },
+    /// A directory on the runner's node (admins only).
+    Local { path: String },
+    /// Executed off the cluster and only recorded there (`external: {}`).
+    External {},
+}
+
+/// The run and job awaiting a run as a sub-pipeline (a trigger's `parent`, a view's `parent`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    pub run: String,
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// `POST /api/v1/runs`' answer.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedRun {
+    pub namespace: String,
+    pub name: String,
+    /// An external run's credential (`run:<ns>/<name>`), for its executor to post logs, job
+    /// states and the end. Shown once; runs on the cluster get theirs through a Secret instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_token: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedRun")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("runner_token", &self.runner_token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Who started a run, and through what (the PipelineRun's `spec.triggeredBy`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggeredBy {
+    pub principal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub via: TriggerVia,
+    /// The webhook delivery that created the run, for `via: webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+}
+
+/// The path a run request took.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerVia {
+    Cli,
+    Kubectl,
+    Webhook,
+}
+
+/// A run as the API shows it: in a list (without `run` and `jobs`) and alone (with them). `R`
+/// is the PipelineRun: the server's typed resource, a client's JSON.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", bound(deserialize = "R: Deserialize<'de>"))]
+pub struct RunView<R = serde_json::Value> {
+    pub namespace: String,
+    pub name: String,
+    pub pipeline: String,
+    pub phase: RunPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<TriggeredBy>,
+    /// The run and job that awaited this run as a sub-pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+    /// RFC 3339 creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The PipelineRun still exists.
+    pub live: bool,
+    /// A copy is in the archive.
+    pub archived: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<R>,
+    /// The job-state objects the runner posted, by job (see [`JobStateReport`]; the server
+    /// keeps any object it was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// `GET /api/v1/runs`: a page of runs, newest first.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(bound(deserialize = "R: Deserialize<'de>"))]
+pub struct RunList<R = serde_json::Value> {
+    pub runs: Vec<RunView<R>>,
+    /// The cursor of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// How to stop a run (`spec.cancel`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelMode {
+    /// Stop everything now; `finally` jobs do not run.
+    Cancelled,
+    /// Stop the running jobs, then let `finally` jobs run.
+    CancelledRunFinally,
+}
+
+/// `POST .../cancel` (the body is optional: `Cancelled`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<CancelMode>,
+}
+
+/// `POST .../finish`: the end of an external run as its executor reports it (runs on the
+/// cluster send no body).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRequest {
+    /// `Succeeded`, `Failed` or `Cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RunPhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `PUT .../branch-check`: a runner's comparison of its run's Pipeline push branches with
+/// `on.push.branches` in the committed `sparkwing.yaml`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BranchCheck {
+    pub in_sync: bool,
+    /// For a drift: both lists and how to fix it (absent when in sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `PUT .../jobs/{job}`: a job's state as its runner reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStateReport {
+    pub state: ReportedJobState,
+    #[serde(default)]
+    pub attempt: u32,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Set by the server on a finished run's job its runner never reported ended.
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub settled: bool,
+}
+
+/// A reported job state: one of the scheduler's [`JobState`]s, or `retrying` (between two
+/// attempts, which the scheduler keeps as `running`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportedJobState {
+    Job(JobState),
+    Retrying,
+}
+
+impl ReportedJobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportedJobState::Job(s) => s.as_str(),
+            ReportedJobState::Retrying => "retrying",
+        }
+    }
+}
+
+impl From<JobState> for ReportedJobState {
+    fn from(s: JobState) -> Self {
+        ReportedJobState::Job(s)
+    }
+}
+
+impl Serialize for ReportedJobState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReportedJobState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "retrying" {
+            return Ok(ReportedJobState::Retrying);
+        }
+        serde_json::from_value::<JobState>(serde_json::Value::String(text.clone()))
+            .map(ReportedJobState::Job)
+            .map_err(|_| serde::de::Error::custom(format!("unknown job state {text:?}")))
+    }
+}

@@ -1,0 +1,287 @@
+//! Every body survives serde both ways, and the documented examples (`docs/api.md`) read and
+//! write exactly as shown.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sparkwing_core::reconcile::status::RunPhase;
+use sparkwing_core::state::JobState;
+use sparkwing_core::upload_manifest::Manifest;
+
+use super::*;
+
+/// Serialize, deserialize, compare; returns the JSON.
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(v: &T) -> Value {
+    let text = serde_json::to_string(v).unwrap();
+    let back: T = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, v, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `doc` (a documented body) reads as `T` and writes back as the same JSON.
+fn documented<T: Serialize + DeserializeOwned + PartialEq + Debug>(doc: Value) -> T {
+    let v: T = serde_json::from_value(doc.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&v).unwrap(), doc);
+    round_trip(&v);
+    v
+}
+
+#[test]
+fn trigger_bodies() {
+    let t: TriggerRequest = documented(json!({
+        "pipeline": "build", "args": {"env": "prod"}, "source": {"upload": {"id": "5d1e"}},
+        "namespace": "ci", "runnerPool": "warm", "timeout": "30m",
+        "ttlSecondsAfterFinished": 3600, "maxAttempts": 2
+    }));
+    assert_eq!(t.runner_pool.as_deref(), Some("warm"));
+    assert_eq!(t.source, RunSource::Upload { id: "5d1e".into() });
+    let external: TriggerRequest = documented(json!({
+        "pipeline": "build", "args": {}, "source": {"external": {}}, "namespace": "ci", "timeout": "1h"
+    }));
+    assert_eq!(external.source, RunSource::External {});
+    let mut child = TriggerRequest::new(
+        "test",
+        RunSource::Git {
+            url: "https://git.example/a.git".into(),
+            revision: "main".into(),
+        },
+    );
+    child.parent = Some(Parent {
+        run: "run-1".into(),
+        job: "await".into(),
+        host: None,
+    });
+    child.pipeline_chain = Some(vec!["a".into(), "b".into()]);
+    assert_eq!(
+        round_trip(&child),
+        json!({"pipeline": "test", "args": {},
+               "source": {"git": {"url": "https://git.example/a.git", "revision": "main"}},
+               "parent": {"run": "run-1", "job": "await"}, "pipelineChain": ["a", "b"]})
+    );
+    round_trip(&TriggerRequest::new(
+        "p",
+        RunSource::Local {
+            path: "/src".into(),
+        },
+    ));
+    // The server writes `triggeredBy`; a client cannot.
+    let e = serde_json::from_value::<TriggerRequest>(json!({
+        "pipeline": "p", "source": {"external": {}}, "triggeredBy": {"principal": "me", "via": "cli"}
+    }))
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown field `triggeredBy`"), "{e}");
+    assert!(serde_json::from_value::<Parent>(json!({"run": "r", "job": "j", "x": 1})).is_err());
+}
+
+#[test]
+fn created_runs() {
+    let c: CreatedRun = documented(json!({"namespace": "ci", "name": "build-1a2b3c4d"}));
+    assert_eq!(c.runner_token, None);
+    let c: CreatedRun = documented(
+        json!({"namespace": "ci", "name": "build-5e6f7a8b", "runnerToken": "swr_secret"}),
+    );
+    assert!(!format!("{c:?}").contains("swr_secret"));
+}
+
+#[test]
+fn run_views_and_lists() {
+    let view = RunView::<Value> {
+        namespace: "ci".into(),
+        name: "build-1".into(),
+        pipeline: "build".into(),
+        phase: RunPhase::Failed,
+        triggered_by: Some(TriggeredBy {
+            principal: "alice".into(),
+            host: Some("10.0.0.1".into()),
+            via: TriggerVia::Cli,
+            delivery_id: None,
+        }),
+        parent: None,
+        created: Some("2026-01-01T10:00:00Z".into()),
+        live: true,
+        archived: false,
+        run: None,
+        jobs: None,
+    };
+    // A list's view: no `run`, `jobs` or `parent`; the phase is core's, as its name.
+    assert_eq!(
+        round_trip(&view),
+        json!({"namespace": "ci", "name": "build-1", "pipeline": "build", "phase": "Failed",
+               "triggeredBy": {"principal": "alice", "host": "10.0.0.1", "via": "cli"},
+               "created": "2026-01-01T10:00:00Z", "live": true, "archived": false})
+    );
+    let full = RunView {
+        run: Some(json!({"metadata": {"name": "build-1"}})),
+        jobs: Some(BTreeMap::from([(
+            "compile".to_string(),
+            json!({"state": "running", "startedAt": "2026-01-01T10:00:00Z"}),
+        )])),
+        parent: Some(Parent {
+            run: "ci/up".into(),
+            job: "await".into(),
+            host: Some("laptop".into()),
+        }),
+        ..view.clone()
+    };
+    round_trip(&full);
+    let list: RunList = documented(json!({
+        "runs": [serde_json::to_value(&view).unwrap()], "next": "3230"
+    }));
+    assert_eq!(list.runs[0].phase, RunPhase::Failed);
+    documented::<RunList>(json!({"runs": []}));
+}
+
+#[test]
+fn cancel_finish_branch_check() {
+    documented::<CancelRequest>(json!({"mode": "CancelledRunFinally"}));
+    assert_eq!(
+        documented::<CancelRequest>(json!({})),
+        CancelRequest::default()
+    );
+    let f: FinishRequest = documented(json!({"phase": "Failed", "message": "job test failed"}));
+    assert_eq!(f.phase, Some(RunPhase::Failed));
+    documented::<BranchCheck>(json!({"inSync": true}));
+    documented::<BranchCheck>(json!({"inSync": false, "message": "the lists differ"}));
+    assert!(serde_json::from_value::<BranchCheck>(json!({"inSync": true, "x": 1})).is_err());
+}
+
+#[test]
+fn job_states_use_the_schedulers_names() {
+    let r: JobStateReport = documented(json!({
+        "state": "running", "attempt": 1, "startedAt": "2026-01-01T10:00:00Z"
+    }));
+    assert_eq!(r.state, ReportedJobState::Job(JobState::Running));
+    for s in [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Success,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Skipped,
+    ] {
+        let v = round_trip(&JobStateReport {
+            state: s.into(),
+            attempt: 2,
+            started_at: None,
+            finished_at: Some("2026-01-01T10:00:01Z".into()),
+            exit_code: Some(1),
+            reason: Some("exit 1".into()),
+            settled: true,
+        });
+        assert_eq!(v["state"], s.as_str());
+    }
+    let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
+    assert_eq!(r.state, ReportedJobState::Retrying);
+    assert!(serde_json::from_value::<JobStateReport>(json!({"state": "bogus"})).is_err());
+}
+
+#[test]
+fn upload_bodies() {
+    let a: UploadAnswer =
+        documented(json!({"id": "5d1e", "missing": ["77ab"], "files": 3, "totalSize": 152}));
+    assert_eq!(a.missing, ["77ab"]);
+    let manifest: Manifest = serde_json::from_value(json!({"files": [
+        {"path": ".sparkwing/Cargo.toml", "mode": 420, "size": 112, "sha256": "9f2c"},
+        {"path": "docs/latest", "symlink": "v2"}
+    ]}))
+    .unwrap();
+    round_trip(&UploadAnswer {
+        manifest: Some(manifest),
+        ..a
+    });
+    documented::<BlobAnswer>(json!({"sha256": "77ab", "size": 40, "created": true}));
+    documented::<BlobBatchAnswer>(json!({"blobs": 3, "created": 2, "bytes": 1040}));
+}
+
+#[test]
+fn log_bodies() {
+    let batch: Vec<LogLine> = documented(json!([
+        {"job": "compile", "seq": 1, "ts": "2026-01-01T10:00:00Z", "stream": "stdout", "line": "Compiling…"},
+        {"job": "compile", "seq": 2, "ts": "2026-01-01T10:00:01Z", "stream": "stderr", "line": "warning: …"}
+    ]));
+    assert_eq!(batch[1].stream, LogStream::Stderr);
+    // `stream` defaults to stdout.
+    let l: LogLine = serde_json::from_value(json!({"job": "a", "seq": 1, "line": "x"})).unwrap();
+    assert_eq!(l.stream, LogStream::Stdout);
+    assert!(serde_json::from_value::<LogLine>(
+        json!({"job": "a", "seq": 1, "line": "x", "extra": 1})
+    )
+    .is_err());
+    let r: IngestReport = documented(json!({"accepted": 2, "duplicates": 0}));
+    assert_eq!(r.dropped, 0);
+    documented::<IngestReport>(json!({"accepted": 0, "duplicates": 0, "dropped": 5}));
+    let page: LogPage = documented(json!({"jobs": ["compile"]}));
+    assert_eq!(
+        page,
+        LogPage::Jobs {
+            jobs: vec!["compile".into()]
+        }
+    );
+    let page: LogPage = documented(json!({"job": "compile", "lines": [
+        {"seq": 11, "ts": "2026-01-01T10:00:00Z", "stream": "stdout", "line": "x"}], "more": false}));
+    let LogPage::Lines { lines, .. } = page else {
+        panic!("not lines: {page:?}")
+    };
+    assert_eq!(
+        lines[0].clone().of_job("compile"),
+        LogLine {
+            job: "compile".into(),
+            seq: 11,
+            ts: "2026-01-01T10:00:00Z".into(),
+            stream: LogStream::Stdout,
+            line: "x".into()
+        }
+    );
+}
+
+#[test]
+fn token_bodies() {
+    documented::<CreateTokenRequest>(
+        json!({"principal": "alice@example.com", "scopes": ["runs:read", "runs:trigger"]}),
+    );
+    let created: CreatedToken = documented(json!({
+        "token": "swt_secret", "id": "3f9c0a1b2c4d", "principal": "alice@example.com",
+        "scopes": ["runs:read"], "created": "2026-01-01T10:00:00Z", "revoked": false
+    }));
+    assert!(!format!("{created:?}").contains("swt_secret"));
+    documented::<TokenList>(json!({"tokens": [serde_json::to_value(&created.info).unwrap()]}));
+    documented::<WhoAmI>(json!({"principal": "alice", "token": "3f9c", "scopes": ["admin"]}));
+}
+
+#[test]
+fn pool_admin_and_error_bodies() {
+    documented::<ClaimRequest>(json!({"pod": "warm-19a2b3c-0", "run": "build-1a2b3c4d"}));
+    let a: ClaimAnswer = documented(json!({"token": "swr_secret", "attempt": 1}));
+    assert!(!format!("{a:?}").contains("swr_secret"));
+    documented::<GcRequest>(json!({"graceSeconds": 3600}));
+    documented::<GcRequest>(json!({}));
+    documented::<GcReport>(
+        json!({"blobsDeleted": 12, "bytesFreed": 40960, "blobsKept": 300,
+        "uploadsDeleted": 3, "uploadsKept": 8, "tmpDeleted": 0}),
+    );
+    documented::<ErrorBody>(json!({"error": "not_found", "message": "run ci/x not found"}));
+    documented::<ErrorBody>(
+        json!({"error": "forbidden", "message": "missing scope runs:trigger",
+        "scope": "runs:trigger"}),
+    );
+}
+
+#[test]
+fn webhook_answers() {
+    let record: DeliveryRecord = documented(json!({
+        "deliveryId": "72d3162e-cc78-11e3-81ab-4c9367dc0958", "receivedAt": "2026-11-27T16:00:00Z",
+        "branch": "main", "commit": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        "runs": [{"namespace": "ci", "name": "app-build-3f9a2c1b", "pipeline": "app-build"}]
+    }));
+    assert!(!record.redelivery);
+    let again = DeliveryRecord {
+        redelivery: true,
+        ..record
+    };
+    assert_eq!(round_trip(&again)["redelivery"], true);
+    documented::<Pong>(json!({"pong": true}));
+    documented::<Ignored>(json!({"ignored": "event \"issues\" is not handled"}));
+}

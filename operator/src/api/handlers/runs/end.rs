@@ -1,0 +1,152 @@
+//! The end of a run: `POST .../cancel` (people) and `POST .../finish` (its runner, or an
+//! external run's executor).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use kube::ResourceExt;
+use sparkwing_api::wire::{self, CancelRequest, FinishRequest};
+use sparkwing_core::reconcile::run as core_run;
+use sparkwing_core::RunPhase;
+use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun, Source};
+
+use super::view::{view, RunView};
+use crate::api::auth::{now_rfc3339, Principal, Scope};
+use crate::api::runs::BackendError;
+use crate::api::storage::ArchivedRun;
+use crate::api::{blocking, check_object_name, ApiError, ApiState};
+
+pub async fn cancel(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require(Scope::RunsTrigger)?;
+    let bytes = crate::api::read_body(body, st.config.limits.json_body, "cancel request").await?;
+    let req: CancelRequest = if bytes.is_empty() {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("cancel request: {e}")))?
+    };
+    let mode = match req.mode {
+        None | Some(wire::CancelMode::Cancelled) => CancelMode::Cancelled,
+        Some(wire::CancelMode::CancelledRunFinally) => CancelMode::CancelledRunFinally,
+    };
+    match st.runs.cancel(&ns, &name, mode).await? {
+        Some(run) => {
+            tracing::info!(%ns, %name, principal = %p.name, ?mode, "run cancel requested");
+            Ok((StatusCode::ACCEPTED, Json(view(&run, true, false))))
+        }
+        None => Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+    }
+}
+
+/// How many times a finish re-reads an external run that changed while its end was written.
+const FINISH_ATTEMPTS: usize = 5;
+
+/// Record the end of an external run (unless it already has one), by server-side apply guarded
+/// by the version read. Returns the run as it is afterwards.
+async fn record_external_end(
+    st: &ApiState,
+    mut run: PipelineRun,
+    end: RunPhase,
+    message: &str,
+) -> Result<PipelineRun, ApiError> {
+    let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+    for _ in 0..FINISH_ATTEMPTS {
+        let prev = run.status.clone().unwrap_or_default();
+        let generation = run.metadata.generation.unwrap_or(0);
+        let Some(status) =
+            core_run::record_external_end(&prev, end, message, generation, now_millis())
+        else {
+            return Ok(run);
+        };
+        let rv = run.metadata.resource_version.clone();
+        match st
+            .runs
+            .write_external_status(&ns, &name, &status, rv.as_deref())
+            .await
+        {
+            Ok(Some(updated)) => return Ok(updated),
+            Ok(None) => return Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+            Err(BackendError::Conflict(_)) => {
+                run = st
+                    .runs
+                    .get(&ns, &name)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "run {ns}/{name} kept changing while its end was recorded; retry"
+    )))
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 * 1000)
+        .unwrap_or(0)
+}
+
+/// The runner is done: for an external run, record the end its body names (`{"phase":
+/// "Succeeded"|"Failed"|"Cancelled", "message": "..."}`; a run on the cluster ignores the body,
+/// the operator decides from its Job); then archive the run as it is now and revoke the run's
+/// runner tokens.
+pub async fn finish(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Json<RunView>, ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require(Scope::run(&ns, &name))?;
+    let bytes = crate::api::read_body(body, st.config.limits.json_body, "finish request").await?;
+    let mut run = st
+        .runs
+        .get(&ns, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+    if matches!(run.spec.source, Source::External(_)) {
+        let req: FinishRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+            FinishRequest::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("finish request: {e}")))?
+        };
+        let end = req.phase.filter(|p| p.is_terminal()).ok_or_else(|| {
+            ApiError::BadRequest(
+                "an external run's finish needs \"phase\": Succeeded, Failed or Cancelled".into(),
+            )
+        })?;
+        run = record_external_end(&st, run, end, req.message.as_deref().unwrap_or("")).await?;
+        tracing::info!(%ns, %name, phase = ?end, "external run finished");
+    }
+    let storage = st.storage.clone();
+    let archived = run.clone();
+    let (ns2, name2) = (ns.clone(), name.clone());
+    blocking(move || {
+        storage.write_archive(
+            &ns2,
+            &name2,
+            &ArchivedRun {
+                archived_at: now_rfc3339(),
+                run: archived,
+            },
+        )
+    })
+    .await?;
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let scope = Scope::run(&ns, &name).to_string();
+    blocking(move || tokens.revoke_scope(&storage, &scope)).await?;
+    Ok(Json(view(&run, true, true)))
+}

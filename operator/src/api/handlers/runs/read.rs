@@ -1,0 +1,243 @@
+//! `GET /api/v1/runs` (a page, newest first, live and archived) and `GET /api/v1/runs/{ns}/{name}`
+//! (one run with its job states).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use kube::ResourceExt;
+use serde::Deserialize;
+use sparkwing_core::reconcile::status::RunPhase;
+use sparkwing_core::state::JobState;
+use sparkwing_crds::pipeline_run::PipelineRun;
+
+use super::view::{archive_if_finished, view, RunList, RunView};
+use crate::api::auth::{Principal, Scope};
+use crate::api::{blocking, check_object_name, ApiError, ApiState};
+
+pub const MAX_RUN_PAGE: usize = 500;
+pub const DEFAULT_RUN_PAGE: usize = 100;
+
+#[derive(Deserialize, Debug)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Only runs of this pipeline (`spec.pipeline`).
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Only runs in this phase (`Pending`, `Running`, `Succeeded`, `Failed`, `Cancelled`).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Most runs in the answer (1 to [`MAX_RUN_PAGE`]; [`DEFAULT_RUN_PAGE`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Where the previous page ended (its `next`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// A run's place in the list: newest first (RFC 3339 UTC strings sort by time), then namespace
+/// and name.
+type ListKey = (std::cmp::Reverse<String>, String, String);
+
+fn list_key(v: &RunView) -> ListKey {
+    (
+        std::cmp::Reverse(v.created.clone().unwrap_or_default()),
+        v.namespace.clone(),
+        v.name.clone(),
+    )
+}
+
+/// A cursor is the list key of the last run of a page, hex-encoded (opaque to clients).
+fn encode_cursor(k: &ListKey) -> String {
+    hex::encode(format!("{}\n{}\n{}", k.0 .0, k.1, k.2))
+}
+
+fn decode_cursor(c: &str) -> Result<ListKey, ApiError> {
+    let bad = || ApiError::BadRequest(format!("invalid cursor {c:?}: pass a list's `next`"));
+    let bytes = hex::decode(c).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(created), Some(ns), Some(name)) => Ok((
+            std::cmp::Reverse(created.to_string()),
+            ns.to_string(),
+            name.to_string(),
+        )),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_phase(s: &str) -> Result<RunPhase, ApiError> {
+    RunPhase::from_phase_str(s).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "invalid phase {s:?}: Pending, Running, Succeeded, Failed or Cancelled"
+        ))
+    })
+}
+
+/// `GET /api/v1/runs`: a page of runs, newest first, live and archived, filtered by namespace,
+/// pipeline and phase on the server. The live runs come from one list of the backend, the
+/// archived ones from the archive index (no file read per run); only the page's finished live
+/// runs are archived on the way.
+pub async fn list(
+    State(st): State<ApiState>,
+    p: Principal,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<RunList>, ApiError> {
+    p.require(Scope::RunsRead)?;
+    if let Some(ns) = &q.namespace {
+        check_object_name("namespace", ns)?;
+    }
+    let phase = q.phase.as_deref().map(parse_phase).transpose()?;
+    let limit = match q.limit {
+        None => DEFAULT_RUN_PAGE,
+        Some(n @ 1..=MAX_RUN_PAGE) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit {n}: between 1 and {MAX_RUN_PAGE} runs"
+            )))
+        }
+    };
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let wanted = |run: &PipelineRun| {
+        q.pipeline.as_ref().is_none_or(|p| *p == run.spec.pipeline)
+            && phase.is_none_or(|ph| run.status.as_ref().map(|s| s.phase).unwrap_or_default() == ph)
+    };
+    let live = st.runs.list(q.namespace.as_deref()).await?;
+    let storage = st.storage.clone();
+    let ns = q.namespace.clone();
+    let archive = blocking(move || storage.archived_summaries(ns.as_deref())).await?;
+    let mut out: BTreeMap<ListKey, (PipelineRun, bool)> = BTreeMap::new();
+    let live_keys: std::collections::HashSet<(String, String)> = live
+        .iter()
+        .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+        .collect();
+    for run in live.into_iter().filter(|r| wanted(r)) {
+        out.insert(list_key(&view(&run, true, false)), (run, true));
+    }
+    for run in archive.into_iter().filter(|r| wanted(r)) {
+        if !live_keys.contains(&(run.namespace().unwrap_or_default(), run.name_any())) {
+            out.insert(list_key(&view(&run, false, true)), (run, false));
+        }
+    }
+    let mut page = Vec::with_capacity(limit);
+    let mut next = None;
+    let rest = match &after {
+        Some(k) => out.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+        None => out.range(..),
+    };
+    for (key, (run, is_live)) in rest {
+        if page.len() == limit {
+            // A run after a full page: there is a next one.
+            next = page
+                .last()
+                .map(|(k, _): &(ListKey, RunView)| encode_cursor(k));
+            break;
+        }
+        let v = if *is_live {
+            let archived = archive_if_finished(&st, run).await?;
+            view(run, true, archived)
+        } else {
+            view(run, false, true)
+        };
+        page.push((key.clone(), v));
+    }
+    Ok(Json(RunList {
+        runs: page.into_iter().map(|(_, v)| v).collect(),
+        next,
+    }))
+}
+
+pub async fn get_run(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<RunView>, ApiError> {
+    check_object_name("namespace", &ns)?;
+    check_object_name("run name", &name)?;
+    p.require_read_run(&ns, &name)?;
+    let mut v = match st.runs.get(&ns, &name).await? {
+        Some(run) => {
+            let archived = archive_if_finished(&st, &run).await?;
+            let mut v = view(&run, true, archived);
+            v.run = Some(run);
+            v
+        }
+        None => {
+            let storage = st.storage.clone();
+            let (ns2, name2) = (ns.clone(), name.clone());
+            match blocking(move || storage.read_archive(&ns2, &name2)).await? {
+                Some(a) => {
+                    let mut v = view(&a.run, false, true);
+                    v.run = Some(a.run);
+                    v
+                }
+                None => return Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+            }
+        }
+    };
+    let storage = st.storage.clone();
+    let mut jobs = blocking(move || storage.job_states(&ns, &name)).await?;
+    if v.phase.is_terminal() {
+        let why = v.run.as_ref().map(end_reason).unwrap_or_default();
+        settle_jobs(v.phase, &why, &mut jobs);
+    }
+    v.jobs = Some(jobs);
+    Ok(Json(v))
+}
+
+/// `Reason: message` of a finished run's `Succeeded` condition.
+fn end_reason(run: &PipelineRun) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"))
+        .map(|c| {
+            if c.message.is_empty() {
+                c.reason.clone()
+            } else {
+                format!("{}: {}", c.reason, c.message)
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// A finished run whose runner died never reports the end of the jobs it was running: show them
+/// as ended with the run (`cancelled` when the run was cancelled, else `failed`), with the run's
+/// reason and `"settled": true`, instead of `running` forever. What the runner reported stays
+/// stored as it was.
+pub fn settle_jobs(phase: RunPhase, why: &str, jobs: &mut BTreeMap<String, serde_json::Value>) {
+    for state in jobs.values_mut() {
+        let open = matches!(
+            state
+                .get("state")
+                .and_then(|s| serde_json::from_value::<JobState>(s.clone()).ok()),
+            Some(JobState::Pending | JobState::Running)
+        );
+        if !open {
+            continue;
+        }
+        if let Some(obj) = state.as_object_mut() {
+            let ended = if phase == RunPhase::Cancelled {
+                JobState::Cancelled
+            } else {
+                JobState::Failed
+            };
+            obj.insert("state".into(), ended.as_str().into());
+            obj.insert(
+                "reason".into(),
+                format!(
+                    "the run ended {} before its runner reported this job's end{}",
+                    phase.phase_str(),
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
+                )
+                .into(),
+            );
+            obj.insert("settled".into(), true.into());
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `POST /api/v1/runs`: check a trigger, mint the run's runner credential, create the run.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use sparkwing_api::wire::{CreatedRun, Parent, RunSource, TriggerRequest};
+use sparkwing_crds::pipeline_run::{
+    ExternalSource, GitSource, LocalSource, ParentRef, PipelineRun, PipelineRunSpec, Source,
+    TriggerVia, TriggeredBy, UploadSource,
+};
+
+use crate::api::auth::{Principal, RunnerGrant, Scope};
+use crate::api::runs::{run_name_slug, BackendError};
+use crate::api::{
+    blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
+    ClientAddr,
+};
+
+/// At most this many pipelines in a chain: deeper nesting is refused.
+pub const MAX_PIPELINE_CHAIN: usize = 32;
+
+/// Check a trigger's `pipelineChain` for a run of `pipeline`: at most [`MAX_PIPELINE_CHAIN`]
+/// pipeline names (as in `sparkwing.yaml`: lowercase letters, digits, `-`, not starting with
+/// `-`, at most 64), none twice, and not `pipeline` itself (a cycle: refused with the message
+/// `sparkwing run` gives). Returns the annotation's value; `None` for an empty chain.
+fn check_pipeline_chain(chain: &[String], pipeline: &str) -> Result<Option<String>, ApiError> {
+    if chain.len() > MAX_PIPELINE_CHAIN {
+        return Err(ApiError::BadRequest(format!(
+            "pipelineChain has {} pipelines; at most {MAX_PIPELINE_CHAIN} may await each other",
+            chain.len()
+        )));
+    }
+    for (i, p) in chain.iter().enumerate() {
+        let ok = !p.is_empty()
+            && p.len() <= 64
+            && !p.starts_with('-')
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "invalid pipelineChain[{i}] {p:?}: a pipeline name (lowercase letters, digits and '-', not starting with '-', at most 64)"
+            )));
+        }
+        // A chain that holds a pipeline twice already went round a cycle.
+        sparkwing_core::subpipeline::check_chain(&chain[..i], p)
+            .map_err(|e| ApiError::BadRequest(format!("pipelineChain: {e}")))?;
+    }
+    sparkwing_core::subpipeline::check_chain(chain, pipeline)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((!chain.is_empty()).then(|| chain.join(",")))
+}
+
+/// Check a trigger's `parent`: a run id (letters, digits, `-`, `_`, `.`, at most one inner `/`;
+/// ≤ 253), a job name as for job states, a host name (letters, digits, `-`, `_`, `.`, `:`; ≤ 253).
+fn check_parent(parent: Parent) -> Result<ParentRef, ApiError> {
+    let run_ok = !parent.run.is_empty()
+        && parent.run.len() <= 253
+        && parent
+            .run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        && parent.run.matches('/').count() <= 1
+        && !parent.run.starts_with(['/', '.'])
+        && !parent.run.ends_with('/');
+    if !run_ok {
+        return Err(ApiError::BadRequest(format!(
+            "invalid parent.run {:?}: a run id or namespace/name (letters, digits, '-', '_', '.', at most 253)",
+            parent.run
+        )));
+    }
+    check_job_name(&parent.job).map_err(|e| ApiError::BadRequest(format!("parent.job: {e}")))?;
+    if let Some(h) = &parent.host {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "invalid parent.host {h:?}: letters, digits, '-', '_', '.' and ':', at most 253"
+            )));
+        }
+    }
+    Ok(ParentRef {
+        run: parent.run,
+        job: parent.job,
+        host: parent.host,
+    })
+}
+
+/// The PipelineRun's `spec.source` for a trigger's `source` (the same JSON: the body takes the
+/// spec's field as it is).
+fn source_spec(source: RunSource) -> Source {
+    match source {
+        RunSource::Upload { id } => Source::Upload(UploadSource { id }),
+        RunSource::Git { url, revision } => Source::Git(GitSource { url, revision }),
+        RunSource::Local { path } => Source::Local(LocalSource { path }),
+        RunSource::External {} => Source::External(ExternalSource {}),
+    }
+}
+
+/// A run name from the pipeline name: `<slug>-<8 random hex>`.
+fn run_name(pipeline: &str) -> Result<String, ApiError> {
+    let mut rnd = [0u8; 4];
+    getrandom::fill(&mut rnd).map_err(|e| ApiError::Internal(format!("randomness: {e}")))?;
+    Ok(format!("{}-{}", run_name_slug(pipeline), hex::encode(rnd)))
+}
+
+pub async fn trigger(
+    State(st): State<ApiState>,
+    p: Principal,
+    ClientAddr(host): ClientAddr,
+    body: Body,
+) -> Result<(StatusCode, Json<CreatedRun>), ApiError> {
+    p.require(Scope::RunsTrigger)?;
+    let req: TriggerRequest =
+        read_json(body, st.config.limits.json_body, "trigger request").await?;
+    let namespace = req
+        .namespace
+        .clone()
+        .unwrap_or_else(|| st.config.default_namespace.clone());
+    check_object_name("namespace", &namespace)?;
+    if let Some(pool) = &req.runner_pool {
+        check_object_name("runnerPool", pool)?;
+    }
+    match &req.source {
+        RunSource::Upload { id } => {
+            let storage = st.storage.clone();
+            let upload = id.clone();
+            let missing = blocking(move || {
+                let Some(m) = storage.get_upload(&upload)? else {
+                    return Ok(None);
+                };
+                // Blobs sent after the manifest are checked here: their sizes must be the
+                // declared ones, or the runner would fail materialising the tree.
+                if let Some(m) = storage.size_mismatch(&m) {
+                    return Err(ApiError::size_mismatch(m));
+                }
+                Ok::<_, ApiError>(Some(storage.missing_blobs(&m).len()))
+            })
+            .await?;
+            match missing {
+                None => return Err(ApiError::NotFound(format!("upload {id} not found"))),
+                Some(0) => {}
+                Some(n) => {
+                    return Err(ApiError::Conflict(format!(
+                        "upload {id} lacks {n} blobs; PUT them to /api/v1/blobs first"
+                    )))
+                }
+            }
+        }
+        // A path on the runner's node: only admins may point a run at one.
+        RunSource::Local { .. } => p.require(Scope::Admin)?,
+        RunSource::Git { .. } | RunSource::External {} => {}
+    }
+    let parent = req.parent.map(check_parent).transpose()?;
+    let chain = match &req.pipeline_chain {
+        Some(c) => check_pipeline_chain(c, &req.pipeline)?,
+        None => None,
+    };
+    let name = run_name(&req.pipeline)?;
+    let mut run = PipelineRun {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: PipelineRunSpec {
+            pipeline: req.pipeline,
+            args: req.args,
+            source: source_spec(req.source),
+            runner_pool: req.runner_pool,
+            timeout: req.timeout,
+            cancel: None,
+            ttl_seconds_after_finished: req.ttl_seconds_after_finished,
+            max_attempts: req.max_attempts.unwrap_or(3),
+            triggered_by: Some(TriggeredBy {
+                principal: p.name.clone(),
+                host,
+                via: TriggerVia::Cli,
+                delivery_id: None,
+            }),
+            // Only a Pipeline grants Secrets: a triggered run gets none.
+            secrets: Vec::new(),
+        },
+        status: None,
+    };
+    if let Some(parent) = &parent {
+        run.set_parent(parent);
+    }
+    if let Some(chain) = chain {
+        run.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                sparkwing_core::subpipeline::CHAIN_ANNOTATION.to_string(),
+                chain,
+            );
+    }
+    if let Some(problem) = run.intent().invalid {
+        return Err(ApiError::BadRequest(problem));
+    }
+    let upload = match &run.spec.source {
+        Source::Upload(u) => Some(u.id.clone()),
+        _ => None,
+    };
+    let external = matches!(run.spec.source, Source::External(_));
+    // An external run's executor gets its token in the answer; a runner on the cluster reads it
+    // from the Secret the runner Job mounts, in place before the run exists.
+    let (_, token) = create_with_runner_token(&st, run, upload, !external).await?;
+    let runner_token = external.then_some(token);
+    ApiMetrics::add(&st.metrics.runs_triggered, 1);
+    tracing::info!(%namespace, %name, principal = %p.name, external, "run triggered");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedRun {
+            namespace,
+            name,
+            runner_token,
+        }),
+    ))
+}
+
+/// Create `run` with its runner credential (the run's token: this run only, and its upload)
+/// minted, and — `secret` — stored in the run's Secret *before* the run exists: the operator may
+/// start the run's runner the moment the run is created, and a runner that starts without its
+/// token fails. Once the run exists the Secret is made the run's (deleted with it). If the run
+/// cannot be created the token is revoked and the Secret removed, except when a run of that name
+/// exists already (a webhook delivery applied again): the Secret then holds the new token, as
+/// valid as the one it replaced, and is given to that run. Returns the run and its token.
+pub async fn create_with_runner_token(
+    st: &ApiState,
+    run: PipelineRun,
+    upload: Option<String>,
+    secret: bool,
+) -> Result<(PipelineRun, String), ApiError> {
+    let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+    let token = mint_runner_token(st, &ns, &name, upload).await?;
+    let undo = |st: &ApiState| {
+        let (st, ns, name) = (st.clone(), ns.clone(), name.clone());
+        async move {
+            if secret {
+                if let Err(e) = st.runs.delete_runner_token(&ns, &name).await {
+                    tracing::warn!(%ns, %name, "removing the runner token of a run not created: {e}");
+                }
+            }
+            let (storage, tokens) = (st.storage.clone(), st.tokens.clone());
+            let scope = Scope::run(&ns, &name).to_string();
+            if let Err(e) = blocking(move || tokens.revoke_scope(&storage, &scope)).await {
+                tracing::warn!(%ns, %name, "revoking the runner token of a run not created: {e}");
+            }
+        }
+    };
+    if secret {
+        if let Err(e) = st.runs.store_runner_token(&ns, &name, &token).await {
+            undo(st).await;
+            return Err(e.into());
+        }
+    }
+    match st.runs.create(run).await {
+        Ok(created) => {
+            if secret {
+                st.runs.adopt_runner_token(&created).await?;
+            }
+            Ok((created, token))
+        }
+        Err(BackendError::AlreadyExists(n)) => {
+            if secret {
+                if let Some(existing) = st.runs.get(&ns, &name).await? {
+                    st.runs.adopt_runner_token(&existing).await?;
+                }
+            }
+            Err(BackendError::AlreadyExists(n).into())
+        }
+        Err(e) => {
+            undo(st).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Mint a runner token of the run `ns/name`: the single scope `run:<ns>/<name>`, and the run's
+/// upload (if its source is one) as the only upload it may read.
+pub async fn mint_runner_token(
+    st: &ApiState,
+    ns: &str,
+    name: &str,
+    upload: Option<String>,
+) -> Result<String, ApiError> {
+    let scope = Scope::run(ns, name).to_string();
+    let storage = st.storage.clone();
+    let tokens = st.tokens.clone();
+    let principal = format!("runner:{ns}/{name}");
+    let (token, _) = blocking(move || {
+        tokens.create(
+            &storage,
+            &principal,
+            vec![scope],
+            Some(RunnerGrant {
+                upload,
+                ..RunnerGrant::default()
+            }),
+        )
+    })
+    .await?;
+    Ok(token)
+}

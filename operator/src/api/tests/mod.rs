@@ -1,0 +1,242 @@
+//! Router tests: `oneshot` requests against [`router`] with [`MemoryRuns`] and a temp data dir.
+//! The fixture and helpers are here; the tests are by route group.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use flate2::write::GzEncoder;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sparkwing_core::reconcile::status::RunPhase;
+use sparkwing_crds::pipeline_run::{Source, TriggerVia};
+use tower::ServiceExt;
+
+use super::manifest::sha256_hex;
+use super::*;
+
+struct Fx {
+    st: ApiState,
+    runs: Arc<MemoryRuns>,
+    _dir: tempfile::TempDir,
+    admin: String,
+    trigger: String,
+    reader: String,
+}
+
+fn fx_with(config: ApiConfig) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(MemoryRuns::new());
+    let st = ApiState::open(dir.path(), runs.clone(), config).unwrap();
+    let mk = |p: &str, s: &[&str]| {
+        st.tokens
+            .create(
+                &st.storage,
+                p,
+                s.iter().map(|s| s.to_string()).collect(),
+                None,
+            )
+            .unwrap()
+            .0
+    };
+    let admin = mk("root", &["admin"]);
+    let trigger = mk("alice@example.com", &["runs:trigger", "runs:read"]);
+    let reader = mk("bob", &["runs:read"]);
+    Fx {
+        st,
+        runs,
+        _dir: dir,
+        admin,
+        trigger,
+        reader,
+    }
+}
+
+fn fx() -> Fx {
+    fx_with(ApiConfig::default())
+}
+
+struct Res {
+    status: StatusCode,
+    body: String,
+}
+
+impl Res {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Fx {
+    fn app(&self) -> Router {
+        router(self.st.clone())
+    }
+
+    async fn send(&self, req: Request<Body>) -> Res {
+        let res = self.app().oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Res {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Body) -> Res {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn json(&self, method: Method, path: &str, token: &str, body: Value) -> Res {
+        self.call(method, path, Some(token), Body::from(body.to_string()))
+            .await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Res {
+        self.call(Method::GET, path, Some(token), Body::empty())
+            .await
+    }
+
+    async fn put_blob(&self, token: &str, sha: &str, content: &[u8]) -> Res {
+        self.call(
+            Method::PUT,
+            &format!("/api/v1/blobs/{sha}"),
+            Some(token),
+            Body::from(gzip(content)),
+        )
+        .await
+    }
+
+    /// Upload `files` fully; returns the upload id.
+    async fn upload(&self, files: &[(&str, &str)]) -> String {
+        let r = self
+            .json(
+                Method::POST,
+                "/api/v1/uploads",
+                &self.trigger,
+                manifest(files),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        for (_, content) in files {
+            let sha = sha256_hex(content.as_bytes());
+            let r = self.put_blob(&self.trigger, &sha, content.as_bytes()).await;
+            assert!(r.status.is_success(), "{}", r.body);
+        }
+        r.json()["id"].as_str().unwrap().to_string()
+    }
+
+    async fn trigger_run(&self, upload: &str) -> (String, String) {
+        let r = self
+            .json(
+                Method::POST,
+                "/api/v1/runs",
+                &self.trigger,
+                json!({"pipeline": "build", "source": {"upload": {"id": upload}}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let v = r.json();
+        (
+            v["namespace"].as_str().unwrap().to_string(),
+            v["name"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+fn gzip(content: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(content).unwrap();
+    e.finish().unwrap()
+}
+
+fn manifest(files: &[(&str, &str)]) -> Value {
+    json!({"files": files.iter().map(|(p, c)| json!({
+        "path": p, "mode": 0o644, "size": c.len(), "sha256": sha256_hex(c.as_bytes())
+    })).collect::<Vec<_>>()})
+}
+
+fn assert_error(r: &Res, status: StatusCode, code: &str, message_part: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"], code, "{}", r.body);
+    assert!(
+        v["message"].as_str().unwrap().contains(message_part),
+        "want {message_part:?} in {}",
+        r.body
+    );
+}
+
+async fn post_logs(f: &Fx, token: &str, ns: &str, name: &str, seqs: &[u64]) -> Res {
+    let batch: Vec<Value> = seqs
+        .iter()
+        .map(|s| json!({"job": "build", "seq": s, "ts": "2026-01-01T00:00:00Z", "line": format!("line {s}")}))
+        .collect();
+    f.json(
+        Method::POST,
+        &format!("/api/v1/runs/{ns}/{name}/logs"),
+        token,
+        Value::Array(batch),
+    )
+    .await
+}
+
+async fn trigger_external(f: &Fx) -> (String, String, String) {
+    let r = f
+        .json(
+            Method::POST,
+            "/api/v1/runs",
+            &f.trigger,
+            json!({"pipeline": "build", "source": {"external": {}}, "timeout": "1h"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    (
+        v["namespace"].as_str().unwrap().to_string(),
+        v["name"].as_str().unwrap().to_string(),
+        v["runnerToken"]
+            .as_str()
+            .expect("an external run's token in the answer")
+            .to_string(),
+    )
+}
+
+fn pool_token(f: &Fx, ns: &str, pool: &str) -> String {
+    f.st.tokens
+        .create(
+            &f.st.storage,
+            &format!("pool:{ns}/{pool}"),
+            vec![format!("pool:{ns}/{pool}")],
+            Some(auth::RunnerGrant::default()),
+        )
+        .unwrap()
+        .0
+}
+
+fn blob_batch(blobs: &[&[u8]]) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for b in blobs {
+        stream.extend_from_slice(format!("{} {}\n", sha256_hex(b), b.len()).as_bytes());
+        stream.extend_from_slice(b);
+    }
+    stream
+}
+
+// By route group (named so as not to shadow the API's own `auth` and `runs` modules).
+mod admin;
+/// Tests of issue 13 (the API under attack and under load), one or more per item.
+mod hardening;
+mod logs;
+mod pools;
+mod run_life;
+mod tokens;
+mod trigger;
+mod uploads;
