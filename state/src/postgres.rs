@@ -262,25 +262,43 @@ impl PgMetadata {
     }
 }
 
-/// A connection string without its password, for error messages.
+/// A connection string without its password, for error messages (also when it does not parse).
 pub(crate) fn redact(config: &str) -> String {
-    match url::Url::parse(config) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
+    if let Some((scheme, rest)) = config.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}{path}");
+            }
         }
-        Ok(_) => config.to_string(),
-        Err(_) => config
-            .split_whitespace()
-            .map(|kv| {
-                if kv.starts_with("password=") {
-                    "password=***"
-                } else {
-                    kv
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        return config.to_string();
+    }
+    config
+        .split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        for (given, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p@w@h:bad/db", "postgres://u:***@h:bad/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("host=/s user=u password=pw", "host=/s user=u password=***"),
+        ] {
+            assert_eq!(super::redact(given), shown);
+        }
     }
 }
 
