@@ -5,7 +5,8 @@
 //! `scripts/setup-test-deps.sh` installs both: apt's `postgresql`, the system user
 //! `sparkwing-pg` (postgres refuses to run as root) and `s3s-fs` built once under
 //! `/var/tmp/sparkwing-ci/s3s-fs`. `SPARKWING_PG_BIN` (a directory with `initdb` and `pg_ctl`)
-//! and `SPARKWING_S3S_FS` (the server binary) override where they are looked for.
+//! and `SPARKWING_S3S_FS` (the server binary; or `SPARKWING_S3S_FS_ROOT`, where the setup script
+//! installed it) override where they are looked for.
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -237,9 +238,14 @@ pub struct S3Server {
 }
 
 fn s3s_fs() -> PathBuf {
-    let p: PathBuf = std::env::var_os("SPARKWING_S3S_FS")
-        .map(Into::into)
-        .unwrap_or_else(|| S3S_FS_DEFAULT.into());
+    let p: PathBuf = match (
+        std::env::var_os("SPARKWING_S3S_FS"),
+        std::env::var_os("SPARKWING_S3S_FS_ROOT"),
+    ) {
+        (Some(bin), _) => bin.into(),
+        (None, Some(root)) => PathBuf::from(root).join("bin/s3s-fs"),
+        (None, None) => S3S_FS_DEFAULT.into(),
+    };
     assert!(p.exists(), "no S3 server at {}; {SETUP}", p.display());
     p
 }
