@@ -112,9 +112,13 @@ async fn runs_list(meta: &Arc<dyn MetadataStore>) {
             ..Default::default()
         },
     ];
-    for (name, f) in ["first page (100), no filter", "first page, pipeline=deploy", "first page, namespace+phase"]
-        .iter()
-        .zip(&filters)
+    for (name, f) in [
+        "first page (100), no filter",
+        "first page, pipeline=deploy",
+        "first page, namespace+phase",
+    ]
+    .iter()
+    .zip(&filters)
     {
         let mut samples = Vec::new();
         for _ in 0..200 {
@@ -145,7 +149,11 @@ async fn runs_list(meta: &Arc<dyn MetadataStore>) {
     report(&format!("every page by cursor ({seen} runs)"), &mut samples);
 }
 
-async fn big_log(content: &Arc<dyn ContentStore>, mib: u64, reopen: impl AsyncFnOnce() -> Arc<dyn ContentStore>) {
+async fn big_log(
+    content: &Arc<dyn ContentStore>,
+    mib: u64,
+    reopen: impl AsyncFnOnce() -> Arc<dyn ContentStore>,
+) {
     let key = LogKey::new("ci", "run-big", "compile");
     let filler = "x".repeat(60);
     let target = mib * 1024 * 1024;
@@ -177,7 +185,10 @@ async fn big_log(content: &Arc<dyn ContentStore>, mib: u64, reopen: impl AsyncFn
     let first = t.elapsed();
     assert_eq!(tail.len(), 100);
     assert_eq!(tail.last().unwrap().seq, seq);
-    println!("  tail 100, first read after open            {:>8.2} ms", first.as_secs_f64() * 1000.0);
+    println!(
+        "  tail 100, first read after open            {:>8.2} ms",
+        first.as_secs_f64() * 1000.0
+    );
     let mut samples = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();

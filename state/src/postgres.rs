@@ -287,21 +287,6 @@ pub(crate) fn redact(config: &str) -> String {
         .join(" ")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        for (given, shown) in [
-            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
-            ("postgres://u:p@w@h:bad/db", "postgres://u:***@h:bad/db"),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-            ("host=/s user=u password=pw", "host=/s user=u password=***"),
-        ] {
-            assert_eq!(super::redact(given), shown);
-        }
-    }
-}
-
 const TOKEN_COLS: &str =
     "id, hash, principal, scopes, created_ms, expires_ms, revoked, run_ns, run_name, upload, pool_uid";
 
@@ -678,5 +663,20 @@ impl MetadataStore for PgMetadata {
         }
         tx.commit().await.map_err(classify)?;
         Ok(doomed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        for (given, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p@w@h:bad/db", "postgres://u:***@h:bad/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("host=/s user=u password=pw", "host=/s user=u password=***"),
+        ] {
+            assert_eq!(super::redact(given), shown);
+        }
     }
 }
