@@ -18,7 +18,7 @@
 //! Reads of a log cost memory in proportion to the answer: per job the process keeps, from that
 //! first use, the length of its complete lines, its last seq and a sparse index (the offset of
 //! every [`INDEX_STRIDE`]th line); `after` seeks near its line, `tail` reads backwards from the
-//! end. Every file operation runs on tokio's blocking pool.
+//! end. Every file operation runs on tokio's blocking pool. Files are created mode 0600.
 
 use std::collections::HashMap;
 use std::fs;
@@ -210,12 +210,24 @@ impl FileContent {
     }
 }
 
+/// Files are created mode 0600: sources, logs and archives are nobody else's on the node.
+fn private(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.mode(0o600)
+}
+
 /// Write `bytes` to `tmp`, `fsync`, rename to `path`, `fsync` its directory.
 fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("store paths have a parent");
     fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let result = (|| {
-        let mut f = fs::File::create(tmp)?;
+        let mut f = private(
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .open(tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(tmp, path)
@@ -348,7 +360,10 @@ impl ContentStore for FileContent {
         let tmp_path = self.tmp_path();
         // Removes the temp file on every path: after the rename it is gone already.
         let _guard = TempFile(Some(tmp_path.clone()));
-        let file = tokio::fs::File::create(&tmp_path)
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true).mode(0o600);
+        let file = options
+            .open(&tmp_path)
             .await
             .map_err(|e| io_error(&tmp_path, e))?;
         let mut file = tokio::io::BufWriter::with_capacity(CHUNK, file);
@@ -476,9 +491,7 @@ impl ContentStore for FileContent {
             let dir = path.parent().expect("log paths have a parent");
             let new_file = !path.exists();
             fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-            let mut f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            let mut f = private(fs::OpenOptions::new().create(true).append(true))
                 .open(path)
                 .map_err(|e| io_error(path, e))?;
             let written = f.write_all(&bytes).and_then(|()| f.sync_data());
@@ -610,6 +623,34 @@ mod tests {
             .unwrap();
         let tail = store.read_log_tail(&key, 5).await.unwrap();
         assert_eq!(tail.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileContent::open(dir.path()).await.unwrap();
+        let key = LogKey::new("ci", "run-1", "build");
+        store
+            .append_log(&key, &[LogLine::new(1, "a")])
+            .await
+            .unwrap();
+        store
+            .put_manifest("m", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let data = b"blob".to_vec();
+        let sha = hex::encode(Sha256::digest(&data));
+        let body: ByteStream = Box::pin(futures::stream::iter(vec![Ok(Bytes::from(data))]));
+        store.put_blob(&sha, body).await.unwrap();
+        for p in [
+            store.log_path(&key),
+            store.manifest_path("m"),
+            store.blob_path(&sha),
+        ] {
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 
     #[tokio::test]

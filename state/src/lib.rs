@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod files;
+pub mod ingest;
 pub mod logs;
 pub mod objects;
 pub mod open;
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::{Result, StateError};
+pub use ingest::{ingest, IngestReport};
 pub use logs::{AppendReport, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{

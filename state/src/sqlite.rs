@@ -147,6 +147,13 @@ fn open_blocking(path: &Path) -> Result<Connection> {
     }
     let err = |e| classify(path, e);
     let mut conn = Connection::open(path).map_err(err)?;
+    // Token hashes and run records are nobody else's; SQLite gives its -wal and -shm files the
+    // database file's mode.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| crate::error::io_error(path, e))?;
+    }
     conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
     // The first statement that reads the header: a file that is not a database fails here.
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))

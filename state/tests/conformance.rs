@@ -9,8 +9,8 @@ use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sparkwing_state::{
-    ByteStream, Delivery, LogIndex, LogKey, LogLine, RetentionPolicy, RunFilter, RunKey,
-    RunSummary, StateError, TokenRecord,
+    ingest, ByteStream, Delivery, IngestReport, LogIndex, LogKey, LogLine, RetentionPolicy,
+    RunFilter, RunKey, RunSummary, StateError, TokenRecord,
 };
 use support::Backend;
 
@@ -40,6 +40,7 @@ conformance!(
     log_index_only_moves_forward,
     logs_append_read_and_tail,
     logs_refuse_gaps_storing_nothing,
+    ingest_caps_a_log_with_a_marker,
     blobs_are_verified,
     manifests_and_archives,
     retention_removes_finished_runs_only,
@@ -747,4 +748,94 @@ async fn names_that_could_escape_are_refused(b: Backend) {
             "{bad:?}"
         );
     }
+}
+
+async fn ingest_caps_a_log_with_a_marker(b: Backend) {
+    let (m, c) = (&*b.meta, &*b.content);
+    let k = LogKey::new("ci", "build-1", "compile");
+    let line = |s: u64| LogLine::new(s, format!("{s:04} {}", "y".repeat(40)));
+    let size = serde_json::to_vec(&line(1)).unwrap().len() as u64 + 1;
+    // Room for 10 lines and a bit.
+    let cap = size * 10 + size / 2;
+    let r = ingest(m, c, &k, (1..=6).rev().map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 6,
+            duplicates: 0,
+            dropped: 0
+        }
+    );
+    // A retry overlapping the stored lines, passing the cap at seq 11.
+    let r = ingest(m, c, &k, (5..=14).map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 4,
+            duplicates: 2,
+            dropped: 4
+        }
+    );
+    let stored = c.read_log_after(&k, 0, 100).await.unwrap();
+    assert_eq!(seqs(&stored), (1..=11).collect::<Vec<_>>());
+    let marker = stored.last().unwrap();
+    assert!(marker.truncated);
+    assert_eq!(marker.stream, sparkwing_state::LogStream::Stderr);
+    assert_eq!(
+        marker.line,
+        format!(
+            "sparkwing: this job's log reached its limit of {cap} bytes; later lines are dropped"
+        )
+    );
+    let ix = m.log_index(&k).await.unwrap().unwrap();
+    assert_eq!((ix.next_seq, ix.lines, ix.capped), (12, 11, true));
+    // Past the cap: acknowledged, dropped, nothing stored; old seqs still duplicates.
+    let r = ingest(m, c, &k, (10..=20).map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 0,
+            duplicates: 2,
+            dropped: 9
+        }
+    );
+    assert_eq!(c.log_last_seq(&k).await.unwrap(), 11);
+    let r = ingest(m, c, &k, (30..=31).map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 0,
+            duplicates: 0,
+            dropped: 2
+        }
+    );
+    // Before the cap, a gap is still a gap.
+    let err = ingest(
+        m,
+        c,
+        &LogKey::new("ci", "build-1", "other"),
+        vec![line(2)],
+        cap,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::LogGap {
+                expected: 1,
+                got: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
