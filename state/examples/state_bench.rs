@@ -3,7 +3,7 @@
 //! shared one (PostgreSQL + an S3 server, started here as for the tests).
 //!
 //! `bash bench/state/run.sh` (release build). Options: `--runs N` (10000), `--log-mib M` (150),
-//! `--only embedded|shared`.
+//! `--only embedded|objects-on-files|shared`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -231,6 +231,15 @@ async fn main() {
             open_content(&format!("{r}/content")).await.unwrap()
         })
         .await;
+    }
+    if want("objects-on-files") {
+        // The shared backend's log code on a local file system: what the object layout costs
+        // without an S3 server's per-request cost.
+        println!("object layout on a local file system (file://), logs only");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/objects", dir.path().display());
+        let content = open_content(&url).await.unwrap();
+        big_log(&content, a.log_mib, async move || open_content(&url).await.unwrap()).await;
     }
     if want("shared") {
         println!("shared (PostgreSQL + s3s-fs on loopback)");

@@ -13,7 +13,8 @@
 //! its first and last seq, acknowledged once the store accepted it, so replicas appending to one
 //! job never overwrite each other: two overlapping batches are two objects, and reads skip lines
 //! already read. Per job the process caches the list of segments and refreshes it from the last
-//! known name (an S3 `StartAfter` listing), not from the start.
+//! known name (an S3 `StartAfter` listing), not from the start; a read whose range the known
+//! segments already hold lists nothing.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -364,7 +365,11 @@ impl ContentStore for ObjectContent {
         key.check()?;
         let slot = self.segments(key);
         let mut segs = slot.lock().await;
-        self.refresh(key, &mut segs).await?;
+        // Segments never change once written: when the known ones already hold the whole range,
+        // no listing is needed.
+        if segs.last_seq < after.saturating_add(limit as u64) {
+            self.refresh(key, &mut segs).await?;
+        }
         self.read_segments(&segs, after, limit).await
     }
 
