@@ -239,7 +239,10 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}/objects", dir.path().display());
         let content = open_content(&url).await.unwrap();
-        big_log(&content, a.log_mib, async move || open_content(&url).await.unwrap()).await;
+        big_log(&content, a.log_mib, async move || {
+            open_content(&url).await.unwrap()
+        })
+        .await;
     }
     if want("shared") {
         println!("shared (PostgreSQL + s3s-fs on loopback)");
