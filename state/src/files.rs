@@ -200,8 +200,12 @@ impl FileContent {
             }
             let log = guard.as_mut().expect("loaded above");
             let out = f(&path, log);
-            if out.is_err() {
-                // What is on disk is the truth: read it again on the next use.
+            if matches!(
+                out,
+                Err(StateError::Backend { .. } | StateError::Unavailable { .. })
+            ) {
+                // An IO failure: what is on disk is the truth, read it again on the next use. (Not
+                // after a refused batch: a client sending gaps must not cost a rescan each time.)
                 *guard = None;
             }
             out
