@@ -630,6 +630,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_batch_keeps_the_index_an_io_failure_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileContent::open(dir.path()).await.unwrap();
+        let key = LogKey::new("ci", "run-1", "build");
+        store
+            .append_log(&key, &[LogLine::new(1, "a")])
+            .await
+            .unwrap();
+        let gap = store.append_log(&key, &[LogLine::new(3, "c")]).await;
+        assert!(matches!(gap, Err(StateError::LogGap { .. })));
+        assert!(
+            store.slot(&key).lock().unwrap().is_some(),
+            "a gap forced a rescan"
+        );
+        // The log's directory replaced by a file: the append fails with an IO error.
+        let run_dir = store.log_path(&key).parent().unwrap().to_path_buf();
+        fs::remove_dir_all(&run_dir).unwrap();
+        fs::write(&run_dir, b"").unwrap();
+        let io = store.append_log(&key, &[LogLine::new(2, "b")]).await;
+        assert!(matches!(io, Err(StateError::Backend { .. })), "{io:?}");
+        assert!(store.slot(&key).lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn files_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
