@@ -18,6 +18,8 @@ if [ -d "$(dirname "$0")/../e2e/dashboard" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
   command -v node >/dev/null || need_apt+=(nodejs npm)
 fi
+# The state layer's tests (state/) start a real PostgreSQL from Debian's binaries.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_apt[*]}; install them (apt-get install ${need_apt[*]}) and retry" >&2
@@ -50,4 +52,20 @@ fi
 # The chart check parses rendered YAML with PyYAML.
 if ! python3 -c 'import yaml' 2>/dev/null; then
   python3 -m pip install --quiet pyyaml
+fi
+
+# PostgreSQL refuses to run as root: the state layer's tests run it as this system user.
+if [ "$(id -u)" -eq 0 ] && ! id -u sparkwing-pg >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin sparkwing-pg
+fi
+
+# The state layer's S3-compatible test server (s3s-fs), built once from its crate and cached:
+# a debug build (a test server needs no optimiser): under 3 minutes cold on 2 cores, nothing when
+# present. 0.14.1: later releases need a newer rustc.
+S3S_FS_ROOT="${SPARKWING_S3S_FS_ROOT:-/var/tmp/sparkwing-ci/s3s-fs}"
+if [ ! -x "$S3S_FS_ROOT/bin/s3s-fs" ]; then
+  echo "building s3s-fs into $S3S_FS_ROOT (once)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet --debug \
+    --root "$S3S_FS_ROOT" --target-dir "$S3S_FS_ROOT/build"
+  rm -rf "$S3S_FS_ROOT/build"
 fi

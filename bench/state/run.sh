@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The state layer's figures (bench/state/README.md): runs list with 10,000 runs and the tail of a
+# large log, on the embedded and the shared backend. Release build. Options go to the bench:
+#   bash bench/state/run.sh --runs 10000 --log-mib 150 --only shared
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build -q --release -p sparkwing-state --example state_bench
+exec "${CARGO_TARGET_DIR:-target}/release/examples/state_bench" "$@"

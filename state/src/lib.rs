@@ -1,0 +1,138 @@
+//! The API's state layer: what the API stores, behind two traits, each with an embedded and a
+//! shared implementation (see `docs/state.md`).
+//!
+//! - [`MetadataStore`]: tokens, the run index, job states, webhook deliveries, the log index and
+//!   retention. Embedded: SQLite ([`sqlite::SqliteMetadata`]); shared: PostgreSQL
+//!   ([`postgres::PgMetadata`]).
+//! - [`ContentStore`]: blobs by sha256, manifests, log segments, run archives. Embedded: files
+//!   in one directory ([`files::FileContent`]); shared: an object store
+//!   ([`objects::ObjectContent`]: S3-compatible, or a local file system).
+//!
+//! [`open_metadata`] and [`open_content`] pick the implementation from a URL.
+
+pub mod error;
+pub mod files;
+pub mod ingest;
+pub mod logs;
+pub mod objects;
+pub mod open;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+pub mod types;
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use error::{Result, StateError};
+pub use ingest::{ingest, IngestReport};
+pub use logs::{AppendReport, LogKey, LogLine, LogStream};
+pub use open::{open_content, open_content_with, open_metadata};
+pub use types::{
+    Delivery, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, TokenRecord,
+};
+
+/// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Records: small, queried, transactional.
+#[async_trait]
+pub trait MetadataStore: Send + Sync {
+    /// Whether the database answers (a readiness probe).
+    async fn ping(&self) -> Result<()>;
+
+    // Tokens (hashes only; the token itself is never stored).
+    /// Insert a token record; an existing id is replaced.
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
+    /// The record whose hash is `hash` (revoked or not; the caller decides).
+    async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Mark a token revoked; false when no token has that id.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Every record, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Delete the records whose expiry is at or before `now_ms`; their ids.
+    async fn collect_expired_tokens(&self, now_ms: i64) -> Result<Vec<String>>;
+    /// Revoke every token minted for a run (a cancelled, finished or deleted run); how many.
+    async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64>;
+
+    // The run index (live and archived runs' list views).
+    /// Insert or replace a run's summary.
+    async fn upsert_run(&self, run: &RunSummary) -> Result<()>;
+    async fn get_run(&self, run: &RunKey) -> Result<Option<RunSummary>>;
+    /// Newest first (then namespace, name); `next` continues after the page's last run, stable
+    /// however many runs are added meanwhile.
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RunPage>;
+
+    // Job states: the last one a runner posted, per job.
+    async fn put_job_state(&self, run: &RunKey, job: &str, state: &serde_json::Value)
+        -> Result<()>;
+    /// `(job, state)` by job name.
+    async fn job_states(&self, run: &RunKey) -> Result<Vec<(String, serde_json::Value)>>;
+
+    // Webhook deliveries: the first answer to a delivery id wins.
+    /// Record `answer` for `id` unless one is recorded; what is recorded now.
+    async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery>;
+
+    // The log index: per job, what its stored log holds.
+    async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>>;
+    /// Store `index` unless a stored one is at least as far (`next_seq`): concurrent writers
+    /// never move a log's index backwards. The index now stored.
+    async fn advance_log_index(&self, key: &LogKey, index: &LogIndex) -> Result<LogIndex>;
+    /// The jobs of a run that have a log, by name.
+    async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>>;
+
+    /// Remove finished runs (and their job states, log index and run tokens) that the policy
+    /// picks; the runs removed, so their content can be deleted.
+    async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>>;
+}
+
+/// Bytes: blobs, manifests, logs, archives.
+#[async_trait]
+pub trait ContentStore: Send + Sync {
+    /// Store a blob whose sha256 (lowercase hex) is `sha256`, streamed from `body`; visible only
+    /// once complete and verified (a wrong hash: [`StateError::HashMismatch`], nothing stored).
+    /// Returns the size; a blob already stored is kept (and the body still verified).
+    async fn put_blob(&self, sha256: &str, body: ByteStream) -> Result<u64>;
+    /// The blob's bytes as a stream; `None` when absent.
+    async fn get_blob(&self, sha256: &str) -> Result<Option<ByteStream>>;
+    /// Bytes `range` of a blob (clamped to its end); `None` when absent.
+    async fn get_blob_range(&self, sha256: &str, range: Range<u64>) -> Result<Option<Bytes>>;
+    async fn blob_size(&self, sha256: &str) -> Result<Option<u64>>;
+    async fn blob_exists(&self, sha256: &str) -> Result<bool> {
+        Ok(self.blob_size(sha256).await?.is_some())
+    }
+    /// False when there was none.
+    async fn delete_blob(&self, sha256: &str) -> Result<bool>;
+
+    /// Manifests by upload id (written whole, replaced whole).
+    async fn put_manifest(&self, id: &str, manifest: Bytes) -> Result<()>;
+    async fn get_manifest(&self, id: &str) -> Result<Option<Bytes>>;
+    async fn delete_manifest(&self, id: &str) -> Result<bool>;
+
+    /// Append a batch of one job's lines, in seq order: lines at or below the stored last seq are
+    /// duplicates (ignored), the rest must follow on without a hole ([`StateError::LogGap`],
+    /// nothing stored). Returns once the lines are durable.
+    async fn append_log(&self, key: &LogKey, lines: &[LogLine]) -> Result<AppendReport>;
+    /// At most `limit` lines after seq `after`, in order.
+    async fn read_log_after(&self, key: &LogKey, after: u64, limit: usize) -> Result<Vec<LogLine>>;
+    /// The last `n` lines, in order.
+    async fn read_log_tail(&self, key: &LogKey, n: usize) -> Result<Vec<LogLine>>;
+    /// The highest stored seq (0: none).
+    async fn log_last_seq(&self, key: &LogKey) -> Result<u64>;
+    /// Delete every log of a run.
+    async fn delete_run_logs(&self, run: &RunKey) -> Result<()>;
+
+    /// A finished run's archive (the whole resource, as the API serialises it).
+    async fn put_archive(&self, run: &RunKey, archive: Bytes) -> Result<()>;
+    async fn get_archive(&self, run: &RunKey) -> Result<Option<Bytes>>;
+    async fn delete_archive(&self, run: &RunKey) -> Result<bool>;
+}

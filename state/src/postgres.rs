@@ -1,0 +1,682 @@
+//! Shared metadata: PostgreSQL through `tokio-postgres` and a `deadpool-postgres` pool.
+//!
+//! Migrations are versioned in the table `sparkwing_schema` and applied at open inside one
+//! transaction holding an advisory lock, so replicas starting together apply each migration once
+//! and the others wait, then see it applied. A database whose schema is newer than this binary is
+//! refused. The pool verifies a connection before handing it out, so after the server restarts
+//! the next operation reconnects: no reopening of the store.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::error::{Result, StateError};
+use crate::sqlite::{now_ms, page};
+use crate::types::{check_name, check_run, Cursor};
+use crate::{
+    Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
+    RunSummary, TokenRecord,
+};
+
+/// Never edit a migration that has shipped; add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens, the run index, job states, webhook deliveries, the log index.
+    r#"
+    CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        hash       TEXT NOT NULL UNIQUE,
+        principal  TEXT NOT NULL,
+        scopes     TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        expires_ms BIGINT,
+        revoked    BOOLEAN NOT NULL,
+        run_ns     TEXT,
+        run_name   TEXT,
+        upload     TEXT,
+        pool_uid   TEXT
+    );
+    CREATE INDEX tokens_by_expiry ON tokens (expires_ms) WHERE expires_ms IS NOT NULL;
+    CREATE INDEX tokens_by_run ON tokens (run_ns, run_name) WHERE run_ns IS NOT NULL;
+
+    CREATE TABLE runs (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        created_ms  BIGINT NOT NULL,
+        finished_ms BIGINT,
+        view        TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE INDEX runs_by_created ON runs (created_ms DESC, namespace, name);
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, created_ms DESC, namespace, name);
+    CREATE INDEX runs_by_finished ON runs (finished_ms DESC) WHERE finished_ms IS NOT NULL;
+
+    CREATE TABLE job_states (
+        namespace TEXT NOT NULL,
+        run       TEXT NOT NULL,
+        job       TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        PRIMARY KEY (namespace, run, job)
+    );
+
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        answer      TEXT NOT NULL,
+        received_ms BIGINT NOT NULL
+    );
+
+    CREATE TABLE log_index (
+        namespace TEXT NOT NULL,
+        run       TEXT NOT NULL,
+        job       TEXT NOT NULL,
+        next_seq  BIGINT NOT NULL,
+        bytes     BIGINT NOT NULL,
+        lines     BIGINT NOT NULL,
+        capped    BOOLEAN NOT NULL,
+        PRIMARY KEY (namespace, run, job)
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The advisory lock the migrations hold ("sparkwing" in ASCII, folded into an i64).
+const MIGRATION_LOCK: i64 = 0x7370_6172_6b77_696e;
+
+pub struct PgMetadata {
+    pool: Pool,
+}
+
+fn classify(e: tokio_postgres::Error) -> StateError {
+    let detail = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exceptions; 53: insufficient resources; 57P01-57P03: the server is
+        // shutting down or starting; 40001/40P01: serialisation failure, deadlock.
+        let outage = code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01");
+        let detail = format!("{} ({code})", db.message());
+        return if outage {
+            StateError::Unavailable {
+                backend: "PostgreSQL",
+                detail,
+            }
+        } else {
+            StateError::Backend {
+                backend: "PostgreSQL",
+                detail,
+            }
+        };
+    }
+    // Without a server error: the connection (refused, closed, timed out) unless it is our
+    // own conversion or configuration mistake.
+    let ours = [
+        "error serializing",
+        "error deserializing",
+        "invalid configuration",
+    ];
+    if ours.iter().any(|p| detail.starts_with(p)) {
+        StateError::Backend {
+            backend: "PostgreSQL",
+            detail,
+        }
+    } else {
+        StateError::Unavailable {
+            backend: "PostgreSQL",
+            detail: format!("{detail}{}", source_chain(&e)),
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn classify_pool(e: PoolError) -> StateError {
+    match e {
+        PoolError::Backend(e) => classify(e),
+        PoolError::Timeout(t) => StateError::Unavailable {
+            backend: "PostgreSQL",
+            detail: format!("no connection within the pool's timeout ({t:?})"),
+        },
+        PoolError::Closed => StateError::Unavailable {
+            backend: "PostgreSQL",
+            detail: "the connection pool is closed".into(),
+        },
+        other => StateError::Backend {
+            backend: "PostgreSQL",
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn bad_row(e: impl std::fmt::Display) -> StateError {
+    StateError::Corrupt {
+        location: "PostgreSQL".into(),
+        detail: e.to_string(),
+    }
+}
+
+impl PgMetadata {
+    /// Connect (a pool) to `config` (a `postgres://` URL or `host=… user=…` pairs) and migrate.
+    pub async fn open(config: &str) -> Result<Self> {
+        let pg: tokio_postgres::Config = config.parse().map_err(|e| StateError::BadUrl {
+            what: "metadata",
+            url: redact(config),
+            why: format!("not a PostgreSQL connection string: {e}"),
+            forms: crate::error::METADATA_FORMS,
+        })?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                // A test query before a pooled connection is reused: after a server restart
+                // the dead connections are replaced, not handed out.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StateError::Backend {
+                backend: "PostgreSQL",
+                detail: e.to_string(),
+            })?;
+        let store = PgMetadata { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(classify_pool)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(classify)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(classify)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS sparkwing_schema (
+                 version    BIGINT PRIMARY KEY,
+                 applied_ms BIGINT NOT NULL
+             )",
+        )
+        .await
+        .map_err(classify)?;
+        let found: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM sparkwing_schema",
+                &[],
+            )
+            .await
+            .map_err(classify)?
+            .get(0);
+        if found > SCHEMA_VERSION {
+            return Err(StateError::SchemaTooNew {
+                location: "the PostgreSQL database".into(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).await.map_err(classify)?;
+            tx.execute(
+                "INSERT INTO sparkwing_schema (version, applied_ms) VALUES ($1, $2)",
+                &[&(i as i64 + 1), &now_ms()],
+            )
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(classify)?;
+        client.query(&st, params).await.map_err(classify)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(classify)?;
+        client.execute(&st, params).await.map_err(classify)
+    }
+}
+
+/// A connection string without its password, for error messages (also when it does not parse).
+pub(crate) fn redact(config: &str) -> String {
+    if let Some((scheme, rest)) = config.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}{path}");
+            }
+        }
+        return config.to_string();
+    }
+    config
+        .split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const TOKEN_COLS: &str =
+    "id, hash, principal, scopes, created_ms, expires_ms, revoked, run_ns, run_name, upload, pool_uid";
+
+fn token_row(r: &Row) -> Result<TokenRecord> {
+    let scopes: String = r.get(3);
+    let run_ns: Option<String> = r.get(7);
+    let run_name: Option<String> = r.get(8);
+    Ok(TokenRecord {
+        id: r.get(0),
+        hash: r.get(1),
+        principal: r.get(2),
+        scopes: serde_json::from_str(&scopes).map_err(bad_row)?,
+        created_ms: r.get(4),
+        expires_ms: r.get(5),
+        revoked: r.get(6),
+        run: run_ns.zip(run_name).map(|(ns, n)| RunKey::new(ns, n)),
+        upload: r.get(9),
+        pool_uid: r.get(10),
+    })
+}
+
+const RUN_COLS: &str = "namespace, name, pipeline, phase, created_ms, finished_ms, view";
+
+fn run_row(r: &Row) -> Result<RunSummary> {
+    let view: String = r.get(6);
+    Ok(RunSummary {
+        key: RunKey::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+        pipeline: r.get(2),
+        phase: r.get(3),
+        created_ms: r.get(4),
+        finished_ms: r.get(5),
+        view: serde_json::from_str(&view).map_err(bad_row)?,
+    })
+}
+
+fn index_row(r: &Row) -> LogIndex {
+    LogIndex {
+        next_seq: r.get::<_, i64>(0) as u64,
+        bytes: r.get::<_, i64>(1) as u64,
+        lines: r.get::<_, i64>(2) as u64,
+        capped: r.get(3),
+    }
+}
+
+#[async_trait]
+impl MetadataStore for PgMetadata {
+    async fn ping(&self) -> Result<()> {
+        self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        let scopes = serde_json::to_string(&t.scopes).expect("strings serialise");
+        let (run_ns, run_name) = (
+            t.run.as_ref().map(|r| r.namespace.as_str()),
+            t.run.as_ref().map(|r| r.name.as_str()),
+        );
+        self.execute(
+            &format!(
+                "INSERT INTO tokens ({TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, principal = EXCLUDED.principal,
+                   scopes = EXCLUDED.scopes, created_ms = EXCLUDED.created_ms,
+                   expires_ms = EXCLUDED.expires_ms, revoked = EXCLUDED.revoked,
+                   run_ns = EXCLUDED.run_ns, run_name = EXCLUDED.run_name,
+                   upload = EXCLUDED.upload, pool_uid = EXCLUDED.pool_uid"
+            ),
+            &[
+                &t.id,
+                &t.hash,
+                &t.principal,
+                &scopes,
+                &t.created_ms,
+                &t.expires_ms,
+                &t.revoked,
+                &run_ns,
+                &run_name,
+                &t.upload,
+                &t.pool_uid,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let rows = self
+            .query(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"),
+                &[&hash],
+            )
+            .await?;
+        rows.first().map(token_row).transpose()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        self.execute("UPDATE tokens SET revoked = TRUE WHERE id = $1", &[&id])
+            .await
+            .map(|n| n > 0)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.query(
+            &format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_ms, id"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(token_row)
+        .collect()
+    }
+
+    async fn collect_expired_tokens(&self, now_ms: i64) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .query(
+                "DELETE FROM tokens WHERE expires_ms IS NOT NULL AND expires_ms <= $1 RETURNING id",
+                &[&now_ms],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64> {
+        self.execute(
+            "UPDATE tokens SET revoked = TRUE WHERE run_ns = $1 AND run_name = $2 AND NOT revoked",
+            &[&run.namespace, &run.name],
+        )
+        .await
+    }
+
+    async fn upsert_run(&self, run: &RunSummary) -> Result<()> {
+        check_run(&run.key)?;
+        self.execute(
+            &format!(
+                "INSERT INTO runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (namespace, name) DO UPDATE SET pipeline = EXCLUDED.pipeline,
+                   phase = EXCLUDED.phase, created_ms = EXCLUDED.created_ms,
+                   finished_ms = EXCLUDED.finished_ms, view = EXCLUDED.view"
+            ),
+            &[
+                &run.key.namespace,
+                &run.key.name,
+                &run.pipeline,
+                &run.phase,
+                &run.created_ms,
+                &run.finished_ms,
+                &run.view.to_string(),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_run(&self, run: &RunKey) -> Result<Option<RunSummary>> {
+        let rows = self
+            .query(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE namespace = $1 AND name = $2"),
+                &[&run.namespace, &run.name],
+            )
+            .await?;
+        rows.first().map(run_row).transpose()
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RunPage> {
+        let cursor = cursor.map(Cursor::decode).transpose()?;
+        let limit = limit.max(1);
+        let lim = limit as i64 + 1;
+        let mut clauses = Vec::new();
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut arg = |v: Box<dyn ToSql + Sync + Send>| {
+            args.push(v);
+            format!("${}", args.len())
+        };
+        if let Some(ns) = &filter.namespace {
+            clauses.push(format!("namespace = {}", arg(Box::new(ns.clone()))));
+        }
+        if let Some(p) = &filter.pipeline {
+            clauses.push(format!("pipeline = {}", arg(Box::new(p.clone()))));
+        }
+        if let Some(p) = &filter.phase {
+            clauses.push(format!("phase = {}", arg(Box::new(p.clone()))));
+        }
+        if let Some(s) = filter.since_ms {
+            clauses.push(format!("created_ms >= {}", arg(Box::new(s))));
+        }
+        if let Some(c) = cursor {
+            let (t, ns, n) = (
+                arg(Box::new(c.created_ms)),
+                arg(Box::new(c.namespace)),
+                arg(Box::new(c.name)),
+            );
+            clauses.push(format!(
+                "(created_ms < {t} OR (created_ms = {t} AND (namespace > {ns} OR (namespace = {ns} AND name > {n}))))"
+            ));
+        }
+        let lim_arg = arg(Box::new(lim));
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs {} ORDER BY created_ms DESC, namespace, name LIMIT {lim_arg}",
+            if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            }
+        );
+        let args: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let mut runs = self
+            .query(&sql, &args)
+            .await?
+            .iter()
+            .map(run_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(&mut runs, limit))
+    }
+
+    async fn put_job_state(
+        &self,
+        run: &RunKey,
+        job: &str,
+        state: &serde_json::Value,
+    ) -> Result<()> {
+        check_run(run)?;
+        check_name("job", job)?;
+        self.execute(
+            "INSERT INTO job_states (namespace, run, job, state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (namespace, run, job) DO UPDATE SET state = EXCLUDED.state",
+            &[&run.namespace, &run.name, &job, &state.to_string()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn job_states(&self, run: &RunKey) -> Result<Vec<(String, serde_json::Value)>> {
+        self.query(
+            "SELECT job, state FROM job_states WHERE namespace = $1 AND run = $2 ORDER BY job",
+            &[&run.namespace, &run.name],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let state: String = r.get(1);
+            Ok((r.get(0), serde_json::from_str(&state).map_err(bad_row)?))
+        })
+        .collect()
+    }
+
+    async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery> {
+        let inserted = self
+            .execute(
+                "INSERT INTO deliveries (id, answer, received_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &answer.to_string(), &now_ms()],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(Delivery::First);
+        }
+        let rows = self
+            .query("SELECT answer FROM deliveries WHERE id = $1", &[&id])
+            .await?;
+        let first: String = rows
+            .first()
+            .ok_or_else(|| bad_row("delivery vanished"))?
+            .get(0);
+        Ok(Delivery::Duplicate(
+            serde_json::from_str(&first).map_err(bad_row)?,
+        ))
+    }
+
+    async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>> {
+        Ok(self
+            .query(
+                "SELECT next_seq, bytes, lines, capped FROM log_index
+                 WHERE namespace = $1 AND run = $2 AND job = $3",
+                &[&key.run.namespace, &key.run.name, &key.job],
+            )
+            .await?
+            .first()
+            .map(index_row))
+    }
+
+    async fn advance_log_index(&self, key: &LogKey, ix: &LogIndex) -> Result<LogIndex> {
+        key.check()?;
+        // One statement: the upsert and the answer are atomic without a transaction. When the
+        // stored index is ahead nothing is updated and RETURNING is empty: read it then.
+        let rows = self
+            .query(
+                "INSERT INTO log_index AS l (namespace, run, job, next_seq, bytes, lines, capped)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (namespace, run, job) DO UPDATE SET next_seq = EXCLUDED.next_seq,
+                   bytes = EXCLUDED.bytes, lines = EXCLUDED.lines, capped = EXCLUDED.capped
+                 WHERE EXCLUDED.next_seq > l.next_seq
+                    OR (EXCLUDED.next_seq = l.next_seq AND EXCLUDED.capped AND NOT l.capped)
+                 RETURNING next_seq, bytes, lines, capped",
+                &[
+                    &key.run.namespace,
+                    &key.run.name,
+                    &key.job,
+                    &(ix.next_seq as i64),
+                    &(ix.bytes as i64),
+                    &(ix.lines as i64),
+                    &ix.capped,
+                ],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => Ok(index_row(r)),
+            None => self
+                .log_index(key)
+                .await?
+                .ok_or_else(|| bad_row("log index vanished")),
+        }
+    }
+
+    async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>> {
+        Ok(self
+            .query(
+                "SELECT job FROM log_index WHERE namespace = $1 AND run = $2 ORDER BY job",
+                &[&run.namespace, &run.name],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(classify)?;
+        let before = policy.finished_before_ms;
+        let keep = policy.keep_finished.map(|k| k as i64);
+        // One statement picks the runs; the rest delete by the picked keys.
+        let rows = tx
+            .query(
+                "DELETE FROM runs WHERE (namespace, name) IN (
+                     SELECT namespace, name FROM runs
+                      WHERE finished_ms IS NOT NULL AND $1::BIGINT IS NOT NULL AND finished_ms < $1
+                     UNION
+                     SELECT namespace, name FROM (
+                         SELECT namespace, name FROM runs WHERE finished_ms IS NOT NULL
+                          ORDER BY finished_ms DESC, namespace, name OFFSET COALESCE($2::BIGINT, 0)
+                     ) AS beyond WHERE $2::BIGINT IS NOT NULL
+                 ) RETURNING namespace, name",
+                &[&before, &keep],
+            )
+            .await
+            .map_err(classify)?;
+        let mut doomed: Vec<RunKey> = rows
+            .iter()
+            .map(|r| RunKey::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        doomed.sort();
+        let (namespaces, names): (Vec<&str>, Vec<&str>) = doomed
+            .iter()
+            .map(|k| (k.namespace.as_str(), k.name.as_str()))
+            .unzip();
+        for sql in [
+            "DELETE FROM job_states WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+            "DELETE FROM log_index WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+            "DELETE FROM tokens WHERE (run_ns, run_name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+        ] {
+            tx.execute(sql, &[&namespaces, &names])
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(doomed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        for (given, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p@w@h:bad/db", "postgres://u:***@h:bad/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("host=/s user=u password=pw", "host=/s user=u password=***"),
+        ] {
+            assert_eq!(super::redact(given), shown);
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! Embedded metadata: one SQLite database in WAL mode. Every call runs on tokio's blocking pool
+//! (a connection behind a mutex: SQLite writes one at a time anyway), never on an async worker.
+//!
+//! The schema is append-only migrations, as in the CLI's store: migration N brings
+//! `user_version` from N-1 to N, and a database newer than this binary is refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{join_error, Result, StateError};
+use crate::types::{check_name, check_run, Cursor};
+use crate::{
+    Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
+    RunSummary, TokenRecord,
+};
+
+/// Never edit a migration that has shipped; add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens, the run index, job states, webhook deliveries, the log index.
+    r#"
+    CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        hash       TEXT NOT NULL UNIQUE,
+        principal  TEXT NOT NULL,
+        scopes     TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER,
+        revoked    INTEGER NOT NULL,
+        run_ns     TEXT,
+        run_name   TEXT,
+        upload     TEXT,
+        pool_uid   TEXT
+    );
+    CREATE INDEX tokens_by_expiry ON tokens (expires_ms) WHERE expires_ms IS NOT NULL;
+    CREATE INDEX tokens_by_run ON tokens (run_ns, run_name) WHERE run_ns IS NOT NULL;
+
+    CREATE TABLE runs (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        finished_ms INTEGER,
+        view        TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE INDEX runs_by_created ON runs (created_ms DESC, namespace, name);
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, created_ms DESC, namespace, name);
+    CREATE INDEX runs_by_finished ON runs (finished_ms DESC) WHERE finished_ms IS NOT NULL;
+
+    CREATE TABLE job_states (
+        namespace TEXT NOT NULL,
+        run       TEXT NOT NULL,
+        job       TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        PRIMARY KEY (namespace, run, job)
+    );
+
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        answer      TEXT NOT NULL,
+        received_ms INTEGER NOT NULL
+    );
+
+    CREATE TABLE log_index (
+        namespace TEXT NOT NULL,
+        run       TEXT NOT NULL,
+        job       TEXT NOT NULL,
+        next_seq  INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        lines     INTEGER NOT NULL,
+        capped    INTEGER NOT NULL,
+        PRIMARY KEY (namespace, run, job)
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub struct SqliteMetadata {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteMetadata {
+    /// Open (creating if needed) the database at `path`, migrated to this binary's schema.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
+            .await
+            .map_err(join_error)??;
+        Ok(SqliteMetadata {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Run `f` on the connection, on the blocking pool.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves SQLite consistent (its transaction rolls
+            // back when dropped), so a poisoned lock is still usable.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn).map_err(|e| classify(&path, e))
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StateError {
+    let location = path.display().to_string();
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StateError::Unavailable {
+                backend: "SQLite",
+                detail: format!("{location}: {e}"),
+            }
+        }
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            StateError::Corrupt {
+                location,
+                detail: e.to_string(),
+            }
+        }
+        _ => StateError::Backend {
+            backend: "SQLite",
+            detail: format!("{location}: {e}"),
+        },
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| crate::error::io_error(dir, e))?;
+    }
+    let err = |e| classify(path, e);
+    let mut conn = Connection::open(path).map_err(err)?;
+    // Token hashes and run records are nobody else's; SQLite gives its -wal and -shm files the
+    // database file's mode.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| crate::error::io_error(path, e))?;
+    }
+    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+    // The first statement that reads the header: a file that is not a database fails here.
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .map_err(err)?;
+    // FULL: a commit is fsynced before it returns, so an acknowledged token or index entry
+    // survives a power loss, not only a crash of the process.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(err)?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::SchemaTooNew {
+            location: path.display().to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(conn)
+}
+
+fn json_col(s: String) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+const TOKEN_COLS: &str =
+    "id, hash, principal, scopes, created_ms, expires_ms, revoked, run_ns, run_name, upload, pool_uid";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let scopes: String = r.get(3)?;
+    let run_ns: Option<String> = r.get(7)?;
+    let run_name: Option<String> = r.get(8)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        hash: r.get(1)?,
+        principal: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+        })?,
+        created_ms: r.get(4)?,
+        expires_ms: r.get(5)?,
+        revoked: r.get(6)?,
+        run: run_ns.zip(run_name).map(|(ns, n)| RunKey::new(ns, n)),
+        upload: r.get(9)?,
+        pool_uid: r.get(10)?,
+    })
+}
+
+const RUN_COLS: &str = "namespace, name, pipeline, phase, created_ms, finished_ms, view";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    Ok(RunSummary {
+        key: RunKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+        pipeline: r.get(2)?,
+        phase: r.get(3)?,
+        created_ms: r.get(4)?,
+        finished_ms: r.get(5)?,
+        view: json_col(r.get(6)?)?,
+    })
+}
+
+fn index_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogIndex> {
+    Ok(LogIndex {
+        next_seq: r.get::<_, i64>(0)? as u64,
+        bytes: r.get::<_, i64>(1)? as u64,
+        lines: r.get::<_, i64>(2)? as u64,
+        capped: r.get(3)?,
+    })
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadata {
+    async fn ping(&self) -> Result<()> {
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        let t = t.clone();
+        let scopes = serde_json::to_string(&t.scopes).expect("strings serialise");
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, principal = excluded.principal,
+                       scopes = excluded.scopes, created_ms = excluded.created_ms,
+                       expires_ms = excluded.expires_ms, revoked = excluded.revoked,
+                       run_ns = excluded.run_ns, run_name = excluded.run_name,
+                       upload = excluded.upload, pool_uid = excluded.pool_uid"
+                ),
+                params![
+                    t.id,
+                    t.hash,
+                    t.principal,
+                    scopes,
+                    t.created_ms,
+                    t.expires_ms,
+                    t.revoked,
+                    t.run.as_ref().map(|r| &r.namespace),
+                    t.run.as_ref().map(|r| &r.name),
+                    t.upload,
+                    t.pool_uid
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?1"),
+                [hash],
+                token_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.call(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {TOKEN_COLS} FROM tokens ORDER BY created_ms, id"
+            ))?;
+            let rows = st.query_map([], token_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn collect_expired_tokens(&self, now_ms: i64) -> Result<Vec<String>> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "DELETE FROM tokens WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 RETURNING id",
+            )?;
+            let rows = st.query_map([now_ms], |r| r.get(0))?;
+            let mut ids: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64> {
+        let run = run.clone();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE tokens SET revoked = 1 WHERE run_ns = ?1 AND run_name = ?2 AND revoked = 0",
+                params![run.namespace, run.name],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn upsert_run(&self, run: &RunSummary) -> Result<()> {
+        check_run(&run.key)?;
+        let run = run.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (namespace, name) DO UPDATE SET pipeline = excluded.pipeline,
+                       phase = excluded.phase, created_ms = excluded.created_ms,
+                       finished_ms = excluded.finished_ms, view = excluded.view"
+                ),
+                params![
+                    run.key.namespace,
+                    run.key.name,
+                    run.pipeline,
+                    run.phase,
+                    run.created_ms,
+                    run.finished_ms,
+                    run.view.to_string()
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn get_run(&self, run: &RunKey) -> Result<Option<RunSummary>> {
+        let run = run.clone();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE namespace = ?1 AND name = ?2"),
+                params![run.namespace, run.name],
+                run_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RunPage> {
+        let cursor = cursor.map(Cursor::decode).transpose()?;
+        let limit = limit.max(1);
+        let mut clauses = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |v: rusqlite::types::Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        if let Some(ns) = &filter.namespace {
+            clauses.push(format!("namespace = {}", arg(ns.clone().into())));
+        }
+        if let Some(p) = &filter.pipeline {
+            clauses.push(format!("pipeline = {}", arg(p.clone().into())));
+        }
+        if let Some(p) = &filter.phase {
+            clauses.push(format!("phase = {}", arg(p.clone().into())));
+        }
+        if let Some(s) = filter.since_ms {
+            clauses.push(format!("created_ms >= {}", arg(s.into())));
+        }
+        if let Some(c) = &cursor {
+            let (t, ns, n) = (
+                arg(c.created_ms.into()),
+                arg(c.namespace.clone().into()),
+                arg(c.name.clone().into()),
+            );
+            clauses.push(format!(
+                "(created_ms < {t} OR (created_ms = {t} AND (namespace > {ns} OR (namespace = {ns} AND name > {n}))))"
+            ));
+        }
+        let lim = arg((limit as i64 + 1).into());
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs {} ORDER BY created_ms DESC, namespace, name LIMIT {lim}",
+            if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            }
+        );
+        let mut runs = self
+            .call(move |c| {
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(params_from_iter(args), run_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(page(&mut runs, limit))
+    }
+
+    async fn put_job_state(
+        &self,
+        run: &RunKey,
+        job: &str,
+        state: &serde_json::Value,
+    ) -> Result<()> {
+        check_run(run)?;
+        check_name("job", job)?;
+        let (run, job, state) = (run.clone(), job.to_string(), state.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO job_states (namespace, run, job, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, run, job) DO UPDATE SET state = excluded.state",
+                params![run.namespace, run.name, job, state],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn job_states(&self, run: &RunKey) -> Result<Vec<(String, serde_json::Value)>> {
+        let run = run.clone();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT job, state FROM job_states WHERE namespace = ?1 AND run = ?2 ORDER BY job",
+            )?;
+            let rows = st.query_map(params![run.namespace, run.name], |r| {
+                Ok((r.get(0)?, json_col(r.get(1)?)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery> {
+        let (id, answer) = (id.to_string(), answer.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let inserted = tx.execute(
+                "INSERT INTO deliveries (id, answer, received_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO NOTHING",
+                params![id, answer, now_ms()],
+            )?;
+            let out = if inserted == 1 {
+                Delivery::First
+            } else {
+                let first: String =
+                    tx.query_row("SELECT answer FROM deliveries WHERE id = ?1", [&id], |r| {
+                        r.get(0)
+                    })?;
+                Delivery::Duplicate(json_col(first)?)
+            };
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>> {
+        let key = key.clone();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT next_seq, bytes, lines, capped FROM log_index
+                 WHERE namespace = ?1 AND run = ?2 AND job = ?3",
+                params![key.run.namespace, key.run.name, key.job],
+                index_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn advance_log_index(&self, key: &LogKey, index: &LogIndex) -> Result<LogIndex> {
+        key.check()?;
+        let (key, ix) = (key.clone(), *index);
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO log_index (namespace, run, job, next_seq, bytes, lines, capped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (namespace, run, job) DO UPDATE SET next_seq = excluded.next_seq,
+                   bytes = excluded.bytes, lines = excluded.lines, capped = excluded.capped
+                 WHERE excluded.next_seq > log_index.next_seq
+                    OR (excluded.next_seq = log_index.next_seq AND excluded.capped AND NOT log_index.capped)",
+                params![
+                    key.run.namespace,
+                    key.run.name,
+                    key.job,
+                    ix.next_seq as i64,
+                    ix.bytes as i64,
+                    ix.lines as i64,
+                    ix.capped
+                ],
+            )?;
+            let now = tx.query_row(
+                "SELECT next_seq, bytes, lines, capped FROM log_index
+                 WHERE namespace = ?1 AND run = ?2 AND job = ?3",
+                params![key.run.namespace, key.run.name, key.job],
+                index_row,
+            )?;
+            tx.commit()?;
+            Ok(now)
+        })
+        .await
+    }
+
+    async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>> {
+        let run = run.clone();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT job FROM log_index WHERE namespace = ?1 AND run = ?2 ORDER BY job",
+            )?;
+            let rows = st.query_map(params![run.namespace, run.name], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
+        let policy = *policy;
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut doomed = std::collections::BTreeSet::new();
+            if let Some(before) = policy.finished_before_ms {
+                let mut st = tx.prepare(
+                    "SELECT namespace, name FROM runs WHERE finished_ms IS NOT NULL AND finished_ms < ?1",
+                )?;
+                for r in st.query_map([before], |r| Ok(RunKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                    doomed.insert(r?);
+                }
+            }
+            if let Some(keep) = policy.keep_finished {
+                let mut st = tx.prepare(
+                    "SELECT namespace, name FROM runs WHERE finished_ms IS NOT NULL
+                     ORDER BY finished_ms DESC, namespace, name LIMIT -1 OFFSET ?1",
+                )?;
+                for r in st.query_map([keep as i64], |r| Ok(RunKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                    doomed.insert(r?);
+                }
+            }
+            for run in &doomed {
+                let p = params![run.namespace, run.name];
+                tx.execute("DELETE FROM runs WHERE namespace = ?1 AND name = ?2", p)?;
+                tx.execute("DELETE FROM job_states WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
+            }
+            tx.commit()?;
+            Ok(doomed.into_iter().collect())
+        })
+        .await
+    }
+}
+
+/// Cut a `limit + 1` answer to a page and its cursor.
+pub(crate) fn page(runs: &mut Vec<RunSummary>, limit: usize) -> RunPage {
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    RunPage {
+        next: if more {
+            runs.last().map(|r| Cursor::after(r).encode())
+        } else {
+            None
+        },
+        runs: std::mem::take(runs),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteMetadata::open(&path).await.unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(c);
+        let err = SqliteMetadata::open(&path).await.err().unwrap();
+        assert!(
+            matches!(err, StateError::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        assert!(!err.retryable());
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_schema_and_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let m = SqliteMetadata::open(&path).await.unwrap();
+        m.record_delivery("d1", &serde_json::json!(1))
+            .await
+            .unwrap();
+        drop(m);
+        let m = SqliteMetadata::open(&path).await.unwrap();
+        assert_eq!(
+            m.record_delivery("d1", &serde_json::json!(2))
+                .await
+                .unwrap(),
+            Delivery::Duplicate(serde_json::json!(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_corrupt_not_retryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteMetadata::open(&path).await.err().unwrap();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        assert!(!err.retryable());
+    }
+}

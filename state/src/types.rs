@@ -1,0 +1,210 @@
+//! The records the stores keep. Times are Unix milliseconds (UTC).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StateError};
+
+/// A run: `(namespace, name)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl RunKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        RunKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// A token record: its hash, never the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    /// Lowercase hex sha256 of the whole token string.
+    pub hash: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    pub created_ms: i64,
+    /// When the record may be collected (runner and pool tokens); `None`: never.
+    pub expires_ms: Option<i64>,
+    pub revoked: bool,
+    /// Runner tokens: the run they act for (revoked with it).
+    pub run: Option<RunKey>,
+    /// Runner tokens: the upload their run's source is.
+    pub upload: Option<String>,
+    /// Pool tokens: the RunnerPool's uid.
+    pub pool_uid: Option<String>,
+}
+
+/// What the runs list shows of a run, plus what it is filtered and ordered by.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub key: RunKey,
+    pub pipeline: String,
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Cancelled`.
+    pub phase: String,
+    pub created_ms: i64,
+    /// Set once the run is finished; retention only considers finished runs.
+    pub finished_ms: Option<i64>,
+    /// The list view's other fields, as the API serialises them.
+    pub view: serde_json::Value,
+}
+
+/// Server-side filters of the runs list; `None`: any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub namespace: Option<String>,
+    pub pipeline: Option<String>,
+    pub phase: Option<String>,
+    /// Runs created at or after this time.
+    pub since_ms: Option<i64>,
+}
+
+/// One page of the runs list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunSummary>,
+    /// The cursor of the next page; `None` when no run follows.
+    pub next: Option<String>,
+}
+
+/// Where a page ends: the last run's `(created, namespace, name)`. Opaque to clients: hex of
+/// `created_ms \0 namespace \0 name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub created_ms: i64,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Cursor {
+    pub(crate) fn after(run: &RunSummary) -> Self {
+        Cursor {
+            created_ms: run.created_ms,
+            namespace: run.key.namespace.clone(),
+            name: run.key.name.clone(),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        hex::encode(format!(
+            "{}\0{}\0{}",
+            self.created_ms, self.namespace, self.name
+        ))
+    }
+
+    pub(crate) fn decode(s: &str) -> Result<Self> {
+        let bad = || StateError::invalid("cursor", s, "not a cursor this server gave");
+        let bytes = hex::decode(s).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = text.split('\0');
+        let (Some(created), Some(namespace), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(Cursor {
+            created_ms: created.parse().map_err(|_| bad())?,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A webhook delivery as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivery {
+    /// This call recorded the answer: act on the delivery.
+    First,
+    /// The delivery was seen before: its first answer.
+    Duplicate(serde_json::Value),
+}
+
+/// What a job's stored log holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogIndex {
+    /// The seq the next line must have (1 for an empty log).
+    pub next_seq: u64,
+    pub bytes: u64,
+    pub lines: u64,
+    /// The log reached its size cap: later lines are dropped.
+    pub capped: bool,
+}
+
+/// Which finished runs retention removes: those finished before `finished_before_ms`, and
+/// those beyond the newest `keep_finished` finished runs. Unfinished runs are never removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub finished_before_ms: Option<i64>,
+    pub keep_finished: Option<u64>,
+}
+
+/// Names that become parts of file paths and object keys: letters, digits, `-`, `_`, `.`, not
+/// starting with `.`, 1 to 253 characters.
+pub(crate) fn check_name(what: &'static str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::invalid(
+            what,
+            s,
+            "letters, digits, '-', '_', '.' only, not starting with '.', 1 to 253 characters",
+        ))
+    }
+}
+
+/// A sha256 in lowercase hex.
+pub(crate) fn check_sha256(s: &str) -> Result<()> {
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(StateError::invalid(
+            "sha256",
+            s,
+            "64 lowercase hexadecimal digits",
+        ))
+    }
+}
+
+pub(crate) fn check_run(run: &RunKey) -> Result<()> {
+    check_name("namespace", &run.namespace)?;
+    check_name("run name", &run.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_junk() {
+        let c = Cursor {
+            created_ms: 1_700_000_000_123,
+            namespace: "ci".into(),
+            name: "build-1".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for junk in ["", "zz", &hex::encode("1\0a"), &hex::encode("x\0a\0b")] {
+            assert!(
+                matches!(Cursor::decode(junk), Err(StateError::Invalid { .. })),
+                "{junk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_refuse_traversal() {
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "a b", &"x".repeat(254)] {
+            assert!(check_name("job", bad).is_err(), "{bad:?}");
+        }
+        check_name("job", "compile-1_x.y").unwrap();
+    }
+}

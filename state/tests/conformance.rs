@@ -1,0 +1,841 @@
+//! One suite, every backend: the same cases against embedded (SQLite + files), shared
+//! (PostgreSQL + an S3 server, both real processes) and the object-store layout on a local file
+//! system.
+
+mod support;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sparkwing_state::{
+    ingest, ByteStream, Delivery, IngestReport, LogIndex, LogKey, LogLine, RetentionPolicy,
+    RunFilter, RunKey, RunSummary, StateError, TokenRecord,
+};
+use support::Backend;
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::support::embedded().await).await }) *
+        }
+        mod shared {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::support::shared().await).await }) *
+        }
+        mod objects_on_files {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::support::objects_on_files().await).await }) *
+        }
+    };
+}
+
+conformance!(
+    tokens,
+    runs_paging_is_stable_across_inserts,
+    runs_filters,
+    job_states,
+    deliveries_are_deduplicated,
+    log_index_only_moves_forward,
+    logs_append_read_and_tail,
+    logs_refuse_gaps_storing_nothing,
+    ingest_caps_a_log_with_a_marker,
+    blobs_are_verified,
+    manifests_and_archives,
+    retention_removes_finished_runs_only,
+    names_that_could_escape_are_refused,
+);
+
+fn token(id: &str, created: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        hash: format!("hash-{id}"),
+        principal: format!("{id}@example.com"),
+        scopes: vec!["runs:read".into()],
+        created_ms: created,
+        expires_ms: None,
+        revoked: false,
+        run: None,
+        upload: None,
+        pool_uid: None,
+    }
+}
+
+async fn tokens(b: Backend) {
+    let m = &b.meta;
+    let alice = token("alice", 10);
+    let mut runner = token("runner", 20);
+    runner.run = Some(RunKey::new("ci", "build-1"));
+    runner.upload = Some("up1".into());
+    runner.expires_ms = Some(1_000);
+    let mut pool = token("pool", 30);
+    pool.pool_uid = Some("uid-1".into());
+    pool.expires_ms = Some(5_000);
+    for t in [&pool, &alice, &runner] {
+        m.insert_token(t).await.unwrap();
+    }
+    assert_eq!(
+        m.find_token_by_hash("hash-runner").await.unwrap(),
+        Some(runner.clone())
+    );
+    assert_eq!(m.find_token_by_hash("nope").await.unwrap(), None);
+    // Listed oldest first, whatever the insertion order.
+    let ids: Vec<_> = m
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["alice", "runner", "pool"]);
+
+    assert!(m.revoke_token("alice").await.unwrap());
+    assert!(!m.revoke_token("ghost").await.unwrap());
+    assert!(
+        m.find_token_by_hash("hash-alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
+    // Tokens of a run are revoked with it; once only.
+    assert_eq!(
+        m.revoke_run_tokens(&RunKey::new("ci", "build-1"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        m.revoke_run_tokens(&RunKey::new("ci", "build-1"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        m.find_token_by_hash("hash-runner")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
+    // Expiry: at 1000 the runner token goes, the pool token and the person's stay.
+    assert_eq!(
+        m.collect_expired_tokens(999).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(m.collect_expired_tokens(1_000).await.unwrap(), ["runner"]);
+    assert_eq!(m.find_token_by_hash("hash-runner").await.unwrap(), None);
+    assert_eq!(m.collect_expired_tokens(i64::MAX).await.unwrap(), ["pool"]);
+    let ids: Vec<_> = m
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["alice"]);
+
+    // An insert of an existing id replaces the record.
+    let mut again = alice.clone();
+    again.scopes = vec!["admin".into()];
+    m.insert_token(&again).await.unwrap();
+    assert_eq!(
+        m.find_token_by_hash("hash-alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .scopes,
+        ["admin"]
+    );
+}
+
+fn run(ns: &str, name: &str, pipeline: &str, phase: &str, created: i64) -> RunSummary {
+    RunSummary {
+        key: RunKey::new(ns, name),
+        pipeline: pipeline.into(),
+        phase: phase.into(),
+        created_ms: created,
+        finished_ms: matches!(phase, "Succeeded" | "Failed" | "Cancelled").then_some(created + 5),
+        view: json!({"name": name, "pipeline": pipeline}),
+    }
+}
+
+fn names(runs: &[RunSummary]) -> Vec<String> {
+    runs.iter()
+        .map(|r| format!("{}/{}", r.key.namespace, r.key.name))
+        .collect()
+}
+
+async fn runs_paging_is_stable_across_inserts(b: Backend) {
+    let m = &b.meta;
+    // 25 runs; created times repeat (every 3 share one), so order falls back to ns, name.
+    for i in 0..25 {
+        let ns = if i % 2 == 0 { "a" } else { "b" };
+        m.upsert_run(&run(
+            ns,
+            &format!("r{i:02}"),
+            "build",
+            "Succeeded",
+            1_000 + (i / 3) * 10,
+        ))
+        .await
+        .unwrap();
+    }
+    let all = m.list_runs(&RunFilter::default(), None, 500).await.unwrap();
+    assert_eq!(all.runs.len(), 25);
+    assert_eq!(all.next, None);
+    // Newest first, then namespace, then name.
+    let keys: Vec<_> = all
+        .runs
+        .iter()
+        .map(|r| (-r.created_ms, r.key.namespace.clone(), r.key.name.clone()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+
+    let p1 = m.list_runs(&RunFilter::default(), None, 10).await.unwrap();
+    assert_eq!(names(&p1.runs), names(&all.runs[..10]));
+    // Runs added meanwhile, newer than everything and in the middle of page 1's times: the next
+    // page still starts right after page 1's last run.
+    m.upsert_run(&run("a", "newer", "build", "Running", 9_999))
+        .await
+        .unwrap();
+    let last = &p1.runs[9];
+    m.upsert_run(&run(
+        "a",
+        "same-time",
+        "build",
+        "Running",
+        last.created_ms + 1,
+    ))
+    .await
+    .unwrap();
+    let p2 = m
+        .list_runs(&RunFilter::default(), p1.next.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(names(&p2.runs), names(&all.runs[10..20]));
+    let p3 = m
+        .list_runs(&RunFilter::default(), p2.next.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(names(&p3.runs), names(&all.runs[20..]));
+    assert_eq!(p3.next, None);
+
+    // A run updated in place keeps one entry.
+    m.upsert_run(&run("a", "newer", "build", "Failed", 9_999))
+        .await
+        .unwrap();
+    let again = m.list_runs(&RunFilter::default(), None, 500).await.unwrap();
+    assert_eq!(again.runs.len(), 27);
+    assert_eq!(again.runs[0].phase, "Failed");
+    assert_eq!(
+        m.get_run(&RunKey::new("a", "newer"))
+            .await
+            .unwrap()
+            .unwrap()
+            .finished_ms,
+        Some(10_004)
+    );
+    assert_eq!(m.get_run(&RunKey::new("a", "ghost")).await.unwrap(), None);
+
+    let err = m
+        .list_runs(&RunFilter::default(), Some("not-a-cursor"), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::Invalid { what: "cursor", .. }),
+        "{err}"
+    );
+    assert!(!err.retryable());
+}
+
+async fn runs_filters(b: Backend) {
+    let m = &b.meta;
+    let runs = [
+        run("ci", "b1", "build", "Succeeded", 100),
+        run("ci", "b2", "build", "Failed", 200),
+        run("ci", "d1", "deploy", "Failed", 300),
+        run("prod", "b3", "build", "Failed", 400),
+        run("prod", "d2", "deploy", "Running", 500),
+    ];
+    for r in &runs {
+        m.upsert_run(r).await.unwrap();
+    }
+    let list = |f: RunFilter| async move { names(&m.list_runs(&f, None, 100).await.unwrap().runs) };
+    let f = |ns: Option<&str>, p: Option<&str>, ph: Option<&str>, since: Option<i64>| RunFilter {
+        namespace: ns.map(Into::into),
+        pipeline: p.map(Into::into),
+        phase: ph.map(Into::into),
+        since_ms: since,
+    };
+    assert_eq!(
+        list(f(Some("ci"), None, None, None)).await,
+        ["ci/d1", "ci/b2", "ci/b1"]
+    );
+    assert_eq!(
+        list(f(None, Some("build"), None, None)).await,
+        ["prod/b3", "ci/b2", "ci/b1"]
+    );
+    assert_eq!(
+        list(f(None, None, Some("Failed"), None)).await,
+        ["prod/b3", "ci/d1", "ci/b2"]
+    );
+    assert_eq!(
+        list(f(None, None, None, Some(300))).await,
+        ["prod/d2", "prod/b3", "ci/d1"]
+    );
+    assert_eq!(
+        list(f(Some("ci"), Some("build"), Some("Failed"), Some(150))).await,
+        ["ci/b2"]
+    );
+    assert!(list(f(Some("nope"), None, None, None)).await.is_empty());
+    // Paging with filters.
+    let filter = f(None, None, Some("Failed"), None);
+    let p1 = m.list_runs(&filter, None, 2).await.unwrap();
+    assert_eq!(names(&p1.runs), ["prod/b3", "ci/d1"]);
+    let p2 = m.list_runs(&filter, p1.next.as_deref(), 2).await.unwrap();
+    assert_eq!(names(&p2.runs), ["ci/b2"]);
+    assert_eq!(p2.next, None);
+}
+
+async fn job_states(b: Backend) {
+    let m = &b.meta;
+    let r = RunKey::new("ci", "build-1");
+    m.put_job_state(&r, "test", &json!({"state": "running"}))
+        .await
+        .unwrap();
+    m.put_job_state(&r, "compile", &json!({"state": "succeeded"}))
+        .await
+        .unwrap();
+    m.put_job_state(&r, "test", &json!({"state": "failed", "exit": 1}))
+        .await
+        .unwrap();
+    m.put_job_state(&RunKey::new("ci", "other"), "x", &json!(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.job_states(&r).await.unwrap(),
+        vec![
+            ("compile".to_string(), json!({"state": "succeeded"})),
+            ("test".to_string(), json!({"state": "failed", "exit": 1})),
+        ]
+    );
+    assert!(m
+        .job_states(&RunKey::new("ci", "none"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn deliveries_are_deduplicated(b: Backend) {
+    let m = &b.meta;
+    assert_eq!(
+        m.record_delivery("d-1", &json!({"runs": ["a"]}))
+            .await
+            .unwrap(),
+        Delivery::First
+    );
+    assert_eq!(
+        m.record_delivery("d-1", &json!({"runs": ["b"]}))
+            .await
+            .unwrap(),
+        Delivery::Duplicate(json!({"runs": ["a"]}))
+    );
+    assert_eq!(
+        m.record_delivery("d-2", &json!(null)).await.unwrap(),
+        Delivery::First
+    );
+    // Concurrent first deliveries of one id: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move { m.record_delivery("d-3", &json!(i)).await.unwrap() })
+        })
+        .collect();
+    let mut firsts = 0;
+    for t in tasks {
+        if t.await.unwrap() == Delivery::First {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+}
+
+async fn log_index_only_moves_forward(b: Backend) {
+    let m = &b.meta;
+    let k = LogKey::new("ci", "build-1", "compile");
+    assert_eq!(m.log_index(&k).await.unwrap(), None);
+    let ix = |next_seq, capped| LogIndex {
+        next_seq,
+        bytes: next_seq * 10,
+        lines: next_seq - 1,
+        capped,
+    };
+    assert_eq!(
+        m.advance_log_index(&k, &ix(11, false)).await.unwrap(),
+        ix(11, false)
+    );
+    // A slower writer's older view does not move it back.
+    assert_eq!(
+        m.advance_log_index(&k, &ix(5, false)).await.unwrap(),
+        ix(11, false)
+    );
+    assert_eq!(
+        m.advance_log_index(&k, &ix(11, true)).await.unwrap(),
+        ix(11, true)
+    );
+    assert_eq!(
+        m.advance_log_index(&k, &ix(21, true)).await.unwrap(),
+        ix(21, true)
+    );
+    assert_eq!(m.log_index(&k).await.unwrap(), Some(ix(21, true)));
+    m.advance_log_index(&LogKey::new("ci", "build-1", "a-test"), &ix(2, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.log_jobs(&RunKey::new("ci", "build-1")).await.unwrap(),
+        ["a-test", "compile"]
+    );
+}
+
+fn lines(seqs: std::ops::RangeInclusive<u64>) -> Vec<LogLine> {
+    seqs.map(|s| LogLine::new(s, format!("line {s} {}", "x".repeat((s % 7) as usize))))
+        .collect()
+}
+
+fn seqs(lines: &[LogLine]) -> Vec<u64> {
+    lines.iter().map(|l| l.seq).collect()
+}
+
+async fn logs_append_read_and_tail(b: Backend) {
+    let c = &b.content;
+    let k = LogKey::new("ci", "build-1", "compile");
+    assert_eq!(c.log_last_seq(&k).await.unwrap(), 0);
+    assert!(c.read_log_tail(&k, 10).await.unwrap().is_empty());
+    // 3,000 lines in batches of 100 (crossing the file index's stride many times).
+    for start in (1..=3_000).step_by(100) {
+        let r = c.append_log(&k, &lines(start..=start + 99)).await.unwrap();
+        assert_eq!((r.accepted, r.duplicates), (100, 0));
+        assert!(r.bytes > 0);
+    }
+    // A retried batch overlapping the end: its old lines are duplicates, its new lines stored.
+    let r = c.append_log(&k, &lines(2_951..=3_010)).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (10, 50));
+    let r = c.append_log(&k, &lines(1..=5)).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.bytes), (0, 5, 0));
+    assert_eq!(c.log_last_seq(&k).await.unwrap(), 3_010);
+
+    let page = c.read_log_after(&k, 0, 7).await.unwrap();
+    assert_eq!(seqs(&page), (1..=7).collect::<Vec<_>>());
+    assert_eq!(page[3], lines(4..=4)[0]);
+    let page = c.read_log_after(&k, 1_234, 500).await.unwrap();
+    assert_eq!(seqs(&page), (1_235..=1_734).collect::<Vec<_>>());
+    let page = c.read_log_after(&k, 3_000, 100).await.unwrap();
+    assert_eq!(seqs(&page), (3_001..=3_010).collect::<Vec<_>>());
+    assert!(c.read_log_after(&k, 3_010, 100).await.unwrap().is_empty());
+    let tail = c.read_log_tail(&k, 100).await.unwrap();
+    assert_eq!(seqs(&tail), (2_911..=3_010).collect::<Vec<_>>());
+    assert_eq!(tail.last().unwrap(), &lines(3_010..=3_010)[0]);
+    let tail = c.read_log_tail(&k, 5_000).await.unwrap();
+    assert_eq!(seqs(&tail), (1..=3_010).collect::<Vec<_>>());
+
+    // Another job's log is its own.
+    let other = LogKey::new("ci", "build-1", "test");
+    c.append_log(&other, &lines(1..=1)).await.unwrap();
+    assert_eq!(c.log_last_seq(&other).await.unwrap(), 1);
+
+    c.delete_run_logs(&RunKey::new("ci", "build-1"))
+        .await
+        .unwrap();
+    assert_eq!(c.log_last_seq(&k).await.unwrap(), 0);
+    assert!(c.read_log_tail(&k, 10).await.unwrap().is_empty());
+}
+
+async fn logs_refuse_gaps_storing_nothing(b: Backend) {
+    let c = &b.content;
+    let k = LogKey::new("ci", "build-1", "compile");
+    c.append_log(&k, &lines(1..=3)).await.unwrap();
+    // A hole after the stored lines, a hole inside the batch, a batch out of order.
+    for bad in [
+        lines(5..=6),
+        [lines(4..=4), lines(6..=6)].concat(),
+        [lines(5..=5), lines(4..=4)].concat(),
+    ] {
+        let err = c.append_log(&k, &bad).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::LogGap {
+                    expected: 4 | 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.retryable());
+        assert_eq!(c.log_last_seq(&k).await.unwrap(), 3);
+    }
+    let err = c.append_log(&k, &lines(7..=8)).await.unwrap_err();
+    assert!(
+        matches!(&err, StateError::LogGap { job, expected: 4, got: 7 } if job == "compile"),
+        "{err}"
+    );
+    assert_eq!(
+        seqs(&c.read_log_after(&k, 0, 100).await.unwrap()),
+        [1, 2, 3]
+    );
+    // Resent from the expected seq, it is taken.
+    let r = c.append_log(&k, &lines(4..=8)).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (5, 0));
+    let first = c
+        .append_log(&LogKey::new("ci", "build-1", "new"), &lines(2..=3))
+        .await;
+    assert!(matches!(
+        first,
+        Err(StateError::LogGap {
+            expected: 1,
+            got: 2,
+            ..
+        })
+    ));
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn body(data: &[u8], chunk: usize) -> ByteStream {
+    let chunks: Vec<std::io::Result<Bytes>> = data
+        .chunks(chunk.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+async fn collect(s: ByteStream) -> Vec<u8> {
+    s.map(|c| c.unwrap().to_vec()).concat().await
+}
+
+async fn blobs_are_verified(b: Backend) {
+    let c = &b.content;
+    let small = b"hello, blob".to_vec();
+    // Past the single-PUT size: a multipart upload on S3.
+    let big: Vec<u8> = (0..9 * 1024 * 1024 + 17)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    for data in [&small, &big] {
+        let h = sha(data);
+        assert!(!c.blob_exists(&h).await.unwrap());
+        assert_eq!(
+            c.put_blob(&h, body(data, 64 * 1024)).await.unwrap(),
+            data.len() as u64
+        );
+        assert!(c.blob_exists(&h).await.unwrap());
+        assert_eq!(c.blob_size(&h).await.unwrap(), Some(data.len() as u64));
+        assert_eq!(&collect(c.get_blob(&h).await.unwrap().unwrap()).await, data);
+        assert_eq!(
+            c.get_blob_range(&h, 2..7).await.unwrap().unwrap(),
+            &data[2..7]
+        );
+        // A range past the end is cut at the end.
+        let len = data.len() as u64;
+        assert_eq!(
+            c.get_blob_range(&h, len - 3..len + 100)
+                .await
+                .unwrap()
+                .unwrap(),
+            &data[data.len() - 3..]
+        );
+        // Stored again: kept, same size.
+        assert_eq!(c.put_blob(&h, body(data, 1000)).await.unwrap(), len);
+    }
+
+    // A body that does not hash to its name is refused and nothing is visible, small or big.
+    for data in [b"forged".to_vec(), big[1..].to_vec()] {
+        let claimed = sha(b"something else");
+        let err = c
+            .put_blob(&claimed, body(&data, 64 * 1024))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StateError::HashMismatch { actual, .. } if *actual == sha(&data)),
+            "{err}"
+        );
+        assert!(!err.retryable());
+        assert!(!c.blob_exists(&claimed).await.unwrap());
+        assert!(c.get_blob(&claimed).await.unwrap().is_none());
+    }
+    // A body that fails midway: nothing visible either.
+    let h = sha(&big);
+    let missing = sha(b"never complete");
+    let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+        Ok(Bytes::from(big[..1024].to_vec())),
+        Err(std::io::Error::other("client went away")),
+    ]));
+    assert!(matches!(
+        c.put_blob(&missing, failing).await,
+        Err(StateError::Body { .. })
+    ));
+    assert!(!c.blob_exists(&missing).await.unwrap());
+
+    assert!(c.delete_blob(&h).await.unwrap());
+    assert!(!c.delete_blob(&h).await.unwrap());
+    assert!(c.get_blob_range(&h, 0..1).await.unwrap().is_none());
+    assert_eq!(c.blob_size(&h).await.unwrap(), None);
+}
+
+async fn manifests_and_archives(b: Backend) {
+    let c = &b.content;
+    assert_eq!(c.get_manifest("m1").await.unwrap(), None);
+    c.put_manifest("m1", Bytes::from_static(b"{\"files\":[]}"))
+        .await
+        .unwrap();
+    c.put_manifest("m1", Bytes::from_static(b"{\"files\":[1]}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_manifest("m1").await.unwrap().unwrap(),
+        &b"{\"files\":[1]}"[..]
+    );
+    assert!(c.delete_manifest("m1").await.unwrap());
+    assert!(!c.delete_manifest("m1").await.unwrap());
+    assert_eq!(c.get_manifest("m1").await.unwrap(), None);
+
+    let r = RunKey::new("ci", "build-1");
+    assert_eq!(c.get_archive(&r).await.unwrap(), None);
+    c.put_archive(&r, Bytes::from_static(b"{\"run\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_archive(&r).await.unwrap().unwrap(),
+        &b"{\"run\":1}"[..]
+    );
+    assert_eq!(
+        c.get_archive(&RunKey::new("other", "build-1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(c.delete_archive(&r).await.unwrap());
+    assert_eq!(c.get_archive(&r).await.unwrap(), None);
+}
+
+async fn retention_removes_finished_runs_only(b: Backend) {
+    let m = &b.meta;
+    // Finished at 105, 205, ... 605 (created + 5); one running, oldest of all.
+    for (i, name) in ["r1", "r2", "r3", "r4", "r5", "r6"].iter().enumerate() {
+        m.upsert_run(&run("ci", name, "build", "Succeeded", 100 * (i as i64 + 1)))
+            .await
+            .unwrap();
+    }
+    m.upsert_run(&run("ci", "live", "build", "Running", 1))
+        .await
+        .unwrap();
+    let r1 = RunKey::new("ci", "r1");
+    m.put_job_state(&r1, "compile", &json!(1)).await.unwrap();
+    m.advance_log_index(
+        &LogKey::new("ci", "r1", "compile"),
+        &LogIndex {
+            next_seq: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut t = token("runner-r1", 1);
+    t.run = Some(r1.clone());
+    m.insert_token(&t).await.unwrap();
+    m.insert_token(&token("person", 1)).await.unwrap();
+
+    assert!(m
+        .apply_retention(&RetentionPolicy::default())
+        .await
+        .unwrap()
+        .is_empty());
+    // By age: finished before 300 (r1 at 105, r2 at 205).
+    let gone = m
+        .apply_retention(&RetentionPolicy {
+            finished_before_ms: Some(300),
+            keep_finished: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, [RunKey::new("ci", "r1"), RunKey::new("ci", "r2")]);
+    assert_eq!(m.get_run(&r1).await.unwrap(), None);
+    assert!(m.job_states(&r1).await.unwrap().is_empty());
+    assert_eq!(
+        m.log_index(&LogKey::new("ci", "r1", "compile"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(m.find_token_by_hash("hash-runner-r1").await.unwrap(), None);
+    assert!(m.find_token_by_hash("hash-person").await.unwrap().is_some());
+    // By count: keep the newest 2 finished (r6, r5).
+    let gone = m
+        .apply_retention(&RetentionPolicy {
+            finished_before_ms: None,
+            keep_finished: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, [RunKey::new("ci", "r3"), RunKey::new("ci", "r4")]);
+    let left = m.list_runs(&RunFilter::default(), None, 100).await.unwrap();
+    assert_eq!(names(&left.runs), ["ci/r6", "ci/r5", "ci/live"]);
+    // Both at once; the running run stays whatever its age.
+    let gone = m
+        .apply_retention(&RetentionPolicy {
+            finished_before_ms: Some(550),
+            keep_finished: Some(0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, [RunKey::new("ci", "r5"), RunKey::new("ci", "r6")]);
+    assert_eq!(
+        names(
+            &m.list_runs(&RunFilter::default(), None, 100)
+                .await
+                .unwrap()
+                .runs
+        ),
+        ["ci/live"]
+    );
+}
+
+async fn names_that_could_escape_are_refused(b: Backend) {
+    let c = &b.content;
+    let m = &b.meta;
+    for bad in ["..", "../x", "a/b", ".hidden", ""] {
+        let invalid = |r: Result<_, StateError>| matches!(r, Err(StateError::Invalid { .. }));
+        assert!(
+            invalid(
+                c.append_log(&LogKey::new("ci", "r", bad), &lines(1..=1))
+                    .await
+                    .map(drop)
+            ),
+            "{bad:?}"
+        );
+        assert!(
+            invalid(
+                c.read_log_tail(&LogKey::new(bad, "r", "j"), 1)
+                    .await
+                    .map(drop)
+            ),
+            "{bad:?}"
+        );
+        assert!(
+            invalid(c.put_archive(&RunKey::new("ci", bad), Bytes::new()).await),
+            "{bad:?}"
+        );
+        assert!(invalid(c.get_manifest(bad).await.map(drop)), "{bad:?}");
+        assert!(
+            invalid(
+                m.put_job_state(&RunKey::new("ci", "r"), bad, &json!(1))
+                    .await
+            ),
+            "{bad:?}"
+        );
+    }
+    let upper = "A".repeat(64);
+    for bad in ["../../etc/passwd", "abc", upper.as_str()] {
+        assert!(
+            matches!(c.blob_size(bad).await, Err(StateError::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+async fn ingest_caps_a_log_with_a_marker(b: Backend) {
+    let (m, c) = (&*b.meta, &*b.content);
+    let k = LogKey::new("ci", "build-1", "compile");
+    let line = |s: u64| LogLine::new(s, format!("{s:04} {}", "y".repeat(40)));
+    let size = serde_json::to_vec(&line(1)).unwrap().len() as u64 + 1;
+    // Room for 10 lines and a bit.
+    let cap = size * 10 + size / 2;
+    let r = ingest(m, c, &k, (1..=6).rev().map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 6,
+            duplicates: 0,
+            dropped: 0
+        }
+    );
+    // A retry overlapping the stored lines, passing the cap at seq 11.
+    let r = ingest(m, c, &k, (5..=14).map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 4,
+            duplicates: 2,
+            dropped: 4
+        }
+    );
+    let stored = c.read_log_after(&k, 0, 100).await.unwrap();
+    assert_eq!(seqs(&stored), (1..=11).collect::<Vec<_>>());
+    let marker = stored.last().unwrap();
+    assert!(marker.truncated);
+    assert_eq!(marker.stream, sparkwing_state::LogStream::Stderr);
+    assert_eq!(
+        marker.line,
+        format!(
+            "sparkwing: this job's log reached its limit of {cap} bytes; later lines are dropped"
+        )
+    );
+    let ix = m.log_index(&k).await.unwrap().unwrap();
+    assert_eq!((ix.next_seq, ix.lines, ix.capped), (12, 11, true));
+    // Past the cap: acknowledged, dropped, nothing stored; old seqs still duplicates.
+    let r = ingest(m, c, &k, (10..=20).map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 0,
+            duplicates: 2,
+            dropped: 9
+        }
+    );
+    assert_eq!(c.log_last_seq(&k).await.unwrap(), 11);
+    let r = ingest(m, c, &k, (30..=31).map(line).collect(), cap)
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        IngestReport {
+            accepted: 0,
+            duplicates: 0,
+            dropped: 2
+        }
+    );
+    // Before the cap, a gap is still a gap.
+    let err = ingest(
+        m,
+        c,
+        &LogKey::new("ci", "build-1", "other"),
+        vec![line(2)],
+        cap,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::LogGap {
+                expected: 1,
+                got: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
