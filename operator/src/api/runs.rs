@@ -709,6 +709,7 @@ impl RunBackend for MemoryRuns {
         async move { result }.boxed()
     }
 }
+
 /// The start of run names made from a pipeline name: lowercase letters and digits, other
 /// characters as `-`, at most 40 characters, never empty (`run`).
 pub fn run_name_slug(pipeline: &str) -> String {
