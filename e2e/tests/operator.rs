@@ -392,6 +392,25 @@ impl RunRecorder {
             .unwrap_or_default()
     }
 
+    /// Wait until the watch has delivered a status of `run` matching `f`. A test that saw a
+    /// state through its own read must wait for the recorder's (separate) watch to catch up
+    /// before it reads the history.
+    async fn caught_up(&self, run: &str, what: &str, f: impl Fn(&Seen) -> bool) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.of(run).iter().any(&f) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the run watch never showed {run} {what} within {WAIT:?}: {:?}",
+                    self.of(run)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The distinct (phase, reason) pairs, in order, without the empty status.
     fn phases(&self, run: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
@@ -674,6 +693,9 @@ async fn a_run_gets_a_job_succeeds_and_then_stays_quiet() -> Result<()> {
     }
 
     // Pending/WaitingForRunner with the runner and attempt 1 first, then Running, Succeeded.
+    recorder
+        .caught_up("slow-1", "Succeeded", |s| s.phase == "Succeeded")
+        .await?;
     let seen = recorder.of("slow-1");
     // (Core's decision is computed before the runner starts, so the very first write has no
     // `runner` yet; the next one, still before `Running`, names the Job.)
@@ -926,6 +948,11 @@ async fn lost_runners_are_retried_until_max_attempts() -> Result<()> {
         "{}",
         status_json(&second)
     );
+    recorder
+        .caught_up("sleep-lost", "running attempt 2", |s| {
+            s.phase == "Running" && s.attempts == 2
+        })
+        .await?;
     ensure!(
         recorder
             .phases("sleep-lost")
@@ -1022,6 +1049,9 @@ async fn cancelling_runs() -> Result<()> {
     );
     a?;
     b?;
+    recorder
+        .caught_up("sleep-finally", "Cancelled", |s| s.phase == "Cancelled")
+        .await?;
     ensure!(
         recorder
             .phases("sleep-finally")

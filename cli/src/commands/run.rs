@@ -180,18 +180,7 @@ fn record_failed_start(
 pub fn run(args: RunArgs) -> CmdResult {
     let flags = RunSettings::resolve(&args)?;
     let Some(pipeline_name) = flags.pipeline.clone() else {
-        use clap::CommandFactory;
-        let mut cmd = crate::cli::Cli::command();
-        let run = cmd.find_subcommand_mut("run").expect("run is a subcommand");
-        if flags.help {
-            let _ = run.print_long_help();
-            return Ok(ExitCode::Success);
-        }
-        let _ = run.print_help();
-        return Err(CliError::new(
-            ExitCode::Usage,
-            "a pipeline name is required: sparkwing run NAME [ARGS] (see `sparkwing pipeline list`)",
-        ));
+        return run_without_pipeline(flags.help);
     };
     let pool = flags.pool.clone();
     let profile = flags.profile.clone();
@@ -202,54 +191,19 @@ pub fn run(args: RunArgs) -> CmdResult {
         .pipeline(&pipeline_name)
         .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
         .clone();
-    // A run started (directly or not) by a run of this same pipeline would never end.
-    let chain = engine::subpipeline::own_chain();
-    sparkwing_core::subpipeline::check_chain(&chain, &pipeline.name).map_err(|e| {
-        CliError::new(
-            ExitCode::Usage,
-            format!(
-                "refusing to run pipeline {:?}: {e} ({} is {:?})",
-                pipeline.name,
-                sparkwing_core::subpipeline::CHAIN_ENV,
-                chain.join(",")
-            ),
-        )
-    })?;
+    let chain = chain_without(&pipeline.name)?;
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
     drop(Store::open(&home.root)?);
     let runtime = crate::runtime::build()?;
     // Docker must be usable before anything is compiled or recorded.
     let docker = if flags.runner == Runner::Docker && !flags.help {
-        let image = docker::runner_image();
-        let client = runtime.block_on(async {
-            let client = docker::client::connect().await?;
-            client.require_image(&image).await?;
-            Ok::<_, DockerError>(client)
-        })?;
-        Some((client, image))
+        Some(runtime.block_on(usable_docker())?)
     } else {
         None
     };
 
-    let progress = if std::io::stderr().is_terminal() {
-        Progress::Terminal
-    } else {
-        Progress::OnFailure
-    };
-    let compiled = match compile::ensure(&home.cache, &project, progress) {
-        Ok(c) => c,
-        Err(e @ (CompileError::BuildFailed { .. } | CompileError::FetchFailed { .. })) => {
-            let msg = format!("compile error: {e}");
-            let id =
-                record_failed_start(&home, &project, &pipeline.name, &pipeline.entrypoint, &msg)?;
-            return Err(CliError::new(
-                ExitCode::RunFailed,
-                format!("{msg}; run {id} recorded as failed"),
-            ));
-        }
-        Err(e) => return Err(CliError::new(ExitCode::Internal, e.to_string())),
-    };
+    let compiled = compile_project(&home, &project, &pipeline.name, &pipeline.entrypoint)?;
     let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
         let registered: Vec<String> = compiled
             .describe
@@ -302,40 +256,10 @@ pub fn run(args: RunArgs) -> CmdResult {
             format!("refusing to run pipeline {:?}: {e}", pipeline.name),
         )
     })?;
-    let box_slots = crate::box_slots::resolve_cap(flags.box_slots)
-        .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?
-        .map(|max| BoxGate {
-            slots: BoxSlots::new(&home.root, max),
-            no_wait: flags.no_wait,
-        })
-        // A sub-pipeline runs inside its parent's slot: waiting for another could deadlock.
-        .filter(|_| flags.parent.is_none());
-    // `--profile`: the run is also an external run on the profile's API.
-    let mut unmirrored: Option<String> = None;
-    let mirror = match &profile {
-        None => None,
-        Some(p) => {
-            let redacted = sparkwing_core::args::redacted(&info.args, &resolved);
-            match super::push::trigger_external(
-                Some(p),
-                &pipeline.name,
-                super::push::api_args(&redacted),
-            )? {
-                Ok(remote) => {
-                    let sink = Arc::new(remote.sink()?);
-                    eprintln!(
-                        "recording the run on {} as {}/{} (profile {})",
-                        remote.url, remote.namespace, remote.name, remote.profile
-                    );
-                    Some((remote, sink))
-                }
-                Err(why) => {
-                    tracing::warn!("{why}; running and recording locally only");
-                    unmirrored = Some(p.clone());
-                    None
-                }
-            }
-        }
+    let box_slots = box_gate(&flags, &home)?;
+    let (mirror, unmirrored) = match &profile {
+        None => (None, None),
+        Some(p) => mirror_to(p, &pipeline.name, &info, &resolved)?,
     };
     let home_for_mirror = home.clone();
     let req = RunRequest {
@@ -371,6 +295,114 @@ pub fn run(args: RunArgs) -> CmdResult {
     code
 }
 
+/// `sparkwing run` without a pipeline name: its help (asked for) or a usage error.
+fn run_without_pipeline(help: bool) -> CmdResult {
+    use clap::CommandFactory;
+    let mut cmd = crate::cli::Cli::command();
+    let run = cmd.find_subcommand_mut("run").expect("run is a subcommand");
+    if help {
+        let _ = run.print_long_help();
+        return Ok(ExitCode::Success);
+    }
+    let _ = run.print_help();
+    Err(CliError::new(
+        ExitCode::Usage,
+        "a pipeline name is required: sparkwing run NAME [ARGS] (see `sparkwing pipeline list`)",
+    ))
+}
+
+/// The chain of pipelines this run descends from, refused when it already holds `pipeline`: a run
+/// started (directly or not) by a run of this same pipeline would never end.
+fn chain_without(pipeline: &str) -> Result<Vec<String>, CliError> {
+    let chain = engine::subpipeline::own_chain();
+    sparkwing_core::subpipeline::check_chain(&chain, pipeline).map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!(
+                "refusing to run pipeline {pipeline:?}: {e} ({} is {:?})",
+                sparkwing_core::subpipeline::CHAIN_ENV,
+                chain.join(",")
+            ),
+        )
+    })?;
+    Ok(chain)
+}
+
+/// The Docker daemon and the runner image, before anything is compiled or recorded.
+async fn usable_docker() -> Result<(docker::client::Client, String), DockerError> {
+    let image = docker::runner_image();
+    let client = docker::client::connect().await?;
+    client.require_image(&image).await?;
+    Ok((client, image))
+}
+
+/// The project's pipeline binary, compiled if needed; a failed build is recorded as a failed run.
+fn compile_project(
+    home: &Home,
+    project: &Project,
+    pipeline: &str,
+    entrypoint: &str,
+) -> Result<compile::Compiled, CliError> {
+    let progress = if std::io::stderr().is_terminal() {
+        Progress::Terminal
+    } else {
+        Progress::OnFailure
+    };
+    match compile::ensure(&home.cache, project, progress) {
+        Ok(c) => Ok(c),
+        Err(e @ (CompileError::BuildFailed { .. } | CompileError::FetchFailed { .. })) => {
+            let msg = format!("compile error: {e}");
+            let id = record_failed_start(home, project, pipeline, entrypoint, &msg)?;
+            Err(CliError::new(
+                ExitCode::RunFailed,
+                format!("{msg}; run {id} recorded as failed"),
+            ))
+        }
+        Err(e) => Err(CliError::new(ExitCode::Internal, e.to_string())),
+    }
+}
+
+/// The host's box slots, when a cap is set. A sub-pipeline runs inside its parent's slot: waiting
+/// for another could deadlock.
+fn box_gate(flags: &RunSettings, home: &Home) -> Result<Option<BoxGate>, CliError> {
+    Ok(crate::box_slots::resolve_cap(flags.box_slots)
+        .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?
+        .map(|max| BoxGate {
+            slots: BoxSlots::new(&home.root, max),
+            no_wait: flags.no_wait,
+        })
+        .filter(|_| flags.parent.is_none()))
+}
+
+/// Where a `--profile` run is mirrored to.
+type Mirror = (super::push::RemoteRun, Arc<crate::remote::sink::ApiSink>);
+
+/// `--profile`: the run is also an external run on the profile's API. Returns where it goes, or
+/// (the API unreachable) the profile it could not reach; the run then records locally only.
+fn mirror_to(
+    profile: &str,
+    pipeline: &str,
+    info: &PipelineInfo,
+    resolved: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(Option<Mirror>, Option<String>), CliError> {
+    let redacted = sparkwing_core::args::redacted(&info.args, resolved);
+    match super::push::trigger_external(Some(profile), pipeline, super::push::api_args(&redacted))?
+    {
+        Ok(remote) => {
+            let sink = Arc::new(remote.sink()?);
+            eprintln!(
+                "recording the run on {} as {}/{} (profile {})",
+                remote.url, remote.namespace, remote.name, remote.profile
+            );
+            Ok((Some((remote, sink)), None))
+        }
+        Err(why) => {
+            tracing::warn!("{why}; running and recording locally only");
+            Ok((None, Some(profile.to_string())))
+        }
+    }
+}
+
 /// [`engine::execute_with_id`], recording the parent of a sub-pipeline run once it is admitted.
 async fn execute_with_parent(
     req: RunRequest,
@@ -397,12 +429,7 @@ async fn execute_with_parent(
 
 /// After a `--profile` run: keep where it went next to the local run (for `runs push`), and say
 /// how to push what did not arrive.
-fn after_mirror(
-    home: &Home,
-    id: &str,
-    mirror: Option<(super::push::RemoteRun, Arc<crate::remote::sink::ApiSink>)>,
-    unmirrored: Option<String>,
-) {
+fn after_mirror(home: &Home, id: &str, mirror: Option<Mirror>, unmirrored: Option<String>) {
     use engine::RunSink;
     if let Some(p) = unmirrored {
         tracing::warn!(
