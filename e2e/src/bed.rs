@@ -534,18 +534,7 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<()> {
 
 /// `e2e-<hint>-<n>`, a valid namespace name whatever the hint.
 fn namespace_name(hint: &str, n: u64) -> String {
-    let mut hint: String = hint
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    hint.truncate(40);
-    let hint = hint.trim_matches('-');
+    let hint = sparkwing_operator::api::runs::name_part(hint);
     if hint.is_empty() {
         format!("e2e-{n}")
     } else {

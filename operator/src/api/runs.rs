@@ -710,10 +710,10 @@ impl RunBackend for MemoryRuns {
     }
 }
 
-/// The start of run names made from a pipeline name: lowercase letters and digits, other
-/// characters as `-`, at most 40 characters, never empty (`run`).
-pub fn run_name_slug(pipeline: &str) -> String {
-    let mut slug: String = pipeline
+/// `s` as part of a Kubernetes name: lowercase letters and digits, other characters as `-`, at
+/// most 40 characters, no `-` at either end. Empty when `s` has no letter or digit.
+pub fn name_part(s: &str) -> String {
+    let mut part: String = s
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -723,11 +723,30 @@ pub fn run_name_slug(pipeline: &str) -> String {
             }
         })
         .collect();
-    slug.truncate(40);
-    let slug = slug.trim_matches('-');
+    part.truncate(40);
+    part.trim_matches('-').to_string()
+}
+
+/// The start of run names made from a pipeline name: its [`name_part`], never empty (`run`).
+pub fn run_name_slug(pipeline: &str) -> String {
+    let slug = name_part(pipeline);
     if slug.is_empty() {
         "run".to_string()
     } else {
-        slug.to_string()
+        slug
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_pipeline_names_are_valid_and_never_empty() {
+        assert_eq!(name_part("Build_And.Test"), "build-and-test");
+        assert_eq!(name_part("__"), "");
+        assert_eq!(name_part(&"x".repeat(100)).len(), 40);
+        assert_eq!(run_name_slug("-Deploy-"), "deploy");
+        assert_eq!(run_name_slug("✓"), "run");
     }
 }
