@@ -25,8 +25,26 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             BTreeSet::from(["sparkwing-core", "sparkwing-api", "sparkwing-crds"]),
         ),
         (
-            "sparkwing-cli",
+            "sparkwing-engine",
             BTreeSet::from(["sparkwing-core", "sparkwing-api"]),
+        ),
+        (
+            "sparkwing-docker",
+            BTreeSet::from(["sparkwing-core", "sparkwing-engine"]),
+        ),
+        (
+            "sparkwing-runner",
+            BTreeSet::from(["sparkwing-core", "sparkwing-api", "sparkwing-engine"]),
+        ),
+        (
+            "sparkwing-cli",
+            BTreeSet::from([
+                "sparkwing-core",
+                "sparkwing-api",
+                "sparkwing-engine",
+                "sparkwing-docker",
+                "sparkwing-runner",
+            ]),
         ),
         (
             "sparkwing-e2e",
@@ -94,7 +112,8 @@ fn no_crate_has_a_circle_of_modules() {
     let root = workspace_root();
     let mut found = Vec::new();
     for member in [
-        "sdk", "core", "api", "crds", "state", "operator", "cli", "e2e",
+        "sdk", "core", "api", "crds", "state", "operator", "engine", "docker", "runner", "cli",
+        "e2e",
     ] {
         let src = root.join(member).join("src");
         let graph = ModuleGraph::read(&src).expect("read the crate's sources");

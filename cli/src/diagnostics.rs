@@ -15,7 +15,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::env_vars;
+use sparkwing_engine::env_vars;
 
 /// What is shown when `SPARKWING_LOG` is unset or empty.
 const DEFAULT_FILTER: &str = "sparkwing=info";

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use serde::Serialize;
 
 use crate::cli::OutputFormat;
-use crate::env_vars;
+use sparkwing_engine::env_vars;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {

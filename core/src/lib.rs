@@ -8,6 +8,7 @@ pub mod dag;
 pub mod mask;
 pub mod protocol;
 pub mod reconcile;
+pub mod run_spec;
 pub mod scheduler;
 pub mod state;
 pub mod subpipeline;

@@ -20,8 +20,9 @@ pub use error::ErrorBody;
 pub use logs::{IngestReport, LogLine, LogPage, LogRecord, LogStream};
 pub use pools::{ClaimAnswer, ClaimRequest};
 pub use runs::{
-    BranchCheck, CancelMode, CancelRequest, CreatedRun, FinishRequest, JobStateReport, Parent,
-    ReportedJobState, RunList, RunSource, RunView, TriggerRequest, TriggerVia, TriggeredBy,
+    BranchCheck, CancelMode, CancelRequest, CreatedRun, ExternalSource, FinishRequest, GitSource,
+    JobStateReport, LocalSource, ParentRef, ReportedJobState, RunList, RunView, Source,
+    TriggerRequest, TriggerVia, TriggeredBy, UploadSource,
 };
 pub use tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 pub use uploads::{BlobAnswer, BlobBatchAnswer, UploadAnswer};

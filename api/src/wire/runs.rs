@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::state::JobState;
 
+// A run's source, trigger, parent and cancel mode, as the PipelineRun's spec has them.
+pub use sparkwing_core::run_spec::{
+    CancelMode, ExternalSource, GitSource, LocalSource, ParentRef, Source, TriggerVia, TriggeredBy,
+    UploadSource,
+};
+
 /// `POST /api/v1/runs`: the PipelineRun spec's fields a client may set, plus `namespace`.
 /// `triggeredBy` is not here: the server writes it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -17,7 +23,7 @@ pub struct TriggerRequest {
     pub pipeline: String,
     #[serde(default)]
     pub args: BTreeMap<String, String>,
-    pub source: RunSource,
+    pub source: Source,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_pool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,7 +35,7 @@ pub struct TriggerRequest {
     /// The run and job awaiting this run as a sub-pipeline; recorded as the PipelineRun's
     /// `sparkwing.dev/parent-*` annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Parent>,
+    pub parent: Option<ParentRef>,
     /// The pipelines this run descends from, outermost first (the triggering process's
     /// `SPARKWING_PIPELINE_CHAIN`); recorded as the `sparkwing.dev/pipeline-chain` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,7 +44,7 @@ pub struct TriggerRequest {
 
 impl TriggerRequest {
     /// A trigger of `pipeline` from `source`, every optional field unset.
-    pub fn new(pipeline: &str, source: RunSource) -> TriggerRequest {
+    pub fn new(pipeline: &str, source: Source) -> TriggerRequest {
         TriggerRequest {
             namespace: None,
             pipeline: pipeline.to_string(),
@@ -52,30 +58,6 @@ impl TriggerRequest {
             pipeline_chain: None,
         }
     }
-}
-
-/// Where a run's project comes from (the PipelineRun's `spec.source`): exactly one of them.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub enum RunSource {
-    /// An upload (`POST /api/v1/uploads`), by its id.
-    Upload { id: String },
-    /// A git repository at a revision.
-    Git { url: String, revision: String },
-    /// A directory on the runner's node (admins only).
-    Local { path: String },
-    /// Executed off the cluster and only recorded there (`external: {}`).
-    External {},
-}
-
-/// The run and job awaiting a run as a sub-pipeline (a trigger's `parent`, a view's `parent`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Parent {
-    pub run: String,
-    pub job: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
 }
 
 /// `POST /api/v1/runs`' answer.
@@ -100,28 +82,6 @@ impl std::fmt::Debug for CreatedRun {
     }
 }
 
-/// Who started a run, and through what (the PipelineRun's `spec.triggeredBy`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TriggeredBy {
-    pub principal: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    pub via: TriggerVia,
-    /// The webhook delivery that created the run, for `via: webhook`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_id: Option<String>,
-}
-
-/// The path a run request took.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TriggerVia {
-    Cli,
-    Kubectl,
-    Webhook,
-}
-
 /// A run as the API shows it: in a list (without `run` and `jobs`) and alone (with them). `R`
 /// is the PipelineRun: the server's typed resource, a client's JSON.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -135,7 +95,7 @@ pub struct RunView<R = serde_json::Value> {
     pub triggered_by: Option<TriggeredBy>,
     /// The run and job that awaited this run as a sub-pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Parent>,
+    pub parent: Option<ParentRef>,
     /// RFC 3339 creation time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
@@ -159,15 +119,6 @@ pub struct RunList<R = serde_json::Value> {
     /// The cursor of the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
-}
-
-/// How to stop a run (`spec.cancel`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelMode {
-    /// Stop everything now; `finally` jobs do not run.
-    Cancelled,
-    /// Stop the running jobs, then let `finally` jobs run.
-    CancelledRunFinally,
 }
 
 /// `POST .../cancel` (the body is optional: `Cancelled`).

@@ -37,19 +37,19 @@ fn trigger_bodies() {
         "ttlSecondsAfterFinished": 3600, "maxAttempts": 2
     }));
     assert_eq!(t.runner_pool.as_deref(), Some("warm"));
-    assert_eq!(t.source, RunSource::Upload { id: "5d1e".into() });
+    assert_eq!(t.source, Source::Upload(UploadSource { id: "5d1e".into() }));
     let external: TriggerRequest = documented(json!({
         "pipeline": "build", "args": {}, "source": {"external": {}}, "namespace": "ci", "timeout": "1h"
     }));
-    assert_eq!(external.source, RunSource::External {});
+    assert_eq!(external.source, Source::External(ExternalSource {}));
     let mut child = TriggerRequest::new(
         "test",
-        RunSource::Git {
+        Source::Git(GitSource {
             url: "https://git.example/a.git".into(),
             revision: "main".into(),
-        },
+        }),
     );
-    child.parent = Some(Parent {
+    child.parent = Some(ParentRef {
         run: "run-1".into(),
         job: "await".into(),
         host: None,
@@ -63,9 +63,9 @@ fn trigger_bodies() {
     );
     round_trip(&TriggerRequest::new(
         "p",
-        RunSource::Local {
+        Source::Local(LocalSource {
             path: "/src".into(),
-        },
+        }),
     ));
     // The server writes `triggeredBy`; a client cannot.
     let e = serde_json::from_value::<TriggerRequest>(json!({
@@ -73,7 +73,7 @@ fn trigger_bodies() {
     }))
     .unwrap_err();
     assert!(e.to_string().contains("unknown field `triggeredBy`"), "{e}");
-    assert!(serde_json::from_value::<Parent>(json!({"run": "r", "job": "j", "x": 1})).is_err());
+    assert!(serde_json::from_value::<ParentRef>(json!({"run": "r", "job": "j", "x": 1})).is_err());
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn run_views_and_lists() {
             "compile".to_string(),
             json!({"state": "running", "startedAt": "2026-01-01T10:00:00Z"}),
         )])),
-        parent: Some(Parent {
+        parent: Some(ParentRef {
             run: "ci/up".into(),
             job: "await".into(),
             host: Some("laptop".into()),

@@ -7,9 +7,9 @@ use super::{CliError, CmdResult};
 use crate::cli::DashboardAddr;
 use crate::dashboard::{self, AppState};
 use crate::exit::ExitCode;
-use crate::home::Home;
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
+use sparkwing_engine::home::Home;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -276,7 +276,7 @@ pub fn kill() -> CmdResult {
 pub fn serve(args: DashboardAddr) -> CmdResult {
     let home = Home::from_env();
     let state = AppState::start(home.clone())?;
-    let rt = crate::runtime::build()?;
+    let rt = sparkwing_engine::runtime::build()?;
     rt.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.addr).await {
             Ok(l) => l,

@@ -18,8 +18,8 @@ use crate::cli::{
     RunnerCommand, RunnerImageCommand, RunsCommand, TokenCommand,
 };
 use crate::exit::ExitCode;
-use crate::project::ProjectError;
-use crate::store::StoreError;
+use sparkwing_engine::project::ProjectError;
+use sparkwing_engine::store::StoreError;
 
 pub use crate::exit::CliError;
 
@@ -173,11 +173,11 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             let protocol = sparkwing_core::protocol::PROTOCOL_VERSION;
             match output {
                 OutputFormat::Json => crate::printer::Printer::new(output).json_line(
-                    &serde_json::json!({"version": version, "sdk_version": version, "protocol": protocol, "schema": crate::store::SCHEMA_VERSION}),
+                    &serde_json::json!({"version": version, "sdk_version": version, "protocol": protocol, "schema": sparkwing_engine::store::SCHEMA_VERSION}),
                 ),
                 OutputFormat::Pretty => println!(
                     "sparkwing {version} (sdk {version}, protocol {protocol}, store schema {})",
-                    crate::store::SCHEMA_VERSION
+                    sparkwing_engine::store::SCHEMA_VERSION
                 ),
             }
             Ok(ExitCode::Success)
@@ -202,8 +202,14 @@ pub fn start_dir(dir: Option<&std::path::Path>) -> std::path::PathBuf {
 
 pub use crate::text::format_time;
 
-impl From<crate::docker::DockerError> for CliError {
-    fn from(e: crate::docker::DockerError) -> Self {
+impl From<sparkwing_runner::RunnerError> for CliError {
+    fn from(e: sparkwing_runner::RunnerError) -> Self {
+        CliError::new(e.code, e.message)
+    }
+}
+
+impl From<sparkwing_docker::DockerError> for CliError {
+    fn from(e: sparkwing_docker::DockerError) -> Self {
         CliError::new(e.exit_code(), e.to_string())
     }
 }

@@ -2,13 +2,13 @@
 
 use super::{start_dir, CliError, CmdResult};
 use crate::cli::{DescribeArgs, OutputFormat, ProjectOutput};
-use crate::compile::{self, Progress};
 use crate::exit::ExitCode;
-use crate::home::Home;
 use crate::printer::{Column, Printer};
-use crate::project;
 use serde_json::json;
 use sparkwing_core::suggest::closest;
+use sparkwing_engine::compile::{self, Progress};
+use sparkwing_engine::home::Home;
+use sparkwing_engine::project;
 use std::io::IsTerminal;
 
 pub fn list(args: ProjectOutput) -> CmdResult {

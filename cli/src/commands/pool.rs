@@ -6,10 +6,10 @@
 
 use super::{start_dir, CliError, CmdResult};
 use crate::cli::PoolRunArgs;
-use crate::docker::{self, client, pool};
 use crate::exit::ExitCode;
-use crate::home::Home;
-use crate::project;
+use sparkwing_docker::{self as docker, client, pool};
+use sparkwing_engine::home::Home;
+use sparkwing_engine::project;
 
 pub fn run(args: PoolRunArgs) -> CmdResult {
     if args.max_runners == 0 || args.min_idle > args.max_runners {
@@ -38,7 +38,7 @@ pub fn run(args: PoolRunArgs) -> CmdResult {
     let home = Home::from_env();
     let project = project::discover(&start_dir(args.dir.as_deref()))?;
     let image = docker::runner_image();
-    let runtime = crate::runtime::build()?;
+    let runtime = sparkwing_engine::runtime::build()?;
     let code = runtime.block_on(async {
         let client = client::connect().await?;
         client.require_image(&image).await?;

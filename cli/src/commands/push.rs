@@ -8,17 +8,17 @@
 //! API ignores lines it already has), else into a new one.
 
 use super::{CliError, CmdResult};
-use crate::engine::job_log;
-use crate::engine::sink::{job_state_report, FlushReport, RunSink, SinkLine};
 use crate::exit::ExitCode;
-use crate::home::Home;
-use crate::remote::sink::ApiSink;
 use crate::remote::target;
-use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sparkwing_api::wire::{RunSource, TriggerRequest};
+use sparkwing_api::wire::{ExternalSource, Source, TriggerRequest};
 use sparkwing_api::{ApiClient, RemoteError};
+use sparkwing_engine::home::Home;
+use sparkwing_engine::job_log;
+use sparkwing_engine::sink::{job_state_report, FlushReport, RunSink, SinkLine};
+use sparkwing_engine::store::Store;
+use sparkwing_runner::sink::ApiSink;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -113,7 +113,7 @@ pub fn trigger_external(
     args: BTreeMap<String, String>,
 ) -> Result<Result<RemoteRun, String>, CliError> {
     let t = target::resolve(profile).map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?;
-    let mut body = TriggerRequest::new(pipeline, RunSource::External {});
+    let mut body = TriggerRequest::new(pipeline, Source::External(ExternalSource {}));
     body.args = args;
     body.namespace = t.profile.namespace.clone();
     let url = t.client.base_url().to_string();

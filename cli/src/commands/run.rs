@@ -1,20 +1,20 @@
 //! `sparkwing run <pipeline> [args]`.
 
 use super::{start_dir, CliError, CmdResult};
-use crate::box_slots::BoxSlots;
 use crate::cli::RunArgs;
-use crate::compile::{self, CompileError, Progress};
-use crate::docker::{self, executor::Placement, pool::PoolPlacement, DockerError};
-use crate::engine::{self, now_ms, Admission, BoxGate, Format, RunRequest};
-use crate::env_vars;
 use crate::exit::ExitCode;
-use crate::home::Home;
-use crate::project::{self, Project};
 use crate::settings::{RunSettings, Runner};
-use crate::store::{NewRun, Store};
 use sparkwing_core::protocol::PipelineInfo;
 use sparkwing_core::suggest::closest;
 use sparkwing_core::RunPhase;
+use sparkwing_docker::{self as docker, executor::Placement, pool::PoolPlacement, DockerError};
+use sparkwing_engine::box_slots::BoxSlots;
+use sparkwing_engine::compile::{self, CompileError, Progress};
+use sparkwing_engine::env_vars;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::project::{self, Project};
+use sparkwing_engine::store::{NewRun, Store};
+use sparkwing_engine::{self as engine, now_ms, Admission, BoxGate, Format, RunRequest};
 use std::io::IsTerminal;
 use std::sync::Arc;
 
@@ -149,7 +149,7 @@ fn record_failed_start(
     let id = engine::new_run_id();
     let run_dir = home.run_dir(&id);
     std::fs::create_dir_all(&run_dir)?;
-    let git = crate::git::read(&project.root);
+    let git = sparkwing_engine::git::read(&project.root);
     let now = now_ms();
     store.create_run(&NewRun {
         id: id.clone(),
@@ -195,7 +195,7 @@ pub fn run(args: RunArgs) -> CmdResult {
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
     drop(Store::open(&home.root)?);
-    let runtime = crate::runtime::build()?;
+    let runtime = sparkwing_engine::runtime::build()?;
     // Docker must be usable before anything is compiled or recorded.
     let docker = if flags.runner == Runner::Docker && !flags.help {
         Some(runtime.block_on(usable_docker())?)
@@ -365,7 +365,7 @@ fn compile_project(
 /// The host's box slots, when a cap is set. A sub-pipeline runs inside its parent's slot: waiting
 /// for another could deadlock.
 fn box_gate(flags: &RunSettings, home: &Home) -> Result<Option<BoxGate>, CliError> {
-    Ok(crate::box_slots::resolve_cap(flags.box_slots)
+    Ok(sparkwing_engine::box_slots::resolve_cap(flags.box_slots)
         .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?
         .map(|max| BoxGate {
             slots: BoxSlots::new(&home.root, max),
@@ -375,7 +375,7 @@ fn box_gate(flags: &RunSettings, home: &Home) -> Result<Option<BoxGate>, CliErro
 }
 
 /// Where a `--profile` run is mirrored to.
-type Mirror = (super::push::RemoteRun, Arc<crate::remote::sink::ApiSink>);
+type Mirror = (super::push::RemoteRun, Arc<sparkwing_runner::sink::ApiSink>);
 
 /// `--profile`: the run is also an external run on the profile's API. Returns where it goes, or
 /// (the API unreachable) the profile it could not reach; the run then records locally only.
@@ -450,7 +450,7 @@ fn after_mirror(home: &Home, id: &str, mirror: Option<Mirror>, unmirrored: Optio
         );
         if !remote.mirror_local {
             // mirror_local: false — the API has all of it; keep no local copy.
-            match crate::store::Store::open(&home.root)
+            match sparkwing_engine::store::Store::open(&home.root)
                 .and_then(|mut s| s.delete_run(id))
                 .map_err(|e| e.to_string())
                 .and_then(|_| std::fs::remove_dir_all(home.run_dir(id)).map_err(|e| e.to_string()))

@@ -2,16 +2,16 @@
 
 use super::{format_time, CliError, CmdResult};
 use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitArgs};
-use crate::engine::job_log::{self, LogRecord};
-use crate::engine::now_ms;
-use crate::engine::output::human_duration;
 use crate::exit::ExitCode;
-use crate::home::Home;
 use crate::printer::{Column, Printer};
-use crate::reconcile;
-use crate::store::{RunFilter, RunRecord, Store};
 use serde_json::json;
 use sparkwing_core::RunPhase;
+use sparkwing_engine::abandoned;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::job_log::{self, LogRecord};
+use sparkwing_engine::now_ms;
+use sparkwing_engine::output::human_duration;
+use sparkwing_engine::store::{RunFilter, RunRecord, Store};
 use std::time::{Duration, Instant};
 
 /// How often follow and wait look again. Reads are cheap (WAL readers never block writers).
@@ -19,7 +19,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 fn open() -> Result<(Home, Store), CliError> {
     let home = Home::from_env();
-    let store = reconcile::open_store(&home)?;
+    let store = abandoned::open_store(&home)?;
     Ok((home, store))
 }
 
@@ -222,7 +222,7 @@ pub fn logs(args: LogsArgs) -> CmdResult {
     loop {
         // Read the status before the logs: once a finished status is seen, one more pass over
         // the logs is guaranteed to include every line written before it.
-        let finished = store.find_run(&run.id)?.status.is_terminal() || !reconcile::is_alive(&run);
+        let finished = store.find_run(&run.id)?.status.is_terminal() || !abandoned::is_alive(&run);
         for (i, job) in job_ids.iter().enumerate() {
             let recs = job_log::read(&Home::job_log(&dir, job)).unwrap_or_default();
             let last = seen[i];
@@ -233,7 +233,7 @@ pub fn logs(args: LogsArgs) -> CmdResult {
         }
         if finished {
             let mut store = store;
-            reconcile::abandoned_runs(&mut store)?;
+            abandoned::abandoned_runs(&mut store)?;
             return Ok(ExitCode::Success);
         }
         std::thread::sleep(POLL);
@@ -253,8 +253,8 @@ pub fn cancel(args: CancelArgs) -> CmdResult {
         );
         return Ok(ExitCode::Success);
     }
-    if !reconcile::is_alive(&run) {
-        reconcile::abandoned_runs(&mut store)?;
+    if !abandoned::is_alive(&run) {
+        abandoned::abandoned_runs(&mut store)?;
         println!("run {} had no live process; recorded as failed", run.id);
         return Ok(ExitCode::Success);
     }
@@ -305,7 +305,7 @@ pub fn wait(args: WaitArgs) -> CmdResult {
     let run = store.find_run(args.run.id())?;
     let started = Instant::now();
     loop {
-        reconcile::abandoned_runs(&mut store)?;
+        abandoned::abandoned_runs(&mut store)?;
         let cur = store.find_run(&run.id)?;
         if cur.status.is_terminal() {
             println!("run {} {}", cur.id, cur.status);

@@ -2,9 +2,9 @@
 
 use super::{start_dir, CliError, CmdResult};
 use crate::cli::NewArgs;
-use crate::compile::sdk_source::SDK_VERSION;
 use crate::exit::ExitCode;
-use crate::project::{self, valid_pipeline_name, CONFIG_FILE, PROJECT_DIR};
+use sparkwing_engine::compile::sdk_source::SDK_VERSION;
+use sparkwing_engine::project::{self, valid_pipeline_name, CONFIG_FILE, PROJECT_DIR};
 use std::path::Path;
 
 /// The line in `src/main.rs` above which new pipelines are registered.

@@ -10,13 +10,13 @@ use serde_json::json;
 use super::{api_error, start_dir, CliError, CmdResult};
 use crate::cli::TriggerArgs;
 use crate::exit::ExitCode;
-use crate::project;
 use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
 use crate::remote::target;
 use crate::remote::upload::{self, UploadError};
 use crate::settings::TriggerSettings;
-use sparkwing_api::wire::{CancelMode, Parent, RunSource, TriggerRequest};
+use sparkwing_api::wire::{CancelMode, ParentRef, Source, TriggerRequest, UploadSource};
 use sparkwing_api::RemoteError;
+use sparkwing_engine::project;
 
 fn usage(m: impl Into<String>) -> CliError {
     CliError::new(ExitCode::Usage, m)
@@ -112,9 +112,9 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
 
     let mut body = TriggerRequest::new(
         &pipeline.name,
-        RunSource::Upload {
+        Source::Upload(UploadSource {
             id: report.id.clone(),
-        },
+        }),
     );
     body.args = pipeline_args;
     body.namespace = t.profile.namespace.clone();
@@ -123,7 +123,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     body.max_attempts = flags.max_attempts;
     // `--sw-parent RUN/JOB`: an await job's child records its parent (`docs/subpipelines.md`).
     if let Some((run, job)) = &flags.parent {
-        body.parent = Some(Parent {
+        body.parent = Some(ParentRef {
             run: run.clone(),
             job: job.clone(),
             host: nix::unistd::gethostname()
@@ -135,7 +135,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     // The pipelines this run descends from (`SPARKWING_PIPELINE_CHAIN`, which the engine sets on
     // every job and await job it starts, ending with its own pipeline): the API refuses a cycle and
     // records the chain, and the run's runner passes it on to the run's jobs.
-    let chain = crate::engine::subpipeline::own_chain();
+    let chain = sparkwing_engine::subpipeline::own_chain();
     if !chain.is_empty() {
         body.pipeline_chain = Some(chain.clone());
     }
@@ -324,7 +324,7 @@ impl Canceller {
         let shared = state.clone();
         let (client_here, profile_here) = (client.clone(), profile.clone());
         use tokio::signal::unix::SignalKind;
-        crate::runtime::on_signal(
+        sparkwing_engine::runtime::on_signal(
             &[SignalKind::interrupt(), SignalKind::terminate()],
             move || {
                 let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());

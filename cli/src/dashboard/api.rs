@@ -2,17 +2,17 @@
 
 use super::db::DbError;
 use super::AppState;
-use crate::engine::job_log;
-use crate::engine::now_ms;
-use crate::home::Home;
-use crate::store::dashboard_queries::RunQuery;
-use crate::store::{JobRecord, RunRecord, StoreError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use sparkwing_core::RunPhase;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::job_log;
+use sparkwing_engine::now_ms;
+use sparkwing_engine::store::dashboard_queries::RunQuery;
+use sparkwing_engine::store::{JobRecord, RunRecord, StoreError};
 use std::collections::HashMap;
 
 /// Runs per list page unless `limit` says otherwise.

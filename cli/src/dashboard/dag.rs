@@ -2,7 +2,7 @@
 //! job without needs; `finally` jobs come last) drawn as inline SVG.
 
 use super::html::{esc, job_state_label, state_icon};
-use crate::store::JobRecord;
+use sparkwing_engine::store::JobRecord;
 use std::collections::HashMap;
 use std::fmt::Write;
 

@@ -1,8 +1,8 @@
 //! Read connections for handlers, and the watcher that notices commits.
 
 use super::POLL;
-use crate::home::Home;
-use crate::store::{Store, StoreError};
+use sparkwing_engine::home::Home;
+use sparkwing_engine::store::{Store, StoreError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ pub fn spawn_watcher(db: Arc<Db>, home: Home) -> tokio::sync::watch::Receiver<u6
                         .is_some_and(|r| !r.is_empty());
                     if unfinished {
                         // Failures here are the store's problem to report on the next read.
-                        let _ = crate::reconcile::open_store(&home);
+                        let _ = sparkwing_engine::abandoned::open_store(&home);
                     }
                 }
                 std::thread::sleep(POLL);

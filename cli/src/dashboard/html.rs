@@ -1,8 +1,8 @@
 //! Small HTML pieces shared by the pages and the DAG drawing: escaping, URL encoding, how a
 //! state reads.
 
-use crate::store::JobRecord;
 use sparkwing_core::JobState;
+use sparkwing_engine::store::JobRecord;
 use std::fmt::Write;
 
 /// Escape text for HTML content and attribute values.

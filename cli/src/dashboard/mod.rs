@@ -16,12 +16,12 @@ mod sse;
 #[cfg(test)]
 mod tests;
 
-use crate::home::Home;
-use crate::store::{Store, StoreError};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 

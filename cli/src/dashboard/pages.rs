@@ -4,16 +4,16 @@
 use super::api::{self, ApiError};
 use super::html::{esc, job_state_label, state_icon, state_word, url_enc};
 use super::{dag, AppState};
-use crate::engine::now_ms;
-use crate::engine::output::human_duration;
-use crate::store::dashboard_queries::RunQuery;
-use crate::store::{JobRecord, RunRecord};
 use crate::text::format_time;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{json, Value};
 use sparkwing_core::{JobState, RunPhase};
+use sparkwing_engine::now_ms;
+use sparkwing_engine::output::human_duration;
+use sparkwing_engine::store::dashboard_queries::RunQuery;
+use sparkwing_engine::store::{JobRecord, RunRecord};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -532,7 +532,7 @@ pub async fn run_page(
                 let jobs = s.jobs(&run.id)?;
                 Ok(Some((run, jobs)))
             }
-            Err(crate::store::StoreError::RunNotFound(_)) => Ok(None),
+            Err(sparkwing_engine::store::StoreError::RunNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         })
         .await;

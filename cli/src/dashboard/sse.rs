@@ -9,16 +9,16 @@
 
 use super::api::{self, ApiError};
 use super::{pages, AppState, POLL};
-use crate::engine::job_log::LogRecord;
-use crate::engine::now_ms;
-use crate::home::Home;
-use crate::store::{JobRecord, RunRecord, Store, StoreError};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use serde_json::json;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::job_log::LogRecord;
+use sparkwing_engine::now_ms;
+use sparkwing_engine::store::{JobRecord, RunRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -107,7 +107,7 @@ fn json_event(name: &str, v: &serde_json::Value) -> Event {
 }
 
 /// The runs of a list, as the API stream sends them.
-fn runs_compute(q: crate::store::dashboard_queries::RunQuery) -> Compute {
+fn runs_compute(q: sparkwing_engine::store::dashboard_queries::RunQuery) -> Compute {
     Arc::new(move |s: &Store| {
         let runs = s.query_runs(&q)?;
         let now = now_ms();
@@ -334,7 +334,7 @@ impl LogTail {
         };
         let complete: Vec<u8> = self.partial.drain(..=end).collect();
         let text = String::from_utf8_lossy(&complete);
-        let recs: Vec<LogRecord> = crate::engine::job_log::parse(&text)
+        let recs: Vec<LogRecord> = sparkwing_engine::job_log::parse(&text)
             .into_iter()
             .filter(|r| r.seq > self.after)
             .collect();

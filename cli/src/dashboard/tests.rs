@@ -1,14 +1,14 @@
 //! API tests against the router (no socket).
 
 use super::{router, AppState};
-use crate::engine::job_log::JobLog;
-use crate::home::Home;
-use crate::store::{NewJob, NewRun, Store};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use sparkwing_core::{JobState, RunPhase};
+use sparkwing_engine::home::Home;
+use sparkwing_engine::job_log::JobLog;
+use sparkwing_engine::store::{NewJob, NewRun, Store};
 use std::path::Path;
 use std::time::Duration;
 use tower::ServiceExt;

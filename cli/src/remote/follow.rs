@@ -319,7 +319,7 @@ pub fn follow_run(
 /// stops at once, and nothing is cancelled. Returns once the handler is in place.
 pub fn exit_on_ctrl_c(message: String) {
     use tokio::signal::unix::SignalKind;
-    crate::runtime::on_signal(&[SignalKind::interrupt()], move || {
+    sparkwing_engine::runtime::on_signal(&[SignalKind::interrupt()], move || {
         eprintln!();
         eprintln!("{message}");
         std::process::exit(crate::exit::ExitCode::Cancelled.code());

@@ -58,7 +58,7 @@ pub fn scan(root: &Path) -> Result<Tree, UploadError> {
     let mut files = Vec::new();
     let mut blobs = BTreeMap::new();
     let mut skipped = Vec::new();
-    for entry in crate::compile::source_walker(root) {
+    for entry in sparkwing_engine::compile::source_walker(root) {
         let entry = entry.map_err(|e| UploadError::Walk {
             path: root.to_path_buf(),
             message: e.to_string(),

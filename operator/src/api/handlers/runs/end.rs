@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use kube::ResourceExt;
-use sparkwing_api::wire::{self, CancelRequest, FinishRequest};
+use sparkwing_api::wire::{CancelRequest, FinishRequest};
 use sparkwing_core::reconcile::run as core_run;
 use sparkwing_core::RunPhase;
 use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun, Source};
@@ -33,10 +33,7 @@ pub async fn cancel(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("cancel request: {e}")))?
     };
-    let mode = match req.mode {
-        None | Some(wire::CancelMode::Cancelled) => CancelMode::Cancelled,
-        Some(wire::CancelMode::CancelledRunFinally) => CancelMode::CancelledRunFinally,
-    };
+    let mode = req.mode.unwrap_or(CancelMode::Cancelled);
     match st.runs.cancel(&ns, &name, mode).await? {
         Some(run) => {
             tracing::info!(%ns, %name, principal = %p.name, ?mode, "run cancel requested");

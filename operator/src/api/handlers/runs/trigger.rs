@@ -8,10 +8,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use sparkwing_api::wire::{CreatedRun, Parent, RunSource, TriggerRequest};
+use sparkwing_api::wire::{CreatedRun, TriggerRequest};
 use sparkwing_crds::pipeline_run::{
-    ExternalSource, GitSource, LocalSource, ParentRef, PipelineRun, PipelineRunSpec, Source,
-    TriggerVia, TriggeredBy, UploadSource,
+    ParentRef, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy, UploadSource,
 };
 
 use crate::api::auth::{Principal, RunnerGrant, Scope};
@@ -57,7 +56,7 @@ fn check_pipeline_chain(chain: &[String], pipeline: &str) -> Result<Option<Strin
 
 /// Check a trigger's `parent`: a run id (letters, digits, `-`, `_`, `.`, at most one inner `/`;
 /// ≤ 253), a job name as for job states, a host name (letters, digits, `-`, `_`, `.`, `:`; ≤ 253).
-fn check_parent(parent: Parent) -> Result<ParentRef, ApiError> {
+fn check_parent(parent: ParentRef) -> Result<ParentRef, ApiError> {
     let run_ok = !parent.run.is_empty()
         && parent.run.len() <= 253
         && parent
@@ -85,22 +84,7 @@ fn check_parent(parent: Parent) -> Result<ParentRef, ApiError> {
             )));
         }
     }
-    Ok(ParentRef {
-        run: parent.run,
-        job: parent.job,
-        host: parent.host,
-    })
-}
-
-/// The PipelineRun's `spec.source` for a trigger's `source` (the same JSON: the body takes the
-/// spec's field as it is).
-fn source_spec(source: RunSource) -> Source {
-    match source {
-        RunSource::Upload { id } => Source::Upload(UploadSource { id }),
-        RunSource::Git { url, revision } => Source::Git(GitSource { url, revision }),
-        RunSource::Local { path } => Source::Local(LocalSource { path }),
-        RunSource::External {} => Source::External(ExternalSource {}),
-    }
+    Ok(parent)
 }
 
 /// A run name from the pipeline name: `<slug>-<8 random hex>`.
@@ -128,7 +112,7 @@ pub async fn trigger(
         check_object_name("runnerPool", pool)?;
     }
     match &req.source {
-        RunSource::Upload { id } => {
+        Source::Upload(UploadSource { id }) => {
             let storage = st.storage.clone();
             let upload = id.clone();
             let missing = blocking(move || {
@@ -154,8 +138,8 @@ pub async fn trigger(
             }
         }
         // A path on the runner's node: only admins may point a run at one.
-        RunSource::Local { .. } => p.require(Scope::Admin)?,
-        RunSource::Git { .. } | RunSource::External {} => {}
+        Source::Local { .. } => p.require(Scope::Admin)?,
+        Source::Git { .. } | Source::External(_) => {}
     }
     let parent = req.parent.map(check_parent).transpose()?;
     let chain = match &req.pipeline_chain {
@@ -172,7 +156,7 @@ pub async fn trigger(
         spec: PipelineRunSpec {
             pipeline: req.pipeline,
             args: req.args,
-            source: source_spec(req.source),
+            source: req.source.clone(),
             runner_pool: req.runner_pool,
             timeout: req.timeout,
             cancel: None,

@@ -3,7 +3,7 @@
 
 use kube::ResourceExt;
 use sparkwing_api::wire;
-use sparkwing_crds::pipeline_run::{ParentRef, PipelineRun, TriggerVia, TriggeredBy};
+use sparkwing_crds::pipeline_run::PipelineRun;
 
 use crate::api::auth::now_rfc3339;
 use crate::api::runs::is_terminal;
@@ -22,8 +22,8 @@ pub(super) fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
         name: run.name_any(),
         pipeline: run.spec.pipeline.clone(),
         phase: run.status.as_ref().map(|s| s.phase).unwrap_or_default(),
-        triggered_by: run.spec.triggered_by.as_ref().map(triggered_by),
-        parent: run.parent().map(parent),
+        triggered_by: run.spec.triggered_by.clone(),
+        parent: run.parent(),
         created: run
             .metadata
             .creation_timestamp
@@ -33,29 +33,6 @@ pub(super) fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
         archived,
         run: None,
         jobs: None,
-    }
-}
-
-/// The spec's `triggeredBy` on the wire (the same fields).
-fn triggered_by(t: &TriggeredBy) -> wire::TriggeredBy {
-    wire::TriggeredBy {
-        principal: t.principal.clone(),
-        host: t.host.clone(),
-        via: match t.via {
-            TriggerVia::Cli => wire::TriggerVia::Cli,
-            TriggerVia::Kubectl => wire::TriggerVia::Kubectl,
-            TriggerVia::Webhook => wire::TriggerVia::Webhook,
-        },
-        delivery_id: t.delivery_id.clone(),
-    }
-}
-
-/// The `sparkwing.dev/parent-*` annotations on the wire.
-fn parent(p: ParentRef) -> wire::Parent {
-    wire::Parent {
-        run: p.run,
-        job: p.job,
-        host: p.host,
     }
 }
 

@@ -4,11 +4,11 @@
 use super::{
     io, DockerError, LABEL_HOME, LABEL_MANAGED_BY, LABEL_POOL, LABEL_RUN, MANAGED_BY, RUNNER_EXE,
 };
-use crate::box_slots::ENV_SKIP_BOX_SLOTS;
-use crate::engine::Format;
-use crate::env_vars;
-use crate::home::Home;
 use bollard::models::{ContainerCreateBody, HostConfig};
+use sparkwing_engine::box_slots::ENV_SKIP_BOX_SLOTS;
+use sparkwing_engine::env_vars;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::Format;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

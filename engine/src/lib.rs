@@ -1,17 +1,30 @@
 //! The local engine: runs one pipeline's plan as processes, records everything in the store and
 //! the log files, and prints it. Decisions (what starts, what is cancelled, how the run ends) are
-//! made by `sparkwing_core::Scheduler`; this module only does them.
+//! made by `sparkwing_core::Scheduler`; this crate only does them. It also owns what a run on
+//! this machine needs around it: the run store (`store`), the compile cache (`compile`), project
+//! discovery (`project`), box slots (`box_slots`) and the `SPARKWING_HOME` layout (`home`).
 
+pub mod abandoned;
 mod admission;
+pub mod box_slots;
+pub mod compile;
 mod dag_run;
+pub mod env_vars;
+pub mod exit;
+pub mod git;
+pub mod home;
 pub mod host;
 pub mod interrupts;
 pub mod job_log;
 pub mod output;
 pub mod process;
 pub mod process_executor;
+pub mod project;
 mod recorder;
+pub mod runtime;
+pub mod signals;
 pub mod sink;
+pub mod store;
 pub mod subpipeline;
 pub mod supervisor;
 

@@ -252,7 +252,7 @@ fn exit_like(end: End) -> i32 {
         End::Exited(code) => code,
         End::Signalled(sig) => {
             // Default disposition for the signal (Rust ignores SIGPIPE), then let it kill us.
-            crate::restore_default_signal(sig);
+            crate::signals::restore_default_signal(sig);
             let mut mask = SigSet::empty();
             mask.add(sig);
             let _ = mask.thread_unblock();

@@ -6,11 +6,11 @@
 //! environment, where `docker inspect` would show them.
 
 use super::{io, DockerError};
-use crate::engine::{BinaryRef, Format, RunRequest};
-use crate::home::Home;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sparkwing_core::protocol::PipelineInfo;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::{BinaryRef, Format, RunRequest};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -9,10 +9,10 @@
 //! a `log_gap` answer resends from the seq the API expects. Other refusals (a bad or revoked
 //! token, a run that does not exist) stop delivery; [`RunSink::flush`] reports what is left.
 
-use crate::engine::sink::{FlushReport, RunSink, SinkLine};
 use sparkwing_api::wire::{FinishRequest, JobStateReport, LogLine, LogStream};
 use sparkwing_api::{ApiClient, RemoteError};
 use sparkwing_core::RunPhase;
+use sparkwing_engine::sink::{FlushReport, RunSink, SinkLine};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -466,7 +466,7 @@ mod tests {
     }
 
     fn served() -> Served {
-        use sparkwing_api::wire::{RunSource, TriggerRequest};
+        use sparkwing_api::wire::{ExternalSource, Source, TriggerRequest};
         use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns};
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -490,7 +490,7 @@ mod tests {
         let r = admin
             .trigger(&TriggerRequest {
                 namespace: Some("ci".into()),
-                ..TriggerRequest::new("p", RunSource::External {})
+                ..TriggerRequest::new("p", Source::External(ExternalSource {}))
             })
             .unwrap();
         let runner = ApiClient::new(&url, r.runner_token.as_deref().unwrap()).unwrap();
@@ -521,7 +521,7 @@ mod tests {
         let sink = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
         sink.job_state(
             "a",
-            crate::engine::sink::job_state_report(JobState::Running, 1, None, None, None, None),
+            sparkwing_engine::sink::job_state_report(JobState::Running, 1, None, None, None, None),
         );
         sink.log_line(line("a", 1));
         // No flush: the thread sends it on its own (within the linger time).

@@ -13,10 +13,6 @@
 use super::client::{summary_name, Client};
 use super::container::{runner_container, Mounts};
 use super::{io, DockerError, LABEL_POOL, RUNNER_EXE};
-use crate::engine::interrupts::Interrupts;
-use crate::engine::now_ms;
-use crate::exit::ExitCode;
-use crate::home::Home;
 use bollard::models::ContainerSummaryStateEnum;
 use serde::{Deserialize, Serialize};
 use sparkwing_core::reconcile::executor::{reconcile_pool_once, PoolExecutor, PoolObservation};
@@ -24,6 +20,10 @@ use sparkwing_core::reconcile::pool::{
     ClaimRequest, PoolIntent, PoolRunner, PoolRunnerState, READY,
 };
 use sparkwing_core::reconcile::status::PoolStatus;
+use sparkwing_engine::exit::ExitCode;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::interrupts::Interrupts;
+use sparkwing_engine::now_ms;
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::path::{Path, PathBuf};

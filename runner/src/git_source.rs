@@ -301,7 +301,7 @@ impl BranchCheck {
 /// the annotation (not started by a webhook): nothing to compare.
 pub fn warn_branch_drift(
     metadata: &serde_json::Value,
-    pipeline: &crate::project::PipelineConfig,
+    pipeline: &sparkwing_engine::project::PipelineConfig,
 ) -> Option<BranchCheck> {
     let globs = metadata["annotations"][PUSH_BRANCHES_ANNOTATION].as_str()?;
     let committed = pipeline

@@ -16,9 +16,9 @@ pub mod image;
 pub mod pool;
 pub mod request;
 
-use crate::engine::EngineError;
-use crate::exit::ExitCode;
-use crate::store::StoreError;
+use sparkwing_engine::exit::ExitCode;
+use sparkwing_engine::store::StoreError;
+use sparkwing_engine::EngineError;
 
 /// Every container Sparkwing creates carries these labels; orphans are found by them.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -7,8 +7,8 @@
 use super::client::{summary_label, summary_name, Client};
 use super::pool::{lock_held, PoolDir};
 use super::{DockerError, LABEL_POOL, LABEL_RUN};
-use crate::home::Home;
-use crate::store::Store;
+use sparkwing_engine::home::Home;
+use sparkwing_engine::store::Store;
 
 /// A container removed, and why.
 pub struct Removed {

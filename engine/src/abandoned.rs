@@ -5,8 +5,8 @@
 //! after `kill -9`), and records the run as failed with the reason. Job processes of such a run
 //! that are still alive on this host (their supervisors were killed too) are stopped then.
 
-use crate::engine::now_ms;
 use crate::home::Home;
+use crate::now_ms;
 use crate::store::{RunRecord, Store, StoreError};
 use std::fs::File;
 use std::path::Path;
@@ -35,7 +35,7 @@ pub fn abandoned_runs(store: &mut Store) -> Result<Vec<String>, StoreError> {
             run.pid, run.host
         );
         if store.fail_abandoned_run(&run.id, &reason, now_ms())? {
-            if run.host == crate::engine::host_name() {
+            if run.host == crate::host_name() {
                 stop_leftover_processes(&run.id);
             }
             fixed.push(run.id);
@@ -57,7 +57,7 @@ pub fn open_store(home: &Home) -> Result<Store, StoreError> {
 fn stop_leftover_processes(run_id: &str) {
     let needle = format!("SPARKWING_RUN_ID={run_id}");
     let me = std::process::id() as i32;
-    for pid in crate::engine::supervisor::process_ids().filter(|&p| p != me) {
+    for pid in crate::supervisor::process_ids().filter(|&p| p != me) {
         // Unreadable for another user's processes, which are not ours to stop.
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
