@@ -135,6 +135,25 @@ fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u6
     out
 }
 
+/// A failure before the pipeline started: reported as the pseudo-job `job` with `lines` as its
+/// log, and the run ended `Failed` with `reason` (see [`fail_setup`]).
+struct SetupFailure {
+    job: &'static str,
+    lines: Vec<String>,
+    reason: String,
+}
+
+impl SetupFailure {
+    /// A failure whose log is its reason alone.
+    fn new(job: &'static str, reason: String) -> Self {
+        SetupFailure {
+            job,
+            lines: vec![reason.clone()],
+            reason,
+        }
+    }
+}
+
 /// One attempt of a cluster run with a client holding the run's token: what `--run` does, and
 /// what a warm runner does once claimed. `early_term` is the SIGTERM stream installed before.
 pub(crate) fn execute_attempt(
@@ -142,9 +161,10 @@ pub(crate) fn execute_attempt(
     mut early_term: tokio::signal::unix::Signal,
     client: &ApiClient,
     url: &str,
-    Attempt { ns, name, attempt }: Attempt<'_>,
+    at: Attempt<'_>,
     format: Format,
 ) -> RunnerResult {
+    let Attempt { ns, name, attempt } = at;
     let view = client
         .get_run(ns, name)
         .map_err(|e| api_error(&format!("cannot read run {ns}/{name} from {url}"), e))?;
@@ -170,92 +190,17 @@ pub(crate) fn execute_attempt(
         return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg)
             .map_err(|e| RunnerError::new(ExitCode::Usage, e.message));
     }
-
-    // The source.
-    let source = &spec["source"];
-    let root = if let Some(id) = source["upload"]["id"].as_str() {
-        let dest = home.root.join("work").join(format!("{ns}-{name}"));
-        if std::fs::symlink_metadata(&dest).is_ok() {
-            std::fs::remove_dir_all(&dest)?;
-        }
-        let started = Instant::now();
-        match materialise::materialise(client, id, &dest) {
-            Ok(m) => {
-                tracing::info!(
-                    "runner: upload {id}: {} files, {} symlinks, {} bytes ({} blobs fetched) in {:.1}s",
-                    m.files,
-                    m.symlinks,
-                    m.bytes,
-                    m.fetched,
-                    started.elapsed().as_secs_f64()
-                );
-                dest
-            }
-            Err(e) => {
-                let msg = format!("fetching the source (upload {id}) failed: {e}");
-                return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg);
-            }
-        }
-    } else if let Some(path) = source["local"]["path"].as_str() {
-        PathBuf::from(path)
-    } else if let (Some(url), Some(rev)) = (
-        source["git"]["url"].as_str(),
-        source["git"]["revision"].as_str(),
-    ) {
-        let dest = home.root.join("work").join(format!("{ns}-{name}"));
-        match git_source::fetch_for_run(url, rev, &dest, &run["metadata"]) {
-            Ok(root) => root,
-            Err(msg) => return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg),
-        }
-    } else {
-        let kind = source
-            .as_object()
-            .and_then(|o| o.keys().next().cloned())
-            .unwrap_or_else(|| "none".into());
-        let msg = format!(
-            "a `{kind}` source is not supported by this runner (it runs `upload`, `git` and `local` sources)"
-        );
-        return fail_setup(&sink, SOURCE_JOB, std::slice::from_ref(&msg), &msg);
-    };
-
-    // The project and its pipeline binary.
-    let project = match project::discover(&root) {
+    let prepared = fetch_source(client, &home, ns, name, &run)
+        .and_then(|root| prepare_pipeline(client, url, &at, &home, &root, &run, &pipeline_name));
+    let Prepared {
+        project,
+        pipeline,
+        compiled,
+        info,
+        args,
+    } = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            let msg = format!("the source has no usable .sparkwing/: {e}");
-            return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
-        }
-    };
-    let Some(pipeline) = project.pipeline(&pipeline_name).cloned() else {
-        let msg = format!(
-            "pipeline {pipeline_name:?} is not in {}",
-            project.config_path().display()
-        );
-        return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
-    };
-    // A webhook run: warn about a drift and report the comparison, which becomes the Pipeline's
-    // BranchesInSync condition. Not reporting it only leaves that condition as it was.
-    if let Some(check) = git_source::warn_branch_drift(&run["metadata"], &pipeline) {
-        if let Err(e) = client.put_branch_check(ns, name, &check.body()) {
-            tracing::warn!(
-                "cannot report the branch check of run {ns}/{name} to {url}: {e}; the Pipeline's BranchesInSync condition stays as it was"
-            );
-        }
-    }
-    let compiled = match compile::ensure(&home.cache, &project, compile::Progress::OnFailure) {
-        Ok(c) => c,
-        Err(e) => {
-            let mut lines: Vec<String> = match &e {
-                CompileError::BuildFailed { output, .. }
-                | CompileError::FetchFailed { output, .. } => {
-                    output.lines().map(str::to_string).collect()
-                }
-                _ => Vec::new(),
-            };
-            let msg = format!("compile error: {e}");
-            lines.push(msg.clone());
-            return fail_setup(&sink, COMPILE_JOB, &lines, &msg);
-        }
+        Err(f) => return fail_setup(&sink, f.job, &f.lines, &f.reason),
     };
     if rt
         .block_on(async { early_term.recv().now_or_never() })
@@ -268,36 +213,6 @@ pub(crate) fn execute_attempt(
         sink.flush(Instant::now() + engine::SINK_FLUSH_DEADLINE);
         return Ok(ExitCode::Cancelled);
     }
-    let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
-        let msg = format!(
-            "pipeline {pipeline_name:?} names entrypoint {:?}, which .sparkwing/ does not register",
-            pipeline.entrypoint
-        );
-        return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
-    };
-    let tokens: Vec<String> = spec["args"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    format!(
-                        "--{k}={}",
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let resolved =
-        match sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), &tokens) {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = format!("the run's args: {e}");
-                return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg);
-            }
-        };
     let box_slots = sparkwing_engine::box_slots::resolve_cap(None)
         .map_err(|e| RunnerError::new(ExitCode::Usage, e.to_string()))?
         .map(|max| engine::BoxGate {
@@ -310,7 +225,7 @@ pub(crate) fn execute_attempt(
         pipeline: pipeline.name.clone(),
         info,
         binary: (&compiled).into(),
-        args: resolved,
+        args,
         workers: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),
@@ -334,4 +249,159 @@ pub(crate) fn execute_attempt(
         sink.delivered_lines()
     );
     Ok(code)
+}
+
+/// The run's source on this runner: an upload fetched into the work directory, a git commit
+/// checked out there, or a `local` path used in place.
+fn fetch_source(
+    client: &ApiClient,
+    home: &Home,
+    ns: &str,
+    name: &str,
+    run: &serde_json::Value,
+) -> Result<PathBuf, SetupFailure> {
+    let source = &run["spec"]["source"];
+    let dest = home.root.join("work").join(format!("{ns}-{name}"));
+    if let Some(id) = source["upload"]["id"].as_str() {
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            std::fs::remove_dir_all(&dest).map_err(|e| {
+                SetupFailure::new(
+                    SOURCE_JOB,
+                    format!("cannot clear {} for the source: {e}", dest.display()),
+                )
+            })?;
+        }
+        let started = Instant::now();
+        let m = materialise::materialise(client, id, &dest).map_err(|e| {
+            SetupFailure::new(
+                SOURCE_JOB,
+                format!("fetching the source (upload {id}) failed: {e}"),
+            )
+        })?;
+        tracing::info!(
+            "runner: upload {id}: {} files, {} symlinks, {} bytes ({} blobs fetched) in {:.1}s",
+            m.files,
+            m.symlinks,
+            m.bytes,
+            m.fetched,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(dest)
+    } else if let Some(path) = source["local"]["path"].as_str() {
+        Ok(PathBuf::from(path))
+    } else if let (Some(url), Some(rev)) = (
+        source["git"]["url"].as_str(),
+        source["git"]["revision"].as_str(),
+    ) {
+        git_source::fetch_for_run(url, rev, &dest, &run["metadata"])
+            .map_err(|msg| SetupFailure::new(SOURCE_JOB, msg))
+    } else {
+        let kind = source
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .unwrap_or_else(|| "none".into());
+        Err(SetupFailure::new(
+            SOURCE_JOB,
+            format!(
+                "a `{kind}` source is not supported by this runner (it runs `upload`, `git` and `local` sources)"
+            ),
+        ))
+    }
+}
+
+/// What the engine needs once the source is here: the project, its pipeline, the compiled
+/// pipeline binary, the entrypoint's description and the run's resolved args.
+struct Prepared {
+    project: project::Project,
+    pipeline: project::PipelineConfig,
+    compiled: compile::Compiled,
+    info: sparkwing_core::protocol::PipelineInfo,
+    args: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Read the project at `root`, report a webhook run's branch check, compile `.sparkwing/` and
+/// resolve the run's args against its entrypoint. Every failure is the `compile` pseudo-job's.
+fn prepare_pipeline(
+    client: &ApiClient,
+    url: &str,
+    Attempt { ns, name, .. }: &Attempt<'_>,
+    home: &Home,
+    root: &std::path::Path,
+    run: &serde_json::Value,
+    pipeline_name: &str,
+) -> Result<Prepared, SetupFailure> {
+    let project = project::discover(root).map_err(|e| {
+        SetupFailure::new(
+            COMPILE_JOB,
+            format!("the source has no usable .sparkwing/: {e}"),
+        )
+    })?;
+    let Some(pipeline) = project.pipeline(pipeline_name).cloned() else {
+        return Err(SetupFailure::new(
+            COMPILE_JOB,
+            format!(
+                "pipeline {pipeline_name:?} is not in {}",
+                project.config_path().display()
+            ),
+        ));
+    };
+    // A webhook run: warn about a drift and report the comparison, which becomes the Pipeline's
+    // BranchesInSync condition. Not reporting it only leaves that condition as it was.
+    if let Some(check) = git_source::warn_branch_drift(&run["metadata"], &pipeline) {
+        if let Err(e) = client.put_branch_check(ns, name, &check.body()) {
+            tracing::warn!(
+                "cannot report the branch check of run {ns}/{name} to {url}: {e}; the Pipeline's BranchesInSync condition stays as it was"
+            );
+        }
+    }
+    let compiled =
+        compile::ensure(&home.cache, &project, compile::Progress::OnFailure).map_err(|e| {
+            let mut lines: Vec<String> = match &e {
+                CompileError::BuildFailed { output, .. }
+                | CompileError::FetchFailed { output, .. } => {
+                    output.lines().map(str::to_string).collect()
+                }
+                _ => Vec::new(),
+            };
+            let reason = format!("compile error: {e}");
+            lines.push(reason.clone());
+            SetupFailure {
+                job: COMPILE_JOB,
+                lines,
+                reason,
+            }
+        })?;
+    let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
+        return Err(SetupFailure::new(
+            COMPILE_JOB,
+            format!(
+                "pipeline {pipeline_name:?} names entrypoint {:?}, which .sparkwing/ does not register",
+                pipeline.entrypoint
+            ),
+        ));
+    };
+    let tokens: Vec<String> = run["spec"]["args"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    format!(
+                        "--{k}={}",
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let args = sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), &tokens)
+        .map_err(|e| SetupFailure::new(COMPILE_JOB, format!("the run's args: {e}")))?;
+    Ok(Prepared {
+        project,
+        pipeline,
+        compiled,
+        info,
+        args,
+    })
 }
