@@ -2,7 +2,8 @@
 //! ordered sequence of run and job state transitions (timestamps and ids stripped).
 //!
 //! The suite is written once over `TestExecutor`; the process and Docker executors implement it
-//! here, and a Kubernetes one can join later without touching the cases.
+//! here. The Kubernetes member is `e2e/tests/conformance.rs` (same fixture, compared with the
+//! process executor by exit code and each job's final state, reason and attempt).
 
 #[path = "common/mod.rs"]
 mod common;
