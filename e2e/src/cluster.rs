@@ -92,6 +92,34 @@ impl Cluster {
         self.op.api()
     }
 
+    /// The log lines of run `name`'s job `job` that the API holds, as (seq, line); none when
+    /// the API has no log of that job (404).
+    pub async fn api_log_lines(&self, name: &str, job: &str) -> Result<Vec<(u64, String)>> {
+        let answer = self
+            .api()
+            .admin(
+                "GET",
+                &format!("/api/v1/runs/{}/{name}/logs?job={job}", self.ns.name()),
+                None,
+            )
+            .await?;
+        if answer.status == 404 {
+            return Ok(Vec::new());
+        }
+        let v = answer.ok()?.json()?;
+        Ok(v["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l["seq"].as_u64().unwrap_or_default(),
+                    l["line"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+
     /// The namespace's PipelineRuns.
     pub fn runs(&self) -> Api<PipelineRun> {
         Api::namespaced(self.client.clone(), &self.ns)

@@ -175,7 +175,8 @@ impl Env {
         let name = full.rsplit('/').next().unwrap_or_default().to_string();
         if let Some((job, line)) = interrupt_after {
             loop {
-                if self.api_lines(&name, job).await?.iter().any(|l| l == line) {
+                let lines = self.cluster.api_log_lines(&name, job).await?;
+                if lines.iter().any(|(_, l)| l == line) {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -223,30 +224,6 @@ impl Env {
             code: out.code,
             jobs,
         })
-    }
-
-    /// The job's log lines the API holds.
-    async fn api_lines(&self, name: &str, job: &str) -> Result<Vec<String>> {
-        let ns = self.cluster.ns.name();
-        let answer = self
-            .cluster
-            .api()
-            .admin(
-                "GET",
-                &format!("/api/v1/runs/{ns}/{name}/logs?job={job}"),
-                None,
-            )
-            .await?;
-        if answer.status == 404 {
-            return Ok(Vec::new());
-        }
-        let v = answer.ok()?.json()?;
-        Ok(v["lines"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|l| str_of(l, "line"))
-            .collect())
     }
 }
 

@@ -89,30 +89,7 @@ impl Env {
 
     /// The job's log lines the API holds, as (seq, line).
     async fn api_lines(&self, name: &str, job: &str) -> Result<Vec<(u64, String)>> {
-        let ns = self.ns.name();
-        let answer = self
-            .api()
-            .admin(
-                "GET",
-                &format!("/api/v1/runs/{ns}/{name}/logs?job={job}"),
-                None,
-            )
-            .await?;
-        if answer.status == 404 {
-            return Ok(Vec::new());
-        }
-        let v = answer.ok()?.json()?;
-        Ok(v["lines"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|l| {
-                (
-                    l["seq"].as_u64().unwrap_or_default(),
-                    l["line"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect())
+        self.cluster.api_log_lines(name, job).await
     }
 
     /// Polls the API's log of `job` until `cond` holds on its lines.
