@@ -3,7 +3,7 @@
 # registry is reachable: a root filesystem made by mmdebstrap from Debian's packages, then
 # `docker import`ed. Two flavours:
 #
-#   sparkwing-base:bookworm         Debian's required packages + apt + ca-certificates (operator)
+#   sparkwing-base:bookworm         Debian's essential packages + apt + ca-certificates (operator)
 #   sparkwing-base:bookworm-runner  the same + gcc and libc6-dev (rustc links through cc) and git
 #                                   (a run's git source is checked out with it) (runner)
 #
