@@ -67,6 +67,8 @@ docker_build() {
         return 0
     fi
     local log="$stage/build-${tag//[:\/]/_}.log"
+    local previous
+    previous="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
     local args=()
     for a in "$@"; do args+=(--build-arg "$a"); done
     if ! docker build --label "$LABEL=$key" -f "$dockerfile" -t "$tag" "${args[@]}" "$context" \
@@ -74,6 +76,11 @@ docker_build() {
         tail -n 40 "$log" >&2
         echo "images/build.sh: building $tag failed (log: $log)" >&2
         exit 1
+    fi
+    # The image this tag named before, now untagged: removed (refused, harmlessly, while another
+    # tag or a container still uses it), so rebuilds do not pile up.
+    if [ -n "$previous" ] && [ "$previous" != "$(image_id "$tag")" ]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
     fi
     echo "   built $tag ($(megabytes "$tag"))"
 }
