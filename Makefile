@@ -4,7 +4,7 @@ CARGO ?= cargo
 CARGO_TARGET_DIR_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug
 RELEASE_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/sparkwing
 
-.PHONY: help build demo test test-rust test-e2e test-browser e2e e2e-testbed lint fmt bench setup-test crds crds-check runner-image chart-crds chart-check
+.PHONY: help build demo test test-rust test-e2e test-images test-browser e2e e2e-testbed lint fmt bench setup-test crds crds-check runner-image images images-save chart-crds chart-check
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -16,7 +16,7 @@ demo: build ## Run the example pipeline with a fresh store under target/demo-hom
 	SPARKWING_HOME=$(CURDIR)/target/demo-home $(RELEASE_BIN) run -C examples/hello hello --name demo
 	SPARKWING_HOME=$(CURDIR)/target/demo-home $(RELEASE_BIN) runs list
 
-test: setup-test test-rust test-e2e test-browser ## Every test: Rust, the Kubernetes test bed, then the browser tests
+test: setup-test test-rust test-e2e test-images test-browser ## Every test: Rust, the Kubernetes test bed, the images, then the browser tests
 
 test-rust: ## Rust tests of every crate but sparkwing-e2e (unit, integration, end-to-end with real runs)
 	$(CARGO) test --workspace --exclude sparkwing-e2e
@@ -33,6 +33,15 @@ e2e: test-e2e ## Build the test bed if needed and run the Kubernetes end-to-end 
 
 test-browser: ## The dashboard in a real Chromium (playwright-core)
 	@if [ -f e2e/dashboard/run.sh ]; then bash e2e/dashboard/run.sh; else echo "no browser tests yet"; fi
+
+images: ## Build the operator and runner images (and their local Debian bases) from host release binaries (docs/operator.md#images)
+	bash images/build.sh --profile release
+
+images-save: ## `make images`, then `docker save` both into target/images-save/{operator,runner}.tar (under CARGO_TARGET_DIR when set)
+	bash images/build.sh --profile release --save $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/images-save
+
+test-images: ## Build the images from host debug binaries (cached by content) and run each as the chart does
+	bash images/test.sh
 
 runner-image: ## Build the Docker executor's runner image from the debug sparkwing (no registry needed)
 	$(CARGO) build -p sparkwing-cli

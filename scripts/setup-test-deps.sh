@@ -14,6 +14,11 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 # The Docker executor's tests run against a real dockerd; its runner image is built from busybox.
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
+# The images' test (images/test.sh): Debian bases made with mmdebstrap, binaries stripped with
+# binutils' strip, the operator's endpoints probed with curl.
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v strip >/dev/null || need_apt+=(binutils)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ -d "$(dirname "$0")/../e2e/dashboard" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
   command -v node >/dev/null || need_apt+=(nodejs npm)
