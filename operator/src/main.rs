@@ -17,6 +17,14 @@ enum Command {
     /// election, any number of replicas on shared stores (`--metadata postgres://…`,
     /// `--objects s3://…`).
     Api,
+    /// Copy a data directory of the file store of earlier versions (tokens.json, uploads, blobs,
+    /// job states, archive, logs, webhook deliveries) into the stores `--metadata`/`--objects`
+    /// name (default: embedded in `--data-dir`, which may be that directory). Idempotent.
+    Migrate {
+        /// The data directory to copy from.
+        #[arg(long)]
+        from_data_dir: PathBuf,
+    },
 }
 
 /// Sparkwing's Kubernetes operator: runs PipelineRuns on runner Jobs or warm RunnerPool pods.
@@ -232,11 +240,19 @@ async fn main() -> anyhow::Result<()> {
         lease.name = args.lease_name.clone();
         config = config.leader_election(lease);
     }
+    if let Some(Command::Migrate { from_data_dir }) = &args.command {
+        let store = open_store(&args).await?;
+        let report = api::migrate::migrate_data_dir(from_data_dir, &store)
+            .await
+            .with_context(|| format!("migrating {}", from_data_dir.display()))?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let shutdown = shutdown_signal().shared();
-    if let Some(Command::Api) = args.command {
+    if let Some(Command::Api) = &args.command {
         // The API alone: its /healthz, /readyz and /metrics are on its own address.
         let addr = args
             .api_addr

@@ -13,6 +13,7 @@ pub mod error;
 mod handlers;
 pub mod manifest;
 pub mod metrics;
+pub mod migrate;
 pub mod pipelines;
 pub mod runs;
 pub mod server;
@@ -96,7 +97,8 @@ pub struct ApiConfig {
     pub default_namespace: String,
     /// Uploads and blobs younger than this survive garbage collection.
     pub gc_grace: Duration,
-    /// How often a log follower looks for new lines when not woken by an ingest.
+    /// How often a log follower looks for new lines when not woken by an ingest through this
+    /// replica.
     pub follow_poll: Duration,
     /// Interval of SSE keep-alive comments.
     pub keep_alive: Duration,
@@ -123,7 +125,9 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             default_namespace: "default".into(),
             gc_grace: Duration::from_secs(3600),
-            follow_poll: Duration::from_secs(1),
+            // A line ingested through another replica reaches a follower within this (a poll is
+            // one indexed query of the log index; the content store is read only for new lines).
+            follow_poll: Duration::from_millis(100),
             keep_alive: Duration::from_secs(15),
             token_sweep: Duration::from_secs(30),
             orphan_token_grace: Duration::from_secs(300),

@@ -102,14 +102,20 @@ impl Store {
     // ---- the archive ----
 
     /// Archive `run` as it is now: its whole resource in the content store, its summary in the
-    /// run index (what lists show). Content first: an index entry always has its archive.
+    /// run index (what lists show).
     pub async fn archive(&self, run: &PipelineRun) -> Result<(), StateError> {
-        let key = run_key(run);
-        let record = ArchivedRun {
+        self.archive_record(&ArchivedRun {
             archived_at: k8s_openapi::jiff::Timestamp::now().to_string(),
             run: run.clone(),
-        };
-        let bytes = serde_json::to_vec(&record)
+        })
+        .await
+    }
+
+    /// Keep an archive record: content first, so an index entry always has its archive.
+    pub async fn archive_record(&self, record: &ArchivedRun) -> Result<(), StateError> {
+        let run = &record.run;
+        let key = run_key(run);
+        let bytes = serde_json::to_vec(record)
             .map_err(|e| corrupt(format!("archive of {}/{}", key.namespace, key.name), e))?;
         self.content.put_archive(&key, Bytes::from(bytes)).await?;
         let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -118,7 +124,12 @@ impl Store {
             pipeline: run.spec.pipeline.clone(),
             phase: phase.phase_str().to_string(),
             created_ms: created_ms(run),
-            finished_ms: phase.is_terminal().then(now_ms),
+            finished_ms: phase.is_terminal().then(|| {
+                record
+                    .archived_at
+                    .parse::<k8s_openapi::jiff::Timestamp>()
+                    .map_or_else(|_| now_ms(), |t| t.as_millisecond())
+            }),
             view: serde_json::to_value(archive_summary(run))
                 .map_err(|e| corrupt(format!("summary of {}/{}", key.namespace, key.name), e))?,
         };

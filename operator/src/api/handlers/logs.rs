@@ -241,7 +241,12 @@ struct Follow {
     queue: VecDeque<Event>,
     draining: bool,
     done: bool,
+    /// When the run was last looked up (a Kubernetes read: at most every [`RUN_CHECK`]).
+    run_checked: Option<tokio::time::Instant>,
 }
+
+/// How often a follower waiting for lines asks whether the run is over.
+const RUN_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Follow {
     async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
@@ -253,15 +258,27 @@ impl Follow {
                 return None;
             }
             let key = LogKey::new(&self.ns, &self.name, &self.job);
-            match read_page(
-                &self.st,
-                &key,
-                self.after,
-                FOLLOW_PAGE_LINES,
-                MAX_LOG_PAGE_BYTES,
-            )
-            .await
-            {
+            // The log index (one indexed query) says whether any line follows `after`: the
+            // content store is read only then, however often a follower polls.
+            let fresh = self.draining
+                || match self.st.store.meta.log_index(&key).await {
+                    Ok(Some(index)) => index.next_seq.saturating_sub(1) > self.after,
+                    // No index (a log written before it existed), or no answer: read.
+                    Ok(None) | Err(_) => true,
+                };
+            let page = if fresh {
+                read_page(
+                    &self.st,
+                    &key,
+                    self.after,
+                    FOLLOW_PAGE_LINES,
+                    MAX_LOG_PAGE_BYTES,
+                )
+                .await
+            } else {
+                Ok((Vec::new(), false))
+            };
+            match page {
                 Ok((lines, _)) => {
                     for l in lines {
                         if l.seq <= self.after {
@@ -293,7 +310,11 @@ impl Follow {
                 self.done = true;
                 continue;
             }
-            if run_over(&self.st, &self.ns, &self.name).await {
+            let check = self.run_checked.is_none_or(|at| at.elapsed() >= RUN_CHECK);
+            if check {
+                self.run_checked = Some(tokio::time::Instant::now());
+            }
+            if check && run_over(&self.st, &self.ns, &self.name).await {
                 // One more read for lines written before the run ended.
                 self.draining = true;
                 continue;
@@ -345,6 +366,7 @@ pub async fn follow(
         queue: VecDeque::new(),
         draining: false,
         done: false,
+        run_checked: None,
     };
     let stream = futures::stream::unfold(state, Follow::next_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
