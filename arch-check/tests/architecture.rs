@@ -22,7 +22,12 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("sparkwing-crds", BTreeSet::from(["sparkwing-core"])),
         (
             "sparkwing-operator",
-            BTreeSet::from(["sparkwing-core", "sparkwing-api", "sparkwing-crds"]),
+            BTreeSet::from([
+                "sparkwing-core",
+                "sparkwing-api",
+                "sparkwing-crds",
+                "sparkwing-state",
+            ]),
         ),
         (
             "sparkwing-engine",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/remote/trigger: `sparkwing pipeline trigger --detach` of a 5,000-file tree, cold and unchanged.
 
-The API is the operator's, served on loopback by the example `api_in_memory` (file storage in a
+The API is the operator's, served on loopback by the example `api_in_memory` (its embedded stores in a
 temp dir, runs recorded in memory: nothing executes them, so this measures the upload and the
 trigger, not a run). The project is bench/projects/overhead plus N generated files of ~1 KiB
 (text that compresses like source code does).

@@ -36,18 +36,21 @@ impl Api {
             .unwrap();
         let data = tempfile::tempdir().unwrap();
         let runs = Arc::new(MemoryRuns::new());
-        let state = ApiState::open(data.path(), runs.clone(), ApiConfig::default()).unwrap();
+        let state = rt
+            .block_on(ApiState::open(
+                data.path(),
+                runs.clone(),
+                ApiConfig::default(),
+            ))
+            .unwrap();
         let mk = |p: &str, s: &[&str]| {
-            state
-                .tokens
-                .create(
-                    &state.storage,
-                    p,
-                    s.iter().map(|s| s.to_string()).collect(),
-                    None,
-                )
-                .unwrap()
-                .0
+            rt.block_on(state.store.create_token(
+                p,
+                s.iter().map(|s| s.to_string()).collect(),
+                None,
+            ))
+            .unwrap()
+            .0
         };
         let admin = mk("root", &["admin"]);
         let alice = mk("alice@example.com", &["runs:trigger", "runs:read"]);
@@ -755,7 +758,8 @@ fn tokens_create_list_revoke() {
     let token = v["token"].as_str().unwrap().to_string();
     let id = v["id"].as_str().unwrap().to_string();
     assert!(token.starts_with("swt_"));
-    assert!(api.state.tokens.lookup(&token).is_some());
+    let live = |t: &str| api.rt.block_on(api.state.store.lookup_token(t)).unwrap();
+    assert!(live(&token).is_some());
 
     let pretty = sw(
         &w,
@@ -783,7 +787,7 @@ fn tokens_create_list_revoke() {
 
     let rev = sw(&w, &["token", "revoke", &id, "--profile", "admin"]);
     rev.assert_code(0);
-    assert!(api.state.tokens.lookup(&token).is_none());
+    assert!(live(&token).is_none());
     let list = sw(&w, &["token", "list", "--profile", "admin", "-o", "json"]);
     let carol = list
         .json_lines()

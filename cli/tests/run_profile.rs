@@ -25,16 +25,13 @@ fn profile(sw: &mut Sw, url: &str, token: &str) {
 }
 
 fn trigger_token(api: &Api) -> String {
-    api.state
-        .tokens
-        .create(
-            &api.state.storage,
-            "dev@example.com",
-            vec!["runs:trigger".into(), "runs:read".into()],
-            None,
-        )
-        .unwrap()
-        .0
+    runner_support::block_on(api.state.store.create_token(
+        "dev@example.com",
+        vec!["runs:trigger".into(), "runs:read".into()],
+        None,
+    ))
+    .unwrap()
+    .0
 }
 
 /// The only run the API has in namespace `ci`.

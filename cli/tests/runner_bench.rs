@@ -35,12 +35,13 @@ fn runner_bench_delivery_of_many_lines() {
     let runner = t.elapsed();
     out.assert_code(0);
     assert_eq!(api.lines(&ns, &name, "count").len(), n + 1);
-    let tok = api
-        .state
-        .tokens
-        .create(&api.state.storage, "d", vec!["runs:trigger".into()], None)
-        .unwrap()
-        .0;
+    let tok = runner_support::block_on(api.state.store.create_token(
+        "d",
+        vec!["runs:trigger".into()],
+        None,
+    ))
+    .unwrap()
+    .0;
     let path = sw.home().join("profiles.yaml");
     std::fs::write(&path, format!("default: ci\nprofiles:\n  ci:\n    controller: {}\n    token_env: SW_TEST_TOKEN\n    namespace: ci\n", api.url)).unwrap();
     sw.env("SPARKWING_PROFILES", path.to_str().unwrap())

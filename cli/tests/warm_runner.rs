@@ -17,16 +17,13 @@ use std::time::{Duration, Instant};
 
 fn pool_token(api: &Api, ns: &str, pool: &str) -> String {
     let scope = format!("pool:{ns}/{pool}");
-    api.state
-        .tokens
-        .create(
-            &api.state.storage,
-            &scope,
-            vec![scope.clone()],
-            Some(RunnerGrant::default()),
-        )
-        .unwrap()
-        .0
+    runner_support::block_on(api.state.store.create_token(
+        &scope,
+        vec![scope.clone()],
+        Some(RunnerGrant::default()),
+    ))
+    .unwrap()
+    .0
 }
 
 /// The warm pod's command and environment.

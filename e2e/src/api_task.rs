@@ -102,6 +102,7 @@ impl ApiTask {
                 ..ApiConfig::default()
             },
         )
+        .await
         .context("opening the API state")?
         // Push webhooks signed with WEBHOOK_SECRET start the namespace's Pipelines.
         .with_webhooks(api::Webhooks::new(
@@ -113,6 +114,7 @@ impl ApiTask {
         std::fs::write(&token_file, &admin_token)?;
         state
             .bootstrap_admin_from_file(&token_file)
+            .await
             .context("registering the bootstrap admin token")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -138,7 +140,7 @@ impl ApiTask {
     pub fn configure(&self, config: Config) -> Config {
         config
             .runner_api_url(self.url.clone())
-            .archive(self.state.storage.clone())
+            .archive(self.state.store.clone())
             .pool_tokens(&self.state)
     }
 

@@ -193,17 +193,23 @@ impl Cluster {
     /// A user of the API: a token of `principal` with `runs:read` and `runs:trigger` (no admin),
     /// and the CLI with a copy of `fixture` and the profile `profile` on the API (this namespace,
     /// pool `pool`).
-    pub fn user(&self, principal: &str, fixture: &Path, profile: &str, pool: &str) -> Result<Cli> {
+    pub async fn user(
+        &self,
+        principal: &str,
+        fixture: &Path,
+        profile: &str,
+        pool: &str,
+    ) -> Result<Cli> {
         let api = self.api();
         let (token, _) = api
             .state
-            .tokens
-            .create(
-                &api.state.storage,
+            .store
+            .create_token(
                 principal,
                 vec!["runs:read".to_string(), "runs:trigger".to_string()],
                 None,
             )
+            .await
             .context("creating the user's token")?;
         let cli = Cli::new(fixture, &token)?;
         cli.set_profiles(&[Profile::new(profile, &api.url)

@@ -137,7 +137,9 @@ impl Env {
         cluster
             .add_real_pool(&real, "real", Path::new(RUNNER_CACHE))
             .await?;
-        let cli = cluster.user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")?;
+        let cli = cluster
+            .user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")
+            .await?;
         Ok(Env { cluster, cli })
     }
 
@@ -251,7 +253,8 @@ async fn the_fixture_pipelines_end_on_kubernetes_as_with_the_process_executor() 
         // A fresh copy of the project per case: the retry marker lives in the workspace.
         let local_cli = env
             .cluster
-            .user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")?;
+            .user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")
+            .await?;
         let local = run_locally(&local_cli, pipeline, interrupt_after).await?;
         assert_eq!(local.code, code, "{pipeline} on the host: {local:?}");
         let cluster = env.run_on_cluster(pipeline, interrupt_after).await?;

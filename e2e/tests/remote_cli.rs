@@ -63,7 +63,9 @@ impl Env {
         cluster
             .add_real_pool(&real, "real", Path::new(RUNNER_CACHE))
             .await?;
-        let cli = cluster.user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")?;
+        let cli = cluster
+            .user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")
+            .await?;
         eprintln!("[{hint}] set up in {:?}", started.elapsed());
         Ok(Env {
             cluster,

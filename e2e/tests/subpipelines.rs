@@ -103,7 +103,9 @@ impl Env {
         cluster
             .add_real_pool(&real, "real", Path::new(RUNNER_CACHE))
             .await?;
-        let mut cli = cluster.user("alice@example.com", Path::new(FIXTURE), PROFILE, "real")?;
+        let mut cli = cluster
+            .user("alice@example.com", Path::new(FIXTURE), PROFILE, "real")
+            .await?;
         cli.cache = Some(HOST_CACHE.into());
         Ok(Env { cluster, cli })
     }

@@ -90,8 +90,9 @@ async fn a_warm_real_runner_serves_a_run_and_exits_0_when_reaped() -> Result<()>
     let token = String::from_utf8(secret.data.unwrap_or_default()["token"].0.clone())?;
     let rec = api
         .state
-        .tokens
-        .lookup(&token)
+        .store
+        .lookup_token(&token)
+        .await?
         .context("the pool token is live")?;
     ensure!(
         rec.scopes == [format!("pool:{}/warm", ns.name())],

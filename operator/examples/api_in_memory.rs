@@ -22,15 +22,16 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let state = ApiState::open(
+    let state = rt.block_on(ApiState::open(
         std::path::Path::new(data_dir),
         Arc::new(MemoryRuns::new()),
         ApiConfig::default(),
-    )?;
-    let (token, _) =
-        state
-            .tokens
-            .create(&state.storage, "bench", vec!["admin".to_string()], None)?;
+    ))?;
+    let (token, _) = rt.block_on(state.store.create_token(
+        "bench",
+        vec!["admin".to_string()],
+        None,
+    ))?;
     let addr = api::spawn_serving(&rt, state, "127.0.0.1:0")?;
     println!("http://{addr} {token}");
     // Serve until whoever started us closes our stdin.

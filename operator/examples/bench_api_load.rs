@@ -7,10 +7,10 @@
 //!     --runs 3000 --concurrency 20 --triggers 10 --log-mib 150 --readers 8
 //! ```
 //!
-//! In one process: the API on 127.0.0.1 (file storage in a temp dir, runs in memory). Seeding
-//! writes the stored state directly, as a server that has run `--runs` runs has it: a token record
-//! per run in `tokens.json`, the runs in the backend (half finished and archived), and a job log
-//! of `--log-mib` MiB. Then:
+//! In one process: the API on 127.0.0.1 (the embedded stores in a temp dir, runs in memory).
+//! Seeding writes the stored state directly, as a server that has run `--runs` runs has it: a
+//! token record per run, the runs in the backend (half finished and archived), and a job log of
+//! `--log-mib` MiB. Then:
 //!
 //! 1. `/healthz` p50/p99 idle (200 probes);
 //! 2. `--concurrency` clients trigger `--triggers` runs each while a prober times `/healthz`
@@ -104,34 +104,59 @@ fn main() {
     std::fs::create_dir_all(&data).unwrap();
     let admin = format!("swt_{}", "ab".repeat(32));
 
-    // ---- seed: tokens.json with a runner token per run (the format every version reads) ----
-    let t = Instant::now();
-    let mut tokens = vec![serde_json::json!({
-        "id": "000000000000", "hash": sha256_hex(admin.as_bytes()), "principal": "bench",
-        "scopes": ["admin"], "created": "2026-01-01T00:00:00Z", "revoked": false})];
-    for i in 0..runs {
-        tokens.push(serde_json::json!({
-            "id": format!("{:012x}", i + 1), "hash": sha256_hex(format!("swr_seed{i}").as_bytes()),
-            "principal": format!("runner:ci/seed-{i}"), "scopes": [format!("run:ci/seed-{i}")],
-            "created": "2026-01-01T00:00:00Z", "revoked": i % 2 == 0,
-            "upload": "0".repeat(64)}));
-    }
-    std::fs::write(
-        data.join("tokens.json"),
-        serde_json::to_vec_pretty(&serde_json::json!({"tokens": tokens})).unwrap(),
-    )
-    .unwrap();
-
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let backend = Arc::new(MemoryRuns::new());
-    let st = ApiState::open(
-        &data,
-        backend.clone(),
-        ApiConfig {
-            default_namespace: "ci".into(),
-            ..ApiConfig::default()
-        },
-    )
-    .unwrap();
+    let st = rt
+        .block_on(ApiState::open(
+            &data,
+            backend.clone(),
+            ApiConfig {
+                default_namespace: "ci".into(),
+                ..ApiConfig::default()
+            },
+        ))
+        .unwrap();
+
+    // ---- seed: a token per run (half of them revoked) and the admin's ----
+    let t = Instant::now();
+    let record = |id: String, token: &str, principal: String, scopes: Vec<String>, revoked| {
+        sparkwing_state::TokenRecord {
+            id,
+            hash: sha256_hex(token.as_bytes()),
+            principal,
+            scopes,
+            created_ms: 1_767_225_600_000,
+            expires_ms: None,
+            revoked,
+            run: None,
+            upload: Some("0".repeat(64)),
+            pool_uid: None,
+        }
+    };
+    let meta = st.store.meta.clone();
+    rt.block_on(async {
+        let admin_rec = record(
+            "000000000000".into(),
+            &admin,
+            "bench".into(),
+            vec!["admin".into()],
+            false,
+        );
+        meta.insert_token(&admin_rec).await.unwrap();
+        for i in 0..runs {
+            let rec = record(
+                format!("{:012x}", i + 1),
+                &format!("swr_seed{i}"),
+                format!("runner:ci/seed-{i}"),
+                vec![format!("run:ci/seed-{i}")],
+                i % 2 == 0,
+            );
+            meta.insert_token(&rec).await.unwrap();
+        }
+    });
     // ---- seed: the runs, half finished and archived ----
     for i in 0..runs {
         let mut run: sparkwing_crds::PipelineRun = serde_json::from_value(serde_json::json!({
@@ -146,16 +171,7 @@ fn main() {
                 phase: sparkwing_core::reconcile::status::RunPhase::Succeeded,
                 ..Default::default()
             });
-            st.storage
-                .write_archive(
-                    "ci",
-                    &format!("seed-{i}"),
-                    &api::storage::ArchivedRun {
-                        archived_at: "2026-01-01T00:00:00Z".into(),
-                        run: run.clone(),
-                    },
-                )
-                .unwrap();
+            rt.block_on(st.store.archive(&run)).unwrap();
         }
         backend.insert(run);
     }
@@ -184,10 +200,6 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let addr = api::spawn_serving(&rt, st, "127.0.0.1:0").unwrap();
 
     // An upload to trigger from.

@@ -5,7 +5,7 @@
 //! cargo run -p sparkwing-operator --release --example bench_log_ingest -- --lines 200000
 //! ```
 //!
-//! The API runs in this process on 127.0.0.1 with its file storage in a temp dir and the
+//! The API runs in this process on 127.0.0.1 with its embedded stores in a temp dir and the
 //! in-memory run backend (ingest does not touch Kubernetes); the client is a plain keep-alive
 //! HTTP/1.1 connection, so the figure is the server's cost plus one loopback round trip per batch.
 //! Not a test: it asserts no timing.
@@ -95,15 +95,16 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let state = ApiState::open(
+    let state = rt.block_on(ApiState::open(
         dir.path(),
         Arc::new(MemoryRuns::new()),
         ApiConfig::default(),
-    )?;
-    let (token, _) =
-        state
-            .tokens
-            .create(&state.storage, "bench", vec!["admin".to_string()], None)?;
+    ))?;
+    let (token, _) = rt.block_on(state.store.create_token(
+        "bench",
+        vec!["admin".to_string()],
+        None,
+    ))?;
     let addr = api::spawn_serving(&rt, state, "127.0.0.1:0")?;
 
     println!("log ingest: {total} lines of ~90 bytes per case");

@@ -81,7 +81,7 @@ pub struct Config {
     pub metrics: Arc<Metrics>,
     /// The in-process API's storage (`--api-addr`): a finished run is archived there before its
     /// `ttlSecondsAfterFinished` deletion, so the API still lists and reads it.
-    pub archive: Option<Arc<api::Storage>>,
+    pub archive: Option<api::Store>,
     /// The in-process API's token table (`--api-addr`): the operator keeps each RunnerPool's pool
     /// token Secret (`<pool>-pool-token`) with it. Without it warm runners cannot get their run's
     /// token (see docs/operator.md).
@@ -120,8 +120,8 @@ impl Config {
 
     /// Archive finished runs in this API storage before deleting them.
     #[must_use]
-    pub fn archive(mut self, storage: Arc<api::Storage>) -> Self {
-        self.archive = Some(storage);
+    pub fn archive(mut self, store: api::Store) -> Self {
+        self.archive = Some(store);
         self
     }
 
@@ -129,8 +129,7 @@ impl Config {
     #[must_use]
     pub fn pool_tokens(mut self, state: &api::ApiState) -> Self {
         self.pool_tokens = Some(pool_token::PoolTokens {
-            storage: state.storage.clone(),
-            tokens: state.tokens.clone(),
+            store: state.store.clone(),
         });
         self
     }

@@ -1,6 +1,6 @@
 //! The pool credential of warm runners: a Secret `<pool>-pool-token` (key `token`, owned by the
-//! RunnerPool) holding a token whose single scope is `pool:<ns>/<pool>`, minted by the in-process
-//! API's [`TokenStore`]. Warm pods read it as `SPARKWING_POOL_TOKEN` and, once claimed, trade it
+//! RunnerPool) holding a token whose single scope is `pool:<ns>/<pool>`, minted into the
+//! API's token table (its metadata store). Warm pods read it as `SPARKWING_POOL_TOKEN` and, once claimed, trade it
 //! at the API for the run's runner token (`POST /api/v1/pools/{ns}/{pool}/claims`): warm runners
 //! need no Kubernetes RBAC.
 //!
@@ -8,7 +8,6 @@
 //! The pool controller does this before it creates warm pods, so their `secretKeyRef` resolves.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,18 +15,16 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use sparkwing_crds::RunnerPool;
 
-use crate::api::auth::{RunnerGrant, Scope, TokenStore};
-use crate::api::Storage;
+use crate::api::auth::{RunnerGrant, Scope};
 use crate::error::{is_already_exists, is_conflict, Error, Result};
 use crate::labels::{MANAGED_BY, MANAGED_BY_VALUE, POOL};
 use crate::runner_job::{controller_ref, pool_token_secret, RUNNER_TOKEN_KEY};
 use crate::status::FIELD_MANAGER;
 
-/// Where pool tokens are minted: the in-process API's token table.
+/// Where pool tokens are minted: the API's token table.
 #[derive(Clone)]
 pub struct PoolTokens {
-    pub storage: Arc<Storage>,
-    pub tokens: Arc<TokenStore>,
+    pub store: crate::api::Store,
 }
 
 /// What to do about a pool's Secret.
@@ -115,37 +112,41 @@ pub async fn ensure(
         field: "metadata.uid",
     })?;
     // Live, of this pool's scope, and minted for this pool (not a deleted one of the same name).
-    let live = existing.as_ref().and_then(secret_token).is_some_and(|t| {
-        minter
-            .tokens
+    let live = match existing.as_ref().and_then(secret_token) {
+        None => false,
+        Some(t) => minter
+            .store
             .lookup_scoped(&t, &scope)
-            .is_some_and(|r| r.pool_uid.as_deref() == Some(uid.as_str()))
-    });
+            .await
+            .map_err(|e| Error::PoolToken {
+                pool: format!("{namespace}/{name}"),
+                message: e.to_string(),
+            })?
+            .is_some_and(|r| r.pool_uid.as_deref() == Some(uid.as_str())),
+    };
     let action = decide(existing.is_some(), live);
     if action == PoolTokenAction::Keep {
         return Ok(action);
     }
-    let (storage, tokens, scope2) = (minter.storage.clone(), minter.tokens.clone(), scope.clone());
     let grant = RunnerGrant {
         upload: None,
         pool_uid: Some(uid),
     };
-    let token = tokio::task::spawn_blocking(move || {
-        // One live token per pool: older ones (in a Secret that lost them) are revoked.
-        tokens.revoke_scope(&storage, &scope2)?;
-        tokens
-            .create(&storage, &scope2, vec![scope2.clone()], Some(grant))
-            .map(|(t, _)| t)
-    })
-    .await
-    .map_err(|e| Error::PoolToken {
+    let pool_error = |message: String| Error::PoolToken {
         pool: format!("{namespace}/{name}"),
-        message: e.to_string(),
-    })?
-    .map_err(|e| Error::PoolToken {
-        pool: format!("{namespace}/{name}"),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    // One live token per pool: older ones (in a Secret that lost them) are forgotten.
+    minter
+        .store
+        .forget_scope(&scope)
+        .await
+        .map_err(|e| pool_error(e.to_string()))?;
+    let (token, _) = minter
+        .store
+        .create_token(&scope, vec![scope.clone()], Some(grant))
+        .await
+        .map_err(|e| pool_error(e.to_string()))?;
     let mut secret = build_secret(pool, &token)?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),

@@ -474,15 +474,15 @@ mod tests {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let state = ApiState::open(
-            dir.path(),
-            std::sync::Arc::new(MemoryRuns::new()),
-            ApiConfig::default(),
-        )
-        .unwrap();
-        let (admin, _) = state
-            .tokens
-            .create(&state.storage, "root", vec!["admin".into()], None)
+        let state = rt
+            .block_on(ApiState::open(
+                dir.path(),
+                std::sync::Arc::new(MemoryRuns::new()),
+                ApiConfig::default(),
+            ))
+            .unwrap();
+        let (admin, _) = rt
+            .block_on(state.store.create_token("root", vec!["admin".into()], None))
             .unwrap();
         let addr = spawn_serving(&rt, state, "127.0.0.1:0").unwrap();
         let url = format!("http://{addr}");

@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{io_error, join_error, Result, StateError};
 use crate::logs::{self, AppendReport, LogKey, LogLine};
 use crate::types::{check_name, check_run, check_sha256, RunKey};
-use crate::{ByteStream, ContentStore};
+use crate::{ByteStream, ContentStore, StoredItem};
 
 /// Every this many lines the log index keeps a byte offset.
 pub const INDEX_STRIDE: u64 = 256;
@@ -91,6 +91,35 @@ fn not_found<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The files of `dir` (not its subdirectories) with their sizes and modification times; a file
+/// removed while listing is left out.
+fn list_files(dir: &Path) -> Result<Vec<StoredItem>> {
+    let mut out = Vec::new();
+    let entries = match not_found(fs::read_dir(dir)).map_err(|e| io_error(dir, e))? {
+        Some(entries) => entries,
+        None => return Ok(out),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, e))?;
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        out.push(StoredItem {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            size: meta.len(),
+            modified_ms,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// `fsync` a directory so a rename or a new file in it is durable.
@@ -476,6 +505,27 @@ impl ContentStore for FileContent {
     async fn delete_manifest(&self, id: &str) -> Result<bool> {
         check_name("upload id", id)?;
         self.remove(self.manifest_path(id)).await
+    }
+
+    async fn list_manifests(&self) -> Result<Vec<StoredItem>> {
+        let dir = self.root.join("manifests");
+        blocking(move || list_files(&dir)).await
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<StoredItem>> {
+        let dir = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for prefix in fs::read_dir(&dir).map_err(|e| io_error(&dir, e))? {
+                let prefix = prefix.map_err(|e| io_error(&dir, e))?.path();
+                if prefix.is_dir() {
+                    out.extend(list_files(&prefix)?);
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
     }
 
     async fn append_log(&self, key: &LogKey, lines: &[LogLine]) -> Result<AppendReport> {

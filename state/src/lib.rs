@@ -33,7 +33,8 @@ pub use ingest::{ingest, IngestReport};
 pub use logs::{AppendReport, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
-    Delivery, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, TokenRecord,
+    parse_run_cursor, run_cursor, Delivery, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage,
+    RunSummary, StoredItem, TokenRecord,
 };
 
 /// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
@@ -58,6 +59,11 @@ pub trait MetadataStore: Send + Sync {
     async fn collect_expired_tokens(&self, now_ms: i64) -> Result<Vec<String>>;
     /// Revoke every token minted for a run (a cancelled, finished or deleted run); how many.
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64>;
+    /// Delete a token record (a runner or pool token is forgotten, not kept revoked); false when
+    /// no token has that id.
+    async fn delete_token(&self, id: &str) -> Result<bool>;
+    /// Delete every token record minted for a run; how many.
+    async fn delete_run_tokens(&self, run: &RunKey) -> Result<u64>;
 
     // The run index (live and archived runs' list views).
     /// Insert or replace a run's summary.
@@ -81,6 +87,10 @@ pub trait MetadataStore: Send + Sync {
     // Webhook deliveries: the first answer to a delivery id wins.
     /// Record `answer` for `id` unless one is recorded; what is recorded now.
     async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery>;
+    /// The answer recorded for `id` and when it was recorded (Unix ms).
+    async fn find_delivery(&self, id: &str) -> Result<Option<(serde_json::Value, i64)>>;
+    /// Forget a delivery (a record past its replay window, to be recorded anew).
+    async fn delete_delivery(&self, id: &str) -> Result<bool>;
 
     // The log index: per job, what its stored log holds.
     async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>>;
@@ -117,6 +127,10 @@ pub trait ContentStore: Send + Sync {
     async fn put_manifest(&self, id: &str, manifest: Bytes) -> Result<()>;
     async fn get_manifest(&self, id: &str) -> Result<Option<Bytes>>;
     async fn delete_manifest(&self, id: &str) -> Result<bool>;
+    /// Every manifest, for garbage collection (by id; `modified_ms`: last written).
+    async fn list_manifests(&self) -> Result<Vec<StoredItem>>;
+    /// Every blob, for garbage collection (by sha256; `modified_ms`: when stored).
+    async fn list_blobs(&self) -> Result<Vec<StoredItem>>;
 
     /// Append a batch of one job's lines, in seq order: lines at or below the stored last seq are
     /// duplicates (ignored), the rest must follow on without a hole ([`StateError::LogGap`],

@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{Result, StateError};
 use crate::logs::{self, AppendReport, LogKey, LogLine};
 use crate::types::{check_name, check_run, check_sha256, RunKey};
-use crate::{ByteStream, ContentStore};
+use crate::{ByteStream, ContentStore, StoredItem};
 
 /// Blobs up to this size are one PUT; larger ones a multipart upload.
 const SINGLE_PUT_MAX: usize = 8 * 1024 * 1024;
@@ -144,6 +144,24 @@ impl ObjectContent {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(e)),
         }
+    }
+
+    /// Every object under `dir` (at any depth) by its last name part.
+    async fn list_items(&self, dir: &Path) -> Result<Vec<StoredItem>> {
+        let mut listing = self.store.list(Some(dir));
+        let mut out = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.err(e))?;
+            if let Some(name) = meta.location.filename() {
+                out.push(StoredItem {
+                    name: name.to_string(),
+                    size: meta.size,
+                    modified_ms: meta.last_modified.timestamp_millis(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     fn segments(&self, key: &LogKey) -> Arc<tokio::sync::Mutex<Segments>> {
@@ -318,6 +336,14 @@ impl ContentStore for ObjectContent {
     async fn delete_manifest(&self, id: &str) -> Result<bool> {
         check_name("upload id", id)?;
         self.delete_opt(&self.key(&["manifests", id])).await
+    }
+
+    async fn list_manifests(&self) -> Result<Vec<StoredItem>> {
+        self.list_items(&self.key(&["manifests"])).await
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<StoredItem>> {
+        self.list_items(&self.key(&["blobs"])).await
     }
 
     async fn append_log(&self, key: &LogKey, lines: &[LogLine]) -> Result<AppendReport> {

@@ -135,7 +135,7 @@ pub async fn open_content_with(url: &str, aws: &[(&str, String)]) -> Result<Arc<
             }
             let prefix = object_store::path::Path::parse(prefix.trim_end_matches('/'))
                 .map_err(|e| bad(WHAT, url, format!("bad prefix: {e}")))?;
-            let mut builder = AmazonS3Builder::from_env()
+            let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 // An outage answers within seconds (the API turns it into a 503), rather than
                 // after the client's default three minutes of retries.
@@ -149,6 +149,15 @@ pub async fn open_content_with(url: &str, aws: &[(&str, String)]) -> Result<Arc<
                         .with_connect_timeout(Duration::from_secs(5))
                         .with_timeout(Duration::from_secs(60)),
                 );
+            // The environment's settings after the client options, which replace every client
+            // setting (`AWS_ALLOW_HTTP` among them) when set.
+            for (key, value) in std::env::vars() {
+                if key.starts_with("AWS_") {
+                    if let Ok(key) = key.to_ascii_lowercase().parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+            }
             for (key, value) in aws {
                 let key = key
                     .parse()

@@ -419,6 +419,20 @@ impl MetadataStore for PgMetadata {
         .await
     }
 
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        self.execute("DELETE FROM tokens WHERE id = $1", &[&id])
+            .await
+            .map(|n| n > 0)
+    }
+
+    async fn delete_run_tokens(&self, run: &RunKey) -> Result<u64> {
+        self.execute(
+            "DELETE FROM tokens WHERE run_ns = $1 AND run_name = $2",
+            &[&run.namespace, &run.name],
+        )
+        .await
+    }
+
     async fn upsert_run(&self, run: &RunSummary) -> Result<()> {
         check_run(&run.key)?;
         self.execute(
@@ -563,6 +577,31 @@ impl MetadataStore for PgMetadata {
         Ok(Delivery::Duplicate(
             serde_json::from_str(&first).map_err(bad_row)?,
         ))
+    }
+
+    async fn find_delivery(&self, id: &str) -> Result<Option<(serde_json::Value, i64)>> {
+        let rows = self
+            .query(
+                "SELECT answer, received_ms FROM deliveries WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        match rows.first() {
+            Some(r) => {
+                let answer: String = r.get(0);
+                Ok(Some((
+                    serde_json::from_str(&answer).map_err(bad_row)?,
+                    r.get(1),
+                )))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_delivery(&self, id: &str) -> Result<bool> {
+        self.execute("DELETE FROM deliveries WHERE id = $1", &[&id])
+            .await
+            .map(|n| n > 0)
     }
 
     async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>> {

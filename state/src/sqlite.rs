@@ -331,6 +331,27 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM tokens WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn delete_run_tokens(&self, run: &RunKey) -> Result<u64> {
+        let run = run.clone();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2",
+                params![run.namespace, run.name],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn upsert_run(&self, run: &RunSummary) -> Result<()> {
         check_run(&run.key)?;
         let run = run.clone();
@@ -479,6 +500,31 @@ impl MetadataStore for SqliteMetadata {
             };
             tx.commit()?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn find_delivery(&self, id: &str) -> Result<Option<(serde_json::Value, i64)>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let row: Option<(String, i64)> = c
+                .query_row(
+                    "SELECT answer, received_ms FROM deliveries WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            row.map(|(answer, at)| Ok((json_col(answer)?, at)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete_delivery(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM deliveries WHERE id = ?1", [id])
+                .map(|n| n > 0)
         })
         .await
     }

@@ -96,6 +96,21 @@ fn pg_user() -> (u32, u32) {
     )
 }
 
+/// Create database `db` on the server that `url` (a connection string of another database on
+/// it) reaches: a test of another process (given the server's URL) gets a database of its own.
+pub async fn create_database(url: &str, db: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to postgres");
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .await
+        .expect("create database");
+    drop(client);
+    let _ = task.await;
+}
+
 /// A PostgreSQL server on a temp data directory, reachable on a unix socket in it.
 pub struct Postgres {
     dir: tempfile::TempDir,
@@ -166,16 +181,7 @@ impl Postgres {
 
     /// Create a database (each test its own, on one server).
     pub async fn create_database(&self, db: &str) {
-        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to postgres");
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{db}\""))
-            .await
-            .expect("create database");
-        drop(client);
-        let _ = task.await;
+        create_database(&self.url("postgres"), db).await
     }
 
     /// Stop the server (fast shutdown: sessions are closed).

@@ -81,6 +81,24 @@ pub(crate) struct Cursor {
     pub name: String,
 }
 
+/// The cursor of the runs list that continues after `(created_ms, namespace, name)`: what a
+/// caller merging the list with runs from elsewhere hands back as its own page's `next`.
+pub fn run_cursor(created_ms: i64, namespace: &str, name: &str) -> String {
+    Cursor {
+        created_ms,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+    .encode()
+}
+
+/// The `(created_ms, namespace, name)` a cursor continues after; `Invalid` for one this layer
+/// did not make.
+pub fn parse_run_cursor(cursor: &str) -> Result<(i64, String, String)> {
+    let c = Cursor::decode(cursor)?;
+    Ok((c.created_ms, c.namespace, c.name))
+}
+
 impl Cursor {
     pub(crate) fn after(run: &RunSummary) -> Self {
         Cursor {
@@ -122,6 +140,16 @@ pub enum Delivery {
     First,
     /// The delivery was seen before: its first answer.
     Duplicate(serde_json::Value),
+}
+
+/// A stored manifest or blob as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredItem {
+    /// The manifest's id or the blob's sha256.
+    pub name: String,
+    pub size: u64,
+    /// Last written, Unix milliseconds.
+    pub modified_ms: i64,
 }
 
 /// What a job's stored log holds.

@@ -45,7 +45,91 @@ conformance!(
     manifests_and_archives,
     retention_removes_finished_runs_only,
     names_that_could_escape_are_refused,
+    tokens_are_deleted_by_id_and_by_run,
+    deliveries_are_found_and_forgotten,
+    manifests_and_blobs_are_listed,
 );
+
+async fn tokens_are_deleted_by_id_and_by_run(b: Backend) {
+    let m = &b.meta;
+    let alice = token("alice", 10);
+    let mut r1 = token("r1", 20);
+    r1.run = Some(RunKey::new("ci", "build-1"));
+    let mut r2 = token("r2", 30);
+    r2.run = Some(RunKey::new("ci", "build-1"));
+    let mut other = token("r3", 40);
+    other.run = Some(RunKey::new("ci", "build-2"));
+    for t in [&alice, &r1, &r2, &other] {
+        m.insert_token(t).await.unwrap();
+    }
+    assert_eq!(
+        m.delete_run_tokens(&RunKey::new("ci", "build-1"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(m.find_token_by_hash("hash-r1").await.unwrap().is_none());
+    assert!(m.delete_token("alice").await.unwrap());
+    assert!(!m.delete_token("alice").await.unwrap());
+    let left: Vec<String> = m
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(left, ["r3"]);
+}
+
+async fn deliveries_are_found_and_forgotten(b: Backend) {
+    let m = &b.meta;
+    assert_eq!(m.find_delivery("d-1").await.unwrap(), None);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    m.record_delivery("d-1", &json!({"runs": ["a"]}))
+        .await
+        .unwrap();
+    let (answer, at) = m.find_delivery("d-1").await.unwrap().unwrap();
+    assert_eq!(answer, json!({"runs": ["a"]}));
+    assert!(at >= before, "{at} < {before}");
+    assert!(m.delete_delivery("d-1").await.unwrap());
+    assert!(!m.delete_delivery("d-1").await.unwrap());
+    assert_eq!(
+        m.record_delivery("d-1", &json!({"runs": ["b"]}))
+            .await
+            .unwrap(),
+        Delivery::First
+    );
+}
+
+async fn manifests_and_blobs_are_listed(b: Backend) {
+    let c = &b.content;
+    assert!(c.list_manifests().await.unwrap().is_empty());
+    assert!(c.list_blobs().await.unwrap().is_empty());
+    for id in ["m2", "m1"] {
+        c.put_manifest(id, Bytes::from_static(b"{}")).await.unwrap();
+    }
+    let manifests = c.list_manifests().await.unwrap();
+    let names: Vec<&str> = manifests.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["m1", "m2"]);
+    assert!(manifests.iter().all(|i| i.size == 2 && i.modified_ms > 0));
+    let (x, y) = (b"x".to_vec(), b"yy".to_vec());
+    for d in [&x, &y] {
+        c.put_blob(&sha(d), body(d, 1)).await.unwrap();
+    }
+    let mut want = vec![(sha(&x), 1), (sha(&y), 2)];
+    want.sort();
+    let got: Vec<(String, u64)> = c
+        .list_blobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.name, i.size))
+        .collect();
+    assert_eq!(got, want);
+}
 
 fn token(id: &str, created: i64) -> TokenRecord {
     TokenRecord {

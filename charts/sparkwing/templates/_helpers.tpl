@@ -50,3 +50,72 @@ the API is enabled, else nothing.
 http://{{ include "sparkwing-operator.fullname" . }}-api.{{ .Release.Namespace }}.svc:{{ default .Values.api.port .Values.api.service.port }}
 {{- end -}}
 {{- end }}
+
+
+{{/* The API's stores are the shared ones (PostgreSQL and an object store). */}}
+{{- define "sparkwing-operator.sharedStores" -}}
+{{- if and .Values.api.metadata.existingSecret .Values.api.objects.url -}}true{{- end -}}
+{{- end -}}
+
+{{/* The API runs in its own Deployment (`sparkwing-operator api`). */}}
+{{- define "sparkwing-operator.apiDeployment" -}}
+{{- if and .Values.api.enabled (gt (int .Values.api.replicas) 0) -}}
+{{- if not (include "sparkwing-operator.sharedStores" .) -}}
+{{- fail "api.replicas > 0 needs the shared stores: api.metadata.existingSecret and api.objects.url" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "sparkwing-operator.apiSelectorLabels" -}}
+app.kubernetes.io/name: sparkwing-api
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The shared stores' environment (the operator's and the API replicas'). */}}
+{{- define "sparkwing-operator.storeEnv" -}}
+{{- if include "sparkwing-operator.sharedStores" . }}
+- name: SPARKWING_METADATA
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.api.metadata.existingSecret }}
+      key: {{ .Values.api.metadata.secretKey }}
+- name: SPARKWING_OBJECTS
+  value: {{ .Values.api.objects.url | quote }}
+{{- with .Values.api.objects.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- with .Values.api.objects.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.api.objects.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.api.objects.allowHttp }}
+- name: AWS_ALLOW_HTTP
+  value: "true"
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The embedded stores' volume (when the stores are not the shared ones). */}}
+{{- define "sparkwing-operator.dataVolume" -}}
+- name: data
+  {{- if .Values.api.persistence.emptyDir }}
+  emptyDir: {}
+  {{- else }}
+  persistentVolumeClaim:
+    claimName: {{ default (printf "%s-data" (include "sparkwing-operator.fullname" .)) .Values.api.persistence.existingClaim }}
+  {{- end }}
+{{- end -}}

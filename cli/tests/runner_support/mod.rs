@@ -45,11 +45,14 @@ impl Api {
             .tempdir()
             .unwrap();
         let runs = Arc::new(MemoryRuns::new());
-        let state = ApiState::open(data.path(), runs.clone(), ApiConfig::default()).unwrap();
-        let (admin, _) = state
-            .tokens
-            .create(&state.storage, "root", vec!["admin".into()], None)
-            .unwrap();
+        let state = block_on(ApiState::open(
+            data.path(),
+            runs.clone(),
+            ApiConfig::default(),
+        ))
+        .unwrap();
+        let (admin, _) =
+            block_on(state.store.create_token("root", vec!["admin".into()], None)).unwrap();
         let (rt, local) = serve(&state, addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         Api {
             url: format!("http://{local}"),
@@ -237,6 +240,15 @@ impl Api {
 }
 
 /// Serve `state` on `addr` in a runtime of its own.
+/// Run `f` to its end on a runtime of its own (the API's setup, outside its server's runtime).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn serve(state: &ApiState, addr: &str) -> std::io::Result<(tokio::runtime::Runtime, SocketAddr)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

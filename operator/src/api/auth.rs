@@ -1,10 +1,10 @@
 //! Bearer tokens and scopes.
 //!
 //! A token is `swt_<64 hex>` (people and services) or `swr_<64 hex>` (a run's runner), 32 random
-//! bytes. Only its sha256 is stored (`tokens.json` in the data directory, rewritten atomically on
-//! every change), with an id (12 hex, for list and revoke), the principal, scopes, creation time
-//! and a revoked flag. Every request looks the hash up in memory, so a revocation applies to the
-//! next request.
+//! bytes. Only its sha256 is stored (the metadata store's token table, `docs/state.md`), with an
+//! id (12 hex, for list and revoke), the principal, scopes, creation time, a revoked flag and,
+//! for a runner token, its run. Every request looks the hash up in the store (no copy in the
+//! process), so a revocation applies to the next request on every replica.
 //!
 //! Scopes: `runs:read` (list and read runs and logs), `runs:trigger` (upload sources, trigger and
 //! cancel runs), `admin` (everything, plus tokens and GC), `run:<ns>/<name>`, held only by the
@@ -12,36 +12,40 @@
 //! `pool:<ns>/<pool>`, held only by a RunnerPool's pool token: exchange it, for a warm pod of that
 //! pool claimed by a run, for that run's runner token (`POST /api/v1/pools/{ns}/{pool}/claims`).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
-
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use sparkwing_state::{RunKey, StateError};
 
 use super::error::ApiError;
 use super::manifest::sha256_hex;
-use super::storage::{Storage, StorageError, TokenJournal, TokenOp};
+use super::store::Store;
 use super::ApiState;
 
 // Scopes are part of the API's contract: one definition, in `sparkwing-api`.
 pub use sparkwing_api::scopes::{Scope, GRANTABLE_SCOPES};
 
-/// A stored token (kept by the storage layer, which owns its records).
-pub use super::storage::TokenRecord;
+/// A stored token: the state layer's record (never the token itself).
+pub use sparkwing_state::TokenRecord;
 
 /// What the list endpoint shows of a token.
 pub use sparkwing_api::wire::TokenInfo;
 
-impl From<&TokenRecord> for TokenInfo {
-    fn from(r: &TokenRecord) -> Self {
-        TokenInfo {
-            id: r.id.clone(),
-            principal: r.principal.clone(),
-            scopes: r.scopes.clone(),
-            created: r.created.clone(),
-            revoked: r.revoked,
-        }
+/// A time in Unix ms as RFC 3339.
+pub fn rfc3339_of_ms(ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// What the list endpoint shows of a record.
+pub fn token_info(r: &TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: r.id.clone(),
+        principal: r.principal.clone(),
+        scopes: r.scopes.clone(),
+        created: rfc3339_of_ms(r.created_ms),
+        revoked: r.revoked,
     }
 }
 
@@ -54,73 +58,19 @@ pub struct RunnerGrant {
     pub pool_uid: Option<String>,
 }
 
-/// The token table: in memory (looked up by hash, never locked during disk IO), persisted as
-/// a snapshot and a journal of changes ([`TokenJournal`]). Writers are serialized by the
-/// journal's lock and do disk IO: call them from blocking threads.
-pub struct TokenStore {
-    table: RwLock<Table>,
-    journal: Mutex<TokenJournal>,
-}
-
-/// The records, by id in creation order, and an index by hash.
-#[derive(Default)]
-struct Table {
-    records: Vec<TokenRecord>,
-    by_hash: HashMap<String, usize>,
-}
-
-impl Table {
-    fn new(records: Vec<TokenRecord>) -> Table {
-        let mut t = Table {
-            records,
-            by_hash: HashMap::new(),
-        };
-        t.reindex();
-        t
-    }
-
-    fn reindex(&mut self) {
-        self.by_hash = self
-            .records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.hash.clone(), i))
-            .collect();
-    }
-
-    fn apply(&mut self, ops: Vec<TokenOp>) {
-        let removes = ops.iter().any(|o| matches!(o, TokenOp::Remove(_)));
-        for op in ops {
-            match op {
-                TokenOp::Add(rec) if !self.by_hash.contains_key(&rec.hash) => {
-                    self.by_hash.insert(rec.hash.clone(), self.records.len());
-                    self.records.push(rec);
-                }
-                op => storage_tokens_apply(&mut self.records, op),
-            }
-        }
-        if removes {
-            self.reindex();
-        }
-    }
-}
-
-use super::storage::tokens_apply as storage_tokens_apply;
-
+/// Why a token could not be made or kept.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    State(#[from] StateError),
     #[error("no randomness: {0}")]
     Random(String),
-    #[error("token lock poisoned")]
-    Poisoned,
 }
 
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::Storage(s) => ApiError::Storage(s),
+            TokenError::State(s) => ApiError::State(s),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -137,59 +87,15 @@ pub fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
-impl TokenStore {
-    /// Load the table from the data directory (none yet: empty).
-    pub fn open(storage: &Storage) -> Result<Self, TokenError> {
-        let (records, journal) = storage.open_tokens()?;
-        Ok(TokenStore {
-            table: RwLock::new(Table::new(records)),
-            journal: Mutex::new(journal),
-        })
-    }
+fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
 
-    /// Write `ops` (computed from the table under the journal's lock, so no other writer
-    /// interleaves), then apply them in memory; compact when the journal grew.
-    fn write(
-        &self,
-        storage: &Storage,
-        ops: impl FnOnce(&Table) -> Vec<TokenOp>,
-    ) -> Result<usize, TokenError> {
-        let mut journal = self.journal.lock().map_err(|_| TokenError::Poisoned)?;
-        let ops = ops(&*self.table.read().map_err(|_| TokenError::Poisoned)?);
-        let n = ops.len();
-        if n == 0 {
-            return Ok(0);
-        }
-        // People's and services' tokens change rarely (an admin's request): those changes go to
-        // the snapshot at once, so `tokens.json` always names every one of them. Runner and
-        // pool tokens (one per run) only append to the journal.
-        let people = ops.iter().any(|op| match op {
-            TokenOp::Add(r) => !server_minted(r),
-            TokenOp::Revoke(_) => true,
-            TokenOp::Remove(_) => false,
-        });
-        journal.append(&ops)?;
-        let live = {
-            let mut table = self.table.write().map_err(|_| TokenError::Poisoned)?;
-            table.apply(ops);
-            table.records.len()
-        };
-        if people || journal.wants_compaction(live) {
-            let records = self
-                .table
-                .read()
-                .map_err(|_| TokenError::Poisoned)?
-                .records
-                .clone();
-            journal.compact(storage, &records)?;
-        }
-        Ok(n)
-    }
-
+/// The token table, kept by the metadata store.
+impl Store {
     /// Make a token; returns it (shown once) and its record.
-    pub fn create(
+    pub async fn create_token(
         &self,
-        storage: &Storage,
         principal: &str,
         scopes: Vec<String>,
         runner: Option<RunnerGrant>,
@@ -199,125 +105,114 @@ impl TokenStore {
             if runner.is_some() { "swr" } else { "swt" },
             random_hex(32)?
         );
+        let run = scopes.iter().find_map(|s| match Scope::parse(s)? {
+            Scope::Run { namespace, name } => Some(RunKey::new(namespace, name)),
+            _ => None,
+        });
         let rec = TokenRecord {
             id: random_hex(6)?,
             hash: sha256_hex(token.as_bytes()),
             principal: principal.to_string(),
             scopes,
-            created: now_rfc3339(),
+            created_ms: now_ms(),
+            expires_ms: None,
             revoked: false,
+            run,
             upload: runner.as_ref().and_then(|r| r.upload.clone()),
             pool_uid: runner.and_then(|r| r.pool_uid),
         };
-        let add = rec.clone();
-        self.write(storage, |_| vec![TokenOp::Add(add)])?;
+        self.meta.insert_token(&rec).await?;
         Ok((token, rec))
     }
 
     /// Register the bootstrap admin token (from a file) unless its hash is already known; a
     /// bootstrap token revoked through the API stays revoked.
-    pub fn ensure_bootstrap(&self, storage: &Storage, token: &str) -> Result<bool, TokenError> {
+    pub async fn ensure_bootstrap(&self, token: &str) -> Result<bool, TokenError> {
         let hash = sha256_hex(token.as_bytes());
+        if self.meta.find_token_by_hash(&hash).await?.is_some() {
+            return Ok(false);
+        }
         let rec = TokenRecord {
             id: random_hex(6)?,
-            hash: hash.clone(),
+            hash,
             principal: "bootstrap-admin".into(),
             scopes: vec!["admin".into()],
-            created: now_rfc3339(),
+            created_ms: now_ms(),
+            expires_ms: None,
             revoked: false,
+            run: None,
             upload: None,
             pool_uid: None,
         };
-        let n = self.write(storage, |t| {
-            if t.by_hash.contains_key(&hash) {
-                Vec::new()
-            } else {
-                vec![TokenOp::Add(rec)]
-            }
-        })?;
-        Ok(n > 0)
+        self.meta.insert_token(&rec).await?;
+        Ok(true)
     }
 
-    /// The live record of `token`, if any: a hash lookup in memory.
-    pub fn lookup(&self, token: &str) -> Option<TokenRecord> {
+    /// The live record of `token`, if any.
+    pub async fn lookup_token(&self, token: &str) -> Result<Option<TokenRecord>, StateError> {
         let hash = sha256_hex(token.as_bytes());
-        let table = self.table.read().ok()?;
-        table
-            .by_hash
-            .get(&hash)
-            .map(|i| &table.records[*i])
-            .filter(|t| !t.revoked)
-            .cloned()
-    }
-
-    pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
-        let table = self.table.read().map_err(|_| TokenError::Poisoned)?;
-        Ok(table.records.iter().map(TokenInfo::from).collect())
-    }
-
-    /// Hold the writers' lock, as a slow disk write would (tests: lookups must not wait on it).
-    #[cfg(test)]
-    pub(crate) fn hold_writes(&self) -> std::sync::MutexGuard<'_, TokenJournal> {
-        self.journal.lock().unwrap()
-    }
-
-    /// Every record (tests, the runner token sweep).
-    pub fn records(&self) -> Result<Vec<TokenRecord>, TokenError> {
         Ok(self
-            .table
-            .read()
-            .map_err(|_| TokenError::Poisoned)?
-            .records
-            .clone())
-    }
-
-    /// Revoke by id. `Ok(false)`: no such token.
-    pub fn revoke(&self, storage: &Storage, id: &str) -> Result<bool, TokenError> {
-        let mut found = false;
-        self.write(storage, |t| {
-            match t.records.iter().find(|r| r.id == id) {
-                Some(r) => {
-                    found = true;
-                    if r.revoked || server_minted(r) {
-                        // Runner and pool tokens are forgotten rather than kept revoked.
-                        if server_minted(r) {
-                            return vec![TokenOp::Remove(id.to_string())];
-                        }
-                        return Vec::new();
-                    }
-                    vec![TokenOp::Revoke(id.to_string())]
-                }
-                None => Vec::new(),
-            }
-        })?;
-        Ok(found)
+            .meta
+            .find_token_by_hash(&hash)
+            .await?
+            .filter(|t| !t.revoked))
     }
 
     /// The live record of `token` when it holds `scope`.
-    pub fn lookup_scoped(&self, token: &str, scope: &str) -> Option<TokenRecord> {
-        self.lookup(token)
-            .filter(|r| r.scopes.iter().any(|s| s == scope))
-    }
-
-    /// Expire every token holding exactly `scope` (a run's runner tokens, a pool's): their
-    /// records are removed, so the table does not grow with every run.
-    pub fn revoke_scope(&self, storage: &Storage, scope: &str) -> Result<usize, TokenError> {
-        self.remove_where(storage, |t| t.scopes.iter().any(|s| s == scope))
-    }
-
-    /// Remove the records of server-minted tokens (runner, pool) that `pred` picks.
-    pub fn remove_where(
+    pub async fn lookup_scoped(
         &self,
-        storage: &Storage,
-        pred: impl Fn(&TokenRecord) -> bool,
-    ) -> Result<usize, TokenError> {
-        self.write(storage, |t| {
-            t.records
-                .iter()
-                .filter(|r| server_minted(r) && pred(r))
-                .map(|r| TokenOp::Remove(r.id.clone()))
-                .collect()
-        })
+        token: &str,
+        scope: &str,
+    ) -> Result<Option<TokenRecord>, StateError> {
+        Ok(self
+            .lookup_token(token)
+            .await?
+            .filter(|r| r.scopes.iter().any(|s| s == scope)))
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StateError> {
+        Ok(self
+            .meta
+            .list_tokens()
+            .await?
+            .iter()
+            .map(token_info)
+            .collect())
+    }
+
+    /// Revoke by id: people's and services' tokens are kept, marked revoked; runner and pool
+    /// tokens are forgotten. `Ok(false)`: no such token.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, StateError> {
+        let Some(rec) = self
+            .meta
+            .list_tokens()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+        else {
+            return Ok(false);
+        };
+        if server_minted(&rec) {
+            self.meta.delete_token(id).await
+        } else {
+            self.meta.revoke_token(id).await
+        }
+    }
+
+    /// Forget the runner tokens of the run `ns/name` (it ended, or was never created).
+    pub async fn forget_run_tokens(&self, ns: &str, name: &str) -> Result<u64, StateError> {
+        self.meta.delete_run_tokens(&RunKey::new(ns, name)).await
+    }
+
+    /// Forget every server-minted token holding exactly `scope` (a pool's); how many.
+    pub async fn forget_scope(&self, scope: &str) -> Result<usize, StateError> {
+        let mut n = 0;
+        for r in self.meta.list_tokens().await? {
+            if server_minted(&r) && r.scopes.iter().any(|s| s == scope) {
+                n += usize::from(self.meta.delete_token(&r.id).await?);
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -398,7 +293,11 @@ impl FromRequestParts<ApiState> for Principal {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized)?;
-        let rec = state.tokens.lookup(token).ok_or(ApiError::Unauthorized)?;
+        let rec = state
+            .store
+            .lookup_token(token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         Ok(Principal {
             name: rec.principal,
             token_id: rec.id,

@@ -1,6 +1,7 @@
 //! The API's one error type: every handler returns `Result<_, ApiError>`, answered as JSON
-//! `{"error": "<code>", "message": "<text>"}` (403 adds `"scope"`). Internal failures (storage,
-//! Kubernetes) are logged here and answered without their detail.
+//! `{"error": "<code>", "message": "<text>"}` (403 adds `"scope"`; a 503 adds `"retryable":
+//! true`). Internal failures (state, Kubernetes) are logged here and answered without their
+//! detail; an outage of the state stores (`StateError::retryable`) is a 503 the client retries.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,7 @@ use sparkwing_api::wire::ErrorBody;
 
 use super::manifest::ManifestError;
 use super::runs::BackendError;
-use super::storage::StorageError;
+use sparkwing_state::StateError;
 
 /// What a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +49,8 @@ pub enum ApiError {
     Busy(String),
     #[error("{what} exceeds the limit of {limit} bytes")]
     PayloadTooLarge { what: &'static str, limit: u64 },
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    #[error("state: {0}")]
+    State(#[from] StateError),
     #[error("run backend: {0}")]
     Backend(#[from] BackendError),
     #[error("{0}")]
@@ -91,7 +92,15 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Backend(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::State(e) => match e {
+                _ if e.retryable() => StatusCode::SERVICE_UNAVAILABLE,
+                StateError::Invalid { .. } | StateError::HashMismatch { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                StateError::LogGap { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -113,16 +122,42 @@ impl ApiError {
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Busy(_) => "busy",
             ApiError::Backend(_) => "backend",
-            ApiError::Storage(_) | ApiError::Internal(_) => "internal",
+            ApiError::State(e) => match e {
+                _ if e.retryable() => "unavailable",
+                StateError::Invalid { .. } => "bad_request",
+                StateError::HashMismatch { .. } => "hash_mismatch",
+                StateError::LogGap { .. } => "log_gap",
+                _ => "internal",
+            },
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The same request may succeed later, unchanged: an outage of a store, a busy budget.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ApiError::Busy(_) => true,
+            ApiError::State(e) => e.retryable(),
+            _ => false,
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
-            ApiError::Storage(_) | ApiError::Internal(_) => {
+impl ApiError {
+    /// The answer's `message`: the error itself, or for internal failures a pointer to the log
+    /// (where they are written here, with their detail).
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::State(e) if e.retryable() => {
+                tracing::warn!(error = %self, "API request failed: a state store is unavailable");
+                "the API's state store is unavailable; retry".to_string()
+            }
+            ApiError::State(
+                StateError::Invalid { .. }
+                | StateError::HashMismatch { .. }
+                | StateError::LogGap { .. },
+            ) => self.to_string(),
+            ApiError::State(_) | ApiError::Internal(_) => {
                 tracing::error!(error = %self, "API request failed");
                 "internal error; see the operator's log".to_string()
             }
@@ -134,15 +169,25 @@ impl IntoResponse for ApiError {
                 "the Kubernetes API request failed; see the operator's log".to_string()
             }
             _ => self.to_string(),
-        };
-        let body = ErrorBody {
+        }
+    }
+
+    /// The JSON error body of this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
             error: self.code().to_string(),
-            message,
-            scope: match &self {
+            message: self.public_message(),
+            scope: match self {
                 ApiError::Forbidden { scope } => Some(scope.clone()),
                 _ => None,
             },
-        };
-        (status, Json(body)).into_response()
+            retryable: self.retryable(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
     }
 }

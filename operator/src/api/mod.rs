@@ -2,9 +2,10 @@
 //! live follow, the archive of finished runs, tokens, garbage collection, health and metrics.
 //! `docs/api.md` lists the endpoints.
 //!
-//! [`router`] builds the whole axum app from an [`ApiState`]: a [`Storage`] (files under the
-//! data directory), a [`TokenStore`], and a [`RunBackend`] ([`KubeRuns`] in the operator,
-//! [`MemoryRuns`] in tests). Handlers return `Result<_, ApiError>`; bodies are read through
+//! [`router`] builds the whole axum app from an [`ApiState`]: a [`Store`] (the metadata and
+//! content stores of `sparkwing-state`: SQLite and files under the data directory, or PostgreSQL
+//! and an object store shared by any number of replicas) and a [`RunBackend`] ([`KubeRuns`] in
+//! the operator, [`MemoryRuns`] in tests). Handlers return `Result<_, ApiError>`; bodies are read through
 //! [`read_body`] with a per-endpoint limit so an oversized body is a JSON 413.
 
 pub mod auth;
@@ -12,12 +13,15 @@ pub mod error;
 mod handlers;
 pub mod manifest;
 pub mod metrics;
+pub mod migrate;
 pub mod pipelines;
 pub mod runs;
 pub mod server;
-pub mod storage;
+pub mod store;
 pub mod webhook;
 
+#[cfg(test)]
+mod test_backend;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -35,13 +39,16 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::Notify;
 
-pub use auth::{Principal, Scope, TokenStore};
+pub use auth::{Principal, Scope};
 pub use error::ApiError;
 pub use manifest::{Manifest, ManifestLimits};
 pub use metrics::ApiMetrics;
 pub use pipelines::{KubePipelines, MemoryPipelines, PipelineBackend, Webhooks};
 pub use runs::{BackendError, KubeRuns, MemoryRuns, PodClaim, RunBackend};
-pub use storage::Storage;
+pub use store::Store;
+
+/// Default cap of one job's log: 256 MiB.
+pub const DEFAULT_LOG_CAP: u64 = 256 << 20;
 
 /// Request and storage limits.
 #[derive(Clone, Debug)]
@@ -71,7 +78,7 @@ impl Default for Limits {
             manifest_body: 32 << 20,
             blob_body: 64 << 20,
             log_body: 4 << 20,
-            log_job_bytes: storage::DEFAULT_LOG_CAP,
+            log_job_bytes: DEFAULT_LOG_CAP,
             blob_memory_budget: 256 << 20,
             manifest: ManifestLimits {
                 max_files: 100_000,
@@ -90,7 +97,8 @@ pub struct ApiConfig {
     pub default_namespace: String,
     /// Uploads and blobs younger than this survive garbage collection.
     pub gc_grace: Duration,
-    /// How often a log follower looks for new lines when not woken by an ingest.
+    /// How often a log follower looks for new lines when not woken by an ingest through this
+    /// replica.
     pub follow_poll: Duration,
     /// Interval of SSE keep-alive comments.
     pub keep_alive: Duration,
@@ -117,7 +125,9 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             default_namespace: "default".into(),
             gc_grace: Duration::from_secs(3600),
-            follow_poll: Duration::from_secs(1),
+            // A line ingested through another replica reaches a follower within this (a poll is
+            // one indexed query of the log index; the content store is read only for new lines).
+            follow_poll: Duration::from_millis(100),
             keep_alive: Duration::from_secs(15),
             token_sweep: Duration::from_secs(30),
             orphan_token_grace: Duration::from_secs(300),
@@ -133,7 +143,7 @@ impl Default for ApiConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiInitError {
     #[error(transparent)]
-    Storage(#[from] storage::StorageError),
+    State(#[from] sparkwing_state::StateError),
     #[error(transparent)]
     Tokens(#[from] auth::TokenError),
     #[error(
@@ -162,12 +172,13 @@ pub const MIN_BOOTSTRAP_TOKEN_LEN: usize = 24;
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
-    pub storage: Arc<Storage>,
-    pub tokens: Arc<TokenStore>,
+    /// Every byte and record the API keeps (no state of its own in the process).
+    pub store: Store,
     pub runs: Arc<dyn RunBackend>,
     pub metrics: Arc<ApiMetrics>,
     pub config: Arc<ApiConfig>,
-    /// Woken on every log ingest, for followers.
+    /// Woken on every log ingest through this replica, for its followers (a follower of a line
+    /// ingested elsewhere finds it at its next poll, `ApiConfig::follow_poll`).
     pub log_notify: Arc<Notify>,
     /// The push webhook's secret and Pipelines ([`ApiState::with_webhooks`]).
     pub webhooks: Arc<Webhooks>,
@@ -176,27 +187,31 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Open the data directory (creating its layout) and the token table.
-    pub fn open(
-        data_dir: impl Into<PathBuf>,
-        runs: Arc<dyn RunBackend>,
-        config: ApiConfig,
-    ) -> Result<Self, ApiInitError> {
-        let storage = Storage::open(data_dir)?.with_log_cap(config.limits.log_job_bytes);
-        let config_limits = config.limits.clone();
-        let tokens = TokenStore::open(&storage)?;
-        Ok(ApiState {
-            storage: Arc::new(storage),
-            tokens: Arc::new(tokens),
+    /// The API on `store`.
+    pub fn new(store: Store, runs: Arc<dyn RunBackend>, config: ApiConfig) -> Self {
+        let budget = config_budget_kib(&config.limits);
+        ApiState {
+            store,
             runs,
             metrics: Arc::new(ApiMetrics::default()),
             config: Arc::new(config),
             log_notify: Arc::new(Notify::new()),
             webhooks: Arc::new(Webhooks::default()),
-            blob_budget: Arc::new(tokio::sync::Semaphore::new(config_budget_kib(
-                &config_limits,
-            ))),
-        })
+            blob_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+        }
+    }
+
+    /// The API on the embedded stores under `data_dir`: SQLite at `<data_dir>/state.db`, files
+    /// in `<data_dir>` (what `--data-dir` alone gives).
+    pub async fn open(
+        data_dir: impl Into<PathBuf>,
+        runs: Arc<dyn RunBackend>,
+        config: ApiConfig,
+    ) -> Result<Self, ApiInitError> {
+        let dir = data_dir.into();
+        let url = dir.to_string_lossy().into_owned();
+        let store = Store::open(&url, &url).await?;
+        Ok(Self::new(store, runs, config))
     }
 
     /// The blob memory budget in KiB.
@@ -214,7 +229,10 @@ impl ApiState {
 
     /// Register the admin token in `path` (its content, trimmed), unless it is already known.
     /// A missing or empty file registers nothing.
-    pub fn bootstrap_admin_from_file(&self, path: &std::path::Path) -> Result<bool, ApiInitError> {
+    pub async fn bootstrap_admin_from_file(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<bool, ApiInitError> {
         let token = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -234,7 +252,7 @@ impl ApiState {
                 path: path.to_path_buf(),
             });
         }
-        Ok(self.tokens.ensure_bootstrap(&self.storage, token)?)
+        Ok(self.store.ensure_bootstrap(token).await?)
     }
 }
 
@@ -328,9 +346,9 @@ pub fn spawn_serving(
 /// Expire the runner tokens of runs that ended — finished, cancelled, timed out (any terminal
 /// phase) — or no longer exist (deleted; a token younger than `orphan_token_grace` is kept, as
 /// its run may be being created): their records are removed. One list of the runs per namespace,
-/// then one journal write. Returns how many were expired.
+/// then one delete per run. Returns how many were expired.
 pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
-    let records = st.tokens.records()?;
+    let records = st.store.meta.list_tokens().await?;
     let runner: Vec<_> = records
         .iter()
         .filter(|r| auth::server_minted(r))
@@ -354,24 +372,19 @@ pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
         }
     }
     let now = k8s_openapi::jiff::Timestamp::now();
-    let grace = st.config.orphan_token_grace;
-    let expired: std::collections::HashSet<String> = runner
+    let grace_ms = i64::try_from(st.config.orphan_token_grace.as_millis()).unwrap_or(i64::MAX);
+    let expired: std::collections::BTreeSet<(String, String)> = runner
         .into_iter()
         .filter(|(rec, run)| match live.get(run) {
             Some(terminal) => *terminal,
-            None => rec
-                .created
-                .parse::<k8s_openapi::jiff::Timestamp>()
-                .map(|c| now.duration_since(c).unsigned_abs() >= grace)
-                .unwrap_or(true),
+            None => now.as_millisecond().saturating_sub(rec.created_ms) >= grace_ms,
         })
-        .map(|(rec, _)| rec.id.clone())
+        .map(|(_, run)| run)
         .collect();
-    if expired.is_empty() {
-        return Ok(0);
+    let mut n = 0;
+    for (ns, name) in expired {
+        n += st.store.forget_run_tokens(&ns, &name).await? as usize;
     }
-    let (storage, tokens) = (st.storage.clone(), st.tokens.clone());
-    let n = blocking(move || tokens.remove_where(&storage, |r| expired.contains(&r.id))).await?;
     if n > 0 {
         tracing::info!(tokens = n, "expired the runner tokens of runs that ended");
     }

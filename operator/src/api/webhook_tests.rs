@@ -1,5 +1,5 @@
 //! Router tests of `POST /webhooks/github`: `oneshot` requests with [`MemoryRuns`],
-//! [`MemoryPipelines`] and a temp data dir.
+//! [`MemoryPipelines`] and the test stores (embedded, or PostgreSQL + S3).
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use sparkwing_crds::pipeline::{
 use sparkwing_crds::pipeline_run::{GitSource, Source, TriggerVia};
 use tower::ServiceExt;
 
+use super::test_backend::TestStore;
 use super::webhook::signature_header;
 use super::*;
 
@@ -23,7 +24,7 @@ const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
 struct Fx {
     st: ApiState,
     runs: Arc<MemoryRuns>,
-    _dir: tempfile::TempDir,
+    stores: TestStore,
 }
 
 fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
@@ -46,21 +47,16 @@ fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
     p
 }
 
-fn fx(secret: Option<&[u8]>) -> Fx {
-    let dir = tempfile::tempdir().unwrap();
+async fn fx(secret: Option<&[u8]>) -> Fx {
+    let stores = TestStore::new().await;
     let runs = Arc::new(MemoryRuns::new());
     let pipelines = Arc::new(MemoryPipelines::new(vec![
         pipeline("app", &["main", "release/*"]),
         pipeline("app-nightly", &["nightly"]),
     ]));
-    let st = ApiState::open(dir.path(), runs.clone(), ApiConfig::default())
-        .unwrap()
+    let st = ApiState::new(stores.store.clone(), runs.clone(), ApiConfig::default())
         .with_webhooks(Webhooks::new(secret.map(<[u8]>::to_vec), pipelines));
-    Fx {
-        st,
-        runs,
-        _dir: dir,
-    }
+    Fx { st, runs, stores }
 }
 
 fn push_body(git_ref: &str, deleted: bool) -> Vec<u8> {
@@ -136,7 +132,7 @@ impl Fx {
 
 #[tokio::test]
 async fn a_signed_push_creates_a_run_and_a_redelivery_creates_nothing() {
-    let f = fx(Some(SECRET));
+    let f = fx(Some(SECRET)).await;
     let r = f
         .signed("push", "d-1", push_body("refs/heads/main", false))
         .await;
@@ -206,29 +202,25 @@ async fn a_signed_push_creates_a_run_and_a_redelivery_creates_nothing() {
 
 #[tokio::test]
 async fn the_delivery_record_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let runs = Arc::new(MemoryRuns::new());
-    let open = || {
-        ApiState::open(dir.path(), runs.clone(), ApiConfig::default())
-            .unwrap()
-            .with_webhooks(Webhooks::new(
-                Some(SECRET.to_vec()),
-                Arc::new(MemoryPipelines::new(vec![pipeline("app", &["main"])])),
-            ))
-    };
-    let f = Fx {
-        st: open(),
-        runs: runs.clone(),
-        _dir: tempfile::tempdir().unwrap(),
-    };
-    let r = f
+    let first = fx(Some(SECRET)).await;
+    let r = first
         .signed("push", "d-9", push_body("refs/heads/main", false))
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
+    // A new API process (or another replica) on the same stores and runs.
+    let st = ApiState::new(
+        first.stores.reopen().await,
+        first.runs.clone(),
+        ApiConfig::default(),
+    )
+    .with_webhooks(Webhooks::new(
+        Some(SECRET.to_vec()),
+        Arc::new(MemoryPipelines::new(vec![pipeline("app", &["main"])])),
+    ));
     let g = Fx {
-        st: open(),
-        runs: runs.clone(),
-        _dir: tempfile::tempdir().unwrap(),
+        st,
+        runs: first.runs.clone(),
+        stores: TestStore::new().await,
     };
     let again = g
         .signed("push", "d-9", push_body("refs/heads/main", false))
@@ -240,7 +232,7 @@ async fn the_delivery_record_survives_a_restart() {
 
 #[tokio::test]
 async fn signatures_are_checked_before_anything_else() {
-    let f = fx(Some(SECRET));
+    let f = fx(Some(SECRET)).await;
     let body = push_body("refs/heads/main", false);
     // Missing, wrong secret, other body, malformed: 401, nothing created.
     for sig in [
@@ -265,7 +257,7 @@ async fn signatures_are_checked_before_anything_else() {
 
 #[tokio::test]
 async fn without_a_secret_every_delivery_is_a_500_saying_how_to_configure_it() {
-    let f = fx(None);
+    let f = fx(None).await;
     let body = push_body("refs/heads/main", false);
     for sig in [None, Some(signature_header(SECRET, &body))] {
         let r = f.deliver("push", "d-1", body.clone(), sig).await;
@@ -279,7 +271,7 @@ async fn without_a_secret_every_delivery_is_a_500_saying_how_to_configure_it() {
 
 #[tokio::test]
 async fn ping_ignored_pushes_malformed_payloads_and_big_bodies() {
-    let f = fx(Some(SECRET));
+    let f = fx(Some(SECRET)).await;
     let r = f
         .signed(
             "ping",
@@ -350,7 +342,7 @@ async fn ping_ignored_pushes_malformed_payloads_and_big_bodies() {
 
 #[tokio::test]
 async fn a_push_delivered_again_after_the_window_is_a_new_run() {
-    let mut f = fx(Some(SECRET));
+    let mut f = fx(Some(SECRET)).await;
     let mut config = (*f.st.config).clone();
     config.push_replay_window = std::time::Duration::ZERO;
     f.st.config = Arc::new(config);
@@ -368,7 +360,7 @@ async fn a_push_delivered_again_after_the_window_is_a_new_run() {
     );
     assert_eq!(f.run_count().await, 2);
     // Another branch at the same commit is another push.
-    let f = fx(Some(SECRET));
+    let f = fx(Some(SECRET)).await;
     f.signed("push", "b-1", push_body("refs/heads/main", false))
         .await;
     let other = f

@@ -53,7 +53,7 @@ pub struct Context {
     /// [`Context::written_status`]).
     written: Mutex<HashMap<String, (String, RunStatus)>>,
     /// Where finished runs are archived before their TTL deletion (the in-process API's storage).
-    pub archive: Option<Arc<crate::api::Storage>>,
+    pub archive: Option<crate::api::Store>,
     /// Where pool tokens are minted (the in-process API), `None` without an API.
     pub pool_tokens: Option<crate::pool_token::PoolTokens>,
 }
@@ -81,8 +81,8 @@ impl Context {
 
     /// Archive finished runs in `storage` before deleting them.
     #[must_use]
-    pub fn with_archive(mut self, storage: Option<Arc<crate::api::Storage>>) -> Self {
-        self.archive = storage;
+    pub fn with_archive(mut self, store: Option<crate::api::Store>) -> Self {
+        self.archive = store;
         self
     }
 

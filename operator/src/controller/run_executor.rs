@@ -326,26 +326,11 @@ impl Executor for KubeExecutor<'_> {
 
     async fn delete_run(&self, _run: &str) -> Result<()> {
         // The API's history outlives the object: archive first, and keep the run if that fails.
-        if let Some(storage) = self.ctx.archive.clone() {
-            let run = self.run.clone();
-            let (ns, name) = (self.namespace.clone(), self.name.clone());
-            let archive_error = |message: String| Error::Archive {
+        if let Some(store) = self.ctx.archive.clone() {
+            store.archive(self.run).await.map_err(|e| Error::Archive {
                 run: format!("{}/{}", self.namespace, self.name),
-                message,
-            };
-            tokio::task::spawn_blocking(move || {
-                storage.write_archive(
-                    &ns,
-                    &name,
-                    &crate::api::storage::ArchivedRun {
-                        archived_at: crate::api::auth::now_rfc3339(),
-                        run,
-                    },
-                )
-            })
-            .await
-            .map_err(|e| archive_error(e.to_string()))?
-            .map_err(|e| archive_error(e.to_string()))?;
+                message: e.to_string(),
+            })?;
             tracing::debug!(run = %self.name, "archived before deletion");
         }
         let runs: Api<PipelineRun> = Api::namespaced(self.ctx.client.clone(), &self.namespace);

@@ -1,7 +1,7 @@
 //! Tokens, garbage collection, identity, readiness and metrics.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -9,13 +9,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use sparkwing_api::wire::{
-    CreateTokenRequest, CreatedToken, GcReport, GcRequest, TokenInfo, TokenList, WhoAmI,
+    CreateTokenRequest, CreatedToken, GcReport, GcRequest, TokenList, WhoAmI,
 };
 use sparkwing_crds::pipeline_run::Source;
 
-use crate::api::auth::{Principal, Scope, GRANTABLE_SCOPES};
+use crate::api::auth::{token_info, Principal, Scope, GRANTABLE_SCOPES};
 use crate::api::runs::is_terminal;
-use crate::api::{blocking, read_json, ApiError, ApiMetrics, ApiState};
+use crate::api::{read_json, ApiError, ApiMetrics, ApiState};
 
 pub async fn whoami(p: Principal) -> Json<WhoAmI> {
     Json(WhoAmI {
@@ -55,15 +55,13 @@ pub async fn create_token(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let storage = st.storage.clone();
-    let tokens = st.tokens.clone();
-    let (token, rec) = blocking(move || tokens.create(&storage, &principal, scopes, None)).await?;
+    let (token, rec) = st.store.create_token(&principal, scopes, None).await?;
     tracing::info!(id = %rec.id, principal = %rec.principal, by = %p.name, "token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
             token,
-            info: TokenInfo::from(&rec),
+            info: token_info(&rec),
         }),
     ))
 }
@@ -74,7 +72,7 @@ pub async fn list_tokens(
 ) -> Result<Json<TokenList>, ApiError> {
     p.require(Scope::Admin)?;
     Ok(Json(TokenList {
-        tokens: st.tokens.list()?,
+        tokens: st.store.list_tokens().await?,
     }))
 }
 
@@ -84,10 +82,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require(Scope::Admin)?;
-    let storage = st.storage.clone();
-    let tokens = st.tokens.clone();
-    let i = id.clone();
-    if blocking(move || tokens.revoke(&storage, &i)).await? {
+    if st.store.revoke_token(&id).await? {
         tracing::info!(%id, by = %p.name, "token revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -124,22 +119,21 @@ pub async fn gc(
             _ => None,
         })
         .collect();
-    let storage = st.storage.clone();
-    let report = blocking(move || storage.gc(&keep, grace, SystemTime::now())).await?;
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let report = st.store.gc(&keep, grace, now).await?;
     ApiMetrics::add(&st.metrics.gc_blobs_deleted, report.blobs_deleted);
     tracing::info!(?report, by = %p.name, "garbage collected");
     Ok(Json(report))
 }
 
 pub async fn readyz(State(st): State<ApiState>) -> impl IntoResponse {
-    let storage = st.storage.clone();
-    match blocking(move || storage.check()).await {
+    match st.store.check().await {
         Ok(()) => (StatusCode::OK, "ready\n"),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the data directory is not writable\n",
+                "the API's state stores do not answer\n",
             )
         }
     }

@@ -1,6 +1,6 @@
 //! Log ingest from runners (sequence-numbered, idempotent) and reading/following logs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -12,27 +12,49 @@ use futures::Stream;
 use serde::Deserialize;
 use sparkwing_api::wire::{LogLine, LogPage};
 
+use sparkwing_api::wire::{IngestReport, LogRecord};
+use sparkwing_state::{LogKey, StateError};
+
 use crate::api::auth::{Principal, Scope};
 use crate::api::runs::is_terminal;
-use crate::api::storage::{IngestError, IngestReport, LogRange, LogRecord};
-use crate::api::{
-    blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
-};
-
-impl From<IngestError> for ApiError {
-    fn from(e: IngestError) -> Self {
-        match e {
-            IngestError::Gap { job, expected, got } => ApiError::LogGap { job, expected, got },
-            IngestError::Storage(s) => ApiError::Storage(s),
-        }
-    }
-}
+use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState};
 
 fn check_run(ns: &str, name: &str) -> Result<(), ApiError> {
     check_object_name("namespace", ns)?;
     check_object_name("run name", name)
 }
 
+fn stored_stream(s: sparkwing_api::wire::LogStream) -> sparkwing_state::LogStream {
+    match s {
+        sparkwing_api::wire::LogStream::Stdout => sparkwing_state::LogStream::Stdout,
+        sparkwing_api::wire::LogStream::Stderr => sparkwing_state::LogStream::Stderr,
+    }
+}
+
+/// A stored line as the API answers it.
+fn record(l: sparkwing_state::LogLine) -> LogRecord {
+    LogRecord {
+        seq: l.seq,
+        ts: l.ts,
+        stream: match l.stream {
+            sparkwing_state::LogStream::Stdout => sparkwing_api::wire::LogStream::Stdout,
+            sparkwing_state::LogStream::Stderr => sparkwing_api::wire::LogStream::Stderr,
+        },
+        line: l.line,
+    }
+}
+
+/// The state layer's gap as the API's 409.
+fn gap(e: StateError) -> ApiError {
+    match e {
+        StateError::LogGap { job, expected, got } => ApiError::LogGap { job, expected, got },
+        other => ApiError::State(other),
+    }
+}
+
+/// Take a batch: per job, through the state layer's ingest (append, then the log index, under
+/// the job's cap). Every job's seqs are checked against its stored log first, so a gap in any
+/// job refuses the whole batch before anything of it is stored.
 pub async fn ingest(
     State(st): State<ApiState>,
     p: Principal,
@@ -42,7 +64,7 @@ pub async fn ingest(
     check_run(&ns, &name)?;
     p.require(Scope::run(&ns, &name))?;
     let batch: Vec<LogLine> = read_json(body, st.config.limits.log_body, "log batch").await?;
-    let mut records = Vec::with_capacity(batch.len());
+    let mut by_job: BTreeMap<String, Vec<sparkwing_state::LogLine>> = BTreeMap::new();
     for l in batch {
         check_job_name(&l.job)?;
         if l.seq == 0 {
@@ -51,18 +73,60 @@ pub async fn ingest(
                 l.job
             )));
         }
-        records.push((
-            l.job,
-            LogRecord {
+        by_job
+            .entry(l.job)
+            .or_default()
+            .push(sparkwing_state::LogLine {
                 seq: l.seq,
                 ts: l.ts,
-                stream: l.stream,
+                stream: stored_stream(l.stream),
                 line: l.line,
-            },
-        ));
+                truncated: false,
+            });
     }
-    let storage = st.storage.clone();
-    let report = blocking(move || storage.append_logs(&ns, &name, records)).await?;
+    for (job, lines) in by_job.iter_mut() {
+        lines.sort_by_key(|l| l.seq);
+        let key = LogKey::new(&ns, &name, job);
+        let capped = st
+            .store
+            .meta
+            .log_index(&key)
+            .await?
+            .is_some_and(|i| i.capped);
+        if capped {
+            continue;
+        }
+        let mut expected = st.store.content.log_last_seq(&key).await? + 1;
+        for l in lines.iter() {
+            if l.seq < expected {
+                continue;
+            }
+            if l.seq != expected {
+                return Err(ApiError::LogGap {
+                    job: job.clone(),
+                    expected,
+                    got: l.seq,
+                });
+            }
+            expected += 1;
+        }
+    }
+    let mut report = IngestReport::default();
+    for (job, lines) in by_job {
+        let key = LogKey::new(&ns, &name, &job);
+        let r = sparkwing_state::ingest(
+            st.store.meta.as_ref(),
+            st.store.content.as_ref(),
+            &key,
+            lines,
+            st.config.limits.log_job_bytes,
+        )
+        .await
+        .map_err(gap)?;
+        report.accepted += r.accepted;
+        report.duplicates += r.duplicates;
+        report.dropped += r.dropped;
+    }
     if report.accepted > 0 {
         ApiMetrics::add(&st.metrics.log_lines, report.accepted);
         st.log_notify.notify_waiters();
@@ -90,6 +154,37 @@ pub const MAX_LOG_PAGE_BYTES: usize = 4 << 20;
 /// Lines a follower reads at a time.
 const FOLLOW_PAGE_LINES: usize = 1_000;
 
+/// One page of a job's log after `after`: at most `limit` lines and about `max_bytes` of them;
+/// `more` when lines follow.
+async fn read_page(
+    st: &ApiState,
+    key: &LogKey,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<LogRecord>, bool), ApiError> {
+    // One line past the page says whether more follow.
+    let mut lines = st
+        .store
+        .content
+        .read_log_after(key, after, limit + 1)
+        .await?;
+    let mut more = lines.len() > limit;
+    lines.truncate(limit);
+    let mut bytes = 0usize;
+    let mut keep = lines.len();
+    for (i, l) in lines.iter().enumerate() {
+        if bytes >= max_bytes {
+            keep = i;
+            more = true;
+            break;
+        }
+        bytes += l.line.len() + l.ts.len() + 64;
+    }
+    lines.truncate(keep);
+    Ok((lines.into_iter().map(record).collect(), more))
+}
+
 pub async fn read(
     State(st): State<ApiState>,
     p: Principal,
@@ -98,10 +193,13 @@ pub async fn read(
 ) -> Result<Json<LogPage>, ApiError> {
     check_run(&ns, &name)?;
     p.require_read_run(&ns, &name)?;
-    let storage = st.storage.clone();
     match q.job {
         None => {
-            let jobs = blocking(move || storage.log_jobs(&ns, &name)).await?;
+            let jobs = st
+                .store
+                .meta
+                .log_jobs(&sparkwing_state::RunKey::new(&ns, &name))
+                .await?;
             Ok(Json(LogPage::Jobs { jobs }))
         }
         Some(job) => {
@@ -116,22 +214,9 @@ pub async fn read(
                     )))
                 }
             };
-            let j = job.clone();
-            let page = blocking(move || {
-                let range = LogRange {
-                    after,
-                    offset: None,
-                    max_lines: limit,
-                    max_bytes: MAX_LOG_PAGE_BYTES,
-                };
-                storage.read_log_page(&ns, &name, &j, range)
-            })
-            .await?;
-            Ok(Json(LogPage::Lines {
-                job,
-                lines: page.lines,
-                more: page.more,
-            }))
+            let key = LogKey::new(&ns, &name, &job);
+            let (lines, more) = read_page(&st, &key, after, limit, MAX_LOG_PAGE_BYTES).await?;
+            Ok(Json(LogPage::Lines { job, lines, more }))
         }
     }
 }
@@ -151,13 +236,17 @@ struct Follow {
     ns: String,
     name: String,
     job: String,
+    /// The last seq sent: reads continue after it (by seq, on any replica).
     after: u64,
-    /// Where the next read starts (`None`: the first, found through the log's index).
-    offset: Option<u64>,
     queue: VecDeque<Event>,
     draining: bool,
     done: bool,
+    /// When the run was last looked up (a Kubernetes read: at most every [`RUN_CHECK`]).
+    run_checked: Option<tokio::time::Instant>,
 }
+
+/// How often a follower waiting for lines asks whether the run is over.
+const RUN_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Follow {
     async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
@@ -168,28 +257,30 @@ impl Follow {
             if self.done {
                 return None;
             }
-            let storage = self.st.storage.clone();
-            let (ns, name, job, offset) = (
-                self.ns.clone(),
-                self.name.clone(),
-                self.job.clone(),
-                self.offset,
-            );
-            let after = self.after;
-            match blocking(move || {
-                let range = LogRange {
-                    after,
-                    offset,
-                    max_lines: FOLLOW_PAGE_LINES,
-                    max_bytes: MAX_LOG_PAGE_BYTES,
+            let key = LogKey::new(&self.ns, &self.name, &self.job);
+            // The log index (one indexed query) says whether any line follows `after`: the
+            // content store is read only then, however often a follower polls.
+            let fresh = self.draining
+                || match self.st.store.meta.log_index(&key).await {
+                    Ok(Some(index)) => index.next_seq.saturating_sub(1) > self.after,
+                    // No index (a log written before it existed), or no answer: read.
+                    Ok(None) | Err(_) => true,
                 };
-                storage.read_log_page(&ns, &name, &job, range)
-            })
-            .await
-            {
-                Ok(page) => {
-                    self.offset = Some(page.offset);
-                    for l in page.lines {
+            let page = if fresh {
+                read_page(
+                    &self.st,
+                    &key,
+                    self.after,
+                    FOLLOW_PAGE_LINES,
+                    MAX_LOG_PAGE_BYTES,
+                )
+                .await
+            } else {
+                Ok((Vec::new(), false))
+            };
+            match page {
+                Ok((lines, _)) => {
+                    for l in lines {
                         if l.seq <= self.after {
                             continue;
                         }
@@ -219,7 +310,11 @@ impl Follow {
                 self.done = true;
                 continue;
             }
-            if run_over(&self.st, &self.ns, &self.name).await {
+            let check = self.run_checked.is_none_or(|at| at.elapsed() >= RUN_CHECK);
+            if check {
+                self.run_checked = Some(tokio::time::Instant::now());
+            }
+            if check && run_over(&self.st, &self.ns, &self.name).await {
                 // One more read for lines written before the run ended.
                 self.draining = true;
                 continue;
@@ -256,11 +351,8 @@ pub async fn follow(
         ),
     };
     let after = last_event_id.or(q.after).unwrap_or(0);
-    let exists = st.runs.get(&ns, &name).await?.is_some() || {
-        let storage = st.storage.clone();
-        let (ns, name) = (ns.clone(), name.clone());
-        blocking(move || Ok::<_, ApiError>(storage.is_archived(&ns, &name))).await?
-    };
+    let exists =
+        st.runs.get(&ns, &name).await?.is_some() || st.store.archived(&ns, &name).await?.is_some();
     if !exists {
         return Err(ApiError::NotFound(format!("run {ns}/{name} not found")));
     }
@@ -271,10 +363,10 @@ pub async fn follow(
         name,
         job,
         after,
-        offset: None,
         queue: VecDeque::new(),
         draining: false,
         done: false,
+        run_checked: None,
     };
     let stream = futures::stream::unfold(state, Follow::next_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))

@@ -9,19 +9,30 @@
 //! 3. Trigger a run with `source.upload.id`; the trigger refuses an upload that still lacks blobs.
 
 use std::io::{BufRead as _, Read};
+use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use flate2::read::GzDecoder;
+use sha2::{Digest, Sha256};
 use sparkwing_api::wire::{BlobAnswer, BlobBatchAnswer, UploadAnswer};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::manifest::{is_sha256_hex, Manifest};
-use crate::api::storage::{BlobTemp, Storage};
-use crate::api::{blocking, read_body, read_json, ApiError, ApiMetrics, ApiState};
+use crate::api::store::UploadCheck;
+use crate::api::{read_body, read_json, ApiError, ApiMetrics, ApiState};
+
+/// The blobs of `manifest` not stored yet; a 400 when a stored blob's size is not the one its
+/// file declares (it would only fail later, on the runner).
+pub async fn missing_blobs(st: &ApiState, manifest: &Manifest) -> Result<Vec<String>, ApiError> {
+    match st.store.check_upload(manifest).await? {
+        UploadCheck::SizeMismatch(m) => Err(ApiError::size_mismatch(m)),
+        UploadCheck::Missing(missing) => Ok(missing),
+    }
+}
 
 pub async fn create_upload(
     State(st): State<ApiState>,
@@ -33,24 +44,16 @@ pub async fn create_upload(
     manifest.validate(&st.config.limits.manifest)?;
     let manifest = manifest.canonical();
     let id = manifest.id();
-    let storage = st.storage.clone();
-    let view = blocking(move || {
-        // A size the stored blob contradicts would only fail later, on the runner.
-        if let Some(m) = storage.size_mismatch(&manifest) {
-            return Err(ApiError::size_mismatch(m));
-        }
-        storage.put_upload(&id, &manifest)?;
-        Ok::<_, ApiError>(UploadAnswer {
-            missing: storage.missing_blobs(&manifest),
-            files: manifest.files.len(),
-            total_size: manifest.total_size(),
-            id,
-            manifest: None,
-        })
-    })
-    .await?;
+    let missing = missing_blobs(&st, &manifest).await?;
+    st.store.put_upload(&id, &manifest).await?;
     ApiMetrics::add(&st.metrics.uploads, 1);
-    Ok(Json(view))
+    Ok(Json(UploadAnswer {
+        missing,
+        files: manifest.files.len(),
+        total_size: manifest.total_size(),
+        id,
+        manifest: None,
+    }))
 }
 
 /// Uploaders may read any upload; a runner only its own run's (bound to its token when it was
@@ -62,13 +65,11 @@ fn authorize_upload(p: &Principal, id: &str) -> Result<(), ApiError> {
     Err(ApiError::forbidden(Scope::RunsTrigger))
 }
 
-async fn load_upload(st: &ApiState, id: String) -> Result<Manifest, ApiError> {
-    let storage = st.storage.clone();
-    let found = blocking(move || storage.get_upload(&id).map(|m| (m, id))).await?;
-    match found {
-        (Some(m), _) => Ok(m),
-        (None, id) => Err(ApiError::NotFound(format!("upload {id} not found"))),
-    }
+async fn load_upload(st: &ApiState, id: &str) -> Result<Manifest, ApiError> {
+    st.store
+        .get_upload(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("upload {id} not found")))
 }
 
 pub async fn get_upload(
@@ -77,19 +78,14 @@ pub async fn get_upload(
     Path(id): Path<String>,
 ) -> Result<Json<UploadAnswer>, ApiError> {
     authorize_upload(&p, &id)?;
-    let manifest = load_upload(&st, id.clone()).await?;
-    let storage = st.storage.clone();
-    let view = blocking(move || {
-        Ok::<_, ApiError>(UploadAnswer {
-            missing: storage.missing_blobs(&manifest),
-            files: manifest.files.len(),
-            total_size: manifest.total_size(),
-            id,
-            manifest: Some(manifest),
-        })
-    })
-    .await?;
-    Ok(Json(view))
+    let manifest = load_upload(&st, &id).await?;
+    Ok(Json(UploadAnswer {
+        missing: missing_blobs(&st, &manifest).await?,
+        files: manifest.files.len(),
+        total_size: manifest.total_size(),
+        id,
+        manifest: Some(manifest),
+    }))
 }
 
 pub async fn get_blob(
@@ -98,15 +94,17 @@ pub async fn get_blob(
     Path((id, sha)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize_upload(&p, &id)?;
-    let manifest = load_upload(&st, id.clone()).await?;
+    let manifest = load_upload(&st, &id).await?;
     if !manifest.blobs().contains(sha.as_str()) {
         return Err(ApiError::NotFound(format!("upload {id} has no blob {sha}")));
     }
-    let storage = st.storage.clone();
-    let content = blocking(move || storage.read_blob(&sha).map(|b| (b, sha))).await?;
-    match content {
-        (Some(bytes), _) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes)),
-        (None, sha) => Err(ApiError::NotFound(format!(
+    match st.store.content.get_blob(&sha).await? {
+        // Streamed: a blob is never held in memory whole.
+        Some(stream) => Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from_stream(stream),
+        )),
+        None => Err(ApiError::NotFound(format!(
             "blob {sha} is not stored (garbage-collected, or never sent)"
         ))),
     }
@@ -119,27 +117,73 @@ fn not_gzip(e: std::io::Error) -> ApiError {
     ApiError::BadRequest(format!("blob body is not valid gzip: {e}"))
 }
 
-/// Decompress a gzip stream into a temp blob, hashing as it goes: at most `limit` bytes of
-/// output, never more than a chunk of it in memory.
-fn gunzip_to_blob(storage: &Storage, compressed: &[u8], limit: u64) -> Result<BlobTemp, ApiError> {
+/// A decompressing reader over a request body, shared between the blobs of a batch as each is
+/// streamed to the content store in turn.
+type Decoder = Arc<Mutex<std::io::BufReader<GzDecoder<std::io::Cursor<Bytes>>>>>;
+
+fn decoder(compressed: Bytes) -> Decoder {
+    Arc::new(Mutex::new(std::io::BufReader::with_capacity(
+        CHUNK,
+        GzDecoder::new(std::io::Cursor::new(compressed)),
+    )))
+}
+
+/// Read up to a chunk (at most `left` bytes) from `d`.
+fn read_chunk(d: &Decoder, left: u64) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX))];
+    let n = d.lock().unwrap_or_else(|p| p.into_inner()).read(&mut buf)?;
+    buf.truncate(n);
+    Ok(Bytes::from(buf))
+}
+
+/// The next `size` bytes of `d` as a blob body. Only called after the same bytes were checked
+/// (see [`put_blob`]), so a short read is an IO error, not the client's.
+fn frame_body(d: Decoder, size: u64) -> sparkwing_state::ByteStream {
+    Box::pin(futures::stream::unfold((d, size), |(d, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        // Decompression is CPU work on memory: a chunk at a time, it does not hold the thread.
+        match read_chunk(&d, left) {
+            Ok(b) if b.is_empty() => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the stream ends inside the blob",
+                )),
+                (d, 0),
+            )),
+            Ok(b) => {
+                let rest = left - b.len() as u64;
+                Some((Ok(b), (d, rest)))
+            }
+            Err(e) => Some((Err(e), (d, 0))),
+        }
+    }))
+}
+
+/// Decompress a gzip body, hashing it: its sha256 and size, at most `limit` bytes of output
+/// (never more than a chunk of it in memory). Nothing is stored: this is the check before the
+/// store is written.
+fn gunzip_digest(compressed: &[u8], limit: u64) -> Result<(String, u64), ApiError> {
     let mut decoder = GzDecoder::new(compressed);
-    let mut tmp = storage.blob_temp()?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = decoder.read(&mut buf).map_err(not_gzip)?;
         if n == 0 {
-            return Ok(tmp);
+            return Ok((hex::encode(hasher.finalize()), size));
         }
-        if tmp.size() + n as u64 > limit {
+        if size + n as u64 > limit {
             return Err(ApiError::PayloadTooLarge {
                 what: "decompressed blob",
                 limit,
             });
         }
-        tmp.write(&buf[..n])?;
+        size += n as u64;
+        hasher.update(&buf[..n]);
     }
 }
-
 /// The memory a blob request may hold (its compressed body), from the global budget
 /// (`Limits::blob_memory_budget`): waits while other uploads hold it, up to
 /// [`BUDGET_WAIT`], then 503.
@@ -185,26 +229,31 @@ pub async fn put_blob(
     let _memory = reserve_memory(&st, &headers, st.config.limits.blob_body).await?;
     let compressed = read_body(body, st.config.limits.blob_body, "compressed blob").await?;
     let limit = st.config.limits.manifest.max_file_size;
-    let storage = st.storage.clone();
-    let view = blocking(move || {
-        let tmp = gunzip_to_blob(&storage, &compressed, limit)?;
-        drop(compressed);
-        let actual = tmp.sha256_hex();
-        if actual != sha {
-            return Err(ApiError::HashMismatch {
-                expected: sha,
-                actual,
-            });
-        }
-        let size = tmp.size();
-        let created = storage.commit_blobs(vec![(sha.clone(), tmp)])?[0];
-        Ok(BlobAnswer {
-            sha256: sha,
-            size,
-            created,
-        })
-    })
-    .await?;
+    // Two passes over the (bounded, in memory) compressed body: the first checks the content's
+    // size and hash without storing anything, the second streams it to the content store, so a
+    // wrong or oversized body never reaches the store and a blob is never held whole.
+    let body = compressed.clone();
+    let (actual, size) = tokio::task::spawn_blocking(move || gunzip_digest(&body, limit))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decompressing a blob: {e}")))??;
+    if actual != sha {
+        return Err(ApiError::HashMismatch {
+            expected: sha,
+            actual,
+        });
+    }
+    let created = !st.store.content.blob_exists(&sha).await?;
+    if created {
+        st.store
+            .content
+            .put_blob(&sha, frame_body(decoder(compressed), size))
+            .await?;
+    }
+    let view = BlobAnswer {
+        sha256: sha,
+        size,
+        created,
+    };
     if view.created {
         ApiMetrics::add(&st.metrics.blobs_written, 1);
         ApiMetrics::add(&st.metrics.blob_bytes, view.size);
@@ -217,14 +266,10 @@ pub async fn put_blob(
     Ok((status, Json(view)))
 }
 
-/// Read a batch stream frame by frame into temp blobs, each hashed as it streams and checked
-/// against its header; at most `limit` bytes of content in all. Nothing is stored here (the
-/// caller commits the temp blobs once every frame is checked).
-fn receive_batch(
-    storage: &Storage,
-    compressed: &[u8],
-    limit: u64,
-) -> Result<Vec<(String, BlobTemp)>, ApiError> {
+/// Check a batch stream frame by frame: each frame's content hashed as it streams and checked
+/// against its header, at most `limit` bytes of content in all. Nothing is stored here; the
+/// frames' `(sha256, size)`, in order.
+fn check_batch(compressed: &[u8], limit: u64) -> Result<Vec<(String, u64)>, ApiError> {
     let mut reader = std::io::BufReader::with_capacity(CHUNK, GzDecoder::new(compressed));
     let mut out = Vec::new();
     let mut total = 0u64;
@@ -232,27 +277,9 @@ fn receive_batch(
     loop {
         let frame = out.len() + 1;
         let bad = |why: &str| ApiError::BadRequest(format!("blob batch, frame {frame}: {why}"));
-        let mut header = Vec::with_capacity(64 + 1 + 20 + 1);
-        (&mut reader)
-            .take(64 + 1 + 20 + 1)
-            .read_until(b'\n', &mut header)
-            .map_err(not_gzip)?;
-        if header.is_empty() {
+        let Some((sha, size)) = read_frame_header(&mut reader, frame)? else {
             return Ok(out);
-        }
-        if header.pop() != Some(b'\n') {
-            return Err(bad("expected a `<sha256> <size>` header line"));
-        }
-        let header = std::str::from_utf8(&header).map_err(|_| bad("header is not UTF-8"))?;
-        let (sha, size) = header
-            .split_once(' ')
-            .ok_or_else(|| bad("expected a `<sha256> <size>` header line"))?;
-        if !is_sha256_hex(sha) {
-            return Err(bad("the sha256 must be 64 lowercase hex digits"));
-        }
-        let size: u64 = size
-            .parse()
-            .map_err(|_| bad("the size must be a decimal number of bytes"))?;
+        };
         if total + size > limit {
             return Err(ApiError::PayloadTooLarge {
                 what: "decompressed blob batch",
@@ -260,7 +287,7 @@ fn receive_batch(
             });
         }
         total += size;
-        let mut tmp = storage.blob_temp()?;
+        let mut hasher = Sha256::new();
         let mut left = size;
         while left > 0 {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -268,18 +295,62 @@ fn receive_batch(
             if n == 0 {
                 return Err(bad("the stream ends inside the blob"));
             }
-            tmp.write(&buf[..n])?;
+            hasher.update(&buf[..n]);
             left -= n as u64;
         }
-        let actual = tmp.sha256_hex();
+        let actual = hex::encode(hasher.finalize());
         if actual != sha {
             return Err(ApiError::HashMismatch {
-                expected: sha.to_string(),
+                expected: sha,
                 actual,
             });
         }
-        out.push((sha.to_string(), tmp));
+        out.push((sha, size));
     }
+}
+
+/// A frame's `<sha256> <size>\n` header; `None` at the end of the stream.
+fn read_frame_header(
+    reader: &mut impl std::io::BufRead,
+    frame: usize,
+) -> Result<Option<(String, u64)>, ApiError> {
+    let bad = |why: &str| ApiError::BadRequest(format!("blob batch, frame {frame}: {why}"));
+    let mut header = Vec::with_capacity(64 + 1 + 20 + 1);
+    reader
+        .take(64 + 1 + 20 + 1)
+        .read_until(b'\n', &mut header)
+        .map_err(not_gzip)?;
+    if header.is_empty() {
+        return Ok(None);
+    }
+    if header.pop() != Some(b'\n') {
+        return Err(bad("expected a `<sha256> <size>` header line"));
+    }
+    let header = std::str::from_utf8(&header).map_err(|_| bad("header is not UTF-8"))?;
+    let (sha, size) = header
+        .split_once(' ')
+        .ok_or_else(|| bad("expected a `<sha256> <size>` header line"))?;
+    if !is_sha256_hex(sha) {
+        return Err(bad("the sha256 must be 64 lowercase hex digits"));
+    }
+    let size: u64 = size
+        .parse()
+        .map_err(|_| bad("the size must be a decimal number of bytes"))?;
+    Ok(Some((sha.to_string(), size)))
+}
+
+/// Skip `n` bytes of `d` (a frame whose blob is stored already).
+fn skip(d: &Decoder, mut n: u64) -> Result<(), ApiError> {
+    while n > 0 {
+        let b = read_chunk(d, n).map_err(not_gzip)?;
+        if b.is_empty() {
+            return Err(ApiError::Internal(
+                "a checked blob batch ended early".into(),
+            ));
+        }
+        n -= b.len() as u64;
+    }
+    Ok(())
 }
 
 pub async fn put_blobs(
@@ -292,27 +363,32 @@ pub async fn put_blobs(
     let _memory = reserve_memory(&st, &headers, st.config.limits.blob_body).await?;
     let compressed = read_body(body, st.config.limits.blob_body, "compressed blob batch").await?;
     let limit = st.config.limits.manifest.max_file_size;
-    let storage = st.storage.clone();
-    let view = blocking(move || {
-        // Every frame is checked before anything is stored.
-        let frames = receive_batch(&storage, &compressed, limit)?;
-        drop(compressed);
-        let sizes: Vec<u64> = frames.iter().map(|(_, t)| t.size()).collect();
-        let mut view = BlobBatchAnswer {
-            blobs: frames.len(),
-            created: 0,
-            bytes: 0,
-        };
-        let created = storage.commit_blobs(frames)?;
-        for (size, new) in sizes.into_iter().zip(created) {
-            if new {
-                view.created += 1;
-                view.bytes += size;
-            }
+    // Every frame is checked before anything is stored (first pass); then the frames are
+    // streamed to the content store one after the other (second pass).
+    let body = compressed.clone();
+    let frames = tokio::task::spawn_blocking(move || check_batch(&body, limit))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decompressing a blob batch: {e}")))??;
+    let mut view = BlobBatchAnswer {
+        blobs: frames.len(),
+        created: 0,
+        bytes: 0,
+    };
+    let d = decoder(compressed);
+    let mut seen = std::collections::HashSet::new();
+    for (i, (sha, size)) in frames.into_iter().enumerate() {
+        read_frame_header(&mut *d.lock().unwrap_or_else(|p| p.into_inner()), i + 1)?;
+        if !seen.insert(sha.clone()) || st.store.content.blob_exists(&sha).await? {
+            skip(&d, size)?;
+            continue;
         }
-        Ok::<_, ApiError>(view)
-    })
-    .await?;
+        st.store
+            .content
+            .put_blob(&sha, frame_body(d.clone(), size))
+            .await?;
+        view.created += 1;
+        view.bytes += size;
+    }
     ApiMetrics::add(&st.metrics.blobs_written, view.created as u64);
     ApiMetrics::add(&st.metrics.blob_bytes, view.bytes);
     Ok(Json(view))

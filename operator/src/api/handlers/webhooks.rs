@@ -2,8 +2,6 @@
 //! HMAC-SHA256 signature is the authentication). The decision is `api::webhook::decide`; this
 //! module reads the request, lists the Pipelines, creates the runs and remembers the delivery.
 
-use std::path::PathBuf;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -21,7 +19,7 @@ use crate::api::webhook::{
     self, Decision, PayloadError, SignatureError, DELIVERY_HEADER, EVENT_HEADER,
     PIPELINE_ANNOTATION, SIGNATURE_HEADER,
 };
-use crate::api::{blocking, read_body, ApiError, ApiMetrics, ApiState};
+use crate::api::{read_body, ApiError, ApiMetrics, ApiState};
 
 /// The largest delivery accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
 pub const WEBHOOK_BODY_LIMIT: usize = 1 << 20;
@@ -37,6 +35,12 @@ pub enum WebhookError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Api(#[from] ApiError),
+}
+
+impl From<sparkwing_state::StateError> for WebhookError {
+    fn from(e: sparkwing_state::StateError) -> Self {
+        WebhookError::Api(e.into())
+    }
 }
 
 impl From<BackendError> for WebhookError {
@@ -62,6 +66,7 @@ impl IntoResponse for WebhookError {
                 error: code.to_string(),
                 message: self.to_string(),
                 scope: None,
+                retryable: false,
             }),
         )
             .into_response()
@@ -69,48 +74,33 @@ impl IntoResponse for WebhookError {
 }
 
 fn e_response(e: &ApiError) -> Response {
-    // ApiError is not Clone; rebuild the answer from its parts (and its logging).
-    let status = e.status();
-    let message = match status {
-        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY => {
-            tracing::error!(error = %e, "webhook delivery failed");
-            "internal error; see the operator's log".to_string()
-        }
-        _ => e.to_string(),
-    };
-    let body = ErrorBody {
-        error: e.code().to_string(),
-        message,
-        scope: None,
-    };
-    (status, Json(body)).into_response()
+    (e.status(), Json(e.body())).into_response()
+}
+
+fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `<data dir>/webhooks/deliveries/<sha256 of the id>.json`.
-fn record_path(st: &ApiState, delivery: &str) -> PathBuf {
-    let h = hex::encode(Sha256::digest(delivery.as_bytes()));
-    st.storage
-        .root()
-        .join("webhooks")
-        .join("deliveries")
-        .join(format!("{h}.json"))
+/// The metadata store's delivery id of a webhook delivery: `delivery-<sha256 of its id>`.
+fn delivery_key(delivery: &str) -> String {
+    format!(
+        "delivery-{}",
+        hex::encode(Sha256::digest(delivery.as_bytes()))
+    )
 }
 
-fn read_record(path: &std::path::Path) -> Result<Option<DeliveryRecord>, ApiError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ApiError::Internal(format!("reading delivery record {}: {e}", path.display()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ApiError::Internal(format!(
-            "reading delivery record {}: {e}",
-            path.display()
-        ))),
-    }
+/// The delivery id of a push's first answer: `push-<sha256 of its repository, ref, commit>`.
+fn push_key_id(key: &str) -> String {
+    format!("push-{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+fn record_of(v: serde_json::Value) -> Result<DeliveryRecord, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::Internal(format!("reading a delivery record: {e}")))
 }
 
 pub async fn github(
@@ -186,37 +176,6 @@ fn push_key(push: &webhook::PushEvent) -> String {
     format!("{repo}\n{}\n{}", push.git_ref, push.after)
 }
 
-/// `<data dir>/webhooks/pushes/<sha256 of the push key>.json`: the answer to the first delivery
-/// of a push.
-fn push_record_path(st: &ApiState, key: &str) -> PathBuf {
-    let h = hex::encode(Sha256::digest(key.as_bytes()));
-    st.storage
-        .root()
-        .join("webhooks")
-        .join("pushes")
-        .join(format!("{h}.json"))
-}
-
-/// The record of a push first delivered within `window` (`None`: none, or older).
-fn recent_push(
-    path: &std::path::Path,
-    window: std::time::Duration,
-) -> Result<Option<DeliveryRecord>, ApiError> {
-    let Some(record) = read_record(path)? else {
-        return Ok(None);
-    };
-    let age = record
-        .received_at
-        .parse::<k8s_openapi::jiff::Timestamp>()
-        .map(|t| {
-            k8s_openapi::jiff::Timestamp::now()
-                .duration_since(t)
-                .unsigned_abs()
-        })
-        .unwrap_or(std::time::Duration::MAX);
-    Ok((age < window).then_some(record))
-}
-
 async fn create(
     st: &ApiState,
     delivery: String,
@@ -226,9 +185,10 @@ async fn create(
     runs: Vec<PipelineRun>,
 ) -> Result<Response, WebhookError> {
     let _guard = st.webhooks.apply.lock().await;
-    let path = record_path(st, &delivery);
-    let p = path.clone();
-    if let Some(mut record) = blocking(move || read_record(&p)).await? {
+    let meta = &st.store.meta;
+    let delivery_id = delivery_key(&delivery);
+    if let Some((v, _)) = meta.find_delivery(&delivery_id).await? {
+        let mut record = record_of(v)?;
         ApiMetrics::add(&st.metrics.webhook_redeliveries, 1);
         tracing::info!(%delivery, runs = record.runs.len(), "webhook redelivery: its runs exist already");
         record.redelivery = true;
@@ -236,9 +196,18 @@ async fn create(
     }
     // The same signed push under another delivery id (a replayed body: the id is not signed):
     // its runs exist already, and a new run would get the Pipeline's secrets again.
-    let push_path = push_record_path(st, &key);
-    let (pp, window) = (push_path.clone(), st.config.push_replay_window);
-    if let Some(mut record) = blocking(move || recent_push(&pp, window)).await? {
+    let push_id = push_key_id(&key);
+    let window_ms = i64::try_from(st.config.push_replay_window.as_millis()).unwrap_or(i64::MAX);
+    let first_push = match meta.find_delivery(&push_id).await? {
+        Some((v, at)) if now_ms().saturating_sub(at) < window_ms => Some(record_of(v)?),
+        // Past the window the push may run again: its old answer is forgotten.
+        Some(_) => {
+            meta.delete_delivery(&push_id).await?;
+            None
+        }
+        None => None,
+    };
+    if let Some(mut record) = first_push {
         ApiMetrics::add(&st.metrics.webhook_redeliveries, 1);
         tracing::warn!(%delivery, first = %record.delivery_id, runs = record.runs.len(), "webhook push delivered again under a new delivery id: its runs exist already");
         record.redelivery = true;
@@ -284,14 +253,11 @@ async fn create(
         runs: created,
         redelivery: false,
     };
-    let bytes = serde_json::to_vec_pretty(&record)
+    let answer = serde_json::to_value(&record)
         .map_err(|e| ApiError::Internal(format!("serializing a delivery record: {e}")))?;
-    let storage = st.storage.clone();
-    let push_bytes = bytes.clone();
-    blocking(move || {
-        storage.write_atomic(&path, &bytes)?;
-        storage.write_atomic(&push_path, &push_bytes)
-    })
-    .await?;
+    // First answer wins: another replica that raced this one on the same delivery created the
+    // same runs (their names are a function of the delivery).
+    meta.record_delivery(&delivery_id, &answer).await?;
+    meta.record_delivery(&push_id, &answer).await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn api_log_ingest_is_idempotent_and_refuses_gaps() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
     let runner = f.runs.runner_token(&ns, &name).unwrap();
@@ -48,12 +48,16 @@ async fn api_log_ingest_is_idempotent_and_refuses_gaps() {
         .await;
     assert_eq!(r.json()["lines"][0]["line"], "line 5");
 
-    // A fresh process (no seq cache) continues from the stored file.
-    let st2 = ApiState::open(f.st.storage.root(), f.runs.clone(), ApiConfig::default()).unwrap();
+    // A fresh process (or another replica: no seq cache) continues from the stored log.
+    let st2 = ApiState::new(
+        f.stores.reopen().await,
+        f.runs.clone(),
+        ApiConfig::default(),
+    );
     let f2 = Fx {
         st: st2,
         runs: f.runs.clone(),
-        _dir: tempfile::tempdir().unwrap(),
+        stores: TestStore::new().await,
         admin: f.admin.clone(),
         trigger: f.trigger.clone(),
         reader: f.reader.clone(),
@@ -64,7 +68,7 @@ async fn api_log_ingest_is_idempotent_and_refuses_gaps() {
 
 #[tokio::test]
 async fn api_follow_resumes_from_last_event_id_and_ends() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
     let runner = f.runs.runner_token(&ns, &name).unwrap();
@@ -110,7 +114,8 @@ async fn api_follow_streams_lines_posted_while_following() {
     let f = fx_with(ApiConfig {
         follow_poll: std::time::Duration::from_millis(20),
         ..ApiConfig::default()
-    });
+    })
+    .await;
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
     let runner = f.runs.runner_token(&ns, &name).unwrap();

@@ -1,4 +1,5 @@
-//! Router tests: `oneshot` requests against [`router`] with [`MemoryRuns`] and a temp data dir.
+//! Router tests: `oneshot` requests against [`router`] with [`MemoryRuns`] and the stores of
+//! [`TestStore`] (embedded in a temp directory, or PostgreSQL + S3: one suite, two backends).
 //! The fixture and helpers are here; the tests are by route group.
 
 use std::io::Write as _;
@@ -17,47 +18,50 @@ use sparkwing_crds::pipeline_run::{Source, TriggerVia};
 use tower::ServiceExt;
 
 use super::manifest::sha256_hex;
+use super::test_backend::TestStore;
 use super::*;
 
 struct Fx {
     st: ApiState,
     runs: Arc<MemoryRuns>,
-    _dir: tempfile::TempDir,
+    stores: TestStore,
     admin: String,
     trigger: String,
     reader: String,
 }
 
-fn fx_with(config: ApiConfig) -> Fx {
-    let dir = tempfile::tempdir().unwrap();
+async fn fx_with(config: ApiConfig) -> Fx {
+    let stores = TestStore::new().await;
     let runs = Arc::new(MemoryRuns::new());
-    let st = ApiState::open(dir.path(), runs.clone(), config).unwrap();
-    let mk = |p: &str, s: &[&str]| {
-        st.tokens
-            .create(
-                &st.storage,
-                p,
-                s.iter().map(|s| s.to_string()).collect(),
-                None,
-            )
-            .unwrap()
-            .0
-    };
-    let admin = mk("root", &["admin"]);
-    let trigger = mk("alice@example.com", &["runs:trigger", "runs:read"]);
-    let reader = mk("bob", &["runs:read"]);
+    let st = ApiState::new(stores.store.clone(), runs.clone(), config);
+    let admin = token(&st, "root", &["admin"]).await;
+    let trigger = token(&st, "alice@example.com", &["runs:trigger", "runs:read"]).await;
+    let reader = token(&st, "bob", &["runs:read"]).await;
     Fx {
         st,
         runs,
-        _dir: dir,
+        stores,
         admin,
         trigger,
         reader,
     }
 }
 
-fn fx() -> Fx {
-    fx_with(ApiConfig::default())
+async fn fx() -> Fx {
+    fx_with(ApiConfig::default()).await
+}
+
+/// A token of `principal` with `scopes`.
+async fn token(st: &ApiState, principal: &str, scopes: &[&str]) -> String {
+    st.store
+        .create_token(
+            principal,
+            scopes.iter().map(|s| s.to_string()).collect(),
+            None,
+        )
+        .await
+        .unwrap()
+        .0
 }
 
 struct Res {
@@ -209,14 +213,14 @@ async fn trigger_external(f: &Fx) -> (String, String, String) {
     )
 }
 
-fn pool_token(f: &Fx, ns: &str, pool: &str) -> String {
-    f.st.tokens
-        .create(
-            &f.st.storage,
+async fn pool_token(f: &Fx, ns: &str, pool: &str) -> String {
+    f.st.store
+        .create_token(
             &format!("pool:{ns}/{pool}"),
             vec![format!("pool:{ns}/{pool}")],
             Some(auth::RunnerGrant::default()),
         )
+        .await
         .unwrap()
         .0
 }
@@ -232,6 +236,7 @@ fn blob_batch(blobs: &[&[u8]]) -> Vec<u8> {
 
 // By route group (named so as not to shadow the API's own `auth` and `runs` modules).
 mod admin;
+mod data_dir_migration;
 /// Tests of issue 13 (the API under attack and under load), one or more per item.
 mod hardening;
 mod logs;

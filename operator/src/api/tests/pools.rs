@@ -4,11 +4,11 @@ use super::*;
 
 #[tokio::test]
 async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
-    let f = fx();
+    let f = fx().await;
     let mine = f.upload(&[("a", "mine")]).await;
     let (ns, name) = f.trigger_run(&mine).await;
     let (_, other_run) = f.trigger_run(&mine).await;
-    let pool = pool_token(&f, &ns, "warm");
+    let pool = pool_token(&f, &ns, "warm").await;
     let claims = format!("/api/v1/pools/{ns}/warm/claims");
     let ask = |pod: &str, run: &str| json!({"pod": pod, "run": run});
 
@@ -92,7 +92,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
     assert_eq!(r.json()["scope"], format!("pool:{ns}/fast"));
 
     // The token of another pool, a runner token, a reader: 403 naming this pool's scope.
-    let fast = pool_token(&f, &ns, "fast");
+    let fast = pool_token(&f, &ns, "fast").await;
     for token in [&fast, &runner, &f.reader, &f.trigger] {
         let r = f
             .json(Method::POST, &claims, token, ask("warm-1", &name))
@@ -102,9 +102,8 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
     }
     // The token of an earlier pool of the same name (another uid): refused.
     let (stale, _) =
-        f.st.tokens
-            .create(
-                &f.st.storage,
+        f.st.store
+            .create_token(
                 "pool",
                 vec![format!("pool:{ns}/warm")],
                 Some(auth::RunnerGrant {
@@ -112,6 +111,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
                     pool_uid: Some("uid-deleted-warm".into()),
                 }),
             )
+            .await
             .unwrap();
     let r = f
         .json(Method::POST, &claims, &stale, ask("warm-1", &name))

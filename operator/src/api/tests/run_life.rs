@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn api_archive_outlives_the_pipeline_run() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
     let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
@@ -55,7 +55,7 @@ async fn api_archive_outlives_the_pipeline_run() {
 
 #[tokio::test]
 async fn api_external_run_gets_its_token_and_records_its_end() {
-    let f = fx();
+    let f = fx().await;
     let (ns, name, token) = trigger_external(&f).await;
     assert!(token.starts_with("swr_"), "{token}");
     let run = f.runs.run(&ns, &name).unwrap();
@@ -133,7 +133,7 @@ async fn api_external_run_gets_its_token_and_records_its_end() {
     );
     assert!(status.completion_time.is_some() && status.start_time.is_some());
     // Archived with its end; the token is retired.
-    assert!(f.st.storage.is_archived(&ns, &name));
+    assert!(f.st.store.archived(&ns, &name).await.unwrap().is_some());
     let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
     assert_eq!(r.json()["phase"], "Failed");
     assert_eq!(r.json()["jobs"]["build"]["state"], "succeeded");
@@ -145,7 +145,7 @@ async fn api_external_run_gets_its_token_and_records_its_end() {
 
 #[tokio::test]
 async fn api_external_finish_keeps_an_end_already_recorded() {
-    let f = fx();
+    let f = fx().await;
     let (ns, name, token) = trigger_external(&f).await;
     // Cancelled (or timed out) by the operator before the executor finished.
     f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
@@ -167,7 +167,7 @@ async fn api_external_finish_keeps_an_end_already_recorded() {
 
 #[tokio::test]
 async fn api_finish_body_is_ignored_for_runs_on_the_cluster() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let (ns, name) = f.trigger_run(&id).await;
     let runner = f.runs.runner_token(&ns, &name).unwrap();
@@ -228,7 +228,7 @@ fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
 
 #[tokio::test]
 async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
-    let f = fx();
+    let f = fx().await;
     let up = f.upload(&[("a", "x")]).await;
     let (ns, name) = f.trigger_run(&up).await;
     for (job, state) in [
@@ -284,7 +284,7 @@ async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
 async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
     use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
     use sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION;
-    let f = fx();
+    let f = fx().await;
     let upload = f.upload(&[("a", "drift")]).await;
     let (ns, name) = f.trigger_run(&upload).await;
     let (_, other) = f.trigger_run(&upload).await;

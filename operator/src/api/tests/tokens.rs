@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn api_bad_tokens_are_401_and_missing_scopes_403() {
-    let f = fx();
+    let f = fx().await;
     for auth in [
         None,
         Some("Bearer nope"),
@@ -66,7 +66,7 @@ async fn api_bad_tokens_are_401_and_missing_scopes_403() {
 
 #[tokio::test]
 async fn api_runner_credential_is_limited_to_its_run() {
-    let f = fx();
+    let f = fx().await;
     let mine = f.upload(&[("a", "mine")]).await;
     let other = f.upload(&[("b", "other")]).await;
     let (ns, name) = f.trigger_run(&mine).await;
@@ -175,14 +175,14 @@ async fn api_runner_credential_is_limited_to_its_run() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(f.st.storage.is_archived(&ns, &name));
+    assert!(f.st.store.archived(&ns, &name).await.unwrap().is_some());
     let r = f.get(&format!("/api/v1/uploads/{mine}"), &runner).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn api_revocation_applies_to_the_next_request() {
-    let f = fx();
+    let f = fx().await;
     let r = f
         .json(
             Method::POST,
@@ -197,9 +197,10 @@ async fn api_revocation_applies_to_the_next_request() {
     assert_eq!(f.get("/api/v1/runs", token).await.status, StatusCode::OK);
 
     // Only hashes are stored.
-    let stored = std::fs::read_to_string(f.st.storage.root().join("tokens.json")).unwrap();
-    assert!(!stored.contains(token));
-    assert!(stored.contains(&sha256_hex(token.as_bytes())));
+    let stored = f.st.store.meta.list_tokens().await.unwrap();
+    let rec = stored.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(rec.hash, sha256_hex(token.as_bytes()));
+    assert!(!format!("{stored:?}").contains(token));
 
     let r = f.get("/api/v1/admin/tokens", &f.admin).await;
     let listed = r.json();
@@ -225,10 +226,10 @@ async fn api_revocation_applies_to_the_next_request() {
     let r = f.get("/api/v1/runs", token).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized", "bearer");
 
-    // Revocation survives a restart (the table is reloaded from disk).
-    let reopened = TokenStore::open(&f.st.storage).unwrap();
-    assert!(reopened.lookup(token).is_none());
-    assert!(reopened.lookup(&f.admin).is_some());
+    // Revocation is in the store: a restarted API (or another replica) sees it.
+    let reopened = f.stores.reopen().await;
+    assert!(reopened.lookup_token(token).await.unwrap().is_none());
+    assert!(reopened.lookup_token(&f.admin).await.unwrap().is_some());
 
     let r = f
         .json(
@@ -243,22 +244,24 @@ async fn api_revocation_applies_to_the_next_request() {
 
 #[tokio::test]
 async fn api_bootstrap_admin_token_from_file() {
-    let f = fx();
-    let path = f.st.storage.root().join("bootstrap");
+    let f = fx().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bootstrap");
     std::fs::write(&path, "swt_bootstrap-secret-0123456789\n").unwrap();
-    assert!(f.st.bootstrap_admin_from_file(&path).unwrap());
-    assert!(!f.st.bootstrap_admin_from_file(&path).unwrap());
+    assert!(f.st.bootstrap_admin_from_file(&path).await.unwrap());
+    assert!(!f.st.bootstrap_admin_from_file(&path).await.unwrap());
     let r = f
         .get("/api/v1/whoami", "swt_bootstrap-secret-0123456789")
         .await;
     assert_eq!(r.json()["scopes"], json!(["admin"]));
     assert!(!f
         .st
-        .bootstrap_admin_from_file(&f.st.storage.root().join("absent"))
+        .bootstrap_admin_from_file(&dir.path().join("absent"))
+        .await
         .unwrap());
     std::fs::write(&path, "short").unwrap();
     assert!(matches!(
-        f.st.bootstrap_admin_from_file(&path),
+        f.st.bootstrap_admin_from_file(&path).await,
         Err(ApiInitError::WeakBootstrapToken { .. })
     ));
 }

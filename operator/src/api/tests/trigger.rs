@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn api_trigger_fills_triggered_by_from_the_token() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let mut req = Request::post("/api/v1/runs")
         .header("authorization", format!("Bearer {}", f.trigger))
@@ -104,7 +104,7 @@ async fn api_trigger_fills_triggered_by_from_the_token() {
 
 #[tokio::test]
 async fn api_trigger_records_the_parent_of_a_sub_pipeline() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let r = f
         .json(
@@ -219,7 +219,7 @@ async fn api_trigger_records_the_parent_of_a_sub_pipeline() {
 
 #[tokio::test]
 async fn api_trigger_checks_run_settings_before_creating() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let trigger = |extra: Value| {
         let mut body = json!({"pipeline": "deploy", "source": {"upload": {"id": id}}});
@@ -277,7 +277,7 @@ async fn api_trigger_checks_run_settings_before_creating() {
 
 #[tokio::test]
 async fn api_trigger_records_the_pipeline_chain_and_refuses_cycles() {
-    let f = fx();
+    let f = fx().await;
     let id = f.upload(&[("a", "1")]).await;
     let trigger = |body: Value| f.json(Method::POST, "/api/v1/runs", &f.trigger, body);
     let r = trigger(

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn api_incremental_upload_sends_only_missing_blobs() {
-    let f = fx();
+    let f = fx().await;
     let files = [
         ("src/main.rs", "fn main() {}"),
         ("README.md", "hi"),
@@ -63,7 +63,7 @@ async fn api_incremental_upload_sends_only_missing_blobs() {
 
 #[tokio::test]
 async fn api_blob_with_wrong_hash_is_refused() {
-    let f = fx();
+    let f = fx().await;
     let r = f.put_blob(&f.trigger, &sha256_hex(b"one"), b"two").await;
     assert_error(
         &r,
@@ -71,8 +71,9 @@ async fn api_blob_with_wrong_hash_is_refused() {
         "hash_mismatch",
         "expected sha256",
     );
-    assert!(!f.st.storage.has_blob(&sha256_hex(b"one")));
-    assert!(!f.st.storage.has_blob(&sha256_hex(b"two")));
+    let content = &f.st.store.content;
+    assert!(!content.blob_exists(&sha256_hex(b"one")).await.unwrap());
+    assert!(!content.blob_exists(&sha256_hex(b"two")).await.unwrap());
     let r = f
         .call(
             Method::PUT,
@@ -88,7 +89,7 @@ async fn api_blob_with_wrong_hash_is_refused() {
 
 #[tokio::test]
 async fn api_upload_paths_that_escape_the_root_are_refused() {
-    let f = fx();
+    let f = fx().await;
     let h = sha256_hex(b"x");
     let cases = [
         json!({"path": "../x", "mode": 420, "size": 1, "sha256": h}),
@@ -129,7 +130,7 @@ async fn api_oversized_bodies_are_413() {
     config.limits.json_body = 64;
     config.limits.manifest_body = 128;
     config.limits.manifest.max_file_size = 1000;
-    let f = fx_with(config);
+    let f = fx_with(config).await;
     // Compressed body over the limit (random-ish content does not compress).
     let noise: Vec<u8> = (0..2000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -184,7 +185,7 @@ async fn api_oversized_bodies_are_413() {
 async fn api_manifest_limits_are_enforced() {
     let mut config = ApiConfig::default();
     config.limits.manifest.max_files = 2;
-    let f = fx_with(config);
+    let f = fx_with(config).await;
     let r = f
         .json(
             Method::POST,
@@ -203,7 +204,7 @@ async fn api_manifest_limits_are_enforced() {
 
 #[tokio::test]
 async fn a_blob_batch_stores_every_checked_blob_once_and_refuses_bad_frames() {
-    let f = fx();
+    let f = fx().await;
     let files = [("a", "alpha"), ("b", "beta\n"), ("c", "")];
     let r = f
         .json(
@@ -297,7 +298,8 @@ async fn a_blob_batch_stores_every_checked_blob_once_and_refuses_bad_frames() {
             ..Limits::default()
         },
         ..ApiConfig::default()
-    });
+    })
+    .await;
     let r = small
         .call(
             Method::POST,

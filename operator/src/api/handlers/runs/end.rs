@@ -12,10 +12,9 @@ use sparkwing_core::RunPhase;
 use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun, Source};
 
 use super::view::{view, RunView};
-use crate::api::auth::{now_rfc3339, Principal, Scope};
+use crate::api::auth::{Principal, Scope};
 use crate::api::runs::BackendError;
-use crate::api::storage::ArchivedRun;
-use crate::api::{blocking, check_object_name, ApiError, ApiState};
+use crate::api::{check_object_name, ApiError, ApiState};
 
 pub async fn cancel(
     State(st): State<ApiState>,
@@ -127,23 +126,7 @@ pub async fn finish(
         run = record_external_end(&st, run, end, req.message.as_deref().unwrap_or("")).await?;
         tracing::info!(%ns, %name, phase = ?end, "external run finished");
     }
-    let storage = st.storage.clone();
-    let archived = run.clone();
-    let (ns2, name2) = (ns.clone(), name.clone());
-    blocking(move || {
-        storage.write_archive(
-            &ns2,
-            &name2,
-            &ArchivedRun {
-                archived_at: now_rfc3339(),
-                run: archived,
-            },
-        )
-    })
-    .await?;
-    let storage = st.storage.clone();
-    let tokens = st.tokens.clone();
-    let scope = Scope::run(&ns, &name).to_string();
-    blocking(move || tokens.revoke_scope(&storage, &scope)).await?;
+    st.store.archive(&run).await?;
+    st.store.forget_run_tokens(&ns, &name).await?;
     Ok(Json(view(&run, true, true)))
 }

@@ -1,7 +1,7 @@
 //! `GET /api/v1/runs` (a page, newest first, live and archived) and `GET /api/v1/runs/{ns}/{name}`
 //! (one run with its job states).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -11,9 +11,12 @@ use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::state::JobState;
 use sparkwing_crds::pipeline_run::PipelineRun;
 
+use sparkwing_state::{parse_run_cursor, run_cursor, RunFilter, RunKey};
+
 use super::view::{archive_if_finished, view, RunList, RunView};
 use crate::api::auth::{Principal, Scope};
-use crate::api::{blocking, check_object_name, ApiError, ApiState};
+use crate::api::store::{created_ms, Store};
+use crate::api::{check_object_name, ApiError, ApiState};
 
 pub const MAX_RUN_PAGE: usize = 500;
 pub const DEFAULT_RUN_PAGE: usize = 100;
@@ -36,36 +39,16 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// A run's place in the list: newest first (RFC 3339 UTC strings sort by time), then namespace
-/// and name.
-type ListKey = (std::cmp::Reverse<String>, String, String);
+/// A run's place in the list: newest first (creation time in ms), then namespace and name —
+/// the run index's order, so its cursor is the list's.
+type ListKey = (std::cmp::Reverse<i64>, String, String);
 
-fn list_key(v: &RunView) -> ListKey {
+fn list_key(run: &PipelineRun) -> ListKey {
     (
-        std::cmp::Reverse(v.created.clone().unwrap_or_default()),
-        v.namespace.clone(),
-        v.name.clone(),
+        std::cmp::Reverse(created_ms(run)),
+        run.namespace().unwrap_or_default(),
+        run.name_any(),
     )
-}
-
-/// A cursor is the list key of the last run of a page, hex-encoded (opaque to clients).
-fn encode_cursor(k: &ListKey) -> String {
-    hex::encode(format!("{}\n{}\n{}", k.0 .0, k.1, k.2))
-}
-
-fn decode_cursor(c: &str) -> Result<ListKey, ApiError> {
-    let bad = || ApiError::BadRequest(format!("invalid cursor {c:?}: pass a list's `next`"));
-    let bytes = hex::decode(c).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, '\n');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(created), Some(ns), Some(name)) => Ok((
-            std::cmp::Reverse(created.to_string()),
-            ns.to_string(),
-            name.to_string(),
-        )),
-        _ => Err(bad()),
-    }
 }
 
 fn parse_phase(s: &str) -> Result<RunPhase, ApiError> {
@@ -78,8 +61,8 @@ fn parse_phase(s: &str) -> Result<RunPhase, ApiError> {
 
 /// `GET /api/v1/runs`: a page of runs, newest first, live and archived, filtered by namespace,
 /// pipeline and phase on the server. The live runs come from one list of the backend, the
-/// archived ones from the archive index (no file read per run); only the page's finished live
-/// runs are archived on the way.
+/// archived ones from the run index, a page at a time after the cursor (no archive read per run);
+/// only the page's finished live runs are archived on the way.
 pub async fn list(
     State(st): State<ApiState>,
     p: Principal,
@@ -99,40 +82,71 @@ pub async fn list(
             )))
         }
     };
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after: Option<ListKey> = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            let (ms, ns, name) = parse_run_cursor(c).map_err(|_| {
+                ApiError::BadRequest(format!("invalid cursor {c:?}: pass a list's `next`"))
+            })?;
+            Some((std::cmp::Reverse(ms), ns, name))
+        }
+    };
     let wanted = |run: &PipelineRun| {
         q.pipeline.as_ref().is_none_or(|p| *p == run.spec.pipeline)
             && phase.is_none_or(|ph| run.status.as_ref().map(|s| s.phase).unwrap_or_default() == ph)
     };
+    let after_cursor = |k: &ListKey| after.as_ref().is_none_or(|a| k > a);
     let live = st.runs.list(q.namespace.as_deref()).await?;
-    let storage = st.storage.clone();
-    let ns = q.namespace.clone();
-    let archive = blocking(move || storage.archived_summaries(ns.as_deref())).await?;
-    let mut out: BTreeMap<ListKey, (PipelineRun, bool)> = BTreeMap::new();
-    let live_keys: std::collections::HashSet<(String, String)> = live
+    let live_keys: HashSet<(String, String)> = live
         .iter()
         .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
         .collect();
+    let mut out: BTreeMap<ListKey, (PipelineRun, bool)> = BTreeMap::new();
     for run in live.into_iter().filter(|r| wanted(r)) {
-        out.insert(list_key(&view(&run, true, false)), (run, true));
+        let key = list_key(&run);
+        if after_cursor(&key) {
+            out.insert(key, (run, true));
+        }
     }
-    for run in archive.into_iter().filter(|r| wanted(r)) {
-        if !live_keys.contains(&(run.namespace().unwrap_or_default(), run.name_any())) {
-            out.insert(list_key(&view(&run, false, true)), (run, false));
+    // Archived runs after the cursor, until a page's worth that are not live (a live run shows
+    // as live) or the index has no more.
+    let filter = RunFilter {
+        namespace: q.namespace.clone(),
+        pipeline: q.pipeline.clone(),
+        phase: phase.map(|p| p.phase_str().to_string()),
+        since_ms: None,
+    };
+    let mut cursor = q.cursor.clone();
+    let mut archived = 0;
+    loop {
+        let page = st
+            .store
+            .meta
+            .list_runs(&filter, cursor.as_deref(), limit + 1)
+            .await?;
+        for summary in &page.runs {
+            let k = (summary.key.namespace.clone(), summary.key.name.clone());
+            if live_keys.contains(&k) {
+                continue;
+            }
+            let run = Store::summary_run(summary)?;
+            let key = (std::cmp::Reverse(summary.created_ms), k.0, k.1);
+            out.insert(key, (run, false));
+            archived += 1;
+        }
+        match page.next {
+            Some(next) if archived <= limit => cursor = Some(next),
+            _ => break,
         }
     }
     let mut page = Vec::with_capacity(limit);
     let mut next = None;
-    let rest = match &after {
-        Some(k) => out.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
-        None => out.range(..),
-    };
-    for (key, (run, is_live)) in rest {
+    for (key, (run, is_live)) in &out {
         if page.len() == limit {
             // A run after a full page: there is a next one.
             next = page
                 .last()
-                .map(|(k, _): &(ListKey, RunView)| encode_cursor(k));
+                .map(|(k, _): &(ListKey, RunView)| run_cursor(k.0 .0, &k.1, &k.2));
             break;
         }
         let v = if *is_live {
@@ -164,21 +178,22 @@ pub async fn get_run(
             v.run = Some(run);
             v
         }
-        None => {
-            let storage = st.storage.clone();
-            let (ns2, name2) = (ns.clone(), name.clone());
-            match blocking(move || storage.read_archive(&ns2, &name2)).await? {
-                Some(a) => {
-                    let mut v = view(&a.run, false, true);
-                    v.run = Some(a.run);
-                    v
-                }
-                None => return Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+        None => match st.store.read_archive(&ns, &name).await? {
+            Some(a) => {
+                let mut v = view(&a.run, false, true);
+                v.run = Some(a.run);
+                v
             }
-        }
+            None => return Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
+        },
     };
-    let storage = st.storage.clone();
-    let mut jobs = blocking(move || storage.job_states(&ns, &name)).await?;
+    let mut jobs: BTreeMap<String, serde_json::Value> = st
+        .store
+        .meta
+        .job_states(&RunKey::new(&ns, &name))
+        .await?
+        .into_iter()
+        .collect();
     if v.phase.is_terminal() {
         let why = v.run.as_ref().map(end_reason).unwrap_or_default();
         settle_jobs(v.phase, &why, &mut jobs);

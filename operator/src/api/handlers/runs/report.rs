@@ -11,7 +11,7 @@ use sparkwing_api::names::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION}
 use sparkwing_api::wire::BranchCheck;
 
 use crate::api::auth::{Principal, Scope};
-use crate::api::{blocking, check_job_name, check_object_name, read_json, ApiError, ApiState};
+use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiState};
 
 pub async fn put_job_state(
     State(st): State<ApiState>,
@@ -27,8 +27,10 @@ pub async fn put_job_state(
     if !state.is_object() {
         return Err(ApiError::BadRequest("a job state is a JSON object".into()));
     }
-    let storage = st.storage.clone();
-    blocking(move || storage.put_job_state(&ns, &name, &job, &state)).await?;
+    st.store
+        .meta
+        .put_job_state(&sparkwing_state::RunKey::new(&ns, &name), &job, &state)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

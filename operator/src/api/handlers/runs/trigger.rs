@@ -16,8 +16,7 @@ use sparkwing_crds::pipeline_run::{
 use crate::api::auth::{Principal, RunnerGrant, Scope};
 use crate::api::runs::{run_name_slug, BackendError};
 use crate::api::{
-    blocking, check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState,
-    ClientAddr,
+    check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState, ClientAddr,
 };
 
 /// At most this many pipelines in a chain: deeper nesting is refused.
@@ -113,20 +112,16 @@ pub async fn trigger(
     }
     match &req.source {
         Source::Upload(UploadSource { id }) => {
-            let storage = st.storage.clone();
-            let upload = id.clone();
-            let missing = blocking(move || {
-                let Some(m) = storage.get_upload(&upload)? else {
-                    return Ok(None);
-                };
-                // Blobs sent after the manifest are checked here: their sizes must be the
-                // declared ones, or the runner would fail materialising the tree.
-                if let Some(m) = storage.size_mismatch(&m) {
-                    return Err(ApiError::size_mismatch(m));
-                }
-                Ok::<_, ApiError>(Some(storage.missing_blobs(&m).len()))
-            })
-            .await?;
+            // Blobs sent after the manifest are checked here: their sizes must be the declared
+            // ones, or the runner would fail materialising the tree.
+            let missing = match st.store.get_upload(id).await? {
+                None => None,
+                Some(m) => Some(
+                    crate::api::handlers::uploads::missing_blobs(&st, &m)
+                        .await?
+                        .len(),
+                ),
+            };
             match missing {
                 None => return Err(ApiError::NotFound(format!("upload {id} not found"))),
                 Some(0) => {}
@@ -232,9 +227,7 @@ pub async fn create_with_runner_token(
                     tracing::warn!(%ns, %name, "removing the runner token of a run not created: {e}");
                 }
             }
-            let (storage, tokens) = (st.storage.clone(), st.tokens.clone());
-            let scope = Scope::run(&ns, &name).to_string();
-            if let Err(e) = blocking(move || tokens.revoke_scope(&storage, &scope)).await {
+            if let Err(e) = st.store.forget_run_tokens(&ns, &name).await {
                 tracing::warn!(%ns, %name, "revoking the runner token of a run not created: {e}");
             }
         }
@@ -276,12 +269,10 @@ pub async fn mint_runner_token(
     upload: Option<String>,
 ) -> Result<String, ApiError> {
     let scope = Scope::run(ns, name).to_string();
-    let storage = st.storage.clone();
-    let tokens = st.tokens.clone();
     let principal = format!("runner:{ns}/{name}");
-    let (token, _) = blocking(move || {
-        tokens.create(
-            &storage,
+    let (token, _) = st
+        .store
+        .create_token(
             &principal,
             vec![scope],
             Some(RunnerGrant {
@@ -289,7 +280,6 @@ pub async fn mint_runner_token(
                 ..RunnerGrant::default()
             }),
         )
-    })
-    .await?;
+        .await?;
     Ok(token)
 }

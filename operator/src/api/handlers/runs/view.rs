@@ -5,10 +5,8 @@ use kube::ResourceExt;
 use sparkwing_api::wire;
 use sparkwing_crds::pipeline_run::PipelineRun;
 
-use crate::api::auth::now_rfc3339;
 use crate::api::runs::is_terminal;
-use crate::api::storage::ArchivedRun;
-use crate::api::{blocking, ApiError, ApiState};
+use crate::api::{ApiError, ApiState};
 
 /// A run as the API shows it, with the PipelineRun itself when shown alone.
 pub type RunView = wire::RunView<PipelineRun>;
@@ -36,29 +34,20 @@ pub(super) fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
     }
 }
 
-/// Archive a finished live run unless its archived copy is finished too (known from the archive
-/// index, no file read). Returns whether an archived copy exists afterwards.
+/// Archive a finished live run unless its archived copy is finished too (known from the run
+/// index, no archive read). Returns whether an archived copy exists afterwards.
 pub(super) async fn archive_if_finished(
     st: &ApiState,
     run: &PipelineRun,
 ) -> Result<bool, ApiError> {
-    let storage = st.storage.clone();
-    let run = run.clone();
-    blocking(move || {
-        let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
-        let stored = storage.archived_finished(&ns, &name)?;
-        if is_terminal(&run) && stored != Some(true) {
-            storage.write_archive(
-                &ns,
-                &name,
-                &ArchivedRun {
-                    archived_at: now_rfc3339(),
-                    run,
-                },
-            )?;
-            return Ok::<_, ApiError>(true);
-        }
-        Ok(stored.is_some())
-    })
-    .await
+    let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+    let stored = st.store.archived(&ns, &name).await?;
+    let stored_finished = stored.as_ref().map(|s| {
+        sparkwing_core::RunPhase::from_phase_str(&s.phase).is_some_and(|p| p.is_terminal())
+    });
+    if is_terminal(run) && stored_finished != Some(true) {
+        st.store.archive(run).await?;
+        return Ok(true);
+    }
+    Ok(stored.is_some())
 }

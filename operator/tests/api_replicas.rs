@@ -1,0 +1,328 @@
+//! Two API replicas on one PostgreSQL server and one S3 server (`s3s-fs`), all real processes
+//! started here, served over loopback HTTP: what one replica stores the other serves, a follower
+//! on one sees what the other ingests; and the servers' faults — PostgreSQL stopped (503,
+//! retryable; the API recovers by itself), the S3 server stopped (uploads fail clearly, nothing
+//! half-written becomes visible), a replica gone during ingest (its client retries on the other:
+//! no acknowledged line lost, no 500).
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sparkwing_api::wire::{
+    ExternalSource, LogLine, LogStream, Source, TriggerRequest, UploadSource,
+};
+use sparkwing_api::{ApiClient, Flow};
+use sparkwing_operator::api::manifest::{sha256_hex, Manifest};
+use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns, Store};
+use sparkwing_state::test_support::{create_database, Postgres, S3Server};
+
+/// The shared servers and a database of this test's own.
+struct Shared {
+    pg: Postgres,
+    s3: S3Server,
+    metadata: String,
+    objects: String,
+}
+
+impl Shared {
+    fn start(rt: &tokio::runtime::Runtime, db: &str) -> Shared {
+        let s3 = std::thread::spawn(S3Server::start);
+        let pg = Postgres::start();
+        let s3 = s3.join().unwrap();
+        rt.block_on(create_database(&pg.url("postgres"), db));
+        Shared {
+            metadata: pg.url(db),
+            objects: format!("s3://{}/{db}", s3.bucket),
+            pg,
+            s3,
+        }
+    }
+
+    /// A replica's own clients of the shared stores.
+    fn store(&self, rt: &tokio::runtime::Runtime) -> Store {
+        rt.block_on(async {
+            Store::new(
+                sparkwing_state::open_metadata(&self.metadata)
+                    .await
+                    .unwrap(),
+                sparkwing_state::open_content_with(&self.objects, &self.s3.aws_config())
+                    .await
+                    .unwrap(),
+            )
+        })
+    }
+}
+
+/// An API replica serving on a loopback port from a runtime of its own (dropping the runtime is
+/// the replica going away: its listener and every connection close).
+struct Replica {
+    url: String,
+    state: ApiState,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+fn replica(shared: &Shared, runs: &Arc<MemoryRuns>) -> Replica {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = ApiState::new(
+        shared.store(&rt),
+        runs.clone(),
+        ApiConfig {
+            default_namespace: "ci".into(),
+            ..ApiConfig::default()
+        },
+    );
+    let addr = spawn_serving(&rt, state.clone(), "127.0.0.1:0").unwrap();
+    Replica {
+        url: format!("http://{addr}"),
+        state,
+        rt: Some(rt),
+    }
+}
+
+fn admin_token(rt: &tokio::runtime::Runtime, r: &Replica) -> String {
+    rt.block_on(
+        r.state
+            .store
+            .create_token("root", vec!["admin".into()], None),
+    )
+    .unwrap()
+    .0
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn manifest(content: &[u8]) -> Manifest {
+    serde_json::from_value(serde_json::json!({"files": [{
+        "path": "main.rs", "mode": 420, "size": content.len(), "sha256": sha256_hex(content)
+    }]}))
+    .unwrap()
+}
+
+fn line(seq: u64) -> LogLine {
+    LogLine {
+        job: "build".into(),
+        seq,
+        ts: String::new(),
+        stream: LogStream::Stdout,
+        line: format!("line {seq}"),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn two_replicas_serve_one_state() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let shared = Shared::start(&setup, "replicas");
+    let runs = Arc::new(MemoryRuns::new());
+    let (a, b) = (replica(&shared, &runs), replica(&shared, &runs));
+    let admin = admin_token(&setup, &a);
+    let (ca, cb) = (
+        ApiClient::new(&a.url, &admin).unwrap(),
+        ApiClient::new(&b.url, &admin).unwrap(),
+    );
+
+    // An upload through A; its blob read back through B (the runner's fetch).
+    let content = b"fn main() { println!(\"replicated\"); }\n";
+    let up = ca.create_upload(&manifest(content)).unwrap();
+    assert_eq!(up.missing, [sha256_hex(content)]);
+    ca.put_blob(&sha256_hex(content), &gzip(content)).unwrap();
+    assert!(cb.get_upload(&up.id).is_ok());
+    assert_eq!(
+        cb.get_upload_blob(&up.id, &sha256_hex(content)).unwrap(),
+        content
+    );
+
+    // A run triggered through B; its runner ingests through A while a follower is on B.
+    let run = cb
+        .trigger(&TriggerRequest {
+            namespace: Some("ci".into()),
+            ..TriggerRequest::new("build", Source::Upload(UploadSource { id: up.id.clone() }))
+        })
+        .unwrap();
+    let (ns, name) = (run.namespace.clone(), run.name.clone());
+    let runner = ApiClient::new(&a.url, &runs.runner_token(&ns, &name).unwrap()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let follower = {
+        let (cb, ns, name) = (cb.clone(), ns.clone(), name.clone());
+        std::thread::spawn(move || {
+            cb.follow_logs(&ns, &name, "build", 0, 3, |l| {
+                let _ = tx.send((l.seq, Instant::now()));
+                Flow::Continue
+            })
+        })
+    };
+    let n = 40u64;
+    let mut latencies = Vec::new();
+    for seq in 1..=n {
+        let sent = Instant::now();
+        let report = runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
+        assert_eq!(report.accepted, 1);
+        let (got, at) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the follower on B gets the line ingested on A");
+        assert_eq!(got, seq);
+        latencies.push(at - sent);
+    }
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    eprintln!("line ingested on A → follower on B: p50 {p50:?}, p99 {p99:?} ({n} lines, follow_poll 100 ms)");
+    assert!(p50 < Duration::from_secs(1), "p50 {p50:?}");
+    // The run ends: the follower on B drains and gets its `end`.
+    runs.set_phase(&ns, &name, sparkwing_core::RunPhase::Succeeded);
+    let (_, last) = follower.join().unwrap().unwrap();
+    assert_eq!(last, n);
+    drop((a, b, shared));
+}
+
+#[test]
+fn postgres_stopped_answers_503_retryable_and_recovers() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let mut shared = Shared::start(&setup, "pgfault");
+    let runs = Arc::new(MemoryRuns::new());
+    let a = replica(&shared, &runs);
+    let admin = admin_token(&setup, &a);
+    assert_eq!(get(&a.url, "/api/v1/runs", &admin).0, 200);
+    shared.pg.stop();
+    // The body says what happened and that the same request may succeed later.
+    let (status, body) = get(&a.url, "/api/v1/runs", &admin);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert_eq!(body["retryable"], true, "{body}");
+    assert_eq!(get(&a.url, "/readyz", "").0, 503);
+    shared.pg.resume();
+    // The same process answers again once PostgreSQL is back (its pool replaces dead
+    // connections); a few requests may still meet them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&a.url, "/api/v1/runs", &admin);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503s while recovering: {body}");
+        assert!(Instant::now() < deadline, "no recovery: {body}");
+        std::thread::yield_now();
+    }
+    assert_eq!(get(&a.url, "/readyz", "").0, 200);
+}
+
+#[test]
+fn s3_stopped_fails_uploads_clearly_and_leaves_nothing_half_written() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let mut shared = Shared::start(&setup, "s3fault");
+    let runs = Arc::new(MemoryRuns::new());
+    let a = replica(&shared, &runs);
+    let admin = admin_token(&setup, &a);
+    let ca = ApiClient::new(&a.url, &admin).unwrap();
+    // Past the single-PUT size: a multipart upload on S3.
+    let content: Vec<u8> = (0..9 * 1024 * 1024u32)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let sha = sha256_hex(&content);
+    let up = ca.create_upload(&manifest(&content)).unwrap();
+    shared.s3.stop();
+    let err = ca.put_blob(&sha, &gzip(&content)).unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    shared.s3.resume();
+    // Nothing of the failed upload is visible: the blob is still missing, and sending it again
+    // creates it.
+    let again = ca.create_upload(&manifest(&content)).unwrap();
+    assert_eq!(again.id, up.id);
+    assert_eq!(again.missing, std::slice::from_ref(&sha));
+    let stored = ca.put_blob(&sha, &gzip(&content)).unwrap();
+    assert!(stored.created);
+    assert_eq!(ca.get_upload_blob(&up.id, &sha).unwrap(), content);
+}
+
+#[test]
+fn a_replica_gone_during_ingest_loses_no_acknowledged_line() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let shared = Shared::start(&setup, "replicagone");
+    let runs = Arc::new(MemoryRuns::new());
+    let (mut a, b) = (replica(&shared, &runs), replica(&shared, &runs));
+    let admin = admin_token(&setup, &a);
+    let run = ApiClient::new(&a.url, &admin)
+        .unwrap()
+        .trigger(&TriggerRequest {
+            namespace: Some("ci".into()),
+            ..TriggerRequest::new("build", Source::External(ExternalSource {}))
+        })
+        .unwrap();
+    let (ns, name) = (run.namespace.clone(), run.name.clone());
+    let token = run.runner_token.clone().unwrap();
+    let on_a = ApiClient::new(&a.url, &token).unwrap();
+    let on_b = ApiClient::new(&b.url, &token).unwrap();
+    // Batches of 50 through A; A goes away (its runtime dropped: listener and connections
+    // closed, requests in flight cut) while a batch is being sent from another thread.
+    let mut acked = 0u64;
+    for batch in 0..10u64 {
+        let lines: Vec<_> = (batch * 50 + 1..=batch * 50 + 50).map(line).collect();
+        on_a.post_logs(&ns, &name, &lines).unwrap();
+        acked = batch * 50 + 50;
+    }
+    let sender = {
+        let on_a = on_a.clone();
+        let (ns, name) = (ns.clone(), name.clone());
+        std::thread::spawn(move || {
+            let mut seq = acked;
+            loop {
+                let lines: Vec<_> = (seq + 1..=seq + 50).map(line).collect();
+                match on_a.post_logs(&ns, &name, &lines) {
+                    Ok(_) => seq += 50,
+                    Err(e) => return (seq, e),
+                }
+            }
+        })
+    };
+    // Let the sender get going, then take A down under it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let key = sparkwing_state::LogKey::new(&ns, &name, "build");
+    while setup
+        .block_on(b.state.store.meta.log_index(&key))
+        .unwrap()
+        .is_none_or(|i| i.next_seq <= acked + 100)
+    {
+        assert!(Instant::now() < deadline, "the sender made no progress");
+        std::thread::yield_now();
+    }
+    a.rt.take().unwrap().shutdown_background();
+    let (acked_on_a, err) = sender.join().unwrap();
+    assert!(err.is_unreachable() || err.status().is_some(), "{err}");
+    assert_ne!(err.status(), Some(500), "{err}");
+    // The runner retries from its last acknowledged line on B: duplicates of a batch A stored
+    // but did not acknowledge are ignored, nothing is missing.
+    let lines: Vec<_> = (acked_on_a + 1..=acked_on_a + 80).map(line).collect();
+    let report = on_b.post_logs(&ns, &name, &lines).unwrap();
+    assert_eq!(report.accepted + report.duplicates, 80, "{report:?}");
+    let total = acked_on_a + 80;
+    let seqs: Vec<u64> = on_b
+        .read_logs(&ns, &name, "build", 0)
+        .unwrap()
+        .iter()
+        .map(|l| l.seq)
+        .collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+}
+
+/// A GET with its status and JSON body, error answers included (`token` empty: none).
+fn get(url: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let answer = ApiClient::new(url, token)
+        .unwrap()
+        .call("GET", path, &[], None)
+        .unwrap();
+    (
+        answer.status,
+        serde_json::from_slice(&answer.body).unwrap_or_default(),
+    )
+}
