@@ -430,20 +430,6 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
 }
 
-/// Run blocking storage work off the async threads.
-pub async fn blocking<T, E>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    E: Into<ApiError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("storage task: {e}")))?
-        .map_err(Into::into)
-}
-
 /// The client's IP address, from the connection (never from a header the client writes).
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub Option<String>);
