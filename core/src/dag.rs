@@ -22,6 +22,21 @@ pub enum PlanError {
     NeedsFinally { job: String, need: String },
 }
 
+impl PlanError {
+    /// A stable name for the error, for machine-read reports (`pipeline lint -o json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlanError::DuplicateJob(_) => "duplicate_job",
+            PlanError::UnknownNeed { .. } => "unknown_need",
+            PlanError::SelfNeed(_) => "self_need",
+            PlanError::Cycle(_) => "cycle",
+            PlanError::InvalidId(_) => "invalid_id",
+            PlanError::Empty => "empty_plan",
+            PlanError::NeedsFinally { .. } => "needs_finally",
+        }
+    }
+}
+
 /// A plan whose graph is known to be a DAG; jobs keep their declared order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedPlan {
@@ -165,6 +180,7 @@ mod tests {
     fn names_duplicate() {
         let e = validate(&plan(vec![JobSpec::new("a"), JobSpec::new("a")])).unwrap_err();
         assert_eq!(e, PlanError::DuplicateJob("a".into()));
+        assert_eq!(e.kind(), "duplicate_job");
         assert!(e.to_string().contains("\"a\""));
     }
 

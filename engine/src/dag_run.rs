@@ -99,7 +99,7 @@ pub(super) async fn run_dag(
     let args_json = Value::Object(req.args.clone()).to_string();
     // Plan, unless stopped first.
     let plan = tokio::select! {
-        p = plan(req, &args_json) => p,
+        p = plan(req) => p,
         Some(_) = stops.recv() => Err("cancelled while planning".to_string()),
     };
     let plan = match plan {
@@ -228,30 +228,19 @@ struct Ctx<'a> {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-/// Ask the binary for the plan.
-async fn plan(req: &RunRequest, args_json: &str) -> Result<PlanDoc, String> {
-    let out = tokio::process::Command::new(&req.binary.path)
-        .arg("plan")
-        .arg(&req.info.entrypoint)
-        .env("SPARKWING_PROTOCOL", PROTOCOL_VERSION.to_string())
-        .env("SPARKWING_ARGS", args_json)
-        .env("SPARKWING_PIPELINE", &req.pipeline)
-        .current_dir(&req.repo_root)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot start the pipeline binary: {e}"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let msg = stderr.trim();
-        return Err(if msg.is_empty() {
-            format!("the plan function failed ({})", out.status)
-        } else {
-            msg.to_string()
-        });
-    }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("the pipeline binary printed an invalid plan: {e}"))
+/// Ask the binary for the plan (on a blocking thread: planning is one short process).
+async fn plan(req: &RunRequest) -> Result<PlanDoc, String> {
+    let binary = req.binary.path.clone();
+    let root = req.repo_root.clone();
+    let pipeline = req.pipeline.clone();
+    let entrypoint = req.info.entrypoint.clone();
+    let args = req.args.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::planning::plan(&binary, &root, &pipeline, &entrypoint, &args)
+    })
+    .await
+    .map_err(|e| format!("planning stopped: {e}"))?
+    .map_err(|e| e.to_string())
 }
 
 fn apply(

@@ -17,6 +17,7 @@ pub mod host;
 pub mod interrupts;
 pub mod job_log;
 pub mod output;
+pub mod planning;
 pub mod process;
 pub mod process_executor;
 pub mod project;

@@ -1,7 +1,7 @@
 //! `sparkwing run <pipeline> [args]`.
 
 use super::{start_dir, CliError, CmdResult};
-use crate::cli::RunArgs;
+use crate::cli::{PlanFormat, RunArgs};
 use crate::exit::ExitCode;
 use crate::settings::{RunSettings, Runner};
 use sparkwing_core::protocol::PipelineInfo;
@@ -12,7 +12,7 @@ use sparkwing_engine::box_slots::BoxSlots;
 use sparkwing_engine::compile::{self, CompileError, Progress};
 use sparkwing_engine::env_vars;
 use sparkwing_engine::home::Home;
-use sparkwing_engine::project::{self, Project};
+use sparkwing_engine::project::{self, PipelineConfig, Project};
 use sparkwing_engine::store::{NewRun, Store};
 use sparkwing_engine::{self as engine, now_ms, Admission, BoxGate, Format, RunRequest};
 use std::io::IsTerminal;
@@ -44,7 +44,7 @@ pub(super) fn unknown_pipeline(project: &Project, name: &str) -> CliError {
     )
 }
 
-fn unregistered_entrypoint(
+pub(super) fn unregistered_entrypoint(
     project: &Project,
     pipeline: &str,
     entrypoint: &str,
@@ -58,6 +58,20 @@ fn unregistered_entrypoint(
             if registered.is_empty() { "none".to_string() } else { registered.join(", ") }
         ),
     )
+}
+
+/// The pipeline's args from the command line over `sparkwing.yaml`'s; an error exits 2.
+pub(super) fn resolve_args(
+    info: &PipelineInfo,
+    pipeline: &PipelineConfig,
+    tokens: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), tokens).map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!("{e} (see `sparkwing run {} --help`)", pipeline.name),
+        )
+    })
 }
 
 /// The log format: `SPARKWING_LOG_FORMAT`, else pretty on a terminal and JSON lines otherwise.
@@ -103,7 +117,7 @@ fn print_pipeline_help(
         }
     );
     println!();
-    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME]");
+    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME] [--sw-dry-run]");
     println!();
     println!("ARGS:");
     if info.args.is_empty() {
@@ -191,6 +205,20 @@ pub fn run(args: RunArgs) -> CmdResult {
         .pipeline(&pipeline_name)
         .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
         .clone();
+    if flags.dry_run && !flags.help {
+        // Before the store, Docker or a box slot: a dry run touches none of them.
+        eprintln!(
+            "dry run: the plan of pipeline {:?}; nothing is run or recorded",
+            pipeline.name
+        );
+        return super::plan::show(
+            &home,
+            &project,
+            &pipeline,
+            &flags.pipeline_args,
+            PlanFormat::Pretty,
+        );
+    }
     let chain = chain_without(&pipeline.name)?;
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
@@ -227,14 +255,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         );
         return Ok(ExitCode::Success);
     }
-    let resolved =
-        sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), &flags.pipeline_args)
-            .map_err(|e| {
-            CliError::new(
-                ExitCode::Usage,
-                format!("{e} (see `sparkwing run {} --help`)", pipeline.name),
-            )
-        })?;
+    let resolved = resolve_args(&info, &pipeline, &flags.pipeline_args)?;
     let workers = flags.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -12,6 +12,7 @@ mod dag;
 mod hello;
 mod offline;
 mod pipeline_cmds;
+mod plan;
 mod processes;
 mod runs_cmds;
 mod secrets;
