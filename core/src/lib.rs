@@ -4,6 +4,7 @@
 //! it. Everything here is deterministic and tested from fixtures.
 
 pub mod args;
+pub mod condition;
 pub mod dag;
 pub mod mask;
 pub mod protocol;

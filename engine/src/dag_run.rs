@@ -163,7 +163,9 @@ pub(super) async fn run_dag(
             failed_command: None,
         });
     }
-    let mut sched = Scheduler::new(validated, req.workers);
+    // `branch` conditions read the branch recorded with the run.
+    let branch = rec.store.get_run(&run_id)?.and_then(|r| r.git_branch);
+    let mut sched = Scheduler::new(validated, req.workers).with_branch(branch);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
         supervisors: process::Supervisors::default(),
@@ -642,6 +644,8 @@ fn on_attempt_end(
             }
         }
     }
+    // Conditions of the jobs that need this one read its outputs.
+    sched.set_outputs(job, jobs[job].outputs.clone());
     let actions = sched.attempt_finished(job, outcome);
     if sched.job(job).state.is_terminal() {
         record_terminal(rec, sched, jobs, job, exit_code)?;

@@ -263,6 +263,9 @@ fn notes(job: &JobSpec) -> Vec<String> {
     if let Some(reason) = &job.skip {
         notes.push(format!("skipped: {reason}"));
     }
+    if let Some(cond) = &job.when {
+        notes.push(format!("when {cond}"));
+    }
     if let Some(dir) = &job.workdir {
         notes.push(format!("workdir {dir}"));
     }

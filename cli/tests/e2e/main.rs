@@ -8,6 +8,7 @@ mod args;
 mod bad_input;
 mod cache;
 mod concurrency;
+mod conditions;
 mod dag;
 mod hello;
 mod offline;

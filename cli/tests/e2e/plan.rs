@@ -48,6 +48,15 @@ fn plan_prints_text_json_and_dot_like_the_golden_files() {
             ],
             "secrets.txt",
         ),
+        (&["pipeline", "plan", "conditions"], "conditions.txt"),
+        (
+            &["pipeline", "plan", "conditions", "-o", "dot"],
+            "conditions.dot",
+        ),
+        (
+            &["pipeline", "plan", "conditions", "-o", "json"],
+            "conditions.json",
+        ),
     ];
     for (args, file) in cases {
         let out = sw.sw(*args);
@@ -145,7 +154,7 @@ fn lint_reports_every_pipelines_findings_with_exit_codes_for_ci() {
     let out = sw.sw(["pipeline", "lint", "-o", "json"]);
     out.assert_code(1);
     let lines = out.json_lines();
-    assert_eq!(lines.len(), 13, "{out}");
+    assert_eq!(lines.len(), 15, "{out}");
     let of = |name: &str| {
         lines
             .iter()
@@ -162,6 +171,11 @@ fn lint_reports_every_pipelines_findings_with_exit_codes_for_ci() {
         .as_str()
         .unwrap()
         .contains("egg -> chicken -> egg"));
+    assert_eq!(
+        of("bad-when")["findings"][0]["kind"],
+        "condition_not_a_need"
+    );
+    assert_eq!(of("conditions")["status"], "ok");
     assert_eq!(of("secrets")["status"], "not_planned");
     assert!(of("secrets")["note"]
         .as_str()
@@ -173,7 +187,7 @@ fn lint_reports_every_pipelines_findings_with_exit_codes_for_ci() {
     assert!(
         pretty
             .stdout
-            .ends_with("13 pipelines checked, 2 findings\n"),
+            .ends_with("15 pipelines checked, 3 findings\n"),
         "{pretty}"
     );
     assert!(pretty
