@@ -524,6 +524,16 @@ fn on_line(
                         rec.term.dim("·"),
                         v["step"].as_str().unwrap_or("?")
                     )),
+                    "step_end"
+                        if v["ok"] == Value::Bool(false)
+                            && v["continue_on_error"] == Value::Bool(true) =>
+                    {
+                        Some(format!(
+                            "{} {id} › {} failed; the job goes on",
+                            rec.term.yellow("·"),
+                            v["step"].as_str().unwrap_or("?")
+                        ))
+                    }
                     "step_end" if v["ok"] == Value::Bool(false) => Some(format!(
                         "{} {id} › {} failed",
                         rec.term.red("·"),

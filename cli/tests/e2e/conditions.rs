@@ -34,6 +34,35 @@ fn conditions_start_or_skip_jobs_with_their_reason() {
     assert_eq!(job("ship")["state"], "cancelled");
     assert_eq!(job("ship")["reason"], "upstream-failed");
     skipped("all-good", "condition false: upstream failed");
+
+    // continue_on_error: the failed step is recorded and the job goes on to succeed.
+    assert_eq!(job("lenient")["state"], "success", "{}", job("lenient"));
+    let lines = sw.log_lines(&id, "lenient");
+    assert!(lines.iter().any(|l| l == "shaky step"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("step shaky failed; the job goes on: ")
+                && l.contains("exit status 5")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("lenient went on (shaky gave nothing: true)")
+    );
+    let ends = out.events("step_end");
+    let shaky = ends
+        .iter()
+        .find(|e| e["job"] == "lenient" && e["step"] == "shaky")
+        .unwrap_or_else(|| panic!("no step_end of shaky in {out}"));
+    assert_eq!(shaky["ok"], false);
+    assert_eq!(shaky["continue_on_error"], true);
+    let solid = ends
+        .iter()
+        .find(|e| e["job"] == "lenient" && e["step"] == "solid")
+        .unwrap();
+    assert_eq!(solid["ok"], true);
+    assert!(solid.get("continue_on_error").is_none(), "{solid}");
 }
 
 #[test]
