@@ -9,6 +9,7 @@ use crate::cli::{OutputFormat, PlanArgs, PlanFormat, RunArgs, TriggerArgs};
 use crate::exit::CliError;
 use crate::exit::ExitCode;
 use clap::ValueEnum;
+use sparkwing_core::selection::Selection;
 
 fn usage(m: impl Into<String>) -> CliError {
     CliError::new(ExitCode::Usage, m)
@@ -32,6 +33,9 @@ enum Key {
     Timeout,
     MaxAttempts,
     DryRun,
+    Only,
+    StartAt,
+    StopAt,
 }
 
 /// How a flag is spelled among the args.
@@ -90,10 +94,13 @@ const RUN_FLAGS: &[Flag] = &[
     valued(&["--sw-profile"], Key::Profile, "a profile name", true),
     valued(&["--sw-parent"], Key::Parent, "RUN/JOB", true),
     switch(&["--sw-dry-run"], Key::DryRun),
+    valued(&["--sw-only"], Key::Only, "a job id", true),
+    valued(&["--sw-start-at"], Key::StartAt, "a job id", true),
+    valued(&["--sw-stop-at"], Key::StopAt, "a job id", true),
 ];
 
 /// What `run` says of a `--sw-*` flag it does not know.
-const UNKNOWN_RUN_FLAG: &str = "run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME, --sw-dry-run (and -C DIR, --profile NAME)";
+const UNKNOWN_RUN_FLAG: &str = "run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME, --sw-dry-run, --sw-only JOB, --sw-start-at JOB, --sw-stop-at JOB (and -C DIR, --profile NAME)";
 
 /// The flags of `pipeline plan` among the pipeline's args.
 const PLAN_FLAGS: &[Flag] = &[
@@ -184,6 +191,8 @@ pub struct RunFlags {
     pub parent: Option<(String, String)>,
     /// `--sw-dry-run`: print the plan; run and record nothing.
     pub dry_run: bool,
+    /// `--sw-only`, `--sw-start-at`, `--sw-stop-at`: the jobs that execute.
+    pub selection: Selection,
     pub pipeline_args: Vec<String>,
 }
 
@@ -203,6 +212,9 @@ impl RunFlags {
                 Key::BoxSlots => flags.box_slots = Some(positive("--sw-box-slots", &v)?),
                 Key::NoWait => flags.no_wait = true,
                 Key::DryRun => flags.dry_run = true,
+                Key::Only => flags.selection.only = Some(job_id("--sw-only", v)?),
+                Key::StartAt => flags.selection.start_at = Some(job_id("--sw-start-at", v)?),
+                Key::StopAt => flags.selection.stop_at = Some(job_id("--sw-stop-at", v)?),
                 Key::Runner => flags.runner = Some(v),
                 Key::Pool => flags.pool = Some(v),
                 Key::Profile => flags.profile = Some(v),
@@ -219,6 +231,13 @@ impl RunFlags {
         }
         Ok(flags)
     }
+}
+
+fn job_id(flag: &str, v: String) -> Result<String, CliError> {
+    if v.is_empty() || v.starts_with('-') {
+        return Err(usage(format!("{flag} needs a job id, got {v:?}")));
+    }
+    Ok(v)
 }
 
 fn positive<N: std::str::FromStr + PartialOrd + Default>(
@@ -264,6 +283,8 @@ pub struct RunSettings {
     pub parent: Option<(String, String)>,
     /// `--sw-dry-run`: print the plan; run and record nothing.
     pub dry_run: bool,
+    /// `--sw-only`, `--sw-start-at`, `--sw-stop-at`: the jobs that execute.
+    pub selection: Selection,
     pub pipeline_args: Vec<String>,
 }
 
@@ -284,6 +305,7 @@ impl RunSettings {
             no_wait: flags.no_wait,
             parent: flags.parent,
             dry_run: flags.dry_run,
+            selection: flags.selection,
             pipeline_args: flags.pipeline_args,
         };
         if settings.pipeline.is_none() {
@@ -302,6 +324,11 @@ impl RunSettings {
         if settings.profile.is_some() && settings.runner == Runner::Docker {
             return Err(usage(
                 "--profile with --runner docker is not supported yet; use the process runner (the default) to mirror a run to a cluster API",
+            ));
+        }
+        if !settings.selection.is_all() && settings.runner == Runner::Docker {
+            return Err(usage(
+                "--sw-only, --sw-start-at and --sw-stop-at are not supported with --runner docker yet; use the process runner (the default)",
             ));
         }
         if settings.pool.is_some() && settings.runner != Runner::Docker {
@@ -395,6 +422,11 @@ impl TriggerSettings {
     pub fn resolve(args: &TriggerArgs) -> Result<TriggerSettings, CliError> {
         let flags = TriggerFlags::parse(&args.args)?;
         let run = RunFlags::parse(&flags.rest)?;
+        if !run.selection.is_all() {
+            return Err(usage(
+                "--sw-only, --sw-start-at and --sw-stop-at are for `sparkwing run`; a triggered run executes its whole plan",
+            ));
+        }
         if run.dry_run {
             return Err(usage(
                 "--sw-dry-run is for `sparkwing run`; `sparkwing pipeline plan NAME [ARGS]` prints a plan without running it",
@@ -501,6 +533,28 @@ mod tests {
         assert!(f.dry_run);
         assert_eq!(f.pipeline_args, toks(&["--name", "x"]));
         assert!(!RunFlags::parse(&toks(&["--name", "x"])).unwrap().dry_run);
+    }
+
+    #[test]
+    fn selection_flags_name_jobs() {
+        let f = RunFlags::parse(&toks(&[
+            "--sw-only",
+            "build",
+            "--x",
+            "1",
+            "--sw-stop-at=test",
+        ]))
+        .unwrap();
+        assert_eq!(f.selection.only.as_deref(), Some("build"));
+        assert_eq!(f.selection.stop_at.as_deref(), Some("test"));
+        assert_eq!(f.pipeline_args, toks(&["--x", "1"]));
+        let e = RunFlags::parse(&toks(&["--sw-start-at", "--x"])).unwrap_err();
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(
+            e.message.contains("--sw-start-at needs a job id"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod reconcile;
 pub mod run_spec;
 pub mod scheduler;
+pub mod selection;
 pub mod state;
 pub mod subpipeline;
 pub mod suggest;

@@ -125,6 +125,27 @@ pub(super) async fn run_dag(
             );
         }
     };
+    // Jobs left out by --sw-only/--sw-start-at/--sw-stop-at are skipped, saying why (a reason
+    // decided at plan time stays).
+    let mut validated = validated;
+    match req.selection.skips(&validated) {
+        Ok(skips) => {
+            for (job, skip) in validated.jobs.iter_mut().zip(skips) {
+                if job.skip.is_none() {
+                    job.skip = skip;
+                }
+            }
+        }
+        Err(e) => {
+            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+            return finish(
+                &mut rec,
+                RunPhase::Failed,
+                Some(format!("invalid selection: {e}")),
+                created,
+            );
+        }
+    }
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()

@@ -117,7 +117,7 @@ fn print_pipeline_help(
         }
     );
     println!();
-    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME] [--sw-dry-run]");
+    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME] [--sw-dry-run] [--sw-only JOB | --sw-start-at JOB] [--sw-stop-at JOB]");
     println!();
     println!("ARGS:");
     if info.args.is_empty() {
@@ -256,6 +256,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         return Ok(ExitCode::Success);
     }
     let resolved = resolve_args(&info, &pipeline, &flags.pipeline_args)?;
+    check_selection(&project, &pipeline, &compiled, &resolved, &flags.selection)?;
     let workers = flags.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -297,6 +298,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         sink: mirror
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
+        selection: flags.selection.clone(),
     };
     let parent = flags.parent.clone();
     let code = match docker {
@@ -314,6 +316,38 @@ pub fn run(args: RunArgs) -> CmdResult {
     // The binary's cache entry stays leased until the run is over.
     drop(compiled);
     code
+}
+
+/// `--sw-only`/`--sw-start-at`/`--sw-stop-at` must name jobs of the plan: said before anything
+/// is recorded (exit 2). A plan that cannot be made here is left to the run, which records why.
+fn check_selection(
+    project: &Project,
+    pipeline: &PipelineConfig,
+    compiled: &compile::Compiled,
+    resolved: &serde_json::Map<String, serde_json::Value>,
+    selection: &sparkwing_core::selection::Selection,
+) -> Result<(), CliError> {
+    if selection.is_all() {
+        return Ok(());
+    }
+    let Ok(plan) = sparkwing_engine::planning::plan(
+        &compiled.binary,
+        &project.root,
+        &pipeline.name,
+        &pipeline.entrypoint,
+        resolved,
+    ) else {
+        return Ok(());
+    };
+    let Ok(validated) = sparkwing_core::dag::validate(&plan) else {
+        return Ok(());
+    };
+    selection.skips(&validated).map(|_| ()).map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!("refusing to run pipeline {:?}: {e}", pipeline.name),
+        )
+    })
 }
 
 /// `sparkwing run` without a pipeline name: its help (asked for) or a usage error.

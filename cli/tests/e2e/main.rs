@@ -17,4 +17,5 @@ mod plan;
 mod processes;
 mod runs_cmds;
 mod secrets;
+mod selection;
 mod signals;
