@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod pipeline;
+mod pipeline_ref;
 mod plan;
 mod pool;
 mod profile;

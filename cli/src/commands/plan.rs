@@ -1,7 +1,7 @@
 //! A pipeline's plan without running it: `sparkwing pipeline plan`, `sparkwing run --sw-dry-run`
 //! and `sparkwing pipeline lint`. Nothing here opens the run store: no run is recorded.
 
-use super::run::{resolve_args, unknown_pipeline, unregistered_entrypoint};
+use super::pipeline_ref::{resolve_args, unknown_pipeline, unregistered_entrypoint};
 use super::{start_dir, CliError, CmdResult};
 use crate::cli::{PlanArgs, PlanFormat, ProjectOutput};
 use crate::exit::ExitCode;
