@@ -106,7 +106,7 @@ pub struct RunArgs {
     /// The pipeline's args (`--name value`, `--flag`, `--name=value`), `--help` for the pipeline's
     /// own help, and Sparkwing's run flags: `--sw-workers N`, `--sw-box-slots N`, `--sw-no-wait`,
     /// `--sw-runner process|docker`, `--sw-pool NAME`, `--sw-dry-run` (print the plan; run and record
-    /// nothing).
+    /// nothing), `--sw-only JOB`, `--sw-start-at JOB`, `--sw-stop-at JOB` (run part of the plan).
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
