@@ -13,6 +13,7 @@ use sparkwing_core::args::{self, ArgProblem};
 use sparkwing_core::dag::{self, ValidatedPlan};
 use sparkwing_core::mask::Masker;
 use sparkwing_core::protocol::{JobSpec, PipelineInfo};
+use sparkwing_core::selection::Selection;
 use sparkwing_engine::compile::{self, CompileError, Compiled, Progress};
 use sparkwing_engine::home::Home;
 use sparkwing_engine::output::human_duration;
@@ -33,24 +34,35 @@ pub fn plan(args: PlanArgs) -> CmdResult {
         &project,
         &pipeline,
         &settings.pipeline_args,
+        &Selection::default(),
         settings.output,
     )
 }
 
 /// Compile, resolve the args as a run would (an error exits 2), plan, check the graph and print
-/// the plan. An invalid plan or a failing plan function exits 1, as the run would fail.
+/// the plan, with the jobs `selection` leaves out skipped (a selection naming no job exits 2).
+/// An invalid plan or a failing plan function exits 1, as the run would fail.
 pub(super) fn show(
     home: &Home,
     project: &Project,
     pipeline: &PipelineConfig,
     tokens: &[String],
+    selection: &Selection,
     format: PlanFormat,
 ) -> CmdResult {
     let compiled = compile_unrecorded(home, project)?;
     let info = registered(project, pipeline, &compiled)?;
     let resolved = resolve_args(&info, pipeline, tokens)?;
-    let plan = plan_of(project, pipeline, &compiled, &resolved)
+    let mut plan = plan_of(project, pipeline, &compiled, &resolved)
         .map_err(|f| CliError::new(ExitCode::RunFailed, f.message))?;
+    let skips = selection
+        .skips(&plan)
+        .map_err(|e| CliError::new(ExitCode::Usage, e.to_string()))?;
+    for (job, skip) in plan.jobs.iter_mut().zip(skips) {
+        if job.skip.is_none() {
+            job.skip = skip;
+        }
+    }
     let masker = Masker::new(
         args::secret_values(&info.args, &resolved)
             .into_iter()

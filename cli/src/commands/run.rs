@@ -160,6 +160,7 @@ pub fn run(args: RunArgs) -> CmdResult {
             &project,
             &pipeline,
             &flags.pipeline_args,
+            &flags.selection,
             PlanFormat::Pretty,
         );
     }

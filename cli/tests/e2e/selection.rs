@@ -82,6 +82,23 @@ fn only_start_at_and_stop_at_run_exactly_the_selected_jobs() {
 }
 
 #[test]
+fn a_dry_run_shows_what_the_selection_leaves_out() {
+    let sw = Sw::fixture("rich");
+    let out = sw.sw(["run", "logs", "--sw-stop-at", "alpha", "--sw-dry-run"]);
+    out.assert_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[4], "alpha  -", "{out}");
+    assert_eq!(
+        lines[5], "beta   alpha  skipped: not selected (--sw-stop-at alpha)",
+        "{out}"
+    );
+    let out = sw.sw(["run", "logs", "--sw-only", "gamma", "--sw-dry-run"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("names no job \"gamma\""), "{out}");
+    assert!(!sw.home().join("state.db").exists());
+}
+
+#[test]
 fn a_bad_selection_exits_2_and_records_nothing() {
     let sw = Sw::fixture("rich");
     let out = sw.sw(["run", "logs", "--sw-only", "gamma"]);
