@@ -105,7 +105,8 @@ pub struct RunArgs {
     pub pipeline: Option<String>,
     /// The pipeline's args (`--name value`, `--flag`, `--name=value`), `--help` for the pipeline's
     /// own help, and Sparkwing's run flags: `--sw-workers N`, `--sw-box-slots N`, `--sw-no-wait`,
-    /// `--sw-runner process|docker`, `--sw-pool NAME`.
+    /// `--sw-runner process|docker`, `--sw-pool NAME`, `--sw-dry-run` (print the plan; run and record
+    /// nothing), `--sw-only JOB`, `--sw-start-at JOB`, `--sw-stop-at JOB` (run part of the plan).
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -238,6 +239,43 @@ pub enum PipelineCommand {
     New(NewArgs),
     /// Run a pipeline on a cluster: upload the source to the profile's API, trigger, follow.
     Trigger(TriggerArgs),
+    /// Print a pipeline's plan (its jobs, needs, retries, timeouts, conditions) without running
+    /// or recording anything: `pipeline plan NAME [ARGS] [-o json|dot]`.
+    Plan(PlanArgs),
+    /// Check every pipeline of the project: compile `.sparkwing/`, plan each with its default
+    /// args, report invalid graphs and args; exit 0 clean, 1 findings.
+    Lint(ProjectOutput),
+}
+
+/// How `pipeline plan` prints a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table of the jobs.
+    #[value(alias = "text")]
+    Pretty,
+    /// One JSON document.
+    Json,
+    /// A Graphviz digraph.
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Look for .sparkwing/ from DIR instead of the current directory.
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// `pretty` (or `text`), `json` or `dot`. Also `-o FORMAT` after the pipeline's name.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanFormat::Pretty)]
+    pub output: PlanFormat,
+    /// The pipeline's name in sparkwing.yaml.
+    pub pipeline: String,
+    /// The pipeline's args (`--name value`, `--flag`, `--name=value`), as for `sparkwing run`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,9 +5,11 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{OutputFormat, RunArgs, TriggerArgs};
+use crate::cli::{OutputFormat, PlanArgs, PlanFormat, RunArgs, TriggerArgs};
 use crate::exit::CliError;
 use crate::exit::ExitCode;
+use clap::ValueEnum;
+use sparkwing_core::selection::Selection;
 
 fn usage(m: impl Into<String>) -> CliError {
     CliError::new(ExitCode::Usage, m)
@@ -30,6 +32,10 @@ enum Key {
     Output,
     Timeout,
     MaxAttempts,
+    DryRun,
+    Only,
+    StartAt,
+    StopAt,
 }
 
 /// How a flag is spelled among the args.
@@ -87,10 +93,29 @@ const RUN_FLAGS: &[Flag] = &[
     valued(&["--profile"], Key::Profile, "a profile name", false),
     valued(&["--sw-profile"], Key::Profile, "a profile name", true),
     valued(&["--sw-parent"], Key::Parent, "RUN/JOB", true),
+    switch(&["--sw-dry-run"], Key::DryRun),
+    valued(&["--sw-only"], Key::Only, "a job id", true),
+    valued(&["--sw-start-at"], Key::StartAt, "a job id", true),
+    valued(&["--sw-stop-at"], Key::StopAt, "a job id", true),
 ];
 
 /// What `run` says of a `--sw-*` flag it does not know.
-const UNKNOWN_RUN_FLAG: &str = "run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME (and -C DIR, --profile NAME)";
+const UNKNOWN_RUN_FLAG: &str = "run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME, --sw-dry-run, --sw-only JOB, --sw-start-at JOB, --sw-stop-at JOB (and -C DIR, --profile NAME)";
+
+/// The flags of `pipeline plan` among the pipeline's args.
+const PLAN_FLAGS: &[Flag] = &[
+    valued(
+        &["-o"],
+        Key::Output,
+        "an output format (pretty, json or dot)",
+        true,
+    ),
+    valued(&["-C"], Key::Dir, "a directory", false),
+];
+
+/// What `pipeline plan` says of a `--sw-*` flag.
+const UNKNOWN_PLAN_FLAG: &str =
+    "`pipeline plan` takes the pipeline's args, -o pretty|json|dot and -C DIR";
 
 /// The flags only `pipeline trigger` takes, taken out first (the rest are a run's).
 const TRIGGER_FLAGS: &[Flag] = &[
@@ -164,6 +189,10 @@ pub struct RunFlags {
     pub profile: Option<String>,
     /// `--sw-parent RUN/JOB`: this run is a sub-pipeline awaited by that job (set by the engine).
     pub parent: Option<(String, String)>,
+    /// `--sw-dry-run`: print the plan; run and record nothing.
+    pub dry_run: bool,
+    /// `--sw-only`, `--sw-start-at`, `--sw-stop-at`: the jobs that execute.
+    pub selection: Selection,
     pub pipeline_args: Vec<String>,
 }
 
@@ -182,6 +211,10 @@ impl RunFlags {
                 Key::Workers => flags.workers = Some(positive("--sw-workers", &v)?),
                 Key::BoxSlots => flags.box_slots = Some(positive("--sw-box-slots", &v)?),
                 Key::NoWait => flags.no_wait = true,
+                Key::DryRun => flags.dry_run = true,
+                Key::Only => flags.selection.only = Some(job_id("--sw-only", v)?),
+                Key::StartAt => flags.selection.start_at = Some(job_id("--sw-start-at", v)?),
+                Key::StopAt => flags.selection.stop_at = Some(job_id("--sw-stop-at", v)?),
                 Key::Runner => flags.runner = Some(v),
                 Key::Pool => flags.pool = Some(v),
                 Key::Profile => flags.profile = Some(v),
@@ -198,6 +231,13 @@ impl RunFlags {
         }
         Ok(flags)
     }
+}
+
+fn job_id(flag: &str, v: String) -> Result<String, CliError> {
+    if v.is_empty() || v.starts_with('-') {
+        return Err(usage(format!("{flag} needs a job id, got {v:?}")));
+    }
+    Ok(v)
 }
 
 fn positive<N: std::str::FromStr + PartialOrd + Default>(
@@ -241,6 +281,10 @@ pub struct RunSettings {
     pub box_slots: Option<u32>,
     pub no_wait: bool,
     pub parent: Option<(String, String)>,
+    /// `--sw-dry-run`: print the plan; run and record nothing.
+    pub dry_run: bool,
+    /// `--sw-only`, `--sw-start-at`, `--sw-stop-at`: the jobs that execute.
+    pub selection: Selection,
     pub pipeline_args: Vec<String>,
 }
 
@@ -260,6 +304,8 @@ impl RunSettings {
             box_slots: flags.box_slots,
             no_wait: flags.no_wait,
             parent: flags.parent,
+            dry_run: flags.dry_run,
+            selection: flags.selection,
             pipeline_args: flags.pipeline_args,
         };
         if settings.pipeline.is_none() {
@@ -278,6 +324,11 @@ impl RunSettings {
         if settings.profile.is_some() && settings.runner == Runner::Docker {
             return Err(usage(
                 "--profile with --runner docker is not supported yet; use the process runner (the default) to mirror a run to a cluster API",
+            ));
+        }
+        if !settings.selection.is_all() && settings.runner == Runner::Docker {
+            return Err(usage(
+                "--sw-only, --sw-start-at and --sw-stop-at are not supported with --runner docker yet; use the process runner (the default)",
             ));
         }
         if settings.pool.is_some() && settings.runner != Runner::Docker {
@@ -371,6 +422,16 @@ impl TriggerSettings {
     pub fn resolve(args: &TriggerArgs) -> Result<TriggerSettings, CliError> {
         let flags = TriggerFlags::parse(&args.args)?;
         let run = RunFlags::parse(&flags.rest)?;
+        if !run.selection.is_all() {
+            return Err(usage(
+                "--sw-only, --sw-start-at and --sw-stop-at are for `sparkwing run`; a triggered run executes its whole plan",
+            ));
+        }
+        if run.dry_run {
+            return Err(usage(
+                "--sw-dry-run is for `sparkwing run`; `sparkwing pipeline plan NAME [ARGS]` prints a plan without running it",
+            ));
+        }
         let settings = TriggerSettings {
             pipeline: args.pipeline.clone(),
             help: args.help || run.help,
@@ -395,6 +456,40 @@ impl TriggerSettings {
             return Err(usage(
                 "--sw-workers, --sw-box-slots, --sw-no-wait and --sw-runner are for local runs; a triggered run takes --sw-pool POOL (the cluster's runner pool), --sw-timeout DURATION and --sw-max-attempts N",
             ));
+        }
+        Ok(settings)
+    }
+}
+
+/// `sparkwing pipeline plan`'s settings: its clap options and the same flags among its args.
+#[derive(Debug)]
+pub struct PlanSettings {
+    pub pipeline: String,
+    pub dir: Option<PathBuf>,
+    pub output: PlanFormat,
+    pub pipeline_args: Vec<String>,
+}
+
+impl PlanSettings {
+    pub fn resolve(args: &PlanArgs) -> Result<PlanSettings, CliError> {
+        let (found, rest) = scan(&args.args, PLAN_FLAGS, Some(UNKNOWN_PLAN_FLAG))?;
+        let mut settings = PlanSettings {
+            pipeline: args.pipeline.clone(),
+            dir: args.dir.clone(),
+            output: args.output,
+            pipeline_args: rest,
+        };
+        for (key, value) in found {
+            let v = value.unwrap_or_default();
+            match key {
+                Key::Dir => settings.dir = Some(PathBuf::from(v)),
+                Key::Output => {
+                    settings.output = PlanFormat::from_str(&v, false).map_err(|_| {
+                        usage(format!("unknown output {v:?}; use pretty, json or dot"))
+                    })?
+                }
+                _ => unreachable!("{key:?} is not a plan flag"),
+            }
         }
         Ok(settings)
     }
@@ -430,6 +525,81 @@ mod tests {
         assert_eq!(f.box_slots, Some(2));
         assert!(f.no_wait);
         assert_eq!(f.pipeline_args, toks(&["--name", "x", "--loud"]));
+    }
+
+    #[test]
+    fn dry_run_is_a_run_flag() {
+        let f = RunFlags::parse(&toks(&["--name", "x", "--sw-dry-run"])).unwrap();
+        assert!(f.dry_run);
+        assert_eq!(f.pipeline_args, toks(&["--name", "x"]));
+        assert!(!RunFlags::parse(&toks(&["--name", "x"])).unwrap().dry_run);
+    }
+
+    #[test]
+    fn selection_flags_name_jobs() {
+        let f = RunFlags::parse(&toks(&[
+            "--sw-only",
+            "build",
+            "--x",
+            "1",
+            "--sw-stop-at=test",
+        ]))
+        .unwrap();
+        assert_eq!(f.selection.only.as_deref(), Some("build"));
+        assert_eq!(f.selection.stop_at.as_deref(), Some("test"));
+        assert_eq!(f.pipeline_args, toks(&["--x", "1"]));
+        let e = RunFlags::parse(&toks(&["--sw-start-at", "--x"])).unwrap_err();
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(
+            e.message.contains("--sw-start-at needs a job id"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn plan_takes_its_output_and_dir_from_among_the_args() {
+        let args = crate::cli::Cli::try_parse_from([
+            "sparkwing",
+            "pipeline",
+            "plan",
+            "hello",
+            "--name",
+            "x",
+            "-o",
+            "dot",
+            "-C",
+            "/tmp/p",
+        ])
+        .unwrap();
+        let crate::cli::Command::Pipeline {
+            command: crate::cli::PipelineCommand::Plan(plan),
+        } = args.command
+        else {
+            panic!("not a plan command");
+        };
+        let s = PlanSettings::resolve(&plan).unwrap();
+        assert_eq!(s.output, PlanFormat::Dot);
+        assert_eq!(s.dir, Some(PathBuf::from("/tmp/p")));
+        assert_eq!(s.pipeline_args, toks(&["--name", "x"]));
+
+        let bad = PlanArgs {
+            dir: None,
+            output: PlanFormat::Pretty,
+            pipeline: "hello".into(),
+            args: toks(&["-o", "yaml"]),
+        };
+        let e = PlanSettings::resolve(&bad).unwrap_err();
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(e.message.contains("pretty, json or dot"), "{}", e.message);
+        let sw = PlanArgs {
+            args: toks(&["--sw-workers", "2"]),
+            ..bad
+        };
+        assert_eq!(
+            PlanSettings::resolve(&sw).unwrap_err().code,
+            ExitCode::Usage
+        );
     }
 
     #[test]

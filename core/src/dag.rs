@@ -18,8 +18,26 @@ pub enum PlanError {
     InvalidId(String),
     #[error("the plan has no jobs")]
     Empty,
+    #[error("job {job:?} has a condition on the outputs of {target:?}, which is not a job it needs; a condition reads only the outputs of the job's own needs (add {target:?} to its needs)")]
+    ConditionNotANeed { job: String, target: String },
     #[error("job {job:?} needs {need:?}, a finally job; finally jobs run after every other job, so only another finally job can need one")]
     NeedsFinally { job: String, need: String },
+}
+
+impl PlanError {
+    /// A stable name for the error, for machine-read reports (`pipeline lint -o json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlanError::DuplicateJob(_) => "duplicate_job",
+            PlanError::UnknownNeed { .. } => "unknown_need",
+            PlanError::SelfNeed(_) => "self_need",
+            PlanError::Cycle(_) => "cycle",
+            PlanError::InvalidId(_) => "invalid_id",
+            PlanError::Empty => "empty_plan",
+            PlanError::NeedsFinally { .. } => "needs_finally",
+            PlanError::ConditionNotANeed { .. } => "condition_not_a_need",
+        }
+    }
 }
 
 /// A plan whose graph is known to be a DAG; jobs keep their declared order.
@@ -81,6 +99,20 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
             }
             if !mine.contains(&n) {
                 mine.push(n);
+            }
+        }
+        // Outputs reach a job only from its direct needs (SPARKWING_NEEDS_OUTPUTS), so a condition
+        // can read no other job's: naming one is a mistake the author should hear of now.
+        if let Some(cond) = &job.when {
+            if let Some(target) = cond
+                .jobs()
+                .into_iter()
+                .find(|t| !job.needs.iter().any(|n| n == t))
+            {
+                return Err(PlanError::ConditionNotANeed {
+                    job: job.id.clone(),
+                    target: target.to_string(),
+                });
             }
         }
         needs.push(mine);
@@ -165,6 +197,7 @@ mod tests {
     fn names_duplicate() {
         let e = validate(&plan(vec![JobSpec::new("a"), JobSpec::new("a")])).unwrap_err();
         assert_eq!(e, PlanError::DuplicateJob("a".into()));
+        assert_eq!(e.kind(), "duplicate_job");
         assert!(e.to_string().contains("\"a\""));
     }
 
@@ -210,6 +243,33 @@ mod tests {
         assert!(matches!(e, PlanError::NeedsFinally { .. }), "{e}");
         report.finally = true;
         validate(&plan(vec![cleanup, report])).unwrap();
+    }
+
+    #[test]
+    fn a_condition_reads_only_the_outputs_of_needs() {
+        let mut deploy = JobSpec::new("deploy").needs(&["build"]);
+        deploy.when = Some(crate::condition::Cond::OutputEq {
+            job: "detect".into(),
+            output: "changed".into(),
+            value: "true".into(),
+        });
+        let jobs = vec![
+            JobSpec::new("detect"),
+            JobSpec::new("build"),
+            deploy.clone(),
+        ];
+        let e = validate(&plan(jobs.clone())).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::ConditionNotANeed {
+                job: "deploy".into(),
+                target: "detect".into()
+            }
+        );
+        assert!(e.to_string().contains("add \"detect\" to its needs"), "{e}");
+        let mut ok = jobs;
+        ok[2] = deploy.needs(&["detect"]);
+        validate(&plan(ok)).unwrap();
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! it. Everything here is deterministic and tested from fixtures.
 
 pub mod args;
+pub mod condition;
 pub mod dag;
 pub mod mask;
 pub mod protocol;
 pub mod reconcile;
 pub mod run_spec;
 pub mod scheduler;
+pub mod selection;
 pub mod state;
 pub mod subpipeline;
 pub mod suggest;

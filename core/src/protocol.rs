@@ -101,6 +101,10 @@ pub struct JobSpec {
     /// absent on ordinary jobs (and in every plan of an older SDK).
     #[serde(default, rename = "await", skip_serializing_if = "Option::is_none")]
     pub awaits: Option<AwaitSpec>,
+    /// The job's runtime condition (`docs/protocol.md`): decided when the job becomes ready; when
+    /// false the job is skipped. Absent on jobs without one (and in every plan of an older SDK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<crate::condition::Cond>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -145,6 +149,7 @@ impl JobSpec {
             workdir: None,
             skip: None,
             awaits: None,
+            when: None,
         }
     }
 

@@ -3,15 +3,20 @@
 //!
 //! Rules (also in `docs/running.md`):
 //! - a job starts once every job it needs has succeeded or been skipped, within the worker bound;
-//! - a job whose need failed or was cancelled is cancelled with reason `upstream-failed`;
+//! - a job whose need failed or was cancelled is cancelled with reason `upstream-failed`, unless
+//!   its `when` condition asks whether an upstream failed (then it waits for its needs to end);
+//! - a job with a `when` condition is skipped, with reason `condition false: <condition>`, when
+//!   the condition is false at the moment it would start (`condition`);
 //! - a failed attempt is retried while attempts remain, unless the run is being cancelled;
 //! - `finally` jobs start once every other job is terminal and their own needs are terminal,
 //!   whatever the outcomes, also when the run was cancelled;
 //! - the run fails when a non-optional job failed, is cancelled when cancel was asked, else succeeds.
 
+use crate::condition::{Cond, Facts};
 use crate::dag::ValidatedPlan;
 use crate::protocol::retry_delay_ms;
 use crate::state::{JobState, RunPhase};
+use std::collections::BTreeMap;
 
 /// Reason recorded for a job cancelled because a job it needs did not succeed.
 pub const UPSTREAM_FAILED: &str = "upstream-failed";
@@ -60,10 +65,15 @@ pub struct Scheduler {
     /// Jobs holding a worker: running an attempt or waiting to retry.
     busy: usize,
     cancelling: bool,
+    /// Each job's outputs, once it succeeded (read by conditions).
+    outputs: Vec<BTreeMap<String, String>>,
+    /// The run's git branch (read by conditions).
+    branch: Option<String>,
 }
 
 impl Scheduler {
     pub fn new(plan: ValidatedPlan, max_workers: usize) -> Self {
+        let count = plan.jobs.len();
         let jobs = plan
             .jobs
             .iter()
@@ -79,7 +89,36 @@ impl Scheduler {
             max_workers: max_workers.max(1),
             busy: 0,
             cancelling: false,
+            outputs: vec![BTreeMap::new(); count],
+            branch: None,
         }
+    }
+
+    /// The run's git branch, for `branch` conditions.
+    pub fn with_branch(mut self, branch: Option<String>) -> Self {
+        self.branch = branch;
+        self
+    }
+
+    /// Report a job's outputs; call before reporting its attempt's end.
+    pub fn set_outputs(&mut self, job: usize, outputs: BTreeMap<String, String>) {
+        self.outputs[job] = outputs;
+    }
+
+    /// Why a ready job must be skipped instead of started: its condition is false.
+    fn condition_false(&self, cond: &Cond, upstream_failed: bool) -> Option<String> {
+        let output = |job: &str, name: &str| {
+            self.plan
+                .index_of(job)
+                .and_then(|j| self.outputs[j].get(name))
+                .map(String::as_str)
+        };
+        let facts = Facts {
+            output: &output,
+            branch: self.branch.as_deref(),
+            upstream_failed,
+        };
+        (!cond.holds(&facts)).then(|| format!("condition false: {cond}"))
     }
 
     pub fn plan(&self) -> &ValidatedPlan {
@@ -138,6 +177,17 @@ impl Scheduler {
             return Readiness::Settle(JobState::Skipped, reason.clone());
         }
         let needs = &self.plan.needs[i];
+        let failed = |n: &usize| {
+            let st = self.jobs[*n].state;
+            st.is_terminal() && !st.satisfies_needs()
+        };
+        let decide = |upstream_failed: bool| match &spec.when {
+            Some(cond) => match self.condition_false(cond, upstream_failed) {
+                Some(reason) => Readiness::Settle(JobState::Skipped, reason),
+                None => Readiness::Ready,
+            },
+            None => Readiness::Ready,
+        };
         if spec.finally {
             let others_done = self
                 .jobs
@@ -146,7 +196,7 @@ impl Scheduler {
                 .all(|(p, s)| s.finally || p.state.is_terminal());
             let needs_done = needs.iter().all(|&n| self.jobs[n].state.is_terminal());
             return if others_done && needs_done {
-                Readiness::Ready
+                decide(needs.iter().any(failed))
             } else {
                 Readiness::Wait
             };
@@ -154,16 +204,12 @@ impl Scheduler {
         if self.cancelling {
             return Readiness::Settle(JobState::Cancelled, CANCELLED.to_string());
         }
-        let mut all_done = true;
-        for &n in needs {
-            let st = self.jobs[n].state;
-            if st.is_terminal() && !st.satisfies_needs() {
-                return Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string());
-            }
-            all_done &= st.is_terminal();
+        let waits_for_failures = spec.when.as_ref().is_some_and(Cond::considers_failures);
+        if !waits_for_failures && needs.iter().any(failed) {
+            return Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string());
         }
-        if all_done {
-            Readiness::Ready
+        if needs.iter().all(|&n| self.jobs[n].state.is_terminal()) {
+            decide(needs.iter().any(failed))
         } else {
             Readiness::Wait
         }
@@ -423,6 +469,114 @@ mod tests {
         assert!(s.attempt_finished(0, fail("boom")).is_empty());
         assert_eq!(s.job(0).state, JobState::Failed);
         assert_eq!(s.outcome().0, RunPhase::Cancelled);
+    }
+
+    fn when(job: JobSpec, cond: Cond) -> JobSpec {
+        JobSpec {
+            when: Some(cond),
+            ..job
+        }
+    }
+
+    fn output_eq(job: &str, output: &str, value: &str) -> Cond {
+        Cond::OutputEq {
+            job: job.into(),
+            output: output.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn conditions_on_outputs_start_or_skip_with_the_reason() {
+        let mut s = sched(
+            vec![
+                JobSpec::new("detect"),
+                when(
+                    JobSpec::new("build").needs(&["detect"]),
+                    output_eq("detect", "changed", "true"),
+                ),
+                when(
+                    JobSpec::new("docs").needs(&["detect"]),
+                    output_eq("detect", "docs", "yes"),
+                ),
+                JobSpec::new("after-docs").needs(&["docs"]),
+            ],
+            4,
+        );
+        assert_eq!(started(&s.poll()), vec![0]);
+        s.set_outputs(
+            0,
+            BTreeMap::from([("changed".to_string(), "true".to_string())]),
+        );
+        let actions = s.attempt_finished(0, AttemptOutcome::Success);
+        // build starts; docs is skipped (its output unset), which satisfies after-docs.
+        assert_eq!(started(&actions), vec![1, 3]);
+        assert_eq!(s.job(2).state, JobState::Skipped);
+        assert_eq!(
+            s.job(2).reason.as_deref(),
+            Some("condition false: detect.docs == \"yes\"")
+        );
+        assert!(actions.contains(&Action::Settled { job: 2 }));
+    }
+
+    #[test]
+    fn branch_conditions_read_the_runs_branch() {
+        let jobs = vec![when(
+            JobSpec::new("deploy"),
+            Cond::Branch {
+                name: "main".into(),
+            },
+        )];
+        let mut on_main = sched(jobs.clone(), 1).with_branch(Some("main".into()));
+        assert_eq!(started(&on_main.poll()), vec![0]);
+        let mut elsewhere = sched(jobs.clone(), 1).with_branch(Some("dev".into()));
+        assert!(started(&elsewhere.poll()).is_empty());
+        assert_eq!(elsewhere.job(0).state, JobState::Skipped);
+        let mut no_git = sched(jobs, 1);
+        no_git.poll();
+        assert_eq!(no_git.job(0).state, JobState::Skipped);
+    }
+
+    #[test]
+    fn upstream_failed_conditions_wait_for_failed_needs_instead_of_being_cancelled() {
+        let mut s = sched(
+            vec![
+                JobSpec::new("build"),
+                when(
+                    JobSpec::new("notify").needs(&["build"]),
+                    Cond::UpstreamFailed,
+                ),
+                JobSpec::new("ship").needs(&["build"]),
+            ],
+            4,
+        );
+        assert_eq!(started(&s.poll()), vec![0]);
+        let actions = s.attempt_finished(0, fail("exit code 1"));
+        assert_eq!(started(&actions), vec![1]);
+        assert_eq!(s.job(2).state, JobState::Cancelled);
+        assert_eq!(s.job(2).reason.as_deref(), Some(UPSTREAM_FAILED));
+        s.attempt_finished(1, AttemptOutcome::Success);
+        // The run still failed: build is not optional.
+        assert_eq!(s.outcome().0, RunPhase::Failed);
+
+        let mut ok = sched(
+            vec![
+                JobSpec::new("build"),
+                when(
+                    JobSpec::new("notify").needs(&["build"]),
+                    Cond::UpstreamFailed,
+                ),
+            ],
+            4,
+        );
+        ok.poll();
+        ok.attempt_finished(0, AttemptOutcome::Success);
+        assert_eq!(ok.job(1).state, JobState::Skipped);
+        assert_eq!(
+            ok.job(1).reason.as_deref(),
+            Some("condition false: upstream failed")
+        );
+        assert_eq!(ok.outcome().0, RunPhase::Succeeded);
     }
 
     #[test]

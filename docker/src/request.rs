@@ -67,6 +67,7 @@ impl RunnerRequest {
                 format: self.format,
                 box_slots: None,
                 runner: "docker".to_string(),
+                selection: Default::default(),
                 sink: None,
             },
             self.run_id,

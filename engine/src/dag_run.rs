@@ -99,7 +99,7 @@ pub(super) async fn run_dag(
     let args_json = Value::Object(req.args.clone()).to_string();
     // Plan, unless stopped first.
     let plan = tokio::select! {
-        p = plan(req, &args_json) => p,
+        p = plan(req) => p,
         Some(_) = stops.recv() => Err("cancelled while planning".to_string()),
     };
     let plan = match plan {
@@ -125,6 +125,27 @@ pub(super) async fn run_dag(
             );
         }
     };
+    // Jobs left out by --sw-only/--sw-start-at/--sw-stop-at are skipped, saying why (a reason
+    // decided at plan time stays).
+    let mut validated = validated;
+    match req.selection.skips(&validated) {
+        Ok(skips) => {
+            for (job, skip) in validated.jobs.iter_mut().zip(skips) {
+                if job.skip.is_none() {
+                    job.skip = skip;
+                }
+            }
+        }
+        Err(e) => {
+            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+            return finish(
+                &mut rec,
+                RunPhase::Failed,
+                Some(format!("invalid selection: {e}")),
+                created,
+            );
+        }
+    }
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()
@@ -163,7 +184,9 @@ pub(super) async fn run_dag(
             failed_command: None,
         });
     }
-    let mut sched = Scheduler::new(validated, req.workers);
+    // `branch` conditions read the branch recorded with the run.
+    let branch = rec.store.get_run(&run_id)?.and_then(|r| r.git_branch);
+    let mut sched = Scheduler::new(validated, req.workers).with_branch(branch);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
         supervisors: process::Supervisors::default(),
@@ -228,30 +251,19 @@ struct Ctx<'a> {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-/// Ask the binary for the plan.
-async fn plan(req: &RunRequest, args_json: &str) -> Result<PlanDoc, String> {
-    let out = tokio::process::Command::new(&req.binary.path)
-        .arg("plan")
-        .arg(&req.info.entrypoint)
-        .env("SPARKWING_PROTOCOL", PROTOCOL_VERSION.to_string())
-        .env("SPARKWING_ARGS", args_json)
-        .env("SPARKWING_PIPELINE", &req.pipeline)
-        .current_dir(&req.repo_root)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot start the pipeline binary: {e}"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let msg = stderr.trim();
-        return Err(if msg.is_empty() {
-            format!("the plan function failed ({})", out.status)
-        } else {
-            msg.to_string()
-        });
-    }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("the pipeline binary printed an invalid plan: {e}"))
+/// Ask the binary for the plan (on a blocking thread: planning is one short process).
+async fn plan(req: &RunRequest) -> Result<PlanDoc, String> {
+    let binary = req.binary.path.clone();
+    let root = req.repo_root.clone();
+    let pipeline = req.pipeline.clone();
+    let entrypoint = req.info.entrypoint.clone();
+    let args = req.args.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::planning::plan(&binary, &root, &pipeline, &entrypoint, &args)
+    })
+    .await
+    .map_err(|e| format!("planning stopped: {e}"))?
+    .map_err(|e| e.to_string())
 }
 
 fn apply(
@@ -533,6 +545,16 @@ fn on_line(
                         rec.term.dim("·"),
                         v["step"].as_str().unwrap_or("?")
                     )),
+                    "step_end"
+                        if v["ok"] == Value::Bool(false)
+                            && v["continue_on_error"] == Value::Bool(true) =>
+                    {
+                        Some(format!(
+                            "{} {id} › {} failed; the job goes on",
+                            rec.term.yellow("·"),
+                            v["step"].as_str().unwrap_or("?")
+                        ))
+                    }
                     "step_end" if v["ok"] == Value::Bool(false) => Some(format!(
                         "{} {id} › {} failed",
                         rec.term.red("·"),
@@ -653,6 +675,8 @@ fn on_attempt_end(
             }
         }
     }
+    // Conditions of the jobs that need this one read its outputs.
+    sched.set_outputs(job, jobs[job].outputs.clone());
     let actions = sched.attempt_finished(job, outcome);
     if sched.job(job).state.is_terminal() {
         record_terminal(rec, sched, jobs, job, exit_code)?;

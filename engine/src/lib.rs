@@ -17,6 +17,7 @@ pub mod host;
 pub mod interrupts;
 pub mod job_log;
 pub mod output;
+pub mod planning;
 pub mod process;
 pub mod process_executor;
 pub mod project;
@@ -67,6 +68,8 @@ pub struct RunRequest {
     pub runner: String,
     /// A second destination for the run's lines, job states and end (the cluster API).
     pub sink: Option<Arc<dyn RunSink>>,
+    /// The jobs that execute (`--sw-only`, `--sw-start-at`, `--sw-stop-at`); the rest are skipped.
+    pub selection: sparkwing_core::selection::Selection,
 }
 
 /// The compiled pipeline binary a run uses.

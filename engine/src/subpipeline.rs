@@ -16,7 +16,7 @@
 use super::process::{AttemptSpec, Line, ProcessEnd, Stream};
 use crate::project::Project;
 use serde_json::{Map, Value};
-use sparkwing_core::protocol::{AwaitSpec, Describe, PlanDoc, PROTOCOL_VERSION};
+use sparkwing_core::protocol::{AwaitSpec, Describe, PlanDoc};
 use sparkwing_core::subpipeline::{self, SubpipelineError, CHAIN_ENV};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -317,30 +317,6 @@ pub fn kill_local_children<'a>(
     }
 }
 
-/// Plans `entrypoint` with `args` through the pipeline binary (synchronously).
-fn plan_with(
-    binary: &Path,
-    repo_root: &Path,
-    pipeline: &str,
-    entrypoint: &str,
-    args: &Map<String, Value>,
-) -> Result<PlanDoc, String> {
-    let out = std::process::Command::new(binary)
-        .arg("plan")
-        .arg(entrypoint)
-        .env("SPARKWING_PROTOCOL", PROTOCOL_VERSION.to_string())
-        .env("SPARKWING_ARGS", Value::Object(args.clone()).to_string())
-        .env("SPARKWING_PIPELINE", pipeline)
-        .current_dir(repo_root)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start the pipeline binary: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("invalid plan: {e}"))
-}
-
 /// Before a run of `pipeline` starts: plan it, and check the pipelines it awaits (and theirs) exist
 /// in `sparkwing.yaml` and await no ancestor. A plan that cannot be made here is left to the run,
 /// which records why; a child's args that do not resolve refuse the run.
@@ -353,7 +329,7 @@ pub fn preflight(
     args: &Map<String, Value>,
     chain: &[String],
 ) -> Result<(), SubpipelineError> {
-    let Ok(root) = plan_with(binary, &project.root, pipeline, entrypoint, args) else {
+    let Ok(root) = crate::planning::plan(binary, &project.root, pipeline, entrypoint, args) else {
         return Ok(());
     };
     if subpipeline::awaits(&root).is_empty() {
@@ -378,7 +354,10 @@ pub fn preflight(
         let resolved =
             sparkwing_core::args::resolve(&info.args, &cfg.arg_defaults(), &a.arg_tokens())
                 .map_err(|e| e.to_string())?;
-        Ok(plan_with(binary, &project.root, &cfg.name, &cfg.entrypoint, &resolved).ok())
+        Ok(
+            crate::planning::plan(binary, &project.root, &cfg.name, &cfg.entrypoint, &resolved)
+                .ok(),
+        )
     };
     subpipeline::check_plan(pipeline, &root, chain, &known, &mut plan_child)
 }

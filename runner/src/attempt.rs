@@ -232,6 +232,7 @@ pub(crate) fn execute_attempt(
         format,
         box_slots,
         runner: "kubernetes".into(),
+        selection: Default::default(),
         sink: Some(sink.clone()),
     };
     let code = match rt.block_on(engine::execute(req)) {

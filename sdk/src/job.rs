@@ -143,6 +143,33 @@ impl Job {
 
     /// Runs `f` as a named step, recording its start, end, success and duration as control records.
     pub fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Job) -> Result<T>) -> Result<T> {
+        self.run_step(name, false, f)
+    }
+
+    /// Runs `f` as a named step whose failure does not fail the job: the error is logged
+    /// (`step NAME failed; the job goes on: MESSAGE`), the step is recorded failed with
+    /// `"continue_on_error": true`, and this returns `None` so the job goes on. A panic still
+    /// fails the job.
+    pub fn step_continue_on_error<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Job) -> Result<T>,
+    ) -> Option<T> {
+        match self.run_step(name, true, f) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("step {name} failed; the job goes on: {e}");
+                None
+            }
+        }
+    }
+
+    fn run_step<T>(
+        &mut self,
+        name: &str,
+        continue_on_error: bool,
+        f: impl FnOnce(&mut Job) -> Result<T>,
+    ) -> Result<T> {
         print_control(&Value::object([
             ("event", Value::from("step_start")),
             ("step", Value::from(name)),
@@ -150,7 +177,7 @@ impl Job {
         let start = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         let ok = matches!(result, Ok(Ok(_)));
-        print_control(&Value::object([
+        let mut end = vec![
             ("event", Value::from("step_end")),
             ("step", Value::from(name)),
             ("ok", Value::Bool(ok)),
@@ -158,7 +185,12 @@ impl Job {
                 "duration_ms",
                 Value::Int(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)),
             ),
-        ]));
+        ];
+        // Only a failed step that the job survives says so; other records read as before.
+        if continue_on_error && matches!(result, Ok(Err(_))) {
+            end.push(("continue_on_error", Value::Bool(true)));
+        }
+        print_control(&Value::object(end));
         match result {
             Ok(r) => r,
             // The step_end record is out; let the panic continue to the job's handler.

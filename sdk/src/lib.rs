@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod cond;
 mod error;
 mod job;
 #[doc(hidden)]
@@ -31,6 +32,7 @@ mod plan;
 mod protocol;
 
 pub use args::{Arg, ArgKind, ArgValue, Args};
+pub use cond::{Cond, OutputRef};
 pub use error::{fail, CommandEnd, Context, Error, Result};
 pub use job::{Cmd, Job};
 pub use plan::{JobBuilder, Pipeline, Plan};
@@ -66,6 +68,7 @@ macro_rules! bail {
 pub mod prelude {
     pub use crate::bail;
     pub use crate::{
-        fail, Arg, Args, Cmd, Context, Duration, Error, Job, JobBuilder, Pipeline, Plan, Result,
+        fail, Arg, Args, Cmd, Cond, Context, Duration, Error, Job, JobBuilder, Pipeline, Plan,
+        Result,
     };
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::args::{Arg, Args};
+use crate::cond::Cond;
 use crate::error::Result;
 use crate::job::Job;
 use crate::json::Value;
@@ -136,6 +137,7 @@ impl Plan {
             workdir: None,
             skip: None,
             awaits: None,
+            when: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -232,6 +234,7 @@ pub struct JobBuilder {
     workdir: Option<String>,
     skip: Option<String>,
     awaits: Option<AwaitSpec>,
+    when: Option<Cond>,
     body: JobFn,
 }
 
@@ -309,6 +312,15 @@ impl JobBuilder {
         self
     }
 
+    /// A runtime condition, decided by the engine when the job becomes ready (its needs ended):
+    /// when false, the job is skipped with reason `condition false: <condition>`. Unlike
+    /// [`JobBuilder::skip_if`], it can read the outputs of the job's needs and the run's branch.
+    /// A second call replaces the first; combine with `&`, `|`, `!`.
+    pub fn when(&mut self, cond: Cond) -> &mut JobBuilder {
+        self.when = Some(cond);
+        self
+    }
+
     /// Skips the job with `reason` when `condition` holds.
     pub fn skip_if(&mut self, condition: bool, reason: impl Into<String>) -> &mut JobBuilder {
         if condition {
@@ -380,6 +392,10 @@ impl JobBuilder {
             ("workdir", Value::from(self.workdir.as_deref())),
             ("skip", Value::from(self.skip.as_deref())),
         ];
+        // Only jobs with a condition carry the field, so other plans read exactly as before.
+        if let Some(c) = &self.when {
+            fields.push(("when", c.to_json()));
+        }
         // Only await jobs carry the field, so other plans read exactly as before.
         if let Some(a) = &self.awaits {
             fields.push((
@@ -416,6 +432,7 @@ impl fmt::Debug for JobBuilder {
             .field("workdir", &self.workdir)
             .field("skip", &self.skip)
             .field("awaits", &self.awaits)
+            .field("when", &self.when)
             .finish_non_exhaustive()
     }
 }

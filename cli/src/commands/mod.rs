@@ -2,6 +2,8 @@
 
 mod dashboard;
 mod pipeline;
+mod pipeline_ref;
+mod plan;
 mod pool;
 mod profile;
 mod push;
@@ -130,6 +132,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             PipelineCommand::Describe(a) => pipeline::describe(a),
             PipelineCommand::New(a) => scaffold::new_pipeline(a),
             PipelineCommand::Trigger(a) => trigger::trigger(a),
+            PipelineCommand::Plan(a) => plan::plan(a),
+            PipelineCommand::Lint(a) => plan::lint(a),
         },
         Command::Token { command } => match command {
             TokenCommand::Create(a) => token::create(a),

@@ -1,64 +1,22 @@
 //! `sparkwing run <pipeline> [args]`.
 
+use super::pipeline_ref::{resolve_args, unknown_pipeline, unregistered_entrypoint};
 use super::{start_dir, CliError, CmdResult};
-use crate::cli::RunArgs;
+use crate::cli::{PlanFormat, RunArgs};
 use crate::exit::ExitCode;
 use crate::settings::{RunSettings, Runner};
 use sparkwing_core::protocol::PipelineInfo;
-use sparkwing_core::suggest::closest;
 use sparkwing_core::RunPhase;
 use sparkwing_docker::{self as docker, executor::Placement, pool::PoolPlacement, DockerError};
 use sparkwing_engine::box_slots::BoxSlots;
 use sparkwing_engine::compile::{self, CompileError, Progress};
 use sparkwing_engine::env_vars;
 use sparkwing_engine::home::Home;
-use sparkwing_engine::project::{self, Project};
+use sparkwing_engine::project::{self, PipelineConfig, Project};
 use sparkwing_engine::store::{NewRun, Store};
 use sparkwing_engine::{self as engine, now_ms, Admission, BoxGate, Format, RunRequest};
 use std::io::IsTerminal;
 use std::sync::Arc;
-
-/// Exit 2 naming the pipelines `sparkwing.yaml` has and the closest to `name` (run and trigger).
-pub(super) fn unknown_pipeline(project: &Project, name: &str) -> CliError {
-    let names: Vec<&str> = project
-        .config
-        .pipelines
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    let hint = match closest(name, names.iter().copied()) {
-        Some(s) => format!("; did you mean {s:?}?"),
-        None => String::new(),
-    };
-    let list = if names.is_empty() {
-        "none yet (add one with `sparkwing pipeline new --name NAME`)".to_string()
-    } else {
-        names.join(", ")
-    };
-    CliError::new(
-        ExitCode::Usage,
-        format!(
-            "unknown pipeline {name:?}{hint} (pipelines in {}: {list})",
-            project.config_path().display()
-        ),
-    )
-}
-
-fn unregistered_entrypoint(
-    project: &Project,
-    pipeline: &str,
-    entrypoint: &str,
-    registered: &[String],
-) -> CliError {
-    CliError::new(
-        ExitCode::Project,
-        format!(
-            "pipeline {pipeline:?} names entrypoint {entrypoint:?} in {}, but .sparkwing/ registers no such entrypoint (registered: {}); register it in sparkwing::main(...) in .sparkwing/src/main.rs, or fix the entrypoint",
-            project.config_path().display(),
-            if registered.is_empty() { "none".to_string() } else { registered.join(", ") }
-        ),
-    )
-}
 
 /// The log format: `SPARKWING_LOG_FORMAT`, else pretty on a terminal and JSON lines otherwise.
 pub(crate) fn log_format() -> Result<Format, CliError> {
@@ -103,7 +61,7 @@ fn print_pipeline_help(
         }
     );
     println!();
-    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME]");
+    println!("USAGE:\n    sparkwing run {name} [ARGS] [--sw-workers N] [--sw-box-slots N] [--sw-no-wait] [--sw-runner process|docker] [--sw-pool NAME] [--sw-dry-run] [--sw-only JOB | --sw-start-at JOB] [--sw-stop-at JOB]");
     println!();
     println!("ARGS:");
     if info.args.is_empty() {
@@ -191,6 +149,21 @@ pub fn run(args: RunArgs) -> CmdResult {
         .pipeline(&pipeline_name)
         .ok_or_else(|| unknown_pipeline(&project, &pipeline_name))?
         .clone();
+    if flags.dry_run && !flags.help {
+        // Before the store, Docker or a box slot: a dry run touches none of them.
+        eprintln!(
+            "dry run: the plan of pipeline {:?}; nothing is run or recorded",
+            pipeline.name
+        );
+        return super::plan::show(
+            &home,
+            &project,
+            &pipeline,
+            &flags.pipeline_args,
+            &flags.selection,
+            PlanFormat::Pretty,
+        );
+    }
     let chain = chain_without(&pipeline.name)?;
     let format = log_format()?;
     // Refuse an unusable store before doing any work.
@@ -227,14 +200,8 @@ pub fn run(args: RunArgs) -> CmdResult {
         );
         return Ok(ExitCode::Success);
     }
-    let resolved =
-        sparkwing_core::args::resolve(&info.args, &pipeline.arg_defaults(), &flags.pipeline_args)
-            .map_err(|e| {
-            CliError::new(
-                ExitCode::Usage,
-                format!("{e} (see `sparkwing run {} --help`)", pipeline.name),
-            )
-        })?;
+    let resolved = resolve_args(&info, &pipeline, &flags.pipeline_args)?;
+    check_selection(&project, &pipeline, &compiled, &resolved, &flags.selection)?;
     let workers = flags.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -276,6 +243,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         sink: mirror
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
+        selection: flags.selection.clone(),
     };
     let parent = flags.parent.clone();
     let code = match docker {
@@ -293,6 +261,38 @@ pub fn run(args: RunArgs) -> CmdResult {
     // The binary's cache entry stays leased until the run is over.
     drop(compiled);
     code
+}
+
+/// `--sw-only`/`--sw-start-at`/`--sw-stop-at` must name jobs of the plan: said before anything
+/// is recorded (exit 2). A plan that cannot be made here is left to the run, which records why.
+fn check_selection(
+    project: &Project,
+    pipeline: &PipelineConfig,
+    compiled: &compile::Compiled,
+    resolved: &serde_json::Map<String, serde_json::Value>,
+    selection: &sparkwing_core::selection::Selection,
+) -> Result<(), CliError> {
+    if selection.is_all() {
+        return Ok(());
+    }
+    let Ok(plan) = sparkwing_engine::planning::plan(
+        &compiled.binary,
+        &project.root,
+        &pipeline.name,
+        &pipeline.entrypoint,
+        resolved,
+    ) else {
+        return Ok(());
+    };
+    let Ok(validated) = sparkwing_core::dag::validate(&plan) else {
+        return Ok(());
+    };
+    selection.skips(&validated).map(|_| ()).map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!("refusing to run pipeline {:?}: {e}", pipeline.name),
+        )
+    })
 }
 
 /// `sparkwing run` without a pipeline name: its help (asked for) or a usage error.

@@ -91,7 +91,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     let project = project::discover(&start_dir(dir.as_deref()))?;
     let pipeline = project
         .pipeline(&pipeline_name)
-        .ok_or_else(|| super::run::unknown_pipeline(&project, &pipeline_name))?
+        .ok_or_else(|| super::pipeline_ref::unknown_pipeline(&project, &pipeline_name))?
         .clone();
     let pipeline_args = args_map(&flags.pipeline_args)?;
     // From here on an interrupt must not leave a remote run behind that nobody awaits.
