@@ -44,6 +44,7 @@ pub mod pool_claim;
 pub mod pool_token;
 pub mod runner_job;
 pub mod status;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,7 +82,7 @@ pub struct Config {
     pub metrics: Arc<Metrics>,
     /// The in-process API's storage (`--api-addr`): a finished run is archived there before its
     /// `ttlSecondsAfterFinished` deletion, so the API still lists and reads it.
-    pub archive: Option<api::Store>,
+    pub archive: Option<store::Store>,
     /// The in-process API's token table (`--api-addr`): the operator keeps each RunnerPool's pool
     /// token Secret (`<pool>-pool-token`) with it. Without it warm runners cannot get their run's
     /// token (see docs/operator.md).
@@ -120,7 +121,7 @@ impl Config {
 
     /// Archive finished runs in this API storage before deleting them.
     #[must_use]
-    pub fn archive(mut self, store: api::Store) -> Self {
+    pub fn archive(mut self, store: store::Store) -> Self {
         self.archive = Some(store);
         self
     }

@@ -142,11 +142,11 @@ async fn shutdown_signal() {
 }
 
 /// The API's stores: `--metadata` and `--objects`, each by default embedded in `--data-dir`.
-async fn open_store(args: &Args) -> anyhow::Result<api::Store> {
+async fn open_store(args: &Args) -> anyhow::Result<sparkwing_operator::store::Store> {
     let data_dir = args.data_dir.to_string_lossy().into_owned();
     let metadata = args.metadata.clone().unwrap_or_else(|| data_dir.clone());
     let objects = args.objects.clone().unwrap_or(data_dir);
-    api::Store::open(&metadata, &objects)
+    sparkwing_operator::store::Store::open(&metadata, &objects)
         .await
         .context("opening the API's state stores")
 }

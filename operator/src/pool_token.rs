@@ -24,7 +24,7 @@ use crate::status::FIELD_MANAGER;
 /// Where pool tokens are minted: the API's token table.
 #[derive(Clone)]
 pub struct PoolTokens {
-    pub store: crate::api::Store,
+    pub store: crate::store::Store,
 }
 
 /// What to do about a pool's Secret.

@@ -14,7 +14,8 @@ use sparkwing_api::wire::{
 };
 use sparkwing_api::{ApiClient, Flow};
 use sparkwing_operator::api::manifest::{sha256_hex, Manifest};
-use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns, Store};
+use sparkwing_operator::api::{spawn_serving, ApiConfig, ApiState, MemoryRuns};
+use sparkwing_operator::store::Store;
 use sparkwing_state::test_support::{create_database, Postgres, S3Server};
 
 /// The shared servers and a database of this test's own.

@@ -19,8 +19,8 @@ use sparkwing_state::{RunKey, StateError};
 
 use super::error::ApiError;
 use super::manifest::sha256_hex;
-use super::store::Store;
 use super::ApiState;
+use crate::store::Store;
 
 // Scopes are part of the API's contract: one definition, in `sparkwing-api`.
 pub use sparkwing_api::scopes::{Scope, GRANTABLE_SCOPES};

@@ -24,7 +24,7 @@ use sparkwing_state::{LogIndex, LogKey, LogLine, RunKey, StateError, TokenRecord
 
 use super::auth::Scope;
 use super::manifest::{is_sha256_hex, Manifest};
-use super::store::{ArchivedRun, Store};
+use crate::store::{ArchivedRun, Store};
 
 /// What a migration copied (or found copied already).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]

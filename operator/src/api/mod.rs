@@ -17,7 +17,6 @@ pub mod migrate;
 pub mod pipelines;
 pub mod runs;
 pub mod server;
-pub mod store;
 pub mod webhook;
 
 #[cfg(test)]
@@ -39,13 +38,13 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::Notify;
 
+use crate::store::Store;
 pub use auth::{Principal, Scope};
 pub use error::ApiError;
 pub use manifest::{Manifest, ManifestLimits};
 pub use metrics::ApiMetrics;
 pub use pipelines::{KubePipelines, MemoryPipelines, PipelineBackend, Webhooks};
 pub use runs::{BackendError, KubeRuns, MemoryRuns, PodClaim, RunBackend};
-pub use store::Store;
 
 /// Default cap of one job's log: 256 MiB.
 pub const DEFAULT_LOG_CAP: u64 = 256 << 20;

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::store::Store;
+use crate::store::Store;
 
 /// `shared`: the fixtures use the servers below instead of a temp directory.
 pub const BACKEND_ENV: &str = "SPARKWING_API_TEST_BACKEND";

@@ -53,7 +53,7 @@ pub struct Context {
     /// [`Context::written_status`]).
     written: Mutex<HashMap<String, (String, RunStatus)>>,
     /// Where finished runs are archived before their TTL deletion (the in-process API's storage).
-    pub archive: Option<crate::api::Store>,
+    pub archive: Option<crate::store::Store>,
     /// Where pool tokens are minted (the in-process API), `None` without an API.
     pub pool_tokens: Option<crate::pool_token::PoolTokens>,
 }
@@ -81,7 +81,7 @@ impl Context {
 
     /// Archive finished runs in `storage` before deleting them.
     #[must_use]
-    pub fn with_archive(mut self, store: Option<crate::api::Store>) -> Self {
+    pub fn with_archive(mut self, store: Option<crate::store::Store>) -> Self {
         self.archive = store;
         self
     }

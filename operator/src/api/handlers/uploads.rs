@@ -22,8 +22,8 @@ use sparkwing_api::wire::{BlobAnswer, BlobBatchAnswer, UploadAnswer};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::manifest::{is_sha256_hex, Manifest};
-use crate::api::store::UploadCheck;
 use crate::api::{read_body, read_json, ApiError, ApiMetrics, ApiState};
+use crate::store::UploadCheck;
 
 /// The blobs of `manifest` not stored yet; a 400 when a stored blob's size is not the one its
 /// file declares (it would only fail later, on the runner).

@@ -15,8 +15,8 @@ use sparkwing_state::{parse_run_cursor, run_cursor, RunFilter, RunKey};
 
 use super::view::{archive_if_finished, view, RunList, RunView};
 use crate::api::auth::{Principal, Scope};
-use crate::api::store::{created_ms, Store};
 use crate::api::{check_object_name, ApiError, ApiState};
+use crate::store::{created_ms, Store};
 
 pub const MAX_RUN_PAGE: usize = 500;
 pub const DEFAULT_RUN_PAGE: usize = 100;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sparkwing_crds::pipeline_run::PipelineRun;
 use sparkwing_state::{ContentStore, MetadataStore, RunKey, RunSummary, StateError};
 
-use super::manifest::Manifest;
+use sparkwing_core::upload_manifest::Manifest;
 
 pub use sparkwing_api::wire::GcReport;
 
@@ -179,7 +179,7 @@ impl Store {
     }
 
     pub async fn get_upload(&self, id: &str) -> Result<Option<Manifest>, StateError> {
-        if !super::manifest::is_sha256_hex(id) {
+        if !sparkwing_core::upload_manifest::is_sha256_hex(id) {
             return Ok(None);
         }
         match self.content.get_manifest(id).await? {
