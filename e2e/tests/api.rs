@@ -61,19 +61,6 @@ impl Env {
     }
 }
 
-/// The environment the container of `pod` was created with.
-async fn container_env(node: &NodeEmulator, pod: &str) -> Result<Vec<String>> {
-    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
-    let name = node
-        .containers(pod)
-        .await?
-        .into_iter()
-        .next()
-        .with_context(|| format!("no container for pod {pod}"))?;
-    let inspected = docker.inspect_container(&name, None).await?;
-    Ok(inspected.config.and_then(|c| c.env).unwrap_or_default())
-}
-
 async fn runner_pod(env: &Env, run: &str) -> Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
     let lp = ListParams::default().labels(&format!("sparkwing.dev/run={run}"));
@@ -234,7 +221,7 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     let secret = secrets.get(&format!("{name}-runner-token")).await?;
     let token = String::from_utf8(secret.data.unwrap_or_default()["token"].0.clone())?;
     assert!(token.starts_with("swr_"));
-    let vars = container_env(&env.node, &pod.name_any()).await?;
+    let vars = env.node.container_env(&pod.name_any()).await?;
     assert!(
         vars.contains(&format!("SPARKWING_API_URL={}", env.api().url)),
         "{vars:?}"
@@ -255,7 +242,7 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     }))?;
     env.runs().create(&PostParams::default(), &run).await?;
     let pod = runner_pod(&env, "slow-kubectl").await?;
-    let vars = container_env(&env.node, &pod.name_any()).await?;
+    let vars = env.node.container_env(&pod.name_any()).await?;
     assert!(
         !vars.iter().any(|v| v.starts_with("SPARKWING_API_TOKEN=")),
         "{vars:?}"
@@ -426,7 +413,7 @@ async fn a_runner_started_at_once_has_its_token() -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
     let secret = secrets.get(&format!("{name}-runner-token")).await?;
     let token = String::from_utf8(secret.data.clone().unwrap_or_default()["token"].0.clone())?;
-    let vars = container_env(&env.node, &pod.name_any()).await?;
+    let vars = env.node.container_env(&pod.name_any()).await?;
     assert!(
         vars.contains(&format!("SPARKWING_API_TOKEN={token}")),
         "the runner started without its token: {vars:?}"
