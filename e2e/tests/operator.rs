@@ -1,9 +1,10 @@
 //! The operator end to end: `sparkwing_operator::run_controllers` in-process against the real
-//! kube-apiserver and etcd of the test bed, with the node emulator running its Jobs and warm pods
-//! on Docker, in the test runner image (`sparkwing_e2e::test_runner_image`, whose behaviour is
+//! kube-apiserver, etcd, controller-manager and scheduler of the test bed, with the bed's node (a
+//! real kubelet, or the node emulator on Docker) running its Jobs and warm pods, in the test runner
+//! image (`sparkwing_e2e::test_runner_image`, whose behaviour is
 //! chosen by the run's name: `ok-*`, `slow-*`, `exit3-*`, `sleep-*`).
 //!
-//! Each test has its own namespace, node emulator, claim relay and operator task scoped to that
+//! Each test has its own namespace, node (`TestNode`), claim relay and operator task scoped to that
 //! namespace. Waits are watches or polls with deadlines; the only fixed windows are the "nothing
 //! more happens" checks, which say why.
 //!
