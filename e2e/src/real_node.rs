@@ -362,6 +362,12 @@ disabled_plugins = [
   # Without CAP_SYS_RESOURCE a negative oom_score_adj is refused and runc cannot start any
   # sandbox; this keeps containers at containerd's own score.
   restrict_oom_score_adj = true
+  # Every registry is a loopback address that serves nothing: a pull the tests did not mean (an
+  # image not loaded from Docker) fails here instead of reaching for a public registry.
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://127.0.0.1:1"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."*"]
+    endpoint = ["http://127.0.0.1:1"]
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni}"
@@ -648,6 +654,7 @@ mod tests {
         assert!(config.contains("restrict_oom_score_adj = true"), "{config}");
         assert!(config.contains(r#"root = "/tmp/bed/containerd/root""#));
         assert!(config.contains(r#"Root = "/tmp/bed/containerd/runc""#));
+        assert!(config.contains(r#"endpoint = ["http://127.0.0.1:1"]"#));
     }
 
     #[test]
