@@ -21,10 +21,10 @@ test: setup-test test-rust test-e2e test-images test-browser ## Every test: Rust
 test-rust: ## Rust tests of every crate but sparkwing-e2e (unit, integration, end-to-end with real runs)
 	$(CARGO) test --workspace --exclude sparkwing-e2e
 
-e2e-testbed: ## Build kube-apiserver, etcd, kubectl and helm from their Go modules, once (cache: /var/tmp/sparkwing-e2e)
+e2e-testbed: ## Build the Kubernetes binaries (apiserver, controller-manager, scheduler, kubelet, kubectl), etcd and helm from their Go modules, once (cache: /var/tmp/sparkwing-e2e)
 	bash e2e/testbed/build.sh
 
-test-e2e: e2e-testbed ## The Kubernetes end-to-end tests against a real kube-apiserver and etcd (crate sparkwing-e2e)
+test-e2e: e2e-testbed ## The Kubernetes end-to-end tests against the real test bed (crate sparkwing-e2e; SPARKWING_E2E_NODE chooses the node)
 	# The real runner's pods mount this binary (e2e/src/real_runner.rs).
 	$(CARGO) build -p sparkwing-cli --bin sparkwing
 	$(CARGO) test -p sparkwing-e2e

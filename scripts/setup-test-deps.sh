@@ -19,6 +19,12 @@ command -v busybox >/dev/null || need_apt+=(busybox-static)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v strip >/dev/null || need_apt+=(binutils)
 command -v curl >/dev/null || need_apt+=(curl)
+# The Kubernetes test bed's real node: a kubelet on Debian's containerd and runc (they come with
+# docker.io), pods networked by the CNI bridge, host-local and firewall plugins, and iptables.
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v iptables >/dev/null || need_apt+=(iptables)
 if [ -d "$(dirname "$0")/../e2e/dashboard" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
   command -v node >/dev/null || need_apt+=(nodejs npm)

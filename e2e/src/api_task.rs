@@ -1,8 +1,9 @@
 //! [`ApiTask`]: the Sparkwing API of `sparkwing-operator` (`--api-addr`) served in-process on
-//! `127.0.0.1:<free port>`, with its data directory in a temporary directory and a bootstrap admin
-//! token; tests talk to it through `sparkwing-api`'s client, as the CLI does. Pods the node
-//! emulator runs use the host's network, so `SPARKWING_API_URL` ([`ApiTask::url`]) reaches it
-//! from runner containers too.
+//! `<address>:<free port>`, with its data directory in a temporary directory and a bootstrap admin
+//! token; tests talk to it through `sparkwing-api`'s client, as the CLI does. The address is where
+//! the shared bed's pods reach the host (`TestBed::host_address_for_pods`: the real node's bridge
+//! gateway, or 127.0.0.1 for the emulator's host-network containers), so `SPARKWING_API_URL`
+//! ([`ApiTask::url`]) reaches it from runner containers too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub const WEBHOOK_SECRET: &[u8] = b"sparkwing-e2e-webhook-secret";
 
 /// The API running as a task; stopped when dropped.
 pub struct ApiTask {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<address>:<port>`: the real node's gateway, or 127.0.0.1.
     pub url: String,
     /// The bootstrap admin token (scope `admin`).
     pub admin_token: String,
@@ -116,9 +117,12 @@ impl ApiTask {
             .bootstrap_admin_from_file(&token_file)
             .await
             .context("registering the bootstrap admin token")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        // Where runner pods reach the host: the real node's bridge gateway, or loopback for the
+        // emulator's host-network containers. The host reaches it there too.
+        let address = crate::bed::TestBed::shared_host_address_for_pods();
+        let listener = tokio::net::TcpListener::bind((address, 0))
             .await
-            .context("binding the API's port")?;
+            .with_context(|| format!("binding the API's port on {address}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(api::serve_on(listener, state.clone(), async move {

@@ -1,8 +1,9 @@
 //! [`TestBed`]: etcd and kube-apiserver started on loopback, and torn down afterwards.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -11,8 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
@@ -21,16 +23,35 @@ use tokio::sync::OnceCell;
 
 use crate::binaries::Binaries;
 use crate::namespace::TestNamespace;
+use crate::real_node::{self, NodeKind, RealNode, NODE_ENV};
 
 /// How long etcd and kube-apiserver get to become ready (a loaded two-core machine needs ~10 s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long installed CRDs get to become Established.
 pub const CRD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The node the scheduler binds every pod to when pods run on the node emulator (a Node object
+/// the bed creates; each namespace's emulator runs that namespace's pods bound to it).
+pub const EMULATED_NODE: &str = "sparkwing-e2e-node";
+/// How long a new namespace may wait for its `default` ServiceAccount.
+pub const NAMESPACE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Set to `1` to keep a bed's directory (logs, kubeconfigs, etcd data) after teardown.
 pub const KEEP_ENV: &str = "SPARKWING_E2E_KEEP";
 /// The field manager of everything the harness applies.
 pub const FIELD_MANAGER: &str = "sparkwing-e2e";
 
+/// The controllers of kube-controller-manager the bed runs: Jobs and their pods, garbage
+/// collection by owner references, `ttlSecondsAfterFinished`, namespace deletion, and every
+/// namespace's `default` ServiceAccount and `kube-root-ca.crt` ConfigMap. No node lifecycle
+/// controller: an emulated node sends no heartbeats, and nothing here needs taint-based eviction.
+const CONTROLLERS: [&str; 7] = [
+    "job-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+];
 /// Poll interval while waiting for a process to come up (polling with a deadline, not a sleep
 /// that hopes the process is ready).
 const POLL: Duration = Duration::from_millis(100);
@@ -40,12 +61,14 @@ const START_ATTEMPTS: u32 = 3;
 /// Kills the processes of a bed and removes its directory when its standard input closes: when
 /// the bed is dropped, and also when the test process exits without dropping it (a shared bed,
 /// a panic, Ctrl-C, SIGKILL), since the kernel closes the pipe then. Each line read is the
-/// process group of a process to kill.
+/// process group of a process to kill. A real node's `teardown.sh` then removes what outlives
+/// the groups (containerd's shims, pods, mounts, cgroups, the bridge, firewall rules).
 const REAPER: &str = r#"
 trap '' INT TERM HUP
 groups=()
 while read -r group; do groups+=("$group"); done
 for group in "${groups[@]}"; do kill -KILL -- "-$group" 2>/dev/null || true; done
+if [ -f "$1/teardown.sh" ]; then bash "$1/teardown.sh" >"$1/teardown.log" 2>&1; fi
 if [ "$2" != 1 ]; then rm -rf -- "$1"; fi
 "#;
 
@@ -85,6 +108,10 @@ pub struct TestBed {
     namespaces: AtomicU64,
     crds: OnceCell<()>,
     processes: Mutex<Processes>,
+    /// The real node, or `None` when pods run on the node emulator.
+    node: Option<RealNode>,
+    /// Images imported into the real node's containerd.
+    images: tokio::sync::Mutex<HashSet<String>>,
 }
 
 /// The processes of a bed. Dropping it tears them down.
@@ -184,16 +211,43 @@ impl TestBed {
     /// the process exits, when the reaper tears it down. Tests share it; each takes its own
     /// [`namespace`](Self::namespace). Clients are per test (`client()`): a kube client belongs
     /// to the runtime that made it, and every `#[tokio::test]` has its own.
+    /// Its pods run on the node [`NODE_ENV`] chooses (a real node unless it says `emulator`).
     pub async fn shared() -> Result<&'static TestBed> {
-        SHARED.get_or_try_init(TestBed::start).await
+        SHARED
+            .get_or_try_init(|| async { TestBed::start_on(NodeKind::from_env()?).await })
+            .await
     }
 
-    /// Starts a bed of its own, torn down when it is dropped.
+    /// The shared bed, started with pods on `kind` whatever [`NODE_ENV`] says (the node
+    /// emulator's own tests). Fails if the binary's shared bed already runs another node.
+    pub async fn shared_on(kind: NodeKind) -> Result<&'static TestBed> {
+        let bed = SHARED.get_or_try_init(|| TestBed::start_on(kind)).await?;
+        if bed.node_kind() != kind {
+            bail!(
+                "this test binary's shared bed runs pods on {}, not on {}",
+                bed.node_kind().describe(),
+                kind.describe()
+            );
+        }
+        Ok(bed)
+    }
+
+    /// Starts a bed of its own, torn down when it is dropped, with pods on the node
+    /// [`NODE_ENV`] chooses.
     pub async fn start() -> Result<TestBed> {
+        Self::start_on(NodeKind::from_env()?).await
+    }
+
+    /// Starts a bed of its own with pods on `kind`.
+    pub async fn start_on(kind: NodeKind) -> Result<TestBed> {
         let binaries = Binaries::find()?;
+        eprintln!("sparkwing-e2e: pods run on {}", kind.describe());
+        if kind == NodeKind::Real {
+            real_node::check_host()?;
+        }
         let mut attempt = 1;
         loop {
-            match Self::start_once(binaries.clone()).await {
+            match Self::start_once(binaries.clone(), kind).await {
                 Ok(bed) => return Ok(bed),
                 Err(err) if attempt < START_ATTEMPTS && is_port_clash(&err) => {
                     eprintln!("sparkwing-e2e: a port was taken, starting again: {err:#}");
@@ -204,7 +258,7 @@ impl TestBed {
         }
     }
 
-    async fn start_once(binaries: Binaries) -> Result<TestBed> {
+    async fn start_once(binaries: Binaries, kind: NodeKind) -> Result<TestBed> {
         let started = Instant::now();
         let keep = std::env::var(KEEP_ENV).is_ok_and(|v| v == "1");
         let dir = tempfile::Builder::new()
@@ -228,7 +282,7 @@ impl TestBed {
         let sa_key = dir.join("service-account.key");
         generate_rsa_key(&sa_key).await?;
 
-        let [etcd_client, etcd_peer, secure_port] = free_ports()?;
+        let [etcd_client, etcd_peer, secure_port, kubelet_port] = free_ports()?;
         let etcd_client_url = format!("http://127.0.0.1:{etcd_client}");
         let etcd_peer_url = format!("http://127.0.0.1:{etcd_peer}");
         processes.spawn(
@@ -304,12 +358,26 @@ impl TestBed {
             namespaces: AtomicU64::new(0),
             crds: OnceCell::new(),
             processes: Mutex::new(processes),
+            node: None,
+            images: tokio::sync::Mutex::new(HashSet::new()),
         };
         bed.wait_ready(started + START_TIMEOUT).await?;
+        bed.start_controllers(&sa_key)?;
+        bed.wait_controllers(started + START_TIMEOUT).await?;
+        match kind {
+            NodeKind::Emulator => bed.register_emulated_node().await?,
+            NodeKind::Real => {
+                bed.node = Some(
+                    bed.start_real_node(kubelet_port, started + START_TIMEOUT)
+                        .await?,
+                );
+            }
+        }
         bed.startup = started.elapsed();
         eprintln!(
-            "sparkwing-e2e: kube-apiserver {} ready at {} in {:.1}s ({})",
+            "sparkwing-e2e: kube-apiserver {} and node {} ready at {} in {:.1}s ({})",
             crate::binaries::pinned_kubernetes_version(),
+            bed.node_name(),
             bed.server,
             bed.startup.as_secs_f64(),
             bed.dir.display(),
@@ -342,6 +410,224 @@ impl TestBed {
         }
     }
 
+    /// Starts kube-controller-manager and kube-scheduler, as a real cluster runs them beside the
+    /// apiserver. They serve nothing (`--secure-port=0`): their readiness shows in what they do.
+    fn start_controllers(&self, sa_key: &Path) -> Result<()> {
+        let kubeconfig = self.admin_kubeconfig.display();
+        let mut processes = self.lock();
+        processes.spawn(
+            "kube-controller-manager",
+            Command::new(&self.binaries.kube_controller_manager)
+                .arg(format!("--kubeconfig={kubeconfig}"))
+                .arg("--secure-port=0")
+                .arg("--leader-elect=false")
+                .arg(format!("--controllers={}", CONTROLLERS.join(",")))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    sa_key.display()
+                ))
+                // The CA alone: the serving certificate's bundle (leaf + CA) breaks the
+                // ClusterTrustBundle publisher ("entry 0 does not have the CA bit set").
+                .arg(format!(
+                    "--root-ca-file={}",
+                    self.dir.join("ca.crt").display()
+                ))
+                .arg("--use-service-account-credentials=false")
+                .arg("--profiling=false"),
+        )?;
+        processes.spawn(
+            "kube-scheduler",
+            Command::new(&self.binaries.kube_scheduler)
+                .arg(format!("--kubeconfig={kubeconfig}"))
+                .arg("--secure-port=0")
+                .arg("--leader-elect=false")
+                .arg("--profiling=false"),
+        )?;
+        Ok(())
+    }
+
+    /// Waits until the controller-manager works: the `default` namespace has its `default`
+    /// ServiceAccount (the first thing its service account controller does).
+    async fn wait_controllers(&self, deadline: Instant) -> Result<()> {
+        let accounts = Api::<ServiceAccount>::namespaced(self.client().await?, "default");
+        loop {
+            if let Some(exit) = self.lock().exited() {
+                bail!("the test bed died while starting ({exit})\n{}", self.logs());
+            }
+            if accounts.get_opt("default").await?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "kube-controller-manager created no service account within {}s\n{}",
+                    START_TIMEOUT.as_secs(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Creates the Node the scheduler binds pods to and the node emulators run them for: Ready,
+    /// with room for anything a test asks. Nothing renews it (no node lifecycle controller runs
+    /// to notice).
+    async fn register_emulated_node(&self) -> Result<()> {
+        let nodes = Api::<Node>::all(self.client().await?);
+        let resources = || -> BTreeMap<String, Quantity> {
+            [("cpu", "64"), ("memory", "256Gi"), ("pods", "1000")]
+                .into_iter()
+                .map(|(name, amount)| (name.to_owned(), Quantity(amount.to_owned())))
+                .collect()
+        };
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(EMULATED_NODE.to_owned()),
+                labels: Some(
+                    [(
+                        "kubernetes.io/hostname".to_owned(),
+                        EMULATED_NODE.to_owned(),
+                    )]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        };
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .with_context(|| format!("creating the node {EMULATED_NODE}"))?;
+        let status = NodeStatus {
+            capacity: Some(resources()),
+            allocatable: Some(resources()),
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".to_owned(),
+                status: "True".to_owned(),
+                reason: Some("NodeEmulator".to_owned()),
+                message: Some("pods run on Docker through the e2e node emulator".to_owned()),
+                ..NodeCondition::default()
+            }]),
+            ..NodeStatus::default()
+        };
+        nodes
+            .patch_status(
+                EMULATED_NODE,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await
+            .with_context(|| format!("writing the status of the node {EMULATED_NODE}"))?;
+        lift_not_ready_taint(&nodes, EMULATED_NODE).await
+    }
+
+    /// Starts containerd and the kubelet (see [`RealNode`]) and waits until the node is Ready.
+    async fn start_real_node(&self, kubelet_port: u16, deadline: Instant) -> Result<RealNode> {
+        let node = RealNode::prepare(&self.dir, kubelet_port).map_err(|err| {
+            anyhow!(
+                "{err:#}\n(the real node could not be prepared; {NODE_ENV}=emulator runs pods on \
+                 the Docker node emulator instead)"
+            )
+        })?;
+        self.lock()
+            .spawn("containerd", &mut node.containerd_command())?;
+        while !node.containerd_answers().await {
+            self.check_starting(deadline, "containerd did not answer on its socket")?;
+            tokio::time::sleep(POLL).await;
+        }
+        let pause = crate::images::pause_image().await?;
+        node.import_from_docker(&pause).await?;
+        self.lock().spawn(
+            "kubelet",
+            &mut node.kubelet_command(&self.binaries.kubelet, &self.admin_kubeconfig),
+        )?;
+        let nodes = Api::<Node>::all(self.client().await?);
+        loop {
+            let ready = nodes.get_opt(&node.name).await?.is_some_and(|found| {
+                found
+                    .status
+                    .and_then(|status| status.conditions)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            if ready {
+                lift_not_ready_taint(&nodes, &node.name).await?;
+                return Ok(node);
+            }
+            self.check_starting(deadline, &format!("node {} was not Ready", node.name))?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Fails when a server of the bed exited, or with `what` when the deadline passed.
+    fn check_starting(&self, deadline: Instant, what: &str) -> Result<()> {
+        if let Some(exit) = self.lock().exited() {
+            bail!(
+                "the test bed died while starting ({exit}); {NODE_ENV}=emulator runs pods on the \
+                 Docker node emulator instead\n{}",
+                self.logs()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what} within {}s; {NODE_ENV}=emulator runs pods on the Docker node emulator \
+                 instead\n{}",
+                START_TIMEOUT.as_secs(),
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes the image `reference` of the local Docker engine runnable on the bed's node: on the
+    /// real node it is imported into containerd (once per bed); the emulator runs Docker's.
+    pub async fn load_image(&self, reference: &str) -> Result<()> {
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        let mut loaded = self.images.lock().await;
+        if !loaded.contains(reference) {
+            node.import_from_docker(reference).await?;
+            loaded.insert(reference.to_owned());
+        }
+        Ok(())
+    }
+
+    /// What runs the bed's pods.
+    pub fn node_kind(&self) -> NodeKind {
+        if self.node.is_some() {
+            NodeKind::Real
+        } else {
+            NodeKind::Emulator
+        }
+    }
+
+    /// The real node, when pods run on one.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.node.as_ref()
+    }
+
+    /// [`host_address_for_pods`](Self::host_address_for_pods) of this test binary's shared bed,
+    /// or 127.0.0.1 when it has none.
+    pub fn shared_host_address_for_pods() -> Ipv4Addr {
+        SHARED
+            .get()
+            .map_or(Ipv4Addr::LOCALHOST, TestBed::host_address_for_pods)
+    }
+
+    /// Whether this test binary's shared bed runs a real node.
+    pub fn shared_runs_real_node() -> bool {
+        SHARED.get().is_some_and(|bed| bed.node.is_some())
+    }
+
+    /// The address at which pods reach the host (a server a pod must reach listens there): the
+    /// real node's bridge gateway, or 127.0.0.1 for the emulator's host-network containers.
+    pub fn host_address_for_pods(&self) -> Ipv4Addr {
+        self.node
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |node| node.gateway)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Processes> {
         self.processes
             .lock()
@@ -362,6 +648,11 @@ impl TestBed {
     /// The apiserver's URL, `https://127.0.0.1:<port>`.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The node the scheduler binds pods to.
+    pub fn node_name(&self) -> &str {
+        self.node.as_ref().map_or(EMULATED_NODE, |node| &node.name)
     }
 
     /// How long the bed took from nothing to `/readyz` answering `ok`.
@@ -405,9 +696,9 @@ impl TestBed {
         Ok(Client::try_from(self.config_for(user).await?)?)
     }
 
-    /// A fresh namespace named after `hint` (`e2e-<hint>-<n>`), with the `default` service
-    /// account a real cluster's controller-manager would create. Dropping it deletes it (it then
-    /// stays `Terminating`: finalizing namespaces is the controller-manager's job).
+    /// A fresh namespace named after `hint` (`e2e-<hint>-<n>`), returned once the
+    /// controller-manager gave it its `default` service account. Dropping it deletes it (the
+    /// namespace controller then deletes what is in it).
     pub async fn namespace(&self, hint: &str) -> Result<TestNamespace> {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed) + 1;
         let name = namespace_name(hint, n);
@@ -424,17 +715,23 @@ impl TestBed {
             .create(&PostParams::default(), &namespace)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        let account = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("default".to_owned()),
-                ..ObjectMeta::default()
-            },
-            ..ServiceAccount::default()
-        };
-        Api::<ServiceAccount>::namespaced(client, &name)
-            .create(&PostParams::default(), &account)
-            .await
-            .with_context(|| format!("creating service account default in {name}"))?;
+        // The controller-manager's service account controller creates `default`; pods are
+        // refused until it exists (the ServiceAccount admission plugin).
+        let accounts = Api::<ServiceAccount>::namespaced(client, &name);
+        tokio::time::timeout(
+            NAMESPACE_TIMEOUT,
+            await_condition(accounts, "default", |account: Option<&ServiceAccount>| {
+                account.is_some()
+            }),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "namespace {name} got no default service account within {}s",
+                NAMESPACE_TIMEOUT.as_secs()
+            )
+        })?
+        .with_context(|| format!("watching the service accounts of {name}"))?;
         Ok(TestNamespace::new(
             name,
             self.config_for(User::Admin).await?,
@@ -477,6 +774,20 @@ impl TestBed {
             .kill_on_drop(true);
         command
     }
+}
+
+/// Removes the taints of a Ready node: a node is registered with `node.kubernetes.io/not-ready`,
+/// which the node lifecycle controller (not run by the bed) would lift once the node is Ready.
+async fn lift_not_ready_taint(nodes: &Api<Node>, name: &str) -> Result<()> {
+    nodes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "taints": null } })),
+        )
+        .await
+        .with_context(|| format!("lifting the taints of the node {name}"))?;
+    Ok(())
 }
 
 /// `crds/yaml/` of this repository.
@@ -542,15 +853,16 @@ fn namespace_name(hint: &str, n: u64) -> String {
     }
 }
 
-/// Three distinct ports free on 127.0.0.1 (held together while picking, so they differ). Another
+/// Four distinct ports free on 127.0.0.1 (held together while picking, so they differ). Another
 /// process may take one before the server binds it; [`TestBed::start`] retries then.
-fn free_ports() -> Result<[u16; 3]> {
+fn free_ports() -> Result<[u16; 4]> {
     let listeners = [
         TcpListener::bind("127.0.0.1:0")?,
         TcpListener::bind("127.0.0.1:0")?,
         TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
     ];
-    let mut ports = [0; 3];
+    let mut ports = [0; 4];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
         *port = listener.local_addr()?.port();
     }
@@ -675,7 +987,14 @@ fn write_kubeconfig(path: &Path, server: &str, ca: &Path, user: User, token: &st
 /// The last 30 lines of each server log in `dir`.
 fn log_tails(dir: &Path) -> String {
     let mut out = String::new();
-    for name in ["etcd", "kube-apiserver"] {
+    for name in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "containerd",
+        "kubelet",
+    ] {
         let path = dir.join(format!("{name}.log"));
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -25,7 +25,7 @@ pub fn cache_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
 }
 
-/// The `k8s.io/kubernetes` release kube-apiserver and kubectl are built from, like `v1.37.2`.
+/// The `k8s.io/kubernetes` release the Kubernetes binaries (kube-apiserver, ..., kubectl) are built from, like `v1.37.2`.
 pub fn pinned_kubernetes_version() -> &'static str {
     required_version(KUBERNETES_GO_MOD, "k8s.io/kubernetes")
 }
@@ -58,6 +58,9 @@ fn required_version(go_mod: &'static str, module: &str) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kubelet: PathBuf,
     pub etcd: PathBuf,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
@@ -74,12 +77,18 @@ impl Binaries {
     pub fn find_in(bin: &Path) -> Result<Self> {
         let binaries = Binaries {
             kube_apiserver: bin.join("kube-apiserver"),
+            kube_controller_manager: bin.join("kube-controller-manager"),
+            kube_scheduler: bin.join("kube-scheduler"),
+            kubelet: bin.join("kubelet"),
             etcd: bin.join("etcd"),
             kubectl: bin.join("kubectl"),
             helm: bin.join("helm"),
         };
         let missing: Vec<String> = [
             &binaries.kube_apiserver,
+            &binaries.kube_controller_manager,
+            &binaries.kube_scheduler,
+            &binaries.kubelet,
             &binaries.etcd,
             &binaries.kubectl,
             &binaries.helm,
@@ -91,7 +100,7 @@ impl Binaries {
         if !missing.is_empty() {
             bail!(
                 "the Kubernetes test bed is not built: missing {}. Build it with `make e2e-testbed` \
-                 (bash e2e/testbed/build.sh; the first build compiles kube-apiserver, etcd, kubectl \
+                 (bash e2e/testbed/build.sh; the first build compiles the Kubernetes binaries, etcd \
                  and helm from source and takes many minutes, later ones reuse the cache in {}), \
                  or run the whole suite with `make e2e`",
                 missing.join(", "),

@@ -1,6 +1,6 @@
 //! TEST INFRASTRUCTURE: one test's cluster — a namespace of the shared bed (CRDs installed), the
-//! node emulator running that namespace's pods on Docker, and the operator with its API in the
-//! test's process — and what the tests add to it: the real runner's pool, a CLI user, Pipelines.
+//! node running that namespace's pods ([`TestNode`]: the bed's real kubelet, or a node emulator on
+//! Docker), and the operator with its API in the test's process — and what the tests add to it: the real runner's pool, a CLI user, Pipelines.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -29,30 +29,28 @@ use sparkwing_crds::{PipelineRun, RunnerPool};
 use sparkwing_operator::Config;
 
 use crate::cli::{with_binary_cache, Cli, Profile};
-use crate::{
-    wait_for_run, ApiTask, NodeEmulator, NodeEmulatorOptions, OperatorTask, RealRunner, TestBed,
-    TestNamespace,
-};
+use crate::{wait_for_run, ApiTask, OperatorTask, RealRunner, TestBed, TestNamespace, TestNode};
 
-/// A namespace with the node emulator and the operator (with its API) working in it. Dropping it
+/// A namespace with its node and the operator (with its API) working in it. Dropping it
 /// deletes the namespace; [`Cluster::shutdown`] also stops the operator and the emulator.
 pub struct Cluster {
     pub ns: TestNamespace,
     /// The bed's admin client.
     pub client: Client,
-    pub node: NodeEmulator,
+    pub node: TestNode,
     pub op: OperatorTask,
 }
 
 impl Cluster {
-    /// The shared bed with its CRDs, a namespace named after `hint`, the node emulator in it, and
+    /// The shared bed with its CRDs, a namespace named after `hint`, its node, and
     /// the operator with its API, whose runner Jobs use `runner_image`.
     pub async fn start(hint: &str, runner_image: String) -> Result<Cluster> {
         let bed = TestBed::shared().await?;
         bed.install_crds().await?;
         let ns = bed.namespace(hint).await?;
         let client = bed.client().await?;
-        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+        bed.load_image(&runner_image).await?;
+        let node = TestNode::start(bed, client.clone(), &ns).await?;
         let config = Config::new(runner_image).namespace(ns.name());
         let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
         Ok(Cluster {
@@ -74,7 +72,8 @@ impl Cluster {
         bed.install_crds().await?;
         let ns = bed.namespace(hint).await?;
         let client = bed.client().await?;
-        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+        bed.load_image(&runner_image).await?;
+        let node = TestNode::start(bed, client.clone(), &ns).await?;
         let config = Config::new(runner_image).namespace(ns.name());
         let backend = runs(client.clone(), ns.name());
         let op =
@@ -181,6 +180,7 @@ impl Cluster {
     /// Creates the RunnerPool `pool` of the real runner (at most 2 runners), its pods sharing the
     /// host's binary cache `cache` (kept between test runs: it is keyed by content).
     pub async fn add_real_pool(&self, real: &RealRunner, pool: &str, cache: &Path) -> Result<()> {
+        TestBed::shared().await?.load_image(&real.image).await?;
         let spec = with_binary_cache(real.pool_spec(2), cache)?;
         let pools: Api<RunnerPool> = Api::namespaced(self.client.clone(), &self.ns);
         pools
@@ -232,7 +232,7 @@ impl Cluster {
         out
     }
 
-    /// Stops the operator (and its API), then the node emulator (removing its containers); the
+    /// Stops the operator (and its API), then a node emulator (removing its containers); the
     /// namespace goes with it.
     pub async fn shutdown(self) -> Result<()> {
         self.op.stop().await?;

@@ -1,7 +1,8 @@
-//! TEST INFRASTRUCTURE: a git server on loopback — `git daemon --export-all` serving the bare
-//! repositories under a temporary directory as `git://127.0.0.1:<port>/<name>.git` — and a
-//! work tree to make commits and push them there. Runner pods of the node emulator use the host's
-//! network, so they fetch from it as from any git host.
+//! TEST INFRASTRUCTURE: a git server on the host — `git daemon --export-all` serving the bare
+//! repositories under a temporary directory as `git://<address>:<port>/<name>.git` — and a
+//! work tree to make commits and push them there. The address is where the shared bed's pods
+//! reach the host (the real node's bridge gateway, or 127.0.0.1 for the emulator's host-network
+//! containers), so runner pods fetch from it as from any git host.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -41,10 +42,13 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// `git daemon` on `127.0.0.1:<free port>`; killed when dropped.
+/// `git daemon` on `<address>:<free port>`, the address where the shared bed's pods reach the
+/// host (the real node's gateway, or 127.0.0.1); killed when dropped.
 pub struct GitServer {
     /// Holds `<name>.git` bare repositories.
     pub base: tempfile::TempDir,
+    /// The daemon's address.
+    pub address: std::net::Ipv4Addr,
     /// The daemon's port.
     pub port: u16,
     child: Child,
@@ -54,7 +58,8 @@ impl GitServer {
     /// Start the daemon and wait until it accepts connections.
     pub fn start() -> Result<GitServer> {
         let base = tempfile::tempdir().context("the git server's directory")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        let address = crate::bed::TestBed::shared_host_address_for_pods();
+        let port = std::net::TcpListener::bind((address, 0))?
             .local_addr()?
             .port();
         // `git daemon` would run `git-daemon` as its child, which killing `git` leaves behind:
@@ -65,7 +70,7 @@ impl GitServer {
             .arg("--reuseaddr")
             .arg("--informative-errors")
             .arg(format!("--base-path={}", base.path().display()))
-            .arg("--listen=127.0.0.1")
+            .arg(format!("--listen={address}"))
             .arg(format!("--port={port}"))
             .arg(base.path())
             .stdin(Stdio::null())
@@ -73,23 +78,28 @@ impl GitServer {
             .stderr(Stdio::null())
             .spawn()
             .context("starting git daemon")?;
-        let mut server = GitServer { base, port, child };
+        let mut server = GitServer {
+            base,
+            address,
+            port,
+            child,
+        };
         let deadline = Instant::now() + START_WAIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((address, port)).is_err() {
             if let Some(status) = server.child.try_wait()? {
                 bail!("git daemon exited at start ({status})");
             }
             if Instant::now() >= deadline {
-                bail!("git daemon does not accept connections on 127.0.0.1:{port} after {START_WAIT:?}");
+                bail!("git daemon does not accept connections on {address}:{port} after {START_WAIT:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(server)
     }
 
-    /// `git://127.0.0.1:<port>/<name>.git`.
+    /// `git://<address>:<port>/<name>.git`.
     pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}.git", self.port)
+        format!("git://{}:{}/{name}.git", self.address, self.port)
     }
 
     /// Create the empty bare repository `<name>.git`; returns its path.

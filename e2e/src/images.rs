@@ -72,3 +72,27 @@ pub(crate) async fn import_rootfs(
     }
     Ok(())
 }
+
+/// The tag of the image [`pause_image`] imports.
+pub(crate) const PAUSE_IMAGE: &str = "sparkwing-e2e-pause:1";
+
+/// The real node's sandbox ("pause") image, from the host's static busybox: a shell that waits
+/// and exits 0 on SIGTERM or SIGINT. Imported into Docker (once), then by the bed into containerd
+/// as `docker.io/library/sparkwing-e2e-pause:1`; no registry is involved.
+pub(crate) async fn pause_image() -> Result<String> {
+    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    if docker.inspect_image(PAUSE_IMAGE).await.is_ok() {
+        return Ok(PAUSE_IMAGE.to_owned());
+    }
+    let root = busybox_rootfs("the real node's pause image")?;
+    let (repo, tag) = PAUSE_IMAGE
+        .split_once(':')
+        .unwrap_or((PAUSE_IMAGE, "latest"));
+    let changes = vec![
+        "ENV PATH=/bin".to_owned(),
+        r#"ENTRYPOINT ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"]"#
+            .to_owned(),
+    ];
+    import_rootfs(&docker, &root, repo, tag, changes).await?;
+    Ok(PAUSE_IMAGE.to_owned())
+}

@@ -30,20 +30,25 @@ mod images;
 mod namespace;
 pub mod node_emulator;
 mod operator_task;
+pub mod real_node;
 pub mod real_runner;
 pub mod run_status;
+pub mod test_node;
 pub mod test_runner_image;
 pub mod wait;
 pub mod webhook;
 
 pub use bed::{
-    crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, FIELD_MANAGER, KEEP_ENV, START_TIMEOUT,
+    crds_yaml_dir, install_crds, TestBed, User, CRD_TIMEOUT, EMULATED_NODE, FIELD_MANAGER,
+    KEEP_ENV, NAMESPACE_TIMEOUT, START_TIMEOUT,
 };
 pub use binaries::Binaries;
 pub use namespace::TestNamespace;
 pub use node_emulator::{
     busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, BUSYBOX_IMAGE,
 };
+pub use real_node::{NodeKind, RealNode, NODE_ENV};
+pub use test_node::TestNode;
 pub use test_runner_image::{test_runner_image, ClaimRelay};
 
 pub use api_task::{Answer, ApiTask};

@@ -1,23 +1,15 @@
-//! [`NodeEmulator`]: TEST INFRASTRUCTURE that stands in for the kubelet, the Job controller and
-//! the garbage collector the test bed does not run, so that the Sparkwing operator's Jobs and
-//! Pods actually run (on the host's Docker engine) and get the status a real cluster would give
-//! them.
+//! [`NodeEmulator`]: TEST INFRASTRUCTURE that stands in for the kubelet when the test bed runs
+//! no real node (`SPARKWING_E2E_NODE=emulator`, see `docs/e2e.md`): pods the real scheduler
+//! bound to the bed's [`EMULATED_NODE`] run on the host's Docker engine and get the status a
+//! kubelet would give them. The Job controller, the scheduler and the garbage collector are the
+//! bed's real kube-controller-manager and kube-scheduler.
 //!
 //! It is not a kubelet. It does what the operator's tests need and no more; what it does not do
 //! is listed in `docs/e2e.md` ("The node emulator").
 //!
-//! Per namespace, it acts as:
-//!
-//! - the **Job controller** for Jobs labelled `app.kubernetes.io/managed-by=sparkwing`
-//!   ([`NodeEmulatorOptions::label_selector`]): one Pod per Job from `spec.template` (named
-//!   `<job>-<5 random chars>` through `generateName`, controller ownerReference, the `job-name` and
-//!   `controller-uid` labels), `status.startTime`, `active`, `ready`, `terminating`, `succeeded`,
-//!   `failed`, the conditions `SuccessCriteriaMet` + `Complete` (with `completionTime`) or
-//!   `FailureTarget` + `Failed` (`BackoffLimitExceeded`, `DeadlineExceeded`), written through the
-//!   status subresource. `activeDeadlineSeconds` is enforced (the Job's pods are deleted at once).
-//!   A failed pod is replaced while `failed <= backoffLimit`, without back-off delay.
-//! - the **kubelet** for Pods with that label and for the Pods of those Jobs: binds the pod to
-//!   [`NodeEmulatorOptions::node_name`] (so deletions are graceful, as on a real node), runs its
+//! Per namespace, it acts as the **kubelet** for the pods bound to its node that carry the
+//! label `app.kubernetes.io/managed-by=sparkwing` ([`NodeEmulatorOptions::label_selector`]) or
+//! belong to a Job: runs their
 //!   first container on Docker (host network, `command`, `args`, `env` values, `secretKeyRef`s
 //!   and `fieldRef`s, `envFrom` `secretRef`s and `configMapRef`s (with `prefix`; `env` wins,
 //!   a later source wins over an earlier one, keys that are not variable names are skipped),
@@ -29,12 +21,6 @@
 //!   engine gives `ErrImagePull` then `ImagePullBackOff` (it never pulls). A deleted pod gets
 //!   SIGTERM, SIGKILL after `metadata.deletionGracePeriodSeconds`, its final status, and is then
 //!   removed (grace 0), as the kubelet does.
-//! - a minimal **garbage collector** for the Jobs and Pods of the namespace: every
-//!   [`NodeEmulatorOptions::gc_interval`] (and at once when a watched object is deleted), an
-//!   object whose owners are all gone is deleted; the dependents of an owner deleted with
-//!   `propagationPolicy: Foreground` are deleted and the owner's `foregroundDeletion` finalizer
-//!   removed once they are gone; with `Orphan` (the default for `batch/v1` Jobs when no policy is
-//!   given) the dependents lose their ownerReference and the `orphan` finalizer is removed.
 //!
 //! Test knobs: the annotation [`OOM_KILL_ANNOTATION`]`: "true"` on a pod or
 //! [`NodeEmulator::oom_kill`] kills the container and reports `OOMKilled` (exit code 137);
@@ -57,22 +43,19 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvFromSource, EnvVarSource, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams, Preconditions, PropagationPolicy,
-};
-use kube::discovery::Scope;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::bed::EMULATED_NODE;
 
 /// The label the operator puts on what it creates; the emulator's default selector.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -87,8 +70,6 @@ pub const EMULATED_POD_LABEL: &str = "sparkwing.dev/emulated-pod";
 pub const EMULATED_POD_UID_LABEL: &str = "sparkwing.dev/emulated-pod-uid";
 /// Docker label of every container the emulator runs: the emulator's id ([`NodeEmulator::id`]).
 pub const EMULATOR_LABEL: &str = "sparkwing.dev/node-emulator";
-/// The node the emulator binds pods to by default (no Node object is created).
-pub const DEFAULT_NODE_NAME: &str = "sparkwing-e2e-node";
 /// The field manager of the emulator's writes.
 pub const NODE_EMULATOR_FIELD_MANAGER: &str = "sparkwing-e2e-node-emulator";
 /// The address pods get (`hostIP`, `podIP`): containers use the host's network.
@@ -97,17 +78,15 @@ pub const POD_IP: &str = "127.0.0.1";
 /// How long [`NodeEmulator::shutdown`] waits for the pod workers to remove their containers.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the emulator chooses what to act on, and how often the garbage collector looks.
+/// How the emulator chooses what to act on.
 #[derive(Debug, Clone)]
 pub struct NodeEmulatorOptions {
-    /// Jobs and Pods matching this selector are run. Equality terms only (`k=v,k2=v2`); the
-    /// Pods a managed Job gets are run whatever their labels.
+    /// Pods matching this selector are run. Equality terms only (`k=v,k2=v2`); the pods of
+    /// Jobs are run whatever their labels.
     pub label_selector: String,
-    /// The node pods are bound to (`spec.nodeName`). Binding makes the apiserver delete pods
-    /// gracefully, as on a real node; no Node object is created.
+    /// The node whose pods (`spec.nodeName`, bound by the scheduler) the emulator runs: the
+    /// bed's [`EMULATED_NODE`].
     pub node_name: String,
-    /// How often the garbage collector lists the namespace's Jobs and Pods.
-    pub gc_interval: Duration,
     /// Give containers the memory limit of `resources.limits.memory`, so a real OOM kill is
     /// reported `OOMKilled` too.
     pub memory_limits: bool,
@@ -117,8 +96,7 @@ impl Default for NodeEmulatorOptions {
     fn default() -> Self {
         NodeEmulatorOptions {
             label_selector: format!("{MANAGED_BY_LABEL}={MANAGED_BY}"),
-            node_name: DEFAULT_NODE_NAME.to_string(),
-            gc_interval: Duration::from_millis(200),
+            node_name: EMULATED_NODE.to_string(),
             memory_limits: true,
         }
     }
@@ -144,7 +122,6 @@ pub struct NodeEmulator {
     docker: Docker,
     control: mpsc::UnboundedSender<Control>,
     main: Option<JoinHandle<()>>,
-    gc: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for NodeEmulator {
@@ -190,15 +167,12 @@ impl NodeEmulator {
         let id = emulator_id();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-        let gc_kick = Arc::new(Notify::new());
         let selector = parse_selector(&options.label_selector)?;
         let node_name = options.node_name.clone();
         let ctx = Arc::new(Ctx {
             pods: Api::namespaced(client.clone(), namespace),
-            jobs: Api::namespaced(client.clone(), namespace),
             secrets: Api::namespaced(client.clone(), namespace),
             config_maps: Api::namespaced(client.clone(), namespace),
-            client,
             docker: docker.clone(),
             namespace: namespace.to_string(),
             id: id.clone(),
@@ -207,17 +181,12 @@ impl NodeEmulator {
             internal: internal_tx,
         });
         let emulator = Emulator {
-            ctx: ctx.clone(),
-            gc_kick: gc_kick.clone(),
-            jobs: BTreeMap::new(),
-            tracks: HashMap::new(),
+            ctx,
             pods: BTreeMap::new(),
             workers: HashMap::new(),
             started: HashSet::new(),
-            pods_synced: false,
         };
         let main = tokio::spawn(emulator.run(control_rx, internal_rx));
-        let gc = tokio::spawn(gc_loop(ctx, gc_kick));
         Ok(NodeEmulator {
             namespace: namespace.to_string(),
             node_name,
@@ -225,7 +194,6 @@ impl NodeEmulator {
             docker,
             control: control_tx,
             main: Some(main),
-            gc: Some(gc),
         })
     }
 
@@ -313,9 +281,6 @@ impl NodeEmulator {
     /// Stops watching and removes every container the emulator ran. Pod and Job objects are
     /// left as they are.
     pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(gc) = self.gc.take() {
-            gc.abort();
-        }
         let (reply, answer) = oneshot::channel();
         if self.control.send(Control::Shutdown { reply }).is_ok() {
             let _ = answer.await;
@@ -344,9 +309,6 @@ impl Drop for NodeEmulator {
             return;
         };
         main.abort();
-        if let Some(gc) = self.gc.take() {
-            gc.abort();
-        }
         let id = self.id.clone();
         let removed = std::thread::spawn(move || -> Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -370,14 +332,12 @@ impl Drop for NodeEmulator {
 
 /// What the main task, the pod workers and the garbage collector share.
 struct Ctx {
-    client: Client,
     docker: Docker,
     namespace: String,
     id: String,
     options: NodeEmulatorOptions,
     selector: Vec<(String, Option<String>)>,
     pods: Api<Pod>,
-    jobs: Api<Job>,
     secrets: Api<Secret>,
     config_maps: Api<ConfigMap>,
     internal: mpsc::UnboundedSender<Internal>,
@@ -552,36 +512,20 @@ enum WorkerCmd {
 
 struct WorkerHandle {
     tx: mpsc::UnboundedSender<WorkerCmd>,
-    job_uid: Option<String>,
     terminate_sent: bool,
     oom_sent: bool,
     task: JoinHandle<()>,
 }
 
-/// What the Job controller remembers of a Job (the real one tracks pods with finalizers).
-#[derive(Default)]
-struct JobTrack {
-    /// Names of pods created and not yet seen through the watch.
-    expected: HashSet<String>,
-    succeeded: HashSet<String>,
-    failed: HashSet<String>,
-}
-
-/// The main task: watches, the Job controller, and the dispatch of pods to workers.
+/// The main task: the pod watch, and the dispatch of pods to workers.
 struct Emulator {
     ctx: Arc<Ctx>,
-    gc_kick: Arc<Notify>,
-    jobs: BTreeMap<String, Job>,
-    /// By Job uid.
-    tracks: HashMap<String, JobTrack>,
     /// The pods the emulator runs, by name.
     pods: BTreeMap<String, Pod>,
     /// By pod uid; removed when the worker reports it is done.
     workers: HashMap<String, WorkerHandle>,
     /// Uids of pods a worker was started for (never twice).
     started: HashSet<String>,
-    /// Jobs are reconciled only once the pods were listed (no duplicate pods).
-    pods_synced: bool,
 }
 
 /// Objects seen during a watch (re-)list, to find those deleted while the watch was down.
@@ -593,27 +537,17 @@ impl Emulator {
         mut control: mpsc::UnboundedReceiver<Control>,
         mut internal: mpsc::UnboundedReceiver<Internal>,
     ) {
-        let selector = self.ctx.options.label_selector.clone();
-        let mut jobs = watcher(
-            self.ctx.jobs.clone(),
-            watcher::Config::default().labels(&selector),
+        // The pods the scheduler bound to this node; those of Jobs need not carry the label.
+        let bound = format!("spec.nodeName={}", self.ctx.options.node_name);
+        let mut pods = watcher(
+            self.ctx.pods.clone(),
+            watcher::Config::default().fields(&bound),
         )
         .default_backoff()
         .boxed();
-        // All pods: those of managed Jobs need not carry the label.
-        let mut pods = watcher(self.ctx.pods.clone(), watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut job_relist = Relist(None);
         let mut pod_relist = Relist(None);
         loop {
-            let deadline = self.next_deadline();
             tokio::select! {
-                event = jobs.next() => match event {
-                    Some(Ok(event)) => self.on_job_event(event, &mut job_relist).await,
-                    Some(Err(err)) => warn(format_args!("watching Jobs: {err}")),
-                    None => break,
-                },
                 event = pods.next() => match event {
                     Some(Ok(event)) => self.on_pod_event(event, &mut pod_relist).await,
                     Some(Err(err)) => warn(format_args!("watching Pods: {err}")),
@@ -621,11 +555,7 @@ impl Emulator {
                 },
                 Some(message) = internal.recv() => match message {
                     Internal::WorkerDone { uid } => {
-                        if let Some(worker) = self.workers.remove(&uid) {
-                            if let Some(job) = worker.job_uid {
-                                self.reconcile_job_uid(&job).await;
-                            }
-                        }
+                        self.workers.remove(&uid);
                     }
                 },
                 control = control.recv() => match control {
@@ -647,12 +577,6 @@ impl Emulator {
                     }
                     None => break,
                 },
-                _ = sleep_until(deadline) => {
-                    let names: Vec<String> = self.jobs.keys().cloned().collect();
-                    for name in names {
-                        self.reconcile_job(&name).await;
-                    }
-                }
             }
         }
         self.shutdown().await;
@@ -701,57 +625,11 @@ impl Emulator {
         }
     }
 
-    async fn on_job_event(&mut self, event: Event<Job>, relist: &mut Relist) {
-        match event {
-            Event::Init => relist.0 = Some(HashSet::new()),
-            Event::InitApply(job) | Event::Apply(job) => {
-                let name = job.name_any();
-                if let Some(seen) = relist.0.as_mut() {
-                    seen.insert(name.clone());
-                }
-                if job.metadata.deletion_timestamp.is_some() {
-                    self.gc_kick.notify_one();
-                }
-                self.jobs.insert(name.clone(), job);
-                self.reconcile_job(&name).await;
-            }
-            Event::InitDone => {
-                if let Some(seen) = relist.0.take() {
-                    let gone: Vec<String> = self
-                        .jobs
-                        .keys()
-                        .filter(|name| !seen.contains(*name))
-                        .cloned()
-                        .collect();
-                    for name in gone {
-                        self.job_deleted(&name);
-                    }
-                }
-            }
-            Event::Delete(job) => self.job_deleted(&job.name_any()),
-        }
-    }
-
-    fn job_deleted(&mut self, name: &str) {
-        if let Some(job) = self.jobs.remove(name) {
-            if let Some(uid) = job.metadata.uid {
-                self.tracks.remove(&uid);
-            }
-        }
-        // Its pods are the garbage collector's.
-        self.gc_kick.notify_one();
-    }
-
-    /// Whether the emulator runs this pod: it matches the selector or belongs to a managed Job.
+    /// Whether the emulator runs this pod (bound to its node): it matches the selector or a Job
+    /// controls it.
     fn is_ours(&self, pod: &Pod) -> bool {
         matches_selector(&self.ctx.selector, pod.labels())
-            || controller_of(&pod.metadata).is_some_and(|owner| {
-                owner.kind == "Job"
-                    && self
-                        .jobs
-                        .values()
-                        .any(|job| job.metadata.uid.as_deref() == Some(owner.uid.as_str()))
-            })
+            || controller_of(&pod.metadata).is_some_and(|owner| owner.kind == "Job")
     }
 
     async fn on_pod_event(&mut self, event: Event<Pod>, relist: &mut Relist) {
@@ -775,13 +653,6 @@ impl Emulator {
                         self.pod_deleted(pod).await;
                     }
                 }
-                if !self.pods_synced {
-                    self.pods_synced = true;
-                    let names: Vec<String> = self.jobs.keys().cloned().collect();
-                    for name in names {
-                        self.reconcile_job(&name).await;
-                    }
-                }
             }
             Event::Delete(pod) => self.pod_deleted(pod).await,
         }
@@ -795,27 +666,7 @@ impl Emulator {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        let job = controller_of(&pod.metadata)
-            .filter(|o| o.kind == "Job")
-            .map(|o| o.uid.clone());
-        if let Some(job_uid) = &job {
-            let phase = phase(&pod);
-            let track = self.tracks.entry(job_uid.clone()).or_default();
-            track.expected.remove(&name);
-            match phase {
-                "Succeeded" => {
-                    track.succeeded.insert(uid.clone());
-                }
-                "Failed" => {
-                    track.failed.insert(uid.clone());
-                }
-                _ => {}
-            }
-        }
         let deleting = pod.metadata.deletion_timestamp.is_some();
-        if deleting {
-            self.gc_kick.notify_one();
-        }
         let oom = pod
             .annotations()
             .get(OOM_KILL_ANNOTATION)
@@ -851,7 +702,6 @@ impl Emulator {
                     uid.clone(),
                     WorkerHandle {
                         tx,
-                        job_uid: job.clone(),
                         terminate_sent: false,
                         oom_sent: oom,
                         task,
@@ -860,9 +710,6 @@ impl Emulator {
             }
         }
         self.pods.insert(name, pod);
-        if let Some(job_uid) = job {
-            self.reconcile_job_uid(&job_uid).await;
-        }
     }
 
     async fn pod_deleted(&mut self, pod: Pod) {
@@ -879,328 +726,7 @@ impl Emulator {
         if let Some(worker) = self.workers.get(&uid) {
             let _ = worker.tx.send(WorkerCmd::Gone);
         }
-        if let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") {
-            let job_uid = owner.uid.clone();
-            if let Some(track) = self.tracks.get_mut(&job_uid) {
-                track.expected.remove(&name);
-                // A pod deleted before it succeeded counts as failed, as in the real controller.
-                if !track.succeeded.contains(&uid) {
-                    track.failed.insert(uid);
-                }
-            }
-            self.reconcile_job_uid(&job_uid).await;
-        }
     }
-
-    async fn reconcile_job_uid(&mut self, uid: &str) {
-        let name = self
-            .jobs
-            .iter()
-            .find(|(_, job)| job.metadata.uid.as_deref() == Some(uid))
-            .map(|(name, _)| name.clone());
-        if let Some(name) = name {
-            self.reconcile_job(&name).await;
-        }
-    }
-
-    async fn reconcile_job(&mut self, name: &str) {
-        if !self.pods_synced {
-            return;
-        }
-        let Some(job) = self.jobs.get(name).cloned() else {
-            return;
-        };
-        if let Err(err) = self.try_reconcile_job(job).await {
-            warn(format_args!("reconciling Job {name}: {err:#}"));
-        }
-    }
-
-    /// The earliest `activeDeadlineSeconds` of a running Job, if any.
-    fn next_deadline(&self) -> Option<Instant> {
-        let now = Timestamp::now();
-        self.jobs
-            .values()
-            .filter(|job| !job_finished(job) && find_condition(job, "FailureTarget").is_none())
-            .filter_map(job_deadline)
-            .min()
-            .map(|deadline| {
-                let wait = now.duration_until(deadline);
-                if wait.is_positive() {
-                    Instant::now() + wait.unsigned_abs().min(Duration::from_secs(3600))
-                } else {
-                    Instant::now()
-                }
-            })
-    }
-
-    async fn try_reconcile_job(&mut self, job: Job) -> Result<()> {
-        if job.metadata.deletion_timestamp.is_some() || job_finished(&job) {
-            return Ok(());
-        }
-        let name = job.name_any();
-        let uid = job.metadata.uid.clone().context("a Job without a uid")?;
-        let spec = job.spec.clone().unwrap_or_default();
-        if spec.suspend == Some(true) {
-            return Ok(());
-        }
-        let status = job.status.clone().unwrap_or_default();
-        let mut conditions: Vec<Value> = status
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
-            .collect();
-        let track = self.tracks.entry(uid.clone()).or_default();
-        let in_store: HashSet<&str> = self
-            .pods
-            .values()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        let owned: Vec<&Pod> = self
-            .pods
-            .values()
-            .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
-            .collect();
-        let mut active = track.expected.len() as i32;
-        let mut terminating = 0;
-        let mut ready = 0;
-        let mut to_kill: Vec<(String, String)> = Vec::new();
-        for pod in &owned {
-            if is_terminal(pod) {
-                // Count what this reconcile sees, not only what the pod events recorded so far:
-                // otherwise a failed pod whose event is still queued looks like no pod at all,
-                // and a replacement pod would be created for a backoffLimit 0 Job.
-                if let Some(pod_uid) = pod.metadata.uid.clone() {
-                    match phase(pod) {
-                        "Failed" => {
-                            track.failed.insert(pod_uid);
-                        }
-                        "Succeeded" => {
-                            track.succeeded.insert(pod_uid);
-                        }
-                        _ => {}
-                    }
-                }
-                continue;
-            }
-            if pod.metadata.deletion_timestamp.is_some() {
-                terminating += 1;
-            } else {
-                active += 1;
-                if pod_ready(pod) {
-                    ready += 1;
-                }
-                to_kill.push((pod.name_any(), pod.metadata.uid.clone().unwrap_or_default()));
-            }
-        }
-        // Deleted pods whose containers are still being removed.
-        terminating += self
-            .workers
-            .iter()
-            .filter(|(pod_uid, w)| {
-                w.job_uid.as_deref() == Some(uid.as_str()) && !in_store.contains(pod_uid.as_str())
-            })
-            .count() as i32;
-        let succeeded = track.succeeded.len() as i32;
-        let failed = track.failed.len() as i32;
-        let completions = spec.completions.unwrap_or(1);
-        let backoff_limit = spec.backoff_limit.unwrap_or(6);
-        let now = Timestamp::now();
-        let mut start_time = status.start_time.as_ref().map(|t| t.0);
-        let mut completion_time = None;
-
-        let has = |conditions: &[Value], kind: &str| {
-            conditions
-                .iter()
-                .any(|c| c["type"] == kind && c["status"] == "True")
-        };
-        if !has(&conditions, "FailureTarget") && !has(&conditions, "SuccessCriteriaMet") {
-            if job_deadline(&job).is_some_and(|deadline| now >= deadline) {
-                conditions.push(job_condition(
-                    "FailureTarget",
-                    "DeadlineExceeded",
-                    "Job was active longer than specified deadline",
-                ));
-            } else if failed > backoff_limit {
-                conditions.push(job_condition(
-                    "FailureTarget",
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                ));
-            } else if succeeded >= completions {
-                conditions.push(job_condition(
-                    "SuccessCriteriaMet",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                ));
-            }
-        }
-        let finishing = has(&conditions, "FailureTarget") || has(&conditions, "SuccessCriteriaMet");
-        if finishing {
-            // The real controller deletes the remaining pods with their grace period; the
-            // emulator kills them at once.
-            for (pod, pod_uid) in to_kill {
-                delete_now(&self.ctx.pods, &pod, &pod_uid).await;
-            }
-            let expected = track.expected.len() as i32;
-            terminating += active - expected;
-            active = expected;
-            ready = 0;
-            if active == 0 && terminating == 0 {
-                if let Some(target) = conditions
-                    .iter()
-                    .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
-                    .cloned()
-                {
-                    conditions.push(job_condition(
-                        "Failed",
-                        target["reason"].as_str().unwrap_or_default(),
-                        target["message"].as_str().unwrap_or_default(),
-                    ));
-                } else {
-                    conditions.push(job_condition(
-                        "Complete",
-                        "CompletionsReached",
-                        "Reached expected number of succeeded pods",
-                    ));
-                    completion_time = Some(now);
-                }
-            }
-        } else if active == 0
-            && terminating == 0
-            && succeeded < completions
-            && spec.parallelism.unwrap_or(1) > 0
-        {
-            let pod = pod_for_job(&job)?;
-            let created = self
-                .ctx
-                .pods
-                .create(&PostParams::default(), &pod)
-                .await
-                .with_context(|| format!("creating a pod for Job {name}"))?;
-            track.expected.insert(created.name_any());
-            active += 1;
-            start_time.get_or_insert(now);
-        }
-
-        let desired = json!({
-            "startTime": start_time.map(|t| second(t).to_string()),
-            "active": active,
-            "ready": ready,
-            "terminating": terminating,
-            "succeeded": succeeded,
-            "failed": failed,
-            "conditions": conditions,
-            "completionTime": completion_time.map(|t| second(t).to_string()),
-        });
-        let current = json!({
-            "startTime": status.start_time.as_ref().map(|t| second(t.0).to_string()),
-            "active": status.active.unwrap_or(0),
-            "ready": status.ready.unwrap_or(0),
-            "terminating": status.terminating.unwrap_or(0),
-            "succeeded": status.succeeded.unwrap_or(0),
-            "failed": status.failed.unwrap_or(0),
-            "conditions": status.conditions.as_ref().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).unwrap_or_else(|| json!([])),
-            "completionTime": status.completion_time.as_ref().map(|t| second(t.0).to_string()),
-        });
-        if desired != current {
-            let mut patch = desired;
-            if completion_time.is_none() {
-                patch.as_object_mut().map(|o| o.remove("completionTime"));
-            }
-            let result = self
-                .ctx
-                .jobs
-                .patch_status(
-                    &name,
-                    &patch_params(),
-                    &Patch::Merge(json!({ "status": patch })),
-                )
-                .await;
-            match result {
-                Ok(job) => {
-                    self.jobs.insert(name, job);
-                }
-                Err(err) if is_kube_not_found(&err) => {}
-                Err(err) => return Err(err).context("writing the Job status"),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A pod for the Job, from its template, as the Job controller makes it.
-fn pod_for_job(job: &Job) -> Result<Pod> {
-    let name = job.name_any();
-    let uid = job.metadata.uid.clone().context("a Job without a uid")?;
-    let spec = job.spec.clone().context("a Job without a spec")?;
-    let template = spec.template;
-    let template_meta = template.metadata.unwrap_or_default();
-    let mut labels = template_meta.labels.unwrap_or_default();
-    for (key, value) in [
-        ("job-name", &name),
-        ("batch.kubernetes.io/job-name", &name),
-        ("controller-uid", &uid),
-        ("batch.kubernetes.io/controller-uid", &uid),
-    ] {
-        labels
-            .entry(key.to_string())
-            .or_insert_with(|| value.clone());
-    }
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-")),
-            namespace: job.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: template_meta.annotations,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "batch/v1".into(),
-                kind: "Job".into(),
-                name,
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
-        spec: template.spec,
-        status: None,
-    })
-}
-
-fn job_condition(kind: &str, reason: &str, message: &str) -> Value {
-    let now = second(Timestamp::now()).to_string();
-    json!({
-        "type": kind,
-        "status": "True",
-        "reason": reason,
-        "message": message,
-        "lastProbeTime": now,
-        "lastTransitionTime": now,
-    })
-}
-
-fn find_condition<'a>(
-    job: &'a Job,
-    kind: &str,
-) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == kind && c.status == "True")
-}
-
-fn job_finished(job: &Job) -> bool {
-    find_condition(job, "Complete").is_some() || find_condition(job, "Failed").is_some()
-}
-
-/// When the Job's `activeDeadlineSeconds` runs out.
-fn job_deadline(job: &Job) -> Option<Timestamp> {
-    let seconds = job.spec.as_ref()?.active_deadline_seconds?;
-    let start = job.status.as_ref()?.start_time.as_ref()?.0;
-    start.checked_add(SignedDuration::from_secs(seconds)).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1290,7 +816,6 @@ impl PodWorker {
 
     async fn lifecycle(&mut self) -> Result<()> {
         let container = self.spec_container()?;
-        self.bind().await?;
         self.write_waiting(&container, "ContainerCreating", None)
             .await?;
         let image = container.image.clone().unwrap_or_default();
@@ -1561,41 +1086,6 @@ impl PodWorker {
                 ..
             }) => Ok(()),
             Err(err) => Err(err).context(format!("kill -s {signal} {}", self.container)),
-        }
-    }
-
-    /// Binds the pod to the emulated node (what the scheduler does), unless it is bound.
-    async fn bind(&self) -> Result<()> {
-        if self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_some_and(|n| !n.is_empty())
-        {
-            return Ok(());
-        }
-        let binding = json!({
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": self.name, "uid": self.uid},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": self.ctx.options.node_name},
-        });
-        match self
-            .ctx
-            .pods
-            .create_subresource::<Value, Value>(
-                "binding",
-                &self.name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Already bound, or gone (its worker is told).
-            Err(err) if matches!(api_code(&err), Some(404 | 409)) => Ok(()),
-            Err(err) => Err(err).context(format!("binding pod {}", self.name)),
         }
     }
 
@@ -2109,265 +1599,6 @@ impl PodWorker {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The garbage collector.
-
-/// What the garbage collector found of an owner.
-#[derive(Clone)]
-enum OwnerState {
-    /// Exists, not being deleted with dependents to handle (or of a kind not known).
-    Present,
-    Gone,
-    /// Being deleted with `propagationPolicy: Foreground`.
-    Foreground,
-    /// Being deleted with `propagationPolicy: Orphan`.
-    Orphan,
-}
-
-/// An owner being deleted, whose `foregroundDeletion` or `orphan` finalizer the collector removes
-/// once no dependent refers to it.
-#[derive(Clone)]
-struct Finalizing {
-    resource: ApiResource,
-    namespaced: bool,
-    name: String,
-}
-
-#[derive(Default)]
-struct Gc {
-    /// (apiVersion, kind) -> the resource and whether it is namespaced; `None`: unknown kind.
-    kinds: HashMap<(String, String), Option<(ApiResource, bool)>>,
-    /// By uid.
-    finalizing: HashMap<String, Finalizing>,
-    last_error: Option<String>,
-}
-
-const FOREGROUND: &str = "foregroundDeletion";
-const ORPHAN: &str = "orphan";
-
-async fn gc_loop(ctx: Arc<Ctx>, kick: Arc<Notify>) {
-    let mut gc = Gc::default();
-    let mut interval = tokio::time::interval(ctx.options.gc_interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = kick.notified() => {}
-        }
-        match gc.pass(&ctx).await {
-            Ok(()) => gc.last_error = None,
-            Err(err) => {
-                let err = format!("{err:#}");
-                if gc.last_error.as_ref() != Some(&err) {
-                    warn(format_args!("garbage collection: {err}"));
-                }
-                gc.last_error = Some(err);
-            }
-        }
-    }
-}
-
-impl Gc {
-    async fn pass(&mut self, ctx: &Ctx) -> Result<()> {
-        let lp = ListParams::default();
-        let job_resource = ApiResource::erase::<Job>(&());
-        let pod_resource = ApiResource::erase::<Pod>(&());
-        let mut dependents: Vec<(ApiResource, ObjectMeta)> = Vec::new();
-        for job in ctx.jobs.list_metadata(&lp).await.context("listing Jobs")? {
-            dependents.push((job_resource.clone(), job.metadata));
-        }
-        for pod in ctx.pods.list_metadata(&lp).await.context("listing Pods")? {
-            dependents.push((pod_resource.clone(), pod.metadata));
-        }
-        let mut owners: HashMap<String, OwnerState> = HashMap::new();
-        let mut referenced: HashSet<String> = HashSet::new();
-        for (resource, meta) in &dependents {
-            let name = meta.name.clone().unwrap_or_default();
-            let uid = meta.uid.clone().unwrap_or_default();
-            let has_finalizer = meta
-                .finalizers
-                .iter()
-                .flatten()
-                .any(|f| f == FOREGROUND || f == ORPHAN);
-            if meta.deletion_timestamp.is_some() && has_finalizer {
-                self.finalizing.insert(
-                    uid.clone(),
-                    Finalizing {
-                        resource: resource.clone(),
-                        namespaced: true,
-                        name: name.clone(),
-                    },
-                );
-            }
-            let refs = meta.owner_references.clone().unwrap_or_default();
-            if refs.is_empty() {
-                continue;
-            }
-            referenced.extend(refs.iter().map(|r| r.uid.clone()));
-            if meta.deletion_timestamp.is_some() {
-                continue;
-            }
-            let mut states = Vec::new();
-            for owner in &refs {
-                let state = match owners.get(&owner.uid) {
-                    Some(state) => state.clone(),
-                    None => {
-                        let state = self.owner_state(ctx, owner).await?;
-                        owners.insert(owner.uid.clone(), state.clone());
-                        state
-                    }
-                };
-                states.push(state);
-            }
-            let api =
-                Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ctx.namespace, resource);
-            let delete = |policy| DeleteParams {
-                propagation_policy: Some(policy),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            if states.iter().all(|s| matches!(s, OwnerState::Gone)) {
-                ignore_gone(
-                    api.delete(&name, &delete(PropagationPolicy::Background))
-                        .await,
-                )
-                .with_context(|| format!("deleting {} {name}", resource.kind))?;
-            } else if states.iter().any(|s| matches!(s, OwnerState::Foreground)) {
-                ignore_gone(
-                    api.delete(&name, &delete(PropagationPolicy::Foreground))
-                        .await,
-                )
-                .with_context(|| format!("deleting {} {name}", resource.kind))?;
-            } else if states
-                .iter()
-                .any(|s| matches!(s, OwnerState::Gone | OwnerState::Orphan))
-            {
-                let kept: Vec<&OwnerReference> = refs
-                    .iter()
-                    .zip(&states)
-                    .filter(|(_, s)| matches!(s, OwnerState::Present))
-                    .map(|(r, _)| r)
-                    .collect();
-                let patch = json!({"metadata": {
-                    "ownerReferences": kept,
-                    "resourceVersion": meta.resource_version,
-                }});
-                ignore_gone(
-                    api.patch(&name, &patch_params(), &Patch::Merge(patch))
-                        .await
-                        .map(|_| ()),
-                )
-                .with_context(|| format!("orphaning {} {name}", resource.kind))?;
-            }
-        }
-        // Owners being deleted that no dependent refers to any more lose their finalizer.
-        let done: Vec<(String, Finalizing)> = self
-            .finalizing
-            .iter()
-            .filter(|(uid, _)| !referenced.contains(*uid))
-            .map(|(uid, f)| (uid.clone(), f.clone()))
-            .collect();
-        for (uid, owner) in done {
-            let api = dynamic_api(ctx, &owner.resource, owner.namespaced);
-            let finished = match api.get_opt(&owner.name).await? {
-                Some(object) if object.metadata.uid.as_deref() == Some(uid.as_str()) => {
-                    let finalizers: Vec<String> = object
-                        .metadata
-                        .finalizers
-                        .clone()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|f| f != FOREGROUND && f != ORPHAN)
-                        .collect();
-                    let patch = json!({"metadata": {
-                        "finalizers": finalizers,
-                        "resourceVersion": object.metadata.resource_version,
-                    }});
-                    match api
-                        .patch(&owner.name, &patch_params(), &Patch::Merge(patch))
-                        .await
-                    {
-                        Ok(_) => true,
-                        Err(err) if matches!(api_code(&err), Some(404 | 409)) => false,
-                        Err(err) => {
-                            return Err(err).with_context(|| {
-                                format!(
-                                    "removing the finalizer of {} {}",
-                                    owner.resource.kind, owner.name
-                                )
-                            })
-                        }
-                    }
-                }
-                _ => true,
-            };
-            if finished {
-                self.finalizing.remove(&uid);
-            }
-        }
-        Ok(())
-    }
-
-    async fn owner_state(&mut self, ctx: &Ctx, owner: &OwnerReference) -> Result<OwnerState> {
-        let key = (owner.api_version.clone(), owner.kind.clone());
-        if !self.kinds.contains_key(&key) {
-            let (group, version) = match owner.api_version.split_once('/') {
-                Some((group, version)) => (group, version),
-                None => ("", owner.api_version.as_str()),
-            };
-            let gvk = GroupVersionKind::gvk(group, version, &owner.kind);
-            let resolved = match kube::discovery::pinned_kind(&ctx.client, &gvk).await {
-                Ok((resource, caps)) => Some((resource, caps.scope == Scope::Namespaced)),
-                // An unknown kind: its owners are left alone.
-                Err(_) => None,
-            };
-            self.kinds.insert(key.clone(), resolved);
-        }
-        let Some((resource, namespaced)) = self.kinds[&key].clone() else {
-            return Ok(OwnerState::Present);
-        };
-        let api = dynamic_api(ctx, &resource, namespaced);
-        let object = api
-            .get_opt(&owner.name)
-            .await
-            .with_context(|| format!("getting {} {}", owner.kind, owner.name))?;
-        let Some(object) = object.filter(|o| o.metadata.uid.as_deref() == Some(&owner.uid)) else {
-            return Ok(OwnerState::Gone);
-        };
-        if object.metadata.deletion_timestamp.is_none() {
-            return Ok(OwnerState::Present);
-        }
-        let finalizers = object.metadata.finalizers.clone().unwrap_or_default();
-        let state = if finalizers.iter().any(|f| f == FOREGROUND) {
-            OwnerState::Foreground
-        } else if finalizers.iter().any(|f| f == ORPHAN) {
-            OwnerState::Orphan
-        } else {
-            return Ok(OwnerState::Present);
-        };
-        self.finalizing.insert(
-            owner.uid.clone(),
-            Finalizing {
-                resource,
-                namespaced,
-                name: owner.name.clone(),
-            },
-        );
-        Ok(state)
-    }
-}
-
-fn dynamic_api(ctx: &Ctx, resource: &ApiResource, namespaced: bool) -> Api<DynamicObject> {
-    if namespaced {
-        Api::namespaced_with(ctx.client.clone(), &ctx.namespace, resource)
-    } else {
-        Api::all_with(ctx.client.clone(), resource)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // A tiny image for tests.
 
 /// The tag of the image [`busybox_image`] imports.
@@ -2423,14 +1654,6 @@ async fn delete_now(pods: &Api<Pod>, name: &str, uid: &str) {
         Ok(_) => {}
         Err(err) if matches!(api_code(&err), Some(404 | 409)) => {}
         Err(err) => warn(format_args!("deleting pod {name}: {err}")),
-    }
-}
-
-fn ignore_gone<T>(result: kube::Result<T>) -> kube::Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if matches!(api_code(&err), Some(404 | 409)) => Ok(()),
-        Err(err) => Err(err),
     }
 }
 
@@ -2540,13 +1763,6 @@ fn phase(pod: &Pod) -> &str {
 
 fn is_terminal(pod: &Pod) -> bool {
     matches!(phase(pod), "Succeeded" | "Failed")
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {

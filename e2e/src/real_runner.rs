@@ -235,13 +235,18 @@ impl RealRunner {
     }
 
     /// Create the RunnerPool `name` of the real runner in `namespace`: runs with
-    /// `runnerPool: <name>` get a runner Job executing the real `sparkwing runner`.
+    /// `runnerPool: <name>` get a runner Job executing the real `sparkwing runner`. The image is
+    /// loaded into the shared bed's node first.
     pub async fn create_pool(
         &self,
         client: &Client,
         namespace: &str,
         name: &str,
     ) -> Result<RunnerPool> {
+        crate::bed::TestBed::shared()
+            .await?
+            .load_image(&self.image)
+            .await?;
         let pool = RunnerPool::new(name, self.pool_spec(2));
         let pools: Api<RunnerPool> = Api::namespaced(client.clone(), namespace);
         pools

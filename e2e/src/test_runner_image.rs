@@ -13,15 +13,18 @@
 //! | `slow-*` | exits 0 after 3 s (long enough to see `Running`) |
 //! | `exit3-*` | exits 3 after 0.3 s |
 //! | `sleep-*` | sleeps 300 s; on SIGTERM prints `cancelled, running finally`, exits 130 after 0.5 s |
+//! | `oom-*` | grows its memory until a memory limit's OOM kill ends it (exit 137, `OOMKilled`) |
 //! | anything else | exits 0 at once |
 //!
 //! Warm mode (`sparkwing runner --warm --pool ns/pool`) idles until the file `/tmp/sparkwing-claim`
 //! holds `<ns>/<run> <attempt>`, then behaves as `--run <ns>/<run> --attempt <attempt>` would; on
-//! SIGTERM while idle (a reap) it exits 0 at once. The real runner learns of its claim from its
-//! pod's downwardAPI volume (`$SPARKWING_PODINFO_DIR/annotations`, which the node emulator writes
-//! too); this stand-in keeps its own simpler contract, and [`ClaimRelay`] does that part: it
-//! watches claimed pods (label `sparkwing.dev/claimed-by`) and writes the claim file into the
-//! pod's container with `docker exec`.
+//! SIGTERM while idle (a reap) it exits 0 at once. It also reads its claim, as the real runner
+//! does, from its pod's downwardAPI volume (`$SPARKWING_PODINFO_DIR/annotations`, the
+//! `sparkwing.dev/run` and `sparkwing.dev/attempt` lines), which a real kubelet and the node
+//! emulator rewrite when the pod is claimed. On the node emulator [`ClaimRelay`] also writes the
+//! claim file: it watches claimed pods (label `sparkwing.dev/claimed-by`) and writes it into the
+//! pod's container with `docker exec` (on the real node it does nothing: no `docker exec` into
+//! pods there).
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -58,10 +61,20 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# The claim as the pod's downwardAPI annotations file says it (a real kubelet rewrites it), or as
+# the claim relay writes it.
+claim_from_podinfo() {
+  f="$SPARKWING_PODINFO_DIR/annotations"
+  [ -n "$SPARKWING_PODINFO_DIR" ] && [ -s "$f" ] || return 1
+  r=$(sed -n 's/^sparkwing\.dev\/run="\(.*\)"$/\1/p' "$f")
+  a=$(sed -n 's/^sparkwing\.dev\/attempt="\(.*\)"$/\1/p' "$f")
+  [ -n "$r" ] && [ -n "$a" ] || return 1
+  echo "$r $a" > /tmp/sparkwing-claim
+}
 if [ -n "$warm" ]; then
   trap 'echo "reaped while idle"; exit 0' TERM
   echo "warm runner of pool $SPARKWING_POOL idle"
-  while [ ! -s /tmp/sparkwing-claim ]; do sleep 0.1 & wait $!; done
+  while [ ! -s /tmp/sparkwing-claim ] && ! claim_from_podinfo; do sleep 0.1 & wait $!; done
   read run attempt < /tmp/sparkwing-claim
   echo "claimed by $run attempt $attempt"
 fi
@@ -75,6 +88,10 @@ case "$name" in
     trap 'echo "cancelled, running finally"; sleep 0.5; exit 130' TERM
     sleep 300 & wait $!
     exit 0 ;;
+  oom-*)
+    # One line that never ends, held whole by tail: memory grows until the limit's OOM kill
+    # (tail is PID 1 then, so the container ends 137, OOMKilled).
+    exec tail /dev/zero ;;
   *) exit 0 ;;
 esac
 "#;
@@ -123,6 +140,12 @@ impl ClaimRelay {
     /// writes `<namespace>/<run> <attempt>` (from the claim's annotations) to [`CLAIM_FILE`] in
     /// its container.
     pub async fn start(client: Client, namespace: &str) -> Result<ClaimRelay> {
+        if crate::bed::TestBed::shared_runs_real_node() {
+            // The test runner reads its claim from its downwardAPI volume there.
+            return Ok(ClaimRelay {
+                task: tokio::spawn(async {}),
+            });
+        }
         let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
         let namespace = namespace.to_string();
         let pods: Api<Pod> = Api::namespaced(client, &namespace);

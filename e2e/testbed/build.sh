@@ -2,12 +2,15 @@
 # Builds the Kubernetes end-to-end test bed's binaries from their Go modules, once, into a cache
 # outside the repository:
 #
-#   kube-apiserver  k8s.io/kubernetes/cmd/kube-apiserver   (go/kubernetes/go.mod)
-#   kubectl         k8s.io/kubernetes/cmd/kubectl          (go/kubernetes/go.mod)
-#   etcd            go.etcd.io/etcd/server/v3/etcdmain      (go/etcd/go.mod, go/etcd/main.go)
-#   helm            helm.sh/helm/v3/cmd/helm                (go/helm/go.mod)
+#   kube-apiserver           k8s.io/kubernetes/cmd/kube-apiserver           (go/kubernetes/go.mod)
+#   kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager  (go/kubernetes/go.mod)
+#   kube-scheduler           k8s.io/kubernetes/cmd/kube-scheduler           (go/kubernetes/go.mod)
+#   kubelet                  k8s.io/kubernetes/cmd/kubelet                  (go/kubernetes/go.mod)
+#   kubectl                  k8s.io/kubernetes/cmd/kubectl                  (go/kubernetes/go.mod)
+#   etcd                     go.etcd.io/etcd/server/v3/etcdmain              (go/etcd/go.mod, main.go)
+#   helm                     helm.sh/helm/v3/cmd/helm                        (go/helm/go.mod)
 #
-# Output: ${SPARKWING_E2E_CACHE:-/var/tmp/sparkwing-e2e}/bin/{kube-apiserver,kubectl,etcd,helm}.
+# Output: ${SPARKWING_E2E_CACHE:-/var/tmp/sparkwing-e2e}/bin/<name>.
 # Each binary has a stamp (a hash of its module's go.mod, go.sum and *.go, the package, the link
 # flags and the Go version); it is rebuilt only when that changes. The first run is slow (about
 # 20 minutes on two busy cores, kube-apiserver being most of it); later runs take under a second.
@@ -24,7 +27,7 @@ stamps="$cache/stamps"
 mkdir -p "$bin" "$stamps"
 
 if ! command -v go >/dev/null 2>&1; then
-    echo "error: go (>= 1.26) is not installed; the test bed builds kube-apiserver, kubectl, etcd and helm from source" >&2
+    echo "error: go (>= 1.26) is not installed; the test bed builds the Kubernetes binaries, etcd and helm from source" >&2
     exit 1
 fi
 
@@ -97,8 +100,9 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
     k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=${k8s_time}T00:00:00Z"
 done
-build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
-build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+for tool in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+    build "$tool" kubernetes "k8s.io/kubernetes/cmd/$tool" "$k8s_ldflags"
+done
 
 build etcd etcd . "-s -w"
 
@@ -106,7 +110,9 @@ helm_version="$(module_field "$here/go/helm" helm.sh/helm/v3 Version)"
 build helm helm helm.sh/helm/v3/cmd/helm "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
 
 echo "e2e testbed: binaries in $bin"
-"$bin/kube-apiserver" --version
+for tool in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+    "$bin/$tool" --version
+done
 "$bin/kubectl" version --client | sed -n 1p
 "$bin/etcd" --version | sed -n 1p
 "$bin/helm" version --short

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Pins the test bed's kube-apiserver and kubectl to another Kubernetes release:
+# Pins the test bed's Kubernetes binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet, kubectl) to another Kubernetes release:
 #
 #   bash e2e/testbed/pin-kubernetes.sh v1.37.2
 #
@@ -28,7 +29,9 @@ fi
     echo "go $(awk '$1 == "go" { print $2; exit }' "$upstream_mod")"
     echo
     echo "tool ("
-    printf '\t%s\n' k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+    for tool in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+        printf '\tk8s.io/kubernetes/cmd/%s\n' "$tool"
+    done
     echo ")"
     echo
     echo "require k8s.io/kubernetes $version"

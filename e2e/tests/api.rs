@@ -1,5 +1,5 @@
 //! The operator with its API in the same process (`OperatorTask::start_with_api`) against the
-//! real kube-apiserver, with the node emulator running runner pods on Docker: runner credentials,
+//! real kube-apiserver, with the bed's node running runner pods: runner credentials,
 //! external runs, the archive before TTL deletion, the real runner's pool, and the whole loop
 //! (upload, trigger, the real `sparkwing runner` in a runner Job, logs through the API).
 
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
-use bollard::Docker;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use k8s_openapi::api::batch::v1::Job;
@@ -20,11 +19,8 @@ use serde_json::{json, Value};
 use sparkwing_core::reconcile::status::RunStatus;
 use sparkwing_crds::pipeline_run::CancelMode;
 use sparkwing_crds::PipelineRun;
-use sparkwing_e2e::node_emulator::EMULATED_POD_LABEL;
 use sparkwing_e2e::run_status::{phase, reason};
-use sparkwing_e2e::{
-    real_runner, test_runner_image, Cluster, NodeEmulator, NodeEmulatorOptions, TestBed,
-};
+use sparkwing_e2e::{real_runner, test_runner_image, Cluster, TestBed, TestNode};
 use sparkwing_operator::api::{BackendError, KubeRuns, PodClaim, RunBackend};
 
 /// How long anything here may take on a loaded two-core machine.
@@ -59,19 +55,6 @@ impl Env {
     async fn shutdown(self) -> Result<()> {
         self.0.shutdown().await
     }
-}
-
-/// The environment the container of `pod` was created with.
-async fn container_env(node: &NodeEmulator, pod: &str) -> Result<Vec<String>> {
-    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
-    let name = node
-        .containers(pod)
-        .await?
-        .into_iter()
-        .next()
-        .with_context(|| format!("no container for pod {pod}"))?;
-    let inspected = docker.inspect_container(&name, None).await?;
-    Ok(inspected.config.and_then(|c| c.env).unwrap_or_default())
 }
 
 async fn runner_pod(env: &Env, run: &str) -> Result<Pod> {
@@ -234,7 +217,7 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     let secret = secrets.get(&format!("{name}-runner-token")).await?;
     let token = String::from_utf8(secret.data.unwrap_or_default()["token"].0.clone())?;
     assert!(token.starts_with("swr_"));
-    let vars = container_env(&env.node, &pod.name_any()).await?;
+    let vars = env.node.container_env(&pod.name_any()).await?;
     assert!(
         vars.contains(&format!("SPARKWING_API_URL={}", env.api().url)),
         "{vars:?}"
@@ -255,7 +238,7 @@ async fn runner_jobs_get_the_api_url_and_their_token() -> Result<()> {
     }))?;
     env.runs().create(&PostParams::default(), &run).await?;
     let pod = runner_pod(&env, "slow-kubectl").await?;
-    let vars = container_env(&env.node, &pod.name_any()).await?;
+    let vars = env.node.container_env(&pod.name_any()).await?;
     assert!(
         !vars.iter().any(|v| v.starts_with("SPARKWING_API_TOKEN=")),
         "{vars:?}"
@@ -426,7 +409,7 @@ async fn a_runner_started_at_once_has_its_token() -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
     let secret = secrets.get(&format!("{name}-runner-token")).await?;
     let token = String::from_utf8(secret.data.clone().unwrap_or_default()["token"].0.clone())?;
-    let vars = container_env(&env.node, &pod.name_any()).await?;
+    let vars = env.node.container_env(&pod.name_any()).await?;
     assert!(
         vars.contains(&format!("SPARKWING_API_TOKEN={token}")),
         "the runner started without its token: {vars:?}"
@@ -450,7 +433,8 @@ async fn a_real_runner_pod_can_compile_as_the_runner_user() -> Result<()> {
     let real = real_runner().await?;
     let ns = bed.namespace("api-toolchain").await?;
     let client = bed.client().await?;
-    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    bed.load_image(&real.image).await?;
+    let node = TestNode::start(bed, client.clone(), &ns).await?;
     let spec = real.pool_spec(1);
     // A pod of the pool's making: its image, env, volumes and mounts, the runner's restricted
     // security context and /tmp emptyDir.
@@ -516,21 +500,8 @@ async fn a_real_runner_pod_can_compile_as_the_runner_user() -> Result<()> {
     );
     assert!(lines.iter().any(|l| l.starts_with("sparkwing ")), "{logs}");
     assert_eq!(lines.last().copied(), Some("Hello, world!"), "{logs}");
-    // The emulator ran it with the pool's mounts.
-    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
-    let filters = std::collections::HashMap::from([(
-        "label".to_string(),
-        vec![format!("{EMULATED_POD_LABEL}={}/toolchain", ns.name())],
-    )]);
-    let found = docker
-        .list_containers(Some(
-            bollard::query_parameters::ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
-    assert_eq!(found.len(), 1);
+    // The node ran it with the pool's mounts: one container, and the pod is its.
+    assert_eq!(node.containers("toolchain").await?.len(), 1);
     node.shutdown().await
 }
 

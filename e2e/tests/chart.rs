@@ -1,9 +1,9 @@
 //! The user-facing install artefacts end to end against the test bed, with the operator
-//! in-process (`run_controllers`) and the node emulator running its pods on Docker:
+//! in-process (`run_controllers`) and the bed's node running its pods:
 //!
 //! - `docs/examples/pipelinerun.yaml`, applied with `kubectl`, runs to Succeeded, shows in
-//!   `kubectl get pipelineruns`, and deleting it removes its Job (owner references; the emulator
-//!   plays the garbage collector);
+//!   `kubectl get pipelineruns`, and deleting it removes its Job (owner references; the real
+//!   garbage collector);
 //! - the chart's RBAC (`helm template charts/sparkwing`, only the ServiceAccounts, Roles,
 //!   ClusterRoles and bindings applied) is enough for the operator: run with a token of the
 //!   chart's ServiceAccount, it runs a PipelineRun to Succeeded and keeps a pool's warm pods.
@@ -21,9 +21,7 @@ use kube::{Api, Client, Config as KubeConfig};
 use serde::Deserialize as _;
 use serde_json::{json, Value};
 use sparkwing_crds::{PipelineRun, RunnerPool};
-use sparkwing_e2e::{
-    test_runner_image, ClaimRelay, NodeEmulator, NodeEmulatorOptions, TestBed, User,
-};
+use sparkwing_e2e::{test_runner_image, ClaimRelay, TestBed, TestNode, User};
 use sparkwing_operator::Config;
 
 /// How long anything here may take on a loaded two-core machine.
@@ -108,7 +106,8 @@ async fn example_pipelinerun_applied_with_kubectl_succeeds_and_deletes_its_job()
     let image = test_runner_image().await?;
     let ns = bed.namespace("chart-example").await?;
     let client = bed.client().await?;
-    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    bed.load_image(&image).await?;
+    let node = TestNode::start(bed, client.clone(), &ns).await?;
     let _relay = ClaimRelay::start(client.clone(), &ns).await?;
     let op = Operator::start(client.clone(), Config::new(image).namespace(ns.name()));
 
@@ -267,7 +266,8 @@ async fn chart_rbac_is_enough_for_the_operator() -> Result<()> {
     .await?;
     let operator_client = client_with_token(bed, token.trim()).await?;
 
-    let node = NodeEmulator::start(admin.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    bed.load_image(&image).await?;
+    let node = TestNode::start(bed, admin.clone(), &ns).await?;
     let _relay = ClaimRelay::start(admin.clone(), &ns).await?;
     let op = Operator::start(
         operator_client,

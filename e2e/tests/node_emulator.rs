@@ -1,6 +1,7 @@
-//! The node emulator against the real bed and the real Docker engine: Jobs and Pods labelled
-//! `app.kubernetes.io/managed-by=sparkwing` run as containers and get the status a kubelet and the
-//! Job controller would give them.
+//! The node emulator against the real bed (its real controller-manager and scheduler) and the
+//! real Docker engine: the pods of Jobs, and pods labelled `app.kubernetes.io/managed-by=sparkwing`,
+//! run as containers and get the status a kubelet would give them. The bed runs the emulated node
+//! whatever `SPARKWING_E2E_NODE` says.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use sparkwing_e2e::node_emulator::{OOM_KILL_ANNOTATION, POD_IP};
 use sparkwing_e2e::{
-    busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, TestBed, TestNamespace,
+    busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, NodeKind, TestBed, TestNamespace,
 };
 
 /// How long anything here may take on a loaded two-core machine.
@@ -31,7 +32,7 @@ struct Setup {
 
 impl Setup {
     async fn new(hint: &str) -> Result<Setup> {
-        let bed = TestBed::shared().await?;
+        let bed = TestBed::shared_on(NodeKind::Emulator).await?;
         let image = busybox_image().await?;
         let ns = bed.namespace(hint).await?;
         let client = bed.client().await?;
@@ -892,14 +893,15 @@ async fn empty_dir_and_host_path_volumes_are_mounted() -> Result<()> {
         "emptyDir fresh and writable by a non-root user, hostPath read-only"
     );
     assert!(!host.path().join("nope").exists());
-    // An unsupported volume kind keeps the pod pending, saying why.
+    // An unsupported volume kind keeps the pod pending, saying why. (A configMap volume: the
+    // scheduler binds the pod, where a missing PVC would keep it unscheduled.)
     let extra = json!({"spec": {
         "containers": [{"name": "runner", "image": s.image, "command": ["true"],
-            "volumeMounts": [{"name": "pvc", "mountPath": "/cache"}]}],
-        "volumes": [{"name": "pvc", "persistentVolumeClaim": {"claimName": "cache"}}],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/cache"}]}],
+        "volumes": [{"name": "cfg", "configMap": {"name": "cache"}}],
     }});
-    s.create_pod(&s.pod("pvc", "", extra)?).await?;
-    let pod = wait_for(&s.pods(), "pvc", "CreateContainerConfigError", |p: &Pod| {
+    s.create_pod(&s.pod("cfg", "", extra)?).await?;
+    let pod = wait_for(&s.pods(), "cfg", "CreateContainerConfigError", |p: &Pod| {
         waiting_reason(p) == Some("CreateContainerConfigError")
     })
     .await?;

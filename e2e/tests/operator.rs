@@ -1,9 +1,10 @@
 //! The operator end to end: `sparkwing_operator::run_controllers` in-process against the real
-//! kube-apiserver and etcd of the test bed, with the node emulator running its Jobs and warm pods
-//! on Docker, in the test runner image (`sparkwing_e2e::test_runner_image`, whose behaviour is
+//! kube-apiserver, etcd, controller-manager and scheduler of the test bed, with the bed's node (a
+//! real kubelet, or the node emulator on Docker) running its Jobs and warm pods, in the test runner
+//! image (`sparkwing_e2e::test_runner_image`, whose behaviour is
 //! chosen by the run's name: `ok-*`, `slow-*`, `exit3-*`, `sleep-*`).
 //!
-//! Each test has its own namespace, node emulator, claim relay and operator task scoped to that
+//! Each test has its own namespace, node (`TestNode`), claim relay and operator task scoped to that
 //! namespace. Waits are watches or polls with deadlines; the only fixed windows are the "nothing
 //! more happens" checks, which say why.
 //!
@@ -25,10 +26,7 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use sparkwing_crds::{PipelineRun, RunnerPool};
-use sparkwing_e2e::{
-    test_runner_image, ClaimRelay, LossKind, NodeEmulator, NodeEmulatorOptions, TestBed,
-    TestNamespace,
-};
+use sparkwing_e2e::{test_runner_image, ClaimRelay, LossKind, TestBed, TestNamespace, TestNode};
 use sparkwing_operator::{Config, LeaderConfig, Metrics};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,6 +34,8 @@ use tokio::task::JoinHandle;
 /// How long anything here may take on a loaded two-core machine.
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(100);
+/// An image no node can pull: a loopback address where nothing listens.
+const NO_SUCH_IMAGE: &str = "127.0.0.1:1/none:0";
 
 // ---------------------------------------------------------------------------------------------
 // Harness.
@@ -46,7 +46,7 @@ use sparkwing_e2e::OperatorTask as Operator;
 struct Env {
     ns: TestNamespace,
     client: Client,
-    node: NodeEmulator,
+    node: TestNode,
     _relay: ClaimRelay,
     image: String,
     op: Option<Operator>,
@@ -57,9 +57,10 @@ impl Env {
         let bed = TestBed::shared().await?;
         bed.install_crds().await?;
         let image = test_runner_image().await?;
+        bed.load_image(&image).await?;
         let ns = bed.namespace(hint).await?;
         let client = bed.client().await?;
-        let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+        let node = TestNode::start(bed, client.clone(), &ns).await?;
         let relay = ClaimRelay::start(client.clone(), &ns).await?;
         let mut env = Env {
             ns,
@@ -828,29 +829,30 @@ async fn a_run_gets_a_job_succeeds_and_then_stays_quiet() -> Result<()> {
 #[tokio::test]
 async fn failures_map_to_reasons_and_are_not_retried() -> Result<()> {
     let env = Env::new("op-failures").await?;
-    // A pool whose image does not exist: a run naming it gets a Job in that image.
+    // A pool whose image does not exist: a run naming it gets a Job in that image. The image is
+    // on a loopback address that serves nothing: a node never reaches for a public registry.
     env.create_pool(
         "missing-image",
-        json!({"image": "sparkwing-e2e-no-such-image:0", "minIdle": 0, "maxRunners": 1}),
+        json!({"image": NO_SUCH_IMAGE, "minIdle": 0, "maxRunners": 1}),
+    )
+    .await?;
+    // A pool with a memory limit: the `oom-*` test runner exceeds it and is OOM-killed for real.
+    env.create_pool(
+        "small",
+        json!({"minIdle": 0, "maxRunners": 1, "resources": {"limits": {"memory": "32Mi"}}}),
     )
     .await?;
     env.create_run("exit3-a", json!({})).await?;
-    env.create_run("sleep-oom", json!({})).await?;
+    env.create_run("oom-a", json!({"runnerPool": "small"}))
+        .await?;
     env.create_run("ok-image", json!({"runnerPool": "missing-image"}))
         .await?;
     env.create_run("sleep-timeout", json!({"timeout": "2s"}))
         .await?;
 
-    let oom = async {
-        env.wait_run("sleep-oom", "Running", |r| phase_of(r) == "Running")
-            .await?;
-        let pod = env.job_pod("sleep-oom-a1").await?;
-        env.node.oom_kill(&pod.name_any()).await?;
-        env.wait_end("sleep-oom", "Failed", "OOMKilled").await
-    };
     let (exit3, oom, image, timeout) = tokio::join!(
         env.wait_end("exit3-a", "Failed", "Failed"),
-        oom,
+        env.wait_end("oom-a", "Failed", "OOMKilled"),
         env.wait_end("ok-image", "Failed", "ImagePullFailed"),
         env.wait_end("sleep-timeout", "Failed", "Timeout"),
     );
@@ -863,7 +865,7 @@ async fn failures_map_to_reasons_and_are_not_retried() -> Result<()> {
         message_of(&exit3)
     );
     ensure!(
-        message_of(&image).contains("sparkwing-e2e-no-such-image:0"),
+        message_of(&image).contains(NO_SUCH_IMAGE),
         "image message: {}",
         message_of(&image)
     );
@@ -1147,7 +1149,10 @@ async fn operator_waits_for_crds() -> Result<()> {
     let image = test_runner_image().await?;
     let client = bed.client().await?;
     let ns = bed.namespace("op-crds").await?;
-    let op = Operator::start(client.clone(), Config::new(image).namespace(ns.name()));
+    let op = Operator::start(
+        client.clone(),
+        Config::new(image.clone()).namespace(ns.name()),
+    );
     // The operator cannot be seen waiting except by its readiness: poll it for a while to check
     // it neither gets ready nor stops while the CRDs are missing.
     let until = Instant::now() + Duration::from_secs(2);
@@ -1162,7 +1167,8 @@ async fn operator_waits_for_crds() -> Result<()> {
         async move { Ok(ready.then_some(())) }
     })
     .await?;
-    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    bed.load_image(&image).await?;
+    let node = TestNode::start(&bed, client.clone(), &ns).await?;
     let runs: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
     runs.create(&PostParams::default(), &run_obj("ok-crds", json!({}))?)
         .await?;

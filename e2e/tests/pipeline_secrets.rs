@@ -164,7 +164,7 @@ async fn a_pipelines_secrets_and_settings_reach_its_runs_and_are_enforced() -> R
     let warm = pools.get("warm").await?;
     assert_eq!(warm.status.as_ref().map(|s| s.busy), Some(0), "{warm:?}");
 
-    // The node emulator gave the container the Secret's keys.
+    // The node gave the container the Secret's keys.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod = pods
         .list(&ListParams::default().labels(&format!("sparkwing.dev/run={name}")))
@@ -173,20 +173,7 @@ async fn a_pipelines_secrets_and_settings_reach_its_runs_and_are_enforced() -> R
         .into_iter()
         .next()
         .context("the Job's pod")?;
-    let container = cluster
-        .node
-        .containers(&pod.name_any())
-        .await?
-        .into_iter()
-        .next()
-        .context("the pod's container")?;
-    let docker = bollard::Docker::connect_with_local_defaults()?;
-    let env = docker
-        .inspect_container(&container, None)
-        .await?
-        .config
-        .and_then(|c| c.env)
-        .unwrap_or_default();
+    let env = cluster.node.container_env(&pod.name_any()).await?;
     assert!(
         env.contains(&format!("DEPLOY_TOKEN={TOKEN}")),
         "container env: {env:?}"

@@ -1,5 +1,5 @@
 //! The `sparkwing` CLI against the operator and its API in the test bed: the real kube-apiserver,
-//! the node emulator running runner Jobs on Docker, and the REAL `sparkwing runner` compiling and
+//! the bed's node running runner Jobs, and the REAL `sparkwing runner` compiling and
 //! running the fixture `tests/fixtures/remote` in them. Every test drives the binary as a user
 //! does (a profiles file, a token from a variable, `-C <project>`): `pipeline trigger` followed
 //! and `--detach`ed, `runs wait|status|logs|cancel --profile`, a re-trigger of an unchanged tree,

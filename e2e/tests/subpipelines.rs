@@ -1,7 +1,7 @@
 //! Sub-pipelines across the laptop and the cluster: `sparkwing run parent` runs LOCALLY, and its
 //! `deploy` job awaits `child` `on_profile("ci")`, a profile pointing at the bed's API, so the
 //! child is a PipelineRun that the REAL `sparkwing runner` of the profile's pool compiles and runs
-//! on the node emulator. Checked: the parent succeeds with the child's line in its local log and
+//! on the bed's node. Checked: the parent succeeds with the child's line in its local log and
 //! the child records its parent on the cluster; a failing child fails the parent with the child's
 //! reason; an interrupt of the local parent cancels the cluster child; a cluster child awaiting the
 //! local parent (a cycle across the boundary) fails the parent with the cycle.
@@ -94,7 +94,7 @@ impl std::ops::Deref for Env {
 }
 
 impl Env {
-    /// A namespace, the node emulator, the operator with its API, the real runner's pool `real`,
+    /// A namespace, its node, the operator with its API, the real runner's pool `real`,
     /// an admin-less user token (`runs:read`, `runs:trigger`), and the fixture with the profile
     /// `ci` (the namespace, pool `real`).
     async fn new(hint: &str) -> Result<Env> {

@@ -2,13 +2,14 @@
 //! decides, the CRDs install, and their schema, CEL rules and printer columns are enforced by
 //! the apiserver itself. Every test fails (it never skips) when the binaries are not built.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
 use kube::Api;
 use serde_json::json;
 use sparkwing_crds::{PipelineRun, RunnerPool};
@@ -449,9 +450,11 @@ async fn namespaces_are_unique_per_test() -> Result<()> {
 }
 
 /// What the operator will create is admitted (the ServiceAccount admission plugin finds the
-/// `default` account the harness made), and stays unscheduled: no scheduler or kubelet runs.
+/// `default` account the controller-manager made) and the real scheduler binds it to the bed's
+/// node. Its image is on a loopback address that serves nothing, so no node ever pulls from a
+/// registry; it stays `Pending`.
 #[tokio::test]
-async fn pods_are_admitted_and_never_scheduled() -> Result<()> {
+async fn pods_are_admitted_and_scheduled() -> Result<()> {
     let bed = TestBed::shared().await?;
     let ns = bed.namespace("pods").await?;
     let pods = Api::<Pod>::namespaced(bed.client().await?, &ns);
@@ -459,13 +462,26 @@ async fn pods_are_admitted_and_never_scheduled() -> Result<()> {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": { "name": "runner" },
-        "spec": { "containers": [{ "name": "runner", "image": "busybox" }] },
+        "spec": { "containers": [{ "name": "runner", "image": "127.0.0.1:1/none:0" }] },
     }))?;
     let created = pods.create(&PostParams::default(), &pod).await?;
     let spec = created.spec.context("no spec")?;
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
-    assert_eq!(spec.node_name, None);
-    let status = created.status.context("no status")?;
+    let scheduled = tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(pods.clone(), "runner", |pod: Option<&Pod>| {
+            pod.and_then(|p| p.spec.as_ref())
+                .is_some_and(|spec| spec.node_name.is_some())
+        }),
+    )
+    .await
+    .context("the pod was not scheduled within 60 s")??
+    .context("the pod is gone")?;
+    assert_eq!(
+        scheduled.spec.context("no spec")?.node_name.as_deref(),
+        Some(bed.node_name())
+    );
+    let status = scheduled.status.context("no status")?;
     assert_eq!(status.phase.as_deref(), Some("Pending"));
     Ok(())
 }

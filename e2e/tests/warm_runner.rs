@@ -15,9 +15,7 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sparkwing_crds::{PipelineRun, RunnerPool};
-use sparkwing_e2e::{
-    cli, real_runner, test_runner_image, NodeEmulator, NodeEmulatorOptions, OperatorTask, TestBed,
-};
+use sparkwing_e2e::{cli, real_runner, test_runner_image, OperatorTask, TestBed, TestNode};
 use sparkwing_operator::Config;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -58,7 +56,9 @@ async fn a_warm_real_runner_serves_a_run_and_exits_0_when_reaped() -> Result<()>
     let image = test_runner_image().await?;
     let ns = bed.namespace("warm-real").await?;
     let client: Client = bed.client().await?;
-    let node = NodeEmulator::start(client.clone(), &ns, NodeEmulatorOptions::default()).await?;
+    bed.load_image(&image).await?;
+    bed.load_image(&real.image).await?;
+    let node = TestNode::start(bed, client.clone(), &ns).await?;
     let op =
         OperatorTask::start_with_api(client.clone(), Config::new(image).namespace(ns.name()), &ns)
             .await?;
