@@ -10,7 +10,9 @@
 //! let real = real_runner().await?;
 //! let cluster = Cluster::start("my-test", real.image.clone()).await?;
 //! cluster.add_real_pool(&real, "real", Path::new("/tmp/runner-cache")).await?;
-//! let cli = cluster.user("alice@example.com", Path::new("tests/fixtures/remote"), "ci", "real")?;
+//! let cli = cluster
+//!     .user("alice@example.com", Path::new("tests/fixtures/remote"), "ci", "real")
+//!     .await?;
 //! # let _ = cli;
 //! cluster.shutdown().await
 //! # }
