@@ -133,6 +133,25 @@ impl CliRunning {
             .clone()
     }
 
+    /// `NS/NAME` of the run a `pipeline trigger` started, once it printed it; fails after
+    /// `wait` showing the output so far.
+    pub async fn wait_triggered_run(&self, wait: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(full) = triggered_run(&self.stderr_so_far()) {
+                return Ok(full);
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "no run triggered within {wait:?}: {}{}",
+                    self.stdout_so_far(),
+                    self.stderr_so_far()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Whether it has exited.
     pub fn exited(&mut self) -> Result<bool> {
         Ok(self.child.try_wait()?.is_some())
@@ -332,4 +351,13 @@ pub fn with_binary_cache(mut spec: RunnerPoolSpec, host_dir: &Path) -> Result<Ru
         ..VolumeMount::default()
     });
     Ok(spec)
+}
+
+/// `NS/NAME` from a `pipeline trigger`'s `triggered NS/NAME …` line on stderr.
+pub fn triggered_run(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("triggered "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
 }

@@ -162,18 +162,10 @@ impl Env {
             PROFILE,
         ])?;
         let deadline = Instant::now() + RUN_WAIT;
-        let full = loop {
-            if let Some(full) = triggered_run(&follower.stderr_so_far()) {
-                break full;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{pipeline}: no run triggered: {}{}",
-                follower.stdout_so_far(),
-                follower.stderr_so_far()
-            );
-            tokio::time::sleep(POLL).await;
-        };
+        let full = follower
+            .wait_triggered_run(WAIT)
+            .await
+            .with_context(|| pipeline.to_string())?;
         let name = full.rsplit('/').next().unwrap_or_default().to_string();
         if let Some((job, line)) = interrupt_after {
             loop {
@@ -227,15 +219,6 @@ impl Env {
             jobs,
         })
     }
-}
-
-/// `NS/NAME` from the trigger's `triggered NS/NAME …` line.
-fn triggered_run(stderr: &str) -> Option<String> {
-    stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("triggered "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
 }
 
 /// Every case of the CLI suite, on the host and on the cluster, ends the same.

@@ -17,7 +17,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use sparkwing_crds::PipelineRun;
-use sparkwing_e2e::cli::{Cli, CliOut, Profile};
+use sparkwing_e2e::cli::{triggered_run, Cli, CliOut, Profile};
 use sparkwing_e2e::{real_runner, Cluster, LossKind};
 
 /// The fixture project.
@@ -198,14 +198,6 @@ fn condition(run: &PipelineRun) -> (String, String) {
         .unwrap_or_default()
 }
 
-/// `NS/NAME` from trigger's `triggered NS/NAME on profile …` line.
-fn triggered_run(out: &str) -> Option<String> {
-    out.lines()
-        .find_map(|l| l.strip_prefix("triggered "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string)
-}
-
 /// The lines a followed run printed for `job` (`job │ line`), in order.
 fn printed(stdout: &str, job: &str) -> Vec<String> {
     let prefix = format!("{job} │ ");
@@ -340,20 +332,7 @@ async fn detach_returns_before_the_run_ends_and_runs_wait_sees_it_finish() -> Re
 async fn cancel_from_the_cli_mid_run_runs_finally_and_the_follower_exits_130() -> Result<()> {
     let env = Env::new("cli-cancel").await?;
     let follower = env.cli.spawn(env.trigger_args("slow", &[]))?;
-    // The run's name, once the trigger printed it.
-    let deadline = Instant::now() + WAIT;
-    let full = loop {
-        if let Some(full) = triggered_run(&follower.stderr_so_far()) {
-            break full;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no run triggered: {}{}",
-            follower.stdout_so_far(),
-            follower.stderr_so_far()
-        );
-        tokio::time::sleep(POLL).await;
-    };
+    let full = follower.wait_triggered_run(WAIT).await?;
     let name = name_of(&full).to_string();
     env.wait_api_lines(&name, "wait", "the first line", |l| {
         l.iter().any(|(_, l)| l == "started waiting")
