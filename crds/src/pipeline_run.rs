@@ -160,7 +160,41 @@ pub const PARENT_JOB_ANNOTATION: &str = "sparkwing.dev/parent-job";
 /// Annotation naming the machine the parent run ran on, when the trigger said.
 pub const PARENT_HOST_ANNOTATION: &str = "sparkwing.dev/parent-host";
 
+/// Annotation with the moment the API created the run, to the millisecond (RFC 3339): the
+/// apiserver's `creationTimestamp` has whole seconds, and two runs of one Pipeline created in the
+/// same second must still order as they were created (`lastRun`, `BranchesInSync`).
+pub const CREATED_AT_ANNOTATION: &str = "sparkwing.dev/created-at";
+
 impl PipelineRun {
+    /// The order runs were created in, oldest first: `creationTimestamp` (whole seconds; unset
+    /// sorts first), then the `sparkwing.dev/created-at` annotation within that second (runs
+    /// without it sort first), then the name.
+    pub fn creation_order(&self) -> (i64, i64, String) {
+        let created = self
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_millisecond());
+        let stamped = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CREATED_AT_ANNOTATION))
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map_or(0, |t| t.as_millisecond());
+        (created, stamped, self.metadata.name.clone().unwrap_or_default())
+    }
+
+    /// Record `at` (Unix ms) as the `sparkwing.dev/created-at` annotation.
+    pub fn stamp_created_at(&mut self, at_ms: i64) {
+        if let Ok(t) = k8s_openapi::jiff::Timestamp::from_millisecond(at_ms) {
+            self.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(CREATED_AT_ANNOTATION.into(), format!("{t:.3}"));
+        }
+    }
+
     /// The parent this run records, if both its run and job annotations are set.
     pub fn parent(&self) -> Option<ParentRef> {
         let a = self.metadata.annotations.as_ref()?;

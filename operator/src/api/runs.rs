@@ -223,7 +223,8 @@ impl KubeRuns {
 }
 
 impl RunBackend for KubeRuns {
-    fn create(&self, run: PipelineRun) -> BoxFuture<'_, Result<PipelineRun, BackendError>> {
+    fn create(&self, mut run: PipelineRun) -> BoxFuture<'_, Result<PipelineRun, BackendError>> {
+        run.stamp_created_at(k8s_openapi::jiff::Timestamp::now().as_millisecond());
         async move {
             let ns = run.namespace().unwrap_or_default();
             let api: Api<PipelineRun> = Api::namespaced(self.client.clone(), &ns);
@@ -536,7 +537,9 @@ impl RunBackend for MemoryRuns {
             run.metadata.uid = Some(format!("uid-{}", key.1));
             run.metadata.generation = Some(1);
             run.metadata.resource_version = Some("1".into());
-            run.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            let now = k8s_openapi::jiff::Timestamp::now();
+            run.stamp_created_at(now.as_millisecond());
+            run.metadata.creation_timestamp = Some(Time(now));
             let stored = self
                 .tokens
                 .lock()

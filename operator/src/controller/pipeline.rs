@@ -49,7 +49,7 @@ pub fn belongs_to(run: &PipelineRun, pipeline: &Pipeline) -> bool {
 }
 
 /// The status `pipeline` should have given its runs (pure): `lastRun` is the newest run by
-/// creation time (then name), `Ready` says whether the spec is usable.
+/// [`PipelineRun::creation_order`], `Ready` says whether the spec is usable.
 pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> PipelineStatus {
     let generation = pipeline.metadata.generation.unwrap_or(0);
     let mut status = pipeline.status.clone().unwrap_or_default();
@@ -57,15 +57,7 @@ pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> Pi
     status.last_run = runs
         .iter()
         .filter(|r| belongs_to(r, pipeline))
-        .max_by_key(|r| {
-            (
-                r.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_millisecond()),
-                r.name_any(),
-            )
-        })
+        .max_by_key(|r| r.creation_order())
         .map(|r| {
             let s = r.status.clone().unwrap_or_default();
             LastRun {
@@ -117,8 +109,8 @@ fn glob_set<'a>(globs: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     v
 }
 
-/// The `BranchesInSync` condition from the newest of `pipeline`'s runs (by creation time, then
-/// name) whose runner reported its branch check (pure). `None` while no run reported: the
+/// The `BranchesInSync` condition from the newest of `pipeline`'s runs (by
+/// [`PipelineRun::creation_order`]) whose runner reported its branch check (pure). `None` while no run reported: the
 /// condition is then left as it is (absent before the first report; the last one once the runs
 /// that reported are gone).
 ///
@@ -142,15 +134,7 @@ pub fn branches_condition(
             };
             Some((r, in_sync))
         })
-        .max_by_key(|(r, _)| {
-            (
-                r.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_millisecond()),
-                r.name_any(),
-            )
-        })?;
+        .max_by_key(|(r, _)| r.creation_order())?;
     let name = run.name_any();
     let checked = glob_set(
         run.annotations()
@@ -460,6 +444,33 @@ mod tests {
             .unwrap()
             .insert(BRANCHES_IN_SYNC_ANNOTATION.to_string(), "yes".to_string());
         assert_eq!(branches_condition(&p, &[odd], 1_000), None);
+    }
+
+    #[test]
+    fn runs_created_in_one_second_order_by_their_created_at_stamp() {
+        // The apiserver's creationTimestamp has whole seconds; two pushes in one second create
+        // runs whose names (hashes) may sort either way. The newer one must win.
+        let p = pipeline("app");
+        let mut older = checked("app-9f", 100, "main", Some(DRIFT));
+        older.stamp_created_at(100_120);
+        let mut newer = checked("app-1a", 100, "main", None);
+        newer.stamp_created_at(100_870);
+        let runs = [older.clone(), newer.clone()];
+        let s = desired_status(&p, &runs, 1_000_000);
+        assert_eq!(s.last_run.unwrap().name, "app-1a");
+        let c = branches(&desired_status(&p, &runs, 1_000_000)).cloned().unwrap();
+        assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::True, "InSync"));
+        assert!(c.message.starts_with("run app-1a:"), "{}", c.message);
+        // The stamp only orders within a second: a run of a later second is newer regardless.
+        let mut later = run("app-0", "app", 101, RunPhase::Pending);
+        later.stamp_created_at(100_999);
+        let s = desired_status(&p, &[newer, later], 1_000_000);
+        assert_eq!(s.last_run.unwrap().name, "app-0");
+        // The annotation is RFC 3339 with milliseconds, as kubectl shows it.
+        assert_eq!(
+            older.annotations()[sparkwing_crds::pipeline_run::CREATED_AT_ANNOTATION],
+            "1970-01-01T00:01:40.120Z"
+        );
     }
 
     #[test]
