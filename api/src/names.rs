@@ -20,6 +20,11 @@ pub const BRANCH_DRIFT_ANNOTATION: &str = "sparkwing.dev/branch-drift";
 pub const PODINFO_ANNOTATIONS: &str = "annotations";
 pub const PODINFO_LABELS: &str = "labels";
 
+/// Request header: the runner attempt a call comes from. The API refuses (409 `superseded`) a
+/// call whose attempt is older than the run's current one, so a lost runner that is still
+/// stopping cannot write over the attempt that replaced it (`docs/api.md`, "Attempt fencing").
+pub const ATTEMPT_HEADER: &str = "Sparkwing-Attempt";
+
 /// The key of the token in a run's runner-token Secret.
 pub const RUNNER_TOKEN_KEY: &str = "token";
 

@@ -165,6 +165,8 @@ pub(crate) fn execute_attempt(
     format: Format,
 ) -> RunnerResult {
     let Attempt { ns, name, attempt } = at;
+    // Every call names the attempt: once a newer one exists the API refuses this one's.
+    let client = &client.with_attempt(attempt);
     let view = client
         .get_run(ns, name)
         .map_err(|e| api_error(&format!("cannot read run {ns}/{name} from {url}"), e))?;

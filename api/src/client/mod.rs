@@ -46,6 +46,8 @@ pub struct ApiClient {
     base: String,
     /// Empty: no `Authorization` header (health, metrics, webhooks).
     token: String,
+    /// The runner attempt sent with every call ([`crate::names::ATTEMPT_HEADER`]), if any.
+    attempt: Option<u32>,
     agent: ureq::Agent,
     stream_agent: ureq::Agent,
 }
@@ -87,6 +89,7 @@ impl ApiClient {
         Ok(ApiClient {
             base,
             token: token.trim().to_string(),
+            attempt: None,
             agent,
             stream_agent,
         })
@@ -96,6 +99,14 @@ impl ApiClient {
     pub fn with_token(&self, token: &str) -> ApiClient {
         ApiClient {
             token: token.trim().to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The same API, each call naming runner attempt `attempt` (a runner's client).
+    pub fn with_attempt(&self, attempt: u32) -> ApiClient {
+        ApiClient {
+            attempt: Some(attempt),
             ..self.clone()
         }
     }
@@ -110,6 +121,10 @@ impl ApiClient {
     }
 
     fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let req = match self.attempt {
+            Some(a) => req.header(crate::names::ATTEMPT_HEADER, &a.to_string()),
+            None => req,
+        };
         if self.token.is_empty() {
             req
         } else {

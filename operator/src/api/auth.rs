@@ -15,6 +15,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use sparkwing_api::names::ATTEMPT_HEADER;
 use sparkwing_state::{RunKey, StateError};
 
 use super::error::ApiError;
@@ -298,12 +299,28 @@ impl FromRequestParts<ApiState> for Principal {
             .lookup_token(token)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Principal {
+        let p = Principal {
             name: rec.principal,
             token_id: rec.id,
             scopes: rec.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             upload: rec.upload,
             pool_uid: rec.pool_uid,
-        })
+        };
+        // A runner's call names its attempt: refused once a newer attempt exists.
+        if let Some(attempt) = parts.headers.get(ATTEMPT_HEADER) {
+            let attempt = attempt
+                .to_str()
+                .ok()
+                .and_then(|a| a.trim().parse::<u32>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{ATTEMPT_HEADER}: not an attempt number (1, 2, ...)"
+                    ))
+                })?;
+            if let Some((ns, name)) = p.runner_of() {
+                state.fence.check(state, ns, name, attempt).await?;
+            }
+        }
+        Ok(p)
     }
 }

@@ -36,6 +36,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A runner of an attempt older than the run's current one (`fence`).
+    #[error("{0}")]
+    Superseded(String),
     #[error("job {job}: expected seq {expected}, got {got}; send the missing lines first")]
     LogGap {
         job: String,
@@ -84,7 +87,9 @@ impl ApiError {
             | ApiError::SizeMismatch { .. }
             | ApiError::HashMismatch { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::LogGap { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Superseded(_) | ApiError::LogGap { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Backend(BackendError::AlreadyExists(_) | BackendError::Conflict(_)) => {
                 StatusCode::CONFLICT
             }
@@ -114,6 +119,7 @@ impl ApiError {
             ApiError::HashMismatch { .. } => "hash_mismatch",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Superseded(_) => "superseded",
             ApiError::Backend(BackendError::AlreadyExists(_) | BackendError::Conflict(_)) => {
                 "conflict"
             }

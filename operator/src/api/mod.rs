@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fence;
 mod handlers;
 pub mod manifest;
 pub mod metrics;
@@ -183,6 +184,8 @@ pub struct ApiState {
     pub webhooks: Arc<Webhooks>,
     /// The blob upload memory budget, in KiB permits (`Limits::blob_memory_budget`).
     pub blob_budget: Arc<tokio::sync::Semaphore>,
+    /// The newest runner attempt known per run: older attempts' calls are refused.
+    pub fence: Arc<fence::AttemptFence>,
 }
 
 impl ApiState {
@@ -197,6 +200,7 @@ impl ApiState {
             log_notify: Arc::new(Notify::new()),
             webhooks: Arc::new(Webhooks::default()),
             blob_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            fence: Arc::new(fence::AttemptFence::default()),
         }
     }
 

@@ -484,6 +484,13 @@ impl MemoryRuns {
         });
     }
 
+    /// Play the controller: record that `attempts` runner attempts were started.
+    pub fn set_attempts(&self, ns: &str, name: &str, attempts: u32) {
+        let _ = self.write(ns, name, |r| {
+            r.status.get_or_insert_with(RunStatus::default).attempts = attempts
+        });
+    }
+
     /// Play `ttlSecondsAfterFinished`: the PipelineRun is gone.
     pub fn delete(&self, ns: &str, name: &str) {
         if let Ok(mut runs) = self.runs.lock() {

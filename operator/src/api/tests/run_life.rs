@@ -188,6 +188,198 @@ async fn api_finish_body_is_ignored_for_runs_on_the_cluster() {
     );
 }
 
+/// `method path` with a runner `token` naming `attempt` (`Sparkwing-Attempt`).
+async fn as_attempt(
+    f: &Fx,
+    method: Method,
+    path: &str,
+    token: &str,
+    attempt: &str,
+    body: Value,
+) -> Res {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header(sparkwing_api::names::ATTEMPT_HEADER, attempt)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    f.send(req).await
+}
+
+/// A runner whose pod was lost gets SIGTERM and finishes `Cancelled` while the operator may
+/// still start another attempt: that finish must not revoke the token the next attempt uses,
+/// and once a newer attempt exists every call of the old one is refused.
+#[tokio::test]
+async fn api_a_lost_attempt_keeps_the_runs_token_and_is_fenced_once_superseded() {
+    let f = fx().await;
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    let finish = format!("/api/v1/runs/{ns}/{name}/finish");
+    let logs = format!("/api/v1/runs/{ns}/{name}/logs");
+    let line = |seq: u64, text: &str| json!([{"job": "build", "seq": seq, "ts": "2026-01-01T00:00:00Z", "line": text}]);
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    f.runs.set_attempts(&ns, &name, 1);
+    let r = as_attempt(&f, Method::POST, &logs, &runner, "1", line(1, "one")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Attempt 1 stopped by a signal: archived, the token kept.
+    let r = as_attempt(
+        &f,
+        Method::POST,
+        &finish,
+        &runner,
+        "1",
+        json!({"phase": "Cancelled", "message": "SIGTERM"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(f.st.store.archived(&ns, &name).await.unwrap().is_some());
+    assert_eq!(
+        f.get("/api/v1/whoami", &runner).await.status,
+        StatusCode::OK
+    );
+    // The operator starts attempt 2; its first call makes attempt 1 stale on this replica at
+    // once (no re-read of the run needed).
+    let r = as_attempt(
+        &f,
+        Method::GET,
+        &format!("/api/v1/runs/{ns}/{name}"),
+        &runner,
+        "2",
+        json!(null),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for (method, path, body) in [
+        (Method::POST, &logs, line(2, "late")),
+        (Method::POST, &finish, json!({"phase": "Failed"})),
+        (
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/jobs/build"),
+            json!({"state": "failed"}),
+        ),
+    ] {
+        let r = as_attempt(&f, method, path, &runner, "1", body).await;
+        assert_error(
+            &r,
+            StatusCode::CONFLICT,
+            "superseded",
+            "attempt 1 was superseded by attempt 2; this runner must stop",
+        );
+    }
+    // Nothing of the late attempt was taken: attempt 2 continues after seq 1, and the token
+    // still works.
+    let r = as_attempt(&f, Method::POST, &logs, &runner, "2", line(2, "two")).await;
+    assert_eq!(r.json(), json!({"accepted": 1, "duplicates": 0}));
+    assert_eq!(
+        f.get("/api/v1/whoami", &runner).await.status,
+        StatusCode::OK
+    );
+    // A malformed attempt is a 400.
+    let r = as_attempt(&f, Method::POST, &logs, &runner, "two", line(3, "x")).await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "Sparkwing-Attempt",
+    );
+    // Attempt 2 ends the pipeline: the token is revoked at once.
+    let r = as_attempt(
+        &f,
+        Method::POST,
+        &finish,
+        &runner,
+        "2",
+        json!({"phase": "Succeeded"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        f.get("/api/v1/whoami", &runner).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Another replica learns of a newer attempt from the run's `status.attempts`.
+#[tokio::test]
+async fn api_a_superseded_attempt_is_refused_from_the_runs_status() {
+    let f = fx().await;
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    f.runs.set_attempts(&ns, &name, 3);
+    let r = as_attempt(
+        &f,
+        Method::PUT,
+        &format!("/api/v1/runs/{ns}/{name}/branch-check"),
+        &runner,
+        "2",
+        json!({"inSync": true}),
+    )
+    .await;
+    assert_error(
+        &r,
+        StatusCode::CONFLICT,
+        "superseded",
+        "attempt 2 was superseded by attempt 3",
+    );
+    // The header means nothing on a token that is not a runner's.
+    let r = as_attempt(
+        &f,
+        Method::GET,
+        &format!("/api/v1/runs/{ns}/{name}"),
+        &f.reader,
+        "1",
+        json!(null),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn api_finish_cancelled_of_an_ended_run_revokes_and_the_sweep_expires_the_rest() {
+    let f = fx().await;
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    let finish = format!("/api/v1/runs/{ns}/{name}/finish");
+    f.runs.set_attempts(&ns, &name, 1);
+    // A Cancelled finish while the run is still Running keeps the token...
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    let body = json!({"phase": "Cancelled"});
+    let r = f.json(Method::POST, &finish, &runner, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        f.get("/api/v1/whoami", &runner).await.status,
+        StatusCode::OK
+    );
+    // ...until the run has ended: the sweep expires it...
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
+    assert_eq!(expire_runner_tokens(&f.st).await.unwrap(), 1);
+    assert_eq!(
+        f.get("/api/v1/whoami", &runner).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // ...and a Cancelled finish of a run that has ended revokes at once.
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            &runner,
+            body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        f.get("/api/v1/whoami", &runner).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[test]
 fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
     use sparkwing_core::reconcile::run::record_external_end;

@@ -13,7 +13,7 @@ use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun, Source};
 
 use super::view::{view, RunView};
 use crate::api::auth::{Principal, Scope};
-use crate::api::runs::BackendError;
+use crate::api::runs::{is_terminal, BackendError};
 use crate::api::{check_object_name, ApiError, ApiState};
 
 pub async fn cancel(
@@ -93,9 +93,10 @@ fn now_millis() -> i64 {
 }
 
 /// The runner is done: for an external run, record the end its body names (`{"phase":
-/// "Succeeded"|"Failed"|"Cancelled", "message": "..."}`; a run on the cluster ignores the body,
-/// the operator decides from its Job); then archive the run as it is now and revoke the run's
-/// runner tokens.
+/// "Succeeded"|"Failed"|"Cancelled", "message": "..."}`), archive it and revoke its runner tokens.
+/// A run on the cluster takes no end from the body (the operator decides from its Job); it is
+/// archived as it is now, and its tokens are revoked only when its end is certain (the
+/// [`finish_revokes`] rule). (A superseded attempt's finish never gets here: `fence`.)
 pub async fn finish(
     State(st): State<ApiState>,
     p: Principal,
@@ -111,13 +112,13 @@ pub async fn finish(
         .get(&ns, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {ns}/{name} not found")))?;
+    let req: FinishRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        FinishRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("finish request: {e}")))?
+    };
     if matches!(run.spec.source, Source::External(_)) {
-        let req: FinishRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-            FinishRequest::default()
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::BadRequest(format!("finish request: {e}")))?
-        };
         let end = req.phase.filter(|p| p.is_terminal()).ok_or_else(|| {
             ApiError::BadRequest(
                 "an external run's finish needs \"phase\": Succeeded, Failed or Cancelled".into(),
@@ -125,8 +126,22 @@ pub async fn finish(
         })?;
         run = record_external_end(&st, run, end, req.message.as_deref().unwrap_or("")).await?;
         tracing::info!(%ns, %name, phase = ?end, "external run finished");
+        st.store.archive(&run).await?;
+        st.store.forget_run_tokens(&ns, &name).await?;
+        return Ok(Json(view(&run, true, true)));
     }
     st.store.archive(&run).await?;
-    st.store.forget_run_tokens(&ns, &name).await?;
+    if finish_revokes(is_terminal(&run), req.phase) {
+        st.store.forget_run_tokens(&ns, &name).await?;
+    }
     Ok(Json(view(&run, true, true)))
+}
+
+/// Whether a cluster run's finish revokes its runner tokens at once: when the run has ended, or
+/// the runner reports the pipeline's own end (Succeeded, Failed: no attempt follows those). A
+/// runner stopped by a signal (Cancelled) may have lost its pod, and the operator may start
+/// another attempt that needs the token; the token sweep expires it once the run has ended.
+/// A finish without a phase (an older runner) revokes, as before.
+pub fn finish_revokes(run_ended: bool, reported: Option<RunPhase>) -> bool {
+    run_ended || !matches!(reported, Some(RunPhase::Cancelled))
 }
