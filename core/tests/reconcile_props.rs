@@ -175,7 +175,7 @@ proptest! {
                                 attempt: w.runs[i].1.attempts.max(1),
                                 state: match (&r.state, &r.finished) {
                                     (_, Some(f)) => f.clone(),
-                                    (PoolRunnerState::Claimed { .. }, None) => RunnerState::Starting,
+                                    (PoolRunnerState::Claimed { .. }, None) => RunnerState::Starting { unschedulable: None },
                                     _ => RunnerState::Running,
                                 },
                                 stopping: false,

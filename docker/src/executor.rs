@@ -105,7 +105,9 @@ impl Executor for DockerExecutor {
             _ => match self.start_error.borrow().clone() {
                 // Created but it could not start (bad image, missing binary): an image error.
                 Some(message) => RunnerState::ImagePullFailed { message },
-                None => RunnerState::Starting,
+                None => RunnerState::Starting {
+                    unschedulable: None,
+                },
             },
         };
         let stopping = self.stops.stopping();

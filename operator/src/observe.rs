@@ -221,11 +221,31 @@ pub fn pod_state(pod: &Pod, cancel_requested: bool) -> RunnerState {
     if phase == "Running" {
         return RunnerState::Running;
     }
-    RunnerState::Starting
+    RunnerState::Starting {
+        unschedulable: unschedulable(pod),
+    }
+}
+
+/// The scheduler's message when it could not place `pod` (`PodScheduled=False`, reason
+/// `Unschedulable`), e.g. `0/1 nodes are available: 1 Insufficient cpu.`
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    (c.reason.as_deref() == Some("Unschedulable")).then(|| {
+        c.message
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| "no node fits it".to_string())
+    })
 }
 
 fn is_finished(s: &RunnerState) -> bool {
-    !matches!(s, RunnerState::Starting | RunnerState::Running)
+    !matches!(s, RunnerState::Starting { .. } | RunnerState::Running)
 }
 
 /// The pod that speaks for a runner: a live one if any, else the newest.
@@ -304,7 +324,9 @@ pub fn job_state(job: &Job, pods: &[&Pod], cancel_requested: bool, now: Millis) 
                     reason: format!("the pod of job {name} disappeared"),
                 }
             } else {
-                RunnerState::Starting
+                RunnerState::Starting {
+                    unschedulable: None,
+                }
             }
         }
     }
@@ -416,7 +438,9 @@ pub fn observe_run(
             .unwrap_or_else(|| job_name(run_name, attempt));
         let state = current_pod(&job_pods)
             .map(|p| pod_state(p, cancel_requested))
-            .unwrap_or(RunnerState::Starting);
+            .unwrap_or(RunnerState::Starting {
+                unschedulable: None,
+            });
         ObservedRunner {
             name,
             attempt,
@@ -595,14 +619,40 @@ mod tests {
         let r = observe(vec![job(1, json!({}))], vec![]).unwrap();
         assert_eq!(r.name, "r1-a1");
         assert_eq!(r.attempt, 1);
-        assert_eq!(r.state, RunnerState::Starting);
+        assert_eq!(
+            r.state,
+            RunnerState::Starting {
+                unschedulable: None
+            }
+        );
         assert!(!r.stopping);
         assert_eq!(
             state(
                 vec![job(1, json!({}))],
                 vec![pod("p", 1, json!({"phase": "Pending"}))]
             ),
-            RunnerState::Starting
+            RunnerState::Starting {
+                unschedulable: None
+            }
+        );
+        // The scheduler cannot place it: its reason is carried.
+        let unschedulable = json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient cpu."}]});
+        assert_eq!(
+            state(vec![job(1, json!({}))], vec![pod("p", 1, unschedulable)]),
+            RunnerState::Starting {
+                unschedulable: Some("0/1 nodes are available: 1 Insufficient cpu.".into())
+            }
+        );
+        // Not yet scheduled for another reason (a scheduling gate): just starting.
+        let gated = json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]});
+        assert_eq!(
+            state(vec![job(1, json!({}))], vec![pod("p", 1, gated)]),
+            RunnerState::Starting {
+                unschedulable: None
+            }
         );
         assert_eq!(
             state(
@@ -701,7 +751,9 @@ mod tests {
         let p = pod("p", 1, waiting("ContainerCreating", ""));
         assert_eq!(
             state(vec![job(1, json!({}))], vec![p]),
-            RunnerState::Starting
+            RunnerState::Starting {
+                unschedulable: None
+            }
         );
     }
 

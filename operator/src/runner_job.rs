@@ -325,9 +325,20 @@ fn secrets_env_from(run: &PipelineRun) -> Option<Vec<EnvFromSource>> {
     })
 }
 
-/// `activeDeadlineSeconds` for a run's timeout: whole seconds, rounded up, at least 1.
+/// Added to a run's timeout for its runner Job's `activeDeadlineSeconds`.
+pub const JOB_DEADLINE_SLACK_SECS: i64 = 30;
+
+/// `activeDeadlineSeconds` for a run's timeout: whole seconds, rounded up, plus
+/// [`JOB_DEADLINE_SLACK_SECS`]. The run's timeout counts from `status.startTime` and the
+/// operator enforces it; the Job's deadline counts from the Job's start (earlier, and again for
+/// each attempt), so it is only a backstop: it ends a runner that never starts (unschedulable,
+/// an image that never arrives) or one the operator could not stop.
 pub fn active_deadline_seconds(timeout_ms: Option<u64>) -> Option<i64> {
-    timeout_ms.map(|ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX).max(1))
+    timeout_ms.map(|ms| {
+        i64::try_from(ms.div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .saturating_add(JOB_DEADLINE_SLACK_SECS)
+    })
 }
 
 /// The runner Job of `attempt` of `run`. `pool` is the run's RunnerPool when it exists (its
@@ -667,11 +678,12 @@ mod tests {
     fn deadline_comes_from_the_timeout() {
         let run = PipelineRun::test("r1").with_timeout("1h30m");
         let job = build_job(&run, None, 1, &defaults()).unwrap();
-        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(5400));
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(5430));
         let job = build_job(&PipelineRun::test("r1"), None, 1, &defaults()).unwrap();
         assert_eq!(job.spec.unwrap().active_deadline_seconds, None);
-        assert_eq!(active_deadline_seconds(Some(1)), Some(1));
-        assert_eq!(active_deadline_seconds(Some(1500)), Some(2));
+        assert_eq!(active_deadline_seconds(Some(1)), Some(31));
+        assert_eq!(active_deadline_seconds(Some(1500)), Some(32));
+        assert_eq!(active_deadline_seconds(Some(u64::MAX)), Some(i64::MAX));
     }
 
     #[test]

@@ -181,7 +181,9 @@ mod tests {
             *self.runner.borrow_mut() = Some(ObservedRunner {
                 name: format!("{run}-{attempt}"),
                 attempt,
-                state: RunnerState::Starting,
+                state: RunnerState::Starting {
+                    unschedulable: None,
+                },
                 stopping: false,
             });
             Ok(())

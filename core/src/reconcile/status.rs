@@ -53,6 +53,8 @@ pub const SUCCEEDED: &str = "Succeeded";
 pub mod reasons {
     pub const PENDING: &str = "Pending";
     pub const WAITING_FOR_RUNNER: &str = "WaitingForRunner";
+    /// Pending: the scheduler cannot place the runner (the message is its reason).
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
     pub const RUNNING: &str = "Running";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";

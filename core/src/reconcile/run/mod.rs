@@ -72,8 +72,11 @@ impl Default for RunIntent {
 /// How the runner of the current attempt looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunnerState {
-    /// Created, not running yet (pod pending, container created).
-    Starting,
+    /// Created, not running yet (pod pending, container created). `unschedulable`: the
+    /// scheduler's reason when it cannot place the runner (no node has the CPU it asks for...).
+    Starting {
+        unschedulable: Option<String>,
+    },
     Running,
     Succeeded,
     /// Exited with a non-zero code: the pipeline failed (or was cancelled: 130).
@@ -94,7 +97,7 @@ pub enum RunnerState {
 
 impl RunnerState {
     fn is_finished(&self) -> bool {
-        !matches!(self, RunnerState::Starting | RunnerState::Running)
+        !matches!(self, RunnerState::Starting { .. } | RunnerState::Running)
     }
 }
 
@@ -414,7 +417,19 @@ fn decide_with_runner(
         return outcome(phase, reason, msg);
     }
     match &r.state {
-        RunnerState::Starting => outcome(
+        RunnerState::Starting {
+            unschedulable: Some(why),
+        } => outcome(
+            RunPhase::Pending,
+            reasons::UNSCHEDULABLE,
+            format!(
+                "runner {} (attempt {}) cannot be scheduled: {why}",
+                r.name, r.attempt
+            ),
+        ),
+        RunnerState::Starting {
+            unschedulable: None,
+        } => outcome(
             RunPhase::Pending,
             reasons::WAITING_FOR_RUNNER,
             format!("runner {} is starting (attempt {})", r.name, r.attempt),

@@ -606,3 +606,50 @@ fn secret_names_must_be_secret_names() {
     assert_eq!(problems.len(), 4, "{problems:?}");
     assert!(problems[0].starts_with("spec.secrets: \"Bad\" is not a Secret name"));
 }
+
+#[test]
+fn an_unschedulable_runner_is_pending_with_the_schedulers_reason() {
+    let prev = RunStatus {
+        attempts: 1,
+        ..RunStatus::default()
+    };
+    let d = step(
+        &RunIntent::default(),
+        &prev,
+        &runner(
+            1,
+            RunnerState::Starting {
+                unschedulable: Some("0/1 nodes are available: 1 Insufficient cpu.".into()),
+            },
+        ),
+        100,
+    );
+    assert_eq!(d.status.phase, RunPhase::Pending);
+    assert_eq!(reason(&d.status), reasons::UNSCHEDULABLE);
+    let msg = &d.status.condition(SUCCEEDED).unwrap().message;
+    assert!(
+        msg.contains("cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."),
+        "{msg}"
+    );
+    // Nothing is started or stopped: only the transition's event.
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, RunAction::Event { .. })),
+        "{:?}",
+        d.actions
+    );
+    // Once placed, it is only starting again.
+    let d = step(
+        &RunIntent::default(),
+        &d.status,
+        &runner(
+            1,
+            RunnerState::Starting {
+                unschedulable: None,
+            },
+        ),
+        200,
+    );
+    assert_eq!(reason(&d.status), reasons::WAITING_FOR_RUNNER);
+}
