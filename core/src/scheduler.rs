@@ -3,6 +3,7 @@
 //!
 //! Rules (also in `docs/running.md`):
 //! - a job starts once every job it needs has succeeded or been skipped, within the worker bound;
+//! - a job a re-run reuses (`rerun`) settles `reused` at once with the old run's outputs;
 //! - a job whose need failed or was cancelled is cancelled with reason `upstream-failed`, unless
 //!   its `when` condition asks whether an upstream failed (then it waits for its needs to end);
 //! - a job with a `when` condition is skipped, with reason `condition false: <condition>`, when
@@ -69,6 +70,8 @@ pub struct Scheduler {
     outputs: Vec<BTreeMap<String, String>>,
     /// The run's git branch (read by conditions).
     branch: Option<String>,
+    /// Why each job a re-run takes from the run it retries is not run (`rerun`).
+    reused: Vec<Option<String>>,
 }
 
 impl Scheduler {
@@ -91,12 +94,25 @@ impl Scheduler {
             cancelling: false,
             outputs: vec![BTreeMap::new(); count],
             branch: None,
+            reused: vec![None; count],
         }
     }
 
     /// The run's git branch, for `branch` conditions.
     pub fn with_branch(mut self, branch: Option<String>) -> Self {
         self.branch = branch;
+        self
+    }
+
+    /// The jobs a re-run reuses (by job, from `rerun::plan_retry`): each settles `reused` without
+    /// running, its outputs those of the run retried.
+    pub fn with_reused(mut self, reused: Vec<Option<crate::rerun::Reused>>) -> Self {
+        for (i, r) in reused.into_iter().enumerate() {
+            if let Some(r) = r {
+                self.outputs[i] = r.outputs;
+                self.reused[i] = Some(r.reason);
+            }
+        }
         self
     }
 
@@ -173,6 +189,9 @@ impl Scheduler {
 
     fn readiness(&self, i: usize) -> Readiness {
         let spec = &self.plan.jobs[i];
+        if let Some(reason) = &self.reused[i] {
+            return Readiness::Settle(JobState::Reused, reason.clone());
+        }
         if let Some(reason) = &spec.skip {
             return Readiness::Settle(JobState::Skipped, reason.clone());
         }
@@ -588,5 +607,28 @@ mod tests {
         assert_eq!(acts[0], Action::Settled { job: 0 });
         assert_eq!(started(&acts), vec![1]);
         assert_eq!(s.job(0).state, JobState::Skipped);
+    }
+
+    #[test]
+    fn reused_jobs_settle_at_once_and_their_outputs_feed_conditions() {
+        let deploy = when(
+            JobSpec::new("deploy").needs(&["build"]),
+            output_eq("build", "changed", "true"),
+        );
+        let mut s = sched(vec![JobSpec::new("build"), deploy], 2).with_reused(vec![
+            Some(crate::rerun::Reused {
+                reason: "reused from run r1".into(),
+                outputs: [("changed".to_string(), "true".to_string())].into(),
+            }),
+            None,
+        ]);
+        let acts = s.poll();
+        assert_eq!(acts[0], Action::Settled { job: 0 });
+        assert_eq!(started(&acts), vec![1]);
+        assert_eq!(s.job(0).state, JobState::Reused);
+        assert_eq!(s.job(0).reason.as_deref(), Some("reused from run r1"));
+        let acts = s.attempt_finished(1, AttemptOutcome::Success);
+        assert!(acts.is_empty());
+        assert_eq!(s.outcome(), (RunPhase::Succeeded, None));
     }
 }
