@@ -127,6 +127,9 @@ pub enum RunsCommand {
     Cancel(CancelArgs),
     /// Wait until a run finishes; exits like `runs status`.
     Wait(WaitArgs),
+    /// Re-run a finished local run on the current code: its failed jobs (or the named ones) and
+    /// what needs them run again, the other jobs are reused; exits like `run`.
+    Retry(RetryArgs),
     /// Send a finished local run (jobs, logs, outcome) to a profile's cluster API, e.g. one
     /// `run --profile` could not deliver.
     Push {
@@ -218,6 +221,18 @@ pub struct LogsArgs {
     /// `json` prints the stored records, one per line.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// Retry the jobs that failed, were cancelled or never finished (the default).
+    #[arg(long, conflicts_with = "jobs")]
+    pub failed: bool,
+    /// Retry this job (repeatable) instead of the failed ones.
+    #[arg(long = "job", value_name = "JOB")]
+    pub jobs: Vec<String>,
 }
 
 #[derive(Debug, Args)]

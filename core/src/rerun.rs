@@ -68,6 +68,25 @@ fn ended_badly(state: JobState) -> bool {
     )
 }
 
+/// The jobs `scope` names must be jobs of `run` (its jobs as recorded: `prior`).
+pub fn check_scope(run: &str, prior: &[PriorJob], scope: &RetryScope) -> Result<(), RetryError> {
+    let RetryScope::Jobs(named) = scope else {
+        return Ok(());
+    };
+    match named.iter().find(|job| !prior.iter().any(|p| &p.id == *job)) {
+        None => Ok(()),
+        Some(job) => Err(RetryError::UnknownJob {
+            run: run.to_string(),
+            job: job.clone(),
+            jobs: prior
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// For each job of `plan` (the current code's), `None` when the re-run of `run` executes it, else
 /// what it reuses from `prior` (that run's jobs).
 pub fn plan_retry(
@@ -87,27 +106,14 @@ pub fn plan_retry(
             jobs: gone,
         });
     }
+    check_scope(run, prior, scope)?;
     let prior_of = |id: &str| prior.iter().find(|p| p.id == id);
     let seeds: Vec<usize> = match scope {
         RetryScope::Failed => (0..plan.jobs.len())
             .filter(|&i| prior_of(&plan.jobs[i].id).is_none_or(|p| ended_badly(p.state)))
             .collect(),
-        RetryScope::Jobs(named) => named
-            .iter()
-            .map(|job| {
-                prior_of(job)
-                    .and_then(|p| plan.index_of(&p.id))
-                    .ok_or_else(|| RetryError::UnknownJob {
-                        run: run.to_string(),
-                        job: job.clone(),
-                        jobs: prior
-                            .iter()
-                            .map(|p| p.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-            })
-            .collect::<Result<_, _>>()?,
+        // Named jobs are jobs of the old run (checked), which the plan has (checked).
+        RetryScope::Jobs(named) => named.iter().filter_map(|j| plan.index_of(j)).collect(),
     };
     if seeds.is_empty() {
         return Err(RetryError::NothingToRetry {

@@ -21,6 +21,7 @@ fn new_run(id: &str, pipeline: &str, created_at: i64) -> NewRun {
         exit_code: None,
         error: None,
         log_dir: "/logs".into(),
+        retry_of: None,
     }
 }
 
