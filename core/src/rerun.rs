@@ -73,7 +73,10 @@ pub fn check_scope(run: &str, prior: &[PriorJob], scope: &RetryScope) -> Result<
     let RetryScope::Jobs(named) = scope else {
         return Ok(());
     };
-    match named.iter().find(|job| !prior.iter().any(|p| &p.id == *job)) {
+    match named
+        .iter()
+        .find(|job| !prior.iter().any(|p| &p.id == *job))
+    {
         None => Ok(()),
         Some(job) => Err(RetryError::UnknownJob {
             run: run.to_string(),
@@ -254,9 +257,9 @@ mod tests {
         prior.push(job("old-job", JobState::Success, None));
         let e = plan_retry(&p, "run-1", &prior, &RetryScope::Failed).unwrap_err();
         assert!(matches!(&e, RetryError::GoneFromPlan { jobs, .. } if jobs == &["old-job"]));
-        assert!(e.to_string().starts_with(
-            "the pipeline's current plan has no job \"old-job\" that run run-1 had"
-        ));
+        assert!(e
+            .to_string()
+            .starts_with("the pipeline's current plan has no job \"old-job\" that run run-1 had"));
         let succeeded: Vec<PriorJob> = failed_run()
             .into_iter()
             .map(|mut j| {
@@ -268,7 +271,9 @@ mod tests {
             .collect();
         assert_eq!(
             plan_retry(&p, "run-1", &succeeded, &RetryScope::Failed).unwrap_err(),
-            RetryError::NothingToRetry { run: "run-1".into() }
+            RetryError::NothingToRetry {
+                run: "run-1".into()
+            }
         );
     }
 }

@@ -766,7 +766,12 @@ fn record_terminal(
             rec.term.dim(&took)
         ),
         JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
-        JobState::Reused => format!("{} {} {}", rec.term.dim("↺"), spec.id, reason.as_deref().unwrap_or("reused")),
+        JobState::Reused => format!(
+            "{} {} {}",
+            rec.term.dim("↺"),
+            spec.id,
+            reason.as_deref().unwrap_or("reused")
+        ),
         _ => format!(
             "{} {} {}{why}",
             rec.term.yellow("■"),

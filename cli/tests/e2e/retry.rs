@@ -34,7 +34,10 @@ fn retry_of_a_failed_run_re_executes_exactly_the_failed_part() {
     first.assert_code(1);
     let old = first.run_id();
     assert_eq!(ran(&sw), ["cleanup", "lint", "prepare", "test"]);
-    assert_eq!(state(&sw, &old, "ship"), pair("cancelled", "upstream-failed"));
+    assert_eq!(
+        state(&sw, &old, "ship"),
+        pair("cancelled", "upstream-failed")
+    );
 
     std::fs::write(sw.root().join("fixed"), "").unwrap();
     let retry = sw.sw(["runs", "retry", "--run", &old]);
@@ -67,9 +70,10 @@ fn retry_of_a_failed_run_re_executes_exactly_the_failed_part() {
         "{pretty}"
     );
     assert!(
-        pretty.stdout.lines().any(|l| l.starts_with("prepare")
-            && l.contains("reused")
-            && l.ends_with(&reused)),
+        pretty
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("prepare") && l.contains("reused") && l.ends_with(&reused)),
         "{pretty}"
     );
 
@@ -85,7 +89,9 @@ fn retry_of_a_failed_run_re_executes_exactly_the_failed_part() {
     assert_eq!(sw.runs_list().len(), 2);
 
     // --job: the named job and what needs it (and the finally job), on a successful run.
-    let named = sw.sw(["runs", "retry", "--run", &new, "--job", "lint", "--job", "prepare"]);
+    let named = sw.sw([
+        "runs", "retry", "--run", &new, "--job", "lint", "--job", "prepare",
+    ]);
     named.assert_code(0);
     let third = named.run_id();
     assert_eq!(ran(&sw), ["cleanup", "lint", "prepare", "ship", "test"]);
@@ -111,7 +117,10 @@ fn a_retry_that_fails_again_exits_like_the_run() {
     let new = retry.run_id();
     assert_eq!(ran(&sw), ["cleanup", "test"]);
     assert_eq!(state(&sw, &new, "test").0, "failed");
-    assert_eq!(state(&sw, &new, "ship"), pair("cancelled", "upstream-failed"));
+    assert_eq!(
+        state(&sw, &new, "ship"),
+        pair("cancelled", "upstream-failed")
+    );
     let (code, status) = sw.status(&new);
     assert_eq!(code, 1);
     assert_eq!(status["retry_of"], json!(old));
@@ -161,8 +170,7 @@ fn bad_retries_say_why_with_their_exit_codes_and_record_nothing() {
     let out = sw.sw(["runs", "retry", &live]);
     out.assert_code(2);
     assert!(
-        out.stderr
-            .contains(&format!("run {live} is still running")),
+        out.stderr.contains(&format!("run {live} is still running")),
         "{out}"
     );
     std::fs::remove_file(sw.root().join("hold")).unwrap();
