@@ -225,14 +225,31 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct RetryArgs {
-    #[command(flatten)]
-    pub run: RunRef,
+    /// The local run to retry (the `run-` prefix may be left out).
+    #[arg(value_name = "RUN", required_unless_present = "run_flag")]
+    pub run_pos: Option<String>,
+    /// The run, as a flag (same as RUN).
+    #[arg(long = "run", value_name = "ID", conflicts_with = "run_pos")]
+    pub run_flag: Option<String>,
+    /// Not supported yet: a cluster run is retried by triggering its pipeline again.
+    #[arg(long = "profile", value_name = "PROFILE", hide = true)]
+    pub profile: Option<String>,
     /// Retry the jobs that failed, were cancelled or never finished (the default).
     #[arg(long, conflicts_with = "jobs")]
     pub failed: bool,
     /// Retry this job (repeatable) instead of the failed ones.
     #[arg(long = "job", value_name = "JOB")]
     pub jobs: Vec<String>,
+}
+
+impl RetryArgs {
+    /// The run given, positionally or with --run.
+    pub fn id(&self) -> &str {
+        self.run_pos
+            .as_deref()
+            .or(self.run_flag.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]

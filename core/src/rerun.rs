@@ -4,8 +4,10 @@
 //! A re-run plans the pipeline's current code with the old run's args. It executes the jobs to
 //! retry (with `--failed`: the old run's jobs that did not end well, and jobs the old run did not
 //! have; with `--job`: the named ones), every job that (transitively) needs one of them, and every
-//! `finally` job. Every other job is `reused`: it does not run, and its recorded outputs are the
-//! old run's, so conditions and inputs downstream read them as before.
+//! `finally` job. Every other job does not run: one that succeeded or was skipped there is
+//! `reused`, its recorded outputs the old run's, so conditions and inputs downstream read them as
+//! before; one that failed or was cancelled there (only with `--job`) keeps that outcome, and so
+//! fails the re-run as it failed the old one.
 
 use crate::dag::ValidatedPlan;
 use crate::state::JobState;
@@ -33,8 +35,10 @@ pub struct PriorJob {
 /// A job of the re-run taken from the old run instead of executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reused {
-    /// Recorded as the job's reason: `reused from run ID` (and how it ended there, unless it
-    /// succeeded).
+    /// `reused`, or `failed`/`cancelled` for a job that ended so in the old run.
+    pub state: JobState,
+    /// Recorded as the job's reason: `reused from run ID` (and how it was skipped there), or
+    /// `failed in run ID: REASON`.
     pub reason: String,
     pub outputs: BTreeMap<String, String>,
 }
@@ -137,12 +141,21 @@ pub fn plan_retry(
             }
             // Not executed, so not a seed: the old run has it.
             let p = prior_of(&job.id)?;
-            let reason = match (p.state, &p.reason) {
-                (JobState::Success | JobState::Reused, _) => format!("reused from run {run}"),
-                (state, Some(why)) => format!("reused from run {run} ({state}: {why})"),
-                (state, None) => format!("reused from run {run} ({state})"),
+            let why = p.reason.as_deref().unwrap_or("no reason recorded");
+            let (state, reason) = match p.state {
+                JobState::Success | JobState::Reused => {
+                    (JobState::Reused, format!("reused from run {run}"))
+                }
+                JobState::Skipped => (
+                    JobState::Reused,
+                    format!("reused from run {run} (skipped: {why})"),
+                ),
+                JobState::Failed => (JobState::Failed, format!("failed in run {run}: {why}")),
+                // Cancelled, or unfinished in a run whose process died.
+                other => (JobState::Cancelled, format!("{other} in run {run}: {why}")),
             };
             Some(Reused {
+                state,
                 reason,
                 outputs: p.outputs.clone(),
             })
@@ -235,6 +248,17 @@ mod tests {
             executed(&p, &reuse),
             ["prepare", "test", "ship", "docs", "publish", "cleanup"]
         );
+        // A failure not retried stays a failure (the re-run fails as the old run did).
+        let scope = RetryScope::Jobs(vec!["lint".into()]);
+        let reuse = plan_retry(&p, "run-1", &failed_run(), &scope).unwrap();
+        assert_eq!(executed(&p, &reuse), ["lint", "cleanup"]);
+        let test = reuse[1].as_ref().unwrap();
+        assert_eq!(test.state, JobState::Failed);
+        assert_eq!(test.reason, "failed in run run-1: exit code 1");
+        let ship = reuse[2].as_ref().unwrap();
+        assert_eq!(ship.state, JobState::Cancelled);
+        assert_eq!(ship.reason, "cancelled in run run-1: upstream-failed");
+        assert_eq!(reuse[0].as_ref().unwrap().state, JobState::Reused);
         // A job added to the code since the old run has never run: --failed runs it.
         let p = plan(&["new-check"]);
         let mut ok: Vec<PriorJob> = failed_run();

@@ -3,7 +3,8 @@
 //!
 //! Rules (also in `docs/running.md`):
 //! - a job starts once every job it needs has succeeded or been skipped, within the worker bound;
-//! - a job a re-run reuses (`rerun`) settles `reused` at once with the old run's outputs;
+//! - a job a re-run does not execute (`rerun`) settles at once, `reused` with the old run's
+//!   outputs (or `failed`/`cancelled` as it ended there);
 //! - a job whose need failed or was cancelled is cancelled with reason `upstream-failed`, unless
 //!   its `when` condition asks whether an upstream failed (then it waits for its needs to end);
 //! - a job with a `when` condition is skipped, with reason `condition false: <condition>`, when
@@ -70,8 +71,8 @@ pub struct Scheduler {
     outputs: Vec<BTreeMap<String, String>>,
     /// The run's git branch (read by conditions).
     branch: Option<String>,
-    /// Why each job a re-run takes from the run it retries is not run (`rerun`).
-    reused: Vec<Option<String>>,
+    /// How each job a re-run takes from the run it retries settles, and why (`rerun`).
+    reused: Vec<Option<(JobState, String)>>,
 }
 
 impl Scheduler {
@@ -104,13 +105,13 @@ impl Scheduler {
         self
     }
 
-    /// The jobs a re-run reuses (by job, from `rerun::plan_retry`): each settles `reused` without
-    /// running, its outputs those of the run retried.
+    /// The jobs a re-run does not execute (by job, from `rerun::plan_retry`): each settles without
+    /// running, in the state given, its outputs those of the run retried.
     pub fn with_reused(mut self, reused: Vec<Option<crate::rerun::Reused>>) -> Self {
         for (i, r) in reused.into_iter().enumerate() {
             if let Some(r) = r {
                 self.outputs[i] = r.outputs;
-                self.reused[i] = Some(r.reason);
+                self.reused[i] = Some((r.state, r.reason));
             }
         }
         self
@@ -189,8 +190,8 @@ impl Scheduler {
 
     fn readiness(&self, i: usize) -> Readiness {
         let spec = &self.plan.jobs[i];
-        if let Some(reason) = &self.reused[i] {
-            return Readiness::Settle(JobState::Reused, reason.clone());
+        if let Some((state, reason)) = &self.reused[i] {
+            return Readiness::Settle(*state, reason.clone());
         }
         if let Some(reason) = &spec.skip {
             return Readiness::Settle(JobState::Skipped, reason.clone());
@@ -617,6 +618,7 @@ mod tests {
         );
         let mut s = sched(vec![JobSpec::new("build"), deploy], 2).with_reused(vec![
             Some(crate::rerun::Reused {
+                state: JobState::Reused,
                 reason: "reused from run r1".into(),
                 outputs: [("changed".to_string(), "true".to_string())].into(),
             }),

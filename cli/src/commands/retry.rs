@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub fn retry(args: RetryArgs) -> CmdResult {
-    if args.run.profile.is_some() {
+    if args.profile.is_some() {
         return Err(CliError::new(
             ExitCode::Usage,
             "runs retry --profile is not supported yet: retry a cluster run by triggering it again",
@@ -32,7 +32,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
     };
     let home = Home::from_env();
     let store = abandoned::open_store(&home)?;
-    let old = store.find_run(args.run.id())?;
+    let old = store.find_run(args.id())?;
     if !old.status.is_terminal() {
         return Err(CliError::new(
             ExitCode::Usage,

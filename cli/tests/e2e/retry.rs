@@ -124,6 +124,26 @@ fn a_retry_that_fails_again_exits_like_the_run() {
     let (code, status) = sw.status(&new);
     assert_eq!(code, 1);
     assert_eq!(status["retry_of"], json!(old));
+
+    // --job leaving a failure out: that failure is kept (not run), so the re-run fails too.
+    let lint = sw.sw(["runs", "retry", &old, "--job", "lint"]);
+    lint.assert_code(1);
+    let third = lint.run_id();
+    assert_eq!(ran(&sw), ["cleanup", "lint"]);
+    assert_eq!(
+        state(&sw, &third, "test"),
+        pair("failed", &format!("failed in run {old}: exit code 1"))
+    );
+    assert_eq!(
+        state(&sw, &third, "ship"),
+        pair(
+            "cancelled",
+            &format!("cancelled in run {old}: upstream-failed")
+        )
+    );
+    assert_eq!(state(&sw, &third, "lint"), pair("success", ""));
+    assert!(sw.log_lines(&third, "test").is_empty());
+    assert_eq!(sw.status(&third).1["error"], "job failed: test");
 }
 
 #[test]
