@@ -127,6 +127,9 @@ pub enum RunsCommand {
     Cancel(CancelArgs),
     /// Wait until a run finishes; exits like `runs status`.
     Wait(WaitArgs),
+    /// Re-run a finished local run on the current code: its failed jobs (or the named ones) and
+    /// what needs them run again, the other jobs are reused; exits like `run`.
+    Retry(RetryArgs),
     /// Send a finished local run (jobs, logs, outcome) to a profile's cluster API, e.g. one
     /// `run --profile` could not deliver.
     Push {
@@ -218,6 +221,35 @@ pub struct LogsArgs {
     /// `json` prints the stored records, one per line.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The local run to retry (the `run-` prefix may be left out).
+    #[arg(value_name = "RUN", required_unless_present = "run_flag")]
+    pub run_pos: Option<String>,
+    /// The run, as a flag (same as RUN).
+    #[arg(long = "run", value_name = "ID", conflicts_with = "run_pos")]
+    pub run_flag: Option<String>,
+    /// Not supported yet: a cluster run is retried by triggering its pipeline again.
+    #[arg(long = "profile", value_name = "PROFILE", hide = true)]
+    pub profile: Option<String>,
+    /// Retry the jobs that failed, were cancelled or never finished (the default).
+    #[arg(long, conflicts_with = "jobs")]
+    pub failed: bool,
+    /// Retry this job (repeatable) instead of the failed ones.
+    #[arg(long = "job", value_name = "JOB")]
+    pub jobs: Vec<String>,
+}
+
+impl RetryArgs {
+    /// The run given, positionally or with --run.
+    pub fn id(&self) -> &str {
+        self.run_pos
+            .as_deref()
+            .or(self.run_flag.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]

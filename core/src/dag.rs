@@ -52,6 +52,32 @@ impl ValidatedPlan {
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.jobs.iter().position(|j| j.id == id)
     }
+
+    /// For each job, whether it is one of `from` or (transitively) needs one of them.
+    pub fn downstream_of(&self, from: &[usize]) -> Vec<bool> {
+        self.closure(from, |j| {
+            (0..self.jobs.len())
+                .filter(|&k| self.needs[k].contains(&j))
+                .collect()
+        })
+    }
+
+    /// For each job, whether it is one of `from` or (transitively) needed by one of them.
+    pub fn upstream_of(&self, from: &[usize]) -> Vec<bool> {
+        self.closure(from, |j| self.needs[j].clone())
+    }
+
+    /// `from` and every job reached from it through `next`.
+    fn closure(&self, from: &[usize], next: impl Fn(usize) -> Vec<usize>) -> Vec<bool> {
+        let mut seen = vec![false; self.jobs.len()];
+        let mut stack = from.to_vec();
+        while let Some(j) = stack.pop() {
+            if !std::mem::replace(&mut seen[j], true) {
+                stack.extend(next(j));
+            }
+        }
+        seen
+    }
 }
 
 fn valid_id(id: &str) -> bool {

@@ -9,6 +9,7 @@ pub mod dag;
 pub mod mask;
 pub mod protocol;
 pub mod reconcile;
+pub mod rerun;
 pub mod run_spec;
 pub mod scheduler;
 pub mod selection;

@@ -3,6 +3,8 @@
 //!
 //! Rules (also in `docs/running.md`):
 //! - a job starts once every job it needs has succeeded or been skipped, within the worker bound;
+//! - a job a re-run does not execute (`rerun`) settles at once, `reused` with the old run's
+//!   outputs (or `failed`/`cancelled` as it ended there);
 //! - a job whose need failed or was cancelled is cancelled with reason `upstream-failed`, unless
 //!   its `when` condition asks whether an upstream failed (then it waits for its needs to end);
 //! - a job with a `when` condition is skipped, with reason `condition false: <condition>`, when
@@ -69,6 +71,8 @@ pub struct Scheduler {
     outputs: Vec<BTreeMap<String, String>>,
     /// The run's git branch (read by conditions).
     branch: Option<String>,
+    /// How each job a re-run takes from the run it retries settles, and why (`rerun`).
+    reused: Vec<Option<(JobState, String)>>,
 }
 
 impl Scheduler {
@@ -91,12 +95,25 @@ impl Scheduler {
             cancelling: false,
             outputs: vec![BTreeMap::new(); count],
             branch: None,
+            reused: vec![None; count],
         }
     }
 
     /// The run's git branch, for `branch` conditions.
     pub fn with_branch(mut self, branch: Option<String>) -> Self {
         self.branch = branch;
+        self
+    }
+
+    /// The jobs a re-run does not execute (by job, from `rerun::plan_retry`): each settles without
+    /// running, in the state given, its outputs those of the run retried.
+    pub fn with_reused(mut self, reused: Vec<Option<crate::rerun::Reused>>) -> Self {
+        for (i, r) in reused.into_iter().enumerate() {
+            if let Some(r) = r {
+                self.outputs[i] = r.outputs;
+                self.reused[i] = Some((r.state, r.reason));
+            }
+        }
         self
     }
 
@@ -173,6 +190,9 @@ impl Scheduler {
 
     fn readiness(&self, i: usize) -> Readiness {
         let spec = &self.plan.jobs[i];
+        if let Some((state, reason)) = &self.reused[i] {
+            return Readiness::Settle(*state, reason.clone());
+        }
         if let Some(reason) = &spec.skip {
             return Readiness::Settle(JobState::Skipped, reason.clone());
         }
@@ -588,5 +608,29 @@ mod tests {
         assert_eq!(acts[0], Action::Settled { job: 0 });
         assert_eq!(started(&acts), vec![1]);
         assert_eq!(s.job(0).state, JobState::Skipped);
+    }
+
+    #[test]
+    fn reused_jobs_settle_at_once_and_their_outputs_feed_conditions() {
+        let deploy = when(
+            JobSpec::new("deploy").needs(&["build"]),
+            output_eq("build", "changed", "true"),
+        );
+        let mut s = sched(vec![JobSpec::new("build"), deploy], 2).with_reused(vec![
+            Some(crate::rerun::Reused {
+                state: JobState::Reused,
+                reason: "reused from run r1".into(),
+                outputs: [("changed".to_string(), "true".to_string())].into(),
+            }),
+            None,
+        ]);
+        let acts = s.poll();
+        assert_eq!(acts[0], Action::Settled { job: 0 });
+        assert_eq!(started(&acts), vec![1]);
+        assert_eq!(s.job(0).state, JobState::Reused);
+        assert_eq!(s.job(0).reason.as_deref(), Some("reused from run r1"));
+        let acts = s.attempt_finished(1, AttemptOutcome::Success);
+        assert!(acts.is_empty());
+        assert_eq!(s.outcome(), (RunPhase::Succeeded, None));
     }
 }

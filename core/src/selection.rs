@@ -65,16 +65,13 @@ impl Selection {
         }
         if let Some(start) = &self.start_at {
             let i = index("--sw-start-at", start)?;
-            // Dependents: walk the needs edges backwards.
-            let down = closure(n, i, |j| {
-                (0..n).filter(|&k| plan.needs[k].contains(&j)).collect()
-            });
+            let down = plan.downstream_of(&[i]);
             keep = keep.iter().zip(&down).map(|(a, b)| *a && *b).collect();
             reason = format!("not selected (--sw-start-at {start})");
         }
         if let Some(stop) = &self.stop_at {
             let i = index("--sw-stop-at", stop)?;
-            let up = closure(n, i, |j| plan.needs[j].clone());
+            let up = plan.upstream_of(&[i]);
             if !keep[i] {
                 return Err(SelectionError::Empty {
                     start: self.start_at.clone().unwrap_or_default(),
@@ -91,18 +88,6 @@ impl Selection {
             .map(|j| (!keep[j] && !plan.jobs[j].finally).then(|| reason.clone()))
             .collect())
     }
-}
-
-/// `from` and every job reached from it through `next`.
-fn closure(n: usize, from: usize, next: impl Fn(usize) -> Vec<usize>) -> Vec<bool> {
-    let mut seen = vec![false; n];
-    let mut stack = vec![from];
-    while let Some(j) = stack.pop() {
-        if !std::mem::replace(&mut seen[j], true) {
-            stack.extend(next(j));
-        }
-    }
-    seen
 }
 
 #[cfg(test)]

@@ -90,6 +90,9 @@ pub enum JobState {
     Failed,
     Cancelled,
     Skipped,
+    /// Not run: a re-run (`sparkwing runs retry`) took this job's outcome and outputs from the run
+    /// it retries.
+    Reused,
 }
 
 impl JobState {
@@ -101,6 +104,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
             JobState::Skipped => "skipped",
+            JobState::Reused => "reused",
         }
     }
 
@@ -110,7 +114,10 @@ impl JobState {
 
     /// Whether dependents may run after this state.
     pub fn satisfies_needs(self) -> bool {
-        matches!(self, JobState::Success | JobState::Skipped)
+        matches!(
+            self,
+            JobState::Success | JobState::Skipped | JobState::Reused
+        )
     }
 }
 
@@ -161,7 +168,8 @@ text_enum!(
         JobState::Success,
         JobState::Failed,
         JobState::Cancelled,
-        JobState::Skipped
+        JobState::Skipped,
+        JobState::Reused
     ]
 );
 
@@ -181,6 +189,7 @@ mod tests {
         assert!("Succeeded".parse::<RunPhase>().is_err());
         assert_eq!(RunPhase::from_phase_str("success"), None);
         assert_eq!("skipped".parse::<JobState>().unwrap(), JobState::Skipped);
+        assert_eq!("reused".parse::<JobState>().unwrap(), JobState::Reused);
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl RunnerRequest {
                 box_slots: None,
                 runner: "docker".to_string(),
                 selection: Default::default(),
+                retry: None,
                 sink: None,
             },
             self.run_id,

@@ -173,6 +173,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         exit_code: None,
         error: None,
         log_dir: run_dir.to_string_lossy().into_owned(),
+        retry_of: req.retry.as_ref().map(|r| r.of_run.clone()),
     })?;
     let mut rec = Recorder {
         store,
@@ -191,7 +192,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
     rec.event(
         None,
         "run_started",
-        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.binary.source, "binary_key": req.binary.key, "runner": req.runner, "log_dir": run_dir}),
+        json!({"pipeline": req.pipeline, "args": redacted, "binary": req.binary.source, "binary_key": req.binary.key, "runner": req.runner, "log_dir": run_dir, "retry_of": req.retry.as_ref().map(|r| &r.of_run)}),
         Some(start_line),
     )?;
     warn_unmasked(&mut rec, req)?;

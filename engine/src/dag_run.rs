@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use sparkwing_api::wire::ReportedJobState;
 use sparkwing_core::protocol::{PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
-use sparkwing_core::{dag, JobState, RunPhase, Scheduler};
+use sparkwing_core::{dag, rerun, JobState, RunPhase, Scheduler};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -146,6 +146,22 @@ pub(super) async fn run_dag(
             );
         }
     }
+    // A re-run: the jobs it does not retry are reused from the run it retries.
+    let reused = match &req.retry {
+        None => vec![None; validated.jobs.len()],
+        Some(r) => match rerun::plan_retry(&validated, &r.of_run, &r.prior, &r.scope) {
+            Ok(reused) => reused,
+            Err(e) => {
+                rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+                return finish(
+                    &mut rec,
+                    RunPhase::Failed,
+                    Some(format!("invalid retry: {e}")),
+                    created,
+                );
+            }
+        },
+    };
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()
@@ -173,20 +189,27 @@ pub(super) async fn run_dag(
     )?;
 
     let mut jobs: Vec<JobRuntime> = Vec::with_capacity(validated.jobs.len());
-    for j in &validated.jobs {
+    for (j, reused) in validated.jobs.iter().zip(&reused) {
         let path = Home::job_log(&run_dir, &j.id);
         jobs.push(JobRuntime {
             log: JobLog::open(&path).map_err(io_err(format!("open {}", path.display())))?,
             control: None,
             started_ms: 0,
-            outputs: BTreeMap::new(),
+            // A reused job's outputs are the old run's: recorded with it, and read by its
+            // dependents' inputs.
+            outputs: reused
+                .as_ref()
+                .map(|r| r.outputs.clone())
+                .unwrap_or_default(),
             child: None,
             failed_command: None,
         });
     }
     // `branch` conditions read the branch recorded with the run.
     let branch = rec.store.get_run(&run_id)?.and_then(|r| r.git_branch);
-    let mut sched = Scheduler::new(validated, req.workers).with_branch(branch);
+    let mut sched = Scheduler::new(validated, req.workers)
+        .with_branch(branch)
+        .with_reused(reused);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let mut ctx = Ctx {
         supervisors: process::Supervisors::default(),
@@ -743,6 +766,12 @@ fn record_terminal(
             rec.term.dim(&took)
         ),
         JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
+        JobState::Reused => format!(
+            "{} {} {}",
+            rec.term.dim("↺"),
+            spec.id,
+            reason.as_deref().unwrap_or("reused")
+        ),
         _ => format!(
             "{} {} {}{why}",
             rec.term.yellow("■"),
@@ -765,6 +794,7 @@ fn record_terminal(
         JobState::Success => "job_succeeded",
         JobState::Failed => "job_failed",
         JobState::Skipped => "job_skipped",
+        JobState::Reused => "job_reused",
         _ => "job_cancelled",
     };
     rec.event(

@@ -70,6 +70,18 @@ pub struct RunRequest {
     pub sink: Option<Arc<dyn RunSink>>,
     /// The jobs that execute (`--sw-only`, `--sw-start-at`, `--sw-stop-at`); the rest are skipped.
     pub selection: sparkwing_core::selection::Selection,
+    /// A re-run of a recorded run (`sparkwing runs retry`): the jobs it does not retry are reused.
+    pub retry: Option<Retry>,
+}
+
+/// What a re-run takes from the run it retries.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The run retried (recorded as the new run's `retry_of`).
+    pub of_run: String,
+    pub scope: sparkwing_core::rerun::RetryScope,
+    /// That run's jobs as recorded.
+    pub prior: Vec<sparkwing_core::rerun::PriorJob>,
 }
 
 /// The compiled pipeline binary a run uses.

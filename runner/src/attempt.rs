@@ -235,6 +235,7 @@ pub(crate) fn execute_attempt(
         box_slots,
         runner: "kubernetes".into(),
         selection: Default::default(),
+        retry: None,
         sink: Some(sink.clone()),
     };
     let code = match rt.block_on(engine::execute(req)) {

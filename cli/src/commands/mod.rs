@@ -8,6 +8,7 @@ mod pool;
 mod profile;
 mod push;
 mod remote_runs;
+mod retry;
 mod run;
 mod runner;
 mod runs;
@@ -125,6 +126,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             RunsCommand::Logs(a) => runs::logs(a),
             RunsCommand::Cancel(a) => runs::cancel(a),
             RunsCommand::Wait(a) => runs::wait(a),
+            RunsCommand::Retry(a) => retry::retry(a),
             RunsCommand::Push { run, profile } => push::push(&run, profile.as_deref()),
         },
         Command::Pipeline { command } => match command {

@@ -131,6 +131,7 @@ fn record_failed_start(
         exit_code: Some(ExitCode::RunFailed.code()),
         error: Some(error.to_string()),
         log_dir: run_dir.to_string_lossy().into_owned(),
+        retry_of: None,
     })?;
     Ok(id)
 }
@@ -244,6 +245,7 @@ pub fn run(args: RunArgs) -> CmdResult {
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
         selection: flags.selection.clone(),
+        retry: None,
     };
     let parent = flags.parent.clone();
     let code = match docker {
@@ -337,7 +339,7 @@ async fn usable_docker() -> Result<(docker::client::Client, String), DockerError
 }
 
 /// The project's pipeline binary, compiled if needed; a failed build is recorded as a failed run.
-fn compile_project(
+pub(super) fn compile_project(
     home: &Home,
     project: &Project,
     pipeline: &str,

@@ -133,6 +133,9 @@ pub fn status(args: StatusArgs) -> CmdResult {
             if let (Some(p), Some(j)) = (&run.parent_run_id, &run.parent_job) {
                 println!("parent:   {p} job {j}");
             }
+            if let Some(r) = &run.retry_of {
+                println!("retry of: {r}");
+            }
             if !jobs.is_empty() {
                 let out = Printer::new(args.output);
                 const TABLE: [Column; 4] = [

@@ -52,6 +52,7 @@ pub fn state_icon(state: &str) -> &'static str {
         "pending" => "○",
         "cancelled" => "⊘",
         "skipped" => "↷",
+        "reused" => "↺",
         _ => "?",
     }
 }

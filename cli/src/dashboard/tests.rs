@@ -72,6 +72,7 @@ fn add_run(
             exit_code: terminal.then(|| crate::exit::ExitCode::of_run(status).code()),
             error: (status == RunPhase::Failed).then(|| "job failed: build".to_string()),
             log_dir: run_dir.to_string_lossy().into_owned(),
+            retry_of: None,
         })
         .unwrap();
     store

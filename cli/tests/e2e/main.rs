@@ -15,6 +15,7 @@ mod offline;
 mod pipeline_cmds;
 mod plan;
 mod processes;
+mod retry;
 mod runs_cmds;
 mod secrets;
 mod selection;

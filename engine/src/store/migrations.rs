@@ -62,4 +62,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN parent_job TEXT;
     ALTER TABLE jobs ADD COLUMN child_run TEXT;
     "#,
+    // 3: re-runs: a run started by `sparkwing runs retry` records the run it retries.
+    r#"
+    ALTER TABLE runs ADD COLUMN retry_of TEXT;
+    "#,
 ];

@@ -164,8 +164,8 @@ impl Store {
             tx.execute(
                 "INSERT INTO runs (id, pipeline, entrypoint, status, args_json, repo_root, git_branch,
                     git_commit, host, user, pid, runner, created_at, started_at, finished_at,
-                    exit_code, error, log_dir)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                    exit_code, error, log_dir, retry_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                 params![
                     run.id,
                     run.pipeline,
@@ -185,6 +185,7 @@ impl Store {
                     run.exit_code,
                     run.error,
                     run.log_dir,
+                    run.retry_of,
                 ],
             )?;
             Ok(())

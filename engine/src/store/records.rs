@@ -26,6 +26,8 @@ pub struct NewRun {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub log_dir: String,
+    /// The run this one re-runs (`sparkwing runs retry`).
+    pub retry_of: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub struct RunRecord {
     pub parent_run_id: Option<String>,
     /// That job's id.
     pub parent_job: Option<String>,
+    /// The run this one re-runs (`sparkwing runs retry`).
+    pub retry_of: Option<String>,
 }
 
 impl RunRecord {
@@ -111,7 +115,7 @@ pub struct EventRecord {
 
 pub(super) const RUN_COLUMNS: &str = "id, pipeline, entrypoint, status, args_json, repo_root, \
     git_branch, git_commit, host, user, pid, runner, created_at, started_at, finished_at, \
-    exit_code, error, log_dir, parent_run_id, parent_job";
+    exit_code, error, log_dir, parent_run_id, parent_job, retry_of";
 
 pub(super) const JOB_COLUMNS: &str = "run_id, job_id, position, needs_json, optional, is_finally, \
     state, reason, attempt, started_at, finished_at, exit_code, outputs_json, child_run";
@@ -155,6 +159,7 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         log_dir: row.get(17)?,
         parent_run_id: row.get(18)?,
         parent_job: row.get(19)?,
+        retry_of: row.get(20)?,
     })
 }
 

@@ -21,6 +21,7 @@ fn new_run(id: &str, pipeline: &str, created_at: i64) -> NewRun {
         exit_code: None,
         error: None,
         log_dir: "/logs".into(),
+        retry_of: None,
     }
 }
 
@@ -190,4 +191,31 @@ fn sub_pipeline_links_and_a_version_1_store_migrates() {
         Some("run-child")
     );
     assert_eq!(s.find_run("run-parent").unwrap().parent_run_id, None);
+}
+
+#[test]
+fn a_re_run_records_the_run_it_retries_and_a_version_2_store_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store written by a binary with schema version 2 (before re-runs).
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        conn.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(migrations::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, pipeline, entrypoint, status, args_json, repo_root, host, user,
+                pid, runner, created_at, log_dir)
+             VALUES ('run-old', 'p', 'E', 'failed', '{}', '/r', 'h', 'u', 1, 'process', 5, '/l')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.find_run("run-old").unwrap().retry_of, None);
+    let mut retry = new_run("run-retry", "p", 10);
+    retry.retry_of = Some("run-old".into());
+    s.create_run(&retry).unwrap();
+    let got = s.find_run("run-retry").unwrap();
+    assert_eq!(got.retry_of.as_deref(), Some("run-old"));
+    assert_eq!(serde_json::to_value(&got).unwrap()["retry_of"], "run-old");
 }
