@@ -10,6 +10,7 @@ pub mod mask;
 pub mod protocol;
 pub mod reconcile;
 pub mod run_spec;
+pub mod schedule;
 pub mod scheduler;
 pub mod selection;
 pub mod state;
