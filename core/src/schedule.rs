@@ -27,7 +27,9 @@ pub const ON_TIME_MS: i64 = 60_000;
 pub enum ScheduleError {
     #[error("cron expression {expr:?} is invalid: {reason}")]
     Cron { expr: String, reason: String },
-    #[error("time zone {0:?} is not in the time zone database (an IANA name like Europe/Berlin or UTC)")]
+    #[error(
+        "time zone {0:?} is not in the time zone database (an IANA name like Europe/Berlin or UTC)"
+    )]
     Zone(String),
 }
 
@@ -86,7 +88,11 @@ impl CronSchedule {
     }
 
     fn zoned(&self, ms: i64) -> Option<Zoned> {
-        Some(Timestamp::from_millisecond(ms).ok()?.to_zoned(self.zone.clone()))
+        Some(
+            Timestamp::from_millisecond(ms)
+                .ok()?
+                .to_zoned(self.zone.clone()),
+        )
     }
 
     /// The first slot strictly after `ms` (Unix milliseconds); `None` past the supported years.
@@ -181,7 +187,10 @@ mod tests {
         let e = CronSchedule::parse("0 3 * * *", Some("Mars/Olympus")).unwrap_err();
         assert_eq!(e, ScheduleError::Zone("Mars/Olympus".into()));
         for ok in ["0 3 * * *", "@daily", "*/15 9-17 * * MON-FRI", "0 0 29 2 *"] {
-            assert!(CronSchedule::parse(ok, Some("Europe/Berlin")).is_ok(), "{ok}");
+            assert!(
+                CronSchedule::parse(ok, Some("Europe/Berlin")).is_ok(),
+                "{ok}"
+            );
         }
         // Zone names are IANA names, case-insensitively.
         assert!(CronSchedule::parse("0 3 * * *", Some("europe/berlin")).is_ok());
@@ -227,7 +236,13 @@ mod tests {
     #[test]
     fn minute_boundaries() {
         let s = sched("* * * * *", None);
-        let fired = decide(&s, MissedPolicy::FireOnce, None, 0, t("2026-12-03T10:00:00Z"));
+        let fired = decide(
+            &s,
+            MissedPolicy::FireOnce,
+            None,
+            0,
+            t("2026-12-03T10:00:00Z"),
+        );
         assert_eq!(at(fired.fire), Some("2026-12-03T10:00:00Z".into()));
         assert_eq!(at(fired.next), Some("2026-12-03T10:01:00Z".into()));
         // One millisecond before the next minute: nothing new.
@@ -280,7 +295,13 @@ mod tests {
         let d = decide(&s, MissedPolicy::FireOnce, None, since, since + 5_000);
         assert_eq!(d.fire, None);
         assert_eq!(at(d.next), Some("2026-12-03T10:01:00Z".into()));
-        let d = decide(&s, MissedPolicy::FireOnce, None, since, t("2026-12-03T10:01:00.2Z"));
+        let d = decide(
+            &s,
+            MissedPolicy::FireOnce,
+            None,
+            since,
+            t("2026-12-03T10:01:00.2Z"),
+        );
         assert_eq!(at(d.fire), Some("2026-12-03T10:01:00Z".into()));
         // Created exactly at a slot (whole seconds, as Kubernetes records creation): not fired.
         let since = t("2026-12-03T10:02:00Z");
