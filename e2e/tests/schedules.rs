@@ -6,8 +6,8 @@
 //!    slot in `status.schedules[].nextScheduleTime`, `status.nextScheduleTime` and `kubectl get
 //!    swpl`'s NEXT RUN column.
 //! 2. The operator stops; the status says the last fired slot was two hours before the latest
-//!    (downtime). Restarted, the `FireOnce` Pipeline fires the latest slot once, the `Skip` one
-//!    records it as skipped and fires nothing.
+//!    (downtime). Restarted (with its API), the `FireOnce` Pipeline fires the latest slot once,
+//!    its run with a runner token Secret; the `Skip` one records it as skipped and fires nothing.
 //! 3. The operator stops again; the fired slot's status write is undone (as if the operator
 //!    died between creating the run and recording it). Restarted, it records the slot again and
 //!    creates no second run: the run's name is the slot's.
@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -58,12 +59,19 @@ struct Env {
 }
 
 impl Env {
-    fn operator(&self) -> OperatorTask {
+    fn config(&self) -> Config {
         // No node runs the runners: only the runs' creation is under test.
-        OperatorTask::start(
-            self.client.clone(),
-            Config::new("sparkwing-runner:unused").namespace(self.ns.name()),
-        )
+        Config::new("sparkwing-runner:unused").namespace(self.ns.name())
+    }
+
+    /// The operator alone: scheduled runs are created as `kubectl` would create them.
+    fn operator(&self) -> OperatorTask {
+        OperatorTask::start(self.client.clone(), self.config())
+    }
+
+    /// The operator with its API in-process: scheduled runs get their runner token first.
+    async fn operator_with_api(&self) -> Result<OperatorTask> {
+        OperatorTask::start_with_api(self.client.clone(), self.config(), self.ns.name()).await
     }
 
     fn pipelines(&self) -> Api<Pipeline> {
@@ -187,7 +195,7 @@ async fn a_missed_slot_fires_once_across_operator_restarts() -> Result<()> {
     for name in ["fire-once", "skip"] {
         env.set_schedule_status(name, down(name)).await?;
     }
-    let op = env.operator();
+    let op = env.operator_with_api().await?;
     let fired = format_rfc3339(slot);
     let s = env
         .schedule_status("fire-once", "the missed slot fired", |s| {
@@ -205,6 +213,20 @@ async fn a_missed_slot_fires_once_across_operator_restarts() -> Result<()> {
     let by = run.spec.triggered_by.clone().context("triggeredBy")?;
     ensure!((by.principal.as_str(), by.via) == ("schedule", TriggerVia::Schedule));
     ensure!(s["nextScheduleTime"].as_str() == Some(next.as_str()), "{s}");
+    // Its runner token, in place for the runner Job and owned by the run.
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), env.ns.name());
+    let secret = secrets
+        .get(&format!("{}-runner-token", run.name_any()))
+        .await
+        .context("the scheduled run's runner token Secret")?;
+    ensure!(
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == run.uid().as_ref()),
+        "{:?}",
+        secret.owner_references()
+    );
 
     let s = env
         .schedule_status("skip", "the missed slot skipped", |s| {
@@ -217,7 +239,8 @@ async fn a_missed_slot_fires_once_across_operator_restarts() -> Result<()> {
     );
     ensure!(env.runs_of("skip").await?.is_empty());
 
-    // 3. The slot's status write lost: restarted, the slot is recorded again, not run again.
+    // 3. The slot's status write lost: restarted (this time without the API: the run is created
+    // as kubectl would), the slot is recorded again, not run again.
     op.stop().await?;
     env.set_schedule_status("fire-once", down("fire-once"))
         .await?;

@@ -20,9 +20,12 @@ use sparkwing_crds::PipelineRun;
 
 use super::pipeline_schedule;
 use super::{api, namespace_of, now_millis, Context};
+use crate::api::runner_token::create_with_runner_token;
+use crate::api::runs::{BackendError, KubeRuns};
 use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 use crate::api::webhook::PIPELINE_ANNOTATION;
-use crate::error::{is_already_exists, is_not_found, Result};
+use crate::api::ApiError;
+use crate::error::{is_already_exists, is_not_found, Error, Result};
 use crate::labels::label_value;
 use crate::status::{apply_status, status_value};
 
@@ -268,20 +271,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     // which is refused as existing, and then records the slot.
     let schedules = pipeline_schedule::plan(&pipeline, now);
     for run in &schedules.runs {
-        let mut run = run.clone();
-        run.stamp_created_at(now);
-        match runs_api.create(&PostParams::default(), &run).await {
-            Ok(_) => tracing::info!(
-                namespace = %ns, pipeline = %name, run = %run.name_any(),
-                slot = %run.annotations().get(pipeline_schedule::SCHEDULED_SLOT_ANNOTATION).map_or("", String::as_str),
-                "schedule started a run"
-            ),
-            Err(e) if is_already_exists(&e) => tracing::info!(
-                namespace = %ns, pipeline = %name, run = %run.name_any(),
-                "the schedule slot's run exists already"
-            ),
-            Err(e) => return Err(e.into()),
-        }
+        create_scheduled_run(&ctx, &runs_api, run.clone(), now).await?;
     }
     let mut computed = desired_status(&pipeline, &runs, now);
     computed.schedules = schedules.statuses;
@@ -309,6 +299,53 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         )),
         None => Action::await_change(),
     })
+}
+
+/// Create a schedule's run; one that exists already is that slot's run (fired before). With the
+/// in-process API (its token table), the run gets its runner token first, as the API's triggers
+/// do; without it, it is created as `kubectl` would create it.
+async fn create_scheduled_run(
+    ctx: &Context,
+    runs_api: &Api<PipelineRun>,
+    mut run: PipelineRun,
+    now: i64,
+) -> Result<()> {
+    let name = run.name_any();
+    let ns = run.namespace().unwrap_or_default();
+    let slot = run
+        .annotations()
+        .get(pipeline_schedule::SCHEDULED_SLOT_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let created = match &ctx.pool_tokens {
+        Some(tokens) => {
+            let runs = KubeRuns::new(ctx.client.clone());
+            match create_with_runner_token(&tokens.store, &runs, run, None, true).await {
+                Ok(_) => true,
+                Err(ApiError::Backend(BackendError::AlreadyExists(_))) => false,
+                Err(e) => {
+                    return Err(Error::ScheduledRun {
+                        run: format!("{ns}/{name}"),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        None => {
+            run.stamp_created_at(now);
+            match runs_api.create(&PostParams::default(), &run).await {
+                Ok(_) => true,
+                Err(e) if is_already_exists(&e) => false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if created {
+        tracing::info!(namespace = %ns, run = %name, %slot, "a schedule started a run");
+    } else {
+        tracing::info!(namespace = %ns, run = %name, %slot, "the schedule slot's run exists already");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
