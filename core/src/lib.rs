@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod reconcile;
 pub mod rerun;
 pub mod run_spec;
+pub mod schedule;
 pub mod scheduler;
 pub mod selection;
 pub mod state;

@@ -121,6 +121,8 @@ pub enum TriggerVia {
     Kubectl,
     /// A webhook (a push or pull request event).
     Webhook,
+    /// A Pipeline's schedule (`spec.triggers.schedule`), fired by the operator.
+    Schedule,
 }
 
 /// The run and job that awaited a run as a sub-pipeline (from the `sparkwing.dev/parent-*`

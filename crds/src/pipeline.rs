@@ -11,6 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use sparkwing_core::reconcile::run::secret_name_problems;
 use sparkwing_core::reconcile::status::{Condition, RunPhase};
+use sparkwing_core::schedule::{CronSchedule, MissedPolicy, ScheduleError};
 use sparkwing_core::time::Time;
 
 use crate::duration::DURATION_PATTERN;
@@ -41,7 +42,7 @@ pub const PUSH_BRANCHES_ANNOTATION: &str = "sparkwing.dev/push-branches";
     shortname = "swpl",
     category = "sparkwing",
     derive = "PartialEq",
-    doc = "A pipeline of a git repository that push webhooks start on the cluster.",
+    doc = "A pipeline of a git repository that push webhooks and schedules start on the cluster.",
     printcolumn(
         name = "Repository",
         type_ = "string",
@@ -65,6 +66,12 @@ pub const PUSH_BRANCHES_ANNOTATION: &str = "sparkwing.dev/push-branches";
         type_ = "string",
         json_path = ".status.lastRun.phase",
         description = "The phase of the newest run"
+    ),
+    printcolumn(
+        name = "Next Run",
+        type_ = "string",
+        json_path = ".status.nextScheduleTime",
+        description = "The next slot of its schedules (spec.triggers.schedule)"
     ),
     printcolumn(
         name = "Age",
@@ -141,6 +148,69 @@ pub struct PipelineTriggers {
     /// A push to a branch. Unset: pushes start nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushTrigger>,
+    /// Cron schedules: each starts a run of a branch's head at every slot of its cron
+    /// expression. Empty: no scheduled runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub schedule: Vec<ScheduleTrigger>,
+}
+
+/// Runs at the slots of a cron expression in a time zone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleTrigger {
+    /// Five-field cron expression (minute hour day-of-month month day-of-week, as Vixie cron;
+    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` too), e.g. `0 3 * * *`.
+    #[schemars(length(min = 1, max = 256))]
+    pub cron: String,
+    /// The IANA time zone of the expression's wall clock (`Europe/Berlin`). Unset: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub time_zone: Option<String>,
+    /// The branch whose head each run checks out.
+    #[schemars(length(min = 1, max = 256))]
+    pub branch: String,
+    /// What to do with a slot the operator finds more than a minute late (it was down): fire it
+    /// once (`FireOnce`, the default; only the latest of several missed slots) or skip it
+    /// (`Skip`, recorded in status).
+    #[serde(default)]
+    pub missed: MissedSlots,
+}
+
+/// What a schedule does with a missed slot.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum MissedSlots {
+    /// Fire the latest missed slot once, late.
+    #[default]
+    FireOnce,
+    /// Fire nothing; record the slot as skipped.
+    Skip,
+}
+
+impl From<MissedSlots> for MissedPolicy {
+    fn from(m: MissedSlots) -> Self {
+        match m {
+            MissedSlots::FireOnce => MissedPolicy::FireOnce,
+            MissedSlots::Skip => MissedPolicy::Skip,
+        }
+    }
+}
+
+impl ScheduleTrigger {
+    /// The parsed cron expression in its zone.
+    pub fn parsed(&self) -> Result<CronSchedule, ScheduleError> {
+        CronSchedule::parse(&self.cron, self.time_zone.as_deref())
+    }
+
+    /// Whether `status` is this schedule's (same cron, zone and branch): a status entry of an
+    /// edited schedule belongs to no current one, and the edited one counts anew.
+    pub fn owns(&self, status: &ScheduleStatus) -> bool {
+        status.cron == self.cron
+            && status.time_zone == self.time_zone
+            && status.branch == self.branch
+    }
 }
 
 /// Runs on pushes to matching branches.
@@ -166,6 +236,44 @@ pub struct PipelineStatus {
     /// `Ready`: whether the spec is usable.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The earliest next slot of its schedules (`kubectl get swpl` shows it as NEXT RUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub next_schedule_time: Option<Time>,
+    /// One entry per schedule of `spec.triggers.schedule`, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleStatus>,
+}
+
+/// What the operator did with one schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// The schedule's cron expression, zone and branch: which schedule this entry is.
+    pub cron: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    pub branch: String,
+    /// Since when its slots count: the Pipeline's creation for a schedule it was created with,
+    /// else when the operator first saw the schedule. Earlier slots never fire.
+    #[schemars(with = "String")]
+    pub since: Time,
+    /// The last slot fired: its run exists (its name derives from the slot, so the slot never
+    /// fires twice, even across operator restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_scheduled_slot: Option<Time>,
+    /// The run of `lastScheduledSlot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_run: Option<String>,
+    /// The last slot skipped (`missed: Skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_skipped_slot: Option<Time>,
+    /// Its next slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub next_schedule_time: Option<Time>,
 }
 
 /// A run of the pipeline, as `status.lastRun` shows it.
@@ -214,6 +322,16 @@ impl PipelineSpec {
         out.extend(secret_name_problems("spec.secrets", &self.secrets));
         if self.args.keys().any(|k| k.trim().is_empty()) {
             out.push("spec.args: an argument name must not be empty".to_string());
+        }
+        for (i, s) in self.triggers.schedule.iter().enumerate() {
+            if let Err(e) = s.parsed() {
+                out.push(format!("spec.triggers.schedule[{i}]: {e}"));
+            }
+            if s.branch.trim().is_empty() {
+                out.push(format!(
+                    "spec.triggers.schedule[{i}].branch must not be empty"
+                ));
+            }
         }
         out
     }
@@ -289,5 +407,41 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(zero.problems().len(), 1);
+    }
+
+    #[test]
+    fn schedules_parse_with_defaults_and_bad_ones_are_problems() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p",
+            "triggers": {"schedule": [
+                {"cron": "0 3 * * *", "timeZone": "Europe/Berlin", "branch": "main"},
+                {"cron": "@hourly", "branch": "release", "missed": "Skip"}
+            ]}
+        }))
+        .unwrap();
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+        let s = &spec.triggers.schedule;
+        assert_eq!(s[0].missed, MissedSlots::FireOnce);
+        assert_eq!(s[1].missed, MissedSlots::Skip);
+        assert_eq!(s[1].time_zone, None);
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["triggers"]["schedule"][0]["timeZone"], "Europe/Berlin");
+        assert_eq!(back["triggers"]["schedule"][0]["missed"], "FireOnce");
+        let bad: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p",
+            "triggers": {"schedule": [
+                {"cron": "0 25 * * *", "branch": "main"},
+                {"cron": "0 3 * * *", "timeZone": "Europe/Nowhere", "branch": " "}
+            ]}
+        }))
+        .unwrap();
+        let problems = bad.problems().join("; ");
+        for want in [
+            "spec.triggers.schedule[0]: cron expression \"0 25 * * *\" is invalid",
+            "spec.triggers.schedule[1]: time zone \"Europe/Nowhere\" is not in the time zone database",
+            "spec.triggers.schedule[1].branch must not be empty",
+        ] {
+            assert!(problems.contains(want), "want {want:?} in {problems}");
+        }
     }
 }

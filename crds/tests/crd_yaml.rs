@@ -223,7 +223,10 @@ fn pipelinerun_spec_schema() {
     );
     let by = prop(spec, "triggeredBy");
     assert_eq!(required(by), ["principal", "via"]);
-    assert_eq!(enum_values(prop(by, "via")), ["cli", "kubectl", "webhook"]);
+    assert_eq!(
+        enum_values(prop(by, "via")),
+        ["cli", "kubectl", "webhook", "schedule"]
+    );
     assert_eq!(prop(spec, "args").type_.as_deref(), Some("object"));
     assert!(
         prop(spec, "args").additional_properties.is_some(),
@@ -383,7 +386,7 @@ fn crdgen_writes_then_check_catches_drift() {
 }
 
 #[test]
-fn pipeline_shows_repository_pipeline_last_run_and_phase() {
+fn pipeline_shows_repository_pipeline_last_run_phase_and_next_run() {
     let crd = Pipeline::crd();
     assert_eq!(crd.spec.group, "sparkwing.dev");
     assert_eq!(crd.spec.names.plural, "pipelines");
@@ -405,6 +408,7 @@ fn pipeline_shows_repository_pipeline_last_run_and_phase() {
             ("Pipeline", ".spec.pipeline"),
             ("Last Run", ".status.lastRun.name"),
             ("Phase", ".status.lastRun.phase"),
+            ("Next Run", ".status.nextScheduleTime"),
             ("Age", ".metadata.creationTimestamp"),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -35,6 +35,10 @@ pub enum Error {
     #[error("minting the pool token of {pool}: {message}")]
     PoolToken { pool: String, message: String },
 
+    /// A schedule's run could not be created with its runner token (the in-process API's storage).
+    #[error("creating the scheduled run {run}: {message}")]
+    ScheduledRun { run: String, message: String },
+
     /// Another replica took the leader Lease; this one must stop writing.
     #[error("lost the leader Lease {0}")]
     LeadershipLost(String),
@@ -54,6 +58,7 @@ impl Error {
             Error::NameTaken { .. } => "name_taken",
             Error::Archive { .. } => "archive",
             Error::PoolToken { .. } => "pool_token",
+            Error::ScheduledRun { .. } => "scheduled_run",
             Error::LeadershipLost(_) => "leadership_lost",
         }
     }

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod migrate;
 pub mod pipelines;
+pub mod runner_token;
 pub mod runs;
 pub mod server;
 pub mod webhook;

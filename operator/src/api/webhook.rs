@@ -352,25 +352,53 @@ pub fn run_name(pipeline_ns: &str, pipeline_name: &str, delivery: &str) -> Strin
 
 fn run_for(p: &Pipeline, push: &PushEvent, branch: &str, delivery: &str) -> PipelineRun {
     let ns = p.namespace().unwrap_or_default();
-    let name = p.name_any();
+    let mut run = pipeline_run(
+        p,
+        run_name(&ns, &p.name_any(), delivery),
+        branch,
+        Source::Git(GitSource {
+            url: push.repository.clone_url.clone(),
+            revision: push.after.clone(),
+        }),
+        TriggeredBy {
+            principal: format!("webhook:{}", push.sender_login()),
+            host: None,
+            via: TriggerVia::Webhook,
+            delivery_id: Some(delivery.to_string()),
+        },
+    );
+    run.annotations_mut().insert(
+        PUSH_BRANCHES_ANNOTATION.to_string(),
+        p.spec.push_branches().unwrap_or_default().join(","),
+    );
+    run
+}
+
+/// A run of the Pipeline `p` named `name` (in its namespace), of `branch` at `source`: labelled
+/// and annotated with its Pipeline (and its `spec.path`), with the Pipeline's run settings. What a
+/// push delivery and a schedule create.
+pub fn pipeline_run(
+    p: &Pipeline,
+    name: String,
+    branch: &str,
+    source: Source,
+    triggered_by: TriggeredBy,
+) -> PipelineRun {
+    let pipeline_name = p.name_any();
     let mut annotations = BTreeMap::from([
-        (PIPELINE_ANNOTATION.to_string(), name.clone()),
+        (PIPELINE_ANNOTATION.to_string(), pipeline_name.clone()),
         (BRANCH_ANNOTATION.to_string(), branch.to_string()),
-        (
-            PUSH_BRANCHES_ANNOTATION.to_string(),
-            p.spec.push_branches().unwrap_or_default().join(","),
-        ),
     ]);
     if let Some(path) = p.spec.path.as_deref().filter(|s| !s.is_empty()) {
         annotations.insert(PATH_ANNOTATION.to_string(), path.to_string());
     }
     PipelineRun {
         metadata: ObjectMeta {
-            name: Some(run_name(&ns, &name, delivery)),
-            namespace: Some(ns),
+            name: Some(name),
+            namespace: p.namespace(),
             labels: Some(BTreeMap::from([(
                 PIPELINE_LABEL.to_string(),
-                crate::labels::label_value(&name),
+                crate::labels::label_value(&pipeline_name),
             )])),
             annotations: Some(annotations),
             ..ObjectMeta::default()
@@ -378,22 +406,14 @@ fn run_for(p: &Pipeline, push: &PushEvent, branch: &str, delivery: &str) -> Pipe
         spec: PipelineRunSpec {
             pipeline: p.spec.pipeline.clone(),
             args: p.spec.args.clone(),
-            source: Source::Git(GitSource {
-                url: push.repository.clone_url.clone(),
-                revision: push.after.clone(),
-            }),
+            source,
             runner_pool: p.spec.runner_pool.clone(),
             timeout: p.spec.timeout.clone(),
             cancel: None,
             ttl_seconds_after_finished: p.spec.ttl_seconds_after_finished,
             max_attempts: p.spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             secrets: p.spec.secrets.clone(),
-            triggered_by: Some(TriggeredBy {
-                principal: format!("webhook:{}", push.sender_login()),
-                host: None,
-                via: TriggerVia::Webhook,
-                delivery_id: Some(delivery.to_string()),
-            }),
+            triggered_by: Some(triggered_by),
         },
         status: None,
     }
@@ -417,6 +437,7 @@ mod tests {
                     push: branches.map(|b| PushTrigger {
                         branches: b.iter().map(|s| s.to_string()).collect(),
                     }),
+                    ..PipelineTriggers::default()
                 },
                 runner_pool: Some("warm".into()),
                 ..PipelineSpec::default()

@@ -38,6 +38,7 @@ fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
                 push: Some(PushTrigger {
                     branches: branches.iter().map(|s| s.to_string()).collect(),
                 }),
+                ..PipelineTriggers::default()
             },
             runner_pool: Some("warm".into()),
             ..PipelineSpec::default()

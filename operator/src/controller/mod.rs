@@ -10,6 +10,7 @@
 //! from 500 ms to 60 s.
 
 pub mod pipeline;
+pub mod pipeline_schedule;
 pub mod pool;
 pub mod pool_executor;
 pub mod run;

@@ -1,12 +1,14 @@
 //! The Pipeline controller: keeps `status.lastRun` (the newest PipelineRun labelled
 //! `sparkwing.dev/pipeline=<name>`, its phase and start), `observedGeneration`, the `Ready`
-//! condition and `BranchesInSync` (from the newest run whose runner reported its branch check). Woken by the Pipeline and by changes of its runs; the status is computed by the
-//! pure [`desired_status`] and applied (server-side, with apiVersion and kind) only when it
-//! differs, so its own writes settle at once.
+//! condition and `BranchesInSync` (from the newest run whose runner reported its branch check),
+//! and fires its schedules (`pipeline_schedule`: the slot's run, then `status.schedules`). Woken
+//! by the Pipeline, by changes of its runs and at its next schedule slot; the status is computed
+//! by the pure [`desired_status`] and [`pipeline_schedule::plan`] and applied (server-side, with
+//! apiVersion and kind) only when it differs, so its own writes settle at once.
 
 use std::sync::Arc;
 
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -16,10 +18,14 @@ use sparkwing_core::time::Time;
 use sparkwing_crds::pipeline::{LastRun, Pipeline, PipelineStatus, PIPELINE_LABEL};
 use sparkwing_crds::PipelineRun;
 
+use super::pipeline_schedule;
 use super::{api, namespace_of, now_millis, Context};
+use crate::api::runner_token::create_with_runner_token;
+use crate::api::runs::{BackendError, KubeRuns};
 use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 use crate::api::webhook::PIPELINE_ANNOTATION;
-use crate::error::{is_not_found, Result};
+use crate::api::ApiError;
+use crate::error::{is_already_exists, is_not_found, Error, Result};
 use crate::labels::label_value;
 use crate::status::{apply_status, status_value};
 
@@ -71,11 +77,7 @@ pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> Pi
         (
             ConditionStatus::True,
             "Valid",
-            match pipeline.spec.push_branches() {
-                Some([]) => "pushes to every branch start runs".to_string(),
-                Some(b) => format!("pushes to {} start runs", b.join(", ")),
-                None => "no push trigger: webhooks start nothing".to_string(),
-            },
+            ready_message(&pipeline.spec),
         )
     } else {
         (ConditionStatus::False, "InvalidSpec", problems.join("; "))
@@ -95,6 +97,33 @@ pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> Pi
         set_condition(&mut status.conditions, c);
     }
     status
+}
+
+/// The `Ready` message of a usable spec: what starts its runs.
+fn ready_message(spec: &sparkwing_crds::pipeline::PipelineSpec) -> String {
+    let push = match spec.push_branches() {
+        Some([]) => "pushes to every branch start runs".to_string(),
+        Some(b) => format!("pushes to {} start runs", b.join(", ")),
+        None => "no push trigger: webhooks start nothing".to_string(),
+    };
+    let schedules: Vec<String> = spec
+        .triggers
+        .schedule
+        .iter()
+        .map(|s| {
+            format!(
+                "{} ({}) on {}",
+                s.cron,
+                s.time_zone.as_deref().unwrap_or("UTC"),
+                s.branch
+            )
+        })
+        .collect();
+    if schedules.is_empty() {
+        push
+    } else {
+        format!("{push}; schedules: {}", schedules.join(", "))
+    }
 }
 
 /// Sorted, deduplicated globs of a `sparkwing.dev/push-branches` annotation (comma-separated).
@@ -237,7 +266,16 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .list(&ListParams::default().labels(&format!("{PIPELINE_LABEL}={}", label_value(&name))))
         .await?
         .items;
-    let computed = desired_status(&pipeline, &runs, now_millis());
+    let now = now_millis();
+    // The slot's run first, its status after: a crash in between re-creates the same name,
+    // which is refused as existing, and then records the slot.
+    let schedules = pipeline_schedule::plan(&pipeline, now);
+    for run in &schedules.runs {
+        create_scheduled_run(&ctx, &runs_api, run.clone(), now).await?;
+    }
+    let mut computed = desired_status(&pipeline, &runs, now);
+    computed.schedules = schedules.statuses;
+    computed.next_schedule_time = schedules.next.map(Time);
     let current = pipeline
         .status
         .as_ref()
@@ -253,7 +291,61 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         &ctx.metrics,
     )
     .await?;
-    Ok(Action::await_change())
+    Ok(match schedules.next {
+        // Woken at the next slot (a timer of this process: after a restart, the first
+        // reconcile finds the slot, fired or missed, from the status).
+        Some(next) => Action::requeue(std::time::Duration::from_millis(
+            (next - now_millis()).max(0) as u64,
+        )),
+        None => Action::await_change(),
+    })
+}
+
+/// Create a schedule's run; one that exists already is that slot's run (fired before). With the
+/// in-process API (its token table), the run gets its runner token first, as the API's triggers
+/// do; without it, it is created as `kubectl` would create it.
+async fn create_scheduled_run(
+    ctx: &Context,
+    runs_api: &Api<PipelineRun>,
+    mut run: PipelineRun,
+    now: i64,
+) -> Result<()> {
+    let name = run.name_any();
+    let ns = run.namespace().unwrap_or_default();
+    let slot = run
+        .annotations()
+        .get(pipeline_schedule::SCHEDULED_SLOT_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let created = match &ctx.pool_tokens {
+        Some(tokens) => {
+            let runs = KubeRuns::new(ctx.client.clone());
+            match create_with_runner_token(&tokens.store, &runs, run, None, true).await {
+                Ok(_) => true,
+                Err(ApiError::Backend(BackendError::AlreadyExists(_))) => false,
+                Err(e) => {
+                    return Err(Error::ScheduledRun {
+                        run: format!("{ns}/{name}"),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        None => {
+            run.stamp_created_at(now);
+            match runs_api.create(&PostParams::default(), &run).await {
+                Ok(_) => true,
+                Err(e) if is_already_exists(&e) => false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if created {
+        tracing::info!(namespace = %ns, run = %name, %slot, "a schedule started a run");
+    } else {
+        tracing::info!(namespace = %ns, run = %name, %slot, "the schedule slot's run exists already");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,6 +367,7 @@ mod tests {
                     push: Some(PushTrigger {
                         branches: vec!["main".into()],
                     }),
+                    ..PipelineTriggers::default()
                 },
                 runner_pool: None,
                 ..PipelineSpec::default()

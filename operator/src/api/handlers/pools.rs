@@ -7,7 +7,7 @@ use sparkwing_api::wire::{ClaimAnswer, ClaimRequest};
 use sparkwing_crds::pipeline_run::Source;
 
 use crate::api::auth::{Principal, Scope};
-use crate::api::handlers::runs::mint_runner_token;
+use crate::api::runner_token::mint_runner_token;
 use crate::api::runs::is_terminal;
 use crate::api::{check_object_name, read_json, ApiError, ApiState};
 
@@ -74,7 +74,7 @@ pub async fn claim(
         Source::Upload(u) => Some(u.id.clone()),
         _ => None,
     };
-    let token = mint_runner_token(&st, &ns, &req.run, upload).await?;
+    let token = mint_runner_token(&st.store, &ns, &req.run, upload).await?;
     tracing::info!(%ns, %pool, pod = %req.pod, run = %req.run, attempt, "warm runner got its run token");
     Ok(Json(ClaimAnswer { token, attempt }))
 }

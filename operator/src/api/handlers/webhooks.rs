@@ -13,7 +13,7 @@ use sparkwing_api::wire::{DeliveryRecord, ErrorBody, Ignored, Pong, WebhookRun};
 use sparkwing_crds::pipeline_run::{PipelineRun, Source};
 
 use crate::api::auth::now_rfc3339;
-use crate::api::handlers::runs::create_with_runner_token;
+use crate::api::runner_token::create_with_runner_token;
 use crate::api::runs::BackendError;
 use crate::api::webhook::{
     self, Decision, PayloadError, SignatureError, DELIVERY_HEADER, EVENT_HEADER,
@@ -226,7 +226,7 @@ async fn create(
             Source::Upload(u) => Some(u.id.clone()),
             _ => None,
         };
-        match create_with_runner_token(st, run, upload, true).await {
+        match create_with_runner_token(&st.store, st.runs.as_ref(), run, upload, true).await {
             Ok(_) => {
                 ApiMetrics::add(&st.metrics.runs_triggered, 1);
                 ApiMetrics::add(&st.metrics.webhook_runs_created, 1);

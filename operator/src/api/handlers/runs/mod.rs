@@ -12,4 +12,4 @@ mod view;
 pub use end::{cancel, finish};
 pub use read::{get_run, list};
 pub use report::{put_branch_check, put_job_state};
-pub use trigger::{create_with_runner_token, mint_runner_token, trigger};
+pub use trigger::trigger;

@@ -7,14 +7,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
 use sparkwing_api::wire::{CreatedRun, TriggerRequest};
 use sparkwing_crds::pipeline_run::{
     ParentRef, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy, UploadSource,
 };
 
-use crate::api::auth::{Principal, RunnerGrant, Scope};
-use crate::api::runs::{run_name_slug, BackendError};
+use crate::api::auth::{Principal, Scope};
+use crate::api::runner_token::create_with_runner_token;
+use crate::api::runs::run_name_slug;
 use crate::api::{
     check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState, ClientAddr,
 };
@@ -190,7 +190,8 @@ pub async fn trigger(
     let external = matches!(run.spec.source, Source::External(_));
     // An external run's executor gets its token in the answer; a runner on the cluster reads it
     // from the Secret the runner Job mounts, in place before the run exists.
-    let (_, token) = create_with_runner_token(&st, run, upload, !external).await?;
+    let (_, token) =
+        create_with_runner_token(&st.store, st.runs.as_ref(), run, upload, !external).await?;
     let runner_token = external.then_some(token);
     ApiMetrics::add(&st.metrics.runs_triggered, 1);
     tracing::info!(%namespace, %name, principal = %p.name, external, "run triggered");
@@ -202,84 +203,4 @@ pub async fn trigger(
             runner_token,
         }),
     ))
-}
-
-/// Create `run` with its runner credential (the run's token: this run only, and its upload)
-/// minted, and — `secret` — stored in the run's Secret *before* the run exists: the operator may
-/// start the run's runner the moment the run is created, and a runner that starts without its
-/// token fails. Once the run exists the Secret is made the run's (deleted with it). If the run
-/// cannot be created the token is revoked and the Secret removed, except when a run of that name
-/// exists already (a webhook delivery applied again): the Secret then holds the new token, as
-/// valid as the one it replaced, and is given to that run. Returns the run and its token.
-pub async fn create_with_runner_token(
-    st: &ApiState,
-    run: PipelineRun,
-    upload: Option<String>,
-    secret: bool,
-) -> Result<(PipelineRun, String), ApiError> {
-    let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
-    let token = mint_runner_token(st, &ns, &name, upload).await?;
-    let undo = |st: &ApiState| {
-        let (st, ns, name) = (st.clone(), ns.clone(), name.clone());
-        async move {
-            if secret {
-                if let Err(e) = st.runs.delete_runner_token(&ns, &name).await {
-                    tracing::warn!(%ns, %name, "removing the runner token of a run not created: {e}");
-                }
-            }
-            if let Err(e) = st.store.forget_run_tokens(&ns, &name).await {
-                tracing::warn!(%ns, %name, "revoking the runner token of a run not created: {e}");
-            }
-        }
-    };
-    if secret {
-        if let Err(e) = st.runs.store_runner_token(&ns, &name, &token).await {
-            undo(st).await;
-            return Err(e.into());
-        }
-    }
-    match st.runs.create(run).await {
-        Ok(created) => {
-            if secret {
-                st.runs.adopt_runner_token(&created).await?;
-            }
-            Ok((created, token))
-        }
-        Err(BackendError::AlreadyExists(n)) => {
-            if secret {
-                if let Some(existing) = st.runs.get(&ns, &name).await? {
-                    st.runs.adopt_runner_token(&existing).await?;
-                }
-            }
-            Err(BackendError::AlreadyExists(n).into())
-        }
-        Err(e) => {
-            undo(st).await;
-            Err(e.into())
-        }
-    }
-}
-
-/// Mint a runner token of the run `ns/name`: the single scope `run:<ns>/<name>`, and the run's
-/// upload (if its source is one) as the only upload it may read.
-pub async fn mint_runner_token(
-    st: &ApiState,
-    ns: &str,
-    name: &str,
-    upload: Option<String>,
-) -> Result<String, ApiError> {
-    let scope = Scope::run(ns, name).to_string();
-    let principal = format!("runner:{ns}/{name}");
-    let (token, _) = st
-        .store
-        .create_token(
-            &principal,
-            vec![scope],
-            Some(RunnerGrant {
-                upload,
-                ..RunnerGrant::default()
-            }),
-        )
-        .await?;
-    Ok(token)
 }
