@@ -27,7 +27,7 @@ use anyhow::{bail, Context as _, Result};
 pub const NODE_ENV: &str = "SPARKWING_E2E_NODE";
 
 /// The node when [`NODE_ENV`] is unset.
-pub const DEFAULT_NODE: NodeKind = NodeKind::Emulator;
+pub const DEFAULT_NODE: NodeKind = NodeKind::Real;
 /// Where the CNI plugins are (Debian's `containernetworking-plugins`).
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Prefix of a bed's bridge; the bridge's number follows (the name must stay within 15 bytes).
