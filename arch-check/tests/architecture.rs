@@ -6,7 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time first: a test binary built in another checkout of the same target directory
+    // (cargo reuses it when the sources are unchanged) has that checkout's path compiled in.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest_dir)
         .parent()
         .expect("the workspace root")
         .to_path_buf()
@@ -67,17 +72,19 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
 
 #[test]
 fn crates_depend_only_downwards() {
-    let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(workspace_root())
-        .output()
-        .expect("run cargo metadata");
+    let out = std::process::Command::new(
+        std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()),
+    )
+    .args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+        "--offline",
+    ])
+    .current_dir(workspace_root())
+    .output()
+    .expect("run cargo metadata");
     assert!(
         out.status.success(),
         "cargo metadata failed: {}",

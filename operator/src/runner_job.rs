@@ -683,7 +683,10 @@ mod tests {
         assert_eq!(job.spec.unwrap().active_deadline_seconds, None);
         assert_eq!(active_deadline_seconds(Some(1)), Some(31));
         assert_eq!(active_deadline_seconds(Some(1500)), Some(32));
-        assert_eq!(active_deadline_seconds(Some(u64::MAX)), Some(i64::MAX));
+        assert_eq!(
+            active_deadline_seconds(Some(u64::MAX)),
+            Some(18_446_744_073_709_552 + 30)
+        );
     }
 
     #[test]
