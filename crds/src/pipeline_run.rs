@@ -182,7 +182,11 @@ impl PipelineRun {
             .and_then(|a| a.get(CREATED_AT_ANNOTATION))
             .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
             .map_or(0, |t| t.as_millisecond());
-        (created, stamped, self.metadata.name.clone().unwrap_or_default())
+        (
+            created,
+            stamped,
+            self.metadata.name.clone().unwrap_or_default(),
+        )
     }
 
     /// Record `at` (Unix ms) as the `sparkwing.dev/created-at` annotation.

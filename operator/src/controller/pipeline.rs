@@ -458,8 +458,13 @@ mod tests {
         let runs = [older.clone(), newer.clone()];
         let s = desired_status(&p, &runs, 1_000_000);
         assert_eq!(s.last_run.unwrap().name, "app-1a");
-        let c = branches(&desired_status(&p, &runs, 1_000_000)).cloned().unwrap();
-        assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::True, "InSync"));
+        let c = branches(&desired_status(&p, &runs, 1_000_000))
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::True, "InSync")
+        );
         assert!(c.message.starts_with("run app-1a:"), "{}", c.message);
         // The stamp only orders within a second: a run of a later second is newer regardless.
         let mut later = run("app-0", "app", 101, RunPhase::Pending);
