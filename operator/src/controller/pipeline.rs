@@ -17,11 +17,11 @@ use sparkwing_crds::pipeline::{LastRun, Pipeline, PipelineStatus, PIPELINE_LABEL
 use sparkwing_crds::PipelineRun;
 
 use super::{api, namespace_of, now_millis, Context};
-use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::error::{is_not_found, Result};
 use crate::labels::label_value;
 use crate::status::{apply_status, status_value};
+use sparkwing_api::names::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "pipeline";

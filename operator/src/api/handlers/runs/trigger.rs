@@ -13,11 +13,12 @@ use sparkwing_crds::pipeline_run::{
     ParentRef, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy, UploadSource,
 };
 
-use crate::api::auth::{Principal, RunnerGrant, Scope};
+use crate::api::auth::{Principal, Scope};
 use crate::api::runs::{run_name_slug, BackendError};
 use crate::api::{
     check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState, ClientAddr,
 };
+use crate::tokens::RunnerGrant;
 
 /// At most this many pipelines in a chain: deeper nesting is refused.
 pub const MAX_PIPELINE_CHAIN: usize = 32;
