@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use bollard::models::{ContainerCreateBody, HostConfig};
-use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVarSource, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVarSource, Pod, Volume};
 
 use super::downward::write_downward_files;
 use super::{Ctx, EMULATED_POD_LABEL, EMULATED_POD_UID_LABEL, EMULATOR_LABEL, POD_IP};
@@ -103,12 +103,7 @@ impl PodConfig<'_> {
             binds: Vec::new(),
             tmpfs: HashMap::new(),
         };
-        let volumes = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
+        let volumes = pod_volumes(self.pod);
         for mount in container.volume_mounts.iter().flatten() {
             let Some(volume) = volumes.iter().find(|v| v.name == mount.name) else {
                 return Ok(Err(format!(
@@ -381,6 +376,14 @@ impl PodConfig<'_> {
             ..ContainerCreateBody::default()
         }
     }
+}
+
+/// The volumes of `pod`'s spec.
+pub(super) fn pod_volumes(pod: &Pod) -> Vec<Volume> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
 }
 
 /// A memory quantity in bytes (`64Mi`, `1G`, `1048576`); `None` for forms it does not know.

@@ -24,6 +24,17 @@ pub(super) fn is_docker_not_found(err: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Docker's 404 (the container is gone) or 409 (it is in no state for the request).
+fn is_gone_or_conflict(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }
+    )
+}
+
 pub(super) fn docker_message(err: &bollard::errors::Error) -> String {
     match err {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
@@ -35,13 +46,11 @@ pub(super) fn docker_message(err: &bollard::errors::Error) -> String {
 pub(super) async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
     let opts = RemoveContainerOptionsBuilder::default().force(true).build();
     match docker.remove_container(name, Some(opts)).await {
-        Ok(()) => Ok(()),
-        // 404: gone; 409: removal already in progress.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404 | 409,
-            ..
-        }) => Ok(()),
-        Err(err) => Err(err).context(format!("removing container {name}")),
+        // 409: removal already in progress.
+        Err(err) if !is_gone_or_conflict(&err) => {
+            Err(err).context(format!("removing container {name}"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -81,13 +90,11 @@ pub(super) async fn kill_container(docker: &Docker, name: &str, signal: &str) ->
         .signal(signal)
         .build();
     match docker.kill_container(name, Some(opts)).await {
-        Ok(()) => Ok(()),
-        // Gone, or not running any more.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404 | 409,
-            ..
-        }) => Ok(()),
-        Err(err) => Err(err).context(format!("kill -s {signal} {name}")),
+        // 409: not running any more.
+        Err(err) if !is_gone_or_conflict(&err) => {
+            Err(err).context(format!("kill -s {signal} {name}"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
+use bollard::models::ContainerState;
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::config::{ContainerConfig, PodConfig};
+use super::config::{pod_volumes, ContainerConfig, PodConfig};
 use super::containers::{docker_message, is_docker_not_found, kill_container, remove_container};
 use super::downward::write_downward_files;
 use super::status::{docker_time, now_string, PodStatus};
@@ -169,23 +170,19 @@ impl PodWorker {
                 "startedAt": now, "finishedAt": now,
                 "containerID": self.status.container_id_uri(),
             }});
-            self.write(&container, "Failed", state, false, None).await?;
+            let status = self.status.render(&container, "Failed", state, false, None);
+            self.write(status).await?;
             return self.idle(true).await;
         }
-        let inspected = self
-            .ctx
-            .docker
-            .inspect_container(&self.container, None)
-            .await
-            .context("inspecting the started container")?;
-        self.started_at = inspected
-            .state
-            .as_ref()
-            .and_then(|s| s.started_at.as_deref())
+        let started = self.container_state("started").await?;
+        self.started_at = started
+            .started_at
+            .as_deref()
             .and_then(docker_time)
             .or_else(|| Some(now_string()));
         let state = json!({"running": {"startedAt": self.started_at}});
-        self.write(&container, "Running", state, true, None).await?;
+        let status = self.status.render(&container, "Running", state, true, None);
+        self.write(status).await?;
         if self.oom {
             self.kill("SIGKILL").await?;
         }
@@ -194,18 +191,14 @@ impl PodWorker {
             Supervised::Evicted => return self.idle(true).await,
             Supervised::Exited => {}
         }
-        let inspected = self
-            .ctx
-            .docker
-            .inspect_container(&self.container, None)
-            .await
-            .context("inspecting the exited container")?;
-        let state = inspected.state.unwrap_or_default();
+        let state = self.container_state("exited").await?;
         let (phase, terminated) = self
             .status
             .exited(&state, self.oom, self.started_at.as_deref());
-        self.write(&container, phase, terminated, false, None)
-            .await?;
+        let status = self
+            .status
+            .render(&container, phase, terminated, false, None);
+        self.write(status).await?;
         if self.deleting {
             // The kubelet removes a terminated pod that is being deleted.
             delete_now(&self.ctx.pods, &self.name, &self.uid).await;
@@ -276,14 +269,7 @@ impl PodWorker {
                     delete_now(&self.ctx.pods, &self.name, &self.uid).await;
                     return Ok(());
                 }
-                Some(WorkerCmd::OomKill { reply }) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(anyhow!(
-                            "pod {}: no container is running to OOM-kill",
-                            self.name
-                        )));
-                    }
-                }
+                Some(WorkerCmd::OomKill { reply }) => self.no_oom_kill(reply),
                 Some(WorkerCmd::Lose { kind, reply }) => {
                     if terminal && kind == LossKind::Evicted {
                         let _ = reply.send(Err(anyhow!(
@@ -300,6 +286,27 @@ impl PodWorker {
                     terminal = true;
                 }
             }
+        }
+    }
+
+    /// Docker's state of the pod's container (`what`: started, exited, for the error).
+    async fn container_state(&self, what: &str) -> Result<ContainerState> {
+        let inspected = self
+            .ctx
+            .docker
+            .inspect_container(&self.container, None)
+            .await
+            .with_context(|| format!("inspecting the {what} container"))?;
+        Ok(inspected.state.unwrap_or_default())
+    }
+
+    /// Answers an OOM-kill request when no container runs.
+    fn no_oom_kill(&self, reply: Option<oneshot::Sender<Result<()>>>) {
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(anyhow!(
+                "pod {}: no container is running to OOM-kill",
+                self.name
+            )));
         }
     }
 
@@ -333,14 +340,11 @@ impl PodWorker {
                         "startedAt": null, "finishedAt": now,
                     }})
                 };
-                self.write(
-                    container,
-                    "Failed",
-                    state,
-                    false,
-                    Some(("Evicted", &message)),
-                )
-                .await?;
+                let evicted = Some(("Evicted", message.as_str()));
+                let status = self
+                    .status
+                    .render(container, "Failed", state, false, evicted);
+                self.write(status).await?;
             }
         }
         Ok(())
@@ -375,14 +379,7 @@ impl PodWorker {
                         delete_now(&self.ctx.pods, &self.name, &self.uid).await;
                         return Ok(None);
                     }
-                    Some(WorkerCmd::OomKill { reply }) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(anyhow!(
-                                "pod {}: no container is running to OOM-kill",
-                                self.name
-                            )));
-                        }
-                    }
+                    Some(WorkerCmd::OomKill { reply }) => self.no_oom_kill(reply),
                     Some(WorkerCmd::Lose { kind, reply }) => {
                         let lost = self.lose(container, kind, false).await;
                         let _ = reply.send(lost);
@@ -400,12 +397,7 @@ impl PodWorker {
     /// kubelet does on its next sync).
     fn updated(&mut self, pod: Pod) {
         self.pod = pod;
-        let volumes = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
+        let volumes = pod_volumes(&self.pod);
         for volume in &volumes {
             let Some(downward) = &volume.downward_api else {
                 continue;
@@ -449,19 +441,12 @@ impl PodWorker {
         message: Option<&str>,
     ) -> Result<()> {
         let state = json!({"waiting": {"reason": reason, "message": message}});
-        self.write(container, "Pending", state, false, None).await
+        let status = self.status.render(container, "Pending", state, false, None);
+        self.write(status).await
     }
 
-    /// Writes the pod status ([`PodStatus::render`]).
-    async fn write(
-        &mut self,
-        container: &Container,
-        phase: &str,
-        state: Value,
-        ready: bool,
-        evicted: Option<(&str, &str)>,
-    ) -> Result<()> {
-        let status = self.status.render(container, phase, state, ready, evicted);
+    /// Writes `status` ([`PodStatus::render`]) to the pod.
+    async fn write(&self, status: Value) -> Result<()> {
         match self
             .ctx
             .pods
