@@ -30,11 +30,11 @@
 //! Containers are labelled [`EMULATED_POD_LABEL`]` = <namespace>/<pod>` and [`EMULATOR_LABEL`]
 //! ` = <emulator id>`; [`NodeEmulator::shutdown`] (or dropping the emulator) removes them.
 //!
-//! The parts: this handle starts a main task ([`pods`]: the pod watch, which pods are ours, one
-//! worker each) that hands each pod to a worker ([`worker`]: the pod's life, from creating its
-//! container to its final status and deletion). A worker builds the container from the pod
-//! ([`config`]: environment, volumes, [`downward`] files), runs it on Docker ([`containers`])
-//! and writes the status a kubelet would ([`status`]).
+//! The parts: this handle starts a main task (`pods.rs`: the pod watch, which pods are ours) that
+//! hands each pod to a worker (`worker.rs`: the pod's life, from creating its container to its
+//! final status and deletion). A worker builds the container from the pod (`config.rs`:
+//! environment, volumes, `downward.rs` files), runs it on Docker (`containers.rs`) and writes the
+//! status a kubelet would (`status.rs`).
 
 mod config;
 mod containers;
