@@ -73,6 +73,31 @@ pub(crate) async fn import_rootfs(
     Ok(())
 }
 
+/// `image` (`repo:tag`) in the local Docker engine: imported from a busybox rootfs with
+/// Dockerfile-style `changes`, unless it is there already.
+async fn busybox_based_image(image: &str, purpose: &str, changes: Vec<String>) -> Result<String> {
+    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    if docker.inspect_image(image).await.is_ok() {
+        return Ok(image.to_owned());
+    }
+    let root = busybox_rootfs(purpose)?;
+    let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
+    import_rootfs(&docker, &root, repo, tag, changes).await?;
+    Ok(image.to_owned())
+}
+
+/// The tag of the image [`busybox_image`] imports.
+pub const BUSYBOX_IMAGE: &str = "sparkwing-e2e-busybox:1";
+
+/// Imports a tiny image into the local Docker engine as [`BUSYBOX_IMAGE`] (`/bin/busybox`, the
+/// host's static busybox, with a symlink per applet, `/tmp`, `PATH=/bin`), unless it is there
+/// already, and returns its tag. No registry is needed. Needs `busybox` (static, as Debian's
+/// `busybox-static` or `busybox` package installs it) and `tar` on the host.
+pub async fn busybox_image() -> Result<String> {
+    let changes = vec!["ENV PATH=/bin".to_string(), "CMD [\"sh\"]".to_string()];
+    busybox_based_image(BUSYBOX_IMAGE, "the e2e busybox image", changes).await
+}
+
 /// The tag of the image [`pause_image`] imports.
 pub(crate) const PAUSE_IMAGE: &str = "sparkwing-e2e-pause:1";
 
@@ -80,19 +105,10 @@ pub(crate) const PAUSE_IMAGE: &str = "sparkwing-e2e-pause:1";
 /// and exits 0 on SIGTERM or SIGINT. Imported into Docker (once), then by the bed into containerd
 /// as `docker.io/library/sparkwing-e2e-pause:1`; no registry is involved.
 pub(crate) async fn pause_image() -> Result<String> {
-    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
-    if docker.inspect_image(PAUSE_IMAGE).await.is_ok() {
-        return Ok(PAUSE_IMAGE.to_owned());
-    }
-    let root = busybox_rootfs("the real node's pause image")?;
-    let (repo, tag) = PAUSE_IMAGE
-        .split_once(':')
-        .unwrap_or((PAUSE_IMAGE, "latest"));
     let changes = vec![
         "ENV PATH=/bin".to_owned(),
         r#"ENTRYPOINT ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"]"#
             .to_owned(),
     ];
-    import_rootfs(&docker, &root, repo, tag, changes).await?;
-    Ok(PAUSE_IMAGE.to_owned())
+    busybox_based_image(PAUSE_IMAGE, "the real node's pause image", changes).await
 }

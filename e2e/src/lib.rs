@@ -43,10 +43,9 @@ pub use bed::{
     KEEP_ENV, NAMESPACE_TIMEOUT, START_TIMEOUT,
 };
 pub use binaries::Binaries;
+pub use images::{busybox_image, BUSYBOX_IMAGE};
 pub use namespace::TestNamespace;
-pub use node_emulator::{
-    busybox_image, LossKind, NodeEmulator, NodeEmulatorOptions, BUSYBOX_IMAGE,
-};
+pub use node_emulator::{LossKind, NodeEmulator, NodeEmulatorOptions};
 pub use real_node::{NodeKind, RealNode, NODE_ENV};
 pub use test_node::TestNode;
 pub use test_runner_image::{test_runner_image, ClaimRelay};

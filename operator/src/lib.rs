@@ -45,6 +45,7 @@ pub mod pool_token;
 pub mod runner_job;
 pub mod status;
 pub mod store;
+pub mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -13,13 +13,14 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
+use sparkwing_api::scopes::Scope;
 use sparkwing_crds::RunnerPool;
 
-use crate::api::auth::{RunnerGrant, Scope};
 use crate::error::{is_already_exists, is_conflict, Error, Result};
 use crate::labels::{MANAGED_BY, MANAGED_BY_VALUE, POOL};
 use crate::runner_job::{controller_ref, pool_token_secret, RUNNER_TOKEN_KEY};
 use crate::status::FIELD_MANAGER;
+use crate::tokens::RunnerGrant;
 
 /// Where pool tokens are minted: the API's token table.
 #[derive(Clone)]

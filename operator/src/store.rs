@@ -2,7 +2,8 @@
 //! index, job states, webhook deliveries, the log index; content: blobs, manifests, logs,
 //! archives) and what the handlers ask of them — archive a finished run, read an upload's
 //! manifest, find its missing blobs, collect garbage. No state of its own: every replica of the
-//! API sees the same stores (`docs/state.md`). Token records are `auth`'s (`impl Store` there).
+//! API sees the same stores (`docs/state.md`). The token table is `tokens.rs`'s (`impl Store`
+//! there).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

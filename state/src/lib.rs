@@ -14,6 +14,7 @@ pub mod error;
 pub mod files;
 pub mod ingest;
 pub mod logs;
+pub mod migrations;
 pub mod objects;
 pub mod open;
 pub mod postgres;

@@ -1,9 +1,9 @@
 //! Shared metadata: PostgreSQL through `tokio-postgres` and a `deadpool-postgres` pool.
 //!
-//! Migrations are versioned in the table `sparkwing_schema` and applied at open inside one
-//! transaction holding an advisory lock, so replicas starting together apply each migration once
-//! and the others wait, then see it applied. A database whose schema is newer than this binary is
-//! refused. The pool verifies a connection before handing it out, so after the server restarts
+//! Migrations ([`crate::migrations`]) are versioned in the table `sparkwing_schema` and applied at
+//! open inside one transaction holding an advisory lock, so replicas starting together apply each
+//! migration once and the others wait, then see it applied. A database whose schema is newer than
+//! this binary is refused. The pool verifies a connection before handing it out, so after the server restarts
 //! the next operation reconnects: no reopening of the store.
 
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::error::{Result, StateError};
+use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
@@ -21,69 +22,7 @@ use crate::{
     RunSummary, TokenRecord,
 };
 
-/// Never edit a migration that has shipped; add one.
-const MIGRATIONS: &[&str] = &[
-    // 1: tokens, the run index, job states, webhook deliveries, the log index.
-    r#"
-    CREATE TABLE tokens (
-        id         TEXT PRIMARY KEY,
-        hash       TEXT NOT NULL UNIQUE,
-        principal  TEXT NOT NULL,
-        scopes     TEXT NOT NULL,
-        created_ms BIGINT NOT NULL,
-        expires_ms BIGINT,
-        revoked    BOOLEAN NOT NULL,
-        run_ns     TEXT,
-        run_name   TEXT,
-        upload     TEXT,
-        pool_uid   TEXT
-    );
-    CREATE INDEX tokens_by_expiry ON tokens (expires_ms) WHERE expires_ms IS NOT NULL;
-    CREATE INDEX tokens_by_run ON tokens (run_ns, run_name) WHERE run_ns IS NOT NULL;
-
-    CREATE TABLE runs (
-        namespace   TEXT NOT NULL,
-        name        TEXT NOT NULL,
-        pipeline    TEXT NOT NULL,
-        phase       TEXT NOT NULL,
-        created_ms  BIGINT NOT NULL,
-        finished_ms BIGINT,
-        view        TEXT NOT NULL,
-        PRIMARY KEY (namespace, name)
-    );
-    CREATE INDEX runs_by_created ON runs (created_ms DESC, namespace, name);
-    CREATE INDEX runs_by_pipeline ON runs (pipeline, created_ms DESC, namespace, name);
-    CREATE INDEX runs_by_finished ON runs (finished_ms DESC) WHERE finished_ms IS NOT NULL;
-
-    CREATE TABLE job_states (
-        namespace TEXT NOT NULL,
-        run       TEXT NOT NULL,
-        job       TEXT NOT NULL,
-        state     TEXT NOT NULL,
-        PRIMARY KEY (namespace, run, job)
-    );
-
-    CREATE TABLE deliveries (
-        id          TEXT PRIMARY KEY,
-        answer      TEXT NOT NULL,
-        received_ms BIGINT NOT NULL
-    );
-
-    CREATE TABLE log_index (
-        namespace TEXT NOT NULL,
-        run       TEXT NOT NULL,
-        job       TEXT NOT NULL,
-        next_seq  BIGINT NOT NULL,
-        bytes     BIGINT NOT NULL,
-        lines     BIGINT NOT NULL,
-        capped    BOOLEAN NOT NULL,
-        PRIMARY KEY (namespace, run, job)
-    );
-    "#,
-];
-
-/// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub use crate::migrations::SCHEMA_VERSION;
 
 /// The advisory lock the migrations hold ("sparkwing" in ASCII, folded into an i64).
 const MIGRATION_LOCK: i64 = 0x7370_6172_6b77_696e;
@@ -230,18 +169,13 @@ impl PgMetadata {
             .await
             .map_err(classify)?
             .get(0);
-        if found > SCHEMA_VERSION {
-            return Err(StateError::SchemaTooNew {
-                location: "the PostgreSQL database".into(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.batch_execute(sql).await.map_err(classify)?;
+        for (version, sql) in
+            migrations::pending(found, Dialect::Postgres, "the PostgreSQL database")?
+        {
+            tx.batch_execute(&sql).await.map_err(classify)?;
             tx.execute(
                 "INSERT INTO sparkwing_schema (version, applied_ms) VALUES ($1, $2)",
-                &[&(i as i64 + 1), &now_ms()],
+                &[&version, &now_ms()],
             )
             .await
             .map_err(classify)?;

@@ -1,8 +1,8 @@
 //! Embedded metadata: one SQLite database in WAL mode. Every call runs on tokio's blocking pool
 //! (a connection behind a mutex: SQLite writes one at a time anyway), never on an async worker.
 //!
-//! The schema is append-only migrations, as in the CLI's store: migration N brings
-//! `user_version` from N-1 to N, and a database newer than this binary is refused.
+//! The schema is the append-only migrations of [`crate::migrations`]: migration N brings
+//! `user_version` from N-1 to N, each in its own transaction.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,75 +12,14 @@ use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{join_error, Result, StateError};
+use crate::migrations::{self, Dialect};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
     Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
     RunSummary, TokenRecord,
 };
 
-/// Never edit a migration that has shipped; add one.
-const MIGRATIONS: &[&str] = &[
-    // 1: tokens, the run index, job states, webhook deliveries, the log index.
-    r#"
-    CREATE TABLE tokens (
-        id         TEXT PRIMARY KEY,
-        hash       TEXT NOT NULL UNIQUE,
-        principal  TEXT NOT NULL,
-        scopes     TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        expires_ms INTEGER,
-        revoked    INTEGER NOT NULL,
-        run_ns     TEXT,
-        run_name   TEXT,
-        upload     TEXT,
-        pool_uid   TEXT
-    );
-    CREATE INDEX tokens_by_expiry ON tokens (expires_ms) WHERE expires_ms IS NOT NULL;
-    CREATE INDEX tokens_by_run ON tokens (run_ns, run_name) WHERE run_ns IS NOT NULL;
-
-    CREATE TABLE runs (
-        namespace   TEXT NOT NULL,
-        name        TEXT NOT NULL,
-        pipeline    TEXT NOT NULL,
-        phase       TEXT NOT NULL,
-        created_ms  INTEGER NOT NULL,
-        finished_ms INTEGER,
-        view        TEXT NOT NULL,
-        PRIMARY KEY (namespace, name)
-    );
-    CREATE INDEX runs_by_created ON runs (created_ms DESC, namespace, name);
-    CREATE INDEX runs_by_pipeline ON runs (pipeline, created_ms DESC, namespace, name);
-    CREATE INDEX runs_by_finished ON runs (finished_ms DESC) WHERE finished_ms IS NOT NULL;
-
-    CREATE TABLE job_states (
-        namespace TEXT NOT NULL,
-        run       TEXT NOT NULL,
-        job       TEXT NOT NULL,
-        state     TEXT NOT NULL,
-        PRIMARY KEY (namespace, run, job)
-    );
-
-    CREATE TABLE deliveries (
-        id          TEXT PRIMARY KEY,
-        answer      TEXT NOT NULL,
-        received_ms INTEGER NOT NULL
-    );
-
-    CREATE TABLE log_index (
-        namespace TEXT NOT NULL,
-        run       TEXT NOT NULL,
-        job       TEXT NOT NULL,
-        next_seq  INTEGER NOT NULL,
-        bytes     INTEGER NOT NULL,
-        lines     INTEGER NOT NULL,
-        capped    INTEGER NOT NULL,
-        PRIMARY KEY (namespace, run, job)
-    );
-    "#,
-];
-
-/// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub use crate::migrations::SCHEMA_VERSION;
 
 pub struct SqliteMetadata {
     conn: Arc<Mutex<Connection>>,
@@ -165,19 +104,13 @@ fn open_blocking(path: &Path) -> Result<Connection> {
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
-    if found > SCHEMA_VERSION {
-        return Err(StateError::SchemaTooNew {
-            location: path.display().to_string(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let location = path.display().to_string();
+    for (version, sql) in migrations::pending(found, Dialect::Sqlite, &location)? {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
+        tx.execute_batch(&sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
             .map_err(err)?;
         tx.commit().map_err(err)?;
     }

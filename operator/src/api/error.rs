@@ -10,6 +10,7 @@ use sparkwing_api::wire::ErrorBody;
 
 use super::manifest::ManifestError;
 use super::runs::BackendError;
+use crate::tokens::TokenError;
 use sparkwing_state::StateError;
 
 /// What a request can fail with.
@@ -58,6 +59,15 @@ pub enum ApiError {
     Backend(#[from] BackendError),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::State(s) => ApiError::State(s),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl ApiError {

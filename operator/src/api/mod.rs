@@ -41,6 +41,7 @@ use axum::Router;
 use tokio::sync::Notify;
 
 use crate::store::Store;
+use crate::tokens;
 pub use auth::{Principal, Scope};
 pub use error::ApiError;
 pub use manifest::{Manifest, ManifestLimits};
@@ -146,7 +147,7 @@ pub enum ApiInitError {
     #[error(transparent)]
     State(#[from] sparkwing_state::StateError),
     #[error(transparent)]
-    Tokens(#[from] auth::TokenError),
+    Tokens(#[from] crate::tokens::TokenError),
     #[error(
         "the bootstrap admin token in {path} is shorter than {MIN_BOOTSTRAP_TOKEN_LEN} characters"
     )]
@@ -355,8 +356,8 @@ pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
     let records = st.store.meta.list_tokens().await?;
     let runner: Vec<_> = records
         .iter()
-        .filter(|r| auth::server_minted(r))
-        .filter_map(|r| auth::token_run(r).map(|run| (r, run)))
+        .filter(|r| tokens::server_minted(r))
+        .filter_map(|r| tokens::token_run(r).map(|run| (r, run)))
         .collect();
     if runner.is_empty() {
         return Ok(0);

@@ -5,10 +5,11 @@
 use kube::ResourceExt;
 use sparkwing_crds::pipeline_run::PipelineRun;
 
-use crate::api::auth::{RunnerGrant, Scope};
+use crate::api::auth::Scope;
 use crate::api::runs::{BackendError, RunBackend};
 use crate::api::ApiError;
 use crate::store::Store;
+use crate::tokens::RunnerGrant;
 
 /// Create `run` with its runner credential (the run's token: this run only, and its upload)
 /// minted, and — `secret` — stored in the run's Secret *before* the run exists: the operator may

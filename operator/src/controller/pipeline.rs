@@ -22,12 +22,12 @@ use super::pipeline_schedule;
 use super::{api, namespace_of, now_millis, Context};
 use crate::api::runner_token::create_with_runner_token;
 use crate::api::runs::{BackendError, KubeRuns};
-use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::api::ApiError;
 use crate::error::{is_already_exists, is_not_found, Error, Result};
 use crate::labels::label_value;
 use crate::status::{apply_status, status_value};
+use sparkwing_api::names::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "pipeline";

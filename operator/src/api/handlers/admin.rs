@@ -13,9 +13,10 @@ use sparkwing_api::wire::{
 };
 use sparkwing_crds::pipeline_run::Source;
 
-use crate::api::auth::{token_info, Principal, Scope, GRANTABLE_SCOPES};
+use crate::api::auth::{Principal, Scope, GRANTABLE_SCOPES};
 use crate::api::runs::is_terminal;
 use crate::api::{read_json, ApiError, ApiMetrics, ApiState};
+use crate::tokens::token_info;
 
 pub async fn whoami(p: Principal) -> Json<WhoAmI> {
     Json(WhoAmI {

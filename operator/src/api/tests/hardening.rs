@@ -718,7 +718,7 @@ async fn a_token_whose_run_is_not_created_yet_is_kept() {
             .create_token(
                 "runner:default/soon",
                 vec!["run:default/soon".into()],
-                Some(auth::RunnerGrant::default()),
+                Some(crate::tokens::RunnerGrant::default()),
             )
             .await
             .unwrap();

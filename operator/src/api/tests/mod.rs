@@ -218,7 +218,7 @@ async fn pool_token(f: &Fx, ns: &str, pool: &str) -> String {
         .create_token(
             &format!("pool:{ns}/{pool}"),
             vec![format!("pool:{ns}/{pool}")],
-            Some(auth::RunnerGrant::default()),
+            Some(crate::tokens::RunnerGrant::default()),
         )
         .await
         .unwrap()

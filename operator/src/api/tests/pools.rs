@@ -106,7 +106,7 @@ async fn api_pool_token_is_exchanged_for_the_claiming_runs_token() {
             .create_token(
                 "pool",
                 vec![format!("pool:{ns}/warm")],
-                Some(auth::RunnerGrant {
+                Some(crate::tokens::RunnerGrant {
                     upload: None,
                     pool_uid: Some("uid-deleted-warm".into()),
                 }),

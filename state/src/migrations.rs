@@ -1,0 +1,169 @@
+//! The metadata schema, defined once for both databases: the append-only migrations, the version
+//! this binary writes, and the rule that a database newer than the binary is refused. A backend
+//! supplies only how it keeps its version and runs SQL: SQLite in `user_version`
+//! ([`crate::sqlite`]), PostgreSQL in the table `sparkwing_schema` under an advisory lock
+//! ([`crate::postgres`]).
+
+use crate::error::{Result, StateError};
+
+/// Which database a migration is written out for. Their schemas differ only in column types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `sql` with its column types filled in: `{int64}` (a 64-bit integer) and `{bool}`.
+    fn render(self, sql: &str) -> String {
+        let (int64, boolean) = match self {
+            Dialect::Sqlite => ("INTEGER", "INTEGER"),
+            Dialect::Postgres => ("BIGINT", "BOOLEAN"),
+        };
+        sql.replace("{int64}", int64).replace("{bool}", boolean)
+    }
+}
+
+/// Never edit a migration that has shipped; add one (the tests pin each one's text as each
+/// database receives it).
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens, the run index, job states, webhook deliveries, the log index.
+    r#"
+    CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        hash       TEXT NOT NULL UNIQUE,
+        principal  TEXT NOT NULL,
+        scopes     TEXT NOT NULL,
+        created_ms {int64} NOT NULL,
+        expires_ms {int64},
+        revoked    {bool} NOT NULL,
+        run_ns     TEXT,
+        run_name   TEXT,
+        upload     TEXT,
+        pool_uid   TEXT
+    );
+    CREATE INDEX tokens_by_expiry ON tokens (expires_ms) WHERE expires_ms IS NOT NULL;
+    CREATE INDEX tokens_by_run ON tokens (run_ns, run_name) WHERE run_ns IS NOT NULL;
+
+    CREATE TABLE runs (
+        namespace   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        created_ms  {int64} NOT NULL,
+        finished_ms {int64},
+        view        TEXT NOT NULL,
+        PRIMARY KEY (namespace, name)
+    );
+    CREATE INDEX runs_by_created ON runs (created_ms DESC, namespace, name);
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, created_ms DESC, namespace, name);
+    CREATE INDEX runs_by_finished ON runs (finished_ms DESC) WHERE finished_ms IS NOT NULL;
+
+    CREATE TABLE job_states (
+        namespace TEXT NOT NULL,
+        run       TEXT NOT NULL,
+        job       TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        PRIMARY KEY (namespace, run, job)
+    );
+
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        answer      TEXT NOT NULL,
+        received_ms {int64} NOT NULL
+    );
+
+    CREATE TABLE log_index (
+        namespace TEXT NOT NULL,
+        run       TEXT NOT NULL,
+        job       TEXT NOT NULL,
+        next_seq  {int64} NOT NULL,
+        bytes     {int64} NOT NULL,
+        lines     {int64} NOT NULL,
+        capped    {bool} NOT NULL,
+        PRIMARY KEY (namespace, run, job)
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The migrations a database at version `found` still needs, in order, each with the version it
+/// brings the database to; [`StateError::SchemaTooNew`] (naming `location`) when the database is
+/// newer than this binary.
+pub(crate) fn pending(found: i64, dialect: Dialect, location: &str) -> Result<Vec<(i64, String)>> {
+    if found > SCHEMA_VERSION {
+        return Err(StateError::SchemaTooNew {
+            location: location.to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(found as usize)
+        .map(|(i, sql)| (i as i64 + 1, dialect.render(sql)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// sha256 of each shipped migration as SQLite and PostgreSQL receive it.
+    const SHIPPED: &[(&str, &str)] = &[(
+        "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
+        "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
+    )];
+
+    fn sha256(text: &str) -> String {
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    #[test]
+    fn shipped_migrations_are_never_edited() {
+        let sqlite = pending(0, Dialect::Sqlite, "test").unwrap();
+        let postgres = pending(0, Dialect::Postgres, "test").unwrap();
+        for (i, (lite, pg)) in SHIPPED.iter().enumerate() {
+            assert_eq!(sqlite[i].0, i as i64 + 1);
+            assert_eq!(sha256(&sqlite[i].1), *lite, "SQLite migration {}", i + 1);
+            assert_eq!(
+                sha256(&postgres[i].1),
+                *pg,
+                "PostgreSQL migration {}",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            for (version, sql) in pending(0, dialect, "test").unwrap() {
+                assert!(!sql.contains('{'), "{dialect:?} migration {version}: {sql}");
+            }
+        }
+        let sqlite = pending(0, Dialect::Sqlite, "test").unwrap();
+        assert!(!sqlite[0].1.contains("BIGINT") && !sqlite[0].1.contains("BOOLEAN"));
+    }
+
+    #[test]
+    fn a_database_gets_what_it_lacks_and_a_newer_one_is_refused() {
+        assert_eq!(
+            pending(0, Dialect::Sqlite, "db").unwrap().len() as i64,
+            SCHEMA_VERSION
+        );
+        assert!(pending(SCHEMA_VERSION, Dialect::Postgres, "db")
+            .unwrap()
+            .is_empty());
+        let err = pending(SCHEMA_VERSION + 1, Dialect::Postgres, "the db").unwrap_err();
+        assert!(
+            matches!(&err, StateError::SchemaTooNew { location, found, supported }
+                if location == "the db" && *found == SCHEMA_VERSION + 1 && *supported == SCHEMA_VERSION),
+            "{err}"
+        );
+    }
+}
