@@ -7,6 +7,26 @@ use sparkwing_core::protocol::PipelineInfo;
 use sparkwing_core::suggest::closest;
 use sparkwing_engine::project::{PipelineConfig, Project};
 
+/// What the compiled project says of `pipeline`'s entrypoint, or the error naming the
+/// entrypoints it registers (run and `runs retry`).
+pub(super) fn registered_entrypoint(
+    project: &Project,
+    pipeline: &PipelineConfig,
+    describe: &sparkwing_core::protocol::Describe,
+) -> Result<PipelineInfo, CliError> {
+    describe
+        .entrypoint(&pipeline.entrypoint)
+        .cloned()
+        .ok_or_else(|| {
+            let registered: Vec<String> = describe
+                .pipelines
+                .iter()
+                .map(|p| p.entrypoint.clone())
+                .collect();
+            unregistered_entrypoint(project, &pipeline.name, &pipeline.entrypoint, &registered)
+        })
+}
+
 /// Exit 2 naming the pipelines `sparkwing.yaml` has and the closest to `name` (run and trigger).
 pub(super) fn unknown_pipeline(project: &Project, name: &str) -> CliError {
     let names: Vec<&str> = project

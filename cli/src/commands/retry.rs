@@ -2,7 +2,7 @@
 //! the same args, on the current `.sparkwing/` code, that executes only the jobs to retry and
 //! what needs them; the rest are reused from the old run (`sparkwing_core::rerun`).
 
-use super::pipeline_ref::{resolve_args, unknown_pipeline, unregistered_entrypoint};
+use super::pipeline_ref::{registered_entrypoint, resolve_args, unknown_pipeline};
 use super::run::{compile_project, log_format};
 use super::{CliError, CmdResult};
 use crate::cli::RetryArgs;
@@ -55,20 +55,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
     let format = log_format()?;
     let runtime = engine::runtime::build()?;
     let compiled = compile_project(&home, &project, &pipeline.name, &pipeline.entrypoint)?;
-    let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
-        let registered: Vec<String> = compiled
-            .describe
-            .pipelines
-            .iter()
-            .map(|p| p.entrypoint.clone())
-            .collect();
-        return Err(unregistered_entrypoint(
-            &project,
-            &pipeline.name,
-            &pipeline.entrypoint,
-            &registered,
-        ));
-    };
+    let info = registered_entrypoint(&project, &pipeline, &compiled.describe)?;
     let resolved = old_args(&old, &info, &pipeline)?;
     check_retry(
         &project,

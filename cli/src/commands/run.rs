@@ -1,6 +1,6 @@
 //! `sparkwing run <pipeline> [args]`.
 
-use super::pipeline_ref::{resolve_args, unknown_pipeline, unregistered_entrypoint};
+use super::pipeline_ref::{registered_entrypoint, resolve_args, unknown_pipeline};
 use super::{start_dir, CliError, CmdResult};
 use crate::cli::{PlanFormat, RunArgs};
 use crate::exit::ExitCode;
@@ -178,20 +178,7 @@ pub fn run(args: RunArgs) -> CmdResult {
     };
 
     let compiled = compile_project(&home, &project, &pipeline.name, &pipeline.entrypoint)?;
-    let Some(info) = compiled.describe.entrypoint(&pipeline.entrypoint).cloned() else {
-        let registered: Vec<String> = compiled
-            .describe
-            .pipelines
-            .iter()
-            .map(|p| p.entrypoint.clone())
-            .collect();
-        return Err(unregistered_entrypoint(
-            &project,
-            &pipeline.name,
-            &pipeline.entrypoint,
-            &registered,
-        ));
-    };
+    let info = registered_entrypoint(&project, &pipeline, &compiled.describe)?;
     if flags.help {
         print_pipeline_help(
             &pipeline.name,
