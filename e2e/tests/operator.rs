@@ -637,7 +637,9 @@ async fn a_run_gets_a_job_succeeds_and_then_stays_quiet() -> Result<()> {
         spec.backoff_limit
     );
     ensure!(
-        spec.active_deadline_seconds == Some(600),
+        // The run's timeout (10m) plus the Job deadline's slack: a backstop.
+        spec.active_deadline_seconds
+            == Some(600 + sparkwing_operator::runner_job::JOB_DEADLINE_SLACK_SECS),
         "activeDeadlineSeconds {:?}",
         spec.active_deadline_seconds
     );

@@ -148,7 +148,11 @@ async fn a_pipelines_secrets_and_settings_reach_its_runs_and_are_enforced() -> R
     let job = &jobs[0];
     assert_eq!(job.name_any(), format!("{name}-a1"));
     let spec = job.spec.as_ref().context("job spec")?;
-    assert_eq!(spec.active_deadline_seconds, Some(1200));
+    // The Pipeline's timeout (20m) plus the Job deadline's slack.
+    assert_eq!(
+        spec.active_deadline_seconds,
+        Some(1200 + sparkwing_operator::runner_job::JOB_DEADLINE_SLACK_SECS)
+    );
     let pod_spec = spec.template.spec.as_ref().context("pod spec")?;
     let from: Vec<Value> = pod_spec.containers[0]
         .env_from
