@@ -827,6 +827,37 @@ async fn a_run_gets_a_job_succeeds_and_then_stays_quiet() -> Result<()> {
     Ok(())
 }
 
+/// A runner no node can hold (it asks for more CPU than any node has) is `Pending` with reason
+/// `Unschedulable` and the scheduler's message, and the Job's deadline (the timeout plus its
+/// slack) ends the run `Failed`/`Timeout` although it never ran.
+#[tokio::test]
+async fn an_unschedulable_runner_says_why_and_ends_by_the_timeout() -> Result<()> {
+    let env = Env::new("op-unschedulable").await?;
+    env.create_pool(
+        "huge",
+        json!({"minIdle": 0, "maxRunners": 1, "resources": {"requests": {"cpu": "1000"}}}),
+    )
+    .await?;
+    env.create_run("huge-a", json!({"runnerPool": "huge", "timeout": "2s"}))
+        .await?;
+    let pending = env
+        .wait_run("huge-a", "Pending/Unschedulable", |r| {
+            reason_of(r) == "Unschedulable"
+        })
+        .await?;
+    ensure!(phase_of(&pending) == "Pending", "{}", phase_of(&pending));
+    let message = message_of(&pending);
+    ensure!(
+        message.contains("cannot be scheduled") && message.contains("Insufficient cpu"),
+        "{message}"
+    );
+    // Not at 2 s (the timeout counts from a start that never came) but by the Job's deadline.
+    let ended = env.wait_end("huge-a", "Failed", "Timeout").await?;
+    ensure!(attempts_of(&ended) == 1, "attempts {}", attempts_of(&ended));
+    ensure!(env.op().is_running());
+    Ok(())
+}
+
 /// Scenario 3 and 5: exit 3, OOM, missing image, timeout; failed pipelines are not retried.
 #[tokio::test]
 async fn failures_map_to_reasons_and_are_not_retried() -> Result<()> {
