@@ -27,6 +27,25 @@ pub(super) fn registered_entrypoint(
         })
 }
 
+/// The pipeline's plan for `args`, checked, when the binary gives a valid one; `None` otherwise
+/// (a check before a run that leaves such failures to the run itself, which records them).
+pub(super) fn checked_plan(
+    binary: &std::path::Path,
+    project: &Project,
+    pipeline: &PipelineConfig,
+    args: &serde_json::Map<String, serde_json::Value>,
+) -> Option<sparkwing_core::dag::ValidatedPlan> {
+    let plan = sparkwing_engine::planning::plan(
+        binary,
+        &project.root,
+        &pipeline.name,
+        &pipeline.entrypoint,
+        args,
+    )
+    .ok()?;
+    sparkwing_core::dag::validate(&plan).ok()
+}
+
 /// Exit 2 naming the pipelines `sparkwing.yaml` has and the closest to `name` (run and trigger).
 pub(super) fn unknown_pipeline(project: &Project, name: &str) -> CliError {
     let names: Vec<&str> = project

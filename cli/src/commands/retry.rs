@@ -2,7 +2,7 @@
 //! the same args, on the current `.sparkwing/` code, that executes only the jobs to retry and
 //! what needs them; the rest are reused from the old run (`sparkwing_core::rerun`).
 
-use super::pipeline_ref::{registered_entrypoint, resolve_args, unknown_pipeline};
+use super::pipeline_ref::{checked_plan, registered_entrypoint, resolve_args, unknown_pipeline};
 use super::run::{compile_project, log_format};
 use super::{CliError, CmdResult};
 use crate::cli::RetryArgs;
@@ -182,16 +182,7 @@ fn check_retry(
     prior: &[PriorJob],
     scope: &RetryScope,
 ) -> Result<(), CliError> {
-    let Ok(plan) = engine::planning::plan(
-        binary,
-        &project.root,
-        &pipeline.name,
-        &pipeline.entrypoint,
-        resolved,
-    ) else {
-        return Ok(());
-    };
-    let Ok(validated) = sparkwing_core::dag::validate(&plan) else {
+    let Some(validated) = checked_plan(binary, project, pipeline, resolved) else {
         return Ok(());
     };
     rerun::plan_retry(&validated, run, prior, scope)

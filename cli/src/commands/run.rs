@@ -1,6 +1,6 @@
 //! `sparkwing run <pipeline> [args]`.
 
-use super::pipeline_ref::{registered_entrypoint, resolve_args, unknown_pipeline};
+use super::pipeline_ref::{checked_plan, registered_entrypoint, resolve_args, unknown_pipeline};
 use super::{start_dir, CliError, CmdResult};
 use crate::cli::{PlanFormat, RunArgs};
 use crate::exit::ExitCode;
@@ -264,16 +264,7 @@ fn check_selection(
     if selection.is_all() {
         return Ok(());
     }
-    let Ok(plan) = sparkwing_engine::planning::plan(
-        &compiled.binary,
-        &project.root,
-        &pipeline.name,
-        &pipeline.entrypoint,
-        resolved,
-    ) else {
-        return Ok(());
-    };
-    let Ok(validated) = sparkwing_core::dag::validate(&plan) else {
+    let Some(validated) = checked_plan(&compiled.binary, project, pipeline, resolved) else {
         return Ok(());
     };
     selection.skips(&validated).map(|_| ()).map_err(|e| {
