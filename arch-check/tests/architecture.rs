@@ -140,3 +140,29 @@ fn no_crate_has_a_circle_of_modules() {
         found.join("\n")
     );
 }
+
+/// The operator's API server (`operator/src/api/`) sits on top: the controllers and the modules
+/// they share with it (runs, tokens, the store, labels) never import from it, so the API can be
+/// served alone (`sparkwing-operator api`) and the controllers run without it.
+#[test]
+fn nothing_in_the_operator_imports_the_api_server() {
+    let src = workspace_root().join("operator").join("src");
+    let graph = ModuleGraph::read(&src).expect("read the operator's sources");
+    let api = vec!["api".to_string()];
+    assert!(graph.files.contains_key(&api), "operator/src/api/ moved?");
+    let wrong: Vec<String> = graph
+        .imports
+        .iter()
+        .filter(|(from, _)| !from.starts_with(&api))
+        .flat_map(|(from, tos)| {
+            tos.iter()
+                .filter(|to| to.starts_with(&api))
+                .map(move |to| format!("{} imports {}", from.join("::"), to.join("::")))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "modules outside operator/src/api/ import from it (move what both need out of api/):\n{}",
+        wrong.join("\n")
+    );
+}

@@ -845,7 +845,7 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<()> {
 
 /// `e2e-<hint>-<n>`, a valid namespace name whatever the hint.
 fn namespace_name(hint: &str, n: u64) -> String {
-    let hint = sparkwing_operator::api::runs::name_part(hint);
+    let hint = sparkwing_operator::runs::backend::name_part(hint);
     if hint.is_empty() {
         format!("e2e-{n}")
     } else {

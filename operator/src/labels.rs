@@ -41,6 +41,16 @@ pub const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-nam
 /// The longest object name or label value the operator writes.
 pub const MAX_NAME: usize = 63;
 
+/// Annotation on a run created from a Pipeline (by a webhook delivery or a schedule): the exact
+/// name of its Pipeline (the label may be shortened).
+pub const PIPELINE_ANNOTATION: &str = "sparkwing.dev/pipeline";
+/// Annotation on a run created from a Pipeline: the branch it runs (the pushed branch, or the
+/// schedule's).
+pub const BRANCH_ANNOTATION: &str = "sparkwing.dev/branch";
+/// Annotation on a run created from a Pipeline: the Pipeline's `spec.path` (where `.sparkwing/`
+/// is).
+pub const PATH_ANNOTATION: &str = "sparkwing.dev/path";
+
 /// `app.kubernetes.io/managed-by=sparkwing`: the selector of every watch.
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")

@@ -43,6 +43,7 @@ pub mod observe;
 pub mod pool_claim;
 pub mod pool_token;
 pub mod runner_job;
+pub mod runs;
 pub mod status;
 pub mod store;
 pub mod tokens;

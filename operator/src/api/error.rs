@@ -9,7 +9,7 @@ use axum::Json;
 use sparkwing_api::wire::ErrorBody;
 
 use super::manifest::ManifestError;
-use super::runs::BackendError;
+use crate::runs::backend::BackendError;
 use crate::tokens::TokenError;
 use sparkwing_state::StateError;
 
@@ -66,6 +66,16 @@ impl From<TokenError> for ApiError {
         match e {
             TokenError::State(s) => ApiError::State(s),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::runs::runner_token::RunnerTokenError> for ApiError {
+    fn from(e: crate::runs::runner_token::RunnerTokenError) -> Self {
+        use crate::runs::runner_token::RunnerTokenError;
+        match e {
+            RunnerTokenError::Backend(b) => ApiError::Backend(b),
+            RunnerTokenError::Token(t) => t.into(),
         }
     }
 }

@@ -16,8 +16,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod migrate;
 pub mod pipelines;
-pub mod runner_token;
-pub mod runs;
 pub mod server;
 pub mod webhook;
 
@@ -40,6 +38,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::Notify;
 
+pub use crate::runs::{BackendError, KubeRuns, MemoryRuns, PodClaim, RunBackend};
 use crate::store::Store;
 use crate::tokens;
 pub use auth::{Principal, Scope};
@@ -47,7 +46,6 @@ pub use error::ApiError;
 pub use manifest::{Manifest, ManifestLimits};
 pub use metrics::ApiMetrics;
 pub use pipelines::{KubePipelines, MemoryPipelines, PipelineBackend, Webhooks};
-pub use runs::{BackendError, KubeRuns, MemoryRuns, PodClaim, RunBackend};
 
 /// Default cap of one job's log: 256 MiB.
 pub const DEFAULT_LOG_CAP: u64 = 256 << 20;
@@ -372,7 +370,7 @@ pub async fn expire_runner_tokens(st: &ApiState) -> Result<usize, ApiError> {
             use kube::ResourceExt;
             live.insert(
                 (r.namespace().unwrap_or_default(), r.name_any()),
-                runs::is_terminal(&r),
+                crate::runs::backend::is_terminal(&r),
             );
         }
     }

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use kube::api::{Api, ListParams};
 use sparkwing_crds::pipeline::Pipeline;
 
-use super::runs::BackendError;
+use crate::runs::backend::BackendError;
 
 /// Lists the Pipelines a webhook delivery may start.
 pub trait PipelineBackend: Send + Sync + 'static {

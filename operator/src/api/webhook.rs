@@ -6,17 +6,14 @@
 //! its `X-Hub-Signature-256` is the HMAC-SHA256 of the raw body under the secret (compared in
 //! constant time) — only then is the body parsed.
 
-use std::collections::BTreeMap;
-
 use hmac::{Hmac, Mac};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use sparkwing_crds::pipeline::{Pipeline, PIPELINE_LABEL, PUSH_BRANCHES_ANNOTATION};
-use sparkwing_crds::pipeline_run::{
-    GitSource, PipelineRun, PipelineRunSpec, Source, TriggerVia, TriggeredBy, DEFAULT_MAX_ATTEMPTS,
-};
+use sparkwing_crds::pipeline::{Pipeline, PUSH_BRANCHES_ANNOTATION};
+use sparkwing_crds::pipeline_run::{GitSource, PipelineRun, Source, TriggerVia, TriggeredBy};
+
+use crate::runs::from_pipeline::pipeline_run;
 
 /// The signature header (`sha256=<64 hex>`).
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -24,14 +21,6 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 pub const EVENT_HEADER: &str = "x-github-event";
 /// The delivery id header (a UUID, kept across redeliveries).
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
-/// Annotation on a webhook-created run: the exact name of its Pipeline (the label may be
-/// shortened).
-pub const PIPELINE_ANNOTATION: &str = "sparkwing.dev/pipeline";
-/// Annotation on a webhook-created run: the pushed branch.
-pub const BRANCH_ANNOTATION: &str = "sparkwing.dev/branch";
-/// Annotation on a webhook-created run: the Pipeline's `spec.path` (where `.sparkwing/` is).
-pub const PATH_ANNOTATION: &str = "sparkwing.dev/path";
-
 type HmacSha256 = Hmac<Sha256>;
 
 /// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
@@ -345,7 +334,7 @@ pub fn run_name(pipeline_ns: &str, pipeline_name: &str, delivery: &str) -> Strin
     let h = Sha256::digest(format!("{delivery}\n{pipeline_ns}\n{pipeline_name}"));
     format!(
         "{}-{}",
-        crate::api::runs::run_name_slug(pipeline_name),
+        crate::runs::backend::run_name_slug(pipeline_name),
         hex::encode(&h[..4])
     )
 }
@@ -374,55 +363,14 @@ fn run_for(p: &Pipeline, push: &PushEvent, branch: &str, delivery: &str) -> Pipe
     run
 }
 
-/// A run of the Pipeline `p` named `name` (in its namespace), of `branch` at `source`: labelled
-/// and annotated with its Pipeline (and its `spec.path`), with the Pipeline's run settings. What a
-/// push delivery and a schedule create.
-pub fn pipeline_run(
-    p: &Pipeline,
-    name: String,
-    branch: &str,
-    source: Source,
-    triggered_by: TriggeredBy,
-) -> PipelineRun {
-    let pipeline_name = p.name_any();
-    let mut annotations = BTreeMap::from([
-        (PIPELINE_ANNOTATION.to_string(), pipeline_name.clone()),
-        (BRANCH_ANNOTATION.to_string(), branch.to_string()),
-    ]);
-    if let Some(path) = p.spec.path.as_deref().filter(|s| !s.is_empty()) {
-        annotations.insert(PATH_ANNOTATION.to_string(), path.to_string());
-    }
-    PipelineRun {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: p.namespace(),
-            labels: Some(BTreeMap::from([(
-                PIPELINE_LABEL.to_string(),
-                crate::labels::label_value(&pipeline_name),
-            )])),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
-        spec: PipelineRunSpec {
-            pipeline: p.spec.pipeline.clone(),
-            args: p.spec.args.clone(),
-            source,
-            runner_pool: p.spec.runner_pool.clone(),
-            timeout: p.spec.timeout.clone(),
-            cancel: None,
-            ttl_seconds_after_finished: p.spec.ttl_seconds_after_finished,
-            max_attempts: p.spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
-            secrets: p.spec.secrets.clone(),
-            triggered_by: Some(triggered_by),
-        },
-        status: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels::PIPELINE_ANNOTATION;
+    use sparkwing_crds::pipeline::PIPELINE_LABEL;
     use sparkwing_crds::pipeline::{PipelineSpec, PipelineTriggers, PushTrigger};
+    use sparkwing_crds::pipeline_run::DEFAULT_MAX_ATTEMPTS;
+    use std::collections::BTreeMap;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 

@@ -20,12 +20,11 @@ use sparkwing_crds::PipelineRun;
 
 use super::pipeline_schedule;
 use super::{api, namespace_of, now_millis, Context};
-use crate::api::runner_token::create_with_runner_token;
-use crate::api::runs::{BackendError, KubeRuns};
-use crate::api::webhook::PIPELINE_ANNOTATION;
-use crate::api::ApiError;
 use crate::error::{is_already_exists, is_not_found, Error, Result};
 use crate::labels::label_value;
+use crate::labels::PIPELINE_ANNOTATION;
+use crate::runs::backend::{BackendError, KubeRuns};
+use crate::runs::runner_token::{create_with_runner_token, RunnerTokenError};
 use crate::status::{apply_status, status_value};
 use sparkwing_api::names::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
 
@@ -322,7 +321,7 @@ async fn create_scheduled_run(
             let runs = KubeRuns::new(ctx.client.clone());
             match create_with_runner_token(&tokens.store, &runs, run, None, true).await {
                 Ok(_) => true,
-                Err(ApiError::Backend(BackendError::AlreadyExists(_))) => false,
+                Err(RunnerTokenError::Backend(BackendError::AlreadyExists(_))) => false,
                 Err(e) => {
                     return Err(Error::ScheduledRun {
                         run: format!("{ns}/{name}"),

@@ -16,7 +16,7 @@ use sparkwing_core::time::{format_rfc3339, Time};
 use sparkwing_crds::pipeline::{Pipeline, ScheduleStatus};
 use sparkwing_crds::pipeline_run::{GitSource, PipelineRun, Source, TriggerVia, TriggeredBy};
 
-use crate::api::webhook::pipeline_run;
+use crate::runs::from_pipeline::pipeline_run;
 
 /// Annotation on a scheduled run: the slot it was started for (RFC 3339, UTC).
 pub const SCHEDULED_SLOT_ANNOTATION: &str = "sparkwing.dev/scheduled-slot";
@@ -43,7 +43,7 @@ pub fn scheduled_run_name(ns: &str, name: &str, branch: &str, slot_ms: i64) -> S
     let h = Sha256::digest(format!("schedule\n{ns}\n{name}\n{branch}\n{slot_ms}"));
     format!(
         "{}-{}",
-        crate::api::runs::run_name_slug(name),
+        crate::runs::backend::run_name_slug(name),
         hex::encode(&h[..4])
     )
 }
@@ -236,8 +236,8 @@ mod tests {
         let a = run.annotations();
         assert_eq!(a[SCHEDULED_SLOT_ANNOTATION], "2026-12-02T02:00:00Z");
         assert_eq!(a[SCHEDULE_ANNOTATION], "0 3 * * * Europe/Berlin");
-        assert_eq!(a[crate::api::webhook::PATH_ANNOTATION], "ci");
-        assert_eq!(a[crate::api::webhook::BRANCH_ANNOTATION], "main");
+        assert_eq!(a[crate::labels::PATH_ANNOTATION], "ci");
+        assert_eq!(a[crate::labels::BRANCH_ANNOTATION], "main");
         assert!(!a.contains_key(sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION));
         let st = &due.statuses[0];
         assert_eq!(

@@ -20,8 +20,8 @@ use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_crds::{PipelineRun, RunnerPool};
 
 use super::Context;
-use crate::api::webhook::PIPELINE_ANNOTATION;
 use crate::error::{is_already_exists, is_conflict, is_not_found, Error, Result};
+use crate::labels::PIPELINE_ANNOTATION;
 use crate::labels::{label_value, managed_selector, JOB_NAME_LABELS, RUN};
 use crate::observe::{observe_run, pods_may_be_behind, RunnerObjects};
 use crate::pool_claim::{claim_idle, Claim};

@@ -14,8 +14,8 @@ use sparkwing_api::wire::{
 use sparkwing_crds::pipeline_run::Source;
 
 use crate::api::auth::{Principal, Scope, GRANTABLE_SCOPES};
-use crate::api::runs::is_terminal;
 use crate::api::{read_json, ApiError, ApiMetrics, ApiState};
+use crate::runs::backend::is_terminal;
 use crate::tokens::token_info;
 
 pub async fn whoami(p: Principal) -> Json<WhoAmI> {

@@ -16,8 +16,8 @@ use sparkwing_api::wire::{IngestReport, LogRecord};
 use sparkwing_state::{LogKey, StateError};
 
 use crate::api::auth::{Principal, Scope};
-use crate::api::runs::is_terminal;
 use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState};
+use crate::runs::backend::is_terminal;
 
 fn check_run(ns: &str, name: &str) -> Result<(), ApiError> {
     check_object_name("namespace", ns)?;

@@ -7,9 +7,9 @@ use sparkwing_api::wire::{ClaimAnswer, ClaimRequest};
 use sparkwing_crds::pipeline_run::Source;
 
 use crate::api::auth::{Principal, Scope};
-use crate::api::runner_token::mint_runner_token;
-use crate::api::runs::is_terminal;
 use crate::api::{check_object_name, read_json, ApiError, ApiState};
+use crate::runs::backend::is_terminal;
+use crate::runs::runner_token::mint_runner_token;
 
 /// A warm runner of `pool`, claimed by the operator for `run`, trades the pool token for the
 /// run's runner token. The pod's claim is read from the pod itself (its controller must be the

@@ -13,13 +13,13 @@ use sparkwing_api::wire::{DeliveryRecord, ErrorBody, Ignored, Pong, WebhookRun};
 use sparkwing_crds::pipeline_run::{PipelineRun, Source};
 
 use crate::api::auth::now_rfc3339;
-use crate::api::runner_token::create_with_runner_token;
-use crate::api::runs::BackendError;
 use crate::api::webhook::{
-    self, Decision, PayloadError, SignatureError, DELIVERY_HEADER, EVENT_HEADER,
-    PIPELINE_ANNOTATION, SIGNATURE_HEADER,
+    self, Decision, PayloadError, SignatureError, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER,
 };
 use crate::api::{read_body, ApiError, ApiMetrics, ApiState};
+use crate::labels::PIPELINE_ANNOTATION;
+use crate::runs::backend::BackendError;
+use crate::runs::runner_token::{create_with_runner_token, RunnerTokenError};
 
 /// The largest delivery accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
 pub const WEBHOOK_BODY_LIMIT: usize = 1 << 20;
@@ -234,10 +234,10 @@ async fn create(
             }
             // A delivery applied before without its record (the process stopped in between):
             // the run's name is a function of the delivery, so it is that run.
-            Err(ApiError::Backend(BackendError::AlreadyExists(_))) => {
+            Err(RunnerTokenError::Backend(BackendError::AlreadyExists(_))) => {
                 tracing::info!(%delivery, namespace = %ns, %name, "webhook run exists already");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ApiError::from(e).into()),
         }
         created.push(WebhookRun {
             namespace: ns,

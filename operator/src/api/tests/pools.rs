@@ -158,7 +158,7 @@ fn pod_claims_are_read_from_the_pods_owner_labels_and_annotations() {
     }))
     .unwrap();
     assert_eq!(
-        runs::pod_claim_of(&pod),
+        crate::runs::backend::pod_claim_of(&pod),
         Some(PodClaim {
             pool: "warm".into(),
             pool_uid: "u1".into(),
@@ -168,9 +168,12 @@ fn pod_claims_are_read_from_the_pods_owner_labels_and_annotations() {
     // Annotations without the claim label (or the reverse) are not a claim.
     let mut idle = pod.clone();
     idle.metadata.labels = None;
-    assert_eq!(runs::pod_claim_of(&idle).unwrap().claim, None);
+    assert_eq!(
+        crate::runs::backend::pod_claim_of(&idle).unwrap().claim,
+        None
+    );
     // A pod no pool controls is nobody's.
     let mut stray = pod;
     stray.metadata.owner_references.as_mut().unwrap()[0].controller = None;
-    assert_eq!(runs::pod_claim_of(&stray), None);
+    assert_eq!(crate::runs::backend::pod_claim_of(&stray), None);
 }

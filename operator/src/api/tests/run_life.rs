@@ -396,7 +396,7 @@ fn external_status_patch_is_a_guarded_apply_of_the_end_only() {
         ..RunStatus::default()
     };
     let end = record_external_end(&prev, RunPhase::Succeeded, "", 3, 1_000_000).unwrap();
-    let body = runs::external_status_patch(&end, Some("17")).unwrap();
+    let body = crate::runs::backend::external_status_patch(&end, Some("17")).unwrap();
     assert_eq!(body["apiVersion"], "sparkwing.dev/v1alpha1");
     assert_eq!(body["kind"], "PipelineRun");
     assert_eq!(body["metadata"]["resourceVersion"], "17");
@@ -474,7 +474,7 @@ async fn jobs_left_open_by_a_lost_runner_end_with_the_run() {
 
 #[tokio::test]
 async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
-    use crate::api::runs::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
+    use crate::runs::backend::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
     use sparkwing_crds::pipeline::PUSH_BRANCHES_ANNOTATION;
     let f = fx().await;
     let upload = f.upload(&[("a", "drift")]).await;

@@ -13,8 +13,8 @@ use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun, Source};
 
 use super::view::{view, RunView};
 use crate::api::auth::{Principal, Scope};
-use crate::api::runs::{is_terminal, BackendError};
 use crate::api::{check_object_name, ApiError, ApiState};
+use crate::runs::backend::{is_terminal, BackendError};
 
 pub async fn cancel(
     State(st): State<ApiState>,

@@ -13,11 +13,11 @@ use sparkwing_crds::pipeline_run::{
 };
 
 use crate::api::auth::{Principal, Scope};
-use crate::api::runner_token::create_with_runner_token;
-use crate::api::runs::run_name_slug;
 use crate::api::{
     check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState, ClientAddr,
 };
+use crate::runs::backend::run_name_slug;
+use crate::runs::runner_token::create_with_runner_token;
 
 /// At most this many pipelines in a chain: deeper nesting is refused.
 pub const MAX_PIPELINE_CHAIN: usize = 32;
@@ -190,8 +190,9 @@ pub async fn trigger(
     let external = matches!(run.spec.source, Source::External(_));
     // An external run's executor gets its token in the answer; a runner on the cluster reads it
     // from the Secret the runner Job mounts, in place before the run exists.
-    let (_, token) =
-        create_with_runner_token(&st.store, st.runs.as_ref(), run, upload, !external).await?;
+    let (_, token) = create_with_runner_token(&st.store, st.runs.as_ref(), run, upload, !external)
+        .await
+        .map_err(ApiError::from)?;
     let runner_token = external.then_some(token);
     ApiMetrics::add(&st.metrics.runs_triggered, 1);
     tracing::info!(%namespace, %name, principal = %p.name, external, "run triggered");

@@ -5,8 +5,8 @@ use kube::ResourceExt;
 use sparkwing_api::wire;
 use sparkwing_crds::pipeline_run::PipelineRun;
 
-use crate::api::runs::is_terminal;
 use crate::api::{ApiError, ApiState};
+use crate::runs::backend::is_terminal;
 
 /// A run as the API shows it, with the PipelineRun itself when shown alone.
 pub type RunView = wire::RunView<PipelineRun>;

@@ -5,11 +5,27 @@
 use kube::ResourceExt;
 use sparkwing_crds::pipeline_run::PipelineRun;
 
-use crate::api::auth::Scope;
-use crate::api::runs::{BackendError, RunBackend};
-use crate::api::ApiError;
+use sparkwing_api::scopes::Scope;
+use sparkwing_state::StateError;
+
+use crate::runs::backend::{BackendError, RunBackend};
 use crate::store::Store;
-use crate::tokens::RunnerGrant;
+use crate::tokens::{RunnerGrant, TokenError};
+
+/// Why a run and its runner credential could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerTokenError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl From<StateError> for RunnerTokenError {
+    fn from(e: StateError) -> Self {
+        RunnerTokenError::Token(TokenError::State(e))
+    }
+}
 
 /// Create `run` with its runner credential (the run's token: this run only, and its upload)
 /// minted, and — `secret` — stored in the run's Secret *before* the run exists: the operator may
@@ -24,7 +40,7 @@ pub async fn create_with_runner_token(
     run: PipelineRun,
     upload: Option<String>,
     secret: bool,
-) -> Result<(PipelineRun, String), ApiError> {
+) -> Result<(PipelineRun, String), RunnerTokenError> {
     let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
     let token = mint_runner_token(store, &ns, &name, upload).await?;
     let undo = || async {
@@ -72,7 +88,7 @@ pub async fn mint_runner_token(
     ns: &str,
     name: &str,
     upload: Option<String>,
-) -> Result<String, ApiError> {
+) -> Result<String, TokenError> {
     let scope = Scope::run(ns, name).to_string();
     let principal = format!("runner:{ns}/{name}");
     let (token, _) = store
