@@ -902,8 +902,21 @@ async fn failures_map_to_reasons_and_are_not_retried() -> Result<()> {
         "image message: {}",
         message_of(&image)
     );
-    let job = env.jobs().get("ok-image-a1").await?;
-    ensure!(job.labels().get("sparkwing.dev/pool").map(String::as_str) == Some("missing-image"));
+    // A runner whose image cannot be pulled is removed once the run has failed: the node must
+    // not keep pulling while the run exists. One that ran to its end (exit 3) is kept.
+    eventually("the image-pull runner's Job and pod gone", WAIT, || async {
+        let pods = env
+            .pods()
+            .list(&ListParams::default().labels("sparkwing.dev/run=ok-image"))
+            .await?;
+        let job = env.jobs().get_opt("ok-image-a1").await?;
+        Ok((job.is_none() && pods.items.is_empty()).then_some(()))
+    })
+    .await?;
+    ensure!(
+        env.jobs().get_opt("exit3-a-a1").await?.is_some(),
+        "the Job of a runner that exited 3 was removed"
+    );
 
     // Not retried: one attempt each, no second Job.
     for run in [&exit3, &oom, &image, &timeout] {
@@ -1010,6 +1023,11 @@ async fn lost_runners_are_retried_until_max_attempts() -> Result<()> {
         "RunnerLost message: {msg}"
     );
     ensure!(attempts_of(&failed) == 2);
+    // Nothing of the last lost runner stays behind (its Job failed when its pod went).
+    eventually("job a2 deleted", WAIT, || async {
+        Ok((env.jobs().get_opt("sleep-lost-a2").await?.is_none()).then_some(()))
+    })
+    .await?;
     let jobs = env.jobs_of("sleep-lost").await?;
     ensure!(
         !jobs.iter().any(|j| j.ends_with("-a3")),

@@ -99,6 +99,20 @@ impl RunnerState {
     fn is_finished(&self) -> bool {
         !matches!(self, RunnerState::Starting { .. } | RunnerState::Running)
     }
+
+    /// Whether a runner of a finished run is kept until the run is deleted: one that ran to an
+    /// end of its own (its pod and logs are the record). A runner that never started (its image
+    /// cannot be pulled: the node would keep pulling while the run exists) or was lost (a Failed
+    /// Job of a deleted pod) is removed once the run has ended.
+    fn kept_after_the_run(&self) -> bool {
+        matches!(
+            self,
+            RunnerState::Succeeded
+                | RunnerState::Failed { .. }
+                | RunnerState::OomKilled
+                | RunnerState::DeadlineExceeded
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,9 +192,10 @@ pub fn reconcile_run(
     let mut actions = Vec::new();
 
     if prev.phase.is_terminal() {
-        // A finished run only cleans up: a leftover runner, then itself after its TTL.
+        // A finished run only cleans up: a runner that is still going or that never ran to an
+        // end of its own, then itself after its TTL.
         if let Some(r) = &observed.runner {
-            if !r.state.is_finished() && !r.stopping {
+            if !r.state.kept_after_the_run() && !r.stopping {
                 actions.push(RunAction::StopRunner {
                     name: r.name.clone(),
                     graceful: false,
@@ -477,11 +492,15 @@ fn decide_with_runner(
             reasons::OOM_KILLED,
             format!("runner {} was killed for using too much memory", r.name),
         ),
-        RunnerState::ImagePullFailed { message } => outcome(
-            RunPhase::Failed,
-            reasons::IMAGE_PULL_FAILED,
-            message.clone(),
-        ),
+        RunnerState::ImagePullFailed { message } => {
+            // The pod stays pending and the node keeps pulling until the runner is deleted.
+            stop_now(r, actions);
+            outcome(
+                RunPhase::Failed,
+                reasons::IMAGE_PULL_FAILED,
+                message.clone(),
+            )
+        }
         RunnerState::DeadlineExceeded => outcome(
             RunPhase::Failed,
             reasons::TIMEOUT,
@@ -508,6 +527,8 @@ fn decide_with_runner(
                     ),
                 )
             } else {
+                // What is left of the lost runner (a Failed Job) goes, as it would on a retry.
+                stop_now(r, actions);
                 outcome(
                     RunPhase::Failed,
                     reasons::RUNNER_LOST,
@@ -518,6 +539,16 @@ fn decide_with_runner(
                 )
             }
         }
+    }
+}
+
+/// Stop `r` at once unless a stop is under way.
+fn stop_now(r: &ObservedRunner, actions: &mut Vec<RunAction>) {
+    if !r.stopping {
+        actions.push(RunAction::StopRunner {
+            name: r.name.clone(),
+            graceful: false,
+        });
     }
 }
 

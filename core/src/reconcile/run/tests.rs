@@ -653,3 +653,66 @@ fn an_unschedulable_runner_is_pending_with_the_schedulers_reason() {
     );
     assert_eq!(reason(&d.status), reasons::WAITING_FOR_RUNNER);
 }
+
+/// A runner that never started (its image cannot be pulled) or was lost for the last time is
+/// stopped when the run ends, and again later if it is still there; one that ran to an end of
+/// its own is kept (its pod and logs are the record) until the run is deleted.
+#[test]
+fn a_runner_that_never_ran_to_its_end_is_removed_when_the_run_ends() {
+    let intent = RunIntent {
+        max_attempts: 1,
+        ..Default::default()
+    };
+    let pending = step(
+        &intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        1,
+    )
+    .status;
+    let stop = |name: &str| RunAction::StopRunner {
+        name: name.into(),
+        graceful: false,
+    };
+    let pull = runner(
+        1,
+        RunnerState::ImagePullFailed {
+            message: "no such image".into(),
+        },
+    );
+    let lost = runner(
+        1,
+        RunnerState::Lost {
+            reason: "Job failed: BackoffLimitExceeded".into(),
+        },
+    );
+    for obs in [&pull, &lost] {
+        let end = step(&intent, &pending, obs, 2);
+        assert!(end.status.phase.is_terminal(), "{:?}", end.status.phase);
+        assert!(end.actions.contains(&stop("r-1")), "{:?}", end.actions);
+        // Still there on a later look (the delete failed, or a watch lags): asked again.
+        let later = step(&intent, &end.status, obs, 3);
+        assert_eq!(later.actions, vec![stop("r-1")]);
+        // Being deleted: not asked twice.
+        let mut stopping = obs.clone();
+        stopping.runner.as_mut().unwrap().stopping = true;
+        assert!(step(&intent, &end.status, &stopping, 4).actions.is_empty());
+    }
+    for state in [
+        RunnerState::Succeeded,
+        RunnerState::Failed { exit_code: Some(3) },
+        RunnerState::OomKilled,
+        RunnerState::DeadlineExceeded,
+    ] {
+        let obs = runner(1, state);
+        let end = step(&intent, &pending, &obs, 2);
+        assert!(end.status.phase.is_terminal());
+        let kept = |d: &RunDecision| {
+            !d.actions
+                .iter()
+                .any(|a| matches!(a, RunAction::StopRunner { .. }))
+        };
+        assert!(kept(&end), "{:?}", end.actions);
+        assert!(kept(&step(&intent, &end.status, &obs, 3)));
+    }
+}
