@@ -39,12 +39,15 @@ pub const KEEP_ENV: &str = "SPARKWING_E2E_KEEP";
 /// The field manager of everything the harness applies.
 pub const FIELD_MANAGER: &str = "sparkwing-e2e";
 
-/// The controllers of kube-controller-manager the bed runs: Jobs and their pods, garbage
-/// collection by owner references, `ttlSecondsAfterFinished`, namespace deletion, and every
-/// namespace's `default` ServiceAccount and `kube-root-ca.crt` ConfigMap. No node lifecycle
-/// controller: an emulated node sends no heartbeats, and nothing here needs taint-based eviction.
-const CONTROLLERS: [&str; 7] = [
+/// The controllers of kube-controller-manager the bed runs: Jobs and their pods, Deployments and
+/// their ReplicaSets (the chart's operator), garbage collection by owner references,
+/// `ttlSecondsAfterFinished`, namespace deletion, and every namespace's `default` ServiceAccount
+/// and `kube-root-ca.crt` ConfigMap. No node lifecycle controller: an emulated node sends no
+/// heartbeats, and nothing here needs taint-based eviction.
+const CONTROLLERS: [&str; 9] = [
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "namespace-controller",
