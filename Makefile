@@ -27,6 +27,8 @@ e2e-testbed: ## Build the Kubernetes binaries (apiserver, controller-manager, sc
 test-e2e: e2e-testbed ## The Kubernetes end-to-end tests against the real test bed (crate sparkwing-e2e; SPARKWING_E2E_NODE chooses the node)
 	# The real runner's pods mount this binary (e2e/src/real_runner.rs).
 	$(CARGO) build -p sparkwing-cli --bin sparkwing
+	# The fail-over test runs two operator processes (e2e/tests/operator_failover.rs).
+	$(CARGO) build -p sparkwing-operator --bin sparkwing-operator
 	$(CARGO) test -p sparkwing-e2e
 
 e2e: test-e2e ## Build the test bed if needed and run the Kubernetes end-to-end tests
