@@ -202,6 +202,7 @@ mod tests {
     fn plan(jobs: Vec<JobSpec>) -> PlanDoc {
         PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "T".into(),
             jobs,
         }

@@ -400,6 +400,7 @@ mod tests {
     fn validated(jobs: Vec<JobSpec>) -> ValidatedPlan {
         dag::validate(&sparkwing_core::protocol::PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "E".into(),
             jobs,
         })
