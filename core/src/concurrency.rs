@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn keys_interpolate_args() {
         assert_eq!(resolve_key("deploy-{env}", &args()).unwrap(), "deploy-prod");
-        assert_eq!(resolve_key("{env}.{n}-{flag}", &args()).unwrap(), "prod.3-true");
+        assert_eq!(
+            resolve_key("{env}.{n}-{flag}", &args()).unwrap(),
+            "prod.3-true"
+        );
         assert_eq!(resolve_key("plain", &args()).unwrap(), "plain");
         assert!(matches!(
             resolve_key("deploy-{region}", &args()),

@@ -82,9 +82,7 @@ pub const TIMEOUT_DECIDER: &str = "timeout";
 pub fn outcome(d: &Decided) -> AttemptOutcome {
     match d.decision {
         Decision::Approve => AttemptOutcome::Success,
-        Decision::Reject => AttemptOutcome::Failed {
-            reason: reason(d),
-        },
+        Decision::Reject => AttemptOutcome::Failed { reason: reason(d) },
     }
 }
 
@@ -114,10 +112,7 @@ pub fn timed_out(spec: &GateSpec, waiting_since_ms: i64, now_ms: i64) -> Option<
         decision: spec.on_timeout,
         by: TIMEOUT_DECIDER.to_string(),
         at_ms: now_ms,
-        comment: Some(format!(
-            "no decision within {}",
-            short_duration(limit)
-        )),
+        comment: Some(format!("no decision within {}", short_duration(limit))),
         timed_out: true,
     })
 }
@@ -326,8 +321,8 @@ mod tests {
             e.to_string(),
             "gate \"approve-prod\" of run r was already approved by ana"
         );
-        let e = check_decision("r", live, &gates(JobState::Pending, None), "approve-prod")
-            .unwrap_err();
+        let e =
+            check_decision("r", live, &gates(JobState::Pending, None), "approve-prod").unwrap_err();
         assert!(e.to_string().contains("it is pending"), "{e}");
     }
 }

@@ -73,6 +73,7 @@ impl Pipeline {
         let mut plan = Plan {
             entrypoint: self.entrypoint.clone(),
             jobs: Vec::new(),
+            concurrency: None,
         };
         (self.plan)(&mut plan, args)?;
         Ok(plan)
@@ -114,6 +115,8 @@ impl fmt::Debug for Pipeline {
 pub struct Plan {
     entrypoint: String,
     pub(crate) jobs: Vec<JobBuilder>,
+    /// The run's concurrency group ([`Plan::concurrency`]).
+    pub(crate) concurrency: Option<crate::gate::Concurrency>,
 }
 
 impl Plan {
@@ -138,6 +141,7 @@ impl Plan {
             skip: None,
             awaits: None,
             when: None,
+            gate: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -196,14 +200,19 @@ impl Plan {
     }
 
     pub(crate) fn to_json(&self) -> Value {
-        Value::object([
+        let mut fields = vec![
             ("protocol", Value::from(crate::PROTOCOL_VERSION)),
             ("entrypoint", Value::from(self.entrypoint.as_str())),
             (
                 "jobs",
                 Value::Array(self.jobs.iter().map(JobBuilder::to_json).collect()),
             ),
-        ])
+        ];
+        // Only plans with a group carry the field, so other plans read exactly as before.
+        if let Some(c) = &self.concurrency {
+            fields.push(("concurrency", c.to_json()));
+        }
+        Value::object(fields)
     }
 
     /// The body of the first job with this id (the engine rejects duplicates before running any).
@@ -235,6 +244,8 @@ pub struct JobBuilder {
     skip: Option<String>,
     awaits: Option<AwaitSpec>,
     when: Option<Cond>,
+    /// Set on an approval gate ([`Plan::gate`]).
+    pub(crate) gate: Option<crate::gate::GateSettings>,
     body: JobFn,
 }
 
@@ -378,7 +389,14 @@ impl JobBuilder {
             ("needs", strings(&self.needs)),
             ("retries", Value::from(self.retries)),
             ("backoff_ms", millis(self.backoff)),
-            ("timeout_ms", self.timeout.map_or(Value::Null, millis)),
+            // A gate's timeout is its wait's, carried by its `gate` object.
+            (
+                "timeout_ms",
+                match (&self.gate, self.timeout) {
+                    (None, Some(t)) => millis(t),
+                    _ => Value::Null,
+                },
+            ),
             ("optional", Value::Bool(self.optional)),
             ("finally", Value::Bool(self.finally)),
             (
@@ -395,6 +413,10 @@ impl JobBuilder {
         // Only jobs with a condition carry the field, so other plans read exactly as before.
         if let Some(c) = &self.when {
             fields.push(("when", c.to_json()));
+        }
+        // Only gates carry the field, so other plans read exactly as before.
+        if let Some(g) = &self.gate {
+            fields.push(("gate", g.to_json(self.timeout.map_or(Value::Null, millis))));
         }
         // Only await jobs carry the field, so other plans read exactly as before.
         if let Some(a) = &self.awaits {
@@ -433,6 +455,7 @@ impl fmt::Debug for JobBuilder {
             .field("skip", &self.skip)
             .field("awaits", &self.awaits)
             .field("when", &self.when)
+            .field("gate", &self.gate)
             .finish_non_exhaustive()
     }
 }
