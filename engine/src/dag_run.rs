@@ -73,6 +73,11 @@ enum Msg {
         job: usize,
         attempt: u32,
     },
+    /// A waiting gate's wait ended (`gates`).
+    GateEnded {
+        job: usize,
+        end: crate::gates::GateEnd,
+    },
 }
 
 /// What the runner of a local run owns: the run's records and where its logs go.
@@ -162,6 +167,51 @@ pub(super) async fn run_dag(
             }
         },
     };
+    // The run's concurrency group: wait for a slot before any job is recorded or started.
+    let _group_slot = match &plan.concurrency {
+        None => None,
+        Some(spec) => {
+            let shown: Map<String, Value> = req
+                .args
+                .iter()
+                .filter(|(k, _)| !req.info.args.iter().any(|a| &a.name == *k && a.secret))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let key = sparkwing_core::concurrency::resolve_key(&spec.group, &shown)
+                .and_then(|key| {
+                    if spec.limit == 0 {
+                        Err(sparkwing_core::concurrency::KeyError::ZeroLimit(key))
+                    } else {
+                        Ok(key)
+                    }
+                });
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+                    return finish(
+                        &mut rec,
+                        RunPhase::Failed,
+                        Some(format!("invalid plan: {e}")),
+                        created,
+                    );
+                }
+            };
+            match crate::concurrency::enter(&mut rec, &req.home.root, spec, &key, &mut stops)
+                .await?
+            {
+                crate::concurrency::Entered::Holding(slot) => Some(slot),
+                crate::concurrency::Entered::Cancelled => {
+                    return finish(
+                        &mut rec,
+                        RunPhase::Cancelled,
+                        Some(format!("cancelled while waiting for concurrency group {key}")),
+                        created,
+                    );
+                }
+            }
+        }
+    };
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()
@@ -173,6 +223,12 @@ pub(super) async fn run_dag(
         })
         .collect();
     rec.store.insert_jobs(&run_id, &new_jobs)?;
+    let gates: Vec<_> = validated
+        .jobs
+        .iter()
+        .filter_map(|j| j.gate.clone().map(|g| (j.id.clone(), g)))
+        .collect();
+    rec.store.insert_gates(&run_id, &gates)?;
     for j in &new_jobs {
         rec.sink_state(
             &j.id,
@@ -230,6 +286,10 @@ pub(super) async fn run_dag(
                     Msg::Line { job, attempt, line } => on_line(&mut rec, &sched, &mut jobs, job, attempt, line)?,
                     Msg::AttemptEnded { job, end } => {
                         let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::GateEnded { job, end } => {
+                        let actions = on_gate_end(&mut rec, &mut sched, &mut jobs, job, end)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::RetryDue { job, attempt } => {
@@ -350,6 +410,9 @@ fn start(
     job: usize,
     attempt: u32,
 ) -> Result<(), EngineError> {
+    if let Some(gate) = sched.plan().jobs[job].gate.clone() {
+        return start_gate(ctx, rec, sched, jobs, job, gate);
+    }
     record_start(ctx, rec, sched, jobs, job, attempt)?;
     let spec = &sched.plan().jobs[job];
     let attempt_spec = match &spec.awaits {
@@ -380,6 +443,113 @@ fn start(
     jobs[job].control = Some(control_tx);
     spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
     Ok(())
+}
+
+/// A gate whose needs ended: record it `waiting`, say how to decide it, and wait for the decision
+/// on a task of its own (`gates`); a cancel reaches it through its control channel.
+fn start_gate(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    spec: sparkwing_core::gate::GateSpec,
+) -> Result<(), EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    let now = now_ms();
+    rec.store.gate_waiting(ctx.run_id, &id, now)?;
+    jobs[job].started_ms = now;
+    let message = spec
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let human = format!(
+        "{} {id} waits for approval{message} (sparkwing runs approve --run {} --gate {id})",
+        rec.term.yellow("⏸"),
+        ctx.run_id
+    );
+    rec.event(
+        Some(&id),
+        "gate_waiting",
+        json!({"message": spec.message, "timeout_ms": spec.timeout_ms, "on_timeout": spec.on_timeout}),
+        Some(human),
+    )?;
+    rec.sink_state(
+        &id,
+        sink::job_state_report(JobState::Waiting, 1, Some(now), None, None, None),
+    );
+    let initial = if sched.is_cancelling() {
+        Control::Stop
+    } else {
+        Control::Run
+    };
+    let (control_tx, control_rx) = watch::channel(initial);
+    jobs[job].control = Some(control_tx);
+    let waiting = crate::gates::WaitingGate {
+        home_root: ctx.req.home.root.clone(),
+        run_id: ctx.run_id.to_string(),
+        gate: id,
+        spec,
+        waiting_since_ms: now,
+    };
+    let tx = ctx.tx.clone();
+    tokio::spawn(async move {
+        let end = crate::gates::wait_for_decision(waiting, control_rx).await;
+        let _ = tx.send(Msg::GateEnded { job, end });
+    });
+    Ok(())
+}
+
+/// A gate's wait ended: it succeeds or fails as decided (recorded with who, when and why), or is
+/// cancelled with the run.
+fn on_gate_end(
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    end: crate::gates::GateEnd,
+) -> Result<Vec<Action>, EngineError> {
+    use crate::gates::GateEnd;
+    use sparkwing_core::gate;
+    jobs[job].control = None;
+    let id = sched.plan().jobs[job].id.clone();
+    let (outcome, decided) = match end {
+        GateEnd::Decided(d) => (gate::outcome(&d), Some(d)),
+        GateEnd::Stopped => (AttemptOutcome::Killed, None),
+        GateEnd::Broken(reason) => (AttemptOutcome::Failed { reason }, None),
+    };
+    if let Some(d) = &decided {
+        let reason = gate::reason(d);
+        let mark = match d.decision {
+            gate::Decision::Approve => rec.term.green("✓"),
+            gate::Decision::Reject => rec.term.red("✗"),
+        };
+        rec.event(
+            Some(&id),
+            "gate_decided",
+            json!({"decision": d.decision, "by": d.by, "at": d.at_ms, "comment": d.comment, "timed_out": d.timed_out}),
+            Some(format!("{mark} {id} {reason}")),
+        )?;
+    }
+    let actions = sched.attempt_finished(job, outcome);
+    if sched.job(job).state.is_terminal() {
+        record_terminal(rec, sched, jobs, job, None)?;
+        // An approval is a success with a reason: who approved it, when the dashboard shows it.
+        if let (Some(d), JobState::Success) = (&decided, sched.job(job).state) {
+            let reason = rec.masker.mask(&gate::reason(d)).into_owned();
+            rec.store.job_finished(
+                &rec.run_id.clone(),
+                &id,
+                JobState::Success,
+                Some(&reason),
+                None,
+                None,
+                now_ms(),
+            )?;
+        }
+    }
+    Ok(actions)
 }
 
 /// Record (and show) that an attempt starts.
