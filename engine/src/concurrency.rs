@@ -29,13 +29,18 @@ fn slots(home_root: &Path, key: &str, limit: u32, run_id: Option<&str>) -> BoxSl
     )
 }
 
-/// The group as it stands now, seen from outside (`runs status`): its holders and queue.
-pub fn view(home_root: &Path, key: &str, limit: u32) -> GroupView {
+/// The group as run `run_id` sees it now, from outside (`runs status`): its holders and the runs
+/// queued ahead of that run.
+pub fn view(home_root: &Path, key: &str, limit: u32, run_id: &str) -> GroupView {
     let s = slots(home_root, key, limit, None);
+    let mut ahead = s.waiting_before(None);
+    if let Some(mine) = ahead.iter().position(|r| r == run_id) {
+        ahead.truncate(mine);
+    }
     GroupView {
         limit,
         holders: s.holders(),
-        ahead: s.waiting_before(None),
+        ahead,
     }
 }
 

@@ -24,7 +24,7 @@ pub(super) fn status_lines(
         Some(g) => {
             let mut v = serde_json::to_value(g).unwrap_or_default();
             if g.state == "waiting" && !run.status.is_terminal() {
-                let view = sparkwing_engine::concurrency::view(&home.root, &g.group, g.limit);
+                let view = sparkwing_engine::concurrency::view(&home.root, &g.group, g.limit, &run.id);
                 let line = sparkwing_core::concurrency::waiting_line(&g.group, &view);
                 v["holders"] = json!(view.holders);
                 v["waiting"] = json!(line);
