@@ -77,7 +77,12 @@ pub(crate) async fn enter(
     };
     if let Some(slot) = group.try_acquire_now()? {
         record(&mut rec.store, "holding")?;
-        rec.event(None, "concurrency_admitted", json!({"group": key, "limit": spec.limit, "waited_ms": 0}), None)?;
+        rec.event(
+            None,
+            "concurrency_admitted",
+            json!({"group": key, "limit": spec.limit, "waited_ms": 0}),
+            None,
+        )?;
         return Ok(Entered::Holding(slot));
     }
     let mut ticket = Some(group.enqueue()?);
@@ -163,7 +168,10 @@ fn cancel_older(rec: &mut Recorder, key: &str, other: &str) -> Result<(), Engine
         nix::unistd::Pid::from_raw(run.pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let human = format!("cancelling run {} of concurrency group {key} (cancel_in_progress)", run.id);
+    let human = format!(
+        "cancelling run {} of concurrency group {key} (cancel_in_progress)",
+        run.id
+    );
     rec.event(
         None,
         "concurrency_cancelled_older",

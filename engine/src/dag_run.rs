@@ -177,8 +177,8 @@ pub(super) async fn run_dag(
                 .filter(|(k, _)| !req.info.args.iter().any(|a| &a.name == *k && a.secret))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            let key = sparkwing_core::concurrency::resolve_key(&spec.group, &shown)
-                .and_then(|key| {
+            let key =
+                sparkwing_core::concurrency::resolve_key(&spec.group, &shown).and_then(|key| {
                     if spec.limit == 0 {
                         Err(sparkwing_core::concurrency::KeyError::ZeroLimit(key))
                     } else {
@@ -205,7 +205,9 @@ pub(super) async fn run_dag(
                     return finish(
                         &mut rec,
                         RunPhase::Cancelled,
-                        Some(format!("cancelled while waiting for concurrency group {key}")),
+                        Some(format!(
+                            "cancelled while waiting for concurrency group {key}"
+                        )),
                         created,
                     );
                 }

@@ -24,7 +24,8 @@ pub(super) fn status_lines(
         Some(g) => {
             let mut v = serde_json::to_value(g).unwrap_or_default();
             if g.state == "waiting" && !run.status.is_terminal() {
-                let view = sparkwing_engine::concurrency::view(&home.root, &g.group, g.limit, &run.id);
+                let view =
+                    sparkwing_engine::concurrency::view(&home.root, &g.group, g.limit, &run.id);
                 let line = sparkwing_core::concurrency::waiting_line(&g.group, &view);
                 v["holders"] = json!(view.holders);
                 v["waiting"] = json!(line);
@@ -75,7 +76,11 @@ pub(super) fn status_lines(
         };
         lines.push(line);
     }
-    Ok((lines, group_json, serde_json::to_value(&gates).unwrap_or_default()))
+    Ok((
+        lines,
+        group_json,
+        serde_json::to_value(&gates).unwrap_or_default(),
+    ))
 }
 
 pub fn decide(args: DecideArgs, decision: Decision) -> CmdResult {

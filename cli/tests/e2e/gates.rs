@@ -45,7 +45,10 @@ fn an_approved_gate_lets_its_dependents_run_and_records_who_when_why() {
         "{pretty}"
     );
     assert!(
-        pretty.stdout.lines().any(|l| l.starts_with("approve") && l.contains("waiting")),
+        pretty
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("approve") && l.contains("waiting")),
         "{pretty}"
     );
     let (_, status) = sw.status(&id);
@@ -67,9 +70,9 @@ fn an_approved_gate_lets_its_dependents_run_and_records_who_when_why() {
     ]);
     decided.assert_code(0);
     assert!(
-        decided
-            .stdout
-            .contains(&format!("gate approve of run {id}: approved by ana: looks good")),
+        decided.stdout.contains(&format!(
+            "gate approve of run {id}: approved by ana: looks good"
+        )),
         "{decided}"
     );
     let out = run.finish();
@@ -101,15 +104,18 @@ fn an_approved_gate_lets_its_dependents_run_and_records_who_when_why() {
     let again = sw.sw(["runs", "reject", "--run", &id, "--gate", "approve"]);
     again.assert_code(2);
     assert!(
-        again
-            .stderr
-            .contains("gate \"approve\" of run ") && again.stderr.contains("was already approved by ana: looks good"),
+        again.stderr.contains("gate \"approve\" of run ")
+            && again
+                .stderr
+                .contains("was already approved by ana: looks good"),
         "{again}"
     );
     let unknown = sw.sw(["runs", "approve", "--run", &id, "--gate", "nope"]);
     unknown.assert_code(5);
     assert!(
-        unknown.stderr.contains("has no gate \"nope\"; its gates: approve"),
+        unknown
+            .stderr
+            .contains("has no gate \"nope\"; its gates: approve"),
         "{unknown}"
     );
     let no_run = sw.sw(["runs", "approve", "--run", "run-nope", "--gate", "approve"]);
@@ -121,7 +127,15 @@ fn a_rejected_gate_fails_and_cancels_what_needs_it() {
     let sw = Sw::fixture("gates");
     let (run, id) = ship_waiting(&sw);
     let decided = sw.sw([
-        "runs", "reject", &id, "--gate", "approve", "--comment", "not today", "--as", "bo",
+        "runs",
+        "reject",
+        &id,
+        "--gate",
+        "approve",
+        "--comment",
+        "not today",
+        "--as",
+        "bo",
     ]);
     decided.assert_code(0);
     let out = run.finish();

@@ -65,7 +65,10 @@ fn a_second_run_of_a_group_of_one_waits_for_the_first_to_end() {
     assert_eq!(status["concurrency"]["waiting"], line.as_str());
     assert_eq!(status["concurrency"]["group"], "deploy-prod");
     let pretty = sw.sw(["runs", "status", &b]);
-    assert!(pretty.stdout.contains(&format!("waiting:  {line}")), "{pretty}");
+    assert!(
+        pretty.stdout.contains(&format!("waiting:  {line}")),
+        "{pretty}"
+    );
     // Another env is another group: it starts at once.
     let (other, _) = started(&sw, &["--env", "staging"]);
     assert!(!order(&sw).contains(&format!("start {b}")));
@@ -76,8 +79,14 @@ fn a_second_run_of_a_group_of_one_waits_for_the_first_to_end() {
     other.finish().assert_code(0);
     let seen = order(&sw);
     let pos = |l: String| seen.iter().position(|s| *s == l).unwrap_or(usize::MAX);
-    assert!(pos(format!("end {a}")) < pos(format!("start {b}")), "{seen:?}");
-    assert!(pos(format!("start {b}")) < pos(format!("end {b}")), "{seen:?}");
+    assert!(
+        pos(format!("end {a}")) < pos(format!("start {b}")),
+        "{seen:?}"
+    );
+    assert!(
+        pos(format!("start {b}")) < pos(format!("end {b}")),
+        "{seen:?}"
+    );
     assert_eq!(sw.status(&b).1["concurrency"]["state"], "holding");
 }
 
@@ -99,10 +108,12 @@ fn cancel_in_progress_cancels_the_older_run() {
     assert_eq!(status["status"], "cancelled");
     let events = status["events"].as_array().cloned().unwrap_or_default();
     assert!(
-        events.iter().any(|e| e["kind"] == "cancel_requested"
-            && e["payload"]["by"]
-                .as_str()
-                .is_some_and(|by| by.contains(&format!("concurrency group deploy-prod (run {b})")))),
+        events.iter().any(|e| {
+            e["kind"] == "cancel_requested"
+                && e["payload"]["by"].as_str().is_some_and(|by| {
+                    by.contains(&format!("concurrency group deploy-prod (run {b})"))
+                })
+        }),
         "{events:?}"
     );
     assert!(!order(&sw).contains(&format!("end {a}")));

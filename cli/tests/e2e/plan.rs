@@ -232,10 +232,18 @@ fn plan_shows_gates_and_the_concurrency_group() {
     let sw = Sw::fixture("gates");
     let cases: &[(&[&str], &str)] = &[
         (&["pipeline", "plan", "ship"], "gates.txt"),
-        (&["pipeline", "plan", "timed", "--on-timeout", "approve"], "gate-timeout.txt"),
+        (
+            &["pipeline", "plan", "timed", "--on-timeout", "approve"],
+            "gate-timeout.txt",
+        ),
         (&["pipeline", "plan", "ship", "-o", "json"], "gates.json"),
         (&["pipeline", "plan", "deploy", "--cancel"], "group.txt"),
-        (&["pipeline", "plan", "deploy", "--env", "staging", "-o", "json"], "group.json"),
+        (
+            &[
+                "pipeline", "plan", "deploy", "--env", "staging", "-o", "json",
+            ],
+            "group.json",
+        ),
         (&["pipeline", "plan", "deploy", "-o", "dot"], "group.dot"),
     ];
     for (args, file) in cases {

@@ -104,7 +104,9 @@ impl Store {
             )?;
             Ok(())
         })?;
-        Ok(self.gate_decision(run_id, gate)?.unwrap_or_else(|| d.clone()))
+        Ok(self
+            .gate_decision(run_id, gate)?
+            .unwrap_or_else(|| d.clone()))
     }
 
     /// The decision recorded on a gate, if any.
@@ -117,7 +119,11 @@ impl Store {
                 |row| {
                     Ok(decision_column(row.get(0)?).map(|decision| Decided {
                         decision,
-                        by: row.get::<_, Option<String>>(1).ok().flatten().unwrap_or_default(),
+                        by: row
+                            .get::<_, Option<String>>(1)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default(),
                         at_ms: row.get::<_, Option<i64>>(2).ok().flatten().unwrap_or(0),
                         comment: row.get(3).ok().flatten(),
                         timed_out: row.get(4).unwrap_or(false),
@@ -170,11 +176,7 @@ impl Store {
     }
 
     /// Record a run's concurrency group and where the run stands in it.
-    pub fn set_run_concurrency(
-        &mut self,
-        run_id: &str,
-        c: &RunConcurrency,
-    ) -> Result<()> {
+    pub fn set_run_concurrency(&mut self, run_id: &str, c: &RunConcurrency) -> Result<()> {
         self.immediate(|tx| {
             tx.execute(
                 "INSERT INTO run_concurrency (run_id, group_key, group_limit, cancel_in_progress,
