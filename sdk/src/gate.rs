@@ -205,9 +205,9 @@ mod tests {
         });
         let json = plan_json(&p);
         assert!(
-            json.contains(concat!(
+            json.contains(
                 r#""concurrency":{"group":"deploy-{env}","limit":2,"cancel_in_progress":true}"#
-            )),
+            ),
             "{json}"
         );
     }

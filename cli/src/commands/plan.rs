@@ -324,15 +324,14 @@ fn gate_note(g: &sparkwing_core::gate::GateSpec) -> String {
 /// The plan's concurrency group as declared, with its key resolved from the shown args (`key` is
 /// `null` when it cannot be resolved).
 fn concurrency_json(plan: &ValidatedPlan, shown: &Map<String, Value>) -> Option<Value> {
-    match &plan.concurrency {
-        None => None,
-        Some(c) => Some(json!({
+    plan.concurrency.as_ref().map(|c| {
+        json!({
             "group": c.group,
             "key": sparkwing_core::concurrency::resolve_key(&c.group, shown).ok(),
             "limit": c.limit,
             "cancel_in_progress": c.cancel_in_progress,
-        })),
-    }
+        })
+    })
 }
 
 /// The concurrency line of the text form: `concurrency: group deploy-prod (limit 1, cancel in
