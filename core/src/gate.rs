@@ -3,7 +3,6 @@
 //! This module decides what a decision may be recorded on, what a gate's end means for the run,
 //! and when a timeout decides instead.
 
-use crate::scheduler::AttemptOutcome;
 use crate::state::{JobState, RunPhase};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -77,30 +76,11 @@ pub struct Decided {
 /// The name a timeout's decision is recorded under.
 pub const TIMEOUT_DECIDER: &str = "timeout";
 
-/// How a gate's wait ends for the scheduler: approved succeeds, rejected fails with a reason
-/// naming who decided (so dependents are cancelled as a failed job's are).
-pub fn outcome(d: &Decided) -> AttemptOutcome {
-    match d.decision {
-        Decision::Approve => AttemptOutcome::Success,
-        Decision::Reject => AttemptOutcome::Failed { reason: reason(d) },
-    }
-}
-
 /// The reason recorded on the gate's job: `approved by ana: looks good`, `rejected by timeout`.
 pub fn reason(d: &Decided) -> String {
-    let by = if d.timed_out {
-        format!("{} (timeout)", d.by)
-    } else {
-        d.by.clone()
-    };
-    let by = if d.timed_out && d.by == TIMEOUT_DECIDER {
-        TIMEOUT_DECIDER.to_string()
-    } else {
-        by
-    };
     match &d.comment {
-        Some(c) if !c.is_empty() => format!("{} by {by}: {c}", d.decision.past()),
-        _ => format!("{} by {by}", d.decision.past()),
+        Some(c) if !c.is_empty() => format!("{} by {}: {c}", d.decision.past(), d.by),
+        _ => format!("{} by {}", d.decision.past(), d.by),
     }
 }
 
@@ -239,16 +219,14 @@ mod tests {
     }
 
     #[test]
-    fn approve_succeeds_and_reject_fails_naming_who() {
+    fn the_reason_names_who_decided_and_why() {
         assert_eq!(
-            outcome(&decided(Decision::Approve, "ana", None)),
-            AttemptOutcome::Success
+            reason(&decided(Decision::Reject, "bo", Some("not today"))),
+            "rejected by bo: not today"
         );
         assert_eq!(
-            outcome(&decided(Decision::Reject, "bo", Some("not today"))),
-            AttemptOutcome::Failed {
-                reason: "rejected by bo: not today".into()
-            }
+            reason(&decided(Decision::Approve, "ana", None)),
+            "approved by ana"
         );
         assert_eq!(
             reason(&decided(Decision::Approve, "ana", Some("ok"))),

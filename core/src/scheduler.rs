@@ -10,7 +10,8 @@
 //! - a job with a `when` condition is skipped, with reason `condition false: <condition>`, when
 //!   the condition is false at the moment it would start (`condition`);
 //! - an approval gate (`gate`) that is ready becomes `waiting` instead of starting; it holds no
-//!   worker, ends as its decision says (`gate::outcome`) and is never retried;
+//!   worker, ends as its decision says (`gate_decided`: approved succeeds, rejected fails) and is
+//!   never retried;
 //! - a failed attempt is retried while attempts remain, unless the run is being cancelled;
 //! - `finally` jobs start once every other job is terminal and their own needs are terminal,
 //!   whatever the outcomes, also when the run was cancelled;
@@ -272,6 +273,18 @@ impl Scheduler {
             }
             AttemptOutcome::Killed => self.finish(job, JobState::Cancelled, Some(CANCELLED.into())),
         }
+    }
+
+    /// Report a waiting gate's decision: approved, it succeeds; rejected, it fails with a reason
+    /// naming who decided, so the jobs needing it are cancelled as after a failed job.
+    pub fn gate_decided(&mut self, job: usize, decided: &crate::gate::Decided) -> Vec<Action> {
+        let outcome = match decided.decision {
+            crate::gate::Decision::Approve => AttemptOutcome::Success,
+            crate::gate::Decision::Reject => AttemptOutcome::Failed {
+                reason: crate::gate::reason(decided),
+            },
+        };
+        self.attempt_finished(job, outcome)
     }
 
     fn finish(&mut self, job: usize, state: JobState, reason: Option<String>) -> Vec<Action> {
@@ -654,7 +667,7 @@ mod tests {
             comment: None,
             timed_out: false,
         };
-        let acts = s.attempt_finished(1, crate::gate::outcome(&approved));
+        let acts = s.gate_decided(1, &approved);
         assert_eq!(started(&acts), vec![2]);
         assert_eq!(s.job(1).state, JobState::Success);
     }
@@ -674,7 +687,7 @@ mod tests {
             timed_out: false,
         };
         // retries do not apply to a gate: a rejection is final.
-        let acts = s.attempt_finished(0, crate::gate::outcome(&rejected));
+        let acts = s.gate_decided(0, &rejected);
         assert_eq!(acts, vec![Action::Settled { job: 1 }]);
         assert_eq!(s.job(0).state, JobState::Failed);
         assert_eq!(s.job(0).reason.as_deref(), Some("rejected by bo: no"));

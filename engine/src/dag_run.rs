@@ -517,9 +517,9 @@ fn on_gate_end(
     jobs[job].control = None;
     let id = sched.plan().jobs[job].id.clone();
     let (outcome, decided) = match end {
-        GateEnd::Decided(d) => (gate::outcome(&d), Some(d)),
-        GateEnd::Stopped => (AttemptOutcome::Killed, None),
-        GateEnd::Broken(reason) => (AttemptOutcome::Failed { reason }, None),
+        GateEnd::Decided(d) => (None, Some(d)),
+        GateEnd::Stopped => (Some(AttemptOutcome::Killed), None),
+        GateEnd::Broken(reason) => (Some(AttemptOutcome::Failed { reason }), None),
     };
     if let Some(d) = &decided {
         let reason = gate::reason(d);
@@ -534,7 +534,11 @@ fn on_gate_end(
             Some(format!("{mark} {id} {reason}")),
         )?;
     }
-    let actions = sched.attempt_finished(job, outcome);
+    let actions = match (outcome, &decided) {
+        (Some(o), _) => sched.attempt_finished(job, o),
+        (None, Some(d)) => sched.gate_decided(job, d),
+        (None, None) => Vec::new(),
+    };
     if sched.job(job).state.is_terminal() {
         record_terminal(rec, sched, jobs, job, None)?;
         // An approval is a success with a reason: who approved it, when the dashboard shows it.

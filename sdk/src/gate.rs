@@ -1,11 +1,11 @@
 //! Approval gates and concurrency groups: what a plan declares so the engine holds the run for a
-//! person's decision, or limits how many runs of a group go at once (`docs/authoring.md`).
+//! person's decision, or limits how many runs of a group go at once (`docs/authoring.md`). The
+//! methods that declare them are on [`Plan`](crate::Plan) and [`JobBuilder`](crate::JobBuilder).
 
-use crate::job::Job;
 use crate::json::Value;
-use crate::plan::{JobBuilder, Plan};
 
-/// A decision on an approval gate; also what a gate's timeout decides ([`JobBuilder::on_timeout`]).
+/// A decision on an approval gate; also what a gate's timeout decides
+/// ([`JobBuilder::on_timeout`](crate::JobBuilder::on_timeout)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateDecision {
     /// The gate succeeds and the jobs that need it run.
@@ -23,11 +23,11 @@ impl GateDecision {
     }
 }
 
-/// The gate part of a job added with [`Plan::gate`].
+/// The gate part of a job added with [`Plan::gate`](crate::Plan::gate).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GateSettings {
-    message: Option<String>,
-    on_timeout: GateDecision,
+    pub(crate) message: Option<String>,
+    pub(crate) on_timeout: GateDecision,
 }
 
 impl GateSettings {
@@ -41,7 +41,8 @@ impl GateSettings {
     }
 }
 
-/// The run's concurrency group, set with [`Plan::concurrency`]; every method chains.
+/// The run's concurrency group, set with [`Plan::concurrency`](crate::Plan::concurrency); every
+/// method chains.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Concurrency {
     group: String,
@@ -50,6 +51,15 @@ pub struct Concurrency {
 }
 
 impl Concurrency {
+    /// A group of `limit` 1 that queues.
+    pub(crate) fn new(group: String) -> Concurrency {
+        Concurrency {
+            group,
+            limit: 1,
+            cancel_in_progress: false,
+        }
+    }
+
     /// How many runs of the group may run at once (default 1).
     pub fn limit(&mut self, n: u32) -> &mut Concurrency {
         self.limit = n;
@@ -69,85 +79,6 @@ impl Concurrency {
             ("limit", Value::from(self.limit)),
             ("cancel_in_progress", Value::Bool(self.cancel_in_progress)),
         ])
-    }
-}
-
-impl Plan {
-    /// Adds an approval gate: a job that runs nothing and, once its needs succeeded, waits for
-    /// `sparkwing runs approve` (it succeeds) or `sparkwing runs reject` (it fails, and the jobs
-    /// needing it are cancelled). Set a message with [`JobBuilder::message`], and a time limit
-    /// with [`JobBuilder::timeout`] whose outcome [`JobBuilder::on_timeout`] chooses (reject by
-    /// default).
-    ///
-    /// ```
-    /// # use sparkwing::prelude::*;
-    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
-    ///     p.job("build", |job| job.bash("cargo build --release"));
-    ///     p.gate("approve-prod")
-    ///         .needs(["build"])
-    ///         .message("Deploy this build to production?")
-    ///         .timeout(Duration::from_secs(3600))
-    ///         .on_timeout(GateDecision::Reject);
-    ///     p.job("deploy", |job| job.bash("./deploy.sh")).needs(["approve-prod"]);
-    ///     Ok(())
-    /// }
-    /// ```
-    ///
-    /// The engine decides such a job itself; its body in the pipeline binary only reports that
-    /// the engine is too old for gates.
-    pub fn gate(&mut self, id: impl Into<String>) -> &mut JobBuilder {
-        let job = self.job(id, |_: &mut Job| {
-            Err(crate::error::fail(
-                "this job is an approval gate, and the sparkwing engine running it is too old to \
-                 decide gates; upgrade sparkwing",
-            ))
-        });
-        job.gate = Some(GateSettings {
-            message: None,
-            on_timeout: GateDecision::Reject,
-        });
-        job
-    }
-
-    /// Puts the run in concurrency group `group`: at most [`Concurrency::limit`] runs of a group
-    /// run at once on this host; the others wait in arrival order before their first job. `{name}`
-    /// in `group` is replaced by the value of arg `name` (`deploy-{env}` → `deploy-prod`).
-    ///
-    /// ```
-    /// # use sparkwing::prelude::*;
-    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
-    ///     p.concurrency("deploy-{env}").cancel_in_progress();
-    ///     p.job("deploy", |job| job.bash("./deploy.sh"));
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn concurrency(&mut self, group: impl Into<String>) -> &mut Concurrency {
-        self.concurrency.insert(Concurrency {
-            group: group.into(),
-            limit: 1,
-            cancel_in_progress: false,
-        })
-    }
-}
-
-impl JobBuilder {
-    /// For a gate added with [`Plan::gate`]: the text shown to whoever decides. On other jobs it
-    /// does nothing.
-    pub fn message(&mut self, text: impl Into<String>) -> &mut JobBuilder {
-        if let Some(g) = &mut self.gate {
-            g.message = Some(text.into());
-        }
-        self
-    }
-
-    /// For a gate added with [`Plan::gate`]: the decision recorded when its
-    /// [`JobBuilder::timeout`] passes without one (default [`GateDecision::Reject`]). On other
-    /// jobs it does nothing.
-    pub fn on_timeout(&mut self, decision: GateDecision) -> &mut JobBuilder {
-        if let Some(g) = &mut self.gate {
-            g.on_timeout = decision;
-        }
-        self
     }
 }
 

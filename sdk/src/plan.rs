@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::args::{Arg, Args};
 use crate::cond::Cond;
 use crate::error::Result;
+use crate::gate::{Concurrency, GateDecision, GateSettings};
 use crate::job::Job;
 use crate::json::Value;
 
@@ -116,7 +117,7 @@ pub struct Plan {
     entrypoint: String,
     pub(crate) jobs: Vec<JobBuilder>,
     /// The run's concurrency group ([`Plan::concurrency`]).
-    pub(crate) concurrency: Option<crate::gate::Concurrency>,
+    pub(crate) concurrency: Option<Concurrency>,
 }
 
 impl Plan {
@@ -230,6 +231,82 @@ impl fmt::Debug for Plan {
     }
 }
 
+// Approval gates and concurrency groups (their types: `gate.rs`).
+impl Plan {
+    /// Adds an approval gate: a job that runs nothing and, once its needs succeeded, waits for
+    /// `sparkwing runs approve` (it succeeds) or `sparkwing runs reject` (it fails, and the jobs
+    /// needing it are cancelled). Set a message with [`JobBuilder::message`], and a time limit
+    /// with [`JobBuilder::timeout`] whose outcome [`JobBuilder::on_timeout`] chooses (reject by
+    /// default).
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.job("build", |job| job.bash("cargo build --release"));
+    ///     p.gate("approve-prod")
+    ///         .needs(["build"])
+    ///         .message("Deploy this build to production?")
+    ///         .timeout(Duration::from_secs(3600))
+    ///         .on_timeout(GateDecision::Reject);
+    ///     p.job("deploy", |job| job.bash("./deploy.sh")).needs(["approve-prod"]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// The engine decides such a job itself; its body in the pipeline binary only reports that
+    /// the engine is too old for gates.
+    pub fn gate(&mut self, id: impl Into<String>) -> &mut JobBuilder {
+        let job = self.job(id, |_: &mut Job| {
+            Err(crate::error::fail(
+                "this job is an approval gate, and the sparkwing engine running it is too old to \
+                 decide gates; upgrade sparkwing",
+            ))
+        });
+        job.gate = Some(GateSettings {
+            message: None,
+            on_timeout: GateDecision::Reject,
+        });
+        job
+    }
+
+    /// Puts the run in concurrency group `group`: at most [`Concurrency::limit`] runs of a group
+    /// run at once on this host; the others wait in arrival order before their first job. `{name}`
+    /// in `group` is replaced by the value of arg `name` (`deploy-{env}` → `deploy-prod`).
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.concurrency("deploy-{env}").cancel_in_progress();
+    ///     p.job("deploy", |job| job.bash("./deploy.sh"));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn concurrency(&mut self, group: impl Into<String>) -> &mut Concurrency {
+        self.concurrency.insert(Concurrency::new(group.into()))
+    }
+}
+
+impl JobBuilder {
+    /// For a gate added with [`Plan::gate`]: the text shown to whoever decides. On other jobs it
+    /// does nothing.
+    pub fn message(&mut self, text: impl Into<String>) -> &mut JobBuilder {
+        if let Some(g) = &mut self.gate {
+            g.message = Some(text.into());
+        }
+        self
+    }
+
+    /// For a gate added with [`Plan::gate`]: the decision recorded when its
+    /// [`JobBuilder::timeout`] passes without one (default [`GateDecision::Reject`]). On other
+    /// jobs it does nothing.
+    pub fn on_timeout(&mut self, decision: GateDecision) -> &mut JobBuilder {
+        if let Some(g) = &mut self.gate {
+            g.on_timeout = decision;
+        }
+        self
+    }
+}
+
 /// One job's settings, returned by [`Plan::job`]; every method chains.
 pub struct JobBuilder {
     id: String,
@@ -245,7 +322,7 @@ pub struct JobBuilder {
     awaits: Option<AwaitSpec>,
     when: Option<Cond>,
     /// Set on an approval gate ([`Plan::gate`]).
-    pub(crate) gate: Option<crate::gate::GateSettings>,
+    gate: Option<GateSettings>,
     body: JobFn,
 }
 
