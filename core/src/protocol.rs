@@ -112,6 +112,10 @@ pub struct JobSpec {
     /// decision. Absent on other jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<crate::gate::GateSpec>,
+    /// The job's concurrency group (`docs/protocol.md`): each attempt waits for a slot of it.
+    /// Absent on jobs without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -158,6 +162,7 @@ impl JobSpec {
             awaits: None,
             when: None,
             gate: None,
+            concurrency: None,
         }
     }
 

@@ -179,3 +179,59 @@ fn cancel_older(rec: &mut Recorder, key: &str, other: &str) -> Result<(), Engine
         Some(human),
     )
 }
+
+/// Wait for a slot of a job's group `key` (labelled `RUN/JOB`), in FIFO order, until the run's
+/// control asks to stop (`Ok(None)`). The slot is held until the guard is dropped (the attempt's
+/// end). Returns the control channel for the attempt that follows.
+pub(crate) async fn job_slot(
+    home_root: std::path::PathBuf,
+    key: String,
+    limit: u32,
+    label: String,
+    mut control: tokio::sync::watch::Receiver<crate::process::Control>,
+) -> (
+    Result<Option<SlotGuard>, String>,
+    tokio::sync::watch::Receiver<crate::process::Control>,
+) {
+    let group = slots(&home_root, &key, limit, Some(&label));
+    let mut ticket = None;
+    loop {
+        if *control.borrow() != crate::process::Control::Run {
+            return (Ok(None), control);
+        }
+        let got = match &ticket {
+            None => group.try_acquire_now(),
+            Some(_) => {
+                let number = ticket.as_ref().map(|t: &crate::box_slots::Ticket| t.number);
+                let view = GroupView {
+                    limit,
+                    holders: group.holders(),
+                    ahead: group.waiting_before(number),
+                };
+                match step(&view, false, &[]) {
+                    GroupStep::Take => group.try_acquire(&mut ticket),
+                    _ => Ok(None),
+                }
+            }
+        };
+        match got {
+            Ok(Some(slot)) => return (Ok(Some(slot)), control),
+            Ok(None) => {}
+            Err(e) => return (Err(e.to_string()), control),
+        }
+        if ticket.is_none() {
+            match group.enqueue() {
+                Ok(t) => ticket = Some(t),
+                Err(e) => return (Err(e.to_string()), control),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GROUP_POLL) => {}
+            changed = control.changed() => {
+                if changed.is_err() {
+                    return (Ok(None), control);
+                }
+            }
+        }
+    }
+}

@@ -31,6 +31,8 @@ struct JobRuntime {
     /// The attempt's `command_failed` control record: the job failed because a command did, and
     /// is recorded with that command's exit code or signal.
     failed_command: Option<FailedCommand>,
+    /// The slot of the job's concurrency group, held for the length of an attempt.
+    group_slot: Option<crate::box_slots::SlotGuard>,
 }
 
 /// How the command that failed a job ended (from the SDK's `command_failed` record).
@@ -72,6 +74,13 @@ enum Msg {
     RetryDue {
         job: usize,
         attempt: u32,
+    },
+    /// A job's wait for a slot of its concurrency group ended (`concurrency::job_slot`).
+    GroupSlot {
+        job: usize,
+        attempt: u32,
+        slot: Result<Option<crate::box_slots::SlotGuard>, String>,
+        control: watch::Receiver<Control>,
     },
     /// A waiting gate's wait ended (`gates`).
     GateEnded {
@@ -167,25 +176,49 @@ pub(super) async fn run_dag(
             }
         },
     };
+    // Concurrency groups' keys, from the args that may be shown (never a secret's).
+    let shown: Map<String, Value> = req
+        .args
+        .iter()
+        .filter(|(k, _)| !req.info.args.iter().any(|a| &a.name == *k && a.secret))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let group_key = |spec: &sparkwing_core::concurrency::ConcurrencySpec| {
+        sparkwing_core::concurrency::resolve_key(&spec.group, &shown).and_then(|key| {
+            if spec.limit == 0 {
+                Err(sparkwing_core::concurrency::KeyError::ZeroLimit(key))
+            } else {
+                Ok(key)
+            }
+        })
+    };
+    let job_groups: Result<Vec<Option<(String, u32)>>, _> = validated
+        .jobs
+        .iter()
+        .map(|j| {
+            j.concurrency
+                .as_ref()
+                .map(|c| group_key(c).map(|k| (k, c.limit)))
+                .transpose()
+        })
+        .collect();
+    let job_groups = match job_groups {
+        Ok(g) => g,
+        Err(e) => {
+            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+            return finish(
+                &mut rec,
+                RunPhase::Failed,
+                Some(format!("invalid plan: {e}")),
+                created,
+            );
+        }
+    };
     // The run's concurrency group: wait for a slot before any job is recorded or started.
     let _group_slot = match &plan.concurrency {
         None => None,
         Some(spec) => {
-            let shown: Map<String, Value> = req
-                .args
-                .iter()
-                .filter(|(k, _)| !req.info.args.iter().any(|a| &a.name == *k && a.secret))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let key =
-                sparkwing_core::concurrency::resolve_key(&spec.group, &shown).and_then(|key| {
-                    if spec.limit == 0 {
-                        Err(sparkwing_core::concurrency::KeyError::ZeroLimit(key))
-                    } else {
-                        Ok(key)
-                    }
-                });
-            let key = match key {
+            let key = match group_key(spec) {
                 Ok(k) => k,
                 Err(e) => {
                     rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
@@ -261,6 +294,7 @@ pub(super) async fn run_dag(
                 .unwrap_or_default(),
             child: None,
             failed_command: None,
+            group_slot: None,
         });
     }
     // `branch` conditions read the branch recorded with the run.
@@ -276,6 +310,7 @@ pub(super) async fn run_dag(
         run_dir: &run_dir,
         args_json: &args_json,
         tx: tx.clone(),
+        job_groups,
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -288,6 +323,10 @@ pub(super) async fn run_dag(
                     Msg::Line { job, attempt, line } => on_line(&mut rec, &sched, &mut jobs, job, attempt, line)?,
                     Msg::AttemptEnded { job, end } => {
                         let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::GroupSlot { job, attempt, slot, control } => {
+                        let actions = on_group_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, job, attempt, slot, control)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::GateEnded { job, end } => {
@@ -334,6 +373,8 @@ struct Ctx<'a> {
     run_dir: &'a std::path::Path,
     args_json: &'a str,
     tx: mpsc::UnboundedSender<Msg>,
+    /// Each job's concurrency group (key, limit), if it has one.
+    job_groups: Vec<Option<(String, u32)>>,
 }
 
 /// Ask the binary for the plan (on a blocking thread: planning is one short process).
@@ -417,6 +458,87 @@ fn start(
     }
     record_start(ctx, rec, sched, jobs, job, attempt)?;
     let spec = &sched.plan().jobs[job];
+    let initial = if sched.is_cancelling() && !spec.finally {
+        Control::Stop
+    } else {
+        Control::Run
+    };
+    let (control_tx, control_rx) = watch::channel(initial);
+    jobs[job].control = Some(control_tx);
+    // A job of a concurrency group waits for a slot first (on a task: other jobs go on).
+    if let Some((key, limit)) = ctx.job_groups[job].clone() {
+        let id = spec.id.clone();
+        let human = format!(
+            "{} {id} waits for a slot of concurrency group {key} (limit {limit})",
+            rec.term.dim("…")
+        );
+        rec.event(
+            Some(&id),
+            "concurrency_waiting",
+            json!({"group": key, "limit": limit}),
+            Some(human),
+        )?;
+        let (tx, root) = (ctx.tx.clone(), ctx.req.home.root.clone());
+        let label = format!("{}/{id}", ctx.run_id);
+        tokio::spawn(async move {
+            let (slot, control) =
+                crate::concurrency::job_slot(root, key, limit, label, control_rx).await;
+            let _ = tx.send(Msg::GroupSlot {
+                job,
+                attempt,
+                slot,
+                control,
+            });
+        });
+        return Ok(());
+    }
+    launch(ctx, sched, jobs, job, attempt, control_rx);
+    Ok(())
+}
+
+/// A job's wait for its group ended: start the attempt holding the slot, or end it (cancelled
+/// while waiting, or the group's files failed).
+#[allow(clippy::too_many_arguments)]
+fn on_group_slot(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    slot: Result<Option<crate::box_slots::SlotGuard>, String>,
+    control: watch::Receiver<Control>,
+) -> Result<Vec<Action>, EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    match slot {
+        Ok(Some(slot)) => {
+            jobs[job].group_slot = Some(slot);
+            rec.event(Some(&id), "concurrency_admitted", json!({}), None)?;
+            launch(ctx, sched, jobs, job, attempt, control);
+            Ok(Vec::new())
+        }
+        Ok(None) => on_attempt_end(ctx, rec, sched, jobs, job, ProcessEnd::Stopped),
+        Err(e) => on_attempt_end(
+            ctx,
+            rec,
+            sched,
+            jobs,
+            job,
+            ProcessEnd::SpawnFailed(format!("concurrency group: {e}")),
+        ),
+    }
+}
+
+/// Start an attempt's process (or an await job's child run) under `control`.
+fn launch(
+    ctx: &mut Ctx<'_>,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    control_rx: watch::Receiver<Control>,
+) {
+    let spec = &sched.plan().jobs[job];
     let attempt_spec = match &spec.awaits {
         // An await job: the child pipeline runs as `sparkwing run` (or `pipeline trigger`).
         Some(a) => {
@@ -436,15 +558,7 @@ fn start(
         }
         None => job_attempt_spec(ctx, sched, jobs, job, attempt),
     };
-    let initial = if sched.is_cancelling() && !spec.finally {
-        Control::Stop
-    } else {
-        Control::Run
-    };
-    let (control_tx, control_rx) = watch::channel(initial);
-    jobs[job].control = Some(control_tx);
     spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
-    Ok(())
 }
 
 /// A gate whose needs ended: record it `waiting`, say how to decide it, and wait for the decision
@@ -810,6 +924,8 @@ fn on_attempt_end(
     end: ProcessEnd,
 ) -> Result<Vec<Action>, EngineError> {
     jobs[job].control = None;
+    // The group's slot is held for one attempt: a retry queues again.
+    jobs[job].group_slot = None;
     let spec = sched.plan().jobs[job].clone();
     let failed_command = jobs[job].failed_command.take();
     let (mut outcome, exit_code) = match &end {

@@ -51,6 +51,11 @@ pub struct Concurrency {
 }
 
 impl Concurrency {
+    /// A job's group ([`JobBuilder::concurrency`](crate::JobBuilder::concurrency)): its limit.
+    pub(crate) fn set_limit(&mut self, n: u32) {
+        self.limit = n;
+    }
+
     /// A group of `limit` 1 that queues.
     pub(crate) fn new(group: String) -> Concurrency {
         Concurrency {
@@ -125,6 +130,25 @@ mod tests {
         );
         assert_eq!(json.matches("gate\":").count(), 2, "{json}");
         assert!(!json.contains("concurrency"), "{json}");
+    }
+
+    #[test]
+    fn a_jobs_group_is_a_field_of_the_job() {
+        let p = Pipeline::new("Deploy", |p: &mut Plan, _: &Args| {
+            p.job("deploy", |_| Ok(()))
+                .concurrency("deploy-{env}")
+                .concurrency_limit(3);
+            p.job("other", |_| Ok(())).concurrency_limit(2);
+            Ok(())
+        });
+        let json = plan_json(&p);
+        assert!(
+            json.contains(
+                r#""skip":null,"concurrency":{"group":"deploy-{env}","limit":3,"cancel_in_progress":false}}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(json.matches("concurrency").count(), 1, "{json}");
     }
 
     #[test]

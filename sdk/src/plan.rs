@@ -143,6 +143,7 @@ impl Plan {
             awaits: None,
             when: None,
             gate: None,
+            concurrency: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -287,6 +288,22 @@ impl Plan {
 }
 
 impl JobBuilder {
+    /// Puts this job in concurrency group `group` (`{arg}` filled from the run's args, as for
+    /// [`Plan::concurrency`]): at most [`JobBuilder::concurrency_limit`] jobs of the group run at
+    /// once on this host, across runs; the others wait in arrival order before each attempt.
+    pub fn concurrency(&mut self, group: impl Into<String>) -> &mut JobBuilder {
+        self.concurrency = Some(Concurrency::new(group.into()));
+        self
+    }
+
+    /// How many jobs of this job's [`JobBuilder::concurrency`] group run at once (default 1).
+    pub fn concurrency_limit(&mut self, n: u32) -> &mut JobBuilder {
+        if let Some(c) = &mut self.concurrency {
+            c.set_limit(n);
+        }
+        self
+    }
+
     /// For a gate added with [`Plan::gate`]: the text shown to whoever decides. On other jobs it
     /// does nothing.
     pub fn message(&mut self, text: impl Into<String>) -> &mut JobBuilder {
@@ -323,6 +340,8 @@ pub struct JobBuilder {
     when: Option<Cond>,
     /// Set on an approval gate ([`Plan::gate`]).
     gate: Option<GateSettings>,
+    /// The job's concurrency group ([`JobBuilder::concurrency`]).
+    concurrency: Option<Concurrency>,
     body: JobFn,
 }
 
@@ -491,6 +510,10 @@ impl JobBuilder {
         if let Some(c) = &self.when {
             fields.push(("when", c.to_json()));
         }
+        // Only jobs with a group carry the field, so other plans read exactly as before.
+        if let Some(c) = &self.concurrency {
+            fields.push(("concurrency", c.to_json()));
+        }
         // Only gates carry the field, so other plans read exactly as before.
         if let Some(g) = &self.gate {
             fields.push(("gate", g.to_json(self.timeout.map_or(Value::Null, millis))));
@@ -533,6 +556,7 @@ impl fmt::Debug for JobBuilder {
             .field("awaits", &self.awaits)
             .field("when", &self.when)
             .field("gate", &self.gate)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }

@@ -295,6 +295,9 @@ fn notes(job: &JobSpec) -> Vec<String> {
     if let Some(g) = &job.gate {
         notes.push(gate_note(g));
     }
+    if let Some(c) = &job.concurrency {
+        notes.push(format!("concurrency group {} (limit {})", c.group, c.limit));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {

@@ -138,3 +138,39 @@ fn kill_9_of_the_holder_frees_the_group() {
         run_processes(&a).is_empty()
     });
 }
+
+#[test]
+fn a_job_of_a_group_waits_for_the_same_job_of_another_run() {
+    let sw = Sw::fixture("gates");
+    hold(&sw);
+    let mut first = sw.spawn(["run", "job-group"]);
+    let a = first.wait_run_id();
+    wait_until(DEADLINE, "the first run's job to start", || {
+        order(&sw).contains(&format!("start {a}"))
+    });
+    let mut second = sw.spawn(["run", "job-group"]);
+    let b = second.wait_run_id();
+    wait_until(
+        DEADLINE,
+        "the second run's job to wait for its group",
+        || {
+            let (_, st) = sw.status(&b);
+            st["events"].as_array().is_some_and(|evs| {
+                evs.iter()
+                    .any(|e| e["kind"] == "concurrency_waiting" && e["job_id"] == "work")
+            })
+        },
+    );
+    // Its other job ran; the grouped one waits while the first run's holds the slot.
+    assert_eq!(sw.job(&b, "prepare")["state"], "success");
+    assert!(!order(&sw).contains(&format!("start {b}")));
+    release(&sw);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+    let seen = order(&sw);
+    let pos = |l: String| seen.iter().position(|s| *s == l).unwrap_or(usize::MAX);
+    assert!(
+        pos(format!("end {a}")) < pos(format!("start {b}")),
+        "{seen:?}"
+    );
+}

@@ -245,6 +245,7 @@ fn plan_shows_gates_and_the_concurrency_group() {
             "group.json",
         ),
         (&["pipeline", "plan", "deploy", "-o", "dot"], "group.dot"),
+        (&["pipeline", "plan", "job-group"], "job-group.txt"),
     ];
     for (args, file) in cases {
         let out = sw.sw(*args);
