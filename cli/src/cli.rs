@@ -127,6 +127,12 @@ pub enum RunsCommand {
     Cancel(CancelArgs),
     /// Wait until a run finishes; exits like `runs status`.
     Wait(WaitArgs),
+    /// Approve a waiting approval gate of a live local run: the gate succeeds and the jobs that
+    /// need it start.
+    Approve(DecideArgs),
+    /// Reject a waiting approval gate of a live local run: the gate fails and the jobs that need
+    /// it are cancelled.
+    Reject(DecideArgs),
     /// Re-run a finished local run on the current code: its failed jobs (or the named ones) and
     /// what needs them run again, the other jobs are reused; exits like `run`.
     Retry(RetryArgs),
@@ -195,6 +201,24 @@ pub struct CancelArgs {
     /// With --profile: stop at once, without running `finally` jobs.
     #[arg(long, requires = "profile")]
     pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// The gate (its job id in the plan).
+    #[arg(long = "gate", value_name = "GATE")]
+    pub gate: String,
+    /// Why, recorded with the decision and shown by `runs status`.
+    #[arg(long = "comment", value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Who decides, as recorded (default: the OS user).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_user: Option<String>,
+    /// `json` prints the recorded decision as one JSON object.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,8 @@ pub struct ValidatedPlan {
     pub jobs: Vec<JobSpec>,
     /// For each job (by index), the indexes of the jobs it needs.
     pub needs: Vec<Vec<usize>>,
+    /// The run's concurrency group, as the plan declared it (`concurrency`).
+    pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
 }
 
 impl ValidatedPlan {
@@ -151,6 +153,7 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
     Ok(ValidatedPlan {
         jobs: plan.jobs.clone(),
         needs,
+        concurrency: plan.concurrency.clone(),
     })
 }
 
@@ -202,6 +205,7 @@ mod tests {
     fn plan(jobs: Vec<JobSpec>) -> PlanDoc {
         PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "T".into(),
             jobs,
         }

@@ -4,8 +4,10 @@
 //! it. Everything here is deterministic and tested from fixtures.
 
 pub mod args;
+pub mod concurrency;
 pub mod condition;
 pub mod dag;
+pub mod gate;
 pub mod mask;
 pub mod protocol;
 pub mod reconcile;

@@ -73,6 +73,9 @@ pub struct PlanDoc {
     pub protocol: u32,
     pub entrypoint: String,
     pub jobs: Vec<JobSpec>,
+    /// The run's concurrency group (`docs/protocol.md`); absent when the plan declares none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
 }
 
 /// One job as the pipeline declared it.
@@ -105,6 +108,14 @@ pub struct JobSpec {
     /// false the job is skipped. Absent on jobs without one (and in every plan of an older SDK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<crate::condition::Cond>,
+    /// Set on an approval gate (`docs/protocol.md`): the job runs nothing and waits for a
+    /// decision. Absent on other jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GateSpec>,
+    /// The job's concurrency group (`docs/protocol.md`): each attempt waits for a slot of it.
+    /// Absent on jobs without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -150,6 +161,8 @@ impl JobSpec {
             skip: None,
             awaits: None,
             when: None,
+            gate: None,
+            concurrency: None,
         }
     }
 

@@ -186,6 +186,7 @@ mod tests {
         jobs.extend(extra.iter().map(|id| JobSpec::new(id)));
         validate(&PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "T".into(),
             jobs,
         })

@@ -9,6 +9,9 @@
 //!   its `when` condition asks whether an upstream failed (then it waits for its needs to end);
 //! - a job with a `when` condition is skipped, with reason `condition false: <condition>`, when
 //!   the condition is false at the moment it would start (`condition`);
+//! - an approval gate (`gate`) that is ready becomes `waiting` instead of starting; it holds no
+//!   worker, ends as its decision says (`gate_decided`: approved succeeds, rejected fails) and is
+//!   never retried;
 //! - a failed attempt is retried while attempts remain, unless the run is being cancelled;
 //! - `finally` jobs start once every other job is terminal and their own needs are terminal,
 //!   whatever the outcomes, also when the run was cancelled;
@@ -171,6 +174,13 @@ impl Scheduler {
                         actions.push(Action::Settled { job: i });
                         changed = true;
                     }
+                    // A gate runs nothing, so it waits without holding a worker.
+                    Readiness::Ready if self.plan.jobs[i].gate.is_some() => {
+                        self.jobs[i].state = JobState::Waiting;
+                        self.jobs[i].attempt = 1;
+                        actions.push(Action::Start { job: i, attempt: 1 });
+                        changed = true;
+                    }
                     Readiness::Ready => {
                         if self.busy < self.max_workers {
                             self.busy += 1;
@@ -237,14 +247,17 @@ impl Scheduler {
 
     /// Report how an attempt ended.
     pub fn attempt_finished(&mut self, job: usize, outcome: AttemptOutcome) -> Vec<Action> {
-        assert_eq!(self.jobs[job].state, JobState::Running, "job not running");
+        assert!(
+            matches!(self.jobs[job].state, JobState::Running | JobState::Waiting),
+            "job not running"
+        );
         let spec = &self.plan.jobs[job];
         match outcome {
             AttemptOutcome::Success => self.finish(job, JobState::Success, None),
             AttemptOutcome::Failed { reason } => {
                 let attempt = self.jobs[job].attempt;
                 let stop_retrying = self.cancelling && !spec.finally;
-                if attempt <= spec.retries && !stop_retrying {
+                if attempt <= spec.retries && !stop_retrying && spec.gate.is_none() {
                     let next = attempt + 1;
                     self.jobs[job].attempt = next;
                     self.jobs[job].reason = Some(reason);
@@ -262,8 +275,22 @@ impl Scheduler {
         }
     }
 
+    /// Report a waiting gate's decision: approved, it succeeds; rejected, it fails with a reason
+    /// naming who decided, so the jobs needing it are cancelled as after a failed job.
+    pub fn gate_decided(&mut self, job: usize, decided: &crate::gate::Decided) -> Vec<Action> {
+        let outcome = match decided.decision {
+            crate::gate::Decision::Approve => AttemptOutcome::Success,
+            crate::gate::Decision::Reject => AttemptOutcome::Failed {
+                reason: crate::gate::reason(decided),
+            },
+        };
+        self.attempt_finished(job, outcome)
+    }
+
     fn finish(&mut self, job: usize, state: JobState, reason: Option<String>) -> Vec<Action> {
-        self.busy -= 1;
+        if self.plan.jobs[job].gate.is_none() {
+            self.busy -= 1;
+        }
         self.jobs[job].state = state;
         self.jobs[job].reason = reason;
         self.poll()
@@ -274,7 +301,10 @@ impl Scheduler {
     pub fn cancel(&mut self) -> (Vec<usize>, Vec<Action>) {
         self.cancelling = true;
         let to_stop = (0..self.jobs.len())
-            .filter(|&i| self.jobs[i].state == JobState::Running && !self.plan.jobs[i].finally)
+            .filter(|&i| {
+                matches!(self.jobs[i].state, JobState::Running | JobState::Waiting)
+                    && !self.plan.jobs[i].finally
+            })
             .collect();
         (to_stop, self.poll())
     }
@@ -322,6 +352,7 @@ mod tests {
     fn sched(jobs: Vec<JobSpec>, workers: usize) -> Scheduler {
         let plan = validate(&PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "T".into(),
             jobs,
         })
@@ -597,6 +628,86 @@ mod tests {
             Some("condition false: upstream failed")
         );
         assert_eq!(ok.outcome().0, RunPhase::Succeeded);
+    }
+
+    fn gate(id: &str) -> JobSpec {
+        JobSpec {
+            gate: Some(crate::gate::GateSpec {
+                message: None,
+                timeout_ms: None,
+                on_timeout: crate::gate::Decision::Reject,
+            }),
+            retries: 3,
+            ..JobSpec::new(id)
+        }
+    }
+
+    #[test]
+    fn a_ready_gate_waits_without_a_worker_and_ends_as_decided() {
+        let mut s = sched(
+            vec![
+                JobSpec::new("build"),
+                gate("approve").needs(&["build"]),
+                JobSpec::new("deploy").needs(&["approve"]),
+                JobSpec::new("lint"),
+            ],
+            1,
+        );
+        assert_eq!(started(&s.poll()), vec![0]);
+        // The gate waits and lint takes the one worker meanwhile.
+        let acts = s.attempt_finished(0, AttemptOutcome::Success);
+        assert_eq!(started(&acts), vec![1, 3]);
+        assert_eq!(s.job(1).state, JobState::Waiting);
+        assert!(!s.job(1).state.is_terminal());
+        s.attempt_finished(3, AttemptOutcome::Success);
+        let approved = crate::gate::Decided {
+            decision: crate::gate::Decision::Approve,
+            by: "ana".into(),
+            at_ms: 1,
+            comment: None,
+            timed_out: false,
+        };
+        let acts = s.gate_decided(1, &approved);
+        assert_eq!(started(&acts), vec![2]);
+        assert_eq!(s.job(1).state, JobState::Success);
+    }
+
+    #[test]
+    fn a_rejected_gate_fails_once_and_cancels_its_dependents() {
+        let mut s = sched(
+            vec![gate("approve"), JobSpec::new("deploy").needs(&["approve"])],
+            1,
+        );
+        assert_eq!(started(&s.poll()), vec![0]);
+        let rejected = crate::gate::Decided {
+            decision: crate::gate::Decision::Reject,
+            by: "bo".into(),
+            at_ms: 1,
+            comment: Some("no".into()),
+            timed_out: false,
+        };
+        // retries do not apply to a gate: a rejection is final.
+        let acts = s.gate_decided(0, &rejected);
+        assert_eq!(acts, vec![Action::Settled { job: 1 }]);
+        assert_eq!(s.job(0).state, JobState::Failed);
+        assert_eq!(s.job(0).reason.as_deref(), Some("rejected by bo: no"));
+        assert_eq!(s.job(1).reason.as_deref(), Some(UPSTREAM_FAILED));
+        assert_eq!(s.outcome().0, RunPhase::Failed);
+    }
+
+    #[test]
+    fn cancel_stops_a_waiting_gate() {
+        let mut s = sched(
+            vec![gate("approve"), JobSpec::new("deploy").needs(&["approve"])],
+            1,
+        );
+        s.poll();
+        let (stop, _) = s.cancel();
+        assert_eq!(stop, vec![0]);
+        s.attempt_finished(0, AttemptOutcome::Killed);
+        assert!(s.is_done());
+        assert_eq!(s.job(0).state, JobState::Cancelled);
+        assert_eq!(s.outcome().0, RunPhase::Cancelled);
     }
 
     #[test]

@@ -102,6 +102,7 @@ mod tests {
         fin.finally = true;
         validate(&PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "T".into(),
             jobs: vec![
                 JobSpec::new("a"),

@@ -86,6 +86,9 @@ pub mod local_spelling {
 pub enum JobState {
     Pending,
     Running,
+    /// An approval gate whose needs ended: it runs nothing and waits for a decision
+    /// (`sparkwing runs approve|reject`) or its timeout.
+    Waiting,
     Success,
     Failed,
     Cancelled,
@@ -100,6 +103,7 @@ impl JobState {
         match self {
             JobState::Pending => "pending",
             JobState::Running => "running",
+            JobState::Waiting => "waiting",
             JobState::Success => "success",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
@@ -109,7 +113,10 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        !matches!(self, JobState::Pending | JobState::Running)
+        !matches!(
+            self,
+            JobState::Pending | JobState::Running | JobState::Waiting
+        )
     }
 
     /// Whether dependents may run after this state.
@@ -165,6 +172,7 @@ text_enum!(
     [
         JobState::Pending,
         JobState::Running,
+        JobState::Waiting,
         JobState::Success,
         JobState::Failed,
         JobState::Cancelled,

@@ -134,6 +134,7 @@ mod tests {
         }
         PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: entry.to_string(),
             jobs,
         }

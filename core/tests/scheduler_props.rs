@@ -77,7 +77,7 @@ proptest! {
     #[test]
     fn scheduler_keeps_its_promises(gens in prop::collection::vec(job_gen(), 1..12), workers in 1usize..5, script in steps()) {
         let jobs = build(&gens);
-        let plan = validate(&PlanDoc { protocol: 1, entrypoint: "P".into(), jobs: jobs.clone() }).unwrap();
+        let plan = validate(&PlanDoc { protocol: 1, concurrency: None, entrypoint: "P".into(), jobs: jobs.clone() }).unwrap();
         let needs = plan.needs.clone();
         let mut s = Scheduler::new(plan, workers);
         let mut running: Vec<usize> = Vec::new(); // attempts in progress (or waiting to retry)

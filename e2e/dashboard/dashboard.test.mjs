@@ -227,6 +227,27 @@ try {
     assert(logs.records.length === 2, JSON.stringify(logs));
   });
 
+  await step('a waiting gate is approved with its button', async () => {
+    const run = startRun('gated', 'run-gated');
+    await page.goto(`${base}/runs?pipeline=gated`);
+    await page.waitForSelector('#runs-list tr[data-run]', { timeout: T.appear });
+    const gatedId = await page.getAttribute('#runs-list tr[data-run]', 'data-run');
+    await page.goto(`${base}/runs/${gatedId}`);
+    await page.waitForSelector('[data-gate-id="approve"] button[data-gate-decision="approve"]', { timeout: T.run });
+    assert((await page.textContent('[data-gate-id="approve"]')).includes('Ship it?'), 'no message');
+    await shot('10-gate-waiting');
+    await page.fill('[data-gate-id="approve"] .gate-comment', 'looks good');
+    await page.click('[data-gate-id="approve"] button[data-gate-decision="approve"]');
+    await page.waitForSelector('[data-gate-id="approve"] .gate-decided[data-decision="approve"]');
+    assert((await page.textContent('[data-gate-id="approve"] .gate-decided')).includes(': looks good'), 'no comment');
+    await page.waitForSelector('#run-status[data-state="success"]', { timeout: T.run });
+    await page.waitForSelector('svg.dag .node[data-job="deploy"][data-state="success"]');
+    assert((await run.done) === 0, 'sparkwing run gated did not exit 0');
+    await shot('11-gate-approved');
+    const st = JSON.parse(sw(['runs', 'status', gatedId, '-o', 'json']).out);
+    assert(st.gates[0].decided.comment === 'looks good', JSON.stringify(st.gates));
+  });
+
   await step('dashboard kill stops it; status then exits 1', async () => {
     const k = sw(['dashboard', 'kill']);
     assert(k.code === 0, `kill exited ${k.code}: ${k.err}`);

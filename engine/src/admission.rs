@@ -100,7 +100,8 @@ fn take_run_lock(run_dir: &std::path::Path) -> Result<File, EngineError> {
     Ok(f)
 }
 
-fn user_name() -> String {
+/// The OS user running this process (`$USER`, `$LOGNAME`, else the passwd entry).
+pub fn user_name() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()

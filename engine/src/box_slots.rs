@@ -9,6 +9,9 @@
 //!   temporary name, locked, then renamed, so a visible ticket is always locked while its owner
 //!   lives; one that can be locked by someone else belongs to a dead process and is removed.
 //! - A waiter takes a slot only when no live ticket is older than its own (FIFO).
+//!
+//! Concurrency groups (`concurrency`) are the same slots and queue in a directory per group, with
+//! a label (the run id) written into each slot and ticket so others can say who holds and waits.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -62,6 +65,8 @@ pub fn resolve_cap(flag: Option<u32>) -> Result<Option<u32>, BoxSlotError> {
 pub struct BoxSlots {
     dir: PathBuf,
     max: u32,
+    /// Written into a slot taken and a ticket made (a concurrency group's run id).
+    label: Option<String>,
 }
 
 /// A held slot; dropping it frees the slot.
@@ -96,9 +101,70 @@ fn ticket_number(name: &str) -> Option<u64> {
 
 impl BoxSlots {
     pub fn new(home_root: &Path, max: u32) -> Self {
+        BoxSlots::at(home_root.join("box-slots"), max, None)
+    }
+
+    /// Slots and queue in `dir`, labelling what this process takes with `label`.
+    pub fn at(dir: PathBuf, max: u32, label: Option<String>) -> Self {
         BoxSlots {
-            dir: home_root.join("box-slots"),
+            dir,
             max: max.max(1),
+            label,
+        }
+    }
+
+    /// The labels of the slots held now (by any process).
+    pub fn holders(&self) -> Vec<String> {
+        (0..self.max)
+            .filter_map(|i| {
+                let mut f = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(self.slot_path(i))
+                    .ok()?;
+                if f.try_lock().is_ok() {
+                    return None;
+                }
+                let mut text = String::new();
+                f.read_to_string(&mut text).ok()?;
+                Some(text.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// The labels of the live tickets older than `before` (all, when `None`), oldest first.
+    pub fn waiting_before(&self, before: Option<u64>) -> Vec<String> {
+        let Ok(read) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(u64, String)> = read
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let n = ticket_number(&entry.file_name().to_string_lossy())?;
+                if before.is_some_and(|b| n >= b) {
+                    return None;
+                }
+                let mut f = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(entry.path())
+                    .ok()?;
+                if f.try_lock().is_ok() {
+                    return None; // its owner died while waiting
+                }
+                let mut text = String::new();
+                f.read_to_string(&mut text).ok()?;
+                Some((n, text.trim().to_string()))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, label)| label).collect()
+    }
+
+    fn write_label(&self, f: &mut File) {
+        if let Some(label) = &self.label {
+            // Best effort: a missing label only makes `runs status` less precise.
+            let _ = f.set_len(0).and_then(|()| f.write_all(label.as_bytes()));
         }
     }
 
@@ -117,13 +183,14 @@ impl BoxSlots {
     fn try_slots(&self) -> Result<Option<SlotGuard>, BoxSlotError> {
         for i in 0..self.max {
             let p = self.slot_path(i);
-            let f = File::options()
+            let mut f = File::options()
                 .create(true)
                 .truncate(false)
                 .write(true)
                 .open(&p)
                 .map_err(io(&p))?;
             if f.try_lock().is_ok() {
+                self.write_label(&mut f);
                 return Ok(Some(SlotGuard { _file: f, index: i }));
             }
         }
@@ -202,8 +269,9 @@ impl BoxSlots {
         let tmp = self
             .dir
             .join(format!(".ticket-{number}-{}.tmp", std::process::id()));
-        let f = File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.lock().map_err(io(&tmp))?;
+        self.write_label(&mut f);
         let path = self.dir.join(format!("ticket-{number:020}.lock"));
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         drop(q);
@@ -273,6 +341,24 @@ mod tests {
         assert!(slots.try_acquire_now().unwrap().is_none());
         drop(t);
         assert!(slots.try_acquire_now().unwrap().is_some());
+    }
+
+    #[test]
+    fn labels_name_holders_and_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = |label: &str| BoxSlots::at(dir.path().join("g"), 1, Some(label.into()));
+        let held = group("run-a").try_acquire_now().unwrap().expect("free");
+        let b = group("run-b").enqueue().unwrap();
+        let c = group("run-c").enqueue().unwrap();
+        assert_eq!(group("x").holders(), vec!["run-a".to_string()]);
+        assert_eq!(
+            group("x").waiting_before(Some(c.number)),
+            vec!["run-b".to_string()]
+        );
+        assert_eq!(group("x").waiting_before(None).len(), 2);
+        drop((held, b));
+        assert!(group("x").holders().is_empty());
+        assert_eq!(group("x").waiting_before(None), vec!["run-c".to_string()]);
     }
 
     #[test]

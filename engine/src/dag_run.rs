@@ -31,6 +31,8 @@ struct JobRuntime {
     /// The attempt's `command_failed` control record: the job failed because a command did, and
     /// is recorded with that command's exit code or signal.
     failed_command: Option<FailedCommand>,
+    /// The slot of the job's concurrency group, held for the length of an attempt.
+    group_slot: Option<crate::box_slots::SlotGuard>,
 }
 
 /// How the command that failed a job ended (from the SDK's `command_failed` record).
@@ -72,6 +74,18 @@ enum Msg {
     RetryDue {
         job: usize,
         attempt: u32,
+    },
+    /// A job's wait for a slot of its concurrency group ended (`concurrency::job_slot`).
+    GroupSlot {
+        job: usize,
+        attempt: u32,
+        slot: Result<Option<crate::box_slots::SlotGuard>, String>,
+        control: watch::Receiver<Control>,
+    },
+    /// A waiting gate's wait ended (`gates`).
+    GateEnded {
+        job: usize,
+        end: crate::gates::GateEnd,
     },
 }
 
@@ -162,6 +176,77 @@ pub(super) async fn run_dag(
             }
         },
     };
+    // Concurrency groups' keys, from the args that may be shown (never a secret's).
+    let shown: Map<String, Value> = req
+        .args
+        .iter()
+        .filter(|(k, _)| !req.info.args.iter().any(|a| &a.name == *k && a.secret))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let group_key = |spec: &sparkwing_core::concurrency::ConcurrencySpec| {
+        sparkwing_core::concurrency::resolve_key(&spec.group, &shown).and_then(|key| {
+            if spec.limit == 0 {
+                Err(sparkwing_core::concurrency::KeyError::ZeroLimit(key))
+            } else {
+                Ok(key)
+            }
+        })
+    };
+    let job_groups: Result<Vec<Option<(String, u32)>>, _> = validated
+        .jobs
+        .iter()
+        .map(|j| {
+            j.concurrency
+                .as_ref()
+                .map(|c| group_key(c).map(|k| (k, c.limit)))
+                .transpose()
+        })
+        .collect();
+    let job_groups = match job_groups {
+        Ok(g) => g,
+        Err(e) => {
+            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+            return finish(
+                &mut rec,
+                RunPhase::Failed,
+                Some(format!("invalid plan: {e}")),
+                created,
+            );
+        }
+    };
+    // The run's concurrency group: wait for a slot before any job is recorded or started.
+    let _group_slot = match &plan.concurrency {
+        None => None,
+        Some(spec) => {
+            let key = match group_key(spec) {
+                Ok(k) => k,
+                Err(e) => {
+                    rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+                    return finish(
+                        &mut rec,
+                        RunPhase::Failed,
+                        Some(format!("invalid plan: {e}")),
+                        created,
+                    );
+                }
+            };
+            match crate::concurrency::enter(&mut rec, &req.home.root, spec, &key, &mut stops)
+                .await?
+            {
+                crate::concurrency::Entered::Holding(slot) => Some(slot),
+                crate::concurrency::Entered::Cancelled => {
+                    return finish(
+                        &mut rec,
+                        RunPhase::Cancelled,
+                        Some(format!(
+                            "cancelled while waiting for concurrency group {key}"
+                        )),
+                        created,
+                    );
+                }
+            }
+        }
+    };
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()
@@ -173,6 +258,12 @@ pub(super) async fn run_dag(
         })
         .collect();
     rec.store.insert_jobs(&run_id, &new_jobs)?;
+    let gates: Vec<_> = validated
+        .jobs
+        .iter()
+        .filter_map(|j| j.gate.clone().map(|g| (j.id.clone(), g)))
+        .collect();
+    rec.store.insert_gates(&run_id, &gates)?;
     for j in &new_jobs {
         rec.sink_state(
             &j.id,
@@ -203,6 +294,7 @@ pub(super) async fn run_dag(
                 .unwrap_or_default(),
             child: None,
             failed_command: None,
+            group_slot: None,
         });
     }
     // `branch` conditions read the branch recorded with the run.
@@ -218,6 +310,7 @@ pub(super) async fn run_dag(
         run_dir: &run_dir,
         args_json: &args_json,
         tx: tx.clone(),
+        job_groups,
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -230,6 +323,14 @@ pub(super) async fn run_dag(
                     Msg::Line { job, attempt, line } => on_line(&mut rec, &sched, &mut jobs, job, attempt, line)?,
                     Msg::AttemptEnded { job, end } => {
                         let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::GroupSlot { job, attempt, slot, control } => {
+                        let actions = on_group_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, job, attempt, slot, control)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::GateEnded { job, end } => {
+                        let actions = on_gate_end(&mut rec, &mut sched, &mut jobs, job, end)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::RetryDue { job, attempt } => {
@@ -272,6 +373,8 @@ struct Ctx<'a> {
     run_dir: &'a std::path::Path,
     args_json: &'a str,
     tx: mpsc::UnboundedSender<Msg>,
+    /// Each job's concurrency group (key, limit), if it has one.
+    job_groups: Vec<Option<(String, u32)>>,
 }
 
 /// Ask the binary for the plan (on a blocking thread: planning is one short process).
@@ -350,7 +453,91 @@ fn start(
     job: usize,
     attempt: u32,
 ) -> Result<(), EngineError> {
+    if let Some(gate) = sched.plan().jobs[job].gate.clone() {
+        return start_gate(ctx, rec, sched, jobs, job, gate);
+    }
     record_start(ctx, rec, sched, jobs, job, attempt)?;
+    let spec = &sched.plan().jobs[job];
+    let initial = if sched.is_cancelling() && !spec.finally {
+        Control::Stop
+    } else {
+        Control::Run
+    };
+    let (control_tx, control_rx) = watch::channel(initial);
+    jobs[job].control = Some(control_tx);
+    // A job of a concurrency group waits for a slot first (on a task: other jobs go on).
+    if let Some((key, limit)) = ctx.job_groups[job].clone() {
+        let id = spec.id.clone();
+        let human = format!(
+            "{} {id} waits for a slot of concurrency group {key} (limit {limit})",
+            rec.term.dim("…")
+        );
+        rec.event(
+            Some(&id),
+            "concurrency_waiting",
+            json!({"group": key, "limit": limit}),
+            Some(human),
+        )?;
+        let (tx, root) = (ctx.tx.clone(), ctx.req.home.root.clone());
+        let label = format!("{}/{id}", ctx.run_id);
+        tokio::spawn(async move {
+            let (slot, control) =
+                crate::concurrency::job_slot(root, key, limit, label, control_rx).await;
+            let _ = tx.send(Msg::GroupSlot {
+                job,
+                attempt,
+                slot,
+                control,
+            });
+        });
+        return Ok(());
+    }
+    launch(ctx, sched, jobs, job, attempt, control_rx);
+    Ok(())
+}
+
+/// A job's wait for its group ended: start the attempt holding the slot, or end it (cancelled
+/// while waiting, or the group's files failed).
+#[allow(clippy::too_many_arguments)]
+fn on_group_slot(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    slot: Result<Option<crate::box_slots::SlotGuard>, String>,
+    control: watch::Receiver<Control>,
+) -> Result<Vec<Action>, EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    match slot {
+        Ok(Some(slot)) => {
+            jobs[job].group_slot = Some(slot);
+            rec.event(Some(&id), "concurrency_admitted", json!({}), None)?;
+            launch(ctx, sched, jobs, job, attempt, control);
+            Ok(Vec::new())
+        }
+        Ok(None) => on_attempt_end(ctx, rec, sched, jobs, job, ProcessEnd::Stopped),
+        Err(e) => on_attempt_end(
+            ctx,
+            rec,
+            sched,
+            jobs,
+            job,
+            ProcessEnd::SpawnFailed(format!("concurrency group: {e}")),
+        ),
+    }
+}
+
+/// Start an attempt's process (or an await job's child run) under `control`.
+fn launch(
+    ctx: &mut Ctx<'_>,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    control_rx: watch::Receiver<Control>,
+) {
     let spec = &sched.plan().jobs[job];
     let attempt_spec = match &spec.awaits {
         // An await job: the child pipeline runs as `sparkwing run` (or `pipeline trigger`).
@@ -371,15 +558,118 @@ fn start(
         }
         None => job_attempt_spec(ctx, sched, jobs, job, attempt),
     };
-    let initial = if sched.is_cancelling() && !spec.finally {
+    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
+}
+
+/// A gate whose needs ended: record it `waiting`, say how to decide it, and wait for the decision
+/// on a task of its own (`gates`); a cancel reaches it through its control channel.
+fn start_gate(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    spec: sparkwing_core::gate::GateSpec,
+) -> Result<(), EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    let now = now_ms();
+    rec.store.gate_waiting(ctx.run_id, &id, now)?;
+    jobs[job].started_ms = now;
+    let message = spec
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let human = format!(
+        "{} {id} waits for approval{message} (sparkwing runs approve --run {} --gate {id})",
+        rec.term.yellow("⏸"),
+        ctx.run_id
+    );
+    rec.event(
+        Some(&id),
+        "gate_waiting",
+        json!({"message": spec.message, "timeout_ms": spec.timeout_ms, "on_timeout": spec.on_timeout}),
+        Some(human),
+    )?;
+    rec.sink_state(
+        &id,
+        sink::job_state_report(JobState::Waiting, 1, Some(now), None, None, None),
+    );
+    let initial = if sched.is_cancelling() {
         Control::Stop
     } else {
         Control::Run
     };
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
-    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
+    let waiting = crate::gates::WaitingGate {
+        home_root: ctx.req.home.root.clone(),
+        run_id: ctx.run_id.to_string(),
+        gate: id,
+        spec,
+        waiting_since_ms: now,
+    };
+    let tx = ctx.tx.clone();
+    tokio::spawn(async move {
+        let end = crate::gates::wait_for_decision(waiting, control_rx).await;
+        let _ = tx.send(Msg::GateEnded { job, end });
+    });
     Ok(())
+}
+
+/// A gate's wait ended: it succeeds or fails as decided (recorded with who, when and why), or is
+/// cancelled with the run.
+fn on_gate_end(
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    end: crate::gates::GateEnd,
+) -> Result<Vec<Action>, EngineError> {
+    use crate::gates::GateEnd;
+    use sparkwing_core::gate;
+    jobs[job].control = None;
+    let id = sched.plan().jobs[job].id.clone();
+    let (outcome, decided) = match end {
+        GateEnd::Decided(d) => (None, Some(d)),
+        GateEnd::Stopped => (Some(AttemptOutcome::Killed), None),
+        GateEnd::Broken(reason) => (Some(AttemptOutcome::Failed { reason }), None),
+    };
+    if let Some(d) = &decided {
+        let reason = gate::reason(d);
+        let mark = match d.decision {
+            gate::Decision::Approve => rec.term.green("✓"),
+            gate::Decision::Reject => rec.term.red("✗"),
+        };
+        rec.event(
+            Some(&id),
+            "gate_decided",
+            json!({"decision": d.decision, "by": d.by, "at": d.at_ms, "comment": d.comment, "timed_out": d.timed_out}),
+            Some(format!("{mark} {id} {reason}")),
+        )?;
+    }
+    let actions = match (outcome, &decided) {
+        (Some(o), _) => sched.attempt_finished(job, o),
+        (None, Some(d)) => sched.gate_decided(job, d),
+        (None, None) => Vec::new(),
+    };
+    if sched.job(job).state.is_terminal() {
+        record_terminal(rec, sched, jobs, job, None)?;
+        // An approval is a success with a reason: who approved it, when the dashboard shows it.
+        if let (Some(d), JobState::Success) = (&decided, sched.job(job).state) {
+            let reason = rec.masker.mask(&gate::reason(d)).into_owned();
+            rec.store.job_finished(
+                &rec.run_id.clone(),
+                &id,
+                JobState::Success,
+                Some(&reason),
+                None,
+                None,
+                now_ms(),
+            )?;
+        }
+    }
+    Ok(actions)
 }
 
 /// Record (and show) that an attempt starts.
@@ -634,6 +924,8 @@ fn on_attempt_end(
     end: ProcessEnd,
 ) -> Result<Vec<Action>, EngineError> {
     jobs[job].control = None;
+    // The group's slot is held for one attempt: a retry queues again.
+    jobs[job].group_slot = None;
     let spec = sched.plan().jobs[job].clone();
     let failed_command = jobs[job].failed_command.take();
     let (mut outcome, exit_code) = match &end {

@@ -25,6 +25,7 @@
 mod args;
 mod cond;
 mod error;
+mod gate;
 mod job;
 #[doc(hidden)]
 pub mod json;
@@ -34,6 +35,7 @@ mod protocol;
 pub use args::{Arg, ArgKind, ArgValue, Args};
 pub use cond::{Cond, OutputRef};
 pub use error::{fail, CommandEnd, Context, Error, Result};
+pub use gate::{Concurrency, GateDecision};
 pub use job::{Cmd, Job};
 pub use plan::{JobBuilder, Pipeline, Plan};
 pub use protocol::main;
@@ -68,7 +70,7 @@ macro_rules! bail {
 pub mod prelude {
     pub use crate::bail;
     pub use crate::{
-        fail, Arg, Args, Cmd, Cond, Context, Duration, Error, Job, JobBuilder, Pipeline, Plan,
-        Result,
+        fail, Arg, Args, Cmd, Cond, Context, Duration, Error, GateDecision, Job, JobBuilder,
+        Pipeline, Plan, Result,
     };
 }

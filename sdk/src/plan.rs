@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::args::{Arg, Args};
 use crate::cond::Cond;
 use crate::error::Result;
+use crate::gate::{Concurrency, GateDecision, GateSettings};
 use crate::job::Job;
 use crate::json::Value;
 
@@ -73,6 +74,7 @@ impl Pipeline {
         let mut plan = Plan {
             entrypoint: self.entrypoint.clone(),
             jobs: Vec::new(),
+            concurrency: None,
         };
         (self.plan)(&mut plan, args)?;
         Ok(plan)
@@ -114,6 +116,8 @@ impl fmt::Debug for Pipeline {
 pub struct Plan {
     entrypoint: String,
     pub(crate) jobs: Vec<JobBuilder>,
+    /// The run's concurrency group ([`Plan::concurrency`]).
+    pub(crate) concurrency: Option<Concurrency>,
 }
 
 impl Plan {
@@ -138,6 +142,8 @@ impl Plan {
             skip: None,
             awaits: None,
             when: None,
+            gate: None,
+            concurrency: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -196,14 +202,19 @@ impl Plan {
     }
 
     pub(crate) fn to_json(&self) -> Value {
-        Value::object([
+        let mut fields = vec![
             ("protocol", Value::from(crate::PROTOCOL_VERSION)),
             ("entrypoint", Value::from(self.entrypoint.as_str())),
             (
                 "jobs",
                 Value::Array(self.jobs.iter().map(JobBuilder::to_json).collect()),
             ),
-        ])
+        ];
+        // Only plans with a group carry the field, so other plans read exactly as before.
+        if let Some(c) = &self.concurrency {
+            fields.push(("concurrency", c.to_json()));
+        }
+        Value::object(fields)
     }
 
     /// The body of the first job with this id (the engine rejects duplicates before running any).
@@ -221,6 +232,98 @@ impl fmt::Debug for Plan {
     }
 }
 
+// Approval gates and concurrency groups (their types: `gate.rs`).
+impl Plan {
+    /// Adds an approval gate: a job that runs nothing and, once its needs succeeded, waits for
+    /// `sparkwing runs approve` (it succeeds) or `sparkwing runs reject` (it fails, and the jobs
+    /// needing it are cancelled). Set a message with [`JobBuilder::message`], and a time limit
+    /// with [`JobBuilder::timeout`] whose outcome [`JobBuilder::on_timeout`] chooses (reject by
+    /// default).
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.job("build", |job| job.bash("cargo build --release"));
+    ///     p.gate("approve-prod")
+    ///         .needs(["build"])
+    ///         .message("Deploy this build to production?")
+    ///         .timeout(Duration::from_secs(3600))
+    ///         .on_timeout(GateDecision::Reject);
+    ///     p.job("deploy", |job| job.bash("./deploy.sh")).needs(["approve-prod"]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// The engine decides such a job itself; its body in the pipeline binary only reports that
+    /// the engine is too old for gates.
+    pub fn gate(&mut self, id: impl Into<String>) -> &mut JobBuilder {
+        let job = self.job(id, |_: &mut Job| {
+            Err(crate::error::fail(
+                "this job is an approval gate, and the sparkwing engine running it is too old to \
+                 decide gates; upgrade sparkwing",
+            ))
+        });
+        job.gate = Some(GateSettings {
+            message: None,
+            on_timeout: GateDecision::Reject,
+        });
+        job
+    }
+
+    /// Puts the run in concurrency group `group`: at most [`Concurrency::limit`] runs of a group
+    /// run at once on this host; the others wait in arrival order before their first job. `{name}`
+    /// in `group` is replaced by the value of arg `name` (`deploy-{env}` → `deploy-prod`).
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.concurrency("deploy-{env}").cancel_in_progress();
+    ///     p.job("deploy", |job| job.bash("./deploy.sh"));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn concurrency(&mut self, group: impl Into<String>) -> &mut Concurrency {
+        self.concurrency.insert(Concurrency::new(group.into()))
+    }
+}
+
+impl JobBuilder {
+    /// Puts this job in concurrency group `group` (`{arg}` filled from the run's args, as for
+    /// [`Plan::concurrency`]): at most [`JobBuilder::concurrency_limit`] jobs of the group run at
+    /// once on this host, across runs; the others wait in arrival order before each attempt.
+    pub fn concurrency(&mut self, group: impl Into<String>) -> &mut JobBuilder {
+        self.concurrency = Some(Concurrency::new(group.into()));
+        self
+    }
+
+    /// How many jobs of this job's [`JobBuilder::concurrency`] group run at once (default 1).
+    pub fn concurrency_limit(&mut self, n: u32) -> &mut JobBuilder {
+        if let Some(c) = &mut self.concurrency {
+            c.set_limit(n);
+        }
+        self
+    }
+
+    /// For a gate added with [`Plan::gate`]: the text shown to whoever decides. On other jobs it
+    /// does nothing.
+    pub fn message(&mut self, text: impl Into<String>) -> &mut JobBuilder {
+        if let Some(g) = &mut self.gate {
+            g.message = Some(text.into());
+        }
+        self
+    }
+
+    /// For a gate added with [`Plan::gate`]: the decision recorded when its
+    /// [`JobBuilder::timeout`] passes without one (default [`GateDecision::Reject`]). On other
+    /// jobs it does nothing.
+    pub fn on_timeout(&mut self, decision: GateDecision) -> &mut JobBuilder {
+        if let Some(g) = &mut self.gate {
+            g.on_timeout = decision;
+        }
+        self
+    }
+}
+
 /// One job's settings, returned by [`Plan::job`]; every method chains.
 pub struct JobBuilder {
     id: String,
@@ -235,6 +338,10 @@ pub struct JobBuilder {
     skip: Option<String>,
     awaits: Option<AwaitSpec>,
     when: Option<Cond>,
+    /// Set on an approval gate ([`Plan::gate`]).
+    gate: Option<GateSettings>,
+    /// The job's concurrency group ([`JobBuilder::concurrency`]).
+    concurrency: Option<Concurrency>,
     body: JobFn,
 }
 
@@ -378,7 +485,14 @@ impl JobBuilder {
             ("needs", strings(&self.needs)),
             ("retries", Value::from(self.retries)),
             ("backoff_ms", millis(self.backoff)),
-            ("timeout_ms", self.timeout.map_or(Value::Null, millis)),
+            // A gate's timeout is its wait's, carried by its `gate` object.
+            (
+                "timeout_ms",
+                match (&self.gate, self.timeout) {
+                    (None, Some(t)) => millis(t),
+                    _ => Value::Null,
+                },
+            ),
             ("optional", Value::Bool(self.optional)),
             ("finally", Value::Bool(self.finally)),
             (
@@ -395,6 +509,14 @@ impl JobBuilder {
         // Only jobs with a condition carry the field, so other plans read exactly as before.
         if let Some(c) = &self.when {
             fields.push(("when", c.to_json()));
+        }
+        // Only jobs with a group carry the field, so other plans read exactly as before.
+        if let Some(c) = &self.concurrency {
+            fields.push(("concurrency", c.to_json()));
+        }
+        // Only gates carry the field, so other plans read exactly as before.
+        if let Some(g) = &self.gate {
+            fields.push(("gate", g.to_json(self.timeout.map_or(Value::Null, millis))));
         }
         // Only await jobs carry the field, so other plans read exactly as before.
         if let Some(a) = &self.awaits {
@@ -433,6 +555,8 @@ impl fmt::Debug for JobBuilder {
             .field("skip", &self.skip)
             .field("awaits", &self.awaits)
             .field("when", &self.when)
+            .field("gate", &self.gate)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }

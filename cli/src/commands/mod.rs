@@ -1,6 +1,7 @@
 //! Command functions: each takes resolved inputs and returns an exit code.
 
 mod dashboard;
+mod gates;
 mod pipeline;
 mod pipeline_ref;
 mod plan;
@@ -126,6 +127,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             RunsCommand::Logs(a) => runs::logs(a),
             RunsCommand::Cancel(a) => runs::cancel(a),
             RunsCommand::Wait(a) => runs::wait(a),
+            RunsCommand::Approve(a) => gates::decide(a, sparkwing_core::gate::Decision::Approve),
+            RunsCommand::Reject(a) => gates::decide(a, sparkwing_core::gate::Decision::Reject),
             RunsCommand::Retry(a) => retry::retry(a),
             RunsCommand::Push { run, profile } => push::push(&run, profile.as_deref()),
         },

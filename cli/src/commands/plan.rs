@@ -71,12 +71,19 @@ pub(super) fn show(
     let shown = args::redacted(&info.args, &resolved);
     let out = Printer::json_if(format == PlanFormat::Json);
     match format {
-        PlanFormat::Json => out.json_document(&masker.mask_json(&json!({
-            "pipeline": pipeline.name,
-            "entrypoint": pipeline.entrypoint,
-            "args": shown,
-            "jobs": plan.jobs,
-        }))),
+        PlanFormat::Json => {
+            let mut doc = json!({
+                "pipeline": pipeline.name,
+                "entrypoint": pipeline.entrypoint,
+                "args": shown,
+                "jobs": plan.jobs,
+            });
+            // Only plans with a group carry the field, so other plans read exactly as before.
+            if let Some(c) = concurrency_json(&plan, &shown) {
+                doc["concurrency"] = c;
+            }
+            out.json_document(&masker.mask_json(&doc))
+        }
         PlanFormat::Pretty => print!("{}", masker.mask(&text(pipeline, &shown, &plan))),
         PlanFormat::Dot => print!("{}", masker.mask(&dot(pipeline, &plan))),
     }
@@ -285,6 +292,12 @@ fn notes(job: &JobSpec) -> Vec<String> {
         let names: Vec<&str> = job.env.keys().map(String::as_str).collect();
         notes.push(format!("env {}", names.join(" ")));
     }
+    if let Some(g) = &job.gate {
+        notes.push(gate_note(g));
+    }
+    if let Some(c) = &job.concurrency {
+        notes.push(format!("concurrency group {} (limit {})", c.group, c.limit));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {
@@ -293,6 +306,55 @@ fn notes(job: &JobSpec) -> Vec<String> {
         notes.push(target);
     }
     notes
+}
+
+/// An approval gate as the plan shows it: `gate "Ship it?" (timeout 1h, then reject)`.
+fn gate_note(g: &sparkwing_core::gate::GateSpec) -> String {
+    let mut note = "gate".to_string();
+    if let Some(m) = &g.message {
+        note.push_str(&format!(" {m:?}"));
+    }
+    if let Some(t) = g.timeout_ms {
+        note.push_str(&format!(
+            " (timeout {}, then {})",
+            human_duration(t as i64),
+            g.on_timeout
+        ));
+    }
+    note
+}
+
+/// The plan's concurrency group as declared, with its key resolved from the shown args (`key` is
+/// `null` when it cannot be resolved).
+fn concurrency_json(plan: &ValidatedPlan, shown: &Map<String, Value>) -> Option<Value> {
+    plan.concurrency.as_ref().map(|c| {
+        json!({
+            "group": c.group,
+            "key": sparkwing_core::concurrency::resolve_key(&c.group, shown).ok(),
+            "limit": c.limit,
+            "cancel_in_progress": c.cancel_in_progress,
+        })
+    })
+}
+
+/// The concurrency line of the text form: `concurrency: group deploy-prod (limit 1, cancel in
+/// progress)`.
+fn concurrency_text(plan: &ValidatedPlan, shown: &Map<String, Value>) -> Option<String> {
+    let c = plan.concurrency.as_ref()?;
+    let key = match sparkwing_core::concurrency::resolve_key(&c.group, shown) {
+        Ok(k) if k == c.group => k,
+        Ok(k) => format!("{k} (from {})", c.group),
+        Err(e) => format!("{} (invalid: {e})", c.group),
+    };
+    let cancel = if c.cancel_in_progress {
+        ", cancel in progress"
+    } else {
+        ""
+    };
+    Some(format!(
+        "concurrency: group {key} (limit {}{cancel})",
+        c.limit
+    ))
 }
 
 /// The human form: a header, the args, then one row per job in declared order.
@@ -312,13 +374,18 @@ fn text(pipeline: &PipelineConfig, args: &Map<String, Value>, plan: &ValidatedPl
         })
         .collect();
     out.push_str(&format!(
-        "args: {}\n\n",
+        "args: {}\n",
         if shown.is_empty() {
             "none".to_string()
         } else {
             shown.join(" ")
         }
     ));
+    if let Some(line) = concurrency_text(plan, args) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push('\n');
     let needs = |j: &JobSpec| {
         if j.needs.is_empty() {
             "-".to_string()
@@ -361,6 +428,20 @@ fn dot(pipeline: &PipelineConfig, plan: &ValidatedPlan) -> String {
         "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
         quote(&pipeline.name)
     );
+    if let Some(c) = &plan.concurrency {
+        let cancel = if c.cancel_in_progress {
+            ", cancel in progress"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  label={};\n",
+            quote(&format!(
+                "concurrency group {} (limit {}{cancel})",
+                c.group, c.limit
+            ))
+        ));
+    }
     for j in &plan.jobs {
         let mut label = quote(&j.id);
         for n in notes(j) {
@@ -400,6 +481,7 @@ mod tests {
     fn validated(jobs: Vec<JobSpec>) -> ValidatedPlan {
         dag::validate(&sparkwing_core::protocol::PlanDoc {
             protocol: 1,
+            concurrency: None,
             entrypoint: "E".into(),
             jobs,
         })

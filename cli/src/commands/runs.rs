@@ -101,13 +101,21 @@ pub fn status(args: StatusArgs) -> CmdResult {
     if args.run.profile.is_some() {
         return super::remote_runs::status(args);
     }
-    let (_, store) = open()?;
+    let (home, store) = open()?;
     let run = store.find_run(args.run.id())?;
     let jobs = store.jobs(&run.id)?;
     let now = now_ms();
+    let (gate_lines, group_json, gates_json) = super::gates::status_lines(&home, &store, &run)?;
     match args.output {
         OutputFormat::Json => {
             let mut v = run_json(&run, now);
+            // Only runs with gates or a group carry the fields, so others read as before.
+            if !group_json.is_null() {
+                v["concurrency"] = group_json;
+            }
+            if gates_json.as_array().is_some_and(|g| !g.is_empty()) {
+                v["gates"] = gates_json;
+            }
             v["jobs"] = serde_json::to_value(&jobs).unwrap_or_default();
             v["events"] = serde_json::to_value(store.events(&run.id, 0)?).unwrap_or_default();
             Printer::new(args.output).json_document(&v);
@@ -135,6 +143,9 @@ pub fn status(args: StatusArgs) -> CmdResult {
             }
             if let Some(r) = &run.retry_of {
                 println!("retry of: {r}");
+            }
+            for line in &gate_lines {
+                println!("{line}");
             }
             if !jobs.is_empty() {
                 let out = Printer::new(args.output);

@@ -48,6 +48,7 @@ pub fn state_icon(state: &str) -> &'static str {
         "success" => "✓",
         "failed" => "✗",
         "running" => "▶",
+        "waiting" => "⏸",
         "queued" => "…",
         "pending" => "○",
         "cancelled" => "⊘",

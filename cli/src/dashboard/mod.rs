@@ -3,12 +3,14 @@
 //! Read-only: every request reads through a small pool of read-only SQLite connections (WAL
 //! readers never block the runs writing), and log pages tail the per-job JSONL files. One
 //! background watcher polls SQLite's `data_version` every [`POLL`] and wakes the live streams
-//! (server-sent events) when any process committed. The only write is the reconciliation of
-//! runs whose process died, the same as any `sparkwing runs` reader does.
+//! (server-sent events) when any process committed. The only writes are the reconciliation of
+//! runs whose process died, the same as any `sparkwing runs` reader does, and a decision on an
+//! approval gate (`gates`), the same as `sparkwing runs approve|reject` records.
 
 mod api;
 mod dag;
 mod db;
+mod gates;
 mod html;
 mod pages;
 mod sse;
@@ -72,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/runs/{id}", get(api::get_run))
         .route("/api/runs/{id}/stream", get(sse::api_run_stream))
         .route("/api/runs/{id}/events", get(api::run_events))
+        .route(
+            "/api/runs/{id}/gates/{gate}",
+            axum::routing::post(gates::decide),
+        )
         .route("/api/runs/{id}/jobs/{job}/logs", get(api::job_logs))
         .route(
             "/api/runs/{id}/jobs/{job}/logs/stream",

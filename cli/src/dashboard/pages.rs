@@ -492,6 +492,7 @@ fn job_tabs_html(jobs: &[JobRecord], selected: Option<&str>) -> String {
 pub fn run_sections(
     run: &RunRecord,
     jobs: &[JobRecord],
+    gates: &[sparkwing_engine::store::GateRecord],
     selected: Option<&str>,
     now: i64,
 ) -> Value {
@@ -505,6 +506,7 @@ pub fn run_sections(
         "title": format!("{} {} · {}", state_icon(run.status.local_str()), run.pipeline, state_word(run.status.local_str())),
         "sections": {
             "summary": summary_html(run, now),
+            "gates": super::gates::gates_html(run, gates),
             "dag": dag::svg(jobs, sel.as_deref()),
             "timeline": timeline_html(run, jobs, now),
             "job-tabs": job_tabs_html(jobs, sel.as_deref()),
@@ -530,20 +532,21 @@ pub async fn run_page(
         .read(move |s| match s.find_run(&rid) {
             Ok(run) => {
                 let jobs = s.jobs(&run.id)?;
-                Ok(Some((run, jobs)))
+                let gates = s.gates(&run.id)?;
+                Ok(Some((run, jobs, gates)))
             }
             Err(sparkwing_engine::store::StoreError::RunNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         })
         .await;
-    let (run, jobs) = match read {
+    let (run, jobs, gates) = match read {
         Ok(Some(v)) => v,
         Ok(None) => return run_not_found(&id),
         Err(e) => return error_page(ApiError::internal(e)),
     };
     let asked = params.get("job").map(String::as_str);
     let sel = default_job(&jobs, asked).map(|j| j.job_id.clone());
-    let v = run_sections(&run, &jobs, sel.as_deref(), now_ms());
+    let v = run_sections(&run, &jobs, &gates, sel.as_deref(), now_ms());
     let sec = |k: &str| v["sections"][k].as_str().unwrap_or_default().to_string();
     let stream = format!(
         "/ui/runs/{}/stream{}",
@@ -556,6 +559,7 @@ pub async fn run_page(
         "<nav class=\"crumbs\" aria-label=\"Breadcrumb\"><a href=\"/\">Runs</a> › <a href=\"/runs?pipeline={pu}\">{p}</a> › <span>{id}</span></nav>\
          <div id=\"run\" data-stream=\"{stream}\" data-run=\"{id}\" data-job=\"{job}\" data-terminal=\"{term}\">\
          <section id=\"summary\" data-section=\"summary\">{summary}</section>\
+         <section id=\"gates\" data-section=\"gates\">{gates}</section>\
          <section aria-labelledby=\"h-dag\"><h2 id=\"h-dag\">Jobs</h2><div class=\"dag-wrap\" id=\"dag\" data-section=\"dag\">{dag}</div></section>\
          <section aria-labelledby=\"h-tl\"><h2 id=\"h-tl\">Timeline</h2><div id=\"timeline\" data-section=\"timeline\">{tl}</div></section>",
         pu = url_enc(&run.pipeline),
@@ -565,6 +569,7 @@ pub async fn run_page(
         job = esc(sel.as_deref().unwrap_or("")),
         term = run.status.is_terminal(),
         summary = sec("summary"),
+        gates = sec("gates"),
         dag = sec("dag"),
         tl = sec("timeline"),
     );

@@ -209,7 +209,8 @@ pub async fn ui_run_stream(
             return Ok(None);
         };
         let jobs = s.jobs(&rid)?;
-        let v = pages::run_sections(&run, &jobs, sel.as_deref(), now_ms());
+        let gates = s.gates(&rid)?;
+        let v = pages::run_sections(&run, &jobs, &gates, sel.as_deref(), now_ms());
         Ok(Some(Snapshot {
             key: run_key(&run, &jobs),
             event: json_event("view", &v),

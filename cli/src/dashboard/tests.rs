@@ -389,3 +389,109 @@ fn dashboard_read_only_store_never_writes() {
     assert!(ro.list_runs(&Default::default()).unwrap().is_empty());
     assert!(Store::open_read_only(Path::new("/nonexistent/state.db")).is_err());
 }
+
+async fn post_json(state: &AppState, uri: &str, body: &str) -> (StatusCode, Value) {
+    let res = router(state.clone())
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_waiting_gate_shows_its_buttons_and_a_post_records_the_decision() {
+    let f = fixture();
+    let _live = add_run(&f.home, "run-gate", "ship", RunPhase::Running, 1_000);
+    let mut store = Store::open(&f.home.root).unwrap();
+    let spec = sparkwing_core::gate::GateSpec {
+        message: Some("Ship <it>?".into()),
+        timeout_ms: None,
+        on_timeout: sparkwing_core::gate::Decision::Reject,
+    };
+    store
+        .insert_gates("run-gate", &[("test".to_string(), spec)])
+        .unwrap();
+    store.gate_waiting("run-gate", "test", 2_000).unwrap();
+
+    let (code, page) = get(&f.state, "/runs/run-gate").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(page.contains("data-gate-decision=\"approve\""), "{page}");
+    assert!(
+        page.contains("data-gate-url=\"/api/runs/run-gate/gates/test\""),
+        "{page}"
+    );
+    assert!(page.contains("Ship &lt;it&gt;?"), "{page}");
+
+    let (code, body) = post_json(
+        &f.state,
+        "/api/runs/run-gate/gates/test",
+        r#"{"decision":"maybe"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = post_json(
+        &f.state,
+        "/api/runs/run-gate/gates/nope",
+        r#"{"decision":"approve"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("its gates: test"),
+        "{body}"
+    );
+    let (code, body) = post_json(
+        &f.state,
+        "/api/runs/run-gate/gates/test",
+        r#"{"decision":"approve","comment":"go","by":"ana"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["decision"], "approve");
+    assert_eq!(body["by"], "ana");
+    let decided = store.gate_decision("run-gate", "test").unwrap().unwrap();
+    assert_eq!(
+        (decided.by.as_str(), decided.comment.as_deref()),
+        ("ana", Some("go"))
+    );
+    let (code, body) = post_json(
+        &f.state,
+        "/api/runs/run-gate/gates/test",
+        r#"{"decision":"reject"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already approved by ana: go"),
+        "{body}"
+    );
+    let (code, _) = post_json(
+        &f.state,
+        "/api/runs/run-nope/gates/test",
+        r#"{"decision":"approve"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // Once decided, the page shows who decided instead of the buttons.
+    let (_, page) = get(&f.state, "/runs/run-gate").await;
+    assert!(page.contains("approved by ana: go"), "{page}");
+    assert!(!page.contains("data-gate-decision"), "{page}");
+}

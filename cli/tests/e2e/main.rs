@@ -10,6 +10,8 @@ mod cache;
 mod concurrency;
 mod conditions;
 mod dag;
+mod gates;
+mod groups;
 mod hello;
 mod offline;
 mod pipeline_cmds;

@@ -226,3 +226,31 @@ fn lint_reports_every_pipelines_findings_with_exit_codes_for_ci() {
         .contains("--nobody-reads-me"));
     assert_eq!(lines[1]["findings"][0]["kind"], "unregistered_entrypoint");
 }
+
+#[test]
+fn plan_shows_gates_and_the_concurrency_group() {
+    let sw = Sw::fixture("gates");
+    let cases: &[(&[&str], &str)] = &[
+        (&["pipeline", "plan", "ship"], "gates.txt"),
+        (
+            &["pipeline", "plan", "timed", "--on-timeout", "approve"],
+            "gate-timeout.txt",
+        ),
+        (&["pipeline", "plan", "ship", "-o", "json"], "gates.json"),
+        (&["pipeline", "plan", "deploy", "--cancel"], "group.txt"),
+        (
+            &[
+                "pipeline", "plan", "deploy", "--env", "staging", "-o", "json",
+            ],
+            "group.json",
+        ),
+        (&["pipeline", "plan", "deploy", "-o", "dot"], "group.dot"),
+        (&["pipeline", "plan", "job-group"], "job-group.txt"),
+    ];
+    for (args, file) in cases {
+        let out = sw.sw(*args);
+        out.assert_code(0);
+        golden(file, &out.stdout);
+    }
+    assert!(!sw.home().join("state.db").exists());
+}

@@ -66,4 +66,30 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN retry_of TEXT;
     "#,
+    // 4: approval gates and concurrency groups: each gate of a run with its settings and, once
+    // decided, who decided, when and why; a run's concurrency group and whether it waits for it.
+    r#"
+    CREATE TABLE gates (
+        run_id        TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        job_id        TEXT NOT NULL,
+        message       TEXT,
+        timeout_ms    INTEGER,
+        on_timeout    TEXT NOT NULL,
+        waiting_since INTEGER,
+        decision      TEXT,
+        decided_by    TEXT,
+        decided_at    INTEGER,
+        comment       TEXT,
+        timed_out     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, job_id)
+    );
+    CREATE TABLE run_concurrency (
+        run_id             TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+        group_key          TEXT NOT NULL,
+        group_limit        INTEGER NOT NULL,
+        cancel_in_progress INTEGER NOT NULL,
+        state              TEXT NOT NULL,
+        since              INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -4,9 +4,11 @@
 //! mode with a long busy timeout and every write is one short `BEGIN IMMEDIATE` transaction.
 
 pub mod dashboard_queries;
+mod gates;
 mod migrations;
 mod records;
 
+pub use gates::{GateRecord, RunConcurrency};
 pub use records::{EventRecord, JobRecord, NewJob, NewRun, RunFilter, RunRecord};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};

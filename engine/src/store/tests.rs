@@ -219,3 +219,76 @@ fn a_re_run_records_the_run_it_retries_and_a_version_2_store_migrates() {
     assert_eq!(got.retry_of.as_deref(), Some("run-old"));
     assert_eq!(serde_json::to_value(&got).unwrap()["retry_of"], "run-old");
 }
+
+#[test]
+fn gates_record_one_decision_and_groups_their_state_and_a_version_3_store_migrates() {
+    use sparkwing_core::gate::{Decided, Decision, GateSpec};
+    let dir = tempfile::tempdir().unwrap();
+    // A store written by a binary with schema version 3 (before gates and groups).
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        for m in &migrations::MIGRATIONS[..3] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let mut s = Store::open(dir.path()).unwrap();
+    s.create_run(&new_run("r", "p", 1)).unwrap();
+    s.insert_jobs(
+        "r",
+        &[NewJob {
+            id: "approve".into(),
+            needs: vec![],
+            optional: false,
+            finally: false,
+        }],
+    )
+    .unwrap();
+    let spec = GateSpec {
+        message: Some("ok?".into()),
+        timeout_ms: Some(5_000),
+        on_timeout: Decision::Approve,
+    };
+    s.insert_gates("r", &[("approve".into(), spec.clone())])
+        .unwrap();
+    assert_eq!(s.gates("r").unwrap()[0].state, JobState::Pending);
+    s.gate_waiting("r", "approve", 7).unwrap();
+    let g = &s.gates("r").unwrap()[0];
+    assert_eq!(
+        (g.state, g.waiting_since, g.spec()),
+        (JobState::Waiting, Some(7), spec)
+    );
+    assert_eq!(s.gate_decision("r", "approve").unwrap(), None);
+    let first = Decided {
+        decision: Decision::Reject,
+        by: "bo".into(),
+        at_ms: 9,
+        comment: Some("no".into()),
+        timed_out: false,
+    };
+    assert_eq!(s.decide_gate("r", "approve", &first).unwrap(), first);
+    // A later decision does not replace the first: the first stands.
+    let later = Decided {
+        decision: Decision::Approve,
+        by: "timeout".into(),
+        at_ms: 10,
+        comment: None,
+        timed_out: true,
+    };
+    assert_eq!(s.decide_gate("r", "approve", &later).unwrap(), first);
+    assert_eq!(s.gates("r").unwrap()[0].decided, Some(first));
+
+    assert_eq!(s.run_concurrency("r").unwrap(), None);
+    let mut c = RunConcurrency {
+        group: "deploy-prod".into(),
+        limit: 1,
+        cancel_in_progress: true,
+        state: "waiting".into(),
+        since: 3,
+    };
+    s.set_run_concurrency("r", &c).unwrap();
+    c.state = "holding".into();
+    c.since = 4;
+    s.set_run_concurrency("r", &c).unwrap();
+    assert_eq!(s.run_concurrency("r").unwrap(), Some(c));
+}

@@ -148,6 +148,29 @@
     });
   }
 
+  // Approval gates: Approve/Reject post the decision; the stream then shows it.
+  run.addEventListener('click', function (e) {
+    var btn = e.target.closest('[data-gate-decision]');
+    if (!btn) return;
+    var form = btn.closest('[data-gate-url]');
+    var comment = form.querySelector('.gate-comment');
+    var result = form.querySelector('.gate-result');
+    form.querySelectorAll('button').forEach(function (b) { b.disabled = true; });
+    fetch(form.dataset.gateUrl, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ decision: btn.dataset.gateDecision, comment: comment && comment.value ? comment.value : null })
+    }).then(function (r) {
+      return r.json().then(function (d) {
+        if (!r.ok) throw new Error(d.error || ('HTTP ' + r.status));
+        result.textContent = d.decision === 'approve' ? 'Approved.' : 'Rejected.';
+      });
+    }).catch(function (err) {
+      result.textContent = err.message;
+      form.querySelectorAll('button').forEach(function (b) { b.disabled = false; });
+    });
+  });
+
   var es = new EventSource(run.dataset.stream);
   es.addEventListener('view', function (e) {
     var d = JSON.parse(e.data);

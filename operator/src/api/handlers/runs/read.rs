@@ -223,12 +223,11 @@ fn end_reason(run: &PipelineRun) -> String {
 /// stored as it was.
 pub fn settle_jobs(phase: RunPhase, why: &str, jobs: &mut BTreeMap<String, serde_json::Value>) {
     for state in jobs.values_mut() {
-        let open = matches!(
-            state
-                .get("state")
-                .and_then(|s| serde_json::from_value::<JobState>(s.clone()).ok()),
-            Some(JobState::Pending | JobState::Running)
-        );
+        // Open: pending, running, or an approval gate still waiting.
+        let open = state
+            .get("state")
+            .and_then(|s| serde_json::from_value::<JobState>(s.clone()).ok())
+            .is_some_and(|s| !s.is_terminal());
         if !open {
             continue;
         }

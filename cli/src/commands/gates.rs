@@ -1,0 +1,135 @@
+//! `sparkwing runs approve|reject`: a decision on a waiting approval gate of a local run.
+
+use super::{format_time, CliError, CmdResult};
+use crate::cli::{DecideArgs, OutputFormat};
+use crate::exit::ExitCode;
+use crate::printer::Printer;
+use serde_json::json;
+use sparkwing_core::gate::{self, Decision, DecisionError};
+use sparkwing_engine::abandoned;
+use sparkwing_engine::gates::DecideError;
+use sparkwing_engine::home::Home;
+
+/// What `runs status` says about a run's gates and concurrency group: pretty lines, and the
+/// JSON fields `gates` and `concurrency`.
+pub(super) fn status_lines(
+    home: &Home,
+    store: &sparkwing_engine::store::Store,
+    run: &sparkwing_engine::store::RunRecord,
+) -> Result<(Vec<String>, serde_json::Value, serde_json::Value), CliError> {
+    let mut lines = Vec::new();
+    let group = store.run_concurrency(&run.id)?;
+    let group_json = match &group {
+        None => serde_json::Value::Null,
+        Some(g) => {
+            let mut v = serde_json::to_value(g).unwrap_or_default();
+            if g.state == "waiting" && !run.status.is_terminal() {
+                let view =
+                    sparkwing_engine::concurrency::view(&home.root, &g.group, g.limit, &run.id);
+                let line = sparkwing_core::concurrency::waiting_line(&g.group, &view);
+                v["holders"] = json!(view.holders);
+                v["waiting"] = json!(line);
+                lines.push(format!("waiting:  {line}"));
+            } else {
+                let cancel = if g.cancel_in_progress {
+                    ", cancel in progress"
+                } else {
+                    ""
+                };
+                lines.push(format!(
+                    "group:    concurrency group {} (limit {}{cancel})",
+                    g.group, g.limit
+                ));
+            }
+            v
+        }
+    };
+    let gates = store.gates(&run.id)?;
+    for g in &gates {
+        let message = g
+            .message
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
+        let line = match (&g.decided, g.state) {
+            (Some(d), _) => format!(
+                "gate {}: {} at {} UTC{message}",
+                g.gate,
+                gate::reason(d),
+                format_time(d.at_ms)
+            ),
+            (None, sparkwing_core::JobState::Waiting) if !run.status.is_terminal() => {
+                let timeout = match (g.timeout_ms, g.waiting_since) {
+                    (Some(t), Some(since)) => format!(
+                        "; {} at {} UTC",
+                        g.on_timeout,
+                        format_time(since.saturating_add(t as i64))
+                    ),
+                    _ => String::new(),
+                };
+                format!(
+                    "gate {}: waiting for a decision{message}{timeout} (sparkwing runs approve|reject --run {} --gate {})",
+                    g.gate, run.id, g.gate
+                )
+            }
+            (None, state) => format!("gate {}: {state}{message}", g.gate),
+        };
+        lines.push(line);
+    }
+    Ok((
+        lines,
+        group_json,
+        serde_json::to_value(&gates).unwrap_or_default(),
+    ))
+}
+
+pub fn decide(args: DecideArgs, decision: Decision) -> CmdResult {
+    if args.run.profile.is_some() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "runs approve|reject --profile is not supported yet: gates are decided on local runs \
+             only (docs/cli.md#approval-gates)",
+        ));
+    }
+    let mut store = abandoned::open_store(&Home::from_env())?;
+    let by = args
+        .as_user
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(sparkwing_engine::user_name);
+    let (run, decided) = sparkwing_engine::gates::decide(
+        &mut store,
+        args.run.id(),
+        &args.gate,
+        decision,
+        &by,
+        args.comment.clone(),
+    )
+    .map_err(|e| match e {
+        DecideError::Store(s) => CliError::from(s),
+        DecideError::Refused(r) => {
+            let code = match r {
+                DecisionError::UnknownGate { .. } => ExitCode::NotFound,
+                _ => ExitCode::Usage,
+            };
+            CliError::new(code, r.to_string())
+        }
+    })?;
+    match args.output {
+        OutputFormat::Json => Printer::new(args.output).json_document(&json!({
+            "run": run,
+            "gate": args.gate,
+            "decision": decided.decision,
+            "by": decided.by,
+            "at": decided.at_ms,
+            "comment": decided.comment,
+        })),
+        OutputFormat::Pretty => println!(
+            "gate {} of run {run}: {} ({} UTC)",
+            args.gate,
+            gate::reason(&decided),
+            format_time(decided.at_ms)
+        ),
+    }
+    Ok(ExitCode::Success)
+}

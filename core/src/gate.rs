@@ -1,0 +1,306 @@
+//! Approval gates: a job of the plan that runs no process and waits for a person's decision
+//! (`sparkwing runs approve|reject`), or for its timeout's default outcome (`docs/authoring.md`).
+//! This module decides what a decision may be recorded on, what a gate's end means for the run,
+//! and when a timeout decides instead.
+
+use crate::state::{JobState, RunPhase};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a gate declares in the plan (`"gate"` on a job, `docs/protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSpec {
+    /// Shown to whoever decides (`runs status`, the dashboard).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// How long the gate waits once it is waiting; none waits until decided or cancelled.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The decision a timeout records (default reject: nobody approved).
+    #[serde(default = "default_on_timeout")]
+    pub on_timeout: Decision,
+}
+
+fn default_on_timeout() -> Decision {
+    Decision::Reject
+}
+
+/// A decision on a gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+
+    /// The past tense, as a decision is shown (`approved by ana`).
+    pub fn past(self) -> &'static str {
+        match self {
+            Decision::Approve => "approved",
+            Decision::Reject => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Decision> {
+        [Decision::Approve, Decision::Reject]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A recorded decision: who (an OS user, `--as`, or `timeout`), when, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    pub decision: Decision,
+    pub by: String,
+    pub at_ms: i64,
+    pub comment: Option<String>,
+    /// The gate's timeout decided, not a person.
+    pub timed_out: bool,
+}
+
+/// The name a timeout's decision is recorded under.
+pub const TIMEOUT_DECIDER: &str = "timeout";
+
+/// The reason recorded on the gate's job: `approved by ana: looks good`, `rejected by timeout`.
+pub fn reason(d: &Decided) -> String {
+    match &d.comment {
+        Some(c) if !c.is_empty() => format!("{} by {}: {c}", d.decision.past(), d.by),
+        _ => format!("{} by {}", d.decision.past(), d.by),
+    }
+}
+
+/// The decision a timeout records, if the gate has waited past its timeout by `now_ms`.
+pub fn timed_out(spec: &GateSpec, waiting_since_ms: i64, now_ms: i64) -> Option<Decided> {
+    let limit = spec.timeout_ms?;
+    let deadline = waiting_since_ms.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+    (now_ms >= deadline).then(|| Decided {
+        decision: spec.on_timeout,
+        by: TIMEOUT_DECIDER.to_string(),
+        at_ms: now_ms,
+        comment: Some(format!("no decision within {}", short_duration(limit))),
+        timed_out: true,
+    })
+}
+
+/// `45s`, `1m`, `1m30s`, `2h`: how a timeout reads in its decision's comment.
+fn short_duration(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// Why a decision cannot be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    #[error("run {run} has no gate {gate:?}{}", known_list(.known))]
+    UnknownGate {
+        run: String,
+        gate: String,
+        known: Vec<String>,
+    },
+    #[error("run {run} already finished ({status}); its gates can no longer be decided")]
+    RunFinished { run: String, status: String },
+    #[error("gate {gate:?} of run {run} was already {}", decided_text(.decided))]
+    AlreadyDecided {
+        run: String,
+        gate: String,
+        decided: Box<Decided>,
+    },
+    #[error("gate {gate:?} of run {run} is not waiting for a decision (it is {state}){}", not_yet(.state))]
+    NotWaiting {
+        run: String,
+        gate: String,
+        state: JobState,
+    },
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "; it has no gates".to_string()
+    } else {
+        format!("; its gates: {}", known.join(", "))
+    }
+}
+
+fn decided_text(d: &Decided) -> String {
+    reason(d)
+}
+
+fn not_yet(state: &JobState) -> String {
+    if *state == JobState::Pending {
+        "; a gate can be decided once the jobs it needs have finished".to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// One gate of a run as recorded: its job's state and its decision, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateView {
+    pub gate: String,
+    pub state: JobState,
+    pub decided: Option<Decided>,
+}
+
+/// Whether a decision on `gate` of a run in `status` may be recorded now: only on a waiting gate
+/// of a live run that nobody decided yet.
+pub fn check_decision(
+    run: &str,
+    status: RunPhase,
+    gates: &[GateView],
+    gate: &str,
+) -> Result<(), DecisionError> {
+    let Some(g) = gates.iter().find(|g| g.gate == gate) else {
+        return Err(DecisionError::UnknownGate {
+            run: run.to_string(),
+            gate: gate.to_string(),
+            known: gates.iter().map(|g| g.gate.clone()).collect(),
+        });
+    };
+    if let Some(d) = &g.decided {
+        return Err(DecisionError::AlreadyDecided {
+            run: run.to_string(),
+            gate: gate.to_string(),
+            decided: Box::new(d.clone()),
+        });
+    }
+    if status.is_terminal() {
+        return Err(DecisionError::RunFinished {
+            run: run.to_string(),
+            status: status.local_str().to_string(),
+        });
+    }
+    if g.state != JobState::Waiting {
+        return Err(DecisionError::NotWaiting {
+            run: run.to_string(),
+            gate: gate.to_string(),
+            state: g.state,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decided(decision: Decision, by: &str, comment: Option<&str>) -> Decided {
+        Decided {
+            decision,
+            by: by.into(),
+            at_ms: 5,
+            comment: comment.map(Into::into),
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn the_reason_names_who_decided_and_why() {
+        assert_eq!(
+            reason(&decided(Decision::Reject, "bo", Some("not today"))),
+            "rejected by bo: not today"
+        );
+        assert_eq!(
+            reason(&decided(Decision::Approve, "ana", None)),
+            "approved by ana"
+        );
+        assert_eq!(
+            reason(&decided(Decision::Approve, "ana", Some("ok"))),
+            "approved by ana: ok"
+        );
+    }
+
+    #[test]
+    fn timeout_decides_the_default_outcome_only_after_the_deadline() {
+        let spec = GateSpec {
+            message: None,
+            timeout_ms: Some(60_000),
+            on_timeout: Decision::Approve,
+        };
+        assert_eq!(timed_out(&spec, 1_000, 60_999), None);
+        let d = timed_out(&spec, 1_000, 61_000).expect("deadline reached");
+        assert_eq!(d.decision, Decision::Approve);
+        assert!(d.timed_out);
+        assert_eq!(d.by, TIMEOUT_DECIDER);
+        assert_eq!(reason(&d), "approved by timeout: no decision within 1m");
+        let forever = GateSpec {
+            timeout_ms: None,
+            ..spec
+        };
+        assert_eq!(timed_out(&forever, 0, i64::MAX), None);
+        // The default outcome is reject.
+        let parsed: GateSpec = serde_json::from_str(r#"{"timeout_ms":5}"#).unwrap();
+        assert_eq!(parsed.on_timeout, Decision::Reject);
+    }
+
+    fn gates(state: JobState, decided: Option<Decided>) -> Vec<GateView> {
+        vec![GateView {
+            gate: "approve-prod".into(),
+            state,
+            decided,
+        }]
+    }
+
+    #[test]
+    fn decisions_are_recorded_only_on_a_waiting_undecided_gate_of_a_live_run() {
+        let live = RunPhase::Running;
+        assert_eq!(
+            check_decision("r", live, &gates(JobState::Waiting, None), "approve-prod"),
+            Ok(())
+        );
+        let e = check_decision("r", live, &gates(JobState::Waiting, None), "nope").unwrap_err();
+        assert!(matches!(e, DecisionError::UnknownGate { .. }));
+        assert!(e.to_string().contains("its gates: approve-prod"), "{e}");
+        let e = check_decision("r", live, &[], "nope").unwrap_err();
+        assert!(e.to_string().contains("it has no gates"), "{e}");
+        let e = check_decision(
+            "r",
+            RunPhase::Succeeded,
+            &gates(JobState::Cancelled, None),
+            "approve-prod",
+        )
+        .unwrap_err();
+        assert!(matches!(e, DecisionError::RunFinished { .. }), "{e}");
+        let e = check_decision(
+            "r",
+            live,
+            &gates(
+                JobState::Success,
+                Some(decided(Decision::Approve, "ana", None)),
+            ),
+            "approve-prod",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "gate \"approve-prod\" of run r was already approved by ana"
+        );
+        let e =
+            check_decision("r", live, &gates(JobState::Pending, None), "approve-prod").unwrap_err();
+        assert!(e.to_string().contains("it is pending"), "{e}");
+    }
+}
