@@ -26,6 +26,8 @@ pub use sse::{Flow, StreamEnd};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request may take, body included (blobs up to 64 MiB compressed).
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many times a GET is sent again after its connection broke ([`connection_broke`]).
+const GET_RESENDS: u32 = 2;
 /// Longest silence on a log stream: the server sends a keep-alive comment every 15 s.
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// Most bytes read from a JSON answer.
@@ -188,11 +190,20 @@ impl ApiClient {
         Ok(Answer { status, body })
     }
 
+    /// A GET, sent again (at most [`GET_RESENDS`] times, on a new connection) when the connection
+    /// broke under it: a kept-alive connection the server closed just as it was reused fails the
+    /// request without the server having seen it. A GET changes nothing, so sending it again is
+    /// safe; a refused or timed-out connection is not retried (the API is not there).
     fn get(&self, path: &str) -> Result<Resp, RemoteError> {
-        let resp = self
-            .authorized(self.agent.get(&self.url(path)))
-            .call()
-            .map_err(|e| self.transport(e))?;
+        let url = self.url(path);
+        let mut resends = 0;
+        let resp = loop {
+            match self.authorized(self.agent.get(&url)).call() {
+                Ok(resp) => break resp,
+                Err(e) if resends < GET_RESENDS && connection_broke(&e) => resends += 1,
+                Err(e) => return Err(self.transport(e)),
+            }
+        };
         check(resp)
     }
 
@@ -526,6 +537,23 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
+/// Whether `e` is an established connection breaking (reset, closed, cut short), as opposed to
+/// no connection at all (refused, unknown host, connect timeout) or an HTTP-level failure.
+fn connection_broke(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::Other
+        ),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,6 +587,63 @@ mod tests {
         let c = ApiClient::new("http://127.0.0.1:1", "t").unwrap();
         let e = c.call("BREW", "/", &[], None).unwrap_err();
         assert!(matches!(e, RemoteError::InvalidRequest(_)), "{e:?}");
+    }
+
+    /// A server that answers the first request on a kept-alive connection, then closes that
+    /// connection when the next request arrives on it (as a server closing an idle connection
+    /// does when the client reuses it at that moment), and answers on a new connection.
+    #[test]
+    fn a_get_on_a_connection_the_server_closed_is_sent_again() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+
+        fn read_request(r: &mut BufReader<std::net::TcpStream>) -> bool {
+            let mut line = String::new();
+            let mut any = false;
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) if line == "\r\n" => return any,
+                    Ok(_) => any = true,
+                }
+            }
+        }
+        let answer = |w: &mut std::net::TcpStream| {
+            let body = r#"{"principal":"p","token":"t","scopes":[]}"#;
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut connections = 0;
+            // First connection: one answer, then the second request is read and dropped.
+            let (first, _) = listener.accept().unwrap();
+            connections += 1;
+            let mut w = first.try_clone().unwrap();
+            let mut r = BufReader::new(first);
+            assert!(read_request(&mut r));
+            answer(&mut w);
+            assert!(read_request(&mut r));
+            drop(w);
+            drop(r);
+            // The client's second try comes on a new connection.
+            let (second, _) = listener.accept().unwrap();
+            connections += 1;
+            let mut w = second.try_clone().unwrap();
+            let mut r = BufReader::new(second);
+            assert!(read_request(&mut r));
+            answer(&mut w);
+            connections
+        });
+        let c = ApiClient::new(&url, "t").unwrap();
+        assert_eq!(c.whoami().unwrap().principal, "p");
+        assert_eq!(c.whoami().unwrap().principal, "p");
+        assert_eq!(server.join().unwrap(), 2);
     }
 
     #[test]
