@@ -4,6 +4,8 @@
 //! it. Everything here is deterministic and tested from fixtures.
 
 pub mod args;
+pub mod artifact;
+pub mod cache;
 pub mod condition;
 pub mod dag;
 pub mod mask;

@@ -105,6 +105,15 @@ pub struct JobSpec {
     /// false the job is skipped. Absent on jobs without one (and in every plan of an older SDK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<crate::condition::Cond>,
+    /// The job's dependency caches (`docs/authoring.md#caches`); absent when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<crate::cache::CacheSpec>,
+    /// The artifacts the job publishes when it succeeds; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishes: Vec<crate::artifact::ArtifactSpec>,
+    /// The artifacts of its needs the job gets before it starts; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumes: Vec<crate::artifact::ConsumeSpec>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -150,6 +159,9 @@ impl JobSpec {
             skip: None,
             awaits: None,
             when: None,
+            caches: Vec::new(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
         }
     }
 
