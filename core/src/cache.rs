@@ -166,7 +166,11 @@ pub fn evictions(entries: &[CacheEntry], cap_bytes: u64, keep: Option<&str>) -> 
 
 /// Which entries `cache prune` removes: every one with `all`, else those not used since
 /// `older_than_ms` (an absolute time, ms since the epoch), else none.
-pub fn prune_choice(entries: &[CacheEntry], all: bool, unused_since_ms: Option<i64>) -> Vec<String> {
+pub fn prune_choice(
+    entries: &[CacheEntry],
+    all: bool,
+    unused_since_ms: Option<i64>,
+) -> Vec<String> {
     entries
         .iter()
         .filter(|e| all || unused_since_ms.is_some_and(|t| e.last_used_ms < t))
@@ -318,10 +322,7 @@ mod tests {
             workspace_path(Some("crates/app"), "./target/../out/").unwrap(),
             "crates/app/out"
         );
-        assert_eq!(
-            workspace_path(Some("crates/app"), "../../x").unwrap(),
-            "x"
-        );
+        assert_eq!(workspace_path(Some("crates/app"), "../../x").unwrap(), "x");
         for bad in ["../x", "/etc", "~/.cargo", "a/../../x"] {
             assert!(
                 matches!(workspace_path(None, bad), Err(PathError::Outside(_))),

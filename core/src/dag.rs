@@ -192,7 +192,9 @@ fn check_caches_and_artifacts(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanE
             problem,
         };
         if !cache::valid_name(&c.name) {
-            return Err(bad("the name must be 1 to 64 of letters, digits, '-', '_', '.'".into()));
+            return Err(bad(
+                "the name must be 1 to 64 of letters, digits, '-', '_', '.'".into(),
+            ));
         }
         if job.caches[..i].iter().any(|d| d.name == c.name) {
             return Err(bad("declared twice".into()));
@@ -211,7 +213,9 @@ fn check_caches_and_artifacts(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanE
             problem,
         };
         if !cache::valid_name(&a.name) {
-            return Err(bad("the name must be 1 to 64 of letters, digits, '-', '_', '.'".into()));
+            return Err(bad(
+                "the name must be 1 to 64 of letters, digits, '-', '_', '.'".into(),
+            ));
         }
         if job.publishes[..i].iter().any(|b| b.name == a.name) {
             return Err(bad("published twice".into()));

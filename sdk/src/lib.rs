@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod cache;
 mod cond;
 mod error;
 mod job;
@@ -32,6 +33,7 @@ mod plan;
 mod protocol;
 
 pub use args::{Arg, ArgKind, ArgValue, Args};
+pub use cache::CacheKey;
 pub use cond::{Cond, OutputRef};
 pub use error::{fail, CommandEnd, Context, Error, Result};
 pub use job::{Cmd, Job};
@@ -68,7 +70,7 @@ macro_rules! bail {
 pub mod prelude {
     pub use crate::bail;
     pub use crate::{
-        fail, Arg, Args, Cmd, Cond, Context, Duration, Error, Job, JobBuilder, Pipeline, Plan,
-        Result,
+        fail, Arg, Args, CacheKey, Cmd, Cond, Context, Duration, Error, Job, JobBuilder, Pipeline,
+        Plan, Result,
     };
 }

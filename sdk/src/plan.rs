@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::args::{Arg, Args};
+use crate::cache::Storage;
 use crate::cond::Cond;
 use crate::error::Result;
 use crate::job::Job;
@@ -138,6 +139,7 @@ impl Plan {
             skip: None,
             awaits: None,
             when: None,
+            storage: Storage::default(),
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -235,6 +237,7 @@ pub struct JobBuilder {
     skip: Option<String>,
     awaits: Option<AwaitSpec>,
     when: Option<Cond>,
+    pub(crate) storage: Storage,
     body: JobFn,
 }
 
@@ -414,6 +417,7 @@ impl JobBuilder {
                 ]),
             ));
         }
+        fields.extend(self.storage.json_fields());
         Value::object(fields)
     }
 }
@@ -433,6 +437,7 @@ impl fmt::Debug for JobBuilder {
             .field("skip", &self.skip)
             .field("awaits", &self.awaits)
             .field("when", &self.when)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
