@@ -6,7 +6,9 @@
 
 pub mod abandoned;
 mod admission;
+pub mod artifact_store;
 pub mod box_slots;
+pub mod cache_store;
 pub mod compile;
 mod dag_run;
 pub mod env_vars;
