@@ -10,6 +10,7 @@ use super::sink::SinkLine;
 use super::{io_err, now_ms, sink, subpipeline, EngineError, RunRequest};
 use crate::exit::ExitCode;
 use crate::home::Home;
+use crate::job_storage::{JobStorage, StorageEvent};
 use crate::store::NewJob;
 use serde_json::{json, Map, Value};
 use sparkwing_api::wire::ReportedJobState;
@@ -72,6 +73,12 @@ enum Msg {
     RetryDue {
         job: usize,
         attempt: u32,
+    },
+    /// What happened to the job's caches and artifacts around an attempt.
+    Storage {
+        job: usize,
+        attempt: u32,
+        events: Vec<StorageEvent>,
     },
 }
 
@@ -162,6 +169,21 @@ pub(super) async fn run_dag(
             }
         },
     };
+    // Caches and artifacts: set up only when a job declares some.
+    let uses_storage = validated
+        .jobs
+        .iter()
+        .any(|j| !j.caches.is_empty() || !j.publishes.is_empty() || !j.consumes.is_empty());
+    let (cache_store, artifact_store) = if uses_storage {
+        match crate::job_storage::local_stores(&req.home, &run_dir) {
+            (Ok(c), Ok(a)) => (Some(c), Some(a)),
+            (Err(e), _) | (_, Err(e)) => {
+                return finish(&mut rec, RunPhase::Failed, Some(e), created);
+            }
+        }
+    } else {
+        (None, None)
+    };
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()
@@ -218,6 +240,8 @@ pub(super) async fn run_dag(
         run_dir: &run_dir,
         args_json: &args_json,
         tx: tx.clone(),
+        cache_store,
+        artifact_store,
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -232,6 +256,7 @@ pub(super) async fn run_dag(
                         let actions = on_attempt_end(&mut ctx, &mut rec, &mut sched, &mut jobs, job, end)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
+                    Msg::Storage { job, attempt, events } => on_storage(&mut rec, &sched, &mut jobs, job, attempt, events)?,
                     Msg::RetryDue { job, attempt } => {
                         let actions = if sched.is_cancelling() {
                             sched.attempt_finished(job, AttemptOutcome::Killed)
@@ -272,6 +297,8 @@ struct Ctx<'a> {
     run_dir: &'a std::path::Path,
     args_json: &'a str,
     tx: mpsc::UnboundedSender<Msg>,
+    cache_store: Option<std::sync::Arc<dyn crate::cache_store::CacheStore>>,
+    artifact_store: Option<std::sync::Arc<dyn crate::artifact_store::ArtifactStore>>,
 }
 
 /// Ask the binary for the plan (on a blocking thread: planning is one short process).
@@ -378,7 +405,14 @@ fn start(
     };
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
-    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
+    let storage = JobStorage::of(
+        spec,
+        &sched.plan().jobs,
+        &ctx.req.repo_root,
+        ctx.cache_store.clone(),
+        ctx.artifact_store.clone(),
+    );
+    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx, storage);
     Ok(())
 }
 
@@ -506,10 +540,35 @@ fn spawn_attempt(
     attempt: u32,
     spec: AttemptSpec,
     control: watch::Receiver<Control>,
+    storage: Option<JobStorage>,
 ) {
     let tx = ctx.tx.clone();
     let supervisors = ctx.supervisors.clone();
     tokio::spawn(async move {
+        // Caches and artifacts before the attempt, on a blocking thread (they copy files).
+        let mut restored = Vec::new();
+        if let Some(storage) = storage.clone() {
+            let (events, ready) = tokio::task::spawn_blocking(move || {
+                let mut events = Vec::new();
+                let ready = storage.before(&mut events);
+                (events, ready)
+            })
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Err(format!("caches and artifacts: {e}"))));
+            restored = events.clone();
+            let _ = tx.send(Msg::Storage {
+                job,
+                attempt,
+                events,
+            });
+            if let Err(reason) = ready {
+                let _ = tx.send(Msg::AttemptEnded {
+                    job,
+                    end: ProcessEnd::StorageFailed(reason),
+                });
+                return;
+            }
+        }
         let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
         let forward_tx = tx.clone();
         let forward = tokio::spawn(async move {
@@ -519,8 +578,25 @@ fn spawn_attempt(
                 }
             }
         });
-        let end = process::run_attempt(spec, line_tx, control, supervisors).await;
+        let mut end = process::run_attempt(spec, line_tx, control, supervisors).await;
         let _ = forward.await;
+        if let (ProcessEnd::Exited(0), Some(storage)) = (&end, storage) {
+            let (events, done) = tokio::task::spawn_blocking(move || {
+                let mut events = Vec::new();
+                let done = storage.after_success(&restored, &mut events);
+                (events, done)
+            })
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Err(format!("caches and artifacts: {e}"))));
+            let _ = tx.send(Msg::Storage {
+                job,
+                attempt,
+                events,
+            });
+            if let Err(reason) = done {
+                end = ProcessEnd::StorageFailed(reason);
+            }
+        }
         let _ = tx.send(Msg::AttemptEnded { job, end });
     });
 }
@@ -597,6 +673,72 @@ fn on_line(
     log_line(rec, jobs, job, &id, attempt, line.stream, text)
 }
 
+/// Record what happened to a job's caches and artifacts: the store's records, an event, and a
+/// line in the job's log.
+fn on_storage(
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    events: Vec<StorageEvent>,
+) -> Result<(), EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    let run_id = rec.run_id.clone();
+    for ev in events {
+        match &ev {
+            StorageEvent::CacheRestored {
+                name,
+                key,
+                outcome,
+                restored_key,
+                size_bytes,
+                ..
+            } => rec.store.record_cache_restore(
+                &run_id,
+                &crate::store::JobCacheRecord {
+                    job_id: id.clone(),
+                    name: name.clone(),
+                    key: key.clone(),
+                    outcome: outcome.to_string(),
+                    restored_key: restored_key.clone(),
+                    saved: None,
+                    size_bytes: *size_bytes,
+                },
+            )?,
+            StorageEvent::CacheSaved {
+                name,
+                saved,
+                size_bytes,
+                ..
+            } => rec
+                .store
+                .record_cache_save(&run_id, &id, name, saved, *size_bytes)?,
+            StorageEvent::ArtifactPublished {
+                name,
+                path,
+                size_bytes,
+                files,
+            } => rec.store.record_artifact(
+                &run_id,
+                &crate::store::ArtifactRecord {
+                    job_id: id.clone(),
+                    name: name.clone(),
+                    path: path.clone(),
+                    size_bytes: *size_bytes,
+                    files: *files,
+                    created_at: now_ms(),
+                },
+            )?,
+            StorageEvent::ArtifactConsumed { .. } => {}
+        }
+        rec.event(Some(&id), ev.kind(), ev.payload(), None)?;
+        let line = rec.masker.mask(&ev.log_line()).into_owned();
+        log_line(rec, jobs, job, &id, attempt, process::Stream::Stdout, line)?;
+    }
+    Ok(())
+}
+
 /// Append one (masked) log line to a job's log, the terminal and the sink.
 fn log_line(
     rec: &mut Recorder,
@@ -667,7 +809,9 @@ fn on_attempt_end(
             None,
         ),
         ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
-        ProcessEnd::SpawnFailed(m) => (AttemptOutcome::Failed { reason: m.clone() }, None),
+        ProcessEnd::SpawnFailed(m) | ProcessEnd::StorageFailed(m) => {
+            (AttemptOutcome::Failed { reason: m.clone() }, None)
+        }
     };
     // An await job fails with its child's reason.
     if let (AttemptOutcome::Failed { reason }, Some(child)) = (&mut outcome, jobs[job].child.take())

@@ -18,6 +18,7 @@ pub mod home;
 pub mod host;
 pub mod interrupts;
 pub mod job_log;
+pub mod job_storage;
 pub mod output;
 pub mod planning;
 pub mod process;

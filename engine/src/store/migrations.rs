@@ -66,4 +66,29 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN retry_of TEXT;
     "#,
+    // 4: job caches and artifacts: each cache a job declared (its key, hit/fallback/miss, what
+    // was restored and whether it was saved), and each artifact a job published.
+    r#"
+    CREATE TABLE job_caches (
+        run_id       TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        job_id       TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        outcome      TEXT NOT NULL,
+        restored_key TEXT,
+        saved        TEXT,
+        size_bytes   INTEGER,
+        PRIMARY KEY (run_id, job_id, name)
+    );
+    CREATE TABLE artifacts (
+        run_id     TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        job_id     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        files      INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, job_id, name)
+    );
+    "#,
 ];

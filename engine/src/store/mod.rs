@@ -6,8 +6,10 @@
 pub mod dashboard_queries;
 mod migrations;
 mod records;
+mod storage;
 
 pub use records::{EventRecord, JobRecord, NewJob, NewRun, RunFilter, RunRecord};
+pub use storage::{ArtifactRecord, JobCacheRecord};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sparkwing_core::{JobState, RunPhase};
