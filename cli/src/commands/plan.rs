@@ -285,6 +285,30 @@ fn notes(job: &JobSpec) -> Vec<String> {
         let names: Vec<&str> = job.env.keys().map(String::as_str).collect();
         notes.push(format!("env {}", names.join(" ")));
     }
+    for c in &job.caches {
+        let key: Vec<&str> = c
+            .key_files
+            .iter()
+            .chain(&c.key_texts)
+            .map(String::as_str)
+            .collect();
+        notes.push(format!(
+            "cache {} ({}; key {})",
+            c.name,
+            c.paths.join(" "),
+            if key.is_empty() {
+                "-".into()
+            } else {
+                key.join(" ")
+            }
+        ));
+    }
+    for a in &job.publishes {
+        notes.push(format!("publishes {} ({})", a.name, a.path));
+    }
+    for c in &job.consumes {
+        notes.push(format!("consumes {}/{}", c.job, c.name));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {
