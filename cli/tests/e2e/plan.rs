@@ -226,3 +226,16 @@ fn lint_reports_every_pipelines_findings_with_exit_codes_for_ci() {
         .contains("--nobody-reads-me"));
     assert_eq!(lines[1]["findings"][0]["kind"], "unregistered_entrypoint");
 }
+
+#[test]
+fn plan_prints_caches_and_artifacts() {
+    let sw = Sw::fixture("storage");
+    for (args, file) in [
+        (["pipeline", "plan", "deps"], "storage-deps.txt"),
+        (["pipeline", "plan", "artifacts"], "storage-artifacts.txt"),
+    ] {
+        let out = sw.sw(args);
+        out.assert_code(0);
+        golden(file, &out.stdout);
+    }
+}
