@@ -223,7 +223,7 @@ fn check_caches_and_artifacts(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanE
         cache::workspace_path(workdir, &a.path).map_err(|e| bad(e.to_string()))?;
     }
     for c in &job.consumes {
-        if !job.needs.iter().any(|n| *n == c.job) {
+        if !job.needs.contains(&c.job) {
             return Err(PlanError::ConsumeNotANeed {
                 job: job.id.clone(),
                 target: c.job.clone(),

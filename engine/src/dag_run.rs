@@ -174,15 +174,13 @@ pub(super) async fn run_dag(
         .jobs
         .iter()
         .any(|j| !j.caches.is_empty() || !j.publishes.is_empty() || !j.consumes.is_empty());
-    let (cache_store, artifact_store) = if uses_storage {
+    let stores = if uses_storage {
         match crate::job_storage::local_stores(&req.home, &run_dir) {
-            (Ok(c), Ok(a)) => (Some(c), Some(a)),
-            (Err(e), _) | (_, Err(e)) => {
-                return finish(&mut rec, RunPhase::Failed, Some(e), created);
-            }
+            Ok(s) => Some(s),
+            Err(e) => return finish(&mut rec, RunPhase::Failed, Some(e), created),
         }
     } else {
-        (None, None)
+        None
     };
     let new_jobs: Vec<NewJob> = validated
         .jobs
@@ -240,8 +238,7 @@ pub(super) async fn run_dag(
         run_dir: &run_dir,
         args_json: &args_json,
         tx: tx.clone(),
-        cache_store,
-        artifact_store,
+        stores,
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -297,8 +294,7 @@ struct Ctx<'a> {
     run_dir: &'a std::path::Path,
     args_json: &'a str,
     tx: mpsc::UnboundedSender<Msg>,
-    cache_store: Option<std::sync::Arc<dyn crate::cache_store::CacheStore>>,
-    artifact_store: Option<std::sync::Arc<dyn crate::artifact_store::ArtifactStore>>,
+    stores: Option<crate::job_storage::Stores>,
 }
 
 /// Ask the binary for the plan (on a blocking thread: planning is one short process).
@@ -409,8 +405,7 @@ fn start(
         spec,
         &sched.plan().jobs,
         &ctx.req.repo_root,
-        ctx.cache_store.clone(),
-        ctx.artifact_store.clone(),
+        ctx.stores.as_ref(),
     );
     spawn_attempt(ctx, job, attempt, attempt_spec, control_rx, storage);
     Ok(())

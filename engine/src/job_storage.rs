@@ -24,8 +24,7 @@ pub struct JobStorage {
     publishes: Vec<ArtifactSpec>,
     /// Each consumed artifact with the path its producer published it from.
     consumes: Vec<(ConsumeSpec, String)>,
-    cache_store: Option<Arc<dyn CacheStore>>,
-    artifact_store: Option<Arc<dyn ArtifactStore>>,
+    stores: Stores,
 }
 
 /// One thing that happened to a job's caches or artifacts.
@@ -193,12 +192,12 @@ impl JobStorage {
         spec: &JobSpec,
         plan_jobs: &[JobSpec],
         workspace: &Path,
-        cache_store: Option<Arc<dyn CacheStore>>,
-        artifact_store: Option<Arc<dyn ArtifactStore>>,
+        stores: Option<&Stores>,
     ) -> Option<JobStorage> {
         if spec.caches.is_empty() && spec.publishes.is_empty() && spec.consumes.is_empty() {
             return None;
         }
+        let stores = stores?.clone();
         let consumes = spec
             .consumes
             .iter()
@@ -219,8 +218,7 @@ impl JobStorage {
             caches: spec.caches.clone(),
             publishes: spec.publishes.clone(),
             consumes,
-            cache_store,
-            artifact_store,
+            stores,
         })
     }
 
@@ -237,10 +235,7 @@ impl JobStorage {
     /// had fails the attempt (the error); a cache that cannot be restored is a miss.
     pub fn before(&self, events: &mut Vec<StorageEvent>) -> Result<(), String> {
         for (c, path) in &self.consumes {
-            let store = self
-                .artifact_store
-                .as_ref()
-                .ok_or_else(|| "artifacts are not available to this run".to_string())?;
+            let store = &self.stores.artifacts;
             let (rel, dest) = self.abs(path)?;
             store
                 .fetch(&c.job, &c.name, &dest)
@@ -278,9 +273,7 @@ impl JobStorage {
             millis: start.elapsed().as_millis(),
             warning,
         };
-        let Some(store) = &self.cache_store else {
-            return miss(Some("no cache store".into()));
-        };
+        let store = &self.stores.caches;
         let entries = match store.list() {
             Ok(e) => e,
             Err(e) => return miss(Some(e.to_string())),
@@ -321,10 +314,7 @@ impl JobStorage {
             }
         }
         for a in &self.publishes {
-            let store = self
-                .artifact_store
-                .as_ref()
-                .ok_or_else(|| "artifacts are not available to this run".to_string())?;
+            let store = &self.stores.artifacts;
             let (_, src) = self.abs(&a.path)?;
             if !artifact_store::inside(&self.workspace, &src) {
                 return Err(artifact_store::ArtifactError::Escapes {
@@ -372,9 +362,7 @@ impl JobStorage {
                 detail,
             }
         };
-        let Some(store) = &self.cache_store else {
-            return done("failed", None, Some("no cache store".into()));
-        };
+        let store = &self.stores.caches;
         let mut paths = Vec::new();
         for p in &spec.paths {
             match self.abs(p) {
@@ -391,20 +379,20 @@ impl JobStorage {
     }
 }
 
+/// The stores a run's jobs use.
+#[derive(Clone)]
+pub struct Stores {
+    pub caches: Arc<dyn CacheStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+}
+
 /// The stores a local run uses: caches under `$SPARKWING_HOME/caches`, artifacts under the
-/// run's directory. A store that cannot be set up (a bad size cap) is `None`, with why.
-pub fn local_stores(
-    home: &crate::home::Home,
-    run_dir: &Path,
-) -> (
-    Result<Arc<dyn CacheStore>, String>,
-    Result<Arc<dyn ArtifactStore>, String>,
-) {
-    let caches = LocalCacheStore::of_home(home)
-        .map(|s| Arc::new(s) as Arc<dyn CacheStore>)
-        .map_err(|e| e.to_string());
-    let artifacts = LocalArtifactStore::of_run(run_dir)
-        .map(|s| Arc::new(s) as Arc<dyn ArtifactStore>)
-        .map_err(|e| e.to_string());
-    (caches, artifacts)
+/// run's directory; an error when one cannot be set up (a size cap that is not a number).
+pub fn local_stores(home: &crate::home::Home, run_dir: &Path) -> Result<Stores, String> {
+    let caches = LocalCacheStore::of_home(home).map_err(|e| e.to_string())?;
+    let artifacts = LocalArtifactStore::of_run(run_dir).map_err(|e| e.to_string())?;
+    Ok(Stores {
+        caches: Arc::new(caches),
+        artifacts: Arc::new(artifacts),
+    })
 }
