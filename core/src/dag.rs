@@ -35,6 +35,10 @@ pub enum PlanError {
         artifact: String,
         problem: String,
     },
+    #[error("job {job:?} is memoized on an output of {target:?}, which is not a job it needs (add {target:?} to its needs)")]
+    MemoNotANeed { job: String, target: String },
+    #[error("job {job:?} is memoized on a file: {problem}")]
+    InvalidMemo { job: String, problem: String },
     #[error("job {job:?} consumes an artifact of {target:?}, which is not a job it needs (add {target:?} to its needs)")]
     ConsumeNotANeed { job: String, target: String },
     #[error("artifact {name:?} of job {target:?} not found (job {job:?} consumes it; {target:?} publishes {published})")]
@@ -62,6 +66,8 @@ impl PlanError {
             PlanError::InvalidArtifact { .. } => "invalid_artifact",
             PlanError::ConsumeNotANeed { .. } => "consume_not_a_need",
             PlanError::UnknownArtifact { .. } => "unknown_artifact",
+            PlanError::MemoNotANeed { .. } => "memo_not_a_need",
+            PlanError::InvalidMemo { .. } => "invalid_memo",
         }
     }
 }
@@ -204,6 +210,20 @@ fn check_caches_and_artifacts(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanE
         }
         for p in c.paths.iter().chain(&c.key_files) {
             cache::workspace_path(workdir, p).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    if let Some(m) = &job.memo {
+        if let Some(o) = m.outputs.iter().find(|o| !job.needs.contains(&o.job)) {
+            return Err(PlanError::MemoNotANeed {
+                job: job.id.clone(),
+                target: o.job.clone(),
+            });
+        }
+        for f in &m.files {
+            cache::workspace_path(workdir, f).map_err(|e| PlanError::InvalidMemo {
+                job: job.id.clone(),
+                problem: e.to_string(),
+            })?;
         }
     }
     for (i, a) in job.publishes.iter().enumerate() {

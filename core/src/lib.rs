@@ -9,6 +9,7 @@ pub mod cache;
 pub mod condition;
 pub mod dag;
 pub mod mask;
+pub mod memo;
 pub mod protocol;
 pub mod reconcile;
 pub mod rerun;

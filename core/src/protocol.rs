@@ -114,6 +114,9 @@ pub struct JobSpec {
     /// The artifacts of its needs the job gets before it starts; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumes: Vec<crate::artifact::ConsumeSpec>,
+    /// Set on a memoized job (`docs/authoring.md#memoized-jobs`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<crate::memo::MemoSpec>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -162,6 +165,7 @@ impl JobSpec {
             caches: Vec::new(),
             publishes: Vec::new(),
             consumes: Vec::new(),
+            memo: None,
         }
     }
 

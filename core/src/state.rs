@@ -93,6 +93,9 @@ pub enum JobState {
     /// Not run: a re-run (`sparkwing runs retry`) took this job's outcome and outputs from the run
     /// it retries.
     Reused,
+    /// Not run: a memoized job whose inputs match a recent success; its outputs and artifacts
+    /// are that run's (`memo`).
+    Cached,
 }
 
 impl JobState {
@@ -105,6 +108,7 @@ impl JobState {
             JobState::Cancelled => "cancelled",
             JobState::Skipped => "skipped",
             JobState::Reused => "reused",
+            JobState::Cached => "cached",
         }
     }
 
@@ -116,7 +120,7 @@ impl JobState {
     pub fn satisfies_needs(self) -> bool {
         matches!(
             self,
-            JobState::Success | JobState::Skipped | JobState::Reused
+            JobState::Success | JobState::Skipped | JobState::Reused | JobState::Cached
         )
     }
 }
@@ -169,7 +173,8 @@ text_enum!(
         JobState::Failed,
         JobState::Cancelled,
         JobState::Skipped,
-        JobState::Reused
+        JobState::Reused,
+        JobState::Cached
     ]
 );
 

@@ -59,6 +59,7 @@ pub(crate) struct Storage {
     caches: Vec<(String, Vec<String>, CacheKey)>,
     publishes: Vec<(String, String)>,
     consumes: Vec<(String, String)>,
+    pub(crate) memo: Option<crate::memo::Memo>,
 }
 
 impl Storage {
@@ -99,6 +100,9 @@ impl Storage {
         }
         if !self.consumes.is_empty() {
             out.push(("consumes", pairs(&self.consumes, "job", "name")));
+        }
+        if let Some(m) = &self.memo {
+            out.push(("memo", m.to_json()));
         }
         out
     }

@@ -29,6 +29,7 @@ mod error;
 mod job;
 #[doc(hidden)]
 pub mod json;
+mod memo;
 mod plan;
 mod protocol;
 
@@ -37,6 +38,7 @@ pub use cache::CacheKey;
 pub use cond::{Cond, OutputRef};
 pub use error::{fail, CommandEnd, Context, Error, Result};
 pub use job::{Cmd, Job};
+pub use memo::Memo;
 pub use plan::{JobBuilder, Pipeline, Plan};
 pub use protocol::main;
 pub use std::time::Duration;
@@ -70,7 +72,7 @@ macro_rules! bail {
 pub mod prelude {
     pub use crate::bail;
     pub use crate::{
-        fail, Arg, Args, CacheKey, Cmd, Cond, Context, Duration, Error, Job, JobBuilder, Pipeline,
-        Plan, Result,
+        fail, Arg, Args, CacheKey, Cmd, Cond, Context, Duration, Error, Job, JobBuilder, Memo,
+        Pipeline, Plan, Result,
     };
 }
