@@ -91,6 +91,12 @@ impl LocalArtifactStore {
     fn data(&self, job: &str, name: &str) -> PathBuf {
         self.dir.join(job).join(name).join("data")
     }
+
+    /// Where artifact `name` of `job` is kept, if it is (a memoized job takes an earlier run's).
+    pub fn stored(&self, job: &str, name: &str) -> Option<PathBuf> {
+        let data = self.data(job, name);
+        std::fs::symlink_metadata(&data).ok().map(|_| data)
+    }
 }
 
 /// Size and file count of a file or tree (symlinks count as files of their own size).

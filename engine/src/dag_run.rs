@@ -11,6 +11,7 @@ use super::{io_err, now_ms, sink, subpipeline, EngineError, RunRequest};
 use crate::exit::ExitCode;
 use crate::home::Home;
 use crate::job_storage::{JobStorage, StorageEvent};
+use crate::memo_probe::{MemoFound, MemoProbe};
 use crate::store::NewJob;
 use serde_json::{json, Map, Value};
 use sparkwing_api::wire::ReportedJobState;
@@ -73,6 +74,18 @@ enum Msg {
     RetryDue {
         job: usize,
         attempt: u32,
+    },
+    /// A memoized job runs; a later run finds its success by this input hash.
+    MemoHash {
+        job: usize,
+        hash: String,
+    },
+    /// A memoized job does not run: run `from_run`'s result is taken.
+    Cached {
+        job: usize,
+        from_run: String,
+        outputs: BTreeMap<String, String>,
+        events: Vec<StorageEvent>,
     },
     /// What happened to the job's caches and artifacts around an attempt.
     Storage {
@@ -254,6 +267,14 @@ pub(super) async fn run_dag(
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::Storage { job, attempt, events } => on_storage(&mut rec, &sched, &mut jobs, job, attempt, events)?,
+                    Msg::MemoHash { job, hash } => {
+                        let id = sched.plan().jobs[job].id.clone();
+                        rec.store.set_job_memo(&run_id, &id, &hash)?;
+                    }
+                    Msg::Cached { job, from_run, outputs, events } => {
+                        let actions = on_cached(&mut rec, &mut sched, &mut jobs, job, from_run, outputs, events)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
                     Msg::RetryDue { job, attempt } => {
                         let actions = if sched.is_cancelling() {
                             sched.attempt_finished(job, AttemptOutcome::Killed)
@@ -407,7 +428,13 @@ fn start(
         &ctx.req.repo_root,
         ctx.stores.as_ref(),
     );
-    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx, storage);
+    let memo = match &spec.memo {
+        Some(m) if attempt == 1 && !ctx.req.no_cache => {
+            Some(memo_probe(ctx, sched, jobs, job, m.clone()))
+        }
+        _ => None,
+    };
+    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx, storage, memo);
     Ok(())
 }
 
@@ -536,10 +563,35 @@ fn spawn_attempt(
     spec: AttemptSpec,
     control: watch::Receiver<Control>,
     storage: Option<JobStorage>,
+    memo: Option<MemoProbe>,
 ) {
     let tx = ctx.tx.clone();
     let supervisors = ctx.supervisors.clone();
     tokio::spawn(async move {
+        // A memoized job: take an earlier result when there is one, else run and say by which
+        // input hash the success can be found.
+        if let Some(probe) = memo {
+            let found = tokio::task::spawn_blocking(move || probe.probe(now_ms())).await;
+            match found {
+                Ok(MemoFound::Hit {
+                    from_run,
+                    outputs,
+                    events,
+                }) => {
+                    let _ = tx.send(Msg::Cached {
+                        job,
+                        from_run,
+                        outputs,
+                        events,
+                    });
+                    return;
+                }
+                Ok(MemoFound::Miss { hash }) => {
+                    let _ = tx.send(Msg::MemoHash { job, hash });
+                }
+                Err(_) => {}
+            }
+        }
         // Caches and artifacts before the attempt, on a blocking thread (they copy files).
         let mut restored = Vec::new();
         if let Some(storage) = storage.clone() {
@@ -666,6 +718,72 @@ fn on_line(
     }
     let text = rec.masker.mask(&line.text).into_owned();
     log_line(rec, jobs, job, &id, attempt, line.stream, text)
+}
+
+/// What a memoized job's probe needs: its declared args and its needs' declared outputs now.
+fn memo_probe(
+    ctx: &Ctx<'_>,
+    sched: &Scheduler,
+    jobs: &[JobRuntime],
+    job: usize,
+    spec: sparkwing_core::memo::MemoSpec,
+) -> MemoProbe {
+    let plan = sched.plan();
+    let job_spec = &plan.jobs[job];
+    let args = spec
+        .args
+        .iter()
+        .map(|a| (a.clone(), ctx.req.args.get(a).map(Value::to_string)))
+        .collect();
+    let outputs = spec
+        .outputs
+        .iter()
+        .map(|o| {
+            let value = plan
+                .index_of(&o.job)
+                .and_then(|n| jobs[n].outputs.get(&o.output).cloned());
+            (o.job.clone(), o.output.clone(), value)
+        })
+        .collect();
+    MemoProbe {
+        pipeline: ctx.req.pipeline.clone(),
+        job: job_spec.id.clone(),
+        spec,
+        workspace: ctx.req.repo_root.clone(),
+        workdir: job_spec.workdir.clone(),
+        args,
+        outputs,
+        publishes: job_spec.publishes.clone(),
+        home: ctx.req.home.clone(),
+        stores: ctx.stores.clone(),
+    }
+}
+
+/// A memoized job took an earlier run's result: its outputs, its artifacts, state `cached`.
+fn on_cached(
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    from_run: String,
+    outputs: BTreeMap<String, String>,
+    events: Vec<StorageEvent>,
+) -> Result<Vec<Action>, EngineError> {
+    jobs[job].control = None;
+    let id = sched.plan().jobs[job].id.clone();
+    on_storage(rec, sched, jobs, job, 1, events)?;
+    jobs[job].outputs = outputs;
+    sched.set_outputs(job, jobs[job].outputs.clone());
+    rec.store
+        .set_job_cached_from(&rec.run_id.clone(), &id, &from_run)?;
+    let actions = sched.attempt_finished(
+        job,
+        AttemptOutcome::Cached {
+            reason: format!("cached from run {from_run}"),
+        },
+    );
+    record_terminal(rec, sched, jobs, job, None)?;
+    Ok(actions)
 }
 
 /// Record what happened to a job's caches and artifacts: the store's records, an event, and a
@@ -905,11 +1023,11 @@ fn record_terminal(
             rec.term.dim(&took)
         ),
         JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
-        JobState::Reused => format!(
+        JobState::Reused | JobState::Cached => format!(
             "{} {} {}",
             rec.term.dim("↺"),
             spec.id,
-            reason.as_deref().unwrap_or("reused")
+            reason.as_deref().unwrap_or(progress.state.as_str())
         ),
         _ => format!(
             "{} {} {}{why}",
@@ -934,6 +1052,7 @@ fn record_terminal(
         JobState::Failed => "job_failed",
         JobState::Skipped => "job_skipped",
         JobState::Reused => "job_reused",
+        JobState::Cached => "job_cached",
         _ => "job_cancelled",
     };
     rec.event(

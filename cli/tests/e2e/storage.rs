@@ -225,3 +225,69 @@ fn bad_caches_and_artifacts_fail_clearly() {
     profile.assert_code(2);
     assert!(profile.stderr.contains("not yet on a cluster"), "{profile}");
 }
+
+/// The jobs that ran since the last call, sorted; empties `ran.txt`.
+fn ran(sw: &Sw) -> Vec<String> {
+    let path = sw.root().join("ran.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    let mut jobs: Vec<String> = text.lines().map(str::to_string).collect();
+    jobs.sort();
+    jobs
+}
+
+fn used(sw: &Sw, id: &str) -> Vec<String> {
+    sw.log_lines(id, "use")
+        .into_iter()
+        .filter(|l| l.starts_with("used: "))
+        .collect()
+}
+
+#[test]
+fn a_memoized_job_is_skipped_with_its_outputs_and_artifacts_until_an_input_changes() {
+    let sw = Sw::fixture("storage");
+    let first = sw.sw(["run", "memo"]);
+    first.assert_code(0);
+    let id1 = first.run_id();
+    assert_eq!(ran(&sw), ["build", "detect", "use"]);
+    assert_eq!(sw.job(&id1, "build")["state"], "success");
+
+    // Same inputs: build is cached; its output and artifact come from the first run.
+    std::fs::remove_dir_all(sw.root().join("out")).unwrap();
+    let second = sw.sw(["run", "memo"]);
+    second.assert_code(0);
+    let id2 = second.run_id();
+    assert_eq!(ran(&sw), ["detect", "use"]);
+    let build = sw.job(&id2, "build");
+    assert_eq!(build["state"], "cached");
+    assert_eq!(build["reason"], format!("cached from run {id1}"));
+    assert_eq!(build["outputs"]["built"], "yes");
+    assert_eq!(used(&sw, &id2), ["used: bin plain one built=yes"]);
+    assert_eq!(sw.status(&id2).1["artifacts"][0]["name"], "bin");
+    assert_eq!(second.events("job_cached").len(), 1, "{second}");
+
+    // --sw-no-cache runs it.
+    let forced = sw.sw(["run", "memo", "--sw-no-cache"]);
+    forced.assert_code(0);
+    assert_eq!(ran(&sw), ["build", "detect", "use"]);
+    assert_eq!(sw.job(&forced.run_id(), "build")["state"], "success");
+
+    // A changed file, then a changed arg: each runs it again, once.
+    std::fs::write(sw.root().join("memo-src/a.txt"), "two\n").unwrap();
+    let changed = sw.sw(["run", "memo"]);
+    changed.assert_code(0);
+    assert_eq!(ran(&sw), ["build", "detect", "use"]);
+    assert_eq!(
+        used(&sw, &changed.run_id()),
+        ["used: bin plain two built=yes"]
+    );
+    sw.sw(["run", "memo"]).assert_code(0);
+    assert_eq!(ran(&sw), ["detect", "use"]);
+    let other_arg = sw.sw(["run", "memo", "--flavor", "fancy"]);
+    other_arg.assert_code(0);
+    assert_eq!(ran(&sw), ["build", "detect", "use"]);
+    assert_eq!(
+        used(&sw, &other_arg.run_id()),
+        ["used: bin fancy two built=yes"]
+    );
+}

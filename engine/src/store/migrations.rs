@@ -66,9 +66,13 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN retry_of TEXT;
     "#,
-    // 4: job caches and artifacts: each cache a job declared (its key, hit/fallback/miss, what
-    // was restored and whether it was saved), and each artifact a job published.
+    // 4: job caches, artifacts and memoized jobs: each cache a job declared (its key,
+    // hit/fallback/miss, what was restored and whether it was saved), each artifact a job
+    // published, a memoized job's input hash and the run a cached job's result came from.
     r#"
+    ALTER TABLE jobs ADD COLUMN memo_hash TEXT;
+    ALTER TABLE jobs ADD COLUMN cached_from TEXT;
+    CREATE INDEX jobs_by_memo ON jobs (memo_hash) WHERE memo_hash IS NOT NULL;
     CREATE TABLE job_caches (
         run_id       TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
         job_id       TEXT NOT NULL,

@@ -9,7 +9,7 @@ mod records;
 mod storage;
 
 pub use records::{EventRecord, JobRecord, NewJob, NewRun, RunFilter, RunRecord};
-pub use storage::{ArtifactRecord, JobCacheRecord};
+pub use storage::{ArtifactRecord, JobCacheRecord, MemoResult};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sparkwing_core::{JobState, RunPhase};

@@ -32,7 +32,73 @@ pub struct ArtifactRecord {
     pub created_at: i64,
 }
 
+/// A successful result of a memoized job, as `memo_results` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoResult {
+    pub candidate: sparkwing_core::memo::MemoCandidate,
+    pub outputs: std::collections::BTreeMap<String, String>,
+    /// The run's directory (its artifacts are under it).
+    pub log_dir: String,
+}
+
 impl Store {
+    /// Record the input hash of a memoized job that runs.
+    pub fn set_job_memo(&mut self, run_id: &str, job_id: &str, hash: &str) -> Result<()> {
+        self.immediate(|tx| {
+            tx.execute(
+                "UPDATE jobs SET memo_hash = ?3 WHERE run_id = ?1 AND job_id = ?2",
+                params![run_id, job_id, hash],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Record the run a cached job's result came from.
+    pub fn set_job_cached_from(&mut self, run_id: &str, job_id: &str, from: &str) -> Result<()> {
+        self.immediate(|tx| {
+            tx.execute(
+                "UPDATE jobs SET cached_from = ?3 WHERE run_id = ?1 AND job_id = ?2",
+                params![run_id, job_id, from],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The successful results of job `job_id` of pipeline `pipeline` with input hash `hash`.
+    pub fn memo_results(
+        &self,
+        pipeline: &str,
+        job_id: &str,
+        hash: &str,
+    ) -> Result<Vec<MemoResult>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT j.run_id, j.finished_at, j.outputs_json, r.log_dir
+                 FROM jobs j JOIN runs r ON r.id = j.run_id
+                 WHERE j.memo_hash = ?3 AND j.job_id = ?2 AND r.pipeline = ?1
+                   AND j.state = 'success' AND j.finished_at IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![pipeline, job_id, hash], |r| {
+                let outputs: Option<String> = r.get(2)?;
+                Ok(MemoResult {
+                    candidate: sparkwing_core::memo::MemoCandidate {
+                        run_id: r.get(0)?,
+                        finished_at_ms: r.get(1)?,
+                    },
+                    outputs: outputs
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default(),
+                    log_dir: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
     pub fn record_cache_restore(&mut self, run_id: &str, c: &JobCacheRecord) -> Result<()> {
         self.immediate(|tx| {
             tx.execute(
