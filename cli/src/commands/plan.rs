@@ -309,6 +309,24 @@ fn notes(job: &JobSpec) -> Vec<String> {
     for c in &job.consumes {
         notes.push(format!("consumes {}/{}", c.job, c.name));
     }
+    if let Some(m) = &job.memo {
+        let inputs: Vec<String> = m
+            .files
+            .iter()
+            .cloned()
+            .chain(m.args.iter().map(|a| format!("--{a}")))
+            .chain(m.outputs.iter().map(|o| format!("{}.{}", o.job, o.output)))
+            .collect();
+        notes.push(format!(
+            "memoized {} on {}",
+            human_duration(i64::try_from(m.ttl_ms).unwrap_or(i64::MAX)),
+            if inputs.is_empty() {
+                "nothing".to_string()
+            } else {
+                inputs.join(" ")
+            }
+        ));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {

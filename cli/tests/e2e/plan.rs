@@ -228,11 +228,12 @@ fn lint_reports_every_pipelines_findings_with_exit_codes_for_ci() {
 }
 
 #[test]
-fn plan_prints_caches_and_artifacts() {
+fn plan_prints_caches_artifacts_and_memoized_jobs() {
     let sw = Sw::fixture("storage");
     for (args, file) in [
         (["pipeline", "plan", "deps"], "storage-deps.txt"),
         (["pipeline", "plan", "artifacts"], "storage-artifacts.txt"),
+        (["pipeline", "plan", "memo"], "storage-memo.txt"),
     ] {
         let out = sw.sw(args);
         out.assert_code(0);
