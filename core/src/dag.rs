@@ -493,4 +493,30 @@ mod tests {
         cached.caches[0].paths = vec!["target".into()];
         validate(&plan(vec![cached])).unwrap();
     }
+
+    #[test]
+    fn a_memo_reads_only_outputs_of_needs_and_files_inside() {
+        use crate::memo::{MemoOutput, MemoSpec};
+        let mut build = JobSpec::new("build").needs(&["detect"]);
+        build.memo = Some(MemoSpec {
+            ttl_ms: 1000,
+            files: vec!["src".into()],
+            args: vec![],
+            outputs: vec![MemoOutput {
+                job: "detect".into(),
+                output: "version".into(),
+            }],
+        });
+        validate(&plan(vec![JobSpec::new("detect"), build.clone()])).unwrap();
+        let mut not_a_need = build.clone();
+        not_a_need.needs.clear();
+        let e = validate(&plan(vec![JobSpec::new("detect"), not_a_need])).unwrap_err();
+        assert_eq!(e.kind(), "memo_not_a_need");
+        let mut outside = build;
+        if let Some(m) = &mut outside.memo {
+            m.files = vec!["../../etc".into()];
+        }
+        let e = validate(&plan(vec![JobSpec::new("detect"), outside])).unwrap_err();
+        assert_eq!(e.kind(), "invalid_memo");
+    }
 }

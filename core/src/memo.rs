@@ -116,15 +116,15 @@ mod tests {
         let mut swapped = inputs();
         swapped.files.reverse();
         assert_eq!(memo_hash(&swapped), base);
-        let changes: Vec<Box<dyn Fn(&mut MemoInputs)>> = vec![
-            Box::new(|i| i.files[0].1 = Some(b"A2".to_vec())),
-            Box::new(|i| i.files[0].1 = None),
-            Box::new(|i| i.files.push(("src/c".into(), Some(Vec::new())))),
-            Box::new(|i| i.args[0].1 = Some("\"arm\"".into())),
-            Box::new(|i| i.args[0].1 = None),
-            Box::new(|i| i.outputs[0].2 = Some("8".into())),
-            Box::new(|i| i.job = "test".into()),
-            Box::new(|i| i.pipeline = "q".into()),
+        let changes: [fn(&mut MemoInputs); 8] = [
+            |i| i.files[0].1 = Some(b"A2".to_vec()),
+            |i| i.files[0].1 = None,
+            |i| i.files.push(("src/c".into(), Some(Vec::new()))),
+            |i| i.args[0].1 = Some("\"arm\"".into()),
+            |i| i.args[0].1 = None,
+            |i| i.outputs[0].2 = Some("8".into()),
+            |i| i.job = "test".into(),
+            |i| i.pipeline = "q".into(),
         ];
         for (n, change) in changes.iter().enumerate() {
             let mut i = inputs();
