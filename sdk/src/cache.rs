@@ -3,7 +3,6 @@
 //! finds the files in place.
 
 use crate::json::Value;
-use crate::plan::JobBuilder;
 
 /// What keys a cache: the content of files (e.g. `Cargo.lock`) and free strings, plus the
 /// prefix a miss falls back to.
@@ -56,9 +55,9 @@ impl From<&str> for CacheKey {
 /// A job's caches and artifacts, as its builder collects them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Storage {
-    caches: Vec<(String, Vec<String>, CacheKey)>,
-    publishes: Vec<(String, String)>,
-    consumes: Vec<(String, String)>,
+    pub(crate) caches: Vec<(String, Vec<String>, CacheKey)>,
+    pub(crate) publishes: Vec<(String, String)>,
+    pub(crate) consumes: Vec<(String, String)>,
     pub(crate) memo: Option<crate::memo::Memo>,
 }
 
@@ -105,49 +104,6 @@ impl Storage {
             out.push(("memo", m.to_json()));
         }
         out
-    }
-}
-
-impl JobBuilder {
-    /// Declares a dependency cache: before the job the engine restores `paths` (relative to the
-    /// job's working directory, inside the repository) from the entry of `key`, else from the
-    /// newest entry of its fallback prefix; after a success it saves them unless the key was a
-    /// hit. A repeated name is a plan error.
-    ///
-    /// ```
-    /// # use sparkwing::prelude::*;
-    /// # fn plan(p: &mut Plan, _: &Args) -> Result<()> {
-    /// p.job("build", |job| job.bash("cargo build"))
-    ///     .cache("cargo-target", ["target"], CacheKey::files(["Cargo.lock"]).text("v1"));
-    /// # Ok(()) }
-    /// ```
-    pub fn cache<I, S>(
-        &mut self,
-        name: impl Into<String>,
-        paths: I,
-        key: impl Into<CacheKey>,
-    ) -> &mut JobBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let paths = paths.into_iter().map(Into::into).collect();
-        self.storage.caches.push((name.into(), paths, key.into()));
-        self
-    }
-
-    /// Publishes the file or directory at `path` (relative to the job's working directory) as
-    /// artifact `name` when the job succeeds.
-    pub fn publish(&mut self, name: impl Into<String>, path: impl Into<String>) -> &mut JobBuilder {
-        self.storage.publishes.push((name.into(), path.into()));
-        self
-    }
-
-    /// Gets artifact `name` of job `job` (which must be in this job's needs) before this job
-    /// starts, at the path `job` published it from, under this job's working directory.
-    pub fn consume(&mut self, job: impl Into<String>, name: impl Into<String>) -> &mut JobBuilder {
-        self.storage.consumes.push((job.into(), name.into()));
-        self
     }
 }
 

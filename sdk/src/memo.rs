@@ -2,7 +2,6 @@
 //! successful result for the same inputs is recent enough.
 
 use crate::json::Value;
-use crate::plan::JobBuilder;
 use std::time::Duration;
 
 /// What a memoized job's result depends on, and how long a result stays good.
@@ -84,16 +83,5 @@ impl Memo {
                 ),
             ),
         ])
-    }
-}
-
-impl JobBuilder {
-    /// Memoizes the job: when a run of this pipeline ran it successfully with the same inputs
-    /// within the TTL, the engine does not run it and takes that run's outputs and artifacts
-    /// (the job is recorded `cached`). `--sw-no-cache` runs it anyway. A second call replaces
-    /// the first.
-    pub fn memoize(&mut self, memo: Memo) -> &mut JobBuilder {
-        self.storage.memo = Some(memo);
-        self
     }
 }

@@ -389,3 +389,40 @@ fn dashboard_read_only_store_never_writes() {
     assert!(ro.list_runs(&Default::default()).unwrap().is_empty());
     assert!(Store::open_read_only(Path::new("/nonexistent/state.db")).is_err());
 }
+
+#[tokio::test]
+async fn dashboard_run_page_lists_artifacts_with_their_download_command() {
+    let f = fixture();
+    let _ = add_run(&f.home, "run-a", "hello", RunPhase::Succeeded, 1_000);
+    let (_, html) = get(&f.state, "/runs/run-a").await;
+    assert!(
+        !html.contains("id=\"artifacts\""),
+        "no artifacts, no section"
+    );
+    Store::open(&f.home.root)
+        .unwrap()
+        .record_artifact(
+            "run-a",
+            &sparkwing_engine::store::ArtifactRecord {
+                job_id: "build".into(),
+                name: "app".into(),
+                path: "dist/<app>".into(),
+                size_bytes: 2048,
+                files: 1,
+                created_at: 2_000,
+            },
+        )
+        .unwrap();
+    let (s, html) = get(&f.state, "/runs/run-a").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("<h2 id=\"h-artifacts\">Artifacts</h2>"),
+        "{html}"
+    );
+    assert!(html.contains("<code>dist/&lt;app&gt;</code>"), "{html}");
+    assert!(html.contains("2.0 KiB"), "{html}");
+    assert!(
+        html.contains("sparkwing runs artifacts --run run-a --download build/app"),
+        "{html}"
+    );
+}
