@@ -61,6 +61,11 @@ pub enum Command {
     /// Inside a runner container: continue a run the host recorded.
     #[command(name = "__runner", hide = true)]
     RunnerEntry(RunnerEntryArgs),
+    /// Jobs' dependency caches on this machine (`$SPARKWING_HOME/caches`): list and prune.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -136,6 +141,8 @@ pub enum RunsCommand {
     /// Re-run a finished local run on the current code: its failed jobs (or the named ones) and
     /// what needs them run again, the other jobs are reused; exits like `run`.
     Retry(RetryArgs),
+    /// List the artifacts a run's jobs published, or download one (`--download NAME`).
+    Artifacts(ArtifactsArgs),
     /// Send a finished local run (jobs, logs, outcome) to a profile's cluster API, e.g. one
     /// `run --profile` could not deliver.
     Push {
@@ -192,6 +199,56 @@ pub struct ListArgs {
     /// With --profile: only runs in this namespace (default: every namespace the API shows).
     #[arg(long = "namespace", value_name = "NS", requires = "profile")]
     pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactsArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// Copy this artifact (`NAME`, or `JOB/NAME` when two jobs publish one name) out of the run.
+    #[arg(long = "download", value_name = "NAME")]
+    pub download: Option<String>,
+    /// With --download: into this directory (default: the current one).
+    #[arg(long = "to", value_name = "DIR", requires = "download")]
+    pub to: Option<PathBuf>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cache entries, most recently used first.
+    List(CacheListArgs),
+    /// Remove cache entries: every one (`--all`) or those unused for a while (`--older-than`).
+    Prune(CachePruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheListArgs {
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+    /// Not yet: a cluster's caches (exit code 2).
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CachePruneArgs {
+    /// Remove every entry.
+    #[arg(
+        long,
+        conflicts_with = "older_than",
+        required_unless_present = "older_than"
+    )]
+    pub all: bool,
+    /// Remove the entries not used for this long (e.g. 7d, 12h).
+    #[arg(long = "older-than", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+    /// Not yet: a cluster's caches (exit code 2).
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Args)]

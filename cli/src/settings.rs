@@ -23,6 +23,7 @@ enum Key {
     Workers,
     BoxSlots,
     NoWait,
+    NoCache,
     Runner,
     Pool,
     Profile,
@@ -83,6 +84,7 @@ const RUN_FLAGS: &[Flag] = &[
         true,
     ),
     switch(&["--sw-no-wait"], Key::NoWait),
+    switch(&["--sw-no-cache"], Key::NoCache),
     valued(
         &["--sw-runner"],
         Key::Runner,
@@ -100,7 +102,7 @@ const RUN_FLAGS: &[Flag] = &[
 ];
 
 /// What `run` says of a `--sw-*` flag it does not know.
-const UNKNOWN_RUN_FLAG: &str = "run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-runner process|docker, --sw-pool NAME, --sw-dry-run, --sw-only JOB, --sw-start-at JOB, --sw-stop-at JOB (and -C DIR, --profile NAME)";
+const UNKNOWN_RUN_FLAG: &str = "run flags are --sw-workers N, --sw-box-slots N, --sw-no-wait, --sw-no-cache, --sw-runner process|docker, --sw-pool NAME, --sw-dry-run, --sw-only JOB, --sw-start-at JOB, --sw-stop-at JOB (and -C DIR, --profile NAME)";
 
 /// The flags of `pipeline plan` among the pipeline's args.
 const PLAN_FLAGS: &[Flag] = &[
@@ -179,6 +181,8 @@ pub struct RunFlags {
     pub workers: Option<usize>,
     pub box_slots: Option<u32>,
     pub no_wait: bool,
+    /// `--sw-no-cache`: memoized jobs run even when a result for their inputs exists.
+    pub no_cache: bool,
     pub dir: Option<PathBuf>,
     pub help: bool,
     /// `--sw-runner`: `process` or `docker`.
@@ -211,6 +215,7 @@ impl RunFlags {
                 Key::Workers => flags.workers = Some(positive("--sw-workers", &v)?),
                 Key::BoxSlots => flags.box_slots = Some(positive("--sw-box-slots", &v)?),
                 Key::NoWait => flags.no_wait = true,
+                Key::NoCache => flags.no_cache = true,
                 Key::DryRun => flags.dry_run = true,
                 Key::Only => flags.selection.only = Some(job_id("--sw-only", v)?),
                 Key::StartAt => flags.selection.start_at = Some(job_id("--sw-start-at", v)?),
@@ -280,6 +285,8 @@ pub struct RunSettings {
     pub workers: Option<usize>,
     pub box_slots: Option<u32>,
     pub no_wait: bool,
+    /// `--sw-no-cache`: memoized jobs run even when a result for their inputs exists.
+    pub no_cache: bool,
     pub parent: Option<(String, String)>,
     /// `--sw-dry-run`: print the plan; run and record nothing.
     pub dry_run: bool,
@@ -303,6 +310,7 @@ impl RunSettings {
             workers: flags.workers,
             box_slots: flags.box_slots,
             no_wait: flags.no_wait,
+            no_cache: flags.no_cache,
             parent: flags.parent,
             dry_run: flags.dry_run,
             selection: flags.selection,

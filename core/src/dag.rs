@@ -1,5 +1,6 @@
 //! Checks a plan's job graph before anything runs: duplicate ids, unknown needs, cycles.
 
+use crate::cache;
 use crate::protocol::{JobSpec, PlanDoc};
 use std::collections::HashMap;
 
@@ -22,6 +23,31 @@ pub enum PlanError {
     ConditionNotANeed { job: String, target: String },
     #[error("job {job:?} needs {need:?}, a finally job; finally jobs run after every other job, so only another finally job can need one")]
     NeedsFinally { job: String, need: String },
+    #[error("job {job:?} cache {cache:?}: {problem}")]
+    InvalidCache {
+        job: String,
+        cache: String,
+        problem: String,
+    },
+    #[error("job {job:?} artifact {artifact:?}: {problem}")]
+    InvalidArtifact {
+        job: String,
+        artifact: String,
+        problem: String,
+    },
+    #[error("job {job:?} is memoized on an output of {target:?}, which is not a job it needs (add {target:?} to its needs)")]
+    MemoNotANeed { job: String, target: String },
+    #[error("job {job:?} is memoized on a file: {problem}")]
+    InvalidMemo { job: String, problem: String },
+    #[error("job {job:?} consumes an artifact of {target:?}, which is not a job it needs (add {target:?} to its needs)")]
+    ConsumeNotANeed { job: String, target: String },
+    #[error("artifact {name:?} of job {target:?} not found (job {job:?} consumes it; {target:?} publishes {published})")]
+    UnknownArtifact {
+        job: String,
+        target: String,
+        name: String,
+        published: String,
+    },
 }
 
 impl PlanError {
@@ -36,6 +62,12 @@ impl PlanError {
             PlanError::Empty => "empty_plan",
             PlanError::NeedsFinally { .. } => "needs_finally",
             PlanError::ConditionNotANeed { .. } => "condition_not_a_need",
+            PlanError::InvalidCache { .. } => "invalid_cache",
+            PlanError::InvalidArtifact { .. } => "invalid_artifact",
+            PlanError::ConsumeNotANeed { .. } => "consume_not_a_need",
+            PlanError::UnknownArtifact { .. } => "unknown_artifact",
+            PlanError::MemoNotANeed { .. } => "memo_not_a_need",
+            PlanError::InvalidMemo { .. } => "invalid_memo",
         }
     }
 }
@@ -143,6 +175,7 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
                 });
             }
         }
+        check_caches_and_artifacts(plan, job)?;
         needs.push(mine);
     }
     if let Some(cycle) = find_cycle(&needs) {
@@ -155,6 +188,96 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
         needs,
         concurrency: plan.concurrency.clone(),
     })
+}
+
+/// A job's caches and artifacts: usable names, paths inside the workspace, and consumes of
+/// artifacts its needs publish.
+fn check_caches_and_artifacts(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanError> {
+    let workdir = job.workdir.as_deref();
+    for (i, c) in job.caches.iter().enumerate() {
+        let bad = |problem: String| PlanError::InvalidCache {
+            job: job.id.clone(),
+            cache: c.name.clone(),
+            problem,
+        };
+        if !cache::valid_name(&c.name) {
+            return Err(bad(
+                "the name must be 1 to 64 of letters, digits, '-', '_', '.'".into(),
+            ));
+        }
+        if job.caches[..i].iter().any(|d| d.name == c.name) {
+            return Err(bad("declared twice".into()));
+        }
+        if c.paths.is_empty() {
+            return Err(bad("it covers no paths".into()));
+        }
+        for p in c.paths.iter().chain(&c.key_files) {
+            cache::workspace_path(workdir, p).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    if let Some(m) = &job.memo {
+        if let Some(o) = m.outputs.iter().find(|o| !job.needs.contains(&o.job)) {
+            return Err(PlanError::MemoNotANeed {
+                job: job.id.clone(),
+                target: o.job.clone(),
+            });
+        }
+        for f in &m.files {
+            cache::workspace_path(workdir, f).map_err(|e| PlanError::InvalidMemo {
+                job: job.id.clone(),
+                problem: e.to_string(),
+            })?;
+        }
+    }
+    for (i, a) in job.publishes.iter().enumerate() {
+        let bad = |problem: String| PlanError::InvalidArtifact {
+            job: job.id.clone(),
+            artifact: a.name.clone(),
+            problem,
+        };
+        if !cache::valid_name(&a.name) {
+            return Err(bad(
+                "the name must be 1 to 64 of letters, digits, '-', '_', '.'".into(),
+            ));
+        }
+        if job.publishes[..i].iter().any(|b| b.name == a.name) {
+            return Err(bad("published twice".into()));
+        }
+        cache::workspace_path(workdir, &a.path).map_err(|e| bad(e.to_string()))?;
+    }
+    for c in &job.consumes {
+        if !job.needs.contains(&c.job) {
+            return Err(PlanError::ConsumeNotANeed {
+                job: job.id.clone(),
+                target: c.job.clone(),
+            });
+        }
+        let producer = plan.jobs.iter().find(|j| j.id == c.job);
+        let published: Vec<&str> = producer
+            .map(|p| p.publishes.iter().map(|a| a.name.as_str()).collect())
+            .unwrap_or_default();
+        if !published.contains(&c.name.as_str()) {
+            return Err(PlanError::UnknownArtifact {
+                job: job.id.clone(),
+                target: c.job.clone(),
+                name: c.name.clone(),
+                published: if published.is_empty() {
+                    "none".into()
+                } else {
+                    published.join(", ")
+                },
+            });
+        }
+        // The artifact lands at its published path under this job's working directory.
+        if let Some(a) = producer.and_then(|p| p.publishes.iter().find(|a| a.name == c.name)) {
+            cache::workspace_path(workdir, &a.path).map_err(|e| PlanError::InvalidArtifact {
+                job: job.id.clone(),
+                artifact: c.name.clone(),
+                problem: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Depth-first search; returns the cycle as a closed path (first == last).
@@ -317,5 +440,87 @@ mod tests {
             PlanError::InvalidId(_)
         ));
         assert_eq!(validate(&plan(vec![])).unwrap_err(), PlanError::Empty);
+    }
+
+    #[test]
+    fn caches_and_artifacts_are_checked_at_plan_time() {
+        use crate::artifact::{ArtifactSpec, ConsumeSpec};
+        use crate::cache::CacheSpec;
+        let mut build = JobSpec::new("build");
+        build.publishes = vec![ArtifactSpec {
+            name: "app".into(),
+            path: "dist/app".into(),
+        }];
+        let mut deploy = JobSpec::new("deploy").needs(&["build"]);
+        deploy.consumes = vec![ConsumeSpec {
+            job: "build".into(),
+            name: "app".into(),
+        }];
+        validate(&plan(vec![build.clone(), deploy.clone()])).unwrap();
+
+        let mut unknown = deploy.clone();
+        unknown.consumes[0].name = "nope".into();
+        let e = validate(&plan(vec![build.clone(), unknown])).unwrap_err();
+        assert_eq!(e.kind(), "unknown_artifact");
+        assert!(
+            e.to_string()
+                .starts_with("artifact \"nope\" of job \"build\" not found"),
+            "{e}"
+        );
+
+        let mut not_a_need = deploy.clone();
+        not_a_need.needs.clear();
+        let e = validate(&plan(vec![build.clone(), not_a_need])).unwrap_err();
+        assert_eq!(e.kind(), "consume_not_a_need");
+
+        let mut outside = build.clone();
+        outside.publishes[0].path = "../elsewhere".into();
+        let e = validate(&plan(vec![outside])).unwrap_err();
+        assert_eq!(e.kind(), "invalid_artifact");
+        assert!(e.to_string().contains("outside the workspace"), "{e}");
+
+        let mut cached = JobSpec::new("c");
+        cached.caches = vec![CacheSpec {
+            name: "cargo".into(),
+            paths: vec!["../../home/.cargo".into()],
+            key_files: vec![],
+            key_texts: vec![],
+            fallback: None,
+        }];
+        let e = validate(&plan(vec![cached.clone()])).unwrap_err();
+        assert_eq!(e.kind(), "invalid_cache");
+        assert!(
+            e.to_string()
+                .contains("cache \"cargo\": path \"../../home/.cargo\" is outside the workspace"),
+            "{e}"
+        );
+        cached.caches[0].paths = vec!["target".into()];
+        validate(&plan(vec![cached])).unwrap();
+    }
+
+    #[test]
+    fn a_memo_reads_only_outputs_of_needs_and_files_inside() {
+        use crate::memo::{MemoOutput, MemoSpec};
+        let mut build = JobSpec::new("build").needs(&["detect"]);
+        build.memo = Some(MemoSpec {
+            ttl_ms: 1000,
+            files: vec!["src".into()],
+            args: vec![],
+            outputs: vec![MemoOutput {
+                job: "detect".into(),
+                output: "version".into(),
+            }],
+        });
+        validate(&plan(vec![JobSpec::new("detect"), build.clone()])).unwrap();
+        let mut not_a_need = build.clone();
+        not_a_need.needs.clear();
+        let e = validate(&plan(vec![JobSpec::new("detect"), not_a_need])).unwrap_err();
+        assert_eq!(e.kind(), "memo_not_a_need");
+        let mut outside = build;
+        if let Some(m) = &mut outside.memo {
+            m.files = vec!["../../etc".into()];
+        }
+        let e = validate(&plan(vec![JobSpec::new("detect"), outside])).unwrap_err();
+        assert_eq!(e.kind(), "invalid_memo");
     }
 }

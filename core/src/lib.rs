@@ -4,11 +4,14 @@
 //! it. Everything here is deterministic and tested from fixtures.
 
 pub mod args;
+pub mod artifact;
+pub mod cache;
 pub mod concurrency;
 pub mod condition;
 pub mod dag;
 pub mod gate;
 pub mod mask;
+pub mod memo;
 pub mod protocol;
 pub mod reconcile;
 pub mod rerun;

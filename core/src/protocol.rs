@@ -116,6 +116,18 @@ pub struct JobSpec {
     /// Absent on jobs without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<crate::concurrency::ConcurrencySpec>,
+    /// The job's dependency caches (`docs/authoring.md#caches`); absent when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<crate::cache::CacheSpec>,
+    /// The artifacts the job publishes when it succeeds; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishes: Vec<crate::artifact::ArtifactSpec>,
+    /// The artifacts of its needs the job gets before it starts; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumes: Vec<crate::artifact::ConsumeSpec>,
+    /// Set on a memoized job (`docs/authoring.md#memoized-jobs`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<crate::memo::MemoSpec>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -163,6 +175,10 @@ impl JobSpec {
             when: None,
             gate: None,
             concurrency: None,
+            caches: Vec::new(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
+            memo: None,
         }
     }
 

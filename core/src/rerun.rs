@@ -68,7 +68,7 @@ fn quoted(jobs: &[String]) -> String {
 fn ended_badly(state: JobState) -> bool {
     !matches!(
         state,
-        JobState::Success | JobState::Skipped | JobState::Reused
+        JobState::Success | JobState::Skipped | JobState::Reused | JobState::Cached
     )
 }
 
@@ -143,7 +143,8 @@ pub fn plan_retry(
             let p = prior_of(&job.id)?;
             let why = p.reason.as_deref().unwrap_or("no reason recorded");
             let (state, reason) = match p.state {
-                JobState::Success | JobState::Reused => {
+                // A cached job's outputs were recorded with it: it is reused like a success.
+                JobState::Success | JobState::Reused | JobState::Cached => {
                     (JobState::Reused, format!("reused from run {run}"))
                 }
                 JobState::Skipped => (

@@ -52,6 +52,11 @@ pub enum AttemptOutcome {
     },
     /// Stopped by the engine because the run is being cancelled.
     Killed,
+    /// Not run: a memoized job's result was taken from an earlier run (`memo`); `reason` says
+    /// which.
+    Cached {
+        reason: String,
+    },
 }
 
 /// One job's progress.
@@ -272,6 +277,7 @@ impl Scheduler {
                 self.finish(job, JobState::Failed, Some(reason))
             }
             AttemptOutcome::Killed => self.finish(job, JobState::Cancelled, Some(CANCELLED.into())),
+            AttemptOutcome::Cached { reason } => self.finish(job, JobState::Cached, Some(reason)),
         }
     }
 

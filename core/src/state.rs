@@ -96,6 +96,9 @@ pub enum JobState {
     /// Not run: a re-run (`sparkwing runs retry`) took this job's outcome and outputs from the run
     /// it retries.
     Reused,
+    /// Not run: a memoized job whose inputs match a recent success; its outputs and artifacts
+    /// are that run's (`memo`).
+    Cached,
 }
 
 impl JobState {
@@ -109,6 +112,7 @@ impl JobState {
             JobState::Cancelled => "cancelled",
             JobState::Skipped => "skipped",
             JobState::Reused => "reused",
+            JobState::Cached => "cached",
         }
     }
 
@@ -123,7 +127,7 @@ impl JobState {
     pub fn satisfies_needs(self) -> bool {
         matches!(
             self,
-            JobState::Success | JobState::Skipped | JobState::Reused
+            JobState::Success | JobState::Skipped | JobState::Reused | JobState::Cached
         )
     }
 }
@@ -177,7 +181,8 @@ text_enum!(
         JobState::Failed,
         JobState::Cancelled,
         JobState::Skipped,
-        JobState::Reused
+        JobState::Reused,
+        JobState::Cached
     ]
 );
 

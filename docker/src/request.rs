@@ -70,6 +70,7 @@ impl RunnerRequest {
                 selection: Default::default(),
                 retry: None,
                 sink: None,
+                no_cache: false,
             },
             self.run_id,
         )

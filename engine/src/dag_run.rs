@@ -10,6 +10,8 @@ use super::sink::SinkLine;
 use super::{io_err, now_ms, sink, subpipeline, EngineError, RunRequest};
 use crate::exit::ExitCode;
 use crate::home::Home;
+use crate::job_storage::{JobStorage, StorageEvent};
+use crate::memo_probe::{MemoFound, MemoProbe};
 use crate::store::NewJob;
 use serde_json::{json, Map, Value};
 use sparkwing_api::wire::ReportedJobState;
@@ -86,6 +88,24 @@ enum Msg {
     GateEnded {
         job: usize,
         end: crate::gates::GateEnd,
+    },
+    /// A memoized job runs; a later run finds its success by this input hash.
+    MemoHash {
+        job: usize,
+        hash: String,
+    },
+    /// A memoized job does not run: run `from_run`'s result is taken.
+    Cached {
+        job: usize,
+        from_run: String,
+        outputs: BTreeMap<String, String>,
+        events: Vec<StorageEvent>,
+    },
+    /// What happened to the job's caches and artifacts around an attempt.
+    Storage {
+        job: usize,
+        attempt: u32,
+        events: Vec<StorageEvent>,
     },
 }
 
@@ -247,6 +267,19 @@ pub(super) async fn run_dag(
             }
         }
     };
+    // Caches and artifacts: set up only when a job declares some.
+    let uses_storage = validated
+        .jobs
+        .iter()
+        .any(|j| !j.caches.is_empty() || !j.publishes.is_empty() || !j.consumes.is_empty());
+    let stores = if uses_storage {
+        match crate::job_storage::local_stores(&req.home, &run_dir) {
+            Ok(s) => Some(s),
+            Err(e) => return finish(&mut rec, RunPhase::Failed, Some(e), created),
+        }
+    } else {
+        None
+    };
     let new_jobs: Vec<NewJob> = validated
         .jobs
         .iter()
@@ -311,6 +344,7 @@ pub(super) async fn run_dag(
         args_json: &args_json,
         tx: tx.clone(),
         job_groups,
+        stores,
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -331,6 +365,15 @@ pub(super) async fn run_dag(
                     }
                     Msg::GateEnded { job, end } => {
                         let actions = on_gate_end(&mut rec, &mut sched, &mut jobs, job, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::Storage { job, attempt, events } => on_storage(&mut rec, &sched, &mut jobs, job, attempt, events)?,
+                    Msg::MemoHash { job, hash } => {
+                        let id = sched.plan().jobs[job].id.clone();
+                        rec.store.set_job_memo(&run_id, &id, &hash)?;
+                    }
+                    Msg::Cached { job, from_run, outputs, events } => {
+                        let actions = on_cached(&mut rec, &mut sched, &mut jobs, job, from_run, outputs, events)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::RetryDue { job, attempt } => {
@@ -375,6 +418,7 @@ struct Ctx<'a> {
     tx: mpsc::UnboundedSender<Msg>,
     /// Each job's concurrency group (key, limit), if it has one.
     job_groups: Vec<Option<(String, u32)>>,
+    stores: Option<crate::job_storage::Stores>,
 }
 
 /// Ask the binary for the plan (on a blocking thread: planning is one short process).
@@ -558,7 +602,19 @@ fn launch(
         }
         None => job_attempt_spec(ctx, sched, jobs, job, attempt),
     };
-    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx);
+    let storage = JobStorage::of(
+        spec,
+        &sched.plan().jobs,
+        &ctx.req.repo_root,
+        ctx.stores.as_ref(),
+    );
+    let memo = match &spec.memo {
+        Some(m) if attempt == 1 && !ctx.req.no_cache => {
+            Some(memo_probe(ctx, sched, jobs, job, m.clone()))
+        }
+        _ => None,
+    };
+    spawn_attempt(ctx, job, attempt, attempt_spec, control_rx, storage, memo);
 }
 
 /// A gate whose needs ended: record it `waiting`, say how to decide it, and wait for the decision
@@ -796,10 +852,60 @@ fn spawn_attempt(
     attempt: u32,
     spec: AttemptSpec,
     control: watch::Receiver<Control>,
+    storage: Option<JobStorage>,
+    memo: Option<MemoProbe>,
 ) {
     let tx = ctx.tx.clone();
     let supervisors = ctx.supervisors.clone();
     tokio::spawn(async move {
+        // A memoized job: take an earlier result when there is one, else run and say by which
+        // input hash the success can be found.
+        if let Some(probe) = memo {
+            let found = tokio::task::spawn_blocking(move || probe.probe(now_ms())).await;
+            match found {
+                Ok(MemoFound::Hit {
+                    from_run,
+                    outputs,
+                    events,
+                }) => {
+                    let _ = tx.send(Msg::Cached {
+                        job,
+                        from_run,
+                        outputs,
+                        events,
+                    });
+                    return;
+                }
+                Ok(MemoFound::Miss { hash }) => {
+                    let _ = tx.send(Msg::MemoHash { job, hash });
+                }
+                Err(_) => {}
+            }
+        }
+        // Caches and artifacts before the attempt, on a blocking thread (they copy files).
+        let mut restored = Vec::new();
+        if let Some(storage) = storage.clone() {
+            let (events, ready) = tokio::task::spawn_blocking(move || {
+                let mut events = Vec::new();
+                let ready = storage.before(&mut events);
+                (events, ready)
+            })
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Err(format!("caches and artifacts: {e}"))));
+            restored = events.clone();
+            let _ = tx.send(Msg::Storage {
+                job,
+                attempt,
+                events,
+            });
+            if let Err(reason) = ready {
+                let _ = tx.send(Msg::AttemptEnded {
+                    job,
+                    end: ProcessEnd::StorageFailed(reason),
+                });
+                return;
+            }
+        }
         let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
         let forward_tx = tx.clone();
         let forward = tokio::spawn(async move {
@@ -809,8 +915,25 @@ fn spawn_attempt(
                 }
             }
         });
-        let end = process::run_attempt(spec, line_tx, control, supervisors).await;
+        let mut end = process::run_attempt(spec, line_tx, control, supervisors).await;
         let _ = forward.await;
+        if let (ProcessEnd::Exited(0), Some(storage)) = (&end, storage) {
+            let (events, done) = tokio::task::spawn_blocking(move || {
+                let mut events = Vec::new();
+                let done = storage.after_success(&restored, &mut events);
+                (events, done)
+            })
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Err(format!("caches and artifacts: {e}"))));
+            let _ = tx.send(Msg::Storage {
+                job,
+                attempt,
+                events,
+            });
+            if let Err(reason) = done {
+                end = ProcessEnd::StorageFailed(reason);
+            }
+        }
         let _ = tx.send(Msg::AttemptEnded { job, end });
     });
 }
@@ -887,6 +1010,138 @@ fn on_line(
     log_line(rec, jobs, job, &id, attempt, line.stream, text)
 }
 
+/// What a memoized job's probe needs: its declared args and its needs' declared outputs now.
+fn memo_probe(
+    ctx: &Ctx<'_>,
+    sched: &Scheduler,
+    jobs: &[JobRuntime],
+    job: usize,
+    spec: sparkwing_core::memo::MemoSpec,
+) -> MemoProbe {
+    let plan = sched.plan();
+    let job_spec = &plan.jobs[job];
+    let args = spec
+        .args
+        .iter()
+        .map(|a| (a.clone(), ctx.req.args.get(a).map(Value::to_string)))
+        .collect();
+    let outputs = spec
+        .outputs
+        .iter()
+        .map(|o| {
+            let value = plan
+                .index_of(&o.job)
+                .and_then(|n| jobs[n].outputs.get(&o.output).cloned());
+            (o.job.clone(), o.output.clone(), value)
+        })
+        .collect();
+    MemoProbe {
+        pipeline: ctx.req.pipeline.clone(),
+        job: job_spec.id.clone(),
+        spec,
+        workspace: ctx.req.repo_root.clone(),
+        workdir: job_spec.workdir.clone(),
+        args,
+        outputs,
+        publishes: job_spec.publishes.clone(),
+        home: ctx.req.home.clone(),
+        stores: ctx.stores.clone(),
+    }
+}
+
+/// A memoized job took an earlier run's result: its outputs, its artifacts, state `cached`.
+fn on_cached(
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    from_run: String,
+    outputs: BTreeMap<String, String>,
+    events: Vec<StorageEvent>,
+) -> Result<Vec<Action>, EngineError> {
+    jobs[job].control = None;
+    let id = sched.plan().jobs[job].id.clone();
+    on_storage(rec, sched, jobs, job, 1, events)?;
+    jobs[job].outputs = outputs;
+    sched.set_outputs(job, jobs[job].outputs.clone());
+    rec.store
+        .set_job_cached_from(&rec.run_id.clone(), &id, &from_run)?;
+    let actions = sched.attempt_finished(
+        job,
+        AttemptOutcome::Cached {
+            reason: format!("cached from run {from_run}"),
+        },
+    );
+    record_terminal(rec, sched, jobs, job, None)?;
+    Ok(actions)
+}
+
+/// Record what happened to a job's caches and artifacts: the store's records, an event, and a
+/// line in the job's log.
+fn on_storage(
+    rec: &mut Recorder,
+    sched: &Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    attempt: u32,
+    events: Vec<StorageEvent>,
+) -> Result<(), EngineError> {
+    let id = sched.plan().jobs[job].id.clone();
+    let run_id = rec.run_id.clone();
+    for ev in events {
+        match &ev {
+            StorageEvent::CacheRestored {
+                name,
+                key,
+                outcome,
+                restored_key,
+                size_bytes,
+                ..
+            } => rec.store.record_cache_restore(
+                &run_id,
+                &crate::store::JobCacheRecord {
+                    job_id: id.clone(),
+                    name: name.clone(),
+                    key: key.clone(),
+                    outcome: outcome.to_string(),
+                    restored_key: restored_key.clone(),
+                    saved: None,
+                    size_bytes: *size_bytes,
+                },
+            )?,
+            StorageEvent::CacheSaved {
+                name,
+                saved,
+                size_bytes,
+                ..
+            } => rec
+                .store
+                .record_cache_save(&run_id, &id, name, saved, *size_bytes)?,
+            StorageEvent::ArtifactPublished {
+                name,
+                path,
+                size_bytes,
+                files,
+            } => rec.store.record_artifact(
+                &run_id,
+                &crate::store::ArtifactRecord {
+                    job_id: id.clone(),
+                    name: name.clone(),
+                    path: path.clone(),
+                    size_bytes: *size_bytes,
+                    files: *files,
+                    created_at: now_ms(),
+                },
+            )?,
+            StorageEvent::ArtifactConsumed { .. } => {}
+        }
+        rec.event(Some(&id), ev.kind(), ev.payload(), None)?;
+        let line = rec.masker.mask(&ev.log_line()).into_owned();
+        log_line(rec, jobs, job, &id, attempt, process::Stream::Stdout, line)?;
+    }
+    Ok(())
+}
+
 /// Append one (masked) log line to a job's log, the terminal and the sink.
 fn log_line(
     rec: &mut Recorder,
@@ -959,7 +1214,9 @@ fn on_attempt_end(
             None,
         ),
         ProcessEnd::Stopped => (AttemptOutcome::Killed, None),
-        ProcessEnd::SpawnFailed(m) => (AttemptOutcome::Failed { reason: m.clone() }, None),
+        ProcessEnd::SpawnFailed(m) | ProcessEnd::StorageFailed(m) => {
+            (AttemptOutcome::Failed { reason: m.clone() }, None)
+        }
     };
     // An await job fails with its child's reason.
     if let (AttemptOutcome::Failed { reason }, Some(child)) = (&mut outcome, jobs[job].child.take())
@@ -1058,11 +1315,11 @@ fn record_terminal(
             rec.term.dim(&took)
         ),
         JobState::Skipped => format!("{} {} skipped{why}", rec.term.dim("○"), spec.id),
-        JobState::Reused => format!(
+        JobState::Reused | JobState::Cached => format!(
             "{} {} {}",
             rec.term.dim("↺"),
             spec.id,
-            reason.as_deref().unwrap_or("reused")
+            reason.as_deref().unwrap_or(progress.state.as_str())
         ),
         _ => format!(
             "{} {} {}{why}",
@@ -1087,6 +1344,7 @@ fn record_terminal(
         JobState::Failed => "job_failed",
         JobState::Skipped => "job_skipped",
         JobState::Reused => "job_reused",
+        JobState::Cached => "job_cached",
         _ => "job_cancelled",
     };
     rec.event(

@@ -9,6 +9,10 @@ pub const SPARKWING_CACHE_DIR: &str = "SPARKWING_CACHE_DIR";
 pub const SPARKWING_CACHE_MAX_ENTRIES: &str = "SPARKWING_CACHE_MAX_ENTRIES";
 /// Most bytes kept in the binary cache (default 2 GiB).
 pub const SPARKWING_CACHE_MAX_BYTES: &str = "SPARKWING_CACHE_MAX_BYTES";
+/// Most bytes kept by jobs' dependency caches under `$SPARKWING_HOME/caches` (default 10 GiB).
+pub const SPARKWING_JOB_CACHES_MAX_BYTES: &str = "SPARKWING_JOB_CACHES_MAX_BYTES";
+/// Most bytes one artifact may have (default 1 GiB).
+pub const SPARKWING_ARTIFACT_MAX_BYTES: &str = "SPARKWING_ARTIFACT_MAX_BYTES";
 /// `pretty` or `json`: how `sparkwing run` prints logs (default: pretty on a TTY, else json).
 pub const SPARKWING_LOG_FORMAT: &str = "SPARKWING_LOG_FORMAT";
 /// Which diagnostics reach stderr, as `tracing` filter directives (`warn`, `debug`,

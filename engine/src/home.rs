@@ -33,6 +33,16 @@ impl Home {
         self.root.join("runs")
     }
 
+    /// Jobs' dependency caches (`cache_store.rs`).
+    pub fn caches_dir(&self) -> PathBuf {
+        self.root.join("caches")
+    }
+
+    /// The artifacts a run's jobs published (`artifact_store.rs`).
+    pub fn run_artifacts(run_dir: &Path) -> PathBuf {
+        run_dir.join("artifacts")
+    }
+
     pub fn run_dir(&self, run_id: &str) -> PathBuf {
         self.runs_dir().join(run_id)
     }

@@ -6,7 +6,9 @@
 
 pub mod abandoned;
 mod admission;
+pub mod artifact_store;
 pub mod box_slots;
+pub mod cache_store;
 pub mod compile;
 pub mod concurrency;
 mod dag_run;
@@ -18,6 +20,8 @@ pub mod home;
 pub mod host;
 pub mod interrupts;
 pub mod job_log;
+pub mod job_storage;
+pub mod memo_probe;
 pub mod output;
 pub mod planning;
 pub mod process;
@@ -74,6 +78,8 @@ pub struct RunRequest {
     pub selection: sparkwing_core::selection::Selection,
     /// A re-run of a recorded run (`sparkwing runs retry`): the jobs it does not retry are reused.
     pub retry: Option<Retry>,
+    /// `--sw-no-cache`: memoized jobs run even when a result for their inputs exists.
+    pub no_cache: bool,
 }
 
 /// What a re-run takes from the run it retries.

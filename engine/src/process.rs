@@ -78,6 +78,9 @@ pub enum ProcessEnd {
     /// Stopped because the run was cancelled.
     Stopped,
     SpawnFailed(String),
+    /// The job's caches or artifacts failed it (an artifact to consume or publish), before the
+    /// process started or after it succeeded (`job_storage.rs`).
+    StorageFailed(String),
 }
 
 /// What the engine can tell a running attempt.

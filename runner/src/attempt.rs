@@ -237,6 +237,7 @@ pub(crate) fn execute_attempt(
         selection: Default::default(),
         retry: None,
         sink: Some(sink.clone()),
+        no_cache: false,
     };
     let code = match rt.block_on(engine::execute(req)) {
         Ok(code) => code,

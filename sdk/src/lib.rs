@@ -23,20 +23,24 @@
 #![warn(missing_docs)]
 
 mod args;
+mod cache;
 mod cond;
 mod error;
 mod gate;
 mod job;
 #[doc(hidden)]
 pub mod json;
+mod memo;
 mod plan;
 mod protocol;
 
 pub use args::{Arg, ArgKind, ArgValue, Args};
+pub use cache::CacheKey;
 pub use cond::{Cond, OutputRef};
 pub use error::{fail, CommandEnd, Context, Error, Result};
 pub use gate::{Concurrency, GateDecision};
 pub use job::{Cmd, Job};
+pub use memo::Memo;
 pub use plan::{JobBuilder, Pipeline, Plan};
 pub use protocol::main;
 pub use std::time::Duration;
@@ -70,7 +74,7 @@ macro_rules! bail {
 pub mod prelude {
     pub use crate::bail;
     pub use crate::{
-        fail, Arg, Args, Cmd, Cond, Context, Duration, Error, GateDecision, Job, JobBuilder,
-        Pipeline, Plan, Result,
+        fail, Arg, Args, CacheKey, Cmd, Cond, Context, Duration, Error, GateDecision, Job,
+        JobBuilder, Memo, Pipeline, Plan, Result,
     };
 }

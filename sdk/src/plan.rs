@@ -4,11 +4,13 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::args::{Arg, Args};
+use crate::cache::{CacheKey, Storage};
 use crate::cond::Cond;
 use crate::error::Result;
 use crate::gate::{Concurrency, GateDecision, GateSettings};
 use crate::job::Job;
 use crate::json::Value;
+use crate::memo::Memo;
 
 pub(crate) type JobFn = Box<dyn Fn(&mut Job) -> Result<()> + Send + Sync>;
 type PlanFn = Box<dyn Fn(&mut Plan, &Args) -> Result<()> + Send + Sync>;
@@ -144,6 +146,7 @@ impl Plan {
             when: None,
             gate: None,
             concurrency: None,
+            storage: Storage::default(),
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -342,6 +345,7 @@ pub struct JobBuilder {
     gate: Option<GateSettings>,
     /// The job's concurrency group ([`JobBuilder::concurrency`]).
     concurrency: Option<Concurrency>,
+    pub(crate) storage: Storage,
     body: JobFn,
 }
 
@@ -536,7 +540,62 @@ impl JobBuilder {
                 ]),
             ));
         }
+        fields.extend(self.storage.json_fields());
         Value::object(fields)
+    }
+}
+
+/// Caches, artifacts and memoization (`cache.rs`, `memo.rs`): what the engine does around the
+/// job's attempts.
+impl JobBuilder {
+    /// Declares a dependency cache: before the job the engine restores `paths` (relative to the
+    /// job's working directory, inside the repository) from the entry of `key`, else from the
+    /// newest entry of its fallback prefix; after a success it saves them unless the key was a
+    /// hit. A repeated name is a plan error.
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// # fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    /// p.job("build", |job| job.bash("cargo build"))
+    ///     .cache("cargo-target", ["target"], CacheKey::files(["Cargo.lock"]).text("v1"));
+    /// # Ok(()) }
+    /// ```
+    pub fn cache<I, S>(
+        &mut self,
+        name: impl Into<String>,
+        paths: I,
+        key: impl Into<CacheKey>,
+    ) -> &mut JobBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let paths = paths.into_iter().map(Into::into).collect();
+        self.storage.caches.push((name.into(), paths, key.into()));
+        self
+    }
+
+    /// Publishes the file or directory at `path` (relative to the job's working directory) as
+    /// artifact `name` when the job succeeds.
+    pub fn publish(&mut self, name: impl Into<String>, path: impl Into<String>) -> &mut JobBuilder {
+        self.storage.publishes.push((name.into(), path.into()));
+        self
+    }
+
+    /// Gets artifact `name` of job `job` (which must be in this job's needs) before this job
+    /// starts, at the path `job` published it from, under this job's working directory.
+    pub fn consume(&mut self, job: impl Into<String>, name: impl Into<String>) -> &mut JobBuilder {
+        self.storage.consumes.push((job.into(), name.into()));
+        self
+    }
+
+    /// Memoizes the job: when a run of this pipeline ran it successfully with the same inputs
+    /// within the TTL, the engine does not run it and takes that run's outputs and artifacts
+    /// (the job is recorded `cached`). `--sw-no-cache` runs it anyway. A second call replaces
+    /// the first.
+    pub fn memoize(&mut self, memo: Memo) -> &mut JobBuilder {
+        self.storage.memo = Some(memo);
+        self
     }
 }
 
@@ -557,6 +616,7 @@ impl fmt::Debug for JobBuilder {
             .field("when", &self.when)
             .field("gate", &self.gate)
             .field("concurrency", &self.concurrency)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }

@@ -14,12 +14,13 @@ mod run;
 mod runner;
 mod runs;
 mod scaffold;
+mod storage;
 mod token;
 mod trigger;
 
 use crate::cli::{
-    Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, PoolCommand, ProfileCommand,
-    RunnerCommand, RunnerImageCommand, RunsCommand, TokenCommand,
+    CacheCommand, Cli, Command, DashboardCommand, OutputFormat, PipelineCommand, PoolCommand,
+    ProfileCommand, RunnerCommand, RunnerImageCommand, RunsCommand, TokenCommand,
 };
 use crate::exit::ExitCode;
 use sparkwing_engine::project::ProjectError;
@@ -130,6 +131,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             RunsCommand::Approve(a) => gates::decide(a, sparkwing_core::gate::Decision::Approve),
             RunsCommand::Reject(a) => gates::decide(a, sparkwing_core::gate::Decision::Reject),
             RunsCommand::Retry(a) => retry::retry(a),
+            RunsCommand::Artifacts(a) => storage::artifacts(a),
             RunsCommand::Push { run, profile } => push::push(&run, profile.as_deref()),
         },
         Command::Pipeline { command } => match command {
@@ -171,6 +173,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             PoolCommand::Run(a) => pool::run(a),
         },
         Command::RunnerEntry(a) => runner::entry(a),
+        Command::Cache { command } => match command {
+            CacheCommand::List(a) => storage::cache_list(a),
+            CacheCommand::Prune(a) => storage::cache_prune(a),
+        },
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

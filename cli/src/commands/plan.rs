@@ -298,6 +298,48 @@ fn notes(job: &JobSpec) -> Vec<String> {
     if let Some(c) = &job.concurrency {
         notes.push(format!("concurrency group {} (limit {})", c.group, c.limit));
     }
+    for c in &job.caches {
+        let key: Vec<&str> = c
+            .key_files
+            .iter()
+            .chain(&c.key_texts)
+            .map(String::as_str)
+            .collect();
+        notes.push(format!(
+            "cache {} ({}; key {})",
+            c.name,
+            c.paths.join(" "),
+            if key.is_empty() {
+                "-".into()
+            } else {
+                key.join(" ")
+            }
+        ));
+    }
+    for a in &job.publishes {
+        notes.push(format!("publishes {} ({})", a.name, a.path));
+    }
+    for c in &job.consumes {
+        notes.push(format!("consumes {}/{}", c.job, c.name));
+    }
+    if let Some(m) = &job.memo {
+        let inputs: Vec<String> = m
+            .files
+            .iter()
+            .cloned()
+            .chain(m.args.iter().map(|a| format!("--{a}")))
+            .chain(m.outputs.iter().map(|o| format!("{}.{}", o.job, o.output)))
+            .collect();
+        notes.push(format!(
+            "memoized {} on {}",
+            human_duration(i64::try_from(m.ttl_ms).unwrap_or(i64::MAX)),
+            if inputs.is_empty() {
+                "nothing".to_string()
+            } else {
+                inputs.join(" ")
+            }
+        ));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {

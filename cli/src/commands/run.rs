@@ -233,6 +233,7 @@ pub fn run(args: RunArgs) -> CmdResult {
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
         selection: flags.selection.clone(),
         retry: None,
+        no_cache: flags.no_cache,
     };
     let parent = flags.parent.clone();
     let code = match docker {

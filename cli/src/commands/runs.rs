@@ -117,6 +117,8 @@ pub fn status(args: StatusArgs) -> CmdResult {
                 v["gates"] = gates_json;
             }
             v["jobs"] = serde_json::to_value(&jobs).unwrap_or_default();
+            v["caches"] = serde_json::to_value(store.job_caches(&run.id)?).unwrap_or_default();
+            v["artifacts"] = serde_json::to_value(store.artifacts(&run.id)?).unwrap_or_default();
             v["events"] = serde_json::to_value(store.events(&run.id, 0)?).unwrap_or_default();
             Printer::new(args.output).json_document(&v);
         }
@@ -181,6 +183,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
                     }
                 }
             }
+            super::storage::print_run_storage(&store, &run.id)?;
         }
     }
     Ok(ExitCode::of_run(run.status))

@@ -53,7 +53,7 @@ pub fn state_icon(state: &str) -> &'static str {
         "pending" => "○",
         "cancelled" => "⊘",
         "skipped" => "↷",
-        "reused" => "↺",
+        "reused" | "cached" => "↺",
         _ => "?",
     }
 }

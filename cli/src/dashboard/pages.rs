@@ -533,13 +533,14 @@ pub async fn run_page(
             Ok(run) => {
                 let jobs = s.jobs(&run.id)?;
                 let gates = s.gates(&run.id)?;
-                Ok(Some((run, jobs, gates)))
+                let artifacts = s.artifacts(&run.id)?;
+                Ok(Some((run, jobs, gates, artifacts)))
             }
             Err(sparkwing_engine::store::StoreError::RunNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         })
         .await;
-    let (run, jobs, gates) = match read {
+    let (run, jobs, gates, artifacts) = match read {
         Ok(Some(v)) => v,
         Ok(None) => return run_not_found(&id),
         Err(e) => return error_page(ApiError::internal(e)),
@@ -573,6 +574,7 @@ pub async fn run_page(
         dag = sec("dag"),
         tl = sec("timeline"),
     );
+    body.push_str(&artifacts_section(&run.id, &artifacts));
     let _ = write!(
         body,
         "<section id=\"logs\" aria-labelledby=\"h-logs\"><h2 id=\"h-logs\">Logs</h2>\
@@ -602,6 +604,35 @@ pub async fn run_page(
     body.push_str("</section></div>");
     let title = v["title"].as_str().unwrap_or("Run").to_string();
     html_response(StatusCode::OK, page(&title, "runs", &body))
+}
+
+/// The run page's list of what its jobs published, with the command that downloads each (empty
+/// when there is none).
+fn artifacts_section(
+    run_id: &str,
+    artifacts: &[sparkwing_engine::store::ArtifactRecord],
+) -> String {
+    if artifacts.is_empty() {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for a in artifacts {
+        let _ = write!(
+            rows,
+            "<tr><td><code>{name}</code></td><td>{job}</td><td><code>{path}</code></td><td class=\"num\">{size}</td>\
+             <td><code>sparkwing runs artifacts --run {run} --download {job}/{name}</code></td></tr>",
+            name = esc(&a.name),
+            job = esc(&a.job_id),
+            path = esc(&a.path),
+            size = esc(&sparkwing_engine::job_storage::bytes(a.size_bytes)),
+            run = esc(run_id),
+        );
+    }
+    format!(
+        "<section id=\"artifacts\" aria-labelledby=\"h-artifacts\"><h2 id=\"h-artifacts\">Artifacts</h2>\
+         <table><thead><tr><th>Name</th><th>Job</th><th>Path</th><th>Size</th><th>Download</th></tr></thead>\
+         <tbody>{rows}</tbody></table></section>"
+    )
 }
 
 /// `GET /pipelines`: each repository's pipelines with their latest runs.

@@ -495,3 +495,40 @@ async fn a_waiting_gate_shows_its_buttons_and_a_post_records_the_decision() {
     assert!(page.contains("approved by ana: go"), "{page}");
     assert!(!page.contains("data-gate-decision"), "{page}");
 }
+
+#[tokio::test]
+async fn dashboard_run_page_lists_artifacts_with_their_download_command() {
+    let f = fixture();
+    let _ = add_run(&f.home, "run-a", "hello", RunPhase::Succeeded, 1_000);
+    let (_, html) = get(&f.state, "/runs/run-a").await;
+    assert!(
+        !html.contains("id=\"artifacts\""),
+        "no artifacts, no section"
+    );
+    Store::open(&f.home.root)
+        .unwrap()
+        .record_artifact(
+            "run-a",
+            &sparkwing_engine::store::ArtifactRecord {
+                job_id: "build".into(),
+                name: "app".into(),
+                path: "dist/<app>".into(),
+                size_bytes: 2048,
+                files: 1,
+                created_at: 2_000,
+            },
+        )
+        .unwrap();
+    let (s, html) = get(&f.state, "/runs/run-a").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("<h2 id=\"h-artifacts\">Artifacts</h2>"),
+        "{html}"
+    );
+    assert!(html.contains("<code>dist/&lt;app&gt;</code>"), "{html}");
+    assert!(html.contains("2.0 KiB"), "{html}");
+    assert!(
+        html.contains("sparkwing runs artifacts --run run-a --download build/app"),
+        "{html}"
+    );
+}

@@ -22,3 +22,4 @@ mod runs_cmds;
 mod secrets;
 mod selection;
 mod signals;
+mod storage;

@@ -254,3 +254,17 @@ fn plan_shows_gates_and_the_concurrency_group() {
     }
     assert!(!sw.home().join("state.db").exists());
 }
+
+#[test]
+fn plan_prints_caches_artifacts_and_memoized_jobs() {
+    let sw = Sw::fixture("storage");
+    for (args, file) in [
+        (["pipeline", "plan", "deps"], "storage-deps.txt"),
+        (["pipeline", "plan", "artifacts"], "storage-artifacts.txt"),
+        (["pipeline", "plan", "memo"], "storage-memo.txt"),
+    ] {
+        let out = sw.sw(args);
+        out.assert_code(0);
+        golden(file, &out.stdout);
+    }
+}

@@ -92,4 +92,33 @@ pub const MIGRATIONS: &[&str] = &[
         since              INTEGER NOT NULL
     );
     "#,
+    // 5: job caches, artifacts and memoized jobs: each cache a job declared (its key,
+    // hit/fallback/miss, what was restored and whether it was saved), each artifact a job
+    // published, a memoized job's input hash and the run a cached job's result came from.
+    r#"
+    ALTER TABLE jobs ADD COLUMN memo_hash TEXT;
+    ALTER TABLE jobs ADD COLUMN cached_from TEXT;
+    CREATE INDEX jobs_by_memo ON jobs (memo_hash) WHERE memo_hash IS NOT NULL;
+    CREATE TABLE job_caches (
+        run_id       TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        job_id       TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        outcome      TEXT NOT NULL,
+        restored_key TEXT,
+        saved        TEXT,
+        size_bytes   INTEGER,
+        PRIMARY KEY (run_id, job_id, name)
+    );
+    CREATE TABLE artifacts (
+        run_id     TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        job_id     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        files      INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, job_id, name)
+    );
+    "#,
 ];

@@ -7,9 +7,11 @@ pub mod dashboard_queries;
 mod gates;
 mod migrations;
 mod records;
+mod storage;
 
 pub use gates::{GateRecord, RunConcurrency};
 pub use records::{EventRecord, JobRecord, NewJob, NewRun, RunFilter, RunRecord};
+pub use storage::{ArtifactRecord, JobCacheRecord, MemoResult};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use sparkwing_core::{JobState, RunPhase};

@@ -1,0 +1,28 @@
+//! Artifacts between jobs (`docs/authoring.md#artifacts`): what a job publishes and consumes,
+//! and the plan-time checks of both.
+
+use serde::{Deserialize, Serialize};
+
+/// A named file or directory a job publishes when it succeeds; `path` is relative to its
+/// working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactSpec {
+    pub name: String,
+    pub path: String,
+}
+
+/// An artifact of another job (one in `needs`) that a job gets in its working directory before
+/// it starts, at the path its producer published it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumeSpec {
+    pub job: String,
+    pub name: String,
+}
+
+/// The default cap on one artifact's size (1 GiB); `SPARKWING_ARTIFACT_MAX_BYTES` changes it.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// Whether an artifact of `size` bytes may be published under `cap`.
+pub fn within_cap(size: u64, cap: u64) -> bool {
+    size <= cap
+}
