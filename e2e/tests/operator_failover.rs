@@ -137,7 +137,7 @@ async fn killing_the_leader_with_100_runs_in_flight_loses_and_duplicates_nothing
     let client = bed.client().await?;
     let _node = TestNode::start(bed, client.clone(), &ns).await?;
     let dir = tempfile::tempdir()?;
-    let mut replicas = vec![
+    let mut replicas = [
         Replica::start(bed, ns.name(), &image, "a", dir.path())?,
         Replica::start(bed, ns.name(), &image, "b", dir.path())?,
     ];
