@@ -37,6 +37,7 @@ fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
             triggers: PipelineTriggers {
                 push: Some(PushTrigger {
                     branches: branches.iter().map(|s| s.to_string()).collect(),
+                    ..PushTrigger::default()
                 }),
                 ..PipelineTriggers::default()
             },

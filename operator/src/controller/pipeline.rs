@@ -365,6 +365,7 @@ mod tests {
                 triggers: PipelineTriggers {
                     push: Some(PushTrigger {
                         branches: vec!["main".into()],
+                        ..PushTrigger::default()
                     }),
                     ..PipelineTriggers::default()
                 },
@@ -617,6 +618,7 @@ mod tests {
         let runs = [checked("app-1", 100, "main", Some(DRIFT))];
         p.spec.triggers.push = Some(PushTrigger {
             branches: vec!["release/*".into(), "main".into()],
+            ..PushTrigger::default()
         });
         let c = branches_condition(&p, &runs, 1_000).unwrap();
         assert_eq!(
