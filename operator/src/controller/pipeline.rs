@@ -95,6 +95,9 @@ pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> Pi
     if let Some(c) = branches_condition(pipeline, runs, now) {
         set_condition(&mut status.conditions, c);
     }
+    if let Some(c) = super::commit_status::commit_status_condition(pipeline, runs, now) {
+        set_condition(&mut status.conditions, c);
+    }
     status
 }
 
