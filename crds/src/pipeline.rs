@@ -511,4 +511,33 @@ mod tests {
             assert!(problems.contains(want), "want {want:?} in {problems}");
         }
     }
+
+    #[test]
+    fn pull_request_and_path_triggers_and_github_round_trip() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p",
+            "triggers": {
+                "push": {"branches": ["main"], "paths": ["src/**"], "pathsIgnore": ["**/*.md"]},
+                "pullRequest": {"branches": ["main"], "cancelInProgress": true}
+            },
+            "github": {"secretRef": "github-statuses"}
+        }))
+        .unwrap();
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+        let pr = spec.triggers.pull_request.as_ref().unwrap();
+        assert!(pr.cancel_in_progress && !pr.allow_forks);
+        assert!(pr.paths.is_empty());
+        assert_eq!(spec.github_secret(), Some("github-statuses"));
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["triggers"]["push"]["pathsIgnore"][0], "**/*.md");
+        assert_eq!(back["triggers"]["pullRequest"]["allowForks"], false);
+        assert!(back["triggers"]["pullRequest"].get("paths").is_none());
+        let bad = PipelineSpec {
+            github: Some(GitHubSettings {
+                secret_ref: Some("Not_A_Name".into()),
+            }),
+            ..spec
+        };
+        assert!(bad.problems().join("; ").contains("spec.github.secretRef"));
+    }
 }
