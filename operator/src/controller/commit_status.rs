@@ -230,11 +230,22 @@ async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let Some(cfg) = ctx.commit_statuses.as_ref() else {
         return Ok(Action::await_change());
     };
+    if to_post(&run, cfg.dashboard_url.as_deref()).is_none() {
+        return Ok(Action::await_change());
+    }
+    let ns = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    // The cache may not show this controller's last annotation yet: decide on the run as stored,
+    // so a state is never posted twice.
+    let Some(run) = api::<PipelineRun>(&ctx.client, Some(&ns))
+        .get_opt(&name)
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
     let Some(post) = to_post(&run, cfg.dashboard_url.as_deref()) else {
         return Ok(Action::await_change());
     };
-    let ns = run.namespace().unwrap_or_default();
-    let name = run.name_any();
     let pipeline_name = run.annotations()[PIPELINE_ANNOTATION].clone();
     let Some(pipeline) = api::<Pipeline>(&ctx.client, Some(&ns))
         .get_opt(&pipeline_name)
@@ -277,7 +288,7 @@ async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
             run: format!("{ns}/{name}"),
             message: format!("recording the posted status: {e}"),
         })?;
-    ctx.succeeded(run.as_ref());
+    ctx.succeeded(&run);
     Ok(Action::await_change())
 }
 
