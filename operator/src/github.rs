@@ -83,6 +83,35 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The credentials of the Secret `pipeline` names (`spec.github.secretRef`, in `ns`): `None`
+/// when it names none; `Some(Err(..))` says what is missing (`NoCredentials: ...`).
+pub async fn pipeline_credentials(
+    client: &kube::Client,
+    ns: &str,
+    pipeline: &sparkwing_crds::pipeline::Pipeline,
+) -> Result<Option<Result<Credentials, String>>, kube::Error> {
+    let Some(secret) = pipeline.spec.github_secret() else {
+        return Ok(None);
+    };
+    let found = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get_opt(secret)
+        .await?;
+    let Some(found) = found else {
+        return Ok(Some(Err(format!(
+            "NoCredentials: Secret {ns}/{secret} (spec.github.secretRef) not found"
+        ))));
+    };
+    let data: BTreeMap<String, Vec<u8>> = found
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Ok(Some(Credentials::from_secret(&data).map_err(|e| {
+        format!("NoCredentials: Secret {ns}/{secret}: {e}")
+    })))
+}
+
 /// Why a Secret's keys are no credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
@@ -243,6 +272,39 @@ impl GitHubClient {
         )
         .await
         .map(drop)
+    }
+
+    /// The files a pull request changes (`GET /repos/{repo}/pulls/{number}/files`, 100 a page;
+    /// GitHub lists at most 3000).
+    pub async fn pull_request_files(
+        &self,
+        credentials: &Credentials,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<String>, GitHubError> {
+        #[derive(Deserialize)]
+        struct File {
+            filename: String,
+        }
+        let token = format!("Bearer {}", self.token(credentials, repo).await?);
+        let mut files = Vec::new();
+        for page in 1..=30 {
+            let body = self
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/repos/{repo}/pulls/{number}/files?per_page=100&page={page}"),
+                    &token,
+                    None,
+                )
+                .await?;
+            let listed: Vec<File> = parse(&body)?;
+            let last = listed.len() < 100;
+            files.extend(listed.into_iter().map(|f| f.filename));
+            if last {
+                break;
+            }
+        }
+        Ok(files)
     }
 
     /// The token of `credentials` for `repo`: the token itself, or an App installation's.

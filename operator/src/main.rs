@@ -198,13 +198,22 @@ async fn open_api(
     if webhook_secret.is_none() {
         tracing::warn!("no webhook secret (--webhook-secret-file, SPARKWING_WEBHOOK_SECRET): POST /webhooks/github answers 500");
     }
-    Ok(state.with_webhooks(api::Webhooks::new(
+    let mut webhooks = api::Webhooks::new(
         webhook_secret,
         Arc::new(api::KubePipelines::new(
             client.clone(),
             config.namespace.clone(),
         )),
-    )))
+    );
+    // Pull requests' changed files, for their path filters.
+    match sparkwing_operator::github::GitHubClient::new(
+        &args.github_api_url,
+        sparkwing_operator::github::Backoff::default(),
+    ) {
+        Ok(github) => webhooks = webhooks.with_github(github),
+        Err(e) => tracing::error!(error = %e, "pull requests' path filters are not applied"),
+    }
+    Ok(state.with_webhooks(webhooks))
 }
 
 fn identity(instance: Option<String>) -> String {

@@ -702,6 +702,31 @@ fn decide_pull_request(
     }))
 }
 
+/// What a pull request delivery needs its changed files for: the base repository's `owner/name`,
+/// the number, and the Pipelines that would start but filter paths, in [`decide`]'s order. `None`
+/// when no Pipeline needs them (or the body is not a pull request that starts runs).
+pub fn files_wanted<'a>(
+    body: &[u8],
+    pipelines: &'a [Pipeline],
+) -> Option<(String, u64, Vec<&'a Pipeline>)> {
+    let ev = PullRequestEvent::parse(body).ok()?;
+    if !PULL_REQUEST_ACTIONS.contains(&ev.action.as_str()) {
+        return None;
+    }
+    let base = &ev.pull_request.base;
+    let repo = base.repo.full_name.clone()?;
+    let wanting: Vec<&Pipeline> = of_repository(pipelines, &ev.repository_keys())
+        .into_iter()
+        .filter(|p| {
+            p.spec.triggers.pull_request.as_ref().is_some_and(|t| {
+                branches_match(&t.branches, &base.git_ref)
+                    && !(t.paths.is_empty() && t.paths_ignore.is_empty())
+            })
+        })
+        .collect();
+    (!wanting.is_empty()).then_some((repo, ev.number, wanting))
+}
+
 /// The name of the run a delivery creates for a Pipeline: `<pipeline>-<8 hex>`, the hex a hash of
 /// the delivery id and the Pipeline, so creating it twice is refused as already existing.
 pub fn run_name(pipeline_ns: &str, pipeline_name: &str, delivery: &str) -> String {

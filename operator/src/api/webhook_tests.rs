@@ -613,3 +613,81 @@ async fn a_push_whose_files_miss_every_path_filter_is_ignored_with_the_reasons()
     );
     assert_eq!(f.run_count().await, 1);
 }
+
+/// GitHub's `GET /repos/{o}/{r}/pulls/{n}/files` on loopback, answering `files`; returns its URL
+/// and the requests' paths and Authorization headers.
+async fn files_api(
+    files: Vec<&'static str>,
+) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let s = s.clone();
+            let files = files.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                s.lock().unwrap().push((uri.to_string(), auth));
+                let listed: Vec<Value> = files
+                    .iter()
+                    .map(|f| json!({"sha": "bbcd538c8e72b8c175046e27cc8f907076331401", "filename": f, "status": "modified", "additions": 1, "deletions": 0, "changes": 1}))
+                    .collect();
+                axum::Json(Value::Array(listed))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_pull_requests_files_are_listed_through_github_for_its_path_filters() {
+    let mut api = pr_pipeline(
+        "api",
+        PullRequestTrigger {
+            paths: vec!["api/**".into()],
+            ..PullRequestTrigger::default()
+        },
+    );
+    api.spec.github = Some(sparkwing_crds::pipeline::GitHubSettings {
+        secret_ref: Some("github".into()),
+    });
+    let (url, seen) = files_api(vec!["web/index.html", "README.md"]).await;
+    let stores = TestStore::new().await;
+    let runs = Arc::new(MemoryRuns::new());
+    let pipelines = Arc::new(MemoryPipelines::new(vec![api]));
+    pipelines.set_credentials(
+        "github",
+        crate::github::Credentials::Token("ghp_files".into()),
+    );
+    let client = crate::github::GitHubClient::new(&url, crate::github::Backoff::default()).unwrap();
+    let st = ApiState::new(stores.store.clone(), runs.clone(), ApiConfig::default())
+        .with_webhooks(Webhooks::new(Some(SECRET.to_vec()), pipelines).with_github(client));
+    let f = Fx { st, runs, stores };
+    let r = f
+        .signed(
+            "pull_request",
+            "pr-files",
+            pull_request_body("opened", 12, HEAD_SHA, "acme/app"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+    assert_eq!(
+        r.json["ignored"],
+        "no Pipeline of repository https://github.com/acme/app.git matches the changed files of pull request #12: ci/api: no changed file matches paths [\"api/**\"]"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            "/repos/acme/app/pulls/12/files?per_page=100&page=1".to_string(),
+            "Bearer ghp_files".to_string()
+        )]
+    );
+    assert_eq!(f.run_count().await, 0);
+}

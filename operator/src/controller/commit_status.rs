@@ -11,10 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use sparkwing_core::reconcile::status::{Condition, ConditionStatus, RunPhase};
 use sparkwing_core::time::Time;
 use sparkwing_crds::pipeline::{Pipeline, PIPELINE_LABEL};
@@ -24,7 +23,7 @@ use super::pipeline::belongs_to;
 use super::{api, Context};
 use crate::error::{Error, Result};
 use crate::github::{
-    description, CommitStatus, Credentials, GitHubClient, GitHubError, StatusState,
+    description, pipeline_credentials, CommitStatus, GitHubClient, GitHubError, StatusState,
 };
 use crate::labels::{
     COMMIT_ANNOTATION, COMMIT_STATUS_ANNOTATION, COMMIT_STATUS_ERROR_ANNOTATION,
@@ -198,34 +197,6 @@ pub(crate) fn refusal(e: &GitHubError) -> String {
     }
 }
 
-/// The credentials of `pipeline`'s Secret; `Err` says what is missing (recorded on the run).
-async fn credentials(
-    client: &Client,
-    ns: &str,
-    pipeline: &Pipeline,
-) -> Result<Option<std::result::Result<Credentials, String>>> {
-    let Some(secret) = pipeline.spec.github_secret() else {
-        return Ok(None);
-    };
-    let found = Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(secret)
-        .await?;
-    let Some(found) = found else {
-        return Ok(Some(Err(format!(
-            "NoCredentials: Secret {ns}/{secret} (spec.github.secretRef) not found"
-        ))));
-    };
-    let data: BTreeMap<String, Vec<u8>> = found
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    Ok(Some(Credentials::from_secret(&data).map_err(|e| {
-        format!("NoCredentials: Secret {ns}/{secret}: {e}")
-    })))
-}
-
 async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let Some(cfg) = ctx.commit_statuses.as_ref() else {
         return Ok(Action::await_change());
@@ -254,7 +225,7 @@ async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let state = post.status.state;
-    let error = match credentials(&ctx.client, &ns, &pipeline).await? {
+    let error = match pipeline_credentials(&ctx.client, &ns, &pipeline).await? {
         // The Pipeline asks for no commit statuses.
         None => return Ok(Action::await_change()),
         Some(Err(missing)) => Some(missing),

@@ -150,9 +150,12 @@ async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
         Some("push" | "pull_request") => st.webhooks.pipelines.list().await?,
         _ => Vec::new(),
     };
-    // A pull request's changed files are not in its delivery, and are not fetched: a Pipeline
-    // with path filters runs, marked `sparkwing.dev/paths-unchecked` (docs/webhooks.md).
-    match webhook::decide(event, delivery, &bytes, &pipelines, None)? {
+    let pr_files = if event.map(str::trim) == Some("pull_request") {
+        pull_request_files(st, &bytes, &pipelines).await
+    } else {
+        None
+    };
+    match webhook::decide(event, delivery, &bytes, &pipelines, pr_files.as_deref())? {
         Decision::Pong => {
             tracing::info!(delivery, "webhook ping");
             Ok((StatusCode::OK, Json(Pong { pong: true })).into_response())
@@ -168,6 +171,37 @@ async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
             create(st, delivery, c, &pipelines).await
         }
     }
+}
+
+/// A pull request's changed files, for path filters: listed through GitHub's API with the
+/// credentials of the first Pipeline that filters paths and has them. `None` (the Pipelines then
+/// run, marked `sparkwing.dev/paths-unchecked`) without a GitHub client, without credentials, or
+/// when GitHub fails (logged).
+async fn pull_request_files(
+    st: &ApiState,
+    body: &[u8],
+    pipelines: &[Pipeline],
+) -> Option<Vec<String>> {
+    let client = st.webhooks.github.as_ref()?;
+    let (repo, number, wanting) = webhook::files_wanted(body, pipelines)?;
+    for p in wanting {
+        let creds = match st.webhooks.pipelines.github_credentials(p).await {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(pipeline = %p.name_any(), error = %e, "reading GitHub credentials");
+                continue;
+            }
+        };
+        return match client.pull_request_files(&creds, &repo, number).await {
+            Ok(files) => Some(files),
+            Err(e) => {
+                tracing::warn!(%repo, number, error = %e, "listing the pull request's files failed: its path filters are not applied");
+                None
+            }
+        };
+    }
+    None
 }
 
 async fn create(
