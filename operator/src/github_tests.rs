@@ -17,7 +17,8 @@ use sparkwing_core::reconcile::status::{ConditionStatus, RunPhase, RunStatus};
 use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_crds::PipelineRun;
 
-use crate::controller::commit_status::{commit_status_condition, recorded, refusal, to_post};
+use crate::controller::commit_status::{recorded, refusal, to_post};
+use crate::controller::pipeline::commit_status_condition;
 use crate::github::*;
 use crate::labels::{COMMIT_ANNOTATION, GITHUB_REPOSITORY_ANNOTATION, PIPELINE_ANNOTATION};
 
@@ -394,5 +395,51 @@ fn credentials_come_from_the_secret_keys() {
     assert_eq!(
         format!("{:?}", Credentials::Token("ghp_x".into())),
         "Token(***)"
+    );
+}
+
+#[test]
+fn the_pipeline_condition_follows_the_newest_run_that_posted() {
+    let mut p = Pipeline::new("app", Default::default());
+    p.metadata.namespace = Some("ci".into());
+    let at = |s| {
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(s).unwrap(),
+        ))
+    };
+    let mut older = run(RunPhase::Succeeded, None);
+    older.metadata.name = Some("app-1".into());
+    older.metadata.creation_timestamp = at(100);
+    older
+        .annotations_mut()
+        .insert("sparkwing.dev/commit-status".into(), "success".into());
+    let mut newer = run(RunPhase::Running, None);
+    newer.metadata.name = Some("app-2".into());
+    newer.metadata.creation_timestamp = at(200);
+    newer
+        .annotations_mut()
+        .insert("sparkwing.dev/commit-status".into(), "pending".into());
+    newer.annotations_mut().insert(
+        "sparkwing.dev/commit-status-error".into(),
+        "NoCredentials: Secret ci/github (spec.github.secretRef) not found".into(),
+    );
+    let c = commit_status_condition(&p, &[older.clone(), newer], 5).unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str(), c.message.as_str()),
+        (
+            ConditionStatus::False,
+            "NoCredentials",
+            "run app-2: Secret ci/github (spec.github.secretRef) not found"
+        )
+    );
+    let c = commit_status_condition(&p, &[older], 5).unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str(), c.message.as_str()),
+        (ConditionStatus::True, "Posted", "run app-1: posted success")
+    );
+    // No run posted: no condition (left as it is).
+    assert_eq!(
+        commit_status_condition(&p, &[run(RunPhase::Running, None)], 5),
+        None
     );
 }

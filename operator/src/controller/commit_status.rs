@@ -6,7 +6,7 @@
 //! GitHub never holds up or fails a run. Transient failures are retried by the client, then by
 //! the controller's backoff; a refusal (401/403, another 4xx, missing credentials) is recorded
 //! on the run (`sparkwing.dev/commit-status-error`) and shows as the Pipeline's `CommitStatus`
-//! condition ([`commit_status_condition`]).
+//! condition (`pipeline::commit_status_condition`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,12 +14,10 @@ use std::sync::Arc;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use sparkwing_core::reconcile::status::{Condition, ConditionStatus, RunPhase};
-use sparkwing_core::time::Time;
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_crds::pipeline::{Pipeline, PIPELINE_LABEL};
 use sparkwing_crds::PipelineRun;
 
-use super::pipeline::belongs_to;
 use super::{api, Context};
 use crate::error::{Error, Result};
 use crate::github::{
@@ -33,8 +31,6 @@ use crate::runs::backend::{KubeRuns, RunBackend};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "commit-status";
-/// The Pipeline condition saying whether its runs' commit statuses reach GitHub.
-pub const COMMIT_STATUS: &str = "CommitStatus";
 
 /// What the commit status controller needs: the client and the dashboard's base URL.
 pub struct CommitStatuses {
@@ -128,47 +124,6 @@ pub fn recorded(state: StatusState, error: Option<String>) -> BTreeMap<String, O
         ),
         (COMMIT_STATUS_ERROR_ANNOTATION.to_string(), error),
     ])
-}
-
-/// The `CommitStatus` condition from the newest of `pipeline`'s runs that posted (or tried to),
-/// by creation order (pure). `None` while none did: the condition is left as it is.
-pub fn commit_status_condition(
-    pipeline: &Pipeline,
-    runs: &[PipelineRun],
-    now: i64,
-) -> Option<Condition> {
-    let run = runs
-        .iter()
-        .filter(|r| belongs_to(r, pipeline))
-        .filter(|r| r.annotations().contains_key(COMMIT_STATUS_ANNOTATION))
-        .max_by_key(|r| r.creation_order())?;
-    let name = run.name_any();
-    let (status, reason, message) = match run.annotations().get(COMMIT_STATUS_ERROR_ANNOTATION) {
-        Some(err) => {
-            let (reason, message) = err.split_once(": ").unwrap_or(("Rejected", err));
-            (
-                ConditionStatus::False,
-                reason.to_string(),
-                format!("run {name}: {message}"),
-            )
-        }
-        None => (
-            ConditionStatus::True,
-            "Posted".to_string(),
-            format!(
-                "run {name}: posted {}",
-                run.annotations()[COMMIT_STATUS_ANNOTATION]
-            ),
-        ),
-    };
-    Some(Condition {
-        type_: COMMIT_STATUS.to_string(),
-        status,
-        reason,
-        message,
-        last_transition_time: Time(now),
-        observed_generation: pipeline.metadata.generation.unwrap_or(0),
-    })
 }
 
 /// Build the controller (not running yet): runs of Pipelines.
@@ -269,7 +224,6 @@ mod tests {
     use crate::labels::PIPELINE_ANNOTATION;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use sparkwing_core::reconcile::status::{JobStatus, RunStatus};
-    use sparkwing_crds::pipeline::PipelineSpec;
 
     fn run(name: &str, phase: Option<RunPhase>, posted: Option<&str>) -> PipelineRun {
         let mut annotations = BTreeMap::from([
@@ -367,43 +321,5 @@ mod tests {
         r.status.as_mut().unwrap().jobs[1].reason = Some(long);
         let d = to_post(&r, None).unwrap().status.description.unwrap();
         assert_eq!(d.chars().count(), 140);
-    }
-
-    #[test]
-    fn the_pipeline_condition_follows_the_newest_run_that_posted() {
-        let mut p = Pipeline::new("app", PipelineSpec::default());
-        p.metadata.namespace = Some("ci".into());
-        let mut older = run("app-1", Some(RunPhase::Succeeded), Some("success"));
-        older.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::from_second(100).unwrap(),
-            ));
-        let mut newer = run("app-2", Some(RunPhase::Running), Some("pending"));
-        newer.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::from_second(200).unwrap(),
-            ));
-        newer.annotations_mut().insert(
-            COMMIT_STATUS_ERROR_ANNOTATION.into(),
-            "Unauthorized: GitHub refused the credentials (401): Bad credentials".into(),
-        );
-        let c = commit_status_condition(&p, &[older.clone(), newer.clone()], 5).unwrap();
-        assert_eq!(
-            (c.type_.as_str(), c.status, c.reason.as_str()),
-            ("CommitStatus", ConditionStatus::False, "Unauthorized")
-        );
-        assert_eq!(
-            c.message,
-            "run app-2: GitHub refused the credentials (401): Bad credentials"
-        );
-        let c = commit_status_condition(&p, &[older.clone()], 5).unwrap();
-        assert_eq!(
-            (c.status, c.reason.as_str(), c.message.as_str()),
-            (ConditionStatus::True, "Posted", "run app-1: posted success")
-        );
-        assert_eq!(
-            commit_status_condition(&p, &[run("app-3", None, None)], 5),
-            None
-        );
     }
 }
