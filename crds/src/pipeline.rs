@@ -139,6 +139,10 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10))]
     pub max_attempts: Option<i32>,
+
+    /// GitHub: where the credentials for posting commit statuses are. Unset: runs post none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubSettings>,
 }
 
 /// What starts a run of the pipeline.
@@ -148,6 +152,10 @@ pub struct PipelineTriggers {
     /// A push to a branch. Unset: pushes start nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushTrigger>,
+    /// A pull request opened, pushed to (`synchronize`) or reopened. Unset: pull requests start
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestTrigger>,
     /// Cron schedules: each starts a run of a branch's head at every slot of its cron
     /// expression. Empty: no scheduled runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -221,6 +229,51 @@ pub struct PushTrigger {
     /// segment, `**` across segments, `?` one character. Empty: every branch.
     #[serde(default)]
     pub branches: Vec<String>,
+    /// Path globs: a push starts a run only when one of its changed files matches one (and no
+    /// `pathsIgnore` glob). Empty: any file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Path globs of files that do not count: a push whose changed files all match one starts
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths_ignore: Vec<String>,
+}
+
+/// Runs on pull requests into matching base branches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestTrigger {
+    /// Globs of the base branch (the branch the pull request merges into), as for pushes.
+    /// Empty: every base branch.
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Path globs, as for pushes, over the pull request's changed files (when the API can list
+    /// them; see docs/webhooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Path globs of files that do not count, as for pushes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths_ignore: Vec<String>,
+    /// A newer delivery for the same pull request cancels this Pipeline's runs of it that are
+    /// still going.
+    #[serde(default)]
+    pub cancel_in_progress: bool,
+    /// Runs of pull requests from forks get the Pipeline's Secrets and its warm runner pool.
+    /// Unset: they get neither (a fork's code is untrusted: it would read the Secrets, or leave
+    /// something behind in a warm runner that the next run inherits).
+    #[serde(default)]
+    pub allow_forks: bool,
+}
+
+/// How the operator reaches GitHub for this Pipeline's commit statuses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubSettings {
+    /// The Secret (in this namespace) holding the credentials: a `token`, or a GitHub App's
+    /// `appId`, `privateKey` (PEM) and `installationId`. Unset: no commit statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub secret_ref: Option<String>,
 }
 
 /// What the operator observed of the pipeline's runs.
@@ -296,6 +349,14 @@ impl PipelineSpec {
         self.triggers.push.as_ref().map(|p| p.branches.as_slice())
     }
 
+    /// The Secret with the GitHub credentials (`spec.github.secretRef`).
+    pub fn github_secret(&self) -> Option<&str> {
+        self.github
+            .as_ref()
+            .and_then(|g| g.secret_ref.as_deref())
+            .filter(|s| !s.is_empty())
+    }
+
     /// Problems a schema cannot catch, for the `Ready` condition (empty: usable).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -322,6 +383,12 @@ impl PipelineSpec {
         out.extend(secret_name_problems("spec.secrets", &self.secrets));
         if self.args.keys().any(|k| k.trim().is_empty()) {
             out.push("spec.args: an argument name must not be empty".to_string());
+        }
+        if let Some(secret) = self.github_secret() {
+            out.extend(secret_name_problems(
+                "spec.github.secretRef",
+                &[secret.to_string()],
+            ));
         }
         for (i, s) in self.triggers.schedule.iter().enumerate() {
             if let Err(e) = s.parsed() {
@@ -443,5 +510,34 @@ mod tests {
         ] {
             assert!(problems.contains(want), "want {want:?} in {problems}");
         }
+    }
+
+    #[test]
+    fn pull_request_and_path_triggers_and_github_round_trip() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p",
+            "triggers": {
+                "push": {"branches": ["main"], "paths": ["src/**"], "pathsIgnore": ["**/*.md"]},
+                "pullRequest": {"branches": ["main"], "cancelInProgress": true}
+            },
+            "github": {"secretRef": "github-statuses"}
+        }))
+        .unwrap();
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+        let pr = spec.triggers.pull_request.as_ref().unwrap();
+        assert!(pr.cancel_in_progress && !pr.allow_forks);
+        assert!(pr.paths.is_empty());
+        assert_eq!(spec.github_secret(), Some("github-statuses"));
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["triggers"]["push"]["pathsIgnore"][0], "**/*.md");
+        assert_eq!(back["triggers"]["pullRequest"]["allowForks"], false);
+        assert!(back["triggers"]["pullRequest"].get("paths").is_none());
+        let bad = PipelineSpec {
+            github: Some(GitHubSettings {
+                secret_ref: Some("Not_A_Name".into()),
+            }),
+            ..spec
+        };
+        assert!(bad.problems().join("; ").contains("spec.github.secretRef"));
     }
 }

@@ -47,13 +47,23 @@ impl Cluster {
     /// The shared bed with its CRDs, a namespace named after `hint`, its node, and
     /// the operator with its API, whose runner Jobs use `runner_image`.
     pub async fn start(hint: &str, runner_image: String) -> Result<Cluster> {
+        Self::start_configured(hint, runner_image, |c| c).await
+    }
+
+    /// [`Cluster::start`] with the operator's [`Config`] changed by `configure` (e.g. its GitHub
+    /// API URL).
+    pub async fn start_configured(
+        hint: &str,
+        runner_image: String,
+        configure: impl FnOnce(Config) -> Config,
+    ) -> Result<Cluster> {
         let bed = TestBed::shared().await?;
         bed.install_crds().await?;
         let ns = bed.namespace(hint).await?;
         let client = bed.client().await?;
         bed.load_image(&runner_image).await?;
         let node = TestNode::start(bed, client.clone(), &ns).await?;
-        let config = Config::new(runner_image).namespace(ns.name());
+        let config = configure(Config::new(runner_image).namespace(ns.name()));
         let op = OperatorTask::start_with_api(client.clone(), config, ns.name()).await?;
         Ok(Cluster {
             ns,

@@ -99,6 +99,34 @@ pub async fn deliver(
     ))
 }
 
+/// A `pull_request` event as GitHub sends it (the fields Sparkwing reads, and a few more): pull
+/// request `number` of `e2e/app` from its branch `head_ref` at `head_sha` (in the same repository)
+/// into `main`, by `octocat`.
+pub fn pull_request_payload(
+    clone_url: &str,
+    action: &str,
+    number: u64,
+    head_ref: &str,
+    head_sha: &str,
+) -> Vec<u8> {
+    let repo = json!({"name": "app", "full_name": "e2e/app", "clone_url": clone_url});
+    serde_json::to_vec(&json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "state": "open",
+            "title": "e2e",
+            "user": {"login": "octocat"},
+            "head": {"label": format!("e2e:{head_ref}"), "ref": head_ref, "sha": head_sha, "repo": repo},
+            "base": {"label": "e2e:main", "ref": "main", "sha": head_sha, "repo": repo},
+        },
+        "repository": repo,
+        "sender": {"login": "octocat"},
+    }))
+    .expect("a payload")
+}
+
 /// Delivers the signed push event of commit `after` to `main` of `clone_url`; (status, JSON body).
 pub async fn push(
     api: &ApiTask,
@@ -138,8 +166,17 @@ impl PushCluster {
 
     /// The cluster in a namespace named after `hint`, the pool, the git server and the work tree.
     pub async fn start(hint: &str) -> Result<PushCluster> {
+        Self::start_configured(hint, |c| c).await
+    }
+
+    /// [`PushCluster::start`] with the operator's config changed by `configure`.
+    pub async fn start_configured(
+        hint: &str,
+        configure: impl FnOnce(sparkwing_operator::Config) -> sparkwing_operator::Config,
+    ) -> Result<PushCluster> {
         let real = real_runner().await?;
-        let cluster = Cluster::start(hint, test_runner_image().await?).await?;
+        let cluster =
+            Cluster::start_configured(hint, test_runner_image().await?, configure).await?;
         real.create_pool(&cluster.client, cluster.ns.name(), Self::POOL)
             .await?;
         let server = GitServer::start()?;

@@ -2,7 +2,8 @@
 //! `.sparkwing/`, a `Pipeline` pointing at it, the operator with its API in-process and a pool of
 //! the real runner. A signed push delivery creates a run that checks out exactly the pushed commit
 //! and succeeds; a redelivery creates nothing; a bad signature is 401 and creates nothing; the
-//! Pipeline's `status.lastRun` names the run and its phase.
+//! Pipeline's `status.lastRun` names the run and its phase. A signed pull request delivery runs the
+//! pull request's head commit and posts its commit statuses to a loopback GitHub API.
 
 use std::time::{Duration, Instant};
 
@@ -318,5 +319,207 @@ async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> 
     );
     assert!(!run.annotations().contains_key("sparkwing.dev/branch-drift"));
 
+    bed.shutdown().await
+}
+
+/// A commit status as the loopback GitHub received it, and when.
+#[derive(Debug, Clone)]
+struct PostedStatus {
+    at: Instant,
+    path: String,
+    authorization: String,
+    body: serde_json::Value,
+}
+
+/// GitHub's REST API on loopback: answers every request 201 and records the commit statuses.
+struct LoopbackGitHub {
+    url: String,
+    posted: std::sync::Arc<std::sync::Mutex<Vec<PostedStatus>>>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl LoopbackGitHub {
+    async fn start() -> Result<LoopbackGitHub> {
+        let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (p, c) = (posted.clone(), changed.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (p, c) = (p.clone(), c.clone());
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    p.lock().unwrap().push(PostedStatus {
+                        at: Instant::now(),
+                        path: uri.path().to_string(),
+                        authorization: auth,
+                        body: serde_json::from_slice(&body).unwrap_or_default(),
+                    });
+                    c.notify_waiters();
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(json!({"id": 1})),
+                    )
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(LoopbackGitHub {
+            url,
+            posted,
+            changed,
+        })
+    }
+
+    /// The first status posted with `state`, waiting for it at most `deadline`.
+    async fn wait_for(&self, state: &str, deadline: Duration) -> Result<PostedStatus> {
+        let until = Instant::now() + deadline;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(s) = self
+                .posted
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.body["state"] == state)
+            {
+                return Ok(s.clone());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                bail!(
+                    "no {state} status within {deadline:?}; posted: {:?}",
+                    self.posted.lock().unwrap()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_runs_its_head_commit_and_posts_commit_statuses() -> Result<()> {
+    let github = LoopbackGitHub::start().await?;
+    let github_url = github.url.clone();
+    let bed = PushCluster::start_configured("webhook-pr", move |mut c| {
+        c.github_api_url = github_url;
+        c.dashboard_url = Some("https://sparkwing.example.com".into());
+        c
+    })
+    .await?;
+    let api = bed.api();
+
+    // main, and the pull request's branch one commit ahead of it.
+    let tree = &bed.tree;
+    let yaml = tree.path().join(".sparkwing/sparkwing.yaml");
+    std::fs::write(&yaml, sparkwing_yaml("main-commit"))?;
+    tree.commit_all("main")?;
+    tree.push("main")?;
+    std::fs::write(&yaml, sparkwing_yaml("pr-head"))?;
+    let head = tree.commit_all("the pull request")?;
+    tree.push("feature")?;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(bed.client.clone(), bed.ns.name());
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "github-statuses"},
+                "stringData": {"token": "ghp_e2e"}
+            }))?,
+        )
+        .await?;
+    bed.create_pipeline(json!({
+        "triggers": {"pullRequest": {"branches": ["main"]}},
+        "github": {"secretRef": "github-statuses"}
+    }))
+    .await?;
+
+    let body =
+        sparkwing_e2e::webhook::pull_request_payload(&bed.url, "opened", 7, "feature", &head);
+    let delivered = Instant::now();
+    let (status, answer) = deliver(api, "pull_request", "e2e-pr-1", &body, &sign(&body)).await?;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["pullRequest"], 7, "{answer}");
+    assert_eq!(answer["commit"], head.as_str(), "{answer}");
+    let name = answer["runs"][0]["name"]
+        .as_str()
+        .context("a run")?
+        .to_string();
+    let runs = bed.runs();
+    let run = runs.get(&name).await?;
+    assert_eq!(
+        serde_json::to_value(&run.spec.source)?,
+        json!({"git": {"url": bed.url, "revision": head}})
+    );
+    let a = run.annotations();
+    assert_eq!(a["sparkwing.dev/pull-request"], "7");
+    assert_eq!(a["sparkwing.dev/base-branch"], "main");
+    assert_eq!(a["sparkwing.dev/branch"], "feature");
+
+    // `pending` reaches GitHub while the run compiles.
+    let pending = github.wait_for("pending", WAIT).await?;
+    eprintln!(
+        "figure: webhook delivery -> commit status pending posted: {} ms",
+        pending.at.duration_since(delivered).as_millis()
+    );
+    assert_eq!(pending.path, format!("/repos/e2e/app/statuses/{head}"));
+    assert_eq!(pending.authorization, "Bearer ghp_e2e");
+    assert_eq!(pending.body["context"], "sparkwing/app");
+    assert_eq!(
+        pending.body["target_url"],
+        format!(
+            "https://sparkwing.example.com/runs/{}/{name}",
+            bed.ns.name()
+        )
+    );
+
+    // The run is of the head commit; then `success`.
+    let success = match github.wait_for("success", COMPILE_WAIT).await {
+        Ok(s) => s,
+        Err(e) => bail!("{e:#}\nrunner log:\n{}", bed.runner_logs(&name).await),
+    };
+    assert_eq!(success.path, pending.path);
+    let run = runs.get(&name).await?;
+    assert_eq!(phase(&run), "Succeeded");
+    let greet = api
+        .admin(
+            "GET",
+            &format!("/api/v1/runs/{}/{name}/logs?job=greet", bed.ns.name()),
+            None,
+        )
+        .await?
+        .ok()?
+        .text();
+    assert!(greet.contains("hello pr-head"), "{greet}");
+    // Posted once per state, recorded on the run.
+    let states: Vec<String> = github
+        .posted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body["state"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(states, ["pending", "success"]);
+    let p = wait_for_pipeline(
+        &bed.pipelines(),
+        "app",
+        "CommitStatus=True",
+        |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "CommitStatus" && c.reason == "Posted")
+            })
+        },
+        WAIT,
+    )
+    .await?;
+    assert!(p.status.is_some());
     bed.shutdown().await
 }

@@ -79,13 +79,25 @@ pub struct PipelineConfig {
 pub struct Triggers {
     #[serde(default)]
     pub push: Option<PushTrigger>,
+    /// Recorded like `push`; on the cluster the Pipeline's `spec.triggers.pullRequest` counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PushTrigger>,
 }
 
+/// The branches (for a pull request: its base branches) and changed paths a trigger matches.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushTrigger {
     #[serde(default)]
     pub branches: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(
+        default,
+        rename = "paths-ignore",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub paths_ignore: Vec<String>,
 }
 
 /// A YAML scalar (string, number or bool) kept as text; args parse it by their declared kind.
@@ -244,6 +256,21 @@ mod tests {
             p.on.as_ref().unwrap().push.as_ref().unwrap().branches,
             ["main"]
         );
+    }
+
+    #[test]
+    fn pull_request_and_path_triggers_are_read() {
+        let text = "pipelines:\n  - name: ci\n    entrypoint: Ci\n    on:\n      push:\n        branches: [main]\n        paths: [\"src/**\"]\n        paths-ignore: [\"**/*.md\"]\n      pull_request:\n        branches: [main]\n";
+        let c = parse_config(Path::new("s.yaml"), text).unwrap();
+        let on = c.pipelines[0].on.as_ref().unwrap();
+        let push = on.push.as_ref().unwrap();
+        assert_eq!(
+            (push.paths.as_slice(), push.paths_ignore.as_slice()),
+            (&["src/**".to_string()][..], &["**/*.md".to_string()][..])
+        );
+        assert_eq!(on.pull_request.as_ref().unwrap().branches, ["main"]);
+        let bad = "pipelines:\n  - name: ci\n    entrypoint: Ci\n    on:\n      pull_request:\n        branch: [main]\n";
+        assert!(parse_config(Path::new("s.yaml"), bad).is_err());
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub enum Error {
     #[error("creating the scheduled run {run}: {message}")]
     ScheduledRun { run: String, message: String },
 
+    /// A run's commit status could not reach GitHub (still unavailable after the client's
+    /// retries), or what was posted could not be recorded on the run.
+    #[error("commit status of {run}: {message}")]
+    GitHub { run: String, message: String },
+
     /// Another replica took the leader Lease; this one must stop writing.
     #[error("lost the leader Lease {0}")]
     LeadershipLost(String),
@@ -59,6 +64,7 @@ impl Error {
             Error::Archive { .. } => "archive",
             Error::PoolToken { .. } => "pool_token",
             Error::ScheduledRun { .. } => "scheduled_run",
+            Error::GitHub { .. } => "github",
             Error::LeadershipLost(_) => "leadership_lost",
         }
     }

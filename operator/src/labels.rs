@@ -50,6 +50,27 @@ pub const BRANCH_ANNOTATION: &str = "sparkwing.dev/branch";
 /// Annotation on a run created from a Pipeline: the Pipeline's `spec.path` (where `.sparkwing/`
 /// is).
 pub const PATH_ANNOTATION: &str = "sparkwing.dev/path";
+/// Annotation on a run started by a GitHub delivery: the repository's `owner/name`, where its
+/// commit status is posted.
+pub const GITHUB_REPOSITORY_ANNOTATION: &str = "sparkwing.dev/github-repository";
+/// Annotation on a run started by a GitHub delivery: the commit it runs (the pushed commit, or
+/// the pull request's head), whose status it posts.
+pub const COMMIT_ANNOTATION: &str = "sparkwing.dev/commit";
+/// Annotation on a run of a pull request: its number.
+pub const PULL_REQUEST_ANNOTATION: &str = "sparkwing.dev/pull-request";
+/// Annotation on a run of a pull request: the branch it merges into.
+pub const BASE_BRANCH_ANNOTATION: &str = "sparkwing.dev/base-branch";
+/// Annotation on a run of a pull request from a fork: `"true"`.
+pub const FORK_ANNOTATION: &str = "sparkwing.dev/fork";
+/// Annotation on a run of a pull request whose Pipeline filters paths but whose changed files the
+/// API could not list: `"true"` (the run started anyway).
+pub const PATHS_UNCHECKED_ANNOTATION: &str = "sparkwing.dev/paths-unchecked";
+/// Annotation on a run started by a GitHub delivery: the last commit status state posted for it
+/// (`pending`, `success`, `failure`, `error`), so each state is posted once, across restarts.
+pub const COMMIT_STATUS_ANNOTATION: &str = "sparkwing.dev/commit-status";
+/// Annotation on a run whose commit status GitHub refused: `<reason>: <message>` (reason
+/// `Unauthorized`, `NoCredentials`, `Rejected`). The Pipeline's `CommitStatus` condition shows it.
+pub const COMMIT_STATUS_ERROR_ANNOTATION: &str = "sparkwing.dev/commit-status-error";
 
 /// `app.kubernetes.io/managed-by=sparkwing`: the selector of every watch.
 pub fn managed_selector() -> String {

@@ -35,6 +35,9 @@ pub mod controller;
 pub mod crd_wait;
 pub mod error;
 pub mod events;
+pub mod github;
+#[cfg(test)]
+mod github_tests;
 pub mod http;
 pub mod labels;
 pub mod leader;
@@ -89,6 +92,11 @@ pub struct Config {
     /// token Secret (`<pool>-pool-token`) with it. Without it warm runners cannot get their run's
     /// token (see docs/operator.md).
     pub pool_tokens: Option<pool_token::PoolTokens>,
+    /// GitHub's API (`--github-api-url`): where runs started by GitHub deliveries post their
+    /// commit statuses.
+    pub github_api_url: String,
+    /// The dashboard's base URL (`--dashboard-url`), linked from each commit status.
+    pub dashboard_url: Option<String>,
 }
 
 impl Config {
@@ -104,6 +112,8 @@ impl Config {
             metrics: Arc::new(Metrics::default()),
             archive: None,
             pool_tokens: None,
+            github_api_url: github::DEFAULT_API_URL.to_string(),
+            dashboard_url: None,
         }
     }
 
@@ -158,6 +168,20 @@ impl Config {
 /// with leader election, for the Lease. Returns `Ok` after a clean shutdown (in-flight reconciles
 /// finish first; a held Lease is released), [`Error::LeadershipLost`] when another replica took
 /// the Lease over.
+/// The commit status controller's client; `None` (logged) when it cannot be built.
+fn commit_statuses(config: &Config) -> Option<controller::commit_status::CommitStatuses> {
+    match github::GitHubClient::new(&config.github_api_url, github::Backoff::default()) {
+        Ok(client) => Some(controller::commit_status::CommitStatuses {
+            client,
+            dashboard_url: config.dashboard_url.clone(),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "no commit statuses");
+            None
+        }
+    }
+}
+
 pub async fn run_controllers(
     client: kube::Client,
     config: Config,
@@ -210,7 +234,8 @@ pub async fn run_controllers(
             runs.clone(),
         )
         .with_archive(config.archive.clone())
-        .with_pool_tokens(config.pool_tokens.clone()),
+        .with_pool_tokens(config.pool_tokens.clone())
+        .with_commit_statuses(commit_statuses(&config)),
     );
     let run_loop = controller::run::run(run_controller, ctx.clone(), shutdown.clone());
     let pool_ctx = ctx.clone();
@@ -232,12 +257,24 @@ pub async fn run_controllers(
             }
         }
     };
+    let status_loop = {
+        let (client, ctx, shutdown) = (client.clone(), ctx.clone(), shutdown.clone());
+        let namespace = namespace.clone();
+        async move {
+            if ctx.commit_statuses.is_some()
+                && controller::pipeline::served(&client, namespace.as_deref()).await
+            {
+                let c = controller::commit_status::controller(&client, namespace.as_deref());
+                controller::commit_status::run(c, ctx, shutdown).await;
+            }
+        }
+    };
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
     let controllers = async {
-        futures::join!(run_loop, pool_loop, pipeline_loop);
+        futures::join!(run_loop, pool_loop, pipeline_loop, status_loop);
     };
     let result = match &elector {
         None => {

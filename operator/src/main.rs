@@ -117,6 +117,16 @@ struct Args {
     /// webhook deliveries are answered 500.
     #[arg(global = true, long, env = "SPARKWING_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
+
+    /// GitHub's REST API, where runs started by GitHub deliveries post commit statuses (GitHub
+    /// Enterprise Server: `https://<host>/api/v3`).
+    #[arg(global = true, long, env = "SPARKWING_GITHUB_API_URL", default_value = sparkwing_operator::github::DEFAULT_API_URL)]
+    github_api_url: String,
+
+    /// The dashboard's base URL: each commit status links to `<url>/runs/<namespace>/<run>`.
+    /// Unset: statuses carry no link.
+    #[arg(global = true, long, env = "SPARKWING_DASHBOARD_URL")]
+    dashboard_url: Option<String>,
 }
 
 async fn shutdown_signal() {
@@ -188,13 +198,22 @@ async fn open_api(
     if webhook_secret.is_none() {
         tracing::warn!("no webhook secret (--webhook-secret-file, SPARKWING_WEBHOOK_SECRET): POST /webhooks/github answers 500");
     }
-    Ok(state.with_webhooks(api::Webhooks::new(
+    let mut webhooks = api::Webhooks::new(
         webhook_secret,
         Arc::new(api::KubePipelines::new(
             client.clone(),
             config.namespace.clone(),
         )),
-    )))
+    );
+    // Pull requests' changed files, for their path filters.
+    match sparkwing_operator::github::GitHubClient::new(
+        &args.github_api_url,
+        sparkwing_operator::github::Backoff::default(),
+    ) {
+        Ok(github) => webhooks = webhooks.with_github(github),
+        Err(e) => tracing::error!(error = %e, "pull requests' path filters are not applied"),
+    }
+    Ok(state.with_webhooks(webhooks))
 }
 
 fn identity(instance: Option<String>) -> String {
@@ -230,6 +249,8 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .filter(|s| !s.is_empty());
     config.runner_api_url = args.runner_api_url.clone().filter(|s| !s.is_empty());
+    config.github_api_url = args.github_api_url.clone();
+    config.dashboard_url = args.dashboard_url.clone().filter(|s| !s.is_empty());
     if args.leader_election {
         let ns = args
             .lease_namespace

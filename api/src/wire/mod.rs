@@ -26,7 +26,7 @@ pub use runs::{
 };
 pub use tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 pub use uploads::{BlobAnswer, BlobBatchAnswer, UploadAnswer};
-pub use webhooks::{DeliveryRecord, Ignored, Pong, WebhookRun};
+pub use webhooks::{CancelledRun, DeliveryRecord, Ignored, Pong, SkippedPipeline, WebhookRun};
 
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b

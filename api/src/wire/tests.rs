@@ -282,6 +282,17 @@ fn webhook_answers() {
         ..record
     };
     assert_eq!(round_trip(&again)["redelivery"], true);
+    let pr: DeliveryRecord = documented(json!({
+        "deliveryId": "d-pr", "receivedAt": "2026-11-27T16:00:00Z",
+        "branch": "main", "commit": "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+        "runs": [{"namespace": "ci", "name": "app-pr-1a2b3c4d", "pipeline": "app-pr"}],
+        "pullRequest": 1347,
+        "skipped": [{"namespace": "ci", "pipeline": "docs", "reason": "no changed file matches paths [\"docs/**\"]"}],
+        "cancelled": [{"namespace": "ci", "name": "app-pr-9f8e7d6c"}]
+    }));
+    assert_eq!(pr.pull_request, Some(1347));
+    assert_eq!(pr.cancelled[0].name, "app-pr-9f8e7d6c");
+    assert_eq!(pr.skipped[0].pipeline, "docs");
     documented::<Pong>(json!({"pong": true}));
     documented::<Ignored>(json!({"ignored": "event \"issues\" is not handled"}));
 }

@@ -1,4 +1,5 @@
-//! `POST /webhooks/github`'s answers (`docs/webhooks.md`). The request is GitHub's push event,
+//! `POST /webhooks/github`'s answers (`docs/webhooks.md`). The request is GitHub's push or
+//! pull request event,
 //! read by the operator's `api::webhook`; it is not ours to define.
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,25 @@ pub struct WebhookRun {
     pub pipeline: String,
 }
 
-/// The answer to a push that created runs (201), stored per delivery id and answered again
+/// A Pipeline whose trigger matched a delivery but whose path filter did not, and why.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedPipeline {
+    pub namespace: String,
+    pub pipeline: String,
+    pub reason: String,
+}
+
+/// A run a pull request delivery cancelled: an older run of the same pull request and Pipeline
+/// (`cancelInProgress`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelledRun {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The answer to a push or pull request that created runs (201), stored per delivery id and answered again
 /// (200, with `redelivery: true`) when the delivery comes again.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -23,6 +42,15 @@ pub struct DeliveryRecord {
     pub branch: String,
     pub commit: String,
     pub runs: Vec<WebhookRun>,
+    /// The pull request's number (`branch` is then its base branch, `commit` its head commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    /// Pipelines of the repository the path filters left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedPipeline>,
+    /// Older runs of the same pull request this delivery cancelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancelled: Vec<CancelledRun>,
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub redelivery: bool,
 }

@@ -6,13 +6,22 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use kube::api::{Api, ListParams};
+use kube::ResourceExt;
 use sparkwing_crds::pipeline::Pipeline;
+
+use crate::github::Credentials;
 
 use crate::runs::backend::BackendError;
 
 /// Lists the Pipelines a webhook delivery may start.
 pub trait PipelineBackend: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Pipeline>, BackendError>>;
+    /// The GitHub credentials of `pipeline` (`spec.github.secretRef`); `None` when it names
+    /// none or they are unusable.
+    fn github_credentials<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<Option<Credentials>, BackendError>>;
 }
 
 /// Pipelines through the Kubernetes API: those of one namespace, or of every namespace.
@@ -40,18 +49,48 @@ impl PipelineBackend for KubePipelines {
         }
         .boxed()
     }
+
+    fn github_credentials<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<Option<Credentials>, BackendError>> {
+        async move {
+            let ns = pipeline.namespace().unwrap_or_default();
+            Ok(
+                match crate::github::pipeline_credentials(&self.client, &ns, pipeline).await? {
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(missing)) => {
+                        tracing::warn!(namespace = %ns, pipeline = %pipeline.name_any(), "{missing}");
+                        None
+                    }
+                    None => None,
+                },
+            )
+        }
+        .boxed()
+    }
 }
 
 /// Pipelines in a list.
 #[derive(Default)]
 pub struct MemoryPipelines {
     pipelines: Mutex<Vec<Pipeline>>,
+    /// GitHub credentials by the name of the Secret a Pipeline names.
+    credentials: Mutex<std::collections::BTreeMap<String, Credentials>>,
 }
 
 impl MemoryPipelines {
     pub fn new(pipelines: Vec<Pipeline>) -> Self {
         MemoryPipelines {
             pipelines: Mutex::new(pipelines),
+            credentials: Mutex::default(),
+        }
+    }
+
+    /// The Secret `secret` holds `credentials`.
+    pub fn set_credentials(&self, secret: &str, credentials: Credentials) {
+        if let Ok(mut c) = self.credentials.lock() {
+            c.insert(secret.to_string(), credentials);
         }
     }
 
@@ -72,6 +111,17 @@ impl PipelineBackend for MemoryPipelines {
             .map_err(|_| BackendError::Other("memory pipelines lock poisoned".into()));
         async move { result }.boxed()
     }
+
+    fn github_credentials<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+    ) -> BoxFuture<'a, Result<Option<Credentials>, BackendError>> {
+        let found = pipeline
+            .spec
+            .github_secret()
+            .and_then(|s| self.credentials.lock().ok().and_then(|c| c.get(s).cloned()));
+        async move { Ok(found) }.boxed()
+    }
 }
 
 /// The webhook receiver's configuration and state (part of [`ApiState`](super::ApiState)).
@@ -84,6 +134,9 @@ pub struct Webhooks {
     /// Held while a push is applied, so two copies of one delivery arriving together create its
     /// runs once.
     pub apply: tokio::sync::Mutex<()>,
+    /// GitHub's API, to list a pull request's changed files for path filters; `None`: not
+    /// listed (such Pipelines run, marked `sparkwing.dev/paths-unchecked`).
+    pub github: Option<crate::github::GitHubClient>,
 }
 
 impl Default for Webhooks {
@@ -98,7 +151,15 @@ impl Webhooks {
             secret,
             pipelines,
             apply: tokio::sync::Mutex::new(()),
+            github: None,
         }
+    }
+
+    /// List pull requests' changed files through `client`.
+    #[must_use]
+    pub fn with_github(mut self, client: crate::github::GitHubClient) -> Self {
+        self.github = Some(client);
+        self
     }
 }
 

@@ -8,10 +8,11 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use kube::ResourceExt;
 use serde_json::{json, Value};
+use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_crds::pipeline::{
-    Pipeline, PipelineSpec, PipelineTriggers, PushTrigger, PIPELINE_LABEL,
+    Pipeline, PipelineSpec, PipelineTriggers, PullRequestTrigger, PushTrigger, PIPELINE_LABEL,
 };
-use sparkwing_crds::pipeline_run::{GitSource, Source, TriggerVia};
+use sparkwing_crds::pipeline_run::{CancelMode, GitSource, Source, TriggerVia};
 use tower::ServiceExt;
 
 use super::test_backend::TestStore;
@@ -37,6 +38,7 @@ fn pipeline(name: &str, branches: &[&str]) -> Pipeline {
             triggers: PipelineTriggers {
                 push: Some(PushTrigger {
                     branches: branches.iter().map(|s| s.to_string()).collect(),
+                    ..PushTrigger::default()
                 }),
                 ..PipelineTriggers::default()
             },
@@ -368,4 +370,324 @@ async fn a_push_delivered_again_after_the_window_is_a_new_run() {
         .signed("push", "b-2", push_body("refs/heads/release/1.0", false))
         .await;
     assert_eq!(other.status, StatusCode::CREATED, "{}", other.json);
+}
+
+const HEAD_SHA: &str = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+
+/// A `pull_request` delivery's body as GitHub sends it (trimmed of fields Sparkwing does not
+/// read); `head_repo` is the head's `owner/name` (a fork when not `acme/app`).
+fn pull_request_body(action: &str, number: u64, head_sha: &str, head_repo: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "id": 1,
+            "number": number,
+            "state": "open",
+            "locked": false,
+            "title": "Amazing new feature",
+            "user": {"login": "hubot"},
+            "head": {
+                "label": "hubot:new-topic",
+                "ref": "new-topic",
+                "sha": head_sha,
+                "user": {"login": "hubot"},
+                "repo": {
+                    "id": 1296270,
+                    "full_name": head_repo,
+                    "html_url": format!("https://github.com/{head_repo}"),
+                    "clone_url": format!("https://github.com/{head_repo}.git"),
+                    "ssh_url": format!("git@github.com:{head_repo}.git")
+                }
+            },
+            "base": {
+                "label": "acme:main",
+                "ref": "main",
+                "sha": SHA,
+                "repo": {
+                    "id": 1296269,
+                    "full_name": "acme/app",
+                    "html_url": "https://github.com/acme/app",
+                    "clone_url": "https://github.com/acme/app.git",
+                    "ssh_url": "git@github.com:acme/app.git"
+                }
+            }
+        },
+        "repository": {"id": 1296269, "full_name": "acme/app", "clone_url": "https://github.com/acme/app.git"},
+        "sender": {"login": "hubot"}
+    }))
+    .unwrap()
+}
+
+fn pr_pipeline(name: &str, trigger: PullRequestTrigger) -> Pipeline {
+    let mut p = pipeline(name, &[]);
+    p.spec.triggers.push = None;
+    p.spec.triggers.pull_request = Some(trigger);
+    p.spec.secrets = vec!["deploy-key".into()];
+    p
+}
+
+async fn fx_with(pipelines: Vec<Pipeline>) -> Fx {
+    let stores = TestStore::new().await;
+    let runs = Arc::new(MemoryRuns::new());
+    let st = ApiState::new(stores.store.clone(), runs.clone(), ApiConfig::default()).with_webhooks(
+        Webhooks::new(
+            Some(SECRET.to_vec()),
+            Arc::new(MemoryPipelines::new(pipelines)),
+        ),
+    );
+    Fx { st, runs, stores }
+}
+
+#[tokio::test]
+async fn pull_request_deliveries_start_runs_of_the_head_and_closed_is_ignored() {
+    let f = fx_with(vec![pr_pipeline(
+        "app-pr",
+        PullRequestTrigger {
+            branches: vec!["main".into()],
+            ..PullRequestTrigger::default()
+        },
+    )])
+    .await;
+    let r = f
+        .signed(
+            "pull_request",
+            "pr-1",
+            pull_request_body("opened", 1347, HEAD_SHA, "acme/app"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["pullRequest"], 1347);
+    assert_eq!(r.json["branch"], "main");
+    assert_eq!(r.json["commit"], HEAD_SHA);
+    let name = r.json["runs"][0]["name"].as_str().unwrap().to_string();
+    let run = f.runs.run("ci", &name).unwrap();
+    assert_eq!(
+        run.spec.source,
+        Source::Git(GitSource {
+            url: "https://github.com/acme/app.git".into(),
+            revision: HEAD_SHA.into()
+        })
+    );
+    let a = run.annotations();
+    assert_eq!(a["sparkwing.dev/pull-request"], "1347");
+    assert_eq!(a["sparkwing.dev/base-branch"], "main");
+    assert_eq!(a["sparkwing.dev/commit"], HEAD_SHA);
+    assert_eq!(run.spec.secrets, ["deploy-key"]);
+    assert!(f.runs.runner_token("ci", &name).is_some());
+
+    // The same event again under a new id: a replay, nothing new.
+    let replay = f
+        .signed(
+            "pull_request",
+            "pr-2",
+            pull_request_body("opened", 1347, HEAD_SHA, "acme/app"),
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.json);
+    assert_eq!(replay.json["redelivery"], true);
+
+    let closed = f
+        .signed(
+            "pull_request",
+            "pr-3",
+            pull_request_body("closed", 1347, HEAD_SHA, "acme/app"),
+        )
+        .await;
+    assert_eq!(closed.status, StatusCode::ACCEPTED, "{}", closed.json);
+    assert_eq!(
+        closed.json["ignored"],
+        "pull request #1347 action \"closed\" starts no run (only opened, synchronize, reopened)"
+    );
+    assert_eq!(f.run_count().await, 1);
+    // Signed like a push: an unsigned pull request is refused before it is read.
+    let unsigned = f
+        .deliver(
+            "pull_request",
+            "pr-4",
+            pull_request_body("opened", 1, HEAD_SHA, "acme/app"),
+            None,
+        )
+        .await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_fork_pull_request_runs_without_secrets_or_warm_runner() {
+    let f = fx_with(vec![pr_pipeline("app-pr", PullRequestTrigger::default())]).await;
+    let r = f
+        .signed(
+            "pull_request",
+            "pr-fork",
+            pull_request_body("opened", 8, HEAD_SHA, "mallory/app"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let name = r.json["runs"][0]["name"].as_str().unwrap();
+    let run = f.runs.run("ci", name).unwrap();
+    assert_eq!(run.annotations()["sparkwing.dev/fork"], "true");
+    assert!(run.spec.secrets.is_empty());
+    assert_eq!(run.spec.runner_pool, None);
+    assert_eq!(
+        run.spec.source,
+        Source::Git(GitSource {
+            url: "https://github.com/mallory/app.git".into(),
+            revision: HEAD_SHA.into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_newer_push_to_a_pull_request_cancels_the_older_run() {
+    let cancel = |on| PullRequestTrigger {
+        cancel_in_progress: on,
+        ..PullRequestTrigger::default()
+    };
+    let f = fx_with(vec![
+        pr_pipeline("app-pr", cancel(true)),
+        pr_pipeline("app-keep", cancel(false)),
+    ])
+    .await;
+    let first = f
+        .signed(
+            "pull_request",
+            "pr-a",
+            pull_request_body("opened", 5, HEAD_SHA, "acme/app"),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.json);
+    let names: Vec<String> = first.json["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    // runs[0] is app-keep, runs[1] app-pr (namespace, then name).
+    f.runs.set_phase("ci", &names[1], RunPhase::Running);
+    f.runs.set_phase("ci", &names[0], RunPhase::Running);
+    let newer = "1111111111111111111111111111111111111111";
+    let second = f
+        .signed(
+            "pull_request",
+            "pr-b",
+            pull_request_body("synchronize", 5, newer, "acme/app"),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.json);
+    assert_eq!(
+        second.json["cancelled"],
+        json!([{"namespace": "ci", "name": names[1]}])
+    );
+    assert_eq!(
+        f.runs.run("ci", &names[1]).unwrap().spec.cancel,
+        Some(CancelMode::Cancelled)
+    );
+    assert_eq!(f.runs.run("ci", &names[0]).unwrap().spec.cancel, None);
+    assert_eq!(f.run_count().await, 4);
+}
+
+#[tokio::test]
+async fn a_push_whose_files_miss_every_path_filter_is_ignored_with_the_reasons() {
+    let mut docs = pipeline("docs", &["main"]);
+    docs.spec.triggers.push.as_mut().unwrap().paths = vec!["docs/**".into()];
+    let mut code = pipeline("code", &["main"]);
+    code.spec.triggers.push.as_mut().unwrap().paths_ignore = vec!["**/*.md".into()];
+    let f = fx_with(vec![docs, code]).await;
+    let body = |files: &[&str]| {
+        let mut v: Value = serde_json::from_slice(&push_body("refs/heads/main", false)).unwrap();
+        v["commits"] = json!([{"id": SHA, "added": files, "removed": [], "modified": []}]);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let r = f.signed("push", "p-1", body(&["README.md"])).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+    assert_eq!(
+        r.json["ignored"],
+        "no Pipeline of repository https://github.com/acme/app.git matches the changed files of the push to \"main\": ci/code: every changed file matches pathsIgnore [\"**/*.md\"]; ci/docs: no changed file matches paths [\"docs/**\"]"
+    );
+    let r = f.signed("push", "p-2", body(&["src/lib.rs"])).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["runs"][0]["pipeline"], "code");
+    assert_eq!(
+        r.json["skipped"],
+        json!([{"namespace": "ci", "pipeline": "docs", "reason": "no changed file matches paths [\"docs/**\"]"}])
+    );
+    assert_eq!(f.run_count().await, 1);
+}
+
+/// GitHub's `GET /repos/{o}/{r}/pulls/{n}/files` on loopback, answering `files`; returns its URL
+/// and the requests' paths and Authorization headers.
+async fn files_api(
+    files: Vec<&'static str>,
+) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let s = s.clone();
+            let files = files.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                s.lock().unwrap().push((uri.to_string(), auth));
+                let listed: Vec<Value> = files
+                    .iter()
+                    .map(|f| json!({"sha": "bbcd538c8e72b8c175046e27cc8f907076331401", "filename": f, "status": "modified", "additions": 1, "deletions": 0, "changes": 1}))
+                    .collect();
+                axum::Json(Value::Array(listed))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_pull_requests_files_are_listed_through_github_for_its_path_filters() {
+    let mut api = pr_pipeline(
+        "api",
+        PullRequestTrigger {
+            paths: vec!["api/**".into()],
+            ..PullRequestTrigger::default()
+        },
+    );
+    api.spec.github = Some(sparkwing_crds::pipeline::GitHubSettings {
+        secret_ref: Some("github".into()),
+    });
+    let (url, seen) = files_api(vec!["web/index.html", "README.md"]).await;
+    let stores = TestStore::new().await;
+    let runs = Arc::new(MemoryRuns::new());
+    let pipelines = Arc::new(MemoryPipelines::new(vec![api]));
+    pipelines.set_credentials(
+        "github",
+        crate::github::Credentials::Token("ghp_files".into()),
+    );
+    let client = crate::github::GitHubClient::new(&url, crate::github::Backoff::default()).unwrap();
+    let st = ApiState::new(stores.store.clone(), runs.clone(), ApiConfig::default())
+        .with_webhooks(Webhooks::new(Some(SECRET.to_vec()), pipelines).with_github(client));
+    let f = Fx { st, runs, stores };
+    let r = f
+        .signed(
+            "pull_request",
+            "pr-files",
+            pull_request_body("opened", 12, HEAD_SHA, "acme/app"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+    assert_eq!(
+        r.json["ignored"],
+        "no Pipeline of repository https://github.com/acme/app.git matches the changed files of pull request #12: ci/api: no changed file matches paths [\"api/**\"]"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            "/repos/acme/app/pulls/12/files?per_page=100&page=1".to_string(),
+            "Bearer ghp_files".to_string()
+        )]
+    );
+    assert_eq!(f.run_count().await, 0);
 }

@@ -9,6 +9,7 @@
 //! a finished run waits for a change. Errors go to [`error_policy`], which backs off per object
 //! from 500 ms to 60 s.
 
+pub mod commit_status;
 pub mod pipeline;
 pub mod pipeline_schedule;
 pub mod pool;
@@ -57,6 +58,8 @@ pub struct Context {
     pub archive: Option<crate::store::Store>,
     /// Where pool tokens are minted (the in-process API), `None` without an API.
     pub pool_tokens: Option<crate::pool_token::PoolTokens>,
+    /// Where runs started by GitHub post their commit statuses; `None`: they post none.
+    pub commit_statuses: Option<commit_status::CommitStatuses>,
 }
 
 impl Context {
@@ -77,6 +80,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             archive: None,
             pool_tokens: None,
+            commit_statuses: None,
         }
     }
 
@@ -91,6 +95,13 @@ impl Context {
     #[must_use]
     pub fn with_pool_tokens(mut self, minter: Option<crate::pool_token::PoolTokens>) -> Self {
         self.pool_tokens = minter;
+        self
+    }
+
+    /// Post commit statuses with this client.
+    #[must_use]
+    pub fn with_commit_statuses(mut self, statuses: Option<commit_status::CommitStatuses>) -> Self {
+        self.commit_statuses = statuses;
         self
     }
 

@@ -22,7 +22,9 @@ use super::pipeline_schedule;
 use super::{api, namespace_of, now_millis, Context};
 use crate::error::{is_already_exists, is_not_found, Error, Result};
 use crate::labels::label_value;
-use crate::labels::PIPELINE_ANNOTATION;
+use crate::labels::{
+    COMMIT_STATUS_ANNOTATION, COMMIT_STATUS_ERROR_ANNOTATION, PIPELINE_ANNOTATION,
+};
 use crate::runs::backend::{BackendError, KubeRuns};
 use crate::runs::runner_token::{create_with_runner_token, RunnerTokenError};
 use crate::status::{apply_status, status_value};
@@ -35,6 +37,9 @@ pub const READY: &str = "Ready";
 /// The condition saying whether the Pipeline's push branches match `on.push.branches` in the
 /// committed `sparkwing.yaml`, as the newest run that checked them reported.
 pub const BRANCHES_IN_SYNC: &str = "BranchesInSync";
+/// The condition saying whether its runs' commit statuses reach GitHub, as the newest run that
+/// posted one (or tried) recorded it.
+pub const COMMIT_STATUS: &str = "CommitStatus";
 
 /// The Pipeline a run belongs to: the exact name in its `sparkwing.dev/pipeline` annotation,
 /// else its label.
@@ -95,15 +100,34 @@ pub fn desired_status(pipeline: &Pipeline, runs: &[PipelineRun], now: i64) -> Pi
     if let Some(c) = branches_condition(pipeline, runs, now) {
         set_condition(&mut status.conditions, c);
     }
+    if let Some(c) = commit_status_condition(pipeline, runs, now) {
+        set_condition(&mut status.conditions, c);
+    }
     status
+}
+
+fn join_some(first: String, second: Option<String>) -> String {
+    match second {
+        Some(s) => format!("{first}; {s}"),
+        None => first,
+    }
 }
 
 /// The `Ready` message of a usable spec: what starts its runs.
 fn ready_message(spec: &sparkwing_crds::pipeline::PipelineSpec) -> String {
-    let push = match spec.push_branches() {
-        Some([]) => "pushes to every branch start runs".to_string(),
-        Some(b) => format!("pushes to {} start runs", b.join(", ")),
-        None => "no push trigger: webhooks start nothing".to_string(),
+    let pull_requests = spec
+        .triggers
+        .pull_request
+        .as_ref()
+        .map(|t| match &t.branches[..] {
+            [] => "pull requests into every branch start runs".to_string(),
+            b => format!("pull requests into {} start runs", b.join(", ")),
+        });
+    let push = match (spec.push_branches(), pull_requests) {
+        (Some([]), pr) => join_some("pushes to every branch start runs".to_string(), pr),
+        (Some(b), pr) => join_some(format!("pushes to {} start runs", b.join(", ")), pr),
+        (None, Some(pr)) => pr,
+        (None, None) => "no push trigger: webhooks start nothing".to_string(),
     };
     let schedules: Vec<String> = spec
         .triggers
@@ -212,6 +236,47 @@ pub fn branches_condition(
         type_: BRANCHES_IN_SYNC.to_string(),
         status,
         reason: reason.to_string(),
+        message,
+        last_transition_time: Time(now),
+        observed_generation: pipeline.metadata.generation.unwrap_or(0),
+    })
+}
+
+/// The `CommitStatus` condition from the newest of `pipeline`'s runs that posted (or tried to),
+/// by creation order (pure). `None` while none did: the condition is left as it is.
+pub fn commit_status_condition(
+    pipeline: &Pipeline,
+    runs: &[PipelineRun],
+    now: i64,
+) -> Option<Condition> {
+    let run = runs
+        .iter()
+        .filter(|r| belongs_to(r, pipeline))
+        .filter(|r| r.annotations().contains_key(COMMIT_STATUS_ANNOTATION))
+        .max_by_key(|r| r.creation_order())?;
+    let name = run.name_any();
+    let (status, reason, message) = match run.annotations().get(COMMIT_STATUS_ERROR_ANNOTATION) {
+        Some(err) => {
+            let (reason, message) = err.split_once(": ").unwrap_or(("Rejected", err));
+            (
+                ConditionStatus::False,
+                reason.to_string(),
+                format!("run {name}: {message}"),
+            )
+        }
+        None => (
+            ConditionStatus::True,
+            "Posted".to_string(),
+            format!(
+                "run {name}: posted {}",
+                run.annotations()[COMMIT_STATUS_ANNOTATION]
+            ),
+        ),
+    };
+    Some(Condition {
+        type_: COMMIT_STATUS.to_string(),
+        status,
+        reason,
         message,
         last_transition_time: Time(now),
         observed_generation: pipeline.metadata.generation.unwrap_or(0),
@@ -365,6 +430,7 @@ mod tests {
                 triggers: PipelineTriggers {
                     push: Some(PushTrigger {
                         branches: vec!["main".into()],
+                        ..PushTrigger::default()
                     }),
                     ..PipelineTriggers::default()
                 },
@@ -464,6 +530,26 @@ mod tests {
         for want in ["spec.timeout", "spec.maxAttempts", "spec.secrets"] {
             assert!(ready.message.contains(want), "{want}: {}", ready.message);
         }
+    }
+
+    #[test]
+    fn the_ready_message_names_the_pull_request_trigger() {
+        let mut p = pipeline("app");
+        p.spec.triggers.pull_request = Some(sparkwing_crds::pipeline::PullRequestTrigger {
+            branches: vec!["main".into()],
+            ..Default::default()
+        });
+        let s = desired_status(&p, &[], 0);
+        assert_eq!(
+            s.conditions[0].message,
+            "pushes to main start runs; pull requests into main start runs"
+        );
+        p.spec.triggers.push = None;
+        let s = desired_status(&p, &[], 0);
+        assert_eq!(
+            s.conditions[0].message,
+            "pull requests into main start runs"
+        );
     }
 
     /// `run(...)` whose runner reported its branch check: the Pipeline's globs it was created
@@ -617,6 +703,7 @@ mod tests {
         let runs = [checked("app-1", 100, "main", Some(DRIFT))];
         p.spec.triggers.push = Some(PushTrigger {
             branches: vec!["release/*".into(), "main".into()],
+            ..PushTrigger::default()
         });
         let c = branches_condition(&p, &runs, 1_000).unwrap();
         assert_eq!(

@@ -176,8 +176,8 @@ mod tests {
                 pipeline: "build".into(),
                 path: Some("ci".into()),
                 triggers: PipelineTriggers {
-                    push: None,
                     schedule: schedules,
+                    ..PipelineTriggers::default()
                 },
                 secrets: vec!["deploy-key".into()],
                 ..PipelineSpec::default()

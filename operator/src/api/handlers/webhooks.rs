@@ -1,4 +1,4 @@
-//! `POST /webhooks/github`: GitHub-compatible push deliveries (no bearer token: the body's
+//! `POST /webhooks/github`: GitHub-compatible push and pull request deliveries (no bearer token: the body's
 //! HMAC-SHA256 signature is the authentication). The decision is `api::webhook::decide`; this
 //! module reads the request, lists the Pipelines, creates the runs and remembers the delivery.
 
@@ -9,8 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
-use sparkwing_api::wire::{DeliveryRecord, ErrorBody, Ignored, Pong, WebhookRun};
-use sparkwing_crds::pipeline_run::{PipelineRun, Source};
+use sparkwing_api::wire::{
+    CancelledRun, DeliveryRecord, ErrorBody, Ignored, Pong, SkippedPipeline, WebhookRun,
+};
+use sparkwing_crds::pipeline::Pipeline;
+use sparkwing_crds::pipeline_run::{CancelMode, Source};
 
 use crate::api::auth::now_rfc3339;
 use crate::api::webhook::{
@@ -93,7 +96,8 @@ fn delivery_key(delivery: &str) -> String {
     )
 }
 
-/// The delivery id of a push's first answer: `push-<sha256 of its repository, ref, commit>`.
+/// The delivery id of a push's (or pull request event's) first answer: `push-<sha256 of what it
+/// is>` ([`webhook::Create::key`]).
 fn push_key_id(key: &str) -> String {
     format!("push-{}", hex::encode(Sha256::digest(key.as_bytes())))
 }
@@ -142,12 +146,16 @@ async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
     ApiMetrics::add(&st.metrics.webhook_deliveries, 1);
     let event = header(headers, EVENT_HEADER);
     let delivery = header(headers, DELIVERY_HEADER);
-    let pipelines = if event.map(str::trim) == Some("push") {
-        st.webhooks.pipelines.list().await?
-    } else {
-        Vec::new()
+    let pipelines = match event.map(str::trim) {
+        Some("push" | "pull_request") => st.webhooks.pipelines.list().await?,
+        _ => Vec::new(),
     };
-    match webhook::decide(event, delivery, &bytes, &pipelines)? {
+    let pr_files = if event.map(str::trim) == Some("pull_request") {
+        pull_request_files(st, &bytes, &pipelines).await
+    } else {
+        None
+    };
+    match webhook::decide(event, delivery, &bytes, &pipelines, pr_files.as_deref())? {
         Decision::Pong => {
             tracing::info!(delivery, "webhook ping");
             Ok((StatusCode::OK, Json(Pong { pong: true })).into_response())
@@ -157,32 +165,50 @@ async fn handle(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Respon
             tracing::info!(delivery, event, %reason, "webhook delivery ignored");
             Ok((StatusCode::ACCEPTED, Json(Ignored { ignored: reason })).into_response())
         }
-        Decision::Create { branch, sha, runs } => {
-            // decide() checked it for a push.
+        Decision::Create(c) => {
+            // decide() checked it.
             let delivery = webhook::check_delivery_id(delivery)?.to_string();
-            let push = webhook::PushEvent::parse(&bytes)?;
-            let key = push_key(&push);
-            create(st, delivery, key, branch, sha, runs).await
+            create(st, delivery, c, &pipelines).await
         }
     }
 }
 
-/// What a push is, whatever delivery carries it: the repository (normalised), the ref and the
-/// commit, all from the signed body. A copy of a signed body re-posted under a new delivery id
-/// has the same key.
-fn push_key(push: &webhook::PushEvent) -> String {
-    let repo = webhook::normalize_repo_url(&push.repository.clone_url)
-        .unwrap_or_else(|| push.repository.clone_url.clone());
-    format!("{repo}\n{}\n{}", push.git_ref, push.after)
+/// A pull request's changed files, for path filters: listed through GitHub's API with the
+/// credentials of the first Pipeline that filters paths and has them. `None` (the Pipelines then
+/// run, marked `sparkwing.dev/paths-unchecked`) without a GitHub client, without credentials, or
+/// when GitHub fails (logged).
+async fn pull_request_files(
+    st: &ApiState,
+    body: &[u8],
+    pipelines: &[Pipeline],
+) -> Option<Vec<String>> {
+    let client = st.webhooks.github.as_ref()?;
+    let (repo, number, wanting) = webhook::files_wanted(body, pipelines)?;
+    for p in wanting {
+        let creds = match st.webhooks.pipelines.github_credentials(p).await {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(pipeline = %p.name_any(), error = %e, "reading GitHub credentials");
+                continue;
+            }
+        };
+        return match client.pull_request_files(&creds, &repo, number).await {
+            Ok(files) => Some(files),
+            Err(e) => {
+                tracing::warn!(%repo, number, error = %e, "listing the pull request's files failed: its path filters are not applied");
+                None
+            }
+        };
+    }
+    None
 }
 
 async fn create(
     st: &ApiState,
     delivery: String,
-    key: String,
-    branch: String,
-    sha: String,
-    runs: Vec<PipelineRun>,
+    c: webhook::Create,
+    pipelines: &[Pipeline],
 ) -> Result<Response, WebhookError> {
     let _guard = st.webhooks.apply.lock().await;
     let meta = &st.store.meta;
@@ -196,7 +222,7 @@ async fn create(
     }
     // The same signed push under another delivery id (a replayed body: the id is not signed):
     // its runs exist already, and a new run would get the Pipeline's secrets again.
-    let push_id = push_key_id(&key);
+    let push_id = push_key_id(&c.key);
     let window_ms = i64::try_from(st.config.push_replay_window.as_millis()).unwrap_or(i64::MAX);
     let first_push = match meta.find_delivery(&push_id).await? {
         Some((v, at)) if now_ms().saturating_sub(at) < window_ms => Some(record_of(v)?),
@@ -213,8 +239,10 @@ async fn create(
         record.redelivery = true;
         return Ok((StatusCode::OK, Json(record)).into_response());
     }
+    let (branch, sha) = (c.branch, c.sha);
     let mut created = Vec::new();
-    for run in runs {
+    let mut cancelled = Vec::new();
+    for run in c.runs {
         let ns = run.namespace().unwrap_or_default();
         let name = run.name_any();
         let pipeline = run
@@ -225,6 +253,21 @@ async fn create(
         let upload = match &run.spec.source {
             Source::Upload(u) => Some(u.id.clone()),
             _ => None,
+        };
+        let of_pipeline = pipelines
+            .iter()
+            .find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == pipeline);
+        // Older runs of the same pull request, if its Pipeline cancels them: looked up before the
+        // new run exists, cancelled after it does.
+        let older = match of_pipeline {
+            Some(p) if c.pull_request.is_some() => {
+                let listed = st.runs.list(Some(&ns)).await?;
+                webhook::superseded(&run, p, &listed)
+                    .into_iter()
+                    .map(|r| r.name_any())
+                    .collect()
+            }
+            _ => Vec::new(),
         };
         match create_with_runner_token(&st.store, st.runs.as_ref(), run, upload, true).await {
             Ok(_) => {
@@ -239,6 +282,21 @@ async fn create(
             }
             Err(e) => return Err(ApiError::from(e).into()),
         }
+        for old in older {
+            // The cancel `sparkwing runs cancel` asks for (POST .../cancel).
+            if st
+                .runs
+                .cancel(&ns, &old, CancelMode::Cancelled)
+                .await?
+                .is_some()
+            {
+                tracing::info!(%delivery, namespace = %ns, name = %old, superseded_by = %name, "webhook cancelled an older run of the pull request");
+                cancelled.push(CancelledRun {
+                    namespace: ns.clone(),
+                    name: old,
+                });
+            }
+        }
         created.push(WebhookRun {
             namespace: ns,
             name,
@@ -251,6 +309,17 @@ async fn create(
         branch,
         commit: sha,
         runs: created,
+        pull_request: c.pull_request,
+        skipped: c
+            .skipped
+            .into_iter()
+            .map(|s| SkippedPipeline {
+                namespace: s.namespace,
+                pipeline: s.pipeline,
+                reason: s.reason,
+            })
+            .collect(),
+        cancelled,
         redelivery: false,
     };
     let answer = serde_json::to_value(&record)
