@@ -414,6 +414,15 @@ impl Sw {
         (code, out.stdout_json())
     }
 
+    /// A job's state from `runs status -o json`; `None` while the run has not recorded the job
+    /// (a run's id is known before its plan's jobs are written): for waits.
+    pub fn job_state(&self, id: &str, job: &str) -> Option<String> {
+        let (_, st) = self.status(id);
+        st["jobs"].as_array()?.iter().find(|j| j["job_id"] == job)?["state"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// A job's record from `runs status -o json`.
     pub fn job(&self, id: &str, job: &str) -> Value {
         let (_, st) = self.status(id);

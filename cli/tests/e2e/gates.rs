@@ -21,7 +21,7 @@ fn ship_waiting(sw: &Sw) -> (Running, String) {
     let mut run = sw.spawn(["run", "ship"]);
     let id = run.wait_run_id();
     wait_until(Duration::from_secs(60), "the gate to wait", || {
-        sw.job(&id, "approve")["state"] == "waiting"
+        sw.job_state(&id, "approve").as_deref() == Some("waiting")
     });
     (run, id)
 }

@@ -185,7 +185,7 @@ fn bad_retries_say_why_with_their_exit_codes_and_record_nothing() {
     let mut held = sw.spawn(["run", "release"]);
     let live = held.wait_run_id();
     wait_until(COMMAND_DEADLINE, "test to start", || {
-        sw.job(&live, "test")["state"] == "running"
+        sw.job_state(&live, "test").as_deref() == Some("running")
     });
     let out = sw.sw(["runs", "retry", &live]);
     out.assert_code(2);
