@@ -11,14 +11,19 @@
 //! else is the chart as a team installs it. Needs the real node (`SPARKWING_E2E_NODE=real`, the
 //! default): the emulator runs no images of ours.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use sparkwing_crds::PipelineRun;
@@ -278,6 +283,21 @@ async fn the_chart_installed_with_its_images_runs_triggered_pipelines_cold_and_w
     ])?;
     let project = cli.project().to_str().context("project path")?.to_owned();
     let runs: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    // Every warm pod of the default pool, as a watch sees them come (names only).
+    let warm_pods = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let watch = {
+        let (pods, seen) = (pods.clone(), warm_pods.clone());
+        tokio::spawn(async move {
+            let config = watcher::Config::default()
+                .labels("sparkwing.dev/pool=default,sparkwing.dev/warm=true");
+            let mut events = watcher(pods, config).applied_objects().boxed();
+            while let Some(Ok(pod)) = events.next().await {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(pod.name_any());
+            }
+        })
+    };
     for profile in ["cold", "warm"] {
         let out = cli
             .run(
@@ -315,14 +335,21 @@ async fn the_chart_installed_with_its_images_runs_triggered_pipelines_cold_and_w
                 "the cold run's runner {runner:?} is not its Job"
             ),
             _ => {
-                let pod = pods
-                    .get(&runner)
-                    .await
-                    .with_context(|| format!("the warm run's runner {runner:?} is not a pod"))?;
+                // The claimed pod is spent and deleted once its run ends: compare with every warm
+                // pod of the default pool the watch saw.
+                let seen = eventually(
+                    "the warm run's runner among the default pool's warm pods",
+                    Duration::from_secs(30),
+                    || async {
+                        let seen = warm_pods.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        Ok(seen.contains(&runner).then_some(seen))
+                    },
+                )
+                .await;
                 ensure!(
-                    pod.labels().get("sparkwing.dev/pool").map(String::as_str) == Some("default"),
-                    "the warm run's runner {runner} is not a pod of the default pool: {:?}",
-                    pod.labels()
+                    seen.is_ok(),
+                    "the warm run's runner {runner:?} is not a warm pod of the default pool: {:?}",
+                    warm_pods.lock().unwrap_or_else(|e| e.into_inner())
                 );
             }
         }
@@ -340,6 +367,7 @@ async fn the_chart_installed_with_its_images_runs_triggered_pipelines_cold_and_w
         ensure!(row.contains("Succeeded"), "kubectl get swr: {row}");
     }
 
+    watch.abort();
     run_ok(
         bed.helm()
             .args(["uninstall", RELEASE, "--namespace", ns.name(), "--wait"]),

@@ -150,13 +150,7 @@ pub(super) async fn run_dag(
     let validated = match dag::validate(&plan) {
         Ok(v) => v,
         Err(e) => {
-            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
-            return finish(
-                &mut rec,
-                RunPhase::Failed,
-                Some(format!("invalid plan: {e}")),
-                created,
-            );
+            return refuse_plan(&mut rec, "invalid plan", e, created);
         }
     };
     // Jobs left out by --sw-only/--sw-start-at/--sw-stop-at are skipped, saying why (a reason
@@ -171,13 +165,7 @@ pub(super) async fn run_dag(
             }
         }
         Err(e) => {
-            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
-            return finish(
-                &mut rec,
-                RunPhase::Failed,
-                Some(format!("invalid selection: {e}")),
-                created,
-            );
+            return refuse_plan(&mut rec, "invalid selection", e, created);
         }
     }
     // A re-run: the jobs it does not retry are reused from the run it retries.
@@ -186,13 +174,7 @@ pub(super) async fn run_dag(
         Some(r) => match rerun::plan_retry(&validated, &r.of_run, &r.prior, &r.scope) {
             Ok(reused) => reused,
             Err(e) => {
-                rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
-                return finish(
-                    &mut rec,
-                    RunPhase::Failed,
-                    Some(format!("invalid retry: {e}")),
-                    created,
-                );
+                return refuse_plan(&mut rec, "invalid retry", e, created);
             }
         },
     };
@@ -225,13 +207,7 @@ pub(super) async fn run_dag(
     let job_groups = match job_groups {
         Ok(g) => g,
         Err(e) => {
-            rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
-            return finish(
-                &mut rec,
-                RunPhase::Failed,
-                Some(format!("invalid plan: {e}")),
-                created,
-            );
+            return refuse_plan(&mut rec, "invalid plan", e, created);
         }
     };
     // The run's concurrency group: wait for a slot before any job is recorded or started.
@@ -241,13 +217,7 @@ pub(super) async fn run_dag(
             let key = match group_key(spec) {
                 Ok(k) => k,
                 Err(e) => {
-                    rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
-                    return finish(
-                        &mut rec,
-                        RunPhase::Failed,
-                        Some(format!("invalid plan: {e}")),
-                        created,
-                    );
+                    return refuse_plan(&mut rec, "invalid plan", e, created);
                 }
             };
             match crate::concurrency::enter(&mut rec, &req.home.root, spec, &key, &mut stops)
@@ -407,6 +377,18 @@ pub(super) async fn run_dag(
     drop(tx);
     let (status, error) = sched.outcome();
     finish(&mut rec, status, error, created)
+}
+
+/// A plan this run cannot execute (invalid, a bad selection or retry, a bad group key): record
+/// why (`plan_invalid`) and end the run `Failed` with "WHAT: ERROR".
+fn refuse_plan(
+    rec: &mut Recorder,
+    what: &str,
+    e: impl std::fmt::Display,
+    created: i64,
+) -> Result<ExitCode, EngineError> {
+    rec.event(None, "plan_invalid", json!({"error": e.to_string()}), None)?;
+    finish(rec, RunPhase::Failed, Some(format!("{what}: {e}")), created)
 }
 
 struct Ctx<'a> {

@@ -1,6 +1,8 @@
 //! The source upload of `pipeline trigger`: walk the project's tree as git sees it, describe it
 //! in a [`Manifest`], and send the blobs the API lacks, gzip-compressed.
 
+/// `512 B`, `4.1 KiB`, `2.3 MiB`, `1.2 GiB`: the engine's one formatter of sizes.
+pub use sparkwing_engine::job_storage::bytes as human_bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -233,21 +235,6 @@ impl UploadReport {
             self.unchanged_files
         )
     }
-}
-
-/// `512 B`, `4.1 KiB`, `2.3 MiB`, `1.2 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// Gzip `data`.
