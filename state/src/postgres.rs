@@ -600,19 +600,33 @@ impl MetadataStore for PgMetadata {
         let tx = client.transaction().await.map_err(classify)?;
         let before = policy.finished_before_ms;
         let keep = policy.keep_finished.map(|k| k as i64);
-        // One statement picks the runs; the rest delete by the picked keys.
+        // One statement picks the runs, the spared are left out, and the delete by the picked
+        // keys says which runs this call removed (a replica collecting at the same time removes
+        // the others: each run is removed, and its content deleted, by one caller).
+        let picked = tx
+            .query(
+                "SELECT namespace, name FROM runs
+                  WHERE finished_ms IS NOT NULL AND $1::BIGINT IS NOT NULL AND finished_ms < $1
+                 UNION
+                 SELECT namespace, name FROM (
+                     SELECT namespace, name FROM runs WHERE finished_ms IS NOT NULL
+                      ORDER BY finished_ms DESC, namespace, name OFFSET COALESCE($2::BIGINT, 0)
+                 ) AS beyond WHERE $2::BIGINT IS NOT NULL",
+                &[&before, &keep],
+            )
+            .await
+            .map_err(classify)?;
+        let (namespaces, names): (Vec<String>, Vec<String>) = picked
+            .iter()
+            .map(|r| RunKey::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .filter(|k| !policy.spare.contains(k))
+            .map(|k| (k.namespace, k.name))
+            .unzip();
         let rows = tx
             .query(
-                "DELETE FROM runs WHERE (namespace, name) IN (
-                     SELECT namespace, name FROM runs
-                      WHERE finished_ms IS NOT NULL AND $1::BIGINT IS NOT NULL AND finished_ms < $1
-                     UNION
-                     SELECT namespace, name FROM (
-                         SELECT namespace, name FROM runs WHERE finished_ms IS NOT NULL
-                          ORDER BY finished_ms DESC, namespace, name OFFSET COALESCE($2::BIGINT, 0)
-                     ) AS beyond WHERE $2::BIGINT IS NOT NULL
-                 ) RETURNING namespace, name",
-                &[&before, &keep],
+                "DELETE FROM runs WHERE (namespace, name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))
+                 RETURNING namespace, name",
+                &[&namespaces, &names],
             )
             .await
             .map_err(classify)?;

@@ -523,7 +523,7 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
-        let policy = *policy;
+        let policy = policy.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut doomed = std::collections::BTreeSet::new();
@@ -544,6 +544,7 @@ impl MetadataStore for SqliteMetadata {
                     doomed.insert(r?);
                 }
             }
+            doomed.retain(|k| !policy.spare.contains(k));
             for run in &doomed {
                 let p = params![run.namespace, run.name];
                 tx.execute("DELETE FROM runs WHERE namespace = ?1 AND name = ?2", p)?;

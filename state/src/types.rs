@@ -164,11 +164,15 @@ pub struct LogIndex {
 }
 
 /// Which finished runs retention removes: those finished before `finished_before_ms`, and
-/// those beyond the newest `keep_finished` finished runs. Unfinished runs are never removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// those beyond the newest `keep_finished` finished runs (counted among all finished runs,
+/// spared ones included), except the runs in `spare`. Unfinished runs are never removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionPolicy {
     pub finished_before_ms: Option<i64>,
     pub keep_finished: Option<u64>,
+    /// Runs kept whatever their age or rank: the API spares those whose PipelineRun still
+    /// exists, so a run is never half removed under a live object.
+    pub spare: std::collections::BTreeSet<RunKey>,
 }
 
 /// Names that become parts of file paths and object keys: letters, digits, `-`, `_`, `.`, not

@@ -746,6 +746,7 @@ async fn retention_removes_finished_runs_only(b: Backend) {
         .apply_retention(&RetentionPolicy {
             finished_before_ms: Some(300),
             keep_finished: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -765,21 +766,31 @@ async fn retention_removes_finished_runs_only(b: Backend) {
         .apply_retention(&RetentionPolicy {
             finished_before_ms: None,
             keep_finished: Some(2),
+            ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(gone, [RunKey::new("ci", "r3"), RunKey::new("ci", "r4")]);
     let left = m.list_runs(&RunFilter::default(), None, 100).await.unwrap();
     assert_eq!(names(&left.runs), ["ci/r6", "ci/r5", "ci/live"]);
+    // A spared run stays whatever the policy says.
+    let spare_r5 = RetentionPolicy {
+        finished_before_ms: Some(550),
+        keep_finished: Some(0),
+        spare: [RunKey::new("ci", "r5")].into(),
+    };
+    let gone = m.apply_retention(&spare_r5).await.unwrap();
+    assert_eq!(gone, [RunKey::new("ci", "r6")]);
     // Both at once; the running run stays whatever its age.
     let gone = m
         .apply_retention(&RetentionPolicy {
             finished_before_ms: Some(550),
             keep_finished: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap();
-    assert_eq!(gone, [RunKey::new("ci", "r5"), RunKey::new("ci", "r6")]);
+    assert_eq!(gone, [RunKey::new("ci", "r5")]);
     assert_eq!(
         names(
             &m.list_runs(&RunFilter::default(), None, 100)
