@@ -112,6 +112,20 @@ struct Args {
     #[arg(global = true, long, default_value_t = 3600)]
     gc_grace_seconds: u64,
 
+    /// How often the API collects garbage by itself (retention, then unused uploads and blobs),
+    /// in seconds; 0: only on `POST /api/v1/admin/gc`.
+    #[arg(global = true, long, default_value_t = 3600)]
+    gc_interval_seconds: u64,
+
+    /// Retention: remove finished runs (archive, logs, job states, tokens) that finished more
+    /// than this many days ago. Unset: kept whatever their age.
+    #[arg(global = true, long, env = "SPARKWING_RETAIN_FINISHED_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    retain_finished_days: Option<u32>,
+
+    /// Retention: keep at most this many finished runs, the newest. Unset: no limit.
+    #[arg(global = true, long, env = "SPARKWING_RETAIN_FINISHED_RUNS")]
+    retain_finished_runs: Option<u64>,
+
     /// A file holding the push webhooks' shared secret (`POST /webhooks/github`, see
     /// docs/webhooks.md); SPARKWING_WEBHOOK_SECRET gives the secret itself. Without either,
     /// webhook deliveries are answered 500.
@@ -174,6 +188,14 @@ async fn open_api(
         ApiConfig {
             default_namespace: api_namespace,
             gc_grace: std::time::Duration::from_secs(args.gc_grace_seconds),
+            gc_every: (args.gc_interval_seconds > 0)
+                .then(|| std::time::Duration::from_secs(args.gc_interval_seconds)),
+            retention: api::collect::Retention {
+                max_age: args
+                    .retain_finished_days
+                    .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
+                max_runs: args.retain_finished_runs,
+            },
             ..ApiConfig::default()
         },
     );

@@ -258,9 +258,12 @@ fn pool_admin_and_error_bodies() {
     assert!(!format!("{a:?}").contains("swr_secret"));
     documented::<GcRequest>(json!({"graceSeconds": 3600}));
     documented::<GcRequest>(json!({}));
+    documented::<GcRequest>(
+        json!({"graceSeconds": 0, "retainFinishedDays": 30, "retainFinishedRuns": 10000}),
+    );
     documented::<GcReport>(
         json!({"blobsDeleted": 12, "bytesFreed": 40960, "blobsKept": 300,
-        "uploadsDeleted": 3, "uploadsKept": 8, "tmpDeleted": 0}),
+        "uploadsDeleted": 3, "uploadsKept": 8, "tmpDeleted": 0, "runsDeleted": 2}),
     );
     documented::<ErrorBody>(json!({"error": "not_found", "message": "run ci/x not found"}));
     documented::<ErrorBody>(

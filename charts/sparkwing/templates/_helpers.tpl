@@ -119,3 +119,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     claimName: {{ default (printf "%s-data" (include "sparkwing-operator.fullname" .)) .Values.api.persistence.existingClaim }}
   {{- end }}
 {{- end -}}
+
+{{/* The API's garbage collection and retention flags (api.gc, api.retention). */}}
+{{- define "sparkwing-operator.gcArgs" -}}
+- --gc-interval-seconds={{ .Values.api.gc.intervalSeconds | int }}
+{{- with .Values.api.retention.finishedDays }}
+- --retain-finished-days={{ . | int }}
+{{- end }}
+{{- with .Values.api.retention.finishedRuns }}
+- --retain-finished-runs={{ . | int }}
+{{- end }}
+{{- end }}

@@ -9,6 +9,12 @@
 //! | `sparkwing_api_log_lines_total` | counter | |
 //! | `sparkwing_api_runs_triggered_total` | counter | |
 //! | `sparkwing_api_gc_blobs_deleted_total` | counter | |
+//! | `sparkwing_api_gc_bytes_freed_total` | counter | |
+//! | `sparkwing_api_gc_uploads_deleted_total` | counter | |
+//! | `sparkwing_api_gc_runs_deleted_total` | counter | |
+//! | `sparkwing_api_gc_collections_total` | counter | `outcome` (`ok`, `error`) |
+//! | `sparkwing_api_gc_last_success_timestamp_seconds` | gauge | |
+//! | `sparkwing_api_gc_last_duration_seconds` | gauge | |
 //! | `sparkwing_api_webhook_deliveries_total` | counter | |
 //! | `sparkwing_api_webhook_runs_created_total` | counter | |
 //! | `sparkwing_api_webhook_ignored_total` | counter | |
@@ -23,7 +29,14 @@ use axum::response::Response;
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -46,6 +59,12 @@ pub struct ApiMetrics {
     pub log_lines: Counter,
     pub runs_triggered: Counter,
     pub gc_blobs_deleted: Counter,
+    pub gc_bytes_freed: Counter,
+    pub gc_uploads_deleted: Counter,
+    pub gc_runs_deleted: Counter,
+    gc_collections: Family<OutcomeLabels, Counter>,
+    gc_last_success: Gauge<f64, AtomicU64>,
+    gc_last_duration: Gauge<f64, AtomicU64>,
     pub webhook_deliveries: Counter,
     pub webhook_runs_created: Counter,
     pub webhook_ignored: Counter,
@@ -64,6 +83,12 @@ impl Default for ApiMetrics {
             log_lines: Counter::default(),
             runs_triggered: Counter::default(),
             gc_blobs_deleted: Counter::default(),
+            gc_bytes_freed: Counter::default(),
+            gc_uploads_deleted: Counter::default(),
+            gc_runs_deleted: Counter::default(),
+            gc_collections: Family::default(),
+            gc_last_success: Gauge::default(),
+            gc_last_duration: Gauge::default(),
             webhook_deliveries: Counter::default(),
             webhook_runs_created: Counter::default(),
             webhook_ignored: Counter::default(),
@@ -76,6 +101,21 @@ impl Default for ApiMetrics {
             "sparkwing_api_requests",
             "API requests, by method, route and status code",
             m.requests.clone(),
+        );
+        r.register(
+            "sparkwing_api_gc_collections",
+            "Garbage collections (retention, uploads, blobs), by outcome",
+            m.gc_collections.clone(),
+        );
+        r.register(
+            "sparkwing_api_gc_last_success_timestamp_seconds",
+            "When this replica's last garbage collection succeeded, Unix seconds (0: none yet)",
+            m.gc_last_success.clone(),
+        );
+        r.register(
+            "sparkwing_api_gc_last_duration_seconds",
+            "How long this replica's last garbage collection took",
+            m.gc_last_duration.clone(),
         );
         for (name, help, counter) in [
             ("sparkwing_api_uploads", "Upload manifests accepted", &m.uploads),
@@ -103,6 +143,21 @@ impl Default for ApiMetrics {
                 "sparkwing_api_gc_blobs_deleted",
                 "Blobs deleted by garbage collection",
                 &m.gc_blobs_deleted,
+            ),
+            (
+                "sparkwing_api_gc_bytes_freed",
+                "Bytes of blobs deleted by garbage collection",
+                &m.gc_bytes_freed,
+            ),
+            (
+                "sparkwing_api_gc_uploads_deleted",
+                "Upload manifests deleted by garbage collection",
+                &m.gc_uploads_deleted,
+            ),
+            (
+                "sparkwing_api_gc_runs_deleted",
+                "Finished runs removed by retention (with their logs, job states, tokens and archives)",
+                &m.gc_runs_deleted,
             ),
             (
                 "sparkwing_api_webhook_deliveries",
@@ -139,6 +194,39 @@ impl Default for ApiMetrics {
 impl ApiMetrics {
     pub fn add(counter: &Counter, n: u64) {
         counter.inc_by(n);
+    }
+
+    /// Count a garbage collection: its report's figures when it succeeded, its outcome, and how
+    /// long it took.
+    pub fn collected(
+        &self,
+        report: Option<&sparkwing_api::wire::GcReport>,
+        took: std::time::Duration,
+    ) {
+        let outcome = if let Some(r) = report {
+            self.gc_blobs_deleted.inc_by(r.blobs_deleted);
+            self.gc_bytes_freed.inc_by(r.bytes_freed);
+            self.gc_uploads_deleted.inc_by(r.uploads_deleted);
+            self.gc_runs_deleted.inc_by(r.runs_deleted);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.gc_last_success.set(now);
+            "ok"
+        } else {
+            "error"
+        };
+        self.gc_collections
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.gc_last_duration.set(took.as_secs_f64());
+    }
+
+    /// Garbage collections counted with `outcome` (tests).
+    pub fn collections(&self, outcome: &'static str) -> u64 {
+        self.gc_collections
+            .get(&OutcomeLabels { outcome })
+            .map_or(0, |c| c.get())
     }
 
     fn request(&self, method: &'static str, route: &str, code: u16) {

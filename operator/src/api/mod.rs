@@ -9,6 +9,7 @@
 //! [`read_body`] with a per-endpoint limit so an oversized body is a JSON 413.
 
 pub mod auth;
+pub mod collect;
 pub mod error;
 pub mod fence;
 mod handlers;
@@ -97,6 +98,10 @@ pub struct ApiConfig {
     pub default_namespace: String,
     /// Uploads and blobs younger than this survive garbage collection.
     pub gc_grace: Duration,
+    /// Which finished runs garbage collection keeps ([`collect`]).
+    pub retention: collect::Retention,
+    /// How often each replica collects garbage by itself (`None`: only on `POST /admin/gc`).
+    pub gc_every: Option<Duration>,
     /// How often a log follower looks for new lines when not woken by an ingest through this
     /// replica.
     pub follow_poll: Duration,
@@ -125,6 +130,8 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             default_namespace: "default".into(),
             gc_grace: Duration::from_secs(3600),
+            retention: collect::Retention::default(),
+            gc_every: Some(Duration::from_secs(3600)),
             // A line ingested through another replica reaches a follower within this (a poll is
             // one indexed query of the log index; the content store is read only for new lines).
             follow_poll: Duration::from_millis(100),
@@ -327,8 +334,15 @@ pub async fn serve_on(
         tracing::info!(%addr, "serving the Sparkwing API");
     }
     let sweeper = tokio::spawn(sweep_tokens(state.clone()));
+    let collector = state
+        .config
+        .gc_every
+        .map(|every| tokio::spawn(collect::collect_periodically(state.clone(), every)));
     let served = server::serve(listener, state, shutdown).await;
     sweeper.abort();
+    if let Some(c) = collector {
+        c.abort();
+    }
     served
 }
 

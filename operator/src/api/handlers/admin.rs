@@ -1,4 +1,4 @@
-//! Tokens, garbage collection, identity, readiness and metrics.
+//! Tokens, garbage collection (on request), identity, readiness and metrics.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,11 +11,10 @@ use axum::Json;
 use sparkwing_api::wire::{
     CreateTokenRequest, CreatedToken, GcReport, GcRequest, TokenList, WhoAmI,
 };
-use sparkwing_crds::pipeline_run::Source;
 
 use crate::api::auth::{Principal, Scope, GRANTABLE_SCOPES};
-use crate::api::{read_json, ApiError, ApiMetrics, ApiState};
-use crate::runs::backend::is_terminal;
+use crate::api::collect::collect;
+use crate::api::{read_json, ApiError, ApiState};
 use crate::tokens::token_info;
 
 pub async fn whoami(p: Principal) -> Json<WhoAmI> {
@@ -91,8 +90,9 @@ pub async fn revoke_token(
     }
 }
 
-/// Delete blobs no kept manifest names. Kept manifests: those of runs that still exist and are
-/// not finished, and those younger than the grace period.
+/// Collect garbage now ([`collect`](crate::api::collect)): retention of finished runs, then
+/// uploads and blobs no unfinished run needs. The body may override the grace period and the
+/// retention for this collection.
 pub async fn gc(
     State(st): State<ApiState>,
     p: Principal,
@@ -109,20 +109,14 @@ pub async fn gc(
     let grace = req
         .grace_seconds
         .map_or(st.config.gc_grace, Duration::from_secs);
-    let keep: BTreeSet<String> = st
-        .runs
-        .list(None)
-        .await?
-        .into_iter()
-        .filter(|r| !is_terminal(r))
-        .filter_map(|r| match r.spec.source {
-            Source::Upload(u) => Some(u.id),
-            _ => None,
-        })
-        .collect();
-    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-    let report = st.store.gc(&keep, grace, now).await?;
-    ApiMetrics::add(&st.metrics.gc_blobs_deleted, report.blobs_deleted);
+    let mut retention = st.config.retention;
+    if let Some(days) = req.retain_finished_days {
+        retention.max_age = Some(Duration::from_secs(u64::from(days) * 86_400));
+    }
+    if let Some(runs) = req.retain_finished_runs {
+        retention.max_runs = Some(runs);
+    }
+    let report = collect(&st, grace, retention).await?;
     tracing::info!(?report, by = %p.name, "garbage collected");
     Ok(Json(report))
 }
