@@ -468,6 +468,28 @@ impl ApiClient {
         Ok(out)
     }
 
+    /// `GET .../logs?job=J&tail=N`: a job's last `n` lines (1 to 10,000), read from the end of
+    /// the log: what it costs follows `n`, not the log's size.
+    pub fn read_log_tail(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        n: usize,
+    ) -> Result<Vec<LogLine>, RemoteError> {
+        let page = json_of(
+            self.get(&format!(
+                "/api/v1/runs/{ns}/{name}/logs?job={}&tail={n}",
+                query_escape(job)
+            ))?,
+            "log lines",
+        )?;
+        let LogPage::Lines { lines, .. } = page else {
+            return Err(RemoteError::decode("log lines", "no `lines`"));
+        };
+        Ok(lines.into_iter().map(|l| l.of_job(job)).collect())
+    }
+
     /// `POST /api/v1/admin/tokens`: a new token (its secret is in `token`, shown once).
     pub fn create_token(
         &self,

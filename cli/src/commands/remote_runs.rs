@@ -13,6 +13,9 @@ use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitA
 use crate::exit::ExitCode;
 use crate::printer::{Column, Printer};
 use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
+
+/// The longest tail the API reads from a log's end in one request (`?tail=`, docs/api.md#logs).
+const TAIL_FROM_SERVER: usize = 10_000;
 use crate::remote::target::{self, Target};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -246,10 +249,13 @@ pub fn logs(args: LogsArgs) -> CmdResult {
     printer.events = false;
     let mut after = BTreeMap::new();
     for job in &jobs {
-        let lines = t
-            .logs
-            .read_logs(&ns, &name, job, 0)
-            .map_err(|e| api_error(&t, e))?;
+        // The server reads a tail from the log's end; a longer one than it serves at once is cut
+        // from the whole log here.
+        let lines = match args.tail {
+            Some(n) if n <= TAIL_FROM_SERVER => t.logs.read_log_tail(&ns, &name, job, n.max(1)),
+            _ => t.logs.read_logs(&ns, &name, job, 0),
+        }
+        .map_err(|e| api_error(&t, e))?;
         let skip = args
             .tail
             .map(|n| lines.len().saturating_sub(n))

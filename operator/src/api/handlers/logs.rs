@@ -145,6 +145,9 @@ pub struct LogQuery {
     /// Most lines in the answer (1 to [`MAX_LOG_PAGE_LINES`], the default).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Only the last N lines (1 to [`MAX_LOG_PAGE_LINES`]); not with `after` or `limit`.
+    #[serde(default)]
+    pub tail: Option<usize>,
 }
 
 /// Most lines of one log read (and the default): a client reads on with `after` while `more`.
@@ -185,6 +188,26 @@ async fn read_page(
     Ok((lines.into_iter().map(record).collect(), more))
 }
 
+/// The last `n` lines of a job's log, read from its end, at most about `max_bytes` of them (the
+/// newest kept).
+async fn tail_page(
+    st: &ApiState,
+    key: &LogKey,
+    n: usize,
+    max_bytes: usize,
+) -> Result<Vec<LogRecord>, ApiError> {
+    let mut lines = st.store.content.read_log_tail(key, n).await?;
+    let mut bytes = 0usize;
+    let keep_from = lines
+        .iter()
+        .rposition(|l| {
+            bytes += l.line.len() + l.ts.len() + 64;
+            bytes > max_bytes
+        })
+        .map_or(0, |i| i + 1);
+    Ok(lines.drain(keep_from..).map(record).collect())
+}
+
 pub async fn read(
     State(st): State<ApiState>,
     p: Principal,
@@ -204,6 +227,25 @@ pub async fn read(
         }
         Some(job) => {
             check_job_name(&job)?;
+            if let Some(n) = q.tail {
+                if q.after.is_some() || q.limit.is_some() {
+                    return Err(ApiError::BadRequest(
+                        "tail reads the last lines: give it without after or limit".into(),
+                    ));
+                }
+                if !(1..=MAX_LOG_PAGE_LINES).contains(&n) {
+                    return Err(ApiError::BadRequest(format!(
+                        "tail {n}: between 1 and {MAX_LOG_PAGE_LINES} lines"
+                    )));
+                }
+                let key = LogKey::new(&ns, &name, &job);
+                let lines = tail_page(&st, &key, n, MAX_LOG_PAGE_BYTES).await?;
+                return Ok(Json(LogPage::Lines {
+                    job,
+                    lines,
+                    more: false,
+                }));
+            }
             let after = q.after.unwrap_or(0);
             let limit = match q.limit {
                 None => MAX_LOG_PAGE_LINES,

@@ -144,3 +144,37 @@ async fn api_follow_streams_lines_posted_while_following() {
     );
     assert!(body.contains("event: end"), "{body}");
 }
+
+#[tokio::test]
+async fn api_log_tail_reads_the_last_lines_and_refuses_bad_ranges() {
+    let f = fx().await;
+    let id = f.upload(&[("a", "1")]).await;
+    let (ns, name) = f.trigger_run(&id).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    let seqs: Vec<u64> = (1..=50).collect();
+    let r = post_logs(&f, &runner, &ns, &name, &seqs).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let path = |q: &str| format!("/api/v1/runs/{ns}/{name}/logs?job=build&{q}");
+    let r = f.get(&path("tail=3"), &f.reader).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let got: Vec<u64> = r.json()["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [48, 49, 50]);
+    assert_eq!(r.json()["more"], false);
+    // More than the log holds: all of it.
+    let r = f.get(&path("tail=500"), &f.reader).await;
+    assert_eq!(r.json()["lines"].as_array().unwrap().len(), 50);
+    for (q, part) in [
+        ("tail=0", "tail 0"),
+        ("tail=10001", "tail 10001"),
+        ("tail=3&after=2", "without after or limit"),
+        ("tail=3&limit=2", "without after or limit"),
+    ] {
+        let r = f.get(&path(q), &f.reader).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", part);
+    }
+}
