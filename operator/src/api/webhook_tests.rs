@@ -691,3 +691,41 @@ async fn a_pull_requests_files_are_listed_through_github_for_its_path_filters() 
     );
     assert_eq!(f.run_count().await, 0);
 }
+
+/// Two replicas of the API (two states, one pair of stores, one cluster) receive copies of one
+/// push under different delivery ids at the same time: its runs are created once, and both
+/// answer with them.
+#[tokio::test]
+async fn a_push_replayed_to_two_replicas_at_once_creates_its_runs_once() {
+    let a = fx(Some(SECRET)).await;
+    let pipelines = Arc::new(MemoryPipelines::new(vec![
+        pipeline("app", &["main", "release/*"]),
+        pipeline("app-nightly", &["nightly"]),
+    ]));
+    let b = Fx {
+        st: ApiState::new(a.st.store.clone(), a.runs.clone(), ApiConfig::default())
+            .with_webhooks(Webhooks::new(Some(SECRET.to_vec()), pipelines)),
+        runs: a.runs.clone(),
+        stores: TestStore::new().await,
+    };
+    for round in 0..5 {
+        let git_ref = format!("refs/heads/release/{round}");
+        let (da, db) = (format!("a-{round}"), format!("b-{round}"));
+        let (ra, rb) = tokio::join!(
+            a.signed("push", &da, push_body(&git_ref, false)),
+            b.signed("push", &db, push_body(&git_ref, false)),
+        );
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::CREATED],
+            "{} / {}",
+            ra.json,
+            rb.json
+        );
+        assert_eq!(ra.json["runs"], rb.json["runs"], "round {round}");
+        assert_eq!(ra.json["runs"].as_array().unwrap().len(), 1);
+        assert_eq!(a.run_count().await, round + 1, "round {round}");
+    }
+}

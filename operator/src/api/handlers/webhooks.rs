@@ -14,6 +14,7 @@ use sparkwing_api::wire::{
 };
 use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_crds::pipeline_run::{CancelMode, Source};
+use sparkwing_state::Delivery;
 
 use crate::api::auth::now_rfc3339;
 use crate::api::webhook::{
@@ -100,6 +101,62 @@ fn delivery_key(delivery: &str) -> String {
 /// is>` ([`webhook::Create::key`]).
 fn push_key_id(key: &str) -> String {
     format!("push-{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// The claim on a push that a replica holds while it creates the push's runs.
+fn claim_key_id(push_id: &str) -> String {
+    format!("claim-{push_id}")
+}
+
+/// How long another replica waits for the claim holder's answer before answering 409.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A claim this old without an answer was left by a replica that stopped mid-way: taken over.
+const CLAIM_STALE_MS: i64 = 120_000;
+
+/// Claim the push `push_id` for this delivery. `None`: claimed, create the runs. `Some`: another
+/// delivery of the same push created them (its answer, waited for up to [`CLAIM_WAIT`]). A claim
+/// older than the replay window, or older than [`CLAIM_STALE_MS`] without an answer, is taken
+/// over; a fresh one whose holder has not answered in time is a 409 (deliver again later).
+async fn claim_push(
+    st: &ApiState,
+    push_id: &str,
+    delivery: &str,
+    window_ms: i64,
+) -> Result<Option<DeliveryRecord>, ApiError> {
+    let meta = &st.store.meta;
+    let claim_id = claim_key_id(push_id);
+    let claim = serde_json::json!({ "deliveryId": delivery });
+    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        let holder = match meta.record_delivery(&claim_id, &claim).await? {
+            Delivery::First => return Ok(None),
+            Delivery::Duplicate(v) => v,
+        };
+        if let Some((v, _)) = meta.find_delivery(push_id).await? {
+            return record_of(v).map(Some);
+        }
+        let age = meta
+            .find_delivery(&claim_id)
+            .await?
+            .map(|(_, at)| now_ms().saturating_sub(at));
+        match age {
+            // Released meanwhile: claim again.
+            None => continue,
+            Some(age) if age >= window_ms.min(CLAIM_STALE_MS) => {
+                tracing::warn!(%delivery, holder = %holder["deliveryId"], "taking over a stale claim on a webhook push");
+                meta.delete_delivery(&claim_id).await?;
+                continue;
+            }
+            Some(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Conflict(format!(
+                "this push is being applied by delivery {} on another replica; deliver it again later",
+                holder["deliveryId"].as_str().unwrap_or("?")
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn record_of(v: serde_json::Value) -> Result<DeliveryRecord, ApiError> {
@@ -229,6 +286,7 @@ async fn create(
         // Past the window the push may run again: its old answer is forgotten.
         Some(_) => {
             meta.delete_delivery(&push_id).await?;
+            meta.delete_delivery(&claim_key_id(&push_id)).await?;
             None
         }
         None => None,
@@ -239,6 +297,34 @@ async fn create(
         record.redelivery = true;
         return Ok((StatusCode::OK, Json(record)).into_response());
     }
+    // The lock above serialises this replica only: across replicas the push is claimed in the
+    // shared store first, and only the claim's holder creates its runs.
+    if let Some(mut record) = claim_push(st, &push_id, &delivery, window_ms).await? {
+        ApiMetrics::add(&st.metrics.webhook_redeliveries, 1);
+        tracing::warn!(%delivery, first = %record.delivery_id, runs = record.runs.len(), "webhook push applied by another replica under another delivery id: its runs exist already");
+        record.redelivery = true;
+        return Ok((StatusCode::OK, Json(record)).into_response());
+    }
+    let applied = apply_push(st, delivery, c, pipelines, &delivery_id, &push_id).await;
+    if applied.is_err() {
+        // Released, so a redelivery need not wait for the claim to go stale.
+        if let Err(e) = meta.delete_delivery(&claim_key_id(&push_id)).await {
+            tracing::warn!(error = %e, "releasing the claim on a webhook push failed");
+        }
+    }
+    applied
+}
+
+/// Create the runs of a claimed push, cancel what they supersede, and record the answer.
+async fn apply_push(
+    st: &ApiState,
+    delivery: String,
+    c: webhook::Create,
+    pipelines: &[Pipeline],
+    delivery_id: &str,
+    push_id: &str,
+) -> Result<Response, WebhookError> {
+    let meta = &st.store.meta;
     let (branch, sha) = (c.branch, c.sha);
     let mut created = Vec::new();
     let mut cancelled = Vec::new();
@@ -326,7 +412,7 @@ async fn create(
         .map_err(|e| ApiError::Internal(format!("serializing a delivery record: {e}")))?;
     // First answer wins: another replica that raced this one on the same delivery created the
     // same runs (their names are a function of the delivery).
-    meta.record_delivery(&delivery_id, &answer).await?;
-    meta.record_delivery(&push_id, &answer).await?;
+    meta.record_delivery(delivery_id, &answer).await?;
+    meta.record_delivery(push_id, &answer).await?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
