@@ -114,6 +114,80 @@ impl ValidatedPlan {
     }
 }
 
+/// An approval gate whose decision cannot do what a gate is for (`sparkwing pipeline lint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateFinding {
+    /// Skipped by the plan: it never waits, and a skipped job satisfies its dependents, so the
+    /// jobs that need it run without a decision.
+    Unreachable {
+        gate: String,
+        reason: String,
+        ungated: Vec<String>,
+    },
+    /// No job needs it: the run waits for a decision that starts nothing.
+    Unused { gate: String },
+}
+
+impl GateFinding {
+    /// The finding's kind, as `pipeline lint` reports it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GateFinding::Unreachable { .. } => "unreachable_gate",
+            GateFinding::Unused { .. } => "unused_gate",
+        }
+    }
+}
+
+impl std::fmt::Display for GateFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateFinding::Unreachable {
+                gate,
+                reason,
+                ungated,
+            } => {
+                write!(
+                    f,
+                    "approval gate {gate:?} is skipped by the plan ({reason}): it never waits for a decision"
+                )?;
+                if !ungated.is_empty() {
+                    write!(f, ", and {} run without one", ungated.join(", "))?;
+                }
+                Ok(())
+            }
+            GateFinding::Unused { gate } => write!(
+                f,
+                "approval gate {gate:?} gates nothing: no job needs it, so a decision starts nothing (add it to the needs of the jobs it should hold)"
+            ),
+        }
+    }
+}
+
+/// The plan's approval gates that cannot gate anything: skipped by the plan, or needed by no job.
+pub fn gate_findings(plan: &ValidatedPlan) -> Vec<GateFinding> {
+    let mut out = Vec::new();
+    for (i, job) in plan.jobs.iter().enumerate() {
+        if job.gate.is_none() {
+            continue;
+        }
+        let needed_by: Vec<usize> = (0..plan.jobs.len())
+            .filter(|&k| plan.needs[k].contains(&i))
+            .collect();
+        if let Some(reason) = &job.skip {
+            out.push(GateFinding::Unreachable {
+                gate: job.id.clone(),
+                reason: reason.clone(),
+                ungated: needed_by.iter().map(|&k| plan.jobs[k].id.clone()).collect(),
+            });
+        } else if needed_by.is_empty() {
+            out.push(GateFinding::Unused {
+                gate: job.id.clone(),
+            });
+        }
+    }
+    out
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -332,6 +406,58 @@ mod tests {
             entrypoint: "T".into(),
             jobs,
         }
+    }
+
+    #[test]
+    fn gates_skipped_by_the_plan_or_needed_by_nobody_are_findings() {
+        let gate = |id: &str| {
+            let mut j = JobSpec::new(id);
+            j.gate = Some(crate::gate::GateSpec {
+                message: None,
+                timeout_ms: None,
+                on_timeout: crate::gate::Decision::Reject,
+            });
+            j
+        };
+        let mut skipped = gate("approve-prod");
+        skipped.skip = Some("only on main".into());
+        let p = validate(&plan(vec![
+            JobSpec::new("build"),
+            gate("approve-staging").needs(&["build"]),
+            JobSpec::new("staging").needs(&["approve-staging"]),
+            skipped.needs(&["build"]),
+            JobSpec::new("prod").needs(&["approve-prod"]),
+            gate("approve-docs"),
+        ]))
+        .unwrap();
+        let found = gate_findings(&p);
+        assert_eq!(
+            found,
+            [
+                GateFinding::Unreachable {
+                    gate: "approve-prod".into(),
+                    reason: "only on main".into(),
+                    ungated: vec!["prod".into()],
+                },
+                GateFinding::Unused {
+                    gate: "approve-docs".into()
+                },
+            ]
+        );
+        assert_eq!(found[0].kind(), "unreachable_gate");
+        assert_eq!(
+            found[0].to_string(),
+            "approval gate \"approve-prod\" is skipped by the plan (only on main): it never waits for a decision, and prod run without one"
+        );
+        assert_eq!(found[1].kind(), "unused_gate");
+        // A plan whose gates each hold a job has none.
+        let p = validate(&plan(vec![
+            JobSpec::new("build"),
+            gate("approve").needs(&["build"]),
+            JobSpec::new("deploy").needs(&["approve"]),
+        ]))
+        .unwrap();
+        assert!(gate_findings(&p).is_empty());
     }
 
     #[test]

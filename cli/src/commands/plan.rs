@@ -130,8 +130,9 @@ fn registered(
 /// A problem `pipeline lint` reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Finding {
-    /// Stable: `unregistered_entrypoint`, `unknown_arg`, `bad_arg`, `plan_failed`, or a plan
-    /// error's kind (`duplicate_job`, `unknown_need`, `cycle`, ...).
+    /// Stable: `unregistered_entrypoint`, `unknown_arg`, `bad_arg`, `plan_failed`, a plan
+    /// error's kind (`duplicate_job`, `unknown_need`, `cycle`, ...), or a gate's
+    /// (`unreachable_gate`, `unused_gate`).
     kind: &'static str,
     message: String,
 }
@@ -229,33 +230,42 @@ fn lint_one(project: &Project, pipeline: &PipelineConfig, compiled: &Compiled) -
         findings: Vec::new(),
         note: None,
     };
-    let finding = match registered(project, pipeline, compiled) {
-        Err(e) => Some(Finding {
+    let findings = match registered(project, pipeline, compiled) {
+        Err(e) => vec![Finding {
             kind: "unregistered_entrypoint",
             message: e.message,
-        }),
+        }],
         Ok(info) => match args::resolve(&info.args, &pipeline.arg_defaults(), &[]) {
             Err(e) => match &e.problem {
                 ArgProblem::Required(_) => {
                     report.status = "not_planned";
                     report.note = Some(format!("{} (no default to plan with)", e.problem));
-                    None
+                    Vec::new()
                 }
-                ArgProblem::Unknown { .. } => Some(Finding {
+                ArgProblem::Unknown { .. } => vec![Finding {
                     kind: "unknown_arg",
                     message: e.to_string(),
-                }),
-                _ => Some(Finding {
+                }],
+                _ => vec![Finding {
                     kind: "bad_arg",
                     message: e.to_string(),
-                }),
+                }],
             },
-            Ok(resolved) => plan_of(project, pipeline, compiled, &resolved).err(),
+            Ok(resolved) => match plan_of(project, pipeline, compiled, &resolved) {
+                Err(f) => vec![f],
+                Ok(plan) => dag::gate_findings(&plan)
+                    .into_iter()
+                    .map(|g| Finding {
+                        kind: g.kind(),
+                        message: g.to_string(),
+                    })
+                    .collect(),
+            },
         },
     };
-    if let Some(f) = finding {
+    if !findings.is_empty() {
         report.status = "findings";
-        report.findings.push(f);
+        report.findings = findings;
     }
     report
 }

@@ -268,3 +268,63 @@ fn plan_prints_caches_artifacts_and_memoized_jobs() {
         golden(file, &out.stdout);
     }
 }
+
+#[test]
+fn lint_finds_gates_the_plan_skips_or_no_job_needs() {
+    let sw = Sw::fixture("gates");
+    let main = sw.root().join(".sparkwing/src/main.rs");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        text.replace(
+            "fn main() {",
+            "fn bad_gates() -> Pipeline {\n    Pipeline::new(\"BadGates\", |p: &mut Plan, _: &Args| {\n        \
+             p.job(\"build\", |job| job.bash(\"true\"));\n        \
+             p.gate(\"approve-prod\").needs([\"build\"]).skip(\"only on main\");\n        \
+             p.job(\"prod\", |job| job.bash(\"true\")).needs([\"approve-prod\"]);\n        \
+             p.gate(\"approve-docs\").needs([\"build\"]);\n        Ok(())\n    })\n}\n\nfn main() {",
+        )
+        .replace("        job_group(),\n", "        job_group(),\n        bad_gates(),\n"),
+    )
+    .unwrap();
+    let yaml = sw.root().join(".sparkwing/sparkwing.yaml");
+    let mut text = std::fs::read_to_string(&yaml).unwrap();
+    text.push_str("  - name: bad-gates\n    entrypoint: BadGates\n");
+    std::fs::write(&yaml, text).unwrap();
+
+    let out = sw.sw(["pipeline", "lint", "-o", "json"]);
+    out.assert_code(1);
+    let lines = out.json_lines();
+    let of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["pipeline"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .clone()
+    };
+    // The fixture's own gates each hold a job.
+    for ok in ["ship", "timed"] {
+        assert_eq!(of(ok)["status"], "ok", "{out}");
+    }
+    let bad = of("bad-gates");
+    let kinds: Vec<&str> = bad["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["unreachable_gate", "unused_gate"], "{out}");
+    assert!(
+        bad["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"approve-prod\" is skipped by the plan (only on main)"),
+        "{out}"
+    );
+    let pretty = sw.sw(["pipeline", "lint"]);
+    pretty.assert_code(1);
+    assert!(
+        pretty.stdout.ends_with("5 pipelines checked, 2 findings\n"),
+        "{pretty}"
+    );
+}
