@@ -1,0 +1,583 @@
+//! The API on its two state backends (issue 14's figures), through HTTP on loopback. Prints
+//! figures; asserts no timing.
+//!
+//! ```sh
+//! cargo run -p sparkwing-operator --release --example bench_api_stores -- \
+//!     [--backend embedded|shared|both] [--runs 10000] [--clients 200] [--requests 15] \
+//!     [--log-mib 150] [--followers 20] [--lines 100]
+//! ```
+//!
+//! Per backend — embedded (SQLite + files in a temp dir) and shared (PostgreSQL + `s3s-fs`,
+//! started here as the tests start them) — in one process, with the runs of a "cluster" in memory
+//! (`MemoryRuns`) shared by two API replicas on two ports over the same stores:
+//!
+//! 1. `--runs` finished runs archived (their PipelineRuns gone), then the runs list's first page
+//!    and pages by cursor (p50/p99 of 200 and of 100 requests);
+//! 2. trigger p50/p99, one client, 100 triggers;
+//! 3. `--clients` concurrent clients, `--requests` each, mixed: the runs list, a trigger, a log
+//!    batch of 50 lines (each client posts to its own run as its runner): errors, p50/p99 by kind,
+//!    the process's peak RSS (VmHWM, server and clients together);
+//! 4. a `--log-mib` MiB log, then `?tail=100` p50/p99 (200 reads) and the RSS growth meanwhile;
+//! 5. `--followers` SSE followers on replica B while a runner posts one line at a time to replica
+//!    A: line posted → delivered to each follower, p50/p99 (`--lines` lines).
+//!
+//! Every request of 1–4 is a fresh connection (`Connection: close`), as independent clients are.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sparkwing_api::client::{ApiClient, Flow};
+use sparkwing_api::wire::{LogLine, LogStream};
+use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
+use sparkwing_operator::store::Store;
+use sparkwing_state::test_support::{create_database, Postgres, S3Server};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn num(name: &str, default: usize) -> usize {
+    arg(name, &default.to_string())
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} takes a number"))
+}
+
+/// One request on a fresh connection: (status, body).
+fn request(addr: SocketAddr, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let status = String::from_utf8_lossy(&out[..end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, out[end + 4..].to_vec())
+}
+
+fn quantile(v: &mut [Duration], q: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn p50_p99(v: &mut [Duration]) -> String {
+    let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms",
+        a.as_secs_f64() * 1000.0,
+        b.as_secs_f64() * 1000.0
+    )
+}
+
+fn vm_hwm_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// What one backend needs to stay up: the servers of the shared one, the temp dir of both.
+struct Backend {
+    name: &'static str,
+    a: Store,
+    b: Store,
+    _servers: Option<(Postgres, S3Server)>,
+    _dir: tempfile::TempDir,
+}
+
+async fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_string_lossy().into_owned();
+    let a = Store::open(&url, &url).await.unwrap();
+    let b = Store::open(&url, &url).await.unwrap();
+    Backend {
+        name: "embedded (SQLite + files)",
+        a,
+        b,
+        _servers: None,
+        _dir: dir,
+    }
+}
+
+async fn shared() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, s3) = tokio::task::spawn_blocking(|| (Postgres::start(), S3Server::start()))
+        .await
+        .unwrap();
+    create_database(&pg.url("postgres"), "bench").await;
+    let objects = format!("s3://{}/bench", s3.bucket);
+    let open = || async {
+        Store::new(
+            sparkwing_state::open_metadata(&pg.url("bench"))
+                .await
+                .unwrap(),
+            sparkwing_state::open_content_with(&objects, &s3.aws_config())
+                .await
+                .unwrap(),
+        )
+    };
+    let (a, b) = (open().await, open().await);
+    Backend {
+        name: "shared (PostgreSQL + s3s-fs)",
+        a,
+        b,
+        _servers: Some((pg, s3)),
+        _dir: dir,
+    }
+}
+
+fn finished_run(i: usize) -> sparkwing_crds::PipelineRun {
+    let pipeline = ["build", "test", "deploy", "lint"][i % 4];
+    let mut run: sparkwing_crds::PipelineRun = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sparkwing.dev/v1alpha1", "kind": "PipelineRun",
+        "metadata": {"name": format!("seed-{i}"), "namespace": if i.is_multiple_of(2) { "ci" } else { "prod" },
+                     "creationTimestamp": format!("2026-01-{:02}T{:02}:{:02}:{:02}Z", 1 + i / 86_400 % 28, i / 3600 % 24, i / 60 % 60, i % 60)},
+        "spec": {"pipeline": pipeline,
+                 "source": {"git": {"url": "https://example.test/r.git", "revision": "main"}}},
+    }))
+    .unwrap();
+    run.status = Some(sparkwing_core::reconcile::status::RunStatus {
+        phase: if i.is_multiple_of(7) {
+            sparkwing_core::reconcile::status::RunPhase::Failed
+        } else {
+            sparkwing_core::reconcile::status::RunPhase::Succeeded
+        },
+        ..Default::default()
+    });
+    run
+}
+
+struct Opts {
+    runs: usize,
+    clients: usize,
+    requests: usize,
+    log_mib: usize,
+    followers: usize,
+    lines: usize,
+}
+
+fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
+    println!("\n== {}", be.name);
+    let admin = format!("swt_{}", "cd".repeat(32));
+    let cluster = Arc::new(MemoryRuns::new());
+    let config = || ApiConfig {
+        default_namespace: "ci".into(),
+        gc_every: None,
+        ..ApiConfig::default()
+    };
+    let st_a = ApiState::new(be.a.clone(), cluster.clone(), config());
+    let st_b = ApiState::new(be.b.clone(), cluster.clone(), config());
+    rt.block_on(async {
+        let rec = sparkwing_state::TokenRecord {
+            id: "000000000000".into(),
+            hash: api::manifest::sha256_hex(admin.as_bytes()),
+            principal: "bench".into(),
+            scopes: vec!["admin".into()],
+            created_ms: 1_767_225_600_000,
+            expires_ms: None,
+            revoked: false,
+            run: None,
+            upload: None,
+            pool_uid: None,
+        };
+        be.a.meta.insert_token(&rec).await.unwrap();
+    });
+
+    // 1. Finished runs in the archive, then the list.
+    let t = Instant::now();
+    rt.block_on(async {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, next, n) = (be.a.clone(), next.clone(), o.runs);
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        store.archive(&finished_run(i)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+    });
+    println!(
+        "archived {} finished runs in {:.1} s",
+        o.runs,
+        t.elapsed().as_secs_f64()
+    );
+    let a = api::spawn_serving(rt, st_a, "127.0.0.1:0").unwrap();
+    let b = api::spawn_serving(rt, st_b, "127.0.0.1:0").unwrap();
+    let mut first: Vec<Duration> = (0..200)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a } else { b };
+            let t = Instant::now();
+            let (s, body) = request(addr, "GET", "/api/v1/runs", &admin, b"");
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+            t.elapsed()
+        })
+        .collect();
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/runs?cursor={c}"),
+            None => "/api/v1/runs".to_string(),
+        };
+        let t = Instant::now();
+        let (s, body) = request(a, "GET", &path, &admin, b"");
+        pages.push(t.elapsed());
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        cursor = v["next"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut filtered: Vec<Duration> = (0..100)
+        .map(|_| {
+            let t = Instant::now();
+            let (s, _) = request(
+                a,
+                "GET",
+                "/api/v1/runs?namespace=prod&phase=Failed",
+                &admin,
+                b"",
+            );
+            assert_eq!(s, 200);
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "runs list, first page of 100: {}; {} pages by cursor: {}; namespace=prod&phase=Failed: {}",
+        p50_p99(&mut first),
+        pages.len(),
+        p50_p99(&mut pages),
+        p50_p99(&mut filtered)
+    );
+
+    // An upload to trigger from.
+    let content = b"fn main() {}\n";
+    let sha = api::manifest::sha256_hex(content);
+    let manifest = serde_json::json!({"files": [{"path": "main.rs", "mode": 420,
+        "size": content.len(), "sha256": sha}]});
+    let (s, body) = request(
+        a,
+        "POST",
+        "/api/v1/uploads",
+        &admin,
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(content).unwrap();
+    let (s, _) = request(
+        a,
+        "PUT",
+        &format!("/api/v1/blobs/{sha}"),
+        &admin,
+        &gz.finish().unwrap(),
+    );
+    assert!(s == 201 || s == 200, "blob: {s}");
+    let trigger_body =
+        serde_json::json!({"pipeline": "build", "source": {"upload": {"id": id}}}).to_string();
+    let trigger = |addr: SocketAddr| -> (u16, String) {
+        let (s, body) = request(
+            addr,
+            "POST",
+            "/api/v1/runs",
+            &admin,
+            trigger_body.as_bytes(),
+        );
+        let name = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (s, name)
+    };
+
+    // 2. Triggers, one client.
+    let mut one: Vec<Duration> = (0..100)
+        .map(|i| {
+            let t = Instant::now();
+            let (s, _) = trigger(if i % 2 == 0 { a } else { b });
+            assert_eq!(s, 201);
+            t.elapsed()
+        })
+        .collect();
+    println!("trigger, one client: {}", p50_p99(&mut one));
+
+    // 3. Mixed load: each client its own run (and runner token) to post logs to.
+    let runs_of_clients: Vec<(String, String)> = (0..o.clients)
+        .map(|_| {
+            let (s, name) = trigger(a);
+            assert_eq!(s, 201);
+            let token = cluster.runner_token("ci", &name).expect("a runner token");
+            (name, token)
+        })
+        .collect();
+    let times: Arc<Mutex<[Vec<Duration>; 3]>> = Arc::default();
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let rss_before = vm_hwm_mib();
+    let t = Instant::now();
+    let clients: Vec<_> = runs_of_clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, (run, token))| {
+            let (times, errors, admin, trigger_body) = (
+                times.clone(),
+                errors.clone(),
+                admin.clone(),
+                trigger_body.clone(),
+            );
+            let requests = o.requests;
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let mut seq = 0u64;
+                    for r in 0..requests {
+                        let addr = if (c + r) % 2 == 0 { a } else { b };
+                        let kind = (c + r) % 3;
+                        let t = Instant::now();
+                        let (s, body) = match kind {
+                            0 => request(addr, "GET", "/api/v1/runs?namespace=ci", &admin, b""),
+                            1 => request(addr, "POST", "/api/v1/runs", &admin, trigger_body.as_bytes()),
+                            _ => {
+                                let batch: Vec<serde_json::Value> = (0..50)
+                                    .map(|_| {
+                                        seq += 1;
+                                        serde_json::json!({"job": "build", "seq": seq,
+                                            "ts": "2026-12-04T10:00:00.000Z", "stream": "stdout",
+                                            "line": format!("   Compiling crate-{seq} v0.1.0 step {seq}")})
+                                    })
+                                    .collect();
+                                let body = serde_json::to_vec(&batch).unwrap();
+                                request(addr, "POST", &format!("/api/v1/runs/ci/{run}/logs"), &token, &body)
+                            }
+                        };
+                        let took = t.elapsed();
+                        if (200..300).contains(&s) {
+                            times.lock().unwrap()[kind].push(took);
+                        } else {
+                            errors.lock().unwrap().push(format!(
+                                "{s}: {}",
+                                String::from_utf8_lossy(&body)
+                            ));
+                        }
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let wall = t.elapsed();
+    let mut times = times.lock().unwrap().clone();
+    let errors = errors.lock().unwrap().clone();
+    let mut all: Vec<Duration> = times.iter().flatten().copied().collect();
+    println!(
+        "{} clients × {} mixed requests in {:.1} s: {} errors{}; all {}; list {}; trigger {}; log batch {}; peak RSS {} -> {} MiB",
+        o.clients,
+        o.requests,
+        wall.as_secs_f64(),
+        errors.len(),
+        errors.first().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        p50_p99(&mut all),
+        p50_p99(&mut times[0]),
+        p50_p99(&mut times[1]),
+        p50_p99(&mut times[2]),
+        rss_before,
+        vm_hwm_mib()
+    );
+
+    // 4. A big log and its tail.
+    let key = sparkwing_state::LogKey::new("ci", "seed-0", "build");
+    let t = Instant::now();
+    let mut seq = 0u64;
+    rt.block_on(async {
+        let mut written = 0usize;
+        while written < o.log_mib << 20 {
+            let batch: Vec<sparkwing_state::LogLine> = (0..2000)
+                .map(|_| {
+                    seq += 1;
+                    let line = format!(
+                        "   Compiling crate-{seq} v0.1.0 (/work/src/crate-{seq}) step {seq} {}",
+                        "x".repeat(60)
+                    );
+                    written += line.len() + 80;
+                    sparkwing_state::LogLine {
+                        seq,
+                        ts: "2026-12-04T10:00:00.000Z".into(),
+                        stream: sparkwing_state::LogStream::Stdout,
+                        line,
+                        truncated: false,
+                    }
+                })
+                .collect();
+            be.a.content.append_log(&key, &batch).await.unwrap();
+        }
+    });
+    println!(
+        "a {} MiB log of {seq} lines written in {:.1} s",
+        o.log_mib,
+        t.elapsed().as_secs_f64()
+    );
+    let rss_before = vm_hwm_mib();
+    let mut tails: Vec<Duration> = (0..200)
+        .map(|i| {
+            let t = Instant::now();
+            let (s, body) = request(
+                if i % 2 == 0 { a } else { b },
+                "GET",
+                "/api/v1/runs/ci/seed-0/logs?job=build&tail=100",
+                &admin,
+                b"",
+            );
+            let took = t.elapsed();
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["lines"][99]["seq"].as_u64(), Some(seq));
+            took
+        })
+        .collect();
+    println!(
+        "tail 100 of it (200 reads, both replicas; the first read of each replica included): {}; peak RSS {} -> {} MiB",
+        p50_p99(&mut tails),
+        rss_before,
+        vm_hwm_mib()
+    );
+
+    // 5. Followers on B, a runner posting to A.
+    let (follow_run, runner) = {
+        let (s, name) = trigger(a);
+        assert_eq!(s, 201);
+        let token = cluster.runner_token("ci", &name).unwrap();
+        (name, token)
+    };
+    let url_a = format!("http://{a}");
+    let url_b = format!("http://{b}");
+    let posting = ApiClient::new(&url_a, &runner).unwrap();
+    let (tx, rx) = mpsc::channel::<(usize, u64, Instant)>();
+    let _followers: Vec<_> = (0..o.followers)
+        .map(|f| {
+            let (tx, run, admin, url_b) =
+                (tx.clone(), follow_run.clone(), admin.clone(), url_b.clone());
+            std::thread::spawn(move || {
+                let client = ApiClient::new(&url_b, &admin).unwrap();
+                let _ = client.follow_logs("ci", &run, "follow", 0, 3, |l| {
+                    if tx.send((f, l.seq, Instant::now())).is_err() {
+                        return Flow::Stop;
+                    }
+                    Flow::Continue
+                });
+            })
+        })
+        .collect();
+    drop(tx);
+    // Line 1 tells that every follower is connected.
+    let post = |seq: u64| {
+        posting
+            .post_logs(
+                "ci",
+                &follow_run,
+                &[LogLine {
+                    job: "follow".into(),
+                    seq,
+                    ts: "2026-12-04T10:00:00.000Z".into(),
+                    stream: LogStream::Stdout,
+                    line: format!("line {seq}"),
+                }],
+            )
+            .unwrap();
+    };
+    post(1);
+    let mut connected = std::collections::BTreeSet::new();
+    while connected.len() < o.followers {
+        let (f, s, _) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every follower receives line 1");
+        assert_eq!(s, 1);
+        connected.insert(f);
+    }
+    let mut latencies = Vec::new();
+    for seq in 2..=(o.lines as u64 + 1) {
+        let sent = Instant::now();
+        post(seq);
+        let mut got = 0;
+        while got < o.followers {
+            let (_, s, at) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a follower receives the line");
+            assert_eq!(s, seq);
+            latencies.push(at.saturating_duration_since(sent));
+            got += 1;
+        }
+    }
+    println!(
+        "{} followers on replica B, one line at a time posted to replica A ({} lines): posted -> delivered {}",
+        o.followers,
+        o.lines,
+        p50_p99(&mut latencies)
+    );
+}
+
+fn main() {
+    let which = arg("--backend", "both");
+    let o = Opts {
+        runs: num("--runs", 10_000),
+        clients: num("--clients", 200),
+        requests: num("--requests", 15),
+        log_mib: num("--log-mib", 150),
+        followers: num("--followers", 20),
+        lines: num("--lines", 100),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if which == "embedded" || which == "both" {
+        let be = rt.block_on(embedded());
+        bench(&rt, be, &o);
+    }
+    if which == "shared" || which == "both" {
+        let be = rt.block_on(shared());
+        bench(&rt, be, &o);
+    }
+}
