@@ -108,6 +108,26 @@ pub struct TriggeredBy {
     /// The webhook delivery that created the run (`X-GitHub-Delivery`), for `via: webhook`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
+    /// The pull request a `pull_request` delivery started the run for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<TriggeringPullRequest>,
+}
+
+/// The pull request a run was started for: what it merges where. The commit it runs is the
+/// run's source revision (the head's).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TriggeringPullRequest {
+    pub number: u64,
+    /// The branch it merges into.
+    pub base: String,
+    /// The branch it merges from (of the fork, for a fork).
+    pub head: String,
+    /// The head is in another repository: the run got no Secrets and no warm runner unless the
+    /// Pipeline allows them.
+    #[serde(default)]
+    pub fork: bool,
 }
 
 /// The path a run request took.

@@ -149,7 +149,7 @@ fn default_max_attempts() -> i32 {
 // The spec's source, trigger, parent and cancel mode are the API's too: defined once, in core.
 pub use sparkwing_core::run_spec::{
     CancelMode, ExternalSource, GitSource, LocalSource, ParentRef, Source, TriggerVia, TriggeredBy,
-    UploadSource,
+    TriggeringPullRequest, UploadSource,
 };
 
 /// Annotation naming the run that started this one as a sub-pipeline: a local run id

@@ -10,7 +10,7 @@ use sparkwing_core::state::JobState;
 // A run's source, trigger, parent and cancel mode, as the PipelineRun's spec has them.
 pub use sparkwing_core::run_spec::{
     CancelMode, ExternalSource, GitSource, LocalSource, ParentRef, Source, TriggerVia, TriggeredBy,
-    UploadSource,
+    TriggeringPullRequest, UploadSource,
 };
 
 /// `POST /api/v1/runs`: the PipelineRun spec's fields a client may set, plus `namespace`.

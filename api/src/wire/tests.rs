@@ -98,6 +98,7 @@ fn run_views_and_lists() {
             host: Some("10.0.0.1".into()),
             via: TriggerVia::Cli,
             delivery_id: None,
+            pull_request: None,
         }),
         parent: None,
         created: Some("2026-01-01T10:00:00Z".into()),

@@ -158,6 +158,17 @@ pub fn status(args: StatusArgs) -> CmdResult {
             println!("phase:    {}", phase.phase_str());
             println!("created:  {}", v.created.as_deref().unwrap_or(""));
             println!("by:       {}", who(&v));
+            if let Some(pr) = v
+                .triggered_by
+                .as_ref()
+                .and_then(|t| t.pull_request.as_ref())
+            {
+                let fork = if pr.fork { " (from a fork)" } else { "" };
+                println!(
+                    "pull request: #{} {} -> {}{fork}",
+                    pr.number, pr.head, pr.base
+                );
+            }
             // A sub-pipeline: the run and job that awaited it (as `runs status` of a local child).
             if let Some(p) = &v.parent {
                 match p.host.as_deref() {

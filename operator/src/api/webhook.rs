@@ -12,7 +12,9 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sparkwing_crds::pipeline::{Pipeline, PUSH_BRANCHES_ANNOTATION};
-use sparkwing_crds::pipeline_run::{GitSource, PipelineRun, Source, TriggerVia, TriggeredBy};
+use sparkwing_crds::pipeline_run::{
+    GitSource, PipelineRun, Source, TriggerVia, TriggeredBy, TriggeringPullRequest,
+};
 
 use crate::labels::{
     BASE_BRANCH_ANNOTATION, COMMIT_ANNOTATION, FORK_ANNOTATION, GITHUB_REPOSITORY_ANNOTATION,
@@ -744,6 +746,7 @@ fn webhook_trigger(sender: &str, delivery: &str) -> TriggeredBy {
         host: None,
         via: TriggerVia::Webhook,
         delivery_id: Some(delivery.to_string()),
+        pull_request: None,
     }
 }
 
@@ -796,7 +799,15 @@ fn run_for_pull_request(
             url: head_repo.clone_url.clone(),
             revision: pr.head.sha.clone(),
         }),
-        webhook_trigger(ev.sender_login(), delivery),
+        TriggeredBy {
+            pull_request: Some(TriggeringPullRequest {
+                number: ev.number,
+                base: pr.base.git_ref.clone(),
+                head: pr.head.git_ref.clone(),
+                fork: ev.is_fork(),
+            }),
+            ..webhook_trigger(ev.sender_login(), delivery)
+        },
     );
     annotate_commit(&mut run, pr.base.repo.full_name.as_deref(), &pr.head.sha);
     let a = run.annotations_mut();
@@ -1462,6 +1473,15 @@ mod tests {
                 (by.principal.as_str(), by.via),
                 ("webhook:contributor", TriggerVia::Webhook)
             );
+            assert_eq!(
+                by.pull_request,
+                Some(TriggeringPullRequest {
+                    number: 42,
+                    base: "main".into(),
+                    head: "fix".into(),
+                    fork: false,
+                })
+            );
             // The replay key differs per action and head commit.
             assert!(
                 c.key.ends_with(&format!("pull/42\n{action}\n{HEAD}")),
@@ -1528,6 +1548,8 @@ mod tests {
         assert_eq!(open.annotations()[PIPELINE_ANNOTATION], "open");
         for r in [open, strict] {
             assert_eq!(r.annotations()[FORK_ANNOTATION], "true");
+            let pr = r.spec.triggered_by.as_ref().unwrap().pull_request.as_ref();
+            assert!(pr.is_some_and(|pr| pr.fork && pr.number == 9), "{pr:?}");
             // The fork's commit, from the fork; its status goes to the base repository.
             assert_eq!(
                 r.spec.source,

@@ -118,6 +118,7 @@ pub fn plan(pipeline: &Pipeline, now: i64) -> SchedulePlan {
                     host: None,
                     via: TriggerVia::Schedule,
                     delivery_id: None,
+                    pull_request: None,
                 },
             );
             let annotations: &mut BTreeMap<String, String> = run.annotations_mut();

@@ -162,6 +162,7 @@ pub async fn trigger(
                 host,
                 via: TriggerVia::Cli,
                 delivery_id: None,
+                pull_request: None,
             }),
             // Only a Pipeline grants Secrets: a triggered run gets none.
             secrets: Vec::new(),
