@@ -4,7 +4,8 @@
 //! `POST /app/installations/{id}/access_tokens`). Transient failures (5xx, 429, network) are
 //! retried with exponential backoff; a 401/403 is [`GitHubError::Unauthorized`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -196,12 +197,26 @@ impl Default for Backoff {
     }
 }
 
-/// A GitHub REST client.
+/// A GitHub REST client. Clones share its cache of App installation tokens.
 #[derive(Clone)]
 pub struct GitHubClient {
     http: reqwest::Client,
     api_url: String,
     backoff: Backoff,
+    tokens: Arc<Mutex<TokenCache>>,
+}
+
+/// An installation token is used until this long before it expires, then minted again.
+const TOKEN_REFRESH_MARGIN_S: i64 = 5 * 60;
+
+/// App installation tokens, reused until shortly before they expire: a token lasts an hour,
+/// while every commit status and pull request listing needs one.
+#[derive(Default)]
+struct TokenCache {
+    /// (App id, repository) → its installation, once looked up.
+    installations: HashMap<(String, String), u64>,
+    /// (App id, installation) → token and its expiry (Unix seconds).
+    tokens: HashMap<(String, u64), (String, i64)>,
 }
 
 #[derive(Serialize)]
@@ -214,6 +229,9 @@ struct AppClaims<'a> {
 #[derive(Deserialize)]
 struct AccessToken {
     token: String,
+    /// RFC 3339; without it the token is not reused.
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +269,7 @@ impl GitHubClient {
             http,
             api_url: api_url.trim_end_matches('/').to_string(),
             backoff,
+            tokens: Arc::default(),
         })
     }
 
@@ -264,14 +283,16 @@ impl GitHubClient {
     ) -> Result<(), GitHubError> {
         let token = self.token(credentials, repo).await?;
         let body = serde_json::to_vec(status).expect("a commit status serialises");
-        self.send(
-            reqwest::Method::POST,
-            &format!("/repos/{repo}/statuses/{sha}"),
-            &format!("Bearer {token}"),
-            Some(body),
-        )
-        .await
-        .map(drop)
+        let posted = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/repos/{repo}/statuses/{sha}"),
+                &format!("Bearer {token}"),
+                Some(body),
+            )
+            .await
+            .map(drop);
+        self.refused(credentials, posted)
     }
 
     /// The files a pull request changes (`GET /repos/{repo}/pulls/{number}/files`, 100 a page;
@@ -289,14 +310,15 @@ impl GitHubClient {
         let token = format!("Bearer {}", self.token(credentials, repo).await?);
         let mut files = Vec::new();
         for page in 1..=30 {
-            let body = self
+            let page = self
                 .send(
                     reqwest::Method::GET,
                     &format!("/repos/{repo}/pulls/{number}/files?per_page=100&page={page}"),
                     &token,
                     None,
                 )
-                .await?;
+                .await;
+            let body = self.refused(credentials, page)?;
             let listed: Vec<File> = parse(&body)?;
             let last = listed.len() < 100;
             files.extend(listed.into_iter().map(|f| f.filename));
@@ -318,8 +340,21 @@ impl GitHubClient {
             } => (app_id, private_key, *installation_id),
         };
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let known = installation.or_else(|| {
+            self.cache()
+                .installations
+                .get(&(app_id.clone(), repo.to_string()))
+                .copied()
+        });
+        if let Some(id) = known {
+            if let Some((token, expires)) = self.cache().tokens.get(&(app_id.clone(), id)) {
+                if now < expires - TOKEN_REFRESH_MARGIN_S {
+                    return Ok(token.clone());
+                }
+            }
+        }
         let jwt = format!("Bearer {}", app_jwt(app_id, key, now)?);
-        let installation = match installation {
+        let installation = match known {
             Some(id) => id,
             None => {
                 let body = self
@@ -330,7 +365,11 @@ impl GitHubClient {
                         None,
                     )
                     .await?;
-                parse::<Installation>(&body)?.id
+                let id = parse::<Installation>(&body)?.id;
+                self.cache()
+                    .installations
+                    .insert((app_id.clone(), repo.to_string()), id);
+                id
             }
         };
         let body = self
@@ -341,7 +380,43 @@ impl GitHubClient {
                 None,
             )
             .await?;
-        Ok(parse::<AccessToken>(&body)?.token)
+        let minted = parse::<AccessToken>(&body)?;
+        let expires = minted
+            .expires_at
+            .as_deref()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        if let Some(expires) = expires {
+            self.cache().tokens.insert(
+                (app_id.clone(), installation),
+                (minted.token.clone(), expires.as_second()),
+            );
+        }
+        Ok(minted.token)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
+        // A panic while holding the lock leaves a consistent map: take it anyway.
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forget `credentials`' cached tokens after GitHub refused one (revoked, or the App's
+    /// permissions changed): the next call mints a new one.
+    fn forget(&self, credentials: &Credentials) {
+        if let Credentials::App { app_id, .. } = credentials {
+            self.cache().tokens.retain(|(app, _), _| app != app_id);
+        }
+    }
+
+    /// `result`, forgetting the credentials' tokens when GitHub refused them.
+    fn refused<T>(
+        &self,
+        credentials: &Credentials,
+        result: Result<T, GitHubError>,
+    ) -> Result<T, GitHubError> {
+        if let Err(GitHubError::Unauthorized { .. }) = &result {
+            self.forget(credentials);
+        }
+        result
     }
 
     /// One request, retried with backoff while GitHub is unavailable; the answer's body.

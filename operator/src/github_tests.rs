@@ -443,3 +443,89 @@ fn the_pipeline_condition_follows_the_newest_run_that_posted() {
         None
     );
 }
+
+#[tokio::test]
+async fn an_installation_token_is_reused_until_it_nears_expiry_and_dropped_when_refused() {
+    let later = k8s_openapi::jiff::Timestamp::now().as_second() + 3600;
+    let expires = k8s_openapi::jiff::Timestamp::from_second(later)
+        .unwrap()
+        .to_string();
+    let soon = k8s_openapi::jiff::Timestamp::from_second(later - 3600 + 60)
+        .unwrap()
+        .to_string();
+    let gh = GitHub::start(vec![
+        (201, json!({"token": "ghs_one", "expires_at": expires})),
+        created(),
+        created(),
+        // GitHub refuses the cached token (revoked): it is forgotten...
+        (401, json!({"message": "Bad credentials"})),
+        // ...and the next post mints another, which expires within the refresh margin...
+        (201, json!({"token": "ghs_two", "expires_at": soon})),
+        created(),
+        // ...so the one after mints again.
+        (201, json!({"token": "ghs_three", "expires_at": expires})),
+        created(),
+    ])
+    .await;
+    let app = Credentials::App {
+        app_id: "99".into(),
+        private_key: TEST_KEY.into(),
+        installation_id: Some(1234),
+    };
+    let client = gh.client();
+    let status = |client: &GitHubClient| {
+        let client = client.clone();
+        let app = app.clone();
+        async move {
+            client
+                .post_status(
+                    &app,
+                    "acme/app",
+                    SHA,
+                    &CommitStatus {
+                        state: StatusState::Pending,
+                        target_url: None,
+                        description: Some("running".into()),
+                        context: "sparkwing/app".into(),
+                    },
+                )
+                .await
+        }
+    };
+    status(&client).await.unwrap();
+    status(&client).await.unwrap();
+    let refused = status(&client).await.unwrap_err();
+    assert!(
+        matches!(refused, GitHubError::Unauthorized { status: 401, .. }),
+        "{refused}"
+    );
+    status(&client).await.unwrap();
+    status(&client).await.unwrap();
+    let seen: Vec<(String, String)> = gh
+        .seen()
+        .iter()
+        .map(|s| (s.path.clone(), header(s, "authorization").to_string()))
+        .collect();
+    let exchange = "/api/v3/app/installations/1234/access_tokens";
+    let statuses = format!("/api/v3/repos/acme/app/statuses/{SHA}");
+    let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [exchange, &statuses, &statuses, &statuses, exchange, &statuses, exchange, &statuses]
+    );
+    let tokens: Vec<&str> = seen
+        .iter()
+        .filter(|(p, _)| *p == statuses)
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            "Bearer ghs_one",
+            "Bearer ghs_one",
+            "Bearer ghs_one",
+            "Bearer ghs_two",
+            "Bearer ghs_three"
+        ]
+    );
+}
