@@ -84,6 +84,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, run, job)
     );
     "#,
+    // 2: dashboard login sessions (the cluster dashboard's cookie, by the hash of its secret).
+    r#"
+    CREATE TABLE sessions (
+        hash       TEXT PRIMARY KEY,
+        token_id   TEXT NOT NULL,
+        principal  TEXT NOT NULL,
+        scopes     TEXT NOT NULL,
+        csrf       TEXT NOT NULL,
+        created_ms {int64} NOT NULL,
+        expires_ms {int64} NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -114,10 +127,16 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     /// sha256 of each shipped migration as SQLite and PostgreSQL receive it.
-    const SHIPPED: &[(&str, &str)] = &[(
-        "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
-        "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
-    )];
+    const SHIPPED: &[(&str, &str)] = &[
+        (
+            "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
+            "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
+        ),
+        (
+            "2c66c41f400d0a2eac7dc198e20bce056b4663c17852efca9c5a9454a49dbab4",
+            "66d3a7fedad61ae47a7f50f9f9d83cd6dbc54766962fa488fd70f97b09db1c81",
+        ),
+    ];
 
     fn sha256(text: &str) -> String {
         hex::encode(Sha256::digest(text.as_bytes()))
