@@ -457,6 +457,11 @@ async fn dashboard_lists_runs_with_filters_and_shows_a_run_with_its_jobs_and_log
         "{b}"
     );
     assert!(b.contains("id: 2"), "{b}");
+    // The run is over: no Cancel button in its live sections.
+    assert!(
+        b.contains("\"actions\":\"\"") && !b.contains("cancel-run"),
+        "{b}"
+    );
     // Resumed after the last line seen: no lines again.
     let r = request(
         &f,
@@ -489,4 +494,39 @@ async fn dashboard_serves_the_shared_assets() {
             .starts_with(kind));
         assert!(!r.body.is_empty());
     }
+}
+
+#[tokio::test]
+async fn dashboard_runs_stream_sends_the_list_at_once() {
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let (cookie, _) = login(&f, &f.reader).await;
+    let req = Request::builder()
+        .uri("/ui/runs/stream?phase=Running")
+        .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = f.app().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The stream never ends by itself: read its first event only, with a deadline.
+    let mut body = res.into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first event within 10 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(frame.data_ref().unwrap()).into_owned();
+    assert!(text.starts_with("event: list"), "{text}");
+    assert!(text.contains(&format!("/runs/{ns}/{name}")), "{text}");
+    // A bad filter is refused before the stream starts.
+    let r = request(
+        &f,
+        Method::GET,
+        "/ui/runs/stream?phase=Done",
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

@@ -144,6 +144,20 @@ pub async fn runs_page(
     Html(page("Runs", "runs", Some(&session), &body)).into_response()
 }
 
+/// The run's buttons: Cancel for a `runs:trigger` session while the run is live and unfinished
+/// (a live section: it goes when the run ends).
+pub fn actions_html(session: &Session, ns: &str, name: &str, cancellable: bool) -> String {
+    if !(cancellable && session.principal.has(&Scope::RunsTrigger)) {
+        return String::new();
+    }
+    format!(
+        "<form method=\"post\" action=\"/runs/{ns}/{name}/cancel\" class=\"run-actions\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\" id=\"cancel-run\">Cancel run</button></form>",
+        esc(&session.csrf)
+    )
+}
+
 /// `GET /runs/{ns}/{name}?job=J`.
 pub async fn run_page(
     State(st): State<ApiState>,
@@ -166,17 +180,10 @@ pub async fn run_page(
             .map(|j| format!("?job={}", url_enc(j)))
             .unwrap_or_default()
     );
-    let can_cancel = session.principal.has(&Scope::RunsTrigger) && v.live && !v.phase.is_terminal();
-    let actions = if can_cancel {
-        format!(
-            "<form method=\"post\" action=\"/runs/{ns}/{name}/cancel\" class=\"run-actions\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button type=\"submit\" id=\"cancel-run\">Cancel run</button></form>",
-            esc(&session.csrf)
-        )
-    } else {
-        String::new()
-    };
+    let actions = format!(
+        "<div data-section=\"actions\">{}</div>",
+        actions_html(&session, &ns, &name, v.live && !v.phase.is_terminal())
+    );
     let body = render::run_body(
         &run,
         &sections,

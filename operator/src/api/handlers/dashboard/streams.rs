@@ -17,7 +17,7 @@ use sparkwing_core::time::parse_rfc3339;
 use sparkwing_dashboard::render;
 use sparkwing_state::LogKey;
 
-use super::pages::{list_query, list_runs, runs_list_html, PAGE_RUNS};
+use super::pages::{actions_html, list_query, list_runs, runs_list_html, PAGE_RUNS};
 use super::view::{job_models, read_run, run_model};
 use crate::api::session::Session;
 use crate::api::{check_job_name, check_object_name, ApiError, ApiState};
@@ -102,8 +102,15 @@ impl RunFollow {
         let v = read_run(&self.st, &self.session, &self.ns, &self.name).await?;
         let run = run_model(&v);
         let jobs = job_models(&v);
-        let sections =
+        let mut sections =
             render::run_sections(&run, &jobs, String::new(), self.job.as_deref(), now_ms());
+        sections["sections"]["actions"] = actions_html(
+            &self.session,
+            &self.ns,
+            &self.name,
+            v.live && !v.phase.is_terminal(),
+        )
+        .into();
         let text = sections.to_string();
         if self.last_view.as_deref() != Some(text.as_str()) {
             self.queue
