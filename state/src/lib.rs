@@ -68,6 +68,8 @@ pub trait MetadataStore: Send + Sync {
     async fn delete_session(&self, hash: &str) -> Result<bool>;
     /// Delete the sessions whose expiry is at or before `now_ms`; how many.
     async fn collect_expired_sessions(&self, now_ms: i64) -> Result<u64>;
+    /// Delete every session made from the token `token_id` (it was revoked); how many.
+    async fn delete_token_sessions(&self, token_id: &str) -> Result<u64>;
     /// Revoke every token minted for a run (a cancelled, finished or deleted run); how many.
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64>;
     /// Delete a token record (a runner or pool token is forgotten, not kept revoked); false when

@@ -96,6 +96,7 @@ const MIGRATIONS: &[&str] = &[
         expires_ms {int64} NOT NULL
     );
     CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+    CREATE INDEX sessions_by_token ON sessions (token_id);
     "#,
 ];
 
@@ -133,8 +134,8 @@ mod tests {
             "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
         ),
         (
-            "2c66c41f400d0a2eac7dc198e20bce056b4663c17852efca9c5a9454a49dbab4",
-            "66d3a7fedad61ae47a7f50f9f9d83cd6dbc54766962fa488fd70f97b09db1c81",
+            "112b2830d5bfa6286f6ef4b13d22fa998c7165c30896cf8a4f2d5cf454cadf9b",
+            "93bca60d813f25a872fec3d86c6410d6a2114d3c17b4f4d14d8fc7b38717f962",
         ),
     ];
 

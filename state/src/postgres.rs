@@ -405,6 +405,11 @@ impl MetadataStore for PgMetadata {
             .await
     }
 
+    async fn delete_token_sessions(&self, token_id: &str) -> Result<u64> {
+        self.execute("DELETE FROM sessions WHERE token_id = $1", &[&token_id])
+            .await
+    }
+
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64> {
         self.execute(
             "UPDATE tokens SET revoked = TRUE WHERE run_ns = $1 AND run_name = $2 AND NOT revoked",

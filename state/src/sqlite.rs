@@ -326,6 +326,15 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn delete_token_sessions(&self, token_id: &str) -> Result<u64> {
+        let token_id = token_id.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM sessions WHERE token_id = ?1", [token_id])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64> {
         let run = run.clone();
         self.call(move |c| {

@@ -956,5 +956,13 @@ async fn sessions(b: Backend) {
     // Expiry at or before now collects.
     assert_eq!(m.collect_expired_sessions(150).await.unwrap(), 1);
     assert!(m.find_session("s1").await.unwrap().is_none());
-    assert_eq!(m.find_session("s3").await.unwrap(), Some(s3));
+    assert_eq!(m.find_session("s3").await.unwrap(), Some(s3.clone()));
+    // Revoking a token ends the sessions made from it, and only those.
+    let mut other = session("s4", 400);
+    other.token_id = "another-token".into();
+    m.insert_session(&other).await.unwrap();
+    assert_eq!(m.delete_token_sessions("token-of-s3").await.unwrap(), 1);
+    assert!(m.find_session("s3").await.unwrap().is_none());
+    assert_eq!(m.find_session("s4").await.unwrap(), Some(other));
+    assert_eq!(m.delete_token_sessions("token-of-s3").await.unwrap(), 0);
 }

@@ -315,6 +315,27 @@ async fn dashboard_logout_and_expiry_end_a_session() {
     let r = request(&f, Method::GET, "/", Some(&cookie), &[], "").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 
+    // Revoking the token ends the sessions it opened.
+    let (cookie, _) = login(&f, &f.reader).await;
+    let id =
+        f.st.store
+            .lookup_token(&f.reader)
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+    let r = f
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/admin/tokens/{id}"),
+            Some(&f.admin),
+            Body::empty(),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let r = request(&f, Method::GET, "/", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
     // A session past its expiry is refused and removed.
     let short = fx_with(ApiConfig {
         session_ttl: std::time::Duration::ZERO,
