@@ -25,6 +25,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("sparkwing-core", BTreeSet::new()),
         ("sparkwing-api", BTreeSet::from(["sparkwing-core"])),
         ("sparkwing-crds", BTreeSet::from(["sparkwing-core"])),
+        ("sparkwing-dashboard", BTreeSet::from(["sparkwing-core"])),
         (
             "sparkwing-operator",
             BTreeSet::from([
@@ -32,6 +33,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
                 "sparkwing-api",
                 "sparkwing-crds",
                 "sparkwing-state",
+                "sparkwing-dashboard",
             ]),
         ),
         (
@@ -51,6 +53,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             BTreeSet::from([
                 "sparkwing-core",
                 "sparkwing-api",
+                "sparkwing-dashboard",
                 "sparkwing-engine",
                 "sparkwing-docker",
                 "sparkwing-runner",
@@ -124,7 +127,17 @@ fn no_crate_has_a_circle_of_modules() {
     let root = workspace_root();
     let mut found = Vec::new();
     for member in [
-        "sdk", "core", "api", "crds", "state", "operator", "engine", "docker", "runner", "cli",
+        "sdk",
+        "core",
+        "api",
+        "dashboard",
+        "crds",
+        "state",
+        "operator",
+        "engine",
+        "docker",
+        "runner",
+        "cli",
         "e2e",
     ] {
         let src = root.join(member).join("src");

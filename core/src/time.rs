@@ -22,6 +22,18 @@ pub fn format_rfc3339(ms: i64) -> String {
     format_utc(ms, "%Y-%m-%dT%H:%M:%SZ")
 }
 
+/// A duration for people: `850ms`, `1.2s`, `2m03s` (negative reads as 0).
+pub fn human_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
 /// Parse an RFC 3339 time (`YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`) to Unix milliseconds
 /// (sub-millisecond digits are dropped).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {

@@ -121,17 +121,8 @@ impl Terminal {
     }
 }
 
-/// `1.2s`, `850ms`, `2m03s`.
-pub fn human_duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
-}
+/// `1.2s`, `850ms`, `2m03s` (one definition, in core, shared with the dashboards).
+pub use sparkwing_core::time::human_duration;
 
 #[cfg(test)]
 mod tests {

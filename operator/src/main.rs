@@ -141,6 +141,11 @@ struct Args {
     /// Unset: statuses carry no link.
     #[arg(global = true, long, env = "SPARKWING_DASHBOARD_URL")]
     dashboard_url: Option<String>,
+
+    /// The API is reached over TLS (a TLS-terminating ingress or proxy in front of it): the
+    /// dashboard's session cookies are marked `Secure`.
+    #[arg(global = true, long, env = "SPARKWING_API_BEHIND_TLS")]
+    behind_tls: bool,
 }
 
 async fn shutdown_signal() {
@@ -196,6 +201,11 @@ async fn open_api(
                     .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
                 max_runs: args.retain_finished_runs,
             },
+            secure_cookies: args.behind_tls
+                || args
+                    .dashboard_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
             ..ApiConfig::default()
         },
     );

@@ -165,6 +165,8 @@ impl Store {
         if server_minted(&rec) {
             self.meta.delete_token(id).await
         } else {
+            // The dashboard sessions it opened end with it.
+            self.meta.delete_token_sessions(id).await?;
             self.meta.revoke_token(id).await
         }
     }

@@ -35,7 +35,7 @@ pub use logs::{AppendReport, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
     parse_run_cursor, run_cursor, Delivery, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage,
-    RunSummary, StoredItem, TokenRecord,
+    RunSummary, SessionRecord, StoredItem, TokenRecord,
 };
 
 /// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
@@ -58,6 +58,18 @@ pub trait MetadataStore: Send + Sync {
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Delete the records whose expiry is at or before `now_ms`; their ids.
     async fn collect_expired_tokens(&self, now_ms: i64) -> Result<Vec<String>>;
+
+    // Dashboard sessions (hashes only; the session secret is never stored).
+    /// Insert a session; an existing hash is replaced.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+    /// The session whose hash is `hash` (expired or not; the caller decides).
+    async fn find_session(&self, hash: &str) -> Result<Option<SessionRecord>>;
+    /// Delete a session (logout); false when none has that hash.
+    async fn delete_session(&self, hash: &str) -> Result<bool>;
+    /// Delete the sessions whose expiry is at or before `now_ms`; how many.
+    async fn collect_expired_sessions(&self, now_ms: i64) -> Result<u64>;
+    /// Delete every session made from the token `token_id` (it was revoked); how many.
+    async fn delete_token_sessions(&self, token_id: &str) -> Result<u64>;
     /// Revoke every token minted for a run (a cancelled, finished or deleted run); how many.
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64>;
     /// Delete a token record (a runner or pool token is forgotten, not kept revoked); false when

@@ -84,6 +84,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, run, job)
     );
     "#,
+    // 2: dashboard login sessions (the cluster dashboard's cookie, by the hash of its secret).
+    r#"
+    CREATE TABLE sessions (
+        hash       TEXT PRIMARY KEY,
+        token_id   TEXT NOT NULL,
+        principal  TEXT NOT NULL,
+        scopes     TEXT NOT NULL,
+        csrf       TEXT NOT NULL,
+        created_ms {int64} NOT NULL,
+        expires_ms {int64} NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+    CREATE INDEX sessions_by_token ON sessions (token_id);
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -114,10 +128,16 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     /// sha256 of each shipped migration as SQLite and PostgreSQL receive it.
-    const SHIPPED: &[(&str, &str)] = &[(
-        "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
-        "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
-    )];
+    const SHIPPED: &[(&str, &str)] = &[
+        (
+            "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
+            "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
+        ),
+        (
+            "112b2830d5bfa6286f6ef4b13d22fa998c7165c30896cf8a4f2d5cf454cadf9b",
+            "93bca60d813f25a872fec3d86c6410d6a2114d3c17b4f4d14d8fc7b38717f962",
+        ),
+    ];
 
     fn sha256(text: &str) -> String {
         hex::encode(Sha256::digest(text.as_bytes()))

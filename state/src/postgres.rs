@@ -19,7 +19,7 @@ use crate::sqlite::{now_ms, page};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
     Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
-    RunSummary, TokenRecord,
+    RunSummary, SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -224,6 +224,21 @@ pub(crate) fn redact(config: &str) -> String {
 const TOKEN_COLS: &str =
     "id, hash, principal, scopes, created_ms, expires_ms, revoked, run_ns, run_name, upload, pool_uid";
 
+const SESSION_COLS: &str = "hash, token_id, principal, scopes, csrf, created_ms, expires_ms";
+
+fn session_row(r: &Row) -> Result<SessionRecord> {
+    let scopes: String = r.get(3);
+    Ok(SessionRecord {
+        hash: r.get(0),
+        token_id: r.get(1),
+        principal: r.get(2),
+        scopes: serde_json::from_str(&scopes).map_err(bad_row)?,
+        csrf: r.get(4),
+        created_ms: r.get(5),
+        expires_ms: r.get(6),
+    })
+}
+
 fn token_row(r: &Row) -> Result<TokenRecord> {
     let scopes: String = r.get(3);
     let run_ns: Option<String> = r.get(7);
@@ -343,6 +358,56 @@ impl MetadataStore for PgMetadata {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    async fn insert_session(&self, t: &SessionRecord) -> Result<()> {
+        let scopes = serde_json::to_string(&t.scopes).expect("strings serialise");
+        self.execute(
+            &format!(
+                "INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (hash) DO UPDATE SET token_id = EXCLUDED.token_id,
+                   principal = EXCLUDED.principal, scopes = EXCLUDED.scopes,
+                   csrf = EXCLUDED.csrf, created_ms = EXCLUDED.created_ms,
+                   expires_ms = EXCLUDED.expires_ms"
+            ),
+            &[
+                &t.hash,
+                &t.token_id,
+                &t.principal,
+                &scopes,
+                &t.csrf,
+                &t.created_ms,
+                &t.expires_ms,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn find_session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let rows = self
+            .query(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1"),
+                &[&hash],
+            )
+            .await?;
+        rows.first().map(session_row).transpose()
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<bool> {
+        self.execute("DELETE FROM sessions WHERE hash = $1", &[&hash])
+            .await
+            .map(|n| n > 0)
+    }
+
+    async fn collect_expired_sessions(&self, now_ms: i64) -> Result<u64> {
+        self.execute("DELETE FROM sessions WHERE expires_ms <= $1", &[&now_ms])
+            .await
+    }
+
+    async fn delete_token_sessions(&self, token_id: &str) -> Result<u64> {
+        self.execute("DELETE FROM sessions WHERE token_id = $1", &[&token_id])
+            .await
     }
 
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64> {

@@ -16,7 +16,7 @@ use crate::migrations::{self, Dialect};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
     Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
-    RunSummary, TokenRecord,
+    RunSummary, SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -146,6 +146,23 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+const SESSION_COLS: &str = "hash, token_id, principal, scopes, csrf, created_ms, expires_ms";
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let scopes: String = r.get(3)?;
+    Ok(SessionRecord {
+        hash: r.get(0)?,
+        token_id: r.get(1)?,
+        principal: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+        })?,
+        csrf: r.get(4)?,
+        created_ms: r.get(5)?,
+        expires_ms: r.get(6)?,
+    })
+}
+
 const RUN_COLS: &str = "namespace, name, pipeline, phase, created_ms, finished_ms, view";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
@@ -248,6 +265,72 @@ impl MetadataStore for SqliteMetadata {
             let mut ids: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
             ids.sort();
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()> {
+        let t = session.clone();
+        let scopes = serde_json::to_string(&t.scopes).expect("strings serialise");
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (hash) DO UPDATE SET token_id = excluded.token_id,
+                       principal = excluded.principal, scopes = excluded.scopes,
+                       csrf = excluded.csrf, created_ms = excluded.created_ms,
+                       expires_ms = excluded.expires_ms"
+                ),
+                params![
+                    t.hash,
+                    t.token_id,
+                    t.principal,
+                    scopes,
+                    t.csrf,
+                    t.created_ms,
+                    t.expires_ms
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn find_session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1"),
+                [hash],
+                session_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<bool> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM sessions WHERE hash = ?1", [hash])
+                .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn collect_expired_sessions(&self, now_ms: i64) -> Result<u64> {
+        self.call(move |c| {
+            c.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn delete_token_sessions(&self, token_id: &str) -> Result<u64> {
+        let token_id = token_id.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM sessions WHERE token_id = ?1", [token_id])
+                .map(|n| n as u64)
         })
         .await
     }

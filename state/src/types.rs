@@ -40,6 +40,23 @@ pub struct TokenRecord {
     pub pool_uid: Option<String>,
 }
 
+/// A dashboard login session: the hash of its cookie's secret, never the secret, and what the
+/// API token it was made from allowed when it was made (the token itself is not kept).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Lowercase hex sha256 of the session secret (the cookie's value).
+    pub hash: String,
+    /// The id of the API token exchanged for it.
+    pub token_id: String,
+    pub principal: String,
+    pub scopes: Vec<String>,
+    /// The session's CSRF token: every state-changing request of the session carries it.
+    pub csrf: String,
+    pub created_ms: i64,
+    /// After this the session is refused (and may be collected).
+    pub expires_ms: i64,
+}
+
 /// What the runs list shows of a run, plus what it is filtered and ordered by.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {

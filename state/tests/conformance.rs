@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sparkwing_state::{
     ingest, ByteStream, Delivery, IngestReport, LogIndex, LogKey, LogLine, RetentionPolicy,
-    RunFilter, RunKey, RunSummary, StateError, TokenRecord,
+    RunFilter, RunKey, RunSummary, SessionRecord, StateError, TokenRecord,
 };
 use support::Backend;
 
@@ -48,6 +48,7 @@ conformance!(
     tokens_are_deleted_by_id_and_by_run,
     deliveries_are_found_and_forgotten,
     manifests_and_blobs_are_listed,
+    sessions,
 );
 
 async fn tokens_are_deleted_by_id_and_by_run(b: Backend) {
@@ -933,4 +934,46 @@ async fn ingest_caps_a_log_with_a_marker(b: Backend) {
         ),
         "{err}"
     );
+}
+
+fn session(hash: &str, expires: i64) -> SessionRecord {
+    SessionRecord {
+        hash: hash.into(),
+        token_id: format!("token-of-{hash}"),
+        principal: "ada@example.com".into(),
+        scopes: vec!["runs:read".into(), "runs:trigger".into()],
+        csrf: format!("csrf-{hash}"),
+        created_ms: 10,
+        expires_ms: expires,
+    }
+}
+
+async fn sessions(b: Backend) {
+    let m = &b.meta;
+    assert!(m.find_session("s1").await.unwrap().is_none());
+    let (s1, s2, s3) = (session("s1", 100), session("s2", 200), session("s3", 300));
+    for s in [&s1, &s2, &s3] {
+        m.insert_session(s).await.unwrap();
+    }
+    assert_eq!(m.find_session("s1").await.unwrap(), Some(s1.clone()));
+    // Inserting the same hash again replaces it.
+    let mut renewed = s1.clone();
+    renewed.expires_ms = 150;
+    m.insert_session(&renewed).await.unwrap();
+    assert_eq!(m.find_session("s1").await.unwrap(), Some(renewed));
+    assert!(m.delete_session("s2").await.unwrap());
+    assert!(!m.delete_session("s2").await.unwrap());
+    assert!(m.find_session("s2").await.unwrap().is_none());
+    // Expiry at or before now collects.
+    assert_eq!(m.collect_expired_sessions(150).await.unwrap(), 1);
+    assert!(m.find_session("s1").await.unwrap().is_none());
+    assert_eq!(m.find_session("s3").await.unwrap(), Some(s3.clone()));
+    // Revoking a token ends the sessions made from it, and only those.
+    let mut other = session("s4", 400);
+    other.token_id = "another-token".into();
+    m.insert_session(&other).await.unwrap();
+    assert_eq!(m.delete_token_sessions("token-of-s3").await.unwrap(), 1);
+    assert!(m.find_session("s3").await.unwrap().is_none());
+    assert_eq!(m.find_session("s4").await.unwrap(), Some(other));
+    assert_eq!(m.delete_token_sessions("token-of-s3").await.unwrap(), 0);
 }

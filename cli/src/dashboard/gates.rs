@@ -3,7 +3,6 @@
 //! `sparkwing runs approve|reject` does (`sparkwing_engine::gates::decide`).
 
 use super::api::ApiError;
-use super::html::{esc, url_enc};
 use super::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sparkwing_core::gate::{self, Decision, DecisionError};
 use sparkwing_core::JobState;
+use sparkwing_dashboard::html::{esc, url_enc};
 use sparkwing_engine::gates::DecideError;
 use sparkwing_engine::store::{GateRecord, RunRecord, Store, StoreError};
 

@@ -5,21 +5,20 @@
 //! background watcher polls SQLite's `data_version` every [`POLL`] and wakes the live streams
 //! (server-sent events) when any process committed. The only writes are the reconciliation of
 //! runs whose process died, the same as any `sparkwing runs` reader does, and a decision on an
-//! approval gate (`gates`), the same as `sparkwing runs approve|reject` records.
+//! approval gate (`gates`), the same as `sparkwing runs approve|reject` records. The pages'
+//! HTML, the job graph and the assets are `sparkwing-dashboard`'s, shared with the cluster's
+//! dashboard.
 
 mod api;
-mod dag;
 mod db;
 mod gates;
-mod html;
 mod pages;
 mod sse;
 
 #[cfg(test)]
 mod tests;
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use sparkwing_engine::home::Home;
@@ -84,33 +83,10 @@ pub fn router(state: AppState) -> Router {
             get(sse::api_log_stream),
         )
         .route("/api/pipelines", get(api::pipelines))
-        .route("/assets/app.css", get(css))
-        .route("/assets/app.js", get(js))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .merge(sparkwing_dashboard::assets())
         .fallback(pages::not_found_page)
         .with_state(state)
-}
-
-const APP_CSS: &str = include_str!("assets/app.css");
-const APP_JS: &str = include_str!("assets/app.js");
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-async fn css() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
-}
-
-async fn js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 /// Serve until SIGTERM or SIGINT. `listener` is already bound.

@@ -20,6 +20,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("missing scope {scope}")]
     Forbidden { scope: String },
+    /// A dashboard request without a live session (none, forged, expired or logged out).
+    #[error("no dashboard session: log in at /login")]
+    NoSession,
+    /// A state-changing dashboard request without its session's CSRF token.
+    #[error("missing or wrong CSRF token")]
+    Csrf,
     #[error("{0}")]
     BadRequest(String),
     #[error("invalid manifest: {0}")]
@@ -100,8 +106,8 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::NoSession => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } | ApiError::Csrf => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_)
             | ApiError::InvalidManifest(_)
             | ApiError::SizeMismatch { .. }
@@ -132,8 +138,9 @@ impl ApiError {
     /// The stable, machine-readable `error` field.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::NoSession => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Csrf => "csrf",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidManifest(_) | ApiError::SizeMismatch { .. } => "invalid_manifest",
             ApiError::HashMismatch { .. } => "hash_mismatch",

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod pipelines;
 pub mod server;
+pub mod session;
 pub mod webhook;
 
 #[cfg(test)]
@@ -122,6 +123,11 @@ pub struct ApiConfig {
     /// A push (repository, ref, commit) delivered again under a new delivery id within this is
     /// answered with its first delivery's runs instead of starting new ones.
     pub push_replay_window: Duration,
+    /// How long a dashboard session lasts after login (never past its token's expiry).
+    pub session_ttl: Duration,
+    /// The API is reached over TLS (it sits behind a TLS-terminating proxy): session cookies
+    /// are `Secure`.
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -142,6 +148,8 @@ impl Default for ApiConfig {
             body_timeout: Duration::from_secs(15),
             max_connections: 1024,
             push_replay_window: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
         }
     }
 }
@@ -268,8 +276,19 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
+    use handlers::dashboard::{login, pages, streams};
     use handlers::{admin, logs, pools, runs as r, uploads, webhooks};
     let api = Router::new()
+        // The cluster dashboard (docs/dashboard.md): pages and their streams on a session.
+        .route("/", get(pages::runs_page))
+        .route("/runs", get(pages::runs_page))
+        .route("/runs/{ns}/{name}", get(pages::run_page))
+        .route("/runs/{ns}/{name}/cancel", post(pages::cancel))
+        .route("/login", get(login::login_page).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/ui/runs/stream", get(streams::runs_stream))
+        .route("/ui/runs/{ns}/{name}/stream", get(streams::run_stream))
+        .merge(sparkwing_dashboard::assets())
         .route("/api/v1/whoami", get(admin::whoami))
         .route("/api/v1/uploads", post(uploads::create_upload))
         .route("/api/v1/uploads/{id}", get(uploads::get_upload))
@@ -416,6 +435,10 @@ async fn sweep_tokens(st: ApiState) {
         every.tick().await;
         if let Err(e) = expire_runner_tokens(&st).await {
             tracing::warn!("expiring runner tokens: {e}");
+        }
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        if let Err(e) = st.store.meta.collect_expired_sessions(now).await {
+            tracing::warn!("collecting expired dashboard sessions: {e}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Request handlers, one module per resource.
 
 pub mod admin;
+pub mod dashboard;
 pub mod logs;
 pub mod pools;
 pub mod runs;

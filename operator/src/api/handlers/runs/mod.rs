@@ -10,6 +10,6 @@ mod trigger;
 mod view;
 
 pub use end::{cancel, finish};
-pub use read::{get_run, list};
+pub use read::{get_run, list, ListQuery};
 pub use report::{put_branch_check, put_job_state};
 pub use trigger::trigger;

@@ -1,8 +1,8 @@
 //! The run page's job graph: a layered layout (a job's column is the longest path to it from a
 //! job without needs; `finally` jobs come last) drawn as inline SVG.
 
-use super::html::{esc, job_state_label, state_icon};
-use sparkwing_engine::store::JobRecord;
+use crate::html::{esc, job_state_label, state_icon, url_enc};
+use crate::model::Job;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -13,7 +13,7 @@ const ROW_GAP: i64 = 14;
 const PAD: i64 = 8;
 
 /// Each job's column (0-based), in `jobs` order.
-pub fn layers(jobs: &[JobRecord]) -> Vec<usize> {
+pub fn layers(jobs: &[Job]) -> Vec<usize> {
     let index: HashMap<&str, usize> = jobs
         .iter()
         .enumerate()
@@ -64,7 +64,7 @@ fn short(s: &str, max: usize) -> String {
 }
 
 /// The graph as an `<svg>` element; each job links to its log (`?job=ID`).
-pub fn svg(jobs: &[JobRecord], selected: Option<&str>) -> String {
+pub fn svg(jobs: &[Job], selected: Option<&str>) -> String {
     if jobs.is_empty() {
         return "<p class=\"muted\">No jobs yet: the pipeline is still planning.</p>".into();
     }
@@ -143,7 +143,7 @@ pub fn svg(jobs: &[JobRecord], selected: Option<&str>) -> String {
              <text x=\"{tx}\" y=\"{ty1}\" class=\"node-name\">{icon} {name}</text>\
              <text x=\"{rx}\" y=\"{ty1}\" class=\"node-tag\" text-anchor=\"end\">{tag_short}</text>\
              <text x=\"{tx}\" y=\"{ty2}\" class=\"node-state\">{short_label}</text></a>",
-            id_url = super::html::url_enc(&j.job_id),
+            id_url = url_enc(&j.job_id),
             state = j.state.as_str(),
             sel = if sel { " selected" } else { "" },
             fin = if j.is_finally { " finally" } else { "" },
@@ -168,23 +168,11 @@ mod tests {
     use super::*;
     use sparkwing_core::JobState;
 
-    fn job(id: &str, needs: &[&str], finally: bool) -> JobRecord {
-        JobRecord {
-            run_id: "r".into(),
-            job_id: id.into(),
-            position: 0,
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            optional: false,
-            is_finally: finally,
-            state: JobState::Pending,
-            reason: None,
-            attempt: 0,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            outputs: None,
-            child_run: None,
-        }
+    fn job(id: &str, needs: &[&str], finally: bool) -> Job {
+        let mut j = Job::new(id, JobState::Pending);
+        j.needs = needs.iter().map(|s| s.to_string()).collect();
+        j.is_finally = finally;
+        j
     }
 
     #[test]

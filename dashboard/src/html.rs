@@ -1,8 +1,8 @@
 //! Small HTML pieces shared by the pages and the DAG drawing: escaping, URL encoding, how a
 //! state reads.
 
+use crate::model::Job;
 use sparkwing_core::JobState;
-use sparkwing_engine::store::JobRecord;
 use std::fmt::Write;
 
 /// Escape text for HTML content and attribute values.
@@ -59,7 +59,7 @@ pub fn state_icon(state: &str) -> &'static str {
 }
 
 /// A job's state with its reason or exit code: "failed (exit 3)", "skipped: upstream-failed".
-pub fn job_state_label(j: &JobRecord) -> String {
+pub fn job_state_label(j: &Job) -> String {
     let mut s = state_word(j.state.as_str()).to_string();
     let reason_has_code = j.reason.as_deref().is_some_and(|r| r.contains("exit code"));
     if j.state == JobState::Failed && !reason_has_code {

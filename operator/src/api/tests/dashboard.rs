@@ -1,0 +1,553 @@
+//! The cluster dashboard: login and its cookie, sessions in the state layer, CSRF, scopes, the
+//! pages and their streams over the API's storage.
+
+use axum::http::HeaderMap;
+
+use super::*;
+use crate::api::session::SESSION_COOKIE;
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+async fn request(
+    f: &Fx,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Page {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("{SESSION_COOKIE}={c}"));
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/x-www-form-urlencoded");
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let res = f
+        .app()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Page {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Log in with `token`: the session cookie's value and the whole `Set-Cookie`.
+async fn login(f: &Fx, token: &str) -> (String, String) {
+    let r = request(
+        f,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        &format!("token={token}&next=%2Fruns"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/runs");
+    assert!(!r.body.contains(token));
+    let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+    let value = set
+        .strip_prefix(&format!("{SESSION_COOKIE}="))
+        .and_then(|s| s.split(';').next())
+        .unwrap()
+        .to_string();
+    (value, set)
+}
+
+/// The CSRF token the session's pages carry.
+async fn csrf(f: &Fx, cookie: &str) -> String {
+    let r = request(f, Method::GET, "/", Some(cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let at = r.body.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    r.body[at..at + 32].to_string()
+}
+
+async fn running_run(f: &Fx) -> (String, String) {
+    let upload = f.upload(&[("a.txt", "a")]).await;
+    let (ns, name) = f.trigger_run(&upload).await;
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    (ns, name)
+}
+
+#[tokio::test]
+async fn dashboard_login_sets_a_session_cookie_and_never_returns_the_token() {
+    let f = fx().await;
+    let r = request(&f, Method::GET, "/login", None, &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("name=\"token\"") && r.body.contains("type=\"password\""));
+    let (cookie, set) = login(&f, &f.reader).await;
+    assert_eq!(cookie.len(), 64, "{set}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Strict", "Max-Age=43200"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    // Only the secret's hash is stored.
+    let stored =
+        f.st.store
+            .meta
+            .find_session(&sha256_hex(cookie.as_bytes()))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.principal, "bob");
+    assert_eq!(stored.scopes, ["runs:read"]);
+    // The pages open with it, and never carry the token.
+    let r = request(&f, Method::GET, "/", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("<h1>Runs</h1>") && r.body.contains("Log out"));
+    assert!(!r.body.contains(&f.reader));
+
+    // Behind TLS the cookie is Secure.
+    let tls = fx_with(ApiConfig {
+        secure_cookies: true,
+        ..ApiConfig::default()
+    })
+    .await;
+    let (_, set) = login(&tls, &tls.reader).await;
+    assert!(set.ends_with("; Secure"), "{set}");
+}
+
+#[tokio::test]
+async fn dashboard_login_refuses_unknown_runner_and_cross_site_tokens() {
+    let f = fx().await;
+    let r = request(&f, Method::POST, "/login", None, &[], "token=swt_nothing").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("login-error") && r.headers.get("set-cookie").is_none());
+    let (_, _, runner) = trigger_external(&f).await;
+    let r = request(
+        &f,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        &format!("token={runner}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("runs:read"), "{}", r.body);
+    // A form posted from another site's page.
+    let r = request(
+        &f,
+        Method::POST,
+        "/login",
+        None,
+        &[("origin", "https://evil.example"), ("host", "ci.example")],
+        &format!("token={}", f.reader),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // `next` never leaves the site.
+    let r = request(
+        &f,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        &format!("token={}&next=%2F%2Fevil.example", f.reader),
+    )
+    .await;
+    assert_eq!(r.location(), "/");
+}
+
+#[tokio::test]
+async fn dashboard_without_a_session_redirects_pages_and_refuses_streams() {
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    for path in ["/", "/runs?phase=Running", &format!("/runs/{ns}/{name}")] {
+        let r = request(&f, Method::GET, path, None, &[], "").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
+        assert!(
+            r.location().starts_with("/login?next=%2F"),
+            "{}",
+            r.location()
+        );
+    }
+    for path in ["/ui/runs/stream", &format!("/ui/runs/{ns}/{name}/stream")] {
+        let r = request(&f, Method::GET, path, None, &[], "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap()["error"],
+            "unauthorized"
+        );
+    }
+    // JSON asked of a page: 401 too.
+    let r = request(
+        &f,
+        Method::GET,
+        "/",
+        None,
+        &[("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // A bearer token is not a session.
+    let r = request(
+        &f,
+        Method::GET,
+        "/",
+        None,
+        &[("authorization", &format!("Bearer {}", f.admin))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    // A forged cookie (the token itself, or random) is refused.
+    for forged in [f.reader.as_str(), &"ab".repeat(32)] {
+        let r = request(&f, Method::GET, "/", Some(forged), &[], "").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+    }
+}
+
+#[tokio::test]
+async fn dashboard_cancel_needs_csrf_and_runs_trigger() {
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let run_path = format!("/runs/{ns}/{name}");
+    let cancel = format!("{run_path}/cancel");
+
+    // A read-only session sees no Cancel button, and its POST gets 403 even with its CSRF token.
+    let (reader, _) = login(&f, &f.reader).await;
+    let r = request(&f, Method::GET, &run_path, Some(&reader), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(&format!("{ns}/{name}")));
+    assert!(!r.body.contains("cancel-run"));
+    let token = csrf(&f, &reader).await;
+    let r = request(
+        &f,
+        Method::POST,
+        &cancel,
+        Some(&reader),
+        &[],
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.body.contains("runs:trigger"), "{}", r.body);
+
+    // A trigger session sees it; without the CSRF token, or with another one, 403.
+    let (trigger, _) = login(&f, &f.trigger).await;
+    let r = request(&f, Method::GET, &run_path, Some(&trigger), &[], "").await;
+    assert!(r.body.contains("id=\"cancel-run\""), "{}", r.body);
+    let token = csrf(&f, &trigger).await;
+    for body in ["", "csrf=", "csrf=0123456789abcdef0123456789abcdef"] {
+        let r = request(&f, Method::POST, &cancel, Some(&trigger), &[], body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}: {}", r.body);
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap()["error"],
+            "csrf"
+        );
+    }
+    // The reader's CSRF token is not the trigger session's.
+    let other = csrf(&f, &reader).await;
+    let r = request(
+        &f,
+        Method::POST,
+        &cancel,
+        Some(&trigger),
+        &[],
+        &format!("csrf={other}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(f.runs.run(&ns, &name).unwrap().spec.cancel.is_none());
+    // The right one (form field or header) cancels and goes back to the run.
+    let r = request(
+        &f,
+        Method::POST,
+        &cancel,
+        Some(&trigger),
+        &[("x-csrf-token", &token)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), run_path);
+    assert!(f.runs.run(&ns, &name).unwrap().spec.cancel.is_some());
+}
+
+#[tokio::test]
+async fn dashboard_logout_and_expiry_end_a_session() {
+    let f = fx().await;
+    let (cookie, _) = login(&f, &f.trigger).await;
+    let token = csrf(&f, &cookie).await;
+    // Logout is state-changing: CSRF first.
+    let r = request(&f, Method::POST, "/logout", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = request(
+        &f,
+        Method::POST,
+        "/logout",
+        Some(&cookie),
+        &[],
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/login");
+    assert!(r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = request(&f, Method::GET, "/", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    // Revoking the token ends the sessions it opened.
+    let (cookie, _) = login(&f, &f.reader).await;
+    let id =
+        f.st.store
+            .lookup_token(&f.reader)
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+    let r = f
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/admin/tokens/{id}"),
+            Some(&f.admin),
+            Body::empty(),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let r = request(&f, Method::GET, "/", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    // A session past its expiry is refused and removed.
+    let short = fx_with(ApiConfig {
+        session_ttl: std::time::Duration::ZERO,
+        ..ApiConfig::default()
+    })
+    .await;
+    let (cookie, _) = login(&short, &short.reader).await;
+    let r = request(&short, Method::GET, "/", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let hash = sha256_hex(cookie.as_bytes());
+    assert!(short
+        .st
+        .store
+        .meta
+        .find_session(&hash)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn dashboard_sessions_are_shared_by_replicas() {
+    // Two API processes on the same stores: a session made by one opens pages on the other.
+    let f = fx().await;
+    let other = ApiState::new(f.stores.store.clone(), f.runs.clone(), ApiConfig::default());
+    let (cookie, _) = login(&f, &f.reader).await;
+    let req = Request::builder()
+        .uri("/")
+        .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = router(other).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn dashboard_lists_runs_with_filters_and_shows_a_run_with_its_jobs_and_log() {
+    let f = fx().await;
+    let (ns, name, runner) = trigger_external(&f).await;
+    let (cookie, _) = login(&f, &f.reader).await;
+    let r = request(&f, Method::GET, "/", Some(&cookie), &[], "").await;
+    assert!(
+        r.body.contains(&format!("href=\"/runs/{ns}/{name}\"")),
+        "{}",
+        r.body
+    );
+    let r = request(
+        &f,
+        Method::GET,
+        "/runs?phase=Succeeded",
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert!(r.body.contains("id=\"no-match\""), "{}", r.body);
+    let r = request(&f, Method::GET, "/runs?phase=Done", Some(&cookie), &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // The runner posts a log and a job state; the run ends.
+    let logs = json!([{"job": "build", "seq": 1, "line": "compiling"},
+                      {"job": "build", "seq": 2, "stream": "stderr", "line": "warning: <x>"}]);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/logs"),
+            &runner,
+            logs,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/jobs/build"),
+            &runner,
+            json!({"state": "failed", "exitCode": 3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            &runner,
+            json!({"phase": "Failed", "message": "job build failed"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/{name}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("data-job=\"build\""), "{}", r.body);
+    assert!(r.body.contains("failed (exit 3)"), "{}", r.body);
+    assert!(r.body.contains("job build failed"), "{}", r.body);
+    assert!(r.body.contains(&format!(
+        "data-stream=\"/ui/runs/{ns}/{name}/stream?job=build\""
+    )));
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/nothing"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // The run's stream: its sections, the log, the job's end, then done (the run is over).
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/ui/runs/{ns}/{name}/stream?job=build"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let b = &r.body;
+    let (view, logs, end, done) = (
+        b.find("event: view").unwrap(),
+        b.find("event: logs").unwrap(),
+        b.find("event: log-end").unwrap(),
+        b.find("event: done").unwrap(),
+    );
+    assert!(view < logs && logs < end && end < done, "{b}");
+    assert!(
+        b.contains("\"line\":\"compiling\"") && b.contains("\"stream\":\"stderr\""),
+        "{b}"
+    );
+    assert!(b.contains("id: 2"), "{b}");
+    // The run is over: no Cancel button in its live sections.
+    assert!(
+        b.contains("\"actions\":\"\"") && !b.contains("cancel-run"),
+        "{b}"
+    );
+    // Resumed after the last line seen: no lines again.
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/ui/runs/{ns}/{name}/stream?job=build"),
+        Some(&cookie),
+        &[("last-event-id", "2")],
+        "",
+    )
+    .await;
+    assert!(
+        !r.body.contains("event: logs") && r.body.contains("event: done"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn dashboard_serves_the_shared_assets() {
+    let f = fx().await;
+    for (path, kind) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+    ] {
+        let r = request(&f, Method::GET, path, None, &[], "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        assert!(!r.body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn dashboard_runs_stream_sends_the_list_at_once() {
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let (cookie, _) = login(&f, &f.reader).await;
+    let req = Request::builder()
+        .uri("/ui/runs/stream?phase=Running")
+        .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = f.app().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The stream never ends by itself: read its first event only, with a deadline.
+    let mut body = res.into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first event within 10 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(frame.data_ref().unwrap()).into_owned();
+    assert!(text.starts_with("event: list"), "{text}");
+    assert!(text.contains(&format!("/runs/{ns}/{name}")), "{text}");
+    // A bad filter is refused before the stream starts.
+    let r = request(
+        &f,
+        Method::GET,
+        "/ui/runs/stream?phase=Done",
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
