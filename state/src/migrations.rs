@@ -84,6 +84,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, run, job)
     );
     "#,
+    // 2: approval gate decisions (the first one recorded on a gate stands).
+    r#"
+    CREATE TABLE gate_decisions (
+        namespace  TEXT NOT NULL,
+        run        TEXT NOT NULL,
+        gate       TEXT NOT NULL,
+        decision   TEXT NOT NULL,
+        decided_by TEXT NOT NULL,
+        at_ms      {int64} NOT NULL,
+        comment    TEXT,
+        timed_out  {bool} NOT NULL,
+        PRIMARY KEY (namespace, run, gate)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -114,10 +128,16 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     /// sha256 of each shipped migration as SQLite and PostgreSQL receive it.
-    const SHIPPED: &[(&str, &str)] = &[(
-        "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
-        "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
-    )];
+    const SHIPPED: &[(&str, &str)] = &[
+        (
+            "6f991a70f4c8e3ec48f0d62741195bc12ae764b94df5d5cf3c4fdadbd4ccac87",
+            "ec54f02f6b8e9bf42fee18a2afdc767f2de7c7a6f92e4a0c87c84b69937885f9",
+        ),
+        (
+            "cdd4c08de36dbaf0202c765c1ae76cbece5245e2bf223cfd414572b52c297f18",
+            "8012c40abd9a4f0095ac5e2b55a883ce800f664861dc2626d7e1d13d3f3c9ad8",
+        ),
+    ];
 
     fn sha256(text: &str) -> String {
         hex::encode(Sha256::digest(text.as_bytes()))
