@@ -237,6 +237,7 @@ fn blob_batch(blobs: &[&[u8]]) -> Vec<u8> {
 // By route group (named so as not to shadow the API's own `auth` and `runs` modules).
 mod admin;
 mod data_dir_migration;
+mod gates;
 /// Tests of issue 13 (the API under attack and under load), one or more per item.
 mod hardening;
 mod logs;
