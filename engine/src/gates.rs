@@ -337,7 +337,7 @@ mod tests {
             panic!("not decided")
         };
         assert!(d.timed_out && d.by == gate::TIMEOUT_DECIDER, "{d:?}");
-        assert_eq!(*relay.timeouts.lock().unwrap(), [d.clone()]);
+        assert_eq!(*relay.timeouts.lock().unwrap(), std::slice::from_ref(&d));
         assert_eq!(recorded(&dir), Some(d));
 
         // A person decided there just before the timeout was recorded: theirs stands.
