@@ -243,6 +243,29 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
             .contains(&format!("was already approved by {APPROVER}: ship it")),
         "{again}"
     );
+    // A gate the run does not have: exit 5 as locally.
+    let unknown = env
+        .approver
+        .run(
+            [
+                "runs",
+                "approve",
+                &full,
+                "--gate",
+                "nope",
+                "--profile",
+                PROFILE,
+            ],
+            WAIT,
+        )
+        .await?;
+    assert_eq!(unknown.code, 5, "{unknown}");
+    assert!(
+        unknown.stderr.contains(&format!(
+            "run {full} has no gate \"nope\"; its gates: approve"
+        )),
+        "{unknown}"
+    );
 
     // Rejected: the run fails, deploy never runs, cleanup (finally) does.
     let full = env.trigger().await?;

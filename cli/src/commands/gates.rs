@@ -162,11 +162,15 @@ fn decide_remote(args: DecideArgs, decision: Decision) -> CmdResult {
         .decide_gate(&ns, &name, &args.gate, &req)
         .map_err(|e| match &e {
             RemoteError::Status {
-                status: 409,
+                status: status @ (404 | 409),
                 message,
                 ..
             } => CliError::new(
-                ExitCode::Usage,
+                if *status == 404 {
+                    ExitCode::NotFound
+                } else {
+                    ExitCode::Usage
+                },
                 format!("{message} (the API at {})", t.client.base_url()),
             ),
             _ => api_error(&t, e),
