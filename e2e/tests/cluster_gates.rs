@@ -2,7 +2,8 @@
 //! fixture `tests/fixtures/gates` in a runner pod of the test bed, its gate waits in the pod, and
 //! a person decides it with `sparkwing runs approve|reject --profile` through the API; the runner
 //! relays the decision to its engine and the run goes on (approve: `Succeeded`) or fails
-//! (reject: `Failed`, the job after the gate never runs, the `finally` job does).
+//! (reject: `Failed`, the job after the gate never runs, the `finally` job does); a gate nobody
+//! decides is rejected by its timeout, recorded through the API by the runner.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -67,8 +68,8 @@ impl Env {
         })
     }
 
-    /// `pipeline trigger ship --detach --profile ci`: the run's `NS/NAME`.
-    async fn trigger(&self) -> Result<String> {
+    /// `pipeline trigger PIPELINE --detach --profile ci`: the run's `NS/NAME`.
+    async fn trigger(&self, pipeline: &str) -> Result<String> {
         let project = self.user.project().to_str().unwrap_or_default();
         let out = self
             .user
@@ -78,7 +79,7 @@ impl Env {
                     "trigger",
                     "-C",
                     project,
-                    "ship",
+                    pipeline,
                     "--detach",
                     "--profile",
                     PROFILE,
@@ -172,7 +173,7 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
     let env = Env::new("cluster-gates").await?;
 
     // Approved: the run goes on to Succeeded.
-    let full = env.trigger().await?;
+    let full = env.trigger("ship").await?;
     let name = name_of(&full).to_string();
     let waiting = env.wait_job(&name, "approve", &["waiting"]).await?;
     assert_eq!(waiting["gate"], true, "{waiting}");
@@ -268,7 +269,7 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
     );
 
     // Rejected: the run fails, deploy never runs, cleanup (finally) does.
-    let full = env.trigger().await?;
+    let full = env.trigger("ship").await?;
     let name = name_of(&full).to_string();
     env.wait_job(&name, "approve", &["waiting"]).await?;
     let out = env
@@ -298,4 +299,48 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
         .await?;
     assert_eq!(status.code, 1, "{status}");
     env.shutdown("cluster-gates").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gates_timeout_is_recorded_through_the_api() -> Result<()> {
+    let env = Env::new("cluster-gate-timeout").await?;
+    let full = env.trigger("timed").await?;
+    let name = name_of(&full).to_string();
+    let run = env.wait_end(&name).await?;
+    assert_eq!(phase(&run), "Failed", "{:#?}", run.status);
+    let jobs = env.jobs(&name).await?;
+    assert_eq!(jobs["approve"]["state"], "failed", "{jobs:#}");
+    assert_eq!(
+        jobs["approve"]["reason"], "rejected by timeout: no decision within 2s",
+        "{jobs:#}"
+    );
+    assert_eq!(jobs["deploy"]["state"], "cancelled", "{jobs:#}");
+    // The API's record is the runner's, marked as the timeout's.
+    let path = format!("/api/v1/runs/{full}/gates/approve");
+    let v = env
+        .cluster
+        .api()
+        .admin("GET", &path, None)
+        .await?
+        .ok()?
+        .json()?;
+    let d = &v["decided"];
+    assert_eq!(
+        (
+            d["decision"].clone(),
+            d["by"].clone(),
+            d["timedOut"].clone()
+        ),
+        ("reject".into(), "timeout".into(), true.into()),
+        "{v}"
+    );
+    assert_eq!(d["comment"], "no decision within 2s", "{v}");
+    // Too late for a person.
+    let late = env.decide(&env.approver, "approve", &full, "sorry").await?;
+    assert_eq!(late.code, 2, "{late}");
+    assert!(
+        late.stderr.contains("was already rejected by timeout"),
+        "{late}"
+    );
+    env.shutdown("cluster-gate-timeout").await
 }
