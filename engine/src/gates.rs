@@ -26,6 +26,11 @@ pub const GATE_POLL: Duration = Duration::from_millis(50);
 /// before the run sees it.
 pub const RELAY_POLL: Duration = Duration::from_millis(500);
 
+/// How long a gate whose timeout passed keeps asking its [`GateRelay`] to record the timeout
+/// (every [`RELAY_POLL`]: the relay may not know yet that the gate waits, or be briefly
+/// unreachable) before the timeout decides in the run's store alone.
+pub const TIMEOUT_RELAY_GRACE: Duration = Duration::from_secs(3);
+
 /// Where decisions on a run's gates are recorded besides the run's own store: the cluster API
 /// for a run in a runner pod, whose store nobody else can write. Its calls block (the engine
 /// makes them on the blocking pool).
@@ -78,6 +83,9 @@ pub async fn wait_for_decision(g: WaitingGate, mut control: watch::Receiver<Cont
     };
     let mut next_relay = Instant::now();
     let mut relay_failing = false;
+    // When the relay first failed to record the timeout, and when to ask it again.
+    let mut timeout_refused: Option<Instant> = None;
+    let mut next_timeout_try = Instant::now();
     loop {
         if *control.borrow() != Control::Run {
             return GateEnd::Stopped;
@@ -109,22 +117,37 @@ pub async fn wait_for_decision(g: WaitingGate, mut control: watch::Receiver<Cont
             }
         }
         if let Some(mut d) = gate::timed_out(&g.spec, g.waiting_since_ms, crate::now_ms()) {
+            let mut decided = true;
             if let Some(relay) = &g.relay {
-                let (gate_id, timeout) = (g.gate.clone(), d.clone());
-                match relay_call(relay, move |r| r.record_timeout(&gate_id, &timeout)).await {
-                    // A person's decision recorded there first stands over the timeout's.
-                    Ok(standing) => d = standing,
-                    Err(e) => tracing::warn!(
-                        "gate {}: its timeout is recorded here only, not where it is decided: {e}",
-                        g.gate
-                    ),
+                if Instant::now() < next_timeout_try {
+                    decided = false;
+                } else {
+                    let (gate_id, timeout) = (g.gate.clone(), d.clone());
+                    match relay_call(relay, move |r| r.record_timeout(&gate_id, &timeout)).await {
+                        // A person's decision recorded there first stands over the timeout's.
+                        Ok(standing) => d = standing,
+                        Err(e) => {
+                            let since = *timeout_refused.get_or_insert_with(Instant::now);
+                            if since.elapsed() < TIMEOUT_RELAY_GRACE {
+                                next_timeout_try = Instant::now() + RELAY_POLL;
+                                decided = false;
+                            } else {
+                                tracing::warn!(
+                                    "gate {}: its timeout is recorded here only, not where it is decided: {e}",
+                                    g.gate
+                                );
+                            }
+                        }
+                    }
                 }
             }
-            // A person's decision recorded meanwhile stands over the timeout's.
-            return match store.decide_gate(&g.run_id, &g.gate, &d) {
-                Ok(standing) => GateEnd::Decided(standing),
-                Err(e) => GateEnd::Broken(format!("gate cannot record its timeout: {e}")),
-            };
+            if decided {
+                // A person's decision recorded meanwhile stands over the timeout's.
+                return match store.decide_gate(&g.run_id, &g.gate, &d) {
+                    Ok(standing) => GateEnd::Decided(standing),
+                    Err(e) => GateEnd::Broken(format!("gate cannot record its timeout: {e}")),
+                };
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(GATE_POLL) => {}
@@ -354,7 +377,23 @@ mod tests {
         assert_eq!(end, GateEnd::Decided(person(Decision::Approve)));
         assert_eq!(recorded(&dir), Some(person(Decision::Approve)));
 
-        // The relay cannot be reached: the timeout decides here all the same.
+        // The relay refuses at first (it does not know yet that the gate waits): asked again.
+        let relay = Arc::new(Memory::default());
+        let (dir, g) = waiting(spec.clone(), relay.clone());
+        let g = WaitingGate {
+            relay: Some(Arc::new(RefusesOnce(relay.clone(), Mutex::new(false)))),
+            ..g
+        };
+        let (_tx, rx) = watch::channel(Control::Run);
+        let GateEnd::Decided(d) = wait_for_decision(g, rx).await else {
+            panic!("not decided")
+        };
+        assert!(d.timed_out, "{d:?}");
+        assert_eq!(relay.timeouts.lock().unwrap().len(), 1);
+        assert_eq!(*relay.decided.lock().unwrap(), Some(d.clone()));
+        assert_eq!(recorded(&dir), Some(d));
+
+        // The relay cannot be reached: after its grace the timeout decides here all the same.
         let relay = Arc::new(Memory {
             down: Some("cannot reach the API".into()),
             ..Default::default()
@@ -366,6 +405,27 @@ mod tests {
         };
         assert!(d.timed_out, "{d:?}");
         assert_eq!(recorded(&dir), Some(d));
+    }
+
+    /// A relay that refuses the first timeout it is asked to record.
+    #[derive(Debug)]
+    struct RefusesOnce(Arc<Memory>, Mutex<bool>);
+
+    impl GateRelay for RefusesOnce {
+        fn decision(&self, gate: &str) -> Result<Option<Decided>, String> {
+            self.0.decision(gate)
+        }
+
+        fn record_timeout(&self, gate: &str, timeout: &Decided) -> Result<Decided, String> {
+            let mut refused = self.1.lock().unwrap();
+            if !*refused {
+                *refused = true;
+                return Err(
+                    "gate \"approve\" is not waiting for a decision (it is pending)".into(),
+                );
+            }
+            self.0.record_timeout(gate, timeout)
+        }
     }
 
     /// A relay where a person's approval lands between the gate's last ask and its timeout.
