@@ -1,6 +1,6 @@
-//! What a token may do (`docs/api.md`, "Auth"): `runs:read`, `runs:trigger`, `admin`, and the
-//! server-minted `run:<ns>/<name>` (one run's runner) and `pool:<ns>/<pool>` (one RunnerPool's
-//! warm runners). On the wire a scope is its text (`Display` / [`Scope::parse`]).
+//! What a token may do (`docs/api.md`, "Auth"): `runs:read`, `runs:trigger`, `approvals:write`
+//! (decide approval gates), `admin`, and the server-minted `run:<ns>/<name>` (one run's runner)
+//! and `pool:<ns>/<pool>` (one RunnerPool's warm runners). On the wire a scope is its text (`Display` / [`Scope::parse`]).
 
 use std::fmt;
 
@@ -9,6 +9,8 @@ use std::fmt;
 pub enum Scope {
     RunsRead,
     RunsTrigger,
+    /// Approve or reject the approval gates of runs.
+    ApprovalsWrite,
     Admin,
     /// The runner of one run.
     Run {
@@ -23,7 +25,7 @@ pub enum Scope {
 }
 
 /// Scopes an admin may grant (`run:` and `pool:` scopes are minted by the server only).
-pub const GRANTABLE_SCOPES: &[&str] = &["runs:read", "runs:trigger", "admin"];
+pub const GRANTABLE_SCOPES: &[&str] = &["runs:read", "runs:trigger", "approvals:write", "admin"];
 
 impl Scope {
     pub fn run(namespace: &str, name: &str) -> Scope {
@@ -44,6 +46,7 @@ impl Scope {
         match s {
             "runs:read" => Some(Scope::RunsRead),
             "runs:trigger" => Some(Scope::RunsTrigger),
+            "approvals:write" => Some(Scope::ApprovalsWrite),
             "admin" => Some(Scope::Admin),
             _ => {
                 let (make, rest): (fn(&str, &str) -> Scope, &str) =
@@ -64,6 +67,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::RunsRead => f.write_str("runs:read"),
             Scope::RunsTrigger => f.write_str("runs:trigger"),
+            Scope::ApprovalsWrite => f.write_str("approvals:write"),
             Scope::Admin => f.write_str("admin"),
             Scope::Run { namespace, name } => write!(f, "run:{namespace}/{name}"),
             Scope::Pool { namespace, name } => write!(f, "pool:{namespace}/{name}"),
@@ -80,13 +84,22 @@ mod tests {
         for s in [
             "runs:read",
             "runs:trigger",
+            "approvals:write",
             "admin",
             "run:ci/b-1",
             "pool:ci/warm",
         ] {
             assert_eq!(Scope::parse(s).map(|x| x.to_string()).as_deref(), Some(s));
         }
-        for bad in ["", "run:", "run:ci", "run:/x", "pool:ci/", "runs:write"] {
+        for bad in [
+            "",
+            "run:",
+            "run:ci",
+            "run:/x",
+            "pool:ci/",
+            "runs:write",
+            "approvals:read",
+        ] {
             assert_eq!(Scope::parse(bad), None, "{bad}");
         }
     }

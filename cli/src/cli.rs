@@ -132,11 +132,11 @@ pub enum RunsCommand {
     Cancel(CancelArgs),
     /// Wait until a run finishes; exits like `runs status`.
     Wait(WaitArgs),
-    /// Approve a waiting approval gate of a live local run: the gate succeeds and the jobs that
-    /// need it start.
+    /// Approve a waiting approval gate of a live run (local, or with --profile on a cluster): the
+    /// gate succeeds and the jobs that need it start.
     Approve(DecideArgs),
-    /// Reject a waiting approval gate of a live local run: the gate fails and the jobs that need
-    /// it are cancelled.
+    /// Reject a waiting approval gate of a live run (local, or with --profile on a cluster): the
+    /// gate fails and the jobs that need it are cancelled.
     Reject(DecideArgs),
     /// Re-run a finished local run on the current code: its failed jobs (or the named ones) and
     /// what needs them run again, the other jobs are reused; exits like `run`.
@@ -270,7 +270,8 @@ pub struct DecideArgs {
     /// Why, recorded with the decision and shown by `runs status`.
     #[arg(long = "comment", value_name = "TEXT")]
     pub comment: Option<String>,
-    /// Who decides, as recorded (default: the OS user).
+    /// Who decides, as recorded (default: the OS user); local runs only (with --profile: the
+    /// token's principal).
     #[arg(long = "as", value_name = "NAME")]
     pub as_user: Option<String>,
     /// `json` prints the recorded decision as one JSON object.
@@ -439,7 +440,7 @@ pub struct TokenCreateArgs {
     /// Who the token is for (shown as triggeredBy of the runs it starts).
     #[arg(value_name = "PRINCIPAL")]
     pub principal: String,
-    /// A scope: runs:read, runs:trigger or admin (repeatable).
+    /// A scope: runs:read, runs:trigger, approvals:write or admin (repeatable).
     #[arg(long = "scope", value_name = "SCOPE", required = true)]
     pub scopes: Vec<String>,
     #[arg(long = "profile", value_name = "PROFILE")]

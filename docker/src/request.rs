@@ -71,6 +71,7 @@ impl RunnerRequest {
                 retry: None,
                 sink: None,
                 no_cache: false,
+                gate_relay: None,
             },
             self.run_id,
         )

@@ -182,6 +182,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         masker,
         term: Terminal::new(req.format, &run_id),
         sink: req.sink.clone(),
+        gates: Default::default(),
     };
     let start_line = format!(
         "{} {} {}",

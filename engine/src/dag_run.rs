@@ -267,6 +267,7 @@ pub(super) async fn run_dag(
         .filter_map(|j| j.gate.clone().map(|g| (j.id.clone(), g)))
         .collect();
     rec.store.insert_gates(&run_id, &gates)?;
+    rec.gates = gates.iter().map(|(id, _)| id.clone()).collect();
     for j in &new_jobs {
         rec.sink_state(
             &j.id,
@@ -646,6 +647,7 @@ fn start_gate(
         gate: id,
         spec,
         waiting_since_ms: now,
+        relay: ctx.req.gate_relay.clone(),
     };
     let tx = ctx.tx.clone();
     tokio::spawn(async move {
@@ -696,6 +698,7 @@ fn on_gate_end(
         // An approval is a success with a reason: who approved it, when the dashboard shows it.
         if let (Some(d), JobState::Success) = (&decided, sched.job(job).state) {
             let reason = rec.masker.mask(&gate::reason(d)).into_owned();
+            let now = now_ms();
             rec.store.job_finished(
                 &rec.run_id.clone(),
                 &id,
@@ -703,8 +706,19 @@ fn on_gate_end(
                 Some(&reason),
                 None,
                 None,
-                now_ms(),
+                now,
             )?;
+            rec.sink_state(
+                &id,
+                sink::job_state_report(
+                    JobState::Success,
+                    sched.job(job).attempt,
+                    Some(jobs[job].started_ms),
+                    Some(now),
+                    None,
+                    Some(&reason),
+                ),
+            );
         }
     }
     Ok(actions)

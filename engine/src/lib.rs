@@ -74,6 +74,8 @@ pub struct RunRequest {
     pub runner: String,
     /// A second destination for the run's lines, job states and end (the cluster API).
     pub sink: Option<Arc<dyn RunSink>>,
+    /// Where else its gates' decisions are recorded (a runner pod: the cluster API).
+    pub gate_relay: Option<Arc<dyn gates::GateRelay>>,
     /// The jobs that execute (`--sw-only`, `--sw-start-at`, `--sw-stop-at`); the rest are skipped.
     pub selection: sparkwing_core::selection::Selection,
     /// A re-run of a recorded run (`sparkwing runs retry`): the jobs it does not retry are reused.
@@ -180,6 +182,7 @@ pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineEr
         masker: masker_for(req),
         term: Terminal::new(req.format, &run.id),
         sink: req.sink.clone(),
+        gates: Default::default(),
     };
     let admitted = Admitted {
         run_id: run.id.clone(),

@@ -19,6 +19,8 @@ pub(super) struct Recorder {
     pub(super) masker: Masker,
     pub(super) term: Terminal,
     pub(super) sink: Option<Arc<dyn RunSink>>,
+    /// The plan's approval gates: their states reach the sink marked `"gate": true`.
+    pub(super) gates: std::collections::HashSet<String>,
 }
 
 impl Recorder {
@@ -39,8 +41,9 @@ impl Recorder {
     }
 
     /// Tell the sink a job's state (no-op without a sink).
-    pub(super) fn sink_state(&self, job: &str, state: JobStateReport) {
+    pub(super) fn sink_state(&self, job: &str, mut state: JobStateReport) {
         if let Some(s) = &self.sink {
+            state.gate = self.gates.contains(job);
             s.job_state(job, state);
         }
     }

@@ -94,6 +94,7 @@ pub fn job_state_report(
         exit_code,
         reason: reason.map(str::to_string),
         settled: false,
+        gate: false,
     }
 }
 

@@ -237,6 +237,11 @@ pub(crate) fn execute_attempt(
         selection: Default::default(),
         retry: None,
         sink: Some(sink.clone()),
+        gate_relay: Some(Arc::new(crate::gate_relay::ApiGateRelay::new(
+            client.clone(),
+            ns,
+            name,
+        ))),
         no_cache: false,
     };
     let code = match rt.block_on(engine::execute(req)) {

@@ -7,6 +7,7 @@
 //! a warm pod's own annotations.
 
 mod attempt;
+mod gate_relay;
 pub mod git_source;
 pub mod materialise;
 pub mod podinfo;

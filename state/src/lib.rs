@@ -1,9 +1,9 @@
 //! The API's state layer: what the API stores, behind two traits, each with an embedded and a
 //! shared implementation (see `docs/state.md`).
 //!
-//! - [`MetadataStore`]: tokens, the run index, job states, webhook deliveries, the log index and
-//!   retention. Embedded: SQLite ([`sqlite::SqliteMetadata`]); shared: PostgreSQL
-//!   ([`postgres::PgMetadata`]).
+//! - [`MetadataStore`]: tokens, the run index, job states, gate decisions, webhook deliveries,
+//!   the log index and retention. Embedded: SQLite ([`sqlite::SqliteMetadata`]); shared:
+//!   PostgreSQL ([`postgres::PgMetadata`]).
 //! - [`ContentStore`]: blobs by sha256, manifests, log segments, run archives. Embedded: files
 //!   in one directory ([`files::FileContent`]); shared: an object store
 //!   ([`objects::ObjectContent`]: S3-compatible, or a local file system).
@@ -34,8 +34,8 @@ pub use ingest::{ingest, IngestReport};
 pub use logs::{AppendReport, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
-    parse_run_cursor, run_cursor, Delivery, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage,
-    RunSummary, SessionRecord, StoredItem, TokenRecord,
+    parse_run_cursor, run_cursor, Delivery, GateDecision, GateRecorded, LogIndex, RetentionPolicy,
+    RunFilter, RunKey, RunPage, RunSummary, SessionRecord, StoredItem, TokenRecord,
 };
 
 /// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
@@ -97,6 +97,20 @@ pub trait MetadataStore: Send + Sync {
     /// `(job, state)` by job name.
     async fn job_states(&self, run: &RunKey) -> Result<Vec<(String, serde_json::Value)>>;
 
+    // Approval gate decisions: the first decision on a gate of a run stands.
+    /// Record `decision` on `gate` of `run` unless one is recorded; [`GateRecorded::Standing`]
+    /// with the recorded one otherwise.
+    async fn record_gate_decision(
+        &self,
+        run: &RunKey,
+        gate: &str,
+        decision: &GateDecision,
+    ) -> Result<GateRecorded>;
+    /// The decision recorded on `gate` of `run`, if any.
+    async fn gate_decision(&self, run: &RunKey, gate: &str) -> Result<Option<GateDecision>>;
+    /// Every decision recorded on a run's gates, by gate name.
+    async fn gate_decisions(&self, run: &RunKey) -> Result<Vec<(String, GateDecision)>>;
+
     // Webhook deliveries: the first answer to a delivery id wins.
     /// Record `answer` for `id` unless one is recorded; what is recorded now.
     async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery>;
@@ -113,8 +127,8 @@ pub trait MetadataStore: Send + Sync {
     /// The jobs of a run that have a log, by name.
     async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>>;
 
-    /// Remove finished runs (and their job states, log index and run tokens) that the policy
-    /// picks; the runs removed, so their content can be deleted.
+    /// Remove finished runs (and their job states, gate decisions, log index and run tokens)
+    /// that the policy picks; the runs removed, so their content can be deleted.
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>>;
 }
 

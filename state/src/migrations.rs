@@ -98,6 +98,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
     CREATE INDEX sessions_by_token ON sessions (token_id);
     "#,
+    // 3: approval gate decisions (the first one recorded on a gate stands).
+    r#"
+    CREATE TABLE gate_decisions (
+        namespace  TEXT NOT NULL,
+        run        TEXT NOT NULL,
+        gate       TEXT NOT NULL,
+        decision   TEXT NOT NULL,
+        decided_by TEXT NOT NULL,
+        at_ms      {int64} NOT NULL,
+        comment    TEXT,
+        timed_out  {bool} NOT NULL,
+        PRIMARY KEY (namespace, run, gate)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -136,6 +150,10 @@ mod tests {
         (
             "112b2830d5bfa6286f6ef4b13d22fa998c7165c30896cf8a4f2d5cf454cadf9b",
             "93bca60d813f25a872fec3d86c6410d6a2114d3c17b4f4d14d8fc7b38717f962",
+        ),
+        (
+            "cdd4c08de36dbaf0202c765c1ae76cbece5245e2bf223cfd414572b52c297f18",
+            "8012c40abd9a4f0095ac5e2b55a883ce800f664861dc2626d7e1d13d3f3c9ad8",
         ),
     ];
 

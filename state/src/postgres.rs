@@ -18,8 +18,8 @@ use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
-    Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
-    RunSummary, SessionRecord, TokenRecord,
+    Delivery, GateDecision, GateRecorded, LogIndex, LogKey, MetadataStore, RetentionPolicy,
+    RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -106,6 +106,16 @@ fn bad_row(e: impl std::fmt::Display) -> StateError {
     StateError::Corrupt {
         location: "PostgreSQL".into(),
         detail: e.to_string(),
+    }
+}
+
+fn gate_row(r: &Row, at: usize) -> GateDecision {
+    GateDecision {
+        decision: r.get(at),
+        by: r.get(at + 1),
+        at_ms: r.get(at + 2),
+        comment: r.get(at + 3),
+        timed_out: r.get(at + 4),
     }
 }
 
@@ -555,6 +565,64 @@ impl MetadataStore for PgMetadata {
         .collect()
     }
 
+    async fn record_gate_decision(
+        &self,
+        run: &RunKey,
+        gate: &str,
+        d: &GateDecision,
+    ) -> Result<GateRecorded> {
+        check_run(run)?;
+        check_name("gate", gate)?;
+        let inserted = self
+            .execute(
+                "INSERT INTO gate_decisions
+                   (namespace, run, gate, decision, decided_by, at_ms, comment, timed_out)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (namespace, run, gate) DO NOTHING",
+                &[
+                    &run.namespace,
+                    &run.name,
+                    &gate,
+                    &d.decision,
+                    &d.by,
+                    &d.at_ms,
+                    &d.comment,
+                    &d.timed_out,
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(GateRecorded::First);
+        }
+        let standing = self
+            .gate_decision(run, gate)
+            .await?
+            .ok_or_else(|| bad_row("gate decision vanished"))?;
+        Ok(GateRecorded::Standing(standing))
+    }
+
+    async fn gate_decision(&self, run: &RunKey, gate: &str) -> Result<Option<GateDecision>> {
+        let rows = self
+            .query(
+                "SELECT decision, decided_by, at_ms, comment, timed_out FROM gate_decisions
+                 WHERE namespace = $1 AND run = $2 AND gate = $3",
+                &[&run.namespace, &run.name, &gate],
+            )
+            .await?;
+        Ok(rows.first().map(|r| gate_row(r, 0)))
+    }
+
+    async fn gate_decisions(&self, run: &RunKey) -> Result<Vec<(String, GateDecision)>> {
+        let rows = self
+            .query(
+                "SELECT gate, decision, decided_by, at_ms, comment, timed_out FROM gate_decisions
+                 WHERE namespace = $1 AND run = $2 ORDER BY gate",
+                &[&run.namespace, &run.name],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), gate_row(r, 1))).collect())
+    }
+
     async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery> {
         let inserted = self
             .execute(
@@ -706,6 +774,7 @@ impl MetadataStore for PgMetadata {
             .unzip();
         for sql in [
             "DELETE FROM job_states WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+            "DELETE FROM gate_decisions WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM log_index WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM tokens WHERE (run_ns, run_name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
         ] {

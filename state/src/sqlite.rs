@@ -15,8 +15,8 @@ use crate::error::{join_error, Result, StateError};
 use crate::migrations::{self, Dialect};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
-    Delivery, LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage,
-    RunSummary, SessionRecord, TokenRecord,
+    Delivery, GateDecision, GateRecorded, LogIndex, LogKey, MetadataStore, RetentionPolicy,
+    RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -173,6 +173,18 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
         created_ms: r.get(4)?,
         finished_ms: r.get(5)?,
         view: json_col(r.get(6)?)?,
+    })
+}
+
+const GATE_COLS: &str = "decision, decided_by, at_ms, comment, timed_out";
+
+fn gate_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<GateDecision> {
+    Ok(GateDecision {
+        decision: r.get(at)?,
+        by: r.get(at + 1)?,
+        at_ms: r.get(at + 2)?,
+        comment: r.get(at + 3)?,
+        timed_out: r.get(at + 4)?,
     })
 }
 
@@ -496,6 +508,83 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn record_gate_decision(
+        &self,
+        run: &RunKey,
+        gate: &str,
+        d: &GateDecision,
+    ) -> Result<GateRecorded> {
+        check_run(run)?;
+        check_name("gate", gate)?;
+        let (run, gate, d) = (run.clone(), gate.to_string(), d.clone());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let inserted = tx.execute(
+                &format!(
+                    "INSERT INTO gate_decisions (namespace, run, gate, {GATE_COLS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (namespace, run, gate) DO NOTHING"
+                ),
+                params![
+                    run.namespace,
+                    run.name,
+                    gate,
+                    d.decision,
+                    d.by,
+                    d.at_ms,
+                    d.comment,
+                    d.timed_out
+                ],
+            )?;
+            let out = if inserted == 1 {
+                GateRecorded::First
+            } else {
+                GateRecorded::Standing(tx.query_row(
+                    &format!(
+                        "SELECT {GATE_COLS} FROM gate_decisions
+                         WHERE namespace = ?1 AND run = ?2 AND gate = ?3"
+                    ),
+                    params![run.namespace, run.name, gate],
+                    |r| gate_row(r, 0),
+                )?)
+            };
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn gate_decision(&self, run: &RunKey, gate: &str) -> Result<Option<GateDecision>> {
+        let (run, gate) = (run.clone(), gate.to_string());
+        self.call(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {GATE_COLS} FROM gate_decisions
+                     WHERE namespace = ?1 AND run = ?2 AND gate = ?3"
+                ),
+                params![run.namespace, run.name, gate],
+                |r| gate_row(r, 0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn gate_decisions(&self, run: &RunKey) -> Result<Vec<(String, GateDecision)>> {
+        let run = run.clone();
+        self.call(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT gate, {GATE_COLS} FROM gate_decisions
+                 WHERE namespace = ?1 AND run = ?2 ORDER BY gate"
+            ))?;
+            let rows = st.query_map(params![run.namespace, run.name], |r| {
+                Ok((r.get(0)?, gate_row(r, 1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery> {
         let (id, answer) = (id.to_string(), answer.to_string());
         self.call(move |c| {
@@ -632,6 +721,7 @@ impl MetadataStore for SqliteMetadata {
                 let p = params![run.namespace, run.name];
                 tx.execute("DELETE FROM runs WHERE namespace = ?1 AND name = ?2", p)?;
                 tx.execute("DELETE FROM job_states WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute("DELETE FROM gate_decisions WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
             }

@@ -150,6 +150,30 @@ impl Cursor {
     }
 }
 
+/// A decision on an approval gate of a run, as the API records it (`docs/state.md`): the first
+/// one recorded stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDecision {
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Who decided: the token's principal, or `timeout`.
+    pub by: String,
+    /// When it was recorded (Unix ms).
+    pub at_ms: i64,
+    pub comment: Option<String>,
+    /// The gate's timeout decided, not a person.
+    pub timed_out: bool,
+}
+
+/// What recording a gate decision did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateRecorded {
+    /// This call's decision was recorded.
+    First,
+    /// A decision was recorded before: it stands.
+    Standing(GateDecision),
+}
+
 /// A webhook delivery as recorded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delivery {

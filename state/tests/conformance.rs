@@ -9,8 +9,9 @@ use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sparkwing_state::{
-    ingest, ByteStream, Delivery, IngestReport, LogIndex, LogKey, LogLine, RetentionPolicy,
-    RunFilter, RunKey, RunSummary, SessionRecord, StateError, TokenRecord,
+    ingest, ByteStream, Delivery, GateDecision, GateRecorded, IngestReport, LogIndex, LogKey,
+    LogLine, RetentionPolicy, RunFilter, RunKey, RunSummary, SessionRecord, StateError,
+    TokenRecord,
 };
 use support::Backend;
 
@@ -37,6 +38,7 @@ conformance!(
     runs_filters,
     job_states,
     deliveries_are_deduplicated,
+    gate_decisions_first_one_stands,
     log_index_only_moves_forward,
     logs_append_read_and_tail,
     logs_refuse_gaps_storing_nothing,
@@ -417,6 +419,67 @@ async fn job_states(b: Backend) {
         .is_empty());
 }
 
+fn decision(decision: &str, by: &str, comment: Option<&str>, timed_out: bool) -> GateDecision {
+    GateDecision {
+        decision: decision.into(),
+        by: by.into(),
+        at_ms: 1_700_000_000_123,
+        comment: comment.map(Into::into),
+        timed_out,
+    }
+}
+
+async fn gate_decisions_first_one_stands(b: Backend) {
+    let m = &b.meta;
+    let r = RunKey::new("ci", "deploy-1");
+    assert_eq!(m.gate_decision(&r, "approve-prod").await.unwrap(), None);
+    assert!(m.gate_decisions(&r).await.unwrap().is_empty());
+    let ana = decision("approve", "ana", Some("looks good"), false);
+    assert_eq!(
+        m.record_gate_decision(&r, "approve-prod", &ana)
+            .await
+            .unwrap(),
+        GateRecorded::First
+    );
+    // A second decision, a person's or the timeout's, does not replace the first.
+    let timeout = decision("reject", "timeout", None, true);
+    assert_eq!(
+        m.record_gate_decision(&r, "approve-prod", &timeout)
+            .await
+            .unwrap(),
+        GateRecorded::Standing(ana.clone())
+    );
+    assert_eq!(
+        m.gate_decision(&r, "approve-prod").await.unwrap(),
+        Some(ana.clone())
+    );
+    // Other gates and other runs are their own.
+    assert_eq!(
+        m.record_gate_decision(&r, "approve-eu", &timeout)
+            .await
+            .unwrap(),
+        GateRecorded::First
+    );
+    assert_eq!(
+        m.gate_decision(&RunKey::new("ci", "deploy-2"), "approve-prod")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        m.gate_decisions(&r).await.unwrap(),
+        vec![
+            ("approve-eu".to_string(), timeout),
+            ("approve-prod".to_string(), ana),
+        ]
+    );
+    assert!(matches!(
+        m.record_gate_decision(&r, "../x", &decision("approve", "ana", None, false))
+            .await,
+        Err(StateError::Invalid { .. })
+    ));
+}
+
 async fn deliveries_are_deduplicated(b: Backend) {
     let m = &b.meta;
     assert_eq!(
@@ -723,6 +786,9 @@ async fn retention_removes_finished_runs_only(b: Backend) {
         .unwrap();
     let r1 = RunKey::new("ci", "r1");
     m.put_job_state(&r1, "compile", &json!(1)).await.unwrap();
+    m.record_gate_decision(&r1, "approve", &decision("approve", "ana", None, false))
+        .await
+        .unwrap();
     m.advance_log_index(
         &LogKey::new("ci", "r1", "compile"),
         &LogIndex {
@@ -754,6 +820,7 @@ async fn retention_removes_finished_runs_only(b: Backend) {
     assert_eq!(gone, [RunKey::new("ci", "r1"), RunKey::new("ci", "r2")]);
     assert_eq!(m.get_run(&r1).await.unwrap(), None);
     assert!(m.job_states(&r1).await.unwrap().is_empty());
+    assert!(m.gate_decisions(&r1).await.unwrap().is_empty());
     assert_eq!(
         m.log_index(&LogKey::new("ci", "r1", "compile"))
             .await

@@ -15,8 +15,9 @@ use sparkwing_core::upload_manifest::Manifest;
 
 use crate::wire::{
     BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer, ClaimRequest,
-    CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, IngestReport, JobStateReport,
-    LogLine, LogPage, RunList, RunView, TokenInfo, TokenList, TriggerRequest, UploadAnswer, WhoAmI,
+    CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, GateAnswer, GateDecisionRequest,
+    IngestReport, JobStateReport, LogLine, LogPage, RunList, RunView, TokenInfo, TokenList,
+    TriggerRequest, UploadAnswer, WhoAmI,
 };
 pub use error::RemoteError;
 use error::{check, Resp};
@@ -355,6 +356,39 @@ impl ApiClient {
             state,
         )
         .map(drop)
+    }
+
+    /// `POST .../gates/{gate}`: approve or reject a waiting approval gate (or, with the run's
+    /// runner token, record its timeout). The decision recorded; a gate already decided, not
+    /// waiting or of a finished run is a 409, an unknown gate or run a 404.
+    pub fn decide_gate(
+        &self,
+        ns: &str,
+        name: &str,
+        gate: &str,
+        req: &GateDecisionRequest,
+    ) -> Result<GateAnswer, RemoteError> {
+        json_of(
+            self.send_json(
+                "POST",
+                &format!("/api/v1/runs/{ns}/{name}/gates/{gate}"),
+                req,
+            )?,
+            "the gate decision",
+        )
+    }
+
+    /// `GET .../gates/{gate}`: the decision recorded on a gate (`decided` absent: none yet).
+    pub fn gate_decision(
+        &self,
+        ns: &str,
+        name: &str,
+        gate: &str,
+    ) -> Result<GateAnswer, RemoteError> {
+        json_of(
+            self.get(&format!("/api/v1/runs/{ns}/{name}/gates/{gate}"))?,
+            "the gate decision",
+        )
     }
 
     /// `PUT .../branch-check`: the runner's comparison of its run's Pipeline push branches with

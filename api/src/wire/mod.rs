@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod gates;
 pub mod logs;
 pub mod pools;
 pub mod runs;
@@ -17,6 +18,7 @@ mod tests;
 
 pub use admin::{GcReport, GcRequest};
 pub use error::ErrorBody;
+pub use gates::{GateAnswer, GateDecision, GateDecisionRequest};
 pub use logs::{IngestReport, LogLine, LogPage, LogRecord, LogStream};
 pub use pools::{ClaimAnswer, ClaimRequest};
 pub use runs::{

@@ -172,6 +172,9 @@ pub struct JobStateReport {
     /// Set by the server on a finished run's job its runner never reported ended.
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub settled: bool,
+    /// The job is an approval gate (decided through `.../gates/{job}`).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub gate: bool,
 }
 
 /// A reported job state: one of the scheduler's [`JobState`]s, or `retrying` (between two

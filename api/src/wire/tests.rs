@@ -171,12 +171,46 @@ fn job_states_use_the_schedulers_names() {
             exit_code: Some(1),
             reason: Some("exit 1".into()),
             settled: true,
+            gate: false,
         });
         assert_eq!(v["state"], s.as_str());
     }
     let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
     assert_eq!(r.state, ReportedJobState::Retrying);
+    let g: JobStateReport = documented(json!({"state": "waiting", "attempt": 1, "gate": true}));
+    assert!(g.gate);
     assert!(serde_json::from_value::<JobStateReport>(json!({"state": "bogus"})).is_err());
+}
+
+#[test]
+fn gate_bodies() {
+    use sparkwing_core::gate::Decision;
+    let r: GateDecisionRequest =
+        documented(json!({"decision": "approve", "comment": "looks good"}));
+    assert_eq!(r.decision, Decision::Approve);
+    assert!(!r.timed_out);
+    let t: GateDecisionRequest = documented(json!({"decision": "reject", "timedOut": true}));
+    assert!(t.timed_out);
+    assert!(serde_json::from_value::<GateDecisionRequest>(json!({"decision": "maybe"})).is_err());
+    assert!(serde_json::from_value::<GateDecisionRequest>(
+        json!({"decision": "approve", "by": "someone-else"})
+    )
+    .is_err());
+    let a: GateAnswer = documented(json!({
+        "namespace": "ci", "name": "deploy-7f3a", "gate": "approve-prod",
+        "decided": {"decision": "approve", "by": "ana", "at": "2026-12-04T06:10:00Z",
+                    "comment": "looks good"}
+    }));
+    let d = a.decided.unwrap().decided();
+    assert_eq!(d.by, "ana");
+    assert_eq!(
+        d.at_ms,
+        sparkwing_core::time::parse_rfc3339("2026-12-04T06:10:00Z").unwrap()
+    );
+    assert_eq!(GateDecision::from(&d).decided(), d);
+    let none: GateAnswer =
+        documented(json!({"namespace": "ci", "name": "deploy-7f3a", "gate": "approve-prod"}));
+    assert_eq!(none.decided, None);
 }
 
 #[test]

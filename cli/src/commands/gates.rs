@@ -1,10 +1,14 @@
-//! `sparkwing runs approve|reject`: a decision on a waiting approval gate of a local run.
+//! `sparkwing runs approve|reject`: a decision on a waiting approval gate of a local run, or with
+//! `--profile` of a cluster run (through the API).
 
-use super::{format_time, CliError, CmdResult};
+use super::{api_error, format_time, CliError, CmdResult};
 use crate::cli::{DecideArgs, OutputFormat};
 use crate::exit::ExitCode;
 use crate::printer::Printer;
+use crate::remote::target;
 use serde_json::json;
+use sparkwing_api::wire::GateDecisionRequest;
+use sparkwing_api::RemoteError;
 use sparkwing_core::gate::{self, Decision, DecisionError};
 use sparkwing_engine::abandoned;
 use sparkwing_engine::gates::DecideError;
@@ -85,11 +89,7 @@ pub(super) fn status_lines(
 
 pub fn decide(args: DecideArgs, decision: Decision) -> CmdResult {
     if args.run.profile.is_some() {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            "runs approve|reject --profile is not supported yet: gates are decided on local runs \
-             only (docs/cli.md#approval-gates)",
-        ));
+        return decide_remote(args, decision);
     }
     let mut store = abandoned::open_store(&Home::from_env())?;
     let by = args
@@ -115,21 +115,75 @@ pub fn decide(args: DecideArgs, decision: Decision) -> CmdResult {
             CliError::new(code, r.to_string())
         }
     })?;
-    match args.output {
-        OutputFormat::Json => Printer::new(args.output).json_document(&json!({
+    print_decision(args.output, &run, &args.gate, &decided);
+    Ok(ExitCode::Success)
+}
+
+/// The recorded decision, as `runs approve|reject` prints it (local and `--profile` alike).
+fn print_decision(output: OutputFormat, run: &str, gate_id: &str, decided: &gate::Decided) {
+    match output {
+        OutputFormat::Json => Printer::new(output).json_document(&json!({
             "run": run,
-            "gate": args.gate,
+            "gate": gate_id,
             "decision": decided.decision,
             "by": decided.by,
             "at": decided.at_ms,
             "comment": decided.comment,
         })),
         OutputFormat::Pretty => println!(
-            "gate {} of run {run}: {} ({} UTC)",
-            args.gate,
-            gate::reason(&decided),
+            "gate {gate_id} of run {run}: {} ({} UTC)",
+            gate::reason(decided),
             format_time(decided.at_ms)
         ),
     }
+}
+
+/// `runs approve|reject --profile P`: the decision is recorded by the cluster's API
+/// (`POST .../gates/{gate}`, scope `approvals:write`) as the token's principal; the run's runner
+/// picks it up. Refusals exit as locally: an unknown gate or run 4, a gate already decided, not
+/// waiting or of a finished run 2.
+fn decide_remote(args: DecideArgs, decision: Decision) -> CmdResult {
+    if args.as_user.is_some() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "--as is for local runs: with --profile the decision is recorded as the principal of \
+             the profile's token",
+        ));
+    }
+    let t = target::resolve(args.run.profile.as_deref())?;
+    let (ns, name) = super::remote_runs::resolve_run(&t, args.run.id())?;
+    let req = GateDecisionRequest {
+        decision,
+        comment: args.comment.clone().filter(|c| !c.trim().is_empty()),
+        timed_out: false,
+    };
+    let answer = t
+        .client
+        .decide_gate(&ns, &name, &args.gate, &req)
+        .map_err(|e| match &e {
+            RemoteError::Status {
+                status: status @ (404 | 409),
+                message,
+                ..
+            } => CliError::new(
+                if *status == 404 {
+                    ExitCode::NotFound
+                } else {
+                    ExitCode::Usage
+                },
+                format!("{message} (the API at {})", t.client.base_url()),
+            ),
+            _ => api_error(&t, e),
+        })?;
+    let decided = answer.decided.map(|d| d.decided()).ok_or_else(|| {
+        CliError::new(
+            ExitCode::Api,
+            format!(
+                "the API at {} recorded the decision but did not answer it",
+                t.client.base_url()
+            ),
+        )
+    })?;
+    print_decision(args.output, &format!("{ns}/{name}"), &args.gate, &decided);
     Ok(ExitCode::Success)
 }

@@ -225,6 +225,15 @@ pub fn status(args: StatusArgs) -> CmdResult {
                             ],
                         );
                     }
+                    // How to decide a gate that waits (its decision shows as its reason).
+                    for (job, s) in jobs {
+                        if str_of(s, "state") == "waiting" && !phase.is_terminal() {
+                            out.line(format!(
+                                "gate {job}: waiting for a decision (sparkwing runs approve|reject {ns}/{name} --gate {job} --profile {})",
+                                t.name
+                            ));
+                        }
+                    }
                 }
             }
         }

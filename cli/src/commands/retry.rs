@@ -87,6 +87,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
         box_slots,
         runner: "process".into(),
         sink: None,
+        gate_relay: None,
         no_cache: false,
         selection: Default::default(),
         retry: Some(engine::Retry {

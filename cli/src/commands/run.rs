@@ -231,6 +231,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         sink: mirror
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
+        gate_relay: None,
         selection: flags.selection.clone(),
         retry: None,
         no_cache: flags.no_cache,

@@ -210,3 +210,27 @@ fn ctrl_c_while_a_gate_waits_cancels_the_run() {
     run.finish().assert_code(130);
     assert_eq!(sw.job(&id, "approve")["state"], "cancelled");
 }
+
+#[test]
+fn with_a_profile_the_decider_is_the_tokens_principal_not_as() {
+    let sw = Sw::fixture("gates");
+    // Refused before any profile is read or any API is asked.
+    let out = sw.sw([
+        "runs",
+        "approve",
+        "ci/ship-1",
+        "--gate",
+        "approve",
+        "--as",
+        "bob",
+        "--profile",
+        "nowhere",
+    ]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(
+            "--as is for local runs: with --profile the decision is recorded as the principal of the profile's token"
+        ),
+        "{out}"
+    );
+}

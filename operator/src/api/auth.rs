@@ -2,8 +2,9 @@
 //! the scopes it holds.
 //!
 //! Scopes: `runs:read` (list and read runs and logs), `runs:trigger` (upload sources, trigger and
-//! cancel runs), `admin` (everything, plus tokens and GC), `run:<ns>/<name>`, held only by the
-//! runner token minted for that run: read that run's upload, post its logs and job states, and
+//! cancel runs), `approvals:write` (decide approval gates), `admin` (everything, plus tokens and
+//! GC), `run:<ns>/<name>`, held only by the runner token minted for that run: read that run's
+//! upload and gate decisions, post its logs, job states and gates' timeouts, and
 //! `pool:<ns>/<pool>`, held only by a RunnerPool's pool token: exchange it, for a warm pod of that
 //! pool claimed by a run, for that run's runner token (`POST /api/v1/pools/{ns}/{pool}/claims`).
 

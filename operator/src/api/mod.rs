@@ -301,6 +301,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/runs/{ns}/{name}/finish", post(r::finish))
         .route("/api/v1/runs/{ns}/{name}/jobs/{job}", put(r::put_job_state))
         .route(
+            "/api/v1/runs/{ns}/{name}/gates/{gate}",
+            post(r::decide_gate).get(r::get_gate),
+        )
+        .route(
             "/api/v1/runs/{ns}/{name}/branch-check",
             put(r::put_branch_check),
         )

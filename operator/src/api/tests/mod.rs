@@ -238,6 +238,7 @@ fn blob_batch(blobs: &[&[u8]]) -> Vec<u8> {
 mod admin;
 mod dashboard;
 mod data_dir_migration;
+mod gates;
 /// Tests of issue 13 (the API under attack and under load), one or more per item.
 mod hardening;
 mod logs;

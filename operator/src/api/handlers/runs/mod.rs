@@ -1,15 +1,18 @@
 //! `/api/v1/runs`, by concern: [`trigger`] (create a run and its runner credential), [`read`]
 //! (list and get), [`end`] (cancel, finish, an external run's end), [`report`] (job states and
-//! branch checks from runners), and [`view`] (how a PipelineRun is shown). The bodies are
+//! branch checks from runners), [`gates`] (decisions on approval gates), and [`view`] (how a
+//! PipelineRun is shown). The bodies are
 //! `sparkwing-api`'s.
 
 mod end;
+mod gates;
 mod read;
 mod report;
 mod trigger;
 mod view;
 
 pub use end::{cancel, finish};
+pub use gates::{decide as decide_gate, get_decision as get_gate};
 pub use read::{get_run, list, ListQuery};
 pub use report::{put_branch_check, put_job_state};
 pub use trigger::trigger;

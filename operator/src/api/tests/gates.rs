@@ -1,0 +1,253 @@
+//! Approval gates of cluster runs: `POST|GET /api/v1/runs/{ns}/{name}/gates/{gate}`.
+
+use super::*;
+
+/// A triggered, running run whose runner reported `build` done and the gate `approve-prod`
+/// waiting (and a pending gate `approve-eu`); its runner token.
+async fn waiting_run(f: &Fx) -> (String, String, String) {
+    let up = f.upload(&[("a", "x")]).await;
+    let (ns, name) = f.trigger_run(&up).await;
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    for (job, state) in [
+        ("build", json!({"state": "success", "attempt": 1})),
+        (
+            "approve-prod",
+            json!({"state": "waiting", "attempt": 1, "gate": true}),
+        ),
+        (
+            "approve-eu",
+            json!({"state": "pending", "attempt": 0, "gate": true}),
+        ),
+    ] {
+        let r = f
+            .json(
+                Method::PUT,
+                &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+                &runner,
+                state,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+    (ns, name, runner)
+}
+
+fn gate_path(ns: &str, name: &str, gate: &str) -> String {
+    format!("/api/v1/runs/{ns}/{name}/gates/{gate}")
+}
+
+#[tokio::test]
+async fn approving_needs_approvals_write_and_the_first_decision_stands() {
+    let f = fx().await;
+    let (ns, name, runner) = waiting_run(&f).await;
+    let path = gate_path(&ns, &name, "approve-prod");
+    let approve = json!({"decision": "approve", "comment": "looks good"});
+
+    // Reading and triggering runs is not deciding them; nor is being the run's runner.
+    for token in [&f.reader, &f.trigger, &runner] {
+        let r = f.json(Method::POST, &path, token, approve.clone()).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "forbidden", "approvals:write");
+        assert_eq!(r.json()["scope"], "approvals:write");
+    }
+    let r = f.get(&path, &f.reader).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"namespace": ns, "name": name, "gate": "approve-prod"})
+    );
+
+    let ana = token(&f.st, "ana@example.com", &["approvals:write"]).await;
+    let r = f.json(Method::POST, &path, &ana, approve.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["decided"]["decision"], "approve");
+    assert_eq!(v["decided"]["by"], "ana@example.com");
+    assert_eq!(v["decided"]["comment"], "looks good");
+    assert!(v["decided"].get("timedOut").is_none(), "{v}");
+
+    // The run's runner reads it (to relay it to its engine), as does a reader.
+    for token in [&runner, &f.reader] {
+        let r = f.get(&path, token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.json()["decided"], v["decided"]);
+    }
+
+    // A second decision, a person's or the timeout's: 409 naming the standing one.
+    let bo = token(&f.st, "bo", &["approvals:write"]).await;
+    let r = f
+        .json(Method::POST, &path, &bo, json!({"decision": "reject"}))
+        .await;
+    assert_error(
+        &r,
+        StatusCode::CONFLICT,
+        "conflict",
+        &format!("gate \"approve-prod\" of run {ns}/{name} was already approved by ana@example.com: looks good"),
+    );
+    let r = f
+        .json(
+            Method::POST,
+            &path,
+            &runner,
+            json!({"decision": "reject", "timedOut": true}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::CONFLICT,
+        "conflict",
+        "already approved by ana",
+    );
+    // Admin implies approvals:write.
+    let r = f
+        .json(Method::POST, &path, &f.admin, json!({"decision": "reject"}))
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict", "already approved");
+    assert_eq!(
+        f.get(&path, &f.reader).await.json()["decided"],
+        v["decided"]
+    );
+}
+
+#[tokio::test]
+async fn the_runner_records_its_gates_timeout_and_only_its_own() {
+    let f = fx().await;
+    let (ns, name, runner) = waiting_run(&f).await;
+    let (ns2, name2, other_runner) = waiting_run(&f).await;
+    let path = gate_path(&ns, &name, "approve-prod");
+    let timeout =
+        json!({"decision": "reject", "comment": "no decision within 1m", "timedOut": true});
+    // A person cannot claim to be the timeout; another run's runner cannot decide this run.
+    let ana = token(&f.st, "ana", &["approvals:write"]).await;
+    for token in [&ana, &other_runner] {
+        let r = f.json(Method::POST, &path, token, timeout.clone()).await;
+        assert_error(
+            &r,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("run:{ns}/{name}"),
+        );
+    }
+    let r = f.get(&path, &other_runner).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = f.json(Method::POST, &path, &runner, timeout).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let d = &r.json()["decided"];
+    assert_eq!(
+        (
+            d["decision"].clone(),
+            d["by"].clone(),
+            d["timedOut"].clone()
+        ),
+        (json!("reject"), json!("timeout"), json!(true))
+    );
+    // The other run's gate is its own.
+    let r = f
+        .get(&gate_path(&ns2, &name2, "approve-prod"), &f.reader)
+        .await;
+    assert!(r.json().get("decided").is_none(), "{}", r.body);
+}
+
+#[tokio::test]
+async fn unknown_gates_and_runs_gates_not_waiting_and_finished_runs_are_refused() {
+    let f = fx().await;
+    let (ns, name, _) = waiting_run(&f).await;
+    let ana = token(&f.st, "ana", &["approvals:write"]).await;
+    let approve = json!({"decision": "approve"});
+    let post = |gate: &str| gate_path(&ns, &name, gate);
+
+    let r = f
+        .json(Method::POST, &post("nope"), &ana, approve.clone())
+        .await;
+    assert_error(
+        &r,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("run {ns}/{name} has no gate \"nope\"; its gates: "),
+    );
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("approve-prod"));
+    // A job that is not a gate is no gate.
+    let r = f
+        .json(Method::POST, &post("build"), &ana, approve.clone())
+        .await;
+    assert_error(
+        &r,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "has no gate \"build\"",
+    );
+    let r = f
+        .json(
+            Method::POST,
+            &gate_path(&ns, "never", "approve-prod"),
+            &ana,
+            approve.clone(),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("run {ns}/never not found"),
+    );
+    let r = f
+        .get(&gate_path(&ns, "never", "approve-prod"), &f.reader)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found", "not found");
+
+    // A gate whose needs have not ended.
+    let r = f
+        .json(Method::POST, &post("approve-eu"), &ana, approve.clone())
+        .await;
+    assert_error(
+        &r,
+        StatusCode::CONFLICT,
+        "conflict",
+        "is not waiting for a decision (it is pending); a gate can be decided once the jobs it needs have finished",
+    );
+
+    // Bad bodies and names.
+    for bad in [
+        json!({"decision": "maybe"}),
+        json!({}),
+        json!({"decision": "approve", "by": "someone"}),
+        json!({"decision": "approve", "comment": "a\u{7}b"}),
+        json!({"decision": "approve", "comment": "x".repeat(3000)}),
+    ] {
+        let r = f
+            .json(Method::POST, &post("approve-prod"), &ana, bad.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+    }
+    let r = f
+        .json(Method::POST, &post(".hidden"), &ana, approve.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    // The run ended (cancelled while the gate waited): too late, live or archived.
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
+    let r = f
+        .json(Method::POST, &post("approve-prod"), &ana, approve.clone())
+        .await;
+    assert_error(
+        &r,
+        StatusCode::CONFLICT,
+        "conflict",
+        &format!(
+            "run {ns}/{name} already finished (cancelled); its gates can no longer be decided"
+        ),
+    );
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+    assert_eq!(r.json()["archived"], true, "{}", r.body);
+    f.runs.delete(&ns, &name);
+    let r = f
+        .json(Method::POST, &post("approve-prod"), &ana, approve)
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict", "already finished");
+    let r = f.get(&post("approve-prod"), &f.reader).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.json().get("decided").is_none(), "{}", r.body);
+}
