@@ -120,9 +120,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   {{- end }}
 {{- end -}}
 
-{{/* The API's garbage collection and retention flags (api.gc, api.retention). */}}
+{{/* The API's flags shared by the operator and the API Deployment: TLS in front (api.behindTls),
+   garbage collection and retention (api.gc, api.retention). */}}
 {{- define "sparkwing-operator.gcArgs" -}}
 - --gc-interval-seconds={{ .Values.api.gc.intervalSeconds | int }}
+{{- if .Values.api.behindTls }}
+- --behind-tls
+{{- end }}
 {{- with .Values.api.retention.finishedDays }}
 - --retain-finished-days={{ . | int }}
 {{- end }}
