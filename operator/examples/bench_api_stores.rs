@@ -9,7 +9,8 @@
 //!
 //! Per backend — embedded (SQLite + files in a temp dir) and shared (PostgreSQL + `s3s-fs`,
 //! started here as the tests start them) — in one process, with the runs of a "cluster" in memory
-//! (`MemoryRuns`) shared by two API replicas on two ports over the same stores:
+//! (`MemoryRuns`) shared by two API replicas on two ports over the same stores (embedded: one
+//! pair of stores behind both, as the embedded stores serve one process):
 //!
 //! 1. `--runs` finished runs archived (their PipelineRuns gone), then the runs list's first page
 //!    and pages by cursor (p50/p99 of 200 and of 100 requests);
@@ -116,10 +117,12 @@ struct Backend {
 async fn embedded() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_string_lossy().into_owned();
+    // The embedded stores are for one API process: both servers share one pair of stores (a
+    // second process's file index would not see the first one's appends).
     let a = Store::open(&url, &url).await.unwrap();
-    let b = Store::open(&url, &url).await.unwrap();
+    let b = a.clone();
     Backend {
-        name: "embedded (SQLite + files)",
+        name: "embedded (SQLite + files; one store behind both servers)",
         a,
         b,
         _servers: None,
@@ -501,12 +504,15 @@ fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
                 (tx.clone(), follow_run.clone(), admin.clone(), url_b.clone());
             std::thread::spawn(move || {
                 let client = ApiClient::new(&url_b, &admin).unwrap();
-                let _ = client.follow_logs("ci", &run, "follow", 0, 3, |l| {
+                let ended = client.follow_logs("ci", &run, "follow", 0, 3, |l| {
                     if tx.send((f, l.seq, Instant::now())).is_err() {
                         return Flow::Stop;
                     }
                     Flow::Continue
                 });
+                if let Err(e) = ended {
+                    eprintln!("follower {f}: {e}");
+                }
             })
         })
         .collect();
