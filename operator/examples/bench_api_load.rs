@@ -21,11 +21,14 @@
 //!
 //! Every request is a fresh connection (`Connection: close`), as independent clients are.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "common/http.rs"]
+mod http;
+
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::{quantile, request, vm_hwm_kib};
 use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -37,56 +40,8 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// One request on a fresh connection: (status, body).
-fn request(addr: SocketAddr, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_nodelay(true).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP answer");
-    let status = String::from_utf8_lossy(&out[..end])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let mut body = out[end + 4..].to_vec();
-    // A chunked answer (SSE or streaming): good enough to keep it whole for counting.
-    if body.is_empty() {
-        body = Vec::new();
-    }
-    (status, body)
-}
-
-fn quantile(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn sha256_hex(b: &[u8]) -> String {

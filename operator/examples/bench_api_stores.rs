@@ -24,11 +24,15 @@
 //!
 //! Every request of 1–4 is a fresh connection (`Connection: close`), as independent clients are.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "common/http.rs"]
+mod http;
+
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::{quantile, request, vm_hwm_kib};
 use sparkwing_api::client::{ApiClient, Flow};
 use sparkwing_api::wire::{LogLine, LogStream};
 use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
@@ -49,40 +53,6 @@ fn num(name: &str, default: usize) -> usize {
         .unwrap_or_else(|_| panic!("{name} takes a number"))
 }
 
-/// One request on a fresh connection: (status, body).
-fn request(addr: SocketAddr, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_nodelay(true).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP answer");
-    let status = String::from_utf8_lossy(&out[..end])
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, out[end + 4..].to_vec())
-}
-
-fn quantile(v: &mut [Duration], q: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort();
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
-}
-
 fn p50_p99(v: &mut [Duration]) -> String {
     let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
     format!(
@@ -93,16 +63,7 @@ fn p50_p99(v: &mut [Duration]) -> String {
 }
 
 fn vm_hwm_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
+    vm_hwm_kib() / 1024
 }
 
 /// What one backend needs to stay up: the servers of the shared one, the temp dir of both.
