@@ -28,7 +28,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{quantile, request, vm_hwm_kib};
+use http::{quantile, request, upload_one_file, vm_hwm_kib};
 use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -158,31 +158,7 @@ fn main() {
     let addr = api::spawn_serving(&rt, st, "127.0.0.1:0").unwrap();
 
     // An upload to trigger from.
-    let content = b"fn main() {}\n";
-    let manifest = serde_json::json!({"files": [{"path": "main.rs", "mode": 420,
-        "size": content.len(), "sha256": sha256_hex(content)}]});
-    let (s, body) = request(
-        addr,
-        "POST",
-        "/api/v1/uploads",
-        &admin,
-        manifest.to_string().as_bytes(),
-    );
-    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
-    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(content).unwrap();
-    let (s, _) = request(
-        addr,
-        "PUT",
-        &format!("/api/v1/blobs/{}", sha256_hex(content)),
-        &admin,
-        &gz.finish().unwrap(),
-    );
-    assert!(s == 201 || s == 200);
+    let id = upload_one_file(addr, &admin);
 
     // 1. /healthz idle.
     let mut idle: Vec<Duration> = (0..200)

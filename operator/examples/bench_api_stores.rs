@@ -27,12 +27,11 @@
 #[path = "common/http.rs"]
 mod http;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{quantile, request, vm_hwm_kib};
+use http::{quantile, request, upload_one_file, vm_hwm_kib};
 use sparkwing_api::client::{ApiClient, Flow};
 use sparkwing_api::wire::{LogLine, LogStream};
 use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
@@ -253,32 +252,7 @@ fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
     );
 
     // An upload to trigger from.
-    let content = b"fn main() {}\n";
-    let sha = api::manifest::sha256_hex(content);
-    let manifest = serde_json::json!({"files": [{"path": "main.rs", "mode": 420,
-        "size": content.len(), "sha256": sha}]});
-    let (s, body) = request(
-        a,
-        "POST",
-        "/api/v1/uploads",
-        &admin,
-        manifest.to_string().as_bytes(),
-    );
-    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
-    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(content).unwrap();
-    let (s, _) = request(
-        a,
-        "PUT",
-        &format!("/api/v1/blobs/{sha}"),
-        &admin,
-        &gz.finish().unwrap(),
-    );
-    assert!(s == 201 || s == 200, "blob: {s}");
+    let id = upload_one_file(a, &admin);
     let trigger_body =
         serde_json::json!({"pipeline": "build", "source": {"upload": {"id": id}}}).to_string();
     let trigger = |addr: SocketAddr| -> (u16, String) {

@@ -1,5 +1,5 @@
 //! What the API benches share: a request on a fresh connection, quantiles, the process's peak
-//! RSS. Included by each bench with `#[path = "common/http.rs"] mod http;`.
+//! RSS, an upload to trigger from. Included by each bench with `#[path = "common/http.rs"] mod http;`.
 
 #![allow(dead_code)]
 
@@ -59,4 +59,36 @@ pub fn vm_hwm_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A one-file upload (`main.rs`) stored through the API at `addr` with `token`: the id to
+/// trigger runs from.
+pub fn upload_one_file(addr: SocketAddr, token: &str) -> String {
+    let content = b"fn main() {}\n";
+    let sha = sparkwing_operator::api::manifest::sha256_hex(content);
+    let manifest = serde_json::json!({"files": [{"path": "main.rs", "mode": 420,
+        "size": content.len(), "sha256": sha}]});
+    let (s, body) = request(
+        addr,
+        "POST",
+        "/api/v1/uploads",
+        token,
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(content).unwrap();
+    let (s, _) = request(
+        addr,
+        "PUT",
+        &format!("/api/v1/blobs/{sha}"),
+        token,
+        &gz.finish().unwrap(),
+    );
+    assert!(s == 201 || s == 200, "blob: {s}");
+    id
 }
