@@ -1,5 +1,7 @@
-//! Embedded metadata: one SQLite database in WAL mode. Every call runs on tokio's blocking pool
-//! (a connection behind a mutex: SQLite writes one at a time anyway), never on an async worker.
+//! Embedded metadata: one SQLite database in WAL mode. Every call runs on tokio's blocking pool,
+//! never on an async worker. Writes go through one connection behind a mutex (SQLite writes one
+//! at a time anyway); reads through a small pool of read-only connections, so a lookup (every
+//! request's token) never waits behind a commit: WAL lets readers run beside the writer.
 //!
 //! The schema is the append-only migrations of [`crate::migrations`]: migration N brings
 //! `user_version` from N-1 to N, each in its own transaction.
@@ -23,7 +25,21 @@ pub use crate::migrations::SCHEMA_VERSION;
 
 pub struct SqliteMetadata {
     conn: Arc<Mutex<Connection>>,
+    /// Idle read connections (opened on demand, at most [`IDLE_READERS`] kept).
+    readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+}
+
+/// Read connections kept open while idle.
+const IDLE_READERS: usize = 8;
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 impl SqliteMetadata {
@@ -36,8 +52,33 @@ impl SqliteMetadata {
             .map_err(join_error)??;
         Ok(SqliteMetadata {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
             path,
         })
+    }
+
+    /// Run the read-only `f` on a read connection, on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(c) => c,
+                None => open_reader(&path).map_err(|e| classify(&path, e))?,
+            };
+            let out = f(&conn).map_err(|e| classify(&path, e));
+            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Run `f` on the connection, on the blocking pool.
@@ -200,7 +241,7 @@ fn index_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogIndex> {
 #[async_trait]
 impl MetadataStore for SqliteMetadata {
     async fn ping(&self) -> Result<()> {
-        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
@@ -237,7 +278,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         let hash = hash.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?1"),
                 [hash],
@@ -258,7 +299,7 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.call(|c| {
+        self.read(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {TOKEN_COLS} FROM tokens ORDER BY created_ms, id"
             ))?;
@@ -310,7 +351,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn find_session(&self, hash: &str) -> Result<Option<SessionRecord>> {
         let hash = hash.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1"),
                 [hash],
@@ -408,13 +449,36 @@ impl MetadataStore for SqliteMetadata {
 
     async fn get_run(&self, run: &RunKey) -> Result<Option<RunSummary>> {
         let run = run.clone();
-        self.call(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {RUN_COLS} FROM runs WHERE namespace = ?1 AND name = ?2"),
                 params![run.namespace, run.name],
                 run_row,
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn get_runs(&self, runs: &[RunKey]) -> Result<Vec<RunSummary>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs = runs.to_vec();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {RUN_COLS} FROM runs WHERE namespace = ?1 AND name = ?2"
+            ))?;
+            let mut out = Vec::with_capacity(runs.len());
+            for run in &runs {
+                if let Some(s) = st
+                    .query_row(params![run.namespace, run.name], run_row)
+                    .optional()?
+                {
+                    out.push(s);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -465,7 +529,7 @@ impl MetadataStore for SqliteMetadata {
             }
         );
         let mut runs = self
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(&sql)?;
                 let rows = st.query_map(params_from_iter(args), run_row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -496,7 +560,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn job_states(&self, run: &RunKey) -> Result<Vec<(String, serde_json::Value)>> {
         let run = run.clone();
-        self.call(move |c| {
+        self.read(move |c| {
             let mut st = c.prepare(
                 "SELECT job, state FROM job_states WHERE namespace = ?1 AND run = ?2 ORDER BY job",
             )?;
@@ -556,7 +620,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn gate_decision(&self, run: &RunKey, gate: &str) -> Result<Option<GateDecision>> {
         let (run, gate) = (run.clone(), gate.to_string());
-        self.call(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!(
                     "SELECT {GATE_COLS} FROM gate_decisions
@@ -572,7 +636,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn gate_decisions(&self, run: &RunKey) -> Result<Vec<(String, GateDecision)>> {
         let run = run.clone();
-        self.call(move |c| {
+        self.read(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT gate, {GATE_COLS} FROM gate_decisions
                  WHERE namespace = ?1 AND run = ?2 ORDER BY gate"
@@ -611,7 +675,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn find_delivery(&self, id: &str) -> Result<Option<(serde_json::Value, i64)>> {
         let id = id.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             let row: Option<(String, i64)> = c
                 .query_row(
                     "SELECT answer, received_ms FROM deliveries WHERE id = ?1",
@@ -636,7 +700,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>> {
         let key = key.clone();
-        self.call(move |c| {
+        self.read(move |c| {
             c.query_row(
                 "SELECT next_seq, bytes, lines, capped FROM log_index
                  WHERE namespace = ?1 AND run = ?2 AND job = ?3",
@@ -684,7 +748,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>> {
         let run = run.clone();
-        self.call(move |c| {
+        self.read(move |c| {
             let mut st = c.prepare(
                 "SELECT job FROM log_index WHERE namespace = ?1 AND run = ?2 ORDER BY job",
             )?;
