@@ -41,38 +41,77 @@ pub fn cap_marker(seq: u64, ts: &str, cap_bytes: u64) -> LogLine {
     }
 }
 
+/// A batch as taken: the report, and the lines now stored (for followers: the lines accepted and
+/// a cap's marker, in seq order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ingested {
+    pub report: IngestReport,
+    pub stored: Vec<LogLine>,
+}
+
 /// Take one job's batch (any order; sorted here by seq) under a cap of `cap_bytes` stored bytes.
 pub async fn ingest(
     meta: &dyn MetadataStore,
     content: &dyn ContentStore,
     key: &LogKey,
-    mut lines: Vec<LogLine>,
+    lines: Vec<LogLine>,
     cap_bytes: u64,
 ) -> Result<IngestReport> {
+    Ok(ingest_lines(meta, content, key, lines, cap_bytes)
+        .await?
+        .report)
+}
+
+/// [`ingest`], with the lines stored.
+///
+/// The log index says where the log ends without asking the content store (a listing, on an
+/// object store). The index may lag the content by a batch whose writer died between the two:
+/// then the batch seems to leave a hole after the index, and the content store's own last seq
+/// decides.
+pub async fn ingest_lines(
+    meta: &dyn MetadataStore,
+    content: &dyn ContentStore,
+    key: &LogKey,
+    mut lines: Vec<LogLine>,
+    cap_bytes: u64,
+) -> Result<Ingested> {
     key.check()?;
     lines.sort_by_key(|l| l.seq);
     let index = meta.log_index(key).await?.unwrap_or(LogIndex {
         next_seq: 1,
         ..Default::default()
     });
-    let last = content.log_last_seq(key).await?;
+    let indexed_last = index.next_seq.saturating_sub(1);
     if index.capped {
         // Past the cap nothing is stored and nothing is checked: a runner is never stuck retrying.
-        let duplicates = lines.iter().filter(|l| l.seq <= last).count() as u64;
-        return Ok(IngestReport {
-            accepted: 0,
-            duplicates,
-            dropped: lines.len() as u64 - duplicates,
+        let duplicates = lines.iter().filter(|l| l.seq <= indexed_last).count() as u64;
+        return Ok(Ingested {
+            report: IngestReport {
+                accepted: 0,
+                duplicates,
+                dropped: lines.len() as u64 - duplicates,
+            },
+            stored: Vec::new(),
         });
     }
-    let (first_new, duplicates) = logs::new_lines(key, last, &lines)?;
+    let (first_new, _) = match logs::new_lines(key, indexed_last, &lines) {
+        Ok(r) => r,
+        Err(crate::StateError::LogGap { .. }) => {
+            let last = content.log_last_seq(key).await?;
+            logs::new_lines(key, last, &lines)?
+        }
+        Err(e) => return Err(e),
+    };
     let fresh = &lines[first_new..];
     let mut report = IngestReport {
-        duplicates,
+        duplicates: first_new as u64,
         ..Default::default()
     };
     if fresh.is_empty() {
-        return Ok(report);
+        return Ok(Ingested {
+            report,
+            stored: Vec::new(),
+        });
     }
     // As many lines as fit; the first that does not becomes the marker.
     let mut bytes = index.bytes;
@@ -88,11 +127,13 @@ pub async fn ingest(
         bytes += size;
         batch.push(l.clone());
     }
+    // The content store skips what it already holds (lines the index had not caught up with).
     let appended = content.append_log(key, &batch).await?;
-    let stored = appended.accepted - u64::from(capped);
-    report.accepted = stored;
-    report.dropped = fresh.len() as u64 - stored;
-    let last_seq = batch.last().map(|l| l.seq).unwrap_or(last);
+    let stored_lines = appended.accepted - u64::from(capped && appended.accepted > 0);
+    report.accepted = stored_lines;
+    report.duplicates += appended.duplicates;
+    report.dropped = fresh.len() as u64 - appended.duplicates - stored_lines;
+    let last_seq = batch.last().map_or(indexed_last, |l| l.seq);
     meta.advance_log_index(
         key,
         &LogIndex {
@@ -103,5 +144,9 @@ pub async fn ingest(
         },
     )
     .await?;
-    Ok(report)
+    let skip = appended.duplicates as usize;
+    Ok(Ingested {
+        report,
+        stored: batch.into_iter().skip(skip).collect(),
+    })
 }

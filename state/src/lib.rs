@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::{Result, StateError};
-pub use ingest::{ingest, IngestReport};
-pub use logs::{AppendReport, LogKey, LogLine, LogStream};
+pub use ingest::{ingest, ingest_lines, IngestReport, Ingested};
+pub use logs::{AppendReport, LogFeedEvent, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
     parse_run_cursor, run_cursor, Delivery, GateDecision, GateRecorded, LogIndex, RetentionPolicy,
@@ -82,6 +82,8 @@ pub trait MetadataStore: Send + Sync {
     /// Insert or replace a run's summary.
     async fn upsert_run(&self, run: &RunSummary) -> Result<()>;
     async fn get_run(&self, run: &RunKey) -> Result<Option<RunSummary>>;
+    /// The summaries of those of `runs` that are indexed, in one lookup (any order).
+    async fn get_runs(&self, runs: &[RunKey]) -> Result<Vec<RunSummary>>;
     /// Newest first (then namespace, name); `next` continues after the page's last run, stable
     /// however many runs are added meanwhile.
     async fn list_runs(
@@ -126,6 +128,20 @@ pub trait MetadataStore: Send + Sync {
     async fn advance_log_index(&self, key: &LogKey, index: &LogIndex) -> Result<LogIndex>;
     /// The jobs of a run that have a log, by name.
     async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>>;
+
+    // The log feed: lines stored through one replica, told to the followers of every replica.
+    /// Tell every subscriber of [`Self::log_feed`] (on any replica) that `lines` of `key` are
+    /// stored. Best effort by design: a follower that misses it finds the lines at its next poll
+    /// of the log index. Without a feed (one process), nothing to do.
+    async fn publish_log_lines(&self, _key: &LogKey, _lines: &[LogLine]) -> Result<()> {
+        Ok(())
+    }
+    /// A subscription to the lines every replica publishes (this one's included), in the order
+    /// each replica published them; `None` when the store has no feed (the embedded store serves
+    /// one process, whose followers are woken in-process).
+    fn log_feed(&self) -> Option<tokio::sync::broadcast::Receiver<LogFeedEvent>> {
+        None
+    }
 
     /// Remove finished runs (and their job states, gate decisions, log index and run tokens)
     /// that the policy picks; the runs removed, so their content can be deleted.

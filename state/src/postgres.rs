@@ -18,8 +18,8 @@ use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
-    Delivery, GateDecision, GateRecorded, LogIndex, LogKey, MetadataStore, RetentionPolicy,
-    RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
+    Delivery, GateDecision, GateRecorded, LogFeedEvent, LogIndex, LogKey, LogLine, MetadataStore,
+    RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -29,6 +29,78 @@ const MIGRATION_LOCK: i64 = 0x7370_6172_6b77_696e;
 
 pub struct PgMetadata {
     pool: Pool,
+    /// How to connect, for the log feed's own listening connection.
+    config: tokio_postgres::Config,
+    /// The log feed, started by the first subscriber.
+    feed: std::sync::OnceLock<tokio::sync::broadcast::Sender<LogFeedEvent>>,
+}
+
+/// The channel the log feed's notifications are sent on.
+const LOG_FEED_CHANNEL: &str = "sparkwing_logs";
+/// Events a slow subscriber of the log feed may fall behind by before it misses some (it then
+/// polls, as after a missed notification).
+const LOG_FEED_BUFFER: usize = 4096;
+
+/// Send `event` to the feed's subscribers (none right now is no reason to stop); false once the
+/// store that holds the sender is gone.
+fn tell(tx: &tokio::sync::broadcast::WeakSender<LogFeedEvent>, event: LogFeedEvent) -> bool {
+    match tx.upgrade() {
+        Some(tx) => {
+            let _ = tx.send(event);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Keep one connection listening on [`LOG_FEED_CHANNEL`] and pass what arrives to `tx`; after a
+/// lost connection, connect again and tell subscribers they may have missed events. Ends once the
+/// store (which holds the sender) is gone.
+async fn listen_for_log_lines(
+    config: tokio_postgres::Config,
+    tx: tokio::sync::broadcast::WeakSender<LogFeedEvent>,
+) {
+    use futures::StreamExt;
+    let mut connected_before = false;
+    while tx.strong_count() > 0 {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+            // The connection's messages are read by polling it: notifications come that way.
+            let driver = tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(message)) = messages.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                        if notes_tx.send(n).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {LOG_FEED_CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                if connected_before && !tell(&tx, LogFeedEvent::Resumed) {
+                    driver.abort();
+                    return;
+                }
+                connected_before = true;
+                while let Some(note) = notes.recv().await {
+                    let Some(event) = crate::logs::parse_feed_message(note.payload()) else {
+                        continue;
+                    };
+                    if !tell(&tx, event) {
+                        driver.abort();
+                        return;
+                    }
+                }
+            }
+            driver.abort();
+        }
+        // A pause before connecting again, not a wait for a state: the server is away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn classify(e: tokio_postgres::Error) -> StateError {
@@ -129,7 +201,7 @@ impl PgMetadata {
             forms: crate::error::METADATA_FORMS,
         })?;
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 // A test query before a pooled connection is reused: after a server restart
@@ -148,7 +220,11 @@ impl PgMetadata {
                 backend: "PostgreSQL",
                 detail: e.to_string(),
             })?;
-        let store = PgMetadata { pool };
+        let store = PgMetadata {
+            pool,
+            config: pg,
+            feed: std::sync::OnceLock::new(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -294,6 +370,30 @@ fn index_row(r: &Row) -> LogIndex {
 impl MetadataStore for PgMetadata {
     async fn ping(&self) -> Result<()> {
         self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn publish_log_lines(&self, key: &LogKey, lines: &[LogLine]) -> Result<()> {
+        key.check()?;
+        let messages = crate::logs::feed_messages(key, lines, crate::logs::FEED_MESSAGE_MAX);
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // One statement: its notifications are delivered together, in order, at its commit.
+        self.query(
+            "SELECT pg_notify($1, m) FROM unnest($2::TEXT[]) WITH ORDINALITY AS t(m, i) ORDER BY i",
+            &[&LOG_FEED_CHANNEL, &messages],
+        )
+        .await
+        .map(drop)
+    }
+
+    fn log_feed(&self) -> Option<tokio::sync::broadcast::Receiver<LogFeedEvent>> {
+        let tx = self.feed.get_or_init(|| {
+            let (tx, _) = tokio::sync::broadcast::channel(LOG_FEED_BUFFER);
+            tokio::spawn(listen_for_log_lines(self.config.clone(), tx.downgrade()));
+            tx
+        });
+        Some(tx.subscribe())
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
@@ -473,6 +573,25 @@ impl MetadataStore for PgMetadata {
             )
             .await?;
         rows.first().map(run_row).transpose()
+    }
+
+    async fn get_runs(&self, runs: &[RunKey]) -> Result<Vec<RunSummary>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let namespaces: Vec<&str> = runs.iter().map(|r| r.namespace.as_str()).collect();
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        self.query(
+            &format!(
+                "SELECT {RUN_COLS} FROM runs
+                  WHERE (namespace, name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))"
+            ),
+            &[&namespaces, &names],
+        )
+        .await?
+        .iter()
+        .map(run_row)
+        .collect()
     }
 
     async fn list_runs(

@@ -9,9 +9,9 @@ use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sparkwing_state::{
-    ingest, ByteStream, Delivery, GateDecision, GateRecorded, IngestReport, LogIndex, LogKey,
-    LogLine, RetentionPolicy, RunFilter, RunKey, RunSummary, SessionRecord, StateError,
-    TokenRecord,
+    ingest, ingest_lines, ByteStream, Delivery, GateDecision, GateRecorded, IngestReport,
+    LogFeedEvent, LogIndex, LogKey, LogLine, RetentionPolicy, RunFilter, RunKey, RunSummary,
+    SessionRecord, StateError, TokenRecord,
 };
 use support::Backend;
 
@@ -51,6 +51,9 @@ conformance!(
     deliveries_are_found_and_forgotten,
     manifests_and_blobs_are_listed,
     sessions,
+    ingest_catches_up_with_a_log_index_behind_its_content,
+    the_log_feed_tells_every_subscriber,
+    runs_are_looked_up_many_at_once,
 );
 
 async fn tokens_are_deleted_by_id_and_by_run(b: Backend) {
@@ -1043,4 +1046,142 @@ async fn sessions(b: Backend) {
     assert!(m.find_session("s3").await.unwrap().is_none());
     assert_eq!(m.find_session("s4").await.unwrap(), Some(other));
     assert_eq!(m.delete_token_sessions("token-of-s3").await.unwrap(), 0);
+}
+
+async fn ingest_catches_up_with_a_log_index_behind_its_content(b: Backend) {
+    let (m, c) = (&*b.meta, &*b.content);
+    let k = LogKey::new("ci", "crashed-1", "build");
+    // A writer stored lines 1-3 and died before the index followed.
+    c.append_log(&k, &lines(1..=3)).await.unwrap();
+    assert!(m.log_index(&k).await.unwrap().is_none());
+    // Its retry: the stored lines are duplicates, the rest is taken, the index catches up.
+    let got = ingest_lines(m, c, &k, lines(1..=5), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.report,
+        IngestReport {
+            accepted: 2,
+            duplicates: 3,
+            dropped: 0
+        }
+    );
+    assert_eq!(seqs(&got.stored), vec![4, 5]);
+    assert_eq!(m.log_index(&k).await.unwrap().unwrap().next_seq, 6);
+    // Behind again (7-8 stored alone): a batch that follows the content, not the index, is taken.
+    c.append_log(&k, &lines(6..=8)).await.unwrap();
+    let got = ingest_lines(m, c, &k, lines(9..=9), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(got.report.accepted, 1);
+    assert_eq!(seqs(&got.stored), vec![9]);
+    assert_eq!(
+        seqs(&c.read_log_after(&k, 0, 100).await.unwrap()),
+        (1..=9).collect::<Vec<_>>()
+    );
+    assert_eq!(m.log_index(&k).await.unwrap().unwrap().next_seq, 10);
+    // A real hole is still refused.
+    assert!(matches!(
+        ingest_lines(m, c, &k, lines(11..=11), u64::MAX).await,
+        Err(StateError::LogGap {
+            expected: 10,
+            got: 11,
+            ..
+        })
+    ));
+}
+
+async fn the_log_feed_tells_every_subscriber(b: Backend) {
+    let m = &b.meta;
+    let k = LogKey::new("ci", "feed-1", "build");
+    let Some(mut first) = m.log_feed() else {
+        // One process, no feed: publishing is accepted and goes nowhere.
+        m.publish_log_lines(&k, &lines(1..=2)).await.unwrap();
+        return;
+    };
+    let mut second = m.log_feed().expect("a second subscriber");
+    // The listener may still be connecting: publish until the first message arrives.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut big = lines(1..=400);
+    big[200].line = "z".repeat(10_000);
+    let received = loop {
+        m.publish_log_lines(&k, &big).await.unwrap();
+        match tokio::time::timeout(std::time::Duration::from_millis(200), first.recv()).await {
+            Ok(Ok(ev)) => break ev,
+            Ok(Err(e)) => panic!("feed: {e}"),
+            Err(_) if tokio::time::Instant::now() < deadline => continue,
+            Err(_) => panic!("nothing on the feed within 30 s"),
+        }
+    };
+    // Every publication is the same messages in order; read the first publication whole.
+    let mut events = vec![received];
+    let mut seen: Vec<u64> = Vec::new();
+    loop {
+        let ev = events.pop().unwrap();
+        match ev {
+            LogFeedEvent::Lines { key, lines } => {
+                assert_eq!(key, k);
+                seen.extend(lines.iter().map(|l| l.seq));
+            }
+            LogFeedEvent::Reached { key, last_seq } => {
+                assert_eq!(key, k);
+                assert_eq!(last_seq, 201, "the long line is told by its seq");
+                seen.push(last_seq);
+            }
+            LogFeedEvent::Resumed => continue,
+        }
+        if seen.last() == Some(&400) {
+            break;
+        }
+        events.push(first.recv().await.unwrap());
+    }
+    // Publications before the first was received may repeat seqs; each is whole and ordered.
+    let tail: Vec<u64> = seen[seen.len() - 400..].to_vec();
+    assert_eq!(tail, (1..=400).collect::<Vec<_>>());
+    // The second subscriber got the same.
+    let mut second_seen = Vec::new();
+    while second_seen.last() != Some(&400) {
+        match second.recv().await.unwrap() {
+            LogFeedEvent::Lines { lines, .. } => second_seen.extend(lines.iter().map(|l| l.seq)),
+            LogFeedEvent::Reached { last_seq, .. } => second_seen.push(last_seq),
+            LogFeedEvent::Resumed => {}
+        }
+    }
+    assert_eq!(
+        second_seen[second_seen.len() - 400..].to_vec(),
+        (1..=400).collect::<Vec<_>>()
+    );
+}
+
+async fn runs_are_looked_up_many_at_once(b: Backend) {
+    let m = &b.meta;
+    for r in [
+        run("ci", "a", "build", "Succeeded", 100),
+        run("ci", "b", "build", "Running", 200),
+        run("prod", "a", "deploy", "Failed", 300),
+    ] {
+        m.upsert_run(&r).await.unwrap();
+    }
+    assert!(m.get_runs(&[]).await.unwrap().is_empty());
+    let mut found = names(
+        &m.get_runs(&[
+            RunKey::new("prod", "a"),
+            RunKey::new("ci", "missing"),
+            RunKey::new("ci", "a"),
+        ])
+        .await
+        .unwrap(),
+    );
+    found.sort();
+    assert_eq!(
+        found,
+        names(&[
+            run("ci", "a", "build", "Succeeded", 100),
+            run("prod", "a", "deploy", "Failed", 300)
+        ])
+    );
+    let one = m.get_runs(&[RunKey::new("prod", "a")]).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].phase, "Failed");
+    assert_eq!(one[0].pipeline, "deploy");
 }
