@@ -1,7 +1,7 @@
 //! `GET /api/v1/runs` (a page, newest first, live and archived) and `GET /api/v1/runs/{ns}/{name}`
 //! (one run with its job states).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -11,9 +11,9 @@ use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::state::JobState;
 use sparkwing_crds::pipeline_run::PipelineRun;
 
-use sparkwing_state::{parse_run_cursor, run_cursor, RunFilter, RunKey};
+use sparkwing_state::{parse_run_cursor, run_cursor, RunFilter, RunKey, RunSummary};
 
-use super::view::{archive_if_finished, view, RunList, RunView};
+use super::view::{archive_if_finished, archive_if_finished_given, view, RunList, RunView};
 use crate::api::auth::{Principal, Scope};
 use crate::api::{check_object_name, ApiError, ApiState};
 use crate::store::{created_ms, Store};
@@ -139,6 +139,21 @@ pub async fn list(
             _ => break,
         }
     }
+    // The page's live runs' index entries, in one lookup (whether each is archived already).
+    let live_in_page: Vec<RunKey> = out
+        .iter()
+        .take(limit)
+        .filter(|(_, (_, is_live))| *is_live)
+        .map(|(k, _)| RunKey::new(&k.1, &k.2))
+        .collect();
+    let indexed: HashMap<RunKey, RunSummary> = st
+        .store
+        .meta
+        .get_runs(&live_in_page)
+        .await?
+        .into_iter()
+        .map(|s| (s.key.clone(), s))
+        .collect();
     let mut page = Vec::with_capacity(limit);
     let mut next = None;
     for (key, (run, is_live)) in &out {
@@ -150,7 +165,8 @@ pub async fn list(
             break;
         }
         let v = if *is_live {
-            let archived = archive_if_finished(&st, run).await?;
+            let stored = indexed.get(&RunKey::new(&key.1, &key.2));
+            let archived = archive_if_finished_given(&st, run, stored).await?;
             view(run, true, archived)
         } else {
             view(run, false, true)

@@ -42,7 +42,16 @@ pub(super) async fn archive_if_finished(
 ) -> Result<bool, ApiError> {
     let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
     let stored = st.store.archived(&ns, &name).await?;
-    let stored_finished = stored.as_ref().map(|s| {
+    archive_if_finished_given(st, run, stored.as_ref()).await
+}
+
+/// [`archive_if_finished`] with the run's index entry already looked up (`stored`).
+pub(super) async fn archive_if_finished_given(
+    st: &ApiState,
+    run: &PipelineRun,
+    stored: Option<&sparkwing_state::RunSummary>,
+) -> Result<bool, ApiError> {
+    let stored_finished = stored.map(|s| {
         sparkwing_core::RunPhase::from_phase_str(&s.phase).is_some_and(|p| p.is_terminal())
     });
     if is_terminal(run) && stored_finished != Some(true) {
