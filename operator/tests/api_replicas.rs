@@ -64,6 +64,11 @@ struct Replica {
 }
 
 fn replica(shared: &Shared, runs: &Arc<MemoryRuns>) -> Replica {
+    replica_with(shared, runs, ApiConfig::default().follow_poll)
+}
+
+/// A replica whose followers poll the log index every `follow_poll`.
+fn replica_with(shared: &Shared, runs: &Arc<MemoryRuns>, follow_poll: Duration) -> Replica {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,6 +79,7 @@ fn replica(shared: &Shared, runs: &Arc<MemoryRuns>) -> Replica {
         runs.clone(),
         ApiConfig {
             default_namespace: "ci".into(),
+            follow_poll,
             ..ApiConfig::default()
         },
     );
@@ -314,6 +320,133 @@ fn a_replica_gone_during_ingest_loses_no_acknowledged_line() {
         .map(|l| l.seq)
         .collect();
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+}
+
+/// A run of an external source through `r`: (namespace, name, runner token).
+fn external_run(r: &Replica, admin: &str) -> (String, String, String) {
+    let run = ApiClient::new(&r.url, admin)
+        .unwrap()
+        .trigger(&TriggerRequest {
+            namespace: Some("ci".into()),
+            ..TriggerRequest::new("build", Source::External(ExternalSource {}))
+        })
+        .unwrap();
+    (run.namespace, run.name, run.runner_token.unwrap())
+}
+
+/// Wait until `cond` holds, for at most 30 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn lines_reach_another_replicas_followers_through_the_log_feed_not_its_poll() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let shared = Shared::start(&setup, "logfeed");
+    let runs = Arc::new(MemoryRuns::new());
+    // B's followers poll once an hour: what reaches them in time came through the feed.
+    let (a, b) = (
+        replica(&shared, &runs),
+        replica_with(&shared, &runs, Duration::from_secs(3600)),
+    );
+    let admin = admin_token(&setup, &a);
+    let (ns, name, token) = external_run(&a, &admin);
+    let runner = ApiClient::new(&a.url, &token).unwrap();
+    // B's feed listens once it has heard a line (it connects in the background at start).
+    let mut seq = 0;
+    wait_for("B's log feed hears a line ingested on A", || {
+        seq += 1;
+        runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
+        b.state.metrics.log_feed_events.get() > 0
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let follower = {
+        let cb = ApiClient::new(&b.url, &admin).unwrap();
+        let (ns, name) = (ns.clone(), name.clone());
+        std::thread::spawn(move || {
+            cb.follow_logs(&ns, &name, "build", 0, 0, |l| {
+                let _ = tx.send(l.seq);
+                Flow::Continue
+            })
+        })
+    };
+    // What was stored before the follower came: from the content store.
+    for want in 1..=seq {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), want);
+    }
+    // Then live, one at a time, each posted only after the previous one arrived.
+    for _ in 0..20 {
+        seq += 1;
+        runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the follower on B gets the line through the feed");
+        assert_eq!(got, seq);
+    }
+    // A batch too big for one notification, with a line too long for any: every line, in order.
+    let mut big: Vec<LogLine> = (seq + 1..=seq + 300).map(line).collect();
+    big[100].line = "x".repeat(20_000);
+    runner.post_logs(&ns, &name, &big).unwrap();
+    for want in seq + 1..=seq + 300 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), want);
+    }
+    seq += 300;
+    // The run ends: the follower, looking at the run every second whatever its poll, drains
+    // and gets its `end`.
+    runs.set_phase(&ns, &name, sparkwing_core::RunPhase::Succeeded);
+    let (_, last) = follower.join().unwrap().unwrap();
+    assert_eq!(last, seq);
+    drop((a, b, shared));
+}
+
+#[test]
+fn a_follower_waits_out_a_postgres_outage_instead_of_failing() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let mut shared = Shared::start(&setup, "followoutage");
+    let runs = Arc::new(MemoryRuns::new());
+    let a = replica(&shared, &runs);
+    let admin = admin_token(&setup, &a);
+    let (ns, name, token) = external_run(&a, &admin);
+    let runner = ApiClient::new(&a.url, &token).unwrap();
+    runner.post_logs(&ns, &name, &[line(1)]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let follower = {
+        let ca = ApiClient::new(&a.url, &admin).unwrap();
+        let (ns, name) = (ns.clone(), name.clone());
+        // No reconnects allowed: the stream itself must survive the outage.
+        std::thread::spawn(move || {
+            ca.follow_logs(&ns, &name, "build", 0, 0, |l| {
+                let _ = tx.send(l.seq);
+                Flow::Continue
+            })
+        })
+    };
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+    shared.pg.stop();
+    wait_for("the follower's reads fail on the outage", || {
+        a.state.metrics.log_follow_retries.get() > 0
+    });
+    assert!(!follower.is_finished(), "the stream ended on the outage");
+    shared.pg.resume();
+    // The runner's post may meet a dead pooled connection first (503, retryable).
+    wait_for("a line is taken once PostgreSQL is back", || {
+        match runner.post_logs(&ns, &name, &[line(2)]) {
+            Ok(_) => true,
+            Err(e) => {
+                assert_eq!(e.status(), Some(503), "{e}");
+                false
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 2);
+    runs.set_phase(&ns, &name, sparkwing_core::RunPhase::Succeeded);
+    let (end, last) = follower.join().unwrap().unwrap();
+    assert_eq!(last, 2);
+    assert_eq!(end, sparkwing_api::StreamEnd::End);
 }
 
 /// A GET with its status and JSON body, error answers included (`token` empty: none).

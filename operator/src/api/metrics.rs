@@ -7,6 +7,8 @@
 //! | `sparkwing_api_blobs_written_total` | counter | |
 //! | `sparkwing_api_blob_bytes_total` | counter | |
 //! | `sparkwing_api_log_lines_total` | counter | |
+//! | `sparkwing_api_log_follow_retries_total` | counter | |
+//! | `sparkwing_api_log_feed_events_total` | counter | |
 //! | `sparkwing_api_runs_triggered_total` | counter | |
 //! | `sparkwing_api_gc_blobs_deleted_total` | counter | |
 //! | `sparkwing_api_gc_bytes_freed_total` | counter | |
@@ -57,6 +59,8 @@ pub struct ApiMetrics {
     pub blobs_written: Counter,
     pub blob_bytes: Counter,
     pub log_lines: Counter,
+    pub log_follow_retries: Counter,
+    pub log_feed_events: Counter,
     pub runs_triggered: Counter,
     pub gc_blobs_deleted: Counter,
     pub gc_bytes_freed: Counter,
@@ -81,6 +85,8 @@ impl Default for ApiMetrics {
             blobs_written: Counter::default(),
             blob_bytes: Counter::default(),
             log_lines: Counter::default(),
+            log_follow_retries: Counter::default(),
+            log_feed_events: Counter::default(),
             runs_triggered: Counter::default(),
             gc_blobs_deleted: Counter::default(),
             gc_bytes_freed: Counter::default(),
@@ -133,6 +139,16 @@ impl Default for ApiMetrics {
                 "sparkwing_api_log_lines",
                 "Log lines stored (not counting duplicates)",
                 &m.log_lines,
+            ),
+            (
+                "sparkwing_api_log_follow_retries",
+                "Reads of a followed log that failed on a store outage and are tried again",
+                &m.log_follow_retries,
+            ),
+            (
+                "sparkwing_api_log_feed_events",
+                "Log feed events received from the metadata store (lines ingested on any replica)",
+                &m.log_feed_events,
             ),
             (
                 "sparkwing_api_runs_triggered",

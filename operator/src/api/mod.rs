@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod migrate;
 pub mod pipelines;
+pub mod recent_logs;
 pub mod server;
 pub mod session;
 pub mod webhook;
@@ -192,9 +193,12 @@ pub struct ApiState {
     pub runs: Arc<dyn RunBackend>,
     pub metrics: Arc<ApiMetrics>,
     pub config: Arc<ApiConfig>,
-    /// Woken on every log ingest through this replica, for its followers (a follower of a line
-    /// ingested elsewhere finds it at its next poll, `ApiConfig::follow_poll`).
+    /// Woken on every log ingest through this replica and every line the log feed tells, for
+    /// its followers (what neither tells, a follower finds at its next poll,
+    /// `ApiConfig::follow_poll`).
     pub log_notify: Arc<Notify>,
+    /// The newest lines of the logs being written, for followers ([`recent_logs`]).
+    pub recent_logs: Arc<recent_logs::RecentLogs>,
     /// The push webhook's secret and Pipelines ([`ApiState::with_webhooks`]).
     pub webhooks: Arc<Webhooks>,
     /// The blob upload memory budget, in KiB permits (`Limits::blob_memory_budget`).
@@ -213,6 +217,7 @@ impl ApiState {
             metrics: Arc::new(ApiMetrics::default()),
             config: Arc::new(config),
             log_notify: Arc::new(Notify::new()),
+            recent_logs: Arc::new(recent_logs::RecentLogs::default()),
             webhooks: Arc::new(Webhooks::default()),
             blob_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             fence: Arc::new(fence::AttemptFence::default()),
@@ -357,16 +362,39 @@ pub async fn serve_on(
         tracing::info!(%addr, "serving the Sparkwing API");
     }
     let sweeper = tokio::spawn(sweep_tokens(state.clone()));
+    let feed = tokio::spawn(relay_log_feed(state.clone()));
     let collector = state
         .config
         .gc_every
         .map(|every| tokio::spawn(collect::collect_periodically(state.clone(), every)));
     let served = server::serve(listener, state, shutdown).await;
     sweeper.abort();
+    feed.abort();
     if let Some(c) = collector {
         c.abort();
     }
     served
+}
+
+/// Pass the metadata store's log feed (lines stored through any replica) to this replica's
+/// followers; nothing to do without a feed (one process).
+async fn relay_log_feed(st: ApiState) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(mut feed) = st.store.meta.log_feed() else {
+        return;
+    };
+    loop {
+        match feed.recv().await {
+            Ok(event) => {
+                st.metrics.log_feed_events.inc();
+                st.recent_logs.apply(&event);
+            }
+            // Fallen behind: some lines were missed, so what is held may not reach the end.
+            Err(RecvError::Lagged(_)) => st.recent_logs.clear(),
+            Err(RecvError::Closed) => return,
+        }
+        st.log_notify.notify_waiters();
+    }
 }
 
 /// Serve the API in the background of `rt` on `addr` (`127.0.0.1:0`: a free loopback port) until

@@ -16,6 +16,7 @@ use sparkwing_api::wire::{IngestReport, LogRecord};
 use sparkwing_state::{LogKey, StateError};
 
 use crate::api::auth::{Principal, Scope};
+use crate::api::recent_logs::Recent;
 use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiMetrics, ApiState};
 use crate::runs::backend::is_terminal;
 
@@ -87,34 +88,26 @@ pub async fn ingest(
     for (job, lines) in by_job.iter_mut() {
         lines.sort_by_key(|l| l.seq);
         let key = LogKey::new(&ns, &name, job);
-        let capped = st
-            .store
-            .meta
-            .log_index(&key)
-            .await?
-            .is_some_and(|i| i.capped);
-        if capped {
+        let index = st.store.meta.log_index(&key).await?;
+        if index.as_ref().is_some_and(|i| i.capped) {
             continue;
         }
-        let mut expected = st.store.content.log_last_seq(&key).await? + 1;
-        for l in lines.iter() {
-            if l.seq < expected {
-                continue;
+        // Where the log ends by its index (one query); a batch that seems to leave a hole after
+        // it is checked against the content store, which the index may lag by one crashed batch.
+        let indexed = index.map_or(0, |i| i.next_seq.saturating_sub(1));
+        if let Err(gap) = follows_on(job, indexed, lines) {
+            let stored = st.store.content.log_last_seq(&key).await?;
+            if stored == indexed {
+                return Err(gap);
             }
-            if l.seq != expected {
-                return Err(ApiError::LogGap {
-                    job: job.clone(),
-                    expected,
-                    got: l.seq,
-                });
-            }
-            expected += 1;
+            follows_on(job, stored, lines)?;
         }
     }
     let mut report = IngestReport::default();
+    let mut stored = Vec::new();
     for (job, lines) in by_job {
         let key = LogKey::new(&ns, &name, &job);
-        let r = sparkwing_state::ingest(
+        let taken = sparkwing_state::ingest_lines(
             st.store.meta.as_ref(),
             st.store.content.as_ref(),
             &key,
@@ -123,15 +116,46 @@ pub async fn ingest(
         )
         .await
         .map_err(gap)?;
-        report.accepted += r.accepted;
-        report.duplicates += r.duplicates;
-        report.dropped += r.dropped;
+        report.accepted += taken.report.accepted;
+        report.duplicates += taken.report.duplicates;
+        report.dropped += taken.report.dropped;
+        if !taken.stored.is_empty() {
+            st.recent_logs.put(&key, &taken.stored);
+            stored.push((key, taken.stored));
+        }
     }
-    if report.accepted > 0 {
+    if !stored.is_empty() {
         ApiMetrics::add(&st.metrics.log_lines, report.accepted);
         st.log_notify.notify_waiters();
+        // Followers on other replicas: told through the feed. The lines are durable already, so
+        // a failure here costs those followers a poll, not a line.
+        for (key, lines) in &stored {
+            if let Err(e) = st.store.meta.publish_log_lines(key, lines).await {
+                tracing::warn!(job = %key.job, error = %e, "publishing log lines to the log feed");
+            }
+        }
     }
     Ok(Json(report))
+}
+
+/// Whether `lines` (ascending) follow on from a log whose last seq is `last`: duplicates at or
+/// below it, then no hole.
+fn follows_on(job: &str, last: u64, lines: &[sparkwing_state::LogLine]) -> Result<(), ApiError> {
+    let mut expected = last + 1;
+    for l in lines {
+        if l.seq < expected {
+            continue;
+        }
+        if l.seq != expected {
+            return Err(ApiError::LogGap {
+                job: job.to_string(),
+                expected,
+                got: l.seq,
+            });
+        }
+        expected += 1;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, Debug)]
@@ -285,12 +309,55 @@ struct Follow {
     done: bool,
     /// When the run was last looked up (a Kubernetes read: at most every [`RUN_CHECK`]).
     run_checked: Option<tokio::time::Instant>,
+    /// Woken by a notification (lines ingested here or told by the feed), not by the poll's
+    /// timer: the replica's recent lines then answer without a query when they are up to date.
+    woken: bool,
+    /// Store reads failed in a row on an outage (the pause before the next grows with it).
+    outage: u32,
 }
 
 /// How often a follower waiting for lines asks whether the run is over.
 const RUN_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest pause between a follower's reads while its store is away.
+const OUTAGE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Follow {
+    fn send(&mut self, lines: Vec<LogRecord>) {
+        for l in lines {
+            if l.seq <= self.after {
+                continue;
+            }
+            self.after = l.seq;
+            let data = serde_json::to_string(&l).unwrap_or_default();
+            self.queue
+                .push_back(Event::default().id(l.seq.to_string()).data(data));
+        }
+    }
+
+    /// The next lines from the store: through the log index (one indexed query says whether any
+    /// line follows `after`, so the content store is read only then), or straight from the content
+    /// store while draining.
+    async fn read_store(&self, key: &LogKey) -> Result<Vec<LogRecord>, ApiError> {
+        if !self.draining {
+            match self.st.store.meta.log_index(key).await? {
+                Some(index) if index.next_seq.saturating_sub(1) <= self.after => {
+                    return Ok(Vec::new())
+                }
+                // No index (a log written before it existed), or lines follow: read.
+                _ => {}
+            }
+        }
+        let (lines, _) = read_page(
+            &self.st,
+            key,
+            self.after,
+            FOLLOW_PAGE_LINES,
+            MAX_LOG_PAGE_BYTES,
+        )
+        .await?;
+        Ok(lines)
+    }
+
     async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
         loop {
             if let Some(ev) = self.queue.pop_front() {
@@ -299,38 +366,39 @@ impl Follow {
             if self.done {
                 return None;
             }
+            // Listening before looking: a line ingested between the look and the wait still
+            // wakes this follower.
+            let notify = self.st.log_notify.clone();
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let key = LogKey::new(&self.ns, &self.name, &self.job);
-            // The log index (one indexed query) says whether any line follows `after`: the
-            // content store is read only then, however often a follower polls.
-            let fresh = self.draining
-                || match self.st.store.meta.log_index(&key).await {
-                    Ok(Some(index)) => index.next_seq.saturating_sub(1) > self.after,
-                    // No index (a log written before it existed), or no answer: read.
-                    Ok(None) | Err(_) => true,
-                };
-            let page = if fresh {
-                read_page(
-                    &self.st,
-                    &key,
-                    self.after,
-                    FOLLOW_PAGE_LINES,
-                    MAX_LOG_PAGE_BYTES,
-                )
-                .await
+            // The replica's recent lines first (not while draining: the end is the store's).
+            let recent = if self.draining {
+                Recent::Unknown
             } else {
-                Ok((Vec::new(), false))
+                self.st
+                    .recent_logs
+                    .after(&key, self.after, FOLLOW_PAGE_LINES)
             };
-            match page {
-                Ok((lines, _)) => {
-                    for l in lines {
-                        if l.seq <= self.after {
-                            continue;
-                        }
-                        self.after = l.seq;
-                        let data = serde_json::to_string(&l).unwrap_or_default();
-                        self.queue
-                            .push_back(Event::default().id(l.seq.to_string()).data(data));
-                    }
+            let read = match recent {
+                Recent::Lines(lines) => Ok(lines.into_iter().map(record).collect()),
+                Recent::UpToDate if self.woken => Ok(Vec::new()),
+                Recent::UpToDate | Recent::Unknown => self.read_store(&key).await,
+            };
+            match read {
+                Ok(lines) => {
+                    self.outage = 0;
+                    self.send(lines);
+                }
+                Err(e) if e.retryable() => {
+                    // The store is away: keep the stream, try again after a pause that grows.
+                    self.outage += 1;
+                    self.st.metrics.log_follow_retries.inc();
+                    tracing::warn!(error = %e, job = %self.job, "following a log: the store is away; trying again");
+                    let pause = (self.st.config.follow_poll * self.outage).min(OUTAGE_BACKOFF_MAX);
+                    tokio::time::sleep(pause).await;
+                    continue;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "following a log");
@@ -361,8 +429,12 @@ impl Follow {
                 self.draining = true;
                 continue;
             }
-            let notify = self.st.log_notify.clone();
-            let _ = tokio::time::timeout(self.st.config.follow_poll, notify.notified()).await;
+            // Until a line, the next poll, or the next look at the run, whichever comes first.
+            let next_check = self
+                .run_checked
+                .map_or(RUN_CHECK, |at| RUN_CHECK.saturating_sub(at.elapsed()));
+            let wait = self.st.config.follow_poll.min(next_check);
+            self.woken = tokio::time::timeout(wait, notified).await.is_ok();
         }
     }
 }
@@ -409,6 +481,8 @@ pub async fn follow(
         draining: false,
         done: false,
         run_checked: None,
+        woken: false,
+        outage: 0,
     };
     let stream = futures::stream::unfold(state, Follow::next_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
