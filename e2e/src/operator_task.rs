@@ -1,7 +1,7 @@
 //! An in-process `sparkwing-operator` (its `run_controllers`) with a shutdown switch, for tests.
 
 use crate::api_task::ApiTask;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use kube::Client;
 use sparkwing_operator::{run_controllers, Config, Metrics};
 use std::sync::Arc;
@@ -85,11 +85,25 @@ impl OperatorTask {
         if let Some(api) = self.api.take() {
             api.stop().await?;
         }
-        tokio::time::timeout(STOP_WITHIN, task)
-            .await
-            .context("the operator did not shut down")??
-            .context("the operator failed")?;
+        let Ok(joined) = tokio::time::timeout(STOP_WITHIN, task).await else {
+            bail!(
+                "the operator did not shut down within {}s; still running: {}",
+                STOP_WITHIN.as_secs(),
+                still_running(&self.metrics)
+            );
+        };
+        joined?.context("the operator failed")?;
         Ok(())
+    }
+}
+
+/// What `run_controllers` has not finished (its waits and controller loops), for an error.
+fn still_running(metrics: &Metrics) -> String {
+    let running = metrics.running();
+    if running.is_empty() {
+        "nothing (it was about to return)".to_string()
+    } else {
+        running.join(", ")
     }
 }
 

@@ -47,6 +47,8 @@ pub mod pool_claim;
 pub mod pool_token;
 pub mod runner_job;
 pub mod runs;
+#[cfg(test)]
+mod shutdown_tests;
 pub mod status;
 pub mod store;
 pub mod tokens;
@@ -162,12 +164,6 @@ impl Config {
     }
 }
 
-/// Run the PipelineRun and RunnerPool controllers until `shutdown` completes.
-///
-/// Waits for the CRDs first (marking readiness in `config.metrics` when they are served), then,
-/// with leader election, for the Lease. Returns `Ok` after a clean shutdown (in-flight reconciles
-/// finish first; a held Lease is released), [`Error::LeadershipLost`] when another replica took
-/// the Lease over.
 /// The commit status controller's client; `None` (logged) when it cannot be built.
 fn commit_statuses(config: &Config) -> Option<controller::commit_status::CommitStatuses> {
     match github::GitHubClient::new(&config.github_api_url, github::Backoff::default()) {
@@ -182,6 +178,22 @@ fn commit_statuses(config: &Config) -> Option<controller::commit_status::CommitS
     }
 }
 
+/// `wait`'s output, or `None` when `shutdown` completes first (or has completed).
+async fn until<T>(shutdown: impl Future<Output = ()>, wait: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = shutdown => None,
+        out = wait => Some(out),
+    }
+}
+
+/// Run the PipelineRun and RunnerPool controllers until `shutdown` completes.
+///
+/// Waits for the CRDs first (marking readiness in `config.metrics` when they are served), then,
+/// with leader election, for the Lease. Every wait ends on `shutdown`; the steps under way are
+/// listed by [`Metrics::running`]. Returns `Ok` after a clean shutdown (in-flight reconciles
+/// finish first; a held Lease is released), [`Error::LeadershipLost`] when another replica took
+/// the Lease over.
 pub async fn run_controllers(
     client: kube::Client,
     config: Config,
@@ -191,19 +203,22 @@ pub async fn run_controllers(
     let metrics = config.metrics.clone();
     let namespace = config.namespace.clone();
 
-    tokio::select! {
-        () = shutdown.clone() => return Ok(()),
-        () = crd_wait::wait_for_crds(&client, namespace.as_deref(), &metrics) => {}
+    let crds = metrics.step("waiting for the CRDs");
+    let served = crd_wait::wait_for_crds(&client, namespace.as_deref(), &metrics);
+    if until(shutdown.clone(), served).await.is_none() {
+        return Ok(());
     }
+    drop(crds);
 
     let elector = config
         .leader_election
         .clone()
         .map(|lease| LeaderElector::new(client.clone(), lease));
     if let Some(elector) = &elector {
-        tokio::select! {
-            () = shutdown.clone() => return Ok(()),
-            acquired = elector.acquire() => acquired?,
+        let _lease = metrics.step("waiting for the leader Lease");
+        match until(shutdown.clone(), elector.acquire()).await {
+            None => return Ok(()),
+            Some(acquired) => acquired?,
         }
     }
     metrics.set_leader(true);
@@ -237,33 +252,51 @@ pub async fn run_controllers(
         .with_pool_tokens(config.pool_tokens.clone())
         .with_commit_statuses(commit_statuses(&config)),
     );
-    let run_loop = controller::run::run(run_controller, ctx.clone(), shutdown.clone());
-    let pool_ctx = ctx.clone();
-    let pool_shutdown = shutdown.clone();
-    let pool_loop = async move {
-        // The pool controller reads run phases from the run controller's cache.
-        if runs.wait_until_ready().await.is_err() {
-            return;
+    // Each loop ends on shutdown, whatever it is waiting for; `metrics.running()` names the
+    // loops that have not ended yet.
+    let run_loop = {
+        let step = metrics.step(controller::run::NAME);
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            let _step = step;
+            controller::run::run(run_controller, ctx, shutdown).await;
         }
-        controller::pool::run(pool_controller, pool_ctx, pool_shutdown).await;
+    };
+    let pool_loop = {
+        let step = metrics.step(controller::pool::NAME);
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            let _step = step;
+            // The pool controller reads run phases from the run controller's cache.
+            if let Some(Ok(())) = until(shutdown.clone(), runs.wait_until_ready()).await {
+                controller::pool::run(pool_controller, ctx, shutdown).await;
+            }
+        }
     };
     let pipeline_loop = {
+        let step = metrics.step(controller::pipeline::NAME);
         let (client, ctx, shutdown) = (client.clone(), ctx.clone(), shutdown.clone());
         let namespace = namespace.clone();
         async move {
-            if controller::pipeline::served(&client, namespace.as_deref()).await {
+            let _step = step;
+            let served = controller::pipeline::served(&client, namespace.as_deref());
+            if let Some(true) = until(shutdown.clone(), served).await {
                 let c = controller::pipeline::controller(&client, namespace.as_deref());
                 controller::pipeline::run(c, ctx, shutdown).await;
             }
         }
     };
     let status_loop = {
+        let step = metrics.step(controller::commit_status::NAME);
         let (client, ctx, shutdown) = (client.clone(), ctx.clone(), shutdown.clone());
         let namespace = namespace.clone();
         async move {
-            if ctx.commit_statuses.is_some()
-                && controller::pipeline::served(&client, namespace.as_deref()).await
-            {
+            let _step = step;
+            if ctx.commit_statuses.is_none() {
+                return;
+            }
+            let served = controller::pipeline::served(&client, namespace.as_deref());
+            if let Some(true) = until(shutdown.clone(), served).await {
                 let c = controller::commit_status::controller(&client, namespace.as_deref());
                 controller::commit_status::run(c, ctx, shutdown).await;
             }
@@ -283,6 +316,7 @@ pub async fn run_controllers(
         }
         Some(elector) => tokio::select! {
             () = controllers => {
+                let _release = metrics.step("releasing the leader Lease");
                 elector.release().await;
                 Ok(())
             }

@@ -32,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
@@ -116,6 +116,29 @@ fn claim_histogram() -> Histogram {
     Histogram::new(CLAIM_BUCKETS.iter().copied())
 }
 
+/// A step of `run_controllers` under way, from [`Metrics::step`] until dropped.
+#[must_use = "the step ends when this is dropped"]
+pub struct Step {
+    metrics: Arc<Metrics>,
+    step: &'static str,
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        let mut running = self
+            .metrics
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(self.step) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(self.step);
+            }
+        }
+    }
+}
+
 /// The operator's metrics. Cheap to update from any task; [`Metrics::render`] writes them.
 pub struct Metrics {
     registry: Registry,
@@ -141,6 +164,8 @@ pub struct Metrics {
     pending_since: Mutex<BTreeMap<String, Instant>>,
     /// Held while rendering, so `sparkwing_runs` is refilled by one render at a time.
     runs_by_phase: Mutex<Option<RunPhaseSource>>,
+    /// The steps of `run_controllers` under way (see [`Metrics::running`]), with how many of each.
+    running: Mutex<BTreeMap<&'static str, usize>>,
 }
 
 impl Default for Metrics {
@@ -165,6 +190,7 @@ impl Default for Metrics {
             status_writes_all: AtomicU64::new(0),
             pending_since: Mutex::default(),
             runs_by_phase: Mutex::default(),
+            running: Mutex::default(),
         };
         m.registered()
     }
@@ -362,6 +388,28 @@ impl Metrics {
         Buckets::scraped(&self.render(), "sparkwing_claim_latency_seconds", "")
             .quantile(q)
             .map(Duration::from_secs_f64)
+    }
+
+    /// Mark `step` of `run_controllers` (a wait, a controller loop) as under way until the
+    /// returned guard is dropped.
+    pub fn step(self: &Arc<Self>, step: &'static str) -> Step {
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(step)
+            .or_insert(0) += 1;
+        Step {
+            metrics: self.clone(),
+            step,
+        }
+    }
+
+    /// The steps of `run_controllers` under way, sorted (after a shutdown: what it still waits
+    /// for). Not a Prometheus metric.
+    pub fn running(&self) -> Vec<&'static str> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.keys().copied().collect()
     }
 
     /// Count runs by phase with `source` when rendering `sparkwing_runs` (the run controller

@@ -138,7 +138,7 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<Pipeli
 pub async fn run(
     controller: Controller<PipelineRun>,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }

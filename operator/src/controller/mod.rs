@@ -171,23 +171,24 @@ pub fn requeue(after_ms: Option<u64>, finished: bool) -> Action {
     }
 }
 
-/// Log a failed reconcile, count it, and retry with backoff.
 /// Drive `controller` with `reconcile` until `shutdown`; failures go through [`error_policy`]
-/// (counted, logged, requeued with a backoff). Returns once the controller has shut down.
+/// (counted, logged, requeued with a backoff). Returns once the controller has shut down: at once
+/// when it has not started reconciling, otherwise when its in-flight reconciles have finished.
 pub async fn drive<K, ReconcileFut>(
     name: &'static str,
     controller: kube::runtime::Controller<K>,
     reconcile: impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFut,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
 ) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: std::fmt::Debug + Eq + std::hash::Hash + Clone + Unpin,
     ReconcileFut: futures::TryFuture<Ok = Action, Error = Error> + Send + 'static,
 {
-    use futures::StreamExt as _;
-    controller
-        .graceful_shutdown_on(shutdown)
+    use futures::{FutureExt as _, StreamExt as _};
+    let store = controller.store();
+    let applier = controller
+        .graceful_shutdown_on(shutdown.clone())
         .run(
             reconcile,
             move |obj, err, ctx| error_policy(name, obj.as_ref(), err, &ctx),
@@ -197,10 +198,30 @@ pub async fn drive<K, ReconcileFut>(
             if let Err(e) = res {
                 tracing::debug!(controller = name, error = %e, "controller");
             }
-        })
-        .await
+        });
+    // kube-runtime's applier starts no reconcile before the controller's cache (`store`) is
+    // ready (`Runner::delay_tasks_until(store.wait_until_ready())`), and its runner stays
+    // pending until then even after the shutdown ended its queue (kube-runtime 5.0.0,
+    // src/controller/runner.rs). But the shutdown also stops polling the watch that fills the
+    // cache (`take_until` on the trigger stream): a cache not ready by then never gets ready,
+    // and the applier would wait forever. Such a controller has reconciled nothing, so there is
+    // nothing to wait for: it ends at once.
+    let unready_at_shutdown = async move {
+        shutdown.await;
+        if let Some(Ok(())) = store.wait_until_ready().now_or_never() {
+            // Ready: the applier ends once its in-flight reconciles have finished.
+            std::future::pending::<()>().await;
+        }
+        tracing::debug!(
+            controller = name,
+            "shut down before its cache was ready: nothing in flight"
+        );
+    };
+    futures::pin_mut!(applier, unready_at_shutdown);
+    futures::future::select(applier, unready_at_shutdown).await;
 }
 
+/// Log a failed reconcile, count it, and retry with backoff.
 pub fn error_policy<K: Resource>(
     controller: &'static str,
     obj: &K,

@@ -317,7 +317,7 @@ pub async fn served(client: &Client, namespace: Option<&str>) -> bool {
 pub async fn run(
     controller: Controller<Pipeline>,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }

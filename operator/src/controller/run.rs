@@ -76,7 +76,7 @@ pub fn controller(
 pub async fn run(
     controller: Controller<PipelineRun>,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     super::drive(NAME, controller, reconcile, ctx, shutdown).await
 }
