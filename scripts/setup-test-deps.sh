@@ -70,13 +70,17 @@ if [ "$(id -u)" -eq 0 ] && ! id -u sparkwing-pg >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin sparkwing-pg
 fi
 
-# The state layer's S3-compatible test server (s3s-fs), built once from its crate and cached:
-# a debug build (a test server needs no optimiser): under 3 minutes cold on 2 cores, nothing when
-# present. 0.14.1: later releases need a newer rustc.
-S3S_FS_ROOT="${SPARKWING_S3S_FS_ROOT:-/var/tmp/sparkwing-ci/s3s-fs}"
-if [ ! -x "$S3S_FS_ROOT/bin/s3s-fs" ]; then
-  echo "building s3s-fs into $S3S_FS_ROOT (once)"
-  cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet --debug \
-    --root "$S3S_FS_ROOT" --target-dir "$S3S_FS_ROOT/build"
-  rm -rf "$S3S_FS_ROOT/build"
+# The state layer's S3-compatible test server: `tools/s3-test-server`, the s3s-fs crate's store
+# served with TCP_NODELAY (the s3s-fs binary leaves Nagle on, which stalls most requests on a
+# reused connection by ~40 ms). A debug build, cached outside the repository and rebuilt when its
+# sources change: under 3 minutes cold on 2 cores, nothing when present.
+S3_SERVER_ROOT="${SPARKWING_S3_SERVER_ROOT:-/var/tmp/sparkwing-ci/s3-test-server}"
+S3_SERVER_SRC="$(cd "$(dirname "$0")/.." && pwd)/tools/s3-test-server"
+S3_SERVER_STAMP="$(cat "$S3_SERVER_SRC"/Cargo.toml "$S3_SERVER_SRC"/Cargo.lock "$S3_SERVER_SRC"/src/*.rs | sha256sum | cut -c1-16)"
+if [ ! -x "$S3_SERVER_ROOT/bin/sparkwing-s3-test-server" ] || [ "$(cat "$S3_SERVER_ROOT/stamp" 2>/dev/null)" != "$S3_SERVER_STAMP" ]; then
+  echo "building sparkwing-s3-test-server into $S3_SERVER_ROOT"
+  cargo install --path "$S3_SERVER_SRC" --locked --quiet --debug --force \
+    --root "$S3_SERVER_ROOT" --target-dir "$S3_SERVER_ROOT/build"
+  rm -rf "$S3_SERVER_ROOT/build"
+  echo "$S3_SERVER_STAMP" > "$S3_SERVER_ROOT/stamp"
 fi

@@ -1,12 +1,14 @@
 //! Real servers for tests (feature `test-support`): PostgreSQL from Debian's binaries on a temp
-//! data directory and a unix socket, and the `s3s-fs` S3-compatible server as its own process.
+//! data directory and a unix socket, and an S3-compatible server as its own process
+//! (`tools/s3-test-server`: the `s3s-fs` crate's store, served with `TCP_NODELAY`).
 //! Each is stopped when dropped. Readiness is a condition polled against a deadline.
 //!
 //! `scripts/setup-test-deps.sh` installs both: apt's `postgresql`, the system user
-//! `sparkwing-pg` (postgres refuses to run as root) and `s3s-fs` built once under
-//! `/var/tmp/sparkwing-ci/s3s-fs`. `SPARKWING_PG_BIN` (a directory with `initdb` and `pg_ctl`)
-//! and `SPARKWING_S3S_FS` (the server binary; or `SPARKWING_S3S_FS_ROOT`, where the setup script
-//! installed it) override where they are looked for.
+//! `sparkwing-pg` (postgres refuses to run as root) and the S3 server built once under
+//! `/var/tmp/sparkwing-ci/s3-test-server`. `SPARKWING_PG_BIN` (a directory with `initdb` and
+//! `pg_ctl`) and `SPARKWING_S3_SERVER` (the server binary, ours or `s3s-fs`, which takes the same
+//! flags; or `SPARKWING_S3_SERVER_ROOT`, where the setup script installed it) override where they
+//! are looked for.
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -17,7 +19,8 @@ use std::time::{Duration, Instant};
 /// The system user postgres runs as when the tests run as root.
 pub const PG_USER: &str = "sparkwing-pg";
 /// Where `scripts/setup-test-deps.sh` installs the S3 server.
-pub const S3S_FS_DEFAULT: &str = "/var/tmp/sparkwing-ci/s3s-fs/bin/s3s-fs";
+pub const S3_SERVER_DEFAULT: &str =
+    "/var/tmp/sparkwing-ci/s3-test-server/bin/sparkwing-s3-test-server";
 
 const SETUP: &str = "run scripts/setup-test-deps.sh (as root) to install it";
 
@@ -233,7 +236,7 @@ impl Drop for Postgres {
     }
 }
 
-/// An `s3s-fs` server on a loopback port, storing under a temp directory.
+/// An S3-compatible server on a loopback port, storing under a temp directory.
 pub struct S3Server {
     root: tempfile::TempDir,
     port: u16,
@@ -243,14 +246,14 @@ pub struct S3Server {
     pub secret_key: String,
 }
 
-fn s3s_fs() -> PathBuf {
+fn s3_server() -> PathBuf {
     let p: PathBuf = match (
-        std::env::var_os("SPARKWING_S3S_FS"),
-        std::env::var_os("SPARKWING_S3S_FS_ROOT"),
+        std::env::var_os("SPARKWING_S3_SERVER"),
+        std::env::var_os("SPARKWING_S3_SERVER_ROOT"),
     ) {
         (Some(bin), _) => bin.into(),
-        (None, Some(root)) => PathBuf::from(root).join("bin/s3s-fs"),
-        (None, None) => S3S_FS_DEFAULT.into(),
+        (None, Some(root)) => PathBuf::from(root).join("bin/sparkwing-s3-test-server"),
+        (None, None) => S3_SERVER_DEFAULT.into(),
     };
     assert!(p.exists(), "no S3 server at {}; {SETUP}", p.display());
     p
@@ -271,7 +274,7 @@ impl S3Server {
             .tempdir()
             .expect("a temp dir");
         let bucket = "sparkwing".to_string();
-        // s3s-fs serves each directory under its root as a bucket.
+        // The server serves each directory under its root as a bucket.
         std::fs::create_dir(root.path().join(&bucket)).expect("the bucket's directory");
         let mut s = S3Server {
             root,
@@ -316,7 +319,7 @@ impl S3Server {
 
     /// Start it again on the same port and directory; returns once it accepts connections.
     pub fn resume(&mut self) {
-        let child = Command::new(s3s_fs())
+        let child = Command::new(s3_server())
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
                 "--access-key",
@@ -328,13 +331,13 @@ impl S3Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start s3s-fs");
+            .expect("start the S3 server");
         self.child = Some(child);
         let port = self.port;
         let child = self.child.as_mut().expect("just set");
-        wait_until("s3s-fs", Duration::from_secs(30), || {
+        wait_until("the S3 server", Duration::from_secs(30), || {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("s3s-fs exited at start: {status}");
+                panic!("the S3 server exited at start: {status}");
             }
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
