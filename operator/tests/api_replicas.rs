@@ -1,6 +1,7 @@
-//! Two API replicas on one PostgreSQL server and one S3 server (`s3s-fs`), all real processes
-//! started here, served over loopback HTTP: what one replica stores the other serves, a follower
-//! on one sees what the other ingests; and the servers' faults — PostgreSQL stopped (503,
+//! Two API replicas on one PostgreSQL server and one S3 server, all real processes started here,
+//! served over loopback HTTP: what one replica stores the other serves, a follower on one (the
+//! API's log follow, the dashboard's run page stream) sees what the other ingests; and the
+//! servers' faults — PostgreSQL stopped (503,
 //! retryable; the API recovers by itself), the S3 server stopped (uploads fail clearly, nothing
 //! half-written becomes visible), a replica gone during ingest (its client retries on the other:
 //! no acknowledged line lost, no 500).
@@ -400,6 +401,120 @@ fn lines_reach_another_replicas_followers_through_the_log_feed_not_its_poll() {
     runs.set_phase(&ns, &name, sparkwing_core::RunPhase::Succeeded);
     let (_, last) = follower.join().unwrap().unwrap();
     assert_eq!(last, seq);
+    drop((a, b, shared));
+}
+
+/// A dashboard session on the replica at `url`: the `Cookie` header's value (`POST /login`).
+fn dashboard_session(url: &str, token: &str) -> String {
+    use std::io::Read as _;
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = format!("token={token}&next=/");
+    write!(
+        s,
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    answer
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim().split(';').next().unwrap().to_string())
+        })
+        .expect("a session cookie")
+}
+
+/// The run page's event stream `path` on `url`, read on a thread: the `id` (last seq) of each
+/// `logs` event is sent on the channel.
+fn dashboard_log_events(url: &str, path: &str, cookie: &str) -> std::sync::mpsc::Receiver<u64> {
+    use std::io::BufRead as _;
+    let addr = url.trim_start_matches("http://").to_string();
+    let (path, cookie) = (path.to_string(), cookie.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let (mut event, mut id, mut line) = (String::new(), None, String::new());
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if let Some(v) = l.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("id:") {
+                id = v.trim().parse::<u64>().ok();
+            } else if l.is_empty() {
+                if let (true, Some(seq)) = (event == "logs", id) {
+                    if tx.send(seq).is_err() {
+                        return;
+                    }
+                }
+                (event, id) = (String::new(), None);
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_dashboard_stream_on_another_replica_gets_lines_through_the_log_feed_not_the_store() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let shared = Shared::start(&setup, "dashfeed");
+    let runs = Arc::new(MemoryRuns::new());
+    // B's streams poll once an hour: what reaches them in time came through the feed.
+    let (a, b) = (
+        replica(&shared, &runs),
+        replica_with(&shared, &runs, Duration::from_secs(3600)),
+    );
+    let admin = admin_token(&setup, &a);
+    let (ns, name, token) = external_run(&a, &admin);
+    let runner = ApiClient::new(&a.url, &token).unwrap();
+    let mut seq = 0;
+    wait_for("B's log feed hears a line ingested on A", || {
+        seq += 1;
+        runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
+        b.state.metrics.log_feed_events.get() > 0
+    });
+    let cookie = dashboard_session(&b.url, &admin);
+    let events = dashboard_log_events(
+        &b.url,
+        &format!("/ui/runs/{ns}/{name}/stream?job=build"),
+        &cookie,
+    );
+    // What was stored before the stream opened (from B's recent lines or the content store).
+    let mut last = 0;
+    while last < seq {
+        last = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(last, seq);
+    let store_reads = b.state.metrics.log_follow_store_reads.get();
+    // Then live, one at a time: each arrives, told by the feed, without a read of the store.
+    for _ in 0..20 {
+        seq += 1;
+        runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
+        let got = events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stream on B gets the line through the feed");
+        assert_eq!(got, seq);
+    }
+    assert_eq!(
+        b.state.metrics.log_follow_store_reads.get(),
+        store_reads,
+        "live lines were served from B's recent lines, not read from the content store"
+    );
     drop((a, b, shared));
 }
 

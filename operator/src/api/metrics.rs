@@ -9,6 +9,7 @@
 //! | `sparkwing_api_log_lines_total` | counter | |
 //! | `sparkwing_api_log_follow_retries_total` | counter | |
 //! | `sparkwing_api_log_feed_events_total` | counter | |
+//! | `sparkwing_api_log_follow_store_reads_total` | counter | |
 //! | `sparkwing_api_runs_triggered_total` | counter | |
 //! | `sparkwing_api_gc_blobs_deleted_total` | counter | |
 //! | `sparkwing_api_gc_bytes_freed_total` | counter | |
@@ -61,6 +62,7 @@ pub struct ApiMetrics {
     pub log_lines: Counter,
     pub log_follow_retries: Counter,
     pub log_feed_events: Counter,
+    pub log_follow_store_reads: Counter,
     pub runs_triggered: Counter,
     pub gc_blobs_deleted: Counter,
     pub gc_bytes_freed: Counter,
@@ -87,6 +89,7 @@ impl Default for ApiMetrics {
             log_lines: Counter::default(),
             log_follow_retries: Counter::default(),
             log_feed_events: Counter::default(),
+            log_follow_store_reads: Counter::default(),
             runs_triggered: Counter::default(),
             gc_blobs_deleted: Counter::default(),
             gc_bytes_freed: Counter::default(),
@@ -149,6 +152,11 @@ impl Default for ApiMetrics {
                 "sparkwing_api_log_feed_events",
                 "Log feed events received from the metadata store (lines ingested on any replica)",
                 &m.log_feed_events,
+            ),
+            (
+                "sparkwing_api_log_follow_store_reads",
+                "Reads of the content store by log followers (the API's and the dashboard's) for lines the replica's recent lines did not hold",
+                &m.log_follow_store_reads,
             ),
             (
                 "sparkwing_api_runs_triggered",

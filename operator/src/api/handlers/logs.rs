@@ -190,6 +190,18 @@ async fn read_page(
     limit: usize,
     max_bytes: usize,
 ) -> Result<(Vec<LogRecord>, bool), ApiError> {
+    let (lines, more) = read_stored(st, key, after, limit, max_bytes).await?;
+    Ok((lines.into_iter().map(record).collect(), more))
+}
+
+/// [`read_page`] as stored.
+async fn read_stored(
+    st: &ApiState,
+    key: &LogKey,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<sparkwing_state::LogLine>, bool), ApiError> {
     // One line past the page says whether more follow.
     let mut lines = st
         .store
@@ -209,7 +221,44 @@ async fn read_page(
         bytes += l.line.len() + l.ts.len() + 64;
     }
     lines.truncate(keep);
-    Ok((lines.into_iter().map(record).collect(), more))
+    Ok((lines, more))
+}
+
+/// The lines after `after` that a follower of `key` sends next (at most `limit`): the replica's
+/// recent lines when they hold the next one; none when they end at `after` and the follower was
+/// woken by a notification (the line it was told of is there, so nothing newer is stored); else
+/// the store, through the log index (one indexed query says whether any line follows, so the
+/// content store is read only then) or, while `draining` (the run is over: the end is the content
+/// store's), the content store itself. Both followers use it: the API's and the dashboard's.
+pub(crate) async fn follow_lines(
+    st: &ApiState,
+    key: &LogKey,
+    after: u64,
+    limit: usize,
+    woken: bool,
+    draining: bool,
+) -> Result<Vec<sparkwing_state::LogLine>, ApiError> {
+    let recent = if draining {
+        Recent::Unknown
+    } else {
+        st.recent_logs.after(key, after, limit)
+    };
+    match recent {
+        Recent::Lines(lines) => return Ok(lines),
+        Recent::UpToDate if woken => return Ok(Vec::new()),
+        Recent::UpToDate | Recent::Unknown => {}
+    }
+    if !draining {
+        match st.store.meta.log_index(key).await? {
+            Some(index) if index.next_seq.saturating_sub(1) <= after => return Ok(Vec::new()),
+            // No index (a log written before it existed), or lines follow: read.
+            _ => {}
+        }
+    }
+    st.metrics.log_follow_store_reads.inc();
+    Ok(read_stored(st, key, after, limit, MAX_LOG_PAGE_BYTES)
+        .await?
+        .0)
 }
 
 /// The last `n` lines of a job's log, read from its end, at most about `max_bytes` of them (the
@@ -334,30 +383,6 @@ impl Follow {
         }
     }
 
-    /// The next lines from the store: through the log index (one indexed query says whether any
-    /// line follows `after`, so the content store is read only then), or straight from the content
-    /// store while draining.
-    async fn read_store(&self, key: &LogKey) -> Result<Vec<LogRecord>, ApiError> {
-        if !self.draining {
-            match self.st.store.meta.log_index(key).await? {
-                Some(index) if index.next_seq.saturating_sub(1) <= self.after => {
-                    return Ok(Vec::new())
-                }
-                // No index (a log written before it existed), or lines follow: read.
-                _ => {}
-            }
-        }
-        let (lines, _) = read_page(
-            &self.st,
-            key,
-            self.after,
-            FOLLOW_PAGE_LINES,
-            MAX_LOG_PAGE_BYTES,
-        )
-        .await?;
-        Ok(lines)
-    }
-
     async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Follow)> {
         loop {
             if let Some(ev) = self.queue.pop_front() {
@@ -373,19 +398,16 @@ impl Follow {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let key = LogKey::new(&self.ns, &self.name, &self.job);
-            // The replica's recent lines first (not while draining: the end is the store's).
-            let recent = if self.draining {
-                Recent::Unknown
-            } else {
-                self.st
-                    .recent_logs
-                    .after(&key, self.after, FOLLOW_PAGE_LINES)
-            };
-            let read = match recent {
-                Recent::Lines(lines) => Ok(lines.into_iter().map(record).collect()),
-                Recent::UpToDate if self.woken => Ok(Vec::new()),
-                Recent::UpToDate | Recent::Unknown => self.read_store(&key).await,
-            };
+            let read = follow_lines(
+                &self.st,
+                &key,
+                self.after,
+                FOLLOW_PAGE_LINES,
+                self.woken,
+                self.draining,
+            )
+            .await
+            .map(|lines| lines.into_iter().map(record).collect());
             match read {
                 Ok(lines) => {
                     self.outage = 0;

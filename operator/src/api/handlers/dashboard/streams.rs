@@ -19,6 +19,7 @@ use sparkwing_state::LogKey;
 
 use super::pages::{actions_html, list_query, list_runs, runs_list_html, PAGE_RUNS};
 use super::view::{job_models, read_run, run_model};
+use crate::api::handlers::logs::follow_lines;
 use crate::api::session::Session;
 use crate::api::{check_job_name, check_object_name, ApiError, ApiState};
 
@@ -95,6 +96,9 @@ struct RunFollow {
     draining: bool,
     queue: VecDeque<Event>,
     done: bool,
+    /// Woken by a notification (lines ingested here or told by the log feed), not by the poll's
+    /// timer (as the API's follower: `handlers::logs::follow_lines`).
+    woken: bool,
 }
 
 impl RunFollow {
@@ -132,12 +136,15 @@ impl RunFollow {
             return Ok(false);
         };
         let key = LogKey::new(&self.ns, &self.name, &job);
-        let lines = self
-            .st
-            .store
-            .content
-            .read_log_after(&key, self.after, LOG_BATCH)
-            .await?;
+        let lines = follow_lines(
+            &self.st,
+            &key,
+            self.after,
+            LOG_BATCH,
+            self.woken,
+            self.draining,
+        )
+        .await?;
         let recs: Vec<serde_json::Value> = lines
             .iter()
             .filter(|l| l.seq > self.after)
@@ -172,6 +179,12 @@ impl RunFollow {
             if self.done {
                 return None;
             }
+            // Listening before looking: a line ingested between the look and the wait still
+            // wakes this stream.
+            let notify = self.st.log_notify.clone();
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if self.view_read.is_none_or(|t| t.elapsed() >= VIEW_EVERY) {
                 self.view_read = Some(tokio::time::Instant::now());
                 if let Err(e) = self.read_view().await {
@@ -213,8 +226,9 @@ impl RunFollow {
                 self.draining = true;
                 continue;
             }
-            let notify = self.st.log_notify.clone();
-            let _ = tokio::time::timeout(self.st.config.follow_poll, notify.notified()).await;
+            self.woken = tokio::time::timeout(self.st.config.follow_poll, notified)
+                .await
+                .is_ok();
         }
     }
 }
@@ -254,6 +268,7 @@ pub async fn run_stream(
         draining: false,
         queue: VecDeque::new(),
         done: false,
+        woken: false,
     };
     // An unknown run or a caller who may not read it is refused now, not in the stream.
     follow.view_read = Some(tokio::time::Instant::now());
