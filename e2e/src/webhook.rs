@@ -19,9 +19,9 @@
 
 use std::ops::Deref;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use sparkwing_crds::pipeline::Pipeline;
 use sparkwing_operator::api::webhook::signature_header;
@@ -214,5 +214,95 @@ impl PushCluster {
     /// Stops the cluster ([`Cluster::shutdown`]); the git server and the work tree go with it.
     pub async fn shutdown(self) -> Result<()> {
         self.cluster.shutdown().await
+    }
+}
+
+/// A commit status as the loopback GitHub received it, and when.
+#[derive(Debug, Clone)]
+pub struct PostedStatus {
+    pub at: Instant,
+    pub path: String,
+    pub authorization: String,
+    pub body: serde_json::Value,
+}
+
+/// GitHub's REST API on loopback (TEST INFRASTRUCTURE): answers every request 201 and records the
+/// commit statuses posted to it.
+pub struct LoopbackGitHub {
+    pub url: String,
+    pub posted: std::sync::Arc<std::sync::Mutex<Vec<PostedStatus>>>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl LoopbackGitHub {
+    pub async fn start() -> Result<LoopbackGitHub> {
+        let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (p, c) = (posted.clone(), changed.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (p, c) = (p.clone(), c.clone());
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    p.lock().unwrap().push(PostedStatus {
+                        at: Instant::now(),
+                        path: uri.path().to_string(),
+                        authorization: auth,
+                        body: serde_json::from_slice(&body).unwrap_or_default(),
+                    });
+                    c.notify_waiters();
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(json!({"id": 1})),
+                    )
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(LoopbackGitHub {
+            url,
+            posted,
+            changed,
+        })
+    }
+
+    /// The first status posted with `state`, waiting for it at most `deadline`.
+    pub async fn wait_for(&self, state: &str, deadline: Duration) -> Result<PostedStatus> {
+        self.wait_for_where(state, deadline, |_| true).await
+    }
+
+    /// The first status posted with `state` for which `which` holds, waiting at most `deadline`.
+    pub async fn wait_for_where(
+        &self,
+        state: &str,
+        deadline: Duration,
+        which: impl Fn(&PostedStatus) -> bool,
+    ) -> Result<PostedStatus> {
+        let until = Instant::now() + deadline;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(s) = self
+                .posted
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.body["state"] == state && which(s))
+            {
+                return Ok(s.clone());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                bail!(
+                    "no {state} status within {deadline:?}; posted: {:?}",
+                    self.posted.lock().unwrap()
+                );
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use sparkwing_crds::pipeline::{Pipeline, PIPELINE_LABEL};
 use sparkwing_e2e::run_status::phase;
-use sparkwing_e2e::webhook::{deliver, push_payload, sign, PushCluster};
+use sparkwing_e2e::webhook::{deliver, push_payload, sign, LoopbackGitHub, PushCluster};
 use sparkwing_operator::api::webhook::signature_header;
 
 /// Anything but a compile.
@@ -320,85 +320,6 @@ async fn branch_drift_of_the_committed_yaml_is_a_condition_on_the_pipeline() -> 
     assert!(!run.annotations().contains_key("sparkwing.dev/branch-drift"));
 
     bed.shutdown().await
-}
-
-/// A commit status as the loopback GitHub received it, and when.
-#[derive(Debug, Clone)]
-struct PostedStatus {
-    at: Instant,
-    path: String,
-    authorization: String,
-    body: serde_json::Value,
-}
-
-/// GitHub's REST API on loopback: answers every request 201 and records the commit statuses.
-struct LoopbackGitHub {
-    url: String,
-    posted: std::sync::Arc<std::sync::Mutex<Vec<PostedStatus>>>,
-    changed: std::sync::Arc<tokio::sync::Notify>,
-}
-
-impl LoopbackGitHub {
-    async fn start() -> Result<LoopbackGitHub> {
-        let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let changed = std::sync::Arc::new(tokio::sync::Notify::new());
-        let (p, c) = (posted.clone(), changed.clone());
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (p, c) = (p.clone(), c.clone());
-                async move {
-                    let auth = headers
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    p.lock().unwrap().push(PostedStatus {
-                        at: Instant::now(),
-                        path: uri.path().to_string(),
-                        authorization: auth,
-                        body: serde_json::from_slice(&body).unwrap_or_default(),
-                    });
-                    c.notify_waiters();
-                    (
-                        axum::http::StatusCode::CREATED,
-                        axum::Json(json!({"id": 1})),
-                    )
-                }
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(LoopbackGitHub {
-            url,
-            posted,
-            changed,
-        })
-    }
-
-    /// The first status posted with `state`, waiting for it at most `deadline`.
-    async fn wait_for(&self, state: &str, deadline: Duration) -> Result<PostedStatus> {
-        let until = Instant::now() + deadline;
-        loop {
-            let notified = self.changed.notified();
-            if let Some(s) = self
-                .posted
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|s| s.body["state"] == state)
-            {
-                return Ok(s.clone());
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
-                bail!(
-                    "no {state} status within {deadline:?}; posted: {:?}",
-                    self.posted.lock().unwrap()
-                );
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
