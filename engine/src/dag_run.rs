@@ -84,6 +84,12 @@ enum Msg {
         slot: Result<Option<crate::box_slots::SlotGuard>, String>,
         control: watch::Receiver<Control>,
     },
+    /// A job's attempt found its group full, with `cancel_in_progress`: cancel these older runs.
+    GroupCancel {
+        job: usize,
+        key: String,
+        runs: Vec<String>,
+    },
     /// The run's wait for its box slot again ended (`run_slot`).
     BoxSlot {
         slot: Result<crate::box_slots::SlotGuard, String>,
@@ -201,13 +207,19 @@ pub(super) async fn run_dag(
             }
         })
     };
-    let job_groups: Result<Vec<Option<(String, u32)>>, _> = validated
+    let job_groups: Result<Vec<Option<crate::concurrency::JobGroup>>, _> = validated
         .jobs
         .iter()
         .map(|j| {
             j.concurrency
                 .as_ref()
-                .map(|c| group_key(c).map(|k| (k, c.limit)))
+                .map(|c| {
+                    group_key(c).map(|key| crate::concurrency::JobGroup {
+                        key,
+                        limit: c.limit,
+                        cancel_in_progress: c.cancel_in_progress,
+                    })
+                })
                 .transpose()
         })
         .collect();
@@ -343,6 +355,12 @@ pub(super) async fn run_dag(
                         let actions = on_group_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, job, attempt, slot, control)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
+                    Msg::GroupCancel { job, key, runs } => {
+                        let id = sched.plan().jobs[job].id.clone();
+                        for other in runs {
+                            crate::concurrency::cancel_older(&mut rec, &key, &other, Some(&id))?;
+                        }
+                    }
                     Msg::BoxSlot { slot } => {
                         let actions = on_box_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, slot)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -413,8 +431,8 @@ struct Ctx<'a> {
     run_dir: &'a std::path::Path,
     args_json: &'a str,
     tx: mpsc::UnboundedSender<Msg>,
-    /// Each job's concurrency group (key, limit), if it has one.
-    job_groups: Vec<Option<(String, u32)>>,
+    /// Each job's concurrency group, if it has one.
+    job_groups: Vec<Option<crate::concurrency::JobGroup>>,
     stores: Option<crate::job_storage::Stores>,
     /// The run's box slot, when it has a cap (`run_slot`).
     box_slot: Option<crate::run_slot::RunSlot>,
@@ -585,8 +603,9 @@ fn start(
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
     // A job of a concurrency group waits for a slot first (on a task: other jobs go on).
-    if let Some((key, limit)) = ctx.job_groups[job].clone() {
+    if let Some(group) = ctx.job_groups[job].clone() {
         let id = spec.id.clone();
+        let (key, limit) = (group.key.clone(), group.limit);
         let human = format!(
             "{} {id} waits for a slot of concurrency group {key} (limit {limit})",
             rec.term.dim("…")
@@ -599,9 +618,18 @@ fn start(
         )?;
         let (tx, root) = (ctx.tx.clone(), ctx.req.home.root.clone());
         let label = format!("{}/{id}", ctx.run_id);
+        let cancel_tx = tx.clone();
+        let cancel = move |runs: Vec<String>| {
+            let _ = cancel_tx.send(Msg::GroupCancel {
+                job,
+                key: key.clone(),
+                runs,
+            });
+        };
+        let run_id = ctx.run_id.to_string();
         tokio::spawn(async move {
             let (slot, control) =
-                crate::concurrency::job_slot(root, key, limit, label, control_rx).await;
+                crate::concurrency::job_slot(root, group, run_id, label, cancel, control_rx).await;
             let _ = tx.send(Msg::GroupSlot {
                 job,
                 attempt,
