@@ -1,7 +1,9 @@
 //! Concurrency groups: at most `limit` runs with the same group key at once (`docs/authoring.md`).
 //! A run over the limit waits in arrival order, or, with `cancel_in_progress`, cancels the older
-//! runs of its group. This module resolves the key and decides each step; the engine keeps the
-//! group's slots and queue (lock files, `engine/src/concurrency.rs`).
+//! runs of its group; a job's group (`job_step`) works the same way, its entries labelled
+//! `RUN/JOB`, and cancels the older runs its entries belong to. This module resolves the key and
+//! decides each step; the engine keeps the group's slots and queue (lock files,
+//! `engine/src/concurrency.rs`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -119,6 +121,46 @@ pub fn step(view: &GroupView, cancel_in_progress: bool, asked: &[String]) -> Gro
     GroupStep::Wait
 }
 
+/// The run a slot's or queue entry's label names: a run's own group entry is labelled with its
+/// run id, a job's with `RUN/JOB`.
+pub fn label_run(label: &str) -> &str {
+    label.split_once('/').map_or(label, |(run, _)| run)
+}
+
+/// The next step of a job's attempt entering its group (its entries labelled `RUN/JOB`), run
+/// `own_run`. As [`step`], except that with `cancel_in_progress` what is cancelled are the older
+/// *runs* the group's holders and queued entries belong to (a run's own entry or one of its jobs'),
+/// each once (`asked`: the runs already asked), never `own_run` itself: a job of the same run in
+/// the group is waited for.
+pub fn job_step(
+    view: &GroupView,
+    cancel_in_progress: bool,
+    own_run: &str,
+    asked: &[String],
+) -> GroupStep {
+    match step(view, false, &[]) {
+        GroupStep::Take => GroupStep::Take,
+        _ if !cancel_in_progress => GroupStep::Wait,
+        _ => {
+            let mut runs: Vec<String> = Vec::new();
+            for label in view.holders.iter().chain(&view.ahead) {
+                let run = label_run(label);
+                if run != own_run
+                    && !asked.iter().any(|a| a == run)
+                    && !runs.iter().any(|r| r == run)
+                {
+                    runs.push(run.to_string());
+                }
+            }
+            if runs.is_empty() {
+                GroupStep::Wait
+            } else {
+                GroupStep::Cancel(runs)
+            }
+        }
+    }
+}
+
 /// How a waiting run describes its wait: `waiting for concurrency group deploy-prod (1/1, held
 /// by run run-…)`.
 pub fn waiting_line(key: &str, view: &GroupView) -> String {
@@ -211,6 +253,54 @@ mod tests {
             GroupStep::Wait
         );
         assert_eq!(step(&view(1, &[], &[]), true, &[]), GroupStep::Take);
+    }
+
+    #[test]
+    fn a_jobs_cancel_in_progress_cancels_the_older_runs_once_never_its_own() {
+        // Free: take it, cancel or not.
+        assert_eq!(step_of(&view(1, &[], &[]), true), GroupStep::Take);
+        // Without cancel_in_progress a job waits.
+        assert_eq!(
+            step_of(&view(1, &["a/deploy"], &[]), false),
+            GroupStep::Wait
+        );
+        // The runs behind the holders and queued entries, each once, in order; a run's own
+        // group entry counts as that run.
+        assert_eq!(
+            step_of(&view(1, &["a/deploy"], &["b/deploy", "a/other", "c"]), true),
+            GroupStep::Cancel(vec!["a".into(), "b".into(), "c".into()])
+        );
+        // Never the job's own run: another of its jobs in the group is waited for.
+        assert_eq!(
+            step_of(&view(1, &["me/build"], &["b/deploy"]), true),
+            GroupStep::Cancel(vec!["b".into()])
+        );
+        assert_eq!(step_of(&view(1, &["me/build"], &[]), true), GroupStep::Wait);
+        // Runs already asked are not asked again.
+        assert_eq!(
+            job_step(
+                &view(1, &["a/deploy"], &["b/deploy"]),
+                true,
+                "me",
+                &["a".into()]
+            ),
+            GroupStep::Cancel(vec!["b".into()])
+        );
+        assert_eq!(
+            job_step(
+                &view(1, &["a/deploy"], &["b/deploy"]),
+                true,
+                "me",
+                &["a".into(), "b".into()]
+            ),
+            GroupStep::Wait
+        );
+        assert_eq!(label_run("run-1/deploy"), "run-1");
+        assert_eq!(label_run("run-1"), "run-1");
+    }
+
+    fn step_of(view: &GroupView, cancel: bool) -> GroupStep {
+        job_step(view, cancel, "me", &[])
     }
 
     #[test]

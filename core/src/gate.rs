@@ -204,6 +204,50 @@ pub fn check_decision(
     Ok(())
 }
 
+/// Where a local run stands with its box slot (`--sw-box-slots`, `docs/box-slots.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxSlotHold {
+    /// The run holds a slot.
+    Held,
+    /// The run gave its slot up while only gates waited.
+    Released,
+    /// The run waits in the queue for a slot again.
+    Queued,
+}
+
+/// What a run with a box slot does with it next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoxSlotStep {
+    /// Nothing changes.
+    Keep,
+    /// Give the slot up: nothing but gates is in flight. `reason` says which gates it waits for
+    /// (`waiting for gate approve`).
+    Release { reason: String },
+    /// A job is ready to start without a slot: queue for one (FIFO, like a new run).
+    Queue,
+    /// The run is queued but no job needs the slot any more (they were cancelled): leave the queue.
+    LeaveQueue,
+}
+
+/// The box slot rule of a run whose gates wait: a run holds its slot while any job holds a worker
+/// (`busy`: attempts running, waiting for their concurrency group, or waiting to retry, and jobs
+/// ready to start); when nothing but gates is in flight (`waiting_gates`, by id) it gives the
+/// slot up, and once a job is ready again it queues for one.
+pub fn box_slot_step(now: BoxSlotHold, busy: usize, waiting_gates: &[&str]) -> BoxSlotStep {
+    match now {
+        BoxSlotHold::Held if busy == 0 && !waiting_gates.is_empty() => {
+            let reason = match waiting_gates {
+                [one] => format!("waiting for gate {one}"),
+                many => format!("waiting for gates {}", many.join(", ")),
+            };
+            BoxSlotStep::Release { reason }
+        }
+        BoxSlotHold::Released if busy > 0 => BoxSlotStep::Queue,
+        BoxSlotHold::Queued if busy == 0 => BoxSlotStep::LeaveQueue,
+        _ => BoxSlotStep::Keep,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +346,34 @@ mod tests {
         let e =
             check_decision("r", live, &gates(JobState::Pending, None), "approve-prod").unwrap_err();
         assert!(e.to_string().contains("it is pending"), "{e}");
+    }
+
+    #[test]
+    fn the_box_slot_is_given_up_while_only_gates_wait_and_taken_again_for_a_job() {
+        use BoxSlotHold::*;
+        // A job in flight (running, retrying, or ready to start) keeps the slot.
+        assert_eq!(box_slot_step(Held, 1, &["approve"]), BoxSlotStep::Keep);
+        assert_eq!(box_slot_step(Held, 0, &[]), BoxSlotStep::Keep);
+        assert_eq!(
+            box_slot_step(Held, 0, &["approve"]),
+            BoxSlotStep::Release {
+                reason: "waiting for gate approve".into()
+            }
+        );
+        assert_eq!(
+            box_slot_step(Held, 0, &["a", "b"]),
+            BoxSlotStep::Release {
+                reason: "waiting for gates a, b".into()
+            }
+        );
+        // Released: stays so while only gates wait (or nothing is left), queues for a ready job.
+        assert_eq!(box_slot_step(Released, 0, &["approve"]), BoxSlotStep::Keep);
+        assert_eq!(box_slot_step(Released, 0, &[]), BoxSlotStep::Keep);
+        assert_eq!(box_slot_step(Released, 1, &[]), BoxSlotStep::Queue);
+        assert_eq!(box_slot_step(Released, 2, &["b"]), BoxSlotStep::Queue);
+        // Queued: waits while a job needs the slot; leaves the queue once none does.
+        assert_eq!(box_slot_step(Queued, 1, &[]), BoxSlotStep::Keep);
+        assert_eq!(box_slot_step(Queued, 0, &["b"]), BoxSlotStep::LeaveQueue);
+        assert_eq!(box_slot_step(Queued, 0, &[]), BoxSlotStep::LeaveQueue);
     }
 }

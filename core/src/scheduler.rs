@@ -315,6 +315,19 @@ impl Scheduler {
         (to_stop, self.poll())
     }
 
+    /// What the run does with its box slot now (`gate::box_slot_step`): the jobs holding a
+    /// worker need it, gates waiting alone do not.
+    pub fn box_slot_step(&self, now: crate::gate::BoxSlotHold) -> crate::gate::BoxSlotStep {
+        let waiting: Vec<&str> = self
+            .jobs
+            .iter()
+            .zip(&self.plan.jobs)
+            .filter(|(p, _)| p.state == JobState::Waiting)
+            .map(|(_, s)| s.id.as_str())
+            .collect();
+        crate::gate::box_slot_step(now, self.busy, &waiting)
+    }
+
     pub fn is_done(&self) -> bool {
         self.jobs.iter().all(|j| j.state.is_terminal())
     }
@@ -676,6 +689,56 @@ mod tests {
         let acts = s.gate_decided(1, &approved);
         assert_eq!(started(&acts), vec![2]);
         assert_eq!(s.job(1).state, JobState::Success);
+    }
+
+    #[test]
+    fn the_box_slot_is_needed_by_jobs_in_flight_not_by_waiting_gates() {
+        use crate::gate::{BoxSlotHold, BoxSlotStep};
+        let mut s = sched(
+            vec![
+                JobSpec::new("build"),
+                gate("approve").needs(&["build"]),
+                JobSpec::new("deploy").needs(&["approve"]),
+                JobSpec {
+                    retries: 1,
+                    ..JobSpec::new("lint")
+                },
+            ],
+            4,
+        );
+        s.poll();
+        s.attempt_finished(0, AttemptOutcome::Success);
+        // The gate waits while lint runs: the slot is kept.
+        assert_eq!(s.box_slot_step(BoxSlotHold::Held), BoxSlotStep::Keep);
+        s.attempt_finished(3, fail("exit code 1"));
+        // A failed job waiting to retry still holds its worker, and so the slot.
+        assert_eq!(s.box_slot_step(BoxSlotHold::Held), BoxSlotStep::Keep);
+        s.attempt_finished(3, AttemptOutcome::Success);
+        assert_eq!(
+            s.box_slot_step(BoxSlotHold::Held),
+            BoxSlotStep::Release {
+                reason: "waiting for gate approve".into()
+            }
+        );
+        assert_eq!(s.box_slot_step(BoxSlotHold::Released), BoxSlotStep::Keep);
+        let approved = crate::gate::Decided {
+            decision: crate::gate::Decision::Approve,
+            by: "ana".into(),
+            at_ms: 1,
+            comment: None,
+            timed_out: false,
+        };
+        assert_eq!(started(&s.gate_decided(1, &approved)), vec![2]);
+        assert_eq!(s.box_slot_step(BoxSlotHold::Released), BoxSlotStep::Queue);
+        // Cancelled while queued: the job that wanted the slot ends, the queue is left.
+        let (stop, _) = s.cancel();
+        assert_eq!(stop, vec![2]);
+        assert_eq!(s.box_slot_step(BoxSlotHold::Queued), BoxSlotStep::Keep);
+        s.attempt_finished(2, AttemptOutcome::Killed);
+        assert_eq!(
+            s.box_slot_step(BoxSlotHold::Queued),
+            BoxSlotStep::LeaveQueue
+        );
     }
 
     #[test]

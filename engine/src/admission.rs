@@ -20,7 +20,9 @@ pub struct Admitted {
     pub run_dir: PathBuf,
     pub(super) rec: Recorder,
     pub(super) created: i64,
-    pub(super) _slot: Option<SlotGuard>,
+    /// The run's box slot (with `--sw-box-slots`): held from admission; the process executor's
+    /// engine gives it up while only gates wait (`run_slot`), another executor holds it to the end.
+    pub(super) box_slot: Option<HeldBoxSlot>,
     /// Held by the process that owns the run (the host side); a runner container has none.
     pub(super) _run_lock: Option<File>,
     pub(super) interrupts: Interrupts,
@@ -78,6 +80,12 @@ pub enum Admission {
     Done(ExitCode),
 }
 
+/// A box slot a run holds, with the slots it came from (to queue for one again).
+pub(crate) struct HeldBoxSlot {
+    pub(crate) slots: BoxSlots,
+    pub(crate) guard: SlotGuard,
+}
+
 /// Admission through box slots (`--sw-box-slots`).
 pub struct BoxGate {
     pub slots: BoxSlots,
@@ -86,9 +94,38 @@ pub struct BoxGate {
 }
 
 /// How often the stderr line repeats while a run waits for a box slot.
-const WAITING_LINE_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const WAITING_LINE_EVERY: Duration = Duration::from_secs(5);
 /// How often a queued run looks for a free slot; a freed slot is taken within about this long.
-const SLOT_POLL: Duration = Duration::from_millis(10);
+pub(crate) const SLOT_POLL: Duration = Duration::from_millis(10);
+
+/// The line a run waiting for a box slot prints on stderr.
+pub(crate) fn waiting_line(slots: &BoxSlots) -> String {
+    format!(
+        "waiting for box slot ({} active, max {})",
+        slots.active(),
+        slots.max()
+    )
+}
+
+/// Wait in the box-slot queue until `ticket` is first in line and a slot is free (the ticket is
+/// then used up), printing `waiting for box slot (N active, max M)` on stderr at once and every
+/// 5 s. Dropping the future while it waits leaves the caller's ticket in place.
+async fn wait_in_line(
+    slots: &BoxSlots,
+    ticket: &mut Option<Ticket>,
+) -> Result<SlotGuard, crate::box_slots::BoxSlotError> {
+    let mut next_line = tokio::time::Instant::now();
+    loop {
+        if let Some(g) = slots.try_acquire(ticket)? {
+            return Ok(g);
+        }
+        if tokio::time::Instant::now() >= next_line {
+            eprintln!("{}", waiting_line(slots));
+            next_line += WAITING_LINE_EVERY;
+        }
+        tokio::time::sleep(SLOT_POLL).await;
+    }
+}
 
 /// The run's lock: held for the life of this process, so readers can tell a live run from one
 /// whose process died (they can take the lock only in the second case).
@@ -126,11 +163,11 @@ pub fn host_name() -> String {
 pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
     let mut interrupts = Interrupts::install().map_err(io_err("install signal handlers"))?;
     // Admission first: a run that may not start is not recorded at all with --sw-no-wait.
-    let mut _slot: Option<SlotGuard> = None;
+    let mut slot: Option<SlotGuard> = None;
     let mut ticket: Option<Ticket> = None;
     if let Some(gate) = &req.box_slots {
         match gate.slots.try_acquire_now()? {
-            Some(g) => _slot = Some(g),
+            Some(g) => slot = Some(g),
             None if gate.no_wait => {
                 eprintln!("error: box slots full (max={})", gate.slots.max());
                 return Ok(Admission::Done(ExitCode::BoxSlotsFull));
@@ -207,25 +244,13 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
             json!({"max": gate.slots.max(), "active": gate.slots.active()}),
             None,
         )?;
-        let mut next_line = tokio::time::Instant::now();
-        loop {
-            if let Some(g) = gate.slots.try_acquire(&mut ticket)? {
-                _slot = Some(g);
-                break;
-            }
-            if tokio::time::Instant::now() >= next_line {
-                eprintln!(
-                    "waiting for box slot ({} active, max {})",
-                    gate.slots.active(),
-                    gate.slots.max()
-                );
-                next_line += WAITING_LINE_EVERY;
-            }
-            let interrupted = tokio::select! {
-                _ = tokio::time::sleep(SLOT_POLL) => false,
-                _ = interrupts.next() => true,
-            };
-            if interrupted {
+        let got = tokio::select! {
+            g = wait_in_line(&gate.slots, &mut ticket) => Some(g?),
+            _ = interrupts.next() => None,
+        };
+        match got {
+            Some(g) => slot = Some(g),
+            None => {
                 // Leave the queue before recording, so the next run is not held up.
                 ticket.take();
                 let code = finish(
@@ -240,7 +265,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         let now = now_ms();
         rec.store
             .set_run_status(&run_id, RunPhase::Running, now, None, None)?;
-        rec.event(None, "admitted", json!({"waited_ms": waited_from.elapsed().as_millis() as u64, "slot": _slot.as_ref().map(|g| g.index)}), None)?;
+        rec.event(None, "admitted", json!({"waited_ms": waited_from.elapsed().as_millis() as u64, "slot": slot.as_ref().map(|g| g.index)}), None)?;
     }
 
     Ok(Admission::Admitted(Box::new(Admitted {
@@ -248,7 +273,13 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         run_dir,
         rec,
         created,
-        _slot,
+        box_slot: match (&req.box_slots, slot) {
+            (Some(gate), Some(guard)) => Some(HeldBoxSlot {
+                slots: gate.slots.clone(),
+                guard,
+            }),
+            _ => None,
+        },
         _run_lock: Some(run_lock),
         interrupts,
     })))

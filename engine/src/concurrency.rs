@@ -9,7 +9,9 @@ use super::{now_ms, EngineError};
 use crate::box_slots::{BoxSlots, SlotGuard};
 use crate::store::{RunConcurrency, Store};
 use serde_json::json;
-use sparkwing_core::concurrency::{step, waiting_line, ConcurrencySpec, GroupStep, GroupView};
+use sparkwing_core::concurrency::{
+    job_step, step, waiting_line, ConcurrencySpec, GroupStep, GroupView,
+};
 use sparkwing_core::RunPhase;
 use std::path::Path;
 use std::time::Duration;
@@ -117,7 +119,7 @@ pub(crate) async fn enter(
             }
             GroupStep::Cancel(older) => {
                 for other in older {
-                    cancel_older(rec, key, &other)?;
+                    cancel_older(rec, key, &other, None)?;
                     asked.push(other);
                 }
             }
@@ -148,8 +150,14 @@ pub(crate) async fn enter(
 }
 
 /// Ask an older run of the group to cancel, as `sparkwing runs cancel` does (SIGTERM to its live
-/// process on this host); a run already gone or finished needs nothing.
-fn cancel_older(rec: &mut Recorder, key: &str, other: &str) -> Result<(), EngineError> {
+/// process on this host); a run already gone or finished needs nothing. `job`: the job whose
+/// group it is (none for the run's own group), for the event recorded on this run.
+pub(crate) fn cancel_older(
+    rec: &mut Recorder,
+    key: &str,
+    other: &str,
+    job: Option<&str>,
+) -> Result<(), EngineError> {
     let Some(run) = rec.store.get_run(other)? else {
         return Ok(());
     };
@@ -173,28 +181,45 @@ fn cancel_older(rec: &mut Recorder, key: &str, other: &str) -> Result<(), Engine
         run.id
     );
     rec.event(
-        None,
+        job,
         "concurrency_cancelled_older",
         json!({"group": key, "run": run.id}),
         Some(human),
     )
 }
 
-/// Wait for a slot of a job's group `key` (labelled `RUN/JOB`), in FIFO order, until the run's
-/// control asks to stop (`Ok(None)`). The slot is held until the guard is dropped (the attempt's
-/// end). Returns the control channel for the attempt that follows.
+/// A job's concurrency group: its key, limit and whether it cancels older runs.
+#[derive(Debug, Clone)]
+pub(crate) struct JobGroup {
+    pub(crate) key: String,
+    pub(crate) limit: u32,
+    pub(crate) cancel_in_progress: bool,
+}
+
+/// Wait for a slot of a job's group (labelled `RUN/JOB`), in FIFO order, until the run's control
+/// asks to stop (`Ok(None)`). With `cancel_in_progress` the older runs of the group (`job_step`)
+/// are handed to `cancel`, each once, and their slots waited for. The slot is held until the
+/// guard is dropped (the attempt's end). Returns the control channel for the attempt that
+/// follows.
 pub(crate) async fn job_slot(
     home_root: std::path::PathBuf,
-    key: String,
-    limit: u32,
+    group: JobGroup,
+    run_id: String,
     label: String,
+    cancel: impl Fn(Vec<String>) + Send + 'static,
     mut control: tokio::sync::watch::Receiver<crate::process::Control>,
 ) -> (
     Result<Option<SlotGuard>, String>,
     tokio::sync::watch::Receiver<crate::process::Control>,
 ) {
+    let JobGroup {
+        key,
+        limit,
+        cancel_in_progress,
+    } = group;
     let group = slots(&home_root, &key, limit, Some(&label));
     let mut ticket = None;
+    let mut asked: Vec<String> = Vec::new();
     loop {
         if *control.borrow() != crate::process::Control::Run {
             return (Ok(None), control);
@@ -208,9 +233,14 @@ pub(crate) async fn job_slot(
                     holders: group.holders(),
                     ahead: group.waiting_before(number),
                 };
-                match step(&view, false, &[]) {
+                match job_step(&view, cancel_in_progress, &run_id, &asked) {
                     GroupStep::Take => group.try_acquire(&mut ticket),
-                    _ => Ok(None),
+                    GroupStep::Cancel(older) => {
+                        asked.extend(older.iter().cloned());
+                        cancel(older);
+                        Ok(None)
+                    }
+                    GroupStep::Wait => Ok(None),
                 }
             }
         };

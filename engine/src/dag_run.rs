@@ -84,6 +84,16 @@ enum Msg {
         slot: Result<Option<crate::box_slots::SlotGuard>, String>,
         control: watch::Receiver<Control>,
     },
+    /// A job's attempt found its group full, with `cancel_in_progress`: cancel these older runs.
+    GroupCancel {
+        job: usize,
+        key: String,
+        runs: Vec<String>,
+    },
+    /// The run's wait for its box slot again ended (`run_slot`).
+    BoxSlot {
+        slot: Result<crate::box_slots::SlotGuard, String>,
+    },
     /// A waiting gate's wait ended (`gates`).
     GateEnded {
         job: usize,
@@ -115,6 +125,8 @@ pub(super) struct DagRun {
     pub(super) run_dir: PathBuf,
     pub(super) rec: Recorder,
     pub(super) created: i64,
+    /// The run's box slot (`--sw-box-slots`), given up while only gates wait.
+    pub(super) box_slot: Option<super::admission::HeldBoxSlot>,
 }
 
 /// Plan and run the DAG of an admitted run, then record how it ended. `stops` are the stops its
@@ -129,6 +141,7 @@ pub(super) async fn run_dag(
         run_dir,
         mut rec,
         created,
+        box_slot,
     } = dag;
     let args_json = Value::Object(req.args.clone()).to_string();
     // Plan, unless stopped first.
@@ -194,13 +207,19 @@ pub(super) async fn run_dag(
             }
         })
     };
-    let job_groups: Result<Vec<Option<(String, u32)>>, _> = validated
+    let job_groups: Result<Vec<Option<crate::concurrency::JobGroup>>, _> = validated
         .jobs
         .iter()
         .map(|j| {
             j.concurrency
                 .as_ref()
-                .map(|c| group_key(c).map(|k| (k, c.limit)))
+                .map(|c| {
+                    group_key(c).map(|key| crate::concurrency::JobGroup {
+                        key,
+                        limit: c.limit,
+                        cancel_in_progress: c.cancel_in_progress,
+                    })
+                })
                 .transpose()
         })
         .collect();
@@ -316,9 +335,11 @@ pub(super) async fn run_dag(
         tx: tx.clone(),
         job_groups,
         stores,
+        box_slot: box_slot.map(crate::run_slot::RunSlot::new),
     };
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+    settle_box_slot(&mut ctx, &mut rec, &sched)?;
     let mut killed = false;
     while !sched.is_done() {
         tokio::select! {
@@ -332,6 +353,16 @@ pub(super) async fn run_dag(
                     }
                     Msg::GroupSlot { job, attempt, slot, control } => {
                         let actions = on_group_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, job, attempt, slot, control)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::GroupCancel { job, key, runs } => {
+                        let id = sched.plan().jobs[job].id.clone();
+                        for other in runs {
+                            crate::concurrency::cancel_older(&mut rec, &key, &other, Some(&id))?;
+                        }
+                    }
+                    Msg::BoxSlot { slot } => {
+                        let actions = on_box_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, slot)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::GateEnded { job, end } => {
@@ -374,6 +405,7 @@ pub(super) async fn run_dag(
                 created,
             );
         }
+        settle_box_slot(&mut ctx, &mut rec, &sched)?;
     }
     drop(tx);
     let (status, error) = sched.outcome();
@@ -399,9 +431,11 @@ struct Ctx<'a> {
     run_dir: &'a std::path::Path,
     args_json: &'a str,
     tx: mpsc::UnboundedSender<Msg>,
-    /// Each job's concurrency group (key, limit), if it has one.
-    job_groups: Vec<Option<(String, u32)>>,
+    /// Each job's concurrency group, if it has one.
+    job_groups: Vec<Option<crate::concurrency::JobGroup>>,
     stores: Option<crate::job_storage::Stores>,
+    /// The run's box slot, when it has a cap (`run_slot`).
+    box_slot: Option<crate::run_slot::RunSlot>,
 }
 
 /// Ask the binary for the plan (on a blocking thread: planning is one short process).
@@ -428,7 +462,14 @@ fn apply(
 ) -> Result<(), EngineError> {
     for action in actions {
         match action {
-            Action::Start { job, attempt } => start(ctx, rec, sched, jobs, job, attempt)?,
+            Action::Start { job, attempt } => {
+                // A job (not a gate) starts only while the run holds its box slot.
+                let gate = sched.plan().jobs[job].gate.is_some();
+                match ctx.box_slot.as_mut().filter(|s| !s.is_held() && !gate) {
+                    Some(slot) => slot.deferred.push((job, attempt)),
+                    None => start(ctx, rec, sched, jobs, job, attempt)?,
+                }
+            }
             Action::Retry {
                 job,
                 attempt,
@@ -472,6 +513,75 @@ fn apply(
     Ok(())
 }
 
+/// Give the box slot up, queue for it or leave the queue, as core decides from the jobs in
+/// flight (`Scheduler::box_slot_step`).
+fn settle_box_slot(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &Scheduler,
+) -> Result<(), EngineError> {
+    let Some(slot) = ctx.box_slot.as_mut() else {
+        return Ok(());
+    };
+    let step = sched.box_slot_step(slot.hold());
+    if step == sparkwing_core::gate::BoxSlotStep::Keep {
+        return Ok(());
+    }
+    let ready: Vec<String> = slot
+        .deferred
+        .iter()
+        .map(|&(j, _)| sched.plan().jobs[j].id.clone())
+        .collect();
+    let tx = ctx.tx.clone();
+    slot.apply(step, rec, ready, move |slot| {
+        let _ = tx.send(Msg::BoxSlot { slot });
+    })
+}
+
+/// The run holds its box slot again: start the attempts that waited for it. When the queue
+/// failed, they fail with its error.
+fn on_box_slot(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    got: Result<crate::box_slots::SlotGuard, String>,
+) -> Result<Vec<Action>, EngineError> {
+    let Some(slot) = ctx.box_slot.as_mut() else {
+        return Ok(Vec::new());
+    };
+    let deferred = std::mem::take(&mut slot.deferred);
+    match got {
+        Ok(guard) => {
+            if !slot.taken(rec, guard)? {
+                slot.deferred = deferred;
+                return Ok(Vec::new());
+            }
+            for (job, attempt) in deferred {
+                if sched.job(job).state == JobState::Running {
+                    start(ctx, rec, sched, jobs, job, attempt)?;
+                }
+            }
+            Ok(Vec::new())
+        }
+        Err(e) => {
+            slot.failed();
+            let mut actions = Vec::new();
+            for (job, _) in deferred {
+                actions.extend(on_attempt_end(
+                    ctx,
+                    rec,
+                    sched,
+                    jobs,
+                    job,
+                    ProcessEnd::SpawnFailed(format!("box slot: {e}")),
+                )?);
+            }
+            Ok(actions)
+        }
+    }
+}
+
 fn start(
     ctx: &mut Ctx<'_>,
     rec: &mut Recorder,
@@ -493,8 +603,9 @@ fn start(
     let (control_tx, control_rx) = watch::channel(initial);
     jobs[job].control = Some(control_tx);
     // A job of a concurrency group waits for a slot first (on a task: other jobs go on).
-    if let Some((key, limit)) = ctx.job_groups[job].clone() {
+    if let Some(group) = ctx.job_groups[job].clone() {
         let id = spec.id.clone();
+        let (key, limit) = (group.key.clone(), group.limit);
         let human = format!(
             "{} {id} waits for a slot of concurrency group {key} (limit {limit})",
             rec.term.dim("…")
@@ -507,9 +618,18 @@ fn start(
         )?;
         let (tx, root) = (ctx.tx.clone(), ctx.req.home.root.clone());
         let label = format!("{}/{id}", ctx.run_id);
+        let cancel_tx = tx.clone();
+        let cancel = move |runs: Vec<String>| {
+            let _ = cancel_tx.send(Msg::GroupCancel {
+                job,
+                key: key.clone(),
+                runs,
+            });
+        };
+        let run_id = ctx.run_id.to_string();
         tokio::spawn(async move {
             let (slot, control) =
-                crate::concurrency::job_slot(root, key, limit, label, control_rx).await;
+                crate::concurrency::job_slot(root, group, run_id, label, cancel, control_rx).await;
             let _ = tx.send(Msg::GroupSlot {
                 job,
                 attempt,
@@ -1367,12 +1487,24 @@ fn on_interrupt(
         );
         eprintln!("{human}");
         rec.event(None, "run_cancelling", json!({"signal": signal_name}), None)?;
+        let mut never_started = Vec::new();
         for j in stop {
             if let Some(c) = &jobs[j].control {
                 let _ = c.send(Control::Stop);
             }
+            // An attempt still waiting for the run's box slot ends without starting.
+            if let Some(slot) = &mut ctx.box_slot {
+                if let Some(pos) = slot.deferred.iter().position(|&(d, _)| d == j) {
+                    slot.deferred.remove(pos);
+                    never_started.push(j);
+                }
+            }
         }
         apply(ctx, rec, sched, jobs, actions)?;
+        for j in never_started {
+            let actions = on_attempt_end(ctx, rec, sched, jobs, j, ProcessEnd::Stopped)?;
+            apply(ctx, rec, sched, jobs, actions)?;
+        }
     } else {
         eprintln!(
             "{} second interrupt: killing every job now",

@@ -28,6 +28,7 @@ pub mod process;
 pub mod process_executor;
 pub mod project;
 mod recorder;
+mod run_slot;
 pub mod runtime;
 pub mod signals;
 pub mod sink;
@@ -189,7 +190,7 @@ pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineEr
         run_dir: PathBuf::from(&run.log_dir),
         rec,
         created: run.started_at.unwrap_or(run.created_at),
-        _slot: None,
+        box_slot: None,
         _run_lock: None,
         interrupts,
     };

@@ -153,7 +153,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
         run_dir,
         rec,
         created,
-        _slot,
+        box_slot,
         _run_lock,
         mut interrupts,
     } = admitted;
@@ -169,6 +169,7 @@ pub async fn drive(req: &RunRequest, admitted: Admitted) -> Result<ExitCode, Eng
             run_dir,
             rec,
             created,
+            box_slot,
         };
         if start.await.is_err() {
             // Cancelled before core started the runner.

@@ -56,6 +56,11 @@ impl Concurrency {
         self.limit = n;
     }
 
+    /// A job's group ([`JobBuilder::concurrency_cancel_in_progress`](crate::JobBuilder::concurrency_cancel_in_progress)).
+    pub(crate) fn set_cancel_in_progress(&mut self) {
+        self.cancel_in_progress = true;
+    }
+
     /// A group of `limit` 1 that queues.
     pub(crate) fn new(group: String) -> Concurrency {
         Concurrency {
@@ -145,6 +150,26 @@ mod tests {
         assert!(
             json.contains(
                 r#""skip":null,"concurrency":{"group":"deploy-{env}","limit":3,"cancel_in_progress":false}}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(json.matches("concurrency").count(), 1, "{json}");
+    }
+
+    #[test]
+    fn a_jobs_group_may_cancel_in_progress() {
+        let p = Pipeline::new("Deploy", |p: &mut Plan, _: &Args| {
+            p.job("deploy", |_| Ok(()))
+                .concurrency("deploy")
+                .concurrency_cancel_in_progress();
+            // Without a group it does nothing.
+            p.job("other", |_| Ok(())).concurrency_cancel_in_progress();
+            Ok(())
+        });
+        let json = plan_json(&p);
+        assert!(
+            json.contains(
+                r#""skip":null,"concurrency":{"group":"deploy","limit":1,"cancel_in_progress":true}}"#
             ),
             "{json}"
         );

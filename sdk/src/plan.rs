@@ -307,6 +307,17 @@ impl JobBuilder {
         self
     }
 
+    /// An attempt of this job that finds its [`JobBuilder::concurrency`] group full (or older
+    /// entries queued in it) cancels the older *runs* holding or queued in the group, as
+    /// [`Concurrency::cancel_in_progress`] does for a run's group, instead of queueing behind
+    /// them; its own run is never cancelled. Without a group it does nothing.
+    pub fn concurrency_cancel_in_progress(&mut self) -> &mut JobBuilder {
+        if let Some(c) = &mut self.concurrency {
+            c.set_cancel_in_progress();
+        }
+        self
+    }
+
     /// For a gate added with [`Plan::gate`]: the text shown to whoever decides. On other jobs it
     /// does nothing.
     pub fn message(&mut self, text: impl Into<String>) -> &mut JobBuilder {

@@ -306,7 +306,15 @@ fn notes(job: &JobSpec) -> Vec<String> {
         notes.push(gate_note(g));
     }
     if let Some(c) = &job.concurrency {
-        notes.push(format!("concurrency group {} (limit {})", c.group, c.limit));
+        let cancel = if c.cancel_in_progress {
+            ", cancel in progress"
+        } else {
+            ""
+        };
+        notes.push(format!(
+            "concurrency group {} (limit {}{cancel})",
+            c.group, c.limit
+        ));
     }
     for c in &job.caches {
         let key: Vec<&str> = c

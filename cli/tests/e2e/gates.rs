@@ -234,3 +234,197 @@ fn with_a_profile_the_decider_is_the_tokens_principal_not_as() {
         "{out}"
     );
 }
+
+/// The run's events of `kind`, oldest first.
+fn events_of(sw: &Sw, id: &str, kind: &str) -> Vec<Value> {
+    let (_, status) = sw.status(id);
+    status["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+/// Start `ship` with one box slot and wait until its gate waits and it gave its slot up.
+fn ship_parked(sw: &Sw) -> (Running, String) {
+    let mut run = sw.spawn(["run", "ship", "--sw-box-slots", "1"]);
+    let id = run.wait_run_id();
+    wait_until(
+        Duration::from_secs(60),
+        "the gate to wait and the run to free its box slot",
+        || !events_of(sw, &id, "box_slot_released").is_empty(),
+    );
+    (run, id)
+}
+
+/// The `deploy` fixture's `order.txt`: `start RUN` and `end RUN` lines.
+fn order(sw: &Sw) -> Vec<String> {
+    std::fs::read_to_string(sw.root().join("order.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_waiting_gate_frees_the_box_slot_for_other_runs() {
+    let sw = Sw::fixture("gates");
+    let (a, id) = ship_parked(&sw);
+    assert_eq!(sw.job_state(&id, "approve").as_deref(), Some("waiting"));
+    let released = events_of(&sw, &id, "box_slot_released");
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0]["payload"]["reason"], "waiting for gate approve");
+    assert!(
+        a.stdout_so_far().contains("box_slot_released"),
+        "{}",
+        a.stdout_so_far()
+    );
+    // The parked run keeps its lock: it is still running, and its gate can be decided.
+    assert_eq!(sw.status(&id).1["status"], "running");
+
+    // Another run of the host is admitted at once (it would exit 75 with the slot taken).
+    let other = sw.sw(["run", "deploy", "--sw-box-slots", "1", "--sw-no-wait"]);
+    other.assert_code(0);
+    assert_eq!(ran(&sw), ["build"]);
+
+    // Approved: the parked run takes a slot again, then runs what needed the gate.
+    sw.sw(["runs", "approve", "--run", &id, "--gate", "approve"])
+        .assert_code(0);
+    a.finish().assert_code(0);
+    assert_eq!(ran(&sw), ["build", "deploy", "cleanup"]);
+    let (_, status) = sw.status(&id);
+    let kinds: Vec<String> = status["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_string))
+        .filter(|k| {
+            [
+                "box_slot_released",
+                "gate_decided",
+                "queued",
+                "admitted",
+                "job_started",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "job_started",
+            "box_slot_released",
+            "gate_decided",
+            "queued",
+            "admitted",
+            "job_started",
+            "job_started"
+        ],
+        "{status}"
+    );
+    let queued = events_of(&sw, &id, "queued");
+    assert_eq!(queued[0]["payload"]["jobs"], serde_json::json!(["deploy"]));
+    assert_eq!(queued[0]["payload"]["max"], 1);
+}
+
+#[test]
+fn after_approval_a_parked_run_queues_behind_the_run_holding_the_slot() {
+    let sw = Sw::fixture("gates");
+    let (a, id) = ship_parked(&sw);
+    // Run B takes the free slot and holds it (its job waits while `hold` exists).
+    std::fs::write(sw.root().join("hold"), "").unwrap();
+    let mut b = sw.spawn(["run", "deploy", "--sw-box-slots", "1"]);
+    let b_id = b.wait_run_id();
+    wait_until(Duration::from_secs(60), "run B's job to start", || {
+        order(&sw).contains(&format!("start {b_id}"))
+    });
+
+    sw.sw(["runs", "approve", "--run", &id, "--gate", "approve"])
+        .assert_code(0);
+    wait_until(
+        Duration::from_secs(60),
+        "the approved run to queue for a box slot",
+        || !events_of(&sw, &id, "queued").is_empty(),
+    );
+    // It waits in the queue: deploy has not started while B holds the slot.
+    assert_eq!(sw.job_state(&id, "approve").as_deref(), Some("success"));
+    assert_eq!(sw.job_state(&id, "deploy").as_deref(), Some("pending"));
+    assert!(events_of(&sw, &id, "admitted").is_empty());
+    assert_eq!(ran(&sw), ["build"]);
+
+    std::fs::remove_file(sw.root().join("hold")).unwrap();
+    b.finish().assert_code(0);
+    let out = a.finish();
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("waiting for box slot (1 active, max 1)"),
+        "{out}"
+    );
+    assert_eq!(ran(&sw), ["build", "deploy", "cleanup"]);
+    // It took the slot only once B had ended.
+    let b_finished = sw.listed_run(&b_id)["finished_at"]
+        .as_i64()
+        .unwrap_or(i64::MAX);
+    let admitted = events_of(&sw, &id, "admitted");
+    assert_eq!(admitted.len(), 1, "{admitted:?}");
+    assert!(
+        admitted[0]["ts"].as_i64().unwrap_or(0) >= b_finished,
+        "admitted {admitted:?} before B finished at {b_finished}"
+    );
+}
+
+#[test]
+fn cancel_while_queued_again_after_a_gate_cancels_the_run() {
+    let sw = Sw::fixture("gates");
+    // `timed` has no finally job: once cancelled it has nothing left to run.
+    let mut a = sw.spawn([
+        "run",
+        "timed",
+        "--timeout-ms",
+        "600000",
+        "--sw-box-slots",
+        "1",
+    ]);
+    let id = a.wait_run_id();
+    wait_until(
+        Duration::from_secs(60),
+        "the run to free its box slot",
+        || !events_of(&sw, &id, "box_slot_released").is_empty(),
+    );
+    std::fs::write(sw.root().join("hold"), "").unwrap();
+    let mut b = sw.spawn(["run", "deploy", "--sw-box-slots", "1"]);
+    let b_id = b.wait_run_id();
+    wait_until(Duration::from_secs(60), "run B's job to start", || {
+        order(&sw).contains(&format!("start {b_id}"))
+    });
+    sw.sw(["runs", "approve", "--run", &id, "--gate", "approve"])
+        .assert_code(0);
+    wait_until(
+        Duration::from_secs(60),
+        "the approved run to queue for a box slot",
+        || !events_of(&sw, &id, "queued").is_empty(),
+    );
+
+    sw.sw(["runs", "cancel", "--run", &id]).assert_code(0);
+    a.finish().assert_code(130);
+    let (code, status) = sw.status(&id);
+    assert_eq!(code, 130);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(find_job(&status, "deploy")["state"], "cancelled");
+    assert!(ran(&sw).is_empty(), "{:?}", ran(&sw));
+    // It left the queue: no ticket is left behind, and B still holds the slot.
+    let tickets: Vec<String> = std::fs::read_dir(sw.home().join("box-slots"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("ticket"))
+        .collect();
+    assert!(tickets.is_empty(), "{tickets:?}");
+    assert!(!order(&sw).contains(&format!("end {b_id}")));
+    std::fs::remove_file(sw.root().join("hold")).unwrap();
+    b.finish().assert_code(0);
+}

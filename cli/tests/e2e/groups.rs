@@ -174,3 +174,51 @@ fn a_job_of_a_group_waits_for_the_same_job_of_another_run() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_jobs_cancel_in_progress_cancels_the_older_run_holding_its_group() {
+    let sw = Sw::fixture("gates");
+    hold(&sw);
+    let mut first = sw.spawn(["run", "job-cancel"]);
+    let a = first.wait_run_id();
+    wait_until(DEADLINE, "the first run's deploy to start", || {
+        order(&sw).contains(&format!("start {a}"))
+    });
+    let mut second = sw.spawn(["run", "job-cancel"]);
+    let b = second.wait_run_id();
+    // The second run's deploy finds the group full and cancels the first run.
+    first.finish().assert_code(130);
+    wait_until(DEADLINE, "the newer run's deploy to start", || {
+        order(&sw).contains(&format!("start {b}"))
+    });
+    release(&sw);
+    second.finish().assert_code(0);
+
+    let (code, status) = sw.status(&a);
+    assert_eq!(code, 130);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(find_job(&status, "deploy")["state"], "cancelled");
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| {
+            e["kind"] == "cancel_requested"
+                && e["payload"]["by"].as_str()
+                    == Some(format!("concurrency group job-deploy (run {b})").as_str())
+        }),
+        "{events:?}"
+    );
+    assert!(!order(&sw).contains(&format!("end {a}")));
+
+    let (code, status) = sw.status(&b);
+    assert_eq!(code, 0);
+    assert_eq!(status["status"], "success");
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| {
+            e["kind"] == "concurrency_cancelled_older"
+                && e["job_id"] == "deploy"
+                && e["payload"]["run"] == a.as_str()
+        }),
+        "{events:?}"
+    );
+}

@@ -246,6 +246,11 @@ fn plan_shows_gates_and_the_concurrency_group() {
         ),
         (&["pipeline", "plan", "deploy", "-o", "dot"], "group.dot"),
         (&["pipeline", "plan", "job-group"], "job-group.txt"),
+        (&["pipeline", "plan", "job-cancel"], "job-cancel.txt"),
+        (
+            &["pipeline", "plan", "job-cancel", "-o", "json"],
+            "job-cancel.json",
+        ),
     ];
     for (args, file) in cases {
         let out = sw.sw(*args);
@@ -324,7 +329,7 @@ fn lint_finds_gates_the_plan_skips_or_no_job_needs() {
     let pretty = sw.sw(["pipeline", "lint"]);
     pretty.assert_code(1);
     assert!(
-        pretty.stdout.ends_with("5 pipelines checked, 2 findings\n"),
+        pretty.stdout.ends_with("6 pipelines checked, 2 findings\n"),
         "{pretty}"
     );
 }
