@@ -1320,6 +1320,6 @@ async fn concurrency_groups_change_atomically(b: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(gone, [b_key.clone()]);
+    assert_eq!(gone, std::slice::from_ref(&b_key));
     assert!(m.run_groups(&b_key).await.unwrap().is_empty());
 }
