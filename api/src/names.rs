@@ -15,6 +15,10 @@ pub const BRANCHES_IN_SYNC_ANNOTATION: &str = "sparkwing.dev/branches-in-sync";
 /// Annotation: when they differ, the runner's message naming both lists (absent when in sync).
 pub const BRANCH_DRIFT_ANNOTATION: &str = "sparkwing.dev/branch-drift";
 
+/// Annotation on a cluster run cancelled by a newer run of its concurrency group
+/// (`cancel_in_progress`): `concurrency group KEY (run NS/NAME)`, the newer run.
+pub const CANCELLED_BY_ANNOTATION: &str = "sparkwing.dev/cancelled-by";
+
 /// The files of a warm pod's `downwardAPI` volume: its annotations and labels in the kubelet's
 /// format (`key="value"` lines, the value quoted as a Go string), rewritten when they change.
 pub const PODINFO_ANNOTATIONS: &str = "annotations";

@@ -2,8 +2,9 @@
 //! A run over the limit waits in arrival order, or, with `cancel_in_progress`, cancels the older
 //! runs of its group; a job's group (`job_step`) works the same way, its entries labelled
 //! `RUN/JOB`, and cancels the older runs its entries belong to. This module resolves the key and
-//! decides each step; the engine keeps the group's slots and queue (lock files,
-//! `engine/src/concurrency.rs`).
+//! decides each step; the engine keeps the group's slots and queue of local runs (lock files,
+//! `engine/src/concurrency.rs`), the cluster API those of cluster runs (entries in its state
+//! layer, each kept alive by its runner's lease: [`shared_turn`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -64,19 +65,111 @@ pub fn resolve_key(template: &str, args: &Map<String, Value>) -> Result<String, 
         rest = &after[close + 1..];
     }
     key.push_str(rest);
-    let valid = !key.is_empty()
-        && key.len() <= 128
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !key.starts_with('.');
-    if !valid {
+    if !valid_key(&key) {
         return Err(KeyError::InvalidKey {
             template: template.to_string(),
             key,
         });
     }
     Ok(key)
+}
+
+/// Whether `key` may name a group: 1 to 128 letters, digits, `-`, `_` and `.`, not starting
+/// with `.`.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !key.starts_with('.')
+}
+
+/// How long a cluster run's entry in its group stands without word from its runner: a runner
+/// that died (`kill -9`, a lost node) frees its slot or place this long after its last word.
+pub const LEASE_MS: i64 = 25_000;
+/// How often a runner holding a slot renews its lease (a waiting runner's looks, every
+/// 500 ms, renew it too).
+pub const RENEW_EVERY_MS: i64 = 5_000;
+
+/// A run's entry in a group kept by the cluster API, as a turn needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    pub run: String,
+    pub holding: bool,
+    /// Until when the entry stands (Unix ms).
+    pub lease_until_ms: i64,
+    /// A newer run of the group already asked this one to cancel.
+    pub cancel_asked: bool,
+}
+
+/// What a turn of run `me` at a shared group decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedTurn {
+    /// [`GroupStep::Take`] also when `me` already holds its slot.
+    pub step: GroupStep,
+    /// The group as `me` sees it, without the lapsed entries.
+    pub view: GroupView,
+    /// Entries whose lease ended (their runner is gone): passed over, to be removed.
+    pub lapsed: Vec<String>,
+}
+
+/// The group as run `me` sees it at `now_ms`: `entries` in arrival order, without the entries
+/// whose lease ended before `now_ms` (never `me`'s: it is here). Also the lapsed ones.
+pub fn shared_view(
+    entries: &[SharedEntry],
+    me: &str,
+    limit: u32,
+    now_ms: i64,
+) -> (GroupView, Vec<String>) {
+    let (live, lapsed): (Vec<&SharedEntry>, Vec<&SharedEntry>) = entries
+        .iter()
+        .partition(|e| e.run == me || e.lease_until_ms >= now_ms);
+    let holders = live
+        .iter()
+        .filter(|e| e.holding && e.run != me)
+        .map(|e| e.run.clone())
+        .collect();
+    let ahead = live
+        .iter()
+        .take_while(|e| e.run != me)
+        .filter(|e| !e.holding)
+        .map(|e| e.run.clone())
+        .collect();
+    let gone = lapsed.iter().map(|e| e.run.clone()).collect();
+    (
+        GroupView {
+            limit,
+            holders,
+            ahead,
+        },
+        gone,
+    )
+}
+
+/// Run `me`'s turn at a group kept by the cluster API (entering it, or looking again while it
+/// waits): `entries` in arrival order with `me` among them. A holder or waiter whose lease ended
+/// is passed over; the older runs already asked to cancel are those whose entry says so.
+pub fn shared_turn(
+    entries: &[SharedEntry],
+    me: &str,
+    limit: u32,
+    cancel_in_progress: bool,
+    now_ms: i64,
+) -> SharedTurn {
+    let (view, lapsed) = shared_view(entries, me, limit, now_ms);
+    let holding = entries.iter().any(|e| e.run == me && e.holding);
+    let step = if holding {
+        GroupStep::Take
+    } else {
+        let asked: Vec<String> = entries
+            .iter()
+            .filter(|e| e.cancel_asked)
+            .map(|e| e.run.clone())
+            .collect();
+        step(&view, cancel_in_progress, &asked)
+    };
+    SharedTurn { step, view, lapsed }
 }
 
 /// A group as its slots and queue show it now.
@@ -253,6 +346,59 @@ mod tests {
             GroupStep::Wait
         );
         assert_eq!(step(&view(1, &[], &[]), true, &[]), GroupStep::Take);
+    }
+
+    fn entry(run: &str, holding: bool, lease_until_ms: i64) -> SharedEntry {
+        SharedEntry {
+            run: run.into(),
+            holding,
+            lease_until_ms,
+            cancel_asked: false,
+        }
+    }
+
+    #[test]
+    fn a_shared_group_is_fifo_and_passes_over_lapsed_leases() {
+        // a holds, b waits, c (me) arrives: c waits behind b.
+        let e = [
+            entry("a", true, 100),
+            entry("b", false, 100),
+            entry("c", false, 200),
+        ];
+        let t = shared_turn(&e, "c", 1, false, 50);
+        assert_eq!(t.step, GroupStep::Wait);
+        assert_eq!(t.view, view(1, &["a"], &["b"]));
+        assert!(t.lapsed.is_empty());
+        // b's turn once a is gone.
+        let t = shared_turn(&e[1..], "b", 1, false, 50);
+        assert_eq!(t.step, GroupStep::Take);
+        // a's runner died: its lease ended before now, so b takes the slot and a is dropped.
+        let t = shared_turn(&e, "b", 1, false, 101);
+        assert_eq!((t.step, t.lapsed), (GroupStep::Take, vec!["a".to_string()]));
+        // My own entry never lapses (I am here), and a holder keeps holding.
+        let t = shared_turn(&e, "a", 1, false, 500);
+        assert_eq!(t.step, GroupStep::Take);
+        assert_eq!(t.lapsed, vec!["b".to_string(), "c".to_string()]);
+        // A lapsed waiter ahead is passed over too.
+        let e = [entry("b", false, 10), entry("c", false, 100)];
+        assert_eq!(shared_turn(&e, "c", 1, false, 50).step, GroupStep::Take);
+    }
+
+    #[test]
+    fn a_shared_group_cancels_older_runs_once() {
+        let mut e = vec![
+            entry("a", true, 100),
+            entry("b", false, 100),
+            entry("c", false, 100),
+        ];
+        let t = shared_turn(&e, "c", 1, true, 50);
+        assert_eq!(t.step, GroupStep::Cancel(vec!["a".into(), "b".into()]));
+        e[0].cancel_asked = true;
+        e[1].cancel_asked = true;
+        assert_eq!(shared_turn(&e, "c", 1, true, 50).step, GroupStep::Wait);
+        assert!(valid_key("deploy-prod.eu_1"));
+        assert!(!valid_key(".x") && !valid_key("a b") && !valid_key(""));
+        assert!(!valid_key(&"x".repeat(129)));
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl RunnerRequest {
                 sink: None,
                 no_cache: false,
                 gate_relay: None,
+                group_slots: None,
             },
             self.run_id,
         )

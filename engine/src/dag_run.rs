@@ -239,9 +239,15 @@ pub(super) async fn run_dag(
                     return refuse_plan(&mut rec, "invalid plan", e, created);
                 }
             };
-            match crate::concurrency::enter(&mut rec, &req.home.root, spec, &key, &mut stops)
-                .await?
-            {
+            let slots: std::sync::Arc<dyn crate::concurrency::GroupSlots> =
+                match req.group_slots.clone() {
+                    Some(home) => home,
+                    None => std::sync::Arc::new(crate::concurrency::LocalGroup::new(
+                        &req.home.root,
+                        &run_id,
+                    )),
+                };
+            match crate::concurrency::enter(&mut rec, slots, spec, &key, &mut stops).await? {
                 crate::concurrency::Entered::Holding(slot) => Some(slot),
                 crate::concurrency::Entered::Cancelled => {
                     return finish(

@@ -77,6 +77,9 @@ pub struct RunRequest {
     pub sink: Option<Arc<dyn RunSink>>,
     /// Where else its gates' decisions are recorded (a runner pod: the cluster API).
     pub gate_relay: Option<Arc<dyn gates::GateRelay>>,
+    /// Where the run's concurrency group keeps its slots (a runner pod: the cluster API);
+    /// `None`: box slots on this host ([`concurrency::LocalGroup`]).
+    pub group_slots: Option<Arc<dyn concurrency::GroupSlots>>,
     /// The jobs that execute (`--sw-only`, `--sw-start-at`, `--sw-stop-at`); the rest are skipped.
     pub selection: sparkwing_core::selection::Selection,
     /// A re-run of a recorded run (`sparkwing runs retry`): the jobs it does not retry are reused.
@@ -120,6 +123,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     BoxSlots(#[from] BoxSlotError),
+    /// The run's concurrency group could not be entered (`concurrency::GroupSlots`).
+    #[error("{0}")]
+    Group(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

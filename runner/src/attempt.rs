@@ -242,6 +242,11 @@ pub(crate) fn execute_attempt(
             ns,
             name,
         ))),
+        group_slots: Some(Arc::new(crate::group_slots::ApiGroup::new(
+            client.clone(),
+            ns,
+            name,
+        ))),
         no_cache: false,
     };
     let code = match rt.block_on(engine::execute(req)) {

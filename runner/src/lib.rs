@@ -3,12 +3,14 @@
 //! NS/POOL` first waits for a RunnerPool's claim ([`run_warm`]). A runner fetches the run's source
 //! (`materialise` for an upload, `git_source` for a commit), compiles `.sparkwing/`, runs the plan
 //! with the local engine, and reports logs, job states and the run's end to the API
-//! (`sink::ApiSink`, also used by `sparkwing run --profile` to mirror a local run). `podinfo` reads
-//! a warm pod's own annotations.
+//! (`sink::ApiSink`, also used by `sparkwing run --profile` to mirror a local run). Its approval
+//! gates learn of decisions through the API (`gate_relay`), and its concurrency group is kept
+//! there (`group_slots`). `podinfo` reads a warm pod's own annotations.
 
 mod attempt;
 mod gate_relay;
 pub mod git_source;
+mod group_slots;
 pub mod materialise;
 pub mod podinfo;
 pub mod sink;

@@ -2,7 +2,7 @@
 //! shared implementation (see `docs/state.md`).
 //!
 //! - [`MetadataStore`]: tokens, the run index, job states, gate decisions, webhook deliveries,
-//!   the log index and retention. Embedded: SQLite ([`sqlite::SqliteMetadata`]); shared:
+//!   the log index, concurrency groups of cluster runs and retention. Embedded: SQLite ([`sqlite::SqliteMetadata`]); shared:
 //!   PostgreSQL ([`postgres::PgMetadata`]).
 //! - [`ContentStore`]: blobs by sha256, manifests, log segments, run archives. Embedded: files
 //!   in one directory ([`files::FileContent`]); shared: an object store
@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod files;
+pub mod groups;
 pub mod ingest;
 pub mod logs;
 pub mod migrations;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::{Result, StateError};
+pub use groups::{change_group_with, GroupChange, GroupEntry};
 pub use ingest::{ingest, ingest_lines, IngestReport, Ingested};
 pub use logs::{AppendReport, LogFeedEvent, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
@@ -143,7 +145,21 @@ pub trait MetadataStore: Send + Sync {
         None
     }
 
-    /// Remove finished runs (and their job states, gate decisions, log index and run tokens)
+    // Concurrency groups of cluster runs ([`groups`]): one entry per run in a group.
+    /// Apply `change` to the entries of `group` (in arrival order) and store what it changed, in
+    /// one transaction; changes of the same group, from any replica, run one after the other.
+    /// A change that leaves a run twice, a limit of 0 or a bad name stores nothing
+    /// ([`StateError::Invalid`]). The entries after the change, in arrival order.
+    async fn change_group(&self, group: &str, change: GroupChange) -> Result<Vec<GroupEntry>>;
+    /// The groups `run` has an entry in, each with all its entries in arrival order.
+    async fn run_groups(&self, run: &RunKey) -> Result<Vec<(String, Vec<GroupEntry>)>>;
+    /// Remove every entry of `run` (it ended, or is gone); the groups it left.
+    async fn leave_groups(&self, run: &RunKey) -> Result<Vec<String>>;
+    /// Every run that has an entry in some group (for collection: entries of runs that ended or
+    /// are gone are removed).
+    async fn group_runs(&self) -> Result<Vec<RunKey>>;
+
+    /// Remove finished runs (and their job states, gate decisions, group entries, log index and run tokens)
     /// that the policy picks; the runs removed, so their content can be deleted.
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>>;
 }

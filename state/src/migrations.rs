@@ -112,6 +112,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, run, gate)
     );
     "#,
+    // 4: concurrency groups of cluster runs: per group, each run's entry in arrival order,
+    // holding a slot or waiting, with its runner's lease.
+    r#"
+    CREATE TABLE concurrency_slots (
+        group_key          TEXT NOT NULL,
+        namespace          TEXT NOT NULL,
+        run                TEXT NOT NULL,
+        position           {int64} NOT NULL,
+        holding            {bool} NOT NULL,
+        group_limit        {int64} NOT NULL,
+        cancel_in_progress {bool} NOT NULL,
+        since_ms           {int64} NOT NULL,
+        lease_until_ms     {int64} NOT NULL,
+        cancel_asked       {bool} NOT NULL,
+        PRIMARY KEY (group_key, namespace, run)
+    );
+    CREATE INDEX concurrency_slots_by_run ON concurrency_slots (namespace, run);
+    "#,
 ];
 
 /// The schema version this binary writes.

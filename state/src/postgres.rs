@@ -14,6 +14,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::error::{Result, StateError};
+use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
 use crate::types::{check_name, check_run, Cursor};
@@ -365,6 +366,42 @@ fn index_row(r: &Row) -> LogIndex {
         capped: r.get(3),
     }
 }
+
+macro_rules! group_cols {
+    () => {
+        "namespace, run, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked"
+    };
+}
+const GROUP_COLS: &str = group_cols!();
+
+fn group_row(r: &Row, at: usize) -> GroupEntry {
+    GroupEntry {
+        run: RunKey::new(r.get::<_, String>(at), r.get::<_, String>(at + 1)),
+        position: r.get(at + 2),
+        holding: r.get(at + 3),
+        limit: u32::try_from(r.get::<_, i64>(at + 4)).unwrap_or(u32::MAX),
+        cancel_in_progress: r.get(at + 5),
+        since_ms: r.get(at + 6),
+        lease_until_ms: r.get(at + 7),
+        cancel_asked: r.get(at + 8),
+    }
+}
+
+/// The transaction-scoped advisory lock of concurrency group `group`: the first 8 bytes of the
+/// sha256 of `sparkwing-concurrency:GROUP`. Two groups sharing a lock only wait for each other.
+fn group_lock(group: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("sparkwing-concurrency:{group}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+const GROUP_ENTRIES: &str = concat!(
+    "SELECT ",
+    group_cols!(),
+    " FROM concurrency_slots WHERE group_key = $1 ORDER BY position, namespace, run"
+);
 
 #[async_trait]
 impl MetadataStore for PgMetadata {
@@ -847,6 +884,122 @@ impl MetadataStore for PgMetadata {
             .collect())
     }
 
+    async fn change_group(&self, group: &str, change: GroupChange) -> Result<Vec<GroupEntry>> {
+        check_name("concurrency group", group)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(classify)?;
+        // Concurrent changes of the group, from any replica, wait here for each other: each
+        // reads the entries the one before it wrote.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&group_lock(group)])
+            .await
+            .map_err(classify)?;
+        let before: Vec<GroupEntry> = tx
+            .query(GROUP_ENTRIES, &[&group])
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| group_row(r, 0))
+            .collect();
+        let mut after = before.clone();
+        change(&mut after);
+        let w = groups::writes(group, &before, &after)?;
+        for run in &w.delete {
+            tx.execute(
+                "DELETE FROM concurrency_slots WHERE group_key = $1 AND namespace = $2 AND run = $3",
+                &[&group, &run.namespace, &run.name],
+            )
+            .await
+            .map_err(classify)?;
+        }
+        for e in &w.upsert {
+            tx.execute(
+                &format!(
+                    "INSERT INTO concurrency_slots (group_key, {GROUP_COLS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (group_key, namespace, run) DO UPDATE SET
+                       position = EXCLUDED.position, holding = EXCLUDED.holding,
+                       group_limit = EXCLUDED.group_limit,
+                       cancel_in_progress = EXCLUDED.cancel_in_progress,
+                       since_ms = EXCLUDED.since_ms, lease_until_ms = EXCLUDED.lease_until_ms,
+                       cancel_asked = EXCLUDED.cancel_asked"
+                ),
+                &[
+                    &group,
+                    &e.run.namespace,
+                    &e.run.name,
+                    &e.position,
+                    &e.holding,
+                    &(e.limit as i64),
+                    &e.cancel_in_progress,
+                    &e.since_ms,
+                    &e.lease_until_ms,
+                    &e.cancel_asked,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        }
+        let now: Vec<GroupEntry> = tx
+            .query(GROUP_ENTRIES, &[&group])
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| group_row(r, 0))
+            .collect();
+        tx.commit().await.map_err(classify)?;
+        Ok(now)
+    }
+
+    async fn run_groups(&self, run: &RunKey) -> Result<Vec<(String, Vec<GroupEntry>)>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT group_key, {GROUP_COLS} FROM concurrency_slots
+                      WHERE group_key IN (SELECT group_key FROM concurrency_slots
+                                           WHERE namespace = $1 AND run = $2)
+                      ORDER BY group_key, position, namespace, run"
+                ),
+                &[&run.namespace, &run.name],
+            )
+            .await?;
+        let mut out: Vec<(String, Vec<GroupEntry>)> = Vec::new();
+        for r in &rows {
+            let g: String = r.get(0);
+            let e = group_row(r, 1);
+            match out.last_mut() {
+                Some((last, entries)) if *last == g => entries.push(e),
+                _ => out.push((g, vec![e])),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn leave_groups(&self, run: &RunKey) -> Result<Vec<String>> {
+        let rows = self
+            .query(
+                "DELETE FROM concurrency_slots WHERE namespace = $1 AND run = $2
+                 RETURNING group_key",
+                &[&run.namespace, &run.name],
+            )
+            .await?;
+        let mut groups: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        groups.sort();
+        Ok(groups)
+    }
+
+    async fn group_runs(&self) -> Result<Vec<RunKey>> {
+        let rows = self
+            .query(
+                "SELECT DISTINCT namespace, run FROM concurrency_slots ORDER BY namespace, run",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RunKey::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect())
+    }
+
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(classify)?;
@@ -894,6 +1047,7 @@ impl MetadataStore for PgMetadata {
         for sql in [
             "DELETE FROM job_states WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM gate_decisions WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+            "DELETE FROM concurrency_slots WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM log_index WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM tokens WHERE (run_ns, run_name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
         ] {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{join_error, Result, StateError};
+use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
 use crate::types::{check_name, check_run, Cursor};
 use crate::{
@@ -236,6 +237,31 @@ fn index_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogIndex> {
         lines: r.get::<_, i64>(2)? as u64,
         capped: r.get(3)?,
     })
+}
+
+const GROUP_COLS: &str = "namespace, run, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked";
+
+fn group_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<GroupEntry> {
+    Ok(GroupEntry {
+        run: RunKey::new(r.get::<_, String>(at)?, r.get::<_, String>(at + 1)?),
+        position: r.get(at + 2)?,
+        holding: r.get(at + 3)?,
+        limit: u32::try_from(r.get::<_, i64>(at + 4)?).unwrap_or(u32::MAX),
+        cancel_in_progress: r.get(at + 5)?,
+        since_ms: r.get(at + 6)?,
+        lease_until_ms: r.get(at + 7)?,
+        cancel_asked: r.get(at + 8)?,
+    })
+}
+
+/// The entries of `group`, in arrival order.
+fn group_entries(c: &Connection, group: &str) -> rusqlite::Result<Vec<GroupEntry>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {GROUP_COLS} FROM concurrency_slots WHERE group_key = ?1
+         ORDER BY position, namespace, run"
+    ))?;
+    let rows = st.query_map([group], |r| group_row(r, 0))?;
+    rows.collect()
 }
 
 #[async_trait]
@@ -758,6 +784,109 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn change_group(&self, group: &str, change: GroupChange) -> Result<Vec<GroupEntry>> {
+        check_name("concurrency group", group)?;
+        let group = group.to_string();
+        // One writer at a time, and an immediate transaction: the read and the write of a group
+        // are one step for every process on this database.
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before = group_entries(&tx, &group)?;
+            let mut after = before.clone();
+            change(&mut after);
+            let w = match groups::writes(&group, &before, &after) {
+                Ok(w) => w,
+                Err(e) => return Ok(Err(e)),
+            };
+            for run in &w.delete {
+                tx.execute(
+                    "DELETE FROM concurrency_slots WHERE group_key = ?1 AND namespace = ?2 AND run = ?3",
+                    params![group, run.namespace, run.name],
+                )?;
+            }
+            for e in &w.upsert {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO concurrency_slots (group_key, {GROUP_COLS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                         ON CONFLICT (group_key, namespace, run) DO UPDATE SET
+                           position = excluded.position, holding = excluded.holding,
+                           group_limit = excluded.group_limit,
+                           cancel_in_progress = excluded.cancel_in_progress,
+                           since_ms = excluded.since_ms, lease_until_ms = excluded.lease_until_ms,
+                           cancel_asked = excluded.cancel_asked"
+                    ),
+                    params![
+                        group,
+                        e.run.namespace,
+                        e.run.name,
+                        e.position,
+                        e.holding,
+                        e.limit as i64,
+                        e.cancel_in_progress,
+                        e.since_ms,
+                        e.lease_until_ms,
+                        e.cancel_asked
+                    ],
+                )?;
+            }
+            let now = group_entries(&tx, &group)?;
+            tx.commit()?;
+            Ok(Ok(now))
+        })
+        .await?
+    }
+
+    async fn run_groups(&self, run: &RunKey) -> Result<Vec<(String, Vec<GroupEntry>)>> {
+        let run = run.clone();
+        self.read(move |c| {
+            let names: Vec<String> = {
+                let mut st = c.prepare(
+                    "SELECT group_key FROM concurrency_slots WHERE namespace = ?1 AND run = ?2
+                     ORDER BY group_key",
+                )?;
+                let rows = st.query_map(params![run.namespace, run.name], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            names
+                .into_iter()
+                .map(|g| {
+                    let entries = group_entries(c, &g)?;
+                    Ok((g, entries))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn leave_groups(&self, run: &RunKey) -> Result<Vec<String>> {
+        let run = run.clone();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2
+                 RETURNING group_key",
+            )?;
+            let rows = st.query_map(params![run.namespace, run.name], |r| r.get(0))?;
+            let mut groups: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+            groups.sort();
+            Ok(groups)
+        })
+        .await
+    }
+
+    async fn group_runs(&self) -> Result<Vec<RunKey>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT DISTINCT namespace, run FROM concurrency_slots ORDER BY namespace, run",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(RunKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let policy = policy.clone();
         self.call(move |c| {
@@ -786,6 +915,7 @@ impl MetadataStore for SqliteMetadata {
                 tx.execute("DELETE FROM runs WHERE namespace = ?1 AND name = ?2", p)?;
                 tx.execute("DELETE FROM job_states WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM gate_decisions WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute("DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
             }

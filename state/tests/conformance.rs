@@ -9,9 +9,9 @@ use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sparkwing_state::{
-    ingest, ingest_lines, ByteStream, Delivery, GateDecision, GateRecorded, IngestReport,
-    LogFeedEvent, LogIndex, LogKey, LogLine, RetentionPolicy, RunFilter, RunKey, RunSummary,
-    SessionRecord, StateError, TokenRecord,
+    change_group_with, ingest, ingest_lines, ByteStream, Delivery, GateDecision, GateRecorded,
+    GroupEntry, IngestReport, LogFeedEvent, LogIndex, LogKey, LogLine, RetentionPolicy, RunFilter,
+    RunKey, RunSummary, SessionRecord, StateError, TokenRecord,
 };
 use support::Backend;
 
@@ -54,6 +54,7 @@ conformance!(
     ingest_catches_up_with_a_log_index_behind_its_content,
     the_log_feed_tells_every_subscriber,
     runs_are_looked_up_many_at_once,
+    concurrency_groups_change_atomically,
 );
 
 async fn tokens_are_deleted_by_id_and_by_run(b: Backend) {
@@ -1184,4 +1185,141 @@ async fn runs_are_looked_up_many_at_once(b: Backend) {
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].phase, "Failed");
     assert_eq!(one[0].pipeline, "deploy");
+}
+
+fn entry(name: &str, position: i64, holding: bool) -> GroupEntry {
+    GroupEntry {
+        run: RunKey::new("ci", name),
+        position,
+        holding,
+        limit: 1,
+        cancel_in_progress: false,
+        since_ms: 1_700_000_000_000,
+        lease_until_ms: 1_700_000_030_000,
+        cancel_asked: false,
+    }
+}
+
+async fn concurrency_groups_change_atomically(b: Backend) {
+    let m = &b.meta;
+    let a = RunKey::new("ci", "a");
+    assert!(m.run_groups(&a).await.unwrap().is_empty());
+    assert!(m.group_runs().await.unwrap().is_empty());
+    // Entries come back in arrival order, whatever order the change left them in.
+    let now = m
+        .change_group(
+            "deploy-prod",
+            Box::new(|e| {
+                assert!(e.is_empty());
+                e.push(entry("b", 2, false));
+                e.push(entry("a", 1, true));
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(now, vec![entry("a", 1, true), entry("b", 2, false)]);
+    // A change sees what the one before stored, and only what it changes is written.
+    let seen = change_group_with(m.as_ref(), "deploy-prod", |e| {
+        let seen = e.clone();
+        e[1].holding = true;
+        e[1].cancel_asked = true;
+        e.remove(0);
+        seen
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, vec![entry("a", 1, true), entry("b", 2, false)]);
+    let mut b_holding = entry("b", 2, true);
+    b_holding.cancel_asked = true;
+    let b_key = RunKey::new("ci", "b");
+    assert_eq!(
+        m.run_groups(&b_key).await.unwrap(),
+        vec![("deploy-prod".to_string(), vec![b_holding.clone()])]
+    );
+    assert!(m.run_groups(&a).await.unwrap().is_empty());
+
+    // A bad change stores nothing.
+    let twice = m
+        .change_group(
+            "deploy-prod",
+            Box::new(|e| {
+                e.clear();
+                e.push(entry("c", 3, false));
+                e.push(entry("c", 4, false));
+            }),
+        )
+        .await;
+    assert!(
+        matches!(twice, Err(StateError::Invalid { .. })),
+        "{twice:?}"
+    );
+    assert!(matches!(
+        m.change_group("../x", Box::new(|_| {})).await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert_eq!(
+        m.run_groups(&b_key).await.unwrap(),
+        vec![("deploy-prod".to_string(), vec![b_holding.clone()])]
+    );
+
+    // Takers racing for a group of 1, each taking the slot only when nobody holds it and
+    // numbering itself after the highest: one holds it, every place is distinct.
+    let mut takers = Vec::new();
+    for i in 0..8 {
+        let m = m.clone();
+        takers.push(tokio::spawn(async move {
+            change_group_with(m.as_ref(), "race", move |e| {
+                let free = !e.iter().any(|x| x.holding);
+                let position = e.iter().map(|x| x.position).max().unwrap_or(0) + 1;
+                e.push(entry(&format!("t{i}"), position, free));
+                free
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    let mut took = 0;
+    for t in takers {
+        took += usize::from(t.await.unwrap());
+    }
+    assert_eq!(took, 1);
+    let t0 = RunKey::new("ci", "t0");
+    let race = m.run_groups(&t0).await.unwrap();
+    assert_eq!(race.len(), 1);
+    let positions: Vec<i64> = race[0].1.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=8).collect::<Vec<_>>());
+    assert_eq!(race[0].1.iter().filter(|e| e.holding).count(), 1);
+
+    // A run in two groups leaves both at once.
+    m.change_group("other", Box::new(|e| e.push(entry("t0", 1, true))))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.run_groups(&t0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect::<Vec<_>>(),
+        ["other", "race"]
+    );
+    assert_eq!(m.group_runs().await.unwrap().len(), 9);
+    assert_eq!(m.leave_groups(&t0).await.unwrap(), ["other", "race"]);
+    assert!(m.leave_groups(&t0).await.unwrap().is_empty());
+    assert!(m.run_groups(&t0).await.unwrap().is_empty());
+    assert_eq!(m.group_runs().await.unwrap().len(), 8);
+
+    // Retention removes a removed run's entries with it.
+    m.upsert_run(&run("ci", "b", "deploy", "Succeeded", 100))
+        .await
+        .unwrap();
+    let gone = m
+        .apply_retention(&RetentionPolicy {
+            keep_finished: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, std::slice::from_ref(&b_key));
+    assert!(m.run_groups(&b_key).await.unwrap().is_empty());
 }

@@ -16,8 +16,8 @@ use sparkwing_core::upload_manifest::Manifest;
 use crate::wire::{
     BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer, ClaimRequest,
     CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, GateAnswer, GateDecisionRequest,
-    IngestReport, JobStateReport, LogLine, LogPage, RunList, RunView, TokenInfo, TokenList,
-    TriggerRequest, UploadAnswer, WhoAmI,
+    GroupRequest, GroupStatus, IngestReport, JobStateReport, LogLine, LogPage, RunList, RunView,
+    TokenInfo, TokenList, TriggerRequest, UploadAnswer, WhoAmI,
 };
 pub use error::RemoteError;
 use error::{check, Resp};
@@ -389,6 +389,32 @@ impl ApiClient {
             self.get(&format!("/api/v1/runs/{ns}/{name}/gates/{gate}"))?,
             "the gate decision",
         )
+    }
+
+    /// `POST .../concurrency`: enter the run's concurrency group, look again while it waits, or
+    /// renew the slot it holds (the run's runner token). Where the run stands now; a run that
+    /// ended, or a renewal whose slot is gone, is a 409.
+    pub fn enter_group(
+        &self,
+        ns: &str,
+        name: &str,
+        req: &GroupRequest,
+    ) -> Result<GroupStatus, RemoteError> {
+        json_of(
+            self.send_json(
+                "POST",
+                &format!("/api/v1/runs/{ns}/{name}/concurrency"),
+                req,
+            )?,
+            "the concurrency group answer",
+        )
+    }
+
+    /// `DELETE .../concurrency`: the run leaves its concurrency group (its slot or place is
+    /// free at once).
+    pub fn leave_group(&self, ns: &str, name: &str) -> Result<(), RemoteError> {
+        self.delete(&format!("/api/v1/runs/{ns}/{name}/concurrency"))
+            .map(drop)
     }
 
     /// `PUT .../branch-check`: the runner's comparison of its run's Pipeline push branches with

@@ -4,6 +4,7 @@
 //! server sets, such as `triggeredBy`).
 
 pub mod admin;
+pub mod concurrency;
 pub mod error;
 pub mod gates;
 pub mod logs;
@@ -17,6 +18,7 @@ pub mod webhooks;
 mod tests;
 
 pub use admin::{GcReport, GcRequest};
+pub use concurrency::{GroupRequest, GroupState, GroupStatus};
 pub use error::ErrorBody;
 pub use gates::{GateAnswer, GateDecision, GateDecisionRequest};
 pub use logs::{IngestReport, LogLine, LogPage, LogRecord, LogStream};

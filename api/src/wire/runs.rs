@@ -109,6 +109,9 @@ pub struct RunView<R = serde_json::Value> {
     /// keeps any object it was given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<BTreeMap<String, serde_json::Value>>,
+    /// Shown alone: the run's place in its concurrency group, while it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<super::concurrency::GroupStatus>,
 }
 
 /// `GET /api/v1/runs`: a page of runs, newest first.

@@ -106,6 +106,7 @@ fn run_views_and_lists() {
         archived: false,
         run: None,
         jobs: None,
+        concurrency: None,
     };
     // A list's view: no `run`, `jobs` or `parent`; the phase is core's, as its name.
     assert_eq!(
@@ -211,6 +212,38 @@ fn gate_bodies() {
     let none: GateAnswer =
         documented(json!({"namespace": "ci", "name": "deploy-7f3a", "gate": "approve-prod"}));
     assert_eq!(none.decided, None);
+}
+
+#[test]
+fn concurrency_bodies() {
+    let r: GroupRequest = documented(json!({"group": "deploy-prod", "limit": 1}));
+    assert!(!r.cancel_in_progress && !r.renew);
+    let r: GroupRequest = serde_json::from_value(json!({"group": "g"})).unwrap();
+    assert_eq!(r.limit, 1);
+    documented::<GroupRequest>(
+        json!({"group": "g", "limit": 2, "cancelInProgress": true, "renew": true}),
+    );
+    assert!(
+        serde_json::from_value::<GroupRequest>(json!({"group": "g", "holding": true})).is_err()
+    );
+    let waiting: GroupStatus = documented(json!({
+        "group": "deploy-prod", "limit": 1, "state": "waiting",
+        "since": "2026-12-04T06:10:00Z", "leaseUntil": "2026-12-04T06:10:25Z",
+        "holders": ["ci/deploy-1"],
+        "waiting": "waiting for concurrency group deploy-prod (1/1, held by run ci/deploy-1)"
+    }));
+    assert_eq!(waiting.state, GroupState::Waiting);
+    let holding: GroupStatus = documented(json!({
+        "group": "deploy-prod", "limit": 1, "cancelInProgress": true, "state": "holding",
+        "since": "2026-12-04T06:10:00Z", "leaseUntil": "2026-12-04T06:10:25Z",
+        "cancelled": ["ci/deploy-1"]
+    }));
+    assert_eq!(holding.cancelled, ["ci/deploy-1"]);
+    let view = json!({"namespace": "ci", "name": "deploy-2", "pipeline": "deploy",
+        "phase": "Running", "live": true, "archived": false,
+        "concurrency": serde_json::to_value(&waiting).unwrap()});
+    let v: RunView = documented(view);
+    assert_eq!(v.concurrency, Some(waiting));
 }
 
 #[test]

@@ -204,6 +204,23 @@ pub fn status(args: StatusArgs) -> CmdResult {
                 _ => "live",
             };
             println!("kept:     {kept}");
+            // Its concurrency group, as `runs status` of a local run shows it.
+            if let Some(g) = &v.concurrency {
+                match &g.waiting {
+                    Some(line) if !phase.is_terminal() => println!("waiting:  {line}"),
+                    _ => {
+                        let cancel = if g.cancel_in_progress {
+                            ", cancel in progress"
+                        } else {
+                            ""
+                        };
+                        println!(
+                            "group:    concurrency group {} (limit {}{cancel})",
+                            g.group, g.limit
+                        );
+                    }
+                }
+            }
             if let Some(jobs) = &v.jobs {
                 if !jobs.is_empty() {
                     let out = Printer::new(args.output);

@@ -88,6 +88,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
         runner: "process".into(),
         sink: None,
         gate_relay: None,
+        group_slots: None,
         no_cache: false,
         selection: Default::default(),
         retry: Some(engine::Retry {

@@ -232,6 +232,7 @@ pub fn run(args: RunArgs) -> CmdResult {
             .as_ref()
             .map(|(_, s)| s.clone() as Arc<dyn engine::RunSink>),
         gate_relay: None,
+        group_slots: None,
         selection: flags.selection.clone(),
         retry: None,
         no_cache: flags.no_cache,

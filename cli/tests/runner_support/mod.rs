@@ -40,17 +40,17 @@ impl Api {
 
     /// Serve on `addr` (e.g. an address a test reserved earlier).
     pub fn start_on(addr: &str) -> Api {
+        Api::start_with(addr, ApiConfig::default())
+    }
+
+    /// Serve with `config` on `addr`.
+    pub fn start_with(addr: &str, config: ApiConfig) -> Api {
         let data = tempfile::Builder::new()
             .prefix("sw-api-")
             .tempdir()
             .unwrap();
         let runs = Arc::new(MemoryRuns::new());
-        let state = block_on(ApiState::open(
-            data.path(),
-            runs.clone(),
-            ApiConfig::default(),
-        ))
-        .unwrap();
+        let state = block_on(ApiState::open(data.path(), runs.clone(), config)).unwrap();
         let (admin, _) =
             block_on(state.store.create_token("root", vec!["admin".into()], None)).unwrap();
         let (rt, local) = serve(&state, addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));

@@ -1,6 +1,7 @@
-//! The API's garbage collection: retention of finished runs (each removed with its job states,
-//! log index and tokens from the metadata, then its logs and archive from the content), then the
-//! uploads and blobs no kept run needs. Run on request (`POST /api/v1/admin/gc`) and every
+//! The API's garbage collection: the concurrency group entries of runs that ended or are gone,
+//! retention of finished runs (each removed with its job states, log index and tokens from the
+//! metadata, then its logs and archive from the content), then the uploads and blobs no kept run
+//! needs. Run on request (`POST /api/v1/admin/gc`) and every
 //! `gc_every` by every replica: the stores decide which replica removes a run, so two replicas
 //! collecting at once remove each run once.
 
@@ -60,8 +61,23 @@ async fn collect_once(
     grace: Duration,
     retention: Retention,
 ) -> Result<GcReport, ApiError> {
+    // Read before the live runs: a run with an entry here is then in the list unless it is gone.
+    let in_groups = st.store.meta.group_runs().await?;
     let live = st.runs.list(None).await?;
     let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    // Concurrency group entries of runs that ended or are gone (a finish that never came, a
+    // deleted PipelineRun) are removed now rather than when their lease ends.
+    let unfinished: BTreeSet<sparkwing_state::RunKey> = live
+        .iter()
+        .filter(|r| !is_terminal(r))
+        .map(run_key)
+        .collect();
+    for key in in_groups.iter().filter(|k| !unfinished.contains(k)) {
+        let left = st.store.meta.leave_groups(key).await?;
+        if !left.is_empty() {
+            tracing::info!(run = %format!("{}/{}", key.namespace, key.name), groups = ?left, "collection freed the concurrency group entry of a run that ended or is gone");
+        }
+    }
     let mut runs_deleted = 0;
     if retention.is_set() {
         // A run whose PipelineRun still exists is spared: removing its records under the live

@@ -129,6 +129,9 @@ pub struct ApiConfig {
     /// The API is reached over TLS (it sits behind a TLS-terminating proxy): session cookies
     /// are `Secure`.
     pub secure_cookies: bool,
+    /// How long a cluster run's concurrency group entry stands without word from its runner
+    /// (`sparkwing_core::concurrency::LEASE_MS` by default; its runner renews it every 5 s).
+    pub group_lease: Duration,
 }
 
 impl Default for ApiConfig {
@@ -151,6 +154,7 @@ impl Default for ApiConfig {
             push_replay_window: Duration::from_secs(3600),
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            group_lease: Duration::from_millis(sparkwing_core::concurrency::LEASE_MS as u64),
         }
     }
 }
@@ -308,6 +312,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/runs/{ns}/{name}/gates/{gate}",
             post(r::decide_gate).get(r::get_gate),
+        )
+        .route(
+            "/api/v1/runs/{ns}/{name}/concurrency",
+            post(r::enter_group).delete(r::leave_group),
         )
         .route(
             "/api/v1/runs/{ns}/{name}/branch-check",

@@ -236,6 +236,7 @@ fn blob_batch(blobs: &[&[u8]]) -> Vec<u8> {
 
 // By route group (named so as not to shadow the API's own `auth` and `runs` modules).
 mod admin;
+mod concurrency;
 mod dashboard;
 mod data_dir_migration;
 mod gates;

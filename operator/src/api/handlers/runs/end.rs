@@ -10,6 +10,7 @@ use sparkwing_api::wire::{CancelRequest, FinishRequest};
 use sparkwing_core::reconcile::run as core_run;
 use sparkwing_core::RunPhase;
 use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun, Source};
+use sparkwing_state::RunKey;
 
 use super::view::{view, RunView};
 use crate::api::auth::{Principal, Scope};
@@ -128,11 +129,19 @@ pub async fn finish(
         tracing::info!(%ns, %name, phase = ?end, "external run finished");
         st.store.archive(&run).await?;
         st.store.forget_run_tokens(&ns, &name).await?;
+        super::concurrency::release(&st, &RunKey::new(&ns, &name)).await;
         return Ok(Json(view(&run, true, true)));
     }
     st.store.archive(&run).await?;
-    if finish_revokes(is_terminal(&run), req.phase) {
+    let ended = finish_revokes(is_terminal(&run), req.phase);
+    if ended {
         st.store.forget_run_tokens(&ns, &name).await?;
+    }
+    // Its concurrency group's slot is free at once, unless another attempt may follow (a runner
+    // stopped by a signal without a cancel of the run may have lost its pod; the next attempt
+    // takes the same entry, or its lease ends).
+    if ended || run.spec.cancel.is_some() {
+        super::concurrency::release(&st, &RunKey::new(&ns, &name)).await;
     }
     Ok(Json(view(&run, true, true)))
 }

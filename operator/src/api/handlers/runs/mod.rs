@@ -1,9 +1,10 @@
 //! `/api/v1/runs`, by concern: [`trigger`] (create a run and its runner credential), [`read`]
 //! (list and get), [`end`] (cancel, finish, an external run's end), [`report`] (job states and
-//! branch checks from runners), [`gates`] (decisions on approval gates), and [`view`] (how a
-//! PipelineRun is shown). The bodies are
+//! branch checks from runners), [`gates`] (decisions on approval gates), [`concurrency`] (the
+//! concurrency groups of cluster runs), and [`view`] (how a PipelineRun is shown). The bodies are
 //! `sparkwing-api`'s.
 
+pub(crate) mod concurrency;
 mod end;
 mod gates;
 mod read;
@@ -11,6 +12,7 @@ mod report;
 mod trigger;
 mod view;
 
+pub use concurrency::{enter as enter_group, leave as leave_group};
 pub use end::{cancel, finish};
 pub use gates::{decide as decide_gate, get_decision as get_gate};
 pub use read::{get_run, list, ListQuery};

@@ -215,6 +215,9 @@ pub async fn get_run(
         settle_jobs(v.phase, &why, &mut jobs);
     }
     v.jobs = Some(jobs);
+    if v.live && !v.phase.is_terminal() {
+        v.concurrency = super::concurrency::run_status(&st, &RunKey::new(&ns, &name)).await?;
+    }
     Ok(Json(v))
 }
 

@@ -31,6 +31,7 @@ pub(super) fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
         archived,
         run: None,
         jobs: None,
+        concurrency: None,
     }
 }
 
