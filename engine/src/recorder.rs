@@ -19,8 +19,9 @@ pub(super) struct Recorder {
     pub(super) masker: Masker,
     pub(super) term: Terminal,
     pub(super) sink: Option<Arc<dyn RunSink>>,
-    /// The plan's approval gates: their states reach the sink marked `"gate": true`.
-    pub(super) gates: std::collections::HashSet<String>,
+    /// The plan's approval gates with their messages: their states reach the sink marked
+    /// `"gate": true`, with `"gateMessage"` (masked).
+    pub(super) gates: std::collections::HashMap<String, Option<String>>,
 }
 
 impl Recorder {
@@ -43,7 +44,10 @@ impl Recorder {
     /// Tell the sink a job's state (no-op without a sink).
     pub(super) fn sink_state(&self, job: &str, mut state: JobStateReport) {
         if let Some(s) = &self.sink {
-            state.gate = self.gates.contains(job);
+            if let Some(message) = self.gates.get(job) {
+                state.gate = true;
+                state.gate_message = message.as_deref().map(|m| self.masker.mask(m).into_owned());
+            }
             s.job_state(job, state);
         }
     }

@@ -95,6 +95,7 @@ pub fn job_state_report(
         reason: reason.map(str::to_string),
         settled: false,
         gate: false,
+        gate_message: None,
     }
 }
 

@@ -175,6 +175,10 @@ pub struct JobStateReport {
     /// The job is an approval gate (decided through `.../gates/{job}`).
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub gate: bool,
+    /// A gate's message (`.message(...)` in the plan), shown to whoever decides. Absent for
+    /// other jobs, a gate without one, and runners before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_message: Option<String>,
 }
 
 /// A reported job state: one of the scheduler's [`JobState`]s, or `retrying` (between two

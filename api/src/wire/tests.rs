@@ -172,6 +172,7 @@ fn job_states_use_the_schedulers_names() {
             reason: Some("exit 1".into()),
             settled: true,
             gate: false,
+            gate_message: None,
         });
         assert_eq!(v["state"], s.as_str());
     }
@@ -179,6 +180,11 @@ fn job_states_use_the_schedulers_names() {
     assert_eq!(r.state, ReportedJobState::Retrying);
     let g: JobStateReport = documented(json!({"state": "waiting", "attempt": 1, "gate": true}));
     assert!(g.gate);
+    assert_eq!(g.gate_message, None);
+    let g: JobStateReport = documented(json!({
+        "state": "waiting", "attempt": 1, "gate": true, "gateMessage": "Deploy to production?"
+    }));
+    assert_eq!(g.gate_message.as_deref(), Some("Deploy to production?"));
     assert!(serde_json::from_value::<JobStateReport>(json!({"state": "bogus"})).is_err());
 }
 
