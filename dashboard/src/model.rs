@@ -2,6 +2,7 @@
 //! dashboard fills them from the SQLite run store, the cluster's from the API's storage.
 
 use sparkwing_core::gate::Decided;
+use sparkwing_core::run_spec::TriggeringPullRequest;
 use sparkwing_core::{JobState, RunPhase};
 
 /// A run as the pages show it.
@@ -32,6 +33,8 @@ pub struct Run {
     pub finished_at: Option<i64>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// The pull request a cluster run was started for (a pull request delivery).
+    pub pull_request: Option<TriggeringPullRequest>,
 }
 
 impl Run {

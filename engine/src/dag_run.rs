@@ -271,6 +271,12 @@ pub(super) async fn run_dag(
         .iter()
         .map(|(id, g)| (id.clone(), g.message.clone()))
         .collect();
+    rec.needs = validated
+        .jobs
+        .iter()
+        .filter(|j| !j.needs.is_empty())
+        .map(|j| (j.id.clone(), j.needs.clone()))
+        .collect();
     for j in &new_jobs {
         rec.sink_state(
             &j.id,

@@ -22,6 +22,8 @@ pub(super) struct Recorder {
     /// The plan's approval gates with their messages: their states reach the sink marked
     /// `"gate": true`, with `"gateMessage"` (masked).
     pub(super) gates: std::collections::HashMap<String, Option<String>>,
+    /// The plan's jobs' needs (those with any), sent with each of their states as `"needs"`.
+    pub(super) needs: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl Recorder {
@@ -47,6 +49,9 @@ impl Recorder {
             if let Some(message) = self.gates.get(job) {
                 state.gate = true;
                 state.gate_message = message.as_deref().map(|m| self.masker.mask(m).into_owned());
+            }
+            if let Some(needs) = self.needs.get(job) {
+                state.needs = needs.clone();
             }
             s.job_state(job, state);
         }

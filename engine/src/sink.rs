@@ -96,6 +96,7 @@ pub fn job_state_report(
         settled: false,
         gate: false,
         gate_message: None,
+        needs: Vec::new(),
     }
 }
 

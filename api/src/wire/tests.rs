@@ -173,7 +173,9 @@ fn job_states_use_the_schedulers_names() {
             settled: true,
             gate: false,
             gate_message: None,
+            needs: vec!["build".into()],
         });
+        assert_eq!(v["needs"], json!(["build"]));
         assert_eq!(v["state"], s.as_str());
     }
     let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
@@ -185,6 +187,10 @@ fn job_states_use_the_schedulers_names() {
         "state": "waiting", "attempt": 1, "gate": true, "gateMessage": "Deploy to production?"
     }));
     assert_eq!(g.gate_message.as_deref(), Some("Deploy to production?"));
+    assert!(g.needs.is_empty());
+    let n: JobStateReport =
+        documented(json!({"state": "pending", "attempt": 0, "needs": ["build", "lint"]}));
+    assert_eq!(n.needs, ["build", "lint"]);
     assert!(serde_json::from_value::<JobStateReport>(json!({"state": "bogus"})).is_err());
 }
 

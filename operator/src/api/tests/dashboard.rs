@@ -799,3 +799,73 @@ async fn dashboard_gate_buttons_need_approvals_write_and_a_live_run() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn dashboard_run_page_shows_the_pull_request_and_the_needs_its_runner_reported() {
+    use kube::ResourceExt;
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    // Play a pull request delivery: the run of a fork's pull request #12, fix into main.
+    let mut run = f.runs.run(&ns, &name).unwrap();
+    run.spec.triggered_by.as_mut().unwrap().pull_request =
+        Some(sparkwing_core::run_spec::TriggeringPullRequest {
+            number: 12,
+            base: "main".into(),
+            head: "fix".into(),
+            fork: true,
+        });
+    run.annotations_mut().insert(
+        crate::labels::BRANCH_ANNOTATION.to_string(),
+        "fix".to_string(),
+    );
+    f.runs.insert(run);
+    for (job, state) in [
+        ("build", json!({"state": "success", "attempt": 1})),
+        (
+            "test",
+            json!({"state": "running", "attempt": 1, "needs": ["build"]}),
+        ),
+    ] {
+        let r = f
+            .json(
+                Method::PUT,
+                &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+                &runner,
+                state,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+    let (cookie, _) = login(&f, &f.reader).await;
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/{name}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for want in [
+        "<dt>Pull request</dt><dd><span id=\"pull-request\" data-number=\"12\">#12 <code>fix</code> → <code>main</code>, from a fork</span></dd>",
+        "<dt>Branch</dt><dd>fix</dd>",
+        "class=\"edge\" data-from=\"build\" data-to=\"test\"",
+    ] {
+        assert!(r.body.contains(want), "{want} in {}", r.body);
+    }
+    assert_eq!(r.body.matches("class=\"edge\"").count(), 1, "{}", r.body);
+    // A run of no pull request says none.
+    let (other_ns, other) = running_run(&f).await;
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{other_ns}/{other}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert!(!r.body.contains("Pull request"), "{}", r.body);
+}
