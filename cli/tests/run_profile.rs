@@ -278,3 +278,57 @@ fn run_profile_without_mirror_local_keeps_only_what_the_api_missed() {
     assert_eq!(sw.listed_run(&id)["status"], "success");
     assert_eq!(sw.log_records(&id, "count").len(), 1201);
 }
+
+#[test]
+fn run_profile_reports_each_jobs_needs_and_a_gates_message() {
+    let api = Api::start();
+    let mut sw = Sw::fixture("gates");
+    let token = trigger_token(&api);
+    profile(&mut sw, &api.url, &token);
+    let mut run = sw.spawn(["run", "ship", "--profile", "ci"]);
+    let id = run.wait_run_id();
+    api.wait_for(
+        Duration::from_secs(60),
+        "the gate waiting on the API",
+        |api| {
+            let list = api.get("/api/v1/runs?namespace=ci");
+            let Some(r) = list["runs"].as_array().and_then(|r| r.first()) else {
+                return false;
+            };
+            let (ns, name) = (
+                r["namespace"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+            );
+            api.run(ns, name)["jobs"]["approve"]["state"] == "waiting"
+        },
+    );
+    let (ns, name) = only_run(&api);
+    let jobs = api.run(&ns, &name)["jobs"].clone();
+    assert_eq!(jobs["approve"]["gate"], true, "{jobs}");
+    assert_eq!(jobs["approve"]["gateMessage"], "Ship it?", "{jobs}");
+    assert_eq!(
+        jobs["approve"]["needs"],
+        serde_json::json!(["build"]),
+        "{jobs}"
+    );
+    assert_eq!(
+        jobs["deploy"]["needs"],
+        serde_json::json!(["approve"]),
+        "{jobs}"
+    );
+    // A job without needs reports none; a job that is no gate no gate fields.
+    assert!(jobs["build"].get("needs").is_none(), "{jobs}");
+    assert!(jobs["build"].get("gateMessage").is_none(), "{jobs}");
+    sw.sw([
+        "runs", "approve", "--run", &id, "--gate", "approve", "--as", "ana",
+    ])
+    .assert_code(0);
+    run.finish().assert_code(0);
+    let jobs = api.run(&ns, &name)["jobs"].clone();
+    assert_eq!(jobs["deploy"]["state"], "success", "{jobs}");
+    assert_eq!(
+        jobs["deploy"]["needs"],
+        serde_json::json!(["approve"]),
+        "{jobs}"
+    );
+}

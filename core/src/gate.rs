@@ -1,7 +1,8 @@
 //! Approval gates: a job of the plan that runs no process and waits for a person's decision
 //! (`sparkwing runs approve|reject`), or for its timeout's default outcome (`docs/authoring.md`).
-//! This module decides what a decision may be recorded on, what a gate's end means for the run,
-//! and when a timeout decides instead.
+//! This module decides what a decision may be recorded on, who may record one on a cluster run
+//! (`may_decide`: the scope `approvals:write`, or the run's Pipeline's approvers), what a gate's
+//! end means for the run, and when a timeout decides instead.
 
 use crate::state::{JobState, RunPhase};
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,92 @@ pub fn box_slot_step(now: BoxSlotHold, busy: usize, waiting_gates: &[&str]) -> B
     }
 }
 
+/// Who besides holders of the scope `approvals:write` may decide a run's gates: the approvers
+/// of the Pipeline the run was started from (its `spec.approvers`, principals as tokens name
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunApprovers<'a> {
+    /// The run does not exist or no longer does (it finished and was archived or removed).
+    NotLive { run: &'a str },
+    /// The run was not started from a Pipeline (triggered through the API, applied directly).
+    NoPipeline { run: &'a str },
+    /// The Pipeline the run was started from (`namespace/name`) no longer exists.
+    PipelineGone { pipeline: &'a str },
+    /// The approvers the run's Pipeline lists.
+    Listed {
+        pipeline: &'a str,
+        approvers: &'a [String],
+    },
+}
+
+/// Why a caller may decide a run's gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeciderRight {
+    /// It holds `approvals:write` (or admin).
+    Scope,
+    /// It is among the approvers of the run's Pipeline.
+    Approver,
+}
+
+/// Why a caller without `approvals:write` may not decide a run's gates: what is missing besides
+/// the scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotADecider {
+    #[error("run {run} is not live (unknown, or finished and removed), so no Pipeline's approvers apply")]
+    NotLive { run: String },
+    #[error("run {run} was not started from a Pipeline, so it has no approvers")]
+    NoPipeline { run: String },
+    #[error("the run's Pipeline {pipeline} no longer exists, so it has no approvers")]
+    PipelineGone { pipeline: String },
+    #[error("Pipeline {pipeline} lists no approvers (spec.approvers)")]
+    NoApprovers { pipeline: String },
+    #[error("{principal} is not in spec.approvers of Pipeline {pipeline}")]
+    NotListed { principal: String, pipeline: String },
+}
+
+/// Whether `principal` may decide the gates of a run: with the scope `approvals:write`
+/// (`holds_scope`, admin included) always; without it only when the run's Pipeline lists it
+/// among its approvers (compared exactly, as tokens name principals).
+pub fn may_decide(
+    principal: &str,
+    holds_scope: bool,
+    approvers: RunApprovers<'_>,
+) -> Result<DeciderRight, NotADecider> {
+    if holds_scope {
+        return Ok(DeciderRight::Scope);
+    }
+    match approvers {
+        RunApprovers::NotLive { run } => Err(NotADecider::NotLive {
+            run: run.to_string(),
+        }),
+        RunApprovers::NoPipeline { run } => Err(NotADecider::NoPipeline {
+            run: run.to_string(),
+        }),
+        RunApprovers::PipelineGone { pipeline } => Err(NotADecider::PipelineGone {
+            pipeline: pipeline.to_string(),
+        }),
+        RunApprovers::Listed {
+            pipeline,
+            approvers: [],
+        } => Err(NotADecider::NoApprovers {
+            pipeline: pipeline.to_string(),
+        }),
+        RunApprovers::Listed {
+            pipeline,
+            approvers,
+        } => {
+            if approvers.iter().any(|a| a == principal) {
+                Ok(DeciderRight::Approver)
+            } else {
+                Err(NotADecider::NotListed {
+                    principal: principal.to_string(),
+                    pipeline: pipeline.to_string(),
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +462,86 @@ mod tests {
         assert_eq!(box_slot_step(Queued, 1, &[]), BoxSlotStep::Keep);
         assert_eq!(box_slot_step(Queued, 0, &["b"]), BoxSlotStep::LeaveQueue);
         assert_eq!(box_slot_step(Queued, 0, &[]), BoxSlotStep::LeaveQueue);
+    }
+
+    #[test]
+    fn the_scope_or_a_listed_approver_may_decide_and_the_refusal_names_what_is_missing() {
+        let listed = ["ana@example.com".to_string(), "team-leads".to_string()];
+        let pipeline = RunApprovers::Listed {
+            pipeline: "ci/deploy",
+            approvers: &listed,
+        };
+        // The scope decides whatever the run.
+        for approvers in [
+            pipeline,
+            RunApprovers::NoPipeline { run: "ci/b-1" },
+            RunApprovers::NotLive { run: "ci/b-1" },
+            RunApprovers::PipelineGone {
+                pipeline: "ci/deploy",
+            },
+        ] {
+            assert_eq!(may_decide("bo", true, approvers), Ok(DeciderRight::Scope));
+        }
+        assert_eq!(
+            may_decide("ana@example.com", false, pipeline),
+            Ok(DeciderRight::Approver)
+        );
+        assert_eq!(
+            may_decide("team-leads", false, pipeline),
+            Ok(DeciderRight::Approver)
+        );
+        // Exactly as the token names its principal.
+        for who in ["Ana@example.com", "ana", "team-leads "] {
+            let e = may_decide(who, false, pipeline).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{who} is not in spec.approvers of Pipeline ci/deploy")
+            );
+        }
+        let e = may_decide(
+            "ana@example.com",
+            false,
+            RunApprovers::Listed {
+                pipeline: "ci/deploy",
+                approvers: &[],
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Pipeline ci/deploy lists no approvers (spec.approvers)"
+        );
+        let e = may_decide(
+            "ana@example.com",
+            false,
+            RunApprovers::NoPipeline { run: "ci/b-1" },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "run ci/b-1 was not started from a Pipeline, so it has no approvers"
+        );
+        let e = may_decide(
+            "ana@example.com",
+            false,
+            RunApprovers::PipelineGone {
+                pipeline: "ci/deploy",
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the run's Pipeline ci/deploy no longer exists, so it has no approvers"
+        );
+        let e = may_decide(
+            "ana@example.com",
+            false,
+            RunApprovers::NotLive { run: "ci/b-1" },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "run ci/b-1 is not live (unknown, or finished and removed), so no Pipeline's approvers apply"
+        );
     }
 }

@@ -143,6 +143,14 @@ pub struct PipelineSpec {
     /// GitHub: where the credentials for posting commit statuses are. Unset: runs post none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubSettings>,
+
+    /// Principals (as the API's tokens name them, e.g. `ana@example.com`, `team-leads`) who may
+    /// approve or reject the approval gates of this Pipeline's runs without the scope
+    /// `approvals:write`: any token of a listed principal may decide them (through the API or
+    /// the cluster dashboard). Compared exactly. Empty: only `approvals:write` decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 256)))]
+    pub approvers: Vec<String>,
 }
 
 /// What starts a run of the pipeline.
@@ -390,6 +398,13 @@ impl PipelineSpec {
                 &[secret.to_string()],
             ));
         }
+        for (i, a) in self.approvers.iter().enumerate() {
+            if a.trim().is_empty() || a.trim() != a {
+                out.push(format!(
+                    "spec.approvers[{i}] {a:?} must be a principal as tokens name it: not empty, without leading or trailing spaces"
+                ));
+            }
+        }
         for (i, s) in self.triggers.schedule.iter().enumerate() {
             if let Err(e) = s.parsed() {
                 out.push(format!("spec.triggers.schedule[{i}]: {e}"));
@@ -510,6 +525,38 @@ mod tests {
         ] {
             assert!(problems.contains(want), "want {want:?} in {problems}");
         }
+    }
+
+    #[test]
+    fn approvers_round_trip_and_blank_ones_are_problems() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "repository": "r", "pipeline": "p",
+            "approvers": ["ana@example.com", "team-leads"]
+        }))
+        .unwrap();
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+        assert_eq!(spec.approvers, ["ana@example.com", "team-leads"]);
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["approvers"][1], "team-leads");
+        let none = PipelineSpec {
+            approvers: Vec::new(),
+            ..spec.clone()
+        };
+        assert!(serde_json::to_value(&none)
+            .unwrap()
+            .get("approvers")
+            .is_none());
+        let bad = PipelineSpec {
+            approvers: vec!["ana".into(), " ".into(), "bo ".into()],
+            ..spec
+        };
+        let problems = bad.problems().join("; ");
+        assert_eq!(bad.problems().len(), 2, "{problems}");
+        assert!(
+            problems.contains("spec.approvers[1] \" \" must be a principal as tokens name it"),
+            "{problems}"
+        );
+        assert!(problems.contains("spec.approvers[2] \"bo \""), "{problems}");
     }
 
     #[test]

@@ -148,11 +148,13 @@
     });
   }
 
-  // Approval gates: Approve/Reject post the decision; the stream then shows it.
+  // Approval gates: Approve/Reject post the decision; the stream then shows it. (The cluster
+  // page's buttons submit their own form, which has no data-gate-url.)
   run.addEventListener('click', function (e) {
     var btn = e.target.closest('[data-gate-decision]');
     if (!btn) return;
     var form = btn.closest('[data-gate-url]');
+    if (!form) return;
     var comment = form.querySelector('.gate-comment');
     var result = form.querySelector('.gate-result');
     form.querySelectorAll('button').forEach(function (b) { b.disabled = true; });

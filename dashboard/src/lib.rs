@@ -1,11 +1,12 @@
 //! The dashboard's pages, one code base for both dashboards: `sparkwing dashboard` (the CLI,
 //! over the local SQLite run store) and the cluster's (the API at `/`, over its state layer).
 //! Each server reads its own store into [`model`]'s [`Run`](model::Run) and [`Job`](model::Job),
-//! renders with [`render`] and [`dag`], serves the same [`assets`] and runs the same page script
+//! renders with [`render`], [`dag`] and [`gates`] (a run's approval gates and their buttons), serves the same [`assets`] and runs the same page script
 //! (`assets/app.js`: the runs list's `list` events; a run page's `view`, `logs`, `log-end` and
 //! `done` events).
 
 pub mod dag;
+pub mod gates;
 pub mod html;
 pub mod model;
 pub mod render;

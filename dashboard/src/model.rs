@@ -1,6 +1,8 @@
 //! What the pages show of a run and its jobs, whichever store they come from: the local
 //! dashboard fills them from the SQLite run store, the cluster's from the API's storage.
 
+use sparkwing_core::gate::Decided;
+use sparkwing_core::run_spec::TriggeringPullRequest;
 use sparkwing_core::{JobState, RunPhase};
 
 /// A run as the pages show it.
@@ -31,6 +33,8 @@ pub struct Run {
     pub finished_at: Option<i64>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// The pull request a cluster run was started for (a pull request delivery).
+    pub pull_request: Option<TriggeringPullRequest>,
 }
 
 impl Run {
@@ -72,4 +76,16 @@ impl Job {
             exit_code: None,
         }
     }
+}
+
+/// An approval gate of a run as the pages show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// The gate's job id.
+    pub gate: String,
+    /// What the plan asks whoever decides (`.message(...)`).
+    pub message: Option<String>,
+    pub state: JobState,
+    /// Who decided when and why, once someone (or the timeout) did.
+    pub decided: Option<Decided>,
 }

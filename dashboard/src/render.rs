@@ -6,6 +6,7 @@ use crate::dag;
 use crate::html::{esc, job_state_label, state_icon, state_word, url_enc};
 use crate::model::{Job, Run};
 use serde_json::{json, Value};
+use sparkwing_core::run_spec::TriggeringPullRequest;
 use sparkwing_core::time::{format_utc, human_duration};
 use sparkwing_core::JobState;
 use std::fmt::Write;
@@ -84,6 +85,17 @@ pub fn page(title: &str, active: &str, nav: &[NavItem<'_>], extra: &str, body: &
          <span id=\"live\" class=\"conn\" role=\"status\" aria-live=\"polite\"></span>{extra}</header>\
          <main>{body}</main></body></html>",
         title = esc(title),
+    )
+}
+
+/// A pull request as a run page shows it: `#12 fix → main`, `, from a fork` for a fork's.
+pub fn pull_request_html(pr: &TriggeringPullRequest) -> String {
+    format!(
+        "<span id=\"pull-request\" data-number=\"{n}\">#{n} <code>{head}</code> → <code>{base}</code>{fork}</span>",
+        n = pr.number,
+        head = esc(&pr.head),
+        base = esc(&pr.base),
+        fork = if pr.fork { ", from a fork" } else { "" },
     )
 }
 
@@ -237,6 +249,9 @@ fn summary_html(run: &Run, now: i64) -> String {
             .map(|c| format!("<code title=\"{}\">{}</code>", esc(c), esc(short_commit(c))))
             .unwrap_or_else(none),
     );
+    if let Some(pr) = &run.pull_request {
+        fact("Pull request", pull_request_html(pr));
+    }
     fact(
         "Entrypoint",
         format!(
@@ -443,4 +458,58 @@ pub fn run_body(run: &Run, v: &Value, parts: &RunPageParts<'_>) -> String {
     }
     body.push_str("</section></div>");
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparkwing_core::RunPhase;
+
+    fn run(pull_request: Option<TriggeringPullRequest>) -> Run {
+        Run {
+            id: "ci/b-1".into(),
+            href: "/runs/ci/b-1".into(),
+            pipeline: "build".into(),
+            entrypoint: "build".into(),
+            runner: "kubernetes".into(),
+            status: RunPhase::Running,
+            args: Value::Null,
+            repo: "https://example.com/acme/app.git".into(),
+            git_branch: Some("fix".into()),
+            git_commit: Some("0123456789abcdef".into()),
+            who: "webhook:ana".into(),
+            pid: None,
+            created_at: 1_000,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            pull_request,
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_pull_request_of_a_run_started_by_one() {
+        let pr = TriggeringPullRequest {
+            number: 12,
+            base: "main".into(),
+            head: "fix<1>".into(),
+            fork: false,
+        };
+        let html = summary_html(&run(Some(pr.clone())), 2_000);
+        assert!(
+            html.contains("<dt>Pull request</dt><dd><span id=\"pull-request\" data-number=\"12\">#12 <code>fix&lt;1&gt;</code> → <code>main</code></span></dd>"),
+            "{html}"
+        );
+        let fork = summary_html(
+            &run(Some(TriggeringPullRequest { fork: true, ..pr })),
+            2_000,
+        );
+        assert!(
+            fork.contains("<code>main</code>, from a fork</span>"),
+            "{fork}"
+        );
+        let none = summary_html(&run(None), 2_000);
+        assert!(!none.contains("Pull request"), "{none}");
+    }
 }

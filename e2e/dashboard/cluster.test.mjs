@@ -4,7 +4,8 @@
 // the runner of an external run through the API).
 //
 // Login with a token, a cookie that is not a session refused, a `runs:read` session without the
-// Cancel button (its POST gets 403), a log line arriving live, cancel, CSRF refused, logout.
+// Cancel button (its POST gets 403), a log line arriving live, cancel, CSRF refused, logout, a
+// waiting approval gate approved with its button by an `approvals:write` session.
 // Screenshots go to artifacts/cluster-*.png. Prints "N passed, M failed"; exits non-zero on a
 // failure.
 
@@ -192,6 +193,31 @@ try {
     await context.addCookies([{ name: 'sparkwing_session', value: before.value, url: base }]);
     await page.goto(`${base}/`);
     await page.waitForSelector('form#login');
+  });
+
+  await step('an approvals:write session approves a waiting gate with its button', async () => {
+    const approver = await mint('carol', ['runs:read', 'approvals:write']);
+    const r = await call('POST', '/api/v1/runs', trigger, { pipeline: 'ship', source: { external: {} } });
+    assert(r.status === 201, `trigger: ${r.status} ${JSON.stringify(r.json)}`);
+    const { namespace: gns, name: gname, runnerToken: grunner } = r.json;
+    const s = await call('PUT', `/api/v1/runs/${gns}/${gname}/jobs/approve`, grunner, { state: 'waiting', attempt: 1, gate: true, gateMessage: 'Ship it?' });
+    assert(s.status === 204, `job state: ${s.status}`);
+    await login(approver);
+    await page.goto(`${base}/runs/${gns}/${gname}`);
+    const button = '[data-gate-id="approve"] form.gate-form button[data-gate-decision="approve"]';
+    await page.waitForSelector(button);
+    assert((await page.textContent('[data-gate-id="approve"]')).includes('Ship it?'), 'no message');
+    await shot('05-gate-waiting');
+    await page.fill('[data-gate-id="approve"] .gate-comment', 'looks good');
+    await Promise.all([page.waitForNavigation(), page.click(button)]);
+    await page.waitForSelector('[data-gate-id="approve"] .gate-decided[data-decision="approve"]');
+    const shown = await page.textContent('[data-gate-id="approve"] .gate-decided');
+    assert(shown.includes('approved by carol: looks good'), shown);
+    assert((await page.$(button)) === null, 'the button stayed');
+    const g = await call('GET', `/api/v1/runs/${gns}/${gname}/gates/approve`, admin);
+    assert(g.json.decided && g.json.decided.by === 'carol' && g.json.decided.comment === 'looks good', JSON.stringify(g.json));
+    await shot('06-gate-approved');
+    await logout();
   });
 } catch (e) {
   exitCode = 1;

@@ -220,6 +220,7 @@ pub async fn admit(req: &RunRequest) -> Result<Admission, EngineError> {
         term: Terminal::new(req.format, &run_id),
         sink: req.sink.clone(),
         gates: Default::default(),
+        needs: Default::default(),
     };
     let start_line = format!(
         "{} {} {}",

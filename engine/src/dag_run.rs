@@ -292,7 +292,16 @@ pub(super) async fn run_dag(
         .filter_map(|j| j.gate.clone().map(|g| (j.id.clone(), g)))
         .collect();
     rec.store.insert_gates(&run_id, &gates)?;
-    rec.gates = gates.iter().map(|(id, _)| id.clone()).collect();
+    rec.gates = gates
+        .iter()
+        .map(|(id, g)| (id.clone(), g.message.clone()))
+        .collect();
+    rec.needs = validated
+        .jobs
+        .iter()
+        .filter(|j| !j.needs.is_empty())
+        .map(|j| (j.id.clone(), j.needs.clone()))
+        .collect();
     for j in &new_jobs {
         rec.sink_state(
             &j.id,

@@ -190,6 +190,7 @@ pub async fn resume(req: &RunRequest, run_id: &str) -> Result<ExitCode, EngineEr
         term: Terminal::new(req.format, &run.id),
         sink: req.sink.clone(),
         gates: Default::default(),
+        needs: Default::default(),
     };
     let admitted = Admitted {
         run_id: run.id.clone(),

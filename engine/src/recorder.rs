@@ -19,8 +19,11 @@ pub(super) struct Recorder {
     pub(super) masker: Masker,
     pub(super) term: Terminal,
     pub(super) sink: Option<Arc<dyn RunSink>>,
-    /// The plan's approval gates: their states reach the sink marked `"gate": true`.
-    pub(super) gates: std::collections::HashSet<String>,
+    /// The plan's approval gates with their messages: their states reach the sink marked
+    /// `"gate": true`, with `"gateMessage"` (masked).
+    pub(super) gates: std::collections::HashMap<String, Option<String>>,
+    /// The plan's jobs' needs (those with any), sent with each of their states as `"needs"`.
+    pub(super) needs: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl Recorder {
@@ -43,7 +46,13 @@ impl Recorder {
     /// Tell the sink a job's state (no-op without a sink).
     pub(super) fn sink_state(&self, job: &str, mut state: JobStateReport) {
         if let Some(s) = &self.sink {
-            state.gate = self.gates.contains(job);
+            if let Some(message) = self.gates.get(job) {
+                state.gate = true;
+                state.gate_message = message.as_deref().map(|m| self.masker.mask(m).into_owned());
+            }
+            if let Some(needs) = self.needs.get(job) {
+                state.needs = needs.clone();
+            }
             s.job_state(job, state);
         }
     }

@@ -95,6 +95,8 @@ pub fn job_state_report(
         reason: reason.map(str::to_string),
         settled: false,
         gate: false,
+        gate_message: None,
+        needs: Vec::new(),
     }
 }
 

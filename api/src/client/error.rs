@@ -41,14 +41,16 @@ impl RemoteError {
         }
     }
 
-    /// For a 403: the scope the token lacks (from `missing scope X`).
+    /// For a 403: the scope the token lacks (from `missing scope X`, or `missing scope X; why`).
     pub fn missing_scope(&self) -> Option<&str> {
         match self {
             RemoteError::Status {
                 status: 403,
                 message,
                 ..
-            } => message.strip_prefix("missing scope "),
+            } => message
+                .strip_prefix("missing scope ")
+                .and_then(|rest| rest.split([';', ' ']).next()),
             _ => None,
         }
     }
@@ -162,6 +164,12 @@ mod tests {
             r#"{"error":"forbidden","message":"no","scope":"runs:trigger"}"#,
         );
         assert_eq!(e.missing_scope(), Some("runs:trigger"));
+        let e = error_of(
+            403,
+            r#"{"error":"forbidden","message":"missing scope approvals:write; bo is not in spec.approvers of Pipeline ci/deploy","scope":"approvals:write"}"#,
+        );
+        assert_eq!(e.missing_scope(), Some("approvals:write"));
+        assert!(e.to_string().contains("bo is not in spec.approvers"), "{e}");
         let e = error_of(404, "");
         assert!(
             matches!(&e, RemoteError::Status { code, message, .. } if code == "not_found" && message == "HTTP 404"),

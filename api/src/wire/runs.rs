@@ -178,6 +178,14 @@ pub struct JobStateReport {
     /// The job is an approval gate (decided through `.../gates/{job}`).
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub gate: bool,
+    /// A gate's message (`.message(...)` in the plan), shown to whoever decides. Absent for
+    /// other jobs, a gate without one, and runners before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_message: Option<String>,
+    /// The jobs this job needs, as the plan says (the edges of the run page's job graph). Absent
+    /// for a job without needs, and from runners before it was added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 /// A reported job state: one of the scheduler's [`JobState`]s, or `retrying` (between two

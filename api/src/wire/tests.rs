@@ -173,13 +173,25 @@ fn job_states_use_the_schedulers_names() {
             reason: Some("exit 1".into()),
             settled: true,
             gate: false,
+            gate_message: None,
+            needs: vec!["build".into()],
         });
+        assert_eq!(v["needs"], json!(["build"]));
         assert_eq!(v["state"], s.as_str());
     }
     let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
     assert_eq!(r.state, ReportedJobState::Retrying);
     let g: JobStateReport = documented(json!({"state": "waiting", "attempt": 1, "gate": true}));
     assert!(g.gate);
+    assert_eq!(g.gate_message, None);
+    let g: JobStateReport = documented(json!({
+        "state": "waiting", "attempt": 1, "gate": true, "gateMessage": "Deploy to production?"
+    }));
+    assert_eq!(g.gate_message.as_deref(), Some("Deploy to production?"));
+    assert!(g.needs.is_empty());
+    let n: JobStateReport =
+        documented(json!({"state": "pending", "attempt": 0, "needs": ["build", "lint"]}));
+    assert_eq!(n.needs, ["build", "lint"]);
     assert!(serde_json::from_value::<JobStateReport>(json!({"state": "bogus"})).is_err());
 }
 

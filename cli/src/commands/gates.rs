@@ -139,7 +139,8 @@ fn print_decision(output: OutputFormat, run: &str, gate_id: &str, decided: &gate
 }
 
 /// `runs approve|reject --profile P`: the decision is recorded by the cluster's API
-/// (`POST .../gates/{gate}`, scope `approvals:write`) as the token's principal; the run's runner
+/// (`POST .../gates/{gate}`, scope `approvals:write` or an approver of the run's Pipeline) as the
+/// token's principal; the run's runner
 /// picks it up. Refusals exit as locally: an unknown gate or run 4, a gate already decided, not
 /// waiting or of a finished run 2.
 fn decide_remote(args: DecideArgs, decision: Decision) -> CmdResult {

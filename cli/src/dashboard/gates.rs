@@ -1,5 +1,5 @@
 //! Approval gates in the dashboard: the run page's gates section (Approve/Reject on a waiting
-//! gate) and `POST /api/runs/{id}/gates/{gate}`, which records the decision exactly as
+//! gate, rendered by `sparkwing_dashboard::gates`) and `POST /api/runs/{id}/gates/{gate}`, which records the decision exactly as
 //! `sparkwing runs approve|reject` does (`sparkwing_engine::gates::decide`).
 
 use super::api::ApiError;
@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sparkwing_core::gate::{self, Decision, DecisionError};
-use sparkwing_core::JobState;
-use sparkwing_dashboard::html::{esc, url_enc};
+use sparkwing_core::gate::{Decision, DecisionError};
+use sparkwing_dashboard::gates::{gates_html as render_gates, GateButtons};
+use sparkwing_dashboard::html::url_enc;
+use sparkwing_dashboard::model::Gate;
 use sparkwing_engine::gates::DecideError;
 use sparkwing_engine::store::{GateRecord, RunRecord, Store, StoreError};
 
@@ -82,47 +83,23 @@ pub async fn decide(
     })))
 }
 
-/// The run page's gates: each gate's state, who decided when and why, and on a waiting gate of a
-/// live run the Approve and Reject buttons (with a comment field). Empty without gates.
+/// The run page's gates, rendered by the shared dashboard: each gate's state, who decided when
+/// and why, and on a waiting gate of a live run the Approve and Reject buttons (with a comment
+/// field) that the page script posts to [`decide`]. Empty without gates.
 pub fn gates_html(run: &RunRecord, gates: &[GateRecord]) -> String {
-    if gates.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("<h2 id=\"h-gates\">Approval gates</h2><ul class=\"gates\">");
-    for g in gates {
-        let message = g
-            .message
-            .as_deref()
-            .map(|m| format!(" <span class=\"gate-message\">{}</span>", esc(m)))
-            .unwrap_or_default();
-        let body = match (&g.decided, g.state) {
-            (Some(d), _) => format!(
-                "<span class=\"gate-decided\" data-decision=\"{}\">{}</span> <time data-ts=\"{}\"></time>",
-                d.decision,
-                esc(&gate::reason(d)),
-                d.at_ms
-            ),
-            (None, JobState::Waiting) if !run.status.is_terminal() => format!(
-                "<span class=\"gate-waiting\">waiting for a decision</span> \
-                 <span class=\"gate-form\" data-gate-run=\"{run}\" data-gate=\"{gate}\" data-gate-url=\"/api/runs/{runu}/gates/{gateu}\">\
-                 <label class=\"visually-hidden\" for=\"gate-comment-{gate}\">Comment</label>\
-                 <input type=\"text\" id=\"gate-comment-{gate}\" class=\"gate-comment\" placeholder=\"Comment (optional)\">\
-                 <button type=\"button\" data-gate-decision=\"approve\">Approve</button> \
-                 <button type=\"button\" data-gate-decision=\"reject\">Reject</button>\
-                 <span class=\"gate-result muted\" aria-live=\"polite\"></span></span>",
-                run = esc(&run.id),
-                gate = esc(&g.gate),
-                runu = url_enc(&run.id),
-                gateu = url_enc(&g.gate),
-            ),
-            (None, state) => format!("<span class=\"muted\">{state}</span>"),
-        };
-        out.push_str(&format!(
-            "<li data-gate-id=\"{}\"><code>{}</code>{message} {body}</li>",
-            esc(&g.gate),
-            esc(&g.gate)
-        ));
-    }
-    out.push_str("</ul>");
-    out
+    let shown: Vec<Gate> = gates
+        .iter()
+        .map(|g| Gate {
+            gate: g.gate.clone(),
+            message: g.message.clone(),
+            state: g.state,
+            decided: g.decided.clone(),
+        })
+        .collect();
+    let base = format!("/api/runs/{}/gates", url_enc(&run.id));
+    render_gates(
+        &shown,
+        !run.status.is_terminal(),
+        GateButtons::Script { base: &base },
+    )
 }

@@ -38,6 +38,7 @@ pub fn run_view(r: &RunRecord) -> Run {
         finished_at: r.finished_at,
         exit_code: r.exit_code,
         error: r.error.clone(),
+        pull_request: None,
     }
 }
 

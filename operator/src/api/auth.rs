@@ -66,6 +66,13 @@ impl Principal {
         self.require(Scope::RunsRead)
     }
 
+    /// A runner's or a pool's token (minted by the server, never a person's).
+    pub fn server_minted(&self) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| matches!(s, Scope::Run { .. } | Scope::Pool { .. }))
+    }
+
     /// The run a runner token belongs to.
     pub fn runner_of(&self) -> Option<(&str, &str)> {
         self.scopes.iter().find_map(|s| match s {

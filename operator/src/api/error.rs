@@ -20,6 +20,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("missing scope {scope}")]
     Forbidden { scope: String },
+    /// A 403 naming the missing scope and why nothing else allowed the request (e.g. the run's
+    /// Pipeline does not list the caller among its approvers).
+    #[error("missing scope {scope}; {why}")]
+    ForbiddenBecause { scope: String, why: String },
     /// A dashboard request without a live session (none, forged, expired or logged out).
     #[error("no dashboard session: log in at /login")]
     NoSession,
@@ -107,7 +111,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized | ApiError::NoSession => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::Csrf => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::ForbiddenBecause { .. } | ApiError::Csrf => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::BadRequest(_)
             | ApiError::InvalidManifest(_)
             | ApiError::SizeMismatch { .. }
@@ -139,7 +145,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized | ApiError::NoSession => "unauthorized",
-            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Forbidden { .. } | ApiError::ForbiddenBecause { .. } => "forbidden",
             ApiError::Csrf => "csrf",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidManifest(_) | ApiError::SizeMismatch { .. } => "invalid_manifest",
@@ -211,7 +217,9 @@ impl ApiError {
             error: self.code().to_string(),
             message: self.public_message(),
             scope: match self {
-                ApiError::Forbidden { scope } => Some(scope.clone()),
+                ApiError::Forbidden { scope } | ApiError::ForbiddenBecause { scope, .. } => {
+                    Some(scope.clone())
+                }
                 _ => None,
             },
             retryable: self.retryable(),

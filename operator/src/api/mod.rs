@@ -285,7 +285,7 @@ impl ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    use handlers::dashboard::{login, pages, streams};
+    use handlers::dashboard::{gates, login, pages, streams};
     use handlers::{admin, logs, pools, runs as r, uploads, webhooks};
     let api = Router::new()
         // The cluster dashboard (docs/dashboard.md): pages and their streams on a session.
@@ -293,6 +293,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs", get(pages::runs_page))
         .route("/runs/{ns}/{name}", get(pages::run_page))
         .route("/runs/{ns}/{name}/cancel", post(pages::cancel))
+        .route("/runs/{ns}/{name}/gates/{gate}", post(gates::decide))
         .route("/login", get(login::login_page).post(login::login))
         .route("/logout", post(login::logout))
         .route("/ui/runs/stream", get(streams::runs_stream))

@@ -13,9 +13,17 @@ use crate::github::Credentials;
 
 use crate::runs::backend::BackendError;
 
-/// Lists the Pipelines a webhook delivery may start.
+/// Lists the Pipelines a webhook delivery may start; finds the Pipeline a run was started from
+/// (whose approvers may decide its gates).
 pub trait PipelineBackend: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Pipeline>, BackendError>>;
+    /// The Pipeline `name` of namespace `ns`; `None` when it does not exist (or is in a namespace
+    /// this API does not watch).
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Pipeline>, BackendError>>;
     /// The GitHub credentials of `pipeline` (`spec.github.secretRef`); `None` when it names
     /// none or they are unusable.
     fn github_credentials<'a>(
@@ -46,6 +54,21 @@ impl PipelineBackend for KubePipelines {
                 None => Api::all(self.client.clone()),
             };
             Ok(api.list(&ListParams::default()).await?.items)
+        }
+        .boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Pipeline>, BackendError>> {
+        async move {
+            if self.namespace.as_deref().is_some_and(|only| only != ns) {
+                return Ok(None);
+            }
+            let api: Api<Pipeline> = Api::namespaced(self.client.clone(), ns);
+            Ok(api.get_opt(name).await?)
         }
         .boxed()
     }
@@ -108,6 +131,23 @@ impl PipelineBackend for MemoryPipelines {
             .pipelines
             .lock()
             .map(|p| p.clone())
+            .map_err(|_| BackendError::Other("memory pipelines lock poisoned".into()));
+        async move { result }.boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Pipeline>, BackendError>> {
+        let result = self
+            .pipelines
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .find(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
+                    .cloned()
+            })
             .map_err(|_| BackendError::Other("memory pipelines lock poisoned".into()));
         async move { result }.boxed()
     }

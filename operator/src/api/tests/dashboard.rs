@@ -551,3 +551,321 @@ async fn dashboard_runs_stream_sends_the_list_at_once() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// The first event of a stream that does not end by itself (read with a deadline).
+async fn first_event(f: &Fx, path: &str, cookie: &str) -> String {
+    let req = Request::builder()
+        .uri(path)
+        .header("cookie", format!("{SESSION_COOKIE}={cookie}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = f.app().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first event within 10 s")
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(frame.data_ref().unwrap()).into_owned()
+}
+
+fn api_error(body: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (
+        v["error"].as_str().unwrap_or_default().to_string(),
+        v["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn dashboard_gates_show_and_an_approver_decides_with_the_csrf_token() {
+    let mut f = fx().await;
+    let pipelines = Arc::new(MemoryPipelines::default());
+    f.st =
+        f.st.clone()
+            .with_webhooks(Webhooks::new(None, pipelines.clone()));
+    let (ns, name, _) = waiting_run(&f).await;
+    let run_path = format!("/runs/{ns}/{name}");
+    let post = format!("{run_path}/gates/approve-prod");
+    let api_gate = format!("/api/v1/runs/{ns}/{name}/gates/approve-prod");
+
+    // A reader sees the gates (message, state) but no buttons, and its POST gets the API's 403.
+    let (reader, _) = login(&f, &f.reader).await;
+    let r = request(&f, Method::GET, &run_path, Some(&reader), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for want in [
+        "id=\"h-gates\"",
+        "data-gate-id=\"approve-prod\"",
+        "<span class=\"gate-message\">Ship it?</span>",
+        "waiting for a decision",
+        "data-gate-id=\"approve-eu\"",
+        "<span class=\"muted\">pending</span>",
+    ] {
+        assert!(r.body.contains(want), "{want} in {}", r.body);
+    }
+    assert!(!r.body.contains("data-gate-decision"), "{}", r.body);
+    let reader_csrf = csrf(&f, &reader).await;
+    let r = request(
+        &f,
+        Method::POST,
+        &post,
+        Some(&reader),
+        &[],
+        &format!("decision=approve&csrf={reader_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        api_error(&r.body),
+        (
+            "forbidden".to_string(),
+            format!("missing scope approvals:write; run {ns}/{name} was not started from a Pipeline, so it has no approvers")
+        )
+    );
+
+    // ana may decide: the run's Pipeline lists her. Her page has the form with her CSRF token.
+    started_from(&f, &ns, &name, "deploy");
+    pipelines.set(vec![deploy(&ns, &["ana@example.com"])]);
+    let ana_token = token(&f.st, "ana@example.com", &["runs:read"]).await;
+    let (ana, _) = login(&f, &ana_token).await;
+    let ana_csrf = csrf(&f, &ana).await;
+    let r = request(&f, Method::GET, &run_path, Some(&ana), &[], "").await;
+    assert!(
+        r.body.contains(&format!(
+            "<form class=\"gate-form\" method=\"post\" action=\"{post}\" data-gate=\"approve-prod\"><input type=\"hidden\" name=\"csrf\" value=\"{ana_csrf}\">"
+        )),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body.matches("<form class=\"gate-form\"").count(),
+        1,
+        "only the waiting gate"
+    );
+    // The reader still has none.
+    let r = request(&f, Method::GET, &run_path, Some(&reader), &[], "").await;
+    assert!(!r.body.contains("data-gate-decision"), "{}", r.body);
+    // So does the page's stream.
+    let view = first_event(&f, &format!("/ui{run_path}/stream"), &ana).await;
+    assert!(view.starts_with("event: view"), "{view}");
+    assert!(
+        view.contains("data-gate-decision=\\\"approve\\\""),
+        "{view}"
+    );
+
+    // Without the CSRF token, with a wrong one or another session's: 403 csrf, nothing recorded.
+    for body in [
+        "decision=approve".to_string(),
+        "decision=approve&csrf=".to_string(),
+        "decision=approve&csrf=0123456789abcdef0123456789abcdef".to_string(),
+        format!("decision=approve&csrf={reader_csrf}"),
+    ] {
+        let r = request(&f, Method::POST, &post, Some(&ana), &[], &body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}: {}", r.body);
+        assert_eq!(api_error(&r.body).0, "csrf", "{body}");
+    }
+    // A bad decision is the API's 400; the pending gate the API's 409.
+    let r = request(
+        &f,
+        Method::POST,
+        &post,
+        Some(&ana),
+        &[],
+        &format!("decision=maybe&csrf={ana_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = request(
+        &f,
+        Method::POST,
+        &format!("{run_path}/gates/approve-eu"),
+        Some(&ana),
+        &[],
+        &format!("decision=approve&csrf={ana_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(api_error(&r.body)
+        .1
+        .contains("is not waiting for a decision (it is pending)"));
+    assert!(f
+        .get(&api_gate, &f.reader)
+        .await
+        .json()
+        .get("decided")
+        .is_none());
+
+    // Approve with a comment: recorded as the API records it, then back to the run's page.
+    let r = request(
+        &f,
+        Method::POST,
+        &post,
+        Some(&ana),
+        &[],
+        &format!("decision=approve&comment=looks+good&csrf={ana_csrf}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), run_path);
+    let d = f.get(&api_gate, &f.reader).await.json()["decided"].clone();
+    assert_eq!(
+        (d["decision"].clone(), d["by"].clone(), d["comment"].clone()),
+        (
+            json!("approve"),
+            json!("ana@example.com"),
+            json!("looks good")
+        )
+    );
+    // The page says who decided and why; the buttons are gone.
+    let r = request(&f, Method::GET, &run_path, Some(&ana), &[], "").await;
+    assert!(
+        r.body
+            .contains("data-decision=\"approve\">approved by ana@example.com: looks good</span>"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("data-gate-decision"), "{}", r.body);
+    // A second decision: the API's 409 naming the standing one.
+    let r = request(
+        &f,
+        Method::POST,
+        &post,
+        Some(&ana),
+        &[("x-csrf-token", &ana_csrf)],
+        "decision=reject",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        api_error(&r.body)
+            .1
+            .ends_with("was already approved by ana@example.com: looks good"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn dashboard_gate_buttons_need_approvals_write_and_a_live_run() {
+    let f = fx().await;
+    let (ns, name, _) = waiting_run(&f).await;
+    let run_path = format!("/runs/{ns}/{name}");
+    let approver = token(&f.st, "carol", &["runs:read", "approvals:write"]).await;
+    for t in [&approver, &f.admin] {
+        let (cookie, _) = login(&f, t).await;
+        let r = request(&f, Method::GET, &run_path, Some(&cookie), &[], "").await;
+        assert!(
+            r.body.contains("data-gate-decision=\"reject\""),
+            "{}",
+            r.body
+        );
+    }
+    // A run without gates has no gates section.
+    let (other_ns, other) = running_run(&f).await;
+    let (cookie, _) = login(&f, &approver).await;
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{other_ns}/{other}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(!r.body.contains("h-gates"), "{}", r.body);
+    // The run ended while the gate waited: no buttons, and a POST is the API's 409.
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
+    let r = request(&f, Method::GET, &run_path, Some(&cookie), &[], "").await;
+    assert!(r.body.contains("h-gates"), "{}", r.body);
+    assert!(!r.body.contains("data-gate-decision"), "{}", r.body);
+    let token = csrf(&f, &cookie).await;
+    let r = request(
+        &f,
+        Method::POST,
+        &format!("{run_path}/gates/approve-prod"),
+        Some(&cookie),
+        &[],
+        &format!("decision=approve&csrf={token}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        api_error(&r.body)
+            .1
+            .contains("already finished (cancelled)"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn dashboard_run_page_shows_the_pull_request_and_the_needs_its_runner_reported() {
+    use kube::ResourceExt;
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    // Play a pull request delivery: the run of a fork's pull request #12, fix into main.
+    let mut run = f.runs.run(&ns, &name).unwrap();
+    run.spec.triggered_by.as_mut().unwrap().pull_request =
+        Some(sparkwing_core::run_spec::TriggeringPullRequest {
+            number: 12,
+            base: "main".into(),
+            head: "fix".into(),
+            fork: true,
+        });
+    run.annotations_mut().insert(
+        crate::labels::BRANCH_ANNOTATION.to_string(),
+        "fix".to_string(),
+    );
+    f.runs.insert(run);
+    for (job, state) in [
+        ("build", json!({"state": "success", "attempt": 1})),
+        (
+            "test",
+            json!({"state": "running", "attempt": 1, "needs": ["build"]}),
+        ),
+    ] {
+        let r = f
+            .json(
+                Method::PUT,
+                &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+                &runner,
+                state,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+    let (cookie, _) = login(&f, &f.reader).await;
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/{name}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for want in [
+        "<dt>Pull request</dt><dd><span id=\"pull-request\" data-number=\"12\">#12 <code>fix</code> → <code>main</code>, from a fork</span></dd>",
+        "<dt>Branch</dt><dd>fix</dd>",
+        "class=\"edge\" data-from=\"build\" data-to=\"test\"",
+    ] {
+        assert!(r.body.contains(want), "{want} in {}", r.body);
+    }
+    assert_eq!(r.body.matches("class=\"edge\"").count(), 1, "{}", r.body);
+    // A run of no pull request says none.
+    let (other_ns, other) = running_run(&f).await;
+    let r = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{other_ns}/{other}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert!(!r.body.contains("Pull request"), "{}", r.body);
+}

@@ -2,37 +2,6 @@
 
 use super::*;
 
-/// A triggered, running run whose runner reported `build` done and the gate `approve-prod`
-/// waiting (and a pending gate `approve-eu`); its runner token.
-async fn waiting_run(f: &Fx) -> (String, String, String) {
-    let up = f.upload(&[("a", "x")]).await;
-    let (ns, name) = f.trigger_run(&up).await;
-    f.runs.set_phase(&ns, &name, RunPhase::Running);
-    let runner = f.runs.runner_token(&ns, &name).unwrap();
-    for (job, state) in [
-        ("build", json!({"state": "success", "attempt": 1})),
-        (
-            "approve-prod",
-            json!({"state": "waiting", "attempt": 1, "gate": true}),
-        ),
-        (
-            "approve-eu",
-            json!({"state": "pending", "attempt": 0, "gate": true}),
-        ),
-    ] {
-        let r = f
-            .json(
-                Method::PUT,
-                &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
-                &runner,
-                state,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    }
-    (ns, name, runner)
-}
-
 fn gate_path(ns: &str, name: &str, gate: &str) -> String {
     format!("/api/v1/runs/{ns}/{name}/gates/{gate}")
 }
@@ -250,4 +219,124 @@ async fn unknown_gates_and_runs_gates_not_waiting_and_finished_runs_are_refused(
     let r = f.get(&post("approve-prod"), &f.reader).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.json().get("decided").is_none(), "{}", r.body);
+}
+
+#[tokio::test]
+async fn approvers_of_the_runs_pipeline_decide_without_the_scope() {
+    let mut f = fx().await;
+    let pipelines = Arc::new(MemoryPipelines::default());
+    f.st =
+        f.st.clone()
+            .with_webhooks(Webhooks::new(None, pipelines.clone()));
+    let (ns, name, runner) = waiting_run(&f).await;
+    let path = gate_path(&ns, &name, "approve-prod");
+    let approve = json!({"decision": "approve", "comment": "ship it"});
+    let ana = token(&f.st, "ana@example.com", &["runs:read"]).await;
+    let bo = token(&f.st, "bo", &["runs:read", "runs:trigger"]).await;
+    let refused = |r: &Res, why: &str| {
+        assert_error(
+            r,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("missing scope approvals:write; {why}"),
+        );
+        assert_eq!(r.json()["scope"], "approvals:write", "{}", r.body);
+    };
+
+    // A run not started from a Pipeline has no approvers.
+    let r = f.json(Method::POST, &path, &ana, approve.clone()).await;
+    refused(
+        &r,
+        &format!("run {ns}/{name} was not started from a Pipeline, so it has no approvers"),
+    );
+    // Started from deploy, which is gone since.
+    started_from(&f, &ns, &name, "deploy");
+    let r = f.json(Method::POST, &path, &ana, approve.clone()).await;
+    refused(
+        &r,
+        &format!("the run's Pipeline {ns}/deploy no longer exists, so it has no approvers"),
+    );
+    // deploy lists nobody; a Pipeline of the same name elsewhere does not count.
+    pipelines.set(vec![
+        deploy(&ns, &[]),
+        deploy("elsewhere", &["ana@example.com"]),
+    ]);
+    let r = f.json(Method::POST, &path, &ana, approve.clone()).await;
+    refused(
+        &r,
+        &format!("Pipeline {ns}/deploy lists no approvers (spec.approvers)"),
+    );
+
+    // deploy lists ana and team-leads (and, wrongly, the run's runner).
+    let runner_principal = format!("runner:{ns}/{name}");
+    pipelines.set(vec![deploy(
+        &ns,
+        &["ana@example.com", "team-leads", &runner_principal],
+    )]);
+    let r = f.json(Method::POST, &path, &bo, approve.clone()).await;
+    refused(
+        &r,
+        &format!("bo is not in spec.approvers of Pipeline {ns}/deploy"),
+    );
+    // A runner's token is never an approver.
+    let r = f.json(Method::POST, &path, &runner, approve.clone()).await;
+    assert_error(
+        &r,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "missing scope approvals:write",
+    );
+    assert_eq!(r.json()["message"], "missing scope approvals:write");
+    // An approver is held to the same rule as anyone: the pending gate is not waiting yet.
+    let r = f
+        .json(
+            Method::POST,
+            &gate_path(&ns, &name, "approve-eu"),
+            &ana,
+            approve.clone(),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict", "is not waiting");
+    // ana decides, recorded as her principal.
+    let r = f.json(Method::POST, &path, &ana, approve.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let d = &r.json()["decided"];
+    assert_eq!(
+        (d["by"].clone(), d["comment"].clone()),
+        (json!("ana@example.com"), json!("ship it"))
+    );
+    assert_eq!(f.get(&path, &f.reader).await.json()["decided"], *d);
+
+    // A token of a listed team principal decides another run of the Pipeline.
+    let (ns2, name2, _) = waiting_run(&f).await;
+    started_from(&f, &ns2, &name2, "deploy");
+    let leads = token(&f.st, "team-leads", &["runs:read"]).await;
+    let r = f
+        .json(
+            Method::POST,
+            &gate_path(&ns2, &name2, "approve-prod"),
+            &leads,
+            json!({"decision": "reject"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json()["decided"]["by"], "team-leads");
+
+    // Once the run is gone, its Pipeline's approvers no longer apply.
+    f.runs.set_phase(&ns, &name, RunPhase::Cancelled);
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+    assert_eq!(r.json()["archived"], true, "{}", r.body);
+    f.runs.delete(&ns, &name);
+    let r = f
+        .json(
+            Method::POST,
+            &gate_path(&ns, &name, "approve-eu"),
+            &ana,
+            approve,
+        )
+        .await;
+    refused(
+        &r,
+        &format!("run {ns}/{name} is not live (unknown, or finished and removed), so no Pipeline's approvers apply"),
+    );
 }

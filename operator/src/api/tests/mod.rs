@@ -155,6 +155,64 @@ impl Fx {
     }
 }
 
+/// A triggered, running run whose runner reported `build` done and the gate `approve-prod`
+/// waiting (and a pending gate `approve-eu`); its runner token.
+async fn waiting_run(f: &Fx) -> (String, String, String) {
+    let up = f.upload(&[("a", "x")]).await;
+    let (ns, name) = f.trigger_run(&up).await;
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    for (job, state) in [
+        ("build", json!({"state": "success", "attempt": 1})),
+        (
+            "approve-prod",
+            json!({"state": "waiting", "attempt": 1, "gate": true, "gateMessage": "Ship it?"}),
+        ),
+        (
+            "approve-eu",
+            json!({"state": "pending", "attempt": 0, "gate": true}),
+        ),
+    ] {
+        let r = f
+            .json(
+                Method::PUT,
+                &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+                &runner,
+                state,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+    (ns, name, runner)
+}
+
+/// Play a webhook delivery or a schedule: run `ns/name` was started from the Pipeline `pipeline`.
+fn started_from(f: &Fx, ns: &str, name: &str, pipeline: &str) {
+    use kube::ResourceExt;
+    let mut run = f.runs.run(ns, name).unwrap();
+    run.annotations_mut().insert(
+        crate::labels::PIPELINE_ANNOTATION.to_string(),
+        pipeline.to_string(),
+    );
+    f.runs.insert(run);
+}
+
+/// The Pipeline `ns/deploy` with `approvers`.
+fn deploy(ns: &str, approvers: &[&str]) -> sparkwing_crds::pipeline::Pipeline {
+    use sparkwing_crds::pipeline::{Pipeline, PipelineSpec};
+    let mut p = Pipeline::new(
+        "deploy",
+        PipelineSpec {
+            repository: "https://example.com/acme/app.git".into(),
+            pipeline: "deploy".into(),
+            approvers: approvers.iter().map(|a| a.to_string()).collect(),
+            ..PipelineSpec::default()
+        },
+    );
+    p.metadata.namespace = Some(ns.into());
+    p
+}
+
 fn gzip(content: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(content).unwrap();

@@ -30,7 +30,8 @@ fn login_form(next: &str, error: Option<&str>) -> String {
     format!(
         "<section class=\"login\"><h1>Log in</h1>{error}\
          <p>Paste an API token with the <code>runs:read</code> scope (<code>runs:trigger</code> to \
-         cancel runs). It is exchanged for a session cookie and not kept by this page.</p>\
+         cancel runs, <code>approvals:write</code> to approve or reject gates). It is exchanged for \
+         a session cookie and not kept by this page.</p>\
          <form method=\"post\" action=\"/login\" id=\"login\">\
          <label for=\"token\">API token</label> \
          <input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"off\" required> \
@@ -85,6 +86,25 @@ pub async fn csrf_of(headers: &HeaderMap, body: Body) -> Result<Option<String>, 
         return Ok(Some(h.to_string()));
     }
     Ok(form::<CsrfForm>(body).await.ok().and_then(|f| f.csrf))
+}
+
+/// A form body `T` and the CSRF token the request carries (the `X-CSRF-Token` header, else the
+/// form's field `csrf`). The form is read as `T` only after the caller checked the token, so a
+/// request without it is refused as such, whatever its form.
+pub async fn form_and_csrf<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Result<T, ApiError>, Option<String>), ApiError> {
+    let bytes = read_body(body, FORM_LIMIT, "form").await?;
+    let csrf = match headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(h) => Some(h.to_string()),
+        None => serde_urlencoded::from_bytes::<CsrfForm>(&bytes)
+            .ok()
+            .and_then(|f| f.csrf),
+    };
+    let form = serde_urlencoded::from_bytes::<T>(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("form: {e}")));
+    Ok((form, csrf))
 }
 
 /// `POST /login`: `token=…&next=…`. A token that is unknown, revoked, a runner's or a pool's,

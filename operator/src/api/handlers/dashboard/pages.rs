@@ -1,6 +1,7 @@
 //! `GET /` and `/runs` (runs across namespaces, newest first, filtered as `GET /api/v1/runs`
-//! filters), `GET /runs/{ns}/{name}` (a run) and `POST /runs/{ns}/{name}/cancel` (its Cancel
-//! button: `runs:trigger` and the session's CSRF token).
+//! filters), `GET /runs/{ns}/{name}` (a run, with its approval gates from [`super::gates`]) and
+//! `POST /runs/{ns}/{name}/cancel` (its Cancel button: `runs:trigger` and the session's CSRF
+//! token).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -15,6 +16,7 @@ use sparkwing_dashboard::html::{esc, state_word, url_enc};
 use sparkwing_dashboard::model::Run;
 use sparkwing_dashboard::render;
 
+use super::gates::gates_section;
 use super::login::csrf_of;
 use super::view::{job_models, page, read_run, run_model};
 use crate::api::auth::Scope;
@@ -169,11 +171,15 @@ pub async fn run_page(
         Ok(v) => v,
         Err(e) => return error_page(&session, e),
     };
+    let gates = match gates_section(&st, &session, &v).await {
+        Ok(g) => g,
+        Err(e) => return error_page(&session, e),
+    };
     let run = run_model(&v);
     let jobs = job_models(&v);
     let asked = params.get("job").map(String::as_str);
     let sel = render::default_job(&jobs, asked).map(|j| j.job_id.clone());
-    let sections = render::run_sections(&run, &jobs, String::new(), sel.as_deref(), now_ms());
+    let sections = render::run_sections(&run, &jobs, gates, sel.as_deref(), now_ms());
     let stream = format!(
         "/ui/runs/{ns}/{name}/stream{}",
         sel.as_deref()

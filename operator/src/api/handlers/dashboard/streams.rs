@@ -17,6 +17,7 @@ use sparkwing_core::time::parse_rfc3339;
 use sparkwing_dashboard::render;
 use sparkwing_state::LogKey;
 
+use super::gates::gates_section;
 use super::pages::{actions_html, list_query, list_runs, runs_list_html, PAGE_RUNS};
 use super::view::{job_models, read_run, run_model};
 use crate::api::handlers::logs::follow_lines;
@@ -104,10 +105,10 @@ struct RunFollow {
 impl RunFollow {
     async fn read_view(&mut self) -> Result<(), ApiError> {
         let v = read_run(&self.st, &self.session, &self.ns, &self.name).await?;
+        let gates = gates_section(&self.st, &self.session, &v).await?;
         let run = run_model(&v);
         let jobs = job_models(&v);
-        let mut sections =
-            render::run_sections(&run, &jobs, String::new(), self.job.as_deref(), now_ms());
+        let mut sections = render::run_sections(&run, &jobs, gates, self.job.as_deref(), now_ms());
         sections["sections"]["actions"] = actions_html(
             &self.session,
             &self.ns,

@@ -16,6 +16,7 @@ use sparkwing_dashboard::render;
 use crate::api::handlers::runs;
 use crate::api::session::Session;
 use crate::api::{ApiError, ApiState};
+use crate::labels::BRANCH_ANNOTATION;
 
 /// A run as `GET /api/v1/runs/{ns}/{name}` answers it.
 pub type RunView = sparkwing_api::wire::RunView<sparkwing_crds::pipeline_run::PipelineRun>;
@@ -91,7 +92,10 @@ pub fn run_model(v: &RunView) -> Run {
         status: v.phase,
         args,
         repo,
-        git_branch: None,
+        git_branch: run
+            .and_then(|r| r.metadata.annotations.as_ref())
+            .and_then(|a| a.get(BRANCH_ANNOTATION))
+            .cloned(),
         git_commit: commit,
         who,
         pid: None,
@@ -100,6 +104,7 @@ pub fn run_model(v: &RunView) -> Run {
         finished_at: status.and_then(|s| s.completion_time).map(|t| t.0),
         exit_code: None,
         error,
+        pull_request: v.triggered_by.as_ref().and_then(|t| t.pull_request.clone()),
     }
 }
 
@@ -122,6 +127,7 @@ fn reported_job(name: &str, v: &Value) -> Job {
         j.finished_at = r.finished_at.as_deref().and_then(parse_rfc3339);
         j.exit_code = r.exit_code;
         j.reason = r.reason;
+        j.needs = r.needs;
     } else if let Some(s) = v.get("state").and_then(Value::as_str) {
         j.state = parse_state(s);
     }
@@ -129,8 +135,8 @@ fn reported_job(name: &str, v: &Value) -> Job {
 }
 
 /// The run's jobs: in the order of the PipelineRun's status, each as its runner last reported
-/// it (the state layer's job states), then any job reported but not in the status. No `needs`
-/// are recorded for a cluster run: the graph is one column.
+/// it (the state layer's job states, with the `needs` its runner reports: the graph's edges),
+/// then any job reported but not in the status.
 pub fn job_models(v: &RunView) -> Vec<Job> {
     let reported: BTreeMap<String, Value> = v.jobs.clone().unwrap_or_default();
     let listed = v

@@ -14,7 +14,7 @@ mod view;
 
 pub use concurrency::{enter as enter_group, leave as leave_group};
 pub use end::{cancel, finish};
-pub use gates::{decide as decide_gate, get_decision as get_gate};
+pub use gates::{check_decider, decide as decide_gate, gates_of, get_decision as get_gate};
 pub use read::{get_run, list, ListQuery};
 pub use report::{put_branch_check, put_job_state};
 pub use trigger::trigger;
