@@ -596,6 +596,7 @@ mod tests {
             term: Terminal::new(Format::Json, "r"),
             sink: None,
             gates: Default::default(),
+            needs: Default::default(),
         };
         (dir, rec)
     }
