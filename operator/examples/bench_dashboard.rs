@@ -22,41 +22,19 @@
 
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/stores.rs"]
+mod stores;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use http::{quantile, request, upload_one_file};
+use http::{request, upload_one_file};
 use sparkwing_api::client::ApiClient;
 use sparkwing_api::wire::{LogLine, LogStream};
 use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
-use sparkwing_operator::store::Store;
-use sparkwing_state::test_support::{create_database, Postgres, S3Server};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn num(name: &str, default: usize) -> usize {
-    arg(name, &default.to_string())
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} takes a number"))
-}
-
-fn p50_p99(v: &mut [Duration]) -> String {
-    let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
-    format!(
-        "p50 {:.2} ms, p99 {:.2} ms",
-        a.as_secs_f64() * 1000.0,
-        b.as_secs_f64() * 1000.0
-    )
-}
+use stores::{arg, embedded, finished_run, num, p50_p99, shared, Backend};
 
 /// One request on a fresh connection with extra headers: (status, head, body).
 fn request_with(
@@ -88,78 +66,6 @@ fn request_with(
         .and_then(|s| s.parse().ok())
         .expect("status");
     (status, head, out[end + 4..].to_vec())
-}
-
-/// What one backend needs to stay up: the servers of the shared one, the temp dir of both.
-struct Backend {
-    name: &'static str,
-    a: Store,
-    b: Store,
-    _servers: Option<(Postgres, S3Server)>,
-    _dir: tempfile::TempDir,
-}
-
-async fn embedded() -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().to_string_lossy().into_owned();
-    // The embedded stores are for one API process: both servers share one pair of stores.
-    let a = Store::open(&url, &url).await.unwrap();
-    let b = a.clone();
-    Backend {
-        name: "embedded (SQLite + files; one store behind both servers)",
-        a,
-        b,
-        _servers: None,
-        _dir: dir,
-    }
-}
-
-async fn shared() -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let (pg, s3) = tokio::task::spawn_blocking(|| (Postgres::start(), S3Server::start()))
-        .await
-        .unwrap();
-    create_database(&pg.url("postgres"), "bench").await;
-    let objects = format!("s3://{}/bench", s3.bucket);
-    let open = || async {
-        Store::new(
-            sparkwing_state::open_metadata(&pg.url("bench"))
-                .await
-                .unwrap(),
-            sparkwing_state::open_content_with(&objects, &s3.aws_config())
-                .await
-                .unwrap(),
-        )
-    };
-    let (a, b) = (open().await, open().await);
-    Backend {
-        name: "shared (PostgreSQL + S3 server)",
-        a,
-        b,
-        _servers: Some((pg, s3)),
-        _dir: dir,
-    }
-}
-
-fn finished_run(i: usize) -> sparkwing_crds::PipelineRun {
-    let pipeline = ["build", "test", "deploy", "lint"][i % 4];
-    let mut run: sparkwing_crds::PipelineRun = serde_json::from_value(serde_json::json!({
-        "apiVersion": "sparkwing.dev/v1alpha1", "kind": "PipelineRun",
-        "metadata": {"name": format!("seed-{i}"), "namespace": if i.is_multiple_of(2) { "ci" } else { "prod" },
-                     "creationTimestamp": format!("2026-01-{:02}T{:02}:{:02}:{:02}Z", 1 + i / 86_400 % 28, i / 3600 % 24, i / 60 % 60, i % 60)},
-        "spec": {"pipeline": pipeline,
-                 "source": {"git": {"url": "https://example.test/r.git", "revision": "main"}}},
-    }))
-    .unwrap();
-    run.status = Some(sparkwing_core::reconcile::status::RunStatus {
-        phase: if i.is_multiple_of(7) {
-            sparkwing_core::reconcile::status::RunPhase::Failed
-        } else {
-            sparkwing_core::reconcile::status::RunPhase::Succeeded
-        },
-        ..Default::default()
-    });
-    run
 }
 
 struct Opts {
@@ -358,7 +264,7 @@ fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
     let (tx, rx) = mpsc::channel::<(usize, u64, Instant)>();
     let path = format!("/ui/runs/ci/{run}/stream?job=build");
     // The embedded stores serve one API process: its streams are on the replica that ingests.
-    let (at, where_) = if be._servers.is_some() {
+    let (at, where_) = if be.servers.is_some() {
         (b, "on B, lines posted to A")
     } else {
         (a, "on the replica the lines are posted to")
