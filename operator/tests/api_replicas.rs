@@ -344,26 +344,67 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Replica A, and replica B whose followers poll once an hour (what reaches them in time came
+/// through the log feed), with a run whose runner posts to A and B's feed already listening.
+struct FeedPair {
+    shared: Shared,
+    runs: Arc<MemoryRuns>,
+    a: Replica,
+    b: Replica,
+    admin: String,
+    ns: String,
+    name: String,
+    runner: ApiClient,
+    /// The last seq posted.
+    seq: u64,
+}
+
+impl FeedPair {
+    fn start(db: &str) -> FeedPair {
+        let setup = tokio::runtime::Runtime::new().unwrap();
+        let shared = Shared::start(&setup, db);
+        let runs = Arc::new(MemoryRuns::new());
+        let (a, b) = (
+            replica(&shared, &runs),
+            replica_with(&shared, &runs, Duration::from_secs(3600)),
+        );
+        let admin = admin_token(&setup, &a);
+        let (ns, name, token) = external_run(&a, &admin);
+        let runner = ApiClient::new(&a.url, &token).unwrap();
+        // B's feed listens once it has heard a line (it connects in the background at start).
+        let mut seq = 0;
+        wait_for("B's log feed hears a line ingested on A", || {
+            seq += 1;
+            runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
+            b.state.metrics.log_feed_events.get() > 0
+        });
+        FeedPair {
+            shared,
+            runs,
+            a,
+            b,
+            admin,
+            ns,
+            name,
+            runner,
+            seq,
+        }
+    }
+}
+
 #[test]
 fn lines_reach_another_replicas_followers_through_the_log_feed_not_its_poll() {
-    let setup = tokio::runtime::Runtime::new().unwrap();
-    let shared = Shared::start(&setup, "logfeed");
-    let runs = Arc::new(MemoryRuns::new());
-    // B's followers poll once an hour: what reaches them in time came through the feed.
-    let (a, b) = (
-        replica(&shared, &runs),
-        replica_with(&shared, &runs, Duration::from_secs(3600)),
-    );
-    let admin = admin_token(&setup, &a);
-    let (ns, name, token) = external_run(&a, &admin);
-    let runner = ApiClient::new(&a.url, &token).unwrap();
-    // B's feed listens once it has heard a line (it connects in the background at start).
-    let mut seq = 0;
-    wait_for("B's log feed hears a line ingested on A", || {
-        seq += 1;
-        runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
-        b.state.metrics.log_feed_events.get() > 0
-    });
+    let FeedPair {
+        shared,
+        runs,
+        a,
+        b,
+        admin,
+        ns,
+        name,
+        runner,
+        mut seq,
+    } = FeedPair::start("logfeed");
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
     let follower = {
         let cb = ApiClient::new(&b.url, &admin).unwrap();
@@ -471,23 +512,17 @@ fn dashboard_log_events(url: &str, path: &str, cookie: &str) -> std::sync::mpsc:
 
 #[test]
 fn a_dashboard_stream_on_another_replica_gets_lines_through_the_log_feed_not_the_store() {
-    let setup = tokio::runtime::Runtime::new().unwrap();
-    let shared = Shared::start(&setup, "dashfeed");
-    let runs = Arc::new(MemoryRuns::new());
-    // B's streams poll once an hour: what reaches them in time came through the feed.
-    let (a, b) = (
-        replica(&shared, &runs),
-        replica_with(&shared, &runs, Duration::from_secs(3600)),
-    );
-    let admin = admin_token(&setup, &a);
-    let (ns, name, token) = external_run(&a, &admin);
-    let runner = ApiClient::new(&a.url, &token).unwrap();
-    let mut seq = 0;
-    wait_for("B's log feed hears a line ingested on A", || {
-        seq += 1;
-        runner.post_logs(&ns, &name, &[line(seq)]).unwrap();
-        b.state.metrics.log_feed_events.get() > 0
-    });
+    let FeedPair {
+        shared,
+        runs: _,
+        a,
+        b,
+        admin,
+        ns,
+        name,
+        runner,
+        mut seq,
+    } = FeedPair::start("dashfeed");
     let cookie = dashboard_session(&b.url, &admin);
     let events = dashboard_log_events(
         &b.url,
