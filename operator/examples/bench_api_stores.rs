@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 use http::{request, upload_one_file, vm_hwm_kib};
 use sparkwing_api::client::{ApiClient, Flow};
 use sparkwing_api::wire::{LogLine, LogStream};
-use sparkwing_operator::api::{self, ApiConfig, ApiState, MemoryRuns};
-use stores::{arg, embedded, finished_run, num, p50_p99, shared, Backend};
+use stores::{arg, embedded, num, p50_p99, serve_with_archive, shared, Backend, Served};
 
 fn vm_hwm_mib() -> u64 {
     vm_hwm_kib() / 1024
@@ -54,60 +53,12 @@ struct Opts {
 
 fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
     println!("\n== {}", be.name);
-    let admin = format!("swt_{}", "cd".repeat(32));
-    let cluster = Arc::new(MemoryRuns::new());
-    let config = || ApiConfig {
-        default_namespace: "ci".into(),
-        gc_every: None,
-        ..ApiConfig::default()
-    };
-    let st_a = ApiState::new(be.a.clone(), cluster.clone(), config());
-    let st_b = ApiState::new(be.b.clone(), cluster.clone(), config());
-    rt.block_on(async {
-        let rec = sparkwing_state::TokenRecord {
-            id: "000000000000".into(),
-            hash: api::manifest::sha256_hex(admin.as_bytes()),
-            principal: "bench".into(),
-            scopes: vec!["admin".into()],
-            created_ms: 1_767_225_600_000,
-            expires_ms: None,
-            revoked: false,
-            run: None,
-            upload: None,
-            pool_uid: None,
-        };
-        be.a.meta.insert_token(&rec).await.unwrap();
-    });
-
-    // 1. Finished runs in the archive, then the list.
-    let t = Instant::now();
-    rt.block_on(async {
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let writers: Vec<_> = (0..8)
-            .map(|_| {
-                let (store, next, n) = (be.a.clone(), next.clone(), o.runs);
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= n {
-                            break;
-                        }
-                        store.archive(&finished_run(i)).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in writers {
-            w.await.unwrap();
-        }
-    });
-    println!(
-        "archived {} finished runs in {:.1} s",
-        o.runs,
-        t.elapsed().as_secs_f64()
-    );
-    let a = api::spawn_serving(rt, st_a, "127.0.0.1:0").unwrap();
-    let b = api::spawn_serving(rt, st_b, "127.0.0.1:0").unwrap();
+    let Served {
+        admin,
+        cluster,
+        a,
+        b,
+    } = serve_with_archive(rt, &be, o.runs);
     let mut first: Vec<Duration> = (0..200)
         .map(|i| {
             let addr = if i % 2 == 0 { a } else { b };
