@@ -175,3 +175,119 @@ fn cancel_in_progress_cancels_the_older_run_across_runners() {
     release(&sw, &ns, &b);
     second.finish_within(DEADLINE).assert_code(0);
 }
+
+/// The entries of group `group` the API keeps for run `ns/name`: `(job, holding)` (job empty:
+/// the run's own entry).
+fn entries_of(api: &Api, group: &str, ns: &str, name: &str) -> Vec<(String, bool)> {
+    let key = sparkwing_state::RunKey::new(ns, name);
+    let groups = runner_support::block_on(api.state.store.meta.run_groups(&key)).unwrap();
+    groups
+        .into_iter()
+        .filter(|(g, _)| g == group)
+        .flat_map(|(_, entries)| entries)
+        .filter(|e| e.run == key)
+        .map(|e| (e.job, e.holding))
+        .collect()
+}
+
+#[test]
+fn a_jobs_group_of_one_queues_its_attempts_across_runners_through_the_api() {
+    // The `job-group` pipeline: `prepare`, then `work` in group shared-work (limit 1).
+    let api = Api::start();
+    let sw = Sw::fixture("gates");
+    std::fs::write(sw.root().join("hold"), "").unwrap();
+    let upload = api.upload(sw.root());
+    let (ns, a, token_a) = api.trigger("job-group", &upload, json!({}));
+    let (_, b, token_b) = api.trigger("job-group", &upload, json!({}));
+
+    let first = Running::spawn(runner(&sw, &api, &ns, &a, &token_a));
+    wait_until(DEADLINE, "the first run's job to start", || {
+        started(&sw, &ns, &a)
+    });
+    // The job's attempt holds an entry of its own in the API (not a run entry).
+    assert_eq!(
+        entries_of(&api, "shared-work", &ns, &a),
+        [("work".to_string(), true)]
+    );
+    let second = Running::spawn(runner(&sw, &api, &ns, &b, &token_b));
+    wait_until(DEADLINE, "the second run's job to wait in the API", || {
+        entries_of(&api, "shared-work", &ns, &b) == [("work".to_string(), false)]
+    });
+    assert!(!started(&sw, &ns, &b));
+    // The first run's job ends: its attempt leaves the group and the second run's job runs.
+    release(&sw, &ns, &a);
+    first.finish_within(DEADLINE).assert_code(0);
+    assert!(entries_of(&api, "shared-work", &ns, &a).is_empty());
+    wait_until(DEADLINE, "the second run's job to start", || {
+        started(&sw, &ns, &b)
+    });
+    release(&sw, &ns, &b);
+    let out = second.finish_within(DEADLINE);
+    out.assert_code(0);
+    let kinds: Vec<String> = out
+        .json_lines()
+        .iter()
+        .filter(|v| v["job"] == "work")
+        .filter_map(|v| v["event"].as_str().map(str::to_string))
+        .filter(|k| k.starts_with("concurrency_"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["concurrency_waiting", "concurrency_admitted"],
+        "{out}"
+    );
+    assert!(entries_of(&api, "shared-work", &ns, &b).is_empty());
+}
+
+#[test]
+fn a_jobs_cancel_in_progress_cancels_the_older_run_across_runners() {
+    // The `job-cancel` pipeline: `prepare`, then `deploy` in group job-deploy, cancel in progress.
+    let api = Api::start();
+    let sw = Sw::fixture("gates");
+    std::fs::write(sw.root().join("hold"), "").unwrap();
+    let upload = api.upload(sw.root());
+    let (ns, a, token_a) = api.trigger("job-cancel", &upload, json!({}));
+    let (_, b, token_b) = api.trigger("job-cancel", &upload, json!({}));
+
+    let first = Running::spawn(runner(&sw, &api, &ns, &a, &token_a));
+    wait_until(DEADLINE, "the first run's job to start", || {
+        started(&sw, &ns, &a)
+    });
+    let second = Running::spawn(runner(&sw, &api, &ns, &b, &token_b));
+    // The newer run's job has the API cancel the older run, as `runs cancel` does.
+    wait_until(DEADLINE, "the first run to be cancelled", || {
+        api.runs
+            .run(&ns, &a)
+            .is_some_and(|r| r.spec.cancel.is_some())
+    });
+    let run_a = api.runs.run(&ns, &a).unwrap();
+    assert_eq!(
+        run_a.metadata.annotations.unwrap()[sparkwing_api::names::CANCELLED_BY_ANNOTATION],
+        format!("concurrency group job-deploy (run {ns}/{b})")
+    );
+    assert!(api.runs.run(&ns, &b).unwrap().spec.cancel.is_none());
+    assert!(!started(&sw, &ns, &b));
+    // The operator stops the cancelled run's runner; its job's attempt leaves the group.
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    release(&sw, &ns, &a);
+    let _ = first.finish_within(DEADLINE);
+    wait_until(DEADLINE, "the newer run's job to start", || {
+        started(&sw, &ns, &b)
+    });
+    release(&sw, &ns, &b);
+    let out = second.finish_within(DEADLINE);
+    out.assert_code(0);
+    let cancelled: Vec<Value> = out
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "concurrency_cancelled_older")
+        .collect();
+    // Recorded once, on the job (the JSON line's `run` is this run's id; the API's annotation
+    // above names the run cancelled).
+    assert_eq!(cancelled.len(), 1, "{out}");
+    assert_eq!(
+        (cancelled[0]["job"].clone(), cancelled[0]["group"].clone()),
+        (json!("deploy"), json!("job-deploy")),
+        "{out}"
+    );
+}

@@ -92,15 +92,33 @@ pub const LEASE_MS: i64 = 25_000;
 /// 500 ms, renew it too).
 pub const RENEW_EVERY_MS: i64 = 5_000;
 
-/// A run's entry in a group kept by the cluster API, as a turn needs it.
+/// A run's entry in a group kept by the cluster API (its own group), or one of its jobs' (a
+/// job's own group), as a turn needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedEntry {
     pub run: String,
+    /// The job whose entry this is; `None`: the run's own.
+    pub job: Option<String>,
     pub holding: bool,
     /// Until when the entry stands (Unix ms).
     pub lease_until_ms: i64,
     /// A newer run of the group already asked this one to cancel.
     pub cancel_asked: bool,
+}
+
+impl SharedEntry {
+    /// How the group's views name the entry: the run, or `RUN/JOB` for a job's entry.
+    pub fn label(&self) -> String {
+        shared_label(&self.run, self.job.as_deref())
+    }
+}
+
+/// The label of run `run`'s entry in a shared group (`job`: one of its jobs' entry, `RUN/JOB`).
+pub fn shared_label(run: &str, job: Option<&str>) -> String {
+    match job {
+        None => run.to_string(),
+        Some(j) => format!("{run}/{j}"),
+    }
 }
 
 /// What a turn of run `me` at a shared group decided.
@@ -114,8 +132,9 @@ pub struct SharedTurn {
     pub lapsed: Vec<String>,
 }
 
-/// The group as run `me` sees it at `now_ms`: `entries` in arrival order, without the entries
-/// whose lease ended before `now_ms` (never `me`'s: it is here). Also the lapsed ones.
+/// The group as entry `me` (its [`SharedEntry::label`]) sees it at `now_ms`: `entries` in
+/// arrival order, without the entries whose lease ended before `now_ms` (never `me`'s: it is
+/// here), named by their labels. Also the labels of the lapsed ones.
 pub fn shared_view(
     entries: &[SharedEntry],
     me: &str,
@@ -124,19 +143,19 @@ pub fn shared_view(
 ) -> (GroupView, Vec<String>) {
     let (live, lapsed): (Vec<&SharedEntry>, Vec<&SharedEntry>) = entries
         .iter()
-        .partition(|e| e.run == me || e.lease_until_ms >= now_ms);
+        .partition(|e| e.label() == me || e.lease_until_ms >= now_ms);
     let holders = live
         .iter()
-        .filter(|e| e.holding && e.run != me)
-        .map(|e| e.run.clone())
+        .filter(|e| e.holding && e.label() != me)
+        .map(|e| e.label())
         .collect();
     let ahead = live
         .iter()
-        .take_while(|e| e.run != me)
+        .take_while(|e| e.label() != me)
         .filter(|e| !e.holding)
-        .map(|e| e.run.clone())
+        .map(|e| e.label())
         .collect();
-    let gone = lapsed.iter().map(|e| e.run.clone()).collect();
+    let gone = lapsed.iter().map(|e| e.label()).collect();
     (
         GroupView {
             limit,
@@ -147,9 +166,13 @@ pub fn shared_view(
     )
 }
 
-/// Run `me`'s turn at a group kept by the cluster API (entering it, or looking again while it
-/// waits): `entries` in arrival order with `me` among them. A holder or waiter whose lease ended
-/// is passed over; the older runs already asked to cancel are those whose entry says so.
+/// The turn of entry `me` (its [`SharedEntry::label`]: a run's own entry or one of its jobs') at
+/// a group kept by the cluster API (entering it, or looking again while it waits): `entries` in
+/// arrival order with `me` among them. A holder or waiter whose lease ended is passed over. With
+/// `cancel_in_progress` what is cancelled are the older *runs* the holders and queued entries
+/// belong to, as [`job_step`] decides for a job (for a group of run entries alone that is
+/// [`step`]'s answer): each once (the runs already asked are those with an entry that says so),
+/// never `me`'s own run. [`GroupStep::Cancel`] names runs, not labels.
 pub fn shared_turn(
     entries: &[SharedEntry],
     me: &str,
@@ -158,16 +181,24 @@ pub fn shared_turn(
     now_ms: i64,
 ) -> SharedTurn {
     let (view, lapsed) = shared_view(entries, me, limit, now_ms);
-    let holding = entries.iter().any(|e| e.run == me && e.holding);
-    let step = if holding {
+    let mine = entries.iter().find(|e| e.label() == me);
+    let step = if mine.is_some_and(|e| e.holding) {
         GroupStep::Take
     } else {
-        let asked: Vec<String> = entries
-            .iter()
-            .filter(|e| e.cancel_asked)
-            .map(|e| e.run.clone())
-            .collect();
-        step(&view, cancel_in_progress, &asked)
+        let mut asked: Vec<String> = Vec::new();
+        for e in entries.iter().filter(|e| e.cancel_asked) {
+            if !asked.contains(&e.run) {
+                asked.push(e.run.clone());
+            }
+        }
+        let own_run = mine.map_or(me, |e| e.run.as_str());
+        let run_of = |label: &str| {
+            entries
+                .iter()
+                .find(|e| e.label() == label)
+                .map_or_else(|| label.to_string(), |e| e.run.clone())
+        };
+        runs_step(&view, cancel_in_progress, own_run, &asked, run_of)
     };
     SharedTurn { step, view, lapsed }
 }
@@ -231,13 +262,27 @@ pub fn job_step(
     own_run: &str,
     asked: &[String],
 ) -> GroupStep {
+    runs_step(view, cancel_in_progress, own_run, asked, |l| {
+        label_run(l).to_string()
+    })
+}
+
+/// [`job_step`] with the run of each label told by `run_of`.
+fn runs_step(
+    view: &GroupView,
+    cancel_in_progress: bool,
+    own_run: &str,
+    asked: &[String],
+    run_of: impl Fn(&str) -> String,
+) -> GroupStep {
     match step(view, false, &[]) {
         GroupStep::Take => GroupStep::Take,
         _ if !cancel_in_progress => GroupStep::Wait,
         _ => {
             let mut runs: Vec<String> = Vec::new();
             for label in view.holders.iter().chain(&view.ahead) {
-                let run = label_run(label);
+                let run = run_of(label);
+                let run = run.as_str();
                 if run != own_run
                     && !asked.iter().any(|a| a == run)
                     && !runs.iter().any(|r| r == run)
@@ -351,6 +396,7 @@ mod tests {
     fn entry(run: &str, holding: bool, lease_until_ms: i64) -> SharedEntry {
         SharedEntry {
             run: run.into(),
+            job: None,
             holding,
             lease_until_ms,
             cancel_asked: false,
@@ -396,6 +442,61 @@ mod tests {
         e[0].cancel_asked = true;
         e[1].cancel_asked = true;
         assert_eq!(shared_turn(&e, "c", 1, true, 50).step, GroupStep::Wait);
+    }
+
+    fn job_entry(run: &str, job: &str, holding: bool) -> SharedEntry {
+        SharedEntry {
+            job: Some(job.into()),
+            ..entry(run, holding, 100)
+        }
+    }
+
+    #[test]
+    fn a_shared_group_keeps_jobs_entries_as_labels_and_cancels_their_runs() {
+        // Run names hold '/' on a cluster (NS/NAME): a job's entry is NS/NAME/JOB.
+        let mut e = vec![
+            job_entry("ci/a", "deploy", true),
+            entry("ci/b", false, 100),
+            job_entry("ci/c", "deploy", false),
+            job_entry("ci/c", "smoke", false),
+        ];
+        assert_eq!(e[0].label(), "ci/a/deploy");
+        let t = shared_turn(&e, "ci/c/smoke", 1, false, 50);
+        assert_eq!(t.step, GroupStep::Wait);
+        assert_eq!(t.view, view(1, &["ci/a/deploy"], &["ci/b", "ci/c/deploy"]));
+        // cancel_in_progress from a job: the older runs (not labels), never its own run.
+        let t = shared_turn(&e, "ci/c/smoke", 1, true, 50);
+        assert_eq!(
+            t.step,
+            GroupStep::Cancel(vec!["ci/a".into(), "ci/b".into()])
+        );
+        // Each run once: an entry asked marks its run asked.
+        e[0].cancel_asked = true;
+        assert_eq!(
+            shared_turn(&e, "ci/c/smoke", 1, true, 50).step,
+            GroupStep::Cancel(vec!["ci/b".into()])
+        );
+        e[1].cancel_asked = true;
+        assert_eq!(
+            shared_turn(&e, "ci/c/smoke", 1, true, 50).step,
+            GroupStep::Wait
+        );
+        // A job of the same run ahead is waited for, never cancelled.
+        let e = [
+            job_entry("ci/c", "deploy", true),
+            job_entry("ci/c", "smoke", false),
+        ];
+        assert_eq!(
+            shared_turn(&e, "ci/c/smoke", 1, true, 50).step,
+            GroupStep::Wait
+        );
+        // The run's own entry and its job's are apart: the job holds, the run's entry waits.
+        let e = [job_entry("ci/c", "deploy", true), entry("ci/c", false, 100)];
+        assert_eq!(shared_turn(&e, "ci/c", 1, false, 50).step, GroupStep::Wait);
+        assert_eq!(
+            shared_turn(&e, "ci/c/deploy", 1, false, 50).step,
+            GroupStep::Take
+        );
         assert!(valid_key("deploy-prod.eu_1"));
         assert!(!valid_key(".x") && !valid_key("a b") && !valid_key(""));
         assert!(!valid_key(&"x".repeat(129)));

@@ -5,7 +5,9 @@
 //! pod: the cluster API (the runner's `ApiGroup`), whose entries are kept alive by a lease the
 //! run renews. Core decides each step (`sparkwing_core::concurrency`); this module waits, records
 //! the run `queued` meanwhile, and cancels older runs when the slots' home leaves it to the
-//! engine. A job's own group is always local ([`job_slot`]).
+//! engine. A job's own group is local ([`job_slot`]) unless the run's home keeps jobs' groups
+//! too ([`GroupSlots::for_job`], the cluster API): then each attempt of the job waits through
+//! it ([`shared_job_slot`]).
 
 use super::interrupts::Interrupt;
 use super::recorder::Recorder;
@@ -99,6 +101,11 @@ pub trait GroupSlots: Send + Sync + std::fmt::Debug {
     fn poll_every(&self) -> Duration;
     /// How often a holder renews; `None`: never (a local slot is a lock its process holds).
     fn renew_every(&self) -> Option<Duration>;
+    /// The home of job `job`'s own group for this run (each attempt of the job looks, renews
+    /// and leaves through it); `None`: jobs' groups are kept on this host ([`job_slot`]).
+    fn for_job(&self, _job: &str) -> Option<Arc<dyn GroupSlots>> {
+        None
+    }
 }
 
 /// A local run's group: box slots under `$SPARKWING_HOME/concurrency/KEY/`, its ticket and slot
@@ -218,6 +225,9 @@ pub(crate) struct HeldSlot {
     slots: Arc<dyn GroupSlots>,
     key: String,
     renewer: Option<tokio::task::JoinHandle<()>>,
+    /// Leave on the blocking pool rather than in `drop` (a job's slot, dropped by the run's
+    /// loop while its other jobs go on).
+    leave_aside: bool,
 }
 
 impl HeldSlot {
@@ -252,6 +262,7 @@ impl HeldSlot {
             slots,
             key: key.to_string(),
             renewer,
+            leave_aside: false,
         }
     }
 }
@@ -261,8 +272,24 @@ impl Drop for HeldSlot {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
+        if self.leave_aside {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (slots, key) = (self.slots.clone(), self.key.clone());
+                rt.spawn_blocking(move || slots.leave(&key));
+                return;
+            }
+        }
         self.slots.leave(&self.key);
     }
+}
+
+/// The slot of a job's group an attempt holds until this is dropped (the attempt's end).
+pub(crate) enum JobSlot {
+    /// Box slots on this host ([`job_slot`]); held for its `Drop`.
+    Local { _slot: SlotGuard },
+    /// An entry of the run's group home ([`shared_job_slot`]), its lease renewed meanwhile;
+    /// held for its `Drop`.
+    Shared { _held: HeldSlot },
 }
 
 /// How a run's entry into its group ended.
@@ -465,7 +492,7 @@ pub(crate) async fn job_slot(
     cancel: impl Fn(Vec<String>) + Send + 'static,
     mut control: tokio::sync::watch::Receiver<crate::process::Control>,
 ) -> (
-    Result<Option<SlotGuard>, String>,
+    Result<Option<JobSlot>, String>,
     tokio::sync::watch::Receiver<crate::process::Control>,
 ) {
     let JobGroup {
@@ -501,7 +528,7 @@ pub(crate) async fn job_slot(
             }
         };
         match got {
-            Ok(Some(slot)) => return (Ok(Some(slot)), control),
+            Ok(Some(slot)) => return (Ok(Some(JobSlot::Local { _slot: slot })), control),
             Ok(None) => {}
             Err(e) => return (Err(e.to_string()), control),
         }
@@ -515,6 +542,80 @@ pub(crate) async fn job_slot(
             _ = tokio::time::sleep(GROUP_POLL) => {}
             changed = control.changed() => {
                 if changed.is_err() {
+                    return (Ok(None), control);
+                }
+            }
+        }
+    }
+}
+
+/// Wait for a slot of a job's group kept by the run's group home (`home`, from
+/// [`GroupSlots::for_job`]: the cluster API, which decides each look by core's rule and cancels
+/// the older runs of a `cancel_in_progress` group itself), looking every `poll_every`, until the
+/// run's control asks to stop (`Ok(None)`, the entry left). The older runs the home asked to
+/// cancel are handed to `cancelled` (to record). A refusal leaves the entry and is an error; a
+/// look the home did not answer is tried again. The slot is held (its lease renewed) until the
+/// returned [`JobSlot`] is dropped. Returns the control channel for the attempt that follows.
+pub(crate) async fn shared_job_slot(
+    home: Arc<dyn GroupSlots>,
+    group: JobGroup,
+    cancelled: impl Fn(Vec<String>) + Send + 'static,
+    mut control: tokio::sync::watch::Receiver<crate::process::Control>,
+) -> (
+    Result<Option<JobSlot>, String>,
+    tokio::sync::watch::Receiver<crate::process::Control>,
+) {
+    let spec = ConcurrencySpec {
+        group: group.key.clone(),
+        limit: group.limit,
+        cancel_in_progress: group.cancel_in_progress,
+    };
+    let key = group.key;
+    let leave = |home: &Arc<dyn GroupSlots>, key: &str| {
+        let (h, k) = (home.clone(), key.to_string());
+        async move {
+            let _ = tokio::task::spawn_blocking(move || h.leave(&k)).await;
+        }
+    };
+    loop {
+        if *control.borrow() != crate::process::Control::Run {
+            leave(&home, &key).await;
+            return (Ok(None), control);
+        }
+        let (h, k, sp) = (home.clone(), key.clone(), spec.clone());
+        let looked = tokio::task::spawn_blocking(move || h.look(&k, &sp, &[])).await;
+        match looked {
+            Ok(Ok(Look::Holding)) => {
+                let mut held = HeldSlot::new(home, &key, &spec);
+                held.leave_aside = true;
+                return (Ok(Some(JobSlot::Shared { _held: held })), control);
+            }
+            Ok(Ok(Look::Waiting {
+                cancelled: asked, ..
+            })) => {
+                if !asked.is_empty() {
+                    cancelled(asked);
+                }
+            }
+            Ok(Err(e)) if !e.retry => {
+                leave(&home, &key).await;
+                return (Err(e.message), control);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("concurrency group {key}: {e}; looking again");
+            }
+            Err(e) => {
+                return (
+                    Err(format!("the concurrency group's calls stopped: {e}")),
+                    control,
+                )
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(home.poll_every()) => {}
+            changed = control.changed() => {
+                if changed.is_err() {
+                    leave(&home, &key).await;
                     return (Ok(None), control);
                 }
             }
@@ -686,6 +787,82 @@ mod tests {
         until("two renewals", || home.renewals.load(Ordering::SeqCst) >= 2).await;
         assert_eq!(home.leaves.load(Ordering::SeqCst), 0);
         drop(held);
+        assert_eq!(home.leaves.load(Ordering::SeqCst), 1);
+    }
+
+    fn job_group() -> JobGroup {
+        JobGroup {
+            key: "deploy-prod".into(),
+            limit: 1,
+            cancel_in_progress: true,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jobs_attempt_waits_through_the_groups_home_then_holds_renews_and_leaves() {
+        let home = Arc::new(Scripted::default());
+        home.looks.lock().unwrap().extend([
+            waiting(&["ci/old/deploy"], &["ci/old"]),
+            Err(GroupError {
+                message: "the API did not answer".into(),
+                retry: true,
+            }),
+            waiting(&["ci/old/deploy"], &[]),
+        ]);
+        let told: Arc<Mutex<Vec<String>>> = Arc::default();
+        let t = told.clone();
+        let (_control, control_rx) = tokio::sync::watch::channel(crate::process::Control::Run);
+        let (slot, _control_rx) = shared_job_slot(
+            home.clone(),
+            job_group(),
+            move |runs| t.lock().unwrap().extend(runs),
+            control_rx,
+        )
+        .await;
+        let Ok(Some(JobSlot::Shared { _held: held })) = slot else {
+            panic!("the attempt should hold its slot");
+        };
+        // Every scripted look was made; the runs the home cancelled are told once.
+        assert!(home.looks.lock().unwrap().is_empty());
+        assert_eq!(*told.lock().unwrap(), ["ci/old"]);
+        until("two renewals", || home.renewals.load(Ordering::SeqCst) >= 2).await;
+        assert_eq!(home.leaves.load(Ordering::SeqCst), 0);
+        // The attempt's end leaves the entry (off the run's loop).
+        drop(held);
+        until("the entry left", || home.leaves.load(Ordering::SeqCst) == 1).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_jobs_attempt_stopped_while_waiting_leaves_and_a_refusal_is_an_error() {
+        let home = Arc::new(Scripted::default());
+        home.looks
+            .lock()
+            .unwrap()
+            .extend((0..10_000).map(|_| waiting(&["ci/old/deploy"], &[])));
+        let (control, control_rx) = tokio::sync::watch::channel(crate::process::Control::Run);
+        let waiter = tokio::spawn(shared_job_slot(
+            home.clone(),
+            job_group(),
+            |_| {},
+            control_rx,
+        ));
+        until("a few looks", || home.looks.lock().unwrap().len() < 9_990).await;
+        control.send(crate::process::Control::Stop).unwrap();
+        let (slot, _) = waiter.await.unwrap();
+        assert!(matches!(slot, Ok(None)));
+        assert_eq!(home.leaves.load(Ordering::SeqCst), 1);
+
+        let home = Arc::new(Scripted::default());
+        home.looks.lock().unwrap().push_back(Err(GroupError {
+            message: "run ci/r already finished".into(),
+            retry: false,
+        }));
+        let (_control, control_rx) = tokio::sync::watch::channel(crate::process::Control::Run);
+        let (slot, _) = shared_job_slot(home.clone(), job_group(), |_| {}, control_rx).await;
+        assert!(
+            matches!(&slot, Err(e) if e.contains("already finished")),
+            "a refusal ends the wait"
+        );
         assert_eq!(home.leaves.load(Ordering::SeqCst), 1);
     }
 

@@ -34,7 +34,7 @@ struct JobRuntime {
     /// is recorded with that command's exit code or signal.
     failed_command: Option<FailedCommand>,
     /// The slot of the job's concurrency group, held for the length of an attempt.
-    group_slot: Option<crate::box_slots::SlotGuard>,
+    group_slot: Option<crate::concurrency::JobSlot>,
 }
 
 /// How the command that failed a job ended (from the SDK's `command_failed` record).
@@ -81,11 +81,17 @@ enum Msg {
     GroupSlot {
         job: usize,
         attempt: u32,
-        slot: Result<Option<crate::box_slots::SlotGuard>, String>,
+        slot: Result<Option<crate::concurrency::JobSlot>, String>,
         control: watch::Receiver<Control>,
     },
     /// A job's attempt found its group full, with `cancel_in_progress`: cancel these older runs.
     GroupCancel {
+        job: usize,
+        key: String,
+        runs: Vec<String>,
+    },
+    /// The home of a job's group (the cluster API) asked these older runs to cancel.
+    GroupCancelled {
         job: usize,
         key: String,
         runs: Vec<String>,
@@ -376,6 +382,13 @@ pub(super) async fn run_dag(
                             crate::concurrency::cancel_older(&mut rec, &key, &other, Some(&id))?;
                         }
                     }
+                    Msg::GroupCancelled { job, key, runs } => {
+                        let id = sched.plan().jobs[job].id.clone();
+                        for other in runs {
+                            let human = format!("cancelling run {other} of concurrency group {key} (cancel_in_progress)");
+                            rec.event(Some(&id), "concurrency_cancelled_older", json!({"group": key, "run": other}), Some(human))?;
+                        }
+                    }
                     Msg::BoxSlot { slot } => {
                         let actions = on_box_slot(&mut ctx, &mut rec, &mut sched, &mut jobs, slot)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
@@ -632,6 +645,28 @@ fn start(
             Some(human),
         )?;
         let (tx, root) = (ctx.tx.clone(), ctx.req.home.root.clone());
+        // The run's group home may keep jobs' groups too (the cluster API): wait through it.
+        if let Some(home) = ctx.req.group_slots.as_ref().and_then(|h| h.for_job(&id)) {
+            let cancel_tx = tx.clone();
+            let cancelled = move |runs: Vec<String>| {
+                let _ = cancel_tx.send(Msg::GroupCancelled {
+                    job,
+                    key: key.clone(),
+                    runs,
+                });
+            };
+            tokio::spawn(async move {
+                let (slot, control) =
+                    crate::concurrency::shared_job_slot(home, group, cancelled, control_rx).await;
+                let _ = tx.send(Msg::GroupSlot {
+                    job,
+                    attempt,
+                    slot,
+                    control,
+                });
+            });
+            return Ok(());
+        }
         let label = format!("{}/{id}", ctx.run_id);
         let cancel_tx = tx.clone();
         let cancel = move |runs: Vec<String>| {
@@ -668,7 +703,7 @@ fn on_group_slot(
     jobs: &mut [JobRuntime],
     job: usize,
     attempt: u32,
-    slot: Result<Option<crate::box_slots::SlotGuard>, String>,
+    slot: Result<Option<crate::concurrency::JobSlot>, String>,
     control: watch::Receiver<Control>,
 ) -> Result<Vec<Action>, EngineError> {
     let id = sched.plan().jobs[job].id.clone();

@@ -4,8 +4,11 @@
 //! run waits (each look renews the run's lease) and renews the lease every
 //! `sparkwing_core::concurrency::RENEW_EVERY_MS` while it holds the slot; a runner that dies
 //! stops renewing, and its entry lapses after `LEASE_MS`. The API cancels the older runs of a
-//! `cancel_in_progress` group itself.
+//! `cancel_in_progress` group itself. A job's own group is kept there too
+//! ([`GroupSlots::for_job`]): each attempt of the job enters, renews and leaves the job's entry
+//! (`"job"` in the body, `?job=` on `DELETE`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sparkwing_api::wire::{GroupRequest, GroupState};
@@ -23,6 +26,8 @@ pub struct ApiGroup {
     client: ApiClient,
     namespace: String,
     name: String,
+    /// The job whose own group this is (its attempts' entry); `None`: the run's own group.
+    job: Option<String>,
 }
 
 impl ApiGroup {
@@ -31,15 +36,25 @@ impl ApiGroup {
             client,
             namespace: namespace.to_string(),
             name: name.to_string(),
+            job: None,
         }
     }
 
-    fn request(key: &str, spec: &ConcurrencySpec, renew: bool) -> GroupRequest {
+    fn request(&self, key: &str, spec: &ConcurrencySpec, renew: bool) -> GroupRequest {
         GroupRequest {
             group: key.to_string(),
             limit: spec.limit,
             cancel_in_progress: spec.cancel_in_progress,
             renew,
+            job: self.job.clone(),
+        }
+    }
+
+    /// Whose entry this is, for messages: `run NS/NAME` or `job J of run NS/NAME`.
+    fn who(&self) -> String {
+        match &self.job {
+            None => format!("run {}/{}", self.namespace, self.name),
+            Some(j) => format!("job {j} of run {}/{}", self.namespace, self.name),
         }
     }
 }
@@ -64,11 +79,7 @@ impl GroupSlots for ApiGroup {
         // The API keeps who was asked to cancel, for every run of the group.
         let status = self
             .client
-            .enter_group(
-                &self.namespace,
-                &self.name,
-                &Self::request(key, spec, false),
-            )
+            .enter_group(&self.namespace, &self.name, &self.request(key, spec, false))
             .map_err(group_error)?;
         Ok(match status.state {
             GroupState::Holding => Look::Holding,
@@ -86,17 +97,19 @@ impl GroupSlots for ApiGroup {
 
     fn renew(&self, key: &str, spec: &ConcurrencySpec) -> Result<(), GroupError> {
         self.client
-            .enter_group(&self.namespace, &self.name, &Self::request(key, spec, true))
+            .enter_group(&self.namespace, &self.name, &self.request(key, spec, true))
             .map(drop)
             .map_err(group_error)
     }
 
     fn leave(&self, key: &str) {
-        if let Err(e) = self.client.leave_group(&self.namespace, &self.name) {
+        if let Err(e) = self
+            .client
+            .leave_group(&self.namespace, &self.name, self.job.as_deref())
+        {
             tracing::warn!(
-                "run {}/{}: cannot leave concurrency group {key} through the API: {e}; the run's end or its lease frees the slot",
-                self.namespace,
-                self.name
+                "{}: cannot leave concurrency group {key} through the API: {e}; the run's end or its lease frees the slot",
+                self.who()
             );
         }
     }
@@ -107,5 +120,14 @@ impl GroupSlots for ApiGroup {
 
     fn renew_every(&self) -> Option<Duration> {
         Some(Duration::from_millis(RENEW_EVERY_MS as u64))
+    }
+
+    fn for_job(&self, job: &str) -> Option<Arc<dyn GroupSlots>> {
+        Some(Arc::new(ApiGroup {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            job: Some(job.to_string()),
+        }))
     }
 }

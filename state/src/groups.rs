@@ -1,5 +1,5 @@
-//! Concurrency groups of cluster runs: per group, one entry per run that entered it, in arrival
-//! order, holding a slot or waiting for one, kept alive by its runner's lease (`docs/state.md`,
+//! Concurrency groups of cluster runs: per group, one entry per run that entered it (the run's
+//! own group) and one per job of a run that entered it (a job's own group), in arrival order, holding a slot or waiting for one, kept alive by its runner's lease (`docs/state.md`,
 //! "Concurrency groups"). The store decides nothing: [`crate::MetadataStore::change_group`] hands
 //! the group's entries to the caller's change (the API asks `sparkwing_core::concurrency`) and
 //! writes back what it changed, atomically per group.
@@ -10,10 +10,12 @@ use crate::error::{Result, StateError};
 use crate::types::{check_name, check_run};
 use crate::{MetadataStore, RunKey};
 
-/// One run's entry in a concurrency group.
+/// One run's entry in a concurrency group (or one of its jobs' entries).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupEntry {
     pub run: RunKey,
+    /// The job whose own group this entry is in (its id); empty: the run's own entry.
+    pub job: String,
     /// Arrival order within the group (lower arrived first); the change that adds an entry gives
     /// it one more than the highest in the group.
     pub position: i64,
@@ -36,12 +38,13 @@ pub type GroupChange = Box<dyn FnOnce(&mut Vec<GroupEntry>) + Send + 'static>;
 
 /// The entries a group's change leaves: which runs to delete and which entries to write.
 pub(crate) struct GroupWrites {
-    pub delete: Vec<RunKey>,
+    /// The runs and jobs (empty: the run's own entry) whose entries go.
+    pub delete: Vec<(RunKey, String)>,
     pub upsert: Vec<GroupEntry>,
 }
 
 /// What a change did to a group (`before` as read, `after` as changed), checked: every entry a
-/// valid run, each run once, a positive limit.
+/// valid run (and job name), each run's entry and each job's once, a positive limit.
 pub(crate) fn writes(
     group: &str,
     before: &[GroupEntry],
@@ -51,6 +54,9 @@ pub(crate) fn writes(
     let mut seen = std::collections::BTreeSet::new();
     for e in after {
         check_run(&e.run)?;
+        if !e.job.is_empty() {
+            check_name("job", &e.job)?;
+        }
         if e.limit == 0 {
             return Err(StateError::invalid(
                 "concurrency group limit",
@@ -58,18 +64,23 @@ pub(crate) fn writes(
                 "a group admits at least one run",
             ));
         }
-        if !seen.insert(&e.run) {
+        if !seen.insert((&e.run, &e.job)) {
+            let who = if e.job.is_empty() {
+                format!("{}/{}", e.run.namespace, e.run.name)
+            } else {
+                format!("{}/{}/{}", e.run.namespace, e.run.name, e.job)
+            };
             return Err(StateError::invalid(
                 "concurrency group entry",
-                &format!("{}/{}", e.run.namespace, e.run.name),
-                "a run is in a group once",
+                &who,
+                "a run (and each of its jobs) is in a group once",
             ));
         }
     }
     let delete = before
         .iter()
-        .filter(|b| !seen.contains(&b.run))
-        .map(|b| b.run.clone())
+        .filter(|b| !seen.contains(&(&b.run, &b.job)))
+        .map(|b| (b.run.clone(), b.job.clone()))
         .collect();
     let upsert = after
         .iter()
@@ -110,6 +121,7 @@ mod tests {
     fn entry(name: &str, position: i64) -> GroupEntry {
         GroupEntry {
             run: RunKey::new("ci", name),
+            job: String::new(),
             position,
             holding: false,
             limit: 1,
@@ -126,7 +138,7 @@ mod tests {
         let mut after = vec![entry("b", 2), entry("c", 3)];
         after[0].holding = true;
         let w = writes("deploy-prod", &before, &after).unwrap();
-        assert_eq!(w.delete, vec![RunKey::new("ci", "a")]);
+        assert_eq!(w.delete, vec![(RunKey::new("ci", "a"), String::new())]);
         assert_eq!(w.upsert, after);
         let same = writes("deploy-prod", &before, &before).unwrap();
         assert!(same.delete.is_empty() && same.upsert.is_empty());
@@ -141,5 +153,22 @@ mod tests {
         assert!(writes("g", &[], &[zero]).is_err());
         assert!(writes("../g", &[], &[]).is_err());
         assert!(writes("g", &[], &[entry("../x", 1)]).is_err());
+
+        // A run's own entry and its jobs' entries are distinct; a job twice is not.
+        let mut job = entry("a", 2);
+        job.job = "deploy".into();
+        let mut other = entry("a", 3);
+        other.job = "smoke".into();
+        let w = writes("g", &[], &[entry("a", 1), job.clone(), other]).unwrap();
+        assert_eq!(w.upsert.len(), 3);
+        assert!(writes("g", &[], &[job.clone(), job.clone()]).is_err());
+        let w = writes("g", &[entry("a", 1), job.clone()], &[entry("a", 1)]).unwrap();
+        assert_eq!(
+            w.delete,
+            vec![(RunKey::new("ci", "a"), "deploy".to_string())]
+        );
+        let mut bad = job;
+        bad.job = "../x".into();
+        assert!(writes("g", &[], &[bad]).is_err());
     }
 }

@@ -112,13 +112,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, run, gate)
     );
     "#,
-    // 4: concurrency groups of cluster runs: per group, each run's entry in arrival order,
-    // holding a slot or waiting, with its runner's lease.
+    // 4: concurrency groups of cluster runs: per group, each run's entry (`job` empty) and each
+    // job's entry (`job` its id) in arrival order, holding a slot or waiting, with its runner's
+    // lease.
     r#"
     CREATE TABLE concurrency_slots (
         group_key          TEXT NOT NULL,
         namespace          TEXT NOT NULL,
         run                TEXT NOT NULL,
+        job                TEXT NOT NULL,
         position           {int64} NOT NULL,
         holding            {bool} NOT NULL,
         group_limit        {int64} NOT NULL,
@@ -126,7 +128,7 @@ const MIGRATIONS: &[&str] = &[
         since_ms           {int64} NOT NULL,
         lease_until_ms     {int64} NOT NULL,
         cancel_asked       {bool} NOT NULL,
-        PRIMARY KEY (group_key, namespace, run)
+        PRIMARY KEY (group_key, namespace, run, job)
     );
     CREATE INDEX concurrency_slots_by_run ON concurrency_slots (namespace, run);
     "#,

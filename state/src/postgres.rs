@@ -369,7 +369,7 @@ fn index_row(r: &Row) -> LogIndex {
 
 macro_rules! group_cols {
     () => {
-        "namespace, run, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked"
+        "namespace, run, job, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked"
     };
 }
 const GROUP_COLS: &str = group_cols!();
@@ -377,13 +377,14 @@ const GROUP_COLS: &str = group_cols!();
 fn group_row(r: &Row, at: usize) -> GroupEntry {
     GroupEntry {
         run: RunKey::new(r.get::<_, String>(at), r.get::<_, String>(at + 1)),
-        position: r.get(at + 2),
-        holding: r.get(at + 3),
-        limit: u32::try_from(r.get::<_, i64>(at + 4)).unwrap_or(u32::MAX),
-        cancel_in_progress: r.get(at + 5),
-        since_ms: r.get(at + 6),
-        lease_until_ms: r.get(at + 7),
-        cancel_asked: r.get(at + 8),
+        job: r.get(at + 2),
+        position: r.get(at + 3),
+        holding: r.get(at + 4),
+        limit: u32::try_from(r.get::<_, i64>(at + 5)).unwrap_or(u32::MAX),
+        cancel_in_progress: r.get(at + 6),
+        since_ms: r.get(at + 7),
+        lease_until_ms: r.get(at + 8),
+        cancel_asked: r.get(at + 9),
     }
 }
 
@@ -400,7 +401,7 @@ fn group_lock(group: &str) -> i64 {
 const GROUP_ENTRIES: &str = concat!(
     "SELECT ",
     group_cols!(),
-    " FROM concurrency_slots WHERE group_key = $1 ORDER BY position, namespace, run"
+    " FROM concurrency_slots WHERE group_key = $1 ORDER BY position, namespace, run, job"
 );
 
 #[async_trait]
@@ -903,10 +904,11 @@ impl MetadataStore for PgMetadata {
         let mut after = before.clone();
         change(&mut after);
         let w = groups::writes(group, &before, &after)?;
-        for run in &w.delete {
+        for (run, job) in &w.delete {
             tx.execute(
-                "DELETE FROM concurrency_slots WHERE group_key = $1 AND namespace = $2 AND run = $3",
-                &[&group, &run.namespace, &run.name],
+                "DELETE FROM concurrency_slots
+                 WHERE group_key = $1 AND namespace = $2 AND run = $3 AND job = $4",
+                &[&group, &run.namespace, &run.name, job],
             )
             .await
             .map_err(classify)?;
@@ -915,8 +917,8 @@ impl MetadataStore for PgMetadata {
             tx.execute(
                 &format!(
                     "INSERT INTO concurrency_slots (group_key, {GROUP_COLS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                     ON CONFLICT (group_key, namespace, run) DO UPDATE SET
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     ON CONFLICT (group_key, namespace, run, job) DO UPDATE SET
                        position = EXCLUDED.position, holding = EXCLUDED.holding,
                        group_limit = EXCLUDED.group_limit,
                        cancel_in_progress = EXCLUDED.cancel_in_progress,
@@ -927,6 +929,7 @@ impl MetadataStore for PgMetadata {
                     &group,
                     &e.run.namespace,
                     &e.run.name,
+                    &e.job,
                     &e.position,
                     &e.holding,
                     &(e.limit as i64),
@@ -957,7 +960,7 @@ impl MetadataStore for PgMetadata {
                     "SELECT group_key, {GROUP_COLS} FROM concurrency_slots
                       WHERE group_key IN (SELECT group_key FROM concurrency_slots
                                            WHERE namespace = $1 AND run = $2)
-                      ORDER BY group_key, position, namespace, run"
+                      ORDER BY group_key, position, namespace, run, job"
                 ),
                 &[&run.namespace, &run.name],
             )
@@ -984,6 +987,7 @@ impl MetadataStore for PgMetadata {
             .await?;
         let mut groups: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         groups.sort();
+        groups.dedup();
         Ok(groups)
     }
 

@@ -239,18 +239,19 @@ fn index_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogIndex> {
     })
 }
 
-const GROUP_COLS: &str = "namespace, run, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked";
+const GROUP_COLS: &str = "namespace, run, job, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked";
 
 fn group_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<GroupEntry> {
     Ok(GroupEntry {
         run: RunKey::new(r.get::<_, String>(at)?, r.get::<_, String>(at + 1)?),
-        position: r.get(at + 2)?,
-        holding: r.get(at + 3)?,
-        limit: u32::try_from(r.get::<_, i64>(at + 4)?).unwrap_or(u32::MAX),
-        cancel_in_progress: r.get(at + 5)?,
-        since_ms: r.get(at + 6)?,
-        lease_until_ms: r.get(at + 7)?,
-        cancel_asked: r.get(at + 8)?,
+        job: r.get(at + 2)?,
+        position: r.get(at + 3)?,
+        holding: r.get(at + 4)?,
+        limit: u32::try_from(r.get::<_, i64>(at + 5)?).unwrap_or(u32::MAX),
+        cancel_in_progress: r.get(at + 6)?,
+        since_ms: r.get(at + 7)?,
+        lease_until_ms: r.get(at + 8)?,
+        cancel_asked: r.get(at + 9)?,
     })
 }
 
@@ -258,7 +259,7 @@ fn group_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<GroupEntry> {
 fn group_entries(c: &Connection, group: &str) -> rusqlite::Result<Vec<GroupEntry>> {
     let mut st = c.prepare_cached(&format!(
         "SELECT {GROUP_COLS} FROM concurrency_slots WHERE group_key = ?1
-         ORDER BY position, namespace, run"
+         ORDER BY position, namespace, run, job"
     ))?;
     let rows = st.query_map([group], |r| group_row(r, 0))?;
     rows.collect()
@@ -798,18 +799,19 @@ impl MetadataStore for SqliteMetadata {
                 Ok(w) => w,
                 Err(e) => return Ok(Err(e)),
             };
-            for run in &w.delete {
+            for (run, job) in &w.delete {
                 tx.execute(
-                    "DELETE FROM concurrency_slots WHERE group_key = ?1 AND namespace = ?2 AND run = ?3",
-                    params![group, run.namespace, run.name],
+                    "DELETE FROM concurrency_slots
+                     WHERE group_key = ?1 AND namespace = ?2 AND run = ?3 AND job = ?4",
+                    params![group, run.namespace, run.name, job],
                 )?;
             }
             for e in &w.upsert {
                 tx.execute(
                     &format!(
                         "INSERT INTO concurrency_slots (group_key, {GROUP_COLS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                         ON CONFLICT (group_key, namespace, run) DO UPDATE SET
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         ON CONFLICT (group_key, namespace, run, job) DO UPDATE SET
                            position = excluded.position, holding = excluded.holding,
                            group_limit = excluded.group_limit,
                            cancel_in_progress = excluded.cancel_in_progress,
@@ -820,6 +822,7 @@ impl MetadataStore for SqliteMetadata {
                         group,
                         e.run.namespace,
                         e.run.name,
+                        e.job,
                         e.position,
                         e.holding,
                         e.limit as i64,
@@ -842,7 +845,7 @@ impl MetadataStore for SqliteMetadata {
         self.read(move |c| {
             let names: Vec<String> = {
                 let mut st = c.prepare(
-                    "SELECT group_key FROM concurrency_slots WHERE namespace = ?1 AND run = ?2
+                    "SELECT DISTINCT group_key FROM concurrency_slots WHERE namespace = ?1 AND run = ?2
                      ORDER BY group_key",
                 )?;
                 let rows = st.query_map(params![run.namespace, run.name], |r| r.get(0))?;
@@ -869,6 +872,7 @@ impl MetadataStore for SqliteMetadata {
             let rows = st.query_map(params![run.namespace, run.name], |r| r.get(0))?;
             let mut groups: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
             groups.sort();
+            groups.dedup();
             Ok(groups)
         })
         .await

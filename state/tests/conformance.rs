@@ -55,6 +55,7 @@ conformance!(
     the_log_feed_tells_every_subscriber,
     runs_are_looked_up_many_at_once,
     concurrency_groups_change_atomically,
+    concurrency_groups_keep_jobs_entries_apart,
 );
 
 async fn tokens_are_deleted_by_id_and_by_run(b: Backend) {
@@ -1190,6 +1191,7 @@ async fn runs_are_looked_up_many_at_once(b: Backend) {
 fn entry(name: &str, position: i64, holding: bool) -> GroupEntry {
     GroupEntry {
         run: RunKey::new("ci", name),
+        job: String::new(),
         position,
         holding,
         limit: 1,
@@ -1322,4 +1324,85 @@ async fn concurrency_groups_change_atomically(b: Backend) {
         .unwrap();
     assert_eq!(gone, std::slice::from_ref(&b_key));
     assert!(m.run_groups(&b_key).await.unwrap().is_empty());
+}
+
+fn job_entry(name: &str, job: &str, position: i64, holding: bool) -> GroupEntry {
+    GroupEntry {
+        job: job.to_string(),
+        ..entry(name, position, holding)
+    }
+}
+
+async fn concurrency_groups_keep_jobs_entries_apart(b: Backend) {
+    let m = &b.meta;
+    let a = RunKey::new("ci", "a");
+    // Two jobs of one run and the run's own entry in one group are three entries.
+    let now = m
+        .change_group(
+            "deploy-prod",
+            Box::new(|e| {
+                e.push(job_entry("a", "deploy", 1, true));
+                e.push(job_entry("a", "smoke", 2, false));
+                e.push(entry("a", 3, false));
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        now,
+        vec![
+            job_entry("a", "deploy", 1, true),
+            job_entry("a", "smoke", 2, false),
+            entry("a", 3, false)
+        ]
+    );
+    // One of them changes or goes alone.
+    let now = m
+        .change_group(
+            "deploy-prod",
+            Box::new(|e| {
+                e.retain(|x| x.job != "deploy");
+                e[0].holding = true;
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        now,
+        vec![job_entry("a", "smoke", 2, true), entry("a", 3, false)]
+    );
+    // A job twice is refused, storing nothing; a bad job name too.
+    let twice = m
+        .change_group(
+            "deploy-prod",
+            Box::new(|e| e.push(job_entry("a", "smoke", 4, false))),
+        )
+        .await;
+    assert!(
+        matches!(twice, Err(StateError::Invalid { .. })),
+        "{twice:?}"
+    );
+    let bad = m
+        .change_group(
+            "deploy-prod",
+            Box::new(|e| e.push(job_entry("a", "../x", 4, false))),
+        )
+        .await;
+    assert!(matches!(bad, Err(StateError::Invalid { .. })), "{bad:?}");
+    // The run is in the group once as the reads see it, and leaves it with all its entries.
+    m.change_group(
+        "other",
+        Box::new(|e| e.push(job_entry("a", "deploy", 1, true))),
+    )
+    .await
+    .unwrap();
+    let groups = m.run_groups(&a).await.unwrap();
+    assert_eq!(
+        groups.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(),
+        ["deploy-prod", "other"]
+    );
+    assert_eq!(groups[0].1.len(), 2);
+    assert_eq!(m.group_runs().await.unwrap(), vec![a.clone()]);
+    assert_eq!(m.leave_groups(&a).await.unwrap(), ["deploy-prod", "other"]);
+    assert!(m.run_groups(&a).await.unwrap().is_empty());
 }

@@ -411,10 +411,13 @@ impl ApiClient {
     }
 
     /// `DELETE .../concurrency`: the run leaves its concurrency group (its slot or place is
-    /// free at once).
-    pub fn leave_group(&self, ns: &str, name: &str) -> Result<(), RemoteError> {
-        self.delete(&format!("/api/v1/runs/{ns}/{name}/concurrency"))
-            .map(drop)
+    /// free at once); with `job`, that job's attempt leaves the job's own group.
+    pub fn leave_group(&self, ns: &str, name: &str, job: Option<&str>) -> Result<(), RemoteError> {
+        let path = match job {
+            None => format!("/api/v1/runs/{ns}/{name}/concurrency"),
+            Some(j) => format!("/api/v1/runs/{ns}/{name}/concurrency?job={j}"),
+        };
+        self.delete(&path).map(drop)
     }
 
     /// `PUT .../branch-check`: the runner's comparison of its run's Pipeline push branches with

@@ -9,7 +9,8 @@ fn one() -> u32 {
 }
 
 /// `POST .../concurrency`: enter the run's group (a place at the back), look again while it
-/// waits, or (`renew`) keep the slot it holds. Every call renews the run's lease.
+/// waits, or (`renew`) keep the slot it holds. Every call renews the run's lease. With `job`,
+/// the same for the entry of that job of the run in the job's own group.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupRequest {
@@ -23,6 +24,9 @@ pub struct GroupRequest {
     /// ended), it is not entered again (409).
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub renew: bool,
+    /// The job (its id) whose attempt enters the job's own group; `None`: the run's own group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Where a run stands in its group.
@@ -39,6 +43,9 @@ pub enum GroupState {
 #[serde(rename_all = "camelCase")]
 pub struct GroupStatus {
     pub group: String,
+    /// The job whose entry this is (`None`: the run's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     pub limit: u32,
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub cancel_in_progress: bool,

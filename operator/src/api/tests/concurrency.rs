@@ -312,3 +312,205 @@ async fn bad_requests_are_refused_clearly() {
     let r = look(&f, &b, deploy()).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found", "not found");
 }
+
+/// The body of a look by job `job`'s attempt.
+fn job_deploy(job: &str) -> Value {
+    json!({"group": "deploy-prod", "job": job})
+}
+
+/// `DELETE .../concurrency?job=JOB` by the run's runner (the attempt of `job` ended).
+async fn leave_job(f: &Fx, run: &(String, String, String), job: Option<&str>) -> Res {
+    let path = match job {
+        Some(j) => format!("{}?job={j}", group_path(&run.0, &run.1)),
+        None => group_path(&run.0, &run.1),
+    };
+    f.call(Method::DELETE, &path, Some(&run.2), Body::empty())
+        .await
+}
+
+#[tokio::test]
+async fn a_job_of_another_run_waits_while_a_job_holds_the_group() {
+    let f = fx().await;
+    let a = running(&f).await;
+    let b = running(&f).await;
+    let v = look_ok(&f, &a, job_deploy("deploy")).await;
+    assert_eq!(
+        (v["state"].clone(), v["job"].clone()),
+        (json!("holding"), json!("deploy")),
+        "{v}"
+    );
+    // B's job waits behind A's job (named NS/NAME/JOB); so does A's other job, and A's own
+    // run entry in a group of the same key is a third entry.
+    let held = format!("{}/deploy", named(&a));
+    for _ in 0..2 {
+        let v = look_ok(&f, &b, job_deploy("deploy")).await;
+        assert_eq!(v["state"], "waiting", "{v}");
+        assert_eq!(v["holders"], json!([held.clone()]));
+        assert_eq!(
+            v["waiting"],
+            format!("waiting for concurrency group deploy-prod (1/1, held by run {held})")
+        );
+    }
+    let v = look_ok(&f, &a, job_deploy("smoke")).await;
+    assert_eq!(v["ahead"], json!([format!("{}/deploy", named(&b))]), "{v}");
+    assert_eq!(look_ok(&f, &a, deploy()).await["state"], "waiting");
+    // The run view shows the run's own entry, not its jobs'.
+    let r = f
+        .get(&format!("/api/v1/runs/{}/{}", b.0, b.1), &f.reader)
+        .await;
+    assert!(r.json().get("concurrency").is_none(), "{}", r.body);
+    // The holder's renewal names its job; a job that holds nothing has nothing to renew.
+    let v = look_ok(
+        &f,
+        &a,
+        json!({"group": "deploy-prod", "job": "deploy", "renew": true}),
+    )
+    .await;
+    assert_eq!(v["state"], "holding", "{v}");
+    let r = look(
+        &f,
+        &b,
+        json!({"group": "deploy-prod", "job": "other", "renew": true}),
+    )
+    .await;
+    assert_error(
+        &r,
+        StatusCode::CONFLICT,
+        "conflict",
+        &format!(
+            "job other of run {} no longer holds a slot of concurrency group deploy-prod",
+            named(&b)
+        ),
+    );
+
+    // The run's own leave frees its own entry only: A's job still holds.
+    let r = leave_job(&f, &a, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        look_ok(&f, &b, job_deploy("deploy")).await["state"],
+        "waiting"
+    );
+    // A's job's attempt ends: its leave frees the slot at once, and B's job (first in line)
+    // takes it; A's other job still waits.
+    let r = leave_job(&f, &a, Some("deploy")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        look_ok(&f, &b, job_deploy("deploy")).await["state"],
+        "holding"
+    );
+    let v = look_ok(&f, &a, job_deploy("smoke")).await;
+    assert_eq!(
+        (v["state"].clone(), v["holders"].clone()),
+        (json!("waiting"), json!([format!("{}/deploy", named(&b))])),
+        "{v}"
+    );
+    // A retry of A's job queues again, at the back.
+    let v = look_ok(&f, &a, job_deploy("deploy")).await;
+    assert_eq!(v["ahead"], json!([format!("{}/smoke", named(&a))]), "{v}");
+
+    // B's runner pod was lost: its next attempt keeps the job's slot while the lease holds.
+    f.runs.set_attempts(&b.0, &b.1, 1);
+    let again = Request::builder()
+        .method(Method::POST)
+        .uri(group_path(&b.0, &b.1))
+        .header("authorization", format!("Bearer {}", b.2))
+        .header(sparkwing_api::names::ATTEMPT_HEADER, "2")
+        .body(Body::from(job_deploy("deploy").to_string()))
+        .unwrap();
+    let r = f.send(again).await;
+    assert_eq!(r.json()["state"], "holding", "{}", r.body);
+
+    // The run's end frees its jobs' entries too.
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{}/{}/finish", b.0, b.1),
+            &b.2,
+            json!({"phase": "Succeeded"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        look_ok(&f, &a, job_deploy("smoke")).await["state"],
+        "holding"
+    );
+}
+
+#[tokio::test]
+async fn cancel_in_progress_from_a_job_cancels_the_older_runs_never_its_own() {
+    let f = fx().await;
+    let a = running(&f).await;
+    let b = running(&f).await;
+    let c = running(&f).await;
+    // A's job holds, B's run entry waits, C's job "build" waits too.
+    assert_eq!(
+        look_ok(&f, &a, job_deploy("deploy")).await["state"],
+        "holding"
+    );
+    assert_eq!(look_ok(&f, &b, deploy()).await["state"], "waiting");
+    assert_eq!(
+        look_ok(&f, &c, job_deploy("build")).await["state"],
+        "waiting"
+    );
+    // C's job "deploy" cancels the older *runs* A and B (not its own run's job), once each.
+    let cip = json!({"group": "deploy-prod", "job": "deploy", "cancelInProgress": true});
+    let v = look_ok(&f, &c, cip.clone()).await;
+    assert_eq!(v["state"], "waiting", "{v}");
+    assert_eq!(v["cancelled"], json!([named(&a), named(&b)]), "{v}");
+    for old in [&a, &b] {
+        let run = f.runs.run(&old.0, &old.1).unwrap();
+        assert_eq!(run.spec.cancel, Some(CancelMode::Cancelled));
+        assert_eq!(
+            run.metadata.annotations.unwrap()[sparkwing_api::names::CANCELLED_BY_ANNOTATION],
+            format!("concurrency group deploy-prod (run {})", named(&c))
+        );
+    }
+    assert!(f.runs.run(&c.0, &c.1).unwrap().spec.cancel.is_none());
+    let v = look_ok(&f, &c, cip.clone()).await;
+    assert!(v.get("cancelled").is_none(), "{v}");
+    // The older runs end: C's "build" job is first, C's "deploy" waits for it.
+    for old in [&a, &b] {
+        let r = f
+            .json(
+                Method::POST,
+                &format!("/api/v1/runs/{}/{}/finish", old.0, old.1),
+                &old.2,
+                json!({"phase": "Cancelled"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let v = look_ok(&f, &c, cip.clone()).await;
+    assert_eq!(
+        (v["state"].clone(), v["ahead"].clone()),
+        (json!("waiting"), json!([format!("{}/build", named(&c))])),
+        "{v}"
+    );
+    assert!(v.get("cancelled").is_none(), "{v}");
+    assert_eq!(
+        look_ok(&f, &c, job_deploy("build")).await["state"],
+        "holding"
+    );
+}
+
+#[tokio::test]
+async fn bad_job_entries_are_refused_clearly() {
+    let f = fx().await;
+    let a = running(&f).await;
+    for job in ["a b", ".x", ""] {
+        let r = look(&f, &a, json!({"group": "g", "job": job})).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "is invalid");
+    }
+    let r = f
+        .call(
+            Method::DELETE,
+            &format!("{}?jbo=deploy", group_path(&a.0, &a.1)),
+            Some(&a.2),
+            Body::empty(),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", "job=JOB");
+    // Leaving a job that has no entry is fine.
+    let r = leave_job(&f, &a, Some("deploy")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+}

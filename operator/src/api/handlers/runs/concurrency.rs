@@ -1,7 +1,9 @@
 //! `/api/v1/runs/{ns}/{name}/concurrency`: the concurrency groups of cluster runs. A run's
 //! runner enters its group (`POST`, with the run's token), looks again every 500 ms while it
 //! waits and renews its lease every 5 s while it holds a slot, and leaves it (`DELETE`) when the
-//! run ends; the end of a run (`finish`) and collection also free its entry.
+//! run ends; the end of a run (`finish`) and collection also free its entries. A job's own group
+//! works the same per job attempt (`"job"` in the body, `?job=` on `DELETE`): its entry is
+//! keyed by group, run and job, apart from the run's own entry.
 //!
 //! The group's entries are in the state layer (`MetadataStore::change_group`), so every replica
 //! answers the same; what a run does next is core's decision (`concurrency::shared_turn`: FIFO,
@@ -11,7 +13,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use sparkwing_api::names::CANCELLED_BY_ANNOTATION;
@@ -30,11 +33,22 @@ fn run_ref(k: &RunKey) -> String {
     format!("{}/{}", k.namespace, k.name)
 }
 
+/// The job of an entry as core names it (`None`: the run's own entry).
+fn job_of(job: &str) -> Option<String> {
+    (!job.is_empty()).then(|| job.to_string())
+}
+
+/// How a group's views name an entry: `NS/NAME`, or `NS/NAME/JOB` for a job's.
+fn label(e: &GroupEntry) -> String {
+    concurrency::shared_label(&run_ref(&e.run), job_of(&e.job).as_deref())
+}
+
 fn shared(entries: &[GroupEntry]) -> Vec<SharedEntry> {
     entries
         .iter()
         .map(|e| SharedEntry {
             run: run_ref(&e.run),
+            job: job_of(&e.job),
             holding: e.holding,
             lease_until_ms: e.lease_until_ms,
             cancel_asked: e.cancel_asked,
@@ -42,18 +56,21 @@ fn shared(entries: &[GroupEntry]) -> Vec<SharedEntry> {
         .collect()
 }
 
-/// Run `me`'s status in `group` from the group's entries at `now_ms` (`None`: it has no entry).
+/// The status of run `me`'s entry in `group` (`job`: that job's entry; empty: the run's own)
+/// from the group's entries at `now_ms` (`None`: it has no such entry).
 pub(super) fn status_of(
     group: &str,
     entries: &[GroupEntry],
     me: &RunKey,
+    job: &str,
     now_ms: i64,
 ) -> Option<GroupStatus> {
-    let mine = entries.iter().find(|e| &e.run == me)?;
-    let (view, _) = concurrency::shared_view(&shared(entries), &run_ref(me), mine.limit, now_ms);
+    let mine = entries.iter().find(|e| &e.run == me && e.job == job)?;
+    let (view, _) = concurrency::shared_view(&shared(entries), &label(mine), mine.limit, now_ms);
     let waiting = !mine.holding;
     Some(GroupStatus {
         group: group.to_string(),
+        job: job_of(job),
         limit: mine.limit,
         cancel_in_progress: mine.cancel_in_progress,
         state: if waiting {
@@ -70,7 +87,8 @@ pub(super) fn status_of(
     })
 }
 
-/// The run's place in its group as a run view shows it (its first group: a run has one).
+/// The run's place in its own group as a run view shows it (its first group: a run has one;
+/// its jobs' entries are not shown).
 pub(super) async fn run_status(
     st: &ApiState,
     key: &RunKey,
@@ -78,7 +96,7 @@ pub(super) async fn run_status(
     let groups = st.store.meta.run_groups(key).await?;
     Ok(groups
         .iter()
-        .find_map(|(g, entries)| status_of(g, entries, key, now_ms())))
+        .find_map(|(g, entries)| status_of(g, entries, key, "", now_ms())))
 }
 
 /// What a turn decided, beside the entries it stored.
@@ -89,8 +107,9 @@ struct Turn {
     lost: bool,
 }
 
-/// `POST .../concurrency` with `{"group", "limit"?, "cancelInProgress"?, "renew"?}`: the run's
-/// runner enters its group, looks again, or renews its slot; where the run stands now.
+/// `POST .../concurrency` with `{"group", "limit"?, "cancelInProgress"?, "renew"?, "job"?}`: the
+/// run's runner enters its group (or, with `job`, that job's attempt enters the job's group),
+/// looks again, or renews its slot; where the entry stands now.
 pub async fn enter(
     State(st): State<ApiState>,
     p: Principal,
@@ -114,6 +133,12 @@ pub async fn enter(
             req.group
         )));
     }
+    let job = req.job.clone().unwrap_or_default();
+    if req.job.is_some() && !concurrency::valid_key(&job) {
+        return Err(ApiError::BadRequest(format!(
+            "job {job:?} is invalid: a job's concurrency group entry names the job by its id, 1 to 128 letters, digits, '-', '_' and '.', not starting with '.'"
+        )));
+    }
     let run = st
         .runs
         .get(&ns, &name)
@@ -127,6 +152,11 @@ pub async fn enter(
     }
     let key = RunKey::new(&ns, &name);
     let me = run_ref(&key);
+    let who = if job.is_empty() {
+        format!("run {me}")
+    } else {
+        format!("job {job} of run {me}")
+    };
     let now = now_ms();
     let lease_ms = i64::try_from(st.config.group_lease.as_millis()).unwrap_or(i64::MAX);
     let lease_until = now.saturating_add(lease_ms);
@@ -136,10 +166,11 @@ pub async fn enter(
         req.cancel_in_progress,
         req.renew,
     );
-    let me_in = key.clone();
+    let (me_in, job_in) = (key.clone(), job.clone());
     let (turn, entries) = change_group_with(st.store.meta.as_ref(), &req.group, move |entries| {
-        let me = me_in;
-        if !entries.iter().any(|e| e.run == me) {
+        let (me, job) = (me_in, job_in);
+        let is_me = |e: &GroupEntry| e.run == me && e.job == job;
+        if !entries.iter().any(is_me) {
             if renew {
                 return (
                     Turn {
@@ -153,6 +184,7 @@ pub async fn enter(
             let position = entries.iter().map(|e| e.position).max().unwrap_or(0) + 1;
             entries.push(GroupEntry {
                 run: me.clone(),
+                job: job.clone(),
                 position,
                 holding: false,
                 limit,
@@ -162,10 +194,11 @@ pub async fn enter(
                 cancel_asked: false,
             });
         }
-        let t = concurrency::shared_turn(&shared(entries), &run_ref(&me), limit, cip, now);
-        entries.retain(|e| !t.lapsed.contains(&run_ref(&e.run)));
+        let me_label = concurrency::shared_label(&run_ref(&me), job_of(&job).as_deref());
+        let t = concurrency::shared_turn(&shared(entries), &me_label, limit, cip, now);
+        entries.retain(|e| !t.lapsed.contains(&label(e)));
         for e in entries.iter_mut() {
-            if e.run == me {
+            if is_me(e) {
                 e.lease_until_ms = lease_until;
                 e.limit = limit;
                 e.cancel_in_progress = cip;
@@ -191,7 +224,7 @@ pub async fn enter(
     .await?;
     if turn.lost {
         return Err(ApiError::Conflict(format!(
-            "run {me} no longer holds a slot of concurrency group {group}: its lease ended (no word from its runner for {} ms)",
+            "{who} no longer holds a slot of concurrency group {group}: its lease ended (no word from its runner for {} ms)",
             lease_ms
         )));
     }
@@ -207,9 +240,9 @@ pub async fn enter(
             }
         }
     }
-    let mut status = status_of(&group, &entries, &key, now).ok_or_else(|| {
+    let mut status = status_of(&group, &entries, &key, &job, now).ok_or_else(|| {
         ApiError::Internal(format!(
-            "run {me} has no entry in concurrency group {group} after entering it"
+            "{who} has no entry in concurrency group {group} after entering it"
         ))
     })?;
     status.cancelled = cancelled;
@@ -249,19 +282,54 @@ async fn cancel_older(st: &ApiState, other: &str, by: &str) -> bool {
     }
 }
 
-/// `DELETE .../concurrency`: the run's runner leaves its group (the run ended); 204, also when
-/// it had no entry.
+/// The query of `DELETE .../concurrency`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveQuery {
+    /// The job whose attempt leaves the job's own group; none: the run's own group.
+    job: Option<String>,
+}
+
+/// `DELETE .../concurrency[?job=JOB]`: the run's runner leaves its group (the run ended), or
+/// the job's attempt leaves the job's group (the attempt ended); the run's other entries stay.
+/// 204, also when there was no such entry.
 pub async fn leave(
     State(st): State<ApiState>,
     p: Principal,
     Path((ns, name)): Path<(String, String)>,
+    query: Result<Query<LeaveQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     check_object_name("namespace", &ns)?;
     check_object_name("run name", &name)?;
     p.require(Scope::run(&ns, &name))?;
-    let left = st.store.meta.leave_groups(&RunKey::new(&ns, &name)).await?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "leaving a concurrency group: {e}; the only parameter is job=JOB"
+        ))
+    })?;
+    let job = q.job.unwrap_or_default();
+    let key = RunKey::new(&ns, &name);
+    let mut left = Vec::new();
+    for (group, entries) in st.store.meta.run_groups(&key).await? {
+        if !entries.iter().any(|e| e.run == key && e.job == job) {
+            continue;
+        }
+        let (k, j) = (key.clone(), job.clone());
+        st.store
+            .meta
+            .change_group(
+                &group,
+                Box::new(move |entries| entries.retain(|e| !(e.run == k && e.job == j))),
+            )
+            .await?;
+        left.push(group);
+    }
     if !left.is_empty() {
-        tracing::info!(%ns, %name, groups = ?left, "run left its concurrency group");
+        if job.is_empty() {
+            tracing::info!(%ns, %name, groups = ?left, "run left its concurrency group");
+        } else {
+            tracing::info!(%ns, %name, %job, groups = ?left, "job left its concurrency group");
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
