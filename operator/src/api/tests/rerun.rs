@@ -97,6 +97,18 @@ async fn api_rerun_starts_the_same_run_again_and_records_the_original() {
         .await
         .json();
     assert!(v.get("rerunOf").is_none(), "{v}");
+    let list = f.get("/api/v1/runs?namespace=ci", &f.reader).await.json();
+    let listed = |n: &str| {
+        list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(listed(&new_name)["rerunOf"], format!("{ns}/{name}"));
+    assert!(listed(&name).get("rerunOf").is_none());
 
     // A re-run of the re-run names the re-run.
     let (_, third) = created(&rerun(&f, &f.trigger, &new_ns, &new_name).await);
