@@ -19,6 +19,10 @@ pub const BRANCH_DRIFT_ANNOTATION: &str = "sparkwing.dev/branch-drift";
 /// (`cancel_in_progress`): `concurrency group KEY (run NS/NAME)`, the newer run.
 pub const CANCELLED_BY_ANNOTATION: &str = "sparkwing.dev/cancelled-by";
 
+/// Annotation on a cluster run made by a re-run (`POST /api/v1/runs/{ns}/{name}/rerun`):
+/// `NS/NAME`, the run it runs again. Run views show it as `rerunOf`.
+pub const RERUN_OF_ANNOTATION: &str = "sparkwing.dev/rerun-of";
+
 /// The files of a warm pod's `downwardAPI` volume: its annotations and labels in the kubelet's
 /// format (`key="value"` lines, the value quoted as a Go string), rewritten when they change.
 pub const PODINFO_ANNOTATIONS: &str = "annotations";

@@ -141,6 +141,9 @@ pub enum RunsCommand {
     /// Re-run a finished local run on the current code: its failed jobs (or the named ones) and
     /// what needs them run again, the other jobs are reused; exits like `run`.
     Retry(RetryArgs),
+    /// Re-run a cluster run whole (every job runs again) on its cluster: a new run of the same
+    /// pipeline, source, args and settings; prints the new run.
+    Rerun(RerunArgs),
     /// List the artifacts a run's jobs published, or download one (`--download NAME`).
     Artifacts(ArtifactsArgs),
     /// Send a finished local run (jobs, logs, outcome) to a profile's cluster API, e.g. one
@@ -301,6 +304,19 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
     /// `json` prints the stored records, one per line.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The cluster run: NAMESPACE/NAME (or NAME in the profile's namespace).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// The profile whose cluster API holds the run (else $SPARKWING_PROFILE, else the default).
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// `json` prints the new run as one JSON object.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
 }

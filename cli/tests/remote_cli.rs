@@ -814,3 +814,56 @@ fn tokens_create_list_revoke() {
     );
     bad.assert_code(2);
 }
+
+#[test]
+fn runs_rerun_starts_a_cluster_run_again() {
+    let api = Api::start();
+    let w = world(&api);
+    let out = sw(
+        &w,
+        &["pipeline", "trigger", "build", "--detach", "--env", "prod"],
+    );
+    out.assert_code(0);
+    let full = out.stdout.trim().to_string();
+    let (ns, name) = full.split_once('/').unwrap();
+    api.runs.set_phase(ns, name, RunPhase::Failed);
+
+    // A reader may not; alice may, by NAME in the profile's namespace or NS/NAME.
+    let no = sw(&w, &["runs", "rerun", &full, "--profile", "reader"]);
+    no.assert_code(9);
+    assert!(no.stderr.contains("runs:trigger"), "{no}");
+    let yes = sw(&w, &["runs", "rerun", name, "--profile", "ci"]);
+    yes.assert_code(0);
+    let again = yes.stdout.trim().to_string();
+    let (ans, aname) = again.split_once('/').unwrap();
+    assert_eq!(ans, ns, "{yes}");
+    assert_ne!(aname, name);
+    let (old, new) = (
+        api.runs.run(ns, name).unwrap(),
+        api.runs.run(ans, aname).unwrap(),
+    );
+    assert_eq!(new.spec.source, old.spec.source);
+    assert_eq!(new.spec.args, old.spec.args);
+    assert_eq!(
+        new.metadata.annotations.as_ref().unwrap()["sparkwing.dev/rerun-of"],
+        full
+    );
+
+    let json = sw(
+        &w,
+        &["runs", "rerun", &again, "--profile", "ci", "-o", "json"],
+    );
+    json.assert_code(0);
+    let v = json.stdout_json();
+    assert_eq!(v["namespace"], ns, "{json}");
+    assert_eq!(v["rerunOf"], again.as_str(), "{json}");
+    assert_eq!(v["profile"], "ci", "{json}");
+    assert!(api.runs.run(ns, v["name"].as_str().unwrap()).is_some());
+
+    let gone = sw(
+        &w,
+        &["runs", "rerun", "ci/nope-00000000", "--profile", "ci"],
+    );
+    gone.assert_code(5);
+    no_secret(&yes, &api);
+}

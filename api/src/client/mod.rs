@@ -300,6 +300,16 @@ impl ApiClient {
         json_of(self.send_json("POST", "/api/v1/runs", req)?, "the new run")
     }
 
+    /// `POST /api/v1/runs/{ns}/{name}/rerun`: a new run of the same pipeline, source, args and
+    /// settings as `ns/name` (every job runs again).
+    pub fn rerun(&self, ns: &str, name: &str) -> Result<CreatedRun, RemoteError> {
+        let path = format!("/api/v1/runs/{ns}/{name}/rerun");
+        json_of(
+            self.send("POST", &path, "application/json", None)?,
+            "the new run",
+        )
+    }
+
     /// `GET /api/v1/runs[?namespace=]`: every run, newest first, page after page.
     pub fn list_runs(&self, namespace: Option<&str>) -> Result<Vec<RunView>, RemoteError> {
         let base = match namespace {

@@ -60,7 +60,7 @@ impl TriggerRequest {
     }
 }
 
-/// `POST /api/v1/runs`' answer.
+/// `POST /api/v1/runs`' answer, and `POST /api/v1/runs/{ns}/{name}/rerun`'s.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedRun {
@@ -96,6 +96,9 @@ pub struct RunView<R = serde_json::Value> {
     /// The run and job that awaited this run as a sub-pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// The run this run re-runs (`NS/NAME`, from the `sparkwing.dev/rerun-of` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
     /// RFC 3339 creation time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,

@@ -101,6 +101,7 @@ fn run_views_and_lists() {
             pull_request: None,
         }),
         parent: None,
+        rerun_of: None,
         created: Some("2026-01-01T10:00:00Z".into()),
         live: true,
         archived: false,
@@ -129,6 +130,12 @@ fn run_views_and_lists() {
         ..view.clone()
     };
     round_trip(&full);
+    // A re-run names the run it runs again.
+    let rerun: RunView = documented(json!({
+        "namespace": "ci", "name": "build-2", "pipeline": "build", "phase": "Pending",
+        "rerunOf": "ci/build-1", "live": true, "archived": false
+    }));
+    assert_eq!(rerun.rerun_of.as_deref(), Some("ci/build-1"));
     let list: RunList = documented(json!({
         "runs": [serde_json::to_value(&view).unwrap()], "next": "3230"
     }));

@@ -131,6 +131,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             RunsCommand::Approve(a) => gates::decide(a, sparkwing_core::gate::Decision::Approve),
             RunsCommand::Reject(a) => gates::decide(a, sparkwing_core::gate::Decision::Reject),
             RunsCommand::Retry(a) => retry::retry(a),
+            RunsCommand::Rerun(a) => remote_runs::rerun(a),
             RunsCommand::Artifacts(a) => storage::artifacts(a),
             RunsCommand::Push { run, profile } => push::push(&run, profile.as_deref()),
         },

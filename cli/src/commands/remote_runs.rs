@@ -1,5 +1,5 @@
 //! `sparkwing runs list|status|logs|cancel|wait --profile P`: the same commands against a
-//! cluster's API (`docs/remote.md`).
+//! cluster's API (`docs/remote.md`); `runs rerun`, a cluster run's whole re-run.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -9,7 +9,7 @@ use serde_json::Value;
 use sparkwing_api::wire::{CancelMode, RunView};
 
 use super::{api_error, CliError, CmdResult};
-use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, StatusArgs, WaitArgs};
+use crate::cli::{CancelArgs, ListArgs, LogsArgs, OutputFormat, RerunArgs, StatusArgs, WaitArgs};
 use crate::exit::ExitCode;
 use crate::printer::{Column, Printer};
 use crate::remote::follow::{self, FollowPrinter, Outcome, Select, Style};
@@ -340,6 +340,25 @@ pub fn cancel(args: CancelArgs) -> CmdResult {
         println!("cancelling run {ns}/{name} now (finally jobs do not run)");
     } else {
         println!("cancelling run {ns}/{name}; finally jobs still run");
+    }
+    Ok(ExitCode::Success)
+}
+
+/// `runs rerun RUN --profile P`: `POST .../rerun`; prints the new run as `pipeline trigger
+/// --detach` does (`NS/NAME`, or with `-o json` one object).
+pub fn rerun(args: RerunArgs) -> CmdResult {
+    let t = target::resolve(args.profile.as_deref())?;
+    let (ns, name) = resolve_run(&t, &args.run)?;
+    let run = t.client.rerun(&ns, &name).map_err(|e| api_error(&t, e))?;
+    let full = format!("{}/{}", run.namespace, run.name);
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({"namespace": run.namespace, "name": run.name, "profile": t.name,
+                               "rerunOf": format!("{ns}/{name}")})
+        );
+    } else {
+        println!("{full}");
     }
     Ok(ExitCode::Success)
 }

@@ -293,6 +293,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs", get(pages::runs_page))
         .route("/runs/{ns}/{name}", get(pages::run_page))
         .route("/runs/{ns}/{name}/cancel", post(pages::cancel))
+        .route("/runs/{ns}/{name}/rerun", post(pages::rerun))
         .route("/runs/{ns}/{name}/gates/{gate}", post(gates::decide))
         .route("/login", get(login::login_page).post(login::login))
         .route("/logout", post(login::logout))
@@ -308,6 +309,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/runs", post(r::trigger).get(r::list))
         .route("/api/v1/runs/{ns}/{name}", get(r::get_run))
         .route("/api/v1/runs/{ns}/{name}/cancel", post(r::cancel))
+        .route("/api/v1/runs/{ns}/{name}/rerun", post(r::rerun))
         .route("/api/v1/runs/{ns}/{name}/finish", post(r::finish))
         .route("/api/v1/runs/{ns}/{name}/jobs/{job}", put(r::put_job_state))
         .route(

@@ -869,3 +869,103 @@ async fn dashboard_run_page_shows_the_pull_request_and_the_needs_its_runner_repo
     .await;
     assert!(!r.body.contains("Pull request"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn dashboard_rerun_needs_csrf_runs_trigger_and_a_finished_run() {
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let run_path = format!("/runs/{ns}/{name}");
+    let rerun = format!("{run_path}/rerun");
+    let (reader, _) = login(&f, &f.reader).await;
+    let (trigger, _) = login(&f, &f.trigger).await;
+
+    // While the run runs: Cancel, no Re-run.
+    let r = request(&f, Method::GET, &run_path, Some(&trigger), &[], "").await;
+    assert!(r.body.contains("id=\"cancel-run\""), "{}", r.body);
+    assert!(!r.body.contains("rerun-run"), "{}", r.body);
+
+    // Finished: a trigger session sees Re-run (and no Cancel), posting to the rerun route.
+    f.runs.set_phase(&ns, &name, RunPhase::Failed);
+    let r = request(&f, Method::GET, &run_path, Some(&trigger), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains(&format!("action=\"{rerun}\""))
+            && r.body.contains("id=\"rerun-run\"")
+            && !r.body.contains("cancel-run"),
+        "{}",
+        r.body
+    );
+    // The run's stream shows the same.
+    let ev = first_event(&f, &format!("/ui/runs/{ns}/{name}/stream"), &trigger).await;
+    assert!(ev.contains("rerun-run"), "{ev}");
+
+    // A reader sees no button, and its POST gets 403 even with its CSRF token.
+    let r = request(&f, Method::GET, &run_path, Some(&reader), &[], "").await;
+    assert!(!r.body.contains("rerun-run"), "{}", r.body);
+    let token = csrf(&f, &reader).await;
+    let r = request(
+        &f,
+        Method::POST,
+        &rerun,
+        Some(&reader),
+        &[],
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.body.contains("runs:trigger"), "{}", r.body);
+
+    // Without the session's CSRF token: 403 csrf, and no run is made.
+    let before = f.runs.list(None).await.unwrap().len();
+    let other = csrf(&f, &reader).await;
+    for body in [String::new(), "csrf=".to_string(), format!("csrf={other}")] {
+        let r = request(&f, Method::POST, &rerun, Some(&trigger), &[], &body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}: {}", r.body);
+        assert_eq!(
+            serde_json::from_str::<Value>(&r.body).unwrap()["error"],
+            "csrf"
+        );
+    }
+    assert_eq!(f.runs.list(None).await.unwrap().len(), before);
+
+    // With it: a new run, and on to its page.
+    let token = csrf(&f, &trigger).await;
+    let r = request(
+        &f,
+        Method::POST,
+        &rerun,
+        Some(&trigger),
+        &[],
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let new_page = r.location().to_string();
+    let new_name = new_page
+        .strip_prefix(&format!("/runs/{ns}/"))
+        .unwrap_or_else(|| panic!("{new_page}"));
+    assert_ne!(new_name, name);
+    let new = f.runs.run(&ns, new_name).unwrap();
+    assert_eq!(
+        new.spec.triggered_by.unwrap().principal,
+        "alice@example.com"
+    );
+    assert_eq!(
+        new.metadata.annotations.unwrap()[sparkwing_api::names::RERUN_OF_ANNOTATION],
+        format!("{ns}/{name}")
+    );
+    let r = request(&f, Method::GET, &new_page, Some(&trigger), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // The API's refusals come through: an unknown run is 404.
+    let r = request(
+        &f,
+        Method::POST,
+        &format!("/runs/{ns}/no-such-run/rerun"),
+        Some(&trigger),
+        &[("x-csrf-token", &token)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+}

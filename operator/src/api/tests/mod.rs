@@ -302,6 +302,7 @@ mod gates;
 mod hardening;
 mod logs;
 mod pools;
+mod rerun;
 mod run_life;
 mod tokens;
 mod trigger;

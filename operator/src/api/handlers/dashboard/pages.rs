@@ -1,7 +1,7 @@
 //! `GET /` and `/runs` (runs across namespaces, newest first, filtered as `GET /api/v1/runs`
-//! filters), `GET /runs/{ns}/{name}` (a run, with its approval gates from [`super::gates`]) and
-//! `POST /runs/{ns}/{name}/cancel` (its Cancel button: `runs:trigger` and the session's CSRF
-//! token).
+//! filters), `GET /runs/{ns}/{name}` (a run, with its approval gates from [`super::gates`]),
+//! `POST /runs/{ns}/{name}/cancel` (its Cancel button) and `POST /runs/{ns}/{name}/rerun` (its
+//! Re-run button; both `runs:trigger` and the session's CSRF token).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -12,17 +12,18 @@ use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use sparkwing_core::RunPhase;
+use sparkwing_crds::pipeline_run::Source;
 use sparkwing_dashboard::html::{esc, state_word, url_enc};
 use sparkwing_dashboard::model::Run;
 use sparkwing_dashboard::render;
 
 use super::gates::gates_section;
 use super::login::csrf_of;
-use super::view::{job_models, page, read_run, run_model};
+use super::view::{job_models, page, read_run, run_model, RunView};
 use crate::api::auth::Scope;
 use crate::api::handlers::runs::{self, ListQuery};
 use crate::api::session::Session;
-use crate::api::{ApiError, ApiState};
+use crate::api::{ApiError, ApiState, ClientAddr};
 
 /// Runs on one page of the list.
 pub const PAGE_RUNS: usize = 50;
@@ -146,18 +147,33 @@ pub async fn runs_page(
     Html(page("Runs", "runs", Some(&session), &body)).into_response()
 }
 
-/// The run's buttons: Cancel for a `runs:trigger` session while the run is live and unfinished
-/// (a live section: it goes when the run ends).
-pub fn actions_html(session: &Session, ns: &str, name: &str, cancellable: bool) -> String {
-    if !(cancellable && session.principal.has(&Scope::RunsTrigger)) {
+/// The run's buttons for a `runs:trigger` session: Cancel while the run is live and unfinished,
+/// Re-run once it has finished (`Succeeded`, `Failed`, `Cancelled`) unless it was executed
+/// outside the cluster (a live section: the buttons change when the run ends).
+pub fn actions_html(session: &Session, v: &RunView) -> String {
+    if !session.principal.has(&Scope::RunsTrigger) {
         return String::new();
     }
-    format!(
-        "<form method=\"post\" action=\"/runs/{ns}/{name}/cancel\" class=\"run-actions\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <button type=\"submit\" id=\"cancel-run\">Cancel run</button></form>",
-        esc(&session.csrf)
-    )
+    let (ns, name) = (&v.namespace, &v.name);
+    let form = |action: &str, id: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"/runs/{ns}/{name}/{action}\" class=\"run-actions\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\" id=\"{id}\">{label}</button></form>",
+            esc(&session.csrf)
+        )
+    };
+    let external = v
+        .run
+        .as_ref()
+        .is_some_and(|r| matches!(r.spec.source, Source::External(_)));
+    if v.live && !v.phase.is_terminal() {
+        form("cancel", "cancel-run", "Cancel run")
+    } else if v.phase.is_terminal() && !external {
+        form("rerun", "rerun-run", "Re-run")
+    } else {
+        String::new()
+    }
 }
 
 /// `GET /runs/{ns}/{name}?job=J`.
@@ -188,7 +204,7 @@ pub async fn run_page(
     );
     let actions = format!(
         "<div data-section=\"actions\">{}</div>",
-        actions_html(&session, &ns, &name, v.live && !v.phase.is_terminal())
+        actions_html(&session, &v)
     );
     let body = render::run_body(
         &run,
@@ -224,6 +240,26 @@ pub async fn cancel(
     .await?;
     let mut res = StatusCode::SEE_OTHER.into_response();
     if let Ok(l) = HeaderValue::from_str(&format!("/runs/{ns}/{name}")) {
+        res.headers_mut().insert(LOCATION, l);
+    }
+    Ok(res)
+}
+
+/// `POST /runs/{ns}/{name}/rerun`: the CSRF token (form field `csrf` or `X-CSRF-Token`), then what
+/// `POST /api/v1/runs/{ns}/{name}/rerun` does, as the session's principal; on to the new run's
+/// page.
+pub async fn rerun(
+    State(st): State<ApiState>,
+    session: Session,
+    ClientAddr(host): ClientAddr,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    session.check_csrf(csrf_of(&headers, body).await?.as_deref())?;
+    let created = runs::rerun_run(&st, &session.principal, host, &ns, &name).await?;
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    if let Ok(l) = HeaderValue::from_str(&format!("/runs/{}/{}", created.namespace, created.name)) {
         res.headers_mut().insert(LOCATION, l);
     }
     Ok(res)

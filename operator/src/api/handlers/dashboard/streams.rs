@@ -109,13 +109,7 @@ impl RunFollow {
         let run = run_model(&v);
         let jobs = job_models(&v);
         let mut sections = render::run_sections(&run, &jobs, gates, self.job.as_deref(), now_ms());
-        sections["sections"]["actions"] = actions_html(
-            &self.session,
-            &self.ns,
-            &self.name,
-            v.live && !v.phase.is_terminal(),
-        )
-        .into();
+        sections["sections"]["actions"] = actions_html(&self.session, &v).into();
         let text = sections.to_string();
         if self.last_view.as_deref() != Some(text.as_str()) {
             self.queue

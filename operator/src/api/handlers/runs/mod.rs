@@ -1,5 +1,5 @@
 //! `/api/v1/runs`, by concern: [`trigger`] (create a run and its runner credential), [`read`]
-//! (list and get), [`end`] (cancel, finish, an external run's end), [`report`] (job states and
+//! (list and get), [`rerun`] (a whole-run re-run of a live or archived run), [`end`] (cancel, finish, an external run's end), [`report`] (job states and
 //! branch checks from runners), [`gates`] (decisions on approval gates), [`concurrency`] (the
 //! concurrency groups of cluster runs), and [`view`] (how a PipelineRun is shown). The bodies are
 //! `sparkwing-api`'s.
@@ -9,6 +9,7 @@ mod end;
 mod gates;
 mod read;
 mod report;
+mod rerun;
 mod trigger;
 mod view;
 
@@ -17,4 +18,5 @@ pub use end::{cancel, finish};
 pub use gates::{check_decider, decide as decide_gate, gates_of, get_decision as get_gate};
 pub use read::{get_run, list, ListQuery};
 pub use report::{put_branch_check, put_job_state};
+pub use rerun::{rerun, rerun_run};
 pub use trigger::trigger;

@@ -87,10 +87,22 @@ fn check_parent(parent: ParentRef) -> Result<ParentRef, ApiError> {
 }
 
 /// A run name from the pipeline name: `<slug>-<8 random hex>`.
-fn run_name(pipeline: &str) -> Result<String, ApiError> {
+pub(super) fn run_name(pipeline: &str) -> Result<String, ApiError> {
     let mut rnd = [0u8; 4];
     getrandom::fill(&mut rnd).map_err(|e| ApiError::Internal(format!("randomness: {e}")))?;
     Ok(format!("{}-{}", run_name_slug(pipeline), hex::encode(rnd)))
+}
+
+/// Who asked for a run through the API: the token's principal, from the client's address, `via:
+/// cli`. The client cannot write it.
+pub(super) fn asked_by(p: &Principal, host: Option<String>) -> TriggeredBy {
+    TriggeredBy {
+        principal: p.name.clone(),
+        host,
+        via: TriggerVia::Cli,
+        delivery_id: None,
+        pull_request: None,
+    }
 }
 
 pub async fn trigger(
@@ -110,32 +122,7 @@ pub async fn trigger(
     if let Some(pool) = &req.runner_pool {
         check_object_name("runnerPool", pool)?;
     }
-    match &req.source {
-        Source::Upload(UploadSource { id }) => {
-            // Blobs sent after the manifest are checked here: their sizes must be the declared
-            // ones, or the runner would fail materialising the tree.
-            let missing = match st.store.get_upload(id).await? {
-                None => None,
-                Some(m) => Some(
-                    crate::api::handlers::uploads::missing_blobs(&st, &m)
-                        .await?
-                        .len(),
-                ),
-            };
-            match missing {
-                None => return Err(ApiError::NotFound(format!("upload {id} not found"))),
-                Some(0) => {}
-                Some(n) => {
-                    return Err(ApiError::Conflict(format!(
-                        "upload {id} lacks {n} blobs; PUT them to /api/v1/blobs first"
-                    )))
-                }
-            }
-        }
-        // A path on the runner's node: only admins may point a run at one.
-        Source::Local { .. } => p.require(Scope::Admin)?,
-        Source::Git { .. } | Source::External(_) => {}
-    }
+    check_source(&st, &p, &req.source).await?;
     let parent = req.parent.map(check_parent).transpose()?;
     let chain = match &req.pipeline_chain {
         Some(c) => check_pipeline_chain(c, &req.pipeline)?,
@@ -157,13 +144,7 @@ pub async fn trigger(
             cancel: None,
             ttl_seconds_after_finished: req.ttl_seconds_after_finished,
             max_attempts: req.max_attempts.unwrap_or(3),
-            triggered_by: Some(TriggeredBy {
-                principal: p.name.clone(),
-                host,
-                via: TriggerVia::Cli,
-                delivery_id: None,
-                pull_request: None,
-            }),
+            triggered_by: Some(asked_by(&p, host)),
             // Only a Pipeline grants Secrets: a triggered run gets none.
             secrets: Vec::new(),
         },
@@ -181,9 +162,57 @@ pub async fn trigger(
                 chain,
             );
     }
+    let created = create_run(&st, &p, run).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Whether `p` may start a run of `source`: an upload must exist (404) with all its blobs (409);
+/// a path on the runner's node needs `admin`. Shared by triggers and re-runs.
+pub(super) async fn check_source(
+    st: &ApiState,
+    p: &Principal,
+    source: &Source,
+) -> Result<(), ApiError> {
+    match source {
+        Source::Upload(UploadSource { id }) => {
+            // Blobs sent after the manifest are checked here: their sizes must be the declared
+            // ones, or the runner would fail materialising the tree.
+            let missing = match st.store.get_upload(id).await? {
+                None => None,
+                Some(m) => Some(
+                    crate::api::handlers::uploads::missing_blobs(st, &m)
+                        .await?
+                        .len(),
+                ),
+            };
+            match missing {
+                None => Err(ApiError::NotFound(format!("upload {id} not found"))),
+                Some(0) => Ok(()),
+                Some(n) => Err(ApiError::Conflict(format!(
+                    "upload {id} lacks {n} blobs; PUT them to /api/v1/blobs first"
+                ))),
+            }
+        }
+        // A path on the runner's node: only admins may point a run at one.
+        Source::Local { .. } => p.require(Scope::Admin),
+        Source::Git { .. } | Source::External(_) => Ok(()),
+    }
+}
+
+/// Create `run` (named, its source checked) as every run the API starts is created: the spec's
+/// own checks (400), the run's runner credential minted with the run's upload as the only one it
+/// may read, stored in the run's Secret for a runner on the cluster or answered once for an
+/// external run's executor. Shared by triggers and re-runs.
+pub(super) async fn create_run(
+    st: &ApiState,
+    p: &Principal,
+    run: PipelineRun,
+) -> Result<CreatedRun, ApiError> {
     if let Some(problem) = run.intent().invalid {
         return Err(ApiError::BadRequest(problem));
     }
+    let namespace = run.metadata.namespace.clone().unwrap_or_default();
+    let name = run.metadata.name.clone().unwrap_or_default();
     let upload = match &run.spec.source {
         Source::Upload(u) => Some(u.id.clone()),
         _ => None,
@@ -197,12 +226,9 @@ pub async fn trigger(
     let runner_token = external.then_some(token);
     ApiMetrics::add(&st.metrics.runs_triggered, 1);
     tracing::info!(%namespace, %name, principal = %p.name, external, "run triggered");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedRun {
-            namespace,
-            name,
-            runner_token,
-        }),
-    ))
+    Ok(CreatedRun {
+        namespace,
+        name,
+        runner_token,
+    })
 }

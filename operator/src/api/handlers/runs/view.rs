@@ -22,6 +22,10 @@ pub(super) fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
         phase: run.status.as_ref().map(|s| s.phase).unwrap_or_default(),
         triggered_by: run.spec.triggered_by.clone(),
         parent: run.parent(),
+        rerun_of: run
+            .annotations()
+            .get(sparkwing_api::names::RERUN_OF_ANNOTATION)
+            .cloned(),
         created: run
             .metadata
             .creation_timestamp
