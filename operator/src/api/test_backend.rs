@@ -76,7 +76,8 @@ impl TestStore {
 }
 
 /// The API's tests of this binary again, on a real PostgreSQL server and a real S3 server
-/// (`s3s-fs`) started here: every fixture gets a database and a bucket prefix of its own.
+/// (`tools/s3-test-server`) started here: every fixture gets a database and a bucket prefix of
+/// its own.
 #[test]
 fn the_api_suite_passes_on_postgresql_and_s3() {
     use sparkwing_state::test_support::{Postgres, S3Server};
