@@ -1,9 +1,9 @@
 //! Two `sparkwing-operator api` processes — the real binary, as the chart's `api.replicas: 2`
 //! runs it — on one PostgreSQL server and one S3 server (`tools/s3-test-server`), both started
-//! here, with the test bed's kube-apiserver holding the runs. One replica is killed with SIGKILL in the middle
-//! of a blob upload and in the middle of a log ingest: nothing half-written becomes visible, the
-//! client's retries through the other replica lose no acknowledged line, and no request answers
-//! 500, before or after the killed replica is started again.
+//! here, with the test bed's kube-apiserver holding the runs. One replica is killed with SIGKILL
+//! in the middle of a blob upload and in the middle of a log ingest: nothing half-written becomes
+//! visible, the client's retries through the other replica lose no acknowledged line, and no
+//! request answers 500, before or after the killed replica is started again.
 //!
 //! The binary is `target/<profile>/sparkwing-operator` (`make test-e2e` builds it). No runner
 //! runs: the test plays the runner with the run's own token (an external run).
