@@ -221,7 +221,7 @@ pub fn logs(args: LogsArgs) -> CmdResult {
         }
         job_ids = vec![j.clone()];
     }
-    let many = job_ids.len() > 1;
+    let mut many = job_ids.len() > 1;
     let dir = std::path::PathBuf::from(&run.log_dir);
     // Print what is there (respecting --tail), remembering how far each job got.
     let mut seen: Vec<u64> = Vec::with_capacity(job_ids.len());
@@ -240,6 +240,13 @@ pub fn logs(args: LogsArgs) -> CmdResult {
         // Read the status before the logs: once a finished status is seen, one more pass over
         // the logs is guaranteed to include every line written before it.
         let finished = store.find_run(&run.id)?.status.is_terminal() || !abandoned::is_alive(&run);
+        // A run followed while it is still being planned has no jobs yet: take them once they
+        // are recorded (the plan records all of them at once).
+        if job_ids.is_empty() && args.job.is_none() {
+            job_ids = store.jobs(&run.id)?.into_iter().map(|j| j.job_id).collect();
+            many = job_ids.len() > 1;
+            seen = vec![0; job_ids.len()];
+        }
         for (i, job) in job_ids.iter().enumerate() {
             let recs = job_log::read(&Home::job_log(&dir, job)).unwrap_or_default();
             let last = seen[i];
