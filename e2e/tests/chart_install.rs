@@ -109,6 +109,16 @@ async fn diagnose(bed: &TestBed, ns: &str) -> String {
             "app.kubernetes.io/name=sparkwing-operator",
             "--tail=60",
         ],
+        // The runner pods' own lines.
+        vec![
+            "logs",
+            "-n",
+            ns,
+            "-l",
+            "app.kubernetes.io/name=sparkwing-runner",
+            "--prefix",
+            "--tail=80",
+        ],
     ] {
         let got = bed.kubectl(User::Admin).args(&args).output().await;
         out.push_str(&format!("== kubectl {}\n", args.join(" ")));
@@ -313,7 +323,12 @@ async fn the_chart_installed_with_its_images_runs_triggered_pipelines_cold_and_w
                 RUN_WAIT,
             )
             .await?;
-        ensure!(out.code == 0, "trigger --profile {profile}: {out}");
+        if out.code != 0 {
+            bail!(
+                "trigger --profile {profile}: {out}\n{}",
+                diagnose(bed, ns.name()).await
+            );
+        }
         // The job's log streamed back to the CLI.
         ensure!(
             out.stdout.contains("count 5") || out.stderr.contains("count 5"),
