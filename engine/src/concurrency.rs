@@ -669,25 +669,10 @@ mod tests {
         let now = now_ms();
         store
             .create_run(&NewRun {
-                id: "r".into(),
-                pipeline: "deploy".into(),
-                entrypoint: "E".into(),
-                status: RunPhase::Running,
-                args_json: "{}".into(),
-                repo_root: "/repo".into(),
                 git_branch: None,
-                git_commit: None,
-                host: "h".into(),
-                user: "u".into(),
                 pid: i64::from(std::process::id()),
                 runner: "kubernetes".into(),
-                created_at: now,
-                started_at: Some(now),
-                finished_at: None,
-                exit_code: None,
-                error: None,
-                log_dir: "/logs".into(),
-                retry_of: None,
+                ..NewRun::for_test("r", "deploy", now)
             })
             .unwrap();
         let rec = Recorder {

@@ -222,7 +222,6 @@ mod tests {
     use super::*;
     use crate::store::{NewJob, NewRun};
     use sparkwing_core::gate::Decision;
-    use sparkwing_core::RunPhase;
     use std::sync::Mutex;
 
     /// A relay holding decisions in memory, as the API would: the first one recorded stands.
@@ -268,25 +267,10 @@ mod tests {
         let mut s = Store::open(dir.path()).unwrap();
         let now = crate::now_ms();
         s.create_run(&NewRun {
-            id: "r".into(),
-            pipeline: "p".into(),
-            entrypoint: "E".into(),
-            status: RunPhase::Running,
-            args_json: "{}".into(),
-            repo_root: "/repo".into(),
             git_branch: None,
-            git_commit: None,
-            host: "h".into(),
-            user: "u".into(),
             pid: i64::from(std::process::id()),
             runner: "kubernetes".into(),
-            created_at: now,
-            started_at: Some(now),
-            finished_at: None,
-            exit_code: None,
-            error: None,
-            log_dir: "/logs".into(),
-            retry_of: None,
+            ..NewRun::for_test("r", "p", now)
         })
         .unwrap();
         s.insert_jobs(

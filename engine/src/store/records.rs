@@ -30,6 +30,34 @@ pub struct NewRun {
     pub retry_of: Option<String>,
 }
 
+#[cfg(test)]
+impl NewRun {
+    /// A running run of `pipeline` started at `at`, for tests (process executor, pid 1).
+    pub(crate) fn for_test(id: &str, pipeline: &str, at: i64) -> NewRun {
+        NewRun {
+            id: id.into(),
+            pipeline: pipeline.into(),
+            entrypoint: "E".into(),
+            status: RunPhase::Running,
+            args_json: "{}".into(),
+            repo_root: "/repo".into(),
+            git_branch: Some("main".into()),
+            git_commit: None,
+            host: "h".into(),
+            user: "u".into(),
+            pid: 1,
+            runner: "process".into(),
+            created_at: at,
+            started_at: Some(at),
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            log_dir: "/logs".into(),
+            retry_of: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: String,

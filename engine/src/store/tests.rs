@@ -2,27 +2,7 @@ use super::*;
 use sparkwing_core::{JobState, RunPhase};
 
 fn new_run(id: &str, pipeline: &str, created_at: i64) -> NewRun {
-    NewRun {
-        id: id.into(),
-        pipeline: pipeline.into(),
-        entrypoint: "E".into(),
-        status: RunPhase::Running,
-        args_json: "{}".into(),
-        repo_root: "/repo".into(),
-        git_branch: Some("main".into()),
-        git_commit: None,
-        host: "h".into(),
-        user: "u".into(),
-        pid: 1,
-        runner: "process".into(),
-        created_at,
-        started_at: Some(created_at),
-        finished_at: None,
-        exit_code: None,
-        error: None,
-        log_dir: "/logs".into(),
-        retry_of: None,
-    }
+    NewRun::for_test(id, pipeline, created_at)
 }
 
 #[test]
