@@ -48,6 +48,11 @@ pub enum PlanError {
         name: String,
         published: String,
     },
+    #[error("job {job:?} placement: {problem}")]
+    InvalidPlacement {
+        job: String,
+        problem: crate::placement::PlacementError,
+    },
 }
 
 impl PlanError {
@@ -68,6 +73,7 @@ impl PlanError {
             PlanError::UnknownArtifact { .. } => "unknown_artifact",
             PlanError::MemoNotANeed { .. } => "memo_not_a_need",
             PlanError::InvalidMemo { .. } => "invalid_memo",
+            PlanError::InvalidPlacement { .. } => "invalid_placement",
         }
     }
 }
@@ -250,6 +256,12 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
             }
         }
         check_caches_and_artifacts(plan, job)?;
+        if let Some(p) = &job.placement {
+            crate::placement::validate(p).map_err(|problem| PlanError::InvalidPlacement {
+                job: job.id.clone(),
+                problem,
+            })?;
+        }
         needs.push(mine);
     }
     if let Some(cycle) = find_cycle(&needs) {
@@ -648,5 +660,26 @@ mod tests {
         }
         let e = validate(&plan(vec![JobSpec::new("detect"), outside])).unwrap_err();
         assert_eq!(e.kind(), "invalid_memo");
+    }
+
+    #[test]
+    fn a_bad_placement_is_a_plan_error_naming_the_job() {
+        let mut gpu = JobSpec::new("gpu-test");
+        gpu.placement = Some(crate::placement::PlacementSpec {
+            cpu: Some("4 cores".into()),
+            ..Default::default()
+        });
+        let e = validate(&plan(vec![gpu.clone()])).unwrap_err();
+        assert_eq!(e.kind(), "invalid_placement");
+        assert!(
+            e.to_string().starts_with(
+                "job \"gpu-test\" placement: cpu \"4 cores\" is not a Kubernetes quantity"
+            ),
+            "{e}"
+        );
+        if let Some(p) = &mut gpu.placement {
+            p.cpu = Some("4".into());
+        }
+        validate(&plan(vec![gpu])).unwrap();
     }
 }

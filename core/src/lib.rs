@@ -12,6 +12,7 @@ pub mod dag;
 pub mod gate;
 pub mod mask;
 pub mod memo;
+pub mod placement;
 pub mod protocol;
 pub mod reconcile;
 pub mod rerun;

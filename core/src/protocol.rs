@@ -128,6 +128,10 @@ pub struct JobSpec {
     /// Set on a memoized job (`docs/authoring.md#memoized-jobs`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memo: Option<crate::memo::MemoSpec>,
+    /// Where the job runs on a cluster (`docs/authoring.md#placement`); absent on jobs without
+    /// one (and in every plan of an older SDK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::placement::PlacementSpec>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -179,6 +183,7 @@ impl JobSpec {
             publishes: Vec::new(),
             consumes: Vec::new(),
             memo: None,
+            placement: None,
         }
     }
 

@@ -172,6 +172,17 @@ pub(super) async fn run_dag(
             return refuse_plan(&mut rec, "invalid plan", e, created);
         }
     };
+    // This engine runs every job in its own processes: placement (a cluster's job pods) is
+    // ignored, and said so once per run.
+    if let Some(note) = sparkwing_core::placement::ignored_note(
+        validated
+            .jobs
+            .iter()
+            .filter(|j| j.placement.is_some())
+            .map(|j| j.id.as_str()),
+    ) {
+        tracing::info!("{note}");
+    }
     // Jobs left out by --sw-only/--sw-start-at/--sw-stop-at are skipped, saying why (a reason
     // decided at plan time stays).
     let mut validated = validated;

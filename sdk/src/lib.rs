@@ -31,6 +31,7 @@ mod job;
 #[doc(hidden)]
 pub mod json;
 mod memo;
+mod placement;
 mod plan;
 mod protocol;
 
@@ -41,6 +42,7 @@ pub use error::{fail, CommandEnd, Context, Error, Result};
 pub use gate::{Concurrency, GateDecision};
 pub use job::{Cmd, Job};
 pub use memo::Memo;
+pub use placement::Placement;
 pub use plan::{JobBuilder, Pipeline, Plan};
 pub use protocol::main;
 pub use std::time::Duration;
@@ -75,6 +77,6 @@ pub mod prelude {
     pub use crate::bail;
     pub use crate::{
         fail, Arg, Args, CacheKey, Cmd, Cond, Context, Duration, Error, GateDecision, Job,
-        JobBuilder, Memo, Pipeline, Plan, Result,
+        JobBuilder, Memo, Pipeline, Placement, Plan, Result,
     };
 }

@@ -11,6 +11,7 @@ use crate::gate::{Concurrency, GateDecision, GateSettings};
 use crate::job::Job;
 use crate::json::Value;
 use crate::memo::Memo;
+use crate::placement::Placement;
 
 pub(crate) type JobFn = Box<dyn Fn(&mut Job) -> Result<()> + Send + Sync>;
 type PlanFn = Box<dyn Fn(&mut Plan, &Args) -> Result<()> + Send + Sync>;
@@ -147,6 +148,7 @@ impl Plan {
             gate: None,
             concurrency: None,
             storage: Storage::default(),
+            placement: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -357,6 +359,8 @@ pub struct JobBuilder {
     /// The job's concurrency group ([`JobBuilder::concurrency`]).
     concurrency: Option<Concurrency>,
     pub(crate) storage: Storage,
+    /// Where the job runs on a cluster ([`JobBuilder::placement`]).
+    placement: Option<Placement>,
     body: JobFn,
 }
 
@@ -552,6 +556,10 @@ impl JobBuilder {
             ));
         }
         fields.extend(self.storage.json_fields());
+        // Only placed jobs carry the field, so other plans read exactly as before.
+        if let Some(p) = &self.placement {
+            fields.push(("placement", p.to_json()));
+        }
         Value::object(fields)
     }
 }
@@ -610,6 +618,17 @@ impl JobBuilder {
     }
 }
 
+/// Placement on a cluster (`placement.rs`).
+impl JobBuilder {
+    /// Runs this job, on a cluster, in its own runner pod placed as `placement` says (a warm
+    /// runner of its pool, cpu, memory, node labels); jobs without one run in the run's runner
+    /// pod. A local run ignores it, with a note naming the job. A second call replaces the first.
+    pub fn placement(&mut self, placement: Placement) -> &mut JobBuilder {
+        self.placement = Some(placement);
+        self
+    }
+}
+
 impl fmt::Debug for JobBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobBuilder")
@@ -628,6 +647,7 @@ impl fmt::Debug for JobBuilder {
             .field("gate", &self.gate)
             .field("concurrency", &self.concurrency)
             .field("storage", &self.storage)
+            .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
 }

@@ -358,6 +358,9 @@ fn notes(job: &JobSpec) -> Vec<String> {
             }
         ));
     }
+    if let Some(p) = &job.placement {
+        notes.push(format!("placement {}", p.summary()));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {

@@ -15,6 +15,7 @@ mod groups;
 mod hello;
 mod offline;
 mod pipeline_cmds;
+mod placement;
 mod plan;
 mod processes;
 mod retry;
