@@ -10,6 +10,7 @@ pub mod concurrency;
 pub mod condition;
 pub mod dag;
 pub mod gate;
+pub mod job_pod;
 pub mod mask;
 pub mod memo;
 pub mod placement;
