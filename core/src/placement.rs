@@ -192,15 +192,35 @@ fn dns_subdomain(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
 }
 
-/// The one-line note of a run whose runner runs every job in its own processes (every local
-/// run): which jobs' placement it ignores. `None` when no job has one.
-pub fn ignored_note<'a>(placed: impl IntoIterator<Item = &'a str>) -> Option<String> {
+/// Where a run that runs its placed jobs itself executes: which note it prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsHere {
+    /// `sparkwing run` on this machine (the process or Docker runner).
+    Locally,
+    /// A cluster's runner pod (`sparkwing runner`), which does not start job pods yet.
+    InRunnerPod,
+}
+
+/// The one-line note of a run that runs every job itself, placed or not: which jobs' placement
+/// it ignores. `None` when no job has one.
+pub fn ignored_note<'a>(
+    placed: impl IntoIterator<Item = &'a str>,
+    here: RunsHere,
+) -> Option<String> {
     let jobs: Vec<&str> = placed.into_iter().collect();
     if jobs.is_empty() {
         return None;
     }
+    let why = match here {
+        RunsHere::Locally => {
+            "this run executes every job on this machine (placement applies on a cluster)"
+        }
+        RunsHere::InRunnerPod => {
+            "this runner executes every job in its own pod (jobs in pods of their own are not supported yet)"
+        }
+    };
     Some(format!(
-        "note: placement ignored for job{} {}: this run executes every job on this machine (placement applies on a cluster)",
+        "note: placement ignored for job{} {}: {why}",
         if jobs.len() == 1 { "" } else { "s" },
         jobs.join(", ")
     ))
@@ -324,13 +344,15 @@ mod tests {
             p.summary(),
             "pool gpu, cpu 4, memory 8Gi, node arch=arm64,disk=ssd"
         );
-        assert_eq!(ignored_note([]), None);
+        assert_eq!(ignored_note([], RunsHere::Locally), None);
         assert_eq!(
-            ignored_note(["gpu-test"]).as_deref(),
+            ignored_note(["gpu-test"], RunsHere::Locally).as_deref(),
             Some("note: placement ignored for job gpu-test: this run executes every job on this machine (placement applies on a cluster)")
         );
-        assert!(ignored_note(["a", "b"])
-            .is_some_and(|n| n.starts_with("note: placement ignored for jobs a, b: ")));
+        assert_eq!(
+            ignored_note(["a", "b"], RunsHere::InRunnerPod).as_deref(),
+            Some("note: placement ignored for jobs a, b: this runner executes every job in its own pod (jobs in pods of their own are not supported yet)")
+        );
     }
 
     #[test]

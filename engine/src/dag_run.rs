@@ -174,12 +174,18 @@ pub(super) async fn run_dag(
     };
     // This engine runs every job in its own processes: placement (a cluster's job pods) is
     // ignored, and said so once per run.
+    let here = if req.runner == crate::RUNNER_KUBERNETES {
+        sparkwing_core::placement::RunsHere::InRunnerPod
+    } else {
+        sparkwing_core::placement::RunsHere::Locally
+    };
     if let Some(note) = sparkwing_core::placement::ignored_note(
         validated
             .jobs
             .iter()
             .filter(|j| j.placement.is_some())
             .map(|j| j.id.as_str()),
+        here,
     ) {
         tracing::info!("{note}");
     }

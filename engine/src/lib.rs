@@ -71,7 +71,8 @@ pub struct RunRequest {
     pub format: Format,
     /// The host gate, when a cap is set.
     pub box_slots: Option<BoxGate>,
-    /// What executes the run: `process` (this process) or `docker` (a runner container).
+    /// What executes the run: `process` (this process), `docker` (a runner container) or
+    /// [`RUNNER_KUBERNETES`] (a cluster's runner pod).
     pub runner: String,
     /// A second destination for the run's lines, job states and end (the cluster API).
     pub sink: Option<Arc<dyn RunSink>>,
@@ -87,6 +88,9 @@ pub struct RunRequest {
     /// `--sw-no-cache`: memoized jobs run even when a result for their inputs exists.
     pub no_cache: bool,
 }
+
+/// [`RunRequest::runner`] of a cluster run's attempt in a runner pod (`sparkwing runner`).
+pub const RUNNER_KUBERNETES: &str = "kubernetes";
 
 /// What a re-run takes from the run it retries.
 #[derive(Debug, Clone)]

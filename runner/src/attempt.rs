@@ -233,7 +233,7 @@ pub(crate) fn execute_attempt(
             .unwrap_or(2),
         format,
         box_slots,
-        runner: "kubernetes".into(),
+        runner: engine::RUNNER_KUBERNETES.into(),
         selection: Default::default(),
         retry: None,
         sink: Some(sink.clone()),
