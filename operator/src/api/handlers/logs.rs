@@ -269,7 +269,20 @@ async fn tail_page(
     n: usize,
     max_bytes: usize,
 ) -> Result<Vec<LogRecord>, ApiError> {
-    let mut lines = st.store.content.read_log_tail(key, n).await?;
+    // The log index says where the acknowledged lines end. Reading the `n` before that end lets
+    // the content store answer from the segments it knows, without listing an object store's
+    // segments again when nothing was appended since (a tail on S3 was a listing and a GET).
+    let mut lines = match st.store.meta.log_index(key).await? {
+        Some(index) if index.next_seq > 1 => {
+            let end = index.next_seq - 1;
+            let after = end.saturating_sub(n as u64);
+            st.store
+                .content
+                .read_log_after(key, after, (end - after) as usize)
+                .await?
+        }
+        _ => st.store.content.read_log_tail(key, n).await?,
+    };
     let mut bytes = 0usize;
     let keep_from = lines
         .iter()
