@@ -147,6 +147,7 @@ impl Plan {
             gate: None,
             concurrency: None,
             storage: Storage::default(),
+            expansion: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -220,9 +221,14 @@ impl Plan {
         Value::object(fields)
     }
 
-    /// The body of the first job with this id (the engine rejects duplicates before running any).
+    /// The body of the first job with this id (the engine rejects duplicates before running any);
+    /// for `NAME[i]`, the body of fan-out or matrix template `NAME`.
     pub(crate) fn take_body(self, id: &str) -> Option<JobFn> {
-        self.jobs.into_iter().find(|j| j.id == id).map(|j| j.body)
+        let template = crate::fanout::template_of(id);
+        self.jobs
+            .into_iter()
+            .find(|j| j.id == id || (j.expansion.is_some() && Some(j.id.as_str()) == template))
+            .map(|j| j.body)
     }
 }
 
@@ -357,6 +363,8 @@ pub struct JobBuilder {
     /// The job's concurrency group ([`JobBuilder::concurrency`]).
     concurrency: Option<Concurrency>,
     pub(crate) storage: Storage,
+    /// Set on a fan-out or matrix template (`fanout.rs`).
+    pub(crate) expansion: Option<crate::fanout::Expansion>,
     body: JobFn,
 }
 
@@ -552,6 +560,10 @@ impl JobBuilder {
             ));
         }
         fields.extend(self.storage.json_fields());
+        // Only templates carry the field, so other plans read exactly as before.
+        if let Some(e) = &self.expansion {
+            fields.push(e.json_field());
+        }
         Value::object(fields)
     }
 }
