@@ -305,7 +305,9 @@ mod tests {
     fn job_names_may_be_a_fan_outs_jobs() {
         check_job("test[3]").unwrap();
         check_job("compile").unwrap();
-        for bad in ["[3]", "test[]", "test[x]", "te[st[3]", "../x[1]", "test[3]]", ".a[1]"] {
+        for bad in [
+            "[3]", "test[]", "test[x]", "te[st[3]", "../x[1]", "test[3]]", ".a[1]",
+        ] {
             assert!(check_job(bad).is_err(), "{bad:?}");
         }
     }
