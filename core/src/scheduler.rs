@@ -271,29 +271,49 @@ impl Scheduler {
         if let Some(reason) = &spec.skip {
             return Readiness::Settle(JobState::Skipped, reason.clone());
         }
-        if self.cancelling {
-            return Readiness::Settle(JobState::Cancelled, CANCELLED.to_string());
-        }
         let needs = &self.plan.needs[i];
-        if needs.iter().any(|&n| {
-            let st = self.jobs[n].state;
+        let failed = |n: &usize| {
+            let st = self.jobs[*n].state;
             st.is_terminal() && !st.satisfies_needs()
-        }) {
-            return Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string());
-        }
-        if !needs.iter().all(|&n| self.jobs[n].state.is_terminal()) {
-            return Readiness::Wait;
+        };
+        let needs_done = needs.iter().all(|&n| self.jobs[n].state.is_terminal());
+        if spec.finally {
+            // As a finally job: once every other job and its own needs ended, whatever happened.
+            let others_done = self
+                .jobs
+                .iter()
+                .zip(&self.plan.jobs)
+                .all(|(p, s)| s.finally || p.state.is_terminal());
+            if !(others_done && needs_done) {
+                return Readiness::Wait;
+            }
+        } else {
+            if self.cancelling {
+                return Readiness::Settle(JobState::Cancelled, CANCELLED.to_string());
+            }
+            // Its jobs' condition may ask whether an upstream failed: then they decide.
+            let waits_for_failures = spec.when.as_ref().is_some_and(Cond::considers_failures);
+            if !waits_for_failures && needs.iter().any(failed) {
+                return Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string());
+            }
+            if !needs_done {
+                return Readiness::Wait;
+            }
         }
         match &spec.fan_out {
             None => Readiness::Settle(
                 JobState::Success,
                 crate::fanout::expanded_reason(&spec.id, self.plan.expanded_of(&spec.id).len()),
             ),
-            Some(f) => match self.plan.index_of(&f.job) {
-                Some(p) if self.jobs[p].state == JobState::Skipped => Readiness::Settle(
+            Some(f) => match self.plan.index_of(&f.job).map(|p| self.jobs[p].state) {
+                Some(JobState::Skipped) => Readiness::Settle(
                     JobState::Skipped,
                     crate::fanout::producer_skipped_reason(&f.job),
                 ),
+                // No list without a producer that succeeded.
+                Some(st) if !st.satisfies_needs() => {
+                    Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string())
+                }
                 _ => Readiness::Ready,
             },
         }
@@ -1090,6 +1110,38 @@ mod tests {
         assert_eq!(
             started(&s.attempt_finished(3, AttemptOutcome::Success)),
             vec![1]
+        );
+    }
+
+    #[test]
+    fn a_finally_template_expands_after_everything_else_whatever_happened() {
+        let mut t = fan_out("notify", "shards", "list");
+        t.finally = true;
+        t.needs.push("build".into());
+        let mut s = sched(vec![JobSpec::new("shards"), JobSpec::new("build"), t], 4);
+        assert_eq!(started(&s.poll()), vec![0, 1]);
+        s.attempt_finished(0, AttemptOutcome::Success);
+        // build still runs: the finally template waits.
+        assert_eq!(s.job(2).state, JobState::Pending);
+        let acts = s.attempt_finished(1, fail("boom"));
+        assert_eq!(acts, vec![Action::Expand { job: 2 }]);
+        let jobs = s.plan().jobs[2].expand(&["a".into()]);
+        let acts = s.expand(2, jobs, vec![None]);
+        assert_eq!(started(&acts), vec![3]);
+        assert!(s.plan().jobs[3].finally);
+    }
+
+    #[test]
+    fn a_fan_out_whose_jobs_ask_about_failures_still_expands_after_another_need_failed() {
+        let mut t = when(fan_out("test", "shards", "list"), Cond::UpstreamFailed);
+        t.needs.push("lint".into());
+        let mut s = sched(vec![JobSpec::new("shards"), JobSpec::new("lint"), t], 4);
+        s.poll();
+        s.attempt_finished(1, fail("boom"));
+        assert_eq!(s.job(2).state, JobState::Pending);
+        assert_eq!(
+            s.attempt_finished(0, AttemptOutcome::Success),
+            vec![Action::Expand { job: 2 }]
         );
     }
 }
