@@ -259,3 +259,26 @@ fn plans_show_templates_and_lint_refuses_reserved_ids() {
     }
     assert!(!sw.home().join("state.db").exists());
 }
+
+#[test]
+fn a_memoized_expanded_job_is_keyed_with_its_item() {
+    let sw = Sw::fixture("fanout");
+    sw.sw(["run", "memo"]).assert_code(0);
+    assert_eq!(ran(&sw), ["work[0]", "work[1]"]);
+    // The same ids with the items swapped: neither result fits.
+    let swapped = sw.sw(["run", "memo", "--list", r#"["b","a"]"#]);
+    swapped.assert_code(0);
+    assert_eq!(ran(&sw), ["work[0]", "work[1]"]);
+    let again = sw.sw(["run", "memo", "--list", r#"["b","a"]"#]);
+    again.assert_code(0);
+    assert!(ran(&sw).is_empty());
+    let id = again.run_id();
+    let first = swapped.run_id();
+    for job in ["work[0]", "work[1]"] {
+        assert_eq!(
+            state(&sw, &id, job),
+            pair("cached", &format!("cached from run {first}"))
+        );
+    }
+    assert_eq!(sw.job(&id, "work[0]")["outputs"]["out"], "done-b");
+}
