@@ -53,6 +53,12 @@ pub enum PlanError {
         job: String,
         problem: crate::placement::PlacementError,
     },
+    #[error("job id {0:?} is invalid: ids NAME[i] are given to the jobs a fan-out or matrix expands into; name the job without '[' and ']'")]
+    ReservedId(String),
+    #[error("job {job:?} fans out over an output of {target:?}, which is not a job it needs (add {target:?} to its needs)")]
+    FanOutNotANeed { job: String, target: String },
+    #[error("job {job:?}: {problem}")]
+    InvalidFanOut { job: String, problem: String },
 }
 
 impl PlanError {
@@ -74,6 +80,9 @@ impl PlanError {
             PlanError::MemoNotANeed { .. } => "memo_not_a_need",
             PlanError::InvalidMemo { .. } => "invalid_memo",
             PlanError::InvalidPlacement { .. } => "invalid_placement",
+            PlanError::ReservedId(_) => "reserved_id",
+            PlanError::FanOutNotANeed { .. } => "fan_out_not_a_need",
+            PlanError::InvalidFanOut { .. } => "invalid_fan_out",
         }
     }
 }
@@ -91,6 +100,41 @@ pub struct ValidatedPlan {
 impl ValidatedPlan {
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.jobs.iter().position(|j| j.id == id)
+    }
+
+    /// Adds the jobs template `template` expanded into (`fanout::expand`) at the end of the plan:
+    /// each needs what the template needs, and every job that needs the template now needs each
+    /// of them too (so it waits for all, and reads their outputs). Returns their indexes.
+    pub fn add_expanded(
+        &mut self,
+        template: usize,
+        expanded: Vec<JobSpec>,
+    ) -> std::ops::Range<usize> {
+        let start = self.jobs.len();
+        let needs = self.needs[template].clone();
+        for job in expanded {
+            self.jobs.push(job);
+            self.needs.push(needs.clone());
+        }
+        let end = self.jobs.len();
+        for k in 0..start {
+            if self.needs[k].contains(&template) {
+                self.needs[k].extend(start..end);
+            }
+        }
+        start..end
+    }
+
+    /// The jobs template `template` expanded into so far, in index order.
+    pub fn expanded_of(&self, template: &str) -> Vec<usize> {
+        let mut out: Vec<(usize, usize)> = (0..self.jobs.len())
+            .filter_map(|i| {
+                let e = self.jobs[i].expanded.as_ref()?;
+                (e.template == template).then_some((e.index, i))
+            })
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, i)| i).collect()
     }
 
     /// For each job, whether it is one of `from` or (transitively) needs one of them.
@@ -212,6 +256,9 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, job) in plan.jobs.iter().enumerate() {
         if !valid_id(&job.id) {
+            if job.id.contains('[') || job.id.contains(']') {
+                return Err(PlanError::ReservedId(job.id.clone()));
+            }
             return Err(PlanError::InvalidId(job.id.clone()));
         }
         if index.insert(job.id.as_str(), i).is_some() {
@@ -262,6 +309,7 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
                 problem,
             })?;
         }
+        check_fan_out(plan, job)?;
         needs.push(mine);
     }
     if let Some(cycle) = find_cycle(&needs) {
@@ -269,11 +317,75 @@ pub fn validate(plan: &PlanDoc) -> Result<ValidatedPlan, PlanError> {
             cycle.into_iter().map(|i| plan.jobs[i].id.clone()).collect(),
         ));
     }
-    Ok(ValidatedPlan {
+    let mut validated = ValidatedPlan {
         jobs: plan.jobs.clone(),
         needs,
         concurrency: plan.concurrency.clone(),
-    })
+    };
+    // A matrix is known now: its jobs are in the plan from the start.
+    for (i, job) in plan.jobs.iter().enumerate() {
+        if let Some(items) = &job.matrix {
+            validated.add_expanded(i, job.expand(items));
+        }
+    }
+    Ok(validated)
+}
+
+/// A template's declaration: one kind, a producer among its needs that is an ordinary job, a
+/// matrix within the cap, and none of what a template cannot be (a gate, an await job).
+fn check_fan_out(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanError> {
+    use crate::fanout::MAX_ITEMS;
+    let bad = |problem: String| PlanError::InvalidFanOut {
+        job: job.id.clone(),
+        problem,
+    };
+    if job.expanded.is_some() {
+        return Err(bad(
+            "\"expanded\" is set by the engine on the jobs a template expands into; a plan cannot declare it".into(),
+        ));
+    }
+    if !job.is_template() {
+        return Ok(());
+    }
+    if job.fan_out.is_some() && job.matrix.is_some() {
+        return Err(bad(
+            "it is both a fan-out and a matrix; declare one (Plan::fan_out or Plan::matrix)".into(),
+        ));
+    }
+    if job.gate.is_some() || job.awaits.is_some() {
+        return Err(bad(
+            "an approval gate or a job that awaits a pipeline cannot fan out; fan out an ordinary job".into(),
+        ));
+    }
+    if let Some(items) = &job.matrix {
+        if items.len() > MAX_ITEMS {
+            return Err(bad(format!(
+                "its matrix has {} items, over the cap of {MAX_ITEMS} jobs per matrix; give each job a batch of items so the list has at most {MAX_ITEMS}",
+                items.len()
+            )));
+        }
+    }
+    if let Some(f) = &job.fan_out {
+        if !job.needs.contains(&f.job) {
+            return Err(PlanError::FanOutNotANeed {
+                job: job.id.clone(),
+                target: f.job.clone(),
+            });
+        }
+        if f.output.is_empty() {
+            return Err(bad(format!(
+                "it fans out over an output of {:?} with an empty name; name the output that holds the list",
+                f.job
+            )));
+        }
+        if plan.jobs.iter().any(|p| p.id == f.job && p.is_template()) {
+            return Err(bad(format!(
+                "it fans out over an output of {:?}, itself a fan-out or matrix, which has no outputs; fan out over an ordinary job's output",
+                f.job
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A job's caches and artifacts: usable names, paths inside the workspace, and consumes of
@@ -681,5 +793,73 @@ mod tests {
             p.cpu = Some("4".into());
         }
         validate(&plan(vec![gpu])).unwrap();
+    }
+
+    fn fan_out_job(id: &str, from: &str) -> JobSpec {
+        let mut j = JobSpec::new(id).needs(&[from]);
+        j.fan_out = Some(crate::fanout::FanOutSpec {
+            job: from.into(),
+            output: "list".into(),
+        });
+        j
+    }
+
+    fn refused(jobs: Vec<JobSpec>) -> PlanError {
+        validate(&PlanDoc {
+            protocol: 1,
+            concurrency: None,
+            entrypoint: "T".into(),
+            jobs,
+        })
+        .unwrap_err()
+    }
+
+    #[test]
+    fn fan_out_declarations_are_checked() {
+        let mut t = fan_out_job("test", "shards");
+        t.needs.clear();
+        let e = refused(vec![JobSpec::new("shards"), t]);
+        assert_eq!(e.kind(), "fan_out_not_a_need");
+        assert_eq!(
+            e.to_string(),
+            r#"job "test" fans out over an output of "shards", which is not a job it needs (add "shards" to its needs)"#
+        );
+        let e = refused(vec![JobSpec::new("shards"), JobSpec::new("test[0]")]);
+        assert_eq!(e.kind(), "reserved_id");
+        assert!(
+            e.to_string()
+                .contains("ids NAME[i] are given to the jobs a fan-out or matrix expands into"),
+            "{e}"
+        );
+        let e = refused(vec![
+            JobSpec::new("shards"),
+            fan_out_job("test", "shards"),
+            fan_out_job("test", "shards"),
+        ]);
+        assert_eq!(e.kind(), "duplicate_job");
+        let mut both = fan_out_job("test", "shards");
+        both.matrix = Some(vec!["a".into()]);
+        let e = refused(vec![JobSpec::new("shards"), both]);
+        assert_eq!(e.kind(), "invalid_fan_out");
+        assert!(e.to_string().contains("both a fan-out and a matrix"), "{e}");
+        let mut big = JobSpec::new("m");
+        big.matrix = Some((0..10_000).map(|i| i.to_string()).collect());
+        let e = refused(vec![big]);
+        assert!(
+            e.to_string()
+                .contains("10000 items, over the cap of 1000 jobs per matrix"),
+            "{e}"
+        );
+        let mut m = JobSpec::new("m");
+        m.matrix = Some(vec!["a".into()]);
+        let e = refused(vec![m, fan_out_job("test", "m")]);
+        assert!(e.to_string().contains("itself a fan-out or matrix"), "{e}");
+        let mut e_set = JobSpec::new("x");
+        e_set.expanded = Some(crate::fanout::Expanded {
+            template: "t".into(),
+            index: 0,
+            item: "a".into(),
+        });
+        assert_eq!(refused(vec![e_set]).kind(), "invalid_fan_out");
     }
 }

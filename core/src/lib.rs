@@ -9,6 +9,7 @@ pub mod cache;
 pub mod concurrency;
 pub mod condition;
 pub mod dag;
+pub mod fanout;
 pub mod gate;
 pub mod job_pod;
 pub mod mask;

@@ -37,6 +37,9 @@ pub struct MemoInputs {
     pub files: Vec<(String, Option<Vec<u8>>)>,
     pub args: Vec<(String, Option<String>)>,
     pub outputs: Vec<(String, String, Option<String>)>,
+    /// A job expanded from a fan-out or matrix: its item (`fanout::Expanded`), so two items never
+    /// share a result. `None` for other jobs (their hash is as before).
+    pub item: Option<String>,
 }
 
 fn put(h: &mut Sha256, tag: u8, bytes: &[u8]) {
@@ -73,6 +76,9 @@ pub fn memo_hash(inputs: &MemoInputs) -> String {
         put(&mut h, b'k', output.as_bytes());
         put_opt(&mut h, value.as_deref().map(str::as_bytes));
     }
+    if let Some(item) = &inputs.item {
+        put(&mut h, b'i', item.as_bytes());
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -106,7 +112,23 @@ mod tests {
             ],
             args: vec![("target".into(), Some("\"x86\"".into()))],
             outputs: vec![("detect".into(), "version".into(), Some("7".into()))],
+            item: None,
         }
+    }
+
+    #[test]
+    fn an_expanded_jobs_item_keys_its_result() {
+        let plain = memo_hash(&inputs());
+        let a = memo_hash(&MemoInputs {
+            item: Some("a".into()),
+            ..inputs()
+        });
+        let b = memo_hash(&MemoInputs {
+            item: Some("b".into()),
+            ..inputs()
+        });
+        assert_ne!(a, b);
+        assert_ne!(a, plain);
     }
 
     #[test]

@@ -132,6 +132,16 @@ pub struct JobSpec {
     /// one (and in every plan of an older SDK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<crate::placement::PlacementSpec>,
+    /// Set on a fan-out template (`docs/authoring.md#fan-out-and-matrix`): expanded at run time
+    /// into one job per item of an output of the job it fans out from. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<crate::fanout::FanOutSpec>,
+    /// Set on a matrix template: expanded when the plan is validated into one job per item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Vec<String>>,
+    /// Set by the engine on a job expanded from a template (never in a binary's plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expanded: Option<crate::fanout::Expanded>,
 }
 
 /// The sub-pipeline an await job starts.
@@ -184,12 +194,41 @@ impl JobSpec {
             consumes: Vec::new(),
             memo: None,
             placement: None,
+            fan_out: None,
+            matrix: None,
+            expanded: None,
         }
     }
 
     pub fn needs(mut self, ids: &[&str]) -> Self {
         self.needs.extend(ids.iter().map(|s| s.to_string()));
         self
+    }
+
+    /// Whether the job is a template (a fan-out or a matrix) rather than a job that runs.
+    pub fn is_template(&self) -> bool {
+        self.fan_out.is_some() || self.matrix.is_some()
+    }
+
+    /// The jobs this template expands into, one per item, in item order: `NAME[i]` with the
+    /// template's settings and needs, and the item (`fanout`).
+    pub fn expand(&self, items: &[String]) -> Vec<JobSpec> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let mut job = self.clone();
+                job.id = crate::fanout::expanded_id(&self.id, index);
+                job.fan_out = None;
+                job.matrix = None;
+                job.expanded = Some(crate::fanout::Expanded {
+                    template: self.id.clone(),
+                    index,
+                    item: item.clone(),
+                });
+                job
+            })
+            .collect()
     }
 }
 
@@ -246,5 +285,32 @@ mod tests {
         assert_eq!(retry_delay_ms(500, 3), 1000);
         assert_eq!(retry_delay_ms(500, 4), 2000);
         assert_eq!(retry_delay_ms(500, 40), 300_000);
+    }
+
+    #[test]
+    fn expansion_copies_the_template_with_ids_and_items() {
+        let mut t = JobSpec::new("test").needs(&["shards", "build"]);
+        t.retries = 2;
+        t.fan_out = Some(crate::fanout::FanOutSpec {
+            job: "shards".into(),
+            output: "list".into(),
+        });
+        let jobs = t.expand(&["x".into(), "y".into()]);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[1].id, "test[1]");
+        assert_eq!(jobs[1].needs, vec!["shards", "build"]);
+        assert_eq!(jobs[1].retries, 2);
+        assert_eq!(jobs[1].fan_out, None);
+        assert_eq!(
+            jobs[1].expanded,
+            Some(crate::fanout::Expanded {
+                template: "test".into(),
+                index: 1,
+                item: "y".into()
+            })
+        );
+        assert!(t.is_template());
+        assert!(!jobs[1].is_template());
+        assert!(t.expand(&[]).is_empty());
     }
 }

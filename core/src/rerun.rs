@@ -102,9 +102,12 @@ pub fn plan_retry(
     prior: &[PriorJob],
     scope: &RetryScope,
 ) -> Result<Vec<Option<Reused>>, RetryError> {
+    // The jobs a fan-out expanded into are not in the plan before it runs: they stand for their
+    // template, which is.
+    let in_plan = |id: &str| plan.index_of(id).or_else(|| fan_out_template(plan, id));
     let gone: Vec<String> = prior
         .iter()
-        .filter(|p| plan.index_of(&p.id).is_none())
+        .filter(|p| in_plan(&p.id).is_none())
         .map(|p| p.id.clone())
         .collect();
     if !gone.is_empty() {
@@ -118,9 +121,16 @@ pub fn plan_retry(
     let seeds: Vec<usize> = match scope {
         RetryScope::Failed => (0..plan.jobs.len())
             .filter(|&i| prior_of(&plan.jobs[i].id).is_none_or(|p| ended_badly(p.state)))
+            .chain(
+                prior
+                    .iter()
+                    .filter(|p| plan.index_of(&p.id).is_none() && ended_badly(p.state))
+                    .filter_map(|p| fan_out_template(plan, &p.id)),
+            )
             .collect(),
-        // Named jobs are jobs of the old run (checked), which the plan has (checked).
-        RetryScope::Jobs(named) => named.iter().filter_map(|j| plan.index_of(j)).collect(),
+        // Named jobs are jobs of the old run (checked), which the plan has (checked), or jobs a
+        // fan-out expanded into (their template stands for them until it expands again).
+        RetryScope::Jobs(named) => named.iter().filter_map(|j| in_plan(j)).collect(),
     };
     if seeds.is_empty() {
         return Err(RetryError::NothingToRetry {
@@ -136,32 +146,74 @@ pub fn plan_retry(
         .iter()
         .zip(execute)
         .map(|(job, execute)| {
-            if execute {
+            // A fan-out template always expands again; which of its jobs run is decided then
+            // (`reuse_expanded`).
+            if execute || job.fan_out.is_some() {
                 return None;
             }
             // Not executed, so not a seed: the old run has it.
             let p = prior_of(&job.id)?;
-            let why = p.reason.as_deref().unwrap_or("no reason recorded");
-            let (state, reason) = match p.state {
-                // A cached job's outputs were recorded with it: it is reused like a success.
-                JobState::Success | JobState::Reused | JobState::Cached => {
-                    (JobState::Reused, format!("reused from run {run}"))
-                }
-                JobState::Skipped => (
-                    JobState::Reused,
-                    format!("reused from run {run} (skipped: {why})"),
-                ),
-                JobState::Failed => (JobState::Failed, format!("failed in run {run}: {why}")),
-                // Cancelled, or unfinished in a run whose process died.
-                other => (JobState::Cancelled, format!("{other} in run {run}: {why}")),
-            };
-            Some(Reused {
-                state,
-                reason,
-                outputs: p.outputs.clone(),
-            })
+            Some(reused_from(run, p))
         })
         .collect())
+}
+
+/// How a job of the old run the re-run does not execute settles.
+fn reused_from(run: &str, p: &PriorJob) -> Reused {
+    let why = p.reason.as_deref().unwrap_or("no reason recorded");
+    let (state, reason) = match p.state {
+        // A cached job's outputs were recorded with it: it is reused like a success.
+        JobState::Success | JobState::Reused | JobState::Cached => {
+            (JobState::Reused, format!("reused from run {run}"))
+        }
+        JobState::Skipped => (
+            JobState::Reused,
+            format!("reused from run {run} (skipped: {why})"),
+        ),
+        JobState::Failed => (JobState::Failed, format!("failed in run {run}: {why}")),
+        // Cancelled, or unfinished in a run whose process died.
+        other => (JobState::Cancelled, format!("{other} in run {run}: {why}")),
+    };
+    Reused {
+        state,
+        reason,
+        outputs: p.outputs.clone(),
+    }
+}
+
+/// The fan-out template of the plan that `id` (`NAME[i]`) was expanded from, if any.
+fn fan_out_template(plan: &ValidatedPlan, id: &str) -> Option<usize> {
+    let (template, _) = crate::fanout::split_expanded_id(id)?;
+    let t = plan.index_of(template)?;
+    plan.jobs[t].fan_out.is_some().then_some(t)
+}
+
+/// For each job a fan-out just expanded into in a re-run (`expanded`, in index order), `None`
+/// when the re-run executes it, else what it reuses from the run retried. One executes when the
+/// old run did not have it, when the scope retries it (`--failed`: it did not end well there;
+/// `--job`: it is named), or when one of its needs is executed by the re-run
+/// (`need_executed`); else it is taken from the old run as `plan_retry` takes any job.
+pub fn reuse_expanded(
+    expanded: &[crate::protocol::JobSpec],
+    need_executed: bool,
+    run: &str,
+    prior: &[PriorJob],
+    scope: &RetryScope,
+) -> Vec<Option<Reused>> {
+    expanded
+        .iter()
+        .map(|job| {
+            let p = prior.iter().find(|p| p.id == job.id)?;
+            let retried = match scope {
+                RetryScope::Failed => ended_badly(p.state),
+                RetryScope::Jobs(named) => named.contains(&job.id),
+            };
+            if need_executed || retried {
+                return None;
+            }
+            Some(reused_from(run, p))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -301,5 +353,94 @@ mod tests {
                 run: "run-1".into()
             }
         );
+    }
+
+    /// shards -> test (fan-out over shards.list) -> report.
+    fn fanned() -> ValidatedPlan {
+        let mut t = JobSpec::new("test").needs(&["shards"]);
+        t.fan_out = Some(crate::fanout::FanOutSpec {
+            job: "shards".into(),
+            output: "list".into(),
+        });
+        validate(&PlanDoc {
+            protocol: 1,
+            concurrency: None,
+            entrypoint: "T".into(),
+            jobs: vec![
+                JobSpec::new("shards"),
+                t,
+                JobSpec::new("report").needs(&["test"]),
+            ],
+        })
+        .unwrap()
+    }
+
+    /// A run where test[2] of four failed and report was cancelled.
+    fn fanned_run() -> Vec<PriorJob> {
+        let mut shards = job("shards", JobState::Success, None);
+        shards
+            .outputs
+            .insert("list".into(), r#"["a","b","c","d"]"#.into());
+        let mut out = vec![shards, job("test", JobState::Success, None)];
+        for i in 0..4 {
+            let state = if i == 2 {
+                JobState::Failed
+            } else {
+                JobState::Success
+            };
+            out.push(job(&format!("test[{i}]"), state, None));
+        }
+        out.push(job("report", JobState::Cancelled, Some("upstream-failed")));
+        out
+    }
+
+    #[test]
+    fn a_failed_expanded_job_reruns_alone_with_the_fan_in() {
+        let p = fanned();
+        let reuse = plan_retry(&p, "run-1", &fanned_run(), &RetryScope::Failed).unwrap();
+        // The template expands again; report runs; shards is reused with its list.
+        assert_eq!(executed(&p, &reuse), ["test", "report"]);
+        assert_eq!(
+            reuse[0].as_ref().unwrap().outputs["list"],
+            r#"["a","b","c","d"]"#
+        );
+        let items: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let expanded = p.jobs[1].expand(&items);
+        let again = reuse_expanded(
+            &expanded,
+            false,
+            "run-1",
+            &fanned_run(),
+            &RetryScope::Failed,
+        );
+        let run: Vec<usize> = (0..4).filter(|&i| again[i].is_none()).collect();
+        assert_eq!(run, [2]);
+        assert_eq!(again[0].as_ref().unwrap().state, JobState::Reused);
+        // Its producer executed again: every expanded job runs.
+        let again = reuse_expanded(&expanded, true, "run-1", &fanned_run(), &RetryScope::Failed);
+        assert!(again.iter().all(Option::is_none));
+        // An item the old run did not have runs.
+        let more = p.jobs[1].expand(&["a", "b", "c", "d", "e"].map(String::from));
+        let again = reuse_expanded(&more, false, "run-1", &fanned_run(), &RetryScope::Failed);
+        assert!(again[4].is_none());
+    }
+
+    #[test]
+    fn a_named_expanded_job_reruns_with_the_fan_in() {
+        let p = fanned();
+        let mut ok = fanned_run();
+        for j in &mut ok {
+            j.state = JobState::Success;
+        }
+        let scope = RetryScope::Jobs(vec!["test[1]".into()]);
+        let reuse = plan_retry(&p, "run-1", &ok, &scope).unwrap();
+        assert_eq!(executed(&p, &reuse), ["test", "report"]);
+        let expanded = p.jobs[1].expand(&["a", "b", "c", "d"].map(String::from));
+        let again = reuse_expanded(&expanded, false, "run-1", &ok, &scope);
+        let run: Vec<usize> = (0..4).filter(|&i| again[i].is_none()).collect();
+        assert_eq!(run, [1]);
+        let scope = RetryScope::Jobs(vec!["test[9]".into()]);
+        let e = plan_retry(&p, "run-1", &ok, &scope).unwrap_err();
+        assert!(e.to_string().contains("has no job \"test[9]\""), "{e}");
     }
 }

@@ -41,6 +41,9 @@ pub enum Action {
     },
     /// A job reached a terminal state without running (skipped or cancelled); record it.
     Settled { job: usize },
+    /// A fan-out template is ready: read its list from the job it fans out from
+    /// (`fanout::items`), then report `expand` or `fan_out_failed`.
+    Expand { job: usize },
 }
 
 /// How one attempt of a job ended.
@@ -179,6 +182,13 @@ impl Scheduler {
                         actions.push(Action::Settled { job: i });
                         changed = true;
                     }
+                    // A fan-out template runs nothing: the engine reads its list now.
+                    Readiness::Ready if self.plan.jobs[i].fan_out.is_some() => {
+                        self.jobs[i].state = JobState::Running;
+                        self.jobs[i].attempt = 1;
+                        actions.push(Action::Expand { job: i });
+                        changed = true;
+                    }
                     // A gate runs nothing, so it waits without holding a worker.
                     Readiness::Ready if self.plan.jobs[i].gate.is_some() => {
                         self.jobs[i].state = JobState::Waiting;
@@ -205,6 +215,9 @@ impl Scheduler {
 
     fn readiness(&self, i: usize) -> Readiness {
         let spec = &self.plan.jobs[i];
+        if spec.is_template() {
+            return self.template_readiness(i);
+        }
         if let Some((state, reason)) = &self.reused[i] {
             return Readiness::Settle(*state, reason.clone());
         }
@@ -248,6 +261,124 @@ impl Scheduler {
         } else {
             Readiness::Wait
         }
+    }
+
+    /// A template (fan-out or matrix) runs nothing itself: once its needs succeeded a matrix
+    /// (expanded at plan time) settles `success`, a fan-out is ready to expand; its `when` is its
+    /// expanded jobs', decided for each of them.
+    fn template_readiness(&self, i: usize) -> Readiness {
+        let spec = &self.plan.jobs[i];
+        if let Some(reason) = &spec.skip {
+            return Readiness::Settle(JobState::Skipped, reason.clone());
+        }
+        let needs = &self.plan.needs[i];
+        let failed = |n: &usize| {
+            let st = self.jobs[*n].state;
+            st.is_terminal() && !st.satisfies_needs()
+        };
+        let needs_done = needs.iter().all(|&n| self.jobs[n].state.is_terminal());
+        if spec.finally {
+            // As a finally job: once every other job and its own needs ended, whatever happened.
+            let others_done = self
+                .jobs
+                .iter()
+                .zip(&self.plan.jobs)
+                .all(|(p, s)| s.finally || p.state.is_terminal());
+            if !(others_done && needs_done) {
+                return Readiness::Wait;
+            }
+        } else {
+            if self.cancelling {
+                return Readiness::Settle(JobState::Cancelled, CANCELLED.to_string());
+            }
+            // Its jobs' condition may ask whether an upstream failed: then they decide.
+            let waits_for_failures = spec.when.as_ref().is_some_and(Cond::considers_failures);
+            if !waits_for_failures && needs.iter().any(failed) {
+                return Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string());
+            }
+            if !needs_done {
+                return Readiness::Wait;
+            }
+        }
+        match &spec.fan_out {
+            None => Readiness::Settle(
+                JobState::Success,
+                crate::fanout::expanded_reason(&spec.id, self.plan.expanded_of(&spec.id).len()),
+            ),
+            Some(f) => match self.plan.index_of(&f.job).map(|p| self.jobs[p].state) {
+                Some(JobState::Skipped) => Readiness::Settle(
+                    JobState::Skipped,
+                    crate::fanout::producer_skipped_reason(&f.job),
+                ),
+                // No list without a producer that succeeded.
+                Some(st) if !st.satisfies_needs() => {
+                    Readiness::Settle(JobState::Cancelled, UPSTREAM_FAILED.to_string())
+                }
+                _ => Readiness::Ready,
+            },
+        }
+    }
+
+    /// The outputs of job `job` as reported (`set_outputs`), or reused from the run retried.
+    pub fn outputs_of(&self, job: usize) -> &BTreeMap<String, String> {
+        &self.outputs[job]
+    }
+
+    /// Report the jobs fan-out template `template` expanded into (`fanout::expand`), each with
+    /// what a re-run reuses for it (`rerun::reuse_expanded`; `None` executes it). They join the
+    /// plan (`ValidatedPlan::add_expanded`), the template succeeds with reason `fanned out into N
+    /// jobs`, and the jobs needing it wait for all of them.
+    pub fn expand(
+        &mut self,
+        template: usize,
+        expanded: Vec<crate::protocol::JobSpec>,
+        reused: Vec<Option<crate::rerun::Reused>>,
+    ) -> Vec<Action> {
+        assert_eq!(
+            self.jobs[template].state,
+            JobState::Running,
+            "not expanding"
+        );
+        let count = expanded.len();
+        let added = self.plan.add_expanded(template, expanded);
+        let mut reused = reused.into_iter();
+        for _ in added {
+            let r = reused.next().flatten();
+            self.jobs.push(JobProgress {
+                state: JobState::Pending,
+                reason: None,
+                attempt: 0,
+            });
+            match r {
+                Some(r) => {
+                    self.outputs.push(r.outputs);
+                    self.reused.push(Some((r.state, r.reason)));
+                }
+                None => {
+                    self.outputs.push(BTreeMap::new());
+                    self.reused.push(None);
+                }
+            }
+        }
+        self.jobs[template].state = JobState::Success;
+        self.jobs[template].reason = Some(crate::fanout::expanded_reason(
+            &self.plan.jobs[template].id,
+            count,
+        ));
+        self.poll()
+    }
+
+    /// Report that fan-out template `template` could not expand (`fanout::FanOutError`): it
+    /// fails with that reason, and the jobs needing it are cancelled.
+    pub fn fan_out_failed(&mut self, template: usize, reason: String) -> Vec<Action> {
+        assert_eq!(
+            self.jobs[template].state,
+            JobState::Running,
+            "not expanding"
+        );
+        self.jobs[template].state = JobState::Failed;
+        self.jobs[template].reason = Some(reason);
+        self.poll()
     }
 
     /// Report how an attempt ended.
@@ -812,5 +943,205 @@ mod tests {
         let acts = s.attempt_finished(1, AttemptOutcome::Success);
         assert!(acts.is_empty());
         assert_eq!(s.outcome(), (RunPhase::Succeeded, None));
+    }
+
+    fn fan_out(id: &str, from: &str, output: &str) -> JobSpec {
+        let mut j = JobSpec::new(id).needs(&[from]);
+        j.fan_out = Some(crate::fanout::FanOutSpec {
+            job: from.into(),
+            output: output.into(),
+        });
+        j
+    }
+
+    /// shards -> test (fan-out over shards.list) -> report.
+    fn fanned() -> Scheduler {
+        sched(
+            vec![
+                JobSpec::new("shards"),
+                fan_out("test", "shards", "list"),
+                JobSpec::new("report").needs(&["test"]),
+            ],
+            8,
+        )
+    }
+
+    fn expand_into(s: &mut Scheduler, items: &[&str]) -> Vec<Action> {
+        let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+        let jobs = s.plan().jobs[1].expand(&items);
+        let n = jobs.len();
+        s.expand(1, jobs, vec![None; n])
+    }
+
+    #[test]
+    fn a_fan_out_expands_once_its_producer_succeeded_and_the_fan_in_waits_for_all() {
+        let mut s = fanned();
+        assert_eq!(started(&s.poll()), vec![0]);
+        let acts = s.attempt_finished(0, AttemptOutcome::Success);
+        assert_eq!(acts, vec![Action::Expand { job: 1 }]);
+        let acts = expand_into(&mut s, &["a", "b", "c"]);
+        assert_eq!(started(&acts), vec![3, 4, 5]);
+        assert_eq!(s.plan().jobs[4].id, "test[1]");
+        assert_eq!(s.plan().needs[4], vec![0]);
+        assert_eq!(s.plan().needs[2], vec![1, 3, 4, 5]);
+        assert_eq!(s.job(1).state, JobState::Success);
+        assert_eq!(
+            s.job(1).reason.as_deref(),
+            Some("fanned out into 3 jobs (test[0] … test[2])")
+        );
+        assert!(started(&s.attempt_finished(3, AttemptOutcome::Success)).is_empty());
+        assert!(started(&s.attempt_finished(5, AttemptOutcome::Success)).is_empty());
+        assert_eq!(
+            started(&s.attempt_finished(4, AttemptOutcome::Success)),
+            vec![2]
+        );
+        s.attempt_finished(2, AttemptOutcome::Success);
+        assert!(s.is_done());
+        assert_eq!(s.outcome(), (RunPhase::Succeeded, None));
+    }
+
+    #[test]
+    fn a_failed_expanded_job_cancels_the_fan_in_and_fails_the_run() {
+        let mut s = fanned();
+        s.poll();
+        s.attempt_finished(0, AttemptOutcome::Success);
+        expand_into(&mut s, &["a", "b", "c"]);
+        s.attempt_finished(3, AttemptOutcome::Success);
+        let acts = s.attempt_finished(5, fail("exit code 1"));
+        assert!(acts.contains(&Action::Settled { job: 2 }));
+        assert_eq!(s.job(2).reason.as_deref(), Some(UPSTREAM_FAILED));
+        s.attempt_finished(4, AttemptOutcome::Success);
+        assert!(s.is_done());
+        assert_eq!(
+            s.outcome(),
+            (RunPhase::Failed, Some("job failed: test[2]".to_string()))
+        );
+    }
+
+    #[test]
+    fn zero_items_expand_into_no_jobs_and_the_fan_in_runs() {
+        let mut s = fanned();
+        s.poll();
+        s.attempt_finished(0, AttemptOutcome::Success);
+        let acts = expand_into(&mut s, &[]);
+        assert_eq!(started(&acts), vec![2]);
+        assert_eq!(s.job(1).state, JobState::Success);
+        assert_eq!(s.job(1).reason.as_deref(), Some("fanned out into 0 jobs"));
+        assert_eq!(s.plan().jobs.len(), 3);
+    }
+
+    #[test]
+    fn a_fan_out_that_cannot_expand_fails_and_cancels_its_dependents() {
+        let mut s = fanned();
+        s.poll();
+        s.attempt_finished(0, AttemptOutcome::Success);
+        let acts = s.fan_out_failed(1, "not a list".into());
+        assert!(acts.contains(&Action::Settled { job: 2 }));
+        assert_eq!(s.job(1).state, JobState::Failed);
+        assert_eq!(s.job(2).state, JobState::Cancelled);
+        assert_eq!(
+            s.outcome(),
+            (RunPhase::Failed, Some("job failed: test".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_failed_or_skipped_producer_never_expands() {
+        let mut s = fanned();
+        s.poll();
+        let acts = s.attempt_finished(0, fail("boom"));
+        assert!(!acts.iter().any(|a| matches!(a, Action::Expand { .. })));
+        assert_eq!(s.job(1).state, JobState::Cancelled);
+        assert_eq!(s.job(1).reason.as_deref(), Some(UPSTREAM_FAILED));
+
+        let mut shards = JobSpec::new("shards");
+        shards.skip = Some("not today".into());
+        let mut s = sched(
+            vec![
+                shards,
+                fan_out("test", "shards", "list"),
+                JobSpec::new("report").needs(&["test"]),
+            ],
+            2,
+        );
+        let acts = s.poll();
+        assert_eq!(started(&acts), vec![2]);
+        assert_eq!(s.job(1).state, JobState::Skipped);
+        assert!(s.job(1).reason.as_deref().unwrap().contains("was skipped"));
+    }
+
+    #[test]
+    fn expanded_jobs_reused_by_a_rerun_settle_and_the_others_run() {
+        let mut s = fanned();
+        s.poll();
+        s.attempt_finished(0, AttemptOutcome::Success);
+        let items: Vec<String> = vec!["a".into(), "b".into()];
+        let jobs = s.plan().jobs[1].expand(&items);
+        let reused = crate::rerun::Reused {
+            state: JobState::Reused,
+            reason: "reused from run r1".into(),
+            outputs: [("k".to_string(), "v".to_string())].into(),
+        };
+        let acts = s.expand(1, jobs, vec![Some(reused), None]);
+        assert!(acts.contains(&Action::Settled { job: 3 }));
+        assert_eq!(started(&acts), vec![4]);
+        assert_eq!(s.outputs_of(3).get("k").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn a_matrix_is_in_the_plan_from_the_start() {
+        let mut m = JobSpec::new("build");
+        m.matrix = Some(vec!["linux".into(), "macos".into()]);
+        let mut s = sched(vec![m, JobSpec::new("ship").needs(&["build"])], 4);
+        assert_eq!(s.plan().jobs[2].id, "build[0]");
+        assert_eq!(s.plan().jobs[3].id, "build[1]");
+        assert_eq!(
+            s.plan().jobs[3].expanded.as_ref().map(|e| e.item.as_str()),
+            Some("macos")
+        );
+        let acts = s.poll();
+        assert!(acts.contains(&Action::Settled { job: 0 }));
+        assert_eq!(
+            s.job(0).reason.as_deref(),
+            Some("fanned out into 2 jobs (build[0] … build[1])")
+        );
+        assert_eq!(started(&acts), vec![2, 3]);
+        s.attempt_finished(2, AttemptOutcome::Success);
+        assert_eq!(
+            started(&s.attempt_finished(3, AttemptOutcome::Success)),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn a_finally_template_expands_after_everything_else_whatever_happened() {
+        let mut t = fan_out("notify", "shards", "list");
+        t.finally = true;
+        t.needs.push("build".into());
+        let mut s = sched(vec![JobSpec::new("shards"), JobSpec::new("build"), t], 4);
+        assert_eq!(started(&s.poll()), vec![0, 1]);
+        s.attempt_finished(0, AttemptOutcome::Success);
+        // build still runs: the finally template waits.
+        assert_eq!(s.job(2).state, JobState::Pending);
+        let acts = s.attempt_finished(1, fail("boom"));
+        assert_eq!(acts, vec![Action::Expand { job: 2 }]);
+        let jobs = s.plan().jobs[2].expand(&["a".into()]);
+        let acts = s.expand(2, jobs, vec![None]);
+        assert_eq!(started(&acts), vec![3]);
+        assert!(s.plan().jobs[3].finally);
+    }
+
+    #[test]
+    fn a_fan_out_whose_jobs_ask_about_failures_still_expands_after_another_need_failed() {
+        let mut t = when(fan_out("test", "shards", "list"), Cond::UpstreamFailed);
+        t.needs.push("lint".into());
+        let mut s = sched(vec![JobSpec::new("shards"), JobSpec::new("lint"), t], 4);
+        s.poll();
+        s.attempt_finished(1, fail("boom"));
+        assert_eq!(s.job(2).state, JobState::Pending);
+        assert_eq!(
+            s.attempt_finished(0, AttemptOutcome::Success),
+            vec![Action::Expand { job: 2 }]
+        );
     }
 }

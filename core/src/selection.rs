@@ -23,6 +23,12 @@ pub enum SelectionError {
         job: String,
         jobs: String,
     },
+    #[error("{flag} {job:?}: that job is expanded at run time by fan-out {template:?}, so a fresh run cannot select it alone; select the template ({flag} {template}) for all of its jobs, or re-run this one with `sparkwing runs retry --job {job}`")]
+    ExpandedAtRunTime {
+        flag: &'static str,
+        job: String,
+        template: String,
+    },
     #[error("--sw-only cannot be combined with --sw-start-at or --sw-stop-at")]
     OnlyWithRange,
     #[error("--sw-start-at {start:?} and --sw-stop-at {stop:?} leave no job: {stop:?} does not depend on {start:?}")]
@@ -44,6 +50,19 @@ impl Selection {
             return Err(SelectionError::OnlyWithRange);
         }
         let index = |flag: &'static str, job: &str| {
+            if let Some((template, _)) = crate::fanout::split_expanded_id(job) {
+                if plan.index_of(job).is_none()
+                    && plan
+                        .index_of(template)
+                        .is_some_and(|t| plan.jobs[t].fan_out.is_some())
+                {
+                    return Err(SelectionError::ExpandedAtRunTime {
+                        flag,
+                        job: job.to_string(),
+                        template: template.to_string(),
+                    });
+                }
+            }
             plan.index_of(job)
                 .ok_or_else(|| SelectionError::UnknownJob {
                     flag,
@@ -83,6 +102,14 @@ impl Selection {
                 Some(start) => format!("not selected (--sw-start-at {start} --sw-stop-at {stop})"),
                 None => format!("not selected (--sw-stop-at {stop})"),
             };
+        }
+        // A matrix's jobs go with their template: selecting it selects all of them.
+        for j in 0..n {
+            if let Some(e) = &plan.jobs[j].expanded {
+                if plan.index_of(&e.template).is_some_and(|t| keep[t]) {
+                    keep[j] = true;
+                }
+            }
         }
         Ok((0..n)
             .map(|j| (!keep[j] && !plan.jobs[j].finally).then(|| reason.clone()))
@@ -161,5 +188,57 @@ mod tests {
             sel(None, Some("d"), Some("c")).skips(&plan()).unwrap_err(),
             SelectionError::Empty { .. }
         ));
+    }
+
+    #[test]
+    fn a_matrix_goes_with_its_template_and_a_fan_outs_jobs_are_not_selectable() {
+        let mut m = JobSpec::new("build");
+        m.matrix = Some(vec!["x".into(), "y".into()]);
+        let mut f = JobSpec::new("test").needs(&["shards"]);
+        f.fan_out = Some(crate::fanout::FanOutSpec {
+            job: "shards".into(),
+            output: "list".into(),
+        });
+        let p = validate(&PlanDoc {
+            protocol: 1,
+            concurrency: None,
+            entrypoint: "T".into(),
+            jobs: vec![m, JobSpec::new("shards"), f],
+        })
+        .unwrap();
+        let kept = |sel: Selection| -> Vec<String> {
+            sel.skips(&p)
+                .unwrap()
+                .iter()
+                .zip(&p.jobs)
+                .filter(|(s, _)| s.is_none())
+                .map(|(_, j)| j.id.clone())
+                .collect()
+        };
+        assert_eq!(
+            kept(Selection {
+                only: Some("build".into()),
+                ..Selection::default()
+            }),
+            ["build", "build[0]", "build[1]"]
+        );
+        assert_eq!(
+            kept(Selection {
+                only: Some("build[1]".into()),
+                ..Selection::default()
+            }),
+            ["build[1]"]
+        );
+        let e = Selection {
+            only: Some("test[2]".into()),
+            ..Selection::default()
+        }
+        .skips(&p)
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"test[2]\": that job is expanded at run time by fan-out \"test\""),
+            "{e}"
+        );
     }
 }

@@ -117,6 +117,10 @@ proptest! {
                         let st = s.job(job).state;
                         prop_assert!(matches!(st, JobState::Skipped | JobState::Cancelled), "{:?}", st);
                     }
+                    // These plans have no fan-out templates.
+                    Action::Expand { job } => {
+                        prop_assert!(false, "job {} expanded without being a fan-out", job);
+                    }
                 }
                 prop_assert!(running.len() <= workers, "{} running > {} workers", running.len(), workers);
             }

@@ -12,6 +12,54 @@ const COL_GAP: i64 = 56;
 const ROW_GAP: i64 = 14;
 const PAD: i64 = 8;
 
+/// The job `id` was expanded from (`test` for `test[3]`), when that template is among `jobs`.
+fn template_of<'a>(jobs: &[Job], id: &'a str) -> Option<&'a str> {
+    let (template, _) = sparkwing_core::fanout::split_expanded_id(id)?;
+    jobs.iter()
+        .any(|j| j.job_id == template)
+        .then_some(template)
+}
+
+/// Each job's edges in the graph: its needs, except that a fan-out's or matrix's jobs hang from
+/// their template, and a job that needs the template comes after all of them (edges from each).
+pub fn graph_needs(jobs: &[Job]) -> Vec<Vec<String>> {
+    let expanded: Vec<Option<&str>> = jobs.iter().map(|j| template_of(jobs, &j.job_id)).collect();
+    jobs.iter()
+        .zip(&expanded)
+        .map(|(j, template)| {
+            if let Some(t) = template {
+                return vec![t.to_string()];
+            }
+            let mut out = Vec::new();
+            for n in &j.needs {
+                let of_n: Vec<&str> = jobs
+                    .iter()
+                    .zip(&expanded)
+                    .filter(|(_, t)| **t == Some(n.as_str()))
+                    .map(|(e, _)| e.job_id.as_str())
+                    .collect();
+                if of_n.is_empty() {
+                    out.push(n.clone());
+                } else {
+                    out.extend(of_n.into_iter().map(str::to_string));
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Whether a job is a fan-out or matrix template: its jobs `ID[i]` are listed, or it recorded
+/// its expansion.
+fn is_template(jobs: &[Job], job: &Job) -> bool {
+    job.reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("fanned out into "))
+        || jobs
+            .iter()
+            .any(|j| template_of(jobs, &j.job_id) == Some(job.job_id.as_str()))
+}
+
 /// Each job's column (0-based), in `jobs` order.
 pub fn layers(jobs: &[Job]) -> Vec<usize> {
     let index: HashMap<&str, usize> = jobs
@@ -19,12 +67,13 @@ pub fn layers(jobs: &[Job]) -> Vec<usize> {
         .enumerate()
         .map(|(i, j)| (j.job_id.as_str(), i))
         .collect();
+    let needs = graph_needs(jobs);
     let mut layer = vec![0usize; jobs.len()];
     // Relax edges until stable; the bound keeps a (never expected) cycle from spinning.
     for _ in 0..=jobs.len() {
         let mut changed = false;
-        for (i, j) in jobs.iter().enumerate() {
-            for n in &j.needs {
+        for (i, needs) in needs.iter().enumerate() {
+            for n in needs {
                 if let Some(&k) = index.get(n.as_str()) {
                     if k != i && layer[i] < layer[k] + 1 && layer[k] < jobs.len() {
                         layer[i] = layer[k] + 1;
@@ -99,8 +148,10 @@ pub fn svg(jobs: &[Job], selected: Option<&str>) -> String {
         "<svg class=\"dag\" role=\"group\" aria-label=\"Job graph\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\">\
          <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" class=\"arrowhead\"/></marker></defs>"
     );
+    let needs = graph_needs(jobs);
     for (i, j) in jobs.iter().enumerate() {
-        for n in &j.needs {
+        let fanned = template_of(jobs, &j.job_id).is_some();
+        for n in &needs[i] {
             let Some(&k) = index.get(n.as_str()) else {
                 continue;
             };
@@ -111,11 +162,15 @@ pub fn svg(jobs: &[Job], selected: Option<&str>) -> String {
             let mid = (sx + ex) / 2;
             let _ = write!(
                 out,
-                "<path class=\"edge\" data-from=\"{}\" data-to=\"{}\" d=\"M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}\" marker-end=\"url(#arrow)\"><title>{} needs {}</title></path>",
+                "<path class=\"edge{fan}\" data-from=\"{}\" data-to=\"{}\" d=\"M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}\" marker-end=\"url(#arrow)\"><title>{}</title></path>",
                 esc(n),
                 esc(&j.job_id),
-                esc(&j.job_id),
-                esc(n)
+                esc(&if fanned {
+                    format!("{n} fanned out into {}", j.job_id)
+                } else {
+                    format!("{} needs {n}", j.job_id)
+                }),
+                fan = if fanned { " fan" } else { "" },
             );
         }
     }
@@ -129,6 +184,15 @@ pub fn svg(jobs: &[Job], selected: Option<&str>) -> String {
         if j.is_finally {
             tags.push("finally");
         }
+        let template = is_template(jobs, j);
+        if template {
+            tags.push("fan-out");
+        }
+        let shown = if template {
+            format!("{}[*]", j.job_id)
+        } else {
+            j.job_id.clone()
+        };
         let sel = selected == Some(j.job_id.as_str());
         let tag_text = if tags.is_empty() {
             String::new()
@@ -150,7 +214,7 @@ pub fn svg(jobs: &[Job], selected: Option<&str>) -> String {
             id = esc(&j.job_id),
             label = esc(&label),
             icon = state_icon(j.state.as_str()),
-            name = esc(&short(&j.job_id, if tags.is_empty() { 22 } else { 14 })),
+            name = esc(&short(&shown, if tags.is_empty() { 22 } else { 14 })),
             short_label = esc(&short(&label, 29)),
             tag_short = tags.join(" "),
             rx = x + NODE_W - 8,
@@ -197,5 +261,42 @@ mod tests {
     fn dashboard_layers_survive_a_cycle() {
         let jobs = vec![job("a", &["b"], false), job("b", &["a"], false)];
         assert_eq!(layers(&jobs).len(), 2);
+    }
+
+    #[test]
+    fn a_fan_outs_jobs_hang_from_their_template_and_the_fan_in_follows_them() {
+        let mut t = job("test", &["shards"], false);
+        t.reason = Some("fanned out into 2 jobs (test[0] … test[1])".into());
+        let jobs = vec![
+            job("shards", &[], false),
+            t,
+            job("report", &["test"], false),
+            job("test[0]", &["shards"], false),
+            job("test[1]", &["shards"], false),
+        ];
+        assert_eq!(layers(&jobs), vec![0, 1, 3, 2, 2]);
+        assert_eq!(graph_needs(&jobs)[2], ["test[0]", "test[1]"]);
+        let svg = svg(&jobs, Some("test[1]"));
+        assert_eq!(svg.matches("class=\"edge fan\"").count(), 2);
+        assert!(
+            svg.contains("<title>test fanned out into test[0]</title>"),
+            "{svg}"
+        );
+        assert!(svg.contains("test[*]"), "{svg}");
+        assert!(svg.contains("href=\"?job=test%5B1%5D#logs\""), "{svg}");
+        // Zero jobs: the template is still shown as one, and its dependents need it.
+        let mut t = job("test", &["shards"], false);
+        t.reason = Some("fanned out into 0 jobs".into());
+        let jobs = vec![
+            job("shards", &[], false),
+            t,
+            job("report", &["test"], false),
+        ];
+        assert_eq!(layers(&jobs), vec![0, 1, 2]);
+        assert!(svg_has_template(&jobs));
+    }
+
+    fn svg_has_template(jobs: &[Job]) -> bool {
+        svg(jobs, None).contains("test[*]")
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use sparkwing_api::wire::ReportedJobState;
 use sparkwing_core::protocol::{PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
-use sparkwing_core::{dag, rerun, JobState, RunPhase, Scheduler};
+use sparkwing_core::{dag, fanout, rerun, JobState, RunPhase, Scheduler};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -502,7 +502,7 @@ fn apply(
     ctx: &mut Ctx<'_>,
     rec: &mut Recorder,
     sched: &mut Scheduler,
-    jobs: &mut [JobRuntime],
+    jobs: &mut Vec<JobRuntime>,
     actions: Vec<Action>,
 ) -> Result<(), EngineError> {
     for action in actions {
@@ -553,9 +553,107 @@ fn apply(
                 });
             }
             Action::Settled { job } => record_terminal(rec, sched, jobs, job, None)?,
+            Action::Expand { job } => {
+                let more = on_expand(ctx, rec, sched, jobs, job)?;
+                apply(ctx, rec, sched, jobs, more)?;
+            }
         }
     }
     Ok(())
+}
+
+/// A fan-out template is ready: read its list from the job it fans out from, add the jobs it
+/// expands into to the run (recorded, logged, reported like the plan's own), or fail it saying
+/// why the list is unusable (`sparkwing_core::fanout`).
+fn on_expand(
+    ctx: &mut Ctx<'_>,
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut Vec<JobRuntime>,
+    job: usize,
+) -> Result<Vec<Action>, EngineError> {
+    let spec = sched.plan().jobs[job].clone();
+    let from = spec.fan_out.clone().expect("only fan-out templates expand");
+    let producer = sched
+        .plan()
+        .index_of(&from.job)
+        .expect("a validated fan-out's producer is a job of the plan");
+    let items = match fanout::items(&spec.id, &from, &jobs[producer].outputs) {
+        Ok(items) => items,
+        Err(e) => {
+            let reason = e.to_string();
+            rec.event(
+                Some(&spec.id),
+                "fan_out_failed",
+                json!({"kind": e.kind(), "from": from.job, "output": from.output, "error": reason}),
+                None,
+            )?;
+            let actions = sched.fan_out_failed(job, reason);
+            record_terminal(rec, sched, jobs, job, None)?;
+            return Ok(actions);
+        }
+    };
+    let expanded = spec.expand(&items);
+    // A re-run executes an expanded job the run retried did not have, one its scope retries, or
+    // one whose need it executes; it takes the others from that run.
+    let reused = match &ctx.req.retry {
+        None => vec![None; expanded.len()],
+        Some(r) => {
+            let need_executed = sched.plan().needs[job]
+                .iter()
+                .any(|&n| sched.job(n).state != JobState::Reused);
+            rerun::reuse_expanded(&expanded, need_executed, &r.of_run, &r.prior, &r.scope)
+        }
+    };
+    let new_jobs: Vec<NewJob> = expanded
+        .iter()
+        .map(|j| NewJob {
+            id: j.id.clone(),
+            needs: j.needs.clone(),
+            optional: j.optional,
+            finally: j.finally,
+        })
+        .collect();
+    rec.store.insert_jobs(ctx.run_id, &new_jobs)?;
+    for (j, r) in expanded.iter().zip(&reused) {
+        if !j.needs.is_empty() {
+            rec.needs.insert(j.id.clone(), j.needs.clone());
+        }
+        rec.sink_state(
+            &j.id,
+            sink::job_state_report(JobState::Pending, 0, None, None, None, None),
+        );
+        let path = Home::job_log(ctx.run_dir, &j.id);
+        jobs.push(JobRuntime {
+            log: JobLog::open(&path).map_err(io_err(format!("open {}", path.display())))?,
+            control: None,
+            started_ms: 0,
+            outputs: r.as_ref().map(|r| r.outputs.clone()).unwrap_or_default(),
+            child: None,
+            failed_command: None,
+            group_slot: None,
+        });
+        let group = ctx.job_groups[job].clone();
+        ctx.job_groups.push(group);
+    }
+    let ids: Vec<&str> = expanded.iter().map(|j| j.id.as_str()).collect();
+    let human = format!(
+        "{} {} {} (from {}.{})",
+        rec.term.dim("⑂"),
+        spec.id,
+        fanout::expanded_reason(&spec.id, ids.len()),
+        from.job,
+        from.output
+    );
+    rec.event(
+        Some(&spec.id),
+        "fan_out",
+        json!({"from": from.job, "output": from.output, "items": items, "jobs": ids}),
+        Some(human),
+    )?;
+    let actions = sched.expand(job, expanded, reused);
+    record_terminal(rec, sched, jobs, job, None)?;
+    Ok(actions)
 }
 
 /// Give the box slot up, queue for it or leave the queue, as core decides from the jobs in
@@ -1010,6 +1108,11 @@ fn job_attempt_spec(
             sparkwing_core::subpipeline::extend_chain(&subpipeline::own_chain(), &ctx.req.pipeline),
         ),
     ]);
+    // A job expanded from a fan-out or matrix gets its item (`Job::item`).
+    if let Some(e) = &spec.expanded {
+        env.push((fanout::ITEM_ENV.to_string(), e.item.clone()));
+        env.push((fanout::INDEX_ENV.to_string(), e.index.to_string()));
+    }
     AttemptSpec {
         program: ctx.req.binary.path.clone(),
         args: vec![
@@ -1227,6 +1330,7 @@ fn memo_probe(
         args,
         outputs,
         publishes: job_spec.publishes.clone(),
+        item: job_spec.expanded.as_ref().map(|e| e.item.clone()),
         home: ctx.req.home.clone(),
         stores: ctx.stores.clone(),
     }
@@ -1485,6 +1589,12 @@ fn record_terminal(
         ""
     };
     let human = match progress.state {
+        JobState::Success if spec.is_template() => format!(
+            "{} {} {}",
+            rec.term.green("✓"),
+            spec.id,
+            reason.as_deref().unwrap_or_default()
+        ),
         JobState::Success => format!(
             "{} {} {}",
             rec.term.green("✓"),
@@ -1542,7 +1652,7 @@ fn on_interrupt(
     ctx: &mut Ctx<'_>,
     rec: &mut Recorder,
     sched: &mut Scheduler,
-    jobs: &mut [JobRuntime],
+    jobs: &mut Vec<JobRuntime>,
     stop: Interrupt,
 ) -> Result<(), EngineError> {
     let signal_name = stop.signal;

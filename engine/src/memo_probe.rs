@@ -24,6 +24,8 @@ pub struct MemoProbe {
     /// The declared outputs of its needs, `None` when not set.
     pub outputs: Vec<(String, String, Option<String>)>,
     pub publishes: Vec<ArtifactSpec>,
+    /// A job expanded from a fan-out or matrix: its item, part of the hash.
+    pub item: Option<String>,
     pub home: Home,
     pub stores: Option<Stores>,
 }
@@ -89,6 +91,7 @@ impl MemoProbe {
             files: self.files(),
             args: self.args.clone(),
             outputs: self.outputs.clone(),
+            item: self.item.clone(),
         })
     }
 

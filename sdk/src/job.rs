@@ -25,6 +25,8 @@ pub struct Job {
     outputs: Vec<(String, String)>,
     outputs_file: Option<PathBuf>,
     needs_outputs: Value,
+    /// A job expanded from a fan-out or matrix: its index and item.
+    item: Option<(usize, String)>,
 }
 
 impl Job {
@@ -66,7 +68,63 @@ impl Job {
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
             needs_outputs,
+            item: env("SPARKWING_ITEM").map(|item| {
+                let index = env("SPARKWING_ITEM_INDEX")
+                    .and_then(|i| i.trim().parse().ok())
+                    .unwrap_or(0);
+                (index, item)
+            }),
         })
+    }
+
+    /// For a job expanded from [`Plan::fan_out`](crate::Plan::fan_out) or
+    /// [`Plan::matrix`](crate::Plan::matrix) (`test[3]`): its item (`SPARKWING_ITEM`). `None`
+    /// for other jobs.
+    pub fn item(&self) -> Option<&str> {
+        self.item.as_ref().map(|(_, item)| item.as_str())
+    }
+
+    /// For a job expanded from a fan-out or matrix: its index, from 0 (`SPARKWING_ITEM_INDEX`,
+    /// the `3` of `test[3]`). `None` for other jobs.
+    pub fn item_index(&self) -> Option<usize> {
+        self.item.as_ref().map(|(index, _)| *index)
+    }
+
+    /// Reads output `key` of every job fan-out or matrix `template` (one of this job's needs)
+    /// expanded into, in index order (`template[0]` first); empty when it expanded into none.
+    /// A job that did not set `key` (or was skipped) is an error naming it; read one job's
+    /// output with [`Job::input`] and its id (`job.input("test[3]", key)`).
+    pub fn inputs(&self, template: &str, key: &str) -> Result<Vec<String>> {
+        let Value::Object(needs) = &self.needs_outputs else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<(usize, &str)> = needs
+            .iter()
+            .filter_map(|(id, _)| {
+                crate::fanout::index_under(id, template).map(|i| (i, id.as_str()))
+            })
+            .collect();
+        if found.is_empty() && self.needs_outputs.get(template).is_none() {
+            return Err(Error::msg(format!(
+                "no outputs of `{template}` are available (it must be in this job's needs)"
+            )));
+        }
+        found.sort();
+        found
+            .into_iter()
+            .map(|(_, id)| self.input(id, key))
+            .collect()
+    }
+
+    /// Records an output holding a list (a JSON array of strings), the form a
+    /// [`Plan::fan_out`](crate::Plan::fan_out) reads its items from.
+    pub fn output_list<I, S>(&mut self, key: impl Into<String>, items: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let list = Value::Array(items.into_iter().map(|s| Value::from(s.as_ref())).collect());
+        self.output(key, list.to_string());
     }
 
     /// The run id, e.g. `run-20261127-120102-a1b2c3`.

@@ -26,6 +26,7 @@ mod args;
 mod cache;
 mod cond;
 mod error;
+mod fanout;
 mod gate;
 mod job;
 #[doc(hidden)]

@@ -149,6 +149,7 @@ impl Plan {
             concurrency: None,
             storage: Storage::default(),
             placement: None,
+            expansion: None,
             body: Box::new(body),
         });
         let last = self.jobs.len() - 1;
@@ -222,9 +223,14 @@ impl Plan {
         Value::object(fields)
     }
 
-    /// The body of the first job with this id (the engine rejects duplicates before running any).
+    /// The body of the first job with this id (the engine rejects duplicates before running any);
+    /// for `NAME[i]`, the body of fan-out or matrix template `NAME`.
     pub(crate) fn take_body(self, id: &str) -> Option<JobFn> {
-        self.jobs.into_iter().find(|j| j.id == id).map(|j| j.body)
+        let template = crate::fanout::template_of(id);
+        self.jobs
+            .into_iter()
+            .find(|j| j.id == id || (j.expansion.is_some() && Some(j.id.as_str()) == template))
+            .map(|j| j.body)
     }
 }
 
@@ -361,6 +367,8 @@ pub struct JobBuilder {
     pub(crate) storage: Storage,
     /// Where the job runs on a cluster ([`JobBuilder::placement`]).
     placement: Option<Placement>,
+    /// Set on a fan-out or matrix template (`fanout.rs`).
+    pub(crate) expansion: Option<crate::fanout::Expansion>,
     body: JobFn,
 }
 
@@ -560,6 +568,10 @@ impl JobBuilder {
         if let Some(p) = &self.placement {
             fields.push(("placement", p.to_json()));
         }
+        // Only templates carry the field, so other plans read exactly as before.
+        if let Some(e) = &self.expansion {
+            fields.push(e.json_field());
+        }
         Value::object(fields)
     }
 }
@@ -649,6 +661,185 @@ impl fmt::Debug for JobBuilder {
             .field("storage", &self.storage)
             .field("placement", &self.placement)
             .finish_non_exhaustive()
+    }
+}
+
+// Fan-out and matrix templates (their declaration: `fanout.rs`).
+impl Plan {
+    /// Adds a fan-out template: once job `from` succeeded, the engine reads its output `output`
+    /// (a JSON array of strings, e.g. set with [`Job::output_list`]) and runs `body` once per
+    /// item, as jobs `id[0]`, `id[1]`, … (at most 1,000). Each reads its item with
+    /// [`Job::item`]; each needs `from` (added for you) and the template's other needs, and has
+    /// the template's settings (retries, timeout, caches, conditions, …). A job that needs `id`
+    /// waits for all of them and reads their outputs with [`Job::inputs`]. An empty list expands
+    /// into no jobs.
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.job("shards", |job| {
+    ///         job.output_list("list", ["unit", "integration"]);
+    ///         Ok(())
+    ///     });
+    ///     p.fan_out("test", "shards", "list", |job| {
+    ///         let shard = job.item().unwrap_or_default().to_string();
+    ///         job.bash(&format!("make test-{shard}"))
+    ///     })
+    ///     .retries(1);
+    ///     p.job("report", |job| {
+    ///         let results = job.inputs("test", "result")?;
+    ///         job.log(&format!("{} shards", results.len()));
+    ///         Ok(())
+    ///     })
+    ///     .needs(["test"]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn fan_out<F>(
+        &mut self,
+        id: impl Into<String>,
+        from: impl Into<String>,
+        output: impl Into<String>,
+        body: F,
+    ) -> &mut JobBuilder
+    where
+        F: Fn(&mut Job) -> Result<()> + Send + Sync + 'static,
+    {
+        let from = from.into();
+        let job = self.job(id, body);
+        job.needs([from.clone()]);
+        job.expansion = Some(crate::fanout::Expansion::FanOut {
+            job: from,
+            output: output.into(),
+        });
+        job
+    }
+
+    /// Adds a matrix: `body` runs once per item of `items`, as jobs `id[0]`, `id[1]`, … (at most
+    /// 1,000), each reading its item with [`Job::item`] and with the template's needs and
+    /// settings. A job that needs `id` waits for all of them and reads their outputs with
+    /// [`Job::inputs`].
+    ///
+    /// ```
+    /// # use sparkwing::prelude::*;
+    /// fn plan(p: &mut Plan, _: &Args) -> Result<()> {
+    ///     p.matrix("build", ["linux", "macos"], |job| {
+    ///         let target = job.item().unwrap_or_default().to_string();
+    ///         job.bash(&format!("./build.sh {target}"))
+    ///     });
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn matrix<I, S, F>(&mut self, id: impl Into<String>, items: I, body: F) -> &mut JobBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+        F: Fn(&mut Job) -> Result<()> + Send + Sync + 'static,
+    {
+        let items = items.into_iter().map(Into::into).collect();
+        let job = self.job(id, body);
+        job.expansion = Some(crate::fanout::Expansion::Matrix(items));
+        job
+    }
+}
+
+#[cfg(test)]
+mod fanout_tests {
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        Pipeline::new("F", |p: &mut Plan, _: &Args| {
+            p.job("shards", |job| {
+                job.output_list("list", ["a", "b"]);
+                Ok(())
+            });
+            p.fan_out("test", "shards", "list", |job| {
+                let item = job.item().unwrap_or("none").to_string();
+                job.output("seen", item);
+                Ok(())
+            })
+            .retries(1);
+            p.matrix("build", ["x", "y"], |_| Ok(()));
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn templates_declare_their_list_and_need_their_producer() {
+        let plan = match pipeline().build(&Args::default()) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let json = plan.to_json().to_string();
+        assert!(
+            json.contains(r#""id":"test","needs":["shards"],"retries":1"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""fan_out":{"job":"shards","output":"list"}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""matrix":["x","y"]"#), "{json}");
+        assert_eq!(json.matches("fan_out").count(), 1, "{json}");
+    }
+
+    #[test]
+    fn an_expanded_job_runs_its_templates_body_with_its_item() {
+        let plan = match pipeline().build(&Args::default()) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let body = plan.take_body("test[1]");
+        let Some(body) = body else {
+            panic!("no body for test[1]")
+        };
+        let env = |k: &str| match k {
+            "SPARKWING_ITEM" => Some("b".to_string()),
+            "SPARKWING_ITEM_INDEX" => Some("1".to_string()),
+            _ => None,
+        };
+        let mut job = match Job::from_env("test[1]", Args::default(), &env) {
+            Ok(j) => j,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(job.item(), Some("b"));
+        assert_eq!(job.item_index(), Some(1));
+        assert!(body(&mut job).is_ok());
+        let plan = match pipeline().build(&Args::default()) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        // Only templates' bodies answer for NAME[i].
+        assert!(plan.take_body("shards[0]").is_none());
+    }
+
+    #[test]
+    fn a_fan_in_reads_every_expanded_jobs_output_in_index_order() {
+        let needs = r#"{"test":{},"test[10]":{"r":"k"},"test[2]":{"r":"c"},"test[0]":{"r":"a"},"tests[1]":{"r":"no"}}"#;
+        let env = |k: &str| (k == "SPARKWING_NEEDS_OUTPUTS").then(|| needs.to_string());
+        let job = match Job::from_env("report", Args::default(), &env) {
+            Ok(j) => j,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(job.item(), None);
+        assert_eq!(
+            job.inputs("test", "r").ok(),
+            Some(vec!["a".to_string(), "c".to_string(), "k".to_string()])
+        );
+        assert_eq!(job.input("test[2]", "r").ok(), Some("c".to_string()));
+        assert!(job.inputs("test", "missing").err().is_some_and(|e| e
+            .to_string()
+            .contains("job `test[0]` has no output `missing`")));
+        assert!(job
+            .inputs("other", "r")
+            .err()
+            .is_some_and(|e| e.to_string().contains("no outputs of `other`")));
+        let env = |k: &str| (k == "SPARKWING_NEEDS_OUTPUTS").then(|| r#"{"test":{}}"#.to_string());
+        let job = match Job::from_env("report", Args::default(), &env) {
+            Ok(j) => j,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(job.inputs("test", "r").ok(), Some(Vec::new()));
     }
 }
 

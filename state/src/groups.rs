@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, StateError};
-use crate::types::{check_name, check_run};
+use crate::types::{check_job, check_name, check_run};
 use crate::{MetadataStore, RunKey};
 
 /// One run's entry in a concurrency group (or one of its jobs' entries).
@@ -55,7 +55,7 @@ pub(crate) fn writes(
     for e in after {
         check_run(&e.run)?;
         if !e.job.is_empty() {
-            check_name("job", &e.job)?;
+            check_job(&e.job)?;
         }
         if e.limit == 0 {
             return Err(StateError::invalid(

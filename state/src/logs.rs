@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StateError};
-use crate::types::{check_name, check_run, RunKey};
+use crate::types::{check_job, check_run, RunKey};
 
 /// A job's log: `(namespace, run, job)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,7 +26,7 @@ impl LogKey {
 
     pub(crate) fn check(&self) -> Result<()> {
         check_run(&self.run)?;
-        check_name("job", &self.job)
+        check_job(&self.job)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::{Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
-use crate::types::{check_name, check_run, Cursor};
+use crate::types::{check_job, check_name, check_run, Cursor};
 use crate::{
     Delivery, GateDecision, GateRecorded, LogFeedEvent, LogIndex, LogKey, LogLine, MetadataStore,
     RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
@@ -698,7 +698,7 @@ impl MetadataStore for PgMetadata {
         state: &serde_json::Value,
     ) -> Result<()> {
         check_run(run)?;
-        check_name("job", job)?;
+        check_job(job)?;
         self.execute(
             "INSERT INTO job_states (namespace, run, job, state) VALUES ($1, $2, $3, $4)
              ON CONFLICT (namespace, run, job) DO UPDATE SET state = EXCLUDED.state",

@@ -16,7 +16,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transact
 use crate::error::{join_error, Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
-use crate::types::{check_name, check_run, Cursor};
+use crate::types::{check_job, check_name, check_run, Cursor};
 use crate::{
     Delivery, GateDecision, GateRecorded, LogIndex, LogKey, MetadataStore, RetentionPolicy,
     RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
@@ -572,7 +572,7 @@ impl MetadataStore for SqliteMetadata {
         state: &serde_json::Value,
     ) -> Result<()> {
         check_run(run)?;
-        check_name("job", job)?;
+        check_job(job)?;
         let (run, job, state) = (run.clone(), job.to_string(), state.to_string());
         self.call(move |c| {
             c.execute(

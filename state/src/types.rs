@@ -235,6 +235,26 @@ pub(crate) fn check_name(what: &'static str, s: &str) -> Result<()> {
     }
 }
 
+/// A job's name: a name as [`check_name`] takes it, optionally ending in `[N]` (`test[3]`, a job a
+/// fan-out or matrix expanded into).
+pub(crate) fn check_job(s: &str) -> Result<()> {
+    let base = match s.strip_suffix(']').and_then(|rest| rest.rsplit_once('[')) {
+        Some((base, digits))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
+        _ => s,
+    };
+    check_name("job", base).map_err(|_| {
+        StateError::invalid(
+            "job",
+            s,
+            "letters, digits, '-', '_', '.' only, not starting with '.', 1 to 253 characters, optionally ending in [N]",
+        )
+    })
+}
+
 /// A sha256 in lowercase hex.
 pub(crate) fn check_sha256(s: &str) -> Result<()> {
     if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -279,5 +299,16 @@ mod tests {
             assert!(check_name("job", bad).is_err(), "{bad:?}");
         }
         check_name("job", "compile-1_x.y").unwrap();
+    }
+
+    #[test]
+    fn job_names_may_be_a_fan_outs_jobs() {
+        check_job("test[3]").unwrap();
+        check_job("compile").unwrap();
+        for bad in [
+            "[3]", "test[]", "test[x]", "te[st[3]", "../x[1]", "test[3]]", ".a[1]",
+        ] {
+            assert!(check_job(bad).is_err(), "{bad:?}");
+        }
     }
 }

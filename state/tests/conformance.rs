@@ -56,7 +56,45 @@ conformance!(
     runs_are_looked_up_many_at_once,
     concurrency_groups_change_atomically,
     concurrency_groups_keep_jobs_entries_apart,
+    a_fan_outs_job_names_are_stored,
 );
+
+/// A job a fan-out expanded into is named `test[3]`: its state and log are stored under that name
+/// (a path part or an object key like any other), apart from `test[1]`'s.
+async fn a_fan_outs_job_names_are_stored(b: Backend) {
+    let r = RunKey::new("ci", "build-1");
+    b.meta
+        .put_job_state(&r, "test[3]", &json!({"state": "succeeded"}))
+        .await
+        .unwrap();
+    b.meta
+        .put_job_state(&r, "test[1]", &json!({"state": "failed"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.meta.job_states(&r).await.unwrap(),
+        vec![
+            ("test[1]".to_string(), json!({"state": "failed"})),
+            ("test[3]".to_string(), json!({"state": "succeeded"})),
+        ]
+    );
+    assert!(b
+        .meta
+        .put_job_state(&r, "test[x]", &json!({}))
+        .await
+        .is_err());
+    let three = LogKey::new("ci", "build-1", "test[3]");
+    let one = LogKey::new("ci", "build-1", "test[1]");
+    b.content.append_log(&three, &lines(1..=3)).await.unwrap();
+    b.content.append_log(&one, &lines(1..=1)).await.unwrap();
+    assert_eq!(
+        seqs(&b.content.read_log_after(&three, 0, 10).await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(b.content.log_last_seq(&one).await.unwrap(), 1);
+    b.content.delete_run_logs(&r).await.unwrap();
+    assert_eq!(b.content.log_last_seq(&three).await.unwrap(), 0);
+}
 
 async fn tokens_are_deleted_by_id_and_by_run(b: Backend) {
     let m = &b.meta;

@@ -362,7 +362,8 @@ impl ApiClient {
     ) -> Result<(), RemoteError> {
         self.send_json(
             "PUT",
-            &format!("/api/v1/runs/{ns}/{name}/jobs/{job}"),
+            // A job id may hold `[` `]` (`test[3]`, a fan-out's job): one escaped path segment.
+            &format!("/api/v1/runs/{ns}/{name}/jobs/{}", query_escape(job)),
             state,
         )
         .map(drop)
@@ -381,7 +382,7 @@ impl ApiClient {
         json_of(
             self.send_json(
                 "POST",
-                &format!("/api/v1/runs/{ns}/{name}/gates/{gate}"),
+                &format!("/api/v1/runs/{ns}/{name}/gates/{}", query_escape(gate)),
                 req,
             )?,
             "the gate decision",
@@ -396,7 +397,10 @@ impl ApiClient {
         gate: &str,
     ) -> Result<GateAnswer, RemoteError> {
         json_of(
-            self.get(&format!("/api/v1/runs/{ns}/{name}/gates/{gate}"))?,
+            self.get(&format!(
+                "/api/v1/runs/{ns}/{name}/gates/{}",
+                query_escape(gate)
+            ))?,
             "the gate decision",
         )
     }
@@ -744,5 +748,48 @@ mod tests {
     #[test]
     fn escape() {
         assert_eq!(query_escape("a b/c"), "a%20b%2Fc");
+        assert_eq!(query_escape("test[3]"), "test%5B3%5D");
+    }
+
+    /// A fan-out's job id (`test[3]`) reaches the API as one percent-encoded path segment.
+    #[test]
+    fn a_job_state_put_escapes_the_job_id() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let mut request_line = String::new();
+            r.read_line(&mut request_line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            r.read_exact(&mut body).unwrap();
+            let _ = write!(w, "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            request_line
+        });
+        let c = ApiClient::new(&url, "t").unwrap();
+        let state: JobStateReport = serde_json::from_value(serde_json::json!({
+            "state": "running", "attempt": 1
+        }))
+        .unwrap();
+        c.put_job_state("ci", "run-1", "test[3]", &state).unwrap();
+        assert_eq!(
+            server.join().unwrap(),
+            "PUT /api/v1/runs/ci/run-1/jobs/test%5B3%5D HTTP/1.1\r\n"
+        );
     }
 }

@@ -361,6 +361,19 @@ fn notes(job: &JobSpec) -> Vec<String> {
     if let Some(p) = &job.placement {
         notes.push(format!("placement {}", p.summary()));
     }
+    if let Some(f) = &job.fan_out {
+        notes.push(format!("fanned out from {}.{}", f.job, f.output));
+    }
+    if let Some(items) = &job.matrix {
+        notes.push(format!(
+            "matrix of {} item{}",
+            items.len(),
+            if items.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(e) = &job.expanded {
+        notes.push(format!("item {:?}", e.item));
+    }
     if let Some(a) = &job.awaits {
         let mut target = format!("awaits pipeline {}", a.pipeline);
         if let Some(p) = &a.profile {
@@ -421,6 +434,15 @@ fn concurrency_text(plan: &ValidatedPlan, shown: &Map<String, Value>) -> Option<
 }
 
 /// The human form: a header, the args, then one row per job in declared order.
+/// How a job is named in a printed plan: a template (fan-out or matrix) as `NAME[*]`, the jobs it
+/// stands for.
+fn shown_id(plan: &ValidatedPlan, id: &str) -> String {
+    match plan.index_of(id) {
+        Some(i) if plan.jobs[i].is_template() => format!("{id}[*]"),
+        _ => id.to_string(),
+    }
+}
+
 fn text(pipeline: &PipelineConfig, args: &Map<String, Value>, plan: &ValidatedPlan) -> String {
     let mut out = format!(
         "pipeline {} (entrypoint {}): {} job{}\n",
@@ -453,13 +475,17 @@ fn text(pipeline: &PipelineConfig, args: &Map<String, Value>, plan: &ValidatedPl
         if j.needs.is_empty() {
             "-".to_string()
         } else {
-            j.needs.join(", ")
+            j.needs
+                .iter()
+                .map(|n| shown_id(plan, n))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     let id_width = plan
         .jobs
         .iter()
-        .map(|j| j.id.len())
+        .map(|j| shown_id(plan, &j.id).len())
         .max()
         .unwrap_or(0)
         .max(3);
@@ -478,7 +504,11 @@ fn text(pipeline: &PipelineConfig, args: &Map<String, Value>, plan: &ValidatedPl
     };
     out.push_str(&line("JOB", "NEEDS", "NOTES"));
     for j in &plan.jobs {
-        out.push_str(&line(&j.id, &needs(j), &notes(j).join("; ")));
+        out.push_str(&line(
+            &shown_id(plan, &j.id),
+            &needs(j),
+            &notes(j).join("; "),
+        ));
     }
     out
 }
@@ -506,7 +536,7 @@ fn dot(pipeline: &PipelineConfig, plan: &ValidatedPlan) -> String {
         ));
     }
     for j in &plan.jobs {
-        let mut label = quote(&j.id);
+        let mut label = quote(&shown_id(plan, &j.id));
         for n in notes(j) {
             // `\n` inside a quoted label is Graphviz's line break.
             label = format!("{}\\n{}", &label[..label.len() - 1], &quote(&n)[1..]);
@@ -518,14 +548,27 @@ fn dot(pipeline: &PipelineConfig, plan: &ValidatedPlan) -> String {
         if j.finally {
             attrs.push("peripheries=2".into());
         }
-        out.push_str(&format!("  {} [{}];\n", quote(&j.id), attrs.join(", ")));
+        out.push_str(&format!(
+            "  {} [{}];\n",
+            quote(&shown_id(plan, &j.id)),
+            attrs.join(", ")
+        ));
     }
+    // A matrix's jobs hang from their template, which stands for them in its dependents' needs.
     for (i, needs) in plan.needs.iter().enumerate() {
-        for &n in needs {
+        if let Some(e) = &plan.jobs[i].expanded {
+            out.push_str(&format!(
+                "  {} -> {} [style=dotted];\n",
+                quote(&shown_id(plan, &e.template)),
+                quote(&plan.jobs[i].id)
+            ));
+            continue;
+        }
+        for &n in needs.iter().filter(|&&n| plan.jobs[n].expanded.is_none()) {
             out.push_str(&format!(
                 "  {} -> {};\n",
-                quote(&plan.jobs[n].id),
-                quote(&plan.jobs[i].id)
+                quote(&shown_id(plan, &plan.jobs[n].id)),
+                quote(&shown_id(plan, &plan.jobs[i].id))
             ));
         }
     }

@@ -532,3 +532,43 @@ async fn dashboard_run_page_lists_artifacts_with_their_download_command() {
         "{html}"
     );
 }
+
+/// A fan-out's jobs (`test[3]`): their logs by a percent-encoded id, and the graph's template.
+#[tokio::test]
+async fn dashboard_shows_a_fan_outs_jobs_and_their_logs() {
+    let f = fixture();
+    let _ = add_run(&f.home, "run-f", "hello", RunPhase::Succeeded, 1_000);
+    let mut store = Store::open(&f.home.root).unwrap();
+    store
+        .job_finished(
+            "run-f",
+            "test",
+            JobState::Success,
+            Some("fanned out into 4 jobs (test[0] … test[3])"),
+            None,
+            None,
+            2_000,
+        )
+        .unwrap();
+    store
+        .insert_jobs(
+            "run-f",
+            &[NewJob {
+                id: "test[3]".into(),
+                needs: vec!["build".into()],
+                optional: false,
+                finally: false,
+            }],
+        )
+        .unwrap();
+    let run_dir = f.home.run_dir("run-f");
+    let mut log = JobLog::open(&Home::job_log(&run_dir, "test[3]")).unwrap();
+    log.append(1_500, 1, "stdout", "item=d").unwrap();
+    let (s, v) = get_json(&f.state, "/api/runs/run-f/jobs/test%5B3%5D/logs").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["records"][0]["line"], "item=d");
+    let (s, html) = get(&f.state, "/runs/run-f?job=test%5B3%5D").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("test[*]"), "{html}");
+    assert!(html.contains("href=\"?job=test%5B3%5D#logs\""), "{html}");
+}

@@ -10,6 +10,7 @@ mod cache;
 mod concurrency;
 mod conditions;
 mod dag;
+mod fanout;
 mod gates;
 mod groups;
 mod hello;

@@ -226,8 +226,14 @@ impl Store {
         })
     }
 
+    /// Adds jobs to a run, after those it has (a fan-out's jobs join a running run).
     pub fn insert_jobs(&mut self, run_id: &str, jobs: &[NewJob]) -> Result<()> {
         self.immediate(|tx| {
+            let first: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM jobs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )?;
             let mut stmt = tx.prepare(
                 "INSERT INTO jobs (run_id, job_id, position, needs_json, optional, is_finally, state,
                     reason, attempt)
@@ -237,7 +243,7 @@ impl Store {
                 stmt.execute(params![
                     run_id,
                     job.id,
-                    i as i64,
+                    first + i as i64,
                     serde_json::to_string(&job.needs).unwrap_or_else(|_| "[]".into()),
                     job.optional,
                     job.finally,

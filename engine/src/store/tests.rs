@@ -272,3 +272,38 @@ fn gates_record_one_decision_and_groups_their_state_and_a_version_3_store_migrat
     s.set_run_concurrency("r", &c).unwrap();
     assert_eq!(s.run_concurrency("r").unwrap(), Some(c));
 }
+
+/// A fan-out's jobs join a running run: they are listed after the jobs it had, in their order.
+#[test]
+fn jobs_added_later_come_after_the_first_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    s.create_run(&new_run("run-1", "shards", 10)).unwrap();
+    let job = |id: &str, needs: &[&str]| NewJob {
+        id: id.into(),
+        needs: needs.iter().map(|n| n.to_string()).collect(),
+        optional: false,
+        finally: false,
+    };
+    s.insert_jobs(
+        "run-1",
+        &[
+            job("shards", &[]),
+            job("test", &["shards"]),
+            job("report", &["test"]),
+        ],
+    )
+    .unwrap();
+    s.insert_jobs(
+        "run-1",
+        &[job("test[0]", &["shards"]), job("test[1]", &["shards"])],
+    )
+    .unwrap();
+    let ids: Vec<String> = s
+        .jobs("run-1")
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(ids, ["shards", "test", "report", "test[0]", "test[1]"]);
+}

@@ -549,16 +549,19 @@ pub fn check_object_name(what: &str, s: &str) -> Result<(), ApiError> {
 
 /// A job name that is safe as a file name: letters, digits, `_`, `-`, `.`, not starting with `.`.
 pub fn check_job_name(s: &str) -> Result<(), ApiError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
+    // A job a fan-out or matrix expanded into is `NAME[i]` (`test[3]`; percent-encoded in paths).
+    let base = sparkwing_core::fanout::split_expanded_id(s).map_or(s, |(t, _)| t);
+    let ok = !base.is_empty()
+        && base.len() <= 128
+        && !base.starts_with('.')
+        && base
+            .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
-            "invalid job name {s:?}: letters, digits, '-', '_' and '.', not starting with '.'"
+            "invalid job name {s:?}: letters, digits, '-', '_' and '.', not starting with '.', optionally ending in [N] (a fan-out's job)"
         )))
     }
 }

@@ -97,6 +97,37 @@ async fn api_external_run_gets_its_token_and_records_its_end() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // A fan-out's job id comes percent-encoded as one path segment and is decoded.
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/jobs/test%5B3%5D"),
+            &token,
+            json!({"state": "succeeded"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/jobs/test%5Bx%5D"),
+            &token,
+            json!({"state": "succeeded"}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "invalid job name",
+    );
+    let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+    assert_eq!(
+        r.json()["jobs"]["test[3]"]["state"],
+        "succeeded",
+        "{}",
+        r.body
+    );
 
     // The operator made it Running.
     f.runs.set_phase(&ns, &name, RunPhase::Running);
