@@ -451,6 +451,16 @@ fn check_caches_and_artifacts(plan: &PlanDoc, job: &JobSpec) -> Result<(), PlanE
             });
         }
         let producer = plan.jobs.iter().find(|j| j.id == c.job);
+        // A template runs nothing: each of its jobs publishes its own copy, under one path.
+        if producer.is_some_and(|p| p.fan_out.is_some() || p.matrix.is_some()) {
+            return Err(PlanError::InvalidFanOut {
+                job: job.id.clone(),
+                problem: format!(
+                    "consumes artifact {:?} of {:?}, a fan-out or matrix template, which publishes nothing (each of its jobs {}[0], {}[1], ... publishes its own); have one job that needs the template publish what the others consume",
+                    c.name, c.job, c.job, c.job
+                ),
+            });
+        }
         let published: Vec<&str> = producer
             .map(|p| p.publishes.iter().map(|a| a.name.as_str()).collect())
             .unwrap_or_default();
@@ -793,6 +803,27 @@ mod tests {
             p.cpu = Some("4".into());
         }
         validate(&plan(vec![gpu])).unwrap();
+    }
+
+    #[test]
+    fn consuming_an_artifact_of_a_template_is_refused_at_plan_time() {
+        let mut t = fan_out_job("test", "shards");
+        t.publishes.push(crate::artifact::ArtifactSpec {
+            name: "report".into(),
+            path: "report.xml".into(),
+        });
+        let mut fan_in = JobSpec::new("sum").needs(&["test"]);
+        fan_in.consumes.push(crate::artifact::ConsumeSpec {
+            job: "test".into(),
+            name: "report".into(),
+        });
+        let e = refused(vec![JobSpec::new("shards"), t, fan_in]);
+        assert_eq!(e.kind(), "invalid_fan_out");
+        assert!(
+            e.to_string()
+                .contains("consumes artifact \"report\" of \"test\", a fan-out or matrix template"),
+            "{e}"
+        );
     }
 
     fn fan_out_job(id: &str, from: &str) -> JobSpec {
