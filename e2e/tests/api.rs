@@ -321,7 +321,7 @@ impl RunBackend for OperatorFirst {
     fn list<'a>(
         &'a self,
         ns: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<std::sync::Arc<PipelineRun>>, BackendError>> {
         self.inner.list(ns)
     }
     fn cancel<'a>(

@@ -70,7 +70,7 @@ async fn collect_once(
     let unfinished: BTreeSet<sparkwing_state::RunKey> = live
         .iter()
         .filter(|r| !is_terminal(r))
-        .map(run_key)
+        .map(|r| run_key(r))
         .collect();
     for key in in_groups.iter().filter(|k| !unfinished.contains(k)) {
         let left = st.store.meta.leave_groups(key).await?;
@@ -83,7 +83,7 @@ async fn collect_once(
         // A run whose PipelineRun still exists is spared: removing its records under the live
         // object would leave a listed run without logs. It goes once the object is deleted
         // (`ttlSecondsAfterFinished`, or by hand).
-        let spare = live.iter().map(run_key).collect();
+        let spare = live.iter().map(|r| run_key(r)).collect();
         let gone = st
             .store
             .meta
@@ -111,8 +111,8 @@ async fn collect_once(
     let keep: BTreeSet<String> = live
         .into_iter()
         .filter(|r| !is_terminal(r))
-        .filter_map(|r| match r.spec.source {
-            Source::Upload(u) => Some(u.id),
+        .filter_map(|r| match &r.spec.source {
+            Source::Upload(u) => Some(u.id.clone()),
             _ => None,
         })
         .collect();

@@ -822,10 +822,10 @@ fn run_for_pull_request(
 /// The runs a new run of a pull request supersedes: its Pipeline's other runs of the same pull
 /// request that have not ended and are not being cancelled, when the Pipeline cancels in
 /// progress. `runs` are the runs of the new run's namespace.
-pub fn superseded<'a>(
+pub fn superseded<'a, R: std::borrow::Borrow<PipelineRun>>(
     new: &PipelineRun,
     pipeline: &Pipeline,
-    runs: &'a [PipelineRun],
+    runs: &'a [R],
 ) -> Vec<&'a PipelineRun> {
     let cancels = pipeline
         .spec
@@ -846,6 +846,7 @@ pub fn superseded<'a>(
         return Vec::new();
     }
     runs.iter()
+        .map(|r| r.borrow())
         .filter(|r| r.name_any() != new.name_any())
         .filter(|r| key(r) == want)
         .filter(|r| r.spec.cancel.is_none() && !crate::runs::backend::is_terminal(r))

@@ -2,7 +2,7 @@
 //! Kubernetes API) and [`MemoryRuns`] (a map, for tests and local experiments).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -85,11 +85,12 @@ pub trait RunBackend: Send + Sync + 'static {
         ns: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<PipelineRun>, BackendError>>;
-    /// Runs of `ns` (`None`: every namespace).
+    /// Runs of `ns` (`None`: every namespace). Shared, not copied: a list is read far more often
+    /// than it is changed, and a caller keeps only a page of it.
     fn list<'a>(
         &'a self,
         ns: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>>;
+    ) -> BoxFuture<'a, Result<Vec<Arc<PipelineRun>>, BackendError>>;
     /// Set `spec.cancel`; `None` when there is no such run.
     fn cancel<'a>(
         &'a self,
@@ -254,13 +255,19 @@ impl RunBackend for KubeRuns {
     fn list<'a>(
         &'a self,
         ns: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Arc<PipelineRun>>, BackendError>> {
         async move {
             let api: Api<PipelineRun> = match ns {
                 Some(ns) => Api::namespaced(self.client.clone(), ns),
                 None => Api::all(self.client.clone()),
             };
-            Ok(api.list(&ListParams::default()).await?.items)
+            Ok(api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect())
         }
         .boxed()
     }
@@ -418,7 +425,7 @@ impl RunBackend for KubeRuns {
 /// [`MemoryRuns::runner_token`] and [`MemoryRuns::set_pod_claim`].
 #[derive(Default)]
 pub struct MemoryRuns {
-    runs: Mutex<BTreeMap<(String, String), PipelineRun>>,
+    runs: Mutex<BTreeMap<(String, String), Arc<PipelineRun>>>,
     tokens: Mutex<BTreeMap<(String, String), String>>,
     /// Per run: whether its runner token was stored when the run was created.
     token_at_create: Mutex<BTreeMap<(String, String), bool>>,
@@ -458,6 +465,7 @@ impl MemoryRuns {
     ) -> Result<Option<PipelineRun>, BackendError> {
         let mut runs = self.runs.lock().map_err(|_| poisoned())?;
         Ok(runs.get_mut(&Self::key(ns, name)).map(|r| {
+            let r = Arc::make_mut(r);
             change(r);
             Self::bump(r);
             r.clone()
@@ -466,14 +474,18 @@ impl MemoryRuns {
 
     /// A run as stored.
     pub fn run(&self, ns: &str, name: &str) -> Option<PipelineRun> {
-        self.runs.lock().ok()?.get(&Self::key(ns, name)).cloned()
+        self.runs
+            .lock()
+            .ok()?
+            .get(&Self::key(ns, name))
+            .map(|r| (**r).clone())
     }
 
     /// Put a run in the map as is.
     pub fn insert(&self, run: PipelineRun) {
         let key = Self::key(&run.namespace().unwrap_or_default(), &run.name_any());
         if let Ok(mut runs) = self.runs.lock() {
-            runs.insert(key, run);
+            runs.insert(key, Arc::new(run));
         }
     }
 
@@ -556,7 +568,7 @@ impl RunBackend for MemoryRuns {
                 .lock()
                 .map_err(|_| poisoned())?
                 .insert(key.clone(), stored);
-            runs.insert(key, run.clone());
+            runs.insert(key, Arc::new(run.clone()));
             Ok(run)
         })();
         async move { result }.boxed()
@@ -570,7 +582,7 @@ impl RunBackend for MemoryRuns {
         let result = self
             .runs
             .lock()
-            .map(|runs| runs.get(&Self::key(ns, name)).cloned())
+            .map(|runs| runs.get(&Self::key(ns, name)).map(|r| (**r).clone()))
             .map_err(|_| poisoned());
         async move { result }.boxed()
     }
@@ -578,7 +590,7 @@ impl RunBackend for MemoryRuns {
     fn list<'a>(
         &'a self,
         ns: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<PipelineRun>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Arc<PipelineRun>>, BackendError>> {
         let result = self
             .runs
             .lock()
@@ -617,6 +629,7 @@ impl RunBackend for MemoryRuns {
                 let Some(r) = runs.get_mut(&Self::key(ns, name)) else {
                     return Ok(None);
                 };
+                let r = Arc::make_mut(r);
                 if resource_version
                     .is_some_and(|rv| r.metadata.resource_version.as_deref() != Some(rv))
                 {

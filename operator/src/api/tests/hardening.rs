@@ -167,7 +167,7 @@ async fn a_run_that_cannot_be_created_leaves_no_credential() {
             ns: Option<&'a str>,
         ) -> futures::future::BoxFuture<
             'a,
-            Result<Vec<sparkwing_crds::pipeline_run::PipelineRun>, BackendError>,
+            Result<Vec<std::sync::Arc<sparkwing_crds::pipeline_run::PipelineRun>>, BackendError>,
         > {
             self.0.list(ns)
         }

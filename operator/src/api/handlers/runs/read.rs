@@ -2,6 +2,7 @@
 //! (one run with its job states).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -101,7 +102,7 @@ pub async fn list(
         .iter()
         .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
         .collect();
-    let mut out: BTreeMap<ListKey, (PipelineRun, bool)> = BTreeMap::new();
+    let mut out: BTreeMap<ListKey, (Arc<PipelineRun>, bool)> = BTreeMap::new();
     for run in live.into_iter().filter(|r| wanted(r)) {
         let key = list_key(&run);
         if after_cursor(&key) {
@@ -129,7 +130,7 @@ pub async fn list(
             if live_keys.contains(&k) {
                 continue;
             }
-            let run = Store::summary_run(summary)?;
+            let run = Arc::new(Store::summary_run(summary)?);
             let key = (std::cmp::Reverse(summary.created_ms), k.0, k.1);
             out.insert(key, (run, false));
             archived += 1;
