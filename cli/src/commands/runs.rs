@@ -91,30 +91,6 @@ pub fn list(args: ListArgs) -> CmdResult {
     Ok(ExitCode::Success)
 }
 
-/// The rows under a job of `runs status` (a local run's, and `--profile`'s from the API) for its
-/// outputs (masked as stored): `output KEY=VALUE` each, in key order, in the job column's indent;
-/// a value's control characters (a newline) are escaped so each output keeps one row.
-pub(super) fn output_rows(out: &Printer, indent: Column, outputs: Option<&serde_json::Value>) {
-    let Some(outputs) = outputs.and_then(serde_json::Value::as_object) else {
-        return;
-    };
-    for (k, v) in outputs {
-        let text = match v {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let mut shown = String::with_capacity(text.len());
-        for c in text.chars() {
-            if c.is_control() {
-                shown.extend(c.escape_default());
-            } else {
-                shown.push(c);
-            }
-        }
-        out.row(&[indent], &[&"", &format_args!("output {k}={shown}")]);
-    }
-}
-
 fn run_json(r: &RunRecord, now: i64) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
     v["duration_ms"] = json!(r.duration_ms(now));
@@ -205,7 +181,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
                     if let Some(c) = &j.child_run {
                         out.row(&TABLE[..1], &[&"", &format_args!("child: {c}")]);
                     }
-                    output_rows(&out, TABLE[0], j.outputs.as_ref());
+                    out.job_outputs(TABLE[0], j.outputs.as_ref());
                 }
             }
             super::storage::print_run_storage(&store, &run.id)?;
