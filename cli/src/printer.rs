@@ -59,6 +59,40 @@ impl Printer {
     pub fn row(&self, table: &[Column], cells: &[&dyn Display]) {
         println!("{}", row(table, cells));
     }
+
+    /// The rows under a job of `runs status` (a local run's, and `--profile`'s from the API) for
+    /// its outputs (masked as stored): `output KEY=VALUE` each, in key order, after an empty cell
+    /// of the job column; a value's control characters (a newline) are escaped so each output
+    /// keeps one row.
+    pub fn job_outputs(&self, job_column: Column, outputs: Option<&serde_json::Value>) {
+        for line in job_output_rows(job_column, outputs) {
+            println!("{line}");
+        }
+    }
+}
+
+fn job_output_rows(job_column: Column, outputs: Option<&serde_json::Value>) -> Vec<String> {
+    let Some(outputs) = outputs.and_then(serde_json::Value::as_object) else {
+        return Vec::new();
+    };
+    outputs
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let mut shown = String::with_capacity(text.len());
+            for c in text.chars() {
+                if c.is_control() {
+                    shown.extend(c.escape_default());
+                } else {
+                    shown.push(c);
+                }
+            }
+            row(&[job_column], &[&"", &format_args!("output {k}={shown}")])
+        })
+        .collect()
 }
 
 /// A padded column of a table, and what separates it from the next.
@@ -118,5 +152,20 @@ mod tests {
             row(&table, &[&"x", &"y", &"z"]),
             format!("{:<6} {:>4}  {}", "x", "y", "z")
         );
+    }
+
+    #[test]
+    fn a_jobs_outputs_are_one_row_each_in_key_order() {
+        let outputs = serde_json::json!({"version": "1.2.3", "key": "***\n", "tab": "a\tb"});
+        assert_eq!(
+            job_output_rows(Column::left(4), Some(&outputs)),
+            [
+                "     output key=***\\n",
+                "     output tab=a\\tb",
+                "     output version=1.2.3"
+            ]
+        );
+        assert!(job_output_rows(Column::left(4), None).is_empty());
+        assert!(job_output_rows(Column::left(4), Some(&serde_json::Value::Null)).is_empty());
     }
 }

@@ -131,6 +131,11 @@ fn run_profile_with_the_api_down_completes_locally_and_push_delivers_it_later() 
     );
     let (ns, name) = only_run(&api);
     assert_lines_run_on_api(&api, &ns, &name, "offline");
+    // The jobs' outputs came with their states, from the local store.
+    assert_eq!(
+        api.run(&ns, &name)["jobs"]["greet"]["outputs"],
+        serde_json::json!({"greeting": "hello offline"})
+    );
     // Pushing again does not make a second run.
     let out = sw.sw(["runs", "push", &id, "--profile", "ci"]);
     out.assert_code(0);
@@ -217,6 +222,10 @@ fn run_profile_never_sends_a_secret_arg_to_the_api() {
     );
     let run = api.run(&ns, &name);
     assert_eq!(run["run"]["spec"]["args"]["token"], "***", "{run}");
+    assert_eq!(
+        run["jobs"]["greet"]["outputs"]["auth"], "token=***",
+        "{run}"
+    );
     // Nowhere in the API's data: logs, job states, runs, archive.
     fn walk(dir: &std::path::Path, secret: &str) {
         for e in std::fs::read_dir(dir).unwrap() {

@@ -329,3 +329,64 @@ fn runner_of_a_later_attempt_continues_the_earlier_attempts_lines() {
     let run = api.run(&ns, &name);
     assert_eq!(run["jobs"]["wait"]["state"], "cancelled", "{run}");
 }
+
+#[test]
+fn runner_reports_each_jobs_outputs_masked_and_runs_status_profile_shows_them() {
+    let api = Api::start();
+    let mut sw = Sw::fixture("remote");
+    let profiles = sw.home().join("profiles.yaml");
+    std::fs::write(
+        &profiles,
+        format!(
+            "profiles:\n  ci:\n    controller: {}\n    token_env: SW_ADMIN\n    namespace: ci\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    sw.env("SPARKWING_PROFILES", profiles.to_str().unwrap())
+        .env("SW_ADMIN", &api.admin);
+    let upload = api.upload(sw.root());
+    let secret = "hunter2-secret-value";
+    let (ns, name, token) = api.trigger(
+        "lines",
+        &upload,
+        json!({"who": "cluster", "n": "2", "token": secret}),
+    );
+    let out = sw.run_cmd(runner_cmd(&sw, &api, &ns, &name, &token));
+    out.assert_code(0);
+
+    // The job's end carried its outputs, the secret masked as in the local store.
+    let run = api.run(&ns, &name);
+    let want = json!({"greeting": "hello cluster", "auth": "token=***"});
+    assert_eq!(run["jobs"]["greet"]["outputs"], want, "{run}");
+    assert!(run["jobs"]["count"].get("outputs").is_none(), "{run}");
+    // (The test triggered through the API with the arg in clear: only the job states matter.)
+    assert!(!run["jobs"].to_string().contains(secret), "{run}");
+    let local = sw.job(&out.run_id(), "greet");
+    assert_eq!(local["outputs"], want, "{local}");
+
+    // `runs status --profile` prints them as the local `runs status` does.
+    let run_ref = format!("{ns}/{name}");
+    // (No operator here: the PipelineRun stays Pending, so the exit code is not the point.)
+    let json_status = sw.sw(["runs", "status", &run_ref, "--profile", "ci", "-o", "json"]);
+    let v = json_status.stdout_json();
+    assert_eq!(v["jobs"]["greet"]["outputs"], want, "{v}");
+    assert!(!v["jobs"].to_string().contains(secret), "{v}");
+    let status = sw.sw(["runs", "status", &run_ref, "--profile", "ci"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("{:24} output auth=token=***\n", ""))
+            && status
+                .stdout
+                .contains(&format!("{:24} output greeting=hello cluster\n", "")),
+        "{status}"
+    );
+    let local_status = sw.sw(["runs", "status", &out.run_id()]);
+    assert!(
+        local_status
+            .stdout
+            .contains(&format!("{:24} output greeting=hello cluster\n", "")),
+        "{local_status}"
+    );
+}

@@ -1554,16 +1554,17 @@ fn record_terminal(
     let spec = &sched.plan().jobs[job];
     let progress = sched.job(job);
     let now = now_ms();
-    let outputs = if jobs[job].outputs.is_empty() {
-        None
-    } else {
-        let v: Map<String, Value> = jobs[job]
+    // Masked once: the store and the sink get the same values.
+    let masked: Option<BTreeMap<String, String>> = (!jobs[job].outputs.is_empty()).then(|| {
+        jobs[job]
             .outputs
             .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        Some(rec.masker.mask_json(&Value::Object(v)).to_string())
-    };
+            .map(|(k, v)| (k.clone(), rec.masker.mask(v).into_owned()))
+            .collect()
+    });
+    let outputs = masked
+        .as_ref()
+        .map(|m| serde_json::to_string(m).unwrap_or_default());
     let reason = progress
         .reason
         .as_deref()
@@ -1621,17 +1622,16 @@ fn record_terminal(
             progress.state
         ),
     };
-    rec.sink_state(
-        &spec.id,
-        sink::job_state_report(
-            progress.state,
-            progress.attempt,
-            Some(jobs[job].started_ms),
-            Some(now),
-            exit_code,
-            reason.as_deref(),
-        ),
+    let mut report = sink::job_state_report(
+        progress.state,
+        progress.attempt,
+        Some(jobs[job].started_ms),
+        Some(now),
+        exit_code,
+        reason.as_deref(),
     );
+    report.outputs = masked;
+    rec.sink_state(&spec.id, report);
     let kind = match progress.state {
         JobState::Success => "job_succeeded",
         JobState::Failed => "job_failed",

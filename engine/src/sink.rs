@@ -97,6 +97,7 @@ pub fn job_state_report(
         gate: false,
         gate_message: None,
         needs: Vec::new(),
+        outputs: None,
     }
 }
 

@@ -9,7 +9,9 @@
 //! a `log_gap` answer resends from the seq the API expects. Other refusals (a bad or revoked
 //! token, a run that does not exist) stop delivery; [`RunSink::flush`] reports what is left.
 
-use sparkwing_api::wire::{FinishRequest, JobStateReport, LogLine, LogStream};
+use sparkwing_api::wire::{
+    outputs_size, FinishRequest, JobStateReport, LogLine, LogStream, MAX_JOB_OUTPUTS_BYTES,
+};
 use sparkwing_api::{ApiClient, RemoteError};
 use sparkwing_core::RunPhase;
 use sparkwing_engine::sink::{FlushReport, RunSink, SinkLine};
@@ -204,7 +206,8 @@ impl RunSink for ApiSink {
         }
     }
 
-    fn job_state(&self, job: &str, state: JobStateReport) {
+    fn job_state(&self, job: &str, mut state: JobStateReport) {
+        within_outputs_cap(job, &mut state);
         let mut q = self.shared.lock();
         q.states.retain(|(_, j, _)| j != job);
         let order = q.next_order;
@@ -255,6 +258,24 @@ impl RunSink for ApiSink {
         q.flushing = false;
         report
     }
+}
+
+/// The API refuses a job state whose outputs exceed [`MAX_JOB_OUTPUTS_BYTES`] (and a refusal
+/// would stop this sink's delivery): such a state is sent without its outputs, with a warning.
+/// Returns whether it kept them.
+fn within_outputs_cap(job: &str, state: &mut JobStateReport) -> bool {
+    let Some(outputs) = &state.outputs else {
+        return true;
+    };
+    let size = outputs_size(outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if size <= MAX_JOB_OUTPUTS_BYTES {
+        return true;
+    }
+    tracing::warn!(
+        "job {job}: its outputs hold {size} bytes, over the API's limit of {MAX_JOB_OUTPUTS_BYTES}: its state is reported without them"
+    );
+    state.outputs = None;
+    false
 }
 
 /// What the thread sends next.
@@ -549,6 +570,47 @@ mod tests {
         let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert_eq!(lines[2].ts, "1970-01-01T00:00:01.003Z");
+    }
+
+    #[test]
+    fn outputs_over_the_apis_cap_are_left_out_of_the_state() {
+        use sparkwing_core::JobState;
+        let mut state =
+            sparkwing_engine::sink::job_state_report(JobState::Success, 1, None, None, None, None);
+        state.outputs = Some([("v".to_string(), "x".repeat(MAX_JOB_OUTPUTS_BYTES - 1))].into());
+        assert!(within_outputs_cap("a", &mut state));
+        assert!(state.outputs.is_some());
+        state.outputs = Some([("v".to_string(), "x".repeat(MAX_JOB_OUTPUTS_BYTES))].into());
+        assert!(!within_outputs_cap("a", &mut state));
+        assert_eq!(state.outputs, None);
+        assert_eq!(state.state, JobState::Success.into());
+    }
+
+    #[test]
+    fn a_jobs_outputs_reach_the_api_with_its_end() {
+        use sparkwing_core::JobState;
+        let s = served();
+        let sink = ApiSink::start(s.runner.clone(), &s.ns, &s.name);
+        let mut state =
+            sparkwing_engine::sink::job_state_report(JobState::Success, 1, None, None, None, None);
+        state.outputs = Some([("version".to_string(), "1.2.3".to_string())].into());
+        sink.job_state("a", state);
+        // Too big: the state arrives, without them, and delivery goes on.
+        let mut big =
+            sparkwing_engine::sink::job_state_report(JobState::Success, 1, None, None, None, None);
+        big.outputs = Some([("v".to_string(), "x".repeat(MAX_JOB_OUTPUTS_BYTES + 1))].into());
+        sink.job_state("b", big);
+        sink.log_line(line("b", 1));
+        let report = sink.flush(Instant::now() + Duration::from_secs(20));
+        assert!(report.is_complete(), "{report:?}");
+        let run = s.admin.get_run(&s.ns, &s.name).unwrap();
+        let jobs = run.jobs.unwrap();
+        assert_eq!(
+            jobs["a"]["outputs"],
+            serde_json::json!({"version": "1.2.3"})
+        );
+        assert_eq!(jobs["b"]["state"], "success");
+        assert!(jobs["b"].get("outputs").is_none(), "{}", jobs["b"]);
     }
 
     #[test]

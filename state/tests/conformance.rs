@@ -57,6 +57,7 @@ conformance!(
     concurrency_groups_change_atomically,
     concurrency_groups_keep_jobs_entries_apart,
     a_fan_outs_job_names_are_stored,
+    job_states_keep_their_outputs,
 );
 
 /// A job a fan-out expanded into is named `test[3]`: its state and log are stored under that name
@@ -1443,4 +1444,33 @@ async fn concurrency_groups_keep_jobs_entries_apart(b: Backend) {
     assert_eq!(m.group_runs().await.unwrap(), vec![a.clone()]);
     assert_eq!(m.leave_groups(&a).await.unwrap(), ["deploy-prod", "other"]);
     assert!(m.run_groups(&a).await.unwrap().is_empty());
+}
+
+/// A job state's `outputs` (the API's cap is 64 KiB of keys and values) are kept with it, exactly,
+/// and go with it when a later report replaces the state.
+async fn job_states_keep_their_outputs(b: Backend) {
+    let m = &b.meta;
+    let r = RunKey::new("ci", "outputs-1");
+    let big = "v".repeat(64 * 1024 - 3);
+    let ended = json!({
+        "state": "success",
+        "attempt": 1,
+        "outputs": {
+            "version": "1.2.3",
+            "token": "***",
+            "multi": "line 1\nline 2 \"quoted\" \\ é ✓",
+            "empty": "",
+            "big": big,
+        }
+    });
+    m.put_job_state(&r, "detect", &ended).await.unwrap();
+    let states = m.job_states(&r).await.unwrap();
+    assert_eq!(states, vec![("detect".to_string(), ended)]);
+    // A retry's report replaces it, outputs and all.
+    let again = json!({"state": "running", "attempt": 2});
+    m.put_job_state(&r, "detect", &again).await.unwrap();
+    assert_eq!(
+        m.job_states(&r).await.unwrap(),
+        vec![("detect".to_string(), again)]
+    );
 }

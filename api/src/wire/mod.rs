@@ -23,6 +23,7 @@ pub use error::ErrorBody;
 pub use gates::{GateAnswer, GateDecision, GateDecisionRequest};
 pub use logs::{IngestReport, LogLine, LogPage, LogRecord, LogStream};
 pub use pools::{ClaimAnswer, ClaimRequest};
+pub use runs::{outputs_size, MAX_JOB_OUTPUTS_BYTES};
 pub use runs::{
     BranchCheck, CancelMode, CancelRequest, CreatedRun, ExternalSource, FinishRequest, GitSource,
     JobStateReport, LocalSource, ParentRef, ReportedJobState, RunList, RunView, Source,

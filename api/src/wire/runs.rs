@@ -189,6 +189,23 @@ pub struct JobStateReport {
     /// for a job without needs, and from runners before it was added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
+    /// The outputs the job set (`job.output(k, v)`), sent with its end, masked as the local run
+    /// store keeps them (a value that held a secret reads `***`). Absent for a job without
+    /// outputs, before its end, and from runners before it was added. At most
+    /// [`MAX_JOB_OUTPUTS_BYTES`] (see [`outputs_size`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, String>>,
+}
+
+/// The most a job state's `outputs` may hold, in bytes of its keys and values
+/// ([`outputs_size`]): the API refuses a larger report (413), a runner sends the state without
+/// them.
+pub const MAX_JOB_OUTPUTS_BYTES: usize = 64 * 1024;
+
+/// The size of a job's outputs as [`MAX_JOB_OUTPUTS_BYTES`] counts it: the UTF-8 bytes of every
+/// key and value.
+pub fn outputs_size<'a>(outputs: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+    outputs.into_iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// A reported job state: one of the scheduler's [`JobState`]s, or `retrying` (between two

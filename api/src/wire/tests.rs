@@ -182,8 +182,10 @@ fn job_states_use_the_schedulers_names() {
             gate: false,
             gate_message: None,
             needs: vec!["build".into()],
+            outputs: None,
         });
         assert_eq!(v["needs"], json!(["build"]));
+        assert!(v.get("outputs").is_none());
         assert_eq!(v["state"], s.as_str());
     }
     let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
@@ -200,6 +202,34 @@ fn job_states_use_the_schedulers_names() {
         documented(json!({"state": "pending", "attempt": 0, "needs": ["build", "lint"]}));
     assert_eq!(n.needs, ["build", "lint"]);
     assert!(serde_json::from_value::<JobStateReport>(json!({"state": "bogus"})).is_err());
+}
+
+#[test]
+fn a_job_state_carries_its_outputs_masked_and_optional() {
+    let r: JobStateReport = documented(json!({
+        "state": "success", "attempt": 1, "finishedAt": "2026-01-01T10:00:01Z",
+        "outputs": {"version": "1.2.3", "token": "***"}
+    }));
+    let outputs = r.outputs.clone().unwrap();
+    assert_eq!(outputs["version"], "1.2.3");
+    assert_eq!(outputs["token"], "***");
+    assert_eq!(round_trip(&r)["outputs"]["token"], "***");
+    // A runner before outputs were added: no field.
+    let old: JobStateReport = documented(json!({"state": "success", "attempt": 1}));
+    assert_eq!(old.outputs, None);
+    // Values are strings.
+    assert!(serde_json::from_value::<JobStateReport>(
+        json!({"state": "success", "outputs": {"n": 1}})
+    )
+    .is_err());
+    assert_eq!(
+        size_of_outputs(&outputs),
+        "version".len() + "1.2.3".len() + "token".len() + 3
+    );
+}
+
+fn size_of_outputs(o: &BTreeMap<String, String>) -> usize {
+    outputs_size(o.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 #[test]

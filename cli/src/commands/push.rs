@@ -224,17 +224,26 @@ pub fn push(run: &str, profile: Option<&str>) -> CmdResult {
                 line: r.line,
             });
         }
-        sink.job_state(
-            &job.job_id,
-            job_state_report(
-                job.state,
-                job.attempt,
-                job.started_at,
-                job.finished_at,
-                job.exit_code,
-                job.reason.as_deref(),
-            ),
+        let mut state = job_state_report(
+            job.state,
+            job.attempt,
+            job.started_at,
+            job.finished_at,
+            job.exit_code,
+            job.reason.as_deref(),
         );
+        // Its outputs as the store keeps them (masked when the run recorded them).
+        state.outputs = job
+            .outputs
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            });
+        sink.job_state(&job.job_id, state);
     }
     sink.run_finished(rec.status, rec.error.clone());
     let report: FlushReport = sink.flush(Instant::now() + PUSH_DEADLINE);

@@ -241,6 +241,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
                                 &str_of(s, "reason"),
                             ],
                         );
+                        out.job_outputs(TABLE[0], s.get("outputs"));
                     }
                     // How to decide a gate that waits (its decision shows as its reason).
                     for (job, s) in jobs {

@@ -181,6 +181,7 @@ pub fn status(args: StatusArgs) -> CmdResult {
                     if let Some(c) = &j.child_run {
                         out.row(&TABLE[..1], &[&"", &format_args!("child: {c}")]);
                     }
+                    out.job_outputs(TABLE[0], j.outputs.as_ref());
                 }
             }
             super::storage::print_run_storage(&store, &run.id)?;

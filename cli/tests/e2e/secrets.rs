@@ -98,6 +98,13 @@ fn secrets_are_masked_everywhere() {
     );
     let pretty = sw.sw(["runs", "status", "--run", &id]);
     assert_clean("runs status", &pretty.stdout);
+    // The job's outputs, under its row, masked.
+    assert!(
+        pretty
+            .stdout
+            .contains(&format!("{:24} output tok=***\n", "")),
+        "{pretty}"
+    );
     let list = sw.sw(["runs", "list", "-o", "json"]);
     assert_clean("runs list -o json", &list.stdout);
     let logs = sw.sw(["runs", "logs", "--run", &id]);
@@ -176,6 +183,15 @@ fn every_line_of_a_multi_line_secret_is_masked() {
     assert_eq!(
         find_job(&status.stdout_json(), "show")["outputs"],
         json!({"key": "***\n"})
+    );
+    // `runs status` keeps it on one row: the newline escaped.
+    let pretty = sw.sw(["runs", "status", "--run", &id]);
+    assert_no_key_line("runs status", &pretty.stdout);
+    assert!(
+        pretty
+            .stdout
+            .contains(&format!("{:24} output key=***\\n\n", "")),
+        "{pretty}"
     );
     let logs = sw.sw(["runs", "logs", "--run", &id]);
     assert_no_key_line("runs logs", &logs.stdout);

@@ -63,6 +63,9 @@ pub enum ApiError {
     Busy(String),
     #[error("{what} exceeds the limit of {limit} bytes")]
     PayloadTooLarge { what: &'static str, limit: u64 },
+    /// A 413 whose message names what is too large and the limit (e.g. a job's outputs).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("state: {0}")]
     State(#[from] StateError),
     #[error("run backend: {0}")]
@@ -125,7 +128,9 @@ impl ApiError {
             ApiError::Backend(BackendError::AlreadyExists(_) | BackendError::Conflict(_)) => {
                 StatusCode::CONFLICT
             }
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Backend(_) => StatusCode::BAD_GATEWAY,
@@ -157,7 +162,7 @@ impl ApiError {
                 "conflict"
             }
             ApiError::LogGap { .. } => "log_gap",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::PayloadTooLarge { .. } | ApiError::TooLarge(_) => "payload_too_large",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Busy(_) => "busy",
             ApiError::Backend(_) => "backend",

@@ -631,3 +631,131 @@ async fn api_runner_reports_its_runs_branch_check_and_only_its_own() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }
+
+#[tokio::test]
+async fn api_job_states_carry_their_outputs_within_the_cap() {
+    use sparkwing_api::wire::MAX_JOB_OUTPUTS_BYTES;
+    let f = fx().await;
+    let (ns, name, token) = trigger_external(&f).await;
+    let job = |j: &str| format!("/api/v1/runs/{ns}/{name}/jobs/{j}");
+    // A job's end with its outputs (masked by the runner), read back with the run.
+    let r = f
+        .json(
+            Method::PUT,
+            &job("detect"),
+            &token,
+            json!({"state": "success", "attempt": 1, "outputs": {"version": "1.2.3", "token": "***"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // A runner before outputs: no field, accepted as before.
+    let r = f
+        .json(
+            Method::PUT,
+            &job("build"),
+            &token,
+            json!({"state": "success", "attempt": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // Exactly at the cap: accepted.
+    let at_cap = "x".repeat(MAX_JOB_OUTPUTS_BYTES - 1);
+    let r = f
+        .json(
+            Method::PUT,
+            &job("full"),
+            &token,
+            json!({"state": "success", "attempt": 1, "outputs": {"v": at_cap}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // Over it: 413 naming the job and the cap; nothing stored.
+    let r = f
+        .json(
+            Method::PUT,
+            &job("huge"),
+            &token,
+            json!({"state": "success", "attempt": 1, "outputs": {"v": format!("{at_cap}x")}}),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!(
+            "job huge: its outputs hold {} bytes",
+            MAX_JOB_OUTPUTS_BYTES + 1
+        ),
+    );
+    assert!(r
+        .body
+        .contains(&format!("limit of {MAX_JOB_OUTPUTS_BYTES} bytes per job")));
+    // Other shapes: 400 saying what an output is.
+    for (bad, says) in [
+        (json!(["v"]), "must be a JSON object"),
+        (json!({"n": 1}), "output \"n\" is not a string"),
+    ] {
+        let r = f
+            .json(
+                Method::PUT,
+                &job("odd"),
+                &token,
+                json!({"state": "success", "outputs": bad}),
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", says);
+    }
+    let jobs = f
+        .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
+        .await
+        .json()["jobs"]
+        .clone();
+    assert_eq!(
+        jobs["detect"]["outputs"],
+        json!({"version": "1.2.3", "token": "***"}),
+        "{jobs}"
+    );
+    assert!(jobs["build"].get("outputs").is_none(), "{jobs}");
+    assert_eq!(
+        jobs["full"]["outputs"]["v"].as_str().unwrap().len(),
+        MAX_JOB_OUTPUTS_BYTES - 1
+    );
+    assert!(
+        jobs.get("huge").is_none() && jobs.get("odd").is_none(),
+        "{jobs}"
+    );
+    // A later attempt's report replaces the state, outputs with it (they are its end's).
+    let r = f
+        .json(
+            Method::PUT,
+            &job("full"),
+            &token,
+            json!({"state": "running", "attempt": 2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+
+    // The run ends and its PipelineRun goes: the archived run answers the same outputs.
+    f.runs.set_phase(&ns, &name, RunPhase::Running);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            &token,
+            json!({"phase": "Succeeded"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    f.runs.delete(&ns, &name);
+    let v = f
+        .get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader)
+        .await
+        .json();
+    assert_eq!(v["live"], false, "{v}");
+    assert_eq!(
+        v["jobs"]["detect"]["outputs"],
+        json!({"version": "1.2.3", "token": "***"}),
+        "{v}"
+    );
+    assert!(v["jobs"]["full"].get("outputs").is_none(), "{v}");
+}

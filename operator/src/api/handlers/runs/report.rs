@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kube::ResourceExt;
 use sparkwing_api::names::{BRANCHES_IN_SYNC_ANNOTATION, BRANCH_DRIFT_ANNOTATION};
-use sparkwing_api::wire::BranchCheck;
+use sparkwing_api::wire::{outputs_size, BranchCheck, MAX_JOB_OUTPUTS_BYTES};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiState};
@@ -27,11 +27,43 @@ pub async fn put_job_state(
     if !state.is_object() {
         return Err(ApiError::BadRequest("a job state is a JSON object".into()));
     }
+    check_outputs(&job, &state)?;
     st.store
         .meta
         .put_job_state(&sparkwing_state::RunKey::new(&ns, &name), &job, &state)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A job state's `outputs`, when present (`null` reads as absent): an object of string values
+/// whose keys and values hold at most [`MAX_JOB_OUTPUTS_BYTES`] bytes. Over it: a 413 naming the
+/// job and the limit; another shape: a 400.
+pub fn check_outputs(job: &str, state: &serde_json::Value) -> Result<(), ApiError> {
+    let outputs = match state.get("outputs") {
+        None | Some(serde_json::Value::Null) => return Ok(()),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "job {job}: \"outputs\" must be a JSON object of output names to string values"
+            )))
+        }
+    };
+    let mut pairs = Vec::with_capacity(outputs.len());
+    for (k, v) in outputs {
+        let Some(v) = v.as_str() else {
+            return Err(ApiError::BadRequest(format!(
+                "job {job}: output {k:?} is not a string: an output's value is a string"
+            )));
+        };
+        pairs.push((k.as_str(), v));
+    }
+    let size = outputs_size(pairs);
+    if size > MAX_JOB_OUTPUTS_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "job {job}: its outputs hold {size} bytes (keys and values), over the limit of {MAX_JOB_OUTPUTS_BYTES} bytes per job; set fewer or smaller outputs"
+        )));
+    }
+    Ok(())
 }
 
 /// Longest drift message kept (bytes).
