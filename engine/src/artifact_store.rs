@@ -1,7 +1,7 @@
 //! Where artifacts live (`docs/authoring.md#artifacts`). An [`ArtifactStore`] keeps what a run's
 //! jobs publish and hands it to the jobs that consume it and to `sparkwing runs artifacts`;
-//! [`LocalArtifactStore`] copies under the run's directory (a cluster's store, through the API,
-//! is to come).
+//! [`LocalArtifactStore`] copies under the run's directory (a runner pod uses the API's,
+//! `sparkwing_runner::stores`).
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Where dependency caches live (`docs/authoring.md#caches`). A [`CacheStore`] lists, restores,
 //! saves and removes entries; [`LocalCacheStore`] keeps them under `$SPARKWING_HOME/caches`
-//! (a cluster's store, through the API, is to come). Which entry to restore and which to evict
+//! (a runner pod uses the API's, `sparkwing_runner::stores`). Which entry to restore and which to evict
 //! is decided by `sparkwing_core::cache`.
 
 use sparkwing_core::cache::{self, CacheEntry};
