@@ -1562,7 +1562,7 @@ async fn artifacts_are_kept_per_run_and_go_with_it(b: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(gone, [r1.clone()]);
+    assert_eq!(gone, std::slice::from_ref(&r1));
     assert!(m.list_artifacts(&r1).await.unwrap().is_empty());
     assert_eq!(m.chunk_manifests().await.unwrap(), ["m3"]);
     assert!(matches!(
