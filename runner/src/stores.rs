@@ -40,6 +40,8 @@ impl Chunking {
 
 /// Most uncompressed bytes in one blob batch request (the API takes 64 MiB compressed).
 const BATCH_BYTES: u64 = 32 << 20;
+/// Chunks downloaded at once.
+const DOWNLOADS: usize = 4;
 
 /// One cut chunk: what the manifest says of it and where it is in the file.
 struct Cut {
@@ -183,15 +185,21 @@ impl Remote {
         Ok(())
     }
 
-    /// Write the content of `m` (its chunks in order, each checked) to `dest`.
+    /// Write the content of `m` (its chunks in order, each checked) to `dest`: [`DOWNLOADS`]
+    /// chunks at a time, each written at its offset.
     fn download(&self, m: &ChunkManifest, dest: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
         let file = File::create(dest).map_err(StoreError::Io)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut offsets = Vec::with_capacity(m.chunks.len());
+        let mut at = 0u64;
         for c in &m.chunks {
-            let bytes = self
-                .client
-                .get_blob(&c.sha256)
-                .map_err(StoreError::Remote)?;
+            offsets.push(at);
+            at += c.size;
+        }
+        let next = AtomicU64::new(0);
+        let fetch_one = |i: usize| -> Result<(), StoreError> {
+            let c = &m.chunks[i];
+            let bytes = self.client.get_blob(&c.sha256).map_err(StoreError::Remote)?;
             let actual = hex::encode(Sha256::digest(&bytes));
             if actual != c.sha256 || bytes.len() as u64 != c.size {
                 return Err(StoreError::Io(std::io::Error::other(format!(
@@ -200,9 +208,36 @@ impl Remote {
                     bytes.len()
                 ))));
             }
-            out.write_all(&bytes).map_err(StoreError::Io)?;
-        }
-        out.flush().map_err(StoreError::Io)
+            file.write_all_at(&bytes, offsets[i]).map_err(StoreError::Io)
+        };
+        let worker = || -> Result<(), StoreError> {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= m.chunks.len() {
+                    return Ok(());
+                }
+                if let Err(e) = fetch_one(i) {
+                    // The others stop at their next chunk.
+                    next.store(u64::MAX / 2, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        };
+        let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..DOWNLOADS.min(m.chunks.len().max(1)))
+                .map(|_| scope.spawn(worker))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io(std::io::Error::other("a download thread panicked")))
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect::<Result<(), _>>()?;
+        file.set_len(at).map_err(StoreError::Io)
     }
 }
 
