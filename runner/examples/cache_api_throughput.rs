@@ -158,7 +158,10 @@ fn main() {
         median(tar_x),
         median(incr),
     );
-    println!("tree: {mib} MiB, {} files; {rounds} rounds; median MiB/s", names.len());
+    println!(
+        "tree: {mib} MiB, {} files; {rounds} rounds; median MiB/s",
+        names.len()
+    );
     println!("save through the API (all chunks new):  {save:8.1}   tar -cf: {tar_c:8.1}   ({:.0}% of tar)", 100.0 * save / tar_c);
     println!("restore through the API:                {restore:8.1}   tar -xf: {tar_x:8.1}   ({:.0}% of tar)", 100.0 * restore / tar_x);
     println!(

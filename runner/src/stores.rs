@@ -199,7 +199,10 @@ impl Remote {
         let next = AtomicU64::new(0);
         let fetch_one = |i: usize| -> Result<(), StoreError> {
             let c = &m.chunks[i];
-            let bytes = self.client.get_blob(&c.sha256).map_err(StoreError::Remote)?;
+            let bytes = self
+                .client
+                .get_blob(&c.sha256)
+                .map_err(StoreError::Remote)?;
             let actual = hex::encode(Sha256::digest(&bytes));
             if actual != c.sha256 || bytes.len() as u64 != c.size {
                 return Err(StoreError::Io(std::io::Error::other(format!(
@@ -208,7 +211,8 @@ impl Remote {
                     bytes.len()
                 ))));
             }
-            file.write_all_at(&bytes, offsets[i]).map_err(StoreError::Io)
+            file.write_all_at(&bytes, offsets[i])
+                .map_err(StoreError::Io)
         };
         let worker = || -> Result<(), StoreError> {
             loop {
@@ -231,7 +235,9 @@ impl Remote {
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(StoreError::Io(std::io::Error::other("a download thread panicked")))
+                        Err(StoreError::Io(std::io::Error::other(
+                            "a download thread panicked",
+                        )))
                     })
                 })
                 .collect()
