@@ -230,9 +230,13 @@ pub enum CacheCommand {
 pub struct CacheListArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
-    /// Not yet: a cluster's caches (exit code 2).
+    /// List the caches of this profile's cluster (through its API, `runs:read`) instead of
+    /// this machine's.
     #[arg(long = "profile", value_name = "PROFILE")]
     pub profile: Option<String>,
+    /// With --profile: only this namespace's caches.
+    #[arg(long = "namespace", value_name = "NS", requires = "profile")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -240,18 +244,25 @@ pub struct CachePruneArgs {
     /// Remove every entry.
     #[arg(
         long,
-        conflicts_with = "older_than",
-        required_unless_present = "older_than"
+        conflicts_with_all = ["older_than", "key"],
+        required_unless_present_any = ["older_than", "key"]
     )]
     pub all: bool,
     /// Remove the entries not used for this long (e.g. 7d, 12h).
-    #[arg(long = "older-than", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long = "older-than", value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "key")]
     pub older_than: Option<std::time::Duration>,
+    /// Remove the entry with this key (an unknown key exits 5).
+    #[arg(long = "key", value_name = "KEY")]
+    pub key: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
     pub output: OutputFormat,
-    /// Not yet: a cluster's caches (exit code 2).
+    /// Prune the caches of this profile's cluster (through its API, `admin`) instead of this
+    /// machine's.
     #[arg(long = "profile", value_name = "PROFILE")]
     pub profile: Option<String>,
+    /// With --profile: only this namespace's caches.
+    #[arg(long = "namespace", value_name = "NS", requires = "profile")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -26,3 +26,18 @@ pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 pub fn within_cap(size: u64, cap: u64) -> bool {
     size <= cap
 }
+
+/// Sizes as people read them: `512 B`, `1.5 KiB`, `3.0 MiB`, ...
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}

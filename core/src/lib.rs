@@ -6,6 +6,7 @@
 pub mod args;
 pub mod artifact;
 pub mod cache;
+pub mod chunked;
 pub mod concurrency;
 pub mod condition;
 pub mod dag;

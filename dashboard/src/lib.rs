@@ -5,6 +5,7 @@
 //! (`assets/app.js`: the runs list's `list` events; a run page's `view`, `logs`, `log-end` and
 //! `done` events).
 
+pub mod artifacts;
 pub mod dag;
 pub mod gates;
 pub mod html;

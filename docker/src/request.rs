@@ -71,6 +71,7 @@ impl RunnerRequest {
                 retry: None,
                 sink: None,
                 no_cache: false,
+                stores: None,
                 gate_relay: None,
                 group_slots: None,
             },

@@ -1,7 +1,7 @@
 //! Where artifacts live (`docs/authoring.md#artifacts`). An [`ArtifactStore`] keeps what a run's
 //! jobs publish and hands it to the jobs that consume it and to `sparkwing runs artifacts`;
-//! [`LocalArtifactStore`] copies under the run's directory (a cluster's store, through the API,
-//! is to come).
+//! [`LocalArtifactStore`] copies under the run's directory (a runner pod uses the API's,
+//! `sparkwing_runner::stores`).
 
 use std::path::{Path, PathBuf};
 
@@ -75,16 +75,9 @@ impl LocalArtifactStore {
 
     /// The store of a run's directory, with the cap from `SPARKWING_ARTIFACT_MAX_BYTES`.
     pub fn of_run(run_dir: &Path) -> Result<LocalArtifactStore, ArtifactError> {
-        let cap = match std::env::var(crate::env_vars::SPARKWING_ARTIFACT_MAX_BYTES) {
-            Ok(v) if !v.trim().is_empty() => v
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| ArtifactError::BadCap(format!("SPARKWING_ARTIFACT_MAX_BYTES={v}")))?,
-            _ => sparkwing_core::artifact::DEFAULT_MAX_ARTIFACT_BYTES,
-        };
         Ok(LocalArtifactStore::new(
             crate::home::Home::run_artifacts(run_dir),
-            cap,
+            cap_from_env()?,
         ))
     }
 
@@ -99,8 +92,19 @@ impl LocalArtifactStore {
     }
 }
 
+/// The cap on one artifact's size: `SPARKWING_ARTIFACT_MAX_BYTES`, else the default.
+pub fn cap_from_env() -> Result<u64, ArtifactError> {
+    match std::env::var(crate::env_vars::SPARKWING_ARTIFACT_MAX_BYTES) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ArtifactError::BadCap(format!("SPARKWING_ARTIFACT_MAX_BYTES={v}"))),
+        _ => Ok(sparkwing_core::artifact::DEFAULT_MAX_ARTIFACT_BYTES),
+    }
+}
+
 /// Size and file count of a file or tree (symlinks count as files of their own size).
-fn measure(src: &Path) -> Result<Published, ArtifactError> {
+pub fn measure(src: &Path) -> Result<Published, ArtifactError> {
     let mut out = Published {
         size_bytes: 0,
         files: 0,

@@ -1,6 +1,6 @@
 //! Where dependency caches live (`docs/authoring.md#caches`). A [`CacheStore`] lists, restores,
 //! saves and removes entries; [`LocalCacheStore`] keeps them under `$SPARKWING_HOME/caches`
-//! (a cluster's store, through the API, is to come). Which entry to restore and which to evict
+//! (a runner pod uses the API's, `sparkwing_runner::stores`). Which entry to restore and which to evict
 //! is decided by `sparkwing_core::cache`.
 
 use sparkwing_core::cache::{self, CacheEntry};
@@ -165,15 +165,7 @@ impl CacheStore for LocalCacheStore {
             Err(e) => return Err(io(format!("open {}", data.display()))(e)),
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, &file));
-        archive.set_overwrite(true);
-        archive.set_preserve_mtime(true);
-        archive.set_preserve_permissions(true);
-        // `unpack` refuses entries that would land outside `workspace`.
-        archive.unpack(workspace).map_err(io(format!(
-            "unpack cache {key} into {}",
-            workspace.display()
-        )))?;
+        unpack(&file, workspace, key)?;
         // Marks it used for LRU; a failure only makes it look older.
         let _ = file.set_modified(SystemTime::now());
         Ok(size)
@@ -187,34 +179,7 @@ impl CacheStore for LocalCacheStore {
         let result = (|| {
             let data = tmp.join("data.tar");
             let file = File::create(&data).map_err(io(format!("create {}", data.display())))?;
-            let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
-            // Symlinks inside the cached tree are stored as links, never followed.
-            builder.follow_symlinks(false);
-            for rel in paths {
-                let abs = workspace.join(rel);
-                let Ok(meta) = std::fs::symlink_metadata(&abs) else {
-                    continue;
-                };
-                // The path itself (or a parent of it) may be a link out of the workspace.
-                let real = abs
-                    .canonicalize()
-                    .map_err(io(format!("resolve {}", abs.display())))?;
-                if !real.starts_with(&root) {
-                    return Err(CacheError::Escapes(rel.clone()));
-                }
-                let added = if meta.is_dir() {
-                    builder.append_dir_all(rel, &abs)
-                } else {
-                    builder.append_path_with_name(&abs, rel)
-                };
-                added.map_err(io(format!("archive {}", abs.display())))?;
-            }
-            let writer = builder
-                .into_inner()
-                .map_err(io(format!("write {}", data.display())))?;
-            let file = writer
-                .into_inner()
-                .map_err(|e| io(format!("write {}", data.display()))(e.into_error()))?;
+            let file = archive(workspace, &root, paths, file, &data)?;
             file.sync_all()
                 .map_err(io(format!("sync {}", data.display())))?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -258,6 +223,59 @@ impl CacheStore for LocalCacheStore {
         std::fs::remove_dir_all(parent.as_deref().unwrap_or(&aside))
             .map_err(io(format!("remove {}", aside.display())))
     }
+}
+
+/// Writes `paths` (relative to `workspace`, whose canonical path is `root`; missing ones are
+/// left out) as a tar stream to `file` (named `data` in messages); symlinks are stored as links,
+/// a path leading out of the workspace is refused. The file, flushed.
+pub fn archive(
+    workspace: &Path,
+    root: &Path,
+    paths: &[String],
+    file: File,
+    data: &Path,
+) -> Result<File, CacheError> {
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+    // Symlinks inside the cached tree are stored as links, never followed.
+    builder.follow_symlinks(false);
+    for rel in paths {
+        let abs = workspace.join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&abs) else {
+            continue;
+        };
+        // The path itself (or a parent of it) may be a link out of the workspace.
+        let real = abs
+            .canonicalize()
+            .map_err(io(format!("resolve {}", abs.display())))?;
+        if !real.starts_with(root) {
+            return Err(CacheError::Escapes(rel.clone()));
+        }
+        let added = if meta.is_dir() {
+            builder.append_dir_all(rel, &abs)
+        } else {
+            builder.append_path_with_name(&abs, rel)
+        };
+        added.map_err(io(format!("archive {}", abs.display())))?;
+    }
+    let writer = builder
+        .into_inner()
+        .map_err(io(format!("write {}", data.display())))?;
+    writer
+        .into_inner()
+        .map_err(|e| io(format!("write {}", data.display()))(e.into_error()))
+}
+
+/// Unpacks the tar stream of cache entry `key` in `file` into `workspace` (entries that would
+/// land outside it are refused), keeping times and permissions.
+pub fn unpack(file: &File, workspace: &Path, key: &str) -> Result<(), CacheError> {
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
+    archive.set_overwrite(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_permissions(true);
+    archive.unpack(workspace).map_err(io(format!(
+        "unpack cache {key} into {}",
+        workspace.display()
+    )))
 }
 
 /// How long ago `t` was, for listings.

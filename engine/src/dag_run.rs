@@ -291,7 +291,11 @@ pub(super) async fn run_dag(
         .iter()
         .any(|j| !j.caches.is_empty() || !j.publishes.is_empty() || !j.consumes.is_empty());
     let stores = if uses_storage {
-        match crate::job_storage::local_stores(&req.home, &run_dir) {
+        let stores = match &req.stores {
+            Some(s) => Ok(s.clone()),
+            None => crate::job_storage::local_stores(&req.home, &run_dir),
+        };
+        match stores {
             Ok(s) => Some(s),
             Err(e) => return finish(&mut rec, RunPhase::Failed, Some(e), created),
         }

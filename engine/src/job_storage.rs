@@ -170,20 +170,8 @@ impl StorageEvent {
     }
 }
 
-/// Sizes as people read them.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+/// Sizes as people read them (one definition, in core).
+pub use sparkwing_core::artifact::human_bytes as bytes;
 
 impl JobStorage {
     /// What job `spec` of `plan_jobs` does around its attempts, or `None` when it declares no

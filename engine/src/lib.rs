@@ -87,6 +87,9 @@ pub struct RunRequest {
     pub retry: Option<Retry>,
     /// `--sw-no-cache`: memoized jobs run even when a result for their inputs exists.
     pub no_cache: bool,
+    /// Where the jobs' caches and artifacts are kept (a runner pod: the cluster API); `None`:
+    /// this machine's stores (`job_storage::local_stores`).
+    pub stores: Option<job_storage::Stores>,
 }
 
 /// [`RunRequest::runner`] of a cluster run's attempt in a runner pod (`sparkwing runner`).

@@ -112,6 +112,11 @@ struct Args {
     #[arg(global = true, long, default_value_t = 3600)]
     gc_grace_seconds: u64,
 
+    /// The most the dependency caches of one cache scope (a namespace's repository or pipeline)
+    /// may hold, in bytes: least recently used entries go first.
+    #[arg(global = true, long, env = "SPARKWING_API_CACHE_MAX_BYTES", default_value_t = api::DEFAULT_CACHE_MAX_BYTES)]
+    cache_max_bytes: u64,
+
     /// How often the API collects garbage by itself (retention, then unused uploads and blobs),
     /// in seconds; 0: only on `POST /api/v1/admin/gc`.
     #[arg(global = true, long, default_value_t = 3600)]
@@ -193,6 +198,7 @@ async fn open_api(
         ApiConfig {
             default_namespace: api_namespace,
             gc_grace: std::time::Duration::from_secs(args.gc_grace_seconds),
+            cache_max_bytes: args.cache_max_bytes,
             gc_every: (args.gc_interval_seconds > 0)
                 .then(|| std::time::Duration::from_secs(args.gc_interval_seconds)),
             retention: api::collect::Retention {

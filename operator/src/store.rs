@@ -235,7 +235,7 @@ impl Store {
     // ---- garbage collection ----
 
     /// Delete manifests that are neither in `keep` nor younger than `grace`, then blobs that no
-    /// remaining manifest names and that are older than `grace` (a blob sent just before its
+    /// remaining manifest (upload, cache entry or artifact) names and that are older than `grace` (a blob sent just before its
     /// manifest, or while a GC runs, is safe).
     pub async fn gc(
         &self,
@@ -256,6 +256,17 @@ impl Store {
             } else {
                 self.content.delete_manifest(&m.name).await?;
                 report.uploads_deleted += 1;
+            }
+        }
+        // The chunks of every cache entry and artifact (a chunk sent for a commit that has not
+        // come yet is young, and kept by the grace).
+        for text in self.meta.chunk_manifests().await? {
+            match serde_json::from_str::<sparkwing_core::chunked::ChunkManifest>(&text) {
+                Ok(m) => referenced.extend(m.chunks.into_iter().map(|c| c.sha256)),
+                Err(e) => {
+                    // Never delete what an unreadable manifest may name.
+                    return Err(corrupt("a cache or artifact manifest".into(), e));
+                }
             }
         }
         for b in self.content.list_blobs().await? {

@@ -221,6 +221,20 @@ pub(crate) fn execute_attempt(
             slots: sparkwing_engine::box_slots::BoxSlots::new(&home.root, max),
             no_wait: false,
         });
+    // The jobs' caches and artifacts are kept by the API: they outlive this pod.
+    let storage_tmp = home.root.join("tmp").join("storage");
+    let artifacts =
+        crate::stores::ApiArtifactStore::new(client.clone(), ns, name, storage_tmp.clone())
+            .map_err(|e| RunnerError::new(ExitCode::Usage, e.to_string()))?;
+    let stores = sparkwing_engine::job_storage::Stores {
+        caches: Arc::new(crate::stores::ApiCacheStore::new(
+            client.clone(),
+            ns,
+            name,
+            storage_tmp,
+        )),
+        artifacts: Arc::new(artifacts),
+    };
     let req = engine::RunRequest {
         home,
         repo_root: project.root.clone(),
@@ -248,6 +262,7 @@ pub(crate) fn execute_attempt(
             name,
         ))),
         no_cache: false,
+        stores: Some(stores),
     };
     let code = match rt.block_on(engine::execute(req)) {
         Ok(code) => code,

@@ -14,6 +14,7 @@ mod group_slots;
 pub mod materialise;
 pub mod podinfo;
 pub mod sink;
+pub mod stores;
 mod warm;
 
 pub use attempt::{run_attempt, COMPILE_JOB, SOURCE_JOB};

@@ -36,8 +36,9 @@ pub use ingest::{ingest, ingest_lines, IngestReport, Ingested};
 pub use logs::{AppendReport, LogFeedEvent, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
-    parse_run_cursor, run_cursor, Delivery, GateDecision, GateRecorded, LogIndex, RetentionPolicy,
-    RunFilter, RunKey, RunPage, RunSummary, SessionRecord, StoredItem, TokenRecord,
+    parse_run_cursor, run_cursor, ArtifactRecord, CacheRecord, Delivery, GateDecision,
+    GateRecorded, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord,
+    StoredItem, TokenRecord,
 };
 
 /// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
@@ -159,7 +160,41 @@ pub trait MetadataStore: Send + Sync {
     /// are gone are removed).
     async fn group_runs(&self) -> Result<Vec<RunKey>>;
 
-    /// Remove finished runs (and their job states, gate decisions, group entries, log index and run tokens)
+    // Dependency caches of cluster runs, by namespace, scope and key: the first commit of a key
+    // stands.
+    /// Store `entry` unless its key is stored in its namespace and scope; false when one was
+    /// (the stored entry is kept whole).
+    async fn commit_cache_entry(&self, entry: &CacheRecord) -> Result<bool>;
+    async fn cache_entry(
+        &self,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<CacheRecord>>;
+    /// Every entry (of `namespace`, when given), by namespace, scope, key.
+    async fn list_cache_entries(&self, namespace: Option<&str>) -> Result<Vec<CacheRecord>>;
+    /// Mark an entry used at `at_ms` (restored); false when there is none.
+    async fn touch_cache_entry(
+        &self,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+        at_ms: i64,
+    ) -> Result<bool>;
+    /// False when there was none.
+    async fn delete_cache_entry(&self, namespace: &str, scope: &str, key: &str) -> Result<bool>;
+
+    // Artifacts of cluster runs, by run, job and name.
+    /// Store `artifact`, replacing one of the same run, job and name (a later attempt's).
+    async fn put_artifact(&self, artifact: &ArtifactRecord) -> Result<()>;
+    async fn artifact(&self, run: &RunKey, job: &str, name: &str)
+        -> Result<Option<ArtifactRecord>>;
+    /// A run's artifacts, by job, name.
+    async fn list_artifacts(&self, run: &RunKey) -> Result<Vec<ArtifactRecord>>;
+    /// The manifests of every cache entry and artifact (for collection: their chunks are kept).
+    async fn chunk_manifests(&self) -> Result<Vec<String>>;
+
+    /// Remove finished runs (and their job states, gate decisions, group entries, log index, artifacts and run tokens)
     /// that the policy picks; the runs removed, so their content can be deleted.
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>>;
 }

@@ -132,6 +132,32 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX concurrency_slots_by_run ON concurrency_slots (namespace, run);
     "#,
+    // 5: dependency caches of cluster runs (per namespace and cache scope, the first commit of a
+    // key stands) and the artifacts of cluster runs' jobs; both keep a chunk manifest (JSON).
+    r#"
+    CREATE TABLE cache_entries (
+        namespace    TEXT NOT NULL,
+        scope        TEXT NOT NULL,
+        cache_key    TEXT NOT NULL,
+        manifest     TEXT NOT NULL,
+        size_bytes   {int64} NOT NULL,
+        created_ms   {int64} NOT NULL,
+        last_used_ms {int64} NOT NULL,
+        PRIMARY KEY (namespace, scope, cache_key)
+    );
+
+    CREATE TABLE artifacts (
+        namespace  TEXT NOT NULL,
+        run        TEXT NOT NULL,
+        job        TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        manifest   TEXT NOT NULL,
+        size_bytes {int64} NOT NULL,
+        files      {int64} NOT NULL,
+        created_ms {int64} NOT NULL,
+        PRIMARY KEY (namespace, run, job, name)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

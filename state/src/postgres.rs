@@ -17,10 +17,11 @@ use crate::error::{Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
-use crate::types::{check_job, check_name, check_run, Cursor};
+use crate::types::{check_job, check_name, check_run, check_scope, Cursor};
 use crate::{
-    Delivery, GateDecision, GateRecorded, LogFeedEvent, LogIndex, LogKey, LogLine, MetadataStore,
-    RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
+    ArtifactRecord, CacheRecord, Delivery, GateDecision, GateRecorded, LogFeedEvent, LogIndex,
+    LogKey, LogLine, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
+    SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -172,6 +173,35 @@ fn classify_pool(e: PoolError) -> StateError {
             backend: "PostgreSQL",
             detail: other.to_string(),
         },
+    }
+}
+
+const CACHE_COLS: &str =
+    "namespace, scope, cache_key, manifest, size_bytes, created_ms, last_used_ms";
+
+fn cache_row(r: &Row) -> CacheRecord {
+    CacheRecord {
+        namespace: r.get(0),
+        scope: r.get(1),
+        key: r.get(2),
+        manifest: r.get(3),
+        size_bytes: r.get::<_, i64>(4) as u64,
+        created_ms: r.get(5),
+        last_used_ms: r.get(6),
+    }
+}
+
+const ARTIFACT_COLS: &str = "namespace, run, job, name, manifest, size_bytes, files, created_ms";
+
+fn artifact_row(r: &Row) -> ArtifactRecord {
+    ArtifactRecord {
+        run: RunKey::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+        job: r.get(2),
+        name: r.get(3),
+        manifest: r.get(4),
+        size_bytes: r.get::<_, i64>(5) as u64,
+        files: r.get::<_, i64>(6) as u64,
+        created_ms: r.get(7),
     }
 }
 
@@ -1004,6 +1034,156 @@ impl MetadataStore for PgMetadata {
             .collect())
     }
 
+    async fn commit_cache_entry(&self, e: &CacheRecord) -> Result<bool> {
+        check_name("namespace", &e.namespace)?;
+        check_scope(&e.scope)?;
+        check_name("cache key", &e.key)?;
+        let n = self
+            .execute(
+                &format!(
+                    "INSERT INTO cache_entries ({CACHE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (namespace, scope, cache_key) DO NOTHING"
+                ),
+                &[
+                    &e.namespace,
+                    &e.scope,
+                    &e.key,
+                    &e.manifest,
+                    &(e.size_bytes as i64),
+                    &e.created_ms,
+                    &e.last_used_ms,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn cache_entry(
+        &self,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<CacheRecord>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {CACHE_COLS} FROM cache_entries
+                     WHERE namespace = $1 AND scope = $2 AND cache_key = $3"
+                ),
+                &[&namespace, &scope, &key],
+            )
+            .await?;
+        Ok(rows.first().map(cache_row))
+    }
+
+    async fn list_cache_entries(&self, namespace: Option<&str>) -> Result<Vec<CacheRecord>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {CACHE_COLS} FROM cache_entries
+                     WHERE $1::TEXT IS NULL OR namespace = $1
+                     ORDER BY namespace COLLATE \"C\", scope COLLATE \"C\", cache_key COLLATE \"C\""
+                ),
+                &[&namespace],
+            )
+            .await?;
+        Ok(rows.iter().map(cache_row).collect())
+    }
+
+    async fn touch_cache_entry(
+        &self,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+        at_ms: i64,
+    ) -> Result<bool> {
+        let n = self
+            .execute(
+                "UPDATE cache_entries SET last_used_ms = GREATEST(last_used_ms, $4)
+                 WHERE namespace = $1 AND scope = $2 AND cache_key = $3",
+                &[&namespace, &scope, &key, &at_ms],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_cache_entry(&self, namespace: &str, scope: &str, key: &str) -> Result<bool> {
+        let n = self
+            .execute(
+                "DELETE FROM cache_entries WHERE namespace = $1 AND scope = $2 AND cache_key = $3",
+                &[&namespace, &scope, &key],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn put_artifact(&self, a: &ArtifactRecord) -> Result<()> {
+        check_run(&a.run)?;
+        check_job(&a.job)?;
+        check_name("artifact", &a.name)?;
+        self.execute(
+            &format!(
+                "INSERT INTO artifacts ({ARTIFACT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (namespace, run, job, name) DO UPDATE SET
+                   manifest = EXCLUDED.manifest, size_bytes = EXCLUDED.size_bytes,
+                   files = EXCLUDED.files, created_ms = EXCLUDED.created_ms"
+            ),
+            &[
+                &a.run.namespace,
+                &a.run.name,
+                &a.job,
+                &a.name,
+                &a.manifest,
+                &(a.size_bytes as i64),
+                &(a.files as i64),
+                &a.created_ms,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn artifact(
+        &self,
+        run: &RunKey,
+        job: &str,
+        name: &str,
+    ) -> Result<Option<ArtifactRecord>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {ARTIFACT_COLS} FROM artifacts
+                     WHERE namespace = $1 AND run = $2 AND job = $3 AND name = $4"
+                ),
+                &[&run.namespace, &run.name, &job, &name],
+            )
+            .await?;
+        Ok(rows.first().map(artifact_row))
+    }
+
+    async fn list_artifacts(&self, run: &RunKey) -> Result<Vec<ArtifactRecord>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {ARTIFACT_COLS} FROM artifacts WHERE namespace = $1 AND run = $2
+                     ORDER BY job COLLATE \"C\", name COLLATE \"C\""
+                ),
+                &[&run.namespace, &run.name],
+            )
+            .await?;
+        Ok(rows.iter().map(artifact_row).collect())
+    }
+
+    async fn chunk_manifests(&self) -> Result<Vec<String>> {
+        let rows = self
+            .query(
+                "SELECT manifest FROM cache_entries UNION ALL SELECT manifest FROM artifacts",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(classify)?;
@@ -1053,6 +1233,7 @@ impl MetadataStore for PgMetadata {
             "DELETE FROM gate_decisions WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM concurrency_slots WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM log_index WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+            "DELETE FROM artifacts WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM tokens WHERE (run_ns, run_name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
         ] {
             tx.execute(sql, &[&namespaces, &names])

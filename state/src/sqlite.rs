@@ -16,10 +16,11 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transact
 use crate::error::{join_error, Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
-use crate::types::{check_job, check_name, check_run, Cursor};
+use crate::types::{check_job, check_name, check_run, check_scope, Cursor};
 use crate::{
-    Delivery, GateDecision, GateRecorded, LogIndex, LogKey, MetadataStore, RetentionPolicy,
-    RunFilter, RunKey, RunPage, RunSummary, SessionRecord, TokenRecord,
+    ArtifactRecord, CacheRecord, Delivery, GateDecision, GateRecorded, LogIndex, LogKey,
+    MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord,
+    TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -240,6 +241,35 @@ fn index_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogIndex> {
 }
 
 const GROUP_COLS: &str = "namespace, run, job, position, holding, group_limit, cancel_in_progress, since_ms, lease_until_ms, cancel_asked";
+
+const CACHE_COLS: &str =
+    "namespace, scope, cache_key, manifest, size_bytes, created_ms, last_used_ms";
+
+fn cache_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRecord> {
+    Ok(CacheRecord {
+        namespace: r.get(0)?,
+        scope: r.get(1)?,
+        key: r.get(2)?,
+        manifest: r.get(3)?,
+        size_bytes: r.get::<_, i64>(4)? as u64,
+        created_ms: r.get(5)?,
+        last_used_ms: r.get(6)?,
+    })
+}
+
+const ARTIFACT_COLS: &str = "namespace, run, job, name, manifest, size_bytes, files, created_ms";
+
+fn artifact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRecord> {
+    Ok(ArtifactRecord {
+        run: RunKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+        job: r.get(2)?,
+        name: r.get(3)?,
+        manifest: r.get(4)?,
+        size_bytes: r.get::<_, i64>(5)? as u64,
+        files: r.get::<_, i64>(6)? as u64,
+        created_ms: r.get(7)?,
+    })
+}
 
 fn group_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<GroupEntry> {
     Ok(GroupEntry {
@@ -891,6 +921,171 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn commit_cache_entry(&self, e: &CacheRecord) -> Result<bool> {
+        check_name("namespace", &e.namespace)?;
+        check_scope(&e.scope)?;
+        check_name("cache key", &e.key)?;
+        let e = e.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO cache_entries ({CACHE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (namespace, scope, cache_key) DO NOTHING"
+                ),
+                params![
+                    e.namespace,
+                    e.scope,
+                    e.key,
+                    e.manifest,
+                    e.size_bytes as i64,
+                    e.created_ms,
+                    e.last_used_ms
+                ],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn cache_entry(
+        &self,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<CacheRecord>> {
+        let (ns, scope, key) = (namespace.to_string(), scope.to_string(), key.to_string());
+        self.read(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {CACHE_COLS} FROM cache_entries
+                     WHERE namespace = ?1 AND scope = ?2 AND cache_key = ?3"
+                ),
+                params![ns, scope, key],
+                cache_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_cache_entries(&self, namespace: Option<&str>) -> Result<Vec<CacheRecord>> {
+        let ns = namespace.map(str::to_string);
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {CACHE_COLS} FROM cache_entries WHERE ?1 IS NULL OR namespace = ?1
+                 ORDER BY namespace, scope, cache_key"
+            ))?;
+            let rows = st.query_map(params![ns], cache_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn touch_cache_entry(
+        &self,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+        at_ms: i64,
+    ) -> Result<bool> {
+        let (ns, scope, key) = (namespace.to_string(), scope.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE cache_entries SET last_used_ms = MAX(last_used_ms, ?4)
+                 WHERE namespace = ?1 AND scope = ?2 AND cache_key = ?3",
+                params![ns, scope, key, at_ms],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn delete_cache_entry(&self, namespace: &str, scope: &str, key: &str) -> Result<bool> {
+        let (ns, scope, key) = (namespace.to_string(), scope.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM cache_entries WHERE namespace = ?1 AND scope = ?2 AND cache_key = ?3",
+                params![ns, scope, key],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn put_artifact(&self, a: &ArtifactRecord) -> Result<()> {
+        check_run(&a.run)?;
+        check_job(&a.job)?;
+        check_name("artifact", &a.name)?;
+        let a = a.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO artifacts ({ARTIFACT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (namespace, run, job, name) DO UPDATE SET
+                       manifest = excluded.manifest, size_bytes = excluded.size_bytes,
+                       files = excluded.files, created_ms = excluded.created_ms"
+                ),
+                params![
+                    a.run.namespace,
+                    a.run.name,
+                    a.job,
+                    a.name,
+                    a.manifest,
+                    a.size_bytes as i64,
+                    a.files as i64,
+                    a.created_ms
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn artifact(
+        &self,
+        run: &RunKey,
+        job: &str,
+        name: &str,
+    ) -> Result<Option<ArtifactRecord>> {
+        let (run, job, name) = (run.clone(), job.to_string(), name.to_string());
+        self.read(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {ARTIFACT_COLS} FROM artifacts
+                     WHERE namespace = ?1 AND run = ?2 AND job = ?3 AND name = ?4"
+                ),
+                params![run.namespace, run.name, job, name],
+                artifact_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_artifacts(&self, run: &RunKey) -> Result<Vec<ArtifactRecord>> {
+        let run = run.clone();
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {ARTIFACT_COLS} FROM artifacts WHERE namespace = ?1 AND run = ?2
+                 ORDER BY job, name"
+            ))?;
+            let rows = st.query_map(params![run.namespace, run.name], artifact_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn chunk_manifests(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT manifest FROM cache_entries UNION ALL SELECT manifest FROM artifacts",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let policy = policy.clone();
         self.call(move |c| {
@@ -921,6 +1116,7 @@ impl MetadataStore for SqliteMetadata {
                 tx.execute("DELETE FROM gate_decisions WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute("DELETE FROM artifacts WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
             }
             tx.commit()?;

@@ -216,6 +216,45 @@ pub struct RetentionPolicy {
     pub spare: std::collections::BTreeSet<RunKey>,
 }
 
+/// A dependency cache entry of cluster runs: its key within a namespace and a cache scope
+/// (the runs sharing it, `sparkwing_core::chunked::cluster_cache_scope`), its chunk manifest
+/// (JSON, opaque here), size and times (Unix ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheRecord {
+    pub namespace: String,
+    pub scope: String,
+    pub key: String,
+    pub manifest: String,
+    pub size_bytes: u64,
+    pub created_ms: i64,
+    pub last_used_ms: i64,
+}
+
+/// An artifact a job of a cluster run published: its chunk manifest (JSON, opaque here), size,
+/// file count and when it was published (Unix ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub run: RunKey,
+    pub job: String,
+    pub name: String,
+    pub manifest: String,
+    pub size_bytes: u64,
+    pub files: u64,
+    pub created_ms: i64,
+}
+
+/// A cache scope: any text but an empty one (it is a column value, never a path).
+pub(crate) fn check_scope(scope: &str) -> Result<()> {
+    if scope.is_empty() || scope.len() > 2048 {
+        return Err(StateError::invalid(
+            "cache scope",
+            scope,
+            "1 to 2048 characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Names that become parts of file paths and object keys: letters, digits, `-`, `_`, `.`, not
 /// starting with `.`, 1 to 253 characters.
 pub(crate) fn check_name(what: &'static str, s: &str) -> Result<()> {

@@ -9,9 +9,9 @@ use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sparkwing_state::{
-    change_group_with, ingest, ingest_lines, ByteStream, Delivery, GateDecision, GateRecorded,
-    GroupEntry, IngestReport, LogFeedEvent, LogIndex, LogKey, LogLine, RetentionPolicy, RunFilter,
-    RunKey, RunSummary, SessionRecord, StateError, TokenRecord,
+    change_group_with, ingest, ingest_lines, ArtifactRecord, ByteStream, CacheRecord, Delivery,
+    GateDecision, GateRecorded, GroupEntry, IngestReport, LogFeedEvent, LogIndex, LogKey, LogLine,
+    RetentionPolicy, RunFilter, RunKey, RunSummary, SessionRecord, StateError, TokenRecord,
 };
 use support::Backend;
 
@@ -58,6 +58,8 @@ conformance!(
     concurrency_groups_keep_jobs_entries_apart,
     a_fan_outs_job_names_are_stored,
     job_states_keep_their_outputs,
+    cache_entries_first_commit_stands,
+    artifacts_are_kept_per_run_and_go_with_it,
 );
 
 /// A job a fan-out expanded into is named `test[3]`: its state and log are stored under that name
@@ -1473,4 +1475,166 @@ async fn job_states_keep_their_outputs(b: Backend) {
         m.job_states(&r).await.unwrap(),
         vec![("detect".to_string(), again)]
     );
+}
+
+fn cache(ns: &str, scope: &str, key: &str, manifest: &str, at: i64) -> CacheRecord {
+    CacheRecord {
+        namespace: ns.into(),
+        scope: scope.into(),
+        key: key.into(),
+        manifest: manifest.into(),
+        size_bytes: 10,
+        created_ms: at,
+        last_used_ms: at,
+    }
+}
+
+async fn cache_entries_first_commit_stands(b: Backend) {
+    let m = &b.meta;
+    let scope = "git:https://example.org/acme/app";
+    assert!(m
+        .commit_cache_entry(&cache("ci", scope, "cargo-1", "first", 10))
+        .await
+        .unwrap());
+    // A second commit of the key is refused, and the first entry is kept whole.
+    assert!(!m
+        .commit_cache_entry(&cache("ci", scope, "cargo-1", "second", 20))
+        .await
+        .unwrap());
+    let got = m
+        .cache_entry("ci", scope, "cargo-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, cache("ci", scope, "cargo-1", "first", 10));
+    // Concurrent commits of one key: exactly one wins.
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let m = b.meta.clone();
+        handles.push(tokio::spawn(async move {
+            m.commit_cache_entry(&cache("ci", "pipeline:p", "race", &format!("m{i}"), i))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for h in handles {
+        won += usize::from(h.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    // Same key in another namespace or scope is another entry.
+    assert!(m
+        .commit_cache_entry(&cache("other", scope, "cargo-1", "x", 5))
+        .await
+        .unwrap());
+    assert!(m
+        .commit_cache_entry(&cache("ci", "pipeline:p", "cargo-1", "y", 5))
+        .await
+        .unwrap());
+    let keys = |v: Vec<CacheRecord>| -> Vec<String> {
+        v.into_iter()
+            .map(|e| format!("{}/{}/{}", e.namespace, e.scope, e.key))
+            .collect()
+    };
+    assert_eq!(
+        keys(m.list_cache_entries(Some("ci")).await.unwrap()),
+        [
+            format!("ci/{scope}/cargo-1"),
+            "ci/pipeline:p/cargo-1".to_string(),
+            "ci/pipeline:p/race".to_string()
+        ]
+    );
+    assert_eq!(m.list_cache_entries(None).await.unwrap().len(), 4);
+    // Used: only ever later.
+    assert!(m
+        .touch_cache_entry("ci", scope, "cargo-1", 50)
+        .await
+        .unwrap());
+    assert!(m
+        .touch_cache_entry("ci", scope, "cargo-1", 40)
+        .await
+        .unwrap());
+    let got = m
+        .cache_entry("ci", scope, "cargo-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.created_ms, got.last_used_ms), (10, 50));
+    assert!(!m.touch_cache_entry("ci", scope, "nope", 1).await.unwrap());
+    assert!(m.delete_cache_entry("ci", scope, "cargo-1").await.unwrap());
+    assert!(!m.delete_cache_entry("ci", scope, "cargo-1").await.unwrap());
+    assert_eq!(m.cache_entry("ci", scope, "cargo-1").await.unwrap(), None);
+    let manifests = m.chunk_manifests().await.unwrap();
+    assert_eq!(manifests.len(), 3);
+    assert!(manifests.contains(&"x".to_string()));
+    // A key that could not be a file name is refused.
+    assert!(matches!(
+        m.commit_cache_entry(&cache("ci", scope, "../x", "z", 1))
+            .await,
+        Err(StateError::Invalid { .. })
+    ));
+}
+
+fn artifact(run: &str, job: &str, name: &str, manifest: &str) -> ArtifactRecord {
+    ArtifactRecord {
+        run: RunKey::new("ci", run),
+        job: job.into(),
+        name: name.into(),
+        manifest: manifest.into(),
+        size_bytes: 3,
+        files: 1,
+        created_ms: 7,
+    }
+}
+
+async fn artifacts_are_kept_per_run_and_go_with_it(b: Backend) {
+    let m = &b.meta;
+    m.upsert_run(&run("ci", "r1", "build", "Succeeded", 100))
+        .await
+        .unwrap();
+    let r1 = RunKey::new("ci", "r1");
+    m.put_artifact(&artifact("r1", "build", "dist", "m1"))
+        .await
+        .unwrap();
+    m.put_artifact(&artifact("r1", "build", "bin", "m2"))
+        .await
+        .unwrap();
+    m.put_artifact(&artifact("r2", "build", "dist", "m3"))
+        .await
+        .unwrap();
+    // A later attempt's publish replaces the earlier one.
+    let mut again = artifact("r1", "build", "dist", "m1b");
+    again.size_bytes = 9;
+    m.put_artifact(&again).await.unwrap();
+    assert_eq!(
+        m.artifact(&r1, "build", "dist").await.unwrap().unwrap(),
+        again
+    );
+    assert_eq!(m.artifact(&r1, "test", "dist").await.unwrap(), None);
+    let listed: Vec<String> = m
+        .list_artifacts(&r1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{}/{}", a.job, a.name))
+        .collect();
+    assert_eq!(listed, ["build/bin", "build/dist"]);
+    let mut manifests = m.chunk_manifests().await.unwrap();
+    manifests.sort();
+    assert_eq!(manifests, ["m1b", "m2", "m3"]);
+    // Retention removes a run's artifacts with its records.
+    let gone = m
+        .apply_retention(&RetentionPolicy {
+            finished_before_ms: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, std::slice::from_ref(&r1));
+    assert!(m.list_artifacts(&r1).await.unwrap().is_empty());
+    assert_eq!(m.chunk_manifests().await.unwrap(), ["m3"]);
+    assert!(matches!(
+        m.put_artifact(&artifact("r1", "build", "../x", "m")).await,
+        Err(StateError::Invalid { .. })
+    ));
 }

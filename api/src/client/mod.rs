@@ -14,6 +14,10 @@ use serde::Serialize;
 use sparkwing_core::upload_manifest::Manifest;
 
 use crate::wire::{
+    ArtifactList, ArtifactPut, ArtifactView, CacheCommit, CacheList, CacheLookup, CachePrune,
+    CachePruned, StoreAnswer,
+};
+use crate::wire::{
     BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer, ClaimRequest,
     CreateTokenRequest, CreatedRun, CreatedToken, FinishRequest, GateAnswer, GateDecisionRequest,
     GroupRequest, GroupStatus, IngestReport, JobStateReport, LogLine, LogPage, RunList, RunView,
@@ -293,6 +297,121 @@ impl ApiClient {
     pub fn get_upload_blob(&self, id: &str, sha256: &str) -> Result<Vec<u8>, RemoteError> {
         let resp = self.get(&format!("/api/v1/uploads/{id}/blobs/{sha256}"))?;
         read_limited(resp, BLOB_LIMIT, &format!("blob {sha256}"))
+    }
+
+    /// `GET /api/v1/blobs/{sha256}`: a stored blob's raw content (a chunk of a cache entry or an
+    /// artifact).
+    pub fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, RemoteError> {
+        let resp = self.get(&format!("/api/v1/blobs/{sha256}"))?;
+        read_limited(resp, BLOB_LIMIT, &format!("blob {sha256}"))
+    }
+
+    /// `GET .../caches`: the entries of the run's cache scope (the run's runner token).
+    pub fn run_caches(&self, ns: &str, name: &str) -> Result<CacheList, RemoteError> {
+        json_of(
+            self.get(&format!("/api/v1/runs/{ns}/{name}/caches"))?,
+            "the run's caches",
+        )
+    }
+
+    /// `GET .../caches/{key}[?fallback=P]`: the cache entry a restore of `key` takes in the
+    /// run's cache scope (the run's runner token); marks it used.
+    pub fn cache_lookup(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        fallback: Option<&str>,
+    ) -> Result<CacheLookup, RemoteError> {
+        let mut path = format!("/api/v1/runs/{ns}/{name}/caches/{key}");
+        if let Some(p) = fallback {
+            path.push_str(&format!("?fallback={}", query_escape(p)));
+        }
+        json_of(self.get(&path)?, "the cache lookup")
+    }
+
+    /// `POST .../caches/{key}`: commit a cache entry whose chunks are stored (the answer says
+    /// which are missing otherwise). Over the cache cap: a 413.
+    pub fn cache_commit(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        body: &CacheCommit,
+    ) -> Result<StoreAnswer, RemoteError> {
+        json_of(
+            self.send_json(
+                "POST",
+                &format!("/api/v1/runs/{ns}/{name}/caches/{key}"),
+                body,
+            )?,
+            "the cache commit",
+        )
+    }
+
+    /// `GET /api/v1/caches[?namespace=NS]`: the cache entries of cluster runs.
+    pub fn list_caches(&self, namespace: Option<&str>) -> Result<CacheList, RemoteError> {
+        let path = match namespace {
+            Some(ns) => format!("/api/v1/caches?namespace={}", query_escape(ns)),
+            None => "/api/v1/caches".to_string(),
+        };
+        json_of(self.get(&path)?, "the cache list")
+    }
+
+    /// `POST /api/v1/caches/prune`: remove cache entries (admin).
+    pub fn prune_caches(&self, body: &CachePrune) -> Result<CachePruned, RemoteError> {
+        json_of(
+            self.send_json("POST", "/api/v1/caches/prune", body)?,
+            "the prune answer",
+        )
+    }
+
+    /// `PUT .../artifacts/{job}/{artifact}`: publish an artifact whose chunks are stored (the
+    /// answer says which are missing otherwise).
+    pub fn put_artifact(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        artifact: &str,
+        body: &ArtifactPut,
+    ) -> Result<StoreAnswer, RemoteError> {
+        json_of(
+            self.send_json(
+                "PUT",
+                &format!(
+                    "/api/v1/runs/{ns}/{name}/artifacts/{}/{artifact}",
+                    query_escape(job)
+                ),
+                body,
+            )?,
+            "the artifact answer",
+        )
+    }
+
+    /// `GET .../artifacts/{job}/{artifact}`: an artifact with its manifest.
+    pub fn get_artifact(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        artifact: &str,
+    ) -> Result<ArtifactView, RemoteError> {
+        json_of(
+            self.get(&format!(
+                "/api/v1/runs/{ns}/{name}/artifacts/{}/{artifact}",
+                query_escape(job)
+            ))?,
+            "the artifact",
+        )
+    }
+
+    /// `GET .../artifacts`: a run's artifacts.
+    pub fn list_artifacts(&self, ns: &str, name: &str) -> Result<ArtifactList, RemoteError> {
+        json_of(
+            self.get(&format!("/api/v1/runs/{ns}/{name}/artifacts"))?,
+            "the artifact list",
+        )
     }
 
     /// `POST /api/v1/runs`: create a PipelineRun.

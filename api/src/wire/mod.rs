@@ -10,6 +10,7 @@ pub mod gates;
 pub mod logs;
 pub mod pools;
 pub mod runs;
+pub mod storage;
 pub mod tokens;
 pub mod uploads;
 pub mod webhooks;
@@ -28,6 +29,10 @@ pub use runs::{
     BranchCheck, CancelMode, CancelRequest, CreatedRun, ExternalSource, FinishRequest, GitSource,
     JobStateReport, LocalSource, ParentRef, ReportedJobState, RunList, RunView, Source,
     TriggerRequest, TriggerVia, TriggeredBy, UploadSource,
+};
+pub use storage::{
+    ArtifactList, ArtifactPut, ArtifactView, CacheCommit, CacheEntryView, CacheList, CacheLookup,
+    CachePrune, CachePruned, StoreAnswer, StoreState,
 };
 pub use tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 pub use uploads::{BlobAnswer, BlobBatchAnswer, UploadAnswer};

@@ -416,3 +416,40 @@ fn webhook_answers() {
     documented::<Pong>(json!({"pong": true}));
     documented::<Ignored>(json!({"ignored": "event \"issues\" is not handled"}));
 }
+
+#[test]
+fn cache_and_artifact_bodies() {
+    let sha = "7".repeat(64);
+    let manifest = json!({"kind": "tar", "chunks": [{"sha256": sha, "size": 5120}]});
+    let commit: CacheCommit = documented(json!({"manifest": manifest}));
+    assert_eq!(commit.manifest.total_size(), 5120);
+    let missing: StoreAnswer =
+        documented(json!({"state": "missing", "missing": [sha], "sizeBytes": 5120}));
+    assert_eq!(missing.state, StoreState::Missing);
+    let saved: StoreAnswer = documented(json!({"state": "saved", "sizeBytes": 5120}));
+    assert!(saved.missing.is_empty());
+    documented::<StoreAnswer>(json!({"state": "alreadySaved", "sizeBytes": 5120}));
+    let hit: CacheLookup = documented(json!({
+        "outcome": "fallback", "key": "cargo-linux-0a1b2c3d4e5f6a7b", "manifest": manifest, "sizeBytes": 5120
+    }));
+    assert_eq!(hit.key.as_deref(), Some("cargo-linux-0a1b2c3d4e5f6a7b"));
+    documented::<CacheLookup>(json!({"outcome": "miss"}));
+    let list: CacheList = documented(json!({"entries": [{
+        "namespace": "ci", "scope": "git:https://git.example/acme/app", "key": "cargo-1",
+        "sizeBytes": 5120, "created": "2026-01-02T03:04:05Z", "lastUsed": "2026-01-02T03:04:06Z"
+    }]}));
+    assert_eq!(list.entries[0].scope, "git:https://git.example/acme/app");
+    documented::<CachePruned>(json!({"removed": []}));
+    let prune: CachePrune = documented(json!({"namespace": "ci", "unusedForSecs": 3600}));
+    assert_eq!(prune.unused_for_secs, Some(3600));
+    documented::<CachePrune>(json!({"key": "cargo-1"}));
+    documented::<CachePrune>(json!({"all": true}));
+    assert!(serde_json::from_value::<CachePrune>(json!({"keys": "x"})).is_err());
+    let put: ArtifactPut = documented(json!({"manifest": manifest, "sizeBytes": 5000, "files": 2}));
+    assert_eq!(put.files, 2);
+    let artifacts: ArtifactList = documented(json!({"artifacts": [{
+        "job": "build", "name": "dist", "kind": "tar", "sizeBytes": 5000, "files": 2,
+        "created": "2026-01-02T03:04:05Z"
+    }]}));
+    assert!(artifacts.artifacts[0].manifest.is_none());
+}

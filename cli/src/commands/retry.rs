@@ -90,6 +90,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
         gate_relay: None,
         group_slots: None,
         no_cache: false,
+        stores: None,
         selection: Default::default(),
         retry: Some(engine::Retry {
             of_run: old.id.clone(),

@@ -236,6 +236,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         selection: flags.selection.clone(),
         retry: None,
         no_cache: flags.no_cache,
+        stores: None,
     };
     let parent = flags.parent.clone();
     let code = match docker {

@@ -1,5 +1,5 @@
 //! `sparkwing cache list|prune` and `sparkwing runs artifacts`: jobs' dependency caches and a
-//! run's artifacts on this machine.
+//! run's artifacts, on this machine or, with `--profile`, on a cluster through its API.
 
 use super::{format_time, CliError, CmdResult};
 use crate::cli::{ArtifactsArgs, CacheListArgs, CachePruneArgs, OutputFormat};
@@ -25,25 +25,14 @@ impl From<CacheError> for CliError {
     }
 }
 
-/// Caches on a cluster (through its API) are not there yet: say so, as a usage error.
-fn not_on_a_cluster(profile: &Option<String>) -> Result<(), CliError> {
-    match profile {
-        None => Ok(()),
-        Some(p) => Err(CliError::new(
-            ExitCode::Usage,
-            format!(
-                "caches are not yet on a cluster (profile {p:?}): `sparkwing cache` lists and prunes this machine's caches only; leave out --profile"
-            ),
-        )),
-    }
-}
-
 fn store() -> Result<LocalCacheStore, CliError> {
     Ok(LocalCacheStore::of_home(&Home::from_env())?)
 }
 
 pub fn cache_list(args: CacheListArgs) -> CmdResult {
-    not_on_a_cluster(&args.profile)?;
+    if args.profile.is_some() {
+        return remote::cache_list(args);
+    }
     let store = store()?;
     let mut entries = store.list()?;
     entries.sort_by(|a, b| b.last_used_ms.cmp(&a.last_used_ms).then(a.key.cmp(&b.key)));
@@ -81,13 +70,19 @@ pub fn cache_list(args: CacheListArgs) -> CmdResult {
 }
 
 pub fn cache_prune(args: CachePruneArgs) -> CmdResult {
-    not_on_a_cluster(&args.profile)?;
+    if args.profile.is_some() {
+        return remote::cache_prune(args);
+    }
     let store = store()?;
     let entries = store.list()?;
     let since = args
         .older_than
         .map(|d| now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let chosen = sparkwing_core::cache::prune_choice(&entries, args.all, since);
+    let chosen = match &args.key {
+        Some(key) if entries.iter().any(|e| &e.key == key) => vec![key.clone()],
+        Some(key) => return Err(CacheError::NotFound(key.clone()).into()),
+        None => sparkwing_core::cache::prune_choice(&entries, args.all, since),
+    };
     let mut freed = 0;
     let mut removed = Vec::new();
     for key in chosen {
@@ -122,11 +117,8 @@ pub fn cache_prune(args: CachePruneArgs) -> CmdResult {
 }
 
 pub fn artifacts(args: ArtifactsArgs) -> CmdResult {
-    if let Some(p) = &args.run.profile {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            format!("artifacts are not yet on a cluster (profile {p:?}): `sparkwing runs artifacts` reads local runs only; leave out --profile"),
-        ));
+    if args.run.profile.is_some() {
+        return remote::artifacts(args);
     }
     let home = Home::from_env();
     let store = abandoned::open_store(&home)?;
@@ -269,4 +261,259 @@ pub fn print_run_storage(
         }
     }
     Ok(())
+}
+
+/// The same commands on a cluster, through its API.
+mod remote {
+    use super::*;
+    use crate::commands::api_error;
+    use crate::remote::target::{self, Target};
+    use sparkwing_api::wire::{ArtifactView, CacheEntryView, CachePrune};
+    use sparkwing_api::RemoteError;
+
+    fn not_found_or(t: &Target, e: RemoteError) -> CliError {
+        match &e {
+            RemoteError::Status {
+                status: 404,
+                message,
+                ..
+            } => CliError::new(
+                ExitCode::NotFound,
+                format!("{message} (the API at {})", t.client.base_url()),
+            ),
+            RemoteError::Status {
+                status: 400,
+                message,
+                ..
+            } => CliError::new(ExitCode::Usage, message.clone()),
+            _ => api_error(t, e),
+        }
+    }
+
+    fn entry_table(out: &Printer, entries: &[CacheEntryView]) {
+        const TABLE: [Column; 5] = [
+            Column::left(16),
+            Column::left(36),
+            Column::left(36),
+            Column::right(10),
+            Column::left(20),
+        ];
+        out.row(
+            &TABLE,
+            &[
+                &"NAMESPACE",
+                &"SCOPE",
+                &"KEY",
+                &"SIZE",
+                &"SAVED",
+                &"LAST USED",
+            ],
+        );
+        for e in entries {
+            out.row(
+                &TABLE,
+                &[
+                    &e.namespace,
+                    &e.scope,
+                    &e.key,
+                    &bytes(e.size_bytes),
+                    &format_time(e.created.0),
+                    &format_time(e.last_used.0),
+                ],
+            );
+        }
+    }
+
+    /// `cache list --profile P`: the cluster's entries, most recently used first.
+    pub fn cache_list(args: CacheListArgs) -> CmdResult {
+        let t = target::resolve(args.profile.as_deref())?;
+        let mut entries = t
+            .client
+            .list_caches(args.namespace.as_deref())
+            .map_err(|e| not_found_or(&t, e))?
+            .entries;
+        entries.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.key.cmp(&b.key)));
+        let out = Printer::new(args.output);
+        match args.output {
+            OutputFormat::Json => {
+                for e in &entries {
+                    out.json_line(e);
+                }
+            }
+            OutputFormat::Pretty => {
+                entry_table(&out, &entries);
+                let total: u64 = entries.iter().map(|e| e.size_bytes).sum();
+                out.line(format!("{} entries, {}", entries.len(), bytes(total)));
+            }
+        }
+        Ok(ExitCode::Success)
+    }
+
+    /// `cache prune --profile P`: removed by the API (`admin`).
+    pub fn cache_prune(args: CachePruneArgs) -> CmdResult {
+        let t = target::resolve(args.profile.as_deref())?;
+        let req = CachePrune {
+            namespace: args.namespace.clone(),
+            scope: None,
+            key: args.key.clone(),
+            unused_for_secs: args.older_than.map(|d| d.as_secs()),
+            all: args.all,
+        };
+        let removed = t
+            .client
+            .prune_caches(&req)
+            .map_err(|e| not_found_or(&t, e))?
+            .removed;
+        let freed: u64 = removed.iter().map(|e| e.size_bytes).sum();
+        let out = Printer::new(args.output);
+        match args.output {
+            OutputFormat::Json => out.json_document(&json!({
+                "removed": removed.iter().map(|e| &e.key).collect::<Vec<_>>(),
+                "freed_bytes": freed
+            })),
+            OutputFormat::Pretty => {
+                for e in &removed {
+                    out.line(format!(
+                        "removed {} ({} in {})",
+                        e.key, e.scope, e.namespace
+                    ));
+                }
+                out.line(format!(
+                    "removed {} entries, freed {}",
+                    removed.len(),
+                    bytes(freed)
+                ));
+            }
+        }
+        Ok(ExitCode::Success)
+    }
+
+    /// `runs artifacts --profile P`: a cluster run's artifacts; `--download` fetches one's
+    /// chunks and puts it in `--to` (a file under its name, a directory's content in a
+    /// directory of its name).
+    pub fn artifacts(args: ArtifactsArgs) -> CmdResult {
+        let t = target::resolve(args.run.profile.as_deref())?;
+        let (ns, name) = crate::commands::remote_runs::resolve_run(&t, args.run.id())?;
+        let published = t
+            .client
+            .list_artifacts(&ns, &name)
+            .map_err(|e| not_found_or(&t, e))?
+            .artifacts;
+        let out = Printer::new(args.output);
+        let Some(wanted) = &args.download else {
+            match args.output {
+                OutputFormat::Json => {
+                    for a in &published {
+                        out.json_line(a);
+                    }
+                }
+                OutputFormat::Pretty => {
+                    const TABLE: [Column; 4] = [
+                        Column::left(20),
+                        Column::left(20),
+                        Column::right(10),
+                        Column::right(6),
+                    ];
+                    out.row(&TABLE, &[&"JOB", &"NAME", &"SIZE", &"FILES", &"KIND"]);
+                    for a in &published {
+                        out.row(
+                            &TABLE,
+                            &[
+                                &a.job,
+                                &a.name,
+                                &bytes(a.size_bytes),
+                                &a.files,
+                                &a.kind.as_str(),
+                            ],
+                        );
+                    }
+                }
+            }
+            return Ok(ExitCode::Success);
+        };
+        let a = pick(&published, wanted, &format!("{ns}/{name}"))?;
+        let full = t
+            .client
+            .get_artifact(&ns, &name, &a.job, &a.name)
+            .map_err(|e| not_found_or(&t, e))?;
+        let manifest = full.manifest.ok_or_else(|| {
+            CliError::new(
+                ExitCode::Api,
+                format!(
+                    "the API at {} answered artifact {} without its manifest",
+                    t.client.base_url(),
+                    a.name
+                ),
+            )
+        })?;
+        let to = args
+            .to
+            .clone()
+            .unwrap_or_else(|| crate::commands::start_dir(None));
+        let dest = to.join(&a.name);
+        let tmp = std::env::temp_dir().join("sparkwing-artifacts");
+        sparkwing_runner::stores::download(&t.client, &manifest, &dest, tmp).map_err(|e| {
+            CliError::new(
+                ExitCode::Api,
+                format!("downloading artifact {} of job {}: {e}", a.name, a.job),
+            )
+        })?;
+        match args.output {
+            OutputFormat::Json => out.json_document(&json!({
+                "job_id": a.job, "name": a.name, "path": dest, "size_bytes": a.size_bytes
+            })),
+            OutputFormat::Pretty => out.line(format!(
+                "artifact {} of job {} → {} ({})",
+                a.name,
+                a.job,
+                dest.display(),
+                bytes(a.size_bytes)
+            )),
+        }
+        Ok(ExitCode::Success)
+    }
+
+    /// The artifact `wanted` (`NAME` or `JOB/NAME`) among `published`.
+    fn pick<'a>(
+        published: &'a [ArtifactView],
+        wanted: &str,
+        run: &str,
+    ) -> Result<&'a ArtifactView, CliError> {
+        let (job, name) = match wanted.split_once('/') {
+            Some((j, n)) => (Some(j), n),
+            None => (None, wanted),
+        };
+        let matches: Vec<&ArtifactView> = published
+            .iter()
+            .filter(|a| a.name == name && job.is_none_or(|j| a.job == j))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let have: Vec<String> = published
+                    .iter()
+                    .map(|a| format!("{}/{}", a.job, a.name))
+                    .collect();
+                let have = if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                };
+                Err(CliError::new(
+                    ExitCode::NotFound,
+                    format!("artifact {wanted} not found in run {run} (it has: {have})"),
+                ))
+            }
+            many => {
+                let jobs: Vec<&str> = many.iter().map(|a| a.job.as_str()).collect();
+                Err(CliError::new(
+                    ExitCode::Usage,
+                    format!(
+                        "artifact {name} is published by jobs {}; name one as JOB/{name}",
+                        jobs.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
 }

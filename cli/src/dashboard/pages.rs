@@ -314,27 +314,21 @@ fn artifacts_section(
     run_id: &str,
     artifacts: &[sparkwing_engine::store::ArtifactRecord],
 ) -> String {
-    if artifacts.is_empty() {
-        return String::new();
-    }
-    let mut rows = String::new();
-    for a in artifacts {
-        let _ = write!(
-            rows,
-            "<tr><td><code>{name}</code></td><td>{job}</td><td><code>{path}</code></td><td class=\"num\">{size}</td>\
-             <td><code>sparkwing runs artifacts --run {run} --download {job}/{name}</code></td></tr>",
-            name = esc(&a.name),
-            job = esc(&a.job_id),
-            path = esc(&a.path),
-            size = esc(&sparkwing_engine::job_storage::bytes(a.size_bytes)),
-            run = esc(run_id),
-        );
-    }
-    format!(
-        "<section id=\"artifacts\" aria-labelledby=\"h-artifacts\"><h2 id=\"h-artifacts\">Artifacts</h2>\
-         <table><thead><tr><th>Name</th><th>Job</th><th>Path</th><th>Size</th><th>Download</th></tr></thead>\
-         <tbody>{rows}</tbody></table></section>"
-    )
+    use sparkwing_dashboard::artifacts::{section, ArtifactRow, Download};
+    let rows: Vec<ArtifactRow> = artifacts
+        .iter()
+        .map(|a| ArtifactRow {
+            job: a.job_id.clone(),
+            name: a.name.clone(),
+            path: Some(a.path.clone()),
+            size_bytes: a.size_bytes,
+            download: Download::Command(format!(
+                "sparkwing runs artifacts --run {run_id} --download {}/{}",
+                a.job_id, a.name
+            )),
+        })
+        .collect();
+    section(&rows)
 }
 
 /// `GET /pipelines`: each repository's pipelines with their latest runs.

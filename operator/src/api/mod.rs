@@ -50,6 +50,9 @@ pub use manifest::{Manifest, ManifestLimits};
 pub use metrics::ApiMetrics;
 pub use pipelines::{KubePipelines, MemoryPipelines, PipelineBackend, Webhooks};
 
+/// Default cap of one cache scope's dependency caches: 10 GiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 10 << 30;
+
 /// Default cap of one job's log: 256 MiB.
 pub const DEFAULT_LOG_CAP: u64 = 256 << 20;
 
@@ -132,6 +135,10 @@ pub struct ApiConfig {
     /// How long a cluster run's concurrency group entry stands without word from its runner
     /// (`sparkwing_core::concurrency::LEASE_MS` by default; its runner renews it every 5 s).
     pub group_lease: Duration,
+    /// The most the dependency caches of one cache scope of a namespace may hold: after a
+    /// commit, the least recently used entries are removed until they fit; one entry larger
+    /// than this is refused (413). 10 GiB by default.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -155,6 +162,7 @@ impl Default for ApiConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             group_lease: Duration::from_millis(sparkwing_core::concurrency::LEASE_MS as u64),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -286,7 +294,7 @@ impl ApiState {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     use handlers::dashboard::{gates, login, pages, streams};
-    use handlers::{admin, logs, pools, runs as r, uploads, webhooks};
+    use handlers::{admin, logs, pools, runs as r, storage, uploads, webhooks};
     let api = Router::new()
         // The cluster dashboard (docs/dashboard.md): pages and their streams on a session.
         .route("/", get(pages::runs_page))
@@ -294,6 +302,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs/{ns}/{name}", get(pages::run_page))
         .route("/runs/{ns}/{name}/cancel", post(pages::cancel))
         .route("/runs/{ns}/{name}/rerun", post(pages::rerun))
+        .route(
+            "/runs/{ns}/{name}/artifacts/{job}/{artifact}",
+            get(pages::download_artifact),
+        )
         .route("/runs/{ns}/{name}/gates/{gate}", post(gates::decide))
         .route("/login", get(login::login_page).post(login::login))
         .route("/logout", post(login::logout))
@@ -304,7 +316,25 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/uploads", post(uploads::create_upload))
         .route("/api/v1/uploads/{id}", get(uploads::get_upload))
         .route("/api/v1/uploads/{id}/blobs/{sha}", get(uploads::get_blob))
-        .route("/api/v1/blobs/{sha}", put(uploads::put_blob))
+        .route(
+            "/api/v1/blobs/{sha}",
+            put(uploads::put_blob).get(storage::get_blob),
+        )
+        .route("/api/v1/caches", get(storage::list_caches))
+        .route("/api/v1/caches/prune", post(storage::prune_caches))
+        .route("/api/v1/runs/{ns}/{name}/caches", get(storage::run_caches))
+        .route(
+            "/api/v1/runs/{ns}/{name}/caches/{key}",
+            get(storage::lookup).post(storage::commit),
+        )
+        .route(
+            "/api/v1/runs/{ns}/{name}/artifacts",
+            get(storage::list_artifacts),
+        )
+        .route(
+            "/api/v1/runs/{ns}/{name}/artifacts/{job}/{artifact}",
+            put(storage::put_artifact).get(storage::get_artifact),
+        )
         .route("/api/v1/blobs", post(uploads::put_blobs))
         .route("/api/v1/runs", post(r::trigger).get(r::list))
         .route("/api/v1/runs/{ns}/{name}", get(r::get_run))

@@ -5,5 +5,6 @@ pub mod dashboard;
 pub mod logs;
 pub mod pools;
 pub mod runs;
+pub mod storage;
 pub mod uploads;
 pub mod webhooks;

@@ -969,3 +969,104 @@ async fn dashboard_rerun_needs_csrf_runs_trigger_and_a_finished_run() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }
+
+#[tokio::test]
+async fn dashboard_run_page_lists_artifacts_with_sizes_and_downloads_them() {
+    let f = fx().await;
+    let (ns, name) = running_run(&f).await;
+    let runner = f.runs.runner_token(&ns, &name).unwrap();
+    let (cookie, _) = login(&f, &f.reader).await;
+    let page = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/{name}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        !page.body.contains("id=\"artifacts\""),
+        "no artifacts, no section"
+    );
+    // The runner publishes a file artifact of two chunks.
+    let (one, two): (&[u8], &[u8]) = (b"hello ", b"world");
+    let r = f
+        .call(
+            Method::POST,
+            "/api/v1/blobs",
+            Some(&runner),
+            Body::from(gzip(&blob_batch(&[one, two]))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let manifest = json!({"kind": "file", "chunks": [
+        {"sha256": sha256_hex(one), "size": 6}, {"sha256": sha256_hex(two), "size": 5}]});
+    let r = f
+        .json(
+            Method::PUT,
+            &format!("/api/v1/runs/{ns}/{name}/artifacts/build/report.txt"),
+            &runner,
+            json!({"manifest": manifest, "sizeBytes": 11, "files": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let page = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/{name}"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert!(
+        page.body.contains("<h2 id=\"h-artifacts\">Artifacts</h2>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<td class=\"num\">11 B</td>"),
+        "{}",
+        page.body
+    );
+    let href = format!("/runs/{ns}/{name}/artifacts/build/report.txt");
+    assert!(
+        page.body.contains(&format!(
+            "<a href=\"{href}\" download=\"report.txt\">Download</a>"
+        )),
+        "{}",
+        page.body
+    );
+    let got = request(&f, Method::GET, &href, Some(&cookie), &[], "").await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (StatusCode::OK, "hello world")
+    );
+    assert_eq!(
+        got.headers["content-disposition"],
+        "attachment; filename=\"report.txt\""
+    );
+    let missing = request(
+        &f,
+        Method::GET,
+        &format!("/runs/{ns}/{name}/artifacts/build/nope"),
+        Some(&cookie),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert!(
+        missing
+            .body
+            .contains("artifact nope of job build not found"),
+        "{}",
+        missing.body
+    );
+    // Without a session: to the login page, nothing downloaded.
+    let anon = request(&f, Method::GET, &href, None, &[], "").await;
+    assert_ne!(anon.status, StatusCode::OK);
+    assert!(!anon.body.contains("hello world"));
+}

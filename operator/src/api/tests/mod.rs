@@ -304,6 +304,7 @@ mod logs;
 mod pools;
 mod rerun;
 mod run_life;
+mod storage;
 mod tokens;
 mod trigger;
 mod uploads;

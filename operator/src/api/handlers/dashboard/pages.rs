@@ -22,6 +22,7 @@ use super::login::csrf_of;
 use super::view::{job_models, page, read_run, run_model, RunView};
 use crate::api::auth::Scope;
 use crate::api::handlers::runs::{self, ListQuery};
+use crate::api::handlers::storage;
 use crate::api::session::Session;
 use crate::api::{ApiError, ApiState, ClientAddr};
 
@@ -206,6 +207,10 @@ pub async fn run_page(
         "<div data-section=\"actions\">{}</div>",
         actions_html(&session, &v)
     );
+    let artifacts = match artifacts_section(&st, &ns, &name).await {
+        Ok(a) => a,
+        Err(e) => return error_page(&session, e),
+    };
     let body = render::run_body(
         &run,
         &sections,
@@ -213,12 +218,70 @@ pub async fn run_page(
             stream: &stream,
             selected: sel.as_deref(),
             actions: &actions,
-            extra: "",
+            extra: &artifacts,
             log_json: None,
         },
     );
     let title = sections["title"].as_str().unwrap_or("Run").to_string();
     Html(page(&title, "runs", Some(&session), &body)).into_response()
+}
+
+/// The run page's artifacts, each with a link to [`download_artifact`].
+async fn artifacts_section(st: &ApiState, ns: &str, name: &str) -> Result<String, ApiError> {
+    use sparkwing_dashboard::artifacts::{section, ArtifactRow, Download};
+    let rows: Vec<ArtifactRow> = storage::artifacts_of(st, ns, name)
+        .await?
+        .into_iter()
+        .map(|a| ArtifactRow {
+            download: Download::Link {
+                href: format!(
+                    "/runs/{ns}/{name}/artifacts/{}/{}",
+                    url_enc(&a.job),
+                    url_enc(&a.name)
+                ),
+                file: download_name(&a.name, a.kind),
+            },
+            job: a.job,
+            name: a.name,
+            path: None,
+            size_bytes: a.size_bytes,
+        })
+        .collect();
+    Ok(section(&rows))
+}
+
+/// What a download saves as: a file artifact under its name, a directory's as `NAME.tar`.
+fn download_name(name: &str, kind: sparkwing_core::chunked::ChunkedKind) -> String {
+    match kind {
+        sparkwing_core::chunked::ChunkedKind::File => name.to_string(),
+        sparkwing_core::chunked::ChunkedKind::Tar => format!("{name}.tar"),
+    }
+}
+
+/// `GET /runs/{ns}/{name}/artifacts/{job}/{artifact}` (a session that may read the run): the
+/// artifact's content — a file's bytes, or a directory as a tar — as an attachment.
+pub async fn download_artifact(
+    State(st): State<ApiState>,
+    session: Session,
+    Path((ns, name, job, artifact)): Path<(String, String, String, String)>,
+) -> Result<Response, ApiError> {
+    session.principal.require_read_run(&ns, &name)?;
+    let a = storage::find_artifact(&st, &ns, &name, &job, &artifact).await?;
+    let manifest: sparkwing_core::chunked::ChunkManifest = serde_json::from_str(&a.manifest)
+        .map_err(|e| {
+            ApiError::Internal(format!("the stored manifest of artifact {artifact}: {e}"))
+        })?;
+    let file = download_name(&artifact, manifest.kind);
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut res = storage::artifact_body(&st, manifest).into_response();
+    res.headers_mut()
+        .insert(axum::http::header::CONTENT_DISPOSITION, disposition);
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(res)
 }
 
 /// `POST /runs/{ns}/{name}/cancel`: the CSRF token (form field `csrf` or `X-CSRF-Token`), then
