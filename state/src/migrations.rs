@@ -201,6 +201,10 @@ mod tests {
             "cdd4c08de36dbaf0202c765c1ae76cbece5245e2bf223cfd414572b52c297f18",
             "8012c40abd9a4f0095ac5e2b55a883ce800f664861dc2626d7e1d13d3f3c9ad8",
         ),
+        (
+            "89c1bfb3665d3f49d699489f4b329a8620df23e8a8e22d186c036f417aa1cc9f",
+            "a8f84614e215f948ed212419d767d8196be8f74255044bd95d450bb6a9d06d73",
+        ),
     ];
 
     fn sha256(text: &str) -> String {
