@@ -870,9 +870,8 @@ mod tests {
         assert_eq!(query_escape("test[3]"), "test%5B3%5D");
     }
 
-    /// A fan-out's job id (`test[3]`) reaches the API as one percent-encoded path segment.
-    #[test]
-    fn a_job_state_put_escapes_the_job_id() {
+    /// The request line of the one request `call` makes to a loopback server answering 204.
+    fn request_line_of(call: impl FnOnce(&ApiClient)) -> String {
         use std::io::{BufRead, BufReader, Read, Write};
         use std::net::TcpListener;
 
@@ -900,15 +899,34 @@ mod tests {
             let _ = write!(w, "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
             request_line
         });
-        let c = ApiClient::new(&url, "t").unwrap();
-        let state: JobStateReport = serde_json::from_value(serde_json::json!({
-            "state": "running", "attempt": 1
-        }))
-        .unwrap();
-        c.put_job_state("ci", "run-1", "test[3]", &state).unwrap();
+        call(&ApiClient::new(&url, "t").unwrap());
+        server.join().unwrap()
+    }
+
+    /// A fan-out's job id (`test[3]`) reaches the API as one percent-encoded path segment.
+    #[test]
+    fn a_job_state_put_escapes_the_job_id() {
+        let line = request_line_of(|c| {
+            let state: JobStateReport = serde_json::from_value(serde_json::json!({
+                "state": "running", "attempt": 1
+            }))
+            .unwrap();
+            c.put_job_state("ci", "run-1", "test[3]", &state).unwrap();
+        });
         assert_eq!(
-            server.join().unwrap(),
+            line,
             "PUT /api/v1/runs/ci/run-1/jobs/test%5B3%5D HTTP/1.1\r\n"
+        );
+    }
+
+    /// So do the artifacts of a fan-out's job, published and read through the API.
+    #[test]
+    fn artifact_paths_escape_the_job_id() {
+        // The 204 is no artifact: only the request matters here.
+        let line = request_line_of(|c| drop(c.get_artifact("ci", "run-1", "test[3]", "report")));
+        assert_eq!(
+            line,
+            "GET /api/v1/runs/ci/run-1/artifacts/test%5B3%5D/report HTTP/1.1\r\n"
         );
     }
 }
