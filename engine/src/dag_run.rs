@@ -1553,6 +1553,14 @@ fn record_terminal(
 ) -> Result<(), EngineError> {
     let spec = &sched.plan().jobs[job];
     let progress = sched.job(job);
+    // The attempt its row holds: a template (fan-out or matrix) runs nothing, so no attempt
+    // started and its row keeps 0, although core's scheduler counts a fan-out's expansion as
+    // attempt 1. The event and the runner's report to the API say the same as the row.
+    let attempt = if spec.is_template() {
+        0
+    } else {
+        progress.attempt
+    };
     let now = now_ms();
     let outputs = if jobs[job].outputs.is_empty() {
         None
@@ -1625,7 +1633,7 @@ fn record_terminal(
         &spec.id,
         sink::job_state_report(
             progress.state,
-            progress.attempt,
+            attempt,
             Some(jobs[job].started_ms),
             Some(now),
             exit_code,
@@ -1643,7 +1651,7 @@ fn record_terminal(
     rec.event(
         Some(&spec.id),
         kind,
-        json!({"state": progress.state.as_str(), "reason": reason, "attempt": progress.attempt, "exit_code": exit_code}),
+        json!({"state": progress.state.as_str(), "reason": reason, "attempt": attempt, "exit_code": exit_code}),
         Some(human),
     )
 }
