@@ -143,14 +143,14 @@ impl Env {
         Ok(Env { cluster, cli })
     }
 
-    /// `pipeline` triggered on the cluster and followed to its end; with `interrupt_after`,
-    /// `runs cancel` (finally jobs still run, as after a first Ctrl-C) once the API holds that
-    /// line of that job.
+    /// `pipeline` triggered on the cluster and followed to its end, and the run's name; with
+    /// `interrupt_after`, `runs cancel` (finally jobs still run, as after a first Ctrl-C) once the
+    /// API holds that line of that job.
     async fn run_on_cluster(
         &self,
         pipeline: &str,
         interrupt_after: Interrupt<'_>,
-    ) -> Result<Ending> {
+    ) -> Result<(Ending, String)> {
         let project = self.cli.project().to_str().context("project path")?;
         let follower = self.cli.spawn([
             "pipeline",
@@ -214,11 +214,52 @@ impl Env {
                 )
             })
             .collect();
-        Ok(Ending {
-            code: out.code,
-            jobs,
-        })
+        Ok((
+            Ending {
+                code: out.code,
+                jobs,
+            },
+            name,
+        ))
     }
+}
+
+/// `pipeline` run on the host (a fresh copy of the project: the retry marker lives in the
+/// workspace) and on the cluster: the host's run must exit with `code`, and both endings must be
+/// equal. Returns the host's ending for the case's own checks and the cluster run's name.
+async fn host_and_cluster(
+    env: &Env,
+    pipeline: &str,
+    interrupt_after: Interrupt<'_>,
+    code: i32,
+) -> Result<(Ending, String)> {
+    let local_cli = env
+        .cluster
+        .user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")
+        .await?;
+    let started = Instant::now();
+    let local = run_locally(&local_cli, pipeline, interrupt_after).await?;
+    let on_host = started.elapsed();
+    assert_eq!(local.code, code, "{pipeline} on the host: {local:?}");
+    let started = Instant::now();
+    let (cluster, name) = env.run_on_cluster(pipeline, interrupt_after).await?;
+    eprintln!(
+        "{pipeline}: host {local:?} in {on_host:?}, cluster {cluster:?} in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        local, cluster,
+        "{pipeline}: the process executor (left) and Kubernetes (right) differ"
+    );
+    Ok((local, name))
+}
+
+/// A job's (state, reason, attempt) in an ending.
+fn state<'a>(ending: &'a Ending, job: &str) -> Option<(&'a str, &'a str, u64)> {
+    ending
+        .jobs
+        .get(job)
+        .map(|(s, r, a)| (s.as_str(), r.as_str(), *a))
 }
 
 /// Every case of the CLI suite, on the host and on the cluster, ends the same.
@@ -233,22 +274,9 @@ async fn the_fixture_pipelines_end_on_kubernetes_as_with_the_process_executor() 
         ("cancel-finally", Some(("long", "started")), 130),
     ];
     for (pipeline, interrupt_after, code) in cases {
-        // A fresh copy of the project per case: the retry marker lives in the workspace.
-        let local_cli = env
-            .cluster
-            .user(PRINCIPAL, Path::new(FIXTURE), PROFILE, "real")
-            .await?;
-        let local = run_locally(&local_cli, pipeline, interrupt_after).await?;
-        assert_eq!(local.code, code, "{pipeline} on the host: {local:?}");
-        let cluster = env.run_on_cluster(pipeline, interrupt_after).await?;
-        eprintln!("{pipeline}: host {local:?}, cluster {cluster:?}");
+        let (local, _) = host_and_cluster(&env, pipeline, interrupt_after, code).await?;
         // What the CLI suite asserts of each case, so that equal endings are the right ones.
-        let state = |job: &str| {
-            local
-                .jobs
-                .get(job)
-                .map(|(s, r, a)| (s.as_str(), r.as_str(), *a))
-        };
+        let state = |job: &str| state(&local, job);
         match pipeline {
             "success" => {
                 assert_eq!(state("first").map(|j| j.0), Some("success"), "{local:?}");
@@ -274,10 +302,68 @@ async fn the_fixture_pipelines_end_on_kubernetes_as_with_the_process_executor() 
             }
             _ => assert_eq!(state("fin").map(|j| j.0), Some("success"), "{local:?}"),
         }
-        assert_eq!(
-            local, cluster,
-            "{pipeline}: the process executor (left) and Kubernetes (right) differ"
-        );
+    }
+    env.cluster.shutdown().await
+}
+
+/// The cache, artifact, memo and fan-out cases of the CLI suite, one run each (a runner pod is
+/// fresh per run, so a second run's cache and memo hits are compared between the local
+/// executors only): on the host and on the cluster they end the same. Inside the pod the cache
+/// misses and is saved, the artifact passes from producer to consumer, the memoized job runs,
+/// and the fan-out expands into `test[0]` … `test[3]` beside the matrix's `pkg[0]`, `pkg[1]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_and_fan_out_pipelines_end_on_kubernetes_as_with_the_process_executor(
+) -> Result<()> {
+    let env = Env::new().await?;
+    for pipeline in ["cache", "artifact", "memo", "fan-out"] {
+        let (local, name) = host_and_cluster(&env, pipeline, None, 0).await?;
+        // What the runner pod's engine did with the cache and the artifact, from the jobs' lines
+        // the API holds.
+        let expect_lines: &[(&str, &str)] = match pipeline {
+            "cache" => &[
+                ("deps", "cache deps: miss (key deps-"),
+                ("deps", "cache deps: saved deps-"),
+            ],
+            "artifact" => &[
+                ("make", "artifact report published from out/report.txt"),
+                (
+                    "check",
+                    "artifact report of job make → consumer/out/report.txt",
+                ),
+                ("check", "report checked"),
+            ],
+            _ => &[],
+        };
+        for (job, start) in expect_lines {
+            let lines = env.cluster.api_log_lines(&name, job).await?;
+            assert!(
+                lines.iter().any(|(_, l)| l.starts_with(start)),
+                "{pipeline}: job {job} has no line starting {start:?} on the cluster: {lines:?}"
+            );
+        }
+        let succeeded: &[&str] = match pipeline {
+            "cache" => &["deps"],
+            "artifact" => &["make", "check"],
+            "memo" => &["compute", "use"],
+            _ => {
+                assert_eq!(
+                    state(&local, "test").map(|j| (j.0, j.1)),
+                    Some(("success", "fanned out into 4 jobs (test[0] … test[3])")),
+                    "{local:?}"
+                );
+                &[
+                    "shards", "test[0]", "test[1]", "test[2]", "test[3]", "pkg", "pkg[0]",
+                    "pkg[1]", "sum",
+                ]
+            }
+        };
+        for job in succeeded {
+            assert_eq!(
+                state(&local, job).map(|j| j.0),
+                Some("success"),
+                "{pipeline}: job {job}: {local:?}"
+            );
+        }
     }
     env.cluster.shutdown().await
 }

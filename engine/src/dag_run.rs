@@ -1557,6 +1557,14 @@ fn record_terminal(
 ) -> Result<(), EngineError> {
     let spec = &sched.plan().jobs[job];
     let progress = sched.job(job);
+    // The attempt its row holds: a template (fan-out or matrix) runs nothing, so no attempt
+    // started and its row keeps 0, although core's scheduler counts a fan-out's expansion as
+    // attempt 1. The event and the runner's report to the API say the same as the row.
+    let attempt = if spec.is_template() {
+        0
+    } else {
+        progress.attempt
+    };
     let now = now_ms();
     // Masked once: the store and the sink get the same values.
     let masked: Option<BTreeMap<String, String>> = (!jobs[job].outputs.is_empty()).then(|| {
@@ -1628,7 +1636,7 @@ fn record_terminal(
     };
     let mut report = sink::job_state_report(
         progress.state,
-        progress.attempt,
+        attempt,
         Some(jobs[job].started_ms),
         Some(now),
         exit_code,
@@ -1647,7 +1655,7 @@ fn record_terminal(
     rec.event(
         Some(&spec.id),
         kind,
-        json!({"state": progress.state.as_str(), "reason": reason, "attempt": progress.attempt, "exit_code": exit_code}),
+        json!({"state": progress.state.as_str(), "reason": reason, "attempt": attempt, "exit_code": exit_code}),
         Some(human),
     )
 }
