@@ -245,7 +245,16 @@ fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
                     }
                 })
                 .collect();
-            be.a.content.append_log(&key, &batch).await.unwrap();
+            // As the API ingests: the content, then the log index.
+            sparkwing_state::ingest_lines(
+                be.a.meta.as_ref(),
+                be.a.content.as_ref(),
+                &key,
+                batch,
+                u64::MAX,
+            )
+            .await
+            .unwrap();
         }
     });
     println!(

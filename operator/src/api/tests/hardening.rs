@@ -1118,6 +1118,63 @@ async fn the_runs_list_is_paged_by_cursor_with_filters() {
     }
 }
 
+/// Finished runs whose PipelineRun is kept are both live and in the index: pages of them are
+/// whole and in order, each run once, however the index's pages fall.
+#[tokio::test]
+async fn the_runs_list_pages_runs_both_live_and_archived() {
+    let f = fx().await;
+    let id = f.upload(&[("a", "1")]).await;
+    let mut names = Vec::new();
+    for i in 0..7i64 {
+        let (ns, name) = f.trigger_run(&id).await;
+        let mut run = f.runs.run(&ns, &name).unwrap();
+        run.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z"
+                    .parse::<k8s_openapi::jiff::Timestamp>()
+                    .unwrap()
+                    .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i))
+                    .unwrap(),
+            ));
+        f.runs.insert(run);
+        f.runs.set_phase(&ns, &name, RunPhase::Succeeded);
+        // Read once: a finished live run is archived then.
+        let r = f.get(&format!("/api/v1/runs/{ns}/{name}"), &f.reader).await;
+        assert_eq!(r.json()["archived"], true, "{}", r.body);
+        names.push(name);
+    }
+    let newest_first: Vec<String> = names.iter().rev().cloned().collect();
+    for limit in [1usize, 2, 3, 7] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let q = match &cursor {
+                None => format!("limit={limit}"),
+                Some(c) => format!("limit={limit}&cursor={c}"),
+            };
+            let r = f.get(&format!("/api/v1/runs?{q}"), &f.reader).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            let v = r.json();
+            let page: Vec<String> = v["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    assert_eq!(r["live"], true, "{r}");
+                    r["name"].as_str().unwrap().to_string()
+                })
+                .collect();
+            assert!(page.len() <= limit, "{page:?}");
+            seen.extend(page);
+            match v["next"].as_str() {
+                Some(n) => cursor = Some(n.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, newest_first, "pages of {limit}");
+    }
+}
+
 #[tokio::test]
 async fn the_runs_list_reads_no_archive_file_per_run() {
     let f = fx().await;

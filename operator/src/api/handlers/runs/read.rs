@@ -119,24 +119,37 @@ pub async fn list(
     };
     let mut cursor = q.cursor.clone();
     let mut archived = 0;
+    // The (limit+1)-th live run after the cursor: an index entry listed after it can be neither
+    // on this page nor the sign of a next one, so the index is read no further. (Finished runs
+    // whose PipelineRun is kept are in the index too, and skipped here: without this bound a
+    // list read past every one of them, page by page.)
+    let bound: Option<ListKey> = out.keys().nth(limit).cloned();
     loop {
         let page = st
             .store
             .meta
             .list_runs(&filter, cursor.as_deref(), limit + 1)
             .await?;
+        let mut past_bound = false;
         for summary in &page.runs {
-            let k = (summary.key.namespace.clone(), summary.key.name.clone());
-            if live_keys.contains(&k) {
+            let key = (
+                std::cmp::Reverse(summary.created_ms),
+                summary.key.namespace.clone(),
+                summary.key.name.clone(),
+            );
+            if bound.as_ref().is_some_and(|b| key > *b) {
+                past_bound = true;
+                break;
+            }
+            if live_keys.contains(&(key.1.clone(), key.2.clone())) {
                 continue;
             }
             let run = Arc::new(Store::summary_run(summary)?);
-            let key = (std::cmp::Reverse(summary.created_ms), k.0, k.1);
             out.insert(key, (run, false));
             archived += 1;
         }
         match page.next {
-            Some(next) if archived <= limit => cursor = Some(next),
+            Some(next) if archived <= limit && !past_bound => cursor = Some(next),
             _ => break,
         }
     }
