@@ -132,21 +132,13 @@ pub fn artifacts(args: ArtifactsArgs) -> CmdResult {
                     out.json_line(a);
                 }
             }
-            OutputFormat::Pretty => {
-                const TABLE: [Column; 4] = [
-                    Column::left(20),
-                    Column::left(20),
-                    Column::right(10),
-                    Column::right(6),
-                ];
-                out.row(&TABLE, &[&"JOB", &"NAME", &"SIZE", &"FILES", &"PATH"]);
-                for a in &published {
-                    out.row(
-                        &TABLE,
-                        &[&a.job_id, &a.name, &bytes(a.size_bytes), &a.files, &a.path],
-                    );
-                }
-            }
+            OutputFormat::Pretty => artifact_table(
+                &out,
+                "PATH",
+                published
+                    .iter()
+                    .map(|a| (&*a.job_id, &*a.name, a.size_bytes, a.files, a.path.clone())),
+            ),
         }
         return Ok(ExitCode::Success);
     };
@@ -221,6 +213,25 @@ pub fn artifacts(args: ArtifactsArgs) -> CmdResult {
         )),
     }
     Ok(ExitCode::Success)
+}
+
+/// The table of `runs artifacts`, a local run's and `--profile`'s: job, name, size and files,
+/// then `last` (a local artifact's path, a cluster one's kind).
+fn artifact_table<'a, F: std::fmt::Display>(
+    out: &Printer,
+    last: &str,
+    rows: impl Iterator<Item = (&'a str, &'a str, u64, F, String)>,
+) {
+    const TABLE: [Column; 4] = [
+        Column::left(20),
+        Column::left(20),
+        Column::right(10),
+        Column::right(6),
+    ];
+    out.row(&TABLE, &[&"JOB", &"NAME", &"SIZE", &"FILES", &last]);
+    for (job, name, size, files, tail) in rows {
+        out.row(&TABLE, &[&job, &name, &bytes(size), &files, &tail]);
+    }
 }
 
 /// `runs status`'s lines on a run's caches and artifacts (nothing when it has none).
@@ -407,27 +418,19 @@ mod remote {
                         out.json_line(a);
                     }
                 }
-                OutputFormat::Pretty => {
-                    const TABLE: [Column; 4] = [
-                        Column::left(20),
-                        Column::left(20),
-                        Column::right(10),
-                        Column::right(6),
-                    ];
-                    out.row(&TABLE, &[&"JOB", &"NAME", &"SIZE", &"FILES", &"KIND"]);
-                    for a in &published {
-                        out.row(
-                            &TABLE,
-                            &[
-                                &a.job,
-                                &a.name,
-                                &bytes(a.size_bytes),
-                                &a.files,
-                                &a.kind.as_str(),
-                            ],
-                        );
-                    }
-                }
+                OutputFormat::Pretty => artifact_table(
+                    &out,
+                    "KIND",
+                    published.iter().map(|a| {
+                        (
+                            &*a.job,
+                            &*a.name,
+                            a.size_bytes,
+                            a.files,
+                            a.kind.as_str().to_string(),
+                        )
+                    }),
+                ),
             }
             return Ok(ExitCode::Success);
         };
