@@ -92,13 +92,26 @@ impl Store {
 
     fn configure(&mut self) -> Result<()> {
         self.conn
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.err(e))?;
         // journal_mode returns a row; it is also the first statement that reads the file header,
-        // so a corrupt file is detected here.
-        self.conn
-            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .map_err(|e| self.err(e))?;
+        // so a corrupt file is detected here. Switching a new database to WAL needs an exclusive
+        // lock, and SQLite answers BUSY at once there, without the busy handler, when another
+        // process holds a lock (two runs opening a fresh home together): retried until the busy
+        // timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
         // Short-lived processes open and close the store all the time: checkpointing (two
         // fsyncs) and deleting the WAL on every close cost more than a whole warm run. SQLite still
         // checkpoints automatically when the WAL grows past 1000 pages.
@@ -499,6 +512,13 @@ impl Store {
             Ok(changed > 0)
         })
     }
+}
+
+/// How long a statement waits for another process's lock on the store.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {

@@ -307,3 +307,28 @@ fn jobs_added_later_come_after_the_first_ones() {
         .collect();
     assert_eq!(ids, ["shards", "test", "report", "test[0]", "test[1]"]);
 }
+
+/// Runs started together on a fresh home all open its store: switching the new database to WAL
+/// answered "database is locked" at once to all but one (seen in two `sparkwing run`s at once).
+#[test]
+fn a_fresh_store_opened_by_many_at_once_opens_for_each() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Store::open_path(&path).map(drop)
+                })
+            })
+            .collect();
+        for o in openers {
+            if let Err(e) = o.join().unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}
