@@ -14,7 +14,7 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 use sparkwing_crds::pipeline_run::PipelineRun;
-use sparkwing_state::{ContentStore, MetadataStore, RunKey, RunSummary, StateError};
+use sparkwing_state::{BlobLockMode, ContentStore, MetadataStore, RunKey, RunSummary, StateError};
 
 use sparkwing_core::upload_manifest::Manifest;
 
@@ -246,6 +246,10 @@ impl Store {
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         let young = |modified_ms: i64| now_ms.saturating_sub(modified_ms) < grace_ms;
         let mut report = GcReport::default();
+        // Held from the listings to the deletions: a writer that found a blob stored records
+        // its manifest before the listings or checks after the deletions
+        // (`sparkwing_state::blob_lock`).
+        let _sweep = self.meta.lock_blobs(BlobLockMode::Sweep).await?;
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for m in self.content.list_manifests().await? {
             if keep.contains(&m.name) || young(m.modified_ms) {

@@ -63,7 +63,7 @@ struct JobLog {
 
 impl JobLog {
     fn note(&mut self, seq: u64, offset: u64) {
-        if self.lines % INDEX_STRIDE == 0 {
+        if self.lines.is_multiple_of(INDEX_STRIDE) {
             self.index.push((seq, offset));
         }
         self.lines += 1;

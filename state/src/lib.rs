@@ -10,6 +10,7 @@
 //!
 //! [`open_metadata`] and [`open_content`] pick the implementation from a URL.
 
+pub mod blob_lock;
 pub mod error;
 pub mod files;
 pub mod groups;
@@ -30,6 +31,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use blob_lock::{BlobLock, BlobLockMode};
 pub use error::{Result, StateError};
 pub use groups::{change_group_with, GroupChange, GroupEntry};
 pub use ingest::{ingest, ingest_lines, IngestReport, Ingested};
@@ -193,6 +195,9 @@ pub trait MetadataStore: Send + Sync {
     async fn list_artifacts(&self, run: &RunKey) -> Result<Vec<ArtifactRecord>>;
     /// The manifests of every cache entry and artifact (for collection: their chunks are kept).
     async fn chunk_manifests(&self) -> Result<Vec<String>>;
+    /// Take the blob lock in `mode` ([`blob_lock`]), waiting while the other mode holds it; it is
+    /// held until the answer is dropped.
+    async fn lock_blobs(&self, mode: BlobLockMode) -> Result<BlobLock>;
 
     /// Remove finished runs (and their job states, gate decisions, group entries, log index, artifacts and run tokens)
     /// that the policy picks; the runs removed, so their content can be deleted.

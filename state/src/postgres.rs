@@ -6,6 +6,7 @@
 //! this binary is refused. The pool verifies a connection before handing it out, so after the server restarts
 //! the next operation reconnects: no reopening of the store.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,15 +20,20 @@ use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
 use crate::types::{check_job, check_name, check_run, check_scope, Cursor};
 use crate::{
-    ArtifactRecord, CacheRecord, Delivery, GateDecision, GateRecorded, LogFeedEvent, LogIndex,
-    LogKey, LogLine, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
-    SessionRecord, TokenRecord,
+    ArtifactRecord, BlobLock, BlobLockMode, CacheRecord, Delivery, GateDecision, GateRecorded,
+    LogFeedEvent, LogIndex, LogKey, LogLine, MetadataStore, RetentionPolicy, RunFilter, RunKey,
+    RunPage, RunSummary, SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
 
 /// The advisory lock the migrations hold ("sparkwing" in ASCII, folded into an i64).
 const MIGRATION_LOCK: i64 = 0x7370_6172_6b77_696e;
+/// The advisory lock key of the blob lock (`crate::blob_lock`): "blobs" in ASCII.
+const BLOB_LOCK: i64 = 0x0062_6c6f_6273;
+/// Sessions a replica holds the blob lock on at once; more holders wait for one to end (each
+/// holds a connection of its own, outside the pool, so holders never starve the pool).
+const BLOB_LOCK_SESSIONS: usize = 8;
 
 pub struct PgMetadata {
     pool: Pool,
@@ -35,6 +41,8 @@ pub struct PgMetadata {
     config: tokio_postgres::Config,
     /// The log feed, started by the first subscriber.
     feed: std::sync::OnceLock<tokio::sync::broadcast::Sender<LogFeedEvent>>,
+    /// Permits for the sessions holding the blob lock ([`BLOB_LOCK_SESSIONS`]).
+    blob_lock_sessions: Arc<tokio::sync::Semaphore>,
 }
 
 /// The channel the log feed's notifications are sent on.
@@ -255,6 +263,7 @@ impl PgMetadata {
             pool,
             config: pg,
             feed: std::sync::OnceLock::new(),
+            blob_lock_sessions: Arc::new(tokio::sync::Semaphore::new(BLOB_LOCK_SESSIONS)),
         };
         store.migrate().await?;
         Ok(store)
@@ -1172,6 +1181,36 @@ impl MetadataStore for PgMetadata {
             )
             .await?;
         Ok(rows.iter().map(artifact_row).collect())
+    }
+
+    async fn lock_blobs(&self, mode: BlobLockMode) -> Result<BlobLock> {
+        let permit = self
+            .blob_lock_sessions
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StateError::Backend {
+                backend: "PostgreSQL",
+                detail: format!("blob lock sessions: {e}"),
+            })?;
+        // A session of its own: the lock lasts as long as the session, so dropping the client
+        // (or this replica dying) releases it, and a holder never keeps a pooled connection.
+        let (client, connection) =
+            tokio::time::timeout(Duration::from_secs(5), self.config.connect(NoTls))
+                .await
+                .map_err(|_| StateError::Unavailable {
+                    backend: "PostgreSQL",
+                    detail: "connecting for the blob lock took over 5 s".into(),
+                })?
+                .map_err(classify)?;
+        // Ends by itself once the client is dropped.
+        tokio::spawn(connection);
+        let sql = match mode {
+            BlobLockMode::Reuse => "SELECT pg_advisory_lock_shared($1)",
+            BlobLockMode::Sweep => "SELECT pg_advisory_lock($1)",
+        };
+        client.execute(sql, &[&BLOB_LOCK]).await.map_err(classify)?;
+        Ok(BlobLock::new((client, permit)))
     }
 
     async fn chunk_manifests(&self) -> Result<Vec<String>> {

@@ -13,14 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{join_error, Result, StateError};
+use crate::error::{io_error, join_error, Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
 use crate::types::{check_job, check_name, check_run, check_scope, Cursor};
 use crate::{
-    ArtifactRecord, CacheRecord, Delivery, GateDecision, GateRecorded, LogIndex, LogKey,
-    MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord,
-    TokenRecord,
+    ArtifactRecord, BlobLock, BlobLockMode, CacheRecord, Delivery, GateDecision, GateRecorded,
+    LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
+    SessionRecord, TokenRecord,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -1073,6 +1073,31 @@ impl MetadataStore for SqliteMetadata {
             rows.collect()
         })
         .await
+    }
+
+    async fn lock_blobs(&self, mode: BlobLockMode) -> Result<BlobLock> {
+        // A lock file beside the database: `flock` on it orders every handle and process on
+        // this node (a database of one node has no other replica).
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".blob-lock");
+        let path = self.path.with_file_name(name);
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error(&path, e))?;
+            match mode {
+                BlobLockMode::Reuse => file.lock_shared(),
+                BlobLockMode::Sweep => file.lock(),
+            }
+            .map_err(|e| io_error(&path, e))?;
+            Ok(BlobLock::new(file))
+        })
+        .await
+        .map_err(join_error)?
     }
 
     async fn chunk_manifests(&self) -> Result<Vec<String>> {

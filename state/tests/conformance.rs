@@ -60,6 +60,7 @@ conformance!(
     job_states_keep_their_outputs,
     cache_entries_first_commit_stands,
     artifacts_are_kept_per_run_and_go_with_it,
+    the_blob_lock_keeps_writers_and_collection_apart,
 );
 
 /// A job a fan-out expanded into is named `test[3]`: its state and log are stored under that name
@@ -1637,4 +1638,62 @@ async fn artifacts_are_kept_per_run_and_go_with_it(b: Backend) {
         m.put_artifact(&artifact("r1", "build", "../x", "m")).await,
         Err(StateError::Invalid { .. })
     ));
+}
+
+/// `f`'s answer within 30 s, else a failure saying `what` did not happen.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("within 30 s: {what}"))
+}
+
+/// True when `task` is still waiting after a while (it should be: it waits for a lock).
+async fn still_waits<T>(task: &mut tokio::task::JoinHandle<T>) -> bool {
+    tokio::time::timeout(std::time::Duration::from_millis(300), task)
+        .await
+        .is_err()
+}
+
+/// Writers relying on stored blobs hold the blob lock together; collection's sweep holds it
+/// alone, after every writer and before the next.
+async fn the_blob_lock_keeps_writers_and_collection_apart(b: Backend) {
+    use sparkwing_state::BlobLockMode::{Reuse, Sweep};
+    let m = b.meta.clone();
+    // Two writers at once.
+    let w1 = within("a writer takes the lock", m.lock_blobs(Reuse))
+        .await
+        .unwrap();
+    let w2 = within(
+        "a second writer takes it beside the first",
+        m.lock_blobs(Reuse),
+    )
+    .await
+    .unwrap();
+    // A sweep waits for both.
+    let m2 = m.clone();
+    let mut sweep = tokio::spawn(async move { m2.lock_blobs(Sweep).await.unwrap() });
+    assert!(
+        still_waits(&mut sweep).await,
+        "the sweep took the lock while writers held it"
+    );
+    drop(w1);
+    assert!(
+        still_waits(&mut sweep).await,
+        "the sweep took the lock while a writer still held it"
+    );
+    drop(w2);
+    let held = within("the sweep takes the lock after the writers", sweep)
+        .await
+        .unwrap();
+    // A writer waits for the sweep.
+    let m3 = m.clone();
+    let mut writer = tokio::spawn(async move { m3.lock_blobs(Reuse).await.unwrap() });
+    assert!(
+        still_waits(&mut writer).await,
+        "a writer took the lock during a sweep"
+    );
+    drop(held);
+    within("the writer takes the lock after the sweep", writer)
+        .await
+        .unwrap();
 }

@@ -28,7 +28,7 @@ use sparkwing_core::cache::{self, CacheEntry, ResolvedKey, RestoreChoice};
 use sparkwing_core::chunked::{self, ChunkManifest};
 use sparkwing_core::time::Time;
 use sparkwing_crds::pipeline_run::Source;
-use sparkwing_state::{ArtifactRecord, CacheRecord, RunKey};
+use sparkwing_state::{ArtifactRecord, BlobLockMode, CacheRecord, RunKey};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiState};
@@ -266,6 +266,9 @@ pub async fn commit(
     {
         return Ok((StatusCode::OK, Json(already(size))));
     }
+    // From finding chunks stored to recording the entry that names them, collection must not
+    // delete them (`sparkwing_state::blob_lock`).
+    let reuse = st.store.meta.lock_blobs(BlobLockMode::Reuse).await?;
     let missing = missing_chunks(&st, &req.manifest).await?;
     if !missing.is_empty() {
         return Ok((
@@ -288,7 +291,9 @@ pub async fn commit(
         created_ms: now,
         last_used_ms: now,
     };
-    if !st.store.meta.commit_cache_entry(&record).await? {
+    let committed = st.store.meta.commit_cache_entry(&record).await?;
+    drop(reuse);
+    if !committed {
         return Ok((StatusCode::OK, Json(already(size))));
     }
     // The scope stays under its cap: least recently used first, never the entry just saved.
@@ -442,6 +447,8 @@ pub async fn put_artifact(
         read_json(body, st.config.limits.manifest_body, "artifact publish").await?;
     checked(&req.manifest)?;
     let size = req.manifest.total_size();
+    // As for a cache commit: the chunks found stored stay until the record names them.
+    let _reuse = st.store.meta.lock_blobs(BlobLockMode::Reuse).await?;
     let missing = missing_chunks(&st, &req.manifest).await?;
     if !missing.is_empty() {
         return Ok((

@@ -24,6 +24,7 @@ use crate::api::auth::{Principal, Scope};
 use crate::api::manifest::{is_sha256_hex, Manifest};
 use crate::api::{read_body, read_json, ApiError, ApiMetrics, ApiState};
 use crate::store::UploadCheck;
+use sparkwing_state::BlobLockMode;
 
 /// The blobs of `manifest` not stored yet; a 400 when a stored blob's size is not the one its
 /// file declares (it would only fail later, on the runner).
@@ -44,8 +45,12 @@ pub async fn create_upload(
     manifest.validate(&st.config.limits.manifest)?;
     let manifest = manifest.canonical();
     let id = manifest.id();
+    // From finding blobs stored to recording the manifest that names them, collection must not
+    // delete them (`sparkwing_state::blob_lock`).
+    let reuse = st.store.meta.lock_blobs(BlobLockMode::Reuse).await?;
     let missing = missing_blobs(&st, &manifest).await?;
     st.store.put_upload(&id, &manifest).await?;
+    drop(reuse);
     ApiMetrics::add(&st.metrics.uploads, 1);
     Ok(Json(UploadAnswer {
         missing,

@@ -443,3 +443,64 @@ async fn bad_manifests_and_keys_are_refused() {
         "is 4 bytes, not 5",
     );
 }
+
+/// A commit that found a chunk stored (nothing naming it yet, older than the grace) records its
+/// entry before collection lists what names chunks, or after collection's deletions: never in
+/// between, where the chunk would be deleted under the new entry.
+#[tokio::test]
+async fn a_chunk_found_stored_by_a_commit_survives_a_collection_at_the_same_time() {
+    use sparkwing_state::BlobLockMode;
+    use std::time::Duration;
+    let f = fx().await;
+    let run = running(&f).await;
+    let r = post_batch(&f, &run.2, &[b"reused-chunk"]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The commit has found the chunk stored, and has not recorded its entry yet.
+    let commit =
+        f.st.store
+            .meta
+            .lock_blobs(BlobLockMode::Reuse)
+            .await
+            .unwrap();
+    let st = f.st.clone();
+    let mut gc = tokio::spawn(async move {
+        crate::api::collect::collect(&st, Duration::ZERO, Default::default())
+            .await
+            .unwrap()
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut gc)
+            .await
+            .is_err(),
+        "collection swept while a commit was between its check and its record"
+    );
+    let manifest = chunk_manifest("tar", &[b"reused-chunk"]).to_string();
+    let committed =
+        f.st.store
+            .meta
+            .commit_cache_entry(&sparkwing_state::CacheRecord {
+                namespace: run.0.clone(),
+                scope: "pipeline:demo".into(),
+                key: "reused".into(),
+                manifest,
+                size_bytes: 12,
+                created_ms: 1,
+                last_used_ms: 1,
+            })
+            .await
+            .unwrap();
+    assert!(committed);
+    drop(commit);
+    let report = tokio::time::timeout(Duration::from_secs(30), gc)
+        .await
+        .expect("collection ends once the commit is recorded")
+        .unwrap();
+    assert_eq!(report.blobs_deleted, 0, "{report:?}");
+    assert!(f
+        .st
+        .store
+        .content
+        .blob_exists(&sha256_hex(b"reused-chunk"))
+        .await
+        .unwrap());
+}
