@@ -26,7 +26,8 @@ use crate::{
 pub use crate::migrations::SCHEMA_VERSION;
 
 pub struct SqliteMetadata {
-    conn: Arc<Mutex<Connection>>,
+    /// The writer thread's queue ([`write_batches`]).
+    writes: std::sync::mpsc::Sender<Box<dyn Write>>,
     /// Idle read connections (opened on demand, at most [`IDLE_READERS`] kept).
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
@@ -34,6 +35,85 @@ pub struct SqliteMetadata {
 
 /// Read connections kept open while idle.
 const IDLE_READERS: usize = 8;
+
+/// Writes committed together at most: one transaction, one fsync.
+const WRITE_BATCH: usize = 64;
+
+/// A write waiting for the writer thread.
+trait Write: Send {
+    /// Run it on `conn`, inside the batch's transaction and a savepoint of its own (a failed
+    /// write is rolled back alone). An error here is the savepoint's own: the batch fails.
+    fn run(&mut self, conn: &mut Connection) -> rusqlite::Result<()>;
+    /// Answer its caller once the batch's commit is known (`Err`: nothing was committed).
+    fn answer(self: Box<Self>, committed: std::result::Result<(), &rusqlite::Error>);
+}
+
+struct PendingWrite<T, F> {
+    f: Option<F>,
+    out: Option<rusqlite::Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+    path: Arc<PathBuf>,
+}
+
+impl<T, F> Write for PendingWrite<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send,
+{
+    fn run(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let Some(f) = self.f.take() else {
+            return Ok(());
+        };
+        conn.execute_batch("SAVEPOINT write")?;
+        // A panicking write is rolled back like a failed one; its caller gets no answer (its
+        // receiver reports the write lost) and the thread goes on with the others.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)));
+        match &out {
+            Ok(Ok(_)) => conn.execute_batch("RELEASE write")?,
+            _ => conn.execute_batch("ROLLBACK TO write; RELEASE write")?,
+        }
+        self.out = out.ok();
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, committed: std::result::Result<(), &rusqlite::Error>) {
+        let Some(out) = self.out else {
+            return;
+        };
+        let answer = match (committed, out) {
+            (Ok(()), Ok(v)) => Ok(v),
+            (Ok(()), Err(e)) => Err(classify(&self.path, e)),
+            (Err(e), _) => Err(classify_ref(&self.path, e)),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The writer thread: take the writes queued, run them in one immediate transaction and commit
+/// it (with `synchronous = FULL`, one fsync for all), then answer each. Many concurrent writers
+/// thus share a commit's fsync instead of queueing one each; a write is still answered only once
+/// it is durable. Ends when the store is dropped.
+fn write_batches(mut conn: Connection, writes: std::sync::mpsc::Receiver<Box<dyn Write>>) {
+    while let Ok(first) = writes.recv() {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match writes.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let ran = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| batch.iter_mut().try_for_each(|w| w.run(&mut conn)))
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        if ran.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for w in batch {
+            w.answer(ran.as_ref().map(|_| ()));
+        }
+    }
+}
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -52,8 +132,13 @@ impl SqliteMetadata {
         let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
             .await
             .map_err(join_error)??;
+        let (writes, queue) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_batches(conn, queue))
+            .map_err(|e| crate::error::io_error(&path, e))?;
         Ok(SqliteMetadata {
-            conn: Arc::new(Mutex::new(conn)),
+            writes,
             readers: Arc::new(Mutex::new(Vec::new())),
             path,
         })
@@ -83,25 +168,37 @@ impl SqliteMetadata {
         .map_err(join_error)?
     }
 
-    /// Run `f` on the connection, on the blocking pool.
+    /// Run `f` on the writer thread, in a batch of writes committed together; answered once
+    /// its batch is committed.
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves SQLite consistent (its transaction rolls
-            // back when dropped), so a poisoned lock is still usable.
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn).map_err(|e| classify(&path, e))
-        })
-        .await
-        .map_err(join_error)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lost = || StateError::Backend {
+            backend: "SQLite",
+            detail: format!(
+                "{}: the write was lost (the writer stopped, or the write panicked)",
+                self.path.display()
+            ),
+        };
+        self.writes
+            .send(Box::new(PendingWrite {
+                f: Some(f),
+                out: None,
+                reply,
+                path: Arc::new(self.path.clone()),
+            }))
+            .map_err(|_| lost())?;
+        answer.await.map_err(|_| lost())?
     }
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> StateError {
+    classify_ref(path, &e)
+}
+
+fn classify_ref(path: &Path, e: &rusqlite::Error) -> StateError {
     let location = path.display().to_string();
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
@@ -639,7 +736,7 @@ impl MetadataStore for SqliteMetadata {
         check_name("gate", gate)?;
         let (run, gate, d) = (run.clone(), gate.to_string(), d.clone());
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let inserted = tx.execute(
                 &format!(
                     "INSERT INTO gate_decisions (namespace, run, gate, {GATE_COLS})
@@ -709,7 +806,7 @@ impl MetadataStore for SqliteMetadata {
     async fn record_delivery(&self, id: &str, answer: &serde_json::Value) -> Result<Delivery> {
         let (id, answer) = (id.to_string(), answer.to_string());
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let inserted = tx.execute(
                 "INSERT INTO deliveries (id, answer, received_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO NOTHING",
@@ -773,7 +870,7 @@ impl MetadataStore for SqliteMetadata {
         key.check()?;
         let (key, ix) = (key.clone(), *index);
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             tx.execute(
                 "INSERT INTO log_index (namespace, run, job, next_seq, bytes, lines, capped)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -821,7 +918,7 @@ impl MetadataStore for SqliteMetadata {
         // One writer at a time, and an immediate transaction: the read and the write of a group
         // are one step for every process on this database.
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let before = group_entries(&tx, &group)?;
             let mut after = before.clone();
             change(&mut after);
@@ -1114,7 +1211,7 @@ impl MetadataStore for SqliteMetadata {
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let policy = policy.clone();
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let mut doomed = std::collections::BTreeSet::new();
             if let Some(before) = policy.finished_before_ms {
                 let mut st = tx.prepare(
@@ -1175,6 +1272,70 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes queued together share a commit, yet each stands or falls alone: a failing write
+    /// is rolled back without its batch, a panicking one is reported lost, and the writer goes
+    /// on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_committed_together_fail_and_panic_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(
+            SqliteMetadata::open(&dir.path().join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    match i % 3 {
+                        0 => m
+                            .call(move |c| {
+                                c.execute(
+                                    "INSERT INTO deliveries (id, answer, received_ms) VALUES (?1, '1', 0)",
+                                    [format!("d{i}")],
+                                )
+                            })
+                            .await
+                            .map(drop),
+                        1 => m
+                            .call(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []))
+                            .await
+                            .map(drop),
+                        _ => m.call(|_| -> rusqlite::Result<()> { panic!("a write that panics") }).await,
+                    }
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let answer = t.await.unwrap();
+            match i % 3 {
+                0 => answer.unwrap(),
+                1 => assert!(
+                    answer
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().contains("no such table")),
+                    "{answer:?}"
+                ),
+                _ => assert!(
+                    answer
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().contains("write was lost")),
+                    "{answer:?}"
+                ),
+            }
+        }
+        for i in (0..60).step_by(3) {
+            assert!(
+                m.find_delivery(&format!("d{i}")).await.unwrap().is_some(),
+                "write d{i} was rolled back with a failing one"
+            );
+        }
+        m.record_delivery("after", &serde_json::json!(1))
+            .await
+            .unwrap();
+        assert!(m.find_delivery("after").await.unwrap().is_some());
+    }
 
     #[tokio::test]
     async fn a_newer_schema_is_refused() {
