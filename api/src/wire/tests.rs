@@ -453,3 +453,31 @@ fn cache_and_artifact_bodies() {
     }]}));
     assert!(artifacts.artifacts[0].manifest.is_none());
 }
+
+#[test]
+fn memo_bodies() {
+    let sha = "7".repeat(64);
+    let put: MemoPut = documented(json!({"hash": sha, "outputs": {"digest": "abc"}}));
+    assert_eq!(put.outputs["digest"], "abc");
+    documented::<MemoPut>(json!({"hash": sha}));
+    assert!(serde_json::from_value::<MemoPut>(json!({"hash": sha, "ttl": 1})).is_err());
+    documented::<MemoRecorded>(json!({
+        "scope": "git:https://git.example/acme/app", "finished": "2026-01-02T03:04:05Z"
+    }));
+    let req: MemoLookupRequest =
+        documented(json!({"hash": sha, "ttlMs": 86400000, "artifacts": ["bin"]}));
+    assert_eq!(req.ttl_ms, 86_400_000);
+    documented::<MemoLookupRequest>(json!({"hash": sha, "ttlMs": 1000}));
+    let hit: MemoLookup = documented(json!({
+        "outcome": "hit", "fromRun": "app-7f3a2", "finished": "2026-01-02T03:04:05Z",
+        "outputs": {"digest": "abc"},
+        "artifacts": [{"job": "build", "name": "bin", "kind": "file", "sizeBytes": 12, "files": 1,
+            "created": "2026-01-02T03:04:06Z"}]
+    }));
+    assert_eq!(hit.from_run.as_deref(), Some("app-7f3a2"));
+    assert_eq!(hit.artifacts[0].name, "bin");
+    assert_eq!(
+        documented::<MemoLookup>(json!({"outcome": "miss"})),
+        MemoLookup::miss()
+    );
+}
