@@ -1,16 +1,17 @@
 //! A memoized job before its first attempt (`docs/authoring.md#memoized-jobs`): read its inputs,
 //! hash them (`sparkwing_core::memo`), and look for a recent success of the same job with the
-//! same hash in the run store; on a hit, take that run's outputs and artifacts.
+//! same hash in the run's memo store (`memo_store`: this machine's run store, or the cluster
+//! API); on a hit, take that run's outputs and artifacts. After a success, record it there.
 
-use crate::artifact_store::LocalArtifactStore;
-use crate::home::Home;
 use crate::job_storage::{StorageEvent, Stores};
-use crate::store::Store;
+use crate::memo_store::{MemoQuery, MemoStore};
 use sparkwing_core::artifact::ArtifactSpec;
 use sparkwing_core::cache::workspace_path;
-use sparkwing_core::memo::{self, MemoCandidate, MemoInputs, MemoSpec};
+use sparkwing_core::mask::Masker;
+use sparkwing_core::memo::{self, MemoInputs, MemoSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What a memoized job's probe needs, gathered when the job starts.
 pub struct MemoProbe {
@@ -26,8 +27,12 @@ pub struct MemoProbe {
     pub publishes: Vec<ArtifactSpec>,
     /// A job expanded from a fan-out or matrix: its item, part of the hash.
     pub item: Option<String>,
-    pub home: Home,
     pub stores: Option<Stores>,
+    /// Where results are looked up and recorded (`RunRequest::memo`, else the run store).
+    pub memo: Arc<dyn MemoStore>,
+    /// The job's outputs file, read after a success.
+    pub outputs_file: PathBuf,
+    pub masker: Masker,
 }
 
 /// What the probe found.
@@ -95,43 +100,65 @@ impl MemoProbe {
         })
     }
 
-    /// Hash the inputs and look for a result to take. Anything that goes wrong on the way (the
-    /// store, a missing artifact of the earlier run) is a miss: the job runs.
+    /// Hash the inputs and look for a result to take in the run's memo store. Anything that
+    /// goes wrong on the way (the store, a missing artifact of the earlier run) is a miss: the
+    /// job runs.
     pub fn probe(&self, now_ms: i64) -> MemoFound {
         let hash = self.hash();
-        self.lookup(&hash, now_ms)
-            .unwrap_or(MemoFound::Miss { hash })
-    }
-
-    fn lookup(&self, hash: &str, now_ms: i64) -> Option<MemoFound> {
-        let store = Store::open(&self.home.root).ok()?;
-        let found = store.memo_results(&self.pipeline, &self.job, hash).ok()?;
-        let candidates: Vec<MemoCandidate> = found.iter().map(|f| f.candidate.clone()).collect();
-        let chosen = memo::choose(&candidates, now_ms, self.spec.ttl_ms)?;
-        let result = found.iter().find(|f| f.candidate == *chosen)?;
-        let mut events = Vec::new();
-        if !self.publishes.is_empty() {
-            let stores = self.stores.as_ref()?;
-            let old = LocalArtifactStore::of_run(std::path::Path::new(&result.log_dir)).ok()?;
-            let records = store.artifacts(&chosen.run_id).ok()?;
-            for a in &self.publishes {
-                let rec = records
-                    .iter()
-                    .find(|r| r.job_id == self.job && r.name == a.name)?;
-                let src = old.stored(&self.job, &a.name)?;
-                let p = stores.artifacts.publish(&self.job, &a.name, &src).ok()?;
-                events.push(StorageEvent::ArtifactPublished {
-                    name: a.name.clone(),
-                    path: rec.path.clone(),
-                    size_bytes: p.size_bytes,
-                    files: p.files,
-                });
+        let query = MemoQuery {
+            pipeline: &self.pipeline,
+            job: &self.job,
+            hash: &hash,
+            ttl_ms: self.spec.ttl_ms,
+            now_ms,
+            publishes: &self.publishes,
+            artifacts: self.stores.as_ref().map(|s| &s.artifacts),
+        };
+        match self.memo.lookup(&query) {
+            Ok(Some(hit)) => MemoFound::Hit {
+                from_run: hit.from_run,
+                outputs: hit.outputs,
+                events: hit.events,
+            },
+            Ok(None) => MemoFound::Miss { hash },
+            Err(e) => {
+                tracing::warn!(
+                    "memoized job {}: looking up a result failed ({e}); it runs",
+                    self.job
+                );
+                MemoFound::Miss { hash }
             }
         }
-        Some(MemoFound::Hit {
-            from_run: chosen.run_id.clone(),
-            outputs: result.outputs.clone(),
-            events,
-        })
+    }
+
+    /// The job ran and succeeded with input `hash`: record it in the memo store with its
+    /// outputs (masked, as the run's records keep them).
+    pub fn record_success(&self, hash: &str) -> Result<(), String> {
+        let outputs = std::fs::read_to_string(&self.outputs_file)
+            .map(|t| read_outputs(&t))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, self.masker.mask(&v).into_owned()))
+            .collect();
+        self.memo.record(&self.job, hash, &outputs)
+    }
+}
+
+/// A job's outputs file (a JSON object) as names and values: a string as it is, anything else as
+/// its JSON text; not an object: none.
+pub fn read_outputs(text: &str) -> BTreeMap<String, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect(),
+        _ => BTreeMap::new(),
     }
 }

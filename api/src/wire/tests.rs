@@ -183,11 +183,16 @@ fn job_states_use_the_schedulers_names() {
             gate_message: None,
             needs: vec!["build".into()],
             outputs: None,
+            cached_from: None,
         });
         assert_eq!(v["needs"], json!(["build"]));
         assert!(v.get("outputs").is_none());
         assert_eq!(v["state"], s.as_str());
     }
+    let c: JobStateReport = documented(json!({
+        "state": "cached", "attempt": 1, "reason": "cached from run app-7f3a2", "cachedFrom": "app-7f3a2"
+    }));
+    assert_eq!(c.cached_from.as_deref(), Some("app-7f3a2"));
     let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
     assert_eq!(r.state, ReportedJobState::Retrying);
     let g: JobStateReport = documented(json!({"state": "waiting", "attempt": 1, "gate": true}));
