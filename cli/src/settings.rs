@@ -805,6 +805,11 @@ mod tests {
             (Some("p"), Some("gpu"))
         );
         assert_eq!(s.pipeline_args, toks(&["--env", "prod"]));
+        assert!(!s.no_cache);
+        // `--sw-no-cache` is a triggered run's too (its memoized jobs run).
+        let s = trigger_settings(&["ci", "--sw-no-cache", "--env", "prod"]).unwrap();
+        assert!(s.no_cache);
+        assert_eq!(s.pipeline_args, toks(&["--env", "prod"]));
         // Help wins over the local-only check; no pipeline: nothing is checked.
         assert!(
             trigger_settings(&["ci", "--sw-workers", "2", "--help"])
