@@ -162,3 +162,110 @@ pub fn read_outputs(text: &str) -> BTreeMap<String, String> {
         _ => BTreeMap::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memo_store::MemoHit;
+    use std::sync::Mutex;
+
+    /// A memo store answering `found` to every lookup and keeping what is recorded.
+    struct Fake {
+        found: Result<Option<MemoHit>, String>,
+        recorded: Mutex<Vec<(String, String, BTreeMap<String, String>)>>,
+    }
+
+    impl MemoStore for Fake {
+        fn lookup(&self, q: &MemoQuery<'_>) -> Result<Option<MemoHit>, String> {
+            assert_eq!((q.pipeline, q.job, q.ttl_ms), ("p", "build", 60_000));
+            self.found.clone()
+        }
+        fn record(
+            &self,
+            job: &str,
+            hash: &str,
+            outputs: &BTreeMap<String, String>,
+        ) -> Result<(), String> {
+            self.recorded
+                .lock()
+                .unwrap()
+                .push((job.into(), hash.into(), outputs.clone()));
+            Ok(())
+        }
+    }
+
+    fn probe(dir: &std::path::Path, store: Arc<Fake>) -> MemoProbe {
+        MemoProbe {
+            pipeline: "p".into(),
+            job: "build".into(),
+            spec: MemoSpec {
+                ttl_ms: 60_000,
+                files: vec!["src".into()],
+                args: Vec::new(),
+                outputs: Vec::new(),
+            },
+            workspace: dir.to_path_buf(),
+            workdir: None,
+            args: Vec::new(),
+            outputs: Vec::new(),
+            publishes: Vec::new(),
+            item: None,
+            stores: None,
+            memo: store,
+            outputs_file: dir.join("build.outputs.json"),
+            masker: Masker::new(["hunter2-secret".to_string()]),
+        }
+    }
+
+    fn fake(found: Result<Option<MemoHit>, String>) -> Arc<Fake> {
+        Arc::new(Fake {
+            found,
+            recorded: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn a_hit_is_taken_and_a_failed_lookup_is_a_miss_by_the_inputs_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/a"), "A").unwrap();
+        let hit = MemoHit {
+            from_run: "r1".into(),
+            outputs: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            events: Vec::new(),
+        };
+        match probe(dir.path(), fake(Ok(Some(hit)))).probe(1) {
+            MemoFound::Hit {
+                from_run, outputs, ..
+            } => assert_eq!((from_run.as_str(), outputs["k"].as_str()), ("r1", "v")),
+            MemoFound::Miss { .. } => panic!("a hit was missed"),
+        }
+        for found in [Ok(None), Err("the API is unreachable".to_string())] {
+            let p = probe(dir.path(), fake(found));
+            match p.probe(1) {
+                MemoFound::Miss { hash } => assert_eq!(hash, p.hash()),
+                MemoFound::Hit { .. } => panic!("a miss was taken"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_success_is_recorded_with_its_outputs_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("build.outputs.json"),
+            r#"{"token": "x hunter2-secret y", "n": 5}"#,
+        )
+        .unwrap();
+        let store = fake(Ok(None));
+        probe(dir.path(), store.clone())
+            .record_success("ab12")
+            .unwrap();
+        let recorded = store.recorded.lock().unwrap();
+        assert_eq!(recorded.len(), 1);
+        let (job, hash, outputs) = &recorded[0];
+        assert_eq!((job.as_str(), hash.as_str()), ("build", "ab12"));
+        assert_eq!(outputs["token"], "x *** y");
+        assert_eq!(outputs["n"], "5");
+    }
+}
