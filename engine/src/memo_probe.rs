@@ -169,10 +169,13 @@ mod tests {
     use crate::memo_store::MemoHit;
     use std::sync::Mutex;
 
+    /// A recorded result: job, hash, outputs.
+    type Recorded = (String, String, BTreeMap<String, String>);
+
     /// A memo store answering `found` to every lookup and keeping what is recorded.
     struct Fake {
         found: Result<Option<MemoHit>, String>,
-        recorded: Mutex<Vec<(String, String, BTreeMap<String, String>)>>,
+        recorded: Mutex<Vec<Recorded>>,
     }
 
     impl MemoStore for Fake {
