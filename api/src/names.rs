@@ -23,6 +23,10 @@ pub const CANCELLED_BY_ANNOTATION: &str = "sparkwing.dev/cancelled-by";
 /// `NS/NAME`, the run it runs again. Run views show it as `rerunOf`.
 pub const RERUN_OF_ANNOTATION: &str = "sparkwing.dev/rerun-of";
 
+/// `"true"` on a PipelineRun triggered with `--sw-no-cache` (`noCache` in the trigger): its
+/// runner runs every memoized job, as `sparkwing run --sw-no-cache` does.
+pub const NO_CACHE_ANNOTATION: &str = "sparkwing.dev/no-cache";
+
 /// The files of a warm pod's `downwardAPI` volume: its annotations and labels in the kubelet's
 /// format (`key="value"` lines, the value quoted as a Go string), rewritten when they change.
 pub const PODINFO_ANNOTATIONS: &str = "annotations";

@@ -423,6 +423,8 @@ pub struct TriggerSettings {
     /// `--sw-pool`: the cluster's runner pool.
     pub pool: Option<String>,
     pub parent: Option<(String, String)>,
+    /// `--sw-no-cache`: the run's memoized jobs run even when a result for their inputs exists.
+    pub no_cache: bool,
     pub pipeline_args: Vec<String>,
 }
 
@@ -452,6 +454,7 @@ impl TriggerSettings {
             max_attempts: flags.max_attempts,
             pool: run.pool,
             parent: run.parent,
+            no_cache: run.no_cache,
             pipeline_args: run.pipeline_args,
         };
         if settings.pipeline.is_some()
@@ -801,6 +804,11 @@ mod tests {
             (s.profile.as_deref(), s.pool.as_deref()),
             (Some("p"), Some("gpu"))
         );
+        assert_eq!(s.pipeline_args, toks(&["--env", "prod"]));
+        assert!(!s.no_cache);
+        // `--sw-no-cache` is a triggered run's too (its memoized jobs run).
+        let s = trigger_settings(&["ci", "--sw-no-cache", "--env", "prod"]).unwrap();
+        assert!(s.no_cache);
         assert_eq!(s.pipeline_args, toks(&["--env", "prod"]));
         // Help wins over the local-only check; no pipeline: nothing is checked.
         assert!(

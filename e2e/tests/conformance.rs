@@ -364,6 +364,40 @@ async fn the_storage_and_fan_out_pipelines_end_on_kubernetes_as_with_the_process
                 "{pipeline}: job {job}: {local:?}"
             );
         }
+        if pipeline == "memo" {
+            second_memo_run_hits_on_the_cluster(&env, &name).await?;
+        }
     }
     env.cluster.shutdown().await
+}
+
+/// A second cluster run of `memo`, in a runner pod of its own, takes the first's result through
+/// the API as a second local run takes it from the run store: `compute` recorded `cached from run
+/// FIRST` (the CLI suite's `memoized_job_is_cached_from_the_first_run`), `use` gets its output
+/// and artifact.
+async fn second_memo_run_hits_on_the_cluster(env: &Env, first: &str) -> Result<()> {
+    let (second, name) = env.run_on_cluster("memo", None).await?;
+    assert_eq!(second.code, 0, "memo, second cluster run: {second:?}");
+    let reason = format!("cached from run {first}");
+    assert_eq!(
+        state(&second, "compute").map(|j| (j.0, j.1)),
+        Some(("cached", reason.as_str())),
+        "memo, second cluster run: {second:?}"
+    );
+    assert_eq!(
+        state(&second, "use").map(|j| j.0),
+        Some("success"),
+        "{second:?}"
+    );
+    let lines = env.cluster.api_log_lines(&name, "use").await?;
+    assert!(
+        lines.iter().any(|(_, l)| l == "value 42, file 42"),
+        "memo, second cluster run: job use: {lines:?}"
+    );
+    let computed = env.cluster.api_log_lines(&name, "compute").await?;
+    assert!(
+        !computed.iter().any(|(_, l)| l == "computing"),
+        "the cached job ran on the cluster: {computed:?}"
+    );
+    Ok(())
 }

@@ -35,6 +35,8 @@ struct JobRuntime {
     failed_command: Option<FailedCommand>,
     /// The slot of the job's concurrency group, held for the length of an attempt.
     group_slot: Option<crate::concurrency::JobSlot>,
+    /// A memoized job that took an earlier result: the run it came from.
+    cached_from: Option<String>,
 }
 
 /// How the command that failed a job ended (from the SDK's `command_failed` record).
@@ -360,6 +362,7 @@ pub(super) async fn run_dag(
             child: None,
             failed_command: None,
             group_slot: None,
+            cached_from: None,
         });
     }
     // `branch` conditions read the branch recorded with the run.
@@ -636,6 +639,7 @@ fn on_expand(
             child: None,
             failed_command: None,
             group_slot: None,
+            cached_from: None,
         });
         let group = ctx.job_groups[job].clone();
         ctx.job_groups.push(group);
@@ -1150,14 +1154,22 @@ fn spawn_attempt(
     tokio::spawn(async move {
         // A memoized job: take an earlier result when there is one, else run and say by which
         // input hash the success can be found.
+        let mut memo_miss = None;
         if let Some(probe) = memo {
-            let found = tokio::task::spawn_blocking(move || probe.probe(now_ms())).await;
+            let found = tokio::task::spawn_blocking(move || {
+                let found = probe.probe(now_ms());
+                (probe, found)
+            })
+            .await;
             match found {
-                Ok(MemoFound::Hit {
-                    from_run,
-                    outputs,
-                    events,
-                }) => {
+                Ok((
+                    _,
+                    MemoFound::Hit {
+                        from_run,
+                        outputs,
+                        events,
+                    },
+                )) => {
                     let _ = tx.send(Msg::Cached {
                         job,
                         from_run,
@@ -1166,8 +1178,12 @@ fn spawn_attempt(
                     });
                     return;
                 }
-                Ok(MemoFound::Miss { hash }) => {
-                    let _ = tx.send(Msg::MemoHash { job, hash });
+                Ok((probe, MemoFound::Miss { hash })) => {
+                    let _ = tx.send(Msg::MemoHash {
+                        job,
+                        hash: hash.clone(),
+                    });
+                    memo_miss = Some((probe, hash));
                 }
                 Err(_) => {}
             }
@@ -1224,8 +1240,23 @@ fn spawn_attempt(
                 end = ProcessEnd::StorageFailed(reason);
             }
         }
+        if let (ProcessEnd::Exited(0), Some((probe, hash))) = (&end, memo_miss) {
+            record_memo_success(probe, hash).await;
+        }
         let _ = tx.send(Msg::AttemptEnded { job, end });
     });
+}
+
+/// A memoized job that ran succeeded (its artifacts published): record the result in the run's
+/// memo store before the job is recorded done. A failure is a warning: the run goes on.
+async fn record_memo_success(probe: MemoProbe, hash: String) {
+    let job = probe.job.clone();
+    let recorded = tokio::task::spawn_blocking(move || probe.record_success(&hash))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = recorded {
+        tracing::warn!("memoized job {job}: its result was not recorded for later runs: {e}");
+    }
 }
 
 fn on_line(
@@ -1335,8 +1366,15 @@ fn memo_probe(
         outputs,
         publishes: job_spec.publishes.clone(),
         item: job_spec.expanded.as_ref().map(|e| e.item.clone()),
-        home: ctx.req.home.clone(),
         stores: ctx.stores.clone(),
+        memo: match &ctx.req.memo {
+            Some(m) => m.clone(),
+            None => {
+                std::sync::Arc::new(crate::memo_store::LocalMemoStore::new(ctx.req.home.clone()))
+            }
+        },
+        outputs_file: ctx.run_dir.join(format!("{}.outputs.json", job_spec.id)),
+        masker: super::recorder::masker_for(ctx.req),
     }
 }
 
@@ -1357,6 +1395,7 @@ fn on_cached(
     sched.set_outputs(job, jobs[job].outputs.clone());
     rec.store
         .set_job_cached_from(&rec.run_id.clone(), &id, &from_run)?;
+    jobs[job].cached_from = Some(from_run.clone());
     let actions = sched.attempt_finished(
         job,
         AttemptOutcome::Cached {
@@ -1523,18 +1562,8 @@ fn on_attempt_end(
     let _ = std::fs::remove_file(&path);
     if outcome == AttemptOutcome::Success {
         if let Some(text) = outputs_text {
-            if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) {
-                jobs[job].outputs = map
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            k,
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect();
+            if matches!(serde_json::from_str::<Value>(&text), Ok(Value::Object(_))) {
+                jobs[job].outputs = crate::memo_probe::read_outputs(&text);
             }
         }
     }
@@ -1643,6 +1672,7 @@ fn record_terminal(
         reason.as_deref(),
     );
     report.outputs = masked;
+    report.cached_from = jobs[job].cached_from.clone();
     rec.sink_state(&spec.id, report);
     let kind = match progress.state {
         JobState::Success => "job_succeeded",

@@ -22,6 +22,7 @@ pub mod interrupts;
 pub mod job_log;
 pub mod job_storage;
 pub mod memo_probe;
+pub mod memo_store;
 pub mod output;
 pub mod planning;
 pub mod process;
@@ -90,6 +91,9 @@ pub struct RunRequest {
     /// Where the jobs' caches and artifacts are kept (a runner pod: the cluster API); `None`:
     /// this machine's stores (`job_storage::local_stores`).
     pub stores: Option<job_storage::Stores>,
+    /// Where memoized jobs' results are looked up and recorded (a runner pod: the cluster API);
+    /// `None`: this machine's run store (`memo_store::LocalMemoStore`).
+    pub memo: Option<std::sync::Arc<dyn memo_store::MemoStore>>,
 }
 
 /// [`RunRequest::runner`] of a cluster run's attempt in a runner pod (`sparkwing runner`).

@@ -98,6 +98,7 @@ pub fn job_state_report(
         gate_message: None,
         needs: Vec::new(),
         outputs: None,
+        cached_from: None,
     }
 }
 

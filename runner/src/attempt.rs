@@ -111,6 +111,12 @@ fn inherit_pipeline_chain(metadata: &serde_json::Value, pipeline: &str) -> Resul
     Ok(())
 }
 
+/// Whether the run was triggered with `--sw-no-cache` (its `sparkwing.dev/no-cache` annotation):
+/// then its memoized jobs run.
+fn no_cache(metadata: &serde_json::Value) -> bool {
+    metadata["annotations"][sparkwing_api::names::NO_CACHE_ANNOTATION].as_str() == Some("true")
+}
+
 /// Per job, the last seq an earlier attempt of the run posted (a later attempt's lines follow
 /// them). The API cannot be asked for it directly: read each job's lines once.
 fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u64> {
@@ -261,8 +267,13 @@ pub(crate) fn execute_attempt(
             ns,
             name,
         ))),
-        no_cache: false,
+        no_cache: no_cache(&run["metadata"]),
         stores: Some(stores),
+        memo: Some(Arc::new(crate::memo::ApiMemoStore::new(
+            client.clone(),
+            ns,
+            name,
+        ))),
     };
     let code = match rt.block_on(engine::execute(req)) {
         Ok(code) => code,

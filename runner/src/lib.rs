@@ -12,6 +12,7 @@ mod gate_relay;
 pub mod git_source;
 mod group_slots;
 pub mod materialise;
+pub mod memo;
 pub mod podinfo;
 pub mod sink;
 pub mod stores;

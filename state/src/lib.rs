@@ -39,8 +39,8 @@ pub use logs::{AppendReport, LogFeedEvent, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
     parse_run_cursor, run_cursor, ArtifactRecord, CacheRecord, Delivery, GateDecision,
-    GateRecorded, LogIndex, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary, SessionRecord,
-    StoredItem, TokenRecord,
+    GateRecorded, LogIndex, MemoRecord, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
+    SessionRecord, StoredItem, TokenRecord,
 };
 
 /// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
@@ -199,7 +199,19 @@ pub trait MetadataStore: Send + Sync {
     /// held until the answer is dropped.
     async fn lock_blobs(&self, mode: BlobLockMode) -> Result<BlobLock>;
 
-    /// Remove finished runs (and their job states, gate decisions, group entries, log index, artifacts and run tokens)
+    // Memoized jobs of cluster runs, by namespace, cache scope, job and input hash.
+    /// Store `record`, replacing one of the same run (its namespace, scope, job and hash).
+    async fn record_memo(&self, record: &MemoRecord) -> Result<()>;
+    /// The successes of `job` with input `hash` in `namespace` and `scope`, newest first.
+    async fn memo_results(
+        &self,
+        namespace: &str,
+        scope: &str,
+        job: &str,
+        hash: &str,
+    ) -> Result<Vec<MemoRecord>>;
+
+    /// Remove finished runs (and their job states, gate decisions, group entries, log index, artifacts, memo results and run tokens)
     /// that the policy picks; the runs removed, so their content can be deleted.
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>>;
 }

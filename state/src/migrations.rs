@@ -158,6 +158,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, run, job, name)
     );
     "#,
+    // 6: memoized jobs of cluster runs: a job's success by namespace, cache scope, job id and
+    // input hash, with the run it ran in, its outputs (JSON) and when it finished. Its artifacts
+    // are the run's (`artifacts`); a record goes with its run.
+    r#"
+    CREATE TABLE memo_results (
+        namespace   TEXT NOT NULL,
+        scope       TEXT NOT NULL,
+        job         TEXT NOT NULL,
+        input_hash  TEXT NOT NULL,
+        run         TEXT NOT NULL,
+        outputs     TEXT NOT NULL,
+        finished_ms {int64} NOT NULL,
+        PRIMARY KEY (namespace, scope, job, input_hash, run)
+    );
+    CREATE INDEX memo_results_by_run ON memo_results (namespace, run);
+    "#,
 ];
 
 /// The schema version this binary writes.

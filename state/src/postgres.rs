@@ -18,7 +18,8 @@ use crate::error::{Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
 use crate::sqlite::{now_ms, page};
-use crate::types::{check_job, check_name, check_run, check_scope, Cursor};
+use crate::types::{check_job, check_memo_hash, check_name, check_run, check_scope, Cursor};
+use crate::MemoRecord;
 use crate::{
     ArtifactRecord, BlobLock, BlobLockMode, CacheRecord, Delivery, GateDecision, GateRecorded,
     LogFeedEvent, LogIndex, LogKey, LogLine, MetadataStore, RetentionPolicy, RunFilter, RunKey,
@@ -200,6 +201,20 @@ fn cache_row(r: &Row) -> CacheRecord {
 }
 
 const ARTIFACT_COLS: &str = "namespace, run, job, name, manifest, size_bytes, files, created_ms";
+
+const MEMO_COLS: &str = "namespace, scope, job, input_hash, run, outputs, finished_ms";
+
+fn memo_row(r: &Row) -> MemoRecord {
+    MemoRecord {
+        namespace: r.get(0),
+        scope: r.get(1),
+        job: r.get(2),
+        hash: r.get(3),
+        run: r.get(4),
+        outputs: r.get(5),
+        finished_ms: r.get(6),
+    }
+}
 
 fn artifact_row(r: &Row) -> ArtifactRecord {
     ArtifactRecord {
@@ -1223,6 +1238,51 @@ impl MetadataStore for PgMetadata {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    async fn record_memo(&self, r: &MemoRecord) -> Result<()> {
+        check_run(&RunKey::new(r.namespace.clone(), r.run.clone()))?;
+        check_scope(&r.scope)?;
+        check_job(&r.job)?;
+        check_memo_hash(&r.hash)?;
+        self.execute(
+            &format!(
+                "INSERT INTO memo_results ({MEMO_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (namespace, scope, job, input_hash, run) DO UPDATE SET
+                   outputs = EXCLUDED.outputs, finished_ms = EXCLUDED.finished_ms"
+            ),
+            &[
+                &r.namespace,
+                &r.scope,
+                &r.job,
+                &r.hash,
+                &r.run,
+                &r.outputs,
+                &r.finished_ms,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn memo_results(
+        &self,
+        namespace: &str,
+        scope: &str,
+        job: &str,
+        hash: &str,
+    ) -> Result<Vec<MemoRecord>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {MEMO_COLS} FROM memo_results
+                     WHERE namespace = $1 AND scope = $2 AND job = $3 AND input_hash = $4
+                     ORDER BY finished_ms DESC, run COLLATE \"C\" DESC"
+                ),
+                &[&namespace, &scope, &job, &hash],
+            )
+            .await?;
+        Ok(rows.iter().map(memo_row).collect())
+    }
+
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(classify)?;
@@ -1273,6 +1333,7 @@ impl MetadataStore for PgMetadata {
             "DELETE FROM concurrency_slots WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM log_index WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM artifacts WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
+            "DELETE FROM memo_results WHERE (namespace, run) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
             "DELETE FROM tokens WHERE (run_ns, run_name) IN (SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[]))",
         ] {
             tx.execute(sql, &[&namespaces, &names])

@@ -16,7 +16,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transact
 use crate::error::{io_error, join_error, Result, StateError};
 use crate::groups::{self, GroupChange, GroupEntry};
 use crate::migrations::{self, Dialect};
-use crate::types::{check_job, check_name, check_run, check_scope, Cursor};
+use crate::types::{check_job, check_memo_hash, check_name, check_run, check_scope, Cursor};
+use crate::MemoRecord;
 use crate::{
     ArtifactRecord, BlobLock, BlobLockMode, CacheRecord, Delivery, GateDecision, GateRecorded,
     LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
@@ -365,6 +366,20 @@ fn artifact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRecord> {
         size_bytes: r.get::<_, i64>(5)? as u64,
         files: r.get::<_, i64>(6)? as u64,
         created_ms: r.get(7)?,
+    })
+}
+
+const MEMO_COLS: &str = "namespace, scope, job, input_hash, run, outputs, finished_ms";
+
+fn memo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemoRecord> {
+    Ok(MemoRecord {
+        namespace: r.get(0)?,
+        scope: r.get(1)?,
+        job: r.get(2)?,
+        hash: r.get(3)?,
+        run: r.get(4)?,
+        outputs: r.get(5)?,
+        finished_ms: r.get(6)?,
     })
 }
 
@@ -1208,6 +1223,59 @@ impl MetadataStore for SqliteMetadata {
         .await
     }
 
+    async fn record_memo(&self, r: &MemoRecord) -> Result<()> {
+        check_run(&RunKey::new(r.namespace.clone(), r.run.clone()))?;
+        check_scope(&r.scope)?;
+        check_job(&r.job)?;
+        check_memo_hash(&r.hash)?;
+        let r = r.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO memo_results ({MEMO_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (namespace, scope, job, input_hash, run) DO UPDATE SET
+                       outputs = excluded.outputs, finished_ms = excluded.finished_ms"
+                ),
+                params![
+                    r.namespace,
+                    r.scope,
+                    r.job,
+                    r.hash,
+                    r.run,
+                    r.outputs,
+                    r.finished_ms
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn memo_results(
+        &self,
+        namespace: &str,
+        scope: &str,
+        job: &str,
+        hash: &str,
+    ) -> Result<Vec<MemoRecord>> {
+        let (ns, scope, job, hash) = (
+            namespace.to_string(),
+            scope.to_string(),
+            job.to_string(),
+            hash.to_string(),
+        );
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {MEMO_COLS} FROM memo_results
+                 WHERE namespace = ?1 AND scope = ?2 AND job = ?3 AND input_hash = ?4
+                 ORDER BY finished_ms DESC, run DESC"
+            ))?;
+            let rows = st.query_map(params![ns, scope, job, hash], memo_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn apply_retention(&self, policy: &RetentionPolicy) -> Result<Vec<RunKey>> {
         let policy = policy.clone();
         self.call(move |c| {
@@ -1239,6 +1307,7 @@ impl MetadataStore for SqliteMetadata {
                 tx.execute("DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM artifacts WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute("DELETE FROM memo_results WHERE namespace = ?1 AND run = ?2", p)?;
                 tx.execute("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
             }
             tx.commit()?;

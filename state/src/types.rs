@@ -243,6 +243,33 @@ pub struct ArtifactRecord {
     pub created_ms: i64,
 }
 
+/// A memoized job's success in a cluster run (`docs/state.md#memo_results`): the namespace and
+/// cache scope of its run (the runs sharing it), the job id, its input hash
+/// (`sparkwing_core::memo::memo_hash`), the run's name, its outputs (a JSON object, opaque here)
+/// and when it was recorded (Unix ms). Its artifacts are the run's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoRecord {
+    pub namespace: String,
+    pub scope: String,
+    pub job: String,
+    pub hash: String,
+    pub run: String,
+    pub outputs: String,
+    pub finished_ms: i64,
+}
+
+/// A memoized job's input hash: 1 to 128 hex digits (it is a column value).
+pub(crate) fn check_memo_hash(hash: &str) -> Result<()> {
+    if hash.is_empty() || hash.len() > 128 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StateError::invalid(
+            "memo input hash",
+            hash,
+            "1 to 128 hex digits",
+        ));
+    }
+    Ok(())
+}
+
 /// A cache scope: any text but an empty one (it is a column value, never a path).
 pub(crate) fn check_scope(scope: &str) -> Result<()> {
     if scope.is_empty() || scope.len() > 2048 {

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use sparkwing_state::{
     change_group_with, ingest, ingest_lines, ArtifactRecord, ByteStream, CacheRecord, Delivery,
     GateDecision, GateRecorded, GroupEntry, IngestReport, LogFeedEvent, LogIndex, LogKey, LogLine,
-    RetentionPolicy, RunFilter, RunKey, RunSummary, SessionRecord, StateError, TokenRecord,
+    MemoRecord, RetentionPolicy, RunFilter, RunKey, RunSummary, SessionRecord, StateError,
+    TokenRecord,
 };
 use support::Backend;
 
@@ -61,6 +62,7 @@ conformance!(
     cache_entries_first_commit_stands,
     artifacts_are_kept_per_run_and_go_with_it,
     the_blob_lock_keeps_writers_and_collection_apart,
+    memo_results_newest_first_and_go_with_their_run,
 );
 
 /// A job a fan-out expanded into is named `test[3]`: its state and log are stored under that name
@@ -1696,4 +1698,105 @@ async fn the_blob_lock_keeps_writers_and_collection_apart(b: Backend) {
     within("the writer takes the lock after the sweep", writer)
         .await
         .unwrap();
+}
+
+fn memo(scope: &str, job: &str, hash: &str, run: &str, at: i64) -> MemoRecord {
+    MemoRecord {
+        namespace: "ci".into(),
+        scope: scope.into(),
+        job: job.into(),
+        hash: hash.into(),
+        run: run.into(),
+        outputs: format!(r#"{{"from":"{run}"}}"#),
+        finished_ms: at,
+    }
+}
+
+async fn memo_results_newest_first_and_go_with_their_run(b: Backend) {
+    let m = &b.meta;
+    let scope = "git:https://example.com/app.git";
+    let (h1, h2) = ("ab12", "cd34");
+    m.upsert_run(&run("ci", "r1", "build", "Succeeded", 100))
+        .await
+        .unwrap();
+    m.record_memo(&memo(scope, "build", h1, "r1", 100))
+        .await
+        .unwrap();
+    m.record_memo(&memo(scope, "build", h1, "r3", 300))
+        .await
+        .unwrap();
+    m.record_memo(&memo(scope, "build", h1, "r2", 200))
+        .await
+        .unwrap();
+    // Another hash, job, scope or namespace is another result.
+    m.record_memo(&memo(scope, "build", h2, "r4", 400))
+        .await
+        .unwrap();
+    m.record_memo(&memo(scope, "test", h1, "r5", 500))
+        .await
+        .unwrap();
+    m.record_memo(&memo("pipeline:app", "build", h1, "r6", 600))
+        .await
+        .unwrap();
+    let mut other_ns = memo(scope, "build", h1, "r7", 700);
+    other_ns.namespace = "prod".into();
+    m.record_memo(&other_ns).await.unwrap();
+    let runs =
+        |found: Vec<MemoRecord>| -> Vec<String> { found.into_iter().map(|r| r.run).collect() };
+    let found = m.memo_results("ci", scope, "build", h1).await.unwrap();
+    assert_eq!(found[0], memo(scope, "build", h1, "r3", 300));
+    assert_eq!(runs(found), ["r3", "r2", "r1"]);
+    assert_eq!(
+        runs(m.memo_results("ci", scope, "build", h2).await.unwrap()),
+        ["r4"]
+    );
+    assert!(m
+        .memo_results("ci", scope, "build", "ef56")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        runs(
+            m.memo_results("ci", "pipeline:app", "build", h1)
+                .await
+                .unwrap()
+        ),
+        ["r6"]
+    );
+    assert_eq!(
+        runs(m.memo_results("prod", scope, "build", h1).await.unwrap()),
+        ["r7"]
+    );
+    // Recording the same run again replaces its record.
+    m.record_memo(&memo(scope, "build", h1, "r1", 900))
+        .await
+        .unwrap();
+    assert_eq!(
+        runs(m.memo_results("ci", scope, "build", h1).await.unwrap()),
+        ["r1", "r3", "r2"]
+    );
+    // Retention removes a run's records with it (its artifacts go too).
+    let gone = m
+        .apply_retention(&RetentionPolicy {
+            finished_before_ms: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, [RunKey::new("ci", "r1")]);
+    assert_eq!(
+        runs(m.memo_results("ci", scope, "build", h1).await.unwrap()),
+        ["r3", "r2"]
+    );
+    // Bad input: a hash that is not hex, a job id that could not be one.
+    for bad in [
+        memo(scope, "build", "xyz", "r8", 1),
+        memo(scope, "../x", h1, "r8", 1),
+        memo("", "build", h1, "r8", 1),
+    ] {
+        assert!(
+            matches!(m.record_memo(&bad).await, Err(StateError::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use sparkwing_core::upload_manifest::Manifest;
 
 use crate::wire::{
     ArtifactList, ArtifactPut, ArtifactView, CacheCommit, CacheList, CacheLookup, CachePrune,
-    CachePruned, StoreAnswer,
+    CachePruned, MemoLookup, MemoLookupRequest, MemoPut, MemoRecorded, StoreAnswer,
 };
 use crate::wire::{
     BlobAnswer, BlobBatchAnswer, BranchCheck, CancelMode, CancelRequest, ClaimAnswer, ClaimRequest,
@@ -403,6 +403,44 @@ impl ApiClient {
                 query_escape(job)
             ))?,
             "the artifact",
+        )
+    }
+
+    /// `PUT .../memo/{job}`: record a memoized job's success (its input hash and outputs) for
+    /// later runs of the run's cache scope.
+    pub fn memo_record(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        body: &MemoPut,
+    ) -> Result<MemoRecorded, RemoteError> {
+        json_of(
+            self.send_json(
+                "PUT",
+                &format!("/api/v1/runs/{ns}/{name}/memo/{}", query_escape(job)),
+                body,
+            )?,
+            "the memo record answer",
+        )
+    }
+
+    /// `POST .../memo/{job}/lookup`: the newest success of the job with the same input hash
+    /// within the TTL; on a hit its artifacts are registered for this run.
+    pub fn memo_lookup(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        body: &MemoLookupRequest,
+    ) -> Result<MemoLookup, RemoteError> {
+        json_of(
+            self.send_json(
+                "POST",
+                &format!("/api/v1/runs/{ns}/{name}/memo/{}/lookup", query_escape(job)),
+                body,
+            )?,
+            "the memo lookup",
         )
     }
 

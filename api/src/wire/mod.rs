@@ -32,7 +32,8 @@ pub use runs::{
 };
 pub use storage::{
     ArtifactList, ArtifactPut, ArtifactView, CacheCommit, CacheEntryView, CacheList, CacheLookup,
-    CachePrune, CachePruned, StoreAnswer, StoreState,
+    CachePrune, CachePruned, MemoLookup, MemoLookupRequest, MemoPut, MemoRecorded, StoreAnswer,
+    StoreState,
 };
 pub use tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 pub use uploads::{BlobAnswer, BlobBatchAnswer, UploadAnswer};

@@ -40,6 +40,10 @@ pub struct TriggerRequest {
     /// `SPARKWING_PIPELINE_CHAIN`); recorded as the `sparkwing.dev/pipeline-chain` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_chain: Option<Vec<String>>,
+    /// `--sw-no-cache`: the run's memoized jobs run even when a result for their inputs exists;
+    /// recorded as the `sparkwing.dev/no-cache` annotation.
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub no_cache: bool,
 }
 
 impl TriggerRequest {
@@ -56,6 +60,7 @@ impl TriggerRequest {
             max_attempts: None,
             parent: None,
             pipeline_chain: None,
+            no_cache: false,
         }
     }
 }
@@ -195,6 +200,10 @@ pub struct JobStateReport {
     /// [`MAX_JOB_OUTPUTS_BYTES`] (see [`outputs_size`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<BTreeMap<String, String>>,
+    /// A `cached` memoized job: the run its result came from (the job did not run). Absent for
+    /// other jobs and from runners before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<String>,
 }
 
 /// The most a job state's `outputs` may hold, in bytes of its keys and values

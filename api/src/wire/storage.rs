@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sparkwing_core::chunked::{ChunkManifest, ChunkedKind};
 use sparkwing_core::time::Time;
+use std::collections::BTreeMap;
 
 /// `GET /api/v1/runs/{ns}/{name}/caches?key=K[&fallback=P]`: the entry a restore takes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -125,4 +126,62 @@ pub struct ArtifactView {
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactList {
     pub artifacts: Vec<ArtifactView>,
+}
+
+/// `PUT /api/v1/runs/{ns}/{name}/memo/{job}`'s body: a memoized job of the run succeeded with
+/// input `hash` (`sparkwing_core::memo::memo_hash`) and these outputs (masked).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemoPut {
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// `PUT .../memo/{job}`'s answer: the cache scope the result is shared in and when it counts
+/// from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoRecorded {
+    pub scope: String,
+    pub finished: Time,
+}
+
+/// `POST /api/v1/runs/{ns}/{name}/memo/{job}/lookup`'s body: the job's input hash, its TTL and
+/// the artifacts it publishes (a hit needs every one of them).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemoLookupRequest {
+    pub hash: String,
+    pub ttl_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+}
+
+/// `POST .../memo/{job}/lookup`'s answer: `hit` (the result of run `fromRun`, which finished at
+/// `finished`: its outputs, and its artifacts, now registered for this run too) or `miss`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoLookup {
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactView>,
+}
+
+impl MemoLookup {
+    pub fn miss() -> MemoLookup {
+        MemoLookup {
+            outcome: "miss".into(),
+            from_run: None,
+            finished: None,
+            outputs: BTreeMap::new(),
+            artifacts: Vec::new(),
+        }
+    }
 }

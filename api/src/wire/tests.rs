@@ -183,11 +183,16 @@ fn job_states_use_the_schedulers_names() {
             gate_message: None,
             needs: vec!["build".into()],
             outputs: None,
+            cached_from: None,
         });
         assert_eq!(v["needs"], json!(["build"]));
         assert!(v.get("outputs").is_none());
         assert_eq!(v["state"], s.as_str());
     }
+    let c: JobStateReport = documented(json!({
+        "state": "cached", "attempt": 1, "reason": "cached from run app-7f3a2", "cachedFrom": "app-7f3a2"
+    }));
+    assert_eq!(c.cached_from.as_deref(), Some("app-7f3a2"));
     let r: JobStateReport = documented(json!({"state": "retrying", "attempt": 1, "reason": "x"}));
     assert_eq!(r.state, ReportedJobState::Retrying);
     let g: JobStateReport = documented(json!({"state": "waiting", "attempt": 1, "gate": true}));
@@ -452,4 +457,32 @@ fn cache_and_artifact_bodies() {
         "created": "2026-01-02T03:04:05Z"
     }]}));
     assert!(artifacts.artifacts[0].manifest.is_none());
+}
+
+#[test]
+fn memo_bodies() {
+    let sha = "7".repeat(64);
+    let put: MemoPut = documented(json!({"hash": sha, "outputs": {"digest": "abc"}}));
+    assert_eq!(put.outputs["digest"], "abc");
+    documented::<MemoPut>(json!({"hash": sha}));
+    assert!(serde_json::from_value::<MemoPut>(json!({"hash": sha, "ttl": 1})).is_err());
+    documented::<MemoRecorded>(json!({
+        "scope": "git:https://git.example/acme/app", "finished": "2026-01-02T03:04:05Z"
+    }));
+    let req: MemoLookupRequest =
+        documented(json!({"hash": sha, "ttlMs": 86400000, "artifacts": ["bin"]}));
+    assert_eq!(req.ttl_ms, 86_400_000);
+    documented::<MemoLookupRequest>(json!({"hash": sha, "ttlMs": 1000}));
+    let hit: MemoLookup = documented(json!({
+        "outcome": "hit", "fromRun": "app-7f3a2", "finished": "2026-01-02T03:04:05Z",
+        "outputs": {"digest": "abc"},
+        "artifacts": [{"job": "build", "name": "bin", "kind": "file", "sizeBytes": 12, "files": 1,
+            "created": "2026-01-02T03:04:06Z"}]
+    }));
+    assert_eq!(hit.from_run.as_deref(), Some("app-7f3a2"));
+    assert_eq!(hit.artifacts[0].name, "bin");
+    assert_eq!(
+        documented::<MemoLookup>(json!({"outcome": "miss"})),
+        MemoLookup::miss()
+    );
 }

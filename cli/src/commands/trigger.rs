@@ -121,6 +121,7 @@ pub fn trigger(args: TriggerArgs) -> CmdResult {
     body.runner_pool = flags.pool.clone().or(t.profile.pool.clone());
     body.timeout = flags.timeout.clone();
     body.max_attempts = flags.max_attempts;
+    body.no_cache = flags.no_cache;
     // `--sw-parent RUN/JOB`: an await job's child records its parent (`docs/subpipelines.md`).
     if let Some((run, job)) = &flags.parent {
         body.parent = Some(ParentRef {

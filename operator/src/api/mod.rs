@@ -335,6 +335,14 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/runs/{ns}/{name}/artifacts/{job}/{artifact}",
             put(storage::put_artifact).get(storage::get_artifact),
         )
+        .route(
+            "/api/v1/runs/{ns}/{name}/memo/{job}",
+            put(storage::memo_record),
+        )
+        .route(
+            "/api/v1/runs/{ns}/{name}/memo/{job}/lookup",
+            post(storage::memo_lookup),
+        )
         .route("/api/v1/blobs", post(uploads::put_blobs))
         .route("/api/v1/runs", post(r::trigger).get(r::list))
         .route("/api/v1/runs/{ns}/{name}", get(r::get_run))

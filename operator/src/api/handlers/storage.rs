@@ -9,8 +9,15 @@
 //! commit of a key stands; after a commit the scope's least recently used entries are removed
 //! until it fits `ApiConfig::cache_max_bytes` (`cache::evictions`). Artifacts are kept per run,
 //! job and name, and go with the run's records (retention).
+//!
+//! Memoized jobs of cluster runs (`docs/api.md#memoized-jobs`): a job's success is recorded by
+//! the run's cache scope, job id and input hash, with its outputs; its artifacts are the run's,
+//! so a record goes with its run (retention) and its chunks are kept while the run's artifacts
+//! are. A lookup takes the newest success within the job's TTL (`sparkwing_core::memo::choose`)
+//! and registers that run's artifacts of the job for the asking run; a chosen result whose
+//! artifact or chunk is gone is a miss.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -21,14 +28,16 @@ use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
 use sparkwing_api::wire::{
-    ArtifactList, ArtifactPut, ArtifactView, CacheCommit, CacheEntryView, CacheList, CacheLookup,
-    CachePrune, CachePruned, StoreAnswer, StoreState,
+    outputs_size, ArtifactList, ArtifactPut, ArtifactView, CacheCommit, CacheEntryView, CacheList,
+    CacheLookup, CachePrune, CachePruned, MemoLookup, MemoLookupRequest, MemoPut, MemoRecorded,
+    StoreAnswer, StoreState, MAX_JOB_OUTPUTS_BYTES,
 };
 use sparkwing_core::cache::{self, CacheEntry, ResolvedKey, RestoreChoice};
 use sparkwing_core::chunked::{self, ChunkManifest};
+use sparkwing_core::memo::{self, MemoCandidate};
 use sparkwing_core::time::Time;
 use sparkwing_crds::pipeline_run::Source;
-use sparkwing_state::{ArtifactRecord, BlobLockMode, CacheRecord, RunKey};
+use sparkwing_state::{ArtifactRecord, BlobLockMode, CacheRecord, MemoRecord, RunKey};
 
 use crate::api::auth::{Principal, Scope};
 use crate::api::{check_job_name, check_object_name, read_json, ApiError, ApiState};
@@ -536,6 +545,139 @@ pub async fn list_artifacts(
     p.require_read_run(&ns, &name)?;
     Ok(Json(ArtifactList {
         artifacts: artifacts_of(&st, &ns, &name).await?,
+    }))
+}
+
+fn check_memo_hash(hash: &str) -> Result<(), ApiError> {
+    if chunked::is_sha256_hex(hash) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid memo input hash {hash:?}: 64 lowercase hex digits (sha256 of the job's inputs)"
+        )))
+    }
+}
+
+/// `PUT /api/v1/runs/{ns}/{name}/memo/{job}` (the run's runner) with `{"hash", "outputs"}`:
+/// record that the run's memoized job succeeded with these inputs, for later runs of its cache
+/// scope. Recording the same run's job again replaces its record.
+pub async fn memo_record(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name, job)): Path<(String, String, String)>,
+    body: Body,
+) -> Result<(StatusCode, Json<MemoRecorded>), ApiError> {
+    check_run(&ns, &name)?;
+    p.require(Scope::run(&ns, &name))?;
+    check_job_name(&job)?;
+    let req: MemoPut = read_json(body, st.config.limits.json_body, "memo record").await?;
+    check_memo_hash(&req.hash)?;
+    let size = outputs_size(req.outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if size > MAX_JOB_OUTPUTS_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "job {job}: its outputs hold {size} bytes (keys and values), over the limit of {MAX_JOB_OUTPUTS_BYTES} bytes per job; set fewer or smaller outputs"
+        )));
+    }
+    let scope = scope_of(&st, &ns, &name).await?;
+    let now = now_ms();
+    st.store
+        .meta
+        .record_memo(&MemoRecord {
+            namespace: ns.clone(),
+            scope: scope.clone(),
+            job,
+            hash: req.hash,
+            run: name,
+            outputs: serde_json::to_string(&req.outputs)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            finished_ms: now,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MemoRecorded {
+            scope,
+            finished: Time(now),
+        }),
+    ))
+}
+
+/// `POST /api/v1/runs/{ns}/{name}/memo/{job}/lookup` (the run's runner) with `{"hash", "ttlMs",
+/// "artifacts"}`: the newest success of the job with this input hash in the run's cache scope
+/// that finished within the TTL. A hit needs each named artifact of the job in that run, with
+/// every chunk stored; they are then registered for this run (no chunk is copied). Else a miss.
+pub async fn memo_lookup(
+    State(st): State<ApiState>,
+    p: Principal,
+    Path((ns, name, job)): Path<(String, String, String)>,
+    body: Body,
+) -> Result<Json<MemoLookup>, ApiError> {
+    check_run(&ns, &name)?;
+    p.require(Scope::run(&ns, &name))?;
+    check_job_name(&job)?;
+    let req: MemoLookupRequest = read_json(body, st.config.limits.json_body, "memo lookup").await?;
+    check_memo_hash(&req.hash)?;
+    for a in &req.artifacts {
+        check_storage_name("artifact name", a)?;
+    }
+    let scope = scope_of(&st, &ns, &name).await?;
+    let found = st
+        .store
+        .meta
+        .memo_results(&ns, &scope, &job, &req.hash)
+        .await?;
+    let candidates: Vec<MemoCandidate> = found
+        .iter()
+        .filter(|r| r.run != name)
+        .map(|r| MemoCandidate {
+            run_id: r.run.clone(),
+            finished_at_ms: r.finished_ms,
+        })
+        .collect();
+    let Some(chosen) = memo::choose(&candidates, now_ms(), req.ttl_ms) else {
+        return Ok(Json(MemoLookup::miss()));
+    };
+    let Some(record) = found.iter().find(|r| r.run == chosen.run_id) else {
+        return Ok(Json(MemoLookup::miss()));
+    };
+    let outputs: BTreeMap<String, String> = serde_json::from_str(&record.outputs).map_err(|e| {
+        ApiError::Internal(format!(
+            "the stored outputs of job {job} of run {}: {e}",
+            record.run
+        ))
+    })?;
+    // Every artifact must be there, whole, before any is registered; from finding its chunks
+    // stored to registering it, collection must not delete them (`sparkwing_state::blob_lock`).
+    let reuse = st.store.meta.lock_blobs(BlobLockMode::Reuse).await?;
+    let from = RunKey::new(&ns, &record.run);
+    let mut taken = Vec::new();
+    for a in &req.artifacts {
+        let Some(art) = st.store.meta.artifact(&from, &job, a).await? else {
+            return Ok(Json(MemoLookup::miss()));
+        };
+        let m = manifest_of(&art.manifest, &format!("artifact {a} of job {job}"))?;
+        if !missing_chunks(&st, &m).await?.is_empty() {
+            return Ok(Json(MemoLookup::miss()));
+        }
+        taken.push(art);
+    }
+    let mut artifacts = Vec::new();
+    for art in taken {
+        let mine = ArtifactRecord {
+            run: RunKey::new(&ns, &name),
+            created_ms: now_ms(),
+            ..art
+        };
+        st.store.meta.put_artifact(&mine).await?;
+        artifacts.push(artifact_view(&mine, false)?);
+    }
+    drop(reuse);
+    Ok(Json(MemoLookup {
+        outcome: "hit".into(),
+        from_run: Some(record.run.clone()),
+        finished: Some(Time(record.finished_ms)),
+        outputs,
+        artifacts,
     }))
 }
 

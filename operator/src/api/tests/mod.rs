@@ -301,6 +301,7 @@ mod gates;
 /// Tests of issue 13 (the API under attack and under load), one or more per item.
 mod hardening;
 mod logs;
+mod memo;
 mod pools;
 mod rerun;
 mod run_life;

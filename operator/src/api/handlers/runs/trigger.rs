@@ -162,6 +162,15 @@ pub async fn trigger(
                 chain,
             );
     }
+    if req.no_cache {
+        run.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                sparkwing_api::names::NO_CACHE_ANNOTATION.to_string(),
+                "true".to_string(),
+            );
+    }
     let created = create_run(&st, &p, run).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
