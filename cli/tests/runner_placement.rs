@@ -1,6 +1,7 @@
 //! A cluster run whose plan places jobs (`docs/authoring.md#placement`), run by
-//! `sparkwing runner` against the real API as the operator's runner Job would: the runner pod
-//! runs every job itself for now, placed or not, with one note naming the placed jobs.
+//! `sparkwing runner` against the real API, started by hand (no `POD_NAME`): it runs every job
+//! itself, placed or not, with one note naming the placed jobs (in a cluster's pod placed jobs
+//! get pods of their own: `e2e/tests/job_pods.rs`).
 
 mod common;
 mod runner_support;
@@ -22,7 +23,8 @@ fn a_runner_runs_placed_jobs_itself_and_says_so_once() {
         .env("SPARKWING_NAMESPACE", &ns)
         .env("SPARKWING_ATTEMPT", "1")
         .env("SPARKWING_SKIP_BOX_SLOTS", "1")
-        .env("HOME", sw.home());
+        .env("HOME", sw.home())
+        .env_remove("POD_NAME");
     let out = sw.run_cmd(cmd);
     out.assert_code(0);
     let notes: Vec<&str> = out
@@ -33,7 +35,7 @@ fn a_runner_runs_placed_jobs_itself_and_says_so_once() {
         .collect();
     assert_eq!(
         notes,
-        ["note: placement ignored for jobs build, lint: this runner executes every job in its own pod (jobs in pods of their own are not supported yet)"],
+        ["note: placement ignored for jobs build, lint: this runner is not in a cluster's pod (POD_NAME is not set), so it executes every job itself"],
         "{out}"
     );
     // The placed jobs ran like the others, and the dependent read the placed job's output.

@@ -72,6 +72,7 @@ impl RunnerRequest {
                 sink: None,
                 no_cache: false,
                 stores: None,
+                job_pods: None,
                 gate_relay: None,
                 group_slots: None,
             },

@@ -91,6 +91,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
         group_slots: None,
         no_cache: false,
         stores: None,
+        job_pods: None,
         selection: Default::default(),
         retry: Some(engine::Retry {
             of_run: old.id.clone(),

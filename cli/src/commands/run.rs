@@ -237,6 +237,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         retry: None,
         no_cache: flags.no_cache,
         stores: None,
+        job_pods: None,
     };
     let parent = flags.parent.clone();
     let code = match docker {
