@@ -287,7 +287,20 @@ pub async fn run(req: &RunRequest, one: OneJob) -> Result<JobState, EngineError>
             )),
             None,
         ),
-        ProcessEnd::Stopped => (JobState::Cancelled, Some("stopped".to_string()), None),
+        // Stopped by SIGTERM: the pod is being deleted, by its coordinator (a cancel, the job's
+        // timeout), which already decided how the attempt ended, or by someone else (lost), which
+        // its coordinator sees as a pod gone without an end. Either way the end is the
+        // coordinator's to record: none is reported from here.
+        ProcessEnd::Stopped => {
+            r.line(
+                "stderr",
+                &format!(
+                    "job {} stopped: its pod got SIGTERM (deleted); its coordinator records how the attempt ended",
+                    one.job
+                ),
+            );
+            return Ok(JobState::Cancelled);
+        }
         ProcessEnd::SpawnFailed(m) | ProcessEnd::StorageFailed(m) => {
             (JobState::Failed, Some(m), None)
         }
