@@ -71,6 +71,8 @@ struct Reporter {
     attempt: u32,
     started: i64,
     seq: u64,
+    /// The job's needs, as the coordinator reports them (the dashboard's graph).
+    needs: Vec<String>,
 }
 
 impl Reporter {
@@ -92,17 +94,16 @@ impl Reporter {
     }
 
     fn running(&self) {
-        self.sink.job_state(
-            &self.job,
-            job_state_report(
-                JobState::Running,
-                self.attempt,
-                Some(self.started),
-                None,
-                None,
-                None,
-            ),
+        let mut report = job_state_report(
+            JobState::Running,
+            self.attempt,
+            Some(self.started),
+            None,
+            None,
+            None,
         );
+        report.needs = self.needs.clone();
+        self.sink.job_state(&self.job, report);
     }
 
     fn end(
@@ -126,6 +127,7 @@ impl Reporter {
             exit_code,
             reason.as_deref(),
         );
+        report.needs = self.needs.clone();
         report.outputs = (!outputs.is_empty()).then(|| {
             outputs
                 .into_iter()
@@ -156,8 +158,8 @@ pub async fn run(req: &RunRequest, one: OneJob) -> Result<JobState, EngineError>
         attempt: one.attempt,
         started: now_ms(),
         seq: 0,
+        needs: Vec::new(),
     };
-    r.running();
     let (binary, root, pipeline, entrypoint, args) = (
         req.binary.path.clone(),
         req.repo_root.clone(),
@@ -182,6 +184,8 @@ pub async fn run(req: &RunRequest, one: OneJob) -> Result<JobState, EngineError>
         Ok(s) => s,
         Err(e) => return Ok(r.end(JobState::Failed, Some(&e), None, BTreeMap::new())),
     };
+    r.needs = spec.needs.clone();
+    r.running();
     let plan_jobs = dag::validate(&plan).map(|v| v.jobs).unwrap_or_default();
     let storage = JobStorage::of(&spec, &plan_jobs, &req.repo_root, req.stores.as_ref());
     let mut restored = Vec::new();
