@@ -266,8 +266,8 @@ pub(crate) fn execute_attempt(
         ))),
         no_cache: false,
         stores: Some(stores),
-        job_pods: crate::job_pod::in_cluster_pod().then(|| {
-            Arc::new(crate::job_pod::ApiJobPods::new(client.clone(), ns, name))
+        job_pods: crate::job_pods::in_cluster_pod().then(|| {
+            Arc::new(crate::job_pods::ApiJobPods::new(client.clone(), ns, name))
                 as Arc<dyn engine::job_pods::JobPods>
         }),
     };

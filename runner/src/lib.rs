@@ -5,8 +5,8 @@
 //! with the local engine, and reports logs, job states and the run's end to the API
 //! (`sink::ApiSink`, also used by `sparkwing run --profile` to mirror a local run). Its approval
 //! gates learn of decisions through the API (`gate_relay`), and its concurrency group is kept
-//! there (`group_slots`). A run's placed jobs run in pods of their own (`job_pod`: the coordinator's
-//! seam through the API, and `sparkwing runner --job`, what such a pod runs). `podinfo` reads a
+//! there (`group_slots`). A run's placed jobs run in pods of their own (`job_pods`: the coordinator's
+//! seam through the API; `job_pod`: `sparkwing runner --job`, what such a pod runs). `podinfo` reads a
 //! warm pod's own annotations.
 
 mod attempt;
@@ -14,6 +14,7 @@ mod gate_relay;
 pub mod git_source;
 mod group_slots;
 pub mod job_pod;
+pub mod job_pods;
 pub mod materialise;
 pub mod podinfo;
 pub mod sink;
