@@ -59,4 +59,6 @@ pub mod env {
     pub const POOL_TOKEN: &str = "SPARKWING_POOL_TOKEN";
     /// Where a warm runner reads its own pod's `annotations` and `labels` (downward API).
     pub const PODINFO_DIR: &str = "SPARKWING_PODINFO_DIR";
+    /// A job pod's item, when its job was expanded from a fan-out or matrix (`test[3]`).
+    pub const JOB_ITEM: &str = "SPARKWING_JOB_ITEM";
 }

@@ -551,6 +551,13 @@ pub struct RunnerArgs {
     /// The attempt of the run this runner executes (1, 2, ...).
     #[arg(long = "attempt", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub attempt: Option<u32>,
+    /// Run only this job of the run, in this pod (a job pod: the run's coordinator asked for it;
+    /// see docs/runner.md#job-pods); needs --job-attempt.
+    #[arg(long = "job", value_name = "ID", requires = "job_attempt")]
+    pub job: Option<String>,
+    /// The attempt of --job this pod runs (1, 2, ...).
+    #[arg(long = "job-attempt", value_name = "N", value_parser = clap::value_parser!(u32).range(1..), requires = "job")]
+    pub job_attempt: Option<u32>,
     /// Wait for a RunnerPool's claim, then run that attempt (a warm runner: reads
     /// SPARKWING_PODINFO_DIR, SPARKWING_POOL_TOKEN, POD_NAME; see docs/runner.md).
     #[arg(long)]

@@ -3,8 +3,9 @@
 //! the API under the job's id. A lost pod ends the attempt `Failed`, so the [`Scheduler`]'s
 //! retries (within the job's `retries`, after its backoff) start a new attempt in a new pod.
 //!
-//! Not called yet: the coordinator's side of job pods (the engine seam, the API route, the
-//! runner's job mode) is still to come; this is its decision table.
+//! Called by the engine's coordinator loop (`engine/src/job_pods.rs`) at each look at a job pod
+//! (`docs/runner.md#job-pods`); the pod is asked for, read and deleted through the API's
+//! `.../job-pods/{job}/{attempt}` routes.
 //!
 //! [`Scheduler`]: crate::Scheduler
 

@@ -197,7 +197,8 @@ fn dns_subdomain(s: &str) -> bool {
 pub enum RunsHere {
     /// `sparkwing run` on this machine (the process or Docker runner).
     Locally,
-    /// A cluster's runner pod (`sparkwing runner`), which does not start job pods yet.
+    /// A runner (`sparkwing runner`) that cannot start job pods: started outside a cluster's pod
+    /// (no `POD_NAME`).
     InRunnerPod,
 }
 
@@ -216,7 +217,7 @@ pub fn ignored_note<'a>(
             "this run executes every job on this machine (placement applies on a cluster)"
         }
         RunsHere::InRunnerPod => {
-            "this runner executes every job in its own pod (jobs in pods of their own are not supported yet)"
+            "this runner is not in a cluster's pod (POD_NAME is not set), so it executes every job itself"
         }
     };
     Some(format!(
@@ -351,7 +352,7 @@ mod tests {
         );
         assert_eq!(
             ignored_note(["a", "b"], RunsHere::InRunnerPod).as_deref(),
-            Some("note: placement ignored for jobs a, b: this runner executes every job in its own pod (jobs in pods of their own are not supported yet)")
+            Some("note: placement ignored for jobs a, b: this runner is not in a cluster's pod (POD_NAME is not set), so it executes every job itself")
         );
     }
 

@@ -84,6 +84,9 @@ pub struct Scheduler {
     branch: Option<String>,
     /// How each job a re-run takes from the run it retries settles, and why (`rerun`).
     reused: Vec<Option<(JobState, String)>>,
+    /// Placed jobs run in pods of their own (a cluster's coordinator, `job_pod`): they hold no
+    /// worker of this runner.
+    own_pods: bool,
 }
 
 impl Scheduler {
@@ -107,7 +110,21 @@ impl Scheduler {
             outputs: vec![BTreeMap::new(); count],
             branch: None,
             reused: vec![None; count],
+            own_pods: false,
         }
+    }
+
+    /// Placed jobs run in pods of their own (`job_pod`): they start without waiting for a worker
+    /// of this runner, and hold none.
+    pub fn with_own_pods(mut self, own_pods: bool) -> Self {
+        self.own_pods = own_pods;
+        self
+    }
+
+    /// Whether job `i` holds a worker while it runs: not a gate, nor a placed job in its own pod.
+    fn holds_worker(&self, i: usize) -> bool {
+        let spec = &self.plan.jobs[i];
+        spec.gate.is_none() && !(self.own_pods && spec.placement.is_some() && spec.awaits.is_none())
     }
 
     /// The run's git branch, for `branch` conditions.
@@ -192,6 +209,12 @@ impl Scheduler {
                     // A gate runs nothing, so it waits without holding a worker.
                     Readiness::Ready if self.plan.jobs[i].gate.is_some() => {
                         self.jobs[i].state = JobState::Waiting;
+                        self.jobs[i].attempt = 1;
+                        actions.push(Action::Start { job: i, attempt: 1 });
+                        changed = true;
+                    }
+                    Readiness::Ready if !self.holds_worker(i) => {
+                        self.jobs[i].state = JobState::Running;
                         self.jobs[i].attempt = 1;
                         actions.push(Action::Start { job: i, attempt: 1 });
                         changed = true;
@@ -425,7 +448,7 @@ impl Scheduler {
     }
 
     fn finish(&mut self, job: usize, state: JobState, reason: Option<String>) -> Vec<Action> {
-        if self.plan.jobs[job].gate.is_none() {
+        if self.holds_worker(job) {
             self.busy -= 1;
         }
         self.jobs[job].state = state;
@@ -498,6 +521,33 @@ mod tests {
     use super::*;
     use crate::dag::validate;
     use crate::protocol::{JobSpec, PlanDoc};
+
+    #[test]
+    fn placed_jobs_in_their_own_pods_hold_no_worker() {
+        let mut jobs: Vec<JobSpec> = (0..3)
+            .map(|i| {
+                let mut j = JobSpec::new(&format!("p{i}"));
+                j.placement = Some(crate::placement::PlacementSpec::default());
+                j
+            })
+            .collect();
+        jobs.push(JobSpec::new("local"));
+        let mut s = sched(jobs.clone(), 1).with_own_pods(true);
+        let started: Vec<usize> = s
+            .poll()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Start { job, .. } => Some(job),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, vec![0, 1, 2, 3]);
+        s.attempt_finished(0, AttemptOutcome::Success);
+        s.attempt_finished(3, AttemptOutcome::Success);
+        // Without pods of their own, placed jobs wait for the one worker like any job.
+        let mut s = sched(jobs, 1);
+        assert_eq!(s.poll(), vec![Action::Start { job: 0, attempt: 1 }]);
+    }
 
     fn sched(jobs: Vec<JobSpec>, workers: usize) -> Scheduler {
         let plan = validate(&PlanDoc {

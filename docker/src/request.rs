@@ -73,6 +73,7 @@ impl RunnerRequest {
                 no_cache: false,
                 stores: None,
                 memo: None,
+                job_pods: None,
                 gate_relay: None,
                 group_slots: None,
             },

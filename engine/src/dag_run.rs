@@ -15,7 +15,7 @@ use crate::memo_probe::{MemoFound, MemoProbe};
 use crate::store::NewJob;
 use serde_json::{json, Map, Value};
 use sparkwing_api::wire::ReportedJobState;
-use sparkwing_core::protocol::{PlanDoc, CONTROL_PREFIX, PROTOCOL_VERSION};
+use sparkwing_core::protocol::{PlanDoc, CONTROL_PREFIX};
 use sparkwing_core::scheduler::{Action, AttemptOutcome};
 use sparkwing_core::{dag, fanout, rerun, JobState, RunPhase, Scheduler};
 use std::collections::BTreeMap;
@@ -41,13 +41,13 @@ struct JobRuntime {
 
 /// How the command that failed a job ended (from the SDK's `command_failed` record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FailedCommand {
+pub(crate) enum FailedCommand {
     Exited(i32),
     Signalled(i32),
 }
 
 impl FailedCommand {
-    fn from_record(v: &Value) -> Option<FailedCommand> {
+    pub(crate) fn from_record(v: &Value) -> Option<FailedCommand> {
         let int = |k: &str| v[k].as_i64().and_then(|n| i32::try_from(n).ok());
         match (int("exit_code"), int("signal")) {
             (Some(c), _) if c != 0 => Some(FailedCommand::Exited(c)),
@@ -57,7 +57,7 @@ impl FailedCommand {
     }
 
     /// The job's reason and exit code.
-    fn reason(self) -> (String, Option<i32>) {
+    pub(crate) fn reason(self) -> (String, Option<i32>) {
         match self {
             FailedCommand::Exited(c) => (format!("exit code {c}"), Some(c)),
             FailedCommand::Signalled(s) => (format!("killed by signal {s}"), None),
@@ -119,6 +119,11 @@ enum Msg {
         outputs: BTreeMap<String, String>,
         events: Vec<StorageEvent>,
     },
+    /// An attempt in a job pod ended (`job_pods`).
+    PodEnded {
+        job: usize,
+        end: crate::job_pods::PodAttemptEnd,
+    },
     /// What happened to the job's caches and artifacts around an attempt.
     Storage {
         job: usize,
@@ -174,21 +179,22 @@ pub(super) async fn run_dag(
             return refuse_plan(&mut rec, "invalid plan", e, created);
         }
     };
-    // This engine runs every job in its own processes: placement (a cluster's job pods) is
-    // ignored, and said so once per run.
+    // Without a home of job pods (`RunRequest::job_pods`: a cluster's runner pod) this engine
+    // runs every job in its own processes: placement is ignored, and said so once per run.
     let here = if req.runner == crate::RUNNER_KUBERNETES {
         sparkwing_core::placement::RunsHere::InRunnerPod
     } else {
         sparkwing_core::placement::RunsHere::Locally
     };
-    if let Some(note) = sparkwing_core::placement::ignored_note(
+    let note = sparkwing_core::placement::ignored_note(
         validated
             .jobs
             .iter()
             .filter(|j| j.placement.is_some())
             .map(|j| j.id.as_str()),
         here,
-    ) {
+    );
+    if let (Some(note), None) = (note, &req.job_pods) {
         tracing::info!("{note}");
     }
     // Jobs left out by --sw-only/--sw-start-at/--sw-stop-at are skipped, saying why (a reason
@@ -368,6 +374,7 @@ pub(super) async fn run_dag(
     // `branch` conditions read the branch recorded with the run.
     let branch = rec.store.get_run(&run_id)?.and_then(|r| r.git_branch);
     let mut sched = Scheduler::new(validated, req.workers)
+        .with_own_pods(req.job_pods.is_some())
         .with_branch(branch)
         .with_reused(reused);
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -419,6 +426,10 @@ pub(super) async fn run_dag(
                     }
                     Msg::GateEnded { job, end } => {
                         let actions = on_gate_end(&mut rec, &mut sched, &mut jobs, job, end)?;
+                        apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
+                    }
+                    Msg::PodEnded { job, end } => {
+                        let actions = on_pod_end(&mut rec, &mut sched, &mut jobs, job, end)?;
                         apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
                     }
                     Msg::Storage { job, attempt, events } => on_storage(&mut rec, &sched, &mut jobs, job, attempt, events)?,
@@ -859,6 +870,21 @@ fn launch(
     control_rx: watch::Receiver<Control>,
 ) {
     let spec = &sched.plan().jobs[job];
+    if let Some(pods) = own_pod(ctx, spec) {
+        let a = crate::job_pods::PodAttempt {
+            job: spec.id.clone(),
+            attempt,
+            placement: spec.placement.clone().unwrap_or_default(),
+            item: spec.expanded.as_ref().map(|e| e.item.clone()),
+            timeout_ms: spec.timeout_ms,
+        };
+        let tx = ctx.tx.clone();
+        tokio::spawn(async move {
+            let end = crate::job_pods::run_attempt(pods, a, control_rx).await;
+            let _ = tx.send(Msg::PodEnded { job, end });
+        });
+        return;
+    }
     let attempt_spec = match &spec.awaits {
         // An await job: the child pipeline runs as `sparkwing run` (or `pipeline trigger`).
         Some(a) => {
@@ -891,6 +917,40 @@ fn launch(
         _ => None,
     };
     spawn_attempt(ctx, job, attempt, attempt_spec, control_rx, storage, memo);
+}
+
+/// The home of the job's own pod when it runs in one: a placed job (not an await job) of a run
+/// whose runner can start job pods (`RunRequest::job_pods`).
+fn own_pod(
+    ctx: &Ctx<'_>,
+    spec: &sparkwing_core::protocol::JobSpec,
+) -> Option<std::sync::Arc<dyn crate::job_pods::JobPods>> {
+    match (&ctx.req.job_pods, &spec.placement, &spec.awaits) {
+        (Some(pods), Some(_), None) => Some(pods.clone()),
+        _ => None,
+    }
+}
+
+/// An attempt in a job pod ended: its outcome and, on success, the outputs its pod reported, as
+/// a local attempt's (the pod recorded its log and storage itself).
+fn on_pod_end(
+    rec: &mut Recorder,
+    sched: &mut Scheduler,
+    jobs: &mut [JobRuntime],
+    job: usize,
+    end: crate::job_pods::PodAttemptEnd,
+) -> Result<Vec<Action>, EngineError> {
+    jobs[job].control = None;
+    jobs[job].group_slot = None;
+    if end.outcome == AttemptOutcome::Success {
+        jobs[job].outputs = end.outputs;
+    }
+    sched.set_outputs(job, jobs[job].outputs.clone());
+    let actions = sched.attempt_finished(job, end.outcome);
+    if sched.job(job).state.is_terminal() {
+        record_terminal(rec, sched, jobs, job, None)?;
+    }
+    Ok(actions)
 }
 
 /// A gate whose needs ended: record it `waiting`, say how to decide it, and wait for the decision
@@ -1048,6 +1108,11 @@ fn record_start(
         json!({"attempt": attempt}),
         Some(human),
     )?;
+    // A job in its own pod reports its running state itself (a later report of ours could land
+    // over its end).
+    if own_pod(ctx, spec).is_some() {
+        return Ok(());
+    }
     rec.sink_state(
         &spec.id,
         sink::job_state_report(
@@ -1083,60 +1148,20 @@ fn job_attempt_spec(
     }
     let outputs_file = ctx.run_dir.join(format!("{}.outputs.json", spec.id));
     let _ = std::fs::remove_file(&outputs_file);
-    let mut env: Vec<(String, String)> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.extend([
-        (
-            "SPARKWING_PROTOCOL".to_string(),
-            PROTOCOL_VERSION.to_string(),
-        ),
-        ("SPARKWING_ARGS".to_string(), ctx.args_json.to_string()),
-        ("SPARKWING_RUN_ID".to_string(), ctx.run_id.to_string()),
-        ("SPARKWING_PIPELINE".to_string(), ctx.req.pipeline.clone()),
-        ("SPARKWING_JOB".to_string(), spec.id.clone()),
-        ("SPARKWING_ATTEMPT".to_string(), attempt.to_string()),
-        (
-            "SPARKWING_WORKSPACE".to_string(),
-            ctx.req.repo_root.to_string_lossy().into_owned(),
-        ),
-        (
-            "SPARKWING_OUTPUTS_FILE".to_string(),
-            outputs_file.to_string_lossy().into_owned(),
-        ),
-        (
-            "SPARKWING_NEEDS_OUTPUTS".to_string(),
-            Value::Object(needs_outputs).to_string(),
-        ),
-        // A job body that starts `sparkwing run` itself passes the ancestry on too.
-        (
-            sparkwing_core::subpipeline::CHAIN_ENV.to_string(),
-            sparkwing_core::subpipeline::extend_chain(&subpipeline::own_chain(), &ctx.req.pipeline),
-        ),
-    ]);
-    // A job expanded from a fan-out or matrix gets its item (`Job::item`).
-    if let Some(e) = &spec.expanded {
-        env.push((fanout::ITEM_ENV.to_string(), e.item.clone()));
-        env.push((fanout::INDEX_ENV.to_string(), e.index.to_string()));
-    }
-    AttemptSpec {
-        program: ctx.req.binary.path.clone(),
-        args: vec![
-            "job".into(),
-            ctx.req.info.entrypoint.clone(),
-            spec.id.clone(),
-        ],
-        cwd: match &spec.workdir {
-            Some(w) => ctx.req.repo_root.join(w),
-            None => ctx.req.repo_root.clone(),
+    crate::job_command::attempt_spec(
+        crate::job_command::JobCommand {
+            binary: &ctx.req.binary.path,
+            entrypoint: &ctx.req.info.entrypoint,
+            pipeline: &ctx.req.pipeline,
+            run_id: ctx.run_id,
+            args_json: ctx.args_json,
+            repo_root: &ctx.req.repo_root,
+            outputs_file: &outputs_file,
+            needs_outputs,
         },
-        env,
-        timeout: spec.timeout_ms.map(Duration::from_millis),
-        stop_grace: process::STOP_GRACE,
-        merge_output: true,
-    }
+        spec,
+        attempt,
+    )
 }
 
 /// Run the attempt on its own task; its lines and its end come back as messages.

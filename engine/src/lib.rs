@@ -19,10 +19,13 @@ pub mod git;
 pub mod home;
 pub mod host;
 pub mod interrupts;
+mod job_command;
 pub mod job_log;
+pub mod job_pods;
 pub mod job_storage;
 pub mod memo_probe;
 pub mod memo_store;
+pub mod one_job;
 pub mod output;
 pub mod planning;
 pub mod process;
@@ -94,6 +97,9 @@ pub struct RunRequest {
     /// Where memoized jobs' results are looked up and recorded (a runner pod: the cluster API);
     /// `None`: this machine's run store (`memo_store::LocalMemoStore`).
     pub memo: Option<std::sync::Arc<dyn memo_store::MemoStore>>,
+    /// Where a cluster run's placed jobs get their own pods (a runner pod: the cluster API,
+    /// `job_pods`); `None`: every job runs in this process's machine (placement ignored).
+    pub job_pods: Option<Arc<dyn job_pods::JobPods>>,
 }
 
 /// [`RunRequest::runner`] of a cluster run's attempt in a runner pod (`sparkwing runner`).

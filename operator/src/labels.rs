@@ -72,6 +72,18 @@ pub const COMMIT_STATUS_ANNOTATION: &str = "sparkwing.dev/commit-status";
 /// `Unauthorized`, `NoCredentials`, `Rejected`). The Pipeline's `CommitStatus` condition shows it.
 pub const COMMIT_STATUS_ERROR_ANNOTATION: &str = "sparkwing.dev/commit-status-error";
 
+/// Label of a job pod (a placed job's own pod) and its Job: the run whose job it runs. Job pods
+/// carry neither [`MANAGED_BY`] nor [`RUN`], so the run and pool controllers never take them for
+/// runners.
+pub const JOB_RUN: &str = "sparkwing.dev/job-run";
+/// Label of a job pod: its job's id in label form ([`job_label`]); the annotation
+/// [`ANNOTATION_JOB`] holds the id as the plan spells it.
+pub const JOB: &str = "sparkwing.dev/job";
+/// Label of a job pod: the job's attempt it runs.
+pub const JOB_ATTEMPT: &str = "sparkwing.dev/job-attempt";
+/// Annotation of a job pod: its job's id.
+pub const ANNOTATION_JOB: &str = "sparkwing.dev/job";
+
 /// `app.kubernetes.io/managed-by=sparkwing`: the selector of every watch.
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
@@ -114,6 +126,41 @@ pub fn job_name(run: &str, attempt: u32) -> String {
     format!("{}{suffix}", shorten(run, MAX_NAME - suffix.len()))
 }
 
+/// A job id in the characters of a name: lowercase letters and digits, anything else a `-`
+/// (`test[3]` → `test-3`), no `-` at either end.
+fn job_slug(job: &str) -> String {
+    let mut out = String::new();
+    for c in job.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// A job id as a label value: its slug and 8 hex digits of the id's hash (`test-3-1a2b3c4d`), so
+/// `test[3]` and `test-3` differ.
+pub fn job_label(job: &str) -> String {
+    let hash = format!("{:08x}", fnv1a(job) & 0xffff_ffff);
+    let slug = shorten(&job_slug(job), MAX_NAME - hash.len() - 1);
+    if slug.is_empty() {
+        hash
+    } else {
+        format!("{slug}-{hash}")
+    }
+}
+
+/// The name of the Job of attempt `attempt` of job `job` of `run`: `<run>-<job label>-j<attempt>`,
+/// the front shortened so the whole fits in 63 characters.
+pub fn job_pod_name(run: &str, job: &str, attempt: u32) -> String {
+    let suffix = format!("-j{attempt}");
+    let front = format!("{run}-{}", job_label(job));
+    format!("{}{suffix}", shorten(&front, MAX_NAME - suffix.len()))
+}
+
 /// The prefix of warm pod names of `pool`; core's pool decision appends `-<now hex>-<i>` (at most
 /// 17 more characters), so the whole stays within 63.
 pub fn warm_pod_prefix(pool: &str) -> String {
@@ -123,6 +170,22 @@ pub fn warm_pod_prefix(pool: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_pod_names_fit_and_tell_jobs_apart() {
+        assert_eq!(job_label("test[3]").len(), "test-3-".len() + 8);
+        assert!(job_label("test[3]").starts_with("test-3-"));
+        assert_ne!(job_label("test[3]"), job_label("test-3"));
+        let n = job_pod_name("build-main", "test[3]", 2);
+        assert!(
+            n.starts_with("build-main-test-3-") && n.ends_with("-j2"),
+            "{n}"
+        );
+        let long = job_pod_name(&"r".repeat(80), &"j".repeat(80), 12);
+        assert!(long.len() <= MAX_NAME && long.ends_with("-j12"), "{long}");
+        assert_ne!(long, job_pod_name(&"r".repeat(80), &"k".repeat(80), 12));
+        assert_eq!(job_label("[]").len(), 8);
+    }
 
     #[test]
     fn short_names_are_kept() {

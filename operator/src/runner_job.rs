@@ -480,6 +480,212 @@ pub fn build_warm_pod(pool: &RunnerPool, name: &str, defaults: &RunnerDefaults) 
     })
 }
 
+/// What a run's coordinator asks of a job pod: attempt `attempt` of the placed job `job`, while
+/// the coordinator runs attempt `run_attempt` of the run.
+#[derive(Debug, Clone)]
+pub struct JobPodAsk<'a> {
+    pub job: &'a str,
+    pub attempt: u32,
+    pub run_attempt: u32,
+    pub placement: &'a sparkwing_core::placement::PlacementSpec,
+    /// A job expanded from a fan-out or matrix: its item.
+    pub item: Option<&'a str>,
+}
+
+/// Variables of the coordinator's pod a job pod never inherits: the warm runner's pool contract
+/// and the ones the job pod sets itself.
+const JOB_POD_DROPPED_ENV: [&str; 6] = [
+    env::POOL,
+    env::POOL_TOKEN,
+    env::PODINFO_DIR,
+    env::ATTEMPT,
+    env::API_TOKEN,
+    env::JOB_ITEM,
+];
+
+/// The placement's cpu and memory as the container's requests and limits alike, over what the
+/// pod had (a placement without them keeps the pod's own).
+fn placed_resources(
+    had: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    placement: &sparkwing_core::placement::PlacementSpec,
+) -> Option<k8s_openapi::api::core::v1::ResourceRequirements> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let set: Vec<(&str, &String)> = [("cpu", &placement.cpu), ("memory", &placement.memory)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+    if set.is_empty() {
+        return had;
+    }
+    let mut r = had.unwrap_or_default();
+    for (k, v) in set {
+        r.requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.to_string(), Quantity(v.clone()));
+        r.limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.to_string(), Quantity(v.clone()));
+    }
+    Some(r)
+}
+
+/// The service account token volume the cluster adds to every pod (`kube-api-access-xxxxx`).
+fn injected_volume(name: &str) -> bool {
+    name.starts_with("kube-api-access-")
+}
+
+/// The Job of a job pod (`docs/runner.md#job-pods`): `sparkwing runner --run NS/NAME --attempt
+/// <run attempt> --job ID --job-attempt N` in a pod made like its coordinator's (`coordinator`:
+/// the pod spec of the run's runner, whose image, volumes, service account, API URL and the run's
+/// Secrets it keeps), or like a warm runner of `pool` when the placement names a RunnerPool
+/// (its image, resources, node selector, tolerations, environment and volumes), with the run's
+/// runner token, the placement's cpu and memory as requests and limits, its node selector over
+/// the pod's, owned by the run and labelled with run, job and attempt. No retries of its own:
+/// the coordinator starts a new Job for a new attempt.
+pub fn build_job_pod(
+    run: &PipelineRun,
+    coordinator: &PodSpec,
+    pool: Option<&RunnerPool>,
+    ask: &JobPodAsk<'_>,
+) -> Result<Job> {
+    let (name, namespace, uid) = meta_of(run, "PipelineRun")?;
+    let job_name = crate::labels::job_pod_name(&name, ask.job, ask.attempt);
+    let mut labels = BTreeMap::from([
+        (APP_NAME.to_string(), APP_NAME_VALUE.to_string()),
+        (crate::labels::JOB_RUN.to_string(), label_value(&name)),
+        (
+            crate::labels::JOB.to_string(),
+            crate::labels::job_label(ask.job),
+        ),
+        (
+            crate::labels::JOB_ATTEMPT.to_string(),
+            ask.attempt.to_string(),
+        ),
+    ]);
+    if let Some(p) = pool {
+        labels.insert(POOL.to_string(), label_value(&p.name_any()));
+    }
+    let annotations = BTreeMap::from([
+        (ANNOTATION_RUN.to_string(), name.clone()),
+        (ANNOTATION_RUN_UID.to_string(), uid),
+        (
+            crate::labels::ANNOTATION_JOB.to_string(),
+            ask.job.to_string(),
+        ),
+    ]);
+    let base = coordinator.containers.first();
+    let base_env: Vec<EnvVar> = base.and_then(|c| c.env.clone()).unwrap_or_default();
+    let api_url = base_env.iter().find(|e| e.name == env::API_URL).cloned();
+    let ours: Vec<EnvVar> = vec![
+        env_value(env::RUN, &name),
+        env_value(env::NAMESPACE, &namespace),
+        env_value(env::ATTEMPT, ask.run_attempt.to_string()),
+        env_value(env::SKIP_BOX_SLOTS, "1"),
+        env_value(env::HOME, SCRATCH),
+        env_value(env::SPARKWING_HOME, format!("{SCRATCH}/sparkwing")),
+        env_field(env::POD_NAME, "metadata.name"),
+    ]
+    .into_iter()
+    .chain(api_url)
+    .chain(ask.item.map(|i| env_value(env::JOB_ITEM, i)))
+    .chain([env_secret(
+        env::API_TOKEN,
+        runner_token_secret(&name),
+        RUNNER_TOKEN_KEY,
+    )])
+    .collect();
+    let args = vec![
+        "runner".to_string(),
+        "--run".to_string(),
+        format!("{namespace}/{name}"),
+        "--attempt".to_string(),
+        ask.run_attempt.to_string(),
+        "--job".to_string(),
+        ask.job.to_string(),
+        "--job-attempt".to_string(),
+        ask.attempt.to_string(),
+    ];
+    let mut spec = match pool {
+        Some(p) => {
+            let defaults = RunnerDefaults {
+                image: base.and_then(|c| c.image.clone()).unwrap_or_default(),
+                service_account: coordinator.service_account_name.clone(),
+                api_url: None,
+            };
+            let mut spec = pod_spec(Some(p), &defaults, args, merge_env(Some(p), ours));
+            if let (Some(c), Some(from)) = (spec.containers.first_mut(), secrets_env_from(run)) {
+                c.env_from = Some(from);
+            }
+            spec
+        }
+        None => {
+            let mut spec = coordinator.clone();
+            spec.containers.truncate(1);
+            spec.init_containers = None;
+            spec.node_name = None;
+            spec.restart_policy = Some("Never".to_string());
+            // What the cluster added to the running pod is added again to the new one: its
+            // node, its priority (refused when given with the class's), its service account
+            // token volume.
+            spec.priority = None;
+            spec.volumes = spec.volumes.map(|v| {
+                v.into_iter()
+                    .filter(|v| v.name != PODINFO_VOLUME && !injected_volume(&v.name))
+                    .collect()
+            });
+            if let Some(c) = spec.containers.first_mut() {
+                c.args = Some(args);
+                let mut env: Vec<EnvVar> = base_env
+                    .into_iter()
+                    .filter(|e| !JOB_POD_DROPPED_ENV.contains(&e.name.as_str()))
+                    .filter(|e| !ours.iter().any(|o| o.name == e.name))
+                    .collect();
+                env.extend(ours);
+                c.env = Some(env);
+                c.volume_mounts = c.volume_mounts.take().map(|m| {
+                    m.into_iter()
+                        .filter(|m| m.name != PODINFO_VOLUME && !injected_volume(&m.name))
+                        .collect()
+                });
+            }
+            spec
+        }
+    };
+    // A stopped job pod (cancel, timeout) goes at once: its coordinator runs the `finally` jobs.
+    spec.termination_grace_period_seconds = Some(i64::from(STOP_GRACE_SECONDS));
+    if !ask.placement.node_selector.is_empty() {
+        let selector = spec.node_selector.get_or_insert_with(BTreeMap::new);
+        selector.extend(ask.placement.node_selector.clone());
+    }
+    if let Some(c) = spec.containers.first_mut() {
+        c.resources = placed_resources(c.resources.take(), ask.placement);
+    }
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            owner_references: controller_ref(run).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: active_deadline_seconds(run.intent().timeout_ms),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(spec),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,6 +893,165 @@ mod tests {
             active_deadline_seconds(Some(u64::MAX)),
             Some(18_446_744_073_709_552 + 30)
         );
+    }
+
+    /// A job pod asked for by the coordinator of `run`, whose pod is a warm pod of `pool` as the
+    /// cluster shows it (node, priority and token volume added).
+    fn job_pod_of(
+        run: &PipelineRun,
+        placement: &sparkwing_core::placement::PlacementSpec,
+        pool: Option<&RunnerPool>,
+    ) -> Job {
+        let mut warm = RunnerPool::test("warm");
+        warm.spec.env = vec![env_value("PATH", "/opt/bin")];
+        let mut coordinator = build_warm_pod(&warm, "warm-1", &defaults())
+            .unwrap()
+            .spec
+            .unwrap();
+        coordinator.node_name = Some("node-1".into());
+        coordinator.priority = Some(0);
+        coordinator.node_selector = Some(BTreeMap::from([("kind".into(), "ci".into())]));
+        coordinator
+            .volumes
+            .get_or_insert_with(Vec::new)
+            .push(Volume {
+                name: "kube-api-access-x1y2z".into(),
+                ..Volume::default()
+            });
+        coordinator.containers[0]
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: "kube-api-access-x1y2z".into(),
+                mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                ..VolumeMount::default()
+            });
+        let ask = JobPodAsk {
+            job: "test[3]",
+            attempt: 2,
+            run_attempt: 1,
+            placement,
+            item: Some("d"),
+        };
+        build_job_pod(run, &coordinator, pool, &ask).unwrap()
+    }
+
+    #[test]
+    fn a_job_pod_is_made_like_its_coordinator_with_the_placement() {
+        let run = PipelineRun::test("build-main").with_secrets(&["creds"]);
+        let placement = sparkwing_core::placement::PlacementSpec {
+            cpu: Some("100m".into()),
+            memory: Some("64Mi".into()),
+            node_selector: BTreeMap::from([("disk".into(), "ssd".into())]),
+            ..Default::default()
+        };
+        let job = job_pod_of(&run, &placement, None);
+        let name = job.metadata.name.clone().unwrap();
+        assert!(
+            name.starts_with("build-main-test-3-") && name.ends_with("-j2"),
+            "{name}"
+        );
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[crate::labels::JOB_RUN], "build-main");
+        assert_eq!(
+            labels[crate::labels::JOB],
+            crate::labels::job_label("test[3]")
+        );
+        assert_eq!(labels[crate::labels::JOB_ATTEMPT], "2");
+        // Never taken for a runner by the controllers.
+        assert!(!labels.contains_key(MANAGED_BY) && !labels.contains_key(RUN));
+        assert_eq!(
+            job.metadata.annotations.as_ref().unwrap()[crate::labels::ANNOTATION_JOB],
+            "test[3]"
+        );
+        let owners = job.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("PipelineRun", "build-main")
+        );
+        assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
+        let pod = pod_of(&job);
+        assert_eq!(pod.node_name, None);
+        assert_eq!(pod.priority, None);
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(i64::from(STOP_GRACE_SECONDS))
+        );
+        let selector = pod.node_selector.as_ref().unwrap();
+        assert_eq!(
+            (selector["kind"].as_str(), selector["disk"].as_str()),
+            ("ci", "ssd")
+        );
+        let volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, [SCRATCH_VOLUME]);
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("sparkwing-runner:test"));
+        assert_eq!(
+            c.args.as_ref().unwrap().join(" "),
+            "runner --run default/build-main --attempt 1 --job test[3] --job-attempt 2"
+        );
+        let mounts: Vec<&str> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(mounts, [SCRATCH_VOLUME]);
+        let r = c.resources.as_ref().unwrap();
+        for set in [&r.requests, &r.limits] {
+            let set = set.as_ref().unwrap();
+            assert_eq!(set["cpu"].0, "100m");
+            assert_eq!(set["memory"].0, "64Mi");
+        }
+        let env = env_of(c);
+        assert_eq!(env["PATH"], "/opt/bin");
+        assert_eq!(env[env::ATTEMPT], "1");
+        assert_eq!(env[env::JOB_ITEM], "d");
+        assert_eq!(env[env::RUN], "build-main");
+        assert_eq!(
+            env[env::API_TOKEN],
+            "<secret build-main-runner-token/token optional=true>"
+        );
+        assert_eq!(
+            env[env::API_URL],
+            "http://sparkwing-api.sparkwing-system.svc:8443"
+        );
+        for gone in [env::POOL, env::POOL_TOKEN, env::PODINFO_DIR] {
+            assert!(!env.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn a_job_pod_of_a_pool_is_made_like_its_warm_runners() {
+        let mut gpu = RunnerPool::test("gpu");
+        gpu.spec.image = "runner:gpu".into();
+        gpu.spec.node_selector.insert("accel".into(), "gpu".into());
+        let run = PipelineRun::test("train");
+        let placement = sparkwing_core::placement::PlacementSpec {
+            pool: Some("gpu".into()),
+            cpu: Some("4".into()),
+            ..Default::default()
+        };
+        let job = job_pod_of(&run, &placement, Some(&gpu));
+        assert_eq!(job.metadata.labels.as_ref().unwrap()[POOL], "gpu");
+        let pod = pod_of(&job);
+        assert_eq!(pod.node_selector.as_ref().unwrap()["accel"], "gpu");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("runner:gpu"));
+        let r = c.resources.as_ref().unwrap();
+        assert_eq!(r.limits.as_ref().unwrap()["cpu"].0, "4");
+        assert!(!r.limits.as_ref().unwrap().contains_key("memory"));
+        let env = env_of(c);
+        assert_eq!(
+            env[env::API_URL],
+            "http://sparkwing-api.sparkwing-system.svc:8443"
+        );
+        assert!(!env.contains_key(env::PODINFO_DIR));
     }
 
     #[test]

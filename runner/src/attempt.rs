@@ -95,7 +95,10 @@ fn fail_setup(sink: &ApiSink, job: &str, lines: &[String], reason: &str) -> Runn
 /// the trigger's `pipelineChain`): the engine passes it on to the run's jobs and children, with
 /// this pipeline after it, as a local run passes `SPARKWING_PIPELINE_CHAIN` on. A run of a
 /// pipeline already in it is refused as `sparkwing run` refuses one (docs/subpipelines.md).
-fn inherit_pipeline_chain(metadata: &serde_json::Value, pipeline: &str) -> Result<(), String> {
+pub(crate) fn inherit_pipeline_chain(
+    metadata: &serde_json::Value,
+    pipeline: &str,
+) -> Result<(), String> {
     let chain = metadata["annotations"][engine::subpipeline::CHAIN_ANNOTATION]
         .as_str()
         .map(sparkwing_core::subpipeline::parse_chain)
@@ -143,10 +146,10 @@ fn earlier_lines(client: &ApiClient, ns: &str, name: &str) -> HashMap<String, u6
 
 /// A failure before the pipeline started: reported as the pseudo-job `job` with `lines` as its
 /// log, and the run ended `Failed` with `reason` (see [`fail_setup`]).
-struct SetupFailure {
-    job: &'static str,
-    lines: Vec<String>,
-    reason: String,
+pub(crate) struct SetupFailure {
+    pub(crate) job: &'static str,
+    pub(crate) lines: Vec<String>,
+    pub(crate) reason: String,
 }
 
 impl SetupFailure {
@@ -274,6 +277,10 @@ pub(crate) fn execute_attempt(
             ns,
             name,
         ))),
+        job_pods: crate::job_pods::in_cluster_pod().then(|| {
+            Arc::new(crate::job_pods::ApiJobPods::new(client.clone(), ns, name))
+                as Arc<dyn engine::job_pods::JobPods>
+        }),
     };
     let code = match rt.block_on(engine::execute(req)) {
         Ok(code) => code,
@@ -294,7 +301,7 @@ pub(crate) fn execute_attempt(
 
 /// The run's source on this runner: an upload fetched into the work directory, a git commit
 /// checked out there, or a `local` path used in place.
-fn fetch_source(
+pub(crate) fn fetch_source(
     client: &ApiClient,
     home: &Home,
     ns: &str,
@@ -352,17 +359,17 @@ fn fetch_source(
 
 /// What the engine needs once the source is here: the project, its pipeline, the compiled
 /// pipeline binary, the entrypoint's description and the run's resolved args.
-struct Prepared {
-    project: project::Project,
-    pipeline: project::PipelineConfig,
-    compiled: compile::Compiled,
-    info: sparkwing_core::protocol::PipelineInfo,
-    args: serde_json::Map<String, serde_json::Value>,
+pub(crate) struct Prepared {
+    pub(crate) project: project::Project,
+    pub(crate) pipeline: project::PipelineConfig,
+    pub(crate) compiled: compile::Compiled,
+    pub(crate) info: sparkwing_core::protocol::PipelineInfo,
+    pub(crate) args: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Read the project at `root`, report a webhook run's branch check, compile `.sparkwing/` and
 /// resolve the run's args against its entrypoint. Every failure is the `compile` pseudo-job's.
-fn prepare_pipeline(
+pub(crate) fn prepare_pipeline(
     client: &ApiClient,
     url: &str,
     Attempt { ns, name, .. }: &Attempt<'_>,

@@ -5,12 +5,16 @@
 //! with the local engine, and reports logs, job states and the run's end to the API
 //! (`sink::ApiSink`, also used by `sparkwing run --profile` to mirror a local run). Its approval
 //! gates learn of decisions through the API (`gate_relay`), and its concurrency group is kept
-//! there (`group_slots`). `podinfo` reads a warm pod's own annotations.
+//! there (`group_slots`). A run's placed jobs run in pods of their own (`job_pods`: the coordinator's
+//! seam through the API; `job_pod`: `sparkwing runner --job`, what such a pod runs). `podinfo` reads a
+//! warm pod's own annotations.
 
 mod attempt;
 mod gate_relay;
 pub mod git_source;
 mod group_slots;
+pub mod job_pod;
+pub mod job_pods;
 pub mod materialise;
 pub mod memo;
 pub mod podinfo;
@@ -19,6 +23,7 @@ pub mod stores;
 mod warm;
 
 pub use attempt::{run_attempt, COMPILE_JOB, SOURCE_JOB};
+pub use job_pod::{run_job, JobAttempt};
 use sparkwing_api::RemoteError;
 use sparkwing_engine::exit::ExitCode;
 pub use warm::run_warm;

@@ -3,7 +3,7 @@
 
 use crate::json::Value;
 
-/// A job's placement on a cluster: its own runner pod, from a RunnerPool or fresh, with cpu,
+/// A job's placement on a cluster: its own runner pod, made like a RunnerPool's or the run's, with cpu,
 /// memory and node labels. Every method chains; the engine checks the values at plan time.
 /// A local run ignores placement (and says so once).
 ///
@@ -30,12 +30,13 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// A placement in a fresh runner pod of the run's runner image, without a pool.
+    /// A placement in a fresh runner pod made like the run's runner pod, without a pool.
     pub fn new() -> Placement {
         Placement::default()
     }
 
-    /// A placement on a warm runner of RunnerPool `name` (a fresh pod when none is idle).
+    /// A placement in a fresh runner pod made like a warm runner of RunnerPool `name` (its
+    /// image, resources, node selector, tolerations, environment and volumes).
     pub fn pool(name: impl Into<String>) -> Placement {
         Placement {
             pool: Some(name.into()),

@@ -23,6 +23,7 @@ use crate::wire::{
     GroupRequest, GroupStatus, IngestReport, JobStateReport, LogLine, LogPage, RunList, RunView,
     TokenInfo, TokenList, TriggerRequest, UploadAnswer, WhoAmI,
 };
+use crate::wire::{JobPodRequest, JobPodView};
 pub use error::RemoteError;
 use error::{check, Resp};
 pub use sse::{Flow, StreamEnd};
@@ -526,6 +527,43 @@ impl ApiClient {
         .map(drop)
     }
 
+    /// `POST .../job-pods/{job}/{attempt}`: start (or find, when it exists) the own pod of
+    /// attempt `attempt` of the placed job `job` (the run's coordinator asks).
+    pub fn start_job_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        attempt: u32,
+        req: &JobPodRequest,
+    ) -> Result<JobPodView, RemoteError> {
+        let resp = self.send_json("POST", &job_pod_path(ns, name, job, attempt), req)?;
+        json_of(resp, &format!("the pod of job {job}"))
+    }
+
+    /// `GET .../job-pods/{job}/{attempt}`: that pod as it is now (`gone` when there is none).
+    pub fn job_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        attempt: u32,
+    ) -> Result<JobPodView, RemoteError> {
+        let resp = self.get(&job_pod_path(ns, name, job, attempt))?;
+        json_of(resp, &format!("the pod of job {job}"))
+    }
+
+    /// `DELETE .../job-pods/{job}/{attempt}`: delete that pod (absent is fine).
+    pub fn delete_job_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        job: &str,
+        attempt: u32,
+    ) -> Result<(), RemoteError> {
+        self.delete(&job_pod_path(ns, name, job, attempt)).map(drop)
+    }
+
     /// `POST .../gates/{gate}`: approve or reject a waiting approval gate (or, with the run's
     /// runner token, record its timeout). The decision recorded; a gate already decided, not
     /// waiting or of a finished run is a 409, an unknown gate or run a 404.
@@ -778,6 +816,14 @@ fn read_limited(mut resp: Resp, limit: u64, what: &str) -> Result<Vec<u8>, Remot
 fn json_of<T: serde::de::DeserializeOwned>(resp: Resp, what: &str) -> Result<T, RemoteError> {
     let bytes = read_limited(resp, JSON_LIMIT, what)?;
     serde_json::from_slice(&bytes).map_err(|e| RemoteError::decode(what, e))
+}
+
+/// The path of the own pod of attempt `attempt` of job `job` (one escaped segment: `test[3]`).
+fn job_pod_path(ns: &str, name: &str, job: &str, attempt: u32) -> String {
+    format!(
+        "/api/v1/runs/{ns}/{name}/job-pods/{}/{attempt}",
+        query_escape(job)
+    )
 }
 
 /// Percent-encode a query or path value (unreserved characters pass).

@@ -486,3 +486,23 @@ fn memo_bodies() {
         MemoLookup::miss()
     );
 }
+
+#[test]
+fn job_pod_bodies() {
+    let r: JobPodRequest = documented(json!({
+        "placement": {"pool": null, "cpu": "100m", "memory": "64Mi", "node_selector": {"disk": "ssd"}},
+        "item": "b"
+    }));
+    let p = r.placement.as_ref().unwrap();
+    assert_eq!(p.cpu.as_deref(), Some("100m"));
+    assert_eq!(p.node_selector["disk"], "ssd");
+    assert_eq!(r.item.as_deref(), Some("b"));
+    let bad = serde_json::from_value::<JobPodRequest>(json!({"placement": null, "pod": "x"}));
+    assert!(bad.is_err());
+    let v: JobPodView = documented(json!({
+        "name": "build-main-test-3-a1-1a2b3c4d", "phase": "ended", "detail": "exit code 137 (OOMKilled)"
+    }));
+    assert_eq!(v.phase, JobPodPhase::Ended);
+    let v: JobPodView = documented(json!({"name": "j", "phase": "running"}));
+    assert_eq!(v.detail, None);
+}

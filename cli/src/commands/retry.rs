@@ -92,6 +92,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
         no_cache: false,
         stores: None,
         memo: None,
+        job_pods: None,
         selection: Default::default(),
         retry: Some(engine::Retry {
             of_run: old.id.clone(),

@@ -238,6 +238,7 @@ pub fn run(args: RunArgs) -> CmdResult {
         no_cache: flags.no_cache,
         stores: None,
         memo: None,
+        job_pods: None,
     };
     let parent = flags.parent.clone();
     let code = match docker {

@@ -1,4 +1,5 @@
-//! `sparkwing runner --run NS/NAME --attempt N` (a cluster run's runner Job), `sparkwing runner
+//! `sparkwing runner --run NS/NAME --attempt N` (a cluster run's runner Job; with `--job ID
+//! --job-attempt M` a placed job's own pod), `sparkwing runner
 //! --warm --pool NS/POOL` (a RunnerPool's warm pod), `sparkwing runner gc`, `sparkwing
 //! runner-image build` and the hidden `sparkwing __runner` (the entry point of a runner
 //! container).
@@ -107,6 +108,16 @@ pub fn cluster(args: RunnerArgs) -> CmdResult {
             "sparkwing runner --run needs --attempt N (the operator passes it)",
         )
     })?;
+    if let (Some(job), Some(job_attempt)) = (args.job.as_deref(), args.job_attempt) {
+        let at = sparkwing_runner::JobAttempt {
+            ns,
+            name,
+            run_attempt: attempt,
+            job,
+            attempt: job_attempt,
+        };
+        return Ok(sparkwing_runner::run_job(at, format)?);
+    }
     Ok(sparkwing_runner::run_attempt(ns, name, attempt, format)?)
 }
 /// `sparkwing runner --warm --pool NS/POOL`: a RunnerPool's warm runner (`sparkwing-runner`'s
@@ -118,7 +129,7 @@ fn warm(args: RunnerArgs, format: Format) -> CmdResult {
             "--pool is for a warm runner: sparkwing runner --warm --pool NS/POOL",
         ));
     }
-    if args.run.is_some() || args.attempt.is_some() {
+    if args.run.is_some() || args.attempt.is_some() || args.job.is_some() {
         return Err(CliError::new(
             ExitCode::Usage,
             "sparkwing runner --warm learns its run from its claim: drop --run and --attempt",

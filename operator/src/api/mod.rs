@@ -351,6 +351,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/runs/{ns}/{name}/finish", post(r::finish))
         .route("/api/v1/runs/{ns}/{name}/jobs/{job}", put(r::put_job_state))
         .route(
+            "/api/v1/runs/{ns}/{name}/job-pods/{job}/{attempt}",
+            post(r::start_job_pod)
+                .get(r::job_pod)
+                .delete(r::delete_job_pod),
+        )
+        .route(
             "/api/v1/runs/{ns}/{name}/gates/{gate}",
             post(r::decide_gate).get(r::get_gate),
         )

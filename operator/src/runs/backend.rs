@@ -14,6 +14,9 @@ use sparkwing_core::reconcile::status::{RunPhase, RunStatus};
 use sparkwing_crds::pipeline_run::{CancelMode, PipelineRun};
 
 use crate::error::{is_already_exists, is_conflict, is_not_found};
+use crate::runner_job::JobPodAsk;
+use sparkwing_api::wire::{JobPodPhase, JobPodView};
+use sparkwing_core::placement::PlacementSpec;
 
 /// Key of the runner token in its Secret (the runner Job reads it from there).
 pub use crate::runner_job::RUNNER_TOKEN_KEY;
@@ -144,7 +147,43 @@ pub trait RunBackend: Send + Sync + 'static {
         ns: &'a str,
         pod: &'a str,
     ) -> BoxFuture<'a, Result<Option<PodClaim>, BackendError>>;
+    /// Create the own pod of a placed job's attempt for `run` (nothing when it exists) and
+    /// answer what it is doing ([`super::job_pods`]).
+    fn start_job_pod<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+        ask: &'a JobPodAsk<'a>,
+    ) -> BoxFuture<'a, Result<JobPodView, BackendError>> {
+        let _ = (run, ask);
+        async { Err(BackendError::Other(NO_JOB_PODS.into())) }.boxed()
+    }
+    /// What the pod of attempt `attempt` of job `job` of run `ns/name` is doing (`gone` when
+    /// there is none).
+    fn job_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        job: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<JobPodView, BackendError>> {
+        let _ = (ns, name, job, attempt);
+        async { Err(BackendError::Other(NO_JOB_PODS.into())) }.boxed()
+    }
+    /// Delete that pod (absent is fine).
+    fn delete_job_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        job: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = (ns, name, job, attempt);
+        async { Err(BackendError::Other(NO_JOB_PODS.into())) }.boxed()
+    }
 }
+
+/// What a backend without job pods answers.
+const NO_JOB_PODS: &str = "this API's run backend cannot start job pods";
 
 /// The field manager of the API's status writes (the end of external runs).
 pub const API_FIELD_MANAGER: &str = "sparkwing-api";
@@ -419,6 +458,34 @@ impl RunBackend for KubeRuns {
         }
         .boxed()
     }
+
+    fn start_job_pod<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+        ask: &'a JobPodAsk<'a>,
+    ) -> BoxFuture<'a, Result<JobPodView, BackendError>> {
+        super::job_pods::start(&self.client, run, ask).boxed()
+    }
+
+    fn job_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        job: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<JobPodView, BackendError>> {
+        super::job_pods::look(&self.client, ns, name, job, attempt).boxed()
+    }
+
+    fn delete_job_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        job: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        super::job_pods::delete(&self.client, ns, name, job, attempt).boxed()
+    }
 }
 
 /// Runs in a map. Tests reach in with [`MemoryRuns::set_phase`], [`MemoryRuns::delete`],
@@ -432,7 +499,11 @@ pub struct MemoryRuns {
     /// Runs whose stored runner token they own.
     adopted: Mutex<std::collections::BTreeSet<(String, String)>>,
     pods: Mutex<BTreeMap<(String, String), PodClaim>>,
+    /// Job pods by (namespace, run, job, attempt): their view and placement.
+    job_pods: Mutex<JobPodMap>,
 }
+
+type JobPodMap = BTreeMap<(String, String, String, u32), (JobPodView, PlacementSpec)>;
 
 impl MemoryRuns {
     pub fn new() -> Self {
@@ -534,6 +605,19 @@ impl MemoryRuns {
 
     /// Play the operator: the warm pod `pod` of `ns` belongs to `claim.pool` (and is claimed when
     /// `claim.claim` says so).
+    /// The job pods of run `ns/name` this backend holds: (job, attempt, placement).
+    pub fn job_pods_of(&self, ns: &str, name: &str) -> Vec<(String, u32, PlacementSpec)> {
+        self.job_pods
+            .lock()
+            .map(|pods| {
+                pods.iter()
+                    .filter(|((n, r, _, _), _)| n == ns && r == name)
+                    .map(|((_, _, job, attempt), (_, p))| (job.clone(), *attempt, p.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn set_pod_claim(&self, ns: &str, pod: &str, claim: PodClaim) {
         if let Ok(mut pods) = self.pods.lock() {
             pods.insert(Self::key(ns, pod), claim);
@@ -729,6 +813,72 @@ impl RunBackend for MemoryRuns {
             .lock()
             .map(|pods| pods.get(&Self::key(ns, pod)).cloned())
             .map_err(|_| poisoned());
+        async move { result }.boxed()
+    }
+
+    fn start_job_pod<'a>(
+        &'a self,
+        run: &'a PipelineRun,
+        ask: &'a JobPodAsk<'a>,
+    ) -> BoxFuture<'a, Result<JobPodView, BackendError>> {
+        let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+        let key = (ns, name.clone(), ask.job.to_string(), ask.attempt);
+        let result = self
+            .job_pods
+            .lock()
+            .map_err(|_| poisoned())
+            .map(|mut pods| {
+                pods.entry(key)
+                    .or_insert_with(|| {
+                        (
+                            JobPodView {
+                                name: crate::labels::job_pod_name(&name, ask.job, ask.attempt),
+                                phase: JobPodPhase::Pending,
+                                detail: None,
+                            },
+                            ask.placement.clone(),
+                        )
+                    })
+                    .0
+                    .clone()
+            });
+        async move { result }.boxed()
+    }
+
+    fn job_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        job: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<JobPodView, BackendError>> {
+        let result = self.job_pods.lock().map_err(|_| poisoned()).map(|pods| {
+            let key = (ns.to_string(), name.to_string(), job.to_string(), attempt);
+            pods.get(&key)
+                .map(|(v, _)| v.clone())
+                .unwrap_or_else(|| JobPodView {
+                    name: crate::labels::job_pod_name(name, job, attempt),
+                    phase: JobPodPhase::Gone,
+                    detail: Some("no such job pod".into()),
+                })
+        });
+        async move { result }.boxed()
+    }
+
+    fn delete_job_pod<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+        job: &'a str,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let result = self
+            .job_pods
+            .lock()
+            .map_err(|_| poisoned())
+            .map(|mut pods| {
+                pods.remove(&(ns.to_string(), name.to_string(), job.to_string(), attempt));
+            });
         async move { result }.boxed()
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod from_pipeline;
+pub mod job_pods;
 pub mod rerun;
 pub mod runner_token;
 

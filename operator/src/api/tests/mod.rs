@@ -300,6 +300,7 @@ mod data_dir_migration;
 mod gates;
 /// Tests of issue 13 (the API under attack and under load), one or more per item.
 mod hardening;
+mod job_pods;
 mod logs;
 mod memo;
 mod pools;

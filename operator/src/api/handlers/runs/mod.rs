@@ -1,12 +1,13 @@
 //! `/api/v1/runs`, by concern: [`trigger`] (create a run and its runner credential), [`read`]
 //! (list and get), [`rerun`] (a whole-run re-run of a live or archived run), [`end`] (cancel, finish, an external run's end), [`report`] (job states and
 //! branch checks from runners), [`gates`] (decisions on approval gates), [`concurrency`] (the
-//! concurrency groups of cluster runs), and [`view`] (how a PipelineRun is shown). The bodies are
+//! concurrency groups of cluster runs), [`job_pods`] (the own pods of placed jobs), and [`view`] (how a PipelineRun is shown). The bodies are
 //! `sparkwing-api`'s.
 
 pub(crate) mod concurrency;
 mod end;
 mod gates;
+mod job_pods;
 mod read;
 mod report;
 mod rerun;
@@ -16,6 +17,7 @@ mod view;
 pub use concurrency::{enter as enter_group, leave as leave_group};
 pub use end::{cancel, finish};
 pub use gates::{check_decider, decide as decide_gate, gates_of, get_decision as get_gate};
+pub use job_pods::{delete as delete_job_pod, look as job_pod, start as start_job_pod};
 pub use read::{get_run, list, ListQuery};
 pub use report::{put_branch_check, put_job_state};
 pub use rerun::{rerun, rerun_run};
