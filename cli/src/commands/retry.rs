@@ -110,6 +110,7 @@ fn scope_text(scope: &RetryScope) -> String {
     match scope {
         RetryScope::Failed => "its failed jobs and what needs them".into(),
         RetryScope::Jobs(jobs) => format!("{} and what needs them", jobs.join(", ")),
+        RetryScope::Resume => "the jobs that did not end and what needs them".into(),
     }
 }
 
