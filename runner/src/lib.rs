@@ -13,6 +13,7 @@ pub mod git_source;
 mod group_slots;
 pub mod materialise;
 pub mod podinfo;
+pub mod resume;
 pub mod sink;
 pub mod stores;
 mod warm;

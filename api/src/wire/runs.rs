@@ -145,6 +145,12 @@ pub struct FinishRequest {
     pub phase: Option<RunPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A cluster run's runner parked instead of ending the run (`docs/runner.md`): nothing but
+    /// approval gates waited, so it exits and the operator starts the next attempt once a gate
+    /// is decided or times out. `{"attempt": N, "gates": ["approve"], "deadlineMs": 1700000000000}`
+    /// (`deadlineMs`: the earliest gate timeout, absent when none has one). Not with `phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<sparkwing_core::gate::Parked>,
 }
 
 /// `PUT .../branch-check`: a runner's comparison of its run's Pipeline push branches with

@@ -96,6 +96,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
             of_run: old.id.clone(),
             scope,
             prior,
+            waiting_since: Default::default(),
         }),
     };
     let code = runtime
