@@ -115,6 +115,10 @@ pub struct RunView<R = serde_json::Value> {
     /// Shown alone: the run's place in its concurrency group, while it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<super::concurrency::GroupStatus>,
+    /// Shown alone: the places of the run's jobs in their own concurrency groups (a job's attempt
+    /// holding or waiting for a slot now; `"job"` names it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_groups: Vec<super::concurrency::GroupStatus>,
 }
 
 /// `GET /api/v1/runs`: a page of runs, newest first.

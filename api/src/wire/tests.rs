@@ -108,6 +108,7 @@ fn run_views_and_lists() {
         run: None,
         jobs: None,
         concurrency: None,
+        job_groups: Vec::new(),
     };
     // A list's view: no `run`, `jobs` or `parent`; the phase is core's, as its name.
     assert_eq!(
