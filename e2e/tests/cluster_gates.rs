@@ -415,6 +415,8 @@ async fn a_gates_timeout_is_recorded_through_the_api() -> Result<()> {
     let name = name_of(&full).to_string();
     let run = env.wait_end(&name).await?;
     assert_eq!(phase(&run), "Failed", "{:#?}", run.status);
+    // The runner parked while the gate waited; its timeout started the attempt that recorded it.
+    assert_eq!(attempts(&run), (2, 1), "{:#?}", run.status);
     let jobs = env.jobs(&name).await?;
     assert_eq!(jobs["approve"]["state"], "failed", "{jobs:#}");
     assert_eq!(
