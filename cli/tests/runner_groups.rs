@@ -219,7 +219,10 @@ fn a_jobs_group_of_one_queues_its_attempts_across_runners_through_the_api() {
     let line =
         format!("waiting for concurrency group shared-work (1/1, held by run {ns}/{a}/work)");
     let status = sw.sw(["runs", "status", &format!("{ns}/{b}"), "--profile", "ci"]);
-    assert!(status.stdout.contains(&format!("job work: {line}")), "{status}");
+    assert!(
+        status.stdout.contains(&format!("job work: {line}")),
+        "{status}"
+    );
     // The first run's job ends: its attempt leaves the group and the second run's job runs.
     release(&sw, &ns, &a);
     first.finish_within(DEADLINE).assert_code(0);

@@ -550,7 +550,12 @@ mod tests {
         assert_eq!(Parked::parse(&p.to_annotation()), Ok(p.clone()));
         assert_eq!(p.gates_text(), "gates a, b");
         assert!(!p.resumes(8) && p.resumes(9));
-        assert!(Parked { decided: true, deadline_ms: None, ..p }.resumes(0));
+        assert!(Parked {
+            decided: true,
+            deadline_ms: None,
+            ..p
+        }
+        .resumes(0));
         let e = Parked::parse("{").unwrap_err();
         assert!(e.starts_with("sparkwing.dev/parked: "), "{e}");
         let spec = GateSpec {

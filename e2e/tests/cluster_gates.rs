@@ -179,7 +179,13 @@ impl Env {
     async fn runner_pods(&self, name: &str) -> Result<Vec<String>> {
         let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), self.cluster.ns.name());
         let lp = ListParams::default().labels(&format!("sparkwing.dev/run={name}"));
-        Ok(pods.list(&lp).await?.items.iter().map(|p| p.name_any()).collect())
+        Ok(pods
+            .list(&lp)
+            .await?
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect())
     }
 
     /// Waits until run `name` is parked: `Running` with the reason `WaitingForApproval` and no
@@ -234,7 +240,10 @@ async fn a_gate_of_a_cluster_run_parks_its_runner_and_a_new_attempt_resumes_afte
     let jobs = env.jobs(&name).await?;
     assert_eq!(jobs["deploy"]["state"], "pending", "{jobs:#}");
     assert_eq!(
-        (jobs["build"]["state"].clone(), jobs["build"]["attempt"].clone()),
+        (
+            jobs["build"]["state"].clone(),
+            jobs["build"]["attempt"].clone()
+        ),
         ("success".into(), 1.into()),
         "{jobs:#}"
     );
@@ -368,7 +377,11 @@ async fn a_gate_of_a_cluster_run_parks_its_runner_and_a_new_attempt_resumes_afte
     assert_eq!(attempts(&run), (1, 0), "{:#?}", run.status);
     assert!(env.runner_pods(&name).await?.is_empty());
     assert!(env.cluster.api_log_lines(&name, "deploy").await?.is_empty());
-    assert!(env.cluster.api_log_lines(&name, "cleanup").await?.is_empty());
+    assert!(env
+        .cluster
+        .api_log_lines(&name, "cleanup")
+        .await?
+        .is_empty());
 
     // Rejected while parked: the resumed run fails, deploy never runs, cleanup (finally) does.
     let full = env.trigger("ship").await?;

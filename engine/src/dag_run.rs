@@ -392,7 +392,8 @@ pub(super) async fn run_dag(
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
     settle_box_slot(&mut ctx, &mut rec, &sched)?;
-    if let Some(code) = crate::park::try_park(req, &mut rec, &sched, |j| jobs[j].started_ms).await? {
+    if let Some(code) = crate::park::try_park(req, &mut rec, &sched, |j| jobs[j].started_ms).await?
+    {
         return Ok(code);
     }
     let mut killed = false;
@@ -468,7 +469,9 @@ pub(super) async fn run_dag(
             );
         }
         settle_box_slot(&mut ctx, &mut rec, &sched)?;
-        if let Some(code) = crate::park::try_park(req, &mut rec, &sched, |j| jobs[j].started_ms).await? {
+        if let Some(code) =
+            crate::park::try_park(req, &mut rec, &sched, |j| jobs[j].started_ms).await?
+        {
             return Ok(code);
         }
     }

@@ -47,8 +47,7 @@ pub(super) async fn try_park(
     if let Some(relay) = req.gate_relay.clone() {
         let ids: Vec<String> = waiting.iter().map(|(id, _)| id.clone()).collect();
         let undecided = tokio::task::spawn_blocking(move || {
-            ids.iter()
-                .all(|id| matches!(relay.decision(id), Ok(None)))
+            ids.iter().all(|id| matches!(relay.decision(id), Ok(None)))
         })
         .await
         .unwrap_or(false);

@@ -21,7 +21,9 @@ pub fn resume_from(ns: &str, name: &str, jobs: Option<&BTreeMap<String, Value>>)
     let mut waiting_since = BTreeMap::new();
     for (id, v) in jobs {
         let Ok(report) = serde_json::from_value::<JobStateReport>(v.clone()) else {
-            tracing::warn!("run {ns}/{name}: job {id}: its recorded state cannot be read; it runs again");
+            tracing::warn!(
+                "run {ns}/{name}: job {id}: its recorded state cannot be read; it runs again"
+            );
             continue;
         };
         let state = match report.state {

@@ -231,7 +231,15 @@ pub fn reconcile_run(
     } else if intent.external {
         decide_external(intent, &status, now, &mut requeue)
     } else if let Some(parked) = parked_now(intent, prev) {
-        decide_parked(intent, &mut status, parked, observed, now, &mut actions, &mut requeue)
+        decide_parked(
+            intent,
+            &mut status,
+            parked,
+            observed,
+            now,
+            &mut actions,
+            &mut requeue,
+        )
     } else {
         match &observed.runner {
             None => {
@@ -419,7 +427,10 @@ fn decide_parked(
             return outcome(
                 RunPhase::Failed,
                 reasons::TIMEOUT,
-                format!("the run exceeded its timeout of {}s while waiting for {gates}", t / 1000),
+                format!(
+                    "the run exceeded its timeout of {}s while waiting for {gates}",
+                    t / 1000
+                ),
             );
         }
     }
@@ -428,7 +439,11 @@ fn decide_parked(
         actions.push(RunAction::StartRunner { attempt: next });
         status.attempts = next;
         status.resumes += 1;
-        let why = if parked.decided { "decided" } else { "timed out" };
+        let why = if parked.decided {
+            "decided"
+        } else {
+            "timed out"
+        };
         return outcome(
             RunPhase::Pending,
             reasons::WAITING_FOR_RUNNER,

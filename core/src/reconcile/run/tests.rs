@@ -728,7 +728,13 @@ fn parked(attempt: u32, deadline_ms: Option<i64>, decided: bool) -> crate::gate:
 
 /// A run whose attempt 1 is running, as the reconcile wrote it.
 fn running_attempt_one(intent: &RunIntent) -> RunStatus {
-    let pending = step(intent, &RunStatus::default(), &RunObservation::default(), 100).status;
+    let pending = step(
+        intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    )
+    .status;
     step(intent, &pending, &runner(1, RunnerState::Running), 200).status
 }
 
@@ -757,7 +763,9 @@ fn a_parked_run_keeps_running_without_a_runner_until_a_gate_is_decided() {
     let waiting = step(&intent, &running, &runner(1, RunnerState::Succeeded), 300).status;
     let d = step(&intent, &waiting, &RunObservation::default(), 400);
     assert!(
-        d.actions.iter().all(|a| matches!(a, RunAction::Event { .. })),
+        d.actions
+            .iter()
+            .all(|a| matches!(a, RunAction::Event { .. })),
         "{:?}",
         d.actions
     );
@@ -792,7 +800,9 @@ fn a_parked_run_keeps_running_without_a_runner_until_a_gate_is_decided() {
         ),
         700,
     );
-    assert!(!lost.actions.contains(&RunAction::StartRunner { attempt: 3 }));
+    assert!(!lost
+        .actions
+        .contains(&RunAction::StartRunner { attempt: 3 }));
     assert_eq!(lost.status.phase, RunPhase::Failed);
     let two = RunIntent {
         max_attempts: 2,
@@ -809,7 +819,9 @@ fn a_parked_run_keeps_running_without_a_runner_until_a_gate_is_decided() {
         ),
         700,
     );
-    assert!(lost.actions.contains(&RunAction::StartRunner { attempt: 3 }));
+    assert!(lost
+        .actions
+        .contains(&RunAction::StartRunner { attempt: 3 }));
 }
 
 #[test]
@@ -833,7 +845,9 @@ fn a_parked_run_resumes_at_the_gate_deadline_and_is_cancelled_or_timed_out_witho
     assert_eq!(d.status.phase, RunPhase::Cancelled);
     assert_eq!(reason(&d.status), reasons::CANCELLED);
     assert!(
-        d.actions.iter().all(|a| matches!(a, RunAction::Event { .. })),
+        d.actions
+            .iter()
+            .all(|a| matches!(a, RunAction::Event { .. })),
         "{:?}",
         d.actions
     );
@@ -846,8 +860,10 @@ fn a_parked_run_resumes_at_the_gate_deadline_and_is_cancelled_or_timed_out_witho
     assert_eq!(d.status.phase, RunPhase::Failed);
     assert_eq!(reason(&d.status), reasons::TIMEOUT);
     // A record of an earlier attempt changes nothing: attempt 2's runner is reconciled as usual.
-    let mut old = RunIntent::default();
-    old.parked = Some(parked(1, None, false));
+    let old = RunIntent {
+        parked: Some(parked(1, None, false)),
+        ..RunIntent::default()
+    };
     let two = RunStatus {
         attempts: 2,
         ..running

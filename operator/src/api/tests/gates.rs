@@ -378,7 +378,9 @@ async fn a_parked_run_is_recorded_on_the_run_and_a_decision_marks_it_decided() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         parked_of(&f, &ns, &name),
-        Some(json!({"attempt": 1, "gates": ["approve-prod"], "deadlineMs": 1_700_000_000_000i64, "decided": false}))
+        Some(
+            json!({"attempt": 1, "gates": ["approve-prod"], "deadlineMs": 1_700_000_000_000i64, "decided": false})
+        )
     );
     // Not an end: the runner's token still works.
     let r = f.get(&gate_path(&ns, &name, "approve-prod"), &runner).await;

@@ -141,7 +141,8 @@ pub async fn finish(
         }
         if parked.gates.is_empty() || parked.attempt == 0 {
             return Err(ApiError::BadRequest(
-                "\"parked\" needs the attempt that parked (from 1) and the gates it waits for".into(),
+                "\"parked\" needs the attempt that parked (from 1) and the gates it waits for"
+                    .into(),
             ));
         }
         if is_terminal(&run) {

@@ -18,7 +18,8 @@ use sparkwing_state::RunKey;
 use crate::api::{ApiError, ApiState};
 
 async fn write(st: &ApiState, ns: &str, name: &str, parked: &Parked) -> Result<(), ApiError> {
-    let annotations = BTreeMap::from([(PARKED_ANNOTATION.to_string(), Some(parked.to_annotation()))]);
+    let annotations =
+        BTreeMap::from([(PARKED_ANNOTATION.to_string(), Some(parked.to_annotation()))]);
     match st.runs.annotate(ns, name, &annotations).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound(format!("run {ns}/{name} not found"))),
@@ -27,7 +28,12 @@ async fn write(st: &ApiState, ns: &str, name: &str, parked: &Parked) -> Result<(
 
 /// Record that attempt `parked.attempt` of run `ns/name` parked, `decided` already when one of
 /// its gates has a decision recorded.
-pub async fn record(st: &ApiState, ns: &str, name: &str, mut parked: Parked) -> Result<(), ApiError> {
+pub async fn record(
+    st: &ApiState,
+    ns: &str,
+    name: &str,
+    mut parked: Parked,
+) -> Result<(), ApiError> {
     parked.decided = false;
     write(st, ns, name, &parked).await?;
     let decisions = st.store.meta.gate_decisions(&RunKey::new(ns, name)).await?;
@@ -51,7 +57,10 @@ pub async fn gate_decided(st: &ApiState, ns: &str, name: &str, gate: &str) {
             return;
         }
     };
-    let Some(Ok(mut parked)) = run.annotations().get(PARKED_ANNOTATION).map(|a| Parked::parse(a))
+    let Some(Ok(mut parked)) = run
+        .annotations()
+        .get(PARKED_ANNOTATION)
+        .map(|a| Parked::parse(a))
     else {
         return;
     };
