@@ -390,3 +390,78 @@ fn runner_reports_each_jobs_outputs_masked_and_runs_status_profile_shows_them() 
         "{local_status}"
     );
 }
+
+/// The park the API recorded on run `ns/name` (`sparkwing.dev/parked`), if any.
+fn parked_of(api: &Api, ns: &str, name: &str) -> Option<serde_json::Value> {
+    let run = api.runs.run(ns, name)?;
+    let a = run.metadata.annotations?;
+    serde_json::from_str(a.get("sparkwing.dev/parked")?).ok()
+}
+
+/// The jobs that ran in the last attempt of `ns/name` (the `gates` fixture's jobs note their
+/// names in the workspace, which each attempt fetches anew).
+fn ran(sw: &Sw, ns: &str, name: &str) -> Vec<String> {
+    let path = sw
+        .home()
+        .join("work")
+        .join(format!("{ns}-{name}"))
+        .join("ran.txt");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_runner_parks_while_only_its_gate_waits_and_the_next_attempt_resumes_the_run() {
+    let api = Api::start();
+    let sw = Sw::fixture("gates");
+    let upload = api.upload(sw.root());
+    let (ns, name, token) = api.trigger("ship", &upload, json!({}));
+    // Attempt 1: build runs, then only the gate waits: the runner reports the park and waits to
+    // be stopped.
+    let first = Running::spawn(attempt_cmd(&sw, &api, &ns, &name, &token, 1));
+    api.wait_for(Duration::from_secs(300), "the park", |api| {
+        parked_of(api, &ns, &name).is_some()
+    });
+    assert_eq!(
+        parked_of(&api, &ns, &name),
+        Some(json!({"attempt": 1, "gates": ["approve"], "decided": false}))
+    );
+    assert_eq!(ran(&sw, &ns, &name), ["build"]);
+    let run = api.run(&ns, &name);
+    assert_eq!(run["jobs"]["approve"]["state"], "waiting", "{run}");
+    assert_eq!(run["jobs"]["deploy"]["state"], "pending", "{run}");
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    first.finish_within(Duration::from_secs(30)).assert_code(0);
+
+    // Approved while parked: the park is marked decided.
+    let (status, v) = api.call(
+        "POST",
+        &format!("/api/v1/runs/{ns}/{name}/gates/approve"),
+        &api.admin,
+        Some(br#"{"decision":"approve","comment":"go"}"#.to_vec()),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(parked_of(&api, &ns, &name).unwrap()["decided"], true);
+
+    // Attempt 2 resumes: build is not run again, the gate takes the decision, the rest runs.
+    let out = sw.run_cmd(attempt_cmd(&sw, &api, &ns, &name, &token, 2));
+    out.assert_code(0);
+    assert_eq!(ran(&sw, &ns, &name), ["deploy", "cleanup"]);
+    let run = api.run(&ns, &name);
+    let jobs = &run["jobs"];
+    assert_eq!(
+        (
+            jobs["build"]["state"].clone(),
+            jobs["build"]["attempt"].clone()
+        ),
+        (json!("success"), json!(1)),
+        "{run}"
+    );
+    assert_eq!(jobs["approve"]["state"], "success", "{run}");
+    assert_eq!(jobs["approve"]["reason"], "approved by root: go", "{run}");
+    assert_eq!(jobs["deploy"]["state"], "success", "{run}");
+    assert_eq!(jobs["cleanup"]["state"], "success", "{run}");
+}

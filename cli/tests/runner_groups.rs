@@ -194,7 +194,8 @@ fn entries_of(api: &Api, group: &str, ns: &str, name: &str) -> Vec<(String, bool
 fn a_jobs_group_of_one_queues_its_attempts_across_runners_through_the_api() {
     // The `job-group` pipeline: `prepare`, then `work` in group shared-work (limit 1).
     let api = Api::start();
-    let sw = Sw::fixture("gates");
+    let mut sw = Sw::fixture("gates");
+    with_profile(&mut sw, &api);
     std::fs::write(sw.root().join("hold"), "").unwrap();
     let upload = api.upload(sw.root());
     let (ns, a, token_a) = api.trigger("job-group", &upload, json!({}));
@@ -214,6 +215,14 @@ fn a_jobs_group_of_one_queues_its_attempts_across_runners_through_the_api() {
         entries_of(&api, "shared-work", &ns, &b) == [("work".to_string(), false)]
     });
     assert!(!started(&sw, &ns, &b));
+    // `runs status --profile` shows the job waiting for its group.
+    let line =
+        format!("waiting for concurrency group shared-work (1/1, held by run {ns}/{a}/work)");
+    let status = sw.sw(["runs", "status", &format!("{ns}/{b}"), "--profile", "ci"]);
+    assert!(
+        status.stdout.contains(&format!("job work: {line}")),
+        "{status}"
+    );
     // The first run's job ends: its attempt leaves the group and the second run's job runs.
     release(&sw, &ns, &a);
     first.finish_within(DEADLINE).assert_code(0);

@@ -324,6 +324,39 @@ pub fn waiting_line(key: &str, view: &GroupView) -> String {
     )
 }
 
+/// A job of a run waiting for a slot of its own concurrency group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobWaiting {
+    pub job: String,
+    pub group: String,
+    pub limit: u32,
+}
+
+/// The jobs of a run waiting for their concurrency group now, from its events in order (job,
+/// kind, payload): a job whose last event is `concurrency_waiting` (`{"group", "limit"}`) waits;
+/// any later event of the job (`concurrency_admitted`, its end) means it no longer does.
+pub fn jobs_waiting<'a>(
+    events: impl IntoIterator<Item = (&'a str, &'a str, &'a Value)>,
+) -> Vec<JobWaiting> {
+    let mut last: Vec<(&str, &str, &Value)> = Vec::new();
+    for (job, kind, payload) in events {
+        match last.iter_mut().find(|(j, _, _)| *j == job) {
+            Some(e) => *e = (job, kind, payload),
+            None => last.push((job, kind, payload)),
+        }
+    }
+    last.into_iter()
+        .filter(|(_, kind, _)| *kind == "concurrency_waiting")
+        .filter_map(|(job, _, p)| {
+            Some(JobWaiting {
+                job: job.to_string(),
+                group: p["group"].as_str()?.to_string(),
+                limit: u32::try_from(p["limit"].as_u64()?).ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +367,28 @@ mod tests {
             Value::Object(m) => m,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_job_waits_for_its_group_until_a_later_event_of_it() {
+        let g = json!({"group": "deploy-prod", "limit": 1});
+        let none = json!({});
+        let waiting = jobs_waiting([
+            ("build", "job_started", &none),
+            ("deploy", "concurrency_waiting", &g),
+            ("lint", "concurrency_waiting", &g),
+            ("lint", "concurrency_admitted", &none),
+            ("build", "job_succeeded", &none),
+        ]);
+        assert_eq!(
+            waiting,
+            [JobWaiting {
+                job: "deploy".into(),
+                group: "deploy-prod".into(),
+                limit: 1
+            }]
+        );
+        assert!(jobs_waiting([("deploy", "concurrency_waiting", &none)]).is_empty());
     }
 
     #[test]

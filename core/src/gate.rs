@@ -85,10 +85,16 @@ pub fn reason(d: &Decided) -> String {
     }
 }
 
+/// When a gate waiting since `waiting_since_ms` times out (`None`: it waits until decided).
+pub fn deadline(spec: &GateSpec, waiting_since_ms: i64) -> Option<i64> {
+    let limit = spec.timeout_ms?;
+    Some(waiting_since_ms.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)))
+}
+
 /// The decision a timeout records, if the gate has waited past its timeout by `now_ms`.
 pub fn timed_out(spec: &GateSpec, waiting_since_ms: i64, now_ms: i64) -> Option<Decided> {
     let limit = spec.timeout_ms?;
-    let deadline = waiting_since_ms.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+    let deadline = deadline(spec, waiting_since_ms)?;
     (now_ms >= deadline).then(|| Decided {
         decision: spec.on_timeout,
         by: TIMEOUT_DECIDER.to_string(),
@@ -236,16 +242,75 @@ pub enum BoxSlotStep {
 /// slot up, and once a job is ready again it queues for one.
 pub fn box_slot_step(now: BoxSlotHold, busy: usize, waiting_gates: &[&str]) -> BoxSlotStep {
     match now {
-        BoxSlotHold::Held if busy == 0 && !waiting_gates.is_empty() => {
-            let reason = match waiting_gates {
-                [one] => format!("waiting for gate {one}"),
-                many => format!("waiting for gates {}", many.join(", ")),
-            };
-            BoxSlotStep::Release { reason }
-        }
+        BoxSlotHold::Held => match only_gates_wait(busy, waiting_gates) {
+            Some(reason) => BoxSlotStep::Release { reason },
+            None => BoxSlotStep::Keep,
+        },
         BoxSlotHold::Released if busy > 0 => BoxSlotStep::Queue,
         BoxSlotHold::Queued if busy == 0 => BoxSlotStep::LeaveQueue,
         _ => BoxSlotStep::Keep,
+    }
+}
+
+/// Whether nothing but gates is in flight: no job holds a worker (`busy`: attempts running,
+/// waiting for their concurrency group or to retry, jobs ready to start) and gates wait
+/// (`waiting_gates`, by id). Then the reason it waits (`waiting for gate approve`, `waiting for
+/// gates a, b`): a local run gives its box slot up ([`box_slot_step`]), a cluster run's
+/// coordinator parks ([`Parked`]).
+pub fn only_gates_wait(busy: usize, waiting_gates: &[&str]) -> Option<String> {
+    if busy > 0 {
+        return None;
+    }
+    match waiting_gates {
+        [] => None,
+        [one] => Some(format!("waiting for gate {one}")),
+        many => Some(format!("waiting for gates {}", many.join(", "))),
+    }
+}
+
+/// The annotation on a `PipelineRun` in which the API records that the run's coordinator
+/// parked (JSON of [`Parked`]).
+pub const PARKED_ANNOTATION: &str = "sparkwing.dev/parked";
+
+/// A cluster run whose coordinator (its runner, attempt `attempt`) parked: nothing ran but
+/// gates that waited for a decision, so it reported this and exited, leaving the run live with
+/// no runner pod (`docs/runner.md`). The API records it on the run ([`PARKED_ANNOTATION`]) and
+/// sets `decided` once a person decides one of `gates`; the reconcile starts the next attempt,
+/// which resumes from the recorded job states, when `decided` is set or `deadline_ms` (the
+/// earliest timeout of the gates) has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parked {
+    pub attempt: u32,
+    pub gates: Vec<String>,
+    /// Unix milliseconds; absent: no gate has a timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
+    #[serde(default)]
+    pub decided: bool,
+}
+
+impl Parked {
+    /// The annotation's value.
+    pub fn parse(s: &str) -> Result<Parked, String> {
+        serde_json::from_str(s).map_err(|e| format!("{PARKED_ANNOTATION}: {e}"))
+    }
+
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `gate approve`, `gates a, b`: how the waiting gates read in a status message.
+    pub fn gates_text(&self) -> String {
+        match self.gates.as_slice() {
+            [one] => format!("gate {one}"),
+            many => format!("gates {}", many.join(", ")),
+        }
+    }
+
+    /// Whether the next attempt starts now: a gate was decided or the earliest timeout passed.
+    pub fn resumes(&self, now_ms: i64) -> bool {
+        self.decided || self.deadline_ms.is_some_and(|d| now_ms >= d)
     }
 }
 
@@ -462,6 +527,43 @@ mod tests {
         assert_eq!(box_slot_step(Queued, 1, &[]), BoxSlotStep::Keep);
         assert_eq!(box_slot_step(Queued, 0, &["b"]), BoxSlotStep::LeaveQueue);
         assert_eq!(box_slot_step(Queued, 0, &[]), BoxSlotStep::LeaveQueue);
+    }
+
+    #[test]
+    fn a_coordinator_parks_only_when_nothing_but_gates_waits_and_its_record_round_trips() {
+        assert_eq!(only_gates_wait(1, &["approve"]), None);
+        assert_eq!(only_gates_wait(0, &[]), None);
+        assert_eq!(
+            only_gates_wait(0, &["approve"]).as_deref(),
+            Some("waiting for gate approve")
+        );
+        let p = Parked::parse(r#"{"attempt":2,"gates":["a","b"],"deadlineMs":9}"#).unwrap();
+        assert_eq!(
+            p,
+            Parked {
+                attempt: 2,
+                gates: vec!["a".into(), "b".into()],
+                deadline_ms: Some(9),
+                decided: false,
+            }
+        );
+        assert_eq!(Parked::parse(&p.to_annotation()), Ok(p.clone()));
+        assert_eq!(p.gates_text(), "gates a, b");
+        assert!(!p.resumes(8) && p.resumes(9));
+        assert!(Parked {
+            decided: true,
+            deadline_ms: None,
+            ..p
+        }
+        .resumes(0));
+        let e = Parked::parse("{").unwrap_err();
+        assert!(e.starts_with("sparkwing.dev/parked: "), "{e}");
+        let spec = GateSpec {
+            message: None,
+            timeout_ms: Some(1_000),
+            on_timeout: Decision::Reject,
+        };
+        assert_eq!(deadline(&spec, 5), Some(1_005));
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub enum RetryScope {
     Failed,
     /// These jobs of the old run.
     Jobs(Vec<String>),
+    /// A later attempt of the same cluster run resuming from the job states its earlier attempts
+    /// recorded (after its coordinator parked while gates waited, or was lost): every job that
+    /// did not end there executes (with what needs it); every job that ended keeps its state,
+    /// reason and outputs as recorded. Recorded jobs the plan does not have (a runner's `source`
+    /// and `compile` pseudo-jobs) are ignored, and a run with nothing unfinished is no error.
+    Resume,
 }
 
 /// One job of the run being retried, as recorded.
@@ -105,12 +111,13 @@ pub fn plan_retry(
     // The jobs a fan-out expanded into are not in the plan before it runs: they stand for their
     // template, which is.
     let in_plan = |id: &str| plan.index_of(id).or_else(|| fan_out_template(plan, id));
+    let resume = *scope == RetryScope::Resume;
     let gone: Vec<String> = prior
         .iter()
         .filter(|p| in_plan(&p.id).is_none())
         .map(|p| p.id.clone())
         .collect();
-    if !gone.is_empty() {
+    if !gone.is_empty() && !resume {
         return Err(RetryError::GoneFromPlan {
             run: run.to_string(),
             jobs: gone,
@@ -131,15 +138,27 @@ pub fn plan_retry(
         // Named jobs are jobs of the old run (checked), which the plan has (checked), or jobs a
         // fan-out expanded into (their template stands for them until it expands again).
         RetryScope::Jobs(named) => named.iter().filter_map(|j| in_plan(j)).collect(),
+        RetryScope::Resume => (0..plan.jobs.len())
+            .filter(|&i| prior_of(&plan.jobs[i].id).is_none_or(|p| !p.state.is_terminal()))
+            .chain(
+                prior
+                    .iter()
+                    .filter(|p| plan.index_of(&p.id).is_none() && !p.state.is_terminal())
+                    .filter_map(|p| fan_out_template(plan, &p.id)),
+            )
+            .collect(),
     };
-    if seeds.is_empty() {
+    if seeds.is_empty() && !resume {
         return Err(RetryError::NothingToRetry {
             run: run.to_string(),
         });
     }
-    // `finally` jobs always run, as in a fresh run; what needs them runs after them.
+    // `finally` jobs always run, as in a fresh run (a resume runs those that did not end yet,
+    // seeds already); what needs them runs after them.
     let mut from = seeds;
-    from.extend((0..plan.jobs.len()).filter(|&i| plan.jobs[i].finally));
+    if !resume {
+        from.extend((0..plan.jobs.len()).filter(|&i| plan.jobs[i].finally));
+    }
     let execute = plan.downstream_of(&from);
     Ok(plan
         .jobs
@@ -153,9 +172,26 @@ pub fn plan_retry(
             }
             // Not executed, so not a seed: the old run has it.
             let p = prior_of(&job.id)?;
-            Some(reused_from(run, p))
+            Some(if resume {
+                carried_over(p)
+            } else {
+                reused_from(run, p)
+            })
         })
         .collect())
+}
+
+/// A job a resumed attempt does not execute: it ended in an earlier attempt of the same run and
+/// keeps that state, reason and outputs.
+fn carried_over(p: &PriorJob) -> Reused {
+    Reused {
+        state: p.state,
+        reason: p
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("{} in an earlier attempt", p.state)),
+        outputs: p.outputs.clone(),
+    }
 }
 
 /// How a job of the old run the re-run does not execute settles.
@@ -207,11 +243,16 @@ pub fn reuse_expanded(
             let retried = match scope {
                 RetryScope::Failed => ended_badly(p.state),
                 RetryScope::Jobs(named) => named.contains(&job.id),
+                RetryScope::Resume => !p.state.is_terminal(),
             };
             if need_executed || retried {
                 return None;
             }
-            Some(reused_from(run, p))
+            Some(if *scope == RetryScope::Resume {
+                carried_over(p)
+            } else {
+                reused_from(run, p)
+            })
         })
         .collect()
 }
@@ -277,6 +318,53 @@ mod tests {
             .filter(|(_, r)| r.is_none())
             .map(|(j, _)| j.id.clone())
             .collect()
+    }
+
+    #[test]
+    fn a_resume_executes_what_did_not_end_and_keeps_what_ended_as_recorded() {
+        let p = plan(&[]);
+        // Parked while a gate-like job waited: prepare ended, test waits, ship and cleanup
+        // pending, lint failed (kept), docs skipped; the runner's pseudo-job is ignored.
+        let mut prepare = job("prepare", JobState::Success, None);
+        prepare.outputs.insert("version".into(), "7".into());
+        let prior = vec![
+            job("compile", JobState::Success, None),
+            prepare,
+            job("test", JobState::Waiting, None),
+            job("ship", JobState::Pending, None),
+            job("lint", JobState::Failed, Some("exit code 1")),
+            job("docs", JobState::Skipped, Some("not today")),
+            job("publish", JobState::Success, Some("approved by ana")),
+            job("cleanup", JobState::Pending, None),
+        ];
+        let reuse = plan_retry(&p, "ns/r", &prior, &RetryScope::Resume).unwrap();
+        assert_eq!(executed(&p, &reuse), ["test", "ship", "cleanup"]);
+        let kept = |i: usize| reuse[i].clone().unwrap();
+        assert_eq!(kept(0).state, JobState::Success);
+        assert_eq!(kept(0).reason, "success in an earlier attempt");
+        assert_eq!(kept(0).outputs["version"], "7");
+        assert_eq!(
+            (kept(3).state, kept(3).reason),
+            (JobState::Failed, "exit code 1".to_string())
+        );
+        assert_eq!(
+            (kept(4).state, kept(4).reason),
+            (JobState::Skipped, "not today".to_string())
+        );
+        assert_eq!(kept(5).reason, "approved by ana");
+        // A job the earlier attempts never recorded executes; nothing unfinished is no error.
+        let reuse = plan_retry(&p, "ns/r", &prior[..2], &RetryScope::Resume).unwrap();
+        assert_eq!(
+            executed(&p, &reuse),
+            ["test", "ship", "lint", "docs", "publish", "cleanup"]
+        );
+        let all_done: Vec<PriorJob> = p
+            .jobs
+            .iter()
+            .map(|j| job(&j.id, JobState::Success, None))
+            .collect();
+        let reuse = plan_retry(&p, "ns/r", &all_done, &RetryScope::Resume).unwrap();
+        assert!(executed(&p, &reuse).is_empty());
     }
 
     #[test]

@@ -472,14 +472,26 @@ impl Scheduler {
     /// What the run does with its box slot now (`gate::box_slot_step`): the jobs holding a
     /// worker need it, gates waiting alone do not.
     pub fn box_slot_step(&self, now: crate::gate::BoxSlotHold) -> crate::gate::BoxSlotStep {
-        let waiting: Vec<&str> = self
-            .jobs
+        crate::gate::box_slot_step(now, self.busy, &self.waiting_gates())
+    }
+
+    /// The gates waiting for a decision, in plan order.
+    pub fn waiting_gates(&self) -> Vec<&str> {
+        self.jobs
             .iter()
             .zip(&self.plan.jobs)
             .filter(|(p, _)| p.state == JobState::Waiting)
             .map(|(_, s)| s.id.as_str())
-            .collect();
-        crate::gate::box_slot_step(now, self.busy, &waiting)
+            .collect()
+    }
+
+    /// Why the run's coordinator may park now (`gate::only_gates_wait`): nothing but gates is
+    /// in flight. `None` while a job holds a worker or no gate waits.
+    pub fn only_gates_wait(&self) -> Option<String> {
+        if self.cancelling {
+            return None;
+        }
+        crate::gate::only_gates_wait(self.busy, &self.waiting_gates())
     }
 
     pub fn is_done(&self) -> bool {

@@ -249,6 +249,13 @@ impl PipelineRun {
             external: matches!(spec.source, Source::External(_)),
             secrets: spec.secrets.clone(),
             secret_access: None,
+            // An unreadable record is no park: the run is reconciled as any other.
+            parked: self
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(sparkwing_core::gate::PARKED_ANNOTATION))
+                .and_then(|a| sparkwing_core::gate::Parked::parse(a).ok()),
         }
     }
 }
@@ -326,6 +333,7 @@ mod tests {
                 external: false,
                 secrets: vec![],
                 secret_access: None,
+                parked: None,
             }
         );
         let external = PipelineRun::test("r1")

@@ -186,7 +186,8 @@ fn a_status_written_by_the_reconcile_is_accepted() {
             started_at: Some(Time(1_799_999_995_000)),
             finished_at: None,
         }],
-        attempts: 1,
+        attempts: 2,
+        resumes: 1,
         observed_generation: 2,
     };
     assert_accepted::<PipelineRun>(&run_json(&PipelineRun::test("r").with_status(status)));

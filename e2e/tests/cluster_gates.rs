@@ -1,14 +1,20 @@
 //! Approval gates of cluster runs (issue 19, item 1): the REAL `sparkwing runner` runs the
-//! fixture `tests/fixtures/gates` in a runner pod of the test bed, its gate waits in the pod, and
-//! a person decides it with `sparkwing runs approve|reject --profile` through the API; the runner
-//! relays the decision to its engine and the run goes on (approve: `Succeeded`) or fails
-//! (reject: `Failed`, the job after the gate never runs, the `finally` job does); a gate nobody
-//! decides is rejected by its timeout, recorded through the API by the runner.
+//! fixture `tests/fixtures/gates` in a runner pod of the test bed; once only its gate waits, the
+//! runner parks (no runner pod of the run is left, the run stays `Running`, `WaitingForApproval`)
+//! and a person decides it with `sparkwing runs approve|reject --profile` through the API; a new
+//! attempt resumes the run from the recorded job states (the job before the gate does not run
+//! again) and it goes on (approve: `Succeeded`) or fails (reject: `Failed`, the job after the
+//! gate never runs, the `finally` job does); a cancel while parked ends it `Cancelled` at once
+//! without a new attempt; a gate nobody decides is rejected by its timeout, which starts the
+//! next attempt, whose runner records it through the API.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use serde_json::Value;
 use sparkwing_crds::PipelineRun;
 use sparkwing_e2e::cli::{Cli, CliOut, Profile};
@@ -168,18 +174,80 @@ fn phase(run: &PipelineRun) -> String {
         .unwrap_or_default()
 }
 
+impl Env {
+    /// The runner pods of run `name` (Job pods and claimed warm pods carry its label).
+    async fn runner_pods(&self, name: &str) -> Result<Vec<String>> {
+        let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), self.cluster.ns.name());
+        let lp = ListParams::default().labels(&format!("sparkwing.dev/run={name}"));
+        Ok(pods
+            .list(&lp)
+            .await?
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect())
+    }
+
+    /// Waits until run `name` is parked: `Running` with the reason `WaitingForApproval` and no
+    /// runner pod left. Returns the run as it is then.
+    async fn wait_parked(&self, name: &str) -> Result<PipelineRun> {
+        let deadline = Instant::now() + RUN_WAIT;
+        loop {
+            let run = self.cluster.runs().get(name).await?;
+            let reason = run
+                .status
+                .as_ref()
+                .and_then(|s| s.condition("Succeeded"))
+                .map(|c| c.reason.clone())
+                .unwrap_or_default();
+            let pods = self.runner_pods(name).await?;
+            if phase(&run) == "Running" && reason == "WaitingForApproval" && pods.is_empty() {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "run {name} not parked within {RUN_WAIT:?}: {:#?}, pods {pods:?}\nrunner:\n{}",
+                    run.status,
+                    self.cluster.runner_logs(name).await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn attempts(run: &PipelineRun) -> (u32, u32) {
+    run.status
+        .as_ref()
+        .map(|s| (s.attempts, s.resumes))
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -> Result<()> {
+async fn a_gate_of_a_cluster_run_parks_its_runner_and_a_new_attempt_resumes_after_the_decision(
+) -> Result<()> {
     let env = Env::new("cluster-gates").await?;
 
-    // Approved: the run goes on to Succeeded.
+    // Approved: the run parks (no runner pod while the gate waits), then a new attempt resumes
+    // it without running build again, and it goes on to Succeeded.
     let full = env.trigger("ship").await?;
     let name = name_of(&full).to_string();
     let waiting = env.wait_job(&name, "approve", &["waiting"]).await?;
     assert_eq!(waiting["gate"], true, "{waiting}");
-    // Waiting holds the run: the job after the gate has not started.
+    let parked = env.wait_parked(&name).await?;
+    assert_eq!(attempts(&parked), (1, 0), "{:#?}", parked.status);
+    // Waiting holds the run: the job after the gate has not started; build ended in attempt 1.
     let jobs = env.jobs(&name).await?;
     assert_eq!(jobs["deploy"]["state"], "pending", "{jobs:#}");
+    assert_eq!(
+        (
+            jobs["build"]["state"].clone(),
+            jobs["build"]["attempt"].clone()
+        ),
+        ("success".into(), 1.into()),
+        "{jobs:#}"
+    );
+    let build_finished = jobs["build"]["finishedAt"].clone();
     let status = env
         .user
         .run(["runs", "status", &full, "--profile", PROFILE], WAIT)
@@ -188,6 +256,12 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
         status.stdout.contains(&format!(
             "gate approve: waiting for a decision (sparkwing runs approve|reject {full} --gate approve --profile {PROFILE})"
         )),
+        "{status}"
+    );
+    assert!(
+        status.stdout.contains(
+            "reason:   WaitingForApproval: waiting for gate approve; no runner until a decision (attempt 1 parked)"
+        ),
         "{status}"
     );
     // Triggering is not approving.
@@ -216,11 +290,12 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
         .wait_job(&name, "deploy", &["running", "success"])
         .await?;
     eprintln!(
-        "from the approval to deploy started (or done): {:?} ({deploy})",
+        "parked: from the approval to deploy started (or done), a new runner included: {:?} ({deploy})",
         approved_at.elapsed()
     );
     let run = env.wait_end(&name).await?;
     assert_eq!(phase(&run), "Succeeded", "{:#?}", run.status);
+    assert_eq!(attempts(&run), (2, 1), "{:#?}", run.status);
     let jobs = env.jobs(&name).await?;
     assert_eq!(jobs["approve"]["state"], "success", "{jobs:#}");
     assert_eq!(
@@ -229,9 +304,27 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
         "{jobs:#}"
     );
     assert_eq!(jobs["deploy"]["state"], "success", "{jobs:#}");
+    // build ran once, in attempt 1: its record and its log are that attempt's.
+    assert_eq!(
+        (
+            jobs["build"]["state"].clone(),
+            jobs["build"]["attempt"].clone(),
+            jobs["build"]["finishedAt"].clone()
+        ),
+        ("success".into(), 1.into(), build_finished),
+        "{jobs:#}"
+    );
+    assert_eq!(
+        env.cluster.api_log_lines(&name, "build").await?,
+        [(1, "built".to_string())]
+    );
     assert_eq!(
         env.cluster.api_log_lines(&name, "deploy").await?,
         [(1, "deployed".to_string())]
+    );
+    assert_eq!(
+        env.cluster.api_log_lines(&name, "cleanup").await?,
+        [(1, "cleaned up".to_string())]
     );
     // The first decision stands: a second one is refused as locally (exit 2).
     let again = env
@@ -268,10 +361,32 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
         "{unknown}"
     );
 
-    // Rejected: the run fails, deploy never runs, cleanup (finally) does.
+    // Cancelled while parked: at once, no new attempt, deploy and cleanup never run.
     let full = env.trigger("ship").await?;
     let name = name_of(&full).to_string();
-    env.wait_job(&name, "approve", &["waiting"]).await?;
+    env.wait_parked(&name).await?;
+    let cancelled_at = Instant::now();
+    let out = env
+        .user
+        .run(["runs", "cancel", &full, "--profile", PROFILE], WAIT)
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let run = env.wait_end(&name).await?;
+    eprintln!("parked: cancelled in {:?}", cancelled_at.elapsed());
+    assert_eq!(phase(&run), "Cancelled", "{:#?}", run.status);
+    assert_eq!(attempts(&run), (1, 0), "{:#?}", run.status);
+    assert!(env.runner_pods(&name).await?.is_empty());
+    assert!(env.cluster.api_log_lines(&name, "deploy").await?.is_empty());
+    assert!(env
+        .cluster
+        .api_log_lines(&name, "cleanup")
+        .await?
+        .is_empty());
+
+    // Rejected while parked: the resumed run fails, deploy never runs, cleanup (finally) does.
+    let full = env.trigger("ship").await?;
+    let name = name_of(&full).to_string();
+    env.wait_parked(&name).await?;
     let out = env
         .decide(&env.approver, "reject", &full, "not today")
         .await?;
@@ -280,6 +395,7 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
     assert_eq!(v["decision"], "reject", "{v}");
     let run = env.wait_end(&name).await?;
     assert_eq!(phase(&run), "Failed", "{:#?}", run.status);
+    assert_eq!(attempts(&run), (2, 1), "{:#?}", run.status);
     let jobs = env.jobs(&name).await?;
     assert_eq!(jobs["approve"]["state"], "failed", "{jobs:#}");
     assert_eq!(
@@ -289,6 +405,10 @@ async fn a_gate_of_a_cluster_run_waits_in_its_pod_until_approved_or_rejected() -
     );
     assert_eq!(jobs["deploy"]["state"], "cancelled", "{jobs:#}");
     assert!(env.cluster.api_log_lines(&name, "deploy").await?.is_empty());
+    assert_eq!(
+        env.cluster.api_log_lines(&name, "build").await?,
+        [(1, "built".to_string())]
+    );
     assert_eq!(
         env.cluster.api_log_lines(&name, "cleanup").await?,
         [(1, "cleaned up".to_string())]
@@ -308,6 +428,8 @@ async fn a_gates_timeout_is_recorded_through_the_api() -> Result<()> {
     let name = name_of(&full).to_string();
     let run = env.wait_end(&name).await?;
     assert_eq!(phase(&run), "Failed", "{:#?}", run.status);
+    // The runner parked while the gate waited; its timeout started the attempt that recorded it.
+    assert_eq!(attempts(&run), (2, 1), "{:#?}", run.status);
     let jobs = env.jobs(&name).await?;
     assert_eq!(jobs["approve"]["state"], "failed", "{jobs:#}");
     assert_eq!(

@@ -37,6 +37,9 @@ struct JobRuntime {
     group_slot: Option<crate::concurrency::JobSlot>,
     /// A memoized job that took an earlier result: the run it came from.
     cached_from: Option<String>,
+    /// A resumed attempt does not execute this job: it ended in an earlier attempt, whose record
+    /// of it (in the API) stays as it is, so its state is not reported again.
+    carried_over: bool,
 }
 
 /// How the command that failed a job ended (from the SDK's `command_failed` record).
@@ -337,11 +340,17 @@ pub(super) async fn run_dag(
         .filter(|j| !j.needs.is_empty())
         .map(|j| (j.id.clone(), j.needs.clone()))
         .collect();
-    for j in &new_jobs {
-        rec.sink_state(
-            &j.id,
-            sink::job_state_report(JobState::Pending, 0, None, None, None, None),
-        );
+    let resuming = req
+        .retry
+        .as_ref()
+        .is_some_and(|r| r.scope == rerun::RetryScope::Resume);
+    for (j, reused) in new_jobs.iter().zip(&reused) {
+        if !(resuming && reused.is_some()) {
+            rec.sink_state(
+                &j.id,
+                sink::job_state_report(JobState::Pending, 0, None, None, None, None),
+            );
+        }
     }
     rec.term
         .set_job_names(validated.jobs.iter().map(|j| j.id.as_str()));
@@ -369,6 +378,7 @@ pub(super) async fn run_dag(
             failed_command: None,
             group_slot: None,
             cached_from: None,
+            carried_over: resuming && reused.is_some(),
         });
     }
     // `branch` conditions read the branch recorded with the run.
@@ -392,6 +402,10 @@ pub(super) async fn run_dag(
     let actions = sched.poll();
     apply(&mut ctx, &mut rec, &mut sched, &mut jobs, actions)?;
     settle_box_slot(&mut ctx, &mut rec, &sched)?;
+    if let Some(code) = crate::park::try_park(req, &mut rec, &sched, |j| jobs[j].started_ms).await?
+    {
+        return Ok(code);
+    }
     let mut killed = false;
     while !sched.is_done() {
         tokio::select! {
@@ -469,6 +483,11 @@ pub(super) async fn run_dag(
             );
         }
         settle_box_slot(&mut ctx, &mut rec, &sched)?;
+        if let Some(code) =
+            crate::park::try_park(req, &mut rec, &sched, |j| jobs[j].started_ms).await?
+        {
+            return Ok(code);
+        }
     }
     drop(tx);
     let (status, error) = sched.outcome();
@@ -651,6 +670,12 @@ fn on_expand(
             failed_command: None,
             group_slot: None,
             cached_from: None,
+            carried_over: r.is_some()
+                && ctx
+                    .req
+                    .retry
+                    .as_ref()
+                    .is_some_and(|r| r.scope == rerun::RetryScope::Resume),
         });
         let group = ctx.job_groups[job].clone();
         ctx.job_groups.push(group);
@@ -964,7 +989,13 @@ fn start_gate(
     spec: sparkwing_core::gate::GateSpec,
 ) -> Result<(), EngineError> {
     let id = sched.plan().jobs[job].id.clone();
-    let now = now_ms();
+    // A resumed gate has waited since its earlier attempt: its timeout counts from then.
+    let now = ctx
+        .req
+        .retry
+        .as_ref()
+        .and_then(|r| r.waiting_since.get(&id).copied())
+        .unwrap_or_else(now_ms);
     rec.store.gate_waiting(ctx.run_id, &id, now)?;
     jobs[job].started_ms = now;
     let message = spec
@@ -1698,7 +1729,9 @@ fn record_terminal(
     );
     report.outputs = masked;
     report.cached_from = jobs[job].cached_from.clone();
-    rec.sink_state(&spec.id, report);
+    if !jobs[job].carried_over {
+        rec.sink_state(&spec.id, report);
+    }
     let kind = match progress.state {
         JobState::Success => "job_succeeded",
         JobState::Failed => "job_failed",

@@ -27,6 +27,7 @@ pub mod memo_probe;
 pub mod memo_store;
 pub mod one_job;
 pub mod output;
+mod park;
 pub mod planning;
 pub mod process;
 pub mod process_executor;
@@ -113,6 +114,9 @@ pub struct Retry {
     pub scope: sparkwing_core::rerun::RetryScope,
     /// That run's jobs as recorded.
     pub prior: Vec<sparkwing_core::rerun::PriorJob>,
+    /// A resume ([`RetryScope::Resume`](sparkwing_core::rerun::RetryScope::Resume)): when each
+    /// gate still waiting began to wait (Unix ms), so its timeout counts from then.
+    pub waiting_since: std::collections::BTreeMap<String, i64>,
 }
 
 /// The compiled pipeline binary a run uses.

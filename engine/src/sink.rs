@@ -72,6 +72,15 @@ pub trait RunSink: Send + Sync {
     fn run_finished(&self, phase: RunPhase, message: Option<String>);
     /// Deliver what is queued, waiting at most until `deadline`.
     fn flush(&self, deadline: Instant) -> FlushReport;
+    /// Whether the run's coordinator may park while nothing but approval gates waits (a cluster
+    /// runner pod's attempt: the operator starts the next one, which resumes the run; `park`).
+    fn parks(&self) -> bool {
+        false
+    }
+    /// The coordinator parks instead of ending the run: `gates` wait, the earliest of their
+    /// timeouts is `deadline_ms`, `reason` says so (sent after every line and state queued
+    /// before it). Only called when [`RunSink::parks`].
+    fn run_parked(&self, _gates: Vec<String>, _deadline_ms: Option<i64>, _reason: String) {}
 }
 
 /// A job's state as the API's job-state PUT takes it; times are Unix milliseconds (a start time

@@ -179,6 +179,10 @@ pub(crate) fn execute_attempt(
     let view = client
         .get_run(ns, name)
         .map_err(|e| api_error(&format!("cannot read run {ns}/{name} from {url}"), e))?;
+    // A later attempt resumes from what the earlier ones recorded.
+    let resume = (attempt > 1)
+        .then(|| crate::resume::resume_from(ns, name, view.jobs.as_ref()))
+        .flatten();
     // The PipelineRun as the API shows it (`Null` if absent: every lookup below then fails
     // with its own message).
     let run = view.run.unwrap_or_default();
@@ -195,7 +199,7 @@ pub(crate) fn execute_attempt(
     } else {
         HashMap::new()
     };
-    let sink = Arc::new(ApiSink::start_after(client.clone(), ns, name, offsets));
+    let sink = Arc::new(ApiSink::start_after(client.clone(), ns, name, offsets).parking(attempt));
     let home = Home::from_env();
     if let Err(msg) = inherit_pipeline_chain(&run["metadata"], &pipeline_name) {
         return fail_setup(&sink, COMPILE_JOB, std::slice::from_ref(&msg), &msg)
@@ -258,7 +262,7 @@ pub(crate) fn execute_attempt(
         box_slots,
         runner: engine::RUNNER_KUBERNETES.into(),
         selection: Default::default(),
-        retry: None,
+        retry: resume,
         sink: Some(sink.clone()),
         gate_relay: Some(Arc::new(crate::gate_relay::ApiGateRelay::new(
             client.clone(),
@@ -296,7 +300,23 @@ pub(crate) fn execute_attempt(
         "runner: {} log lines delivered to {url}",
         sink.delivered_lines()
     );
+    if sink.has_parked() {
+        linger_parked(rt, &mut early_term);
+    }
     Ok(code)
+}
+
+/// How long a parked runner waits for the operator to stop it before it exits by itself.
+pub const PARKED_LINGER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The run parked (its park is recorded in the API): wait until the operator, which sees the
+/// park, stops this runner (SIGTERM), so its exit is never taken for the run's end; at most
+/// [`PARKED_LINGER`].
+fn linger_parked(rt: &tokio::runtime::Runtime, term: &mut tokio::signal::unix::Signal) {
+    tracing::info!("runner: the run parked; waiting for the operator to stop this runner");
+    rt.block_on(async {
+        let _ = tokio::time::timeout(PARKED_LINGER, term.recv()).await;
+    });
 }
 
 /// The run's source on this runner: an upload fetched into the work directory, a git commit

@@ -18,6 +18,7 @@ pub mod job_pods;
 pub mod materialise;
 pub mod memo;
 pub mod podinfo;
+pub mod resume;
 pub mod sink;
 pub mod stores;
 mod warm;

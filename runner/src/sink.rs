@@ -98,9 +98,28 @@ pub struct ApiSink {
     thread: Option<JoinHandle<()>>,
     namespace: String,
     name: String,
+    /// The attempt of a cluster run this sink reports for, when its coordinator may park
+    /// ([`ApiSink::parking`]).
+    park_attempt: Option<u32>,
 }
 
 impl ApiSink {
+    /// Whether the run's coordinator reported a park through this sink ([`RunSink::run_parked`]).
+    pub fn has_parked(&self) -> bool {
+        self.shared
+            .lock()
+            .finish
+            .as_ref()
+            .is_some_and(|f| f.parked.is_some())
+    }
+
+    /// This sink reports attempt `attempt` of a cluster run, whose coordinator parks while
+    /// nothing but approval gates waits (`RunSink::parks`).
+    pub fn parking(mut self, attempt: u32) -> ApiSink {
+        self.park_attempt = Some(attempt);
+        self
+    }
+
     /// Start delivering to run `namespace/name` with `client` (holding the run's token).
     pub fn start(client: ApiClient, namespace: &str, name: &str) -> ApiSink {
         ApiSink::start_after(client, namespace, name, HashMap::new())
@@ -139,6 +158,7 @@ impl ApiSink {
             thread,
             namespace: namespace.to_string(),
             name: name.to_string(),
+            park_attempt: None,
         }
     }
 
@@ -221,6 +241,32 @@ impl RunSink for ApiSink {
         let body = FinishRequest {
             phase: Some(phase),
             message,
+            parked: None,
+        };
+        let mut q = self.shared.lock();
+        q.finish = Some(body);
+        q.finish_sent = false;
+        drop(q);
+        self.shared.cv.notify_all();
+    }
+
+    fn parks(&self) -> bool {
+        self.park_attempt.is_some()
+    }
+
+    fn run_parked(&self, gates: Vec<String>, deadline_ms: Option<i64>, reason: String) {
+        let Some(attempt) = self.park_attempt else {
+            return;
+        };
+        let body = FinishRequest {
+            phase: None,
+            message: Some(reason),
+            parked: Some(sparkwing_core::gate::Parked {
+                attempt,
+                gates,
+                deadline_ms,
+                decided: false,
+            }),
         };
         let mut q = self.shared.lock();
         q.finish = Some(body);

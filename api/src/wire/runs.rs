@@ -120,6 +120,10 @@ pub struct RunView<R = serde_json::Value> {
     /// Shown alone: the run's place in its concurrency group, while it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<super::concurrency::GroupStatus>,
+    /// Shown alone: the places of the run's jobs in their own concurrency groups (a job's attempt
+    /// holding or waiting for a slot now; `"job"` names it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_groups: Vec<super::concurrency::GroupStatus>,
 }
 
 /// `GET /api/v1/runs`: a page of runs, newest first.
@@ -150,6 +154,12 @@ pub struct FinishRequest {
     pub phase: Option<RunPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A cluster run's runner parked instead of ending the run (`docs/runner.md`): nothing but
+    /// approval gates waited, so it exits and the operator starts the next attempt once a gate
+    /// is decided or times out. `{"attempt": N, "gates": ["approve"], "deadlineMs": 1700000000000}`
+    /// (`deadlineMs`: the earliest gate timeout, absent when none has one). Not with `phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<sparkwing_core::gate::Parked>,
 }
 
 /// `PUT .../branch-check`: a runner's comparison of its run's Pipeline push branches with

@@ -108,6 +108,7 @@ fn run_views_and_lists() {
         run: None,
         jobs: None,
         concurrency: None,
+        job_groups: Vec::new(),
     };
     // A list's view: no `run`, `jobs` or `parent`; the phase is core's, as its name.
     assert_eq!(
@@ -152,6 +153,15 @@ fn cancel_finish_branch_check() {
     );
     let f: FinishRequest = documented(json!({"phase": "Failed", "message": "job test failed"}));
     assert_eq!(f.phase, Some(RunPhase::Failed));
+    // A runner that parks (docs/runner.md#parked-runs).
+    let f: FinishRequest = documented(json!({"message": "waiting for gate approve",
+        "parked": {"attempt": 1, "gates": ["approve"], "deadlineMs": 1_700_000_000_000i64, "decided": false}}));
+    let parked = f.parked.expect("parked");
+    assert_eq!(
+        (parked.attempt, parked.gates),
+        (1, vec!["approve".to_string()])
+    );
+    assert_eq!(f.phase, None);
     documented::<BranchCheck>(json!({"inSync": true}));
     documented::<BranchCheck>(json!({"inSync": false, "message": "the lists differ"}));
     assert!(serde_json::from_value::<BranchCheck>(json!({"inSync": true, "x": 1})).is_err());

@@ -14,13 +14,25 @@ use sparkwing_engine::abandoned;
 use sparkwing_engine::gates::DecideError;
 use sparkwing_engine::home::Home;
 
-/// What `runs status` says about a run's gates and concurrency group: pretty lines, and the
-/// JSON fields `gates` and `concurrency`.
+/// What `runs status` says about a run's gates and concurrency groups.
+pub(super) struct StatusLines {
+    /// The pretty lines.
+    pub lines: Vec<String>,
+    /// The JSON field `concurrency` (the run's group; null without one).
+    pub group: serde_json::Value,
+    /// The JSON field `gates`.
+    pub gates: serde_json::Value,
+    /// The JSON field `job_groups`: jobs waiting for their own group.
+    pub job_groups: Vec<serde_json::Value>,
+}
+
+/// What `runs status` says about a run's gates, its concurrency group and its jobs waiting for
+/// theirs: pretty lines, and the JSON fields `gates`, `concurrency` and `job_groups`.
 pub(super) fn status_lines(
     home: &Home,
     store: &sparkwing_engine::store::Store,
     run: &sparkwing_engine::store::RunRecord,
-) -> Result<(Vec<String>, serde_json::Value, serde_json::Value), CliError> {
+) -> Result<StatusLines, CliError> {
     let mut lines = Vec::new();
     let group = store.run_concurrency(&run.id)?;
     let group_json = match &group {
@@ -48,6 +60,24 @@ pub(super) fn status_lines(
             v
         }
     };
+    // Jobs waiting for a slot of their own concurrency group.
+    let mut job_groups = Vec::new();
+    if !run.status.is_terminal() {
+        let events = store.events(&run.id, 0)?;
+        let waiting = sparkwing_core::concurrency::jobs_waiting(
+            events
+                .iter()
+                .filter_map(|e| Some((e.job_id.as_deref()?, e.kind.as_str(), &e.payload))),
+        );
+        for w in waiting {
+            // A job's slots are labelled RUN/JOB.
+            let label = format!("{}/{}", run.id, w.job);
+            let view = sparkwing_engine::concurrency::view(&home.root, &w.group, w.limit, &label);
+            let line = sparkwing_core::concurrency::waiting_line(&w.group, &view);
+            lines.push(format!("job {}: {line}", w.job));
+            job_groups.push(json!({"job": w.job, "group": w.group, "limit": w.limit, "holders": view.holders, "waiting": line}));
+        }
+    }
     let gates = store.gates(&run.id)?;
     for g in &gates {
         let message = g
@@ -80,11 +110,12 @@ pub(super) fn status_lines(
         };
         lines.push(line);
     }
-    Ok((
+    Ok(StatusLines {
         lines,
-        group_json,
-        serde_json::to_value(&gates).unwrap_or_default(),
-    ))
+        group: group_json,
+        gates: serde_json::to_value(&gates).unwrap_or_default(),
+        job_groups,
+    })
 }
 
 pub fn decide(args: DecideArgs, decision: Decision) -> CmdResult {

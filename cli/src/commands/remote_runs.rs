@@ -221,6 +221,14 @@ pub fn status(args: StatusArgs) -> CmdResult {
                     }
                 }
             }
+            // Its jobs waiting for their own groups.
+            if !phase.is_terminal() {
+                for g in &v.job_groups {
+                    if let (Some(job), Some(line)) = (&g.job, &g.waiting) {
+                        println!("job {job}: {line}");
+                    }
+                }
+            }
             if let Some(jobs) = &v.jobs {
                 if !jobs.is_empty() {
                     let out = Printer::new(args.output);

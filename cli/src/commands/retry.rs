@@ -98,6 +98,7 @@ pub fn retry(args: RetryArgs) -> CmdResult {
             of_run: old.id.clone(),
             scope,
             prior,
+            waiting_since: Default::default(),
         }),
     };
     let code = runtime
@@ -112,6 +113,7 @@ fn scope_text(scope: &RetryScope) -> String {
     match scope {
         RetryScope::Failed => "its failed jobs and what needs them".into(),
         RetryScope::Jobs(jobs) => format!("{} and what needs them", jobs.join(", ")),
+        RetryScope::Resume => "the jobs that did not end and what needs them".into(),
     }
 }
 

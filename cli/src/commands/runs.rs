@@ -105,7 +105,12 @@ pub fn status(args: StatusArgs) -> CmdResult {
     let run = store.find_run(args.run.id())?;
     let jobs = store.jobs(&run.id)?;
     let now = now_ms();
-    let (gate_lines, group_json, gates_json) = super::gates::status_lines(&home, &store, &run)?;
+    let super::gates::StatusLines {
+        lines: gate_lines,
+        group: group_json,
+        gates: gates_json,
+        job_groups,
+    } = super::gates::status_lines(&home, &store, &run)?;
     match args.output {
         OutputFormat::Json => {
             let mut v = run_json(&run, now);
@@ -115,6 +120,9 @@ pub fn status(args: StatusArgs) -> CmdResult {
             }
             if gates_json.as_array().is_some_and(|g| !g.is_empty()) {
                 v["gates"] = gates_json;
+            }
+            if !job_groups.is_empty() {
+                v["job_groups"] = serde_json::Value::Array(job_groups);
             }
             v["jobs"] = serde_json::to_value(&jobs).unwrap_or_default();
             v["caches"] = serde_json::to_value(store.job_caches(&run.id)?).unwrap_or_default();

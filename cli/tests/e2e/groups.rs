@@ -161,8 +161,19 @@ fn a_job_of_a_group_waits_for_the_same_job_of_another_run() {
             })
         },
     );
-    // Its other job ran; the grouped one waits while the first run's holds the slot.
+    // Its other job ran; the grouped one waits while the first run's holds the slot, and
+    // `runs status` says so.
     assert_eq!(sw.job(&b, "prepare")["state"], "success");
+    let line = format!("waiting for concurrency group shared-work (1/1, held by run {a}/work)");
+    let (_, st) = sw.status(&b);
+    assert_eq!(st["job_groups"][0]["job"], "work", "{st:#}");
+    assert_eq!(st["job_groups"][0]["waiting"], line.as_str(), "{st:#}");
+    let pretty = sw.sw(["runs", "status", &b]);
+    assert!(
+        pretty.stdout.contains(&format!("job work: {line}")),
+        "{}",
+        pretty.stdout
+    );
     assert!(!order(&sw).contains(&format!("start {b}")));
     release(&sw);
     first.finish().assert_code(0);

@@ -56,6 +56,9 @@ pub mod reasons {
     /// Pending: the scheduler cannot place the runner (the message is its reason).
     pub const UNSCHEDULABLE: &str = "Unschedulable";
     pub const RUNNING: &str = "Running";
+    /// Running with no runner: its coordinator parked while only approval gates wait; the next
+    /// attempt starts once one is decided or times out (`crate::gate::Parked`).
+    pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
     pub const CANCELLED: &str = "Cancelled";
@@ -111,8 +114,16 @@ pub struct RunStatus {
     /// Runner attempts started so far.
     #[serde(default)]
     pub attempts: u32,
+    /// How many of those attempts resumed the run after its coordinator parked while gates
+    /// waited; they do not count against `spec.maxAttempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumes: u32,
     #[serde(default)]
     pub observed_generation: i64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RunStatus {

@@ -37,13 +37,18 @@ pub fn run_of_pod(pod: Pod) -> Option<ObjectRef<PipelineRun>> {
 }
 
 /// What wakes the run controller: a new generation (spec changes; the operator's own status writes
-/// do not), and for an external run also a new phase, so the end the API records (a status
-/// write) is seen and its TTL counted.
+/// do not), the API's record of a park and of the decision that resumes it (`sparkwing.dev/parked`),
+/// and for an external run also a new phase, so the end the API records (a status write) is seen
+/// and its TTL counted.
 pub fn run_changed(run: &PipelineRun) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let generation = run.meta().generation?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     generation.hash(&mut h);
+    // The API records a park, and a decision that resumes it, on the run.
+    run.annotations()
+        .get(sparkwing_core::gate::PARKED_ANNOTATION)
+        .hash(&mut h);
     if matches!(run.spec.source, Source::External(_)) {
         let phase = run.status.as_ref().map(|s| s.phase).unwrap_or_default();
         phase.phase_str().hash(&mut h);

@@ -51,6 +51,11 @@ pub struct RunIntent {
     /// first runner only when [`check_secrets`] finds nothing wrong here; otherwise it fails with
     /// `SecretNotAllowed` or `SecretNotFound`. Later attempts are not checked again.
     pub secret_access: Option<SecretAccess>,
+    /// The run's coordinator parked while only gates waited (the API's record on the run,
+    /// `gate::PARKED_ANNOTATION`): while it names the current attempt, the run stays `Running`
+    /// (`WaitingForApproval`) with no runner, and the next attempt starts once a gate is decided
+    /// or the earliest gate timeout passes.
+    pub parked: Option<crate::gate::Parked>,
 }
 
 impl Default for RunIntent {
@@ -65,6 +70,7 @@ impl Default for RunIntent {
             external: false,
             secrets: Vec::new(),
             secret_access: None,
+            parked: None,
         }
     }
 }
@@ -224,6 +230,16 @@ pub fn reconcile_run(
         outcome(RunPhase::Failed, reasons::INVALID_SPEC, err.clone())
     } else if intent.external {
         decide_external(intent, &status, now, &mut requeue)
+    } else if let Some(parked) = parked_now(intent, prev) {
+        decide_parked(
+            intent,
+            &mut status,
+            parked,
+            observed,
+            now,
+            &mut actions,
+            &mut requeue,
+        )
     } else {
         match &observed.runner {
             None => {
@@ -260,7 +276,7 @@ pub fn reconcile_run(
                             |c| c.message.clone(),
                         ),
                     )
-                } else if prev.attempts < intent.max_attempts {
+                } else if prev.attempts.saturating_sub(prev.resumes) < intent.max_attempts {
                     // The current attempt's runner was seen and has vanished (deleted).
                     let next = prev.attempts + 1;
                     status.runner = None;
@@ -358,6 +374,95 @@ pub fn reconcile_run(
         status,
         requeue_after_ms: requeue,
     }
+}
+
+/// The park recorded for the current attempt (`None` when the record names an earlier one: a
+/// later attempt already resumed the run). Its runner reported the park and only waits to be
+/// stopped, so whatever state it is in, it is stopped.
+fn parked_now<'a>(intent: &'a RunIntent, prev: &RunStatus) -> Option<&'a crate::gate::Parked> {
+    let parked = intent.parked.as_ref()?;
+    (parked.attempt > 0 && parked.attempt == prev.attempts).then_some(parked)
+}
+
+/// A run whose coordinator parked while only gates wait: no runner while it waits (the parked
+/// one is stopped, whatever it is doing: it reported the park and waits for that). A cancel ends
+/// it at once (no runner is there to run `finally` jobs, so they do not run); the run's timeout
+/// still applies; a decision on a gate, or the earliest gate timeout, starts the next attempt,
+/// which resumes from the recorded job states. What is left of the parked runner (its finished
+/// Job and pod) is removed.
+fn decide_parked(
+    intent: &RunIntent,
+    status: &mut RunStatus,
+    parked: &crate::gate::Parked,
+    observed: &RunObservation,
+    now: Millis,
+    actions: &mut Vec<RunAction>,
+    requeue: &mut Option<u64>,
+) -> Outcome {
+    if let Some(r) = observed
+        .runner
+        .as_ref()
+        .filter(|r| r.attempt <= parked.attempt)
+    {
+        stop_now(r, actions);
+    }
+    status.runner = None;
+    let gates = parked.gates_text();
+    if intent.cancel != CancelRequest::None {
+        return outcome(
+            RunPhase::Cancelled,
+            reasons::CANCELLED,
+            format!("cancelled while waiting for {gates} (no runner was running: finally jobs did not run)"),
+        );
+    }
+    let run_deadline = intent.timeout_ms.map(|t| {
+        status
+            .start_time
+            .map(|s| s.0)
+            .unwrap_or(now)
+            .saturating_add(t as i64)
+    });
+    if let (Some(deadline), Some(t)) = (run_deadline, intent.timeout_ms) {
+        if now >= deadline {
+            return outcome(
+                RunPhase::Failed,
+                reasons::TIMEOUT,
+                format!(
+                    "the run exceeded its timeout of {}s while waiting for {gates}",
+                    t / 1000
+                ),
+            );
+        }
+    }
+    if parked.resumes(now) {
+        let next = parked.attempt + 1;
+        actions.push(RunAction::StartRunner { attempt: next });
+        status.attempts = next;
+        status.resumes += 1;
+        let why = if parked.decided {
+            "decided"
+        } else {
+            "timed out"
+        };
+        return outcome(
+            RunPhase::Pending,
+            reasons::WAITING_FOR_RUNNER,
+            format!("{gates} {why}: starting attempt {next} to resume the run"),
+        );
+    }
+    *requeue = [parked.deadline_ms, run_deadline]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d.saturating_sub(now).max(0) as u64);
+    outcome(
+        RunPhase::Running,
+        reasons::WAITING_FOR_APPROVAL,
+        format!(
+            "waiting for {gates}; no runner until a decision (attempt {} parked)",
+            parked.attempt
+        ),
+    )
 }
 
 /// An external run: its executor is elsewhere, so only a cancel or the timeout end it here (the
@@ -507,7 +612,7 @@ fn decide_with_runner(
             "the runner hit its deadline",
         ),
         RunnerState::Lost { reason } => {
-            if r.attempt < intent.max_attempts {
+            if r.attempt.saturating_sub(prev.resumes) < intent.max_attempts {
                 let next = r.attempt + 1;
                 if !r.stopping {
                     actions.push(RunAction::StopRunner {
@@ -604,6 +709,7 @@ fn static_reason(r: &str) -> &'static str {
         reasons::PENDING,
         reasons::WAITING_FOR_RUNNER,
         reasons::RUNNING,
+        reasons::WAITING_FOR_APPROVAL,
         reasons::SUCCEEDED,
         reasons::FAILED,
         reasons::CANCELLED,

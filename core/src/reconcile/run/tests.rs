@@ -716,3 +716,158 @@ fn a_runner_that_never_ran_to_its_end_is_removed_when_the_run_ends() {
         assert!(kept(&step(&intent, &end.status, &obs, 3)));
     }
 }
+
+fn parked(attempt: u32, deadline_ms: Option<i64>, decided: bool) -> crate::gate::Parked {
+    crate::gate::Parked {
+        attempt,
+        gates: vec!["approve".into()],
+        deadline_ms,
+        decided,
+    }
+}
+
+/// A run whose attempt 1 is running, as the reconcile wrote it.
+fn running_attempt_one(intent: &RunIntent) -> RunStatus {
+    let pending = step(
+        intent,
+        &RunStatus::default(),
+        &RunObservation::default(),
+        100,
+    )
+    .status;
+    step(intent, &pending, &runner(1, RunnerState::Running), 200).status
+}
+
+#[test]
+fn a_parked_run_keeps_running_without_a_runner_until_a_gate_is_decided() {
+    let mut intent = RunIntent::default();
+    let running = running_attempt_one(&intent);
+    intent.parked = Some(parked(1, None, false));
+    // The parked runner (still running or already exited) is stopped; the run stays Running.
+    for state in [RunnerState::Running, RunnerState::Succeeded] {
+        let d = step(&intent, &running, &runner(1, state), 300);
+        assert_eq!(d.status.phase, RunPhase::Running);
+        assert_eq!(reason(&d.status), reasons::WAITING_FOR_APPROVAL);
+        assert_eq!(
+            d.status.condition(SUCCEEDED).unwrap().message,
+            "waiting for gate approve; no runner until a decision (attempt 1 parked)"
+        );
+        assert!(d.actions.contains(&RunAction::StopRunner {
+            name: "r-1".into(),
+            graceful: false
+        }));
+        assert_eq!(d.status.runner, None);
+        assert_eq!(d.requeue_after_ms, None);
+    }
+    // Gone: nothing to stop, nothing started, no retry of a "lost" runner.
+    let waiting = step(&intent, &running, &runner(1, RunnerState::Succeeded), 300).status;
+    let d = step(&intent, &waiting, &RunObservation::default(), 400);
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, RunAction::Event { .. })),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.phase, RunPhase::Running);
+    assert_eq!(d.status.attempts, 1);
+    // Decided: attempt 2 starts, counted as a resume (not against maxAttempts).
+    intent.parked = Some(parked(1, None, true));
+    let d = step(&intent, &d.status, &RunObservation::default(), 500);
+    assert_eq!(d.actions[0], RunAction::StartRunner { attempt: 2 });
+    assert_eq!((d.status.attempts, d.status.resumes), (2, 1));
+    assert_eq!(
+        d.status.condition(SUCCEEDED).unwrap().message,
+        "gate approve decided: starting attempt 2 to resume the run"
+    );
+    // The record names attempt 1 now: attempt 2 is reconciled as any attempt.
+    let resumed = step(&intent, &d.status, &runner(2, RunnerState::Running), 600);
+    assert_eq!(resumed.status.phase, RunPhase::Running);
+    assert_eq!(reason(&resumed.status), reasons::RUNNING);
+    // A resumed run's lost runner is still retried: resumes do not use up maxAttempts (1 here).
+    let one = RunIntent {
+        max_attempts: 1,
+        ..intent.clone()
+    };
+    let lost = step(
+        &one,
+        &resumed.status,
+        &runner(
+            2,
+            RunnerState::Lost {
+                reason: "pod deleted".into(),
+            },
+        ),
+        700,
+    );
+    assert!(!lost
+        .actions
+        .contains(&RunAction::StartRunner { attempt: 3 }));
+    assert_eq!(lost.status.phase, RunPhase::Failed);
+    let two = RunIntent {
+        max_attempts: 2,
+        ..intent
+    };
+    let lost = step(
+        &two,
+        &resumed.status,
+        &runner(
+            2,
+            RunnerState::Lost {
+                reason: "pod deleted".into(),
+            },
+        ),
+        700,
+    );
+    assert!(lost
+        .actions
+        .contains(&RunAction::StartRunner { attempt: 3 }));
+}
+
+#[test]
+fn a_parked_run_resumes_at_the_gate_deadline_and_is_cancelled_or_timed_out_without_a_runner() {
+    let mut intent = RunIntent::default();
+    let running = running_attempt_one(&intent);
+    intent.parked = Some(parked(1, Some(5_000), false));
+    let d = step(&intent, &running, &RunObservation::default(), 1_000);
+    assert_eq!(reason(&d.status), reasons::WAITING_FOR_APPROVAL);
+    assert_eq!(d.requeue_after_ms, Some(4_000));
+    let d = step(&intent, &d.status, &RunObservation::default(), 5_000);
+    assert_eq!(d.actions[0], RunAction::StartRunner { attempt: 2 });
+    assert_eq!(
+        d.status.condition(SUCCEEDED).unwrap().message,
+        "gate approve timed out: starting attempt 2 to resume the run"
+    );
+    // Cancelled while parked: at once, no runner to stop or start.
+    let mut cancel = intent.clone();
+    cancel.cancel = CancelRequest::CancelledRunFinally;
+    let d = step(&cancel, &running, &RunObservation::default(), 1_000);
+    assert_eq!(d.status.phase, RunPhase::Cancelled);
+    assert_eq!(reason(&d.status), reasons::CANCELLED);
+    assert!(
+        d.actions
+            .iter()
+            .all(|a| matches!(a, RunAction::Event { .. })),
+        "{:?}",
+        d.actions
+    );
+    // The run's own timeout still ends it (start 200 + 2s).
+    let mut timed = intent.clone();
+    timed.timeout_ms = Some(2_000);
+    let d = step(&timed, &running, &RunObservation::default(), 1_000);
+    assert_eq!(d.requeue_after_ms, Some(1_200));
+    let d = step(&timed, &d.status, &RunObservation::default(), 2_200);
+    assert_eq!(d.status.phase, RunPhase::Failed);
+    assert_eq!(reason(&d.status), reasons::TIMEOUT);
+    // A record of an earlier attempt changes nothing: attempt 2's runner is reconciled as usual.
+    let old = RunIntent {
+        parked: Some(parked(1, None, false)),
+        ..RunIntent::default()
+    };
+    let two = RunStatus {
+        attempts: 2,
+        ..running
+    };
+    let d = step(&old, &two, &runner(2, RunnerState::Succeeded), 3_000);
+    assert_eq!(d.status.phase, RunPhase::Succeeded);
+}

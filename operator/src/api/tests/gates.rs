@@ -340,3 +340,83 @@ async fn approvers_of_the_runs_pipeline_decide_without_the_scope() {
         &format!("run {ns}/{name} is not live (unknown, or finished and removed), so no Pipeline's approvers apply"),
     );
 }
+
+/// The park the API recorded on run `ns/name` (`sparkwing.dev/parked`), if any.
+fn parked_of(f: &Fx, ns: &str, name: &str) -> Option<Value> {
+    let run = f.runs.run(ns, name)?;
+    let a = run.metadata.annotations?;
+    serde_json::from_str(a.get("sparkwing.dev/parked")?).ok()
+}
+
+#[tokio::test]
+async fn a_parked_run_is_recorded_on_the_run_and_a_decision_marks_it_decided() {
+    let f = fx().await;
+    let (ns, name, runner) = waiting_run(&f).await;
+    let finish = format!("/api/v1/runs/{ns}/{name}/finish");
+    let park = json!({"message": "waiting for gate approve-prod",
+        "parked": {"attempt": 1, "gates": ["approve-prod"], "deadlineMs": 1_700_000_000_000i64}});
+    // Bad parks are refused and record nothing.
+    for (body, want) in [
+        (
+            json!({"phase": "Succeeded", "parked": {"attempt": 1, "gates": ["approve-prod"]}}),
+            "either \"phase\" or \"parked\"",
+        ),
+        (
+            json!({"parked": {"attempt": 1, "gates": []}}),
+            "the gates it waits for",
+        ),
+        (
+            json!({"parked": {"attempt": 0, "gates": ["approve-prod"]}}),
+            "the attempt that parked",
+        ),
+    ] {
+        let r = f.json(Method::POST, &finish, &runner, body).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", want);
+    }
+    assert_eq!(parked_of(&f, &ns, &name), None);
+    let r = f.json(Method::POST, &finish, &runner, park.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        parked_of(&f, &ns, &name),
+        Some(
+            json!({"attempt": 1, "gates": ["approve-prod"], "deadlineMs": 1_700_000_000_000i64, "decided": false})
+        )
+    );
+    // Not an end: the runner's token still works.
+    let r = f.get(&gate_path(&ns, &name, "approve-prod"), &runner).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // A decision on the parked gate marks the park decided.
+    let ana = token(&f.st, "ana", &["approvals:write"]).await;
+    let r = f
+        .json(
+            Method::POST,
+            &gate_path(&ns, &name, "approve-prod"),
+            &ana,
+            json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(parked_of(&f, &ns, &name).unwrap()["decided"], true);
+
+    // Decided before the park reached the API: recorded decided at once.
+    let (ns, name, runner) = waiting_run(&f).await;
+    let r = f
+        .json(
+            Method::POST,
+            &gate_path(&ns, &name, "approve-prod"),
+            &ana,
+            json!({"decision": "reject"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = f
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{ns}/{name}/finish"),
+            &runner,
+            park,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(parked_of(&f, &ns, &name).unwrap()["decided"], true);
+}

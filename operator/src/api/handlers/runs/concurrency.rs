@@ -99,6 +99,25 @@ pub(super) async fn run_status(
         .find_map(|(g, entries)| status_of(g, entries, key, "", now_ms())))
 }
 
+/// The places of the run's jobs in their own groups (the jobs' entries, in group order): each
+/// job's attempt holding or waiting for a slot now.
+pub(super) async fn job_statuses(
+    st: &ApiState,
+    key: &RunKey,
+) -> Result<Vec<GroupStatus>, ApiError> {
+    let groups = st.store.meta.run_groups(key).await?;
+    let now = now_ms();
+    Ok(groups
+        .iter()
+        .flat_map(|(g, entries)| {
+            entries
+                .iter()
+                .filter(|e| &e.run == key && !e.job.is_empty())
+                .filter_map(move |e| status_of(g, entries, key, &e.job, now))
+        })
+        .collect())
+}
+
 /// What a turn decided, beside the entries it stored.
 struct Turn {
     step: GroupStep,

@@ -132,6 +132,27 @@ pub async fn finish(
         super::concurrency::release(&st, &RunKey::new(&ns, &name)).await;
         return Ok(Json(view(&run, true, true)));
     }
+    if let Some(parked) = req.parked {
+        // Parked, not ended: the run, its token and its attempts go on.
+        if req.phase.is_some() {
+            return Err(ApiError::BadRequest(
+                "a finish reports either \"phase\" or \"parked\", not both".into(),
+            ));
+        }
+        if parked.gates.is_empty() || parked.attempt == 0 {
+            return Err(ApiError::BadRequest(
+                "\"parked\" needs the attempt that parked (from 1) and the gates it waits for"
+                    .into(),
+            ));
+        }
+        if is_terminal(&run) {
+            return Err(ApiError::Conflict(format!(
+                "run {ns}/{name} already finished; it cannot park"
+            )));
+        }
+        super::park::record(&st, &ns, &name, parked).await?;
+        return Ok(Json(view(&run, true, false)));
+    }
     st.store.archive(&run).await?;
     let ended = finish_revokes(is_terminal(&run), req.phase);
     if ended {

@@ -238,6 +238,8 @@ pub async fn decide(
         }
     }
     tracing::info!(%ns, %name, gate = %gate_id, decision = %wanted.decision, by = %wanted.by, "gate decided");
+    // A run parked while this gate waited resumes.
+    super::park::gate_decided(&st, &ns, &name, &gate_id).await;
     Ok((
         StatusCode::CREATED,
         Json(GateAnswer {

@@ -1,13 +1,15 @@
 //! `/api/v1/runs`, by concern: [`trigger`] (create a run and its runner credential), [`read`]
 //! (list and get), [`rerun`] (a whole-run re-run of a live or archived run), [`end`] (cancel, finish, an external run's end), [`report`] (job states and
-//! branch checks from runners), [`gates`] (decisions on approval gates), [`concurrency`] (the
-//! concurrency groups of cluster runs), [`job_pods`] (the own pods of placed jobs), and [`view`] (how a PipelineRun is shown). The bodies are
+//! branch checks from runners), [`gates`] (decisions on approval gates), [`park`] (the park of a run whose runner
+//! exits while only gates wait), [`concurrency`] (the concurrency groups of cluster runs), [`job_pods`] (the own
+//! pods of placed jobs), and [`view`] (how a PipelineRun is shown). The bodies are
 //! `sparkwing-api`'s.
 
 pub(crate) mod concurrency;
 mod end;
 mod gates;
 mod job_pods;
+mod park;
 mod read;
 mod report;
 mod rerun;

@@ -231,6 +231,7 @@ pub async fn get_run(
     v.jobs = Some(jobs);
     if v.live && !v.phase.is_terminal() {
         v.concurrency = super::concurrency::run_status(&st, &RunKey::new(&ns, &name)).await?;
+        v.job_groups = super::concurrency::job_statuses(&st, &RunKey::new(&ns, &name)).await?;
     }
     Ok(Json(v))
 }

@@ -36,6 +36,7 @@ pub(super) fn view(run: &PipelineRun, live: bool, archived: bool) -> RunView {
         run: None,
         jobs: None,
         concurrency: None,
+        job_groups: Vec::new(),
     }
 }
 
