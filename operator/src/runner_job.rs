@@ -391,9 +391,30 @@ pub fn build_job(
     if let (Some(c), Some(from)) = (spec.containers.first_mut(), secrets_env_from(run)) {
         c.env_from = Some(from);
     }
-    Ok(Job {
+    Ok(owned_job(
+        run,
+        job_name(&name, attempt),
+        namespace,
+        labels,
+        annotations,
+        spec,
+    ))
+}
+
+/// A Job of `run` (owned by it, so deleting the run deletes it) running `spec` once: retries
+/// are the operator's or the coordinator's (a new Job per attempt), never the Job controller's;
+/// the run's timeout bounds it.
+fn owned_job(
+    run: &PipelineRun,
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    spec: PodSpec,
+) -> Job {
+    Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&name, attempt)),
+            name: Some(name),
             namespace: Some(namespace),
             labels: Some(labels.clone()),
             annotations: Some(annotations.clone()),
@@ -401,7 +422,6 @@ pub fn build_job(
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            // Retries are the operator's (a new Job per attempt), never the Job controller's.
             backoff_limit: Some(0),
             active_deadline_seconds: active_deadline_seconds(run.intent().timeout_ms),
             template: PodTemplateSpec {
@@ -415,7 +435,7 @@ pub fn build_job(
             ..JobSpec::default()
         }),
         status: None,
-    })
+    }
 }
 
 /// A warm runner pod of `pool` named `name` (core's pool decision names it).
@@ -660,30 +680,14 @@ pub fn build_job_pod(
     if let Some(c) = spec.containers.first_mut() {
         c.resources = placed_resources(c.resources.take(), ask.placement);
     }
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(job_name),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations.clone()),
-            owner_references: controller_ref(run).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: active_deadline_seconds(run.intent().timeout_ms),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(spec),
-            },
-            ..JobSpec::default()
-        }),
-        status: None,
-    })
+    Ok(owned_job(
+        run,
+        job_name,
+        namespace,
+        labels,
+        annotations,
+        spec,
+    ))
 }
 
 #[cfg(test)]

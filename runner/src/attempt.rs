@@ -235,19 +235,7 @@ pub(crate) fn execute_attempt(
             no_wait: false,
         });
     // The jobs' caches and artifacts are kept by the API: they outlive this pod.
-    let storage_tmp = home.root.join("tmp").join("storage");
-    let artifacts =
-        crate::stores::ApiArtifactStore::new(client.clone(), ns, name, storage_tmp.clone())
-            .map_err(|e| RunnerError::new(ExitCode::Usage, e.to_string()))?;
-    let stores = sparkwing_engine::job_storage::Stores {
-        caches: Arc::new(crate::stores::ApiCacheStore::new(
-            client.clone(),
-            ns,
-            name,
-            storage_tmp,
-        )),
-        artifacts: Arc::new(artifacts),
-    };
+    let stores = crate::stores::api_stores(client, ns, name, &home.root)?;
     let req = engine::RunRequest {
         home,
         repo_root: project.root.clone(),

@@ -148,19 +148,7 @@ pub fn run_job(at: JobAttempt<'_>, format: Format) -> RunnerResult {
             return fail_job(&sink, &at, &f.lines, &reason);
         }
     };
-    let storage_tmp = home.root.join("tmp").join("storage");
-    let artifacts =
-        crate::stores::ApiArtifactStore::new(client.clone(), ns, name, storage_tmp.clone())
-            .map_err(|e| RunnerError::new(ExitCode::Usage, e.to_string()))?;
-    let stores = sparkwing_engine::job_storage::Stores {
-        caches: Arc::new(crate::stores::ApiCacheStore::new(
-            client.clone(),
-            ns,
-            name,
-            storage_tmp,
-        )),
-        artifacts: Arc::new(artifacts),
-    };
+    let stores = crate::stores::api_stores(&client, ns, name, &home.root)?;
     let req = engine::RunRequest {
         home,
         repo_root: project.root.clone(),

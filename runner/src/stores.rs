@@ -577,3 +577,22 @@ pub fn download(
     };
     download_artifact(&r, manifest, dest).map_err(|e| e.to_string())
 }
+
+/// The run's caches and artifacts kept by the API, with their temp files under
+/// `home_root/tmp/storage` (a runner pod's coordinator and a job pod alike).
+pub(crate) fn api_stores(
+    client: &ApiClient,
+    ns: &str,
+    name: &str,
+    home_root: &std::path::Path,
+) -> Result<sparkwing_engine::job_storage::Stores, crate::RunnerError> {
+    let storage_tmp = home_root.join("tmp").join("storage");
+    let artifacts =
+        ApiArtifactStore::new(client.clone(), ns, name, storage_tmp.clone()).map_err(|e| {
+            crate::RunnerError::new(sparkwing_engine::exit::ExitCode::Usage, e.to_string())
+        })?;
+    Ok(sparkwing_engine::job_storage::Stores {
+        caches: std::sync::Arc::new(ApiCacheStore::new(client.clone(), ns, name, storage_tmp)),
+        artifacts: std::sync::Arc::new(artifacts),
+    })
+}
