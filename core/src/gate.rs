@@ -276,8 +276,10 @@ pub const PARKED_ANNOTATION: &str = "sparkwing.dev/parked";
 /// gates that waited for a decision, so it reported this and exited, leaving the run live with
 /// no runner pod (`docs/runner.md`). The API records it on the run ([`PARKED_ANNOTATION`]) and
 /// sets `decided` once a person decides one of `gates`; the reconcile starts the next attempt,
-/// which resumes from the recorded job states, when `decided` is set or `deadline_ms` (the
-/// earliest timeout of the gates) has passed.
+/// which resumes from the recorded job states, when `decided` is set, when one of `gates` has a
+/// decision recorded in the state store (read by the operator, so a mark that could not be
+/// written strands nothing), or when `deadline_ms` (the earliest timeout of the gates) has
+/// passed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Parked {
@@ -308,9 +310,16 @@ impl Parked {
         }
     }
 
-    /// Whether the next attempt starts now: a gate was decided or the earliest timeout passed.
-    pub fn resumes(&self, now_ms: i64) -> bool {
-        self.decided || self.deadline_ms.is_some_and(|d| now_ms >= d)
+    /// Whether one of the parked gates was decided: the record says so, or `recorded` (the
+    /// run's gates with a decision in the state store) names one of them.
+    pub fn is_decided(&self, recorded: &[String]) -> bool {
+        self.decided || self.gates.iter().any(|g| recorded.contains(g))
+    }
+
+    /// Whether the next attempt starts now: a gate was decided ([`Parked::is_decided`]) or the
+    /// earliest timeout passed.
+    pub fn resumes(&self, now_ms: i64, recorded: &[String]) -> bool {
+        self.is_decided(recorded) || self.deadline_ms.is_some_and(|d| now_ms >= d)
     }
 }
 
@@ -549,13 +558,22 @@ mod tests {
         );
         assert_eq!(Parked::parse(&p.to_annotation()), Ok(p.clone()));
         assert_eq!(p.gates_text(), "gates a, b");
-        assert!(!p.resumes(8) && p.resumes(9));
+        assert!(!p.resumes(8, &[]) && p.resumes(9, &[]));
+        let no_deadline = Parked {
+            deadline_ms: None,
+            ..p.clone()
+        };
         assert!(Parked {
             decided: true,
-            deadline_ms: None,
-            ..p
+            ..no_deadline.clone()
         }
-        .resumes(0));
+        .resumes(0, &[]));
+        // A decision recorded in the store on a parked gate resumes without the mark; one on
+        // another gate of the run does not.
+        assert!(no_deadline.resumes(0, &["b".into()]));
+        assert!(no_deadline.is_decided(&["x".into(), "a".into()]));
+        assert!(!no_deadline.resumes(0, &["x".into()]));
+        assert!(!no_deadline.is_decided(&[]));
         let e = Parked::parse("{").unwrap_err();
         assert!(e.starts_with("sparkwing.dev/parked: "), "{e}");
         let spec = GateSpec {

@@ -256,6 +256,8 @@ impl PipelineRun {
                 .as_ref()
                 .and_then(|a| a.get(sparkwing_core::gate::PARKED_ANNOTATION))
                 .and_then(|a| sparkwing_core::gate::Parked::parse(a).ok()),
+            // Read from the state store by the operator while the run is parked.
+            decided_gates: Vec::new(),
         }
     }
 }
@@ -334,6 +336,7 @@ mod tests {
                 secrets: vec![],
                 secret_access: None,
                 parked: None,
+                decided_gates: vec![],
             }
         );
         let external = PipelineRun::test("r1")

@@ -15,7 +15,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use kube::{Api, Client, ResourceExt};
 use sparkwing_core::reconcile::executor::reconcile_run_once;
-use sparkwing_core::reconcile::run::{CancelRequest, RunAction, RunIntent};
+use sparkwing_core::reconcile::run::{reads_gate_decisions, CancelRequest, RunAction, RunIntent};
 use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::reconcile::status::RunStatus;
 use sparkwing_crds::pipeline_run::Source;
@@ -97,6 +97,31 @@ pub fn checks_secrets(intent: &RunIntent, prev: &RunStatus) -> bool {
         && intent.cancel == CancelRequest::None
 }
 
+/// While the run is parked and its record not marked `decided` (core's [`reads_gate_decisions`]),
+/// read which of its gates have a decision recorded in the API's stores (`store`) into
+/// `intent.decided_gates`: core resumes the run on a decision on a parked gate even when the
+/// API could not mark the record. Without the stores (the operator was given none) nothing is
+/// read. A failed read is logged and reads as no decision: the parked run is looked at again
+/// within core's `PARKED_RECHECK_MS`.
+pub async fn observe_gate_decisions(
+    store: Option<&crate::store::Store>,
+    namespace: &str,
+    name: &str,
+    intent: &mut RunIntent,
+    prev: &RunStatus,
+) {
+    let Some(store) = store.filter(|_| reads_gate_decisions(intent, prev)) else {
+        return;
+    };
+    let key = sparkwing_state::RunKey::new(namespace, name);
+    match store.meta.gate_decisions(&key).await {
+        Ok(decisions) => intent.decided_gates = decisions.into_iter().map(|(g, _)| g).collect(),
+        Err(e) => {
+            tracing::warn!(run = %name, %namespace, "cannot read the gate decisions of the parked run: {e}")
+        }
+    }
+}
+
 /// One reconcile of a PipelineRun, timed and counted by result.
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_started(NAME);
@@ -117,6 +142,7 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
         intent.secret_access =
             Some(observe_secret_access(&ctx.client, &namespace, run.as_ref()).await?);
     }
+    observe_gate_decisions(ctx.archive.as_ref(), &namespace, &name, &mut intent, &prev).await;
     let now = now_millis();
     let uid = run.uid().unwrap_or_default();
     // Claim latency: from the first reconcile that sees the run waiting for a runner.
@@ -180,6 +206,99 @@ async fn reconcile_untimed(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sparkwing_core::gate::{Parked, PARKED_ANNOTATION};
+    use sparkwing_core::reconcile::run::{reconcile_run, RunObservation, PARKED_RECHECK_MS};
+
+    /// Run `r` parked by its attempt 1 while gate `approve` waited, its record not marked
+    /// decided (the API could not write the mark), and its status as the reconcile left it.
+    fn parked_run() -> (PipelineRun, RunStatus) {
+        let mut run = PipelineRun::test("r");
+        let park = Parked {
+            attempt: 1,
+            gates: vec!["approve".into()],
+            deadline_ms: None,
+            decided: false,
+        };
+        run.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(PARKED_ANNOTATION.to_string(), park.to_annotation());
+        let status = RunStatus {
+            phase: RunPhase::Running,
+            attempts: 1,
+            ..RunStatus::default()
+        };
+        (run, status)
+    }
+
+    fn decision(by: &str) -> sparkwing_state::GateDecision {
+        sparkwing_state::GateDecision {
+            decision: "approve".into(),
+            by: by.into(),
+            at_ms: 1_000,
+            comment: None,
+            timed_out: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parked_run_resumes_on_a_decision_in_the_store_without_the_decided_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap();
+        let store = crate::store::Store::open(url, url).await.unwrap();
+        let (run, prev) = parked_run();
+        let ns = run.namespace().unwrap();
+        let key = sparkwing_state::RunKey::new(&ns, "r");
+        let reconcile =
+            |intent: &RunIntent| reconcile_run(intent, &prev, &RunObservation::default(), 10_000);
+
+        // No decision yet (one on another gate of the run does not count): still parked, looked
+        // at again within the recheck.
+        store
+            .meta
+            .record_gate_decision(&key, "other", &decision("alice"))
+            .await
+            .unwrap();
+        let mut intent = run.intent();
+        observe_gate_decisions(Some(&store), &ns, "r", &mut intent, &prev).await;
+        assert_eq!(intent.decided_gates, vec!["other".to_string()]);
+        let d = reconcile(&intent);
+        assert_eq!(d.status.phase, RunPhase::Running);
+        assert!(!d.actions.contains(&RunAction::StartRunner { attempt: 2 }));
+        assert_eq!(d.requeue_after_ms, Some(PARKED_RECHECK_MS));
+
+        // The parked gate decided in the store, the record still unmarked: attempt 2 starts.
+        store
+            .meta
+            .record_gate_decision(&key, "approve", &decision("bob"))
+            .await
+            .unwrap();
+        let mut intent = run.intent();
+        assert!(!intent.parked.as_ref().unwrap().decided);
+        observe_gate_decisions(Some(&store), &ns, "r", &mut intent, &prev).await;
+        let d = reconcile(&intent);
+        assert_eq!(d.actions[0], RunAction::StartRunner { attempt: 2 });
+        assert_eq!((d.status.attempts, d.status.resumes), (2, 1));
+        assert_eq!(d.status.phase, RunPhase::Pending);
+
+        // Without the stores nothing is read: the run waits for the mark or its deadline.
+        let mut intent = run.intent();
+        observe_gate_decisions(None, &ns, "r", &mut intent, &prev).await;
+        assert!(intent.decided_gates.is_empty());
+        assert_eq!(reconcile(&intent).status.phase, RunPhase::Running);
+
+        // Not parked now (the record names an earlier attempt, or a cancel was asked): no read.
+        let mut intent = run.intent();
+        let later = RunStatus {
+            attempts: 2,
+            ..prev.clone()
+        };
+        observe_gate_decisions(Some(&store), &ns, "r", &mut intent, &later).await;
+        assert!(intent.decided_gates.is_empty());
+        let mut intent = run.clone().cancelled(CancelMode::Cancelled).intent();
+        observe_gate_decisions(Some(&store), &ns, "r", &mut intent, &prev).await;
+        assert!(intent.decided_gates.is_empty());
+    }
     use sparkwing_crds::pipeline_run::{CancelMode, ExternalSource};
 
     #[test]

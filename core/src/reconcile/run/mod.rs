@@ -56,6 +56,10 @@ pub struct RunIntent {
     /// (`WaitingForApproval`) with no runner, and the next attempt starts once a gate is decided
     /// or the earliest gate timeout passes.
     pub parked: Option<crate::gate::Parked>,
+    /// The run's gates that have a decision recorded in the state store, as the operator read
+    /// them while the run is parked and its record is not marked `decided` (empty otherwise).
+    /// A decision on a parked gate resumes the run even when the API could not mark the record.
+    pub decided_gates: Vec<String>,
 }
 
 impl Default for RunIntent {
@@ -71,6 +75,7 @@ impl Default for RunIntent {
             secrets: Vec::new(),
             secret_access: None,
             parked: None,
+            decided_gates: Vec::new(),
         }
     }
 }
@@ -376,12 +381,25 @@ pub fn reconcile_run(
     }
 }
 
+/// While a run is parked and not yet marked decided, the reconcile looks again this often, so a
+/// decision recorded in the state store ([`RunIntent::decided_gates`]) resumes it even when the
+/// mark on the record was never written.
+pub const PARKED_RECHECK_MS: u64 = 30_000;
+
 /// The park recorded for the current attempt (`None` when the record names an earlier one: a
-/// later attempt already resumed the run). Its runner reported the park and only waits to be
-/// stopped, so whatever state it is in, it is stopped.
-fn parked_now<'a>(intent: &'a RunIntent, prev: &RunStatus) -> Option<&'a crate::gate::Parked> {
+/// later attempt already resumed the run, or when the run ended). Its runner reported the park
+/// and only waits to be stopped, so whatever state it is in, it is stopped.
+pub fn parked_now<'a>(intent: &'a RunIntent, prev: &RunStatus) -> Option<&'a crate::gate::Parked> {
     let parked = intent.parked.as_ref()?;
-    (parked.attempt > 0 && parked.attempt == prev.attempts).then_some(parked)
+    (!prev.phase.is_terminal() && parked.attempt > 0 && parked.attempt == prev.attempts)
+        .then_some(parked)
+}
+
+/// Whether the adapter reads the run's recorded gate decisions for [`RunIntent::decided_gates`]
+/// before this reconcile: the run is parked (its current attempt), the record is not marked
+/// `decided` and no cancel was asked for.
+pub fn reads_gate_decisions(intent: &RunIntent, prev: &RunStatus) -> bool {
+    intent.cancel == CancelRequest::None && parked_now(intent, prev).is_some_and(|p| !p.decided)
 }
 
 /// A run whose coordinator parked while only gates wait: no runner while it waits (the parked
@@ -434,12 +452,12 @@ fn decide_parked(
             );
         }
     }
-    if parked.resumes(now) {
+    if parked.resumes(now, &intent.decided_gates) {
         let next = parked.attempt + 1;
         actions.push(RunAction::StartRunner { attempt: next });
         status.attempts = next;
         status.resumes += 1;
-        let why = if parked.decided {
+        let why = if parked.is_decided(&intent.decided_gates) {
             "decided"
         } else {
             "timed out"
@@ -450,7 +468,8 @@ fn decide_parked(
             format!("{gates} {why}: starting attempt {next} to resume the run"),
         );
     }
-    *requeue = [parked.deadline_ms, run_deadline]
+    let recheck = now.saturating_add(PARKED_RECHECK_MS as i64);
+    *requeue = [parked.deadline_ms, run_deadline, Some(recheck)]
         .into_iter()
         .flatten()
         .min()

@@ -757,7 +757,8 @@ fn a_parked_run_keeps_running_without_a_runner_until_a_gate_is_decided() {
             graceful: false
         }));
         assert_eq!(d.status.runner, None);
-        assert_eq!(d.requeue_after_ms, None);
+        // No deadline: looked at again within the recheck, for a decision in the store.
+        assert_eq!(d.requeue_after_ms, Some(PARKED_RECHECK_MS));
     }
     // Gone: nothing to stop, nothing started, no retry of a "lost" runner.
     let waiting = step(&intent, &running, &runner(1, RunnerState::Succeeded), 300).status;
@@ -822,6 +823,50 @@ fn a_parked_run_keeps_running_without_a_runner_until_a_gate_is_decided() {
     assert!(lost
         .actions
         .contains(&RunAction::StartRunner { attempt: 3 }));
+}
+
+#[test]
+fn a_parked_run_resumes_on_a_decision_recorded_in_the_store_without_the_mark() {
+    let mut intent = RunIntent::default();
+    let running = running_attempt_one(&intent);
+    intent.parked = Some(parked(1, None, false));
+    // Read only while the current attempt is parked, unmarked and not cancelled.
+    assert!(reads_gate_decisions(&intent, &running));
+    let marked = RunIntent {
+        parked: Some(parked(1, None, true)),
+        ..intent.clone()
+    };
+    assert!(!reads_gate_decisions(&marked, &running));
+    let cancelled = RunIntent {
+        cancel: CancelRequest::CancelledRunFinally,
+        ..intent.clone()
+    };
+    assert!(!reads_gate_decisions(&cancelled, &running));
+    let later = RunStatus {
+        attempts: 2,
+        ..running.clone()
+    };
+    assert!(!reads_gate_decisions(&intent, &later));
+    assert!(!reads_gate_decisions(&RunIntent::default(), &running));
+    // A decision on another gate of the run: still parked.
+    intent.decided_gates = vec!["other".into()];
+    let d = step(&intent, &running, &RunObservation::default(), 1_000);
+    assert_eq!(reason(&d.status), reasons::WAITING_FOR_APPROVAL);
+    assert_eq!(d.requeue_after_ms, Some(PARKED_RECHECK_MS));
+    // The parked gate decided in the store: attempt 2 starts, as with the mark.
+    intent.decided_gates = vec!["other".into(), "approve".into()];
+    let d = step(&intent, &d.status, &RunObservation::default(), 2_000);
+    assert_eq!(d.actions[0], RunAction::StartRunner { attempt: 2 });
+    assert_eq!((d.status.attempts, d.status.resumes), (2, 1));
+    assert_eq!(
+        d.status.condition(SUCCEEDED).unwrap().message,
+        "gate approve decided: starting attempt 2 to resume the run"
+    );
+    // A gate deadline sooner than the recheck is looked at first.
+    intent.decided_gates.clear();
+    intent.parked = Some(parked(1, Some(6_000), false));
+    let d = step(&intent, &running, &RunObservation::default(), 1_000);
+    assert_eq!(d.requeue_after_ms, Some(5_000));
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! waiting reports a park in its finish (`"parked"`), recorded here on the run as the
 //! annotation `sparkwing.dev/parked` (core's `gate::Parked`), which the operator reads: it keeps
 //! the run `Running` (`WaitingForApproval`) with no runner and starts the next attempt once the
-//! record says `decided` or the gates' earliest timeout passes. A decision on one of the parked
-//! gates sets `decided`.
+//! record says `decided` (or, reading the stores itself, a parked gate has a recorded decision)
+//! or the gates' earliest timeout passes. A decision on one of the parked gates sets `decided`.
 //!
 //! The park and a decision can cross: the park is written first and the decisions read after,
 //! a decision is written first and the park read after, so at least one of the two sees the
@@ -46,8 +46,10 @@ pub async fn record(
 }
 
 /// Gate `gate` of run `ns/name` was just decided: if the run is parked waiting for it, mark the
-/// park decided so the operator resumes the run. A failure is logged (the decision stands; the
-/// run then resumes at its gates' timeout, if any).
+/// park decided so the operator resumes the run at once. A failure is logged (the decision
+/// stands): the operator also reads the parked gates' recorded decisions from the stores while
+/// the run is parked (`controller::run::observe_gate_decisions`), so the run still resumes, at
+/// its next look.
 pub async fn gate_decided(st: &ApiState, ns: &str, name: &str, gate: &str) {
     let run = match st.runs.get(ns, name).await {
         Ok(Some(r)) => r,
