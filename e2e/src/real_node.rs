@@ -555,8 +555,20 @@ fn claim_bridge() -> Result<(String, u8)> {
     for i in 0..254_u16 {
         let n = ((u16::from(start) + i) % 254 + 1) as u8;
         let bridge = format!("{BRIDGE_PREFIX}{n}");
+        // An address of its own, set at creation: a bridge without one takes the lowest address
+        // of its ports, so it changed whenever a pod's veth came or went, and pods holding the
+        // gateway's old address in their ARP cache could not reach the host (the API) for tens
+        // of seconds.
         let out = Command::new("ip")
-            .args(["link", "add", &bridge, "type", "bridge"])
+            .args([
+                "link",
+                "add",
+                &bridge,
+                "address",
+                &bridge_mac(n),
+                "type",
+                "bridge",
+            ])
             .output()
             .context("running ip link add")?;
         if out.status.success() {
@@ -571,6 +583,11 @@ fn claim_bridge() -> Result<(String, u8)> {
         "could not create a bridge for the real node: {last}; set {NODE_ENV}=emulator to run pods \
          on the Docker node emulator instead"
     )
+}
+
+/// The fixed, locally administered MAC address of bridge number `n`.
+fn bridge_mac(n: u8) -> String {
+    format!("02:73:77:62:00:{n:02x}")
 }
 
 /// The cgroup v1 hierarchies the kubelet uses (each mounted controller), or the unified one.
@@ -619,6 +636,46 @@ mod tests {
             kubelet_port: 10250,
             dir: "/tmp/bed".into(),
         }
+    }
+
+    /// Pods come and go on the bed's bridge; the host's address on it (the pods' gateway) must
+    /// keep its MAC address, or pods that cached the old one lose the host.
+    #[test]
+    fn the_bridge_keeps_its_address_while_ports_come_and_go() {
+        struct Gone(Vec<String>);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                for link in &self.0 {
+                    let _ = Command::new("ip").args(["link", "del", link]).output();
+                }
+            }
+        }
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        let (bridge, n) = claim_bridge().unwrap();
+        let veth = format!("swmac{}", std::process::id() % 1_000_000);
+        let _gone = Gone(vec![veth.clone(), bridge.clone()]);
+        let mac = || std::fs::read_to_string(format!("/sys/class/net/{bridge}/address")).unwrap();
+        assert_eq!(mac().trim(), bridge_mac(n));
+        // A port whose address is lower than the bridge's joins, then leaves.
+        ip(&[
+            "link",
+            "add",
+            &veth,
+            "address",
+            "02:00:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{veth}p"),
+        ]);
+        ip(&["link", "set", &veth, "master", &bridge]);
+        assert_eq!(mac().trim(), bridge_mac(n), "a port joined");
+        ip(&["link", "del", &veth]);
+        assert_eq!(mac().trim(), bridge_mac(n), "a port left");
     }
 
     #[test]
