@@ -2,14 +2,14 @@
 """bench/cargo_cache: a Rust build with its target/ in a dependency cache, second run vs first.
 
 Project bench/projects/cargo-cache: pipeline `cargo-cached`, one job that runs `cargo build` in
-`crate/` (a small binary crate using serde with derive and serde_json, made by the script), its
-`crate/target` cached under a key of `crate/Cargo.lock` and `key.txt`. Each round (default 2)
-writes a new `key.txt`, removes `crate/target`, and runs the pipeline twice: the first run misses
-(cargo builds everything, the engine saves target/), the second, after removing target/ again,
-hits (the engine restores target/, cargo finds it fresh). In the same round and the same
-directory, without sparkwing: `cargo build` from an empty target/ (the cold build) and `cargo
-build` with target/ in place (nothing to do: what a perfect cache could reach). Printed: median
-walls of each and the second run's share of the first's.
+`crate/` (a small binary crate using serde with derive and serde_json, copied from the project; its
+lock file made by the script), its `crate/target` cached under a key of `crate/Cargo.lock` and
+`key.txt`. Each round (default 2) writes a new `key.txt`, removes `crate/target`, and runs the
+pipeline twice: the first run misses (cargo builds everything, the engine saves target/), the
+second, after removing target/ again, hits (the engine restores target/, cargo finds it fresh). In
+the same round and the same directory, without sparkwing: `cargo build` from an empty target/ (the
+cold build) and `cargo build` with target/ in place (nothing to do: what a perfect cache could
+reach). Printed: median walls of each and the second run's share of the first's.
 
 The crate's dependencies come from cargo's local registry cache (`--offline`); run `cargo fetch`
 in the repository first on a machine that never built it.
@@ -34,43 +34,9 @@ import common  # noqa: E402
 
 PROJECT = common.PROJECTS / "cargo-cache"
 
-CRATE_TOML = """[package]
-name = "bench-cargo-cache-crate"
-version = "0.1.0"
-edition = "2021"
-publish = false
-
-[dependencies]
-serde = { version = "1", features = ["derive"] }
-serde_json = "1"
-
-[workspace]
-"""
-
-CRATE_MAIN = """use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Job {
-    id: String,
-    needs: Vec<String>,
-    retries: u32,
-}
-
-fn main() {
-    let job = Job { id: "build".into(), needs: vec!["lint".into()], retries: 1 };
-    let text = serde_json::to_string(&job).unwrap();
-    let back: Job = serde_json::from_str(&text).unwrap();
-    assert_eq!(job, back);
-    println!("{text}");
-}
-"""
-
-
 def make_crate(ws: Path, env: dict[str, str]) -> None:
     crate = ws / "crate"
-    (crate / "src").mkdir(parents=True)
-    (crate / "Cargo.toml").write_text(CRATE_TOML)
-    (crate / "src" / "main.rs").write_text(CRATE_MAIN)
+    shutil.copytree(PROJECT / "crate", crate)
     r = subprocess.run(
         ["cargo", "generate-lockfile", "--offline"], cwd=crate, env=env, capture_output=True, text=True
     )
