@@ -317,11 +317,7 @@ pub(crate) fn fetch_source(
     run: &serde_json::Value,
 ) -> Result<PathBuf, SetupFailure> {
     let source = &run["spec"]["source"];
-    // One directory for every run of the pipeline on this runner (emptied first; a runner runs
-    // one run at a time): a build cache restored into it (cargo's `target/`) names the same
-    // absolute paths as when it was saved, so the build does not start over.
-    let pipeline = run["spec"]["pipeline"].as_str().unwrap_or(name);
-    let dest = home.root.join("work").join(format!("{ns}-{pipeline}"));
+    let dest = home.root.join("work").join(format!("{ns}-{name}"));
     if let Some(id) = source["upload"]["id"].as_str() {
         if std::fs::symlink_metadata(&dest).is_ok() {
             std::fs::remove_dir_all(&dest).map_err(|e| {
