@@ -23,10 +23,17 @@ pub enum RetryScope {
     Jobs(Vec<String>),
     /// A later attempt of the same cluster run resuming from the job states its earlier attempts
     /// recorded (after its coordinator parked while gates waited, or was lost): every job that
-    /// did not end there executes (with what needs it); every job that ended keeps its state,
-    /// reason and outputs as recorded. Recorded jobs the plan does not have (a runner's `source`
+    /// did not end there, or ended `cancelled` (its attempt was stopped under it), executes (with
+    /// what needs it); every other job that ended keeps its state, reason and outputs as
+    /// recorded. Recorded jobs the plan does not have (a runner's `source`
     /// and `compile` pseudo-jobs) are ignored, and a run with nothing unfinished is no error.
     Resume,
+}
+
+/// Whether a resume executes a job recorded in `state`: it did not end, or it was cancelled (a
+/// runner stopped under it cancels it; a resumed attempt must run it, not carry its cancel).
+fn resumes(state: JobState) -> bool {
+    !state.is_terminal() || state == JobState::Cancelled
 }
 
 /// One job of the run being retried, as recorded.
@@ -139,11 +146,11 @@ pub fn plan_retry(
         // fan-out expanded into (their template stands for them until it expands again).
         RetryScope::Jobs(named) => named.iter().filter_map(|j| in_plan(j)).collect(),
         RetryScope::Resume => (0..plan.jobs.len())
-            .filter(|&i| prior_of(&plan.jobs[i].id).is_none_or(|p| !p.state.is_terminal()))
+            .filter(|&i| prior_of(&plan.jobs[i].id).is_none_or(|p| resumes(p.state)))
             .chain(
                 prior
                     .iter()
-                    .filter(|p| plan.index_of(&p.id).is_none() && !p.state.is_terminal())
+                    .filter(|p| plan.index_of(&p.id).is_none() && resumes(p.state))
                     .filter_map(|p| fan_out_template(plan, &p.id)),
             )
             .collect(),
@@ -243,7 +250,7 @@ pub fn reuse_expanded(
             let retried = match scope {
                 RetryScope::Failed => ended_badly(p.state),
                 RetryScope::Jobs(named) => named.contains(&job.id),
-                RetryScope::Resume => !p.state.is_terminal(),
+                RetryScope::Resume => resumes(p.state),
             };
             if need_executed || retried {
                 return None;
@@ -365,6 +372,11 @@ mod tests {
             .collect();
         let reuse = plan_retry(&p, "ns/r", &all_done, &RetryScope::Resume).unwrap();
         assert!(executed(&p, &reuse).is_empty());
+        // A job cancelled under a stopped runner executes again (with what needs it).
+        let mut stopped = all_done.clone();
+        stopped[1] = job("test", JobState::Cancelled, Some("cancelled"));
+        let reuse = plan_retry(&p, "ns/r", &stopped, &RetryScope::Resume).unwrap();
+        assert_eq!(executed(&p, &reuse), ["test", "ship"]);
     }
 
     #[test]
