@@ -174,6 +174,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX memo_results_by_run ON memo_results (namespace, run);
     "#,
+    // 7: the runs list by namespace and by phase in its own order. Without them a list filtered
+    // by namespace read and sorted every run of the namespace (SQLite chose the primary key and a
+    // temporary b-tree) to answer a page of 100.
+    r#"
+    CREATE INDEX runs_by_namespace ON runs (namespace, created_ms DESC, name);
+    CREATE INDEX runs_by_phase ON runs (phase, created_ms DESC, namespace, name);
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -220,6 +227,18 @@ mod tests {
         (
             "89c1bfb3665d3f49d699489f4b329a8620df23e8a8e22d186c036f417aa1cc9f",
             "a8f84614e215f948ed212419d767d8196be8f74255044bd95d450bb6a9d06d73",
+        ),
+        (
+            "8846c31fc9e756d427881a44a480031f6fdcf7dabf7762f53c58ef5c7f5e4fb0",
+            "ea741123b08410264476c3f90adafe5f40639deb6c264b95c236e702226c2f41",
+        ),
+        (
+            "f4679be5499763337d98fcf3ae7da0f1adceab57f4c3083484b92e353ff7b6d0",
+            "4863af454b0c0b336a3e483d5ce011c0795a6e27d87480fe06f207bd57150a63",
+        ),
+        (
+            "923ee1370d485c849e2d73b0402ffd98f53a4f5d7f9c56aee1c3db6b8eaa9994",
+            "923ee1370d485c849e2d73b0402ffd98f53a4f5d7f9c56aee1c3db6b8eaa9994",
         ),
     ];
 
