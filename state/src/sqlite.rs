@@ -21,7 +21,7 @@ use crate::MemoRecord;
 use crate::{
     ArtifactRecord, BlobLock, BlobLockMode, CacheRecord, Delivery, GateDecision, GateRecorded,
     LogIndex, LogKey, MetadataStore, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
-    SessionRecord, TokenRecord,
+    SessionRecord, TokenRecord, ViewJson,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -79,6 +79,12 @@ where
 
     fn answer(self: Box<Self>, committed: std::result::Result<(), &rusqlite::Error>) {
         let Some(out) = self.out else {
+            // Never run (the batch failed before its turn: `BEGIN` busy, an earlier savepoint):
+            // the batch's error is its answer, retryable when SQLite was busy. Run and panicked:
+            // no answer, and its caller reports the write lost.
+            if let (Err(e), true) = (committed, self.f.is_some()) {
+                let _ = self.reply.send(Err(classify_ref(&self.path, e)));
+            }
             return;
         };
         let answer = match (committed, out) {
@@ -116,21 +122,57 @@ fn write_batches(mut conn: Connection, writes: std::sync::mpsc::Receiver<Box<dyn
     }
 }
 
+/// Statements prepared once per connection and kept: every request looks up its token, and a
+/// statement's preparation costs more than most of these queries.
+trait CachedStatements {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn query_row_cached<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl CachedStatements for Connection {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Statements kept per connection (rusqlite's default is 16; the store has about 60).
+const STATEMENT_CACHE: usize = 96;
+
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
 impl SqliteMetadata {
     /// Open (creating if needed) the database at `path`, migrated to this binary's schema.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_waiting(path, BUSY_TIMEOUT).await
+    }
+
+    /// [`Self::open`], its writes waiting at most `busy` for another process's write lock.
+    async fn open_waiting(path: &Path, busy: Duration) -> Result<Self> {
         let path = path.to_path_buf();
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&p, busy))
             .await
             .map_err(join_error)??;
         let (writes, queue) = std::sync::mpsc::channel();
@@ -221,7 +263,10 @@ fn classify_ref(path: &Path, e: &rusqlite::Error) -> StateError {
     }
 }
 
-fn open_blocking(path: &Path) -> Result<Connection> {
+/// How long a statement waits for another connection's lock before it fails busy (retryable).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn open_blocking(path: &Path, busy: Duration) -> Result<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| crate::error::io_error(dir, e))?;
     }
@@ -234,16 +279,17 @@ fn open_blocking(path: &Path) -> Result<Connection> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| crate::error::io_error(path, e))?;
     }
-    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+    conn.busy_timeout(busy).map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // The first statement that reads the header: a file that is not a database fails here.
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+    conn.query_row_cached("PRAGMA journal_mode = WAL", [], |_| Ok(()))
         .map_err(err)?;
     // FULL: a commit is fsynced before it returns, so an acknowledged token or index entry
     // survives a power loss, not only a crash of the process.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(err)?;
     let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .query_row_cached("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
     let location = path.display().to_string();
     for (version, sql) in migrations::pending(found, Dialect::Sqlite, &location)? {
@@ -313,7 +359,9 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
         phase: r.get(3)?,
         created_ms: r.get(4)?,
         finished_ms: r.get(5)?,
-        view: json_col(r.get(6)?)?,
+        view: ViewJson::from_text(r.get(6)?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
+        })?,
     })
 }
 
@@ -410,14 +458,15 @@ fn group_entries(c: &Connection, group: &str) -> rusqlite::Result<Vec<GroupEntry
 #[async_trait]
 impl MetadataStore for SqliteMetadata {
     async fn ping(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.read(|c| c.query_row_cached("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
         let t = t.clone();
         let scopes = serde_json::to_string(&t.scopes).expect("strings serialise");
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 &format!(
                     "INSERT INTO tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, principal = excluded.principal,
@@ -448,7 +497,7 @@ impl MetadataStore for SqliteMetadata {
     async fn find_token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         let hash = hash.to_string();
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?1"),
                 [hash],
                 token_row,
@@ -461,7 +510,7 @@ impl MetadataStore for SqliteMetadata {
     async fn revoke_token(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
         self.call(move |c| {
-            c.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [id])
+            c.execute_cached("UPDATE tokens SET revoked = 1 WHERE id = ?1", [id])
                 .map(|n| n > 0)
         })
         .await
@@ -469,7 +518,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TOKEN_COLS} FROM tokens ORDER BY created_ms, id"
             ))?;
             let rows = st.query_map([], token_row)?;
@@ -480,7 +529,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn collect_expired_tokens(&self, now_ms: i64) -> Result<Vec<String>> {
         self.call(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "DELETE FROM tokens WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 RETURNING id",
             )?;
             let rows = st.query_map([now_ms], |r| r.get(0))?;
@@ -495,7 +544,7 @@ impl MetadataStore for SqliteMetadata {
         let t = session.clone();
         let scopes = serde_json::to_string(&t.scopes).expect("strings serialise");
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 &format!(
                     "INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (hash) DO UPDATE SET token_id = excluded.token_id,
@@ -521,7 +570,7 @@ impl MetadataStore for SqliteMetadata {
     async fn find_session(&self, hash: &str) -> Result<Option<SessionRecord>> {
         let hash = hash.to_string();
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1"),
                 [hash],
                 session_row,
@@ -534,7 +583,7 @@ impl MetadataStore for SqliteMetadata {
     async fn delete_session(&self, hash: &str) -> Result<bool> {
         let hash = hash.to_string();
         self.call(move |c| {
-            c.execute("DELETE FROM sessions WHERE hash = ?1", [hash])
+            c.execute_cached("DELETE FROM sessions WHERE hash = ?1", [hash])
                 .map(|n| n > 0)
         })
         .await
@@ -542,7 +591,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn collect_expired_sessions(&self, now_ms: i64) -> Result<u64> {
         self.call(move |c| {
-            c.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])
+            c.execute_cached("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])
                 .map(|n| n as u64)
         })
         .await
@@ -551,7 +600,7 @@ impl MetadataStore for SqliteMetadata {
     async fn delete_token_sessions(&self, token_id: &str) -> Result<u64> {
         let token_id = token_id.to_string();
         self.call(move |c| {
-            c.execute("DELETE FROM sessions WHERE token_id = ?1", [token_id])
+            c.execute_cached("DELETE FROM sessions WHERE token_id = ?1", [token_id])
                 .map(|n| n as u64)
         })
         .await
@@ -560,7 +609,7 @@ impl MetadataStore for SqliteMetadata {
     async fn revoke_run_tokens(&self, run: &RunKey) -> Result<u64> {
         let run = run.clone();
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE tokens SET revoked = 1 WHERE run_ns = ?1 AND run_name = ?2 AND revoked = 0",
                 params![run.namespace, run.name],
             )
@@ -572,7 +621,7 @@ impl MetadataStore for SqliteMetadata {
     async fn delete_token(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
         self.call(move |c| {
-            c.execute("DELETE FROM tokens WHERE id = ?1", [id])
+            c.execute_cached("DELETE FROM tokens WHERE id = ?1", [id])
                 .map(|n| n > 0)
         })
         .await
@@ -581,7 +630,7 @@ impl MetadataStore for SqliteMetadata {
     async fn delete_run_tokens(&self, run: &RunKey) -> Result<u64> {
         let run = run.clone();
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 "DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2",
                 params![run.namespace, run.name],
             )
@@ -594,7 +643,7 @@ impl MetadataStore for SqliteMetadata {
         check_run(&run.key)?;
         let run = run.clone();
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 &format!(
                     "INSERT INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (namespace, name) DO UPDATE SET pipeline = excluded.pipeline,
@@ -608,7 +657,7 @@ impl MetadataStore for SqliteMetadata {
                     run.phase,
                     run.created_ms,
                     run.finished_ms,
-                    run.view.to_string()
+                    run.view.text().to_string()
                 ],
             )
             .map(drop)
@@ -619,7 +668,7 @@ impl MetadataStore for SqliteMetadata {
     async fn get_run(&self, run: &RunKey) -> Result<Option<RunSummary>> {
         let run = run.clone();
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!("SELECT {RUN_COLS} FROM runs WHERE namespace = ?1 AND name = ?2"),
                 params![run.namespace, run.name],
                 run_row,
@@ -717,7 +766,7 @@ impl MetadataStore for SqliteMetadata {
         check_job(job)?;
         let (run, job, state) = (run.clone(), job.to_string(), state.to_string());
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 "INSERT INTO job_states (namespace, run, job, state) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (namespace, run, job) DO UPDATE SET state = excluded.state",
                 params![run.namespace, run.name, job, state],
@@ -730,7 +779,7 @@ impl MetadataStore for SqliteMetadata {
     async fn job_states(&self, run: &RunKey) -> Result<Vec<(String, serde_json::Value)>> {
         let run = run.clone();
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT job, state FROM job_states WHERE namespace = ?1 AND run = ?2 ORDER BY job",
             )?;
             let rows = st.query_map(params![run.namespace, run.name], |r| {
@@ -752,7 +801,7 @@ impl MetadataStore for SqliteMetadata {
         let (run, gate, d) = (run.clone(), gate.to_string(), d.clone());
         self.call(move |c| {
             let tx = c.savepoint()?;
-            let inserted = tx.execute(
+            let inserted = tx.execute_cached(
                 &format!(
                     "INSERT INTO gate_decisions (namespace, run, gate, {GATE_COLS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -772,7 +821,7 @@ impl MetadataStore for SqliteMetadata {
             let out = if inserted == 1 {
                 GateRecorded::First
             } else {
-                GateRecorded::Standing(tx.query_row(
+                GateRecorded::Standing(tx.query_row_cached(
                     &format!(
                         "SELECT {GATE_COLS} FROM gate_decisions
                          WHERE namespace = ?1 AND run = ?2 AND gate = ?3"
@@ -790,7 +839,7 @@ impl MetadataStore for SqliteMetadata {
     async fn gate_decision(&self, run: &RunKey, gate: &str) -> Result<Option<GateDecision>> {
         let (run, gate) = (run.clone(), gate.to_string());
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!(
                     "SELECT {GATE_COLS} FROM gate_decisions
                      WHERE namespace = ?1 AND run = ?2 AND gate = ?3"
@@ -806,7 +855,7 @@ impl MetadataStore for SqliteMetadata {
     async fn gate_decisions(&self, run: &RunKey) -> Result<Vec<(String, GateDecision)>> {
         let run = run.clone();
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT gate, {GATE_COLS} FROM gate_decisions
                  WHERE namespace = ?1 AND run = ?2 ORDER BY gate"
             ))?;
@@ -822,7 +871,7 @@ impl MetadataStore for SqliteMetadata {
         let (id, answer) = (id.to_string(), answer.to_string());
         self.call(move |c| {
             let tx = c.savepoint()?;
-            let inserted = tx.execute(
+            let inserted = tx.execute_cached(
                 "INSERT INTO deliveries (id, answer, received_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO NOTHING",
                 params![id, answer, now_ms()],
@@ -830,10 +879,11 @@ impl MetadataStore for SqliteMetadata {
             let out = if inserted == 1 {
                 Delivery::First
             } else {
-                let first: String =
-                    tx.query_row("SELECT answer FROM deliveries WHERE id = ?1", [&id], |r| {
-                        r.get(0)
-                    })?;
+                let first: String = tx.query_row_cached(
+                    "SELECT answer FROM deliveries WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )?;
                 Delivery::Duplicate(json_col(first)?)
             };
             tx.commit()?;
@@ -846,7 +896,7 @@ impl MetadataStore for SqliteMetadata {
         let id = id.to_string();
         self.read(move |c| {
             let row: Option<(String, i64)> = c
-                .query_row(
+                .query_row_cached(
                     "SELECT answer, received_ms FROM deliveries WHERE id = ?1",
                     [id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -861,7 +911,7 @@ impl MetadataStore for SqliteMetadata {
     async fn delete_delivery(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
         self.call(move |c| {
-            c.execute("DELETE FROM deliveries WHERE id = ?1", [id])
+            c.execute_cached("DELETE FROM deliveries WHERE id = ?1", [id])
                 .map(|n| n > 0)
         })
         .await
@@ -870,7 +920,7 @@ impl MetadataStore for SqliteMetadata {
     async fn log_index(&self, key: &LogKey) -> Result<Option<LogIndex>> {
         let key = key.clone();
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 "SELECT next_seq, bytes, lines, capped FROM log_index
                  WHERE namespace = ?1 AND run = ?2 AND job = ?3",
                 params![key.run.namespace, key.run.name, key.job],
@@ -886,7 +936,7 @@ impl MetadataStore for SqliteMetadata {
         let (key, ix) = (key.clone(), *index);
         self.call(move |c| {
             let tx = c.savepoint()?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO log_index (namespace, run, job, next_seq, bytes, lines, capped)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (namespace, run, job) DO UPDATE SET next_seq = excluded.next_seq,
@@ -903,7 +953,7 @@ impl MetadataStore for SqliteMetadata {
                     ix.capped
                 ],
             )?;
-            let now = tx.query_row(
+            let now = tx.query_row_cached(
                 "SELECT next_seq, bytes, lines, capped FROM log_index
                  WHERE namespace = ?1 AND run = ?2 AND job = ?3",
                 params![key.run.namespace, key.run.name, key.job],
@@ -918,7 +968,7 @@ impl MetadataStore for SqliteMetadata {
     async fn log_jobs(&self, run: &RunKey) -> Result<Vec<String>> {
         let run = run.clone();
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT job FROM log_index WHERE namespace = ?1 AND run = ?2 ORDER BY job",
             )?;
             let rows = st.query_map(params![run.namespace, run.name], |r| r.get(0))?;
@@ -942,14 +992,14 @@ impl MetadataStore for SqliteMetadata {
                 Err(e) => return Ok(Err(e)),
             };
             for (run, job) in &w.delete {
-                tx.execute(
+                tx.execute_cached(
                     "DELETE FROM concurrency_slots
                      WHERE group_key = ?1 AND namespace = ?2 AND run = ?3 AND job = ?4",
                     params![group, run.namespace, run.name, job],
                 )?;
             }
             for e in &w.upsert {
-                tx.execute(
+                tx.execute_cached(
                     &format!(
                         "INSERT INTO concurrency_slots (group_key, {GROUP_COLS})
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -986,7 +1036,7 @@ impl MetadataStore for SqliteMetadata {
         let run = run.clone();
         self.read(move |c| {
             let names: Vec<String> = {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT DISTINCT group_key FROM concurrency_slots WHERE namespace = ?1 AND run = ?2
                      ORDER BY group_key",
                 )?;
@@ -1007,7 +1057,7 @@ impl MetadataStore for SqliteMetadata {
     async fn leave_groups(&self, run: &RunKey) -> Result<Vec<String>> {
         let run = run.clone();
         self.call(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2
                  RETURNING group_key",
             )?;
@@ -1022,7 +1072,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn group_runs(&self) -> Result<Vec<RunKey>> {
         self.read(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT DISTINCT namespace, run FROM concurrency_slots ORDER BY namespace, run",
             )?;
             let rows = st.query_map([], |r| {
@@ -1039,7 +1089,7 @@ impl MetadataStore for SqliteMetadata {
         check_name("cache key", &e.key)?;
         let e = e.clone();
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 &format!(
                     "INSERT INTO cache_entries ({CACHE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (namespace, scope, cache_key) DO NOTHING"
@@ -1067,7 +1117,7 @@ impl MetadataStore for SqliteMetadata {
     ) -> Result<Option<CacheRecord>> {
         let (ns, scope, key) = (namespace.to_string(), scope.to_string(), key.to_string());
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!(
                     "SELECT {CACHE_COLS} FROM cache_entries
                      WHERE namespace = ?1 AND scope = ?2 AND cache_key = ?3"
@@ -1083,7 +1133,7 @@ impl MetadataStore for SqliteMetadata {
     async fn list_cache_entries(&self, namespace: Option<&str>) -> Result<Vec<CacheRecord>> {
         let ns = namespace.map(str::to_string);
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {CACHE_COLS} FROM cache_entries WHERE ?1 IS NULL OR namespace = ?1
                  ORDER BY namespace, scope, cache_key"
             ))?;
@@ -1102,7 +1152,7 @@ impl MetadataStore for SqliteMetadata {
     ) -> Result<bool> {
         let (ns, scope, key) = (namespace.to_string(), scope.to_string(), key.to_string());
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 "UPDATE cache_entries SET last_used_ms = MAX(last_used_ms, ?4)
                  WHERE namespace = ?1 AND scope = ?2 AND cache_key = ?3",
                 params![ns, scope, key, at_ms],
@@ -1115,7 +1165,7 @@ impl MetadataStore for SqliteMetadata {
     async fn delete_cache_entry(&self, namespace: &str, scope: &str, key: &str) -> Result<bool> {
         let (ns, scope, key) = (namespace.to_string(), scope.to_string(), key.to_string());
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 "DELETE FROM cache_entries WHERE namespace = ?1 AND scope = ?2 AND cache_key = ?3",
                 params![ns, scope, key],
             )
@@ -1130,7 +1180,7 @@ impl MetadataStore for SqliteMetadata {
         check_name("artifact", &a.name)?;
         let a = a.clone();
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 &format!(
                     "INSERT INTO artifacts ({ARTIFACT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (namespace, run, job, name) DO UPDATE SET
@@ -1161,7 +1211,7 @@ impl MetadataStore for SqliteMetadata {
     ) -> Result<Option<ArtifactRecord>> {
         let (run, job, name) = (run.clone(), job.to_string(), name.to_string());
         self.read(move |c| {
-            c.query_row(
+            c.query_row_cached(
                 &format!(
                     "SELECT {ARTIFACT_COLS} FROM artifacts
                      WHERE namespace = ?1 AND run = ?2 AND job = ?3 AND name = ?4"
@@ -1177,7 +1227,7 @@ impl MetadataStore for SqliteMetadata {
     async fn list_artifacts(&self, run: &RunKey) -> Result<Vec<ArtifactRecord>> {
         let run = run.clone();
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {ARTIFACT_COLS} FROM artifacts WHERE namespace = ?1 AND run = ?2
                  ORDER BY job, name"
             ))?;
@@ -1214,7 +1264,7 @@ impl MetadataStore for SqliteMetadata {
 
     async fn chunk_manifests(&self) -> Result<Vec<String>> {
         self.read(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT manifest FROM cache_entries UNION ALL SELECT manifest FROM artifacts",
             )?;
             let rows = st.query_map([], |r| r.get(0))?;
@@ -1230,7 +1280,7 @@ impl MetadataStore for SqliteMetadata {
         check_memo_hash(&r.hash)?;
         let r = r.clone();
         self.call(move |c| {
-            c.execute(
+            c.execute_cached(
                 &format!(
                     "INSERT INTO memo_results ({MEMO_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (namespace, scope, job, input_hash, run) DO UPDATE SET
@@ -1265,7 +1315,7 @@ impl MetadataStore for SqliteMetadata {
             hash.to_string(),
         );
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {MEMO_COLS} FROM memo_results
                  WHERE namespace = ?1 AND scope = ?2 AND job = ?3 AND input_hash = ?4
                  ORDER BY finished_ms DESC, run DESC"
@@ -1301,14 +1351,14 @@ impl MetadataStore for SqliteMetadata {
             doomed.retain(|k| !policy.spare.contains(k));
             for run in &doomed {
                 let p = params![run.namespace, run.name];
-                tx.execute("DELETE FROM runs WHERE namespace = ?1 AND name = ?2", p)?;
-                tx.execute("DELETE FROM job_states WHERE namespace = ?1 AND run = ?2", p)?;
-                tx.execute("DELETE FROM gate_decisions WHERE namespace = ?1 AND run = ?2", p)?;
-                tx.execute("DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2", p)?;
-                tx.execute("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
-                tx.execute("DELETE FROM artifacts WHERE namespace = ?1 AND run = ?2", p)?;
-                tx.execute("DELETE FROM memo_results WHERE namespace = ?1 AND run = ?2", p)?;
-                tx.execute("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
+                tx.execute_cached("DELETE FROM runs WHERE namespace = ?1 AND name = ?2", p)?;
+                tx.execute_cached("DELETE FROM job_states WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute_cached("DELETE FROM gate_decisions WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute_cached("DELETE FROM concurrency_slots WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute_cached("DELETE FROM log_index WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute_cached("DELETE FROM artifacts WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute_cached("DELETE FROM memo_results WHERE namespace = ?1 AND run = ?2", p)?;
+                tx.execute_cached("DELETE FROM tokens WHERE run_ns = ?1 AND run_name = ?2", p)?;
             }
             tx.commit()?;
             Ok(doomed.into_iter().collect())
@@ -1360,7 +1410,7 @@ mod tests {
                     match i % 3 {
                         0 => m
                             .call(move |c| {
-                                c.execute(
+                                c.execute_cached(
                                     "INSERT INTO deliveries (id, answer, received_ms) VALUES (?1, '1', 0)",
                                     [format!("d{i}")],
                                 )
@@ -1368,7 +1418,7 @@ mod tests {
                             .await
                             .map(drop),
                         1 => m
-                            .call(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []))
+                            .call(|c| c.execute_cached("INSERT INTO no_such_table VALUES (1)", []))
                             .await
                             .map(drop),
                         _ => m.call(|_| -> rusqlite::Result<()> { panic!("a write that panics") }).await,
@@ -1404,6 +1454,63 @@ mod tests {
             .await
             .unwrap();
         assert!(m.find_delivery("after").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_begin_answers_busy_retryable_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let m = SqliteMetadata::open_waiting(&path, Duration::from_millis(50))
+            .await
+            .unwrap();
+        // Another process holds the write lock past the store's busy timeout.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let err = m
+            .record_delivery("d1", &serde_json::json!(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StateError::Unavailable { .. }) && err.retryable(),
+            "{err}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            m.record_delivery("d1", &serde_json::json!(1))
+                .await
+                .unwrap(),
+            Delivery::First
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_by_namespace_or_phase_walks_an_index_in_the_list_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(SqliteMetadata::open(&path).await.unwrap());
+        let c = Connection::open(&path).unwrap();
+        for filter in [
+            "namespace = 'ci'",
+            "phase = 'Failed'",
+            "pipeline = 'build'",
+            "namespace = 'ci' AND phase = 'Failed'",
+            "1",
+        ] {
+            let plan: Vec<String> = c
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT {RUN_COLS} FROM runs WHERE {filter} \
+                     ORDER BY created_ms DESC, namespace, name LIMIT 101"
+                ))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                "{filter}: {plan:?}"
+            );
+        }
     }
 
     #[tokio::test]
