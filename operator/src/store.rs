@@ -131,7 +131,7 @@ impl Store {
                     .parse::<k8s_openapi::jiff::Timestamp>()
                     .map_or_else(|_| now_ms(), |t| t.as_millisecond())
             }),
-            view: serde_json::to_value(archive_summary(run))
+            view: sparkwing_state::ViewJson::new(&archive_summary(run))
                 .map_err(|e| corrupt(format!("summary of {}/{}", key.namespace, key.name), e))?,
         };
         self.meta.upsert_run(&summary).await
@@ -144,7 +144,7 @@ impl Store {
 
     /// The run kept in an index summary.
     pub fn summary_run(summary: &RunSummary) -> Result<PipelineRun, StateError> {
-        serde_json::from_value(summary.view.clone()).map_err(|e| {
+        summary.view.parse().map_err(|e| {
             corrupt(
                 format!(
                     "run index entry {}/{}",

@@ -82,7 +82,7 @@ async fn fill_runs(meta: &Arc<dyn MetadataStore>, n: usize) {
                     phase: phases[i % 3].into(),
                     created_ms: created,
                     finished_ms: Some(created + 60_000),
-                    view: serde_json::json!({"name": format!("run-{i:06}"), "triggeredBy": {"principal": "ci"}}),
+                    view: sparkwing_state::ViewJson::new(&serde_json::json!({"name": format!("run-{i:06}"), "triggeredBy": {"principal": "ci"}})).unwrap(),
                 })
                 .await
                 .unwrap();

@@ -40,7 +40,7 @@ pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{
     parse_run_cursor, run_cursor, ArtifactRecord, CacheRecord, Delivery, GateDecision,
     GateRecorded, LogIndex, MemoRecord, RetentionPolicy, RunFilter, RunKey, RunPage, RunSummary,
-    SessionRecord, StoredItem, TokenRecord,
+    SessionRecord, StoredItem, TokenRecord, ViewJson,
 };
 
 /// Bytes as they arrive (a request body), for [`ContentStore::put_blob`].
@@ -137,7 +137,8 @@ pub trait MetadataStore: Send + Sync {
     // The log feed: lines stored through one replica, told to the followers of every replica.
     /// Tell every subscriber of [`Self::log_feed`] (on any replica) that `lines` of `key` are
     /// stored. Best effort by design: a follower that misses it finds the lines at its next poll
-    /// of the log index. Without a feed (one process), nothing to do.
+    /// of the log index. May return once the lines are queued for sending (PostgreSQL). Without a
+    /// feed (one process), nothing to do.
     async fn publish_log_lines(&self, _key: &LogKey, _lines: &[LogLine]) -> Result<()> {
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::MemoRecord;
 use crate::{
     ArtifactRecord, BlobLock, BlobLockMode, CacheRecord, Delivery, GateDecision, GateRecorded,
     LogFeedEvent, LogIndex, LogKey, LogLine, MetadataStore, RetentionPolicy, RunFilter, RunKey,
-    RunPage, RunSummary, SessionRecord, TokenRecord,
+    RunPage, RunSummary, SessionRecord, TokenRecord, ViewJson,
 };
 
 pub use crate::migrations::SCHEMA_VERSION;
@@ -42,6 +42,8 @@ pub struct PgMetadata {
     config: tokio_postgres::Config,
     /// The log feed, started by the first subscriber.
     feed: std::sync::OnceLock<tokio::sync::broadcast::Sender<LogFeedEvent>>,
+    /// The log feed's publisher's queue ([`publish_log_feed`]), started by the first publication.
+    publisher: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<String>>>,
     /// Permits for the sessions holding the blob lock ([`BLOB_LOCK_SESSIONS`]).
     blob_lock_sessions: Arc<tokio::sync::Semaphore>,
 }
@@ -51,6 +53,64 @@ const LOG_FEED_CHANNEL: &str = "sparkwing_logs";
 /// Events a slow subscriber of the log feed may fall behind by before it misses some (it then
 /// polls, as after a missed notification).
 const LOG_FEED_BUFFER: usize = 4096;
+
+/// Publications (one ingested batch's messages each) waiting for the feed's publisher; past it a
+/// publication is refused, and followers on other replicas poll for its lines.
+const LOG_FEED_QUEUE: usize = 1024;
+/// Messages the publisher sends in one statement at most.
+const LOG_FEED_STATEMENT: usize = 512;
+
+/// The log feed's publisher: sends what is queued, many ingests' messages in one statement (in
+/// queue order), on a connection of its own whose commits do not wait for the WAL flush. A
+/// NOTIFY holds a database-wide lock through its commit, so publications each committed durably
+/// by their ingest were committed one at a time, an fsync each: under 200 clients log batches
+/// queued there for seconds. The feed is a shortcut, never the record (a lost publication costs
+/// its followers a poll), so its commits need no flush. Ends when the store is dropped.
+async fn publish_log_feed(
+    config: tokio_postgres::Config,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<String>>,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut last_attempt: Option<tokio::time::Instant> = None;
+    while let Some(mut messages) = queue.recv().await {
+        while messages.len() < LOG_FEED_STATEMENT {
+            match queue.try_recv() {
+                Ok(more) => messages.extend(more),
+                Err(_) => break,
+            }
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = None;
+            // While the server is away, one attempt per 500 ms; the messages between are dropped.
+            if last_attempt.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+                continue;
+            }
+            last_attempt = Some(tokio::time::Instant::now());
+            client = connect_publisher(&config).await;
+        }
+        let Some(c) = &client else { continue };
+        if let Err(e) = c.query(NOTIFY_LINES, &[&LOG_FEED_CHANNEL, &messages]).await {
+            tracing::warn!(error = %e, "publishing log lines to the log feed");
+            client = None;
+        }
+    }
+}
+
+async fn connect_publisher(config: &tokio_postgres::Config) -> Option<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .ok()?;
+    Some(client)
+}
+
+/// One statement: its notifications are delivered together, in order, at its commit.
+const NOTIFY_LINES: &str =
+    "SELECT pg_notify($1, m) FROM unnest($2::TEXT[]) WITH ORDINALITY AS t(m, i) ORDER BY i";
 
 /// Send `event` to the feed's subscribers (none right now is no reason to stop); false once the
 /// store that holds the sender is gone.
@@ -278,6 +338,7 @@ impl PgMetadata {
             pool,
             config: pg,
             feed: std::sync::OnceLock::new(),
+            publisher: std::sync::OnceLock::new(),
             blob_lock_sessions: Arc::new(tokio::sync::Semaphore::new(BLOB_LOCK_SESSIONS)),
         };
         store.migrate().await?;
@@ -408,7 +469,7 @@ fn run_row(r: &Row) -> Result<RunSummary> {
         phase: r.get(3),
         created_ms: r.get(4),
         finished_ms: r.get(5),
-        view: serde_json::from_str(&view).map_err(bad_row)?,
+        view: ViewJson::from_text(view).map_err(bad_row)?,
     })
 }
 
@@ -470,13 +531,21 @@ impl MetadataStore for PgMetadata {
         if messages.is_empty() {
             return Ok(());
         }
-        // One statement: its notifications are delivered together, in order, at its commit.
-        self.query(
-            "SELECT pg_notify($1, m) FROM unnest($2::TEXT[]) WITH ORDINALITY AS t(m, i) ORDER BY i",
-            &[&LOG_FEED_CHANNEL, &messages],
-        )
-        .await
-        .map(drop)
+        let queue = self.publisher.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(LOG_FEED_QUEUE);
+            tokio::spawn(publish_log_feed(self.config.clone(), rx));
+            tx
+        });
+        queue.try_send(messages).map_err(|e| StateError::Unavailable {
+            backend: "PostgreSQL",
+            detail: match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                    "the log feed's queue is full: followers on other replicas poll for these lines"
+                }
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => "the log feed's publisher stopped",
+            }
+            .into(),
+        })
     }
 
     fn log_feed(&self) -> Option<tokio::sync::broadcast::Receiver<LogFeedEvent>> {
@@ -650,7 +719,7 @@ impl MetadataStore for PgMetadata {
                 &run.phase,
                 &run.created_ms,
                 &run.finished_ms,
-                &run.view.to_string(),
+                &run.view.text(),
             ],
         )
         .await

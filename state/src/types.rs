@@ -68,7 +68,42 @@ pub struct RunSummary {
     /// Set once the run is finished; retention only considers finished runs.
     pub finished_ms: Option<i64>,
     /// The list view's other fields, as the API serialises them.
-    pub view: serde_json::Value,
+    pub view: ViewJson,
+}
+
+/// A run's list view as stored: JSON text, checked but not parsed, so a reader parses only the
+/// entries it answers with (a runs list reads more entries than it shows).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ViewJson(Box<serde_json::value::RawValue>);
+
+impl ViewJson {
+    /// `value` serialised.
+    pub fn new(value: &impl Serialize) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(ViewJson)
+    }
+
+    /// Stored text, checked to be one JSON value.
+    pub fn from_text(text: String) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(ViewJson)
+    }
+
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> std::result::Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+/// The same text: a view is stored and read back as written.
+impl PartialEq for ViewJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
 }
 
 /// Server-side filters of the runs list; `None`: any.

@@ -12,7 +12,7 @@ use sparkwing_state::{
     change_group_with, ingest, ingest_lines, ArtifactRecord, ByteStream, CacheRecord, Delivery,
     GateDecision, GateRecorded, GroupEntry, IngestReport, LogFeedEvent, LogIndex, LogKey, LogLine,
     MemoRecord, RetentionPolicy, RunFilter, RunKey, RunSummary, SessionRecord, StateError,
-    TokenRecord,
+    TokenRecord, ViewJson,
 };
 use support::Backend;
 
@@ -295,7 +295,7 @@ fn run(ns: &str, name: &str, pipeline: &str, phase: &str, created: i64) -> RunSu
         phase: phase.into(),
         created_ms: created,
         finished_ms: matches!(phase, "Succeeded" | "Failed" | "Cancelled").then_some(created + 5),
-        view: json!({"name": name, "pipeline": pipeline}),
+        view: ViewJson::new(&json!({"name": name, "pipeline": pipeline})).unwrap(),
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use kube::ResourceExt;
 use serde::Deserialize;
 use sparkwing_core::reconcile::status::RunPhase;
 use sparkwing_core::state::JobState;
@@ -44,12 +43,19 @@ pub struct ListQuery {
 /// the run index's order, so its cursor is the list's.
 type ListKey = (std::cmp::Reverse<i64>, String, String);
 
-fn list_key(run: &PipelineRun) -> ListKey {
+/// [`ListKey`] borrowing the run's names: a list orders every live run, and copies only its page's.
+type LiveKey<'a> = (std::cmp::Reverse<i64>, &'a str, &'a str);
+
+fn live_key(run: &PipelineRun) -> LiveKey<'_> {
     (
         std::cmp::Reverse(created_ms(run)),
-        run.namespace().unwrap_or_default(),
-        run.name_any(),
+        run.metadata.namespace.as_deref().unwrap_or_default(),
+        run.metadata.name.as_deref().unwrap_or_default(),
     )
+}
+
+fn owned(k: LiveKey<'_>) -> ListKey {
+    (k.0, k.1.to_string(), k.2.to_string())
 }
 
 fn parse_phase(s: &str) -> Result<RunPhase, ApiError> {
@@ -96,19 +102,41 @@ pub async fn list(
         q.pipeline.as_ref().is_none_or(|p| *p == run.spec.pipeline)
             && phase.is_none_or(|ph| run.status.as_ref().map(|s| s.phase).unwrap_or_default() == ph)
     };
-    let after_cursor = |k: &ListKey| after.as_ref().is_none_or(|a| k > a);
+    let after_cursor = |k: &LiveKey<'_>| {
+        after
+            .as_ref()
+            .is_none_or(|a| (k.0, k.1, k.2) > (a.0, a.1.as_str(), a.2.as_str()))
+    };
     let live = st.runs.list(q.namespace.as_deref()).await?;
-    let live_keys: HashSet<(String, String)> = live
+    // The first `limit + 1` live runs after the cursor, in list order: no more can be on the page
+    // or show that a next one exists.
+    let mut wanted_live: Vec<(LiveKey<'_>, &Arc<PipelineRun>)> = live
         .iter()
-        .map(|r| (r.namespace().unwrap_or_default(), r.name_any()))
+        .filter(|r| wanted(r))
+        .map(|r| (live_key(r), r))
+        .filter(|(k, _)| after_cursor(k))
         .collect();
-    let mut out: BTreeMap<ListKey, (Arc<PipelineRun>, bool)> = BTreeMap::new();
-    for run in live.into_iter().filter(|r| wanted(r)) {
-        let key = list_key(&run);
-        if after_cursor(&key) {
-            out.insert(key, (run, true));
-        }
+    if wanted_live.len() > limit + 1 {
+        wanted_live.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+        wanted_live.truncate(limit + 1);
     }
+    let mut out: BTreeMap<ListKey, (Arc<PipelineRun>, bool)> = wanted_live
+        .into_iter()
+        .map(|(k, r)| (owned(k), (r.clone(), true)))
+        .collect();
+    // Whether an index entry is a live run (shown as live): built at the first entry that needs
+    // it, which a page of live runs never reaches.
+    let mut live_keys: Option<HashSet<(&str, &str)>> = None;
+    let live_names = || -> HashSet<(&str, &str)> {
+        live.iter()
+            .map(|r| {
+                (
+                    r.metadata.namespace.as_deref().unwrap_or_default(),
+                    r.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
     // Archived runs after the cursor, until a page's worth that are not live (a live run shows
     // as live) or the index has no more.
     let filter = RunFilter {
@@ -141,7 +169,10 @@ pub async fn list(
                 past_bound = true;
                 break;
             }
-            if live_keys.contains(&(key.1.clone(), key.2.clone())) {
+            if live_keys
+                .get_or_insert_with(live_names)
+                .contains(&(key.1.as_str(), key.2.as_str()))
+            {
                 continue;
             }
             let run = Arc::new(Store::summary_run(summary)?);
