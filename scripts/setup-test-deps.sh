@@ -71,7 +71,7 @@ if [ "$(id -u)" -eq 0 ] && ! id -u sparkwing-pg >/dev/null 2>&1; then
 fi
 
 # The state layer's S3-compatible test server: `tools/s3-test-server`, the s3s-fs crate's store
-# served with TCP_NODELAY (the s3s-fs binary leaves Nagle on, which stalls most requests on a
+# served with TCP_NODELAY and listing by key range (the s3s-fs binary leaves Nagle on, which stalls most requests on a
 # reused connection by ~40 ms). A debug build, cached outside the repository and rebuilt when its
 # sources change: under 3 minutes cold on 2 cores, nothing when present.
 S3_SERVER_ROOT="${SPARKWING_S3_SERVER_ROOT:-/var/tmp/sparkwing-ci/s3-test-server}"
