@@ -72,12 +72,28 @@ pub async fn ingest_lines(
     meta: &dyn MetadataStore,
     content: &dyn ContentStore,
     key: &LogKey,
+    lines: Vec<LogLine>,
+    cap_bytes: u64,
+) -> Result<Ingested> {
+    key.check()?;
+    let index = meta.log_index(key).await?;
+    ingest_lines_at(meta, content, key, index, lines, cap_bytes).await
+}
+
+/// [`ingest_lines`] from the log's index as its caller has just read it (one query fewer). An
+/// index read earlier than this call is safe: the content store skips lines it already holds,
+/// and the index only moves forward.
+pub async fn ingest_lines_at(
+    meta: &dyn MetadataStore,
+    content: &dyn ContentStore,
+    key: &LogKey,
+    index: Option<LogIndex>,
     mut lines: Vec<LogLine>,
     cap_bytes: u64,
 ) -> Result<Ingested> {
     key.check()?;
     lines.sort_by_key(|l| l.seq);
-    let index = meta.log_index(key).await?.unwrap_or(LogIndex {
+    let index = index.unwrap_or(LogIndex {
         next_seq: 1,
         ..Default::default()
     });

@@ -34,7 +34,7 @@ use futures::stream::BoxStream;
 pub use blob_lock::{BlobLock, BlobLockMode};
 pub use error::{Result, StateError};
 pub use groups::{change_group_with, GroupChange, GroupEntry};
-pub use ingest::{ingest, ingest_lines, IngestReport, Ingested};
+pub use ingest::{ingest, ingest_lines, ingest_lines_at, IngestReport, Ingested};
 pub use logs::{AppendReport, LogFeedEvent, LogKey, LogLine, LogStream};
 pub use open::{open_content, open_content_with, open_metadata};
 pub use types::{

@@ -85,10 +85,13 @@ pub async fn ingest(
                 truncated: false,
             });
     }
+    // Each job's index as read for the check, handed on to its ingest.
+    let mut indexes = BTreeMap::new();
     for (job, lines) in by_job.iter_mut() {
         lines.sort_by_key(|l| l.seq);
         let key = LogKey::new(&ns, &name, job);
         let index = st.store.meta.log_index(&key).await?;
+        indexes.insert(job.clone(), index);
         if index.as_ref().is_some_and(|i| i.capped) {
             continue;
         }
@@ -107,10 +110,12 @@ pub async fn ingest(
     let mut stored = Vec::new();
     for (job, lines) in by_job {
         let key = LogKey::new(&ns, &name, &job);
-        let taken = sparkwing_state::ingest_lines(
+        let index = indexes.remove(&job).flatten();
+        let taken = sparkwing_state::ingest_lines_at(
             st.store.meta.as_ref(),
             st.store.content.as_ref(),
             &key,
+            index,
             lines,
             st.config.limits.log_job_bytes,
         )
