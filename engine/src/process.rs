@@ -195,11 +195,16 @@ pub async fn run_attempt(
                 match c {
                     Control::Run => {}
                     Control::Stop => {
+                        // A stop already under way (this one, a timeout's) keeps its SIGTERM
+                        // and its deadline: the job is signalled once.
+                        let under_way = reason.is_some();
                         if reason.is_none() || reason == Some(ProcessEnd::TimedOut) {
                             reason = Some(ProcessEnd::Stopped);
                         }
-                        signal(sup, supervisor::STOP_SIGNAL);
-                        kill_at = Some(tokio::time::Instant::now() + spec.stop_grace);
+                        if !under_way {
+                            signal(sup, supervisor::STOP_SIGNAL);
+                            kill_at = Some(tokio::time::Instant::now() + spec.stop_grace);
+                        }
                     }
                     Control::Kill => {
                         reason = Some(ProcessEnd::Stopped);

@@ -121,6 +121,11 @@ fn supervise(args: &[std::ffi::OsString]) -> Result<End, String> {
     let mut status: Option<End> = None;
     // When the leftovers get SIGKILL (set once the leader is gone, or on a stop's escalation).
     let mut kill_at: Option<Instant> = None;
+    // A graceful stop was forwarded to the job's process group: its processes have had their
+    // SIGTERM, and the engine sends the SIGKILL at the end of the stop's grace.
+    let mut stopping = false;
+    // Under a stop, the leftovers outside the job's group were sent SIGTERM once the leader died.
+    let mut leftovers_told = false;
     loop {
         let timeout = match kill_at {
             Some(at) => {
@@ -147,8 +152,11 @@ fn supervise(args: &[std::ffi::OsString]) -> Result<End, String> {
                     }
                 }
                 // SIGTERM, SIGINT, SIGHUP: a graceful stop of the job's own process group.
+                // Once: a second SIGTERM could reach a job's trap while it runs (bash runs the
+                // trap again).
                 Ok(_) => {
-                    if status.is_none() {
+                    if status.is_none() && !stopping {
+                        stopping = true;
                         let _ = killpg(leader, Signal::SIGTERM);
                     }
                 }
@@ -161,6 +169,19 @@ fn supervise(args: &[std::ffi::OsString]) -> Result<End, String> {
                 return Ok(status.unwrap_or(End::Exited(0)));
             }
             match kill_at {
+                // The leader died of a stop (a job binary's default for SIGTERM) while the
+                // processes of its group still handle theirs: they keep the stop's whole grace
+                // and get no second SIGTERM; only processes that left the group are told now.
+                None if stopping => {
+                    if !leftovers_told {
+                        leftovers_told = true;
+                        for pid in descendants(std::process::id() as i32) {
+                            if read_pgid(pid) != Some(leader.as_raw()) {
+                                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                            }
+                        }
+                    }
+                }
                 None => {
                     kill_all(Signal::SIGTERM);
                     kill_at = Some(Instant::now() + LEFTOVER_GRACE);
@@ -246,6 +267,13 @@ fn read_ppid(pid: i32) -> Option<i32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The process group from /proc/PID/stat (the third field after the command name).
+fn read_pgid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Exit as the job did: its exit code, or the same signal raised on ourselves.
 fn exit_like(end: End) -> i32 {
     match end {
@@ -274,5 +302,6 @@ mod tests {
             Some(std::os::unix::process::parent_id() as i32)
         );
         assert!(descendants(1).contains(&me));
+        assert_eq!(read_pgid(me), Some(nix::unistd::getpgrp().as_raw()));
     }
 }

@@ -96,6 +96,23 @@ fn a_cancelled_job_gets_sigterm_it_can_handle() {
 }
 
 #[test]
+fn a_cancelled_jobs_processes_get_one_sigterm_and_the_whole_grace() {
+    let sw = Sw::fixture("procs");
+    let (run, id) = start_long(&sw, "wind-down");
+    run.signal(Signal::SIGINT);
+    let out = run.finish_within(Duration::from_secs(60));
+    out.assert_code(130);
+    // The job's binary dies of its SIGTERM at once; its bash, in the same process group, had its
+    // own SIGTERM and is neither signalled again nor killed before the cancel's 5 s grace.
+    assert_eq!(
+        sw.log_lines(&id, "long"),
+        ["started", "got SIGTERM", "wound down"]
+    );
+    assert_eq!(sw.job(&id, "long")["state"], "cancelled");
+    assert_run_processes_gone(&id);
+}
+
+#[test]
 fn a_timed_out_job_ignoring_sigterm_keeps_its_worker_until_it_is_gone() {
     let sw = Sw::fixture("procs");
     let out = sw.sw(["run", "stubborn-timeout", "--sw-workers", "1"]);
