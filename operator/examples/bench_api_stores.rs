@@ -298,7 +298,7 @@ fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
     let url_b = format!("http://{b}");
     let posting = ApiClient::new(&url_a, &runner).unwrap();
     let (tx, rx) = mpsc::channel::<(usize, u64, Instant)>();
-    let _followers: Vec<_> = (0..o.followers)
+    let followers: Vec<_> = (0..o.followers)
         .map(|f| {
             let (tx, run, admin, url_b) =
                 (tx.clone(), follow_run.clone(), admin.clone(), url_b.clone());
@@ -362,6 +362,13 @@ fn bench(rt: &tokio::runtime::Runtime, be: Backend, o: &Opts) {
         o.lines,
         p50_p99(&mut latencies)
     );
+    // One more line, with nobody listening: each follower stops at it, before this backend's
+    // stores go away under its server (a follow of a deleted data dir fails).
+    drop(rx);
+    post(o.lines as u64 + 2);
+    for f in followers {
+        f.join().unwrap();
+    }
 }
 
 fn main() {

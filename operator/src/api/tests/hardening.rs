@@ -1106,12 +1106,30 @@ async fn the_runs_list_is_paged_by_cursor_with_filters() {
     );
     let (done, _, _) = page("phase=Succeeded&pipeline=build".into()).await;
     assert_eq!(done, [names[2].clone(), names[0].clone()]);
+    // `since`: created at or after, live and archived alike (runs 0..7 are 00:00:00..00:00:06).
+    let (recent, _, _) = page("since=2026-01-01T00:00:04Z".into()).await;
+    assert_eq!(recent, newest_first[..3]);
+    let (all_since, _, _) = page("since=2026-01-01T00:00:00Z&limit=2".into()).await;
+    assert_eq!(all_since, newest_first[..2]);
+    let (built, _, _) = page("since=2026-01-01T00:00:00%2B00:00&pipeline=build".into()).await;
+    assert_eq!(
+        built,
+        [
+            names[6].clone(),
+            names[4].clone(),
+            names[2].clone(),
+            names[0].clone()
+        ]
+    );
+    let (none, next, _) = page("since=2027-01-01T00:00:00Z".into()).await;
+    assert_eq!((none.len(), next), (0, None));
 
     for (q, part) in [
         ("limit=0", "limit 0"),
         ("limit=501", "limit 501"),
         ("cursor=zz", "invalid cursor"),
         ("phase=Done", "invalid phase"),
+        ("since=yesterday", "invalid since"),
     ] {
         let r = f.get(&format!("/api/v1/runs?{q}"), &f.reader).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", part);

@@ -46,13 +46,15 @@ fn error_page(session: &Session, e: ApiError) -> Response {
         .into_response()
 }
 
-/// The list's filters from the query: `namespace`, `pipeline`, `phase` (empty: any), `cursor`.
+/// The list's filters from the query: `namespace`, `pipeline`, `phase`, `since` (empty: any),
+/// `cursor`.
 pub fn list_query(params: &HashMap<String, String>, limit: usize) -> ListQuery {
     let get = |k: &str| params.get(k).filter(|v| !v.is_empty()).cloned();
     ListQuery {
         namespace: get("namespace"),
         pipeline: get("pipeline"),
         phase: get("phase"),
+        since: get("since"),
         limit: Some(limit),
         cursor: get("cursor"),
     }
@@ -65,6 +67,7 @@ pub fn query_string(q: &ListQuery, cursor: Option<&str>) -> String {
         ("namespace", &q.namespace),
         ("pipeline", &q.pipeline),
         ("phase", &q.phase),
+        ("since", &q.since),
     ] {
         if let Some(v) = v {
             parts.push(format!("{k}={}", url_enc(v)));

@@ -34,6 +34,9 @@ pub struct ListQuery {
     /// Most runs in the answer (1 to [`MAX_RUN_PAGE`]; [`DEFAULT_RUN_PAGE`]).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Only runs created at or after this time (RFC 3339, e.g. `2026-12-01T00:00:00Z`).
+    #[serde(default)]
+    pub since: Option<String>,
     /// Where the previous page ended (its `next`).
     #[serde(default)]
     pub cursor: Option<String>,
@@ -64,6 +67,17 @@ fn parse_phase(s: &str) -> Result<RunPhase, ApiError> {
             "invalid phase {s:?}: Pending, Running, Succeeded, Failed or Cancelled"
         ))
     })
+}
+
+/// A `since` filter: an RFC 3339 time, as Unix ms.
+fn parse_since(s: &str) -> Result<i64, ApiError> {
+    s.parse::<k8s_openapi::jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid since {s:?}: an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"
+            ))
+        })
 }
 
 /// `GET /api/v1/runs`: a page of runs, newest first, live and archived, filtered by namespace,
@@ -98,9 +112,11 @@ pub async fn list(
             Some((std::cmp::Reverse(ms), ns, name))
         }
     };
+    let since_ms = q.since.as_deref().map(parse_since).transpose()?;
     let wanted = |run: &PipelineRun| {
         q.pipeline.as_ref().is_none_or(|p| *p == run.spec.pipeline)
             && phase.is_none_or(|ph| run.status.as_ref().map(|s| s.phase).unwrap_or_default() == ph)
+            && since_ms.is_none_or(|t| created_ms(run) >= t)
     };
     let after_cursor = |k: &LiveKey<'_>| {
         after
@@ -139,19 +155,20 @@ pub async fn list(
     };
     // Archived runs after the cursor, until a page's worth that are not live (a live run shows
     // as live) or the index has no more.
+    // The (limit+1)-th live run after the cursor: an index entry listed after it can be neither
+    // on this page nor the sign of a next one, so the index is read no further, and is asked
+    // only for entries created no earlier (a busy cluster's first page is all live runs: then the
+    // index answers none). Finished runs whose PipelineRun is kept are in the index too, and
+    // skipped here: without this bound a list read past every one of them, page by page.
+    let bound: Option<ListKey> = out.keys().nth(limit).cloned();
     let filter = RunFilter {
         namespace: q.namespace.clone(),
         pipeline: q.pipeline.clone(),
         phase: phase.map(|p| p.phase_str().to_string()),
-        since_ms: None,
+        since_ms: since_ms.max(bound.as_ref().map(|b| b.0 .0)),
     };
     let mut cursor = q.cursor.clone();
     let mut archived = 0;
-    // The (limit+1)-th live run after the cursor: an index entry listed after it can be neither
-    // on this page nor the sign of a next one, so the index is read no further. (Finished runs
-    // whose PipelineRun is kept are in the index too, and skipped here: without this bound a
-    // list read past every one of them, page by page.)
-    let bound: Option<ListKey> = out.keys().nth(limit).cloned();
     loop {
         let page = st
             .store
