@@ -259,19 +259,22 @@ pub fn process_ids() -> impl Iterator<Item = i32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
 }
 
-/// The parent pid from /proc/PID/stat (the command name may hold spaces and parentheses, so
-/// fields are counted after its last ')').
-fn read_ppid(pid: i32) -> Option<i32> {
+/// Field `n` (0: the state) after the command name of /proc/PID/stat (the name may hold spaces
+/// and parentheses, so fields are counted after its last ')').
+fn stat_field(pid: i32, n: usize) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    after.split_whitespace().nth(n)?.parse().ok()
 }
 
-/// The process group from /proc/PID/stat (the third field after the command name).
+/// The parent pid.
+fn read_ppid(pid: i32) -> Option<i32> {
+    stat_field(pid, 1)
+}
+
+/// The process group.
 fn read_pgid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(2)?.parse().ok()
+    stat_field(pid, 2)
 }
 
 /// Exit as the job did: its exit code, or the same signal raised on ourselves.
